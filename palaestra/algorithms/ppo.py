@@ -1,0 +1,220 @@
+"""Proximal Policy Optimization as ML-Agents 0.16 trains it (Schulman et al. 2017).
+
+Reading order: ``act`` (one batched forward pass per environment step), ``process`` (finished
+segments → per-signal rewards → GAE advantages and returns → the update buffer), ``ready`` and
+``update`` (``num_epoch`` passes of shuffled ``batch_size`` mini-batches over the buffer).
+ML-Agents' details, named where they happen:
+- one value head per reward signal, each with its own gamma; the policy's advantage is the
+  mean of the signals' advantages;
+- the return bootstraps from V(next observation) at a time-horizon cut and at an interrupted
+  episode, and from 0 at a true terminal (for signals that use terminal states);
+- advantages are standardized over the whole buffer before the epochs;
+- epsilon decays linearly to 0.1 and beta to 1e-5 over ``max_steps``; the learning rate decays
+  linearly to 1e-10 when ``learning_rate_schedule`` is linear;
+- the value loss is clipped around the old value estimate with the same epsilon;
+- total loss = policy loss + 0.5 x value loss - beta x entropy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import scipy.signal
+import torch
+
+from palaestra.envs.base import BehaviorSpec
+from palaestra.networks.policy import ActorCritic
+from palaestra.rewards import make_signals
+from palaestra.rollout.buffers import RolloutBuffer
+from palaestra.rollout.collector import ActResult, Segments
+from palaestra.settings import TrainerSettings
+
+
+def linear_decay(initial: float, final: float, step: int, max_steps: int) -> float:
+    """ML-Agents' polynomial decay with power 1: ``initial`` at step 0, ``final`` at max_steps."""
+    if max_steps <= 0:
+        return final
+    fraction = min(step, max_steps) / max_steps
+    return initial + (final - initial) * fraction
+
+
+def discounted_cumsum(x: np.ndarray, discount: float) -> np.ndarray:
+    """Reverse discounted cumulative sum along axis 1: y[t] = x[t] + discount * y[t+1]."""
+    return scipy.signal.lfilter([1.0], [1.0, -discount], x[:, ::-1], axis=1)[:, ::-1]
+
+
+def gae(rewards: np.ndarray, values: np.ndarray, bootstrap: np.ndarray, length: np.ndarray,
+        gamma: float, lambd: float) -> np.ndarray:
+    """Generalized Advantage Estimation (Schulman et al. 2016) for a batch of segments.
+
+    rewards, values: ``[F, H]``; bootstrap: ``[F]`` value after each segment's last row.
+    Rows past ``length`` are padding; their deltas are zeroed, which keeps them out of the sum.
+    """
+    F, H = rewards.shape
+    rows = np.arange(H)[None, :]
+    next_values = np.zeros_like(values)
+    next_values[:, :-1] = values[:, 1:]
+    last = length - 1
+    next_values[np.arange(F), last] = bootstrap
+    deltas = rewards + gamma * next_values - values
+    deltas[rows >= length[:, None]] = 0.0
+    return discounted_cumsum(deltas, gamma * lambd)
+
+
+class PPO:
+    def __init__(self, spec: BehaviorSpec, settings: TrainerSettings, device: torch.device) -> None:
+        self.spec = spec
+        self.settings = settings
+        self.device = device
+        self.signals = make_signals(settings.reward_signals)
+        self.policy = ActorCritic(
+            spec, settings.hidden_units, settings.num_layers, settings.normalize, len(self.signals)
+        ).to(device)
+        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=settings.learning_rate)
+        self.buffer = RolloutBuffer()
+        self.step = 0  # agent steps processed, ML-Agents' trainer step
+        self.update_count = 0
+        # Per-slot running sums of each signal's scaled reward, for "Policy/<Signal> Reward".
+        self._signal_episode_sum = np.zeros((0, len(self.signals)))
+
+    # -- acting ------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def act(self, obs: np.ndarray, allowed: np.ndarray | None, deterministic: bool = False) -> ActResult:
+        out = self.policy.act(
+            torch.as_tensor(obs, device=self.device),
+            None if allowed is None else torch.as_tensor(allowed, device=self.device),
+            deterministic,
+        )
+        n = obs.shape[0]
+        return ActResult(
+            continuous=out.continuous.cpu().numpy() if out.continuous is not None else np.zeros((n, 0), np.float32),
+            discrete=out.discrete.cpu().numpy() if out.discrete is not None else np.zeros((n, 0), np.int64),
+            log_prob=out.log_prob.cpu().numpy(),
+            entropy=out.entropy.cpu().numpy(),
+            values=out.values.cpu().numpy(),
+        )
+
+    @torch.inference_mode()
+    def value(self, obs: np.ndarray) -> np.ndarray:
+        return self.policy.value(torch.as_tensor(obs, device=self.device)).cpu().numpy()
+
+    # -- experience --------------------------------------------------------------------------
+    def process(self, seg: Segments) -> dict[str, list[float]]:
+        """Turn finished segments into advantages and returns in the update buffer."""
+        mask = seg.row_mask
+        if self.policy.normalizer is not None:
+            self.policy.normalizer.update(seg.obs[mask])
+        stats: dict[str, list[float]] = {}
+        advantages = np.zeros(mask.shape, dtype=np.float64)
+        returns = np.zeros((*mask.shape, len(self.signals)), dtype=np.float32)
+        self._grow_signal_sums(int(seg.slot.max()) + 1)
+        for k, signal in enumerate(self.signals):
+            rewards = signal.rewards(seg)
+            values = seg.values[:, :, k]
+            bootstrap = seg.bootstrap[:, k].copy()
+            if signal.uses_terminal:
+                bootstrap[seg.terminal] = 0.0
+            adv = gae(rewards, values, bootstrap, seg.length, signal.gamma, self.settings.lambd)
+            advantages += adv / len(self.signals)
+            returns[:, :, k] = adv + values
+            stats[f"Policy/{signal.stat_name} Value Estimate"] = [float(values[mask].mean())]
+            self._signal_episode_sum[seg.slot, k] += np.where(mask, rewards, 0.0).sum(axis=1)
+            ended = seg.slot[seg.episode_end]
+            if len(ended):
+                stats[f"Policy/{signal.stat_name} Reward"] = self._signal_episode_sum[ended, k].tolist()
+                self._signal_episode_sum[ended, k] = 0.0
+        self.buffer.add(
+            obs=seg.obs[mask],
+            continuous=seg.continuous[mask],
+            discrete=seg.discrete[mask],
+            allowed=seg.allowed[mask],
+            log_prob=seg.log_prob[mask],
+            old_values=seg.values[mask],
+            returns=returns[mask],
+            advantages=advantages[mask].astype(np.float32),
+        )
+        self.step += int(seg.length.sum())
+        return stats
+
+    def _grow_signal_sums(self, slots: int) -> None:
+        if slots > self._signal_episode_sum.shape[0]:
+            grown = np.zeros((max(slots, 2 * self._signal_episode_sum.shape[0]), len(self.signals)))
+            grown[: self._signal_episode_sum.shape[0]] = self._signal_episode_sum
+            self._signal_episode_sum = grown
+
+    def ready(self) -> bool:
+        return self.buffer.size > self.settings.buffer_size
+
+    # -- learning ----------------------------------------------------------------------------
+    def current_learning_rate(self) -> float:
+        s = self.settings
+        if s.learning_rate_schedule == "linear":
+            return linear_decay(s.learning_rate, 1e-10, self.step, s.max_steps)
+        return s.learning_rate
+
+    def update(self) -> dict[str, float]:
+        s = self.settings
+        lr = self.current_learning_rate()
+        epsilon = linear_decay(s.epsilon, 0.1, self.step, s.max_steps)
+        beta = linear_decay(s.beta, 1e-5, self.step, s.max_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+        data = {k: torch.as_tensor(v, device=self.device) for k, v in self.buffer.view().items()}
+        adv = data["advantages"]
+        data["advantages"] = (adv - adv.mean()) / (adv.std() + 1e-10)
+        n = self.buffer.size
+        n_batches = n // s.batch_size
+        has_cont = self.spec.action_spec.is_continuous
+        has_disc = self.spec.action_spec.is_discrete
+        policy_losses, value_losses = [], []
+        for _ in range(s.num_epoch):
+            order = torch.randperm(n, device=self.device)
+            for i in range(n_batches):
+                idx = order[i * s.batch_size : (i + 1) * s.batch_size]
+                out = self.policy.evaluate(
+                    data["obs"][idx],
+                    data["allowed"][idx] if has_disc else None,
+                    data["continuous"][idx] if has_cont else None,
+                    data["discrete"][idx] if has_disc else None,
+                )
+                # Clipped surrogate objective.
+                ratio = torch.exp(out.log_prob - data["log_prob"][idx])
+                a = data["advantages"][idx]
+                policy_loss = -torch.min(ratio * a, torch.clamp(ratio, 1 - epsilon, 1 + epsilon) * a).mean()
+                # Clipped value loss, one head per reward signal, averaged over heads.
+                old_v, ret = data["old_values"][idx], data["returns"][idx]
+                clipped_v = old_v + torch.clamp(out.values - old_v, -epsilon, epsilon)
+                value_loss = torch.max((ret - out.values) ** 2, (ret - clipped_v) ** 2).mean(0).mean()
+                loss = policy_loss + 0.5 * value_loss - beta * out.entropy.mean()
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                policy_losses.append(policy_loss.detach())
+                value_losses.append(value_loss.detach())
+        self.buffer.clear()
+        self.update_count += 1
+        return {
+            "Losses/Policy Loss": abs(float(torch.stack(policy_losses).mean())) if policy_losses else 0.0,
+            "Losses/Value Loss": float(torch.stack(value_losses).mean()) if value_losses else 0.0,
+            "Policy/Learning Rate": lr,
+            "Policy/Epsilon": epsilon,
+            "Policy/Beta": beta,
+        }
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "policy": self.policy.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+            "update_count": self.update_count,
+        }
+
+    def load_state_dict(self, state: dict[str, Any], weights_only: bool = False) -> None:
+        self.policy.load_state_dict(state["policy"])
+        if not weights_only:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.step = int(state["step"])
+            self.update_count = int(state["update_count"])

@@ -1,0 +1,165 @@
+"""The one environment protocol every environment source implements.
+
+It follows ML-Agents' low-level API (``mlagents_envs.base_env``): an environment holds one or
+more *behaviors*; for each behavior, :meth:`Env.get_steps` returns the agents that need a
+decision (:class:`DecisionSteps`) and the agents whose episode ended since the last call
+(:class:`TerminalSteps`), each as arrays over agents. Actions go back per behavior as one
+:class:`ActionTuple` whose rows follow the order of the decision steps' ``agent_id``.
+
+An agent whose episode ends and restarts in the same step appears in both the terminal steps
+(its final observation) and the decision steps (the first observation of the next episode),
+with the same id, exactly as in ML-Agents. Consumers handle terminal steps first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, Protocol, runtime_checkable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    """Continuous action size and discrete branch sizes (either may be empty)."""
+
+    continuous_size: int = 0
+    discrete_branches: tuple[int, ...] = ()
+
+    @property
+    def is_continuous(self) -> bool:
+        return self.continuous_size > 0
+
+    @property
+    def is_discrete(self) -> bool:
+        return len(self.discrete_branches) > 0
+
+    @property
+    def num_branches(self) -> int:
+        return len(self.discrete_branches)
+
+    def empty_actions(self, n_agents: int) -> "ActionTuple":
+        return ActionTuple(
+            continuous=np.zeros((n_agents, self.continuous_size), dtype=np.float32),
+            discrete=np.zeros((n_agents, self.num_branches), dtype=np.int32),
+        )
+
+    def random_actions(self, n_agents: int, rng: np.random.Generator) -> "ActionTuple":
+        cont = rng.uniform(-1.0, 1.0, size=(n_agents, self.continuous_size)).astype(np.float32)
+        disc = np.zeros((n_agents, self.num_branches), dtype=np.int32)
+        for b, size in enumerate(self.discrete_branches):
+            disc[:, b] = rng.integers(0, size, size=n_agents)
+        return ActionTuple(continuous=cont, discrete=disc)
+
+    def describe(self) -> str:
+        parts = []
+        if self.is_continuous:
+            parts.append(f"continuous({self.continuous_size})")
+        if self.is_discrete:
+            parts.append(f"discrete{list(self.discrete_branches)}")
+        return " + ".join(parts) or "none"
+
+
+@dataclass(frozen=True)
+class BehaviorSpec:
+    """What a behavior observes (one shape per observation) and how it acts."""
+
+    observation_shapes: tuple[tuple[int, ...], ...]
+    action_spec: ActionSpec
+
+
+@dataclass
+class DecisionSteps:
+    """Agents of one behavior that need an action now.
+
+    ``obs``: one float32 array ``[n_agents, *shape]`` per observation of the behavior spec.
+    ``reward``: reward received since the agent's previous decision.
+    ``action_mask``: one bool array ``[n_agents, branch_size]`` per discrete branch, ``True``
+    meaning the action is *unavailable* (ML-Agents' convention), or ``None`` when nothing is masked.
+    """
+
+    obs: list[np.ndarray]
+    reward: np.ndarray
+    agent_id: np.ndarray
+    action_mask: list[np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return int(self.agent_id.shape[0])
+
+    @staticmethod
+    def empty(spec: BehaviorSpec) -> "DecisionSteps":
+        return DecisionSteps(
+            obs=[np.zeros((0, *s), dtype=np.float32) for s in spec.observation_shapes],
+            reward=np.zeros(0, dtype=np.float32),
+            agent_id=np.zeros(0, dtype=np.int64),
+        )
+
+
+@dataclass
+class TerminalSteps:
+    """Agents of one behavior whose episode ended since the last step.
+
+    ``interrupted`` is True where the episode was cut by a step limit rather than reaching a
+    true terminal state; learners bootstrap the value there.
+    """
+
+    obs: list[np.ndarray]
+    reward: np.ndarray
+    agent_id: np.ndarray
+    interrupted: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.agent_id.shape[0])
+
+    @staticmethod
+    def empty(spec: BehaviorSpec) -> "TerminalSteps":
+        return TerminalSteps(
+            obs=[np.zeros((0, *s), dtype=np.float32) for s in spec.observation_shapes],
+            reward=np.zeros(0, dtype=np.float32),
+            agent_id=np.zeros(0, dtype=np.int64),
+            interrupted=np.zeros(0, dtype=bool),
+        )
+
+
+@dataclass
+class ActionTuple:
+    """Actions for the agents of one decision step: ``continuous`` ``[n, size]`` float32 in
+    [-1, 1] and ``discrete`` ``[n, branches]`` int32 branch indices."""
+
+    continuous: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    discrete: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int32))
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Engine settings from the command line. Unity builds use all of them; built-in and Python
+    environments use what applies to them (see docs/environments.md)."""
+
+    width: int = 84
+    height: int = 84
+    quality_level: int = 5
+    time_scale: float = 20.0
+    target_frame_rate: int = -1
+    no_graphics: bool = False
+
+
+class EnvError(Exception):
+    """An environment failed or answered with something the protocol does not allow."""
+
+
+@runtime_checkable
+class Env(Protocol):
+    """The protocol the run loop drives; see the module docstring and docs/environments.md."""
+
+    @property
+    def behavior_specs(self) -> Mapping[str, BehaviorSpec]: ...
+
+    def reset(self, parameters: Mapping[str, float] | None = None) -> None: ...
+
+    def get_steps(self, behavior: str) -> tuple[DecisionSteps, TerminalSteps]: ...
+
+    def set_actions(self, behavior: str, actions: ActionTuple) -> None: ...
+
+    def step(self) -> None: ...
+
+    def close(self) -> None: ...

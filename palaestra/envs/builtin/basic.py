@@ -1,0 +1,52 @@
+"""Basic: a 1-D corridor. Observation: one-hot of the agent's cell (20 cells). Actions: one
+discrete branch, 0 = step left, 1 = step right. Reward: -0.01 per step, +0.1 and episode end at
+the small goal (cell 7), +1.0 and episode end at the large goal (cell 17). The agent starts in
+cell 10, so the best return is 1.0 - 7 x 0.01 = 0.93 (ML-Agents' benchmark). Episodes are
+interrupted after 100 steps.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from palaestra.envs.base import ActionSpec, ActionTuple
+from palaestra.envs.builtin.vector_env import BuiltinVectorEnv
+
+N_CELLS = 20
+START, SMALL_GOAL, LARGE_GOAL = 10, 7, 17
+
+
+class Basic(BuiltinVectorEnv):
+    behavior_name = "Basic"
+    observation_shape = (N_CELLS,)
+    action_spec = ActionSpec(discrete_branches=(2,))
+    agents_per_area = 1
+    max_episode_steps = 100
+    solved_reward = 0.93
+
+    def __init__(self, seed: int = 0, num_areas: int = 1, behavior_name: str | None = None) -> None:
+        super().__init__(seed, num_areas, behavior_name)
+        self.position = np.full(self.n, START, dtype=np.int64)
+
+    def _reset_agents(self, which: np.ndarray) -> None:
+        self.position[which] = START
+
+    def _observe(self) -> np.ndarray:
+        obs = np.zeros((self.n, N_CELLS), dtype=np.float32)
+        obs[np.arange(self.n), self.position] = 1.0
+        return obs
+
+    def _advance(self, actions: ActionTuple) -> tuple[np.ndarray, np.ndarray]:
+        move = np.where(actions.discrete[:, 0] == 1, 1, -1)
+        self.position = np.clip(self.position + move, 0, N_CELLS - 1)
+        reward = np.full(self.n, -0.01, dtype=np.float32)
+        small = self.position == SMALL_GOAL
+        large = self.position == LARGE_GOAL
+        reward += 0.1 * small + 1.0 * large
+        return reward, small | large
+
+    def heuristic(self) -> ActionTuple:
+        return ActionTuple(
+            continuous=np.zeros((self.n, 0), np.float32),
+            discrete=np.ones((self.n, 1), dtype=np.int32),
+        )

@@ -1,0 +1,131 @@
+"""Shared machinery for the built-in environments: one behavior, a fixed set of agents that all
+decide every step, numpy arrays throughout, automatic reset of finished agents.
+
+A subclass describes the world with four array functions over all agents at once
+(``_reset_agents``, ``_observe``, ``_masks``, ``_advance``); this class turns them into the
+DecisionSteps / TerminalSteps of the Env protocol.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+from palaestra.envs.base import (
+    ActionSpec,
+    ActionTuple,
+    BehaviorSpec,
+    DecisionSteps,
+    EnvError,
+    TerminalSteps,
+)
+
+
+class BuiltinVectorEnv:
+    behavior_name: str = ""
+    observation_shape: tuple[int, ...] = ()
+    action_spec: ActionSpec = ActionSpec()
+    agents_per_area: int = 1
+    max_episode_steps: int = 0  # 0 = no step limit
+    default_parameters: Mapping[str, float] = {}
+    # The shortest episode a perfect agent can finish, for documentation only.
+    solved_reward: float = 0.0
+
+    def __init__(self, seed: int = 0, num_areas: int = 1, behavior_name: str | None = None) -> None:
+        if num_areas < 1:
+            raise EnvError(f"num_areas must be at least 1, got {num_areas}")
+        if behavior_name:
+            self.behavior_name = behavior_name
+        self.n = self.agents_per_area * num_areas
+        self.rng = np.random.default_rng(seed)
+        self.parameters: dict[str, float] = dict(self.default_parameters)
+        self._spec = BehaviorSpec((self.observation_shape,), self.action_spec)
+        self.episode_steps = np.zeros(self.n, dtype=np.int64)
+        self._actions: ActionTuple | None = None
+        self._decision: DecisionSteps | None = None
+        self._terminal: TerminalSteps = TerminalSteps.empty(self._spec)
+        self._ids = np.arange(self.n, dtype=np.int64)
+
+    # -- to implement ------------------------------------------------------------------------
+    def _reset_agents(self, which: np.ndarray) -> None:
+        """Start a new episode for the agents whose indices are in ``which``."""
+        raise NotImplementedError
+
+    def _observe(self) -> np.ndarray:
+        """Observations of all agents, ``[n, *observation_shape]`` float32."""
+        raise NotImplementedError
+
+    def _masks(self) -> list[np.ndarray] | None:
+        """Per-branch masks (True = unavailable) for all agents, or None."""
+        return None
+
+    def _advance(self, actions: ActionTuple) -> tuple[np.ndarray, np.ndarray]:
+        """Apply the actions of all agents; return (reward [n], done [n])."""
+        raise NotImplementedError
+
+    # -- the Env protocol --------------------------------------------------------------------
+    @property
+    def behavior_specs(self) -> Mapping[str, BehaviorSpec]:
+        return {self.behavior_name: self._spec}
+
+    def reset(self, parameters: Mapping[str, float] | None = None) -> None:
+        if parameters:
+            unknown = sorted(set(parameters) - set(self.default_parameters))
+            if unknown:
+                raise EnvError(
+                    f"{type(self).__name__} has no environment parameter(s) {unknown}; "
+                    f"it knows {sorted(self.default_parameters) or 'none'}"
+                )
+            self.parameters.update({k: float(v) for k, v in parameters.items()})
+        self._reset_agents(self._ids)
+        self.episode_steps[:] = 0
+        self._terminal = TerminalSteps.empty(self._spec)
+        self._decision = DecisionSteps(
+            [self._observe()], np.zeros(self.n, np.float32), self._ids, self._masks()
+        )
+
+    def get_steps(self, behavior: str) -> tuple[DecisionSteps, TerminalSteps]:
+        if behavior != self.behavior_name:
+            raise EnvError(f"unknown behavior {behavior!r}; this environment has {self.behavior_name!r}")
+        if self._decision is None:
+            raise EnvError("get_steps() called before reset()")
+        return self._decision, self._terminal
+
+    def set_actions(self, behavior: str, actions: ActionTuple) -> None:
+        if behavior != self.behavior_name:
+            raise EnvError(f"unknown behavior {behavior!r}; this environment has {self.behavior_name!r}")
+        self._actions = actions
+
+    def step(self) -> None:
+        if self._decision is None:
+            self.reset()
+        actions = self._actions if self._actions is not None else self.action_spec.empty_actions(self.n)
+        self._actions = None
+        reward, done = self._advance(actions)
+        self.episode_steps += 1
+        interrupted = np.zeros(self.n, dtype=bool)
+        if self.max_episode_steps:
+            interrupted = (self.episode_steps >= self.max_episode_steps) & ~done
+        ended = done | interrupted
+        obs = self._observe()
+        if ended.any():
+            idx = np.flatnonzero(ended)
+            self._terminal = TerminalSteps(
+                [obs[idx]], reward[idx].astype(np.float32), self._ids[idx], interrupted[idx]
+            )
+            self._reset_agents(idx)
+            self.episode_steps[idx] = 0
+            obs = self._observe()
+            reward = np.where(ended, 0.0, reward)
+        else:
+            self._terminal = TerminalSteps.empty(self._spec)
+        self._decision = DecisionSteps([obs], reward.astype(np.float32), self._ids, self._masks())
+
+    def close(self) -> None:
+        self._decision = None
+
+    # -- helpers for tests and demonstrations -----------------------------------------------
+    def heuristic(self) -> ActionTuple:
+        """A scripted policy for all agents (good, not necessarily optimal)."""
+        raise NotImplementedError

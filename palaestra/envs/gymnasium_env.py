@@ -1,0 +1,176 @@
+"""Adapter: N copies of a Gymnasium environment stepped as one behavior with N agents.
+
+The behavior is named after the environment id (``CartPole-v1``). Spaces map as follows:
+Box observations are flattened to a vector, Discrete observations become one-hot vectors;
+Box actions become continuous actions in [-1, 1], rescaled to the space's bounds; Discrete and
+MultiDiscrete actions become discrete branches. A time-limit truncation is reported as an
+interrupted episode so learners bootstrap the value there.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from palaestra.envs.base import (
+    ActionSpec,
+    ActionTuple,
+    BehaviorSpec,
+    DecisionSteps,
+    EnvError,
+    TerminalSteps,
+)
+
+
+def _observation_converter(space: gym.Space, env_id: str):
+    if isinstance(space, spaces.Box):
+        size = int(np.prod(space.shape))
+        return (size,), lambda o: np.asarray(o, dtype=np.float32).reshape(size)
+    if isinstance(space, spaces.Discrete):
+        n, start = int(space.n), int(space.start)
+
+        def one_hot(o: Any) -> np.ndarray:
+            v = np.zeros(n, dtype=np.float32)
+            v[int(o) - start] = 1.0
+            return v
+
+        return (n,), one_hot
+    raise EnvError(
+        f"Gymnasium environment {env_id!r} has an observation space of type "
+        f"{type(space).__name__}; supported: Box, Discrete (wrap it with a Gymnasium "
+        "FlattenObservation wrapper in a Python factory)"
+    )
+
+
+def _action_converter(space: gym.Space, env_id: str):
+    if isinstance(space, spaces.Box):
+        size = int(np.prod(space.shape))
+        low = np.broadcast_to(space.low, space.shape).reshape(size).astype(np.float64)
+        high = np.broadcast_to(space.high, space.shape).reshape(size).astype(np.float64)
+        bounded = np.isfinite(low) & np.isfinite(high)
+        mid = np.where(bounded, (low + high) / 2, 0.0)
+        half = np.where(bounded, (high - low) / 2, 1.0)
+        shape, dtype = space.shape, space.dtype
+
+        def convert(a: ActionTuple, i: int) -> np.ndarray:
+            x = np.clip(a.continuous[i].astype(np.float64), -1.0, 1.0)
+            return (mid + half * x).reshape(shape).astype(dtype)
+
+        return ActionSpec(continuous_size=size), convert
+    if isinstance(space, spaces.Discrete):
+        start = int(space.start)
+        return ActionSpec(discrete_branches=(int(space.n),)), lambda a, i: int(a.discrete[i, 0]) + start
+    if isinstance(space, spaces.MultiDiscrete):
+        nvec = np.asarray(space.nvec)
+        starts = np.asarray(space.start).reshape(-1)
+        shape = nvec.shape
+
+        def convert_md(a: ActionTuple, i: int) -> np.ndarray:
+            return (a.discrete[i] + starts).reshape(shape).astype(space.dtype)
+
+        return ActionSpec(discrete_branches=tuple(int(x) for x in nvec.reshape(-1))), convert_md
+    raise EnvError(
+        f"Gymnasium environment {env_id!r} has an action space of type {type(space).__name__}; "
+        "supported: Box, Discrete, MultiDiscrete"
+    )
+
+
+class GymnasiumEnv:
+    def __init__(
+        self, env_id: str, seed: int = 0, num_areas: int = 1, env_kwargs: Mapping[str, Any] | None = None
+    ) -> None:
+        if num_areas < 1:
+            raise EnvError(f"num_areas must be at least 1, got {num_areas}")
+        self.env_id = env_id
+        self.behavior_name = env_id
+        self.seed = seed
+        try:
+            self.envs = [gym.make(env_id, **dict(env_kwargs or {})) for _ in range(num_areas)]
+        except gym.error.DependencyNotInstalled as e:
+            raise EnvError(f"Gymnasium environment {env_id!r} needs an extra package: {e}") from None
+        except (gym.error.Error, TypeError, ValueError) as e:
+            raise EnvError(f"could not create Gymnasium environment {env_id!r}: {e}") from None
+        first = self.envs[0]
+        obs_shape, self._obs = _observation_converter(first.observation_space, env_id)
+        action_spec, self._act = _action_converter(first.action_space, env_id)
+        self._spec = BehaviorSpec((obs_shape,), action_spec)
+        self.n = num_areas
+        self._ids = np.arange(self.n, dtype=np.int64)
+        self._decision: DecisionSteps | None = None
+        self._terminal = TerminalSteps.empty(self._spec)
+        self._actions: ActionTuple | None = None
+        self._seeded = False
+
+    @property
+    def behavior_specs(self) -> Mapping[str, BehaviorSpec]:
+        return {self.behavior_name: self._spec}
+
+    def reset(self, parameters: Mapping[str, float] | None = None) -> None:
+        if parameters:
+            raise EnvError(
+                f"Gymnasium environment {self.env_id!r} takes no environment parameters "
+                f"(got {sorted(parameters)}); pass constructor arguments with --env-args instead"
+            )
+        obs = np.zeros((self.n, *self._spec.observation_shapes[0]), dtype=np.float32)
+        for i, env in enumerate(self.envs):
+            seed = self.seed + i if not self._seeded else None
+            o, _ = env.reset(seed=seed)
+            if seed is not None:
+                env.action_space.seed(seed)
+            obs[i] = self._obs(o)
+        self._seeded = True
+        self._terminal = TerminalSteps.empty(self._spec)
+        self._decision = DecisionSteps([obs], np.zeros(self.n, np.float32), self._ids)
+
+    def get_steps(self, behavior: str) -> tuple[DecisionSteps, TerminalSteps]:
+        if behavior != self.behavior_name:
+            raise EnvError(f"unknown behavior {behavior!r}; this environment has {self.behavior_name!r}")
+        if self._decision is None:
+            raise EnvError("get_steps() called before reset()")
+        return self._decision, self._terminal
+
+    def set_actions(self, behavior: str, actions: ActionTuple) -> None:
+        if behavior != self.behavior_name:
+            raise EnvError(f"unknown behavior {behavior!r}; this environment has {self.behavior_name!r}")
+        self._actions = actions
+
+    def step(self) -> None:
+        if self._decision is None:
+            self.reset()
+        actions = self._actions if self._actions is not None else self._spec.action_spec.empty_actions(self.n)
+        self._actions = None
+        obs = np.zeros((self.n, *self._spec.observation_shapes[0]), dtype=np.float32)
+        reward = np.zeros(self.n, dtype=np.float32)
+        ended: list[int] = []
+        term_obs: list[np.ndarray] = []
+        term_reward: list[float] = []
+        interrupted: list[bool] = []
+        for i, env in enumerate(self.envs):
+            o, r, terminated, truncated, _ = env.step(self._act(actions, i))
+            if terminated or truncated:
+                ended.append(i)
+                term_obs.append(self._obs(o))
+                term_reward.append(float(r))
+                interrupted.append(bool(truncated and not terminated))
+                o, _ = env.reset()
+                r = 0.0
+            obs[i] = self._obs(o)
+            reward[i] = r
+        if ended:
+            self._terminal = TerminalSteps(
+                [np.stack(term_obs)],
+                np.asarray(term_reward, np.float32),
+                self._ids[ended],
+                np.asarray(interrupted, bool),
+            )
+        else:
+            self._terminal = TerminalSteps.empty(self._spec)
+        self._decision = DecisionSteps([obs], reward, self._ids)
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()
+        self._decision = None

@@ -1,0 +1,103 @@
+"""ONNX export with the tensor names ML-Agents 2.x and Unity's inference engine expect.
+
+Inputs: ``obs_0``, ``obs_1``, ... ``[batch, *shape]``; ``action_masks`` ``[batch, sum(branches)]``
+(1 = allowed) for discrete actions. Outputs: ``version_number`` [3], ``memory_size`` [0], and per
+action kind the sampled actions, the deterministic actions and the output shape constant
+(``continuous_actions``, ``deterministic_continuous_actions``, ``continuous_action_output_shape``;
+``discrete_actions``, ``deterministic_discrete_actions``, ``discrete_action_output_shape``).
+Every tensor is float32, as Barracuda reads them; discrete actions are branch indices.
+Opset 9, batch as the dynamic axis. The normalizer is part of the graph.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import onnx
+import torch
+from onnx import TensorProto, helper
+from torch import nn
+
+from palaestra.checkpoints import atomic_write_bytes
+from palaestra.networks.distributions import MASKED_LOGIT, gumbel_argmax
+from palaestra.networks.policy import ActorCritic
+
+OPSET = 9
+MODEL_VERSION = 3
+
+
+class _ExportPolicy(nn.Module):
+    def __init__(self, policy: ActorCritic) -> None:
+        super().__init__()
+        self.policy = policy
+        self.branches = list(policy.branches)
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        p = self.policy
+        n_obs = len(p.spec.observation_shapes)
+        obs = torch.cat([o.reshape(o.shape[0], -1) for o in inputs[:n_obs]], dim=1)
+        h = p.actor(p.encode(obs))
+        outputs: list[torch.Tensor] = []
+        if p.mu is not None:
+            mean = p.mu(h)
+            sample = mean + torch.randn_like(mean) * torch.exp(p.log_std)
+            outputs += [sample, mean]
+        if p.logits is not None:
+            masks = inputs[n_obs]
+            logits = torch.where(masks > 0.5, p.logits(h), torch.full_like(masks, MASKED_LOGIT))
+            sampled, best = [], []
+            start = 0
+            for size in self.branches:
+                lg = logits[:, start : start + size]
+                sampled.append(gumbel_argmax(lg).unsqueeze(1))
+                best.append(torch.argmax(lg, dim=1, keepdim=True))
+                start += size
+            outputs += [torch.cat(sampled, 1).float(), torch.cat(best, 1).float()]
+        return tuple(outputs)
+
+
+def export_policy(policy: ActorCritic, path: Path) -> None:
+    """Write the policy as an ONNX model at ``path`` (atomically)."""
+    spec = policy.spec
+    device = next(policy.parameters()).device
+    was_training = policy.training
+    policy.eval()
+    obs_names = [f"obs_{i}" for i in range(len(spec.observation_shapes))]
+    dummy = [torch.zeros((1, *shape), device=device) for shape in spec.observation_shapes]
+    input_names = list(obs_names)
+    output_names: list[str] = []
+    action = spec.action_spec
+    if action.is_continuous:
+        output_names += ["continuous_actions", "deterministic_continuous_actions"]
+    if action.is_discrete:
+        input_names.append("action_masks")
+        dummy.append(torch.ones((1, sum(action.discrete_branches)), device=device))
+        output_names += ["discrete_actions", "deterministic_discrete_actions"]
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            _ExportPolicy(policy),
+            tuple(dummy),
+            buffer,
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=input_names,
+            output_names=output_names,
+            dynamic_axes={name: {0: "batch"} for name in input_names + output_names},
+        )
+    policy.train(was_training)
+    model = onnx.load_from_string(buffer.getvalue())
+    constants = {"version_number": [float(MODEL_VERSION)], "memory_size": [0.0]}
+    if action.is_continuous:
+        constants["continuous_action_output_shape"] = [float(action.continuous_size)]
+    if action.is_discrete:
+        constants["discrete_action_output_shape"] = [float(b) for b in action.discrete_branches]
+    for name, values in constants.items():
+        tensor = helper.make_tensor(f"{name}_value", TensorProto.FLOAT, [len(values)], values)
+        model.graph.node.append(helper.make_node("Constant", [], [name], value=tensor))
+        model.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, [len(values)]))
+    onnx.checker.check_model(model)
+    atomic_write_bytes(path, model.SerializeToString())

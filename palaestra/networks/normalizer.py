@@ -1,0 +1,38 @@
+"""Running mean / variance of vector observations, kept inside the network so that checkpoints
+and the exported ONNX model carry it."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+CLIP = 5.0  # ML-Agents clips normalized observations to [-5, 5]
+
+
+class Normalizer(nn.Module):
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(size))
+        self.register_buffer("var", torch.ones(size))
+        self.register_buffer("count", torch.zeros((), dtype=torch.float64))
+
+    @torch.no_grad()
+    def update(self, batch: np.ndarray) -> None:
+        """Merge a batch ``[n, size]`` into the running statistics (parallel Welford)."""
+        if batch.shape[0] == 0:
+            return
+        x = torch.as_tensor(batch, dtype=torch.float64)
+        n = float(x.shape[0])
+        batch_mean = x.mean(0)
+        batch_var = x.var(0, unbiased=False)
+        total = self.count.item() + n
+        delta = batch_mean - self.mean.double()
+        mean = self.mean.double() + delta * (n / total)
+        m2 = self.var.double() * self.count.item() + batch_var * n + delta.pow(2) * self.count.item() * n / total
+        self.mean.copy_(mean.float())
+        self.var.copy_((m2 / total).float())
+        self.count.fill_(total)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.clamp((x - self.mean) / torch.sqrt(self.var + 1e-8), -CLIP, CLIP)

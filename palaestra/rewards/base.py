@@ -1,0 +1,24 @@
+"""The reward-signal seam: PPO (and later SAC) keep one value head per signal."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from palaestra.rollout.collector import Segments
+
+
+class RewardSignal(Protocol):
+    name: str  # config name, e.g. "extrinsic"
+    stat_name: str  # as in TensorBoard stats, e.g. "Extrinsic"
+    gamma: float
+    uses_terminal: bool  # bootstrap 0 at a true terminal state
+
+    def rewards(self, segments: Segments) -> np.ndarray:
+        """Scaled rewards ``[F, H]`` for the rows of the segments."""
+        ...
+
+    def update(self, batch: dict[str, np.ndarray]) -> dict[str, float]:
+        """Train the signal's own model (if any) on a mini-batch; return loss stats."""
+        ...

@@ -1,0 +1,253 @@
+"""Steps → segments of experience, batched over all agents of one behavior.
+
+Each agent id gets a *slot*: a row of preallocated arrays ``[slots, time_horizon, ...]``. Row
+``t`` of a slot holds the observation the agent acted on, the action, its log-probability and
+value estimates, and (once the next step arrives) the reward that followed. A slot's segment is
+finished when it holds ``time_horizon`` rows and the next decision arrives (the value of that
+decision's observation bootstraps the return), or when the agent's episode ends (its final
+observation's value bootstraps where the episode was interrupted). Every operation is a numpy
+operation over the agents of the step; there is no per-agent Python loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from palaestra.envs.base import ActionTuple, BehaviorSpec, DecisionSteps, TerminalSteps
+
+
+@dataclass
+class ActResult:
+    """What the policy returns for one decision batch (numpy arrays over agents)."""
+
+    continuous: np.ndarray  # [n, c] raw (unclipped) actions, as sampled
+    discrete: np.ndarray  # [n, b]
+    log_prob: np.ndarray  # [n]
+    entropy: np.ndarray  # [n]
+    values: np.ndarray  # [n, signals]
+
+
+@dataclass
+class Segments:
+    """Finished segments: arrays over ``F`` slots and up to ``H`` rows; rows past ``length`` are padding."""
+
+    obs: np.ndarray  # [F, H, obs]
+    continuous: np.ndarray  # [F, H, c]
+    discrete: np.ndarray  # [F, H, b]
+    allowed: np.ndarray  # [F, H, sum(branches)] bool
+    log_prob: np.ndarray  # [F, H]
+    values: np.ndarray  # [F, H, signals]
+    env_reward: np.ndarray  # [F, H]
+    length: np.ndarray  # [F]
+    bootstrap: np.ndarray  # [F, signals] value of the observation after the last row
+    terminal: np.ndarray  # [F] True where the episode truly ended (not interrupted)
+    episode_end: np.ndarray  # [F] True where the episode ended, terminal or interrupted
+    slot: np.ndarray  # [F]
+
+    @property
+    def row_mask(self) -> np.ndarray:
+        return np.arange(self.obs.shape[1])[None, :] < self.length[:, None]
+
+    @staticmethod
+    def concatenate(parts: list["Segments"]) -> "Segments":
+        if len(parts) == 1:
+            return parts[0]
+        width = max(p.obs.shape[1] for p in parts)
+        per_row = ("obs", "continuous", "discrete", "allowed", "log_prob", "values", "env_reward")
+
+        def padded(part: "Segments", name: str) -> np.ndarray:
+            arr = getattr(part, name)
+            if name not in per_row or arr.shape[1] == width:
+                return arr
+            pad = [(0, 0)] * arr.ndim
+            pad[1] = (0, width - arr.shape[1])
+            return np.pad(arr, pad)
+
+        return Segments(*[np.concatenate([padded(p, f) for p in parts]) for f in Segments.__dataclass_fields__])
+
+
+@dataclass
+class EpisodeStats:
+    returns: list[float] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)
+    entropy_sum: float = 0.0
+    entropy_count: int = 0
+
+
+PolicyFn = Callable[[np.ndarray, np.ndarray | None], ActResult]
+ValueFn = Callable[[np.ndarray], np.ndarray]
+
+
+class Collector:
+    def __init__(self, spec: BehaviorSpec, time_horizon: int, num_signals: int, initial_slots: int = 16) -> None:
+        self.spec = spec
+        self.H = time_horizon
+        self.K = num_signals
+        self.obs_size = int(sum(int(np.prod(s)) for s in spec.observation_shapes))
+        self.c = spec.action_spec.continuous_size
+        self.branches = spec.action_spec.discrete_branches
+        self.b = len(self.branches)
+        self.mask_width = int(sum(self.branches))
+        self.capacity = 0
+        self.n_slots = 0
+        self._known_ids = np.zeros(0, dtype=np.int64)  # sorted
+        self._known_slots = np.zeros(0, dtype=np.int64)
+        self._last_ids: np.ndarray | None = None
+        self._last_slots: np.ndarray | None = None
+        self.stats = EpisodeStats()
+        self._grow(initial_slots)
+
+    # -- slot bookkeeping --------------------------------------------------------------------
+    def _grow(self, capacity: int) -> None:
+        old = self.capacity
+        H = self.H
+
+        def grown(arr: np.ndarray | None, shape: tuple[int, ...], dtype) -> np.ndarray:
+            new = np.zeros((capacity, *shape), dtype=dtype)
+            if arr is not None and old:
+                new[:old] = arr
+            return new
+
+        self.obs = grown(getattr(self, "obs", None), (H, self.obs_size), np.float32)
+        self.cont = grown(getattr(self, "cont", None), (H, self.c), np.float32)
+        self.disc = grown(getattr(self, "disc", None), (H, self.b), np.int64)
+        self.allowed = grown(getattr(self, "allowed", None), (H, self.mask_width), bool)
+        self.logp = grown(getattr(self, "logp", None), (H,), np.float32)
+        self.values = grown(getattr(self, "values", None), (H, self.K), np.float32)
+        self.reward = grown(getattr(self, "reward", None), (H,), np.float32)
+        self.length = grown(getattr(self, "length", None), (), np.int64)
+        self.pending = grown(getattr(self, "pending", None), (), bool)
+        self.episode_return = grown(getattr(self, "episode_return", None), (), np.float64)
+        self.episode_length = grown(getattr(self, "episode_length", None), (), np.int64)
+        self.capacity = capacity
+
+    def slots_for(self, agent_ids: np.ndarray, remember: bool = True) -> np.ndarray:
+        """Slots of these agent ids, allocating slots for ids seen for the first time."""
+        if remember and self._last_ids is not None and np.array_equal(agent_ids, self._last_ids):
+            return self._last_slots  # the common case: the same agents as last step
+        ids = np.asarray(agent_ids, dtype=np.int64)
+        pos = np.searchsorted(self._known_ids, ids)
+        found = np.zeros(len(ids), dtype=bool)
+        inside = pos < len(self._known_ids)
+        found[inside] = self._known_ids[pos[inside]] == ids[inside]
+        if not found.all():
+            new_ids = np.unique(ids[~found])
+            new_slots = np.arange(self.n_slots, self.n_slots + len(new_ids))
+            self.n_slots += len(new_ids)
+            if self.n_slots > self.capacity:
+                self._grow(max(self.n_slots, 2 * self.capacity))
+            order_ids = np.concatenate([self._known_ids, new_ids])
+            order_slots = np.concatenate([self._known_slots, new_slots])
+            order = np.argsort(order_ids, kind="stable")
+            self._known_ids, self._known_slots = order_ids[order], order_slots[order]
+            pos = np.searchsorted(self._known_ids, ids)
+        slots = self._known_slots[pos]
+        if remember:
+            self._last_ids, self._last_slots = ids.copy(), slots
+        return slots
+
+    # -- one environment step ----------------------------------------------------------------
+    def step(self, decision: DecisionSteps, terminal: TerminalSteps, policy: PolicyFn,
+             value: ValueFn) -> tuple[ActionTuple, Segments | None]:
+        """Record the step's terminal and decision agents, act for the decision agents, and
+        return the actions for the environment plus any segments finished by this step."""
+        finished: list[Segments] = []
+        if len(terminal):
+            done = self._end_episodes(terminal, value)
+            if done is not None:
+                finished.append(done)
+        actions = self.spec.action_spec.empty_actions(0)
+        if len(decision):
+            slots = self.slots_for(decision.agent_id)
+            obs = _flatten(decision.obs, len(decision))
+            allowed = self._allowed(decision)
+            # The reward that followed each agent's previous action.
+            pend = self.pending[slots]
+            if pend.any():
+                ps = slots[pend]
+                self.reward[ps, self.length[ps] - 1] += decision.reward[pend]
+            self.episode_return[slots] += decision.reward
+            out = policy(obs, allowed)
+            self.stats.entropy_sum += float(out.entropy.sum())
+            self.stats.entropy_count += len(out.entropy)
+            full = pend & (self.length[slots] >= self.H)
+            if full.any():
+                fs = slots[full]
+                finished.append(
+                    self._take(fs, out.values[full], np.zeros(len(fs), bool), np.zeros(len(fs), bool))
+                )
+            rows = self.length[slots]
+            self.obs[slots, rows] = obs
+            self.cont[slots, rows] = out.continuous
+            self.disc[slots, rows] = out.discrete
+            if self.mask_width:
+                self.allowed[slots, rows] = allowed if allowed is not None else True
+            self.logp[slots, rows] = out.log_prob
+            self.values[slots, rows] = out.values
+            self.reward[slots, rows] = 0.0
+            self.length[slots] = rows + 1
+            self.pending[slots] = True
+            self.episode_length[slots] += 1
+            actions = ActionTuple(
+                continuous=np.clip(out.continuous, -1.0, 1.0).astype(np.float32),
+                discrete=out.discrete.astype(np.int32),
+            )
+        return actions, (Segments.concatenate(finished) if finished else None)
+
+    def _allowed(self, decision: DecisionSteps) -> np.ndarray | None:
+        if not self.mask_width:
+            return None
+        if decision.action_mask is None:
+            return np.ones((len(decision), self.mask_width), dtype=bool)
+        return ~np.concatenate(decision.action_mask, axis=1).astype(bool)
+
+    def _end_episodes(self, terminal: TerminalSteps, value: ValueFn) -> Segments | None:
+        slots = self.slots_for(terminal.agent_id, remember=False)
+        pend = self.pending[slots]
+        ps = slots[pend]
+        self.reward[ps, self.length[ps] - 1] += terminal.reward[pend]
+        self.episode_return[slots] += terminal.reward
+        self.stats.returns.extend(self.episode_return[slots].tolist())
+        self.stats.lengths.extend(self.episode_length[slots].tolist())
+        self.episode_return[slots] = 0.0
+        self.episode_length[slots] = 0
+        if not pend.any():
+            return None
+        obs = _flatten(terminal.obs, len(terminal))[pend]
+        segments = self._take(ps, value(obs), ~terminal.interrupted[pend], np.ones(len(ps), bool))
+        return segments
+
+    def _take(self, slots: np.ndarray, bootstrap: np.ndarray, terminal: np.ndarray,
+              episode_end: np.ndarray) -> Segments:
+        length = self.length[slots].copy()
+        width = int(length.max())
+        seg = Segments(
+            obs=self.obs[slots, :width],
+            continuous=self.cont[slots, :width],
+            discrete=self.disc[slots, :width],
+            allowed=self.allowed[slots, :width],
+            log_prob=self.logp[slots, :width],
+            values=self.values[slots, :width],
+            env_reward=self.reward[slots, :width],
+            length=length,
+            bootstrap=np.asarray(bootstrap, dtype=np.float32).reshape(len(slots), self.K),
+            terminal=terminal,
+            episode_end=episode_end,
+            slot=slots.copy(),
+        )
+        self.length[slots] = 0
+        self.pending[slots] = False
+        return seg
+
+    def take_episode_stats(self) -> EpisodeStats:
+        stats, self.stats = self.stats, EpisodeStats()
+        return stats
+
+
+def _flatten(obs: list[np.ndarray], n: int) -> np.ndarray:
+    if len(obs) == 1 and obs[0].ndim == 2:
+        return obs[0].astype(np.float32, copy=False)
+    return np.concatenate([o.reshape(n, -1) for o in obs], axis=1).astype(np.float32, copy=False)

@@ -1,0 +1,301 @@
+"""The run: options → environment and one trainer per behavior → the step loop → outputs.
+
+Lifecycle rules (ML-Agents 0.16): a reused ``--run-id`` is an error without ``--resume`` or
+``--force``; ``--resume`` restores every behavior from its newest checkpoint; ``--force`` starts
+over; ``--initialize-from`` copies another run's weights at step 0; ``--inference`` runs the
+policy without training or saving. A checkpoint is written every ``--save-freq`` environment
+steps and at the end; the first Ctrl+C stops the loop, saves and exports, and exits 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import shutil
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from palaestra import __version__
+from palaestra.checkpoints import CheckpointError, CheckpointManager, atomic_write_text
+from palaestra.cli import RunOptions, UsageError
+from palaestra.envs.base import EngineConfig, Env, EnvError
+from palaestra.envs.sources import describe_specs, make_env
+from palaestra.settings import ConfigError, TrainerConfig, TrainerSettings, load_trainer_config, unsupported_features
+from palaestra.stats import (
+    ConsoleWriter,
+    CSVWriter,
+    GaugeWriter,
+    MetricsCSV,
+    StatsReporter,
+    TensorBoardWriter,
+)
+from palaestra.timers import TIMERS, timed
+from palaestra.trainer import BehaviorTrainer
+
+logger = logging.getLogger("palaestra")
+
+
+def run(options: RunOptions) -> int:
+    """Run mlagents-learn with these options; return the process exit code."""
+    try:
+        return _run(options)
+    except (ConfigError, EnvError, CheckpointError, UsageError) as e:
+        logger.error("%s", e)
+        return 1
+
+
+def _check_options(options: RunOptions, models: Path) -> None:
+    if options.resume and options.force:
+        raise UsageError("--resume and --force contradict each other: --resume continues a run, --force starts it over")
+    if options.num_envs > 1:
+        raise UsageError(
+            f"--num-envs {options.num_envs}: parallel environment workers are not supported yet; "
+            "use --num-areas N to run N copies of the training area in one process"
+        )
+    for flag, path in (("--curriculum", options.curriculum), ("--sampler", options.sampler)):
+        if path is not None:
+            if not Path(path).exists():
+                raise UsageError(f"{flag}: file {path!r} does not exist")
+            raise UsageError(f"{flag} is not supported yet; run without it")
+    if not options.run_id or "/" in options.run_id or options.run_id in (".", ".."):
+        raise UsageError(f"--run-id {options.run_id!r}: expected a plain name without '/'")
+    run_dir = models / options.run_id
+    exists = run_dir.is_dir() and any(run_dir.iterdir())
+    if options.resume and not exists:
+        raise UsageError(
+            f"--resume: there is no previous run {options.run_id!r} (no {run_dir}); "
+            "drop --resume to start it"
+        )
+    if exists and not (options.resume or options.force or options.inference or options.dry_run):
+        raise UsageError(
+            f"run-id {options.run_id!r} was already used ({run_dir} exists); pass --resume to continue "
+            "it, --force to overwrite it, or choose another --run-id"
+        )
+    if options.initialize_from is not None and not (models / options.initialize_from).is_dir():
+        raise UsageError(
+            f"--initialize-from: there is no run {options.initialize_from!r} (no {models / options.initialize_from})"
+        )
+
+
+def _resolve_settings(config: TrainerConfig, env: Env) -> dict[str, TrainerSettings]:
+    missing = [b for b in env.behavior_specs if not config.has_settings_for(b)]
+    if missing:
+        raise ConfigError(
+            f"{config.path}: no settings for behavior(s) {missing}: add a section for each, or a "
+            f"'default' section. The environment's behaviors: {list(env.behavior_specs)}; the "
+            f"file's sections: {config.section_names() or 'none'}"
+        )
+    resolved = {b: config.for_behavior(b) for b in env.behavior_specs}
+    problems = [f"behavior {b!r}: {p}" for b, s in resolved.items() for p in unsupported_features(s)]
+    if problems:
+        raise ConfigError(f"{config.path}: " + "; ".join(problems))
+    return resolved
+
+
+def _seed_everything(options: RunOptions) -> int:
+    seed = options.seed if options.seed != -1 else int(np.random.randint(0, 10000))
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return seed
+
+
+class _StopFlag:
+    """The first Ctrl+C asks the loop to stop and save; a second one interrupts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def __enter__(self) -> "_StopFlag":
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not in the main thread: leave Ctrl+C alone
+            self._previous = None
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        logger.info("Interrupted: saving the model and stopping (Ctrl+C again to stop at once)")
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def _run(options: RunOptions) -> int:
+    models, summaries = Path("models"), Path("summaries")
+    config = load_trainer_config(options.trainer_config_path)
+    _check_options(options, models)
+    seed = _seed_everything(options)
+    engine = EngineConfig(options.width, options.height, options.quality_level, options.time_scale,
+                          options.target_frame_rate, options.no_graphics)
+    if options.lesson and options.curriculum is None:
+        logger.warning("--lesson %d has no effect without --curriculum", options.lesson)
+    env = make_env(options.env, seed=seed, num_areas=options.num_areas, env_args=options.env_args, engine=engine)
+    try:
+        settings = _resolve_settings(config, env)
+        if options.dry_run:
+            _print_dry_run(options, config, env, settings, seed)
+            return 0
+        return _train(options, env, settings, seed, models, summaries)
+    finally:
+        env.close()
+
+
+def _print_dry_run(options: RunOptions, config: TrainerConfig, env: Env,
+                   settings: dict[str, TrainerSettings], seed: int) -> None:
+    specs = describe_specs(env)
+    out: dict[str, Any] = {
+        "run_id": options.run_id,
+        "env": options.env,
+        "seed": seed,
+        "behaviors": {b: {"spec": specs[b], "settings": s.as_dict()} for b, s in settings.items()},
+    }
+    print(yaml.safe_dump(out, sort_keys=False), end="")
+    print(f"dry run: {config.path} is valid for {options.env}; {len(config.warnings)} warning(s); nothing was trained")
+
+
+def _train(options: RunOptions, env: Env, settings: dict[str, TrainerSettings], seed: int,
+           models: Path, summaries: Path) -> int:
+    training = not options.inference
+    run_dir = models / options.run_id
+    if options.force and run_dir.exists():
+        shutil.rmtree(run_dir)
+    device = torch.device("cuda" if torch.cuda.is_available() and not options.cpu else "cpu")
+    logger.info("Palaestra %s: run %r on %s, seed %d, device %s", __version__, options.run_id, options.env,
+                seed, device)
+    start_time = time.time()
+    trainers: dict[str, BehaviorTrainer] = {}
+    global_step = 0
+    for name, spec in env.behavior_specs.items():
+        s = settings[name]
+        category = f"{options.run_id}_{name}"
+        writers: list[Any] = [ConsoleWriter(start_time, training), GaugeWriter()]
+        if training:
+            summaries.mkdir(parents=True, exist_ok=True)
+            tb = TensorBoardWriter(summaries, category, clear_old=not options.resume)
+            tb.write_text("Hyperparameters", yaml.safe_dump(s.as_dict(), sort_keys=False))
+            writers += [tb, CSVWriter(summaries, category, append=options.resume)]
+        trainer = BehaviorTrainer(
+            name, spec, s, device, StatsReporter(category, writers),
+            CheckpointManager(run_dir / name, options.keep_checkpoints), run_dir, training,
+            MetricsCSV(summaries, category) if options.debug and training else None,
+        )
+        global_step = max(global_step, _restore(trainer, options, s, models))
+        trainers[name] = trainer
+        logger.info("%s: %s\n%s", name, describe_specs(env)[name],
+                    yaml.safe_dump(s.as_dict(), sort_keys=False).rstrip())
+    if training:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "configuration.yaml", yaml.safe_dump(
+            {"run_options": _options_dict(options, seed),
+             "behaviors": {b: s.as_dict() for b, s in settings.items()}}, sort_keys=False))
+
+    error: BaseException | None = None
+    with _StopFlag() as stop, _progress_bar(trainers) as bar:
+        try:
+            with timed("env_reset"):
+                env.reset()
+            global_step = _loop(env, trainers, options, stop, bar, global_step)
+        except KeyboardInterrupt:
+            logger.info("Interrupted again: saving what is there")
+        except (EnvError, Exception) as e:  # the environment or a trainer failed: save first
+            error = e
+    if training:
+        for trainer in trainers.values():
+            trainer.save(global_step)
+            logger.info("Exported %s", run_dir / f"{trainer.name}.onnx")
+    for trainer in trainers.values():
+        for writer in trainer.stats.writers:
+            writer.close()
+    if training:
+        TIMERS.write(str(summaries / f"{options.run_id}_timers.json"))
+    if error is not None:
+        logger.error("training stopped: %s: %s (the model was saved first)", type(error).__name__, error)
+        if options.debug:
+            raise error
+        return 1
+    return 0
+
+
+def _loop(env: Env, trainers: dict[str, BehaviorTrainer], options: RunOptions, stop: "_StopFlag",
+          bar: Any, global_step: int) -> int:
+    training = not options.inference
+    while not stop.requested and any(t.should_continue() for t in trainers.values()):
+        before = sum(t.step for t in trainers.values())
+        for name, trainer in trainers.items():
+            decision, terminal = env.get_steps(name)
+            with timed("policy_act"):
+                actions = trainer.act(decision, terminal)
+            env.set_actions(name, actions)
+        with timed("env_step"):
+            env.step()
+        with timed("trainer_advance"):
+            for trainer in trainers.values():
+                trainer.advance()
+        global_step += 1
+        if bar is not None:
+            bar.update(sum(t.step for t in trainers.values()) - before)
+        if training and global_step % options.save_freq == 0:
+            for trainer in trainers.values():
+                trainer.save(global_step)
+    return global_step
+
+
+def _restore(trainer: BehaviorTrainer, options: RunOptions, s: TrainerSettings, models: Path) -> int:
+    """Load weights for --resume, --initialize-from, init_path or --inference; return the global step."""
+    own = trainer.checkpoints.latest()
+    if options.resume or (options.inference and own is not None):
+        if own is None:
+            raise CheckpointError(
+                f"--resume: run {options.run_id!r} has no checkpoint for behavior {trainer.name!r} "
+                f"in {trainer.checkpoints.folder}"
+            )
+        step = trainer.restore(own, weights_only=False)
+        logger.info("Resumed %s from %s at step %d", trainer.name, own, trainer.step)
+        return step
+    source = models / options.initialize_from / trainer.name if options.initialize_from else (
+        Path(s.init_path) if s.init_path else None)
+    if source is not None:
+        latest = CheckpointManager(source, 0).latest()
+        if latest is None:
+            raise CheckpointError(f"no checkpoint for behavior {trainer.name!r} in {source} to initialize from")
+        trainer.restore(latest, weights_only=True)
+        logger.info("Initialized %s from %s", trainer.name, latest)
+    elif options.inference:
+        logger.warning("--inference: no trained model for %s; running an untrained policy", trainer.name)
+    return 0
+
+
+def _options_dict(options: RunOptions, seed: int) -> dict[str, Any]:
+    import dataclasses
+
+    out = dataclasses.asdict(options)
+    out["seed"] = seed
+    return out
+
+
+class _progress_bar:
+    def __init__(self, trainers: dict[str, BehaviorTrainer]) -> None:
+        self.total = sum(t.settings.max_steps for t in trainers.values())
+        self.initial = sum(t.step for t in trainers.values())
+        self.bar: Any = None
+
+    def __enter__(self) -> Any:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=self.total, initial=self.initial, unit="step", disable=None, leave=False,
+                        dynamic_ncols=True)
+        return self.bar
+
+    def __exit__(self, *exc: Any) -> None:
+        self.bar.close()

@@ -1,0 +1,169 @@
+"""Training statistics: collected per category (``<run-id>_<Behavior>``) and written every
+``summary_freq`` steps as means to TensorBoard, the console, a CSV file and timer gauges, with
+ML-Agents' stat names."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Protocol
+
+from palaestra.timers import TIMERS
+
+logger = logging.getLogger("palaestra")
+
+
+@dataclass
+class StatSummary:
+    mean: float
+    std: float
+    count: int
+
+
+class StatsWriter(Protocol):
+    def write(self, category: str, step: int, values: dict[str, StatSummary]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class StatsReporter:
+    """Collects values per key for one category; ``write`` emits means and clears."""
+
+    def __init__(self, category: str, writers: list[StatsWriter]) -> None:
+        self.category = category
+        self.writers = writers
+        self.values: dict[str, list[float]] = {}
+
+    def add(self, key: str, value: float | Iterable[float]) -> None:
+        bucket = self.values.setdefault(key, [])
+        if isinstance(value, (int, float)):
+            bucket.append(float(value))
+        else:
+            bucket.extend(float(v) for v in value)
+
+    def set(self, key: str, value: float) -> None:
+        self.values[key] = [float(value)]
+
+    def write(self, step: int) -> dict[str, StatSummary]:
+        summary = {}
+        for key, vals in self.values.items():
+            if not vals:
+                continue
+            mean = sum(vals) / len(vals)
+            var = sum((v - mean) ** 2 for v in vals) / len(vals)
+            summary[key] = StatSummary(mean, math.sqrt(var), len(vals))
+        for writer in self.writers:
+            writer.write(self.category, step, summary)
+        self.values = {}
+        return summary
+
+
+class TensorBoardWriter:
+    def __init__(self, summaries_dir: Path, category: str, clear_old: bool) -> None:
+        from torch.utils.tensorboard import SummaryWriter  # imported late: it is slow to import
+
+        log_dir = summaries_dir / category
+        if clear_old and log_dir.exists():
+            for f in log_dir.glob("events.out*"):
+                f.unlink()
+        self.writer = SummaryWriter(log_dir=str(log_dir))
+
+    def write_text(self, tag: str, text: str) -> None:
+        self.writer.add_text(tag, text, 0)
+
+    def write(self, category: str, step: int, values: dict[str, StatSummary]) -> None:
+        for key, s in values.items():
+            self.writer.add_scalar(key, s.mean, step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class ConsoleWriter:
+    def __init__(self, start_time: float, is_training: bool) -> None:
+        self.start_time = start_time
+        self.is_training = is_training
+
+    def write(self, category: str, step: int, values: dict[str, StatSummary]) -> None:
+        import time
+
+        elapsed = time.time() - self.start_time
+        reward = values.get("Environment/Cumulative Reward")
+        state = "Training." if self.is_training else "Not Training."
+        if reward is not None:
+            logger.info(
+                "%s: Step: %d. Time Elapsed: %.3f s. Mean Reward: %.3f. Std of Reward: %.3f. %s",
+                category, step, elapsed, reward.mean, reward.std, state,
+            )
+        else:
+            logger.info("%s: Step: %d. Time Elapsed: %.3f s. No episode was completed since last summary. %s",
+                        category, step, elapsed, state)
+
+    def close(self) -> None:
+        pass
+
+
+class CSVWriter:
+    """``summaries/<category>.csv``: header ``Steps,<keys>`` fixed by the first row that has an
+    episode reward and length, as in ML-Agents 0.16; keys missing later are written as None."""
+
+    def __init__(self, summaries_dir: Path, category: str, append: bool) -> None:
+        self.path = summaries_dir / f"{category}.csv"
+        self.keys: list[str] | None = None
+        if append and self.path.exists():
+            with open(self.path, newline="") as fh:
+                header = next(csv.reader(fh), None)
+            if header:
+                self.keys = header[1:]
+        elif self.path.exists():
+            self.path.unlink()
+
+    def write(self, category: str, step: int, values: dict[str, StatSummary]) -> None:
+        if self.keys is None:
+            if "Environment/Cumulative Reward" not in values or "Environment/Episode Length" not in values:
+                return
+            self.keys = sorted(values)
+            with open(self.path, "w", newline="") as fh:
+                csv.writer(fh).writerow(["Steps", *self.keys])
+        with open(self.path, "a", newline="") as fh:
+            csv.writer(fh).writerow([step, *[values[k].mean if k in values else None for k in self.keys]])
+
+    def close(self) -> None:
+        pass
+
+
+class GaugeWriter:
+    """Feeds each stat's mean into the timers' gauges (``<category>.<Stat>.mean``)."""
+
+    def write(self, category: str, step: int, values: dict[str, StatSummary]) -> None:
+        for key, s in values.items():
+            TIMERS.set_gauge(f"{category}.{key.replace('/', '.').replace(' ', '')}.mean", s.mean)
+
+    def close(self) -> None:
+        pass
+
+
+class MetricsCSV:
+    """With --debug: the seed's per-update metrics (ML-Agents' TrainerMetrics columns)."""
+
+    HEADER = ["Brain name", "Time to update policy", "Time since start of training",
+              "Time for last experience collection", "Number of experiences used for training", "Mean return"]
+
+    def __init__(self, summaries_dir: Path, category: str) -> None:
+        self.path = summaries_dir / f"{category}_metrics.csv"
+        if not self.path.exists():
+            os.makedirs(summaries_dir, exist_ok=True)
+            with open(self.path, "w", newline="") as fh:
+                csv.writer(fh).writerow(self.HEADER)
+
+    def add_row(self, behavior: str, update_time: float, since_start: float, collection_time: float,
+                experiences: int, mean_return: float | None) -> None:
+        with open(self.path, "a", newline="") as fh:
+            csv.writer(fh).writerow([behavior, f"{update_time:.4f}", f"{since_start:.4f}",
+                                     f"{collection_time:.4f}", experiences,
+                                     "" if mean_return is None else f"{mean_return:.4f}"])

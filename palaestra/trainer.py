@@ -1,0 +1,151 @@
+"""One behavior's training: its collector, its algorithm, its stats and its checkpoints.
+
+The run loop hands each behavior's decision and terminal steps to :meth:`BehaviorTrainer.act`
+and asks :meth:`BehaviorTrainer.advance` to update the policy when enough experience is in.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from palaestra.algorithms.ppo import PPO
+from palaestra.checkpoints import CheckpointError, CheckpointManager
+from palaestra.envs.base import ActionTuple, BehaviorSpec, DecisionSteps, TerminalSteps
+from palaestra.export import export_policy
+from palaestra.rollout.collector import Collector
+from palaestra.settings import TrainerSettings
+from palaestra.stats import MetricsCSV, StatsReporter
+from palaestra.timers import timed
+
+logger = logging.getLogger("palaestra")
+
+CHECKPOINT_FORMAT = 1
+
+
+class BehaviorTrainer:
+    def __init__(self, name: str, spec: BehaviorSpec, settings: TrainerSettings, device: torch.device,
+                 stats: StatsReporter, checkpoints: CheckpointManager, model_dir: Path, training: bool,
+                 metrics: MetricsCSV | None = None) -> None:
+        self.name = name
+        self.spec = spec
+        self.settings = settings
+        self.training = training
+        self.algorithm = PPO(spec, settings, device)
+        self.collector = Collector(spec, settings.time_horizon, len(self.algorithm.signals))
+        self.stats = stats
+        self.checkpoints = checkpoints
+        self.model_dir = model_dir
+        self.metrics = metrics
+        self._next_summary = settings.summary_freq
+        self._start = time.time()
+        self._last_update_end = time.time()
+
+    @property
+    def step(self) -> int:
+        return self.algorithm.step
+
+    def should_continue(self) -> bool:
+        return self.step <= self.settings.max_steps
+
+    # -- one environment step ----------------------------------------------------------------
+    def act(self, decision: DecisionSteps, terminal: TerminalSteps) -> ActionTuple:
+        deterministic = False
+        actions, segments = self.collector.step(
+            decision,
+            terminal,
+            lambda obs, allowed: self.algorithm.act(obs, allowed, deterministic),
+            self.algorithm.value,
+        )
+        if segments is not None:
+            with timed("process_trajectory"):
+                if self.training:
+                    for key, values in self.algorithm.process(segments).items():
+                        self.stats.add(key, values)
+                else:
+                    self.algorithm.step += int(segments.length.sum())
+        return actions
+
+    def advance(self) -> None:
+        """Update the policy if the buffer is full, and write summaries when due."""
+        if self.training and self.algorithm.ready():
+            collection_time = time.time() - self._last_update_end
+            experiences = self.algorithm.buffer.size
+            start = time.time()
+            with timed("_update_policy"):
+                for key, value in self.algorithm.update().items():
+                    self.stats.add(key, value)
+            self._last_update_end = time.time()
+            if self.metrics is not None:
+                returns = self.collector.stats.returns
+                self.metrics.add_row(self.name, self._last_update_end - start, self._last_update_end - self._start,
+                                     collection_time, experiences, float(np.mean(returns)) if returns else None)
+        if self.step >= self._next_summary:
+            self.write_summary()
+            while self._next_summary <= self.step:
+                self._next_summary += self.settings.summary_freq
+
+    def write_summary(self) -> None:
+        episodes = self.collector.take_episode_stats()
+        if episodes.returns:
+            self.stats.add("Environment/Cumulative Reward", episodes.returns)
+            self.stats.add("Environment/Episode Length", episodes.lengths)
+        if episodes.entropy_count:
+            self.stats.add("Policy/Entropy", episodes.entropy_sum / episodes.entropy_count)
+        self.stats.set("Policy/Learning Rate", self.algorithm.current_learning_rate())
+        self.stats.set("Is Training", 1.0 if self.training else 0.0)
+        self.stats.write(self.step)
+
+    # -- persistence -------------------------------------------------------------------------
+    def state(self, global_step: int) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "behavior": self.name,
+            "observation_shapes": [list(s) for s in self.spec.observation_shapes],
+            "continuous_size": self.spec.action_spec.continuous_size,
+            "discrete_branches": list(self.spec.action_spec.discrete_branches),
+            "global_step": global_step,
+            "next_summary": self._next_summary,
+            "algorithm": self.algorithm.state_dict(),
+        }
+
+    def save(self, global_step: int) -> None:
+        with timed("save_model"):
+            path = self.checkpoints.save(self.state(global_step), self.step)
+            self.export()
+        logger.info("Saved checkpoint %s", path)
+
+    def export(self) -> Path:
+        path = self.model_dir / f"{self.name}.onnx"
+        export_policy(self.algorithm.policy, path)
+        return path
+
+    def restore(self, path: Path, weights_only: bool) -> int:
+        """Load a checkpoint; return its global step (0 with weights_only)."""
+        state = CheckpointManager.load(path)
+        shapes = [list(s) for s in self.spec.observation_shapes]
+        if (state.get("observation_shapes") != shapes
+                or state.get("continuous_size") != self.spec.action_spec.continuous_size
+                or state.get("discrete_branches") != list(self.spec.action_spec.discrete_branches)):
+            raise CheckpointError(
+                f"checkpoint {path} was trained for observations {state.get('observation_shapes')} and "
+                f"actions continuous={state.get('continuous_size')} discrete={state.get('discrete_branches')}, "
+                f"but behavior {self.name!r} has observations {shapes} and actions "
+                f"{self.spec.action_spec.describe()}"
+            )
+        try:
+            self.algorithm.load_state_dict(state["algorithm"], weights_only=weights_only)
+        except (KeyError, RuntimeError, ValueError) as e:
+            raise CheckpointError(
+                f"checkpoint {path} does not fit behavior {self.name!r}'s network "
+                f"(hidden_units, num_layers, normalize or reward_signals differ?): {str(e).splitlines()[0]}"
+            ) from None
+        if weights_only:
+            return 0
+        self._next_summary = int(state.get("next_summary", self._next_summary))
+        return int(state.get("global_step", 0))
