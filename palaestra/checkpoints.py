@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)\.pt$")
 
 
@@ -25,6 +27,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file ordinary permissions
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

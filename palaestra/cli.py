@@ -157,8 +157,9 @@ def setup_logging(debug: bool) -> None:
     level = logging.DEBUG if debug else logging.INFO
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("[%(levelname)s] %(message)s"))
+    handler._palaestra = True  # type: ignore[attr-defined]
     root = logging.getLogger("palaestra")
-    root.handlers = [handler]
+    root.handlers = [h for h in root.handlers if not getattr(h, "_palaestra", False)] + [handler]
     root.setLevel(level)
     root.propagate = False
 

@@ -189,6 +189,7 @@ def _train(options: RunOptions, env: Env, settings: dict[str, TrainerSettings], 
             name, spec, s, device, StatsReporter(category, writers),
             CheckpointManager(run_dir / name, options.keep_checkpoints), run_dir, training,
             MetricsCSV(summaries, category) if options.debug and training else None,
+            seed=seed + len(trainers),
         )
         global_step = max(global_step, _restore(trainer, options, s, models))
         trainers[name] = trainer
@@ -254,7 +255,7 @@ def _loop(env: Env, trainers: dict[str, BehaviorTrainer], options: RunOptions, s
 def _restore(trainer: BehaviorTrainer, options: RunOptions, s: TrainerSettings, models: Path) -> int:
     """Load weights for --resume, --initialize-from, init_path or --inference; return the global step."""
     own = trainer.checkpoints.latest()
-    if options.resume or (options.inference and own is not None):
+    if options.resume:
         if own is None:
             raise CheckpointError(
                 f"--resume: run {options.run_id!r} has no checkpoint for behavior {trainer.name!r} "
@@ -263,6 +264,10 @@ def _restore(trainer: BehaviorTrainer, options: RunOptions, s: TrainerSettings, 
         step = trainer.restore(own, weights_only=False)
         logger.info("Resumed %s from %s at step %d", trainer.name, own, trainer.step)
         return step
+    if options.inference and own is not None:  # run the saved policy for max_steps new steps
+        trainer.restore(own, weights_only=True)
+        logger.info("Loaded %s from %s for inference", trainer.name, own)
+        return 0
     source = models / options.initialize_from / trainer.name if options.initialize_from else (
         Path(s.init_path) if s.init_path else None)
     if source is not None:

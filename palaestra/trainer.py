@@ -31,12 +31,12 @@ CHECKPOINT_FORMAT = 1
 class BehaviorTrainer:
     def __init__(self, name: str, spec: BehaviorSpec, settings: TrainerSettings, device: torch.device,
                  stats: StatsReporter, checkpoints: CheckpointManager, model_dir: Path, training: bool,
-                 metrics: MetricsCSV | None = None) -> None:
+                 metrics: MetricsCSV | None = None, seed: int = 0) -> None:
         self.name = name
         self.spec = spec
         self.settings = settings
         self.training = training
-        self.algorithm = PPO(spec, settings, device)
+        self.algorithm = PPO(spec, settings, device, np.random.default_rng(seed))
         self.collector = Collector(spec, settings.time_horizon, len(self.algorithm.signals))
         self.stats = stats
         self.checkpoints = checkpoints

@@ -24,6 +24,7 @@ import scipy.signal
 import torch
 
 from palaestra.envs.base import BehaviorSpec
+from palaestra.networks.numpy_policy import NumpyPolicy
 from palaestra.networks.policy import ActorCritic
 from palaestra.rewards import make_signals
 from palaestra.rollout.buffers import RolloutBuffer
@@ -63,7 +64,8 @@ def gae(rewards: np.ndarray, values: np.ndarray, bootstrap: np.ndarray, length: 
 
 
 class PPO:
-    def __init__(self, spec: BehaviorSpec, settings: TrainerSettings, device: torch.device) -> None:
+    def __init__(self, spec: BehaviorSpec, settings: TrainerSettings, device: torch.device,
+                 rng: np.random.Generator | None = None) -> None:
         self.spec = spec
         self.settings = settings
         self.device = device
@@ -72,6 +74,10 @@ class PPO:
             spec, settings.hidden_units, settings.num_layers, settings.normalize, len(self.signals)
         ).to(device)
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=settings.learning_rate)
+        # Small per-step batches act faster through a numpy mirror of the same weights.
+        self._numpy_policy = (
+            NumpyPolicy(self.policy, rng or np.random.default_rng()) if NumpyPolicy.supports(self.policy) else None
+        )
         self.buffer = RolloutBuffer()
         self.step = 0  # agent steps processed, ML-Agents' trainer step
         self.update_count = 0
@@ -79,8 +85,13 @@ class PPO:
         self._signal_episode_sum = np.zeros((0, len(self.signals)))
 
     # -- acting ------------------------------------------------------------------------------
-    @torch.inference_mode()
     def act(self, obs: np.ndarray, allowed: np.ndarray | None, deterministic: bool = False) -> ActResult:
+        if self._numpy_policy is not None:
+            return self._numpy_policy.act(obs, allowed, deterministic)
+        return self._torch_act(obs, allowed, deterministic)
+
+    @torch.inference_mode()
+    def _torch_act(self, obs: np.ndarray, allowed: np.ndarray | None, deterministic: bool = False) -> ActResult:
         out = self.policy.act(
             torch.as_tensor(obs, device=self.device),
             None if allowed is None else torch.as_tensor(allowed, device=self.device),
@@ -95,8 +106,13 @@ class PPO:
             values=out.values.cpu().numpy(),
         )
 
-    @torch.inference_mode()
     def value(self, obs: np.ndarray) -> np.ndarray:
+        if self._numpy_policy is not None:
+            return self._numpy_policy.value(obs).astype(np.float32)
+        return self._torch_value(obs)
+
+    @torch.inference_mode()
+    def _torch_value(self, obs: np.ndarray) -> np.ndarray:
         return self.policy.value(torch.as_tensor(obs, device=self.device)).cpu().numpy()
 
     # -- experience --------------------------------------------------------------------------

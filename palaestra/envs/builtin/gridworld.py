@@ -1,7 +1,8 @@
 """GridWorld: a 5 x 5 grid with a goal (+1.0, episode end) and a pit (-1.0, episode end),
 placed at random each episode; -0.01 per step. One discrete branch of 4 moves (0 up, 1 down,
 2 left, 3 right); moves into the outer wall are masked. Observation: three one-hot planes over
-the 25 cells (agent, goal, pit), flattened to 75 values. Nine agents per area, each in its own
+the 25 cells (agent, goal, pit), flattened to 75 values, followed by the goal's and the pit's
+offsets from the agent (row, column; divided by the grid size): 79 values. Nine agents per area, each in its own
 grid, as in ML-Agents' scene. Episodes are interrupted after 100 steps. An optimal agent scores
 about 0.97; ML-Agents' benchmark is 0.8.
 """
@@ -20,7 +21,7 @@ MOVES = np.array([[-1, 0], [1, 0], [0, -1], [0, 1]])  # (row, col) deltas: up, d
 
 class GridWorld(BuiltinVectorEnv):
     behavior_name = "GridWorld"
-    observation_shape = (3 * CELLS,)
+    observation_shape = (3 * CELLS + 4,)
     action_spec = ActionSpec(discrete_branches=(4,))
     agents_per_area = 9
     max_episode_steps = 100
@@ -44,7 +45,8 @@ class GridWorld(BuiltinVectorEnv):
         rows = np.arange(self.n)
         for plane, where in enumerate((self.agent, self.goal, self.pit)):
             obs[rows, plane, where[:, 0] * SIZE + where[:, 1]] = 1.0
-        return obs.reshape(self.n, -1)
+        offsets = np.concatenate([self.goal - self.agent, self.pit - self.agent], axis=1) / SIZE
+        return np.concatenate([obs.reshape(self.n, -1), offsets.astype(np.float32)], axis=1)
 
     def _masks(self) -> list[np.ndarray]:
         target = self.agent[:, None, :] + MOVES[None, :, :]
@@ -60,12 +62,20 @@ class GridWorld(BuiltinVectorEnv):
         return reward.astype(np.float32), at_goal | in_pit
 
     def heuristic(self) -> ActionTuple:
-        # Greedy: the allowed move that gets closest to the goal without entering the pit.
-        target = self.agent[:, None, :] + MOVES[None, :, :]
-        dist = np.abs(target - self.goal[:, None, :]).sum(axis=2).astype(np.float64)
-        dist[(target == self.pit[:, None, :]).all(axis=2)] += 100.0
-        dist[self._masks()[0]] = np.inf
+        # Shortest path around the pit: relax a distance field to the goal, then step downhill.
+        dist = np.full((self.n, SIZE + 2, SIZE + 2), np.inf)  # padded with an unreachable border
+        rows = np.arange(self.n)
+        inner = dist[:, 1:-1, 1:-1]
+        inner[rows, self.goal[:, 0], self.goal[:, 1]] = 0.0
+        pit = np.zeros((self.n, SIZE, SIZE), dtype=bool)
+        pit[rows, self.pit[:, 0], self.pit[:, 1]] = True
+        for _ in range(CELLS):
+            nearest = np.minimum.reduce([dist[:, :-2, 1:-1], dist[:, 2:, 1:-1], dist[:, 1:-1, :-2], dist[:, 1:-1, 2:]])
+            inner[...] = np.where(pit, np.inf, np.minimum(inner, nearest + 1.0))
+        target = self.agent[:, None, :] + MOVES[None, :, :] + 1
+        options = dist[rows[:, None], target[:, :, 0], target[:, :, 1]]
+        options[self._masks()[0]] = np.inf
         return ActionTuple(
             continuous=np.zeros((self.n, 0), np.float32),
-            discrete=dist.argmin(axis=1).astype(np.int32)[:, None],
+            discrete=options.argmin(axis=1).astype(np.int32)[:, None],
         )

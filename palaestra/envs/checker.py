@@ -1,0 +1,63 @@
+"""``check_env``: drive an environment with random actions and verify it keeps the protocol
+(shapes, dtypes, ids, masks, finite values). Use it on a new environment before training."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from palaestra.envs.base import BehaviorSpec, DecisionSteps, Env, EnvError, TerminalSteps
+
+
+def _check_obs(where: str, obs: list[np.ndarray], n: int, spec: BehaviorSpec) -> None:
+    if len(obs) != len(spec.observation_shapes):
+        raise EnvError(f"{where}: {len(obs)} observation arrays, the spec has {len(spec.observation_shapes)}")
+    for i, (o, shape) in enumerate(zip(obs, spec.observation_shapes)):
+        if o.shape != (n, *shape):
+            raise EnvError(f"{where}: observation {i} has shape {o.shape}, expected {(n, *shape)}")
+        if not np.issubdtype(o.dtype, np.floating):
+            raise EnvError(f"{where}: observation {i} has dtype {o.dtype}, expected float32")
+        if not np.isfinite(o).all():
+            raise EnvError(f"{where}: observation {i} contains NaN or infinity")
+
+
+def _check_common(where: str, steps: DecisionSteps | TerminalSteps, spec: BehaviorSpec) -> None:
+    n = len(steps)
+    if steps.reward.shape != (n,) or not np.isfinite(steps.reward).all():
+        raise EnvError(f"{where}: reward must be a finite array of shape ({n},), got {steps.reward.shape}")
+    if len(np.unique(steps.agent_id)) != n:
+        raise EnvError(f"{where}: agent ids repeat within one step: {steps.agent_id}")
+    _check_obs(where, steps.obs, n, spec)
+
+
+def check_env(env: Env, steps: int = 200, seed: int = 0) -> None:
+    """Raise EnvError describing the first protocol violation found in ``steps`` random steps."""
+    rng = np.random.default_rng(seed)
+    specs = dict(env.behavior_specs)
+    if not specs:
+        raise EnvError("the environment has no behaviors")
+    env.reset()
+    for t in range(steps):
+        for name, spec in specs.items():
+            decision, terminal = env.get_steps(name)
+            _check_common(f"step {t}, behavior {name!r}, decision steps", decision, spec)
+            _check_common(f"step {t}, behavior {name!r}, terminal steps", terminal, spec)
+            if terminal.interrupted.shape != (len(terminal),) or terminal.interrupted.dtype != bool:
+                raise EnvError(f"step {t}, behavior {name!r}: terminal 'interrupted' must be bool ({len(terminal)},)")
+            branches = spec.action_spec.discrete_branches
+            if decision.action_mask is not None:
+                if len(decision.action_mask) != len(branches):
+                    raise EnvError(f"step {t}, behavior {name!r}: {len(decision.action_mask)} mask arrays "
+                                   f"for {len(branches)} branches")
+                for b, (mask, size) in enumerate(zip(decision.action_mask, branches)):
+                    if mask.shape != (len(decision), size):
+                        raise EnvError(f"step {t}, behavior {name!r}: mask of branch {b} has shape {mask.shape}, "
+                                       f"expected {(len(decision), size)}")
+                    if len(decision) and mask.all(axis=1).any():
+                        raise EnvError(f"step {t}, behavior {name!r}: an agent has every action of branch {b} masked")
+            actions = spec.action_spec.random_actions(len(decision), rng)
+            if decision.action_mask is not None:
+                for b, mask in enumerate(decision.action_mask):  # pick an allowed action
+                    scores = rng.random(mask.shape) - mask * 2.0
+                    actions.discrete[:, b] = scores.argmax(axis=1)
+            env.set_actions(name, actions)
+        env.step()

@@ -1,0 +1,104 @@
+"""Acting without torch's per-operation overhead.
+
+Per environment step the policy runs on a small batch (a handful of agents), where torch spends
+more time dispatching operations than computing. On the CPU, this mirror computes the same
+forward pass with numpy over arrays that *share memory* with the torch parameters and
+normalizer buffers, so it is never stale: optimizer steps, normalizer updates and checkpoint
+loads all write in place. Training (backward passes over large mini-batches) stays in torch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from palaestra.networks.distributions import MASKED_LOGIT
+from palaestra.networks.policy import ActorCritic
+from palaestra.networks.normalizer import CLIP
+from palaestra.rollout.collector import ActResult
+
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
+
+def _shared(t: torch.Tensor) -> np.ndarray:
+    return t.detach().numpy()  # a view of the same memory
+
+
+def _layers(seq: nn.Sequential) -> list[tuple[np.ndarray, np.ndarray]]:
+    return [(_shared(m.weight), _shared(m.bias)) for m in seq if isinstance(m, nn.Linear)]
+
+
+def _mlp(x: np.ndarray, layers: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    for w, b in layers:
+        x = x @ w.T + b
+        x = x / (1.0 + np.exp(-x))  # swish / SiLU
+    return x
+
+
+class NumpyPolicy:
+    @staticmethod
+    def supports(policy: ActorCritic) -> bool:
+        return next(policy.parameters()).device.type == "cpu"
+
+    def __init__(self, policy: ActorCritic, rng: np.random.Generator) -> None:
+        self.rng = rng
+        self.norm = None
+        if policy.normalizer is not None:
+            self.norm = (_shared(policy.normalizer.mean), _shared(policy.normalizer.var))
+        self.actor = _layers(policy.actor)
+        self.critic = _layers(policy.critic)
+        self.mu = (_shared(policy.mu.weight), _shared(policy.mu.bias)) if policy.mu is not None else None
+        self.log_std = _shared(policy.log_std) if policy.log_std is not None else None
+        self.logits = (_shared(policy.logits.weight), _shared(policy.logits.bias)) if policy.logits is not None else None
+        self.values = (_shared(policy.values.weight), _shared(policy.values.bias))
+        self.branches = list(policy.branches)
+
+    def _encode(self, obs: np.ndarray) -> np.ndarray:
+        if self.norm is None:
+            return obs
+        mean, var = self.norm
+        return np.clip((obs - mean) / np.sqrt(var + 1e-8), -CLIP, CLIP)
+
+    def value(self, obs: np.ndarray) -> np.ndarray:
+        h = _mlp(self._encode(obs), self.critic)
+        return h @ self.values[0].T + self.values[1]
+
+    def act(self, obs: np.ndarray, allowed: np.ndarray | None, deterministic: bool = False) -> ActResult:
+        x = self._encode(obs.astype(np.float32, copy=False))
+        h = _mlp(x, self.actor)
+        n = obs.shape[0]
+        log_prob = np.zeros(n, dtype=np.float32)
+        entropy = np.zeros(n, dtype=np.float32)
+        cont = np.zeros((n, 0), dtype=np.float32)
+        disc = np.zeros((n, 0), dtype=np.int64)
+        if self.mu is not None:
+            mean = h @ self.mu[0].T + self.mu[1]
+            std = np.exp(self.log_std)
+            noise = np.zeros_like(mean) if deterministic else self.rng.standard_normal(mean.shape).astype(np.float32)
+            cont = mean + noise * std
+            log_prob += (-0.5 * noise**2 - self.log_std - _HALF_LOG_2PI).sum(-1)
+            entropy += (0.5 + _HALF_LOG_2PI + self.log_std).sum()
+        if self.logits is not None:
+            logits = h @ self.logits[0].T + self.logits[1]
+            if allowed is not None:
+                logits = np.where(allowed, logits, MASKED_LOGIT)
+            disc = np.zeros((n, len(self.branches)), dtype=np.int64)
+            start = 0
+            for b, size in enumerate(self.branches):
+                lg = logits[:, start : start + size]
+                start += size
+                lg = lg - lg.max(axis=1, keepdims=True)
+                logp = lg - np.log(np.exp(lg).sum(axis=1, keepdims=True))
+                if deterministic:
+                    choice = logp.argmax(axis=1)
+                else:  # Gumbel-max, as the torch policy and the ONNX model sample
+                    u = np.clip(self.rng.random(lg.shape, dtype=np.float32), 1e-20, 1.0)
+                    choice = (lg - np.log(-np.log(u))).argmax(axis=1)
+                disc[:, b] = choice
+                log_prob += logp[np.arange(n), choice]
+                entropy -= (np.exp(logp) * logp).sum(axis=1)
+        values = _mlp(x, self.critic) @ self.values[0].T + self.values[1]
+        return ActResult(cont.astype(np.float32), disc, log_prob, entropy, values.astype(np.float32))

@@ -1,0 +1,58 @@
+"""Shared fixtures: an isolated working directory per test, the CLI run in-process, and the
+conformance configs from ../shared (skipped, saying why, where that folder is absent)."""
+
+from __future__ import annotations
+
+import logging
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from palaestra.cli import main
+
+REPO = Path(__file__).resolve().parent.parent
+CONFORMANCE = REPO.parent / "shared" / "conformance"
+SHIPPED_CONFIG = REPO / "config" / "trainer_config.yaml"
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def conformance() -> Path:
+    if not CONFORMANCE.is_dir():
+        pytest.skip(f"the conformance configs are not beside the checkout ({CONFORMANCE} is absent)")
+    return CONFORMANCE
+
+
+def write_yaml(path: Path, text: str) -> Path:
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+class CliResult:
+    def __init__(self, code: int, log: str, out: str) -> None:
+        self.code, self.log, self.out = code, log, out
+
+
+@pytest.fixture
+def run_cli(workdir, caplog, capsys):
+    """Run mlagents-learn in-process in the test's working directory."""
+
+    def run(*args: str) -> CliResult:
+        caplog.clear()
+        logger = logging.getLogger("palaestra")
+        with caplog.at_level(logging.INFO, logger="palaestra"):
+            logger.addHandler(caplog.handler)
+            try:
+                code = main(list(args))
+            finally:
+                logger.removeHandler(caplog.handler)
+        out = capsys.readouterr().out
+        return CliResult(code, caplog.text, out)
+
+    return run

@@ -1,0 +1,228 @@
+"""The command line and the run lifecycle: outputs, resume, force, initialize-from, inference,
+checkpoints, Ctrl+C, and a clear message with a non-zero exit for every kind of bad input."""
+
+from __future__ import annotations
+
+import json
+import re
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import onnxruntime as ort
+import pytest
+import torch
+
+from palaestra.checkpoints import CheckpointManager
+from tests.conftest import REPO, SHIPPED_CONFIG, write_yaml
+
+SMALL = """
+1D:
+  batch_size: 16
+  buffer_size: 64
+  hidden_units: 16
+  num_layers: 1
+  learning_rate: 5.0e-3
+  max_steps: {max_steps}
+  summary_freq: 100
+  time_horizon: 16
+"""
+
+
+@pytest.fixture
+def small_config(workdir):
+    return str(write_yaml(workdir / "small.yaml", SMALL.format(max_steps=400)))
+
+
+def test_help_and_version(capsys):
+    from palaestra.cli import main
+
+    for flag in ("--help", "--version"):
+        with pytest.raises(SystemExit) as exit_:
+            main([flag])
+        assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "--run-id" in out and "--num-areas" in out and "--dry-run" in out and "palaestra" in out
+
+
+def test_training_writes_every_output(run_cli, small_config, workdir):
+    result = run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=r1", "--seed=1", "--debug")
+    assert result.code == 0, result.log
+    run_dir = workdir / "models" / "r1"
+    assert (run_dir / "1D.onnx").is_file() and (run_dir / "configuration.yaml").is_file()
+    assert CheckpointManager(run_dir / "1D", 5).latest() is not None
+    assert list((workdir / "summaries" / "r1_1D").glob("events.out.tfevents*"))
+    header = (workdir / "summaries" / "r1_1D.csv").read_text().splitlines()[0]
+    assert "Environment/Cumulative Reward" in header and "Policy/Extrinsic Value Estimate" in header
+    assert (workdir / "summaries" / "r1_1D_metrics.csv").read_text().startswith("Brain name,Time to update policy")
+    timers = json.loads((workdir / "summaries" / "r1_timers.json").read_text())
+    assert timers["name"] == "root" and "env_step" in timers["children"]
+    assert any(k.startswith("r1_1D.Environment.CumulativeReward") for k in timers["gauges"])
+    assert re.search(r"r1_1D: Step: \d+\. Time Elapsed: [\d.]+ s\. Mean Reward: ", result.log)
+    ort.InferenceSession(str(run_dir / "1D.onnx"))
+
+
+def test_tensorboard_events_carry_mlagents_stat_names(run_cli, small_config, workdir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    assert run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=tb", "--seed=1").code == 0
+    acc = EventAccumulator(str(workdir / "summaries" / "tb_1D"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    for name in ("Environment/Cumulative Reward", "Environment/Episode Length", "Policy/Entropy",
+                 "Policy/Learning Rate", "Policy/Extrinsic Reward", "Policy/Extrinsic Value Estimate",
+                 "Losses/Policy Loss", "Losses/Value Loss", "Is Training"):
+        assert name in tags, name
+
+
+def test_reused_run_id_needs_resume_or_force(run_cli, small_config, workdir):
+    assert run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=r").code == 0
+    again = run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=r")
+    assert again.code == 1 and "already used" in again.log and "--resume" in again.log and "--force" in again.log
+    forced = run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=r", "--force")
+    assert forced.code == 0
+
+
+def test_resume_continues_from_the_checkpoint(run_cli, workdir):
+    config = str(write_yaml(workdir / "c.yaml", SMALL.format(max_steps=300)))
+    assert run_cli(config, "--env=Simple1DDiscrete", "--run-id=r", "--seed=2").code == 0
+    first = CheckpointManager.load(CheckpointManager(workdir / "models/r/1D", 5).latest())
+    write_yaml(workdir / "c.yaml", SMALL.format(max_steps=600))
+    result = run_cli(config, "--env=Simple1DDiscrete", "--run-id=r", "--resume")
+    assert result.code == 0, result.log
+    assert f"at step {first['algorithm']['step']}" in result.log
+    last = CheckpointManager.load(CheckpointManager(workdir / "models/r/1D", 5).latest())
+    assert last["algorithm"]["step"] > 600 >= first["algorithm"]["step"]
+    assert last["algorithm"]["update_count"] > first["algorithm"]["update_count"]
+    # The optimizer state came back too: Adam's step counter kept counting.
+    adam_steps = lambda s: max(int(v["step"]) for v in s["algorithm"]["optimizer"]["state"].values())  # noqa: E731
+    assert adam_steps(last) > adam_steps(first)
+
+
+def test_resume_without_a_previous_run(run_cli, small_config):
+    result = run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=none", "--resume")
+    assert result.code == 1 and "no previous run 'none'" in result.log
+
+
+def test_initialize_from_copies_weights_at_step_zero(run_cli, small_config, workdir):
+    assert run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=base", "--seed=1").code == 0
+    result = run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=child", "--initialize-from=base")
+    assert result.code == 0 and "Initialized 1D from" in result.log
+    assert re.search(r"child_1D: Step: 1\d\d\. ", result.log)  # counting restarted at 0
+    missing = run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=c2", "--initialize-from=nothing")
+    assert missing.code == 1 and "no run 'nothing'" in missing.log
+
+
+def test_inference_runs_the_saved_policy_without_writing(run_cli, small_config, workdir):
+    assert run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=inf", "--seed=1").code == 0
+    before = sorted(p.name for p in (workdir / "models/inf/1D").iterdir())
+    result = run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=inf", "--inference")
+    assert result.code == 0 and "Loaded 1D" in result.log and "Not Training." in result.log
+    assert sorted(p.name for p in (workdir / "models/inf/1D").iterdir()) == before
+
+
+def test_keep_checkpoints_deletes_the_oldest(run_cli, workdir):
+    config = str(write_yaml(workdir / "c.yaml", SMALL.format(max_steps=1000)))
+    assert run_cli(config, "--env=Simple1DDiscrete", "--run-id=k", "--save-freq=100", "--keep-checkpoints=2").code == 0
+    found = CheckpointManager(workdir / "models/k/1D", 2).list()
+    assert len(found) == 2 and found[-1][0] > 1000
+
+
+def test_seed_makes_runs_repeatable(run_cli, small_config, workdir):
+    def final_weights(run_id):
+        assert run_cli(small_config, "--env=Simple1DContinuous", f"--run-id={run_id}", "--seed=5").code == 0
+        return CheckpointManager.load(CheckpointManager(workdir / f"models/{run_id}/1D", 5).latest())["algorithm"]["policy"]
+
+    a, b = final_weights("s1"), final_weights("s2")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_corrupt_checkpoint_is_a_clear_error(run_cli, small_config, workdir):
+    assert run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=c").code == 0
+    latest = CheckpointManager(workdir / "models/c/1D", 5).latest()
+    latest.write_bytes(latest.read_bytes()[:100])
+    result = run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=c", "--resume")
+    assert result.code == 1 and f"models/c/1D/{latest.name} is damaged" in result.log
+
+
+def test_checkpoint_of_another_network_is_a_clear_error(run_cli, small_config, workdir):
+    assert run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=c").code == 0
+    result = run_cli(small_config, "--env=Simple1DContinuous", "--run-id=c", "--resume")
+    assert result.code == 1 and "was trained for" in result.log
+
+
+def test_dry_run_prints_settings_and_trains_nothing(run_cli, workdir):
+    result = run_cli(str(SHIPPED_CONFIG), "--env=3DBall", "--dry-run")
+    assert result.code == 0 and "batch_size: 64" in result.out and "nothing was trained" in result.out
+    assert not (workdir / "models").exists() and not (workdir / "summaries").exists()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["missing.yaml", "--env=3DBall"], "does not exist"),
+    (["{cfg}", "--env=NoSuchEnv"], "unknown environment 'NoSuchEnv'"),
+    (["{cfg}", "--env=3DBall", "--num-envs=2"], "--num-envs 2: parallel environment workers are not supported yet"),
+    (["{cfg}", "--env=3DBall", "--sampler={cfg}"], "--sampler is not supported yet"),
+    (["{cfg}", "--env=3DBall", "--curriculum=nope.yaml"], "does not exist"),
+    (["{cfg}"], "Unity Editor (no --env) is not supported yet"),
+    (["{cfg}", "--env=3DBall", "--resume", "--force"], "contradict"),
+    (["{other}", "--env=3DBall"], "no settings for behavior(s) ['3DBall']"),
+])
+def test_bad_command_lines(run_cli, workdir, args, message):
+    cfg = write_yaml(workdir / "c.yaml", "3DBall:\n  batch_size: 64\n  buffer_size: 640\n")
+    other = write_yaml(workdir / "o.yaml", "Basic:\n  batch_size: 32\n  buffer_size: 256\n")
+    result = run_cli(*[a.format(cfg=cfg, other=other) for a in args])
+    assert result.code == 1 and message in result.log, result.log
+
+
+def test_unsupported_config_features_are_rejected_before_training(run_cli, workdir):
+    cfg = write_yaml(workdir / "c.yaml", "3DBall:\n  trainer: sac\n")
+    result = run_cli(str(cfg), "--env=3DBall")
+    assert result.code == 1 and "trainer 'sac' is not supported yet" in result.log
+
+
+def _cli(*args, cwd, **kwargs):
+    return subprocess.run([sys.executable, "-m", "palaestra.cli", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=120, **kwargs)
+
+
+@pytest.mark.parametrize("content,message", [
+    ("default:\n  batch_size: [1, 2\n", "YAML syntax error at line"),
+    ("3DBall:\n  batch_size: many\n", "key 'batch_size': expected an integer >= 1, got 'many'"),
+    ("3DBall:\n  lambd: 7\n", "key 'lambd': expected a number in [0, 1], got 7"),
+    ("3DBall:\n  trainer: a2c\n", "key 'trainer': expected one of ppo, sac"),
+])
+def test_bad_config_files_exit_nonzero_without_traceback(tmp_path, content, message):
+    (tmp_path / "c.yaml").write_text(content)
+    proc = _cli("c.yaml", "--env=3DBall", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert message in proc.stderr and "c.yaml" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_ctrl_c_saves_and_exports_then_resume_continues(tmp_path):
+    (tmp_path / "c.yaml").write_text(SMALL.format(max_steps=10_000_000))
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "palaestra.cli", "c.yaml", "--env=Simple1DDiscrete",
+                             "--run-id=int"], cwd=tmp_path, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        for line in proc.stderr:  # wait until training is under way
+            if re.search(r"Step: [3-9]\d\d\.", line):
+                break
+        proc.send_signal(signal.SIGINT)
+        start = time.time()
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert time.time() - start < 30
+    assert "Traceback" not in err
+    assert (tmp_path / "models/int/1D.onnx").is_file()
+    saved = CheckpointManager(tmp_path / "models/int/1D", 5).latest()
+    assert saved is not None
+    step = CheckpointManager.load(saved)["algorithm"]["step"]
+    (tmp_path / "c.yaml").write_text(SMALL.format(max_steps=step + 200))
+    resumed = _cli("c.yaml", "--env=Simple1DDiscrete", "--run-id=int", "--resume", cwd=tmp_path)
+    assert resumed.returncode == 0 and f"at step {step}" in resumed.stderr

@@ -1,0 +1,176 @@
+"""Built-in environments and the Gymnasium adapter keep the protocol, are deterministic for a
+seed, and their scripted heuristics reach the documented rewards."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from palaestra.envs.base import ActionTuple, EnvError
+from palaestra.envs.builtin import BUILTIN_ENVS
+from palaestra.envs.checker import check_env
+from palaestra.envs.gymnasium_env import GymnasiumEnv
+from palaestra.envs.sources import make_env
+
+
+def run_heuristic(env, steps: int) -> list[float]:
+    name = env.behavior_name
+    env.reset()
+    running = np.zeros(env.n)
+    returns: list[float] = []
+    for _ in range(steps):
+        env.set_actions(name, env.heuristic())
+        env.step()
+        decision, terminal = env.get_steps(name)
+        if len(terminal):
+            running[terminal.agent_id] += terminal.reward
+            returns += running[terminal.agent_id].tolist()
+            running[terminal.agent_id] = 0.0
+        running[decision.agent_id] += decision.reward
+    return returns
+
+
+@pytest.mark.parametrize("name", list(BUILTIN_ENVS))
+def test_builtin_envs_keep_the_protocol(name):
+    check_env(BUILTIN_ENVS[name](seed=3, num_areas=2), steps=300)
+
+
+@pytest.mark.parametrize("name", list(BUILTIN_ENVS))
+def test_heuristic_reaches_the_documented_reward(name):
+    env = BUILTIN_ENVS[name](seed=0)
+    returns = run_heuristic(env, 3000)
+    assert len(returns) > 0
+    assert np.mean(returns) >= 0.95 * env.solved_reward
+
+
+@pytest.mark.parametrize("name", list(BUILTIN_ENVS))
+def test_builtin_envs_are_deterministic_for_a_seed(name):
+    def trajectory(seed):
+        env = BUILTIN_ENVS[name](seed=seed, num_areas=8)
+        env.reset()
+        rng = np.random.default_rng(0)
+        out = []
+        for _ in range(50):
+            d, t = env.get_steps(env.behavior_name)
+            out.append(d.obs[0].copy())
+            env.set_actions(env.behavior_name, env.action_spec.random_actions(len(d), rng))
+            env.step()
+        return np.stack(out)
+
+    np.testing.assert_array_equal(trajectory(7), trajectory(7))
+    if name != "Basic":  # Basic has no randomness at all
+        assert not np.array_equal(trajectory(7), trajectory(8))
+
+
+def test_num_areas_multiplies_agents():
+    assert BUILTIN_ENVS["3DBall"](num_areas=3).n == 36
+    d, _ = make_env("3DBall", num_areas=2).__class__(num_areas=2), None
+    d.reset()
+    assert len(d.get_steps("3DBall")[0]) == 24
+
+
+def test_3dball_parameters_change_the_physics():
+    def fall_time(gravity):
+        env = BUILTIN_ENVS["3DBall"](seed=1)
+        env.reset({"gravity": gravity})
+        env.tilt[:] = 0.2
+        env.pos[:] = 0.0
+        for t in range(200):
+            env.set_actions("3DBall", ActionTuple(np.zeros((env.n, 2), np.float32), np.zeros((env.n, 0), np.int32)))
+            env.step()
+            if len(env.get_steps("3DBall")[1]):
+                return t
+        return 200
+
+    assert fall_time(20.0) < fall_time(5.0)
+    with pytest.raises(EnvError, match="no environment parameter"):
+        BUILTIN_ENVS["3DBall"]().reset({"wind": 1.0})
+
+
+def test_gridworld_masks_moves_into_walls():
+    env = BUILTIN_ENVS["GridWorld"](seed=0)
+    env.reset()
+    env.agent[:] = [0, 0]
+    (mask,) = env._masks()
+    assert mask[0].tolist() == [True, False, True, False]  # up and left are walls
+
+
+def test_episode_end_appears_in_terminal_and_decision_steps_with_same_id():
+    env = BUILTIN_ENVS["Simple1DDiscrete"](seed=0)
+    env.reset()
+    for _ in range(30):
+        env.set_actions("1D", env.heuristic())
+        env.step()
+        d, t = env.get_steps("1D")
+        if len(t):
+            assert t.agent_id.tolist() == d.agent_id.tolist() == [0]
+            assert t.reward[0] > 1.0 and d.reward[0] == 0.0 and not t.interrupted[0]
+            return
+    pytest.fail("no episode ended")
+
+
+def test_unknown_environment_lists_choices():
+    with pytest.raises(EnvError) as err:
+        make_env("3DBal")
+    assert "3DBall" in str(err.value) and "Gymnasium" in str(err.value)
+
+
+def test_later_environment_sources_say_not_supported_yet(tmp_path):
+    with pytest.raises(EnvError, match="Unity Editor.*not supported yet"):
+        make_env(None)
+    with pytest.raises(EnvError, match="factories.*not supported yet"):
+        make_env("mypackage.envs:make")
+    build = tmp_path / "Game.x86_64"
+    build.write_text("")
+    with pytest.raises(EnvError, match="Unity builds are not supported yet"):
+        make_env(str(build))
+
+
+def test_gymnasium_cartpole_batches_copies_and_reports_truncation():
+    env = GymnasiumEnv("CartPole-v1", seed=0, num_areas=3, env_kwargs={"max_episode_steps": 5})
+    check_env(env, steps=40)
+    env.reset()
+    d, _ = env.get_steps("CartPole-v1")
+    assert d.obs[0].shape == (3, 4) and env.behavior_specs["CartPole-v1"].action_spec.discrete_branches == (2,)
+    interrupted = []
+    for _ in range(6):
+        env.set_actions("CartPole-v1", ActionTuple(np.zeros((3, 0), np.float32), np.array([[0], [1], [0]], np.int32)))
+        env.step()
+        interrupted += env.get_steps("CartPole-v1")[1].interrupted.tolist()
+    assert interrupted == [True, True, True]  # every copy truncated at 5 steps, none truly terminal
+
+
+def test_gymnasium_box_actions_are_rescaled_to_bounds():
+    env = GymnasiumEnv("Pendulum-v1", seed=0)
+    assert env.behavior_specs["Pendulum-v1"].action_spec.continuous_size == 1
+    seen = []
+    env.envs[0].step = lambda a: (seen.append(a) or (np.zeros(3), 0.0, False, False, {}))
+    env.reset()
+    env.set_actions("Pendulum-v1", ActionTuple(np.array([[1.0]], np.float32), np.zeros((1, 0), np.int32)))
+    env.step()
+    assert seen[0][0] == pytest.approx(2.0)  # Pendulum's torque bound
+
+
+class _MultiDiscreteEnv(gym.Env):
+    observation_space = gym.spaces.Discrete(4)
+    action_space = gym.spaces.MultiDiscrete([3, 2])
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        return 1, {}
+
+    def step(self, action):
+        assert action.shape == (2,)
+        return int(action[0]), float(action[1]), False, False, {}
+
+
+def test_gymnasium_multidiscrete_and_discrete_observations():
+    gym.register("PalaestraTestMultiDiscrete-v0", entry_point=_MultiDiscreteEnv)
+    try:
+        env = make_env("PalaestraTestMultiDiscrete-v0", num_areas=2)
+        spec = env.behavior_specs["PalaestraTestMultiDiscrete-v0"]
+        assert spec.observation_shapes == ((4,),) and spec.action_spec.discrete_branches == (3, 2)
+        check_env(env, steps=20)
+    finally:
+        gym.registry.pop("PalaestraTestMultiDiscrete-v0")

@@ -1,0 +1,124 @@
+"""The numpy acting mirror equals the torch policy, masks are respected, the normalizer is
+right, and the exported ONNX model reproduces the policy's deterministic actions."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from palaestra.envs.base import ActionSpec, BehaviorSpec
+from palaestra.export import export_policy
+from palaestra.networks.normalizer import Normalizer
+from palaestra.networks.numpy_policy import NumpyPolicy
+from palaestra.networks.policy import ActorCritic
+
+SPECS = {
+    "continuous": BehaviorSpec(((5,),), ActionSpec(continuous_size=3)),
+    "discrete": BehaviorSpec(((4,), (2,)), ActionSpec(discrete_branches=(3, 2, 4))),
+    "hybrid": BehaviorSpec(((6,),), ActionSpec(continuous_size=2, discrete_branches=(3,))),
+}
+
+
+def make_policy(spec, normalize=True):
+    torch.manual_seed(0)
+    policy = ActorCritic(spec, hidden_units=16, num_layers=2, normalize=normalize, num_value_heads=2)
+    with torch.no_grad():  # a non-trivial policy: random weights and normalizer statistics
+        for p in policy.parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+    if normalize:
+        policy.normalizer.update(np.random.default_rng(1).normal(2.0, 3.0, size=(50, policy.obs_size)))
+    return policy
+
+
+def random_allowed(spec, n, rng):
+    allowed = rng.random((n, sum(spec.action_spec.discrete_branches))) > 0.3
+    start = 0
+    for size in spec.action_spec.discrete_branches:  # keep one action allowed per branch
+        allowed[np.arange(n), start + rng.integers(0, size, n)] = True
+        start += size
+    return allowed
+
+
+@pytest.mark.parametrize("kind", list(SPECS))
+def test_numpy_mirror_matches_torch(kind):
+    spec = SPECS[kind]
+    policy = make_policy(spec)
+    mirror = NumpyPolicy(policy, np.random.default_rng(0))
+    rng = np.random.default_rng(2)
+    obs = rng.normal(size=(7, policy.obs_size)).astype(np.float32)
+    allowed = random_allowed(spec, 7, rng) if spec.action_spec.is_discrete else None
+    out = mirror.act(obs, allowed)
+    with torch.no_grad():
+        ref = policy.evaluate(
+            torch.as_tensor(obs), None if allowed is None else torch.as_tensor(allowed),
+            torch.as_tensor(out.continuous) if spec.action_spec.is_continuous else None,
+            torch.as_tensor(out.discrete) if spec.action_spec.is_discrete else None,
+        )
+    np.testing.assert_allclose(out.log_prob, ref.log_prob.numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(out.entropy, ref.entropy.numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(out.values, ref.values.numpy(), rtol=1e-4, atol=1e-4)
+    if allowed is not None:
+        one_hot = np.zeros_like(allowed)
+        start = 0
+        for b, size in enumerate(spec.action_spec.discrete_branches):
+            one_hot[np.arange(7), start + out.discrete[:, b]] = True
+            start += size
+        assert not (one_hot & ~allowed).any(), "a masked action was chosen"
+
+
+def test_numpy_mirror_follows_weight_updates_in_place():
+    spec = SPECS["continuous"]
+    policy = make_policy(spec)
+    mirror = NumpyPolicy(policy, np.random.default_rng(0))
+    obs = np.ones((2, 5), np.float32)
+    before = mirror.value(obs)
+    with torch.no_grad():
+        policy.values.bias.add_(1.0)
+    np.testing.assert_allclose(mirror.value(obs), before + 1.0, rtol=1e-5)
+
+
+def test_normalizer_matches_numpy_statistics():
+    rng = np.random.default_rng(0)
+    data = rng.normal(3.0, 2.0, size=(1000, 4))
+    norm = Normalizer(4)
+    for chunk in np.array_split(data, 7):
+        norm.update(chunk)
+    np.testing.assert_allclose(norm.mean.numpy(), data.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(norm.var.numpy(), data.var(0), rtol=1e-4)
+
+
+@pytest.mark.parametrize("kind", list(SPECS))
+def test_onnx_export_matches_deterministic_actions(tmp_path, kind):
+    spec = SPECS[kind]
+    policy = make_policy(spec)
+    path = tmp_path / "policy.onnx"
+    export_policy(policy, path)
+    session = ort.InferenceSession(str(path))
+    rng = np.random.default_rng(3)
+    n = 9
+    feeds = {f"obs_{i}": rng.normal(size=(n, *s)).astype(np.float32) for i, s in enumerate(spec.observation_shapes)}
+    allowed = None
+    if spec.action_spec.is_discrete:
+        allowed = random_allowed(spec, n, rng)
+        feeds["action_masks"] = allowed.astype(np.float32)
+    names = [o.name for o in session.get_outputs()]
+    results = dict(zip(names, session.run(None, feeds)))
+    assert results["version_number"].tolist() == [3.0] and results["memory_size"].tolist() == [0.0]
+    obs = torch.as_tensor(np.concatenate([feeds[f"obs_{i}"].reshape(n, -1) for i in range(len(spec.observation_shapes))], 1))
+    with torch.no_grad():
+        out = policy.act(obs, None if allowed is None else torch.as_tensor(allowed), deterministic=True)
+    if spec.action_spec.is_continuous:
+        np.testing.assert_allclose(results["deterministic_continuous_actions"], out.continuous.numpy(), rtol=1e-4, atol=1e-5)
+        assert results["continuous_actions"].shape == (n, spec.action_spec.continuous_size)
+        assert results["continuous_action_output_shape"].tolist() == [spec.action_spec.continuous_size]
+    if spec.action_spec.is_discrete:
+        np.testing.assert_array_equal(results["deterministic_discrete_actions"], out.discrete.numpy())
+        sampled = results["discrete_actions"].astype(int)
+        assert sampled.shape == (n, spec.action_spec.num_branches)
+        start = 0
+        for b, size in enumerate(spec.action_spec.discrete_branches):
+            assert allowed[np.arange(n), start + sampled[:, b]].all(), "ONNX sampled a masked action"
+            start += size
+        assert results["discrete_action_output_shape"].tolist() == list(spec.action_spec.discrete_branches)

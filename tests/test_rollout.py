@@ -1,0 +1,109 @@
+"""The batched collector cuts segments correctly, and GAE matches a plain per-step loop."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from palaestra.algorithms.ppo import gae
+from palaestra.envs.base import ActionSpec, BehaviorSpec, DecisionSteps, TerminalSteps
+from palaestra.rollout.collector import ActResult, Collector
+
+SPEC = BehaviorSpec(((2,),), ActionSpec(continuous_size=1))
+
+
+def fake_policy(obs, allowed):
+    n = obs.shape[0]
+    return ActResult(
+        continuous=obs[:, :1].copy(), discrete=np.zeros((n, 0), np.int64),
+        log_prob=np.zeros(n, np.float32), entropy=np.ones(n, np.float32),
+        values=obs[:, 1:2] * 10.0,  # value = 10 x second observation, to check bootstraps
+    )
+
+
+def fake_value(obs):
+    return obs[:, 1:2] * 10.0
+
+
+def decision(ids, t, reward=0.0):
+    ids = np.asarray(ids)
+    obs = np.stack([np.full(len(ids), float(t)), ids.astype(float)], axis=1).astype(np.float32)
+    return DecisionSteps([obs], np.full(len(ids), reward, np.float32), ids)
+
+
+def terminal(ids, reward, interrupted):
+    ids = np.asarray(ids)
+    obs = np.stack([np.full(len(ids), -1.0), ids.astype(float) + 0.5], axis=1).astype(np.float32)
+    return TerminalSteps([obs], np.full(len(ids), reward, np.float32), ids, np.asarray(interrupted))
+
+
+def test_time_horizon_cut_bootstraps_from_the_next_decision():
+    c = Collector(SPEC, time_horizon=3, num_signals=1)
+    finished = []
+    for t in range(4):
+        _, seg = c.step(decision([5, 9], t, reward=1.0 if t else 0.0), TerminalSteps.empty(SPEC), fake_policy, fake_value)
+        if seg is not None:
+            finished.append(seg)
+    assert len(finished) == 1
+    seg = finished[0]
+    assert seg.length.tolist() == [3, 3]
+    assert seg.env_reward.tolist() == [[1.0, 1.0, 1.0]] * 2
+    assert seg.obs[:, :, 0].tolist() == [[0, 1, 2]] * 2
+    assert seg.bootstrap[:, 0].tolist() == [50.0, 90.0]  # value of each agent's 4th observation
+    assert not seg.terminal.any() and not seg.episode_end.any()
+
+
+def test_terminal_and_interrupted_episodes():
+    c = Collector(SPEC, time_horizon=10, num_signals=1)
+    c.step(decision([1, 2], 0), TerminalSteps.empty(SPEC), fake_policy, fake_value)
+    c.step(decision([1, 2], 1, reward=0.5), TerminalSteps.empty(SPEC), fake_policy, fake_value)
+    _, seg = c.step(decision([1, 2], 0), terminal([1, 2], 2.0, [False, True]), fake_policy, fake_value)
+    assert seg.length.tolist() == [2, 2]
+    assert seg.env_reward.tolist() == [[0.5, 2.0]] * 2
+    assert seg.terminal.tolist() == [True, False] and seg.episode_end.tolist() == [True, True]
+    assert seg.bootstrap[:, 0].tolist() == [15.0, 25.0]  # value of the final observations
+    stats = c.take_episode_stats()
+    assert stats.returns == [2.5, 2.5] and stats.lengths == [2, 2]
+
+
+def test_agents_deciding_at_different_times_and_joining_late():
+    c = Collector(SPEC, time_horizon=2, num_signals=1, initial_slots=1)
+    c.step(decision([3], 0), TerminalSteps.empty(SPEC), fake_policy, fake_value)
+    c.step(decision([7, 3], 1, reward=1.0), TerminalSteps.empty(SPEC), fake_policy, fake_value)  # 7 joins
+    _, seg = c.step(decision([3], 2, reward=2.0), TerminalSteps.empty(SPEC), fake_policy, fake_value)
+    assert seg.length.tolist() == [2] and seg.env_reward[0].tolist() == [1.0, 2.0]
+    _, seg = c.step(decision([7], 3, reward=4.0), TerminalSteps.empty(SPEC), fake_policy, fake_value)
+    assert seg is None  # agent 7 has one pending row with reward 4 so far
+    _, seg = c.step(decision([7], 4, reward=8.0), TerminalSteps.empty(SPEC), fake_policy, fake_value)
+    assert seg.obs[0, :, 1].tolist() == [7.0, 7.0] and seg.env_reward[0].tolist() == [4.0, 8.0]
+
+
+def test_actions_are_clipped_for_the_environment_but_stored_raw():
+    c = Collector(SPEC, time_horizon=1, num_signals=1)
+    d = decision([0], 5)
+    actions, _ = c.step(d, TerminalSteps.empty(SPEC), fake_policy, fake_value)
+    assert actions.continuous[0, 0] == 1.0 and c.cont[0, 0, 0] == 5.0
+
+
+def naive_gae(rewards, values, bootstrap, gamma, lambd):
+    adv = np.zeros(len(rewards))
+    last = 0.0
+    for t in reversed(range(len(rewards))):
+        next_v = bootstrap if t == len(rewards) - 1 else values[t + 1]
+        delta = rewards[t] + gamma * next_v - values[t]
+        last = delta + gamma * lambd * last
+        adv[t] = last
+    return adv
+
+
+@pytest.mark.parametrize("gamma,lambd", [(0.99, 0.95), (0.9, 1.0), (0.5, 0.0)])
+def test_gae_matches_a_plain_loop_with_padding(gamma, lambd):
+    rng = np.random.default_rng(0)
+    lengths = np.array([5, 2, 1])
+    rewards = rng.normal(size=(3, 5))
+    values = rng.normal(size=(3, 5))
+    bootstrap = rng.normal(size=3)
+    out = gae(rewards, values, bootstrap, lengths, gamma, lambd)
+    for i, n in enumerate(lengths):
+        np.testing.assert_allclose(out[i, :n], naive_gae(rewards[i, :n], values[i, :n], bootstrap[i], gamma, lambd),
+                                   rtol=1e-10, atol=1e-12)
