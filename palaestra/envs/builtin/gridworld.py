@@ -2,7 +2,8 @@
 placed at random each episode; -0.01 per step. One discrete branch of 4 moves (0 up, 1 down,
 2 left, 3 right); moves into the outer wall are masked. Observation: three one-hot planes over
 the 25 cells (agent, goal, pit), flattened to 75 values, followed by the goal's and the pit's
-offsets from the agent (row, column; divided by the grid size): 79 values. Nine agents per area, each in its own
+offsets from the agent (row, column; divided by the grid size) and, for each of the four
+moves, whether it leads into the pit (the agent's local view): 83 values. Nine agents per area, each in its own
 grid, as in ML-Agents' scene. Episodes are interrupted after 100 steps. An optimal agent scores
 about 0.97; ML-Agents' benchmark is 0.8.
 """
@@ -21,7 +22,7 @@ MOVES = np.array([[-1, 0], [1, 0], [0, -1], [0, 1]])  # (row, col) deltas: up, d
 
 class GridWorld(BuiltinVectorEnv):
     behavior_name = "GridWorld"
-    observation_shape = (3 * CELLS + 4,)
+    observation_shape = (3 * CELLS + 8,)
     action_spec = ActionSpec(discrete_branches=(4,))
     agents_per_area = 9
     max_episode_steps = 100
@@ -46,7 +47,8 @@ class GridWorld(BuiltinVectorEnv):
         for plane, where in enumerate((self.agent, self.goal, self.pit)):
             obs[rows, plane, where[:, 0] * SIZE + where[:, 1]] = 1.0
         offsets = np.concatenate([self.goal - self.agent, self.pit - self.agent], axis=1) / SIZE
-        return np.concatenate([obs.reshape(self.n, -1), offsets.astype(np.float32)], axis=1)
+        pit_next = ((self.agent[:, None, :] + MOVES[None, :, :]) == self.pit[:, None, :]).all(axis=2)
+        return np.concatenate([obs.reshape(self.n, -1), offsets, pit_next], axis=1).astype(np.float32)
 
     def _masks(self) -> list[np.ndarray]:
         target = self.agent[:, None, :] + MOVES[None, :, :]
