@@ -38,7 +38,7 @@ class _ExportPolicy(nn.Module):
         p = self.policy
         n_obs = len(p.spec.observation_shapes)
         obs = torch.cat([o.reshape(o.shape[0], -1) for o in inputs[:n_obs]], dim=1)
-        h = p.actor(p.encode(obs))
+        h = p.towers(p.encode(obs))[0]
         outputs: list[torch.Tensor] = []
         if p.mu is not None:
             mean = p.mu(h)

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
+from threadpoolctl import threadpool_limits
 
 from palaestra import __version__
 from palaestra.checkpoints import CheckpointError, CheckpointManager, atomic_write_text
@@ -172,9 +173,10 @@ def _train(options: RunOptions, env: Env, settings: dict[str, TrainerSettings], 
         shutil.rmtree(run_dir)
     device = torch.device("cuda" if torch.cuda.is_available() and not options.cpu else "cpu")
     if device.type == "cpu" and max(s.hidden_units for s in settings.values()) < 512:
-        # Measured (docs/benchmarks.md): small networks train faster on one thread; torch's
-        # intra-op threads cost more in synchronization than they gain on these matrix sizes.
+        # Measured (docs/benchmarks.md): small networks train faster on one thread; torch's and
+        # OpenBLAS's extra threads cost more in synchronization than they gain at these sizes.
         torch.set_num_threads(1)
+        threadpool_limits(1)
     logger.info("Palaestra %s: run %r on %s, seed %d, device %s", __version__, options.run_id, options.env,
                 seed, device)
     start_time = time.time()

@@ -122,3 +122,40 @@ def test_onnx_export_matches_deterministic_actions(tmp_path, kind):
             assert allowed[np.arange(n), start + sampled[:, b]].all(), "ONNX sampled a masked action"
             start += size
         assert results["discrete_action_output_shape"].tolist() == list(spec.action_spec.discrete_branches)
+
+
+@pytest.mark.parametrize("kind", list(SPECS))
+@pytest.mark.parametrize("epsilon,beta", [(0.2, 0.01), (0.05, 0.0)])
+def test_numpy_gradients_match_torch_autograd(kind, epsilon, beta):
+    from palaestra.algorithms.ppo import PPO
+    from palaestra.networks.numpy_gradients import NumpyPPOGradients
+    from palaestra.settings import ExtrinsicSettings, TrainerSettings
+
+    spec = SPECS[kind]
+    settings = TrainerSettings(hidden_units=16, num_layers=2, normalize=True, batch_size=8, buffer_size=64,
+                               reward_signals={"extrinsic": ExtrinsicSettings(), "other": ExtrinsicSettings()})
+    ppo = PPO(spec, settings, torch.device("cpu"), np.random.default_rng(0))
+    policy = ppo.policy
+    with torch.no_grad():
+        for p in policy.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    policy.normalizer.update(np.random.default_rng(1).normal(1.0, 2.0, size=(40, policy.obs_size)))
+    rng = np.random.default_rng(4)
+    B = 32
+    obs = rng.normal(size=(B, policy.obs_size)).astype(np.float32)
+    allowed = random_allowed(spec, B, rng) if spec.action_spec.is_discrete else np.ones((B, 0), bool)
+    acted = NumpyPolicy(policy, rng).act(obs, allowed if spec.action_spec.is_discrete else None)
+    batch = {
+        "obs": obs, "allowed": allowed, "continuous": acted.continuous, "discrete": acted.discrete,
+        # old log-probabilities around the current ones, so ratios fall inside and outside the clip range
+        "log_prob": (acted.log_prob + rng.normal(0, 0.3, B)).astype(np.float32),
+        "advantages": rng.normal(size=B).astype(np.float32),
+        "old_values": (acted.values + rng.normal(0, 0.3, acted.values.shape)).astype(np.float32),
+        "returns": rng.normal(size=acted.values.shape).astype(np.float32),
+    }
+    losses_torch = ppo._torch_gradients({k: torch.as_tensor(v) for k, v in batch.items()}, epsilon, beta)
+    expected = {n: p.grad.clone() for n, p in policy.named_parameters()}
+    losses_numpy = NumpyPPOGradients(policy).compute(batch, epsilon, beta)
+    np.testing.assert_allclose(losses_numpy, losses_torch, rtol=1e-4, atol=1e-6)
+    for name, param in policy.named_parameters():
+        np.testing.assert_allclose(param.grad.numpy(), expected[name].numpy(), rtol=2e-3, atol=2e-6, err_msg=name)

@@ -13,7 +13,6 @@ import math
 
 import numpy as np
 import torch
-from torch import nn
 
 from palaestra.networks.distributions import MASKED_LOGIT
 from palaestra.networks.policy import ActorCritic
@@ -27,15 +26,35 @@ def _shared(t: torch.Tensor) -> np.ndarray:
     return t.detach().numpy()  # a view of the same memory
 
 
-def _layers(seq: nn.Sequential) -> list[tuple[np.ndarray, np.ndarray]]:
-    return [(_shared(m.weight), _shared(m.bias)) for m in seq if isinstance(m, nn.Linear)]
-
-
-def _mlp(x: np.ndarray, layers: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+def _towers(x: np.ndarray, layers: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Actor and critic features ``[2, n, hidden]`` (see networks/policy.py: TwinMLP)."""
+    h = x[None]
     for w, b in layers:
-        x = x @ w.T + b
-        x = x / (1.0 + np.exp(-x))  # swish / SiLU
-    return x
+        h = np.matmul(h, w.transpose(0, 2, 1)) + b
+        h = h / (1.0 + np.exp(-h))  # swish / SiLU
+    return h
+
+
+class RandomPool:
+    """Random numbers drawn from a seeded generator in large blocks: one generator call per
+    few thousand environment steps instead of one per step (same stream for the same seed)."""
+
+    BLOCK = 1 << 16
+
+    def __init__(self, rng: np.random.Generator, draw) -> None:
+        self.rng = rng
+        self.draw = draw
+        self.pool = np.zeros(0, np.float32)
+        self.pos = 0
+
+    def take(self, shape: tuple[int, ...]) -> np.ndarray:
+        n = int(np.prod(shape))
+        if self.pos + n > len(self.pool):
+            self.pool = self.draw(self.rng, max(self.BLOCK, n))
+            self.pos = 0
+        out = self.pool[self.pos : self.pos + n].reshape(shape)
+        self.pos += n
+        return out
 
 
 class NumpyPolicy:
@@ -45,11 +64,13 @@ class NumpyPolicy:
 
     def __init__(self, policy: ActorCritic, rng: np.random.Generator) -> None:
         self.rng = rng
+        self.normal = RandomPool(rng, lambda g, n: g.standard_normal(n, dtype=np.float32))
+        # Uniforms strictly inside (0, 1) keep the Gumbel noise -log(-log(u)) finite.
+        self.uniform = RandomPool(rng, lambda g, n: (g.random(n) * (1 - 2e-7) + 1e-7).astype(np.float32))
         self.norm = None
         if policy.normalizer is not None:
             self.norm = (_shared(policy.normalizer.mean), _shared(policy.normalizer.var))
-        self.actor = _layers(policy.actor)
-        self.critic = _layers(policy.critic)
+        self.layers = [(_shared(w), _shared(b)) for w, b in zip(policy.towers.weights, policy.towers.biases)]
         self.mu = (_shared(policy.mu.weight), _shared(policy.mu.bias)) if policy.mu is not None else None
         self.log_std = _shared(policy.log_std) if policy.log_std is not None else None
         self.logits = (_shared(policy.logits.weight), _shared(policy.logits.bias)) if policy.logits is not None else None
@@ -63,12 +84,12 @@ class NumpyPolicy:
         return np.clip((obs - mean) / np.sqrt(var + 1e-8), -CLIP, CLIP)
 
     def value(self, obs: np.ndarray) -> np.ndarray:
-        h = _mlp(self._encode(obs), self.critic)
-        return h @ self.values[0].T + self.values[1]
+        g = _towers(self._encode(obs), self.layers)[1]
+        return g @ self.values[0].T + self.values[1]
 
     def act(self, obs: np.ndarray, allowed: np.ndarray | None, deterministic: bool = False) -> ActResult:
         x = self._encode(obs.astype(np.float32, copy=False))
-        h = _mlp(x, self.actor)
+        h, g = _towers(x, self.layers)
         n = obs.shape[0]
         log_prob = np.zeros(n, dtype=np.float32)
         entropy = np.zeros(n, dtype=np.float32)
@@ -77,7 +98,7 @@ class NumpyPolicy:
         if self.mu is not None:
             mean = h @ self.mu[0].T + self.mu[1]
             std = np.exp(self.log_std)
-            noise = np.zeros_like(mean) if deterministic else self.rng.standard_normal(mean.shape).astype(np.float32)
+            noise = np.zeros_like(mean) if deterministic else self.normal.take(mean.shape)
             cont = mean + noise * std
             log_prob += (-0.5 * noise**2 - self.log_std - _HALF_LOG_2PI).sum(-1)
             entropy += (0.5 + _HALF_LOG_2PI + self.log_std).sum()
@@ -95,10 +116,9 @@ class NumpyPolicy:
                 if deterministic:
                     choice = logp.argmax(axis=1)
                 else:  # Gumbel-max, as the torch policy and the ONNX model sample
-                    u = np.clip(self.rng.random(lg.shape, dtype=np.float32), 1e-20, 1.0)
-                    choice = (lg - np.log(-np.log(u))).argmax(axis=1)
+                    choice = (lg - np.log(-np.log(self.uniform.take(lg.shape)))).argmax(axis=1)
                 disc[:, b] = choice
                 log_prob += logp[np.arange(n), choice]
                 entropy -= (np.exp(logp) * logp).sum(axis=1)
-        values = _mlp(x, self.critic) @ self.values[0].T + self.values[1]
-        return ActResult(cont.astype(np.float32), disc, log_prob, entropy, values.astype(np.float32))
+        values = g @ self.values[0].T + self.values[1]
+        return ActResult(cont, disc, log_prob, entropy, values)

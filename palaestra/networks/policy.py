@@ -1,7 +1,10 @@
 """The actor-critic network used by PPO: separate actor and critic MLPs (swish activations) over
 the concatenated, optionally normalized vector observations; a Gaussian head with a learned,
 state-independent log standard deviation for continuous actions, a masked categorical head per
-discrete branch, and one value head per reward signal."""
+discrete branch, and one value head per reward signal.
+
+The actor and critic MLPs have the same shape, so they are stored stacked (``TwinMLP``: one
+``[2, out, in]`` weight per layer) and evaluated with one batched matrix product per layer."""
 
 from __future__ import annotations
 
@@ -17,16 +20,29 @@ from palaestra.networks.distributions import ActionDistribution
 from palaestra.networks.normalizer import Normalizer
 
 
-def mlp(inputs: int, hidden: int, layers: int) -> nn.Sequential:
-    modules: list[nn.Module] = []
-    size = inputs
-    for _ in range(layers):
-        linear = nn.Linear(size, hidden)
-        nn.init.orthogonal_(linear.weight, gain=math.sqrt(2))
-        nn.init.zeros_(linear.bias)
-        modules += [linear, nn.SiLU()]
-        size = hidden
-    return nn.Sequential(*modules)
+class TwinMLP(nn.Module):
+    """Two MLPs of the same shape over the same input: ``forward(x)`` returns ``[2, B, hidden]``
+    (index 0: actor features, 1: critic features)."""
+
+    def __init__(self, inputs: int, hidden: int, layers: int) -> None:
+        super().__init__()
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        size = inputs
+        for _ in range(layers):
+            w = torch.empty(2, hidden, size)
+            for tower in range(2):
+                nn.init.orthogonal_(w[tower], gain=math.sqrt(2))
+            self.weights.append(nn.Parameter(w))
+            self.biases.append(nn.Parameter(torch.zeros(2, 1, hidden)))
+            size = hidden
+        self.hidden = hidden
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.unsqueeze(0).expand(2, *x.shape)
+        for w, b in zip(self.weights, self.biases):
+            h = nn.functional.silu(torch.baddbmm(b, h, w.transpose(1, 2)))
+        return h
 
 
 def head(inputs: int, outputs: int, gain: float) -> nn.Linear:
@@ -61,8 +77,7 @@ class ActorCritic(nn.Module):
         self.spec = spec
         self.obs_size = vector_size(spec)
         self.normalizer = Normalizer(self.obs_size) if normalize else None
-        self.actor = mlp(self.obs_size, hidden_units, num_layers)
-        self.critic = mlp(self.obs_size, hidden_units, num_layers)
+        self.towers = TwinMLP(self.obs_size, hidden_units, num_layers)
         action = spec.action_spec
         self.branches = action.discrete_branches
         self.mu = head(hidden_units, action.continuous_size, 0.01) if action.is_continuous else None
@@ -73,24 +88,24 @@ class ActorCritic(nn.Module):
     def encode(self, obs: torch.Tensor) -> torch.Tensor:
         return self.normalizer(obs) if self.normalizer is not None else obs
 
-    def distribution(self, x: torch.Tensor, allowed: torch.Tensor | None) -> ActionDistribution:
-        h = self.actor(x)
+    def distribution(self, h: torch.Tensor, allowed: torch.Tensor | None) -> ActionDistribution:
+        """The action distribution given actor features ``h``."""
         mean = self.mu(h) if self.mu is not None else None
         log_std = self.log_std.expand_as(mean) if self.log_std is not None else None
         logits = self.logits(h) if self.logits is not None else None
         return ActionDistribution.build(mean, log_std, logits, self.branches, allowed)
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.values(self.critic(self.encode(obs)))
+        return self.values(self.towers(self.encode(obs))[1])
 
     def act(self, obs: torch.Tensor, allowed: torch.Tensor | None, deterministic: bool = False) -> PolicyOutput:
-        x = self.encode(obs)
-        dist = self.distribution(x, allowed)
+        h = self.towers(self.encode(obs))
+        dist = self.distribution(h[0], allowed)
         cont, disc = dist.deterministic() if deterministic else dist.sample()
-        return PolicyOutput(cont, disc, dist.log_prob(cont, disc), dist.entropy(), self.values(self.critic(x)))
+        return PolicyOutput(cont, disc, dist.log_prob(cont, disc), dist.entropy(), self.values(h[1]))
 
     def evaluate(self, obs: torch.Tensor, allowed: torch.Tensor | None, cont: torch.Tensor | None,
                  disc: torch.Tensor | None) -> PolicyOutput:
-        x = self.encode(obs)
-        dist = self.distribution(x, allowed)
-        return PolicyOutput(cont, disc, dist.log_prob(cont, disc), dist.entropy(), self.values(self.critic(x)))
+        h = self.towers(self.encode(obs))
+        dist = self.distribution(h[0], allowed)
+        return PolicyOutput(cont, disc, dist.log_prob(cont, disc), dist.entropy(), self.values(h[1]))

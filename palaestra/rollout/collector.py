@@ -97,6 +97,7 @@ class Collector:
         self._known_slots = np.zeros(0, dtype=np.int64)
         self._last_ids: np.ndarray | None = None
         self._last_slots: np.ndarray | None = None
+        self._last_source: np.ndarray | None = None
         self.stats = EpisodeStats()
         self._grow(initial_slots)
 
@@ -126,7 +127,9 @@ class Collector:
 
     def slots_for(self, agent_ids: np.ndarray, remember: bool = True) -> np.ndarray:
         """Slots of these agent ids, allocating slots for ids seen for the first time."""
-        if remember and self._last_ids is not None and np.array_equal(agent_ids, self._last_ids):
+        if remember and self._last_ids is not None and (
+            agent_ids is self._last_source or np.array_equal(agent_ids, self._last_ids)
+        ):
             return self._last_slots  # the common case: the same agents as last step
         ids = np.asarray(agent_ids, dtype=np.int64)
         pos = np.searchsorted(self._known_ids, ids)
@@ -147,6 +150,9 @@ class Collector:
         slots = self._known_slots[pos]
         if remember:
             self._last_ids, self._last_slots = ids.copy(), slots
+            # Environments usually hand back the same id array object while the agents stay the
+            # same; an identity check then skips the comparison. Arrays are never modified in place.
+            self._last_source = agent_ids
         return slots
 
     # -- one environment step ----------------------------------------------------------------
@@ -159,8 +165,9 @@ class Collector:
             done = self._end_episodes(terminal, value)
             if done is not None:
                 finished.append(done)
-        actions = self.spec.action_spec.empty_actions(0)
-        if len(decision):
+        if not len(decision):
+            actions = self.spec.action_spec.empty_actions(0)
+        else:
             slots = self.slots_for(decision.agent_id)
             obs = _flatten(decision.obs, len(decision))
             allowed = self._allowed(decision)
@@ -192,16 +199,15 @@ class Collector:
             self.pending[slots] = True
             self.episode_length[slots] += 1
             actions = ActionTuple(
-                continuous=np.clip(out.continuous, -1.0, 1.0).astype(np.float32),
+                continuous=np.clip(out.continuous, -1.0, 1.0).astype(np.float32) if self.c else out.continuous,
                 discrete=out.discrete.astype(np.int32),
             )
         return actions, (Segments.concatenate(finished) if finished else None)
 
     def _allowed(self, decision: DecisionSteps) -> np.ndarray | None:
-        if not self.mask_width:
+        """Allowed-action mask ``[n, sum(branches)]``, or None when nothing is masked."""
+        if not self.mask_width or decision.action_mask is None:
             return None
-        if decision.action_mask is None:
-            return np.ones((len(decision), self.mask_width), dtype=bool)
         return ~np.concatenate(decision.action_mask, axis=1).astype(bool)
 
     def _end_episodes(self, terminal: TerminalSteps, value: ValueFn) -> Segments | None:

@@ -1,0 +1,87 @@
+"""PPO on CartPole-v1, Palaestra against Stable-Baselines3, side by side in one run.
+
+Both use rl-zoo's CartPole hyperparameters: 8 environments, 32 steps per environment per
+update (256 experiences), batch 256, 20 epochs, GAE lambda 0.8, gamma 0.98, learning rate 1e-3
+and clip 0.2 decayed linearly, no entropy bonus, 64x64 networks, one torch thread each.
+Palaestra follows ML-Agents' semantics where they differ: it updates once the buffer holds
+*more* than buffer_size experiences (so every 512 with buffer_size 256, running 2 mini-batches
+per epoch: the same gradient steps per experience), its clip range decays to 0.1, and it scales
+the reward by 0.05 for its clipped value loss (docs/algorithms.md).
+
+Usage: python bench/ppo_cartpole.py [--steps 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from common import onnx_returns, run_palaestra
+
+CONFIG = """
+CartPole-v1:
+  batch_size: 256
+  buffer_size: 256
+  num_epoch: 20
+  hidden_units: 64
+  num_layers: 2
+  learning_rate: 1.0e-3
+  learning_rate_schedule: linear
+  epsilon: 0.2
+  beta: 0.0
+  lambd: 0.8
+  time_horizon: 32
+  max_steps: {steps}
+  summary_freq: 10000
+  reward_signals:
+    extrinsic: {{strength: 0.05, gamma: 0.98}}
+"""
+
+
+def bench_palaestra(steps: int) -> dict:
+    from palaestra.envs.sources import make_env
+
+    result = run_palaestra(CONFIG.format(steps=steps), "CartPole-v1", "--num-areas=8", "--cpu")
+    ret = onnx_returns(make_env("CartPole-v1", seed=100, num_areas=4), result["dir"] / "models/bench/CartPole-v1.onnx", 20)
+    return {"steps_per_s": steps / result["loop_s"], "seconds": result["loop_s"], "return": ret}
+
+
+def bench_sb3(steps: int) -> dict:
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.evaluation import evaluate_policy
+
+    def linear(initial):
+        return lambda progress: progress * initial
+
+    env = make_vec_env("CartPole-v1", n_envs=8, seed=1)
+    model = PPO("MlpPolicy", env, n_steps=32, batch_size=256, n_epochs=20, gae_lambda=0.8, gamma=0.98,
+                learning_rate=linear(1e-3), clip_range=linear(0.2), ent_coef=0.0, device="cpu", seed=1, verbose=0)
+    start = time.perf_counter()
+    model.learn(total_timesteps=steps)
+    seconds = time.perf_counter() - start
+    ret, _ = evaluate_policy(model, make_vec_env("CartPole-v1", n_envs=4, seed=100), n_eval_episodes=20, deterministic=True)
+    return {"steps_per_s": steps / seconds, "seconds": seconds, "return": float(ret)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=100_000)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    ours = bench_palaestra(args.steps)
+    torch.set_num_threads(1)
+    sb3 = bench_sb3(args.steps)
+    print(f"PPO CartPole-v1, {args.steps} steps")
+    print(f"{'':12} {'steps/s':>10} {'seconds':>9} {'final return':>13}")
+    for name, r in (("Palaestra", ours), ("SB3", sb3)):
+        print(f"{name:12} {r['steps_per_s']:10.0f} {r['seconds']:9.1f} {r['return']:13.1f}")
+    print(f"ratio Palaestra / SB3: {ours['steps_per_s'] / sb3['steps_per_s']:.2f}x")
+
+
+if __name__ == "__main__":
+    np.set_printoptions(precision=3)
+    main()
