@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import gymnasium as gym
+import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
@@ -226,3 +228,38 @@ def test_ctrl_c_saves_and_exports_then_resume_continues(tmp_path):
     (tmp_path / "c.yaml").write_text(SMALL.format(max_steps=step + 200))
     resumed = _cli("c.yaml", "--env=Simple1DDiscrete", "--run-id=int", "--resume", cwd=tmp_path)
     assert resumed.returncode == 0 and f"at step {step}" in resumed.stderr
+
+
+class _CrashingEnv(gym.Env):
+    """A Gymnasium environment that fails after a number of steps, as a broken build would."""
+
+    def __init__(self):
+        self.observation_space = gym.spaces.Box(-1.0, 1.0, (2,))
+        self.action_space = gym.spaces.Discrete(2)
+        self.steps = 0
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action):
+        self.steps += 1
+        if self.steps > 300:
+            raise RuntimeError("simulated crash in the environment")
+        return np.zeros(2, np.float32), 1.0, self.steps % 20 == 0, False, {}
+
+    def close(self):
+        pass
+
+
+def test_environment_crash_saves_the_model_and_exits_with_a_message(run_cli, workdir):
+    gym.register("PalaestraCrash-v0", entry_point=_CrashingEnv)
+    try:
+        config = write_yaml(workdir / "c.yaml", SMALL.replace("1D:", "PalaestraCrash-v0:").format(max_steps=5000))
+        result = run_cli(str(config), "--env=PalaestraCrash-v0", "--run-id=crash")
+    finally:
+        gym.registry.pop("PalaestraCrash-v0")
+    assert result.code == 1
+    assert "simulated crash in the environment" in result.log and "the model was saved first" in result.log
+    assert (workdir / "models/crash/PalaestraCrash-v0.onnx").is_file()
+    assert CheckpointManager(workdir / "models/crash/PalaestraCrash-v0", 5).latest() is not None

@@ -65,8 +65,8 @@ class NumpyPolicy:
     def __init__(self, policy: ActorCritic, rng: np.random.Generator) -> None:
         self.rng = rng
         self.normal = RandomPool(rng, lambda g, n: g.standard_normal(n, dtype=np.float32))
-        # Uniforms strictly inside (0, 1) keep the Gumbel noise -log(-log(u)) finite.
-        self.uniform = RandomPool(rng, lambda g, n: (g.random(n) * (1 - 2e-7) + 1e-7).astype(np.float32))
+        # Gumbel noise -log(-log(u)), u strictly inside (0, 1) so it stays finite.
+        self.gumbel = RandomPool(rng, lambda g, n: (-np.log(-np.log(g.random(n) * (1 - 2e-7) + 1e-7))).astype(np.float32))
         self.norm = None
         if policy.normalizer is not None:
             self.norm = (_shared(policy.normalizer.mean), _shared(policy.normalizer.var))
@@ -116,7 +116,7 @@ class NumpyPolicy:
                 if deterministic:
                     choice = logp.argmax(axis=1)
                 else:  # Gumbel-max, as the torch policy and the ONNX model sample
-                    choice = (lg - np.log(-np.log(self.uniform.take(lg.shape)))).argmax(axis=1)
+                    choice = (lg + self.gumbel.take(lg.shape)).argmax(axis=1)
                 disc[:, b] = choice
                 log_prob += logp[np.arange(n), choice]
                 entropy -= (np.exp(logp) * logp).sum(axis=1)

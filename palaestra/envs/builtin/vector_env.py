@@ -44,7 +44,8 @@ class BuiltinVectorEnv:
         self.episode_steps = np.zeros(self.n, dtype=np.int64)
         self._actions: ActionTuple | None = None
         self._decision: DecisionSteps | None = None
-        self._terminal: TerminalSteps = TerminalSteps.empty(self._spec)
+        self._no_terminal = TerminalSteps.empty(self._spec)  # shared: consumers never modify steps
+        self._terminal: TerminalSteps = self._no_terminal
         self._ids = np.arange(self.n, dtype=np.int64)
 
     # -- to implement ------------------------------------------------------------------------
@@ -80,7 +81,7 @@ class BuiltinVectorEnv:
             self.parameters.update({k: float(v) for k, v in parameters.items()})
         self._reset_agents(self._ids)
         self.episode_steps[:] = 0
-        self._terminal = TerminalSteps.empty(self._spec)
+        self._terminal = self._no_terminal
         self._decision = DecisionSteps(
             [self._observe()], np.zeros(self.n, np.float32), self._ids, self._masks()
         )
@@ -119,7 +120,7 @@ class BuiltinVectorEnv:
             obs = self._observe()
             reward = np.where(ended, 0.0, reward)
         else:
-            self._terminal = TerminalSteps.empty(self._spec)
+            self._terminal = self._no_terminal
         self._decision = DecisionSteps([obs], reward.astype(np.float32), self._ids, self._masks())
 
     def close(self) -> None:
