@@ -12,8 +12,6 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
-
 
 @contextlib.contextmanager
 def scratch_dir() -> Iterator[Path]:
@@ -48,35 +46,3 @@ def run_palaestra(config: str, env: str, *args: str) -> dict[str, Any]:
     loop = sum(timers["children"][k]["total"] for k in ("env_reset", "policy_act", "env_step", "trainer_advance")
                if k in timers["children"])
     return {"wall_s": wall, "loop_s": loop, "timers": timers, "dir": work}
-
-
-def onnx_returns(env, onnx_path: Path, episodes: int) -> float:
-    """Mean return of an exported model's deterministic actions over ``episodes`` episodes."""
-    import onnxruntime as ort
-
-    from palaestra.envs.base import ActionTuple
-
-    session = ort.InferenceSession(str(onnx_path))
-    names = [o.name for o in session.get_outputs()]
-    name = next(iter(env.behavior_specs))
-    spec = env.behavior_specs[name]
-    env.reset()
-    running = np.zeros(1 << 12)
-    returns: list[float] = []
-    while len(returns) < episodes:
-        decision, _ = env.get_steps(name)
-        feeds = {f"obs_{i}": o for i, o in enumerate(decision.obs)}
-        if spec.action_spec.is_discrete:
-            feeds["action_masks"] = np.ones((len(decision), sum(spec.action_spec.discrete_branches)), np.float32)
-        out = dict(zip(names, session.run(None, feeds)))
-        n = len(decision)
-        env.set_actions(name, ActionTuple(
-            out.get("deterministic_continuous_actions", np.zeros((n, 0), np.float32)),
-            out.get("deterministic_discrete_actions", np.zeros((n, 0))).astype(np.int32)))
-        env.step()
-        decision, terminal = env.get_steps(name)
-        running[terminal.agent_id] += terminal.reward
-        returns += running[terminal.agent_id].tolist()
-        running[terminal.agent_id] = 0.0
-        running[decision.agent_id] += decision.reward
-    return float(np.mean(returns[:episodes]))

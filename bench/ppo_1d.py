@@ -10,34 +10,14 @@ Usage: python bench/ppo_1d.py [--steps 20000]
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from common import run_palaestra
 
 MLAGENTS_STEPS_PER_S = 1100
 
-CONFIG = """
-1D:
-  trainer: ppo
-  batch_size: 16
-  beta: 5.0e-3
-  buffer_size: 64
-  epsilon: 0.2
-  hidden_units: 32
-  lambd: 0.95
-  learning_rate: 5.0e-3
-  learning_rate_schedule: constant
-  max_steps: {steps}
-  memory_size: 16
-  normalize: false
-  num_epoch: 3
-  num_layers: 1
-  time_horizon: 64
-  sequence_length: 64
-  summary_freq: 500
-  use_recurrent: false
-  reward_signals:
-    extrinsic: {{strength: 1.0, gamma: 0.99}}
-"""
+# The shipped config's 1D section is ML-Agents' PPO test config; only max_steps is raised.
+CONFIG = (Path(__file__).resolve().parent.parent / "config" / "trainer_config.yaml").read_text()
 
 
 def main() -> None:
@@ -46,7 +26,7 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     for env in ("Simple1DDiscrete", "Simple1DContinuous"):
-        r = run_palaestra(CONFIG.format(steps=args.steps), env, "--cpu")
+        r = run_palaestra(CONFIG.replace("max_steps: 2000\n", f"max_steps: {args.steps}\n"), env, "--cpu")
         rows.append((env, args.steps / r["loop_s"], args.steps / r["wall_s"]))
     print(f"PPO on the 1-D test environment, ML-Agents' test config, {args.steps} steps")
     print(f"{'env':22} {'steps/s (loop)':>15} {'steps/s (whole run)':>20} {'vs ML-Agents 1.1.0':>19}")

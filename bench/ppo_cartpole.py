@@ -18,8 +18,9 @@ import time
 
 import numpy as np
 import torch
+from common import run_palaestra
 
-from common import onnx_returns, run_palaestra
+from palaestra.evaluation import evaluate_onnx
 
 CONFIG = """
 CartPole-v1:
@@ -45,7 +46,8 @@ def bench_palaestra(steps: int) -> dict:
     from palaestra.envs.sources import make_env
 
     result = run_palaestra(CONFIG.format(steps=steps), "CartPole-v1", "--num-areas=8", "--cpu")
-    ret = onnx_returns(make_env("CartPole-v1", seed=100, num_areas=4), result["dir"] / "models/bench/CartPole-v1.onnx", 20)
+    onnx = result["dir"] / "models/bench/CartPole-v1.onnx"
+    ret = float(np.mean(evaluate_onnx(make_env("CartPole-v1", seed=100, num_areas=4), onnx, episodes=20)))
     return {"steps_per_s": steps / result["loop_s"], "seconds": result["loop_s"], "return": ret}
 
 

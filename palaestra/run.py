@@ -27,7 +27,13 @@ from palaestra.checkpoints import CheckpointError, CheckpointManager, atomic_wri
 from palaestra.cli import RunOptions, UsageError
 from palaestra.envs.base import EngineConfig, Env, EnvError
 from palaestra.envs.sources import describe_specs, make_env
-from palaestra.settings import ConfigError, TrainerConfig, TrainerSettings, load_trainer_config, unsupported_features
+from palaestra.settings import (
+    ConfigError,
+    TrainerConfig,
+    TrainerSettings,
+    load_trainer_config,
+    unsupported_features,
+)
 from palaestra.stats import (
     ConsoleWriter,
     CSVWriter,

@@ -64,7 +64,9 @@ class StatsReporter:
 
 class TensorBoardWriter:
     def __init__(self, summaries_dir: Path, category: str, clear_old: bool) -> None:
-        from torch.utils.tensorboard import SummaryWriter  # imported late: it is slow to import
+        from torch.utils.tensorboard import (
+            SummaryWriter,  # imported late: it is slow to import
+        )
 
         log_dir = summaries_dir / category
         if clear_old and log_dir.exists():

@@ -4,13 +4,12 @@ checkpoints, Ctrl+C, and a clear message with a non-zero exit for every kind of 
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -19,7 +18,7 @@ import pytest
 import torch
 
 from palaestra.checkpoints import CheckpointManager
-from tests.conftest import REPO, SHIPPED_CONFIG, write_yaml
+from tests.conftest import SHIPPED_CONFIG, write_yaml
 
 SMALL = """
 1D:

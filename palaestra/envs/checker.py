@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from palaestra.envs.base import BehaviorSpec, DecisionSteps, Env, EnvError, TerminalSteps
+from palaestra.envs.base import (
+    BehaviorSpec,
+    DecisionSteps,
+    Env,
+    EnvError,
+    TerminalSteps,
+)
 
 
 def _check_obs(where: str, obs: list[np.ndarray], n: int, spec: BehaviorSpec) -> None:

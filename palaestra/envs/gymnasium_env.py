@@ -23,6 +23,7 @@ from palaestra.envs.base import (
     EnvError,
     TerminalSteps,
 )
+from palaestra.envs.single_behavior import SingleBehaviorEnv
 
 
 def _observation_converter(space: gym.Space, env_id: str):
@@ -78,7 +79,7 @@ def _action_converter(space: gym.Space, env_id: str):
     )
 
 
-class GymnasiumEnv:
+class GymnasiumEnv(SingleBehaviorEnv):
     def __init__(
         self, env_id: str, seed: int = 0, num_areas: int = 1, env_kwargs: Mapping[str, Any] | None = None
     ) -> None:
@@ -104,10 +105,6 @@ class GymnasiumEnv:
         self._actions: ActionTuple | None = None
         self._seeded = False
 
-    @property
-    def behavior_specs(self) -> Mapping[str, BehaviorSpec]:
-        return {self.behavior_name: self._spec}
-
     def reset(self, parameters: Mapping[str, float] | None = None) -> None:
         if parameters:
             raise EnvError(
@@ -125,23 +122,10 @@ class GymnasiumEnv:
         self._terminal = TerminalSteps.empty(self._spec)
         self._decision = DecisionSteps([obs], np.zeros(self.n, np.float32), self._ids)
 
-    def get_steps(self, behavior: str) -> tuple[DecisionSteps, TerminalSteps]:
-        if behavior != self.behavior_name:
-            raise EnvError(f"unknown behavior {behavior!r}; this environment has {self.behavior_name!r}")
-        if self._decision is None:
-            raise EnvError("get_steps() called before reset()")
-        return self._decision, self._terminal
-
-    def set_actions(self, behavior: str, actions: ActionTuple) -> None:
-        if behavior != self.behavior_name:
-            raise EnvError(f"unknown behavior {behavior!r}; this environment has {self.behavior_name!r}")
-        self._actions = actions
-
     def step(self) -> None:
         if self._decision is None:
             self.reset()
-        actions = self._actions if self._actions is not None else self._spec.action_spec.empty_actions(self.n)
-        self._actions = None
+        actions = self._take_actions(self.n)
         obs = np.zeros((self.n, *self._spec.observation_shapes[0]), dtype=np.float32)
         reward = np.zeros(self.n, dtype=np.float32)
         ended: list[int] = []

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from palaestra.networks.distributions import MASKED_LOGIT
-from palaestra.networks.policy import ActorCritic
 from palaestra.networks.normalizer import CLIP
+from palaestra.networks.policy import ActorCritic
 from palaestra.rollout.collector import ActResult
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)

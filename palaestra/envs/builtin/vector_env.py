@@ -20,9 +20,10 @@ from palaestra.envs.base import (
     EnvError,
     TerminalSteps,
 )
+from palaestra.envs.single_behavior import SingleBehaviorEnv
 
 
-class BuiltinVectorEnv:
+class BuiltinVectorEnv(SingleBehaviorEnv):
     behavior_name: str = ""
     observation_shape: tuple[int, ...] = ()
     action_spec: ActionSpec = ActionSpec()
@@ -66,10 +67,6 @@ class BuiltinVectorEnv:
         raise NotImplementedError
 
     # -- the Env protocol --------------------------------------------------------------------
-    @property
-    def behavior_specs(self) -> Mapping[str, BehaviorSpec]:
-        return {self.behavior_name: self._spec}
-
     def reset(self, parameters: Mapping[str, float] | None = None) -> None:
         if parameters:
             unknown = sorted(set(parameters) - set(self.default_parameters))
@@ -86,23 +83,10 @@ class BuiltinVectorEnv:
             [self._observe()], np.zeros(self.n, np.float32), self._ids, self._masks()
         )
 
-    def get_steps(self, behavior: str) -> tuple[DecisionSteps, TerminalSteps]:
-        if behavior != self.behavior_name:
-            raise EnvError(f"unknown behavior {behavior!r}; this environment has {self.behavior_name!r}")
-        if self._decision is None:
-            raise EnvError("get_steps() called before reset()")
-        return self._decision, self._terminal
-
-    def set_actions(self, behavior: str, actions: ActionTuple) -> None:
-        if behavior != self.behavior_name:
-            raise EnvError(f"unknown behavior {behavior!r}; this environment has {self.behavior_name!r}")
-        self._actions = actions
-
     def step(self) -> None:
         if self._decision is None:
             self.reset()
-        actions = self._actions if self._actions is not None else self.action_spec.empty_actions(self.n)
-        self._actions = None
+        actions = self._take_actions(self.n)
         reward, done = self._advance(actions)
         self.episode_steps += 1
         interrupted = np.zeros(self.n, dtype=bool)
