@@ -65,27 +65,34 @@ class _TwinTowers:
             for w, b in zip(towers.weights, towers.biases)
         ]
 
+    # numpy's stacked (3-D) matmul misses BLAS's fast path for transposed or broadcast operands
+    # here (measured 3-5x slower), so each tower gets its own 2-D product.
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, list]:
         cache = []
-        h = x[None]  # the first layer of both towers reads the same input
+        h_in = None  # None: both towers read x
         for w, b, _, _ in self.layers:
-            z = np.matmul(h, w.transpose(0, 2, 1))
+            z = np.empty((2, x.shape[0], w.shape[1]), dtype=np.float32)
+            for t in (0, 1):
+                np.matmul(x if h_in is None else h_in[t], w[t].T, out=z[t])
             z += b
             s = _sigmoid(z)
-            h_next = z * s
-            cache.append((h, s, h_next))
-            h = h_next
-        return h, cache
+            h_out = z * s
+            cache.append((x if h_in is None else None, h_in, s, h_out))
+            h_in = h_out
+        return h_in, cache
 
     def backward(self, grad_h: np.ndarray, cache: list) -> None:
-        ones = np.ones((2, 1, grad_h.shape[1]), grad_h.dtype)
+        ones = np.ones(grad_h.shape[1], grad_h.dtype)
         for i in reversed(range(len(self.layers))):
-            (w, _, gw, gb), (h_in, s, h_out) = self.layers[i], cache[i]
+            (w, _, gw, gb), (x, h_in, s, h_out) = self.layers[i], cache[i]
             grad_z = grad_h * (s + h_out * (1.0 - s))  # swish'(z) = s + z s (1 - s)
-            np.matmul(grad_z.transpose(0, 2, 1), np.broadcast_to(h_in, (2, *h_in.shape[1:])), out=gw)
-            np.matmul(ones, grad_z, out=gb)
+            for t in (0, 1):
+                np.matmul(grad_z[t].T, x if h_in is None else h_in[t], out=gw[t])
+                np.matmul(ones, grad_z[t], out=gb[t, 0])
             if i:
-                grad_h = np.matmul(grad_z, w)
+                grad_h = np.empty_like(h_in)
+                for t in (0, 1):
+                    np.matmul(grad_z[t], w[t], out=grad_h[t])
 
 
 class NumpyPPOGradients:

@@ -26,13 +26,16 @@ def _shared(t: torch.Tensor) -> np.ndarray:
     return t.detach().numpy()  # a view of the same memory
 
 
-def _towers(x: np.ndarray, layers: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-    """Actor and critic features ``[2, n, hidden]`` (see networks/policy.py: TwinMLP)."""
-    h = x[None]
+def _towers(x: np.ndarray, layers: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Actor and critic features (see networks/policy.py: TwinMLP). Two 2-D products per layer:
+    numpy's stacked matmul misses BLAS's fast path for broadcast operands."""
+    h, g = x, x
     for w, b in layers:
-        h = np.matmul(h, w.transpose(0, 2, 1)) + b
+        h = h @ w[0].T + b[0]
+        g = g @ w[1].T + b[1]
         h = h / (1.0 + np.exp(-h))  # swish / SiLU
-    return h
+        g = g / (1.0 + np.exp(-g))
+    return h, g
 
 
 class RandomPool:
@@ -84,7 +87,7 @@ class NumpyPolicy:
         return np.clip((obs - mean) / np.sqrt(var + 1e-8), -CLIP, CLIP)
 
     def value(self, obs: np.ndarray) -> np.ndarray:
-        g = _towers(self._encode(obs), self.layers)[1]
+        _, g = _towers(self._encode(obs), self.layers)
         return g @ self.values[0].T + self.values[1]
 
     def act(self, obs: np.ndarray, allowed: np.ndarray | None, deterministic: bool = False) -> ActResult:
