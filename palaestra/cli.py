@@ -123,12 +123,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target-frame-rate", type=int, default=d.target_frame_rate, help="Unity target frame rate")
     p.add_argument("--dry-run", action="store_true",
                    help="load and validate everything, print each behavior's settings, train nothing")
-    p.add_argument("--version", action="version", version=version_text())
+    p.add_argument("--version", action=_PrintVersion, nargs=0, help="print versions and exit")
     p.add_argument("--load", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--train", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--env-args", nargs=argparse.REMAINDER, default=[],
                    help="everything after this goes to the environment (key=value for Gymnasium)")
     return p
+
+
+class _PrintVersion(argparse.Action):
+    """--version: print the versions (computed only when asked: importing torch is slow)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[override]
+        print(version_text())
+        parser.exit()
 
 
 def version_text() -> str:

@@ -55,6 +55,12 @@ def run(options: RunOptions) -> int:
     except (ConfigError, EnvError, CheckpointError, UsageError) as e:
         logger.error("%s", e)
         return 1
+    except OSError as e:  # a folder that cannot be written, a full disk
+        logger.error("cannot read or write %s: %s", e.filename or "a file", e.strerror or e)
+        return 1
+    except KeyboardInterrupt:  # before training started: nothing to save
+        logger.info("Interrupted before training started; nothing was saved")
+        return 130
 
 
 def _check_options(options: RunOptions, models: Path) -> None:
@@ -221,7 +227,7 @@ def _train(options: RunOptions, env: Env, settings: dict[str, TrainerSettings], 
             global_step = _loop(env, trainers, options, stop, bar, global_step)
         except KeyboardInterrupt:
             logger.info("Interrupted again: saving what is there")
-        except (EnvError, Exception) as e:  # the environment or a trainer failed: save first
+        except Exception as e:  # the environment or a trainer failed: save first
             error = e
     if training:
         for trainer in trainers.values():

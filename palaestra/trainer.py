@@ -55,13 +55,7 @@ class BehaviorTrainer:
 
     # -- one environment step ----------------------------------------------------------------
     def act(self, decision: DecisionSteps, terminal: TerminalSteps) -> ActionTuple:
-        deterministic = False
-        actions, segments = self.collector.step(
-            decision,
-            terminal,
-            lambda obs, allowed: self.algorithm.act(obs, allowed, deterministic),
-            self.algorithm.value,
-        )
+        actions, segments = self.collector.step(decision, terminal, self.algorithm.act, self.algorithm.value)
         if segments is not None:
             with timed("process_trajectory"):
                 if self.training:

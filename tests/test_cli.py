@@ -262,3 +262,9 @@ def test_environment_crash_saves_the_model_and_exits_with_a_message(run_cli, wor
     assert "simulated crash in the environment" in result.log and "the model was saved first" in result.log
     assert (workdir / "models/crash/PalaestraCrash-v0.onnx").is_file()
     assert CheckpointManager(workdir / "models/crash/PalaestraCrash-v0", 5).latest() is not None
+
+
+def test_unwritable_output_folder_is_a_clear_error(run_cli, small_config, workdir):
+    (workdir / "models").write_text("a file where the models folder should be")
+    result = run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=x")
+    assert result.code == 1 and "cannot read or write" in result.log
