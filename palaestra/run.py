@@ -58,8 +58,8 @@ def run(options: RunOptions) -> int:
     except OSError as e:  # a folder that cannot be written, a full disk
         logger.error("cannot read or write %s: %s", e.filename or "a file", e.strerror or e)
         return 1
-    except KeyboardInterrupt:  # before training started: nothing to save
-        logger.info("Interrupted before training started; nothing was saved")
+    except KeyboardInterrupt:  # outside the training loop (start-up, or a third Ctrl+C while saving)
+        logger.info("Interrupted; checkpoints on disk are complete (each is written atomically)")
         return 130
 
 
