@@ -159,3 +159,48 @@ def test_numpy_gradients_match_torch_autograd(kind, epsilon, beta):
     np.testing.assert_allclose(losses_numpy, losses_torch, rtol=1e-4, atol=1e-6)
     for name, param in policy.named_parameters():
         np.testing.assert_allclose(param.grad.numpy(), expected[name].numpy(), rtol=2e-3, atol=2e-6, err_msg=name)
+
+
+def test_numpy_adam_matches_torch_adam_and_round_trips_its_state():
+    from palaestra.networks.numpy_adam import NumpyAdam
+
+    spec = SPECS["hybrid"]
+    reference = make_policy(spec)
+    fast = make_policy(spec)
+    ref_opt = torch.optim.Adam(reference.parameters(), lr=3e-3)
+    fast_opt = torch.optim.Adam(fast.parameters(), lr=3e-3)
+    adam = NumpyAdam(list(fast.parameters()), fast_opt)
+    rng = np.random.default_rng(0)
+    for _ in range(25):
+        for p_ref, p_fast in zip(reference.parameters(), fast.parameters()):
+            g = torch.as_tensor(rng.normal(size=p_ref.shape).astype(np.float32))
+            p_ref.grad = g.clone()
+            p_fast.grad.copy_(g)  # the flat gradient buffer, in place
+        ref_opt.step()
+        adam.step()
+    for p_ref, p_fast in zip(reference.parameters(), fast.parameters()):
+        np.testing.assert_allclose(p_fast.detach().numpy(), p_ref.detach().numpy(), rtol=1e-5, atol=1e-6)
+    # The torch optimizer's state_dict carries the numpy Adam's state in torch's own format ...
+    adam.sync()
+    saved = fast_opt.state_dict()
+    ref_saved = ref_opt.state_dict()
+    for k in ref_saved["state"]:
+        np.testing.assert_allclose(saved["state"][k]["exp_avg"].numpy(), ref_saved["state"][k]["exp_avg"].numpy(),
+                                   rtol=1e-5, atol=1e-7)
+        assert float(saved["state"][k]["step"]) == float(ref_saved["state"][k]["step"]) == 25
+    # ... and a fresh numpy Adam resumes from torch Adam's state.
+    resumed = make_policy(spec)
+    resumed.load_state_dict(reference.state_dict())
+    resumed_opt = torch.optim.Adam(resumed.parameters(), lr=3e-3)
+    resumed_adam = NumpyAdam(list(resumed.parameters()), resumed_opt)
+    resumed_opt.load_state_dict(ref_saved)
+    resumed_adam.after_load()
+    assert resumed_adam.t == 25
+    for p_ref, p_res in zip(reference.parameters(), resumed.parameters()):
+        g = torch.ones_like(p_ref)
+        p_ref.grad = g.clone()
+        p_res.grad.copy_(g)
+    ref_opt.step()
+    resumed_adam.step()
+    for p_ref, p_res in zip(reference.parameters(), resumed.parameters()):
+        np.testing.assert_allclose(p_res.detach().numpy(), p_ref.detach().numpy(), rtol=1e-5, atol=1e-6)

@@ -51,8 +51,9 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 
 
 def _grad_view(param: torch.Tensor) -> np.ndarray:
-    """A numpy view of a gradient buffer that stays attached to the parameter."""
-    param.grad = torch.zeros_like(param)
+    """A numpy view of the parameter's gradient buffer (created if it has none)."""
+    if param.grad is None:
+        param.grad = torch.zeros_like(param)
     return param.grad.numpy()
 
 

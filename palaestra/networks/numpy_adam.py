@@ -1,0 +1,89 @@
+"""Adam over all of a network's parameters at once, in numpy (the CPU fast path).
+
+``torch.optim.Adam.step`` costs about 130 us per call inside PPO's update loop for a small
+network, mostly per-tensor bookkeeping. Here every parameter, gradient and moment estimate is a
+view into one flat buffer, and a step is eight numpy operations over that buffer (about 20 us).
+
+The torch optimizer stays the owner of the state for checkpoints: its ``exp_avg`` and
+``exp_avg_sq`` tensors are views of the same flat buffers and ``sync()`` writes the step count,
+so ``optimizer.state_dict()`` is exactly torch's format on both paths, and a checkpoint resumes
+on either. The arithmetic is torch's (non-fused) Adam, without weight decay or AMSGrad.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class NumpyAdam:
+    def __init__(self, params: list[nn.Parameter], optimizer: torch.optim.Adam) -> None:
+        self.params = params
+        self.optimizer = optimizer
+        total = sum(p.numel() for p in params)
+        self.flat_param = torch.zeros(total)
+        self.flat_grad = torch.zeros(total)
+        self.flat_m = torch.zeros(total)
+        self.flat_v = torch.zeros(total)
+        self.slices: list[slice] = []
+        offset = 0
+        for p in params:
+            sl = slice(offset, offset + p.numel())
+            self.flat_param[sl].copy_(p.data.reshape(-1))
+            p.data = self.flat_param[sl].view_as(p)  # the same Parameter object, now a view
+            p.grad = self.flat_grad[sl].view_as(p)
+            self.slices.append(sl)
+            offset += p.numel()
+        self.p, self.g = self.flat_param.numpy(), self.flat_grad.numpy()
+        self.m, self.v = self.flat_m.numpy(), self.flat_v.numpy()
+        self._scratch = np.empty_like(self.p)
+        self.t = 0
+        self._bind_state()
+
+    def _bind_state(self) -> None:
+        for p, sl in zip(self.params, self.slices):
+            self.optimizer.state[p] = {
+                "step": torch.tensor(float(self.t)),
+                "exp_avg": self.flat_m[sl].view_as(p),
+                "exp_avg_sq": self.flat_v[sl].view_as(p),
+            }
+
+    def step(self) -> None:
+        group = self.optimizer.param_groups[0]
+        lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
+        self.t += 1
+        g, m, v, tmp = self.g, self.m, self.v, self._scratch
+        m *= beta1
+        m += (1.0 - beta1) * g
+        np.multiply(g, g, out=tmp)
+        v *= beta2
+        tmp *= 1.0 - beta2
+        v += tmp
+        step_size = lr / (1.0 - beta1**self.t)
+        np.sqrt(v, out=tmp)
+        tmp /= math.sqrt(1.0 - beta2**self.t)
+        tmp += eps
+        np.divide(m, tmp, out=tmp)
+        tmp *= step_size
+        self.p -= tmp
+
+    def sync(self) -> None:
+        """Write the step count into the torch optimizer's state (before ``state_dict()``)."""
+        for p in self.params:
+            self.optimizer.state[p]["step"] = torch.tensor(float(self.t))
+
+    def after_load(self) -> None:
+        """Adopt state just loaded into the torch optimizer (``load_state_dict`` replaces its
+        tensors with new ones) and bind it to the flat buffers again."""
+        steps = []
+        for p, sl in zip(self.params, self.slices):
+            state = self.optimizer.state.get(p) or {}
+            if "exp_avg" in state:
+                self.flat_m[sl].copy_(state["exp_avg"].reshape(-1))
+                self.flat_v[sl].copy_(state["exp_avg_sq"].reshape(-1))
+                steps.append(int(float(state["step"])))
+        self.t = max(steps) if steps else 0
+        self._bind_state()
