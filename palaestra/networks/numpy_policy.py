@@ -51,7 +51,7 @@ class RandomPool:
         self.pos = 0
 
     def take(self, shape: tuple[int, ...]) -> np.ndarray:
-        n = int(np.prod(shape))
+        n = math.prod(shape)
         if self.pos + n > len(self.pool):
             self.pool = self.draw(self.rng, max(self.BLOCK, n))
             self.pos = 0
@@ -121,7 +121,7 @@ class NumpyPolicy:
                 else:  # Gumbel-max, as the torch policy and the ONNX model sample
                     choice = (lg + self.gumbel.take(lg.shape)).argmax(axis=1)
                 disc[:, b] = choice
-                log_prob += logp[np.arange(n), choice]
+                log_prob += np.take_along_axis(logp, choice[:, None], axis=1)[:, 0]
                 entropy -= (np.exp(logp) * logp).sum(axis=1)
         values = g @ self.values[0].T + self.values[1]
         return ActResult(cont, disc, log_prob, entropy, values)

@@ -171,30 +171,34 @@ class Collector:
             slots = self.slots_for(decision.agent_id)
             obs = _flatten(decision.obs, len(decision))
             allowed = self._allowed(decision)
+            rows = self.length[slots]
             # The reward that followed each agent's previous action.
             pend = self.pending[slots]
-            if pend.any():
-                ps = slots[pend]
-                self.reward[ps, self.length[ps] - 1] += decision.reward[pend]
+            all_pending = pend.all()
+            if all_pending:
+                self.reward[slots, rows - 1] += decision.reward
+            elif pend.any():
+                self.reward[slots[pend], rows[pend] - 1] += decision.reward[pend]
             self.episode_return[slots] += decision.reward
             out = policy(obs, allowed)
             self.stats.entropy_sum += float(out.entropy.sum())
             self.stats.entropy_count += len(out.entropy)
-            full = pend & (self.length[slots] >= self.H)
+            full = rows >= self.H if all_pending else pend & (rows >= self.H)
             if full.any():
                 fs = slots[full]
                 finished.append(
                     self._take(fs, out.values[full], np.zeros(len(fs), bool), np.zeros(len(fs), bool))
                 )
-            rows = self.length[slots]
+                rows = self.length[slots]
             self.obs[slots, rows] = obs
-            self.cont[slots, rows] = out.continuous
-            self.disc[slots, rows] = out.discrete
+            if self.c:
+                self.cont[slots, rows] = out.continuous
+            if self.b:
+                self.disc[slots, rows] = out.discrete
             if self.mask_width:
                 self.allowed[slots, rows] = allowed if allowed is not None else True
             self.logp[slots, rows] = out.log_prob
             self.values[slots, rows] = out.values
-            self.reward[slots, rows] = 0.0
             self.length[slots] = rows + 1
             self.pending[slots] = True
             self.episode_length[slots] += 1
@@ -244,6 +248,7 @@ class Collector:
             episode_end=episode_end,
             slot=slots.copy(),
         )
+        self.reward[slots, :width] = 0.0  # rows accumulate rewards with +=; start the next segment clean
         self.length[slots] = 0
         self.pending[slots] = False
         return seg
