@@ -30,7 +30,7 @@ GROUPS = {
     "environment stepping": [("vector_env.py", "step"), ("vector_env.py", "reset")],
     "network math": [
         ("numpy_policy.py", "act"), ("numpy_policy.py", "value"),
-        ("numpy_gradients.py", "compute"), ("optimizer.py", "wrapper"),
+        ("numpy_gradients.py", "compute"), ("optimizer.py", "wrapper"), ("numpy_adam.py", "step"),
         ("normalizer.py", "update"),
     ],
 }
