@@ -179,7 +179,6 @@ def _print_dry_run(options: RunOptions, config: TrainerConfig, env: Env,
 
 def _train(options: RunOptions, env: Env, settings: dict[str, TrainerSettings], seed: int,
            models: Path, summaries: Path) -> int:
-    training = not options.inference
     run_dir = models / options.run_id
     if options.force and run_dir.exists():
         shutil.rmtree(run_dir)
@@ -193,18 +192,34 @@ def _train(options: RunOptions, env: Env, settings: dict[str, TrainerSettings], 
                 seed, device)
     start_time = time.time()
     trainers: dict[str, BehaviorTrainer] = {}
+    writers: list[Any] = []  # closed on every way out, so no writer thread outlives the run
+    try:
+        global_step = _build_trainers(trainers, writers, options, env, settings, seed, device, models,
+                                      summaries, run_dir, start_time)
+        return _train_loop(trainers, options, env, settings, seed, run_dir, summaries, global_step)
+    finally:
+        for writer in writers:
+            writer.close()
+
+
+def _build_trainers(trainers: dict[str, BehaviorTrainer], writers: list[Any], options: RunOptions, env: Env,
+                    settings: dict[str, TrainerSettings], seed: int, device: torch.device, models: Path,
+                    summaries: Path, run_dir: Path, start_time: float) -> int:
+    """One trainer per behavior, restored as the options ask; return the global step."""
+    training = not options.inference
     global_step = 0
     for name, spec in env.behavior_specs.items():
         s = settings[name]
         category = f"{options.run_id}_{name}"
-        writers: list[Any] = [ConsoleWriter(start_time, training), GaugeWriter()]
+        own: list[Any] = [ConsoleWriter(start_time, training), GaugeWriter()]
         if training:
             summaries.mkdir(parents=True, exist_ok=True)
             tb = TensorBoardWriter(summaries, category, clear_old=not options.resume)
+            writers.append(tb)
             tb.write_text("Hyperparameters", yaml.safe_dump(s.as_dict(), sort_keys=False))
-            writers += [tb, CSVWriter(summaries, category, append=options.resume)]
+            own += [tb, CSVWriter(summaries, category, append=options.resume)]
         trainer = BehaviorTrainer(
-            name, spec, s, device, StatsReporter(category, writers),
+            name, spec, s, device, StatsReporter(category, own),
             CheckpointManager(run_dir / name, options.keep_checkpoints), run_dir, training,
             MetricsCSV(summaries, category) if options.debug and training else None,
             seed=seed + len(trainers),
@@ -213,6 +228,14 @@ def _train(options: RunOptions, env: Env, settings: dict[str, TrainerSettings], 
         trainers[name] = trainer
         logger.info("%s: %s\n%s", name, describe_specs(env)[name],
                     yaml.safe_dump(s.as_dict(), sort_keys=False).rstrip())
+    return global_step
+
+
+def _train_loop(trainers: dict[str, BehaviorTrainer], options: RunOptions, env: Env,
+                settings: dict[str, TrainerSettings], seed: int, run_dir: Path, summaries: Path,
+                global_step: int) -> int:
+    """Step until every behavior is done or Ctrl+C; then save, export and write the timers."""
+    training = not options.inference
     if training:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "configuration.yaml", yaml.safe_dump(
@@ -233,10 +256,6 @@ def _train(options: RunOptions, env: Env, settings: dict[str, TrainerSettings], 
         for trainer in trainers.values():
             trainer.save(global_step)
             logger.info("Exported %s", run_dir / f"{trainer.name}.onnx")
-    for trainer in trainers.values():
-        for writer in trainer.stats.writers:
-            writer.close()
-    if training:
         TIMERS.write(str(summaries / f"{options.run_id}_timers.json"))
     if error is not None:
         logger.error("training stopped: %s: %s (the model was saved first)", type(error).__name__, error)

@@ -68,7 +68,7 @@ class TensorBoardWriter:
             SummaryWriter,  # imported late: it is slow to import
         )
 
-        log_dir = summaries_dir / category
+        log_dir = (summaries_dir / category).resolve()  # its writer thread must not depend on the cwd
         if clear_old and log_dir.exists():
             for f in log_dir.glob("events.out*"):
                 f.unlink()

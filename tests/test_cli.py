@@ -147,6 +147,10 @@ def test_corrupt_checkpoint_is_a_clear_error(run_cli, small_config, workdir):
     latest.write_bytes(latest.read_bytes()[:100])
     result = run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=c", "--resume")
     assert result.code == 1 and f"models/c/1D/{latest.name} is damaged" in result.log
+    # The failed run closed its TensorBoard writer: no writer thread is left behind.
+    import threading
+
+    assert not [t for t in threading.enumerate() if "Writer" in type(t).__name__]
 
 
 def test_checkpoint_of_another_network_is_a_clear_error(run_cli, small_config, workdir):
