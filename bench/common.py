@@ -24,7 +24,7 @@ def scratch_dir() -> Iterator[Path]:
             os.chdir(old)
 
 
-def run_palaestra(config: str, env: str, *args: str) -> dict[str, Any]:
+def run_palaestra(config: str, env: str, *args: str, seed: int | None = 1) -> dict[str, Any]:
     """Train with mlagents-learn in-process; return wall time, loop time and the run folder."""
     from palaestra.cli import main
     from palaestra.timers import TIMERS
@@ -36,7 +36,8 @@ def run_palaestra(config: str, env: str, *args: str) -> dict[str, Any]:
     os.chdir(work)
     try:
         start = time.perf_counter()
-        code = main(["config.yaml", f"--env={env}", "--run-id=bench", "--seed=1", *args])
+        seed_flag = [f"--seed={seed}"] if seed is not None else []
+        code = main(["config.yaml", f"--env={env}", "--run-id=bench", *seed_flag, *args])
         wall = time.perf_counter() - start
     finally:
         os.chdir(old)
