@@ -53,12 +53,18 @@ class BehaviorTrainer:
     def should_continue(self) -> bool:
         return self.step <= self.settings.max_steps
 
+    @property
+    def learning(self) -> bool:
+        """Training and not yet past max_steps (afterwards the policy only acts, as in ML-Agents,
+        while other behaviors finish)."""
+        return self.training and self.should_continue()
+
     # -- one environment step ----------------------------------------------------------------
     def act(self, decision: DecisionSteps, terminal: TerminalSteps) -> ActionTuple:
         actions, segments = self.collector.step(decision, terminal, self.algorithm.act, self.algorithm.value)
         if segments is not None:
             with timed("process_trajectory"):
-                if self.training:
+                if self.learning:
                     for key, values in self.algorithm.process(segments).items():
                         self.stats.add(key, values)
                 else:
@@ -67,7 +73,7 @@ class BehaviorTrainer:
 
     def advance(self) -> None:
         """Update the policy if the buffer is full, and write summaries when due."""
-        if self.training and self.algorithm.ready():
+        if self.learning and self.algorithm.ready():
             collection_time = time.time() - self._last_update_end
             experiences = self.algorithm.buffer.size
             start = time.time()

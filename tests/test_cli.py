@@ -272,3 +272,27 @@ def test_unwritable_output_folder_is_a_clear_error(run_cli, small_config, workdi
     (workdir / "models").write_text("a file where the models folder should be")
     result = run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=x")
     assert result.code == 1 and "cannot read or write" in result.log
+
+
+def test_a_behavior_past_max_steps_stops_learning_while_others_go_on(tmp_path):
+    from palaestra.envs.builtin import BUILTIN_ENVS
+    from palaestra.settings import ExtrinsicSettings, TrainerSettings
+    from palaestra.stats import StatsReporter
+    from palaestra.trainer import BehaviorTrainer
+
+    env = BUILTIN_ENVS["Simple1DDiscrete"](seed=0)
+    settings = TrainerSettings(batch_size=16, buffer_size=32, hidden_units=8, num_layers=1, max_steps=100,
+                               time_horizon=8, summary_freq=10_000, reward_signals={"extrinsic": ExtrinsicSettings()})
+    trainer = BehaviorTrainer("1D", env.behavior_specs["1D"], settings, torch.device("cpu"), StatsReporter("t", []),
+                              CheckpointManager(tmp_path, 1), tmp_path, training=True)
+    env.reset()
+    updates_at_max_steps = None
+    for _ in range(400):  # far past max_steps, as when another behavior is still training
+        decision, terminal = env.get_steps("1D")
+        env.set_actions("1D", trainer.act(decision, terminal))
+        env.step()
+        trainer.advance()
+        if not trainer.learning and updates_at_max_steps is None:
+            updates_at_max_steps = trainer.algorithm.update_count
+    assert trainer.step > 300 and updates_at_max_steps and updates_at_max_steps >= 2
+    assert trainer.algorithm.update_count == updates_at_max_steps
