@@ -125,8 +125,8 @@ def test_onnx_export_matches_deterministic_actions(tmp_path, kind):
 
 
 @pytest.mark.parametrize("kind", list(SPECS))
-@pytest.mark.parametrize("epsilon,beta", [(0.2, 0.01), (0.05, 0.0)])
-def test_numpy_gradients_match_torch_autograd(kind, epsilon, beta):
+@pytest.mark.parametrize("epsilon,beta,masked", [(0.2, 0.01, True), (0.05, 0.0, True), (0.2, 0.01, False)])
+def test_numpy_gradients_match_torch_autograd(kind, epsilon, beta, masked):
     from palaestra.algorithms.ppo import PPO
     from palaestra.networks.numpy_gradients import NumpyPPOGradients
     from palaestra.settings import ExtrinsicSettings, TrainerSettings
@@ -143,7 +143,8 @@ def test_numpy_gradients_match_torch_autograd(kind, epsilon, beta):
     rng = np.random.default_rng(4)
     B = 32
     obs = rng.normal(size=(B, policy.obs_size)).astype(np.float32)
-    allowed = random_allowed(spec, B, rng) if spec.action_spec.is_discrete else np.ones((B, 0), bool)
+    width = sum(spec.action_spec.discrete_branches)
+    allowed = random_allowed(spec, B, rng) if masked and spec.action_spec.is_discrete else np.ones((B, width), bool)
     acted = NumpyPolicy(policy, rng).act(obs, allowed if spec.action_spec.is_discrete else None)
     batch = {
         "obs": obs, "allowed": allowed, "continuous": acted.continuous, "discrete": acted.discrete,
@@ -155,6 +156,8 @@ def test_numpy_gradients_match_torch_autograd(kind, epsilon, beta):
     }
     losses_torch = ppo._torch_gradients({k: torch.as_tensor(v) for k, v in batch.items()}, epsilon, beta)
     expected = {n: p.grad.clone() for n, p in policy.named_parameters()}
+    if not masked:
+        del batch["allowed"]  # as PPO.update passes a batch with nothing masked
     losses_numpy = NumpyPPOGradients(policy).compute(batch, epsilon, beta)
     np.testing.assert_allclose(losses_numpy, losses_torch, rtol=1e-4, atol=1e-6)
     for name, param in policy.named_parameters():

@@ -201,6 +201,8 @@ class PPO:
         data["advantages"] = (adv - adv.mean()) / (adv.std() + 1e-10)  # standardized over the buffer
         n = self.buffer.size
         gradients = self._numpy_gradients.compute if self._numpy_gradients is not None else self._torch_gradients
+        if self._numpy_gradients is not None and data["allowed"].all():
+            del data["allowed"]  # nothing masked in this update: the numpy path skips masking
         if self._numpy_gradients is None:
             data = {k: torch.as_tensor(v, device=self.device) for k, v in data.items()}
         policy_losses, value_losses = [], []

@@ -70,12 +70,16 @@ class _TwinTowers:
     # here (measured 3-5x slower), so each tower gets its own 2-D product.
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, list]:
         cache = []
-        h_in = None  # None: both towers read x
+        h_in = None  # None: the first layer, where both towers read x
         for w, b, _, _ in self.layers:
-            z = np.empty((2, x.shape[0], w.shape[1]), dtype=np.float32)
-            for t in (0, 1):
-                np.matmul(x if h_in is None else h_in[t], w[t].T, out=z[t])
-            z += b
+            hidden = w.shape[1]
+            if h_in is None:  # one [B, 2H] product: the stacked weight viewed as [2H, in]
+                z = (x @ w.reshape(2 * hidden, -1).T).reshape(x.shape[0], 2, hidden).transpose(1, 0, 2)
+            else:
+                z = np.empty((2, x.shape[0], hidden), dtype=np.float32)
+                for t in (0, 1):
+                    np.matmul(h_in[t], w[t].T, out=z[t])
+            z = z + b
             s = _sigmoid(z)
             h_out = z * s
             cache.append((x if h_in is None else None, h_in, s, h_out))
@@ -87,9 +91,15 @@ class _TwinTowers:
         for i in reversed(range(len(self.layers))):
             (w, _, gw, gb), (x, h_in, s, h_out) = self.layers[i], cache[i]
             grad_z = grad_h * (s + h_out * (1.0 - s))  # swish'(z) = s + z s (1 - s)
-            for t in (0, 1):
-                np.matmul(grad_z[t].T, x if h_in is None else h_in[t], out=gw[t])
-                np.matmul(ones, grad_z[t], out=gb[t, 0])
+            if h_in is None:  # first layer: both towers' weight gradients in one product
+                hidden = w.shape[1]
+                flat = grad_z.transpose(1, 0, 2).reshape(-1, 2 * hidden)
+                np.matmul(flat.T, x, out=gw.reshape(2 * hidden, -1))
+                np.matmul(ones, flat, out=gb.reshape(-1))
+            else:
+                for t in (0, 1):
+                    np.matmul(grad_z[t].T, h_in[t], out=gw[t])
+                    np.matmul(ones, grad_z[t], out=gb[t, 0])
             if i:
                 grad_h = np.empty_like(h_in)
                 for t in (0, 1):
@@ -138,18 +148,28 @@ class NumpyPPOGradients:
             logp += (-0.5 * diff**2 * inv_var - self.log_std - _HALF_LOG_2PI).sum(1)
             entropy += float((0.5 + _HALF_LOG_2PI + self.log_std).sum())
         if self.logits is not None:
-            allowed = batch["allowed"]
-            logits = np.where(allowed, self.logits(h), np.float32(-1.0e8))
-            log_probs = np.empty_like(logits)
-            for start, size in zip(self.offsets, self.branches):
-                z = logits[:, start : start + size]
-                z = z - z.max(1, keepdims=True)
-                log_probs[:, start : start + size] = z - np.log(np.exp(z).sum(1, keepdims=True))
+            allowed = batch.get("allowed")  # absent when nothing in the update is masked
+            logits = self.logits(h)
+            if allowed is not None:
+                logits = np.where(allowed, logits, np.float32(-1.0e8))
+            single = len(self.branches) == 1
+            if single:
+                z = logits - logits.max(1, keepdims=True)
+                log_probs = z - np.log(np.exp(z).sum(1, keepdims=True))
+            else:
+                log_probs = np.empty_like(logits)
+                for start, size in zip(self.offsets, self.branches):
+                    z = logits[:, start : start + size]
+                    z = z - z.max(1, keepdims=True)
+                    log_probs[:, start : start + size] = z - np.log(np.exp(z).sum(1, keepdims=True))
             probs = np.exp(log_probs)
             taken = batch["discrete"] + self.offsets  # column of each branch's taken action
             logp += log_probs[rows[:, None], taken].sum(1)
             plogp = probs * log_probs
-            branch_entropy = [-plogp[:, o : o + n].sum(1, keepdims=True) for o, n in zip(self.offsets, self.branches)]
+            if single:
+                branch_entropy = [-plogp.sum(1, keepdims=True)]
+            else:
+                branch_entropy = [-plogp[:, o : o + n].sum(1, keepdims=True) for o, n in zip(self.offsets, self.branches)]
             entropy += sum(e[:, 0] for e in branch_entropy)
 
         # clipped surrogate: the unclipped term carries the gradient where min() picks it
@@ -183,12 +203,16 @@ class NumpyPPOGradients:
             self.grad_log_std[...] = (grad_logp[:, None] * (diff**2 * inv_var - 1.0)).sum(0) - beta
         if self.logits is not None:
             grad_logits = -grad_logp[:, None] * probs
-            np.add.at(grad_logits, (rows[:, None], taken), grad_logp[:, None])
+            grad_logits[rows[:, None], taken] += grad_logp[:, None]  # one taken column per branch: no repeats
             # entropy bonus: dH/dz = -p (log p + H), per branch
-            for (start, size), e in zip(zip(self.offsets, self.branches), branch_entropy):
-                sl = slice(start, start + size)
-                grad_logits[:, sl] += (beta / B) * (plogp[:, sl] + probs[:, sl] * e)
-            grad_logits = np.where(allowed, grad_logits, np.float32(0.0))
+            if single:
+                grad_logits += (beta / B) * (plogp + probs * branch_entropy[0])
+            else:
+                for (start, size), e in zip(zip(self.offsets, self.branches), branch_entropy):
+                    sl = slice(start, start + size)
+                    grad_logits[:, sl] += (beta / B) * (plogp[:, sl] + probs[:, sl] * e)
+            if allowed is not None:
+                grad_logits = np.where(allowed, grad_logits, np.float32(0.0))
             self.logits.backward(grad_logits, h)
             grad_h += grad_logits @ self.logits.w
         self.values.backward(grad_values, g)

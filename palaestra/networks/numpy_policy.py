@@ -27,13 +27,19 @@ def _shared(t: torch.Tensor) -> np.ndarray:
 
 
 def _towers(x: np.ndarray, layers: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
-    """Actor and critic features (see networks/policy.py: TwinMLP). Two 2-D products per layer:
-    numpy's stacked matmul misses BLAS's fast path for broadcast operands."""
-    h, g = x, x
-    for w, b in layers:
+    """Actor and critic features (see networks/policy.py: TwinMLP). The first layer of both
+    towers reads the same input, so its stacked ``[2, H, in]`` weight is used as one ``[2H, in]``
+    matrix (a free view); deeper layers take one 2-D product per tower (numpy's stacked matmul
+    misses BLAS's fast path for these operands)."""
+    w, b = layers[0]
+    hidden = w.shape[1]
+    z = x @ w.reshape(2 * hidden, -1).T + b.reshape(-1)
+    z = z / (1.0 + np.exp(-z))  # swish / SiLU
+    h, g = z[:, :hidden], z[:, hidden:]
+    for w, b in layers[1:]:
         h = h @ w[0].T + b[0]
         g = g @ w[1].T + b[1]
-        h = h / (1.0 + np.exp(-h))  # swish / SiLU
+        h = h / (1.0 + np.exp(-h))
         g = g / (1.0 + np.exp(-g))
     return h, g
 
@@ -109,19 +115,23 @@ class NumpyPolicy:
             logits = h @ self.logits[0].T + self.logits[1]
             if allowed is not None:
                 logits = np.where(allowed, logits, MASKED_LOGIT)
-            disc = np.zeros((n, len(self.branches)), dtype=np.int64)
+            choices = []
             start = 0
-            for b, size in enumerate(self.branches):
-                lg = logits[:, start : start + size]
+            for size in self.branches:
+                lg = logits[:, start : start + size] if len(self.branches) > 1 else logits
                 start += size
-                lg = lg - lg.max(axis=1, keepdims=True)
-                logp = lg - np.log(np.exp(lg).sum(axis=1, keepdims=True))
+                z = lg - lg.max(axis=1, keepdims=True)
+                ez = np.exp(z)
+                total = ez.sum(axis=1)
+                log_total = np.log(total)
                 if deterministic:
-                    choice = logp.argmax(axis=1)
+                    choice = z.argmax(axis=1)
                 else:  # Gumbel-max, as the torch policy and the ONNX model sample
-                    choice = (lg + self.gumbel.take(lg.shape)).argmax(axis=1)
-                disc[:, b] = choice
-                log_prob += np.take_along_axis(logp, choice[:, None], axis=1)[:, 0]
-                entropy -= (np.exp(logp) * logp).sum(axis=1)
+                    choice = (z + self.gumbel.take(z.shape)).argmax(axis=1)
+                choices.append(choice)
+                # log p(choice) = z[choice] - log sum exp z;  H = log sum exp z - E_p[z]
+                log_prob += np.take_along_axis(z, choice[:, None], axis=1)[:, 0] - log_total
+                entropy += log_total - (ez * z).sum(axis=1) / total
+            disc = choices[0][:, None] if len(choices) == 1 else np.stack(choices, axis=1)
         values = g @ self.values[0].T + self.values[1]
         return ActResult(cont, disc, log_prob, entropy, values)
