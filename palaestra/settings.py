@@ -195,7 +195,7 @@ SUBSECTION_LEGACY = {
 # ----------------------------------------------------------------------------------------
 # The trainer settings of one behavior
 # ----------------------------------------------------------------------------------------
-def _reward_signals_check(value: Any) -> Any:  # validated separately, with its own messages
+def _checked_separately(value: Any) -> Any:  # subsections: checked by _check_subsection
     return value
 
 
@@ -218,9 +218,9 @@ class TrainerSettings:
     vis_encode_type: str = _key("simple", choice(*VISUAL_ENCODERS), "visual encoder")
     threaded: bool = _key(True, boolean, "accepted for compatibility; Palaestra updates in the run loop")
     init_path: str | None = _key(None, optional_text, "a model folder whose weights start training")
-    reward_signals: Mapping[str, Any] = _key(None, _reward_signals_check, "reward signals")
-    behavioral_cloning: BehavioralCloningSettings | None = _key(None, _reward_signals_check, "BC")
-    self_play: SelfPlaySettings | None = _key(None, _reward_signals_check, "self-play")
+    reward_signals: Mapping[str, Any] = _key(None, _checked_separately, "reward signals")
+    behavioral_cloning: BehavioralCloningSettings | None = _key(None, _checked_separately, "BC")
+    self_play: SelfPlaySettings | None = _key(None, _checked_separately, "self-play")
     # PPO
     beta: float = _key(5.0e-3, real(0.0), "entropy bonus", used_by=("ppo",))
     epsilon: float = _key(0.2, real(0.0, 1.0, low_open=True), "PPO clip range", used_by=("ppo",))
@@ -243,9 +243,6 @@ class TrainerSettings:
                                          used_by=("offline_bc", "online_bc"))
     demo_path: str | None = _key(None, optional_text, "offline BC demonstrations", used_by=("offline_bc",))
     brain_to_imitate: str | None = _key(None, optional_text, "online BC teacher", used_by=("online_bc",))
-
-    def signal_settings(self) -> dict[str, Any]:
-        return dict(self.reward_signals)
 
     def as_dict(self) -> dict[str, Any]:
         """The resolved settings as plain YAML-ready data."""
@@ -350,6 +347,15 @@ def load_trainer_config(path: str | Path) -> TrainerConfig:
             f"got {type(data).__name__}"
         )
     config = TrainerConfig(path, {})
+    try:
+        _check_sections(path, data, config)
+    finally:  # warnings found before an error are still worth seeing
+        for message in config.warnings:
+            logger.warning(message)
+    return config
+
+
+def _check_sections(path: Path, data: dict[str, Any], config: TrainerConfig) -> None:
     for name, section in data.items():
         name = str(name)
         if isinstance(section, str):  # alias
@@ -361,9 +367,6 @@ def load_trainer_config(path: str | Path) -> TrainerConfig:
                 f"{path}: section {name!r} should be a mapping of settings (or the name of another "
                 f"section), got {type(section).__name__} {section!r}"
             )
-    for message in config.warnings:
-        logger.warning(message)
-    return config
 
 
 def _where(path: Path, section: str, key: str | None = None) -> str:

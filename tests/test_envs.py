@@ -65,9 +65,9 @@ def test_builtin_envs_are_deterministic_for_a_seed(name):
 
 def test_num_areas_multiplies_agents():
     assert BUILTIN_ENVS["3DBall"](num_areas=3).n == 36
-    d, _ = make_env("3DBall", num_areas=2).__class__(num_areas=2), None
-    d.reset()
-    assert len(d.get_steps("3DBall")[0]) == 24
+    env = make_env("3DBall", num_areas=2)
+    env.reset()
+    assert len(env.get_steps("3DBall")[0]) == 24
 
 
 def test_3dball_parameters_change_the_physics():

@@ -146,3 +146,17 @@ def test_later_trainers_are_recognized_and_rejected_with_advice(tmp_path):
 def test_keys_of_another_trainer_warn(tmp_path):
     cfg = load_trainer_config(write_yaml(tmp_path / "c.yaml", "B:\n  trainer: ppo\n  tau: 0.01\n"))
     assert any("tau" in w and "sac" in w for w in cfg.warnings)
+
+
+def test_warnings_found_before_an_error_are_still_reported(tmp_path, caplog):
+    import logging
+
+    path = write_yaml(tmp_path / "c.yaml", "default:\n  bacth_size: 32\n3DBall:\n  lambd: 7\n")
+    logger = logging.getLogger("palaestra")  # the CLI may have stopped it propagating to the root
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level("WARNING", logger="palaestra"), pytest.raises(ConfigError, match="lambd"):
+            load_trainer_config(path)
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert "bacth_size" in caplog.text and "'batch_size'" in caplog.text

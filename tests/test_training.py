@@ -77,25 +77,23 @@ def test_ppo_solves_basic(run_cli, workdir):
     assert len(returns) == 20 and np.mean(returns) >= 0.93 - 1e-6
 
 
-def test_ppo_solves_gridworld(run_cli, workdir):
-    config = write_yaml(workdir / "c.yaml", SHIPPED_CONFIG.read_text().replace("max_steps: 500000", "max_steps: 80000"))
-    assert run_cli(str(config), "--env=GridWorld", "--run-id=grid", "--seed=1").code == 0
-    assert last_summary(workdir, "grid_GridWorld")["Environment/Cumulative Reward"] >= 0.8
-    returns = evaluate_onnx(BUILTIN_ENVS["GridWorld"](seed=3), workdir / "models/grid/GridWorld.onnx", episodes=200)
-    assert np.mean(returns) >= 0.8
-
-
-def test_ppo_solves_3dball_with_the_shipped_config(run_cli, workdir):
-    config = write_yaml(workdir / "c.yaml", SHIPPED_CONFIG.read_text().replace("max_steps: 5.0e5", "max_steps: 2.2e5"))
-    assert run_cli(str(config), "--env=3DBall", "--run-id=ball", "--seed=1").code == 0
-    assert last_summary(workdir, "ball_3DBall")["Environment/Cumulative Reward"] >= 90
-    returns = evaluate_onnx(BUILTIN_ENVS["3DBall"](seed=3), workdir / "models/ball/3DBall.onnx", episodes=12)
-    assert np.mean(returns) >= 90
-
-
-def test_ppo_solves_cartpole_within_100k_steps(run_cli, workdir):
-    assert run_cli(str(SHIPPED_CONFIG), "--env=CartPole-v1", "--run-id=cp", "--seed=1", "--num-areas=8").code == 0
-    assert last_summary(workdir, "cp_CartPole-v1")["Environment/Cumulative Reward"] >= 475
-    returns = evaluate_onnx(make_env("CartPole-v1", seed=3, num_areas=4), workdir / "models/cp/CartPole-v1.onnx",
-                            episodes=8)
-    assert np.mean(returns) >= 475
+@pytest.mark.parametrize("env_name,shorten,flags,trained,exported", [
+    # (environment, shortening of the shipped section, extra flags,
+    #  minimum mean reward of the last training summary, minimum of every exported-model episode)
+    ("GridWorld", ("max_steps: 500000", "max_steps: 80000"), [], 0.8, None),
+    ("3DBall", ("max_steps: 5.0e5", "max_steps: 2.2e5"), [], 90.0, None),
+    # The "reaches 500 within 100k steps": every deterministic episode of the exported
+    # model lasts the full 500 steps; the stochastic training policy's mean is a little lower.
+    ("CartPole-v1", None, ["--num-areas=8"], 475.0, 500.0),
+])
+def test_ppo_solves_with_the_shipped_config(run_cli, workdir, env_name, shorten, flags, trained, exported):
+    text = SHIPPED_CONFIG.read_text()
+    config = write_yaml(workdir / "c.yaml", text.replace(*shorten) if shorten else text)
+    assert run_cli(str(config), f"--env={env_name}", "--run-id=r", "--seed=1", *flags).code == 0
+    env = make_env(env_name)
+    behavior = next(iter(env.behavior_specs))
+    assert last_summary(workdir, f"r_{behavior}")["Environment/Cumulative Reward"] >= trained
+    returns = evaluate_onnx(make_env(env_name, seed=3, num_areas=2), workdir / f"models/r/{behavior}.onnx", episodes=20)
+    assert len(returns) == 20 and np.mean(returns) >= trained
+    if exported is not None:
+        assert min(returns) >= exported

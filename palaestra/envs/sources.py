@@ -74,10 +74,6 @@ def make_env(name: str | None, seed: int = 0, num_areas: int = 1, env_args: list
     )
 
 
-def behavior_names(env: Env) -> list[str]:
-    return list(env.behavior_specs)
-
-
 def describe_specs(env: Env) -> Mapping[str, str]:
     return {
         name: f"observations {list(spec.observation_shapes)}, actions {spec.action_spec.describe()}"
