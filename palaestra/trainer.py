@@ -63,12 +63,10 @@ class BehaviorTrainer:
     def act(self, decision: DecisionSteps, terminal: TerminalSteps) -> ActionTuple:
         actions, segments = self.collector.step(decision, terminal, self.algorithm.act, self.algorithm.value)
         if segments is not None:
-            with timed("process_trajectory"):
-                if self.learning:
-                    for key, values in self.algorithm.process(segments).items():
-                        self.stats.add(key, values)
-                else:
-                    self.algorithm.step += int(segments.length.sum())
+            if self.learning:
+                self.algorithm.collect(segments)
+            else:
+                self.algorithm.step += int(segments.length.sum())
         return actions
 
     def advance(self) -> None:

@@ -18,6 +18,7 @@ SPECS = {
     "continuous": BehaviorSpec(((5,),), ActionSpec(continuous_size=3)),
     "discrete": BehaviorSpec(((4,), (2,)), ActionSpec(discrete_branches=(3, 2, 4))),
     "hybrid": BehaviorSpec(((6,),), ActionSpec(continuous_size=2, discrete_branches=(3,))),
+    "one-branch": BehaviorSpec(((4,),), ActionSpec(discrete_branches=(5,))),  # the acting fast path
 }
 
 
@@ -41,15 +42,18 @@ def random_allowed(spec, n, rng):
     return allowed
 
 
+@pytest.mark.parametrize("masked", [True, False])
 @pytest.mark.parametrize("kind", list(SPECS))
-def test_numpy_mirror_matches_torch(kind):
+def test_numpy_mirror_matches_torch(kind, masked):
     spec = SPECS[kind]
     policy = make_policy(spec)
     mirror = NumpyPolicy(policy, np.random.default_rng(0))
     rng = np.random.default_rng(2)
     obs = rng.normal(size=(7, policy.obs_size)).astype(np.float32)
-    allowed = random_allowed(spec, 7, rng) if spec.action_spec.is_discrete else None
+    allowed = random_allowed(spec, 7, rng) if spec.action_spec.is_discrete and masked else None
     out = mirror.act(obs, allowed)
+    assert out.continuous.shape == (7, spec.action_spec.continuous_size)
+    assert out.discrete.shape == (7, len(spec.action_spec.discrete_branches))
     with torch.no_grad():
         ref = policy.evaluate(
             torch.as_tensor(obs), None if allowed is None else torch.as_tensor(allowed),
@@ -59,6 +63,14 @@ def test_numpy_mirror_matches_torch(kind):
     np.testing.assert_allclose(out.log_prob, ref.log_prob.numpy(), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(out.entropy, ref.entropy.numpy(), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(out.values, ref.values.numpy(), rtol=1e-4, atol=1e-4)
+    det = mirror.act(obs, allowed, deterministic=True)
+    with torch.no_grad():
+        ref_det = policy.act(torch.as_tensor(obs), None if allowed is None else torch.as_tensor(allowed),
+                             deterministic=True)
+    if spec.action_spec.is_continuous:
+        np.testing.assert_allclose(det.continuous, ref_det.continuous.numpy(), rtol=1e-4, atol=1e-5)
+    if spec.action_spec.is_discrete:
+        np.testing.assert_array_equal(det.discrete, ref_det.discrete.numpy())
     if allowed is not None:
         one_hot = np.zeros_like(allowed)
         start = 0

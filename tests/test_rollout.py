@@ -96,12 +96,13 @@ def naive_gae(rewards, values, bootstrap, gamma, lambd):
     return adv
 
 
+@pytest.mark.parametrize("width", [5, 300])  # the matrix path and the loop path
 @pytest.mark.parametrize("gamma,lambd", [(0.99, 0.95), (0.9, 1.0), (0.5, 0.0)])
-def test_gae_matches_a_plain_loop_with_padding(gamma, lambd):
+def test_gae_matches_a_plain_loop_with_padding(gamma, lambd, width):
     rng = np.random.default_rng(0)
-    lengths = np.array([5, 2, 1])
-    rewards = rng.normal(size=(3, 5))
-    values = rng.normal(size=(3, 5))
+    lengths = np.array([width, 2, 1])
+    rewards = rng.normal(size=(3, width))
+    values = rng.normal(size=(3, width))
     bootstrap = rng.normal(size=3)
     out = gae(rewards, values, bootstrap, lengths, gamma, lambd)
     for i, n in enumerate(lengths):

@@ -1,8 +1,9 @@
 """Proximal Policy Optimization as ML-Agents 0.16 trains it (Schulman et al. 2017).
 
-Reading order: ``act`` (one batched forward pass per environment step), ``process`` (finished
-segments → per-signal rewards → GAE advantages and returns → the update buffer), ``ready`` and
-``update`` (``num_epoch`` passes of shuffled ``batch_size`` mini-batches over the buffer).
+Reading order: ``act`` (one batched forward pass per environment step), ``collect`` (finished
+segments wait in a queue), ``ready``, ``process`` (all queued segments at once → per-signal
+rewards → GAE advantages and returns → the update buffer) and ``update`` (``num_epoch`` passes
+of shuffled ``batch_size`` mini-batches over the buffer).
 ML-Agents' details, named where they happen:
 - one value head per reward signal, each with its own gamma; the policy's advantage is the
   mean of the signals' advantages;
@@ -19,8 +20,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import functools
+
 import numpy as np
-import scipy.signal
 import torch
 
 from palaestra.envs.base import BehaviorSpec
@@ -32,6 +34,7 @@ from palaestra.rewards import make_signals
 from palaestra.rollout.buffers import RolloutBuffer
 from palaestra.rollout.collector import ActResult, Segments
 from palaestra.settings import TrainerSettings
+from palaestra.timers import timed
 
 
 def linear_decay(initial: float, final: float, step: int, max_steps: int) -> float:
@@ -42,9 +45,29 @@ def linear_decay(initial: float, final: float, step: int, max_steps: int) -> flo
     return initial + (final - initial) * fraction
 
 
+# Up to this many time steps, the discounted sum is one product with a cached matrix of discount
+# powers; longer segments take a loop over time (vectorized over segments).
+_MATRIX_MAX_WIDTH = 128
+
+
+@functools.lru_cache(maxsize=32)
+def _discount_matrix(width: int, discount: float) -> np.ndarray:
+    lag = np.arange(width)[:, None] - np.arange(width)[None, :]  # [s, t] = s - t
+    return np.where(lag >= 0, discount ** np.maximum(lag, 0).astype(np.float64), 0.0)
+
+
 def discounted_cumsum(x: np.ndarray, discount: float) -> np.ndarray:
     """Reverse discounted cumulative sum along axis 1: y[t] = x[t] + discount * y[t+1]."""
-    return scipy.signal.lfilter([1.0], [1.0, -discount], x[:, ::-1], axis=1)[:, ::-1]
+    x = x.astype(np.float64, copy=False)
+    width = x.shape[1]
+    if width <= _MATRIX_MAX_WIDTH:
+        return x @ _discount_matrix(width, float(discount))  # y[:, t] = sum_s x[:, s] discount^(s-t)
+    y = np.empty_like(x)
+    acc = np.zeros(x.shape[0])
+    for t in range(width - 1, -1, -1):
+        acc = x[:, t] + discount * acc
+        y[:, t] = acc
+    return y
 
 
 def gae(rewards: np.ndarray, values: np.ndarray, bootstrap: np.ndarray, length: np.ndarray,
@@ -98,6 +121,10 @@ class PPO:
             NumpyPPOGradients(self.policy) if NumpyPPOGradients.supports(self.policy) else None
         )
         self.buffer = RolloutBuffer()
+        # Finished segments wait here until the buffer is due for an update, then go through
+        # process() together: one GAE pass per update rather than one per finished episode.
+        self._queued: list[Segments] = []
+        self._queued_rows = 0
         self.step = 0  # agent steps processed, ML-Agents' trainer step
         self.update_count = 0
         # Per-slot running sums of each signal's scaled reward, for "Policy/<Signal> Reward".
@@ -135,8 +162,25 @@ class PPO:
         return self.policy.value(torch.as_tensor(obs, device=self.device)).cpu().numpy()
 
     # -- experience --------------------------------------------------------------------------
+    def collect(self, seg: Segments) -> None:
+        """Queue finished segments for the next update; they count as trainer steps now."""
+        rows = int(seg.length.sum())
+        self._queued.append(seg)
+        self._queued_rows += rows
+        self.step += rows
+
+    def process_queued(self) -> dict[str, list[float]]:
+        if not self._queued:
+            return {}
+        seg = Segments.concatenate(self._queued)
+        self._queued, self._queued_rows = [], 0
+        return self.process(seg)
+
     def process(self, seg: Segments) -> dict[str, list[float]]:
-        """Turn finished segments into advantages and returns in the update buffer."""
+        """Turn finished segments into advantages and returns in the update buffer.
+
+        ML-Agents updates the normalizer here too, with each trajectory's observations; the
+        observations of a queued batch were all acted on with the same, older statistics."""
         mask = seg.row_mask
         if self.policy.normalizer is not None:
             self.policy.normalizer.update(seg.obs[mask])
@@ -169,7 +213,6 @@ class PPO:
             returns=returns[mask],
             advantages=advantages[mask].astype(np.float32),
         )
-        self.step += int(seg.length.sum())
         return stats
 
     def _grow_signal_sums(self, slots: int) -> None:
@@ -179,7 +222,7 @@ class PPO:
             self._signal_episode_sum = grown
 
     def ready(self) -> bool:
-        return self.buffer.size > self.settings.buffer_size
+        return self.buffer.size + self._queued_rows > self.settings.buffer_size
 
     # -- learning ----------------------------------------------------------------------------
     def current_learning_rate(self) -> float:
@@ -188,7 +231,10 @@ class PPO:
             return linear_decay(s.learning_rate, 1e-10, self.step, s.max_steps)
         return s.learning_rate
 
-    def update(self) -> dict[str, float]:
+    def update(self) -> dict[str, Any]:
+        """Process the queued segments, then run the epochs; return the stats of both."""
+        with timed("process_trajectory"):
+            stats: dict[str, Any] = dict(self.process_queued())
         s = self.settings
         lr = self.current_learning_rate()
         epsilon = linear_decay(s.epsilon, 0.1, self.step, s.max_steps)
@@ -208,9 +254,10 @@ class PPO:
         policy_losses, value_losses = [], []
         for _ in range(s.num_epoch):
             order = self.rng.permutation(n)
+            shuffled = {k: v[order] for k, v in data.items()}  # one gather per epoch; mini-batches are slices
             for i in range(n // s.batch_size):
-                idx = order[i * s.batch_size : (i + 1) * s.batch_size]
-                policy_loss, value_loss = gradients({k: v[idx] for k, v in data.items()}, epsilon, beta)
+                rows = slice(i * s.batch_size, (i + 1) * s.batch_size)
+                policy_loss, value_loss = gradients({k: v[rows] for k, v in shuffled.items()}, epsilon, beta)
                 if self._numpy_adam is not None:
                     self._numpy_adam.step()
                 else:
@@ -219,7 +266,7 @@ class PPO:
                 value_losses.append(value_loss)
         self.buffer.clear()
         self.update_count += 1
-        return {
+        return stats | {
             "Losses/Policy Loss": float(np.mean(policy_losses)) if policy_losses else 0.0,
             "Losses/Value Loss": float(np.mean(value_losses)) if value_losses else 0.0,
             "Policy/Learning Rate": lr,

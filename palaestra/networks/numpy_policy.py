@@ -20,23 +20,28 @@ from palaestra.networks.policy import ActorCritic
 from palaestra.rollout.collector import ActResult
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+# Sliced to [n, 0] for a policy without that kind of action: no allocation per step.
+_NO_CONTINUOUS = np.zeros((1 << 20, 0), dtype=np.float32)
+_NO_DISCRETE = np.zeros((1 << 20, 0), dtype=np.int64)
 
 
 def _shared(t: torch.Tensor) -> np.ndarray:
     return t.detach().numpy()  # a view of the same memory
 
 
-def _towers(x: np.ndarray, layers: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+def _towers(x: np.ndarray, first: tuple[np.ndarray, np.ndarray],
+            deeper: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
     """Actor and critic features (see networks/policy.py: TwinMLP). The first layer of both
-    towers reads the same input, so its stacked ``[2, H, in]`` weight is used as one ``[2H, in]``
-    matrix (a free view); deeper layers take one 2-D product per tower (numpy's stacked matmul
-    misses BLAS's fast path for these operands)."""
-    w, b = layers[0]
-    hidden = w.shape[1]
-    z = x @ w.reshape(2 * hidden, -1).T + b.reshape(-1)
-    z = z / (1.0 + np.exp(-z))  # swish / SiLU
+    towers reads the same input, so its stacked ``[2, H, in]`` weight is used as one ``[in, 2H]``
+    matrix (``first``, a free view); deeper layers take one 2-D product per tower (numpy's
+    stacked matmul misses BLAS's fast path for these operands)."""
+    w, b = first
+    z = x @ w
+    z += b
+    z /= 1.0 + np.exp(-z)  # swish / SiLU
+    hidden = w.shape[1] // 2
     h, g = z[:, :hidden], z[:, hidden:]
-    for w, b in layers[1:]:
+    for w, b in deeper:
         h = h @ w[0].T + b[0]
         g = g @ w[1].T + b[1]
         h = h / (1.0 + np.exp(-h))
@@ -79,7 +84,10 @@ class NumpyPolicy:
         self.norm = None
         if policy.normalizer is not None:
             self.norm = (_shared(policy.normalizer.mean), _shared(policy.normalizer.var))
-        self.layers = [(_shared(w), _shared(b)) for w, b in zip(policy.towers.weights, policy.towers.biases)]
+        layers = [(_shared(w), _shared(b)) for w, b in zip(policy.towers.weights, policy.towers.biases)]
+        w, b = layers[0]
+        self.first = (w.reshape(2 * w.shape[1], -1).T, b.reshape(-1))  # views: never stale
+        self.deeper = layers[1:]
         self.mu = (_shared(policy.mu.weight), _shared(policy.mu.bias)) if policy.mu is not None else None
         self.log_std = _shared(policy.log_std) if policy.log_std is not None else None
         self.logits = (_shared(policy.logits.weight), _shared(policy.logits.bias)) if policy.logits is not None else None
@@ -93,13 +101,42 @@ class NumpyPolicy:
         return np.clip((obs - mean) / np.sqrt(var + 1e-8), -CLIP, CLIP)
 
     def value(self, obs: np.ndarray) -> np.ndarray:
-        _, g = _towers(self._encode(obs), self.layers)
+        _, g = _towers(self._encode(obs), self.first, self.deeper)
         return g @ self.values[0].T + self.values[1]
 
     def act(self, obs: np.ndarray, allowed: np.ndarray | None, deterministic: bool = False) -> ActResult:
         x = self._encode(obs.astype(np.float32, copy=False))
-        h, g = _towers(x, self.layers)
+        h, g = _towers(x, self.first, self.deeper)
         n = obs.shape[0]
+        if self.logits is not None and self.mu is None and len(self.branches) == 1:
+            # The common discrete case (one branch) without the per-branch bookkeeping.
+            z = h @ self.logits[0].T + self.logits[1]
+            if allowed is not None:
+                z = np.where(allowed, z, MASKED_LOGIT)
+            z -= z.max(axis=1, keepdims=True)
+            ez = np.exp(z)
+            total = ez.sum(axis=1)
+            log_total = np.log(total)
+            # Gumbel-max, as the torch policy and the ONNX model sample
+            choice = z.argmax(axis=1) if deterministic else (z + self.gumbel.take(z.shape)).argmax(axis=1)
+            # log p(choice) = z[choice] - log sum exp z;  H = log sum exp z - E_p[z]
+            log_prob = z[np.arange(n), choice] - log_total
+            entropy = log_total - (ez * z).sum(axis=1) / total
+            return ActResult(_NO_CONTINUOUS[:n], choice[:, None], log_prob, entropy,
+                             g @ self.values[0].T + self.values[1])
+        if self.mu is not None and self.logits is None:
+            # The common continuous case: a diagonal Gaussian around the mean.
+            mean = h @ self.mu[0].T + self.mu[1]
+            if deterministic:
+                noise = np.zeros_like(mean)
+            else:
+                noise = self.normal.take(mean.shape)
+            # log N(a; mean, std) with a = mean + noise x std; the entropy does not depend on a
+            log_norm = float(self.log_std.sum()) + _HALF_LOG_2PI * mean.shape[1]
+            log_prob = -0.5 * (noise * noise).sum(axis=1) - np.float32(log_norm)
+            entropy = np.full(n, 0.5 * mean.shape[1] + log_norm, dtype=np.float32)
+            return ActResult(mean + noise * np.exp(self.log_std), _NO_DISCRETE[:n], log_prob, entropy,
+                             g @ self.values[0].T + self.values[1])
         log_prob = np.zeros(n, dtype=np.float32)
         entropy = np.zeros(n, dtype=np.float32)
         cont = np.zeros((n, 0), dtype=np.float32)
@@ -118,20 +155,16 @@ class NumpyPolicy:
             choices = []
             start = 0
             for size in self.branches:
-                lg = logits[:, start : start + size] if len(self.branches) > 1 else logits
+                z = logits[:, start : start + size]
                 start += size
-                z = lg - lg.max(axis=1, keepdims=True)
+                z = z - z.max(axis=1, keepdims=True)
                 ez = np.exp(z)
                 total = ez.sum(axis=1)
                 log_total = np.log(total)
-                if deterministic:
-                    choice = z.argmax(axis=1)
-                else:  # Gumbel-max, as the torch policy and the ONNX model sample
-                    choice = (z + self.gumbel.take(z.shape)).argmax(axis=1)
+                choice = z.argmax(axis=1) if deterministic else (z + self.gumbel.take(z.shape)).argmax(axis=1)
                 choices.append(choice)
-                # log p(choice) = z[choice] - log sum exp z;  H = log sum exp z - E_p[z]
-                log_prob += np.take_along_axis(z, choice[:, None], axis=1)[:, 0] - log_total
+                log_prob += z[np.arange(n), choice] - log_total
                 entropy += log_total - (ez * z).sum(axis=1) / total
-            disc = choices[0][:, None] if len(choices) == 1 else np.stack(choices, axis=1)
+            disc = np.stack(choices, axis=1)
         values = g @ self.values[0].T + self.values[1]
         return ActResult(cont, disc, log_prob, entropy, values)

@@ -98,6 +98,7 @@ class Collector:
         self._last_ids: np.ndarray | None = None
         self._last_slots: np.ndarray | None = None
         self._last_source: np.ndarray | None = None
+        self._masked = False  # has any decision carried an action mask? (until then, skip writing masks)
         self.stats = EpisodeStats()
         self._grow(initial_slots)
 
@@ -116,6 +117,7 @@ class Collector:
         self.cont = grown(getattr(self, "cont", None), (H, self.c), np.float32)
         self.disc = grown(getattr(self, "disc", None), (H, self.b), np.int64)
         self.allowed = grown(getattr(self, "allowed", None), (H, self.mask_width), bool)
+        self.allowed[old:] = True  # rows stay all-allowed until an environment sends a mask
         self.logp = grown(getattr(self, "logp", None), (H,), np.float32)
         self.values = grown(getattr(self, "values", None), (H, self.K), np.float32)
         self.reward = grown(getattr(self, "reward", None), (H,), np.float32)
@@ -195,15 +197,21 @@ class Collector:
                 self.cont[slots, rows] = out.continuous
             if self.b:
                 self.disc[slots, rows] = out.discrete
-            if self.mask_width:
-                self.allowed[slots, rows] = allowed if allowed is not None else True
+            if allowed is not None:
+                self._masked = True
+                self.allowed[slots, rows] = allowed
+            elif self._masked:
+                self.allowed[slots, rows] = True
             self.logp[slots, rows] = out.log_prob
             self.values[slots, rows] = out.values
             self.length[slots] = rows + 1
-            self.pending[slots] = True
+            if not all_pending:
+                self.pending[slots] = True
             self.episode_length[slots] += 1
             actions = ActionTuple(
-                continuous=np.clip(out.continuous, -1.0, 1.0).astype(np.float32) if self.c else out.continuous,
+                # clipped for the environment, stored unclipped (as ML-Agents); min/max beat np.clip here
+                continuous=np.minimum(np.maximum(out.continuous, -1.0), 1.0, dtype=np.float32) if self.c
+                else out.continuous,
                 discrete=out.discrete.astype(np.int32),
             )
         return actions, (Segments.concatenate(finished) if finished else None)

@@ -37,7 +37,7 @@ class Simple1D(BuiltinVectorEnv):
 
     def _reset_agents(self, which: np.ndarray) -> None:
         self.position[which] = 0.0
-        self.goal[which] = self.rng.choice([-1.0, 1.0], size=len(which))
+        self.goal[which] = np.where(self.rng.random(len(which)) < 0.5, -1.0, 1.0)
 
     def _observe(self) -> np.ndarray:
         return self.goal[:, None].astype(np.float32)
@@ -46,10 +46,11 @@ class Simple1D(BuiltinVectorEnv):
         return np.where(actions.discrete[:, 0] == 1, 1.0, -1.0) * self.step_size
 
     def _advance(self, actions: ActionTuple) -> tuple[np.ndarray, np.ndarray]:
-        self.position = np.clip(self.position + self._delta(actions), -1.0, 1.0)
+        # np.minimum/np.maximum rather than np.clip: a few times cheaper on arrays this small
+        self.position = np.minimum(np.maximum(self.position + self._delta(actions), -1.0), 1.0)
         done = np.abs(self.position) >= 1.0
         reward = np.where(done, SUCCESS_REWARD * self.position * self.goal, -TIME_PENALTY)
-        return reward.astype(np.float32), done
+        return reward, done
 
     def heuristic(self) -> ActionTuple:
         return ActionTuple(
@@ -62,7 +63,7 @@ class Simple1DContinuous(Simple1D):
     action_spec = ActionSpec(continuous_size=1)
 
     def _delta(self, actions: ActionTuple) -> np.ndarray:
-        return np.clip(actions.continuous[:, 0], -self.step_size, self.step_size)
+        return np.minimum(np.maximum(actions.continuous[:, 0], -self.step_size), self.step_size)
 
     def heuristic(self) -> ActionTuple:
         return ActionTuple(

@@ -89,15 +89,12 @@ class BuiltinVectorEnv(SingleBehaviorEnv):
         actions = self._take_actions(self.n)
         reward, done = self._advance(actions)
         self.episode_steps += 1
-        interrupted = np.zeros(self.n, dtype=bool)
-        if self.max_episode_steps:
-            interrupted = (self.episode_steps >= self.max_episode_steps) & ~done
-        ended = done | interrupted
+        ended = done | (self.episode_steps >= self.max_episode_steps) if self.max_episode_steps else done
         obs = self._observe()
         if ended.any():
             idx = np.flatnonzero(ended)
             self._terminal = TerminalSteps(
-                [obs[idx]], reward[idx].astype(np.float32), self._ids[idx], interrupted[idx]
+                [obs[idx]], reward[idx].astype(np.float32), self._ids[idx], ~done[idx]
             )
             self._reset_agents(idx)
             self.episode_steps[idx] = 0
