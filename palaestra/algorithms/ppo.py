@@ -18,9 +18,8 @@ ML-Agents' details, named where they happen:
 
 from __future__ import annotations
 
-from typing import Any
-
 import functools
+from typing import Any
 
 import numpy as np
 import torch
