@@ -61,11 +61,15 @@ class CheckpointManager:
                 found.append((int(m.group(1)), p))
         return sorted(found)
 
-    def save(self, state: dict[str, Any], step: int) -> Path:
+    @staticmethod
+    def save_file(path: Path, state: dict[str, Any]) -> None:
         buffer = io.BytesIO()
         torch.save(state, buffer)
-        path = self.folder / f"checkpoint-{step}.pt"
         atomic_write_bytes(path, buffer.getvalue())
+
+    def save(self, state: dict[str, Any], step: int) -> Path:
+        path = self.folder / f"checkpoint-{step}.pt"
+        self.save_file(path, state)
         if self.keep > 0:
             for _, old in self.list()[: -self.keep]:
                 old.unlink(missing_ok=True)
@@ -76,15 +80,20 @@ class CheckpointManager:
         return found[-1][1] if found else None
 
     @staticmethod
-    def load(path: Path) -> dict[str, Any]:
+    def load_file(path: Path, advice: str) -> Any:
+        """torch.load restricted to tensors and plain data; a damaged file is a CheckpointError."""
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # torch raises many kinds for a damaged file
             raise CheckpointError(
-                f"checkpoint {path} is damaged or not a Palaestra checkpoint ({type(e).__name__}: "
-                f"{str(e).splitlines()[0] if str(e) else 'unreadable'}); delete it to resume from an "
-                "older one, or start over with --force"
+                f"{path} is damaged or not a Palaestra file ({type(e).__name__}: "
+                f"{str(e).splitlines()[0] if str(e) else 'unreadable'}); {advice}"
             ) from None
+
+    @staticmethod
+    def load(path: Path) -> dict[str, Any]:
+        state = CheckpointManager.load_file(
+            path, "delete it to resume from an older checkpoint, or start over with --force")
         if not isinstance(state, dict) or "algorithm" not in state:
             raise CheckpointError(f"checkpoint {path} is not a Palaestra checkpoint")
         return state

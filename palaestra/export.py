@@ -23,42 +23,43 @@ from torch import nn
 from palaestra.checkpoints import atomic_write_bytes
 from palaestra.networks.distributions import MASKED_LOGIT, gumbel_argmax
 from palaestra.networks.policy import ActorCritic
+from palaestra.networks.sac_networks import SquashedActor
+
+# Both provide .spec, .branches and export_heads(obs) → (sampled, deterministic, logits).
+ExportablePolicy = ActorCritic | SquashedActor
 
 OPSET = 9
 MODEL_VERSION = 3
 
 
 class _ExportPolicy(nn.Module):
-    def __init__(self, policy: ActorCritic) -> None:
+    def __init__(self, policy: ExportablePolicy) -> None:
         super().__init__()
         self.policy = policy
         self.branches = list(policy.branches)
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        p = self.policy
-        n_obs = len(p.spec.observation_shapes)
+        n_obs = len(self.policy.spec.observation_shapes)
         obs = torch.cat([o.reshape(o.shape[0], -1) for o in inputs[:n_obs]], dim=1)
-        h = p.towers(p.encode(obs))[0]
+        sample, best, logits = self.policy.export_heads(obs)
         outputs: list[torch.Tensor] = []
-        if p.mu is not None:
-            mean = p.mu(h)
-            sample = mean + torch.randn_like(mean) * torch.exp(p.log_std)
-            outputs += [sample, mean]
-        if p.logits is not None:
+        if sample is not None:
+            outputs += [sample, best]
+        if logits is not None:
             masks = inputs[n_obs]
-            logits = torch.where(masks > 0.5, p.logits(h), torch.full_like(masks, MASKED_LOGIT))
-            sampled, best = [], []
+            logits = torch.where(masks > 0.5, logits, torch.full_like(masks, MASKED_LOGIT))
+            sampled, chosen = [], []
             start = 0
             for size in self.branches:
                 lg = logits[:, start : start + size]
                 sampled.append(gumbel_argmax(lg).unsqueeze(1))
-                best.append(torch.argmax(lg, dim=1, keepdim=True))
+                chosen.append(torch.argmax(lg, dim=1, keepdim=True))
                 start += size
-            outputs += [torch.cat(sampled, 1).float(), torch.cat(best, 1).float()]
+            outputs += [torch.cat(sampled, 1).float(), torch.cat(chosen, 1).float()]
         return tuple(outputs)
 
 
-def export_policy(policy: ActorCritic, path: Path) -> None:
+def export_policy(policy: ExportablePolicy, path: Path) -> None:
     """Write the policy as an ONNX model at ``path`` (atomically)."""
     spec = policy.spec
     device = next(policy.parameters()).device

@@ -23,6 +23,7 @@ import yaml
 from threadpoolctl import threadpool_limits
 
 from palaestra import __version__
+from palaestra.algorithms import spec_problems
 from palaestra.checkpoints import CheckpointError, CheckpointManager, atomic_write_text
 from palaestra.cli import RunOptions, UsageError
 from palaestra.envs.base import EngineConfig, Env, EnvError
@@ -105,7 +106,8 @@ def _resolve_settings(config: TrainerConfig, env: Env) -> dict[str, TrainerSetti
             f"file's sections: {config.section_names() or 'none'}"
         )
     resolved = {b: config.for_behavior(b) for b in env.behavior_specs}
-    problems = [f"behavior {b!r}: {p}" for b, s in resolved.items() for p in unsupported_features(s)]
+    problems = [f"behavior {b!r}: {p}" for b, s in resolved.items()
+                for p in unsupported_features(s) + spec_problems(env.behavior_specs[b], s)]
     if problems:
         raise ConfigError(f"{config.path}: " + "; ".join(problems))
     return resolved

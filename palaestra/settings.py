@@ -516,9 +516,7 @@ def _build_settings(path: Path, behavior: str, merged: dict[str, Any]) -> Traine
 def unsupported_features(settings: TrainerSettings) -> list[str]:
     """What this build cannot train yet, each with what to do instead."""
     problems = []
-    if settings.trainer == "sac":
-        problems.append("trainer 'sac' is not supported yet; use trainer: ppo")
-    elif settings.trainer == "offline_bc":
+    if settings.trainer == "offline_bc":
         problems.append(
             "trainer 'offline_bc' was removed in ML-Agents 0.13; use trainer: ppo with a "
             "behavioral_cloning section and/or a gail reward signal"

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from palaestra.algorithms.ppo import PPO
+from palaestra.algorithms import make_algorithm
+from palaestra.algorithms.sac import SAC
 from palaestra.checkpoints import CheckpointError, CheckpointManager
 from palaestra.envs.base import ActionTuple, BehaviorSpec, DecisionSteps, TerminalSteps
 from palaestra.export import export_policy
@@ -36,7 +37,7 @@ class BehaviorTrainer:
         self.spec = spec
         self.settings = settings
         self.training = training
-        self.algorithm = PPO(spec, settings, device, np.random.default_rng(seed))
+        self.algorithm = make_algorithm(spec, settings, device, np.random.default_rng(seed))
         self.collector = Collector(spec, settings.time_horizon, len(self.algorithm.signals))
         self.stats = stats
         self.checkpoints = checkpoints
@@ -64,7 +65,8 @@ class BehaviorTrainer:
         actions, segments = self.collector.step(decision, terminal, self.algorithm.act, self.algorithm.value)
         if segments is not None:
             if self.learning:
-                self.algorithm.collect(segments)
+                for key, values in self.algorithm.collect(segments).items():
+                    self.stats.add(key, values)
             else:
                 self.algorithm.step += int(segments.length.sum())
         return actions
@@ -112,9 +114,17 @@ class BehaviorTrainer:
             "algorithm": self.algorithm.state_dict(),
         }
 
+    @property
+    def replay_path(self) -> Path:
+        return self.checkpoints.folder / "replay_buffer.pt"
+
     def save(self, global_step: int) -> None:
         with timed("save_model"):
             path = self.checkpoints.save(self.state(global_step), self.step)
+            if self.settings.save_replay_buffer and isinstance(self.algorithm, SAC):
+                # one file, replaced at each checkpoint (a copy per checkpoint would multiply
+                # the largest file of the run by --keep-checkpoints)
+                CheckpointManager.save_file(self.replay_path, {"step": self.step, **self.algorithm.replay_state()})
             self.export()
         logger.info("Saved checkpoint %s", path)
 
@@ -146,4 +156,24 @@ class BehaviorTrainer:
         if weights_only:
             return 0
         self._next_summary = int(state.get("next_summary", self._next_summary))
+        if self.settings.save_replay_buffer and isinstance(self.algorithm, SAC):
+            self._restore_replay()
         return int(state.get("global_step", 0))
+
+    def _restore_replay(self) -> None:
+        if not self.replay_path.exists():
+            logger.warning("%s: save_replay_buffer is on but %s does not exist; the replay buffer starts empty",
+                           self.name, self.replay_path)
+            return
+        replay = CheckpointManager.load_file(
+            self.replay_path, "delete it to resume with an empty replay buffer, or start over with --force")
+        if not isinstance(replay, dict):
+            raise CheckpointError(f"{self.replay_path} is not a replay buffer")
+        if int(replay.get("step", -1)) != self.step:
+            logger.warning("%s: %s was saved at step %s, the checkpoint at step %d; using it anyway",
+                           self.name, self.replay_path, replay.get("step"), self.step)
+        try:
+            self.algorithm.load_replay_state(replay)
+        except (KeyError, ValueError, AttributeError) as e:
+            raise CheckpointError(f"{self.replay_path} is not a replay buffer of behavior {self.name!r}: {e}") from None
+        logger.info("%s: restored %d transitions from %s", self.name, self.algorithm.buffer.size, self.replay_path)

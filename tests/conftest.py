@@ -56,3 +56,21 @@ def run_cli(workdir, caplog, capsys):
         return CliResult(code, caplog.text, out)
 
     return run
+
+
+@pytest.fixture
+def episode_returns(monkeypatch) -> list[float]:
+    """Every finished episode's return, in order, as the collector reports them (for ML-Agents'
+    criterion: the mean of the last 5 episodes)."""
+    from palaestra.rollout.collector import Collector
+
+    finished: list[float] = []
+    original = Collector.take_episode_stats
+
+    def record(self):
+        stats = original(self)
+        finished.extend(stats.returns)
+        return stats
+
+    monkeypatch.setattr(Collector, "take_episode_stats", record)
+    return finished

@@ -182,10 +182,15 @@ def test_bad_command_lines(run_cli, workdir, args, message):
     assert result.code == 1 and message in result.log, result.log
 
 
-def test_unsupported_config_features_are_rejected_before_training(run_cli, workdir):
-    cfg = write_yaml(workdir / "c.yaml", "3DBall:\n  trainer: sac\n")
+@pytest.mark.parametrize("content,message", [
+    ("3DBall:\n  trainer: sac\n  use_recurrent: true\n", "use_recurrent: true (LSTM policies) is not supported yet"),
+    ("3DBall:\n  trainer: offline_bc\n", "trainer 'offline_bc' was removed in ML-Agents 0.13"),
+])
+def test_unsupported_config_features_are_rejected_before_training(run_cli, workdir, content, message):
+    cfg = write_yaml(workdir / "c.yaml", content)
     result = run_cli(str(cfg), "--env=3DBall")
-    assert result.code == 1 and "trainer 'sac' is not supported yet" in result.log
+    assert result.code == 1 and message in result.log, result.log
+    assert not (workdir / "models").exists()
 
 
 def _cli(*args, cwd, **kwargs):

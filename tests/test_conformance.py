@@ -61,9 +61,13 @@ def test_release2_ppo_file_dry_runs_on_builtin_envs(conformance, run_cli, env):
     assert f"{env}:" in result.out and "nothing was trained" in result.out
 
 
-def test_sac_file_dry_run_says_sac_is_not_supported_yet(conformance, run_cli):
-    result = run_cli(str(conformance / "mlagents-release2/config/sac_trainer_config.yaml"), "--env=3DBall", "--dry-run")
-    assert result.code == 1 and "trainer 'sac' is not supported yet" in result.log
+@pytest.mark.parametrize("name", ["mlagents-release2/config/sac_trainer_config.yaml",
+                                  "mlagents-0.15/config/sac_trainer_config.yaml"])
+@pytest.mark.parametrize("env", ["3DBall", "Basic"])
+def test_sac_files_dry_run_on_builtin_envs(conformance, run_cli, name, env):
+    result = run_cli(str(conformance / name), f"--env={env}", "--dry-run")
+    assert result.code == 0, result.log
+    assert "trainer: sac" in result.out and "steps_per_update" in result.out
 
 
 def test_shipped_config_has_a_section_for_every_builtin_env():

@@ -53,6 +53,22 @@ def test_time_horizon_cut_bootstraps_from_the_next_decision():
     assert not seg.terminal.any() and not seg.episode_end.any()
 
 
+@pytest.mark.parametrize("horizon", [1, 2, 3])
+def test_consecutive_cuts_keep_every_reward_and_next_observation(horizon):
+    c = Collector(SPEC, time_horizon=horizon, num_signals=1)
+    rows = []  # (observation time, reward that followed, next observation time) per finished row
+    for t in range(10):
+        _, seg = c.step(decision([4], t, reward=float(t)), TerminalSteps.empty(SPEC), fake_policy, fake_value)
+        if seg is not None:
+            n = int(seg.length[0])
+            assert n == horizon
+            times = seg.obs[0, :n, 0].tolist()
+            rows += zip(times, seg.env_reward[0, :n].tolist(), times[1:] + [float(seg.next_obs[0, 0])])
+    # the action at time k is followed by reward k + 1 and observation k + 1
+    assert rows == [(float(k), float(k + 1), float(k + 1)) for k in range(len(rows))]
+    assert len(rows) == 9 // horizon * horizon
+
+
 def test_terminal_and_interrupted_episodes():
     c = Collector(SPEC, time_horizon=10, num_signals=1)
     c.step(decision([1, 2], 0), TerminalSteps.empty(SPEC), fake_policy, fake_value)

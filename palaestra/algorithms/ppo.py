@@ -29,7 +29,7 @@ from palaestra.networks.numpy_adam import NumpyAdam
 from palaestra.networks.numpy_gradients import NumpyPPOGradients
 from palaestra.networks.numpy_policy import NumpyPolicy
 from palaestra.networks.policy import ActorCritic
-from palaestra.rewards import make_signals
+from palaestra.rewards import SignalEpisodeSums, make_signals
 from palaestra.rollout.buffers import RolloutBuffer
 from palaestra.rollout.collector import ActResult, Segments
 from palaestra.settings import TrainerSettings
@@ -126,8 +126,7 @@ class PPO:
         self._queued_rows = 0
         self.step = 0  # agent steps processed, ML-Agents' trainer step
         self.update_count = 0
-        # Per-slot running sums of each signal's scaled reward, for "Policy/<Signal> Reward".
-        self._signal_episode_sum = np.zeros((0, len(self.signals)))
+        self.episode_sums = SignalEpisodeSums(self.signals)  # for "Policy/<Signal> Reward"
 
     # -- acting ------------------------------------------------------------------------------
     def act(self, obs: np.ndarray, allowed: np.ndarray | None, deterministic: bool = False) -> ActResult:
@@ -161,12 +160,14 @@ class PPO:
         return self.policy.value(torch.as_tensor(obs, device=self.device)).cpu().numpy()
 
     # -- experience --------------------------------------------------------------------------
-    def collect(self, seg: Segments) -> None:
-        """Queue finished segments for the next update; they count as trainer steps now."""
+    def collect(self, seg: Segments) -> dict[str, list[float]]:
+        """Queue one step's finished segments for the next update (they count as trainer steps
+        now); return the per-signal rewards of the episodes that ended."""
         rows = int(seg.length.sum())
         self._queued.append(seg)
         self._queued_rows += rows
         self.step += rows
+        return self.episode_sums.add(seg, [signal.rewards(seg) for signal in self.signals])
 
     def process_queued(self) -> dict[str, list[float]]:
         if not self._queued:
@@ -186,7 +187,6 @@ class PPO:
         stats: dict[str, list[float]] = {}
         advantages = np.zeros(mask.shape, dtype=np.float64)
         returns = np.zeros((*mask.shape, len(self.signals)), dtype=np.float32)
-        self._grow_signal_sums(int(seg.slot.max()) + 1)
         for k, signal in enumerate(self.signals):
             rewards = signal.rewards(seg)
             values = seg.values[:, :, k]
@@ -197,11 +197,6 @@ class PPO:
             advantages += adv / len(self.signals)
             returns[:, :, k] = adv + values
             stats[f"Policy/{signal.stat_name} Value Estimate"] = [float(values[mask].mean())]
-            self._signal_episode_sum[seg.slot, k] += np.where(mask, rewards, 0.0).sum(axis=1)
-            ended = seg.slot[seg.episode_end]
-            if len(ended):
-                stats[f"Policy/{signal.stat_name} Reward"] = self._signal_episode_sum[ended, k].tolist()
-                self._signal_episode_sum[ended, k] = 0.0
         self.buffer.add(
             obs=seg.obs[mask],
             continuous=seg.continuous[mask],
@@ -213,12 +208,6 @@ class PPO:
             advantages=advantages[mask].astype(np.float32),
         )
         return stats
-
-    def _grow_signal_sums(self, slots: int) -> None:
-        if slots > self._signal_episode_sum.shape[0]:
-            grown = np.zeros((max(slots, 2 * self._signal_episode_sum.shape[0]), len(self.signals)))
-            grown[: self._signal_episode_sum.shape[0]] = self._signal_episode_sum
-            self._signal_episode_sum = grown
 
     def ready(self) -> bool:
         return self.buffer.size + self._queued_rows > self.settings.buffer_size

@@ -18,26 +18,18 @@ import numpy as np
 import torch
 from torch import nn
 
+from palaestra.networks.flat_params import FlatParameters
+
 
 class NumpyAdam:
     def __init__(self, params: list[nn.Parameter], optimizer: torch.optim.Adam) -> None:
         self.params = params
         self.optimizer = optimizer
-        total = sum(p.numel() for p in params)
-        self.flat_param = torch.zeros(total)
-        self.flat_grad = torch.zeros(total)
-        self.flat_m = torch.zeros(total)
-        self.flat_v = torch.zeros(total)
-        self.slices: list[slice] = []
-        offset = 0
-        for p in params:
-            sl = slice(offset, offset + p.numel())
-            self.flat_param[sl].copy_(p.data.reshape(-1))
-            p.data = self.flat_param[sl].view_as(p)  # the same Parameter object, now a view
-            p.grad = self.flat_grad[sl].view_as(p)
-            self.slices.append(sl)
-            offset += p.numel()
-        self.p, self.g = self.flat_param.numpy(), self.flat_grad.numpy()
+        self.flat = FlatParameters(params)
+        self.slices = self.flat.slices
+        self.flat_m = torch.zeros_like(self.flat.data)
+        self.flat_v = torch.zeros_like(self.flat.data)
+        self.p, self.g = self.flat.data.numpy(), self.flat.grad.numpy()
         self.m, self.v = self.flat_m.numpy(), self.flat_v.numpy()
         self._scratch = np.empty_like(self.p)
         self.t = 0

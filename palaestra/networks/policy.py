@@ -98,6 +98,17 @@ class ActorCritic(nn.Module):
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         return self.values(self.towers(self.encode(obs))[1])
 
+    def export_heads(self, obs: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """For ONNX export: (sampled continuous, deterministic continuous, unmasked logits)."""
+        h = self.towers(self.encode(obs))[0]
+        sample = mean = logits = None
+        if self.mu is not None:
+            mean = self.mu(h)
+            sample = mean + torch.randn_like(mean) * torch.exp(self.log_std)
+        if self.logits is not None:
+            logits = self.logits(h)
+        return sample, mean, logits
+
     def act(self, obs: torch.Tensor, allowed: torch.Tensor | None, deterministic: bool = False) -> PolicyOutput:
         h = self.towers(self.encode(obs))
         dist = self.distribution(h[0], allowed)

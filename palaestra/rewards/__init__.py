@@ -1,10 +1,12 @@
-"""Reward signals: each turns a batch of segments into rewards for one value head."""
+"""Reward signals: each turns a batch of segments (PPO) or of sampled transitions (SAC) into
+rewards for one value head."""
 
 from __future__ import annotations
 
 from typing import Any, Mapping
 
 from palaestra.rewards.base import RewardSignal
+from palaestra.rewards.episode_sums import SignalEpisodeSums
 from palaestra.rewards.extrinsic import ExtrinsicSignal
 from palaestra.settings import ExtrinsicSettings
 
@@ -19,4 +21,4 @@ def make_signals(settings: Mapping[str, Any]) -> list[RewardSignal]:
     return signals
 
 
-__all__ = ["RewardSignal", "ExtrinsicSignal", "make_signals"]
+__all__ = ["RewardSignal", "ExtrinsicSignal", "SignalEpisodeSums", "make_signals"]

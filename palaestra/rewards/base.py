@@ -1,4 +1,4 @@
-"""The reward-signal seam: PPO (and later SAC) keep one value head per signal."""
+"""The reward-signal seam: PPO keeps one value head per signal, SAC one Q output per signal."""
 
 from __future__ import annotations
 
@@ -17,6 +17,10 @@ class RewardSignal(Protocol):
 
     def rewards(self, segments: Segments) -> np.ndarray:
         """Scaled rewards ``[F, H]`` for the rows of the segments."""
+        ...
+
+    def rewards_for_batch(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        """Scaled rewards ``[B]`` for a batch of transitions (SAC's replay samples)."""
         ...
 
     def update(self, batch: dict[str, np.ndarray]) -> dict[str, float]:

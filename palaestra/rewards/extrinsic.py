@@ -19,5 +19,8 @@ class ExtrinsicSignal:
     def rewards(self, segments: Segments) -> np.ndarray:
         return self.strength * segments.env_reward
 
+    def rewards_for_batch(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        return self.strength * batch["env_reward"]
+
     def update(self, batch: dict[str, np.ndarray]) -> dict[str, float]:
         return {}

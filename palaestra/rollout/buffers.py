@@ -32,3 +32,49 @@ class RolloutBuffer:
 
     def clear(self) -> None:
         self.size = 0
+
+
+class ReplayBuffer:
+    """SAC's experience replay: transitions in preallocated arrays used as a ring (the oldest
+    transition is overwritten once ``capacity`` is reached), appended and sampled in batches.
+
+    Columns: ``obs``, ``next_obs``, ``continuous``, ``discrete``, ``allowed``, ``next_allowed``,
+    ``env_reward`` and ``done`` (the episode truly ended after this transition; a step-limit
+    interruption is not done, so its value bootstraps)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.size = 0
+        self.next = 0  # where the next transition goes
+        self.data: dict[str, np.ndarray] = {}
+
+    def add(self, **columns: np.ndarray) -> None:
+        rows = next(iter(columns.values())).shape[0]
+        if not self.data:
+            self.data = {k: np.zeros((self.capacity, *v.shape[1:]), v.dtype) for k, v in columns.items()}
+        if rows > self.capacity:  # only the newest capacity rows survive anyway
+            columns = {k: v[-self.capacity :] for k, v in columns.items()}
+            rows = self.capacity
+        first = min(rows, self.capacity - self.next)  # up to the end of the ring, then wrap
+        for k, v in columns.items():
+            column = self.data[k]
+            column[self.next : self.next + first] = v[:first]
+            column[: rows - first] = v[first:]
+        self.next = (self.next + rows) % self.capacity
+        self.size = min(self.size + rows, self.capacity)
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """``batch_size`` transitions drawn uniformly with replacement."""
+        idx = rng.integers(0, self.size, batch_size)
+        return {k: v[idx] for k, v in self.data.items()}
+
+    def state_dict(self) -> dict:
+        """The stored transitions, oldest first, as a checkpoint-ready dict."""
+        order = np.arange(self.size) if self.size < self.capacity else np.roll(np.arange(self.capacity), -self.next)
+        return {"capacity": self.capacity, "columns": {k: v[order] for k, v in self.data.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.size, self.next, self.data = 0, 0, {}
+        columns = state["columns"]
+        if columns and next(iter(columns.values())).shape[0]:
+            self.add(**columns)

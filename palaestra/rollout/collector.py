@@ -43,6 +43,8 @@ class Segments:
     env_reward: np.ndarray  # [F, H]
     length: np.ndarray  # [F]
     bootstrap: np.ndarray  # [F, signals] value of the observation after the last row
+    next_obs: np.ndarray  # [F, obs] the observation after the last row (off-policy targets)
+    next_allowed: np.ndarray  # [F, sum(branches)] its action mask (all True after an episode end)
     terminal: np.ndarray  # [F] True where the episode truly ended (not interrupted)
     episode_end: np.ndarray  # [F] True where the episode ended, terminal or interrupted
     slot: np.ndarray  # [F]
@@ -56,7 +58,7 @@ class Segments:
         if len(parts) == 1:
             return parts[0]
         width = max(p.obs.shape[1] for p in parts)
-        per_row = ("obs", "continuous", "discrete", "allowed", "log_prob", "values", "env_reward")
+        per_row = ("obs", "continuous", "discrete", "allowed", "log_prob", "values", "env_reward")  # [F, H, ...]
 
         def padded(part: "Segments", name: str) -> np.ndarray:
             arr = getattr(part, name)
@@ -186,11 +188,12 @@ class Collector:
             self.stats.entropy_sum += float(out.entropy.sum())
             self.stats.entropy_count += len(out.entropy)
             full = rows >= self.H if all_pending else pend & (rows >= self.H)
-            if full.any():
+            cut = full.any()
+            if cut:
                 fs = slots[full]
-                finished.append(
-                    self._take(fs, out.values[full], np.zeros(len(fs), bool), np.zeros(len(fs), bool))
-                )
+                no = np.zeros(len(fs), bool)
+                finished.append(self._take(fs, out.values[full], no, no, obs[full],
+                                           allowed[full] if allowed is not None else None))
                 rows = self.length[slots]
             self.obs[slots, rows] = obs
             if self.c:
@@ -205,7 +208,7 @@ class Collector:
             self.logp[slots, rows] = out.log_prob
             self.values[slots, rows] = out.values
             self.length[slots] = rows + 1
-            if not all_pending:
+            if cut or not all_pending:  # (a cut clears its slots' flag)
                 self.pending[slots] = True
             self.episode_length[slots] += 1
             actions = ActionTuple(
@@ -235,11 +238,10 @@ class Collector:
         if not pend.any():
             return None
         obs = _flatten(terminal.obs, len(terminal))[pend]
-        segments = self._take(ps, value(obs), ~terminal.interrupted[pend], np.ones(len(ps), bool))
-        return segments
+        return self._take(ps, value(obs), ~terminal.interrupted[pend], np.ones(len(ps), bool), obs, None)
 
     def _take(self, slots: np.ndarray, bootstrap: np.ndarray, terminal: np.ndarray,
-              episode_end: np.ndarray) -> Segments:
+              episode_end: np.ndarray, next_obs: np.ndarray, next_allowed: np.ndarray | None) -> Segments:
         length = self.length[slots].copy()
         width = int(length.max())
         seg = Segments(
@@ -252,6 +254,9 @@ class Collector:
             env_reward=self.reward[slots, :width],
             length=length,
             bootstrap=np.asarray(bootstrap, dtype=np.float32).reshape(len(slots), self.K),
+            next_obs=next_obs,
+            next_allowed=(np.ones((len(slots), self.mask_width), bool) if next_allowed is None
+                          else next_allowed),
             terminal=terminal,
             episode_end=episode_end,
             slot=slots.copy(),

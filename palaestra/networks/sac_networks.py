@@ -1,0 +1,117 @@
+"""SAC's networks: a squashed-Gaussian / categorical actor and twin Q critics.
+
+- ``SquashedActor``: an MLP (swish) over the normalized vector observations. Continuous actions
+  are ``tanh(u)``, ``u ~ N(mean(s), std(s))`` with a state-dependent log-std clamped to
+  [-20, 2] (Haarnoja et al. 2018, appendix C); discrete actions are one masked categorical per
+  branch. The observation normalizer lives here, so checkpoints and the ONNX model carry it.
+- ``TwinQ``: the two Q networks stored stacked (``[2, out, in]`` weights, one batched product
+  per layer). Continuous: Q(s, a) from observation and action, one output per reward signal.
+  Discrete: Q(s, .) for every action of every branch, per reward signal.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from palaestra.envs.base import BehaviorSpec
+from palaestra.networks.distributions import MASKED_LOGIT
+from palaestra.networks.normalizer import Normalizer
+from palaestra.networks.policy import head, vector_size
+
+LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
+
+def mlp(inputs: int, hidden: int, layers: int) -> nn.Sequential:
+    parts: list[nn.Module] = []
+    for i in range(layers):
+        linear = nn.Linear(inputs if i == 0 else hidden, hidden)
+        nn.init.orthogonal_(linear.weight, gain=math.sqrt(2))
+        nn.init.zeros_(linear.bias)
+        parts += [linear, nn.SiLU()]
+    return nn.Sequential(*parts)
+
+
+class SquashedActor(nn.Module):
+    def __init__(self, spec: BehaviorSpec, hidden_units: int, num_layers: int, normalize: bool) -> None:
+        super().__init__()
+        for shape in spec.observation_shapes:
+            if len(shape) != 1:
+                raise ValueError(f"observation of shape {shape}: only vector observations are supported so far")
+        self.spec = spec
+        self.obs_size = vector_size(spec)
+        self.normalizer = Normalizer(self.obs_size) if normalize else None
+        self.body = mlp(self.obs_size, hidden_units, num_layers)
+        action = spec.action_spec
+        self.branches = tuple(action.discrete_branches)
+        self.continuous_size = action.continuous_size
+        # mean and log-std of the continuous part in one head: [B, 2c]
+        self.gaussian = head(hidden_units, 2 * action.continuous_size, 0.01) if action.is_continuous else None
+        self.logits = head(hidden_units, sum(self.branches), 0.01) if action.is_discrete else None
+
+    def encode(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.normalizer(obs) if self.normalizer is not None else obs
+
+    def gaussian_params(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, log_std = self.gaussian(h).chunk(2, dim=-1)
+        return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
+
+    def masked_logits(self, h: torch.Tensor, allowed: torch.Tensor | None) -> torch.Tensor:
+        logits = self.logits(h)
+        if allowed is not None:
+            logits = torch.where(allowed, logits, torch.full_like(logits, MASKED_LOGIT))
+        return logits
+
+    def export_heads(self, obs: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """For ONNX export: (sampled continuous, deterministic continuous, unmasked logits)."""
+        h = self.body(self.encode(obs))
+        sample = best = logits = None
+        if self.gaussian is not None:
+            mean, log_std = self.gaussian_params(h)
+            sample = torch.tanh(mean + torch.randn_like(mean) * torch.exp(log_std))
+            best = torch.tanh(mean)
+        if self.logits is not None:
+            logits = self.logits(h)
+        return sample, best, logits
+
+
+def squashed_sample(mean: torch.Tensor, log_std: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """a = tanh(mean + std * noise) and log pi(a) with the change-of-variables correction
+    log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)) (numerically stable form)."""
+    u = mean + noise * torch.exp(log_std)
+    log_prob = (-0.5 * noise.pow(2) - log_std - _HALF_LOG_2PI).sum(-1)
+    log_prob = log_prob - (2.0 * (math.log(2.0) - u - nn.functional.softplus(-2.0 * u))).sum(-1)
+    return torch.tanh(u), log_prob
+
+
+class TwinQ(nn.Module):
+    """Two Q networks of one shape, stacked. ``forward(x, detached)`` → ``[2, B, outputs]``;
+    with ``detached`` the weights act as constants (the actor's loss must not train the critic)."""
+
+    def __init__(self, inputs: int, outputs: int, hidden: int, layers: int) -> None:
+        super().__init__()
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        size = inputs
+        for i in range(layers + 1):
+            out = outputs if i == layers else hidden
+            w = torch.empty(2, out, size)
+            for tower in range(2):
+                nn.init.orthogonal_(w[tower], gain=1.0 if i == layers else math.sqrt(2))
+            self.weights.append(nn.Parameter(w))
+            self.biases.append(nn.Parameter(torch.zeros(2, 1, out)))
+            size = out
+
+    def forward(self, x: torch.Tensor, detached: bool = False) -> torch.Tensor:
+        h = x.unsqueeze(0).expand(2, *x.shape) if x.dim() == 2 else x
+        last = len(self.weights) - 1
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            if detached:
+                w, b = w.detach(), b.detach()
+            h = torch.baddbmm(b, h, w.transpose(1, 2))
+            if i < last:
+                h = nn.functional.silu(h)
+        return h

@@ -1,0 +1,260 @@
+"""SAC: the replay buffer, transitions built from segments, the update cadence, the squashed
+Gaussian, masks, export, Ctrl+C and --resume with the replay buffer, and (marked ``training``)
+the issue's learning thresholds."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from palaestra.algorithms import spec_problems
+from palaestra.algorithms.sac import SAC
+from palaestra.checkpoints import CheckpointManager
+from palaestra.envs.base import ActionSpec, BehaviorSpec, DecisionSteps, TerminalSteps
+from palaestra.envs.sources import make_env
+from palaestra.evaluation import evaluate_onnx
+from palaestra.networks.sac_networks import squashed_sample
+from palaestra.rollout.buffers import ReplayBuffer
+from palaestra.rollout.collector import Collector
+from palaestra.settings import load_trainer_config
+from tests.conftest import REPO, write_yaml
+
+SAC_CONFIG = REPO / "config" / "sac_trainer_config.yaml"
+CONTINUOUS = BehaviorSpec(((3,),), ActionSpec(continuous_size=2))
+DISCRETE = BehaviorSpec(((3,),), ActionSpec(discrete_branches=(3, 2)))
+
+
+def sac_settings(tmp_path, **overrides):
+    lines = "".join(f"  {k}: {v}\n" for k, v in overrides.items())
+    return load_trainer_config(write_yaml(tmp_path / "s.yaml", f"B:\n  trainer: sac\n{lines}")).for_behavior("B")
+
+
+def test_replay_buffer_is_a_ring_that_keeps_the_newest_and_round_trips(tmp_path):
+    buf = ReplayBuffer(5)
+    buf.add(x=np.arange(3.0), y=np.arange(3)[:, None])
+    buf.add(x=np.arange(3.0, 7.0), y=np.arange(3, 7)[:, None])  # wraps: 0 and 1 are overwritten
+    assert buf.size == 5
+    state = buf.state_dict()
+    assert state["columns"]["x"].tolist() == [2.0, 3.0, 4.0, 5.0, 6.0]  # oldest first
+    copy = ReplayBuffer(5)
+    copy.load_state_dict(state)
+    assert copy.state_dict()["columns"]["x"].tolist() == [2.0, 3.0, 4.0, 5.0, 6.0]
+    batch = buf.sample(64, np.random.default_rng(0))
+    assert batch["x"].shape == (64,) and batch["y"].shape == (64, 1)
+    assert set(batch["x"].tolist()) <= {2.0, 3.0, 4.0, 5.0, 6.0}
+    buf.add(x=np.arange(10.0, 22.0), y=np.zeros((12, 1), int))  # more than the capacity at once
+    assert buf.state_dict()["columns"]["x"].tolist() == [17.0, 18.0, 19.0, 20.0, 21.0]
+
+
+def test_segments_become_transitions_with_next_observations_and_done_flags(tmp_path):
+    sac = SAC(CONTINUOUS, sac_settings(tmp_path, time_horizon=2), torch.device("cpu"), np.random.default_rng(0))
+    collector = Collector(CONTINUOUS, time_horizon=2, num_signals=1)
+
+    def obs(t, ids):
+        return [np.full((len(ids), 3), float(t), np.float32)]
+
+    def decide(t, ids, reward=1.0):
+        return DecisionSteps(obs(t, ids), np.full(len(ids), reward, np.float32), np.asarray(ids))
+
+    none = TerminalSteps.empty(CONTINUOUS)
+    for t in range(3):  # agent 0 acts at t = 0, 1, 2: a time-horizon cut at t = 2
+        _, seg = collector.step(decide(t, [0, 1]), none, sac.act, sac.value)
+        if seg is not None:
+            sac.collect(seg)
+    # agent 0 ends truly, agent 1 by a step limit: both final observations are 9
+    ended = TerminalSteps(obs(9, [0, 1]), np.array([5.0, 6.0], np.float32), np.array([0, 1]), np.array([False, True]))
+    _, seg = collector.step(DecisionSteps.empty(CONTINUOUS), ended, sac.act, sac.value)
+    sac.collect(seg)
+    columns = sac.buffer.state_dict()["columns"]
+    rows = sorted(zip(columns["obs"][:, 0].tolist(), columns["next_obs"][:, 0].tolist(),
+                      columns["env_reward"].tolist(), columns["done"].tolist()))
+    assert rows == sorted([
+        (0.0, 1.0, 1.0, False), (1.0, 2.0, 1.0, False),  # the cut at t = 2, both agents
+        (0.0, 1.0, 1.0, False), (1.0, 2.0, 1.0, False),
+        (2.0, 9.0, 5.0, True),  # a true terminal: no bootstrap
+        (2.0, 9.0, 6.0, False),  # interrupted: bootstraps from its final observation
+    ])
+    assert sac.step == 6
+
+
+@pytest.mark.parametrize("spelling,expected", [
+    ({"steps_per_update": 4}, 4.0),
+    ({"train_interval": 3, "num_update": 2}, 1.5),  # 0.15: 2 updates every 3 steps
+])
+def test_update_cadence_counts_from_buffer_init_steps(tmp_path, spelling, expected):
+    s = sac_settings(tmp_path, batch_size=4, buffer_init_steps=10, hidden_units=8, **spelling)
+    assert s.steps_per_update == expected
+    sac = SAC(CONTINUOUS, s, torch.device("cpu"), np.random.default_rng(0))
+    n = 40
+    sac.buffer.add(obs=np.zeros((n, 3), np.float32), next_obs=np.zeros((n, 3), np.float32),
+                   continuous=np.zeros((n, 2), np.float32), discrete=np.zeros((n, 0), np.int64),
+                   allowed=np.ones((n, 0), bool), next_allowed=np.ones((n, 0), bool),
+                   env_reward=np.ones(n, np.float32), done=np.zeros(n, bool))
+    sac.step = 9
+    assert not sac.ready()  # before buffer_init_steps
+    sac.step = 34
+    assert sac.ready()
+    stats = sac.update()
+    assert sac.update_count == int((34 - 10) / expected) and not sac.ready()
+    assert {"Losses/Q1 Loss", "Losses/Q2 Loss", "Losses/Policy Loss", "Policy/Entropy Coeff",
+            "Policy/Learning Rate", "Policy/Extrinsic Value Estimate"} <= set(stats)
+
+
+def test_squashed_gaussian_log_prob_matches_torch_distributions():
+    mean, log_std = torch.randn(6, 3), torch.randn(6, 3).clamp(-2, 1)
+    noise = torch.randn(6, 3)
+    action, log_prob = squashed_sample(mean, log_std, noise)
+    dist = torch.distributions.TransformedDistribution(
+        torch.distributions.Normal(mean, log_std.exp()), [torch.distributions.TanhTransform()])
+    u = mean + noise * log_std.exp()
+    torch.testing.assert_close(action, torch.tanh(u))
+    torch.testing.assert_close(log_prob, dist.log_prob(torch.tanh(u)).sum(-1), rtol=1e-4, atol=1e-3)
+
+
+def test_discrete_sac_respects_masks_and_targets_ml_agents_entropy(tmp_path):
+    sac = SAC(DISCRETE, sac_settings(tmp_path, init_entcoef=0.5, hidden_units=8), torch.device("cpu"),
+              np.random.default_rng(0))
+    assert sac.target_entropy.tolist() == pytest.approx([0.2 * math.log(3), 0.2 * math.log(2)])
+    assert sac.log_alpha.exp().tolist() == pytest.approx([0.5, 0.5])
+    allowed = np.ones((200, 5), bool)
+    allowed[:, 0] = allowed[:, 1] = False  # branch 0: only action 2
+    allowed[:, 4] = False  # branch 1: only action 0
+    out = sac.act(np.random.default_rng(1).normal(size=(200, 3)).astype(np.float32), allowed)
+    assert (out.discrete[:, 0] == 2).all() and (out.discrete[:, 1] == 0).all()
+    n = 64
+    rng = np.random.default_rng(2)
+    sac.buffer.add(obs=rng.normal(size=(n, 3)).astype(np.float32), next_obs=rng.normal(size=(n, 3)).astype(np.float32),
+                   continuous=np.zeros((n, 0), np.float32), discrete=np.tile([2, 0], (n, 1)),
+                   allowed=allowed[:n], next_allowed=allowed[:n], env_reward=np.ones(n, np.float32),
+                   done=rng.random(n) < 0.2)
+    sac.step = 20
+    stats = sac.update()
+    assert sac.update_count == 2 and all(np.isfinite(v) for v in stats.values())
+
+
+def test_hybrid_actions_are_rejected_for_sac(tmp_path):
+    hybrid = BehaviorSpec(((3,),), ActionSpec(continuous_size=1, discrete_branches=(2,)))
+    problems = spec_problems(hybrid, sac_settings(tmp_path))
+    assert problems and "not both" in problems[0]
+
+
+def test_exported_sac_policy_matches_its_deterministic_actions(tmp_path):
+    from palaestra.export import export_policy
+    import onnxruntime as ort
+
+    for spec in (CONTINUOUS, DISCRETE):
+        sac = SAC(spec, sac_settings(tmp_path, normalize="true", hidden_units=8), torch.device("cpu"),
+                  np.random.default_rng(0))
+        sac.policy.normalizer.update(np.random.default_rng(1).normal(1.0, 2.0, size=(50, 3)))
+        obs = np.random.default_rng(3).normal(size=(7, 3)).astype(np.float32)
+        expected = sac.act(obs, None, deterministic=True)
+        export_policy(sac.policy, tmp_path / "p.onnx")
+        session = ort.InferenceSession(str(tmp_path / "p.onnx"))
+        feeds = {"obs_0": obs}
+        if spec.action_spec.is_discrete:
+            feeds["action_masks"] = np.ones((7, 5), np.float32)
+        out = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
+        if spec.action_spec.is_continuous:
+            np.testing.assert_allclose(out["deterministic_continuous_actions"], expected.continuous, atol=1e-5)
+            assert np.abs(out["continuous_actions"]).max() <= 1.0  # squashed samples
+        else:
+            np.testing.assert_array_equal(out["deterministic_discrete_actions"], expected.discrete)
+
+
+SMALL_SAC = """
+1D:
+  trainer: sac
+  batch_size: 8
+  buffer_size: 500
+  hidden_units: 16
+  num_layers: 1
+  steps_per_update: 1
+  save_replay_buffer: true
+  max_steps: {max_steps}
+  summary_freq: 100
+"""
+
+
+def test_ctrl_c_then_resume_restores_the_replay_buffer_and_counters(tmp_path):
+    (tmp_path / "c.yaml").write_text(SMALL_SAC.format(max_steps=10_000_000))
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "palaestra.cli", "c.yaml", "--env=Simple1DContinuous",
+                             "--run-id=r"], cwd=tmp_path, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        for line in proc.stderr:  # wait until training is under way
+            if re.search(r"Step: [3-9]\d\d\.", line):
+                break
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0 and "Traceback" not in err, err
+    folder = tmp_path / "models/r/1D"
+    saved = CheckpointManager.load(CheckpointManager(folder, 5).latest())["algorithm"]
+    replay = CheckpointManager.load_file(folder / "replay_buffer.pt", "")
+    assert replay["step"] == saved["step"] and saved["update_count"] == saved["step"]  # one update per step
+    assert replay["columns"]["obs"].shape[0] == min(saved["step"], 500)
+
+    # Resume in-process for one more step and inspect the restored trainer.
+    from palaestra import run as run_module
+
+    restored = {}
+    original = run_module._train_loop
+
+    def capture(trainers, *args):  # the trainer as --resume rebuilt it, before it trains on
+        sac = trainers["1D"].algorithm
+        restored.update(step=sac.step, update_count=sac.update_count, obs=sac.buffer.state_dict()["columns"]["obs"])
+        return original(trainers, *args)
+
+    (tmp_path / "c.yaml").write_text(SMALL_SAC.format(max_steps=saved["step"] + 200))
+    old = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        run_module._train_loop = capture
+        from palaestra.cli import main
+        assert main(["c.yaml", "--env=Simple1DContinuous", "--run-id=r", "--resume"]) == 0
+    finally:
+        run_module._train_loop = original
+        os.chdir(old)
+    assert (restored["step"], restored["update_count"]) == (saved["step"], saved["update_count"])
+    np.testing.assert_array_equal(restored["obs"], replay["columns"]["obs"].numpy())
+    resumed = CheckpointManager.load(CheckpointManager(folder, 5).latest())["algorithm"]
+    assert resumed["step"] > saved["step"] and resumed["update_count"] > saved["update_count"]
+
+
+# -- learning (CI-sized, seeded) ---------------------------------------------------------------
+@pytest.mark.training
+@pytest.mark.parametrize("env_name", ["Simple1DDiscrete", "Simple1DContinuous"])
+def test_sac_solves_the_1d_test_environments(run_cli, workdir, env_name, episode_returns):
+    # The shipped SAC config's 1D section is ML-Agents' SAC test config (0.15 cadence spelling).
+    result = run_cli(str(SAC_CONFIG), f"--env={env_name}", "--run-id=id", "--seed=1337", "--save-freq=99999",
+                     "--keep-checkpoints=1")
+    assert result.code == 0, result.log
+    assert len(episode_returns) >= 5 and np.mean(episode_returns[-5:]) > 0.9
+
+
+@pytest.mark.training
+def test_sac_solves_3dball_with_ml_agents_sac_config(run_cli, workdir, conformance):
+    # The real release-2 sac_trainer_config.yaml, 3DBall section, shortened from 500k steps.
+    text = (conformance / "mlagents-release2/config/sac_trainer_config.yaml").read_text()
+    config = write_yaml(workdir / "c.yaml", text.replace("max_steps: 5.0e5", "max_steps: 6.0e4", 1))
+    assert run_cli(str(config), "--env=3DBall", "--run-id=s", "--seed=0").code == 0
+    returns = evaluate_onnx(make_env("3DBall", seed=3), workdir / "models/s/3DBall.onnx", episodes=24)
+    assert np.mean(returns) >= 90.0
+
+
+@pytest.mark.training
+def test_sac_solves_pendulum_within_20k_steps(run_cli, workdir):
+    config = write_yaml(workdir / "c.yaml", SAC_CONFIG.read_text().replace("max_steps: 20000", "max_steps: 10000"))
+    assert run_cli(str(config), "--env=Pendulum-v1", "--run-id=p", "--seed=0").code == 0
+    returns = evaluate_onnx(make_env("Pendulum-v1", seed=5, num_areas=2), workdir / "models/p/Pendulum-v1.onnx",
+                            episodes=10)
+    assert np.mean(returns) >= -200.0
