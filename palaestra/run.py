@@ -185,9 +185,13 @@ def _train(options: RunOptions, env: Env, settings: dict[str, TrainerSettings], 
     if options.force and run_dir.exists():
         shutil.rmtree(run_dir)
     device = torch.device("cuda" if torch.cuda.is_available() and not options.cpu else "cpu")
-    if device.type == "cpu" and max(s.hidden_units for s in settings.values()) < 512:
-        # Measured (docs/benchmarks.md): small networks train faster on one thread; torch's and
-        # OpenBLAS's extra threads cost more in synchronization than they gain at these sizes.
+    # numpy's BLAS only ever sees small products here (acting on one step's agents, PPO's small
+    # mini-batches): one thread, whose workers would otherwise spin on the cores torch needs.
+    threadpool_limits(1, user_api="blas")
+    if device.type == "cpu" and max(s.hidden_units for s in settings.values()) < 256:
+        # Measured (docs/benchmarks.md): small networks train faster on one torch thread; the
+        # extra threads cost more in synchronization than they gain at these sizes. From 256
+        # units (SAC's usual 256x256, batch 256) a second thread pays off.
         torch.set_num_threads(1)
         threadpool_limits(1)
     logger.info("Palaestra %s: run %r on %s, seed %d, device %s", __version__, options.run_id, options.env,

@@ -108,6 +108,71 @@ def test_update_cadence_counts_from_buffer_init_steps(tmp_path, spelling, expect
             "Policy/Learning Rate", "Policy/Extrinsic Value Estimate"} <= set(stats)
 
 
+@pytest.mark.parametrize("signals", [1, 2])
+@pytest.mark.parametrize("spec", [CONTINUOUS, DISCRETE, BehaviorSpec(((3,),), ActionSpec(discrete_branches=(4,)))],
+                         ids=["continuous", "two-branches-masked", "one-branch"])
+def test_hand_written_gradients_match_autograd(tmp_path, monkeypatch, spec, signals):
+    from palaestra.algorithms import sac as sac_module
+    from palaestra.rewards import ExtrinsicSignal
+
+    monkeypatch.setattr(sac_module, "make_signals",
+                        lambda _: [ExtrinsicSignal(1.0, 0.99), ExtrinsicSignal(0.5, 0.9)][:signals])
+    torch.manual_seed(0)
+    sac = SAC(spec, sac_settings(tmp_path, normalize="true", hidden_units=8, num_layers=2, init_entcoef=0.3),
+              torch.device("cpu"), np.random.default_rng(0))
+    with torch.no_grad():  # a non-trivial point: random weights everywhere
+        sac.flat.data.add_(torch.randn_like(sac.flat.data) * 0.3)
+    rng = np.random.default_rng(1)
+    sac.policy.normalizer.update(rng.normal(1.0, 2.0, size=(50, 3)))
+    n, width = 32, sum(spec.action_spec.discrete_branches)
+    allowed = rng.random((2, n, width)) > 0.3
+    for start, size in zip([0, 3], spec.action_spec.discrete_branches):  # keep one action per branch
+        allowed[:, np.arange(n), start + rng.integers(0, size, n)] = True
+    discrete = np.stack([rng.choice(np.flatnonzero(row[s:s + k])) for row in allowed[0]
+                         for s, k in zip([0, 3], spec.action_spec.discrete_branches)]).reshape(n, -1) \
+        if width else np.zeros((n, 0), np.int64)
+    sac.buffer.add(obs=rng.normal(size=(n, 3)).astype(np.float32), next_obs=rng.normal(size=(n, 3)).astype(np.float32),
+                   continuous=rng.uniform(-0.99, 0.99, (n, spec.action_spec.continuous_size)).astype(np.float32),
+                   discrete=discrete, allowed=allowed[0], next_allowed=allowed[1],
+                   env_reward=rng.normal(size=n).astype(np.float32), done=rng.random(n) < 0.3)
+    t = sac._prepare(sac.buffer.sample(16, sac.rng))
+    manual = sac._gradients.compute(t)
+    manual_grads = [p.grad.clone() for p in sac.flat.params]
+    reference = sac._autograd_gradients(t)
+    names = [f"actor.{k}" for k, _ in sac.policy.named_parameters()] + \
+        [f"critic.{k}" for k, _ in sac.critic.named_parameters()] + ["log_alpha"]
+    for name, param, grad in zip(names, sac.flat.params, manual_grads):
+        torch.testing.assert_close(grad, param.grad, rtol=1e-4, atol=1e-6, msg=lambda m, name=name: f"{name}: {m}")
+    for key, value in reference.items():
+        torch.testing.assert_close(manual[key], value, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("spec", [CONTINUOUS, DISCRETE], ids=["continuous", "discrete"])
+def test_numpy_acting_mirror_matches_the_torch_actor(tmp_path, spec):
+    sac = SAC(spec, sac_settings(tmp_path, normalize="true", hidden_units=8, num_layers=2), torch.device("cpu"),
+              np.random.default_rng(5))
+    with torch.no_grad():
+        sac.flat.data.add_(torch.randn_like(sac.flat.data) * 0.5)  # in place: the mirror must see it
+    sac.policy.normalizer.update(np.random.default_rng(1).normal(1.0, 2.0, size=(50, 3)))
+    obs = np.random.default_rng(2).normal(size=(6, 3)).astype(np.float32)
+    for deterministic in (True, False):
+        mirror = sac._numpy_actor.act(obs, None, deterministic)
+        reference = sac._torch_act(obs, None, deterministic=True)
+        if deterministic:
+            np.testing.assert_allclose(mirror.continuous, reference.continuous, atol=1e-5)
+            np.testing.assert_array_equal(mirror.discrete, reference.discrete)
+        np.testing.assert_allclose(mirror.entropy, reference.entropy, rtol=1e-4, atol=1e-5)
+    if spec.action_spec.is_continuous:  # the log-probability of a sampled action, with the same noise
+        sac._numpy_actor = type(sac._numpy_actor)(sac.policy, np.random.default_rng(9), 1)
+        sampled = sac._numpy_actor.act(obs, None)
+        noise = torch.as_tensor(np.random.default_rng(9).standard_normal(1 << 16, dtype=np.float32)[:12].reshape(6, 2))
+        with torch.no_grad():
+            mean, log_std = sac.policy.gaussian_params(sac.policy.body(sac.policy.encode(torch.as_tensor(obs))))
+            action, log_prob = squashed_sample(mean, log_std, noise)
+        np.testing.assert_allclose(sampled.continuous, action.numpy(), atol=1e-5)
+        np.testing.assert_allclose(sampled.log_prob, log_prob.numpy(), rtol=1e-4, atol=1e-4)
+
+
 def test_squashed_gaussian_log_prob_matches_torch_distributions():
     mean, log_std = torch.randn(6, 3), torch.randn(6, 3).clamp(-2, 1)
     noise = torch.randn(6, 3)

@@ -31,9 +31,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from palaestra.algorithms.ppo import linear_decay, make_adam
+from palaestra.algorithms.ppo import linear_decay
 from palaestra.envs.base import BehaviorSpec
 from palaestra.networks.flat_params import FlatParameters
+from palaestra.networks.numpy_policy import NumpySquashedActor
+from palaestra.networks.optim import make_adam, step_single_adam
+from palaestra.networks.sac_gradients import SACBatch, SACGradients
 from palaestra.networks.sac_networks import SquashedActor, TwinQ, squashed_sample
 from palaestra.rewards import SignalEpisodeSums, make_signals
 from palaestra.rollout.buffers import ReplayBuffer
@@ -73,12 +76,17 @@ class SAC:
         self.flat = FlatParameters([*actor_params, *critic_params, self.log_alpha])
         self.critic_span = self.flat.span(len(actor_params), len(critic_params))
         self.target_flat = FlatParameters(list(self.target.parameters()), with_grad=False)
+        # On the CPU, act with a numpy mirror of the actor over the same (flattened) memory.
+        self._numpy_actor = (NumpySquashedActor(self.policy, self.rng, K) if device.type == "cpu" else None)
         target_entropy = ([-float(action.continuous_size)] if self.continuous else
                           [DISCRETE_TARGET_ENTROPY_SCALE * math.log(b) for b in self.branches])
         self.target_entropy = torch.tensor(target_entropy, device=device)
         self.gammas = torch.tensor([s.gamma for s in self.signals], device=device)
         self.uses_terminal = torch.tensor([float(s.uses_terminal) for s in self.signals], device=device)
         self.optimizer = make_adam([self.flat.parameter], settings.learning_rate)
+        # Gradients by hand (networks/sac_gradients.py); _autograd_gradients is the reference.
+        self._gradients: SACGradients | None = SACGradients(
+            self.policy, self.critic, self.target, self.log_alpha, self.target_entropy, self.gammas, self.branches)
         self.buffer = ReplayBuffer(settings.buffer_size)
         self.episode_sums = SignalEpisodeSums(self.signals)
         self.step = 0  # agent steps collected, ML-Agents' trainer step
@@ -87,8 +95,13 @@ class SAC:
         self._torch_rng.manual_seed(int(self.rng.integers(2**62)))
 
     # -- acting ------------------------------------------------------------------------------
-    @torch.inference_mode()
     def act(self, obs: np.ndarray, allowed: np.ndarray | None, deterministic: bool = False) -> ActResult:
+        if self._numpy_actor is not None:
+            return self._numpy_actor.act(obs, allowed, deterministic)
+        return self._torch_act(obs, allowed, deterministic)
+
+    @torch.inference_mode()
+    def _torch_act(self, obs: np.ndarray, allowed: np.ndarray | None, deterministic: bool = False) -> ActResult:
         n = obs.shape[0]
         h = self.policy.body(self.policy.encode(torch.as_tensor(obs, device=self.device)))
         cont = np.zeros((n, 0), np.float32)
@@ -168,53 +181,77 @@ class SAC:
         lr = self.current_learning_rate()
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        totals: dict[str, float] = {}
+        totals: dict[str, torch.Tensor] = {}
         steps = 0
         while self.update_count < self._updates_due():
             for key, value in self._gradient_step(self.buffer.sample(self.settings.batch_size, self.rng)).items():
-                totals[key] = totals.get(key, 0.0) + value
+                totals[key] = totals[key] + value if key in totals else value
             self.update_count += 1
             steps += 1
-        stats: dict[str, Any] = {k: v / steps for k, v in totals.items()} if steps else {}
+        stats: dict[str, Any] = {}
+        if steps:  # one conversion per update call, not per gradient step (a device sync on GPUs)
+            q_estimate = (totals.pop("q_estimate") / steps).tolist()
+            stats = {k: float(v) / steps for k, v in totals.items()}
+            for signal, value in zip(self.signals, q_estimate):
+                stats[f"Policy/{signal.stat_name} Value Estimate"] = value
         stats["Policy/Learning Rate"] = lr
         stats["Policy/Entropy Coeff"] = float(self.log_alpha.detach().exp().mean())
         return stats
 
-    def _gradient_step(self, batch: dict[str, np.ndarray]) -> dict[str, float]:
+    def _gradient_step(self, batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        t = self._prepare(batch)
+        stats = self._gradients.compute(t) if self._gradients is not None else self._autograd_gradients(t)
+        step_single_adam(self.optimizer)
+        # Polyak averaging of the target critics: target <- (1 - tau) target + tau critic
+        self.target_flat.data.lerp_(self.flat.data[self.critic_span], self.settings.tau)
+        return stats
+
+    def _prepare(self, batch: dict[str, np.ndarray]) -> SACBatch:
         dev = self.device
         t = {k: torch.as_tensor(v, device=dev) for k, v in batch.items()}
-        B = t["obs"].shape[0]
+        rewards = np.stack([signal.rewards_for_batch(batch) for signal in self.signals], 1)
         with torch.no_grad():
-            x, x_next = self.policy.encode(t["obs"]), self.policy.encode(t["next_obs"])
-            h_next = self.policy.body(x_next)  # the actor at s' only feeds the (constant) target
-        h = self.policy.body(x)
-        rewards = torch.as_tensor(
-            np.stack([signal.rewards_for_batch(batch) for signal in self.signals], 1), dtype=torch.float32, device=dev
-        )  # [B, K]
-        # Bootstrap unless the episode truly ended (for signals that use terminal states).
-        not_done = 1.0 - t["done"].float()[:, None] * self.uses_terminal  # [B, K]
-        alpha = self.log_alpha.detach().exp()
+            return SACBatch(
+                x=self.policy.encode(t["obs"]),
+                x_next=self.policy.encode(t["next_obs"]),
+                continuous=t["continuous"],
+                discrete=t["discrete"].long(),
+                allowed=t["allowed"],
+                next_allowed=t["next_allowed"],
+                rewards=torch.as_tensor(rewards, dtype=torch.float32, device=dev),  # [B, K]
+                # Bootstrap unless the episode truly ended (for signals that use terminal states).
+                not_done=1.0 - t["done"].float()[:, None] * self.uses_terminal,
+                noise=torch.randn((2 * len(rewards), self.spec.action_spec.continuous_size),
+                                  generator=self._torch_rng, device=dev),
+            )
 
+    def _autograd_gradients(self, t: SACBatch) -> dict[str, torch.Tensor]:
+        """The SAC losses, written for autograd: the reference that networks/sac_gradients.py
+        computes by hand (the tests compare the two); sets ``.grad``, returns the loss stats."""
+        B = t.x.shape[0]
+        h = self.policy.body(t.x)
+        with torch.no_grad():
+            h_next = self.policy.body(t.x_next)  # the actor at s' only feeds the (constant) target
+        alpha = self.log_alpha.detach().exp()
         if self.continuous:
             mean, log_std = self.policy.gaussian_params(h)
-            noise = torch.randn((2 * B, mean.shape[1]), generator=self._torch_rng, device=dev)
-            a_pi, logp_pi = squashed_sample(mean, log_std, noise[:B])
+            a_pi, logp_pi = squashed_sample(mean, log_std, t.noise[:B])
             with torch.no_grad():  # the soft target: min of the target critics minus alpha log pi
-                a_next, logp_next = squashed_sample(*self.policy.gaussian_params(h_next), noise[B:])
-                q_next = self.target(torch.cat([x_next, a_next], 1)).min(0).values  # [B, K]
-                y = rewards + self.gammas * not_done * (q_next - alpha * logp_next[:, None])
-            q = self.critic(torch.cat([x, t["continuous"]], 1))  # [2, B, K]
+                a_next, logp_next = squashed_sample(*self.policy.gaussian_params(h_next), t.noise[B:])
+                q_next = self.target(torch.cat([t.x_next, a_next], 1)).min(0).values  # [B, K]
+                y = t.rewards + self.gammas * t.not_done * (q_next - alpha * logp_next[:, None])
+            q = self.critic(torch.cat([t.x, t.continuous], 1))  # [2, B, K]
             # the actor maximizes min-Q of its own (reparameterized) action minus alpha log pi
-            q_pi = self.critic(torch.cat([x, a_pi], 1), detached=True).min(0).values.mean(-1)
+            q_pi = self.critic(torch.cat([t.x, a_pi], 1), detached=True).min(0).values.mean(-1)
             policy_loss = (alpha[0] * logp_pi - q_pi).mean()
             entropy_error = (logp_pi.detach() + self.target_entropy[0])[:, None]  # [B, 1]
         else:
             K, A = len(self.signals), sum(self.branches)
-            logits = self.policy.masked_logits(h, t["allowed"])
-            q_all = self.critic(x).view(2, B, K, A)
+            logits = self.policy.masked_logits(h, t.allowed)
+            q_all = self.critic(t.x).view(2, B, K, A)
             with torch.no_grad():
-                logits_next = self.policy.masked_logits(h_next, t["next_allowed"])
-                q_next = self.target(x_next).view(2, B, K, A).min(0).values  # [B, K, A]
+                logits_next = self.policy.masked_logits(h_next, t.next_allowed)
+                q_next = self.target(t.x_next).view(2, B, K, A).min(0).values  # [B, K, A]
             q_min = q_all.detach().min(0).values.mean(1)  # [B, A], the actor's view of the critics
             v_next = 0.0
             q_taken = 0.0
@@ -229,13 +266,13 @@ class SAC:
                     p_next = logp_next.exp()
                 # soft value of s' per signal: E_a~pi [min Q_target(s', a) - alpha log pi(a|s')]
                 v_next = v_next + (p_next[:, None, :] * (q_next[..., cols] - alpha[b] * logp_next[:, None, :])).sum(-1)
-                action = t["discrete"][:, b].long()
+                action = t.discrete[:, b]
                 q_taken = q_taken + q_all[..., cols].gather(-1, action.view(1, B, 1, 1).expand(2, B, K, 1))[..., 0]
                 policy_loss = policy_loss + (p * (alpha[b] * logp - q_min[:, cols])).sum(-1).mean()
                 entropy_error.append((p * logp).sum(-1).detach() + self.target_entropy[b])
             n = len(self.branches)
             with torch.no_grad():
-                y = rewards + self.gammas * not_done * (v_next / n)
+                y = t.rewards + self.gammas * t.not_done * (v_next / n)
             q = q_taken / n  # [2, B, K]
             policy_loss = policy_loss / n
             entropy_error = torch.stack(entropy_error, 1)  # [B, branches]
@@ -246,18 +283,8 @@ class SAC:
         alpha_loss = -(self.log_alpha * entropy_error).mean()
         self.flat.zero_grad()
         (q1_loss + q2_loss + policy_loss + alpha_loss).backward()
-        self.optimizer.step()
-        # Polyak averaging of the target critics: target <- (1 - tau) target + tau critic
-        self.target_flat.data.lerp_(self.flat.data[self.critic_span], self.settings.tau)
-        stats = {
-            "Losses/Q1 Loss": float(q1_loss.detach()),
-            "Losses/Q2 Loss": float(q2_loss.detach()),
-            "Losses/Policy Loss": float(policy_loss.detach()),
-        }
-        q_estimate = q.detach().min(0).values.mean(0)  # [K]
-        for k, signal in enumerate(self.signals):
-            stats[f"Policy/{signal.stat_name} Value Estimate"] = float(q_estimate[k])
-        return stats
+        return {"Losses/Q1 Loss": q1_loss.detach(), "Losses/Q2 Loss": q2_loss.detach(),
+                "Losses/Policy Loss": policy_loss.detach(), "q_estimate": q.detach().min(0).values.mean(0)}
 
     # -- checkpoints -------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -17,9 +17,11 @@ import torch
 from palaestra.networks.distributions import MASKED_LOGIT
 from palaestra.networks.normalizer import CLIP
 from palaestra.networks.policy import ActorCritic
+from palaestra.networks.sac_networks import LOG_STD_MAX, LOG_STD_MIN, SquashedActor
 from palaestra.rollout.collector import ActResult
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+_LOG_2 = math.log(2.0)
 # Sliced to [n, 0] for a policy without that kind of action: no allocation per step.
 _NO_CONTINUOUS = np.zeros((1 << 20, 0), dtype=np.float32)
 _NO_DISCRETE = np.zeros((1 << 20, 0), dtype=np.int64)
@@ -71,19 +73,60 @@ class RandomPool:
         return out
 
 
-class NumpyPolicy:
+def sample_branches(logits: np.ndarray, allowed: np.ndarray | None, branches: list[int], gumbel: RandomPool,
+                    deterministic: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Masked categorical actions per branch by Gumbel-max (as the torch policy and the ONNX
+    model sample): (choices [n, branches], log-probability [n], entropy [n]), summed over branches.
+    ``logits`` is a fresh array (it is modified in place)."""
+    n = logits.shape[0]
+    if allowed is not None:
+        logits = np.where(allowed, logits, MASKED_LOGIT)
+    choices = []
+    log_prob = entropy = None
+    start = 0
+    for size in branches:
+        z = logits if len(branches) == 1 else logits[:, start : start + size]
+        start += size
+        z -= z.max(axis=1, keepdims=True)
+        ez = np.exp(z)
+        total = ez.sum(axis=1)
+        log_total = np.log(total)
+        choice = z.argmax(axis=1) if deterministic else (z + gumbel.take(z.shape)).argmax(axis=1)
+        choices.append(choice)
+        # log p(choice) = z[choice] - log sum exp z;  H = log sum exp z - E_p[z]
+        lp = z[np.arange(n), choice] - log_total
+        ent = log_total - (ez * z).sum(axis=1) / total
+        log_prob = lp if log_prob is None else log_prob + lp
+        entropy = ent if entropy is None else entropy + ent
+    disc = choices[0][:, None] if len(choices) == 1 else np.stack(choices, axis=1)
+    return disc, log_prob, entropy
+
+
+class _NumpyActing:
+    """What both numpy mirrors share: seeded noise pools and the observation normalizer."""
+
+    def __init__(self, normalizer, rng: np.random.Generator) -> None:
+        self.rng = rng
+        self.normal = RandomPool(rng, lambda g, n: g.standard_normal(n, dtype=np.float32))
+        # Gumbel noise -log(-log(u)), u strictly inside (0, 1) so it stays finite.
+        self.gumbel = RandomPool(rng, lambda g, n: (-np.log(-np.log(g.random(n) * (1 - 2e-7) + 1e-7))).astype(np.float32))
+        self.norm = (_shared(normalizer.mean), _shared(normalizer.var)) if normalizer is not None else None
+
+    def _encode(self, obs: np.ndarray) -> np.ndarray:
+        obs = obs.astype(np.float32, copy=False)
+        if self.norm is None:
+            return obs
+        mean, var = self.norm
+        return np.clip((obs - mean) / np.sqrt(var + 1e-8), -CLIP, CLIP)
+
+
+class NumpyPolicy(_NumpyActing):
     @staticmethod
     def supports(policy: ActorCritic) -> bool:
         return next(policy.parameters()).device.type == "cpu"
 
     def __init__(self, policy: ActorCritic, rng: np.random.Generator) -> None:
-        self.rng = rng
-        self.normal = RandomPool(rng, lambda g, n: g.standard_normal(n, dtype=np.float32))
-        # Gumbel noise -log(-log(u)), u strictly inside (0, 1) so it stays finite.
-        self.gumbel = RandomPool(rng, lambda g, n: (-np.log(-np.log(g.random(n) * (1 - 2e-7) + 1e-7))).astype(np.float32))
-        self.norm = None
-        if policy.normalizer is not None:
-            self.norm = (_shared(policy.normalizer.mean), _shared(policy.normalizer.var))
+        super().__init__(policy.normalizer, rng)
         layers = [(_shared(w), _shared(b)) for w, b in zip(policy.towers.weights, policy.towers.biases)]
         w, b = layers[0]
         self.first = (w.reshape(2 * w.shape[1], -1).T, b.reshape(-1))  # views: never stale
@@ -94,77 +137,64 @@ class NumpyPolicy:
         self.values = (_shared(policy.values.weight), _shared(policy.values.bias))
         self.branches = list(policy.branches)
 
-    def _encode(self, obs: np.ndarray) -> np.ndarray:
-        if self.norm is None:
-            return obs
-        mean, var = self.norm
-        return np.clip((obs - mean) / np.sqrt(var + 1e-8), -CLIP, CLIP)
-
     def value(self, obs: np.ndarray) -> np.ndarray:
         _, g = _towers(self._encode(obs), self.first, self.deeper)
         return g @ self.values[0].T + self.values[1]
 
     def act(self, obs: np.ndarray, allowed: np.ndarray | None, deterministic: bool = False) -> ActResult:
-        x = self._encode(obs.astype(np.float32, copy=False))
-        h, g = _towers(x, self.first, self.deeper)
+        h, g = _towers(self._encode(obs), self.first, self.deeper)
         n = obs.shape[0]
-        if self.logits is not None and self.mu is None and len(self.branches) == 1:
-            # The common discrete case (one branch) without the per-branch bookkeeping.
-            z = h @ self.logits[0].T + self.logits[1]
-            if allowed is not None:
-                z = np.where(allowed, z, MASKED_LOGIT)
-            z -= z.max(axis=1, keepdims=True)
-            ez = np.exp(z)
-            total = ez.sum(axis=1)
-            log_total = np.log(total)
-            # Gumbel-max, as the torch policy and the ONNX model sample
-            choice = z.argmax(axis=1) if deterministic else (z + self.gumbel.take(z.shape)).argmax(axis=1)
-            # log p(choice) = z[choice] - log sum exp z;  H = log sum exp z - E_p[z]
-            log_prob = z[np.arange(n), choice] - log_total
-            entropy = log_total - (ez * z).sum(axis=1) / total
-            return ActResult(_NO_CONTINUOUS[:n], choice[:, None], log_prob, entropy,
-                             g @ self.values[0].T + self.values[1])
-        if self.mu is not None and self.logits is None:
-            # The common continuous case: a diagonal Gaussian around the mean.
-            mean = h @ self.mu[0].T + self.mu[1]
-            if deterministic:
-                noise = np.zeros_like(mean)
-            else:
-                noise = self.normal.take(mean.shape)
-            # log N(a; mean, std) with a = mean + noise x std; the entropy does not depend on a
-            log_norm = float(self.log_std.sum()) + _HALF_LOG_2PI * mean.shape[1]
-            log_prob = -0.5 * (noise * noise).sum(axis=1) - np.float32(log_norm)
-            entropy = np.full(n, 0.5 * mean.shape[1] + log_norm, dtype=np.float32)
-            return ActResult(mean + noise * np.exp(self.log_std), _NO_DISCRETE[:n], log_prob, entropy,
-                             g @ self.values[0].T + self.values[1])
-        log_prob = np.zeros(n, dtype=np.float32)
-        entropy = np.zeros(n, dtype=np.float32)
-        cont = np.zeros((n, 0), dtype=np.float32)
-        disc = np.zeros((n, 0), dtype=np.int64)
-        if self.mu is not None:
-            mean = h @ self.mu[0].T + self.mu[1]
-            std = np.exp(self.log_std)
-            noise = np.zeros_like(mean) if deterministic else self.normal.take(mean.shape)
-            cont = mean + noise * std
-            log_prob += (-0.5 * noise**2 - self.log_std - _HALF_LOG_2PI).sum(-1)
-            entropy += (0.5 + _HALF_LOG_2PI + self.log_std).sum()
-        if self.logits is not None:
-            logits = h @ self.logits[0].T + self.logits[1]
-            if allowed is not None:
-                logits = np.where(allowed, logits, MASKED_LOGIT)
-            choices = []
-            start = 0
-            for size in self.branches:
-                z = logits[:, start : start + size]
-                start += size
-                z = z - z.max(axis=1, keepdims=True)
-                ez = np.exp(z)
-                total = ez.sum(axis=1)
-                log_total = np.log(total)
-                choice = z.argmax(axis=1) if deterministic else (z + self.gumbel.take(z.shape)).argmax(axis=1)
-                choices.append(choice)
-                log_prob += z[np.arange(n), choice] - log_total
-                entropy += log_total - (ez * z).sum(axis=1) / total
-            disc = np.stack(choices, axis=1)
         values = g @ self.values[0].T + self.values[1]
-        return ActResult(cont, disc, log_prob, entropy, values)
+        if self.mu is None:  # discrete actions only: the common case
+            disc, log_prob, entropy = sample_branches(h @ self.logits[0].T + self.logits[1], allowed, self.branches,
+                                                      self.gumbel, deterministic)
+            return ActResult(_NO_CONTINUOUS[:n], disc, log_prob, entropy, values)
+        # A diagonal Gaussian around the mean, with a state-independent log-std.
+        mean = h @ self.mu[0].T + self.mu[1]
+        noise = np.zeros_like(mean) if deterministic else self.normal.take(mean.shape)
+        # log N(a; mean, std) with a = mean + noise x std; the entropy does not depend on a
+        log_norm = float(self.log_std.sum()) + _HALF_LOG_2PI * mean.shape[1]
+        log_prob = -0.5 * (noise * noise).sum(axis=1) - np.float32(log_norm)
+        entropy = np.full(n, 0.5 * mean.shape[1] + log_norm, dtype=np.float32)
+        cont = mean + noise * np.exp(self.log_std)
+        if self.logits is None:
+            return ActResult(cont, _NO_DISCRETE[:n], log_prob, entropy, values)
+        disc, lp, ent = sample_branches(h @ self.logits[0].T + self.logits[1], allowed, self.branches,
+                                        self.gumbel, deterministic)
+        return ActResult(cont, disc, log_prob + lp, entropy + ent, values)
+
+
+class NumpySquashedActor(_NumpyActing):
+    """The SAC actor (networks/sac_networks.py: SquashedActor) for acting, in numpy."""
+
+    def __init__(self, actor: SquashedActor, rng: np.random.Generator, signals: int) -> None:
+        super().__init__(actor.normalizer, rng)
+        self.layers = [(_shared(m.weight).T, _shared(m.bias)) for m in actor.body if isinstance(m, torch.nn.Linear)]
+        self.gaussian = (_shared(actor.gaussian.weight).T, _shared(actor.gaussian.bias)) if actor.gaussian else None
+        self.logits = (_shared(actor.logits.weight).T, _shared(actor.logits.bias)) if actor.logits else None
+        self.branches = list(actor.branches)
+        self.c = actor.continuous_size
+        self.signals = signals
+
+    def act(self, obs: np.ndarray, allowed: np.ndarray | None, deterministic: bool = False) -> ActResult:
+        h = self._encode(obs)
+        for w, b in self.layers:
+            h = h @ w + b
+            h /= 1.0 + np.exp(-h)  # swish
+        n = obs.shape[0]
+        values = np.zeros((n, self.signals), np.float32)  # SAC's segments need no value estimates
+        if self.gaussian is None:
+            disc, log_prob, entropy = sample_branches(h @ self.logits[0] + self.logits[1], allowed, self.branches,
+                                                      self.gumbel, deterministic)
+            return ActResult(_NO_CONTINUOUS[:n], disc, log_prob, entropy, values)
+        out = h @ self.gaussian[0] + self.gaussian[1]
+        mean = out[:, : self.c]
+        log_std = np.minimum(np.maximum(out[:, self.c :], LOG_STD_MIN), LOG_STD_MAX)
+        noise = np.zeros_like(mean) if deterministic else self.normal.take(mean.shape)
+        u = mean + noise * np.exp(log_std)
+        action = np.tanh(u)
+        # log pi(a) of the squashed Gaussian (see networks/sac_networks.py: squashed_sample)
+        log_det = 2.0 * (_LOG_2 - u - np.logaddexp(0.0, -2.0 * u))
+        log_prob = (-0.5 * noise * noise - log_std - log_det).sum(axis=1) - _HALF_LOG_2PI * self.c
+        entropy = (0.5 + _HALF_LOG_2PI + log_std).sum(axis=1)  # of the Gaussian before squashing
+        return ActResult(action, _NO_DISCRETE[:n], log_prob.astype(np.float32), entropy.astype(np.float32), values)
