@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from common import run_palaestra
+from common import bench_1d
 
 MLAGENTS_STEPS_PER_S = 1100
 
@@ -24,14 +24,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=20_000)
     args = parser.parse_args()
-    rows = []
-    for env in ("Simple1DDiscrete", "Simple1DContinuous"):
-        r = run_palaestra(CONFIG.replace("max_steps: 2000\n", f"max_steps: {args.steps}\n"), env, "--cpu")
-        rows.append((env, args.steps / r["loop_s"], args.steps / r["wall_s"]))
-    print(f"PPO on the 1-D test environment, ML-Agents' test config, {args.steps} steps")
-    print(f"{'env':22} {'steps/s (loop)':>15} {'steps/s (whole run)':>20} {'vs ML-Agents 1.1.0':>19}")
-    for env, loop, wall in rows:
-        print(f"{env:22} {loop:15.0f} {wall:20.0f} {loop / MLAGENTS_STEPS_PER_S:18.1f}x")
+    bench_1d("PPO", CONFIG, "max_steps: 2000\n", args.steps, MLAGENTS_STEPS_PER_S)
 
 
 if __name__ == "__main__":

@@ -4,8 +4,9 @@ Both use SB3's SAC defaults: 256x256 networks, batch 256, one gradient step per 
 step, 100 steps before learning starts, a replay of 1e6, tau 0.005, gamma 0.99, a learned
 entropy coefficient starting at 1 with target -(action size); learning rate 1e-3 on Pendulum
 (rl-zoo) and 3e-4 otherwise. Palaestra's sections in config/sac_trainer_config.yaml say the
-same. Differences that remain are ML-Agents': swish instead of ReLU activations, a normalizer
-off by default, and a time horizon of 1 (each transition goes to the replay buffer at once).
+same. Differences that remain are ML-Agents': swish instead of ReLU activations, and
+transitions reaching the replay buffer a trajectory (64 steps) at a time, with the gradient
+steps they make due run then (the same number per environment step).
 Both run on the CPU with the same number of torch threads (all cores unless --threads).
 
 Usage: python bench/sac_gym.py [--env Pendulum-v1] [--steps 20000] [--threads N]

@@ -227,7 +227,7 @@ class TrainerSettings:
     lambd: float = _key(0.95, real(0.0, 1.0), "GAE lambda", used_by=("ppo",))
     num_epoch: int = _key(3, integer(1), "passes over the buffer per update", used_by=("ppo",))
     # SAC
-    buffer_init_steps: int = _key(0, integer(0), "random steps before SAC updates", used_by=("sac",))
+    buffer_init_steps: int = _key(0, integer(0), "steps collected before SAC updates begin", used_by=("sac",))
     init_entcoef: float = _key(1.0, real(0.0, low_open=True), "initial entropy coefficient", used_by=("sac",))
     tau: float = _key(0.005, real(0.0, 1.0, low_open=True), "target network update rate", used_by=("sac",))
     steps_per_update: float = _key(10.0, real(0.0, low_open=True), "agent steps per SAC update (0.16)",

@@ -31,6 +31,16 @@ def _shared(t: torch.Tensor) -> np.ndarray:
     return t.detach().numpy()  # a view of the same memory
 
 
+def _swish(z: np.ndarray) -> np.ndarray:
+    """z sigmoid(z), with sigmoid(z) = (1 + tanh(z / 2)) / 2: unlike 1 / (1 + exp(-z)) it cannot
+    overflow for very negative z. ``z`` is a fresh array and is overwritten."""
+    s = np.tanh(0.5 * z)
+    s *= 0.5
+    s += 0.5
+    z *= s
+    return z
+
+
 def _towers(x: np.ndarray, first: tuple[np.ndarray, np.ndarray],
             deeper: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
     """Actor and critic features (see networks/policy.py: TwinMLP). The first layer of both
@@ -40,14 +50,14 @@ def _towers(x: np.ndarray, first: tuple[np.ndarray, np.ndarray],
     w, b = first
     z = x @ w
     z += b
-    z /= 1.0 + np.exp(-z)  # swish / SiLU
+    z = _swish(z)
     hidden = w.shape[1] // 2
     h, g = z[:, :hidden], z[:, hidden:]
     for w, b in deeper:
         h = h @ w[0].T + b[0]
         g = g @ w[1].T + b[1]
-        h = h / (1.0 + np.exp(-h))
-        g = g / (1.0 + np.exp(-g))
+        h = _swish(h)
+        g = _swish(g)
     return h, g
 
 
@@ -180,7 +190,7 @@ class NumpySquashedActor(_NumpyActing):
         h = self._encode(obs)
         for w, b in self.layers:
             h = h @ w + b
-            h /= 1.0 + np.exp(-h)  # swish
+            h = _swish(h)
         n = obs.shape[0]
         values = np.zeros((n, self.signals), np.float32)  # SAC's segments need no value estimates
         if self.gaussian is None:
