@@ -3,6 +3,8 @@ seed, and their scripted heuristics reach the documented rewards."""
 
 from __future__ import annotations
 
+import re
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -119,8 +121,6 @@ def test_unknown_environment_lists_choices():
 def test_later_environment_sources_say_not_supported_yet(tmp_path):
     with pytest.raises(EnvError, match="Unity Editor.*not supported yet"):
         make_env(None)
-    with pytest.raises(EnvError, match="factories.*not supported yet"):
-        make_env("mypackage.envs:make")
     build = tmp_path / "Game.x86_64"
     build.write_text("")
     with pytest.raises(EnvError, match="Unity builds are not supported yet"):
@@ -174,3 +174,82 @@ def test_gymnasium_multidiscrete_and_discrete_observations():
         check_env(env, steps=20)
     finally:
         gym.registry.pop("PalaestraTestMultiDiscrete-v0")
+
+
+FACTORY_MODULE = """
+import gymnasium as gym
+from palaestra.envs.builtin.simple1d import Simple1D
+
+
+def protocol_env(seed, num_areas, step_size=0.1):
+    env = Simple1D(seed=seed, num_areas=num_areas, behavior_name="Line")
+    env.step_size = step_size
+    return env
+
+
+def gym_env(max_episode_steps=500):
+    return gym.make("CartPole-v1", max_episode_steps=max_episode_steps)
+
+
+def plain_gym(seed):
+    from gymnasium.envs.classic_control import CartPoleEnv
+
+    return CartPoleEnv()  # made without gym.make: no registered id
+
+
+def broken(**kwargs):
+    raise RuntimeError("no license for this simulator")
+
+
+def not_an_env():
+    return 42
+
+
+def fixed():
+    return Simple1D()
+
+NOT_CALLABLE = 3
+"""
+
+
+@pytest.fixture
+def factory_module(tmp_path, monkeypatch):
+    (tmp_path / "my_factories.py").write_text(FACTORY_MODULE)
+    monkeypatch.chdir(tmp_path)  # factories are imported from the working directory
+    yield "my_factories"
+    import sys
+
+    sys.modules.pop("my_factories", None)
+
+
+def test_python_factory_returning_a_protocol_environment(factory_module):
+    env = make_env(f"{factory_module}:protocol_env", seed=3, num_areas=2, env_args=["step_size=0.5"])
+    assert list(env.behavior_specs) == ["Line"] and env.step_size == 0.5
+    check_env(env)
+
+
+def test_python_factory_returning_gymnasium_environments(factory_module):
+    env = make_env(f"{factory_module}:gym_env", num_areas=3, env_args=["max_episode_steps=7"])
+    assert list(env.behavior_specs) == ["CartPole-v1"]
+    env.reset()
+    assert len(env.get_steps("CartPole-v1")[0]) == 3  # three instances stepped as one behavior
+    assert all(e.spec.max_episode_steps == 7 for e in env.envs)  # --env-args reached the factory
+    unnamed = make_env(f"{factory_module}:plain_gym")
+    assert list(unnamed.behavior_specs) == ["plain_gym"]  # named after the callable
+
+
+@pytest.mark.parametrize("target,message", [
+    ("no_such_module:make", "cannot import module 'no_such_module'"),
+    ("{m}:missing", "has no attribute 'missing'"),
+    ("{m}:NOT_CALLABLE", "'NOT_CALLABLE' is a int, not a callable"),
+    ("{m}:broken", "the factory raised RuntimeError: no license for this simulator"),
+    ("{m}:not_an_env", "returned a int, which is neither a gymnasium.Env nor a Palaestra environment"),
+])
+def test_python_factory_errors_are_clear(factory_module, target, message):
+    with pytest.raises(EnvError, match=re.escape(message)):
+        make_env(target.format(m=factory_module))
+
+
+def test_python_factory_without_num_areas_rejects_more_areas(factory_module):
+    with pytest.raises(EnvError, match="needs a factory that takes a num_areas argument"):
+        make_env(f"{factory_module}:fixed", num_areas=2)

@@ -86,3 +86,23 @@ def test_ppo_solves_with_the_shipped_config(run_cli, workdir, env_name, shorten,
     assert len(returns) == 20 and np.mean(returns) >= trained
     if exported is not None:
         assert min(returns) >= exported
+
+
+def test_ppo_trains_on_a_python_factory_environment(run_cli, workdir, episode_returns):
+    # --env=module:callable, with --env-args reaching the factory (the working directory is importable).
+    (workdir / "line_world.py").write_text(
+        "from palaestra.envs.builtin.simple1d import Simple1D\n\n\n"
+        "def make(seed, num_areas, step_size):\n"
+        "    env = Simple1D(seed=seed, num_areas=num_areas, behavior_name='Line')\n"
+        "    env.step_size = step_size\n"
+        "    return env\n")
+    section = SHIPPED_CONFIG.read_text().split("\n1D:\n", 1)[1].split("\n\n", 1)[0]
+    config = write_yaml(workdir / "c.yaml", "Line:\n" + section + "\n")
+    try:
+        result = run_cli(str(config), "--env=line_world:make", "--run-id=f", "--seed=1", "--env-args", "step_size=0.2")
+    finally:
+        import sys
+
+        sys.modules.pop("line_world", None)
+    assert result.code == 0, result.log
+    assert len(episode_returns) >= 5 and np.mean(episode_returns[-5:]) > 0.9

@@ -81,19 +81,26 @@ def _action_converter(space: gym.Space, env_id: str):
 
 class GymnasiumEnv(SingleBehaviorEnv):
     def __init__(
-        self, env_id: str, seed: int = 0, num_areas: int = 1, env_kwargs: Mapping[str, Any] | None = None
+        self, env_id: str, seed: int = 0, num_areas: int = 1, env_kwargs: Mapping[str, Any] | None = None,
+        instances: list[gym.Env] | None = None,
     ) -> None:
+        """``num_areas`` copies of Gymnasium's ``env_id``, or the given ``instances`` (from a
+        Python factory; ``env_id`` then only names the behavior)."""
         if num_areas < 1:
             raise EnvError(f"num_areas must be at least 1, got {num_areas}")
         self.env_id = env_id
         self.behavior_name = env_id
         self.seed = seed
-        try:
-            self.envs = [gym.make(env_id, **dict(env_kwargs or {})) for _ in range(num_areas)]
-        except gym.error.DependencyNotInstalled as e:
-            raise EnvError(f"Gymnasium environment {env_id!r} needs an extra package: {e}") from None
-        except (gym.error.Error, TypeError, ValueError) as e:
-            raise EnvError(f"could not create Gymnasium environment {env_id!r}: {e}") from None
+        if instances is not None:
+            self.envs = list(instances)
+            num_areas = len(self.envs)
+        else:
+            try:
+                self.envs = [gym.make(env_id, **dict(env_kwargs or {})) for _ in range(num_areas)]
+            except gym.error.DependencyNotInstalled as e:
+                raise EnvError(f"Gymnasium environment {env_id!r} needs an extra package: {e}") from None
+            except (gym.error.Error, TypeError, ValueError) as e:
+                raise EnvError(f"could not create Gymnasium environment {env_id!r}: {e}") from None
         first = self.envs[0]
         obs_shape, self._obs = _observation_converter(first.observation_space, env_id)
         action_spec, self._act = _action_converter(first.action_space, env_id)

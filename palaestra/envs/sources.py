@@ -2,7 +2,10 @@
 
 1. a built-in environment name (``3DBall``, ``Basic``, ...);
 2. an id registered with Gymnasium (``CartPole-v1``, ``Pendulum-v1``, ``HalfCheetah-v5``);
-3. ``package.module:callable`` (a Python factory) — not supported yet;
+3. ``package.module:callable``, a Python factory: called with the ``--env-args`` as keyword
+   arguments (plus ``seed`` and ``num_areas`` where its signature takes them), it returns an
+   environment of the Env protocol (envs/base.py) or a ``gymnasium.Env``; the working directory
+   is importable, so ``--env=my_env:make`` finds ``my_env.py`` beside the config;
 4. a path to a Unity build — not supported yet.
 Built-in names never collide with Gymnasium ids, which always carry a ``-v<N>`` suffix.
 """
@@ -10,8 +13,11 @@ Built-in names never collide with Gymnasium ids, which always carry a ``-v<N>`` 
 from __future__ import annotations
 
 import difflib
+import importlib
+import inspect
 import os
-from typing import Any, Mapping
+import sys
+from typing import Any, Callable, Mapping
 
 from palaestra.envs.base import EngineConfig, Env, EnvError
 from palaestra.envs.builtin import BUILTIN_ENVS
@@ -58,10 +64,7 @@ def make_env(name: str | None, seed: int = 0, num_areas: int = 1, env_args: list
 
         return GymnasiumEnv(name, seed=seed, num_areas=num_areas, env_kwargs=parse_env_args(env_args))
     if ":" in name and not os.path.exists(name):
-        raise EnvError(
-            f"--env={name}: Python factories (package.module:callable) are not supported yet; "
-            "use a built-in environment or a Gymnasium id"
-        )
+        return _from_factory(name, seed, num_areas, parse_env_args(env_args))
     if os.path.exists(name) or name.endswith(UNITY_SUFFIXES) or os.path.exists(name + ".x86_64"):
         raise EnvError(
             f"--env={name}: Unity builds are not supported yet; use a built-in environment or a Gymnasium id"
@@ -72,6 +75,64 @@ def make_env(name: str | None, seed: int = 0, num_areas: int = 1, env_args: list
         f"unknown environment {name!r}. Built-in environments: {', '.join(BUILTIN_ENVS)}; or any "
         f"Gymnasium id such as CartPole-v1 or Pendulum-v1 (see docs/environments.md).{hint}"
     )
+
+
+_PROTOCOL = ("behavior_specs", "get_steps", "set_actions", "step", "reset", "close")
+
+
+def _load_factory(spec: str) -> Callable[..., Any]:
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise EnvError(f"--env={spec}: expected package.module:callable")
+    if os.getcwd() not in sys.path:  # as `python -m` does: modules beside the config are found
+        sys.path.insert(0, os.getcwd())
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as e:
+        raise EnvError(f"--env={spec}: cannot import module {module_name!r}: {e}") from None
+    for part in attribute.split("."):
+        if not hasattr(obj, part):
+            raise EnvError(f"--env={spec}: module {module_name!r} has no attribute {attribute!r}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise EnvError(f"--env={spec}: {attribute!r} is a {type(obj).__name__}, not a callable")
+    return obj
+
+
+def _from_factory(spec: str, seed: int, num_areas: int, kwargs: dict[str, Any]) -> Env:
+    import gymnasium
+
+    factory = _load_factory(spec)
+    try:
+        accepted = inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # some builtins have no signature
+        accepted = {}
+    extra = {k: v for k, v in (("seed", seed), ("num_areas", num_areas)) if k in accepted}
+
+    def build(index: int) -> Any:
+        args = dict(extra)
+        if "seed" in args:
+            args["seed"] = seed + index  # one seed per copy of a Gymnasium environment
+        try:
+            return factory(**kwargs, **args)
+        except Exception as e:  # the user's code: report it, do not crash with a traceback
+            raise EnvError(f"--env={spec}: the factory raised {type(e).__name__}: {e}") from None
+
+    env = build(0)
+    if isinstance(env, gymnasium.Env):
+        from palaestra.envs.gymnasium_env import GymnasiumEnv
+
+        name = env.spec.id if env.spec is not None else spec.rpartition(":")[2]
+        return GymnasiumEnv(name, seed=seed, instances=[env] + [build(i) for i in range(1, num_areas)])
+    missing = [m for m in _PROTOCOL if not hasattr(env, m)]
+    if missing:
+        raise EnvError(
+            f"--env={spec}: the factory returned a {type(env).__name__}, which is neither a gymnasium.Env nor a "
+            f"Palaestra environment (it lacks {', '.join(missing)}; see docs/environments.md)"
+        )
+    if num_areas > 1 and "num_areas" not in accepted:
+        raise EnvError(f"--env={spec}: --num-areas {num_areas} needs a factory that takes a num_areas argument")
+    return env
 
 
 def describe_specs(env: Env) -> Mapping[str, str]:
