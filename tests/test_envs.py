@@ -253,3 +253,30 @@ def test_python_factory_errors_are_clear(factory_module, target, message):
 def test_python_factory_without_num_areas_rejects_more_areas(factory_module):
     with pytest.raises(EnvError, match="needs a factory that takes a num_areas argument"):
         make_env(f"{factory_module}:fixed", num_areas=2)
+
+
+def test_builtin_environments_as_gymnasium_vector_environments():
+    envs = gym.make_vec("palaestra.envs.gym_vector:palaestra/3DBall-v0", num_envs=24)
+    assert envs.num_envs == 24 and envs.single_action_space.shape == (2,)
+    obs, _ = envs.reset(seed=3)
+    again, _ = gym.make_vec("palaestra/3DBall-v0", num_envs=24).reset(seed=3)
+    np.testing.assert_array_equal(obs, again)  # seeded
+    assert obs.shape == (24, 8)
+    # the heuristic keeps balls up; random actions drop them: episodes end as terminations
+    ended = np.zeros(24, bool)
+    for _ in range(60):
+        obs, reward, terminated, truncated, info = envs.step(envs.action_space.sample())
+        assert obs.shape == (24, 8) and reward.shape == (24,)
+        if (terminated | truncated).any():
+            done = terminated | truncated
+            assert info["_final_obs"].tolist() == done.tolist()
+            assert all(info["final_obs"][i].shape == (8,) for i in np.flatnonzero(done))
+            assert (reward[terminated] == -1.0).all()  # 3DBall: -1 when the ball falls
+            ended |= done
+    assert ended.any()
+    grid = gym.make_vec("palaestra/GridWorld-v0", num_envs=9)
+    _, info = grid.reset(seed=0)
+    assert info["action_mask"].shape == (9, 4) and info["action_mask"].any(axis=1).all()
+    with pytest.raises(EnvError, match="multiple of 12"):
+        gym.make_vec("palaestra/3DBall-v0", num_envs=5)
+    assert list(make_env("palaestra/Basic-v0").behavior_specs) == ["Basic"]  # the CLI maps it to the built-in

@@ -54,6 +54,8 @@ def make_env(name: str | None, seed: int = 0, num_areas: int = 1, env_args: list
             "training against the Unity Editor (no --env) is not supported yet; pass --env with a "
             f"built-in environment ({', '.join(BUILTIN_ENVS)}) or a Gymnasium id such as CartPole-v1"
         )
+    if name.startswith("palaestra/") and name.endswith("-v0") and name[10:-3] in BUILTIN_ENVS:
+        name = name[10:-3]  # the built-in's Gymnasium id (envs/gym_vector.py) names the built-in
     if name in BUILTIN_ENVS:
         if env_args:
             raise EnvError(f"built-in environment {name!r} takes no --env-args (got {env_args})")
