@@ -208,6 +208,12 @@ def not_an_env():
 def fixed():
     return Simple1D()
 
+
+def with_engine(engine):
+    env = Simple1D()
+    env.engine = engine
+    return env
+
 NOT_CALLABLE = 3
 """
 
@@ -248,6 +254,14 @@ def test_python_factory_returning_gymnasium_environments(factory_module):
 def test_python_factory_errors_are_clear(factory_module, target, message):
     with pytest.raises(EnvError, match=re.escape(message)):
         make_env(target.format(m=factory_module))
+
+
+def test_python_factory_receives_the_engine_settings(factory_module):
+    from palaestra.envs.base import EngineConfig
+
+    engine = EngineConfig(width=320, height=240, quality_level=1, time_scale=5.0, target_frame_rate=30,
+                          no_graphics=True)
+    assert make_env(f"{factory_module}:with_engine", engine=engine).engine == engine
 
 
 def test_python_factory_without_num_areas_rejects_more_areas(factory_module):

@@ -3,7 +3,7 @@
 1. a built-in environment name (``3DBall``, ``Basic``, ...);
 2. an id registered with Gymnasium (``CartPole-v1``, ``Pendulum-v1``, ``HalfCheetah-v5``);
 3. ``package.module:callable``, a Python factory: called with the ``--env-args`` as keyword
-   arguments (plus ``seed`` and ``num_areas`` where its signature takes them), it returns an
+   arguments (plus ``seed``, ``num_areas`` and ``engine`` where its signature takes them), it returns an
    environment of the Env protocol (envs/base.py) or a ``gymnasium.Env``; the working directory
    is importable, so ``--env=my_env:make`` finds ``my_env.py`` beside the config;
 4. a path to a Unity build — not supported yet.
@@ -66,7 +66,7 @@ def make_env(name: str | None, seed: int = 0, num_areas: int = 1, env_args: list
 
         return GymnasiumEnv(name, seed=seed, num_areas=num_areas, env_kwargs=parse_env_args(env_args))
     if ":" in name and not os.path.exists(name):
-        return _from_factory(name, seed, num_areas, parse_env_args(env_args))
+        return _from_factory(name, seed, num_areas, parse_env_args(env_args), engine or EngineConfig())
     if os.path.exists(name) or name.endswith(UNITY_SUFFIXES) or os.path.exists(name + ".x86_64"):
         raise EnvError(
             f"--env={name}: Unity builds are not supported yet; use a built-in environment or a Gymnasium id"
@@ -101,7 +101,7 @@ def _load_factory(spec: str) -> Callable[..., Any]:
     return obj
 
 
-def _from_factory(spec: str, seed: int, num_areas: int, kwargs: dict[str, Any]) -> Env:
+def _from_factory(spec: str, seed: int, num_areas: int, kwargs: dict[str, Any], engine: EngineConfig) -> Env:
     import gymnasium
 
     factory = _load_factory(spec)
@@ -109,7 +109,7 @@ def _from_factory(spec: str, seed: int, num_areas: int, kwargs: dict[str, Any]) 
         accepted = inspect.signature(factory).parameters
     except (TypeError, ValueError):  # some builtins have no signature
         accepted = {}
-    extra = {k: v for k, v in (("seed", seed), ("num_areas", num_areas)) if k in accepted}
+    extra = {k: v for k, v in (("seed", seed), ("num_areas", num_areas), ("engine", engine)) if k in accepted}
 
     def build(index: int) -> Any:
         args = dict(extra)
