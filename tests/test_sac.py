@@ -212,8 +212,9 @@ def test_hybrid_actions_are_rejected_for_sac(tmp_path):
 
 
 def test_exported_sac_policy_matches_its_deterministic_actions(tmp_path):
-    from palaestra.export import export_policy
     import onnxruntime as ort
+
+    from palaestra.export import export_policy
 
     for spec in (CONTINUOUS, DISCRETE):
         sac = SAC(spec, sac_settings(tmp_path, normalize="true", hidden_units=8), torch.device("cpu"),

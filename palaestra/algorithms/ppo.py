@@ -26,9 +26,9 @@ import torch
 
 from palaestra.envs.base import BehaviorSpec
 from palaestra.networks.numpy_adam import NumpyAdam
-from palaestra.networks.optim import make_adam
 from palaestra.networks.numpy_gradients import NumpyPPOGradients
 from palaestra.networks.numpy_policy import NumpyPolicy
+from palaestra.networks.optim import make_adam
 from palaestra.networks.policy import ActorCritic
 from palaestra.rewards import SignalEpisodeSums, make_signals
 from palaestra.rollout.buffers import RolloutBuffer

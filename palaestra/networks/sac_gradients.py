@@ -21,7 +21,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from palaestra.networks.sac_networks import LOG_STD_MAX, LOG_STD_MIN, SquashedActor, TwinQ
+from palaestra.networks.sac_networks import (
+    LOG_STD_MAX,
+    LOG_STD_MIN,
+    SquashedActor,
+    TwinQ,
+)
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 _LOG_2 = math.log(2.0)
