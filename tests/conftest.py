@@ -4,7 +4,13 @@ conformance configs from ../shared (skipped, saying why, where that folder is ab
 from __future__ import annotations
 
 import logging
+import os
+import re
+import signal
+import subprocess
+import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -74,3 +80,21 @@ def episode_returns(monkeypatch) -> list[float]:
 
     monkeypatch.setattr(Collector, "take_episode_stats", record)
     return finished
+
+
+def interrupt_training(cwd: Path, *args: str, after_step: str = r"Step: [3-9]\d\d\.") -> tuple[int, str, float]:
+    """Start ``python -m palaestra.cli ARGS`` in ``cwd``, send one real Ctrl+C (SIGINT) once a
+    summary line matches ``after_step``; return (exit code, stderr, seconds from SIGINT to exit)."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "palaestra.cli", *args], cwd=cwd, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    try:
+        for line in proc.stderr:  # wait until training is under way
+            if re.search(after_step, line):
+                break
+        proc.send_signal(signal.SIGINT)
+        start = time.time()
+        _, err = proc.communicate(timeout=60)
+        return proc.returncode, err, time.time() - start
+    finally:
+        proc.kill()

@@ -4,12 +4,9 @@ checkpoints, Ctrl+C, and a clear message with a non-zero exit for every kind of 
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
 import subprocess
 import sys
-import time
 
 import gymnasium as gym
 import numpy as np
@@ -18,7 +15,7 @@ import pytest
 import torch
 
 from palaestra.checkpoints import CheckpointManager
-from tests.conftest import SHIPPED_CONFIG, write_yaml
+from tests.conftest import SHIPPED_CONFIG, interrupt_training, write_yaml
 
 SMALL = """
 1D:
@@ -214,20 +211,9 @@ def test_bad_config_files_exit_nonzero_without_traceback(tmp_path, content, mess
 
 def test_ctrl_c_saves_and_exports_then_resume_continues(tmp_path):
     (tmp_path / "c.yaml").write_text(SMALL.format(max_steps=10_000_000))
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "palaestra.cli", "c.yaml", "--env=Simple1DDiscrete",
-                             "--run-id=int"], cwd=tmp_path, stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        for line in proc.stderr:  # wait until training is under way
-            if re.search(r"Step: [3-9]\d\d\.", line):
-                break
-        proc.send_signal(signal.SIGINT)
-        start = time.time()
-        _, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
-    assert proc.returncode == 0, err
-    assert time.time() - start < 30
+    code, err, seconds = interrupt_training(tmp_path, "c.yaml", "--env=Simple1DDiscrete", "--run-id=int")
+    assert code == 0, err
+    assert seconds < 30
     assert "Traceback" not in err
     assert (tmp_path / "models/int/1D.onnx").is_file()
     saved = CheckpointManager(tmp_path / "models/int/1D", 5).latest()

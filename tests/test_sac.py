@@ -6,10 +6,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
-import signal
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -25,7 +21,7 @@ from palaestra.networks.sac_networks import squashed_sample
 from palaestra.rollout.buffers import ReplayBuffer
 from palaestra.rollout.collector import Collector
 from palaestra.settings import load_trainer_config
-from tests.conftest import REPO, write_yaml
+from tests.conftest import REPO, interrupt_training, write_yaml
 
 SAC_CONFIG = REPO / "config" / "sac_trainer_config.yaml"
 CONTINUOUS = BehaviorSpec(((3,),), ActionSpec(continuous_size=2))
@@ -251,18 +247,8 @@ SMALL_SAC = """
 
 def test_ctrl_c_then_resume_restores_the_replay_buffer_and_counters(tmp_path):
     (tmp_path / "c.yaml").write_text(SMALL_SAC.format(max_steps=10_000_000))
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "palaestra.cli", "c.yaml", "--env=Simple1DContinuous",
-                             "--run-id=r"], cwd=tmp_path, stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        for line in proc.stderr:  # wait until training is under way
-            if re.search(r"Step: [3-9]\d\d\.", line):
-                break
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
-    assert proc.returncode == 0 and "Traceback" not in err, err
+    code, err, _ = interrupt_training(tmp_path, "c.yaml", "--env=Simple1DContinuous", "--run-id=r")
+    assert code == 0 and "Traceback" not in err, err
     folder = tmp_path / "models/r/1D"
     saved = CheckpointManager.load(CheckpointManager(folder, 5).latest())["algorithm"]
     replay = CheckpointManager.load_file(folder / "replay_buffer.pt", "")

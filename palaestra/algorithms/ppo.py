@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from palaestra.algorithms.schedules import linear_decay, scheduled_learning_rate
 from palaestra.envs.base import BehaviorSpec
 from palaestra.networks.numpy_adam import NumpyAdam
 from palaestra.networks.numpy_gradients import NumpyPPOGradients
@@ -35,15 +36,6 @@ from palaestra.rollout.buffers import RolloutBuffer
 from palaestra.rollout.collector import ActResult, Segments
 from palaestra.settings import TrainerSettings
 from palaestra.timers import timed
-
-
-def linear_decay(initial: float, final: float, step: int, max_steps: int) -> float:
-    """ML-Agents' polynomial decay with power 1: ``initial`` at step 0, ``final`` at max_steps."""
-    if max_steps <= 0:
-        return final
-    fraction = min(step, max_steps) / max_steps
-    return initial + (final - initial) * fraction
-
 
 # Up to this many time steps, the discounted sum is one product with a cached matrix of discount
 # powers; longer segments take a loop over time (vectorized over segments).
@@ -205,10 +197,7 @@ class PPO:
 
     # -- learning ----------------------------------------------------------------------------
     def current_learning_rate(self) -> float:
-        s = self.settings
-        if s.learning_rate_schedule == "linear":
-            return linear_decay(s.learning_rate, 1e-10, self.step, s.max_steps)
-        return s.learning_rate
+        return scheduled_learning_rate(self.settings, self.step)
 
     def update(self) -> dict[str, Any]:
         """Process the queued segments, then run the epochs; return the stats of both."""

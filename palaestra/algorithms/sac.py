@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from palaestra.algorithms.ppo import linear_decay
+from palaestra.algorithms.schedules import scheduled_learning_rate
 from palaestra.envs.base import BehaviorSpec
 from palaestra.networks.flat_params import FlatParameters
 from palaestra.networks.numpy_policy import NumpySquashedActor
@@ -171,10 +171,7 @@ class SAC:
                 and self.update_count < self._updates_due())
 
     def current_learning_rate(self) -> float:
-        s = self.settings
-        if s.learning_rate_schedule == "linear":
-            return linear_decay(s.learning_rate, 1e-10, self.step, s.max_steps)
-        return s.learning_rate
+        return scheduled_learning_rate(self.settings, self.step)
 
     def update(self) -> dict[str, Any]:
         """The gradient steps the cadence asks for since the last call; their mean losses."""
