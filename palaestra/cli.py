@@ -93,8 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("trainer_config_path", help="trainer configuration YAML (ML-Agents 0.15/0.16 format)")
     p.add_argument("--env", default=d.env, help="built-in environment name (3DBall, 3DBallHard, Basic, "
-                   "GridWorld, Simple1DDiscrete, Simple1DContinuous), a Gymnasium id (CartPole-v1), or a "
-                   "Python factory module:callable (docs/environments.md)")
+                   "GridWorld, Simple1DDiscrete, Simple1DContinuous), a Gymnasium id (CartPole-v1), a "
+                   "Python factory module:callable, or pettingzoo:module (docs/environments.md)")
     p.add_argument("--curriculum", default=d.curriculum, help="curriculum YAML file (not supported yet)")
     p.add_argument("--lesson", type=_non_negative, default=d.lesson, help="start lesson of every curriculum")
     p.add_argument("--sampler", default=d.sampler, help="environment-parameter sampler YAML (not supported yet)")

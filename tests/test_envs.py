@@ -249,7 +249,7 @@ def test_python_factory_returning_gymnasium_environments(factory_module):
     ("{m}:missing", "has no attribute 'missing'"),
     ("{m}:NOT_CALLABLE", "'NOT_CALLABLE' is a int, not a callable"),
     ("{m}:broken", "the factory raised RuntimeError: no license for this simulator"),
-    ("{m}:not_an_env", "returned a int, which is neither a gymnasium.Env nor a Palaestra environment"),
+    ("{m}:not_an_env", "returned a int, which is neither a gymnasium.Env, a PettingZoo ParallelEnv nor"),
 ])
 def test_python_factory_errors_are_clear(factory_module, target, message):
     with pytest.raises(EnvError, match=re.escape(message)):
@@ -294,3 +294,94 @@ def test_builtin_environments_as_gymnasium_vector_environments():
     with pytest.raises(EnvError, match="multiple of 12"):
         gym.make_vec("palaestra/3DBall-v0", num_envs=5)
     assert list(make_env("palaestra/Basic-v0").behavior_specs) == ["Basic"]  # the CLI maps it to the built-in
+
+
+PZ_MODULE = """
+import numpy as np
+from gymnasium import spaces
+from pettingzoo import ParallelEnv
+
+
+class Guess(ParallelEnv):
+    '''Two behaviors: each "seer_<i>" sees a sign and is rewarded for naming it (2 actions);
+    "late_0" joins from the second step and leaves after the fourth (it finishes early).'''
+
+    metadata = {"name": "guess_v0"}
+
+    def __init__(self, length=8):
+        self.possible_agents = ["seer_0", "seer_1", "late_0"]
+        self.length = length
+        self.rng = np.random.default_rng(0)
+
+    def observation_space(self, agent):
+        return spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def action_space(self, agent):
+        return spaces.Discrete(2)
+
+    def _obs(self, agents):
+        self.sign = {a: float(self.rng.choice([-1.0, 1.0])) for a in agents}
+        return {a: np.array([self.sign[a]], np.float32) for a in agents}
+
+    def reset(self, seed=None, options=None):
+        if seed is not None:
+            self.rng = np.random.default_rng(seed)
+        self.t = 0
+        self.agents = ["seer_0", "seer_1"]
+        return self._obs(self.agents), {a: {} for a in self.agents}
+
+    def step(self, actions):
+        rewards = {a: float((actions[a] == 1) == (self.sign[a] > 0)) for a in self.agents}
+        self.t += 1
+        terminated = {a: a == "late_0" and self.t == 4 for a in self.agents}
+        truncated = {a: self.t >= self.length for a in self.agents}
+        acted = list(self.agents)
+        self.agents = [a for a in self.agents if not (terminated[a] or truncated[a])]
+        if self.t == 1:
+            self.agents.append("late_0")
+        # observations of everyone who acted (final ones for those who ended) and of joiners
+        obs = self._obs(list(dict.fromkeys(acted + self.agents)))
+        return obs, rewards, terminated, truncated, {a: {} for a in self.agents}
+
+
+def make(length=8):
+    return Guess(length)
+"""
+
+
+@pytest.fixture
+def pz_module(tmp_path, monkeypatch):
+    pytest.importorskip("pettingzoo")
+    (tmp_path / "guess_env.py").write_text(PZ_MODULE)
+    monkeypatch.chdir(tmp_path)
+    yield "guess_env"
+    import sys
+
+    sys.modules.pop("guess_env", None)
+
+
+def test_pettingzoo_agents_group_into_behaviors_and_come_and_go(pz_module):
+    env = make_env(f"{pz_module}:make", seed=1, env_args=["length=6"])
+    assert set(env.behavior_specs) == {"seer", "late"}
+    check_env(env)
+    env.reset()
+    seen = {"late_decisions": [], "late_terminal": [], "seer_terminal": []}
+    for _ in range(12):
+        for behavior, spec in env.behavior_specs.items():
+            env.set_actions(behavior, spec.action_spec.empty_actions(len(env.get_steps(behavior)[0])))
+        env.step()
+        seen["late_decisions"].append(len(env.get_steps("late")[0]))
+        late_end = env.get_steps("late")[1]
+        seen["late_terminal"] += late_end.interrupted.tolist()
+        seen["seer_terminal"] += env.get_steps("seer")[1].interrupted.tolist()
+    assert seen["late_decisions"][:4] == [1, 1, 1, 0]  # joins after step 1, terminates at step 4
+    assert seen["late_terminal"][0] is False  # a true termination
+    assert seen["seer_terminal"][:2] == [True, True]  # cut by the episode length: interrupted
+
+
+def test_pettingzoo_mpe2_environment_from_the_package_registry():
+    pytest.importorskip("mpe2")
+    env = make_env("pettingzoo:mpe2.simple_adversary_v3", seed=0, env_args=["max_cycles=10"])
+    assert set(env.behavior_specs) == {"adversary", "agent"}
+    assert env.behavior_specs["agent"].observation_shapes == ((10,),)
+    check_env(env)

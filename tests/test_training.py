@@ -106,3 +106,35 @@ def test_ppo_trains_on_a_python_factory_environment(run_cli, workdir, episode_re
         sys.modules.pop("line_world", None)
     assert result.code == 0, result.log
     assert len(episode_returns) >= 5 and np.mean(episode_returns[-5:]) > 0.9
+
+
+def test_ppo_trains_two_behaviors_of_a_pettingzoo_environment(run_cli, workdir):
+    # A PettingZoo parallel environment from a factory: "seer_0"/"seer_1" are behavior "seer",
+    # "late_0" (joins late, leaves early) is behavior "late"; each is rewarded for naming its sign.
+    pytest.importorskip("pettingzoo")
+    from tests.test_envs import PZ_MODULE
+
+    (workdir / "guess_env.py").write_text(PZ_MODULE)
+    config = write_yaml(workdir / "c.yaml", """
+        default:
+          batch_size: 32
+          buffer_size: 128
+          hidden_units: 16
+          num_layers: 1
+          learning_rate: 3.0e-3
+          learning_rate_schedule: constant
+          beta: 1.0e-2
+          max_steps: 4000
+          time_horizon: 16
+          summary_freq: 1000
+    """)
+    try:
+        result = run_cli(str(config), "--env=guess_env:make", "--run-id=pz", "--seed=0")
+    finally:
+        import sys
+
+        sys.modules.pop("guess_env", None)
+    assert result.code == 0, result.log
+    assert last_summary(workdir, "pz_seer")["Environment/Cumulative Reward"] >= 7.5  # of 8
+    assert last_summary(workdir, "pz_late")["Environment/Cumulative Reward"] >= 2.7  # of 3
+    assert (workdir / "models/pz/seer.onnx").is_file() and (workdir / "models/pz/late.onnx").is_file()

@@ -26,7 +26,7 @@ from palaestra.envs.base import (
 from palaestra.envs.single_behavior import SingleBehaviorEnv
 
 
-def _observation_converter(space: gym.Space, env_id: str):
+def observation_converter(space: gym.Space, env_id: str):
     if isinstance(space, spaces.Box):
         size = int(np.prod(space.shape))
         return (size,), lambda o: np.asarray(o, dtype=np.float32).reshape(size)
@@ -46,7 +46,7 @@ def _observation_converter(space: gym.Space, env_id: str):
     )
 
 
-def _action_converter(space: gym.Space, env_id: str):
+def action_converter(space: gym.Space, env_id: str):
     if isinstance(space, spaces.Box):
         size = int(np.prod(space.shape))
         low = np.broadcast_to(space.low, space.shape).reshape(size).astype(np.float64)
@@ -102,8 +102,8 @@ class GymnasiumEnv(SingleBehaviorEnv):
             except (gym.error.Error, TypeError, ValueError) as e:
                 raise EnvError(f"could not create Gymnasium environment {env_id!r}: {e}") from None
         first = self.envs[0]
-        obs_shape, self._obs = _observation_converter(first.observation_space, env_id)
-        action_spec, self._act = _action_converter(first.action_space, env_id)
+        obs_shape, self._obs = observation_converter(first.observation_space, env_id)
+        action_spec, self._act = action_converter(first.action_space, env_id)
         self._spec = BehaviorSpec((obs_shape,), action_spec)
         self.n = num_areas
         self._ids = np.arange(self.n, dtype=np.int64)

@@ -4,8 +4,10 @@
 2. an id registered with Gymnasium (``CartPole-v1``, ``Pendulum-v1``, ``HalfCheetah-v5``);
 3. ``package.module:callable``, a Python factory: called with the ``--env-args`` as keyword
    arguments (plus ``seed``, ``num_areas`` and ``engine`` where its signature takes them), it returns an
-   environment of the Env protocol (envs/base.py) or a ``gymnasium.Env``; the working directory
-   is importable, so ``--env=my_env:make`` finds ``my_env.py`` beside the config;
+   environment of the Env protocol (envs/base.py), a ``gymnasium.Env`` or a PettingZoo
+   ``ParallelEnv``; the working directory is importable, so ``--env=my_env:make`` finds
+   ``my_env.py`` beside the config; ``pettingzoo:package.module`` is short for
+   ``package.module:parallel_env`` (``--env=pettingzoo:mpe2.simple_adversary_v3``);
 4. a path to a Unity build — not supported yet.
 Built-in names never collide with Gymnasium ids, which always carry a ``-v<N>`` suffix.
 """
@@ -65,6 +67,8 @@ def make_env(name: str | None, seed: int = 0, num_areas: int = 1, env_args: list
         from palaestra.envs.gymnasium_env import GymnasiumEnv
 
         return GymnasiumEnv(name, seed=seed, num_areas=num_areas, env_kwargs=parse_env_args(env_args))
+    if name.startswith("pettingzoo:"):  # pettingzoo:package.module → package.module.parallel_env
+        name = f"{name[len('pettingzoo:'):]}:parallel_env"
     if ":" in name and not os.path.exists(name):
         return _from_factory(name, seed, num_areas, parse_env_args(env_args), engine or EngineConfig())
     if os.path.exists(name) or name.endswith(UNITY_SUFFIXES) or os.path.exists(name + ".x86_64"):
@@ -126,11 +130,18 @@ def _from_factory(spec: str, seed: int, num_areas: int, kwargs: dict[str, Any], 
 
         name = env.spec.id if env.spec is not None else spec.rpartition(":")[2]
         return GymnasiumEnv(name, seed=seed, instances=[env] + [build(i) for i in range(1, num_areas)])
+    from palaestra.envs.pettingzoo_env import PettingZooEnv, is_parallel_env
+
+    if is_parallel_env(env):
+        if num_areas > 1:
+            raise EnvError(f"--env={spec}: --num-areas {num_areas} is not supported for PettingZoo environments")
+        module = spec.partition(":")[0]
+        return PettingZooEnv(env, module.rpartition(".")[2] or module, seed=seed)
     missing = [m for m in _PROTOCOL if not hasattr(env, m)]
     if missing:
         raise EnvError(
-            f"--env={spec}: the factory returned a {type(env).__name__}, which is neither a gymnasium.Env nor a "
-            f"Palaestra environment (it lacks {', '.join(missing)}; see docs/environments.md)"
+            f"--env={spec}: the factory returned a {type(env).__name__}, which is neither a gymnasium.Env, a "
+            f"PettingZoo ParallelEnv nor a Palaestra environment (it lacks {', '.join(missing)}; see docs/environments.md)"
         )
     if num_areas > 1 and "num_areas" not in accepted:
         raise EnvError(f"--env={spec}: --num-areas {num_areas} needs a factory that takes a num_areas argument")

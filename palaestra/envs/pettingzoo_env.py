@@ -1,0 +1,146 @@
+"""Adapter: a PettingZoo parallel environment as Palaestra behaviors.
+
+Agents are grouped into behaviors by their name without its trailing ``_<index>``:
+``adversary_0`` is behavior ``adversary``; ``agent_0`` and ``agent_1`` are behavior ``agent``
+(a config needs a section per behavior, or ``default``). An agent's id within its behavior is
+its position among the environment's ``possible_agents`` of that behavior. Agents of one behavior
+must share their observation and action spaces, which map as for Gymnasium
+(envs/gymnasium_env.py). An agent that finishes early leaves the decision steps through the
+terminal steps (truncation reported as an interruption); agents may join late; when no agent is
+left, the environment resets and every agent starts a new episode.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping
+
+import numpy as np
+
+from palaestra.envs.base import (
+    ActionTuple,
+    BehaviorSpec,
+    DecisionSteps,
+    EnvError,
+    TerminalSteps,
+)
+from palaestra.envs.gymnasium_env import action_converter, observation_converter
+
+
+def behavior_of(agent: str) -> str:
+    return re.sub(r"_\d+$", "", agent)
+
+
+class PettingZooEnv:
+    def __init__(self, env: Any, name: str, seed: int = 0) -> None:
+        self.env = env
+        self.name = name
+        self.seed = seed
+        self._agent: dict[str, tuple[str, int]] = {}  # agent name -> (behavior, id)
+        groups: dict[str, list[str]] = {}
+        for agent in env.possible_agents:
+            group = groups.setdefault(behavior_of(agent), [])
+            self._agent[agent] = (behavior_of(agent), len(group))
+            group.append(agent)
+        self._specs: dict[str, BehaviorSpec] = {}
+        self._convert_obs: dict[str, Any] = {}
+        self._convert_act: dict[str, Any] = {}
+        for behavior, agents in groups.items():
+            spaces = {(repr(env.observation_space(a)), repr(env.action_space(a))) for a in agents}
+            if len(spaces) > 1:
+                raise EnvError(f"PettingZoo environment {name!r}: the agents of behavior {behavior!r} ({agents}) "
+                               "have different observation or action spaces; give them different names")
+            label = f"{name} ({behavior})"
+            shape, self._convert_obs[behavior] = observation_converter(env.observation_space(agents[0]), label)
+            action_spec, self._convert_act[behavior] = action_converter(env.action_space(agents[0]), label)
+            self._specs[behavior] = BehaviorSpec((shape,), action_spec)
+        self._decision: dict[str, DecisionSteps] = {}
+        self._terminal: dict[str, TerminalSteps] = {}
+        self._deciding: dict[str, list[str]] = {}  # agent names in decision-step order
+        self._actions: dict[str, ActionTuple] = {}
+        self._seeded = False
+
+    @property
+    def behavior_specs(self) -> Mapping[str, BehaviorSpec]:
+        return self._specs
+
+    def _check(self, behavior: str) -> None:
+        if behavior not in self._specs:
+            raise EnvError(f"unknown behavior {behavior!r}; this environment has {list(self._specs)}")
+
+    def get_steps(self, behavior: str) -> tuple[DecisionSteps, TerminalSteps]:
+        self._check(behavior)
+        if not self._decision:
+            raise EnvError("get_steps() called before reset()")
+        return self._decision[behavior], self._terminal[behavior]
+
+    def set_actions(self, behavior: str, actions: ActionTuple) -> None:
+        self._check(behavior)
+        self._actions[behavior] = actions
+
+    def reset(self, parameters: Mapping[str, float] | None = None) -> None:
+        if parameters:
+            raise EnvError(f"PettingZoo environment {self.name!r} takes no environment parameters; "
+                           "pass constructor arguments with --env-args instead")
+        obs, _ = self.env.reset(seed=None if self._seeded else self.seed)
+        self._seeded = True
+        self._publish(obs, {}, {}, {}, {})
+
+    def step(self) -> None:
+        if not self._decision:
+            self.reset()
+        actions = {}
+        for behavior, agents in self._deciding.items():
+            chosen = self._actions.pop(behavior, None)
+            if chosen is None:
+                chosen = self._specs[behavior].action_spec.empty_actions(len(agents))
+            for row, agent in enumerate(agents):
+                actions[agent] = self._convert_act[behavior](chosen, row)
+        obs, rewards, terminated, truncated, _ = self.env.step(actions)
+        if not self.env.agents:  # everyone is done: a new episode for all
+            fresh, _ = self.env.reset()
+            self._publish(fresh, rewards, terminated, truncated, obs)
+        else:
+            self._publish(obs, rewards, terminated, truncated, {})
+
+    def _publish(self, obs: Mapping[str, Any], rewards: Mapping[str, float], terminated: Mapping[str, bool],
+                 truncated: Mapping[str, bool], final_obs: Mapping[str, Any]) -> None:
+        """Decision steps for the agents in ``obs`` that go on, terminal steps for those that ended."""
+        deciding: dict[str, list[str]] = {b: [] for b in self._specs}
+        ended: dict[str, list[str]] = {b: [] for b in self._specs}
+        for agent in rewards:
+            if terminated.get(agent) or truncated.get(agent):
+                ended[self._agent[agent][0]].append(agent)
+        for agent in obs:
+            if agent in self._agent and not (terminated.get(agent) or truncated.get(agent)) or final_obs:
+                deciding[self._agent[agent][0]].append(agent)
+        for behavior in self._specs:
+            spec, convert = self._specs[behavior], self._convert_obs[behavior]
+            agents = deciding[behavior]
+            shape = spec.observation_shapes[0]
+            self._decision[behavior] = DecisionSteps(
+                [np.stack([convert(obs[a]) for a in agents]) if agents else np.zeros((0, *shape), np.float32)],
+                np.asarray([0.0 if final_obs else rewards.get(a, 0.0) for a in agents], np.float32),
+                np.asarray([self._agent[a][1] for a in agents], np.int64),
+            )
+            done = ended[behavior]
+            last = final_obs or obs
+            self._terminal[behavior] = TerminalSteps(
+                [np.stack([convert(last[a]) for a in done]) if done else np.zeros((0, *shape), np.float32)],
+                np.asarray([rewards[a] for a in done], np.float32),
+                np.asarray([self._agent[a][1] for a in done], np.int64),
+                np.asarray([bool(truncated.get(a)) and not terminated.get(a) for a in done], bool),
+            )
+        self._deciding = deciding
+
+    def close(self) -> None:
+        self.env.close()
+        self._decision = {}
+
+
+def is_parallel_env(obj: Any) -> bool:
+    try:
+        from pettingzoo.utils.env import ParallelEnv
+    except ImportError:
+        return False
+    return isinstance(obj, ParallelEnv)
