@@ -256,6 +256,13 @@ def test_python_factory_errors_are_clear(factory_module, target, message):
         make_env(target.format(m=factory_module))
 
 
+def test_python_factory_module_that_fails_to_import(tmp_path, monkeypatch):
+    (tmp_path / "bad_module.py").write_text("raise RuntimeError('missing licence file')\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(EnvError, match="importing module 'bad_module' failed: RuntimeError: missing licence file"):
+        make_env("bad_module:make")
+
+
 def test_python_factory_receives_the_engine_settings(factory_module):
     from palaestra.envs.base import EngineConfig
 

@@ -79,7 +79,8 @@ def make_env(name: str | None, seed: int = 0, num_areas: int = 1, env_args: list
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     raise EnvError(
         f"unknown environment {name!r}. Built-in environments: {', '.join(BUILTIN_ENVS)}; or any "
-        f"Gymnasium id such as CartPole-v1 or Pendulum-v1 (see docs/environments.md).{hint}"
+        f"Gymnasium id such as CartPole-v1 or Pendulum-v1; or a Python factory package.module:callable; "
+        f"or pettingzoo:package.module (see docs/environments.md).{hint}"
     )
 
 
@@ -96,6 +97,8 @@ def _load_factory(spec: str) -> Callable[..., Any]:
         obj: Any = importlib.import_module(module_name)
     except ImportError as e:
         raise EnvError(f"--env={spec}: cannot import module {module_name!r}: {e}") from None
+    except Exception as e:  # the module's own code failed while importing (a syntax error, a raise)
+        raise EnvError(f"--env={spec}: importing module {module_name!r} failed: {type(e).__name__}: {e}") from None
     for part in attribute.split("."):
         if not hasattr(obj, part):
             raise EnvError(f"--env={spec}: module {module_name!r} has no attribute {attribute!r}")
