@@ -1,7 +1,7 @@
 """Train one environment with several seeds; print each run's final mean reward (the last
 summary row of summaries/<run>_<Behavior>.csv) and how many reach a threshold.
 
-Usage: python bench/seed_sweep.py CONFIG ENV [--seeds 8] [--threshold 90] [-- extra mlagents-learn flags]
+Usage: python bench/seed_sweep.py CONFIG ENV [--seeds 8] [--threshold 90] [other mlagents-learn flags]
 Example: python bench/seed_sweep.py config/trainer_config.yaml GridWorld --threshold 0.8
 """
 
@@ -27,7 +27,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=8)
     parser.add_argument("--threshold", type=float, default=None)
     parser.add_argument("extra", nargs="*", help="more mlagents-learn flags, after --")
-    args = parser.parse_args()
+    args, unknown = parser.parse_known_args()  # other mlagents-learn flags pass through
+    args.extra = [*args.extra, *unknown]
     from palaestra.envs.sources import make_env
 
     behavior = next(iter(make_env(args.env).behavior_specs))

@@ -28,6 +28,7 @@ from palaestra.checkpoints import CheckpointError, CheckpointManager, atomic_wri
 from palaestra.cli import RunOptions, UsageError
 from palaestra.envs.base import EngineConfig, Env, EnvError
 from palaestra.envs.sources import describe_specs, make_env
+from palaestra.envs.workers import WorkerPoolEnv
 from palaestra.settings import (
     ConfigError,
     TrainerConfig,
@@ -67,11 +68,6 @@ def run(options: RunOptions) -> int:
 def _check_options(options: RunOptions, models: Path) -> None:
     if options.resume and options.force:
         raise UsageError("--resume and --force contradict each other: --resume continues a run, --force starts it over")
-    if options.num_envs > 1:
-        raise UsageError(
-            f"--num-envs {options.num_envs}: parallel environment workers are not supported yet; "
-            "use --num-areas N to run N copies of the training area in one process"
-        )
     for flag, path in (("--curriculum", options.curriculum), ("--sampler", options.sampler)):
         if path is not None:
             if not Path(path).exists():
@@ -155,7 +151,12 @@ def _run(options: RunOptions) -> int:
                           options.target_frame_rate, options.no_graphics)
     if options.lesson and options.curriculum is None:
         logger.warning("--lesson %d has no effect without --curriculum", options.lesson)
-    env = make_env(options.env, seed=seed, num_areas=options.num_areas, env_args=options.env_args, engine=engine)
+    if options.num_envs > 1:  # worker processes, stepped together (envs/workers.py)
+        env = WorkerPoolEnv(options.env, options.num_envs, seed=seed, num_areas=options.num_areas,
+                            env_args=options.env_args, engine=engine)
+    else:
+        env = make_env(options.env, seed=seed, num_areas=options.num_areas, env_args=options.env_args,
+                       engine=engine)
     try:
         settings = _resolve_settings(config, env)
         if options.dry_run:

@@ -165,7 +165,7 @@ def test_dry_run_prints_settings_and_trains_nothing(run_cli, workdir):
 @pytest.mark.parametrize("args,message", [
     (["missing.yaml", "--env=3DBall"], "does not exist"),
     (["{cfg}", "--env=NoSuchEnv"], "unknown environment 'NoSuchEnv'"),
-    (["{cfg}", "--env=3DBall", "--num-envs=2"], "--num-envs 2: parallel environment workers are not supported yet"),
+    (["{cfg}", "--env=NoSuchEnv", "--num-envs=2"], "environment worker 0 (pid"),
     (["{cfg}", "--env=3DBall", "--sampler={cfg}"], "--sampler is not supported yet"),
     (["{cfg}", "--env=3DBall", "--curriculum=nope.yaml"], "does not exist"),
     (["{cfg}"], "Unity Editor (no --env) is not supported yet"),

@@ -74,6 +74,9 @@ def test_ppo_solves_basic(run_cli, workdir):
     # The issue's "reaches 500 within 100k steps": every deterministic episode of the exported
     # model lasts the full 500 steps; the stochastic training policy's mean is a little lower.
     ("CartPole-v1", None, ["--num-areas=8"], 475.0, 500.0),
+    # The same with two environment worker processes (issue 4): the same returns.
+    ("3DBall", ("max_steps: 5.0e5", "max_steps: 3.0e5"), ["--num-envs=2"], 90.0, None),
+    ("CartPole-v1", None, ["--num-envs=2", "--num-areas=4"], 475.0, 500.0),
 ])
 def test_ppo_solves_with_the_shipped_config(run_cli, workdir, env_name, shorten, flags, trained, exported):
     text = SHIPPED_CONFIG.read_text()
