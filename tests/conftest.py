@@ -83,16 +83,17 @@ def episode_returns(monkeypatch) -> list[float]:
 
 
 def interrupt_training(cwd: Path, *args: str, after_step: str = r"Step: [3-9]\d\d\.") -> tuple[int, str, float]:
-    """Start ``python -m palaestra.cli ARGS`` in ``cwd``, send one real Ctrl+C (SIGINT) once a
-    summary line matches ``after_step``; return (exit code, stderr, seconds from SIGINT to exit)."""
+    """Start ``python -m palaestra.cli ARGS`` in ``cwd``, press Ctrl+C once (SIGINT to its whole
+    process group, as a terminal does) when a summary line matches ``after_step``; return
+    (exit code, stderr, seconds from SIGINT to exit)."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen([sys.executable, "-m", "palaestra.cli", *args], cwd=cwd, stderr=subprocess.PIPE,
-                            text=True, env=env)
+                            text=True, env=env, start_new_session=True)
     try:
         for line in proc.stderr:  # wait until training is under way
             if re.search(after_step, line):
                 break
-        proc.send_signal(signal.SIGINT)
+        os.killpg(proc.pid, signal.SIGINT)  # the session leader's pid is its process group id
         start = time.time()
         _, err = proc.communicate(timeout=60)
         return proc.returncode, err, time.time() - start

@@ -99,3 +99,14 @@ def test_a_worker_that_raises_stops_the_run_with_a_message_after_saving(run_cli,
     assert "environment worker 1" in result.log and "RuntimeError: simulated crash in the simulator" in result.log
     assert "Traceback" not in result.log
     assert (workdir / "models/c/1D.onnx").is_file() and list((workdir / "models/c/1D").glob("checkpoint-*.pt"))
+
+
+def test_ctrl_c_with_workers_saves_and_exits_cleanly(tmp_path):
+    from tests.conftest import interrupt_training
+
+    (tmp_path / "c.yaml").write_text("1D:\n  batch_size: 16\n  buffer_size: 64\n  hidden_units: 16\n"
+                                     "  num_layers: 1\n  max_steps: 10000000\n  summary_freq: 100\n")
+    code, err, seconds = interrupt_training(tmp_path, "c.yaml", "--env=Simple1DDiscrete", "--num-envs=2",
+                                            "--run-id=w")
+    assert code == 0 and "Traceback" not in err and "failed" not in err, err
+    assert seconds < 30 and (tmp_path / "models/w/1D.onnx").is_file()

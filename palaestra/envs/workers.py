@@ -72,7 +72,12 @@ def _flat(obs: list[np.ndarray], n: int) -> np.ndarray:
 
 
 def _worker(conn: Any, name: str, seed: int, num_areas: int, env_args: list[str], engine: EngineConfig) -> None:
+    import signal
+
     from palaestra.envs.sources import make_env
+
+    # Ctrl+C reaches the whole process group; the main process decides when workers stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     blocks: dict[str, _Block] = {}
     try:
