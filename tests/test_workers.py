@@ -15,6 +15,49 @@ from palaestra.envs.checker import check_env
 from palaestra.envs.workers import WorkerPoolEnv
 from tests.conftest import write_yaml
 
+GROWING_MODULE = """
+import numpy as np
+from palaestra.envs.base import ActionSpec, BehaviorSpec, DecisionSteps, TerminalSteps
+
+
+class Growing:
+    # One more agent every step, up to 40: more than a worker's first shared block holds.
+
+    def __init__(self):
+        self.spec = BehaviorSpec(((2,),), ActionSpec(discrete_branches=(3,)))
+        self.behavior_specs = {"G": self.spec}
+
+    def reset(self, parameters=None):
+        self.n = 1
+        self._publish()
+
+    def _publish(self):
+        ids = np.arange(self.n)
+        obs = np.stack([ids, ids * 2], axis=1).astype(np.float32)
+        mask = np.zeros((self.n, 3), bool)
+        mask[:, 2] = True  # action 2 is never available
+        self.decision = DecisionSteps([obs], np.full(self.n, 0.5, np.float32), ids, [mask])
+
+    def get_steps(self, behavior):
+        return self.decision, TerminalSteps.empty(self.spec)
+
+    def set_actions(self, behavior, actions):
+        assert len(actions.discrete) == self.n
+        self.last_actions = actions.discrete.copy()
+
+    def step(self):
+        self.n = min(self.n + 1, 40)
+        self._publish()
+
+    def close(self):
+        pass
+
+
+def make():
+    return Growing()
+"""
+
+
 CRASHING_MODULE = """
 from palaestra.envs.builtin.simple1d import Simple1D
 
@@ -110,3 +153,22 @@ def test_ctrl_c_with_workers_saves_and_exits_cleanly(tmp_path):
                                             "--run-id=w")
     assert code == 0 and "Traceback" not in err and "failed" not in err, err
     assert seconds < 30 and (tmp_path / "models/w/1D.onnx").is_file()
+
+
+def test_worker_blocks_grow_when_more_agents_arrive(tmp_path, monkeypatch):
+    (tmp_path / "growing_env.py").write_text(GROWING_MODULE)
+    monkeypatch.chdir(tmp_path)
+    env = WorkerPoolEnv("growing_env:make", 2, seed=0)
+    try:
+        env.reset()
+        for step in range(45):
+            decision, _ = env.get_steps("G")
+            n = min(step + 1, 40)
+            assert len(decision) == 2 * n
+            np.testing.assert_array_equal(np.sort(decision.agent_id), np.arange(2 * n))  # id x 2 + worker
+            np.testing.assert_array_equal(decision.obs[0][:, 1], 2 * decision.obs[0][:, 0])
+            assert decision.action_mask[0][:, 2].all() and not decision.action_mask[0][:, :2].any()
+            env.set_actions("G", env.behavior_specs["G"].action_spec.empty_actions(len(decision)))
+            env.step()
+    finally:
+        env.close()

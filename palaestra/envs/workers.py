@@ -2,9 +2,8 @@
 
 Worker ``i`` builds its environment with ``make_env`` (seed ``seed + i``, port ``base_port + i``)
 and steps it when told. Observations, rewards, agent ids, masks and actions travel through
-shared memory: each worker owns one block per behavior, sized from its first reset, and the
-pipe carries only commands and row counts (a step with more agents than the block holds falls
-back to sending that step's arrays through the pipe). All workers step at once; the policy then
+shared memory: each worker owns one block per behavior, sized from its first reset and replaced
+by a larger one when more agents arrive, and the pipe carries only commands and row counts. All workers step at once; the policy then
 acts once on the agents of all workers. An agent's id is ``id x N + i``, unique across workers.
 
 A worker that raises, dies or does not answer within ``timeout`` seconds ends the step with an
@@ -60,7 +59,7 @@ class _Block:
             offset += sizes[key]
 
     def close(self, unlink: bool) -> None:
-        self.arrays = {}
+        self.arrays.clear()  # in place: callers' references to the dict must not keep views alive
         self.shm.close()
         if unlink:
             self.shm.unlink()
@@ -91,27 +90,26 @@ def _worker(conn: Any, name: str, seed: int, num_areas: int, env_args: list[str]
             if command == "reset":
                 env.reset(payload)
             elif command == "step":
-                for behavior, (n, spill) in payload.items():
+                for behavior, n in payload.items():
                     block = blocks[behavior].arrays
-                    cont, disc = (spill if spill is not None else (block["a_cont"][:n], block["a_disc"][:n]))
-                    env.set_actions(behavior, ActionTuple(continuous=np.array(cont), discrete=np.array(disc)))
+                    env.set_actions(behavior, ActionTuple(continuous=block["a_cont"][:n].copy(),
+                                                          discrete=block["a_disc"][:n].copy()))
                 env.step()
             counts: dict[str, Any] = {}
             for behavior, spec in specs.items():
                 decision, terminal = env.get_steps(behavior)
                 nd, nt = len(decision), len(terminal)
-                if behavior not in blocks:  # sized from the first reset, with room to spare
-                    blocks[behavior] = _Block(_layout(spec, max(2 * nd, 16)))
-                    conn.send(("block", behavior, blocks[behavior].shm.name, max(2 * nd, 16)))
+                need = max(nd, nt)
+                if behavior not in blocks or need > blocks[behavior].arrays["d_id"].shape[0]:
+                    # first reset, or more agents than the block holds: a new block with room to spare
+                    rows = max(2 * need, 16)
+                    if behavior in blocks:
+                        blocks[behavior].close(unlink=True)  # the main process keeps its mapping until it swaps
+                    blocks[behavior] = _Block(_layout(spec, rows))
+                    conn.send(("block", behavior, blocks[behavior].shm.name, rows))
                 block = blocks[behavior].arrays
-                rows = block["d_id"].shape[0]
                 mask = (~np.concatenate(decision.action_mask, axis=1) if decision.action_mask is not None
                         else None)
-                if nd > rows or nt > rows:  # too many agents for the block this step: send the arrays
-                    counts[behavior] = (nd, nt, (_flat(decision.obs, nd), decision.reward, decision.agent_id, mask,
-                                                 _flat(terminal.obs, nt), terminal.reward, terminal.agent_id,
-                                                 terminal.interrupted))
-                    continue
                 block["d_obs"][:nd] = _flat(decision.obs, nd)
                 block["d_reward"][:nd] = decision.reward
                 block["d_id"][:nd] = decision.agent_id
@@ -187,13 +185,10 @@ class WorkerPoolEnv:
                 if chosen is None:
                     chosen = spec.action_spec.empty_actions(sum(rows))
                 cont, disc = chosen.continuous[start : start + n], chosen.discrete[start : start + n]
-                block = self.blocks[i][behavior].arrays
-                if n <= block["a_cont"].shape[0]:
-                    block["a_cont"][:n] = cont
-                    block["a_disc"][:n] = disc
-                    payload[behavior] = (n, None)
-                else:
-                    payload[behavior] = (n, (cont, disc))
+                block = self.blocks[i][behavior].arrays  # it holds every agent of the last step
+                block["a_cont"][:n] = cont
+                block["a_disc"][:n] = disc
+                payload[behavior] = n
             return "step", payload
 
         self._broadcast(message)
@@ -248,6 +243,8 @@ class WorkerPoolEnv:
                 raise self._failure(i, reply[1])
             if reply[0] == "block":  # a behavior's shared block, created after the first reset
                 _, behavior, shm_name, rows = reply
+                if behavior in self.blocks[i]:
+                    self.blocks[i].pop(behavior).close(unlink=False)  # replaced by a larger one
                 try:
                     self.blocks[i][behavior] = _Block(_layout(self._specs[behavior], rows), name=shm_name)
                 except FileNotFoundError:  # the worker failed and released it: its error comes next
@@ -268,14 +265,11 @@ class WorkerPoolEnv:
             masked = False
             for i, counts in enumerate(replies):
                 nd, nt, extra = counts[behavior]
-                if isinstance(extra, tuple):  # arrays sent through the pipe
-                    d_obs, d_reward, d_id, d_mask, t_obs, t_reward, t_id, t_int = extra
-                else:
-                    block = self.blocks[i][behavior].arrays
-                    d_obs, d_reward, d_id = block["d_obs"][:nd], block["d_reward"][:nd], block["d_id"][:nd]
-                    d_mask = block["d_mask"][:nd] if extra else None
-                    t_obs, t_reward, t_id = block["t_obs"][:nt], block["t_reward"][:nt], block["t_id"][:nt]
-                    t_int = block["t_interrupted"][:nt]
+                block = self.blocks[i][behavior].arrays
+                d_obs, d_reward, d_id = block["d_obs"][:nd], block["d_reward"][:nd], block["d_id"][:nd]
+                d_mask = block["d_mask"][:nd] if extra else None
+                t_obs, t_reward, t_id = block["t_obs"][:nt], block["t_reward"][:nt], block["t_id"][:nt]
+                t_int = block["t_interrupted"][:nt]
                 masked = masked or d_mask is not None
                 parts["d_obs"].append(d_obs)
                 parts["d_reward"].append(d_reward)
