@@ -35,6 +35,9 @@ class RunOptions:
     seed: int = -1
     env_args: list[str] = field(default_factory=list)
     base_port: int = 5005
+    max_lifetime_restarts: int = 10
+    restarts_rate_limit_n: int = 1
+    restarts_rate_limit_period_s: int = 60
     inference: bool = False
     resume: bool = False
     force: bool = False
@@ -65,6 +68,13 @@ def _positive(value: str) -> int:
     number = int(value)
     if number < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return number
+
+
+def _limit(value: str) -> int:
+    number = int(value)
+    if number < -1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, or -1 for no limit, got {value}")
     return number
 
 
@@ -108,7 +118,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-freq", type=_positive, default=d.save_freq,
                    help="environment steps between checkpoints")
     p.add_argument("--seed", type=int, default=d.seed, help="random seed; -1 picks one at random")
-    p.add_argument("--base-port", type=_port, default=d.base_port, help="first port for Unity workers")
+    p.add_argument("--base-port", type=_port, default=d.base_port,
+                   help="first port: environment worker i of --num-envs gets base-port + i (a factory "
+                        "that takes a `port` argument receives it)")
+    p.add_argument("--max-lifetime-restarts", type=_limit, default=d.max_lifetime_restarts,
+                   help="how often one --num-envs worker that crashes or hangs is restarted over the run "
+                        "before the run stops (-1: no limit)")
+    p.add_argument("--restarts-rate-limit-n", type=_limit, default=d.restarts_rate_limit_n,
+                   help="how often one worker may be restarted within --restarts-rate-limit-period-s "
+                        "before the run stops (-1: no limit)")
+    p.add_argument("--restarts-rate-limit-period-s", type=_positive, default=d.restarts_rate_limit_period_s,
+                   help="the period, in seconds, of --restarts-rate-limit-n")
     p.add_argument("--inference", action="store_true", help="run the policy without training or saving")
     p.add_argument("--resume", action="store_true", help="continue the run --run-id from its last checkpoint")
     p.add_argument("--force", action="store_true", help="start the run --run-id over, deleting its old outputs")

@@ -28,7 +28,7 @@ from palaestra.checkpoints import CheckpointError, CheckpointManager, atomic_wri
 from palaestra.cli import RunOptions, UsageError
 from palaestra.envs.base import EngineConfig, Env, EnvError
 from palaestra.envs.sources import describe_specs, make_env
-from palaestra.envs.workers import WorkerPoolEnv
+from palaestra.envs.workers import RestartLimits, WorkerPoolEnv
 from palaestra.settings import (
     ConfigError,
     TrainerConfig,
@@ -151,12 +151,18 @@ def _run(options: RunOptions) -> int:
                           options.target_frame_rate, options.no_graphics)
     if options.lesson and options.curriculum is None:
         logger.warning("--lesson %d has no effect without --curriculum", options.lesson)
-    if options.num_envs > 1:  # worker processes, stepped together (envs/workers.py)
+    restart_flags = (options.max_lifetime_restarts, options.restarts_rate_limit_n, options.restarts_rate_limit_period_s)
+    if options.num_envs == 1 and restart_flags != (10, 1, 60):
+        logger.warning("the --max-lifetime-restarts and --restarts-rate-limit-* flags have no effect with "
+                       "--num-envs 1: the environment runs in the main process, where a crash stops the run")
+    if options.num_envs > 1:  # worker processes, stepped in two alternating halves (envs/workers.py)
         env = WorkerPoolEnv(options.env, options.num_envs, seed=seed, num_areas=options.num_areas,
-                            env_args=options.env_args, engine=engine)
+                            env_args=options.env_args, engine=engine, base_port=options.base_port,
+                            restarts=RestartLimits(options.max_lifetime_restarts, options.restarts_rate_limit_n,
+                                                   options.restarts_rate_limit_period_s))
     else:
         env = make_env(options.env, seed=seed, num_areas=options.num_areas, env_args=options.env_args,
-                       engine=engine)
+                       engine=engine, port=options.base_port)
     try:
         settings = _resolve_settings(config, env)
         if options.dry_run:

@@ -10,9 +10,9 @@ import time
 import numpy as np
 import pytest
 
-from palaestra.envs.base import EnvError
+from palaestra.envs.base import ActionTuple, EnvError
 from palaestra.envs.checker import check_env
-from palaestra.envs.workers import WorkerPoolEnv
+from palaestra.envs.workers import RestartLimits, WorkerPoolEnv
 from tests.conftest import write_yaml
 
 GROWING_MODULE = """
@@ -59,26 +59,78 @@ def make():
 
 
 CRASHING_MODULE = """
+from pathlib import Path
+
 from palaestra.envs.builtin.simple1d import Simple1D
 
 
 class Crashing(Simple1D):
+    # The instance on port 5006 (worker 1 with the default --base-port) raises after 300 steps;
+    # with ONCE set it does so only the first time (a marker file remembers).
+    ONCE = {once}
+
     def step(self):
         self.steps = getattr(self, "steps", 0) + 1
-        if self.seed_value == 1 and self.steps > 300:  # only worker 1 fails
+        if self.port == 5006 and self.steps > 300 and not (self.ONCE and Path("crashed").exists()):
+            Path("crashed").touch()
             raise RuntimeError("simulated crash in the simulator")
         super().step()
 
 
-def make(seed):
+def make(seed, port):
     env = Crashing(seed=seed)
-    env.seed_value = seed
+    env.port = port
     return env
 """
 
 
-def test_workers_present_one_environment_with_unique_agent_ids():
-    env = WorkerPoolEnv("3DBall", 2, seed=0)
+HANGING_MODULE = """
+import time
+from pathlib import Path
+
+from palaestra.envs.builtin.simple1d import Simple1D
+
+
+class Hanging(Simple1D):
+    # The instance on port 5006 stops answering after 20 steps, the first time only.
+    def step(self):
+        self.steps = getattr(self, "steps", 0) + 1
+        if self.port == 5006 and self.steps > 20 and not Path("hung").exists():
+            Path("hung").touch()
+            time.sleep(600)
+        super().step()
+
+
+def make(seed, port):
+    env = Hanging(seed=seed)
+    env.port = port
+    return env
+"""
+
+ONE_AGENT_CONFIG = """
+    1D:
+      batch_size: 16
+      buffer_size: 64
+      hidden_units: 16
+      num_layers: 1
+      max_steps: {max_steps}
+      summary_freq: 100
+"""
+
+
+def _drive(env, steps: int, behavior: str) -> list:
+    """Step with empty actions; return each step's (decision, terminal)."""
+    seen = []
+    for _ in range(steps):
+        decision, terminal = env.get_steps(behavior)
+        seen.append((decision, terminal))
+        env.set_actions(behavior, env.behavior_specs[behavior].action_spec.empty_actions(len(decision)))
+        env.step()
+    return seen
+
+
+def test_lockstep_workers_present_one_environment_with_unique_agent_ids():
+    env = WorkerPoolEnv("3DBall", 2, seed=0, pipeline=False)
     try:
         check_env(env)
         env.reset()
@@ -89,18 +141,59 @@ def test_workers_present_one_environment_with_unique_agent_ids():
         env.close()
 
 
+def test_pipelined_workers_show_alternate_halves():
+    env = WorkerPoolEnv("3DBall", 4, seed=0)
+    try:
+        check_env(env)
+        env.reset()
+        halves = [env.get_steps("3DBall")[0].agent_id % 4]
+        for _ in range(3):
+            env.set_actions("3DBall", env.behavior_specs["3DBall"].action_spec.empty_actions(24))
+            env.step()
+            halves.append(env.get_steps("3DBall")[0].agent_id % 4)
+        assert [sorted(set(h.tolist())) for h in halves] == [[0, 1], [2, 3], [0, 1], [2, 3]]
+        assert all(len(h) == 24 for h in halves)
+    finally:
+        env.close()
+
+
+def _per_agent_observations(pipeline: bool) -> dict[int, list[float]]:
+    """Each agent's observations over 40 rounds, acting by a fixed rule on its own observation."""
+    env = WorkerPoolEnv("Simple1DDiscrete", 4, seed=3, pipeline=pipeline)
+    seen: dict[int, list[float]] = {}
+    try:
+        env.reset()
+        for _ in range(40 * (2 if pipeline else 1)):
+            decision, terminal = env.get_steps("1D")
+            for agent, obs in zip(decision.agent_id.tolist(), decision.obs[0][:, 0].tolist()):
+                seen.setdefault(agent, []).append(obs)
+            for agent in terminal.agent_id.tolist():
+                seen.setdefault(agent, []).append("end")
+            right = (decision.obs[0][:, 0] > 0).astype(np.int32)[:, None]  # toward the goal
+            env.set_actions("1D", ActionTuple(continuous=np.zeros((len(decision), 0), np.float32), discrete=right))
+            env.step()
+    finally:
+        env.close()
+    return seen
+
+
+def test_pipelining_changes_no_agent_s_experience():
+    # every agent sees the same observations and episode ends whether the workers step in
+    # lockstep or in alternating halves: only the order in which agents reach the policy differs
+    lockstep, pipelined = _per_agent_observations(False), _per_agent_observations(True)
+    assert lockstep.keys() == pipelined.keys() and len(lockstep) == 4
+    for agent in lockstep:
+        assert lockstep[agent] == pipelined[agent]
+        assert lockstep[agent].count("end") >= 2
+
+
 def test_workers_differ_by_seed_and_step_deterministically():
     runs = []
     for _ in range(2):
-        env = WorkerPoolEnv("Simple1DDiscrete", 2, seed=5)
+        env = WorkerPoolEnv("Simple1DDiscrete", 2, seed=5, pipeline=False)
         try:
             env.reset()
-            goals = []
-            for _ in range(30):
-                d, _ = env.get_steps("1D")
-                goals.append(d.obs[0][:, 0].copy())
-                env.set_actions("1D", env.behavior_specs["1D"].action_spec.empty_actions(len(d)))
-                env.step()
+            goals = [d.obs[0][:, 0].copy() for d, _ in _drive(env, 30, "1D")]
             runs.append(np.stack(goals))
         finally:
             env.close()
@@ -108,30 +201,79 @@ def test_workers_differ_by_seed_and_step_deterministically():
     assert (runs[0][:, 0] != runs[0][:, 1]).any()  # worker i gets seed + i
 
 
-def test_a_killed_worker_is_reported_by_name():
+def test_a_killed_worker_is_restarted_and_its_agents_episodes_end_interrupted():
     env = WorkerPoolEnv("3DBall", 2, seed=0, timeout=20)
     try:
         env.reset()
-        os.kill(env.procs[1].pid, signal.SIGKILL)
-        time.sleep(0.2)
-        with pytest.raises(EnvError, match=r"environment worker 1 \(pid \d+\) failed: the process died"):
-            for _ in range(5):
-                env.step()
+        _drive(env, 4, "3DBall")  # worker 0's agents are shown now; worker 1 has stepped
+        old_pid = env.procs[1].pid
+        os.kill(old_pid, signal.SIGKILL)
+        # shown: worker 1's last result, worker 0, then (the failure found) worker 1 restarted
+        decision, terminal = _drive(env, 4, "3DBall")[3]
+        assert env.procs[1].pid != old_pid and len(env.workers[1].restarts) == 1
+        assert sorted(terminal.agent_id.tolist()) == list(range(1, 24, 2))  # id x 2 + 1
+        assert terminal.interrupted.all() and (terminal.reward == 0).all()
+        assert sorted(decision.agent_id.tolist()) == list(range(1, 24, 2))  # the new process's agents
+        _drive(env, 6, "3DBall")  # and on it goes
     finally:
         env.close()
 
 
-def test_a_worker_that_raises_stops_the_run_with_a_message_after_saving(run_cli, workdir):
-    (workdir / "crashing_env.py").write_text(CRASHING_MODULE)
-    config = write_yaml(workdir / "c.yaml", """
-        1D:
-          batch_size: 16
-          buffer_size: 64
-          hidden_units: 16
-          num_layers: 1
-          max_steps: 100000
-          summary_freq: 100
-    """)
+def test_a_worker_past_its_restart_limit_is_reported_by_name():
+    env = WorkerPoolEnv("3DBall", 2, seed=0, timeout=20, restarts=RestartLimits(max_lifetime=0))
+    try:
+        env.reset()
+        os.kill(env.procs[1].pid, signal.SIGKILL)
+        time.sleep(0.2)
+        with pytest.raises(EnvError, match=r"environment worker 1 \(pid \d+\) failed: the process died .*"
+                                           r"not restarted: .*--max-lifetime-restarts=0"):
+            _drive(env, 5, "3DBall")
+    finally:
+        env.close()
+
+
+def test_restart_limits():
+    limits = RestartLimits(max_lifetime=3, rate_n=2, rate_period_s=60)
+    assert limits.refusal([], 100.0) is None
+    assert limits.refusal([50.0], 100.0) is None
+    assert "restarts-rate-limit-n=2" in limits.refusal([50.0, 90.0], 100.0)
+    assert limits.refusal([10.0, 30.0], 100.0) is None  # both older than the period
+    assert "--max-lifetime-restarts=3" in limits.refusal([1.0, 2.0, 3.0], 100.0)
+    assert RestartLimits(-1, -1).refusal([1.0] * 50, 2.0) is None
+
+
+def test_a_hung_worker_is_killed_and_restarted(tmp_path, monkeypatch):
+    (tmp_path / "hanging_env.py").write_text(HANGING_MODULE)
+    monkeypatch.chdir(tmp_path)
+    env = WorkerPoolEnv("hanging_env:make", 2, seed=0, timeout=2)
+    try:
+        env.reset()
+        start = time.monotonic()
+        _drive(env, 80, "1D")
+        assert (tmp_path / "hung").exists() and len(env.workers[1].restarts) == 1
+        assert time.monotonic() - start < 30
+    finally:
+        env.close()
+
+
+def test_a_crashing_worker_is_restarted_and_the_run_completes(run_cli, workdir):
+    (workdir / "crash_once.py").write_text(CRASHING_MODULE.format(once=True))
+    config = write_yaml(workdir / "c.yaml", ONE_AGENT_CONFIG.format(max_steps=2000))
+    try:
+        result = run_cli(str(config), "--env=crash_once:make", "--num-envs=2", "--run-id=c", "--seed=0")
+    finally:
+        import sys
+
+        sys.modules.pop("crash_once", None)
+    assert result.code == 0, result.log
+    assert "environment worker 1" in result.log and "restarting it (restart 1)" in result.log
+    assert (workdir / "crashed").exists() and (workdir / "models/c/1D.onnx").is_file()
+
+
+def test_a_worker_that_keeps_crashing_stops_the_run_with_a_message_after_saving(run_cli, workdir):
+    # restarted once; the second crash within a minute passes --restarts-rate-limit-n 1
+    (workdir / "crashing_env.py").write_text(CRASHING_MODULE.format(once=False))
+    config = write_yaml(workdir / "c.yaml", ONE_AGENT_CONFIG.format(max_steps=100000))
     try:
         result = run_cli(str(config), "--env=crashing_env:make", "--num-envs=2", "--run-id=c", "--seed=0")
     finally:
@@ -140,6 +282,8 @@ def test_a_worker_that_raises_stops_the_run_with_a_message_after_saving(run_cli,
         sys.modules.pop("crashing_env", None)
     assert result.code == 1
     assert "environment worker 1" in result.log and "RuntimeError: simulated crash in the simulator" in result.log
+    assert "restarting it (restart 1)" in result.log
+    assert "not restarted: it was restarted 1 time(s) in the last 60 s" in result.log
     assert "Traceback" not in result.log
     assert (workdir / "models/c/1D.onnx").is_file() and list((workdir / "models/c/1D").glob("checkpoint-*.pt"))
 
@@ -158,7 +302,7 @@ def test_ctrl_c_with_workers_saves_and_exits_cleanly(tmp_path):
 def test_worker_blocks_grow_when_more_agents_arrive(tmp_path, monkeypatch):
     (tmp_path / "growing_env.py").write_text(GROWING_MODULE)
     monkeypatch.chdir(tmp_path)
-    env = WorkerPoolEnv("growing_env:make", 2, seed=0)
+    env = WorkerPoolEnv("growing_env:make", 2, seed=0, pipeline=False)
     try:
         env.reset()
         for step in range(45):

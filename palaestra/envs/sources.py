@@ -3,7 +3,8 @@
 1. a built-in environment name (``3DBall``, ``Basic``, ...);
 2. an id registered with Gymnasium (``CartPole-v1``, ``Pendulum-v1``, ``HalfCheetah-v5``);
 3. ``package.module:callable``, a Python factory: called with the ``--env-args`` as keyword
-   arguments (plus ``seed``, ``num_areas`` and ``engine`` where its signature takes them), it returns an
+   arguments (plus ``seed``, ``num_areas``, ``engine`` and ``port`` where its signature takes them; worker
+   ``i`` of ``--num-envs`` gets ``--base-port`` + i), it returns an
    environment of the Env protocol (envs/base.py), a ``gymnasium.Env`` or a PettingZoo
    ``ParallelEnv``; the working directory is importable, so ``--env=my_env:make`` finds
    ``my_env.py`` beside the config; ``pettingzoo:package.module`` is short for
@@ -50,7 +51,7 @@ def _gymnasium_ids() -> list[str]:
 
 
 def make_env(name: str | None, seed: int = 0, num_areas: int = 1, env_args: list[str] | None = None,
-             engine: EngineConfig | None = None) -> Env:
+             engine: EngineConfig | None = None, port: int = 5005) -> Env:
     if name is None:
         raise EnvError(
             "training against the Unity Editor (no --env) is not supported yet; pass --env with a "
@@ -70,7 +71,7 @@ def make_env(name: str | None, seed: int = 0, num_areas: int = 1, env_args: list
     if name.startswith("pettingzoo:"):  # pettingzoo:package.module → package.module.parallel_env
         name = f"{name[len('pettingzoo:'):]}:parallel_env"
     if ":" in name and not os.path.exists(name):
-        return _from_factory(name, seed, num_areas, parse_env_args(env_args), engine or EngineConfig())
+        return _from_factory(name, seed, num_areas, parse_env_args(env_args), engine or EngineConfig(), port)
     if os.path.exists(name) or name.endswith(UNITY_SUFFIXES) or os.path.exists(name + ".x86_64"):
         raise EnvError(
             f"--env={name}: Unity builds are not supported yet; use a built-in environment or a Gymnasium id"
@@ -108,7 +109,8 @@ def _load_factory(spec: str) -> Callable[..., Any]:
     return obj
 
 
-def _from_factory(spec: str, seed: int, num_areas: int, kwargs: dict[str, Any], engine: EngineConfig) -> Env:
+def _from_factory(spec: str, seed: int, num_areas: int, kwargs: dict[str, Any], engine: EngineConfig,
+                  port: int) -> Env:
     import gymnasium
 
     factory = _load_factory(spec)
@@ -116,7 +118,8 @@ def _from_factory(spec: str, seed: int, num_areas: int, kwargs: dict[str, Any], 
         accepted = inspect.signature(factory).parameters
     except (TypeError, ValueError):  # some builtins have no signature
         accepted = {}
-    extra = {k: v for k, v in (("seed", seed), ("num_areas", num_areas), ("engine", engine)) if k in accepted}
+    offered = {"seed": seed, "num_areas": num_areas, "engine": engine, "port": port}
+    extra = {k: v for k, v in offered.items() if k in accepted}
 
     def build(index: int) -> Any:
         args = dict(extra)

@@ -1,20 +1,30 @@
 """``--num-envs N``: N environment instances in worker processes, presented as one environment.
 
-Worker ``i`` builds its environment with ``make_env`` (seed ``seed + i``, port ``base_port + i``)
-and steps it when told. Observations, rewards, agent ids, masks and actions travel through
-shared memory: each worker owns one block per behavior, sized from its first reset and replaced
-by a larger one when more agents arrive, and the pipe carries only commands and row counts. All workers step at once; the policy then
-acts once on the agents of all workers. An agent's id is ``id x N + i``, unique across workers.
+Worker ``i`` (envs/worker_process.py) builds its environment with seed ``seed + i`` and port
+``base_port + i``. Observations, rewards, agent ids, masks and actions travel through shared
+memory, one block per worker and behavior; a step command and its reply are counters in shared
+memory (envs/shm.py), so the pipes carry only resets, new blocks and errors. An agent's id is
+``id x N + i``, unique across workers.
 
-A worker that raises, dies or does not answer within ``timeout`` seconds ends the step with an
-EnvError naming the worker and what happened; the run loop saves the model and stops with that
-message.
+Pipelining: with two or more workers, the workers form two halves that take turns. ``step()``
+hands the shown half its actions and, while that half steps, shows the other half's results;
+so the policy acts on one half while the other half's environments run. Every agent still
+acts on its own latest observation, so learning is unchanged; only the order in which the
+workers' agents reach the policy differs, and a step shows about half of the agents.
+
+A worker that raises, dies or does not answer within ``timeout`` seconds is restarted, within
+``RestartLimits``: its agents' episodes end as interrupted at their last observation, and the
+new process (seed ``seed + i + N x restarts``) is reset with the last reset parameters. Past the
+limits the step raises an EnvError naming the worker and what happened; the run loop saves the
+model and stops with that message.
 """
 
 from __future__ import annotations
 
+import logging
 import multiprocessing as mp
-from multiprocessing import shared_memory
+import time
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import numpy as np
@@ -27,140 +37,104 @@ from palaestra.envs.base import (
     EnvError,
     TerminalSteps,
 )
+from palaestra.envs.shm import SharedArrays, Signal
+from palaestra.envs.worker_process import (
+    MESSAGE,
+    READ_PIPE,
+    STEP,
+    block_layout,
+    control_layout,
+    run_worker,
+)
+
+logger = logging.getLogger("palaestra")
 
 DEFAULT_TIMEOUT = 300.0
 
 
-def _layout(spec: BehaviorSpec, rows: int) -> dict[str, tuple[tuple[int, ...], Any]]:
-    """Field name → (shape, dtype) of one behavior's shared block."""
-    obs = int(sum(int(np.prod(s)) for s in spec.observation_shapes))
-    mask = int(sum(spec.action_spec.discrete_branches))
-    return {
-        "d_obs": ((rows, obs), np.float32), "d_reward": ((rows,), np.float32), "d_id": ((rows,), np.int64),
-        "d_mask": ((rows, mask), np.bool_),
-        "t_obs": ((rows, obs), np.float32), "t_reward": ((rows,), np.float32), "t_id": ((rows,), np.int64),
-        "t_interrupted": ((rows,), np.bool_),
-        "a_cont": ((rows, spec.action_spec.continuous_size), np.float32),
-        "a_disc": ((rows, len(spec.action_spec.discrete_branches)), np.int32),
-    }
+@dataclass(frozen=True)
+class RestartLimits:
+    """How often a failed worker is restarted (ML-Agents' names and defaults; -1: no limit)."""
+
+    max_lifetime: int = 10  # restarts of one worker over the whole run
+    rate_n: int = 1  # restarts of one worker within rate_period_s
+    rate_period_s: float = 60.0
+
+    def refusal(self, earlier: list[float], now: float) -> str | None:
+        """Why one more restart is refused, given the times of this worker's earlier restarts."""
+        if self.max_lifetime >= 0 and len(earlier) >= self.max_lifetime:
+            return (f"it was restarted {len(earlier)} time(s) already, the limit set by "
+                    f"--max-lifetime-restarts={self.max_lifetime}")
+        recent = sum(1 for t in earlier if now - t < self.rate_period_s)
+        if self.rate_n >= 0 and recent >= self.rate_n:
+            return (f"it was restarted {recent} time(s) in the last {self.rate_period_s:g} s, the limit set by "
+                    f"--restarts-rate-limit-n={self.rate_n} and --restarts-rate-limit-period-s="
+                    f"{self.rate_period_s:g}")
+        return None
 
 
-class _Block:
-    """Named numpy views over one shared-memory block."""
+class _Failed(Exception):
+    """A worker failed; ``what`` says how."""
 
-    def __init__(self, layout: dict[str, tuple[tuple[int, ...], Any]], name: str | None = None) -> None:
-        sizes = {k: int(np.prod(shape)) * np.dtype(dtype).itemsize for k, (shape, dtype) in layout.items()}
-        total = max(sum(sizes.values()), 1)
-        self.shm = shared_memory.SharedMemory(name=name, create=name is None, size=total)
-        self.arrays: dict[str, np.ndarray] = {}
-        offset = 0
-        for key, (shape, dtype) in layout.items():
-            self.arrays[key] = np.ndarray(shape, dtype=dtype, buffer=self.shm.buf, offset=offset)
-            offset += sizes[key]
-
-    def close(self, unlink: bool) -> None:
-        self.arrays.clear()  # in place: callers' references to the dict must not keep views alive
-        self.shm.close()
-        if unlink:
-            self.shm.unlink()
+    def __init__(self, what: str) -> None:
+        super().__init__(what)
+        self.what = what
 
 
-def _flat(obs: list[np.ndarray], n: int) -> np.ndarray:
-    # explicit sizes: reshape(n, -1) cannot infer a width when n is 0
-    return np.concatenate([o.reshape(n, int(np.prod(o.shape[1:]))) for o in obs], axis=1)
+@dataclass
+class _Worker:
+    """The main process's view of one worker."""
 
-
-def _worker(conn: Any, name: str, seed: int, num_areas: int, env_args: list[str], engine: EngineConfig) -> None:
-    import signal
-
-    from palaestra.envs.sources import make_env
-
-    # Ctrl+C reaches the whole process group; the main process decides when workers stop.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-    blocks: dict[str, _Block] = {}
-    try:
-        env = make_env(name, seed=seed, num_areas=num_areas, env_args=env_args, engine=engine)
-        specs = dict(env.behavior_specs)
-        conn.send(("specs", specs))
-        while True:
-            command, payload = conn.recv()
-            if command == "close":
-                break
-            if command == "reset":
-                env.reset(payload)
-            elif command == "step":
-                for behavior, n in payload.items():
-                    block = blocks[behavior].arrays
-                    env.set_actions(behavior, ActionTuple(continuous=block["a_cont"][:n].copy(),
-                                                          discrete=block["a_disc"][:n].copy()))
-                env.step()
-            counts: dict[str, Any] = {}
-            for behavior, spec in specs.items():
-                decision, terminal = env.get_steps(behavior)
-                nd, nt = len(decision), len(terminal)
-                need = max(nd, nt)
-                if behavior not in blocks or need > blocks[behavior].arrays["d_id"].shape[0]:
-                    # first reset, or more agents than the block holds: a new block with room to spare
-                    rows = max(2 * need, 16)
-                    if behavior in blocks:
-                        blocks[behavior].close(unlink=True)  # the main process keeps its mapping until it swaps
-                    blocks[behavior] = _Block(_layout(spec, rows))
-                    conn.send(("block", behavior, blocks[behavior].shm.name, rows))
-                block = blocks[behavior].arrays
-                mask = (~np.concatenate(decision.action_mask, axis=1) if decision.action_mask is not None
-                        else None)
-                block["d_obs"][:nd] = _flat(decision.obs, nd)
-                block["d_reward"][:nd] = decision.reward
-                block["d_id"][:nd] = decision.agent_id
-                if mask is not None:
-                    block["d_mask"][:nd] = mask
-                block["t_obs"][:nt] = _flat(terminal.obs, nt)
-                block["t_reward"][:nt] = terminal.reward
-                block["t_id"][:nt] = terminal.agent_id
-                block["t_interrupted"][:nt] = terminal.interrupted
-                counts[behavior] = (nd, nt, mask is not None)
-            conn.send(("steps", counts))
-        env.close()
-    except (EOFError, KeyboardInterrupt, BrokenPipeError):
-        pass  # the main process went away or is stopping: nothing to report to
-    except BaseException as e:  # report it; the main process decides what to do
-        detail = str(e) if isinstance(e, EnvError) else f"{type(e).__name__}: {e}"
-        try:
-            conn.send(("error", detail))
-        except (BrokenPipeError, OSError):
-            pass
-    finally:
-        for block in blocks.values():
-            block.close(unlink=True)
+    proc: Any
+    conn: Any
+    command: Signal
+    reply: Signal
+    blocks: dict[str, SharedArrays] = field(default_factory=dict)
+    seq: int = 0  # commands sent
+    in_flight: bool = False  # stepping: its blocks are not to be read until it replies
+    restarts: list[float] = field(default_factory=list)  # monotonic times of its restarts
+    # the decision rows it last showed (merged flat observations and ids, its first row and row
+    # count there), and those to report as interrupted at its next showing because its process
+    # was replaced (flat observations, ids)
+    last: dict[str, tuple[np.ndarray, np.ndarray, int, int]] = field(default_factory=dict)
+    interrupted: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
 
 class WorkerPoolEnv:
     def __init__(self, name: str, num_envs: int, seed: int = 0, num_areas: int = 1,
                  env_args: list[str] | None = None, engine: EngineConfig | None = None,
-                 timeout: float = DEFAULT_TIMEOUT) -> None:
-        engine = engine or EngineConfig()
+                 timeout: float = DEFAULT_TIMEOUT, base_port: int = 5005, pipeline: bool = True,
+                 restarts: RestartLimits | None = None) -> None:
         self.n = num_envs
         self.timeout = timeout
-        ctx = mp.get_context("spawn")  # a fresh interpreter: safe beside torch's threads
-        self.conns, self.procs = [], []
-        for i in range(num_envs):
-            parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_worker, args=(child, name, seed + i, num_areas, list(env_args or []), engine),
-                               daemon=True, name=f"palaestra-env-{i}")
-            proc.start()
-            child.close()
-            self.conns.append(parent)
-            self.procs.append(proc)
-        self.blocks: list[dict[str, _Block]] = [{} for _ in range(num_envs)]
-        specs = [self._receive(i, "specs")[1] for i in range(num_envs)]
+        self.restart_limits = restarts or RestartLimits()
+        self._args = (name, seed, num_areas, list(env_args or []), engine or EngineConfig(), base_port)
+        self._ctx = mp.get_context("spawn")  # a fresh interpreter: safe beside torch's threads
+        self._control = SharedArrays(control_layout(num_envs))
+        self.workers: list[_Worker] = []
+        try:
+            for i in range(num_envs):
+                self.workers.append(self._spawn(i))
+            specs = [self._handshake(i) for i in range(num_envs)]
+        except BaseException:
+            self.close()
+            raise
         if any(s != specs[0] for s in specs[1:]):
             self.close()
             raise EnvError(f"--num-envs: the {num_envs} instances of {name!r} report different behaviors or specs")
         self._specs: dict[str, BehaviorSpec] = specs[0]
+        half = (num_envs + 1) // 2
+        self.groups = [list(range(half)), list(range(half, num_envs))] if pipeline and num_envs > 1 \
+            else [list(range(num_envs))]
+        self._shown = 0  # the group whose agents get_steps shows
+        self._parameters: dict[str, float] | None = None
         self._steps: dict[str, tuple[DecisionSteps, TerminalSteps]] = {}
-        self._rows: dict[str, list[int]] = {}  # per behavior: decision rows of each worker
+        self._rows: dict[str, dict[int, tuple[int, int]]] = {}  # behavior → worker → (first row, rows) shown
         self._actions: dict[str, ActionTuple] = {}
+
+    @property
+    def procs(self) -> list[Any]:
+        return [w.proc for w in self.workers]
 
     # -- the Env protocol --------------------------------------------------------------------
     @property
@@ -168,32 +142,25 @@ class WorkerPoolEnv:
         return self._specs
 
     def reset(self, parameters: Mapping[str, float] | None = None) -> None:
-        self._broadcast(lambda i: ("reset", dict(parameters) if parameters else None))
-        self._gather()
+        self._parameters = dict(parameters) if parameters else None
+        for i, w in enumerate(self.workers):  # a step under way finishes; the reset replaces its result
+            if w.in_flight:
+                self._finish(i)
+        for i in range(self.n):
+            self._reset_worker(i)
+        self._shown = 0
+        self._show(self.groups[0])
 
     def step(self) -> None:
         if not self._steps:
             self.reset()
-
-        def message(i: int) -> tuple[str, Any]:
-            payload = {}
-            for behavior, spec in self._specs.items():
-                rows = self._rows[behavior]
-                start = sum(rows[:i])
-                n = rows[i]
-                chosen = self._actions.get(behavior)
-                if chosen is None:
-                    chosen = spec.action_spec.empty_actions(sum(rows))
-                cont, disc = chosen.continuous[start : start + n], chosen.discrete[start : start + n]
-                block = self.blocks[i][behavior].arrays  # it holds every agent of the last step
-                block["a_cont"][:n] = cont
-                block["a_disc"][:n] = disc
-                payload[behavior] = n
-            return "step", payload
-
-        self._broadcast(message)
+        self._send_actions(self._shown)
         self._actions = {}
-        self._gather()
+        self._shown = (self._shown + 1) % len(self.groups)
+        for i in self.groups[self._shown]:
+            if self.workers[i].in_flight:
+                self._finish(i)
+        self._show(self.groups[self._shown])
 
     def get_steps(self, behavior: str) -> tuple[DecisionSteps, TerminalSteps]:
         if behavior not in self._specs:
@@ -206,97 +173,220 @@ class WorkerPoolEnv:
         self._actions[behavior] = actions
 
     def close(self) -> None:
-        for conn in self.conns:
+        for i, w in enumerate(self.workers):
             try:
-                conn.send(("close", None))
-            except (BrokenPipeError, OSError):
+                self._command(i, MESSAGE, ("close", None))
+            except _Failed:
                 pass
-        for proc in self.procs:
-            proc.join(timeout=5)
-            if proc.is_alive():
-                proc.terminate()
-        for blocks in self.blocks:
-            for block in blocks.values():
-                block.close(unlink=False)  # the worker that created it unlinks it
-        self.blocks = [{} for _ in range(self.n)]
+        for w in self.workers:
+            self._stop(w)
+        self.workers = []
+        if self._control is not None:
+            self._control.close(unlink=True)
+            self._control = None
 
-    # -- plumbing ----------------------------------------------------------------------------
-    def _broadcast(self, message: Any) -> None:
-        for i, conn in enumerate(self.conns):
+    # -- stepping ----------------------------------------------------------------------------
+    def _send_actions(self, group: int) -> None:
+        """Write the chosen actions of the shown group into its workers' blocks and start them."""
+        for i in self.groups[group]:
+            w = self.workers[i]
+            for behavior, spec in self._specs.items():
+                start, n = self._rows[behavior][i]
+                chosen = self._actions.get(behavior)
+                if chosen is None:  # the caller set none: the spec's empty actions
+                    chosen = spec.action_spec.empty_actions(len(self._steps[behavior][0]))
+                block = w.blocks[behavior]
+                block["a_cont"][:n] = chosen.continuous[start : start + n]
+                block["a_disc"][:n] = chosen.discrete[start : start + n]
+                block["counts"][3] = n
+            self._command(i, STEP)  # a dead worker is found when its reply is awaited
+            w.in_flight = True
+
+    def _finish(self, i: int) -> None:
+        """Wait for worker i's reply; restart it (or raise) if it failed."""
+        try:
+            self._await(i)
+        except _Failed as f:
+            self._restart(i, f.what)
+        self.workers[i].in_flight = False
+
+    def _reset_worker(self, i: int) -> None:
+        try:
+            self._command(i, MESSAGE, ("reset", self._parameters))
+            self._await(i)
+        except _Failed as f:
+            self._restart(i, f.what)
+
+    def _show(self, group: list[int]) -> None:
+        """Merge the group's rows into the steps get_steps returns (copies out of shared memory)."""
+        for behavior, spec in self._specs.items():
+            blocks = [self.workers[i].blocks[behavior] for i in group]
+            counts = [block["counts"][:3].tolist() for block in blocks]
+
+            def merge(key: str, column: int) -> np.ndarray:
+                if len(blocks) == 1:
+                    return blocks[0][key][: counts[0][column]].copy()
+                return np.concatenate([block[key][: c[column]] for block, c in zip(blocks, counts)])
+
+            d_obs, d_id = merge("d_obs", 0), merge("d_id", 0)
+            mask = None
+            if any(c[2] for c in counts):  # unmasked workers' rows allow everything
+                allowed = np.concatenate([block["d_mask"][: c[0]] if c[2] else
+                                          np.ones((c[0], block["d_mask"].shape[1]), bool)
+                                          for block, c in zip(blocks, counts)])
+                mask = _masks(~allowed, spec)
+            decision = DecisionSteps(self._split(d_obs, spec), merge("d_reward", 0), d_id, mask)
+            cut = [self.workers[i].interrupted.pop(behavior) for i in group if behavior in self.workers[i].interrupted]
+            if cut:  # the agents of replaced processes, reported as interrupted at their last observation
+                t_obs = np.concatenate([merge("t_obs", 1)] + [obs for obs, _ in cut])
+                t_id = np.concatenate([merge("t_id", 1)] + [ids for _, ids in cut])
+                n_cut = sum(len(ids) for _, ids in cut)
+                t_reward = np.concatenate([merge("t_reward", 1), np.zeros(n_cut, np.float32)])
+                t_int = np.concatenate([merge("t_interrupted", 1), np.ones(n_cut, bool)])
+                terminal = TerminalSteps(self._split(t_obs, spec), t_reward, t_id, t_int)
+            elif any(c[1] for c in counts):
+                terminal = TerminalSteps(self._split(merge("t_obs", 1), spec), merge("t_reward", 1),
+                                         merge("t_id", 1), merge("t_interrupted", 1))
+            else:
+                terminal = TerminalSteps.empty(spec)
+            self._steps[behavior] = (decision, terminal)
+            rows, start = {}, 0
+            for i, c in zip(group, counts):
+                rows[i] = (start, c[0])
+                self.workers[i].last[behavior] = (d_obs, d_id, start, c[0])
+                start += c[0]
+            self._rows[behavior] = rows
+
+    @staticmethod
+    def _split(flat: np.ndarray, spec: BehaviorSpec) -> list[np.ndarray]:
+        """Flat observation rows → one array per observation of the spec."""
+        shapes = spec.observation_shapes
+        if len(shapes) == 1 and len(shapes[0]) == 1:
+            return [flat]
+        out, start = [], 0
+        for shape in shapes:
+            size = int(np.prod(shape))
+            out.append(flat[:, start : start + size].reshape(len(flat), *shape))
+            start += size
+        return out
+
+    # -- one worker --------------------------------------------------------------------------
+    def _spawn(self, i: int, restarts: list[float] | None = None) -> _Worker:
+        name, seed, num_areas, env_args, engine, base_port = self._args
+        restarts = restarts or []
+        control = self._control
+        for key in control.arrays:
+            control[key][i] = 0
+        bells = (self._ctx.Semaphore(0), self._ctx.Semaphore(0))
+        parent, child = self._ctx.Pipe()
+        proc = self._ctx.Process(
+            target=run_worker, daemon=True, name=f"palaestra-env-{i}",
+            args=(child, control.name, self.n, i, bells, name, seed + i + self.n * len(restarts), num_areas,
+                  env_args, engine, base_port + i))
+        proc.start()
+        child.close()
+        return _Worker(proc, parent, Signal(control["command"], control["command_asleep"], i, bells[0]),
+                       Signal(control["reply"], control["reply_asleep"], i, bells[1]), restarts=restarts)
+
+    def _handshake(self, i: int) -> dict[str, BehaviorSpec]:
+        try:
+            return self._read_pipe(i, "specs")[1]
+        except _Failed as f:
+            raise self._error(i, f.what) from None
+
+    def _command(self, i: int, code: int, message: Any = None) -> None:
+        w = self.workers[i]
+        if message is not None:
             try:
-                conn.send(message(i))
+                w.conn.send(message)
             except (BrokenPipeError, OSError):
-                self.procs[i].join(timeout=1)
-                raise self._failure(i, f"the process died (exit code {self.procs[i].exitcode})") from None
+                w.proc.join(timeout=1)
+                raise _Failed(f"the process died (exit code {w.proc.exitcode})") from None
+        self._control["command_code"][i] = code
+        w.seq += 1
+        w.command.raise_to(w.seq)
 
-    def _receive(self, i: int, expected: str) -> tuple:
-        conn, proc = self.conns[i], self.procs[i]
+    def _await(self, i: int) -> None:
+        w = self.workers[i]
+        if not w.reply.wait_for(w.seq, time.monotonic() + self.timeout, w.proc.is_alive):
+            if not w.proc.is_alive():
+                w.proc.join(timeout=1)
+                raise _Failed(f"the process died (exit code {w.proc.exitcode})")
+            raise _Failed(f"it did not answer within {self.timeout:.0f} s")
+        if self._control["reply_code"][i] == READ_PIPE:
+            self._read_pipe(i, "steps")
+
+    def _read_pipe(self, i: int, expected: str) -> tuple:
+        w = self.workers[i]
         while True:
-            if not conn.poll(self.timeout):
-                raise self._failure(i, f"it did not answer within {self.timeout:.0f} s")
+            if not w.conn.poll(self.timeout):
+                raise _Failed(f"it did not answer within {self.timeout:.0f} s")
             try:
-                reply = conn.recv()
+                reply = w.conn.recv()
             except (EOFError, OSError):
-                proc.join(timeout=1)
-                raise self._failure(i, f"the process died (exit code {proc.exitcode})") from None
+                w.proc.join(timeout=1)
+                raise _Failed(f"the process died (exit code {w.proc.exitcode})") from None
             if reply[0] == "error":
-                raise self._failure(i, reply[1])
-            if reply[0] == "block":  # a behavior's shared block, created after the first reset
+                raise _Failed(reply[1])
+            if reply[0] == "block":  # a behavior's new block, created at the first reset or to grow
                 _, behavior, shm_name, rows = reply
-                if behavior in self.blocks[i]:
-                    self.blocks[i].pop(behavior).close(unlink=False)  # replaced by a larger one
+                if behavior in w.blocks:
+                    w.blocks.pop(behavior).close(unlink=False)  # the worker unlinked it
                 try:
-                    self.blocks[i][behavior] = _Block(_layout(self._specs[behavior], rows), name=shm_name)
+                    w.blocks[behavior] = SharedArrays(block_layout(self._specs[behavior], rows), name=shm_name)
                 except FileNotFoundError:  # the worker failed and released it: its error comes next
                     pass
                 continue
             if reply[0] != expected:
-                raise self._failure(i, f"it sent {reply[0]!r} where {expected!r} was expected")
+                raise _Failed(f"it sent {reply[0]!r} where {expected!r} was expected")
             return reply
 
-    def _failure(self, i: int, what: str) -> EnvError:
-        return EnvError(f"environment worker {i} (pid {self.procs[i].pid}) failed: {what}")
+    def _restart(self, i: int, what: str) -> None:
+        old = self.workers[i]
+        now = time.monotonic()
+        refusal = self.restart_limits.refusal(old.restarts, now)
+        if refusal is not None:
+            raise self._error(i, f"{what}; not restarted: {refusal}")
+        logger.warning("environment worker %d (pid %s) failed: %s; restarting it (restart %d)", i, old.proc.pid,
+                       what, len(old.restarts) + 1)
+        self._stop(old, kill=True)
+        new = self._spawn(i, old.restarts + [now])
+        new.interrupted = {b: (obs[start : start + n], ids[start : start + n])  # waiting for their next step
+                           for b, (obs, ids, start, n) in old.last.items() if n}
+        self.workers[i] = new
+        specs = self._handshake(i)
+        if specs != self._specs:
+            raise self._error(i, "the restarted process reports different behaviors or specs")
+        self._reset_worker(i)
 
-    def _gather(self) -> None:
-        replies = [self._receive(i, "steps")[1] for i in range(self.n)]
-        for behavior, spec in self._specs.items():
-            parts = {k: [] for k in ("d_obs", "d_reward", "d_id", "d_mask", "t_obs", "t_reward", "t_id", "t_int")}
-            rows = []
-            masked = False
-            for i, counts in enumerate(replies):
-                nd, nt, extra = counts[behavior]
-                block = self.blocks[i][behavior].arrays
-                d_obs, d_reward, d_id = block["d_obs"][:nd], block["d_reward"][:nd], block["d_id"][:nd]
-                d_mask = block["d_mask"][:nd] if extra else None
-                t_obs, t_reward, t_id = block["t_obs"][:nt], block["t_reward"][:nt], block["t_id"][:nt]
-                t_int = block["t_interrupted"][:nt]
-                masked = masked or d_mask is not None
-                parts["d_obs"].append(d_obs)
-                parts["d_reward"].append(d_reward)
-                parts["d_id"].append(np.asarray(d_id) * self.n + i)
-                parts["d_mask"].append(d_mask if d_mask is not None else np.ones((nd, sum(spec.action_spec.discrete_branches)), bool))
-                parts["t_obs"].append(t_obs)
-                parts["t_reward"].append(t_reward)
-                parts["t_id"].append(np.asarray(t_id) * self.n + i)
-                parts["t_int"].append(t_int)
-                rows.append(nd)
-            merged = {k: np.concatenate(v) for k, v in parts.items()}  # copies out of shared memory
-            shapes = spec.observation_shapes
-            decision = DecisionSteps(_split(merged["d_obs"], shapes), merged["d_reward"], merged["d_id"],
-                                     _masks(~merged["d_mask"], spec) if masked else None)
-            terminal = TerminalSteps(_split(merged["t_obs"], shapes), merged["t_reward"], merged["t_id"],
-                                     merged["t_int"])
-            self._steps[behavior] = (decision, terminal)
-            self._rows[behavior] = rows
+    def _stop(self, w: _Worker, kill: bool = False) -> None:
+        if kill and w.proc.is_alive():
+            w.proc.kill()
+        w.proc.join(timeout=5)
+        if w.proc.is_alive():
+            w.proc.kill()
+            w.proc.join(timeout=5)
+        for block in w.blocks.values():
+            # a worker that ended cleanly unlinked its blocks; one that was killed could not
+            block.close(unlink=False)
+            if w.proc.exitcode != 0:
+                _unlink_quietly(block.name)
+        w.blocks = {}
+        w.conn.close()
+
+    def _error(self, i: int, what: str) -> EnvError:
+        return EnvError(f"environment worker {i} (pid {self.workers[i].proc.pid}) failed: {what}")
 
 
-def _split(flat: np.ndarray, shapes: tuple[tuple[int, ...], ...]) -> list[np.ndarray]:
-    out, start = [], 0
-    for shape in shapes:
-        size = int(np.prod(shape))
-        out.append(flat[:, start : start + size].reshape(len(flat), *shape))
-        start += size
-    return out
+def _unlink_quietly(name: str) -> None:
+    from multiprocessing import shared_memory
+
+    try:
+        shm = shared_memory.SharedMemory(name=name)
+    except FileNotFoundError:
+        return
+    shm.close()
+    shm.unlink()
 
 
 def _masks(unavailable: np.ndarray, spec: BehaviorSpec) -> list[np.ndarray]:

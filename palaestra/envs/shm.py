@@ -1,0 +1,87 @@
+"""Shared memory between the main process and environment workers (envs/workers.py).
+
+``SharedArrays``: named numpy views over one shared-memory block.
+
+``Signal``: a counter one process raises and another waits for. Waking a sleeping process
+costs tens of microseconds on a virtual machine, more than a cheap environment step, so the
+waiter first spins, giving its core away on every turn (``sched_yield``): with more busy
+processes than cores, a worker that is ready to run gets the core at once. After ``spin``
+seconds it sleeps on a semaphore, which the raiser releases only while the waiter says it is
+asleep. Both sides write a flag and then read the other's, and nothing orders those two
+accesses across cores, so a release can be missed; the sleeper therefore wakes every
+``NAP`` seconds to look again, which bounds the cost of that rare race.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from multiprocessing import shared_memory
+from typing import Any, Callable
+
+import numpy as np
+
+Layout = dict[str, tuple[tuple[int, ...], Any]]  # field → (shape, dtype)
+
+NAP = 0.02  # seconds a sleeping waiter sleeps before it looks at the counter again
+SPIN = 0.002  # seconds a waiter spins before it sleeps: longer than a typical step
+
+
+class SharedArrays:
+    """Named numpy views over one shared-memory block; ``name=None`` creates the block."""
+
+    def __init__(self, layout: Layout, name: str | None = None) -> None:
+        sizes = {k: int(np.prod(shape)) * np.dtype(dtype).itemsize for k, (shape, dtype) in layout.items()}
+        self.shm = shared_memory.SharedMemory(name=name, create=name is None, size=max(sum(sizes.values()), 1))
+        self.name = self.shm.name
+        self.arrays: dict[str, np.ndarray] = {}
+        offset = 0
+        for key, (shape, dtype) in layout.items():
+            self.arrays[key] = np.ndarray(shape, dtype=dtype, buffer=self.shm.buf, offset=offset)
+            offset += sizes[key]
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        return self.arrays[key]
+
+    def close(self, unlink: bool) -> None:
+        self.arrays.clear()  # the views must go before the mapping can close
+        self.shm.close()
+        if unlink:
+            self.shm.unlink()
+
+
+class Signal:
+    """``value[index]`` is raised by one process and awaited by another (see the module docstring).
+
+    ``value`` and ``asleep`` are shared int64 arrays; ``bell`` is a multiprocessing semaphore.
+    """
+
+    def __init__(self, value: np.ndarray, asleep: np.ndarray, index: int, bell: Any) -> None:
+        self.value, self.asleep, self.i, self.bell = value, asleep, index, bell
+
+    def raise_to(self, n: int) -> None:
+        self.value[self.i] = n
+        if self.asleep[self.i]:
+            self.bell.release()
+
+    def wait_for(self, n: int, deadline: float, alive: Callable[[], bool], spin: float = SPIN) -> bool:
+        """Wait until the value reaches ``n``; False if ``alive()`` turns false or the deadline passes."""
+        value, i = self.value, self.i
+        if value[i] >= n:
+            return True
+        end = time.perf_counter() + spin
+        while time.perf_counter() < end:
+            os.sched_yield()
+            if value[i] >= n:
+                return True
+        while True:
+            self.asleep[i] = 1
+            if value[i] >= n:
+                self.asleep[i] = 0
+                return True
+            self.bell.acquire(timeout=NAP)
+            self.asleep[i] = 0
+            if value[i] >= n:
+                return True
+            if not alive() or time.monotonic() > deadline:
+                return False
