@@ -57,29 +57,36 @@ class UsageError(Exception):
     """A command-line mistake; the message says what to do instead."""
 
 
+def _int(value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {value!r}") from None
+
+
 def _non_negative(value: str) -> int:
-    number = int(value)
+    number = _int(value)
     if number < 0:
         raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
     return number
 
 
 def _positive(value: str) -> int:
-    number = int(value)
+    number = _int(value)
     if number < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
     return number
 
 
 def _limit(value: str) -> int:
-    number = int(value)
+    number = _int(value)
     if number < -1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 0, or -1 for no limit, got {value}")
     return number
 
 
 def _port(value: str) -> int:
-    number = int(value)
+    number = _int(value)
     if not 1 <= number <= 65535:
         raise argparse.ArgumentTypeError(f"expected a port number in [1, 65535], got {value}")
     return number

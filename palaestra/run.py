@@ -151,8 +151,8 @@ def _run(options: RunOptions) -> int:
                           options.target_frame_rate, options.no_graphics)
     if options.lesson and options.curriculum is None:
         logger.warning("--lesson %d has no effect without --curriculum", options.lesson)
-    restart_flags = (options.max_lifetime_restarts, options.restarts_rate_limit_n, options.restarts_rate_limit_period_s)
-    if options.num_envs == 1 and restart_flags != (10, 1, 60):
+    restart_flags = ("max_lifetime_restarts", "restarts_rate_limit_n", "restarts_rate_limit_period_s")
+    if options.num_envs == 1 and any(getattr(options, f) != getattr(RunOptions(), f) for f in restart_flags):
         logger.warning("the --max-lifetime-restarts and --restarts-rate-limit-* flags have no effect with "
                        "--num-envs 1: the environment runs in the main process, where a crash stops the run")
     if options.num_envs > 1:  # worker processes, stepped in two alternating halves (envs/workers.py)

@@ -287,3 +287,22 @@ def test_a_behavior_past_max_steps_stops_learning_while_others_go_on(tmp_path):
             updates_at_max_steps = trainer.algorithm.update_count
     assert trainer.step > 300 and updates_at_max_steps and updates_at_max_steps >= 2
     assert trainer.algorithm.update_count == updates_at_max_steps
+
+
+@pytest.mark.parametrize("flag,message", [
+    ("--max-lifetime-restarts=-2", "expected an integer >= 0, or -1 for no limit, got -2"),
+    ("--restarts-rate-limit-n=x", "expected an integer, got 'x'"),
+    ("--restarts-rate-limit-period-s=0", "expected an integer >= 1, got 0"),
+    ("--base-port=70000", "expected a port number in [1, 65535], got 70000"),
+])
+def test_bad_flag_values_are_usage_errors(capsys, flag, message):
+    from palaestra.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["c.yaml", "--env=3DBall", flag])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_restart_flags_without_workers_warn(run_cli, small_config):
+    result = run_cli(small_config, "--env=Simple1DDiscrete", "--max-lifetime-restarts=3", "--dry-run")
+    assert result.code == 0 and "have no effect with --num-envs 1" in result.log

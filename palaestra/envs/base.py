@@ -129,6 +129,13 @@ class ActionTuple:
     continuous: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
     discrete: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int32))
 
+    def __post_init__(self) -> None:
+        # a part left out has no columns, but as many rows as the part given
+        if self.discrete.shape == (0, 0) and len(self.continuous):
+            self.discrete = np.zeros((len(self.continuous), 0), np.int32)
+        elif self.continuous.shape == (0, 0) and len(self.discrete):
+            self.continuous = np.zeros((len(self.discrete), 0), np.float32)
+
 
 @dataclass(frozen=True)
 class EngineConfig:
