@@ -4,9 +4,12 @@ SubprocVecEnv at the same environment counts and hyperparameters, side by side i
 Both: n_steps 512 per environment, batch 64, 10 epochs, 64x64 networks, lr 3e-4, gamma 0.99,
 GAE lambda 0.95, clip 0.2, no entropy bonus (SB3's PPO defaults with n_steps 512). Palaestra's
 section says the same in ML-Agents' terms (buffer_size = 512 x N, time_horizon 512, batch_size
-64, num_epoch 10, beta 0). Palaestra runs with one environment per worker process; SB3's
-SubprocVecEnv with one per subprocess, DummyVecEnv in its main process. Steps/s are for the
-whole run, collection and updates together, so they show what a user waits for.
+64, num_epoch 10, beta 0). Palaestra's --num-envs 1 runs the environment in its main process,
+--num-envs N > 1 in N worker processes (pipelined in two halves, envs/workers.py); SB3's
+SubprocVecEnv with one environment per subprocess, DummyVecEnv in its main process. Steps/s are
+for the whole run, collection and updates together, so they show what a user waits for. Where
+Palaestra's loop time goes: acting (policy forward pass and recording), waiting on / stepping
+the environment, and trainer updates.
 
 Usage: python bench/ppo_num_envs.py [--steps 20480] [--counts 1 2 4 8]   (needs gymnasium[mujoco])
 """
@@ -43,9 +46,9 @@ def bench_palaestra(n: int, steps: int) -> dict:
     torch.set_num_threads(1)
     r = run_palaestra(CONFIG.format(buffer=512 * n, steps=steps), "HalfCheetah-v5", "--cpu", f"--num-envs={n}")
     loop = r["timers"]["children"]
-    return {"steps_per_s": steps / r["loop_s"],
-            "env": loop.get("env_step", {}).get("total", 0.0), "loop": r["loop_s"],
-            "update": loop.get("trainer_advance", {}).get("total", 0.0)}
+    return {"steps_per_s": steps / r["loop_s"], "loop": r["loop_s"],
+            **{k: loop.get(timer, {}).get("total", 0.0)
+               for k, timer in (("act", "policy_act"), ("env", "env_step"), ("update", "trainer_advance"))}}
 
 
 def bench_sb3(n: int, steps: int, subproc: bool) -> dict:
@@ -78,12 +81,12 @@ def main() -> None:
         rows.append((n, ours, dummy, subproc))
     print(f"PPO HalfCheetah-v5, {args.steps}+ steps per configuration (steps/s, whole training loop)")
     print(f"{'envs':>5} {'Palaestra':>10} {'SB3 Dummy':>10} {'SB3 Subproc':>12} {'vs Subproc':>11} "
-          f"{'vs 1 env':>9}   Palaestra: env stepping / updates (s)")
+          f"{'vs 1 env':>9}   Palaestra's loop (s): acting / environment / updates")
     base = rows[0][1]["steps_per_s"]
     for n, ours, dummy, subproc in rows:
         print(f"{n:5d} {ours['steps_per_s']:10.0f} {dummy['steps_per_s']:10.0f} {subproc['steps_per_s']:12.0f} "
               f"{ours['steps_per_s'] / subproc['steps_per_s']:10.2f}x {ours['steps_per_s'] / base:8.2f}x"
-              f"   {ours['env']:.1f} / {ours['update']:.1f} of {ours['loop']:.1f}")
+              f"   {ours['act']:.1f} / {ours['env']:.1f} / {ours['update']:.1f} of {ours['loop']:.1f}")
 
 
 if __name__ == "__main__":

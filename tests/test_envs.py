@@ -214,6 +214,12 @@ def with_engine(engine):
     env.engine = engine
     return env
 
+
+def with_port(port):
+    env = Simple1D()
+    env.port = port
+    return env
+
 NOT_CALLABLE = 3
 """
 
@@ -269,6 +275,11 @@ def test_python_factory_receives_the_engine_settings(factory_module):
     engine = EngineConfig(width=320, height=240, quality_level=1, time_scale=5.0, target_frame_rate=30,
                           no_graphics=True)
     assert make_env(f"{factory_module}:with_engine", engine=engine).engine == engine
+
+
+def test_python_factory_receives_its_port(factory_module):
+    assert make_env(f"{factory_module}:with_port").port == 5005
+    assert make_env(f"{factory_module}:with_port", port=6000).port == 6000
 
 
 def test_python_factory_without_num_areas_rejects_more_areas(factory_module):
