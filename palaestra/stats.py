@@ -87,6 +87,9 @@ class TensorBoardWriter:
 
 
 class ConsoleWriter:
+    """The summary line: "Training." while the behavior still learns ("Is Training" > 0; as in
+    ML-Agents it turns 0 past max_steps, while other behaviors finish)."""
+
     def __init__(self, start_time: float, is_training: bool) -> None:
         self.start_time = start_time
         self.is_training = is_training
@@ -96,7 +99,9 @@ class ConsoleWriter:
 
         elapsed = time.time() - self.start_time
         reward = values.get("Environment/Cumulative Reward")
-        state = "Training." if self.is_training else "Not Training."
+        learning = values.get("Is Training")
+        training = self.is_training if learning is None else learning.mean > 0.0
+        state = "Training." if training else "Not Training."
         if reward is not None:
             logger.info(
                 "%s: Step: %d. Time Elapsed: %.3f s. Mean Reward: %.3f. Std of Reward: %.3f. %s",

@@ -98,7 +98,7 @@ class BehaviorTrainer:
         if episodes.entropy_count:
             self.stats.add("Policy/Entropy", episodes.entropy_sum / episodes.entropy_count)
         self.stats.set("Policy/Learning Rate", self.algorithm.current_learning_rate())
-        self.stats.set("Is Training", 1.0 if self.training else 0.0)
+        self.stats.set("Is Training", 1.0 if self.learning else 0.0)
         self.stats.write(self.step)
 
     # -- persistence -------------------------------------------------------------------------

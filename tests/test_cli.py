@@ -287,6 +287,10 @@ def test_a_behavior_past_max_steps_stops_learning_while_others_go_on(tmp_path):
             updates_at_max_steps = trainer.algorithm.update_count
     assert trainer.step > 300 and updates_at_max_steps and updates_at_max_steps >= 2
     assert trainer.algorithm.update_count == updates_at_max_steps
+    written = []
+    trainer.stats.writers.append(type("Capture", (), {"write": lambda self, c, s, v: written.append(v)})())
+    trainer.write_summary()  # the summary says it no longer learns (ML-Agents' "Is Training")
+    assert written[0]["Is Training"].mean == 0.0
 
 
 @pytest.mark.parametrize("flag,message", [
