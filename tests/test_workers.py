@@ -58,51 +58,31 @@ def make():
 """
 
 
-CRASHING_MODULE = """
-from pathlib import Path
-
-from palaestra.envs.builtin.simple1d import Simple1D
-
-
-class Crashing(Simple1D):
-    # The instance on port 5006 (worker 1 with the default --base-port) raises after 300 steps;
-    # with ONCE set it does so only the first time (a marker file remembers).
-    ONCE = {once}
-
-    def step(self):
-        self.steps = getattr(self, "steps", 0) + 1
-        if self.port == 5006 and self.steps > 300 and not (self.ONCE and Path("crashed").exists()):
-            Path("crashed").touch()
-            raise RuntimeError("simulated crash in the simulator")
-        super().step()
-
-
-def make(seed, port):
-    env = Crashing(seed=seed)
-    env.port = port
-    return env
-"""
-
-
-HANGING_MODULE = """
+FAILING_MODULE = """
 import time
 from pathlib import Path
 
 from palaestra.envs.builtin.simple1d import Simple1D
 
 
-class Hanging(Simple1D):
-    # The instance on port 5006 stops answering after 20 steps, the first time only.
+class Failing(Simple1D):
+    # The instance on port 5006 (worker 1 with the default --base-port) fails after AFTER steps:
+    # it raises, or with HANG it stops answering; with ONCE only the first time (a marker file
+    # remembers).
+    AFTER, HANG, ONCE = {after}, {hang}, {once}
+
     def step(self):
         self.steps = getattr(self, "steps", 0) + 1
-        if self.port == 5006 and self.steps > 20 and not Path("hung").exists():
-            Path("hung").touch()
-            time.sleep(600)
+        if self.port == 5006 and self.steps > self.AFTER and not (self.ONCE and Path("failed").exists()):
+            Path("failed").touch()
+            if self.HANG:
+                time.sleep(600)
+            raise RuntimeError("simulated crash in the simulator")
         super().step()
 
 
 def make(seed, port):
-    env = Hanging(seed=seed)
+    env = Failing(seed=seed)
     env.port = port
     return env
 """
@@ -243,21 +223,21 @@ def test_restart_limits():
 
 
 def test_a_hung_worker_is_killed_and_restarted(tmp_path, monkeypatch):
-    (tmp_path / "hanging_env.py").write_text(HANGING_MODULE)
+    (tmp_path / "hanging_env.py").write_text(FAILING_MODULE.format(after=20, hang=True, once=True))
     monkeypatch.chdir(tmp_path)
     env = WorkerPoolEnv("hanging_env:make", 2, seed=0, timeout=2)
     try:
         env.reset()
         start = time.monotonic()
         _drive(env, 80, "1D")
-        assert (tmp_path / "hung").exists() and len(env.workers[1].restarts) == 1
+        assert (tmp_path / "failed").exists() and len(env.workers[1].restarts) == 1
         assert time.monotonic() - start < 30
     finally:
         env.close()
 
 
 def test_a_crashing_worker_is_restarted_and_the_run_completes(run_cli, workdir):
-    (workdir / "crash_once.py").write_text(CRASHING_MODULE.format(once=True))
+    (workdir / "crash_once.py").write_text(FAILING_MODULE.format(after=300, hang=False, once=True))
     config = write_yaml(workdir / "c.yaml", ONE_AGENT_CONFIG.format(max_steps=2000))
     try:
         result = run_cli(str(config), "--env=crash_once:make", "--num-envs=2", "--run-id=c", "--seed=0")
@@ -267,12 +247,12 @@ def test_a_crashing_worker_is_restarted_and_the_run_completes(run_cli, workdir):
         sys.modules.pop("crash_once", None)
     assert result.code == 0, result.log
     assert "environment worker 1" in result.log and "restarting it (restart 1)" in result.log
-    assert (workdir / "crashed").exists() and (workdir / "models/c/1D.onnx").is_file()
+    assert (workdir / "failed").exists() and (workdir / "models/c/1D.onnx").is_file()
 
 
 def test_a_worker_that_keeps_crashing_stops_the_run_with_a_message_after_saving(run_cli, workdir):
     # restarted once; the second crash within a minute passes --restarts-rate-limit-n 1
-    (workdir / "crashing_env.py").write_text(CRASHING_MODULE.format(once=False))
+    (workdir / "crashing_env.py").write_text(FAILING_MODULE.format(after=300, hang=False, once=False))
     config = write_yaml(workdir / "c.yaml", ONE_AGENT_CONFIG.format(max_steps=100000))
     try:
         result = run_cli(str(config), "--env=crashing_env:make", "--num-envs=2", "--run-id=c", "--seed=0")
