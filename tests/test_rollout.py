@@ -94,6 +94,18 @@ def test_agents_deciding_at_different_times_and_joining_late():
     assert seg.obs[0, :, 1].tolist() == [7.0, 7.0] and seg.env_reward[0].tolist() == [4.0, 8.0]
 
 
+def test_slots_stay_put_when_agent_sets_alternate():
+    # pipelined workers show two agent sets in turn; each id keeps its slot, new ids get new ones
+    c = Collector(SPEC, time_horizon=8, num_signals=1)
+    first = {tuple(ids): c.slots_for(np.array(ids)).tolist() for ids in ([4, 6], [5, 7])}
+    for _ in range(3):
+        for ids in ([4, 6], [5, 7]):
+            assert c.slots_for(np.array(ids)).tolist() == first[tuple(ids)]
+    assert c.slots_for(np.array([6, 9])).tolist() == [first[(4, 6)][1], 4]
+    assert c.slots_for(np.array([5, 7])).tolist() == first[(5, 7)]
+    assert sorted(first[(4, 6)] + first[(5, 7)]) == [0, 1, 2, 3]
+
+
 def test_actions_are_clipped_for_the_environment_but_stored_raw():
     c = Collector(SPEC, time_horizon=1, num_signals=1)
     d = decision([0], 5)

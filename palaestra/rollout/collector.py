@@ -97,9 +97,10 @@ class Collector:
         self.n_slots = 0
         self._known_ids = np.zeros(0, dtype=np.int64)  # sorted
         self._known_slots = np.zeros(0, dtype=np.int64)
-        self._last_ids: np.ndarray | None = None
-        self._last_slots: np.ndarray | None = None
-        self._last_source: np.ndarray | None = None
+        # the last two agent sets seen (the array handed in, a copy of its ids, their slots):
+        # environments usually show the same agents every step, and pipelined workers
+        # (envs/workers.py) alternate between two sets
+        self._recent: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self._masked = False  # has any decision carried an action mask? (until then, skip writing masks)
         self.stats = EpisodeStats()
         self._grow(initial_slots)
@@ -131,10 +132,12 @@ class Collector:
 
     def slots_for(self, agent_ids: np.ndarray, remember: bool = True) -> np.ndarray:
         """Slots of these agent ids, allocating slots for ids seen for the first time."""
-        if remember and self._last_ids is not None and (
-            agent_ids is self._last_source or np.array_equal(agent_ids, self._last_ids)
-        ):
-            return self._last_slots  # the common case: the same agents as last step
+        if remember:
+            for source, known, slots in self._recent:
+                # an identity check first: environments often hand back the same id array while
+                # the agents stay the same (arrays are never modified in place)
+                if agent_ids is source or np.array_equal(agent_ids, known):
+                    return slots
         ids = np.asarray(agent_ids, dtype=np.int64)
         pos = np.searchsorted(self._known_ids, ids)
         found = np.zeros(len(ids), dtype=bool)
@@ -153,10 +156,7 @@ class Collector:
             pos = np.searchsorted(self._known_ids, ids)
         slots = self._known_slots[pos]
         if remember:
-            self._last_ids, self._last_slots = ids.copy(), slots
-            # Environments usually hand back the same id array object while the agents stay the
-            # same; an identity check then skips the comparison. Arrays are never modified in place.
-            self._last_source = agent_ids
+            self._recent = [(agent_ids, ids.copy(), slots)] + self._recent[:1]
         return slots
 
     # -- one environment step ----------------------------------------------------------------
