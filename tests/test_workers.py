@@ -24,7 +24,7 @@ class Growing:
     # One more agent every step, up to 40: more than a worker's first shared block holds.
 
     def __init__(self):
-        self.spec = BehaviorSpec(((2,),), ActionSpec(discrete_branches=(3,)))
+        self.spec = BehaviorSpec(((2,), (2, 3)), ActionSpec(discrete_branches=(3,)))
         self.behavior_specs = {"G": self.spec}
 
     def reset(self, parameters=None):
@@ -36,7 +36,8 @@ class Growing:
         obs = np.stack([ids, ids * 2], axis=1).astype(np.float32)
         mask = np.zeros((self.n, 3), bool)
         mask[:, 2] = True  # action 2 is never available
-        self.decision = DecisionSteps([obs], np.full(self.n, 0.5, np.float32), ids, [mask])
+        grid = (ids[:, None, None] + np.arange(6).reshape(2, 3)).astype(np.float32)  # a second, 2-D observation
+        self.decision = DecisionSteps([obs, grid], np.full(self.n, 0.5, np.float32), ids, [mask])
 
     def get_steps(self, behavior):
         return self.decision, TerminalSteps.empty(self.spec)
@@ -291,6 +292,8 @@ def test_worker_blocks_grow_when_more_agents_arrive(tmp_path, monkeypatch):
             assert len(decision) == 2 * n
             np.testing.assert_array_equal(np.sort(decision.agent_id), np.arange(2 * n))  # id x 2 + worker
             np.testing.assert_array_equal(decision.obs[0][:, 1], 2 * decision.obs[0][:, 0])
+            assert decision.obs[1].shape == (2 * n, 2, 3)
+            assert (decision.obs[1] - decision.obs[0][:, :1, None] == np.arange(6).reshape(2, 3)).all()
             assert decision.action_mask[0][:, 2].all() and not decision.action_mask[0][:, :2].any()
             env.set_actions("G", env.behavior_specs["G"].action_spec.empty_actions(len(decision)))
             env.step()
