@@ -118,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-checkpoints", type=_positive, default=d.keep_checkpoints,
                    help="checkpoints kept per behavior; older ones are deleted")
     p.add_argument("--num-envs", type=_positive, default=d.num_envs,
-                   help="environment instances, each in its own worker process, stepped together")
+                   help="environment instances: 1 runs in the main process; more run one per worker "
+                        "process, in two halves that take turns with the policy")
     p.add_argument("--num-areas", type=_positive, default=d.num_areas,
                    help="copies of the training area inside one environment (multiplies the agents)")
     p.add_argument("--run-id", default=d.run_id, help="run name: outputs go to models/<run-id>, summaries/")
