@@ -403,3 +403,18 @@ def test_pettingzoo_mpe2_environment_from_the_package_registry():
     assert set(env.behavior_specs) == {"adversary", "agent"}
     assert env.behavior_specs["agent"].observation_shapes == ((10,),)
     check_env(env)
+
+
+@pytest.mark.parametrize("name,actions", [
+    ("3DBall", ActionTuple(continuous=np.zeros((3, 2), np.float32))),  # 12 agents
+    ("Basic", ActionTuple(discrete=np.zeros((1, 2), np.int32))),  # one branch
+    ("CartPole-v1", ActionTuple(continuous=np.zeros((1, 1), np.float32))),  # discrete only
+])
+def test_actions_of_the_wrong_shape_are_a_clear_error(name, actions):
+    env = make_env(name, seed=0)
+    env.reset()
+    behavior = next(iter(env.behavior_specs))
+    env.set_actions(behavior, actions)
+    with pytest.raises(EnvError, match=rf"set_actions\('{behavior}'\): the \d+ agents of the last decision steps"):
+        env.step()
+    env.close()

@@ -213,6 +213,18 @@ def test_a_worker_past_its_restart_limit_is_reported_by_name():
         env.close()
 
 
+def test_actions_of_the_wrong_shape_are_a_clear_error():
+    env = WorkerPoolEnv("3DBall", 2, seed=0)
+    try:
+        env.reset()
+        env.set_actions("3DBall", ActionTuple(continuous=np.zeros((5, 2), np.float32)))
+        with pytest.raises(EnvError, match=r"set_actions\('3DBall'\): the 12 agents of the last decision steps "
+                                           r"need continuous actions of shape \(12, 2\)"):
+            env.step()
+    finally:
+        env.close()
+
+
 def test_restart_limits():
     limits = RestartLimits(max_lifetime=3, rate_n=2, rate_period_s=60)
     assert limits.refusal([], 100.0) is None

@@ -44,6 +44,15 @@ class ActionSpec:
             discrete=np.zeros((n_agents, self.num_branches), dtype=np.int32),
         )
 
+    def check(self, actions: "ActionTuple", n_agents: int, behavior: str) -> None:
+        """Raise EnvError unless ``actions`` fit ``n_agents`` agents of this spec."""
+        continuous, discrete = (n_agents, self.continuous_size), (n_agents, self.num_branches)
+        if n_agents and (actions.continuous.shape != continuous or actions.discrete.shape != discrete):
+            raise EnvError(
+                f"set_actions({behavior!r}): the {n_agents} agents of the last decision steps need continuous "
+                f"actions of shape {continuous} and discrete actions of shape {discrete}; got "
+                f"{actions.continuous.shape} and {actions.discrete.shape}")
+
     def random_actions(self, n_agents: int, rng: np.random.Generator) -> "ActionTuple":
         cont = rng.uniform(-1.0, 1.0, size=(n_agents, self.continuous_size)).astype(np.float32)
         disc = np.zeros((n_agents, self.num_branches), dtype=np.int32)

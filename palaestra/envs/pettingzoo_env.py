@@ -94,6 +94,7 @@ class PettingZooEnv:
             chosen = self._actions.pop(behavior, None)
             if chosen is None:
                 chosen = self._specs[behavior].action_spec.empty_actions(len(agents))
+            self._specs[behavior].action_spec.check(chosen, len(agents), behavior)
             for row, agent in enumerate(agents):
                 actions[agent] = self._convert_act[behavior](chosen, row)
         obs, rewards, terminated, truncated, _ = self.env.step(actions)

@@ -41,6 +41,8 @@ class SingleBehaviorEnv:
 
     def _take_actions(self, n: int) -> ActionTuple:
         """The actions set since the last step (zeros if none were set), consumed."""
-        actions = self._actions if self._actions is not None else self._spec.action_spec.empty_actions(n)
-        self._actions = None
+        actions, self._actions = self._actions, None
+        if actions is None:
+            return self._spec.action_spec.empty_actions(n)
+        self._spec.action_spec.check(actions, n, self.behavior_name)
         return actions

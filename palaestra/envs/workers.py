@@ -188,16 +188,21 @@ class WorkerPoolEnv:
     # -- stepping ----------------------------------------------------------------------------
     def _send_actions(self, group: int) -> None:
         """Write the chosen actions of the shown group into its workers' blocks and start them."""
+        chosen = {}
+        for behavior, spec in self._specs.items():
+            shown = len(self._steps[behavior][0])
+            actions = self._actions.get(behavior)
+            if actions is None:  # the caller set none: the spec's empty actions
+                actions = spec.action_spec.empty_actions(shown)
+            spec.action_spec.check(actions, shown, behavior)
+            chosen[behavior] = actions
         for i in self.groups[group]:
             w = self.workers[i]
-            for behavior, spec in self._specs.items():
+            for behavior, actions in chosen.items():
                 start, n = self._rows[behavior][i]
-                chosen = self._actions.get(behavior)
-                if chosen is None:  # the caller set none: the spec's empty actions
-                    chosen = spec.action_spec.empty_actions(len(self._steps[behavior][0]))
                 block = w.blocks[behavior]
-                block["a_cont"][:n] = chosen.continuous[start : start + n]
-                block["a_disc"][:n] = chosen.discrete[start : start + n]
+                block["a_cont"][:n] = actions.continuous[start : start + n]
+                block["a_disc"][:n] = actions.discrete[start : start + n]
                 block["counts"][3] = n
             self._command(i, STEP)  # a dead worker is found when its reply is awaited
             w.in_flight = True
