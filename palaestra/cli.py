@@ -124,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="copies of the training area inside one environment (multiplies the agents)")
     p.add_argument("--run-id", default=d.run_id, help="run name: outputs go to models/<run-id>, summaries/")
     p.add_argument("--save-freq", type=_positive, default=d.save_freq,
-                   help="environment steps between checkpoints")
+                   help="global steps between checkpoints (one per environment instance stepped, as in "
+                        "ML-Agents: --num-envs 4 counts 4 per round)")
     p.add_argument("--seed", type=int, default=d.seed, help="random seed; -1 picks one at random")
     p.add_argument("--base-port", type=_port, default=d.base_port,
                    help="first port: environment worker i of --num-envs gets base-port + i (a factory "

@@ -293,10 +293,12 @@ def _loop(env: Env, trainers: dict[str, BehaviorTrainer], options: RunOptions, s
         with timed("trainer_advance"):
             for trainer in trainers.values():
                 trainer.advance()
-        global_step += 1
+        # as in ML-Agents, one global step per environment instance whose results came back
+        # (pipelined workers return half of them per step)
+        previous, global_step = global_step, global_step + getattr(env, "results_returned", 1)
         if bar is not None:
             bar.update(sum(t.step for t in trainers.values()) - before)
-        if training and global_step % options.save_freq == 0:
+        if training and global_step // options.save_freq > previous // options.save_freq:
             for trainer in trainers.values():
                 trainer.save(global_step)
     return global_step

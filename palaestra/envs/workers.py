@@ -131,6 +131,7 @@ class WorkerPoolEnv:
         self._steps: dict[str, tuple[DecisionSteps, TerminalSteps]] = {}
         self._rows: dict[str, dict[int, tuple[int, int]]] = {}  # behavior → worker → (first row, rows) shown
         self._actions: dict[str, ActionTuple] = {}
+        self.results_returned = 0  # instances whose results get_steps shows (the run loop counts them)
 
     @property
     def procs(self) -> list[Any]:
@@ -261,6 +262,7 @@ class WorkerPoolEnv:
                 self.workers[i].last[behavior] = (d_obs, d_id, start, c[0])
                 start += c[0]
             self._rows[behavior] = rows
+        self.results_returned = len(group)
 
     @staticmethod
     def _split(flat: np.ndarray, spec: BehaviorSpec) -> list[np.ndarray]:
