@@ -249,15 +249,20 @@ def test_a_hung_worker_is_killed_and_restarted(tmp_path, monkeypatch):
         env.close()
 
 
-def test_a_crashing_worker_is_restarted_and_the_run_completes(run_cli, workdir):
-    (workdir / "crash_once.py").write_text(FAILING_MODULE.format(after=300, hang=False, once=True))
-    config = write_yaml(workdir / "c.yaml", ONE_AGENT_CONFIG.format(max_steps=2000))
-    try:
-        result = run_cli(str(config), "--env=crash_once:make", "--num-envs=2", "--run-id=c", "--seed=0")
-    finally:
-        import sys
+def _train_with_a_failing_worker(run_cli, workdir, module: str, once: bool, max_steps: int):
+    """Train 1D on FAILING_MODULE (worker 1 raises after 300 steps) with two workers."""
+    import sys
 
-        sys.modules.pop("crash_once", None)
+    (workdir / f"{module}.py").write_text(FAILING_MODULE.format(after=300, hang=False, once=once))
+    config = write_yaml(workdir / "c.yaml", ONE_AGENT_CONFIG.format(max_steps=max_steps))
+    try:
+        return run_cli(str(config), f"--env={module}:make", "--num-envs=2", "--run-id=c", "--seed=0")
+    finally:
+        sys.modules.pop(module, None)  # each test writes its own module
+
+
+def test_a_crashing_worker_is_restarted_and_the_run_completes(run_cli, workdir):
+    result = _train_with_a_failing_worker(run_cli, workdir, "crash_once", once=True, max_steps=2000)
     assert result.code == 0, result.log
     assert "environment worker 1" in result.log and "restarting it (restart 1)" in result.log
     assert (workdir / "failed").exists() and (workdir / "models/c/1D.onnx").is_file()
@@ -265,14 +270,7 @@ def test_a_crashing_worker_is_restarted_and_the_run_completes(run_cli, workdir):
 
 def test_a_worker_that_keeps_crashing_stops_the_run_with_a_message_after_saving(run_cli, workdir):
     # restarted once; the second crash within a minute passes --restarts-rate-limit-n 1
-    (workdir / "crashing_env.py").write_text(FAILING_MODULE.format(after=300, hang=False, once=False))
-    config = write_yaml(workdir / "c.yaml", ONE_AGENT_CONFIG.format(max_steps=100000))
-    try:
-        result = run_cli(str(config), "--env=crashing_env:make", "--num-envs=2", "--run-id=c", "--seed=0")
-    finally:
-        import sys
-
-        sys.modules.pop("crashing_env", None)
+    result = _train_with_a_failing_worker(run_cli, workdir, "crashing_env", once=False, max_steps=100000)
     assert result.code == 1
     assert "environment worker 1" in result.log and "RuntimeError: simulated crash in the simulator" in result.log
     assert "restarting it (restart 1)" in result.log
