@@ -21,10 +21,12 @@ model and stops with that message.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing as mp
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Mapping
 
 import numpy as np
@@ -174,11 +176,9 @@ class WorkerPoolEnv:
         self._actions[behavior] = actions
 
     def close(self) -> None:
-        for i, w in enumerate(self.workers):
-            try:
+        for i in range(len(self.workers)):
+            with contextlib.suppress(_Failed):  # a dead worker needs no message
                 self._command(i, MESSAGE, ("close", None))
-            except _Failed:
-                pass
         for w in self.workers:
             self._stop(w)
         self.workers = []
@@ -228,11 +228,7 @@ class WorkerPoolEnv:
         for behavior, spec in self._specs.items():
             blocks = [self.workers[i].blocks[behavior] for i in group]
             counts = [block["counts"][:3].tolist() for block in blocks]
-
-            def merge(key: str, column: int) -> np.ndarray:
-                if len(blocks) == 1:
-                    return blocks[0][key][: counts[0][column]].copy()
-                return np.concatenate([block[key][: c[column]] for block, c in zip(blocks, counts)])
+            merge = partial(_merge, blocks, counts)
 
             d_obs, d_id = merge("d_obs", 0), merge("d_id", 0)
             mask = None
@@ -383,6 +379,14 @@ class WorkerPoolEnv:
 
     def _error(self, i: int, what: str) -> EnvError:
         return EnvError(f"environment worker {i} (pid {self.workers[i].proc.pid}) failed: {what}")
+
+
+def _merge(blocks: list[SharedArrays], counts: list[list[int]], key: str, column: int) -> np.ndarray:
+    """Field ``key`` of the workers' blocks, each cut to its row count ``counts[w][column]``, in one
+    new array (a copy out of shared memory)."""
+    if len(blocks) == 1:
+        return blocks[0][key][: counts[0][column]].copy()
+    return np.concatenate([block[key][: c[column]] for block, c in zip(blocks, counts, strict=True)])
 
 
 def _unlink_quietly(name: str) -> None:
