@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-MASKED_LOGIT = -1.0e8
+from palaestra.networks.constants import MASKED_LOGIT
 
 
 def gumbel_argmax(logits: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch import nn
 
-CLIP = 5.0  # ML-Agents clips normalized observations to [-5, 5]
+from palaestra.networks.constants import CLIP
 
 
 class Normalizer(nn.Module):

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from palaestra.networks.normalizer import CLIP
+from palaestra.networks.constants import CLIP
 from palaestra.networks.policy import ActorCritic, TwinMLP
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
