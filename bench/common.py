@@ -44,8 +44,8 @@ def run_palaestra(config: str, env: str, *args: str, seed: int | None = 1) -> di
     if code != 0:
         raise RuntimeError(f"palaestra exited with {code}")
     timers = json.loads((work / "summaries" / "bench_timers.json").read_text())
-    loop = sum(timers["children"][k]["total"] for k in ("env_reset", "policy_act", "env_step", "trainer_advance")
-               if k in timers["children"])
+    loop_timers = ("env_reset", "policy_act", "record_segments", "env_step", "trainer_advance")
+    loop = sum(timers["children"][k]["total"] for k in loop_timers if k in timers["children"])
     return {"wall_s": wall, "loop_s": loop, "timers": timers, "dir": work}
 
 

@@ -4,19 +4,25 @@ SubprocVecEnv at the same environment counts and hyperparameters, side by side i
 Both: n_steps 512 per environment, batch 64, 10 epochs, 64x64 networks, lr 3e-4, gamma 0.99,
 GAE lambda 0.95, clip 0.2, no entropy bonus (SB3's PPO defaults with n_steps 512). Palaestra's
 section says the same in ML-Agents' terms (buffer_size = 512 x N, time_horizon 512, batch_size
-64, num_epoch 10, beta 0). Palaestra's --num-envs 1 runs the environment in its main process,
---num-envs N > 1 in N worker processes (pipelined in two halves, envs/workers.py); SB3's
-SubprocVecEnv with one environment per subprocess, DummyVecEnv in its main process. Steps/s are
-for the whole run, collection and updates together, so they show what a user waits for. Where
-Palaestra's loop time goes: acting (policy forward pass and recording), waiting on / stepping
-the environment, and trainer updates.
+64, num_epoch 10, beta 0). Palaestra's --num-envs 1 runs the environment in its main process;
+--num-envs N > 1 runs N worker processes, measured both ways --acting allows: the policy acting
+in the workers (the default for PPO on the CPU) and in the main process (two pipelined halves).
+SB3's SubprocVecEnv runs one environment per subprocess, DummyVecEnv all in its main process.
 
-Usage: python bench/ppo_num_envs.py [--steps 20480] [--counts 1 2 4 8]   (needs gymnasium[mujoco])
+Steps/s are for the whole training loop, collection and updates together, so they show what a
+user waits for. Every configuration runs --repeats times, the repeats interleaved so that a slow
+spell of the machine touches all of them alike; the tables show medians. Where Palaestra's loop
+time goes: acting (the main process's policy and recording; with acting in the workers, taking
+their segments), the environment (stepping, or waiting for the workers' rounds) and updates.
+
+Usage: python bench/ppo_num_envs.py [--steps 20480] [--counts 1 2 4 8] [--repeats 3]
+(needs gymnasium[mujoco])
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import torch
@@ -42,13 +48,15 @@ HalfCheetah-v5:
 """
 
 
-def bench_palaestra(n: int, steps: int) -> dict:
+def bench_palaestra(n: int, steps: int, acting: str) -> dict:
     torch.set_num_threads(1)
-    r = run_palaestra(CONFIG.format(buffer=512 * n, steps=steps), "HalfCheetah-v5", "--cpu", f"--num-envs={n}")
+    r = run_palaestra(CONFIG.format(buffer=512 * n, steps=steps), "HalfCheetah-v5", "--cpu", f"--num-envs={n}",
+                      f"--acting={acting}")
     loop = r["timers"]["children"]
-    return {"steps_per_s": steps / r["loop_s"], "loop": r["loop_s"],
-            **{k: loop.get(timer, {}).get("total", 0.0)
-               for k, timer in (("act", "policy_act"), ("env", "env_step"), ("update", "trainer_advance"))}}
+    parts = {k: sum(loop.get(t, {}).get("total", 0.0) for t in timers)
+             for k, timers in (("act", ("policy_act", "record_segments")), ("env", ("env_step",)),
+                               ("update", ("trainer_advance",)))}
+    return {"steps_per_s": steps / r["loop_s"], "loop": r["loop_s"], **parts}
 
 
 def bench_sb3(n: int, steps: int, subproc: bool) -> dict:
@@ -67,26 +75,49 @@ def bench_sb3(n: int, steps: int, subproc: bool) -> dict:
     return {"steps_per_s": steps / seconds}
 
 
+def median_run(runs: list[dict]) -> dict:
+    """The run with the median steps/s (its own time split, not a mix of runs)."""
+    return sorted(runs, key=lambda r: r["steps_per_s"])[len(runs) // 2]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=20_480)
     parser.add_argument("--counts", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    rows = []
+    runs: dict[tuple[int, str], list[dict]] = {}
+    for _ in range(args.repeats):
+        for n in args.counts:
+            steps = max(args.steps, 512 * n * 2)  # at least two updates
+            kinds = {"sb3 dummy": lambda: bench_sb3(n, steps, subproc=False)}
+            if n > 1:
+                kinds["sb3 subproc"] = lambda: bench_sb3(n, steps, subproc=True)
+                kinds["workers"] = lambda: bench_palaestra(n, steps, "workers")
+                kinds["main"] = lambda: bench_palaestra(n, steps, "main")
+            else:
+                kinds["in-process"] = lambda: bench_palaestra(1, steps, "auto")
+            for kind, run in kinds.items():
+                runs.setdefault((n, kind), []).append(run())
+    med = {key: median_run(r) for key, r in runs.items()}
+    base = med[(1, "in-process")]["steps_per_s"] if (1, "in-process") in med else None
+    print(f"PPO HalfCheetah-v5, {args.steps}+ steps per configuration, median of {args.repeats} "
+          "(steps/s, whole training loop)")
+    print(f"{'envs':>5} {'acting':>10} {'Palaestra':>10} {'SB3 Dummy':>10} {'SB3 Subproc':>12} {'vs Subproc':>11} "
+          f"{'vs 1 env':>9}   loop (s): acting / environment / updates   [all runs, steps/s]")
     for n in args.counts:
-        steps = max(args.steps, 512 * n * 2)  # at least two updates
-        dummy = bench_sb3(n, steps, subproc=False)
-        subproc = bench_sb3(n, steps, subproc=True) if n > 1 else dummy
-        ours = bench_palaestra(n, steps)
-        rows.append((n, ours, dummy, subproc))
-    print(f"PPO HalfCheetah-v5, {args.steps}+ steps per configuration (steps/s, whole training loop)")
-    print(f"{'envs':>5} {'Palaestra':>10} {'SB3 Dummy':>10} {'SB3 Subproc':>12} {'vs Subproc':>11} "
-          f"{'vs 1 env':>9}   Palaestra's loop (s): acting / environment / updates")
-    base = rows[0][1]["steps_per_s"]
-    for n, ours, dummy, subproc in rows:
-        print(f"{n:5d} {ours['steps_per_s']:10.0f} {dummy['steps_per_s']:10.0f} {subproc['steps_per_s']:12.0f} "
-              f"{ours['steps_per_s'] / subproc['steps_per_s']:10.2f}x {ours['steps_per_s'] / base:8.2f}x"
-              f"   {ours['act']:.1f} / {ours['env']:.1f} / {ours['update']:.1f} of {ours['loop']:.1f}")
+        dummy = med[(n, "sb3 dummy")]["steps_per_s"]
+        subproc = med[(n, "sb3 subproc")]["steps_per_s"] if n > 1 else dummy
+        for kind in (("in-process",) if n == 1 else ("workers", "main")):
+            ours = med[(n, kind)]
+            versus = f"{ours['steps_per_s'] / base:8.2f}x" if base else f"{'-':>9}"
+            every = ", ".join(f"{r['steps_per_s']:.0f}" for r in runs[(n, kind)])
+            print(f"{n:5d} {kind:>10} {ours['steps_per_s']:10.0f} {dummy:10.0f} {subproc:12.0f} "
+                  f"{ours['steps_per_s'] / subproc:10.2f}x {versus}"
+                  f"   {ours['act']:.1f} / {ours['env']:.1f} / {ours['update']:.1f} of {ours['loop']:.1f}   [{every}]")
+    print("SB3 runs (steps/s): " + "; ".join(
+        f"{n} {kind}: " + ", ".join(f"{r['steps_per_s']:.0f}" for r in runs[(n, kind)])
+        for n in args.counts for kind in ("sb3 dummy", "sb3 subproc") if (n, kind) in runs))
 
 
 if __name__ == "__main__":

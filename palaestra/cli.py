@@ -30,6 +30,7 @@ class RunOptions:
     keep_checkpoints: int = 5
     num_envs: int = 1
     num_areas: int = 1
+    acting: str = "auto"
     run_id: str = "ppo"
     save_freq: int = 50000
     seed: int = -1
@@ -119,7 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="checkpoints kept per behavior; older ones are deleted")
     p.add_argument("--num-envs", type=_positive, default=d.num_envs,
                    help="environment instances: 1 runs in the main process; more run one per worker "
-                        "process, in two halves that take turns with the policy")
+                        "process (see --acting)")
+    p.add_argument("--acting", choices=("auto", "workers", "main"), default=d.acting,
+                   help="with --num-envs > 1, where the policy acts: 'workers' runs a copy of it in each "
+                        "worker, which sends finished experience in rounds (PPO on the CPU); 'main' runs it "
+                        "in the main process on all workers' agents, in two halves that take turns; 'auto' "
+                        "(default) picks 'workers' where it can")
     p.add_argument("--num-areas", type=_positive, default=d.num_areas,
                    help="copies of the training area inside one environment (multiplies the agents)")
     p.add_argument("--run-id", default=d.run_id, help="run name: outputs go to models/<run-id>, summaries/")

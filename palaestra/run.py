@@ -29,6 +29,7 @@ from palaestra.cli import RunOptions, UsageError
 from palaestra.envs.base import EngineConfig, Env, EnvError
 from palaestra.envs.sources import describe_specs, make_env
 from palaestra.envs.workers import RestartLimits, WorkerPoolEnv
+from palaestra.rollout.acting_pool import ActingWorkers
 from palaestra.settings import (
     ConfigError,
     TrainerConfig,
@@ -255,16 +256,28 @@ def _train_loop(trainers: dict[str, BehaviorTrainer], options: RunOptions, env: 
             {"run_options": _options_dict(options, seed),
              "behaviors": {b: s.as_dict() for b, s in settings.items()}}, sort_keys=False))
 
+    acting = _acting_workers(options, env, trainers, seed)
     error: BaseException | None = None
     with _StopFlag() as stop, _progress_bar(trainers) as bar:
+        counter = _StepCounter(trainers, options, bar, global_step)
         try:
             with timed("env_reset"):
-                env.reset()
-            global_step = _loop(env, trainers, options, stop, bar, global_step)
+                if acting is not None:
+                    acting.start()
+                else:
+                    env.reset()
+            if acting is not None:
+                _acting_loop(acting, trainers, stop, counter)
+            else:
+                _loop(env, trainers, stop, counter)
         except KeyboardInterrupt:
             logger.info("Interrupted again: saving what is there")
         except Exception as e:  # the environment or a trainer failed: save first
             error = e
+        finally:
+            if acting is not None:
+                acting.close()
+    global_step = counter.global_step
     if training:
         for trainer in trainers.values():
             trainer.save(global_step)
@@ -278,11 +291,49 @@ def _train_loop(trainers: dict[str, BehaviorTrainer], options: RunOptions, env: 
     return 0
 
 
-def _loop(env: Env, trainers: dict[str, BehaviorTrainer], options: RunOptions, stop: "_StopFlag",
-          bar: Any, global_step: int) -> int:
-    training = not options.inference
+def _acting_workers(options: RunOptions, env: Env, trainers: dict[str, BehaviorTrainer],
+                    seed: int) -> ActingWorkers | None:
+    """Acting in the workers (rollout/acting_pool.py) when --acting asks for it or allows it."""
+    if not isinstance(env, WorkerPoolEnv) or options.acting == "main":
+        return None
+    obstacles = {name: t.acting_obstacle() for name, t in trainers.items()}
+    blocked = {name: why for name, why in obstacles.items() if why is not None}
+    if blocked:
+        if options.acting == "workers":
+            raise UsageError("--acting=workers: " + "; ".join(f"behavior {b!r}: {why}" for b, why in blocked.items())
+                             + "; use --acting=main (or auto)")
+        return None
+    return ActingWorkers(env, {name: t.acting_plan(env.n) for name, t in trainers.items()},
+                         {name: t.algorithm.policy_arrays for name, t in trainers.items()}, seed)
+
+
+class _StepCounter:
+    """Global steps (one per environment instance whose results came back, as in ML-Agents),
+    the progress bar and --save-freq checkpoints."""
+
+    def __init__(self, trainers: dict[str, BehaviorTrainer], options: RunOptions, bar: Any,
+                 global_step: int) -> None:
+        self.trainers, self.options, self.bar, self.global_step = trainers, options, bar, global_step
+        self._trainer_steps = self._total()
+
+    def _total(self) -> int:
+        return sum(t.step for t in self.trainers.values())
+
+    def add(self, env_steps: int) -> None:
+        previous, self.global_step = self.global_step, self.global_step + env_steps
+        total = self._total()
+        if self.bar is not None:
+            self.bar.update(total - self._trainer_steps)
+        self._trainer_steps = total
+        save_freq = self.options.save_freq
+        if not self.options.inference and self.global_step // save_freq > previous // save_freq:
+            for trainer in self.trainers.values():
+                trainer.save(self.global_step)
+
+
+def _loop(env: Env, trainers: dict[str, BehaviorTrainer], stop: "_StopFlag", counter: _StepCounter) -> None:
+    """The policy acts in this process on every agent of every step."""
     while not stop.requested and any(t.should_continue() for t in trainers.values()):
-        before = sum(t.step for t in trainers.values())
         for name, trainer in trainers.items():
             decision, terminal = env.get_steps(name)
             with timed("policy_act"):
@@ -293,15 +344,24 @@ def _loop(env: Env, trainers: dict[str, BehaviorTrainer], options: RunOptions, s
         with timed("trainer_advance"):
             for trainer in trainers.values():
                 trainer.advance()
-        # as in ML-Agents, one global step per environment instance whose results came back
-        # (pipelined workers return half of them per step)
-        previous, global_step = global_step, global_step + getattr(env, "results_returned", 1)
-        if bar is not None:
-            bar.update(sum(t.step for t in trainers.values()) - before)
-        if training and global_step // options.save_freq > previous // options.save_freq:
+        # pipelined workers return half of the instances per step
+        counter.add(getattr(env, "results_returned", 1))
+
+
+def _acting_loop(acting: ActingWorkers, trainers: dict[str, BehaviorTrainer], stop: "_StopFlag",
+                 counter: _StepCounter) -> None:
+    """The workers act; this process takes their rounds of finished segments and learns."""
+    while not stop.requested and any(t.should_continue() for t in trainers.values()):
+        with timed("env_step"):  # waiting for the workers' next round: their environments and acting
+            results, env_steps = acting.take_round()
+        with timed("record_segments"):
+            for r in results:
+                trainers[r.behavior].record_round(r.segments, r.episodes)
+        with timed("trainer_advance"):
             for trainer in trainers.values():
-                trainer.save(global_step)
-    return global_step
+                trainer.advance()
+        acting.publish()
+        counter.add(env_steps)
 
 
 def _restore(trainer: BehaviorTrainer, options: RunOptions, s: TrainerSettings, models: Path) -> int:

@@ -15,11 +15,15 @@ import numpy as np
 import torch
 
 from palaestra.algorithms import make_algorithm
+from palaestra.algorithms.ppo import PPO
 from palaestra.algorithms.sac import SAC
 from palaestra.checkpoints import CheckpointError, CheckpointManager
 from palaestra.envs.base import ActionTuple, BehaviorSpec, DecisionSteps, TerminalSteps
 from palaestra.export import export_policy
-from palaestra.rollout.collector import Collector
+from palaestra.networks.numpy_acting import weight_layout
+from palaestra.rollout.acting_pool import ActingWorkers
+from palaestra.rollout.acting_worker import BehaviorPlan
+from palaestra.rollout.collector import Collector, EpisodeStats, Segments
 from palaestra.settings import TrainerSettings
 from palaestra.stats import MetricsCSV, StatsReporter
 from palaestra.timers import timed
@@ -64,12 +68,37 @@ class BehaviorTrainer:
     def act(self, decision: DecisionSteps, terminal: TerminalSteps) -> ActionTuple:
         actions, segments = self.collector.step(decision, terminal, self.algorithm.act, self.algorithm.value)
         if segments is not None:
-            if self.learning:
-                for key, values in self.algorithm.collect(segments).items():
-                    self.stats.add(key, values)
-            else:
-                self.algorithm.step += int(segments.length.sum())
+            self.record(segments)
         return actions
+
+    def record(self, segments: Segments) -> None:
+        """Take finished segments: queued for learning, or only counted past max_steps."""
+        if self.learning:
+            for key, values in self.algorithm.collect(segments).items():
+                self.stats.add(key, values)
+        else:
+            self.algorithm.step += int(segments.length.sum())
+
+    # -- acting in the environment workers (rollout/acting_pool.py) ---------------------------
+    def acting_obstacle(self) -> str | None:
+        """Why this behavior's policy cannot act in the environment workers, or None if it can."""
+        if not isinstance(self.algorithm, PPO):
+            return f"{self.settings.trainer} learns between environment steps; its policy acts in the main process"
+        if self.algorithm.policy_arrays() is None:
+            return f"its policy runs on {self.algorithm.device}; workers act on the CPU"
+        return None
+
+    def acting_plan(self, workers: int) -> BehaviorPlan:
+        arrays = self.algorithm.policy_arrays()
+        assert arrays is not None
+        return BehaviorPlan(weight_layout(arrays), self.settings.time_horizon, len(self.algorithm.signals),
+                            ActingWorkers.round_agent_steps(self.settings.buffer_size, workers))
+
+    def record_round(self, segments: Segments | None, episodes: EpisodeStats) -> None:
+        """Take one worker's round: its finished segments and the episodes that ended in it."""
+        if segments is not None:
+            self.record(segments)
+        self.collector.stats.merge(episodes)
 
     def advance(self) -> None:
         """Update the policy if the buffer is full, and write summaries when due."""

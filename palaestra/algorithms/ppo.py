@@ -28,7 +28,7 @@ from palaestra.algorithms.schedules import linear_decay, scheduled_learning_rate
 from palaestra.envs.base import BehaviorSpec
 from palaestra.networks.numpy_adam import NumpyAdam
 from palaestra.networks.numpy_gradients import NumpyPPOGradients
-from palaestra.networks.numpy_policy import NumpyPolicy
+from palaestra.networks.numpy_policy import NumpyPolicy, policy_arrays
 from palaestra.networks.optim import make_adam
 from palaestra.networks.policy import ActorCritic
 from palaestra.rewards import SignalEpisodeSums, make_signals
@@ -132,6 +132,11 @@ class PPO:
             entropy=out.entropy.cpu().numpy(),
             values=out.values.cpu().numpy(),
         )
+
+    def policy_arrays(self) -> dict[str, np.ndarray] | None:
+        """The policy's weights as named numpy arrays for acting elsewhere (views, not copies),
+        or None when the policy is not on the CPU."""
+        return policy_arrays(self.policy) if self._numpy_policy is not None else None
 
     def value(self, obs: np.ndarray) -> np.ndarray:
         if self._numpy_policy is not None:

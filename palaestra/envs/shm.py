@@ -85,3 +85,33 @@ class Signal:
                 return True
             if not alive() or time.monotonic() > deadline:
                 return False
+
+
+Header = list[tuple[str, str, tuple[int, ...], int]]  # (key, dtype, shape, byte offset) per array
+
+
+def pack_arrays(block: SharedArrays, arrays: dict[str, np.ndarray]) -> Header | None:
+    """Copy ``arrays`` one after the other into ``block["bytes"]``; the header to read them back
+    with :func:`unpack_arrays`, or None (and nothing written) if they do not fit."""
+    buf = block["bytes"]
+    header: Header = []
+    offset = 0
+    for key, a in arrays.items():
+        offset = -(-offset // 8) * 8  # 8-byte aligned
+        header.append((key, a.dtype.str, tuple(a.shape), offset))
+        offset += a.nbytes
+    if offset > buf.nbytes:
+        return None
+    for (_, _, _, start), a in zip(header, arrays.values()):
+        buf[start : start + a.nbytes] = np.ascontiguousarray(a).reshape(-1).view(np.uint8)
+    return header
+
+
+def unpack_arrays(block: SharedArrays, header: Header) -> dict[str, np.ndarray]:
+    """Copies of the arrays :func:`pack_arrays` wrote."""
+    buf = block["bytes"]
+    out = {}
+    for key, dtype, shape, start in header:
+        size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        out[key] = buf[start : start + size].view(dtype).reshape(shape).copy()
+    return out

@@ -81,6 +81,11 @@ def run_worker(conn: Any, control_name: str, n_workers: int, index: int, bells: 
                 kind, payload = conn.recv()
                 if kind == "close":
                     break
+                if kind == "act":  # from now on the worker acts itself, in rounds, until closed
+                    from palaestra.rollout.acting_worker import run_acting
+
+                    run_acting(env, conn, payload, n_workers, index)
+                    break
                 env.reset(payload)
             announced = _publish(env, specs, blocks, conn, n_workers, index)
             control["reply_code"][index] = READ_PIPE if announced else COUNTS

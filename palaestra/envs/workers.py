@@ -75,7 +75,7 @@ class RestartLimits:
         return None
 
 
-class _Failed(Exception):
+class WorkerFailed(Exception):
     """A worker failed; ``what`` says how."""
 
     def __init__(self, what: str) -> None:
@@ -100,6 +100,7 @@ class _Worker:
     # was replaced (flat observations, ids)
     last: dict[str, tuple[np.ndarray, np.ndarray, int, int]] = field(default_factory=dict)
     interrupted: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    results: dict[int, SharedArrays] = field(default_factory=dict)  # acting in workers: result block per slot
 
 
 class WorkerPoolEnv:
@@ -177,7 +178,7 @@ class WorkerPoolEnv:
 
     def close(self) -> None:
         for i in range(len(self.workers)):
-            with contextlib.suppress(_Failed):  # a dead worker needs no message
+            with contextlib.suppress(WorkerFailed):  # a dead worker needs no message
                 self._command(i, MESSAGE, ("close", None))
         for w in self.workers:
             self._stop(w)
@@ -212,7 +213,7 @@ class WorkerPoolEnv:
         """Wait for worker i's reply; restart it (or raise) if it failed."""
         try:
             self._await(i)
-        except _Failed as f:
+        except WorkerFailed as f:
             self._restart(i, f.what)
         self.workers[i].in_flight = False
 
@@ -220,7 +221,7 @@ class WorkerPoolEnv:
         try:
             self._command(i, MESSAGE, ("reset", self._parameters))
             self._await(i)
-        except _Failed as f:
+        except WorkerFailed as f:
             self._restart(i, f.what)
 
     def _show(self, group: list[int]) -> None:
@@ -293,8 +294,8 @@ class WorkerPoolEnv:
 
     def _handshake(self, i: int) -> dict[str, BehaviorSpec]:
         try:
-            return self._read_pipe(i, "specs")[1]
-        except _Failed as f:
+            return self.read_pipe(i, "specs")[1]
+        except WorkerFailed as f:
             raise self._error(i, f.what) from None
 
     def _command(self, i: int, code: int, message: Any = None) -> None:
@@ -304,33 +305,41 @@ class WorkerPoolEnv:
                 w.conn.send(message)
             except (BrokenPipeError, OSError):
                 w.proc.join(timeout=1)
-                raise _Failed(f"the process died (exit code {w.proc.exitcode})") from None
+                raise WorkerFailed(f"the process died (exit code {w.proc.exitcode})") from None
         self._control["command_code"][i] = code
         w.seq += 1
         w.command.raise_to(w.seq)
+
+    def send_message(self, i: int, message: Any) -> None:
+        """Send worker i a pipe message (WorkerFailed if its process is gone)."""
+        self._command(i, MESSAGE, message)
+
+    @property
+    def reset_parameters(self) -> dict[str, float] | None:
+        return self._parameters
 
     def _await(self, i: int) -> None:
         w = self.workers[i]
         if not w.reply.wait_for(w.seq, time.monotonic() + self.timeout, w.proc.is_alive):
             if not w.proc.is_alive():
                 w.proc.join(timeout=1)
-                raise _Failed(f"the process died (exit code {w.proc.exitcode})")
-            raise _Failed(f"it did not answer within {self.timeout:.0f} s")
+                raise WorkerFailed(f"the process died (exit code {w.proc.exitcode})")
+            raise WorkerFailed(f"it did not answer within {self.timeout:.0f} s")
         if self._control["reply_code"][i] == READ_PIPE:
-            self._read_pipe(i, "steps")
+            self.read_pipe(i, "steps")
 
-    def _read_pipe(self, i: int, expected: str) -> tuple:
+    def read_pipe(self, i: int, expected: str) -> tuple:
         w = self.workers[i]
         while True:
             if not w.conn.poll(self.timeout):
-                raise _Failed(f"it did not answer within {self.timeout:.0f} s")
+                raise WorkerFailed(f"it did not answer within {self.timeout:.0f} s")
             try:
                 reply = w.conn.recv()
             except (EOFError, OSError):
                 w.proc.join(timeout=1)
-                raise _Failed(f"the process died (exit code {w.proc.exitcode})") from None
+                raise WorkerFailed(f"the process died (exit code {w.proc.exitcode})") from None
             if reply[0] == "error":
-                raise _Failed(reply[1])
+                raise WorkerFailed(reply[1])
             if reply[0] == "block":  # a behavior's new block, created at the first reset or to grow
                 _, behavior, shm_name, rows = reply
                 if behavior in w.blocks:
@@ -341,10 +350,19 @@ class WorkerPoolEnv:
                     pass
                 continue
             if reply[0] != expected:
-                raise _Failed(f"it sent {reply[0]!r} where {expected!r} was expected")
+                raise WorkerFailed(f"it sent {reply[0]!r} where {expected!r} was expected")
             return reply
 
     def _restart(self, i: int, what: str) -> None:
+        last = self.workers[i].last
+        new = self.replace_worker(i, what)
+        new.interrupted = {b: (obs[start : start + n], ids[start : start + n])  # waiting for their next step
+                           for b, (obs, ids, start, n) in last.items() if n}
+        self._reset_worker(i)
+
+    def replace_worker(self, i: int, what: str) -> _Worker:
+        """Kill worker i, which failed as ``what`` says, and start a new process in its place
+        (through the handshake); EnvError if the restart limits refuse."""
         old = self.workers[i]
         now = time.monotonic()
         refusal = self.restart_limits.refusal(old.restarts, now)
@@ -353,14 +371,11 @@ class WorkerPoolEnv:
         logger.warning("environment worker %d (pid %s) failed: %s; restarting it (restart %d)", i, old.proc.pid,
                        what, len(old.restarts) + 1)
         self._stop(old, kill=True)
-        new = self._spawn(i, old.restarts + [now])
-        new.interrupted = {b: (obs[start : start + n], ids[start : start + n])  # waiting for their next step
-                           for b, (obs, ids, start, n) in old.last.items() if n}
-        self.workers[i] = new
+        self.workers[i] = new = self._spawn(i, old.restarts + [now])
         specs = self._handshake(i)
         if specs != self._specs:
             raise self._error(i, "the restarted process reports different behaviors or specs")
-        self._reset_worker(i)
+        return new
 
     def _stop(self, w: _Worker, kill: bool = False) -> None:
         if kill and w.proc.is_alive():
@@ -369,12 +384,12 @@ class WorkerPoolEnv:
         if w.proc.is_alive():
             w.proc.kill()
             w.proc.join(timeout=5)
-        for block in w.blocks.values():
+        for block in [*w.blocks.values(), *w.results.values()]:
             # a worker that ended cleanly unlinked its blocks; one that was killed could not
             block.close(unlink=False)
             if w.proc.exitcode != 0:
                 _unlink_quietly(block.name)
-        w.blocks = {}
+        w.blocks, w.results = {}, {}
         w.conn.close()
 
     def _error(self, i: int, what: str) -> EnvError:

@@ -78,6 +78,12 @@ class EpisodeStats:
     entropy_sum: float = 0.0
     entropy_count: int = 0
 
+    def merge(self, other: "EpisodeStats") -> None:
+        self.returns.extend(other.returns)
+        self.lengths.extend(other.lengths)
+        self.entropy_sum += other.entropy_sum
+        self.entropy_count += other.entropy_count
+
 
 PolicyFn = Callable[[np.ndarray, np.ndarray | None], ActResult]
 ValueFn = Callable[[np.ndarray], np.ndarray]
