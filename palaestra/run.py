@@ -156,6 +156,9 @@ def _run(options: RunOptions) -> int:
     if options.num_envs == 1 and any(getattr(options, f) != getattr(RunOptions(), f) for f in restart_flags):
         logger.warning("the --max-lifetime-restarts and --restarts-rate-limit-* flags have no effect with "
                        "--num-envs 1: the environment runs in the main process, where a crash stops the run")
+    if options.num_envs == 1 and options.acting != "auto":
+        logger.warning("--acting has no effect with --num-envs 1: the environment and the policy both run in "
+                       "the main process")
     if options.num_envs > 1:  # worker processes, stepped in two alternating halves (envs/workers.py)
         env = WorkerPoolEnv(options.env, options.num_envs, seed=seed, num_areas=options.num_areas,
                             env_args=options.env_args, engine=engine, base_port=options.base_port,
@@ -304,7 +307,8 @@ def _acting_workers(options: RunOptions, env: Env, trainers: dict[str, BehaviorT
                              + "; use --acting=main (or auto)")
         return None
     return ActingWorkers(env, {name: t.acting_plan(env.n) for name, t in trainers.items()},
-                         {name: t.algorithm.policy_arrays for name, t in trainers.items()}, seed)
+                         {name: t.algorithm.policy_arrays for name, t in trainers.items()}, seed,
+                         threaded=all(t.settings.threaded for t in trainers.values()))
 
 
 class _StepCounter:

@@ -216,7 +216,8 @@ class TrainerSettings:
     memory_size: int = _key(128, integer(1), "LSTM memory size")
     sequence_length: int = _key(64, integer(1), "LSTM training sequence length")
     vis_encode_type: str = _key("simple", choice(*VISUAL_ENCODERS), "visual encoder")
-    threaded: bool = _key(True, boolean, "accepted for compatibility; Palaestra updates in the run loop")
+    threaded: bool = _key(True, boolean, "with the policy acting in --num-envs workers: they go on stepping while "
+                          "the trainer updates")
     init_path: str | None = _key(None, optional_text, "a model folder whose weights start training")
     reward_signals: Mapping[str, Any] = _key(None, _checked_separately, "reward signals")
     behavioral_cloning: BehavioralCloningSettings | None = _key(None, _checked_separately, "BC")

@@ -298,6 +298,7 @@ def test_a_behavior_past_max_steps_stops_learning_while_others_go_on(tmp_path):
     ("--restarts-rate-limit-n=x", "expected an integer, got 'x'"),
     ("--restarts-rate-limit-period-s=0", "expected an integer >= 1, got 0"),
     ("--base-port=70000", "expected a port number in [1, 65535], got 70000"),
+    ("--acting=gpu", "argument --acting: invalid choice: 'gpu' (choose from"),
 ])
 def test_bad_flag_values_are_usage_errors(capsys, flag, message):
     from palaestra.cli import main
@@ -310,3 +311,8 @@ def test_bad_flag_values_are_usage_errors(capsys, flag, message):
 def test_restart_flags_without_workers_warn(run_cli, small_config):
     result = run_cli(small_config, "--env=Simple1DDiscrete", "--max-lifetime-restarts=3", "--dry-run")
     assert result.code == 0 and "have no effect with --num-envs 1" in result.log
+
+
+def test_acting_without_workers_warns(run_cli, small_config):
+    result = run_cli(small_config, "--env=Simple1DDiscrete", "--acting=workers", "--dry-run")
+    assert result.code == 0 and "--acting has no effect with --num-envs 1" in result.log

@@ -249,28 +249,33 @@ def test_a_hung_worker_is_killed_and_restarted(tmp_path, monkeypatch):
         env.close()
 
 
-def _train_with_a_failing_worker(run_cli, workdir, module: str, once: bool, max_steps: int):
+def _train_with_a_failing_worker(run_cli, workdir, module: str, once: bool, max_steps: int, acting: str):
     """Train 1D on FAILING_MODULE (worker 1 raises after 300 steps) with two workers."""
     import sys
 
     (workdir / f"{module}.py").write_text(FAILING_MODULE.format(after=300, hang=False, once=once))
     config = write_yaml(workdir / "c.yaml", ONE_AGENT_CONFIG.format(max_steps=max_steps))
     try:
-        return run_cli(str(config), f"--env={module}:make", "--num-envs=2", "--run-id=c", "--seed=0")
+        return run_cli(str(config), f"--env={module}:make", "--num-envs=2", "--run-id=c", "--seed=0",
+                       f"--acting={acting}")
     finally:
         sys.modules.pop(module, None)  # each test writes its own module
 
 
-def test_a_crashing_worker_is_restarted_and_the_run_completes(run_cli, workdir):
-    result = _train_with_a_failing_worker(run_cli, workdir, "crash_once", once=True, max_steps=2000)
+@pytest.mark.parametrize("acting", ["workers", "main"])
+def test_a_crashing_worker_is_restarted_and_the_run_completes(run_cli, workdir, acting):
+    result = _train_with_a_failing_worker(run_cli, workdir, f"crash_once_{acting}", once=True, max_steps=2000,
+                                          acting=acting)
     assert result.code == 0, result.log
     assert "environment worker 1" in result.log and "restarting it (restart 1)" in result.log
     assert (workdir / "failed").exists() and (workdir / "models/c/1D.onnx").is_file()
 
 
-def test_a_worker_that_keeps_crashing_stops_the_run_with_a_message_after_saving(run_cli, workdir):
+@pytest.mark.parametrize("acting", ["workers", "main"])
+def test_a_worker_that_keeps_crashing_stops_the_run_with_a_message_after_saving(run_cli, workdir, acting):
     # restarted once; the second crash within a minute passes --restarts-rate-limit-n 1
-    result = _train_with_a_failing_worker(run_cli, workdir, "crashing_env", once=False, max_steps=100000)
+    result = _train_with_a_failing_worker(run_cli, workdir, f"crashing_env_{acting}", once=False, max_steps=100000,
+                                          acting=acting)
     assert result.code == 1
     assert "environment worker 1" in result.log and "RuntimeError: simulated crash in the simulator" in result.log
     assert "restarting it (restart 1)" in result.log
@@ -311,14 +316,16 @@ def test_worker_blocks_grow_when_more_agents_arrive(tmp_path, monkeypatch):
         env.close()
 
 
-def test_global_steps_count_every_instance_that_stepped(run_cli, workdir):
+@pytest.mark.parametrize("acting", ["workers", "main"])
+def test_global_steps_count_every_instance_that_stepped(run_cli, workdir, acting):
     # ML-Agents counts one global step per environment instance whose results came back: with
-    # four one-agent workers (two per pipelined half) the global step follows the agent steps
+    # four one-agent workers (two per pipelined half, or rounds of four steps each with the
+    # policy in the workers) the global step follows the agent steps
     import torch
 
     config = write_yaml(workdir / "c.yaml", ONE_AGENT_CONFIG.format(max_steps=400))
     assert run_cli(str(config), "--env=Simple1DDiscrete", "--num-envs=4", "--run-id=g", "--seed=0",
-                   "--save-freq=100").code == 0
+                   "--save-freq=100", f"--acting={acting}").code == 0
     checkpoints = sorted((workdir / "models/g/1D").glob("checkpoint-*.pt"), key=lambda p: p.stat().st_mtime)
     assert len(checkpoints) >= 4  # every 100 global steps over ~400 agent steps, and at the end
     last = torch.load(checkpoints[-1], weights_only=False)

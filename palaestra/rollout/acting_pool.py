@@ -5,7 +5,8 @@ takes round ``r`` from every worker (in worker order, so runs are reproducible),
 segments to the trainers, lets them update, and then publishes the weights for round
 ``r + 1 + LAG``. Workers therefore run up to ``LAG`` rounds ahead of the main process: while it
 learns from one round they collect the next with the weights they have, as ML-Agents' threaded
-trainers do. Each round's share of a behavior's experience is ``buffer_size / (ROUNDS_PER_BUFFER
+trainers do (``threaded: true``, the default; with ``threaded: false`` in any behavior's section
+the lag is 0 and the workers wait for each round's update). Each round's share of a behavior's experience is ``buffer_size / (ROUNDS_PER_BUFFER
 x workers)`` agent steps per worker, so a policy is at most about ``(1 + LAG) / ROUNDS_PER_BUFFER``
 of a buffer behind the newest weights.
 
@@ -53,12 +54,15 @@ class ActingWorkers:
     weights as named float32 arrays, laid out as ``plans[b].layout``."""
 
     def __init__(self, pool: WorkerPoolEnv, plans: dict[str, BehaviorPlan],
-                 weights: dict[str, Callable[[], dict[str, np.ndarray]]], seed: int) -> None:
+                 weights: dict[str, Callable[[], dict[str, np.ndarray]]], seed: int, threaded: bool = True) -> None:
         self.pool = pool
         self.plans = plans
         self.sources = weights
         self.seed = seed
-        self.slots = LAG + 1
+        # ML-Agents' `threaded: false`: the environments wait while the trainers update, so every
+        # round acts with the newest weights
+        self.lag = LAG if threaded else 0
+        self.slots = self.lag + 1
         self.weights: SharedArrays | None = None
         self.next = 0  # the round to take next
         self.permitted = -1  # the last round the workers may start
@@ -101,7 +105,7 @@ class ActingWorkers:
 
     def publish(self) -> None:
         """Call after the trainers have learned from the round just taken: its weights become
-        those of round ``taken + 1 + LAG``, which the workers may now start."""
+        those of round ``taken + 1 + lag``, which the workers may now start."""
         q = self.next - 1 + self.slots
         self._write_weights(q)
         self.permitted = q

@@ -113,11 +113,15 @@ def run_acting(env: Any, conn: Any, plan: ActingPlan, n_workers: int, index: int
     try:
         env.reset(plan.reset_parameters)
         steps = round_steps(plan.behaviors, {b: len(env.get_steps(b)[0]) for b in actors})
+        q, permitted = plan.first_round, plan.first_round - 1
         while True:
-            message = conn.recv()
-            if message[0] == "close":
-                return
-            _, q = message
+            # read every message already sent, so that a close waiting behind permissions for
+            # further rounds is seen now; block only when the next round is not permitted yet
+            while permitted < q or conn.poll():
+                message = conn.recv()
+                if message[0] == "close":
+                    return
+                permitted = max(permitted, message[1])
             for k, actor in enumerate(actors.values()):
                 actor.weights[:] = weights[f"w{k}"][q % plan.slots]
             for _ in range(steps):
@@ -147,6 +151,7 @@ def run_acting(env: Any, conn: Any, plan: ActingPlan, n_workers: int, index: int
                 header = pack_arrays(results[slot], arrays)
                 announced = (results[slot].name, results[slot]["bytes"].nbytes)
             conn.send(("round", q, steps, header, stats, announced))
+            q += 1
     finally:
         for block in results:
             if block is not None:

@@ -1,0 +1,207 @@
+"""--num-envs with the policy acting in the workers (rollout/acting_worker.py, acting_pool.py)."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+
+from palaestra.algorithms.ppo import PPO
+from palaestra.envs.shm import SharedArrays, pack_arrays, unpack_arrays
+from palaestra.envs.sources import make_env
+from palaestra.envs.workers import WorkerPoolEnv
+from palaestra.networks.numpy_acting import NumpyActorCritic, weight_layout
+from palaestra.rollout.acting_pool import ActingWorkers
+from palaestra.rollout.acting_worker import (
+    BehaviorPlan,
+    pack_segments,
+    round_steps,
+    unpack_segments,
+)
+from palaestra.rollout.collector import Collector, Segments
+from palaestra.settings import ExtrinsicSettings, TrainerSettings
+from tests.conftest import write_yaml
+
+SETTINGS = TrainerSettings(hidden_units=8, num_layers=1, time_horizon=6, buffer_size=64, batch_size=16,
+                           reward_signals={"extrinsic": ExtrinsicSettings()})
+
+
+def _ppo(env_name: str) -> tuple[PPO, str]:
+    env = make_env(env_name)
+    behavior, spec = next(iter(env.behavior_specs.items()))
+    env.close()
+    return PPO(spec, SETTINGS, torch.device("cpu"), np.random.default_rng(0)), behavior
+
+
+def _collect(env_name: str, seed: int, steps: int, arrays, rng) -> list[Segments]:
+    """What the main process's collector would record acting with ``arrays`` on one instance."""
+    env = make_env(env_name, seed=seed)
+    behavior, spec = next(iter(env.behavior_specs.items()))
+    policy = NumpyActorCritic(arrays, spec.action_spec.discrete_branches, rng)
+    collector = Collector(spec, SETTINGS.time_horizon, 1)
+    finished = []
+    env.reset()
+    for _ in range(steps):
+        actions, segments = collector.step(*env.get_steps(behavior), policy.act, policy.value)
+        if segments is not None:
+            finished.append(segments)
+        env.set_actions(behavior, actions)
+        env.step()
+    return finished
+
+
+def _assert_same_segments(a: Segments, b: Segments) -> None:
+    for name in Segments.__dataclass_fields__:
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+
+
+def test_packed_segments_round_trip_without_padding():
+    ppo, _ = _ppo("3DBall")  # twelve agents whose episodes end at different times
+    parts = _collect("3DBall", 0, 40, ppo.policy_arrays(), np.random.default_rng(0))
+    assert len(parts) > 3 and len({int(p.length.max()) for p in parts}) > 1  # ragged
+    packed = pack_segments(parts, n_workers=3, index=2)
+    rows = sum(int(p.length.sum()) for p in parts)
+    assert packed["obs"].shape[0] == rows  # real rows only
+    back = unpack_segments(packed)
+    whole = Segments.concatenate(parts)
+    whole.slot = whole.slot * 3 + 2  # unique across workers, as agent ids are
+    _assert_same_segments(back, whole)
+
+
+def test_arrays_pack_into_shared_memory_or_say_they_do_not_fit():
+    block = SharedArrays({"bytes": ((256,), np.uint8)})
+    try:
+        arrays = {"a": np.arange(5, dtype=np.float32), "b": np.array([[True, False]]), "c": np.arange(3)}
+        header = pack_arrays(block, arrays)
+        assert header is not None and all(offset % 8 == 0 for *_, offset in header)
+        back = unpack_arrays(block, header)
+        for key, a in arrays.items():
+            np.testing.assert_array_equal(back[key], a)
+            assert back[key].dtype == a.dtype
+        assert pack_arrays(block, {"big": np.zeros(100, np.float32)}) is None
+    finally:
+        block.close(unlink=True)
+
+
+def test_a_round_holds_each_behavior_s_share():
+    plans = {"A": BehaviorPlan([], 64, 1, round_agent_steps=100), "B": BehaviorPlan([], 64, 1, round_agent_steps=30)}
+    assert round_steps(plans, {"A": 10, "B": 1}) == 10  # A needs 10 steps of its 10 agents, B 30
+    assert round_steps(plans, {"A": 10, "B": 0}) == 10  # B has no agents yet: it does not count
+    assert round_steps(plans, {"A": 0, "B": 0}) == 1
+    assert round_steps(plans, {"A": 1000, "B": 1000}) == 1
+
+
+def _acting_pool(env_name: str, n: int, seed: int, ppo: PPO, behavior: str, timeout: float = 300.0,
+                 threaded: bool = True):
+    pool = WorkerPoolEnv(env_name, n, seed=seed, timeout=timeout)
+    plan = BehaviorPlan(weight_layout(ppo.policy_arrays()), SETTINGS.time_horizon, 1,
+                        ActingWorkers.round_agent_steps(SETTINGS.buffer_size, n))
+    return pool, ActingWorkers(pool, {behavior: plan}, {behavior: ppo.policy_arrays}, seed, threaded)
+
+
+def test_workers_record_exactly_what_the_main_process_would():
+    # Same instance seed (seed + i), same policy noise stream, same weights: worker i's rounds
+    # hold the segments the main process's own collector records on that instance.
+    ppo, behavior = _ppo("Simple1DDiscrete")
+    pool, acting = _acting_pool("Simple1DDiscrete", 2, 11, ppo, behavior)
+    try:
+        acting.start()
+        rounds = []
+        for _ in range(5):
+            rounds.append(acting.take_round())
+            acting.publish()
+    finally:
+        acting.close()
+        pool.close()
+    steps = sum(env_steps for _, env_steps in rounds) // 2
+    assert steps == 5 * 4  # rounds of 64 / (8 x 2) = 4 agent steps, one agent per worker
+    for i in range(2):
+        rng = np.random.default_rng(np.random.SeedSequence([11, i]).spawn(1)[0])
+        expected = Segments.concatenate(_collect("Simple1DDiscrete", 11 + i, steps, ppo.policy_arrays(), rng))
+        got = [results[i].segments for results, _ in rounds if results[i].segments is not None]
+        actual = Segments.concatenate(got)
+        expected.slot = expected.slot * 2 + i
+        _assert_same_segments(actual, expected)
+
+
+@pytest.mark.parametrize("threaded", [True, False])
+def test_workers_act_with_the_weights_published_for_their_round(threaded):
+    # The weights the main process has after taking round r reach the workers at round r + 1 + lag:
+    # lag 6 with `threaded: true`, 0 (the newest weights every round) with `threaded: false`.
+    ppo, behavior = _ppo("Simple1DDiscrete")
+    pool, acting = _acting_pool("Simple1DDiscrete", 2, 3, ppo, behavior, threaded=threaded)
+    assert acting.lag == (6 if threaded else 0)
+    values = ppo.policy.values.bias
+    try:
+        acting.start()
+        seen = []
+        for r in range(acting.lag + 4):
+            results, _ = acting.take_round()
+            segments = [x.segments for x in results if x.segments is not None]
+            # a segment's bootstrap value is computed when it finishes, inside this round
+            seen.append(float(np.concatenate([s.bootstrap for s in segments]).max()) if segments else None)
+            with torch.no_grad():
+                values.fill_(100.0 * (r + 1))  # a value head that says which round's weights acted
+            acting.publish()
+    finally:
+        acting.close()
+        pool.close()
+    for r, top in enumerate(seen):
+        if top is not None:
+            published = r - 1 - acting.lag  # round r acts with the weights set after round r - 1 - LAG
+            assert top == pytest.approx(100.0 * (published + 1), abs=10.0) if published >= 0 else abs(top) < 10
+
+
+def test_a_killed_acting_worker_is_restarted_from_the_round_it_owes():
+    ppo, behavior = _ppo("3DBall")
+    pool, acting = _acting_pool("3DBall", 2, 0, ppo, behavior, timeout=20)
+    try:
+        acting.start()
+        acting.take_round()
+        acting.publish()
+        old = pool.procs[1].pid
+        os.kill(old, signal.SIGKILL)
+        for _ in range(acting.lag + 3):  # rounds it finished before it died come first
+            results, env_steps = acting.take_round()
+            acting.publish()
+            assert env_steps > 0 and len(results) == 2
+        assert pool.procs[1].pid != old and len(pool.workers[1].restarts) == 1
+    finally:
+        acting.close()
+        pool.close()
+
+
+ONE_AGENT = """
+    1D:
+      trainer: {trainer}
+      batch_size: 16
+      buffer_size: 256
+      hidden_units: 16
+      num_layers: 1
+      max_steps: 600
+      summary_freq: 200
+"""
+
+
+def test_acting_in_workers_is_refused_for_sac_and_auto_keeps_it_in_the_main_process(run_cli, workdir):
+    config = write_yaml(workdir / "c.yaml", ONE_AGENT.format(trainer="sac"))
+    result = run_cli(str(config), "--env=Simple1DContinuous", "--num-envs=2", "--acting=workers", "--run-id=a")
+    assert result.code == 1 and "Traceback" not in result.log
+    assert "--acting=workers: behavior '1D': sac learns between environment steps" in result.log
+    assert run_cli(str(config), "--env=Simple1DContinuous", "--num-envs=2", "--run-id=b").code == 0
+
+
+@pytest.mark.parametrize("acting", ["workers", "main"])
+def test_a_run_with_workers_is_reproducible(run_cli, workdir, acting):
+    config = write_yaml(workdir / "c.yaml", ONE_AGENT.format(trainer="ppo"))
+    weights = []
+    for run in ("a", "b"):
+        assert run_cli(str(config), "--env=Simple1DDiscrete", "--num-envs=2", f"--acting={acting}", f"--run-id={run}",
+                       "--seed=4").code == 0
+        checkpoint = sorted((workdir / f"models/{run}/1D").glob("checkpoint-*.pt"))[-1]
+        weights.append(torch.load(checkpoint, weights_only=False)["algorithm"]["policy"])
+    for name, tensor in weights[0].items():
+        assert torch.equal(tensor, weights[1][name]), name
