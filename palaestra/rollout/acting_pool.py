@@ -23,6 +23,7 @@ import numpy as np
 
 from palaestra.envs.shm import SharedArrays, unpack_arrays
 from palaestra.envs.workers import WorkerFailed, WorkerPoolEnv
+from palaestra.networks.numpy_acting import weight_views
 from palaestra.rollout.acting_worker import (
     ActingPlan,
     BehaviorPlan,
@@ -124,13 +125,9 @@ class ActingWorkers:
     def _write_weights(self, q: int) -> None:
         assert self.weights is not None
         for k, (behavior, source) in enumerate(self.sources.items()):
-            row = self.weights[f"w{k}"][q % self.slots]
             arrays = source()
-            offset = 0
-            for name, shape in self.plans[behavior].layout:
-                size = int(np.prod(shape))
-                row[offset : offset + size] = arrays[name].reshape(-1)
-                offset += size
+            for name, view in weight_views(self.weights[f"w{k}"][q % self.slots], self.plans[behavior].layout).items():
+                view[...] = arrays[name]
 
     def _start_worker(self, i: int, first_round: int) -> None:
         assert self.weights is not None

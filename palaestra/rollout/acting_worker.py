@@ -104,6 +104,10 @@ class _Actor:
 
 def run_acting(env: Any, conn: Any, plan: ActingPlan, n_workers: int, index: int) -> None:
     """Act in rounds until the main process sends ``("close", ...)``."""
+    from threadpoolctl import threadpool_limits
+
+    # acting multiplies small matrices: BLAS threads would only spin on the cores other workers need
+    threadpool_limits(1)
     specs = env.behavior_specs
     weights = SharedArrays(weights_layout(plan.behaviors, plan.slots), name=plan.weights_name)
     seeds = np.random.SeedSequence([plan.seed, index]).spawn(len(plan.behaviors))
