@@ -108,7 +108,7 @@ class GymnasiumEnv(SingleBehaviorEnv):
         self.n = num_areas
         self._ids = np.arange(self.n, dtype=np.int64)
         self._decision: DecisionSteps | None = None
-        self._terminal = TerminalSteps.empty(self._spec)
+        self._no_terminal = self._terminal = TerminalSteps.empty(self._spec)  # shared: never modified
         self._actions: ActionTuple | None = None
         self._seeded = False
 
@@ -126,7 +126,7 @@ class GymnasiumEnv(SingleBehaviorEnv):
                 env.action_space.seed(seed)
             obs[i] = self._obs(o)
         self._seeded = True
-        self._terminal = TerminalSteps.empty(self._spec)
+        self._terminal = self._no_terminal
         self._decision = DecisionSteps([obs], np.zeros(self.n, np.float32), self._ids)
 
     def step(self) -> None:
@@ -158,7 +158,7 @@ class GymnasiumEnv(SingleBehaviorEnv):
                 np.asarray(interrupted, bool),
             )
         else:
-            self._terminal = TerminalSteps.empty(self._spec)
+            self._terminal = self._no_terminal
         self._decision = DecisionSteps([obs], reward, self._ids)
 
     def close(self) -> None:
