@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from palaestra.envs.base import BehaviorSpec
-from palaestra.envs.shm import SharedArrays, pack_arrays
+from palaestra.envs.shm import Header, SharedArrays, pack_arrays
 from palaestra.networks.numpy_acting import (
     NumpyActorCritic,
     WeightLayout,
@@ -102,6 +102,23 @@ class _Actor:
         self.finished: list[Segments] = []
 
 
+def _write_results(results: list[SharedArrays | None], slot: int,
+                   arrays: dict[str, np.ndarray]) -> tuple[Header, tuple[str, int] | None]:
+    """Pack a round's arrays into the result block of ``slot``, replacing it by a larger one if
+    it is missing or too small; return the header and the new block's (name, size), if any."""
+    block = results[slot]
+    header = pack_arrays(block, arrays) if block is not None else None
+    if header is not None:
+        return header, None
+    if block is not None:
+        block.close(unlink=True)  # the main process keeps its mapping until it swaps
+    need = sum(a.nbytes for a in arrays.values())
+    results[slot] = block = SharedArrays({"bytes": ((max(2 * need, 1 << 16),), np.uint8)})
+    header = pack_arrays(block, arrays)
+    assert header is not None
+    return header, (block.name, block["bytes"].nbytes)
+
+
 def run_acting(env: Any, conn: Any, plan: ActingPlan, n_workers: int, index: int) -> None:
     """Act in rounds until the main process sends ``("close", ...)``."""
     from threadpoolctl import threadpool_limits
@@ -144,16 +161,7 @@ def run_acting(env: Any, conn: Any, plan: ActingPlan, n_workers: int, index: int
                     arrays |= {f"{k}/{f}": a for f, a in pack_segments(actor.finished, n_workers, index).items()}
                     actor.finished = []
                 stats[behavior] = actor.collector.take_episode_stats()
-            slot = q % plan.slots
-            announced = None
-            header = pack_arrays(results[slot], arrays) if results[slot] is not None else None
-            if header is None:  # no block for this slot yet, or too small: a new one with room to spare
-                if results[slot] is not None:
-                    results[slot].close(unlink=True)  # the main process keeps its mapping until it swaps
-                need = sum(a.nbytes for a in arrays.values())
-                results[slot] = SharedArrays({"bytes": ((max(2 * need, 1 << 16),), np.uint8)})
-                header = pack_arrays(results[slot], arrays)
-                announced = (results[slot].name, results[slot]["bytes"].nbytes)
+            header, announced = _write_results(results, q % plan.slots, arrays)
             conn.send(("round", q, steps, header, stats, announced))
             q += 1
     finally:
