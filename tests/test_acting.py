@@ -174,6 +174,25 @@ def test_a_killed_acting_worker_is_restarted_from_the_round_it_owes():
         pool.close()
 
 
+def test_a_hung_acting_worker_is_killed_and_restarted(tmp_path, monkeypatch):
+    from tests.test_workers import FAILING_MODULE
+
+    (tmp_path / "hanging_env.py").write_text(FAILING_MODULE.format(after=20, hang=True, once=True))
+    monkeypatch.chdir(tmp_path)
+    ppo, behavior = _ppo("Simple1DDiscrete")
+    pool, acting = _acting_pool("hanging_env:make", 2, 0, ppo, behavior, timeout=2)
+    try:
+        acting.start()
+        steps = 0
+        while steps < 2 * 60:
+            steps += acting.take_round()[1]
+            acting.publish()
+        assert (tmp_path / "failed").exists() and len(pool.workers[1].restarts) == 1
+    finally:
+        acting.close()
+        pool.close()
+
+
 ONE_AGENT = """
     1D:
       trainer: {trainer}
