@@ -22,7 +22,6 @@ Usage: python bench/ppo_num_envs.py [--steps 20480] [--counts 1 2 4 8] [--repeat
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import torch
