@@ -84,8 +84,10 @@ class BehaviorTrainer:
         """Why this behavior's policy cannot act in the environment workers, or None if it can."""
         if not isinstance(self.algorithm, PPO):
             return f"{self.settings.trainer} learns between environment steps; its policy acts in the main process"
-        if self.algorithm.policy_arrays() is None:
+        if self.algorithm.device.type != "cpu":
             return f"its policy runs on {self.algorithm.device}; workers act on the CPU"
+        if self.algorithm.policy_arrays() is None:
+            return "its policy has no numpy version for workers to act with"
         return None
 
     def acting_plan(self, workers: int) -> BehaviorPlan:
