@@ -4,9 +4,10 @@ SubprocVecEnv at the same environment counts and hyperparameters, side by side i
 Both: n_steps 512 per environment, batch 64, 10 epochs, 64x64 networks, lr 3e-4, gamma 0.99,
 GAE lambda 0.95, clip 0.2, no entropy bonus (SB3's PPO defaults with n_steps 512). Palaestra's
 section says the same in ML-Agents' terms (buffer_size = 512 x N, time_horizon 512, batch_size
-64, num_epoch 10, beta 0). Palaestra's --num-envs 1 runs the environment in its main process;
---num-envs N > 1 runs N worker processes, measured both ways --acting allows: the policy acting
-in the workers (the default for PPO on the CPU) and in the main process (two pipelined halves).
+64, num_epoch 10, beta 0). Palaestra's --num-envs 1 runs the environment in its main process
+(and, as "workers", in one acting worker with --acting=workers); --num-envs N > 1 runs N worker
+processes, measured both ways --acting allows: the policy acting in the workers (the default for
+PPO on the CPU) and in the main process (two pipelined halves).
 SB3's SubprocVecEnv runs one environment per subprocess, DummyVecEnv all in its main process.
 
 Steps/s are for the whole training loop, collection and updates together, so they show what a
@@ -96,6 +97,7 @@ def main() -> None:
                 kinds["main"] = lambda: bench_palaestra(n, steps, "main")
             else:
                 kinds["in-process"] = lambda: bench_palaestra(1, steps, "auto")
+                kinds["workers"] = lambda: bench_palaestra(1, steps, "workers")  # one acting worker
             for kind, run in kinds.items():
                 runs.setdefault((n, kind), []).append(run())
     med = {key: median_run(r) for key, r in runs.items()}
@@ -107,7 +109,7 @@ def main() -> None:
     for n in args.counts:
         dummy = med[(n, "sb3 dummy")]["steps_per_s"]
         subproc = med[(n, "sb3 subproc")]["steps_per_s"] if n > 1 else dummy
-        for kind in (("in-process",) if n == 1 else ("workers", "main")):
+        for kind in (("in-process", "workers") if n == 1 else ("workers", "main")):
             ours = med[(n, kind)]
             versus = f"{ours['steps_per_s'] / base:8.2f}x" if base else f"{'-':>9}"
             every = ", ".join(f"{r['steps_per_s']:.0f}" for r in runs[(n, kind)])

@@ -122,10 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="environment instances: 1 runs in the main process; more run one per worker "
                         "process (see --acting)")
     p.add_argument("--acting", choices=("auto", "workers", "main"), default=d.acting,
-                   help="with --num-envs > 1, where the policy acts: 'workers' runs a copy of it in each "
+                   help="where the policy acts with --num-envs > 1: 'workers' runs a copy of it in each "
                         "worker, which sends finished experience in rounds (PPO on the CPU); 'main' runs it "
                         "in the main process on all workers' agents, in two halves that take turns; 'auto' "
-                        "(default) picks 'workers' where it can")
+                        "(default) picks 'workers' where it can. With --num-envs 1, 'workers' runs the one "
+                        "environment in an acting worker, so that learning overlaps collection")
     p.add_argument("--num-areas", type=_positive, default=d.num_areas,
                    help="copies of the training area inside one environment (multiplies the agents)")
     p.add_argument("--run-id", default=d.run_id, help="run name: outputs go to models/<run-id>, summaries/")

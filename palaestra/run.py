@@ -152,14 +152,16 @@ def _run(options: RunOptions) -> int:
                           options.target_frame_rate, options.no_graphics)
     if options.lesson and options.curriculum is None:
         logger.warning("--lesson %d has no effect without --curriculum", options.lesson)
+    # --num-envs 1 runs in the main process unless --acting=workers asks for one acting worker
+    in_process = options.num_envs == 1 and options.acting != "workers"
     restart_flags = ("max_lifetime_restarts", "restarts_rate_limit_n", "restarts_rate_limit_period_s")
-    if options.num_envs == 1 and any(getattr(options, f) != getattr(RunOptions(), f) for f in restart_flags):
+    if in_process and any(getattr(options, f) != getattr(RunOptions(), f) for f in restart_flags):
         logger.warning("the --max-lifetime-restarts and --restarts-rate-limit-* flags have no effect with "
                        "--num-envs 1: the environment runs in the main process, where a crash stops the run")
-    if options.num_envs == 1 and options.acting != "auto":
-        logger.warning("--acting has no effect with --num-envs 1: the environment and the policy both run in "
+    if in_process and options.acting == "main":
+        logger.warning("--acting=main has no effect with --num-envs 1: the environment and the policy both run in "
                        "the main process")
-    if options.num_envs > 1:  # worker processes, stepped in two alternating halves (envs/workers.py)
+    if not in_process:  # worker processes (envs/workers.py)
         env = WorkerPoolEnv(options.env, options.num_envs, seed=seed, num_areas=options.num_areas,
                             env_args=options.env_args, engine=engine, base_port=options.base_port,
                             restarts=RestartLimits(options.max_lifetime_restarts, options.restarts_rate_limit_n,

@@ -224,3 +224,22 @@ def test_a_run_with_workers_is_reproducible(run_cli, workdir, acting):
         weights.append(torch.load(checkpoint, weights_only=False)["algorithm"]["policy"])
     for name, tensor in weights[0].items():
         assert torch.equal(tensor, weights[1][name]), name
+
+
+def test_one_environment_can_run_in_an_acting_worker(run_cli, workdir):
+    # --num-envs 1 --acting=workers: the environment runs in one worker process, restarted after
+    # a crash (in the main process a crash would end the run); FAILING_MODULE fails once on port 5006
+    import sys
+
+    from tests.test_workers import FAILING_MODULE
+
+    (workdir / "crash_single.py").write_text(FAILING_MODULE.format(after=300, hang=False, once=True))
+    config = write_yaml(workdir / "c.yaml", ONE_AGENT.format(trainer="ppo").replace("max_steps: 600", "max_steps: 2000"))
+    try:
+        result = run_cli(str(config), "--env=crash_single:make", "--num-envs=1", "--acting=workers", "--base-port=5006",
+                         "--run-id=s", "--seed=0")
+    finally:
+        sys.modules.pop("crash_single", None)
+    assert result.code == 0, result.log
+    assert "environment worker 0" in result.log and "restarting it (restart 1)" in result.log
+    assert (workdir / "failed").exists() and (workdir / "models/s/1D.onnx").is_file()

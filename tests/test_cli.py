@@ -313,6 +313,6 @@ def test_restart_flags_without_workers_warn(run_cli, small_config):
     assert result.code == 0 and "have no effect with --num-envs 1" in result.log
 
 
-def test_acting_without_workers_warns(run_cli, small_config):
-    result = run_cli(small_config, "--env=Simple1DDiscrete", "--acting=workers", "--dry-run")
-    assert result.code == 0 and "--acting has no effect with --num-envs 1" in result.log
+def test_acting_in_the_main_process_with_one_environment_warns(run_cli, small_config):
+    result = run_cli(small_config, "--env=Simple1DDiscrete", "--acting=main", "--dry-run")
+    assert result.code == 0 and "--acting=main has no effect with --num-envs 1" in result.log
