@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "process (see --acting)")
     p.add_argument("--acting", choices=("auto", "workers", "main"), default=d.acting,
                    help="where the policy acts with --num-envs > 1: 'workers' runs a copy of it in each "
-                        "worker, which sends finished experience in rounds (PPO on the CPU); 'main' runs it "
+                        "worker, which sends finished experience in rounds (PPO); 'main' runs it "
                         "in the main process on all workers' agents, in two halves that take turns; 'auto' "
                         "(default) picks 'workers' where it can. With --num-envs 1, 'workers' runs the one "
                         "environment in an acting worker, so that learning overlaps collection")

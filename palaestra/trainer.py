@@ -84,17 +84,11 @@ class BehaviorTrainer:
         """Why this behavior's policy cannot act in the environment workers, or None if it can."""
         if not isinstance(self.algorithm, PPO):
             return f"{self.settings.trainer} learns between environment steps; its policy acts in the main process"
-        if self.algorithm.device.type != "cpu":
-            return f"its policy runs on {self.algorithm.device}; workers act on the CPU"
-        if self.algorithm.policy_arrays() is None:
-            return "its policy has no numpy version for workers to act with"
         return None
 
     def acting_plan(self, workers: int) -> BehaviorPlan:
-        arrays = self.algorithm.policy_arrays()
-        assert arrays is not None
-        return BehaviorPlan(weight_layout(arrays), self.settings.time_horizon, len(self.algorithm.signals),
-                            ActingWorkers.round_agent_steps(self.settings.buffer_size, workers))
+        return BehaviorPlan(weight_layout(self.algorithm.policy_arrays()), self.settings.time_horizon,
+                            len(self.algorithm.signals), ActingWorkers.round_agent_steps(self.settings.buffer_size, workers))
 
     def record_round(self, segments: Segments | None, episodes: EpisodeStats) -> None:
         """Take one worker's round: its finished segments and the episodes that ended in it."""

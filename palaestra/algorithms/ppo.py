@@ -133,10 +133,10 @@ class PPO:
             values=out.values.cpu().numpy(),
         )
 
-    def policy_arrays(self) -> dict[str, np.ndarray] | None:
-        """The policy's weights as named numpy arrays for acting elsewhere (views, not copies),
-        or None when the policy is not on the CPU."""
-        return policy_arrays(self.policy) if self._numpy_policy is not None else None
+    def policy_arrays(self) -> dict[str, np.ndarray]:
+        """The policy's weights as named numpy arrays, for acting in environment workers (views
+        on the CPU; copies of a policy on a GPU, taken at each call)."""
+        return policy_arrays(self.policy)
 
     def value(self, obs: np.ndarray) -> np.ndarray:
         if self._numpy_policy is not None:

@@ -35,9 +35,10 @@ def _shared(t: torch.Tensor) -> np.ndarray:
 
 
 def policy_arrays(policy: ActorCritic) -> dict[str, np.ndarray]:
-    """The policy's float32 state (parameters, normalizer mean and variance) as named numpy views
-    of its own memory: what networks/numpy_acting.py reads and acting workers are sent."""
-    return {name: _shared(t) for name, t in policy.state_dict().items() if t.dtype == torch.float32}
+    """The policy's float32 state (parameters, normalizer mean and variance) as named numpy
+    arrays: what networks/numpy_acting.py reads and acting workers are sent. On the CPU they are
+    views of the policy's own memory; on a GPU, copies."""
+    return {name: t.detach().cpu().numpy() for name, t in policy.state_dict().items() if t.dtype == torch.float32}
 
 
 class NumpyPolicy(NumpyActorCritic):
