@@ -149,6 +149,7 @@ def test_workers_act_with_the_weights_published_for_their_round(threaded):
     finally:
         acting.close()
         pool.close()
+    assert sum(top is not None for top in seen[acting.lag + 1:]) >= 2  # rounds acting with published weights
     for r, top in enumerate(seen):
         if top is not None:
             published = r - 1 - acting.lag  # round r acts with the weights set after round r - 1 - LAG
