@@ -52,6 +52,9 @@ from palaestra.envs.worker_process import (
 logger = logging.getLogger("palaestra")
 
 DEFAULT_TIMEOUT = 300.0
+# Building an environment may take longer than any step (a Unity build loads its scene; a fresh
+# interpreter imports its libraries): the handshake waits at least this long.
+STARTUP_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True)
@@ -294,7 +297,7 @@ class WorkerPoolEnv:
 
     def _handshake(self, i: int) -> dict[str, BehaviorSpec]:
         try:
-            return self.read_pipe(i, "specs")[1]
+            return self.read_pipe(i, "specs", max(self.timeout, STARTUP_TIMEOUT))[1]
         except WorkerFailed as f:
             raise self._error(i, f.what) from None
 
@@ -328,11 +331,12 @@ class WorkerPoolEnv:
         if self._control["reply_code"][i] == READ_PIPE:
             self.read_pipe(i, "steps")
 
-    def read_pipe(self, i: int, expected: str) -> tuple:
+    def read_pipe(self, i: int, expected: str, timeout: float | None = None) -> tuple:
         w = self.workers[i]
+        timeout = self.timeout if timeout is None else timeout
         while True:
-            if not w.conn.poll(self.timeout):
-                raise WorkerFailed(f"it did not answer within {self.timeout:.0f} s")
+            if not w.conn.poll(timeout):
+                raise WorkerFailed(f"it did not answer within {timeout:.0f} s")
             try:
                 reply = w.conn.recv()
             except (EOFError, OSError):
