@@ -302,15 +302,19 @@ def _acting_workers(options: RunOptions, env: Env, trainers: dict[str, BehaviorT
     if not isinstance(env, WorkerPoolEnv) or options.acting == "main":
         return None
     obstacles = {name: t.acting_obstacle() for name, t in trainers.items()}
-    blocked = {name: why for name, why in obstacles.items() if why is not None}
+    blocked = "; ".join(f"behavior {b!r}: {why}" for b, why in obstacles.items() if why is not None)
     if blocked:
         if options.acting == "workers":
-            raise UsageError("--acting=workers: " + "; ".join(f"behavior {b!r}: {why}" for b, why in blocked.items())
-                             + "; use --acting=main (or auto)")
+            raise UsageError(f"--acting=workers: {blocked}; use --acting=main (or auto)")
+        logger.info("the policy acts in the main process for all %d environment workers (%s)", env.n, blocked)
         return None
-    return ActingWorkers(env, {name: t.acting_plan(env.n) for name, t in trainers.items()},
-                         {name: t.algorithm.policy_arrays for name, t in trainers.items()}, seed,
-                         threaded=all(t.settings.threaded for t in trainers.values()))
+    threaded = all(t.settings.threaded for t in trainers.values())
+    acting = ActingWorkers(env, {name: t.acting_plan(env.n) for name, t in trainers.items()},
+                           {name: t.algorithm.policy_arrays for name, t in trainers.items()}, seed, threaded)
+    logger.info("the policy acts in each of the %d environment workers, in rounds; %s", env.n,
+                f"they may run {acting.lag} rounds ahead while the trainers update (threaded: true)" if threaded
+                else "they wait for each update (threaded: false)")
+    return acting
 
 
 class _StepCounter:

@@ -83,7 +83,7 @@ class BehaviorTrainer:
     def acting_obstacle(self) -> str | None:
         """Why this behavior's policy cannot act in the environment workers, or None if it can."""
         if not isinstance(self.algorithm, PPO):
-            return f"{self.settings.trainer} learns between environment steps; its policy acts in the main process"
+            return f"{self.settings.trainer} learns between environment steps"
         return None
 
     def acting_plan(self, workers: int) -> BehaviorPlan:
