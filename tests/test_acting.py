@@ -235,7 +235,8 @@ def test_one_environment_can_run_in_an_acting_worker(run_cli, workdir):
     from tests.test_workers import FAILING_MODULE
 
     (workdir / "crash_single.py").write_text(FAILING_MODULE.format(after=300, hang=False, once=True))
-    config = write_yaml(workdir / "c.yaml", ONE_AGENT.format(trainer="ppo").replace("max_steps: 600", "max_steps: 2000"))
+    section = ONE_AGENT.format(trainer="ppo").replace("max_steps: 600", "max_steps: 2000")
+    config = write_yaml(workdir / "c.yaml", section)
     try:
         result = run_cli(str(config), "--env=crash_single:make", "--num-envs=1", "--acting=workers", "--base-port=5006",
                          "--run-id=s", "--seed=0")

@@ -6,9 +6,9 @@ segments to the trainers, lets them update, and then publishes the weights for r
 ``r + 1 + LAG``. Workers therefore run up to ``LAG`` rounds ahead of the main process: while it
 learns from one round they collect the next with the weights they have, as ML-Agents' threaded
 trainers do (``threaded: true``, the default; with ``threaded: false`` in any behavior's section
-the lag is 0 and the workers wait for each round's update). Each round's share of a behavior's experience is ``buffer_size / (ROUNDS_PER_BUFFER
-x workers)`` agent steps per worker, so a policy is at most about ``(1 + LAG) / ROUNDS_PER_BUFFER``
-of a buffer behind the newest weights.
+the lag is 0 and the workers wait for each round's update). Each round's share of a behavior's
+experience is ``buffer_size / (ROUNDS_PER_BUFFER x workers)`` agent steps per worker, so up to
+``LAG / ROUNDS_PER_BUFFER`` of a buffer is collected with the weights from before an update.
 
 A worker that fails is restarted (within the pool's limits) from the round it owes; the
 unfinished segments of its agents are lost with it.
