@@ -101,7 +101,7 @@ class BehaviorTrainer:
         """Update the policy if the buffer is full, and write summaries when due."""
         if self.learning and self.algorithm.ready():
             collection_time = time.time() - self._last_update_end
-            experiences = self.algorithm.buffer.size
+            experiences = self.algorithm.experiences
             start = time.time()
             with timed("_update_policy"):
                 for key, value in self.algorithm.update().items():

@@ -55,7 +55,10 @@ def test_training_writes_every_output(run_cli, small_config, workdir):
     assert list((workdir / "summaries" / "r1_1D").glob("events.out.tfevents*"))
     header = (workdir / "summaries" / "r1_1D.csv").read_text().splitlines()[0]
     assert "Environment/Cumulative Reward" in header and "Policy/Extrinsic Value Estimate" in header
-    assert (workdir / "summaries" / "r1_1D_metrics.csv").read_text().startswith("Brain name,Time to update policy")
+    metrics = (workdir / "summaries" / "r1_1D_metrics.csv").read_text().splitlines()
+    assert metrics[0].startswith("Brain name,Time to update policy")
+    assert metrics[0].split(",")[4] == "Number of experiences used for training"
+    assert all(int(row.split(",")[4]) > 0 for row in metrics[1:]) and len(metrics) > 1
     timers = json.loads((workdir / "summaries" / "r1_timers.json").read_text())
     assert timers["name"] == "root" and "env_step" in timers["children"]
     assert any(k.startswith("r1_1D.Environment.CumulativeReward") for k in timers["gauges"])

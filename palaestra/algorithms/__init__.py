@@ -3,6 +3,7 @@
 - ``act(obs, allowed)`` → ``ActResult`` for a decision batch, ``value(obs)`` for bootstraps;
 - ``collect(segments)`` takes one step's finished segments (returns episode stats);
 - ``ready()`` / ``update()`` learn when the algorithm's cadence says so (returns stats);
+  ``experiences``, the rows the next update learns from;
 - ``step`` and ``update_count`` counters, ``policy`` (the module exported to ONNX),
   ``state_dict()`` / ``load_state_dict()`` for checkpoints.
 """

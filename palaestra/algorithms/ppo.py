@@ -198,7 +198,12 @@ class PPO:
         return stats
 
     def ready(self) -> bool:
-        return self.buffer.size + self._queued_rows > self.settings.buffer_size
+        return self.experiences > self.settings.buffer_size
+
+    @property
+    def experiences(self) -> int:
+        """Rows the next update learns from: those in the buffer and those still queued."""
+        return self.buffer.size + self._queued_rows
 
     # -- learning ----------------------------------------------------------------------------
     def current_learning_rate(self) -> float:

@@ -166,6 +166,11 @@ class SAC:
         s = self.settings
         return int((self.step - s.buffer_init_steps) / s.steps_per_update)
 
+    @property
+    def experiences(self) -> int:
+        """Transitions the next update samples from (the replay buffer's)."""
+        return self.buffer.size
+
     def ready(self) -> bool:
         return (self.buffer.size >= self.settings.batch_size and self.step >= self.settings.buffer_init_steps
                 and self.update_count < self._updates_due())
