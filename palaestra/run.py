@@ -311,6 +311,8 @@ def _acting_workers(options: RunOptions, env: Env, trainers: dict[str, BehaviorT
     threaded = all(t.settings.threaded for t in trainers.values())
     acting = ActingWorkers(env, {name: t.acting_plan(env.n) for name, t in trainers.items()},
                            {name: t.algorithm.policy_arrays for name, t in trainers.items()}, seed, threaded)
+    for trainer in trainers.values():
+        trainer.algorithm.decoupled = acting.lag > 0
     logger.info("the policy acts in each of the %d environment workers, in rounds; %s", env.n,
                 f"they may run {acting.lag} rounds ahead while the trainers update (threaded: true)" if threaded
                 else "they wait for each update (threaded: false)")

@@ -245,3 +245,25 @@ def test_one_environment_can_run_in_an_acting_worker(run_cli, workdir):
     assert result.code == 0, result.log
     assert "environment worker 0" in result.log and "restarting it (restart 1)" in result.log
     assert (workdir / "failed").exists() and (workdir / "models/s/1D.onnx").is_file()
+
+
+def test_decoupled_ppo_centres_the_clip_on_the_newest_policy_and_weights_stale_rows():
+    from palaestra.algorithms.ppo import WEIGHT_CAP
+
+    ppo, _ = _ppo("3DBall")
+    obs = np.random.default_rng(0).normal(size=(5, 8)).astype(np.float32)
+    acted = ppo.act(obs, None)
+    fresh = {"obs": obs, "continuous": acted.continuous, "discrete": acted.discrete,
+             "allowed": np.ones((5, 0), bool), "log_prob": acted.log_prob, "advantages": np.arange(5, dtype=np.float32)}
+    data = dict(fresh)
+    ppo._decouple(data)
+    # rows from the newest weights: nothing changes
+    np.testing.assert_allclose(data["log_prob"], acted.log_prob, atol=1e-5)
+    np.testing.assert_allclose(data["advantages"], fresh["advantages"], rtol=1e-5)
+    # rows an older policy found less (more) likely: weighted up (down), capped; the clip's centre
+    # is the proximal policy's log-probability either way
+    stale = dict(fresh, log_prob=acted.log_prob + np.array([-0.2, 0.2, -3.0, 0.0, 0.0], np.float32))
+    ppo._decouple(stale)
+    np.testing.assert_allclose(stale["log_prob"], acted.log_prob, atol=1e-5)
+    expected = np.minimum(np.exp([0.2, -0.2, 3.0, 0.0, 0.0]), WEIGHT_CAP) * fresh["advantages"]
+    np.testing.assert_allclose(stale["advantages"], expected, rtol=1e-4)

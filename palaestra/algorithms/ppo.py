@@ -40,6 +40,8 @@ from palaestra.timers import timed
 # Up to this many time steps, the discounted sum is one product with a cached matrix of discount
 # powers; longer segments take a loop over time (vectorized over segments).
 _MATRIX_MAX_WIDTH = 128
+# The largest importance weight pi_prox / pi_behavior of the decoupled objective (_decouple).
+WEIGHT_CAP = 2.0
 
 
 @functools.lru_cache(maxsize=32)
@@ -107,6 +109,9 @@ class PPO:
         # process() together: one GAE pass per update rather than one per finished episode.
         self._queued: list[Segments] = []
         self._queued_rows = 0
+        # experience may come from weights older than the last update (acting workers with a
+        # lag, rollout/acting_pool.py): then the update uses the decoupled objective (_decouple)
+        self.decoupled = False
         self.step = 0  # agent steps processed, ML-Agents' trainer step
         self.update_count = 0
         self.episode_sums = SignalEpisodeSums(self.signals)  # for "Policy/<Signal> Reward"
@@ -223,6 +228,8 @@ class PPO:
         data = dict(self.buffer.view())
         adv = data["advantages"]
         data["advantages"] = (adv - adv.mean()) / (adv.std() + 1e-10)  # standardized over the buffer
+        if self.decoupled:
+            self._decouple(data)
         n = self.buffer.size
         gradients = self._numpy_gradients.compute if self._numpy_gradients is not None else self._torch_gradients
         if self._numpy_gradients is not None and data["allowed"].all():
@@ -251,6 +258,27 @@ class PPO:
             "Policy/Epsilon": epsilon,
             "Policy/Beta": beta,
         }
+
+    @torch.no_grad()
+    def _decouple(self, data: dict[str, np.ndarray]) -> None:
+        """Decoupled PPO (Hilton et al. 2021, "Batch size-invariance for policy optimization"), for
+        experience partly collected with older weights (acting workers running ahead of the
+        updates): the clip is centred on the *proximal* policy, the one this update starts from,
+        rather than on the policy that acted, and each row is importance-weighted by
+        pi_prox / pi_behavior (capped at WEIGHT_CAP). Since the weight is positive it folds into
+        the advantage, so the loss code is unchanged. For rows collected with the newest weights
+        both changes vanish (the weight is 1 and the proximal log-probability is the stored one)."""
+        action = self.spec.action_spec
+        t = {k: torch.as_tensor(v, device=self.device) for k, v in data.items()}
+        prox = self.policy.evaluate(
+            t["obs"],
+            t["allowed"] if action.is_discrete else None,
+            t["continuous"] if action.is_continuous else None,
+            t["discrete"] if action.is_discrete else None,
+        ).log_prob.cpu().numpy().astype(np.float32)
+        weight = np.minimum(np.exp(prox - data["log_prob"]), WEIGHT_CAP).astype(np.float32)
+        data["log_prob"] = prox
+        data["advantages"] = data["advantages"] * weight
 
     def _torch_gradients(self, batch: dict[str, torch.Tensor], epsilon: float, beta: float) -> tuple[float, float]:
         """The PPO loss of one mini-batch and its gradient (``.grad`` of every parameter)."""
