@@ -266,8 +266,9 @@ class PPO:
         updates): the clip is centred on the *proximal* policy, the one this update starts from,
         rather than on the policy that acted, and each row is importance-weighted by
         pi_prox / pi_behavior (capped at WEIGHT_CAP). Since the weight is positive it folds into
-        the advantage, so the loss code is unchanged. For rows collected with the newest weights
-        both changes vanish (the weight is 1 and the proximal log-probability is the stored one)."""
+        the advantage, so the loss code is unchanged. For rows collected by the very policy the update
+        starts from, both changes vanish (the weight is 1 and the proximal log-probability is the
+        stored one); a normalizer update just before this makes that policy a little different."""
         action = self.spec.action_spec
         t = {k: torch.as_tensor(v, device=self.device) for k, v in data.items()}
         prox = self.policy.evaluate(

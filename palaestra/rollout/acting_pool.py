@@ -35,8 +35,9 @@ from palaestra.rollout.collector import EpisodeStats, Segments
 # Measured with PPO on HalfCheetah-v5 (docs/benchmarks.md): an update costs the main process
 # about as much time as the workers take to collect half a buffer or more, so they need about six
 # rounds of an eighth of a buffer in hand to keep stepping through it. Fewer rounds in hand left
-# them waiting (6,700-7,000 steps/s with 2 workers instead of 7,500-8,800); CartPole and 3DBall
-# learned as well as with the policy in the main process (docs/benchmarks.md).
+# them waiting (6,700-7,000 steps/s with 2 workers instead of 7,500-8,800). The rows collected
+# with older weights are corrected for by PPO's decoupled objective (algorithms/ppo.py:
+# _decouple); without it 3DBall learned about half as fast per step.
 ROUNDS_PER_BUFFER = 8
 LAG = 6
 
