@@ -1,43 +1,94 @@
 """Checkpoints: ``models/<run-id>/<Behavior>/checkpoint-<step>.pt``, written atomically (a temp
 file in the same folder, flushed and fsynced, then renamed over), keeping the newest
-``--keep-checkpoints``. A kill at any moment leaves every listed checkpoint complete."""
+``--keep-checkpoints``. A kill at any moment leaves every listed checkpoint complete.
+
+File layout (little-endian), so that damage on disk is found before anything is loaded::
+
+    magic    12 bytes  b"\\x89PALCKPT\\r\\n\\x1a\\n"
+    version   4 bytes  uint32, FILE_VERSION (1)
+    length    8 bytes  uint64, the payload's size in bytes
+    sha256   32 bytes  SHA-256 of the payload
+    payload            the ``torch.save`` bytes of the state dict
+
+Files written before this layout are a bare ``torch.save`` file (a zip archive); they still
+load, without a checksum. Every payload is read with ``torch.load(weights_only=True)``: tensors
+and plain data only, never arbitrary Python objects.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import io
+import logging
+import math
 import os
+import pickle
 import re
+import struct
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+logger = logging.getLogger("palaestra")
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)\.pt$")
+# the files of a behavior's folder, whose temp files a new run removes
+BEHAVIOR_FILES = r"checkpoint-\d+\.pt|replay_buffer\.pt"
+
+# The magic's \x89 and \r\n\x1a\n catch 7-bit and line-ending conversions, as PNG's does.
+MAGIC = b"\x89PALCKPT\r\n\x1a\n"
+FILE_VERSION = 1
+_HEADER = struct.Struct("<12sIQ32s")
+HEADER_SIZE = _HEADER.size  # 56
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's own format: the layout before the header
+NETWORK_SETTINGS = "hidden_units, num_layers, normalize or reward_signals"
 
 
 class CheckpointError(Exception):
     """A checkpoint that is missing, unreadable or does not fit the policy."""
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+class DamagedCheckpointError(CheckpointError):
+    """A file that is not an intact Palaestra checkpoint: truncated, altered, or something else.
+    An older checkpoint of the same run can take its place."""
+
+
+class SaveError(Exception):
+    """A file of the run could not be written; the message names it and what was being saved."""
+
+
+def os_reason(error: OSError) -> str:
+    return error.strerror or str(error) or type(error).__name__
+
+
+def atomic_write_bytes(path: str | os.PathLike, *chunks: bytes | memoryview) -> None:
+    """Write ``chunks`` to ``path`` through a temp file renamed over it. An OSError names
+    ``path``, not the temp file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp: str | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file ordinary permissions
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            for chunk in chunks:
+                fh.write(chunk)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+    except BaseException as e:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+        if isinstance(e, OSError):
+            raise OSError(e.errno, os_reason(e), str(path)) from e
         raise
 
 
@@ -45,6 +96,283 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+# -- the file layout ---------------------------------------------------------------------------
+def frame(payload: bytes | memoryview) -> bytes:
+    """The header for ``payload``."""
+    return _HEADER.pack(MAGIC, FILE_VERSION, len(payload), hashlib.sha256(payload).digest())
+
+
+def read_payload(path: Path) -> tuple[bytes, bool]:
+    """The torch payload of the file at ``path`` and whether a checksum vouched for it."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(HEADER_SIZE)
+            if not head.startswith(MAGIC[: len(head)]) or not head:
+                if head.startswith(_ZIP_MAGIC):  # the layout before the header: no checksum
+                    return head + fh.read(), False
+                raise DamagedCheckpointError(
+                    f"{path} is empty" if not head else
+                    f"{path} is not a Palaestra checkpoint (it starts with neither the checkpoint header "
+                    "nor a torch file's)")
+            if len(head) < HEADER_SIZE:
+                raise DamagedCheckpointError(f"{path} is truncated: its {HEADER_SIZE}-byte header is incomplete")
+            _, version, length, digest = _HEADER.unpack(head)
+            if version != FILE_VERSION:
+                raise DamagedCheckpointError(
+                    f"{path} has checkpoint file version {version}; this Palaestra reads version {FILE_VERSION} "
+                    "(a newer Palaestra wrote it, or the header is damaged)")
+            # the size first: a damaged length must not make us read (or allocate) exabytes
+            present = os.fstat(fh.fileno()).st_size - HEADER_SIZE
+            if present < length:
+                raise DamagedCheckpointError(f"{path} is truncated: {present} of its {length} bytes of data are there")
+            if present > length:
+                raise DamagedCheckpointError(
+                    f"{path} is damaged: it holds {present} bytes of data, its header says {length}")
+            payload = fh.read(length)
+    except OSError as e:
+        raise DamagedCheckpointError(f"cannot read {path}: {os_reason(e)}") from None
+    if len(payload) != length:  # the file changed while we read it
+        raise DamagedCheckpointError(f"{path} is truncated: {len(payload)} of its {length} bytes of data are there")
+    if hashlib.sha256(payload).digest() != digest:
+        raise DamagedCheckpointError(f"{path} is damaged: its contents do not match their SHA-256 checksum")
+    return payload, True
+
+
+def _torch_reason(error: Exception) -> str:
+    """torch's reason for refusing a payload, without its advice to load with weights_only=False
+    (which would run whatever code the file holds)."""
+    if isinstance(error, pickle.UnpicklingError) or "weights_only" in str(error).lower() \
+            or "weights only" in str(error).lower():
+        return "it holds Python objects other than tensors and plain data, which Palaestra never writes"
+    first = str(error).strip().splitlines()[0][:160] if str(error).strip() else ""
+    return f"torch cannot read it ({type(error).__name__}{': ' + first if first else ''})"
+
+
+def read_file(path: Path) -> Any:
+    """The object stored at ``path``: header and checksum checked, then torch.load restricted to
+    tensors and plain data. Any damage is a DamagedCheckpointError naming the file."""
+    payload, checked = read_payload(path)
+    try:
+        return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many kinds for a damaged file
+        if checked:
+            raise DamagedCheckpointError(
+                f"{path} is not a Palaestra checkpoint: its checksum is intact but {_torch_reason(e)}") from None
+        raise DamagedCheckpointError(
+            f"{path} is damaged or not a Palaestra checkpoint: {_torch_reason(e)}") from None
+
+
+def remove_partial_files(folder: Path, names: str = BEHAVIOR_FILES) -> list[Path]:
+    """Delete the temp files that a kill during atomic_write_bytes left in ``folder`` for files
+    whose names match the regular expression ``names``; return them."""
+    pattern = re.compile(rf"^\.(?:{names})\.[a-z0-9_]+\.tmp$")
+    removed = []
+    try:
+        entries = list(folder.iterdir()) if folder.is_dir() else []
+    except OSError:
+        return removed
+    for p in entries:
+        if pattern.match(p.name) and p.is_file():
+            try:
+                p.unlink()
+            except OSError as e:
+                logger.warning("could not remove %s, left by an interrupted save: %s", p, os_reason(e))
+                continue
+            logger.info("Removed %s, left by an interrupted save", p)
+            removed.append(p)
+    return removed
+
+
+# -- the state's structure -----------------------------------------------------------------------
+def _kind(value: Any) -> str:
+    return "a tensor" if isinstance(value, torch.Tensor) else f"a {type(value).__name__}"
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return _is_int(value) or (isinstance(value, float) and math.isfinite(value))
+
+
+def _is_count(value: Any) -> bool:
+    """A step or update count as Palaestra writes them (int64 range, not negative)."""
+    return _is_int(value) and 0 <= value < 2**63
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _damaged(path: Path, where: str, what: str) -> DamagedCheckpointError:
+    return DamagedCheckpointError(f"checkpoint {path} is malformed: {where} is {what}")
+
+
+def _mapping(path: Path, value: Any, where: str) -> Mapping:
+    if not isinstance(value, Mapping):
+        raise _damaged(path, where, f"{_kind(value)}, not a dictionary")
+    return value
+
+
+def _tensor(path: Path, value: Any, where: str) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor) or value.layout != torch.strided or value.is_complex():
+        raise _damaged(path, where, f"{_kind(value)}, not a dense real tensor")
+    return value
+
+
+def _int_list(path: Path, value: Any, where: str) -> list[int]:
+    if not isinstance(value, (list, tuple)) or not all(_is_int(v) for v in value):
+        raise _damaged(path, where, f"{_kind(value)}, not a list of integers")
+    return list(value)
+
+
+def check_top_level(path: Path, state: Any) -> dict[str, Any]:
+    """The entries every Palaestra checkpoint has, with the types it writes."""
+    state = _mapping(path, state, "the checkpoint")
+    if "algorithm" not in state:
+        raise DamagedCheckpointError(f"checkpoint {path} is not a Palaestra checkpoint (it has no 'algorithm' entry)")
+    _mapping(path, state["algorithm"], "'algorithm'")
+    for key in ("format", "continuous_size", "global_step", "next_summary"):
+        if key in state and not _is_count(state[key]):
+            raise _damaged(path, f"{key!r}", f"{_short(state[key]) if _is_int(state[key]) else _kind(state[key])}, "
+                           "not an integer >= 0")
+    if "observation_shapes" in state:
+        shapes = state["observation_shapes"]
+        if not isinstance(shapes, (list, tuple)):
+            raise _damaged(path, "'observation_shapes'", f"{_kind(shapes)}, not a list")
+        for i, shape in enumerate(shapes):
+            _int_list(path, shape, f"'observation_shapes'[{i}]")
+    if "discrete_branches" in state:
+        _int_list(path, state["discrete_branches"], "'discrete_branches'")
+    if "behavior" in state and not isinstance(state["behavior"], str):
+        raise _damaged(path, "'behavior'", f"{_kind(state['behavior'])}, not a string")
+    return dict(state)
+
+
+def check_algorithm_state(path: Path, saved: Any, reference: Mapping[str, Any],
+                          param_shapes: Sequence[torch.Size]) -> None:
+    """Check ``saved`` (a checkpoint's 'algorithm' entry) against ``reference``, the state dict
+    of the algorithm it is about to be loaded into, before anything is loaded: every entry
+    present with the same kind, every tensor with the shape the networks have.
+    ``param_shapes``: the shapes of the optimizer's parameters, in its order."""
+    saved = _mapping(path, saved, "'algorithm'")
+    for key, ref in reference.items():
+        where = f"'algorithm.{key}'"
+        if key not in saved:
+            raise CheckpointError(
+                f"checkpoint {path} has no {where} entry: was it trained with another trainer or other "
+                f"network settings ({NETWORK_SETTINGS})?")
+        value = saved[key]
+        if key == "optimizer":
+            _check_optimizer(path, value, ref, param_shapes)
+        elif isinstance(ref, Mapping):
+            _check_module(path, value, ref, key)
+        elif isinstance(ref, torch.Tensor):
+            _check_shape(path, _tensor(path, value, where), ref, f"{key}")
+        elif _is_int(ref):
+            if not _is_count(value):
+                raise _damaged(path, where, f"{_short(value) if _is_number(value) else _kind(value)}, "
+                               "not an integer >= 0")
+
+
+def _check_shape(path: Path, value: torch.Tensor, ref: torch.Tensor, name: str) -> None:
+    if value.is_floating_point() != ref.is_floating_point():
+        raise _damaged(path, f"parameter {name}", f"of type {value.dtype}, the policy's is {ref.dtype}")
+    if value.shape != ref.shape:
+        raise CheckpointError(
+            f"checkpoint {path}: parameter {name} has shape {list(value.shape)}, the policy expects "
+            f"{list(ref.shape)}: was it trained with other network settings ({NETWORK_SETTINGS})?")
+
+
+def _check_module(path: Path, saved: Any, reference: Mapping[str, Any], module: str) -> None:
+    saved = _mapping(path, saved, f"'algorithm.{module}'")
+    missing = [k for k in reference if k not in saved]
+    extra = [k for k in saved if k not in reference]
+    if missing or extra:
+        parts = ([f"lacks {', '.join(map(str, missing[:4]))}{' ...' if len(missing) > 4 else ''}"] if missing else []) \
+            + ([f"has {', '.join(map(_short, extra[:4]))}{' ...' if len(extra) > 4 else ''}, which the {module} "
+                "does not have"] if extra else [])
+        raise CheckpointError(
+            f"checkpoint {path}: the {module} network {' and '.join(parts)}: was it trained with another "
+            f"trainer or other network settings ({NETWORK_SETTINGS})?")
+    for key, ref in reference.items():
+        _check_shape(path, _tensor(path, saved[key], f"parameter {module}.{key}"), ref, f"{module}.{key}")
+
+
+_ADAM_TENSORS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+
+
+def _check_optimizer(path: Path, saved: Any, reference: Mapping[str, Any], param_shapes: Sequence[torch.Size]) -> None:
+    saved = _mapping(path, saved, "'algorithm.optimizer'")
+    for key in ("state", "param_groups"):
+        if key not in saved:
+            raise _damaged(path, "'algorithm.optimizer'", f"without its {key!r} entry")
+    groups, ref_groups = saved["param_groups"], reference["param_groups"]
+    if not isinstance(groups, (list, tuple)):
+        raise _damaged(path, "'algorithm.optimizer.param_groups'", f"{_kind(groups)}, not a list")
+    if len(groups) != len(ref_groups):
+        raise CheckpointError(f"checkpoint {path}: the optimizer has {len(groups)} parameter groups, the policy's "
+                              f"{len(ref_groups)}: was it trained with another trainer?")
+    ids: list[int] = []
+    for i, (group, ref_group) in enumerate(zip(groups, ref_groups)):
+        where = f"'algorithm.optimizer.param_groups'[{i}]"
+        group = _mapping(path, group, where)
+        params = _int_list(path, group.get("params"), f"{where}['params']")
+        if len(params) != len(ref_group["params"]):
+            raise CheckpointError(
+                f"checkpoint {path}: the optimizer holds {len(params)} parameters, the policy's "
+                f"{len(ref_group['params'])}: was it trained with other network settings ({NETWORK_SETTINGS})?")
+        ids += params
+        for key, ref in ref_group.items():
+            if key == "params":
+                continue
+            if key not in group:
+                # flags newer torch versions add have defaults; the numbers have none
+                if isinstance(ref, (int, float, tuple, list)) and not isinstance(ref, bool):
+                    raise _damaged(path, where, f"without its {key!r} setting")
+                continue
+            value = group[key]
+            if isinstance(ref, bool) or ref is None:
+                ok = isinstance(value, bool) or value is None
+            elif isinstance(ref, (tuple, list)):
+                ok = isinstance(value, (tuple, list)) and len(value) == len(ref) and all(map(_is_number, value))
+            elif isinstance(ref, (int, float)):
+                ok = _is_number(value)
+            else:
+                ok = isinstance(value, type(ref))
+            if not ok:
+                raise _damaged(path, f"{where}[{key!r}]", _short(value) if _is_number(value) else _kind(value))
+    if len(set(ids)) != len(ids):
+        raise _damaged(path, "'algorithm.optimizer.param_groups'", "a list that names a parameter twice")
+    shape_of = dict(zip(ids, param_shapes))
+    state = _mapping(path, saved["state"], "'algorithm.optimizer.state'")
+    for pid, entry in state.items():
+        where = f"'algorithm.optimizer.state'[{_short(pid)}]"
+        if pid not in shape_of:
+            raise _damaged(path, where, "the state of a parameter the optimizer does not have")
+        entry = _mapping(path, entry, where)
+        for key in ("step", "exp_avg", "exp_avg_sq"):
+            if key not in entry:
+                raise _damaged(path, where, f"without its {key!r}")
+        step = _tensor(path, entry["step"], f"{where}['step']")
+        if step.numel() != 1 or not math.isfinite(float(step)) or float(step) < 0:
+            raise _damaged(path, f"{where}['step']", "not a single count >= 0")
+        for key, value in entry.items():
+            if key == "step":
+                continue
+            if not isinstance(key, str) or key not in _ADAM_TENSORS:
+                raise _damaged(path, where, f"an entry {_short(key)} Adam does not have")
+            tensor = _tensor(path, value, f"{where}[{key!r}]")
+            if not tensor.is_floating_point() or tensor.shape != shape_of[pid]:
+                raise CheckpointError(
+                    f"checkpoint {path}: the optimizer's {key} of parameter {pid} has shape {list(tensor.shape)} "
+                    f"({tensor.dtype}), the policy expects {list(shape_of[pid])}: was it trained with other "
+                    f"network settings ({NETWORK_SETTINGS})?")
+
+
+# -- the checkpoints of one behavior ---------------------------------------------------------------
 class CheckpointManager:
     def __init__(self, folder: Path, keep: int) -> None:
         self.folder = folder
@@ -61,18 +389,35 @@ class CheckpointManager:
                 found.append((int(m.group(1)), p))
         return sorted(found)
 
+    def remove_partial_files(self) -> list[Path]:
+        return remove_partial_files(self.folder)
+
     @staticmethod
     def save_file(path: Path, state: dict[str, Any]) -> None:
         buffer = io.BytesIO()
         torch.save(state, buffer)
-        atomic_write_bytes(path, buffer.getvalue())
+        payload = buffer.getbuffer()
+        atomic_write_bytes(path, frame(payload), payload)
+
+    def describe_last_good(self, other_than: Path | None = None) -> str:
+        found = [p for _, p in self.list() if p != other_than]
+        return f"the last complete checkpoint is {found[-1]}" if found else "there is no complete checkpoint yet"
 
     def save(self, state: dict[str, Any], step: int) -> Path:
         path = self.folder / f"checkpoint-{step}.pt"
-        self.save_file(path, state)
+        try:
+            self.save_file(path, state)
+        except OSError as e:
+            raise SaveError(f"could not save checkpoint {path}: {os_reason(e)}; "
+                            f"{self.describe_last_good(other_than=path)}") from None
         if self.keep > 0:
-            for _, old in self.list()[: -self.keep]:
-                old.unlink(missing_ok=True)
+            # never the one just written, even where a damaged one set aside was numbered higher
+            others = [p for _, p in self.list() if p != path]
+            for old in others[: max(0, len(others) - (self.keep - 1))]:
+                try:
+                    old.unlink(missing_ok=True)
+                except OSError as e:
+                    logger.warning("could not delete the old checkpoint %s: %s", old, os_reason(e))
         return path
 
     def latest(self) -> Path | None:
@@ -80,20 +425,16 @@ class CheckpointManager:
         return found[-1][1] if found else None
 
     @staticmethod
-    def load_file(path: Path, advice: str) -> Any:
-        """torch.load restricted to tensors and plain data; a damaged file is a CheckpointError."""
+    def load_file(path: Path, advice: str = "") -> Any:
+        """The object stored at ``path`` (see read_file); ``advice`` is added to an error."""
         try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # torch raises many kinds for a damaged file
-            raise CheckpointError(
-                f"{path} is damaged or not a Palaestra file ({type(e).__name__}: "
-                f"{str(e).splitlines()[0] if str(e) else 'unreadable'}); {advice}"
-            ) from None
+            return read_file(path)
+        except DamagedCheckpointError as e:
+            if advice:
+                raise DamagedCheckpointError(f"{e}; {advice}") from None
+            raise
 
     @staticmethod
     def load(path: Path) -> dict[str, Any]:
-        state = CheckpointManager.load_file(
-            path, "delete it to resume from an older checkpoint, or start over with --force")
-        if not isinstance(state, dict) or "algorithm" not in state:
-            raise CheckpointError(f"checkpoint {path} is not a Palaestra checkpoint")
-        return state
+        """A checkpoint's state dict, with the entries every checkpoint has checked."""
+        return check_top_level(path, read_file(path))

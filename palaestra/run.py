@@ -24,7 +24,7 @@ from threadpoolctl import threadpool_limits
 
 from palaestra import __version__
 from palaestra.algorithms import spec_problems
-from palaestra.checkpoints import CheckpointError, CheckpointManager, atomic_write_text
+from palaestra.checkpoints import CheckpointError, CheckpointManager, SaveError, atomic_write_text, os_reason
 from palaestra.cli import RunOptions, UsageError
 from palaestra.envs.base import EngineConfig, Env, EnvError
 from palaestra.envs.sources import describe_specs, make_env
@@ -55,7 +55,7 @@ def run(options: RunOptions) -> int:
     """Run mlagents-learn with these options; return the process exit code."""
     try:
         return _run(options)
-    except (ConfigError, EnvError, CheckpointError, UsageError) as e:
+    except (ConfigError, EnvError, CheckpointError, UsageError, SaveError) as e:
         logger.error("%s", e)
         return 1
     except OSError as e:  # a folder that cannot be written, a full disk
@@ -257,9 +257,13 @@ def _train_loop(trainers: dict[str, BehaviorTrainer], options: RunOptions, env: 
     training = not options.inference
     if training:
         run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "configuration.yaml", yaml.safe_dump(
-            {"run_options": _options_dict(options, seed),
-             "behaviors": {b: s.as_dict() for b, s in settings.items()}}, sort_keys=False))
+        configuration = run_dir / "configuration.yaml"
+        try:
+            atomic_write_text(configuration, yaml.safe_dump(
+                {"run_options": _options_dict(options, seed),
+                 "behaviors": {b: s.as_dict() for b, s in settings.items()}}, sort_keys=False))
+        except OSError as e:
+            raise SaveError(f"could not save the run configuration {configuration}: {os_reason(e)}") from None
 
     acting = _acting_workers(options, env, trainers, seed)
     error: BaseException | None = None
@@ -283,17 +287,37 @@ def _train_loop(trainers: dict[str, BehaviorTrainer], options: RunOptions, env: 
             if acting is not None:
                 acting.close()
     global_step = counter.global_step
-    if training:
-        for trainer in trainers.values():
-            trainer.save(global_step)
-            logger.info("Exported %s", run_dir / f"{trainer.name}.onnx")
-        TIMERS.write(str(summaries / f"{options.run_id}_timers.json"))
-    if error is not None:
-        logger.error("training stopped: %s: %s (the model was saved first)", type(error).__name__, error)
+    if isinstance(error, SaveError):  # a --save-freq checkpoint: try once more below
+        logger.error("training stopped: %s", error)
+    saved = _save_at_end(trainers, options, summaries, global_step) if training else True
+    if error is not None and not isinstance(error, SaveError):
+        logger.error("training stopped: %s: %s (%s)", type(error).__name__, error,
+                     "the model was saved first" if saved else "saving the model failed too")
         if options.debug:
             raise error
-        return 1
-    return 0
+    return 0 if error is None and saved else 1
+
+
+def _save_at_end(trainers: dict[str, BehaviorTrainer], options: RunOptions, summaries: Path,
+                 global_step: int) -> bool:
+    """Save every behavior and write the timers, each failure logged with the file it concerns
+    (and the other files still tried); return whether everything was saved."""
+    saved = True
+    for trainer in trainers.values():
+        try:
+            trainer.save(global_step)
+        except SaveError as e:
+            logger.error("%s", e)
+            saved = False
+            continue
+        logger.info("Exported %s", trainer.onnx_path)
+    timers = summaries / f"{options.run_id}_timers.json"
+    try:
+        TIMERS.write(str(timers))
+    except OSError as e:
+        logger.error("could not save the timers %s: %s", timers, os_reason(e))
+        saved = False
+    return saved
 
 
 def _acting_workers(options: RunOptions, env: Env, trainers: dict[str, BehaviorTrainer],
@@ -378,28 +402,33 @@ def _acting_loop(acting: ActingWorkers, trainers: dict[str, BehaviorTrainer], st
 
 def _restore(trainer: BehaviorTrainer, options: RunOptions, s: TrainerSettings, models: Path) -> int:
     """Load weights for --resume, --initialize-from, init_path or --inference; return the global step."""
-    own = trainer.checkpoints.latest()
+    # each takes the newest intact checkpoint, past damaged ones (BehaviorTrainer.restore_newest)
+    own = trainer.checkpoints
     if options.resume:
-        if own is None:
+        if not own.list():
             raise CheckpointError(
                 f"--resume: run {options.run_id!r} has no checkpoint for behavior {trainer.name!r} "
                 f"in {trainer.checkpoints.folder}"
             )
-        step = trainer.restore(own, weights_only=False)
-        logger.info("Resumed %s from %s at step %d", trainer.name, own, trainer.step)
+        path, step = trainer.restore_newest(own, weights_only=False, set_aside=True,
+                                            advice="start the run over with --force")
+        logger.info("Resumed %s from %s at step %d", trainer.name, path, trainer.step)
         return step
-    if options.inference and own is not None:  # run the saved policy for max_steps new steps
-        trainer.restore(own, weights_only=True)
-        logger.info("Loaded %s from %s for inference", trainer.name, own)
+    if options.inference and own.list():  # run the saved policy for max_steps new steps
+        path, _ = trainer.restore_newest(own, weights_only=True, set_aside=False,
+                                         advice="train the run again with --force")
+        logger.info("Loaded %s from %s for inference", trainer.name, path)
         return 0
     source = models / options.initialize_from / trainer.name if options.initialize_from else (
         Path(s.init_path) if s.init_path else None)
     if source is not None:
-        latest = CheckpointManager(source, 0).latest()
-        if latest is None:
+        source_checkpoints = CheckpointManager(source, 0)
+        if not source_checkpoints.list():
             raise CheckpointError(f"no checkpoint for behavior {trainer.name!r} in {source} to initialize from")
-        trainer.restore(latest, weights_only=True)
-        logger.info("Initialized %s from %s", trainer.name, latest)
+        path, _ = trainer.restore_newest(
+            source_checkpoints, weights_only=True, set_aside=False,
+            advice="initialize from another run" if options.initialize_from else "set init_path to another folder")
+        logger.info("Initialized %s from %s", trainer.name, path)
     elif options.inference:
         logger.warning("--inference: no trained model for %s; running an untrained policy", trainer.name)
     return 0

@@ -7,6 +7,7 @@ and asks :meth:`BehaviorTrainer.advance` to update the policy when enough experi
 from __future__ import annotations
 
 import logging
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,15 @@ import torch
 from palaestra.algorithms import make_algorithm
 from palaestra.algorithms.ppo import PPO
 from palaestra.algorithms.sac import SAC
-from palaestra.checkpoints import CheckpointError, CheckpointManager
+from palaestra.checkpoints import (
+    CheckpointError,
+    CheckpointManager,
+    DamagedCheckpointError,
+    SaveError,
+    check_algorithm_state,
+    os_reason,
+    remove_partial_files,
+)
 from palaestra.envs.base import ActionTuple, BehaviorSpec, DecisionSteps, TerminalSteps
 from palaestra.export import export_policy
 from palaestra.networks.numpy_acting import weight_layout
@@ -50,6 +59,9 @@ class BehaviorTrainer:
         self._next_summary = settings.summary_freq
         self._start = time.time()
         self._last_update_end = time.time()
+        if training:  # temp files of saves a kill interrupted; this run is the folder's only writer now
+            checkpoints.remove_partial_files()
+            remove_partial_files(model_dir, rf"{re.escape(name)}\.onnx")
 
     @property
     def step(self) -> int:
@@ -145,23 +157,73 @@ class BehaviorTrainer:
         return self.checkpoints.folder / "replay_buffer.pt"
 
     def save(self, global_step: int) -> None:
+        """Save a checkpoint, the replay buffer (if asked) and the ONNX model; a file that cannot
+        be written is a SaveError naming it and the last complete checkpoint."""
         with timed("save_model"):
             path = self.checkpoints.save(self.state(global_step), self.step)
             if self.settings.save_replay_buffer and isinstance(self.algorithm, SAC):
                 # one file, replaced at each checkpoint (a copy per checkpoint would multiply
                 # the largest file of the run by --keep-checkpoints)
-                CheckpointManager.save_file(self.replay_path, {"step": self.step, **self.algorithm.replay_state()})
-            self.export()
+                try:
+                    CheckpointManager.save_file(self.replay_path, {"step": self.step, **self.algorithm.replay_state()})
+                except OSError as e:
+                    raise SaveError(f"could not save the replay buffer {self.replay_path}: {os_reason(e)}; the last "
+                                    f"complete checkpoint is {path} (the replay buffer on disk is older)") from None
+            try:
+                self.export()
+            except OSError as e:
+                raise SaveError(f"could not export the ONNX model {self.onnx_path}: {os_reason(e)}; the last "
+                                f"complete checkpoint is {path}") from None
         logger.info("Saved checkpoint %s", path)
 
+    @property
+    def onnx_path(self) -> Path:
+        return self.model_dir / f"{self.name}.onnx"
+
     def export(self) -> Path:
-        path = self.model_dir / f"{self.name}.onnx"
-        export_policy(self.algorithm.policy, path)
-        return path
+        export_policy(self.algorithm.policy, self.onnx_path)
+        return self.onnx_path
+
+    def restore_newest(self, checkpoints: CheckpointManager, weights_only: bool, set_aside: bool,
+                       advice: str) -> tuple[Path, int]:
+        """Restore from the newest intact checkpoint in ``checkpoints.folder``, skipping damaged
+        ones with a warning; return the checkpoint used and its global step (see restore).
+        ``set_aside``: rename the damaged ones to ``<name>.damaged``, so that they are not tried
+        again and the run's next checkpoints do not rank below them. ``advice`` ends the error
+        raised when no intact checkpoint remains. A checkpoint that is intact but does not fit
+        this behavior is an error at once: the older ones come from the same settings."""
+        found = checkpoints.list()
+        if not found:
+            raise CheckpointError(f"no checkpoint for behavior {self.name!r} in {checkpoints.folder}; {advice}")
+        damaged: list[tuple[Path, CheckpointError]] = []
+        for _, path in reversed(found):
+            try:
+                step = self.restore(path, weights_only)
+            except DamagedCheckpointError as e:
+                damaged.append((path, e))
+                continue
+            for bad, error in damaged:
+                aside = ""
+                if set_aside:
+                    try:
+                        bad.rename(bad.with_name(bad.name + ".damaged"))
+                        aside = f" (renamed to {bad.name}.damaged)"
+                    except OSError as rename_error:
+                        aside = f" (could not rename it: {os_reason(rename_error)})"
+                logger.warning("%s: %s%s; using %s, the newest intact checkpoint", self.name, error, aside, path)
+            return path, step
+        reasons = "; ".join(str(e) for _, e in damaged)
+        raise CheckpointError(f"no intact checkpoint of behavior {self.name!r} remains in {checkpoints.folder}: "
+                              f"{reasons}; {advice}")
 
     def restore(self, path: Path, weights_only: bool) -> int:
-        """Load a checkpoint; return its global step (0 with weights_only)."""
+        """Load a checkpoint; return its global step (0 with weights_only). Everything is
+        checked before anything is loaded, so a checkpoint that does not fit (a CheckpointError;
+        a DamagedCheckpointError if the file is not an intact checkpoint) changes nothing."""
         state = CheckpointManager.load(path)
+        if state.get("format", CHECKPOINT_FORMAT) > CHECKPOINT_FORMAT:
+            raise CheckpointError(f"checkpoint {path} has format {state['format']}, this Palaestra reads format "
+                                  f"{CHECKPOINT_FORMAT}: a newer Palaestra wrote it")
         shapes = [list(s) for s in self.spec.observation_shapes]
         if (state.get("observation_shapes") != shapes
                 or state.get("continuous_size") != self.spec.action_spec.continuous_size
@@ -172,12 +234,15 @@ class BehaviorTrainer:
                 f"but behavior {self.name!r} has observations {shapes} and actions "
                 f"{self.spec.action_spec.describe()}"
             )
+        optimizer_shapes = [p.shape for group in self.algorithm.optimizer.param_groups for p in group["params"]]
+        check_algorithm_state(path, state["algorithm"], self.algorithm.state_dict(), optimizer_shapes)
         try:
             self.algorithm.load_state_dict(state["algorithm"], weights_only=weights_only)
-        except (KeyError, RuntimeError, ValueError) as e:
+        except Exception as e:  # the checks above should have caught it: say what torch said
+            text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise CheckpointError(
                 f"checkpoint {path} does not fit behavior {self.name!r}'s network "
-                f"(hidden_units, num_layers, normalize or reward_signals differ?): {str(e).splitlines()[0]}"
+                f"(hidden_units, num_layers, normalize or reward_signals differ?): {text}"
             ) from None
         if weights_only:
             return 0
@@ -191,8 +256,11 @@ class BehaviorTrainer:
             logger.warning("%s: save_replay_buffer is on but %s does not exist; the replay buffer starts empty",
                            self.name, self.replay_path)
             return
-        replay = CheckpointManager.load_file(
-            self.replay_path, "delete it to resume with an empty replay buffer, or start over with --force")
+        try:
+            replay = CheckpointManager.load_file(
+                self.replay_path, "delete it to resume with an empty replay buffer, or start over with --force")
+        except DamagedCheckpointError as e:  # not the checkpoint's fault: no older checkpoint helps
+            raise CheckpointError(str(e)) from None
         if not isinstance(replay, dict):
             raise CheckpointError(f"{self.replay_path} is not a replay buffer")
         if int(replay.get("step", -1)) != self.step:
@@ -200,6 +268,7 @@ class BehaviorTrainer:
                            self.name, self.replay_path, replay.get("step"), self.step)
         try:
             self.algorithm.load_replay_state(replay)
-        except (KeyError, ValueError, AttributeError) as e:
-            raise CheckpointError(f"{self.replay_path} is not a replay buffer of behavior {self.name!r}: {e}") from None
+        except Exception as e:  # its columns come from the file: any kind of mismatch
+            raise CheckpointError(f"{self.replay_path} is not a replay buffer of behavior {self.name!r}: "
+                                  f"{type(e).__name__}: {str(e)[:200]}") from None
         logger.info("%s: restored %d transitions from %s", self.name, self.algorithm.buffer.size, self.replay_path)

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from palaestra.algorithms.ppo import PPO
+from palaestra.checkpoints import CheckpointManager
 from palaestra.envs.shm import SharedArrays, pack_arrays, unpack_arrays
 from palaestra.envs.sources import make_env
 from palaestra.envs.workers import WorkerPoolEnv
@@ -222,7 +223,7 @@ def test_a_run_with_workers_is_reproducible(run_cli, workdir, acting):
         assert run_cli(str(config), "--env=Simple1DDiscrete", "--num-envs=2", f"--acting={acting}", f"--run-id={run}",
                        "--seed=4").code == 0
         checkpoint = sorted((workdir / f"models/{run}/1D").glob("checkpoint-*.pt"))[-1]
-        weights.append(torch.load(checkpoint, weights_only=False)["algorithm"]["policy"])
+        weights.append(CheckpointManager.load(checkpoint)["algorithm"]["policy"])
     for name, tensor in weights[0].items():
         assert torch.equal(tensor, weights[1][name]), name
 

@@ -146,7 +146,8 @@ def test_corrupt_checkpoint_is_a_clear_error(run_cli, small_config, workdir):
     latest = CheckpointManager(workdir / "models/c/1D", 5).latest()
     latest.write_bytes(latest.read_bytes()[:100])
     result = run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=c", "--resume")
-    assert result.code == 1 and f"models/c/1D/{latest.name} is damaged" in result.log
+    assert result.code == 1 and f"models/c/1D/{latest.name} is truncated" in result.log
+    assert "no intact checkpoint of behavior '1D' remains" in result.log and "--force" in result.log
     # The failed run closed its TensorBoard writer: no writer thread is left behind.
     import threading
 

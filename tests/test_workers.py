@@ -321,14 +321,14 @@ def test_global_steps_count_every_instance_that_stepped(run_cli, workdir, acting
     # ML-Agents counts one global step per environment instance whose results came back: with
     # four one-agent workers (two per pipelined half, or rounds of four steps each with the
     # policy in the workers) the global step follows the agent steps
-    import torch
+    from palaestra.checkpoints import CheckpointManager
 
     config = write_yaml(workdir / "c.yaml", ONE_AGENT_CONFIG.format(max_steps=400))
     assert run_cli(str(config), "--env=Simple1DDiscrete", "--num-envs=4", "--run-id=g", "--seed=0",
                    "--save-freq=100", f"--acting={acting}").code == 0
     checkpoints = sorted((workdir / "models/g/1D").glob("checkpoint-*.pt"), key=lambda p: p.stat().st_mtime)
     assert len(checkpoints) >= 4  # every 100 global steps over ~400 agent steps, and at the end
-    last = torch.load(checkpoints[-1], weights_only=False)
+    last = CheckpointManager.load(checkpoints[-1])
     step = int(checkpoints[-1].stem.split("-")[1])
     # the trainer counts an agent's steps once they leave the collector (time_horizon 64), so it
     # trails by at most 64 steps per agent; counting one per step() call would give about half
