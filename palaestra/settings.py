@@ -13,14 +13,21 @@ sac_trainer_config.yaml), so a section may leave out any key.
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import difflib
 import logging
+import math
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import yaml
+from yaml.composer import ComposerError
+from yaml.constructor import ConstructorError
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 logger = logging.getLogger("palaestra")
 
@@ -29,6 +36,19 @@ SUPPORTED_TRAINERS = ("ppo",)
 LR_SCHEDULES = ("linear", "constant")
 VISUAL_ENCODERS = ("simple", "nature_cnn", "resnet")
 _TRAINER_DEFAULT = object()  # "use the trainer type's default" marker for per-trainer defaults
+# A trainer config is a few KB; the pure-Python YAML reader takes seconds per MiB, so a bigger
+# file is a wrong path (a log, a model), not a config.
+MAX_CONFIG_BYTES = 1 << 20
+# Sections hold settings, reward signals, their settings: 4 levels. The YAML composer recurses
+# per level, so unbounded nesting would end in a RecursionError.
+MAX_NESTING = 64
+# Integers are counts of steps, units or samples; above 2**53 a float (5e6 is read as one) is no
+# longer exact, and numpy/torch would overflow further on.
+INT_CEILING = 2**53
+# A number written with more characters than this stays text (and fails its check): converting
+# YAML's base-60 integers (1:30:00) costs time quadratic in their length.
+_LONG_NUMBER = 1000
+MAX_WARNINGS = 100  # a file of thousands of unknown keys needs no more to be understood
 
 
 class ConfigError(Exception):
@@ -38,30 +58,42 @@ class ConfigError(Exception):
 # ----------------------------------------------------------------------------------------
 # Value checks: each returns the converted value or raises ValueError(expected description)
 # ----------------------------------------------------------------------------------------
-def _number(value: Any) -> float:
+def _number(value: Any) -> int | float:
+    """The number a YAML value stands for, an int kept exact; ValueError if it is none."""
     # PyYAML reads "5e6" (no dot) as a string; ML-Agents' users write it, so accept it.
     if isinstance(value, bool):
         raise ValueError
     if isinstance(value, (int, float)):
-        return float(value)
+        return value
     if isinstance(value, str):
-        return float(value.strip())
+        written = value.strip()
+        try:
+            return int(written)
+        except ValueError:
+            return float(written)
     raise ValueError
 
 
 def integer(low: int | None = None, high: int | None = None) -> Callable[[Any], int]:
     bounds = _bounds_text(low, high)
+    expected = f"an integer{bounds}"
 
     def check(value: Any) -> int:
         try:
             number = _number(value)
         except ValueError:
-            raise ValueError(f"an integer{bounds}") from None
-        if number != int(number) or (low is not None and number < low) or (high is not None and number > high):
-            raise ValueError(f"an integer{bounds}")
-        return int(number)
+            raise ValueError(expected) from None
+        if isinstance(number, float):  # inf and nan are not integers; int() would raise on them
+            if not math.isfinite(number) or number != int(number):
+                raise ValueError(expected)
+            number = int(number)
+        if (low is not None and number < low) or (high is not None and number > high):
+            raise ValueError(expected)
+        if number > INT_CEILING:
+            raise ValueError(f"{expected}, at most 2**53 = {INT_CEILING}")
+        return number
 
-    check.expected = f"an integer{bounds}"  # type: ignore[attr-defined]
+    check.expected = expected  # type: ignore[attr-defined]
     return check
 
 
@@ -70,12 +102,14 @@ def real(low: float | None = None, high: float | None = None, low_open: bool = F
 
     def check(value: Any) -> float:
         try:
-            number = _number(value)
+            number = float(_number(value))
         except ValueError:
             raise ValueError(f"a number{bounds}") from None
-        if number != number or (low is not None and (number <= low if low_open else number < low)):
-            raise ValueError(f"a number{bounds}")
-        if high is not None and number > high:
+        except OverflowError:  # an integer beyond the float range (10**400)
+            raise ValueError(f"a finite number{bounds}") from None
+        if not math.isfinite(number):  # inf would train nothing useful, nan poisons every update
+            raise ValueError(f"a finite number{bounds}")
+        if (low is not None and (number <= low if low_open else number < low)) or (high is not None and number > high):
             raise ValueError(f"a number{bounds}")
         return number
 
@@ -296,10 +330,11 @@ class TrainerConfig:
         """Resolve one behavior's settings: default section, then its own (shallow)."""
         if not self.has_settings_for(behavior):
             raise ConfigError(
-                f"{self.path}: no section for behavior {behavior!r} and no 'default' section; "
-                f"the file has sections {self.section_names() or 'none'}"
+                f"{self.path}: no section for behavior {_show(behavior)} and no 'default' section; "
+                f"the file has sections {_show_names(self.section_names())}"
             )
-        merged: dict[str, Any] = dict(self.sections.get("default") or {})
+        # 'default' may name another section too; following it also checks that it is a mapping.
+        merged: dict[str, Any] = self._section("default") if "default" in self.sections else {}
         own = self._section(behavior) if behavior in self.sections else {}
         if "steps_per_update" in own:  # the behavior's own cadence spelling wins over the default's
             merged.pop("num_update", None)
@@ -315,37 +350,31 @@ class TrainerConfig:
         while isinstance(section, str):  # an alias: follow it to a mapping
             if section not in self.sections or section in seen:
                 raise ConfigError(
-                    f"{self.path}: section {seen[-1]!r} names section {section!r}, which "
+                    f"{self.path}: section {_show(seen[-1])} names section {_show(section)}, which "
                     f"{'is part of a loop' if section in seen else 'does not exist'}"
                 )
             seen.append(section)
             section = self.sections[section]
-        return dict(section or {})
+        if section is None:
+            return {}
+        if not isinstance(section, dict):  # load_trainer_config never stores one; a hand-built config may
+            raise ConfigError(
+                f"{self.path}: section {_show(seen[-1])} should be a mapping of settings (or the name of "
+                f"another section), got {type(section).__name__} {_show(section)}"
+            )
+        return dict(section)
 
 
 def load_trainer_config(path: str | Path) -> TrainerConfig:
     """Read and check a trainer-config file; raise ConfigError with a clear message."""
     path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"trainer config file {str(path)!r} does not exist")
-    if path.is_dir():
-        raise ConfigError(f"trainer config {str(path)!r} is a folder; give the path of a YAML file")
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(e, "problem", None) or str(e)
-        raise ConfigError(f"{path}: YAML syntax error{where}: {problem}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: cannot read the file: {e}") from None
+    data = _parse_yaml(path, _read_text(path))
     if data is None:
         raise ConfigError(f"{path}: the file is empty; it needs a 'default:' section or behavior sections")
     if not isinstance(data, dict):
         raise ConfigError(
             f"{path}: expected a mapping of section names (default, behavior names) to settings, "
-            f"got {type(data).__name__}"
+            f"got {type(data).__name__} {_show(data)}"
         )
     config = TrainerConfig(path, {})
     try:
@@ -354,6 +383,171 @@ def load_trainer_config(path: str | Path) -> TrainerConfig:
         for message in config.warnings:
             logger.warning(message)
     return config
+
+
+def _read_text(path: Path) -> str:
+    """The file's text, read only if it is a regular file of at most MAX_CONFIG_BYTES."""
+    try:
+        # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise ConfigError(f"trainer config file {str(path)!r} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"trainer config {str(path)!r} is a folder; give the path of a YAML file") from None
+    except (OSError, ValueError) as e:  # ValueError: a NUL character in the path
+        raise ConfigError(f"{path}: cannot read the file: {getattr(e, 'strerror', None) or e}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise ConfigError(f"trainer config {str(path)!r} is a folder; give the path of a YAML file")
+        if not stat.S_ISREG(mode):
+            raise ConfigError(
+                f"{path}: not a regular file (a pipe, socket or device); give the path of a YAML file"
+            )
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)  # bounded: the file may have grown since fstat
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the file: {e.strerror or e}") from None
+    finally:
+        os.close(fd)
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"{path}: the file is larger than {MAX_CONFIG_BYTES / 2**20:g} MiB, the most a trainer config may "
+            "be (they are a few KB); is this the right file?"
+        )
+    # UTF-8 (with or without a BOM), or UTF-16 with a BOM as some Windows editors save it.
+    encoding = "utf-16" if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) else "utf-8-sig"
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise ConfigError(
+            f"{path}: not a text file in {'UTF-16' if encoding == 'utf-16' else 'UTF-8'}: byte "
+            f"0x{raw[e.start]:02x} at line {line} cannot be decoded"
+        ) from None
+
+
+def _parse_yaml(path: Path, text: str) -> Any:
+    loader = None
+    try:
+        loader = _ConfigLoader(text, path)  # its reader rejects control characters here already
+        return loader.get_single_data()
+    except yaml.reader.ReaderError as e:  # a control character: binary data, not YAML
+        line = text.count("\n", 0, e.position) + 1
+        column = e.position - (text.rfind("\n", 0, e.position) + 1) + 1
+        code = e.character if isinstance(e.character, int) else ord(e.character)
+        raise ConfigError(
+            f"{path}: not a YAML text file: character U+{code:04X} at line {line}, column {column} "
+            "is not allowed in YAML"
+        ) from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = _cut(getattr(e, "problem", None) or str(e), 200)
+        kind = "YAML error" if isinstance(e, (ComposerError, ConstructorError)) else "YAML syntax error"
+        raise ConfigError(f"{path}: {kind}{where}: {problem}") from None
+    except RecursionError:  # not expected past MAX_NESTING; a message still beats a traceback
+        raise ConfigError(f"{path}: the YAML is nested too deeply to read") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+def _cut(message: str, limit: int) -> str:
+    return message if len(message) <= limit else message[:limit] + "…"
+
+
+def _tag_name(tag: str) -> str:
+    return "!!" + tag.rsplit(":", 1)[-1] if tag.startswith("tag:yaml.org,2002:") else tag
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, stricter where a trainer config needs it to be:
+
+    - a key written twice in one mapping is an error naming the section, the key and both lines
+      (YAML itself keeps the last one silently; ``<<: *anchor`` merges may still be overridden);
+    - every key is read as the text written (``1:``, ``yes:`` are names here, not 1 and True),
+      and a list or mapping used as a key is an error;
+    - nesting deeper than MAX_NESTING is an error instead of a RecursionError;
+    - a value its tag cannot convert (``!!int abc``, the date 2001-13-45) is an error with a
+      line instead of a ValueError.
+    """
+
+    def __init__(self, text: str, path: Path) -> None:
+        super().__init__(text)
+        self.path = path
+        self.depth = 0
+        self.where: dict[Node, tuple[str, ...]] = {}  # a node's section and keys, for messages
+
+    def compose_node(self, parent: Node | None, index: Any) -> Node:
+        self.depth += 1
+        try:
+            if self.depth > MAX_NESTING:
+                raise ComposerError(
+                    None, None, f"nested more than {MAX_NESTING} levels deep; a trainer config needs 4",
+                    self.peek_event().start_mark,
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+    def construct_object(self, node: Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError):
+            # The safe constructors assume well-formed text for an explicit tag.
+            written = _show(node.value) if isinstance(node, ScalarNode) else f"a {node.id}"
+            raise ConstructorError(
+                None, None, f"cannot read {written} as {_tag_name(node.tag)}", node.start_mark
+            ) from None
+
+    def construct_mapping(self, node: Node, deep: bool = False) -> dict[str, Any]:
+        if not isinstance(node, MappingNode):
+            raise ConstructorError(None, None, f"expected a mapping, found a {node.id}", node.start_mark)
+        where = self.where.get(node, ())
+        first_line: dict[str, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self._key(key_node)
+            line = key_node.start_mark.line + 1
+            if key in first_line:
+                raise self._duplicate(where, key, first_line[key], line)
+            first_line[key] = line
+        self.flatten_mapping(node)  # merged keys come first, so the mapping's own keys win
+        mapping: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            key = self._key(key_node)
+            self.where.setdefault(value_node, where + (key,))
+            mapping[key] = self.construct_object(value_node, deep=deep)
+        return mapping
+
+    def construct_sequence(self, node: Node, deep: bool = False) -> list[Any]:
+        if isinstance(node, SequenceNode):
+            where = self.where.get(node, ())
+            for i, child in enumerate(node.value):
+                self.where.setdefault(child, where[:-1] + (f"{where[-1]}[{i}]",) if where else (f"[{i}]",))
+        return super().construct_sequence(node, deep)
+
+    def construct_yaml_int(self, node: ScalarNode) -> Any:
+        if len(node.value) > _LONG_NUMBER:
+            return node.value
+        return super().construct_yaml_int(node)
+
+    def _key(self, key_node: Node) -> str:
+        if isinstance(key_node, ScalarNode):
+            return key_node.value
+        kind = "list" if isinstance(key_node, SequenceNode) else "mapping"
+        raise ConstructorError(None, None, f"a {kind} used as a key; keys are names", key_node.start_mark)
+
+    def _duplicate(self, where: tuple[str, ...], key: str, first: int, again: int) -> ConfigError:
+        lines = f"written twice (lines {first} and {again}); YAML would keep only the last, remove one"
+        if not where:
+            return ConfigError(f"{self.path}: section {_show(key)} is {lines}")
+        return ConfigError(f"{_where(self.path, where[0], '.'.join(where[1:] + (key,)))}: {lines}")
+
+
+_ConfigLoader.add_constructor("tag:yaml.org,2002:int", _ConfigLoader.construct_yaml_int)
 
 
 def _check_sections(path: Path, data: dict[str, Any], config: TrainerConfig) -> None:
@@ -365,16 +559,78 @@ def _check_sections(path: Path, data: dict[str, Any], config: TrainerConfig) -> 
             config.sections[name] = _check_section(path, name, section or {}, config.warnings)
         else:
             raise ConfigError(
-                f"{path}: section {name!r} should be a mapping of settings (or the name of another "
-                f"section), got {type(section).__name__} {section!r}"
+                f"{path}: section {_show(name)} should be a mapping of settings (or the name of another "
+                f"section), got {type(section).__name__} {_show(section)}"
             )
 
 
 def _where(path: Path, section: str, key: str | None = None) -> str:
-    return f"{path}: section {section!r}" + (f", key {key!r}" if key else "")
+    return f"{path}: section {_show(section)}" + (f", key {_show(key)}" if key else "")
+
+
+def _show(value: Any, limit: int = 80) -> str:
+    """repr(value) cut to about ``limit`` characters, looking at no more of the value than it
+    shows: a YAML alias bomb is a list of a billion elements built from a few shared lists, and
+    an alias can make a list that contains itself."""
+    out: list[str] = []
+    room = limit
+    cut = False
+
+    def put(part: str) -> bool:  # False once the room is spent
+        nonlocal room, cut
+        cut = cut or len(part) > room
+        out.append(part[:room])
+        room -= len(part)
+        return room > 0
+
+    def walk(item: Any, depth: int) -> bool:
+        if not isinstance(item, (list, tuple, set, frozenset, dict)):
+            return put(_scalar_repr(item, room))
+        if depth >= 6:
+            return put("...")
+        brackets = "[]" if isinstance(item, list) else "()" if isinstance(item, tuple) else "{}"
+        if not put(brackets[0]):
+            return False
+        for i, element in enumerate(item.items() if isinstance(item, dict) else item):
+            if i and not put(", "):
+                return False
+            if isinstance(item, dict):
+                if not (walk(element[0], depth + 1) and put(": ")):
+                    return False
+                element = element[1]
+            if not walk(element, depth + 1):
+                return False
+        return put(brackets[1])
+
+    walk(value, 0)
+    return "".join(out) + ("…" if cut else "")
+
+
+def _scalar_repr(value: Any, room: int) -> str:
+    if isinstance(value, (str, bytes)):
+        return repr(value[:room + 1])  # one more than fits, so that the cut shows
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 4 * room:
+        digits = int(value.bit_length() * math.log10(2)) + 1  # str() would refuse past 4300 digits
+        return f"<an integer of about {digits} digits>"
+    return repr(value)
+
+
+def _show_names(names: list[str]) -> str:
+    return _show(names, 300) if names else "none"
+
+
+def _warn(warnings: list[str], message: Callable[[], str]) -> None:
+    """Collect a warning; past MAX_WARNINGS only say that more were left out (a message may
+    cost a difflib search, and a file can hold thousands of unknown keys)."""
+    if len(warnings) < MAX_WARNINGS:
+        warnings.append(message())
+    elif len(warnings) == MAX_WARNINGS:
+        warnings.append(f"more than {MAX_WARNINGS} warnings; the rest are left out")
 
 
 def _closest(name: str, known: list[str]) -> str:
+    if len(name) > 64:  # no key is that long; difflib's cost grows with the square of the length
+        return ""
     match = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
     return f" (did you mean {match[0]!r}?)" if match else ""
 
@@ -384,7 +640,7 @@ def _check_value(path: Path, section: str, key: str, check: Callable[[Any], Any]
         return check(value)
     except ValueError as e:
         expected = str(e) or getattr(check, "expected", "a valid value")
-        raise ConfigError(f"{_where(path, section, key)}: expected {expected}, got {value!r}") from None
+        raise ConfigError(f"{_where(path, section, key)}: expected {expected}, got {_show(value)}") from None
 
 
 def _check_section(path: Path, name: str, section: dict[str, Any], warnings: list[str]) -> dict[str, Any]:
@@ -399,14 +655,14 @@ def _check_section(path: Path, name: str, section: dict[str, Any], warnings: lis
     for key, value in section.items():
         key = str(key)
         if key in LEGACY_KEYS:
-            warnings.append(
+            _warn(warnings, lambda: (
                 f"{_where(path, name, key)}: a legacy key, ignored; it was replaced by {LEGACY_KEYS[key]}"
-            )
+            ))
             continue
         if key not in TRAINER_KEYS:
-            warnings.append(
+            _warn(warnings, lambda: (
                 f"{_where(path, name, key)}: unknown key, ignored{_closest(key, list(TRAINER_KEYS))}"
-            )
+            ))
             continue
         if key == "reward_signals":
             out[key] = _check_reward_signals(path, name, value, warnings)
@@ -420,9 +676,9 @@ def _check_section(path: Path, name: str, section: dict[str, Any], warnings: lis
         for key in out:
             used_by = TRAINER_KEYS[key].metadata["used_by"]
             if trainer not in used_by:
-                warnings.append(
+                _warn(warnings, lambda: (
                     f"{_where(path, name, key)}: only read by {'/'.join(used_by)}; trainer {trainer} ignores it"
-                )
+                ))
     return out
 
 
@@ -432,21 +688,21 @@ def _check_subsection(path: Path, section: str, key: str, value: Any, cls: type,
     if value is None:
         value = {}
     if not isinstance(value, dict):
-        raise ConfigError(f"{_where(path, section, label)}: expected a mapping of settings, got {value!r}")
+        raise ConfigError(f"{_where(path, section, label)}: expected a mapping of settings, got {_show(value)}")
     known = {f.name: f for f in dataclasses.fields(cls)}
     kwargs: dict[str, Any] = {}
     for sub, subvalue in value.items():
         sub = str(sub)
         if sub in SUBSECTION_LEGACY:
-            warnings.append(
+            _warn(warnings, lambda: (
                 f"{_where(path, section, f'{label}.{sub}')}: a legacy key, ignored; "
                 f"it was replaced by {SUBSECTION_LEGACY[sub]}"
-            )
+            ))
             continue
         if sub not in known:
-            warnings.append(
+            _warn(warnings, lambda: (
                 f"{_where(path, section, f'{label}.{sub}')}: unknown key, ignored{_closest(sub, list(known))}"
-            )
+            ))
             continue
         if sub == "demo_path" and subvalue is None:
             continue
@@ -461,16 +717,16 @@ def _check_reward_signals(path: Path, section: str, value: Any, warnings: list[s
     if not isinstance(value, dict) or not value:
         raise ConfigError(
             f"{_where(path, section, 'reward_signals')}: expected a mapping of signal names "
-            f"({', '.join(REWARD_SIGNALS)}) to their settings, got {value!r}"
+            f"({', '.join(REWARD_SIGNALS)}) to their settings, got {_show(value)}"
         )
     signals: dict[str, Any] = {}
     for name, sub in value.items():
         name = str(name)
         if name in ("reward_signal_steps_per_update", "reward_signal_num_update", "reward_signal_train_interval"):
-            warnings.append(
+            _warn(warnings, lambda: (
                 f"{_where(path, section, f'reward_signals.{name}')}: belongs at the trainer level, "
                 "not inside reward_signals; ignored here"
-            )
+            ))
             continue
         if name not in REWARD_SIGNALS:
             raise ConfigError(
