@@ -261,6 +261,8 @@ class TrainerSettings:
     epsilon: float = _key(0.2, real(0.0, 1.0, low_open=True), "PPO clip range", used_by=("ppo",))
     lambd: float = _key(0.95, real(0.0, 1.0), "GAE lambda", used_by=("ppo",))
     num_epoch: int = _key(3, integer(1), "passes over the buffer per update", used_by=("ppo",))
+    value_clipping: bool = _key(True, boolean, "clip each value update to +-epsilon (ML-Agents); false for returns "
+                                "far from unit scale (Stable-Baselines3 does not clip)", used_by=("ppo",))
     # SAC
     buffer_init_steps: int = _key(0, integer(0), "steps collected before SAC updates begin", used_by=("sac",))
     init_entcoef: float = _key(1.0, real(0.0, low_open=True), "initial entropy coefficient", used_by=("sac",))

@@ -137,9 +137,10 @@ def test_onnx_export_matches_deterministic_actions(tmp_path, kind):
 
 
 @pytest.mark.parametrize("kind", list(SPECS))
-@pytest.mark.parametrize("epsilon,beta,masked", [(0.2, 0.01, True), (0.05, 0.0, True), (0.2, 0.01, False)])
-def test_numpy_gradients_match_torch_autograd(kind, epsilon, beta, masked):
-    from palaestra.algorithms.ppo import PPO
+@pytest.mark.parametrize("epsilon,beta,masked,value_scale", [
+    (0.2, 0.01, True, 1.0), (0.05, 0.0, True, 1.0), (0.2, 0.01, False, 1.0), (0.2, 0.01, True, 4.0)])
+def test_numpy_gradients_match_torch_autograd(kind, epsilon, beta, masked, value_scale):
+    from palaestra.algorithms.ppo import PPO, value_clip_range
     from palaestra.networks.numpy_gradients import NumpyPPOGradients
     from palaestra.settings import ExtrinsicSettings, TrainerSettings
 
@@ -166,6 +167,10 @@ def test_numpy_gradients_match_torch_autograd(kind, epsilon, beta, masked):
         "old_values": (acted.values + rng.normal(0, 0.3, acted.values.shape)).astype(np.float32),
         "returns": rng.normal(size=acted.values.shape).astype(np.float32),
     }
+    # value_scale 4: returns far from unit scale, learned without value clipping
+    batch["old_values"] *= value_scale
+    batch["returns"] *= value_scale
+    batch["value_clip"] = value_clip_range(epsilon, batch["old_values"], clipping=value_scale == 1.0)
     losses_torch = ppo._torch_gradients({k: torch.as_tensor(v) for k, v in batch.items()}, epsilon, beta)
     expected = {n: p.grad.clone() for n, p in policy.named_parameters()}
     if not masked:

@@ -180,16 +180,16 @@ class NumpyPPOGradients:
         active = np.where(adv >= 0, ratio <= 1 + epsilon, ratio >= 1 - epsilon)
         grad_logp = np.where(active, -adv * ratio / B, np.float32(0.0)).astype(np.float32)
 
-        # clipped value loss, averaged over heads
+        # clipped value loss (each row's range: algorithms/ppo.py, value_clip_range), averaged over heads
         values = self.values(g)
-        old_v, returns = batch["old_values"], batch["returns"]
+        old_v, returns, clip = batch["old_values"], batch["returns"], batch["value_clip"]
         K = values.shape[1]
         delta = values - old_v
-        clipped = old_v + np.clip(delta, -epsilon, epsilon)
+        clipped = old_v + np.clip(delta, -clip, clip)
         loss_unclipped = (returns - values) ** 2
         loss_clipped = (returns - clipped) ** 2
         value_loss = float(np.maximum(loss_unclipped, loss_clipped).mean())
-        use_unclipped = (loss_unclipped >= loss_clipped) | (np.abs(delta) < epsilon)
+        use_unclipped = (loss_unclipped >= loss_clipped) | (np.abs(delta) < clip)
         grad_values = np.where(use_unclipped, (returns - values) * np.float32(-1.0 / (K * B)), np.float32(0.0))
 
         # heads → towers

@@ -1,8 +1,10 @@
-"""Basic: a 1-D corridor. Observation: one-hot of the agent's cell (20 cells). Actions: one
-discrete branch, 0 = step left, 1 = step right. Reward: -0.01 per step, +0.1 and episode end at
-the small goal (cell 7), +1.0 and episode end at the large goal (cell 17). The agent starts in
-cell 10, so the best return is 1.0 - 7 x 0.01 = 0.93 (ML-Agents' benchmark). Episodes are
-interrupted after 100 steps.
+"""Basic: a 1-D corridor, as ML-Agents' BasicAgent (0.16) defines it. Positions 0-20; the
+observation is a one-hot of the position over 20 cells (position 20 has no cell, so it is seen
+as all zeros, as Unity's one-hot observation of an out-of-range value). Actions: one discrete
+branch of three, 0 = stay, 1 = step left, 2 = step right. Reward: -0.01 every step (staying
+too), +0.1 and episode end at the small goal (7), +1.0 and episode end at the large goal (17).
+The agent starts at 10, so the best return is 1.0 - 7 x 0.01 = 0.93 (ML-Agents' benchmark).
+Episodes are interrupted after 100 steps.
 """
 
 from __future__ import annotations
@@ -13,13 +15,15 @@ from palaestra.envs.base import ActionSpec, ActionTuple
 from palaestra.envs.builtin.vector_env import BuiltinVectorEnv
 
 N_CELLS = 20
+MIN_POSITION, MAX_POSITION = 0, 20
 START, SMALL_GOAL, LARGE_GOAL = 10, 7, 17
+STAY, LEFT, RIGHT = 0, 1, 2
 
 
 class Basic(BuiltinVectorEnv):
     behavior_name = "Basic"
     observation_shape = (N_CELLS,)
-    action_spec = ActionSpec(discrete_branches=(2,))
+    action_spec = ActionSpec(discrete_branches=(3,))
     agents_per_area = 1
     max_episode_steps = 100
     solved_reward = 0.93
@@ -32,13 +36,14 @@ class Basic(BuiltinVectorEnv):
         self.position[which] = START
 
     def _observe(self) -> np.ndarray:
-        obs = np.zeros((self.n, N_CELLS), dtype=np.float32)
+        obs = np.zeros((self.n, N_CELLS + 1), dtype=np.float32)
         obs[np.arange(self.n), self.position] = 1.0
-        return obs
+        return obs[:, :N_CELLS]  # position 20 falls off the one-hot: all zeros
 
     def _advance(self, actions: ActionTuple) -> tuple[np.ndarray, np.ndarray]:
-        move = np.where(actions.discrete[:, 0] == 1, 1, -1)
-        self.position = np.clip(self.position + move, 0, N_CELLS - 1)
+        choice = actions.discrete[:, 0]
+        move = (choice == RIGHT).astype(np.int64) - (choice == LEFT)
+        self.position = np.clip(self.position + move, MIN_POSITION, MAX_POSITION)
         reward = np.full(self.n, -0.01, dtype=np.float32)
         small = self.position == SMALL_GOAL
         large = self.position == LARGE_GOAL
@@ -48,5 +53,5 @@ class Basic(BuiltinVectorEnv):
     def heuristic(self) -> ActionTuple:
         return ActionTuple(
             continuous=np.zeros((self.n, 0), np.float32),
-            discrete=np.ones((self.n, 1), dtype=np.int32),
+            discrete=np.full((self.n, 1), RIGHT, dtype=np.int32),
         )
