@@ -90,6 +90,30 @@ def test_3dball_parameters_change_the_physics():
         BUILTIN_ENVS["3DBall"]().reset({"wind": 1.0})
 
 
+def test_basic_moves_as_ml_agents_basic_agent():
+    # 0 stays (and still costs 0.01), 1 steps left, 2 steps right; position 20 has no one-hot cell
+    env = BUILTIN_ENVS["Basic"](seed=0)
+    env.reset()
+
+    def step(action: int) -> tuple[int, float, bool]:
+        env.set_actions("Basic", ActionTuple(discrete=np.array([[action]], np.int32)))
+        env.step()
+        d, t = env.get_steps("Basic")
+        if len(t):
+            return -1, float(t.reward[0]), True
+        return int(np.argmax(d.obs[0][0])) if d.obs[0][0].any() else 20, round(float(d.reward[0]), 6), False
+
+    assert step(0) == (10, -0.01, False)
+    assert step(2) == (11, -0.01, False)
+    assert step(1) == (10, -0.01, False)
+    env.position[:] = 19
+    assert step(2) == (20, -0.01, False)  # seen as all zeros
+    assert step(2) == (20, -0.01, False)  # clamped at 20
+    env.position[:] = 8
+    position, reward, done = step(1)
+    assert done and reward == pytest.approx(0.09)  # the small goal
+
+
 def test_gridworld_masks_moves_into_walls():
     env = BUILTIN_ENVS["GridWorld"](seed=0)
     env.reset()

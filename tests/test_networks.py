@@ -181,6 +181,30 @@ def test_numpy_gradients_match_torch_autograd(kind, epsilon, beta, masked, value
         np.testing.assert_allclose(param.grad.numpy(), expected[name].numpy(), rtol=2e-3, atol=2e-6, err_msg=name)
 
 
+def test_value_clip_range_is_epsilon_or_unbounded():
+    from palaestra.algorithms.ppo import value_clip_range
+
+    old = np.array([[0.5, 30.0], [-40.0, 0.0]], np.float32)
+    np.testing.assert_array_equal(value_clip_range(0.2, old, clipping=True), np.full((2, 2), 0.2, np.float32))
+    assert np.isinf(value_clip_range(0.2, old, clipping=False)).all()
+
+
+def test_value_heads_start_near_zero():
+    # random first value estimates as large as a sparse task's rewards bias the first updates
+    # (docs/algorithms.md); the heads start small instead
+    from palaestra.algorithms.ppo import PPO
+    from palaestra.envs.builtin import BUILTIN_ENVS
+    from palaestra.settings import ExtrinsicSettings, TrainerSettings
+
+    spec = BUILTIN_ENVS["Basic"]().behavior_specs["Basic"]
+    settings = TrainerSettings(hidden_units=20, num_layers=1, reward_signals={"extrinsic": ExtrinsicSettings()})
+    for seed in range(4):
+        torch.manual_seed(seed)
+        ppo = PPO(spec, settings, torch.device("cpu"))
+        values = ppo.value(np.eye(20, dtype=np.float32))
+        assert np.abs(values).max() < 0.05
+
+
 def test_numpy_adam_matches_torch_adam_and_round_trips_its_state():
     from palaestra.networks.numpy_adam import NumpyAdam
 
