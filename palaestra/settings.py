@@ -443,7 +443,10 @@ def _parse_yaml(path: Path, text: str) -> Any:
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = _cut(getattr(e, "problem", None) or str(e), 200)
+        problem = getattr(e, "problem", None) or str(e)
+        if getattr(e, "context", None):  # e.g. "expected a single document in the stream"
+            problem = f"{problem} ({e.context})"
+        problem = _cut(problem, 200)
         kind = "YAML error" if isinstance(e, (ComposerError, ConstructorError)) else "YAML syntax error"
         raise ConfigError(f"{path}: {kind}{where}: {problem}") from None
     except RecursionError:  # not expected past MAX_NESTING; a message still beats a traceback
