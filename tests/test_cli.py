@@ -300,7 +300,7 @@ def test_a_behavior_past_max_steps_stops_learning_while_others_go_on(tmp_path):
 @pytest.mark.parametrize("flag,message", [
     ("--max-lifetime-restarts=-2", "expected an integer >= 0, or -1 for no limit, got -2"),
     ("--restarts-rate-limit-n=x", "expected an integer, got 'x'"),
-    ("--restarts-rate-limit-period-s=0", "expected an integer >= 1, got 0"),
+    ("--restarts-rate-limit-period-s=0", "expected an integer in [1, 2147483647], got 0"),
     ("--base-port=70000", "expected a port number in [1, 65535], got 70000"),
     ("--acting=gpu", "argument --acting: invalid choice: 'gpu' (choose from"),
 ])
