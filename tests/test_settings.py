@@ -356,9 +356,7 @@ def test_a_file_over_the_size_limit_is_refused_unread(tmp_path):
     assert load_trainer_config(path).for_behavior("B").batch_size == 1024
 
 
-def test_a_folder_a_missing_file_and_an_unreadable_file(tmp_path):
-    import os
-
+def test_a_folder_a_missing_file_and_a_path_that_cannot_be_opened(tmp_path):
     with pytest.raises(ConfigError, match="is a folder"):
         load_trainer_config(tmp_path)
     with pytest.raises(ConfigError, match="does not exist"):
@@ -368,14 +366,36 @@ def test_a_folder_a_missing_file_and_an_unreadable_file(tmp_path):
     path = write_yaml(tmp_path / "c.yaml", "B: {}\n")
     with pytest.raises(ConfigError, match="cannot read the file"):
         load_trainer_config(path / "below")  # a file used as a folder
+
+
+def test_an_unreadable_file(tmp_path):
+    import os
+
     if hasattr(os, "geteuid") and os.geteuid() == 0:
-        pytest.skip("root reads files whatever their permissions")
+        pytest.skip("root reads files whatever their permissions (the next test covers it)")
+    path = write_yaml(tmp_path / "c.yaml", "B: {}\n")
     path.chmod(0)
     try:
         with pytest.raises(ConfigError, match="cannot read the file: Permission denied"):
             load_trainer_config(path)
     finally:
         path.chmod(0o644)
+
+
+def test_permission_denied_is_a_config_error_even_where_tests_run_as_root(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    import palaestra.settings
+
+    path = write_yaml(tmp_path / "c.yaml", "B: {}\n")
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+
+    monkeypatch.setattr(palaestra.settings.os, "open", refuse)
+    with pytest.raises(ConfigError, match="c.yaml: cannot read the file: Permission denied$"):
+        load_trainer_config(path)
 
 
 @pytest.mark.parametrize("data,expected", [
