@@ -22,10 +22,8 @@ statements always finds a consistent phase.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
-from typing import Any, Iterator
 
 # SIGHUP does not exist on Windows
 STOP_SIGNALS: tuple[int, ...] = tuple(
@@ -58,7 +56,7 @@ class Interrupts:
         self.state = START_UP
         self.signum: int | None = None  # the first signal received
         self.saving = False  # the closing phase saves the model (training, not --inference)
-        self._previous: dict[int, Any] = {}
+        self._previous: dict[int, object] = {}
 
     @property
     def requested(self) -> bool:
@@ -91,7 +89,7 @@ class Interrupts:
                 return
         self._previous = {}
 
-    def _handle(self, signum: int, frame: Any) -> None:
+    def _handle(self, signum: int, frame: object) -> None:
         if self.signum is None:
             self.signum = signum
         name = signal_name(signum)
@@ -110,14 +108,21 @@ class Interrupts:
         say(f"Interrupted again ({name}): already {'saving the model' if self.saving else 'stopping'}, "
             "please wait")
 
-    @contextlib.contextmanager
-    def training(self, saving: bool) -> Iterator[None]:
-        """The training loop's phase. A KeyboardInterrupt raised by a second signal comes out of
-        this block (callers catch it); afterwards the run is closing, whatever happened."""
+    def training(self, saving: bool) -> _TrainingPhase:
+        """The training loop's phase, as a ``with`` block. A KeyboardInterrupt raised by a second
+        signal comes out of the block (callers catch it); after it the run is closing, whatever
+        happened."""
         self.saving = saving
-        if self.state == START_UP:  # otherwise a signal came during start-up: stop straight away
-            self.state = TRAINING
-        try:
-            yield
-        finally:
-            self.state = CLOSING
+        return _TrainingPhase(self)
+
+
+class _TrainingPhase:
+    def __init__(self, interrupts: Interrupts) -> None:
+        self.interrupts = interrupts
+
+    def __enter__(self) -> None:
+        if self.interrupts.state == START_UP:  # otherwise a signal came during start-up: stop straight away
+            self.interrupts.state = TRAINING
+
+    def __exit__(self, *exc: object) -> None:
+        self.interrupts.state = CLOSING

@@ -27,7 +27,11 @@ from threadpoolctl import threadpool_limits
 from palaestra import __version__
 from palaestra.algorithms import spec_problems
 from palaestra.checkpoints import CheckpointError, CheckpointManager, SaveError, atomic_write_text, os_reason
-from palaestra.cli import (
+from palaestra.envs.base import EngineConfig, Env, EnvError
+from palaestra.envs.sources import describe_specs, make_env
+from palaestra.envs.workers import RestartLimits, WorkerPoolEnv
+from palaestra.interrupts import Interrupts, signal_name
+from palaestra.options import (
     INT_OPTIONS,
     RunOptions,
     UsageError,
@@ -35,10 +39,6 @@ from palaestra.cli import (
     text_problem,
     time_scale_problem,
 )
-from palaestra.envs.base import EngineConfig, Env, EnvError
-from palaestra.envs.sources import describe_specs, make_env
-from palaestra.envs.workers import RestartLimits, WorkerPoolEnv
-from palaestra.interrupts import Interrupts, signal_name
 from palaestra.rollout.acting_pool import ActingWorkers
 from palaestra.settings import (
     ConfigError,
@@ -63,7 +63,7 @@ logger = logging.getLogger("palaestra")
 
 def run(options: RunOptions, interrupts: Interrupts | None = None) -> int:
     """Run mlagents-learn with these options; return the process exit code. ``interrupts``: the
-    signal handling the command line installed (cli.main); without it, run installs its own."""
+    signal handlers the command line installed (cli.main); without it, run installs its own."""
     own = interrupts is None
     if interrupts is None:
         interrupts = Interrupts()
@@ -347,6 +347,8 @@ def _train_loop(trainers: dict[str, BehaviorTrainer], options: RunOptions, env: 
             if acting is not None:
                 acting.close()
     global_step = counter.global_step
+    if training:  # from here on, signals only wait for the save (palaestra/interrupts.py)
+        logger.debug("final save at step %d", global_step)
     if isinstance(error, SaveError):  # a --save-freq checkpoint: try once more below
         logger.error("training stopped: %s", error)
     saved = _save_at_end(trainers, options, summaries, global_step) if training else True
@@ -479,7 +481,7 @@ def _restore(trainer: BehaviorTrainer, options: RunOptions, s: TrainerSettings, 
                 f"--resume: run {options.run_id!r} has no checkpoint for behavior {trainer.name!r} "
                 f"in {trainer.checkpoints.folder}"
             )
-        path, step = trainer.restore_newest(own, weights_only=False, set_aside=True,
+        path, step = trainer.restore_newest(own, weights_only=False, set_aside=not options.dry_run,
                                             advice="start the run over with --force")
         logger.info("Resumed %s from %s at step %d", trainer.name, path, trainer.step)
         return step
