@@ -140,11 +140,14 @@ def read_payload(path: Path) -> tuple[bytes, bool]:
 
 def _torch_reason(error: Exception) -> str:
     """torch's reason for refusing a payload, without its advice to load with weights_only=False
-    (which would run whatever code the file holds)."""
-    if isinstance(error, pickle.UnpicklingError) or "weights_only" in str(error).lower() \
-            or "weights only" in str(error).lower():
+    (which would run whatever code the file holds) or to allow more classes."""
+    text = str(error)
+    if re.search(r"\bglobal\b", text, re.IGNORECASE):  # pickle's GLOBAL: a class or function to import
         return "it holds Python objects other than tensors and plain data, which Palaestra never writes"
-    first = str(error).strip().splitlines()[0][:160] if str(error).strip() else ""
+    if isinstance(error, pickle.UnpicklingError) or "weights" in text.lower() or "safe_globals" in text:
+        detail = re.search(r"Unsupported operand \d+", text)
+        return f"its data cannot be unpickled ({detail.group(0) if detail else type(error).__name__})"
+    first = text.strip().splitlines()[0][:160] if text.strip() else ""
     return f"torch cannot read it ({type(error).__name__}{': ' + first if first else ''})"
 
 
@@ -185,7 +188,15 @@ def remove_partial_files(folder: Path, names: str = BEHAVIOR_FILES) -> list[Path
 
 # -- the state's structure -----------------------------------------------------------------------
 def _kind(value: Any) -> str:
-    return "a tensor" if isinstance(value, torch.Tensor) else f"a {type(value).__name__}"
+    """What ``value`` is, for a message: short values as they are, others by their type."""
+    if isinstance(value, torch.Tensor):
+        return f"a {value.dtype} tensor of shape {list(value.shape)}"
+    if value is None or isinstance(value, (bool, int, float)) or isinstance(value, (list, tuple)) and len(value) <= 8:
+        text = _short(value, limit=40)
+        if not text.endswith("..."):
+            return text
+    name = type(value).__name__
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
 
 
 def _is_int(value: Any) -> bool:
@@ -201,9 +212,12 @@ def _is_count(value: Any) -> bool:
     return _is_int(value) and 0 <= value < 2**63
 
 
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+def _short(value: Any, limit: int = 60) -> str:
+    try:
+        text = repr(value)
+    except ValueError:  # an integer too long to print
+        return "a number too long to print"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _damaged(path: Path, where: str, what: str) -> DamagedCheckpointError:
@@ -236,7 +250,7 @@ def check_top_level(path: Path, state: Any) -> dict[str, Any]:
     _mapping(path, state["algorithm"], "'algorithm'")
     for key in ("format", "continuous_size", "global_step", "next_summary"):
         if key in state and not _is_count(state[key]):
-            raise _damaged(path, f"{key!r}", f"{_short(state[key]) if _is_int(state[key]) else _kind(state[key])}, "
+            raise _damaged(path, f"{key!r}", f"{_kind(state[key])}, "
                            "not an integer >= 0")
     if "observation_shapes" in state:
         shapes = state["observation_shapes"]
@@ -270,19 +284,19 @@ def check_algorithm_state(path: Path, saved: Any, reference: Mapping[str, Any],
         elif isinstance(ref, Mapping):
             _check_module(path, value, ref, key)
         elif isinstance(ref, torch.Tensor):
-            _check_shape(path, _tensor(path, value, where), ref, f"{key}")
+            _check_shape(path, _tensor(path, value, where), ref, key, "the policy")
         elif _is_int(ref):
             if not _is_count(value):
-                raise _damaged(path, where, f"{_short(value) if _is_number(value) else _kind(value)}, "
+                raise _damaged(path, where, f"{_kind(value)}, "
                                "not an integer >= 0")
 
 
-def _check_shape(path: Path, value: torch.Tensor, ref: torch.Tensor, name: str) -> None:
+def _check_shape(path: Path, value: torch.Tensor, ref: torch.Tensor, name: str, owner: str) -> None:
     if value.is_floating_point() != ref.is_floating_point():
-        raise _damaged(path, f"parameter {name}", f"of type {value.dtype}, the policy's is {ref.dtype}")
+        raise _damaged(path, f"parameter {name}", f"of type {value.dtype}, {owner}'s is {ref.dtype}")
     if value.shape != ref.shape:
         raise CheckpointError(
-            f"checkpoint {path}: parameter {name} has shape {list(value.shape)}, the policy expects "
+            f"checkpoint {path}: parameter {name} has shape {list(value.shape)}, {owner} expects "
             f"{list(ref.shape)}: was it trained with other network settings ({NETWORK_SETTINGS})?")
 
 
@@ -298,7 +312,8 @@ def _check_module(path: Path, saved: Any, reference: Mapping[str, Any], module: 
             f"checkpoint {path}: the {module} network {' and '.join(parts)}: was it trained with another "
             f"trainer or other network settings ({NETWORK_SETTINGS})?")
     for key, ref in reference.items():
-        _check_shape(path, _tensor(path, saved[key], f"parameter {module}.{key}"), ref, f"{module}.{key}")
+        _check_shape(path, _tensor(path, saved[key], f"parameter {module}.{key}"), ref, f"{module}.{key}",
+                     f"the {module} network" if module != "policy" else "the policy")
 
 
 _ADAM_TENSORS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
@@ -335,15 +350,16 @@ def _check_optimizer(path: Path, saved: Any, reference: Mapping[str, Any], param
                 continue
             value = group[key]
             if isinstance(ref, bool) or ref is None:
-                ok = isinstance(value, bool) or value is None
+                ok, expected = isinstance(value, bool) or value is None, "True, False or None"
             elif isinstance(ref, (tuple, list)):
                 ok = isinstance(value, (tuple, list)) and len(value) == len(ref) and all(map(_is_number, value))
+                expected = f"{len(ref)} numbers"
             elif isinstance(ref, (int, float)):
-                ok = _is_number(value)
+                ok, expected = _is_number(value), "a finite number"
             else:
-                ok = isinstance(value, type(ref))
+                ok, expected = isinstance(value, type(ref)), f"a {type(ref).__name__}"
             if not ok:
-                raise _damaged(path, f"{where}[{key!r}]", _short(value) if _is_number(value) else _kind(value))
+                raise _damaged(path, f"{where}[{key!r}]", f"{_kind(value)}, not {expected}")
     if len(set(ids)) != len(ids):
         raise _damaged(path, "'algorithm.optimizer.param_groups'", "a list that names a parameter twice")
     shape_of = dict(zip(ids, param_shapes))
@@ -368,7 +384,7 @@ def _check_optimizer(path: Path, saved: Any, reference: Mapping[str, Any], param
             if not tensor.is_floating_point() or tensor.shape != shape_of[pid]:
                 raise CheckpointError(
                     f"checkpoint {path}: the optimizer's {key} of parameter {pid} has shape {list(tensor.shape)} "
-                    f"({tensor.dtype}), the policy expects {list(shape_of[pid])}: was it trained with other "
+                    f"({tensor.dtype}), the optimizer expects {list(shape_of[pid])}: was it trained with other "
                     f"network settings ({NETWORK_SETTINGS})?")
 
 
@@ -399,9 +415,10 @@ class CheckpointManager:
         payload = buffer.getbuffer()
         atomic_write_bytes(path, frame(payload), payload)
 
-    def describe_last_good(self, other_than: Path | None = None) -> str:
-        found = [p for _, p in self.list() if p != other_than]
-        return f"the last complete checkpoint is {found[-1]}" if found else "there is no complete checkpoint yet"
+    def describe_last_good(self) -> str:
+        # a failed write leaves no file behind, or the complete one it was to replace
+        found = self.list()
+        return f"the last complete checkpoint is {found[-1][1]}" if found else "there is no complete checkpoint yet"
 
     def save(self, state: dict[str, Any], step: int) -> Path:
         path = self.folder / f"checkpoint-{step}.pt"
@@ -409,7 +426,7 @@ class CheckpointManager:
             self.save_file(path, state)
         except OSError as e:
             raise SaveError(f"could not save checkpoint {path}: {os_reason(e)}; "
-                            f"{self.describe_last_good(other_than=path)}") from None
+                            f"{self.describe_last_good()}") from None
         if self.keep > 0:
             # never the one just written, even where a damaged one set aside was numbered higher
             others = [p for _, p in self.list() if p != path]

@@ -4,15 +4,17 @@ Lifecycle rules (ML-Agents 0.16): a reused ``--run-id`` is an error without ``--
 ``--force``; ``--resume`` restores every behavior from its newest checkpoint; ``--force`` starts
 over; ``--initialize-from`` copies another run's weights at step 0; ``--inference`` runs the
 policy without training or saving. A checkpoint is written every ``--save-freq`` environment
-steps and at the end; the first Ctrl+C stops the loop, saves and exports, and exits 0.
+steps and at the end; the first Ctrl+C (or SIGTERM, SIGHUP) stops the loop, saves and exports,
+and exits 0 (palaestra/interrupts.py). ``--dry-run`` makes every check the real run makes before
+it trains (:func:`_prepare`), and trains nothing.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import random
 import shutil
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -25,10 +27,18 @@ from threadpoolctl import threadpool_limits
 from palaestra import __version__
 from palaestra.algorithms import spec_problems
 from palaestra.checkpoints import CheckpointError, CheckpointManager, SaveError, atomic_write_text, os_reason
-from palaestra.cli import RunOptions, UsageError
 from palaestra.envs.base import EngineConfig, Env, EnvError
 from palaestra.envs.sources import describe_specs, make_env
 from palaestra.envs.workers import RestartLimits, WorkerPoolEnv
+from palaestra.interrupts import Interrupts, signal_name
+from palaestra.options import (
+    INT_OPTIONS,
+    RunOptions,
+    UsageError,
+    run_id_problem,
+    text_problem,
+    time_scale_problem,
+)
 from palaestra.rollout.acting_pool import ActingWorkers
 from palaestra.settings import (
     ConfigError,
@@ -51,31 +61,67 @@ from palaestra.trainer import BehaviorTrainer
 logger = logging.getLogger("palaestra")
 
 
-def run(options: RunOptions) -> int:
-    """Run mlagents-learn with these options; return the process exit code."""
+def run(options: RunOptions, interrupts: Interrupts | None = None) -> int:
+    """Run mlagents-learn with these options; return the process exit code. ``interrupts``: the
+    signal handlers the command line installed (cli.main); without it, run installs its own."""
+    own = interrupts is None
+    if interrupts is None:
+        interrupts = Interrupts()
+        interrupts.install()
     try:
-        return _run(options)
+        return _run(options, interrupts)
     except (ConfigError, EnvError, CheckpointError, UsageError, SaveError) as e:
         logger.error("%s", e)
         return 1
     except OSError as e:  # a folder that cannot be written, a full disk
         logger.error("cannot read or write %s: %s", e.filename or "a file", e.strerror or e)
         return 1
-    except KeyboardInterrupt:  # outside the training loop (start-up, or a third Ctrl+C while saving)
-        logger.info("Interrupted; checkpoints on disk are complete (each is written atomically)")
-        return 130
+    except KeyboardInterrupt:  # during start-up: the loop and the final save never raise it
+        name = signal_name(interrupts.signum) if interrupts.signum is not None else "SIGINT"
+        logger.info("Interrupted during start-up (%s); nothing was trained", name)
+        return interrupts.exit_code()
+    finally:
+        if own:
+            interrupts.restore()
 
 
-def _check_options(options: RunOptions, models: Path) -> None:
+def check_options(options: RunOptions, models: Path) -> None:
+    """Every check of the options alone (no config, no environment): each value in its range (as
+    the flags' parsing checks them, again here for RunOptions built in Python) and the flags
+    together, against the runs in ``models``. UsageError says what is wrong."""
+    for name, allowed in INT_OPTIONS.items():
+        value = getattr(options, name)
+        problem = "expected an integer" if not isinstance(value, int) or isinstance(value, bool) else \
+            allowed.problem(value)
+        if problem is not None:
+            raise UsageError(f"--{name.replace('_', '-')}: {problem}")
+    if not isinstance(options.time_scale, (int, float)) or time_scale_problem(options.time_scale):
+        raise UsageError(f"--time-scale: expected a finite number > 0, got {options.time_scale!r}")
+    texts = [("trainer_config_path", options.trainer_config_path), ("--env", options.env),
+             ("--curriculum", options.curriculum), ("--sampler", options.sampler)]
+    texts += [("--env-args", value) for value in options.env_args]
+    for flag, value in texts:
+        if value is not None and text_problem(value) is not None:
+            raise UsageError(f"{flag}: {value!r} {text_problem(value)}")
+    for flag, value in (("--run-id", options.run_id), ("--initialize-from", options.initialize_from)):
+        if value is not None and run_id_problem(value) is not None:
+            raise UsageError(f"{flag}: {run_id_problem(value)}")
+    if options.base_port + options.num_envs - 1 > 65535:
+        raise UsageError(f"--base-port {options.base_port} with --num-envs {options.num_envs}: the last worker's "
+                         f"port would be {options.base_port + options.num_envs - 1}, past 65535; lower --base-port")
     if options.resume and options.force:
         raise UsageError("--resume and --force contradict each other: --resume continues a run, --force starts it over")
+    if options.inference and options.force:
+        raise UsageError("--inference and --force contradict each other: --force deletes the run whose model "
+                         "--inference would run")
+    if options.initialize_from == options.run_id and not options.resume:
+        raise UsageError(f"--initialize-from names the run itself ({options.run_id!r}); pass --resume to continue "
+                         "it, or choose another --run-id")
     for flag, path in (("--curriculum", options.curriculum), ("--sampler", options.sampler)):
         if path is not None:
-            if not Path(path).exists():
+            if not os.path.exists(path):
                 raise UsageError(f"{flag}: file {path!r} does not exist")
             raise UsageError(f"{flag} is not supported yet; run without it")
-    if not options.run_id or "/" in options.run_id or options.run_id in (".", ".."):
-        raise UsageError(f"--run-id {options.run_id!r}: expected a plain name without '/'")
     run_dir = models / options.run_id
     exists = run_dir.is_dir() and any(run_dir.iterdir())
     if options.resume and not exists:
@@ -83,7 +129,7 @@ def _check_options(options: RunOptions, models: Path) -> None:
             f"--resume: there is no previous run {options.run_id!r} (no {run_dir}); "
             "drop --resume to start it"
         )
-    if exists and not (options.resume or options.force or options.inference or options.dry_run):
+    if exists and not (options.resume or options.force or options.inference):
         raise UsageError(
             f"run-id {options.run_id!r} was already used ({run_dir} exists); pass --resume to continue "
             "it, --force to overwrite it, or choose another --run-id"
@@ -92,6 +138,9 @@ def _check_options(options: RunOptions, models: Path) -> None:
         raise UsageError(
             f"--initialize-from: there is no run {options.initialize_from!r} (no {models / options.initialize_from})"
         )
+    if options.initialize_from is not None and options.resume:
+        logger.warning("--initialize-from %s has no effect with --resume: the run continues from its own checkpoints",
+                       options.initialize_from)
 
 
 def _resolve_settings(config: TrainerConfig, env: Env) -> dict[str, TrainerSettings]:
@@ -118,35 +167,10 @@ def _seed_everything(options: RunOptions) -> int:
     return seed
 
 
-class _StopFlag:
-    """The first Ctrl+C asks the loop to stop and save; a second one interrupts at once."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: Any = None
-
-    def __enter__(self) -> "_StopFlag":
-        try:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not in the main thread: leave Ctrl+C alone
-            self._previous = None
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        logger.info("Interrupted: saving the model and stopping (Ctrl+C again to stop at once)")
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-
-
-def _run(options: RunOptions) -> int:
+def _run(options: RunOptions, interrupts: Interrupts) -> int:
     models, summaries = Path("models"), Path("summaries")
+    check_options(options, models)
     config = load_trainer_config(options.trainer_config_path)
-    _check_options(options, models)
     seed = _seed_everything(options)
     engine = EngineConfig(options.width, options.height, options.quality_level, options.time_scale,
                           options.target_frame_rate, options.no_graphics)
@@ -171,10 +195,11 @@ def _run(options: RunOptions) -> int:
                        engine=engine, port=options.base_port)
     try:
         settings = _resolve_settings(config, env)
+        trainers, global_step = _prepare(options, env, settings, seed, models, summaries)
         if options.dry_run:
             _print_dry_run(options, config, env, settings, seed)
             return 0
-        return _train(options, env, settings, seed, models, summaries)
+        return _train(options, env, settings, seed, trainers, global_step, interrupts, models, summaries)
     finally:
         env.close()
 
@@ -192,12 +217,55 @@ def _print_dry_run(options: RunOptions, config: TrainerConfig, env: Env,
     print(f"dry run: {config.path} is valid for {options.env}; {len(config.warnings)} warning(s); nothing was trained")
 
 
+def _device(options: RunOptions) -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() and not options.cpu else "cpu")
+
+
+def _prepare(options: RunOptions, env: Env, settings: dict[str, TrainerSettings], seed: int, models: Path,
+             summaries: Path) -> tuple[dict[str, BehaviorTrainer], int]:
+    """Every check the run makes before it trains, for the real run and --dry-run alike (the flags,
+    the config and the environment were checked before): the output folders can be made; each
+    behavior's trainer builds and restores as --resume, --inference, --initialize-from or its
+    init_path asks (the checkpoints exist, are intact and fit); the policy can act where --acting
+    says. Writes nothing. Returns the trainers (without their writers) and the global step."""
+    if not options.inference:
+        for folder in (models, summaries):
+            _check_folder(folder)
+    device = _device(options)
+    run_dir = models / options.run_id
+    # a dry run leaves the run's folder as it is (a training trainer clears interrupted saves' temp files)
+    training = not (options.inference or options.dry_run)
+    trainers: dict[str, BehaviorTrainer] = {}
+    global_step = 0
+    for name, spec in env.behavior_specs.items():
+        s = settings[name]
+        trainer = BehaviorTrainer(name, spec, s, device, StatsReporter(f"{options.run_id}_{name}", []),
+                                  CheckpointManager(run_dir / name, options.keep_checkpoints), run_dir, training,
+                                  seed=seed + len(trainers))
+        global_step = max(global_step, _restore(trainer, options, s, models))
+        trainers[name] = trainer
+    _acting_obstacles(options, env, trainers)
+    return trainers, global_step
+
+
+def _check_folder(folder: Path) -> None:
+    """An output folder, or the folder it will be made in, must be a folder that can be written."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"cannot read or write {folder}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot read or write {folder}: {existing} is not writable")
+
+
 def _train(options: RunOptions, env: Env, settings: dict[str, TrainerSettings], seed: int,
-           models: Path, summaries: Path) -> int:
+           trainers: dict[str, BehaviorTrainer], global_step: int, interrupts: Interrupts, models: Path,
+           summaries: Path) -> int:
     run_dir = models / options.run_id
     if options.force and run_dir.exists():
         shutil.rmtree(run_dir)
-    device = torch.device("cuda" if torch.cuda.is_available() and not options.cpu else "cpu")
+    device = _device(options)
     # numpy's BLAS only ever sees small products here (acting on one step's agents, PPO's small
     # mini-batches): one thread, whose workers would otherwise spin on the cores torch needs.
     threadpool_limits(1, user_api="blas")
@@ -209,25 +277,20 @@ def _train(options: RunOptions, env: Env, settings: dict[str, TrainerSettings], 
         threadpool_limits(1)
     logger.info("Palaestra %s: run %r on %s, seed %d, device %s", __version__, options.run_id, options.env,
                 seed, device)
-    start_time = time.time()
-    trainers: dict[str, BehaviorTrainer] = {}
     writers: list[Any] = []  # closed on every way out, so no writer thread outlives the run
     try:
-        global_step = _build_trainers(trainers, writers, options, env, settings, seed, device, models,
-                                      summaries, run_dir, start_time)
-        return _train_loop(trainers, options, env, settings, seed, run_dir, summaries, global_step)
+        _add_writers(trainers, writers, options, env, settings, summaries, time.time())
+        return _train_loop(trainers, options, env, settings, seed, run_dir, summaries, global_step, interrupts)
     finally:
         for writer in writers:
             writer.close()
 
 
-def _build_trainers(trainers: dict[str, BehaviorTrainer], writers: list[Any], options: RunOptions, env: Env,
-                    settings: dict[str, TrainerSettings], seed: int, device: torch.device, models: Path,
-                    summaries: Path, run_dir: Path, start_time: float) -> int:
-    """One trainer per behavior, restored as the options ask; return the global step."""
+def _add_writers(trainers: dict[str, BehaviorTrainer], writers: list[Any], options: RunOptions, env: Env,
+                 settings: dict[str, TrainerSettings], summaries: Path, start_time: float) -> None:
+    """Give each trainer its console, gauges and (training) TensorBoard, CSV and --debug metrics."""
     training = not options.inference
-    global_step = 0
-    for name, spec in env.behavior_specs.items():
+    for name, trainer in trainers.items():
         s = settings[name]
         category = f"{options.run_id}_{name}"
         own: list[Any] = [ConsoleWriter(start_time, training), GaugeWriter()]
@@ -237,23 +300,18 @@ def _build_trainers(trainers: dict[str, BehaviorTrainer], writers: list[Any], op
             writers.append(tb)
             tb.write_text("Hyperparameters", yaml.safe_dump(s.as_dict(), sort_keys=False))
             own += [tb, CSVWriter(summaries, category, append=options.resume)]
-        trainer = BehaviorTrainer(
-            name, spec, s, device, StatsReporter(category, own),
-            CheckpointManager(run_dir / name, options.keep_checkpoints), run_dir, training,
-            MetricsCSV(summaries, category) if options.debug and training else None,
-            seed=seed + len(trainers),
-        )
-        global_step = max(global_step, _restore(trainer, options, s, models))
-        trainers[name] = trainer
+            if options.debug:
+                trainer.metrics = MetricsCSV(summaries, category)
+        trainer.stats.writers.extend(own)
         logger.info("%s: %s\n%s", name, describe_specs(env)[name],
                     yaml.safe_dump(s.as_dict(), sort_keys=False).rstrip())
-    return global_step
 
 
 def _train_loop(trainers: dict[str, BehaviorTrainer], options: RunOptions, env: Env,
                 settings: dict[str, TrainerSettings], seed: int, run_dir: Path, summaries: Path,
-                global_step: int) -> int:
-    """Step until every behavior is done or Ctrl+C; then save, export and write the timers."""
+                global_step: int, interrupts: Interrupts) -> int:
+    """Step until every behavior is done or a signal stops it; then save, export and write the
+    timers. Signals during the save are noted and wait for it (palaestra/interrupts.py)."""
     training = not options.inference
     if training:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -267,26 +325,30 @@ def _train_loop(trainers: dict[str, BehaviorTrainer], options: RunOptions, env: 
 
     acting = _acting_workers(options, env, trainers, seed)
     error: BaseException | None = None
-    with _StopFlag() as stop, _progress_bar(trainers) as bar:
+    with _progress_bar(trainers) as bar:
         counter = _StepCounter(trainers, options, bar, global_step)
         try:
-            with timed("env_reset"):
+            # a second signal raises KeyboardInterrupt only inside this block; after it, none does
+            with interrupts.training(saving=training):
+                with timed("env_reset"):
+                    if acting is not None:
+                        acting.start()
+                    else:
+                        env.reset()
                 if acting is not None:
-                    acting.start()
+                    _acting_loop(acting, trainers, interrupts, counter)
                 else:
-                    env.reset()
-            if acting is not None:
-                _acting_loop(acting, trainers, stop, counter)
-            else:
-                _loop(env, trainers, stop, counter)
+                    _loop(env, trainers, interrupts, counter)
         except KeyboardInterrupt:
-            logger.info("Interrupted again: saving what is there")
+            logger.info("Stopped at once%s", ": saving what is there" if training else "")
         except Exception as e:  # the environment or a trainer failed: save first
             error = e
         finally:
             if acting is not None:
                 acting.close()
     global_step = counter.global_step
+    if training:  # from here on, signals only wait for the save (palaestra/interrupts.py)
+        logger.debug("final save at step %d", global_step)
     if isinstance(error, SaveError):  # a --save-freq checkpoint: try once more below
         logger.error("training stopped: %s", error)
     saved = _save_at_end(trainers, options, summaries, global_step) if training else True
@@ -323,13 +385,10 @@ def _save_at_end(trainers: dict[str, BehaviorTrainer], options: RunOptions, summ
 def _acting_workers(options: RunOptions, env: Env, trainers: dict[str, BehaviorTrainer],
                     seed: int) -> ActingWorkers | None:
     """Acting in the workers (rollout/acting_pool.py) when --acting asks for it or allows it."""
+    blocked = _acting_obstacles(options, env, trainers)
     if not isinstance(env, WorkerPoolEnv) or options.acting == "main":
         return None
-    obstacles = {name: t.acting_obstacle() for name, t in trainers.items()}
-    blocked = "; ".join(f"behavior {b!r}: {why}" for b, why in obstacles.items() if why is not None)
     if blocked:
-        if options.acting == "workers":
-            raise UsageError(f"--acting=workers: {blocked}; use --acting=main (or auto)")
         logger.info("the policy acts in the main process for all %d environment workers (%s)", env.n, blocked)
         return None
     threaded = all(t.settings.threaded for t in trainers.values())
@@ -341,6 +400,18 @@ def _acting_workers(options: RunOptions, env: Env, trainers: dict[str, BehaviorT
                 f"they may run {acting.lag} rounds ahead while the trainers update (threaded: true)" if threaded
                 else "they wait for each update (threaded: false)")
     return acting
+
+
+def _acting_obstacles(options: RunOptions, env: Env, trainers: dict[str, BehaviorTrainer]) -> str | None:
+    """Why the policy cannot act in the workers (None if it can); a UsageError if --acting=workers
+    asks for it all the same."""
+    if not isinstance(env, WorkerPoolEnv) or options.acting == "main":
+        return None
+    obstacles = {name: t.acting_obstacle() for name, t in trainers.items()}
+    blocked = "; ".join(f"behavior {b!r}: {why}" for b, why in obstacles.items() if why is not None)
+    if blocked and options.acting == "workers":
+        raise UsageError(f"--acting=workers: {blocked}; use --acting=main (or auto)")
+    return blocked or None
 
 
 class _StepCounter:
@@ -367,7 +438,7 @@ class _StepCounter:
                 trainer.save(self.global_step)
 
 
-def _loop(env: Env, trainers: dict[str, BehaviorTrainer], stop: "_StopFlag", counter: _StepCounter) -> None:
+def _loop(env: Env, trainers: dict[str, BehaviorTrainer], stop: Interrupts, counter: _StepCounter) -> None:
     """The policy acts in this process on every agent of every step."""
     while not stop.requested and any(t.should_continue() for t in trainers.values()):
         for name, trainer in trainers.items():
@@ -384,7 +455,7 @@ def _loop(env: Env, trainers: dict[str, BehaviorTrainer], stop: "_StopFlag", cou
         counter.add(getattr(env, "results_returned", 1))
 
 
-def _acting_loop(acting: ActingWorkers, trainers: dict[str, BehaviorTrainer], stop: "_StopFlag",
+def _acting_loop(acting: ActingWorkers, trainers: dict[str, BehaviorTrainer], stop: Interrupts,
                  counter: _StepCounter) -> None:
     """The workers act; this process takes their rounds of finished segments and learns."""
     while not stop.requested and any(t.should_continue() for t in trainers.values()):
@@ -410,7 +481,7 @@ def _restore(trainer: BehaviorTrainer, options: RunOptions, s: TrainerSettings, 
                 f"--resume: run {options.run_id!r} has no checkpoint for behavior {trainer.name!r} "
                 f"in {trainer.checkpoints.folder}"
             )
-        path, step = trainer.restore_newest(own, weights_only=False, set_aside=True,
+        path, step = trainer.restore_newest(own, weights_only=False, set_aside=not options.dry_run,
                                             advice="start the run over with --force")
         logger.info("Resumed %s from %s at step %d", trainer.name, path, trainer.step)
         return step

@@ -89,8 +89,8 @@ def integer(low: int | None = None, high: int | None = None) -> Callable[[Any], 
             number = int(number)
         if (low is not None and number < low) or (high is not None and number > high):
             raise ValueError(expected)
-        if number > INT_CEILING:
-            raise ValueError(f"{expected}, at most 2**53 = {INT_CEILING}")
+        if abs(number) > INT_CEILING:
+            raise ValueError(f"{expected}, at most 2**53 = {INT_CEILING} in size")
         return number
 
     check.expected = expected  # type: ignore[attr-defined]
@@ -445,7 +445,12 @@ def _parse_yaml(path: Path, text: str) -> Any:
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = _cut(getattr(e, "problem", None) or str(e), 200)
+        problem = getattr(e, "problem", None) or str(e)
+        context = getattr(e, "context", None)  # e.g. "while parsing a block mapping"
+        if context:
+            context_mark = getattr(e, "context_mark", None)
+            problem = f"{problem} ({context}{f' at line {context_mark.line + 1}' if context_mark else ''})"
+        problem = _cut(problem, 200)
         kind = "YAML error" if isinstance(e, (ComposerError, ConstructorError)) else "YAML syntax error"
         raise ConfigError(f"{path}: {kind}{where}: {problem}") from None
     except RecursionError:  # not expected past MAX_NESTING; a message still beats a traceback
@@ -581,7 +586,7 @@ def _show(value: Any, limit: int = 80) -> str:
     def put(part: str) -> bool:  # False once the room is spent
         nonlocal room, cut
         cut = cut or len(part) > room
-        out.append(part[:room])
+        out.append(part[:max(room, 0)])
         room -= len(part)
         return room > 0
 

@@ -300,9 +300,35 @@ def test_a_behavior_past_max_steps_stops_learning_while_others_go_on(tmp_path):
 @pytest.mark.parametrize("flag,message", [
     ("--max-lifetime-restarts=-2", "expected an integer >= 0, or -1 for no limit, got -2"),
     ("--restarts-rate-limit-n=x", "expected an integer, got 'x'"),
-    ("--restarts-rate-limit-period-s=0", "expected an integer >= 1, got 0"),
+    ("--restarts-rate-limit-period-s=0", "expected an integer in [1, 2147483647], got 0"),
     ("--base-port=70000", "expected a port number in [1, 65535], got 70000"),
     ("--acting=gpu", "argument --acting: invalid choice: 'gpu' (choose from"),
+    ("--seed=4294967296", "argument --seed: expected an integer in [0, 4294967295], or -1 for a random seed, got "
+                          "4294967296"),
+    ("--seed=-2", "or -1 for a random seed, got -2"),
+    ("--seed=" + "9" * 5000, "got 99999999999999999999...9999999999 (5000 characters)"),
+    ("--num-envs=0", "argument --num-envs: expected an integer in [1, 1024], got 0"),
+    ("--num-envs=100000", "argument --num-envs: expected an integer in [1, 1024], got 100000"),
+    ("--num-areas=1" + "0" * 30, "argument --num-areas: expected an integer in [1, 1024]"),
+    ("--width=0", "argument --width: expected an integer in [1, 2147483647], got 0"),
+    ("--height=2147483648", "argument --height: expected an integer in [1, 2147483647]"),
+    ("--target-frame-rate=-2", "argument --target-frame-rate: expected an integer in [-1, 2147483647], got -2"),
+    ("--time-scale=nan", "argument --time-scale: expected a finite number > 0, got nan"),
+    ("--time-scale=1e400", "argument --time-scale: expected a finite number > 0, got inf"),
+    ("--time-scale=0", "argument --time-scale: expected a finite number > 0, got 0.0"),
+    ("--time-scale=fast", "argument --time-scale: expected a number, got 'fast'"),
+    ("--initialize-from=", "argument --initialize-from: an empty run-id; a run-id names a folder"),
+    ("--run-id=", "argument --run-id: an empty run-id"),
+    ("--run-id=a\nb", "argument --run-id: 'a\\nb' contains a control or non-printable character"),
+    ("--run-id=a\x1bb", "contains a control or non-printable character"),
+    ("--run-id=a/b", "argument --run-id: 'a/b' contains a path separator; a run-id names a folder: printable "
+                     "characters other than '/' and '\\', not containing '..'"),
+    ("--run-id=a\\b", "contains a path separator"),
+    ("--run-id=..", "argument --run-id: '..' contains '..'"),
+    ("--initialize-from=../other", "argument --initialize-from: '../other' contains a path separator"),
+    ("--run-id=" + "x" * 201, "is 201 bytes long"),
+    ("--run-id=\udcff", "contains bytes that are not valid UTF-8"),  # a byte that was not UTF-8 in argv
+    ("--env=3D\udcffBall", "argument --env: '3D\\udcffBall' contains bytes that are not valid UTF-8"),
 ])
 def test_bad_flag_values_are_usage_errors(capsys, flag, message):
     from palaestra.cli import main
@@ -310,6 +336,73 @@ def test_bad_flag_values_are_usage_errors(capsys, flag, message):
     with pytest.raises(SystemExit) as exit_:
         main(["c.yaml", "--env=3DBall", flag])
     assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_unusual_but_valid_run_ids_are_accepted():
+    from palaestra.options import parse_args
+
+    for run_id in ("3DBall_ppo-1", "run.v2", "ppo lr=3e-4", "名前", ".hidden", "a.b.c"):
+        assert parse_args(["c.yaml", f"--run-id={run_id}"]).run_id == run_id
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--base-port=65535", "--num-envs=2"], "the last worker's port would be 65536, past 65535"),
+    (["--inference", "--force"], "--inference and --force contradict each other"),
+    (["--run-id=same", "--initialize-from=same", "--force"], "--initialize-from names the run itself ('same')"),
+])
+def test_flags_that_contradict_each_other(run_cli, small_config, workdir, args, message):
+    for dry_run in ([], ["--dry-run"]):
+        result = run_cli(small_config, "--env=Simple1DDiscrete", *args, *dry_run)
+        assert result.code == 1 and message in result.log, result.log
+    assert not (workdir / "models").exists()
+
+
+def test_run_options_built_in_python_are_checked_like_flags(workdir):
+    from palaestra.options import RunOptions, UsageError
+    from palaestra.run import check_options
+
+    for bad, message in [({"seed": 2**40}, "--seed: expected an integer in [0, 4294967295]"),
+                         ({"num_envs": True}, "--num-envs: expected an integer"),
+                         ({"time_scale": float("inf")}, "--time-scale: expected a finite number > 0"),
+                         ({"run_id": "a/b"}, "--run-id: 'a/b' contains a path separator"),
+                         ({"initialize_from": ""}, "--initialize-from: an empty run-id"),
+                         ({"env_args": ["k=\udcff"]}, "--env-args: 'k=\\udcff' contains bytes that are not valid")]:
+        with pytest.raises(UsageError, match=re.escape(message)):
+            check_options(RunOptions(trainer_config_path="c.yaml", **bad), workdir / "models")
+
+
+def test_dry_run_makes_the_checks_of_a_real_run(run_cli, small_config, workdir):
+    # each of these passed a dry run once, and failed the real run after it started
+    missing_init = write_yaml(workdir / "init.yaml", SMALL.format(max_steps=400) + "  init_path: nowhere/1D\n")
+    for config, args, message in [
+        (str(missing_init), [], "no checkpoint for behavior '1D' in nowhere/1D to initialize from"),
+        (small_config, ["--initialize-from=nothing"], "--initialize-from: there is no run 'nothing'"),
+    ]:
+        for dry_run in (["--dry-run"], []):
+            result = run_cli(config, "--env=Simple1DDiscrete", "--run-id=r", *args, *dry_run)
+            assert result.code == 1 and message in result.log, (dry_run, result.log)
+            assert not (workdir / "models").exists() and not (workdir / "summaries").exists()
+    sac = write_yaml(workdir / "sac.yaml", SMALL.format(max_steps=400) + "  trainer: sac\n")
+    result = run_cli(str(sac), "--env=Simple1DContinuous", "--num-envs=2", "--acting=workers", "--dry-run")
+    assert result.code == 1 and "--acting=workers: behavior '1D': sac learns between environment steps" in result.log
+    (workdir / "models").write_text("a file where the models folder should be")
+    result = run_cli(small_config, "--env=Simple1DDiscrete", "--dry-run")
+    assert result.code == 1 and "cannot read or write models" in result.log
+
+
+def test_dry_run_checks_the_run_to_resume_and_changes_nothing(run_cli, small_config, workdir):
+    assert run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=r", "--save-freq=100").code == 0
+    used = run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=r", "--dry-run")
+    assert used.code == 1 and "was already used" in used.log  # as the real run says
+    folder = workdir / "models/r/1D"
+    newest = CheckpointManager(folder, 5).latest()
+    newest.write_bytes(newest.read_bytes()[:100])
+    before = sorted(p.name for p in folder.iterdir())
+    result = run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=r", "--resume", "--dry-run")
+    assert result.code == 0 and "nothing was trained" in result.out, result.log
+    assert sorted(p.name for p in folder.iterdir()) == before  # the damaged one is not set aside by a dry run
+    wrong = run_cli(small_config, "--env=Simple1DContinuous", "--run-id=r", "--resume", "--dry-run")
+    assert wrong.code == 1 and "was trained for" in wrong.log, wrong.log
 
 
 def test_restart_flags_without_workers_warn(run_cli, small_config):

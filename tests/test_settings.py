@@ -164,3 +164,350 @@ def test_warnings_found_before_an_error_are_still_reported(tmp_path, caplog):
     finally:
         logger.removeHandler(caplog.handler)
     assert "bacth_size" in caplog.text and "'batch_size'" in caplog.text
+
+
+# ----------------------------------------------------------------------------------------
+# Broken files: every one ends in a ConfigError that says where and what was expected
+# ----------------------------------------------------------------------------------------
+def _error(path) -> str:
+    with pytest.raises(ConfigError) as err:
+        load_trainer_config(path).for_behavior("B")
+    return str(err.value)
+
+
+def _fields_checked_by(kind: str):
+    """(section text, key label) for every key whose check expects ``kind`` ('an integer' or 'a number')."""
+    import dataclasses
+
+    from palaestra.settings import (
+        REQUIRED_SUBKEYS,
+        REWARD_SIGNALS,
+        TRAINER_KEYS,
+        BehavioralCloningSettings,
+        SelfPlaySettings,
+    )
+
+    def expects(f):
+        return getattr(f.metadata["check"], "expected", "").startswith(kind)
+
+    def body(cls, name, indent):  # the subsection's required keys (so that they are not the error), then name
+        required = {"demo_path": "d.demo", "strength": 0.5, "steps": 0}
+        lines = [f"{k}: {v}" for k, v in required.items() if k in REQUIRED_SUBKEYS.get(cls, ()) and k != name]
+        return "".join(f"{indent}{line}\n" for line in lines + [f"{name}: VALUE"])
+
+    found = [(f"B:\n  {name}: VALUE\n", name) for name, f in TRAINER_KEYS.items() if expects(f)]
+    for key, cls in (("behavioral_cloning", BehavioralCloningSettings), ("self_play", SelfPlaySettings)):
+        found += [(f"B:\n  {key}:\n" + body(cls, f.name, "    "), f"{key}.{f.name}")
+                  for f in dataclasses.fields(cls) if expects(f)]
+    for signal, cls in REWARD_SIGNALS.items():
+        found += [(f"B:\n  reward_signals:\n    {signal}:\n" + body(cls, f.name, "      "),
+                   f"reward_signals.{signal}.{f.name}") for f in dataclasses.fields(cls) if expects(f)]
+    return found
+
+
+INTEGER_KEYS = _fields_checked_by("an integer")
+REAL_KEYS = _fields_checked_by("a number")
+
+
+def test_the_key_lists_cover_every_trainer_level_number():
+    assert {"batch_size", "max_steps", "self_play.window", "reward_signals.curiosity.encoding_size"} <= {
+        k for _, k in INTEGER_KEYS}
+    assert {"learning_rate", "beta", "steps_per_update", "reward_signals.extrinsic.strength",
+            "self_play.initial_elo"} <= {k for _, k in REAL_KEYS}
+
+
+@pytest.mark.parametrize("value", [".inf", "-.inf", ".nan", "1e400", "1" * 400, "1" * 5000, "5e400", "1e20"])
+@pytest.mark.parametrize("section,key", INTEGER_KEYS, ids=[k for _, k in INTEGER_KEYS])
+def test_integer_keys_reject_non_finite_and_huge_numbers(tmp_path, section, key, value):
+    message = _error(write_yaml(tmp_path / "c.yaml", section.replace("VALUE", value)))
+    assert f"c.yaml: section 'B', key '{key}': expected an integer" in message
+    assert "cannot convert" not in message and "float" not in message
+    assert len(message) < 300
+
+
+@pytest.mark.parametrize("value,shown", [(".inf", "inf"), ("-.inf", "-inf"), (".nan", "nan"), ("-inf", "-inf"),
+                                         ("NaN", "NaN"),  # the last two are strings to YAML, numbers to float()
+                                         ("1e400", "1e400"), ("1" * 400, "400 digits")])
+@pytest.mark.parametrize("section,key", REAL_KEYS, ids=[k for _, k in REAL_KEYS])
+def test_real_keys_reject_non_finite_numbers(tmp_path, section, key, value, shown):
+    message = _error(write_yaml(tmp_path / "c.yaml", section.replace("VALUE", value)))
+    assert f"c.yaml: section 'B', key '{key}': expected a finite number" in message
+    assert shown in message and len(message) < 300
+
+
+def test_nan_in_an_integer_key_reads_cleanly(tmp_path):
+    message = _error(write_yaml(tmp_path / "c.yaml", "B:\n  batch_size: .nan\n"))
+    assert message == f"{tmp_path / 'c.yaml'}: section 'B', key 'batch_size': expected an integer >= 1, got nan"
+
+
+def test_integers_past_two_to_the_53_are_refused_with_the_limit(tmp_path):
+    message = _error(write_yaml(tmp_path / "c.yaml", f"B:\n  max_steps: {2**53 + 1}\n"))
+    assert "at most 2**53" in message
+    assert load_trainer_config(write_yaml(tmp_path / "ok.yaml", f"B:\n  max_steps: {2**53}\n")).for_behavior(
+        "B").max_steps == 2**53
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("x: &x foo\ndefault: *x\nB: {}\n", "section 'default' names section 'foo', which does not exist"),
+    ("default: 3\nB: {}\n", "section 'default' should be a mapping of settings (or the name of another section), "
+                            "got int 3"),
+    ("default: [1, 2]\n", "section 'default' should be a mapping"),
+    ("default: default\n", "section 'default' names section 'default', which is part of a loop"),
+    ("B: true\n", "section 'B' should be a mapping of settings"),
+    ("B: 2.5\n", "got float 2.5"),
+])
+def test_default_and_behavior_sections_that_are_not_mappings(tmp_path, text, expected):
+    assert expected in _error(write_yaml(tmp_path / "c.yaml", text))
+
+
+def test_default_may_name_another_section(tmp_path):
+    cfg = load_trainer_config(write_yaml(tmp_path / "c.yaml", "base:\n  batch_size: 32\ndefault: base\nB: {}\n"))
+    assert cfg.for_behavior("B").batch_size == 32
+
+
+def test_a_hand_built_config_with_a_non_mapping_section_is_a_config_error(tmp_path):
+    from palaestra.settings import TrainerConfig
+
+    for sections in ({"default": [1]}, {"B": 3}, {"default": "x", "x": 4.5}):
+        with pytest.raises(ConfigError, match="should be a mapping"):
+            TrainerConfig(tmp_path / "c.yaml", sections).for_behavior("B")
+
+
+def _alias_bomb(levels: int = 9) -> str:
+    """The 'billion laughs': each list holds nine aliases of the one before, 9**levels leaves."""
+    lines = ["  l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    for i in range(1, levels + 1):
+        lines.append(f"  l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("key", ["max_steps", "learning_rate", "normalize", "trainer", "reward_signals",
+                                 "self_play", "init_path"])
+def test_an_alias_bomb_is_quoted_briefly_not_walked(tmp_path, key):
+    import time
+
+    path = write_yaml(tmp_path / "c.yaml", "B:\n" + _alias_bomb() + f"  {key}: *l9\n")
+    start = time.monotonic()
+    message = _error(path)
+    assert time.monotonic() - start < 2
+    assert f"key '{key}'" in message and "[[[" in message and message.endswith("…") and len(message) < 300
+
+
+def test_an_alias_bomb_as_a_section_or_a_key_is_refused_quickly(tmp_path):
+    bomb = "default:\n" + _alias_bomb()
+    assert "section 'l0' should be a mapping" in _error(write_yaml(tmp_path / "a.yaml", bomb.replace("default:\n  ", "").replace("\n  ", "\n")))
+    message = _error(write_yaml(tmp_path / "b.yaml", bomb + "  ? *l9\n  : 1\n"))
+    assert "a list used as a key" in message and "line 11" in message  # where the anchored list is
+
+
+def test_a_list_that_contains_itself_is_quoted(tmp_path):
+    message = _error(write_yaml(tmp_path / "c.yaml", "B:\n  max_steps: &a [1, *a]\n"))
+    assert "key 'max_steps'" in message and "[1, [1, " in message and len(message) < 300
+
+
+def test_long_keys_and_values_are_cut_in_messages_and_warnings(tmp_path):
+    long_key = "k" * 1000  # YAML allows at most 1024 characters in a plain key
+    cfg = load_trainer_config(write_yaml(tmp_path / "c.yaml", f"B:\n  {long_key}: 1\n  bacth_size: 32\n"))
+    assert len(cfg.warnings) == 2 and all(len(w) < 300 for w in cfg.warnings)
+    assert "'batch_size'" in cfg.warnings[1]  # the did-you-mean still works for ordinary typos
+    message = _error(write_yaml(tmp_path / "d.yaml", f"B:\n  trainer: {'x' * 10_000}\n"))
+    assert "key 'trainer'" in message and "one of ppo" in message and len(message) < 300
+    message = _error(write_yaml(tmp_path / "e.yaml", f"{long_key}: 3\n"))
+    assert "should be a mapping" in message and len(message) < 300
+
+
+def test_thousands_of_unknown_keys_give_a_bounded_list_of_warnings(tmp_path):
+    from palaestra.settings import MAX_WARNINGS
+
+    body = "".join(f"  key{i}: {i}\n" for i in range(3 * MAX_WARNINGS))
+    cfg = load_trainer_config(write_yaml(tmp_path / "c.yaml", "B:\n" + body))
+    assert len(cfg.warnings) == MAX_WARNINGS + 1 and "left out" in cfg.warnings[-1]
+
+
+# ---- the file itself -------------------------------------------------------------------
+def test_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path):
+    import os
+
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no FIFOs on this platform")
+    os.mkfifo(tmp_path / "pipe")
+    with pytest.raises(ConfigError, match="not a regular file"):
+        load_trainer_config(tmp_path / "pipe")
+
+
+def test_a_device_is_refused(tmp_path):
+    from pathlib import Path
+
+    if not Path("/dev/zero").exists():
+        pytest.skip("no /dev/zero on this platform")
+    with pytest.raises(ConfigError, match="not a regular file"):
+        load_trainer_config("/dev/zero")
+
+
+def test_a_file_over_the_size_limit_is_refused_unread(tmp_path):
+    from palaestra.settings import MAX_CONFIG_BYTES
+
+    path = tmp_path / "big.yaml"
+    with open(path, "wb") as fh:  # sparse: 50 MB on paper
+        fh.truncate(50_000_000)
+    with pytest.raises(ConfigError, match=r"larger than 1 MiB, the most a trainer config may be"):
+        load_trainer_config(path)
+    path.write_text("# padding\n" * (MAX_CONFIG_BYTES // 10 - 1) + "B: {}\n")  # just under the limit loads
+    assert load_trainer_config(path).for_behavior("B").batch_size == 1024
+
+
+def test_a_folder_a_missing_file_and_a_path_that_cannot_be_opened(tmp_path):
+    with pytest.raises(ConfigError, match="is a folder"):
+        load_trainer_config(tmp_path)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_trainer_config(tmp_path / "missing" / "c.yaml")
+    with pytest.raises(ConfigError, match="cannot read the file"):
+        load_trainer_config(str(tmp_path / "c\0.yaml"))
+    path = write_yaml(tmp_path / "c.yaml", "B: {}\n")
+    with pytest.raises(ConfigError, match="cannot read the file"):
+        load_trainer_config(path / "below")  # a file used as a folder
+
+
+def test_an_unreadable_file(tmp_path):
+    import os
+
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        pytest.skip("root reads files whatever their permissions (the next test covers it)")
+    path = write_yaml(tmp_path / "c.yaml", "B: {}\n")
+    path.chmod(0)
+    try:
+        with pytest.raises(ConfigError, match="cannot read the file: Permission denied"):
+            load_trainer_config(path)
+    finally:
+        path.chmod(0o644)
+
+
+def test_permission_denied_is_a_config_error_even_where_tests_run_as_root(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    import palaestra.settings
+
+    path = write_yaml(tmp_path / "c.yaml", "B: {}\n")
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+
+    monkeypatch.setattr(palaestra.settings.os, "open", refuse)
+    with pytest.raises(ConfigError, match="c.yaml: cannot read the file: Permission denied$"):
+        load_trainer_config(path)
+
+
+@pytest.mark.parametrize("data,expected", [
+    (b"", "the file is empty"),
+    (b"# only a comment\n", "the file is empty"),
+    (b"B:\n  x: caf\xe9\n", r"not a text file in UTF-8: byte 0xe9 at line 2"),
+    (b"\x7fELF\x02\x01\x01\x00\x00\x00", r"not a YAML text file: character U\+007F at line 1, column 1"),
+    (b"B:\n  batch_size: 3\x002\n", r"not a YAML text file: character U\+0000 at line 2, column 16"),
+    (bytes(range(256)) * 4, "not a text file in UTF-8"),
+    (b"\xff\xfe" + "B: [".encode("utf-16-le"), "YAML syntax error"),
+    (b"42\n", "expected a mapping of section names .* got int 42"),
+    (b"just some words\n", "got str 'just some words'"),
+    (b"- a\n- b\n", "got list \\['a', 'b'\\]"),
+    (b"B: {}\n---\nC: {}\n", "expected a single document"),
+    (b"B: " + b"[" * 10_000 + b"]" * 10_000 + b"\n", "nested more than 64 levels deep"),
+    (b"B: " + b"{a: " * 10_000 + b"1" + b"}" * 10_000 + b"\n", "nested more than 64 levels deep"),
+    (b"B:\n  max_steps: *nowhere\n", "found undefined alias 'nowhere'"),
+    (b"B:\n  max_steps: !!int abc\n", r"YAML error at line 2, column 14: cannot read 'abc' as !!int"),
+    (b"B:\n  normalize: !!bool maybe\n", "cannot read 'maybe' as !!bool"),
+    (b"B:\n  max_steps: 2001-13-45\n", "cannot read '2001-13-45' as !!timestamp"),
+    (b"B:\n  max_steps: !!python/object:os.system x\n", "could not determine a constructor"),
+    (b"? [a, b]\n: 1\n", "a list used as a key"),
+    (b"B:\n  ? {a: 1}\n  : 1\n", "a mapping used as a key"),
+])
+def test_files_that_are_not_trainer_configs(tmp_path, data, expected):
+    path = tmp_path / "c.yaml"
+    path.write_bytes(data)
+    with pytest.raises(ConfigError, match=expected) as err:
+        load_trainer_config(path).for_behavior("B")
+    assert str(err.value).startswith(str(path)) and len(str(err.value)) < 400
+
+
+def test_utf8_bom_and_utf16_files_load(tmp_path):
+    text = "B:\n  batch_size: 32\n  buffer_size: 64\n"
+    for name, data in (("bom.yaml", b"\xef\xbb\xbf" + text.encode()), ("u16.yaml", text.encode("utf-16"))):
+        (tmp_path / name).write_bytes(data)
+        assert load_trainer_config(tmp_path / name).for_behavior("B").batch_size == 32
+
+
+# ---- keys ------------------------------------------------------------------------------
+@pytest.mark.parametrize("text,expected", [
+    ("B:\n  batch_size: 32\nB:\n  batch_size: 64\n", r"section 'B' is written twice \(lines 1 and 3\)"),
+    ("B:\n  batch_size: 32\n  buffer_size: 64\n  batch_size: 16\n",
+     r"section 'B', key 'batch_size': written twice \(lines 2 and 4\)"),
+    ("B:\n  reward_signals:\n    extrinsic: {gamma: 0.9, gamma: 0.8}\n",
+     r"section 'B', key 'reward_signals.extrinsic.gamma': written twice \(lines 3 and 3\)"),
+    ("B:\n  self_play:\n    window: 1\n    window: 2\n", r"key 'self_play.window': written twice \(lines 3 and 4\)"),
+    ("B:\n  '1': 2\n  1: 3\n", r"key '1': written twice"),
+])
+def test_duplicate_keys_are_errors_naming_section_key_and_lines(tmp_path, text, expected):
+    message = _error(write_yaml(tmp_path / "c.yaml", text))
+    assert "c.yaml" in message
+    assert __import__("re").search(expected, message), message
+
+
+def test_merge_keys_may_be_overridden_and_keys_are_read_as_written(tmp_path):
+    cfg = load_trainer_config(write_yaml(tmp_path / "c.yaml", """
+        base: &base {batch_size: 32, buffer_size: 64}
+        B:
+          <<: *base
+          batch_size: 16
+        1: {batch_size: 8, buffer_size: 8}
+        yes: base
+    """))
+    assert (cfg.for_behavior("B").batch_size, cfg.for_behavior("B").buffer_size) == (16, 64)
+    assert cfg.for_behavior("1").batch_size == 8  # the section names as written, not 1 and True
+    assert cfg.for_behavior("yes").batch_size == 32
+
+
+def test_the_conformance_files_have_no_duplicate_keys(conformance):
+    for path in sorted(conformance.rglob("*.yaml")):
+        if "curricula" not in path.parts and "randomize" not in path.name:
+            load_trainer_config(path)
+
+
+# ---- through the command line ------------------------------------------------------------
+@pytest.mark.parametrize("text,expected", [
+    ("B:\n  batch_size: .inf\n", "key 'batch_size': expected an integer >= 1, got inf"),
+    ("B:\n  max_steps: 1e400\n", "key 'max_steps': expected an integer >= 0, got '1e400'"),
+    ("B:\n  max_steps: " + "9" * 400 + "\n", "key 'max_steps': expected an integer >= 0, at most 2**53"),
+    ("B:\n  learning_rate: .inf\n", "key 'learning_rate': expected a finite number > 0, got inf"),
+    ("B:\n  beta: .nan\n", "key 'beta': expected a finite number >= 0, got nan"),
+    ("x: &x Nowhere\ndefault: *x\n", "section 'default' names section 'Nowhere', which does not exist"),
+    ("default:\n" + _alias_bomb() + "  max_steps: *l9\n", "key 'max_steps': expected an integer >= 0, got [[["),
+    ("default:\n  batch_size: 32\n  batch_size: 64\n", "key 'batch_size': written twice (lines 2 and 3)"),
+])
+def test_the_cli_reports_broken_configs_in_one_line_and_exits_1(run_cli, workdir, text, expected):
+    (workdir / "c.yaml").write_text(text)
+    result = run_cli("c.yaml", "--env=3DBall", "--dry-run")
+    assert result.code == 1
+    assert expected in result.log and "Traceback" not in result.log
+
+
+@pytest.mark.parametrize("kind", ["fifo", "alias bomb", "binary"])
+def test_the_cli_process_ends_with_a_message_and_no_traceback(tmp_path, kind):
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "c.yaml"
+    if kind == "fifo":
+        if not hasattr(os, "mkfifo"):
+            pytest.skip("no FIFOs on this platform")
+        os.mkfifo(path)
+        expected = "not a regular file"
+    elif kind == "alias bomb":
+        path.write_text("default:\n" + _alias_bomb() + "  max_steps: *l9\n")
+        expected = "expected an integer >= 0"
+    else:
+        path.write_bytes(bytes(range(256)) * 64)
+        expected = "not a text file in UTF-8"
+    proc = subprocess.run([sys.executable, "-m", "palaestra.cli", str(path), "--env=3DBall", "--dry-run"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert expected in proc.stderr and "Traceback" not in proc.stderr

@@ -18,6 +18,7 @@ import numpy as np
 
 from palaestra.envs.base import ActionTuple, BehaviorSpec, EngineConfig, EnvError
 from palaestra.envs.shm import Layout, SharedArrays, Signal
+from palaestra.interrupts import STOP_SIGNALS
 
 STEP, MESSAGE = 0, 1  # command codes: step with the actions in the blocks / read the pipe
 COUNTS, READ_PIPE = 0, 1  # reply codes: the rows are in the blocks / the pipe has messages first
@@ -55,8 +56,13 @@ def run_worker(conn: Any, control_name: str, n_workers: int, index: int, bells: 
                seed: int, num_areas: int, env_args: list[str], engine: EngineConfig, port: int) -> None:
     from palaestra.envs.sources import make_env
 
-    # Ctrl+C reaches the whole process group; the main process decides when workers stop.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Ctrl+C, a closed terminal (SIGHUP) or `docker stop` (SIGTERM) may reach the whole process
+    # group; the main process saves the model and then stops the workers itself. The pool starts
+    # this process with the signals blocked (envs/workers.py), so none can end it before this line.
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     control = SharedArrays(control_layout(n_workers), name=control_name)
     command = Signal(control["command"], control["command_asleep"], index, bells[0])
     reply = Signal(control["reply"], control["reply_asleep"], index, bells[1])

@@ -21,12 +21,15 @@ model and stops with that message.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import multiprocessing as mp
+import signal
 import time
 from dataclasses import dataclass, field
 from functools import partial
+from multiprocessing import resource_tracker
 from typing import Any, Mapping
 
 import numpy as np
@@ -48,6 +51,7 @@ from palaestra.envs.worker_process import (
     control_layout,
     run_worker,
 )
+from palaestra.interrupts import STOP_SIGNALS
 
 logger = logging.getLogger("palaestra")
 
@@ -116,7 +120,9 @@ class WorkerPoolEnv:
         self.restart_limits = restarts or RestartLimits()
         self._args = (name, seed, num_areas, list(env_args or []), engine or EngineConfig(), base_port)
         self._ctx = mp.get_context("spawn")  # a fresh interpreter: safe beside torch's threads
-        self._control = SharedArrays(control_layout(num_envs))
+        logger.debug("starting %d environment worker process(es) for %s", num_envs, name)
+        with _stop_signals_blocked():  # starts the resource tracker first, if need be
+            self._control = SharedArrays(control_layout(num_envs))
         self.workers: list[_Worker] = []
         try:
             for i in range(num_envs):
@@ -290,7 +296,8 @@ class WorkerPoolEnv:
             target=run_worker, daemon=True, name=f"palaestra-env-{i}",
             args=(child, control.name, self.n, i, bells, name, seed + i + self.n * len(restarts), num_areas,
                   env_args, engine, base_port + i))
-        proc.start()
+        with _stop_signals_blocked():  # the new process inherits the mask: see run_worker
+            proc.start()
         child.close()
         return _Worker(proc, parent, Signal(control["command"], control["command_asleep"], i, bells[0]),
                        Signal(control["reply"], control["reply_asleep"], i, bells[1]), restarts=restarts)
@@ -398,6 +405,42 @@ class WorkerPoolEnv:
 
     def _error(self, i: int, what: str) -> EnvError:
         return EnvError(f"environment worker {i} (pid {self.workers[i].proc.pid}) failed: {what}")
+
+
+@contextlib.contextmanager
+def _stop_signals_blocked() -> Any:
+    """Block SIGINT, SIGTERM and SIGHUP in this thread while a process starts: a process inherits
+    the mask, so the signals stay pending there until it has chosen to ignore them, however long
+    its interpreter takes to start. Here they stay pending for the moment it takes, and are then
+    handled as usual (another thread of this process may even take them meanwhile)."""
+    if not hasattr(signal, "pthread_sigmask"):  # Windows: no process groups to share signals
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        # multiprocessing's resource tracker (it unlinks the shared memory of processes that die)
+        # ignores SIGINT and SIGTERM but not SIGHUP: started here, a closed terminal cannot end
+        # it either. Starting it unblocks SIGINT and SIGTERM on its way out: block them again.
+        resource_tracker.ensure_running()
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _kill_leftover_workers() -> None:
+    """At exit, kill any worker still running. The pool closes its workers on every way out, but a
+    signal between starting a process and recording it can leave one unrecorded; workers ignore
+    SIGTERM, so multiprocessing's own exit handler (SIGTERM, then wait without a timeout) would
+    wait for it forever. Registered after multiprocessing's handler (multiprocessing.util, which
+    the resource_tracker import above loaded), this one runs first."""
+    for proc in mp.active_children():
+        if proc.name.startswith("palaestra-env-"):
+            proc.kill()
+            proc.join(timeout=5)
+
+
+atexit.register(_kill_leftover_workers)
 
 
 def _merge(blocks: list[SharedArrays], counts: list[list[int]], key: str, column: int) -> np.ndarray:

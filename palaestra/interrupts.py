@@ -1,0 +1,128 @@
+"""What Ctrl+C (SIGINT), SIGTERM (``docker stop``, Kubernetes, SLURM) and SIGHUP (a closed
+terminal) do, in each phase of a run. The three signals are handled alike:
+
+- start-up (imports, the environment, building and restoring the trainers): the first signal
+  stops at once (KeyboardInterrupt; exit 128 + the signal's number, 130 for Ctrl+C). Nothing was
+  trained, so nothing is lost.
+- training: the first signal asks the loop to stop after the step it is in; the run then saves a
+  checkpoint, exports the ONNX model and exits 0. A second signal while the loop is still running
+  (a long update, a slow environment) stops the loop at once; the run saves all the same.
+- closing (the final save and export, stopping the environment workers): further signals are
+  noted ("already saving, please wait") and otherwise ignored, so the save always completes and
+  the model on disk is whole. To stop a stuck save, send SIGKILL (``kill -9``); every file is
+  written atomically, so the files on disk stay complete (docs/outputs.md).
+
+The environment workers ignore the three signals from the moment they start (envs/workers.py):
+a terminal or ``docker stop`` may signal the whole process group, and the main process stops the
+workers itself once the model is saved.
+
+The state is one attribute, changed in single assignments, so a signal that arrives between two
+statements always finds a consistent phase.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+# SIGHUP does not exist on Windows
+STOP_SIGNALS: tuple[int, ...] = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+START_UP, TRAINING, STOPPING, CLOSING = "start-up", "training", "stopping", "closing"
+
+
+def signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def say(message: str) -> None:
+    """Write one log line from a signal handler: straight to the file descriptor, because the
+    handler may run while the logging stream is in the middle of a write (a re-entrant write to a
+    buffered stream raises). A closed terminal (SIGHUP) makes the write fail: nothing to do then."""
+    try:
+        os.write(2, f"[INFO] {message}\n".encode("utf-8", "replace"))
+    except OSError:
+        pass
+
+
+class Interrupts:
+    """The run's signal handlers and phase (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.state = START_UP
+        self.signum: int | None = None  # the first signal received
+        self.saving = False  # the closing phase saves the model (training, not --inference)
+        self._previous: dict[int, object] = {}
+
+    @property
+    def requested(self) -> bool:
+        """The training loop is asked to stop."""
+        return self.state != TRAINING
+
+    def exit_code(self) -> int:
+        """The exit code of a run stopped during start-up: 128 + the signal's number, as a shell reports it."""
+        return 128 + (self.signum if self.signum is not None else signal.SIGINT)
+
+    def install(self) -> None:
+        for signum in STOP_SIGNALS:
+            try:
+                self._previous[signum] = signal.signal(signum, self._handle)
+            except ValueError:  # not in the main thread: the caller keeps its own handling
+                return
+
+    def restore(self) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
+        self._previous = {}
+
+    def ignore(self) -> None:
+        """For a process about to exit: the interpreter's shutdown puts back the default actions of
+        handled signals (a late Ctrl+C would then kill it with -2 after a clean save), not of ignored ones."""
+        for signum in STOP_SIGNALS:
+            try:
+                signal.signal(signum, signal.SIG_IGN)
+            except ValueError:  # not in the main thread
+                return
+        self._previous = {}
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.signum is None:
+            self.signum = signum
+        name = signal_name(signum)
+        state = self.state
+        if state == START_UP:
+            self.state = CLOSING
+            raise KeyboardInterrupt
+        if state == TRAINING:
+            self.state = STOPPING
+            then = "saving the model" if self.saving else "closing"
+            say(f"Interrupted ({name}): stopping after this step, then {then} (Ctrl+C again to stop at once)")
+            return
+        if state == STOPPING:  # the loop is still in a step: leave it now, then save
+            self.state = CLOSING
+            raise KeyboardInterrupt
+        say(f"Interrupted again ({name}): already {'saving the model' if self.saving else 'stopping'}, "
+            "please wait")
+
+    def training(self, saving: bool) -> _TrainingPhase:
+        """The training loop's phase, as a ``with`` block. A KeyboardInterrupt raised by a second
+        signal comes out of the block (callers catch it); after it the run is closing, whatever
+        happened."""
+        self.saving = saving
+        return _TrainingPhase(self)
+
+
+class _TrainingPhase:
+    def __init__(self, interrupts: Interrupts) -> None:
+        self.interrupts = interrupts
+
+    def __enter__(self) -> None:
+        if self.interrupts.state == START_UP:  # otherwise a signal came during start-up: stop straight away
+            self.interrupts.state = TRAINING
+
+    def __exit__(self, *exc: object) -> None:
+        self.interrupts.state = CLOSING

@@ -1,0 +1,327 @@
+"""The command line's options: every flag of ML-Agents 0.16's ``mlagents-learn`` with its
+default (the defaults live in :class:`RunOptions` and argparse reads them from there), the range
+of each value, and the parser. The entry point is palaestra/cli.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import math
+import sys
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from palaestra import __version__
+
+logger = logging.getLogger("palaestra")
+
+COMMUNICATION_API_VERSION = "1.0.0"
+
+
+@dataclass
+class RunOptions:
+    trainer_config_path: str = ""
+    env: str | None = None
+    curriculum: str | None = None
+    lesson: int = 0
+    sampler: str | None = None
+    keep_checkpoints: int = 5
+    num_envs: int = 1
+    num_areas: int = 1
+    acting: str = "auto"
+    run_id: str = "ppo"
+    save_freq: int = 50000
+    seed: int = -1
+    env_args: list[str] = field(default_factory=list)
+    base_port: int = 5005
+    max_lifetime_restarts: int = 10
+    restarts_rate_limit_n: int = 1
+    restarts_rate_limit_period_s: int = 60
+    inference: bool = False
+    resume: bool = False
+    force: bool = False
+    initialize_from: str | None = None
+    no_graphics: bool = False
+    debug: bool = False
+    cpu: bool = False
+    width: int = 84
+    height: int = 84
+    quality_level: int = 5
+    time_scale: float = 20.0
+    target_frame_rate: int = -1
+    dry_run: bool = False
+
+
+class UsageError(Exception):
+    """A command-line mistake; the message says what to do instead."""
+
+
+INT32_MAX = 2**31 - 1  # Unity's engine settings are 32-bit integers
+SEED_MAX = 2**32 - 1  # numpy's legacy seeding takes [0, 2**32 - 1]
+MAX_ENVS = 1024  # worker processes; far beyond any machine's cores, and below what exhausts it
+MAX_RUN_ID_BYTES = 200  # a folder name, with room for "_<Behavior>_metrics.csv" under 255 bytes
+
+
+@dataclass(frozen=True)
+class IntRange:
+    """The values an integer flag accepts: [low, high] (no upper bound if high is None), and -1
+    where ``minus_one`` says what it means."""
+
+    low: int
+    high: int | None = None
+    what: str = "an integer"
+    minus_one: str | None = None
+
+    def expected(self) -> str:
+        expected = f"{self.what} >= {self.low}" if self.high is None else f"{self.what} in [{self.low}, {self.high}]"
+        return expected + (f", or -1 for {self.minus_one}" if self.minus_one else "")
+
+    def problem(self, number: int) -> str | None:
+        if (number == -1 and self.minus_one) or (
+                self.low <= number and (self.high is None or number <= self.high)):
+            return None
+        # Python refuses to print integers of more than 4300 digits
+        shown = _shown(str(number)) if number.bit_length() < 10_000 else "an integer of thousands of digits"
+        return f"expected {self.expected()}, got {shown}"
+
+
+# every integer option's range: argparse checks the flags with it, and the run checks the
+# options again (run.check_options), for RunOptions built in Python
+INT_OPTIONS: dict[str, IntRange] = {
+    "lesson": IntRange(0),
+    "keep_checkpoints": IntRange(1),
+    "num_envs": IntRange(1, MAX_ENVS),
+    "num_areas": IntRange(1, MAX_ENVS),
+    "save_freq": IntRange(1),
+    "seed": IntRange(0, SEED_MAX, minus_one="a random seed"),
+    "base_port": IntRange(1, 65535, what="a port number"),
+    "max_lifetime_restarts": IntRange(0, minus_one="no limit"),
+    "restarts_rate_limit_n": IntRange(0, minus_one="no limit"),
+    "restarts_rate_limit_period_s": IntRange(1, INT32_MAX),
+    "width": IntRange(1, INT32_MAX),
+    "height": IntRange(1, INT32_MAX),
+    "quality_level": IntRange(0, INT32_MAX),
+    "target_frame_rate": IntRange(-1, INT32_MAX),
+}
+
+
+def _shown(value: str) -> str:
+    """A value for a message, cut short if it is long (an integer of thousands of digits)."""
+    return value if len(value) <= 40 else f"{value[:20]}...{value[-10:]} ({len(value)} characters)"
+
+
+def text_problem(value: str) -> str | None:
+    """Why a text option cannot be used, or None: bytes that were not UTF-8 in the command line
+    (Python keeps them as surrogates, which cannot be written to configuration.yaml) or a NUL
+    character (no file name can hold one)."""
+    if "\x00" in value:
+        return "contains a NUL character"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "contains bytes that are not valid UTF-8"
+    return None
+
+
+RUN_ID_RULE = (f"a run-id names a folder: printable characters other than '/' and '\\', not "
+               f"containing '..', at most {MAX_RUN_ID_BYTES} bytes (e.g. 3DBall_ppo-1)")
+
+
+def run_id_problem(value: str) -> str | None:
+    """Why ``value`` cannot be a run-id (``--run-id``, ``--initialize-from``), or None."""
+    if not value:
+        return f"an empty run-id; {RUN_ID_RULE}"
+    bad = text_problem(value)
+    if bad is None and not value.isprintable():  # newlines, tabs, control and invisible format characters
+        bad = "contains a control or non-printable character"
+    if bad is None and ("/" in value or "\\" in value):
+        bad = "contains a path separator"
+    if bad is None and ".." in value:
+        bad = "contains '..'"
+    if bad is None and len(value.encode("utf-8")) > MAX_RUN_ID_BYTES:
+        bad = f"is {len(value.encode('utf-8'))} bytes long"
+    return None if bad is None else f"{_shown(repr(value))} {bad}; {RUN_ID_RULE}"
+
+
+def time_scale_problem(value: float) -> str | None:
+    if not math.isfinite(value) or value <= 0:
+        return f"expected a finite number > 0, got {value}"
+    return None
+
+
+def _int(value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {_shown(repr(value))}") from None
+
+
+def _ranged(option: str) -> Callable[[str], int]:
+    """The argparse type of integer option ``option``, checked against INT_OPTIONS."""
+    def parse(value: str) -> int:
+        if value.strip().lstrip("+-").isdigit() and len(value) > 4000:  # past what int() reads: far out of range
+            raise argparse.ArgumentTypeError(f"expected {INT_OPTIONS[option].expected()}, got {_shown(value)}")
+        number = _int(value)
+        problem = INT_OPTIONS[option].problem(number)
+        if problem is not None:
+            raise argparse.ArgumentTypeError(problem)
+        return number
+    return parse
+
+
+def _time_scale(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {_shown(repr(value))}") from None
+    problem = time_scale_problem(number)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return number
+
+
+def _text(value: str) -> str:
+    problem = text_problem(value)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(f"{_shown(repr(value))} {problem}")
+    return value
+
+
+def _run_id(value: str) -> str:
+    problem = run_id_problem(value)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = RunOptions()
+    p = argparse.ArgumentParser(
+        prog="mlagents-learn",
+        description=(
+            "Train the behaviors of an environment with reinforcement learning (Palaestra, a "
+            "re-implementation of the ML-Agents 0.16 trainer). Example: mlagents-learn "
+            "config/trainer_config.yaml --env=3DBall --run-id=first"
+        ),
+        epilog=(
+            "Outputs: models/<run-id>/ (checkpoints, <Behavior>.onnx, configuration.yaml) and "
+            "summaries/<run-id>_<Behavior>/ (TensorBoard: tensorboard --logdir=summaries). "
+            "See docs/configuration.md for the trainer config format."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("trainer_config_path", type=_text,
+                   help="trainer configuration YAML (ML-Agents 0.15/0.16 format)")
+    p.add_argument("--env", type=_text, default=d.env,
+                   help="built-in environment name (3DBall, 3DBallHard, Basic, GridWorld, Simple1DDiscrete, "
+                        "Simple1DContinuous), a Gymnasium id (CartPole-v1), a Python factory module:callable, "
+                        "or pettingzoo:module (docs/environments.md)")
+    p.add_argument("--curriculum", type=_text, default=d.curriculum,
+                   help="curriculum YAML file (not supported yet)")
+    p.add_argument("--lesson", type=_ranged("lesson"), default=d.lesson, help="start lesson of every curriculum")
+    p.add_argument("--sampler", type=_text, default=d.sampler,
+                   help="environment-parameter sampler YAML (not supported yet)")
+    p.add_argument("--keep-checkpoints", type=_ranged("keep_checkpoints"), default=d.keep_checkpoints,
+                   help="checkpoints kept per behavior; older ones are deleted")
+    p.add_argument("--num-envs", type=_ranged("num_envs"), default=d.num_envs,
+                   help="environment instances: 1 runs in the main process; more run one per worker "
+                        "process (see --acting)")
+    p.add_argument("--acting", choices=("auto", "workers", "main"), default=d.acting,
+                   help="where the policy acts with --num-envs > 1: 'workers' runs a copy of it in each "
+                        "worker, which sends finished experience in rounds (PPO); 'main' runs it "
+                        "in the main process on all workers' agents, in two halves that take turns; 'auto' "
+                        "(default) picks 'workers' where it can. With --num-envs 1, 'workers' runs the one "
+                        "environment in an acting worker, so that learning overlaps collection")
+    p.add_argument("--num-areas", type=_ranged("num_areas"), default=d.num_areas,
+                   help="copies of the training area inside one environment (multiplies the agents)")
+    p.add_argument("--run-id", type=_run_id, default=d.run_id,
+                   help="run name: outputs go to models/<run-id>, summaries/ (printable characters other than "
+                        "/ and \\, without '..')")
+    p.add_argument("--save-freq", type=_ranged("save_freq"), default=d.save_freq,
+                   help="global steps between checkpoints (one per environment instance stepped, as in "
+                        "ML-Agents: --num-envs 4 counts 4 per round)")
+    p.add_argument("--seed", type=_ranged("seed"), default=d.seed,
+                   help=f"random seed in [0, {SEED_MAX}]; -1 picks one at random")
+    p.add_argument("--base-port", type=_ranged("base_port"), default=d.base_port,
+                   help="first port: environment worker i of --num-envs gets base-port + i (a factory "
+                        "that takes a `port` argument receives it)")
+    p.add_argument("--max-lifetime-restarts", type=_ranged("max_lifetime_restarts"),
+                   default=d.max_lifetime_restarts,
+                   help="how often one --num-envs worker that crashes or hangs is restarted over the run "
+                        "before the run stops (-1: no limit)")
+    p.add_argument("--restarts-rate-limit-n", type=_ranged("restarts_rate_limit_n"),
+                   default=d.restarts_rate_limit_n,
+                   help="how often one worker may be restarted within --restarts-rate-limit-period-s "
+                        "before the run stops (-1: no limit)")
+    p.add_argument("--restarts-rate-limit-period-s", type=_ranged("restarts_rate_limit_period_s"),
+                   default=d.restarts_rate_limit_period_s,
+                   help="the period, in seconds, of --restarts-rate-limit-n")
+    p.add_argument("--inference", action="store_true", help="run the policy without training or saving")
+    p.add_argument("--resume", action="store_true", help="continue the run --run-id from its last checkpoint")
+    p.add_argument("--force", action="store_true", help="start the run --run-id over, deleting its old outputs")
+    p.add_argument("--initialize-from", type=_run_id, default=d.initialize_from, metavar="RUN_ID",
+                   help="start from the weights of another run, at step 0")
+    p.add_argument("--no-graphics", action="store_true", help="Unity builds: run without rendering")
+    p.add_argument("--debug", action="store_true", help="debug logging and per-update metrics CSV")
+    p.add_argument("--cpu", action="store_true", help="train on the CPU even when CUDA is available")
+    p.add_argument("--width", type=_ranged("width"), default=d.width, help="Unity builds: window width")
+    p.add_argument("--height", type=_ranged("height"), default=d.height, help="Unity builds: window height")
+    p.add_argument("--quality-level", type=_ranged("quality_level"), default=d.quality_level,
+                   help="Unity quality level")
+    p.add_argument("--time-scale", type=_time_scale, default=d.time_scale, help="Unity time scale (> 0)")
+    p.add_argument("--target-frame-rate", type=_ranged("target_frame_rate"), default=d.target_frame_rate,
+                   help="Unity target frame rate (-1: the platform's default)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="make every check a real run makes before it trains (config, environment, flags, "
+                        "checkpoints to resume or initialize from), print each behavior's settings, train "
+                        "nothing")
+    p.add_argument("--version", action=_PrintVersion, nargs=0, help="print versions and exit")
+    p.add_argument("--load", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--train", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--env-args", nargs=argparse.REMAINDER, default=[],
+                   help="everything after this goes to the environment: key=value keyword arguments "
+                   "for a Gymnasium id or a Python factory")
+    return p
+
+
+class _PrintVersion(argparse.Action):
+    """--version: print the versions (computed only when asked: importing torch is slow)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[override]
+        print(version_text())
+        parser.exit()
+
+
+def version_text() -> str:
+    import numpy
+    import torch
+
+    return (
+        f"palaestra {__version__} (mlagents-learn compatible with ML-Agents 0.16 configs)\n"
+        f"  communicator API: {COMMUNICATION_API_VERSION}\n"
+        f"  torch: {torch.__version__}\n  numpy: {numpy.__version__}"
+    )
+
+
+def parse_args(argv: Sequence[str] | None = None) -> RunOptions:
+    args = build_parser().parse_args(argv)
+    if args.load:
+        logger.warning("--load is deprecated; it means --resume")
+        args.resume = True
+    if args.train:
+        logger.warning("--train is deprecated and has no effect; training is the default, --inference turns it off")
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(RunOptions)}
+    return RunOptions(**values)
+
+
+def setup_logging(debug: bool) -> None:
+    level = logging.DEBUG if debug else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("[%(levelname)s] %(message)s"))
+    handler._palaestra = True  # type: ignore[attr-defined]
+    root = logging.getLogger("palaestra")
+    root.handlers = [h for h in root.handlers if not getattr(h, "_palaestra", False)] + [handler]
+    root.setLevel(level)
+    root.propagate = False

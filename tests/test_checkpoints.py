@@ -1,0 +1,409 @@
+"""Checkpoint files: the header and its checksum, the older bare torch layout, the checks of a
+checkpoint's structure against the policy, the fallback past damaged checkpoints, the removal of
+temp files left by interrupted saves, and save failures (a full disk) that name the file."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import logging
+import os
+import re
+import struct
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from palaestra import checkpoints
+from palaestra.checkpoints import (
+    HEADER_SIZE,
+    MAGIC,
+    CheckpointError,
+    CheckpointManager,
+    DamagedCheckpointError,
+    SaveError,
+    atomic_write_bytes,
+)
+from palaestra.envs.builtin import BUILTIN_ENVS
+from palaestra.settings import ExtrinsicSettings, TrainerSettings
+from palaestra.stats import StatsReporter
+from palaestra.trainer import BehaviorTrainer
+from tests.conftest import write_yaml
+
+SMALL = """
+1D:
+  trainer: {trainer}
+  batch_size: 16
+  buffer_size: {buffer_size}
+  hidden_units: 8
+  num_layers: 1
+  max_steps: {max_steps}
+  summary_freq: 100
+  time_horizon: 16
+"""
+
+
+def make_trainer(run_dir, trainer="ppo", hidden_units=8, training=True, name="1D"):
+    env = BUILTIN_ENVS["Simple1DDiscrete"](seed=0)
+    settings = TrainerSettings(trainer=trainer, batch_size=16, buffer_size=32, hidden_units=hidden_units,
+                               num_layers=1, max_steps=100, time_horizon=8, summary_freq=10_000,
+                               reward_signals={"extrinsic": ExtrinsicSettings()})
+    return BehaviorTrainer(name, env.behavior_specs["1D"], settings, torch.device("cpu"), StatsReporter("t", []),
+                           CheckpointManager(run_dir / name, 5), run_dir, training=training)
+
+
+def policy_weights(trainer):
+    return {k: v.clone() for k, v in trainer.algorithm.policy.state_dict().items()}
+
+
+def mark(trainer, value):
+    """Give the policy recognisable weights, to tell checkpoints apart once loaded."""
+    with torch.no_grad():
+        trainer.algorithm.policy.state_dict()["logits.bias"].fill_(value)
+
+
+def save_state(path, state):
+    CheckpointManager.save_file(path, state)
+    return path
+
+
+@pytest.fixture
+def trainer(tmp_path):
+    return make_trainer(tmp_path / "models")
+
+
+@pytest.fixture
+def saved(trainer):
+    """A checkpoint of the tiny policy, and the trainer that wrote it."""
+    trainer.algorithm.step = 100
+    return trainer.checkpoints.save(trainer.state(global_step=100), 100)
+
+
+# -- the file layout ---------------------------------------------------------------------------------
+def test_a_checkpoint_is_a_header_with_a_checksum_then_a_torch_file(saved):
+    data = saved.read_bytes()
+    magic, version, length, digest = struct.unpack("<12sIQ32s", data[:HEADER_SIZE])
+    payload = data[HEADER_SIZE:]
+    assert magic == MAGIC and version == 1 and length == len(payload) and HEADER_SIZE == 56
+    assert digest == hashlib.sha256(payload).digest()
+    state = torch.load(io.BytesIO(payload), weights_only=True)  # the payload is an ordinary torch file
+    assert state["algorithm"]["step"] == 100 and CheckpointManager.load(saved)["global_step"] == 100
+
+
+def test_files_of_the_layout_before_the_header_still_resume(trainer, saved):
+    state = CheckpointManager.load(saved)
+    legacy = saved.with_name("checkpoint-200.pt")
+    torch.save({**state, "global_step": 200}, legacy)  # a bare torch file, as Palaestra wrote them before
+    assert legacy.read_bytes()[:4] == b"PK\x03\x04"
+    path, step = trainer.restore_newest(trainer.checkpoints, weights_only=False, set_aside=True, advice="")
+    assert (path, step) == (legacy, 200)
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda d: d[: len(d) // 2], "is truncated: "),
+    (lambda d: d[:30], "is truncated: its 56-byte header is incomplete"),
+    (lambda d: b"", "is empty"),
+    (lambda d: d + b"\0", "its header says"),
+    (lambda d: d[:12] + struct.pack("<I", 7) + d[16:], "has checkpoint file version 7; this Palaestra reads version 1"),
+    (lambda d: b"GARBAGE!" + d[8:], "is not a Palaestra checkpoint (it starts with neither"),
+    (lambda d: d[:-100] + bytes(b ^ 0xFF for b in d[-100:-99]) + d[-99:], "do not match their SHA-256 checksum"),
+    (lambda d: d[:20] + b"\xff" * 8 + d[28:], "is truncated"),  # a damaged length is not read as such
+])
+def test_a_damaged_file_is_refused_with_its_name_and_what_is_wrong(saved, damage, message):
+    saved.write_bytes(damage(saved.read_bytes()))
+    with pytest.raises(DamagedCheckpointError) as error:
+        CheckpointManager.load(saved)
+    assert str(saved) in str(error.value) and message in str(error.value)
+
+
+def test_flipped_bytes_no_longer_resume_silently(trainer, saved):
+    # 16 flipped bytes in the weights used to load and change them by up to hundreds
+    data = bytearray(saved.read_bytes())
+    rng = np.random.default_rng(0)
+    for i in rng.choice(np.arange(HEADER_SIZE, len(data)), 16, replace=False):
+        data[i] ^= 0x40
+    saved.write_bytes(bytes(data))
+    before = policy_weights(trainer)
+    with pytest.raises(DamagedCheckpointError, match="SHA-256 checksum"):
+        trainer.restore(saved, weights_only=False)
+    after = policy_weights(trainer)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+class _Payload:
+    """Runs code when unpickled: what weights_only=True must keep refusing."""
+
+    def __reduce__(self):
+        return (os.mkdir, ("pwned",))
+
+
+@pytest.mark.parametrize("framed", [True, False])
+def test_pickled_code_stays_refused_without_torch_advice_to_run_it(workdir, framed):
+    path = workdir / "checkpoint-1.pt"
+    buffer = io.BytesIO()
+    torch.save({"algorithm": {}, "x": _Payload()}, buffer)
+    if framed:  # even with a valid checksum
+        save_state(path, {"algorithm": {}, "x": _Payload()})
+    else:
+        path.write_bytes(buffer.getvalue())
+    with pytest.raises(DamagedCheckpointError) as error:
+        CheckpointManager.load(path)
+    text = str(error.value)
+    assert str(path) in text and "Python objects other than tensors" in text
+    assert "weights_only" not in text.lower() and "weights only" not in text.lower() and "trust" not in text
+    assert not (workdir / "pwned").exists()
+
+
+# -- the structure against the policy -------------------------------------------------------------
+def _mutated(state, edit):
+    state = {**state, "algorithm": dict(state["algorithm"])}
+    edit(state)
+    return state
+
+
+STRUCTURES = [
+    ("missing key", lambda s: s["algorithm"].pop("policy"), "has no 'algorithm.policy' entry", CheckpointError),
+    ("wrong type", lambda s: s["algorithm"].update(step="100"), "'algorithm.step' is a str, not an integer",
+     DamagedCheckpointError),
+    ("wrong shape", lambda s: s["algorithm"].update(policy={**s["algorithm"]["policy"],
+                                                            "logits.weight": torch.zeros(2, 16)}),
+     "parameter policy.logits.weight has shape [2, 16], the policy expects [2, 8]: was it trained with other "
+     "network settings", CheckpointError),
+    ("list", lambda s: s.update(algorithm=[1, 2, 3]), "'algorithm' is [1, 2, 3], not a dictionary",
+     DamagedCheckpointError),
+    ("nested garbage", lambda s: s["algorithm"].update(optimizer={"state": {0: {"step": [None, {"a": b"x"}]}},
+                                                                  "param_groups": [{"params": [0, 1, 2, 3, 4, 5],
+                                                                                    "lr": 3e-4, "betas": (0.9, 0.99),
+                                                                                    "eps": 1e-8, "weight_decay": 0}]}),
+     "'algorithm.optimizer.state'[0]", DamagedCheckpointError),
+    ("top level list", lambda s: None, "the checkpoint is a list, not a dictionary", DamagedCheckpointError),
+    ("string parameter", lambda s: s["algorithm"].update(policy={**s["algorithm"]["policy"], "logits.bias": "x"}),
+     "parameter policy.logits.bias is a str, not a dense real tensor", DamagedCheckpointError),
+    ("extra parameter", lambda s: s["algorithm"].update(policy={**s["algorithm"]["policy"], "extra.w": torch.ones(1)}),
+     "has 'extra.w', which the policy does not have", CheckpointError),
+    ("optimizer moment", lambda s: s["algorithm"].update(optimizer={
+        **s["algorithm"]["optimizer"], "state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.zeros(3),
+                                                     "exp_avg_sq": torch.zeros(3)}}}),
+     "the optimizer's exp_avg of parameter 0 has shape [3]", CheckpointError),
+    ("huge integer", lambda s: s["algorithm"].update(step=2**64),
+     "'algorithm.step' is 18446744073709551616, not an integer >= 0", DamagedCheckpointError),
+    ("spec", lambda s: s.update(observation_shapes=[[5]]), "was trained for observations [[5]]", CheckpointError),
+    ("newer format", lambda s: s.update(format=9), "has format 9", CheckpointError),
+]
+
+
+@pytest.mark.parametrize("name,edit,message,kind", STRUCTURES, ids=[s[0] for s in STRUCTURES])
+def test_a_state_that_does_not_fit_is_a_checkpoint_error_and_changes_nothing(trainer, saved, name, edit, message,
+                                                                           kind):
+    state = CheckpointManager.load(saved)
+    save_state(saved, [state] if name == "top level list" else _mutated(state, edit))
+    before = policy_weights(trainer)
+    with pytest.raises(CheckpointError) as error:
+        trainer.restore(saved, weights_only=False)
+    assert type(error.value) is kind
+    assert str(saved) in str(error.value) and message in str(error.value)
+    after = policy_weights(trainer)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_sac_state_is_checked_too(tmp_path):
+    trainer = make_trainer(tmp_path, trainer="sac")
+    path = trainer.checkpoints.save(trainer.state(0), 0)
+    state = CheckpointManager.load(path)
+    state["algorithm"]["log_alpha"] = torch.zeros(3)
+    save_state(path, state)
+    with pytest.raises(CheckpointError, match=r"parameter log_alpha has shape \[3\], the policy expects \[1\]"):
+        trainer.restore(path, weights_only=True)
+    state["algorithm"]["log_alpha"] = torch.zeros(1)
+    state["algorithm"]["target"] = dict(state["algorithm"]["target"])
+    state["algorithm"]["target"].pop("weights.0")
+    save_state(path, state)
+    with pytest.raises(CheckpointError, match="the target network lacks weights.0"):
+        trainer.restore(path, weights_only=True)
+
+
+def test_a_checkpoint_of_a_wider_network_says_which_setting(tmp_path, saved):
+    wide = make_trainer(tmp_path / "other", hidden_units=16)
+    with pytest.raises(CheckpointError) as error:
+        wide.restore(saved, weights_only=True)
+    assert "has shape [2, 8, 1], the policy expects [2, 16, 1]" in str(error.value)
+    assert "hidden_units, num_layers" in str(error.value) and not isinstance(error.value, DamagedCheckpointError)
+
+
+# -- the newest intact checkpoint -----------------------------------------------------------------------
+def _three_checkpoints(trainer):
+    paths = []
+    for step in (100, 200, 300):
+        mark(trainer, step)
+        trainer.algorithm.step = step
+        paths.append(trainer.checkpoints.save(trainer.state(step), step))
+    return paths
+
+
+def test_a_damaged_newest_checkpoint_falls_back_to_the_newest_intact_one(trainer, caplog):
+    first, second, third = _three_checkpoints(trainer)
+    third.write_bytes(third.read_bytes()[:-10])
+    second.write_bytes(b"\0" * 100)
+    with caplog.at_level(logging.WARNING, logger="palaestra"):
+        path, step = trainer.restore_newest(trainer.checkpoints, weights_only=False, set_aside=True, advice="")
+    assert (path, step, trainer.step) == (first, 100, 100)
+    assert float(trainer.algorithm.policy.state_dict()["logits.bias"][0]) == 100
+    for bad in (third, second):
+        assert re.search(rf"{re.escape(str(bad))} is .*\(renamed to {bad.name}\.damaged\); using {re.escape(str(first))}",
+                         caplog.text)
+        assert not bad.exists() and bad.with_name(bad.name + ".damaged").exists()
+    # the run's next checkpoints rank above what is left, and --keep-checkpoints keeps the new one
+    assert trainer.checkpoints.list() == [(100, first)]
+
+
+def test_without_an_intact_checkpoint_the_error_says_so_and_names_each(trainer):
+    paths = _three_checkpoints(trainer)
+    for p in paths:
+        p.write_bytes(p.read_bytes()[:50])
+    with pytest.raises(CheckpointError) as error:
+        trainer.restore_newest(trainer.checkpoints, weights_only=False, set_aside=True,
+                               advice="start the run over with --force")
+    text = str(error.value)
+    assert text.startswith(f"no intact checkpoint of behavior '1D' remains in {trainer.checkpoints.folder}: ")
+    assert all(str(p) in text for p in paths) and text.endswith("start the run over with --force")
+    assert all(p.exists() for p in paths)  # nothing renamed when nothing could be used
+
+
+def test_a_checkpoint_that_does_not_fit_stops_at_once(tmp_path, trainer):
+    _three_checkpoints(trainer)
+    wide = make_trainer(tmp_path / "wide", hidden_units=16)
+    with pytest.raises(CheckpointError, match="checkpoint-300.pt: parameter"):
+        wide.restore_newest(trainer.checkpoints, weights_only=True, set_aside=False, advice="")
+
+
+def test_resume_and_initialize_from_skip_a_damaged_checkpoint(run_cli, workdir):
+    config = write_yaml(workdir / "c.yaml", SMALL.format(trainer="ppo", buffer_size=64, max_steps=300))
+    assert run_cli(str(config), "--env=Simple1DDiscrete", "--run-id=r", "--save-freq=100").code == 0
+    found = CheckpointManager(Path("models/r/1D"), 5).list()  # relative, as the log names them
+    newest, older = found[-1][1], found[-2][1]
+    newest.write_bytes(newest.read_bytes()[:-1])
+    child = run_cli(str(config), "--env=Simple1DDiscrete", "--run-id=child", "--initialize-from=r")
+    assert child.code == 0 and f"Initialized 1D from {older}" in child.log
+    assert f"{newest} is truncated" in child.log and newest.exists()  # another run's folder: left alone
+    write_yaml(workdir / "c.yaml", SMALL.format(trainer="ppo", buffer_size=64, max_steps=500))
+    resumed = run_cli(str(config), "--env=Simple1DDiscrete", "--run-id=r", "--resume")
+    assert resumed.code == 0, resumed.log
+    assert f"{newest} is truncated" in resumed.log and f"using {older}, the newest intact checkpoint" in resumed.log
+    assert f"Resumed 1D from {older} at step {found[-2][0]}" in resumed.log
+    assert newest.with_name(newest.name + ".damaged").exists()
+
+
+# -- temp files of interrupted saves ---------------------------------------------------------------
+def test_temp_files_of_an_interrupted_save_are_removed_when_a_run_starts(tmp_path, caplog):
+    folder = tmp_path / "1D"
+    folder.mkdir(parents=True)
+    partial = [folder / ".checkpoint-500.pt.k2j4_x9a.tmp", folder / ".replay_buffer.pt.abc12345.tmp",
+               tmp_path / ".1D.onnx.qq0w8e1r.tmp"]
+    kept = [folder / "notes.tmp", folder / ".checkpoint-500.pt", tmp_path / ".Other.onnx.abc12345.tmp",
+            folder / "checkpoint-400.pt"]
+    for p in partial + kept:
+        p.write_bytes(b"partial")
+    make_trainer(tmp_path, training=False)  # --inference writes nothing, and removes nothing
+    assert all(p.exists() for p in partial)
+    with caplog.at_level(logging.INFO, logger="palaestra"):
+        make_trainer(tmp_path)
+    assert not any(p.exists() for p in partial) and all(p.exists() for p in kept)
+    assert all(f"Removed {p}, left by an interrupted save" in caplog.text for p in partial)
+
+
+def test_resume_removes_temp_files_of_an_interrupted_save(run_cli, workdir):
+    config = write_yaml(workdir / "c.yaml", SMALL.format(trainer="ppo", buffer_size=64, max_steps=200))
+    assert run_cli(str(config), "--env=Simple1DDiscrete", "--run-id=r").code == 0
+    partial = workdir / "models/r/1D/.checkpoint-250.pt.a1b2c3d4.tmp"
+    partial.write_bytes(b"\x89PALCKPT")  # a kill during atomic_write_bytes leaves such a file
+    write_yaml(workdir / "c.yaml", SMALL.format(trainer="ppo", buffer_size=64, max_steps=300))
+    result = run_cli(str(config), "--env=Simple1DDiscrete", "--run-id=r", "--resume")
+    assert result.code == 0 and f"Removed {partial.relative_to(workdir)}, left by an interrupted save" in result.log
+    assert not partial.exists()
+
+
+# -- save failures -----------------------------------------------------------------------------------
+class FullDisk:
+    """Saving a file whose name matches ``pattern`` fails with ENOSPC after ``after`` successful
+    saves of such files, at its fsync, where a full disk can report it."""
+
+    def __init__(self, monkeypatch, pattern: str, after: int = 0) -> None:
+        self.pattern, self.after, self.seen, self.failed = re.compile(pattern), after, 0, []
+        self._fd: int | None = None
+        real_mkstemp, real_fsync = checkpoints.tempfile.mkstemp, os.fsync
+
+        def mkstemp(prefix, suffix, dir):
+            fd, name = real_mkstemp(prefix=prefix, suffix=suffix, dir=dir)
+            self._fd = None
+            if self.pattern.search(prefix):
+                self.seen += 1
+                if self.seen > self.after:
+                    self._fd = fd
+                    self.failed.append(name)
+            return fd, name
+
+        def fsync(fd):
+            if fd == self._fd:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return real_fsync(fd)
+
+        monkeypatch.setattr(checkpoints, "tempfile", types.SimpleNamespace(mkstemp=mkstemp))
+        monkeypatch.setattr(os, "fsync", fsync)
+
+
+def test_a_failed_write_names_the_file_and_leaves_the_old_one(monkeypatch, tmp_path):
+    target = tmp_path / "a.bin"
+    target.write_bytes(b"old")
+    disk = FullDisk(monkeypatch, r"a\.bin")
+    with pytest.raises(OSError) as error:
+        atomic_write_bytes(target, b"new")
+    assert error.value.errno == errno.ENOSPC and error.value.filename == str(target)
+    assert ".tmp" not in str(error.value) and str(target) in str(error.value)
+    assert target.read_bytes() == b"old" and disk.failed and not any(os.path.exists(f) for f in disk.failed)
+
+
+def test_a_failed_checkpoint_names_it_and_the_last_complete_one(monkeypatch, trainer):
+    first = trainer.checkpoints.save(trainer.state(100), 100)
+    FullDisk(monkeypatch, r"checkpoint-")
+    trainer.algorithm.step = 200
+    with pytest.raises(SaveError) as error:
+        trainer.save(200)
+    assert str(error.value) == (f"could not save checkpoint {trainer.checkpoints.folder}/checkpoint-200.pt: "
+                                f"{os.strerror(errno.ENOSPC)}; the last complete checkpoint is {first}")
+    assert trainer.checkpoints.list() == [(100, first)]
+
+
+def test_a_failed_export_names_the_onnx_file(monkeypatch, trainer):
+    FullDisk(monkeypatch, r"\.onnx")
+    with pytest.raises(SaveError) as error:
+        trainer.save(0)
+    assert str(error.value) == (f"could not export the ONNX model {trainer.onnx_path}: {os.strerror(errno.ENOSPC)}; "
+                                f"the last complete checkpoint is {trainer.checkpoints.folder}/checkpoint-0.pt")
+
+
+@pytest.mark.parametrize("pattern,after,messages", [
+    # the disk fills up after two --save-freq checkpoints: the run stops, saying so
+    (r"checkpoint-", 2, ["training stopped: could not save checkpoint models/f/1D/checkpoint-{a}.pt: {enospc}; "
+                         "the last complete checkpoint is models/f/1D/checkpoint-{b}.pt"]),
+    (r"\.onnx", 0, ["could not export the ONNX model models/f/1D.onnx: {enospc}; the last complete checkpoint is "
+                    "models/f/1D/checkpoint-{b}.pt"]),
+    (r"configuration\.yaml", 0, ["could not save the run configuration models/f/configuration.yaml: {enospc}"]),
+    (r"_timers\.json", 0, ["could not save the timers summaries/f_timers.json: {enospc}"]),
+])
+def test_a_full_disk_stops_the_run_with_the_file_and_the_last_checkpoint(run_cli, workdir, monkeypatch, pattern,
+                                                                         after, messages):
+    config = write_yaml(workdir / "c.yaml", SMALL.format(trainer="ppo", buffer_size=64, max_steps=400))
+    disk = FullDisk(monkeypatch, pattern, after)
+    result = run_cli(str(config), "--env=Simple1DDiscrete", "--run-id=f", "--save-freq=100")
+    assert result.code == 1 and "Traceback" not in result.log and disk.failed
+    found = CheckpointManager(workdir / "models/f/1D", 5).list()
+    failed = re.search(r"checkpoint-(\d+)\.pt", os.path.basename(disk.failed[0]))
+    for message in messages:
+        expected = message.format(a=failed.group(1) if failed else "", b=found[-1][0] if found else "",
+                                  enospc=os.strerror(errno.ENOSPC))
+        assert expected in result.log, result.log
+    assert not list((workdir / "models/f").rglob("*.tmp"))

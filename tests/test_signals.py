@@ -1,0 +1,283 @@
+"""Signals stop a run cleanly in every phase (palaestra/interrupts.py): SIGINT (Ctrl+C), SIGTERM
+(docker stop, Kubernetes, SLURM) and SIGHUP (a closed terminal), sent to the whole process group
+as a terminal does or to the main process alone as Kubernetes does, through the real command
+line in a subprocess. Each run is short: it is signalled as soon as training is under way, on a
+log line rather than after a fixed time, so that a loaded machine only makes it slower."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import onnxruntime as ort
+import pytest
+
+from palaestra.checkpoints import CheckpointManager
+from palaestra.interrupts import CLOSING, Interrupts
+
+pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGHUP") or not hasattr(os, "killpg"),
+                                reason="POSIX signals and process groups")
+
+CONFIG = """
+3DBall:
+  batch_size: 64
+  buffer_size: 640
+  hidden_units: 16
+  num_layers: 1
+  max_steps: 10000000
+  summary_freq: 200
+"""
+TRAINING = r"Step: \d+\."  # a summary line: training is under way
+
+
+class Cli:
+    """``python -m palaestra.cli ARGS`` in its own process group, its stderr read line by line."""
+
+    def __init__(self, cwd: Path, *args: str, command: tuple[str, ...] = (sys.executable, "-m", "palaestra.cli")
+                 ) -> None:
+        (cwd / "c.yaml").write_text(CONFIG)
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen([*command, "c.yaml", "--env=3DBall", *args],
+                                     cwd=cwd, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+        self.lines: list[str] = []
+        self._new: queue.Queue[str | None] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+            self._new.put(line)
+        self._new.put(None)
+
+    @property
+    def err(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, pattern: str, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self._new.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"no line matching {pattern!r} within {timeout} s:\n{self.err}") from None
+            if line is None:
+                raise AssertionError(f"the run ended before a line matching {pattern!r}:\n{self.err}")
+            if re.search(pattern, line):
+                return
+
+    def signal(self, signum: int, group: bool = True) -> None:
+        if group:
+            os.killpg(self.proc.pid, signum)  # the session leader's pid is its process group's id
+        else:
+            os.kill(self.proc.pid, signum)
+
+    def finish(self, timeout: float = 120) -> int:
+        code = self.proc.wait(timeout=timeout)
+        self._reader.join(timeout=10)
+        return code
+
+    def group_gone(self, timeout: float = 30) -> bool:
+        """Whether every process of the run's group (workers, multiprocessing's resource tracker)
+        has exited within ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(self.proc.pid, 0)
+            except ProcessLookupError:
+                return True
+            time.sleep(0.1)
+        return False
+
+    def kill(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=30)
+
+
+@pytest.fixture
+def cli(tmp_path):
+    started: list[Cli] = []
+
+    def start(*args: str, **kwargs: tuple[str, ...]) -> Cli:
+        started.append(Cli(tmp_path, *args, **kwargs))
+        return started[-1]
+
+    yield start
+    for c in started:
+        c.kill()
+
+
+def assert_saved(run_dir: Path, behavior: str = "3DBall") -> None:
+    """A checkpoint that loads and an ONNX model that onnxruntime opens."""
+    latest = CheckpointManager(run_dir / behavior, 5).latest()
+    assert latest is not None, f"no checkpoint in {run_dir / behavior}"
+    assert CheckpointManager.load(latest)["algorithm"]["step"] > 0
+    ort.InferenceSession(str(run_dir / f"{behavior}.onnx"))
+
+
+def test_phases_of_the_handlers_in_process():
+    interrupts = Interrupts()
+    interrupts.install()
+    try:
+        with pytest.raises(KeyboardInterrupt):  # start-up: at once
+            signal.raise_signal(signal.SIGTERM)
+        assert interrupts.exit_code() == 128 + signal.SIGTERM and interrupts.state == CLOSING
+        signal.raise_signal(signal.SIGINT)  # then only noted
+        interrupts.restore()
+
+        interrupts = Interrupts()
+        interrupts.install()
+        with interrupts.training(saving=True):
+            assert not interrupts.requested
+            signal.raise_signal(signal.SIGHUP)  # the first asks the loop to stop
+            assert interrupts.requested
+            with pytest.raises(KeyboardInterrupt):  # the second leaves the loop at once
+                signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP) * 3:  # the final save: never raised
+            signal.raise_signal(signum)
+        assert interrupts.state == CLOSING and interrupts.signum == signal.SIGHUP
+    finally:
+        interrupts.restore()
+
+
+@pytest.mark.parametrize("signum,num_envs,group", [
+    (signal.SIGTERM, 1, True),
+    (signal.SIGHUP, 1, True),
+    (signal.SIGHUP, 2, True),  # a closed terminal, or docker stop where it reaches the group: the workers too
+    (signal.SIGTERM, 2, False),  # Kubernetes: the main process (PID 1) alone
+])
+def test_sigterm_and_sighup_save_export_and_exit_0(cli, tmp_path, signum, num_envs, group):
+    run = cli(f"--num-envs={num_envs}", "--run-id=s")
+    run.wait_for(TRAINING)
+    run.signal(signum, group)
+    code = run.finish()
+    assert code == 0, run.err
+    assert f"Interrupted ({signal.Signals(signum).name})" in run.err
+    assert "Traceback" not in run.err and "failed" not in run.err and "leaked" not in run.err, run.err
+    assert_saved(tmp_path / "models/s")
+    assert run.group_gone(), "a worker or the resource tracker outlived the run"
+
+
+@pytest.mark.parametrize("signum,second_after", [
+    (signal.SIGINT, 0.05),
+    (signal.SIGINT, 0.1),
+    (signal.SIGTERM, 0.07),
+    (signal.SIGINT, "save"),  # both taps while the final save runs
+])
+def test_repeated_signals_never_lose_the_model(cli, tmp_path, signum, second_after):
+    run = cli("--run-id=d", "--debug")
+    run.wait_for(TRAINING)
+    if second_after == "save":
+        run.signal(signum)
+        run.wait_for(r"\[DEBUG\] final save")
+        run.signal(signum)
+        time.sleep(0.05)
+        run.signal(signum)
+    else:
+        run.signal(signum)
+        time.sleep(second_after)
+        run.signal(signum)
+        time.sleep(0.05)
+        run.signal(signum)  # and a third, for good measure
+    code = run.finish()
+    assert code == 0, run.err
+    assert "Traceback" not in run.err, run.err
+    assert_saved(tmp_path / "models/d")
+
+
+def _handlers_installed(pid: int) -> bool:
+    """Whether the process catches SIGTERM, which only palaestra's handlers do (Python itself
+    catches SIGINT alone): from then on, a signal cannot produce a traceback."""
+    with open(f"/proc/{pid}/status") as fh:
+        caught = next(int(line.split()[1], 16) for line in fh if line.startswith("SigCgt:"))
+    return bool(caught & (1 << (signal.SIGTERM - 1)))
+
+
+CONSOLE_SCRIPT = Path(sys.executable).parent / "mlagents-learn"
+
+
+@pytest.mark.skipif(not os.path.exists(f"/proc/{os.getpid()}/status"), reason="reads /proc/<pid>/status")
+@pytest.mark.parametrize("delay,script", [(0.0, False), (0.05, False), (0.3, False), (1.0, False), (0.3, True)])
+def test_ctrl_c_during_start_up_is_one_line(cli, tmp_path, delay, script):
+    # Before palaestra's first line runs (the interpreter starting, its site imports) Python's own
+    # handling applies, as for any program; the moments count from when palaestra's handlers
+    # are in place: the first milliseconds of main, then the torch import, then building the run.
+    if script and not CONSOLE_SCRIPT.exists():
+        pytest.skip("the mlagents-learn console script is not installed beside this Python")
+    run = cli("--run-id=u", **({"command": (str(CONSOLE_SCRIPT),)} if script else {}))
+    deadline = time.monotonic() + 60
+    while not _handlers_installed(run.proc.pid):
+        assert time.monotonic() < deadline and run.proc.poll() is None, run.err
+        time.sleep(0.001)
+    time.sleep(delay)
+    run.signal(signal.SIGINT)
+    code = run.finish()
+    assert "Traceback" not in run.err, run.err
+    if "Interrupted during start-up (SIGINT); nothing was trained" in run.err:
+        assert code == 130
+        assert run.err.count("Interrupted") == 1
+    else:  # a fast machine was training already: then it is an ordinary stop
+        assert code == 0 and "Interrupted (SIGINT)" in run.err, run.err
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.5])
+def test_ctrl_c_while_workers_start_leaves_no_process(cli, delay):
+    run = cli("--num-envs=2", "--run-id=w", "--debug")
+    run.wait_for(r"starting 2 environment worker")
+    time.sleep(delay)
+    run.signal(signal.SIGINT)
+    code = run.finish()
+    assert "Traceback" not in run.err, run.err
+    assert code == 130 or ("Interrupted (SIGINT)" in run.err and code == 0), run.err
+    assert run.group_gone(), "a worker or the resource tracker outlived the run"
+
+
+@pytest.mark.parametrize("acting", ["workers", "main"])
+def test_workers_exit_when_the_main_process_is_killed(cli, acting):
+    run = cli("--num-envs=2", f"--acting={acting}", "--run-id=k")
+    run.wait_for(TRAINING)
+    run.signal(signal.SIGKILL, group=False)  # the main process alone: its workers are orphaned
+    run.finish()
+    assert run.group_gone(timeout=30), "orphaned workers kept running"
+
+
+def test_workers_ignore_the_stop_signals():
+    from palaestra.envs.workers import WorkerPoolEnv
+
+    env = WorkerPoolEnv("Simple1DDiscrete", 2, seed=0)
+    try:
+        env.reset()
+        pids = [p.pid for p in env.procs]
+        for pid in pids:
+            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                os.kill(pid, signum)
+        for _ in range(20):
+            env.step()
+        assert [p.pid for p in env.procs] == pids and all(p.is_alive() for p in env.procs)
+        assert all(not w.restarts for w in env.workers)
+    finally:
+        env.close()
+
+
+def test_workers_left_running_are_killed_at_exit():
+    from palaestra.envs import workers
+
+    env = workers.WorkerPoolEnv("Simple1DDiscrete", 2, seed=0)
+    procs = list(env.procs)
+    try:
+        workers._kill_leftover_workers()  # what the exit handler does for workers never closed
+        assert not any(p.is_alive() for p in procs)
+    finally:
+        env.close()
