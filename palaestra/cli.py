@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 
-from palaestra.interrupts import Interrupts, say, signal_name
+from palaestra.interrupts import Interrupts, forget_handled_interrupts, say, signal_name
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         logger.debug("start-up: importing torch and the trainer")
         from palaestra.run import run  # slow (torch)
 
+        interrupts.check_start_up()
         return run(options, interrupts)
     except KeyboardInterrupt:  # before run() could catch it: the imports, parsing the flags
         name = signal_name(interrupts.signum) if interrupts.signum is not None else "SIGINT"
@@ -41,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if argv is None:
             interrupts.ignore()
+            forget_handled_interrupts()
         else:
             interrupts.restore()
 

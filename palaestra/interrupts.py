@@ -49,6 +49,16 @@ def say(message: str) -> None:
         pass
 
 
+def forget_handled_interrupts() -> None:
+    """Let the exit code stand after a KeyboardInterrupt that was caught. When one passes through
+    code that ``exec`` runs from a string (dataclasses and namedtuple build their methods so, and
+    torch's import is full of them), CPython marks it as unhandled even if it is caught later,
+    and at exit kills the process with SIGINT (exit -2, after a clean save). The mark is reset by
+    the next ``exec`` of a string: this one. A KeyboardInterrupt that really goes unhandled marks
+    it again afterwards."""
+    exec("pass")
+
+
 class Interrupts:
     """The run's signal handlers and phase (see the module docstring)."""
 
@@ -107,6 +117,13 @@ class Interrupts:
             raise KeyboardInterrupt
         say(f"Interrupted again ({name}): already {'saving the model' if self.saving else 'stopping'}, "
             "please wait")
+
+    def check_start_up(self) -> None:
+        """Raise KeyboardInterrupt if a signal came during start-up and its KeyboardInterrupt was
+        swallowed on the way (some libraries catch it while they import): start-up stops here,
+        before anything is deleted or written, rather than going on to train."""
+        if self.state == CLOSING and self.signum is not None:
+            raise KeyboardInterrupt
 
     def training(self, saving: bool) -> _TrainingPhase:
         """The training loop's phase, as a ``with`` block. A KeyboardInterrupt raised by a second

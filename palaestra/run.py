@@ -196,6 +196,7 @@ def _run(options: RunOptions, interrupts: Interrupts) -> int:
     try:
         settings = _resolve_settings(config, env)
         trainers, global_step = _prepare(options, env, settings, seed, models, summaries)
+        interrupts.check_start_up()  # before --force deletes anything
         if options.dry_run:
             _print_dry_run(options, config, env, settings, seed)
             return 0
