@@ -5,10 +5,13 @@ update (256 experiences), batch 256, 20 epochs, GAE lambda 0.8, gamma 0.98, lear
 and clip 0.2 decayed linearly, no entropy bonus, 64x64 networks, one torch thread each.
 Palaestra follows ML-Agents' semantics where they differ: it updates once the buffer holds
 *more* than buffer_size experiences (so every 512 with buffer_size 256, running 2 mini-batches
-per epoch: the same gradient steps per experience), its clip range decays to 0.1, and it scales
-the reward by 0.05 for its clipped value loss (docs/algorithms.md).
+per epoch: the same gradient steps per experience) and its clip range decays to 0.1. The reward
+is unscaled on both sides, and neither clips the value update (``value_clipping: false``,
+docs/algorithms.md; SB3's default).
 
-Usage: python bench/ppo_cartpole.py [--steps 100000]
+Usage: python bench/ppo_cartpole.py [--steps 100000] [--seeds 1]
+With several seeds both libraries train once per seed, alternating; each run's speed and its
+final deterministic return are listed, and the ratio is taken from the median speeds.
 """
 
 from __future__ import annotations
@@ -37,21 +40,22 @@ CartPole-v1:
   time_horizon: 32
   max_steps: {steps}
   summary_freq: 10000
+  value_clipping: false
   reward_signals:
-    extrinsic: {{strength: 0.05, gamma: 0.98}}
+    extrinsic: {{strength: 1.0, gamma: 0.98}}
 """
 
 
-def bench_palaestra(steps: int) -> dict:
+def bench_palaestra(steps: int, seed: int) -> dict:
     from palaestra.envs.sources import make_env
 
-    result = run_palaestra(CONFIG.format(steps=steps), "CartPole-v1", "--num-areas=8", "--cpu")
+    result = run_palaestra(CONFIG.format(steps=steps), "CartPole-v1", "--num-areas=8", "--cpu", seed=seed)
     onnx = result["dir"] / "models/bench/CartPole-v1.onnx"
     ret = float(np.mean(evaluate_onnx(make_env("CartPole-v1", seed=100, num_areas=4), onnx, episodes=20)))
     return {"steps_per_s": steps / result["loop_s"], "seconds": result["loop_s"], "return": ret}
 
 
-def bench_sb3(steps: int) -> dict:
+def bench_sb3(steps: int, seed: int) -> dict:
     from stable_baselines3 import PPO
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.evaluation import evaluate_policy
@@ -59,9 +63,9 @@ def bench_sb3(steps: int) -> dict:
     def linear(initial):
         return lambda progress: progress * initial
 
-    env = make_vec_env("CartPole-v1", n_envs=8, seed=1)
+    env = make_vec_env("CartPole-v1", n_envs=8, seed=seed)
     model = PPO("MlpPolicy", env, n_steps=32, batch_size=256, n_epochs=20, gae_lambda=0.8, gamma=0.98,
-                learning_rate=linear(1e-3), clip_range=linear(0.2), ent_coef=0.0, device="cpu", seed=1, verbose=0)
+                learning_rate=linear(1e-3), clip_range=linear(0.2), ent_coef=0.0, device="cpu", seed=seed, verbose=0)
     start = time.perf_counter()
     model.learn(total_timesteps=steps)
     seconds = time.perf_counter() - start
@@ -72,16 +76,22 @@ def bench_sb3(steps: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=100_000)
+    parser.add_argument("--seeds", type=int, default=1, help="train each library once per seed 1..N")
     args = parser.parse_args()
-    torch.set_num_threads(1)
-    ours = bench_palaestra(args.steps)
-    torch.set_num_threads(1)
-    sb3 = bench_sb3(args.steps)
-    print(f"PPO CartPole-v1, {args.steps} steps")
-    print(f"{'':12} {'steps/s':>10} {'seconds':>9} {'final return':>13}")
-    for name, r in (("Palaestra", ours), ("SB3", sb3)):
-        print(f"{name:12} {r['steps_per_s']:10.0f} {r['seconds']:9.1f} {r['return']:13.1f}")
-    print(f"ratio Palaestra / SB3: {ours['steps_per_s'] / sb3['steps_per_s']:.2f}x")
+    runs: dict[str, list[dict]] = {"Palaestra": [], "SB3": []}
+    for seed in range(1, args.seeds + 1):
+        torch.set_num_threads(1)
+        runs["Palaestra"].append(bench_palaestra(args.steps, seed))
+        torch.set_num_threads(1)
+        runs["SB3"].append(bench_sb3(args.steps, seed))
+    print(f"PPO CartPole-v1, {args.steps} steps, seeds 1-{args.seeds}")
+    print(f"{'':12} {'steps/s (median)':>17} {'seconds':>9}  final return per seed (20 episodes, deterministic)")
+    for name, rs in runs.items():
+        speed = float(np.median([r["steps_per_s"] for r in rs]))
+        seconds = float(np.median([r["seconds"] for r in rs]))
+        print(f"{name:12} {speed:17.0f} {seconds:9.1f}  " + " ".join(f"{r['return']:.1f}" for r in rs))
+    ours, sb3 = (float(np.median([r["steps_per_s"] for r in runs[n]])) for n in ("Palaestra", "SB3"))
+    print(f"ratio Palaestra / SB3: {ours / sb3:.2f}x")
 
 
 if __name__ == "__main__":

@@ -72,7 +72,9 @@ def test_ppo_solves_basic(run_cli, workdir):
     # last training summary, or None to judge only the exported model). Seed sweeps of each
     # case are in docs/benchmarks.md.
     ("GridWorld", ("max_steps: 500000", "max_steps: 80000"), [], 0.8),
-    ("3DBall", ("max_steps: 5.0e5", "max_steps: 2.2e5"), [], 90.0),
+    # 300k rather than 220k steps: at 220k the last summary of seeds 0-7 was 90.5-100, a thin
+    # margin; at 300k it is 100 on all eight
+    ("3DBall", ("max_steps: 5.0e5", "max_steps: 3.0e5"), [], 90.0),
     # CartPole's stochastic training policy still explores at 100k steps: its last summary
     # reaches 475 on 6 of 8 seeds, while the exported model's deterministic actions average
     # at least 475 over 20 episodes on 8 of 8 (in process and with --num-envs 2), so the
