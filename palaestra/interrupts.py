@@ -66,6 +66,10 @@ class Interrupts:
         self.state = START_UP
         self.signum: int | None = None  # the first signal received
         self.saving = False  # the closing phase saves the model (training, not --inference)
+        # the phase in which a signal raised KeyboardInterrupt (START_UP or STOPPING), if one did:
+        # C extensions may turn it into another error on its way (numpy's import makes it an
+        # ImportError), and that error then means the same
+        self.raised_in: str | None = None
         self._previous: dict[int, object] = {}
 
     @property
@@ -106,6 +110,7 @@ class Interrupts:
         state = self.state
         if state == START_UP:
             self.state = CLOSING
+            self.raised_in = START_UP
             raise KeyboardInterrupt
         if state == TRAINING:
             self.state = STOPPING
@@ -114,6 +119,7 @@ class Interrupts:
             return
         if state == STOPPING:  # the loop is still in a step: leave it now, then save
             self.state = CLOSING
+            self.raised_in = STOPPING
             raise KeyboardInterrupt
         say(f"Interrupted again ({name}): already {'saving the model' if self.saving else 'stopping'}, "
             "please wait")

@@ -159,6 +159,45 @@ def test_phases_of_the_handlers_in_process():
         interrupts.restore()
 
 
+def test_an_interrupt_turned_into_another_error_still_stops_cleanly(run_cli, workdir, monkeypatch):
+    # C extensions may turn the KeyboardInterrupt into another error on its way: numpy's import
+    # makes it an ImportError. That error then means the same.
+    import palaestra.run
+
+    def converted(*args):
+        try:
+            signal.raise_signal(signal.SIGINT)
+        except KeyboardInterrupt:
+            raise ImportError("PyCapsule_Import could not import module") from None
+
+    config = workdir / "c.yaml"
+    config.write_text("1D:\n  batch_size: 16\n  buffer_size: 64\n  hidden_units: 8\n  num_layers: 1\n"
+                      "  time_horizon: 8\n  max_steps: 100000\n")
+    with monkeypatch.context() as patch:  # during start-up
+        patch.setattr(palaestra.run, "load_trainer_config", converted)
+        result = run_cli(str(config), "--env=Simple1DDiscrete", "--run-id=a")
+    assert result.code == 130 and "Interrupted during start-up (SIGINT)" in result.log
+
+    original = palaestra.run._StepCounter.add
+    calls = []
+
+    def add(self, env_steps):  # in the loop: a first signal, then a second one turned into an error
+        original(self, env_steps)
+        calls.append(env_steps)
+        if len(calls) == 100:
+            signal.raise_signal(signal.SIGTERM)
+            try:
+                signal.raise_signal(signal.SIGTERM)
+            except KeyboardInterrupt:
+                raise RuntimeError("an error a C extension made of it") from None
+
+    monkeypatch.setattr(palaestra.run._StepCounter, "add", add)
+    result = run_cli(str(config), "--env=Simple1DDiscrete", "--run-id=b", "--seed=1")
+    assert result.code == 0 and "Stopped at once: saving what is there" in result.log, result.log
+    assert "training stopped" not in result.log and len(calls) == 100
+    assert_saved(workdir / "models/b", "1D")
+
+
 def test_a_caught_interrupt_keeps_the_exit_code(tmp_path):
     # CPython (3.11 at least) marks a KeyboardInterrupt that passed through exec'd code as
     # unhandled even once caught, and `python -m` then ends by killing itself with SIGINT (exit
