@@ -352,6 +352,10 @@ def report(results: dict[str, dict[str, list[dict]]], steps: dict[str, int], the
                                  f"{reward:.2f})" if reward is not None else f"{_rate(r, 'loop_s'):,.0f} "
                                  f"({r['whole_s']:.1f} s)")
             print(f"  {variant:16} {name:9}  " + ";  ".join(cells))
+        pairs = [_rate(o, "loop_s") / _rate(t, "loop_s") for o, t in zip(sides["ours"], sides["theirs"])
+                 if "error" not in o and "error" not in t]
+        if pairs:
+            print(f"  {variant:16} {'ratio':9}  loop, run by run: " + ", ".join(f"{x:.1f}x" for x in pairs))
     notes = sorted({n for sides in results.values() for runs in sides.values() for r in runs for n in r.get("notes", [])})
     for note in notes:
         print(f"Note (ML-Agents' side): {note}")
@@ -366,10 +370,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=1337, help="ML-Agents' test seed; the same on both sides")
     parser.add_argument("--no-mlagents", action="store_true", help="measure Palaestra only")
     parser.add_argument("--venv", type=Path, default=DEFAULT_VENV, help="ML-Agents' virtual environment")
+    parser.add_argument("--report", type=Path, metavar="JSON", help="print the tables of a saved run again")
     parser.add_argument("--child", nargs=2, metavar=("JOB", "RESULT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         child_ours(*args.child)
+        return
+    if args.report:
+        saved = json.loads(args.report.read_text())
+        report(saved["results"], {"ppo": int(saved["args"]["ppo_steps"]), "sac": int(saved["args"]["sac_steps"])},
+               saved["mlagents_skipped"])
         return
 
     stamp = time.strftime("%Y%m%d-%H%M%S")

@@ -62,10 +62,11 @@ TIME_PENALTY = 0.01
 
 
 def onnx_export_compatible() -> str | None:
-    """torch >= 2.9 exports ONNX through dynamo by default, which needs onnxscript and cannot write
-    the opset 9 that ML-Agents asks for; the TorchScript exporter it was written for is still
-    there behind ``dynamo=False``. This shim (in this process only, ML-Agents' files untouched)
-    passes that flag. Returns a note of what was changed, or None."""
+    """torch >= 2.9 exports ONNX through dynamo by default, which needs onnxscript (not among
+    ML-Agents' dependencies: the final save fails with ModuleNotFoundError); the TorchScript
+    exporter ML-Agents was written for is still there behind ``dynamo=False``. This shim (in this
+    process only, ML-Agents' files untouched) passes that flag. Returns a note of what was
+    changed, or None."""
     import inspect
 
     export = torch.onnx.export
