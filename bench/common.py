@@ -47,16 +47,3 @@ def run_palaestra(config: str, env: str, *args: str, seed: int | None = 1) -> di
     loop_timers = ("env_reset", "policy_act", "record_segments", "env_step", "trainer_advance")
     loop = sum(timers["children"][k]["total"] for k in loop_timers if k in timers["children"])
     return {"wall_s": wall, "loop_s": loop, "timers": timers, "dir": work}
-
-
-def bench_1d(label: str, config: str, max_steps_line: str, steps: int, quoted: float) -> None:
-    """Train both 1-D test environments with ``config`` (its ``max_steps_line`` replaced to run
-    ``steps`` steps) and print steps/s against ML-Agents' quoted figure."""
-    rows = []
-    for env in ("Simple1DDiscrete", "Simple1DContinuous"):
-        r = run_palaestra(config.replace(max_steps_line, f"max_steps: {steps}\n"), env, "--cpu")
-        rows.append((env, steps / r["loop_s"], steps / r["wall_s"]))
-    print(f"{label} on the 1-D test environment, ML-Agents' test config, {steps} steps")
-    print(f"{'env':22} {'steps/s (loop)':>15} {'steps/s (whole run)':>20} {'vs ML-Agents 1.1.0':>19}")
-    for env, loop, wall in rows:
-        print(f"{env:22} {loop:15.0f} {wall:20.0f} {loop / quoted:18.1f}x")

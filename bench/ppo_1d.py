@@ -1,31 +1,16 @@
-"""PPO on ML-Agents' 1-D test environment with ML-Agents' own PPO test config: steps/s.
+"""PPO on ML-Agents' 1-D test environment, Palaestra against ML-Agents 1.1.0 measured side by side:
+bench/mlagents_1d.py for its two PPO variants (discrete and continuous actions).
 
-ML-Agents cannot be installed beside a modern stack (it pins Python <3.9-era numpy, protobuf
-and TensorFlow/torch), so its figure is quoted, not re-measured: ML-Agents 1.1.0 trains this
-setup at about 1,100 steps/s on a 2-core machine like this one.
-
-Usage: python bench/ppo_1d.py [--steps 20000]
+Usage: python bench/ppo_1d.py [--steps 20000] [--repeats 3] [any other flag of bench/mlagents_1d.py]
 """
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
+import sys
 
-from common import bench_1d
-
-MLAGENTS_STEPS_PER_S = 1100
-
-# The shipped config's 1D section is ML-Agents' PPO test config; only max_steps is raised.
-CONFIG = (Path(__file__).resolve().parent.parent / "config" / "trainer_config.yaml").read_text()
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--steps", type=int, default=20_000)
-    args = parser.parse_args()
-    bench_1d("PPO", CONFIG, "max_steps: 2000\n", args.steps, MLAGENTS_STEPS_PER_S)
-
+from mlagents_1d import main
 
 if __name__ == "__main__":
-    main()
+    # --steps is this script's older name for --ppo-steps
+    args = [a.replace("--steps", "--ppo-steps", 1) if a.split("=")[0] == "--steps" else a for a in sys.argv[1:]]
+    main(["--variants", "ppo-discrete", "ppo-continuous", *args])

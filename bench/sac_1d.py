@@ -1,31 +1,16 @@
-"""SAC on ML-Agents' 1-D test environment with ML-Agents' own SAC test config: steps/s.
+"""SAC on ML-Agents' 1-D test environment, Palaestra against ML-Agents 1.1.0 measured side by side:
+bench/mlagents_1d.py for its two SAC variants (discrete and continuous actions).
 
-ML-Agents cannot be installed beside a modern stack, so its figure is quoted, not re-measured:
-ML-Agents 1.1.0 trains this setup at about 300 steps/s on a 2-core machine like this one. The
-config is the shipped SAC config's 1D section (ML-Agents' test config: batch 8, 16 hidden units,
-one update per step), with max_steps raised.
-
-Usage: python bench/sac_1d.py [--steps 5000]
+Usage: python bench/sac_1d.py [--steps 5000] [--repeats 3] [any other flag of bench/mlagents_1d.py]
 """
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
+import sys
 
-from common import bench_1d
-
-MLAGENTS_STEPS_PER_S = 300
-
-CONFIG = (Path(__file__).resolve().parent.parent / "config" / "sac_trainer_config.yaml").read_text()
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--steps", type=int, default=5_000)
-    args = parser.parse_args()
-    bench_1d("SAC", CONFIG, "max_steps: 1000\n", args.steps, MLAGENTS_STEPS_PER_S)
-
+from mlagents_1d import main
 
 if __name__ == "__main__":
-    main()
+    # --steps is this script's older name for --sac-steps
+    args = [a.replace("--steps", "--sac-steps", 1) if a.split("=")[0] == "--steps" else a for a in sys.argv[1:]]
+    main(["--variants", "sac-discrete", "sac-continuous", *args])

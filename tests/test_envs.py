@@ -65,6 +65,66 @@ def test_builtin_envs_are_deterministic_for_a_seed(name):
         assert not np.array_equal(trajectory(7), trajectory(8))
 
 
+@pytest.mark.parametrize("continuous", [False, True])
+@pytest.mark.parametrize("kwargs", [{}, {"step_size": 0.2, "success_reward": 1.06, "max_episode_steps": 0},
+                                    {"step_size": 0.35, "max_episode_steps": 7}])
+def test_simple1d_single_agent_step_matches_the_array_step(continuous, kwargs):
+    # Simple1D.step takes a float path for one agent; BuiltinVectorEnv.step is the reference
+    from palaestra.envs.builtin.simple1d import make
+    from palaestra.envs.builtin.vector_env import BuiltinVectorEnv
+
+    fast, slow = make(seed=5, continuous=continuous, **kwargs), make(seed=5, continuous=continuous, **kwargs)
+    rng = np.random.default_rng(1)
+    fast.reset()
+    slow.reset()
+    for i in range(3000):
+        if continuous:  # wide and near the bound, so that clamping and float32 rounding both matter
+            value = rng.normal(0, 0.3) if i % 3 else rng.choice([0.2, -0.2, 0.35, 0.1])
+            actions = ActionTuple(continuous=np.array([[value]], np.float32), discrete=np.zeros((1, 0), np.int32))
+        else:
+            actions = fast.action_spec.random_actions(1, rng)
+        fast.set_actions("1D", actions)
+        slow.set_actions("1D", actions)
+        fast.step()
+        BuiltinVectorEnv.step(slow)
+        for a, b in zip(fast.get_steps("1D"), slow.get_steps("1D")):
+            for field in ("obs", "reward", "agent_id") + (("interrupted",) if hasattr(a, "interrupted") else ()):
+                x, y = getattr(a, field), getattr(b, field)
+                for u, v in zip(x, y) if field == "obs" else [(x, y)]:
+                    assert u.dtype == v.dtype and u.shape == v.shape
+                    np.testing.assert_array_equal(u, v)
+        np.testing.assert_array_equal(fast.position, slow.position)
+
+
+def test_simple1d_arguments_set_the_dynamics():
+    from palaestra.envs.builtin.simple1d import Simple1D, make
+
+    env = make(step_size=0.2, success_reward=1.06, max_episode_steps=0)
+    env.reset()
+    right = ActionTuple(continuous=np.zeros((1, 0), np.float32), discrete=np.ones((1, 1), np.int32))
+    left = ActionTuple(continuous=np.zeros((1, 0), np.float32), discrete=np.zeros((1, 1), np.int32))
+    goal = env.get_steps("1D")[0].obs[0][0, 0]
+    rewards = []
+    for _ in range(5):  # 0.2 per step: the end after 5 steps
+        env.set_actions("1D", right if goal > 0 else left)
+        env.step()
+        decision, terminal = env.get_steps("1D")
+        rewards.append(float(terminal.reward[0]) if len(terminal) else float(decision.reward[0]))
+    assert len(terminal) == 1 and not terminal.interrupted[0]
+    assert sum(rewards) == pytest.approx(1.02)  # 4 x -0.01 + 1.06
+    env = make(max_episode_steps=0)
+    env.reset()
+    for _ in range(500):  # no step limit: dithering never ends the episode
+        env.set_actions("1D", right)
+        env.step()
+        env.set_actions("1D", left)
+        env.step()
+        assert len(env.get_steps("1D")[1]) == 0
+    assert Simple1D().step_size == 0.1 and Simple1D().max_episode_steps == 200  # defaults unchanged
+    with pytest.raises(EnvError, match="step_size"):
+        make(step_size=0)
+
+
 def test_num_areas_multiplies_agents():
     assert BUILTIN_ENVS["3DBall"](num_areas=3).n == 36
     env = make_env("3DBall", num_areas=2)
