@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 
-from palaestra.interrupts import START_UP, Interrupts, forget_handled_interrupts, say, signal_name
+from palaestra.interrupts import Interrupts, forget_handled_interrupts, say
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,25 +35,14 @@ def main(argv: list[str] | None = None) -> int:
 
         interrupts.check_start_up()
         return run(options, interrupts)
-    except KeyboardInterrupt:  # before run() could catch it: the imports, parsing the flags
-        return _stopped_during_start_up(interrupts)
-    except Exception:
-        if interrupts.raised_in != START_UP:
-            raise
-        # the signal's KeyboardInterrupt, turned into another error by an import on its way
-        return _stopped_during_start_up(interrupts)
+    except (KeyboardInterrupt, Exception) as e:  # before run() could catch it: the imports, parsing the flags
+        return interrupts.stopped_during_start_up(e, say)
     finally:
         if argv is None:
             interrupts.ignore()
             forget_handled_interrupts()
         else:
             interrupts.restore()
-
-
-def _stopped_during_start_up(interrupts: Interrupts) -> int:
-    name = signal_name(interrupts.signum) if interrupts.signum is not None else "SIGINT"
-    say(f"Interrupted during start-up ({name}); nothing was trained")
-    return interrupts.exit_code()
 
 
 def entry_point() -> None:

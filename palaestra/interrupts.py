@@ -22,6 +22,8 @@ statements always finds a consistent phase.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import os
 import signal
 
@@ -123,6 +125,16 @@ class Interrupts:
             raise KeyboardInterrupt
         say(f"Interrupted again ({name}): already {'saving the model' if self.saving else 'stopping'}, "
             "please wait")
+
+    def stopped_during_start_up(self, error: BaseException, report: Callable[[str], None]) -> int:
+        """The exit code for ``error`` raised during start-up, after reporting it in one line with
+        ``report``: a KeyboardInterrupt, or another error that a signal's KeyboardInterrupt was
+        turned into on its way (a C extension's import). Any other error is raised again."""
+        if not isinstance(error, KeyboardInterrupt) and self.raised_in != START_UP:
+            raise error
+        name = signal_name(self.signum) if self.signum is not None else "SIGINT"
+        report(f"Interrupted during start-up ({name}); nothing was trained")
+        return self.exit_code()
 
     def check_start_up(self) -> None:
         """Raise KeyboardInterrupt if a signal came during start-up and its KeyboardInterrupt was

@@ -30,7 +30,7 @@ from palaestra.checkpoints import CheckpointError, CheckpointManager, SaveError,
 from palaestra.envs.base import EngineConfig, Env, EnvError
 from palaestra.envs.sources import describe_specs, make_env
 from palaestra.envs.workers import RestartLimits, WorkerPoolEnv
-from palaestra.interrupts import START_UP, STOPPING, Interrupts, signal_name
+from palaestra.interrupts import STOPPING, Interrupts
 from palaestra.options import (
     INT_OPTIONS,
     RunOptions,
@@ -76,22 +76,11 @@ def run(options: RunOptions, interrupts: Interrupts | None = None) -> int:
     except OSError as e:  # a folder that cannot be written, a full disk
         logger.error("cannot read or write %s: %s", e.filename or "a file", e.strerror or e)
         return 1
-    except KeyboardInterrupt:  # during start-up: the loop and the final save never raise it
-        return _stopped_during_start_up(interrupts)
-    except Exception:
-        if interrupts.raised_in != START_UP:
-            raise
-        # the signal's KeyboardInterrupt, turned into another error on its way (a C extension's import)
-        return _stopped_during_start_up(interrupts)
+    except (KeyboardInterrupt, Exception) as e:  # during start-up: the loop and the final save never raise it
+        return interrupts.stopped_during_start_up(e, logger.info)
     finally:
         if own:
             interrupts.restore()
-
-
-def _stopped_during_start_up(interrupts: Interrupts) -> int:
-    name = signal_name(interrupts.signum) if interrupts.signum is not None else "SIGINT"
-    logger.info("Interrupted during start-up (%s); nothing was trained", name)
-    return interrupts.exit_code()
 
 
 def check_options(options: RunOptions, models: Path) -> None:

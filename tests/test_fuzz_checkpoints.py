@@ -75,6 +75,14 @@ def _only_checkpoint_errors(fixture: Fixture, data: bytes) -> bool:
 
 
 # -- damaged bytes ------------------------------------------------------------------------------------
+def flip_bytes(data, original: bytes, most: int) -> bytes:
+    """``original`` with 1 to ``most`` bytes XORed with random non-zero values."""
+    damaged = bytearray(original)
+    for _ in range(data.draw(st.integers(1, most))):
+        damaged[data.draw(st.integers(0, len(damaged) - 1))] ^= data.draw(st.integers(1, 255))
+    return bytes(damaged)
+
+
 @settings(FUZZ, max_examples=150)
 @given(data=st.binary(max_size=4096), prefix=st.sampled_from([b"", MAGIC, b"PK\x03\x04", MAGIC + b"\x01\0\0\0"]))
 def test_random_bytes_are_refused(ppo, data, prefix):
@@ -90,11 +98,9 @@ def test_every_truncation_is_refused(ppo, data):
 @settings(FUZZ, max_examples=200)
 @given(st.data())
 def test_every_flipped_byte_is_caught(ppo, data):
-    damaged = bytearray(ppo.framed)
-    for _ in range(data.draw(st.integers(1, 16))):
-        damaged[data.draw(st.integers(0, len(damaged) - 1))] ^= data.draw(st.integers(1, 255))
-    if bytes(damaged) != ppo.framed:  # two flips of the same byte can cancel
-        ppo.refused(bytes(damaged))
+    damaged = flip_bytes(data, ppo.framed, 16)
+    if damaged != ppo.framed:  # two flips of the same byte can cancel
+        ppo.refused(damaged)
 
 
 @settings(FUZZ, max_examples=100)
@@ -114,11 +120,9 @@ def test_inserted_or_removed_bytes_are_caught(ppo, data):
 def test_damage_to_a_file_without_header_is_a_checkpoint_error_at_worst(ppo, data):
     # the older bare layout has no checksum: a flip in the weights can load, but nothing else
     # than a CheckpointError may come out of it
-    damaged = bytearray(ppo.legacy)
-    for _ in range(data.draw(st.integers(1, 8))):
-        damaged[data.draw(st.integers(0, len(damaged) - 1))] ^= data.draw(st.integers(1, 255))
+    damaged = flip_bytes(data, ppo.legacy, 8)
     cut = data.draw(st.integers(1, len(damaged)))
-    _only_checkpoint_errors(ppo, bytes(damaged[:cut]))
+    _only_checkpoint_errors(ppo, damaged[:cut])
 
 
 # -- valid torch files with a mutated structure ----------------------------------------------------

@@ -29,20 +29,14 @@ from palaestra.settings import (
     load_trainer_config,
 )
 from tests.conftest import CONFORMANCE, REPO
+from tests.test_conformance import TRAINER_FILES
 
 FUZZ = settings(database=None, derandomize=True, deadline=timedelta(seconds=2), print_blob=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 # Real files, parsed once. Without the conformance folder the shipped configs still give seeds.
 SEED_FILES = sorted(REPO.glob("config/*.yaml")) + [
-    CONFORMANCE / name for name in (
-        "mlagents-release2/config/trainer_config.yaml",
-        "mlagents-release2/config/sac_trainer_config.yaml",
-        "mlagents-release2/config/gail_config.yaml",
-        "mlagents-0.15/config/sac_trainer_config.yaml",
-        "user-configs/maze_trainer_config.yaml",
-        "user-configs/sac_rollerball_config_multi.yaml",
-    ) if (CONFORMANCE / name).is_file()
+    CONFORMANCE / name for name in TRAINER_FILES if (CONFORMANCE / name).is_file()
 ]
 SEEDS = [yaml.safe_load(path.read_text()) for path in SEED_FILES]
 

@@ -18,6 +18,8 @@ from typing import Mapping, Protocol, runtime_checkable
 
 import numpy as np
 
+from palaestra.options import RunOptions
+
 
 @dataclass(frozen=True)
 class ActionSpec:
@@ -149,14 +151,15 @@ class ActionTuple:
 @dataclass(frozen=True)
 class EngineConfig:
     """Engine settings from the command line. Unity builds use all of them; built-in and Python
-    environments use what applies to them (see docs/environments.md)."""
+    environments use what applies to them (see docs/environments.md). The defaults are the
+    flags' (palaestra/options.py)."""
 
-    width: int = 84
-    height: int = 84
-    quality_level: int = 5
-    time_scale: float = 20.0
-    target_frame_rate: int = -1
-    no_graphics: bool = False
+    width: int = RunOptions.width
+    height: int = RunOptions.height
+    quality_level: int = RunOptions.quality_level
+    time_scale: float = RunOptions.time_scale
+    target_frame_rate: int = RunOptions.target_frame_rate
+    no_graphics: bool = RunOptions.no_graphics
 
 
 class EnvError(Exception):
