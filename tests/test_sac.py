@@ -284,13 +284,26 @@ def test_ctrl_c_then_resume_restores_the_replay_buffer_and_counters(tmp_path):
 
 # -- learning (CI-sized, seeded) ---------------------------------------------------------------
 @pytest.mark.training
-@pytest.mark.parametrize("env_name", ["Simple1DDiscrete", "Simple1DContinuous"])
-def test_sac_solves_the_1d_test_environments(run_cli, workdir, env_name, episode_returns):
+@pytest.mark.parametrize("env_name,seeds", [
+    # Discrete: seeds 0-15 all end at 1.010 (docs/benchmarks.md), so one seed, ML-Agents' own.
+    ("Simple1DDiscrete", [1337]),
+    # Continuous: 11 of seeds 0-11 end at 1.016-1.020; seed 5 solves the task by step 350, then
+    # its policy's entropy climbs from 0.05 to 1.0 and it loses the task near step 950 (the
+    # cause is not pinned down; docs/benchmarks.md). A single seed would fail on about one
+    # machine in twelve, so ML-Agents' criterion is checked on the median of three seeds.
+    ("Simple1DContinuous", [1337, 1, 2]),
+])
+def test_sac_solves_the_1d_test_environments(run_cli, workdir, env_name, seeds, episode_returns):
     # The shipped SAC config's 1D section is ML-Agents' SAC test config (0.15 cadence spelling).
-    result = run_cli(str(SAC_CONFIG), f"--env={env_name}", "--run-id=id", "--seed=1337", "--save-freq=99999",
-                     "--keep-checkpoints=1")
-    assert result.code == 0, result.log
-    assert len(episode_returns) >= 5 and np.mean(episode_returns[-5:]) > 0.9
+    scores = []
+    for seed in seeds:
+        episode_returns.clear()
+        result = run_cli(str(SAC_CONFIG), f"--env={env_name}", f"--run-id=id{seed}", f"--seed={seed}",
+                         "--save-freq=99999", "--keep-checkpoints=1")
+        assert result.code == 0, result.log
+        assert len(episode_returns) >= 5
+        scores.append(float(np.mean(episode_returns[-5:])))
+    assert np.median(scores) > 0.9, scores
 
 
 @pytest.mark.training
