@@ -238,9 +238,13 @@ def _prepare(options: RunOptions, env: Env, settings: dict[str, TrainerSettings]
     global_step = 0
     for name, spec in env.behavior_specs.items():
         s = settings[name]
-        trainer = BehaviorTrainer(name, spec, s, device, StatsReporter(f"{options.run_id}_{name}", []),
-                                  CheckpointManager(run_dir / name, options.keep_checkpoints), run_dir, training,
-                                  seed=seed + len(trainers))
+        try:
+            trainer = BehaviorTrainer(name, spec, s, device, StatsReporter(f"{options.run_id}_{name}", []),
+                                      CheckpointManager(run_dir / name, options.keep_checkpoints), run_dir,
+                                      training, seed=seed + len(trainers))
+        except (MemoryError, RuntimeError) as e:  # torch's allocator raises RuntimeError when out of memory
+            raise ConfigError(f"behavior {name!r}: cannot build its networks ({s.num_layers} x {s.hidden_units} "
+                              f"units): {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
         global_step = max(global_step, _restore(trainer, options, s, models))
         trainers[name] = trainer
     _acting_obstacles(options, env, trainers)

@@ -238,8 +238,11 @@ class TrainerSettings:
     trainer: str = _key("ppo", choice(*TRAINER_TYPES), "trainer type")
     batch_size: int = _key(1024, integer(1), "experiences per gradient step", sac=128)
     buffer_size: int = _key(10240, integer(1), "PPO: experiences per update; SAC: replay capacity", sac=50000)
-    hidden_units: int = _key(128, integer(1), "units per hidden layer")
-    num_layers: int = _key(2, integer(1), "hidden layers")
+    # Upper bounds far above any real network (ML-Agents' examples use up to 512 x 3): the largest
+    # allowed PPO network (16 x 4096, 2 GB) builds in about 90 s on 2 cores; far larger ones
+    # exhausted memory or seemed to hang
+    hidden_units: int = _key(128, integer(1, 4096), "units per hidden layer")
+    num_layers: int = _key(2, integer(1, 16), "hidden layers")
     learning_rate: float = _key(3.0e-4, real(0.0, low_open=True), "Adam learning rate")
     learning_rate_schedule: str = _key("linear", choice(*LR_SCHEDULES), "learning-rate decay", sac="constant")
     max_steps: int = _key(500000, integer(0), "agent steps to train for")

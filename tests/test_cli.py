@@ -413,3 +413,22 @@ def test_restart_flags_without_workers_warn(run_cli, small_config):
 def test_acting_in_the_main_process_with_one_environment_warns(run_cli, small_config):
     result = run_cli(small_config, "--env=Simple1DDiscrete", "--acting=main", "--dry-run")
     assert result.code == 0 and "--acting=main has no effect with --num-envs 1" in result.log
+
+
+def test_network_sizes_are_bounded_and_a_network_that_cannot_be_built_is_a_clear_error(
+        run_cli, workdir, monkeypatch):
+    config = write_yaml(workdir / "big.yaml", "default:\n  hidden_units: 10000000000\n")
+    result = run_cli(str(config), "--env=3DBall", "--run-id=big", "--dry-run")
+    assert result.code == 1 and "key 'hidden_units': expected an integer in [1, 4096]" in result.log
+
+    # within the bounds, an allocation can still fail (a small machine): one line naming the behavior
+    import palaestra.run
+
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 bytes\nmore")
+
+    monkeypatch.setattr(palaestra.run, "BehaviorTrainer", out_of_memory)
+    result = run_cli(str(SHIPPED_CONFIG), "--env=3DBall", "--run-id=oom", "--dry-run")
+    assert result.code == 1
+    assert "behavior '3DBall': cannot build its networks (2 x 128 units): DefaultCPUAllocator" in result.log
+    assert "Traceback" not in result.log
