@@ -140,7 +140,7 @@ def test_onnx_export_matches_deterministic_actions(tmp_path, kind):
 @pytest.mark.parametrize("epsilon,beta,masked,value_scale", [
     (0.2, 0.01, True, 1.0), (0.05, 0.0, True, 1.0), (0.2, 0.01, False, 1.0), (0.2, 0.01, True, 4.0)])
 def test_numpy_gradients_match_torch_autograd(kind, epsilon, beta, masked, value_scale):
-    from palaestra.algorithms.ppo import PPO, value_clip_range
+    from palaestra.algorithms.ppo import PPO
     from palaestra.networks.numpy_gradients import NumpyPPOGradients
     from palaestra.settings import ExtrinsicSettings, TrainerSettings
 
@@ -170,23 +170,15 @@ def test_numpy_gradients_match_torch_autograd(kind, epsilon, beta, masked, value
     # value_scale 4: returns far from unit scale, learned without value clipping
     batch["old_values"] *= value_scale
     batch["returns"] *= value_scale
-    batch["value_clip"] = value_clip_range(epsilon, batch["old_values"], clipping=value_scale == 1.0)
-    losses_torch = ppo._torch_gradients({k: torch.as_tensor(v) for k, v in batch.items()}, epsilon, beta)
+    value_clip = epsilon if value_scale == 1.0 else np.inf
+    losses_torch = ppo._torch_gradients({k: torch.as_tensor(v) for k, v in batch.items()}, epsilon, beta, value_clip)
     expected = {n: p.grad.clone() for n, p in policy.named_parameters()}
     if not masked:
         del batch["allowed"]  # as PPO.update passes a batch with nothing masked
-    losses_numpy = NumpyPPOGradients(policy).compute(batch, epsilon, beta)
+    losses_numpy = NumpyPPOGradients(policy).compute(batch, epsilon, beta, value_clip)
     np.testing.assert_allclose(losses_numpy, losses_torch, rtol=1e-4, atol=1e-6)
     for name, param in policy.named_parameters():
         np.testing.assert_allclose(param.grad.numpy(), expected[name].numpy(), rtol=2e-3, atol=2e-6, err_msg=name)
-
-
-def test_value_clip_range_is_epsilon_or_unbounded():
-    from palaestra.algorithms.ppo import value_clip_range
-
-    old = np.array([[0.5, 30.0], [-40.0, 0.0]], np.float32)
-    np.testing.assert_array_equal(value_clip_range(0.2, old, clipping=True), np.full((2, 2), 0.2, np.float32))
-    assert np.isinf(value_clip_range(0.2, old, clipping=False)).all()
 
 
 def test_value_heads_start_near_zero():

@@ -13,13 +13,14 @@ ML-Agents' details, named where they happen:
 - epsilon decays linearly to 0.1 and beta to 1e-5 over ``max_steps``; the learning rate decays
   linearly to 1e-10 when ``learning_rate_schedule`` is linear;
 - the value loss is clipped around the old value estimate with the same epsilon
-  (``value_clipping: false`` turns that off for returns far from unit scale; value_clip_range);
+  (``value_clipping: false`` turns that off for returns far from unit scale; see ``update``);
 - total loss = policy loss + 0.5 x value loss - beta x entropy.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 import numpy as np
@@ -81,18 +82,6 @@ def gae(rewards: np.ndarray, values: np.ndarray, bootstrap: np.ndarray, length: 
     deltas = rewards + gamma * next_values - values
     deltas[rows >= length[:, None]] = 0.0
     return discounted_cumsum(deltas, gamma * lambd)
-
-
-def value_clip_range(epsilon: float, old_values: np.ndarray, clipping: bool) -> np.ndarray:
-    """How far each row's value estimate may move from the estimate it acted with, per update:
-    ``epsilon`` (ML-Agents), or no bound with ``value_clipping: false``.
-
-    ML-Agents (like OpenAI Baselines, where value clipping comes from) bounds the move by
-    ``epsilon`` in absolute terms, which assumes returns of about unit scale (Baselines normalizes
-    rewards). With returns in the tens the critic needs hundreds of updates to catch up, and its
-    advantages are wrong meanwhile: CartPole-v1 with rl-zoo's settings peaks near 260 instead of
-    500 (docs/algorithms.md). Stable-Baselines3 does not clip by default."""
-    return np.full(old_values.shape, epsilon if clipping else np.inf, dtype=np.float32)
 
 
 class PPO:
@@ -238,8 +227,12 @@ class PPO:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
 
+        # ML-Agents (like OpenAI Baselines, where value clipping comes from) lets a value estimate
+        # move at most epsilon per update from the one it acted with. That assumes returns of about
+        # unit scale: with returns in the tens the critic lags for hundreds of updates (CartPole with
+        # rl-zoo's settings peaked near 260 instead of 500; docs/algorithms.md). SB3 does not clip.
+        value_clip = epsilon if s.value_clipping else math.inf
         data = dict(self.buffer.view())
-        data["value_clip"] = value_clip_range(epsilon, data["old_values"], s.value_clipping)
         adv = data["advantages"]
         data["advantages"] = (adv - adv.mean()) / (adv.std() + 1e-10)  # standardized over the buffer
         if self.decoupled:
@@ -256,7 +249,8 @@ class PPO:
             shuffled = {k: v[order] for k, v in data.items()}  # one gather per epoch; mini-batches are slices
             for i in range(n // s.batch_size):
                 rows = slice(i * s.batch_size, (i + 1) * s.batch_size)
-                policy_loss, value_loss = gradients({k: v[rows] for k, v in shuffled.items()}, epsilon, beta)
+                policy_loss, value_loss = gradients({k: v[rows] for k, v in shuffled.items()}, epsilon, beta,
+                                                    value_clip)
                 if self._numpy_adam is not None:
                     self._numpy_adam.step()
                 else:
@@ -295,7 +289,8 @@ class PPO:
         data["log_prob"] = prox
         data["advantages"] = data["advantages"] * weight
 
-    def _torch_gradients(self, batch: dict[str, torch.Tensor], epsilon: float, beta: float) -> tuple[float, float]:
+    def _torch_gradients(self, batch: dict[str, torch.Tensor], epsilon: float, beta: float,
+                         value_clip: float) -> tuple[float, float]:
         """The PPO loss of one mini-batch and its gradient (``.grad`` of every parameter)."""
         action = self.spec.action_spec
         out = self.policy.evaluate(
@@ -308,10 +303,10 @@ class PPO:
         ratio = torch.exp(out.log_prob - batch["log_prob"])
         a = batch["advantages"]
         policy_loss = -torch.min(ratio * a, torch.clamp(ratio, 1 - epsilon, 1 + epsilon) * a).mean()
-        # Clipped value loss (each row's range from value_clip_range), one head per reward
-        # signal, averaged over heads.
-        old_v, ret, clip = batch["old_values"], batch["returns"], batch["value_clip"]
-        clipped_v = old_v + torch.clamp(out.values - old_v, -clip, clip)
+        # Clipped value loss (value_clip: epsilon, or inf without value clipping), one head per
+        # reward signal, averaged over heads.
+        old_v, ret = batch["old_values"], batch["returns"]
+        clipped_v = old_v + torch.clamp(out.values - old_v, -value_clip, value_clip)
         value_loss = torch.max((ret - out.values) ** 2, (ret - clipped_v) ** 2).mean()
         loss = policy_loss + 0.5 * value_loss - beta * out.entropy.mean()
         self.optimizer.zero_grad(set_to_none=False)  # in place: gradient buffers may be shared views

@@ -130,7 +130,8 @@ class NumpyPPOGradients:
         mean, var = norm.mean.numpy(), norm.var.numpy()
         return np.clip((obs - mean) / np.sqrt(var + 1e-8), -CLIP, CLIP)
 
-    def compute(self, batch: dict[str, np.ndarray], epsilon: float, beta: float) -> tuple[float, float]:
+    def compute(self, batch: dict[str, np.ndarray], epsilon: float, beta: float,
+                value_clip: float) -> tuple[float, float]:
         """Set ``.grad`` of every parameter to d(loss)/d(param); return (policy loss, value loss)."""
         x = self._encode(batch["obs"])
         B = x.shape[0]
@@ -180,9 +181,9 @@ class NumpyPPOGradients:
         active = np.where(adv >= 0, ratio <= 1 + epsilon, ratio >= 1 - epsilon)
         grad_logp = np.where(active, -adv * ratio / B, np.float32(0.0)).astype(np.float32)
 
-        # clipped value loss (each row's range: algorithms/ppo.py, value_clip_range), averaged over heads
+        # clipped value loss (value_clip: epsilon, or inf without value clipping), averaged over heads
         values = self.values(g)
-        old_v, returns, clip = batch["old_values"], batch["returns"], batch["value_clip"]
+        old_v, returns, clip = batch["old_values"], batch["returns"], value_clip
         K = values.shape[1]
         delta = values - old_v
         clipped = old_v + np.clip(delta, -clip, clip)
