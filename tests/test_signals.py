@@ -379,3 +379,31 @@ def test_workers_left_running_are_killed_at_exit():
         assert not any(p.is_alive() for p in procs)
     finally:
         env.close()
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="no signal masks on this platform")
+def test_a_signal_taken_by_another_thread_waits_until_the_worker_has_started():
+    # CI once saw a worker die with "EOFError: Ran out of input": Ctrl+C reached the process
+    # through one of torch's threads, whose mask does not block it, and Python ran the handler in
+    # the main thread in the middle of Process.start(). The handler now runs after start().
+    from palaestra.envs.workers import _stop_signals_blocked
+
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        with _stop_signals_blocked():
+            def take_the_signal() -> None:  # a new thread starts with this thread's mask
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.05)
+
+            other = threading.Thread(target=take_the_signal)
+            other.start()
+            other.join()
+            for _ in range(1000):  # bytecode boundaries where a Python handler would run
+                time.sleep(0)
+            inside = list(received)
+        time.sleep(0.01)
+        assert inside == [] and received == [signal.SIGINT]
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -409,13 +409,27 @@ class WorkerPoolEnv:
 
 @contextlib.contextmanager
 def _stop_signals_blocked() -> Any:
-    """Block SIGINT, SIGTERM and SIGHUP in this thread while a process starts: a process inherits
-    the mask, so the signals stay pending there until it has chosen to ignore them, however long
-    its interpreter takes to start. Here they stay pending for the moment it takes, and are then
-    handled as usual (another thread of this process may even take them meanwhile)."""
+    """Hold SIGINT, SIGTERM and SIGHUP back while a process starts, in two ways:
+
+    - blocked in this thread: a process inherits the mask, so the signals stay pending there until
+      it has chosen to ignore them, however long its interpreter takes to start;
+    - deferred in Python: another thread of this process (torch's) may take a signal meanwhile,
+      and Python would then run the handler in the main thread in the middle of ``start()``, while
+      it writes the new process's start-up data; the KeyboardInterrupt would cut that write short
+      and the half-started process would die with a traceback. The handler runs once the process
+      has started instead.
+    """
     if not hasattr(signal, "pthread_sigmask"):  # Windows: no process groups to share signals
         yield
         return
+    held: list[int] = []
+    handlers: dict[int, Any] = {}
+    try:
+        for signum in STOP_SIGNALS:
+            if callable(signal.getsignal(signum)):
+                handlers[signum] = signal.signal(signum, lambda signum, frame: held.append(signum))
+    except ValueError:  # not the main thread: Python runs no handler here anyway
+        pass
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
         # multiprocessing's resource tracker (it unlinks the shared memory of processes that die)
@@ -425,6 +439,10 @@ def _stop_signals_blocked() -> Any:
         signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         yield
     finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+        for signum in dict.fromkeys(held):  # pending in this blocked thread until the mask is restored
+            signal.raise_signal(signum)
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
