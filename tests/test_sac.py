@@ -140,7 +140,46 @@ def test_hand_written_gradients_match_autograd(tmp_path, monkeypatch, spec, sign
     for name, param, grad in zip(names, sac.flat.params, manual_grads):
         torch.testing.assert_close(grad, param.grad, rtol=1e-4, atol=1e-6, msg=lambda m, name=name: f"{name}: {m}")
     for key, value in reference.items():
-        torch.testing.assert_close(manual[key], value, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(torch.as_tensor(manual[key]), value, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("spec", [CONTINUOUS, DISCRETE], ids=["continuous", "discrete"])
+def test_the_cpu_fast_path_takes_the_same_steps_as_autograd(tmp_path, spec):
+    # What trains on a GPU (autograd, torch's Adam) and on the CPU (numpy gradients and Adam over
+    # the flat buffer) must be the same algorithm: after several whole gradient steps (Adam's
+    # moments, the entropy coefficient and the Polyak-averaged targets included) the weights agree.
+    settings = sac_settings(tmp_path, hidden_units=8, num_layers=2, batch_size=16, buffer_init_steps=0,
+                            steps_per_update=1, init_entcoef=0.5)
+    sacs = []
+    for _ in range(2):
+        torch.manual_seed(3)
+        sacs.append(SAC(spec, settings, torch.device("cpu"), np.random.default_rng(4)))
+    fast, reference = sacs
+    reference._gradients = reference._numpy_adam = None  # the path every other device takes
+    rng = np.random.default_rng(5)
+    n = 64
+    for sac in sacs:
+        sac.buffer.add(obs=rng.normal(size=(n, 3)).astype(np.float32), next_obs=rng.normal(size=(n, 3)).astype(np.float32),
+                       continuous=rng.uniform(-0.9, 0.9, (n, spec.action_spec.continuous_size)).astype(np.float32),
+                       discrete=np.stack([rng.integers(0, b, n) for b in spec.action_spec.discrete_branches], 1)
+                       if spec.action_spec.is_discrete else np.zeros((n, 0), np.int64),
+                       allowed=np.ones((n, sum(spec.action_spec.discrete_branches)), bool),
+                       next_allowed=np.ones((n, sum(spec.action_spec.discrete_branches)), bool),
+                       env_reward=rng.normal(size=n).astype(np.float32), done=rng.random(n) < 0.2)
+        rng = np.random.default_rng(5)  # the same data for both
+        sac.step = 5
+    stats = [sac.update() for sac in sacs]
+    assert fast.update_count == reference.update_count == 5
+    torch.testing.assert_close(fast.flat.data, reference.flat.data, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(fast.target_flat.data, reference.target_flat.data, rtol=1e-4, atol=1e-5)
+    for key in stats[1]:
+        assert stats[0][key] == pytest.approx(stats[1][key], rel=1e-3, abs=1e-5), key
+    # and a checkpoint of either resumes on the other
+    state = fast.state_dict()
+    assert int(state["optimizer"]["state"][0]["step"]) == 5
+    reference.load_state_dict(state)
+    torch.testing.assert_close(reference.optimizer.state_dict()["state"][0]["exp_avg"],
+                               state["optimizer"]["state"][0]["exp_avg"])
 
 
 @pytest.mark.parametrize("spec", [CONTINUOUS, DISCRETE], ids=["continuous", "discrete"])

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import math
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,7 @@ from torch import nn
 from palaestra.algorithms.schedules import scheduled_learning_rate
 from palaestra.envs.base import BehaviorSpec
 from palaestra.networks.flat_params import FlatParameters
+from palaestra.networks.numpy_adam import NumpyAdam
 from palaestra.networks.numpy_policy import NumpySquashedActor
 from palaestra.networks.optim import make_adam, step_single_adam
 from palaestra.networks.sac_gradients import SACBatch, SACGradients
@@ -82,11 +84,16 @@ class SAC:
                           [DISCRETE_TARGET_ENTROPY_SCALE * math.log(b) for b in self.branches])
         self.target_entropy = torch.tensor(target_entropy, device=device)
         self.gammas = torch.tensor([s.gamma for s in self.signals], device=device)
-        self.uses_terminal = torch.tensor([float(s.uses_terminal) for s in self.signals], device=device)
+        self._uses_terminal = np.array([float(s.uses_terminal) for s in self.signals], np.float32)
         self.optimizer = make_adam([self.flat.parameter], settings.learning_rate)
-        # Gradients by hand (networks/sac_gradients.py); _autograd_gradients is the reference.
-        self._gradients: SACGradients | None = SACGradients(
-            self.policy, self.critic, self.target, self.log_alpha, self.target_entropy, self.gammas, self.branches)
+        # On the CPU, gradients by hand in numpy (networks/sac_gradients.py) and a numpy Adam
+        # over the same memory; elsewhere autograd (_autograd_gradients, also their reference).
+        self._gradients: SACGradients | None = None
+        self._numpy_adam: NumpyAdam | None = None
+        if SACGradients.supports(self.policy):
+            self._gradients = SACGradients(self.policy, self.critic, self.target, self.log_alpha,
+                                           self.target_entropy, self.gammas, self.branches)
+            self._numpy_adam = NumpyAdam([self.flat.parameter], self.optimizer, flat=self.flat)
         self.buffer = ReplayBuffer(settings.buffer_size)
         self.episode_sums = SignalEpisodeSums(self.signals)
         self.step = 0  # agent steps collected, ML-Agents' trainer step
@@ -200,60 +207,65 @@ class SAC:
         stats["Policy/Entropy Coeff"] = float(self.log_alpha.detach().exp().mean())
         return stats
 
-    def _gradient_step(self, batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    def _gradient_step(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         t = self._prepare(batch)
-        stats = self._gradients.compute(t) if self._gradients is not None else self._autograd_gradients(t)
-        step_single_adam(self.optimizer)
+        if self._gradients is not None and self._numpy_adam is not None:
+            stats: dict[str, Any] = self._gradients.compute(t)
+            self._numpy_adam.step()
+        else:
+            stats = self._autograd_gradients(t)
+            step_single_adam(self.optimizer)
         # Polyak averaging of the target critics: target <- (1 - tau) target + tau critic
         self.target_flat.data.lerp_(self.flat.data[self.critic_span], self.settings.tau)
         return stats
 
     def _prepare(self, batch: dict[str, np.ndarray]) -> SACBatch:
-        dev = self.device
-        t = {k: torch.as_tensor(v, device=dev) for k, v in batch.items()}
-        rewards = np.stack([signal.rewards_for_batch(batch) for signal in self.signals], 1)
-        with torch.no_grad():
-            return SACBatch(
-                x=self.policy.encode(t["obs"]),
-                x_next=self.policy.encode(t["next_obs"]),
-                continuous=t["continuous"],
-                discrete=t["discrete"].long(),
-                allowed=t["allowed"],
-                next_allowed=t["next_allowed"],
-                rewards=torch.as_tensor(rewards, dtype=torch.float32, device=dev),  # [B, K]
-                # Bootstrap unless the episode truly ended (for signals that use terminal states).
-                not_done=1.0 - t["done"].float()[:, None] * self.uses_terminal,
-                noise=torch.randn((2 * len(rewards), self.spec.action_spec.continuous_size),
-                                  generator=self._torch_rng, device=dev),
-            )
+        rewards = np.stack([signal.rewards_for_batch(batch) for signal in self.signals], 1).astype(np.float32)
+        return SACBatch(
+            obs=batch["obs"],
+            next_obs=batch["next_obs"],
+            continuous=batch["continuous"],
+            discrete=batch["discrete"].astype(np.int64, copy=False),
+            allowed=batch["allowed"],
+            next_allowed=batch["next_allowed"],
+            rewards=rewards,  # [B, K]
+            # Bootstrap unless the episode truly ended (for signals that use terminal states).
+            not_done=1.0 - batch["done"].astype(np.float32)[:, None] * self._uses_terminal,
+            noise=self.rng.standard_normal((2 * len(rewards), self.spec.action_spec.continuous_size),
+                                           dtype=np.float32),
+        )
 
-    def _autograd_gradients(self, t: SACBatch) -> dict[str, torch.Tensor]:
-        """The SAC losses, written for autograd: the reference that networks/sac_gradients.py
-        computes by hand (the tests compare the two); sets ``.grad``, returns the loss stats."""
-        B = t.x.shape[0]
-        h = self.policy.body(t.x)
+    def _autograd_gradients(self, batch: SACBatch) -> dict[str, torch.Tensor]:
+        """The SAC losses, written for autograd: what trains on GPUs, and the reference that
+        networks/sac_gradients.py computes by hand on the CPU (the tests compare the two); sets
+        ``.grad``, returns the loss stats."""
+        t = SimpleNamespace(**batch.to_torch(self.device))
         with torch.no_grad():
-            h_next = self.policy.body(t.x_next)  # the actor at s' only feeds the (constant) target
+            x, x_next = self.policy.encode(t.obs), self.policy.encode(t.next_obs)
+        B = x.shape[0]
+        h = self.policy.body(x)
+        with torch.no_grad():
+            h_next = self.policy.body(x_next)  # the actor at s' only feeds the (constant) target
         alpha = self.log_alpha.detach().exp()
         if self.continuous:
             mean, log_std = self.policy.gaussian_params(h)
             a_pi, logp_pi = squashed_sample(mean, log_std, t.noise[:B])
             with torch.no_grad():  # the soft target: min of the target critics minus alpha log pi
                 a_next, logp_next = squashed_sample(*self.policy.gaussian_params(h_next), t.noise[B:])
-                q_next = self.target(torch.cat([t.x_next, a_next], 1)).min(0).values  # [B, K]
+                q_next = self.target(torch.cat([x_next, a_next], 1)).min(0).values  # [B, K]
                 y = t.rewards + self.gammas * t.not_done * (q_next - alpha * logp_next[:, None])
-            q = self.critic(torch.cat([t.x, t.continuous], 1))  # [2, B, K]
+            q = self.critic(torch.cat([x, t.continuous], 1))  # [2, B, K]
             # the actor maximizes min-Q of its own (reparameterized) action minus alpha log pi
-            q_pi = self.critic(torch.cat([t.x, a_pi], 1), detached=True).min(0).values.mean(-1)
+            q_pi = self.critic(torch.cat([x, a_pi], 1), detached=True).min(0).values.mean(-1)
             policy_loss = (alpha[0] * logp_pi - q_pi).mean()
             entropy_error = (logp_pi.detach() + self.target_entropy[0])[:, None]  # [B, 1]
         else:
             K, A = len(self.signals), sum(self.branches)
             logits = self.policy.masked_logits(h, t.allowed)
-            q_all = self.critic(t.x).view(2, B, K, A)
+            q_all = self.critic(x).view(2, B, K, A)
             with torch.no_grad():
                 logits_next = self.policy.masked_logits(h_next, t.next_allowed)
-                q_next = self.target(t.x_next).view(2, B, K, A).min(0).values  # [B, K, A]
+                q_next = self.target(x_next).view(2, B, K, A).min(0).values  # [B, K, A]
             q_min = q_all.detach().min(0).values.mean(1)  # [B, A], the actor's view of the critics
             v_next = 0.0
             q_taken = 0.0
@@ -290,6 +302,8 @@ class SAC:
 
     # -- checkpoints -------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
+        if self._numpy_adam is not None:
+            self._numpy_adam.sync()
         return {
             "policy": self.policy.state_dict(),
             "critic": self.critic.state_dict(),
@@ -312,6 +326,8 @@ class SAC:
         with torch.no_grad():
             self.log_alpha.copy_(state["log_alpha"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if self._numpy_adam is not None:
+            self._numpy_adam.after_load()
         self.step = int(state["step"])
         self.update_count = int(state["update_count"])
 

@@ -22,11 +22,20 @@ from palaestra.networks.flat_params import FlatParameters
 
 
 class NumpyAdam:
-    def __init__(self, params: list[nn.Parameter], optimizer: torch.optim.Adam) -> None:
+    def __init__(self, params: list[nn.Parameter], optimizer: torch.optim.Adam,
+                 flat: FlatParameters | None = None) -> None:
+        """Adam over ``params``, the optimizer's parameters. With ``flat``, they are already one
+        flat buffer: ``params`` is then ``[flat.parameter]``, the single parameter over it."""
         self.params = params
         self.optimizer = optimizer
-        self.flat = FlatParameters(params)
-        self.slices = self.flat.slices
+        if flat is not None:
+            if params != [flat.parameter]:
+                raise ValueError("with a flat buffer, the optimizer's parameter is the buffer's")
+            self.flat = flat
+            self.slices = [slice(0, flat.data.numel())]
+        else:
+            self.flat = FlatParameters(params)
+            self.slices = self.flat.slices
         self.flat_m = torch.zeros_like(self.flat.data)
         self.flat_v = torch.zeros_like(self.flat.data)
         self.p, self.g = self.flat.data.numpy(), self.flat.grad.numpy()
