@@ -3,9 +3,11 @@ and evaluate exported ONNX policies deterministically."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 import textwrap
 import time
@@ -25,12 +27,14 @@ def scratch_dir() -> Iterator[Path]:
 
 
 def run_palaestra(config: str, env: str, *args: str, seed: int | None = 1) -> dict[str, Any]:
-    """Train with mlagents-learn in-process; return wall time, loop time and the run folder."""
+    """Train with mlagents-learn in-process; return wall time, loop time and the run folder
+    (a scratch folder, removed when this process exits)."""
     from palaestra.cli import main
     from palaestra.timers import TIMERS
 
     TIMERS.__init__()  # a fresh timer tree per benchmark run
     work = Path(tempfile.mkdtemp(prefix="palaestra-bench-"))
+    atexit.register(shutil.rmtree, work, ignore_errors=True)  # the caller may read it until then
     (work / "config.yaml").write_text(textwrap.dedent(config))
     old = os.getcwd()
     os.chdir(work)
