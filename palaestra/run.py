@@ -31,6 +31,7 @@ from palaestra.envs.base import EngineConfig, Env, EnvError
 from palaestra.envs.sources import describe_specs, make_env
 from palaestra.envs.workers import RestartLimits, WorkerPoolEnv
 from palaestra.interrupts import STOPPING, Interrupts
+from palaestra.networks.constants import WIDE_NETWORK_UNITS
 from palaestra.options import (
     INT_OPTIONS,
     RunOptions,
@@ -262,6 +263,10 @@ def _check_folder(folder: Path) -> None:
         raise UsageError(f"cannot read or write {folder}: {existing} is not writable")
 
 
+def _usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def _train(options: RunOptions, env: Env, settings: dict[str, TrainerSettings], seed: int,
            trainers: dict[str, BehaviorTrainer], global_step: int, interrupts: Interrupts, models: Path,
            summaries: Path) -> int:
@@ -269,15 +274,15 @@ def _train(options: RunOptions, env: Env, settings: dict[str, TrainerSettings], 
     if options.force and run_dir.exists():
         shutil.rmtree(run_dir)
     device = _device(options)
-    # numpy's BLAS only ever sees small products here (acting on one step's agents, PPO's small
-    # mini-batches): one thread, whose workers would otherwise spin on the cores torch needs.
+    # numpy's BLAS only ever sees small products (acting on one step's agents, the CPU fast paths
+    # of narrow networks): one thread, whose workers would otherwise spin on the cores torch needs.
     threadpool_limits(1, user_api="blas")
-    if device.type == "cpu" and max(s.hidden_units for s in settings.values()) < 256:
-        # Measured (docs/benchmarks.md): small networks train faster on one torch thread; the
-        # extra threads cost more in synchronization than they gain at these sizes. From 256
-        # units (SAC's usual 256x256, batch 256) a second thread pays off.
-        torch.set_num_threads(1)
-        threadpool_limits(1)
+    if device.type == "cpu":
+        # Measured (docs/benchmarks.md): narrow networks train faster on one torch thread; the
+        # extra threads cost more in synchronization than they gain at these sizes. From
+        # WIDE_NETWORK_UNITS (SAC's usual 256x256, batch 256) torch trains them on every core.
+        wide = max(s.hidden_units for s in settings.values()) >= WIDE_NETWORK_UNITS
+        torch.set_num_threads(_usable_cores() if wide else 1)  # set either way: a process may train twice
     logger.info("Palaestra %s: run %r on %s, seed %d, device %s", __version__, options.run_id, options.env,
                 seed, device)
     writers: list[Any] = []  # closed on every way out, so no writer thread outlives the run

@@ -17,6 +17,7 @@ from palaestra.checkpoints import CheckpointManager
 from palaestra.envs.base import ActionSpec, BehaviorSpec, DecisionSteps, TerminalSteps
 from palaestra.envs.sources import make_env
 from palaestra.evaluation import evaluate_onnx
+from palaestra.networks.sac_gradients import NumpyOps, SACGradients, TorchOps
 from palaestra.networks.sac_networks import squashed_sample
 from palaestra.rollout.buffers import ReplayBuffer
 from palaestra.rollout.collector import Collector
@@ -107,7 +108,8 @@ def test_update_cadence_counts_from_buffer_init_steps(tmp_path, spelling, expect
 @pytest.mark.parametrize("signals", [1, 2])
 @pytest.mark.parametrize("spec", [CONTINUOUS, DISCRETE, BehaviorSpec(((3,),), ActionSpec(discrete_branches=(4,)))],
                          ids=["continuous", "two-branches-masked", "one-branch"])
-def test_hand_written_gradients_match_autograd(tmp_path, monkeypatch, spec, signals):
+@pytest.mark.parametrize("ops", ["numpy", "torch"])
+def test_hand_written_gradients_match_autograd(tmp_path, monkeypatch, spec, signals, ops):
     from palaestra.algorithms import sac as sac_module
     from palaestra.rewards import ExtrinsicSignal
 
@@ -132,7 +134,9 @@ def test_hand_written_gradients_match_autograd(tmp_path, monkeypatch, spec, sign
                    discrete=discrete, allowed=allowed[0], next_allowed=allowed[1],
                    env_reward=rng.normal(size=n).astype(np.float32), done=rng.random(n) < 0.3)
     t = sac._prepare(sac.buffer.sample(16, sac.rng))
-    manual = sac._gradients.compute(t)
+    gradients = SACGradients(sac.policy, sac.critic, sac.target, sac.log_alpha, sac.target_entropy, sac.gammas,
+                             sac.branches, xp=NumpyOps if ops == "numpy" else TorchOps)
+    manual = gradients.compute(t)
     manual_grads = [p.grad.clone() for p in sac.flat.params]
     reference = sac._autograd_gradients(t)
     names = [f"actor.{k}" for k, _ in sac.policy.named_parameters()] + \
@@ -144,10 +148,11 @@ def test_hand_written_gradients_match_autograd(tmp_path, monkeypatch, spec, sign
 
 
 @pytest.mark.parametrize("spec", [CONTINUOUS, DISCRETE], ids=["continuous", "discrete"])
-def test_the_cpu_fast_path_takes_the_same_steps_as_autograd(tmp_path, spec):
-    # What trains on a GPU (autograd, torch's Adam) and on the CPU (numpy gradients and Adam over
-    # the flat buffer) must be the same algorithm: after several whole gradient steps (Adam's
-    # moments, the entropy coefficient and the Polyak-averaged targets included) the weights agree.
+def test_the_numpy_and_torch_paths_take_the_same_steps(tmp_path, spec):
+    # What trains wide networks and on GPUs (torch operations, torch's Adam) and narrow networks
+    # on the CPU (numpy operations, numpy's Adam over the flat buffer) must be the same algorithm:
+    # after several whole gradient steps (Adam's moments, the entropy coefficient and the
+    # Polyak-averaged targets included) the weights agree.
     settings = sac_settings(tmp_path, hidden_units=8, num_layers=2, batch_size=16, buffer_init_steps=0,
                             steps_per_update=1, init_entcoef=0.5)
     sacs = []
@@ -155,7 +160,11 @@ def test_the_cpu_fast_path_takes_the_same_steps_as_autograd(tmp_path, spec):
         torch.manual_seed(3)
         sacs.append(SAC(spec, settings, torch.device("cpu"), np.random.default_rng(4)))
     fast, reference = sacs
-    reference._gradients = reference._numpy_adam = None  # the path every other device takes
+    # the path of wide networks and other devices: torch operations and torch's Adam
+    reference._gradients = SACGradients(reference.policy, reference.critic, reference.target, reference.log_alpha,
+                                        reference.target_entropy, reference.gammas, reference.branches, xp=TorchOps)
+    reference._numpy_adam = None
+    assert fast._gradients.xp is NumpyOps
     rng = np.random.default_rng(5)
     n = 64
     for sac in sacs:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import copy
 import math
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -38,7 +37,7 @@ from palaestra.networks.flat_params import FlatParameters
 from palaestra.networks.numpy_adam import NumpyAdam
 from palaestra.networks.numpy_policy import NumpySquashedActor
 from palaestra.networks.optim import make_adam, step_single_adam
-from palaestra.networks.sac_gradients import SACBatch, SACGradients
+from palaestra.networks.sac_gradients import NumpyOps, SACBatch, SACGradients
 from palaestra.networks.sac_networks import SquashedActor, TwinQ, squashed_sample
 from palaestra.rewards import SignalEpisodeSums, make_signals
 from palaestra.rollout.buffers import ReplayBuffer
@@ -86,14 +85,12 @@ class SAC:
         self.gammas = torch.tensor([s.gamma for s in self.signals], device=device)
         self._uses_terminal = np.array([float(s.uses_terminal) for s in self.signals], np.float32)
         self.optimizer = make_adam([self.flat.parameter], settings.learning_rate)
-        # On the CPU, gradients by hand in numpy (networks/sac_gradients.py) and a numpy Adam
-        # over the same memory; elsewhere autograd (_autograd_gradients, also their reference).
-        self._gradients: SACGradients | None = None
-        self._numpy_adam: NumpyAdam | None = None
-        if SACGradients.supports(self.policy):
-            self._gradients = SACGradients(self.policy, self.critic, self.target, self.log_alpha,
-                                           self.target_entropy, self.gammas, self.branches)
-            self._numpy_adam = NumpyAdam([self.flat.parameter], self.optimizer, flat=self.flat)
+        # Gradients by hand (networks/sac_gradients.py; _autograd_gradients is their reference),
+        # in numpy for narrow networks on the CPU, with a numpy Adam over the same flat buffer.
+        self._gradients = SACGradients(self.policy, self.critic, self.target, self.log_alpha,
+                                       self.target_entropy, self.gammas, self.branches)
+        self._numpy_adam = (NumpyAdam([self.flat.parameter], self.optimizer, flat=self.flat)
+                            if self._gradients.xp is NumpyOps else None)
         self.buffer = ReplayBuffer(settings.buffer_size)
         self.episode_sums = SignalEpisodeSums(self.signals)
         self.step = 0  # agent steps collected, ML-Agents' trainer step
@@ -209,11 +206,10 @@ class SAC:
 
     def _gradient_step(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         t = self._prepare(batch)
-        if self._gradients is not None and self._numpy_adam is not None:
-            stats: dict[str, Any] = self._gradients.compute(t)
+        stats = self._gradients.compute(t)
+        if self._numpy_adam is not None:
             self._numpy_adam.step()
         else:
-            stats = self._autograd_gradients(t)
             step_single_adam(self.optimizer)
         # Polyak averaging of the target critics: target <- (1 - tau) target + tau critic
         self.target_flat.data.lerp_(self.flat.data[self.critic_span], self.settings.tau)
@@ -236,10 +232,9 @@ class SAC:
         )
 
     def _autograd_gradients(self, batch: SACBatch) -> dict[str, torch.Tensor]:
-        """The SAC losses, written for autograd: what trains on GPUs, and the reference that
-        networks/sac_gradients.py computes by hand on the CPU (the tests compare the two); sets
-        ``.grad``, returns the loss stats."""
-        t = SimpleNamespace(**batch.to_torch(self.device))
+        """The SAC losses, written for autograd: the reference that networks/sac_gradients.py
+        computes by hand (the tests compare the two); sets ``.grad``, returns the loss stats."""
+        t = batch.to_torch(self.device)
         with torch.no_grad():
             x, x_next = self.policy.encode(t.obs), self.policy.encode(t.next_obs)
         B = x.shape[0]
