@@ -29,6 +29,8 @@ from yaml.composer import ComposerError
 from yaml.constructor import ConstructorError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from palaestra.networks.constants import ACTIVATIONS
+
 logger = logging.getLogger("palaestra")
 
 TRAINER_TYPES = ("ppo", "sac", "offline_bc", "online_bc")
@@ -243,7 +245,11 @@ class TrainerSettings:
     # exhausted memory or seemed to hang
     hidden_units: int = _key(128, integer(1, 4096), "units per hidden layer")
     num_layers: int = _key(2, integer(1, 16), "hidden layers")
+    activation: str = _key("swish", choice(*ACTIVATIONS), "hidden-layer activation: swish (ML-Agents) or tanh "
+                           "(Stable-Baselines3's default); tanh is built for PPO so far")
     learning_rate: float = _key(3.0e-4, real(0.0, low_open=True), "Adam learning rate")
+    adam_epsilon: float = _key(1.0e-8, real(0.0, low_open=True), "Adam's epsilon (torch's default; "
+                               "Stable-Baselines3's PPO uses 1e-5)")
     learning_rate_schedule: str = _key("linear", choice(*LR_SCHEDULES), "learning-rate decay", sac="constant")
     max_steps: int = _key(500000, integer(0), "agent steps to train for")
     normalize: bool = _key(False, boolean, "running normalization of vector observations")
@@ -264,6 +270,9 @@ class TrainerSettings:
     epsilon: float = _key(0.2, real(0.0, 1.0, low_open=True), "PPO clip range", used_by=("ppo",))
     lambd: float = _key(0.95, real(0.0, 1.0), "GAE lambda", used_by=("ppo",))
     num_epoch: int = _key(3, integer(1), "passes over the buffer per update", used_by=("ppo",))
+    max_grad_norm: float | None = _key(None, real(0.0, low_open=True), "clip the gradient's global norm to this "
+                                       "before each step (Stable-Baselines3's PPO: 0.5); unset: no clipping",
+                                       used_by=("ppo",))
     value_clipping: bool = _key(True, boolean, "clip each value update to +-epsilon (ML-Agents); false for returns "
                                 "far from unit scale (Stable-Baselines3 does not clip)", used_by=("ppo",))
     # SAC

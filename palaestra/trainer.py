@@ -101,7 +101,7 @@ class BehaviorTrainer:
     def acting_plan(self, workers: int) -> BehaviorPlan:
         share = ActingWorkers.round_agent_steps(self.settings.buffer_size, workers)
         return BehaviorPlan(weight_layout(self.algorithm.policy_arrays()), self.settings.time_horizon,
-                            len(self.algorithm.signals), share)
+                            len(self.algorithm.signals), share, self.settings.activation)
 
     def record_round(self, segments: Segments | None, episodes: EpisodeStats) -> None:
         """Take one worker's round: its finished segments and the episodes that ended in it."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import os
 import signal
 
@@ -30,18 +32,18 @@ SETTINGS = TrainerSettings(hidden_units=8, num_layers=1, time_horizon=6, buffer_
                            reward_signals={"extrinsic": ExtrinsicSettings()})
 
 
-def _ppo(env_name: str) -> tuple[PPO, str]:
+def _ppo(env_name: str, settings: TrainerSettings = SETTINGS) -> tuple[PPO, str]:
     env = make_env(env_name)
     behavior, spec = next(iter(env.behavior_specs.items()))
     env.close()
-    return PPO(spec, SETTINGS, torch.device("cpu"), np.random.default_rng(0)), behavior
+    return PPO(spec, settings, torch.device("cpu"), np.random.default_rng(0)), behavior
 
 
-def _collect(env_name: str, seed: int, steps: int, arrays, rng) -> list[Segments]:
+def _collect(env_name: str, seed: int, steps: int, arrays, rng, activation: str = "swish") -> list[Segments]:
     """What the main process's collector would record acting with ``arrays`` on one instance."""
     env = make_env(env_name, seed=seed)
     behavior, spec = next(iter(env.behavior_specs.items()))
-    policy = NumpyActorCritic(arrays, spec.action_spec.discrete_branches, rng)
+    policy = NumpyActorCritic(arrays, spec.action_spec.discrete_branches, rng, activation)
     collector = Collector(spec, SETTINGS.time_horizon, 1)
     finished = []
     env.reset()
@@ -99,14 +101,15 @@ def _acting_pool(env_name: str, n: int, seed: int, ppo: PPO, behavior: str, time
                  threaded: bool = True):
     pool = WorkerPoolEnv(env_name, n, seed=seed, timeout=timeout)
     plan = BehaviorPlan(weight_layout(ppo.policy_arrays()), SETTINGS.time_horizon, 1,
-                        ActingWorkers.round_agent_steps(SETTINGS.buffer_size, n))
+                        ActingWorkers.round_agent_steps(SETTINGS.buffer_size, n), ppo.settings.activation)
     return pool, ActingWorkers(pool, {behavior: plan}, {behavior: ppo.policy_arrays}, seed, threaded)
 
 
-def test_workers_record_exactly_what_the_main_process_would():
-    # Same instance seed (seed + i), same policy noise stream, same weights: worker i's rounds
-    # hold the segments the main process's own collector records on that instance.
-    ppo, behavior = _ppo("Simple1DDiscrete")
+@pytest.mark.parametrize("activation", ["swish", "tanh"])
+def test_workers_record_exactly_what_the_main_process_would(activation):
+    # Same instance seed (seed + i), same policy noise stream, same weights and network: worker
+    # i's rounds hold the segments the main process's own collector records on that instance.
+    ppo, behavior = _ppo("Simple1DDiscrete", dataclasses.replace(SETTINGS, activation=activation))
     pool, acting = _acting_pool("Simple1DDiscrete", 2, 11, ppo, behavior)
     try:
         acting.start()
@@ -121,7 +124,8 @@ def test_workers_record_exactly_what_the_main_process_would():
     assert steps == 5 * 4  # rounds of 64 / (8 x 2) = 4 agent steps, one agent per worker
     for i in range(2):
         rng = np.random.default_rng(np.random.SeedSequence([11, i]).spawn(1)[0])
-        expected = Segments.concatenate(_collect("Simple1DDiscrete", 11 + i, steps, ppo.policy_arrays(), rng))
+        expected = Segments.concatenate(_collect("Simple1DDiscrete", 11 + i, steps, ppo.policy_arrays(), rng,
+                                                 activation))
         got = [results[i].segments for results, _ in rounds if results[i].segments is not None]
         actual = Segments.concatenate(got)
         expected.slot = expected.slot * 2 + i

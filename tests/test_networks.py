@@ -22,9 +22,10 @@ SPECS = {
 }
 
 
-def make_policy(spec, normalize=True):
+def make_policy(spec, normalize=True, activation="swish"):
     torch.manual_seed(0)
-    policy = ActorCritic(spec, hidden_units=16, num_layers=2, normalize=normalize, num_value_heads=2)
+    policy = ActorCritic(spec, hidden_units=16, num_layers=2, normalize=normalize, num_value_heads=2,
+                         activation=activation)
     with torch.no_grad():  # a non-trivial policy: random weights and normalizer statistics
         for p in policy.parameters():
             p.add_(torch.randn_like(p) * 0.5)
@@ -42,11 +43,12 @@ def random_allowed(spec, n, rng):
     return allowed
 
 
+@pytest.mark.parametrize("activation", ["swish", "tanh"])
 @pytest.mark.parametrize("masked", [True, False])
 @pytest.mark.parametrize("kind", list(SPECS))
-def test_numpy_mirror_matches_torch(kind, masked):
+def test_numpy_mirror_matches_torch(kind, masked, activation):
     spec = SPECS[kind]
-    policy = make_policy(spec)
+    policy = make_policy(spec, activation=activation)
     mirror = NumpyPolicy(policy, np.random.default_rng(0))
     rng = np.random.default_rng(2)
     obs = rng.normal(size=(7, policy.obs_size)).astype(np.float32)
@@ -101,10 +103,11 @@ def test_normalizer_matches_numpy_statistics():
     np.testing.assert_allclose(norm.var.numpy(), data.var(0), rtol=1e-4)
 
 
+@pytest.mark.parametrize("activation", ["swish", "tanh"])
 @pytest.mark.parametrize("kind", list(SPECS))
-def test_onnx_export_matches_deterministic_actions(tmp_path, kind):
+def test_onnx_export_matches_deterministic_actions(tmp_path, kind, activation):
     spec = SPECS[kind]
-    policy = make_policy(spec)
+    policy = make_policy(spec, activation=activation)
     path = tmp_path / "policy.onnx"
     export_policy(policy, path)
     session = ort.InferenceSession(str(path))
@@ -137,15 +140,17 @@ def test_onnx_export_matches_deterministic_actions(tmp_path, kind):
 
 
 @pytest.mark.parametrize("kind", list(SPECS))
-@pytest.mark.parametrize("epsilon,beta,masked,value_scale", [
-    (0.2, 0.01, True, 1.0), (0.05, 0.0, True, 1.0), (0.2, 0.01, False, 1.0), (0.2, 0.01, True, 4.0)])
-def test_numpy_gradients_match_torch_autograd(kind, epsilon, beta, masked, value_scale):
+@pytest.mark.parametrize("epsilon,beta,masked,value_scale,activation", [
+    (0.2, 0.01, True, 1.0, "swish"), (0.05, 0.0, True, 1.0, "swish"), (0.2, 0.01, False, 1.0, "swish"),
+    (0.2, 0.01, True, 4.0, "swish"), (0.2, 0.01, True, 1.0, "tanh")])
+def test_numpy_gradients_match_torch_autograd(kind, epsilon, beta, masked, value_scale, activation):
     from palaestra.algorithms.ppo import PPO
     from palaestra.networks.numpy_gradients import NumpyPPOGradients
     from palaestra.settings import ExtrinsicSettings, TrainerSettings
 
     spec = SPECS[kind]
     settings = TrainerSettings(hidden_units=16, num_layers=2, normalize=True, batch_size=8, buffer_size=64,
+                               activation=activation,
                                reward_signals={"extrinsic": ExtrinsicSettings(), "other": ExtrinsicSettings()})
     ppo = PPO(spec, settings, torch.device("cpu"), np.random.default_rng(0))
     policy = ppo.policy
@@ -272,3 +277,26 @@ def test_numpy_mirror_is_quiet_and_finite_for_extreme_inputs():
         warnings.simplefilter("error")  # an overflow warning would be raised here
         out = mirror.act(obs, None)
     assert np.isfinite(out.log_prob).all() and np.isfinite(out.values).all()
+
+
+def test_gradient_norm_clipping_matches_torch():
+    from palaestra.networks.numpy_adam import NumpyAdam
+    from palaestra.networks.optim import make_adam
+
+    policy = make_policy(SPECS["continuous"])
+    optimizer = make_adam(policy.parameters(), 1e-3, eps=1e-5)
+    assert optimizer.param_groups[0]["eps"] == 1e-5  # adam_epsilon reaches the optimizer
+    numpy_adam = NumpyAdam(list(policy.parameters()), optimizer)
+    rng = np.random.default_rng(0)
+    for scale, max_norm in [(3.0, 0.5), (1e-3, 0.5)]:  # clipped, and left alone below the bound
+        grads = [torch.as_tensor(rng.normal(size=p.shape) * scale, dtype=torch.float32) for p in policy.parameters()]
+        reference = [g.clone().requires_grad_(False) for g in grads]
+        holders = [torch.nn.Parameter(torch.zeros_like(g)) for g in reference]
+        for holder, g in zip(holders, reference):
+            holder.grad = g
+        torch.nn.utils.clip_grad_norm_(holders, max_norm)
+        for p, g in zip(policy.parameters(), grads):
+            p.grad.copy_(g)
+        numpy_adam.clip_grad_norm(max_norm)
+        for p, holder in zip(policy.parameters(), holders):
+            torch.testing.assert_close(p.grad, holder.grad)

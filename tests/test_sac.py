@@ -255,6 +255,14 @@ def test_hybrid_actions_are_rejected_for_sac(tmp_path):
     assert problems and "not both" in problems[0]
 
 
+def test_activations_other_than_swish_are_refused_for_sac(run_cli, workdir):
+    config = write_yaml(workdir / "c.yaml", "1D:\n  trainer: sac\n  activation: tanh\n  max_steps: 100\n")
+    for dry_run in (["--dry-run"], []):
+        result = run_cli(str(config), "--env=Simple1DContinuous", "--run-id=t", *dry_run)
+        assert result.code == 1 and "activation 'tanh' is built for trainer 'ppo' only so far" in result.log
+        assert "Traceback" not in result.log
+
+
 def test_exported_sac_policy_matches_its_deterministic_actions(tmp_path):
     import onnxruntime as ort
 

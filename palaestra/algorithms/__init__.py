@@ -35,6 +35,9 @@ def spec_problems(spec: BehaviorSpec, settings: TrainerSettings) -> list[str]:
     if visual:
         problems.append(f"observations of shape {visual}: only vector observations are supported so far")
     action = spec.action_spec
+    if settings.trainer == "sac" and settings.activation != "swish":
+        problems.append(f"activation {settings.activation!r} is built for trainer 'ppo' only so far; "
+                        "SAC's networks use swish (remove the key)")
     if settings.trainer == "sac" and action.is_continuous and action.is_discrete:
         problems.append("trainer 'sac' takes continuous or discrete actions, not both at once; use trainer: ppo")
     return problems

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from palaestra.algorithms.schedules import linear_decay, scheduled_learning_rate
 from palaestra.envs.base import BehaviorSpec
@@ -92,9 +93,10 @@ class PPO:
         self.device = device
         self.signals = make_signals(settings.reward_signals)
         self.policy = ActorCritic(
-            spec, settings.hidden_units, settings.num_layers, settings.normalize, len(self.signals)
+            spec, settings.hidden_units, settings.num_layers, settings.normalize, len(self.signals),
+            settings.activation,
         ).to(device)
-        self.optimizer = make_adam(self.policy.parameters(), settings.learning_rate)
+        self.optimizer = make_adam(self.policy.parameters(), settings.learning_rate, settings.adam_epsilon)
         self.rng = rng or np.random.default_rng()
         # On the CPU, small networks act, compute gradients and take Adam steps faster in numpy,
         # over the same memory (networks/numpy_*.py; tests check each against torch).
@@ -252,8 +254,12 @@ class PPO:
                 policy_loss, value_loss = gradients({k: v[rows] for k, v in shuffled.items()}, epsilon, beta,
                                                     value_clip)
                 if self._numpy_adam is not None:
+                    if s.max_grad_norm is not None:  # Stable-Baselines3's gradient clipping, when asked for
+                        self._numpy_adam.clip_grad_norm(s.max_grad_norm)
                     self._numpy_adam.step()
                 else:
+                    if s.max_grad_norm is not None:
+                        nn.utils.clip_grad_norm_(self.policy.parameters(), s.max_grad_norm)
                     self.optimizer.step()
                 policy_losses.append(policy_loss)
                 value_losses.append(value_loss)

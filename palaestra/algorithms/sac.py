@@ -84,7 +84,7 @@ class SAC:
         self.target_entropy = torch.tensor(target_entropy, device=device)
         self.gammas = torch.tensor([s.gamma for s in self.signals], device=device)
         self._uses_terminal = np.array([float(s.uses_terminal) for s in self.signals], np.float32)
-        self.optimizer = make_adam([self.flat.parameter], settings.learning_rate)
+        self.optimizer = make_adam([self.flat.parameter], settings.learning_rate, settings.adam_epsilon)
         # Gradients by hand (networks/sac_gradients.py; _autograd_gradients is their reference),
         # in numpy for narrow networks on the CPU, with a numpy Adam over the same flat buffer.
         self._gradients = SACGradients(self.policy, self.critic, self.target, self.log_alpha,

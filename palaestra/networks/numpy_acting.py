@@ -52,8 +52,16 @@ def swish(z: np.ndarray) -> np.ndarray:
     return z
 
 
+def _tanh(z: np.ndarray) -> np.ndarray:
+    """tanh, in place: ``z`` is a fresh array and is overwritten."""
+    return np.tanh(z, out=z)
+
+
+ACTIVATE = {"swish": swish, "tanh": _tanh}  # networks/constants.py: ACTIVATIONS
+
+
 def _towers(x: np.ndarray, first: tuple[np.ndarray, np.ndarray],
-            deeper: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+            deeper: list[tuple[np.ndarray, np.ndarray]], activate=swish) -> tuple[np.ndarray, np.ndarray]:
     """Actor and critic features (see networks/policy.py: TwinMLP). The first layer of both
     towers reads the same input, so its stacked ``[2, H, in]`` weight is used as one ``[in, 2H]``
     matrix (``first``, a free view); deeper layers take one 2-D product per tower (numpy's
@@ -61,14 +69,14 @@ def _towers(x: np.ndarray, first: tuple[np.ndarray, np.ndarray],
     w, b = first
     z = x @ w
     z += b
-    z = swish(z)
+    z = activate(z)
     hidden = w.shape[1] // 2
     h, g = z[:, :hidden], z[:, hidden:]
     for w, b in deeper:
         h = h @ w[0].T + b[0]
         g = g @ w[1].T + b[1]
-        h = swish(h)
-        g = swish(g)
+        h = activate(h)
+        g = activate(g)
     return h, g
 
 
@@ -147,7 +155,7 @@ class NumpyActorCritic(NumpyActing):
     ``branches`` the discrete branch sizes. The arrays are used in place, never copied."""
 
     def __init__(self, arrays: Mapping[str, np.ndarray], branches: tuple[int, ...] | list[int],
-                 rng: np.random.Generator) -> None:
+                 rng: np.random.Generator, activation: str = "swish") -> None:
         norm = (arrays["normalizer.mean"], arrays["normalizer.var"]) if "normalizer.mean" in arrays else None
         super().__init__(norm, rng)
         layers = []
@@ -162,13 +170,14 @@ class NumpyActorCritic(NumpyActing):
         self.logits = (arrays["logits.weight"], arrays["logits.bias"]) if "logits.weight" in arrays else None
         self.values = (arrays["values.weight"], arrays["values.bias"])
         self.branches = list(branches)
+        self.activate = ACTIVATE[activation]
 
     def value(self, obs: np.ndarray) -> np.ndarray:
-        _, g = _towers(self._encode(obs), self.first, self.deeper)
+        _, g = _towers(self._encode(obs), self.first, self.deeper, self.activate)
         return g @ self.values[0].T + self.values[1]
 
     def act(self, obs: np.ndarray, allowed: np.ndarray | None, deterministic: bool = False) -> ActResult:
-        h, g = _towers(self._encode(obs), self.first, self.deeper)
+        h, g = _towers(self._encode(obs), self.first, self.deeper, self.activate)
         n = obs.shape[0]
         values = g @ self.values[0].T + self.values[1]
         if self.mu is None:  # discrete actions only: the common case

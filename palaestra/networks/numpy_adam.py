@@ -71,6 +71,13 @@ class NumpyAdam:
         tmp *= step_size
         self.p -= tmp
 
+    def clip_grad_norm(self, max_norm: float) -> None:
+        """Scale the gradient down to a global norm of at most ``max_norm``, as
+        ``torch.nn.utils.clip_grad_norm_`` does (same formula and small constant)."""
+        coefficient = max_norm / (math.sqrt(float(np.dot(self.g, self.g))) + 1e-6)
+        if coefficient < 1.0:
+            self.g *= np.float32(coefficient)
+
     def sync(self) -> None:
         """Write the step count into the torch optimizer's state (before ``state_dict()``)."""
         for p in self.params:

@@ -61,6 +61,7 @@ class _TwinTowers:
     """The stacked actor and critic MLPs (networks/policy.py: TwinMLP) as ``[2, B, hidden]``."""
 
     def __init__(self, towers: TwinMLP) -> None:
+        self.tanh = towers.activation == "tanh"
         self.layers = [
             (w.detach().numpy(), b.detach().numpy(), _grad_view(w), _grad_view(b))
             for w, b in zip(towers.weights, towers.biases)
@@ -80,8 +81,11 @@ class _TwinTowers:
                 for t in (0, 1):
                     np.matmul(h_in[t], w[t].T, out=z[t])
             z = z + b
-            s = _sigmoid(z)
-            h_out = z * s
+            if self.tanh:
+                s, h_out = None, np.tanh(z)
+            else:
+                s = _sigmoid(z)
+                h_out = z * s
             cache.append((x if h_in is None else None, h_in, s, h_out))
             h_in = h_out
         return h_in, cache
@@ -90,7 +94,10 @@ class _TwinTowers:
         ones = np.ones(grad_h.shape[1], grad_h.dtype)
         for i in reversed(range(len(self.layers))):
             (w, _, gw, gb), (x, h_in, s, h_out) = self.layers[i], cache[i]
-            grad_z = grad_h * (s + h_out * (1.0 - s))  # swish'(z) = s + z s (1 - s)
+            if s is None:
+                grad_z = grad_h * (1.0 - h_out * h_out)  # tanh'(z) = 1 - tanh(z)^2
+            else:
+                grad_z = grad_h * (s + h_out * (1.0 - s))  # swish'(z) = s + z s (1 - s)
             if h_in is None:  # first layer: both towers' weight gradients in one product
                 hidden = w.shape[1]
                 flat = grad_z.transpose(1, 0, 2).reshape(-1, 2 * hidden)

@@ -50,7 +50,7 @@ class NumpyPolicy(NumpyActorCritic):
         return next(policy.parameters()).device.type == "cpu"
 
     def __init__(self, policy: ActorCritic, rng: np.random.Generator) -> None:
-        super().__init__(policy_arrays(policy), policy.branches, rng)
+        super().__init__(policy_arrays(policy), policy.branches, rng, policy.towers.activation)
 
 
 class NumpySquashedActor(NumpyActing):

@@ -7,14 +7,14 @@ import torch
 from torch.optim.adam import adam
 
 
-def make_adam(params, lr: float) -> torch.optim.Optimizer:
+def make_adam(params, lr: float, eps: float = 1e-8) -> torch.optim.Optimizer:
     """Adam, fused into one kernel where this torch supports it (measured 17% faster per step on
     the torch path; the CPU fast path steps with networks/numpy_adam.py instead)."""
     params = list(params)
     try:
-        return torch.optim.Adam(params, lr=lr, fused=True)
+        return torch.optim.Adam(params, lr=lr, eps=eps, fused=True)
     except (RuntimeError, TypeError, ValueError):
-        return torch.optim.Adam(params, lr=lr)
+        return torch.optim.Adam(params, lr=lr, eps=eps)
 
 
 @torch.no_grad()

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from palaestra.envs.base import BehaviorSpec
+from palaestra.networks.constants import ACTIVATIONS
 from palaestra.networks.distributions import ActionDistribution
 from palaestra.networks.normalizer import Normalizer
 
@@ -24,8 +25,12 @@ class TwinMLP(nn.Module):
     """Two MLPs of the same shape over the same input: ``forward(x)`` returns ``[2, B, hidden]``
     (index 0: actor features, 1: critic features)."""
 
-    def __init__(self, inputs: int, hidden: int, layers: int) -> None:
+    def __init__(self, inputs: int, hidden: int, layers: int, activation: str = "swish") -> None:
         super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation {activation!r}: one of {', '.join(ACTIVATIONS)}")
+        self.activation = activation
+        self._activate = nn.functional.silu if activation == "swish" else torch.tanh
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
         size = inputs
@@ -41,7 +46,7 @@ class TwinMLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = x.unsqueeze(0).expand(2, *x.shape)
         for w, b in zip(self.weights, self.biases):
-            h = nn.functional.silu(torch.baddbmm(b, h, w.transpose(1, 2)))
+            h = self._activate(torch.baddbmm(b, h, w.transpose(1, 2)))
         return h
 
 
@@ -70,7 +75,7 @@ class PolicyOutput:
 
 class ActorCritic(nn.Module):
     def __init__(self, spec: BehaviorSpec, hidden_units: int, num_layers: int, normalize: bool,
-                 num_value_heads: int) -> None:
+                 num_value_heads: int, activation: str = "swish") -> None:
         super().__init__()
         for shape in spec.observation_shapes:
             if len(shape) != 1:
@@ -80,7 +85,7 @@ class ActorCritic(nn.Module):
         self.spec = spec
         self.obs_size = vector_size(spec)
         self.normalizer = Normalizer(self.obs_size) if normalize else None
-        self.towers = TwinMLP(self.obs_size, hidden_units, num_layers)
+        self.towers = TwinMLP(self.obs_size, hidden_units, num_layers, activation)
         action = spec.action_spec
         self.branches = action.discrete_branches
         self.mu = head(hidden_units, action.continuous_size, 0.01) if action.is_continuous else None

@@ -45,6 +45,7 @@ class BehaviorPlan:
     time_horizon: int
     signals: int  # value heads
     round_agent_steps: int  # this behavior's agent steps a round should hold, per worker
+    activation: str = "swish"  # the policy's hidden layers (networks/constants.py: ACTIVATIONS)
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,7 @@ class _Actor:
     def __init__(self, spec: BehaviorSpec, plan: BehaviorPlan, rng: np.random.Generator) -> None:
         self.weights = np.zeros(weight_size(plan.layout), np.float32)
         self.policy = NumpyActorCritic(weight_views(self.weights, plan.layout), spec.action_spec.discrete_branches,
-                                       rng)
+                                       rng, plan.activation)
         self.collector = Collector(spec, plan.time_horizon, plan.signals)
         self.finished: list[Segments] = []
 
