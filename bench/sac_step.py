@@ -1,0 +1,68 @@
+"""Time one SAC gradient step (``SAC._gradient_step``: sampling, gradients, Adam, Polyak) for a
+given network width and batch size, with the numpy or the torch operations of
+networks/sac_gradients.py.
+
+Usage: python bench/sac_step.py [--hidden 16] [--layers 2] [--batch 8] [--ops auto|numpy|torch]
+                                [--torch-threads 1] [--steps 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from threadpoolctl import threadpool_limits
+
+from palaestra.algorithms.sac import SAC
+from palaestra.envs.base import ActionSpec, BehaviorSpec
+from palaestra.networks.numpy_adam import NumpyAdam
+from palaestra.networks.sac_gradients import NumpyOps, SACGradients, TorchOps
+from palaestra.settings import load_trainer_config
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--hidden", type=int, default=16)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--ops", choices=("auto", "numpy", "torch"), default="auto")
+    parser.add_argument("--torch-threads", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=200)
+    args = parser.parse_args()
+    torch.set_num_threads(args.torch_threads)
+    threadpool_limits(1, user_api="blas")  # as palaestra/run.py
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "c.yaml"
+        path.write_text(f"B:\n  trainer: sac\n  hidden_units: {args.hidden}\n  num_layers: {args.layers}\n"
+                        f"  batch_size: {args.batch}\n")
+        settings = load_trainer_config(path).for_behavior("B")
+    spec = BehaviorSpec(((3,),), ActionSpec(continuous_size=1))  # Pendulum's shapes
+    sac = SAC(spec, settings, torch.device("cpu"), np.random.default_rng(0))
+    if args.ops != "auto":
+        sac._gradients = SACGradients(sac.policy, sac.critic, sac.target, sac.log_alpha, sac.target_entropy,
+                                      sac.gammas, sac.branches, xp=NumpyOps if args.ops == "numpy" else TorchOps)
+        sac._numpy_adam = (NumpyAdam([sac.flat.parameter], sac.optimizer, flat=sac.flat)
+                           if args.ops == "numpy" else None)
+    rng = np.random.default_rng(1)
+    n = 5000
+    sac.buffer.add(obs=rng.normal(size=(n, 3)).astype(np.float32), next_obs=rng.normal(size=(n, 3)).astype(np.float32),
+                   continuous=rng.uniform(-0.9, 0.9, (n, 1)).astype(np.float32), discrete=np.zeros((n, 0), np.int64),
+                   allowed=np.ones((n, 0), bool), next_allowed=np.ones((n, 0), bool),
+                   env_reward=rng.normal(size=n).astype(np.float32), done=rng.random(n) < 0.05)
+    for _ in range(30):  # warm-up: first calls, allocations
+        sac._gradient_step(sac.buffer.sample(args.batch, sac.rng))
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        sac._gradient_step(sac.buffer.sample(args.batch, sac.rng))
+    ms = (time.perf_counter() - start) / args.steps * 1e3
+    ops = "numpy" if sac._gradients.xp is NumpyOps else "torch"
+    print(f"hidden {args.hidden} x {args.layers}, batch {args.batch}, {ops} operations, "
+          f"{args.torch_threads} torch thread(s): {ms:.2f} ms per gradient step")
+
+
+if __name__ == "__main__":
+    main()
