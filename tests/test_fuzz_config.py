@@ -69,8 +69,12 @@ HOSTILE_VALUES = [
 
 
 def _scalar(value) -> str:
-    """A YAML rendering of a parsed scalar (JSON's scalars are YAML's)."""
-    return json.dumps(value)
+    """A YAML rendering of a parsed scalar (JSON's scalars are YAML's, except that YAML 1.1 reads
+    an exponent without a point, 1e-05, as text: written 1.0e-05)."""
+    text = json.dumps(value)
+    if isinstance(value, float) and "e" in text and "." not in text:
+        text = text.replace("e", ".0e", 1)
+    return text
 
 
 def _key_text(key) -> str:
