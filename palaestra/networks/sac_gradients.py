@@ -69,15 +69,16 @@ class NumpyOps:
         return np.matmul(a, b, out=out)
 
     @staticmethod
-    def sigmoid(z: np.ndarray) -> np.ndarray:
+    def swish(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(z sigmoid(z), sigmoid(z)): the sigmoid is kept for the backward pass."""
         if z.size < _TORCH_KERNELS_FROM:
             s = np.tanh(0.5 * z)  # sigmoid(z) = (1 + tanh(z / 2)) / 2, which cannot overflow
             s *= 0.5
             s += 0.5
-            return s
-        s = np.empty_like(z)
-        torch.sigmoid(torch.from_numpy(z), out=torch.from_numpy(s))
-        return s
+        else:
+            s = np.empty_like(z)
+            torch.sigmoid(torch.from_numpy(z), out=torch.from_numpy(s))
+        return z * s, s
 
     @staticmethod
     def swish_grad(grad_h: np.ndarray, z: np.ndarray, s: np.ndarray) -> np.ndarray:
@@ -172,10 +173,12 @@ class TorchOps:
     def mm(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         return torch.mm(a, b, out=out) if out is not None else torch.mm(a, b)
 
-    sigmoid = staticmethod(torch.sigmoid)
+    @staticmethod
+    def swish(z: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return nn.functional.silu(z), None  # one fused kernel; its backward needs only z
 
     @staticmethod
-    def swish_grad(grad_h: torch.Tensor, z: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    def swish_grad(grad_h: torch.Tensor, z: torch.Tensor, s: None) -> torch.Tensor:
         return torch.ops.aten.silu_backward(grad_h, z)  # autograd's own fused kernel
 
     @staticmethod
@@ -276,10 +279,10 @@ class _MLP:
         h = x
         for layer in self.layers:
             z = layer(h)
-            s = self.xp.sigmoid(z)
+            h_out, s = self.xp.swish(z)
             if cache is not None:
                 cache.append((h, z, s))
-            h = z * s
+            h = h_out
         return h
 
     def backward(self, grad_h, cache: list) -> None:
@@ -303,10 +306,10 @@ class _Twin:
         last = len(self.layers) - 1
         for i, (w, b, _, _) in enumerate(self.layers):
             z = xp.twin_first(u, w, b) if i == 0 else xp.twin_linear(h, w, b)
-            s = xp.sigmoid(z) if i < last else None
+            h_out, s = xp.swish(z) if i < last else (z, None)
             if cache is not None:
                 cache.append((h, z, s))
-            h = z * s if s is not None else z
+            h = h_out
         return h
 
     def backward(self, grad_q, cache: list, weights: bool):
