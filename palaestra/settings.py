@@ -34,6 +34,14 @@ from palaestra.networks.constants import ACTIVATIONS
 logger = logging.getLogger("palaestra")
 
 TRAINER_TYPES = ("ppo", "sac", "offline_bc", "online_bc")
+EVERY_TRAINER = TRAINER_TYPES  # keys that ML-Agents' behavioral-cloning trainers read too
+# Old names of current features: a rename hint rather than "unknown"
+RENAMED_KEYS = {"pretraining": "behavioral_cloning"}
+RENAMED_TRAINERS = {"imitation": "online_bc (or, for imitation alongside rewards, behavioral_cloning under "
+                                 "trainer: ppo or sac)"}
+# Top-level keys of ML-Agents' later config format (release 1 on)
+LATER_FORMAT_KEYS = ("behaviors", "default_settings", "environment_parameters", "env_settings", "engine_settings",
+                     "checkpoint_settings", "torch_settings")
 SUPPORTED_TRAINERS = ("ppo",)
 LR_SCHEDULES = ("linear", "constant")
 VISUAL_ENCODERS = ("simple", "nature_cnn", "resnet")
@@ -237,27 +245,27 @@ def _checked_separately(value: Any) -> Any:  # subsections: checked by _check_su
 
 @dataclass(frozen=True)
 class TrainerSettings:
-    trainer: str = _key("ppo", choice(*TRAINER_TYPES), "trainer type")
-    batch_size: int = _key(1024, integer(1), "experiences per gradient step", sac=128)
+    trainer: str = _key("ppo", choice(*TRAINER_TYPES), "trainer type", used_by=EVERY_TRAINER)
+    batch_size: int = _key(1024, integer(1), "experiences per gradient step", sac=128, used_by=EVERY_TRAINER)
     buffer_size: int = _key(10240, integer(1), "PPO: experiences per update; SAC: replay capacity", sac=50000)
     # Upper bounds far above any real network (ML-Agents' examples use up to 512 x 3): the largest
     # allowed PPO network (16 x 4096, 2 GB) builds in about 90 s on 2 cores; far larger ones
     # exhausted memory or seemed to hang
-    hidden_units: int = _key(128, integer(1, 4096), "units per hidden layer")
-    num_layers: int = _key(2, integer(1, 16), "hidden layers")
+    hidden_units: int = _key(128, integer(1, 4096), "units per hidden layer", used_by=EVERY_TRAINER)
+    num_layers: int = _key(2, integer(1, 16), "hidden layers", used_by=EVERY_TRAINER)
     activation: str = _key("swish", choice(*ACTIVATIONS), "hidden-layer activation: swish (ML-Agents) or tanh "
                            "(Stable-Baselines3's default); tanh is built for PPO so far")
-    learning_rate: float = _key(3.0e-4, real(0.0, low_open=True), "Adam learning rate")
+    learning_rate: float = _key(3.0e-4, real(0.0, low_open=True), "Adam learning rate", used_by=EVERY_TRAINER)
     adam_epsilon: float = _key(1.0e-8, real(0.0, low_open=True), "Adam's epsilon (torch's default; "
                                "Stable-Baselines3's PPO uses 1e-5)")
     learning_rate_schedule: str = _key("linear", choice(*LR_SCHEDULES), "learning-rate decay", sac="constant")
-    max_steps: int = _key(500000, integer(0), "agent steps to train for")
+    max_steps: int = _key(500000, integer(0), "agent steps to train for", used_by=EVERY_TRAINER)
     normalize: bool = _key(False, boolean, "running normalization of vector observations")
     time_horizon: int = _key(64, integer(1), "steps per agent before a trajectory is cut")
-    summary_freq: int = _key(10000, integer(1), "steps between summaries")
-    use_recurrent: bool = _key(False, boolean, "LSTM policy")
-    memory_size: int = _key(128, integer(1), "LSTM memory size")
-    sequence_length: int = _key(64, integer(1), "LSTM training sequence length")
+    summary_freq: int = _key(10000, integer(1), "steps between summaries", used_by=EVERY_TRAINER)
+    use_recurrent: bool = _key(False, boolean, "LSTM policy", used_by=EVERY_TRAINER)
+    memory_size: int = _key(128, integer(1), "LSTM memory size", used_by=EVERY_TRAINER)
+    sequence_length: int = _key(64, integer(1), "LSTM training sequence length", used_by=EVERY_TRAINER)
     vis_encode_type: str = _key("simple", choice(*VISUAL_ENCODERS), "visual encoder")
     threaded: bool = _key(True, boolean, "with the policy acting in --num-envs workers: they go on stepping while "
                           "the trainer updates")
@@ -569,7 +577,27 @@ class _ConfigLoader(yaml.SafeLoader):
 _ConfigLoader.add_constructor("tag:yaml.org,2002:int", _ConfigLoader.construct_yaml_int)
 
 
+def _other_file_kind(data: dict[str, Any]) -> str | None:
+    """What the file is, if it is a config of another kind than a 0.15/0.16 trainer config."""
+    later = [str(k) for k in data if str(k) in LATER_FORMAT_KEYS]
+    if later:
+        return (f"a trainer config in ML-Agents' later format (top-level {', '.join(later)}). This reads "
+                "the 0.15/0.16 format: a 'default:' section and a section per behavior, with the settings "
+                "written flat in it (docs/configuration.md)")
+    sections = [v for v in data.values() if isinstance(v, dict)]
+    if "resampling-interval" in data or any("sampler-type" in v for v in sections):
+        return ("a parameter-sampler file (resampling-interval, sampler-type); give it with --sampler, and "
+                "a trainer config as the first argument")
+    if any("thresholds" in v and ("measure" in v or "parameters" in v) for v in sections):
+        return ("a curriculum file (measure, thresholds, parameters); give it with --curriculum, and a "
+                "trainer config as the first argument")
+    return None
+
+
 def _check_sections(path: Path, data: dict[str, Any], config: TrainerConfig) -> None:
+    kind = _other_file_kind(data)
+    if kind is not None:
+        raise ConfigError(f"{path}: this is {kind}")
     for name, section in data.items():
         name = str(name)
         if isinstance(section, str):  # alias
@@ -650,7 +678,9 @@ def _warn(warnings: list[str], message: Callable[[], str]) -> None:
 def _closest(name: str, known: list[str]) -> str:
     if len(name) > 64:  # no key is that long; difflib's cost grows with the square of the length
         return ""
-    match = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    # 0.75: every one-or-two-letter typo of a key scores above 0.8; unrelated names below
+    # (a sampler file's 'mass' scored 0.62 against max_steps)
+    match = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
     return f" (did you mean {match[0]!r}?)" if match else ""
 
 
@@ -667,10 +697,12 @@ def _check_section(path: Path, name: str, section: dict[str, Any], warnings: lis
     out: dict[str, Any] = {}
     trainer = section.get("trainer")
     if "steps_per_update" in section and ("num_update" in section or "train_interval" in section):
-        raise ConfigError(
-            f"{_where(path, name)}: sets both steps_per_update (0.16) and num_update/train_interval "
-            "(0.15); use one spelling of the SAC update cadence"
-        )
+        old = [k for k in ("train_interval", "num_update") if k in section]
+        _warn(warnings, lambda: (
+            f"{_where(path, name)}: sets both steps_per_update (0.16) and {'/'.join(old)} (0.15); as in "
+            f"ML-Agents 0.16, steps_per_update is read and {' and '.join(old)} ignored"
+        ))
+        section = {k: v for k, v in section.items() if k not in old}
     for key, value in section.items():
         key = str(key)
         if key in LEGACY_KEYS:
@@ -678,6 +710,8 @@ def _check_section(path: Path, name: str, section: dict[str, Any], warnings: lis
                 f"{_where(path, name, key)}: a legacy key, ignored; it was replaced by {LEGACY_KEYS[key]}"
             ))
             continue
+        if key in RENAMED_KEYS:
+            raise ConfigError(f"{_where(path, name, key)}: the old name of {RENAMED_KEYS[key]}; rename the key")
         if key not in TRAINER_KEYS:
             _warn(warnings, lambda: (
                 f"{_where(path, name, key)}: unknown key, ignored{_closest(key, list(TRAINER_KEYS))}"
@@ -689,6 +723,9 @@ def _check_section(path: Path, name: str, section: dict[str, Any], warnings: lis
             out[key] = _check_subsection(path, name, key, value, BehavioralCloningSettings, warnings)
         elif key == "self_play":
             out[key] = _check_subsection(path, name, key, value, SelfPlaySettings, warnings)
+        elif key == "trainer" and isinstance(value, str) and value in RENAMED_TRAINERS:
+            raise ConfigError(f"{_where(path, name, key)}: trainer {value!r} is the old name of "
+                              f"{RENAMED_TRAINERS[value]}")
         else:
             out[key] = _check_value(path, name, key, TRAINER_KEYS[key].metadata["check"], value)
     if isinstance(trainer, str) and trainer in TRAINER_TYPES:

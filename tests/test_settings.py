@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from palaestra.settings import (
@@ -110,10 +112,50 @@ def test_behavior_without_section_or_default_lists_sections(tmp_path):
         cfg.for_behavior("B")
 
 
-def test_both_sac_cadence_spellings_in_one_section_is_an_error(tmp_path):
-    path = write_yaml(tmp_path / "c.yaml", "B:\n  trainer: sac\n  steps_per_update: 10\n  num_update: 1\n")
-    with pytest.raises(ConfigError, match="steps_per_update.*num_update"):
-        load_trainer_config(path)
+def test_both_sac_cadence_spellings_read_steps_per_update_as_ml_agents_0_16_did(tmp_path):
+    # real users' files set both; ML-Agents 0.16 read steps_per_update and ignored the 0.15 keys
+    path = write_yaml(tmp_path / "c.yaml", "B:\n  trainer: sac\n  steps_per_update: 10\n  num_update: 3\n"
+                                           "  train_interval: 2\n")
+    config = load_trainer_config(path)
+    assert config.for_behavior("B").steps_per_update == 10
+    assert any("steps_per_update is read and train_interval and num_update ignored" in w for w in config.warnings)
+
+
+def test_keys_of_the_behavioral_cloning_trainers_are_not_reported_as_ignored(tmp_path):
+    path = write_yaml(tmp_path / "c.yaml", "B:\n  trainer: offline_bc\n  batch_size: 64\n  max_steps: 100\n"
+                                           "  hidden_units: 64\n  num_layers: 2\n  learning_rate: 3.0e-4\n"
+                                           "  summary_freq: 1000\n  demo_path: x.demo\n  batches_per_epoch: 10\n")
+    assert load_trainer_config(path).warnings == []
+    path = write_yaml(tmp_path / "d.yaml", "B:\n  trainer: offline_bc\n  lambd: 0.9\n")
+    assert any("only read by ppo" in w for w in load_trainer_config(path).warnings)  # a PPO key still is
+
+
+@pytest.mark.parametrize("text,message", [
+    ("B:\n  pretraining:\n    demo_path: x.demo\n", "key 'pretraining': the old name of behavioral_cloning"),
+    ("B:\n  trainer: imitation\n", "trainer 'imitation' is the old name of online_bc"),
+])
+def test_old_names_of_current_features_get_a_rename_hint(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message):
+        load_trainer_config(write_yaml(tmp_path / "c.yaml", text))
+
+
+def test_did_you_mean_suggests_only_close_keys(tmp_path):
+    warnings = load_trainer_config(write_yaml(tmp_path / "c.yaml", "B:\n  mass: 3\n  lamda: 0.9\n"
+                                                                   "  hiden_units: 8\n")).warnings
+    assert "'mass': unknown key, ignored" in warnings[0] and "did you mean" not in warnings[0]
+    assert "did you mean 'lambd'" in warnings[1] and "did you mean 'hidden_units'" in warnings[2]
+
+
+@pytest.mark.parametrize("name,text,message", [
+    ("later.yaml", "behaviors:\n  3DBall:\n    trainer_type: ppo\n", "ML-Agents' later format (top-level behaviors)"),
+    ("sampler.yaml", "resampling-interval: 5000\nmass:\n  sampler-type: uniform\n  min_value: 1\n  max_value: 2\n",
+     "a parameter-sampler file"),
+    ("curriculum.yaml", "BigWallJump:\n  measure: progress\n  thresholds: [0.1]\n  min_lesson_length: 100\n"
+                        "  parameters:\n    height: [1.0, 2.0]\n", "a curriculum file"),
+])
+def test_a_file_of_another_kind_is_named_for_what_it_is(tmp_path, name, text, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_trainer_config(write_yaml(tmp_path / name, text))
 
 
 def test_sac_015_cadence_converts_to_steps_per_update(tmp_path):
