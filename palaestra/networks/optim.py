@@ -4,7 +4,7 @@ optimizer over one flat parameter (networks/flat_params.py)."""
 from __future__ import annotations
 
 import torch
-from torch.optim.adam import adam
+from palaestra.networks.torch_private import functional_adam
 
 
 def make_adam(params, lr: float, eps: float = 1e-8) -> torch.optim.Optimizer:
@@ -29,7 +29,7 @@ def step_single_adam(optimizer: torch.optim.Adam) -> None:
         optimizer.step()
         return
     beta1, beta2 = group["betas"]
-    adam([param], [param.grad], [state["exp_avg"]], [state["exp_avg_sq"]], [], [state["step"]],
+    functional_adam([param], [param.grad], [state["exp_avg"]], [state["exp_avg_sq"]], [], [state["step"]],
          foreach=False if not group.get("fused") else None, fused=group.get("fused") or None,
          amsgrad=False, beta1=beta1, beta2=beta2, lr=group["lr"], weight_decay=group["weight_decay"],
          eps=group["eps"], maximize=False)

@@ -28,6 +28,7 @@ from torch import nn
 from palaestra.networks.constants import CLIP, WIDE_NETWORK_UNITS
 from palaestra.networks.distributions import MASKED_LOGIT
 from palaestra.networks.sac_networks import LOG_STD_MAX, LOG_STD_MIN, SquashedActor, TwinQ
+from palaestra.networks.torch_private import silu_backward
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 _LOG_2 = math.log(2.0)
@@ -85,7 +86,7 @@ class NumpyOps:
         """d/dz [z sigmoid(z)] = s (1 + z (1 - s)), times ``grad_h``."""
         if z.size < _TORCH_KERNELS_FROM:
             return grad_h * (s * (1.0 + z * (1.0 - s)))
-        return torch.ops.aten.silu_backward(torch.from_numpy(grad_h), torch.from_numpy(z)).numpy()
+        return silu_backward(torch.from_numpy(grad_h), torch.from_numpy(z)).numpy()
 
     # the twin critics' stacked layers: per-tower 2-D products (numpy's stacked matmul misses
     # BLAS's fast path for transposed operands), except where both towers read the same input
@@ -179,7 +180,7 @@ class TorchOps:
 
     @staticmethod
     def swish_grad(grad_h: torch.Tensor, z: torch.Tensor, s: None) -> torch.Tensor:
-        return torch.ops.aten.silu_backward(grad_h, z)  # autograd's own fused kernel
+        return silu_backward(grad_h, z)  # autograd's own fused kernel
 
     @staticmethod
     def twin_first(u: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
