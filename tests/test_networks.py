@@ -300,3 +300,17 @@ def test_gradient_norm_clipping_matches_torch():
         numpy_adam.clip_grad_norm(max_norm)
         for p, holder in zip(policy.parameters(), holders):
             torch.testing.assert_close(p.grad, holder.grad)
+
+
+def test_numpy_adam_over_a_flat_buffer_takes_only_the_buffer_s_parameter():
+    from palaestra.networks.flat_params import FlatParameters
+    from palaestra.networks.numpy_adam import NumpyAdam
+    from palaestra.networks.optim import make_adam
+
+    policy = make_policy(SPECS["continuous"])
+    flat = FlatParameters(list(policy.parameters()))
+    optimizer = make_adam([flat.parameter], 1e-3)
+    NumpyAdam([flat.parameter], optimizer, flat=flat)  # accepted
+    other = torch.nn.Parameter(torch.zeros_like(flat.data))
+    with pytest.raises(ValueError, match="the optimizer's parameter is the buffer's"):
+        NumpyAdam([other], make_adam([other], 1e-3), flat=flat)

@@ -29,7 +29,7 @@ class NumpyAdam:
         self.params = params
         self.optimizer = optimizer
         if flat is not None:
-            if params != [flat.parameter]:
+            if len(params) != 1 or params[0] is not flat.parameter:  # identity: == on tensors is elementwise
                 raise ValueError("with a flat buffer, the optimizer's parameter is the buffer's")
             self.flat = flat
             self.slices = [slice(0, flat.data.numel())]
