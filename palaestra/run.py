@@ -25,7 +25,7 @@ import yaml
 from threadpoolctl import threadpool_limits
 
 from palaestra import __version__
-from palaestra.algorithms import spec_problems
+from palaestra.capabilities import settings_problems, spec_problems
 from palaestra.checkpoints import CheckpointError, CheckpointManager, SaveError, atomic_write_text, os_reason
 from palaestra.envs.base import EngineConfig, Env, EnvError
 from palaestra.envs.sources import describe_specs, make_env
@@ -46,7 +46,6 @@ from palaestra.settings import (
     TrainerConfig,
     TrainerSettings,
     load_trainer_config,
-    unsupported_features,
 )
 from palaestra.stats import (
     ConsoleWriter,
@@ -152,7 +151,7 @@ def _resolve_settings(config: TrainerConfig, env: Env) -> dict[str, TrainerSetti
         )
     resolved = {b: config.for_behavior(b) for b in env.behavior_specs}
     problems = [f"behavior {b!r}: {p}" for b, s in resolved.items()
-                for p in unsupported_features(s) + spec_problems(env.behavior_specs[b], s)]
+                for p in settings_problems(s) + spec_problems(env.behavior_specs[b], s)]
     if problems:
         raise ConfigError(f"{config.path}: " + "; ".join(problems))
     return resolved

@@ -826,31 +826,6 @@ def _build_settings(path: Path, behavior: str, merged: dict[str, Any]) -> Traine
     return settings
 
 
-def unsupported_features(settings: TrainerSettings) -> list[str]:
-    """What this build cannot train yet, each with what to do instead."""
-    problems = []
-    if settings.trainer == "offline_bc":
-        problems.append(
-            "trainer 'offline_bc' was removed in ML-Agents 0.13; use trainer: ppo with a "
-            "behavioral_cloning section and/or a gail reward signal"
-        )
-    elif settings.trainer == "online_bc":
-        problems.append(
-            "trainer 'online_bc' is an ML-Agents 0.9-era trainer Palaestra does not provide; "
-            "use trainer: ppo with a behavioral_cloning section"
-        )
-    if settings.use_recurrent:
-        problems.append("use_recurrent: true (LSTM policies) is not supported yet; set use_recurrent: false")
-    if settings.behavioral_cloning is not None:
-        problems.append("behavioral_cloning is not supported yet; remove the section")
-    if settings.self_play is not None:
-        problems.append("self_play is not supported yet; remove the section")
-    for name in settings.reward_signals:
-        if name != "extrinsic":
-            problems.append(f"the {name} reward signal is not supported yet; remove it from reward_signals")
-    return problems
-
-
 def describe_keys() -> str:
     """A table of every trainer key with its default and meaning (for docs and --help)."""
     lines = []

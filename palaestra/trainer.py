@@ -16,8 +16,7 @@ import numpy as np
 import torch
 
 from palaestra.algorithms import make_algorithm
-from palaestra.algorithms.ppo import PPO
-from palaestra.algorithms.sac import SAC
+from palaestra.capabilities import acting_obstacle, capabilities
 from palaestra.checkpoints import (
     CheckpointError,
     CheckpointManager,
@@ -94,9 +93,7 @@ class BehaviorTrainer:
     # -- acting in the environment workers (rollout/acting_pool.py) ---------------------------
     def acting_obstacle(self) -> str | None:
         """Why this behavior's policy cannot act in the environment workers, or None if it can."""
-        if not isinstance(self.algorithm, PPO):
-            return f"{self.settings.trainer} learns between environment steps"
-        return None
+        return acting_obstacle(self.settings)
 
     def acting_plan(self, workers: int) -> BehaviorPlan:
         share = ActingWorkers.round_agent_steps(self.settings.buffer_size, workers)
@@ -153,6 +150,10 @@ class BehaviorTrainer:
         }
 
     @property
+    def keeps_replay_buffer(self) -> bool:
+        return self.settings.save_replay_buffer and capabilities(self.settings).replay_buffer
+
+    @property
     def replay_path(self) -> Path:
         return self.checkpoints.folder / "replay_buffer.pt"
 
@@ -161,7 +162,7 @@ class BehaviorTrainer:
         be written is a SaveError naming it and the last complete checkpoint."""
         with timed("save_model"):
             path = self.checkpoints.save(self.state(global_step), self.step)
-            if self.settings.save_replay_buffer and isinstance(self.algorithm, SAC):
+            if self.keeps_replay_buffer:
                 # one file, replaced at each checkpoint (a copy per checkpoint would multiply
                 # the largest file of the run by --keep-checkpoints)
                 try:
@@ -247,7 +248,7 @@ class BehaviorTrainer:
         if weights_only:
             return 0
         self._next_summary = int(state.get("next_summary", self._next_summary))
-        if self.settings.save_replay_buffer and isinstance(self.algorithm, SAC):
+        if self.keeps_replay_buffer:
             self._restore_replay()
         return int(state.get("global_step", 0))
 
@@ -267,8 +268,8 @@ class BehaviorTrainer:
             logger.warning("%s: %s was saved at step %s, the checkpoint at step %d; using it anyway",
                            self.name, self.replay_path, replay.get("step"), self.step)
         try:
-            self.algorithm.load_replay_state(replay)
+            restored = self.algorithm.load_replay_state(replay)
         except Exception as e:  # its columns come from the file: any kind of mismatch
             raise CheckpointError(f"{self.replay_path} is not a replay buffer of behavior {self.name!r}: "
                                   f"{type(e).__name__}: {str(e)[:200]}") from None
-        logger.info("%s: restored %d transitions from %s", self.name, self.algorithm.buffer.size, self.replay_path)
+        logger.info("%s: restored %d transitions from %s", self.name, restored, self.replay_path)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from palaestra.algorithms import spec_problems
+from palaestra.capabilities import spec_problems
 from palaestra.algorithms.sac import SAC
 from palaestra.checkpoints import CheckpointManager
 from palaestra.envs.base import ActionSpec, BehaviorSpec, DecisionSteps, TerminalSteps
@@ -114,7 +114,7 @@ def test_hand_written_gradients_match_autograd(tmp_path, monkeypatch, spec, sign
     from palaestra.rewards import ExtrinsicSignal
 
     monkeypatch.setattr(sac_module, "make_signals",
-                        lambda _: [ExtrinsicSignal(1.0, 0.99), ExtrinsicSignal(0.5, 0.9)][:signals])
+                        lambda *_: [ExtrinsicSignal(1.0, 0.99), ExtrinsicSignal(0.5, 0.9)][:signals])
     torch.manual_seed(0)
     sac = SAC(spec, sac_settings(tmp_path, normalize="true", hidden_units=8, num_layers=2, init_entcoef=0.3),
               torch.device("cpu"), np.random.default_rng(0))

@@ -6,12 +6,12 @@ import re
 
 import pytest
 
+from palaestra.capabilities import settings_problems
 from palaestra.settings import (
     ConfigError,
     ExtrinsicSettings,
     TrainerSettings,
     load_trainer_config,
-    unsupported_features,
 )
 from tests.conftest import write_yaml
 
@@ -181,10 +181,10 @@ def test_reward_signal_errors(tmp_path):
 def test_legacy_trainers_are_recognized_and_rejected_with_advice(tmp_path):
     for trainer, advice in (("offline_bc", "removed"), ("online_bc", "behavioral_cloning")):
         cfg = load_trainer_config(write_yaml(tmp_path / "c.yaml", f"B:\n  trainer: {trainer}\n"))
-        problems = unsupported_features(cfg.for_behavior("B"))
+        problems = settings_problems(cfg.for_behavior("B"))
         assert problems and advice in problems[0]
     sac = load_trainer_config(write_yaml(tmp_path / "s.yaml", "B:\n  trainer: sac\n")).for_behavior("B")
-    assert not unsupported_features(sac)
+    assert not settings_problems(sac)
     assert (sac.batch_size, sac.buffer_size, sac.learning_rate_schedule, sac.steps_per_update) == (
         128, 50000, "constant", 10.0)  # the SAC defaults of ML-Agents' sac_trainer_config.yaml
 

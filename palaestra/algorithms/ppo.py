@@ -27,14 +27,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from palaestra.algorithms.auxiliary import AuxiliaryLoss, StatsMean, add_auxiliary_gradients
 from palaestra.algorithms.schedules import linear_decay, scheduled_learning_rate
+from palaestra.algorithms.transitions import following_rows
 from palaestra.envs.base import BehaviorSpec
 from palaestra.networks.numpy_adam import NumpyAdam
 from palaestra.networks.numpy_gradients import NumpyPPOGradients
 from palaestra.networks.numpy_policy import NumpyPolicy, policy_arrays
 from palaestra.networks.optim import make_adam
 from palaestra.networks.policy import ActorCritic
-from palaestra.rewards import SignalEpisodeSums, make_signals
+from palaestra.rewards import SignalEpisodeSums, load_signals_state, make_signals, signals_state
 from palaestra.rollout.buffers import RolloutBuffer
 from palaestra.rollout.collector import ActResult, Segments
 from palaestra.settings import TrainerSettings
@@ -85,13 +87,19 @@ def gae(rewards: np.ndarray, values: np.ndarray, bootstrap: np.ndarray, length: 
     return discounted_cumsum(deltas, gamma * lambd)
 
 
+def _as_numpy(batch: dict[str, Any]) -> dict[str, np.ndarray]:
+    return {k: v.cpu().numpy() if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
 class PPO:
     def __init__(self, spec: BehaviorSpec, settings: TrainerSettings, device: torch.device,
                  rng: np.random.Generator | None = None) -> None:
         self.spec = spec
         self.settings = settings
         self.device = device
-        self.signals = make_signals(settings.reward_signals)
+        self.signals = make_signals(spec, settings.reward_signals, device)
+        self._learning_signals = [signal for signal in self.signals if signal.learns]
+        self.auxiliary_losses: list[AuxiliaryLoss] = []  # extra loss terms of each mini-batch step
         self.policy = ActorCritic(
             spec, settings.hidden_units, settings.num_layers, settings.normalize, len(self.signals),
             settings.activation,
@@ -203,8 +211,16 @@ class PPO:
             old_values=seg.values[mask],
             returns=returns[mask],
             advantages=advantages[mask].astype(np.float32),
+            **self._signal_columns(seg, mask),
         )
         return stats
+
+    def _signal_columns(self, seg: Segments, mask: np.ndarray) -> dict[str, np.ndarray]:
+        """The buffer columns only reward signals with a model read (none without them): their
+        models learn from transitions (observation, action, next observation)."""
+        if not self._learning_signals:
+            return {}
+        return {"next_obs": following_rows(seg.obs, seg.next_obs, seg.length)[mask], "env_reward": seg.env_reward[mask]}
 
     def ready(self) -> bool:
         return self.experiences > self.settings.buffer_size
@@ -246,13 +262,16 @@ class PPO:
         if self._numpy_gradients is None:
             data = {k: torch.as_tensor(v, device=self.device) for k, v in data.items()}
         policy_losses, value_losses = [], []
+        extra = StatsMean()  # auxiliary losses' and reward-signal models' stats
         for _ in range(s.num_epoch):
             order = self.rng.permutation(n)
             shuffled = {k: v[order] for k, v in data.items()}  # one gather per epoch; mini-batches are slices
             for i in range(n // s.batch_size):
                 rows = slice(i * s.batch_size, (i + 1) * s.batch_size)
-                policy_loss, value_loss = gradients({k: v[rows] for k, v in shuffled.items()}, epsilon, beta,
-                                                    value_clip)
+                batch = {k: v[rows] for k, v in shuffled.items()}
+                policy_loss, value_loss = gradients(batch, epsilon, beta, value_clip)
+                # auxiliary losses (behavioral cloning) add their gradients to PPO's before the step
+                extra.add(add_auxiliary_gradients(self.auxiliary_losses, self.policy, batch, self.step, self.device))
                 if self._numpy_adam is not None:
                     if s.max_grad_norm is not None:  # Stable-Baselines3's gradient clipping, when asked for
                         self._numpy_adam.clip_grad_norm(s.max_grad_norm)
@@ -263,9 +282,12 @@ class PPO:
                     self.optimizer.step()
                 policy_losses.append(policy_loss)
                 value_losses.append(value_loss)
+                # reward signals with a model (curiosity, GAIL) learn on the same mini-batches
+                for signal in self._learning_signals:
+                    extra.add(signal.update(_as_numpy(batch)))
         self.buffer.clear()
         self.update_count += 1
-        return stats | {
+        return stats | extra.means() | {
             "Losses/Policy Loss": float(np.mean(policy_losses)) if policy_losses else 0.0,
             "Losses/Value Loss": float(np.mean(value_losses)) if value_losses else 0.0,
             "Policy/Learning Rate": lr,
@@ -320,18 +342,27 @@ class PPO:
         return abs(float(policy_loss.detach())), float(value_loss.detach())
 
     # -- checkpoints -------------------------------------------------------------------------
+    def replay_state(self) -> None:
+        return None  # on-policy: nothing outlives an update
+
+    def load_replay_state(self, state: dict[str, Any]) -> int:
+        raise NotImplementedError("PPO keeps no replay buffer (palaestra/capabilities.py)")
+
     def state_dict(self) -> dict[str, Any]:
         if self._numpy_adam is not None:
             self._numpy_adam.sync()
-        return {
+        state = {
             "policy": self.policy.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "step": self.step,
             "update_count": self.update_count,
         }
+        signals = signals_state(self.signals)
+        return state | {"signals": signals} if signals else state
 
     def load_state_dict(self, state: dict[str, Any], weights_only: bool = False) -> None:
         self.policy.load_state_dict(state["policy"])
+        load_signals_state(self.signals, state.get("signals", {}))
         if not weights_only:
             self.optimizer.load_state_dict(state["optimizer"])
             if self._numpy_adam is not None:

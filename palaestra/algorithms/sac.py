@@ -31,7 +31,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from palaestra.algorithms.auxiliary import AuxiliaryLoss, StatsMean, add_auxiliary_gradients
 from palaestra.algorithms.schedules import scheduled_learning_rate
+from palaestra.algorithms.transitions import following_rows
 from palaestra.envs.base import BehaviorSpec
 from palaestra.networks.flat_params import FlatParameters
 from palaestra.networks.numpy_adam import NumpyAdam
@@ -39,7 +41,7 @@ from palaestra.networks.numpy_policy import NumpySquashedActor
 from palaestra.networks.optim import make_adam, step_single_adam
 from palaestra.networks.sac_gradients import NumpyOps, SACBatch, SACGradients
 from palaestra.networks.sac_networks import SquashedActor, TwinQ, squashed_sample
-from palaestra.rewards import SignalEpisodeSums, make_signals
+from palaestra.rewards import SignalEpisodeSums, load_signals_state, make_signals, signals_state
 from palaestra.rollout.buffers import ReplayBuffer
 from palaestra.rollout.collector import ActResult, Segments
 from palaestra.settings import TrainerSettings
@@ -58,7 +60,9 @@ class SAC:
         self.settings = settings
         self.device = device
         self.rng = rng or np.random.default_rng()
-        self.signals = make_signals(settings.reward_signals)
+        self.signals = make_signals(spec, settings.reward_signals, device)
+        self._learning_signals = [signal for signal in self.signals if signal.learns]
+        self.auxiliary_losses: list[AuxiliaryLoss] = []  # extra loss terms of each gradient step
         K = len(self.signals)
         self.policy = SquashedActor(spec, settings.hidden_units, settings.num_layers, settings.normalize).to(device)
         self.continuous = action.is_continuous
@@ -95,6 +99,7 @@ class SAC:
         self.episode_sums = SignalEpisodeSums(self.signals)
         self.step = 0  # agent steps collected, ML-Agents' trainer step
         self.update_count = 0  # gradient steps taken
+        self.signal_update_count = 0  # reward-signal model updates taken (their own cadence)
         self._torch_rng = torch.Generator(device=device)
         self._torch_rng.manual_seed(int(self.rng.integers(2**62)))
 
@@ -148,15 +153,10 @@ class SAC:
         F, H = mask.shape
         if self.policy.normalizer is not None:
             self.policy.normalizer.update(seg.obs[mask])
-        last = (np.arange(F), seg.length - 1)
-        next_obs = np.empty_like(seg.obs)
-        next_obs[:, :-1] = seg.obs[:, 1:]
-        next_obs[last] = seg.next_obs
-        next_allowed = np.ones_like(seg.allowed)
-        next_allowed[:, :-1] = seg.allowed[:, 1:]
-        next_allowed[last] = seg.next_allowed
+        next_obs = following_rows(seg.obs, seg.next_obs, seg.length)
+        next_allowed = following_rows(seg.allowed, seg.next_allowed, seg.length, fill=True)
         done = np.zeros((F, H), bool)
-        done[last] = seg.terminal  # a step-limit interruption is not done: its target bootstraps
+        done[np.arange(F), seg.length - 1] = seg.terminal  # a step-limit interruption is not done: its target bootstraps
         self.buffer.add(
             obs=seg.obs[mask], next_obs=next_obs[mask], continuous=seg.continuous[mask],
             discrete=seg.discrete[mask], allowed=seg.allowed[mask], next_allowed=next_allowed[mask],
@@ -166,9 +166,9 @@ class SAC:
         return self.episode_sums.add(seg, [signal.rewards(seg) for signal in self.signals])
 
     # -- learning ----------------------------------------------------------------------------
-    def _updates_due(self) -> int:
+    def _updates_due(self, steps_per_update: float | None = None) -> int:
         s = self.settings
-        return int((self.step - s.buffer_init_steps) / s.steps_per_update)
+        return int((self.step - s.buffer_init_steps) / (steps_per_update or s.steps_per_update))
 
     @property
     def experiences(self) -> int:
@@ -188,25 +188,38 @@ class SAC:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         totals: dict[str, torch.Tensor] = {}
+        extra = StatsMean()  # auxiliary losses' and reward-signal models' stats
         steps = 0
         while self.update_count < self._updates_due():
-            for key, value in self._gradient_step(self.buffer.sample(self.settings.batch_size, self.rng)).items():
+            batch = self.buffer.sample(self.settings.batch_size, self.rng)
+            for key, value in self._gradient_step(batch, extra).items():
                 totals[key] = totals[key] + value if key in totals else value
             self.update_count += 1
             steps += 1
+        # reward signals with a model (curiosity, GAIL) learn on their own cadence
+        # (reward_signal_steps_per_update, by default steps_per_update), on their own samples
+        signal_updates_due = self._updates_due(self.settings.reward_signal_steps_per_update)
+        while self._learning_signals and self.signal_update_count < signal_updates_due:
+            batch = self.buffer.sample(self.settings.batch_size, self.rng)
+            for signal in self._learning_signals:
+                extra.add(signal.update(batch))
+            self.signal_update_count += 1
         stats: dict[str, Any] = {}
         if steps:  # one conversion per update call, not per gradient step (a device sync on GPUs)
             q_estimate = (totals.pop("q_estimate") / steps).tolist()
             stats = {k: float(v) / steps for k, v in totals.items()}
             for signal, value in zip(self.signals, q_estimate):
                 stats[f"Policy/{signal.stat_name} Value Estimate"] = value
+        stats |= extra.means()
         stats["Policy/Learning Rate"] = lr
         stats["Policy/Entropy Coeff"] = float(self.log_alpha.detach().exp().mean())
         return stats
 
-    def _gradient_step(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+    def _gradient_step(self, batch: dict[str, np.ndarray], extra: StatsMean) -> dict[str, Any]:
         t = self._prepare(batch)
         stats = self._gradients.compute(t)
+        # auxiliary losses (behavioral cloning) add their gradients to SAC's before the step
+        extra.add(add_auxiliary_gradients(self.auxiliary_losses, self.policy, batch, self.step, self.device))
         if self._numpy_adam is not None:
             self._numpy_adam.step()
         else:
@@ -299,7 +312,7 @@ class SAC:
     def state_dict(self) -> dict[str, Any]:
         if self._numpy_adam is not None:
             self._numpy_adam.sync()
-        return {
+        state = {
             "policy": self.policy.state_dict(),
             "critic": self.critic.state_dict(),
             "target": self.target.state_dict(),
@@ -308,9 +321,14 @@ class SAC:
             "step": self.step,
             "update_count": self.update_count,
         }
+        if self._learning_signals:
+            state["signal_update_count"] = self.signal_update_count
+        signals = signals_state(self.signals)
+        return state | {"signals": signals} if signals else state
 
     def load_state_dict(self, state: dict[str, Any], weights_only: bool = False) -> None:
         self.policy.load_state_dict(state["policy"])
+        load_signals_state(self.signals, state.get("signals", {}))
         if weights_only:  # --initialize-from and --inference: the policy alone (ML-Agents: all weights)
             if "critic" in state:
                 self.critic.load_state_dict(state["critic"])
@@ -325,6 +343,8 @@ class SAC:
             self._numpy_adam.after_load()
         self.step = int(state["step"])
         self.update_count = int(state["update_count"])
+        self.signal_update_count = int(state.get("signal_update_count", self._updates_due(
+            self.settings.reward_signal_steps_per_update)))
 
     def replay_state(self) -> dict[str, Any]:
         """The replay buffer as tensors (for ``save_replay_buffer``)."""
@@ -332,7 +352,11 @@ class SAC:
         return {"capacity": state["capacity"],
                 "columns": {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state["columns"].items()}}
 
-    def load_replay_state(self, state: dict[str, Any]) -> None:
+    def load_replay_state(self, state: dict[str, Any]) -> int:
         self.buffer.load_state_dict({"capacity": state["capacity"],
                                      "columns": {k: v.numpy() for k, v in state["columns"].items()}})
+        return self.buffer.size
+
+    def policy_arrays(self) -> dict[str, np.ndarray]:
+        raise NotImplementedError("SAC's policy does not act in environment workers (palaestra/capabilities.py)")
 

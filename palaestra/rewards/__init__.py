@@ -1,24 +1,47 @@
 """Reward signals: each turns a batch of segments (PPO) or of sampled transitions (SAC) into
-rewards for one value head."""
+rewards for one value head (the protocol: rewards/base.py)."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
+import torch
+
+from palaestra.envs.base import BehaviorSpec
 from palaestra.rewards.base import RewardSignal
 from palaestra.rewards.episode_sums import SignalEpisodeSums
 from palaestra.rewards.extrinsic import ExtrinsicSignal
 from palaestra.settings import ExtrinsicSettings
 
+# A signal's settings type (settings.REWARD_SIGNALS) → how to build it. Adding a signal: its
+# settings dataclass, its class with a ``build``, one entry here, and its name in
+# capabilities.py for the trainers that support it (docs/extending.md).
+SIGNAL_BUILDERS: dict[type, Callable[[Any, BehaviorSpec, torch.device], RewardSignal]] = {
+    ExtrinsicSettings: ExtrinsicSignal.build,
+}
 
-def make_signals(settings: Mapping[str, Any]) -> list[RewardSignal]:
+
+def make_signals(spec: BehaviorSpec, settings: Mapping[str, Any], device: torch.device) -> list[RewardSignal]:
+    """The behavior's reward signals, in the order of its settings (the value heads' order)."""
     signals: list[RewardSignal] = []
     for name, cfg in settings.items():
-        if isinstance(cfg, ExtrinsicSettings):
-            signals.append(ExtrinsicSignal(cfg.strength, cfg.gamma))
-        else:
+        build = SIGNAL_BUILDERS.get(type(cfg))
+        if build is None:  # capabilities.settings_problems refuses these before anything is built
             raise ValueError(f"the {name} reward signal is not supported yet")
+        signals.append(build(cfg, spec, device))
     return signals
 
 
-__all__ = ["RewardSignal", "ExtrinsicSignal", "SignalEpisodeSums", "make_signals"]
+def signals_state(signals: list[RewardSignal]) -> dict[str, torch.Tensor]:
+    """Every signal's model state in one flat mapping (``<signal>.<entry>``), for checkpoints."""
+    return {f"{s.name}.{key}": value for s in signals for key, value in s.state_dict().items()}
+
+
+def load_signals_state(signals: list[RewardSignal], state: Mapping[str, torch.Tensor]) -> None:
+    for s in signals:
+        prefix = f"{s.name}."
+        s.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+
+
+__all__ = ["RewardSignal", "ExtrinsicSignal", "SignalEpisodeSums", "SIGNAL_BUILDERS", "make_signals",
+           "signals_state", "load_signals_state"]

@@ -1,10 +1,19 @@
-"""The reward-signal seam: PPO keeps one value head per signal, SAC one Q output per signal."""
+"""The reward-signal seam: PPO keeps one value head per signal, SAC one Q output per signal.
+
+A signal is built from the behavior's spec, its own settings and the device
+(``rewards/__init__.py``: :data:`SIGNAL_BUILDERS`), so a signal with its own network (curiosity,
+GAIL) knows the observation and action sizes and where to put its weights. Signals whose model
+learns (``learns``) are trained through ``update`` from the algorithm's update loop: PPO on each
+of its mini-batches, SAC on its own cadence (``reward_signal_steps_per_update``); their weights
+travel in the algorithm's checkpoints (``state_dict``).
+"""
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Mapping, Protocol
 
 import numpy as np
+import torch
 
 from palaestra.rollout.collector import Segments
 
@@ -14,15 +23,23 @@ class RewardSignal(Protocol):
     stat_name: str  # as in TensorBoard stats, e.g. "Extrinsic"
     gamma: float
     uses_terminal: bool  # bootstrap 0 at a true terminal state
+    learns: bool  # has a model that ``update`` trains
 
     def rewards(self, segments: Segments) -> np.ndarray:
         """Scaled rewards ``[F, H]`` for the rows of the segments."""
         ...
 
-    def rewards_for_batch(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+    def rewards_for_batch(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
         """Scaled rewards ``[B]`` for a batch of transitions (SAC's replay samples)."""
         ...
 
-    def update(self, batch: dict[str, np.ndarray]) -> dict[str, float]:
-        """Train the signal's own model (if any) on a mini-batch; return loss stats."""
+    def update(self, batch: Mapping[str, np.ndarray]) -> dict[str, float]:
+        """Train the signal's own model on a batch of transitions (``obs``, ``next_obs``,
+        ``continuous``, ``discrete``, ``allowed``, ... as numpy arrays); return loss stats."""
         ...
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The model's weights and optimizer state for checkpoints (empty without a model)."""
+        ...
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None: ...

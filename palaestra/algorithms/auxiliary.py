@@ -1,0 +1,63 @@
+"""The hook for auxiliary losses: extra terms an algorithm's update adds to its own loss
+(behavioral cloning on demonstrations is the first user).
+
+An auxiliary loss is a torch function of the policy and the update's mini-batch; its gradient is
+added to the policy's ``.grad`` after the algorithm's own gradient, before the optimizer step,
+whichever way that gradient was computed (autograd or networks/ accelerator). The algorithm file
+calls :func:`add_auxiliary_gradients` where its update takes a step.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class AuxiliaryLoss(Protocol):
+    name: str
+
+    def loss(self, policy: nn.Module, batch: Mapping[str, torch.Tensor],
+             step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        """A scalar loss over ``policy``'s parameters (and its stats), for the mini-batch of an
+        update at trainer step ``step`` (for annealed strengths)."""
+        ...
+
+
+def add_auxiliary_gradients(losses: list[AuxiliaryLoss], policy: nn.Module,
+                            batch: Mapping[str, np.ndarray | torch.Tensor], step: int,
+                            device: torch.device) -> dict[str, float]:
+    """Add each auxiliary loss's gradient to ``policy``'s ``.grad`` (in place: the accelerator's
+    views and flat gradient buffers stay valid); return their stats."""
+    if not losses:
+        return {}
+    tensors = {k: torch.as_tensor(v, device=device) for k, v in batch.items()}
+    params = [p for p in policy.parameters() if p.requires_grad]
+    stats: dict[str, float] = {}
+    for aux in losses:
+        loss, aux_stats = aux.loss(policy, tensors, step)
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        with torch.no_grad():
+            for p, g in zip(params, grads):
+                if g is not None:
+                    p.grad.add_(g)
+        stats.update(aux_stats)
+    return stats
+
+
+class StatsMean:
+    """Means of the stats of many mini-batches, reported once per update."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, stats: Mapping[str, float]) -> None:
+        for k, v in stats.items():
+            self.sums[k] = self.sums.get(k, 0.0) + float(v)
+            self.counts[k] = self.counts.get(k, 0) + 1
+
+    def means(self) -> dict[str, float]:
+        return {k: self.sums[k] / self.counts[k] for k in self.sums}

@@ -1,0 +1,70 @@
+"""The seam between the trainer and an algorithm: what ``trainer.py``, the run loop and the
+acting workers may ask of any of them.
+
+Data flow: ``act``/``value`` on each decision batch (through the collector) → ``collect`` on
+finished segments → ``ready``/``update`` on the algorithm's own cadence. Reward signals and
+auxiliary losses plug into the algorithm (rewards/, algorithms/auxiliary.py), not into the
+trainer.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from palaestra.rewards.base import RewardSignal
+from palaestra.rollout.collector import ActResult, Segments
+
+
+class Algorithm(Protocol):
+    signals: list[RewardSignal]  # one value head / Q output per signal, in this order
+    policy: torch.nn.Module  # the module exported to ONNX
+    optimizer: torch.optim.Optimizer  # its parameters' shapes are checked before a checkpoint loads
+    step: int  # agent steps taken in (ML-Agents' trainer step); the trainer counts steps past max_steps
+    update_count: int
+    decoupled: bool  # experience may come from weights older than the last update (acting workers)
+
+    def act(self, obs: np.ndarray, allowed: np.ndarray | None, deterministic: bool = False) -> ActResult:
+        """Actions, log-probabilities, entropies and value estimates for one decision batch."""
+        ...
+
+    def value(self, obs: np.ndarray) -> np.ndarray:
+        """Per-signal value estimates ``[n, signals]`` to bootstrap cut segments from."""
+        ...
+
+    def collect(self, segments: Segments) -> dict[str, list[float]]:
+        """Take one step's finished segments; return per-signal rewards of the episodes that ended."""
+        ...
+
+    def ready(self) -> bool:
+        """Whether ``update`` has learning to do now."""
+        ...
+
+    @property
+    def experiences(self) -> int:
+        """Rows the next update learns from."""
+        ...
+
+    def update(self) -> dict[str, Any]:
+        """Learn; return the stats to report."""
+        ...
+
+    def current_learning_rate(self) -> float: ...
+
+    def policy_arrays(self) -> dict[str, np.ndarray]:
+        """The acting policy's weights as named arrays (for acting in environment workers)."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any], weights_only: bool = False) -> None: ...
+
+    def replay_state(self) -> dict[str, Any] | None:
+        """The experience worth saving beside a checkpoint (SAC's replay buffer), or None."""
+        ...
+
+    def load_replay_state(self, state: dict[str, Any]) -> int:
+        """Load what ``replay_state`` saved; return the number of transitions restored."""
+        ...

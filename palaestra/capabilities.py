@@ -1,0 +1,94 @@
+"""What each trainer and its policy can do: the one place that says it.
+
+Settings validation (before any environment exists), the run (against each behavior's spec),
+the trainer (acting in environment workers, the replay buffer) and ``--dry-run`` all ask here,
+so a feature that lands changes one entry of :data:`CAPABILITIES`, not five checks. Each
+problem says what to do instead. Torch-free: the command line checks a config without it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from palaestra.envs.base import BehaviorSpec
+from palaestra.settings import TrainerSettings
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """One trainer type's abilities. ``refusal``: why the trainer type cannot train at all."""
+
+    refusal: str | None = None
+    reward_signals: frozenset[str] = frozenset({"extrinsic"})
+    activations: tuple[str, ...] = ("swish",)
+    continuous_and_discrete: bool = False  # both kinds of action in one behavior
+    # acting in --num-envs workers needs a policy that does not change between environment
+    # steps (PPO's changes only between rounds of experience); the reason when it cannot
+    acting_in_workers: str | None = None
+    replay_buffer: bool = False  # save_replay_buffer applies
+    behavioral_cloning: bool = False
+    self_play: bool = False
+    recurrent: bool = False
+    visual: bool = False
+
+
+CAPABILITIES: dict[str, Capabilities] = {
+    "ppo": Capabilities(activations=("swish", "tanh"), continuous_and_discrete=True),
+    "sac": Capabilities(acting_in_workers="sac learns between environment steps", replay_buffer=True),
+    "offline_bc": Capabilities(refusal="trainer 'offline_bc' was removed in ML-Agents 0.13; use trainer: ppo with a "
+                                       "behavioral_cloning section and/or a gail reward signal"),
+    "online_bc": Capabilities(refusal="trainer 'online_bc' is an ML-Agents 0.9-era trainer Palaestra does not "
+                                      "provide; use trainer: ppo with a behavioral_cloning section"),
+}
+
+
+def capabilities(settings: TrainerSettings) -> Capabilities:
+    return CAPABILITIES[settings.trainer]
+
+
+def _named(settings: TrainerSettings, key: str) -> str:
+    """``key`` and, when a section above the behavior's set it, where it came from."""
+    origin = settings.origin(key) if hasattr(settings, "origin") else None
+    return f"{key} (from {origin})" if origin else key
+
+
+def settings_problems(settings: TrainerSettings) -> list[str]:
+    """What these settings ask that their trainer cannot do (yet), each with what to do instead."""
+    can = capabilities(settings)
+    if can.refusal is not None:
+        return [can.refusal]
+    problems = []
+    if settings.use_recurrent and not can.recurrent:
+        problems.append(f"{_named(settings, 'use_recurrent')}: true (LSTM policies) is not supported yet; set "
+                        "use_recurrent: false")
+    if settings.behavioral_cloning is not None and not can.behavioral_cloning:
+        problems.append(f"{_named(settings, 'behavioral_cloning')} is not supported yet; remove the section")
+    if settings.self_play is not None and not can.self_play:
+        problems.append(f"{_named(settings, 'self_play')} is not supported yet; remove the section")
+    for name in settings.reward_signals:
+        if name not in can.reward_signals:
+            problems.append(f"the {name} reward signal is not supported yet; remove it from "
+                            f"{_named(settings, 'reward_signals')}")
+    if settings.activation not in can.activations:
+        problems.append(f"{_named(settings, 'activation')} {settings.activation!r} is built for trainer 'ppo' only "
+                        f"so far; {settings.trainer.upper()}'s networks use swish (remove the key)")
+    return problems
+
+
+def spec_problems(spec: BehaviorSpec, settings: TrainerSettings) -> list[str]:
+    """What this behavior's observations and actions ask of its trainer that it cannot do yet."""
+    can = capabilities(settings)
+    problems = []
+    visual = [s for s in spec.observation_shapes if len(s) != 1]
+    if visual and not can.visual:
+        problems.append(f"observations of shape {visual}: only vector observations are supported so far")
+    action = spec.action_spec
+    if action.is_continuous and action.is_discrete and not can.continuous_and_discrete:
+        problems.append(f"trainer {settings.trainer!r} takes continuous or discrete actions, not both at once; "
+                        "use trainer: ppo")
+    return problems
+
+
+def acting_obstacle(settings: TrainerSettings) -> str | None:
+    """Why the policy cannot act in the environment workers, or None if it can."""
+    return capabilities(settings).acting_in_workers

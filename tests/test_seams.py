@@ -1,0 +1,204 @@
+"""The seams later features plug into, proved with test-only pieces: a reward signal that owns a
+small network trained through the algorithm's update loop, and an auxiliary loss whose gradient
+joins the algorithm's own, in PPO and in SAC (and through the accelerated and autograd paths)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from palaestra.algorithms import ALGORITHMS, make_algorithm
+from palaestra.capabilities import CAPABILITIES, acting_obstacle, settings_problems
+from palaestra.envs.sources import make_env
+from palaestra.rewards import SIGNAL_BUILDERS
+from palaestra.rollout.collector import Collector
+from palaestra.settings import ExtrinsicSettings, TrainerSettings
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    strength: float = 0.1
+    gamma: float = 0.9
+
+
+class ProbeSignal:
+    """Learns to predict the environment's reward from (observation, next observation, action);
+    its reward is a constant, so it only exercises the plumbing."""
+
+    name = "probe"
+    stat_name = "Probe"
+    uses_terminal = False
+    learns = True
+
+    def __init__(self, settings: ProbeSettings, spec, device) -> None:
+        self.gamma, self.strength = settings.gamma, settings.strength
+        obs = sum(int(np.prod(s)) for s in spec.observation_shapes)
+        self.model = nn.Linear(2 * obs + spec.action_spec.continuous_size + len(spec.action_spec.discrete_branches),
+                               1).to(device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-2)
+        self.device = device
+        self.batches: list[dict[str, np.ndarray]] = []
+        self.losses: list[float] = []
+
+    def _loss(self, batch) -> torch.Tensor:
+        x = np.concatenate([batch["obs"], batch["next_obs"], batch["continuous"],
+                            batch["discrete"].astype(np.float32)], axis=1)
+        target = torch.as_tensor(batch["env_reward"], device=self.device, dtype=torch.float32)
+        return (self.model(torch.as_tensor(x, device=self.device))[:, 0] - target).pow(2).mean()
+
+    def rewards(self, segments):
+        return np.full(segments.env_reward.shape, self.strength, np.float32)
+
+    def rewards_for_batch(self, batch):
+        return np.full(batch["env_reward"].shape, self.strength, np.float32)
+
+    def update(self, batch):
+        self.batches.append(batch)
+        loss = self._loss(batch)
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        self.losses.append(float(loss.detach()))
+        return {"Losses/Probe Loss": self.losses[-1]}
+
+    def state_dict(self):
+        return {f"model.{k}": v for k, v in self.model.state_dict().items()}
+
+    def load_state_dict(self, state):
+        self.model.load_state_dict({k[len("model."):]: v for k, v in state.items()})
+
+
+class PushDown:
+    """An auxiliary loss whose gradient on the policy's first parameter dwarfs the algorithm's:
+    Adam then moves every entry of it down by about the learning rate per step."""
+
+    name = "push_down"
+
+    def __init__(self) -> None:
+        self.batch_sizes: list[int] = []
+
+    def loss(self, policy, batch, step):
+        self.batch_sizes.append(len(batch["obs"]))
+        loss = 1e6 * next(policy.parameters()).sum()
+        return loss, {"Losses/Push Down": float(loss.detach())}
+
+
+SETTINGS = {
+    "ppo": dict(trainer="ppo", batch_size=32, buffer_size=128, time_horizon=16, num_epoch=2, hidden_units=16,
+                num_layers=1, learning_rate=1e-3, learning_rate_schedule="constant"),
+    "sac": dict(trainer="sac", batch_size=32, buffer_size=2000, time_horizon=16, hidden_units=16, num_layers=1,
+                learning_rate=1e-3, learning_rate_schedule="constant", steps_per_update=4.0,
+                reward_signal_steps_per_update=8.0),
+}
+
+
+def _train(algorithm, env_name: str, steps: int) -> list[dict]:
+    """Drive the algorithm as the trainer does; return the stats of every update."""
+    env = make_env(env_name, seed=3)
+    behavior = next(iter(env.behavior_specs))
+    collector = Collector(env.behavior_specs[behavior], algorithm.settings.time_horizon, len(algorithm.signals))
+    env.reset()
+    updates = []
+    for _ in range(steps):
+        decision, terminal = env.get_steps(behavior)
+        actions, segments = collector.step(decision, terminal, algorithm.act, algorithm.value)
+        if segments is not None:
+            algorithm.collect(segments)
+        env.set_actions(behavior, actions)
+        env.step()
+        if algorithm.ready():
+            updates.append(algorithm.update())
+    env.close()
+    return updates
+
+
+def _algorithm(trainer: str, env_name: str, signals: bool, device: str = "cpu"):
+    env = make_env(env_name, seed=3)
+    spec = next(iter(env.behavior_specs.values()))
+    env.close()
+    reward_signals = {"extrinsic": ExtrinsicSettings()} | ({"probe": ProbeSettings()} if signals else {})
+    settings = TrainerSettings(**SETTINGS[trainer], reward_signals=reward_signals)
+    return make_algorithm(spec, settings, torch.device(device), np.random.default_rng(0))
+
+
+@pytest.fixture
+def probe(monkeypatch):
+    monkeypatch.setitem(SIGNAL_BUILDERS, ProbeSettings, ProbeSignal)
+
+
+CASES = [("ppo", "Simple1DContinuous"), ("ppo", "Simple1DDiscrete"), ("sac", "Simple1DContinuous"),
+         ("sac", "Simple1DDiscrete")]
+
+
+@pytest.mark.parametrize("trainer,env_name", CASES)
+def test_a_reward_signal_with_its_own_model_learns_in_the_update_loop(probe, trainer, env_name):
+    algorithm = _algorithm(trainer, env_name, signals=True)
+    probe_signal = algorithm.signals[1]
+    updates = _train(algorithm, env_name, 600)
+    assert updates and probe_signal.batches
+    batch = probe_signal.batches[0]
+    assert {"obs", "next_obs", "continuous", "discrete", "env_reward"} <= set(batch)
+    assert all(isinstance(v, np.ndarray) for v in batch.values())
+    assert len(batch["obs"]) == algorithm.settings.batch_size
+    assert np.mean(probe_signal.losses[-5:]) < np.mean(probe_signal.losses[:5])  # the model learned
+    assert "Losses/Probe Loss" in updates[-1]
+    assert "Policy/Probe Value Estimate" in updates[-1]  # its value head / Q output
+    if trainer == "ppo":  # every mini-batch of every epoch
+        rows = algorithm.settings.buffer_size
+        assert len(probe_signal.batches) >= len(updates) * algorithm.settings.num_epoch * (rows // 32)
+    else:  # its own cadence: one update per reward_signal_steps_per_update steps
+        assert algorithm.signal_update_count == int(algorithm.step / 8.0)
+        assert len(probe_signal.batches) == algorithm.signal_update_count
+        assert algorithm.update_count == int(algorithm.step / 4.0)
+
+    # its model travels in the algorithm's checkpoints
+    state = algorithm.state_dict()
+    fresh = _algorithm(trainer, env_name, signals=True)
+    assert not torch.equal(fresh.signals[1].model.weight, probe_signal.model.weight)
+    fresh.load_state_dict(state)
+    assert torch.equal(fresh.signals[1].model.weight, probe_signal.model.weight)
+    if trainer == "sac":
+        assert fresh.signal_update_count == algorithm.signal_update_count
+
+
+def test_checkpoints_without_signal_models_keep_their_layout():
+    algorithm = _algorithm("ppo", "Simple1DContinuous", signals=False)
+    assert set(algorithm.state_dict()) == {"policy", "optimizer", "step", "update_count"}
+
+
+@pytest.mark.parametrize("trainer,env_name", CASES + [("ppo-autograd", "Simple1DDiscrete")])
+def test_an_auxiliary_loss_adds_its_gradient_before_each_step(trainer, env_name, monkeypatch):
+    algorithm = _algorithm(trainer.split("-")[0], env_name, signals=False)
+    if trainer == "ppo-autograd":  # the torch path, as on a GPU
+        monkeypatch.setattr(algorithm, "_numpy_gradients", None)
+        monkeypatch.setattr(algorithm, "_numpy_adam", None)
+    push = PushDown()
+    algorithm.auxiliary_losses.append(push)
+    first = next(algorithm.policy.parameters())
+    before = first.detach().clone()
+    updates = _train(algorithm, env_name, 300)
+    steps = len(push.batch_sizes)
+    assert updates and steps
+    assert set(push.batch_sizes) == {algorithm.settings.batch_size}
+    moved = (first.detach() - before).numpy()
+    lr = algorithm.settings.learning_rate
+    # each Adam step moves each entry by about -lr when one gradient sign dominates
+    assert np.all(moved < -0.8 * lr * steps) and np.all(moved > -1.2 * lr * steps), (moved, lr * steps)
+    assert "Losses/Push Down" in updates[-1]
+
+
+def test_the_algorithms_are_chosen_by_trainer_type_and_capabilities_say_what_each_can_do():
+    assert set(ALGORITHMS) <= set(CAPABILITIES)
+    ppo = TrainerSettings(trainer="ppo")
+    sac = TrainerSettings(trainer="sac")
+    assert acting_obstacle(ppo) is None
+    assert acting_obstacle(sac) == "sac learns between environment steps"
+    curious = dataclasses.replace(ppo, reward_signals={"extrinsic": ExtrinsicSettings(), "curiosity": object()})
+    assert settings_problems(curious) == [
+        "the curiosity reward signal is not supported yet; remove it from reward_signals"]
+    assert "removed in ML-Agents 0.13" in settings_problems(TrainerSettings(trainer="offline_bc"))[0]
