@@ -40,7 +40,7 @@ class ProbeSignal:
         obs = sum(int(np.prod(s)) for s in spec.observation_shapes)
         self.model = nn.Linear(2 * obs + spec.action_spec.continuous_size + len(spec.action_spec.discrete_branches),
                                1).to(device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-2)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=0.05)
         self.initial = {k: v.clone() for k, v in self.model.state_dict().items()}
         self.device = device
         self.batches: list[dict[str, np.ndarray]] = []
