@@ -1,4 +1,6 @@
-"""``--env`` string → environment. The rule, in order:
+"""``--env`` string → environment: the first of :data:`ENV_SOURCES` that recognizes it makes
+it (a new kind of environment is one more entry; docs/extending.md). The rule, in order
+(no ``--env``: the Unity Editor):
 
 1. a built-in environment name (``3DBall``, ``Basic``, ...);
 2. an id registered with Gymnasium (``CartPole-v1``, ``Pendulum-v1``, ``HalfCheetah-v5``);
@@ -20,6 +22,7 @@ import importlib
 import inspect
 import os
 import sys
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from palaestra.envs.base import EngineConfig, Env, EnvError
@@ -44,39 +47,100 @@ def parse_env_args(args: list[str] | None) -> dict[str, Any]:
     return kwargs
 
 
-def _gymnasium_ids() -> list[str]:
+def _gymnasium_ids() -> Mapping[str, Any]:
     import gymnasium
 
-    return list(gymnasium.registry.keys())
+    return gymnasium.registry
+
+
+@dataclass(frozen=True)
+class EnvRequest:
+    """What the run asks of an environment source: ``--env`` and the flags every source may use."""
+
+    name: str | None  # None: the Unity Editor
+    seed: int = 0
+    num_areas: int = 1
+    env_args: list[str] | None = None
+    engine: EngineConfig | None = None
+    port: int = 5005
+
+
+@dataclass(frozen=True)
+class EnvSource:
+    """One kind of environment: whether an ``--env`` value names one of its kind, and how to make
+    it. :data:`ENV_SOURCES` is asked in order; the first that matches makes the environment."""
+
+    kind: str
+    matches: Callable[[str | None], bool]
+    make: Callable[[EnvRequest], Env]
+
+
+def _builtin_name(name: str | None) -> str | None:
+    if name is not None and name.startswith("palaestra/") and name.endswith("-v0"):
+        name = name[10:-3]  # the built-in's Gymnasium id (envs/gym_vector.py) names the built-in
+    return name if name in BUILTIN_ENVS else None
+
+
+def _make_builtin(r: EnvRequest) -> Env:
+    name = _builtin_name(r.name)
+    if r.env_args:
+        raise EnvError(f"built-in environment {name!r} takes no --env-args (got {r.env_args})")
+    return BUILTIN_ENVS[name](seed=r.seed, num_areas=r.num_areas)
+
+
+def _make_gymnasium(r: EnvRequest) -> Env:
+    from palaestra.envs.gymnasium_env import GymnasiumEnv
+
+    return GymnasiumEnv(r.name, seed=r.seed, num_areas=r.num_areas, env_kwargs=parse_env_args(r.env_args))
+
+
+def _factory_spec(name: str) -> str:
+    if name.startswith("pettingzoo:"):  # pettingzoo:package.module → package.module.parallel_env
+        return f"{name[len('pettingzoo:'):]}:parallel_env"
+    return name
+
+
+def _is_factory(name: str | None) -> bool:
+    return name is not None and ":" in _factory_spec(name) and not os.path.exists(_factory_spec(name))
+
+
+def _make_from_factory(r: EnvRequest) -> Env:
+    return _from_factory(_factory_spec(r.name), r.seed, r.num_areas, parse_env_args(r.env_args),
+                         r.engine or EngineConfig(), r.port)
+
+
+def _is_unity_build(name: str | None) -> bool:
+    return name is not None and (os.path.exists(name) or name.endswith(UNITY_SUFFIXES)
+                                 or os.path.exists(name + ".x86_64"))
+
+
+def _unity_editor(r: EnvRequest) -> Env:
+    raise EnvError(
+        "training against the Unity Editor (no --env) is not supported yet; pass --env with a "
+        f"built-in environment ({', '.join(BUILTIN_ENVS)}) or a Gymnasium id such as CartPole-v1"
+    )
+
+
+def _unity_build(r: EnvRequest) -> Env:
+    raise EnvError(f"--env={r.name}: Unity builds are not supported yet; use a built-in environment or a Gymnasium id")
+
+
+ENV_SOURCES: list[EnvSource] = [
+    EnvSource("Unity Editor", lambda name: name is None, _unity_editor),
+    EnvSource("built-in", lambda name: _builtin_name(name) is not None, _make_builtin),
+    EnvSource("Gymnasium", lambda name: name in _gymnasium_ids(), _make_gymnasium),
+    EnvSource("Python factory", _is_factory, _make_from_factory),
+    EnvSource("Unity build", _is_unity_build, _unity_build),
+]
 
 
 def make_env(name: str | None, seed: int = 0, num_areas: int = 1, env_args: list[str] | None = None,
              engine: EngineConfig | None = None, port: int = 5005) -> Env:
-    if name is None:
-        raise EnvError(
-            "training against the Unity Editor (no --env) is not supported yet; pass --env with a "
-            f"built-in environment ({', '.join(BUILTIN_ENVS)}) or a Gymnasium id such as CartPole-v1"
-        )
-    if name.startswith("palaestra/") and name.endswith("-v0") and name[10:-3] in BUILTIN_ENVS:
-        name = name[10:-3]  # the built-in's Gymnasium id (envs/gym_vector.py) names the built-in
-    if name in BUILTIN_ENVS:
-        if env_args:
-            raise EnvError(f"built-in environment {name!r} takes no --env-args (got {env_args})")
-        return BUILTIN_ENVS[name](seed=seed, num_areas=num_areas)
-    gym_ids = _gymnasium_ids()
-    if name in gym_ids:
-        from palaestra.envs.gymnasium_env import GymnasiumEnv
-
-        return GymnasiumEnv(name, seed=seed, num_areas=num_areas, env_kwargs=parse_env_args(env_args))
-    if name.startswith("pettingzoo:"):  # pettingzoo:package.module → package.module.parallel_env
-        name = f"{name[len('pettingzoo:'):]}:parallel_env"
-    if ":" in name and not os.path.exists(name):
-        return _from_factory(name, seed, num_areas, parse_env_args(env_args), engine or EngineConfig(), port)
-    if os.path.exists(name) or name.endswith(UNITY_SUFFIXES) or os.path.exists(name + ".x86_64"):
-        raise EnvError(
-            f"--env={name}: Unity builds are not supported yet; use a built-in environment or a Gymnasium id"
-        )
-    close = difflib.get_close_matches(name, list(BUILTIN_ENVS) + gym_ids, n=3, cutoff=0.6)
+    request = EnvRequest(name, seed, num_areas, env_args, engine, port)
+    for source in ENV_SOURCES:
+        if source.matches(name):
+            return source.make(request)
+    close = difflib.get_close_matches(name, list(BUILTIN_ENVS) + list(_gymnasium_ids()), n=3, cutoff=0.6)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     raise EnvError(
         f"unknown environment {name!r}. Built-in environments: {', '.join(BUILTIN_ENVS)}; or any "
