@@ -11,7 +11,7 @@ import torch
 from palaestra.envs.base import ActionSpec, BehaviorSpec
 from palaestra.export import export_policy
 from palaestra.networks.normalizer import Normalizer
-from palaestra.networks.numpy_policy import NumpyPolicy
+from palaestra.networks.accelerator import accelerate
 from palaestra.networks.policy import ActorCritic
 
 SPECS = {
@@ -49,7 +49,7 @@ def random_allowed(spec, n, rng):
 def test_numpy_mirror_matches_torch(kind, masked, activation):
     spec = SPECS[kind]
     policy = make_policy(spec, activation=activation)
-    mirror = NumpyPolicy(policy, np.random.default_rng(0))
+    mirror = accelerate(policy, np.random.default_rng(0))
     rng = np.random.default_rng(2)
     obs = rng.normal(size=(7, policy.obs_size)).astype(np.float32)
     allowed = random_allowed(spec, 7, rng) if spec.action_spec.is_discrete and masked else None
@@ -85,7 +85,7 @@ def test_numpy_mirror_matches_torch(kind, masked, activation):
 def test_numpy_mirror_follows_weight_updates_in_place():
     spec = SPECS["continuous"]
     policy = make_policy(spec)
-    mirror = NumpyPolicy(policy, np.random.default_rng(0))
+    mirror = accelerate(policy, np.random.default_rng(0))
     obs = np.ones((2, 5), np.float32)
     before = mirror.value(obs)
     with torch.no_grad():
@@ -145,7 +145,6 @@ def test_onnx_export_matches_deterministic_actions(tmp_path, kind, activation):
     (0.2, 0.01, True, 4.0, "swish"), (0.2, 0.01, True, 1.0, "tanh")])
 def test_numpy_gradients_match_torch_autograd(kind, epsilon, beta, masked, value_scale, activation):
     from palaestra.algorithms.ppo import PPO
-    from palaestra.networks.numpy_gradients import NumpyPPOGradients
     from palaestra.settings import ExtrinsicSettings, TrainerSettings
 
     spec = SPECS[kind]
@@ -163,7 +162,7 @@ def test_numpy_gradients_match_torch_autograd(kind, epsilon, beta, masked, value
     obs = rng.normal(size=(B, policy.obs_size)).astype(np.float32)
     width = sum(spec.action_spec.discrete_branches)
     allowed = random_allowed(spec, B, rng) if masked and spec.action_spec.is_discrete else np.ones((B, width), bool)
-    acted = NumpyPolicy(policy, rng).act(obs, allowed if spec.action_spec.is_discrete else None)
+    acted = accelerate(policy, rng).act(obs, allowed if spec.action_spec.is_discrete else None)
     batch = {
         "obs": obs, "allowed": allowed, "continuous": acted.continuous, "discrete": acted.discrete,
         # old log-probabilities around the current ones, so ratios fall inside and outside the clip range
@@ -180,7 +179,7 @@ def test_numpy_gradients_match_torch_autograd(kind, epsilon, beta, masked, value
     expected = {n: p.grad.clone() for n, p in policy.named_parameters()}
     if not masked:
         del batch["allowed"]  # as PPO.update passes a batch with nothing masked
-    losses_numpy = NumpyPPOGradients(policy).compute(batch, epsilon, beta, value_clip)
+    losses_numpy = ppo._accelerated_gradients(batch, epsilon, beta, value_clip)
     np.testing.assert_allclose(losses_numpy, losses_torch, rtol=1e-4, atol=1e-6)
     for name, param in policy.named_parameters():
         np.testing.assert_allclose(param.grad.numpy(), expected[name].numpy(), rtol=2e-3, atol=2e-6, err_msg=name)
@@ -271,7 +270,7 @@ def test_numpy_mirror_is_quiet_and_finite_for_extreme_inputs():
     import warnings
 
     spec = SPECS["discrete"]
-    mirror = NumpyPolicy(make_policy(spec, normalize=False), np.random.default_rng(0))
+    mirror = accelerate(make_policy(spec, normalize=False), np.random.default_rng(0))
     obs = np.array([[1e6] * 6, [-1e6] * 6], np.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # an overflow warning would be raised here

@@ -17,6 +17,7 @@ from palaestra.checkpoints import CheckpointManager
 from palaestra.envs.base import ActionSpec, BehaviorSpec, DecisionSteps, TerminalSteps
 from palaestra.envs.sources import make_env
 from palaestra.evaluation import evaluate_onnx
+from palaestra.networks.accelerator import accelerate
 from palaestra.networks.sac_gradients import NumpyOps, SACGradients, TorchOps
 from palaestra.networks.sac_networks import squashed_sample
 from palaestra.rollout.buffers import ReplayBuffer
@@ -207,7 +208,7 @@ def test_numpy_acting_mirror_matches_the_torch_actor(tmp_path, spec):
             np.testing.assert_array_equal(mirror.discrete, reference.discrete)
         np.testing.assert_allclose(mirror.entropy, reference.entropy, rtol=1e-4, atol=1e-5)
     if spec.action_spec.is_continuous:  # the log-probability of a sampled action, with the same noise
-        sac._numpy_actor = type(sac._numpy_actor)(sac.policy, np.random.default_rng(9), 1)
+        sac._numpy_actor = accelerate(sac.policy, np.random.default_rng(9), signals=1)
         sampled = sac._numpy_actor.act(obs, None)
         noise = torch.as_tensor(np.random.default_rng(9).standard_normal(1 << 16, dtype=np.float32)[:12].reshape(6, 2))
         with torch.no_grad():

@@ -33,9 +33,9 @@ from torch import nn
 
 from palaestra.algorithms.schedules import scheduled_learning_rate
 from palaestra.envs.base import BehaviorSpec
+from palaestra.networks.accelerator import accelerate
 from palaestra.networks.flat_params import FlatParameters
 from palaestra.networks.numpy_adam import NumpyAdam
-from palaestra.networks.numpy_policy import NumpySquashedActor
 from palaestra.networks.optim import make_adam, step_single_adam
 from palaestra.networks.sac_gradients import NumpyOps, SACBatch, SACGradients
 from palaestra.networks.sac_networks import SquashedActor, TwinQ, squashed_sample
@@ -77,8 +77,8 @@ class SAC:
         self.flat = FlatParameters([*actor_params, *critic_params, self.log_alpha])
         self.critic_span = self.flat.span(len(actor_params), len(critic_params))
         self.target_flat = FlatParameters(list(self.target.parameters()), with_grad=False)
-        # On the CPU, act with a numpy mirror of the actor over the same (flattened) memory.
-        self._numpy_actor = (NumpySquashedActor(self.policy, self.rng, K) if device.type == "cpu" else None)
+        # A plain MLP on the CPU acts in numpy over the same (flattened) memory (networks/accelerator.py).
+        self._numpy_actor = accelerate(self.policy, self.rng, signals=K)
         target_entropy = ([-float(action.continuous_size)] if self.continuous else
                           [DISCRETE_TARGET_ENTROPY_SCALE * math.log(b) for b in self.branches])
         self.target_entropy = torch.tensor(target_entropy, device=device)
