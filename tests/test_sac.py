@@ -17,8 +17,7 @@ from palaestra.checkpoints import CheckpointManager
 from palaestra.envs.base import ActionSpec, BehaviorSpec, DecisionSteps, TerminalSteps
 from palaestra.envs.sources import make_env
 from palaestra.evaluation import evaluate_onnx
-from palaestra.networks.accelerator import accelerate
-from palaestra.networks.sac_gradients import NumpyOps, SACGradients, TorchOps
+from palaestra.networks.accelerator import CPUOps, TorchOps, accelerate
 from palaestra.networks.sac_networks import squashed_sample
 from palaestra.rollout.buffers import ReplayBuffer
 from palaestra.rollout.collector import Collector
@@ -135,9 +134,8 @@ def test_hand_written_gradients_match_autograd(tmp_path, monkeypatch, spec, sign
                    discrete=discrete, allowed=allowed[0], next_allowed=allowed[1],
                    env_reward=rng.normal(size=n).astype(np.float32), done=rng.random(n) < 0.3)
     t = sac._prepare(sac.buffer.sample(16, sac.rng))
-    gradients = SACGradients(sac.policy, sac.critic, sac.target, sac.log_alpha, sac.target_entropy, sac.gammas,
-                             sac.branches, xp=NumpyOps if ops == "numpy" else TorchOps)
-    manual = gradients.compute(t)
+    sac._accelerate(CPUOps if ops == "numpy" else TorchOps)
+    manual = sac._accelerated_gradients(t)
     manual_grads = [p.grad.clone() for p in sac.flat.params]
     reference = sac._autograd_gradients(t)
     names = [f"actor.{k}" for k, _ in sac.policy.named_parameters()] + \
@@ -162,10 +160,9 @@ def test_the_numpy_and_torch_paths_take_the_same_steps(tmp_path, spec):
         sacs.append(SAC(spec, settings, torch.device("cpu"), np.random.default_rng(4)))
     fast, reference = sacs
     # the path of wide networks and other devices: torch operations and torch's Adam
-    reference._gradients = SACGradients(reference.policy, reference.critic, reference.target, reference.log_alpha,
-                                        reference.target_entropy, reference.gammas, reference.branches, xp=TorchOps)
+    reference._accelerate(TorchOps)
     reference._numpy_adam = None
-    assert fast._gradients.xp is NumpyOps
+    assert fast._xp is CPUOps
     rng = np.random.default_rng(5)
     n = 64
     for sac in sacs:

@@ -220,35 +220,43 @@ def describe(module: nn.Module) -> tuple[NetworkSpec, list[torch.Tensor]] | None
     return spec, d.tensors
 
 
-def _grad_view(t: torch.Tensor) -> np.ndarray | None:
-    """A numpy view of a parameter's gradient buffer (created if it has none); None for a buffer."""
+def _viewer(xp):
+    """How layers over ``xp`` see a tensor: a numpy view of its memory, or the tensor itself."""
+    if xp.numpy:
+        return lambda t: None if t is None else t.detach().numpy()
+    return lambda t: None if t is None else t.detach()
+
+
+def _grad(t: torch.Tensor) -> torch.Tensor | None:
+    """A parameter's gradient buffer (created if it has none); None for a buffer."""
     if not t.requires_grad:
         return None
     if t.grad is None:
         t.grad = torch.zeros_like(t)
-    return t.grad.numpy()
+    return t.grad
 
 
-def accelerate(module: nn.Module, rng: np.random.Generator | None = None,
-               signals: int | None = None) -> MLPNetwork | None:
+def accelerate(module: nn.Module, rng: np.random.Generator | None = None, signals: int | None = None,
+               xp=CPUOps) -> MLPNetwork | None:
     """The policy network over views of ``module``'s parameters and gradients (acting with
     ``rng``'s noise, evaluating and backpropagating), or None: torch and autograd run it.
-    ``signals``: the reward signals of a policy without value heads (its acting reports zeros)."""
-    described = describe(module) if on_cpu(module) else None
+    ``signals``: the reward signals of a policy without value heads (its acting reports zeros).
+    With :class:`TorchOps` the layers work on the tensors themselves, on any device."""
+    described = describe(module) if on_cpu(module) or not xp.numpy else None
     if described is None:
         return None
     spec, tensors = described
     if signals is not None:
         spec = dataclasses.replace(spec, signals=signals)
-    return MLPNetwork(spec, [t.detach().numpy() for t in tensors], rng, [_grad_view(t) for t in tensors], CPUOps)
+    view = _viewer(xp)
+    return MLPNetwork(spec, [view(t) for t in tensors], rng, [view(_grad(t)) for t in tensors], xp)
 
 
 def twin_layers(critic: TwinQ, xp=CPUOps) -> Stack:
     """TwinQ's stacked layers (swish, the last one linear) over views of its parameters (and
     gradients, where it has them): numpy views with numpy operations, the tensors themselves with
     :class:`TorchOps`."""
-    view = (lambda t: None if t is None else t.detach().numpy()) if xp.numpy else (
-        lambda t: None if t is None else t.detach())
+    view = _viewer(xp)
     last = len(critic.weights) - 1
     return Stack([Twin(xp, view(w), view(b), "" if i == last else "swish", view(w.grad), view(b.grad))
                   for i, (w, b) in enumerate(zip(critic.weights, critic.biases))])

@@ -339,6 +339,11 @@ class Categorical:
         return disc, log_prob, entropy
 
 
+def log_softmax(xp, x):
+    shifted = x - xp.max1(x)
+    return shifted - xp.log(xp.sum(xp.exp(shifted), 1, keepdims=True))
+
+
 def log_squash(xp, u):
     """log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)), stable for large |u|."""
     return 2.0 * (LOG_2 - u - xp.softplus(-2.0 * u))
