@@ -3,6 +3,8 @@ right, and the exported ONNX model reproduces the policy's deterministic actions
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -143,20 +145,23 @@ def test_onnx_export_matches_deterministic_actions(tmp_path, kind, activation):
 @pytest.mark.parametrize("epsilon,beta,masked,value_scale,activation", [
     (0.2, 0.01, True, 1.0, "swish"), (0.05, 0.0, True, 1.0, "swish"), (0.2, 0.01, False, 1.0, "swish"),
     (0.2, 0.01, True, 4.0, "swish"), (0.2, 0.01, True, 1.0, "tanh")])
-def test_numpy_gradients_match_torch_autograd(kind, epsilon, beta, masked, value_scale, activation):
+@pytest.mark.parametrize("normalize,signals", [(True, 2), (False, 1)])
+def test_numpy_gradients_match_torch_autograd(kind, epsilon, beta, masked, value_scale, activation, normalize,
+                                              signals):
     from palaestra.algorithms.ppo import PPO
     from palaestra.settings import ExtrinsicSettings, TrainerSettings
 
     spec = SPECS[kind]
-    settings = TrainerSettings(hidden_units=16, num_layers=2, normalize=True, batch_size=8, buffer_size=64,
-                               activation=activation,
-                               reward_signals={"extrinsic": ExtrinsicSettings(), "other": ExtrinsicSettings()})
+    signal_settings = {"extrinsic": ExtrinsicSettings(), "other": ExtrinsicSettings()}
+    settings = TrainerSettings(hidden_units=16, num_layers=2, normalize=normalize, batch_size=8, buffer_size=64,
+                               activation=activation, reward_signals=dict(list(signal_settings.items())[:signals]))
     ppo = PPO(spec, settings, torch.device("cpu"), np.random.default_rng(0))
     policy = ppo.policy
     with torch.no_grad():
         for p in policy.parameters():
             p.add_(torch.randn_like(p) * 0.3)
-    policy.normalizer.update(np.random.default_rng(1).normal(1.0, 2.0, size=(40, policy.obs_size)))
+    if normalize:
+        policy.normalizer.update(np.random.default_rng(1).normal(1.0, 2.0, size=(40, policy.obs_size)))
     rng = np.random.default_rng(4)
     B = 32
     obs = rng.normal(size=(B, policy.obs_size)).astype(np.float32)
@@ -183,6 +188,34 @@ def test_numpy_gradients_match_torch_autograd(kind, epsilon, beta, masked, value
     np.testing.assert_allclose(losses_numpy, losses_torch, rtol=1e-4, atol=1e-6)
     for name, param in policy.named_parameters():
         np.testing.assert_allclose(param.grad.numpy(), expected[name].numpy(), rtol=2e-3, atol=2e-6, err_msg=name)
+
+
+class _WithMemory(ActorCritic):
+    """A policy-like module with a layer the accelerator does not implement."""
+
+    def __init__(self, *args, layer: str = "lstm", **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.memory = torch.nn.LSTM(4, 4) if layer == "lstm" else torch.nn.Conv2d(3, 4, 3)
+
+
+@pytest.mark.parametrize("layer", ["lstm", "conv"])
+def test_the_accelerator_applies_to_plain_mlps_only(monkeypatch, layer):
+    from palaestra.algorithms import ppo as ppo_module
+    from palaestra.networks.accelerator import describe
+    from palaestra.settings import ExtrinsicSettings, TrainerSettings
+
+    spec = SPECS["hybrid"]
+    assert accelerate(make_policy(spec)) is not None and describe(make_policy(spec)) is not None
+    odd = _WithMemory(spec, 16, 2, True, 1, layer=layer)
+    assert accelerate(odd) is None and describe(odd) is None  # decided from the layers, not the device
+    # PPO with such a policy acts and trains on torch and autograd
+    monkeypatch.setattr(ppo_module, "ActorCritic", functools.partial(_WithMemory, layer=layer))
+    settings = TrainerSettings(hidden_units=16, num_layers=1, batch_size=8, buffer_size=16,
+                               reward_signals={"extrinsic": ExtrinsicSettings()})
+    ppo = ppo_module.PPO(spec, settings, torch.device("cpu"), np.random.default_rng(0))
+    assert ppo._accelerated is None and ppo._numpy_adam is None
+    out = ppo.act(np.zeros((3, 6), np.float32), np.ones((3, 3), bool))
+    assert out.continuous.shape == (3, 2) and out.values.shape == (3, 1)
 
 
 def test_value_heads_start_near_zero():

@@ -39,8 +39,8 @@ from palaestra.networks.accelerator import CPUOps, TorchOps, accelerate, plain_m
 from palaestra.networks.constants import LOG_STD_MAX, LOG_STD_MIN, MASKED_LOGIT, WIDE_NETWORK_UNITS
 from palaestra.networks.flat_params import FlatParameters
 from palaestra.networks.numpy_adam import NumpyAdam
-from palaestra.networks.optim import make_adam, step_single_adam
 from palaestra.networks.numpy_layers import log_softmax, squashed_gaussian, squashed_gaussian_grad
+from palaestra.networks.optim import make_adam, step_single_adam
 from palaestra.networks.sac_networks import SquashedActor, TwinQ, squashed_sample
 from palaestra.rewards import SignalEpisodeSums, make_signals
 from palaestra.rollout.buffers import ReplayBuffer
