@@ -1,6 +1,6 @@
 """Time one SAC gradient step (``SAC._gradient_step``: sampling, gradients, Adam, Polyak) for a
 given network width and batch size, with the numpy or the torch operations of
-networks/sac_gradients.py.
+the accelerator (networks/accelerator.py).
 
 Usage: python bench/sac_step.py [--hidden 16] [--layers 2] [--batch 8] [--ops auto|numpy|torch]
                                 [--torch-threads 1] [--steps 200]
@@ -20,7 +20,7 @@ from threadpoolctl import threadpool_limits
 from palaestra.algorithms.sac import SAC
 from palaestra.envs.base import ActionSpec, BehaviorSpec
 from palaestra.networks.numpy_adam import NumpyAdam
-from palaestra.networks.sac_gradients import NumpyOps, SACGradients, TorchOps
+from palaestra.networks.accelerator import CPUOps, TorchOps
 from palaestra.settings import load_trainer_config
 
 
@@ -43,8 +43,7 @@ def main() -> None:
     spec = BehaviorSpec(((3,),), ActionSpec(continuous_size=1))  # Pendulum's shapes
     sac = SAC(spec, settings, torch.device("cpu"), np.random.default_rng(0))
     if args.ops != "auto":
-        sac._gradients = SACGradients(sac.policy, sac.critic, sac.target, sac.log_alpha, sac.target_entropy,
-                                      sac.gammas, sac.branches, xp=NumpyOps if args.ops == "numpy" else TorchOps)
+        sac._accelerate(CPUOps if args.ops == "numpy" else TorchOps)
         sac._numpy_adam = (NumpyAdam([sac.flat.parameter], sac.optimizer, flat=sac.flat)
                            if args.ops == "numpy" else None)
     rng = np.random.default_rng(1)
@@ -59,7 +58,7 @@ def main() -> None:
     for _ in range(args.steps):
         sac._gradient_step(sac.buffer.sample(args.batch, sac.rng))
     ms = (time.perf_counter() - start) / args.steps * 1e3
-    ops = "numpy" if sac._gradients.xp is NumpyOps else "torch"
+    ops = "numpy" if sac._xp is CPUOps else "torch"
     print(f"hidden {args.hidden} x {args.layers}, batch {args.batch}, {ops} operations, "
           f"{args.torch_threads} torch thread(s): {ms:.2f} ms per gradient step")
 

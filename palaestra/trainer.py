@@ -28,7 +28,7 @@ from palaestra.checkpoints import (
 )
 from palaestra.envs.base import ActionTuple, BehaviorSpec, DecisionSteps, TerminalSteps
 from palaestra.export import export_policy
-from palaestra.networks.numpy_acting import weight_layout
+from palaestra.networks.accelerator import weight_layout
 from palaestra.rollout.acting_pool import ActingWorkers
 from palaestra.rollout.acting_worker import BehaviorPlan
 from palaestra.rollout.collector import Collector, EpisodeStats, Segments
@@ -97,7 +97,7 @@ class BehaviorTrainer:
 
     def acting_plan(self, workers: int) -> BehaviorPlan:
         share = ActingWorkers.round_agent_steps(self.settings.buffer_size, workers)
-        return BehaviorPlan(weight_layout(self.algorithm.policy_arrays()), self.settings.time_horizon,
+        return BehaviorPlan(weight_layout(self.algorithm.policy), self.settings.time_horizon,
                             len(self.algorithm.signals), share, self.settings.activation)
 
     def record_round(self, segments: Segments | None, episodes: EpisodeStats) -> None:

@@ -16,7 +16,7 @@ from palaestra.checkpoints import CheckpointManager
 from palaestra.envs.shm import SharedArrays, pack_arrays, unpack_arrays
 from palaestra.envs.sources import make_env
 from palaestra.envs.workers import WorkerPoolEnv
-from palaestra.networks.numpy_acting import NumpyActorCritic, weight_layout
+from palaestra.networks.accelerator import accelerate, weight_layout
 from palaestra.rollout.acting_pool import ActingWorkers
 from palaestra.rollout.acting_worker import (
     BehaviorPlan,
@@ -39,11 +39,11 @@ def _ppo(env_name: str, settings: TrainerSettings = SETTINGS) -> tuple[PPO, str]
     return PPO(spec, settings, torch.device("cpu"), np.random.default_rng(0)), behavior
 
 
-def _collect(env_name: str, seed: int, steps: int, arrays, rng, activation: str = "swish") -> list[Segments]:
-    """What the main process's collector would record acting with ``arrays`` on one instance."""
+def _collect(env_name: str, seed: int, steps: int, module, rng) -> list[Segments]:
+    """What the main process's collector would record acting with ``module`` on one instance."""
     env = make_env(env_name, seed=seed)
     behavior, spec = next(iter(env.behavior_specs.items()))
-    policy = NumpyActorCritic(arrays, spec.action_spec.discrete_branches, rng, activation)
+    policy = accelerate(module, rng)
     collector = Collector(spec, SETTINGS.time_horizon, 1)
     finished = []
     env.reset()
@@ -63,7 +63,7 @@ def _assert_same_segments(a: Segments, b: Segments) -> None:
 
 def test_packed_segments_round_trip_without_padding():
     ppo, _ = _ppo("3DBall")  # twelve agents whose episodes end at different times
-    parts = _collect("3DBall", 0, 40, ppo.policy_arrays(), np.random.default_rng(0))
+    parts = _collect("3DBall", 0, 40, ppo.policy, np.random.default_rng(0))
     assert len(parts) > 3 and len({int(p.length.max()) for p in parts}) > 1  # ragged
     packed = pack_segments(parts, n_workers=3, index=2)
     rows = sum(int(p.length.sum()) for p in parts)
@@ -100,7 +100,7 @@ def test_a_round_holds_each_behavior_s_share():
 def _acting_pool(env_name: str, n: int, seed: int, ppo: PPO, behavior: str, timeout: float = 300.0,
                  threaded: bool = True):
     pool = WorkerPoolEnv(env_name, n, seed=seed, timeout=timeout)
-    plan = BehaviorPlan(weight_layout(ppo.policy_arrays()), SETTINGS.time_horizon, 1,
+    plan = BehaviorPlan(weight_layout(ppo.policy), SETTINGS.time_horizon, 1,
                         ActingWorkers.round_agent_steps(SETTINGS.buffer_size, n), ppo.settings.activation)
     return pool, ActingWorkers(pool, {behavior: plan}, {behavior: ppo.policy_arrays}, seed, threaded)
 
@@ -124,8 +124,7 @@ def test_workers_record_exactly_what_the_main_process_would(activation):
     assert steps == 5 * 4  # rounds of 64 / (8 x 2) = 4 agent steps, one agent per worker
     for i in range(2):
         rng = np.random.default_rng(np.random.SeedSequence([11, i]).spawn(1)[0])
-        expected = Segments.concatenate(_collect("Simple1DDiscrete", 11 + i, steps, ppo.policy_arrays(), rng,
-                                                 activation))
+        expected = Segments.concatenate(_collect("Simple1DDiscrete", 11 + i, steps, ppo.policy, rng))
         got = [results[i].segments for results, _ in rounds if results[i].segments is not None]
         actual = Segments.concatenate(got)
         expected.slot = expected.slot * 2 + i

@@ -3,6 +3,8 @@ right, and the exported ONNX model reproduces the policy's deterministic actions
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -11,7 +13,7 @@ import torch
 from palaestra.envs.base import ActionSpec, BehaviorSpec
 from palaestra.export import export_policy
 from palaestra.networks.normalizer import Normalizer
-from palaestra.networks.numpy_policy import NumpyPolicy
+from palaestra.networks.accelerator import accelerate
 from palaestra.networks.policy import ActorCritic
 
 SPECS = {
@@ -49,7 +51,7 @@ def random_allowed(spec, n, rng):
 def test_numpy_mirror_matches_torch(kind, masked, activation):
     spec = SPECS[kind]
     policy = make_policy(spec, activation=activation)
-    mirror = NumpyPolicy(policy, np.random.default_rng(0))
+    mirror = accelerate(policy, np.random.default_rng(0))
     rng = np.random.default_rng(2)
     obs = rng.normal(size=(7, policy.obs_size)).astype(np.float32)
     allowed = random_allowed(spec, 7, rng) if spec.action_spec.is_discrete and masked else None
@@ -85,7 +87,7 @@ def test_numpy_mirror_matches_torch(kind, masked, activation):
 def test_numpy_mirror_follows_weight_updates_in_place():
     spec = SPECS["continuous"]
     policy = make_policy(spec)
-    mirror = NumpyPolicy(policy, np.random.default_rng(0))
+    mirror = accelerate(policy, np.random.default_rng(0))
     obs = np.ones((2, 5), np.float32)
     before = mirror.value(obs)
     with torch.no_grad():
@@ -143,27 +145,29 @@ def test_onnx_export_matches_deterministic_actions(tmp_path, kind, activation):
 @pytest.mark.parametrize("epsilon,beta,masked,value_scale,activation", [
     (0.2, 0.01, True, 1.0, "swish"), (0.05, 0.0, True, 1.0, "swish"), (0.2, 0.01, False, 1.0, "swish"),
     (0.2, 0.01, True, 4.0, "swish"), (0.2, 0.01, True, 1.0, "tanh")])
-def test_numpy_gradients_match_torch_autograd(kind, epsilon, beta, masked, value_scale, activation):
+@pytest.mark.parametrize("normalize,signals", [(True, 2), (False, 1)])
+def test_numpy_gradients_match_torch_autograd(kind, epsilon, beta, masked, value_scale, activation, normalize,
+                                              signals):
     from palaestra.algorithms.ppo import PPO
-    from palaestra.networks.numpy_gradients import NumpyPPOGradients
     from palaestra.settings import ExtrinsicSettings, TrainerSettings
 
     spec = SPECS[kind]
-    settings = TrainerSettings(hidden_units=16, num_layers=2, normalize=True, batch_size=8, buffer_size=64,
-                               activation=activation,
-                               reward_signals={"extrinsic": ExtrinsicSettings(), "other": ExtrinsicSettings()})
+    signal_settings = {"extrinsic": ExtrinsicSettings(), "other": ExtrinsicSettings()}
+    settings = TrainerSettings(hidden_units=16, num_layers=2, normalize=normalize, batch_size=8, buffer_size=64,
+                               activation=activation, reward_signals=dict(list(signal_settings.items())[:signals]))
     ppo = PPO(spec, settings, torch.device("cpu"), np.random.default_rng(0))
     policy = ppo.policy
     with torch.no_grad():
         for p in policy.parameters():
             p.add_(torch.randn_like(p) * 0.3)
-    policy.normalizer.update(np.random.default_rng(1).normal(1.0, 2.0, size=(40, policy.obs_size)))
+    if normalize:
+        policy.normalizer.update(np.random.default_rng(1).normal(1.0, 2.0, size=(40, policy.obs_size)))
     rng = np.random.default_rng(4)
     B = 32
     obs = rng.normal(size=(B, policy.obs_size)).astype(np.float32)
     width = sum(spec.action_spec.discrete_branches)
     allowed = random_allowed(spec, B, rng) if masked and spec.action_spec.is_discrete else np.ones((B, width), bool)
-    acted = NumpyPolicy(policy, rng).act(obs, allowed if spec.action_spec.is_discrete else None)
+    acted = accelerate(policy, rng).act(obs, allowed if spec.action_spec.is_discrete else None)
     batch = {
         "obs": obs, "allowed": allowed, "continuous": acted.continuous, "discrete": acted.discrete,
         # old log-probabilities around the current ones, so ratios fall inside and outside the clip range
@@ -180,10 +184,38 @@ def test_numpy_gradients_match_torch_autograd(kind, epsilon, beta, masked, value
     expected = {n: p.grad.clone() for n, p in policy.named_parameters()}
     if not masked:
         del batch["allowed"]  # as PPO.update passes a batch with nothing masked
-    losses_numpy = NumpyPPOGradients(policy).compute(batch, epsilon, beta, value_clip)
+    losses_numpy = ppo._accelerated_gradients(batch, epsilon, beta, value_clip)
     np.testing.assert_allclose(losses_numpy, losses_torch, rtol=1e-4, atol=1e-6)
     for name, param in policy.named_parameters():
         np.testing.assert_allclose(param.grad.numpy(), expected[name].numpy(), rtol=2e-3, atol=2e-6, err_msg=name)
+
+
+class _WithMemory(ActorCritic):
+    """A policy-like module with a layer the accelerator does not implement."""
+
+    def __init__(self, *args, layer: str = "lstm", **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.memory = torch.nn.LSTM(4, 4) if layer == "lstm" else torch.nn.Conv2d(3, 4, 3)
+
+
+@pytest.mark.parametrize("layer", ["lstm", "conv"])
+def test_the_accelerator_applies_to_plain_mlps_only(monkeypatch, layer):
+    from palaestra.algorithms import ppo as ppo_module
+    from palaestra.networks.accelerator import describe
+    from palaestra.settings import ExtrinsicSettings, TrainerSettings
+
+    spec = SPECS["hybrid"]
+    assert accelerate(make_policy(spec)) is not None and describe(make_policy(spec)) is not None
+    odd = _WithMemory(spec, 16, 2, True, 1, layer=layer)
+    assert accelerate(odd) is None and describe(odd) is None  # decided from the layers, not the device
+    # PPO with such a policy acts and trains on torch and autograd
+    monkeypatch.setattr(ppo_module, "ActorCritic", functools.partial(_WithMemory, layer=layer))
+    settings = TrainerSettings(hidden_units=16, num_layers=1, batch_size=8, buffer_size=16,
+                               reward_signals={"extrinsic": ExtrinsicSettings()})
+    ppo = ppo_module.PPO(spec, settings, torch.device("cpu"), np.random.default_rng(0))
+    assert ppo._accelerated is None and ppo._numpy_adam is None
+    out = ppo.act(np.zeros((3, 6), np.float32), np.ones((3, 3), bool))
+    assert out.continuous.shape == (3, 2) and out.values.shape == (3, 1)
 
 
 def test_value_heads_start_near_zero():
@@ -271,7 +303,7 @@ def test_numpy_mirror_is_quiet_and_finite_for_extreme_inputs():
     import warnings
 
     spec = SPECS["discrete"]
-    mirror = NumpyPolicy(make_policy(spec, normalize=False), np.random.default_rng(0))
+    mirror = accelerate(make_policy(spec, normalize=False), np.random.default_rng(0))
     obs = np.array([[1e6] * 6, [-1e6] * 6], np.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # an overflow warning would be raised here

@@ -17,7 +17,7 @@ from palaestra.checkpoints import CheckpointManager
 from palaestra.envs.base import ActionSpec, BehaviorSpec, DecisionSteps, TerminalSteps
 from palaestra.envs.sources import make_env
 from palaestra.evaluation import evaluate_onnx
-from palaestra.networks.sac_gradients import NumpyOps, SACGradients, TorchOps
+from palaestra.networks.accelerator import CPUOps, TorchOps, accelerate
 from palaestra.networks.sac_networks import squashed_sample
 from palaestra.rollout.buffers import ReplayBuffer
 from palaestra.rollout.collector import Collector
@@ -109,19 +109,21 @@ def test_update_cadence_counts_from_buffer_init_steps(tmp_path, spelling, expect
 @pytest.mark.parametrize("spec", [CONTINUOUS, DISCRETE, BehaviorSpec(((3,),), ActionSpec(discrete_branches=(4,)))],
                          ids=["continuous", "two-branches-masked", "one-branch"])
 @pytest.mark.parametrize("ops", ["numpy", "torch"])
-def test_hand_written_gradients_match_autograd(tmp_path, monkeypatch, spec, signals, ops):
+@pytest.mark.parametrize("normalize", [True, False])
+def test_hand_written_gradients_match_autograd(tmp_path, monkeypatch, spec, signals, ops, normalize):
     from palaestra.algorithms import sac as sac_module
     from palaestra.rewards import ExtrinsicSignal
 
     monkeypatch.setattr(sac_module, "make_signals",
                         lambda *_: [ExtrinsicSignal(1.0, 0.99), ExtrinsicSignal(0.5, 0.9)][:signals])
     torch.manual_seed(0)
-    sac = SAC(spec, sac_settings(tmp_path, normalize="true", hidden_units=8, num_layers=2, init_entcoef=0.3),
-              torch.device("cpu"), np.random.default_rng(0))
+    sac = SAC(spec, sac_settings(tmp_path, normalize=str(normalize).lower(), hidden_units=8, num_layers=2,
+                                 init_entcoef=0.3), torch.device("cpu"), np.random.default_rng(0))
     with torch.no_grad():  # a non-trivial point: random weights everywhere
         sac.flat.data.add_(torch.randn_like(sac.flat.data) * 0.3)
     rng = np.random.default_rng(1)
-    sac.policy.normalizer.update(rng.normal(1.0, 2.0, size=(50, 3)))
+    if normalize:
+        sac.policy.normalizer.update(rng.normal(1.0, 2.0, size=(50, 3)))
     n, width = 32, sum(spec.action_spec.discrete_branches)
     allowed = rng.random((2, n, width)) > 0.3
     for start, size in zip([0, 3], spec.action_spec.discrete_branches):  # keep one action per branch
@@ -134,9 +136,8 @@ def test_hand_written_gradients_match_autograd(tmp_path, monkeypatch, spec, sign
                    discrete=discrete, allowed=allowed[0], next_allowed=allowed[1],
                    env_reward=rng.normal(size=n).astype(np.float32), done=rng.random(n) < 0.3)
     t = sac._prepare(sac.buffer.sample(16, sac.rng))
-    gradients = SACGradients(sac.policy, sac.critic, sac.target, sac.log_alpha, sac.target_entropy, sac.gammas,
-                             sac.branches, xp=NumpyOps if ops == "numpy" else TorchOps)
-    manual = gradients.compute(t)
+    sac._accelerate(CPUOps if ops == "numpy" else TorchOps)
+    manual = sac._accelerated_gradients(t)
     manual_grads = [p.grad.clone() for p in sac.flat.params]
     reference = sac._autograd_gradients(t)
     names = [f"actor.{k}" for k, _ in sac.policy.named_parameters()] + \
@@ -145,6 +146,32 @@ def test_hand_written_gradients_match_autograd(tmp_path, monkeypatch, spec, sign
         torch.testing.assert_close(grad, param.grad, rtol=1e-4, atol=1e-6, msg=lambda m, name=name: f"{name}: {m}")
     for key, value in reference.items():
         torch.testing.assert_close(torch.as_tensor(manual[key]), value, rtol=1e-4, atol=1e-6)
+
+
+def test_an_actor_the_accelerator_does_not_know_trains_on_autograd(tmp_path, monkeypatch):
+    from palaestra.algorithms import sac as sac_module
+    from palaestra.networks.sac_networks import SquashedActor
+
+    class WithMemory(SquashedActor):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self.memory = torch.nn.LSTM(4, 4)
+
+    monkeypatch.setattr(sac_module, "SquashedActor", WithMemory)
+    sac = SAC(CONTINUOUS, sac_settings(tmp_path, hidden_units=8, batch_size=8, buffer_init_steps=0, steps_per_update=1),
+              torch.device("cpu"), np.random.default_rng(0))
+    assert sac._xp is None and sac._numpy_actor is None and sac._numpy_adam is None
+    rng = np.random.default_rng(1)
+    n = 16
+    sac.buffer.add(obs=rng.normal(size=(n, 3)).astype(np.float32), next_obs=rng.normal(size=(n, 3)).astype(np.float32),
+                   continuous=rng.uniform(-0.9, 0.9, (n, 2)).astype(np.float32), discrete=np.zeros((n, 0), np.int64),
+                   allowed=np.ones((n, 0), bool), next_allowed=np.ones((n, 0), bool),
+                   env_reward=rng.normal(size=n).astype(np.float32), done=rng.random(n) < 0.2)
+    before = sac.flat.data.clone()
+    sac.step = 2
+    stats = sac.update()
+    assert sac.update_count == 2 and np.isfinite(stats["Losses/Q1 Loss"]) and not torch.equal(before, sac.flat.data)
+    assert sac.act(np.zeros((2, 3), np.float32), None).continuous.shape == (2, 2)
 
 
 @pytest.mark.parametrize("spec", [CONTINUOUS, DISCRETE], ids=["continuous", "discrete"])
@@ -161,10 +188,9 @@ def test_the_numpy_and_torch_paths_take_the_same_steps(tmp_path, spec):
         sacs.append(SAC(spec, settings, torch.device("cpu"), np.random.default_rng(4)))
     fast, reference = sacs
     # the path of wide networks and other devices: torch operations and torch's Adam
-    reference._gradients = SACGradients(reference.policy, reference.critic, reference.target, reference.log_alpha,
-                                        reference.target_entropy, reference.gammas, reference.branches, xp=TorchOps)
+    reference._accelerate(TorchOps)
     reference._numpy_adam = None
-    assert fast._gradients.xp is NumpyOps
+    assert fast._xp is CPUOps
     rng = np.random.default_rng(5)
     n = 64
     for sac in sacs:
@@ -207,7 +233,7 @@ def test_numpy_acting_mirror_matches_the_torch_actor(tmp_path, spec):
             np.testing.assert_array_equal(mirror.discrete, reference.discrete)
         np.testing.assert_allclose(mirror.entropy, reference.entropy, rtol=1e-4, atol=1e-5)
     if spec.action_spec.is_continuous:  # the log-probability of a sampled action, with the same noise
-        sac._numpy_actor = type(sac._numpy_actor)(sac.policy, np.random.default_rng(9), 1)
+        sac._numpy_actor = accelerate(sac.policy, np.random.default_rng(9), signals=1)
         sampled = sac._numpy_actor.act(obs, None)
         noise = torch.as_tensor(np.random.default_rng(9).standard_normal(1 << 16, dtype=np.float32)[:12].reshape(6, 2))
         with torch.no_grad():

@@ -189,7 +189,7 @@ def test_checkpoints_without_signal_models_keep_their_layout():
 def test_an_auxiliary_loss_adds_its_gradient_before_each_step(trainer, env_name, monkeypatch):
     algorithm = _algorithm(trainer.split("-")[0], env_name, signals=False)
     if trainer == "ppo-autograd":  # the torch path, as on a GPU
-        monkeypatch.setattr(algorithm, "_numpy_gradients", None)
+        monkeypatch.setattr(algorithm, "_accelerated", None)
         monkeypatch.setattr(algorithm, "_numpy_adam", None)
     push = PushDown()
     algorithm.auxiliary_losses.append(push)

@@ -31,9 +31,8 @@ from palaestra.algorithms.auxiliary import AuxiliaryLoss, StatsMean, add_auxilia
 from palaestra.algorithms.schedules import linear_decay, scheduled_learning_rate
 from palaestra.algorithms.transitions import following_rows
 from palaestra.envs.base import BehaviorSpec
+from palaestra.networks.accelerator import accelerable, accelerate, policy_arrays
 from palaestra.networks.numpy_adam import NumpyAdam
-from palaestra.networks.numpy_gradients import NumpyPPOGradients
-from palaestra.networks.numpy_policy import NumpyPolicy, policy_arrays
 from palaestra.networks.optim import make_adam
 from palaestra.networks.policy import ActorCritic
 from palaestra.rewards import SignalEpisodeSums, load_signals_state, make_signals, signals_state
@@ -91,6 +90,45 @@ def _as_numpy(batch: dict[str, Any]) -> dict[str, np.ndarray]:
     return {k: v.cpu().numpy() if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
+def ppo_loss(log_prob: torch.Tensor, entropy: torch.Tensor, values: torch.Tensor, batch: dict[str, torch.Tensor],
+             epsilon: float, beta: float, value_clip: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """PPO's loss of a mini-batch from the policy's outputs: (total, policy loss, value loss)."""
+    # Clipped surrogate objective.
+    ratio = torch.exp(log_prob - batch["log_prob"])
+    a = batch["advantages"]
+    policy_loss = -torch.min(ratio * a, torch.clamp(ratio, 1 - epsilon, 1 + epsilon) * a).mean()
+    # Clipped value loss (value_clip: epsilon, or inf without value clipping), one head per
+    # reward signal, averaged over heads.
+    old_v, ret = batch["old_values"], batch["returns"]
+    clipped_v = old_v + torch.clamp(values - old_v, -value_clip, value_clip)
+    value_loss = torch.max((ret - values) ** 2, (ret - clipped_v) ** 2).mean()
+    return policy_loss + 0.5 * value_loss - beta * entropy.mean(), policy_loss, value_loss
+
+
+def ppo_loss_gradients(log_prob: np.ndarray, entropy: np.ndarray | float, values: np.ndarray,
+                       batch: dict[str, np.ndarray], epsilon: float, beta: float, value_clip: float
+                       ) -> tuple[np.ndarray, float, np.ndarray, float, float]:
+    """``ppo_loss``'s gradient with respect to its inputs, in numpy (the CPU accelerator's):
+    (d/d(log_prob) [B], d/d(entropy) (every row's), d/d(values) [B, K], policy loss, value loss)."""
+    B = log_prob.shape[0]
+    # clipped surrogate: the unclipped term carries the gradient where min() picks it
+    adv = batch["advantages"]
+    ratio = np.exp(log_prob - batch["log_prob"])
+    surrogate = np.minimum(ratio * adv, np.clip(ratio, 1 - epsilon, 1 + epsilon) * adv)
+    active = np.where(adv >= 0, ratio <= 1 + epsilon, ratio >= 1 - epsilon)
+    grad_log_prob = np.where(active, -adv * ratio / B, np.float32(0.0)).astype(np.float32)
+    # clipped value loss: the larger of the two terms carries the gradient (the clipped one none)
+    old_v, returns = batch["old_values"], batch["returns"]
+    delta = values - old_v
+    loss_unclipped = (returns - values) ** 2
+    loss_clipped = (returns - (old_v + np.clip(delta, -value_clip, value_clip))) ** 2
+    use_unclipped = (loss_unclipped >= loss_clipped) | (np.abs(delta) < value_clip)
+    # d/dv of 0.5 x mean over rows and heads of (returns - v)^2
+    grad_values = np.where(use_unclipped, (returns - values) * np.float32(-1.0 / values.size), np.float32(0.0))
+    return (grad_log_prob, -beta / B, grad_values, -float(surrogate.mean()),
+            float(np.maximum(loss_unclipped, loss_clipped).mean()))
+
+
 class PPO:
     def __init__(self, spec: BehaviorSpec, settings: TrainerSettings, device: torch.device,
                  rng: np.random.Generator | None = None) -> None:
@@ -106,16 +144,11 @@ class PPO:
         ).to(device)
         self.optimizer = make_adam(self.policy.parameters(), settings.learning_rate, settings.adam_epsilon)
         self.rng = rng or np.random.default_rng()
-        # On the CPU, small networks act, compute gradients and take Adam steps faster in numpy,
-        # over the same memory (networks/numpy_*.py; tests check each against torch).
-        self._numpy_adam = (
-            NumpyAdam(list(self.policy.parameters()), self.optimizer)
-            if NumpyPPOGradients.supports(self.policy) else None
-        )
-        self._numpy_policy = NumpyPolicy(self.policy, self.rng) if NumpyPolicy.supports(self.policy) else None
-        self._numpy_gradients = (
-            NumpyPPOGradients(self.policy) if NumpyPPOGradients.supports(self.policy) else None
-        )
+        # A plain MLP on the CPU acts, computes gradients and takes Adam steps faster in numpy, over
+        # the same memory (networks/accelerator.py; tests check each against torch). The numpy Adam
+        # flattens the parameters first, so that the accelerator views the flat buffers.
+        self._numpy_adam = NumpyAdam(list(self.policy.parameters()), self.optimizer) if accelerable(self.policy) else None
+        self._accelerated = accelerate(self.policy, self.rng)
         self.buffer = RolloutBuffer()
         # Finished segments wait here until the buffer is due for an update, then go through
         # process() together: one GAE pass per update rather than one per finished episode.
@@ -130,8 +163,8 @@ class PPO:
 
     # -- acting ------------------------------------------------------------------------------
     def act(self, obs: np.ndarray, allowed: np.ndarray | None, deterministic: bool = False) -> ActResult:
-        if self._numpy_policy is not None:
-            return self._numpy_policy.act(obs, allowed, deterministic)
+        if self._accelerated is not None:
+            return self._accelerated.act(obs, allowed, deterministic)
         return self._torch_act(obs, allowed, deterministic)
 
     @torch.inference_mode()
@@ -156,8 +189,8 @@ class PPO:
         return policy_arrays(self.policy)
 
     def value(self, obs: np.ndarray) -> np.ndarray:
-        if self._numpy_policy is not None:
-            return self._numpy_policy.value(obs).astype(np.float32)
+        if self._accelerated is not None:
+            return self._accelerated.value(obs).astype(np.float32)
         return self._torch_value(obs)
 
     @torch.inference_mode()
@@ -256,10 +289,10 @@ class PPO:
         if self.decoupled:
             self._decouple(data)
         n = self.buffer.size
-        gradients = self._numpy_gradients.compute if self._numpy_gradients is not None else self._torch_gradients
-        if self._numpy_gradients is not None and data["allowed"].all():
+        gradients = self._accelerated_gradients if self._accelerated is not None else self._torch_gradients
+        if self._accelerated is not None and data["allowed"].all():
             del data["allowed"]  # nothing masked in this update: the numpy path skips masking
-        if self._numpy_gradients is None:
+        if self._accelerated is None:
             data = {k: torch.as_tensor(v, device=self.device) for k, v in data.items()}
         policy_losses, value_losses = [], []
         extra = StatsMean()  # auxiliary losses' and reward-signal models' stats
@@ -327,19 +360,23 @@ class PPO:
             batch["continuous"] if action.is_continuous else None,
             batch["discrete"] if action.is_discrete else None,
         )
-        # Clipped surrogate objective.
-        ratio = torch.exp(out.log_prob - batch["log_prob"])
-        a = batch["advantages"]
-        policy_loss = -torch.min(ratio * a, torch.clamp(ratio, 1 - epsilon, 1 + epsilon) * a).mean()
-        # Clipped value loss (value_clip: epsilon, or inf without value clipping), one head per
-        # reward signal, averaged over heads.
-        old_v, ret = batch["old_values"], batch["returns"]
-        clipped_v = old_v + torch.clamp(out.values - old_v, -value_clip, value_clip)
-        value_loss = torch.max((ret - out.values) ** 2, (ret - clipped_v) ** 2).mean()
-        loss = policy_loss + 0.5 * value_loss - beta * out.entropy.mean()
+        loss, policy_loss, value_loss = ppo_loss(out.log_prob, out.entropy, out.values, batch, epsilon, beta,
+                                                 value_clip)
         self.optimizer.zero_grad(set_to_none=False)  # in place: gradient buffers may be shared views
         loss.backward()
         return abs(float(policy_loss.detach())), float(value_loss.detach())
+
+    def _accelerated_gradients(self, batch: dict[str, np.ndarray], epsilon: float, beta: float,
+                               value_clip: float) -> tuple[float, float]:
+        """The same on the CPU accelerator: its forward pass to the loss inputs, their gradient
+        (``ppo_loss_gradients``), its backward pass into the parameters' ``.grad``."""
+        net = self._accelerated
+        log_prob, entropy, values, kept = net.evaluate(batch["obs"], batch.get("allowed"), batch["continuous"],
+                                                       batch["discrete"])
+        grad_log_prob, grad_entropy, grad_values, policy_loss, value_loss = ppo_loss_gradients(
+            log_prob, entropy, values, batch, epsilon, beta, value_clip)
+        net.backward(grad_log_prob, grad_entropy, grad_values, kept)
+        return abs(policy_loss), value_loss
 
     # -- checkpoints -------------------------------------------------------------------------
     def replay_state(self) -> None:

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -35,11 +37,12 @@ from palaestra.algorithms.auxiliary import AuxiliaryLoss, StatsMean, add_auxilia
 from palaestra.algorithms.schedules import scheduled_learning_rate
 from palaestra.algorithms.transitions import following_rows
 from palaestra.envs.base import BehaviorSpec
+from palaestra.networks.accelerator import CPUOps, TorchOps, accelerate, plain_mlp, twin_layers
+from palaestra.networks.constants import LOG_STD_MAX, LOG_STD_MIN, MASKED_LOGIT, WIDE_NETWORK_UNITS
 from palaestra.networks.flat_params import FlatParameters
 from palaestra.networks.numpy_adam import NumpyAdam
-from palaestra.networks.numpy_policy import NumpySquashedActor
+from palaestra.networks.numpy_layers import log_softmax, squashed_gaussian, squashed_gaussian_grad
 from palaestra.networks.optim import make_adam, step_single_adam
-from palaestra.networks.sac_gradients import NumpyOps, SACBatch, SACGradients
 from palaestra.networks.sac_networks import SquashedActor, TwinQ, squashed_sample
 from palaestra.rewards import SignalEpisodeSums, load_signals_state, make_signals, signals_state
 from palaestra.rollout.buffers import ReplayBuffer
@@ -48,6 +51,76 @@ from palaestra.settings import TrainerSettings
 
 DISCRETE_TARGET_ENTROPY_SCALE = 0.2  # ML-Agents: target entropy 0.2 x log(branch size)
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
+
+@dataclass
+class SACBatch:
+    """One mini-batch, as numpy arrays (``to_torch`` for torch)."""
+
+    obs: np.ndarray  # [B, obs] raw observations (each path normalizes them)
+    next_obs: np.ndarray  # [B, obs]
+    continuous: np.ndarray  # [B, c] actions taken (squashed)
+    discrete: np.ndarray  # [B, branches] int64
+    allowed: np.ndarray  # [B, sum(branches)] bool
+    next_allowed: np.ndarray  # [B, sum(branches)] bool
+    rewards: np.ndarray  # [B, K] per-signal scaled rewards
+    not_done: np.ndarray  # [B, K] 0 where the episode truly ended (signals using terminals)
+    noise: np.ndarray  # [2B, c] standard normal noise for the actor at s and at s'
+
+    def to_torch(self, device: torch.device) -> SimpleNamespace:
+        return SimpleNamespace(**{k: torch.as_tensor(v, device=device) for k, v in vars(self).items()})
+
+
+# -- SAC's losses, and beside each its gradient with respect to its inputs for the accelerator
+# (networks/accelerator.py), written over its array operations ``xp`` (numpy's or torch's) --------
+def q_losses(q: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each critic's 0.5 mean (Q - y)^2 over rows and signals; ``q`` [2, B, K]."""
+    return 0.5 * (q[0] - y).pow(2).mean(), 0.5 * (q[1] - y).pow(2).mean()
+
+
+def q_losses_grad(xp, q, y):
+    """d(q1_loss + q2_loss)/dq."""
+    return (q - y) * (1.0 / (q.shape[1] * q.shape[2]))
+
+
+def continuous_policy_loss(alpha: torch.Tensor, log_prob: torch.Tensor, q_pi: torch.Tensor) -> torch.Tensor:
+    """The actor maximizes min-Q of its own (reparameterized) action minus alpha log pi;
+    ``q_pi`` [2, B, K] the critics' values of that action."""
+    return (alpha * log_prob - q_pi.min(0).values.mean(-1)).mean()
+
+
+def continuous_policy_loss_grad(xp, alpha, q_pi):
+    """(d/d(q_pi), d/d(log_prob)): min() passes the gradient to the lower critic (tower 0 on ties)."""
+    B, K = q_pi.shape[1], q_pi.shape[2]
+    lower = (q_pi[1] < q_pi[0])[None]
+    return xp.as_float(xp.cat([~lower, lower], 0)) * (-1.0 / (B * K)), alpha / B
+
+
+def discrete_policy_loss(alpha: torch.Tensor, log_p: torch.Tensor, q_min: torch.Tensor) -> torch.Tensor:
+    """One branch's loss: mean over rows of sum_a p (alpha log p - Q) (``log_p`` its log-softmax,
+    ``q_min`` [B, branch] the critics' constant view)."""
+    return (log_p.exp() * (alpha * log_p - q_min)).sum(-1).mean()
+
+
+def discrete_policy_loss_grad(xp, alpha, log_p, q_min):
+    """(the loss, d/d(logits)) of one branch: through the softmax, d/dz = p (g - E_p[g]) with
+    g = alpha log p - Q."""
+    p = xp.exp(log_p)
+    g = alpha * log_p - q_min
+    expected = xp.sum(p * g, 1, keepdims=True)
+    B = log_p.shape[0]
+    return xp.sum(expected, 0)[0] * (1.0 / B), p * (g - expected) * (1.0 / B)
+
+
+def alpha_loss(log_alpha: torch.Tensor, entropy_error: torch.Tensor) -> torch.Tensor:
+    """Raise alpha while the policy's entropy is below its target (``entropy_error`` [B, terms],
+    log pi + target entropy, constant)."""
+    return -(log_alpha * entropy_error).mean()
+
+
+def alpha_loss_grad(xp, entropy_error):
+    """d/d(log_alpha); sums times 1/n (ndarray.mean costs several microseconds of Python)."""
+    return xp.sum(entropy_error, 0) * (-1.0 / (entropy_error.shape[0] * entropy_error.shape[1]))
 
 
 class SAC:
@@ -81,20 +154,25 @@ class SAC:
         self.flat = FlatParameters([*actor_params, *critic_params, self.log_alpha])
         self.critic_span = self.flat.span(len(actor_params), len(critic_params))
         self.target_flat = FlatParameters(list(self.target.parameters()), with_grad=False)
-        # On the CPU, act with a numpy mirror of the actor over the same (flattened) memory.
-        self._numpy_actor = (NumpySquashedActor(self.policy, self.rng, K) if device.type == "cpu" else None)
+        # A plain MLP on the CPU acts in numpy over the same (flattened) memory (networks/accelerator.py).
+        self._numpy_actor = accelerate(self.policy, self.rng, signals=K)
         target_entropy = ([-float(action.continuous_size)] if self.continuous else
                           [DISCRETE_TARGET_ENTROPY_SCALE * math.log(b) for b in self.branches])
         self.target_entropy = torch.tensor(target_entropy, device=device)
         self.gammas = torch.tensor([s.gamma for s in self.signals], device=device)
         self._uses_terminal = np.array([float(s.uses_terminal) for s in self.signals], np.float32)
         self.optimizer = make_adam([self.flat.parameter], settings.learning_rate, settings.adam_epsilon)
-        # Gradients by hand (networks/sac_gradients.py; _autograd_gradients is their reference),
-        # in numpy for narrow networks on the CPU, with a numpy Adam over the same flat buffer.
-        self._gradients = SACGradients(self.policy, self.critic, self.target, self.log_alpha,
-                                       self.target_entropy, self.gammas, self.branches)
+        # Plain MLPs train without autograd on the accelerator's layers (networks/accelerator.py;
+        # _autograd_gradients is their reference): numpy for narrow networks on the CPU, with a
+        # numpy Adam over the same flat buffer; torch operations for wide networks (torch runs
+        # their products on every core; palaestra/run.py gives it the threads) and other devices.
+        self._xp = None
+        if plain_mlp(self.policy) and plain_mlp(self.critic):
+            widths = [m.out_features for m in self.policy.body if isinstance(m, nn.Linear)]
+            narrow = max(widths, default=0) < WIDE_NETWORK_UNITS
+            self._accelerate(CPUOps if device.type == "cpu" and narrow else TorchOps)
         self._numpy_adam = (NumpyAdam([self.flat.parameter], self.optimizer, flat=self.flat)
-                            if self._gradients.xp is NumpyOps else None)
+                            if self._xp is CPUOps else None)
         self.buffer = ReplayBuffer(settings.buffer_size)
         self.episode_sums = SignalEpisodeSums(self.signals)
         self.step = 0  # agent steps collected, ML-Agents' trainer step
@@ -217,7 +295,7 @@ class SAC:
 
     def _gradient_step(self, batch: dict[str, np.ndarray], extra: StatsMean) -> dict[str, Any]:
         t = self._prepare(batch)
-        stats = self._gradients.compute(t)
+        stats = self._accelerated_gradients(t) if self._xp is not None else self._autograd_gradients(t)
         # auxiliary losses (behavioral cloning) add their gradients to SAC's before the step
         extra.add(add_auxiliary_gradients(self.auxiliary_losses, self.policy, batch, self.step, self.device))
         if self._numpy_adam is not None:
@@ -245,8 +323,9 @@ class SAC:
         )
 
     def _autograd_gradients(self, batch: SACBatch) -> dict[str, torch.Tensor]:
-        """The SAC losses, written for autograd: the reference that networks/sac_gradients.py
-        computes by hand (the tests compare the two); sets ``.grad``, returns the loss stats."""
+        """The SAC losses through autograd: what trains networks the accelerator does not run, and
+        the reference of ``_accelerated_gradients`` (the tests compare the two); sets ``.grad``,
+        returns the loss stats."""
         t = batch.to_torch(self.device)
         with torch.no_grad():
             x, x_next = self.policy.encode(t.obs), self.policy.encode(t.next_obs)
@@ -263,9 +342,7 @@ class SAC:
                 q_next = self.target(torch.cat([x_next, a_next], 1)).min(0).values  # [B, K]
                 y = t.rewards + self.gammas * t.not_done * (q_next - alpha * logp_next[:, None])
             q = self.critic(torch.cat([x, t.continuous], 1))  # [2, B, K]
-            # the actor maximizes min-Q of its own (reparameterized) action minus alpha log pi
-            q_pi = self.critic(torch.cat([x, a_pi], 1), detached=True).min(0).values.mean(-1)
-            policy_loss = (alpha[0] * logp_pi - q_pi).mean()
+            policy_loss = continuous_policy_loss(alpha[0], logp_pi, self.critic(torch.cat([x, a_pi], 1), detached=True))
             entropy_error = (logp_pi.detach() + self.target_entropy[0])[:, None]  # [B, 1]
         else:
             K, A = len(self.signals), sum(self.branches)
@@ -282,7 +359,6 @@ class SAC:
             for b, (start, size) in enumerate(zip(self.offsets, self.branches)):
                 cols = slice(start, start + size)
                 logp = torch.log_softmax(logits[:, cols], -1)
-                p = logp.exp()
                 with torch.no_grad():
                     logp_next = torch.log_softmax(logits_next[:, cols], -1)
                     p_next = logp_next.exp()
@@ -290,8 +366,8 @@ class SAC:
                 v_next = v_next + (p_next[:, None, :] * (q_next[..., cols] - alpha[b] * logp_next[:, None, :])).sum(-1)
                 action = t.discrete[:, b]
                 q_taken = q_taken + q_all[..., cols].gather(-1, action.view(1, B, 1, 1).expand(2, B, K, 1))[..., 0]
-                policy_loss = policy_loss + (p * (alpha[b] * logp - q_min[:, cols])).sum(-1).mean()
-                entropy_error.append((p * logp).sum(-1).detach() + self.target_entropy[b])
+                policy_loss = policy_loss + discrete_policy_loss(alpha[b], logp, q_min[:, cols])
+                entropy_error.append((logp.exp() * logp).sum(-1).detach() + self.target_entropy[b])
             n = len(self.branches)
             with torch.no_grad():
                 y = t.rewards + self.gammas * t.not_done * (v_next / n)
@@ -299,14 +375,120 @@ class SAC:
             policy_loss = policy_loss / n
             entropy_error = torch.stack(entropy_error, 1)  # [B, branches]
 
-        q1_loss = 0.5 * (q[0] - y).pow(2).mean()
-        q2_loss = 0.5 * (q[1] - y).pow(2).mean()
-        # Entropy coefficient: raise alpha while the policy's entropy is below its target.
-        alpha_loss = -(self.log_alpha * entropy_error).mean()
+        q1_loss, q2_loss = q_losses(q, y)
         self.flat.zero_grad()
-        (q1_loss + q2_loss + policy_loss + alpha_loss).backward()
+        (q1_loss + q2_loss + policy_loss + alpha_loss(self.log_alpha, entropy_error)).backward()
         return {"Losses/Q1 Loss": q1_loss.detach(), "Losses/Q2 Loss": q2_loss.detach(),
                 "Losses/Policy Loss": policy_loss.detach(), "q_estimate": q.detach().min(0).values.mean(0)}
+
+    # -- the same on the accelerator ---------------------------------------------------------
+    def _accelerate(self, xp) -> None:
+        """Train on the accelerator's layers over ``xp``: numpy views of the (flat) parameters
+        and gradients with CPUOps, the tensors themselves with TorchOps."""
+        self._xp = xp
+        self._actor = accelerate(self.policy, xp=xp)
+        self._critic_layers, self._target_layers = twin_layers(self.critic, xp), twin_layers(self.target, xp)
+        view = (lambda t: t.detach().numpy()) if xp.numpy else (lambda t: t.detach())
+        self._views = SimpleNamespace(log_alpha=view(self.log_alpha), grad_log_alpha=view(self.log_alpha.grad),
+                                      target_entropy=view(self.target_entropy), gammas=view(self.gammas))
+
+    def _accelerated_gradients(self, batch: SACBatch) -> dict[str, Any]:
+        """``_autograd_gradients`` without autograd: the forward passes, each loss's input gradient
+        (the ``*_grad`` functions above) and the layers' backward passes; every product is issued
+        once, and the critic pass that only serves the actor's loss computes no weight gradients."""
+        with torch.no_grad():
+            t = batch if self._xp.numpy else batch.to_torch(self.device)
+            return (self._accelerated_continuous if self.continuous else self._accelerated_discrete)(t)
+
+    def _accelerated_continuous(self, t: Any) -> dict[str, Any]:
+        xp, actor, critic, v = self._xp, self._actor, self._critic_layers, self._views
+        x, x_next = actor.encode(t.obs), actor.encode(t.next_obs)
+        B, c = x.shape[0], self.spec.action_spec.continuous_size
+        alpha = xp.exp(v.log_alpha)
+        # the actor at s (kept for its backward pass) and at s' (for the target only)
+        trunk_cache: list = []
+        head_cache: list = []
+        out = actor.squashed.forward(actor.trunk.forward(x, trunk_cache), head_cache)
+        raw_log_std = out[:, c:]
+        eps = t.noise[:B]
+        a_pi, logp_pi, std = squashed_gaussian(xp, out[:, :c], xp.clip(raw_log_std, LOG_STD_MIN, LOG_STD_MAX), eps)
+        out_next = actor.squashed.forward(actor.trunk.forward(x_next))
+        a_next, logp_next, _ = squashed_gaussian(xp, out_next[:, :c],
+                                                 xp.clip(out_next[:, c:], LOG_STD_MIN, LOG_STD_MAX), t.noise[B:])
+        q_next = xp.min0(self._target_layers.forward(xp.cat([x_next, a_next], 1)))
+        y = t.rewards + v.gammas * t.not_done * (q_next - alpha * logp_next[:, None])
+        # the critics' loss
+        critic_cache: list = []
+        q = critic.forward(xp.cat([x, t.continuous], 1), critic_cache)  # [2, B, K]
+        critic.backward(q_losses_grad(xp, q, y), critic_cache)
+        # the actor's loss, through the critics (constant) to the action, the squash and the actor
+        pi_cache: list = []
+        q_pi = critic.forward(xp.cat([x, a_pi], 1), pi_cache)
+        grad_q_pi, grad_logp = continuous_policy_loss_grad(xp, alpha, q_pi)
+        grad_a = critic.backward(grad_q_pi, pi_cache, weights=False, input_grad=True)[:, -c:]
+        grad_mean, grad_log_std = squashed_gaussian_grad(grad_a, grad_logp, a_pi, std, eps)
+        grad_log_std = grad_log_std * ((raw_log_std >= LOG_STD_MIN) & (raw_log_std <= LOG_STD_MAX))  # the clamp
+        grad_h = actor.squashed.backward(xp.cat([grad_mean, grad_log_std], 1), head_cache[0])
+        actor.trunk.backward(grad_h, trunk_cache)
+        v.grad_log_alpha[:] = alpha_loss_grad(xp, (logp_pi + v.target_entropy[0])[:, None])
+        K = q.shape[2]
+        policy_loss = xp.sum(alpha[0] * logp_pi - xp.sum(xp.min0(q_pi), 1) * (1.0 / K), 0) * (1.0 / B)
+        return self._accelerated_stats(q, y, policy_loss)
+
+    def _accelerated_discrete(self, t: Any) -> dict[str, Any]:
+        xp, actor, critic, v = self._xp, self._actor, self._critic_layers, self._views
+        x, x_next = actor.encode(t.obs), actor.encode(t.next_obs)
+        B, n, A = x.shape[0], len(self.branches), sum(self.branches)
+        alpha = xp.exp(v.log_alpha)
+        trunk_cache: list = []
+        head_cache: list = []
+        logits = xp.where(t.allowed, actor.logits.forward(actor.trunk.forward(x, trunk_cache), head_cache),
+                          MASKED_LOGIT)
+        logits_next = xp.where(t.next_allowed, actor.logits.forward(actor.trunk.forward(x_next)), MASKED_LOGIT)
+        critic_cache: list = []
+        q_all = critic.forward(x, critic_cache)  # [2, B, K * A]
+        K = q_all.shape[2] // A
+        q_all4 = q_all.reshape(2, B, K, A)
+        q_next = xp.min0(self._target_layers.forward(x_next).reshape(2, B, K, A))  # [B, K, A]
+        q_min = xp.sum(xp.min0(q_all4), 1) * (1.0 / K)  # [B, A]: the actor's (constant) view of the critics
+        v_next = xp.zeros(t.rewards.shape, x)
+        q_taken = xp.zeros((2, B, K), x)
+        grad_logits = xp.empty(logits.shape, x)
+        entropy_error = xp.empty((B, n), x)
+        policy_loss = 0.0
+        rows = xp.arange(B, x)
+        taken = []
+        for br, (start, size) in enumerate(zip(self.offsets, self.branches)):
+            cols = slice(start, start + size)
+            logp = log_softmax(xp, logits[:, cols])
+            logp_next = log_softmax(xp, logits_next[:, cols])
+            v_next += xp.sum(xp.exp(logp_next)[:, None, :] * (q_next[..., cols] - alpha[br] * logp_next[:, None, :]), -1)
+            index = t.discrete[:, br] + start
+            taken.append(index)
+            q_taken += xp.swap01(q_all4[:, rows, :, index])  # the indexing puts B first
+            loss, grad = discrete_policy_loss_grad(xp, alpha[br], logp, q_min[:, cols])
+            policy_loss = policy_loss + loss
+            grad_logits[:, cols] = grad * (1.0 / n)
+            entropy_error[:, br] = xp.sum(xp.exp(logp) * logp, 1) + v.target_entropy[br]
+        y = t.rewards + v.gammas * t.not_done * (v_next / n)
+        q = q_taken / n  # [2, B, K]
+        # q is the mean over branches of each taken column: each receives 1/n of q's gradient
+        grad_q_all = xp.zeros(q_all4.shape, x)
+        share = xp.swap01(q_losses_grad(xp, q, y) * (1.0 / n))  # [B, 2, K], as the indexing
+        for index in taken:  # branches' columns are disjoint
+            grad_q_all[:, rows, :, index] = share
+        critic.backward(grad_q_all.reshape(2, B, K * A), critic_cache)
+        grad_logits[~t.allowed] = 0.0
+        actor.trunk.backward(actor.logits.backward(grad_logits, head_cache[0]), trunk_cache)
+        v.grad_log_alpha[:] = alpha_loss_grad(xp, entropy_error)
+        return self._accelerated_stats(q, y, policy_loss / n)
+
+    def _accelerated_stats(self, q, y, policy_loss) -> dict[str, Any]:
+        xp = self._xp
+        error = q - y
+        squared = xp.sum(xp.sum(error * error, 2), 1) * (0.5 / (error.shape[1] * error.shape[2]))
+        return {"Losses/Q1 Loss": squared[0], "Losses/Q2 Loss": squared[1], "Losses/Policy Loss": policy_loss,
+                "q_estimate": xp.sum(xp.min0(q), 0) * (1.0 / q.shape[1])}
 
     # -- checkpoints -------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -17,11 +17,11 @@ import torch
 from torch import nn
 
 from palaestra.envs.base import BehaviorSpec
+from palaestra.networks.constants import LOG_STD_MAX, LOG_STD_MIN
 from palaestra.networks.distributions import MASKED_LOGIT
 from palaestra.networks.normalizer import Normalizer
 from palaestra.networks.policy import head, vector_size
 
-LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 

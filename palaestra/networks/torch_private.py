@@ -4,7 +4,7 @@
   that one flat parameter steps without ``Optimizer.step``'s per-call bookkeeping
   (networks/optim.py: ``step_single_adam``).
 - ``silu_backward``: ATen's fused SiLU gradient kernel, the one autograd itself runs
-  (networks/sac_gradients.py).
+  (networks/accelerator.py).
 
 A torch upgrade may move or change either; ``tests/test_torch_private.py`` checks both against
 the public API, so that such an upgrade fails there, loudly, rather than somewhere in training.

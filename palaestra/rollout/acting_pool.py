@@ -23,7 +23,7 @@ import numpy as np
 
 from palaestra.envs.shm import SharedArrays, unpack_arrays
 from palaestra.envs.workers import WorkerFailed, WorkerPoolEnv
-from palaestra.networks.numpy_acting import weight_views
+from palaestra.networks.numpy_network import weight_views
 from palaestra.rollout.acting_worker import (
     ActingPlan,
     BehaviorPlan,

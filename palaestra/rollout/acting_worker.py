@@ -24,8 +24,8 @@ import numpy as np
 
 from palaestra.envs.base import BehaviorSpec
 from palaestra.envs.shm import Header, SharedArrays, pack_arrays
-from palaestra.networks.numpy_acting import (
-    NumpyActorCritic,
+from palaestra.networks.numpy_network import (
+    MLPNetwork,
     WeightLayout,
     weight_size,
     weight_views,
@@ -41,7 +41,7 @@ SEGMENT_FIELDS = ("length", "bootstrap", "next_obs", "next_allowed", "terminal",
 class BehaviorPlan:
     """What a worker needs to act for one behavior."""
 
-    layout: WeightLayout  # the published weights: state_dict names and shapes
+    layout: WeightLayout  # the network and its published weights (names and shapes)
     time_horizon: int
     signals: int  # value heads
     round_agent_steps: int  # this behavior's agent steps a round should hold, per worker
@@ -97,8 +97,7 @@ class _Actor:
 
     def __init__(self, spec: BehaviorSpec, plan: BehaviorPlan, rng: np.random.Generator) -> None:
         self.weights = np.zeros(weight_size(plan.layout), np.float32)
-        self.policy = NumpyActorCritic(weight_views(self.weights, plan.layout), spec.action_spec.discrete_branches,
-                                       rng, plan.activation)
+        self.policy = MLPNetwork(plan.layout.network, list(weight_views(self.weights, plan.layout).values()), rng)
         self.collector = Collector(spec, plan.time_horizon, plan.signals)
         self.finished: list[Segments] = []
 

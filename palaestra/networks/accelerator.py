@@ -1,0 +1,279 @@
+"""The CPU accelerator: a torch network run by networks/numpy_layers.py's layers, over views of
+its own parameters and gradients, where that is faster than torch and autograd.
+
+For the small networks of vector-observation policies torch spends most of a step dispatching
+operations and building the autograd graph rather than computing. The accelerator applies
+exactly when a network is a plain MLP over vector observations, decided from its architecture:
+the module is one of the networks below and every layer in it is of a kind the numpy layers
+implement. Anything else (an LSTM, a convolution, a new head) gets no plan and runs on torch and
+autograd; so does a network on another device (its memory cannot be viewed from numpy).
+
+The plan is read off the module's layers (its normalizer, linear layers, activations and
+stacked towers), never from weight names; the names only label the published arrays for
+acting workers (``weight_layout``). Each algorithm keeps the gradient of its loss with respect to
+the network's outputs beside its torch loss; the layers here carry it into the parameters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+from torch import nn
+
+from palaestra.networks.normalizer import Normalizer
+from palaestra.networks.numpy_layers import NumpyOps, Stack, Twin
+from palaestra.networks.numpy_network import MLPNetwork, NetworkSpec, WeightLayout
+from palaestra.networks.policy import ActorCritic, TwinMLP
+from palaestra.networks.sac_networks import SquashedActor, TwinQ
+from palaestra.networks.torch_private import silu_backward
+
+# From this many elements, torch's vectorized kernels beat numpy's own operations (numpy's
+# transcendental functions are not vectorized)
+TORCH_KERNELS_FROM = 4096
+# The layer kinds the numpy layers implement
+KNOWN_LAYERS = (nn.Linear, nn.Sequential, nn.SiLU, nn.Tanh, nn.ParameterList, Normalizer, TwinMLP, TwinQ)
+ACTIVATION_OF = {nn.SiLU: "swish", nn.Tanh: "tanh"}
+
+
+class CPUOps(NumpyOps):
+    """numpy, with torch's vectorized kernels for the activations of large arrays."""
+
+    @staticmethod
+    def swish(z):
+        if z.size < TORCH_KERNELS_FROM:
+            return NumpyOps.swish(z)
+        s = np.empty_like(z)
+        torch.sigmoid(torch.from_numpy(z), out=torch.from_numpy(s))
+        return z * s, s
+
+    @staticmethod
+    def swish_grad(grad_h, z, s):
+        if z.size < TORCH_KERNELS_FROM:
+            return NumpyOps.swish_grad(grad_h, z, s)
+        return silu_backward(torch.from_numpy(grad_h), torch.from_numpy(z)).numpy()
+
+
+class TorchOps:
+    """The same operations in torch, on the tensors themselves: for wide networks, whose products
+    outweigh any dispatch cost and which torch runs on every core (SAC)."""
+
+    numpy = False
+
+    @staticmethod
+    def mm(a, b, out=None):
+        return torch.mm(a, b, out=out) if out is not None else torch.mm(a, b)
+
+    @staticmethod
+    def swish(z):
+        return nn.functional.silu(z), None  # one fused kernel; its backward needs only z
+
+    @staticmethod
+    def swish_grad(grad_h, z, s):
+        return silu_backward(grad_h, z)  # autograd's own fused kernel
+
+    @staticmethod
+    def twin_first(x, w, b):
+        return torch.baddbmm(b, x.unsqueeze(0).expand(2, *x.shape), w.transpose(1, 2))
+
+    @staticmethod
+    def twin_linear(h, w, b):
+        return torch.baddbmm(b, h, w.transpose(1, 2))
+
+    @staticmethod
+    def twin_weight_grad(grad_z, h_in, gw, gb):
+        if h_in.dim() == 2:
+            h_in = h_in.unsqueeze(0).expand(2, *h_in.shape)
+        torch.bmm(grad_z.transpose(1, 2), h_in, out=gw)
+        torch.sum(grad_z, 1, keepdim=True, out=gb)
+
+    @staticmethod
+    def twin_input_grad(grad_z, w):
+        # [2, B, 1] x [2, 1, in]: an outer product, cheaper broadcast than as a matmul
+        return grad_z * w if w.shape[1] == 1 else torch.bmm(grad_z, w)
+
+    @staticmethod
+    def sum_into(x, axis, out, keepdims=False):
+        torch.sum(x, axis, keepdim=keepdims, out=out)
+
+    @staticmethod
+    def sum(x, axis, keepdims=False):
+        return x.sum(axis, keepdim=keepdims)
+
+    exp, tanh, log, clip, where = torch.exp, torch.tanh, torch.log, torch.clamp, torch.where
+    softplus = staticmethod(nn.functional.softplus)
+
+    @staticmethod
+    def cat(xs, axis):
+        return torch.cat(xs, axis)
+
+    @staticmethod
+    def min0(x):
+        return x.min(0).values
+
+    @staticmethod
+    def max1(x):
+        return x.max(1, keepdim=True).values
+
+    @staticmethod
+    def swap01(x):
+        return x.transpose(0, 1)
+
+    @staticmethod
+    def as_float(mask):
+        return mask.float()
+
+    @staticmethod
+    def zeros(shape, like):
+        return torch.zeros(shape, dtype=like.dtype, device=like.device)
+
+    @staticmethod
+    def empty(shape, like):
+        return torch.empty(shape, dtype=like.dtype, device=like.device)
+
+    @staticmethod
+    def arange(n, like):
+        return torch.arange(n, device=like.device)
+
+
+def plain_mlp(module: nn.Module) -> bool:
+    """Whether ``module`` is one of the networks below (exactly: a subclass may compute
+    otherwise), over vector observations, made only of layer kinds the numpy layers implement."""
+    if type(module) not in _DESCRIBE and type(module) is not TwinQ:
+        return False
+    spec = getattr(module, "spec", None)
+    if spec is not None and any(len(shape) != 1 for shape in spec.observation_shapes):
+        return False
+    return all(type(m) in KNOWN_LAYERS for m in module.modules() if m is not module)
+
+
+def on_cpu(module: nn.Module) -> bool:
+    return all(t.device.type == "cpu" and t.dtype == torch.float32 for t in module.parameters())
+
+
+def accelerable(module: nn.Module) -> bool:
+    """Whether :func:`accelerate` gives ``module`` a plan (call it before the plan's gradient
+    views are taken, e.g. to flatten the parameters first: networks/numpy_adam.py)."""
+    return plain_mlp(module) and on_cpu(module)
+
+
+class _Describer:
+    """Collects a module's tensors in the order a :class:`NetworkSpec` refers to them."""
+
+    def __init__(self) -> None:
+        self.tensors: list[torch.Tensor] = []
+
+    def add(self, t: torch.Tensor) -> int:
+        self.tensors.append(t)
+        return len(self.tensors) - 1
+
+    def linear(self, m: nn.Linear | None) -> tuple[int, int] | None:
+        return None if m is None else (self.add(m.weight), self.add(m.bias))
+
+    def normalizer(self, m: Normalizer | None) -> tuple[int, int] | None:
+        return None if m is None else (self.add(m.mean), self.add(m.var))
+
+    def sequential(self, body: nn.Sequential) -> tuple:
+        """Linear layers, each with the activation module after it (if any)."""
+        layers: list[list] = []
+        for m in body:
+            if isinstance(m, nn.Linear):
+                layers.append([False, *self.linear(m), ""])
+            else:
+                layers[-1][3] = ACTIVATION_OF[type(m)]
+        return tuple(tuple(layer) for layer in layers)
+
+    def twin(self, weights: nn.ParameterList, biases: nn.ParameterList, activations: list[str]) -> tuple:
+        return tuple((True, self.add(w), self.add(b), a) for w, b, a in zip(weights, biases, activations))
+
+
+def _actor_critic(m: ActorCritic, d: _Describer) -> NetworkSpec:
+    return NetworkSpec(
+        normalizer=d.normalizer(m.normalizer),
+        trunk=d.twin(m.towers.weights, m.towers.biases, [m.towers.activation] * len(m.towers.weights)),
+        gaussian=(*d.linear(m.mu), d.add(m.log_std)) if m.mu is not None else None,
+        squashed=None,
+        logits=d.linear(m.logits),
+        branches=tuple(m.branches),
+        values=d.linear(m.values),
+        signals=m.values.out_features,
+    )
+
+
+def _squashed_actor(m: SquashedActor, d: _Describer) -> NetworkSpec:
+    return NetworkSpec(normalizer=d.normalizer(m.normalizer), trunk=d.sequential(m.body), gaussian=None,
+                       squashed=d.linear(m.gaussian), logits=d.linear(m.logits), branches=tuple(m.branches),
+                       values=None, signals=0)
+
+
+_DESCRIBE = {ActorCritic: _actor_critic, SquashedActor: _squashed_actor}
+
+
+def describe(module: nn.Module) -> tuple[NetworkSpec, list[torch.Tensor]] | None:
+    """The policy network's spec and the tensors it refers to, or None if it is not a plain MLP
+    (whatever its device: acting workers act on the CPU with copies)."""
+    if type(module) not in _DESCRIBE or not plain_mlp(module):
+        return None
+    d = _Describer()
+    spec = _DESCRIBE[type(module)](module, d)
+    return spec, d.tensors
+
+
+def _viewer(xp):
+    """How layers over ``xp`` see a tensor: a numpy view of its memory, or the tensor itself."""
+    if xp.numpy:
+        return lambda t: None if t is None else t.detach().numpy()
+    return lambda t: None if t is None else t.detach()
+
+
+def _grad(t: torch.Tensor) -> torch.Tensor | None:
+    """A parameter's gradient buffer (created if it has none); None for a buffer."""
+    if not t.requires_grad:
+        return None
+    if t.grad is None:
+        t.grad = torch.zeros_like(t)
+    return t.grad
+
+
+def accelerate(module: nn.Module, rng: np.random.Generator | None = None, signals: int | None = None,
+               xp=CPUOps) -> MLPNetwork | None:
+    """The policy network over views of ``module``'s parameters and gradients (acting with
+    ``rng``'s noise, evaluating and backpropagating), or None: torch and autograd run it.
+    ``signals``: the reward signals of a policy without value heads (its acting reports zeros).
+    With :class:`TorchOps` the layers work on the tensors themselves, on any device."""
+    described = describe(module) if on_cpu(module) or not xp.numpy else None
+    if described is None:
+        return None
+    spec, tensors = described
+    if signals is not None:
+        spec = dataclasses.replace(spec, signals=signals)
+    view = _viewer(xp)
+    return MLPNetwork(spec, [view(t) for t in tensors], rng, [view(_grad(t)) for t in tensors], xp)
+
+
+def twin_layers(critic: TwinQ, xp=CPUOps) -> Stack:
+    """TwinQ's stacked layers (swish, the last one linear) over views of its parameters (and
+    gradients, where it has them): numpy views with numpy operations, the tensors themselves with
+    :class:`TorchOps`."""
+    view = _viewer(xp)
+    last = len(critic.weights) - 1
+    return Stack([Twin(xp, view(w), view(b), "" if i == last else "swish", view(w.grad), view(b.grad))
+                  for i, (w, b) in enumerate(zip(critic.weights, critic.biases))])
+
+
+def policy_arrays(module: nn.Module) -> dict[str, np.ndarray]:
+    """The module's float32 state (parameters, normalizer statistics) as named numpy arrays: what
+    acting workers are sent. On the CPU they are views of the module's own memory; on a GPU, copies."""
+    return {name: t.detach().cpu().numpy() for name, t in module.state_dict().items() if t.dtype == torch.float32}
+
+
+def weight_layout(module: nn.Module) -> WeightLayout:
+    """What an acting worker needs to build ``module``'s network (rollout/acting_worker.py); the
+    names are those of :func:`policy_arrays`."""
+    described = describe(module)
+    if described is None:
+        raise ValueError(f"{type(module).__name__} is not a plain MLP: it cannot act in numpy")
+    spec, tensors = described
+    names = {id(t): name for name, t in [*module.named_parameters(), *module.named_buffers()]}
+    return WeightLayout(spec, tuple((names[id(t)], tuple(t.shape)) for t in tensors))

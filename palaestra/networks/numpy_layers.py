@@ -1,0 +1,388 @@
+"""The layers of a plain MLP network, each with its forward pass and its backward pass (to its
+input and into its parameters' gradients) written once, over a small set of array operations.
+
+``NumpyOps`` (here, free of torch, so that environment workers can act without importing it) runs
+them with numpy; networks/accelerator.py adds the operations that run them on torch's kernels.
+The arrays are views: of the torch parameters and their ``.grad`` in the main process
+(networks/accelerator.py builds the layers from the torch module's own layers), of a local copy
+of the published weights in an acting worker. A layer never copies them, so it is never stale.
+
+Notation: B rows; a twin layer holds two networks of one shape stacked (``[2, out, in]`` weights,
+``[2, 1, out]`` biases: networks/policy.py's TwinMLP, networks/sac_networks.py's TwinQ) and maps
+``[B, in]`` (both read the same input) or ``[2, B, in]`` to ``[2, B, out]``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from palaestra.networks.constants import CLIP, MASKED_LOGIT
+
+HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+LOG_2 = math.log(2.0)
+
+
+class NumpyOps:
+    """Array operations in numpy. A step of a small network is a hundred or so operations on a
+    few hundred numbers: numpy dispatches one in about a microsecond, torch in several."""
+
+    numpy = True  # arrays are numpy's: acting may overwrite fresh ones in place
+
+    @staticmethod
+    def mm(a, b, out=None):
+        return np.matmul(a, b, out=out)
+
+    @staticmethod
+    def swish(z):
+        """(z sigmoid(z), sigmoid(z)): the sigmoid is kept for the backward pass. sigmoid(z) =
+        (1 + tanh(z / 2)) / 2: unlike 1 / (1 + exp(-z)) it cannot overflow."""
+        s = np.tanh(0.5 * z)
+        s *= 0.5
+        s += 0.5
+        return z * s, s
+
+    @staticmethod
+    def swish_grad(grad_h, z, s):
+        """d/dz [z sigmoid(z)] = s (1 + z (1 - s)), times ``grad_h``."""
+        return grad_h * (s * (1.0 + z * (1.0 - s)))
+
+    # numpy's stacked (3-D) matmul misses BLAS's fast path for transposed or broadcast operands
+    # (measured 3-5x slower), so each tower gets its own 2-D product, except where both towers
+    # read the same input: there the stacked weight is one [in, 2 out] matrix (a free view).
+    @staticmethod
+    def twin_first(x, w, b):
+        out = w.shape[1]
+        z = (x @ w.reshape(2 * out, -1).T).reshape(x.shape[0], 2, out).transpose(1, 0, 2)
+        return z + b
+
+    @staticmethod
+    def twin_linear(h, w, b):
+        z = np.empty((2, h.shape[1], w.shape[1]), np.float32)
+        for t in (0, 1):
+            np.matmul(h[t], w[t].T, out=z[t])
+        z += b
+        return z
+
+    @staticmethod
+    def twin_weight_grad(grad_z, h_in, gw, gb):
+        if h_in.ndim == 2:  # both towers read h_in: one product for both weight gradients
+            out = gw.shape[1]
+            flat = grad_z.transpose(1, 0, 2).reshape(-1, 2 * out)
+            np.matmul(flat.T, h_in, out=gw.reshape(2 * out, -1))
+            np.sum(flat, 0, out=gb.reshape(-1))
+            return
+        for t in (0, 1):
+            np.matmul(grad_z[t].T, h_in[t], out=gw[t])
+        np.sum(grad_z, 1, keepdims=True, out=gb)
+
+    @staticmethod
+    def twin_input_grad(grad_z, w):
+        if w.shape[1] == 1:  # [2, B, 1] x [2, 1, in]: an outer product, cheaper broadcast
+            return grad_z * w
+        grad_h = np.empty((2, grad_z.shape[1], w.shape[2]), np.float32)
+        for t in (0, 1):
+            np.matmul(grad_z[t], w[t], out=grad_h[t])
+        return grad_h
+
+    @staticmethod
+    def sum_into(x, axis, out, keepdims=False):
+        np.sum(x, axis, keepdims=keepdims, out=out)
+
+    @staticmethod
+    def sum(x, axis, keepdims=False):
+        return x.sum(axis, keepdims=keepdims)
+
+    exp, tanh, log, clip, where = np.exp, np.tanh, np.log, np.clip, np.where
+
+    @staticmethod
+    def softplus(x):
+        return np.logaddexp(0.0, x)
+
+    @staticmethod
+    def cat(xs, axis):
+        return np.concatenate(xs, axis)
+
+    @staticmethod
+    def min0(x):
+        return x.min(0)
+
+    @staticmethod
+    def max1(x):
+        return x.max(1, keepdims=True)
+
+    @staticmethod
+    def swap01(x):
+        return x.swapaxes(0, 1)
+
+    @staticmethod
+    def as_float(mask):
+        return mask.astype(np.float32)
+
+    @staticmethod
+    def zeros(shape, like):
+        return np.zeros(shape, np.float32)
+
+    @staticmethod
+    def empty(shape, like):
+        return np.empty(shape, np.float32)
+
+    @staticmethod
+    def arange(n, like):
+        return np.arange(n)
+
+
+ACTIVATIONS = ("swish", "tanh", "")  # "": none (a network's output layer)
+
+
+def activate(xp, kind: str, z):
+    """(activation(z), what its backward pass keeps)."""
+    if kind == "swish":
+        return xp.swish(z)
+    if kind == "tanh":
+        return xp.tanh(z), None
+    return z, None
+
+
+def activate_in_place(kind: str, z: np.ndarray) -> np.ndarray:
+    """The same in numpy, overwriting the fresh array ``z``: acting keeps nothing for a backward pass."""
+    if kind == "swish":
+        s = np.tanh(0.5 * z)
+        s *= 0.5
+        s += 0.5
+        z *= s
+    elif kind == "tanh":
+        np.tanh(z, out=z)
+    return z
+
+
+def activation_grad(xp, kind: str, grad_h, z, h, kept):
+    if kind == "swish":
+        return xp.swish_grad(grad_h, z, kept)
+    if kind == "tanh":
+        return grad_h * (1.0 - h * h)  # tanh'(z) = 1 - tanh(z)^2
+    return grad_h
+
+
+class Dense:
+    """A linear layer (``w`` [out, in], ``b`` [out]) and its activation. ``gw``, ``gb``: the
+    gradient arrays, None for a network that only acts."""
+
+    def __init__(self, xp, w, b, activation: str = "", gw=None, gb=None) -> None:
+        self.xp, self.w, self.b, self.activation, self.gw, self.gb = xp, w, b, activation, gw, gb
+
+    def forward(self, x, cache: list | None = None):
+        z = self.xp.mm(x, self.w.T)
+        z += self.b
+        if cache is None and self.xp.numpy:
+            return activate_in_place(self.activation, z)
+        h, kept = activate(self.xp, self.activation, z)
+        if cache is not None:
+            cache.append((x, z, h, kept))
+        return h
+
+    def backward(self, grad_h, entry, weights: bool = True, input_grad: bool = True):
+        """From d/d(output), write the parameters' gradients (if ``weights``) and return
+        d/d(input) (None without ``input_grad``: where the input is data)."""
+        x, z, h, kept = entry
+        grad_z = activation_grad(self.xp, self.activation, grad_h, z, h, kept)
+        if weights:
+            self.xp.mm(grad_z.T, x, out=self.gw)
+            self.xp.sum_into(grad_z, 0, out=self.gb)
+        if not input_grad:
+            return None
+        if self.w.shape[0] == 1:  # an outer product: broadcasting beats a matmul of inner size 1
+            return grad_z * self.w
+        return self.xp.mm(grad_z, self.w)
+
+
+class Twin(Dense):
+    """A twin layer (module docstring): ``w`` [2, out, in], ``b`` [2, 1, out]."""
+
+    def forward(self, x, cache: list | None = None):
+        xp = self.xp
+        z = xp.twin_first(x, self.w, self.b) if x.ndim == 2 else xp.twin_linear(x, self.w, self.b)
+        if cache is None and xp.numpy:
+            return activate_in_place(self.activation, z)
+        h, kept = activate(xp, self.activation, z)
+        if cache is not None:
+            cache.append((x, z, h, kept))
+        return h
+
+    def backward(self, grad_h, entry, weights: bool = True, input_grad: bool = True):
+        """As Dense's; the gradient with respect to a shared ``[B, in]`` input sums both towers."""
+        x, z, h, kept = entry
+        xp = self.xp
+        grad_z = activation_grad(xp, self.activation, grad_h, z, h, kept)
+        if weights:
+            xp.twin_weight_grad(grad_z, x, self.gw, self.gb)
+        if not input_grad:
+            return None
+        grad_x = xp.twin_input_grad(grad_z, self.w)
+        return grad_x.sum(0) if x.ndim == 2 else grad_x
+
+
+class Stack:
+    """Layers applied one after the other."""
+
+    def __init__(self, layers: list[Dense]) -> None:
+        self.layers = layers
+
+    def forward(self, x, cache: list | None = None):
+        for layer in self.layers:
+            x = layer.forward(x, cache)
+        return x
+
+    def backward(self, grad, cache: list, weights: bool = True, input_grad: bool = False):
+        """``cache`` as filled by ``forward``; d/d(input) if ``input_grad``, else None."""
+        for i in reversed(range(len(self.layers))):
+            grad = self.layers[i].backward(grad, cache[i], weights, input_grad=input_grad or i > 0)
+        return grad
+
+
+def normalize(xp, obs, mean, var):
+    """networks/normalizer.py's Normalizer (its statistics are data here, not parameters)."""
+    return xp.clip((obs - mean) / (var + 1e-8) ** 0.5, -CLIP, CLIP)
+
+
+# -- action distributions: log-probabilities and entropies summed over dimensions and branches,
+# as networks/distributions.py; the backward passes take d/d(log_prob) [B] and d/d(entropy)
+# (one number, the same for every row) ------------------------------------------------------
+class Gaussian:
+    """A diagonal Gaussian with a learned, state-independent log-std (``log_std``, ``g_log_std``)."""
+
+    def __init__(self, log_std, g_log_std=None) -> None:
+        self.log_std, self.g_log_std = log_std, g_log_std
+
+    def evaluate(self, mean, actions):
+        """(log pi(actions), entropy, kept for ``backward``)."""
+        inv_var = np.exp(-2.0 * self.log_std)
+        diff = actions - mean
+        log_prob = (-0.5 * diff**2 * inv_var - self.log_std - HALF_LOG_2PI).sum(1)
+        entropy = float((0.5 + HALF_LOG_2PI + self.log_std).sum())
+        return log_prob, entropy, (diff, inv_var)
+
+    def backward(self, grad_log_prob, grad_entropy: float, kept):
+        """Write d/d(log_std); return d/d(mean)."""
+        diff, inv_var = kept
+        g = grad_log_prob[:, None]
+        # dH/dlog_std = 1 on every row
+        self.g_log_std[...] = (g * (diff**2 * inv_var - 1.0)).sum(0) + grad_entropy * len(grad_log_prob)
+        return g * diff * inv_var
+
+
+class Categorical:
+    """One masked categorical per branch over ``[B, sum(branches)]`` logits."""
+
+    def __init__(self, branches) -> None:
+        self.branches = list(branches)
+        self.offsets = np.cumsum([0] + self.branches[:-1]).astype(np.int64)
+
+    def _slices(self):
+        if len(self.branches) == 1:
+            return [slice(None)]
+        return [slice(o, o + n) for o, n in zip(self.offsets, self.branches)]
+
+    def evaluate(self, logits, allowed, taken):
+        """(log pi(taken), entropy, kept for ``backward``); ``allowed`` None: nothing masked."""
+        if allowed is not None:
+            logits = np.where(allowed, logits, np.float32(MASKED_LOGIT))
+        log_probs = np.empty_like(logits)
+        for sl in self._slices():
+            z = logits[:, sl] - logits[:, sl].max(1, keepdims=True)
+            log_probs[:, sl] = z - np.log(np.exp(z).sum(1, keepdims=True))
+        probs = np.exp(log_probs)
+        rows = np.arange(len(logits))[:, None]
+        columns = taken + self.offsets  # each branch's taken column
+        plogp = probs * log_probs
+        branch_entropy = [-plogp[:, sl].sum(1, keepdims=True) for sl in self._slices()]
+        log_prob = log_probs[rows, columns].sum(1)
+        entropy = branch_entropy[0][:, 0] if len(branch_entropy) == 1 else sum(e[:, 0] for e in branch_entropy)
+        return log_prob, entropy, (probs, plogp, branch_entropy, rows, columns, allowed)
+
+    def backward(self, grad_log_prob, grad_entropy: float, kept):
+        """d/d(logits): d log p_a / dz = onehot(a) - p; dH/dz = -p (log p + H), per branch."""
+        probs, plogp, branch_entropy, rows, columns, allowed = kept
+        g = grad_log_prob[:, None]
+        grad = -g * probs
+        grad[rows, columns] += g  # one taken column per branch: no repeats
+        for sl, e in zip(self._slices(), branch_entropy):
+            grad[:, sl] -= grad_entropy * (plogp[:, sl] + probs[:, sl] * e)
+        if allowed is not None:
+            grad = np.where(allowed, grad, np.float32(0.0))
+        return grad
+
+    def sample(self, logits, allowed, gumbel: "RandomPool", deterministic: bool):
+        """Masked actions per branch by Gumbel-max (as the torch policy and the ONNX model
+        sample): (choices [n, branches], log-probability [n], entropy [n]). ``logits`` is a
+        fresh array (modified in place)."""
+        n = logits.shape[0]
+        if allowed is not None:
+            logits = np.where(allowed, logits, MASKED_LOGIT)
+        choices = []
+        log_prob = entropy = None
+        for sl in self._slices():
+            z = logits[:, sl]
+            z -= z.max(axis=1, keepdims=True)
+            ez = np.exp(z)
+            total = ez.sum(axis=1)
+            log_total = np.log(total)
+            choice = z.argmax(axis=1) if deterministic else (z + gumbel.take(z.shape)).argmax(axis=1)
+            choices.append(choice)
+            # log p(choice) = z[choice] - log sum exp z;  H = log sum exp z - E_p[z]
+            lp = z[np.arange(n), choice] - log_total
+            ent = log_total - (ez * z).sum(axis=1) / total
+            log_prob = lp if log_prob is None else log_prob + lp
+            entropy = ent if entropy is None else entropy + ent
+        disc = choices[0][:, None] if len(choices) == 1 else np.stack(choices, axis=1)
+        return disc, log_prob, entropy
+
+
+def log_softmax(xp, x):
+    shifted = x - xp.max1(x)
+    return shifted - xp.log(xp.sum(xp.exp(shifted), 1, keepdims=True))
+
+
+def log_squash(xp, u):
+    """log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)), stable for large |u|."""
+    return 2.0 * (LOG_2 - u - xp.softplus(-2.0 * u))
+
+
+def squashed_gaussian(xp, mean, log_std, noise):
+    """a = tanh(mean + std noise) and log pi(a) (networks/sac_networks.py: squashed_sample);
+    also std and a, which the backward pass (``squashed_gaussian_grad``) needs."""
+    std = xp.exp(log_std)
+    u = mean + std * noise
+    a = xp.tanh(u)
+    log_prob = xp.sum(-0.5 * noise * noise - log_std - log_squash(xp, u), 1) - mean.shape[1] * HALF_LOG_2PI
+    return a, log_prob, std
+
+
+def squashed_gaussian_grad(grad_a, grad_log_prob, a, std, noise):
+    """(d/d(mean), d/d(log_std)) from d/d(a) and d/d(log pi(a)) [B, 1] through the
+    reparameterization: d log pi / du = 2 tanh(u), d log pi / d log_std = -1 (u held)."""
+    grad_u = grad_a * (1.0 - a * a) + grad_log_prob * 2.0 * a
+    return grad_u, grad_u * std * noise - grad_log_prob
+
+
+class RandomPool:
+    """Random numbers drawn from a seeded generator in large blocks: one generator call per
+    few thousand environment steps instead of one per step (same stream for the same seed)."""
+
+    BLOCK = 1 << 16
+
+    def __init__(self, rng: np.random.Generator, draw) -> None:
+        self.rng = rng
+        self.draw = draw
+        self.pool = np.zeros(0, np.float32)
+        self.pos = 0
+
+    def take(self, shape: tuple[int, ...]) -> np.ndarray:
+        n = math.prod(shape)
+        if self.pos + n > len(self.pool):
+            self.pool = self.draw(self.rng, max(self.BLOCK, n))
+            self.pos = 0
+        out = self.pool[self.pos : self.pos + n].reshape(shape)
+        self.pos += n
+        return out

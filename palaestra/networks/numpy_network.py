@@ -1,0 +1,200 @@
+"""A plain MLP policy network in numpy (networks/numpy_layers.py), described without torch.
+
+``NetworkSpec`` says how the network's layers connect: an optional observation normalizer, a
+trunk of dense layers (one MLP) or twin layers (an actor and a critic tower), and heads: a
+Gaussian (state-independent log-std, PPO), a tanh-squashed Gaussian (mean and log-std from one
+layer, SAC), masked categoricals, and value heads on the critic tower. networks/accelerator.py
+reads it off a torch module's layers; an acting worker (rollout/acting_worker.py) receives it
+with the published weights (:class:`WeightLayout`). The same :class:`MLPNetwork` then acts in
+both, and in the main process also evaluates and backpropagates PPO's loss inputs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from palaestra.networks.constants import LOG_STD_MAX, LOG_STD_MIN
+from palaestra.networks.numpy_layers import (
+    HALF_LOG_2PI,
+    Categorical,
+    Dense,
+    Gaussian,
+    NumpyOps,
+    RandomPool,
+    Stack,
+    Twin,
+    normalize,
+    squashed_gaussian,
+)
+from palaestra.rollout.collector import ActResult
+
+# Sliced to [n, 0] for a policy without that kind of action: no allocation per step.
+NO_CONTINUOUS = np.zeros((1 << 20, 0), dtype=np.float32)
+NO_DISCRETE = np.zeros((1 << 20, 0), dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """The module docstring's network; every integer is a position in its list of arrays."""
+
+    normalizer: tuple[int, int] | None  # running mean, variance
+    trunk: tuple[tuple[bool, int, int, str], ...]  # per layer: (twin, weight, bias, activation)
+    gaussian: tuple[int, int, int] | None  # mean weight, bias; log-std
+    squashed: tuple[int, int] | None  # weight, bias of [mean | log-std]
+    logits: tuple[int, int] | None
+    branches: tuple[int, ...]
+    values: tuple[int, int] | None  # on the critic tower
+    signals: int  # reward signals (value heads' outputs)
+
+
+@dataclass(frozen=True)
+class WeightLayout:
+    """What an acting worker needs to build the network: its spec, and the name (a label for
+    the publisher) and shape of each array, in the order they are published."""
+
+    network: NetworkSpec
+    arrays: tuple[tuple[str, tuple[int, ...]], ...]
+
+
+def weight_size(layout: WeightLayout) -> int:
+    return sum(math.prod(shape) for _, shape in layout.arrays)
+
+
+def weight_views(flat: np.ndarray, layout: WeightLayout) -> dict[str, np.ndarray]:
+    """Named views into one flat float32 buffer laid out as ``layout``."""
+    out, offset = {}, 0
+    for name, shape in layout.arrays:
+        size = math.prod(shape)
+        out[name] = flat[offset : offset + size].reshape(shape)
+        offset += size
+    return out
+
+
+def gumbel_noise(g: np.random.Generator, n: int) -> np.ndarray:
+    """-log(-log(u)), u strictly inside (0, 1) so that it stays finite."""
+    return (-np.log(-np.log(g.random(n) * (1 - 2e-7) + 1e-7))).astype(np.float32)
+
+
+class MLPNetwork:
+    """The network of ``spec`` over ``arrays`` (used in place, never copied); ``grads``: the
+    arrays' gradients (None where there are none, e.g. statistics, or for acting only)."""
+
+    def __init__(self, spec: NetworkSpec, arrays: list, rng: np.random.Generator | None = None,
+                 grads: list | None = None, xp=NumpyOps) -> None:
+        grads = grads or [None] * len(arrays)
+        self.spec, self.xp = spec, xp
+
+        def dense(indices: tuple[int, int], activation: str = "", twin: bool = False) -> Dense:
+            w, b = indices
+            return (Twin if twin else Dense)(xp, arrays[w], arrays[b], activation, grads[w], grads[b])
+
+        self.norm = tuple(arrays[i] for i in spec.normalizer) if spec.normalizer else None
+        self.trunk = Stack([dense((w, b), act, twin) for twin, w, b, act in spec.trunk])
+        self.twin = spec.trunk[0][0]
+        self.mean = dense(spec.gaussian[:2]) if spec.gaussian else None
+        self.gaussian = Gaussian(arrays[spec.gaussian[2]], grads[spec.gaussian[2]]) if spec.gaussian else None
+        self.squashed = dense(spec.squashed) if spec.squashed else None
+        self.logits = dense(spec.logits) if spec.logits else None
+        self.categorical = Categorical(spec.branches)
+        self.values = dense(spec.values) if spec.values else None
+        self.continuous = (arrays[spec.gaussian[0]].shape[0] if spec.gaussian else
+                           arrays[spec.squashed[0]].shape[0] // 2 if spec.squashed else 0)
+        if rng is not None:
+            self.normal = RandomPool(rng, lambda g, n: g.standard_normal(n, dtype=np.float32))
+            self.gumbel = RandomPool(rng, gumbel_noise)
+
+    def encode(self, obs):
+        if self.norm is None:
+            return obs
+        return normalize(self.xp, obs, *self.norm)
+
+    def features(self, obs, cache: list | None = None):
+        """(actor features, critic features or None) of raw observations."""
+        h = self.trunk.forward(self.encode(obs), cache)
+        return (h[0], h[1]) if self.twin else (h, None)
+
+    # -- acting ------------------------------------------------------------------------------
+    def value(self, obs: np.ndarray) -> np.ndarray:
+        if self.values is None:  # SAC keeps no state-value estimate for segments
+            return np.zeros((obs.shape[0], self.spec.signals), np.float32)
+        return self.values.forward(self.features(obs.astype(np.float32, copy=False))[1])
+
+    def act(self, obs: np.ndarray, allowed: np.ndarray | None, deterministic: bool = False) -> ActResult:
+        h, g = self.features(obs.astype(np.float32, copy=False))
+        n = obs.shape[0]
+        values = self.values.forward(g) if self.values is not None else np.zeros((n, self.spec.signals), np.float32)
+        if self.continuous == 0:  # discrete actions only: the common case
+            disc, log_prob, entropy = self.categorical.sample(self.logits.forward(h), allowed, self.gumbel,
+                                                              deterministic)
+            return ActResult(NO_CONTINUOUS[:n], disc, log_prob, entropy, values)
+        c = self.continuous
+        if self.squashed is not None:
+            out = self.squashed.forward(h)
+            mean, log_std = out[:, :c], np.minimum(np.maximum(out[:, c:], LOG_STD_MIN), LOG_STD_MAX)
+            noise = np.zeros_like(mean) if deterministic else self.normal.take(mean.shape)
+            cont, log_prob, _ = squashed_gaussian(NumpyOps, mean, log_std, noise)
+            log_prob = log_prob.astype(np.float32)
+            entropy = (0.5 + HALF_LOG_2PI + log_std).sum(axis=1).astype(np.float32)  # of the Gaussian before squashing
+        else:  # a diagonal Gaussian around the mean, with a state-independent log-std
+            mean = self.mean.forward(h)
+            log_std = self.gaussian.log_std
+            noise = np.zeros_like(mean) if deterministic else self.normal.take(mean.shape)
+            # log N(a; mean, std) with a = mean + noise x std; the entropy does not depend on a
+            log_norm = float(log_std.sum()) + HALF_LOG_2PI * c
+            log_prob = -0.5 * (noise * noise).sum(axis=1) - np.float32(log_norm)
+            entropy = np.full(n, 0.5 * c + log_norm, dtype=np.float32)
+            cont = mean + noise * np.exp(log_std)
+        if self.logits is None:
+            return ActResult(cont, NO_DISCRETE[:n], log_prob, entropy, values)
+        disc, lp, ent = self.categorical.sample(self.logits.forward(h), allowed, self.gumbel, deterministic)
+        return ActResult(cont, disc, log_prob + lp, entropy + ent, values)
+
+    # -- a policy-gradient loss's inputs and their backward pass (PPO) -----------------------
+    def evaluate(self, obs, allowed, continuous, discrete):
+        """(log pi(actions), entropy, values, kept for ``backward``) of an actor-critic with a
+        Gaussian and/or categorical head; ``allowed`` None: nothing masked."""
+        trunk_cache: list = []
+        h, g = self.features(obs, trunk_cache)
+        log_prob = np.zeros(len(obs), np.float32)
+        entropy = 0.0
+        heads: dict = {}
+        if self.gaussian is not None:
+            mean_cache: list = []
+            lp, ent, kept = self.gaussian.evaluate(self.mean.forward(h, mean_cache), continuous)
+            log_prob += lp
+            entropy += ent
+            heads["gaussian"] = (mean_cache[0], kept)
+        if self.logits is not None:
+            logits_cache: list = []
+            lp, ent, kept = self.categorical.evaluate(self.logits.forward(h, logits_cache), allowed, discrete)
+            log_prob += lp
+            entropy = entropy + ent
+            heads["categorical"] = (logits_cache[0], kept)
+        values_cache: list = []
+        values = self.values.forward(g, values_cache)
+        return log_prob, entropy, values, (trunk_cache, heads, values_cache[0])
+
+    def backward(self, grad_log_prob, grad_entropy: float, grad_values, kept) -> None:
+        """Write every parameter's gradient from d/d(log_prob) [B], d/d(entropy) (the same for
+        every row) and d/d(values) [B, signals]."""
+        trunk_cache, heads, values_entry = kept
+        grad_trunk = np.empty_like(trunk_cache[-1][2])  # [2, B, hidden]
+        grad_h = grad_trunk[0]
+        first = True
+        if "gaussian" in heads:
+            entry, dist = heads["gaussian"]
+            grad_mean = self.gaussian.backward(grad_log_prob, grad_entropy, dist)
+            grad_h[...] = self.mean.backward(grad_mean, entry)
+            first = False
+        if "categorical" in heads:
+            entry, dist = heads["categorical"]
+            grad = self.logits.backward(self.categorical.backward(grad_log_prob, grad_entropy, dist), entry)
+            if first:
+                grad_h[...] = grad
+            else:
+                grad_h += grad
+        grad_trunk[1] = self.values.backward(grad_values, values_entry)
+        self.trunk.backward(grad_trunk, trunk_cache)
