@@ -4,6 +4,6 @@ of torch, so that environment workers can act without importing it)."""
 MASKED_LOGIT = -1.0e8  # the logit of a masked discrete action
 CLIP = 5.0  # ML-Agents clips normalized observations to [-5, 5]
 # From this width the CPU trains in torch on every core; narrower networks train on one thread,
-# SAC's in numpy (palaestra/run.py, networks/sac_gradients.py)
+# SAC's in numpy (palaestra/machine.py, networks/sac_gradients.py)
 WIDE_NETWORK_UNITS = 256
 ACTIVATIONS = ("swish", "tanh")  # hidden layers: z sigmoid(z) (ML-Agents) or tanh(z) (Stable-Baselines3)
