@@ -161,7 +161,7 @@ class BehaviorTrainer:
         be written is a SaveError naming it and the last complete checkpoint."""
         with timed("save_model"):
             path = self.checkpoints.save(self.state(global_step), self.step)
-            if self.settings.save_replay_buffer and isinstance(self.algorithm, SAC):
+            if isinstance(self.algorithm, SAC) and self.settings.save_replay_buffer:
                 # one file, replaced at each checkpoint (a copy per checkpoint would multiply
                 # the largest file of the run by --keep-checkpoints)
                 try:
@@ -247,7 +247,7 @@ class BehaviorTrainer:
         if weights_only:
             return 0
         self._next_summary = int(state.get("next_summary", self._next_summary))
-        if self.settings.save_replay_buffer and isinstance(self.algorithm, SAC):
+        if isinstance(self.algorithm, SAC) and self.settings.save_replay_buffer:
             self._restore_replay()
         return int(state.get("global_step", 0))
 
