@@ -34,7 +34,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     args = parser.parse_args()
     torch.set_num_threads(args.torch_threads)
-    threadpool_limits(1, user_api="blas")  # as palaestra/run.py
+    threadpool_limits(1, user_api="blas")  # as palaestra/machine.py
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "c.yaml"
         path.write_text(f"B:\n  trainer: sac\n  hidden_units: {args.hidden}\n  num_layers: {args.layers}\n"

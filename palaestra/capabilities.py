@@ -46,32 +46,34 @@ def capabilities(settings: TrainerSettings) -> Capabilities:
     return CAPABILITIES[settings.trainer]
 
 
-def _named(settings: TrainerSettings, key: str) -> str:
-    """``key`` and, when a section above the behavior's set it, where it came from."""
-    origin = settings.origin(key) if hasattr(settings, "origin") else None
-    return f"{key} (from {origin})" if origin else key
+def _set_in(settings: TrainerSettings, key: str) -> str:
+    """Where ``key`` was set, for messages: " (set in section 'default')", or "" if not set."""
+    origin = settings.origin(key)
+    return "" if origin == "the default" else f" (set in {origin})"
 
 
 def settings_problems(settings: TrainerSettings) -> list[str]:
     """What these settings ask that their trainer cannot do (yet), each with what to do instead."""
     can = capabilities(settings)
     if can.refusal is not None:
-        return [can.refusal]
+        return [can.refusal + _set_in(settings, "trainer")]
     problems = []
     if settings.use_recurrent and not can.recurrent:
-        problems.append(f"{_named(settings, 'use_recurrent')}: true (LSTM policies) is not supported yet; set "
-                        "use_recurrent: false")
+        problems.append(f"use_recurrent: true (LSTM policies) is not supported yet{_set_in(settings, 'use_recurrent')}; "
+                        "set use_recurrent: false")
     if settings.behavioral_cloning is not None and not can.behavioral_cloning:
-        problems.append(f"{_named(settings, 'behavioral_cloning')} is not supported yet; remove the section")
+        problems.append(f"behavioral_cloning is not supported yet{_set_in(settings, 'behavioral_cloning')}; remove "
+                        "the section")
     if settings.self_play is not None and not can.self_play:
-        problems.append(f"{_named(settings, 'self_play')} is not supported yet; remove the section")
+        problems.append(f"self_play is not supported yet{_set_in(settings, 'self_play')}; remove the section")
     for name in settings.reward_signals:
         if name not in can.reward_signals:
-            problems.append(f"the {name} reward signal is not supported yet; remove it from "
-                            f"{_named(settings, 'reward_signals')}")
+            problems.append(f"the {name} reward signal is not supported yet{_set_in(settings, 'reward_signals')}; "
+                            "remove it from reward_signals")
     if settings.activation not in can.activations:
-        problems.append(f"{_named(settings, 'activation')} {settings.activation!r} is built for trainer 'ppo' only "
-                        f"so far; {settings.trainer.upper()}'s networks use swish (remove the key)")
+        problems.append(f"activation {settings.activation!r} is built for trainer 'ppo' only so far"
+                        f"{_set_in(settings, 'activation')}; {settings.trainer.upper()}'s networks use swish "
+                        "(remove the key)")
     return problems
 
 

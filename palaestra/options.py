@@ -1,6 +1,7 @@
 """The command line's options: every flag of ML-Agents 0.16's ``mlagents-learn`` with its
 default (the defaults live in :class:`RunOptions` and argparse reads them from there), the range
-of each value, and the parser. The entry point is palaestra/cli.py.
+of each value, the parser, and :func:`check_options`, every check of the options alone. The entry
+point is palaestra/cli.py; the checks against earlier runs' folders are palaestra/run_folders.py.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import argparse
 import dataclasses
 import logging
 import math
+import os
 import sys
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -88,7 +90,7 @@ class IntRange:
 
 
 # every integer option's range: argparse checks the flags with it, and the run checks the
-# options again (run.check_options), for RunOptions built in Python
+# options again (check_options), for RunOptions built in Python
 INT_OPTIONS: dict[str, IntRange] = {
     "lesson": IntRange(0),
     "keep_checkpoints": IntRange(1),
@@ -149,6 +151,65 @@ def time_scale_problem(value: float) -> str | None:
     if not math.isfinite(value) or value <= 0:
         return f"expected a finite number > 0, got {value}"
     return None
+
+
+def check_options(options: RunOptions) -> None:
+    """Every check of the options alone (no config, no environment, no earlier run): each value in
+    its range (as the flags' parsing checks them, again here for RunOptions built in Python) and the
+    flags together. UsageError says what is wrong."""
+    for name, allowed in INT_OPTIONS.items():
+        value = getattr(options, name)
+        problem = "expected an integer" if not isinstance(value, int) or isinstance(value, bool) else \
+            allowed.problem(value)
+        if problem is not None:
+            raise UsageError(f"--{name.replace('_', '-')}: {problem}")
+    if not isinstance(options.time_scale, (int, float)) or time_scale_problem(options.time_scale):
+        raise UsageError(f"--time-scale: expected a finite number > 0, got {options.time_scale!r}")
+    texts = [("trainer_config_path", options.trainer_config_path), ("--env", options.env),
+             ("--curriculum", options.curriculum), ("--sampler", options.sampler)]
+    texts += [("--env-args", value) for value in options.env_args]
+    for flag, value in texts:
+        if value is not None and text_problem(value) is not None:
+            raise UsageError(f"{flag}: {value!r} {text_problem(value)}")
+    for flag, value in (("--run-id", options.run_id), ("--initialize-from", options.initialize_from)):
+        if value is not None and run_id_problem(value) is not None:
+            raise UsageError(f"{flag}: {run_id_problem(value)}")
+    if options.base_port + options.num_envs - 1 > 65535:
+        raise UsageError(f"--base-port {options.base_port} with --num-envs {options.num_envs}: the last worker's "
+                         f"port would be {options.base_port + options.num_envs - 1}, past 65535; lower --base-port")
+    if options.resume and options.force:
+        raise UsageError("--resume and --force contradict each other: --resume continues a run, --force starts it over")
+    if options.inference and options.force:
+        raise UsageError("--inference and --force contradict each other: --force deletes the run whose model "
+                         "--inference would run")
+    if options.initialize_from == options.run_id and not options.resume:
+        raise UsageError(f"--initialize-from names the run itself ({options.run_id!r}); pass --resume to continue "
+                         "it, or choose another --run-id")
+    for flag, path in (("--curriculum", options.curriculum), ("--sampler", options.sampler)):
+        if path is not None:
+            if not os.path.exists(path):
+                raise UsageError(f"{flag}: file {path!r} does not exist")
+            raise UsageError(f"{flag} is not supported yet; run without it")
+
+
+def in_main_process(options: RunOptions) -> bool:
+    """Whether the environment runs in the main process: --num-envs 1, unless --acting=workers asks
+    for one acting worker."""
+    return options.num_envs == 1 and options.acting != "workers"
+
+
+def warn_about_unused_options(options: RunOptions) -> None:
+    """Warn about flags that are valid but have no effect together with the others."""
+    if options.lesson and options.curriculum is None:
+        logger.warning("--lesson %d has no effect without --curriculum", options.lesson)
+    restart_flags = ("max_lifetime_restarts", "restarts_rate_limit_n", "restarts_rate_limit_period_s")
+    in_process = in_main_process(options)
+    if in_process and any(getattr(options, f) != getattr(RunOptions(), f) for f in restart_flags):
+        logger.warning("the --max-lifetime-restarts and --restarts-rate-limit-* flags have no effect with "
+                       "--num-envs 1: the environment runs in the main process, where a crash stops the run")
+    if in_process and options.acting == "main":
+        logger.warning("--acting=main has no effect with --num-envs 1: the environment and the policy both run in "
+                       "the main process")
 
 
 def _int(value: str) -> int:

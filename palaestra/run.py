@@ -1,28 +1,23 @@
-"""The run: options → environment and one trainer per behavior → the step loop → outputs.
+"""The run: build (options → environment → one trainer per behavior), loop, finish (save, export).
 
-Lifecycle rules (ML-Agents 0.16): a reused ``--run-id`` is an error without ``--resume`` or
-``--force``; ``--resume`` restores every behavior from its newest checkpoint; ``--force`` starts
-over; ``--initialize-from`` copies another run's weights at step 0; ``--inference`` runs the
-policy without training or saving. A checkpoint is written every ``--save-freq`` environment
-steps and at the end; the first Ctrl+C (or SIGTERM, SIGHUP) stops the loop, saves and exports,
-and exits 0 (palaestra/interrupts.py). ``--dry-run`` makes every check the real run makes before
-it trains (:func:`_prepare`), and trains nothing.
+Every check a run makes before it trains happens in :func:`_build`, for the real run and
+``--dry-run`` alike; ``--dry-run`` then prints what it built and trains nothing. The rules of the
+run's folders (``--resume``, ``--force``, ``--initialize-from``, ``--inference``) are in
+palaestra/run_folders.py; seeding, the device and threads in palaestra/machine.py. A checkpoint is
+written every ``--save-freq`` environment steps and at the end; the first Ctrl+C (or SIGTERM,
+SIGHUP) stops the loop, saves and exports, and exits 0 (palaestra/interrupts.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import os
-import random
-import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
 import yaml
-from threadpoolctl import threadpool_limits
 
 from palaestra import __version__
 from palaestra.capabilities import settings_problems, spec_problems
@@ -31,16 +26,10 @@ from palaestra.envs.base import EngineConfig, Env, EnvError
 from palaestra.envs.sources import describe_specs, make_env
 from palaestra.envs.workers import RestartLimits, WorkerPoolEnv
 from palaestra.interrupts import STOPPING, Interrupts
-from palaestra.networks.constants import WIDE_NETWORK_UNITS
-from palaestra.options import (
-    INT_OPTIONS,
-    RunOptions,
-    UsageError,
-    run_id_problem,
-    text_problem,
-    time_scale_problem,
-)
+from palaestra.machine import choose_device, limit_threads, seed_everything
+from palaestra.options import RunOptions, UsageError, check_options, in_main_process, warn_about_unused_options
 from palaestra.rollout.acting_pool import ActingWorkers
+from palaestra.run_folders import check_output_folder, check_run_folders, restore, start_over_if_forced
 from palaestra.settings import (
     ConfigError,
     TrainerConfig,
@@ -59,6 +48,29 @@ from palaestra.timers import TIMERS, timed
 from palaestra.trainer import BehaviorTrainer
 
 logger = logging.getLogger("palaestra")
+
+
+@dataclass
+class RunParts:
+    """What the loop and the end of a run need, built once by :func:`_build`."""
+
+    options: RunOptions
+    env: Env
+    settings: dict[str, TrainerSettings]  # per behavior
+    trainers: dict[str, BehaviorTrainer]  # per behavior
+    seed: int
+    global_step: int  # where the run starts: 0, or the step --resume restored
+    interrupts: Interrupts
+    models: Path
+    summaries: Path
+
+    @property
+    def run_dir(self) -> Path:
+        return self.models / self.options.run_id
+
+    @property
+    def training(self) -> bool:
+        return not self.options.inference
 
 
 def run(options: RunOptions, interrupts: Interrupts | None = None) -> int:
@@ -83,62 +95,37 @@ def run(options: RunOptions, interrupts: Interrupts | None = None) -> int:
             interrupts.restore()
 
 
-def check_options(options: RunOptions, models: Path) -> None:
-    """Every check of the options alone (no config, no environment): each value in its range (as
-    the flags' parsing checks them, again here for RunOptions built in Python) and the flags
-    together, against the runs in ``models``. UsageError says what is wrong."""
-    for name, allowed in INT_OPTIONS.items():
-        value = getattr(options, name)
-        problem = "expected an integer" if not isinstance(value, int) or isinstance(value, bool) else \
-            allowed.problem(value)
-        if problem is not None:
-            raise UsageError(f"--{name.replace('_', '-')}: {problem}")
-    if not isinstance(options.time_scale, (int, float)) or time_scale_problem(options.time_scale):
-        raise UsageError(f"--time-scale: expected a finite number > 0, got {options.time_scale!r}")
-    texts = [("trainer_config_path", options.trainer_config_path), ("--env", options.env),
-             ("--curriculum", options.curriculum), ("--sampler", options.sampler)]
-    texts += [("--env-args", value) for value in options.env_args]
-    for flag, value in texts:
-        if value is not None and text_problem(value) is not None:
-            raise UsageError(f"{flag}: {value!r} {text_problem(value)}")
-    for flag, value in (("--run-id", options.run_id), ("--initialize-from", options.initialize_from)):
-        if value is not None and run_id_problem(value) is not None:
-            raise UsageError(f"{flag}: {run_id_problem(value)}")
-    if options.base_port + options.num_envs - 1 > 65535:
-        raise UsageError(f"--base-port {options.base_port} with --num-envs {options.num_envs}: the last worker's "
-                         f"port would be {options.base_port + options.num_envs - 1}, past 65535; lower --base-port")
-    if options.resume and options.force:
-        raise UsageError("--resume and --force contradict each other: --resume continues a run, --force starts it over")
-    if options.inference and options.force:
-        raise UsageError("--inference and --force contradict each other: --force deletes the run whose model "
-                         "--inference would run")
-    if options.initialize_from == options.run_id and not options.resume:
-        raise UsageError(f"--initialize-from names the run itself ({options.run_id!r}); pass --resume to continue "
-                         "it, or choose another --run-id")
-    for flag, path in (("--curriculum", options.curriculum), ("--sampler", options.sampler)):
-        if path is not None:
-            if not os.path.exists(path):
-                raise UsageError(f"{flag}: file {path!r} does not exist")
-            raise UsageError(f"{flag} is not supported yet; run without it")
-    run_dir = models / options.run_id
-    exists = run_dir.is_dir() and any(run_dir.iterdir())
-    if options.resume and not exists:
-        raise UsageError(
-            f"--resume: there is no previous run {options.run_id!r} (no {run_dir}); "
-            "drop --resume to start it"
-        )
-    if exists and not (options.resume or options.force or options.inference):
-        raise UsageError(
-            f"run-id {options.run_id!r} was already used ({run_dir} exists); pass --resume to continue "
-            "it, --force to overwrite it, or choose another --run-id"
-        )
-    if options.initialize_from is not None and not (models / options.initialize_from).is_dir():
-        raise UsageError(
-            f"--initialize-from: there is no run {options.initialize_from!r} (no {models / options.initialize_from})"
-        )
-    if options.initialize_from is not None and options.resume:
-        logger.warning("--initialize-from %s has no effect with --resume: the run continues from its own checkpoints",
-                       options.initialize_from)
+def _run(options: RunOptions, interrupts: Interrupts) -> int:
+    models, summaries = Path("models"), Path("summaries")
+    check_options(options)
+    check_run_folders(options, models)
+    config = load_trainer_config(options.trainer_config_path)
+    seed = seed_everything(options)
+    warn_about_unused_options(options)
+    env = _make_env(options, seed)
+    try:
+        settings = _resolve_settings(config, env)
+        parts = _build(options, env, settings, seed, interrupts, models, summaries)
+        interrupts.check_start_up()  # before --force deletes anything
+        if options.dry_run:
+            _print_dry_run(options, config, env, settings, seed)
+            return 0
+        return _train(parts)
+    finally:
+        env.close()
+
+
+def _make_env(options: RunOptions, seed: int) -> Env:
+    engine = EngineConfig(options.width, options.height, options.quality_level, options.time_scale,
+                          options.target_frame_rate, options.no_graphics)
+    if in_main_process(options):
+        return make_env(options.env, seed=seed, num_areas=options.num_areas, env_args=options.env_args,
+                        engine=engine, port=options.base_port)
+    # worker processes (envs/workers.py)
+    return WorkerPoolEnv(options.env, options.num_envs, seed=seed, num_areas=options.num_areas,
+                         env_args=options.env_args, engine=engine, base_port=options.base_port,
+                         restarts=RestartLimits(options.max_lifetime_restarts, options.restarts_rate_limit_n,
+                                                options.restarts_rate_limit_period_s))
 
 
 def _resolve_settings(config: TrainerConfig, env: Env) -> dict[str, TrainerSettings]:
@@ -157,52 +144,6 @@ def _resolve_settings(config: TrainerConfig, env: Env) -> dict[str, TrainerSetti
     return resolved
 
 
-def _seed_everything(options: RunOptions) -> int:
-    seed = options.seed if options.seed != -1 else int(np.random.randint(0, 10000))
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    return seed
-
-
-def _run(options: RunOptions, interrupts: Interrupts) -> int:
-    models, summaries = Path("models"), Path("summaries")
-    check_options(options, models)
-    config = load_trainer_config(options.trainer_config_path)
-    seed = _seed_everything(options)
-    engine = EngineConfig(options.width, options.height, options.quality_level, options.time_scale,
-                          options.target_frame_rate, options.no_graphics)
-    if options.lesson and options.curriculum is None:
-        logger.warning("--lesson %d has no effect without --curriculum", options.lesson)
-    # --num-envs 1 runs in the main process unless --acting=workers asks for one acting worker
-    in_process = options.num_envs == 1 and options.acting != "workers"
-    restart_flags = ("max_lifetime_restarts", "restarts_rate_limit_n", "restarts_rate_limit_period_s")
-    if in_process and any(getattr(options, f) != getattr(RunOptions(), f) for f in restart_flags):
-        logger.warning("the --max-lifetime-restarts and --restarts-rate-limit-* flags have no effect with "
-                       "--num-envs 1: the environment runs in the main process, where a crash stops the run")
-    if in_process and options.acting == "main":
-        logger.warning("--acting=main has no effect with --num-envs 1: the environment and the policy both run in "
-                       "the main process")
-    if not in_process:  # worker processes (envs/workers.py)
-        env = WorkerPoolEnv(options.env, options.num_envs, seed=seed, num_areas=options.num_areas,
-                            env_args=options.env_args, engine=engine, base_port=options.base_port,
-                            restarts=RestartLimits(options.max_lifetime_restarts, options.restarts_rate_limit_n,
-                                                   options.restarts_rate_limit_period_s))
-    else:
-        env = make_env(options.env, seed=seed, num_areas=options.num_areas, env_args=options.env_args,
-                       engine=engine, port=options.base_port)
-    try:
-        settings = _resolve_settings(config, env)
-        trainers, global_step = _prepare(options, env, settings, seed, models, summaries)
-        interrupts.check_start_up()  # before --force deletes anything
-        if options.dry_run:
-            _print_dry_run(options, config, env, settings, seed)
-            return 0
-        return _train(options, env, settings, seed, trainers, global_step, interrupts, models, summaries)
-    finally:
-        env.close()
-
-
 def _print_dry_run(options: RunOptions, config: TrainerConfig, env: Env,
                    settings: dict[str, TrainerSettings], seed: int) -> None:
     specs = describe_specs(env)
@@ -216,21 +157,17 @@ def _print_dry_run(options: RunOptions, config: TrainerConfig, env: Env,
     print(f"dry run: {config.path} is valid for {options.env}; {len(config.warnings)} warning(s); nothing was trained")
 
 
-def _device(options: RunOptions) -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() and not options.cpu else "cpu")
-
-
-def _prepare(options: RunOptions, env: Env, settings: dict[str, TrainerSettings], seed: int, models: Path,
-             summaries: Path) -> tuple[dict[str, BehaviorTrainer], int]:
+def _build(options: RunOptions, env: Env, settings: dict[str, TrainerSettings], seed: int, interrupts: Interrupts,
+           models: Path, summaries: Path) -> RunParts:
     """Every check the run makes before it trains, for the real run and --dry-run alike (the flags,
     the config and the environment were checked before): the output folders can be made; each
     behavior's trainer builds and restores as --resume, --inference, --initialize-from or its
     init_path asks (the checkpoints exist, are intact and fit); the policy can act where --acting
-    says. Writes nothing. Returns the trainers (without their writers) and the global step."""
+    says. Writes nothing. The trainers have no writers yet."""
     if not options.inference:
         for folder in (models, summaries):
-            _check_folder(folder)
-    device = _device(options)
+            check_output_folder(folder)
+    device = choose_device(options)
     run_dir = models / options.run_id
     # a dry run leaves the run's folder as it is (a training trainer clears interrupted saves' temp files)
     training = not (options.inference or options.dry_run)
@@ -245,63 +182,36 @@ def _prepare(options: RunOptions, env: Env, settings: dict[str, TrainerSettings]
         except (MemoryError, RuntimeError) as e:  # torch's allocator raises RuntimeError when out of memory
             raise ConfigError(f"behavior {name!r}: cannot build its networks ({s.num_layers} x {s.hidden_units} "
                               f"units): {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-        global_step = max(global_step, _restore(trainer, options, s, models))
+        global_step = max(global_step, restore(trainer, options, s, models))
         trainers[name] = trainer
     _acting_obstacles(options, env, trainers)
-    return trainers, global_step
+    return RunParts(options, env, settings, trainers, seed, global_step, interrupts, models, summaries)
 
 
-def _check_folder(folder: Path) -> None:
-    """An output folder, or the folder it will be made in, must be a folder that can be written."""
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise UsageError(f"cannot read or write {folder}: {existing} is a file, not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise UsageError(f"cannot read or write {folder}: {existing} is not writable")
-
-
-def _usable_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def _train(options: RunOptions, env: Env, settings: dict[str, TrainerSettings], seed: int,
-           trainers: dict[str, BehaviorTrainer], global_step: int, interrupts: Interrupts, models: Path,
-           summaries: Path) -> int:
-    run_dir = models / options.run_id
-    if options.force and run_dir.exists():
-        shutil.rmtree(run_dir)
-    device = _device(options)
-    # numpy's BLAS only ever sees small products (acting on one step's agents, the CPU fast paths
-    # of narrow networks): one thread, whose workers would otherwise spin on the cores torch needs.
-    threadpool_limits(1, user_api="blas")
-    if device.type == "cpu":
-        # Measured (docs/benchmarks.md): narrow networks train faster on one torch thread; the
-        # extra threads cost more in synchronization than they gain at these sizes. From
-        # WIDE_NETWORK_UNITS (SAC's usual 256x256, batch 256) torch trains them on every core.
-        wide = max(s.hidden_units for s in settings.values()) >= WIDE_NETWORK_UNITS
-        torch.set_num_threads(_usable_cores() if wide else 1)  # set either way: a process may train twice
+def _train(parts: RunParts) -> int:
+    options = parts.options
+    start_over_if_forced(options, parts.run_dir)
+    device = choose_device(options)
+    limit_threads(device, max(s.hidden_units for s in parts.settings.values()))
     logger.info("Palaestra %s: run %r on %s, seed %d, device %s", __version__, options.run_id, options.env,
-                seed, device)
+                parts.seed, device)
     writers: list[Any] = []  # closed on every way out, so no writer thread outlives the run
     try:
-        _add_writers(trainers, writers, options, env, settings, summaries, time.time())
-        return _train_loop(trainers, options, env, settings, seed, run_dir, summaries, global_step, interrupts)
+        _add_writers(parts, writers, time.time())
+        return _train_loop(parts)
     finally:
         for writer in writers:
             writer.close()
 
 
-def _add_writers(trainers: dict[str, BehaviorTrainer], writers: list[Any], options: RunOptions, env: Env,
-                 settings: dict[str, TrainerSettings], summaries: Path, start_time: float) -> None:
+def _add_writers(parts: RunParts, writers: list[Any], start_time: float) -> None:
     """Give each trainer its console, gauges and (training) TensorBoard, CSV and --debug metrics."""
-    training = not options.inference
-    for name, trainer in trainers.items():
-        s = settings[name]
+    options, summaries = parts.options, parts.summaries
+    for name, trainer in parts.trainers.items():
+        s = parts.settings[name]
         category = f"{options.run_id}_{name}"
-        own: list[Any] = [ConsoleWriter(start_time, training), GaugeWriter()]
-        if training:
+        own: list[Any] = [ConsoleWriter(start_time, parts.training), GaugeWriter()]
+        if parts.training:
             summaries.mkdir(parents=True, exist_ok=True)
             tb = TensorBoardWriter(summaries, category, clear_old=not options.resume)
             writers.append(tb)
@@ -310,30 +220,34 @@ def _add_writers(trainers: dict[str, BehaviorTrainer], writers: list[Any], optio
             if options.debug:
                 trainer.metrics = MetricsCSV(summaries, category)
         trainer.stats.writers.extend(own)
-        logger.info("%s: %s\n%s", name, describe_specs(env)[name],
+        logger.info("%s: %s\n%s", name, describe_specs(parts.env)[name],
                     yaml.safe_dump(s.as_dict(), sort_keys=False).rstrip())
 
 
-def _train_loop(trainers: dict[str, BehaviorTrainer], options: RunOptions, env: Env,
-                settings: dict[str, TrainerSettings], seed: int, run_dir: Path, summaries: Path,
-                global_step: int, interrupts: Interrupts) -> int:
+def _write_configuration(parts: RunParts) -> None:
+    """models/<run-id>/configuration.yaml: the options and every behavior's resolved settings."""
+    parts.run_dir.mkdir(parents=True, exist_ok=True)
+    configuration = parts.run_dir / "configuration.yaml"
+    run_options = dataclasses.asdict(parts.options)
+    run_options["seed"] = parts.seed
+    try:
+        atomic_write_text(configuration, yaml.safe_dump(
+            {"run_options": run_options,
+             "behaviors": {b: s.as_dict() for b, s in parts.settings.items()}}, sort_keys=False))
+    except OSError as e:
+        raise SaveError(f"could not save the run configuration {configuration}: {os_reason(e)}") from None
+
+
+def _train_loop(parts: RunParts) -> int:
     """Step until every behavior is done or a signal stops it; then save, export and write the
     timers. Signals during the save are noted and wait for it (palaestra/interrupts.py)."""
-    training = not options.inference
+    training, trainers, interrupts = parts.training, parts.trainers, parts.interrupts
     if training:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        configuration = run_dir / "configuration.yaml"
-        try:
-            atomic_write_text(configuration, yaml.safe_dump(
-                {"run_options": _options_dict(options, seed),
-                 "behaviors": {b: s.as_dict() for b, s in settings.items()}}, sort_keys=False))
-        except OSError as e:
-            raise SaveError(f"could not save the run configuration {configuration}: {os_reason(e)}") from None
-
-    acting = _acting_workers(options, env, trainers, seed)
+        _write_configuration(parts)
+    acting = _acting_workers(parts.options, parts.env, trainers, parts.seed)
     error: BaseException | None = None
     with _progress_bar(trainers) as bar:
-        counter = _StepCounter(trainers, options, bar, global_step)
+        counter = _StepCounter(trainers, parts.options, bar, parts.global_step)
         try:
             # a second signal raises KeyboardInterrupt only inside this block; after it, none does
             with interrupts.training(saving=training):
@@ -341,11 +255,11 @@ def _train_loop(trainers: dict[str, BehaviorTrainer], options: RunOptions, env: 
                     if acting is not None:
                         acting.start()
                     else:
-                        env.reset()
+                        parts.env.reset()
                 if acting is not None:
                     _acting_loop(acting, trainers, interrupts, counter)
                 else:
-                    _loop(env, trainers, interrupts, counter)
+                    _loop(parts.env, trainers, interrupts, counter)
         except KeyboardInterrupt:
             logger.info("Stopped at once%s", ": saving what is there" if training else "")
         except Exception as e:  # the environment or a trainer failed: save first
@@ -356,96 +270,7 @@ def _train_loop(trainers: dict[str, BehaviorTrainer], options: RunOptions, env: 
         finally:
             if acting is not None:
                 acting.close()
-    global_step = counter.global_step
-    if training:  # from here on, signals only wait for the save (palaestra/interrupts.py)
-        logger.debug("final save at step %d", global_step)
-    if isinstance(error, SaveError):  # a --save-freq checkpoint: try once more below
-        logger.error("training stopped: %s", error)
-    saved = _save_at_end(trainers, options, summaries, global_step) if training else True
-    if error is not None and not isinstance(error, SaveError):
-        logger.error("training stopped: %s: %s (%s)", type(error).__name__, error,
-                     "the model was saved first" if saved else "saving the model failed too")
-        if options.debug:
-            raise error
-    return 0 if error is None and saved else 1
-
-
-def _save_at_end(trainers: dict[str, BehaviorTrainer], options: RunOptions, summaries: Path,
-                 global_step: int) -> bool:
-    """Save every behavior and write the timers, each failure logged with the file it concerns
-    (and the other files still tried); return whether everything was saved."""
-    saved = True
-    for trainer in trainers.values():
-        try:
-            trainer.save(global_step)
-        except SaveError as e:
-            logger.error("%s", e)
-            saved = False
-            continue
-        logger.info("Exported %s", trainer.onnx_path)
-    timers = summaries / f"{options.run_id}_timers.json"
-    try:
-        TIMERS.write(str(timers))
-    except OSError as e:
-        logger.error("could not save the timers %s: %s", timers, os_reason(e))
-        saved = False
-    return saved
-
-
-def _acting_workers(options: RunOptions, env: Env, trainers: dict[str, BehaviorTrainer],
-                    seed: int) -> ActingWorkers | None:
-    """Acting in the workers (rollout/acting_pool.py) when --acting asks for it or allows it."""
-    blocked = _acting_obstacles(options, env, trainers)
-    if not isinstance(env, WorkerPoolEnv) or options.acting == "main":
-        return None
-    if blocked:
-        logger.info("the policy acts in the main process for all %d environment workers (%s)", env.n, blocked)
-        return None
-    threaded = all(t.settings.threaded for t in trainers.values())
-    acting = ActingWorkers(env, {name: t.acting_plan(env.n) for name, t in trainers.items()},
-                           {name: t.algorithm.policy_arrays for name, t in trainers.items()}, seed, threaded)
-    for trainer in trainers.values():
-        trainer.algorithm.decoupled = acting.lag > 0
-    logger.info("the policy acts in each of the %d environment workers, in rounds; %s", env.n,
-                f"they may run {acting.lag} rounds ahead while the trainers update (threaded: true)" if threaded
-                else "they wait for each update (threaded: false)")
-    return acting
-
-
-def _acting_obstacles(options: RunOptions, env: Env, trainers: dict[str, BehaviorTrainer]) -> str | None:
-    """Why the policy cannot act in the workers (None if it can); a UsageError if --acting=workers
-    asks for it all the same."""
-    if not isinstance(env, WorkerPoolEnv) or options.acting == "main":
-        return None
-    obstacles = {name: t.acting_obstacle() for name, t in trainers.items()}
-    blocked = "; ".join(f"behavior {b!r}: {why}" for b, why in obstacles.items() if why is not None)
-    if blocked and options.acting == "workers":
-        raise UsageError(f"--acting=workers: {blocked}; use --acting=main (or auto)")
-    return blocked or None
-
-
-class _StepCounter:
-    """Global steps (one per environment instance whose results came back, as in ML-Agents),
-    the progress bar and --save-freq checkpoints."""
-
-    def __init__(self, trainers: dict[str, BehaviorTrainer], options: RunOptions, bar: Any,
-                 global_step: int) -> None:
-        self.trainers, self.options, self.bar, self.global_step = trainers, options, bar, global_step
-        self._trainer_steps = self._total()
-
-    def _total(self) -> int:
-        return sum(t.step for t in self.trainers.values())
-
-    def add(self, env_steps: int) -> None:
-        previous, self.global_step = self.global_step, self.global_step + env_steps
-        total = self._total()
-        if self.bar is not None:
-            self.bar.update(total - self._trainer_steps)
-        self._trainer_steps = total
-        save_freq = self.options.save_freq
-        if not self.options.inference and self.global_step // save_freq > previous // save_freq:
-            for trainer in self.trainers.values():
-                trainer.save(self.global_step)
+    return _finish(parts, counter.global_step, error)
 
 
 def _loop(env: Env, trainers: dict[str, BehaviorTrainer], stop: Interrupts, counter: _StepCounter) -> None:
@@ -481,46 +306,96 @@ def _acting_loop(acting: ActingWorkers, trainers: dict[str, BehaviorTrainer], st
         counter.add(env_steps)
 
 
-def _restore(trainer: BehaviorTrainer, options: RunOptions, s: TrainerSettings, models: Path) -> int:
-    """Load weights for --resume, --initialize-from, init_path or --inference; return the global step."""
-    # each takes the newest intact checkpoint, past damaged ones (BehaviorTrainer.restore_newest)
-    own = trainer.checkpoints
-    if options.resume:
-        if not own.list():
-            raise CheckpointError(
-                f"--resume: run {options.run_id!r} has no checkpoint for behavior {trainer.name!r} "
-                f"in {trainer.checkpoints.folder}"
-            )
-        path, step = trainer.restore_newest(own, weights_only=False, set_aside=not options.dry_run,
-                                            advice="start the run over with --force")
-        logger.info("Resumed %s from %s at step %d", trainer.name, path, trainer.step)
-        return step
-    if options.inference and own.list():  # run the saved policy for max_steps new steps
-        path, _ = trainer.restore_newest(own, weights_only=True, set_aside=False,
-                                         advice="train the run again with --force")
-        logger.info("Loaded %s from %s for inference", trainer.name, path)
-        return 0
-    source = models / options.initialize_from / trainer.name if options.initialize_from else (
-        Path(s.init_path) if s.init_path else None)
-    if source is not None:
-        source_checkpoints = CheckpointManager(source, 0)
-        if not source_checkpoints.list():
-            raise CheckpointError(f"no checkpoint for behavior {trainer.name!r} in {source} to initialize from")
-        path, _ = trainer.restore_newest(
-            source_checkpoints, weights_only=True, set_aside=False,
-            advice="initialize from another run" if options.initialize_from else "set init_path to another folder")
-        logger.info("Initialized %s from %s", trainer.name, path)
-    elif options.inference:
-        logger.warning("--inference: no trained model for %s; running an untrained policy", trainer.name)
-    return 0
+def _finish(parts: RunParts, global_step: int, error: BaseException | None) -> int:
+    """After the loop: save and export (training), report the error that stopped it; the exit code."""
+    if parts.training:  # from here on, signals only wait for the save (palaestra/interrupts.py)
+        logger.debug("final save at step %d", global_step)
+    if isinstance(error, SaveError):  # a --save-freq checkpoint: try once more below
+        logger.error("training stopped: %s", error)
+    saved = _save_at_end(parts, global_step) if parts.training else True
+    if error is not None and not isinstance(error, SaveError):
+        logger.error("training stopped: %s: %s (%s)", type(error).__name__, error,
+                     "the model was saved first" if saved else "saving the model failed too")
+        if parts.options.debug:
+            raise error
+    return 0 if error is None and saved else 1
 
 
-def _options_dict(options: RunOptions, seed: int) -> dict[str, Any]:
-    import dataclasses
+def _save_at_end(parts: RunParts, global_step: int) -> bool:
+    """Save every behavior and write the timers, each failure logged with the file it concerns
+    (and the other files still tried); return whether everything was saved."""
+    saved = True
+    for trainer in parts.trainers.values():
+        try:
+            trainer.save(global_step)
+        except SaveError as e:
+            logger.error("%s", e)
+            saved = False
+            continue
+        logger.info("Exported %s", trainer.onnx_path)
+    timers = parts.summaries / f"{parts.options.run_id}_timers.json"
+    try:
+        TIMERS.write(str(timers))
+    except OSError as e:
+        logger.error("could not save the timers %s: %s", timers, os_reason(e))
+        saved = False
+    return saved
 
-    out = dataclasses.asdict(options)
-    out["seed"] = seed
-    return out
+
+class _StepCounter:
+    """Global steps (one per environment instance whose results came back, as in ML-Agents),
+    the progress bar and --save-freq checkpoints."""
+
+    def __init__(self, trainers: dict[str, BehaviorTrainer], options: RunOptions, bar: Any,
+                 global_step: int) -> None:
+        self.trainers, self.options, self.bar, self.global_step = trainers, options, bar, global_step
+        self._trainer_steps = self._total()
+
+    def _total(self) -> int:
+        return sum(t.step for t in self.trainers.values())
+
+    def add(self, env_steps: int) -> None:
+        previous, self.global_step = self.global_step, self.global_step + env_steps
+        total = self._total()
+        if self.bar is not None:
+            self.bar.update(total - self._trainer_steps)
+        self._trainer_steps = total
+        save_freq = self.options.save_freq
+        if not self.options.inference and self.global_step // save_freq > previous // save_freq:
+            for trainer in self.trainers.values():
+                trainer.save(self.global_step)
+
+
+def _acting_workers(options: RunOptions, env: Env, trainers: dict[str, BehaviorTrainer],
+                    seed: int) -> ActingWorkers | None:
+    """Acting in the workers (rollout/acting_pool.py) when --acting asks for it or allows it."""
+    blocked = _acting_obstacles(options, env, trainers)
+    if not isinstance(env, WorkerPoolEnv) or options.acting == "main":
+        return None
+    if blocked:
+        logger.info("the policy acts in the main process for all %d environment workers (%s)", env.n, blocked)
+        return None
+    threaded = all(t.settings.threaded for t in trainers.values())
+    acting = ActingWorkers(env, {name: t.acting_plan(env.n) for name, t in trainers.items()},
+                           {name: t.algorithm.policy_arrays for name, t in trainers.items()}, seed, threaded)
+    for trainer in trainers.values():
+        trainer.algorithm.decoupled = acting.lag > 0
+    logger.info("the policy acts in each of the %d environment workers, in rounds; %s", env.n,
+                f"they may run {acting.lag} rounds ahead while the trainers update (threaded: true)" if threaded
+                else "they wait for each update (threaded: false)")
+    return acting
+
+
+def _acting_obstacles(options: RunOptions, env: Env, trainers: dict[str, BehaviorTrainer]) -> str | None:
+    """Why the policy cannot act in the workers (None if it can); a UsageError if --acting=workers
+    asks for it all the same."""
+    if not isinstance(env, WorkerPoolEnv) or options.acting == "main":
+        return None
+    obstacles = {name: t.acting_obstacle() for name, t in trainers.items()}
+    blocked = "; ".join(f"behavior {b!r}: {why}" for b, why in obstacles.items() if why is not None)
+    if blocked and options.acting == "workers":
+        raise UsageError(f"--acting=workers: {blocked}; use --acting=main (or auto)")
+    return blocked or None
 
 
 class _progress_bar:

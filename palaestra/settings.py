@@ -7,8 +7,13 @@ written: an unknown key is a warning naming the closest known key, a legacy key 
 naming what replaced it, and a wrong type or out-of-range value an error naming the file, the
 section, the key, the value and what was expected.
 
-Defaults are those of ML-Agents' shipped ``default:`` sections (PPO: trainer_config.yaml, SAC:
-sac_trainer_config.yaml), so a section may leave out any key.
+Each trainer type has its own settings class, as ML-Agents' trainers do: TrainerSettings holds
+the keys every trainer reads, PPOSettings and SACSettings add their own (the BC classes those of
+ML-Agents' old behavioral-cloning trainers). Each key is declared once, with its check, its
+default, what it means and which trainers read it; the defaults are those of ML-Agents' shipped
+``default:`` sections (PPO: trainer_config.yaml, SAC: sac_trainer_config.yaml), so a section may
+leave out any key, and docs/configuration.md's tables are generated from the declarations
+(palaestra/settings_table.py).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ logger = logging.getLogger("palaestra")
 
 TRAINER_TYPES = ("ppo", "sac", "offline_bc", "online_bc")
 EVERY_TRAINER = TRAINER_TYPES  # keys that ML-Agents' behavioral-cloning trainers read too
+EVERY_RL_TRAINER = ("ppo", "sac")  # keys the behavioral-cloning trainers do not read
 # Old names of current features: a rename hint rather than "unknown"
 RENAMED_KEYS = {"pretraining": "behavioral_cloning"}
 RENAMED_TRAINERS = {"imitation": "online_bc (or, for imitation alongside rewards, behavioral_cloning under "
@@ -45,7 +51,6 @@ LATER_FORMAT_KEYS = ("behaviors", "default_settings", "environment_parameters", 
 SUPPORTED_TRAINERS = ("ppo",)
 LR_SCHEDULES = ("linear", "constant")
 VISUAL_ENCODERS = ("simple", "nature_cnn", "resnet")
-_TRAINER_DEFAULT = object()  # "use the trainer type's default" marker for per-trainer defaults
 # A trainer config is a few KB; the pure-Python YAML reader takes seconds per MiB, so a bigger
 # file is a wrong path (a log, a model), not a config.
 MAX_CONFIG_BYTES = 1 << 20
@@ -132,28 +137,38 @@ def boolean(value: Any) -> bool:
         return value
     if isinstance(value, str) and value.strip().lower() in ("true", "false"):
         return value.strip().lower() == "true"
-    raise ValueError("true or false")
+    raise ValueError(boolean.expected)  # type: ignore[attr-defined]
+
+
+boolean.expected = "true or false"  # type: ignore[attr-defined]
 
 
 def choice(*options: str) -> Callable[[Any], str]:
+    expected = f"one of {', '.join(options)}"
+
     def check(value: Any) -> str:
         if isinstance(value, str) and value in options:
             return value
-        raise ValueError(f"one of {', '.join(options)}")
+        raise ValueError(expected)
 
+    check.expected = expected  # type: ignore[attr-defined]
     return check
 
 
 def text(value: Any) -> str:
     if isinstance(value, str) and value:
         return value
-    raise ValueError("a non-empty string")
+    raise ValueError(text.expected)  # type: ignore[attr-defined]
 
 
 def optional_text(value: Any) -> str | None:
     if value is None:
         return None
     return text(value)
+
+
+# what each check expects, for messages and the settings table (integer and real set their own)
+text.expected = optional_text.expected = "a non-empty string"  # type: ignore[attr-defined]
 
 
 def _bounds_text(low: float | None, high: float | None, low_open: bool = False) -> str:
@@ -166,10 +181,13 @@ def _bounds_text(low: float | None, high: float | None, low_open: bool = False) 
     return ""
 
 
-def _key(default: Any, check: Callable[[Any], Any], doc: str, *, sac: Any = _TRAINER_DEFAULT,
-         used_by: tuple[str, ...] = ("ppo", "sac")) -> Any:
-    """A settings field: its default, its check, what it means and which trainers read it."""
-    return field(default=default, metadata={"check": check, "doc": doc, "sac": sac, "used_by": used_by})
+def _key(default: Any, check: Callable[[Any], Any], doc: str, *, used_by: tuple[str, ...] | None = None) -> Any:
+    """A settings field: its default (a function makes a fresh one each time), its check, what it
+    means and which trainers read it (None: the trainers whose settings class declares it)."""
+    metadata = {"check": check, "doc": doc, "used_by": used_by}
+    if callable(default):
+        return field(default_factory=default, metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 # ----------------------------------------------------------------------------------------
@@ -193,7 +211,7 @@ class CuriositySettings:
 class GAILSettings:
     strength: float = _key(0.01, real(0.0), "scale of the discriminator reward")
     gamma: float = _key(0.99, real(0.0, 1.0), "discount factor")
-    demo_path: str = _key("", text, "a .demo file or a folder of them (required)")
+    demo_path: str = _key("", text, "a .demo file or a folder of them")
     encoding_size: int = _key(64, integer(1), "discriminator encoding size")
     learning_rate: float = _key(3.0e-4, real(0.0, low_open=True), "discriminator learning rate")
     use_actions: bool = _key(False, boolean, "whether the discriminator sees actions")
@@ -210,11 +228,12 @@ REQUIRED_SUBKEYS: dict[type, tuple[str, ...]] = {GAILSettings: ("demo_path",)}
 
 @dataclass(frozen=True)
 class BehavioralCloningSettings:
-    demo_path: str = _key("", text, "a .demo file or a folder of them (required)")
-    strength: float = _key(0.5, real(0.0), "BC learning rate relative to learning_rate (required)")
-    steps: int = _key(0, integer(0), "steps over which strength anneals to 0; 0 = constant (required)")
+    demo_path: str = _key("", text, "a .demo file or a folder of them")
+    strength: float = _key(0.5, real(0.0), "BC learning rate relative to learning_rate")
+    steps: int = _key(0, integer(0), "steps over which strength anneals to 0; 0 = constant")
     batch_size: int | None = _key(None, integer(1), "BC mini-batch size; defaults to the trainer's")
-    num_epoch: int | None = _key(None, integer(1), "passes over the demonstrations per update (3)")
+    num_epoch: int | None = _key(None, integer(1), "passes over the demonstrations per update; unset: PPO's "
+                                 "`num_epoch`")
     samples_per_update: int = _key(0, integer(0), "demonstration samples per update; 0 = all")
 
 
@@ -237,76 +256,101 @@ SUBSECTION_LEGACY = {
 
 
 # ----------------------------------------------------------------------------------------
-# The trainer settings of one behavior
+# The trainer settings of one behavior: the keys every trainer reads, then each trainer's own
 # ----------------------------------------------------------------------------------------
 def _checked_separately(value: Any) -> Any:  # subsections: checked by _check_subsection
     return value
 
 
+_checked_separately.expected = "a mapping (below)"  # type: ignore[attr-defined]
+
+
+def _default_reward_signals() -> dict[str, Any]:
+    return {"extrinsic": ExtrinsicSettings()}
+
+
 @dataclass(frozen=True)
 class TrainerSettings:
-    trainer: str = _key("ppo", choice(*TRAINER_TYPES), "trainer type", used_by=EVERY_TRAINER)
-    batch_size: int = _key(1024, integer(1), "experiences per gradient step", sac=128, used_by=EVERY_TRAINER)
-    buffer_size: int = _key(10240, integer(1), "PPO: experiences per update; SAC: replay capacity", sac=50000)
+    """One behavior's resolved settings. The keys here are read by every trainer (``used_by``
+    says when only by PPO and SAC); each trainer's own keys are in its subclass (PPOSettings,
+    SACSettings, ...). ``TrainerSettings(trainer=..., ...)`` builds the subclass of that trainer
+    (PPO's when ``trainer`` is left out), so a key of another trainer is a TypeError.
+
+    ``origins``: where each value written in the config came from, for :meth:`origin`."""
+
+    trainer: str = _key("ppo", choice(*TRAINER_TYPES), "trainer type: `ppo`, `sac`; `offline_bc` and `online_bc` "
+                        "are recognized and rejected", used_by=EVERY_TRAINER)
+    batch_size: int = _key(1024, integer(1), "experiences per gradient step", used_by=EVERY_TRAINER)
+    buffer_size: int = _key(10240, integer(1), "PPO: experiences collected before an update (an update runs once "
+                            "the buffer holds *more* than this); SAC: replay capacity", used_by=EVERY_RL_TRAINER)
     # Upper bounds far above any real network (ML-Agents' examples use up to 512 x 3): the largest
     # allowed PPO network (16 x 4096, 2 GB) builds in about 90 s on 2 cores; far larger ones
     # exhausted memory or seemed to hang
     hidden_units: int = _key(128, integer(1, 4096), "units per hidden layer", used_by=EVERY_TRAINER)
     num_layers: int = _key(2, integer(1, 16), "hidden layers", used_by=EVERY_TRAINER)
-    activation: str = _key("swish", choice(*ACTIVATIONS), "hidden-layer activation: swish (ML-Agents) or tanh "
-                           "(Stable-Baselines3's default); tanh is built for PPO so far")
+    activation: str = _key("swish", choice(*ACTIVATIONS), "hidden-layer activation: `swish` (z·sigmoid(z), "
+                           "ML-Agents) or `tanh` (Stable-Baselines3's default); SAC takes `swish` only so far",
+                           used_by=EVERY_RL_TRAINER)
     learning_rate: float = _key(3.0e-4, real(0.0, low_open=True), "Adam learning rate", used_by=EVERY_TRAINER)
-    adam_epsilon: float = _key(1.0e-8, real(0.0, low_open=True), "Adam's epsilon (torch's default; "
-                               "Stable-Baselines3's PPO uses 1e-5)")
-    learning_rate_schedule: str = _key("linear", choice(*LR_SCHEDULES), "learning-rate decay", sac="constant")
-    max_steps: int = _key(500000, integer(0), "agent steps to train for", used_by=EVERY_TRAINER)
-    normalize: bool = _key(False, boolean, "running normalization of vector observations")
-    time_horizon: int = _key(64, integer(1), "steps per agent before a trajectory is cut")
+    adam_epsilon: float = _key(1.0e-8, real(0.0, low_open=True), "Adam's ε (torch's default; Stable-Baselines3's "
+                               "PPO uses 1e-5)", used_by=EVERY_RL_TRAINER)
+    learning_rate_schedule: str = _key("linear", choice(*LR_SCHEDULES), "`linear` decays to 1e-10 at `max_steps`",
+                                       used_by=EVERY_RL_TRAINER)
+    max_steps: int = _key(500000, integer(0), "agent steps (summed over agents) to train for", used_by=EVERY_TRAINER)
+    normalize: bool = _key(False, boolean, "running mean/variance normalization of vector observations",
+                           used_by=EVERY_RL_TRAINER)
+    time_horizon: int = _key(64, integer(1), "steps per agent before a trajectory is cut (and bootstrapped)",
+                             used_by=EVERY_RL_TRAINER)
     summary_freq: int = _key(10000, integer(1), "steps between summaries", used_by=EVERY_TRAINER)
-    use_recurrent: bool = _key(False, boolean, "LSTM policy", used_by=EVERY_TRAINER)
+    use_recurrent: bool = _key(False, boolean, "LSTM policy (not supported yet)", used_by=EVERY_TRAINER)
     memory_size: int = _key(128, integer(1), "LSTM memory size", used_by=EVERY_TRAINER)
     sequence_length: int = _key(64, integer(1), "LSTM training sequence length", used_by=EVERY_TRAINER)
-    vis_encode_type: str = _key("simple", choice(*VISUAL_ENCODERS), "visual encoder")
-    threaded: bool = _key(True, boolean, "with the policy acting in --num-envs workers: they go on stepping while "
-                          "the trainer updates")
-    init_path: str | None = _key(None, optional_text, "a model folder whose weights start training")
-    reward_signals: Mapping[str, Any] = _key(None, _checked_separately, "reward signals")
-    behavioral_cloning: BehavioralCloningSettings | None = _key(None, _checked_separately, "BC")
-    self_play: SelfPlaySettings | None = _key(None, _checked_separately, "self-play")
-    # PPO
-    beta: float = _key(5.0e-3, real(0.0), "entropy bonus", used_by=("ppo",))
-    epsilon: float = _key(0.2, real(0.0, 1.0, low_open=True), "PPO clip range", used_by=("ppo",))
-    lambd: float = _key(0.95, real(0.0, 1.0), "GAE lambda", used_by=("ppo",))
-    num_epoch: int = _key(3, integer(1), "passes over the buffer per update", used_by=("ppo",))
-    max_grad_norm: float | None = _key(None, real(0.0, low_open=True), "clip the gradient's global norm to this "
-                                       "before each step (Stable-Baselines3's PPO: 0.5); unset: no clipping",
-                                       used_by=("ppo",))
-    value_clipping: bool = _key(True, boolean, "clip each value update to +-epsilon (ML-Agents); false for returns "
-                                "far from unit scale (Stable-Baselines3 does not clip)", used_by=("ppo",))
-    # SAC
-    buffer_init_steps: int = _key(0, integer(0), "steps collected before SAC updates begin", used_by=("sac",))
-    init_entcoef: float = _key(1.0, real(0.0, low_open=True), "initial entropy coefficient", used_by=("sac",))
-    tau: float = _key(0.005, real(0.0, 1.0, low_open=True), "target network update rate", used_by=("sac",))
-    steps_per_update: float = _key(10.0, real(0.0, low_open=True), "agent steps per SAC update (0.16)",
-                                   used_by=("sac",))
-    train_interval: int | None = _key(None, integer(1), "steps between SAC update rounds (0.15)", used_by=("sac",))
-    num_update: int | None = _key(None, integer(1), "SAC updates per round (0.15)", used_by=("sac",))
-    save_replay_buffer: bool = _key(False, boolean, "save the SAC replay buffer with checkpoints",
-                                    used_by=("sac",))
-    reward_signal_steps_per_update: float | None = _key(None, real(0.0, low_open=True),
-                                                        "steps per reward-signal update (SAC)", used_by=("sac",))
-    # Legacy behavioral-cloning trainers (recognized, rejected when training)
-    batches_per_epoch: int | None = _key(None, integer(1), "offline/online BC batches per epoch",
-                                         used_by=("offline_bc", "online_bc"))
-    demo_path: str | None = _key(None, optional_text, "offline BC demonstrations", used_by=("offline_bc",))
-    brain_to_imitate: str | None = _key(None, optional_text, "online BC teacher", used_by=("online_bc",))
+    vis_encode_type: str = _key("simple", choice(*VISUAL_ENCODERS), "visual encoder (matters once visual "
+                                "observations are supported)", used_by=EVERY_RL_TRAINER)
+    threaded: bool = _key(True, boolean, "with the policy acting in `--num-envs` workers (PPO): they keep stepping "
+                          "while the trainer updates (`false`: they wait; one behavior's `false` applies to all)",
+                          used_by=EVERY_RL_TRAINER)
+    init_path: str | None = _key(None, optional_text, "a model folder (`models/<run>/<Behavior>`) whose newest "
+                                 "checkpoint's weights start training", used_by=EVERY_RL_TRAINER)
+    reward_signals: Mapping[str, Any] = _key(_default_reward_signals, _checked_separately,
+                                             "the reward signals and their settings (below)",
+                                             used_by=EVERY_RL_TRAINER)
+    behavioral_cloning: BehavioralCloningSettings | None = _key(None, _checked_separately, "behavioral cloning "
+                                                                "from demonstrations (below; not supported yet)",
+                                                                used_by=EVERY_RL_TRAINER)
+    self_play: SelfPlaySettings | None = _key(None, _checked_separately, "self-play (below; not supported yet)",
+                                              used_by=EVERY_RL_TRAINER)
+    origins: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> TrainerSettings:
+        if cls is TrainerSettings:  # the settings class of the trainer asked for
+            trainer = args[0] if args else kwargs.get("trainer", TRAINER_KEYS["trainer"].default)
+            if trainer not in SETTINGS_BY_TRAINER:
+                raise TypeError(f"trainer {trainer!r}: expected one of {', '.join(SETTINGS_BY_TRAINER)}")
+            cls = SETTINGS_BY_TRAINER[trainer]
+        return super().__new__(cls)
+
+    def __post_init__(self) -> None:
+        if SETTINGS_BY_TRAINER.get(self.trainer) is not type(self):
+            raise TypeError(f"{type(self).__name__} holds the settings of another trainer than {self.trainer!r}")
+
+    def origin(self, key: str) -> str:
+        """Where this value came from: "section '<name>'", the section of the file it is written in
+        (aliases followed; "section 'default'" when the behavior inherited it), or "the default".
+        ``key`` may name a subsection's key (``self_play.window``): subsections are merged whole.
+        KeyError if this trainer has no such setting."""
+        top = key.split(".", 1)[0]
+        if top not in {f.name for f in _keys_of(type(self))}:
+            raise KeyError(f"trainer {self.trainer} has no setting {key!r}")
+        return self.origins.get(top, "the default")
 
     def as_dict(self) -> dict[str, Any]:
-        """The resolved settings as plain YAML-ready data."""
+        """The resolved settings as plain YAML-ready data: the keys this trainer reads, and those
+        of its settings only some trainers read where they differ from their default."""
         out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
+        for f in _keys_of(type(self)):
             value = getattr(self, f.name)
-            if f.name not in ("trainer",) and self.trainer not in f.metadata["used_by"] and value in (None, f.default):
+            if self.trainer not in READ_BY[f.name] and value in (None, _default(f)):
                 continue
             if f.name == "reward_signals":
                 value = {k: dataclasses.asdict(v) for k, v in value.items()}
@@ -318,7 +362,102 @@ class TrainerSettings:
         return out
 
 
-TRAINER_KEYS = {f.name: f for f in dataclasses.fields(TrainerSettings)}
+def _override(name: str, default: Any) -> Any:
+    """A key of TrainerSettings with another default in one trainer's settings."""
+    base = next(f for f in dataclasses.fields(TrainerSettings) if f.name == name)
+    return field(default=default, metadata=base.metadata)
+
+
+@dataclass(frozen=True)
+class PPOSettings(TrainerSettings):
+    trainer: str = _override("trainer", "ppo")
+    beta: float = _key(5.0e-3, real(0.0), "entropy bonus, decays linearly to 1e-5")
+    epsilon: float = _key(0.2, real(0.0, 1.0, low_open=True), "clip range, decays linearly to 0.1")
+    lambd: float = _key(0.95, real(0.0, 1.0), "GAE λ")
+    num_epoch: int = _key(3, integer(1), "passes over the buffer per update")
+    max_grad_norm: float | None = _key(None, real(0.0, low_open=True), "clip the gradient's global norm to this "
+                                       "before each step (Stable-Baselines3's PPO: 0.5); unset: no clipping "
+                                       "(ML-Agents)")
+    value_clipping: bool = _key(True, boolean, "clip each value update to ±ε around the estimate that acted "
+                                "(ML-Agents); `false` for returns far from unit scale, as Stable-Baselines3 "
+                                "(docs/algorithms.md)")
+
+
+@dataclass(frozen=True)
+class SACSettings(TrainerSettings):
+    # ML-Agents' sac_trainer_config.yaml differs from the PPO defaults in these three
+    trainer: str = _override("trainer", "sac")
+    batch_size: int = _override("batch_size", 128)
+    buffer_size: int = _override("buffer_size", 50000)
+    learning_rate_schedule: str = _override("learning_rate_schedule", "constant")
+    buffer_init_steps: int = _key(0, integer(0), "steps collected (by the untrained policy) before updates begin")
+    init_entcoef: float = _key(1.0, real(0.0, low_open=True), "initial entropy coefficient")
+    tau: float = _key(0.005, real(0.0, 1.0, low_open=True), "target-network update rate")
+    steps_per_update: float = _key(10.0, real(0.0, low_open=True), "agent steps per update (0.16)")
+    train_interval: int | None = _key(None, integer(1), "steps between update rounds (the 0.15 cadence: "
+                                      "`steps_per_update` = `train_interval` / `num_update`)")
+    num_update: int | None = _key(None, integer(1), "updates per round (the 0.15 cadence)")
+    save_replay_buffer: bool = _key(False, boolean, "save the replay buffer beside the checkpoints "
+                                    "(`replay_buffer.pt`) and restore it on `--resume`")
+    reward_signal_steps_per_update: float | None = _key(None, real(0.0, low_open=True), "reward-signal update "
+                                                        "cadence (for the curiosity and GAIL signals, not built "
+                                                        "yet); unset: `steps_per_update`")
+
+
+@dataclass(frozen=True)
+class _LegacyBCSettings(TrainerSettings):
+    """ML-Agents' old behavioral-cloning trainers: recognized, rejected when training."""
+
+    batches_per_epoch: int | None = _key(None, integer(1), "batches per epoch (legacy)")
+
+
+@dataclass(frozen=True)
+class OfflineBCSettings(_LegacyBCSettings):
+    trainer: str = _override("trainer", "offline_bc")
+    demo_path: str | None = _key(None, optional_text, "the demonstrations (legacy)")
+
+
+@dataclass(frozen=True)
+class OnlineBCSettings(_LegacyBCSettings):
+    trainer: str = _override("trainer", "online_bc")
+    brain_to_imitate: str | None = _key(None, optional_text, "the teacher (legacy)")
+
+
+SETTINGS_BY_TRAINER: dict[str, type[TrainerSettings]] = {
+    "ppo": PPOSettings, "sac": SACSettings, "offline_bc": OfflineBCSettings, "online_bc": OnlineBCSettings,
+}
+
+
+def _keys_of(cls: type) -> list[dataclasses.Field]:
+    """The config keys of a settings class (its fields but ``origins``)."""
+    return [f for f in dataclasses.fields(cls) if "check" in f.metadata]
+
+
+def _default(f: dataclasses.Field) -> Any:
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+# every trainer-level key once, in the order of the settings classes (TrainerSettings' own
+# declaration where a trainer's settings give it another default)
+TRAINER_KEYS: dict[str, dataclasses.Field] = {}
+for _cls in (TrainerSettings, *SETTINGS_BY_TRAINER.values()):
+    for _f in _keys_of(_cls):
+        TRAINER_KEYS.setdefault(_f.name, _f)
+# which trainers read each key: as declared for TrainerSettings' keys, else the trainers that have it
+READ_BY: dict[str, tuple[str, ...]] = {
+    name: f.metadata["used_by"] or tuple(t for t, cls in SETTINGS_BY_TRAINER.items()
+                                         if name in cls.__dataclass_fields__)
+    for name, f in TRAINER_KEYS.items()
+}
+
+
+def defaults_by_trainer(key: str) -> dict[str, Any]:
+    """The default of a trainer-level key for each trainer that reads it."""
+    if key == "trainer":  # each settings class names its own; left out of a section, it is PPO
+        return {t: TRAINER_KEYS[key].default for t in READ_BY[key]}
+    return {t: _default(SETTINGS_BY_TRAINER[t].__dataclass_fields__[key]) for t in READ_BY[key]}
+
+
 SUBSECTIONS = {"reward_signals", "behavioral_cloning", "self_play"}
 LEGACY_KEYS = {
     "use_curiosity": "reward_signals: curiosity",
@@ -349,24 +488,29 @@ class TrainerConfig:
         return behavior in self.sections or "default" in self.sections
 
     def for_behavior(self, behavior: str) -> TrainerSettings:
-        """Resolve one behavior's settings: default section, then its own (shallow)."""
+        """Resolve one behavior's settings: default section, then its own (shallow). Each value
+        written in the file remembers its section (TrainerSettings.origin)."""
         if not self.has_settings_for(behavior):
             raise ConfigError(
                 f"{self.path}: no section for behavior {_show(behavior)} and no 'default' section; "
                 f"the file has sections {_show_names(self.section_names())}"
             )
         # 'default' may name another section too; following it also checks that it is a mapping.
-        merged: dict[str, Any] = self._section("default") if "default" in self.sections else {}
-        own = self._section(behavior) if behavior in self.sections else {}
+        default_name, merged = self._section("default") if "default" in self.sections else ("", {})
+        own_name, own = self._section(behavior) if behavior in self.sections else ("", {})
         if "steps_per_update" in own:  # the behavior's own cadence spelling wins over the default's
             merged.pop("num_update", None)
             merged.pop("train_interval", None)
         elif "num_update" in own or "train_interval" in own:
             merged.pop("steps_per_update", None)
+        origins = {key: f"section {_show(default_name)}" for key in merged}
+        origins.update({key: f"section {_show(own_name)}" for key in own})
         merged.update(own)
-        return _build_settings(self.path, behavior, merged)
+        return _build_settings(self.path, behavior, merged, origins)
 
-    def _section(self, name: str) -> dict[str, Any]:
+    def _section(self, name: str) -> tuple[str, dict[str, Any]]:
+        """The section ``name`` as a mapping, with the name of the section that holds it (aliases
+        followed)."""
         seen = [name]
         section = self.sections[name]
         while isinstance(section, str):  # an alias: follow it to a mapping
@@ -378,13 +522,13 @@ class TrainerConfig:
             seen.append(section)
             section = self.sections[section]
         if section is None:
-            return {}
+            return seen[-1], {}
         if not isinstance(section, dict):  # load_trainer_config never stores one; a hand-built config may
             raise ConfigError(
                 f"{self.path}: section {_show(seen[-1])} should be a mapping of settings (or the name of "
                 f"another section), got {type(section).__name__} {_show(section)}"
             )
-        return dict(section)
+        return seen[-1], dict(section)
 
 
 def load_trainer_config(path: str | Path) -> TrainerConfig:
@@ -730,7 +874,7 @@ def _check_section(path: Path, name: str, section: dict[str, Any], warnings: lis
             out[key] = _check_value(path, name, key, TRAINER_KEYS[key].metadata["check"], value)
     if isinstance(trainer, str) and trainer in TRAINER_TYPES:
         for key in out:
-            used_by = TRAINER_KEYS[key].metadata["used_by"]
+            used_by = READ_BY[key]
             if trainer not in used_by:
                 _warn(warnings, lambda: (
                     f"{_where(path, name, key)}: only read by {'/'.join(used_by)}; trainer {trainer} ignores it"
@@ -795,19 +939,17 @@ def _check_reward_signals(path: Path, section: str, value: Any, warnings: list[s
     return signals
 
 
-def _build_settings(path: Path, behavior: str, merged: dict[str, Any]) -> TrainerSettings:
-    trainer = merged.get("trainer", "ppo")
-    kwargs = dict(merged)
-    kwargs["trainer"] = trainer
-    for name, f in TRAINER_KEYS.items():
-        if name not in kwargs and trainer == "sac" and f.metadata["sac"] is not _TRAINER_DEFAULT:
-            kwargs[name] = f.metadata["sac"]
-    if "reward_signals" not in kwargs:
-        kwargs["reward_signals"] = {"extrinsic": ExtrinsicSettings()}
+def _build_settings(path: Path, behavior: str, merged: dict[str, Any], origins: dict[str, str]) -> TrainerSettings:
+    """The settings of ``behavior``'s trainer from its merged section; the keys of other trainers
+    (warned about where the section names its trainer) are left out."""
+    trainer = merged.get("trainer", TRAINER_KEYS["trainer"].default)
+    cls = SETTINGS_BY_TRAINER[trainer]
+    kwargs = {k: v for k, v in merged.items() if k in TRAINER_KEYS and k in cls.__dataclass_fields__}
     if trainer == "sac" and ("num_update" in kwargs or "train_interval" in kwargs):
-        # 0.15 cadence: num_update updates every train_interval steps.
+        # 0.15 cadence: num_update updates every train_interval steps (each 1 when left out).
         kwargs["steps_per_update"] = kwargs.get("train_interval", 1) / kwargs.get("num_update", 1)
-    settings = TrainerSettings(**kwargs)
+        origins["steps_per_update"] = origins.get("train_interval") or origins["num_update"]
+    settings = cls(**kwargs, origins={k: v for k, v in origins.items() if k in kwargs})
     if trainer == "ppo" and settings.batch_size > settings.buffer_size:
         raise ConfigError(
             f"{path}: behavior {behavior!r}: batch_size ({settings.batch_size}) is larger than "
@@ -827,11 +969,12 @@ def _build_settings(path: Path, behavior: str, merged: dict[str, Any]) -> Traine
 
 
 def describe_keys() -> str:
-    """A table of every trainer key with its default and meaning (for docs and --help)."""
+    """A table of every trainer key with its default and meaning (docs/configuration.md has the
+    full one: palaestra/settings_table.py)."""
     lines = []
     for name, f in TRAINER_KEYS.items():
-        default = f.default
-        sac = f.metadata["sac"]
-        shown = f"{default!r}" + ("" if sac is _TRAINER_DEFAULT else f" (sac: {sac!r})")
+        defaults = defaults_by_trainer(name)
+        first = next(iter(defaults.values()))
+        shown = f"{first!r}" + "".join(f" ({t}: {v!r})" for t, v in defaults.items() if v != first)
         lines.append(f"{name:32} {shown:28} {f.metadata['doc']}")
     return "\n".join(lines)

@@ -151,7 +151,7 @@ class BehaviorTrainer:
 
     @property
     def keeps_replay_buffer(self) -> bool:
-        return self.settings.save_replay_buffer and capabilities(self.settings).replay_buffer
+        return capabilities(self.settings).replay_buffer and self.settings.save_replay_buffer
 
     @property
     def replay_path(self) -> Path:

@@ -358,8 +358,7 @@ def test_flags_that_contradict_each_other(run_cli, small_config, workdir, args, 
 
 
 def test_run_options_built_in_python_are_checked_like_flags(workdir):
-    from palaestra.options import RunOptions, UsageError
-    from palaestra.run import check_options
+    from palaestra.options import RunOptions, UsageError, check_options
 
     for bad, message in [({"seed": 2**40}, "--seed: expected an integer in [0, 4294967295]"),
                          ({"num_envs": True}, "--num-envs: expected an integer"),
@@ -368,7 +367,7 @@ def test_run_options_built_in_python_are_checked_like_flags(workdir):
                          ({"initialize_from": ""}, "--initialize-from: an empty run-id"),
                          ({"env_args": ["k=\udcff"]}, "--env-args: 'k=\\udcff' contains bytes that are not valid")]:
         with pytest.raises(UsageError, match=re.escape(message)):
-            check_options(RunOptions(trainer_config_path="c.yaml", **bad), workdir / "models")
+            check_options(RunOptions(trainer_config_path="c.yaml", **bad))
 
 
 def test_dry_run_makes_the_checks_of_a_real_run(run_cli, small_config, workdir):

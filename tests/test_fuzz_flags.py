@@ -1,9 +1,9 @@
 """Property-based fuzzing of the command line: random combinations of the real flags (read from
 build_parser) with hostile values (huge and negative integers, inf, nan, empty strings, unicode,
 newlines, path separators, undecodable bytes) are parsed and checked in-process, as the run does
-before anything else (options.parse_args, then run.check_options). The only ways out allowed are
-options that pass, argparse's usage error (SystemExit 2) and UsageError; never another exception.
-Nothing is trained: the run's later steps (config, environment) have their own tests."""
+before anything else (options.parse_args, then options.check_options and
+run_folders.check_run_folders). The only ways out allowed are options that pass, argparse's
+usage error (SystemExit 2) and UsageError; never another exception. Nothing is trained: the run's later steps (config, environment) have their own tests."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from palaestra.options import INT_OPTIONS, RunOptions, UsageError, build_parser, parse_args
-from palaestra.run import check_options
+from palaestra.options import INT_OPTIONS, RunOptions, UsageError, build_parser, check_options, parse_args
+from palaestra.run_folders import check_run_folders
 
 FUZZ = settings(database=None, derandomize=True, deadline=timedelta(seconds=2),
                 suppress_health_check=[HealthCheck.too_slow])
@@ -108,9 +108,11 @@ def models(tmp_path_factory):
 
 
 def _check(options: RunOptions, models) -> None:
-    """check_options, and for options it accepts, the configuration.yaml the run writes from them."""
+    """The run's checks of the options, and for options they accept, the configuration.yaml the run
+    writes from them."""
     try:
-        check_options(options, models)
+        check_options(options)
+        check_run_folders(options, models)
     except UsageError as e:
         assert str(e)
         return

@@ -216,3 +216,19 @@ def test_the_algorithms_are_chosen_by_trainer_type_and_capabilities_say_what_eac
     assert settings_problems(curious) == [
         "the curiosity reward signal is not supported yet; remove it from reward_signals"]
     assert "removed in ML-Agents 0.13" in settings_problems(TrainerSettings(trainer="offline_bc"))[0]
+
+
+def test_capability_messages_say_which_section_set_the_setting(tmp_path):
+    from palaestra.settings import load_trainer_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text("default:\n  self_play:\n    window: 5\n  use_recurrent: true\nB:\n  trainer: ppo\n"
+                    "  activation: swish\n")
+    problems = settings_problems(load_trainer_config(path).for_behavior("B"))
+    assert "self_play is not supported yet (set in section 'default'); remove the section" in problems
+    assert any("use_recurrent: true (LSTM policies) is not supported yet (set in section 'default')" in p
+               for p in problems)
+    path.write_text("B:\n  trainer: sac\n  activation: tanh\n")
+    assert settings_problems(load_trainer_config(path).for_behavior("B")) == [
+        "activation 'tanh' is built for trainer 'ppo' only so far (set in section 'B'); SAC's networks use swish "
+        "(remove the key)"]

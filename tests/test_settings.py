@@ -553,3 +553,55 @@ def test_the_cli_process_ends_with_a_message_and_no_traceback(tmp_path, kind):
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1, proc.stderr
     assert expected in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_each_trainer_type_has_its_own_settings(tmp_path):
+    from palaestra.settings import PPOSettings, SACSettings
+
+    cfg = load_trainer_config(write_yaml(tmp_path / "c.yaml", "default:\n  tau: 0.01\n  lambd: 0.9\nP: {}\n"
+                                                             "S:\n  trainer: sac\n"))
+    ppo, sac = cfg.for_behavior("P"), cfg.for_behavior("S")
+    assert isinstance(ppo, PPOSettings) and isinstance(sac, SACSettings)
+    assert ppo.lambd == 0.9 and sac.tau == 0.01
+    assert not hasattr(ppo, "tau") and not hasattr(sac, "lambd")  # the other trainer's keys are left out
+    assert "tau" not in ppo.as_dict() and "lambd" not in sac.as_dict()
+    # built in Python, TrainerSettings(trainer=...) is that trainer's settings, with its defaults
+    assert TrainerSettings(trainer="sac") == SACSettings() and SACSettings().batch_size == 128
+    assert TrainerSettings() == PPOSettings()
+    with pytest.raises(TypeError):
+        TrainerSettings(trainer="ppo", tau=0.1)
+
+
+def test_each_value_knows_the_section_it_came_from(tmp_path):
+    cfg = load_trainer_config(write_yaml(tmp_path / "c.yaml", """
+        default:
+          batch_size: 64
+          self_play: {window: 5}
+        Ball3D:
+          batch_size: 32
+        Alias: Ball3D
+        Sac:
+          trainer: sac
+          train_interval: 2
+    """))
+    ball = cfg.for_behavior("Ball3D")
+    assert ball.origin("self_play") == "section 'default'"  # inherited
+    assert ball.origin("self_play.window") == "section 'default'"  # subsections are merged whole
+    assert ball.origin("batch_size") == "section 'Ball3D'"
+    assert ball.origin("lambd") == "the default" and ball.origin("trainer") == "the default"
+    assert cfg.for_behavior("Alias").origin("batch_size") == "section 'Ball3D'"  # where it is written
+    sac = cfg.for_behavior("Sac")
+    assert sac.origin("steps_per_update") == "section 'Sac'"  # converted from the 0.15 cadence written there
+    assert sac.origin("trainer") == "section 'Sac'" and sac.origin("tau") == "the default"
+    with pytest.raises(KeyError, match="trainer ppo has no setting 'tau'"):
+        ball.origin("tau")
+    assert ball == cfg.for_behavior("Alias")  # where values came from is not part of the settings' value
+
+
+def test_the_settings_tables_in_the_doc_are_generated_from_the_settings():
+    from palaestra.settings_table import COMMAND, DOC, with_current_tables
+
+    doc = DOC.read_text(encoding="utf-8")
+    assert with_current_tables(doc) == doc, (
+        f"the settings tables in docs/configuration.md differ from palaestra/settings.py; regenerate them "
+        f"with `{COMMAND}`")

@@ -1,0 +1,44 @@
+"""What a run sets up on the machine before it trains: the random seeds, the torch device and
+the threads numpy's BLAS and torch may use."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+from threadpoolctl import threadpool_limits
+
+from palaestra.networks.constants import WIDE_NETWORK_UNITS
+from palaestra.options import RunOptions
+
+
+def seed_everything(options: RunOptions) -> int:
+    """Seed Python, numpy and torch with --seed (-1: a random one); return the seed used."""
+    seed = options.seed if options.seed != -1 else int(np.random.randint(0, 10000))
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return seed
+
+
+def choose_device(options: RunOptions) -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() and not options.cpu else "cpu")
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def limit_threads(device: torch.device, widest_hidden_units: int) -> None:
+    """Give numpy's BLAS one thread, and torch one thread or every core by the widest network."""
+    # numpy's BLAS only ever sees small products (acting on one step's agents, the CPU fast paths
+    # of narrow networks): one thread, whose workers would otherwise spin on the cores torch needs.
+    threadpool_limits(1, user_api="blas")
+    if device.type == "cpu":
+        # Measured (docs/benchmarks.md): narrow networks train faster on one torch thread; the
+        # extra threads cost more in synchronization than they gain at these sizes. From
+        # WIDE_NETWORK_UNITS (SAC's usual 256x256, batch 256) torch trains them on every core.
+        wide = widest_hidden_units >= WIDE_NETWORK_UNITS
+        torch.set_num_threads(usable_cores() if wide else 1)  # set either way: a process may train twice

@@ -1,0 +1,97 @@
+"""A run's folders: models/<run-id> and summaries/, and the weights a run starts from.
+
+The rules of ML-Agents 0.16: a reused ``--run-id`` is an error without ``--resume`` or
+``--force``; ``--resume`` restores every behavior from its newest checkpoint; ``--force`` starts
+over (its old folder is deleted only once every check has passed); ``--initialize-from`` (or a
+behavior's ``init_path``) copies another run's weights at step 0; ``--inference`` runs the saved
+policy without training or saving.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from palaestra.checkpoints import CheckpointError, CheckpointManager
+from palaestra.options import RunOptions, UsageError
+from palaestra.settings import TrainerSettings
+from palaestra.trainer import BehaviorTrainer
+
+logger = logging.getLogger("palaestra")
+
+
+def check_run_folders(options: RunOptions, models: Path) -> None:
+    """The options against the runs in ``models``: the run-id is new unless --resume, --force or
+    --inference says what to do with the old run; the runs to resume or initialize from exist."""
+    run_dir = models / options.run_id
+    exists = run_dir.is_dir() and any(run_dir.iterdir())
+    if options.resume and not exists:
+        raise UsageError(
+            f"--resume: there is no previous run {options.run_id!r} (no {run_dir}); "
+            "drop --resume to start it"
+        )
+    if exists and not (options.resume or options.force or options.inference):
+        raise UsageError(
+            f"run-id {options.run_id!r} was already used ({run_dir} exists); pass --resume to continue "
+            "it, --force to overwrite it, or choose another --run-id"
+        )
+    if options.initialize_from is not None and not (models / options.initialize_from).is_dir():
+        raise UsageError(
+            f"--initialize-from: there is no run {options.initialize_from!r} (no {models / options.initialize_from})"
+        )
+    if options.initialize_from is not None and options.resume:
+        logger.warning("--initialize-from %s has no effect with --resume: the run continues from its own checkpoints",
+                       options.initialize_from)
+
+
+def check_output_folder(folder: Path) -> None:
+    """An output folder, or the folder it will be made in, must be a folder that can be written."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"cannot read or write {folder}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot read or write {folder}: {existing} is not writable")
+
+
+def start_over_if_forced(options: RunOptions, run_dir: Path) -> None:
+    """--force: delete the old run's folder (called after every check, just before training)."""
+    if options.force and run_dir.exists():
+        shutil.rmtree(run_dir)
+
+
+def restore(trainer: BehaviorTrainer, options: RunOptions, settings: TrainerSettings, models: Path) -> int:
+    """Load weights for --resume, --initialize-from, init_path or --inference; return the global step."""
+    # each takes the newest intact checkpoint, past damaged ones (BehaviorTrainer.restore_newest)
+    own = trainer.checkpoints
+    if options.resume:
+        if not own.list():
+            raise CheckpointError(
+                f"--resume: run {options.run_id!r} has no checkpoint for behavior {trainer.name!r} "
+                f"in {trainer.checkpoints.folder}"
+            )
+        path, step = trainer.restore_newest(own, weights_only=False, set_aside=not options.dry_run,
+                                            advice="start the run over with --force")
+        logger.info("Resumed %s from %s at step %d", trainer.name, path, trainer.step)
+        return step
+    if options.inference and own.list():  # run the saved policy for max_steps new steps
+        path, _ = trainer.restore_newest(own, weights_only=True, set_aside=False,
+                                         advice="train the run again with --force")
+        logger.info("Loaded %s from %s for inference", trainer.name, path)
+        return 0
+    source = models / options.initialize_from / trainer.name if options.initialize_from else (
+        Path(settings.init_path) if settings.init_path else None)
+    if source is not None:
+        source_checkpoints = CheckpointManager(source, 0)
+        if not source_checkpoints.list():
+            raise CheckpointError(f"no checkpoint for behavior {trainer.name!r} in {source} to initialize from")
+        path, _ = trainer.restore_newest(
+            source_checkpoints, weights_only=True, set_aside=False,
+            advice="initialize from another run" if options.initialize_from else "set init_path to another folder")
+        logger.info("Initialized %s from %s", trainer.name, path)
+    elif options.inference:
+        logger.warning("--inference: no trained model for %s; running an untrained policy", trainer.name)
+    return 0
