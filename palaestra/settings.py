@@ -399,9 +399,9 @@ class SACSettings(TrainerSettings):
     num_update: int | None = _key(None, integer(1), "updates per round (the 0.15 cadence)")
     save_replay_buffer: bool = _key(False, boolean, "save the replay buffer beside the checkpoints "
                                     "(`replay_buffer.pt`) and restore it on `--resume`")
-    reward_signal_steps_per_update: float | None = _key(None, real(0.0, low_open=True), "reward-signal update "
-                                                        "cadence (for the curiosity and GAIL signals, not built "
-                                                        "yet); unset: `steps_per_update`")
+    reward_signal_steps_per_update: float | None = _key(None, real(0.0, low_open=True), "agent steps per update "
+                                                        "of the reward signals' own models (curiosity, GAIL); "
+                                                        "unset: `steps_per_update`")
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ from palaestra.networks.policy import ActorCritic
 from palaestra.rewards import SignalEpisodeSums, load_signals_state, make_signals, signals_state
 from palaestra.rollout.buffers import RolloutBuffer
 from palaestra.rollout.collector import ActResult, Segments
-from palaestra.settings import TrainerSettings
+from palaestra.settings import PPOSettings
 from palaestra.timers import timed
 
 # Up to this many time steps, the discounted sum is one product with a cached matrix of discount
@@ -130,7 +130,7 @@ def ppo_loss_gradients(log_prob: np.ndarray, entropy: np.ndarray | float, values
 
 
 class PPO:
-    def __init__(self, spec: BehaviorSpec, settings: TrainerSettings, device: torch.device,
+    def __init__(self, spec: BehaviorSpec, settings: PPOSettings, device: torch.device,
                  rng: np.random.Generator | None = None) -> None:
         self.spec = spec
         self.settings = settings

@@ -47,7 +47,7 @@ from palaestra.networks.sac_networks import SquashedActor, TwinQ, squashed_sampl
 from palaestra.rewards import SignalEpisodeSums, load_signals_state, make_signals, signals_state
 from palaestra.rollout.buffers import ReplayBuffer
 from palaestra.rollout.collector import ActResult, Segments
-from palaestra.settings import TrainerSettings
+from palaestra.settings import SACSettings
 
 DISCRETE_TARGET_ENTROPY_SCALE = 0.2  # ML-Agents: target entropy 0.2 x log(branch size)
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
@@ -124,7 +124,7 @@ def alpha_loss_grad(xp, entropy_error):
 
 
 class SAC:
-    def __init__(self, spec: BehaviorSpec, settings: TrainerSettings, device: torch.device,
+    def __init__(self, spec: BehaviorSpec, settings: SACSettings, device: torch.device,
                  rng: np.random.Generator | None = None) -> None:
         action = spec.action_spec
         if action.is_continuous and action.is_discrete:
