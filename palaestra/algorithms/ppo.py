@@ -35,6 +35,7 @@ from palaestra.networks.accelerator import accelerable, accelerate, policy_array
 from palaestra.networks.numpy_adam import NumpyAdam
 from palaestra.networks.optim import make_adam
 from palaestra.networks.policy import ActorCritic
+from palaestra.networks.torch_acting import TorchActor
 from palaestra.rewards import SignalEpisodeSums, load_signals_state, make_signals, signals_state
 from palaestra.rollout.buffers import RolloutBuffer
 from palaestra.rollout.collector import ActResult, Segments
@@ -149,6 +150,8 @@ class PPO:
         # flattens the parameters first, so that the accelerator views the flat buffers.
         self._numpy_adam = NumpyAdam(list(self.policy.parameters()), self.optimizer) if accelerable(self.policy) else None
         self._accelerated = accelerate(self.policy, self.rng)
+        # acting: the accelerator's numpy network, or the module itself (networks/torch_acting.py)
+        self._actor = self._accelerated if self._accelerated is not None else TorchActor(self.policy)
         self.buffer = RolloutBuffer()
         # Finished segments wait here until the buffer is due for an update, then go through
         # process() together: one GAE pass per update rather than one per finished episode.
@@ -163,25 +166,7 @@ class PPO:
 
     # -- acting ------------------------------------------------------------------------------
     def act(self, obs: np.ndarray, allowed: np.ndarray | None, deterministic: bool = False) -> ActResult:
-        if self._accelerated is not None:
-            return self._accelerated.act(obs, allowed, deterministic)
-        return self._torch_act(obs, allowed, deterministic)
-
-    @torch.inference_mode()
-    def _torch_act(self, obs: np.ndarray, allowed: np.ndarray | None, deterministic: bool = False) -> ActResult:
-        out = self.policy.act(
-            torch.as_tensor(obs, device=self.device),
-            None if allowed is None else torch.as_tensor(allowed, device=self.device),
-            deterministic,
-        )
-        n = obs.shape[0]
-        return ActResult(
-            continuous=out.continuous.cpu().numpy() if out.continuous is not None else np.zeros((n, 0), np.float32),
-            discrete=out.discrete.cpu().numpy() if out.discrete is not None else np.zeros((n, 0), np.int64),
-            log_prob=out.log_prob.cpu().numpy(),
-            entropy=out.entropy.cpu().numpy(),
-            values=out.values.cpu().numpy(),
-        )
+        return self._actor.act(obs, allowed, deterministic)
 
     def policy_arrays(self) -> dict[str, np.ndarray]:
         """The policy's weights as named numpy arrays, for acting in environment workers (views
@@ -189,13 +174,7 @@ class PPO:
         return policy_arrays(self.policy)
 
     def value(self, obs: np.ndarray) -> np.ndarray:
-        if self._accelerated is not None:
-            return self._accelerated.value(obs).astype(np.float32)
-        return self._torch_value(obs)
-
-    @torch.inference_mode()
-    def _torch_value(self, obs: np.ndarray) -> np.ndarray:
-        return self.policy.value(torch.as_tensor(obs, device=self.device)).cpu().numpy()
+        return self._actor.value(obs).astype(np.float32, copy=False)
 
     # -- experience --------------------------------------------------------------------------
     def collect(self, seg: Segments) -> dict[str, list[float]]:

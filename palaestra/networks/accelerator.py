@@ -16,6 +16,7 @@ the network's outputs beside its torch loss; the layers here carry it into the p
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import numpy as np
@@ -272,8 +273,10 @@ def weight_layout(module: nn.Module) -> WeightLayout:
     """What an acting worker needs to build ``module``'s network (rollout/acting_worker.py); the
     names are those of :func:`policy_arrays`."""
     described = describe(module)
-    if described is None:
-        raise ValueError(f"{type(module).__name__} is not a plain MLP: it cannot act in numpy")
+    if described is None:  # the worker acts with a copy of the module (networks/acting.py)
+        arrays = policy_arrays(module)
+        return WeightLayout(None, tuple((name, a.shape) for name, a in arrays.items()),
+                            module=copy.deepcopy(module).cpu().requires_grad_(False))
     spec, tensors = described
     names = {id(t): name for name, t in [*module.named_parameters(), *module.named_buffers()]}
     return WeightLayout(spec, tuple((names[id(t)], tuple(t.shape)) for t in tensors))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -52,11 +53,13 @@ class NetworkSpec:
 
 @dataclass(frozen=True)
 class WeightLayout:
-    """What an acting worker needs to build the network: its spec, and the name (a label for
-    the publisher) and shape of each array, in the order they are published."""
+    """What an acting worker needs to build the network: its spec (a plain MLP) or else a copy of
+    the torch module itself (networks/acting.py), and the name (``state_dict``'s) and shape of
+    each array, in the order they are published."""
 
-    network: NetworkSpec
+    network: NetworkSpec | None
     arrays: tuple[tuple[str, tuple[int, ...]], ...]
+    module: Any = None  # a torch module, when network is None
 
 
 def weight_size(layout: WeightLayout) -> int:

@@ -1,0 +1,57 @@
+"""Acting with the torch module itself: for networks the CPU accelerator does not take (an LSTM,
+a CNN, any layer it does not implement) and for networks on a GPU. The same object acts in the
+main process (PPO.act) and in environment workers (networks/acting.py), so acting is written
+once for every network that is not a plain MLP."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from palaestra.rollout.collector import ActResult
+
+
+class TorchActor:
+    """``act``/``value`` over numpy batches for a module with the policy interface
+    (``act(obs, allowed, deterministic)`` → outputs, ``value(obs)``)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.module.parameters()).device
+
+    @torch.inference_mode()
+    def act(self, obs: np.ndarray, allowed: np.ndarray | None, deterministic: bool = False) -> ActResult:
+        device = self.device
+        out = self.module.act(torch.as_tensor(obs, device=device),
+                              None if allowed is None else torch.as_tensor(allowed, device=device), deterministic)
+        n = obs.shape[0]
+        return ActResult(
+            continuous=out.continuous.cpu().numpy() if out.continuous is not None else np.zeros((n, 0), np.float32),
+            discrete=out.discrete.cpu().numpy() if out.discrete is not None else np.zeros((n, 0), np.int64),
+            log_prob=out.log_prob.cpu().numpy(),
+            entropy=out.entropy.cpu().numpy(),
+            values=out.values.cpu().numpy(),
+        )
+
+    @torch.inference_mode()
+    def value(self, obs: np.ndarray) -> np.ndarray:
+        return self.module.value(torch.as_tensor(obs, device=self.device)).cpu().numpy()
+
+
+def bind_weights(module: nn.Module, views: Mapping[str, np.ndarray]) -> None:
+    """Make the module's named parameters and buffers views of ``views`` (numpy arrays under
+    ``state_dict`` names): new weights written into them are the module's at once."""
+    for name, view in views.items():
+        owner_name, _, attr = name.rpartition(".")
+        owner = module.get_submodule(owner_name)
+        tensor = torch.from_numpy(view)
+        if attr in owner._parameters:
+            owner._parameters[attr].data = tensor
+        else:
+            owner._buffers[attr] = tensor
