@@ -29,7 +29,6 @@ from palaestra.algorithms import spec_problems
 from palaestra.checkpoints import CheckpointError, CheckpointManager, SaveError, atomic_write_text, os_reason
 from palaestra.envs.base import EngineConfig, Env, EnvError
 from palaestra.envs.sources import describe_specs, make_env
-from palaestra.envs.workers import RestartLimits, WorkerPoolEnv
 from palaestra.interrupts import STOPPING, Interrupts
 from palaestra.networks.constants import WIDE_NETWORK_UNITS
 from palaestra.options import (
@@ -40,7 +39,6 @@ from palaestra.options import (
     text_problem,
     time_scale_problem,
 )
-from palaestra.rollout.acting_pool import ActingWorkers
 from palaestra.settings import (
     ConfigError,
     TrainerConfig,
@@ -58,6 +56,9 @@ from palaestra.stats import (
 )
 from palaestra.timers import TIMERS, timed
 from palaestra.trainer import BehaviorTrainer
+from palaestra.workers.acting import ActingWorkers
+from palaestra.workers.pool import RestartLimits
+from palaestra.workers.stepping import WorkerPoolEnv
 
 logger = logging.getLogger("palaestra")
 
@@ -184,7 +185,7 @@ def _run(options: RunOptions, interrupts: Interrupts) -> int:
     if in_process and options.acting == "main":
         logger.warning("--acting=main has no effect with --num-envs 1: the environment and the policy both run in "
                        "the main process")
-    if not in_process:  # worker processes (envs/workers.py)
+    if not in_process:  # worker processes (workers/stepping.py)
         env = WorkerPoolEnv(options.env, options.num_envs, seed=seed, num_areas=options.num_areas,
                             env_args=options.env_args, engine=engine, base_port=options.base_port,
                             restarts=RestartLimits(options.max_lifetime_restarts, options.restarts_rate_limit_n,
@@ -395,7 +396,7 @@ def _save_at_end(trainers: dict[str, BehaviorTrainer], options: RunOptions, summ
 
 def _acting_workers(options: RunOptions, env: Env, trainers: dict[str, BehaviorTrainer],
                     seed: int) -> ActingWorkers | None:
-    """Acting in the workers (rollout/acting_pool.py) when --acting asks for it or allows it."""
+    """Acting in the workers (workers/acting.py) when --acting asks for it or allows it."""
     blocked = _acting_obstacles(options, env, trainers)
     if not isinstance(env, WorkerPoolEnv) or options.acting == "main":
         return None
@@ -403,7 +404,7 @@ def _acting_workers(options: RunOptions, env: Env, trainers: dict[str, BehaviorT
         logger.info("the policy acts in the main process for all %d environment workers (%s)", env.n, blocked)
         return None
     threaded = all(t.settings.threaded for t in trainers.values())
-    acting = ActingWorkers(env, {name: t.acting_plan(env.n) for name, t in trainers.items()},
+    acting = ActingWorkers(env.pool, {name: t.acting_plan(env.n) for name, t in trainers.items()},
                            {name: t.algorithm.policy_arrays for name, t in trainers.items()}, seed, threaded)
     for trainer in trainers.values():
         trainer.algorithm.decoupled = acting.lag > 0

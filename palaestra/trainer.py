@@ -30,12 +30,11 @@ from palaestra.checkpoints import (
 from palaestra.envs.base import ActionTuple, BehaviorSpec, DecisionSteps, TerminalSteps
 from palaestra.export import export_policy
 from palaestra.networks.numpy_acting import weight_layout
-from palaestra.rollout.acting_pool import ActingWorkers
-from palaestra.rollout.acting_worker import BehaviorPlan
 from palaestra.rollout.collector import Collector, EpisodeStats, Segments
 from palaestra.settings import TrainerSettings
 from palaestra.stats import MetricsCSV, StatsReporter
 from palaestra.timers import timed
+from palaestra.workers.acting import ActingWorkers, BehaviorPlan
 
 logger = logging.getLogger("palaestra")
 
@@ -91,7 +90,7 @@ class BehaviorTrainer:
         else:
             self.algorithm.step += int(segments.length.sum())
 
-    # -- acting in the environment workers (rollout/acting_pool.py) ---------------------------
+    # -- acting in the environment workers (workers/acting.py) --------------------------------
     def acting_obstacle(self) -> str | None:
         """Why this behavior's policy cannot act in the environment workers, or None if it can."""
         if not isinstance(self.algorithm, PPO):

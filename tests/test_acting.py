@@ -1,4 +1,4 @@
-"""--num-envs with the policy acting in the workers (rollout/acting_worker.py, acting_pool.py)."""
+"""--num-envs with the policy acting in the workers (workers/acting.py)."""
 
 from __future__ import annotations
 
@@ -13,19 +13,19 @@ import torch
 
 from palaestra.algorithms.ppo import PPO
 from palaestra.checkpoints import CheckpointManager
-from palaestra.envs.shm import SharedArrays, pack_arrays, unpack_arrays
 from palaestra.envs.sources import make_env
-from palaestra.envs.workers import WorkerPoolEnv
 from palaestra.networks.numpy_acting import NumpyActorCritic, weight_layout
-from palaestra.rollout.acting_pool import ActingWorkers
-from palaestra.rollout.acting_worker import (
+from palaestra.rollout.collector import Collector, Segments
+from palaestra.settings import ExtrinsicSettings, TrainerSettings
+from palaestra.workers.acting import (
+    ActingWorkers,
     BehaviorPlan,
     pack_segments,
     round_steps,
     unpack_segments,
 )
-from palaestra.rollout.collector import Collector, Segments
-from palaestra.settings import ExtrinsicSettings, TrainerSettings
+from palaestra.workers.pool import WorkerPool
+from palaestra.workers.shared_memory import SharedArrays, pack_arrays, unpack_arrays
 from tests.conftest import write_yaml
 
 SETTINGS = TrainerSettings(hidden_units=8, num_layers=1, time_horizon=6, buffer_size=64, batch_size=16,
@@ -99,7 +99,7 @@ def test_a_round_holds_each_behavior_s_share():
 
 def _acting_pool(env_name: str, n: int, seed: int, ppo: PPO, behavior: str, timeout: float = 300.0,
                  threaded: bool = True):
-    pool = WorkerPoolEnv(env_name, n, seed=seed, timeout=timeout)
+    pool = WorkerPool(env_name, n, seed=seed, timeout=timeout)
     plan = BehaviorPlan(weight_layout(ppo.policy_arrays()), SETTINGS.time_horizon, 1,
                         ActingWorkers.round_agent_steps(SETTINGS.buffer_size, n), ppo.settings.activation)
     return pool, ActingWorkers(pool, {behavior: plan}, {behavior: ppo.policy_arrays}, seed, threaded)

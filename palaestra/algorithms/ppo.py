@@ -114,7 +114,7 @@ class PPO:
         self._queued: list[Segments] = []
         self._queued_rows = 0
         # experience may come from weights older than the last update (acting workers with a
-        # lag, rollout/acting_pool.py): then the update uses the decoupled objective (_decouple)
+        # lag, workers/acting.py): then the update uses the decoupled objective (_decouple)
         self.decoupled = False
         self.step = 0  # agent steps processed, ML-Agents' trainer step
         self.update_count = 0

@@ -1,7 +1,7 @@
 """The PPO policy's forward pass in numpy, over named arrays, with no torch import.
 
 Two users: the main process, whose mirror (networks/numpy_policy.py) views the torch
-parameters' own memory, and environment workers that act themselves (rollout/acting_worker.py),
+parameters' own memory, and environment workers that act themselves (workers/acting.py),
 which copy the published weights into a local buffer. Both pass ``arrays``: the float32 entries
 of ``ActorCritic.state_dict()`` under their names (see :func:`weight_layout`).
 """

@@ -105,7 +105,7 @@ class Collector:
         self._known_slots = np.zeros(0, dtype=np.int64)
         # the last two agent sets seen (the array handed in, a copy of its ids, their slots):
         # environments usually show the same agents every step, and pipelined workers
-        # (envs/workers.py) alternate between two sets
+        # (workers/stepping.py) alternate between two sets
         self._recent: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self._masked = False  # has any decision carried an action mask? (until then, skip writing masks)
         self.stats = EpisodeStats()
