@@ -30,7 +30,8 @@ from palaestra.checkpoints import (
 from palaestra.envs.base import ActionTuple, BehaviorSpec, DecisionSteps, TerminalSteps
 from palaestra.export import export_policy
 from palaestra.networks.numpy_acting import weight_layout
-from palaestra.rollout.collector import Collector, EpisodeStats, Segments
+from palaestra.rollout.collector import Collector
+from palaestra.rollout.segments import EpisodeStats, Segments
 from palaestra.settings import TrainerSettings
 from palaestra.stats import MetricsCSV, StatsReporter
 from palaestra.timers import timed

@@ -15,14 +15,14 @@ from palaestra.algorithms.ppo import PPO
 from palaestra.checkpoints import CheckpointManager
 from palaestra.envs.sources import make_env
 from palaestra.networks.numpy_acting import NumpyActorCritic, weight_layout
-from palaestra.rollout.collector import Collector, Segments
+from palaestra.rollout.collector import Collector
+from palaestra.rollout.segments import SEGMENTS, Segments
 from palaestra.settings import ExtrinsicSettings, TrainerSettings
 from palaestra.workers.acting import (
     ActingWorkers,
     BehaviorPlan,
     pack_segments,
     round_steps,
-    unpack_segments,
 )
 from palaestra.workers.pool import WorkerPool
 from palaestra.workers.shared_memory import SharedArrays, pack_arrays, unpack_arrays
@@ -57,8 +57,10 @@ def _collect(env_name: str, seed: int, steps: int, arrays, rng, activation: str 
 
 
 def _assert_same_segments(a: Segments, b: Segments) -> None:
-    for name in Segments.__dataclass_fields__:
-        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    assert a.schema is b.schema
+    for name, array in a.arrays().items():
+        np.testing.assert_array_equal(array, getattr(b, name), err_msg=name)
+        assert array.dtype == getattr(b, name).dtype, name
 
 
 def test_packed_segments_round_trip_without_padding():
@@ -68,7 +70,7 @@ def test_packed_segments_round_trip_without_padding():
     packed = pack_segments(parts, n_workers=3, index=2)
     rows = sum(int(p.length.sum()) for p in parts)
     assert packed["obs"].shape[0] == rows  # real rows only
-    back = unpack_segments(packed)
+    back = SEGMENTS.unpack(packed)
     whole = Segments.concatenate(parts)
     whole.slot = whole.slot * 3 + 2  # unique across workers, as agent ids are
     _assert_same_segments(back, whole)

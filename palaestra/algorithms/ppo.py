@@ -36,7 +36,7 @@ from palaestra.networks.optim import make_adam
 from palaestra.networks.policy import ActorCritic
 from palaestra.rewards import SignalEpisodeSums, make_signals
 from palaestra.rollout.buffers import RolloutBuffer
-from palaestra.rollout.collector import ActResult, Segments
+from palaestra.rollout.segments import ActResult, Segments
 from palaestra.settings import TrainerSettings
 from palaestra.timers import timed
 

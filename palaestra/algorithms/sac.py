@@ -41,7 +41,7 @@ from palaestra.networks.sac_gradients import NumpyOps, SACBatch, SACGradients
 from palaestra.networks.sac_networks import SquashedActor, TwinQ, squashed_sample
 from palaestra.rewards import SignalEpisodeSums, make_signals
 from palaestra.rollout.buffers import ReplayBuffer
-from palaestra.rollout.collector import ActResult, Segments
+from palaestra.rollout.segments import ActResult, Segments
 from palaestra.settings import TrainerSettings
 
 DISCRETE_TARGET_ENTROPY_SCALE = 0.2  # ML-Agents: target entropy 0.2 x log(branch size)

@@ -14,7 +14,7 @@ from typing import Mapping
 import numpy as np
 
 from palaestra.networks.constants import CLIP, MASKED_LOGIT
-from palaestra.rollout.collector import ActResult
+from palaestra.rollout.segments import ActResult
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 # Sliced to [n, 0] for a policy without that kind of action: no allocation per step.

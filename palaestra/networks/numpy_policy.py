@@ -25,7 +25,7 @@ from palaestra.networks.numpy_acting import (
 )
 from palaestra.networks.policy import ActorCritic
 from palaestra.networks.sac_networks import LOG_STD_MAX, LOG_STD_MIN, SquashedActor
-from palaestra.rollout.collector import ActResult
+from palaestra.rollout.segments import ActResult
 
 _LOG_2 = math.log(2.0)
 

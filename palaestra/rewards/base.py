@@ -6,7 +6,7 @@ from typing import Protocol
 
 import numpy as np
 
-from palaestra.rollout.collector import Segments
+from palaestra.rollout.segments import Segments
 
 
 class RewardSignal(Protocol):

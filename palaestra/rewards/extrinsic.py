@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from palaestra.rollout.collector import Segments
+from palaestra.rollout.segments import Segments
 
 
 class ExtrinsicSignal:

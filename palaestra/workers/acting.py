@@ -41,7 +41,8 @@ from palaestra.networks.numpy_acting import (
     weight_size,
     weight_views,
 )
-from palaestra.rollout.collector import Collector, EpisodeStats, Segments
+from palaestra.rollout.collector import Collector
+from palaestra.rollout.segments import SEGMENTS, EpisodeStats, Segments
 from palaestra.workers.pool import WorkerFailed, WorkerPool
 from palaestra.workers.shared_memory import Header, Layout, SharedArrays, pack_arrays, unpack_arrays
 
@@ -53,10 +54,6 @@ from palaestra.workers.shared_memory import Header, Layout, SharedArrays, pack_a
 # _decouple); without it 3DBall learned about half as fast per step.
 ROUNDS_PER_BUFFER = 8
 LAG = 6
-
-# Segment fields with one entry per row ([F, H, ...]) and with one entry per segment ([F, ...]).
-ROW_FIELDS = ("obs", "continuous", "discrete", "allowed", "log_prob", "values", "env_reward")
-SEGMENT_FIELDS = ("length", "bootstrap", "next_obs", "next_allowed", "terminal", "episode_end", "slot")
 
 
 @dataclass(frozen=True)
@@ -92,26 +89,11 @@ def round_steps(plans: dict[str, BehaviorPlan], agents: dict[str, int]) -> int:
 
 
 def pack_segments(parts: list[Segments], n_workers: int, index: int) -> dict[str, np.ndarray]:
-    """A round's finished segments as flat arrays: real rows only (no padding), one segment after
-    the other; slots made unique across workers (slot x N + i), as agent ids are."""
-    masks = [part.row_mask for part in parts]
-    out = {f: np.concatenate([getattr(part, f)[mask] for part, mask in zip(parts, masks)]) for f in ROW_FIELDS}
-    out |= {f: np.concatenate([getattr(part, f) for part in parts]) for f in SEGMENT_FIELDS}
+    """A round's finished segments as flat arrays (rollout/segments.py: SegmentSchema.pack), slots
+    made unique across workers (slot x N + i), as agent ids are."""
+    out = parts[0].schema.pack(parts)
     out["slot"] = out["slot"] * n_workers + index
     return out
-
-
-def unpack_segments(arrays: dict[str, np.ndarray]) -> Segments:
-    """The inverse of :func:`pack_segments`: segments padded to their longest."""
-    length = arrays["length"]
-    mask = np.arange(int(length.max()))[None, :] < length[:, None]
-    fields: dict[str, np.ndarray] = {}
-    for f in ROW_FIELDS:
-        rows = arrays[f]
-        padded = np.zeros((*mask.shape, *rows.shape[1:]), dtype=rows.dtype)
-        padded[mask] = rows
-        fields[f] = padded
-    return Segments(**fields, **{f: arrays[f] for f in SEGMENT_FIELDS})
 
 
 def _result_layout(size: int) -> Layout:
@@ -263,7 +245,7 @@ class ActingWorkers:
             for k, behavior in enumerate(self.plans):
                 prefix = f"{k}/"
                 part = {key[len(prefix):]: a for key, a in arrays.items() if key.startswith(prefix)}
-                results.append(RoundResult(behavior, unpack_segments(part) if part else None, stats[behavior]))
+                results.append(RoundResult(behavior, SEGMENTS.unpack(part) if part else None, stats[behavior]))
         self.next = q + 1
         return results, env_steps
 
