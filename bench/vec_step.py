@@ -17,7 +17,7 @@ import numpy as np
 def palaestra_rate(n: int, steps: int, pipeline: bool) -> float:
     from palaestra.envs.base import ActionTuple
     from palaestra.envs.sources import make_env
-    from palaestra.envs.workers import WorkerPoolEnv
+    from palaestra.workers.stepping import WorkerPoolEnv
 
     env = WorkerPoolEnv("HalfCheetah-v5", n, pipeline=pipeline) if n > 1 else make_env("HalfCheetah-v5")
     rng = np.random.default_rng(0)

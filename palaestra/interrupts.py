@@ -12,7 +12,7 @@ terminal) do, in each phase of a run. The three signals are handled alike:
   the model on disk is whole. To stop a stuck save, send SIGKILL (``kill -9``); every file is
   written atomically, so the files on disk stay complete (docs/outputs.md).
 
-The environment workers ignore the three signals from the moment they start (envs/workers.py):
+The environment workers ignore the three signals from the moment they start (workers/pool.py):
 a terminal or ``docker stop`` may signal the whole process group, and the main process stops the
 workers itself once the model is saved.
 

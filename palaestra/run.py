@@ -24,11 +24,9 @@ from palaestra.capabilities import settings_problems, spec_problems
 from palaestra.checkpoints import CheckpointError, CheckpointManager, SaveError, atomic_write_text, os_reason
 from palaestra.envs.base import EngineConfig, Env, EnvError
 from palaestra.envs.sources import describe_specs, make_env
-from palaestra.envs.workers import RestartLimits, WorkerPoolEnv
 from palaestra.interrupts import STOPPING, Interrupts
 from palaestra.machine import choose_device, limit_threads, seed_everything
 from palaestra.options import RunOptions, UsageError, check_options, in_main_process, warn_about_unused_options
-from palaestra.rollout.acting_pool import ActingWorkers
 from palaestra.run_folders import check_output_folder, check_run_folders, restore, start_over_if_forced
 from palaestra.settings import (
     ConfigError,
@@ -46,6 +44,9 @@ from palaestra.stats import (
 )
 from palaestra.timers import TIMERS, timed
 from palaestra.trainer import BehaviorTrainer
+from palaestra.workers.acting import ActingWorkers
+from palaestra.workers.pool import RestartLimits
+from palaestra.workers.stepping import WorkerPoolEnv
 
 logger = logging.getLogger("palaestra")
 
@@ -121,7 +122,7 @@ def _make_env(options: RunOptions, seed: int) -> Env:
     if in_main_process(options):
         return make_env(options.env, seed=seed, num_areas=options.num_areas, env_args=options.env_args,
                         engine=engine, port=options.base_port)
-    # worker processes (envs/workers.py)
+    # worker processes (workers/stepping.py)
     return WorkerPoolEnv(options.env, options.num_envs, seed=seed, num_areas=options.num_areas,
                          env_args=options.env_args, engine=engine, base_port=options.base_port,
                          restarts=RestartLimits(options.max_lifetime_restarts, options.restarts_rate_limit_n,
@@ -368,7 +369,7 @@ class _StepCounter:
 
 def _acting_workers(options: RunOptions, env: Env, trainers: dict[str, BehaviorTrainer],
                     seed: int) -> ActingWorkers | None:
-    """Acting in the workers (rollout/acting_pool.py) when --acting asks for it or allows it."""
+    """Acting in the workers (workers/acting.py) when --acting asks for it or allows it."""
     blocked = _acting_obstacles(options, env, trainers)
     if not isinstance(env, WorkerPoolEnv) or options.acting == "main":
         return None
@@ -376,7 +377,7 @@ def _acting_workers(options: RunOptions, env: Env, trainers: dict[str, BehaviorT
         logger.info("the policy acts in the main process for all %d environment workers (%s)", env.n, blocked)
         return None
     threaded = all(t.settings.threaded for t in trainers.values())
-    acting = ActingWorkers(env, {name: t.acting_plan(env.n) for name, t in trainers.items()},
+    acting = ActingWorkers(env.pool, {name: t.acting_plan(env.n) for name, t in trainers.items()},
                            {name: t.algorithm.policy_arrays for name, t in trainers.items()}, seed, threaded)
     for trainer in trainers.values():
         trainer.algorithm.decoupled = acting.lag > 0

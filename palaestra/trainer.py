@@ -29,12 +29,12 @@ from palaestra.checkpoints import (
 from palaestra.envs.base import ActionTuple, BehaviorSpec, DecisionSteps, TerminalSteps
 from palaestra.export import export_policy
 from palaestra.networks.accelerator import weight_layout
-from palaestra.rollout.acting_pool import ActingWorkers
-from palaestra.rollout.acting_worker import BehaviorPlan
-from palaestra.rollout.collector import Collector, EpisodeStats, Segments
+from palaestra.rollout.collector import Collector
+from palaestra.rollout.segments import EpisodeStats, Segments
 from palaestra.settings import TrainerSettings
 from palaestra.stats import MetricsCSV, StatsReporter
 from palaestra.timers import timed
+from palaestra.workers.acting import ActingWorkers, BehaviorPlan
 
 logger = logging.getLogger("palaestra")
 
@@ -90,7 +90,7 @@ class BehaviorTrainer:
         else:
             self.algorithm.step += int(segments.length.sum())
 
-    # -- acting in the environment workers (rollout/acting_pool.py) ---------------------------
+    # -- acting in the environment workers (workers/acting.py) --------------------------------
     def acting_obstacle(self) -> str | None:
         """Why this behavior's policy cannot act in the environment workers, or None if it can."""
         return acting_obstacle(self.settings)
@@ -98,7 +98,7 @@ class BehaviorTrainer:
     def acting_plan(self, workers: int) -> BehaviorPlan:
         share = ActingWorkers.round_agent_steps(self.settings.buffer_size, workers)
         return BehaviorPlan(weight_layout(self.algorithm.policy), self.settings.time_horizon,
-                            len(self.algorithm.signals), share, self.settings.activation)
+                            len(self.algorithm.signals), share)
 
     def record_round(self, segments: Segments | None, episodes: EpisodeStats) -> None:
         """Take one worker's round: its finished segments and the episodes that ended in it."""

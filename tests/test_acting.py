@@ -1,4 +1,4 @@
-"""--num-envs with the policy acting in the workers (rollout/acting_worker.py, acting_pool.py)."""
+"""--num-envs with the policy acting in the workers (workers/acting.py)."""
 
 from __future__ import annotations
 
@@ -13,19 +13,20 @@ import torch
 
 from palaestra.algorithms.ppo import PPO
 from palaestra.checkpoints import CheckpointManager
-from palaestra.envs.shm import SharedArrays, pack_arrays, unpack_arrays
 from palaestra.envs.sources import make_env
-from palaestra.envs.workers import WorkerPoolEnv
 from palaestra.networks.accelerator import accelerate, weight_layout
-from palaestra.rollout.acting_pool import ActingWorkers
-from palaestra.rollout.acting_worker import (
+from palaestra.networks.policy import ActorCritic
+from palaestra.rollout.collector import Collector
+from palaestra.rollout.segments import SEGMENTS, Segments
+from palaestra.settings import ExtrinsicSettings, TrainerSettings
+from palaestra.workers.acting import (
+    ActingWorkers,
     BehaviorPlan,
     pack_segments,
     round_steps,
-    unpack_segments,
 )
-from palaestra.rollout.collector import Collector, Segments
-from palaestra.settings import ExtrinsicSettings, TrainerSettings
+from palaestra.workers.pool import WorkerPool
+from palaestra.workers.shared_memory import SharedArrays, pack_arrays, unpack_arrays
 from tests.conftest import write_yaml
 
 SETTINGS = TrainerSettings(hidden_units=8, num_layers=1, time_horizon=6, buffer_size=64, batch_size=16,
@@ -57,8 +58,10 @@ def _collect(env_name: str, seed: int, steps: int, module, rng) -> list[Segments
 
 
 def _assert_same_segments(a: Segments, b: Segments) -> None:
-    for name in Segments.__dataclass_fields__:
-        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    assert a.schema is b.schema
+    for name, array in a.arrays().items():
+        np.testing.assert_array_equal(array, getattr(b, name), err_msg=name)
+        assert array.dtype == getattr(b, name).dtype, name
 
 
 def test_packed_segments_round_trip_without_padding():
@@ -68,7 +71,7 @@ def test_packed_segments_round_trip_without_padding():
     packed = pack_segments(parts, n_workers=3, index=2)
     rows = sum(int(p.length.sum()) for p in parts)
     assert packed["obs"].shape[0] == rows  # real rows only
-    back = unpack_segments(packed)
+    back = SEGMENTS.unpack(packed)
     whole = Segments.concatenate(parts)
     whole.slot = whole.slot * 3 + 2  # unique across workers, as agent ids are
     _assert_same_segments(back, whole)
@@ -99,9 +102,9 @@ def test_a_round_holds_each_behavior_s_share():
 
 def _acting_pool(env_name: str, n: int, seed: int, ppo: PPO, behavior: str, timeout: float = 300.0,
                  threaded: bool = True):
-    pool = WorkerPoolEnv(env_name, n, seed=seed, timeout=timeout)
+    pool = WorkerPool(env_name, n, seed=seed, timeout=timeout)
     plan = BehaviorPlan(weight_layout(ppo.policy), SETTINGS.time_horizon, 1,
-                        ActingWorkers.round_agent_steps(SETTINGS.buffer_size, n), ppo.settings.activation)
+                        ActingWorkers.round_agent_steps(SETTINGS.buffer_size, n))
     return pool, ActingWorkers(pool, {behavior: plan}, {behavior: ppo.policy_arrays}, seed, threaded)
 
 
@@ -129,6 +132,44 @@ def test_workers_record_exactly_what_the_main_process_would(activation):
         actual = Segments.concatenate(got)
         expected.slot = expected.slot * 2 + i
         _assert_same_segments(actual, expected)
+
+
+class _WithIdentity(ActorCritic):
+    """A policy with a layer the CPU accelerator does not implement (an Identity stands in for an
+    LSTM or a CNN): it acts with torch, in the main process and in the workers."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.extra = torch.nn.Identity()
+
+
+def test_a_network_the_accelerator_does_not_take_acts_in_the_workers_with_torch(monkeypatch):
+    from palaestra.algorithms import ppo as ppo_module
+
+    monkeypatch.setattr(ppo_module, "ActorCritic", _WithIdentity)
+    ppo, behavior = _ppo("Simple1DDiscrete")
+    assert ppo._accelerated is None and weight_layout(ppo.policy).network is None
+    pool, acting = _acting_pool("Simple1DDiscrete", 2, 3, ppo, behavior)
+    with torch.no_grad():  # after the plan's copy of the module: the worker knows them only if published
+        for p in ppo.policy.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    try:
+        acting.start()
+        parts = []
+        for _ in range(3):
+            results, _ = acting.take_round()
+            parts += [r.segments for r in results if r.segments is not None]
+    finally:
+        acting.close()
+        pool.close()
+    seg = Segments.concatenate(parts)
+    rows = seg.row_mask
+    # what the workers recorded is what the published module computes for those rows
+    with torch.no_grad():
+        out = ppo.policy.evaluate(torch.as_tensor(seg.obs[rows]), torch.as_tensor(seg.allowed[rows]), None,
+                                  torch.as_tensor(seg.discrete[rows]))
+    np.testing.assert_allclose(out.log_prob.numpy(), seg.log_prob[rows], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out.values.numpy(), seg.values[rows], rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("threaded", [True, False])

@@ -7,7 +7,8 @@ import pytest
 
 from palaestra.algorithms.ppo import gae
 from palaestra.envs.base import ActionSpec, BehaviorSpec, DecisionSteps, TerminalSteps
-from palaestra.rollout.collector import ActResult, Collector
+from palaestra.rollout.collector import Collector
+from palaestra.rollout.segments import ActResult
 
 SPEC = BehaviorSpec(((2,),), ActionSpec(continuous_size=1))
 
@@ -110,7 +111,7 @@ def test_actions_are_clipped_for_the_environment_but_stored_raw():
     c = Collector(SPEC, time_horizon=1, num_signals=1)
     d = decision([0], 5)
     actions, _ = c.step(d, TerminalSteps.empty(SPEC), fake_policy, fake_value)
-    assert actions.continuous[0, 0] == 1.0 and c.cont[0, 0, 0] == 5.0
+    assert actions.continuous[0, 0] == 1.0 and c.buffers["continuous"][0, 0, 0] == 5.0
 
 
 def naive_gae(rewards, values, bootstrap, gamma, lambd):

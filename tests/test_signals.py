@@ -352,30 +352,31 @@ def test_workers_exit_when_the_main_process_is_killed(cli, acting):
 
 
 def test_workers_ignore_the_stop_signals():
-    from palaestra.envs.workers import WorkerPoolEnv
+    from palaestra.workers.stepping import WorkerPoolEnv
 
     env = WorkerPoolEnv("Simple1DDiscrete", 2, seed=0)
     try:
         env.reset()
-        pids = [p.pid for p in env.procs]
+        pids = [p.pid for p in env.pool.procs]
         for pid in pids:
             for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 os.kill(pid, signum)
         for _ in range(20):
             env.step()
-        assert [p.pid for p in env.procs] == pids and all(p.is_alive() for p in env.procs)
-        assert all(not w.restarts for w in env.workers)
+        assert [p.pid for p in env.pool.procs] == pids and all(p.is_alive() for p in env.pool.procs)
+        assert all(not w.restarts for w in env.pool.workers)
     finally:
         env.close()
 
 
 def test_workers_left_running_are_killed_at_exit():
-    from palaestra.envs import workers
+    from palaestra.workers import pool
+    from palaestra.workers.stepping import WorkerPoolEnv
 
-    env = workers.WorkerPoolEnv("Simple1DDiscrete", 2, seed=0)
-    procs = list(env.procs)
+    env = WorkerPoolEnv("Simple1DDiscrete", 2, seed=0)
+    procs = list(env.pool.procs)
     try:
-        workers._kill_leftover_workers()  # what the exit handler does for workers never closed
+        pool._kill_leftover_workers()  # what the exit handler does for workers never closed
         assert not any(p.is_alive() for p in procs)
     finally:
         env.close()
@@ -386,7 +387,7 @@ def test_a_signal_taken_by_another_thread_waits_until_the_worker_has_started():
     # CI once saw a worker die with "EOFError: Ran out of input": Ctrl+C reached the process
     # through one of torch's threads, whose mask does not block it, and Python ran the handler in
     # the main thread in the middle of Process.start(). The handler now runs after start().
-    from palaestra.envs.workers import _stop_signals_blocked
+    from palaestra.workers.pool import _stop_signals_blocked
 
     received: list[int] = []
     previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))

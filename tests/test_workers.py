@@ -12,7 +12,8 @@ import pytest
 
 from palaestra.envs.base import ActionTuple, EnvError
 from palaestra.envs.checker import check_env
-from palaestra.envs.workers import RestartLimits, WorkerPoolEnv
+from palaestra.workers.pool import RestartLimits
+from palaestra.workers.stepping import WorkerPoolEnv
 from tests.conftest import write_yaml
 
 GROWING_MODULE = """
@@ -187,7 +188,7 @@ def test_a_killed_worker_is_restarted_and_its_agents_episodes_end_interrupted():
     try:
         env.reset()
         _drive(env, 4, "3DBall")  # worker 0's agents are shown now; worker 1 has stepped
-        old_pid = env.procs[1].pid
+        old_pid = env.pool.procs[1].pid
         os.kill(old_pid, signal.SIGKILL)
         # shown: worker 1's last result (if it had finished stepping before the kill: on a busy
         # machine it may not have), worker 0, then (the failure found) worker 1 restarted
@@ -195,7 +196,7 @@ def test_a_killed_worker_is_restarted_and_its_agents_episodes_end_interrupted():
         restarted = [i for i, (_, t) in enumerate(seen) if len(t)]
         assert len(restarted) == 1, [len(t) for _, t in seen]
         decision, terminal = seen[restarted[0]]
-        assert env.procs[1].pid != old_pid and len(env.workers[1].restarts) == 1
+        assert env.pool.procs[1].pid != old_pid and len(env.pool.workers[1].restarts) == 1
         assert sorted(terminal.agent_id.tolist()) == list(range(1, 24, 2))  # id x 2 + 1
         assert terminal.interrupted.all() and (terminal.reward == 0).all()
         assert sorted(decision.agent_id.tolist()) == list(range(1, 24, 2))  # the new process's agents
@@ -208,7 +209,7 @@ def test_a_worker_past_its_restart_limit_is_reported_by_name():
     env = WorkerPoolEnv("3DBall", 2, seed=0, timeout=20, restarts=RestartLimits(max_lifetime=0))
     try:
         env.reset()
-        os.kill(env.procs[1].pid, signal.SIGKILL)
+        os.kill(env.pool.procs[1].pid, signal.SIGKILL)
         time.sleep(0.2)
         with pytest.raises(EnvError, match=r"environment worker 1 \(pid \d+\) failed: the process died .*"
                                            r"not restarted: .*--max-lifetime-restarts=0"):
@@ -247,7 +248,7 @@ def test_a_hung_worker_is_killed_and_restarted(tmp_path, monkeypatch):
         env.reset()
         start = time.monotonic()
         _drive(env, 80, "1D")
-        assert (tmp_path / "failed").exists() and len(env.workers[1].restarts) == 1
+        assert (tmp_path / "failed").exists() and len(env.pool.workers[1].restarts) == 1
         assert time.monotonic() - start < 30
     finally:
         env.close()

@@ -38,7 +38,7 @@ from palaestra.networks.policy import ActorCritic
 from palaestra.networks.torch_acting import TorchActor
 from palaestra.rewards import SignalEpisodeSums, load_signals_state, make_signals, signals_state
 from palaestra.rollout.buffers import RolloutBuffer
-from palaestra.rollout.collector import ActResult, Segments
+from palaestra.rollout.segments import ActResult, Segments
 from palaestra.settings import PPOSettings
 from palaestra.timers import timed
 
@@ -158,7 +158,7 @@ class PPO:
         self._queued: list[Segments] = []
         self._queued_rows = 0
         # experience may come from weights older than the last update (acting workers with a
-        # lag, rollout/acting_pool.py): then the update uses the decoupled objective (_decouple)
+        # lag, workers/acting.py): then the update uses the decoupled objective (_decouple)
         self.decoupled = False
         self.step = 0  # agent steps processed, ML-Agents' trainer step
         self.update_count = 0

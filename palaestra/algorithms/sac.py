@@ -46,7 +46,7 @@ from palaestra.networks.optim import make_adam, step_single_adam
 from palaestra.networks.sac_networks import SquashedActor, TwinQ, squashed_sample
 from palaestra.rewards import SignalEpisodeSums, load_signals_state, make_signals, signals_state
 from palaestra.rollout.buffers import ReplayBuffer
-from palaestra.rollout.collector import ActResult, Segments
+from palaestra.rollout.segments import ActResult, Segments
 from palaestra.settings import SACSettings
 
 DISCRETE_TARGET_ENTROPY_SCALE = 0.2  # ML-Agents: target entropy 0.2 x log(branch size)

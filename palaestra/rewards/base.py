@@ -15,7 +15,7 @@ from typing import Mapping, Protocol
 import numpy as np
 import torch
 
-from palaestra.rollout.collector import Segments
+from palaestra.rollout.segments import Segments
 
 
 class RewardSignal(Protocol):

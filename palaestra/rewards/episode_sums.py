@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from palaestra.rewards.base import RewardSignal
-from palaestra.rollout.collector import Segments
+from palaestra.rollout.segments import Segments
 
 
 class SignalEpisodeSums:

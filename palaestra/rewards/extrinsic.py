@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from palaestra.envs.base import BehaviorSpec
-from palaestra.rollout.collector import Segments
+from palaestra.rollout.segments import Segments
 from palaestra.settings import ExtrinsicSettings
 
 

@@ -1,111 +1,47 @@
 """Steps → segments of experience, batched over all agents of one behavior.
 
-Each agent id gets a *slot*: a row of preallocated arrays ``[slots, time_horizon, ...]``. Row
-``t`` of a slot holds the observation the agent acted on, the action, its log-probability and
-value estimates, and (once the next step arrives) the reward that followed. A slot's segment is
-finished when it holds ``time_horizon`` rows and the next decision arrives (the value of that
-decision's observation bootstraps the return), or when the agent's episode ends (its final
-observation's value bootstraps where the episode was interrupted). Every operation is a numpy
-operation over the agents of the step; there is no per-agent Python loop.
+Each agent id gets a *slot*: a row of preallocated arrays ``[slots, time_horizon, ...]``, one per
+per-row field of the segments (rollout/segments.py). Row ``t`` of a slot holds the observation
+the agent acted on, the policy's outputs (the action, its log-probability and value estimates,
+and any other per-row field declared ``from_policy``), the action mask, and (once the next step
+arrives) the reward that followed. A slot's segment is finished when it holds ``time_horizon``
+rows and the next decision arrives (the value of that decision's observation bootstraps the
+return), or when the agent's episode ends (its final observation's value bootstraps where the
+episode was interrupted). Every operation is a numpy operation over the agents of the step;
+there is no per-agent Python loop.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
 from palaestra.envs.base import ActionTuple, BehaviorSpec, DecisionSteps, TerminalSteps
-
-
-@dataclass
-class ActResult:
-    """What the policy returns for one decision batch (numpy arrays over agents)."""
-
-    continuous: np.ndarray  # [n, c] raw (unclipped) actions, as sampled
-    discrete: np.ndarray  # [n, b]
-    log_prob: np.ndarray  # [n]
-    entropy: np.ndarray  # [n]
-    values: np.ndarray  # [n, signals]
-
-
-@dataclass
-class Segments:
-    """Finished segments: arrays over ``F`` slots and up to ``H`` rows; rows past ``length`` are padding."""
-
-    obs: np.ndarray  # [F, H, obs]
-    continuous: np.ndarray  # [F, H, c]
-    discrete: np.ndarray  # [F, H, b]
-    allowed: np.ndarray  # [F, H, sum(branches)] bool
-    log_prob: np.ndarray  # [F, H]
-    values: np.ndarray  # [F, H, signals]
-    env_reward: np.ndarray  # [F, H]
-    length: np.ndarray  # [F]
-    bootstrap: np.ndarray  # [F, signals] value of the observation after the last row
-    next_obs: np.ndarray  # [F, obs] the observation after the last row (off-policy targets)
-    next_allowed: np.ndarray  # [F, sum(branches)] its action mask (all True after an episode end)
-    terminal: np.ndarray  # [F] True where the episode truly ended (not interrupted)
-    episode_end: np.ndarray  # [F] True where the episode ended, terminal or interrupted
-    slot: np.ndarray  # [F]
-
-    @property
-    def row_mask(self) -> np.ndarray:
-        return np.arange(self.obs.shape[1])[None, :] < self.length[:, None]
-
-    @staticmethod
-    def concatenate(parts: list["Segments"]) -> "Segments":
-        if len(parts) == 1:
-            return parts[0]
-        width = max(p.obs.shape[1] for p in parts)
-        per_row = ("obs", "continuous", "discrete", "allowed", "log_prob", "values", "env_reward")  # [F, H, ...]
-
-        def padded(part: "Segments", name: str) -> np.ndarray:
-            arr = getattr(part, name)
-            if name not in per_row or arr.shape[1] == width:
-                return arr
-            pad = [(0, 0)] * arr.ndim
-            pad[1] = (0, width - arr.shape[1])
-            return np.pad(arr, pad)
-
-        return Segments(*[np.concatenate([padded(p, f) for p in parts]) for f in Segments.__dataclass_fields__])
-
-
-@dataclass
-class EpisodeStats:
-    returns: list[float] = field(default_factory=list)
-    lengths: list[int] = field(default_factory=list)
-    entropy_sum: float = 0.0
-    entropy_count: int = 0
-
-    def merge(self, other: "EpisodeStats") -> None:
-        self.returns.extend(other.returns)
-        self.lengths.extend(other.lengths)
-        self.entropy_sum += other.entropy_sum
-        self.entropy_count += other.entropy_count
-
+from palaestra.rollout.segments import SEGMENTS, ActResult, EpisodeStats, SegmentSchema, Segments, SegmentSizes
 
 PolicyFn = Callable[[np.ndarray, np.ndarray | None], ActResult]
 ValueFn = Callable[[np.ndarray], np.ndarray]
 
 
 class Collector:
-    def __init__(self, spec: BehaviorSpec, time_horizon: int, num_signals: int, initial_slots: int = 16) -> None:
+    def __init__(self, spec: BehaviorSpec, time_horizon: int, num_signals: int, initial_slots: int = 16,
+                 schema: SegmentSchema = SEGMENTS) -> None:
         self.spec = spec
+        self.schema = schema
+        self.sizes = SegmentSizes.of(spec, num_signals)
         self.H = time_horizon
         self.K = num_signals
-        self.obs_size = int(sum(int(np.prod(s)) for s in spec.observation_shapes))
         self.c = spec.action_spec.continuous_size
-        self.branches = spec.action_spec.discrete_branches
-        self.b = len(self.branches)
-        self.mask_width = int(sum(self.branches))
+        self.mask_width = self.sizes.mask
         self.capacity = 0
         self.n_slots = 0
+        self.buffers: dict[str, np.ndarray] = {}  # every per-row field of the schema: [slots, time_horizon, ...]
         self._known_ids = np.zeros(0, dtype=np.int64)  # sorted
         self._known_slots = np.zeros(0, dtype=np.int64)
         # the last two agent sets seen (the array handed in, a copy of its ids, their slots):
         # environments usually show the same agents every step, and pipelined workers
-        # (envs/workers.py) alternate between two sets
+        # (workers/stepping.py) alternate between two sets
         self._recent: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self._masked = False  # has any decision carried an action mask? (until then, skip writing masks)
         self.stats = EpisodeStats()
@@ -114,26 +50,26 @@ class Collector:
     # -- slot bookkeeping --------------------------------------------------------------------
     def _grow(self, capacity: int) -> None:
         old = self.capacity
-        H = self.H
+        buffers = self.schema.row_buffers(self.sizes, capacity, self.H)
+        for name, arr in self.buffers.items():
+            buffers[name][:old] = arr
+        self.buffers = buffers
+        # the fields filled here, and those recorded from the policy's output (skipping empty ones)
+        self.obs, self.allowed, self.reward = buffers["obs"], buffers["allowed"], buffers["env_reward"]
+        self._from_policy = [(f.name, buffers[f.name]) for f in self.schema.per_row
+                             if f.from_policy and np.prod(f.shape(self.sizes)) > 0]
 
-        def grown(arr: np.ndarray | None, shape: tuple[int, ...], dtype) -> np.ndarray:
-            new = np.zeros((capacity, *shape), dtype=dtype)
+        def grown(arr: np.ndarray | None, dtype) -> np.ndarray:
+            new = np.zeros(capacity, dtype=dtype)
             if arr is not None and old:
                 new[:old] = arr
             return new
 
-        self.obs = grown(getattr(self, "obs", None), (H, self.obs_size), np.float32)
-        self.cont = grown(getattr(self, "cont", None), (H, self.c), np.float32)
-        self.disc = grown(getattr(self, "disc", None), (H, self.b), np.int64)
-        self.allowed = grown(getattr(self, "allowed", None), (H, self.mask_width), bool)
-        self.allowed[old:] = True  # rows stay all-allowed until an environment sends a mask
-        self.logp = grown(getattr(self, "logp", None), (H,), np.float32)
-        self.values = grown(getattr(self, "values", None), (H, self.K), np.float32)
-        self.reward = grown(getattr(self, "reward", None), (H,), np.float32)
-        self.length = grown(getattr(self, "length", None), (), np.int64)
-        self.pending = grown(getattr(self, "pending", None), (), bool)
-        self.episode_return = grown(getattr(self, "episode_return", None), (), np.float64)
-        self.episode_length = grown(getattr(self, "episode_length", None), (), np.int64)
+        # per slot: its segment's rows so far, whether its last row waits for its reward, its episode
+        self.length = grown(getattr(self, "length", None), np.int64)
+        self.pending = grown(getattr(self, "pending", None), bool)
+        self.episode_return = grown(getattr(self, "episode_return", None), np.float64)
+        self.episode_length = grown(getattr(self, "episode_length", None), np.int64)
         self.capacity = capacity
 
     def slots_for(self, agent_ids: np.ndarray, remember: bool = True) -> np.ndarray:
@@ -202,17 +138,13 @@ class Collector:
                                            allowed[full] if allowed is not None else None))
                 rows = self.length[slots]
             self.obs[slots, rows] = obs
-            if self.c:
-                self.cont[slots, rows] = out.continuous
-            if self.b:
-                self.disc[slots, rows] = out.discrete
+            for name, buffer in self._from_policy:
+                buffer[slots, rows] = getattr(out, name)
             if allowed is not None:
                 self._masked = True
                 self.allowed[slots, rows] = allowed
             elif self._masked:
                 self.allowed[slots, rows] = True
-            self.logp[slots, rows] = out.log_prob
-            self.values[slots, rows] = out.values
             self.length[slots] = rows + 1
             if cut or not all_pending:  # (a cut clears its slots' flag)
                 self.pending[slots] = True
@@ -223,7 +155,9 @@ class Collector:
                 else out.continuous,
                 discrete=out.discrete.astype(np.int32),
             )
-        return actions, (Segments.concatenate(finished) if finished else None)
+        if not finished:
+            return actions, None
+        return actions, finished[0] if len(finished) == 1 else self.schema.concatenate(finished)
 
     def _allowed(self, decision: DecisionSteps) -> np.ndarray | None:
         """Allowed-action mask ``[n, sum(branches)]``, or None when nothing is masked."""
@@ -250,23 +184,17 @@ class Collector:
               episode_end: np.ndarray, next_obs: np.ndarray, next_allowed: np.ndarray | None) -> Segments:
         length = self.length[slots].copy()
         width = int(length.max())
-        seg = Segments(
-            obs=self.obs[slots, :width],
-            continuous=self.cont[slots, :width],
-            discrete=self.disc[slots, :width],
-            allowed=self.allowed[slots, :width],
-            log_prob=self.logp[slots, :width],
-            values=self.values[slots, :width],
-            env_reward=self.reward[slots, :width],
-            length=length,
-            bootstrap=np.asarray(bootstrap, dtype=np.float32).reshape(len(slots), self.K),
-            next_obs=next_obs,
-            next_allowed=(np.ones((len(slots), self.mask_width), bool) if next_allowed is None
-                          else next_allowed),
-            terminal=terminal,
-            episode_end=episode_end,
-            slot=slots.copy(),
-        )
+        arrays = {}
+        for name, buffer in self.buffers.items():  # the per-row fields
+            arrays[name] = buffer[slots, :width]
+        arrays["length"] = length
+        arrays["bootstrap"] = np.asarray(bootstrap, dtype=np.float32).reshape(len(slots), self.K)
+        arrays["next_obs"] = next_obs
+        arrays["next_allowed"] = np.ones((len(slots), self.mask_width), bool) if next_allowed is None else next_allowed
+        arrays["terminal"] = terminal
+        arrays["episode_end"] = episode_end
+        arrays["slot"] = slots.copy()
+        seg = Segments(self.schema, arrays)
         self.reward[slots, :width] = 0.0  # rows accumulate rewards with +=; start the next segment clean
         self.length[slots] = 0
         self.pending[slots] = False

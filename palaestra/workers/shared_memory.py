@@ -1,4 +1,4 @@
-"""Shared memory between the main process and environment workers (envs/workers.py).
+"""Shared memory between the main process and the worker processes (workers/pool.py).
 
 ``SharedArrays``: named numpy views over one shared-memory block.
 
@@ -87,6 +87,7 @@ class Signal:
                 return False
 
 
+# A variable set of arrays in one byte block (a round's segments, workers/acting.py).
 Header = list[tuple[str, str, tuple[int, ...], int]]  # (key, dtype, shape, byte offset) per array
 
 

@@ -1,0 +1,295 @@
+"""Acting in the worker processes: each worker runs the policy on its own agents and sends
+finished segments, instead of sending every step's observations to the main process.
+docs/environments.md says when this mode is used.
+
+Worker side, :func:`run_acting`: the worker (workers/process.py) switches to it when it receives
+an :class:`ActingPlan`. From then on it works in *rounds* of ``R`` environment steps. Round ``q``
+may start once the main process has sent ``("round", q)``; the worker then copies the weights
+published for round ``q`` (slot ``q % slots`` of the weights block) into its own numpy policies,
+steps ``R`` times (acting, stepping, recording segments exactly as the main process's collector
+would), writes the round's finished segments into its result block for slot ``q % slots`` and
+sends ``("round", q, R, header, episode stats, new block name)``.
+
+Main side, :class:`ActingWorkers`: the main process takes round ``r`` from every worker (in
+worker order, so runs are reproducible), hands the segments to the trainers, lets them update,
+and then publishes the weights for round ``r + 1 + LAG``. Workers therefore run up to ``LAG``
+rounds ahead of the main process: while it learns from one round they collect the next with the
+weights they have, as ML-Agents' threaded trainers do (``threaded: true``, the default; with
+``threaded: false`` in any behavior's section the lag is 0 and the workers wait for each round's
+update). Each round's share of a behavior's experience is ``buffer_size / (ROUNDS_PER_BUFFER x
+workers)`` agent steps per worker, so up to ``LAG / ROUNDS_PER_BUFFER`` of a buffer is collected
+with the weights from before an update.
+
+Everything a round produces depends only on the worker's seed and the weights of that round, so
+a run with the same ``--seed`` is reproducible whatever the timing. A worker that fails is
+restarted (within the pool's limits) from the round it owes; the unfinished segments of its
+agents are lost with it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from palaestra.envs.base import BehaviorSpec
+from palaestra.networks.acting import make_actor
+from palaestra.networks.numpy_network import WeightLayout, weight_size, weight_views
+from palaestra.rollout.collector import Collector
+from palaestra.rollout.segments import SEGMENTS, EpisodeStats, Segments
+from palaestra.workers.pool import WorkerFailed, WorkerPool
+from palaestra.workers.shared_memory import Header, Layout, SharedArrays, pack_arrays, unpack_arrays
+
+# Measured with PPO on HalfCheetah-v5 (docs/benchmarks.md): an update costs the main process
+# about as much time as the workers take to collect half a buffer or more, so they need about six
+# rounds of an eighth of a buffer in hand to keep stepping through it. Fewer rounds in hand left
+# them waiting (6,700-7,000 steps/s with 2 workers instead of 7,500-8,800). The rows collected
+# with older weights are corrected for by PPO's decoupled objective (algorithms/ppo.py:
+# _decouple); without it 3DBall learned about half as fast per step.
+ROUNDS_PER_BUFFER = 8
+LAG = 6
+
+
+@dataclass(frozen=True)
+class BehaviorPlan:
+    """What a worker needs to act for one behavior."""
+
+    layout: WeightLayout  # the network and its published weights: state_dict names and shapes
+    time_horizon: int
+    signals: int  # value heads
+    round_agent_steps: int  # this behavior's agent steps a round should hold, per worker
+
+
+@dataclass(frozen=True)
+class ActingPlan:
+    behaviors: dict[str, BehaviorPlan]
+    weights_name: str  # the main process's weights block: one [slots, size] array per behavior
+    slots: int  # weight slots and result blocks, used round-robin
+    first_round: int
+    seed: int
+    reset_parameters: dict[str, float] | None
+
+
+def weights_layout(plans: dict[str, BehaviorPlan], slots: int) -> Layout:
+    return {f"w{k}": ((slots, weight_size(p.layout)), np.float32) for k, p in enumerate(plans.values())}
+
+
+def round_steps(plans: dict[str, BehaviorPlan], agents: dict[str, int]) -> int:
+    """Environment steps per round: enough for each behavior's share, counted with its agents at
+    reset (a behavior without agents yet does not count); at least 1."""
+    steps = [math.ceil(p.round_agent_steps / agents[b]) for b, p in plans.items() if agents.get(b)]
+    return max(1, min(steps)) if steps else 1
+
+
+def pack_segments(parts: list[Segments], n_workers: int, index: int) -> dict[str, np.ndarray]:
+    """A round's finished segments as flat arrays (rollout/segments.py: SegmentSchema.pack), slots
+    made unique across workers (slot x N + i), as agent ids are."""
+    out = parts[0].schema.pack(parts)
+    out["slot"] = out["slot"] * n_workers + index
+    return out
+
+
+def _result_layout(size: int) -> Layout:
+    """A result block: the bytes a round's arrays are packed into (workers/shared_memory.py)."""
+    return {"bytes": ((size,), np.uint8)}
+
+
+# -- the worker's side ---------------------------------------------------------------------------
+class _Actor:
+    """One behavior's policy (over a local copy of the published weights) and collector."""
+
+    def __init__(self, spec: BehaviorSpec, plan: BehaviorPlan, rng: np.random.Generator) -> None:
+        self.weights = np.zeros(weight_size(plan.layout), np.float32)
+        self.policy = make_actor(plan.layout, self.weights, rng)  # numpy for plain MLPs, else torch
+        self.collector = Collector(spec, plan.time_horizon, plan.signals)
+        self.finished: list[Segments] = []
+
+
+def _write_results(results: list[SharedArrays | None], slot: int,
+                   arrays: dict[str, np.ndarray]) -> tuple[Header, tuple[str, int] | None]:
+    """Pack a round's arrays into the result block of ``slot``, replacing it by a larger one if
+    it is missing or too small; return the header and the new block's (name, size), if any."""
+    block = results[slot]
+    header = pack_arrays(block, arrays) if block is not None else None
+    if header is not None:
+        return header, None
+    if block is not None:
+        block.close(unlink=True)  # the main process keeps its mapping until it swaps
+    need = sum(a.nbytes for a in arrays.values())
+    results[slot] = block = SharedArrays(_result_layout(max(2 * need, 1 << 16)))
+    header = pack_arrays(block, arrays)
+    assert header is not None
+    return header, (block.name, block["bytes"].nbytes)
+
+
+def run_acting(env: Any, conn: Any, plan: ActingPlan, n_workers: int, index: int) -> None:
+    """Act in rounds until the main process sends ``("close", ...)``."""
+    from threadpoolctl import threadpool_limits
+
+    # acting multiplies small matrices: BLAS threads would only spin on the cores other workers need
+    threadpool_limits(1)
+    specs = env.behavior_specs
+    weights = SharedArrays(weights_layout(plan.behaviors, plan.slots), name=plan.weights_name)
+    seeds = np.random.SeedSequence([plan.seed, index]).spawn(len(plan.behaviors))
+    actors = {b: _Actor(specs[b], p, np.random.default_rng(s))
+              for (b, p), s in zip(plan.behaviors.items(), seeds)}
+    results: list[SharedArrays | None] = [None] * plan.slots
+    try:
+        env.reset(plan.reset_parameters)
+        steps = round_steps(plan.behaviors, {b: len(env.get_steps(b)[0]) for b in actors})
+        q, permitted = plan.first_round, plan.first_round - 1
+        while True:
+            # read every message already sent, so that a close waiting behind permissions for
+            # further rounds is seen now; block only when the next round is not permitted yet
+            while permitted < q or conn.poll():
+                message = conn.recv()
+                if message[0] == "close":
+                    return
+                permitted = max(permitted, message[1])
+            for k, actor in enumerate(actors.values()):
+                actor.weights[:] = weights[f"w{k}"][q % plan.slots]
+            for _ in range(steps):
+                for behavior, actor in actors.items():
+                    decision, terminal = env.get_steps(behavior)
+                    actions, finished = actor.collector.step(decision, terminal, actor.policy.act,
+                                                             actor.policy.value)
+                    if finished is not None:
+                        actor.finished.append(finished)
+                    env.set_actions(behavior, actions)
+                env.step()
+            arrays: dict[str, np.ndarray] = {}
+            stats: dict[str, EpisodeStats] = {}
+            for k, (behavior, actor) in enumerate(actors.items()):
+                if actor.finished:
+                    arrays |= {f"{k}/{f}": a for f, a in pack_segments(actor.finished, n_workers, index).items()}
+                    actor.finished = []
+                stats[behavior] = actor.collector.take_episode_stats()
+            header, announced = _write_results(results, q % plan.slots, arrays)
+            conn.send(("round", q, steps, header, stats, announced))
+            q += 1
+    finally:
+        for block in results:
+            if block is not None:
+                block.close(unlink=True)
+        weights.close(unlink=False)
+
+
+# -- the main process's side ---------------------------------------------------------------------
+@dataclass
+class RoundResult:
+    """One behavior's part of one worker's round."""
+
+    behavior: str
+    segments: Segments | None  # finished segments, or None if none finished
+    episodes: EpisodeStats
+
+
+class ActingWorkers:
+    """Drives ``pool``'s processes in acting mode. ``weights[b]()`` returns behavior ``b``'s current
+    weights as named float32 arrays, laid out as ``plans[b].layout``; the workers' environments
+    are reset with ``reset_parameters`` when they start acting."""
+
+    def __init__(self, pool: WorkerPool, plans: dict[str, BehaviorPlan],
+                 weights: dict[str, Callable[[], dict[str, np.ndarray]]], seed: int, threaded: bool = True,
+                 reset_parameters: dict[str, float] | None = None) -> None:
+        self.pool = pool
+        self.reset_parameters = reset_parameters
+        self.plans = plans
+        self.sources = weights
+        self.seed = seed
+        # ML-Agents' `threaded: false`: the environments wait while the trainers update, so every
+        # round acts with the newest weights
+        self.lag = LAG if threaded else 0
+        self.slots = self.lag + 1
+        self.weights: SharedArrays | None = None
+        self.next = 0  # the round to take next
+        self.permitted = -1  # the last round the workers may start
+
+    @staticmethod
+    def round_agent_steps(buffer_size: int, workers: int) -> int:
+        return max(1, buffer_size // (ROUNDS_PER_BUFFER * workers))
+
+    def start(self) -> None:
+        self.weights = SharedArrays(weights_layout(self.plans, self.slots))
+        for q in range(self.slots):  # the first rounds all act with the initial weights
+            self._write_weights(q)
+        self.permitted = self.slots - 1
+        for i in range(self.pool.n):
+            try:
+                self._start_worker(i, 0)
+            except WorkerFailed as f:
+                self._restart(i, f.what, 0)
+
+    def take_round(self) -> tuple[list[RoundResult], int]:
+        """Every worker's next round, in worker order; and the environment steps it covered
+        (one per instance and step, as the run loop counts global steps)."""
+        q = self.next
+        results: list[RoundResult] = []
+        env_steps = 0
+        for i in range(self.pool.n):
+            while True:
+                try:
+                    steps, arrays, stats = self._receive(i, q)
+                    break
+                except WorkerFailed as f:
+                    self._restart(i, f.what, q)
+            env_steps += steps
+            for k, behavior in enumerate(self.plans):
+                prefix = f"{k}/"
+                part = {key[len(prefix):]: a for key, a in arrays.items() if key.startswith(prefix)}
+                results.append(RoundResult(behavior, SEGMENTS.unpack(part) if part else None, stats[behavior]))
+        self.next = q + 1
+        return results, env_steps
+
+    def publish(self) -> None:
+        """Call after the trainers have learned from the round just taken: its weights become
+        those of round ``taken + 1 + lag``, which the workers may now start."""
+        q = self.next - 1 + self.slots
+        self._write_weights(q)
+        self.permitted = q
+        for i in range(self.pool.n):
+            try:
+                self.pool.send(i, ("round", q))
+            except WorkerFailed:
+                pass  # found dead when its round is awaited, and restarted then
+
+    def close(self) -> None:
+        if self.weights is not None:
+            self.weights.close(unlink=True)
+            self.weights = None
+
+    # -- one worker --------------------------------------------------------------------------
+    def _write_weights(self, q: int) -> None:
+        assert self.weights is not None
+        for k, (behavior, source) in enumerate(self.sources.items()):
+            arrays = source()
+            for name, view in weight_views(self.weights[f"w{k}"][q % self.slots], self.plans[behavior].layout).items():
+                view[...] = arrays[name]
+
+    def _start_worker(self, i: int, first_round: int) -> None:
+        assert self.weights is not None
+        restarts = len(self.pool.workers[i].restarts)
+        plan = ActingPlan(self.plans, self.weights.name, self.slots, first_round,
+                          self.seed + self.pool.n * restarts, self.reset_parameters)
+        self.pool.send_message(i, ("act", plan))
+        for q in range(first_round, self.permitted + 1):
+            self.pool.send(i, ("round", q))
+
+    def _receive(self, i: int, q: int) -> tuple[int, dict[str, np.ndarray], dict[str, EpisodeStats]]:
+        _, got, steps, header, stats, announced = self.pool.read_pipe(i, "round")
+        if got != q:
+            raise WorkerFailed(f"it sent round {got} where round {q} was expected")
+        key = ("round", q % self.slots)
+        if announced is not None:  # a new (larger) result block for this slot
+            name, size = announced
+            self.pool.map_block(i, key, _result_layout(size), name)
+        return steps, unpack_arrays(self.pool.workers[i].blocks[key], header), stats
+
+    def _restart(self, i: int, what: str, q: int) -> None:
+        self.pool.replace_worker(i, what)
+        try:
+            self._start_worker(i, q)
+        except WorkerFailed as f:
+            self._restart(i, f.what, q)

@@ -1,0 +1,323 @@
+"""The worker processes behind ``--num-envs``: starting them, talking to them, restarting them.
+
+A :class:`WorkerPool` starts N processes (workers/process.py: worker ``i`` builds its environment
+with seed ``seed + i + N x restarts`` and port ``base_port + i``), takes each one's behavior
+specs (the handshake) and then carries commands and messages to them. Two channels lead to each
+worker: a command counter and a reply counter in shared memory (workers/shared_memory.py:
+``Signal``), with a code beside each, for what must be fast; and a pipe for everything else.
+What travels on them is the business of the protocols built on the pool: stepping
+(workers/stepping.py) and acting (workers/acting.py).
+
+A worker that fails (raises, dies, or does not answer within ``timeout`` seconds: the protocols
+find out and raise :class:`WorkerFailed`) is replaced by :meth:`WorkerPool.replace_worker` within
+``RestartLimits``; past them it raises an EnvError naming the worker and what happened.
+
+Stop signals (SIGINT, SIGTERM, SIGHUP) are held back while a process starts, and workers ignore
+them: the main process saves the model and then stops them itself.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import multiprocessing as mp
+import signal
+import time
+from dataclasses import dataclass, field
+from multiprocessing import resource_tracker
+from typing import Any, Callable, Hashable
+
+from palaestra.envs.base import BehaviorSpec, EngineConfig, EnvError
+from palaestra.interrupts import STOP_SIGNALS
+from palaestra.workers.process import MESSAGE, control_layout, run_worker
+from palaestra.workers.shared_memory import Layout, SharedArrays, Signal
+
+logger = logging.getLogger("palaestra")
+
+DEFAULT_TIMEOUT = 300.0
+# Building an environment may take longer than any step (a Unity build loads its scene; a fresh
+# interpreter imports its libraries): the handshake waits at least this long.
+STARTUP_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class RestartLimits:
+    """How often a failed worker is restarted (ML-Agents' names and defaults; -1: no limit)."""
+
+    max_lifetime: int = 10  # restarts of one worker over the whole run
+    rate_n: int = 1  # restarts of one worker within rate_period_s
+    rate_period_s: float = 60.0
+
+    def refusal(self, earlier: list[float], now: float) -> str | None:
+        """Why one more restart is refused, given the times of this worker's earlier restarts."""
+        if self.max_lifetime >= 0 and len(earlier) >= self.max_lifetime:
+            return (f"it was restarted {len(earlier)} time(s) already, the limit set by "
+                    f"--max-lifetime-restarts={self.max_lifetime}")
+        recent = sum(1 for t in earlier if now - t < self.rate_period_s)
+        if self.rate_n >= 0 and recent >= self.rate_n:
+            return (f"it was restarted {recent} time(s) in the last {self.rate_period_s:g} s, the limit set by "
+                    f"--restarts-rate-limit-n={self.rate_n} and --restarts-rate-limit-period-s="
+                    f"{self.rate_period_s:g}")
+        return None
+
+
+class WorkerFailed(Exception):
+    """A worker failed; ``what`` says how."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(what)
+        self.what = what
+
+
+@dataclass
+class Worker:
+    """The main process's view of one worker process."""
+
+    proc: Any
+    conn: Any
+    command: Signal
+    reply: Signal
+    seq: int = 0  # commands sent
+    restarts: list[float] = field(default_factory=list)  # monotonic times of its restarts
+    # the shared blocks the worker created and this process maps, under keys its protocol chooses
+    # (stepping: a behavior's name; acting: ("round", slot)); closed when the worker stops
+    blocks: dict[Hashable, SharedArrays] = field(default_factory=dict)
+
+
+class WorkerPool:
+    """``num_envs`` worker processes, each with environment ``name``, started and through the
+    handshake; ``specs`` are the behavior specs they all report."""
+
+    def __init__(self, name: str, num_envs: int, seed: int = 0, num_areas: int = 1,
+                 env_args: list[str] | None = None, engine: EngineConfig | None = None,
+                 timeout: float = DEFAULT_TIMEOUT, base_port: int = 5005,
+                 restarts: RestartLimits | None = None) -> None:
+        self.n = num_envs
+        self.timeout = timeout
+        self.restart_limits = restarts or RestartLimits()
+        self._args = (name, seed, num_areas, list(env_args or []), engine or EngineConfig(), base_port)
+        self._ctx = mp.get_context("spawn")  # a fresh interpreter: safe beside torch's threads
+        logger.debug("starting %d environment worker process(es) for %s", num_envs, name)
+        with _stop_signals_blocked():  # starts the resource tracker first, if need be
+            self._control = SharedArrays(control_layout(num_envs))
+        self.workers: list[Worker] = []
+        try:
+            for i in range(num_envs):
+                self.workers.append(self._spawn(i))
+            specs = [self._handshake(i) for i in range(num_envs)]
+        except BaseException:
+            self.close()
+            raise
+        if any(s != specs[0] for s in specs[1:]):
+            self.close()
+            raise EnvError(f"--num-envs: the {num_envs} instances of {name!r} report different behaviors or specs")
+        self.specs: dict[str, BehaviorSpec] = specs[0]
+
+    @property
+    def procs(self) -> list[Any]:
+        return [w.proc for w in self.workers]
+
+    def close(self) -> None:
+        for i in range(len(self.workers)):
+            with contextlib.suppress(WorkerFailed):  # a dead worker needs no message
+                self.command(i, MESSAGE, ("close", None))
+        for w in self.workers:
+            self._stop(w)
+        self.workers = []
+        if self._control is not None:
+            self._control.close(unlink=True)
+            self._control = None
+
+    # -- commands, replies and messages --------------------------------------------------------
+    def command(self, i: int, code: int, message: Any = None) -> None:
+        """Raise worker i's command counter with ``code`` (workers/process.py), after putting
+        ``message`` in its pipe if there is one; WorkerFailed if its process is gone."""
+        w = self.workers[i]
+        if message is not None:
+            try:
+                w.conn.send(message)
+            except (BrokenPipeError, OSError):
+                w.proc.join(timeout=1)
+                raise WorkerFailed(f"the process died (exit code {w.proc.exitcode})") from None
+        self._control["command_code"][i] = code
+        w.seq += 1
+        w.command.raise_to(w.seq)
+
+    def send_message(self, i: int, message: Any) -> None:
+        """Send worker i a pipe message it waits for as a command (WorkerFailed if its process is gone)."""
+        self.command(i, MESSAGE, message)
+
+    def send(self, i: int, message: Any) -> None:
+        """Put a message in worker i's pipe, for a worker that reads its pipe itself (acting)."""
+        try:
+            self.workers[i].conn.send(message)
+        except (BrokenPipeError, OSError):
+            raise WorkerFailed("the process died") from None
+
+    def await_reply(self, i: int) -> int:
+        """Wait until worker i has answered its last command; its reply code. WorkerFailed if it died
+        or did not answer within the timeout."""
+        w = self.workers[i]
+        if not w.reply.wait_for(w.seq, time.monotonic() + self.timeout, w.proc.is_alive):
+            if not w.proc.is_alive():
+                w.proc.join(timeout=1)
+                raise WorkerFailed(f"the process died (exit code {w.proc.exitcode})")
+            raise WorkerFailed(f"it did not answer within {self.timeout:.0f} s")
+        return int(self._control["reply_code"][i])
+
+    def read_pipe(self, i: int, expected: str, timeout: float | None = None,
+                  handle: Callable[[tuple], bool] | None = None) -> tuple:
+        """The next message of kind ``expected`` from worker i. Messages before it go to ``handle``,
+        which returns whether it took them; an ``("error", what)`` message, any other one, a dead
+        process or no message within the timeout raise WorkerFailed."""
+        w = self.workers[i]
+        timeout = self.timeout if timeout is None else timeout
+        while True:
+            if not w.conn.poll(timeout):
+                raise WorkerFailed(f"it did not answer within {timeout:.0f} s")
+            try:
+                reply = w.conn.recv()
+            except (EOFError, OSError):
+                w.proc.join(timeout=1)
+                raise WorkerFailed(f"the process died (exit code {w.proc.exitcode})") from None
+            if reply[0] == "error":
+                raise WorkerFailed(reply[1])
+            if handle is not None and handle(reply):
+                continue
+            if reply[0] != expected:
+                raise WorkerFailed(f"it sent {reply[0]!r} where {expected!r} was expected")
+            return reply
+
+    def map_block(self, i: int, key: Hashable, layout: Layout, name: str) -> None:
+        """Map the shared block worker i created under ``name`` as its block ``key``, in place of
+        the one it replaces (which the worker has unlinked). FileNotFoundError if it is gone."""
+        w = self.workers[i]
+        if key in w.blocks:
+            w.blocks.pop(key).close(unlink=False)
+        w.blocks[key] = SharedArrays(layout, name=name)
+
+    # -- starting, replacing and stopping a worker ---------------------------------------------
+    def replace_worker(self, i: int, what: str) -> Worker:
+        """Kill worker i, which failed as ``what`` says, and start a new process in its place
+        (through the handshake); EnvError if the restart limits refuse."""
+        old = self.workers[i]
+        now = time.monotonic()
+        refusal = self.restart_limits.refusal(old.restarts, now)
+        if refusal is not None:
+            raise self.error(i, f"{what}; not restarted: {refusal}")
+        logger.warning("environment worker %d (pid %s) failed: %s; restarting it (restart %d)", i, old.proc.pid,
+                       what, len(old.restarts) + 1)
+        self._stop(old, kill=True)
+        self.workers[i] = new = self._spawn(i, old.restarts + [now])
+        specs = self._handshake(i)
+        if specs != self.specs:
+            raise self.error(i, "the restarted process reports different behaviors or specs")
+        return new
+
+    def error(self, i: int, what: str) -> EnvError:
+        return EnvError(f"environment worker {i} (pid {self.workers[i].proc.pid}) failed: {what}")
+
+    def _spawn(self, i: int, restarts: list[float] | None = None) -> Worker:
+        name, seed, num_areas, env_args, engine, base_port = self._args
+        restarts = restarts or []
+        control = self._control
+        for key in control.arrays:
+            control[key][i] = 0
+        bells = (self._ctx.Semaphore(0), self._ctx.Semaphore(0))
+        parent, child = self._ctx.Pipe()
+        proc = self._ctx.Process(
+            target=run_worker, daemon=True, name=f"palaestra-env-{i}",
+            args=(child, control.name, self.n, i, bells, name, seed + i + self.n * len(restarts), num_areas,
+                  env_args, engine, base_port + i))
+        with _stop_signals_blocked():  # the new process inherits the mask: see run_worker
+            proc.start()
+        child.close()
+        return Worker(proc, parent, Signal(control["command"], control["command_asleep"], i, bells[0]),
+                      Signal(control["reply"], control["reply_asleep"], i, bells[1]), restarts=restarts)
+
+    def _handshake(self, i: int) -> dict[str, BehaviorSpec]:
+        try:
+            return self.read_pipe(i, "specs", max(self.timeout, STARTUP_TIMEOUT))[1]
+        except WorkerFailed as f:
+            raise self.error(i, f.what) from None
+
+    def _stop(self, w: Worker, kill: bool = False) -> None:
+        if kill and w.proc.is_alive():
+            w.proc.kill()
+        w.proc.join(timeout=5)
+        if w.proc.is_alive():
+            w.proc.kill()
+            w.proc.join(timeout=5)
+        for block in w.blocks.values():
+            # a worker that ended cleanly unlinked its blocks; one that was killed could not
+            block.close(unlink=False)
+            if w.proc.exitcode != 0:
+                _unlink_quietly(block.name)
+        w.blocks = {}
+        w.conn.close()
+
+
+@contextlib.contextmanager
+def _stop_signals_blocked() -> Any:
+    """Hold SIGINT, SIGTERM and SIGHUP back while a process starts, in two ways:
+
+    - blocked in this thread: a process inherits the mask, so the signals stay pending there until
+      it has chosen to ignore them, however long its interpreter takes to start;
+    - deferred in Python: another thread of this process (torch's) may take a signal meanwhile,
+      and Python would then run the handler in the main thread in the middle of ``start()``, while
+      it writes the new process's start-up data; the KeyboardInterrupt would cut that write short
+      and the half-started process would die with a traceback. The handler runs once the process
+      has started instead.
+    """
+    if not hasattr(signal, "pthread_sigmask"):  # Windows: no process groups to share signals
+        yield
+        return
+    held: list[int] = []
+    handlers: dict[int, Any] = {}
+    try:
+        for signum in STOP_SIGNALS:
+            if callable(signal.getsignal(signum)):
+                handlers[signum] = signal.signal(signum, lambda signum, frame: held.append(signum))
+    except ValueError:  # not the main thread: Python runs no handler here anyway
+        pass
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        # multiprocessing's resource tracker (it unlinks the shared memory of processes that die)
+        # ignores SIGINT and SIGTERM but not SIGHUP: started here, a closed terminal cannot end
+        # it either. Starting it unblocks SIGINT and SIGTERM on its way out: block them again.
+        resource_tracker.ensure_running()
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        yield
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+        for signum in dict.fromkeys(held):  # pending in this blocked thread until the mask is restored
+            signal.raise_signal(signum)
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _kill_leftover_workers() -> None:
+    """At exit, kill any worker still running. The pool closes its workers on every way out, but a
+    signal between starting a process and recording it can leave one unrecorded; workers ignore
+    SIGTERM, so multiprocessing's own exit handler (SIGTERM, then wait without a timeout) would
+    wait for it forever. Registered after multiprocessing's handler (multiprocessing.util, which
+    the resource_tracker import above loaded), this one runs first."""
+    for proc in mp.active_children():
+        if proc.name.startswith("palaestra-env-"):
+            proc.kill()
+            proc.join(timeout=5)
+
+
+atexit.register(_kill_leftover_workers)
+
+
+def _unlink_quietly(name: str) -> None:
+    from multiprocessing import shared_memory
+
+    try:
+        shm = shared_memory.SharedMemory(name=name)
+    except FileNotFoundError:
+        return
+    shm.close()
+    shm.unlink()

@@ -1,0 +1,93 @@
+"""The loop a worker process runs (``--num-envs``; the pool that starts it is workers/pool.py).
+
+The worker builds its environment and sends its behavior specs through the pipe (the
+handshake). Then it waits for commands on its ``command`` signal (workers/shared_memory.py) and
+dispatches them to a protocol:
+
+- stepping (workers/stepping.py), from the start: a step command finds the actions in the
+  worker's shared blocks; a reset waits in the pipe. After each command the worker writes its
+  rows into its blocks and raises its ``reply`` signal; the reply code says whether the pipe has
+  messages to read first (a new block, an error);
+- acting (workers/acting.py), once the pipe brings an ``("act", plan)`` message: from then on the
+  worker runs the policy itself, in rounds, until it is closed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any
+
+import numpy as np
+
+from palaestra.envs.base import EngineConfig, EnvError
+from palaestra.interrupts import STOP_SIGNALS
+from palaestra.workers.shared_memory import Layout, SharedArrays, Signal
+
+STEP, MESSAGE = 0, 1  # command codes: step with the actions in the blocks / read the pipe
+COUNTS, READ_PIPE = 0, 1  # reply codes: the rows are in the blocks / the pipe has messages first
+
+
+def control_layout(n_workers: int) -> Layout:
+    """The pool's flags, one entry per worker: the two signals, their sleep flags and codes."""
+    fields = ("command", "command_asleep", "command_code", "reply", "reply_asleep", "reply_code")
+    return {k: ((n_workers,), np.int64) for k in fields}
+
+
+def run_worker(conn: Any, control_name: str, n_workers: int, index: int, bells: tuple[Any, Any], name: str,
+               seed: int, num_areas: int, env_args: list[str], engine: EngineConfig, port: int) -> None:
+    from palaestra.envs.sources import make_env
+    from palaestra.workers.stepping import SteppingWorker  # (stepping.py imports the pool, which imports this)
+
+    # Ctrl+C, a closed terminal (SIGHUP) or `docker stop` (SIGTERM) may reach the whole process
+    # group; the main process saves the model and then stops the workers itself. The pool starts
+    # this process with the signals blocked (workers/pool.py), so none can end it before this line.
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    control = SharedArrays(control_layout(n_workers), name=control_name)
+    command = Signal(control["command"], control["command_asleep"], index, bells[0])
+    reply = Signal(control["reply"], control["reply_asleep"], index, bells[1])
+    parent = os.getppid()
+    stepping: SteppingWorker | None = None
+    seq = 0
+    try:
+        env = make_env(name, seed=seed, num_areas=num_areas, env_args=env_args, engine=engine, port=port)
+        specs = dict(env.behavior_specs)
+        conn.send(("specs", specs))
+        stepping = SteppingWorker(env, specs, conn, n_workers, index)
+        while True:
+            seq += 1
+            if not command.wait_for(seq, float("inf"), lambda: os.getppid() == parent):
+                break  # the main process is gone
+            if control["command_code"][index] == STEP:
+                stepping.step()
+            else:
+                kind, payload = conn.recv()
+                if kind == "close":
+                    break
+                if kind == "act":  # from now on the worker acts itself, in rounds, until closed
+                    from palaestra.workers.acting import run_acting
+
+                    run_acting(env, conn, payload, n_workers, index)
+                    break
+                env.reset(payload)
+            announced = stepping.publish()
+            control["reply_code"][index] = READ_PIPE if announced else COUNTS
+            reply.raise_to(seq)
+        env.close()
+    except (EOFError, BrokenPipeError):
+        pass  # the main process went away: nothing to report to
+    except BaseException as e:  # report it; the main process decides what to do
+        detail = str(e) if isinstance(e, EnvError) else f"{type(e).__name__}: {e}"
+        try:
+            conn.send(("error", detail))
+            control["reply_code"][index] = READ_PIPE
+            reply.raise_to(seq)
+        except (BrokenPipeError, OSError):
+            pass
+    finally:
+        if stepping is not None:
+            stepping.close()
+        control.close(unlink=False)

@@ -1,0 +1,325 @@
+"""Stepping: N environment instances in worker processes presented as one environment
+(``--num-envs N`` with the policy in the main process, and every pool until it acts).
+
+Main side, :class:`WorkerPoolEnv`: the ``Env`` protocol over a :class:`~palaestra.workers.pool.WorkerPool`.
+Worker side, :class:`SteppingWorker`: runs in each worker process (workers/process.py).
+
+Worker ``i`` builds its environment with seed ``seed + i`` and port ``base_port + i``.
+Observations, rewards, agent ids, masks and actions travel through shared memory, one block per
+worker and behavior, which the worker creates (and replaces by a larger one when more agents
+arrive than it holds, announced through the pipe); a step command and its reply are counters in
+shared memory (workers/shared_memory.py), so the pipes carry only resets, new blocks and errors.
+An agent's id is ``id x N + i``, unique across workers.
+
+Pipelining: with two or more workers, the workers form two halves that take turns. ``step()``
+hands the shown half its actions and, while that half steps, shows the other half's results;
+so the policy acts on one half while the other half's environments run. Every agent still
+acts on its own latest observation, so learning is unchanged; only the order in which the
+workers' agents reach the policy differs, and a step shows about half of the agents.
+
+A worker that raises, dies or does not answer within ``timeout`` seconds is restarted, within
+``RestartLimits`` (workers/pool.py): its agents' episodes end as interrupted at their last
+observation, and the new process (seed ``seed + i + N x restarts``) is reset with the last reset
+parameters. Past the limits the step raises an EnvError naming the worker and what happened;
+the run loop saves the model and stops with that message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Mapping
+
+import numpy as np
+
+from palaestra.envs.base import (
+    ActionTuple,
+    BehaviorSpec,
+    DecisionSteps,
+    EngineConfig,
+    EnvError,
+    TerminalSteps,
+)
+from palaestra.workers.pool import DEFAULT_TIMEOUT, RestartLimits, WorkerFailed, WorkerPool
+from palaestra.workers.process import MESSAGE, READ_PIPE, STEP
+from palaestra.workers.shared_memory import Layout, SharedArrays
+
+
+def block_layout(spec: BehaviorSpec, rows: int) -> Layout:
+    """One behavior's block: up to ``rows`` decision and terminal rows, the actions, the counts."""
+    obs = int(sum(int(np.prod(s)) for s in spec.observation_shapes))
+    mask = int(sum(spec.action_spec.discrete_branches))
+    return {
+        "d_obs": ((rows, obs), np.float32), "d_reward": ((rows,), np.float32), "d_id": ((rows,), np.int64),
+        "d_mask": ((rows, mask), np.bool_),
+        "t_obs": ((rows, obs), np.float32), "t_reward": ((rows,), np.float32), "t_id": ((rows,), np.int64),
+        "t_interrupted": ((rows,), np.bool_),
+        "a_cont": ((rows, spec.action_spec.continuous_size), np.float32),
+        "a_disc": ((rows, len(spec.action_spec.discrete_branches)), np.int32),
+        "counts": ((4,), np.int64),  # decision rows, terminal rows, masked (0/1), action rows
+    }
+
+
+# -- the worker's side ---------------------------------------------------------------------------
+class SteppingWorker:
+    """Steps the worker's environment with the actions in its blocks, and writes every behavior's
+    decision and terminal rows into them."""
+
+    def __init__(self, env: Any, specs: dict[str, BehaviorSpec], conn: Any, n_workers: int, index: int) -> None:
+        self.env, self.specs, self.conn = env, specs, conn
+        self.n_workers, self.index = n_workers, index
+        self.blocks: dict[str, SharedArrays] = {}  # created here; the main process maps them
+
+    def step(self) -> None:
+        for behavior, block in self.blocks.items():
+            n = int(block["counts"][3])
+            self.env.set_actions(behavior, ActionTuple(continuous=block["a_cont"][:n].copy(),
+                                                       discrete=block["a_disc"][:n].copy()))
+        self.env.step()
+
+    def publish(self) -> bool:
+        """Write every behavior's rows into its block, agent ids made unique across workers
+        (id x N + i); True if a new block was announced in the pipe."""
+        env, blocks, conn = self.env, self.blocks, self.conn
+        n_workers, index = self.n_workers, self.index
+        announced = False
+        for behavior, spec in self.specs.items():
+            decision, terminal = env.get_steps(behavior)
+            nd, nt = len(decision), len(terminal)
+            if behavior not in blocks or max(nd, nt) > blocks[behavior]["d_id"].shape[0]:
+                # the first reset, or more agents than the block holds: a new block with room to spare
+                rows = max(2 * max(nd, nt), 16)
+                if behavior in blocks:
+                    blocks[behavior].close(unlink=True)  # the main process keeps its mapping until it swaps
+                blocks[behavior] = SharedArrays(block_layout(spec, rows))
+                conn.send(("block", behavior, blocks[behavior].name, rows))
+                announced = True
+            block = blocks[behavior]
+            block["d_obs"][:nd] = _flat_obs(decision.obs, nd)
+            block["d_reward"][:nd] = decision.reward
+            np.add(np.multiply(decision.agent_id, n_workers, out=block["d_id"][:nd]), index, out=block["d_id"][:nd])
+            masked = decision.action_mask is not None
+            if masked:
+                block["d_mask"][:nd] = ~np.concatenate(decision.action_mask, axis=1)
+            block["t_obs"][:nt] = _flat_obs(terminal.obs, nt)
+            block["t_reward"][:nt] = terminal.reward
+            np.add(np.multiply(terminal.agent_id, n_workers, out=block["t_id"][:nt]), index, out=block["t_id"][:nt])
+            block["t_interrupted"][:nt] = terminal.interrupted
+            block["counts"][:3] = (nd, nt, masked)
+        if announced:
+            conn.send(("steps", None))
+        return announced
+
+    def close(self) -> None:
+        for block in self.blocks.values():
+            block.close(unlink=True)
+        self.blocks = {}
+
+
+def _flat_obs(obs: list[np.ndarray], n: int) -> np.ndarray:
+    if len(obs) == 1:
+        return obs[0].reshape(n, -1) if n else obs[0].reshape(0, int(np.prod(obs[0].shape[1:])))
+    # explicit sizes: reshape(n, -1) cannot infer a width when n is 0
+    return np.concatenate([o.reshape(n, int(np.prod(o.shape[1:]))) for o in obs], axis=1)
+
+
+# -- the main process's side ---------------------------------------------------------------------
+@dataclass
+class _WorkerState:
+    """What the main side remembers of one worker's process between steps."""
+
+    in_flight: bool = False  # stepping: its blocks are not to be read until it replies
+    # the decision rows it last showed (merged flat observations and ids, its first row and row
+    # count there), and those to report as interrupted at its next showing because its process
+    # was replaced (flat observations, ids)
+    last: dict[str, tuple[np.ndarray, np.ndarray, int, int]] = field(default_factory=dict)
+    interrupted: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+
+class WorkerPoolEnv:
+    def __init__(self, name: str, num_envs: int, seed: int = 0, num_areas: int = 1,
+                 env_args: list[str] | None = None, engine: EngineConfig | None = None,
+                 timeout: float = DEFAULT_TIMEOUT, base_port: int = 5005, pipeline: bool = True,
+                 restarts: RestartLimits | None = None) -> None:
+        self.pool = WorkerPool(name, num_envs, seed=seed, num_areas=num_areas, env_args=env_args, engine=engine,
+                               timeout=timeout, base_port=base_port, restarts=restarts)
+        self.n = num_envs
+        self._specs: dict[str, BehaviorSpec] = self.pool.specs
+        self._state = [_WorkerState() for _ in range(num_envs)]
+        half = (num_envs + 1) // 2
+        self.groups = [list(range(half)), list(range(half, num_envs))] if pipeline and num_envs > 1 \
+            else [list(range(num_envs))]
+        self._shown = 0  # the group whose agents get_steps shows
+        self._parameters: dict[str, float] | None = None
+        self._steps: dict[str, tuple[DecisionSteps, TerminalSteps]] = {}
+        self._rows: dict[str, dict[int, tuple[int, int]]] = {}  # behavior → worker → (first row, rows) shown
+        self._actions: dict[str, ActionTuple] = {}
+        self.results_returned = 0  # instances whose results get_steps shows (the run loop counts them)
+
+    # -- the Env protocol --------------------------------------------------------------------
+    @property
+    def behavior_specs(self) -> Mapping[str, BehaviorSpec]:
+        return self._specs
+
+    def reset(self, parameters: Mapping[str, float] | None = None) -> None:
+        self._parameters = dict(parameters) if parameters else None
+        for i, s in enumerate(self._state):  # a step under way finishes; the reset replaces its result
+            if s.in_flight:
+                self._finish(i)
+        for i in range(self.n):
+            self._reset_worker(i)
+        self._shown = 0
+        self._show(self.groups[0])
+
+    def step(self) -> None:
+        if not self._steps:
+            self.reset()
+        self._send_actions(self._shown)
+        self._actions = {}
+        self._shown = (self._shown + 1) % len(self.groups)
+        for i in self.groups[self._shown]:
+            if self._state[i].in_flight:
+                self._finish(i)
+        self._show(self.groups[self._shown])
+
+    def get_steps(self, behavior: str) -> tuple[DecisionSteps, TerminalSteps]:
+        if behavior not in self._specs:
+            raise EnvError(f"unknown behavior {behavior!r}; this environment has {list(self._specs)}")
+        if behavior not in self._steps:
+            raise EnvError("get_steps() called before reset()")
+        return self._steps[behavior]
+
+    def set_actions(self, behavior: str, actions: ActionTuple) -> None:
+        self._actions[behavior] = actions
+
+    def close(self) -> None:
+        self.pool.close()
+
+    # -- stepping ----------------------------------------------------------------------------
+    def _send_actions(self, group: int) -> None:
+        """Write the chosen actions of the shown group into its workers' blocks and start them."""
+        chosen = {}
+        for behavior, spec in self._specs.items():
+            shown = len(self._steps[behavior][0])
+            actions = self._actions.get(behavior)
+            if actions is None:  # the caller set none: the spec's empty actions
+                actions = spec.action_spec.empty_actions(shown)
+            spec.action_spec.check(actions, shown, behavior)
+            chosen[behavior] = actions
+        for i in self.groups[group]:
+            blocks = self.pool.workers[i].blocks
+            for behavior, actions in chosen.items():
+                start, n = self._rows[behavior][i]
+                block = blocks[behavior]
+                block["a_cont"][:n] = actions.continuous[start : start + n]
+                block["a_disc"][:n] = actions.discrete[start : start + n]
+                block["counts"][3] = n
+            self.pool.command(i, STEP)  # a dead worker is found when its reply is awaited
+            self._state[i].in_flight = True
+
+    def _finish(self, i: int) -> None:
+        """Wait for worker i's reply; restart it (or raise) if it failed."""
+        try:
+            self._await(i)
+        except WorkerFailed as f:
+            self._restart(i, f.what)
+        self._state[i].in_flight = False
+
+    def _reset_worker(self, i: int) -> None:
+        try:
+            self.pool.command(i, MESSAGE, ("reset", self._parameters))
+            self._await(i)
+        except WorkerFailed as f:
+            self._restart(i, f.what)
+
+    def _await(self, i: int) -> None:
+        """Wait for worker i's reply, taking the new blocks it announced first."""
+        if self.pool.await_reply(i) == READ_PIPE:
+            self.pool.read_pipe(i, "steps", handle=partial(self._new_block, i))
+
+    def _new_block(self, i: int, message: tuple) -> bool:
+        """Map a behavior's new block, created at the first reset or to grow; False for any other message."""
+        if message[0] != "block":
+            return False
+        _, behavior, shm_name, rows = message
+        try:
+            self.pool.map_block(i, behavior, block_layout(self._specs[behavior], rows), shm_name)
+        except FileNotFoundError:  # the worker failed and released it: its error comes next
+            pass
+        return True
+
+    def _show(self, group: list[int]) -> None:
+        """Merge the group's rows into the steps get_steps returns (copies out of shared memory)."""
+        workers = self.pool.workers
+        for behavior, spec in self._specs.items():
+            blocks = [workers[i].blocks[behavior] for i in group]
+            counts = [block["counts"][:3].tolist() for block in blocks]
+            merge = partial(_merge, blocks, counts)
+
+            d_obs, d_id = merge("d_obs", 0), merge("d_id", 0)
+            mask = None
+            if any(c[2] for c in counts):  # unmasked workers' rows allow everything
+                allowed = np.concatenate([block["d_mask"][: c[0]] if c[2] else
+                                          np.ones((c[0], block["d_mask"].shape[1]), bool)
+                                          for block, c in zip(blocks, counts)])
+                mask = _masks(~allowed, spec)
+            decision = DecisionSteps(self._split(d_obs, spec), merge("d_reward", 0), d_id, mask)
+            cut = [self._state[i].interrupted.pop(behavior) for i in group
+                   if behavior in self._state[i].interrupted]
+            if cut:  # the agents of replaced processes, reported as interrupted at their last observation
+                t_obs = np.concatenate([merge("t_obs", 1)] + [obs for obs, _ in cut])
+                t_id = np.concatenate([merge("t_id", 1)] + [ids for _, ids in cut])
+                n_cut = sum(len(ids) for _, ids in cut)
+                t_reward = np.concatenate([merge("t_reward", 1), np.zeros(n_cut, np.float32)])
+                t_int = np.concatenate([merge("t_interrupted", 1), np.ones(n_cut, bool)])
+                terminal = TerminalSteps(self._split(t_obs, spec), t_reward, t_id, t_int)
+            elif any(c[1] for c in counts):
+                terminal = TerminalSteps(self._split(merge("t_obs", 1), spec), merge("t_reward", 1),
+                                         merge("t_id", 1), merge("t_interrupted", 1))
+            else:
+                terminal = TerminalSteps.empty(spec)
+            self._steps[behavior] = (decision, terminal)
+            rows, start = {}, 0
+            for i, c in zip(group, counts):
+                rows[i] = (start, c[0])
+                self._state[i].last[behavior] = (d_obs, d_id, start, c[0])
+                start += c[0]
+            self._rows[behavior] = rows
+        self.results_returned = len(group)
+
+    @staticmethod
+    def _split(flat: np.ndarray, spec: BehaviorSpec) -> list[np.ndarray]:
+        """Flat observation rows → one array per observation of the spec."""
+        shapes = spec.observation_shapes
+        if len(shapes) == 1 and len(shapes[0]) == 1:
+            return [flat]
+        out, start = [], 0
+        for shape in shapes:
+            size = int(np.prod(shape))
+            out.append(flat[:, start : start + size].reshape(len(flat), *shape))
+            start += size
+        return out
+
+    def _restart(self, i: int, what: str) -> None:
+        last = self._state[i].last
+        self.pool.replace_worker(i, what)
+        # its agents wait for their next step: they are shown as interrupted then
+        self._state[i] = _WorkerState(interrupted={b: (obs[start : start + n], ids[start : start + n])
+                                                   for b, (obs, ids, start, n) in last.items() if n})
+        self._reset_worker(i)
+
+
+def _merge(blocks: list[SharedArrays], counts: list[list[int]], key: str, column: int) -> np.ndarray:
+    """Field ``key`` of the workers' blocks, each cut to its row count ``counts[w][column]``, in one
+    new array (a copy out of shared memory)."""
+    if len(blocks) == 1:
+        return blocks[0][key][: counts[0][column]].copy()
+    return np.concatenate([block[key][: c[column]] for block, c in zip(blocks, counts, strict=True)])
+
+
+def _masks(unavailable: np.ndarray, spec: BehaviorSpec) -> list[np.ndarray]:
+    out, start = [], 0
+    for size in spec.action_spec.discrete_branches:
+        out.append(unavailable[:, start : start + size])
+        start += size
+    return out
