@@ -29,8 +29,8 @@ CONFIG = """
 GROUPS = {
     "environment stepping": [("vector_env.py", "step"), ("vector_env.py", "reset")],
     "network math": [
-        ("numpy_policy.py", "act"), ("numpy_policy.py", "value"),
-        ("numpy_gradients.py", "compute"), ("optimizer.py", "wrapper"), ("numpy_adam.py", "step"),
+        ("numpy_network.py", "act"), ("numpy_network.py", "value"),
+        ("ppo.py", "_accelerated_gradients"), ("optimizer.py", "wrapper"), ("numpy_adam.py", "step"),
         ("normalizer.py", "update"),
     ],
 }
