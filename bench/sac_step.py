@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
+from palaestra.algorithms.auxiliary import StatsMean
 from palaestra.algorithms.sac import SAC
 from palaestra.envs.base import ActionSpec, BehaviorSpec
 from palaestra.networks.numpy_adam import NumpyAdam
@@ -53,10 +54,10 @@ def main() -> None:
                    allowed=np.ones((n, 0), bool), next_allowed=np.ones((n, 0), bool),
                    env_reward=rng.normal(size=n).astype(np.float32), done=rng.random(n) < 0.05)
     for _ in range(30):  # warm-up: first calls, allocations
-        sac._gradient_step(sac.buffer.sample(args.batch, sac.rng))
+        sac._gradient_step(sac.buffer.sample(args.batch, sac.rng), StatsMean())
     start = time.perf_counter()
     for _ in range(args.steps):
-        sac._gradient_step(sac.buffer.sample(args.batch, sac.rng))
+        sac._gradient_step(sac.buffer.sample(args.batch, sac.rng), StatsMean())
     ms = (time.perf_counter() - start) / args.steps * 1e3
     ops = "numpy" if sac._xp is CPUOps else "torch"
     print(f"hidden {args.hidden} x {args.layers}, batch {args.batch}, {ops} operations, "
