@@ -34,7 +34,7 @@ from yaml.composer import ComposerError
 from yaml.constructor import ConstructorError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from palaestra.networks.constants import ACTIVATIONS
+from palaestra.networks.constants import ACTIVATIONS, DEFAULT_ACTIVATION
 
 logger = logging.getLogger("palaestra")
 
@@ -288,7 +288,7 @@ class TrainerSettings:
     # exhausted memory or seemed to hang
     hidden_units: int = _key(128, integer(1, 4096), "units per hidden layer", used_by=EVERY_TRAINER)
     num_layers: int = _key(2, integer(1, 16), "hidden layers", used_by=EVERY_TRAINER)
-    activation: str = _key("swish", choice(*ACTIVATIONS), "hidden-layer activation: `swish` (z·sigmoid(z), "
+    activation: str = _key(DEFAULT_ACTIVATION, choice(*ACTIVATIONS), "hidden-layer activation: `swish` (z·sigmoid(z), "
                            "ML-Agents) or `tanh` (Stable-Baselines3's default); SAC takes `swish` only so far",
                            used_by=EVERY_RL_TRAINER)
     learning_rate: float = _key(3.0e-4, real(0.0, low_open=True), "Adam learning rate", used_by=EVERY_TRAINER)

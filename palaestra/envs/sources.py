@@ -27,6 +27,7 @@ from typing import Any, Callable, Mapping
 
 from palaestra.envs.base import EngineConfig, Env, EnvError
 from palaestra.envs.builtin import BUILTIN_ENVS
+from palaestra.options import RunOptions
 
 UNITY_SUFFIXES = (".x86_64", ".x86", ".exe", ".app")
 
@@ -62,7 +63,7 @@ class EnvRequest:
     num_areas: int = 1
     env_args: list[str] | None = None
     engine: EngineConfig | None = None
-    port: int = 5005
+    port: int = RunOptions.base_port
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,7 @@ ENV_SOURCES: list[EnvSource] = [
 
 
 def make_env(name: str | None, seed: int = 0, num_areas: int = 1, env_args: list[str] | None = None,
-             engine: EngineConfig | None = None, port: int = 5005) -> Env:
+             engine: EngineConfig | None = None, port: int = RunOptions.base_port) -> Env:
     request = EnvRequest(name, seed, num_areas, env_args, engine, port)
     for source in ENV_SOURCES:
         if source.matches(name):

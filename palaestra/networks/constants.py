@@ -7,4 +7,5 @@ CLIP = 5.0  # ML-Agents clips normalized observations to [-5, 5]
 # SAC's on the accelerator in numpy (palaestra/machine.py, algorithms/sac.py)
 WIDE_NETWORK_UNITS = 256
 ACTIVATIONS = ("swish", "tanh")  # hidden layers: z sigmoid(z) (ML-Agents) or tanh(z) (Stable-Baselines3)
+DEFAULT_ACTIVATION = ACTIVATIONS[0]
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # SAC's state-dependent log-std (Haarnoja et al. 2018, appendix C)

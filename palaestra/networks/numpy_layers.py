@@ -133,9 +133,6 @@ class NumpyOps:
         return np.arange(n)
 
 
-ACTIVATIONS = ("swish", "tanh", "")  # "": none (a network's output layer)
-
-
 def activate(xp, kind: str, z):
     """(activation(z), what its backward pass keeps)."""
     if kind == "swish":

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from palaestra.envs.base import BehaviorSpec
-from palaestra.networks.constants import ACTIVATIONS
+from palaestra.networks.constants import ACTIVATIONS, DEFAULT_ACTIVATION
 from palaestra.networks.distributions import ActionDistribution
 from palaestra.networks.normalizer import Normalizer
 
@@ -25,7 +25,7 @@ class TwinMLP(nn.Module):
     """Two MLPs of the same shape over the same input: ``forward(x)`` returns ``[2, B, hidden]``
     (index 0: actor features, 1: critic features)."""
 
-    def __init__(self, inputs: int, hidden: int, layers: int, activation: str = "swish") -> None:
+    def __init__(self, inputs: int, hidden: int, layers: int, activation: str = DEFAULT_ACTIVATION) -> None:
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation {activation!r}: one of {', '.join(ACTIVATIONS)}")
@@ -75,7 +75,7 @@ class PolicyOutput:
 
 class ActorCritic(nn.Module):
     def __init__(self, spec: BehaviorSpec, hidden_units: int, num_layers: int, normalize: bool,
-                 num_value_heads: int, activation: str = "swish") -> None:
+                 num_value_heads: int, activation: str = DEFAULT_ACTIVATION) -> None:
         super().__init__()
         for shape in spec.observation_shapes:
             if len(shape) != 1:

@@ -30,6 +30,7 @@ from typing import Any, Callable, Hashable
 
 from palaestra.envs.base import BehaviorSpec, EngineConfig, EnvError
 from palaestra.interrupts import STOP_SIGNALS
+from palaestra.options import RunOptions
 from palaestra.workers.process import MESSAGE, control_layout, run_worker
 from palaestra.workers.shared_memory import Layout, SharedArrays, Signal
 
@@ -45,9 +46,9 @@ STARTUP_TIMEOUT = 60.0
 class RestartLimits:
     """How often a failed worker is restarted (ML-Agents' names and defaults; -1: no limit)."""
 
-    max_lifetime: int = 10  # restarts of one worker over the whole run
-    rate_n: int = 1  # restarts of one worker within rate_period_s
-    rate_period_s: float = 60.0
+    max_lifetime: int = RunOptions.max_lifetime_restarts  # restarts of one worker over the whole run
+    rate_n: int = RunOptions.restarts_rate_limit_n  # restarts of one worker within rate_period_s
+    rate_period_s: float = RunOptions.restarts_rate_limit_period_s
 
     def refusal(self, earlier: list[float], now: float) -> str | None:
         """Why one more restart is refused, given the times of this worker's earlier restarts."""
@@ -91,7 +92,7 @@ class WorkerPool:
 
     def __init__(self, name: str, num_envs: int, seed: int = 0, num_areas: int = 1,
                  env_args: list[str] | None = None, engine: EngineConfig | None = None,
-                 timeout: float = DEFAULT_TIMEOUT, base_port: int = 5005,
+                 timeout: float = DEFAULT_TIMEOUT, base_port: int = RunOptions.base_port,
                  restarts: RestartLimits | None = None) -> None:
         self.n = num_envs
         self.timeout = timeout

@@ -40,6 +40,7 @@ from palaestra.envs.base import (
     EnvError,
     TerminalSteps,
 )
+from palaestra.options import RunOptions
 from palaestra.workers.pool import DEFAULT_TIMEOUT, RestartLimits, WorkerFailed, WorkerPool
 from palaestra.workers.process import MESSAGE, READ_PIPE, STEP
 from palaestra.workers.shared_memory import Layout, SharedArrays
@@ -139,7 +140,7 @@ class _WorkerState:
 class WorkerPoolEnv:
     def __init__(self, name: str, num_envs: int, seed: int = 0, num_areas: int = 1,
                  env_args: list[str] | None = None, engine: EngineConfig | None = None,
-                 timeout: float = DEFAULT_TIMEOUT, base_port: int = 5005, pipeline: bool = True,
+                 timeout: float = DEFAULT_TIMEOUT, base_port: int = RunOptions.base_port, pipeline: bool = True,
                  restarts: RestartLimits | None = None) -> None:
         self.pool = WorkerPool(name, num_envs, seed=seed, num_areas=num_areas, env_args=env_args, engine=engine,
                                timeout=timeout, base_port=base_port, restarts=restarts)
