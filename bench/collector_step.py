@@ -41,13 +41,14 @@ def case(spec: BehaviorSpec, agents: int, horizon: int, ending: int, steps: int,
         ended = ids[k * ending : (k + 1) * ending] if ending else ids[:0]
         endings.append(TerminalSteps([obs[0][ended]], reward[ended], ended, np.zeros(len(ended), bool)))
 
-    def policy(o, allowed):
+    def policy(observations, allowed):
+        o = observations[0]
         return act if len(o) == agents else ActResult(act.continuous[: len(o)], act.discrete[: len(o)],
                                                       act.log_prob[: len(o)], act.entropy[: len(o)],
                                                       act.values[: len(o)])
 
-    def value(o):
-        return np.zeros((len(o), 1), np.float32)
+    def value(observations):
+        return np.zeros((len(observations[0]), 1), np.float32)
 
     best = float("inf")
     for _ in range(repeats):

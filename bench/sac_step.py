@@ -49,7 +49,7 @@ def main() -> None:
                            if args.ops == "numpy" else None)
     rng = np.random.default_rng(1)
     n = 5000
-    sac.buffer.add(obs=rng.normal(size=(n, 3)).astype(np.float32), next_obs=rng.normal(size=(n, 3)).astype(np.float32),
+    sac.buffer.add(obs_0=rng.normal(size=(n, 3)).astype(np.float32), next_obs_0=rng.normal(size=(n, 3)).astype(np.float32),
                    continuous=rng.uniform(-0.9, 0.9, (n, 1)).astype(np.float32), discrete=np.zeros((n, 0), np.int64),
                    allowed=np.ones((n, 0), bool), next_allowed=np.ones((n, 0), bool),
                    env_reward=rng.normal(size=n).astype(np.float32), done=rng.random(n) < 0.05)

@@ -40,8 +40,7 @@ class _ExportPolicy(nn.Module):
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         n_obs = len(self.policy.spec.observation_shapes)
-        obs = torch.cat([o.reshape(o.shape[0], -1) for o in inputs[:n_obs]], dim=1)
-        sample, best, logits = self.policy.export_heads(obs)
+        sample, best, logits = self.policy.export_heads(list(inputs[:n_obs]))  # the encoder concatenates
         outputs: list[torch.Tensor] = []
         if sample is not None:
             outputs += [sample, best]

@@ -17,7 +17,7 @@ from palaestra.envs.sources import make_env
 from palaestra.networks.accelerator import accelerate, weight_layout
 from palaestra.networks.policy import ActorCritic
 from palaestra.rollout.collector import Collector
-from palaestra.rollout.segments import SEGMENTS, Segments
+from palaestra.rollout.segments import Segments
 from palaestra.settings import ExtrinsicSettings, TrainerSettings
 from palaestra.workers.acting import (
     ActingWorkers,
@@ -70,8 +70,8 @@ def test_packed_segments_round_trip_without_padding():
     assert len(parts) > 3 and len({int(p.length.max()) for p in parts}) > 1  # ragged
     packed = pack_segments(parts, n_workers=3, index=2)
     rows = sum(int(p.length.sum()) for p in parts)
-    assert packed["obs"].shape[0] == rows  # real rows only
-    back = SEGMENTS.unpack(packed)
+    assert packed["obs_0"].shape[0] == rows  # real rows only
+    back = parts[0].schema.unpack(packed)
     whole = Segments.concatenate(parts)
     whole.slot = whole.slot * 3 + 2  # unique across workers, as agent ids are
     _assert_same_segments(back, whole)
@@ -166,7 +166,8 @@ def test_a_network_the_accelerator_does_not_take_acts_in_the_workers_with_torch(
     rows = seg.row_mask
     # what the workers recorded is what the published module computes for those rows
     with torch.no_grad():
-        out = ppo.policy.evaluate(torch.as_tensor(seg.obs[rows]), torch.as_tensor(seg.allowed[rows]), None,
+        out = ppo.policy.evaluate([torch.as_tensor(o[rows]) for o in seg.observations],
+                                  torch.as_tensor(seg.allowed[rows]), None,
                                   torch.as_tensor(seg.discrete[rows]))
     np.testing.assert_allclose(out.log_prob.numpy(), seg.log_prob[rows], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(out.values.numpy(), seg.values[rows], rtol=1e-5, atol=1e-6)
@@ -297,8 +298,8 @@ def test_decoupled_ppo_centres_the_clip_on_the_newest_policy_and_weights_stale_r
 
     ppo, _ = _ppo("3DBall")
     obs = np.random.default_rng(0).normal(size=(5, 8)).astype(np.float32)
-    acted = ppo.act(obs, None)
-    fresh = {"obs": obs, "continuous": acted.continuous, "discrete": acted.discrete,
+    acted = ppo.act([obs], None)
+    fresh = {"obs_0": obs, "continuous": acted.continuous, "discrete": acted.discrete,
              "allowed": np.ones((5, 0), bool), "log_prob": acted.log_prob, "advantages": np.arange(5, dtype=np.float32)}
     data = dict(fresh)
     ppo._decouple(data)

@@ -217,7 +217,7 @@ def _structure_fuzz(fixture: Fixture, data) -> None:
         for key, value in state["algorithm"]["policy"].items():
             assert torch.equal(loaded[key], value.to(loaded[key].dtype)), key
         obs = [torch.zeros((1, *shape)).numpy() for shape in fixture.reader.spec.observation_shapes]
-        fixture.reader.algorithm.act(obs[0], None)
+        fixture.reader.algorithm.act(obs, None)
 
 
 @settings(FUZZ, max_examples=250)

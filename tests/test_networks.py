@@ -15,6 +15,7 @@ from palaestra.export import export_policy
 from palaestra.networks.normalizer import Normalizer
 from palaestra.networks.accelerator import accelerate
 from palaestra.networks.policy import ActorCritic
+from palaestra.rollout.buffers import observation_columns
 
 SPECS = {
     "continuous": BehaviorSpec(((5,),), ActionSpec(continuous_size=3)),
@@ -36,6 +37,20 @@ def make_policy(spec, normalize=True, activation="swish"):
     return policy
 
 
+def split(spec, flat):
+    """Flat rows ``[n, total]`` → one array per observation of ``spec``, as environments give them."""
+    out, start = [], 0
+    for shape in spec.observation_shapes:
+        size = int(np.prod(shape))
+        out.append(flat[:, start : start + size].reshape(len(flat), *shape))
+        start += size
+    return out
+
+
+def torch_list(observations):
+    return [torch.as_tensor(o) for o in observations]
+
+
 def random_allowed(spec, n, rng):
     allowed = rng.random((n, sum(spec.action_spec.discrete_branches))) > 0.3
     start = 0
@@ -53,14 +68,14 @@ def test_numpy_mirror_matches_torch(kind, masked, activation):
     policy = make_policy(spec, activation=activation)
     mirror = accelerate(policy, np.random.default_rng(0))
     rng = np.random.default_rng(2)
-    obs = rng.normal(size=(7, policy.obs_size)).astype(np.float32)
+    obs = split(spec, rng.normal(size=(7, policy.obs_size)).astype(np.float32))
     allowed = random_allowed(spec, 7, rng) if spec.action_spec.is_discrete and masked else None
     out = mirror.act(obs, allowed)
     assert out.continuous.shape == (7, spec.action_spec.continuous_size)
     assert out.discrete.shape == (7, len(spec.action_spec.discrete_branches))
     with torch.no_grad():
         ref = policy.evaluate(
-            torch.as_tensor(obs), None if allowed is None else torch.as_tensor(allowed),
+            torch_list(obs), None if allowed is None else torch.as_tensor(allowed),
             torch.as_tensor(out.continuous) if spec.action_spec.is_continuous else None,
             torch.as_tensor(out.discrete) if spec.action_spec.is_discrete else None,
         )
@@ -69,7 +84,7 @@ def test_numpy_mirror_matches_torch(kind, masked, activation):
     np.testing.assert_allclose(out.values, ref.values.numpy(), rtol=1e-4, atol=1e-4)
     det = mirror.act(obs, allowed, deterministic=True)
     with torch.no_grad():
-        ref_det = policy.act(torch.as_tensor(obs), None if allowed is None else torch.as_tensor(allowed),
+        ref_det = policy.act(torch_list(obs), None if allowed is None else torch.as_tensor(allowed),
                              deterministic=True)
     if spec.action_spec.is_continuous:
         np.testing.assert_allclose(det.continuous, ref_det.continuous.numpy(), rtol=1e-4, atol=1e-5)
@@ -88,7 +103,7 @@ def test_numpy_mirror_follows_weight_updates_in_place():
     spec = SPECS["continuous"]
     policy = make_policy(spec)
     mirror = accelerate(policy, np.random.default_rng(0))
-    obs = np.ones((2, 5), np.float32)
+    obs = [np.ones((2, 5), np.float32)]
     before = mirror.value(obs)
     with torch.no_grad():
         policy.values.bias.add_(1.0)
@@ -123,7 +138,7 @@ def test_onnx_export_matches_deterministic_actions(tmp_path, kind, activation):
     names = [o.name for o in session.get_outputs()]
     results = dict(zip(names, session.run(None, feeds)))
     assert results["version_number"].tolist() == [3.0] and results["memory_size"].tolist() == [0.0]
-    obs = torch.as_tensor(np.concatenate([feeds[f"obs_{i}"].reshape(n, -1) for i in range(len(spec.observation_shapes))], 1))
+    obs = [torch.as_tensor(feeds[f"obs_{i}"]) for i in range(len(spec.observation_shapes))]
     with torch.no_grad():
         out = policy.act(obs, None if allowed is None else torch.as_tensor(allowed), deterministic=True)
     if spec.action_spec.is_continuous:
@@ -164,12 +179,12 @@ def test_numpy_gradients_match_torch_autograd(kind, epsilon, beta, masked, value
         policy.normalizer.update(np.random.default_rng(1).normal(1.0, 2.0, size=(40, policy.obs_size)))
     rng = np.random.default_rng(4)
     B = 32
-    obs = rng.normal(size=(B, policy.obs_size)).astype(np.float32)
+    obs = split(spec, rng.normal(size=(B, policy.obs_size)).astype(np.float32))
     width = sum(spec.action_spec.discrete_branches)
     allowed = random_allowed(spec, B, rng) if masked and spec.action_spec.is_discrete else np.ones((B, width), bool)
     acted = accelerate(policy, rng).act(obs, allowed if spec.action_spec.is_discrete else None)
     batch = {
-        "obs": obs, "allowed": allowed, "continuous": acted.continuous, "discrete": acted.discrete,
+        **observation_columns(obs), "allowed": allowed, "continuous": acted.continuous, "discrete": acted.discrete,
         # old log-probabilities around the current ones, so ratios fall inside and outside the clip range
         "log_prob": (acted.log_prob + rng.normal(0, 0.3, B)).astype(np.float32),
         "advantages": rng.normal(size=B).astype(np.float32),
@@ -214,7 +229,7 @@ def test_the_accelerator_applies_to_plain_mlps_only(monkeypatch, layer):
                                reward_signals={"extrinsic": ExtrinsicSettings()})
     ppo = ppo_module.PPO(spec, settings, torch.device("cpu"), np.random.default_rng(0))
     assert ppo._accelerated is None and ppo._numpy_adam is None
-    out = ppo.act(np.zeros((3, 6), np.float32), np.ones((3, 3), bool))
+    out = ppo.act([np.zeros((3, 6), np.float32)], np.ones((3, 3), bool))
     assert out.continuous.shape == (3, 2) and out.values.shape == (3, 1)
 
 
@@ -230,7 +245,7 @@ def test_value_heads_start_near_zero():
     for seed in range(4):
         torch.manual_seed(seed)
         ppo = PPO(spec, settings, torch.device("cpu"))
-        values = ppo.value(np.eye(20, dtype=np.float32))
+        values = ppo.value([np.eye(20, dtype=np.float32)])
         assert np.abs(values).max() < 0.05
 
 
@@ -304,7 +319,7 @@ def test_numpy_mirror_is_quiet_and_finite_for_extreme_inputs():
 
     spec = SPECS["discrete"]
     mirror = accelerate(make_policy(spec, normalize=False), np.random.default_rng(0))
-    obs = np.array([[1e6] * 6, [-1e6] * 6], np.float32)
+    obs = split(spec, np.array([[1e6] * 6, [-1e6] * 6], np.float32))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # an overflow warning would be raised here
         out = mirror.act(obs, None)

@@ -13,7 +13,8 @@ from palaestra.rollout.segments import ActResult
 SPEC = BehaviorSpec(((2,),), ActionSpec(continuous_size=1))
 
 
-def fake_policy(obs, allowed):
+def fake_policy(observations, allowed):
+    obs = observations[0]
     n = obs.shape[0]
     return ActResult(
         continuous=obs[:, :1].copy(), discrete=np.zeros((n, 0), np.int64),
@@ -22,8 +23,8 @@ def fake_policy(obs, allowed):
     )
 
 
-def fake_value(obs):
-    return obs[:, 1:2] * 10.0
+def fake_value(observations):
+    return observations[0][:, 1:2] * 10.0
 
 
 def decision(ids, t, reward=0.0):
@@ -49,7 +50,7 @@ def test_time_horizon_cut_bootstraps_from_the_next_decision():
     seg = finished[0]
     assert seg.length.tolist() == [3, 3]
     assert seg.env_reward.tolist() == [[1.0, 1.0, 1.0]] * 2
-    assert seg.obs[:, :, 0].tolist() == [[0, 1, 2]] * 2
+    assert seg.obs_0[:, :, 0].tolist() == [[0, 1, 2]] * 2
     assert seg.bootstrap[:, 0].tolist() == [50.0, 90.0]  # value of each agent's 4th observation
     assert not seg.terminal.any() and not seg.episode_end.any()
 
@@ -63,8 +64,8 @@ def test_consecutive_cuts_keep_every_reward_and_next_observation(horizon):
         if seg is not None:
             n = int(seg.length[0])
             assert n == horizon
-            times = seg.obs[0, :n, 0].tolist()
-            rows += zip(times, seg.env_reward[0, :n].tolist(), times[1:] + [float(seg.next_obs[0, 0])])
+            times = seg.obs_0[0, :n, 0].tolist()
+            rows += zip(times, seg.env_reward[0, :n].tolist(), times[1:] + [float(seg.next_obs_0[0, 0])])
     # the action at time k is followed by reward k + 1 and observation k + 1
     assert rows == [(float(k), float(k + 1), float(k + 1)) for k in range(len(rows))]
     assert len(rows) == 9 // horizon * horizon
@@ -92,7 +93,7 @@ def test_agents_deciding_at_different_times_and_joining_late():
     _, seg = c.step(decision([7], 3, reward=4.0), TerminalSteps.empty(SPEC), fake_policy, fake_value)
     assert seg is None  # agent 7 has one pending row with reward 4 so far
     _, seg = c.step(decision([7], 4, reward=8.0), TerminalSteps.empty(SPEC), fake_policy, fake_value)
-    assert seg.obs[0, :, 1].tolist() == [7.0, 7.0] and seg.env_reward[0].tolist() == [4.0, 8.0]
+    assert seg.obs_0[0, :, 1].tolist() == [7.0, 7.0] and seg.env_reward[0].tolist() == [4.0, 8.0]
 
 
 def test_slots_stay_put_when_agent_sets_alternate():

@@ -71,7 +71,7 @@ def test_segments_become_transitions_with_next_observations_and_done_flags(tmp_p
     _, seg = collector.step(DecisionSteps.empty(CONTINUOUS), ended, sac.act, sac.value)
     sac.collect(seg)
     columns = sac.buffer.state_dict()["columns"]
-    rows = sorted(zip(columns["obs"][:, 0].tolist(), columns["next_obs"][:, 0].tolist(),
+    rows = sorted(zip(columns["obs_0"][:, 0].tolist(), columns["next_obs_0"][:, 0].tolist(),
                       columns["env_reward"].tolist(), columns["done"].tolist()))
     assert rows == sorted([
         (0.0, 1.0, 1.0, False), (1.0, 2.0, 1.0, False),  # the cut at t = 2, both agents
@@ -91,7 +91,7 @@ def test_update_cadence_counts_from_buffer_init_steps(tmp_path, spelling, expect
     assert s.steps_per_update == expected
     sac = SAC(CONTINUOUS, s, torch.device("cpu"), np.random.default_rng(0))
     n = 40
-    sac.buffer.add(obs=np.zeros((n, 3), np.float32), next_obs=np.zeros((n, 3), np.float32),
+    sac.buffer.add(obs_0=np.zeros((n, 3), np.float32), next_obs_0=np.zeros((n, 3), np.float32),
                    continuous=np.zeros((n, 2), np.float32), discrete=np.zeros((n, 0), np.int64),
                    allowed=np.ones((n, 0), bool), next_allowed=np.ones((n, 0), bool),
                    env_reward=np.ones(n, np.float32), done=np.zeros(n, bool))
@@ -131,7 +131,7 @@ def test_hand_written_gradients_match_autograd(tmp_path, monkeypatch, spec, sign
     discrete = np.stack([rng.choice(np.flatnonzero(row[s:s + k])) for row in allowed[0]
                          for s, k in zip([0, 3], spec.action_spec.discrete_branches)]).reshape(n, -1) \
         if width else np.zeros((n, 0), np.int64)
-    sac.buffer.add(obs=rng.normal(size=(n, 3)).astype(np.float32), next_obs=rng.normal(size=(n, 3)).astype(np.float32),
+    sac.buffer.add(obs_0=rng.normal(size=(n, 3)).astype(np.float32), next_obs_0=rng.normal(size=(n, 3)).astype(np.float32),
                    continuous=rng.uniform(-0.99, 0.99, (n, spec.action_spec.continuous_size)).astype(np.float32),
                    discrete=discrete, allowed=allowed[0], next_allowed=allowed[1],
                    env_reward=rng.normal(size=n).astype(np.float32), done=rng.random(n) < 0.3)
@@ -163,7 +163,7 @@ def test_an_actor_the_accelerator_does_not_know_trains_on_autograd(tmp_path, mon
     assert sac._xp is None and sac._numpy_actor is None and sac._numpy_adam is None
     rng = np.random.default_rng(1)
     n = 16
-    sac.buffer.add(obs=rng.normal(size=(n, 3)).astype(np.float32), next_obs=rng.normal(size=(n, 3)).astype(np.float32),
+    sac.buffer.add(obs_0=rng.normal(size=(n, 3)).astype(np.float32), next_obs_0=rng.normal(size=(n, 3)).astype(np.float32),
                    continuous=rng.uniform(-0.9, 0.9, (n, 2)).astype(np.float32), discrete=np.zeros((n, 0), np.int64),
                    allowed=np.ones((n, 0), bool), next_allowed=np.ones((n, 0), bool),
                    env_reward=rng.normal(size=n).astype(np.float32), done=rng.random(n) < 0.2)
@@ -171,7 +171,7 @@ def test_an_actor_the_accelerator_does_not_know_trains_on_autograd(tmp_path, mon
     sac.step = 2
     stats = sac.update()
     assert sac.update_count == 2 and np.isfinite(stats["Losses/Q1 Loss"]) and not torch.equal(before, sac.flat.data)
-    assert sac.act(np.zeros((2, 3), np.float32), None).continuous.shape == (2, 2)
+    assert sac.act([np.zeros((2, 3), np.float32)], None).continuous.shape == (2, 2)
 
 
 @pytest.mark.parametrize("spec", [CONTINUOUS, DISCRETE], ids=["continuous", "discrete"])
@@ -194,7 +194,7 @@ def test_the_numpy_and_torch_paths_take_the_same_steps(tmp_path, spec):
     rng = np.random.default_rng(5)
     n = 64
     for sac in sacs:
-        sac.buffer.add(obs=rng.normal(size=(n, 3)).astype(np.float32), next_obs=rng.normal(size=(n, 3)).astype(np.float32),
+        sac.buffer.add(obs_0=rng.normal(size=(n, 3)).astype(np.float32), next_obs_0=rng.normal(size=(n, 3)).astype(np.float32),
                        continuous=rng.uniform(-0.9, 0.9, (n, spec.action_spec.continuous_size)).astype(np.float32),
                        discrete=np.stack([rng.integers(0, b, n) for b in spec.action_spec.discrete_branches], 1)
                        if spec.action_spec.is_discrete else np.zeros((n, 0), np.int64),
@@ -224,7 +224,7 @@ def test_numpy_acting_mirror_matches_the_torch_actor(tmp_path, spec):
     with torch.no_grad():
         sac.flat.data.add_(torch.randn_like(sac.flat.data) * 0.5)  # in place: the mirror must see it
     sac.policy.normalizer.update(np.random.default_rng(1).normal(1.0, 2.0, size=(50, 3)))
-    obs = np.random.default_rng(2).normal(size=(6, 3)).astype(np.float32)
+    obs = [np.random.default_rng(2).normal(size=(6, 3)).astype(np.float32)]
     for deterministic in (True, False):
         mirror = sac._numpy_actor.act(obs, None, deterministic)
         reference = sac._torch_act(obs, None, deterministic=True)
@@ -237,7 +237,7 @@ def test_numpy_acting_mirror_matches_the_torch_actor(tmp_path, spec):
         sampled = sac._numpy_actor.act(obs, None)
         noise = torch.as_tensor(np.random.default_rng(9).standard_normal(1 << 16, dtype=np.float32)[:12].reshape(6, 2))
         with torch.no_grad():
-            mean, log_std = sac.policy.gaussian_params(sac.policy.body(sac.policy.encode(torch.as_tensor(obs))))
+            mean, log_std = sac.policy.gaussian_params(sac.policy.body(sac.policy.encode([torch.as_tensor(obs[0])])))
             action, log_prob = squashed_sample(mean, log_std, noise)
         np.testing.assert_allclose(sampled.continuous, action.numpy(), atol=1e-5)
         np.testing.assert_allclose(sampled.log_prob, log_prob.numpy(), rtol=1e-4, atol=1e-4)
@@ -262,11 +262,11 @@ def test_discrete_sac_respects_masks_and_targets_ml_agents_entropy(tmp_path):
     allowed = np.ones((200, 5), bool)
     allowed[:, 0] = allowed[:, 1] = False  # branch 0: only action 2
     allowed[:, 4] = False  # branch 1: only action 0
-    out = sac.act(np.random.default_rng(1).normal(size=(200, 3)).astype(np.float32), allowed)
+    out = sac.act([np.random.default_rng(1).normal(size=(200, 3)).astype(np.float32)], allowed)
     assert (out.discrete[:, 0] == 2).all() and (out.discrete[:, 1] == 0).all()
     n = 64
     rng = np.random.default_rng(2)
-    sac.buffer.add(obs=rng.normal(size=(n, 3)).astype(np.float32), next_obs=rng.normal(size=(n, 3)).astype(np.float32),
+    sac.buffer.add(obs_0=rng.normal(size=(n, 3)).astype(np.float32), next_obs_0=rng.normal(size=(n, 3)).astype(np.float32),
                    continuous=np.zeros((n, 0), np.float32), discrete=np.tile([2, 0], (n, 1)),
                    allowed=allowed[:n], next_allowed=allowed[:n], env_reward=np.ones(n, np.float32),
                    done=rng.random(n) < 0.2)
@@ -299,7 +299,7 @@ def test_exported_sac_policy_matches_its_deterministic_actions(tmp_path):
                   np.random.default_rng(0))
         sac.policy.normalizer.update(np.random.default_rng(1).normal(1.0, 2.0, size=(50, 3)))
         obs = np.random.default_rng(3).normal(size=(7, 3)).astype(np.float32)
-        expected = sac.act(obs, None, deterministic=True)
+        expected = sac.act([obs], None, deterministic=True)
         export_policy(sac.policy, tmp_path / "p.onnx")
         session = ort.InferenceSession(str(tmp_path / "p.onnx"))
         feeds = {"obs_0": obs}
@@ -335,7 +335,7 @@ def test_ctrl_c_then_resume_restores_the_replay_buffer_and_counters(tmp_path):
     saved = CheckpointManager.load(CheckpointManager(folder, 5).latest())["algorithm"]
     replay = CheckpointManager.load_file(folder / "replay_buffer.pt", "")
     assert replay["step"] == saved["step"] and saved["update_count"] == saved["step"]  # one update per step
-    assert replay["columns"]["obs"].shape[0] == min(saved["step"], 500)
+    assert replay["columns"]["obs_0"].shape[0] == min(saved["step"], 500)
 
     # Resume in-process for one more step and inspect the restored trainer.
     from palaestra import run as run_module
@@ -345,7 +345,7 @@ def test_ctrl_c_then_resume_restores_the_replay_buffer_and_counters(tmp_path):
 
     def capture(parts):  # the trainer as --resume rebuilt it, before it trains on
         sac = parts.trainers["1D"].algorithm
-        restored.update(step=sac.step, update_count=sac.update_count, obs=sac.buffer.state_dict()["columns"]["obs"])
+        restored.update(step=sac.step, update_count=sac.update_count, obs=sac.buffer.state_dict()["columns"]["obs_0"])
         return original(parts)
 
     (tmp_path / "c.yaml").write_text(SMALL_SAC.format(max_steps=saved["step"] + 200))
@@ -359,7 +359,7 @@ def test_ctrl_c_then_resume_restores_the_replay_buffer_and_counters(tmp_path):
         run_module._train_loop = original
         os.chdir(old)
     assert (restored["step"], restored["update_count"]) == (saved["step"], saved["update_count"])
-    np.testing.assert_array_equal(restored["obs"], replay["columns"]["obs"].numpy())
+    np.testing.assert_array_equal(restored["obs"], replay["columns"]["obs_0"].numpy())
     resumed = CheckpointManager.load(CheckpointManager(folder, 5).latest())["algorithm"]
     assert resumed["step"] > saved["step"] and resumed["update_count"] > saved["update_count"]
 

@@ -17,6 +17,7 @@ from palaestra.capabilities import CAPABILITIES, acting_obstacle, settings_probl
 from palaestra.envs.sources import make_env
 from palaestra.rewards import SIGNAL_BUILDERS
 from palaestra.rollout.collector import Collector
+from palaestra.rollout.buffers import observations
 from palaestra.settings import ExtrinsicSettings, TrainerSettings
 
 
@@ -56,7 +57,7 @@ class ProbeSignal:
         return loss
 
     def _loss(self, batch) -> torch.Tensor:
-        x = np.concatenate([batch["obs"], batch["next_obs"], batch["continuous"],
+        x = np.concatenate([*observations(batch), *observations(batch, "next_obs"), batch["continuous"],
                             batch["discrete"].astype(np.float32)], axis=1)
         # the reward shifted by 1: far from a fresh model's outputs, so learning shows
         target = torch.as_tensor(batch["env_reward"] + 1.0, device=self.device, dtype=torch.float32)
@@ -94,7 +95,7 @@ class PushDown:
         self.batch_sizes: list[int] = []
 
     def loss(self, policy, batch, step):
-        self.batch_sizes.append(len(batch["obs"]))
+        self.batch_sizes.append(len(batch["obs_0"]))
         loss = 1e6 * next(policy.parameters()).sum()
         return loss, {"Losses/Push Down": float(loss.detach())}
 
@@ -154,9 +155,9 @@ def test_a_reward_signal_with_its_own_model_learns_in_the_update_loop(probe, tra
     updates = _train(algorithm, env_name, 600)
     assert updates and probe_signal.batches
     batch = probe_signal.batches[0]
-    assert {"obs", "next_obs", "continuous", "discrete", "env_reward"} <= set(batch)
+    assert {"obs_0", "next_obs_0", "continuous", "discrete", "env_reward"} <= set(batch)
     assert all(isinstance(v, np.ndarray) for v in batch.values())
-    assert len(batch["obs"]) == algorithm.settings.batch_size
+    assert len(batch["obs_0"]) == algorithm.settings.batch_size
     seen = probe_signal.batches
     trained = probe_signal.model.state_dict()
     assert probe_signal.mean_loss(seen, trained) < 0.5 * probe_signal.mean_loss(seen, probe_signal.initial)

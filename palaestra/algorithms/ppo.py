@@ -37,7 +37,7 @@ from palaestra.networks.optim import make_adam
 from palaestra.networks.policy import ActorCritic
 from palaestra.networks.torch_acting import TorchActor
 from palaestra.rewards import SignalEpisodeSums, load_signals_state, make_signals, signals_state
-from palaestra.rollout.buffers import RolloutBuffer
+from palaestra.rollout.buffers import RolloutBuffer, observation_columns, observations
 from palaestra.rollout.segments import ActResult, Segments
 from palaestra.settings import PPOSettings
 from palaestra.timers import timed
@@ -165,16 +165,16 @@ class PPO:
         self.episode_sums = SignalEpisodeSums(self.signals)  # for "Policy/<Signal> Reward"
 
     # -- acting ------------------------------------------------------------------------------
-    def act(self, obs: np.ndarray, allowed: np.ndarray | None, deterministic: bool = False) -> ActResult:
-        return self._actor.act(obs, allowed, deterministic)
+    def act(self, observations: list[np.ndarray], allowed: np.ndarray | None, deterministic: bool = False) -> ActResult:
+        return self._actor.act(observations, allowed, deterministic)
 
     def policy_arrays(self) -> dict[str, np.ndarray]:
         """The policy's weights as named numpy arrays, for acting in environment workers (views
         on the CPU; copies of a policy on a GPU, taken at each call)."""
         return policy_arrays(self.policy)
 
-    def value(self, obs: np.ndarray) -> np.ndarray:
-        return self._actor.value(obs).astype(np.float32, copy=False)
+    def value(self, observations: list[np.ndarray]) -> np.ndarray:
+        return self._actor.value(observations).astype(np.float32, copy=False)
 
     # -- experience --------------------------------------------------------------------------
     def collect(self, seg: Segments) -> dict[str, list[float]]:
@@ -199,8 +199,9 @@ class PPO:
         ML-Agents updates the normalizer here too, with each trajectory's observations; the
         observations of a queued batch were all acted on with the same, older statistics."""
         mask = seg.row_mask
-        if self.policy.normalizer is not None:
-            self.policy.normalizer.update(seg.obs[mask])
+        obs = [o[mask] for o in seg.observations]
+        if self.policy.normalizer is not None:  # over the vector observations side by side
+            self.policy.normalizer.update(self.policy.encoder(obs))
         stats: dict[str, list[float]] = {}
         advantages = np.zeros(mask.shape, dtype=np.float64)
         returns = np.zeros((*mask.shape, len(self.signals)), dtype=np.float32)
@@ -215,7 +216,7 @@ class PPO:
             returns[:, :, k] = adv + values
             stats[f"Policy/{signal.stat_name} Value Estimate"] = [float(values[mask].mean())]
         self.buffer.add(
-            obs=seg.obs[mask],
+            **observation_columns(obs),
             continuous=seg.continuous[mask],
             discrete=seg.discrete[mask],
             allowed=seg.allowed[mask],
@@ -232,7 +233,8 @@ class PPO:
         models learn from transitions (observation, action, next observation)."""
         if not self._learning_signals:
             return {}
-        return {"next_obs": following_rows(seg.obs, seg.next_obs, seg.length)[mask], "env_reward": seg.env_reward[mask]}
+        following = [following_rows(o, after, seg.length)[mask] for o, after in zip(seg.observations, seg.next_observations)]
+        return observation_columns(following, "next_obs") | {"env_reward": seg.env_reward[mask]}
 
     def ready(self) -> bool:
         return self.experiences > self.settings.buffer_size
@@ -320,7 +322,7 @@ class PPO:
         action = self.spec.action_spec
         t = {k: torch.as_tensor(v, device=self.device) for k, v in data.items()}
         prox = self.policy.evaluate(
-            t["obs"],
+            observations(t),
             t["allowed"] if action.is_discrete else None,
             t["continuous"] if action.is_continuous else None,
             t["discrete"] if action.is_discrete else None,
@@ -334,7 +336,7 @@ class PPO:
         """The PPO loss of one mini-batch and its gradient (``.grad`` of every parameter)."""
         action = self.spec.action_spec
         out = self.policy.evaluate(
-            batch["obs"],
+            observations(batch),
             batch["allowed"] if action.is_discrete else None,
             batch["continuous"] if action.is_continuous else None,
             batch["discrete"] if action.is_discrete else None,
@@ -350,8 +352,8 @@ class PPO:
         """The same on the CPU accelerator: its forward pass to the loss inputs, their gradient
         (``ppo_loss_gradients``), its backward pass into the parameters' ``.grad``."""
         net = self._accelerated
-        log_prob, entropy, values, kept = net.evaluate(batch["obs"], batch.get("allowed"), batch["continuous"],
-                                                       batch["discrete"])
+        log_prob, entropy, values, kept = net.evaluate(observations(batch), batch.get("allowed"),
+                                                       batch["continuous"], batch["discrete"])
         grad_log_prob, grad_entropy, grad_values, policy_loss, value_loss = ppo_loss_gradients(
             log_prob, entropy, values, batch, epsilon, beta, value_clip)
         net.backward(grad_log_prob, grad_entropy, grad_values, kept)

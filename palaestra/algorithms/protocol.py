@@ -26,11 +26,11 @@ class Algorithm(Protocol):
     update_count: int
     decoupled: bool  # experience may come from weights older than the last update (acting workers)
 
-    def act(self, obs: np.ndarray, allowed: np.ndarray | None, deterministic: bool = False) -> ActResult:
+    def act(self, observations: list[np.ndarray], allowed: np.ndarray | None, deterministic: bool = False) -> ActResult:
         """Actions, log-probabilities, entropies and value estimates for one decision batch."""
         ...
 
-    def value(self, obs: np.ndarray) -> np.ndarray:
+    def value(self, observations: list[np.ndarray]) -> np.ndarray:
         """Per-signal value estimates ``[n, signals]`` to bootstrap cut segments from."""
         ...
 

@@ -45,9 +45,17 @@ from palaestra.networks.numpy_layers import log_softmax, squashed_gaussian, squa
 from palaestra.networks.optim import make_adam, step_single_adam
 from palaestra.networks.sac_networks import SquashedActor, TwinQ, squashed_sample
 from palaestra.rewards import SignalEpisodeSums, load_signals_state, make_signals, signals_state
-from palaestra.rollout.buffers import ReplayBuffer
+from palaestra.rollout.buffers import ReplayBuffer, observation_columns, observations
 from palaestra.rollout.segments import ActResult, Segments
 from palaestra.settings import SACSettings
+
+def _split_flat(flat: np.ndarray, shapes: tuple[tuple[int, ...], ...]) -> list[np.ndarray]:
+    """Observations stored side by side ``[n, total]`` → one array per observation."""
+    if sum(math.prod(shape) for shape in shapes) != flat.shape[1]:
+        raise ValueError(f"observations of width {flat.shape[1]}, expected shapes {list(shapes)}")
+    bounds = np.cumsum([0] + [math.prod(shape) for shape in shapes])
+    return [flat[:, a:b].reshape(len(flat), *shape) for a, b, shape in zip(bounds[:-1], bounds[1:], shapes)]
+
 
 DISCRETE_TARGET_ENTROPY_SCALE = 0.2  # ML-Agents: target entropy 0.2 x log(branch size)
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
@@ -57,8 +65,8 @@ _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 class SACBatch:
     """One mini-batch, as numpy arrays (``to_torch`` for torch)."""
 
-    obs: np.ndarray  # [B, obs] raw observations (each path normalizes them)
-    next_obs: np.ndarray  # [B, obs]
+    obs: list[np.ndarray]  # [B, *shape] per observation, raw (each path encodes and normalizes them)
+    next_obs: list[np.ndarray]  # the same at s'
     continuous: np.ndarray  # [B, c] actions taken (squashed)
     discrete: np.ndarray  # [B, branches] int64
     allowed: np.ndarray  # [B, sum(branches)] bool
@@ -68,7 +76,10 @@ class SACBatch:
     noise: np.ndarray  # [2B, c] standard normal noise for the actor at s and at s'
 
     def to_torch(self, device: torch.device) -> SimpleNamespace:
-        return SimpleNamespace(**{k: torch.as_tensor(v, device=device) for k, v in vars(self).items()})
+        def tensors(v):
+            return [torch.as_tensor(o, device=device) for o in v] if isinstance(v, list) else torch.as_tensor(v, device=device)
+
+        return SimpleNamespace(**{k: tensors(v) for k, v in vars(self).items()})
 
 
 # -- SAC's losses, and beside each its gradient with respect to its inputs for the accelerator
@@ -182,15 +193,16 @@ class SAC:
         self._torch_rng.manual_seed(int(self.rng.integers(2**62)))
 
     # -- acting ------------------------------------------------------------------------------
-    def act(self, obs: np.ndarray, allowed: np.ndarray | None, deterministic: bool = False) -> ActResult:
+    def act(self, observations: list[np.ndarray], allowed: np.ndarray | None, deterministic: bool = False) -> ActResult:
         if self._numpy_actor is not None:
-            return self._numpy_actor.act(obs, allowed, deterministic)
-        return self._torch_act(obs, allowed, deterministic)
+            return self._numpy_actor.act(observations, allowed, deterministic)
+        return self._torch_act(observations, allowed, deterministic)
 
     @torch.inference_mode()
-    def _torch_act(self, obs: np.ndarray, allowed: np.ndarray | None, deterministic: bool = False) -> ActResult:
-        n = obs.shape[0]
-        h = self.policy.body(self.policy.encode(torch.as_tensor(obs, device=self.device)))
+    def _torch_act(self, observations: list[np.ndarray], allowed: np.ndarray | None,
+                   deterministic: bool = False) -> ActResult:
+        n = observations[0].shape[0]
+        h = self.policy.body(self.policy.encode([torch.as_tensor(o, device=self.device) for o in observations]))
         cont = np.zeros((n, 0), np.float32)
         disc = np.zeros((n, 0), np.int64)
         if self.continuous:
@@ -220,23 +232,24 @@ class SAC:
         return ActResult(cont, disc, log_prob.cpu().numpy(), entropy.cpu().numpy(),
                          np.zeros((n, len(self.signals)), np.float32))
 
-    def value(self, obs: np.ndarray) -> np.ndarray:
+    def value(self, observations: list[np.ndarray]) -> np.ndarray:
         """SAC keeps no state-value estimate for segments; its critics learn from transitions."""
-        return np.zeros((obs.shape[0], len(self.signals)), np.float32)
+        return np.zeros((observations[0].shape[0], len(self.signals)), np.float32)
 
     # -- experience --------------------------------------------------------------------------
     def collect(self, seg: Segments) -> dict[str, list[float]]:
         """Turn finished segments into transitions in the replay buffer."""
         mask = seg.row_mask
         F, H = mask.shape
-        if self.policy.normalizer is not None:
-            self.policy.normalizer.update(seg.obs[mask])
-        next_obs = following_rows(seg.obs, seg.next_obs, seg.length)
+        obs = [o[mask] for o in seg.observations]
+        if self.policy.normalizer is not None:  # over the vector observations side by side
+            self.policy.normalizer.update(self.policy.encoder(obs))
+        next_obs = [following_rows(o, after, seg.length)[mask] for o, after in zip(seg.observations, seg.next_observations)]
         next_allowed = following_rows(seg.allowed, seg.next_allowed, seg.length, fill=True)
         done = np.zeros((F, H), bool)
         done[np.arange(F), seg.length - 1] = seg.terminal  # a step-limit interruption is not done: its target bootstraps
         self.buffer.add(
-            obs=seg.obs[mask], next_obs=next_obs[mask], continuous=seg.continuous[mask],
+            **observation_columns(obs), **observation_columns(next_obs, "next_obs"), continuous=seg.continuous[mask],
             discrete=seg.discrete[mask], allowed=seg.allowed[mask], next_allowed=next_allowed[mask],
             env_reward=seg.env_reward[mask], done=done[mask],
         )
@@ -309,8 +322,8 @@ class SAC:
     def _prepare(self, batch: dict[str, np.ndarray]) -> SACBatch:
         rewards = np.stack([signal.rewards_for_batch(batch) for signal in self.signals], 1).astype(np.float32)
         return SACBatch(
-            obs=batch["obs"],
-            next_obs=batch["next_obs"],
+            obs=observations(batch),
+            next_obs=observations(batch, "next_obs"),
             continuous=batch["continuous"],
             discrete=batch["discrete"].astype(np.int64, copy=False),
             allowed=batch["allowed"],
@@ -535,8 +548,11 @@ class SAC:
                 "columns": {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state["columns"].items()}}
 
     def load_replay_state(self, state: dict[str, Any]) -> int:
-        self.buffer.load_state_dict({"capacity": state["capacity"],
-                                     "columns": {k: v.numpy() for k, v in state["columns"].items()}})
+        columns = {k: v.numpy() for k, v in state["columns"].items()}
+        for prefix in ("obs", "next_obs"):  # files saved before observations kept their shapes
+            if prefix in columns:
+                columns |= observation_columns(_split_flat(columns.pop(prefix), self.spec.observation_shapes), prefix)
+        self.buffer.load_state_dict({"capacity": state["capacity"], "columns": columns})
         return self.buffer.size
 
     def policy_arrays(self) -> dict[str, np.ndarray]:

@@ -11,7 +11,7 @@ from palaestra.networks.numpy_network import MLPNetwork, WeightLayout, weight_vi
 
 
 def make_actor(layout: WeightLayout, weights: np.ndarray, rng: np.random.Generator):
-    """An object with ``act(obs, allowed, deterministic)`` over ``weights``, a flat float32
+    """An object with ``act(observations, allowed, deterministic)`` over ``weights``, a flat float32
     buffer laid out as ``layout`` that the worker refreshes in place."""
     views = weight_views(weights, layout)
     if layout.network is not None:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from palaestra.networks.constants import LOG_STD_MAX, LOG_STD_MIN
+from palaestra.networks.encoders import concatenate_vectors
 from palaestra.networks.numpy_layers import (
     HALF_LOG_2PI,
     Categorical,
@@ -109,25 +110,29 @@ class MLPNetwork:
             self.normal = RandomPool(rng, lambda g, n: g.standard_normal(n, dtype=np.float32))
             self.gumbel = RandomPool(rng, gumbel_noise)
 
-    def encode(self, obs):
+    def encode(self, observations):
+        """The vector observations side by side (networks/encoders.py), normalized."""
+        x = concatenate_vectors(observations)
+        if isinstance(x, np.ndarray):
+            x = x.astype(np.float32, copy=False)
         if self.norm is None:
-            return obs
-        return normalize(self.xp, obs, *self.norm)
+            return x
+        return normalize(self.xp, x, *self.norm)
 
-    def features(self, obs, cache: list | None = None):
-        """(actor features, critic features or None) of raw observations."""
-        h = self.trunk.forward(self.encode(obs), cache)
+    def features(self, observations, cache: list | None = None):
+        """(actor features, critic features or None) of raw observations (one array per observation)."""
+        h = self.trunk.forward(self.encode(observations), cache)
         return (h[0], h[1]) if self.twin else (h, None)
 
     # -- acting ------------------------------------------------------------------------------
-    def value(self, obs: np.ndarray) -> np.ndarray:
+    def value(self, observations: list[np.ndarray]) -> np.ndarray:
         if self.values is None:  # SAC keeps no state-value estimate for segments
-            return np.zeros((obs.shape[0], self.spec.signals), np.float32)
-        return self.values.forward(self.features(obs.astype(np.float32, copy=False))[1])
+            return np.zeros((observations[0].shape[0], self.spec.signals), np.float32)
+        return self.values.forward(self.features(observations)[1])
 
-    def act(self, obs: np.ndarray, allowed: np.ndarray | None, deterministic: bool = False) -> ActResult:
-        h, g = self.features(obs.astype(np.float32, copy=False))
-        n = obs.shape[0]
+    def act(self, observations: list[np.ndarray], allowed: np.ndarray | None, deterministic: bool = False) -> ActResult:
+        h, g = self.features(observations)
+        n = observations[0].shape[0]
         values = self.values.forward(g) if self.values is not None else np.zeros((n, self.spec.signals), np.float32)
         if self.continuous == 0:  # discrete actions only: the common case
             disc, log_prob, entropy = self.categorical.sample(self.logits.forward(h), allowed, self.gumbel,
@@ -156,12 +161,12 @@ class MLPNetwork:
         return ActResult(cont, disc, log_prob + lp, entropy + ent, values)
 
     # -- a policy-gradient loss's inputs and their backward pass (PPO) -----------------------
-    def evaluate(self, obs, allowed, continuous, discrete):
+    def evaluate(self, observations, allowed, continuous, discrete):
         """(log pi(actions), entropy, values, kept for ``backward``) of an actor-critic with a
         Gaussian and/or categorical head; ``allowed`` None: nothing masked."""
         trunk_cache: list = []
-        h, g = self.features(obs, trunk_cache)
-        log_prob = np.zeros(len(obs), np.float32)
+        h, g = self.features(observations, trunk_cache)
+        log_prob = np.zeros(len(h), np.float32)
         entropy = 0.0
         heads: dict = {}
         if self.gaussian is not None:

@@ -1,5 +1,5 @@
 """The actor-critic network used by PPO: separate actor and critic MLPs (swish activations) over
-the concatenated, optionally normalized vector observations; a Gaussian head with a learned,
+the concatenated (networks/encoders.py), optionally normalized vector observations; a Gaussian head with a learned,
 state-independent log standard deviation for continuous actions, a masked categorical head per
 discrete branch, and one value head per reward signal.
 
@@ -11,13 +11,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import nn
 
 from palaestra.envs.base import BehaviorSpec
 from palaestra.networks.constants import ACTIVATIONS, DEFAULT_ACTIVATION
 from palaestra.networks.distributions import ActionDistribution
+from palaestra.networks.encoders import VectorEncoder
 from palaestra.networks.normalizer import Normalizer
 
 
@@ -60,10 +60,6 @@ def head(inputs: int, outputs: int, gain: float) -> nn.Linear:
     return linear
 
 
-def vector_size(spec: BehaviorSpec) -> int:
-    return int(sum(int(np.prod(shape)) for shape in spec.observation_shapes))
-
-
 @dataclass
 class PolicyOutput:
     continuous: torch.Tensor | None  # raw (unclipped) continuous actions
@@ -77,13 +73,9 @@ class ActorCritic(nn.Module):
     def __init__(self, spec: BehaviorSpec, hidden_units: int, num_layers: int, normalize: bool,
                  num_value_heads: int, activation: str = DEFAULT_ACTIVATION) -> None:
         super().__init__()
-        for shape in spec.observation_shapes:
-            if len(shape) != 1:
-                raise ValueError(
-                    f"observation of shape {shape}: only vector observations are supported so far"
-                )
         self.spec = spec
-        self.obs_size = vector_size(spec)
+        self.encoder = VectorEncoder(spec.observation_shapes)  # no parameters: not a submodule
+        self.obs_size = self.encoder.size
         self.normalizer = Normalizer(self.obs_size) if normalize else None
         self.towers = TwinMLP(self.obs_size, hidden_units, num_layers, activation)
         action = spec.action_spec
@@ -97,8 +89,9 @@ class ActorCritic(nn.Module):
         # with 0.01 (docs/benchmarks.md).
         self.values = head(hidden_units, num_value_heads, VALUE_HEAD_GAIN)
 
-    def encode(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.normalizer(obs) if self.normalizer is not None else obs
+    def encode(self, observations: list[torch.Tensor]) -> torch.Tensor:
+        x = self.encoder(observations)
+        return self.normalizer(x) if self.normalizer is not None else x
 
     def distribution(self, h: torch.Tensor, allowed: torch.Tensor | None) -> ActionDistribution:
         """The action distribution given actor features ``h``."""
@@ -107,12 +100,12 @@ class ActorCritic(nn.Module):
         logits = self.logits(h) if self.logits is not None else None
         return ActionDistribution.build(mean, log_std, logits, self.branches, allowed)
 
-    def value(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.values(self.towers(self.encode(obs))[1])
+    def value(self, observations: list[torch.Tensor]) -> torch.Tensor:
+        return self.values(self.towers(self.encode(observations))[1])
 
-    def export_heads(self, obs: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    def export_heads(self, observations: list[torch.Tensor]) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
         """For ONNX export: (sampled continuous, deterministic continuous, unmasked logits)."""
-        h = self.towers(self.encode(obs))[0]
+        h = self.towers(self.encode(observations))[0]
         sample = mean = logits = None
         if self.mu is not None:
             mean = self.mu(h)
@@ -121,14 +114,15 @@ class ActorCritic(nn.Module):
             logits = self.logits(h)
         return sample, mean, logits
 
-    def act(self, obs: torch.Tensor, allowed: torch.Tensor | None, deterministic: bool = False) -> PolicyOutput:
-        h = self.towers(self.encode(obs))
+    def act(self, observations: list[torch.Tensor], allowed: torch.Tensor | None,
+            deterministic: bool = False) -> PolicyOutput:
+        h = self.towers(self.encode(observations))
         dist = self.distribution(h[0], allowed)
         cont, disc = dist.deterministic() if deterministic else dist.sample()
         return PolicyOutput(cont, disc, dist.log_prob(cont, disc), dist.entropy(), self.values(h[1]))
 
-    def evaluate(self, obs: torch.Tensor, allowed: torch.Tensor | None, cont: torch.Tensor | None,
+    def evaluate(self, observations: list[torch.Tensor], allowed: torch.Tensor | None, cont: torch.Tensor | None,
                  disc: torch.Tensor | None) -> PolicyOutput:
-        h = self.towers(self.encode(obs))
+        h = self.towers(self.encode(observations))
         dist = self.distribution(h[0], allowed)
         return PolicyOutput(cont, disc, dist.log_prob(cont, disc), dist.entropy(), self.values(h[1]))

@@ -1,6 +1,7 @@
 """SAC's networks: a squashed-Gaussian / categorical actor and twin Q critics.
 
-- ``SquashedActor``: an MLP (swish) over the normalized vector observations. Continuous actions
+- ``SquashedActor``: an MLP (swish) over the concatenated (networks/encoders.py), normalized
+  vector observations. Continuous actions
   are ``tanh(u)``, ``u ~ N(mean(s), std(s))`` with a state-dependent log-std clamped to
   [-20, 2] (Haarnoja et al. 2018, appendix C); discrete actions are one masked categorical per
   branch. The observation normalizer lives here, so checkpoints and the ONNX model carry it.
@@ -19,8 +20,9 @@ from torch import nn
 from palaestra.envs.base import BehaviorSpec
 from palaestra.networks.constants import LOG_STD_MAX, LOG_STD_MIN
 from palaestra.networks.distributions import MASKED_LOGIT
+from palaestra.networks.encoders import VectorEncoder
 from palaestra.networks.normalizer import Normalizer
-from palaestra.networks.policy import head, vector_size
+from palaestra.networks.policy import head
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -38,11 +40,9 @@ def mlp(inputs: int, hidden: int, layers: int) -> nn.Sequential:
 class SquashedActor(nn.Module):
     def __init__(self, spec: BehaviorSpec, hidden_units: int, num_layers: int, normalize: bool) -> None:
         super().__init__()
-        for shape in spec.observation_shapes:
-            if len(shape) != 1:
-                raise ValueError(f"observation of shape {shape}: only vector observations are supported so far")
         self.spec = spec
-        self.obs_size = vector_size(spec)
+        self.encoder = VectorEncoder(spec.observation_shapes)  # no parameters: not a submodule
+        self.obs_size = self.encoder.size  # the critics take this encoding too (algorithms/sac.py)
         self.normalizer = Normalizer(self.obs_size) if normalize else None
         self.body = mlp(self.obs_size, hidden_units, num_layers)
         action = spec.action_spec
@@ -52,8 +52,9 @@ class SquashedActor(nn.Module):
         self.gaussian = head(hidden_units, 2 * action.continuous_size, 0.01) if action.is_continuous else None
         self.logits = head(hidden_units, sum(self.branches), 0.01) if action.is_discrete else None
 
-    def encode(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.normalizer(obs) if self.normalizer is not None else obs
+    def encode(self, observations: list[torch.Tensor]) -> torch.Tensor:
+        x = self.encoder(observations)
+        return self.normalizer(x) if self.normalizer is not None else x
 
     def gaussian_params(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mean, log_std = self.gaussian(h).chunk(2, dim=-1)
@@ -65,9 +66,10 @@ class SquashedActor(nn.Module):
             logits = torch.where(allowed, logits, torch.full_like(logits, MASKED_LOGIT))
         return logits
 
-    def export_heads(self, obs: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    def export_heads(self, observations: list[torch.Tensor]
+                     ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
         """For ONNX export: (sampled continuous, deterministic continuous, unmasked logits)."""
-        h = self.body(self.encode(obs))
+        h = self.body(self.encode(observations))
         sample = best = logits = None
         if self.gaussian is not None:
             mean, log_std = self.gaussian_params(h)

@@ -15,8 +15,8 @@ from palaestra.rollout.collector import ActResult
 
 
 class TorchActor:
-    """``act``/``value`` over numpy batches for a module with the policy interface
-    (``act(obs, allowed, deterministic)`` → outputs, ``value(obs)``)."""
+    """``act``/``value`` over numpy batches (one array per observation) for a module with the
+    policy interface (``act(observations, allowed, deterministic)`` → outputs, ``value(observations)``)."""
 
     def __init__(self, module: nn.Module) -> None:
         self.module = module
@@ -26,11 +26,12 @@ class TorchActor:
         return next(self.module.parameters()).device
 
     @torch.inference_mode()
-    def act(self, obs: np.ndarray, allowed: np.ndarray | None, deterministic: bool = False) -> ActResult:
+    def act(self, observations: list[np.ndarray], allowed: np.ndarray | None,
+            deterministic: bool = False) -> ActResult:
         device = self.device
-        out = self.module.act(torch.as_tensor(obs, device=device),
+        out = self.module.act([torch.as_tensor(o, device=device) for o in observations],
                               None if allowed is None else torch.as_tensor(allowed, device=device), deterministic)
-        n = obs.shape[0]
+        n = observations[0].shape[0]
         return ActResult(
             continuous=out.continuous.cpu().numpy() if out.continuous is not None else np.zeros((n, 0), np.float32),
             discrete=out.discrete.cpu().numpy() if out.discrete is not None else np.zeros((n, 0), np.int64),
@@ -40,8 +41,9 @@ class TorchActor:
         )
 
     @torch.inference_mode()
-    def value(self, obs: np.ndarray) -> np.ndarray:
-        return self.module.value(torch.as_tensor(obs, device=self.device)).cpu().numpy()
+    def value(self, observations: list[np.ndarray]) -> np.ndarray:
+        device = self.device
+        return self.module.value([torch.as_tensor(o, device=device) for o in observations]).cpu().numpy()
 
 
 def bind_weights(module: nn.Module, views: Mapping[str, np.ndarray]) -> None:

@@ -1,8 +1,24 @@
-"""The on-policy experience buffer: flat, preallocated numpy arrays that grow by doubling."""
+"""The experience buffers: named columns of preallocated numpy arrays, each in its own dtype (an
+image observation's column stays uint8). The observations are one column per observation,
+``obs_0``, ``obs_1``, ... (:func:`observation_columns`; :func:`observations` reads them back)."""
 
 from __future__ import annotations
 
+from typing import Mapping, Sequence
+
 import numpy as np
+
+
+def observation_columns(observations: Sequence[np.ndarray], prefix: str = "obs") -> dict[str, np.ndarray]:
+    return {f"{prefix}_{i}": o for i, o in enumerate(observations)}
+
+
+def observations(columns: Mapping, prefix: str = "obs") -> list:
+    """The observation columns ``{prefix}_0``, ``{prefix}_1``, ... of a batch, in order."""
+    out = []
+    while f"{prefix}_{len(out)}" in columns:
+        out.append(columns[f"{prefix}_{len(out)}"])
+    return out
 
 
 class RolloutBuffer:
@@ -38,7 +54,7 @@ class ReplayBuffer:
     """SAC's experience replay: transitions in preallocated arrays used as a ring (the oldest
     transition is overwritten once ``capacity`` is reached), appended and sampled in batches.
 
-    Columns: ``obs``, ``next_obs``, ``continuous``, ``discrete``, ``allowed``, ``next_allowed``,
+    Columns: the observations ``obs_i`` and ``next_obs_i``, ``continuous``, ``discrete``, ``allowed``, ``next_allowed``,
     ``env_reward`` and ``done`` (the episode truly ended after this transition; a step-limit
     interruption is not done, so its value bootstraps)."""
 

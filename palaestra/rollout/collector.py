@@ -1,8 +1,8 @@
 """Steps → segments of experience, batched over all agents of one behavior.
 
 Each agent id gets a *slot*: a row of preallocated arrays ``[slots, time_horizon, ...]``, one per
-per-row field of the segments (rollout/segments.py). Row ``t`` of a slot holds the observation
-the agent acted on, the policy's outputs (the action, its log-probability and value estimates,
+per-row field of the segments (rollout/segments.py). Row ``t`` of a slot holds the observations
+the agent acted on (each in its own shape and stored dtype: envs/observations.py), the policy's outputs (the action, its log-probability and value estimates,
 and any other per-row field declared ``from_policy``), the action mask, and (once the next step
 arrives) the reward that followed. A slot's segment is finished when it holds ``time_horizon``
 rows and the next decision arrives (the value of that decision's observation bootstraps the
@@ -18,17 +18,20 @@ from typing import Callable
 import numpy as np
 
 from palaestra.envs.base import ActionTuple, BehaviorSpec, DecisionSteps, TerminalSteps
-from palaestra.rollout.segments import SEGMENTS, ActResult, EpisodeStats, SegmentSchema, Segments, SegmentSizes
+from palaestra.envs.observations import stored_observations
+from palaestra.rollout.segments import ActResult, EpisodeStats, SegmentSchema, Segments, SegmentSizes, segment_schema
 
-PolicyFn = Callable[[np.ndarray, np.ndarray | None], ActResult]
-ValueFn = Callable[[np.ndarray], np.ndarray]
+# both take the observations as a list, one array [n, *shape] per observation
+PolicyFn = Callable[[list[np.ndarray], np.ndarray | None], ActResult]
+ValueFn = Callable[[list[np.ndarray]], np.ndarray]
 
 
 class Collector:
     def __init__(self, spec: BehaviorSpec, time_horizon: int, num_signals: int, initial_slots: int = 16,
-                 schema: SegmentSchema = SEGMENTS) -> None:
+                 schema: SegmentSchema | None = None) -> None:
         self.spec = spec
-        self.schema = schema
+        self.schema = schema or segment_schema(spec)
+        self.shapes = spec.observation_shapes
         self.sizes = SegmentSizes.of(spec, num_signals)
         self.H = time_horizon
         self.K = num_signals
@@ -55,7 +58,8 @@ class Collector:
             buffers[name][:old] = arr
         self.buffers = buffers
         # the fields filled here, and those recorded from the policy's output (skipping empty ones)
-        self.obs, self.allowed, self.reward = buffers["obs"], buffers["allowed"], buffers["env_reward"]
+        self.obs = [buffers[name] for name in self.schema.observations["obs"]]
+        self.allowed, self.reward = buffers["allowed"], buffers["env_reward"]
         self._from_policy = [(f.name, buffers[f.name]) for f in self.schema.per_row
                              if f.from_policy and np.prod(f.shape(self.sizes)) > 0]
 
@@ -115,7 +119,7 @@ class Collector:
             actions = self.spec.action_spec.empty_actions(0)
         else:
             slots = self.slots_for(decision.agent_id)
-            obs = _flatten(decision.obs, len(decision))
+            obs = stored_observations(decision.obs, self.shapes)
             allowed = self._allowed(decision)
             rows = self.length[slots]
             # The reward that followed each agent's previous action.
@@ -134,10 +138,11 @@ class Collector:
             if cut:
                 fs = slots[full]
                 no = np.zeros(len(fs), bool)
-                finished.append(self._take(fs, out.values[full], no, no, obs[full],
+                finished.append(self._take(fs, out.values[full], no, no, [o[full] for o in obs],
                                            allowed[full] if allowed is not None else None))
                 rows = self.length[slots]
-            self.obs[slots, rows] = obs
+            for buffer, o in zip(self.obs, obs):
+                buffer[slots, rows] = o
             for name, buffer in self._from_policy:
                 buffer[slots, rows] = getattr(out, name)
             if allowed is not None:
@@ -177,11 +182,11 @@ class Collector:
         self.episode_length[slots] = 0
         if not pend.any():
             return None
-        obs = _flatten(terminal.obs, len(terminal))[pend]
+        obs = [o[pend] for o in stored_observations(terminal.obs, self.shapes)]
         return self._take(ps, value(obs), ~terminal.interrupted[pend], np.ones(len(ps), bool), obs, None)
 
     def _take(self, slots: np.ndarray, bootstrap: np.ndarray, terminal: np.ndarray,
-              episode_end: np.ndarray, next_obs: np.ndarray, next_allowed: np.ndarray | None) -> Segments:
+              episode_end: np.ndarray, next_obs: list[np.ndarray], next_allowed: np.ndarray | None) -> Segments:
         length = self.length[slots].copy()
         width = int(length.max())
         arrays = {}
@@ -189,7 +194,7 @@ class Collector:
             arrays[name] = buffer[slots, :width]
         arrays["length"] = length
         arrays["bootstrap"] = np.asarray(bootstrap, dtype=np.float32).reshape(len(slots), self.K)
-        arrays["next_obs"] = next_obs
+        arrays |= dict(zip(self.schema.observations["next_obs"], next_obs, strict=True))
         arrays["next_allowed"] = np.ones((len(slots), self.mask_width), bool) if next_allowed is None else next_allowed
         arrays["terminal"] = terminal
         arrays["episode_end"] = episode_end
@@ -204,8 +209,3 @@ class Collector:
         stats, self.stats = self.stats, EpisodeStats()
         return stats
 
-
-def _flatten(obs: list[np.ndarray], n: int) -> np.ndarray:
-    if len(obs) == 1 and obs[0].ndim == 2:
-        return obs[0].astype(np.float32, copy=False)
-    return np.concatenate([o.reshape(n, -1) for o in obs], axis=1).astype(np.float32, copy=False)

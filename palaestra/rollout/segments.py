@@ -6,21 +6,27 @@ entry per row (``[F, H, ...]``: per agent step) or one per segment (``[F, ...]``
 shape as a function of the behavior's sizes (:class:`SegmentSizes`: the spec and the number of
 reward signals) and its dtype. Everything that handles segments as a whole follows from that
 declaration (:class:`SegmentSchema`): the :class:`Segments` container and its attributes
-(``seg.obs``, ``seg.length``), :meth:`~SegmentSchema.concatenate`, the collector's slot buffers and
+(``seg.length``, ``seg.observations``), :meth:`~SegmentSchema.concatenate`, the collector's slot buffers and
 the cutting of finished segments out of them (rollout/collector.py), and the packing of a round's
 segments into shared memory and back (:meth:`~SegmentSchema.pack`, :meth:`~SegmentSchema.unpack`,
 used by workers/acting.py). A new per-row field that the policy produces (an LSTM memory) is one
 more line in :data:`FIELDS` (and the policy's output of that name in :class:`ActResult`).
+
+Observations keep their own shapes and dtypes: a field declared ``observations`` is one field per
+observation of the behavior (``obs_0``, ``obs_1``, ...; float32 vectors, uint8 images), so a
+behavior's schema follows from its observation shapes (:func:`segment_schema`).
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from palaestra.envs.base import BehaviorSpec
+from palaestra.envs.observations import stored_dtype
 
 
 @dataclass
@@ -52,7 +58,7 @@ class EpisodeStats:
 class SegmentSizes:
     """The sizes a behavior's segment fields are shaped by."""
 
-    obs: int  # observations, flattened and side by side
+    observations: tuple[tuple[int, ...], ...]  # each observation's shape
     continuous: int  # continuous actions
     discrete: int  # discrete branches
     mask: int  # one allowed flag per discrete action: the sum of the branch sizes
@@ -60,7 +66,7 @@ class SegmentSizes:
 
     @staticmethod
     def of(spec: BehaviorSpec, signals: int) -> "SegmentSizes":
-        return SegmentSizes(obs=int(sum(int(np.prod(s)) for s in spec.observation_shapes)),
+        return SegmentSizes(observations=tuple(tuple(s) for s in spec.observation_shapes),
                             continuous=spec.action_spec.continuous_size,
                             discrete=len(spec.action_spec.discrete_branches),
                             mask=int(sum(spec.action_spec.discrete_branches)), signals=signals)
@@ -76,16 +82,19 @@ class Field:
     dtype: Any
     blank: Any = 0  # per-row: what a row holds in the collector's buffers before it is written
     # per-row: the collector records the policy's output of the same name (ActResult) into it at
-    # each decision. The collector fills the others itself: obs (the observation acted on),
+    # each decision. The collector fills the others itself: obs (the observations acted on),
     # allowed (the action mask), env_reward (the rewards until the next decision), and every
     # per-segment field when it cuts the segment.
     from_policy: bool = False
+    # one field per observation of the behavior, ``{name}_{i}``, each with that observation's
+    # shape and stored dtype (envs/observations.py); ``shape`` and ``dtype`` are unused
+    observations: bool = False
 
 
 ROW, SEGMENT = True, False
 
 FIELDS: tuple[Field, ...] = (
-    Field("obs", ROW, lambda s: (s.obs,), np.float32),
+    Field("obs", ROW, lambda s: (), None, observations=True),
     Field("continuous", ROW, lambda s: (s.continuous,), np.float32, from_policy=True),  # raw, unclipped
     Field("discrete", ROW, lambda s: (s.discrete,), np.int64, from_policy=True),
     # rows stay all-allowed until an environment sends a mask
@@ -95,7 +104,7 @@ FIELDS: tuple[Field, ...] = (
     Field("env_reward", ROW, lambda s: (), np.float32),  # the reward that followed the row's action
     Field("length", SEGMENT, lambda s: (), np.int64),  # rows; those past it are padding
     Field("bootstrap", SEGMENT, lambda s: (s.signals,), np.float32),  # value of the observation after the last row
-    Field("next_obs", SEGMENT, lambda s: (s.obs,), np.float32),  # that observation (off-policy targets)
+    Field("next_obs", SEGMENT, lambda s: (), None, observations=True),  # that observation (off-policy targets)
     # its action mask (all True after an episode end)
     Field("next_allowed", SEGMENT, lambda s: (s.mask,), np.bool_),
     Field("terminal", SEGMENT, lambda s: (), np.bool_),  # the episode truly ended (not interrupted)
@@ -105,7 +114,7 @@ FIELDS: tuple[Field, ...] = (
 
 
 class Segments:
-    """Finished segments: one array per field of ``schema`` as an attribute (``seg.obs``,
+    """Finished segments: one array per field of ``schema`` as an attribute (``seg.obs_0``,
     ``seg.length``, ...), over ``F`` segments and, for per-row fields, ``H`` rows; rows past a
     segment's ``length`` are padding."""
 
@@ -119,6 +128,16 @@ class Segments:
 
     if TYPE_CHECKING:  # the fields' arrays
         def __getattr__(self, name: str) -> np.ndarray: ...
+
+    @property
+    def observations(self) -> list[np.ndarray]:
+        """The observations acted on, one array ``[F, H, *shape]`` per observation."""
+        return [getattr(self, name) for name in self.schema.observations["obs"]]
+
+    @property
+    def next_observations(self) -> list[np.ndarray]:
+        """The observations after each segment's last row, one array ``[F, *shape]`` per observation."""
+        return [getattr(self, name) for name in self.schema.observations["next_obs"]]
 
     @property
     def width(self) -> int:
@@ -139,12 +158,16 @@ class Segments:
 
 class SegmentSchema:
     """What follows from a declaration of fields (:data:`FIELDS` for every behavior; a test may
-    declare more)."""
+    declare more) for a behavior's observations."""
 
     RESERVED = frozenset(dir(Segments)) | {"schema"}
 
-    def __init__(self, fields: Iterable[Field]) -> None:
-        self.fields = tuple(fields)
+    def __init__(self, fields: Iterable[Field], observation_shapes: Iterable[tuple[int, ...]]) -> None:
+        shapes = tuple(tuple(s) for s in observation_shapes)
+        self.fields = tuple(f for declared in fields for f in _expand(declared, shapes))
+        # the names of each per-observation field's fields, in observation order
+        self.observations = {declared.name: tuple(f"{declared.name}_{i}" for i in range(len(shapes)))
+                             for declared in fields if declared.observations}
         self.per_row = tuple(f for f in self.fields if f.per_row)
         self.per_segment = tuple(f for f in self.fields if not f.per_row)
         self.names = frozenset(f.name for f in self.fields)
@@ -214,4 +237,18 @@ class SegmentSchema:
         return Segments(self, out)
 
 
-SEGMENTS = SegmentSchema(FIELDS)
+def _expand(declared: Field, shapes: tuple[tuple[int, ...], ...]) -> list[Field]:
+    if not declared.observations:
+        return [declared]
+    return [Field(f"{declared.name}_{i}", declared.per_row, lambda s, i=i: s.observations[i], stored_dtype(shape))
+            for i, shape in enumerate(shapes)]
+
+
+@functools.lru_cache(maxsize=None)
+def _schema(shapes: tuple[tuple[int, ...], ...]) -> SegmentSchema:
+    return SegmentSchema(FIELDS, shapes)
+
+
+def segment_schema(spec: BehaviorSpec) -> SegmentSchema:
+    """The schema of :data:`FIELDS` for a behavior's observations (one object per set of shapes)."""
+    return _schema(tuple(tuple(s) for s in spec.observation_shapes))

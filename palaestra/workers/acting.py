@@ -38,7 +38,7 @@ from palaestra.envs.base import BehaviorSpec
 from palaestra.networks.acting import make_actor
 from palaestra.networks.numpy_network import WeightLayout, weight_size, weight_views
 from palaestra.rollout.collector import Collector
-from palaestra.rollout.segments import SEGMENTS, EpisodeStats, Segments
+from palaestra.rollout.segments import EpisodeStats, Segments, segment_schema
 from palaestra.workers.pool import WorkerFailed, WorkerPool
 from palaestra.workers.shared_memory import Header, Layout, SharedArrays, pack_arrays, unpack_arrays
 
@@ -239,7 +239,8 @@ class ActingWorkers:
             for k, behavior in enumerate(self.plans):
                 prefix = f"{k}/"
                 part = {key[len(prefix):]: a for key, a in arrays.items() if key.startswith(prefix)}
-                results.append(RoundResult(behavior, SEGMENTS.unpack(part) if part else None, stats[behavior]))
+                schema = segment_schema(self.pool.specs[behavior])
+                results.append(RoundResult(behavior, schema.unpack(part) if part else None, stats[behavior]))
         self.next = q + 1
         return results, env_steps
 

@@ -5,7 +5,8 @@ Main side, :class:`WorkerPoolEnv`: the ``Env`` protocol over a :class:`~palaestr
 Worker side, :class:`SteppingWorker`: runs in each worker process (workers/process.py).
 
 Worker ``i`` builds its environment with seed ``seed + i`` and port ``base_port + i``.
-Observations, rewards, agent ids, masks and actions travel through shared memory, one block per
+Observations (each in its own shape and stored dtype: uint8 images travel as uint8,
+envs/observations.py), rewards, agent ids, masks and actions travel through shared memory, one block per
 worker and behavior, which the worker creates (and replaces by a larger one when more agents
 arrive than it holds, announced through the pipe); a step command and its reply are counters in
 shared memory (workers/shared_memory.py), so the pipes carry only resets, new blocks and errors.
@@ -40,6 +41,7 @@ from palaestra.envs.base import (
     EnvError,
     TerminalSteps,
 )
+from palaestra.envs.observations import as_stored, stored_dtype
 from palaestra.options import RunOptions
 from palaestra.workers.pool import DEFAULT_TIMEOUT, RestartLimits, WorkerFailed, WorkerPool
 from palaestra.workers.process import MESSAGE, READ_PIPE, STEP
@@ -47,14 +49,14 @@ from palaestra.workers.shared_memory import Layout, SharedArrays
 
 
 def block_layout(spec: BehaviorSpec, rows: int) -> Layout:
-    """One behavior's block: up to ``rows`` decision and terminal rows, the actions, the counts."""
-    obs = int(sum(int(np.prod(s)) for s in spec.observation_shapes))
+    """One behavior's block: up to ``rows`` decision and terminal rows (one array per observation,
+    ``d_obs_i`` and ``t_obs_i``), the actions, the counts."""
     mask = int(sum(spec.action_spec.discrete_branches))
-    return {
-        "d_obs": ((rows, obs), np.float32), "d_reward": ((rows,), np.float32), "d_id": ((rows,), np.int64),
-        "d_mask": ((rows, mask), np.bool_),
-        "t_obs": ((rows, obs), np.float32), "t_reward": ((rows,), np.float32), "t_id": ((rows,), np.int64),
-        "t_interrupted": ((rows,), np.bool_),
+    observations = {f"{kind}_{i}": ((rows, *shape), stored_dtype(shape))
+                    for kind in ("d_obs", "t_obs") for i, shape in enumerate(spec.observation_shapes)}
+    return observations | {
+        "d_reward": ((rows,), np.float32), "d_id": ((rows,), np.int64), "d_mask": ((rows, mask), np.bool_),
+        "t_reward": ((rows,), np.float32), "t_id": ((rows,), np.int64), "t_interrupted": ((rows,), np.bool_),
         "a_cont": ((rows, spec.action_spec.continuous_size), np.float32),
         "a_disc": ((rows, len(spec.action_spec.discrete_branches)), np.int32),
         "counts": ((4,), np.int64),  # decision rows, terminal rows, masked (0/1), action rows
@@ -96,13 +98,13 @@ class SteppingWorker:
                 conn.send(("block", behavior, blocks[behavior].name, rows))
                 announced = True
             block = blocks[behavior]
-            block["d_obs"][:nd] = _flat_obs(decision.obs, nd)
+            _write_obs(block, "d_obs", decision.obs, spec)
             block["d_reward"][:nd] = decision.reward
             np.add(np.multiply(decision.agent_id, n_workers, out=block["d_id"][:nd]), index, out=block["d_id"][:nd])
             masked = decision.action_mask is not None
             if masked:
                 block["d_mask"][:nd] = ~np.concatenate(decision.action_mask, axis=1)
-            block["t_obs"][:nt] = _flat_obs(terminal.obs, nt)
+            _write_obs(block, "t_obs", terminal.obs, spec)
             block["t_reward"][:nt] = terminal.reward
             np.add(np.multiply(terminal.agent_id, n_workers, out=block["t_id"][:nt]), index, out=block["t_id"][:nt])
             block["t_interrupted"][:nt] = terminal.interrupted
@@ -117,11 +119,9 @@ class SteppingWorker:
         self.blocks = {}
 
 
-def _flat_obs(obs: list[np.ndarray], n: int) -> np.ndarray:
-    if len(obs) == 1:
-        return obs[0].reshape(n, -1) if n else obs[0].reshape(0, int(np.prod(obs[0].shape[1:])))
-    # explicit sizes: reshape(n, -1) cannot infer a width when n is 0
-    return np.concatenate([o.reshape(n, int(np.prod(o.shape[1:]))) for o in obs], axis=1)
+def _write_obs(block: SharedArrays, kind: str, obs: list[np.ndarray], spec: BehaviorSpec) -> None:
+    for i, (o, shape) in enumerate(zip(obs, spec.observation_shapes, strict=True)):
+        block[f"{kind}_{i}"][: len(o)] = as_stored(o, shape)
 
 
 # -- the main process's side ---------------------------------------------------------------------
@@ -130,11 +130,11 @@ class _WorkerState:
     """What the main side remembers of one worker's process between steps."""
 
     in_flight: bool = False  # stepping: its blocks are not to be read until it replies
-    # the decision rows it last showed (merged flat observations and ids, its first row and row
+    # the decision rows it last showed (merged observations and ids, its first row and row
     # count there), and those to report as interrupted at its next showing because its process
-    # was replaced (flat observations, ids)
-    last: dict[str, tuple[np.ndarray, np.ndarray, int, int]] = field(default_factory=dict)
-    interrupted: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    # was replaced (observations, ids)
+    last: dict[str, tuple[list[np.ndarray], np.ndarray, int, int]] = field(default_factory=dict)
+    interrupted: dict[str, tuple[list[np.ndarray], np.ndarray]] = field(default_factory=dict)
 
 
 class WorkerPoolEnv:
@@ -256,26 +256,31 @@ class WorkerPoolEnv:
             blocks = [workers[i].blocks[behavior] for i in group]
             counts = [block["counts"][:3].tolist() for block in blocks]
             merge = partial(_merge, blocks, counts)
+            n_obs = len(spec.observation_shapes)
 
-            d_obs, d_id = merge("d_obs", 0), merge("d_id", 0)
+            def merge_obs(kind: str, column: int) -> list[np.ndarray]:
+                return [merge(f"{kind}_{i}", column) for i in range(n_obs)]
+
+            d_obs, d_id = merge_obs("d_obs", 0), merge("d_id", 0)
             mask = None
             if any(c[2] for c in counts):  # unmasked workers' rows allow everything
                 allowed = np.concatenate([block["d_mask"][: c[0]] if c[2] else
                                           np.ones((c[0], block["d_mask"].shape[1]), bool)
                                           for block, c in zip(blocks, counts)])
                 mask = _masks(~allowed, spec)
-            decision = DecisionSteps(self._split(d_obs, spec), merge("d_reward", 0), d_id, mask)
+            decision = DecisionSteps(d_obs, merge("d_reward", 0), d_id, mask)
             cut = [self._state[i].interrupted.pop(behavior) for i in group
                    if behavior in self._state[i].interrupted]
             if cut:  # the agents of replaced processes, reported as interrupted at their last observation
-                t_obs = np.concatenate([merge("t_obs", 1)] + [obs for obs, _ in cut])
+                t_obs = [np.concatenate([shown, *(obs[i] for obs, _ in cut)])
+                         for i, shown in enumerate(merge_obs("t_obs", 1))]
                 t_id = np.concatenate([merge("t_id", 1)] + [ids for _, ids in cut])
                 n_cut = sum(len(ids) for _, ids in cut)
                 t_reward = np.concatenate([merge("t_reward", 1), np.zeros(n_cut, np.float32)])
                 t_int = np.concatenate([merge("t_interrupted", 1), np.ones(n_cut, bool)])
-                terminal = TerminalSteps(self._split(t_obs, spec), t_reward, t_id, t_int)
+                terminal = TerminalSteps(t_obs, t_reward, t_id, t_int)
             elif any(c[1] for c in counts):
-                terminal = TerminalSteps(self._split(merge("t_obs", 1), spec), merge("t_reward", 1),
+                terminal = TerminalSteps(merge_obs("t_obs", 1), merge("t_reward", 1),
                                          merge("t_id", 1), merge("t_interrupted", 1))
             else:
                 terminal = TerminalSteps.empty(spec)
@@ -288,24 +293,11 @@ class WorkerPoolEnv:
             self._rows[behavior] = rows
         self.results_returned = len(group)
 
-    @staticmethod
-    def _split(flat: np.ndarray, spec: BehaviorSpec) -> list[np.ndarray]:
-        """Flat observation rows → one array per observation of the spec."""
-        shapes = spec.observation_shapes
-        if len(shapes) == 1 and len(shapes[0]) == 1:
-            return [flat]
-        out, start = [], 0
-        for shape in shapes:
-            size = int(np.prod(shape))
-            out.append(flat[:, start : start + size].reshape(len(flat), *shape))
-            start += size
-        return out
-
     def _restart(self, i: int, what: str) -> None:
         last = self._state[i].last
         self.pool.replace_worker(i, what)
         # its agents wait for their next step: they are shown as interrupted then
-        self._state[i] = _WorkerState(interrupted={b: (obs[start : start + n], ids[start : start + n])
+        self._state[i] = _WorkerState(interrupted={b: ([o[start : start + n] for o in obs], ids[start : start + n])
                                                    for b, (obs, ids, start, n) in last.items() if n})
         self._reset_worker(i)
 
