@@ -28,8 +28,8 @@ def _settings(tmp_path, trainer: str):
     return load_trainer_config(write_yaml(tmp_path / f"{trainer}.yaml", text)).for_behavior("B")
 
 
-def _train(algorithm_class, spec, settings, steps: int = 80):
-    """Act, collect and update on fixed observations; the algorithm's weights afterwards."""
+def _trained(algorithm_class, spec, settings, steps: int = 80):
+    """The algorithm after acting, collecting and updating on fixed observations."""
     torch.manual_seed(0)
     algorithm = algorithm_class(spec, settings, torch.device("cpu"), np.random.default_rng(0))
     collector = Collector(spec, settings.time_horizon, len(algorithm.signals))
@@ -47,7 +47,12 @@ def _train(algorithm_class, spec, settings, steps: int = 80):
         while algorithm.ready():
             algorithm.update()
     assert algorithm.update_count > 0
-    return {k: v.clone() for k, v in algorithm.state_dict()["policy"].items()}
+    return algorithm
+
+
+def _train(algorithm_class, spec, settings):
+    """The weights of the trained algorithm."""
+    return {k: v.clone() for k, v in _trained(algorithm_class, spec, settings).state_dict()["policy"].items()}
 
 
 @pytest.mark.parametrize("algorithm_class", [PPO, SAC], ids=["ppo", "sac"])
@@ -81,3 +86,17 @@ def test_buffers_keep_each_observation_column_in_its_own_dtype(buffer):
     assert stored_image.dtype == np.uint8 and stored_image.shape[1:] == (4, 4, 3)
     assert stored_vector.dtype == np.float32 and stored_vector.shape[1:] == (3,)
     assert buffer.data["obs_1"].itemsize == 1  # a quarter of float32
+
+
+def test_a_replay_buffer_saved_with_flat_observation_columns_still_loads(tmp_path):
+    # replay_buffer.pt files written before observations kept their shapes hold one flat obs and
+    # next_obs column; --resume splits them into the per-observation columns
+    sac = _trained(SAC, TWO, _settings(tmp_path, "sac"))
+    saved = sac.replay_state()
+    columns = dict(saved["columns"])
+    for prefix in ("obs", "next_obs"):
+        columns[prefix] = torch.cat([columns.pop(f"{prefix}_0"), columns.pop(f"{prefix}_1")], 1)
+    fresh = SAC(TWO, _settings(tmp_path, "sac"), torch.device("cpu"), np.random.default_rng(0))
+    assert fresh.load_replay_state({"capacity": saved["capacity"], "columns": columns}) == sac.buffer.size
+    for name, column in saved["columns"].items():
+        np.testing.assert_array_equal(fresh.replay_state()["columns"][name].numpy(), column.numpy(), err_msg=name)

@@ -34,8 +34,9 @@ class RewardSignal(Protocol):
         ...
 
     def update(self, batch: Mapping[str, np.ndarray]) -> dict[str, float]:
-        """Train the signal's own model on a batch of transitions (``obs``, ``next_obs``,
-        ``continuous``, ``discrete``, ``allowed``, ... as numpy arrays); return loss stats."""
+        """Train the signal's own model on a batch of transitions (numpy arrays: the observations
+        ``obs_i`` and ``next_obs_i``, read with rollout.buffers.observations; ``continuous``,
+        ``discrete``, ``env_reward``, ...); return loss stats."""
         ...
 
     def state_dict(self) -> dict[str, torch.Tensor]:
