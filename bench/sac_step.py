@@ -1,8 +1,8 @@
 """Time one SAC gradient step (``SAC._gradient_step``: sampling, gradients, Adam, Polyak) for a
-given network width and batch size, with the numpy or the torch operations of
-the accelerator (networks/accelerator.py).
+given network width and batch size, on the accelerator's numpy layers (networks/accelerator.py)
+or on autograd.
 
-Usage: python bench/sac_step.py [--hidden 16] [--layers 2] [--batch 8] [--ops auto|numpy|torch]
+Usage: python bench/sac_step.py [--hidden 16] [--layers 2] [--batch 8] [--ops auto|numpy|autograd]
                                 [--torch-threads 1] [--steps 200]
 """
 
@@ -21,7 +21,6 @@ from palaestra.algorithms.auxiliary import StatsMean
 from palaestra.algorithms.sac import SAC
 from palaestra.envs.base import ActionSpec, BehaviorSpec
 from palaestra.networks.numpy_adam import NumpyAdam
-from palaestra.networks.accelerator import CPUOps, TorchOps
 from palaestra.settings import load_trainer_config
 
 
@@ -30,7 +29,7 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=16)
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--ops", choices=("auto", "numpy", "torch"), default="auto")
+    parser.add_argument("--ops", choices=("auto", "numpy", "autograd"), default="auto")
     parser.add_argument("--torch-threads", type=int, default=1)
     parser.add_argument("--steps", type=int, default=200)
     args = parser.parse_args()
@@ -43,10 +42,12 @@ def main() -> None:
         settings = load_trainer_config(path).for_behavior("B")
     spec = BehaviorSpec(((3,),), ActionSpec(continuous_size=1))  # Pendulum's shapes
     sac = SAC(spec, settings, torch.device("cpu"), np.random.default_rng(0))
-    if args.ops != "auto":
-        sac._accelerate(CPUOps if args.ops == "numpy" else TorchOps)
-        sac._numpy_adam = (NumpyAdam([sac.flat.parameter], sac.optimizer, flat=sac.flat)
-                           if args.ops == "numpy" else None)
+    if args.ops == "numpy" and not sac._accelerated:
+        sac._accelerated = True
+        sac._accelerate()
+        sac._numpy_adam = NumpyAdam([sac.flat.parameter], sac.optimizer, flat=sac.flat)
+    elif args.ops == "autograd":
+        sac._accelerated, sac._numpy_adam = False, None
     rng = np.random.default_rng(1)
     n = 5000
     sac.buffer.add(obs_0=rng.normal(size=(n, 3)).astype(np.float32), next_obs_0=rng.normal(size=(n, 3)).astype(np.float32),
@@ -59,7 +60,7 @@ def main() -> None:
     for _ in range(args.steps):
         sac._gradient_step(sac.buffer.sample(args.batch, sac.rng), StatsMean())
     ms = (time.perf_counter() - start) / args.steps * 1e3
-    ops = "numpy" if sac._xp is CPUOps else "torch"
+    ops = "numpy" if sac._accelerated else "autograd"
     print(f"hidden {args.hidden} x {args.layers}, batch {args.batch}, {ops} operations, "
           f"{args.torch_threads} torch thread(s): {ms:.2f} ms per gradient step")
 

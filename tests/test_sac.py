@@ -17,7 +17,8 @@ from palaestra.checkpoints import CheckpointManager
 from palaestra.envs.base import ActionSpec, BehaviorSpec, DecisionSteps, TerminalSteps
 from palaestra.envs.sources import make_env
 from palaestra.evaluation import evaluate_onnx
-from palaestra.networks.accelerator import CPUOps, TorchOps, accelerate
+from palaestra.networks.accelerator import accelerate
+from palaestra.networks.torch_acting import TorchActor
 from palaestra.networks.sac_networks import squashed_sample
 from palaestra.rollout.buffers import ReplayBuffer
 from palaestra.rollout.collector import Collector
@@ -108,9 +109,8 @@ def test_update_cadence_counts_from_buffer_init_steps(tmp_path, spelling, expect
 @pytest.mark.parametrize("signals", [1, 2])
 @pytest.mark.parametrize("spec", [CONTINUOUS, DISCRETE, BehaviorSpec(((3,),), ActionSpec(discrete_branches=(4,)))],
                          ids=["continuous", "two-branches-masked", "one-branch"])
-@pytest.mark.parametrize("ops", ["numpy", "torch"])
 @pytest.mark.parametrize("normalize", [True, False])
-def test_hand_written_gradients_match_autograd(tmp_path, monkeypatch, spec, signals, ops, normalize):
+def test_hand_written_gradients_match_autograd(tmp_path, monkeypatch, spec, signals, normalize):
     from palaestra.algorithms import sac as sac_module
     from palaestra.rewards import ExtrinsicSignal
 
@@ -136,7 +136,7 @@ def test_hand_written_gradients_match_autograd(tmp_path, monkeypatch, spec, sign
                    discrete=discrete, allowed=allowed[0], next_allowed=allowed[1],
                    env_reward=rng.normal(size=n).astype(np.float32), done=rng.random(n) < 0.3)
     t = sac._prepare(sac.buffer.sample(16, sac.rng))
-    sac._accelerate(CPUOps if ops == "numpy" else TorchOps)
+    assert sac._accelerated
     manual = sac._accelerated_gradients(t)
     manual_grads = [p.grad.clone() for p in sac.flat.params]
     reference = sac._autograd_gradients(t)
@@ -160,7 +160,7 @@ def test_an_actor_the_accelerator_does_not_know_trains_on_autograd(tmp_path, mon
     monkeypatch.setattr(sac_module, "SquashedActor", WithMemory)
     sac = SAC(CONTINUOUS, sac_settings(tmp_path, hidden_units=8, batch_size=8, buffer_init_steps=0, steps_per_update=1),
               torch.device("cpu"), np.random.default_rng(0))
-    assert sac._xp is None and sac._numpy_actor is None and sac._numpy_adam is None
+    assert not sac._accelerated and sac._network is None and sac._numpy_adam is None
     rng = np.random.default_rng(1)
     n = 16
     sac.buffer.add(obs_0=rng.normal(size=(n, 3)).astype(np.float32), next_obs_0=rng.normal(size=(n, 3)).astype(np.float32),
@@ -176,8 +176,8 @@ def test_an_actor_the_accelerator_does_not_know_trains_on_autograd(tmp_path, mon
 
 @pytest.mark.parametrize("spec", [CONTINUOUS, DISCRETE], ids=["continuous", "discrete"])
 def test_the_numpy_and_torch_paths_take_the_same_steps(tmp_path, spec):
-    # What trains wide networks and on GPUs (torch operations, torch's Adam) and narrow networks
-    # on the CPU (numpy operations, numpy's Adam over the flat buffer) must be the same algorithm:
+    # What trains wide networks and on GPUs (autograd, torch's Adam) and narrow networks on the
+    # CPU (the accelerator's numpy layers, numpy's Adam over the flat buffer) must be the same algorithm:
     # after several whole gradient steps (Adam's moments, the entropy coefficient and the
     # Polyak-averaged targets included) the weights agree.
     settings = sac_settings(tmp_path, hidden_units=8, num_layers=2, batch_size=16, buffer_init_steps=0,
@@ -187,10 +187,9 @@ def test_the_numpy_and_torch_paths_take_the_same_steps(tmp_path, spec):
         torch.manual_seed(3)
         sacs.append(SAC(spec, settings, torch.device("cpu"), np.random.default_rng(4)))
     fast, reference = sacs
-    # the path of wide networks and other devices: torch operations and torch's Adam
-    reference._accelerate(TorchOps)
-    reference._numpy_adam = None
-    assert fast._xp is CPUOps
+    # the path of wide networks and other devices: autograd and torch's Adam
+    reference._accelerated, reference._numpy_adam = False, None
+    assert fast._accelerated
     rng = np.random.default_rng(5)
     n = 64
     for sac in sacs:
@@ -226,15 +225,14 @@ def test_numpy_acting_mirror_matches_the_torch_actor(tmp_path, spec):
     sac.policy.normalizer.update(np.random.default_rng(1).normal(1.0, 2.0, size=(50, 3)))
     obs = [np.random.default_rng(2).normal(size=(6, 3)).astype(np.float32)]
     for deterministic in (True, False):
-        mirror = sac._numpy_actor.act(obs, None, deterministic)
-        reference = sac._torch_act(obs, None, deterministic=True)
+        mirror = sac._network.act(obs, None, deterministic)
+        reference = TorchActor(sac.policy).act(obs, None, deterministic=True)
         if deterministic:
             np.testing.assert_allclose(mirror.continuous, reference.continuous, atol=1e-5)
             np.testing.assert_array_equal(mirror.discrete, reference.discrete)
         np.testing.assert_allclose(mirror.entropy, reference.entropy, rtol=1e-4, atol=1e-5)
     if spec.action_spec.is_continuous:  # the log-probability of a sampled action, with the same noise
-        sac._numpy_actor = accelerate(sac.policy, np.random.default_rng(9), signals=1)
-        sampled = sac._numpy_actor.act(obs, None)
+        sampled = accelerate(sac.policy, np.random.default_rng(9)).act(obs, None)
         noise = torch.as_tensor(np.random.default_rng(9).standard_normal(1 << 16, dtype=np.float32)[:12].reshape(6, 2))
         with torch.no_grad():
             mean, log_std = sac.policy.gaussian_params(sac.policy.body(sac.policy.encode([torch.as_tensor(obs[0])])))

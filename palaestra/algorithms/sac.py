@@ -37,13 +37,14 @@ from palaestra.algorithms.auxiliary import AuxiliaryLoss, StatsMean, add_auxilia
 from palaestra.algorithms.schedules import scheduled_learning_rate
 from palaestra.algorithms.transitions import following_rows
 from palaestra.envs.base import BehaviorSpec
-from palaestra.networks.accelerator import CPUOps, TorchOps, accelerate, plain_mlp, twin_layers
+from palaestra.networks.accelerator import accelerate, plain_mlp, twin_layers
 from palaestra.networks.constants import LOG_STD_MAX, LOG_STD_MIN, MASKED_LOGIT, WIDE_NETWORK_UNITS
 from palaestra.networks.flat_params import FlatParameters
 from palaestra.networks.numpy_adam import NumpyAdam
 from palaestra.networks.numpy_layers import log_softmax, squashed_gaussian, squashed_gaussian_grad
 from palaestra.networks.optim import make_adam, step_single_adam
 from palaestra.networks.sac_networks import SquashedActor, TwinQ, squashed_sample
+from palaestra.networks.torch_acting import TorchActor
 from palaestra.rewards import SignalEpisodeSums, load_signals_state, make_signals, signals_state
 from palaestra.rollout.buffers import ReplayBuffer, observation_columns, observations
 from palaestra.rollout.segments import ActResult, Segments
@@ -58,7 +59,6 @@ def _split_flat(flat: np.ndarray, shapes: tuple[tuple[int, ...], ...]) -> list[n
 
 
 DISCRETE_TARGET_ENTROPY_SCALE = 0.2  # ML-Agents: target entropy 0.2 x log(branch size)
-_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
 @dataclass
@@ -82,14 +82,14 @@ class SACBatch:
         return SimpleNamespace(**{k: tensors(v) for k, v in vars(self).items()})
 
 
-# -- SAC's losses, and beside each its gradient with respect to its inputs for the accelerator
-# (networks/accelerator.py), written over its array operations ``xp`` (numpy's or torch's) --------
+# -- SAC's losses, and beside each its gradient with respect to its inputs (numpy) for the
+# accelerator (networks/accelerator.py) ---------------------------------------------------------
 def q_losses(q: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Each critic's 0.5 mean (Q - y)^2 over rows and signals; ``q`` [2, B, K]."""
     return 0.5 * (q[0] - y).pow(2).mean(), 0.5 * (q[1] - y).pow(2).mean()
 
 
-def q_losses_grad(xp, q, y):
+def q_losses_grad(q, y):
     """d(q1_loss + q2_loss)/dq."""
     return (q - y) * (1.0 / (q.shape[1] * q.shape[2]))
 
@@ -100,11 +100,11 @@ def continuous_policy_loss(alpha: torch.Tensor, log_prob: torch.Tensor, q_pi: to
     return (alpha * log_prob - q_pi.min(0).values.mean(-1)).mean()
 
 
-def continuous_policy_loss_grad(xp, alpha, q_pi):
+def continuous_policy_loss_grad(alpha, q_pi):
     """(d/d(q_pi), d/d(log_prob)): min() passes the gradient to the lower critic (tower 0 on ties)."""
     B, K = q_pi.shape[1], q_pi.shape[2]
-    lower = (q_pi[1] < q_pi[0])[None]
-    return xp.as_float(xp.cat([~lower, lower], 0)) * (-1.0 / (B * K)), alpha / B
+    lower = q_pi[1] < q_pi[0]
+    return np.stack([~lower, lower]).astype(np.float32) * (-1.0 / (B * K)), alpha / B
 
 
 def discrete_policy_loss(alpha: torch.Tensor, log_p: torch.Tensor, q_min: torch.Tensor) -> torch.Tensor:
@@ -113,14 +113,14 @@ def discrete_policy_loss(alpha: torch.Tensor, log_p: torch.Tensor, q_min: torch.
     return (log_p.exp() * (alpha * log_p - q_min)).sum(-1).mean()
 
 
-def discrete_policy_loss_grad(xp, alpha, log_p, q_min):
+def discrete_policy_loss_grad(alpha, log_p, q_min):
     """(the loss, d/d(logits)) of one branch: through the softmax, d/dz = p (g - E_p[g]) with
     g = alpha log p - Q."""
-    p = xp.exp(log_p)
+    p = np.exp(log_p)
     g = alpha * log_p - q_min
-    expected = xp.sum(p * g, 1, keepdims=True)
+    expected = (p * g).sum(1, keepdims=True)
     B = log_p.shape[0]
-    return xp.sum(expected, 0)[0] * (1.0 / B), p * (g - expected) * (1.0 / B)
+    return expected.sum() * (1.0 / B), p * (g - expected) * (1.0 / B)
 
 
 def alpha_loss(log_alpha: torch.Tensor, entropy_error: torch.Tensor) -> torch.Tensor:
@@ -129,9 +129,9 @@ def alpha_loss(log_alpha: torch.Tensor, entropy_error: torch.Tensor) -> torch.Te
     return -(log_alpha * entropy_error).mean()
 
 
-def alpha_loss_grad(xp, entropy_error):
+def alpha_loss_grad(entropy_error):
     """d/d(log_alpha); sums times 1/n (ndarray.mean costs several microseconds of Python)."""
-    return xp.sum(entropy_error, 0) * (-1.0 / (entropy_error.shape[0] * entropy_error.shape[1]))
+    return entropy_error.sum(0) * (-1.0 / (entropy_error.shape[0] * entropy_error.shape[1]))
 
 
 class SAC:
@@ -148,7 +148,7 @@ class SAC:
         self._learning_signals = [signal for signal in self.signals if signal.learns]
         self.auxiliary_losses: list[AuxiliaryLoss] = []  # extra loss terms of each gradient step
         K = len(self.signals)
-        self.policy = SquashedActor(spec, settings.hidden_units, settings.num_layers, settings.normalize).to(device)
+        self.policy = SquashedActor(spec, settings.hidden_units, settings.num_layers, settings.normalize, K).to(device)
         self.continuous = action.is_continuous
         self.branches = list(action.discrete_branches)
         self.offsets = np.cumsum([0] + self.branches[:-1]).tolist()
@@ -165,72 +165,37 @@ class SAC:
         self.flat = FlatParameters([*actor_params, *critic_params, self.log_alpha])
         self.critic_span = self.flat.span(len(actor_params), len(critic_params))
         self.target_flat = FlatParameters(list(self.target.parameters()), with_grad=False)
-        # A plain MLP on the CPU acts in numpy over the same (flattened) memory (networks/accelerator.py).
-        self._numpy_actor = accelerate(self.policy, self.rng, signals=K)
+        # acting: a plain MLP on the CPU in numpy over the same (flattened) memory
+        # (networks/accelerator.py), any other network with the module itself (networks/torch_acting.py)
+        self._network = accelerate(self.policy, self.rng)
+        self._actor = self._network or TorchActor(self.policy)
         target_entropy = ([-float(action.continuous_size)] if self.continuous else
                           [DISCRETE_TARGET_ENTROPY_SCALE * math.log(b) for b in self.branches])
         self.target_entropy = torch.tensor(target_entropy, device=device)
         self.gammas = torch.tensor([s.gamma for s in self.signals], device=device)
         self._uses_terminal = np.array([float(s.uses_terminal) for s in self.signals], np.float32)
         self.optimizer = make_adam([self.flat.parameter], settings.learning_rate, settings.adam_epsilon)
-        # Plain MLPs train without autograd on the accelerator's layers (networks/accelerator.py;
-        # _autograd_gradients is their reference): numpy for narrow networks on the CPU, with a
-        # numpy Adam over the same flat buffer; torch operations for wide networks (torch runs
-        # their products on every core; palaestra/run.py gives it the threads) and other devices.
-        self._xp = None
-        if plain_mlp(self.policy) and plain_mlp(self.critic):
-            widths = [m.out_features for m in self.policy.body if isinstance(m, nn.Linear)]
-            narrow = max(widths, default=0) < WIDE_NETWORK_UNITS
-            self._accelerate(CPUOps if device.type == "cpu" and narrow else TorchOps)
-        self._numpy_adam = (NumpyAdam([self.flat.parameter], self.optimizer, flat=self.flat)
-                            if self._xp is CPUOps else None)
+        # Narrow plain MLPs on the CPU train without autograd, on the accelerator's numpy layers
+        # with a numpy Adam over the same flat buffer (networks/accelerator.py; _autograd_gradients
+        # is their reference). Wide networks (torch runs their products on every core:
+        # palaestra/machine.py) and other devices train on autograd: hand-chaining them in torch
+        # measured no faster (docs/benchmarks.md).
+        widths = [m.out_features for m in self.policy.body if isinstance(m, nn.Linear)]
+        self._accelerated = (self._network is not None and plain_mlp(self.critic)
+                             and max(widths, default=0) < WIDE_NETWORK_UNITS)
+        self._numpy_adam = None
+        if self._accelerated:
+            self._accelerate()
+            self._numpy_adam = NumpyAdam([self.flat.parameter], self.optimizer, flat=self.flat)
         self.buffer = ReplayBuffer(settings.buffer_size)
         self.episode_sums = SignalEpisodeSums(self.signals)
         self.step = 0  # agent steps collected, ML-Agents' trainer step
         self.update_count = 0  # gradient steps taken
         self.signal_update_count = 0  # reward-signal model updates taken (their own cadence)
-        self._torch_rng = torch.Generator(device=device)
-        self._torch_rng.manual_seed(int(self.rng.integers(2**62)))
 
     # -- acting ------------------------------------------------------------------------------
     def act(self, observations: list[np.ndarray], allowed: np.ndarray | None, deterministic: bool = False) -> ActResult:
-        if self._numpy_actor is not None:
-            return self._numpy_actor.act(observations, allowed, deterministic)
-        return self._torch_act(observations, allowed, deterministic)
-
-    @torch.inference_mode()
-    def _torch_act(self, observations: list[np.ndarray], allowed: np.ndarray | None,
-                   deterministic: bool = False) -> ActResult:
-        n = observations[0].shape[0]
-        h = self.policy.body(self.policy.encode([torch.as_tensor(o, device=self.device) for o in observations]))
-        cont = np.zeros((n, 0), np.float32)
-        disc = np.zeros((n, 0), np.int64)
-        if self.continuous:
-            mean, log_std = self.policy.gaussian_params(h)
-            noise = torch.zeros_like(mean) if deterministic else torch.randn(
-                mean.shape, generator=self._torch_rng, device=self.device)
-            action, log_prob = squashed_sample(mean, log_std, noise)
-            # the entropy of the Gaussian before squashing (the squashed one has no closed form)
-            entropy = (0.5 + _HALF_LOG_2PI + log_std).sum(-1)
-            cont = action.cpu().numpy()
-        else:
-            logits = self.policy.masked_logits(h, None if allowed is None else torch.as_tensor(allowed, device=self.device))
-            log_prob = torch.zeros(n, device=self.device)
-            entropy = torch.zeros(n, device=self.device)
-            choices = []
-            for start, size in zip(self.offsets, self.branches):
-                logp = torch.log_softmax(logits[:, start : start + size], -1)
-                if deterministic:
-                    choice = logp.argmax(-1)
-                else:
-                    u = torch.rand(logp.shape, generator=self._torch_rng, device=self.device).clamp_(1e-20, 1.0)
-                    choice = (logp - torch.log(-torch.log(u))).argmax(-1)  # Gumbel-max
-                choices.append(choice)
-                log_prob += logp.gather(1, choice[:, None])[:, 0]
-                entropy -= (logp.exp() * logp).sum(-1)
-            disc = torch.stack(choices, 1).cpu().numpy()
-        return ActResult(cont, disc, log_prob.cpu().numpy(), entropy.cpu().numpy(),
-                         np.zeros((n, len(self.signals)), np.float32))
+        return self._actor.act(observations, allowed, deterministic)
 
     def value(self, observations: list[np.ndarray]) -> np.ndarray:
         """SAC keeps no state-value estimate for segments; its critics learn from transitions."""
@@ -308,7 +273,7 @@ class SAC:
 
     def _gradient_step(self, batch: dict[str, np.ndarray], extra: StatsMean) -> dict[str, Any]:
         t = self._prepare(batch)
-        stats = self._accelerated_gradients(t) if self._xp is not None else self._autograd_gradients(t)
+        stats = self._accelerated_gradients(t) if self._accelerated else self._autograd_gradients(t)
         # auxiliary losses (behavioral cloning) add their gradients to SAC's before the step
         extra.add(add_auxiliary_gradients(self.auxiliary_losses, self.policy, batch, self.step, self.device))
         if self._numpy_adam is not None:
@@ -395,113 +360,109 @@ class SAC:
                 "Losses/Policy Loss": policy_loss.detach(), "q_estimate": q.detach().min(0).values.mean(0)}
 
     # -- the same on the accelerator ---------------------------------------------------------
-    def _accelerate(self, xp) -> None:
-        """Train on the accelerator's layers over ``xp``: numpy views of the (flat) parameters
-        and gradients with CPUOps, the tensors themselves with TorchOps."""
-        self._xp = xp
-        self._actor = accelerate(self.policy, xp=xp)
-        self._critic_layers, self._target_layers = twin_layers(self.critic, xp), twin_layers(self.target, xp)
-        view = (lambda t: t.detach().numpy()) if xp.numpy else (lambda t: t.detach())
-        self._views = SimpleNamespace(log_alpha=view(self.log_alpha), grad_log_alpha=view(self.log_alpha.grad),
-                                      target_entropy=view(self.target_entropy), gammas=view(self.gammas))
+    def _accelerate(self) -> None:
+        """Train on the accelerator's numpy layers, over views of the (flat) parameters and gradients."""
+        self._critic_layers, self._target_layers = twin_layers(self.critic), twin_layers(self.target)
+        self._views = SimpleNamespace(log_alpha=self.log_alpha.detach().numpy(),
+                                      grad_log_alpha=self.log_alpha.grad.numpy(),
+                                      target_entropy=self.target_entropy.numpy(), gammas=self.gammas.numpy())
 
-    def _accelerated_gradients(self, batch: SACBatch) -> dict[str, Any]:
+    def _accelerated_gradients(self, t: SACBatch) -> dict[str, Any]:
         """``_autograd_gradients`` without autograd: the forward passes, each loss's input gradient
         (the ``*_grad`` functions above) and the layers' backward passes; every product is issued
         once, and the critic pass that only serves the actor's loss computes no weight gradients."""
         with torch.no_grad():
-            t = batch if self._xp.numpy else batch.to_torch(self.device)
             return (self._accelerated_continuous if self.continuous else self._accelerated_discrete)(t)
 
-    def _accelerated_continuous(self, t: Any) -> dict[str, Any]:
-        xp, actor, critic, v = self._xp, self._actor, self._critic_layers, self._views
+    def _accelerated_continuous(self, t: SACBatch) -> dict[str, Any]:
+        actor, critic, v = self._network, self._critic_layers, self._views
         x, x_next = actor.encode(t.obs), actor.encode(t.next_obs)
         B, c = x.shape[0], self.spec.action_spec.continuous_size
-        alpha = xp.exp(v.log_alpha)
+        alpha = np.exp(v.log_alpha)
         # the actor at s (kept for its backward pass) and at s' (for the target only)
         trunk_cache: list = []
         head_cache: list = []
         out = actor.squashed.forward(actor.trunk.forward(x, trunk_cache), head_cache)
         raw_log_std = out[:, c:]
         eps = t.noise[:B]
-        a_pi, logp_pi, std = squashed_gaussian(xp, out[:, :c], xp.clip(raw_log_std, LOG_STD_MIN, LOG_STD_MAX), eps)
+        a_pi, logp_pi, std = squashed_gaussian(out[:, :c], np.clip(raw_log_std, LOG_STD_MIN, LOG_STD_MAX), eps)
         out_next = actor.squashed.forward(actor.trunk.forward(x_next))
-        a_next, logp_next, _ = squashed_gaussian(xp, out_next[:, :c],
-                                                 xp.clip(out_next[:, c:], LOG_STD_MIN, LOG_STD_MAX), t.noise[B:])
-        q_next = xp.min0(self._target_layers.forward(xp.cat([x_next, a_next], 1)))
+        a_next, logp_next, _ = squashed_gaussian(out_next[:, :c], np.clip(out_next[:, c:], LOG_STD_MIN, LOG_STD_MAX),
+                                                 t.noise[B:])
+        q_next = self._target_layers.forward(np.concatenate([x_next, a_next], 1)).min(0)
         y = t.rewards + v.gammas * t.not_done * (q_next - alpha * logp_next[:, None])
         # the critics' loss
         critic_cache: list = []
-        q = critic.forward(xp.cat([x, t.continuous], 1), critic_cache)  # [2, B, K]
-        critic.backward(q_losses_grad(xp, q, y), critic_cache)
+        q = critic.forward(np.concatenate([x, t.continuous], 1), critic_cache)  # [2, B, K]
+        critic.backward(q_losses_grad(q, y), critic_cache)
         # the actor's loss, through the critics (constant) to the action, the squash and the actor
         pi_cache: list = []
-        q_pi = critic.forward(xp.cat([x, a_pi], 1), pi_cache)
-        grad_q_pi, grad_logp = continuous_policy_loss_grad(xp, alpha, q_pi)
+        q_pi = critic.forward(np.concatenate([x, a_pi], 1), pi_cache)
+        grad_q_pi, grad_logp = continuous_policy_loss_grad(alpha, q_pi)
         grad_a = critic.backward(grad_q_pi, pi_cache, weights=False, input_grad=True)[:, -c:]
         grad_mean, grad_log_std = squashed_gaussian_grad(grad_a, grad_logp, a_pi, std, eps)
         grad_log_std = grad_log_std * ((raw_log_std >= LOG_STD_MIN) & (raw_log_std <= LOG_STD_MAX))  # the clamp
-        grad_h = actor.squashed.backward(xp.cat([grad_mean, grad_log_std], 1), head_cache[0])
+        grad_h = actor.squashed.backward(np.concatenate([grad_mean, grad_log_std], 1), head_cache[0])
         actor.trunk.backward(grad_h, trunk_cache)
-        v.grad_log_alpha[:] = alpha_loss_grad(xp, (logp_pi + v.target_entropy[0])[:, None])
+        v.grad_log_alpha[:] = alpha_loss_grad((logp_pi + v.target_entropy[0])[:, None])
         K = q.shape[2]
-        policy_loss = xp.sum(alpha[0] * logp_pi - xp.sum(xp.min0(q_pi), 1) * (1.0 / K), 0) * (1.0 / B)
+        policy_loss = (alpha[0] * logp_pi - q_pi.min(0).sum(1) * (1.0 / K)).sum() * (1.0 / B)
         return self._accelerated_stats(q, y, policy_loss)
 
-    def _accelerated_discrete(self, t: Any) -> dict[str, Any]:
-        xp, actor, critic, v = self._xp, self._actor, self._critic_layers, self._views
+    def _accelerated_discrete(self, t: SACBatch) -> dict[str, Any]:
+        actor, critic, v = self._network, self._critic_layers, self._views
         x, x_next = actor.encode(t.obs), actor.encode(t.next_obs)
         B, n, A = x.shape[0], len(self.branches), sum(self.branches)
-        alpha = xp.exp(v.log_alpha)
+        alpha = np.exp(v.log_alpha)
         trunk_cache: list = []
         head_cache: list = []
-        logits = xp.where(t.allowed, actor.logits.forward(actor.trunk.forward(x, trunk_cache), head_cache),
+        logits = np.where(t.allowed, actor.logits.forward(actor.trunk.forward(x, trunk_cache), head_cache),
                           MASKED_LOGIT)
-        logits_next = xp.where(t.next_allowed, actor.logits.forward(actor.trunk.forward(x_next)), MASKED_LOGIT)
+        logits_next = np.where(t.next_allowed, actor.logits.forward(actor.trunk.forward(x_next)), MASKED_LOGIT)
         critic_cache: list = []
         q_all = critic.forward(x, critic_cache)  # [2, B, K * A]
         K = q_all.shape[2] // A
         q_all4 = q_all.reshape(2, B, K, A)
-        q_next = xp.min0(self._target_layers.forward(x_next).reshape(2, B, K, A))  # [B, K, A]
-        q_min = xp.sum(xp.min0(q_all4), 1) * (1.0 / K)  # [B, A]: the actor's (constant) view of the critics
-        v_next = xp.zeros(t.rewards.shape, x)
-        q_taken = xp.zeros((2, B, K), x)
-        grad_logits = xp.empty(logits.shape, x)
-        entropy_error = xp.empty((B, n), x)
+        q_next = self._target_layers.forward(x_next).reshape(2, B, K, A).min(0)  # [B, K, A]
+        q_min = q_all4.min(0).sum(1) * (1.0 / K)  # [B, A]: the actor's (constant) view of the critics
+        v_next = np.zeros(t.rewards.shape, np.float32)
+        q_taken = np.zeros((2, B, K), np.float32)
+        grad_logits = np.empty(logits.shape, np.float32)
+        entropy_error = np.empty((B, n), np.float32)
         policy_loss = 0.0
-        rows = xp.arange(B, x)
+        rows = np.arange(B)
         taken = []
         for br, (start, size) in enumerate(zip(self.offsets, self.branches)):
             cols = slice(start, start + size)
-            logp = log_softmax(xp, logits[:, cols])
-            logp_next = log_softmax(xp, logits_next[:, cols])
-            v_next += xp.sum(xp.exp(logp_next)[:, None, :] * (q_next[..., cols] - alpha[br] * logp_next[:, None, :]), -1)
+            logp = log_softmax(logits[:, cols])
+            logp_next = log_softmax(logits_next[:, cols])
+            v_next += (np.exp(logp_next)[:, None, :] * (q_next[..., cols] - alpha[br] * logp_next[:, None, :])).sum(-1)
             index = t.discrete[:, br] + start
             taken.append(index)
-            q_taken += xp.swap01(q_all4[:, rows, :, index])  # the indexing puts B first
-            loss, grad = discrete_policy_loss_grad(xp, alpha[br], logp, q_min[:, cols])
+            q_taken += q_all4[:, rows, :, index].swapaxes(0, 1)  # the indexing puts B first
+            loss, grad = discrete_policy_loss_grad(alpha[br], logp, q_min[:, cols])
             policy_loss = policy_loss + loss
             grad_logits[:, cols] = grad * (1.0 / n)
-            entropy_error[:, br] = xp.sum(xp.exp(logp) * logp, 1) + v.target_entropy[br]
+            entropy_error[:, br] = (np.exp(logp) * logp).sum(1) + v.target_entropy[br]
         y = t.rewards + v.gammas * t.not_done * (v_next / n)
         q = q_taken / n  # [2, B, K]
         # q is the mean over branches of each taken column: each receives 1/n of q's gradient
-        grad_q_all = xp.zeros(q_all4.shape, x)
-        share = xp.swap01(q_losses_grad(xp, q, y) * (1.0 / n))  # [B, 2, K], as the indexing
+        grad_q_all = np.zeros(q_all4.shape, np.float32)
+        share = (q_losses_grad(q, y) * (1.0 / n)).swapaxes(0, 1)  # [B, 2, K], as the indexing
         for index in taken:  # branches' columns are disjoint
             grad_q_all[:, rows, :, index] = share
         critic.backward(grad_q_all.reshape(2, B, K * A), critic_cache)
         grad_logits[~t.allowed] = 0.0
         actor.trunk.backward(actor.logits.backward(grad_logits, head_cache[0]), trunk_cache)
-        v.grad_log_alpha[:] = alpha_loss_grad(xp, entropy_error)
+        v.grad_log_alpha[:] = alpha_loss_grad(entropy_error)
         return self._accelerated_stats(q, y, policy_loss / n)
 
-    def _accelerated_stats(self, q, y, policy_loss) -> dict[str, Any]:
-        xp = self._xp
+    @staticmethod
+    def _accelerated_stats(q, y, policy_loss) -> dict[str, Any]:
         error = q - y
-        squared = xp.sum(xp.sum(error * error, 2), 1) * (0.5 / (error.shape[1] * error.shape[2]))
+        squared = (error * error).sum((1, 2)) * (0.5 / (error.shape[1] * error.shape[2]))
         return {"Losses/Q1 Loss": squared[0], "Losses/Q2 Loss": squared[1], "Losses/Policy Loss": policy_loss,
-                "q_estimate": xp.sum(xp.min0(q), 0) * (1.0 / q.shape[1])}
+                "q_estimate": q.min(0).sum(0) * (1.0 / q.shape[1])}
 
     # -- checkpoints -------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

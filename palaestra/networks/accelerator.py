@@ -17,14 +17,13 @@ the network's outputs beside its torch loss; the layers here carry it into the p
 from __future__ import annotations
 
 import copy
-import dataclasses
 
 import numpy as np
 import torch
 from torch import nn
 
 from palaestra.networks.normalizer import Normalizer
-from palaestra.networks.numpy_layers import NumpyOps, Stack, Twin
+from palaestra.networks.numpy_layers import Kernels, Stack, Twin, swish, swish_grad
 from palaestra.networks.numpy_network import MLPNetwork, NetworkSpec, WeightLayout
 from palaestra.networks.policy import ActorCritic, TwinMLP
 from palaestra.networks.sac_networks import SquashedActor, TwinQ
@@ -38,104 +37,22 @@ KNOWN_LAYERS = (nn.Linear, nn.Sequential, nn.SiLU, nn.Tanh, nn.ParameterList, No
 ACTIVATION_OF = {nn.SiLU: "swish", nn.Tanh: "tanh"}
 
 
-class CPUOps(NumpyOps):
-    """numpy, with torch's vectorized kernels for the activations of large arrays."""
-
-    @staticmethod
-    def swish(z):
-        if z.size < TORCH_KERNELS_FROM:
-            return NumpyOps.swish(z)
-        s = np.empty_like(z)
-        torch.sigmoid(torch.from_numpy(z), out=torch.from_numpy(s))
-        return z * s, s
-
-    @staticmethod
-    def swish_grad(grad_h, z, s):
-        if z.size < TORCH_KERNELS_FROM:
-            return NumpyOps.swish_grad(grad_h, z, s)
-        return silu_backward(torch.from_numpy(grad_h), torch.from_numpy(z)).numpy()
+def _swish(z):
+    if z.size < TORCH_KERNELS_FROM:
+        return swish(z)
+    s = np.empty_like(z)
+    torch.sigmoid(torch.from_numpy(z), out=torch.from_numpy(s))
+    return z * s, s
 
 
-class TorchOps:
-    """The same operations in torch, on the tensors themselves: for wide networks, whose products
-    outweigh any dispatch cost and which torch runs on every core (SAC)."""
+def _swish_grad(grad_h, z, s):
+    if z.size < TORCH_KERNELS_FROM:
+        return swish_grad(grad_h, z, s)
+    return silu_backward(torch.from_numpy(grad_h), torch.from_numpy(z)).numpy()
 
-    numpy = False
 
-    @staticmethod
-    def mm(a, b, out=None):
-        return torch.mm(a, b, out=out) if out is not None else torch.mm(a, b)
-
-    @staticmethod
-    def swish(z):
-        return nn.functional.silu(z), None  # one fused kernel; its backward needs only z
-
-    @staticmethod
-    def swish_grad(grad_h, z, s):
-        return silu_backward(grad_h, z)  # autograd's own fused kernel
-
-    @staticmethod
-    def twin_first(x, w, b):
-        return torch.baddbmm(b, x.unsqueeze(0).expand(2, *x.shape), w.transpose(1, 2))
-
-    @staticmethod
-    def twin_linear(h, w, b):
-        return torch.baddbmm(b, h, w.transpose(1, 2))
-
-    @staticmethod
-    def twin_weight_grad(grad_z, h_in, gw, gb):
-        if h_in.dim() == 2:
-            h_in = h_in.unsqueeze(0).expand(2, *h_in.shape)
-        torch.bmm(grad_z.transpose(1, 2), h_in, out=gw)
-        torch.sum(grad_z, 1, keepdim=True, out=gb)
-
-    @staticmethod
-    def twin_input_grad(grad_z, w):
-        # [2, B, 1] x [2, 1, in]: an outer product, cheaper broadcast than as a matmul
-        return grad_z * w if w.shape[1] == 1 else torch.bmm(grad_z, w)
-
-    @staticmethod
-    def sum_into(x, axis, out, keepdims=False):
-        torch.sum(x, axis, keepdim=keepdims, out=out)
-
-    @staticmethod
-    def sum(x, axis, keepdims=False):
-        return x.sum(axis, keepdim=keepdims)
-
-    exp, tanh, log, clip, where = torch.exp, torch.tanh, torch.log, torch.clamp, torch.where
-    softplus = staticmethod(nn.functional.softplus)
-
-    @staticmethod
-    def cat(xs, axis):
-        return torch.cat(xs, axis)
-
-    @staticmethod
-    def min0(x):
-        return x.min(0).values
-
-    @staticmethod
-    def max1(x):
-        return x.max(1, keepdim=True).values
-
-    @staticmethod
-    def swap01(x):
-        return x.transpose(0, 1)
-
-    @staticmethod
-    def as_float(mask):
-        return mask.float()
-
-    @staticmethod
-    def zeros(shape, like):
-        return torch.zeros(shape, dtype=like.dtype, device=like.device)
-
-    @staticmethod
-    def empty(shape, like):
-        return torch.empty(shape, dtype=like.dtype, device=like.device)
-
-    @staticmethod
-    def arange(n, like):
-        return torch.arange(n, device=like.device)
+# numpy's kernels, with torch's vectorized ones for the activations of large arrays
+CPU_KERNELS = Kernels(_swish, _swish_grad)
 
 
 def plain_mlp(module: nn.Module) -> bool:
@@ -205,7 +122,7 @@ def _actor_critic(m: ActorCritic, d: _Describer) -> NetworkSpec:
 def _squashed_actor(m: SquashedActor, d: _Describer) -> NetworkSpec:
     return NetworkSpec(normalizer=d.normalizer(m.normalizer), trunk=d.sequential(m.body), gaussian=None,
                        squashed=d.linear(m.gaussian), logits=d.linear(m.logits), branches=tuple(m.branches),
-                       values=None, signals=0)
+                       values=None, signals=m.signals)
 
 
 _DESCRIBE = {ActorCritic: _actor_critic, SquashedActor: _squashed_actor}
@@ -221,11 +138,8 @@ def describe(module: nn.Module) -> tuple[NetworkSpec, list[torch.Tensor]] | None
     return spec, d.tensors
 
 
-def _viewer(xp):
-    """How layers over ``xp`` see a tensor: a numpy view of its memory, or the tensor itself."""
-    if xp.numpy:
-        return lambda t: None if t is None else t.detach().numpy()
-    return lambda t: None if t is None else t.detach()
+def _view(t: torch.Tensor | None) -> np.ndarray | None:
+    return None if t is None else t.detach().numpy()
 
 
 def _grad(t: torch.Tensor) -> torch.Tensor | None:
@@ -237,29 +151,21 @@ def _grad(t: torch.Tensor) -> torch.Tensor | None:
     return t.grad
 
 
-def accelerate(module: nn.Module, rng: np.random.Generator | None = None, signals: int | None = None,
-               xp=CPUOps) -> MLPNetwork | None:
-    """The policy network over views of ``module``'s parameters and gradients (acting with
-    ``rng``'s noise, evaluating and backpropagating), or None: torch and autograd run it.
-    ``signals``: the reward signals of a policy without value heads (its acting reports zeros).
-    With :class:`TorchOps` the layers work on the tensors themselves, on any device."""
-    described = describe(module) if on_cpu(module) or not xp.numpy else None
+def accelerate(module: nn.Module, rng: np.random.Generator | None = None) -> MLPNetwork | None:
+    """The policy network over numpy views of ``module``'s parameters and gradients (acting with
+    ``rng``'s noise, evaluating and backpropagating), or None: torch and autograd run it."""
+    described = describe(module) if on_cpu(module) else None
     if described is None:
         return None
     spec, tensors = described
-    if signals is not None:
-        spec = dataclasses.replace(spec, signals=signals)
-    view = _viewer(xp)
-    return MLPNetwork(spec, [view(t) for t in tensors], rng, [view(_grad(t)) for t in tensors], xp)
+    return MLPNetwork(spec, [_view(t) for t in tensors], rng, [_view(_grad(t)) for t in tensors], CPU_KERNELS)
 
 
-def twin_layers(critic: TwinQ, xp=CPUOps) -> Stack:
-    """TwinQ's stacked layers (swish, the last one linear) over views of its parameters (and
-    gradients, where it has them): numpy views with numpy operations, the tensors themselves with
-    :class:`TorchOps`."""
-    view = _viewer(xp)
+def twin_layers(critic: TwinQ) -> Stack:
+    """TwinQ's stacked layers (swish, the last one linear) over numpy views of its parameters
+    (and gradients, where it has them)."""
     last = len(critic.weights) - 1
-    return Stack([Twin(xp, view(w), view(b), "" if i == last else "swish", view(w.grad), view(b.grad))
+    return Stack([Twin(CPU_KERNELS, _view(w), _view(b), "" if i == last else "swish", _view(w.grad), _view(b.grad))
                   for i, (w, b) in enumerate(zip(critic.weights, critic.biases))])
 
 

@@ -1,8 +1,7 @@
 """The layers of a plain MLP network, each with its forward pass and its backward pass (to its
-input and into its parameters' gradients) written once, over a small set of array operations.
-
-``NumpyOps`` (here, free of torch, so that environment workers can act without importing it) runs
-them with numpy; networks/accelerator.py adds the operations that run them on torch's kernels.
+input and into its parameters' gradients) written once, in numpy. A step of a small network is
+a hundred or so operations on a few hundred numbers: numpy dispatches one in about a
+microsecond, torch in several. The module imports no torch, so environment workers act with it.
 The arrays are views: of the torch parameters and their ``.grad`` in the main process
 (networks/accelerator.py builds the layers from the torch module's own layers), of a local copy
 of the published weights in an acting worker. A layer never copies them, so it is never stale.
@@ -15,6 +14,8 @@ Notation: B rows; a twin layer holds two networks of one shape stacked (``[2, ou
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -24,126 +25,43 @@ HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 LOG_2 = math.log(2.0)
 
 
-class NumpyOps:
-    """Array operations in numpy. A step of a small network is a hundred or so operations on a
-    few hundred numbers: numpy dispatches one in about a microsecond, torch in several."""
-
-    numpy = True  # arrays are numpy's: acting may overwrite fresh ones in place
-
-    @staticmethod
-    def mm(a, b, out=None):
-        return np.matmul(a, b, out=out)
-
-    @staticmethod
-    def swish(z):
-        """(z sigmoid(z), sigmoid(z)): the sigmoid is kept for the backward pass. sigmoid(z) =
-        (1 + tanh(z / 2)) / 2: unlike 1 / (1 + exp(-z)) it cannot overflow."""
-        s = np.tanh(0.5 * z)
-        s *= 0.5
-        s += 0.5
-        return z * s, s
-
-    @staticmethod
-    def swish_grad(grad_h, z, s):
-        """d/dz [z sigmoid(z)] = s (1 + z (1 - s)), times ``grad_h``."""
-        return grad_h * (s * (1.0 + z * (1.0 - s)))
-
-    # numpy's stacked (3-D) matmul misses BLAS's fast path for transposed or broadcast operands
-    # (measured 3-5x slower), so each tower gets its own 2-D product, except where both towers
-    # read the same input: there the stacked weight is one [in, 2 out] matrix (a free view).
-    @staticmethod
-    def twin_first(x, w, b):
-        out = w.shape[1]
-        z = (x @ w.reshape(2 * out, -1).T).reshape(x.shape[0], 2, out).transpose(1, 0, 2)
-        return z + b
-
-    @staticmethod
-    def twin_linear(h, w, b):
-        z = np.empty((2, h.shape[1], w.shape[1]), np.float32)
-        for t in (0, 1):
-            np.matmul(h[t], w[t].T, out=z[t])
-        z += b
-        return z
-
-    @staticmethod
-    def twin_weight_grad(grad_z, h_in, gw, gb):
-        if h_in.ndim == 2:  # both towers read h_in: one product for both weight gradients
-            out = gw.shape[1]
-            flat = grad_z.transpose(1, 0, 2).reshape(-1, 2 * out)
-            np.matmul(flat.T, h_in, out=gw.reshape(2 * out, -1))
-            np.sum(flat, 0, out=gb.reshape(-1))
-            return
-        for t in (0, 1):
-            np.matmul(grad_z[t].T, h_in[t], out=gw[t])
-        np.sum(grad_z, 1, keepdims=True, out=gb)
-
-    @staticmethod
-    def twin_input_grad(grad_z, w):
-        if w.shape[1] == 1:  # [2, B, 1] x [2, 1, in]: an outer product, cheaper broadcast
-            return grad_z * w
-        grad_h = np.empty((2, grad_z.shape[1], w.shape[2]), np.float32)
-        for t in (0, 1):
-            np.matmul(grad_z[t], w[t], out=grad_h[t])
-        return grad_h
-
-    @staticmethod
-    def sum_into(x, axis, out, keepdims=False):
-        np.sum(x, axis, keepdims=keepdims, out=out)
-
-    @staticmethod
-    def sum(x, axis, keepdims=False):
-        return x.sum(axis, keepdims=keepdims)
-
-    exp, tanh, log, clip, where = np.exp, np.tanh, np.log, np.clip, np.where
-
-    @staticmethod
-    def softplus(x):
-        return np.logaddexp(0.0, x)
-
-    @staticmethod
-    def cat(xs, axis):
-        return np.concatenate(xs, axis)
-
-    @staticmethod
-    def min0(x):
-        return x.min(0)
-
-    @staticmethod
-    def max1(x):
-        return x.max(1, keepdims=True)
-
-    @staticmethod
-    def swap01(x):
-        return x.swapaxes(0, 1)
-
-    @staticmethod
-    def as_float(mask):
-        return mask.astype(np.float32)
-
-    @staticmethod
-    def zeros(shape, like):
-        return np.zeros(shape, np.float32)
-
-    @staticmethod
-    def empty(shape, like):
-        return np.empty(shape, np.float32)
-
-    @staticmethod
-    def arange(n, like):
-        return np.arange(n)
+def swish(z):
+    """(z sigmoid(z), sigmoid(z)): the sigmoid is kept for the backward pass. sigmoid(z) =
+    (1 + tanh(z / 2)) / 2: unlike 1 / (1 + exp(-z)) it cannot overflow."""
+    s = np.tanh(0.5 * z)
+    s *= 0.5
+    s += 0.5
+    return z * s, s
 
 
-def activate(xp, kind: str, z):
+def swish_grad(grad_h, z, s):
+    """d/dz [z sigmoid(z)] = s (1 + z (1 - s)), times ``grad_h``."""
+    return grad_h * (s * (1.0 + z * (1.0 - s)))
+
+
+@dataclass(frozen=True)
+class Kernels:
+    """The element-wise kernels training uses for swish: numpy's here (acting workers import no
+    torch); networks/accelerator.py swaps in torch's vectorized ones for large arrays."""
+
+    swish: Callable = swish
+    swish_grad: Callable = swish_grad
+
+
+NUMPY_KERNELS = Kernels()
+
+
+def activate(kernels: Kernels, kind: str, z):
     """(activation(z), what its backward pass keeps)."""
     if kind == "swish":
-        return xp.swish(z)
+        return kernels.swish(z)
     if kind == "tanh":
-        return xp.tanh(z), None
+        return np.tanh(z), None
     return z, None
 
 
 def activate_in_place(kind: str, z: np.ndarray) -> np.ndarray:
-    """The same in numpy, overwriting the fresh array ``z``: acting keeps nothing for a backward pass."""
+    """The same, overwriting the fresh array ``z``: acting keeps nothing for a backward pass."""
     if kind == "swish":
         s = np.tanh(0.5 * z)
         s *= 0.5
@@ -154,9 +72,9 @@ def activate_in_place(kind: str, z: np.ndarray) -> np.ndarray:
     return z
 
 
-def activation_grad(xp, kind: str, grad_h, z, h, kept):
+def activation_grad(kernels: Kernels, kind: str, grad_h, z, h, kept):
     if kind == "swish":
-        return xp.swish_grad(grad_h, z, kept)
+        return kernels.swish_grad(grad_h, z, kept)
     if kind == "tanh":
         return grad_h * (1.0 - h * h)  # tanh'(z) = 1 - tanh(z)^2
     return grad_h
@@ -166,57 +84,81 @@ class Dense:
     """A linear layer (``w`` [out, in], ``b`` [out]) and its activation. ``gw``, ``gb``: the
     gradient arrays, None for a network that only acts."""
 
-    def __init__(self, xp, w, b, activation: str = "", gw=None, gb=None) -> None:
-        self.xp, self.w, self.b, self.activation, self.gw, self.gb = xp, w, b, activation, gw, gb
+    def __init__(self, kernels: Kernels, w, b, activation: str = "", gw=None, gb=None) -> None:
+        self.kernels, self.w, self.b, self.activation, self.gw, self.gb = kernels, w, b, activation, gw, gb
+
+    def linear(self, x):
+        z = x @ self.w.T
+        z += self.b
+        return z
 
     def forward(self, x, cache: list | None = None):
-        z = self.xp.mm(x, self.w.T)
-        z += self.b
-        if cache is None and self.xp.numpy:
+        z = self.linear(x)
+        if cache is None:
             return activate_in_place(self.activation, z)
-        h, kept = activate(self.xp, self.activation, z)
-        if cache is not None:
-            cache.append((x, z, h, kept))
+        h, kept = activate(self.kernels, self.activation, z)
+        cache.append((x, z, h, kept))
         return h
 
     def backward(self, grad_h, entry, weights: bool = True, input_grad: bool = True):
         """From d/d(output), write the parameters' gradients (if ``weights``) and return
         d/d(input) (None without ``input_grad``: where the input is data)."""
         x, z, h, kept = entry
-        grad_z = activation_grad(self.xp, self.activation, grad_h, z, h, kept)
+        grad_z = activation_grad(self.kernels, self.activation, grad_h, z, h, kept)
         if weights:
-            self.xp.mm(grad_z.T, x, out=self.gw)
-            self.xp.sum_into(grad_z, 0, out=self.gb)
+            self.weight_grad(grad_z, x)
         if not input_grad:
             return None
+        return self.input_grad(grad_z, x)
+
+    def weight_grad(self, grad_z, x) -> None:
+        np.matmul(grad_z.T, x, out=self.gw)
+        np.sum(grad_z, 0, out=self.gb)
+
+    def input_grad(self, grad_z, x):
         if self.w.shape[0] == 1:  # an outer product: broadcasting beats a matmul of inner size 1
             return grad_z * self.w
-        return self.xp.mm(grad_z, self.w)
+        return grad_z @ self.w
 
 
 class Twin(Dense):
-    """A twin layer (module docstring): ``w`` [2, out, in], ``b`` [2, 1, out]."""
+    """A twin layer (module docstring): ``w`` [2, out, in], ``b`` [2, 1, out].
 
-    def forward(self, x, cache: list | None = None):
-        xp = self.xp
-        z = xp.twin_first(x, self.w, self.b) if x.ndim == 2 else xp.twin_linear(x, self.w, self.b)
-        if cache is None and xp.numpy:
-            return activate_in_place(self.activation, z)
-        h, kept = activate(xp, self.activation, z)
-        if cache is not None:
-            cache.append((x, z, h, kept))
-        return h
+    numpy's stacked (3-D) matmul misses BLAS's fast path for transposed or broadcast operands
+    (measured 3-5x slower), so each tower gets its own 2-D product, except where both towers
+    read the same input: there the stacked weight is one [in, 2 out] matrix (a free view)."""
 
-    def backward(self, grad_h, entry, weights: bool = True, input_grad: bool = True):
-        """As Dense's; the gradient with respect to a shared ``[B, in]`` input sums both towers."""
-        x, z, h, kept = entry
-        xp = self.xp
-        grad_z = activation_grad(xp, self.activation, grad_h, z, h, kept)
-        if weights:
-            xp.twin_weight_grad(grad_z, x, self.gw, self.gb)
-        if not input_grad:
-            return None
-        grad_x = xp.twin_input_grad(grad_z, self.w)
+    def linear(self, x):
+        w, b = self.w, self.b
+        if x.ndim == 2:
+            out = w.shape[1]
+            return (x @ w.reshape(2 * out, -1).T).reshape(x.shape[0], 2, out).transpose(1, 0, 2) + b
+        z = np.empty((2, x.shape[1], w.shape[1]), np.float32)
+        for t in (0, 1):
+            np.matmul(x[t], w[t].T, out=z[t])
+        z += b
+        return z
+
+    def weight_grad(self, grad_z, x) -> None:
+        if x.ndim == 2:  # both towers read x: one product for both weight gradients
+            out = self.gw.shape[1]
+            flat = grad_z.transpose(1, 0, 2).reshape(-1, 2 * out)
+            np.matmul(flat.T, x, out=self.gw.reshape(2 * out, -1))
+            np.sum(flat, 0, out=self.gb.reshape(-1))
+            return
+        for t in (0, 1):
+            np.matmul(grad_z[t].T, x[t], out=self.gw[t])
+        np.sum(grad_z, 1, keepdims=True, out=self.gb)
+
+    def input_grad(self, grad_z, x):
+        """The gradient with respect to a shared ``[B, in]`` input sums both towers."""
+        w = self.w
+        if w.shape[1] == 1:  # [2, B, 1] x [2, 1, in]: an outer product, cheaper broadcast
+            grad_x = grad_z * w
+        else:
+            grad_x = np.empty((2, grad_z.shape[1], w.shape[2]), np.float32)
+            for t in (0, 1):
+                np.matmul(grad_z[t], w[t], out=grad_x[t])
         return grad_x.sum(0) if x.ndim == 2 else grad_x
 
 
@@ -238,9 +180,9 @@ class Stack:
         return grad
 
 
-def normalize(xp, obs, mean, var):
+def normalize(obs, mean, var):
     """networks/normalizer.py's Normalizer (its statistics are data here, not parameters)."""
-    return xp.clip((obs - mean) / (var + 1e-8) ** 0.5, -CLIP, CLIP)
+    return np.clip((obs - mean) / (var + 1e-8) ** 0.5, -CLIP, CLIP)
 
 
 # -- action distributions: log-probabilities and entropies summed over dimensions and branches,
@@ -336,23 +278,23 @@ class Categorical:
         return disc, log_prob, entropy
 
 
-def log_softmax(xp, x):
-    shifted = x - xp.max1(x)
-    return shifted - xp.log(xp.sum(xp.exp(shifted), 1, keepdims=True))
+def log_softmax(x):
+    shifted = x - x.max(1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
 
 
-def log_squash(xp, u):
+def log_squash(u):
     """log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)), stable for large |u|."""
-    return 2.0 * (LOG_2 - u - xp.softplus(-2.0 * u))
+    return 2.0 * (LOG_2 - u - np.logaddexp(0.0, -2.0 * u))
 
 
-def squashed_gaussian(xp, mean, log_std, noise):
+def squashed_gaussian(mean, log_std, noise):
     """a = tanh(mean + std noise) and log pi(a) (networks/sac_networks.py: squashed_sample);
     also std and a, which the backward pass (``squashed_gaussian_grad``) needs."""
-    std = xp.exp(log_std)
+    std = np.exp(log_std)
     u = mean + std * noise
-    a = xp.tanh(u)
-    log_prob = xp.sum(-0.5 * noise * noise - log_std - log_squash(xp, u), 1) - mean.shape[1] * HALF_LOG_2PI
+    a = np.tanh(u)
+    log_prob = (-0.5 * noise * noise - log_std - log_squash(u)).sum(1) - mean.shape[1] * HALF_LOG_2PI
     return a, log_prob, std
 
 

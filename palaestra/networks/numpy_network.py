@@ -21,10 +21,11 @@ from palaestra.networks.constants import LOG_STD_MAX, LOG_STD_MIN
 from palaestra.networks.encoders import concatenate_vectors
 from palaestra.networks.numpy_layers import (
     HALF_LOG_2PI,
+    NUMPY_KERNELS,
     Categorical,
     Dense,
     Gaussian,
-    NumpyOps,
+    Kernels,
     RandomPool,
     Stack,
     Twin,
@@ -87,13 +88,13 @@ class MLPNetwork:
     arrays' gradients (None where there are none, e.g. statistics, or for acting only)."""
 
     def __init__(self, spec: NetworkSpec, arrays: list, rng: np.random.Generator | None = None,
-                 grads: list | None = None, xp=NumpyOps) -> None:
+                 grads: list | None = None, kernels: Kernels = NUMPY_KERNELS) -> None:
         grads = grads or [None] * len(arrays)
-        self.spec, self.xp = spec, xp
+        self.spec = spec
 
         def dense(indices: tuple[int, int], activation: str = "", twin: bool = False) -> Dense:
             w, b = indices
-            return (Twin if twin else Dense)(xp, arrays[w], arrays[b], activation, grads[w], grads[b])
+            return (Twin if twin else Dense)(kernels, arrays[w], arrays[b], activation, grads[w], grads[b])
 
         self.norm = tuple(arrays[i] for i in spec.normalizer) if spec.normalizer else None
         self.trunk = Stack([dense((w, b), act, twin) for twin, w, b, act in spec.trunk])
@@ -112,12 +113,10 @@ class MLPNetwork:
 
     def encode(self, observations):
         """The vector observations side by side (networks/encoders.py), normalized."""
-        x = concatenate_vectors(observations)
-        if isinstance(x, np.ndarray):
-            x = x.astype(np.float32, copy=False)
+        x = concatenate_vectors(observations).astype(np.float32, copy=False)
         if self.norm is None:
             return x
-        return normalize(self.xp, x, *self.norm)
+        return normalize(x, *self.norm)
 
     def features(self, observations, cache: list | None = None):
         """(actor features, critic features or None) of raw observations (one array per observation)."""
@@ -143,7 +142,7 @@ class MLPNetwork:
             out = self.squashed.forward(h)
             mean, log_std = out[:, :c], np.minimum(np.maximum(out[:, c:], LOG_STD_MIN), LOG_STD_MAX)
             noise = np.zeros_like(mean) if deterministic else self.normal.take(mean.shape)
-            cont, log_prob, _ = squashed_gaussian(NumpyOps, mean, log_std, noise)
+            cont, log_prob, _ = squashed_gaussian(mean, log_std, noise)
             log_prob = log_prob.astype(np.float32)
             entropy = (0.5 + HALF_LOG_2PI + log_std).sum(axis=1).astype(np.float32)  # of the Gaussian before squashing
         else:  # a diagonal Gaussian around the mean, with a state-independent log-std

@@ -19,10 +19,10 @@ from torch import nn
 
 from palaestra.envs.base import BehaviorSpec
 from palaestra.networks.constants import LOG_STD_MAX, LOG_STD_MIN
-from palaestra.networks.distributions import MASKED_LOGIT
+from palaestra.networks.distributions import MASKED_LOGIT, ActionDistribution
 from palaestra.networks.encoders import VectorEncoder
 from palaestra.networks.normalizer import Normalizer
-from palaestra.networks.policy import head
+from palaestra.networks.policy import PolicyOutput, head
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -38,9 +38,11 @@ def mlp(inputs: int, hidden: int, layers: int) -> nn.Sequential:
 
 
 class SquashedActor(nn.Module):
-    def __init__(self, spec: BehaviorSpec, hidden_units: int, num_layers: int, normalize: bool) -> None:
+    def __init__(self, spec: BehaviorSpec, hidden_units: int, num_layers: int, normalize: bool,
+                 signals: int = 1) -> None:
         super().__init__()
         self.spec = spec
+        self.signals = signals  # reward signals: acting reports a zero value estimate for each
         self.encoder = VectorEncoder(spec.observation_shapes)  # no parameters: not a submodule
         self.obs_size = self.encoder.size  # the critics take this encoding too (algorithms/sac.py)
         self.normalizer = Normalizer(self.obs_size) if normalize else None
@@ -65,6 +67,26 @@ class SquashedActor(nn.Module):
         if allowed is not None:
             logits = torch.where(allowed, logits, torch.full_like(logits, MASKED_LOGIT))
         return logits
+
+    def act(self, observations: list[torch.Tensor], allowed: torch.Tensor | None,
+            deterministic: bool = False) -> PolicyOutput:
+        h = self.body(self.encode(observations))
+        cont = disc = None
+        log_prob = entropy = torch.zeros(h.shape[0], device=h.device)
+        if self.gaussian is not None:
+            mean, log_std = self.gaussian_params(h)
+            cont, log_prob = squashed_sample(mean, log_std, torch.zeros_like(mean) if deterministic
+                                             else torch.randn_like(mean))
+            entropy = (0.5 + _HALF_LOG_2PI + log_std).sum(-1)  # of the Gaussian before squashing
+        if self.logits is not None:
+            dist = ActionDistribution.build(None, None, self.logits(h), self.branches, allowed)
+            disc = (dist.deterministic() if deterministic else dist.sample())[1]
+            log_prob, entropy = log_prob + dist.log_prob(None, disc), entropy + dist.entropy()
+        return PolicyOutput(cont, disc, log_prob, entropy, self.value(observations))
+
+    def value(self, observations: list[torch.Tensor]) -> torch.Tensor:
+        """SAC keeps no state-value estimate for segments; its critics learn from transitions."""
+        return torch.zeros(observations[0].shape[0], self.signals, device=observations[0].device)
 
     def export_heads(self, observations: list[torch.Tensor]
                      ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
