@@ -43,7 +43,8 @@ from palaestra.networks.flat_params import FlatParameters
 from palaestra.networks.numpy_adam import NumpyAdam
 from palaestra.networks.numpy_layers import log_softmax, squashed_gaussian, squashed_gaussian_grad
 from palaestra.networks.optim import make_adam, step_single_adam
-from palaestra.networks.sac_networks import SquashedActor, TwinQ, squashed_sample
+from palaestra.networks.policy import TwinMLP
+from palaestra.networks.sac_networks import SquashedActor, squashed_sample
 from palaestra.networks.torch_acting import TorchActor
 from palaestra.rewards import SignalEpisodeSums, load_signals_state, make_signals, signals_state
 from palaestra.rollout.buffers import ReplayBuffer, observation_columns, observations
@@ -154,7 +155,7 @@ class SAC:
         self.offsets = np.cumsum([0] + self.branches[:-1]).tolist()
         critic_inputs = self.policy.obs_size + action.continuous_size
         critic_outputs = K if self.continuous else K * sum(self.branches)
-        self.critic = TwinQ(critic_inputs, critic_outputs, settings.hidden_units, settings.num_layers).to(device)
+        self.critic = TwinMLP(critic_inputs, settings.hidden_units, settings.num_layers, "swish", critic_outputs).to(device)
         self.target = copy.deepcopy(self.critic).requires_grad_(False)
         entropy_terms = 1 if self.continuous else len(self.branches)
         self.log_alpha = nn.Parameter(torch.full((entropy_terms,), math.log(settings.init_entcoef), device=device))

@@ -26,14 +26,14 @@ from palaestra.networks.normalizer import Normalizer
 from palaestra.networks.numpy_layers import Kernels, Stack, Twin, swish, swish_grad
 from palaestra.networks.numpy_network import MLPNetwork, NetworkSpec, WeightLayout
 from palaestra.networks.policy import ActorCritic, TwinMLP
-from palaestra.networks.sac_networks import SquashedActor, TwinQ
+from palaestra.networks.sac_networks import SquashedActor
 from palaestra.networks.torch_private import silu_backward
 
 # From this many elements, torch's vectorized kernels beat numpy's own operations (numpy's
 # transcendental functions are not vectorized)
 TORCH_KERNELS_FROM = 4096
 # The layer kinds the numpy layers implement
-KNOWN_LAYERS = (nn.Linear, nn.Sequential, nn.SiLU, nn.Tanh, nn.ParameterList, Normalizer, TwinMLP, TwinQ)
+KNOWN_LAYERS = (nn.Linear, nn.Sequential, nn.SiLU, nn.Tanh, nn.ParameterList, Normalizer, TwinMLP)
 ACTIVATION_OF = {nn.SiLU: "swish", nn.Tanh: "tanh"}
 
 
@@ -58,7 +58,7 @@ CPU_KERNELS = Kernels(_swish, _swish_grad)
 def plain_mlp(module: nn.Module) -> bool:
     """Whether ``module`` is one of the networks below (exactly: a subclass may compute
     otherwise), over vector observations, made only of layer kinds the numpy layers implement."""
-    if type(module) not in _DESCRIBE and type(module) is not TwinQ:
+    if type(module) not in _DESCRIBE and type(module) is not TwinMLP:
         return False
     spec = getattr(module, "spec", None)
     if spec is not None and any(len(shape) != 1 for shape in spec.observation_shapes):
@@ -102,14 +102,14 @@ class _Describer:
                 layers[-1][3] = ACTIVATION_OF[type(m)]
         return tuple(tuple(layer) for layer in layers)
 
-    def twin(self, weights: nn.ParameterList, biases: nn.ParameterList, activations: list[str]) -> tuple:
-        return tuple((True, self.add(w), self.add(b), a) for w, b, a in zip(weights, biases, activations))
+    def twin(self, m: TwinMLP) -> tuple:
+        return tuple((True, self.add(w), self.add(b), a) for w, b, a in zip(m.weights, m.biases, m.activations))
 
 
 def _actor_critic(m: ActorCritic, d: _Describer) -> NetworkSpec:
     return NetworkSpec(
         normalizer=d.normalizer(m.normalizer),
-        trunk=d.twin(m.towers.weights, m.towers.biases, [m.towers.activation] * len(m.towers.weights)),
+        trunk=d.twin(m.towers),
         gaussian=(*d.linear(m.mu), d.add(m.log_std)) if m.mu is not None else None,
         squashed=None,
         logits=d.linear(m.logits),
@@ -161,12 +161,10 @@ def accelerate(module: nn.Module, rng: np.random.Generator | None = None) -> MLP
     return MLPNetwork(spec, [_view(t) for t in tensors], rng, [_view(_grad(t)) for t in tensors], CPU_KERNELS)
 
 
-def twin_layers(critic: TwinQ) -> Stack:
-    """TwinQ's stacked layers (swish, the last one linear) over numpy views of its parameters
-    (and gradients, where it has them)."""
-    last = len(critic.weights) - 1
-    return Stack([Twin(CPU_KERNELS, _view(w), _view(b), "" if i == last else "swish", _view(w.grad), _view(b.grad))
-                  for i, (w, b) in enumerate(zip(critic.weights, critic.biases))])
+def twin_layers(m: TwinMLP) -> Stack:
+    """A TwinMLP's layers over numpy views of its parameters (and gradients, where it has them)."""
+    return Stack([Twin(CPU_KERNELS, _view(w), _view(b), a, _view(w.grad), _view(b.grad))
+                  for w, b, a in zip(m.weights, m.biases, m.activations)])
 
 
 def policy_arrays(module: nn.Module) -> dict[str, np.ndarray]:

@@ -7,7 +7,7 @@ The arrays are views: of the torch parameters and their ``.grad`` in the main pr
 of the published weights in an acting worker. A layer never copies them, so it is never stale.
 
 Notation: B rows; a twin layer holds two networks of one shape stacked (``[2, out, in]`` weights,
-``[2, 1, out]`` biases: networks/policy.py's TwinMLP, networks/sac_networks.py's TwinQ) and maps
+``[2, 1, out]`` biases: networks/policy.py's TwinMLP) and maps
 ``[B, in]`` (both read the same input) or ``[2, B, in]`` to ``[2, B, out]``.
 """
 

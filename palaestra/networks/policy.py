@@ -22,31 +22,38 @@ from palaestra.networks.normalizer import Normalizer
 
 
 class TwinMLP(nn.Module):
-    """Two MLPs of the same shape over the same input: ``forward(x)`` returns ``[2, B, hidden]``
-    (index 0: actor features, 1: critic features)."""
+    """Two MLPs of one shape, stored stacked: ``forward(x)`` → ``[2, B, out]``. PPO's actor and
+    critic towers (index 0: actor features, 1: critic features); SAC's twin Q networks, which
+    end in a linear layer of ``outputs``. With ``detached`` the weights act as constants (SAC's
+    actor loss must not train the critics)."""
 
-    def __init__(self, inputs: int, hidden: int, layers: int, activation: str = DEFAULT_ACTIVATION) -> None:
+    def __init__(self, inputs: int, hidden: int, layers: int, activation: str = DEFAULT_ACTIVATION,
+                 outputs: int | None = None) -> None:
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation {activation!r}: one of {', '.join(ACTIVATIONS)}")
-        self.activation = activation
-        self._activate = nn.functional.silu if activation == "swish" else torch.tanh
+        self.activations = [activation] * layers + ([""] if outputs is not None else [])
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
         size = inputs
-        for _ in range(layers):
-            w = torch.empty(2, hidden, size)
+        for kind in self.activations:
+            out = hidden if kind else outputs
+            w = torch.empty(2, out, size)
             for tower in range(2):
-                nn.init.orthogonal_(w[tower], gain=math.sqrt(2))
+                nn.init.orthogonal_(w[tower], gain=math.sqrt(2) if kind else 1.0)
             self.weights.append(nn.Parameter(w))
-            self.biases.append(nn.Parameter(torch.zeros(2, 1, hidden)))
-            size = hidden
+            self.biases.append(nn.Parameter(torch.zeros(2, 1, out)))
+            size = out
         self.hidden = hidden
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = x.unsqueeze(0).expand(2, *x.shape)
-        for w, b in zip(self.weights, self.biases):
-            h = self._activate(torch.baddbmm(b, h, w.transpose(1, 2)))
+    def forward(self, x: torch.Tensor, detached: bool = False) -> torch.Tensor:
+        h = x.unsqueeze(0).expand(2, *x.shape) if x.dim() == 2 else x
+        for w, b, kind in zip(self.weights, self.biases, self.activations):
+            if detached:
+                w, b = w.detach(), b.detach()
+            h = torch.baddbmm(b, h, w.transpose(1, 2))
+            if kind:
+                h = nn.functional.silu(h) if kind == "swish" else torch.tanh(h)
         return h
 
 

@@ -5,9 +5,9 @@
   are ``tanh(u)``, ``u ~ N(mean(s), std(s))`` with a state-dependent log-std clamped to
   [-20, 2] (Haarnoja et al. 2018, appendix C); discrete actions are one masked categorical per
   branch. The observation normalizer lives here, so checkpoints and the ONNX model carry it.
-- ``TwinQ``: the two Q networks stored stacked (``[2, out, in]`` weights, one batched product
-  per layer). Continuous: Q(s, a) from observation and action, one output per reward signal.
-  Discrete: Q(s, .) for every action of every branch, per reward signal.
+- the twin Q networks: networks/policy.py's ``TwinMLP`` with a linear output layer (stored
+  stacked, one batched product per layer). Continuous: Q(s, a) from observation and action, one
+  output per reward signal. Discrete: Q(s, .) for every action of every branch, per reward signal.
 """
 
 from __future__ import annotations
@@ -109,33 +109,3 @@ def squashed_sample(mean: torch.Tensor, log_std: torch.Tensor, noise: torch.Tens
     log_prob = (-0.5 * noise.pow(2) - log_std - _HALF_LOG_2PI).sum(-1)
     log_prob = log_prob - (2.0 * (math.log(2.0) - u - nn.functional.softplus(-2.0 * u))).sum(-1)
     return torch.tanh(u), log_prob
-
-
-class TwinQ(nn.Module):
-    """Two Q networks of one shape, stacked. ``forward(x, detached)`` → ``[2, B, outputs]``;
-    with ``detached`` the weights act as constants (the actor's loss must not train the critic)."""
-
-    def __init__(self, inputs: int, outputs: int, hidden: int, layers: int) -> None:
-        super().__init__()
-        self.weights = nn.ParameterList()
-        self.biases = nn.ParameterList()
-        size = inputs
-        for i in range(layers + 1):
-            out = outputs if i == layers else hidden
-            w = torch.empty(2, out, size)
-            for tower in range(2):
-                nn.init.orthogonal_(w[tower], gain=1.0 if i == layers else math.sqrt(2))
-            self.weights.append(nn.Parameter(w))
-            self.biases.append(nn.Parameter(torch.zeros(2, 1, out)))
-            size = out
-
-    def forward(self, x: torch.Tensor, detached: bool = False) -> torch.Tensor:
-        h = x.unsqueeze(0).expand(2, *x.shape) if x.dim() == 2 else x
-        last = len(self.weights) - 1
-        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
-            if detached:
-                w, b = w.detach(), b.detach()
-            h = torch.baddbmm(b, h, w.transpose(1, 2))
-            if i < last:
-                h = nn.functional.silu(h)
-        return h
