@@ -208,6 +208,14 @@ class CuriositySettings:
 
 
 @dataclass(frozen=True)
+class RNDSettings:
+    strength: float = _key(1.0, real(0.0), "scale of the intrinsic reward")
+    gamma: float = _key(0.99, real(0.0, 1.0), "discount factor")
+    encoding_size: int = _key(64, integer(1), "width of the random and the predictor network")
+    learning_rate: float = _key(1.0e-4, real(0.0, low_open=True), "learning rate of the predictor network")
+
+
+@dataclass(frozen=True)
 class GAILSettings:
     strength: float = _key(0.01, real(0.0), "scale of the discriminator reward")
     gamma: float = _key(0.99, real(0.0, 1.0), "discount factor")
@@ -222,6 +230,7 @@ REWARD_SIGNALS: dict[str, type] = {
     "extrinsic": ExtrinsicSettings,
     "curiosity": CuriositySettings,
     "gail": GAILSettings,
+    "rnd": RNDSettings,
 }
 REQUIRED_SUBKEYS: dict[type, tuple[str, ...]] = {GAILSettings: ("demo_path",)}
 

@@ -29,7 +29,7 @@ from torch import nn
 
 from palaestra.algorithms.auxiliary import AuxiliaryLoss, StatsMean, add_auxiliary_gradients
 from palaestra.algorithms.schedules import linear_decay, scheduled_learning_rate
-from palaestra.algorithms.transitions import following_rows
+from palaestra.rollout.transitions import following_rows
 from palaestra.envs.base import BehaviorSpec
 from palaestra.networks.accelerator import accelerable, accelerate, policy_arrays
 from palaestra.networks.numpy_adam import NumpyAdam

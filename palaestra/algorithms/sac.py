@@ -35,7 +35,7 @@ from torch import nn
 
 from palaestra.algorithms.auxiliary import AuxiliaryLoss, StatsMean, add_auxiliary_gradients
 from palaestra.algorithms.schedules import scheduled_learning_rate
-from palaestra.algorithms.transitions import following_rows
+from palaestra.rollout.transitions import following_rows
 from palaestra.envs.base import BehaviorSpec
 from palaestra.networks.accelerator import accelerate, plain_mlp, twin_layers
 from palaestra.networks.constants import LOG_STD_MAX, LOG_STD_MIN, MASKED_LOGIT, WIDE_NETWORK_UNITS

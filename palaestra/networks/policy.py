@@ -60,6 +60,17 @@ class TwinMLP(nn.Module):
 VALUE_HEAD_GAIN = 0.01
 
 
+def mlp(inputs: int, hidden: int, layers: int) -> nn.Sequential:
+    """``layers`` linear layers of ``hidden`` units, each followed by swish."""
+    parts: list[nn.Module] = []
+    for i in range(layers):
+        linear = nn.Linear(inputs if i == 0 else hidden, hidden)
+        nn.init.orthogonal_(linear.weight, gain=math.sqrt(2))
+        nn.init.zeros_(linear.bias)
+        parts += [linear, nn.SiLU()]
+    return nn.Sequential(*parts)
+
+
 def head(inputs: int, outputs: int, gain: float) -> nn.Linear:
     linear = nn.Linear(inputs, outputs)
     nn.init.orthogonal_(linear.weight, gain=gain)

@@ -22,19 +22,9 @@ from palaestra.networks.constants import LOG_STD_MAX, LOG_STD_MIN
 from palaestra.networks.distributions import MASKED_LOGIT, ActionDistribution
 from palaestra.networks.encoders import VectorEncoder
 from palaestra.networks.normalizer import Normalizer
-from palaestra.networks.policy import PolicyOutput, head
+from palaestra.networks.policy import PolicyOutput, head, mlp
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
-
-
-def mlp(inputs: int, hidden: int, layers: int) -> nn.Sequential:
-    parts: list[nn.Module] = []
-    for i in range(layers):
-        linear = nn.Linear(inputs if i == 0 else hidden, hidden)
-        nn.init.orthogonal_(linear.weight, gain=math.sqrt(2))
-        nn.init.zeros_(linear.bias)
-        parts += [linear, nn.SiLU()]
-    return nn.Sequential(*parts)
 
 
 class SquashedActor(nn.Module):

@@ -9,15 +9,19 @@ import torch
 
 from palaestra.envs.base import BehaviorSpec
 from palaestra.rewards.base import RewardSignal
+from palaestra.rewards.curiosity import CuriositySignal
 from palaestra.rewards.episode_sums import SignalEpisodeSums
 from palaestra.rewards.extrinsic import ExtrinsicSignal
-from palaestra.settings import ExtrinsicSettings
+from palaestra.rewards.rnd import RNDSignal
+from palaestra.settings import CuriositySettings, ExtrinsicSettings, RNDSettings
 
 # A signal's settings type (settings.REWARD_SIGNALS) → how to build it. Adding a signal: its
 # settings dataclass, its class with a ``build``, one entry here, and its name in
 # capabilities.py for the trainers that support it (docs/extending.md).
 SIGNAL_BUILDERS: dict[type, Callable[[Any, BehaviorSpec, torch.device], RewardSignal]] = {
     ExtrinsicSettings: ExtrinsicSignal.build,
+    CuriositySettings: CuriositySignal.build,
+    RNDSettings: RNDSignal.build,
 }
 
 

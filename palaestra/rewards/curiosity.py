@@ -1,0 +1,111 @@
+"""The ``curiosity`` reward signal: the Intrinsic Curiosity Module (Pathak et al. 2017) as
+ML-Agents 0.16 builds it.
+
+- an encoder (two swish layers of ``encoding_size``) maps the observation and the next
+  observation to features, the same weights for both;
+- the inverse model predicts the action taken from both encodings (one swish layer of 256 units):
+  squared error summed over continuous actions, cross-entropy summed over discrete branches;
+- the forward model predicts the next encoding from the encoding and the action (one-hot per
+  branch); the intrinsic reward is its error, 0.5 x the squared distance, so transitions the
+  model cannot predict yet pay more;
+- loss 10 x (0.2 x forward + 0.8 x inverse), its own Adam at ``learning_rate``;
+- reward ``min(strength x error, 1)``, and 0 until the model's first update (ML-Agents: an
+  untrained model's errors are noise); episodes' ends are not terminal for it.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from palaestra.envs.base import BehaviorSpec
+from palaestra.networks.encoders import VectorEncoder
+from palaestra.networks.policy import mlp
+from palaestra.rewards.learned import SignalOptimizer, action_input, transitions, vector_input
+from palaestra.rollout.segments import Segments
+from palaestra.settings import CuriositySettings
+
+HIDDEN = 256  # the inverse and forward models' hidden layer (ML-Agents)
+FORWARD_WEIGHT, INVERSE_WEIGHT, LOSS_SCALE = 0.2, 0.8, 10.0
+
+
+class CuriosityModel(nn.Module):
+    def __init__(self, spec: BehaviorSpec, encoding_size: int) -> None:
+        super().__init__()
+        action = spec.action_spec
+        self.action = action
+        self.encoder = mlp(VectorEncoder(spec.observation_shapes).size, encoding_size, 2)
+        action_width = action.continuous_size + sum(action.discrete_branches)
+        self.inverse = nn.Sequential(nn.Linear(2 * encoding_size, HIDDEN), nn.SiLU(), nn.Linear(HIDDEN, action_width))
+        self.forward_model = nn.Sequential(nn.Linear(encoding_size + action_width, HIDDEN), nn.SiLU(),
+                                           nn.Linear(HIDDEN, encoding_size))
+
+    def forward_error(self, encoded: torch.Tensor, encoded_next: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """0.5 x the squared distance between the predicted and the actual next encoding, per row."""
+        return 0.5 * (self.forward_model(torch.cat([encoded, actions], 1)) - encoded_next).pow(2).sum(1)
+
+    def inverse_loss(self, encoded: torch.Tensor, encoded_next: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Per row: the squared error of the predicted continuous actions plus the cross-entropy of
+        each discrete branch's predicted action."""
+        predicted = self.inverse(torch.cat([encoded, encoded_next], 1))
+        c = self.action.continuous_size
+        loss = (predicted[:, :c] - actions[:, :c]).pow(2).sum(1)
+        start = c
+        for size in self.action.discrete_branches:
+            branch = slice(start, start + size)
+            loss = loss - (torch.log_softmax(predicted[:, branch], 1) * actions[:, branch]).sum(1)
+            start += size
+        return loss
+
+
+class CuriositySignal:
+    name = "curiosity"
+    stat_name = "Curiosity"
+    uses_terminal = False
+    learns = True
+
+    def __init__(self, settings: CuriositySettings, spec: BehaviorSpec, device: torch.device) -> None:
+        self.strength, self.gamma = settings.strength, settings.gamma
+        self.spec, self.device = spec, device
+        self.model = CuriosityModel(spec, settings.encoding_size).to(device)
+        self.optimizer = SignalOptimizer(self.model, settings.learning_rate)
+
+    @classmethod
+    def build(cls, settings: CuriositySettings, spec: BehaviorSpec, device: torch.device) -> "CuriositySignal":
+        return cls(settings, spec, device)
+
+    def _inputs(self, batch: Mapping[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(encoding, next encoding, actions)."""
+        return (self.model.encoder(vector_input(batch, "obs", self.device)),
+                self.model.encoder(vector_input(batch, "next_obs", self.device)),
+                action_input(self.spec.action_spec, batch, self.device))
+
+    def rewards(self, segments: Segments) -> np.ndarray:
+        out = np.zeros(segments.row_mask.shape, np.float32)
+        if self.optimizer.steps:
+            out[segments.row_mask] = self.rewards_for_batch(transitions(segments))
+        return out
+
+    @torch.no_grad()
+    def rewards_for_batch(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
+        if not self.optimizer.steps:
+            return np.zeros(len(batch["continuous"]), np.float32)
+        error = self.model.forward_error(*self._inputs(batch))
+        return np.minimum(error.cpu().numpy() * self.strength, 1.0).astype(np.float32)
+
+    def update(self, batch: Mapping[str, np.ndarray]) -> dict[str, float]:
+        inputs = self._inputs(batch)
+        forward_loss, inverse_loss = self.model.forward_error(*inputs).mean(), self.model.inverse_loss(*inputs).mean()
+        self.optimizer.step(LOSS_SCALE * (FORWARD_WEIGHT * forward_loss + INVERSE_WEIGHT * inverse_loss))
+        return {"Losses/Curiosity Forward Loss": float(forward_loss.detach()),
+                "Losses/Curiosity Inverse Loss": float(inverse_loss.detach())}
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {f"model.{k}": v for k, v in self.model.state_dict().items()} | self.optimizer.state_dict()
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        self.model.load_state_dict({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
+        self.optimizer.load_state_dict(state)

@@ -1,0 +1,74 @@
+"""What the reward signals with a model of their own share (curiosity, RND): the transitions they
+read, their optimizer, and checkpoints.
+
+A signal's reward is computed from transitions (observation, action, next observation) in one
+batched pass: over the real rows of finished segments for PPO, over sampled transitions for SAC.
+Its model trains on the algorithm's batches through ``update`` (rewards/base.py)."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from palaestra.rollout.transitions import following_rows
+from palaestra.envs.base import ActionSpec
+from palaestra.rollout.buffers import observation_columns, observations
+from palaestra.rollout.segments import Segments
+
+
+def transitions(seg: Segments) -> dict[str, np.ndarray]:
+    """The real rows of finished segments as a batch of transitions (the columns ``update`` gets)."""
+    mask = seg.row_mask
+    following = [following_rows(o, after, seg.length)[mask] for o, after in zip(seg.observations, seg.next_observations)]
+    return {**observation_columns([o[mask] for o in seg.observations]), **observation_columns(following, "next_obs"),
+            "continuous": seg.continuous[mask], "discrete": seg.discrete[mask]}
+
+
+def vector_input(batch: Mapping[str, np.ndarray], prefix: str, device: torch.device) -> torch.Tensor:
+    """A batch's vector observations side by side, ``[B, total]``, as float32 on ``device``."""
+    obs = observations(batch, prefix)
+    flat = np.concatenate([o.reshape(len(o), -1) for o in obs], 1) if len(obs) > 1 else obs[0].reshape(len(obs[0]), -1)
+    return torch.as_tensor(flat, dtype=torch.float32, device=device)
+
+
+def action_input(spec: ActionSpec, batch: Mapping[str, np.ndarray], device: torch.device) -> torch.Tensor:
+    """The actions taken as a model's input: continuous values, then one one-hot per discrete branch."""
+    parts = [torch.as_tensor(batch["continuous"], dtype=torch.float32, device=device)] if spec.is_continuous else []
+    if spec.is_discrete:
+        discrete = torch.as_tensor(batch["discrete"], dtype=torch.int64, device=device)
+        parts += [nn.functional.one_hot(discrete[:, b], size).float() for b, size in enumerate(spec.discrete_branches)]
+    return torch.cat(parts, 1)
+
+
+class SignalOptimizer:
+    """Adam over a signal's model, with its state created up front: a checkpoint then always holds
+    the same entries (``state_dict``: flat tensors, as checkpoints keep signals' state), and the
+    number of steps taken says whether the model has been trained."""
+
+    def __init__(self, model: nn.Module, learning_rate: float) -> None:
+        self.params = list(model.parameters())
+        self.adam = torch.optim.Adam(self.params, lr=learning_rate)
+        for p in self.params:
+            self.adam.state[p] = {"step": torch.tensor(0.0), "exp_avg": torch.zeros_like(p),
+                                  "exp_avg_sq": torch.zeros_like(p)}
+
+    @property
+    def steps(self) -> int:
+        return int(self.adam.state[self.params[0]]["step"])
+
+    def step(self, loss: torch.Tensor) -> None:
+        self.adam.zero_grad(set_to_none=False)
+        loss.backward()
+        self.adam.step()
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {f"adam.{key}.{i}": self.adam.state[p][key] for i, p in enumerate(self.params)
+                for key in ("step", "exp_avg", "exp_avg_sq")}
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        for i, p in enumerate(self.params):
+            for key in ("step", "exp_avg", "exp_avg_sq"):
+                self.adam.state[p][key].copy_(state[f"adam.{key}.{i}"])

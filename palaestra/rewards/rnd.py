@@ -1,0 +1,85 @@
+"""The ``rnd`` reward signal: Random Network Distillation (Burda et al. 2018), as later ML-Agents
+releases added it.
+
+A fixed, randomly initialized network maps each observation to ``encoding_size`` features; a
+second network of the same shape learns to predict them. The reward is the prediction's squared
+error summed over features, times ``strength``: large on observations seen rarely, shrinking as
+they become familiar. A transition is paid for the observation it reaches (Burda et al.; ML-Agents
+read the observation it starts from), so the step into a new state is the one rewarded. Both networks (three swish layers of ``encoding_size``) read the
+observations through their own running normalizer, updated on the training batches. Episodes'
+ends are not terminal for it.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from palaestra.envs.base import BehaviorSpec
+from palaestra.networks.encoders import VectorEncoder
+from palaestra.networks.normalizer import Normalizer
+from palaestra.networks.policy import mlp
+from palaestra.rewards.learned import SignalOptimizer, transitions, vector_input
+from palaestra.rollout.segments import Segments
+from palaestra.settings import RNDSettings
+
+LAYERS = 3
+
+
+class RNDModel(nn.Module):
+    def __init__(self, spec: BehaviorSpec, encoding_size: int) -> None:
+        super().__init__()
+        size = VectorEncoder(spec.observation_shapes).size
+        self.normalizer = Normalizer(size)
+        self.target = mlp(size, encoding_size, LAYERS).requires_grad_(False)
+        self.predictor = mlp(size, encoding_size, LAYERS)
+
+    def error(self, obs: torch.Tensor) -> torch.Tensor:
+        """The predictor's squared error per row, summed over features."""
+        x = self.normalizer(obs)
+        return (self.predictor(x) - self.target(x)).pow(2).sum(1)
+
+
+class RNDSignal:
+    name = "rnd"
+    stat_name = "RND"
+    uses_terminal = False
+    learns = True
+
+    def __init__(self, settings: RNDSettings, spec: BehaviorSpec, device: torch.device) -> None:
+        self.strength, self.gamma = settings.strength, settings.gamma
+        self.device = device
+        self.model = RNDModel(spec, settings.encoding_size).to(device)
+        self.optimizer = SignalOptimizer(self.model.predictor, settings.learning_rate)
+
+    @classmethod
+    def build(cls, settings: RNDSettings, spec: BehaviorSpec, device: torch.device) -> "RNDSignal":
+        return cls(settings, spec, device)
+
+    def rewards(self, segments: Segments) -> np.ndarray:
+        out = np.zeros(segments.row_mask.shape, np.float32)
+        out[segments.row_mask] = self.rewards_for_batch(transitions(segments))
+        return out
+
+    @torch.no_grad()
+    def rewards_for_batch(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
+        # the observation reached: a transition into a novel state pays
+        error = self.model.error(vector_input(batch, "next_obs", self.device))
+        return (error.cpu().numpy() * self.strength).astype(np.float32)
+
+    def update(self, batch: Mapping[str, np.ndarray]) -> dict[str, float]:
+        reached = vector_input(batch, "next_obs", self.device)  # the observations its reward reads
+        self.model.normalizer.update(reached.cpu().numpy())
+        loss = self.model.error(reached).mean()
+        self.optimizer.step(loss)
+        return {"Losses/RND Loss": float(loss.detach())}
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {f"model.{k}": v for k, v in self.model.state_dict().items()} | self.optimizer.state_dict()
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        self.model.load_state_dict({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
+        self.optimizer.load_state_dict(state)

@@ -1,0 +1,195 @@
+"""The reward signals with a model of their own: curiosity (ICM) and RND. Their models learn what
+they are meant to, their rewards follow ML-Agents' rules (zero before curiosity's first update,
+capped at 1), they plug into PPO and SAC through the reward-signal seam, and their state travels
+in checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from palaestra.algorithms import make_algorithm
+from palaestra.checkpoints import check_algorithm_state
+from palaestra.envs.base import ActionSpec, BehaviorSpec
+from palaestra.rewards import make_signals
+from palaestra.rewards.learned import action_input
+from palaestra.rollout.segments import SegmentSizes, Segments, segment_schema
+from palaestra.settings import CuriositySettings, ExtrinsicSettings, RNDSettings, TrainerSettings
+from tests.test_seams import SETTINGS, _train
+
+CONTINUOUS = BehaviorSpec(((3,), (2,)), ActionSpec(continuous_size=2))
+DISCRETE = BehaviorSpec(((5,),), ActionSpec(discrete_branches=(3, 2)))
+MIXED = BehaviorSpec(((4,),), ActionSpec(continuous_size=1, discrete_branches=(2,)))
+SPECS = {"continuous": CONTINUOUS, "discrete": DISCRETE, "mixed": MIXED}
+
+
+def _signal(kind: str, spec: BehaviorSpec, **settings):
+    torch.manual_seed(0)
+    cls = {"curiosity": CuriositySettings, "rnd": RNDSettings}[kind]
+    return make_signals(spec, {kind: cls(**settings)}, torch.device("cpu"))[0]
+
+
+def _dynamics(spec: BehaviorSpec, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Transitions of a deterministic world: the next observation is the observation halved plus a
+    fixed linear image of the action (continuous values and one-hot branches), each action input
+    moving the observation its own way, so that a forward model can learn the world and an
+    inverse model can read the action off the pair."""
+    action = spec.action_spec
+    obs = [rng.normal(size=(n, *shape)).astype(np.float32) for shape in spec.observation_shapes]
+    continuous = rng.uniform(-1, 1, (n, action.continuous_size)).astype(np.float32)
+    discrete = np.stack([rng.integers(0, b, n) for b in action.discrete_branches], 1) if action.is_discrete \
+        else np.zeros((n, 0), np.int64)
+    actions = action_input(action, {"continuous": continuous, "discrete": discrete}, torch.device("cpu")).numpy()
+    sizes = [int(np.prod(shape)) for shape in spec.observation_shapes]
+    world = np.random.default_rng(0).normal(size=(actions.shape[1], sum(sizes))).astype(np.float32)
+    moved = np.split(actions @ world, np.cumsum(sizes)[:-1], axis=1)
+    batch = {f"obs_{i}": o for i, o in enumerate(obs)}
+    batch |= {f"next_obs_{i}": 0.5 * o + m.reshape(o.shape) for i, (o, m) in enumerate(zip(obs, moved))}
+    return batch | {"continuous": continuous, "discrete": discrete, "env_reward": np.zeros(n, np.float32)}
+
+
+@pytest.mark.parametrize("spec", SPECS.values(), ids=SPECS.keys())
+def test_curiosity_learns_the_forward_and_inverse_models(spec):
+    signal = _signal("curiosity", spec, strength=0.5, encoding_size=16, learning_rate=3e-3)
+    rng = np.random.default_rng(1)
+    held_out = _dynamics(spec, 256, rng)
+
+    @torch.no_grad()
+    def losses():  # (forward, inverse) on transitions it never trains on
+        inputs = signal._inputs(held_out)
+        return float(signal.model.forward_error(*inputs).mean()), float(signal.model.inverse_loss(*inputs).mean())
+
+    first = losses()
+    for _ in range(150):
+        stats = signal.update(_dynamics(spec, 64, rng))
+    last = losses()
+    assert set(stats) == {"Losses/Curiosity Forward Loss", "Losses/Curiosity Inverse Loss"}
+    assert last[1] < 0.5 * first[1]
+    assert last[0] < first[0]
+
+
+def test_curiosity_pays_nothing_before_its_first_update_then_at_most_one():
+    signal = _signal("curiosity", DISCRETE, strength=1000.0, encoding_size=8)
+    batch = _dynamics(DISCRETE, 32, np.random.default_rng(2))
+    assert not signal.rewards_for_batch(batch).any()
+    signal.update(batch)
+    rewards = signal.rewards_for_batch(batch)
+    assert rewards.dtype == np.float32 and rewards.shape == (32,)
+    assert (rewards > 0).all() and rewards.max() == 1.0  # strength 1000: every error is capped
+
+
+def test_curiosity_rewards_familiar_transitions_less_than_novel_ones():
+    signal = _signal("curiosity", CONTINUOUS, strength=0.01, encoding_size=16, learning_rate=3e-3)
+    rng = np.random.default_rng(3)
+    familiar = _dynamics(CONTINUOUS, 128, rng)
+    for _ in range(100):
+        signal.update(familiar)
+    novel = _dynamics(CONTINUOUS, 128, rng)
+    novel = novel | {k: v * 3.0 for k, v in novel.items() if k.startswith("obs")}  # states never seen
+    assert signal.rewards_for_batch(familiar).mean() < 0.5 * signal.rewards_for_batch(novel).mean()
+
+
+def test_rnd_pays_more_for_observations_it_has_not_seen():
+    signal = _signal("rnd", CONTINUOUS, strength=1.0, encoding_size=16, learning_rate=1e-3)
+    rng = np.random.default_rng(4)
+    seen = _dynamics(CONTINUOUS, 128, rng)
+    first = signal.rewards_for_batch(seen).mean()
+    assert first > 0  # RND pays from the start: its target is fixed
+    for _ in range(300):
+        stats = signal.update(seen)
+    assert set(stats) == {"Losses/RND Loss"}
+    unseen = seen | {k: v + 4.0 for k, v in seen.items() if k.startswith("next_obs")}
+    assert signal.rewards_for_batch(seen).mean() < 0.2 * first
+    assert signal.rewards_for_batch(seen).mean() < 0.2 * signal.rewards_for_batch(unseen).mean()
+    # the random target network never moves
+    target = {k: v.clone() for k, v in signal.model.target.state_dict().items()}
+    signal.update(seen)
+    for key, value in signal.model.target.state_dict().items():
+        torch.testing.assert_close(value, target[key])
+
+
+def test_action_input_is_continuous_then_one_hot_branches():
+    batch = {"continuous": np.array([[0.5], [-0.25]], np.float32), "discrete": np.array([[1], [0]])}
+    x = action_input(MIXED.action_spec, batch, torch.device("cpu"))
+    torch.testing.assert_close(x, torch.tensor([[0.5, 0.0, 1.0], [-0.25, 1.0, 0.0]]))
+
+
+@pytest.mark.parametrize("kind", ["curiosity", "rnd"])
+def test_segment_rewards_are_the_transitions_rewards_on_real_rows(kind):
+    spec = CONTINUOUS
+    signal = _signal(kind, spec, encoding_size=8)
+    signal.update(_dynamics(spec, 16, np.random.default_rng(5)))
+    schema, sizes = segment_schema(spec), SegmentSizes.of(spec, 1)
+    rng = np.random.default_rng(6)
+    F, H = 3, 4
+    arrays = {f.name: rng.normal(size=((F, H) if f.per_row else (F,)) + f.shape(sizes)).astype(f.dtype)
+              for f in schema.fields}
+    arrays["length"] = np.array([4, 2, 1])
+    seg = Segments(schema, arrays)
+    rewards = signal.rewards(seg)
+    assert rewards.shape == (F, H) and not rewards[~seg.row_mask].any()
+    # row t of segment f: the transition (obs[f, t], action[f, t], obs[f, t + 1] or what followed)
+    f, t = 0, 1
+    one = {f"obs_{i}": o[f, t][None] for i, o in enumerate(seg.observations)}
+    one |= {f"next_obs_{i}": o[f, t + 1][None] for i, o in enumerate(seg.observations)}
+    one |= {"continuous": seg.continuous[f, t][None], "discrete": seg.discrete[f, t][None]}
+    assert rewards[f, t] == pytest.approx(float(signal.rewards_for_batch(one)[0]), rel=1e-5)
+    last = {f"obs_{i}": o[1, 1][None] for i, o in enumerate(seg.observations)}
+    last |= {f"next_obs_{i}": o[1][None] for i, o in enumerate(seg.next_observations)}
+    last |= {"continuous": seg.continuous[1, 1][None], "discrete": seg.discrete[1, 1][None]}
+    assert rewards[1, 1] == pytest.approx(float(signal.rewards_for_batch(last)[0]), rel=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["curiosity", "rnd"])
+def test_signal_state_round_trips_and_keeps_its_entries_from_the_start(kind):
+    fresh = _signal(kind, DISCRETE, encoding_size=8)
+    trained = _signal(kind, DISCRETE, encoding_size=8)
+    batch = _dynamics(DISCRETE, 32, np.random.default_rng(7))
+    for _ in range(3):
+        trained.update(batch)
+    state = trained.state_dict()
+    assert state.keys() == fresh.state_dict().keys()  # a checkpoint taken before any update loads too
+    assert all(isinstance(v, torch.Tensor) for v in state.values())
+    fresh.load_state_dict(state)
+    np.testing.assert_array_equal(fresh.rewards_for_batch(batch), trained.rewards_for_batch(batch))
+    assert fresh.optimizer.steps == 3
+    fresh.update(batch)  # and it trains on from there as the original does
+    trained.update(batch)
+    np.testing.assert_allclose(fresh.rewards_for_batch(batch), trained.rewards_for_batch(batch), rtol=1e-5)
+
+
+CASES = [("ppo", "Simple1DContinuous"), ("ppo", "Simple1DDiscrete"), ("sac", "Simple1DContinuous"),
+         ("sac", "Simple1DDiscrete")]
+
+
+@pytest.mark.parametrize("kind", ["curiosity", "rnd"])
+@pytest.mark.parametrize("trainer,env_name", CASES)
+def test_ppo_and_sac_train_with_the_signal_and_report_its_stats(kind, trainer, env_name):
+    from palaestra.envs.sources import make_env
+
+    env = make_env(env_name, seed=3)
+    spec = next(iter(env.behavior_specs.values()))
+    env.close()
+    signal_settings = {"curiosity": CuriositySettings(strength=0.1, encoding_size=16),
+                       "rnd": RNDSettings(strength=0.1, encoding_size=16)}[kind]
+    settings = TrainerSettings(**SETTINGS[trainer], reward_signals={"extrinsic": ExtrinsicSettings(),
+                                                                    kind: signal_settings})
+    torch.manual_seed(0)
+    algorithm = make_algorithm(spec, settings, torch.device("cpu"), np.random.default_rng(0))
+    fresh_state = algorithm.state_dict()
+    updates = _train(algorithm, env_name, 600)
+    assert updates
+    stats = {key for update in updates for key in update}
+    name = algorithm.signals[1].stat_name
+    assert f"Policy/{name} Value Estimate" in stats
+    assert ({"Losses/Curiosity Forward Loss", "Losses/Curiosity Inverse Loss"} if kind == "curiosity"
+            else {"Losses/RND Loss"}) <= stats
+    assert algorithm.signals[1].optimizer.steps > 0
+    # its state is in the algorithm's checkpoint, which the checkpoint checks accept
+    state = algorithm.state_dict()
+    assert any(key.startswith(f"{kind}.model.") for key in state["signals"])
+    optimizer_shapes = [p.shape for group in algorithm.optimizer.param_groups for p in group["params"]]
+    check_algorithm_state(Path("c.pt"), state, fresh_state, optimizer_shapes)
