@@ -399,7 +399,19 @@ def test_a_failed_write_leaves_no_file(tmp_path):
         with DemoWriter(path, "B", spec) as w:
             w.write(**_rows(spec, 3))
             w.write(**{**_rows(spec, 3), "observations": [np.zeros((3, 3)), np.zeros((3, 3))]})
-    assert not path.exists()
+    assert not path.exists() and not list(tmp_path.iterdir())
+
+
+def test_a_failed_write_keeps_the_file_it_would_have_replaced(tmp_path):
+    spec = BehaviorSpec(((3,),), ActionSpec(1))
+    path = tmp_path / "keep.demo"
+    _write(path, spec, 4)
+    before = path.read_bytes()
+    with pytest.raises(ZeroDivisionError):
+        with DemoWriter(path, "B", spec) as w:
+            w.write(**_rows(spec, 3))
+            1 / 0
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["keep.demo"]
 
 
 # -- the wire format and PNG alone ----------------------------------------------------------------

@@ -73,9 +73,12 @@ class DemoWriter:
         self.steps = self.done_records = 0
         self.total_reward = 0.0
         self.ended_with_done = True
+        # written under a temporary name and renamed when complete: a failed or interrupted
+        # recording never leaves a half file, nor replaces a good one
+        self._partial = self.path.with_name(self.path.name + ".partial")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "wb")
+            self._file = open(self._partial, "wb")
         except OSError as e:
             raise DemoError(f"{self.path}: cannot be written: {e.strerror or e}") from None
         self._file.write(bytes(HEADER_SIZE))  # the header, written last
@@ -158,6 +161,7 @@ class DemoWriter:
         self._file.seek(0)
         self._file.write(wire.delimited(encoded))
         self._file.close()
+        os.replace(self._partial, self.path)
         return meta
 
     def __enter__(self) -> "DemoWriter":
@@ -169,7 +173,7 @@ class DemoWriter:
                 self.close()
         else:  # a half-written file is not a recording
             self._file.close()
-            self.path.unlink(missing_ok=True)
+            self._partial.unlink(missing_ok=True)
 
 
 def write_demonstrations(path: str | os.PathLike, demo: Demonstrations, meta: DemoMeta | None = None) -> DemoMeta:
