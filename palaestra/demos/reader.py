@@ -546,11 +546,20 @@ def _decode_file(scan: _Scan, spec: BehaviorSpec, rows: _Rows, first: int) -> No
         for i, layout in enumerate(layouts):
             if images[i]:
                 _decode_images(buf, images[i], layout, rows.observations[i])
+        _check_discrete(rows.discrete[first:first + len(scan.spans)], action_spec)
     except (WireError, ValueError, PNGError) as e:
         where = f"record {record} of {len(scan.spans)}" if record >= 0 else "a record"
-        if isinstance(e, _ImageError):
+        if isinstance(e, _LateError):
             where = f"record {e.record} of {len(scan.spans)}"
         raise _fail(scan.path, f"{where}: {e}") from None
+
+
+def _check_discrete(discrete: np.ndarray, spec: ActionSpec) -> None:
+    outside = (discrete < 0) | (discrete >= np.array(spec.discrete_branches, np.int64))
+    if outside.any():
+        record = int(np.flatnonzero(outside.any(axis=1))[0])
+        raise _LateError(f"discrete action {discrete[record].tolist()} is outside the branches "
+                          f"{list(spec.discrete_branches)}", record)
 
 
 def _store_observation(buf, o: _ObservationProto, layout: _Observation, index: int, out: np.ndarray, row: int,
@@ -595,8 +604,9 @@ def _store_action(vector, continuous, discrete, spec: ActionSpec, rows: _Rows, r
         if spec.is_continuous:
             continuous = vector
         else:
-            if not np.all(vector == np.round(vector)):
-                raise ValueError(f"discrete actions {vector.tolist()} are not whole numbers")
+            values = vector.tolist()
+            if any(v != int(v) for v in values):
+                raise ValueError(f"discrete actions {values} are not whole numbers")
             discrete = vector.astype(np.int64)
     n_cont = 0 if continuous is None else len(continuous)
     n_disc = 0 if discrete is None else len(discrete)
@@ -607,15 +617,14 @@ def _store_action(vector, continuous, discrete, spec: ActionSpec, rows: _Rows, r
                          f"{spec.describe()}")
     if n_cont:
         rows.continuous[row] = continuous
-    if n_disc:
-        if np.any(discrete < 0) or np.any(discrete >= np.array(spec.discrete_branches)):
-            raise ValueError(f"discrete action {discrete.tolist()} is outside the branches "
-                             f"{list(spec.discrete_branches)}")
+    if n_disc:  # the branch ranges are checked for all rows at once (_check_discrete)
         rows.discrete[row] = discrete
     rows.has_action[row] = True
 
 
-class _ImageError(ValueError):
+class _LateError(ValueError):
+    """A problem found after the record loop (images, action ranges), with its record."""
+
     def __init__(self, message: str, record: int) -> None:
         super().__init__(message)
         self.record = record
@@ -633,15 +642,15 @@ def _decode_images(buf, items: list, layout: _Observation, out: np.ndarray) -> N
             raws, shape = [], None
             for row, record, spans in batch:
                 if len(spans) != parts:
-                    raise _ImageError(f"an observation of {len(spans)} PNG images; others have {parts}", record)
+                    raise _LateError(f"an observation of {len(spans)} PNG images; others have {parts}", record)
                 try:
                     this, raw = png.read_png(buf[spans[part][0]:spans[part][1]])
                 except PNGError as e:
-                    raise _ImageError(str(e), record) from None
+                    raise _LateError(str(e), record) from None
                 if shape is None:
                     shape = this
                 if this != shape or this[:2] != (height, width):
-                    raise _ImageError(f"a {this[0]}x{this[1]}x{this[2]} PNG image; the observation's shape is "
+                    raise _LateError(f"a {this[0]}x{this[1]}x{this[2]} PNG image; the observation's shape is "
                                       f"{list(layout.proto_shape)}", record)
                 raws.append(raw)
             decoded.append(png.unfilter(np.stack(raws), shape[2]).reshape(len(batch), height, width, shape[2]))
@@ -657,14 +666,14 @@ def _channels(decoded: list[np.ndarray], layout: _Observation, channels: int, re
         stacked = np.concatenate(decoded, axis=3)
         mapping = np.array(layout.mapping)
         if len(mapping) != stacked.shape[3] or mapping.max() + 1 != channels:
-            raise _ImageError(f"a channel mapping {mapping.tolist()} for {stacked.shape[3]} PNG channels and "
+            raise _LateError(f"a channel mapping {mapping.tolist()} for {stacked.shape[3]} PNG channels and "
                               f"{channels} observation channels", record)
         return np.stack([np.rint(stacked[..., mapping == c].mean(axis=3)) for c in range(channels)], axis=3)
     if channels == 1:
         return np.rint(decoded[0].mean(axis=3, keepdims=True))
     stacked = np.concatenate(decoded, axis=3)
     if stacked.shape[3] < channels:
-        raise _ImageError(f"PNG images with {stacked.shape[3]} channels; the observation has {channels}", record)
+        raise _LateError(f"PNG images with {stacked.shape[3]} channels; the observation has {channels}", record)
     return stacked[..., :channels]
 
 

@@ -55,7 +55,11 @@ def fields(buf: bytes | memoryview, start: int, end: int) -> Iterator[tuple[int,
     pos = start
     while pos < end:
         tag_at = pos
-        tag, pos = read_varint(buf, pos, end)
+        tag = buf[pos]
+        if tag < 0x80:  # one-byte varints (every tag here, most lengths) skip the general loop
+            pos += 1
+        else:
+            tag, pos = read_varint(buf, pos, end)
         number, wire = tag >> 3, tag & 7
         if number == 0:
             raise WireError(f"field number 0 (tag byte 0x{tag:02x})", tag_at)
@@ -63,7 +67,11 @@ def fields(buf: bytes | memoryview, start: int, end: int) -> Iterator[tuple[int,
             value, pos = read_varint(buf, pos, end)
             yield number, wire, value, 0
         elif wire == LENGTH:
-            length, pos = read_varint(buf, pos, end)
+            if pos < end and buf[pos] < 0x80:
+                length = buf[pos]
+                pos += 1
+            else:
+                length, pos = read_varint(buf, pos, end)
             if pos + length > end:
                 raise WireError(f"field {number} claims {length} bytes; its message has {end - pos} left", tag_at)
             yield number, wire, pos, pos + length
