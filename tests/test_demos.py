@@ -577,3 +577,65 @@ def test_a_recording_without_records_cannot_train(demos):
     problems = check_demonstrations(demo, BehaviorSpec(((3,),), ActionSpec(0, (4,))), "Level2_test")
     assert problems == [f"the demonstrations in {demo.path} (behavior 'Level2_test?team=0') hold no records: "
                         "there is nothing to learn from"]
+
+
+def test_a_discrete_action_outside_its_branch_names_the_record(tmp_path):
+    spec = BehaviorSpec(((2,),), ActionSpec(0, (3, 2)))
+    rows = _rows(spec, 10)
+    rows["has_action"][:] = True
+    rows["discrete_actions"][7] = [3, 1]
+    path = tmp_path / "range.demo"
+    with DemoWriter(path, "B", spec) as w:
+        w.write(**rows)
+    with pytest.raises(DemoError, match=r"range\.demo: record 7 of 10: discrete action \[3, 1\] is outside the "
+                                        r"branches \[3, 2\]"):
+        read_demonstrations(path)
+
+
+def _file(path: Path, brain: bytes, records: list[bytes], steps: int | None = None) -> None:
+    """A .demo file from raw messages, with Unity's header and trailing meta copy."""
+    meta = encode_meta(DemoMeta(1, "raw", len(records) if steps is None else steps, 1, 0.0))
+    path.write_bytes(wire.delimited(meta).ljust(HEADER_SIZE, b"\0") + wire.delimited(brain)
+                     + b"".join(wire.delimited(r) for r in records) + meta)
+
+
+def test_a_legacy_recording_with_a_black_and_white_camera(tmp_path):
+    # pre-0.12: observations in fields 1 (vector) and 2 (PNG per camera), the previous action in 4
+    rng = np.random.default_rng(5)
+    grey = rng.integers(0, 256, (3, 6, 5, 1), dtype=np.uint8)
+    vectors = rng.normal(size=(3, 2)).astype(np.float32)
+    records = []
+    for i in range(3):
+        records.append(wire.packed_floats(1, vectors[i]) + wire.bytes_field(2, png.encode_png(np.repeat(grey[i], 3, 2)))
+                       + wire.packed_floats(4, np.full(1, i, np.float32)) + wire.float_field(7, 0.5)
+                       + wire.varint_field(8, int(i == 2)) + wire.varint_field(10, -7))
+    camera = wire.varint_field(1, 5) + wire.varint_field(2, 6) + wire.varint_field(3, 1)
+    brain = (wire.varint_field(1, 2) + wire.varint_field(2, 1) + wire.packed_varints(3, [1])
+             + wire.bytes_field(4, camera) + wire.varint_field(6, 1) + wire.string_field(7, "OldBrain"))
+    path = tmp_path / "legacy.demo"
+    _file(path, brain, records)
+    demo = read_demonstrations(path)
+    assert demo.files[0].layout == "legacy" and demo.spec == BehaviorSpec(((2,), (6, 5, 1)), ActionSpec(1))
+    np.testing.assert_array_equal(demo.observations[0], vectors)
+    np.testing.assert_array_equal(demo.observations[1], grey)
+    # record i + 1 stores record i's action
+    assert demo.continuous_actions[:, 0].tolist() == [1.0, 2.0, 0.0] and demo.has_action.tolist() == [True, True, False]
+    assert demo.done.tolist() == [False, False, True] and set(demo.agent_ids.tolist()) == {-7}
+
+
+def test_channels_first_images_are_stored_height_width_channels(tmp_path):
+    # later recorders may give a camera as channels x height x width, told by dimension_properties
+    rng = np.random.default_rng(6)
+    image = rng.integers(0, 256, (4, 5, 3), dtype=np.uint8)
+    floats = rng.random((2, 4, 5)).astype(np.float32)
+    dims = wire.packed_varints(6, (1, 2, 2))
+    png_obs = wire.packed_varints(1, (3, 4, 5)) + wire.varint_field(2, 1) + wire.bytes_field(3, png.encode_png(image)) + dims
+    float_obs = (wire.packed_varints(1, (2, 4, 5)) + wire.bytes_field(4, wire.packed_floats(1, floats.ravel())) + dims)
+    info = wire.bytes_field(13, png_obs) + wire.bytes_field(13, float_obs)
+    brain = wire.bytes_field(9, wire.varint_field(1, 2))
+    path = tmp_path / "chw.demo"
+    _file(path, brain, [wire.bytes_field(1, info) + wire.bytes_field(2, wire.packed_floats(6, np.ones(2)))])
+    demo = read_demonstrations(path)
+    assert demo.spec == BehaviorSpec(((4, 5, 3), (4, 5, 2)), ActionSpec(2))
+    np.testing.assert_array_equal(demo.observations[0][0], image)
+    np.testing.assert_array_equal(demo.observations[1][0], np.rint(floats.transpose(1, 2, 0) * 255))
