@@ -100,6 +100,10 @@ def test_the_details_each_real_recording_is_known_for(demos):
     assert grid.action_masks[0].tolist() == [False, True, False, True, False]
     assert not grid.action_masks[~grid.has_mask].any()
     assert grid.done[-1] and not grid.has_action[-1]
+    # a row's action is the one taken on that row's observation: its own mask never forbids it
+    # (against the next row's mask, 9 of 241 would be forbidden)
+    acted = np.flatnonzero(grid.has_mask & grid.has_action)
+    assert len(acted) == 242 and not grid.action_masks[acted, grid.discrete_actions[acted, 0]].any()
     assert len(grid.episode_starts) == 96  # the file ends with a done record: no 97th episode in the rows
 
     visual = read_demonstrations(demos / "visualfood-png-0.13.demo")
