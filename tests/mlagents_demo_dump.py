@@ -7,6 +7,7 @@ import sys
 import numpy as np
 from mlagents.trainers.demo_loader import demo_to_buffer, load_demonstration
 from mlagents.trainers.buffer import BufferKey
+from mlagents.trainers.trajectory import ObsUtil
 
 
 def dump(path: str, out: str) -> None:
@@ -35,6 +36,8 @@ def dump(path: str, out: str) -> None:
         _, buffer = demo_to_buffer(path, 1)
         arrays["buffer_done"] = np.array(buffer[BufferKey.DONE], bool)
         arrays["buffer_reward"] = np.array(buffer[BufferKey.ENVIRONMENT_REWARDS], np.float32)
+        for i in range(len(spec.observation_specs)):
+            arrays[f"buffer_obs_{i}"] = np.array(buffer[ObsUtil.get_name_at(i)], np.float32)
     except Exception as e:  # noqa: BLE001 - reported, the record-level arrays are still compared
         arrays["buffer_error"] = np.array(f"{type(e).__name__}: {e}")
     np.savez(out, **arrays)

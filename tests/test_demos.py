@@ -290,9 +290,9 @@ def _rows(spec: BehaviorSpec, n: int, seed: int = 0, masks: bool = False) -> dic
     return rows
 
 
-def _write(path: Path, spec: BehaviorSpec, n: int, **kwargs) -> dict:
+def _write(path: Path, spec: BehaviorSpec, n: int, channels_first: bool = False, **kwargs) -> dict:
     rows = _rows(spec, n, **kwargs)
-    with DemoWriter(path, "Behavior", spec) as w:
+    with DemoWriter(path, "Behavior", spec, channels_first=channels_first) as w:
         w.write(**rows)
     return rows
 
@@ -338,11 +338,14 @@ SPECS = {
 }
 
 
+@pytest.mark.parametrize("channels_first", [False, True], ids=["HWC", "CHW"])
 @pytest.mark.parametrize("kind", sorted(SPECS))
-def test_written_files_read_back_the_same(tmp_path, kind):
+def test_written_files_read_back_the_same(tmp_path, kind, channels_first):
     spec = SPECS[kind]
+    if channels_first and not any(len(s) == 3 for s in spec.observation_shapes):
+        pytest.skip("no image: the layout of images does not apply")
     path = tmp_path / "out.demo"
-    rows = _write(path, spec, 40, masks=spec.action_spec.is_discrete)
+    rows = _write(path, spec, 40, channels_first=channels_first, masks=spec.action_spec.is_discrete)
     demo = read_demonstrations(path)
     assert demo.spec == spec and demo.behavior_name == "Behavior" and len(demo) == 40
     for got, given in zip(demo.observations, rows["observations"]):

@@ -45,13 +45,16 @@ def _load_with_mlagents(paths: list[Path], out: Path) -> dict[str, dict[str, np.
     return loaded
 
 
-def _compare(theirs: dict[str, np.ndarray], path: Path) -> None:
+def _compare(theirs: dict[str, np.ndarray], path: Path, channels_first: bool = False) -> None:
+    """``channels_first``: the file states its images channels x height x width (ours are
+    height x width x channels either way)."""
     ours = read_demonstrations(path)
     assert int(theirs["expected"]) == ours.meta.number_steps
     assert int(theirs["continuous_size"]) == ours.spec.action_spec.continuous_size
     assert tuple(theirs["branches"].tolist()) == ours.spec.action_spec.discrete_branches
     shapes = [tuple(s[:r]) for s, r in zip(theirs["shapes"].tolist(), theirs["ranks"].tolist())]
-    assert shapes == [tuple(s) for s in ours.spec.observation_shapes]
+    stated = [(s[2], s[0], s[1]) if len(s) == 3 and channels_first else tuple(s) for s in ours.spec.observation_shapes]
+    assert shapes == stated
     np.testing.assert_array_equal(theirs["reward"], ours.rewards)
     np.testing.assert_array_equal(theirs["done"], ours.done)
     np.testing.assert_array_equal(theirs["max_step"], ours.max_step_reached)
@@ -73,6 +76,13 @@ def _compare(theirs: dict[str, np.ndarray], path: Path) -> None:
     if "buffer_done" in theirs:  # their training buffer pairs record i with record i + 1's reward and done
         np.testing.assert_array_equal(theirs["buffer_done"], ours.done[1:])
         np.testing.assert_array_equal(theirs["buffer_reward"], ours.rewards[1:])
+        for i, obs in enumerate(ours.observations):
+            if obs.dtype == np.uint8:  # theirs: floats in [0, 1], in the stated order
+                assert channels_first, "ML-Agents 1.x reads images only channels first"
+                np.testing.assert_allclose(theirs[f"buffer_obs_{i}"], obs[:-1].transpose(0, 3, 1, 2) / 255.0,
+                                           atol=1e-6)
+            else:
+                np.testing.assert_array_equal(theirs[f"buffer_obs_{i}"], obs[:-1])
 
 
 def test_the_real_recordings_read_as_mlagents_reads_them(tmp_path):
@@ -94,7 +104,8 @@ def test_the_real_recordings_read_as_mlagents_reads_them(tmp_path):
     BehaviorSpec(((5,),), ActionSpec(3)),
     BehaviorSpec(((4,), (2,)), ActionSpec(0, (3, 2))),
     BehaviorSpec(((6,), (0,)), ActionSpec(2, (4, 3))),
-], ids=["continuous", "discrete with masks", "hybrid"])
+    BehaviorSpec(((10, 12, 3), (3,), (8, 6, 1)), ActionSpec(0, (4,))),
+], ids=["continuous", "discrete with masks", "hybrid", "cameras channels first"])
 def test_mlagents_reads_the_files_palaestra_writes(tmp_path, spec):
     path = tmp_path / "written.demo"
     rows = _rows(spec, 50, masks=spec.action_spec.is_discrete)
@@ -102,9 +113,10 @@ def test_mlagents_reads_the_files_palaestra_writes(tmp_path, spec):
         # ML-Agents' buffer cannot take a record without an action when both kinds exist (its
         # columns end up of different lengths); Palaestra's reader can (tests/test_demos.py)
         rows["has_action"][:] = True
-    with DemoWriter(path, "Behavior", spec) as writer:
+    images = any(len(shape) == 3 for shape in spec.observation_shapes)
+    with DemoWriter(path, "Behavior", spec, channels_first=images) as writer:  # as ML-Agents 1.x expects
         writer.write(**rows)
     theirs = _load_with_mlagents([path], tmp_path)[path.name]
     assert isinstance(theirs, dict), theirs
     assert "buffer_done" in theirs, str(theirs.get("buffer_error"))
-    _compare(theirs, path)
+    _compare(theirs, path, channels_first=images)

@@ -30,6 +30,7 @@ NAME_LIMIT = 16  # Unity's recorder cuts demonstration names to 16 characters
 # dimension_properties of an image stored height x width x channels: translational
 # equivariance along height and width, none along channels (ML-Agents' DimensionProperty)
 IMAGE_DIMENSIONS = (2, 2, 1)
+IMAGE_DIMENSIONS_FIRST = (1, 2, 2)
 
 
 def encode_meta(meta: DemoMeta) -> bytes:
@@ -65,8 +66,11 @@ class DemoWriter:
     the rows unless given to :meth:`close`."""
 
     def __init__(self, path: str | os.PathLike, behavior_name: str, spec: BehaviorSpec,
-                 demonstration_name: str | None = None) -> None:
+                 demonstration_name: str | None = None, channels_first: bool = False) -> None:
         self.path = Path(path)
+        # images' stated shape: height x width x channels (ML-Agents 0.x, Unity's cameras before
+        # 2.x) or channels x height x width (what ML-Agents' Python 1.x and later expect)
+        self.channels_first = channels_first
         self.behavior_name = behavior_name
         self.spec = spec
         self.name = demonstration_name if demonstration_name is not None else self.path.stem
@@ -132,17 +136,18 @@ class DemoWriter:
     def _observations(self, values: np.ndarray, shape: tuple[int, ...], n: int) -> list[bytes]:
         """One encoded ``ObservationProto`` per row."""
         values = as_stored(np.asarray(values).reshape(n, *shape), shape)
-        head = wire.packed_varints(1, shape)
+        first = is_image(shape) and self.channels_first
+        head = wire.packed_varints(1, (shape[2], shape[0], shape[1]) if first else shape)
+        tail = wire.packed_varints(6, IMAGE_DIMENSIONS_FIRST if first else IMAGE_DIMENSIONS) if is_image(shape) else b""
         if is_image(shape) and shape[2] in (1, 3):  # PNG as Unity's cameras; one channel as grey RGB
             rgb = np.repeat(values, 3, axis=3) if shape[2] == 1 else values
             head += wire.varint_field(2, 1)
-            tail = wire.packed_varints(6, IMAGE_DIMENSIONS)
             return [head + wire.bytes_field(3, encode_png(image)) + tail for image in rgb]
-        if is_image(shape):  # other channel counts: floats in [0, 1]
-            rows = values.astype(np.float32).reshape(n, -1) / np.float32(255.0)
-            tail = wire.packed_varints(6, IMAGE_DIMENSIONS)
+        if is_image(shape):  # other channel counts: floats in [0, 1], in the stated order
+            ordered = values.transpose(0, 3, 1, 2) if first else values
+            rows = ordered.astype(np.float32).reshape(n, -1) / np.float32(255.0)
         else:
-            rows, tail = values.reshape(n, -1), b""
+            rows = values.reshape(n, -1)
         data = rows.astype("<f4", copy=False)
         return [head + wire.bytes_field(4, wire.bytes_field(1, row.tobytes()) if row.size else b"") + tail
                 for row in data]
@@ -176,11 +181,14 @@ class DemoWriter:
             self._partial.unlink(missing_ok=True)
 
 
-def write_demonstrations(path: str | os.PathLike, demo: Demonstrations, meta: DemoMeta | None = None) -> DemoMeta:
+def write_demonstrations(path: str | os.PathLike, demo: Demonstrations, meta: DemoMeta | None = None,
+                         channels_first: bool = False) -> DemoMeta:
     """Write ``demo`` as one `.demo` file (a folder's files become one). ``meta``: the meta to
-    store (e.g. ``demo.meta`` to keep what a recording said); by default counted from the rows."""
+    store (e.g. ``demo.meta`` to keep what a recording said); by default counted from the rows.
+    ``channels_first``: state images as channels x height x width, for ML-Agents 1.x and later."""
     writer = DemoWriter(path, demo.behavior_name, demo.spec,
-                        meta.name if meta is not None else demo.files[0].meta.name if demo.files else None)
+                        meta.name if meta is not None else demo.files[0].meta.name if demo.files else None,
+                        channels_first)
     with writer:
         writer.write(demo.observations, demo.rewards, demo.done, demo.agent_ids, demo.continuous_actions,
                      demo.discrete_actions, demo.has_action, demo.max_step_reached, demo.action_masks, demo.has_mask)
