@@ -551,7 +551,8 @@ def test_demonstrations_that_fit_have_no_problems(demos):
 
 
 @pytest.mark.parametrize("spec, expected", [
-    (BehaviorSpec(((49,),), ActionSpec(0, (3, 3, 3, 2))), "have 2 observations [[49], [4]]; behavior 'Food' has 1 [[49]]"),
+    (BehaviorSpec(((49,),), ActionSpec(0, (3, 3, 3, 2))),
+     "have 2 observations [[49], [4]]; behavior 'Food' has 1 [[49]]"),
     (BehaviorSpec(((49,), (5,)), ActionSpec(0, (3, 3, 3, 2))), "observation 1: the demonstrations in"),
     (BehaviorSpec(((49,), (4,)), ActionSpec(4)), "action type:"),
     (BehaviorSpec(((49,), (4,)), ActionSpec(0, (3, 3, 3))), "number of discrete branches:"),
@@ -636,7 +637,8 @@ def test_channels_first_images_are_stored_height_width_channels(tmp_path):
     image = rng.integers(0, 256, (4, 5, 3), dtype=np.uint8)
     floats = rng.random((2, 4, 5)).astype(np.float32)
     dims = wire.packed_varints(6, (1, 2, 2))
-    png_obs = wire.packed_varints(1, (3, 4, 5)) + wire.varint_field(2, 1) + wire.bytes_field(3, png.encode_png(image)) + dims
+    png_obs = (wire.packed_varints(1, (3, 4, 5)) + wire.varint_field(2, 1) + wire.bytes_field(3, png.encode_png(image))
+               + dims)
     float_obs = (wire.packed_varints(1, (2, 4, 5)) + wire.bytes_field(4, wire.packed_floats(1, floats.ravel())) + dims)
     info = wire.bytes_field(13, png_obs) + wire.bytes_field(13, float_obs)
     brain = wire.bytes_field(9, wire.varint_field(1, 2))

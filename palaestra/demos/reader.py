@@ -155,13 +155,13 @@ def _observation_proto(buf, start: int, end: int) -> _ObservationProto:
         if number == 1:
             shape += _repeated_ints(buf, wire, a, b)
         elif number == 2:
-            expect(number, wire, VARINT, "ObservationProto", a)
+            expect(number, wire, VARINT, "ObservationProto")
             o.compression = a
         elif number == 3:
-            expect(number, wire, LENGTH, "ObservationProto", a)
+            expect(number, wire, LENGTH, "ObservationProto")
             o.data = (a, b)
         elif number == 4:
-            expect(number, wire, LENGTH, "ObservationProto", a)
+            expect(number, wire, LENGTH, "ObservationProto")
             for n2, w2, a2, b2 in fields(buf, a, b):
                 if n2 != 1:
                     continue
@@ -173,7 +173,7 @@ def _observation_proto(buf, start: int, end: int) -> _ObservationProto:
                 elif w2 == FIXED32:  # an unpacked repeated float, also legal
                     o.unpacked_floats = (o.unpacked_floats or []) + [float_at(buf, a2)]
                 else:
-                    expect(n2, w2, LENGTH, "ObservationProto.FloatData", a2)
+                    expect(n2, w2, LENGTH, "ObservationProto.FloatData")
         elif number == 5:
             o.mapping += tuple(_repeated_ints(buf, wire, a, b))
         elif number == 6:
@@ -214,30 +214,30 @@ def _agent_info(buf, start: int, end: int, legacy: bool) -> _Info:
     info = _Info()
     for number, wire, a, b in fields(buf, start, end):
         if number == 7:
-            expect(number, wire, FIXED32, "AgentInfoProto", a)
+            expect(number, wire, FIXED32, "AgentInfoProto")
             info.reward = float_at(buf, a)
         elif number == 8:
-            expect(number, wire, VARINT, "AgentInfoProto", a)
+            expect(number, wire, VARINT, "AgentInfoProto")
             info.done = bool(a)
         elif number == 9:
-            expect(number, wire, VARINT, "AgentInfoProto", a)
+            expect(number, wire, VARINT, "AgentInfoProto")
             info.max_step = bool(a)
         elif number == 10:
-            expect(number, wire, VARINT, "AgentInfoProto", a)
+            expect(number, wire, VARINT, "AgentInfoProto")
             info.agent_id = as_int32(a)
         elif number == 11:
             info.mask = (info.mask or []) + _repeated_ints(buf, wire, a, b)
         elif number == 13 and not legacy:
-            expect(number, wire, LENGTH, "AgentInfoProto", a)
+            expect(number, wire, LENGTH, "AgentInfoProto")
             info.observations.append((a, b))
         elif legacy and number == 1:
-            expect(number, wire, LENGTH, "AgentInfoProto (pre-0.12)", a)
+            expect(number, wire, LENGTH, "AgentInfoProto (pre-0.12)")
             info.legacy_vector = (a, b)
         elif legacy and number == 2:
-            expect(number, wire, LENGTH, "AgentInfoProto (pre-0.12)", a)
+            expect(number, wire, LENGTH, "AgentInfoProto (pre-0.12)")
             info.legacy_visual.append((a, b))
         elif legacy and number == 4:
-            expect(number, wire, LENGTH, "AgentInfoProto (pre-0.12)", a)
+            expect(number, wire, LENGTH, "AgentInfoProto (pre-0.12)")
             info.legacy_action = (a, b)
         elif not legacy and number <= 6:
             # retired in 0.12 and never reused: a record holding them is a pre-0.12 one
@@ -253,7 +253,7 @@ def _action(buf, start: int, end: int) -> tuple[np.ndarray | None, np.ndarray | 
         if number in (1, 6):
             values = floats(buf, a, b) if wire == LENGTH else np.array([float_at(buf, a)], np.float32)
             if wire not in (LENGTH, FIXED32):
-                expect(number, wire, LENGTH, "AgentActionProto", a)
+                expect(number, wire, LENGTH, "AgentActionProto")
             if number == 1:
                 vector = values if vector is None else np.concatenate([vector, values])
             else:
@@ -267,10 +267,10 @@ def _pair(buf, start: int, end: int) -> tuple[_Info, tuple[int, int] | None]:
     info_span = action_span = None
     for number, wire, a, b in fields(buf, start, end):
         if number == 1:
-            expect(number, wire, LENGTH, "AgentInfoActionPairProto", a)
+            expect(number, wire, LENGTH, "AgentInfoActionPairProto")
             info_span = (a, b)
         elif number == 2:
-            expect(number, wire, LENGTH, "AgentInfoActionPairProto", a)
+            expect(number, wire, LENGTH, "AgentInfoActionPairProto")
             action_span = (a, b)
         else:
             raise WireError(f"AgentInfoActionPairProto has fields 1 and 2, not {number}", a)
@@ -306,13 +306,13 @@ def _brain(buf, start: int, end: int) -> _Brain:
         elif number == 4 and wire == LENGTH:  # camera resolution {width 1, height 2, black_and_white 3}
             greys.append(any(n == 3 and v for n, _, v, _ in fields(buf, a, b)))
         elif number == 6:
-            expect(number, wire, VARINT, "BrainParametersProto", a)
+            expect(number, wire, VARINT, "BrainParametersProto")
             space_type = a
         elif number == 7:
-            expect(number, wire, LENGTH, "BrainParametersProto", a)
+            expect(number, wire, LENGTH, "BrainParametersProto")
             brain.name = text(buf, a, b)
         elif number == 9:
-            expect(number, wire, LENGTH, "BrainParametersProto", a)
+            expect(number, wire, LENGTH, "BrainParametersProto")
             for n2, w2, a2, b2 in fields(buf, a, b):
                 if n2 in (1, 2, 3):
                     spec_fields.setdefault(n2, []).extend(_repeated_ints(buf, w2, a2, b2))
@@ -373,13 +373,13 @@ def _meta(buf, path: Path) -> tuple[DemoMeta, bytes]:
         values: dict[int, object] = {}
         for number, wire, a, b in fields(buf, pos, pos + length):
             if number in (1, 3, 4):
-                expect(number, wire, VARINT, "DemonstrationMetaProto", a)
+                expect(number, wire, VARINT, "DemonstrationMetaProto")
                 values[number] = as_int32(a)
             elif number == 2:
-                expect(number, wire, LENGTH, "DemonstrationMetaProto", a)
+                expect(number, wire, LENGTH, "DemonstrationMetaProto")
                 values[2] = text(buf, a, b)
             elif number == 5:
-                expect(number, wire, FIXED32, "DemonstrationMetaProto", a)
+                expect(number, wire, FIXED32, "DemonstrationMetaProto")
                 values[5] = float_at(buf, a)
     except WireError as e:
         raise _fail(path, f"the header (DemonstrationMetaProto) is not valid: {e}; is this a .demo file?") from None
@@ -569,7 +569,8 @@ def _store_observation(buf, o: _ObservationProto, layout: _Observation, index: i
     if o.compression == 1:
         if o.data is None:
             raise ValueError(f"observation {index} is PNG-compressed but holds no data")
-        images.append((row, record, [(o.data[0] + a, o.data[0] + b) for a, b in png.split_pngs(buf[o.data[0]:o.data[1]])]))
+        start, end = o.data
+        images.append((row, record, [(start + a, start + b) for a, b in png.split_pngs(buf[start:end])]))
         return
     values = floats(buf, *o.float_span) if o.unpacked_floats is None and o.float_span else \
         np.array(o.unpacked_floats or [], np.float32)

@@ -19,8 +19,8 @@ _WIRE_TYPES = {VARINT: "varint", FIXED64: "fixed64", LENGTH: "length-delimited",
 class WireError(ValueError):
     """Bytes that are not a valid protobuf message; ``offset`` is where the problem is."""
 
-    def __init__(self, message: str, offset: int) -> None:
-        super().__init__(f"{message} (at byte {offset})")
+    def __init__(self, message: str, offset: int | None = None) -> None:
+        super().__init__(message if offset is None else f"{message} (at byte {offset})")
         self.offset = offset
 
 
@@ -86,11 +86,10 @@ def fields(buf: bytes | memoryview, start: int, end: int) -> Iterator[tuple[int,
             raise WireError(f"field {number} has wire type {wire}, which no message here uses", tag_at)
 
 
-def expect(number: int, wire: int, expected: int, where: str, offset: int) -> None:
+def expect(number: int, wire: int, expected: int, where: str) -> None:
     """Raise unless field ``number`` came with the wire type its declaration gives it."""
     if wire != expected:
-        raise WireError(f"{where} field {number} is {_WIRE_TYPES.get(wire, wire)}, expected "
-                        f"{_WIRE_TYPES[expected]}", offset)
+        raise WireError(f"{where} field {number} is {_WIRE_TYPES.get(wire, wire)}, expected {_WIRE_TYPES[expected]}")
 
 
 def floats(buf: bytes | memoryview, start: int, end: int) -> np.ndarray:
