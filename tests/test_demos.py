@@ -648,3 +648,25 @@ def test_channels_first_images_are_stored_height_width_channels(tmp_path):
     assert demo.spec == BehaviorSpec(((4, 5, 3), (4, 5, 2)), ActionSpec(2))
     np.testing.assert_array_equal(demo.observations[0][0], image)
     np.testing.assert_array_equal(demo.observations[1][0], np.rint(floats.transpose(1, 2, 0) * 255))
+
+
+def test_reading_holds_the_rows_once(tmp_path):
+    # the file is mapped, not copied, and records are decoded straight into their rows: the
+    # peak of Python's allocations while reading stays near the size of the arrays returned
+    import tracemalloc
+
+    spec = BehaviorSpec(((400,),), ActionSpec(2))
+    path = tmp_path / "large.demo"
+    rows = _rows(spec, 2500)
+    with DemoWriter(path, "Large", spec) as w:
+        w.write(**rows)
+    assert path.stat().st_size > 4_000_000
+    tracemalloc.start()
+    try:
+        demo = read_demonstrations(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    returned = sum(o.nbytes for o in demo.observations) + demo.continuous_actions.nbytes
+    assert returned == 2500 * 402 * 4
+    assert peak < 1.3 * returned, (peak, returned)
