@@ -251,7 +251,7 @@ class _Recording:
         for i, agent in enumerate(terminal.agent_id.tolist()):
             episode = self.running.pop(agent, None)
             if episode is None or self.finished:
-                continue  # an episode begun before recording started has no start; drop it
+                continue  # no decision of this episode was recorded, or enough episodes are
             self._row(episode, [o[i] for o in terminal.obs], float(terminal.reward[i]), None, None, None)
             self._flush(agent, episode, bool(terminal.interrupted[i]))
 
