@@ -1,0 +1,425 @@
+"""``palaestra-record`` (or ``python -m palaestra.demos.record``): run a policy in any environment
+``--env`` names and write what it did as a `.demo` file per behavior, as Unity's recorder would.
+
+    palaestra-record --env=3DBall --policy=heuristic --episodes=20
+    palaestra-record --env=CartPole-v1 --policy=results/run/CartPole.onnx --episodes=50 --out=demos
+    palaestra-record --env=pettingzoo:mpe2.simple_adversary_v3 --policy=adversary=my_policies:chase \\
+        --policy=agent=random --episodes=10
+
+A policy is ``heuristic`` (the built-in environment's scripted policy), ``random`` (uniform,
+respecting action masks), an exported ``.onnx`` model, or ``package.module:function``, called
+with a behavior's :class:`DecisionSteps` and :class:`BehaviorSpec` and returning an
+:class:`ActionTuple` (or one array, for a behavior with one kind of action). ``NAME=POLICY`` gives
+behavior NAME its own policy. Each agent's episode is written whole when it ends, so a file
+holds complete episodes one after another; with several agents, the first ``--episodes`` to
+end are kept and the rest dropped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from palaestra.demos.reader import DemoError, DemoMeta
+from palaestra.demos.writer import DemoWriter
+from palaestra.envs.base import ActionTuple, BehaviorSpec, DecisionSteps, Env, EnvError, TerminalSteps
+
+Policy = Callable[[DecisionSteps], ActionTuple]
+
+
+class RecordError(Exception):
+    """Bad input to the record command; the message says what to do instead."""
+
+
+# -- policies ----------------------------------------------------------------------------------
+
+def _heuristic(env: Env, behavior: str) -> Policy:
+    scripted = getattr(env, "heuristic", None)
+    missing = (f"--policy=heuristic: the environment ({type(env).__name__}) has no scripted heuristic; the "
+               "built-in environments have one. Give an .onnx model or a package.module:function instead")
+    if not callable(scripted):
+        raise RecordError(missing)
+
+    def act(steps: DecisionSteps) -> ActionTuple:
+        try:
+            actions = scripted()
+        except NotImplementedError:  # the built-in base class declares it for every subclass
+            raise RecordError(missing) from None
+        if len(actions.continuous) != len(steps) and len(actions.discrete) != len(steps):
+            raise RecordError(f"--policy=heuristic: the heuristic acted for {len(actions.continuous)} agents; "
+                              f"{len(steps)} of behavior {behavior!r} are deciding")
+        return actions
+
+    return act
+
+
+def _random(spec: BehaviorSpec, seed: int) -> Policy:
+    rng = np.random.default_rng(seed)
+    branches = spec.action_spec.discrete_branches
+
+    def act(steps: DecisionSteps) -> ActionTuple:
+        n = len(steps)
+        actions = spec.action_spec.random_actions(n, rng)
+        if steps.action_mask:  # uniform among the allowed actions: the largest random key wins
+            for b, (mask, size) in enumerate(zip(steps.action_mask, branches)):
+                keys = rng.random((n, size))
+                keys[mask] = -1.0
+                actions.discrete[:, b] = keys.argmax(axis=1)
+        return actions
+
+    return act
+
+
+def _onnx(path: Path, spec: BehaviorSpec, behavior: str) -> Policy:
+    if not path.is_file():
+        raise RecordError(f"--policy={path}: no such model file")
+    import onnxruntime as ort
+
+    try:
+        session = ort.InferenceSession(str(path))
+    except Exception as e:  # onnxruntime raises its own exception types for unreadable models
+        raise RecordError(f"--policy={path}: not a model onnxruntime can load: {e}") from None
+    inputs = [i.name for i in session.get_inputs()]
+    outputs = [o.name for o in session.get_outputs()]
+    obs_names = [f"obs_{i}" for i in range(len(spec.observation_shapes))]
+    if any(name.startswith("recurrent_in") or name == "memories" for name in inputs):
+        raise RecordError(f"--policy={path}: recurrent models (with a memory input) are not supported for recording")
+    missing = [n for n in obs_names if n not in inputs]
+    extra = [n for n in inputs if n.startswith("obs_") and n not in obs_names]
+    if missing or extra:
+        raise RecordError(f"--policy={path}: the model takes inputs {inputs}; behavior {behavior!r} has "
+                          f"{len(obs_names)} observations {[list(s) for s in spec.observation_shapes]}")
+    for model_input in session.get_inputs():
+        if model_input.name not in obs_names:
+            continue
+        index = obs_names.index(model_input.name)
+        given = list(model_input.shape[1:])  # named (dynamic) sizes are not checked
+        if all(isinstance(d, int) for d in given) and tuple(given) != spec.observation_shapes[index]:
+            raise RecordError(f"--policy={path}: the model's input {model_input.name} has shape {given}; behavior "
+                              f"{behavior!r}'s observation {index} has {list(spec.observation_shapes[index])}")
+    actions = spec.action_spec
+
+    def pick(kind: str) -> str | None:
+        for name in (f"deterministic_{kind}_actions", f"{kind}_actions"):
+            if name in outputs:
+                return name
+        return None
+
+    continuous, discrete = pick("continuous"), pick("discrete")
+    if (actions.is_continuous and continuous is None) or (actions.is_discrete and discrete is None):
+        raise RecordError(f"--policy={path}: the model's outputs {outputs} do not give behavior {behavior!r}'s "
+                          f"actions ({actions.describe()})")
+
+    def act(steps: DecisionSteps) -> ActionTuple:
+        n = len(steps)
+        feeds = {}
+        for name, obs in zip(obs_names, steps.obs):
+            feeds[name] = obs.astype(np.float32) / 255.0 if obs.dtype == np.uint8 else obs.astype(np.float32)
+        if "action_masks" in inputs:
+            masks = steps.action_mask
+            allowed = ~np.concatenate(masks, axis=1) if masks else np.ones((n, sum(actions.discrete_branches)), bool)
+            feeds["action_masks"] = allowed.astype(np.float32)
+        try:
+            out = dict(zip(outputs, session.run(None, feeds)))
+        except Exception as e:  # a shape the model does not take
+            raise RecordError(f"--policy={path}: running the model failed: {e}") from None
+        return ActionTuple(
+            continuous=np.asarray(out[continuous], np.float32).reshape(n, -1) if continuous and actions.is_continuous
+            else np.zeros((n, 0), np.float32),
+            discrete=np.rint(np.asarray(out[discrete])).astype(np.int32).reshape(n, -1)
+            if discrete and actions.is_discrete else np.zeros((n, 0), np.int32))
+
+    return act
+
+
+def _callable(target: str, spec: BehaviorSpec, behavior: str) -> Policy:
+    module_name, _, attribute = target.partition(":")
+    if os.getcwd() not in sys.path:  # as `python -m` does: a module beside the working directory is found
+        sys.path.insert(0, os.getcwd())
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as e:
+        raise RecordError(f"--policy={target}: cannot import module {module_name!r}: {e}") from None
+    except Exception as e:  # the module's own code failed while importing
+        raise RecordError(f"--policy={target}: importing {module_name!r} failed: {type(e).__name__}: {e}") from None
+    for part in attribute.split("."):
+        if not hasattr(obj, part):
+            raise RecordError(f"--policy={target}: module {module_name!r} has no attribute {attribute!r}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise RecordError(f"--policy={target}: {attribute!r} is a {type(obj).__name__}, not a function")
+    function = obj
+    actions = spec.action_spec
+
+    def act(steps: DecisionSteps) -> ActionTuple:
+        try:
+            result = function(steps, spec)
+        except Exception as e:  # the user's code: say so, without a traceback through ours
+            raise RecordError(f"--policy={target} raised {type(e).__name__}: {e}") from None
+        if isinstance(result, np.ndarray) and actions.is_continuous != actions.is_discrete:
+            result = ActionTuple(continuous=result.astype(np.float32)) if actions.is_continuous \
+                else ActionTuple(discrete=result.astype(np.int32))
+        if not isinstance(result, ActionTuple):
+            raise RecordError(f"--policy={target} returned a {type(result).__name__}; it must return an "
+                              f"ActionTuple (or one array for a behavior with one kind of action)")
+        try:
+            actions.check(result, len(steps), behavior)
+        except EnvError as e:
+            raise RecordError(f"--policy={target}: {e}") from None
+        return result
+
+    return act
+
+
+def make_policy(text: str, env: Env, behavior: str, seed: int) -> Policy:
+    spec = env.behavior_specs[behavior]
+    if text == "heuristic":
+        return _heuristic(env, behavior)
+    if text == "random":
+        return _random(spec, seed)
+    if text.endswith(".onnx"):
+        return _onnx(Path(text), spec, behavior)
+    if ":" in text:
+        return _callable(text, spec, behavior)
+    raise RecordError(f"--policy={text}: expected heuristic, random, a model file ending in .onnx, or "
+                      "package.module:function (optionally as BEHAVIOR=POLICY)")
+
+
+def policies_by_behavior(texts: list[str], behaviors: list[str]) -> dict[str, str]:
+    """``--policy`` values → one policy per behavior: ``NAME=POLICY`` for behavior NAME, a plain
+    value for every behavior without its own."""
+    named: dict[str, str] = {}
+    default: str | None = None
+    for text in texts:
+        name, sep, value = text.partition("=")
+        if sep and name in behaviors:
+            named[name] = value
+        elif sep and not os.path.exists(text):  # a model path may hold "=", a behavior name does not exist
+            raise RecordError(f"--policy={text}: the environment has no behavior {name!r}; it has {behaviors}")
+        elif default is not None:
+            raise RecordError(f"--policy given twice for every behavior ({default!r} and {text!r}); "
+                              "use BEHAVIOR=POLICY to give behaviors different policies")
+        else:
+            default = text
+    missing = [b for b in behaviors if b not in named and default is None]
+    if missing:
+        raise RecordError(f"no --policy for behavior(s) {missing}")
+    return {b: named.get(b, default) for b in behaviors}
+
+
+# -- recording ---------------------------------------------------------------------------------
+
+@dataclass
+class _Episode:
+    """One agent's rows so far, one list entry per record."""
+
+    observations: list[list[np.ndarray]] = field(default_factory=list)
+    rewards: list[float] = field(default_factory=list)
+    continuous: list[np.ndarray] = field(default_factory=list)
+    discrete: list[np.ndarray] = field(default_factory=list)
+    has_action: list[bool] = field(default_factory=list)
+    masks: list[np.ndarray] = field(default_factory=list)
+    has_mask: list[bool] = field(default_factory=list)
+
+
+@dataclass
+class _Recording:
+    behavior: str
+    spec: BehaviorSpec
+    policy: Policy
+    writer: DemoWriter
+    wanted: int
+    episodes: int = 0
+    steps: int = 0
+    returns: list[float] = field(default_factory=list)
+    running: dict[int, _Episode] = field(default_factory=dict)
+
+    @property
+    def finished(self) -> bool:
+        return self.episodes >= self.wanted
+
+    def add_terminal(self, terminal: TerminalSteps) -> None:
+        for i, agent in enumerate(terminal.agent_id.tolist()):
+            episode = self.running.pop(agent, None)
+            if episode is None or self.finished:
+                continue  # no decision of this episode was recorded, or enough episodes are
+            self._row(episode, [o[i] for o in terminal.obs], float(terminal.reward[i]), None, None, None)
+            self._flush(agent, episode, bool(terminal.interrupted[i]))
+
+    def add_decision(self, decision: DecisionSteps, actions: ActionTuple) -> None:
+        sizes = self.spec.action_spec.discrete_branches
+        masks = np.concatenate(decision.action_mask, axis=1) if decision.action_mask else None
+        for i, agent in enumerate(decision.agent_id.tolist()):
+            episode = self.running.setdefault(agent, _Episode())
+            self._row(episode, [o[i] for o in decision.obs], float(decision.reward[i]), actions.continuous[i],
+                      actions.discrete[i], masks[i] if masks is not None and sizes else None)
+
+    @staticmethod
+    def _row(episode: _Episode, obs: list[np.ndarray], reward: float, continuous, discrete, mask) -> None:
+        episode.observations.append([np.array(o) for o in obs])
+        episode.rewards.append(reward)
+        episode.has_action.append(continuous is not None)
+        episode.continuous.append(continuous)
+        episode.discrete.append(discrete)
+        episode.has_mask.append(mask is not None)
+        episode.masks.append(mask)
+
+    def _flush(self, agent: int, episode: _Episode, interrupted: bool) -> None:
+        """Write an ended episode: its rows in order, the last one ``done``."""
+        n = len(episode.rewards)
+        actions = self.spec.action_spec
+        done = np.zeros(n, bool)
+        done[-1] = True
+        max_step = np.zeros(n, bool)
+        max_step[-1] = interrupted
+        has_mask = np.array(episode.has_mask)
+
+        def stack(rows: list, width: int, dtype: type) -> np.ndarray:
+            return np.stack([np.zeros(width, dtype) if r is None else np.asarray(r, dtype) for r in rows]) \
+                if n else np.zeros((0, width), dtype)
+
+        self.writer.write(
+            [np.stack([row[k] for row in episode.observations]) for k in range(len(self.spec.observation_shapes))],
+            np.array(episode.rewards, np.float32), done, np.full(n, agent, np.int64),
+            stack(episode.continuous, actions.continuous_size, np.float32),
+            stack(episode.discrete, actions.num_branches, np.int64), np.array(episode.has_action), max_step,
+            stack(episode.masks, sum(actions.discrete_branches), bool) if has_mask.any() else None,
+            has_mask if has_mask.any() else None)
+        self.episodes += 1
+        self.steps += n
+        self.returns.append(float(np.sum(episode.rewards, dtype=np.float64)))
+
+
+def demo_file_name(behavior: str) -> str:
+    """A behavior's file name: characters a file name cannot safely hold become ``_``
+    (``Pyramids?team=0`` → ``Pyramids_team_0.demo``)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", behavior).strip("_") + ".demo"
+
+
+@dataclass(frozen=True)
+class RecordResult:
+    behavior: str
+    path: Path
+    meta: DemoMeta
+    returns: tuple[float, ...]
+
+
+def record(env: Env, policies: dict[str, str], episodes: int, out: Path, seed: int = 0, force: bool = False,
+           max_steps: int = 1_000_000) -> list[RecordResult]:
+    """Run each behavior's policy until it has ``episodes`` complete episodes and write one
+    `.demo` per behavior into folder ``out``. Raises :class:`RecordError` for bad input and when
+    ``max_steps`` environment steps pass first (nothing is written then)."""
+    behaviors = list(env.behavior_specs)
+    paths = {b: out / demo_file_name(b) for b in behaviors}
+    if len(set(paths.values())) != len(paths):
+        raise RecordError(f"behaviors {behaviors} would share file names; record them separately")
+    existing = [str(p) for p in paths.values() if p.exists()]
+    if existing and not force:
+        raise RecordError(f"{', '.join(existing)} already exist(s); pass --force to replace")
+    made = {b: make_policy(policies[b], env, b, seed + i) for i, b in enumerate(behaviors)}
+    with contextlib.ExitStack() as stack:
+        recordings = []
+        for b in behaviors:
+            writer = stack.enter_context(DemoWriter(paths[b], b, env.behavior_specs[b], b))
+            recordings.append(_Recording(b, env.behavior_specs[b], made[b], writer, episodes))
+        env.reset()
+        for _ in range(max_steps):
+            for r in recordings:
+                decision, terminal = env.get_steps(r.behavior)
+                if len(terminal):
+                    r.add_terminal(terminal)
+                if len(decision):
+                    actions = r.policy(decision)
+                    if not r.finished:
+                        r.add_decision(decision, actions)
+                    env.set_actions(r.behavior, actions)
+            if all(r.finished for r in recordings):
+                break
+            env.step()
+        else:
+            short = {r.behavior: r.episodes for r in recordings if not r.finished}
+            raise RecordError(f"only {short} of {episodes} episodes ended within --max-steps {max_steps}")
+        return [RecordResult(r.behavior, paths[r.behavior], r.writer.close(), tuple(r.returns[:episodes]))
+                for r in recordings]
+
+
+# -- the command -------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="palaestra-record",
+        description="Run a policy in an environment and write a .demo file per behavior (docs/imitation.md).")
+    parser.add_argument("--env", required=True, help="the environment, as for mlagents-learn --env (built-in name, "
+                        "Gymnasium id, package.module:callable, pettingzoo:package.module)")
+    parser.add_argument("--env-args", nargs="*", default=None, metavar="KEY=VALUE",
+                        help="keyword arguments for a Gymnasium id or a Python factory")
+    parser.add_argument("--policy", action="append", required=True, metavar="[BEHAVIOR=]POLICY",
+                        help="heuristic, random, MODEL.onnx or package.module:function; repeat as BEHAVIOR=POLICY "
+                        "to give behaviors different policies")
+    parser.add_argument("--episodes", type=_positive, default=10, help="episodes to record per behavior (default 10)")
+    parser.add_argument("--out", default="demos", help="the folder the .demo files go to (default demos)")
+    parser.add_argument("--seed", type=int, default=0, help="the environment's and the random policy's seed")
+    parser.add_argument("--num-areas", type=_positive, default=1, help="copies of the environment run side by side")
+    parser.add_argument("--max-steps", type=_positive, default=1_000_000,
+                        help="give up after this many environment steps (default 1000000)")
+    parser.add_argument("--force", action="store_true", help="replace .demo files that already exist")
+    return parser
+
+
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1, got {number}")
+    return number
+
+
+def main(argv: list[str] | None = None) -> int:
+    from palaestra.envs.sources import make_env
+    from palaestra.options import logger, setup_logging
+
+    args = build_parser().parse_args(argv)
+    setup_logging(False)
+    env = None
+    try:
+        env = make_env(args.env, seed=args.seed, num_areas=args.num_areas, env_args=args.env_args)
+        policies = policies_by_behavior(args.policy, list(env.behavior_specs))
+        results = record(env, policies, args.episodes, Path(args.out), args.seed, args.force, args.max_steps)
+    except (RecordError, EnvError, DemoError) as e:
+        logger.error("%s", e)
+        return 1
+    except OSError as e:
+        logger.error("cannot write %s: %s", e.filename or args.out, e.strerror or e)
+        return 1
+    except KeyboardInterrupt:
+        logger.error("interrupted; no .demo file was written")
+        return 130
+    finally:
+        if env is not None:
+            with contextlib.suppress(Exception):  # closing must not hide the error that stopped us
+                env.close()
+    for r in results:
+        returns = np.array(r.returns)
+        print(f"{r.behavior}: {r.meta.number_episodes} episodes, {r.meta.number_steps} steps, mean reward "
+              f"{r.meta.mean_reward:.4g} (min {returns.min():.4g}, max {returns.max():.4g}), policy "
+              f"{policies[r.behavior]} -> {r.path}")
+    return 0
+
+
+def entry_point() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry_point()

@@ -1,0 +1,195 @@
+"""Writing `.demo` files in the layout of Unity's recorder, readable by ML-Agents' loaders.
+
+As Unity does: the 33-byte header is reserved first, the brain parameters follow at byte 33,
+then one length-prefixed ``AgentInfoActionPairProto`` per record as the rows come (a recording
+is never held in memory whole); closing appends a raw copy of the meta message and writes the
+length-prefixed meta into the header.
+
+What is written for each field (docs/imitation.md): the action spec both in ``action_spec``
+(ML-Agents 1.x and later) and, for a behavior with one kind of action, in the retired
+``vector_action_size`` / ``vector_action_space_type``; actions in ``continuous_actions`` /
+``discrete_actions`` and, for one kind of action, in the retired ``vector_actions`` that 0.x
+loaders read; images as PNG with shape height x width x channels, vectors as packed floats.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from types import TracebackType
+
+import numpy as np
+
+from palaestra.demos import wire
+from palaestra.demos.png import encode_png
+from palaestra.demos.reader import HEADER_SIZE, DemoError, DemoMeta, Demonstrations
+from palaestra.envs.base import BehaviorSpec
+from palaestra.envs.observations import as_stored, is_image
+
+NAME_LIMIT = 16  # Unity's recorder cuts demonstration names to 16 characters
+# dimension_properties of an image stored height x width x channels: translational
+# equivariance along height and width, none along channels (ML-Agents' DimensionProperty)
+IMAGE_DIMENSIONS = (2, 2, 1)
+IMAGE_DIMENSIONS_FIRST = (1, 2, 2)
+
+
+def encode_meta(meta: DemoMeta) -> bytes:
+    """``DemonstrationMetaProto``; the name is cut so that the message fits the header."""
+    name = meta.name[:NAME_LIMIT]
+
+    def encode(name: str) -> bytes:
+        return (wire.varint_field(1, meta.api_version) + wire.string_field(2, name)
+                + wire.varint_field(3, meta.number_steps) + wire.varint_field(4, meta.number_episodes)
+                + wire.float_field(5, meta.mean_reward))
+
+    while len(wire.delimited(encode(name))) > HEADER_SIZE:
+        name = name[:-1]
+    return encode(name)
+
+
+def encode_brain(behavior_name: str, spec: BehaviorSpec) -> bytes:
+    actions = spec.action_spec
+    out = b""
+    if actions.is_continuous != actions.is_discrete:  # one kind: the retired fields too, for 0.x loaders
+        sizes = [actions.continuous_size] if actions.is_continuous else list(actions.discrete_branches)
+        out += wire.packed_varints(3, sizes) + wire.varint_field(6, 1 if actions.is_continuous else 0)
+    out += wire.string_field(7, behavior_name)
+    out += wire.bytes_field(9, wire.varint_field(1, actions.continuous_size)
+                            + wire.varint_field(2, actions.num_branches)
+                            + wire.packed_varints(3, actions.discrete_branches))
+    return out
+
+
+class DemoWriter:
+    """A `.demo` file being written: :meth:`write` rows as they come, then :meth:`close` (or
+    use it as a context manager). The meta's steps, episodes and mean reward are counted from
+    the rows unless given to :meth:`close`."""
+
+    def __init__(self, path: str | os.PathLike, behavior_name: str, spec: BehaviorSpec,
+                 demonstration_name: str | None = None, channels_first: bool = False) -> None:
+        self.path = Path(path)
+        # images' stated shape: height x width x channels (ML-Agents 0.x, Unity's cameras before
+        # 2.x) or channels x height x width (what ML-Agents' Python 1.x and later expect)
+        self.channels_first = channels_first
+        self.behavior_name = behavior_name
+        self.spec = spec
+        self.name = demonstration_name if demonstration_name is not None else self.path.stem
+        self.steps = self.done_records = 0
+        self.total_reward = 0.0
+        self.ended_with_done = True
+        # written under a temporary name and renamed when complete: a failed or interrupted
+        # recording never leaves a half file, nor replaces a good one
+        self._partial = self.path.with_name(self.path.name + ".partial")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self._partial, "wb")
+        except OSError as e:
+            raise DemoError(f"{self.path}: cannot be written: {e.strerror or e}") from None
+        self._file.write(bytes(HEADER_SIZE))  # the header, written last
+        self._file.write(wire.delimited(encode_brain(behavior_name, spec)))
+
+    def write(self, observations: list[np.ndarray], rewards: np.ndarray, done: np.ndarray, agent_ids: np.ndarray,
+              continuous_actions: np.ndarray | None = None, discrete_actions: np.ndarray | None = None,
+              has_action: np.ndarray | None = None, max_step_reached: np.ndarray | None = None,
+              action_masks: np.ndarray | None = None, has_mask: np.ndarray | None = None) -> None:
+        """Append ``len(rewards)`` records; the arrays are rows as :class:`Demonstrations` holds
+        them (observations one array per observation of the spec, images uint8 or floats in
+        [0, 1]; masks True = unavailable)."""
+        n = len(rewards)
+        shapes = self.spec.observation_shapes
+        if len(observations) != len(shapes):
+            raise DemoError(f"{self.path}: {len(observations)} observations given; the spec has {len(shapes)}")
+        actions = self.spec.action_spec
+        continuous = np.zeros((n, actions.continuous_size), np.float32) if continuous_actions is None \
+            else np.asarray(continuous_actions, np.float32).reshape(n, actions.continuous_size)
+        discrete = np.zeros((n, actions.num_branches), np.int64) if discrete_actions is None \
+            else np.asarray(discrete_actions).reshape(n, actions.num_branches)
+        has_action = np.ones(n, bool) if has_action is None else np.asarray(has_action, bool)
+        max_step = np.zeros(n, bool) if max_step_reached is None else np.asarray(max_step_reached, bool)
+        has_mask = (np.zeros(n, bool) if action_masks is None else np.ones(n, bool)) if has_mask is None \
+            else np.asarray(has_mask, bool)
+        done = np.asarray(done, bool)
+        rewards = np.asarray(rewards, np.float32)
+        encoded_obs = [self._observations(o, shape, n) for o, shape in zip(observations, shapes)]
+        single_kind = actions.is_continuous != actions.is_discrete
+        chunks = []
+        for i in range(n):
+            info = (wire.float_field(7, rewards[i]) + wire.varint_field(8, int(done[i]))
+                    + wire.varint_field(9, int(max_step[i])) + wire.varint_field(10, int(agent_ids[i])))
+            if has_mask[i]:
+                info += wire.packed_varints(11, action_masks[i].astype(np.int64))
+            info += b"".join(wire.bytes_field(13, o[i]) for o in encoded_obs)
+            action = b""
+            if has_action[i]:
+                if single_kind:
+                    vector = continuous[i] if actions.is_continuous else discrete[i].astype(np.float32)
+                    action += wire.packed_floats(1, vector)
+                action += wire.packed_floats(6, continuous[i]) + wire.packed_varints(7, discrete[i])
+            chunks.append(wire.delimited(wire.bytes_field(1, info) + wire.bytes_field(2, action)))
+        self._file.write(b"".join(chunks))
+        self.steps += n
+        self.done_records += int(done.sum())
+        self.total_reward += float(rewards.sum(dtype=np.float64))
+        if n:
+            self.ended_with_done = bool(done[-1])
+
+    def _observations(self, values: np.ndarray, shape: tuple[int, ...], n: int) -> list[bytes]:
+        """One encoded ``ObservationProto`` per row."""
+        values = as_stored(np.asarray(values).reshape(n, *shape), shape)
+        first = is_image(shape) and self.channels_first
+        head = wire.packed_varints(1, (shape[2], shape[0], shape[1]) if first else shape)
+        tail = wire.packed_varints(6, IMAGE_DIMENSIONS_FIRST if first else IMAGE_DIMENSIONS) if is_image(shape) else b""
+        if is_image(shape) and shape[2] in (1, 3):  # PNG as Unity's cameras; one channel as grey RGB
+            rgb = np.repeat(values, 3, axis=3) if shape[2] == 1 else values
+            head += wire.varint_field(2, 1)
+            return [head + wire.bytes_field(3, encode_png(image)) + tail for image in rgb]
+        if is_image(shape):  # other channel counts: floats in [0, 1], in the stated order
+            ordered = values.transpose(0, 3, 1, 2) if first else values
+            rows = ordered.astype(np.float32).reshape(n, -1) / np.float32(255.0)
+        else:
+            rows = values.reshape(n, -1)
+        data = rows.astype("<f4", copy=False)
+        return [head + wire.bytes_field(4, wire.bytes_field(1, row.tobytes()) if row.size else b"") + tail
+                for row in data]
+
+    def close(self, meta: DemoMeta | None = None) -> DemoMeta:
+        """Finish the file: Unity's raw meta copy at the end, the meta in the header. Without
+        ``meta``, episodes are the rows' (the ``done`` records, plus one if the rows end inside
+        an episode) and the mean reward is the rows' total over them."""
+        if self._file.closed:
+            raise DemoError(f"{self.path}: already closed")
+        if meta is None:
+            episodes = self.done_records + (0 if self.ended_with_done else 1)
+            meta = DemoMeta(1, self.name, self.steps, episodes, self.total_reward / episodes if episodes else 0.0)
+        encoded = encode_meta(meta)
+        self._file.write(encoded)
+        self._file.seek(0)
+        self._file.write(wire.delimited(encoded))
+        self._file.close()
+        os.replace(self._partial, self.path)
+        return meta
+
+    def __enter__(self) -> "DemoWriter":
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
+        if kind is None:
+            if not self._file.closed:
+                self.close()
+        else:  # a half-written file is not a recording
+            self._file.close()
+            self._partial.unlink(missing_ok=True)
+
+
+def write_demonstrations(path: str | os.PathLike, demo: Demonstrations, meta: DemoMeta | None = None,
+                         channels_first: bool = False) -> DemoMeta:
+    """Write ``demo`` as one `.demo` file (a folder's files become one). ``meta``: the meta to
+    store (e.g. ``demo.meta`` to keep what a recording said); by default counted from the rows.
+    ``channels_first``: state images as channels x height x width, for ML-Agents 1.x and later."""
+    writer = DemoWriter(path, demo.behavior_name, demo.spec,
+                        meta.name if meta is not None else demo.files[0].meta.name if demo.files else None,
+                        channels_first)
+    with writer:
+        writer.write(demo.observations, demo.rewards, demo.done, demo.agent_ids, demo.continuous_actions,
+                     demo.discrete_actions, demo.has_action, demo.max_step_reached, demo.action_masks, demo.has_mask)
+        return writer.close(meta)

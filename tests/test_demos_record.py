@@ -1,0 +1,203 @@
+"""Recording demonstrations (palaestra/demos/record.py): every kind of policy on every kind of
+environment source, what the files hold (rows aligned: each observation with the action taken on
+it), and a clear one-line error with no file left behind for every kind of bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from palaestra.demos.check import check_demonstrations
+from palaestra.demos.reader import read_demonstrations
+from palaestra.demos.record import RecordError, demo_file_name, main, policies_by_behavior, record
+from palaestra.envs.sources import make_env
+from tests.conftest import REPO
+
+
+def _record(argv: list[str], capsys) -> tuple[int, str, str]:
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_the_heuristic_of_a_built_in_environment(workdir, capsys):
+    code, out, err = _record(["--env=3DBall", "--policy=heuristic", "--episodes=2", "--max-steps=5000"], capsys)
+    assert code == 0, err
+    assert out.startswith("3DBall: 2 episodes, ") and "mean reward 100 " in out and "demos/3DBall.demo" in out
+    demo = read_demonstrations(workdir / "demos" / "3DBall.demo")
+    env = make_env("3DBall")
+    assert check_demonstrations(demo, env.behavior_specs["3DBall"], "3DBall") == []
+    assert demo.behavior_name == "3DBall" and demo.episodes == 2 and demo.meta.number_episodes == 2
+    assert demo.meta.number_steps == len(demo) and demo.meta.mean_reward == pytest.approx(100.0, abs=1e-3)
+    # each episode: decisions with actions, then the record that ends it (no action, as Unity writes it)
+    assert demo.done.sum() == 2 and not demo.has_action[demo.done].any() and demo.has_action[~demo.done].all()
+    assert demo.max_step_reached[demo.done].all()  # the heuristic keeps the ball up until the step limit
+    for episode in demo.episode_slices():
+        assert len(set(demo.agent_ids[episode].tolist())) == 1 and demo.done[episode][-1]
+
+
+def test_each_recorded_action_belongs_to_the_observation_beside_it(workdir, capsys):
+    # Simple1D: the observation is the goal's sign, the heuristic moves towards it
+    code, _, err = _record(["--env=Simple1DDiscrete", "--policy=heuristic", "--episodes=12"], capsys)
+    assert code == 0, err
+    demo = read_demonstrations(workdir / "demos" / "1D.demo")
+    acted = demo.has_action
+    np.testing.assert_array_equal(demo.discrete_actions[acted, 0], (demo.observations[0][acted, 0] > 0).astype(int))
+    assert demo.episodes == 12 and demo.mean_episode_reward == pytest.approx(1.01, abs=1e-4)
+    assert demo.meta.mean_reward == pytest.approx(1.01, abs=1e-4)
+
+
+def test_action_masks_are_recorded_and_respected_by_random(workdir, capsys):
+    code, _, err = _record(["--env=GridWorld", "--policy=random", "--episodes=5", "--seed=3"], capsys)
+    assert code == 0, err
+    demo = read_demonstrations(workdir / "demos" / "GridWorld.demo")
+    assert demo.action_masks is not None and demo.has_mask[demo.has_action].all()
+    chosen = demo.action_masks[np.flatnonzero(demo.has_action), demo.discrete_actions[demo.has_action, 0]]
+    assert not chosen.any()  # no masked action was taken
+
+
+def test_a_gymnasium_environment_with_a_python_function(workdir, capsys, monkeypatch):
+    monkeypatch.delitem(sys.modules, "my_policy", raising=False)
+    (workdir / "my_policy.py").write_text(textwrap.dedent("""
+        import numpy as np
+
+        def push(steps, spec):
+            # CartPole: push the way the pole leans
+            return (steps.obs[0][:, 2] > 0).astype(np.int32)[:, None]
+    """))
+    code, out, err = _record(["--env=CartPole-v1", "--policy=my_policy:push", "--episodes=3", "--num-areas=2"],
+                             capsys)
+    assert code == 0, err
+    demo = read_demonstrations(workdir / "demos" / "CartPole-v1.demo")
+    acted = demo.has_action
+    np.testing.assert_array_equal(demo.discrete_actions[acted, 0], (demo.observations[0][acted, 2] > 0).astype(int))
+    assert demo.episodes == 3 and demo.spec.action_spec.discrete_branches == (2,)
+    assert demo.meta.mean_reward == pytest.approx(demo.rewards.sum() / 3)
+
+
+def _linear_onnx(path, obs_size: int, weights: np.ndarray, discrete: bool) -> None:
+    """A model with Palaestra's (and ML-Agents 2.x's) tensor names: actions = obs @ weights, or
+    for discrete actions the index of the largest."""
+    w = helper.make_tensor("w", TensorProto.FLOAT, weights.shape, weights.ravel().tolist())
+    nodes = [helper.make_node("MatMul", ["obs_0", "w"], ["scores"])]
+    if discrete:
+        nodes += [helper.make_node("ArgMax", ["scores"], ["index"], axis=1, keepdims=1),
+                  helper.make_node("Cast", ["index"], ["deterministic_discrete_actions"], to=TensorProto.FLOAT)]
+        output = helper.make_tensor_value_info("deterministic_discrete_actions", TensorProto.FLOAT, ["batch", 1])
+    else:
+        nodes[0] = helper.make_node("MatMul", ["obs_0", "w"], ["deterministic_continuous_actions"])
+        output = helper.make_tensor_value_info("deterministic_continuous_actions", TensorProto.FLOAT,
+                                               ["batch", weights.shape[1]])
+    graph = helper.make_graph(nodes, "linear", [helper.make_tensor_value_info("obs_0", TensorProto.FLOAT,
+                                                                              ["batch", obs_size])],
+                              [output], initializer=[w])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+
+
+def test_an_onnx_model(workdir, capsys):
+    weights = np.array([[0.1, -0.2]] * 8, np.float32)
+    _linear_onnx(workdir / "ball.onnx", 8, weights, discrete=False)
+    code, _, err = _record(["--env=3DBall", "--policy=ball.onnx", "--episodes=3", "--out=out"], capsys)
+    assert code == 0, err
+    demo = read_demonstrations(workdir / "out" / "3DBall.demo")
+    acted = demo.has_action
+    np.testing.assert_allclose(demo.continuous_actions[acted], demo.observations[0][acted] @ weights, rtol=1e-5,
+                               atol=1e-6)
+    assert demo.episodes == 3
+
+
+def test_pettingzoo_behaviors_each_get_a_file_and_their_own_policy(workdir, capsys):
+    pytest.importorskip("mpe2", reason="mpe2 is not installed")
+    code, out, err = _record(["--env=pettingzoo:mpe2.simple_adversary_v3", "--env-args", "max_cycles=15",
+                              "--policy=random", "--policy=adversary=random", "--episodes=2"], capsys)
+    assert code == 0, err
+    for behavior in ("adversary", "agent"):
+        demo = read_demonstrations(workdir / "demos" / f"{behavior}.demo")
+        assert demo.behavior_name == behavior and demo.episodes == 2 and f"{behavior}: 2 episodes" in out
+        assert demo.max_step_reached[demo.done].all()  # max_cycles ends the episodes
+
+
+def test_policies_are_assigned_per_behavior():
+    assert policies_by_behavior(["random", "b=heuristic"], ["a", "b"]) == {"a": "random", "b": "heuristic"}
+    with pytest.raises(RecordError, match=r"no behavior 'c'; it has \['a', 'b'\]"):
+        policies_by_behavior(["c=random"], ["a", "b"])
+    with pytest.raises(RecordError, match=r"no --policy for behavior\(s\) \['b'\]"):
+        policies_by_behavior(["a=random"], ["a", "b"])
+    with pytest.raises(RecordError, match="given twice"):
+        policies_by_behavior(["random", "heuristic"], ["a"])
+
+
+def test_file_names_of_behaviors():
+    assert demo_file_name("Pyramids?team=0") == "Pyramids_team_0.demo"
+    assert demo_file_name("CartPole-v1") == "CartPole-v1.demo"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--env=CartPole-v1", "--policy=heuristic"], "has no scripted heuristic"),
+    (["--env=3DBall", "--policy=missing.onnx"], "missing.onnx: no such model file"),
+    (["--env=3DBall", "--policy=no_such_module_xyz:act"], "cannot import module 'no_such_module_xyz'"),
+    (["--env=3DBall", "--policy=my_policy:absent"], "module 'my_policy' has no attribute 'absent'"),
+    (["--env=3DBall", "--policy=my_policy:NUMBER"], "'NUMBER' is a int, not a function"),
+    (["--env=3DBall", "--policy=my_policy:broken"], "raised ZeroDivisionError: division by zero"),
+    (["--env=3DBall", "--policy=my_policy:wrong_shape"], "continuous actions of shape (12, 2)"),
+    (["--env=3DBall", "--policy=my_policy:wrong_type"], "returned a str; it must return an ActionTuple"),
+    (["--env=3DBall", "--policy=sometimes"], "expected heuristic, random, a model file ending in .onnx"),
+    (["--env=NoSuchEnv", "--policy=random"], "unknown environment 'NoSuchEnv'"),
+    (["--env=Simple1DDiscrete", "--policy=not_a_model.onnx"], "not a model onnxruntime can load"),
+    (["--env=Simple1DDiscrete", "--policy=ball.onnx"], "the model's input obs_0 has shape [8]; behavior '1D''s "
+                                                       "observation 0 has [1]"),
+    (["--env=Basic", "--policy=random", "--episodes=5", "--max-steps=3"], "of 5 episodes ended within --max-steps 3"),
+])
+def test_bad_input_is_one_clear_line_and_writes_nothing(workdir, capsys, monkeypatch, argv, message):
+    monkeypatch.delitem(sys.modules, "my_policy", raising=False)  # another test's module of that name
+    (workdir / "my_policy.py").write_text(textwrap.dedent("""
+        import numpy as np
+        NUMBER = 3
+        def broken(steps, spec):
+            return 1 / 0
+        def wrong_shape(steps, spec):
+            return np.zeros((len(steps), 5), np.float32)
+        def wrong_type(steps, spec):
+            return "left"
+    """))
+    (workdir / "not_a_model.onnx").write_text("not a model")
+    _linear_onnx(workdir / "ball.onnx", 8, np.zeros((8, 2), np.float32), discrete=False)
+    code, out, err = _record(argv, capsys)
+    assert code == 1 and out == ""
+    assert message in err and "Traceback" not in err and err.count("\n") == 1, err
+    assert not (workdir / "demos").exists() or not list((workdir / "demos").iterdir())
+
+
+def test_an_existing_file_needs_force(workdir, capsys):
+    args = ["--env=Basic", "--policy=heuristic", "--episodes=1"]
+    assert _record(args, capsys)[0] == 0
+    code, _, err = _record(args, capsys)
+    assert code == 1 and "demos/Basic.demo already exist(s); pass --force to replace" in err
+    assert _record(args + ["--force", "--episodes=2"], capsys)[0] == 0
+    assert read_demonstrations(workdir / "demos" / "Basic.demo").episodes == 2
+
+
+def test_record_in_python(tmp_path):
+    env = make_env("Basic", seed=1)
+    results = record(env, {"Basic": "heuristic"}, 4, tmp_path)
+    assert len(results) == 1 and results[0].meta.number_episodes == 4 and len(results[0].returns) == 4
+    demo = read_demonstrations(results[0].path)
+    assert demo.mean_episode_reward == pytest.approx(np.mean(results[0].returns), rel=1e-5)
+
+
+def test_the_command_runs_as_a_module_without_traceback(tmp_path):
+    ok = subprocess.run([sys.executable, "-m", "palaestra.demos.record", "--env=Basic", "--policy=heuristic",
+                         "--episodes=1", f"--out={tmp_path}"], capture_output=True, text=True, timeout=300,
+                        env={"PYTHONPATH": str(REPO), "PATH": ""})
+    assert ok.returncode == 0 and "Basic: 1 episodes" in ok.stdout, ok.stderr
+    bad = subprocess.run([sys.executable, "-m", "palaestra.demos.record", "--env=Basic", "--policy=nope.onnx",
+                          f"--out={tmp_path / 'other'}"], capture_output=True, text=True, timeout=300,
+                         env={"PYTHONPATH": str(REPO), "PATH": ""})
+    assert bad.returncode == 1 and bad.stderr.startswith("[ERROR] --policy=nope.onnx: no such model file")
+    assert "Traceback" not in bad.stderr
