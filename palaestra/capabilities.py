@@ -33,8 +33,9 @@ class Capabilities:
 
 
 CAPABILITIES: dict[str, Capabilities] = {
-    "ppo": Capabilities(activations=("swish", "tanh"), continuous_and_discrete=True),
-    "sac": Capabilities(acting_in_workers="sac learns between environment steps", replay_buffer=True),
+    "ppo": Capabilities(activations=("swish", "tanh"), continuous_and_discrete=True, behavioral_cloning=True),
+    "sac": Capabilities(acting_in_workers="sac learns between environment steps", replay_buffer=True,
+                        behavioral_cloning=True),
     "offline_bc": Capabilities(refusal="trainer 'offline_bc' was removed in ML-Agents 0.13; use trainer: ppo with a "
                                        "behavioral_cloning section and/or a gail reward signal"),
     "online_bc": Capabilities(refusal="trainer 'online_bc' is an ML-Agents 0.9-era trainer Palaestra does not "

@@ -22,6 +22,7 @@ import yaml
 from palaestra import __version__
 from palaestra.capabilities import settings_problems, spec_problems
 from palaestra.checkpoints import CheckpointError, CheckpointManager, SaveError, atomic_write_text, os_reason
+from palaestra.demos.reader import DemoError
 from palaestra.envs.base import EngineConfig, Env, EnvError
 from palaestra.envs.sources import describe_specs, make_env
 from palaestra.interrupts import STOPPING, Interrupts
@@ -180,6 +181,9 @@ def _build(options: RunOptions, env: Env, settings: dict[str, TrainerSettings], 
             trainer = BehaviorTrainer(name, spec, s, device, StatsReporter(f"{options.run_id}_{name}", []),
                                       CheckpointManager(run_dir / name, options.keep_checkpoints), run_dir,
                                       training, seed=seed + len(trainers))
+        except DemoError as e:
+            raise ConfigError(f"behavior {name!r}: behavioral_cloning.demo_path {s.behavioral_cloning.demo_path!r}: "
+                              f"{e}") from None
         except (MemoryError, RuntimeError) as e:  # torch's allocator raises RuntimeError when out of memory
             raise ConfigError(f"behavior {name!r}: cannot build its networks ({s.num_layers} x {s.hidden_units} "
                               f"units): {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None

@@ -49,7 +49,7 @@ class BehaviorTrainer:
         self.spec = spec
         self.settings = settings
         self.training = training
-        self.algorithm = make_algorithm(spec, settings, device, np.random.default_rng(seed))
+        self.algorithm = make_algorithm(spec, settings, device, np.random.default_rng(seed), name)
         self.collector = Collector(spec, settings.time_horizon, len(self.algorithm.signals))
         self.stats = stats
         self.checkpoints = checkpoints

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from palaestra.algorithms.behavioral_cloning import BehavioralCloning
 from palaestra.algorithms.ppo import PPO
 from palaestra.algorithms.protocol import Algorithm
 from palaestra.algorithms.sac import SAC
@@ -18,8 +19,13 @@ ALGORITHMS: dict[str, type] = {"ppo": PPO, "sac": SAC}
 
 
 def make_algorithm(spec: BehaviorSpec, settings: TrainerSettings, device: torch.device,
-                   rng: np.random.Generator) -> Algorithm:
-    return ALGORITHMS[settings.trainer](spec, settings, device, rng)
+                   rng: np.random.Generator, behavior: str = "the behavior") -> Algorithm:
+    """The trainer type's algorithm with what the settings add to it (behavioral cloning: its
+    demonstrations are read and checked against ``spec`` here, DemoError if they do not fit)."""
+    algorithm = ALGORITHMS[settings.trainer](spec, settings, device, rng)
+    if settings.behavioral_cloning is not None:
+        algorithm.policy_updates.append(BehavioralCloning(settings, spec, algorithm.policy, device, rng, behavior))
+    return algorithm
 
 
 __all__ = ["ALGORITHMS", "Algorithm", "make_algorithm"]

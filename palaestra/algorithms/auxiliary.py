@@ -1,5 +1,6 @@
-"""The hook for auxiliary losses: extra terms an algorithm's update adds to its own loss
-(behavioral cloning on demonstrations is the first user).
+"""The hooks for extra learning in an algorithm's update: auxiliary losses, extra terms added to
+the algorithm's own loss on each mini-batch, and policy updates, run after each update with
+their own optimizer (behavioral cloning).
 
 An auxiliary loss is a torch function of the policy and the update's mini-batch; its gradient is
 added to the policy's ``.grad`` after the algorithm's own gradient, before the optimizer step,
@@ -23,6 +24,15 @@ class AuxiliaryLoss(Protocol):
              step: int) -> tuple[torch.Tensor, dict[str, float]]:
         """A scalar loss over ``policy``'s parameters (and its stats), for the mini-batch of an
         update at trainer step ``step`` (for annealed strengths)."""
+        ...
+
+
+class PolicyUpdate(Protocol):
+    """An update of the policy with an optimizer of its own, run after each of the algorithm's
+    updates (behavioral cloning: algorithms/behavioral_cloning.py)."""
+
+    def update(self, step: int) -> dict[str, float]:
+        """Train at trainer step ``step``; return the stats to report."""
         ...
 
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from palaestra.algorithms.auxiliary import AuxiliaryLoss, StatsMean, add_auxiliary_gradients
+from palaestra.algorithms.auxiliary import AuxiliaryLoss, PolicyUpdate, StatsMean, add_auxiliary_gradients
 from palaestra.algorithms.schedules import linear_decay, scheduled_learning_rate
 from palaestra.rollout.transitions import following_rows
 from palaestra.envs.base import BehaviorSpec
@@ -139,6 +139,7 @@ class PPO:
         self.signals = make_signals(spec, settings.reward_signals, device)
         self._learning_signals = [signal for signal in self.signals if signal.learns]
         self.auxiliary_losses: list[AuxiliaryLoss] = []  # extra loss terms of each mini-batch step
+        self.policy_updates: list[PolicyUpdate] = []  # run after each update (behavioral cloning)
         self.policy = ActorCritic(
             spec, settings.hidden_units, settings.num_layers, settings.normalize, len(self.signals),
             settings.activation,
@@ -301,6 +302,8 @@ class PPO:
                     extra.add(signal.update(_as_numpy(batch)))
         self.buffer.clear()
         self.update_count += 1
+        for policy_update in self.policy_updates:
+            extra.add(policy_update.update(self.step))
         return stats | extra.means() | {
             "Losses/Policy Loss": float(np.mean(policy_losses)) if policy_losses else 0.0,
             "Losses/Value Loss": float(np.mean(value_losses)) if value_losses else 0.0,

@@ -25,6 +25,7 @@ class Algorithm(Protocol):
     step: int  # agent steps taken in (ML-Agents' trainer step); the trainer counts steps past max_steps
     update_count: int
     decoupled: bool  # experience may come from weights older than the last update (acting workers)
+    policy_updates: list  # algorithms/auxiliary.py's PolicyUpdate, run after each update
 
     def act(self, observations: list[np.ndarray], allowed: np.ndarray | None, deterministic: bool = False) -> ActResult:
         """Actions, log-probabilities, entropies and value estimates for one decision batch."""

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from palaestra.algorithms.auxiliary import AuxiliaryLoss, StatsMean, add_auxiliary_gradients
+from palaestra.algorithms.auxiliary import AuxiliaryLoss, PolicyUpdate, StatsMean, add_auxiliary_gradients
 from palaestra.algorithms.schedules import scheduled_learning_rate
 from palaestra.rollout.transitions import following_rows
 from palaestra.envs.base import BehaviorSpec
@@ -148,6 +148,7 @@ class SAC:
         self.signals = make_signals(spec, settings.reward_signals, device)
         self._learning_signals = [signal for signal in self.signals if signal.learns]
         self.auxiliary_losses: list[AuxiliaryLoss] = []  # extra loss terms of each gradient step
+        self.policy_updates: list[PolicyUpdate] = []  # run after each update (behavioral cloning)
         K = len(self.signals)
         self.policy = SquashedActor(spec, settings.hidden_units, settings.num_layers, settings.normalize, K).to(device)
         self.continuous = action.is_continuous
@@ -267,6 +268,8 @@ class SAC:
             stats = {k: float(v) / steps for k, v in totals.items()}
             for signal, value in zip(self.signals, q_estimate):
                 stats[f"Policy/{signal.stat_name} Value Estimate"] = value
+        for policy_update in self.policy_updates:  # once per update call, as ML-Agents' BC
+            extra.add(policy_update.update(self.step))
         stats |= extra.means()
         stats["Policy/Learning Rate"] = lr
         stats["Policy/Entropy Coeff"] = float(self.log_alpha.detach().exp().mean())

@@ -132,6 +132,14 @@ class ActorCritic(nn.Module):
             logits = self.logits(h)
         return sample, mean, logits
 
+    def imitation_outputs(self, observations: list[torch.Tensor], allowed: torch.Tensor | None
+                          ) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
+        """For behavioral cloning: a sampled continuous action (reparameterized, so its error
+        trains the mean and the log-std) and each discrete branch's log-probabilities."""
+        dist = self.distribution(self.towers(self.encode(observations))[0], allowed)
+        continuous = None if dist.mean is None else dist.mean + torch.randn_like(dist.mean) * dist.log_std.exp()
+        return continuous, [torch.log_softmax(logits, -1) for logits in dist.branch_logits]
+
     def act(self, observations: list[torch.Tensor], allowed: torch.Tensor | None,
             deterministic: bool = False) -> PolicyOutput:
         h = self.towers(self.encode(observations))

@@ -74,6 +74,18 @@ class SquashedActor(nn.Module):
             log_prob, entropy = log_prob + dist.log_prob(None, disc), entropy + dist.entropy()
         return PolicyOutput(cont, disc, log_prob, entropy, self.value(observations))
 
+    def imitation_outputs(self, observations: list[torch.Tensor], allowed: torch.Tensor | None
+                          ) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
+        """For behavioral cloning: a sampled, squashed continuous action (reparameterized) and
+        each discrete branch's log-probabilities."""
+        h = self.body(self.encode(observations))
+        continuous = None
+        if self.gaussian is not None:
+            mean, log_std = self.gaussian_params(h)
+            continuous = squashed_sample(mean, log_std, torch.randn_like(mean))[0]
+        branches = [] if self.logits is None else torch.split(self.masked_logits(h, allowed), self.branches, -1)
+        return continuous, [torch.log_softmax(logits, -1) for logits in branches]
+
     def value(self, observations: list[torch.Tensor]) -> torch.Tensor:
         """SAC keeps no state-value estimate for segments; its critics learn from transitions."""
         return torch.zeros(observations[0].shape[0], self.signals, device=observations[0].device)

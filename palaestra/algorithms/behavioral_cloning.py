@@ -1,0 +1,97 @@
+"""Behavioral cloning from demonstrations inside PPO and SAC (the ``behavioral_cloning`` section,
+ML-Agents 0.16's BC module; ``pretraining`` is its old name).
+
+After each of the algorithm's updates the policy takes ``num_epoch`` passes of supervised
+learning over the demonstrations, with its own Adam at ``learning_rate x strength``, decayed
+linearly to 0 over ``steps`` trainer steps (constant if 0); once the rate reaches 0 the update is
+skipped. Each pass reshuffles the demonstrations and takes mini-batches of ``batch_size`` (the
+trainer's unless set), all of them or ``samples_per_update`` samples' worth. The loss
+(``bc_loss``): the squared error of the policy's (reparameterized, sampled) continuous actions
+against the expert's, plus the cross-entropy of the expert's choice in each discrete branch
+(mean over branches), under the action masks the demonstrations recorded.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from palaestra.demos.check import require_demonstrations_fit
+from palaestra.demos.reader import read_demonstrations
+from palaestra.envs.base import BehaviorSpec
+from palaestra.rollout.buffers import observation_columns, observations
+from palaestra.settings import TrainerSettings
+
+DEFAULT_EPOCHS = 3  # a trainer without num_epoch of its own (SAC)
+
+
+def bc_loss(continuous: torch.Tensor | None, branch_log_probs: list[torch.Tensor],
+            expert_continuous: torch.Tensor, expert_discrete: torch.Tensor) -> torch.Tensor:
+    """The policy's continuous actions against the expert's (mean squared error), plus the mean
+    over branches of the expert choice's cross-entropy."""
+    loss = torch.zeros((), device=expert_continuous.device)
+    if continuous is not None:
+        loss = loss + (continuous - expert_continuous).pow(2).mean()
+    if branch_log_probs:
+        chosen = [-logp.gather(1, expert_discrete[:, b : b + 1]).mean() for b, logp in enumerate(branch_log_probs)]
+        loss = loss + torch.stack(chosen).mean()
+    return loss
+
+
+def demonstration_columns(path: str, spec: BehaviorSpec, behavior: str) -> dict[str, np.ndarray]:
+    """The demonstrations' rows that carry an action, as columns (``obs_i``, ``continuous``,
+    ``discrete``, ``allowed``), after checking that they fit the behavior (DemoError otherwise)."""
+    demo = read_demonstrations(path)
+    require_demonstrations_fit(demo, spec, behavior, path)
+    rows = demo.has_action
+    allowed = (~demo.action_masks[rows] if demo.action_masks is not None
+               else np.ones((int(rows.sum()), sum(spec.action_spec.discrete_branches)), bool))
+    return {**observation_columns([o[rows] for o in demo.observations]),
+            "continuous": demo.continuous_actions[rows].astype(np.float32),
+            "discrete": demo.discrete_actions[rows].astype(np.int64), "allowed": allowed}
+
+
+class BehavioralCloning:
+    def __init__(self, settings: TrainerSettings, spec: BehaviorSpec, policy: nn.Module, device: torch.device,
+                 rng: np.random.Generator, behavior: str) -> None:
+        bc = settings.behavioral_cloning
+        self.steps = bc.steps
+        self.batch_size = bc.batch_size or settings.batch_size
+        self.num_epoch = bc.num_epoch or getattr(settings, "num_epoch", DEFAULT_EPOCHS)
+        self.samples_per_update = bc.samples_per_update
+        self.learning_rate = settings.learning_rate * bc.strength
+        self.policy, self.device, self.rng = policy, device, rng
+        self.demonstrations = {k: torch.as_tensor(v, device=device)
+                               for k, v in demonstration_columns(bc.demo_path, spec, behavior).items()}
+        self.rows = len(self.demonstrations["continuous"])
+        self.optimizer = torch.optim.Adam(policy.parameters(), lr=self.learning_rate)
+
+    def current_learning_rate(self, step: int) -> float:
+        if not self.steps:
+            return self.learning_rate
+        return self.learning_rate * max(0.0, 1.0 - step / self.steps)
+
+    def update(self, step: int) -> dict[str, float]:
+        lr = self.current_learning_rate(step)
+        if lr <= 0.0:
+            return {"Losses/Pretraining Loss": 0.0}
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        batch = max(min(self.batch_size, self.rows), 1)
+        batches = self.rows // batch
+        if self.samples_per_update:
+            batches = min(batches, max(self.samples_per_update // batch, 1))
+        losses = []
+        for _ in range(self.num_epoch):
+            order = torch.as_tensor(self.rng.permutation(self.rows), device=self.device)
+            for i in range(batches):
+                rows = order[i * batch : (i + 1) * batch]
+                data = {k: v[rows] for k, v in self.demonstrations.items()}
+                continuous, branch_log_probs = self.policy.imitation_outputs(observations(data), data["allowed"])
+                loss = bc_loss(continuous, branch_log_probs, data["continuous"], data["discrete"])
+                self.optimizer.zero_grad(set_to_none=False)  # in place: the gradients may be views
+                loss.backward()
+                self.optimizer.step()
+                losses.append(float(loss.detach()))
+        return {"Losses/Pretraining Loss": float(np.mean(losses))}

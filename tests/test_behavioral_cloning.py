@@ -1,0 +1,143 @@
+"""Behavioral cloning (the ``behavioral_cloning`` section) in PPO and SAC: its loss, its schedule,
+the checks of the demonstrations before training, and a policy that learns the expert's actions
+from recordings made with palaestra-record."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from palaestra.algorithms import make_algorithm
+from palaestra.algorithms.behavioral_cloning import BehavioralCloning, bc_loss
+from palaestra.demos.reader import DemoError
+from palaestra.demos.record import record
+from palaestra.envs.sources import make_env
+from palaestra.settings import BehavioralCloningSettings, ExtrinsicSettings, TrainerSettings
+
+
+@pytest.fixture(scope="module")
+def demos(tmp_path_factory) -> dict[str, Path]:
+    """Heuristic demonstrations of the built-in environments, recorded as a user would."""
+    out = tmp_path_factory.mktemp("demos")
+    paths = {}
+    for name in ("Simple1DDiscrete", "Simple1DContinuous", "3DBall"):
+        env = make_env(name, seed=1)
+        behavior = next(iter(env.behavior_specs))
+        episodes = 12 if name == "3DBall" else 40  # 3DBall's heuristic keeps the ball up for whole episodes
+        results = record(env, {behavior: "heuristic"}, episodes=episodes, out=out / name, seed=1)
+        env.close()
+        paths[name] = results[0].path
+    return paths
+
+
+def _algorithm(trainer: str, env_name: str, demo: Path, **bc):
+    env = make_env(env_name, seed=3)
+    spec = next(iter(env.behavior_specs.values()))
+    env.close()
+    torch.manual_seed(0)
+    settings = TrainerSettings(trainer=trainer, batch_size=64, buffer_size=256, hidden_units=32, num_layers=2,
+                               learning_rate=3e-3, reward_signals={"extrinsic": ExtrinsicSettings()},
+                               behavioral_cloning=BehavioralCloningSettings(**{"demo_path": str(demo), "strength": 1.0,
+                                                                              "steps": 0} | bc))
+    return make_algorithm(spec, settings, torch.device("cpu"), np.random.default_rng(0), "B"), spec
+
+
+def test_bc_loss_is_the_squared_error_plus_the_mean_cross_entropy_over_branches():
+    continuous = torch.tensor([[0.5, -1.0], [0.0, 0.0]])
+    expert = torch.tensor([[0.0, -1.0], [1.0, 0.0]])
+    logp = [torch.log(torch.tensor([[0.5, 0.5], [0.9, 0.1]])), torch.log(torch.tensor([[0.2, 0.3, 0.5]] * 2))]
+    discrete = torch.tensor([[0, 2], [1, 0]])
+    expected = (0.25 + 1.0) / 4 + ((-math.log(0.5) - math.log(0.1)) / 2 + (-math.log(0.5) - math.log(0.2)) / 2) / 2
+    assert float(bc_loss(continuous, logp, expert, discrete)) == pytest.approx(expected, rel=1e-5)
+    assert float(bc_loss(None, [], expert, discrete)) == 0.0
+
+
+@pytest.mark.parametrize("trainer", ["ppo", "sac"])
+@pytest.mark.parametrize("env_name", ["Simple1DDiscrete", "3DBall"])
+def test_the_policy_learns_the_expert_s_actions_from_the_demonstrations(demos, trainer, env_name):
+    algorithm, spec = _algorithm(trainer, env_name, demos[env_name], batch_size=256, samples_per_update=4096)
+    bc = algorithm.policy_updates[0]
+    data = {k: v.numpy() for k, v in bc.demonstrations.items()}
+    obs = [data[k] for k in sorted(data) if k.startswith("obs_")]
+
+    def disagreement() -> float:
+        acted = algorithm.act(obs, None, deterministic=True)
+        if spec.action_spec.is_discrete:
+            return float((acted.discrete != data["discrete"]).mean())
+        return float(np.mean((np.clip(acted.continuous, -1, 1) - data["continuous"]) ** 2))
+
+    before = disagreement()
+    losses = [bc.update(step=0)["Losses/Pretraining Loss"] for _ in range(15)]
+    after = disagreement()
+    assert losses[-1] < losses[0]
+    if spec.action_spec.is_discrete:  # (an untrained policy may happen to pick them: two observations)
+        assert after < 0.05 and losses[-1] < 0.2
+    else:  # 3DBall's heuristic is a smooth function of the observation
+        assert after < 0.3 * before
+
+
+def test_the_rate_anneals_to_zero_over_steps_and_then_the_update_is_skipped(demos):
+    algorithm, _ = _algorithm("ppo", "Simple1DDiscrete", demos["Simple1DDiscrete"], steps=1000, strength=0.5)
+    bc = algorithm.policy_updates[0]
+    assert bc.current_learning_rate(0) == pytest.approx(3e-3 * 0.5)
+    assert bc.current_learning_rate(250) == pytest.approx(3e-3 * 0.5 * 0.75)
+    before = [p.detach().clone() for p in algorithm.policy.parameters()]
+    assert bc.update(step=1000) == {"Losses/Pretraining Loss": 0.0}
+    assert all(torch.equal(a, b) for a, b in zip(before, algorithm.policy.parameters()))
+
+
+def test_samples_per_update_and_num_epoch_bound_the_batches(demos, monkeypatch):
+    algorithm, _ = _algorithm("ppo", "Simple1DDiscrete", demos["Simple1DDiscrete"], batch_size=16,
+                              samples_per_update=48, num_epoch=2)
+    bc: BehavioralCloning = algorithm.policy_updates[0]
+    steps = []
+    monkeypatch.setattr(bc.optimizer, "step", lambda: steps.append(1))
+    bc.update(step=0)
+    assert bc.rows >= 48 and len(steps) == 2 * 3
+
+
+def test_demonstrations_that_do_not_fit_the_behavior_are_refused_before_training(demos):
+    with pytest.raises(DemoError, match=r"(?s)behavior 'B'.*continuous|continuous.*behavior 'B'"):
+        _algorithm("ppo", "Simple1DDiscrete", demos["Simple1DContinuous"])
+
+
+CONFIG = """
+default:
+  trainer: {trainer}
+  batch_size: 32
+  buffer_size: 256
+  hidden_units: 16
+  num_layers: 1
+  max_steps: 1200
+  summary_freq: 400
+  behavioral_cloning:
+    demo_path: {demo}
+    strength: 0.5
+    steps: 1000
+"""
+
+
+@pytest.mark.parametrize("trainer", ["ppo", "sac"])
+def test_a_run_with_behavioral_cloning_reports_the_pretraining_loss(run_cli, workdir, demos, trainer):
+    (workdir / "c.yaml").write_text(CONFIG.format(trainer=trainer, demo=demos["Simple1DDiscrete"]))
+    result = run_cli("c.yaml", "--env=Simple1DDiscrete", "--run-id=bc")
+    assert result.code == 0, result.log
+    accumulator = EventAccumulator(str(workdir / "summaries" / "bc_1D"))
+    accumulator.Reload()
+    assert "Losses/Pretraining Loss" in accumulator.Tags()["scalars"]
+
+
+def test_a_missing_or_mismatched_demonstration_is_one_clear_error(run_cli, workdir, demos):
+    (workdir / "c.yaml").write_text(CONFIG.format(trainer="ppo", demo=workdir / "nowhere.demo"))
+    result = run_cli("c.yaml", "--env=Simple1DDiscrete", "--run-id=bc")
+    assert result.code != 0 and "Traceback" not in result.log
+    assert "behavior '1D': behavioral_cloning.demo_path" in result.log and "nowhere.demo" in result.log
+    (workdir / "c.yaml").write_text(CONFIG.format(trainer="ppo", demo=demos["Simple1DContinuous"]))
+    result = run_cli("c.yaml", "--env=Simple1DDiscrete", "--run-id=bc2")
+    assert result.code != 0 and "Traceback" not in result.log
+    assert "behavioral_cloning.demo_path" in result.log and "continuous" in result.log
