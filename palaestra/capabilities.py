@@ -19,7 +19,7 @@ class Capabilities:
     """One trainer type's abilities. ``refusal``: why the trainer type cannot train at all."""
 
     refusal: str | None = None
-    reward_signals: frozenset[str] = frozenset({"extrinsic", "curiosity", "rnd"})
+    reward_signals: frozenset[str] = frozenset({"extrinsic", "curiosity", "rnd", "gail"})
     activations: tuple[str, ...] = ("swish",)
     continuous_and_discrete: bool = False  # both kinds of action in one behavior
     # acting in --num-envs workers needs a policy that does not change between environment

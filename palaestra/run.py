@@ -181,9 +181,8 @@ def _build(options: RunOptions, env: Env, settings: dict[str, TrainerSettings], 
             trainer = BehaviorTrainer(name, spec, s, device, StatsReporter(f"{options.run_id}_{name}", []),
                                       CheckpointManager(run_dir / name, options.keep_checkpoints), run_dir,
                                       training, seed=seed + len(trainers))
-        except DemoError as e:
-            raise ConfigError(f"behavior {name!r}: behavioral_cloning.demo_path {s.behavioral_cloning.demo_path!r}: "
-                              f"{e}") from None
+        except DemoError as e:  # behavioral cloning's or GAIL's demonstrations
+            raise ConfigError(f"behavior {name!r}: {e}") from None
         except (MemoryError, RuntimeError) as e:  # torch's allocator raises RuntimeError when out of memory
             raise ConfigError(f"behavior {name!r}: cannot build its networks ({s.num_layers} x {s.hidden_units} "
                               f"units): {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None

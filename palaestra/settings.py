@@ -241,8 +241,7 @@ class BehavioralCloningSettings:
     strength: float = _key(0.5, real(0.0), "BC learning rate relative to learning_rate")
     steps: int = _key(0, integer(0), "steps over which strength anneals to 0; 0 = constant")
     batch_size: int | None = _key(None, integer(1), "BC mini-batch size; defaults to the trainer's")
-    num_epoch: int | None = _key(None, integer(1), "passes over the demonstrations per update; unset: PPO's "
-                                 "`num_epoch`")
+    num_epoch: int | None = _key(None, integer(1), "passes over the demonstrations per update; unset: 3")
     samples_per_update: int = _key(0, integer(0), "demonstration samples per update; 0 = all")
 
 

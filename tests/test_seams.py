@@ -213,9 +213,9 @@ def test_the_algorithms_are_chosen_by_trainer_type_and_capabilities_say_what_eac
     sac = TrainerSettings(trainer="sac")
     assert acting_obstacle(ppo) is None
     assert acting_obstacle(sac) == "sac learns between environment steps"
-    imitating = dataclasses.replace(ppo, reward_signals={"extrinsic": ExtrinsicSettings(), "gail": object()})
-    assert settings_problems(imitating) == [
-        "the gail reward signal is not supported yet; remove it from reward_signals"]
+    unknown = dataclasses.replace(ppo, reward_signals={"extrinsic": ExtrinsicSettings(), "probe": object()})
+    assert settings_problems(unknown) == [
+        "the probe reward signal is not supported yet; remove it from reward_signals"]
     assert "removed in ML-Agents 0.13" in settings_problems(TrainerSettings(trainer="offline_bc"))[0]
 
 

@@ -5,7 +5,9 @@ After each of the algorithm's updates the policy takes ``num_epoch`` passes of s
 learning over the demonstrations, with its own Adam at ``learning_rate x strength``, decayed
 linearly to 0 over ``steps`` trainer steps (constant if 0); once the rate reaches 0 the update is
 skipped. Each pass reshuffles the demonstrations and takes mini-batches of ``batch_size`` (the
-trainer's unless set), all of them or ``samples_per_update`` samples' worth. The loss
+trainer's unless set), all of them or ``samples_per_update`` samples' worth. Unset, PPO takes its
+own ``num_epoch`` passes over all of them, SAC (whose updates come every few steps) one
+mini-batch, as ML-Agents' SAC does. The loss
 (``bc_loss``): the squared error of the policy's (reparameterized, sampled) continuous actions
 against the expert's, plus the cross-entropy of the expert's choice in each discrete branch
 (mean over branches), under the action masks the demonstrations recorded.
@@ -17,13 +19,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from palaestra.demos.check import require_demonstrations_fit
-from palaestra.demos.reader import read_demonstrations
+from palaestra.demos.columns import demonstration_columns
 from palaestra.envs.base import BehaviorSpec
-from palaestra.rollout.buffers import observation_columns, observations
+from palaestra.rollout.buffers import observations
 from palaestra.settings import TrainerSettings
 
-DEFAULT_EPOCHS = 3  # a trainer without num_epoch of its own (SAC)
+DEFAULT_EPOCHS = 3  # ML-Agents' (1.x code) for PPO and SAC alike; its 0.16 docs said PPO's num_epoch
+
 
 
 def bc_loss(continuous: torch.Tensor | None, branch_log_probs: list[torch.Tensor],
@@ -39,31 +41,19 @@ def bc_loss(continuous: torch.Tensor | None, branch_log_probs: list[torch.Tensor
     return loss
 
 
-def demonstration_columns(path: str, spec: BehaviorSpec, behavior: str) -> dict[str, np.ndarray]:
-    """The demonstrations' rows that carry an action, as columns (``obs_i``, ``continuous``,
-    ``discrete``, ``allowed``), after checking that they fit the behavior (DemoError otherwise)."""
-    demo = read_demonstrations(path)
-    require_demonstrations_fit(demo, spec, behavior, path)
-    rows = demo.has_action
-    allowed = (~demo.action_masks[rows] if demo.action_masks is not None
-               else np.ones((int(rows.sum()), sum(spec.action_spec.discrete_branches)), bool))
-    return {**observation_columns([o[rows] for o in demo.observations]),
-            "continuous": demo.continuous_actions[rows].astype(np.float32),
-            "discrete": demo.discrete_actions[rows].astype(np.int64), "allowed": allowed}
-
-
 class BehavioralCloning:
     def __init__(self, settings: TrainerSettings, spec: BehaviorSpec, policy: nn.Module, device: torch.device,
                  rng: np.random.Generator, behavior: str) -> None:
         bc = settings.behavioral_cloning
         self.steps = bc.steps
         self.batch_size = bc.batch_size or settings.batch_size
-        self.num_epoch = bc.num_epoch or getattr(settings, "num_epoch", DEFAULT_EPOCHS)
+        self.num_epoch = bc.num_epoch or DEFAULT_EPOCHS
         self.samples_per_update = bc.samples_per_update
         self.learning_rate = settings.learning_rate * bc.strength
         self.policy, self.device, self.rng = policy, device, rng
         self.demonstrations = {k: torch.as_tensor(v, device=device)
-                               for k, v in demonstration_columns(bc.demo_path, spec, behavior).items()}
+                               for k, v in demonstration_columns(bc.demo_path, spec, behavior,
+                                                                  "behavioral_cloning.demo_path").items()}
         self.rows = len(self.demonstrations["continuous"])
         self.optimizer = torch.optim.Adam(policy.parameters(), lr=self.learning_rate)
 

@@ -29,7 +29,7 @@ from torch import nn
 
 from palaestra.algorithms.auxiliary import AuxiliaryLoss, PolicyUpdate, StatsMean, add_auxiliary_gradients
 from palaestra.algorithms.schedules import linear_decay, scheduled_learning_rate
-from palaestra.rollout.transitions import following_rows
+from palaestra.rollout.transitions import following_rows, terminal_rows
 from palaestra.envs.base import BehaviorSpec
 from palaestra.networks.accelerator import accelerable, accelerate, policy_arrays
 from palaestra.networks.numpy_adam import NumpyAdam
@@ -231,11 +231,13 @@ class PPO:
 
     def _signal_columns(self, seg: Segments, mask: np.ndarray) -> dict[str, np.ndarray]:
         """The buffer columns only reward signals with a model read (none without them): their
-        models learn from transitions (observation, action, next observation)."""
+        models learn from transitions (observation, action, next observation, whether it ended
+        the episode)."""
         if not self._learning_signals:
             return {}
         following = [following_rows(o, after, seg.length)[mask] for o, after in zip(seg.observations, seg.next_observations)]
-        return observation_columns(following, "next_obs") | {"env_reward": seg.env_reward[mask]}
+        return observation_columns(following, "next_obs") | {
+            "env_reward": seg.env_reward[mask], "done": terminal_rows(seg.length, seg.terminal, seg.width)[mask]}
 
     def ready(self) -> bool:
         return self.experiences > self.settings.buffer_size

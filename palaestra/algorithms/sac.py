@@ -35,7 +35,7 @@ from torch import nn
 
 from palaestra.algorithms.auxiliary import AuxiliaryLoss, PolicyUpdate, StatsMean, add_auxiliary_gradients
 from palaestra.algorithms.schedules import scheduled_learning_rate
-from palaestra.rollout.transitions import following_rows
+from palaestra.rollout.transitions import following_rows, terminal_rows
 from palaestra.envs.base import BehaviorSpec
 from palaestra.networks.accelerator import accelerate, plain_mlp, twin_layers
 from palaestra.networks.constants import LOG_STD_MAX, LOG_STD_MIN, MASKED_LOGIT, WIDE_NETWORK_UNITS
@@ -207,14 +207,12 @@ class SAC:
     def collect(self, seg: Segments) -> dict[str, list[float]]:
         """Turn finished segments into transitions in the replay buffer."""
         mask = seg.row_mask
-        F, H = mask.shape
         obs = [o[mask] for o in seg.observations]
         if self.policy.normalizer is not None:  # over the vector observations side by side
             self.policy.normalizer.update(self.policy.encoder(obs))
         next_obs = [following_rows(o, after, seg.length)[mask] for o, after in zip(seg.observations, seg.next_observations)]
         next_allowed = following_rows(seg.allowed, seg.next_allowed, seg.length, fill=True)
-        done = np.zeros((F, H), bool)
-        done[np.arange(F), seg.length - 1] = seg.terminal  # a step-limit interruption is not done: its target bootstraps
+        done = terminal_rows(seg.length, seg.terminal, seg.width)
         self.buffer.add(
             **observation_columns(obs), **observation_columns(next_obs, "next_obs"), continuous=seg.continuous[mask],
             discrete=seg.discrete[mask], allowed=seg.allowed[mask], next_allowed=next_allowed[mask],
@@ -254,6 +252,8 @@ class SAC:
                 totals[key] = totals[key] + value if key in totals else value
             self.update_count += 1
             steps += 1
+            for policy_update in self.policy_updates:  # after each gradient step, as ML-Agents' BC
+                extra.add(policy_update.update(self.step))
         # reward signals with a model (curiosity, GAIL) learn on their own cadence
         # (reward_signal_steps_per_update, by default steps_per_update), on their own samples
         signal_updates_due = self._updates_due(self.settings.reward_signal_steps_per_update)
@@ -268,8 +268,6 @@ class SAC:
             stats = {k: float(v) / steps for k, v in totals.items()}
             for signal, value in zip(self.signals, q_estimate):
                 stats[f"Policy/{signal.stat_name} Value Estimate"] = value
-        for policy_update in self.policy_updates:  # once per update call, as ML-Agents' BC
-            extra.add(policy_update.update(self.step))
         stats |= extra.means()
         stats["Policy/Learning Rate"] = lr
         stats["Policy/Entropy Coeff"] = float(self.log_alpha.detach().exp().mean())

@@ -12,8 +12,9 @@ from palaestra.rewards.base import RewardSignal
 from palaestra.rewards.curiosity import CuriositySignal
 from palaestra.rewards.episode_sums import SignalEpisodeSums
 from palaestra.rewards.extrinsic import ExtrinsicSignal
+from palaestra.rewards.gail import GAILSignal
 from palaestra.rewards.rnd import RNDSignal
-from palaestra.settings import CuriositySettings, ExtrinsicSettings, RNDSettings
+from palaestra.settings import CuriositySettings, ExtrinsicSettings, GAILSettings, RNDSettings
 
 # A signal's settings type (settings.REWARD_SIGNALS) → how to build it. Adding a signal: its
 # settings dataclass, its class with a ``build``, one entry here, and its name in
@@ -22,6 +23,7 @@ SIGNAL_BUILDERS: dict[type, Callable[[Any, BehaviorSpec, torch.device], RewardSi
     ExtrinsicSettings: ExtrinsicSignal.build,
     CuriositySettings: CuriositySignal.build,
     RNDSettings: RNDSignal.build,
+    GAILSettings: GAILSignal.build,
 }
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from palaestra.rollout.transitions import following_rows
+from palaestra.rollout.transitions import following_rows, terminal_rows
 from palaestra.envs.base import ActionSpec
 from palaestra.rollout.buffers import observation_columns, observations
 from palaestra.rollout.segments import Segments
@@ -24,7 +24,8 @@ def transitions(seg: Segments) -> dict[str, np.ndarray]:
     mask = seg.row_mask
     following = [following_rows(o, after, seg.length)[mask] for o, after in zip(seg.observations, seg.next_observations)]
     return {**observation_columns([o[mask] for o in seg.observations]), **observation_columns(following, "next_obs"),
-            "continuous": seg.continuous[mask], "discrete": seg.discrete[mask]}
+            "continuous": seg.continuous[mask], "discrete": seg.discrete[mask],
+            "done": terminal_rows(seg.length, seg.terminal, seg.width)[mask]}
 
 
 def vector_input(batch: Mapping[str, np.ndarray], prefix: str, device: torch.device) -> torch.Tensor:

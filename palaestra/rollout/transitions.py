@@ -15,3 +15,11 @@ def following_rows(rows: np.ndarray, after_last: np.ndarray, length: np.ndarray,
     out[:, :-1] = rows[:, 1:]
     out[np.arange(len(length)), length - 1] = after_last
     return out
+
+
+def terminal_rows(length: np.ndarray, terminal: np.ndarray, width: int) -> np.ndarray:
+    """``[F, H]`` bool: True at the last row of each segment whose episode truly ended there (a
+    step-limit interruption is not: targets bootstrap through it)."""
+    done = np.zeros((len(length), width), bool)
+    done[np.arange(len(length)), length - 1] = terminal
+    return done

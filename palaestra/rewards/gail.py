@@ -1,0 +1,146 @@
+"""The ``gail`` reward signal: Generative Adversarial Imitation Learning (Ho & Ermon 2016) as
+ML-Agents builds it, with VAIL (Peng et al. 2018) under ``use_vail``.
+
+- A discriminator (two swish layers of ``encoding_size``; ML-Agents' ``h_size``) scores an
+  observation, with the action and whether the episode ended there under ``use_actions``: D → 1
+  for the expert's, D → 0 for the policy's. Its loss is the binary cross-entropy of both,
+  ``-mean(log D(expert) + log(1 - D(policy)))``, plus a gradient penalty (weight 10) on
+  points between the two batches, which keeps D smooth.
+- The expert batch is drawn with replacement from the demonstrations, as large as the policy's.
+- The reward is ``-log(1 - D + 1e-7) x strength`` for the policy's transitions: high where they
+  look like the expert's; 0 until the discriminator's first update.
+- VAIL: the last layer reads a sample ``z`` of a Gaussian code (``z_size`` 128) instead of the
+  hidden layer; its KL divergence to N(0, 1) is held near the target mutual information 0.5 by
+  a Lagrange weight ``beta`` (starting at 0, stepped by 5e-4 x (KL - 0.5), never below 0).
+  Rewards read the code's mean.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from palaestra.demos.columns import demonstration_columns
+from palaestra.envs.base import BehaviorSpec
+from palaestra.networks.encoders import VectorEncoder
+from palaestra.networks.policy import mlp
+from palaestra.rewards.learned import SignalOptimizer, action_input, transitions, vector_input
+from palaestra.rollout.segments import Segments
+from palaestra.settings import GAILSettings
+
+EPSILON = 1e-7
+GRADIENT_PENALTY_WEIGHT = 10.0
+Z_SIZE = 128
+MUTUAL_INFORMATION = 0.5  # VAIL's target KL divergence
+BETA_STEP = 5e-4
+
+
+class Discriminator(nn.Module):
+    def __init__(self, spec: BehaviorSpec, settings: GAILSettings) -> None:
+        super().__init__()
+        self.spec, self.use_actions, self.use_vail = spec, settings.use_actions, settings.use_vail
+        action = spec.action_spec
+        inputs = VectorEncoder(spec.observation_shapes).size
+        if settings.use_actions:  # the actions (one-hot branches) and the done flag
+            inputs += action.continuous_size + sum(action.discrete_branches) + 1
+        self.body = mlp(inputs, settings.encoding_size, 2)
+        last = settings.encoding_size
+        if settings.use_vail:
+            self.z_mean = nn.Linear(settings.encoding_size, Z_SIZE)
+            self.z_log_sigma_sq = nn.Parameter(torch.zeros(Z_SIZE))
+            last = Z_SIZE
+        self.estimate = nn.Linear(last, 1)
+
+    def inputs(self, batch: Mapping[str, np.ndarray], device: torch.device) -> torch.Tensor:
+        x = vector_input(batch, "obs", device)
+        if not self.use_actions:
+            return x
+        done = torch.as_tensor(batch["done"], dtype=torch.float32, device=device)[:, None]
+        return torch.cat([x, action_input(self.spec.action_spec, batch, device), done], 1)
+
+    def forward(self, x: torch.Tensor, sample: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(D in (0, 1) per row, the code's mean under VAIL)."""
+        h = self.body(x)
+        z_mean = None
+        if self.use_vail:
+            z_mean = self.z_mean(h)
+            h = z_mean + torch.randn_like(z_mean) * torch.exp(0.5 * self.z_log_sigma_sq) if sample else z_mean
+        return torch.sigmoid(self.estimate(h))[:, 0], z_mean
+
+
+class GAILSignal:
+    name = "gail"
+    stat_name = "GAIL"
+    uses_terminal = False
+    learns = True
+
+    def __init__(self, settings: GAILSettings, spec: BehaviorSpec, device: torch.device) -> None:
+        self.strength, self.gamma = settings.strength, settings.gamma
+        self.device = device
+        self.expert = demonstration_columns(settings.demo_path, spec, "the behavior", "reward_signals.gail.demo_path")
+        self.expert_rows = len(self.expert["continuous"])
+        self.model = Discriminator(spec, settings).to(device)
+        self.optimizer = SignalOptimizer(self.model, settings.learning_rate)
+        self.beta = torch.zeros((), device=device)  # VAIL's Lagrange weight (a checkpointed tensor)
+        self.rng = np.random.default_rng(int(torch.randint(2**31, ())))
+
+    @classmethod
+    def build(cls, settings: GAILSettings, spec: BehaviorSpec, device: torch.device) -> "GAILSignal":
+        return cls(settings, spec, device)
+
+    def rewards(self, segments: Segments) -> np.ndarray:
+        out = np.zeros(segments.row_mask.shape, np.float32)
+        if self.optimizer.steps:
+            out[segments.row_mask] = self.rewards_for_batch(transitions(segments))
+        return out
+
+    @torch.no_grad()
+    def rewards_for_batch(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
+        if not self.optimizer.steps:
+            return np.zeros(len(batch["continuous"]), np.float32)
+        d, _ = self.model(self.model.inputs(batch, self.device))
+        return (-torch.log(1.0 - d + EPSILON) * self.strength).cpu().numpy().astype(np.float32)
+
+    def update(self, batch: Mapping[str, np.ndarray]) -> dict[str, float]:
+        rows = self.rng.integers(0, self.expert_rows, len(batch["continuous"]))  # with replacement
+        expert = self.model.inputs({k: v[rows] for k, v in self.expert.items()}, self.device)
+        policy = self.model.inputs(batch, self.device)
+        d_expert, z_expert = self.model(expert, sample=True)
+        d_policy, z_policy = self.model(policy, sample=True)
+        loss = -(torch.log(d_expert + EPSILON) + torch.log(1.0 - d_policy + EPSILON)).mean()
+        stats = {"Losses/GAIL Loss": float(loss.detach()), "Policy/GAIL Expert Estimate": float(d_expert.detach().mean()),
+                 "Policy/GAIL Policy Estimate": float(d_policy.detach().mean())}
+        kl = self._kl(torch.cat([z_expert, z_policy])) if self.model.use_vail else None
+        if kl is not None:
+            loss = loss + self.beta * (kl - MUTUAL_INFORMATION)
+        loss = loss + GRADIENT_PENALTY_WEIGHT * self._gradient_penalty(expert, policy)
+        self.optimizer.step(loss)
+        if kl is not None:  # dual ascent on beta, after the step that used it
+            self.beta.add_(BETA_STEP * (float(kl.detach()) - MUTUAL_INFORMATION)).clamp_(min=0.0)
+            stats |= {"Policy/GAIL Beta": float(self.beta), "Losses/GAIL KL": float(kl.detach())}
+        return stats
+
+    def _kl(self, z_mean: torch.Tensor) -> torch.Tensor:
+        """Mean KL divergence of N(z_mean, sigma^2) to N(0, 1), summed over the code."""
+        log_var = self.model.z_log_sigma_sq
+        return (0.5 * (z_mean.pow(2) + log_var.exp() - 1.0 - log_var).sum(1)).mean()
+
+    def _gradient_penalty(self, expert: torch.Tensor, policy: torch.Tensor) -> torch.Tensor:
+        """(|grad D| - 1)^2 at random points between expert and policy inputs."""
+        alpha = torch.rand(len(expert), 1, device=self.device)
+        between = (alpha * expert + (1.0 - alpha) * policy).requires_grad_(True)
+        d, _ = self.model(between, sample=True)
+        (gradient,) = torch.autograd.grad(d.sum(), between, create_graph=True)
+        return (gradient.norm(dim=1) - 1.0).pow(2).mean()
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return ({f"model.{k}": v for k, v in self.model.state_dict().items()} | self.optimizer.state_dict()
+                | {"beta": self.beta})
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        self.model.load_state_dict({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
+        self.optimizer.load_state_dict(state)
+        self.beta.copy_(state["beta"])
