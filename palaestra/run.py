@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +29,7 @@ from palaestra.envs.sources import describe_specs, make_env
 from palaestra.interrupts import STOPPING, Interrupts
 from palaestra.machine import choose_device, limit_threads, seed_everything
 from palaestra.options import RunOptions, UsageError, check_options, in_main_process, warn_about_unused_options
-from palaestra.run_folders import check_output_folder, check_run_folders, restore, start_over_if_forced
+from palaestra.run_folders import RUN_LOGS, check_output_folder, check_run_folders, restore, start_over_if_forced
 from palaestra.settings import (
     ConfigError,
     TrainerConfig,
@@ -117,8 +119,11 @@ def _run(options: RunOptions, interrupts: Interrupts) -> int:
 
 
 def _make_env(options: RunOptions, seed: int) -> Env:
+    # a Unity build writes its log beside the run's outputs (a dry run writes nothing there)
+    logs = Path(tempfile.gettempdir()) / f"palaestra-dry-run-{os.getpid()}" if options.dry_run else \
+        Path("models") / options.run_id / RUN_LOGS
     engine = EngineConfig(options.width, options.height, options.quality_level, options.time_scale,
-                          options.target_frame_rate, options.no_graphics)
+                          options.target_frame_rate, options.no_graphics, options.timeout_wait, str(logs))
     if in_main_process(options):
         return make_env(options.env, seed=seed, num_areas=options.num_areas, env_args=options.env_args,
                         engine=engine, port=options.base_port)

@@ -152,7 +152,9 @@ class ActionTuple:
 class EngineConfig:
     """Engine settings from the command line. Unity builds use all of them; built-in and Python
     environments use what applies to them (see docs/environments.md). The defaults are the
-    flags' (palaestra/options.py)."""
+    flags' (palaestra/options.py). ``no_graphics``, ``timeout_wait`` and ``log_folder`` say how a
+    Unity build is started and waited for (``log_folder``: where its log goes, the run's
+    ``run_logs``; None for the Unity default)."""
 
     width: int = RunOptions.width
     height: int = RunOptions.height
@@ -160,6 +162,8 @@ class EngineConfig:
     time_scale: float = RunOptions.time_scale
     target_frame_rate: int = RunOptions.target_frame_rate
     no_graphics: bool = RunOptions.no_graphics
+    timeout_wait: float = RunOptions.timeout_wait
+    log_folder: str | None = None
 
 
 class EnvError(Exception):
