@@ -29,15 +29,18 @@ def make_build(folder: Path, name: str = "FakeBall", *args: str, suffix: str = "
     return path
 
 
-def live_children_of(pid: int) -> list[int]:
-    """Processes whose parent is ``pid`` (Linux), to find builds left running."""
+def running_players(marker: str) -> list[int]:
+    """Fake players still running whose command line contains ``marker`` (a test's folder, which
+    is in their -logFile argument): builds left behind (Linux)."""
     found = []
     for entry in filter(str.isdigit, os.listdir("/proc")):
         try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                command = f.read().decode(errors="replace")
             with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            if int(fields[1]) == pid and fields[0] != "Z":
-                found.append(int(entry))
-        except (OSError, IndexError, ValueError):
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
             continue
+        if "tests.fake_unity.player" in command and marker in command and state != "Z":
+            found.append(int(entry))
     return found

@@ -167,7 +167,8 @@ class StaggeredScene:
         self.deciding: dict[str, list[int]] = {}
 
     def brains(self) -> list[object]:
-        return [brain("Walker?team=0", 2, (), self.hybrid), brain("Striker?team=1", 1, (3, 2), self.hybrid)]
+        return [brain("Walker?team=0", 2, (), self.hybrid),
+                brain("Striker?team=1", 1 if self.hybrid else 0, (3, 2), self.hybrid)]
 
     def reset(self) -> None:
         self.t = 0
@@ -203,13 +204,13 @@ class StaggeredScene:
 
     def act(self, actions: dict[str, list[object]]) -> None:
         for behavior, slots in self.deciding.items():
-            continuous, branches = (2, 0) if behavior.startswith("Walker") else (1, 2)
+            continuous, branches = (2, 0) if behavior.startswith("Walker") else (int(self.hybrid), 2)
             values = actions.get(behavior, [])
             if len(values) != len(slots):
                 continue
             got = read_actions(values, continuous, branches, self.hybrid)
             for row, slot in enumerate(slots):
-                self.last[behavior][slot] = float(got.continuous[row, 0])
+                self.last[behavior][slot] = float(got.continuous[row, 0]) if continuous else 0.0
                 if branches and got.discrete[row, 0] == 0:
                     raise SystemExit(f"fake Unity: agent {slot} of {behavior} took the masked action 0")
 

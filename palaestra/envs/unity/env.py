@@ -59,6 +59,7 @@ class UnityEnv:
         self._steps: dict[str, tuple[DecisionSteps, TerminalSteps]] = {}
         self._actions: dict[str, ActionTuple] = {}
         self._ignored: set[str] = set()
+        self._started = False
         self._closed = False
         try:
             self.negotiated = self._handshake(seed, num_areas)
@@ -178,12 +179,13 @@ class UnityEnv:
         if rl_output.side_channel:
             self.channels.dispatch(rl_output.side_channel)
         seen = set()
-        for behavior, infos in rl_output.agentInfos.items():
-            agents = list(infos.value)
+        infos_by_behavior = rl_output.agentInfos
+        for behavior in sorted(infos_by_behavior):  # the map's order is not defined; the behaviors' order is
+            agents = list(infos_by_behavior[behavior].value)
             if not agents:
                 continue
             if behavior not in self._specs:
-                if self._steps:  # after the first reset the trainers are made: a new behavior is not trained
+                if self._started:  # the trainers are made from the first observations: a new behavior is not trained
                     if behavior not in self._ignored:
                         self._ignored.add(behavior)
                         logger.warning("%s: behavior %r appeared after training started; its agents get zero "
@@ -195,6 +197,7 @@ class UnityEnv:
         for behavior, spec in self._specs.items():
             if behavior not in seen:
                 self._steps[behavior] = (DecisionSteps.empty(spec), TerminalSteps.empty(spec))
+        self._started = bool(self._specs)
 
     def _spec(self, behavior: str, agent: object) -> BehaviorSpec:
         brain = self._brains.get(behavior)
