@@ -63,6 +63,8 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 
 class Log:
     def __init__(self, path: str | None) -> None:
+        if path:  # as Unity, make the log's folder
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self.file = open(path, "a", buffering=1) if path else sys.stderr
 
     def __call__(self, **event: object) -> None:
