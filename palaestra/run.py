@@ -289,11 +289,26 @@ def _loop(env: Env, trainers: dict[str, BehaviorTrainer], stop: Interrupts, coun
             env.set_actions(name, actions)
         with timed("env_step"):
             env.step()
+        if hasattr(env, "take_stats"):
+            record_environment_stats(env.take_stats(), 0, trainers)
         with timed("trainer_advance"):
             for trainer in trainers.values():
                 trainer.advance()
         # pipelined workers return half of the instances per step
         counter.add(getattr(env, "results_returned", 1))
+
+
+def record_environment_stats(env_stats: dict[str, tuple[list[float], int]], worker: int,
+                             trainers: dict[str, BehaviorTrainer]) -> None:
+    """Statistics an environment recorded (a Unity scene's StatsRecorder) go to every behavior's
+    summaries under their own keys, as in ML-Agents: averaged values are all kept; a most-recent
+    value overwrites, and is taken from the first environment worker only."""
+    for key, (values, aggregation) in env_stats.items():
+        for trainer in trainers.values():
+            if aggregation == 0:
+                trainer.stats.add(key, values)
+            elif worker == 0:
+                trainer.stats.set(key, values[-1])
 
 
 def _acting_loop(acting: ActingWorkers, trainers: dict[str, BehaviorTrainer], stop: Interrupts,
@@ -305,6 +320,8 @@ def _acting_loop(acting: ActingWorkers, trainers: dict[str, BehaviorTrainer], st
         with timed("record_segments"):
             for r in results:
                 trainers[r.behavior].record_round(r.segments, r.episodes)
+            for worker, env_stats in acting.take_env_stats():
+                record_environment_stats(env_stats, worker, trainers)
         with timed("trainer_advance"):
             for trainer in trainers.values():
                 trainer.advance()

@@ -3,6 +3,7 @@ tests/fake_unity (a gRPC client playing Unity's side, started the way a build is
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import os
@@ -385,17 +386,26 @@ def test_mlagents_learn_trains_a_build_and_keeps_its_log(run_cli, workdir, port)
     log = workdir / "models" / "u" / "run_logs" / f"Player-{port}.log"
     assert events(log)[0]["nographics"] and events(log)[-1]["reason"] == "status 400"
     assert (workdir / "models" / "u" / "3DBall.onnx").exists()
+    # the scene's statistics reach the summaries under their own keys: the fake sends its step
+    # count as an average and as a most-recent value, so the latter is ahead of the former
+    with open(workdir / "summaries" / "u_3DBall.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert float(rows[-1]["Fake/Latest"]) > float(rows[-1]["Fake/Step"]) > 0
 
 
 def test_num_envs_2_launches_two_builds_on_consecutive_ports(run_cli, workdir, port):
     build = make_build(workdir / "Builds", "FakeBall")
     config = write_yaml(workdir / "c.yaml", CONFIG)
-    result = run_cli(str(config), f"--env={build}", "--run-id=u2", f"--base-port={port}", "--num-envs=2")
+    result = run_cli(str(config), f"--env={build}", "--run-id=u2", f"--base-port={port}", "--num-envs=2",
+                     "--env-args", "--stats")
     assert result.code == 0, result.log
     logs = workdir / "models" / "u2" / "run_logs"
     assert sorted(p.name for p in logs.iterdir()) == [f"Player-{port}.log", f"Player-{port + 1}.log"]
     for p in logs.iterdir():
         assert events(p)[-1]["event"] == "exit"
+    with open(workdir / "summaries" / "u2_3DBall.csv", newline="") as fh:  # statistics from the workers
+        rows = list(csv.DictReader(fh))
+    assert float(rows[-1]["Fake/Latest"]) > 0 and float(rows[-1]["Fake/Step"]) > 0
 
 
 def test_cli_faults_end_in_one_line_without_a_traceback(run_cli, workdir, port):
@@ -416,3 +426,33 @@ def test_dry_run_reads_the_builds_specs_and_writes_no_run_folder(run_cli, workdi
     result = run_cli(str(config), f"--env={build}", "--run-id=d", f"--base-port={port}", "--dry-run")
     assert result.code == 0 and "discrete[4]" in result.out
     assert not (workdir / "models").exists()
+
+
+def test_a_build_that_crashes_under_num_envs_is_restarted(run_cli, workdir, port):
+    build = make_build(workdir / "Builds", "FakeBall", "--crash-after", "20")
+    config = write_yaml(workdir / "c.yaml", CONFIG)
+    result = run_cli(str(config), f"--env={build}", "--run-id=r", f"--base-port={port}", "--num-envs=2",
+                     "--restarts-rate-limit-n=-1")
+    assert result.code == 0, result.log
+    assert "exited with code 3" in result.log and "restart" in result.log.lower()
+    assert (workdir / "models" / "r" / "3DBall.onnx").exists()
+
+
+@pytest.mark.training
+@pytest.mark.parametrize("flags", [[], ["--num-envs=2"]])
+def test_ppo_solves_3dball_through_the_fake_build(run_cli, workdir, port, flags):
+    """The same threshold and budget as the in-process 3DBall in tests/test_training.py, with
+    the physics on the far side of the gRPC bridge."""
+    from palaestra.envs.builtin import BUILTIN_ENVS
+    from palaestra.evaluation import evaluate_onnx
+    from tests.conftest import SHIPPED_CONFIG
+    from tests.test_training import last_summary
+
+    build = make_build(workdir / "Builds", "FakeBall")
+    config = write_yaml(workdir / "c.yaml", SHIPPED_CONFIG.read_text().replace("max_steps: 5.0e5", "max_steps: 3.0e5"))
+    result = run_cli(str(config), f"--env={build}", "--run-id=r", "--seed=1", f"--base-port={port}", "--no-graphics",
+                     *flags)
+    assert result.code == 0, result.log[-3000:]
+    assert last_summary(workdir, "r_3DBall")["Environment/Cumulative Reward"] >= 90.0
+    returns = evaluate_onnx(BUILTIN_ENVS["3DBall"](seed=3, num_areas=2), workdir / "models/r/3DBall.onnx", episodes=20)
+    assert len(returns) == 20 and np.mean(returns) >= 90.0

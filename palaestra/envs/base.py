@@ -172,7 +172,11 @@ class EnvError(Exception):
 
 @runtime_checkable
 class Env(Protocol):
-    """The protocol the run loop drives; see the module docstring and docs/environments.md."""
+    """The protocol the run loop drives; see the module docstring and docs/environments.md.
+
+    An environment that records statistics of its own (a Unity scene's stats channel) may also
+    have ``take_stats() -> {key: (values, aggregation)}`` (aggregation 0: average every value, 1:
+    keep the most recent): the run loop writes them to every behavior's summaries."""
 
     @property
     def behavior_specs(self) -> Mapping[str, BehaviorSpec]: ...

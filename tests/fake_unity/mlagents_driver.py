@@ -60,9 +60,11 @@ def main(build: str, port: int, log_folder: str, steps: int, out: str, build_arg
     engine, parameters, stats = EngineConfigurationChannel(), EnvironmentParametersChannel(), StatsSideChannel()
     engine.set_configuration_parameters(width=84, height=84, quality_level=5, time_scale=7.5, target_frame_rate=-1)
     kwargs = dict(file_name=build, base_port=port, no_graphics=True, side_channels=[engine, parameters, stats],
-                  additional_args=build_args, timeout_wait=60)
-    if not old:
-        kwargs["log_folder"] = log_folder
+                  timeout_wait=60)
+    if old:  # 0.16 passes extra arguments as `args` and has no log folder: name the log as 1.x does
+        kwargs["args"] = build_args + ["-logFile", f"{log_folder}/Player-0.log"]
+    else:
+        kwargs.update(additional_args=build_args, log_folder=log_folder)
     env = UnityEnvironment(**kwargs)
     trace: list = []
     try:

@@ -151,7 +151,7 @@ def launch(executable: str, port: int, no_graphics: bool, log_folder: str | None
     log_file = None
     if log_folder is not None:
         Path(log_folder).mkdir(parents=True, exist_ok=True)
-        log_file = str(Path(log_folder) / f"Player-{port}.log")
+        log_file = str(Path(log_folder).resolve() / f"Player-{port}.log")
     cmd = command_line(executable, port, no_graphics, log_file, env_args)
     out = open(log_file, "ab") if log_file else subprocess.DEVNULL
     try:
