@@ -24,7 +24,7 @@ import yaml
 from palaestra import __version__
 from palaestra.capabilities import settings_problems, spec_problems
 from palaestra.checkpoints import CheckpointError, CheckpointManager, SaveError, atomic_write_text, os_reason
-from palaestra.envs.base import EngineConfig, Env, EnvError
+from palaestra.envs.base import EngineConfig, Env, EnvClosed, EnvError
 from palaestra.envs.sources import describe_specs, make_env
 from palaestra.interrupts import STOPPING, Interrupts
 from palaestra.machine import choose_device, limit_threads, seed_everything
@@ -268,6 +268,8 @@ def _train_loop(parts: RunParts) -> int:
                     _loop(parts.env, trainers, interrupts, counter)
         except KeyboardInterrupt:
             logger.info("Stopped at once%s", ": saving what is there" if training else "")
+        except EnvClosed as e:  # Play stopped in the Unity Editor, a build quit: an ordinary end
+            logger.info("%s: the run ends%s", e, ", saving the model" if training else "")
         except Exception as e:  # the environment or a trainer failed: save first
             if interrupts.raised_in == STOPPING:  # a second signal's KeyboardInterrupt, turned into another error
                 logger.info("Stopped at once%s", ": saving what is there" if training else "")

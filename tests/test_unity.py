@@ -366,6 +366,26 @@ def test_the_editor_listens_and_says_to_press_play(tmp_path, port, capsys):
 
 # --- the command line
 
+def test_training_in_the_editor_ends_when_play_is_stopped(run_cli, workdir, port, monkeypatch):
+    import palaestra.envs.unity
+
+    monkeypatch.setattr(palaestra.envs.unity, "EDITOR_PORT", port)
+    editor = subprocess.Popen([sys.executable, "-m", "tests.fake_unity.player", "--mlagents-port", str(port),
+                               "--slow-start", "1", "--quit-after", "100", "-logFile", str(workdir / "editor.log")],
+                              cwd=REPOSITORY, env=dict(os.environ, PYTHONPATH=str(REPOSITORY)))
+    try:
+        config = write_yaml(workdir / "c.yaml", CONFIG.replace("max_steps: 600", "max_steps: 100000"))
+        result = run_cli(str(config), "--run-id=ed")
+        assert editor.wait(10) == 0
+    finally:
+        editor.kill()
+        editor.wait()
+    assert result.code == 0, result.log
+    assert "Start training by pressing the Play button in the Unity Editor" in result.out
+    assert "Unity closed the connection (status 400: Play was stopped): the run ends, saving the model" in result.log
+    assert (workdir / "models" / "ed" / "3DBall.onnx").exists()
+
+
 CONFIG = """
 default:
   trainer: ppo

@@ -170,6 +170,11 @@ class EnvError(Exception):
     """An environment failed or answered with something the protocol does not allow."""
 
 
+class EnvClosed(EnvError):
+    """The environment ended the session itself, as it may (Play stopped in the Unity Editor, a
+    Unity build quit): the run saves and ends without an error."""
+
+
 @runtime_checkable
 class Env(Protocol):
     """The protocol the run loop drives; see the module docstring and docs/environments.md.

@@ -11,6 +11,8 @@ given by the build script or through ``--env-args``:
   --slow-start S       wait S seconds before connecting; --step-delay S: before each answer
   --crash-after N      exit with code 3 after N steps; --hang-after N: stop answering after N steps
   --exit-at-once       exit with code 1 before connecting
+  --quit-after N       after N steps, say goodbye (status 400) and exit, as the Editor does when
+                       Play is stopped
   --stats              send statistics on the stats channel every step
   --nan-after N        send a NaN observation after N steps
   --echo CHANNEL_ID    answer every raw-bytes message on that channel with the bytes reversed
@@ -54,6 +56,7 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--crash-after", type=int, default=-1)
     p.add_argument("--hang-after", type=int, default=-1)
     p.add_argument("--exit-at-once", action="store_true")
+    p.add_argument("--quit-after", type=int, default=-1)
     p.add_argument("--stats", action="store_true")
     p.add_argument("--nan-after", type=int, default=-1)
     p.add_argument("--echo", default=None)
@@ -181,6 +184,16 @@ def main(argv: list[str]) -> int:
                 if steps == args.crash_after:
                     log(event="exit", reason="--crash-after")
                     os._exit(3)
+                if steps == args.quit_after:
+                    goodbye = pb.UnityMessageProto()
+                    goodbye.header.status = 400
+                    goodbye.header.message = "Play was stopped"
+                    try:
+                        exchange(goodbye, timeout=2)
+                    except grpc.RpcError:
+                        pass
+                    log(event="exit", reason="--quit-after", steps=steps)
+                    return 0
                 if steps == args.hang_after:
                     log(event="hang")
                     while True:

@@ -20,7 +20,7 @@ from concurrent import futures
 from dataclasses import dataclass
 from typing import Callable
 
-from palaestra.envs.base import EnvError
+from palaestra.envs.base import EnvClosed, EnvError
 from palaestra.envs.unity import messages as pb
 
 logger = logging.getLogger("palaestra")
@@ -33,7 +33,7 @@ OLDEST_API, NEWEST_API = (1, 0), (1, 5)  # communicator APIs spoken here: 1.0.0 
 PACKAGE_VERSION_FOR_API = {0: "0.16.1", 1: "0.20.0", 2: "0.22.0", 3: "0.24.0", 4: "0.25.0", 5: "1.1.0"}
 
 
-class UnityStopped(EnvError):
+class UnityStopped(EnvClosed):
     """Unity ended the connection itself (it quit, or Play was stopped in the Editor)."""
 
 
