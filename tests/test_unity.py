@@ -476,3 +476,16 @@ def test_ppo_solves_3dball_through_the_fake_build(run_cli, workdir, port, flags)
     assert last_summary(workdir, "r_3DBall")["Environment/Cumulative Reward"] >= 90.0
     returns = evaluate_onnx(BUILTIN_ENVS["3DBall"](seed=3, num_areas=2), workdir / "models/r/3DBall.onnx", episodes=20)
     assert len(returns) == 20 and np.mean(returns) >= 90.0
+
+
+def test_ctrl_c_saves_and_quits_the_build(workdir, port):
+    from tests.conftest import interrupt_training
+
+    build = make_build(workdir / "Builds", "FakeBall", "--step-delay", "0.002")
+    config = write_yaml(workdir / "c.yaml", CONFIG.replace("max_steps: 600", "max_steps: 1000000"))
+    code, err, seconds = interrupt_training(workdir, str(config), f"--env={build}", "--run-id=i",
+                                            f"--base-port={port}")
+    assert code == 0 and "Traceback" not in err and seconds < 30, err[-2000:]
+    assert (workdir / "models" / "i" / "3DBall.onnx").exists()
+    log = events(workdir / "models" / "i" / "run_logs" / f"Player-{port}.log")
+    assert log[-1]["reason"] == "status 400"  # told goodbye, it quit by itself
