@@ -296,7 +296,9 @@ def fails(tmp_path, port, *flags, timeout=60.0, env_args=()):
 
 def test_a_build_that_exits_at_once_names_its_log(tmp_path, port):
     message, seconds = fails(tmp_path, port, "--exit-at-once")
-    assert "the build exited with code 1" in message and f"Player-{port}.log" in message and seconds < 10
+    assert message.startswith(f"--env={tmp_path / 'Faulty.x86_64'}: Unity stopped while Palaestra waited for its "
+                              "first message (the handshake): the build exited with code 1")
+    assert f"its log is {tmp_path / 'logs' / f'Player-{port}.log'}" in message and seconds < 10
 
 
 def test_a_build_that_crashes_mid_run(tmp_path, port):

@@ -119,7 +119,7 @@ class UnityEnv:
                 "Behavior Parameters), and that nothing else uses the port")
 
     def _handshake(self, seed: int, num_areas: int) -> object:
-        first = self.communicator.receive(self.timeout, "its first message (the handshake)", self._hint())
+        first = self._exchange(None, "its first message (the handshake)")
         if not first.unity_output.HasField("rl_initialization_output"):
             raise EnvError(f"{self.where}: Unity's first message has no initialization output; is this an "
                            "ML-Agents scene?")
@@ -132,10 +132,22 @@ class UnityEnv:
                     init.name or "Unity", self.communicator.port, init.communication_version,
                     init.package_version or "unknown")
         self._remember_brains(init.brain_parameters)
-        # Unity's second call carries nothing; its answer will be the first real input
-        self.communicator.exchange(initialization_input(negotiated, seed, num_areas), self.timeout,
-                                   "its second handshake message", self._hint())
+        # Unity's second call carries nothing (brain parameters at most); its answer will be the
+        # first real input
+        second = self._exchange(initialization_input(negotiated, seed, num_areas), "its second handshake message")
+        self._remember_brains(second.unity_output.rl_initialization_output.brain_parameters)
         return negotiated
+
+    def _exchange(self, unity_input: object | None, waiting_for: str) -> object:
+        """Answer Unity's waiting call with ``unity_input`` (None: only wait for a call) and return
+        its next message; errors name this environment."""
+        try:
+            if unity_input is None:
+                return self.communicator.receive(self.timeout, waiting_for, self._hint())
+            return self.communicator.exchange(unity_input, self.timeout, waiting_for, self._hint())
+        except EnvError as e:
+            e.args = (f"{self.where}: {e}",)
+            raise
 
     def _remember_brains(self, brains: object) -> None:
         for brain in brains:
@@ -151,7 +163,7 @@ class UnityEnv:
             self._fill_actions(rl_input)
         rl_input.side_channel = self.channels.outgoing()
         self._actions.clear()
-        reply = self.communicator.exchange(message, self.timeout, waiting_for, self._hint())
+        reply = self._exchange(message, waiting_for)
         output = reply.unity_output
         if output.HasField("rl_initialization_output"):
             self._remember_brains(output.rl_initialization_output.brain_parameters)
