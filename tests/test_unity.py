@@ -491,3 +491,18 @@ def test_ctrl_c_saves_and_quits_the_build(workdir, port):
     assert (workdir / "models" / "i" / "3DBall.onnx").exists()
     log = events(workdir / "models" / "i" / "run_logs" / f"Player-{port}.log")
     assert log[-1]["reason"] == "status 400"  # told goodbye, it quit by itself
+
+
+def test_a_seed_past_int32_reaches_unity_wrapped(tmp_path, port):
+    env = open_build(str(make_build(tmp_path, "Ball")), port, seed=2**32 - 1, engine=engine(tmp_path))
+    env.close()
+    assert events(log_of(env))[1]["seed"] == (2**32 - 1) % 2**31
+
+
+@pytest.mark.parametrize("api, package", [("1.0.0", "0.16.1"), ("1.3.0", "1.1.0"), ("1.5.0", "1.1.0")])
+def test_unity_hears_a_trainer_version_its_package_accepts(tmp_path, port, api, package):
+    # Unity's 1.0.x packages stop talking to a trainer above 0.25.999
+    env = open_build(str(make_build(tmp_path, "Ball", "--api", api)), port, engine=engine(tmp_path))
+    env.close()
+    initialized = events(log_of(env))[1]
+    assert (initialized["version"], initialized["package"]) == (api, package)

@@ -27,10 +27,11 @@ logger = logging.getLogger("palaestra")
 
 OK, CLOSING = 200, 400  # HeaderProto.status
 OLDEST_API, NEWEST_API = (1, 0), (1, 5)  # communicator APIs spoken here: 1.0.0 ... 1.5.0
-# The trainer package version announced to Unity. Unity's 1.0.x packages refuse a trainer above
-# 0.25.999 (and then stop talking), so API 1.0-1.2 hear the release that introduced their API
-# era's trainer; later APIs hear the mlagents-envs release that speaks API 1.5.0.
-PACKAGE_VERSION_FOR_API = {0: "0.16.1", 1: "0.20.0", 2: "0.22.0", 3: "0.24.0", 4: "0.25.0", 5: "1.1.0"}
+# The trainer package version announced to Unity, which checks it against a range: Unity's 1.0.x
+# packages (API 1.0) refuse a trainer above 0.25.999 and then stop talking, so API 1.0 hears the
+# release of its era; later packages only warn outside their range, and hear the mlagents-envs
+# release that speaks the newest API here.
+PACKAGE_VERSION_FOR_API_1_0, PACKAGE_VERSION = "0.16.1", "1.1.0"
 
 
 class UnityStopped(EnvClosed):
@@ -96,12 +97,12 @@ def initialization_input(negotiated: Negotiated, seed: int, num_areas: int) -> o
     the capabilities used here."""
     message = pb.UnityInputProto()
     init = message.rl_initialization_input
-    init.seed = seed
+    init.seed = seed % 2**31  # an int32 on the wire; the run's seed may be up to 2**32 - 1
     # Unity's own version when spoken here, so that Unity sees no mismatch to warn about
     announced = parse_version(negotiated.unity_api)
     init.communication_version = negotiated.unity_api if announced[:2] <= NEWEST_API else \
         f"{NEWEST_API[0]}.{NEWEST_API[1]}.0"
-    init.package_version = PACKAGE_VERSION_FOR_API[negotiated.api[1]]
+    init.package_version = PACKAGE_VERSION_FOR_API_1_0 if negotiated.api == (1, 0) else PACKAGE_VERSION
     init.num_areas = num_areas
     caps = init.capabilities
     caps.baseRLCapabilities = True

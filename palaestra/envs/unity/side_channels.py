@@ -15,7 +15,6 @@ import logging
 import struct
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass, field
 
 from palaestra.envs.base import EngineConfig, EnvError
 
@@ -204,17 +203,15 @@ class FloatPropertiesChannel(SideChannel):
         self.properties[key] = reader.float32()
 
 
-@dataclass
 class StatsChannel(SideChannel):
     """Statistics a scene records (``Academy.Instance.StatsRecorder``): each key's values since the
     last ``take_stats``, with the aggregation Unity asked for (AVERAGE keeps every value,
     MOST_RECENT keeps the last)."""
 
-    values: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
-    aggregation: dict[str, int] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
+    def __init__(self) -> None:
         super().__init__(STATS_ID)
+        self.values: dict[str, list[float]] = defaultdict(list)
+        self.aggregation: dict[str, int] = {}
 
     def on_message(self, payload: bytes) -> None:
         reader = Reader(payload, "stats")
