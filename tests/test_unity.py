@@ -506,3 +506,14 @@ def test_unity_hears_a_trainer_version_its_package_accepts(tmp_path, port, api, 
     env.close()
     initialized = events(log_of(env))[1]
     assert (initialized["version"], initialized["package"]) == (api, package)
+
+
+def test_statistics_also_come_from_stepping_workers(run_cli, workdir, port):
+    build = make_build(workdir / "Builds", "FakeBall", "--stats")
+    config = write_yaml(workdir / "c.yaml", CONFIG)
+    result = run_cli(str(config), f"--env={build}", "--run-id=s", f"--base-port={port}", "--num-envs=2",
+                     "--acting=main")
+    assert result.code == 0, result.log
+    with open(workdir / "summaries" / "s_3DBall.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert float(rows[-1]["Fake/Latest"]) > float(rows[-1]["Fake/Step"]) > 0
