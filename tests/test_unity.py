@@ -208,6 +208,24 @@ def test_agents_get_new_ids_after_their_episode_and_interruptions_are_kept(tmp_p
         assert any(slot == 1 and interrupted for slot, interrupted, _ in seen_terminal)
     finally:
         env.close()
+    assert not [e for e in events(log_of(env)) if e["event"] == "masked_action"]
+
+
+def test_a_behavior_that_appears_after_training_started_gets_zero_actions(tmp_path, port, caplog):
+    build = make_build(tmp_path, "Late", "--scene", "Staggered", "--striker-from", "3")
+    env = open_build(str(build), port, engine=engine(tmp_path))
+    try:
+        assert list(env.behavior_specs) == ["Walker?team=0"]
+        with caplog.at_level(logging.WARNING, logger="palaestra"):
+            for _ in range(6):
+                walker, _ = env.get_steps("Walker?team=0")
+                env.set_actions("Walker?team=0", ActionTuple(np.full((len(walker), 2), 0.5, np.float32)))
+                env.step()
+    finally:
+        env.close()
+    assert caplog.text.count("behavior 'Striker?team=1' appeared after training started") == 1
+    # the Striker's agents got actions (zeros: its masked action 0, which the fake notes)
+    assert [e for e in events(log_of(env)) if e["event"] == "masked_action"]
 
 
 def test_api_1_2_gets_its_actions_in_the_old_field(tmp_path, port):

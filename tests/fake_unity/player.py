@@ -16,6 +16,7 @@ given by the build script or through ``--env-args``:
   --stats              send statistics on the stats channel every step
   --nan-after N        send a NaN observation after N steps
   --echo CHANNEL_ID    answer every raw-bytes message on that channel with the bytes reversed
+  --striker-from N     Staggered: the Striker behavior's agents appear at step N
 It writes one JSON line per event to its log (-logFile): its arguments, the trainer's
 initialization, every side-channel message it received, the steps and resets it did.
 """
@@ -61,6 +62,7 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--nan-after", type=int, default=-1)
     p.add_argument("--echo", default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--striker-from", type=int, default=0)
     return p.parse_known_args(argv)
 
 
@@ -120,7 +122,7 @@ def main(argv: list[str]) -> int:
     api = version_tuple(args.api) if args.api.replace(".", "").isdigit() else (0, 0, 0)
     hybrid = api >= (1, 3, 0)
     if args.scene == "Staggered":
-        scene = StaggeredScene(hybrid)
+        scene = StaggeredScene(hybrid, args.striker_from)
     else:
         scene = BuiltinScene(args.scene, args.seed, args.camera, 1 if args.gray else 3, not args.float_camera,
                              args.channels_first and api >= (1, 5, 0), hybrid, args.behavior)
@@ -179,6 +181,9 @@ def main(argv: list[str]) -> int:
                 log(event="reset", steps=steps)
             else:
                 scene.act({b: list(v.value) for b, v in rl_input.agent_actions.items()})
+                for violation in getattr(scene, "violations", []):
+                    log(event="masked_action", what=violation)
+                scene.violations = []
                 scene.step()
                 steps += 1
                 if steps == args.crash_after:

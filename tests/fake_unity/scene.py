@@ -153,11 +153,13 @@ class StaggeredScene:
     """Two behaviors: 'Walker?team=0' (4 agents, 2 continuous actions; agent i decides every i+1
     steps; episodes of 6 decisions, the odd agents' cut by max_step) and 'Striker?team=1' (2 agents,
     1 continuous action and discrete branches (3, 2), action 0 of branch 0 masked; decides every
-    step). Observations: [agent id, decisions so far, last continuous action]. The reward is the
+    step; from step ``striker_from`` on). Observations: [agent id, decisions so far, last continuous action]. The reward is the
     first continuous action the agent received, so tests can see which actions arrived."""
 
-    def __init__(self, hybrid: bool) -> None:
+    def __init__(self, hybrid: bool, striker_from: int = 0) -> None:
         self.hybrid = hybrid
+        self.striker_from = striker_from  # the step from which the Striker's agents exist
+        self.violations: list[str] = []  # masked actions taken
         self.walkers = {"Walker?team=0": 4, "Striker?team=1": 2}
         self.t = 0
         self.ids = {b: list(range(n)) for b, n in self.walkers.items()}
@@ -181,6 +183,8 @@ class StaggeredScene:
         out: dict[str, list[object]] = {}
         for behavior, n in self.walkers.items():
             infos, self.deciding[behavior] = [], []
+            if behavior.startswith("Striker") and self.t < self.striker_from:
+                continue
             for slot in range(n):
                 if not self._asks(behavior, slot):
                     continue
@@ -212,7 +216,7 @@ class StaggeredScene:
             for row, slot in enumerate(slots):
                 self.last[behavior][slot] = float(got.continuous[row, 0]) if continuous else 0.0
                 if branches and got.discrete[row, 0] == 0:
-                    raise SystemExit(f"fake Unity: agent {slot} of {behavior} took the masked action 0")
+                    self.violations.append(f"agent {slot} of {behavior} took the masked action 0")
 
     def step(self) -> None:
         self.t += 1

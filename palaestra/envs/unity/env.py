@@ -58,7 +58,9 @@ class UnityEnv:
         self._specs: dict[str, BehaviorSpec] = {}
         self._steps: dict[str, tuple[DecisionSteps, TerminalSteps]] = {}
         self._actions: dict[str, ActionTuple] = {}
-        self._ignored: set[str] = set()
+        # behaviors first seen after training started: their spec and how many agents wait for
+        # (zero) actions
+        self._late: dict[str, tuple[BehaviorSpec, int]] = {}
         self._started = False
         self._closed = False
         try:
@@ -171,13 +173,13 @@ class UnityEnv:
 
     def _fill_actions(self, rl_input: object) -> None:
         hybrid = self.negotiated.hybrid_actions
-        for behavior, (decision, _) in self._steps.items():
-            n = len(decision)
+        waiting = {b: (self._specs[b], len(decision)) for b, (decision, _) in self._steps.items()}
+        for behavior, (spec, n) in {**waiting, **self._late}.items():
             if n == 0:
                 continue
             actions = self._actions.get(behavior)
             if actions is None:  # a behavior nobody acted for gets zeros, as ML-Agents does
-                actions = self._specs[behavior].action_spec.empty_actions(n)
+                actions = spec.action_spec.empty_actions(n)
             values = rl_input.agent_actions[behavior].value
             continuous = actions.continuous.astype(np.float32, copy=False).tolist()
             discrete = actions.discrete.astype(np.int32, copy=False).tolist()
@@ -198,10 +200,11 @@ class UnityEnv:
                 continue
             if behavior not in self._specs:
                 if self._started:  # the trainers are made from the first observations: a new behavior is not trained
-                    if behavior not in self._ignored:
-                        self._ignored.add(behavior)
+                    if behavior not in self._late:
                         logger.warning("%s: behavior %r appeared after training started; its agents get zero "
                                        "actions and are not trained", self.where, behavior)
+                    spec = self._late[behavior][0] if behavior in self._late else self._spec(behavior, agents[0])
+                    self._late[behavior] = (spec, sum(not a.done for a in agents))
                     continue
                 self._specs[behavior] = self._spec(behavior, agents[0])
             self._steps[behavior] = self._steps_of(behavior, agents)
@@ -209,6 +212,9 @@ class UnityEnv:
         for behavior, spec in self._specs.items():
             if behavior not in seen:
                 self._steps[behavior] = (DecisionSteps.empty(spec), TerminalSteps.empty(spec))
+        for behavior, (spec, _) in self._late.items():
+            if behavior not in infos_by_behavior:
+                self._late[behavior] = (spec, 0)
         self._started = bool(self._specs)
 
     def _spec(self, behavior: str, agent: object) -> BehaviorSpec:
