@@ -535,3 +535,13 @@ def test_statistics_also_come_from_stepping_workers(run_cli, workdir, port):
     with open(workdir / "summaries" / "s_3DBall.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert float(rows[-1]["Fake/Latest"]) > float(rows[-1]["Fake/Step"]) > 0
+
+
+def test_a_newer_minor_api_or_missing_capabilities_are_warnings(caplog):
+    from palaestra.envs.unity.communicator import negotiate
+
+    init = pb.UnityRLInitializationOutputProto(name="A", communication_version="1.7.0", package_version="9.9.9")
+    with caplog.at_level(logging.WARNING, logger="palaestra"):
+        negotiated = negotiate(init)
+    assert negotiated.api == (1, 5) and negotiated.hybrid_actions
+    assert "newer than the 1.5.0 Palaestra knows" in caplog.text and "base RL capabilities" in caplog.text

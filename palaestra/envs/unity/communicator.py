@@ -87,6 +87,10 @@ def negotiate(init_output: object) -> Negotiated:
         logger.warning("the Unity project speaks ML-Agents communicator API %s, newer than the %d.%d.0 Palaestra "
                        "knows; training goes on with %d.%d.0 (minor versions are compatible), but features of the "
                        "newer API are not used", unity_api, *NEWEST_API, *NEWEST_API)
+    if not init_output.capabilities.baseRLCapabilities:  # every package from 1.0 on announces it
+        logger.warning("the Unity project did not announce ML-Agents' base RL capabilities; its package "
+                       "(com.unity.ml-agents %s) may be a pre-release: training goes on, but upgrade it if "
+                       "observations or actions look wrong", init_output.package_version or "of unknown version")
     api = min((major, minor), NEWEST_API)
     return Negotiated(init_output.name, unity_api, init_output.package_version, api,
                       init_output.capabilities)
