@@ -22,7 +22,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from palaestra.envs.base import ActionTuple, EngineConfig
@@ -149,7 +148,8 @@ def walk(d):
         walk(n)
 for m in pkgutil.iter_modules(co.__path__):
     if m.name.endswith("_pb2"):
-        for d in importlib.import_module("mlagents_envs.communicator_objects." + m.name).DESCRIPTOR.message_types_by_name.values():
+        module = importlib.import_module("mlagents_envs.communicator_objects." + m.name)
+        for d in module.DESCRIPTOR.message_types_by_name.values():
             walk(d)
 print(json.dumps(out))
 """
@@ -178,4 +178,5 @@ def test_every_ml_agents_message_field_has_the_same_number_type_and_label_here(v
         assert name in ours, f"message {name} of mlagents-envs {version} is not defined here"
         mine = {f[0]: f for f in ours[name]}
         for field in fields:
-            assert tuple(field) == mine.get(field[0]), f"{name} field {field[0]}: theirs {field}, ours {mine.get(field[0])}"
+            ours_field = mine.get(field[0])
+            assert tuple(field) == ours_field, f"{name} field {field[0]}: theirs {field}, ours {ours_field}"

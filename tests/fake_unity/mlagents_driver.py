@@ -42,9 +42,11 @@ def record(steps_out: list, name: str, decision_obs: list, decision_reward, deci
            terminal_reward, terminal_ids, interrupted) -> None:
     steps_out.append({
         "behavior": name,
-        "decision_ids": [int(i) for i in decision_ids], "decision_reward": [round(float(r), 5) for r in decision_reward],
+        "decision_ids": [int(i) for i in decision_ids],
+        "decision_reward": [round(float(r), 5) for r in decision_reward],
         "decision_obs": [digest(o) for o in decision_obs],
-        "terminal_ids": [int(i) for i in terminal_ids], "terminal_reward": [round(float(r), 5) for r in terminal_reward],
+        "terminal_ids": [int(i) for i in terminal_ids],
+        "terminal_reward": [round(float(r), 5) for r in terminal_reward],
         "terminal_obs": [digest(o) for o in terminal_obs], "interrupted": [bool(x) for x in interrupted],
     })
 

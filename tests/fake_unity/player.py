@@ -26,12 +26,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import struct
 import sys
 import time
 import uuid
 
-import numpy as np
 
 from palaestra.envs.unity import messages as pb
 from palaestra.envs.unity import side_channels as sc

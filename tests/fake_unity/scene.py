@@ -153,8 +153,9 @@ class StaggeredScene:
     """Two behaviors: 'Walker?team=0' (4 agents, 2 continuous actions; agent i decides every i+1
     steps; episodes of 6 decisions, the odd agents' cut by max_step) and 'Striker?team=1' (2 agents,
     1 continuous action and discrete branches (3, 2), action 0 of branch 0 masked; decides every
-    step; from step ``striker_from`` on). Observations: [agent id, decisions so far, last continuous action]. The reward is the
-    first continuous action the agent received, so tests can see which actions arrived."""
+    step; from step ``striker_from`` on). Observations: [agent id, decisions so far, last
+    continuous action]. The reward is the first continuous action the agent received, so tests
+    can see which actions arrived."""
 
     def __init__(self, hybrid: bool, striker_from: int = 0) -> None:
         self.hybrid = hybrid

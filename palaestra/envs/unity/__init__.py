@@ -13,7 +13,7 @@ import os
 
 from palaestra.envs.base import EngineConfig, EnvError
 from palaestra.envs.unity.communicator import Communicator, port_problem
-from palaestra.envs.unity.env import DEFAULT_TIMEOUT, UnityEnv
+from palaestra.envs.unity.env import UnityEnv
 from palaestra.envs.unity.launcher import find_executable, launch
 from palaestra.envs.unity.side_channels import (
     EngineConfigurationChannel,

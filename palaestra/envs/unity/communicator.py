@@ -131,10 +131,10 @@ def port_problem(port: int) -> str | None:
     return None
 
 
-def free_port(start: int, avoid: Callable[[int], bool] = lambda p: False) -> int:
+def free_port(start: int) -> int:
     """The first port from ``start`` that nothing holds."""
     for port in range(start, 65536):
-        if not avoid(port) and port_problem(port) is None:
+        if port_problem(port) is None:
             return port
     raise EnvError(f"no free port from {start} to 65535")
 

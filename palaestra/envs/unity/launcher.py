@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,8 +60,8 @@ def find_executable(name: str) -> str:
         if not found:
             raise EnvError(f"--env={name}: the folder holds no Unity build (a file ending in "
                            f"{', '.join(BUILD_SUFFIXES)})")
-        raise EnvError(f"--env={name}: the folder holds several builds ({', '.join(os.path.basename(f) for f in found)}); "
-                       "name one of them")
+        names = ", ".join(os.path.basename(f) for f in found)
+        raise EnvError(f"--env={name}: the folder holds several builds ({names}); name one of them")
     candidates = [path] + [path + suffix for suffix in BUILD_SUFFIXES]
     for candidate in candidates:
         if candidate.endswith(".app") and os.path.isdir(candidate):
