@@ -545,3 +545,18 @@ def test_a_newer_minor_api_or_missing_capabilities_are_warnings(caplog):
         negotiated = negotiate(init)
     assert negotiated.api == (1, 5) and negotiated.hybrid_actions
     assert "newer than the 1.5.0 Palaestra knows" in caplog.text and "base RL capabilities" in caplog.text
+
+
+def test_force_keeps_the_logs_of_the_builds_it_started_and_logs_alone_are_no_earlier_run(tmp_path):
+    from palaestra.options import RunOptions
+    from palaestra.run_folders import check_run_folders, start_over_if_forced
+
+    run = tmp_path / "r"
+    (run / "run_logs").mkdir(parents=True)
+    (run / "run_logs" / "Player-5005.log").write_text("open")
+    check_run_folders(RunOptions(run_id="r"), tmp_path)  # only logs: a run that never trained
+    (run / "3DBall").mkdir()
+    (run / "3DBall.onnx").write_text("")
+    start_over_if_forced(RunOptions(run_id="r", force=True), run)
+    assert sorted(p.name for p in run.iterdir()) == ["run_logs"]
+    assert (run / "run_logs" / "Player-5005.log").read_text() == "open"
