@@ -560,3 +560,10 @@ def test_force_keeps_the_logs_of_the_builds_it_started_and_logs_alone_are_no_ear
     start_over_if_forced(RunOptions(run_id="r", force=True), run)
     assert sorted(p.name for p in run.iterdir()) == ["run_logs"]
     assert (run / "run_logs" / "Player-5005.log").read_text() == "open"
+
+
+def test_two_side_channels_with_one_id_are_refused_and_the_build_is_stopped(tmp_path, port):
+    channel_id = uuid.uuid4()
+    with pytest.raises(EnvError, match=f"two side channels share the id {channel_id}"):
+        open_build(str(make_build(tmp_path, "Ball")), port, engine=engine(tmp_path),
+                   side_channels=[RawBytesChannel(channel_id), RawBytesChannel(channel_id)])

@@ -63,8 +63,13 @@ def open_build(name: str, port: int, seed: int = 0, num_areas: int = 1, engine: 
         communicator.close()
         raise
     communicator.describe_peer = process.exit_description
-    return UnityEnv(communicator, process, seed=seed, num_areas=num_areas, engine=engine,
-                    side_channels=side_channels, timeout=engine.timeout_wait, where=label)
+    try:
+        return UnityEnv(communicator, process, seed=seed, num_areas=num_areas, engine=engine,
+                        side_channels=side_channels, timeout=engine.timeout_wait, where=label)
+    except BaseException:  # (UnityEnv closes what it was given once it runs; not before, e.g. bad channels)
+        communicator.close()
+        process.stop(wait=0.5)
+        raise
 
 
 def open_editor(seed: int = 0, num_areas: int = 1, engine: EngineConfig | None = None,
