@@ -53,6 +53,7 @@ class RunOptions:
     quality_level: int = 5
     time_scale: float = 20.0
     target_frame_rate: int = -1
+    timeout_wait: int = 60
     dry_run: bool = False
 
 
@@ -106,6 +107,7 @@ INT_OPTIONS: dict[str, IntRange] = {
     "height": IntRange(1, INT32_MAX),
     "quality_level": IntRange(0, INT32_MAX),
     "target_frame_rate": IntRange(-1, INT32_MAX),
+    "timeout_wait": IntRange(1, INT32_MAX),
 }
 
 
@@ -177,6 +179,9 @@ def check_options(options: RunOptions) -> None:
     if options.base_port + options.num_envs - 1 > 65535:
         raise UsageError(f"--base-port {options.base_port} with --num-envs {options.num_envs}: the last worker's "
                          f"port would be {options.base_port + options.num_envs - 1}, past 65535; lower --base-port")
+    if options.env is None and options.num_envs > 1:
+        raise UsageError(f"--num-envs {options.num_envs} needs a Unity build (--env=<path>): the Unity Editor is one "
+                         "instance, on port 5004; build the project to train with several instances")
     if options.resume and options.force:
         raise UsageError("--resume and --force contradict each other: --resume continues a run, --force starts it over")
     if options.inference and options.force:
@@ -334,6 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-scale", type=_time_scale, default=d.time_scale, help="Unity time scale (> 0)")
     p.add_argument("--target-frame-rate", type=_ranged("target_frame_rate"), default=d.target_frame_rate,
                    help="Unity target frame rate (-1: the platform's default)")
+    p.add_argument("--timeout-wait", type=_ranged("timeout_wait"), default=d.timeout_wait,
+                   help="Unity: seconds to wait for the build or the Editor to connect, and for each step")
     p.add_argument("--dry-run", action="store_true",
                    help="make every check a real run makes before it trains (config, environment, flags, "
                         "checkpoints to resume or initialize from), print each behavior's settings, train "
@@ -343,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--env-args", nargs=argparse.REMAINDER, default=[],
                    help="everything after this goes to the environment: key=value keyword arguments "
-                   "for a Gymnasium id or a Python factory")
+                   "for a Gymnasium id or a Python factory; the command-line arguments of a Unity build")
     return p
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,12 +25,12 @@ from palaestra import __version__
 from palaestra.capabilities import settings_problems, spec_problems
 from palaestra.checkpoints import CheckpointError, CheckpointManager, SaveError, atomic_write_text, os_reason
 from palaestra.demos.reader import DemoError
-from palaestra.envs.base import EngineConfig, Env, EnvError
+from palaestra.envs.base import EngineConfig, Env, EnvClosed, EnvError
 from palaestra.envs.sources import describe_specs, make_env
 from palaestra.interrupts import STOPPING, Interrupts
 from palaestra.machine import choose_device, limit_threads, seed_everything
 from palaestra.options import RunOptions, UsageError, check_options, in_main_process, warn_about_unused_options
-from palaestra.run_folders import check_output_folder, check_run_folders, restore, start_over_if_forced
+from palaestra.run_folders import RUN_LOGS, check_output_folder, check_run_folders, restore, start_over_if_forced
 from palaestra.settings import (
     ConfigError,
     TrainerConfig,
@@ -118,8 +120,11 @@ def _run(options: RunOptions, interrupts: Interrupts) -> int:
 
 
 def _make_env(options: RunOptions, seed: int) -> Env:
+    # a Unity build writes its log beside the run's outputs (a dry run writes nothing there)
+    logs = Path(tempfile.gettempdir()) / f"palaestra-dry-run-{os.getpid()}" if options.dry_run else \
+        Path("models") / options.run_id / RUN_LOGS
     engine = EngineConfig(options.width, options.height, options.quality_level, options.time_scale,
-                          options.target_frame_rate, options.no_graphics)
+                          options.target_frame_rate, options.no_graphics, options.timeout_wait, str(logs))
     if in_main_process(options):
         return make_env(options.env, seed=seed, num_areas=options.num_areas, env_args=options.env_args,
                         engine=engine, port=options.base_port)
@@ -266,6 +271,8 @@ def _train_loop(parts: RunParts) -> int:
                     _loop(parts.env, trainers, interrupts, counter)
         except KeyboardInterrupt:
             logger.info("Stopped at once%s", ": saving what is there" if training else "")
+        except EnvClosed as e:  # Play stopped in the Unity Editor, a build quit: an ordinary end
+            logger.info("%s: the run ends%s", e, ", saving the model" if training else "")
         except Exception as e:  # the environment or a trainer failed: save first
             if interrupts.raised_in == STOPPING:  # a second signal's KeyboardInterrupt, turned into another error
                 logger.info("Stopped at once%s", ": saving what is there" if training else "")
@@ -287,11 +294,26 @@ def _loop(env: Env, trainers: dict[str, BehaviorTrainer], stop: Interrupts, coun
             env.set_actions(name, actions)
         with timed("env_step"):
             env.step()
+        if hasattr(env, "take_stats"):
+            record_environment_stats(env.take_stats(), 0, trainers)
         with timed("trainer_advance"):
             for trainer in trainers.values():
                 trainer.advance()
         # pipelined workers return half of the instances per step
         counter.add(getattr(env, "results_returned", 1))
+
+
+def record_environment_stats(env_stats: dict[str, tuple[list[float], int]], worker: int,
+                             trainers: dict[str, BehaviorTrainer]) -> None:
+    """Statistics an environment recorded (a Unity scene's StatsRecorder) go to every behavior's
+    summaries under their own keys, as in ML-Agents: averaged values are all kept; a most-recent
+    value overwrites, and is taken from the first environment worker only."""
+    for key, (values, aggregation) in env_stats.items():
+        for trainer in trainers.values():
+            if aggregation == 0:
+                trainer.stats.add(key, values)
+            elif worker == 0:
+                trainer.stats.set(key, values[-1])
 
 
 def _acting_loop(acting: ActingWorkers, trainers: dict[str, BehaviorTrainer], stop: Interrupts,
@@ -303,6 +325,8 @@ def _acting_loop(acting: ActingWorkers, trainers: dict[str, BehaviorTrainer], st
         with timed("record_segments"):
             for r in results:
                 trainers[r.behavior].record_round(r.segments, r.episodes)
+            for worker, env_stats in acting.take_env_stats():
+                record_environment_stats(env_stats, worker, trainers)
         with timed("trainer_advance"):
             for trainer in trainers.values():
                 trainer.advance()

@@ -22,11 +22,15 @@ from palaestra.trainer import BehaviorTrainer
 logger = logging.getLogger("palaestra")
 
 
+RUN_LOGS = "run_logs"  # models/<run-id>/run_logs: the logs of Unity builds
+
+
 def check_run_folders(options: RunOptions, models: Path) -> None:
     """The options against the runs in ``models``: the run-id is new unless --resume, --force or
     --inference says what to do with the old run; the runs to resume or initialize from exist."""
     run_dir = models / options.run_id
-    exists = run_dir.is_dir() and any(run_dir.iterdir())
+    # a folder holding only the logs of Unity builds (run_logs) is from a run that never trained
+    exists = run_dir.is_dir() and any(p.name != RUN_LOGS for p in run_dir.iterdir())
     if options.resume and not exists:
         raise UsageError(
             f"--resume: there is no previous run {options.run_id!r} (no {run_dir}); "
@@ -58,9 +62,16 @@ def check_output_folder(folder: Path) -> None:
 
 
 def start_over_if_forced(options: RunOptions, run_dir: Path) -> None:
-    """--force: delete the old run's folder (called after every check, just before training)."""
+    """--force: delete the old run's folder (called after every check, just before training), but
+    not the logs the Unity builds of this run are writing already."""
     if options.force and run_dir.exists():
-        shutil.rmtree(run_dir)
+        for path in run_dir.iterdir():
+            if path.name == RUN_LOGS:
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
 
 
 def restore(trainer: BehaviorTrainer, options: RunOptions, settings: TrainerSettings, models: Path) -> int:

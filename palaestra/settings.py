@@ -492,8 +492,16 @@ class TrainerConfig:
     def section_names(self) -> list[str]:
         return [k for k in self.sections if k != "default"]
 
+    def own_section(self, behavior: str) -> str | None:
+        """The section written for ``behavior``: its name, or, for a Unity behavior with a team
+        (``Striker?team=0``), the name before ``?`` as in ML-Agents; None if neither."""
+        if behavior in self.sections:
+            return behavior
+        base = behavior.partition("?")[0]
+        return base if base != behavior and base in self.sections else None
+
     def has_settings_for(self, behavior: str) -> bool:
-        return behavior in self.sections or "default" in self.sections
+        return self.own_section(behavior) is not None or "default" in self.sections
 
     def for_behavior(self, behavior: str) -> TrainerSettings:
         """Resolve one behavior's settings: default section, then its own (shallow). Each value
@@ -505,7 +513,8 @@ class TrainerConfig:
             )
         # 'default' may name another section too; following it also checks that it is a mapping.
         default_name, merged = self._section("default") if "default" in self.sections else ("", {})
-        own_name, own = self._section(behavior) if behavior in self.sections else ("", {})
+        section = self.own_section(behavior)
+        own_name, own = self._section(section) if section is not None else ("", {})
         if "steps_per_update" in own:  # the behavior's own cadence spelling wins over the default's
             merged.pop("num_update", None)
             merged.pop("train_interval", None)

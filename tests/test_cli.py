@@ -172,7 +172,8 @@ def test_dry_run_prints_settings_and_trains_nothing(run_cli, workdir):
     (["{cfg}", "--env=NoSuchEnv", "--num-envs=2"], "environment worker 0 (pid"),
     (["{cfg}", "--env=3DBall", "--sampler={cfg}"], "--sampler is not supported yet"),
     (["{cfg}", "--env=3DBall", "--curriculum=nope.yaml"], "does not exist"),
-    (["{cfg}"], "Unity Editor (no --env) is not supported yet"),
+    (["{cfg}", "--num-envs=2"], "--num-envs 2 needs a Unity build (--env=<path>)"),
+    (["{cfg}", "--env=Builds/Gone.x86_64"], "--env=Builds/Gone.x86_64: no Unity build found"),
     (["{cfg}", "--env=3DBall", "--resume", "--force"], "contradict"),
     (["{other}", "--env=3DBall"], "no settings for behavior(s) ['3DBall']"),
 ])

@@ -202,12 +202,15 @@ def test_unknown_environment_lists_choices():
     assert "3DBall" in str(err.value) and "Gymnasium" in str(err.value)
 
 
-def test_later_environment_sources_say_not_supported_yet(tmp_path):
-    with pytest.raises(EnvError, match="Unity Editor.*not supported yet"):
-        make_env(None)
+def test_no_env_is_the_unity_editor_and_a_path_is_a_unity_build(tmp_path):
+    from palaestra.envs.sources import ENV_SOURCES
+
+    # (the Editor and real builds are driven in tests/test_unity.py)
+    assert [s.kind for s in ENV_SOURCES if s.matches(None)] == ["Unity Editor"]
     build = tmp_path / "Game.x86_64"
     build.write_text("")
-    with pytest.raises(EnvError, match="Unity builds are not supported yet"):
+    assert [s.kind for s in ENV_SOURCES if s.matches(str(tmp_path / "Game"))] == ["Unity build"]
+    with pytest.raises(EnvError, match="Game.x86_64 is not executable; make it so with chmod"):
         make_env(str(build))
 
 

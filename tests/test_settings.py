@@ -112,6 +112,15 @@ def test_behavior_without_section_or_default_lists_sections(tmp_path):
         cfg.for_behavior("B")
 
 
+def test_a_unity_behavior_with_a_team_takes_the_section_of_its_name(tmp_path):
+    # as ML-Agents: 'Striker?team=0' is trained with the section 'Striker'; its own name wins
+    cfg = load_trainer_config(write_yaml(tmp_path / "c.yaml", "Striker:\n  batch_size: 32\n  buffer_size: 64\n"
+                                                          "Goalie?team=1:\n  batch_size: 16\n  buffer_size: 64\n"))
+    assert cfg.for_behavior("Striker?team=0").batch_size == 32
+    assert cfg.for_behavior("Goalie?team=1").batch_size == 16
+    assert not cfg.has_settings_for("Goalie?team=0") and not cfg.has_settings_for("Other?team=0")
+
+
 def test_both_sac_cadence_spellings_read_steps_per_update_as_ml_agents_0_16_did(tmp_path):
     # real users' files set both; ML-Agents 0.16 read steps_per_update and ignored the 0.15 keys
     path = write_yaml(tmp_path / "c.yaml", "B:\n  trainer: sac\n  steps_per_update: 10\n  num_update: 3\n"

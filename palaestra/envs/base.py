@@ -152,7 +152,9 @@ class ActionTuple:
 class EngineConfig:
     """Engine settings from the command line. Unity builds use all of them; built-in and Python
     environments use what applies to them (see docs/environments.md). The defaults are the
-    flags' (palaestra/options.py)."""
+    flags' (palaestra/options.py). ``no_graphics``, ``timeout_wait`` and ``log_folder`` say how a
+    Unity build is started and waited for (``log_folder``: where its log goes, the run's
+    ``run_logs``; None for the Unity default)."""
 
     width: int = RunOptions.width
     height: int = RunOptions.height
@@ -160,15 +162,26 @@ class EngineConfig:
     time_scale: float = RunOptions.time_scale
     target_frame_rate: int = RunOptions.target_frame_rate
     no_graphics: bool = RunOptions.no_graphics
+    timeout_wait: float = RunOptions.timeout_wait
+    log_folder: str | None = None
 
 
 class EnvError(Exception):
     """An environment failed or answered with something the protocol does not allow."""
 
 
+class EnvClosed(EnvError):
+    """The environment ended the session itself, as it may (Play stopped in the Unity Editor, a
+    Unity build quit): the run saves and ends without an error."""
+
+
 @runtime_checkable
 class Env(Protocol):
-    """The protocol the run loop drives; see the module docstring and docs/environments.md."""
+    """The protocol the run loop drives; see the module docstring and docs/environments.md.
+
+    An environment that records statistics of its own (a Unity scene's stats channel) may also
+    have ``take_stats() -> {key: (values, aggregation)}`` (aggregation 0: average every value, 1:
+    keep the most recent): the run loop writes them to every behavior's summaries."""
 
     @property
     def behavior_specs(self) -> Mapping[str, BehaviorSpec]: ...

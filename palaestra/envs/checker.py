@@ -20,9 +20,11 @@ def _check_obs(where: str, obs: list[np.ndarray], n: int, spec: BehaviorSpec) ->
     for i, (o, shape) in enumerate(zip(obs, spec.observation_shapes)):
         if o.shape != (n, *shape):
             raise EnvError(f"{where}: observation {i} has shape {o.shape}, expected {(n, *shape)}")
-        if not np.issubdtype(o.dtype, np.floating):
-            raise EnvError(f"{where}: observation {i} has dtype {o.dtype}, expected float32")
-        if not np.isfinite(o).all():
+        image = len(shape) == 3  # images may come as uint8 (envs/observations.py)
+        if not (np.issubdtype(o.dtype, np.floating) or image and o.dtype == np.uint8):
+            raise EnvError(f"{where}: observation {i} has dtype {o.dtype}, expected float32"
+                           f"{' or uint8 (an image)' if image else ''}")
+        if o.dtype != np.uint8 and not np.isfinite(o).all():
             raise EnvError(f"{where}: observation {i} contains NaN or infinity")
 
 

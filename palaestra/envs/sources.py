@@ -1,6 +1,6 @@
 """``--env`` string → environment: the first of :data:`ENV_SOURCES` that recognizes it makes
 it (a new kind of environment is one more entry; docs/extending.md). The rule, in order
-(no ``--env``: the Unity Editor):
+(no ``--env``: the Unity Editor, on port 5004):
 
 1. a built-in environment name (``3DBall``, ``Basic``, ...);
 2. an id registered with Gymnasium (``CartPole-v1``, ``Pendulum-v1``, ``HalfCheetah-v5``);
@@ -11,7 +11,9 @@ it (a new kind of environment is one more entry; docs/extending.md). The rule, i
    ``ParallelEnv``; the working directory is importable, so ``--env=my_env:make`` finds
    ``my_env.py`` beside the config; ``pettingzoo:package.module`` is short for
    ``package.module:parallel_env`` (``--env=pettingzoo:mpe2.simple_adversary_v3``);
-4. a path to a Unity build — not supported yet.
+4. a path to a Unity build (the executable, the name without its suffix, a macOS ``.app`` or a
+   folder holding one build), started on ``--base-port`` + worker index with the ``--env-args``
+   on its command line (envs/unity/, docs/unity.md).
 Built-in names never collide with Gymnasium ids, which always carry a ``-v<N>`` suffix.
 """
 
@@ -112,18 +114,19 @@ def _make_from_factory(r: EnvRequest) -> Env:
 
 def _is_unity_build(name: str | None) -> bool:
     return name is not None and (os.path.exists(name) or name.endswith(UNITY_SUFFIXES)
-                                 or os.path.exists(name + ".x86_64"))
+                                 or any(os.path.exists(name + suffix) for suffix in UNITY_SUFFIXES))
 
 
 def _unity_editor(r: EnvRequest) -> Env:
-    raise EnvError(
-        "training against the Unity Editor (no --env) is not supported yet; pass --env with a "
-        f"built-in environment ({', '.join(BUILTIN_ENVS)}) or a Gymnasium id such as CartPole-v1"
-    )
+    from palaestra.envs.unity import open_editor
+
+    return open_editor(seed=r.seed, num_areas=r.num_areas, engine=r.engine)
 
 
 def _unity_build(r: EnvRequest) -> Env:
-    raise EnvError(f"--env={r.name}: Unity builds are not supported yet; use a built-in environment or a Gymnasium id")
+    from palaestra.envs.unity import open_build
+
+    return open_build(r.name, r.port, seed=r.seed, num_areas=r.num_areas, engine=r.engine, env_args=r.env_args)
 
 
 ENV_SOURCES: list[EnvSource] = [

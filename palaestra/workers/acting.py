@@ -167,7 +167,9 @@ def run_acting(env: Any, conn: Any, plan: ActingPlan, n_workers: int, index: int
                     actor.finished = []
                 stats[behavior] = actor.collector.take_episode_stats()
             header, announced = _write_results(results, q % plan.slots, arrays)
-            conn.send(("round", q, steps, header, stats, announced))
+            # statistics the environment recorded itself (a Unity scene's stats channel)
+            env_stats = env.take_stats() if hasattr(env, "take_stats") else {}
+            conn.send(("round", q, steps, header, stats, announced, env_stats))
             q += 1
     finally:
         for block in results:
@@ -196,6 +198,7 @@ class ActingWorkers:
                  reset_parameters: dict[str, float] | None = None) -> None:
         self.pool = pool
         self.reset_parameters = reset_parameters
+        self.env_stats: list[tuple[int, dict]] = []  # (worker, statistics its environment recorded)
         self.plans = plans
         self.sources = weights
         self.seed = seed
@@ -221,6 +224,11 @@ class ActingWorkers:
                 self._start_worker(i, 0)
             except WorkerFailed as f:
                 self._restart(i, f.what, 0)
+
+    def take_env_stats(self) -> list[tuple[int, dict[str, tuple[list[float], int]]]]:
+        """(worker index, statistics) the workers' environments recorded since the last call."""
+        taken, self.env_stats = self.env_stats, []
+        return taken
 
     def take_round(self) -> tuple[list[RoundResult], int]:
         """Every worker's next round, in worker order; and the environment steps it covered
@@ -279,7 +287,9 @@ class ActingWorkers:
             self.pool.send(i, ("round", q))
 
     def _receive(self, i: int, q: int) -> tuple[int, dict[str, np.ndarray], dict[str, EpisodeStats]]:
-        _, got, steps, header, stats, announced = self.pool.read_pipe(i, "round")
+        _, got, steps, header, stats, announced, env_stats = self.pool.read_pipe(i, "round")
+        if env_stats:
+            self.env_stats.append((i, env_stats))
         if got != q:
             raise WorkerFailed(f"it sent round {got} where round {q} was expected")
         key = ("round", q % self.slots)

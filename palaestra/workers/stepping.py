@@ -82,7 +82,7 @@ class SteppingWorker:
 
     def publish(self) -> bool:
         """Write every behavior's rows into its block, agent ids made unique across workers
-        (id x N + i); True if a new block was announced in the pipe."""
+        (id x N + i); True if the pipe has messages first (a new block, statistics)."""
         env, blocks, conn = self.env, self.blocks, self.conn
         n_workers, index = self.n_workers, self.index
         announced = False
@@ -109,6 +109,11 @@ class SteppingWorker:
             np.add(np.multiply(terminal.agent_id, n_workers, out=block["t_id"][:nt]), index, out=block["t_id"][:nt])
             block["t_interrupted"][:nt] = terminal.interrupted
             block["counts"][:3] = (nd, nt, masked)
+        # statistics the environment recorded itself (a Unity scene's stats channel) follow the rows
+        env_stats = env.take_stats() if hasattr(env, "take_stats") else {}
+        if env_stats:
+            conn.send(("env_stats", env_stats))
+            announced = True
         if announced:
             conn.send(("steps", None))
         return announced
@@ -156,6 +161,7 @@ class WorkerPoolEnv:
         self._rows: dict[str, dict[int, tuple[int, int]]] = {}  # behavior → worker → (first row, rows) shown
         self._actions: dict[str, ActionTuple] = {}
         self.results_returned = 0  # instances whose results get_steps shows (the run loop counts them)
+        self._env_stats: list[tuple[int, dict]] = []  # (worker, statistics its environment recorded)
 
     # -- the Env protocol --------------------------------------------------------------------
     @property
@@ -195,6 +201,20 @@ class WorkerPoolEnv:
 
     def close(self) -> None:
         self.pool.close()
+
+    def take_stats(self) -> dict[str, tuple[list[float], int]]:
+        """The statistics the workers' environments recorded since the last call, as one
+        environment's: averaged values from all workers, most-recent values from worker 0 (as
+        ML-Agents takes them)."""
+        merged: dict[str, tuple[list[float], int]] = {}
+        for worker, env_stats in self._env_stats:
+            for key, (values, aggregation) in env_stats.items():
+                if aggregation != 0 and worker != 0:
+                    continue
+                kept = merged.setdefault(key, ([], aggregation))[0]
+                kept[:] = kept + list(values) if aggregation == 0 else list(values)
+        self._env_stats = []
+        return merged
 
     # -- stepping ----------------------------------------------------------------------------
     def _send_actions(self, group: int) -> None:
@@ -239,7 +259,11 @@ class WorkerPoolEnv:
             self.pool.read_pipe(i, "steps", handle=partial(self._new_block, i))
 
     def _new_block(self, i: int, message: tuple) -> bool:
-        """Map a behavior's new block, created at the first reset or to grow; False for any other message."""
+        """Map a behavior's new block, created at the first reset or to grow, or keep the
+        statistics the worker's environment recorded; False for any other message."""
+        if message[0] == "env_stats":
+            self._env_stats.append((i, message[1]))
+            return True
         if message[0] != "block":
             return False
         _, behavior, shm_name, rows = message

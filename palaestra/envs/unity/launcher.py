@@ -1,0 +1,170 @@
+"""Finding a Unity build, starting it on its port, and stopping it.
+
+A build is started as ``<executable> [-nographics -batchmode] --mlagents-port <port>
+[-logFile <log>] <--env-args...>``, in a session of its own so that Ctrl+C in the terminal reaches
+only the trainer, which then quits Unity itself.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from palaestra.envs.base import EnvError
+
+BUILD_SUFFIXES = (".x86_64", ".x86", ".exe", ".app")
+
+
+def _is_executable_file(path: str) -> bool:
+    return os.path.isfile(path) and (os.access(path, os.X_OK) or path.endswith(".exe"))
+
+
+def _inside_app(bundle: str) -> str | None:
+    # macOS: Name.app/Contents/MacOS/<executable>
+    found = sorted(p for p in glob.glob(os.path.join(bundle, "Contents", "MacOS", "*")) if os.path.isfile(p))
+    return found[0] if found else None
+
+
+def _in_folder(folder: str) -> list[str]:
+    found = []
+    for entry in sorted(os.listdir(folder)):
+        path = os.path.join(folder, entry)
+        if entry.endswith(".app") and os.path.isdir(path):
+            inner = _inside_app(path)
+            if inner:
+                found.append(inner)
+        elif entry.endswith(BUILD_SUFFIXES) and os.path.isfile(path) and not entry.startswith("UnityCrashHandler"):
+            found.append(path)
+    return found
+
+
+def find_executable(name: str) -> str:
+    """The executable ``--env`` names: the file itself, the name with a build suffix added, the
+    executable inside a macOS ``.app`` bundle, or the one build inside a folder. EnvError says what
+    was looked for."""
+    path = os.path.expanduser(name)
+    if path.endswith(".app") and os.path.isdir(path):
+        inner = _inside_app(path)
+        if inner is None:
+            raise EnvError(f"--env={name}: the app bundle has no executable in Contents/MacOS")
+        return inner
+    if os.path.isdir(path):
+        found = _in_folder(path)
+        if len(found) == 1:
+            return found[0]
+        if not found:
+            raise EnvError(f"--env={name}: the folder holds no Unity build (a file ending in "
+                           f"{', '.join(BUILD_SUFFIXES)})")
+        names = ", ".join(os.path.basename(f) for f in found)
+        raise EnvError(f"--env={name}: the folder holds several builds ({names}); name one of them")
+    candidates = [path] + [path + suffix for suffix in BUILD_SUFFIXES]
+    for candidate in candidates:
+        if candidate.endswith(".app") and os.path.isdir(candidate):
+            inner = _inside_app(candidate)
+            if inner:
+                return inner
+        if os.path.isfile(candidate):
+            if not _is_executable_file(candidate):
+                raise EnvError(f"--env={name}: {candidate} is not executable; make it so with chmod +x {candidate}")
+            return candidate
+    raise EnvError(f"--env={name}: no Unity build found (looked for {', '.join(candidates)}); give the path to "
+                   "the build's executable, relative to the folder you run from")
+
+
+def command_line(executable: str, port: int, no_graphics: bool, log_file: str | None, env_args: list[str]) -> list[str]:
+    cmd = [executable]
+    if no_graphics:
+        cmd += ["-nographics", "-batchmode"]
+    cmd += ["--mlagents-port", str(port)]
+    if log_file is not None:
+        cmd += ["-logFile", log_file]
+    return cmd + list(env_args)
+
+
+@dataclass
+class UnityProcess:
+    """A running build: its process, command line and log."""
+
+    popen: subprocess.Popen
+    command: list[str]
+    log_file: str | None
+    stopped: bool = field(default=False)
+
+    def exit_description(self) -> str | None:
+        """How the build ended (None while it runs)."""
+        code = self.popen.poll()
+        if code is None:
+            return None
+        how = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
+        return f"the build {how}; {self.log_hint()}"
+
+    def log_hint(self) -> str:
+        return f"its log is {self.log_file}" if self.log_file else "see the Unity Player log"
+
+    def hint(self) -> str:
+        return (f"Check the build's log ({self.log_file or 'the Unity Player log'}): the scene must have agents "
+                "with Behavior Parameters and an Academy that connects to the trainer (com.unity.ml-agents); "
+                "a build made with an old ML-Agents package, or a slow machine (raise --timeout-wait), are "
+                "the usual causes")
+
+    def stop(self, wait: float = 5.0) -> None:
+        """Wait for the build to quit after the trainer said goodbye; then end it, and the processes
+        it started."""
+        if self.stopped:
+            return
+        self.stopped = True
+        try:
+            self.popen.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+        for sig, grace in ((signal.SIGTERM, 3.0), (getattr(signal, "SIGKILL", signal.SIGTERM), 3.0)):
+            try:
+                if hasattr(os, "killpg"):
+                    os.killpg(self.popen.pid, sig)
+                else:
+                    self.popen.send_signal(sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+            try:
+                self.popen.wait(grace)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+
+_RUNNING: list[UnityProcess] = []
+
+
+def _stop_all_at_exit() -> None:  # a run that fails before closing its environment leaves no build behind
+    for process in _RUNNING:
+        process.stop(wait=0.5)
+
+
+def launch(executable: str, port: int, no_graphics: bool, log_folder: str | None, env_args: list[str]) -> UnityProcess:
+    log_file = None
+    if log_folder is not None:
+        Path(log_folder).mkdir(parents=True, exist_ok=True)
+        log_file = str(Path(log_folder).resolve() / f"Player-{port}.log")
+    cmd = command_line(executable, port, no_graphics, log_file, env_args)
+    out = open(log_file, "ab") if log_file else subprocess.DEVNULL
+    try:
+        popen = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                 start_new_session=sys.platform != "win32")
+    except OSError as e:
+        raise EnvError(f"cannot start the Unity build {executable}: {e.strerror or e}") from None
+    finally:
+        if log_file:
+            out.close()
+    process = UnityProcess(popen, cmd, log_file)
+    if not _RUNNING:
+        import atexit
+
+        atexit.register(_stop_all_at_exit)
+    _RUNNING.append(process)
+    return process

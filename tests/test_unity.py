@@ -1,0 +1,569 @@
+"""Unity builds and the Editor over ML-Agents' protocol, against the fake Unity of
+tests/fake_unity (a gRPC client playing Unity's side, started the way a build is)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import random
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from palaestra.envs.base import ActionTuple, EngineConfig, EnvError
+from palaestra.envs.checker import check_env
+from palaestra.envs.unity import RawBytesChannel, open_build, open_editor
+from palaestra.envs.unity import messages as pb
+from palaestra.envs.unity import side_channels as sc
+from palaestra.envs.unity.communicator import free_port, version_problem
+from palaestra.envs.unity.launcher import command_line, find_executable
+from tests.conftest import write_yaml
+from tests.fake_unity import REPOSITORY, make_build, running_players
+from tests.fake_unity.scene import camera_image
+
+
+@pytest.fixture
+def port() -> int:
+    # a free port away from the usual 5004/5005, so that runs of other people are not disturbed
+    return free_port(random.randrange(20000, 40000, 10))
+
+
+@pytest.fixture(autouse=True)
+def no_build_left_behind(tmp_path):
+    yield
+    deadline = time.time() + 5
+    while running_players(str(tmp_path)) and time.time() < deadline:
+        time.sleep(0.05)
+    assert running_players(str(tmp_path)) == [], "a Unity build outlived its environment"
+
+
+def engine(tmp_path: Path, **kw) -> EngineConfig:
+    return EngineConfig(log_folder=str(tmp_path / "logs"), **kw)
+
+
+def events(log_file: Path) -> list[dict]:
+    out = []
+    for line in log_file.read_text().splitlines():
+        if line.startswith("{"):
+            out.append(json.loads(line))
+    return out
+
+
+def log_of(env) -> Path:
+    return Path(env.process.log_file)
+
+
+# --- messages and side channels
+
+def test_the_checked_in_proto_file_is_the_table():
+    assert pb.PROTO_FILE.read_text() == pb.proto_text(), "run python -m palaestra.envs.unity.messages"
+
+
+def test_messages_keep_ml_agents_field_numbers_on_the_wire():
+    m = pb.UnityMessageProto()
+    m.unity_input.rl_input.agent_actions["Walker?team=0"].value.add(continuous_actions=[0.5], discrete_actions=[2])
+    m.unity_input.rl_input.command = pb.RESET
+    back = pb.UnityMessageProto.FromString(m.SerializeToString())
+    assert back == m
+    # field 3 of UnityMessageProto, field 1 of UnityInputProto, field 4 (command) of UnityRLInputProto
+    assert bytes([0x1A]) == m.SerializeToString()[:1]
+    assert pb.AgentActionProto.DESCRIPTOR.fields_by_name["continuous_actions"].number == 6
+    assert pb.BrainParametersProto.DESCRIPTOR.fields_by_name["action_spec"].number == 9
+
+
+def test_side_channel_records_round_trip_and_damaged_ones_are_named():
+    a, b = uuid.uuid4(), uuid.uuid4()
+    data = sc.encode([(a, b"xyz"), (b, b"")])
+    assert sc.decode(data) == [(a, b"xyz"), (b, b"")]
+    assert data[:16] == a.bytes_le
+    with pytest.raises(EnvError, match="claims 99 bytes"):
+        sc.decode(a.bytes_le + (99).to_bytes(4, "little") + b"ab")
+    with pytest.raises(EnvError, match="side channel stats: a message of 3 bytes ends early"):
+        sc.StatsChannel().on_message(b"\x01\x00\x00")
+
+
+def test_stats_keep_every_average_and_the_last_most_recent():
+    channel = sc.StatsChannel()
+    for v in (1.0, 2.0):
+        channel.on_message(bytes(sc.Writer().string("A").float32(v).int32(sc.AVERAGE).data))
+        channel.on_message(bytes(sc.Writer().string("R").float32(v).int32(sc.MOST_RECENT).data))
+    assert channel.take_stats() == {"A": ([1.0, 2.0], sc.AVERAGE), "R": ([2.0], sc.MOST_RECENT)}
+    assert channel.take_stats() == {}
+    with pytest.raises(EnvError, match="aggregation 7"):
+        channel.on_message(bytes(sc.Writer().string("A").float32(1).int32(7).data))
+
+
+@pytest.mark.parametrize("unity, expected", [
+    ("0.15.0", "Upgrade the ML-Agents package in the Unity project"),
+    ("API-14", "Upgrade the ML-Agents package in the Unity project"),
+    ("2.0.0", "Upgrade Palaestra"),
+])
+def test_a_version_palaestra_cannot_speak_names_both_and_what_to_upgrade(unity, expected):
+    problem = version_problem(unity, "0.15.1")
+    assert expected in problem and unity in problem and "1.0.0 to 1.5.0" in problem and "0.15.1" in problem
+
+
+@pytest.mark.parametrize("unity", ["1.0.0", "1.2.0", "1.5.0", "1.9.2"])
+def test_every_1x_api_is_spoken(unity):
+    assert version_problem(unity, "") is None
+
+
+# --- finding builds
+
+def test_builds_are_found_as_ml_agents_finds_them(tmp_path):
+    build = make_build(tmp_path / "Linux", "Ball")
+    assert find_executable(str(build)) == str(build)
+    assert find_executable(str(tmp_path / "Linux" / "Ball")) == str(build)  # without the suffix
+    assert find_executable(str(tmp_path / "Linux")) == str(build)  # the folder holding it
+    app = tmp_path / "Mac" / "Ball.app" / "Contents" / "MacOS"
+    inner = make_build(app, "Ball", suffix="")
+    assert find_executable(str(tmp_path / "Mac" / "Ball.app")) == str(inner)
+    assert find_executable(str(tmp_path / "Mac" / "Ball")) == str(inner)
+    assert find_executable(str(tmp_path / "Mac")) == str(inner)
+
+
+def test_a_missing_unexecutable_or_ambiguous_build_is_named(tmp_path):
+    with pytest.raises(EnvError, match=r"no Unity build found \(looked for .*Nope, .*Nope.x86_64"):
+        find_executable(str(tmp_path / "Nope"))
+    plain = tmp_path / "Plain.x86_64"
+    plain.write_text("")
+    with pytest.raises(EnvError, match="is not executable; make it so with chmod"):
+        find_executable(str(plain))
+    make_build(tmp_path / "two", "A")
+    make_build(tmp_path / "two", "B")
+    with pytest.raises(EnvError, match="several builds"):
+        find_executable(str(tmp_path / "two"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(EnvError, match="holds no Unity build"):
+        find_executable(str(tmp_path / "empty"))
+
+
+def test_the_command_line_is_unitys():
+    assert command_line("/b/x", 5006, True, "/l/P.log", ["--x", "1"]) == [
+        "/b/x", "-nographics", "-batchmode", "--mlagents-port", "5006", "-logFile", "/l/P.log", "--x", "1"]
+
+
+# --- a build: connection, observations, actions, side channels
+
+def test_a_build_trains_the_protocol_and_quits_when_closed(tmp_path, port):
+    build = make_build(tmp_path, "FakeBall")
+    env = open_build(str(build), port, engine=engine(tmp_path, no_graphics=True, time_scale=7.5, width=64),
+                     env_args=["--hello", "world"])
+    try:
+        assert dict(env.behavior_specs) == {"3DBall": env.behavior_specs["3DBall"]}
+        spec = env.behavior_specs["3DBall"]
+        assert spec.observation_shapes == ((8,),) and spec.action_spec.continuous_size == 2
+        decision, terminal = env.get_steps("3DBall")
+        assert len(decision) == 12 and len(terminal) == 0 and decision.obs[0].dtype == np.float32
+        check_env(env, steps=60)
+        env.reset({"gravity": 3.5})
+    finally:
+        env.close()
+    assert env.process.popen.returncode == 0  # it quit by itself on the status-400 goodbye
+    log = events(log_of(env))
+    start = log[0]
+    assert start["batchmode"] and start["nographics"] and start["port"] == port
+    assert start["extra"] == ["--hello", "world"]
+    assert {"event": "engine", "kind": 2, "values": [7.5]} in log
+    assert {"event": "engine", "kind": 0, "values": [64, 84]} in log
+    assert {"event": "parameter", "key": "gravity", "kind": 0, "value": 3.5} in log
+    assert log[-1]["event"] == "exit" and log[-1]["reason"] == "status 400"
+    assert log_of(env).name == f"Player-{port}.log"
+
+
+def test_agents_get_new_ids_after_their_episode_and_interruptions_are_kept(tmp_path, port):
+    build = make_build(tmp_path, "Stagger", "--scene", "Staggered")
+    env = open_build(str(build), port, engine=engine(tmp_path))
+    try:
+        assert list(env.behavior_specs) == ["Striker?team=1", "Walker?team=0"]  # team names intact, sorted
+        striker = env.behavior_specs["Striker?team=1"].action_spec
+        assert striker.continuous_size == 1 and striker.discrete_branches == (3, 2)
+        seen_terminal = []
+        for t in range(14):
+            walker, ended = env.get_steps("Walker?team=0")
+            # agent i asks every i + 1 steps: only those asking are in the decision steps
+            assert sorted(walker.obs[0][:, 0].astype(int).tolist()) == [i for i in range(4) if t % (i + 1) == 0]
+            if t > 0:  # the reward is the first action each agent received
+                np.testing.assert_allclose(walker.reward, (walker.obs[0][:, 0] + 1) / 10)
+            for i in range(len(ended)):
+                slot = int(ended.obs[0][i, 0])
+                seen_terminal.append((slot, bool(ended.interrupted[i]), int(ended.agent_id[i])))
+                assert ended.agent_id[i] not in walker.agent_id  # the next episode has a new id
+            env.set_actions("Walker?team=0", ActionTuple(((walker.obs[0][:, :1] + 1) / 10 *
+                                                           np.ones((1, 2))).astype(np.float32)))
+            striker_steps, _ = env.get_steps("Striker?team=1")
+            masks = striker_steps.action_mask
+            assert [m.shape for m in masks] == [(2, 3), (2, 2)] and masks[0][:, 0].all() and not masks[1].any()
+            env.set_actions("Striker?team=1", ActionTuple(np.zeros((2, 1), np.float32), np.ones((2, 2), np.int32)))
+            env.step()
+        assert (0, False, 0) in seen_terminal  # agent 0 decides every step: 6 decisions, then done
+        assert any(slot == 1 and interrupted for slot, interrupted, _ in seen_terminal)
+    finally:
+        env.close()
+    assert not [e for e in events(log_of(env)) if e["event"] == "masked_action"]
+
+
+def test_a_behavior_that_appears_after_training_started_gets_zero_actions(tmp_path, port, caplog):
+    build = make_build(tmp_path, "Late", "--scene", "Staggered", "--striker-from", "3")
+    env = open_build(str(build), port, engine=engine(tmp_path))
+    try:
+        assert list(env.behavior_specs) == ["Walker?team=0"]
+        with caplog.at_level(logging.WARNING, logger="palaestra"):
+            for _ in range(6):
+                walker, _ = env.get_steps("Walker?team=0")
+                env.set_actions("Walker?team=0", ActionTuple(np.full((len(walker), 2), 0.5, np.float32)))
+                env.step()
+    finally:
+        env.close()
+    assert caplog.text.count("behavior 'Striker?team=1' appeared after training started") == 1
+    # the Striker's agents got actions (zeros: its masked action 0, which the fake notes)
+    assert [e for e in events(log_of(env)) if e["event"] == "masked_action"]
+
+
+def test_api_1_2_gets_its_actions_in_the_old_field(tmp_path, port):
+    build = make_build(tmp_path, "Old", "--scene", "Staggered", "--api", "1.2.0")
+    env = open_build(str(build), port, engine=engine(tmp_path))
+    try:
+        assert not env.negotiated.hybrid_actions
+        assert env.behavior_specs["Striker?team=1"].action_spec.describe() == "discrete[3, 2]"
+        for _ in range(2):
+            walker, _ = env.get_steps("Walker?team=0")
+            env.set_actions("Walker?team=0", ActionTuple(np.full((len(walker), 2), 0.25, np.float32)))
+            env.set_actions("Striker?team=1", ActionTuple(discrete=np.ones((2, 2), np.int32)))
+            env.step()
+        walker, _ = env.get_steps("Walker?team=0")
+        np.testing.assert_allclose(walker.reward, 0.25)
+    finally:
+        env.close()
+    assert events(log_of(env))[1]["version"] == "1.2.0"  # Unity's own version is answered
+
+
+@pytest.mark.parametrize("flags, shape", [
+    ((), (20, 20, 3)),
+    (("--gray",), (20, 20, 1)),
+    (("--channels-first",), (20, 20, 3)),
+    (("--float-camera", "--channels-first"), (20, 20, 3)),
+    (("--api", "1.0.0"), (20, 20, 3)),
+])
+def test_cameras_arrive_as_height_width_channels_images(tmp_path, port, flags, shape):
+    build = make_build(tmp_path, "Grid", "--scene", "GridWorld", "--camera", "20", *flags)
+    env = open_build(str(build), port, engine=engine(tmp_path))
+    try:
+        spec = env.behavior_specs["GridWorld"]
+        assert spec.observation_shapes == (shape, (83,)) and spec.action_spec.discrete_branches == (4,)
+        for _ in range(3):
+            decision, _ = env.get_steps("GridWorld")
+            image, vector = decision.obs
+            # (a gray camera travels as an RGB PNG of three equal channels, decoded to one)
+            expected = np.stack([camera_image(v, 20, shape[2]) for v in vector])
+            if "--float-camera" in flags:
+                assert image.dtype == np.float32
+                np.testing.assert_allclose(image, expected / 255.0, atol=1e-6)
+            else:
+                assert image.dtype == np.uint8
+                np.testing.assert_array_equal(image, expected)
+            blocked = decision.action_mask[0]
+            assert blocked.shape == (9, 4) and blocked.any()  # moves into the wall
+            choice = np.argmin(blocked, axis=1).astype(np.int32)[:, None]
+            env.set_actions("GridWorld", ActionTuple(discrete=choice))
+            env.step()
+    finally:
+        env.close()
+
+
+def test_statistics_and_a_users_raw_bytes_channel(tmp_path, port):
+    channel_id = uuid.uuid4()
+    mine = RawBytesChannel(channel_id)
+    build = make_build(tmp_path, "Stats", "--stats", "--echo", str(channel_id))
+    env = open_build(str(build), port, engine=engine(tmp_path), side_channels=[mine])
+    try:
+        env.take_stats()
+        mine.send(b"\x01\x02\x03")
+        for _ in range(3):
+            env.step()
+        stats = env.take_stats()
+        assert stats["Fake/Step"] == ([1.0, 2.0, 3.0], sc.AVERAGE)
+        assert stats["Fake/Latest"] == ([3.0], sc.MOST_RECENT)
+        assert mine.take_received() == [b"\x03\x02\x01"]
+    finally:
+        env.close()
+
+
+# --- faults: a clear message each, and no build left running (no_build_left_behind)
+
+def fails(tmp_path, port, *flags, timeout=60.0, env_args=()):
+    build = make_build(tmp_path, "Faulty", *flags)
+    start = time.time()
+    with pytest.raises(EnvError) as caught:
+        env = open_build(str(build), port, engine=engine(tmp_path, timeout_wait=timeout), env_args=list(env_args))
+        try:
+            for _ in range(50):
+                env.step()
+        finally:
+            env.close()
+    return str(caught.value), time.time() - start
+
+
+def test_a_build_that_exits_at_once_names_its_log(tmp_path, port):
+    message, seconds = fails(tmp_path, port, "--exit-at-once")
+    assert message.startswith(f"--env={tmp_path / 'Faulty.x86_64'}: Unity stopped while Palaestra waited for its "
+                              "first message (the handshake): the build exited with code 1")
+    assert f"its log is {tmp_path / 'logs' / f'Player-{port}.log'}" in message and seconds < 10
+
+
+def test_a_build_that_crashes_mid_run(tmp_path, port):
+    message, _ = fails(tmp_path, port, "--crash-after", "5")
+    assert "Unity stopped while Palaestra waited for the observations after a step" in message
+    assert "exited with code 3" in message
+
+
+def test_a_build_that_never_connects_times_out_saying_what_to_check(tmp_path, port):
+    message, seconds = fails(tmp_path, port, env_args=["--slow-start", "30"], timeout=1.5)
+    assert "did not send its first message (the handshake) within 1.5 s" in message
+    assert "Check the build's log" in message and "--timeout-wait" in message and seconds < 10
+
+
+def test_a_build_that_hangs_mid_run_times_out(tmp_path, port):
+    message, _ = fails(tmp_path, port, "--hang-after", "3", timeout=1.5)
+    assert "did not send the observations after a step within 1.5 s" in message
+
+
+def test_nan_from_unity_names_the_behavior(tmp_path, port):
+    message, _ = fails(tmp_path, port, "--nan-after", "2")
+    assert "behavior '3DBall', observation 0: NaN or infinite values" in message
+
+
+@pytest.mark.parametrize("api, expected", [("0.15.0", "Upgrade the ML-Agents package in the Unity project"),
+                                           ("2.1.0", "Upgrade Palaestra")])
+def test_an_api_palaestra_cannot_speak_is_refused(tmp_path, port, api, expected):
+    message, seconds = fails(tmp_path, port, "--api", api)
+    assert expected in message and api in message and seconds < 10
+
+
+def test_a_taken_port_moves_a_build_to_the_next_free_one(tmp_path, port, caplog):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        with caplog.at_level(logging.WARNING, logger="palaestra"):
+            env = open_build(str(make_build(tmp_path, "Ball")), port, engine=engine(tmp_path))
+        env.close()
+    assert env.communicator.port > port and events(log_of(env))[0]["port"] == env.communicator.port
+    assert f"port {port} is in use; the build is told to connect on port {env.communicator.port}" in caplog.text
+
+
+def test_the_editors_port_in_use_is_an_error_naming_it(port):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        with pytest.raises(EnvError, match=f"port {port}, where the Unity Editor connects, is in use .* by process "
+                                           f"{os.getpid()}"):
+            open_editor(port=port)
+
+
+def test_the_editor_listens_and_says_to_press_play(tmp_path, port, capsys):
+    player = subprocess.Popen([sys.executable, "-m", "tests.fake_unity.player", "--mlagents-port", str(port),
+                               "-logFile", str(tmp_path / "editor.log")], cwd=REPOSITORY,
+                              env=dict(os.environ, PYTHONPATH=str(REPOSITORY)))
+    try:
+        env = open_editor(port=port, engine=EngineConfig(timeout_wait=30))
+        assert "Start training by pressing the Play button in the Unity Editor" in capsys.readouterr().out
+        env.step()
+        env.close()
+        assert player.wait(10) == 0
+        assert env.process is None
+    finally:
+        player.kill()
+        player.wait()
+
+
+# --- the command line
+
+def test_training_in_the_editor_ends_when_play_is_stopped(run_cli, workdir, port, monkeypatch):
+    import palaestra.envs.unity
+
+    monkeypatch.setattr(palaestra.envs.unity, "EDITOR_PORT", port)
+    editor = subprocess.Popen([sys.executable, "-m", "tests.fake_unity.player", "--mlagents-port", str(port),
+                               "--slow-start", "1", "--quit-after", "100", "-logFile", str(workdir / "editor.log")],
+                              cwd=REPOSITORY, env=dict(os.environ, PYTHONPATH=str(REPOSITORY)))
+    try:
+        config = write_yaml(workdir / "c.yaml", CONFIG.replace("max_steps: 600", "max_steps: 100000"))
+        result = run_cli(str(config), "--run-id=ed")
+        assert editor.wait(10) == 0
+    finally:
+        editor.kill()
+        editor.wait()
+    assert result.code == 0, result.log
+    assert "Start training by pressing the Play button in the Unity Editor" in result.out
+    assert "Unity closed the connection (status 400: Play was stopped): the run ends, saving the model" in result.log
+    assert (workdir / "models" / "ed" / "3DBall.onnx").exists()
+
+
+CONFIG = """
+default:
+  trainer: ppo
+  max_steps: 600
+  summary_freq: 300
+  time_horizon: 32
+  batch_size: 64
+  buffer_size: 256
+"""
+
+
+def test_mlagents_learn_trains_a_build_and_keeps_its_log(run_cli, workdir, port):
+    build = make_build(workdir / "Builds", "FakeBall")
+    config = write_yaml(workdir / "c.yaml", CONFIG)
+    result = run_cli(str(config), f"--env={build}", "--run-id=u", f"--base-port={port}", "--no-graphics",
+                     "--env-args", "--stats")
+    assert result.code == 0, result.log
+    log = workdir / "models" / "u" / "run_logs" / f"Player-{port}.log"
+    assert events(log)[0]["nographics"] and events(log)[-1]["reason"] == "status 400"
+    assert (workdir / "models" / "u" / "3DBall.onnx").exists()
+    # the scene's statistics reach the summaries under their own keys: the fake sends its step
+    # count as an average and as a most-recent value, so the latter is ahead of the former
+    with open(workdir / "summaries" / "u_3DBall.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert float(rows[-1]["Fake/Latest"]) > float(rows[-1]["Fake/Step"]) > 0
+
+
+def test_num_envs_2_launches_two_builds_on_consecutive_ports(run_cli, workdir, port):
+    build = make_build(workdir / "Builds", "FakeBall")
+    config = write_yaml(workdir / "c.yaml", CONFIG)
+    result = run_cli(str(config), f"--env={build}", "--run-id=u2", f"--base-port={port}", "--num-envs=2",
+                     "--env-args", "--stats")
+    assert result.code == 0, result.log
+    logs = workdir / "models" / "u2" / "run_logs"
+    assert sorted(p.name for p in logs.iterdir()) == [f"Player-{port}.log", f"Player-{port + 1}.log"]
+    for p in logs.iterdir():
+        assert events(p)[-1]["event"] == "exit"
+    with open(workdir / "summaries" / "u2_3DBall.csv", newline="") as fh:  # statistics from the workers
+        rows = list(csv.DictReader(fh))
+    assert float(rows[-1]["Fake/Latest"]) > 0 and float(rows[-1]["Fake/Step"]) > 0
+
+
+def test_cli_faults_end_in_one_line_without_a_traceback(run_cli, workdir, port):
+    config = write_yaml(workdir / "c.yaml", CONFIG)
+    missing = run_cli(str(config), f"--env={workdir / 'Builds' / 'Gone.x86_64'}", "--run-id=m")
+    assert missing.code == 1 and "no Unity build found" in missing.log and "Traceback" not in missing.log
+    crash = make_build(workdir / "Crash", "FakeBall", "--crash-after", "40")
+    crashed = run_cli(str(config), f"--env={crash}", "--run-id=c", f"--base-port={port}")
+    assert crashed.code == 1 and "exited with code 3" in crashed.log and "the model was saved first" in crashed.log
+    assert "Traceback" not in crashed.log
+    editor = run_cli(str(config), "--num-envs=2", "--run-id=e")
+    assert editor.code == 1 and "needs a Unity build" in editor.log
+
+
+def test_dry_run_reads_the_builds_specs_and_writes_no_run_folder(run_cli, workdir, port):
+    build = make_build(workdir / "Builds", "Grid", "--scene", "GridWorld")
+    config = write_yaml(workdir / "c.yaml", CONFIG)
+    result = run_cli(str(config), f"--env={build}", "--run-id=d", f"--base-port={port}", "--dry-run")
+    assert result.code == 0 and "discrete[4]" in result.out
+    assert not (workdir / "models").exists()
+
+
+def test_a_build_that_crashes_under_num_envs_is_restarted(run_cli, workdir, port):
+    build = make_build(workdir / "Builds", "FakeBall", "--crash-after", "20")
+    config = write_yaml(workdir / "c.yaml", CONFIG)
+    result = run_cli(str(config), f"--env={build}", "--run-id=r", f"--base-port={port}", "--num-envs=2",
+                     "--restarts-rate-limit-n=-1")
+    assert result.code == 0, result.log
+    assert "exited with code 3" in result.log and "restart" in result.log.lower()
+    assert (workdir / "models" / "r" / "3DBall.onnx").exists()
+
+
+@pytest.mark.training
+@pytest.mark.parametrize("flags", [[], ["--num-envs=2"]])
+def test_ppo_solves_3dball_through_the_fake_build(run_cli, workdir, port, flags):
+    """The same threshold and budget as the in-process 3DBall in tests/test_training.py, with
+    the physics on the far side of the gRPC bridge."""
+    from palaestra.envs.builtin import BUILTIN_ENVS
+    from palaestra.evaluation import evaluate_onnx
+    from tests.conftest import SHIPPED_CONFIG
+    from tests.test_training import last_summary
+
+    build = make_build(workdir / "Builds", "FakeBall")
+    config = write_yaml(workdir / "c.yaml", SHIPPED_CONFIG.read_text().replace("max_steps: 5.0e5", "max_steps: 3.0e5"))
+    result = run_cli(str(config), f"--env={build}", "--run-id=r", "--seed=1", f"--base-port={port}", "--no-graphics",
+                     *flags)
+    assert result.code == 0, result.log[-3000:]
+    assert last_summary(workdir, "r_3DBall")["Environment/Cumulative Reward"] >= 90.0
+    returns = evaluate_onnx(BUILTIN_ENVS["3DBall"](seed=3, num_areas=2), workdir / "models/r/3DBall.onnx", episodes=20)
+    assert len(returns) == 20 and np.mean(returns) >= 90.0
+
+
+def test_ctrl_c_saves_and_quits_the_build(workdir, port):
+    from tests.conftest import interrupt_training
+
+    build = make_build(workdir / "Builds", "FakeBall", "--step-delay", "0.002")
+    config = write_yaml(workdir / "c.yaml", CONFIG.replace("max_steps: 600", "max_steps: 1000000"))
+    code, err, seconds = interrupt_training(workdir, str(config), f"--env={build}", "--run-id=i",
+                                            f"--base-port={port}")
+    assert code == 0 and "Traceback" not in err and seconds < 30, err[-2000:]
+    assert (workdir / "models" / "i" / "3DBall.onnx").exists()
+    log = events(workdir / "models" / "i" / "run_logs" / f"Player-{port}.log")
+    assert log[-1]["reason"] == "status 400"  # told goodbye, it quit by itself
+
+
+def test_a_seed_past_int32_reaches_unity_wrapped(tmp_path, port):
+    env = open_build(str(make_build(tmp_path, "Ball")), port, seed=2**32 - 1, engine=engine(tmp_path))
+    env.close()
+    assert events(log_of(env))[1]["seed"] == (2**32 - 1) % 2**31
+
+
+@pytest.mark.parametrize("api, package", [("1.0.0", "0.16.1"), ("1.3.0", "1.1.0"), ("1.5.0", "1.1.0")])
+def test_unity_hears_a_trainer_version_its_package_accepts(tmp_path, port, api, package):
+    # Unity's 1.0.x packages stop talking to a trainer above 0.25.999
+    env = open_build(str(make_build(tmp_path, "Ball", "--api", api)), port, engine=engine(tmp_path))
+    env.close()
+    initialized = events(log_of(env))[1]
+    assert (initialized["version"], initialized["package"]) == (api, package)
+
+
+def test_statistics_also_come_from_stepping_workers(run_cli, workdir, port):
+    build = make_build(workdir / "Builds", "FakeBall", "--stats")
+    config = write_yaml(workdir / "c.yaml", CONFIG)
+    result = run_cli(str(config), f"--env={build}", "--run-id=s", f"--base-port={port}", "--num-envs=2",
+                     "--acting=main")
+    assert result.code == 0, result.log
+    with open(workdir / "summaries" / "s_3DBall.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert float(rows[-1]["Fake/Latest"]) > float(rows[-1]["Fake/Step"]) > 0
+
+
+def test_a_newer_minor_api_or_missing_capabilities_are_warnings(caplog):
+    from palaestra.envs.unity.communicator import negotiate
+
+    init = pb.UnityRLInitializationOutputProto(name="A", communication_version="1.7.0", package_version="9.9.9")
+    with caplog.at_level(logging.WARNING, logger="palaestra"):
+        negotiated = negotiate(init)
+    assert negotiated.api == (1, 5) and negotiated.hybrid_actions
+    assert "newer than the 1.5.0 Palaestra knows" in caplog.text and "base RL capabilities" in caplog.text
+
+
+def test_force_keeps_the_logs_of_the_builds_it_started_and_logs_alone_are_no_earlier_run(tmp_path):
+    from palaestra.options import RunOptions
+    from palaestra.run_folders import check_run_folders, start_over_if_forced
+
+    run = tmp_path / "r"
+    (run / "run_logs").mkdir(parents=True)
+    (run / "run_logs" / "Player-5005.log").write_text("open")
+    check_run_folders(RunOptions(run_id="r"), tmp_path)  # only logs: a run that never trained
+    (run / "3DBall").mkdir()
+    (run / "3DBall.onnx").write_text("")
+    start_over_if_forced(RunOptions(run_id="r", force=True), run)
+    assert sorted(p.name for p in run.iterdir()) == ["run_logs"]
+    assert (run / "run_logs" / "Player-5005.log").read_text() == "open"
+
+
+def test_two_side_channels_with_one_id_are_refused_and_the_build_is_stopped(tmp_path, port):
+    channel_id = uuid.uuid4()
+    with pytest.raises(EnvError, match=f"two side channels share the id {channel_id}"):
+        open_build(str(make_build(tmp_path, "Ball")), port, engine=engine(tmp_path),
+                   side_channels=[RawBytesChannel(channel_id), RawBytesChannel(channel_id)])
