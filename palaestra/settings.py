@@ -324,7 +324,7 @@ class TrainerSettings:
                                              "the reward signals and their settings (below)",
                                              used_by=EVERY_RL_TRAINER)
     behavioral_cloning: BehavioralCloningSettings | None = _key(None, _checked_separately, "behavioral cloning "
-                                                                "from demonstrations (below; not supported yet)",
+                                                                "from demonstrations (below; docs/imitation.md)",
                                                                 used_by=EVERY_RL_TRAINER)
     self_play: SelfPlaySettings | None = _key(None, _checked_separately, "self-play (below; not supported yet)",
                                               used_by=EVERY_RL_TRAINER)
