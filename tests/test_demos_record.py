@@ -143,7 +143,7 @@ def test_file_names_of_behaviors():
     (["--env=3DBall", "--policy=missing.onnx"], "missing.onnx: no such model file"),
     (["--env=3DBall", "--policy=no_such_module_xyz:act"], "cannot import module 'no_such_module_xyz'"),
     (["--env=3DBall", "--policy=my_policy:absent"], "module 'my_policy' has no attribute 'absent'"),
-    (["--env=3DBall", "--policy=my_policy:NUMBER"], "'NUMBER' is a int, not a function"),
+    (["--env=3DBall", "--policy=my_policy:NUMBER"], "'NUMBER' is a int, not a callable"),
     (["--env=3DBall", "--policy=my_policy:broken"], "raised ZeroDivisionError: division by zero"),
     (["--env=3DBall", "--policy=my_policy:wrong_shape"], "continuous actions of shape (12, 2)"),
     (["--env=3DBall", "--policy=my_policy:wrong_type"], "returned a str; it must return an ActionTuple"),

@@ -19,19 +19,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import os
 import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 
 from palaestra.demos.reader import DemoError, DemoMeta
 from palaestra.demos.writer import DemoWriter
 from palaestra.envs.base import ActionTuple, BehaviorSpec, DecisionSteps, Env, EnvError, TerminalSteps
+from palaestra.imports import ImportTargetError, load_callable
 
 Policy = Callable[[DecisionSteps], ActionTuple]
 
@@ -142,22 +142,10 @@ def _onnx(path: Path, spec: BehaviorSpec, behavior: str) -> Policy:
 
 
 def _callable(target: str, spec: BehaviorSpec, behavior: str) -> Policy:
-    module_name, _, attribute = target.partition(":")
-    if os.getcwd() not in sys.path:  # as `python -m` does: a module beside the working directory is found
-        sys.path.insert(0, os.getcwd())
     try:
-        obj: Any = importlib.import_module(module_name)
-    except ImportError as e:
-        raise RecordError(f"--policy={target}: cannot import module {module_name!r}: {e}") from None
-    except Exception as e:  # the module's own code failed while importing
-        raise RecordError(f"--policy={target}: importing {module_name!r} failed: {type(e).__name__}: {e}") from None
-    for part in attribute.split("."):
-        if not hasattr(obj, part):
-            raise RecordError(f"--policy={target}: module {module_name!r} has no attribute {attribute!r}")
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise RecordError(f"--policy={target}: {attribute!r} is a {type(obj).__name__}, not a function")
-    function = obj
+        function = load_callable(target, "--policy")
+    except ImportTargetError as e:
+        raise RecordError(str(e)) from None
     actions = spec.action_spec
 
     def act(steps: DecisionSteps) -> ActionTuple:

@@ -20,15 +20,14 @@ Built-in names never collide with Gymnasium ids, which always carry a ``-v<N>`` 
 from __future__ import annotations
 
 import difflib
-import importlib
 import inspect
 import os
-import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from palaestra.envs.base import EngineConfig, Env, EnvError
 from palaestra.envs.builtin import BUILTIN_ENVS
+from palaestra.imports import ImportTargetError, load_callable
 from palaestra.options import RunOptions
 
 UNITY_SUFFIXES = (".x86_64", ".x86", ".exe", ".app")
@@ -157,24 +156,10 @@ _PROTOCOL = ("behavior_specs", "get_steps", "set_actions", "step", "reset", "clo
 
 
 def _load_factory(spec: str) -> Callable[..., Any]:
-    module_name, _, attribute = spec.partition(":")
-    if not module_name or not attribute:
-        raise EnvError(f"--env={spec}: expected package.module:callable")
-    if os.getcwd() not in sys.path:  # as `python -m` does: modules beside the config are found
-        sys.path.insert(0, os.getcwd())
     try:
-        obj: Any = importlib.import_module(module_name)
-    except ImportError as e:
-        raise EnvError(f"--env={spec}: cannot import module {module_name!r}: {e}") from None
-    except Exception as e:  # the module's own code failed while importing (a syntax error, a raise)
-        raise EnvError(f"--env={spec}: importing module {module_name!r} failed: {type(e).__name__}: {e}") from None
-    for part in attribute.split("."):
-        if not hasattr(obj, part):
-            raise EnvError(f"--env={spec}: module {module_name!r} has no attribute {attribute!r}")
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise EnvError(f"--env={spec}: {attribute!r} is a {type(obj).__name__}, not a callable")
-    return obj
+        return load_callable(spec, "--env")
+    except ImportTargetError as e:
+        raise EnvError(str(e)) from None
 
 
 def _from_factory(spec: str, seed: int, num_areas: int, kwargs: dict[str, Any], engine: EngineConfig,

@@ -24,8 +24,7 @@ from torch import nn
 from palaestra.envs.base import BehaviorSpec
 from palaestra.networks.encoders import VectorEncoder
 from palaestra.networks.policy import mlp
-from palaestra.rewards.learned import SignalOptimizer, action_input, transitions, vector_input
-from palaestra.rollout.segments import Segments
+from palaestra.rewards.learned import ModelSignal, SignalOptimizer, action_input, vector_input
 from palaestra.settings import CuriositySettings
 
 HIDDEN = 256  # the inverse and forward models' hidden layer (ML-Agents)
@@ -61,11 +60,10 @@ class CuriosityModel(nn.Module):
         return loss
 
 
-class CuriositySignal:
+class CuriositySignal(ModelSignal):
     name = "curiosity"
     stat_name = "Curiosity"
-    uses_terminal = False
-    learns = True
+    pays_before_update = False
 
     def __init__(self, settings: CuriositySettings, spec: BehaviorSpec, device: torch.device) -> None:
         self.strength, self.gamma = settings.strength, settings.gamma
@@ -73,26 +71,13 @@ class CuriositySignal:
         self.model = CuriosityModel(spec, settings.encoding_size).to(device)
         self.optimizer = SignalOptimizer(self.model, settings.learning_rate)
 
-    @classmethod
-    def build(cls, settings: CuriositySettings, spec: BehaviorSpec, device: torch.device) -> "CuriositySignal":
-        return cls(settings, spec, device)
-
     def _inputs(self, batch: Mapping[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(encoding, next encoding, actions)."""
         return (self.model.encoder(vector_input(batch, "obs", self.device)),
                 self.model.encoder(vector_input(batch, "next_obs", self.device)),
                 action_input(self.spec.action_spec, batch, self.device))
 
-    def rewards(self, segments: Segments) -> np.ndarray:
-        out = np.zeros(segments.row_mask.shape, np.float32)
-        if self.optimizer.steps:
-            out[segments.row_mask] = self.rewards_for_batch(transitions(segments))
-        return out
-
-    @torch.no_grad()
-    def rewards_for_batch(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
-        if not self.optimizer.steps:
-            return np.zeros(len(batch["continuous"]), np.float32)
+    def batch_rewards(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
         error = self.model.forward_error(*self._inputs(batch))
         return np.minimum(error.cpu().numpy() * self.strength, 1.0).astype(np.float32)
 
@@ -102,10 +87,3 @@ class CuriositySignal:
         self.optimizer.step(LOSS_SCALE * (FORWARD_WEIGHT * forward_loss + INVERSE_WEIGHT * inverse_loss))
         return {"Losses/Curiosity Forward Loss": float(forward_loss.detach()),
                 "Losses/Curiosity Inverse Loss": float(inverse_loss.detach())}
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {f"model.{k}": v for k, v in self.model.state_dict().items()} | self.optimizer.state_dict()
-
-    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
-        self.model.load_state_dict({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
-        self.optimizer.load_state_dict(state)

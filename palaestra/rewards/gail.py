@@ -27,8 +27,7 @@ from palaestra.demos.columns import demonstration_columns
 from palaestra.envs.base import BehaviorSpec
 from palaestra.networks.encoders import VectorEncoder
 from palaestra.networks.policy import mlp
-from palaestra.rewards.learned import SignalOptimizer, action_input, transitions, vector_input
-from palaestra.rollout.segments import Segments
+from palaestra.rewards.learned import ModelSignal, SignalOptimizer, action_input, vector_input
 from palaestra.settings import GAILSettings
 
 EPSILON = 1e-7
@@ -71,11 +70,10 @@ class Discriminator(nn.Module):
         return torch.sigmoid(self.estimate(h))[:, 0], z_mean
 
 
-class GAILSignal:
+class GAILSignal(ModelSignal):
     name = "gail"
     stat_name = "GAIL"
-    uses_terminal = False
-    learns = True
+    pays_before_update = False
 
     def __init__(self, settings: GAILSettings, spec: BehaviorSpec, device: torch.device) -> None:
         self.strength, self.gamma = settings.strength, settings.gamma
@@ -87,20 +85,7 @@ class GAILSignal:
         self.beta = torch.zeros((), device=device)  # VAIL's Lagrange weight (a checkpointed tensor)
         self.rng = np.random.default_rng(int(torch.randint(2**31, ())))
 
-    @classmethod
-    def build(cls, settings: GAILSettings, spec: BehaviorSpec, device: torch.device) -> "GAILSignal":
-        return cls(settings, spec, device)
-
-    def rewards(self, segments: Segments) -> np.ndarray:
-        out = np.zeros(segments.row_mask.shape, np.float32)
-        if self.optimizer.steps:
-            out[segments.row_mask] = self.rewards_for_batch(transitions(segments))
-        return out
-
-    @torch.no_grad()
-    def rewards_for_batch(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
-        if not self.optimizer.steps:
-            return np.zeros(len(batch["continuous"]), np.float32)
+    def batch_rewards(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
         d, _ = self.model(self.model.inputs(batch, self.device))
         return (-torch.log(1.0 - d + EPSILON) * self.strength).cpu().numpy().astype(np.float32)
 
@@ -137,10 +122,8 @@ class GAILSignal:
         return (gradient.norm(dim=1) - 1.0).pow(2).mean()
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return ({f"model.{k}": v for k, v in self.model.state_dict().items()} | self.optimizer.state_dict()
-                | {"beta": self.beta})
+        return super().state_dict() | {"beta": self.beta}
 
     def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
-        self.model.load_state_dict({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
-        self.optimizer.load_state_dict(state)
+        super().load_state_dict(state)
         self.beta.copy_(state["beta"])

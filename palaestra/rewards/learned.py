@@ -1,5 +1,5 @@
-"""What the reward signals with a model of their own share (curiosity, RND): the transitions they
-read, their optimizer, and checkpoints.
+"""What the reward signals with a model of their own share (curiosity, RND, GAIL): the
+transitions they read, their optimizer, their rewards over segments and their checkpoints.
 
 A signal's reward is computed from transitions (observation, action, next observation) in one
 batched pass: over the real rows of finished segments for PPO, over sampled transitions for SAC.
@@ -13,10 +13,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from palaestra.rollout.transitions import following_rows, terminal_rows
 from palaestra.envs.base import ActionSpec
 from palaestra.rollout.buffers import observation_columns, observations
 from palaestra.rollout.segments import Segments
+from palaestra.rollout.transitions import following_rows, terminal_rows
 
 
 def transitions(seg: Segments) -> dict[str, np.ndarray]:
@@ -73,3 +73,48 @@ class SignalOptimizer:
         for i, p in enumerate(self.params):
             for key in ("step", "exp_avg", "exp_avg_sq"):
                 self.adam.state[p][key].copy_(state[f"adam.{key}.{i}"])
+
+
+class ModelSignal:
+    """What a reward signal with a model shares (curiosity, RND, GAIL): its rewards over the real
+    rows of segments, none before the model's first update where ``pays_before_update`` is
+    False, and its model's and optimizer's state for checkpoints. A signal sets ``model`` and
+    ``optimizer`` (a SignalOptimizer) and writes ``batch_rewards`` and ``update``."""
+
+    uses_terminal = False  # an episode's end is not terminal for an intrinsic reward
+    learns = True
+    pays_before_update = True
+
+    model: nn.Module
+    optimizer: SignalOptimizer
+
+    @classmethod
+    def build(cls, settings, spec, device: torch.device):
+        return cls(settings, spec, device)
+
+    def batch_rewards(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The scaled rewards of a batch of transitions, ``[B]`` float32 (under no_grad)."""
+        raise NotImplementedError
+
+    def _paying(self) -> bool:
+        return self.pays_before_update or self.optimizer.steps > 0
+
+    def rewards(self, segments: Segments) -> np.ndarray:
+        out = np.zeros(segments.row_mask.shape, np.float32)
+        if self._paying():
+            out[segments.row_mask] = self.rewards_for_batch(transitions(segments))
+        return out
+
+    @torch.no_grad()
+    def rewards_for_batch(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
+        if not self._paying():
+            return np.zeros(len(batch["continuous"]), np.float32)
+        return self.batch_rewards(batch)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {f"model.{k}": v for k, v in self.model.state_dict().items()} | self.optimizer.state_dict()
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        self.model.load_state_dict({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
+        self.optimizer.load_state_dict(state)
+

@@ -22,8 +22,7 @@ from palaestra.envs.base import BehaviorSpec
 from palaestra.networks.encoders import VectorEncoder
 from palaestra.networks.normalizer import Normalizer
 from palaestra.networks.policy import mlp
-from palaestra.rewards.learned import SignalOptimizer, transitions, vector_input
-from palaestra.rollout.segments import Segments
+from palaestra.rewards.learned import ModelSignal, SignalOptimizer, vector_input
 from palaestra.settings import RNDSettings
 
 LAYERS = 3
@@ -43,11 +42,9 @@ class RNDModel(nn.Module):
         return (self.predictor(x) - self.target(x)).pow(2).sum(1)
 
 
-class RNDSignal:
+class RNDSignal(ModelSignal):
     name = "rnd"
     stat_name = "RND"
-    uses_terminal = False
-    learns = True
 
     def __init__(self, settings: RNDSettings, spec: BehaviorSpec, device: torch.device) -> None:
         self.strength, self.gamma = settings.strength, settings.gamma
@@ -55,17 +52,7 @@ class RNDSignal:
         self.model = RNDModel(spec, settings.encoding_size).to(device)
         self.optimizer = SignalOptimizer(self.model.predictor, settings.learning_rate)
 
-    @classmethod
-    def build(cls, settings: RNDSettings, spec: BehaviorSpec, device: torch.device) -> "RNDSignal":
-        return cls(settings, spec, device)
-
-    def rewards(self, segments: Segments) -> np.ndarray:
-        out = np.zeros(segments.row_mask.shape, np.float32)
-        out[segments.row_mask] = self.rewards_for_batch(transitions(segments))
-        return out
-
-    @torch.no_grad()
-    def rewards_for_batch(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
+    def batch_rewards(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
         # the observation reached: a transition into a novel state pays
         error = self.model.error(vector_input(batch, "next_obs", self.device))
         return (error.cpu().numpy() * self.strength).astype(np.float32)
@@ -76,10 +63,3 @@ class RNDSignal:
         loss = self.model.error(reached).mean()
         self.optimizer.step(loss)
         return {"Losses/RND Loss": float(loss.detach())}
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {f"model.{k}": v for k, v in self.model.state_dict().items()} | self.optimizer.state_dict()
-
-    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
-        self.model.load_state_dict({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
-        self.optimizer.load_state_dict(state)

@@ -1,0 +1,36 @@
+"""``package.module:attribute`` on the command line (--env factories, palaestra-record's
+--policy): found as ``python -m`` would, with one clear message for each way it can fail."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import Any, Callable
+
+
+class ImportTargetError(ValueError):
+    """The target cannot be imported; the message names the flag, the target and the reason."""
+
+
+def load_callable(target: str, flag: str) -> Callable[..., Any]:
+    """The callable ``target`` names (``module:attribute``, the attribute maybe dotted)."""
+    module_name, _, attribute = target.partition(":")
+    if not module_name or not attribute:
+        raise ImportTargetError(f"{flag}={target}: expected package.module:callable")
+    if os.getcwd() not in sys.path:  # as `python -m` does: a module beside the working directory is found
+        sys.path.insert(0, os.getcwd())
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ImportTargetError(f"{flag}={target}: cannot import module {module_name!r}: {e}") from None
+    except Exception as e:  # the module's own code failed while importing (a syntax error, a raise)
+        raise ImportTargetError(f"{flag}={target}: importing module {module_name!r} failed: "
+                                f"{type(e).__name__}: {e}") from None
+    for part in attribute.split("."):
+        if not hasattr(obj, part):
+            raise ImportTargetError(f"{flag}={target}: module {module_name!r} has no attribute {attribute!r}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ImportTargetError(f"{flag}={target}: {attribute!r} is a {type(obj).__name__}, not a callable")
+    return obj
