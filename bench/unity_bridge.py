@@ -9,7 +9,9 @@ Scenes: ``ball``, a 3DBall-like scene (12 agents x 8 floats, 2 continuous action
 mlagents-envs 1.x reads) and 83 floats. Each measurement is a fresh process: connect, reset,
 50 warm-up steps, then ``--steps`` timed steps, every agent acting with zeros (the policy is not
 what is measured). steps/s = environment steps / seconds, including the fake build's own work,
-which is the same program for both sides.
+which is the same program for both sides. A second table gives each side's own cost: the CPU
+time of the process that serves Unity (all its threads) per step, which leaves out the fake
+build's work and the time both processes wait for each other.
 
 ML-Agents' side runs in its own Python: ``--their-python``, else ``PALAESTRA_MLAGENTS_ENVS_1_1_0``,
 else bench/out/mlagents-1.1.0-venv (made by bench/mlagents_1d.py). Its speed depends on its
@@ -66,12 +68,13 @@ def step():
     env.step()
 for _ in range(warmup):
     step()
-start = time.perf_counter()
+start, cpu = time.perf_counter(), time.process_time()
 for _ in range(steps):
     step()
-seconds = time.perf_counter() - start
+seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
 env.close()
-print(json.dumps({"seconds": seconds, "python": sys.version.split()[0], "protobuf": api_implementation.Type()}))
+print(json.dumps({"seconds": seconds, "cpu_seconds": cpu, "python": sys.version.split()[0],
+                  "protobuf": api_implementation.Type()}))
 """
 
 
@@ -93,13 +96,14 @@ def ours(build: Path, port: int, steps: int, logs: str, args: list[str]) -> dict
     try:
         for _ in range(WARMUP):
             step()
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         for _ in range(steps):
             step()
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     finally:
         env.close()
-    return {"seconds": seconds, "python": sys.version.split()[0], "protobuf": api_implementation.Type()}
+    return {"seconds": seconds, "cpu_seconds": cpu, "python": sys.version.split()[0],
+            "protobuf": api_implementation.Type()}
 
 
 def their_python(given: str | None) -> str | None:
@@ -148,8 +152,10 @@ def main(argv: list[str] | None = None) -> None:
                     print(skipped, file=sys.stderr)
                     continue
                 result["steps_per_s"] = args.steps / result["seconds"]
+                result["cpu_ms_per_step"] = 1000.0 * result["cpu_seconds"] / args.steps
                 runs[scene][side].append(result)
-                print(f"{scene:7s} {side:6s} repeat {repeat}: {result['steps_per_s']:8.1f} steps/s "
+                print(f"{scene:7s} {side:6s} repeat {repeat}: {result['steps_per_s']:8.1f} steps/s, "
+                      f"{result['cpu_ms_per_step']:.3f} ms of the trainer process's CPU per step "
                       f"(Python {result['python']}, protobuf {result['protobuf']})", flush=True)
     print(f"\n{'scene':8s} {'Palaestra':>12s} {'ML-Agents':>12s} {'ratio':>7s}   (median steps/s over {args.repeats})")
     for scene, sides in runs.items():
@@ -157,6 +163,14 @@ def main(argv: list[str] | None = None) -> None:
         ratio = f"{medians['ours'] / medians['theirs']:.2f}x" if medians["ours"] and medians["theirs"] else "-"
         theirs_text = f"{medians['theirs']:12.1f}" if medians["theirs"] else f"{'-':>12s}"
         print(f"{scene:8s} {medians['ours']:12.1f} {theirs_text} {ratio:>7s}")
+    # the trainer side alone: CPU time of the process that serves Unity (all its threads), which
+    # leaves out the fake build's own work and the time both wait for each other
+    print(f"\n{'scene':8s} {'Palaestra':>12s} {'ML-Agents':>12s} {'ratio':>7s}   (median trainer-process CPU ms per step)")
+    for scene, sides in runs.items():
+        cpu = {side: statistics.median(r["cpu_ms_per_step"] for r in rs) if rs else None for side, rs in sides.items()}
+        ratio = f"{cpu['theirs'] / cpu['ours']:.2f}x" if cpu["ours"] and cpu["theirs"] else "-"
+        theirs_text = f"{cpu['theirs']:12.3f}" if cpu["theirs"] else f"{'-':>12s}"
+        print(f"{scene:8s} {cpu['ours']:12.3f} {theirs_text} {ratio:>7s}")
     if skipped:
         print(f"\nML-Agents' side not measured: {skipped}")
     OUT.mkdir(exist_ok=True)
