@@ -85,3 +85,32 @@ class BehavioralCloning:
                 self.optimizer.step()
                 losses.append(float(loss.detach()))
         return {"Losses/Pretraining Loss": float(np.mean(losses))}
+
+
+def fit_policy(path: str, epochs: int = 30, batch_size: int = 256, hidden_units: int = 128, num_layers: int = 2,
+               learning_rate: float = 1e-3, rows: slice = slice(None), seed: int = 0) -> nn.Module:
+    """A policy fitted to the demonstrations at ``path`` alone (their own behavior's spec; rows
+    ``rows`` of those that carry an action), with ``bc_loss``: the Python API for cloning a
+    recording without an environment. The result acts like PPO's (``act``, deterministic or not)
+    and exports to ONNX like it."""
+    from palaestra.demos.reader import read_demonstrations
+    from palaestra.networks.policy import ActorCritic
+
+    spec = read_demonstrations(path).spec
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    data = {k: torch.as_tensor(v[rows]) for k, v in demonstration_columns(path, spec, "", "demo_path").items()}
+    policy = ActorCritic(spec, hidden_units, num_layers, normalize=True, num_value_heads=1)
+    policy.normalizer.update(policy.encoder([o.numpy() for o in observations(data)]))
+    optimizer = torch.optim.Adam(policy.parameters(), lr=learning_rate)
+    n = len(data["continuous"])
+    for _ in range(epochs):
+        order = torch.as_tensor(rng.permutation(n))
+        for start in range(0, n - batch_size + 1, batch_size):
+            batch = {k: v[order[start : start + batch_size]] for k, v in data.items()}
+            continuous, branch_log_probs = policy.imitation_outputs(observations(batch), batch["allowed"])
+            loss = bc_loss(continuous, branch_log_probs, batch["continuous"], batch["discrete"])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return policy
