@@ -1,0 +1,77 @@
+"""What reward signals with a model cost per training step: PPO (or SAC) on a built-in environment
+with extrinsic reward alone, and with curiosity, RND or GAIL (from heuristic demonstrations) and
+behavioral cloning added, each run alternating with the others so the machine's drift hits all.
+
+Usage: python bench/signal_cost.py [--env 3DBall] [--trainer ppo] [--steps 30000] [--repeats 3]
+
+Prints the median loop time of each variant and its cost over extrinsic alone (issue 13's
+target: at most 30% extra for curiosity and GAIL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+from pathlib import Path
+
+import yaml
+from common import run_palaestra
+
+CONFIGS = {"ppo": "trainer_config.yaml", "sac": "sac_trainer_config.yaml"}
+REPOSITORY = Path(__file__).resolve().parent.parent
+
+
+def variants(demo: Path) -> dict[str, dict]:
+    """Extra settings per variant (the ML-Agents example configs' values)."""
+    return {
+        "extrinsic": {},
+        "curiosity": {"reward_signals": {"curiosity": {"strength": 0.02, "gamma": 0.99, "encoding_size": 256}}},
+        "rnd": {"reward_signals": {"rnd": {"strength": 0.01, "gamma": 0.99}}},
+        "gail": {"reward_signals": {"gail": {"strength": 0.01, "gamma": 0.99, "encoding_size": 128,
+                                             "demo_path": str(demo)}}},
+        "bc": {"behavioral_cloning": {"demo_path": str(demo), "strength": 0.5, "steps": 150000}},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--env", default="3DBall")
+    parser.add_argument("--trainer", choices=list(CONFIGS), default="ppo")
+    parser.add_argument("--steps", type=int, default=30000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--variants", nargs="+", default=["extrinsic", "curiosity", "rnd", "gail", "bc"])
+    args = parser.parse_args()
+
+    from palaestra.demos.record import record
+    from palaestra.envs.sources import make_env
+
+    shipped = yaml.safe_load((REPOSITORY / "config" / CONFIGS[args.trainer]).read_text())
+    env = make_env(args.env, seed=1)
+    behavior = next(iter(env.behavior_specs))
+    demos = Path(tempfile.mkdtemp(prefix="palaestra-demos-"))
+    demo = record(env, {behavior: "heuristic"}, episodes=20, out=demos, seed=1)[0].path
+    env.close()
+    section = {**shipped.get("default", {}), **shipped.get(behavior, {}), "trainer": args.trainer,
+               "max_steps": args.steps, "summary_freq": max(args.steps // 5, 1)}
+    extrinsic = {"extrinsic": section.get("reward_signals", {}).get("extrinsic", {"strength": 1.0, "gamma": 0.99})}
+    loops: dict[str, list[float]] = {v: [] for v in args.variants}
+    for repeat in range(args.repeats):
+        order = args.variants if repeat % 2 == 0 else list(reversed(args.variants))
+        for name in order:
+            extra = variants(demo)[name]
+            config = dict(section, **{k: v for k, v in extra.items() if k != "reward_signals"})
+            config["reward_signals"] = {**extrinsic, **extra.get("reward_signals", {})}
+            result = run_palaestra(yaml.safe_dump({behavior: config}), args.env, "--cpu", seed=repeat)
+            loops[name].append(result["loop_s"])
+            print(f"repeat {repeat} {name:10s} loop {result['loop_s']:7.2f} s", flush=True)
+    base = statistics.median(loops["extrinsic"]) if "extrinsic" in loops else None
+    print(f"\n{args.trainer} on {args.env}, {args.steps} steps, median of {args.repeats}")
+    for name, times in loops.items():
+        median = statistics.median(times)
+        extra = f"{100 * (median / base - 1):+.0f}%" if base else ""
+        print(f"{name:10s} {median:7.2f} s  {extra}")
+
+
+if __name__ == "__main__":
+    main()
