@@ -30,16 +30,27 @@ class Capabilities:
     self_play: bool = False
     recurrent: bool = False
     visual: bool = False
+    # learns by imitation alone (algorithms/cloning.py): its algorithm takes the behavior's name,
+    # for the messages about its demonstrations or its teacher
+    imitation_only: bool = False
+    # learns from a teacher's actions at each decision (brain_to_imitate, palaestra/teachers.py):
+    # the trainer hands them to the algorithm's ``teach``
+    teacher: bool = False
+    # settings without a default the trainer cannot do without: key → what to give
+    required: tuple[tuple[str, str], ...] = ()
 
 
 CAPABILITIES: dict[str, Capabilities] = {
     "ppo": Capabilities(activations=("swish", "tanh"), continuous_and_discrete=True, behavioral_cloning=True),
     "sac": Capabilities(acting_in_workers="sac learns between environment steps", replay_buffer=True,
                         behavioral_cloning=True),
-    "offline_bc": Capabilities(refusal="trainer 'offline_bc' was removed in ML-Agents 0.13; use trainer: ppo with a "
-                                       "behavioral_cloning section and/or a gail reward signal"),
-    "online_bc": Capabilities(refusal="trainer 'online_bc' is an ML-Agents 0.9-era trainer Palaestra does not "
-                                      "provide; use trainer: ppo with a behavioral_cloning section"),
+    # the policy learns between environment steps (and the teacher needs the environment)
+    "offline_bc": Capabilities(acting_in_workers="offline_bc learns between environment steps", imitation_only=True,
+                               required=(("demo_path", "a .demo file or a folder of them"),)),
+    "online_bc": Capabilities(acting_in_workers="online_bc learns between environment steps and its teacher acts "
+                                                "where the policy does", imitation_only=True, teacher=True,
+                              required=(("brain_to_imitate", "heuristic, a model .onnx, package.module:function or "
+                                                             "another behavior's name"),)),
 }
 
 
@@ -58,7 +69,8 @@ def settings_problems(settings: TrainerSettings) -> list[str]:
     can = capabilities(settings)
     if can.refusal is not None:
         return [can.refusal + _set_in(settings, "trainer")]
-    problems = []
+    problems = [f"trainer {settings.trainer!r} needs {key}: {what}" for key, what in can.required
+                if getattr(settings, key) is None]
     if settings.use_recurrent and not can.recurrent:
         problems.append(f"use_recurrent: true (LSTM policies) is not supported yet{_set_in(settings, 'use_recurrent')}; "
                         "set use_recurrent: false")

@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from palaestra import __version__
-from palaestra.capabilities import settings_problems, spec_problems
+from palaestra.capabilities import capabilities, settings_problems, spec_problems
 from palaestra.checkpoints import CheckpointError, CheckpointManager, SaveError, atomic_write_text, os_reason
 from palaestra.demos.reader import DemoError
 from palaestra.envs.base import EngineConfig, Env, EnvClosed, EnvError
@@ -45,6 +45,7 @@ from palaestra.stats import (
     StatsReporter,
     TensorBoardWriter,
 )
+from palaestra.teachers import make_teacher
 from palaestra.timers import TIMERS, timed
 from palaestra.trainer import BehaviorTrainer
 from palaestra.workers.acting import ActingWorkers
@@ -186,13 +187,19 @@ def _build(options: RunOptions, env: Env, settings: dict[str, TrainerSettings], 
             trainer = BehaviorTrainer(name, spec, s, device, StatsReporter(f"{options.run_id}_{name}", []),
                                       CheckpointManager(run_dir / name, options.keep_checkpoints), run_dir,
                                       training, seed=seed + len(trainers))
-        except DemoError as e:  # behavioral cloning's or GAIL's demonstrations
+        except DemoError as e:  # behavioral cloning's, GAIL's or offline_bc's demonstrations
             raise ConfigError(f"behavior {name!r}: {e}") from None
         except (MemoryError, RuntimeError) as e:  # torch's allocator raises RuntimeError when out of memory
             raise ConfigError(f"behavior {name!r}: cannot build its networks ({s.num_layers} x {s.hidden_units} "
                               f"units): {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
         global_step = max(global_step, restore(trainer, options, s, models))
         trainers[name] = trainer
+    # online_bc's teachers, once every behavior's policy exists (another behavior may be the teacher);
+    # before training and for --dry-run, so that a bad one stops the run here
+    policies = {name: trainer.algorithm for name, trainer in trainers.items()}
+    for i, (name, trainer) in enumerate(trainers.items()):
+        if capabilities(trainer.settings).teacher and not options.inference:
+            trainer.teacher = make_teacher(trainer.settings.brain_to_imitate, env, name, seed + i, policies)
     _acting_obstacles(options, env, trainers)
     return RunParts(options, env, settings, trainers, seed, global_step, interrupts, models, summaries)
 

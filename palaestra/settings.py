@@ -286,8 +286,9 @@ class TrainerSettings:
 
     ``origins``: where each value written in the config came from, for :meth:`origin`."""
 
-    trainer: str = _key("ppo", choice(*TRAINER_TYPES), "trainer type: `ppo`, `sac`; `offline_bc` and `online_bc` "
-                        "are recognized and rejected", used_by=EVERY_TRAINER)
+    trainer: str = _key("ppo", choice(*TRAINER_TYPES), "trainer type: `ppo`, `sac`, `offline_bc` "
+                        "(imitation of demonstrations), `online_bc` (imitation of a teacher, DAgger)",
+                        used_by=EVERY_TRAINER)
     batch_size: int = _key(1024, integer(1), "experiences per gradient step", used_by=EVERY_TRAINER)
     buffer_size: int = _key(10240, integer(1), "PPO: experiences collected before an update (an update runs once "
                             "the buffer holds *more* than this); SAC: replay capacity", used_by=EVERY_RL_TRAINER)
@@ -382,7 +383,8 @@ class PPOSettings(TrainerSettings):
     beta: float = _key(5.0e-3, real(0.0), "entropy bonus, decays linearly to 1e-5")
     epsilon: float = _key(0.2, real(0.0, 1.0, low_open=True), "clip range, decays linearly to 0.1")
     lambd: float = _key(0.95, real(0.0, 1.0), "GAE λ")
-    num_epoch: int = _key(3, integer(1), "passes over the buffer per update")
+    num_epoch: int = _key(3, integer(1), "passes of PPO's update over its buffer; BC trainers: repeats of each "
+                          "update's `batches_per_epoch` mini-batches, reshuffled")
     max_grad_norm: float | None = _key(None, real(0.0, low_open=True), "clip the gradient's global norm to this "
                                        "before each step (Stable-Baselines3's PPO: 0.5); unset: no clipping "
                                        "(ML-Agents)")
@@ -414,21 +416,32 @@ class SACSettings(TrainerSettings):
 
 @dataclass(frozen=True)
 class _LegacyBCSettings(TrainerSettings):
-    """ML-Agents' old behavioral-cloning trainers: recognized, rejected when training."""
+    """ML-Agents' old behavioral-cloning trainers (algorithms/offline_bc.py, online_bc.py), with the
+    defaults of their last shipped configs."""
 
-    batches_per_epoch: int | None = _key(None, integer(1), "batches per epoch (legacy)")
+    batch_size: int = _override("batch_size", 64)
+    max_steps: int = _override("max_steps", 50000)
+    summary_freq: int = _override("summary_freq", 1000)
+    batches_per_epoch: int = _key(10, integer(1), "mini-batches of `batch_size` per update (one update per "
+                                  "environment step)")
+    num_epoch: int = _key(1, integer(1), "passes of PPO's update over its buffer; BC trainers: repeats of each "
+                          "update's `batches_per_epoch` mini-batches, reshuffled")
 
 
 @dataclass(frozen=True)
 class OfflineBCSettings(_LegacyBCSettings):
     trainer: str = _override("trainer", "offline_bc")
-    demo_path: str | None = _key(None, optional_text, "the demonstrations (legacy)")
+    demo_path: str | None = _key(None, optional_text, "the demonstrations: a `.demo` file or a folder of them "
+                                 "(required)")
 
 
 @dataclass(frozen=True)
 class OnlineBCSettings(_LegacyBCSettings):
     trainer: str = _override("trainer", "online_bc")
-    brain_to_imitate: str | None = _key(None, optional_text, "the teacher (legacy)")
+    brain_to_imitate: str | None = _key(None, optional_text, "the teacher (required): `heuristic` (the built-in "
+                                        "environment's scripted policy; the behavior's own name means it too), a "
+                                        "model `.onnx`, `package.module:function` or another behavior's name (its "
+                                        "policy)")
 
 
 SETTINGS_BY_TRAINER: dict[str, type[TrainerSettings]] = {

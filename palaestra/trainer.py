@@ -10,7 +10,7 @@ import logging
 import re
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -44,12 +44,15 @@ CHECKPOINT_FORMAT = 1
 class BehaviorTrainer:
     def __init__(self, name: str, spec: BehaviorSpec, settings: TrainerSettings, device: torch.device,
                  stats: StatsReporter, checkpoints: CheckpointManager, model_dir: Path, training: bool,
-                 metrics: MetricsCSV | None = None, seed: int = 0) -> None:
+                 metrics: MetricsCSV | None = None, seed: int = 0,
+                 teacher: Callable[[DecisionSteps], ActionTuple] | None = None) -> None:
         self.name = name
         self.spec = spec
         self.settings = settings
         self.training = training
         self.algorithm = make_algorithm(spec, settings, device, np.random.default_rng(seed), name)
+        # online_bc's teacher (palaestra/teachers.py; capabilities' ``teacher``): the algorithm's ``teach``
+        self.teacher = teacher
         self.collector = Collector(spec, settings.time_horizon, len(self.algorithm.signals))
         self.stats = stats
         self.checkpoints = checkpoints
@@ -77,6 +80,10 @@ class BehaviorTrainer:
 
     # -- one environment step ----------------------------------------------------------------
     def act(self, decision: DecisionSteps, terminal: TerminalSteps) -> ActionTuple:
+        if self.teacher is not None and self.learning and len(decision):
+            # the teacher's actions for the very decision steps the policy acts on next
+            with timed("teacher_act"):
+                self.algorithm.teach(decision, self.teacher(decision))
         actions, segments = self.collector.step(decision, terminal, self.algorithm.act, self.algorithm.value)
         if segments is not None:
             self.record(segments)

@@ -186,7 +186,7 @@ def test_bad_command_lines(run_cli, workdir, args, message):
 
 @pytest.mark.parametrize("content,message", [
     ("3DBall:\n  trainer: sac\n  use_recurrent: true\n", "use_recurrent: true (LSTM policies) is not supported yet"),
-    ("3DBall:\n  trainer: offline_bc\n", "trainer 'offline_bc' was removed in ML-Agents 0.13"),
+    ("3DBall:\n  trainer: offline_bc\n", "trainer 'offline_bc' needs demo_path"),
 ])
 def test_unsupported_config_features_are_rejected_before_training(run_cli, workdir, content, message):
     cfg = write_yaml(workdir / "c.yaml", content)

@@ -216,7 +216,7 @@ def test_the_algorithms_are_chosen_by_trainer_type_and_capabilities_say_what_eac
     unknown = dataclasses.replace(ppo, reward_signals={"extrinsic": ExtrinsicSettings(), "probe": object()})
     assert settings_problems(unknown) == [
         "the probe reward signal is not supported yet; remove it from reward_signals"]
-    assert "removed in ML-Agents 0.13" in settings_problems(TrainerSettings(trainer="offline_bc"))[0]
+    assert "needs demo_path" in settings_problems(TrainerSettings(trainer="offline_bc"))[0]
 
 
 def test_capability_messages_say_which_section_set_the_setting(tmp_path):

@@ -187,11 +187,15 @@ def test_reward_signal_errors(tmp_path):
         load_trainer_config(write_yaml(tmp_path / "c.yaml", "B:\n  reward_signals:\n    extrinsic: {gamma: 2}\n"))
 
 
-def test_legacy_trainers_are_recognized_and_rejected_with_advice(tmp_path):
-    for trainer, advice in (("offline_bc", "removed"), ("online_bc", "behavioral_cloning")):
+def test_the_behavioral_cloning_trainers_need_their_demonstrations_or_teacher(tmp_path):
+    for trainer, key in (("offline_bc", "demo_path"), ("online_bc", "brain_to_imitate")):
         cfg = load_trainer_config(write_yaml(tmp_path / "c.yaml", f"B:\n  trainer: {trainer}\n"))
-        problems = settings_problems(cfg.for_behavior("B"))
-        assert problems and advice in problems[0]
+        assert settings_problems(cfg.for_behavior("B")) == [
+            f"trainer {trainer!r} needs {key}: " + ("a .demo file or a folder of them" if key == "demo_path"
+                                                    else "heuristic, a model .onnx, package.module:function or another "
+                                                         "behavior's name")]
+        cfg = load_trainer_config(write_yaml(tmp_path / "c.yaml", f"B:\n  trainer: {trainer}\n  {key}: x\n"))
+        assert settings_problems(cfg.for_behavior("B")) == []
     sac = load_trainer_config(write_yaml(tmp_path / "s.yaml", "B:\n  trainer: sac\n")).for_behavior("B")
     assert not settings_problems(sac)
     assert (sac.batch_size, sac.buffer_size, sac.learning_rate_schedule, sac.steps_per_update) == (

@@ -8,21 +8,28 @@ import numpy as np
 import torch
 
 from palaestra.algorithms.behavioral_cloning import BehavioralCloning
+from palaestra.algorithms.offline_bc import OfflineBC
+from palaestra.algorithms.online_bc import OnlineBC
 from palaestra.algorithms.ppo import PPO
 from palaestra.algorithms.protocol import Algorithm
 from palaestra.algorithms.sac import SAC
+from palaestra.capabilities import capabilities
 from palaestra.envs.base import BehaviorSpec
 from palaestra.settings import TrainerSettings
 
-# trainer type → the class that trains it (the types capabilities.py refuses have none)
-ALGORITHMS: dict[str, type] = {"ppo": PPO, "sac": SAC}
+# trainer type → the class that trains it
+ALGORITHMS: dict[str, type] = {"ppo": PPO, "sac": SAC, "offline_bc": OfflineBC, "online_bc": OnlineBC}
 
 
 def make_algorithm(spec: BehaviorSpec, settings: TrainerSettings, device: torch.device,
                    rng: np.random.Generator, behavior: str = "the behavior") -> Algorithm:
     """The trainer type's algorithm with what the settings add to it (behavioral cloning: its
-    demonstrations are read and checked against ``spec`` here, DemoError if they do not fit)."""
-    algorithm = ALGORITHMS[settings.trainer](spec, settings, device, rng)
+    demonstrations are read and checked against ``spec`` here, DemoError if they do not fit; so
+    are offline_bc's)."""
+    cls = ALGORITHMS[settings.trainer]
+    if capabilities(settings).imitation_only:  # its checks name the behavior
+        return cls(spec, settings, device, rng, behavior)
+    algorithm = cls(spec, settings, device, rng)
     if settings.behavioral_cloning is not None:
         algorithm.policy_updates.append(BehavioralCloning(settings, spec, algorithm.policy, device, rng, behavior))
     return algorithm

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from palaestra.envs.base import ActionTuple, DecisionSteps
 from palaestra.rewards.base import RewardSignal
 from palaestra.rollout.collector import ActResult, Segments
 
@@ -69,3 +70,11 @@ class Algorithm(Protocol):
     def load_replay_state(self, state: dict[str, Any]) -> int:
         """Load what ``replay_state`` saved; return the number of transitions restored."""
         ...
+
+
+class Student(Protocol):
+    """What an algorithm adds when its capabilities say ``teacher`` (online_bc): the trainer calls
+    ``teach`` with each decision batch and the teacher's actions for it, before the policy acts on
+    the same batch."""
+
+    def teach(self, decision: DecisionSteps, actions: ActionTuple) -> None: ...

@@ -1,0 +1,62 @@
+"""``trainer: online_bc``: imitation of a teacher on the states the policy itself visits (DAgger,
+Ross et al. 2011). The policy acts; at each decision the trainer asks the teacher
+(``brain_to_imitate``, palaestra/teachers.py) what it would do for the same decision steps and
+hands both to :meth:`OnlineBC.teach`; the (observation, teacher action) pairs gather in a buffer
+(the newest ``TEACHER_ROWS`` kept), and each environment step takes an update of ``bc_loss``
+over it (algorithms/cloning.py).
+
+ML-Agents' online BC trainer (0.9) learned from a player brain's agents acting on their own
+states; labelling the learner's own states instead is what lets its mistakes be corrected.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from palaestra.algorithms.cloning import ClonedPolicy
+from palaestra.envs.base import ActionTuple, BehaviorSpec, DecisionSteps, EnvError
+from palaestra.envs.observations import stored_observations
+from palaestra.rollout.buffers import ReplayBuffer, observation_columns
+from palaestra.settings import OnlineBCSettings
+
+TEACHER_ROWS = 200_000  # labelled rows kept: 3DBall's 12 agents fill them in about 17,000 environment steps
+
+
+class TeacherLabels:
+    """(observation, teacher action) rows in a ring, sampled as tensors."""
+
+    def __init__(self, capacity: int, device: torch.device) -> None:
+        self.buffer = ReplayBuffer(capacity)
+        self.device = device
+
+    @property
+    def size(self) -> int:
+        return self.buffer.size
+
+    def rows(self, index: np.ndarray) -> dict[str, torch.Tensor]:
+        return {k: torch.as_tensor(v[index], device=self.device) for k, v in self.buffer.data.items()}
+
+
+class OnlineBC(ClonedPolicy):
+    def __init__(self, spec: BehaviorSpec, settings: OnlineBCSettings, device: torch.device,
+                 rng: np.random.Generator | None = None, behavior: str = "the behavior") -> None:
+        super().__init__(spec, settings, device, rng, TeacherLabels(TEACHER_ROWS, device))
+        self.behavior = behavior
+
+    def teach(self, decision: DecisionSteps, actions: ActionTuple) -> None:
+        """Keep the teacher's ``actions`` for the agents of ``decision``, the steps the policy acts on."""
+        action = self.spec.action_spec
+        n = len(decision)
+        wanted = (n, action.continuous_size), (n, action.num_branches)
+        if (np.shape(actions.continuous), np.shape(actions.discrete)) != wanted:
+            raise EnvError(f"brain_to_imitate: the teacher of behavior {self.behavior!r} gave continuous actions of "
+                           f"shape {np.shape(actions.continuous)} and discrete {np.shape(actions.discrete)} for "
+                           f"{n} agents; they need {wanted[0]} and {wanted[1]}")
+        allowed = (~np.concatenate(decision.action_mask, axis=1) if decision.action_mask and action.is_discrete
+                   else np.ones((n, sum(action.discrete_branches)), bool))
+        self.examples.buffer.add(
+            **observation_columns(stored_observations(decision.obs, self.spec.observation_shapes)),
+            continuous=np.asarray(actions.continuous, np.float32),
+            discrete=np.asarray(actions.discrete, np.int64),
+            allowed=allowed)

@@ -1,0 +1,66 @@
+"""The teacher of ``trainer: online_bc``, named by ``brain_to_imitate``: a function from a
+behavior's decision steps to the actions the teacher would take for them, called before the
+policy acts on the same steps (so a scripted heuristic, which reads the environment's current
+state, labels exactly the observations the policy sees).
+
+``brain_to_imitate`` takes what ``palaestra-record --policy`` takes (palaestra/demos/record.py
+builds them): ``heuristic`` (the built-in environment's scripted policy), a model ``.onnx``, or
+``package.module:function``; or the name of another behavior of the environment, whose policy
+(as its own trainer trains it) acts deterministically on this behavior's observations. In
+ML-Agents 0.9 the teacher was such another behavior: a player brain, acted for by a script or a
+person; the behavior's own name here means its heuristic.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+from palaestra.algorithms.protocol import Algorithm
+from palaestra.demos.record import Policy, RecordError, make_policy
+from palaestra.envs.base import ActionTuple, BehaviorSpec, DecisionSteps, Env
+from palaestra.envs.observations import stored_observations
+from palaestra.settings import ConfigError
+
+
+def make_teacher(brain_to_imitate: str, env: Env, behavior: str, seed: int,
+                 policies: Mapping[str, Algorithm] | None = None) -> Policy:
+    """The teacher for ``behavior`` of ``env`` (``policies``: the other behaviors' algorithms, by
+    name); ConfigError saying what to give instead when it cannot be built."""
+    text = "heuristic" if brain_to_imitate == behavior else brain_to_imitate
+    where = f"behavior {behavior!r}: brain_to_imitate {brain_to_imitate!r}"
+    if text in env.behavior_specs:
+        return _behavior_teacher(env.behavior_specs[text], env.behavior_specs[behavior], (policies or {})[text], where)
+    if not (text == "heuristic" or text.endswith(".onnx") or ":" in text):
+        raise ConfigError(f"{where}: expected heuristic (the built-in environment's scripted policy), a model "
+                          f".onnx, package.module:function or another behavior of the environment "
+                          f"({', '.join(b for b in env.behavior_specs if b != behavior) or 'it has none'})")
+    if text == "heuristic" and not callable(getattr(env, "heuristic", None)):
+        raise ConfigError(f"{where}: the environment ({type(env).__name__}) has no scripted heuristic in this "
+                          "process (the built-in environments have one; with --num-envs above 1 they run in "
+                          "worker processes): give a model .onnx or package.module:function, or use --num-envs=1")
+    try:
+        return make_policy(text, env, behavior, seed)
+    except RecordError as e:
+        reason = str(e).removeprefix(f"--policy={text}: ").replace("--policy=heuristic: ", "")
+        raise ConfigError(f"{where}: {reason}") from None
+
+
+def _behavior_teacher(theirs: BehaviorSpec, ours: BehaviorSpec, algorithm: Algorithm, where: str) -> Policy:
+    """Another behavior's policy, acting deterministically on this behavior's decision steps."""
+    if theirs.observation_shapes != ours.observation_shapes or theirs.action_spec != ours.action_spec:
+        raise ConfigError(f"{where}: that behavior has observations {[list(s) for s in theirs.observation_shapes]} "
+                          f"and actions {theirs.action_spec.describe()}, this one "
+                          f"{[list(s) for s in ours.observation_shapes]} and {ours.action_spec.describe()}; the "
+                          "teacher must take this behavior's observations and give its actions")
+    discrete = ours.action_spec.is_discrete
+
+    def act(decision: DecisionSteps) -> ActionTuple:
+        allowed = ~np.concatenate(decision.action_mask, axis=1) if discrete and decision.action_mask else None
+        out = algorithm.act(stored_observations(decision.obs, ours.observation_shapes), allowed, deterministic=True)
+        # the environment's range, as the collector clips the actions it sends
+        return ActionTuple(continuous=np.clip(out.continuous, -1.0, 1.0).astype(np.float32),
+                           discrete=out.discrete.astype(np.int32))
+
+    return act
