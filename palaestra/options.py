@@ -281,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("trainer_config_path", type=_text,
                    help="trainer configuration YAML (ML-Agents 0.15/0.16 format)")
     p.add_argument("--env", type=_text, default=d.env,
-                   help="built-in environment name (3DBall, 3DBallHard, Basic, GridWorld, Simple1DDiscrete, "
+                   help="built-in environment name (3DBall, 3DBallHard, Basic, GridWorld, Pyramids, Simple1DDiscrete, "
                         "Simple1DContinuous), a Gymnasium id (CartPole-v1), a Python factory module:callable, "
                         "or pettingzoo:module (docs/environments.md)")
     p.add_argument("--curriculum", type=_text, default=d.curriculum,

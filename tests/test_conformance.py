@@ -54,7 +54,7 @@ def test_legacy_keys_in_user_configs_warn(conformance):
         assert key in warned
 
 
-@pytest.mark.parametrize("env", ["3DBall", "3DBallHard", "Basic", "GridWorld"])
+@pytest.mark.parametrize("env", ["3DBall", "3DBallHard", "Basic", "GridWorld", "Pyramids"])
 def test_release2_ppo_file_dry_runs_on_builtin_envs(conformance, run_cli, env):
     result = run_cli(str(conformance / "mlagents-release2/config/trainer_config.yaml"), f"--env={env}", "--dry-run")
     assert result.code == 0, result.log

@@ -505,3 +505,92 @@ def test_actions_of_the_wrong_shape_are_a_clear_error(name, actions):
     with pytest.raises(EnvError, match=rf"set_actions\('{behavior}'\): the \d+ agents of the last decision steps"):
         env.step()
     env.close()
+
+
+def _pyramids_step(env, move: int):
+    env.set_actions("Pyramids", ActionTuple(discrete=np.full((env.n, 1), move, np.int32)))
+    env.step()
+    return env.get_steps("Pyramids")
+
+
+def test_pyramids_switch_raises_the_pyramid_which_pays_and_ends_the_episode():
+    from palaestra.envs.builtin.pyramids import CELLS, LEFT, MAX_STEPS, RIGHT, SENSE, SIZE
+
+    env = BUILTIN_ENVS["Pyramids"](seed=0)
+    env.reset()
+    env.agent[:] = [0, 0]
+    env.switch[:] = [0, SENSE + 1]  # one cell beyond sensing range
+    obs = env._observe()
+    assert (obs[:, 0] == 1.0).all() and (obs[:, :CELLS].sum(axis=1) == 1.0).all()  # one-hot cell
+    assert not obs[:, CELLS:].any()  # nothing sensed, nothing pressed
+    decision, terminal = _pyramids_step(env, RIGHT)
+    assert len(terminal) == 0 and decision.reward == pytest.approx(-1.0 / MAX_STEPS)
+    obs = decision.obs[0]
+    assert (obs[:, CELLS + 1] == 1.0).all()  # now in range: the switch's offset, divided by the range
+    np.testing.assert_allclose(obs[:, CELLS + 2:CELLS + 4], [[0.0, 1.0]] * env.n)
+    for _ in range(SENSE):
+        decision, terminal = _pyramids_step(env, RIGHT)
+    assert env.pressed.all() and len(terminal) == 0  # pressing pays nothing
+    assert decision.reward == pytest.approx(-1.0 / MAX_STEPS)
+    assert not (env.goal == env.agent).all(axis=1).any()
+    obs = decision.obs[0]
+    assert (obs[:, CELLS] == 1.0).all() and not obs[:, CELLS + 1:CELLS + 4].any()  # the switch is no longer sensed
+    np.testing.assert_allclose(obs[:, CELLS + 4:], (env.goal - env.agent) / (SIZE - 1), rtol=1e-6)
+    left = env.goal[:, 1] == 0  # beside the pyramid: on its left, or on its right in column 0
+    env.agent[:] = env.goal + np.where(left[:, None], [0, 1], [0, -1])
+    env.set_actions("Pyramids", ActionTuple(discrete=np.where(left, LEFT, RIGHT).astype(np.int32)[:, None]))
+    env.step()
+    decision, terminal = env.get_steps("Pyramids")
+    assert len(terminal) == env.n and not terminal.interrupted.any()
+    np.testing.assert_allclose(terminal.reward, 2.0 - 1.0 / MAX_STEPS, rtol=1e-6)
+    assert not env.pressed.any() and (decision.reward == 0.0).all()  # new episodes
+
+
+def test_pyramids_step_limit_interrupts_at_a_total_of_minus_one():
+    from palaestra.envs.builtin.pyramids import MAX_STEPS, UP
+
+    env = BUILTIN_ENVS["Pyramids"](seed=1)
+    env.reset()
+    total = np.zeros(env.n)
+    for _ in range(MAX_STEPS):
+        env.agent[:] = [0, 0]
+        env.switch[:] = [5, 5]  # never reached: the agent keeps bumping into the top wall
+        decision, terminal = _pyramids_step(env, UP)
+        total += decision.reward if not len(terminal) else 0.0
+    assert len(terminal) == env.n and terminal.interrupted.all()
+    assert total + terminal.reward == pytest.approx(np.full(env.n, -1.0))
+
+
+@pytest.mark.parametrize("size,sense", [(13, 2), (9, 1), (15, 3), (20, 2), (5, 2)])
+def test_pyramids_sweep_senses_every_cell_from_every_start(size, sense):
+    from palaestra.envs.builtin.pyramids import MOVES, sweep_moves
+
+    moves = sweep_moves(size, sense)
+    rows, cols = np.divmod(np.arange(size * size), size)
+    agent = np.stack([rows, cols], axis=1)  # one walker per start cell
+    seen = np.zeros((len(agent), size, size), bool)
+    grid = np.stack(np.meshgrid(np.arange(size), np.arange(size), indexing="ij"), axis=-1)
+    for _ in range(4 * size * size // (2 * sense + 1) + size):
+        near = (np.abs(grid[None] - agent[:, None, None, :]).max(axis=-1) <= sense)
+        seen |= near
+        agent = np.clip(agent + MOVES[moves[agent[:, 0], agent[:, 1]]], 0, size - 1)
+    assert seen.all()
+
+
+def test_pyramids_heuristic_reaches_every_goal_and_random_moves_rarely_do():
+    def success(policy):
+        env = BUILTIN_ENVS["Pyramids"](seed=2, num_areas=4)
+        env.reset()
+        rng = np.random.default_rng(0)
+        ended = won = 0
+        for _ in range(1000):
+            actions = env.heuristic() if policy == "heuristic" else env.action_spec.random_actions(env.n, rng)
+            env.set_actions("Pyramids", actions)
+            env.step()
+            terminal = env.get_steps("Pyramids")[1]
+            ended += len(terminal)
+            won += int((~terminal.interrupted).sum())
+        return won / ended
+
+    assert success("heuristic") == 1.0
+    assert success("random") < 0.1
