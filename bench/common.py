@@ -27,7 +27,8 @@ def scratch_dir() -> Iterator[Path]:
 
 
 def run_palaestra(config: str, env: str, *args: str, seed: int | None = 1) -> dict[str, Any]:
-    """Train with mlagents-learn in-process; return wall time, loop time and the run folder
+    """Train with mlagents-learn in-process; return wall time, loop time, this process's CPU time
+    (all its threads; worker processes are not in it) and the run folder
     (a scratch folder, removed when this process exits)."""
     from palaestra.cli import main
     from palaestra.timers import TIMERS
@@ -39,10 +40,10 @@ def run_palaestra(config: str, env: str, *args: str, seed: int | None = 1) -> di
     old = os.getcwd()
     os.chdir(work)
     try:
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         seed_flag = [f"--seed={seed}"] if seed is not None else []
         code = main(["config.yaml", f"--env={env}", "--run-id=bench", *seed_flag, *args])
-        wall = time.perf_counter() - start
+        wall, cpu = time.perf_counter() - start, time.process_time() - start_cpu
     finally:
         os.chdir(old)
     if code != 0:
@@ -50,4 +51,4 @@ def run_palaestra(config: str, env: str, *args: str, seed: int | None = 1) -> di
     timers = json.loads((work / "summaries" / "bench_timers.json").read_text())
     loop_timers = ("env_reset", "policy_act", "record_segments", "env_step", "trainer_advance")
     loop = sum(timers["children"][k]["total"] for k in loop_timers if k in timers["children"])
-    return {"wall_s": wall, "loop_s": loop, "timers": timers, "dir": work}
+    return {"wall_s": wall, "loop_s": loop, "cpu_s": cpu, "timers": timers, "dir": work}

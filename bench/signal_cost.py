@@ -4,8 +4,9 @@ behavioral cloning added, each run alternating with the others so the machine's 
 
 Usage: python bench/signal_cost.py [--env 3DBall] [--trainer ppo] [--steps 30000] [--repeats 3]
 
-Prints the median loop time of each variant and its cost over extrinsic alone (issue 13's
-target: at most 30% extra for curiosity and GAIL).
+Prints the median loop time and CPU time (this process, all its threads: steadier than wall
+time on a shared machine) of each variant, and its cost over extrinsic alone (issue 13's target:
+at most 30% extra for curiosity and GAIL).
 """
 
 from __future__ import annotations
@@ -56,6 +57,9 @@ def main() -> None:
                "max_steps": args.steps, "summary_freq": max(args.steps // 5, 1)}
     extrinsic = {"extrinsic": section.get("reward_signals", {}).get("extrinsic", {"strength": 1.0, "gamma": 0.99})}
     loops: dict[str, list[float]] = {v: [] for v in args.variants}
+    cpus: dict[str, list[float]] = {v: [] for v in args.variants}
+    # a first, untimed run: imports and first-call costs would otherwise land on one variant's CPU time
+    run_palaestra(yaml.safe_dump({behavior: dict(section, max_steps=1000, reward_signals=extrinsic)}), args.env, "--cpu")
     for repeat in range(args.repeats):
         order = args.variants if repeat % 2 == 0 else list(reversed(args.variants))
         for name in order:
@@ -64,13 +68,16 @@ def main() -> None:
             config["reward_signals"] = {**extrinsic, **extra.get("reward_signals", {})}
             result = run_palaestra(yaml.safe_dump({behavior: config}), args.env, "--cpu", seed=repeat)
             loops[name].append(result["loop_s"])
-            print(f"repeat {repeat} {name:10s} loop {result['loop_s']:7.2f} s", flush=True)
-    base = statistics.median(loops["extrinsic"]) if "extrinsic" in loops else None
+            cpus[name].append(result["cpu_s"])
+            print(f"repeat {repeat} {name:10s} loop {result['loop_s']:7.2f} s  cpu {result['cpu_s']:7.2f} s", flush=True)
     print(f"\n{args.trainer} on {args.env}, {args.steps} steps, median of {args.repeats}")
-    for name, times in loops.items():
-        median = statistics.median(times)
-        extra = f"{100 * (median / base - 1):+.0f}%" if base else ""
-        print(f"{name:10s} {median:7.2f} s  {extra}")
+    print(f"{'variant':10s} {'loop':>9s} {'extra':>6s} {'cpu':>9s} {'extra':>6s}")
+    for name in loops:
+        cells = []
+        for measure in (loops, cpus):
+            median, base = statistics.median(measure[name]), statistics.median(measure.get("extrinsic", [0.0]))
+            cells.append(f"{median:7.2f} s {100 * (median / base - 1):+5.0f}%" if base else f"{median:7.2f} s")
+        print(f"{name:10s} {'  '.join(cells)}")
 
 
 if __name__ == "__main__":

@@ -265,6 +265,11 @@ def check_top_level(path: Path, state: Any) -> dict[str, Any]:
     return dict(state)
 
 
+# entries that checkpoints of earlier versions lack; the algorithms load them when present
+# (behavioral cloning's optimizer state)
+LATER_ENTRIES = frozenset({"policy_updates"})
+
+
 def check_algorithm_state(path: Path, saved: Any, reference: Mapping[str, Any],
                           param_shapes: Sequence[torch.Size]) -> None:
     """Check ``saved`` (a checkpoint's 'algorithm' entry) against ``reference``, the state dict
@@ -274,6 +279,8 @@ def check_algorithm_state(path: Path, saved: Any, reference: Mapping[str, Any],
     saved = _mapping(path, saved, "'algorithm'")
     for key, ref in reference.items():
         where = f"'algorithm.{key}'"
+        if key not in saved and key in LATER_ENTRIES:
+            continue  # written by an older Palaestra: the algorithm starts that part afresh
         if key not in saved:
             raise CheckpointError(
                 f"checkpoint {path} has no {where} entry: was it trained with another trainer or other "

@@ -96,9 +96,25 @@ def test_samples_per_update_and_num_epoch_bound_the_batches(demos, monkeypatch):
                               samples_per_update=48, num_epoch=2)
     bc: BehavioralCloning = algorithm.policy_updates[0]
     steps = []
-    monkeypatch.setattr(bc.optimizer, "step", lambda: steps.append(1))
+    monkeypatch.setattr(bc.optimizer, "step", lambda loss: steps.append(1))
     bc.update(step=0)
     assert bc.rows >= 48 and len(steps) == 2 * 3
+
+
+@pytest.mark.parametrize("trainer", ["ppo", "sac"])
+def test_the_cloning_optimizer_s_state_is_checkpointed_with_the_algorithm(demos, trainer, caplog):
+    trained, _ = _algorithm(trainer, "Simple1DDiscrete", demos["Simple1DDiscrete"])
+    trained.policy_updates[0].update(step=0)
+    state = trained.state_dict()
+    assert state["policy_updates"]["0.adam.step.0"] > 0
+    fresh, _ = _algorithm(trainer, "Simple1DDiscrete", demos["Simple1DDiscrete"])
+    fresh.load_state_dict(state)
+    for key, value in fresh.policy_updates[0].state_dict().items():
+        assert torch.equal(value, state["policy_updates"][f"0.{key}"]), key
+    # a checkpoint written before this state was saved loads, and says the optimizer starts afresh
+    older, _ = _algorithm(trainer, "Simple1DDiscrete", demos["Simple1DDiscrete"])
+    older.load_state_dict({k: v for k, v in state.items() if k != "policy_updates"})
+    assert older.policy_updates[0].optimizer.steps == 0 and "starts afresh" in caplog.text
 
 
 def test_demonstrations_that_do_not_fit_the_behavior_are_refused_before_training(demos):

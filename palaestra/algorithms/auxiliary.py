@@ -10,11 +10,14 @@ calls :func:`add_auxiliary_gradients` where its update takes a step.
 
 from __future__ import annotations
 
+import logging
 from typing import Mapping, Protocol
 
 import numpy as np
 import torch
 from torch import nn
+
+logger = logging.getLogger(__name__)
 
 
 class AuxiliaryLoss(Protocol):
@@ -34,6 +37,26 @@ class PolicyUpdate(Protocol):
     def update(self, step: int) -> dict[str, float]:
         """Train at trainer step ``step``; return the stats to report."""
         ...
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Its own state for checkpoints (its optimizer's), as flat tensors."""
+        ...
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None: ...
+
+
+def policy_updates_state(updates: list[PolicyUpdate]) -> dict[str, torch.Tensor]:
+    """Every policy update's state in one flat mapping (``<index>.<entry>``), for checkpoints."""
+    return {f"{i}.{key}": value for i, u in enumerate(updates) for key, value in u.state_dict().items()}
+
+
+def load_policy_updates_state(updates: list[PolicyUpdate], state: Mapping[str, torch.Tensor] | None) -> None:
+    if updates and state is None:  # a checkpoint from before policy updates' state was saved
+        logger.warning("the checkpoint holds no behavioral-cloning optimizer state (an older Palaestra saved it); "
+                       "that optimizer starts afresh")
+        return
+    for i, u in enumerate(updates):
+        u.load_state_dict({k[len(f"{i}."):]: v for k, v in state.items() if k.startswith(f"{i}.")})
 
 
 def add_auxiliary_gradients(losses: list[AuxiliaryLoss], policy: nn.Module,

@@ -15,12 +15,15 @@ against the expert's, plus the cross-entropy of the expert's choice in each disc
 
 from __future__ import annotations
 
+from typing import Mapping
+
 import numpy as np
 import torch
 from torch import nn
 
 from palaestra.demos.columns import demonstration_columns
 from palaestra.envs.base import BehaviorSpec
+from palaestra.networks.optim import FlatStateAdam, make_adam
 from palaestra.rollout.buffers import observations
 from palaestra.settings import TrainerSettings
 
@@ -55,7 +58,7 @@ class BehavioralCloning:
                                for k, v in demonstration_columns(bc.demo_path, spec, behavior,
                                                                   "behavioral_cloning.demo_path").items()}
         self.rows = len(self.demonstrations["continuous"])
-        self.optimizer = torch.optim.Adam(policy.parameters(), lr=self.learning_rate)
+        self.optimizer = FlatStateAdam(policy, self.learning_rate)  # checkpointed with the algorithm
 
     def current_learning_rate(self, step: int) -> float:
         if not self.steps:
@@ -66,8 +69,7 @@ class BehavioralCloning:
         lr = self.current_learning_rate(step)
         if lr <= 0.0:
             return {"Losses/Pretraining Loss": 0.0}
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        self.optimizer.set_learning_rate(lr)
         batch = max(min(self.batch_size, self.rows), 1)
         batches = self.rows // batch
         if self.samples_per_update:
@@ -80,11 +82,15 @@ class BehavioralCloning:
                 data = {k: v[rows] for k, v in self.demonstrations.items()}
                 continuous, branch_log_probs = self.policy.imitation_outputs(observations(data), data["allowed"])
                 loss = bc_loss(continuous, branch_log_probs, data["continuous"], data["discrete"])
-                self.optimizer.zero_grad(set_to_none=False)  # in place: the gradients may be views
-                loss.backward()
-                self.optimizer.step()
+                self.optimizer.step(loss)
                 losses.append(float(loss.detach()))
         return {"Losses/Pretraining Loss": float(np.mean(losses))}
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.optimizer.state_dict()
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        self.optimizer.load_state_dict(state)
 
 
 def fit_policy(path: str, epochs: int = 30, batch_size: int = 256, hidden_units: int = 128, num_layers: int = 2,
@@ -102,7 +108,7 @@ def fit_policy(path: str, epochs: int = 30, batch_size: int = 256, hidden_units:
     data = {k: torch.as_tensor(v[rows]) for k, v in demonstration_columns(path, spec, "", "demo_path").items()}
     policy = ActorCritic(spec, hidden_units, num_layers, normalize=True, num_value_heads=1)
     policy.normalizer.update(policy.encoder([o.numpy() for o in observations(data)]))
-    optimizer = torch.optim.Adam(policy.parameters(), lr=learning_rate)
+    optimizer = make_adam(policy.parameters(), learning_rate)
     n = len(data["continuous"])
     for _ in range(epochs):
         order = torch.as_tensor(rng.permutation(n))

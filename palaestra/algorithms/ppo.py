@@ -27,7 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from palaestra.algorithms.auxiliary import AuxiliaryLoss, PolicyUpdate, StatsMean, add_auxiliary_gradients
+from palaestra.algorithms.auxiliary import (AuxiliaryLoss, PolicyUpdate, StatsMean, add_auxiliary_gradients,
+                                             load_policy_updates_state, policy_updates_state)
 from palaestra.algorithms.schedules import linear_decay, scheduled_learning_rate
 from palaestra.rollout.transitions import following_rows, terminal_rows
 from palaestra.envs.base import BehaviorSpec
@@ -380,6 +381,8 @@ class PPO:
             "step": self.step,
             "update_count": self.update_count,
         }
+        if self.policy_updates:
+            state["policy_updates"] = policy_updates_state(self.policy_updates)
         signals = signals_state(self.signals)
         return state | {"signals": signals} if signals else state
 
@@ -392,3 +395,4 @@ class PPO:
                 self._numpy_adam.after_load()
             self.step = int(state["step"])
             self.update_count = int(state["update_count"])
+            load_policy_updates_state(self.policy_updates, state.get("policy_updates"))

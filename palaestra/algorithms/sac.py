@@ -33,7 +33,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from palaestra.algorithms.auxiliary import AuxiliaryLoss, PolicyUpdate, StatsMean, add_auxiliary_gradients
+from palaestra.algorithms.auxiliary import (AuxiliaryLoss, PolicyUpdate, StatsMean, add_auxiliary_gradients,
+                                             load_policy_updates_state, policy_updates_state)
 from palaestra.algorithms.schedules import scheduled_learning_rate
 from palaestra.rollout.transitions import following_rows, terminal_rows
 from palaestra.envs.base import BehaviorSpec
@@ -481,6 +482,8 @@ class SAC:
         }
         if self._learning_signals:
             state["signal_update_count"] = self.signal_update_count
+        if self.policy_updates:
+            state["policy_updates"] = policy_updates_state(self.policy_updates)
         signals = signals_state(self.signals)
         return state | {"signals": signals} if signals else state
 
@@ -501,6 +504,7 @@ class SAC:
             self._numpy_adam.after_load()
         self.step = int(state["step"])
         self.update_count = int(state["update_count"])
+        load_policy_updates_state(self.policy_updates, state.get("policy_updates"))
         self.signal_update_count = int(state.get("signal_update_count", self._updates_due(
             self.settings.reward_signal_steps_per_update)))
 

@@ -1,7 +1,10 @@
-"""Adam as the algorithms use it: fused where torch supports it, and a lean step for an
-optimizer over one flat parameter (networks/flat_params.py)."""
+"""Adam as the algorithms use it: fused where torch supports it, a lean step for an optimizer
+over one flat parameter (networks/flat_params.py), and an Adam whose state checkpoints as flat
+tensors (reward signals' models, behavioral cloning)."""
 
 from __future__ import annotations
+
+from typing import Mapping
 
 import torch
 from palaestra.networks.torch_private import functional_adam
@@ -33,3 +36,40 @@ def step_single_adam(optimizer: torch.optim.Adam) -> None:
          foreach=False if not group.get("fused") else None, fused=group.get("fused") or None,
          amsgrad=False, beta1=beta1, beta2=beta2, lr=group["lr"], weight_decay=group["weight_decay"],
          eps=group["eps"], maximize=False)
+
+
+class FlatStateAdam:
+    """Adam (fused where torch has it) over a model of its own, with its state created up front: a
+    checkpoint then always holds the same entries (``state_dict``: flat tensors, the form
+    checkpoints check entry by entry), and the number of steps taken says whether the model has
+    been trained. Reward signals' models and behavioral cloning use it."""
+
+    def __init__(self, model: torch.nn.Module, learning_rate: float) -> None:
+        self.params = list(model.parameters())
+        self.adam = make_adam(self.params, learning_rate)
+        for p in self.params:
+            step = torch.tensor(0.0, device=p.device if self.adam.param_groups[0].get("fused") else "cpu")
+            self.adam.state[p] = {"step": step, "exp_avg": torch.zeros_like(p),
+                                  "exp_avg_sq": torch.zeros_like(p)}
+
+    @property
+    def steps(self) -> int:
+        return int(self.adam.state[self.params[0]]["step"])
+
+    def set_learning_rate(self, learning_rate: float) -> None:
+        for group in self.adam.param_groups:
+            group["lr"] = learning_rate
+
+    def step(self, loss: torch.Tensor) -> None:
+        self.adam.zero_grad(set_to_none=False)  # in place: the accelerator may view the gradients
+        loss.backward()
+        self.adam.step()
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {f"adam.{key}.{i}": self.adam.state[p][key] for i, p in enumerate(self.params)
+                for key in ("step", "exp_avg", "exp_avg_sq")}
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        for i, p in enumerate(self.params):
+            for key in ("step", "exp_avg", "exp_avg_sq"):
+                self.adam.state[p][key].copy_(state[f"adam.{key}.{i}"])

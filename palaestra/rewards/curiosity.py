@@ -24,7 +24,8 @@ from torch import nn
 from palaestra.envs.base import BehaviorSpec
 from palaestra.networks.encoders import VectorEncoder
 from palaestra.networks.policy import mlp
-from palaestra.rewards.learned import ModelSignal, SignalOptimizer, action_input, vector_input
+from palaestra.networks.optim import FlatStateAdam
+from palaestra.rewards.learned import ModelSignal, action_input, vector_input
 from palaestra.settings import CuriositySettings
 
 HIDDEN = 256  # the inverse and forward models' hidden layer (ML-Agents)
@@ -69,13 +70,14 @@ class CuriositySignal(ModelSignal):
         self.strength, self.gamma = settings.strength, settings.gamma
         self.spec, self.device = spec, device
         self.model = CuriosityModel(spec, settings.encoding_size).to(device)
-        self.optimizer = SignalOptimizer(self.model, settings.learning_rate)
+        self.optimizer = FlatStateAdam(self.model, settings.learning_rate)
 
     def _inputs(self, batch: Mapping[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(encoding, next encoding, actions)."""
-        return (self.model.encoder(vector_input(batch, "obs", self.device)),
-                self.model.encoder(vector_input(batch, "next_obs", self.device)),
-                action_input(self.spec.action_spec, batch, self.device))
+        """(encoding, next encoding, actions); both observations go through the shared encoder in
+        one pass (one matrix product per layer instead of two)."""
+        both = torch.cat([vector_input(batch, "obs", self.device), vector_input(batch, "next_obs", self.device)])
+        encoded, encoded_next = self.model.encoder(both).chunk(2)
+        return encoded, encoded_next, action_input(self.spec.action_spec, batch, self.device)
 
     def batch_rewards(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
         error = self.model.forward_error(*self._inputs(batch))

@@ -27,7 +27,8 @@ from palaestra.demos.columns import demonstration_columns
 from palaestra.envs.base import BehaviorSpec
 from palaestra.networks.encoders import VectorEncoder
 from palaestra.networks.policy import mlp
-from palaestra.rewards.learned import ModelSignal, SignalOptimizer, action_input, vector_input
+from palaestra.networks.optim import FlatStateAdam
+from palaestra.rewards.learned import ModelSignal, action_input, vector_input
 from palaestra.settings import GAILSettings
 
 EPSILON = 1e-7
@@ -81,7 +82,7 @@ class GAILSignal(ModelSignal):
         self.expert = demonstration_columns(settings.demo_path, spec, "the behavior", "reward_signals.gail.demo_path")
         self.expert_rows = len(self.expert["continuous"])
         self.model = Discriminator(spec, settings).to(device)
-        self.optimizer = SignalOptimizer(self.model, settings.learning_rate)
+        self.optimizer = FlatStateAdam(self.model, settings.learning_rate)
         self.beta = torch.zeros((), device=device)  # VAIL's Lagrange weight (a checkpointed tensor)
         self.rng = np.random.default_rng(int(torch.randint(2**31, ())))
 

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from palaestra.envs.base import ActionSpec
+from palaestra.networks.optim import FlatStateAdam
 from palaestra.rollout.buffers import observation_columns, observations
 from palaestra.rollout.segments import Segments
 from palaestra.rollout.transitions import following_rows, terminal_rows
@@ -44,49 +45,18 @@ def action_input(spec: ActionSpec, batch: Mapping[str, np.ndarray], device: torc
     return torch.cat(parts, 1)
 
 
-class SignalOptimizer:
-    """Adam over a signal's model, with its state created up front: a checkpoint then always holds
-    the same entries (``state_dict``: flat tensors, as checkpoints keep signals' state), and the
-    number of steps taken says whether the model has been trained."""
-
-    def __init__(self, model: nn.Module, learning_rate: float) -> None:
-        self.params = list(model.parameters())
-        self.adam = torch.optim.Adam(self.params, lr=learning_rate)
-        for p in self.params:
-            self.adam.state[p] = {"step": torch.tensor(0.0), "exp_avg": torch.zeros_like(p),
-                                  "exp_avg_sq": torch.zeros_like(p)}
-
-    @property
-    def steps(self) -> int:
-        return int(self.adam.state[self.params[0]]["step"])
-
-    def step(self, loss: torch.Tensor) -> None:
-        self.adam.zero_grad(set_to_none=False)
-        loss.backward()
-        self.adam.step()
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {f"adam.{key}.{i}": self.adam.state[p][key] for i, p in enumerate(self.params)
-                for key in ("step", "exp_avg", "exp_avg_sq")}
-
-    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
-        for i, p in enumerate(self.params):
-            for key in ("step", "exp_avg", "exp_avg_sq"):
-                self.adam.state[p][key].copy_(state[f"adam.{key}.{i}"])
-
-
 class ModelSignal:
     """What a reward signal with a model shares (curiosity, RND, GAIL): its rewards over the real
     rows of segments, none before the model's first update where ``pays_before_update`` is
     False, and its model's and optimizer's state for checkpoints. A signal sets ``model`` and
-    ``optimizer`` (a SignalOptimizer) and writes ``batch_rewards`` and ``update``."""
+    ``optimizer`` (a FlatStateAdam) and writes ``batch_rewards`` and ``update``."""
 
     uses_terminal = False  # an episode's end is not terminal for an intrinsic reward
     learns = True
     pays_before_update = True
 
     model: nn.Module
-    optimizer: SignalOptimizer
+    optimizer: FlatStateAdam
 
     @classmethod
     def build(cls, settings, spec, device: torch.device):

@@ -22,7 +22,8 @@ from palaestra.envs.base import BehaviorSpec
 from palaestra.networks.encoders import VectorEncoder
 from palaestra.networks.normalizer import Normalizer
 from palaestra.networks.policy import mlp
-from palaestra.rewards.learned import ModelSignal, SignalOptimizer, vector_input
+from palaestra.networks.optim import FlatStateAdam
+from palaestra.rewards.learned import ModelSignal, vector_input
 from palaestra.settings import RNDSettings
 
 LAYERS = 3
@@ -50,7 +51,7 @@ class RNDSignal(ModelSignal):
         self.strength, self.gamma = settings.strength, settings.gamma
         self.device = device
         self.model = RNDModel(spec, settings.encoding_size).to(device)
-        self.optimizer = SignalOptimizer(self.model.predictor, settings.learning_rate)
+        self.optimizer = FlatStateAdam(self.model.predictor, settings.learning_rate)
 
     def batch_rewards(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
         # the observation reached: a transition into a novel state pays
