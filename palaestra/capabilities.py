@@ -49,6 +49,7 @@ CAPABILITIES: dict[str, Capabilities] = {
                                required=(("demo_path", "a .demo file or a folder of them"),)),
     "online_bc": Capabilities(acting_in_workers="online_bc learns between environment steps and its teacher acts "
                                                 "where the policy does", imitation_only=True, teacher=True,
+                              replay_buffer=True,  # the teacher's labels
                               required=(("brain_to_imitate", "heuristic, a model .onnx, package.module:function or "
                                                              "another behavior's name"),)),
 }

@@ -407,8 +407,8 @@ class SACSettings(TrainerSettings):
     train_interval: int | None = _key(None, integer(1), "steps between update rounds (the 0.15 cadence: "
                                       "`steps_per_update` = `train_interval` / `num_update`)")
     num_update: int | None = _key(None, integer(1), "updates per round (the 0.15 cadence)")
-    save_replay_buffer: bool = _key(False, boolean, "save the replay buffer beside the checkpoints "
-                                    "(`replay_buffer.pt`) and restore it on `--resume`")
+    save_replay_buffer: bool = _key(False, boolean, "save the replay buffer (online_bc: the teacher's labels) "
+                                    "beside the checkpoints (`replay_buffer.pt`) and restore it on `--resume`")
     reward_signal_steps_per_update: float | None = _key(None, real(0.0, low_open=True), "agent steps per update "
                                                         "of the reward signals' own models (curiosity, GAIL); "
                                                         "unset: `steps_per_update`")
@@ -438,6 +438,8 @@ class OfflineBCSettings(_LegacyBCSettings):
 @dataclass(frozen=True)
 class OnlineBCSettings(_LegacyBCSettings):
     trainer: str = _override("trainer", "online_bc")
+    save_replay_buffer: bool = field(default=False, metadata=SACSettings.__dataclass_fields__["save_replay_buffer"]
+                                     .metadata)
     brain_to_imitate: str | None = _key(None, optional_text, "the teacher (required): `heuristic` (the built-in "
                                         "environment's scripted policy; the behavior's own name means it too), a "
                                         "model `.onnx`, `package.module:function` or another behavior's name (its "

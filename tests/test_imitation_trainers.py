@@ -234,6 +234,32 @@ def test_a_checkpoint_restores_the_policy_optimizer_and_step(demos):
     assert weights_only.step == 0
 
 
+def test_save_replay_buffer_keeps_online_bc_s_teacher_labels_across_resume(tmp_path):
+    env = BUILTIN_ENVS["GridWorld"](seed=2)
+    settings = TrainerSettings(trainer="online_bc", brain_to_imitate="heuristic", hidden_units=32,
+                               save_replay_buffer=True)
+
+    def trainer() -> BehaviorTrainer:
+        return BehaviorTrainer("GridWorld", env.behavior_specs["GridWorld"], settings, torch.device("cpu"),
+                               StatsReporter("t", []), CheckpointManager(tmp_path / "GridWorld", 5), tmp_path,
+                               training=True, teacher=make_teacher("heuristic", env, "GridWorld", 0))
+
+    first = trainer()
+    env.reset()
+    for _ in range(20):
+        decision, terminal = env.get_steps("GridWorld")
+        env.set_actions("GridWorld", first.act(decision, terminal))
+        env.step()
+    first.save(global_step=20)
+    assert first.replay_path.is_file()
+    second = trainer()
+    second.restore_newest(second.checkpoints, weights_only=False, set_aside=False, advice="")
+    labels, restored = first.algorithm.examples, second.algorithm.examples
+    assert restored.size == labels.size == 20 * env.n
+    for key, column in labels.buffer.data.items():
+        np.testing.assert_array_equal(restored.buffer.data[key][: restored.size], column[: labels.size])
+
+
 def test_demonstrations_that_do_not_fit_are_refused_naming_demo_path(demos, tmp_path):
     with pytest.raises(DemoError, match="demo_path .*do not fit the behavior"):
         _offline("GridWorld", demos["3DBall"])

@@ -60,3 +60,12 @@ class OnlineBC(ClonedPolicy):
             continuous=np.asarray(actions.continuous, np.float32),
             discrete=np.asarray(actions.discrete, np.int64),
             allowed=allowed)
+
+    # -- save_replay_buffer: the teacher's labels ---------------------------------------------
+    def replay_state(self) -> dict:
+        return self.examples.buffer.tensor_state()
+
+    def load_replay_state(self, state: dict) -> int:
+        self.examples.buffer.load_state_dict({"capacity": state["capacity"],
+                                              "columns": {k: v.numpy() for k, v in state["columns"].items()}})
+        return self.examples.size

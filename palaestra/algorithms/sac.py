@@ -510,9 +510,7 @@ class SAC:
 
     def replay_state(self) -> dict[str, Any]:
         """The replay buffer as tensors (for ``save_replay_buffer``)."""
-        state = self.buffer.state_dict()
-        return {"capacity": state["capacity"],
-                "columns": {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state["columns"].items()}}
+        return self.buffer.tensor_state()
 
     def load_replay_state(self, state: dict[str, Any]) -> int:
         columns = {k: v.numpy() for k, v in state["columns"].items()}

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 import numpy as np
+import torch
 
 
 def observation_columns(observations: Sequence[np.ndarray], prefix: str = "obs") -> dict[str, np.ndarray]:
@@ -94,3 +95,9 @@ class ReplayBuffer:
         columns = state["columns"]
         if columns and next(iter(columns.values())).shape[0]:
             self.add(**columns)
+
+    def tensor_state(self) -> dict:
+        """``state_dict`` with torch tensors for columns (the form checkpoint files hold)."""
+        state = self.state_dict()
+        return {"capacity": state["capacity"],
+                "columns": {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state["columns"].items()}}
