@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Mapping
 
 import torch
+
 from palaestra.networks.torch_private import functional_adam
 
 
@@ -51,10 +52,17 @@ class FlatStateAdam:
             step = torch.tensor(0.0, device=p.device if self.adam.param_groups[0].get("fused") else "cpu")
             self.adam.state[p] = {"step": step, "exp_avg": torch.zeros_like(p),
                                   "exp_avg_sq": torch.zeros_like(p)}
+            if p.grad is None:  # a numpy loss writes into views of it (networks/accelerator.py)
+                p.grad = torch.zeros_like(p)
 
     @property
     def steps(self) -> int:
         return int(self.adam.state[self.params[0]]["step"])
+
+    def step_with_gradients(self) -> None:
+        """A step with the gradients already in the parameters' ``.grad``, written there by a loss
+        computed in numpy (rewards/curiosity_gradients.py)."""
+        self.adam.step()
 
     def set_learning_rate(self, learning_rate: float) -> None:
         for group in self.adam.param_groups:
