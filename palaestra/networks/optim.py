@@ -61,7 +61,7 @@ class FlatStateAdam:
 
     def step_with_gradients(self) -> None:
         """A step with the gradients already in the parameters' ``.grad``, written there by a loss
-        computed in numpy (rewards/curiosity_gradients.py)."""
+        computed in numpy (rewards/numpy_losses.py)."""
         self.adam.step()
 
     def set_learning_rate(self, learning_rate: float) -> None:
