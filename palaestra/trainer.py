@@ -158,7 +158,8 @@ class BehaviorTrainer:
                 self._next_summary += self.settings.summary_freq
 
     def write_summary(self) -> None:
-        self._returns_carried += self.collector.stats.returns[self._returns_seen:]
+        if self.lesson is not None:  # a curriculum's episodes not taken yet
+            self._returns_carried += self.collector.stats.returns[self._returns_seen:]
         self._returns_seen = 0
         episodes = self.collector.take_episode_stats()
         if episodes.returns:

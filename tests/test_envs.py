@@ -132,7 +132,7 @@ def test_num_areas_multiplies_agents():
     assert len(env.get_steps("3DBall")[0]) == 24
 
 
-def test_3dball_parameters_change_the_physics():
+def test_3dball_parameters_change_the_physics(caplog):
     def fall_time(gravity):
         env = BUILTIN_ENVS["3DBall"](seed=1)
         env.reset({"gravity": gravity})
@@ -146,8 +146,10 @@ def test_3dball_parameters_change_the_physics():
         return 200
 
     assert fall_time(20.0) < fall_time(5.0)
-    with pytest.raises(EnvError, match="no environment parameter"):
-        BUILTIN_ENVS["3DBall"]().reset({"wind": 1.0})
+    env = BUILTIN_ENVS["3DBall"]()
+    env.reset({"wind": 1.0, "mass": 2.0})
+    assert "Ball3D has no environment parameter(s) wind (ignored); it knows gravity, mass, scale" in caplog.text
+    assert env.parameters == {"gravity": 9.81, "mass": 2.0, "scale": 1.0}
 
 
 def test_basic_moves_as_ml_agents_basic_agent():
