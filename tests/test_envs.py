@@ -17,19 +17,20 @@ from palaestra.envs.sources import make_env
 
 
 def run_heuristic(env, steps: int) -> list[float]:
-    name = env.behavior_name
     env.reset()
     running = np.zeros(env.n)
     returns: list[float] = []
     for _ in range(steps):
-        env.set_actions(name, env.heuristic())
+        for name in env.behavior_specs:  # WallJump has two behaviors, each with its own agents
+            env.set_actions(name, env.heuristic_for(name) if hasattr(env, "heuristic_for") else env.heuristic())
         env.step()
-        decision, terminal = env.get_steps(name)
-        if len(terminal):
-            running[terminal.agent_id] += terminal.reward
-            returns += running[terminal.agent_id].tolist()
-            running[terminal.agent_id] = 0.0
-        running[decision.agent_id] += decision.reward
+        for name in env.behavior_specs:
+            decision, terminal = env.get_steps(name)
+            if len(terminal):
+                running[terminal.agent_id] += terminal.reward
+                returns += running[terminal.agent_id].tolist()
+                running[terminal.agent_id] = 0.0
+            running[decision.agent_id] += decision.reward
     return returns
 
 

@@ -36,6 +36,8 @@ class BuiltinVectorEnv(SingleBehaviorEnv):
     default_parameters: Mapping[str, float] = {}
     # behavior names of ML-Agents <= 0.13 (brains) → this environment's, for old curriculum folders
     legacy_behavior_names: Mapping[str, str] = {}
+    # False for an environment of several behaviors (WallJump): no Gymnasium vector id for it
+    one_behavior: bool = True
     # The shortest episode a perfect agent can finish, for documentation only.
     solved_reward: float = 0.0
 
