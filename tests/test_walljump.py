@@ -9,7 +9,7 @@ import pytest
 from palaestra.curriculum import EnvironmentParameters, load_curricula
 from palaestra.envs.base import ActionTuple
 from palaestra.envs.builtin.walljump import BIG, SMALL, WallJump
-from tests.conftest import SHIPPED_CONFIG
+from tests.conftest import REPO, SHIPPED_CONFIG
 
 
 def play(env: WallJump, steps: int, policy) -> dict[str, list[float]]:
@@ -116,3 +116,10 @@ def test_heuristic_actions_fit_each_behavior():
     for b in (SMALL, BIG):
         actions = env.heuristic_for(b)
         assert isinstance(actions, ActionTuple) and actions.discrete.shape == (len(env.get_steps(b)[0]), 2)
+
+
+def test_shipped_curriculum_and_sampler_files_load():
+    from palaestra.curriculum import load_sampler
+
+    assert sorted(load_curricula(REPO / "config/curricula/wall_jump.yaml")) == [BIG, SMALL]
+    assert sorted(load_sampler(REPO / "config/samplers/3dball_randomize.yaml").samplers) == ["gravity", "mass", "scale"]
