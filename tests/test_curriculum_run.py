@@ -203,3 +203,52 @@ def test_gymnasium_gets_parameters_as_reset_options_or_through_its_setter():
     env = GymnasiumEnv("set", instances=[gym.wrappers.TimeLimit(setter, 50)])
     env.reset({"gravity": 5})
     assert setter.parameters == {"gravity": 5.0} and setter.options == [None]
+
+
+class _Parallel:
+    """A two-agent PettingZoo-style parallel environment that records its resets' options;
+    every episode lasts 2 steps."""
+
+    possible_agents = ["runner_0", "runner_1"]
+
+    def __init__(self, setter: bool = False):
+        self.options, self.agents, self.t = [], [], 0
+        if setter:
+            self.set_environment_parameters = lambda p: setattr(self, "parameters", p)
+
+    def observation_space(self, agent):
+        return gym.spaces.Box(-1.0, 1.0, (1,))
+
+    def action_space(self, agent):
+        return gym.spaces.Discrete(2)
+
+    def reset(self, seed=None, options=None):
+        self.options.append(options)
+        self.agents, self.t = list(self.possible_agents), 0
+        return {a: np.zeros(1, np.float32) for a in self.agents}, {}
+
+    def step(self, actions):
+        self.t += 1
+        done = self.t >= 2
+        obs = {a: np.zeros(1, np.float32) for a in self.agents}
+        flags = {a: done for a in self.agents}
+        if done:
+            self.agents = []
+        return obs, {a: 0.0 for a in obs}, flags, {a: False for a in obs}, {}
+
+    def close(self):
+        pass
+
+
+def test_pettingzoo_gets_parameters_as_reset_options_or_through_its_setter():
+    from palaestra.envs.pettingzoo_env import PettingZooEnv
+
+    plain = _Parallel()
+    env = PettingZooEnv(plain, "runners")
+    env.reset({"speed": 2})
+    for _ in range(2):
+        env.step()
+    assert plain.options == [{"speed": 2.0}, {"speed": 2.0}]
+    with_setter = _Parallel(setter=True)
+    PettingZooEnv(with_setter, "runners").reset({"speed": 2})
+    assert with_setter.parameters == {"speed": 2.0} and with_setter.options == [None]
