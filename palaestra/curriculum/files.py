@@ -1,12 +1,12 @@
 """Reading a curriculum or sampler file: its text, parsed as YAML (JSON is YAML), with the same
-limits and messages as the trainer config (palaestra/settings.py)."""
+size and encoding limits and the same messages as the trainer config (palaestra/settings.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from palaestra.settings import ConfigError, _parse_yaml, _read_text, _show  # noqa: F401 (re-exported)
+from palaestra.settings import ConfigError, _parse_yaml, _read_text, _show
 
 
 def read_yaml(path: Path, what: str) -> Any:
@@ -17,4 +17,5 @@ def read_yaml(path: Path, what: str) -> Any:
 
 
 def show(value: Any) -> str:
+    """A value as a message shows it: its repr, cut short."""
     return _show(value)
