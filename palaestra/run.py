@@ -5,7 +5,9 @@ Every check a run makes before it trains happens in :func:`_build`, for the real
 run's folders (``--resume``, ``--force``, ``--initialize-from``, ``--inference``) are in
 palaestra/run_folders.py; seeding, the device and threads in palaestra/machine.py. A checkpoint is
 written every ``--save-freq`` environment steps and at the end; the first Ctrl+C (or SIGTERM,
-SIGHUP) stops the loop, saves and exports, and exits 0 (palaestra/interrupts.py).
+SIGHUP) stops the loop, saves and exports, and exits 0 (palaestra/interrupts.py). With
+``--curriculum`` or ``--sampler`` the environments reset with new parameter values before the first
+episode, when a lesson advances and every resampling interval (palaestra/curriculum/).
 """
 
 from __future__ import annotations
