@@ -36,7 +36,6 @@ GOAL = 18
 BLOCK_HEIGHT = 4.0
 JUMP = 4.2
 STEP_PENALTY = 0.0005
-FALL = False
 SMALL, BIG = "SmallWallJump", "BigWallJump"
 STAY, FORWARD, BACK = range(3)
 
@@ -46,7 +45,7 @@ class WallJump(BuiltinVectorEnv):
     observation_shape = (7,)
     action_spec = ActionSpec(discrete_branches=(3, 2))
     agents_per_area = 16
-    max_episode_steps = 100
+    max_episode_steps = 200
     default_parameters = {"small_wall_height": 4.0, "big_wall_min_height": 8.0, "big_wall_max_height": 8.0}
     legacy_behavior_names = {"SmallWallBrain": SMALL, "BigWallBrain": BIG}
     one_behavior = False
@@ -68,8 +67,8 @@ class WallJump(BuiltinVectorEnv):
     # -- the world, over all agents ------------------------------------------------------------
     def _reset_agents(self, which: np.ndarray) -> None:
         k = len(which)
-        self.agent[which] = self.rng.integers(2, 6, size=k)
-        self.block[which] = self.agent[which] - 1  # right behind the agent: a high wall needs a turn back
+        self.agent[which] = self.rng.integers(0, 3, size=k)
+        self.block[which] = self.rng.integers(4, 9, size=k)
         self.on_block[which] = False
         config = self.rng.integers(0, 5, size=k)  # 0: no wall, 1: small wall, 2-4: big wall
         p = self.parameters
@@ -90,33 +89,35 @@ class WallJump(BuiltinVectorEnv):
 
     def _advance(self, actions: ActionTuple) -> tuple[np.ndarray, np.ndarray]:
         move, jump = actions.discrete[:, 0], actions.discrete[:, 1].astype(bool)
-        step = np.where(move == FORWARD, 1, np.where(move == BACK, -1, 0))
-        moving = step != 0
-        target = self.agent + step
         walled = self.height > 0
-        into_wall = moving & (target == WALL) & walled
-        # from the block: over the wall (forward, with a jump high enough), else down to the next cell
-        top = self.on_block & moving
-        over_from_block = top & into_wall & jump & (step > 0) & (self.height <= BLOCK_HEIGHT + JUMP)
+        forward, back = move == FORWARD, move == BACK
+        ahead = self.agent + 1
+        # from the block: over the wall with a jump high enough, else down to the next cell
+        top = self.on_block & forward
+        into_wall = top & (ahead == WALL) & walled
+        over_from_block = into_wall & jump & (self.height <= BLOCK_HEIGHT + JUMP)
         step_down = top & ~into_wall
-        # on the ground: the block ahead is climbed with a jump, pushed (forward only) without one
-        ground = ~self.on_block & moving
-        at_block = ground & (target == self.block)
+        # on the ground
+        ground = ~self.on_block & forward
+        at_block = ground & (ahead == self.block)
         climb = at_block & jump
-        push = at_block & ~jump & (step > 0) & ~((self.block + 1 == WALL) & walled) & (self.block + 1 < CELLS)
-        at_wall = ground & ~at_block & into_wall
+        push = at_block & ~jump & ~((self.block + 1 == WALL) & walled) & (self.block + 1 < CELLS)
+        at_wall = ground & ~at_block & (ahead == WALL) & walled
         over_from_ground = at_wall & jump & (self.height <= JUMP)
         walk = ground & ~at_block & ~at_wall
-        fell = (step_down | walk) & (target < 0) & FALL  # off the start of the corridor
+        # backwards: off the block, or one cell back unless the block or the wall is there
+        behind = self.agent - 1
+        back_ok = back & (behind >= 0) & (self.on_block | ((behind != self.block) & ~((behind == WALL) & walled)))
 
         over = over_from_block | over_from_ground
         self.block = np.where(push, self.block + 1, self.block)
-        self.agent = np.where(over, WALL + step, self.agent)
-        self.agent = np.where((step_down | push | walk | climb) & ~fell, np.clip(target, 0, CELLS - 1), self.agent)
-        self.on_block = (self.on_block & ~(over | step_down)) | climb
-        goal = self.agent >= GOAL
-        reward = np.where(goal, 1.0, np.where(fell, -1.0, -STEP_PENALTY)).astype(np.float32)
-        return reward, goal | fell
+        self.agent = np.where(over, WALL + 1, self.agent)
+        self.agent = np.where(step_down | push | walk | climb, np.minimum(ahead, CELLS - 1), self.agent)
+        self.agent = np.where(back_ok, behind, self.agent)
+        self.on_block = (self.on_block & ~(over | step_down | back_ok)) | climb
+        done = self.agent >= GOAL
+        reward = np.where(done, 1.0, -STEP_PENALTY).astype(np.float32)
+        return reward, done
 
     # -- two behaviors: agents are shown in the behavior of their current episode ------------
     @property
@@ -172,23 +173,22 @@ class WallJump(BuiltinVectorEnv):
 
     # -- a scripted policy ---------------------------------------------------------------------
     def heuristic_all(self) -> np.ndarray:
-        """Actions [n, 2] for every agent: jump low walls; for a high wall, get behind the block
-        (climbing over it backwards), push it against the wall, climb onto it and jump over."""
+        """Actions [n, 2] for every agent: jump low walls; push the block to a high wall, climb
+        onto it and jump over; then walk to the goal."""
         move = np.full(self.n, FORWARD)
         jump = np.zeros(self.n, dtype=np.int32)
+        ahead = self.agent + 1
         past = self.agent > WALL
         high = (self.height > JUMP) & ~past
-        ready = self.block == WALL - 1
-        behind_block = ~self.on_block & (self.agent < self.block)
-        # a high wall and the block not against it yet: back over the block, then push it
-        fetch = high & ~ready & ~behind_block
-        move[fetch] = BACK
-        jump[fetch & ~self.on_block & (self.agent - 1 == self.block)] = 1
-        # the block against a high wall: climb onto it, then jump over
-        jump[high & ready & (self.on_block | (self.agent + 1 == self.block))] = 1
-        # a low wall (or none): jump whatever is ahead
+        block_ready = self.block == WALL - 1
+        # a high wall: push the block until it touches the wall, then climb and jump over
+        jump[high & block_ready & (ahead == self.block) & ~self.on_block] = 1
+        jump[high & self.on_block & (ahead == WALL)] = 1
+        # a low wall (or none): jump at it, stepping over the block where it is in the way
         low = ~high & ~past
-        jump[low & (self.on_block | (self.agent + 1 == self.block) | (self.agent + 1 == WALL))] = 1
+        jump[low & (ahead == WALL) & (self.height > 0)] = 1
+        jump[low & (ahead == self.block) & (self.block + 1 == WALL) & (self.height > 0)] = 1
+        jump[low & self.on_block & (ahead == WALL) & (self.height > 0)] = 1
         return np.stack([move, jump], axis=1).astype(np.int32)
 
     def heuristic(self) -> ActionTuple:
