@@ -1,5 +1,6 @@
 """WallJump: a corridor with a wall between the agent and the goal, in the spirit of ML-Agents'
-Wall Jump, where curriculum learning matters. Two behaviors share the agents: at the start of each
+Wall Jump, whose wall heights the wall_jump curricula drive (docs/benchmarks.md: on this corridor
+PPO also learns the highest wall without a curriculum). Two behaviors share the agents: at the start of each
 episode an agent meets no wall or a small wall (it then acts as ``SmallWallJump``) or a big wall
 (``BigWallJump``), with probabilities 1/5, 1/5 and 3/5 as in ML-Agents' scene.
 
