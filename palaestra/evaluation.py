@@ -5,21 +5,24 @@ to check that what ships is what was trained."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 
 from palaestra.envs.base import ActionTuple, Env
 
 
-def evaluate_onnx(env: Env, onnx_path: Path, episodes: int, max_decisions: int = 1_000_000) -> list[float]:
-    """Returns of the first ``episodes`` episodes to finish (fewer if ``max_decisions`` runs out)."""
+def evaluate_onnx(env: Env, onnx_path: Path, episodes: int, max_decisions: int = 1_000_000,
+                  behavior: str | None = None, parameters: Mapping[str, float] | None = None) -> list[float]:
+    """Returns of the first ``episodes`` episodes of ``behavior`` (default: the first) to finish
+    (fewer if ``max_decisions`` runs out), with the environment reset with ``parameters``."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(onnx_path))
     names = [o.name for o in session.get_outputs()]
-    behavior = next(iter(env.behavior_specs))
+    behavior = behavior or next(iter(env.behavior_specs))
     spec = env.behavior_specs[behavior].action_spec
-    env.reset()
+    env.reset(parameters)
     running: dict[int, float] = {}
     returns: list[float] = []
     for _ in range(max_decisions):

@@ -191,10 +191,10 @@ def check_options(options: RunOptions) -> None:
         raise UsageError(f"--initialize-from names the run itself ({options.run_id!r}); pass --resume to continue "
                          "it, or choose another --run-id")
     for flag, path in (("--curriculum", options.curriculum), ("--sampler", options.sampler)):
-        if path is not None:
-            if not os.path.exists(path):
-                raise UsageError(f"{flag}: file {path!r} does not exist")
-            raise UsageError(f"{flag} is not supported yet; run without it")
+        if path is not None and not os.path.exists(path):
+            raise UsageError(f"{flag}: file {path!r} does not exist")
+    if options.sampler is not None and os.path.isdir(options.sampler):
+        raise UsageError(f"--sampler: {options.sampler!r} is a folder; give the path of a sampler YAML file")
 
 
 def in_main_process(options: RunOptions) -> bool:
@@ -285,10 +285,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "Simple1DContinuous), a Gymnasium id (CartPole-v1), a Python factory module:callable, "
                         "or pettingzoo:module (docs/environments.md)")
     p.add_argument("--curriculum", type=_text, default=d.curriculum,
-                   help="curriculum YAML file (not supported yet)")
-    p.add_argument("--lesson", type=_ranged("lesson"), default=d.lesson, help="start lesson of every curriculum")
+                   help="curriculum: a YAML (or JSON) file keyed by behavior, or a folder of <Behavior>.json "
+                        "files (ML-Agents <= 0.13); each lesson sets environment parameters (docs/curricula.md)")
+    p.add_argument("--lesson", type=_ranged("lesson"), default=d.lesson, help="start lesson of every curriculum (clamped to its last lesson); with --resume, a "
+                        "lesson above 0 replaces the lesson the checkpoints saved")
     p.add_argument("--sampler", type=_text, default=d.sampler,
-                   help="environment-parameter sampler YAML (not supported yet)")
+                   help="environment-parameter sampler YAML: resampling-interval and a uniform, gaussian or "
+                        "multirange_uniform sampler per parameter, drawn per worker from --seed (docs/curricula.md)")
     p.add_argument("--keep-checkpoints", type=_ranged("keep_checkpoints"), default=d.keep_checkpoints,
                    help="checkpoints kept per behavior; older ones are deleted")
     p.add_argument("--num-envs", type=_ranged("num_envs"), default=d.num_envs,

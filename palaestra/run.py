@@ -5,7 +5,9 @@ Every check a run makes before it trains happens in :func:`_build`, for the real
 run's folders (``--resume``, ``--force``, ``--initialize-from``, ``--inference``) are in
 palaestra/run_folders.py; seeding, the device and threads in palaestra/machine.py. A checkpoint is
 written every ``--save-freq`` environment steps and at the end; the first Ctrl+C (or SIGTERM,
-SIGHUP) stops the loop, saves and exports, and exits 0 (palaestra/interrupts.py).
+SIGHUP) stops the loop, saves and exports, and exits 0 (palaestra/interrupts.py). With
+``--curriculum`` or ``--sampler`` the environments reset with new parameter values before the first
+episode, when a lesson advances and every resampling interval (palaestra/curriculum/).
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ import yaml
 from palaestra import __version__
 from palaestra.capabilities import capabilities, settings_problems, spec_problems
 from palaestra.checkpoints import CheckpointError, CheckpointManager, SaveError, atomic_write_text, os_reason
+from palaestra.curriculum import EnvironmentParameters, load_curricula, load_sampler
 from palaestra.demos.reader import DemoError
 from palaestra.envs.base import EngineConfig, Env, EnvClosed, EnvError
-from palaestra.envs.sources import describe_specs, make_env
+from palaestra.envs.sources import builtin_class, describe_specs, make_env
 from palaestra.interrupts import STOPPING, Interrupts
 from palaestra.machine import choose_device, limit_threads, seed_everything
 from palaestra.options import RunOptions, UsageError, check_options, in_main_process, warn_about_unused_options
@@ -68,6 +71,7 @@ class RunParts:
     interrupts: Interrupts
     models: Path
     summaries: Path
+    parameters: EnvironmentParameters | None = None  # --curriculum, --sampler
 
     @property
     def run_dir(self) -> Path:
@@ -181,6 +185,7 @@ def _build(options: RunOptions, env: Env, settings: dict[str, TrainerSettings], 
     training = not (options.inference or options.dry_run)
     trainers: dict[str, BehaviorTrainer] = {}
     global_step = 0
+    parameters = _environment_parameters(options, env, seed)
     for name, spec in env.behavior_specs.items():
         s = settings[name]
         try:
@@ -192,8 +197,12 @@ def _build(options: RunOptions, env: Env, settings: dict[str, TrainerSettings], 
         except (MemoryError, RuntimeError) as e:  # torch's allocator raises RuntimeError when out of memory
             raise ConfigError(f"behavior {name!r}: cannot build its networks ({s.num_layers} x {s.hidden_units} "
                               f"units): {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        if parameters is not None and name in parameters.curricula:
+            trainer.curriculum, trainer.lesson = parameters.curricula[name], parameters.lessons[name]
         global_step = max(global_step, restore(trainer, options, s, models))
         trainers[name] = trainer
+    if parameters is not None:
+        _start_lessons(parameters, trainers, options, global_step)
     # online_bc's teachers, once every behavior's policy exists (another behavior may be the teacher);
     # before training and for --dry-run, so that a bad one stops the run here
     policies = {name: trainer.algorithm for name, trainer in trainers.items()}
@@ -201,7 +210,53 @@ def _build(options: RunOptions, env: Env, settings: dict[str, TrainerSettings], 
         if capabilities(trainer.settings).teacher and not options.inference:
             trainer.teacher = make_teacher(trainer.settings.brain_to_imitate, env, name, seed + i, policies)
     _acting_obstacles(options, env, trainers)
-    return RunParts(options, env, settings, trainers, seed, global_step, interrupts, models, summaries)
+    return RunParts(options, env, settings, trainers, seed, global_step, interrupts, models, summaries, parameters)
+
+
+def _environment_parameters(options: RunOptions, env: Env, seed: int) -> EnvironmentParameters | None:
+    """The curricula and the sampler, checked against the environment: a curriculum of a
+    behavior the environment lacks, or a parameter a built-in environment does not know, is a
+    warning (ML-Agents <= 0.13 brain names are mapped to a built-in's behaviors)."""
+    curricula = load_curricula(options.curriculum) if options.curriculum else {}
+    sampler = load_sampler(options.sampler) if options.sampler else None
+    if not curricula and sampler is None:
+        return None
+    builtin = builtin_class(options.env)
+    legacy = builtin.legacy_behavior_names if builtin is not None else {}
+    for old in [b for b in curricula if b not in env.behavior_specs and legacy.get(b) in env.behavior_specs]:
+        curricula[legacy[old]] = dataclasses.replace(curricula.pop(old), behavior=legacy[old])
+        logger.info("curriculum %s (ML-Agents <= 0.13 name) drives behavior %s", old, legacy[old])
+    for behavior, c in curricula.items():
+        if behavior not in env.behavior_specs:
+            logger.warning("%s: a curriculum for behavior %r, which the environment does not have (its behaviors: "
+                           "%s); its lesson stays %d and its parameters keep that lesson's values", c.source,
+                           behavior, ", ".join(env.behavior_specs), min(options.lesson, c.max_lesson))
+    workers = env.n if isinstance(env, WorkerPoolEnv) else 1
+    parameters = EnvironmentParameters(curricula, sampler, seed, workers, options.lesson)
+    if builtin is not None:
+        unknown = [n for n in parameters.names() if n not in builtin.default_parameters]
+        if unknown:
+            logger.warning("--env=%s has no environment parameter(s) %s; they are ignored. It knows: %s", options.env,
+                           ", ".join(unknown), ", ".join(sorted(builtin.default_parameters)) or "none")
+    return parameters
+
+
+def _start_lessons(parameters: EnvironmentParameters, trainers: dict[str, BehaviorTrainer], options: RunOptions,
+                   global_step: int) -> None:
+    """After the checkpoints are restored: --lesson over a resumed lesson, the draws of a resumed
+    run, each behavior's summaries."""
+    parameters.resume_at(global_step)
+    for behavior, state in parameters.lessons.items():
+        c = parameters.curricula[behavior]
+        if options.resume and options.lesson and state.lesson != min(options.lesson, c.max_lesson):
+            logger.info("%s: --lesson %d replaces lesson %d of the checkpoint", behavior, options.lesson,
+                        state.lesson)
+            state.lesson, state.smoothed = min(options.lesson, c.max_lesson), 0.0
+            state.returns.clear()
+        logger.info("%s: curriculum %s, lesson %d of %d (measure %s, thresholds %s)", behavior, c.source,
+                    state.lesson, c.max_lesson, c.measure, list(c.thresholds))
+    for name, trainer in trainers.items():
+        trainer.summary_extra = (lambda b=name: parameters.summary(b))
 
 
 def _train(parts: RunParts) -> int:
@@ -260,7 +315,7 @@ def _train_loop(parts: RunParts) -> int:
     training, trainers, interrupts = parts.training, parts.trainers, parts.interrupts
     if training:
         _write_configuration(parts)
-    acting = _acting_workers(parts.options, parts.env, trainers, parts.seed)
+    acting = _acting_workers(parts.options, parts.env, trainers, parts.seed, parts.parameters)
     error: BaseException | None = None
     with _progress_bar(trainers) as bar:
         counter = _StepCounter(trainers, parts.options, bar, parts.global_step)
@@ -271,11 +326,11 @@ def _train_loop(parts: RunParts) -> int:
                     if acting is not None:
                         acting.start()
                     else:
-                        parts.env.reset()
+                        reset_env(parts.env, parts.parameters)
                 if acting is not None:
-                    _acting_loop(acting, trainers, interrupts, counter)
+                    _acting_loop(acting, trainers, interrupts, counter, parts.parameters)
                 else:
-                    _loop(parts.env, trainers, interrupts, counter)
+                    _loop(parts.env, trainers, interrupts, counter, parts.parameters)
         except KeyboardInterrupt:
             logger.info("Stopped at once%s", ": saving what is there" if training else "")
         except EnvClosed as e:  # Play stopped in the Unity Editor, a build quit: an ordinary end
@@ -291,7 +346,31 @@ def _train_loop(parts: RunParts) -> int:
     return _finish(parts, counter.global_step, error)
 
 
-def _loop(env: Env, trainers: dict[str, BehaviorTrainer], stop: Interrupts, counter: _StepCounter) -> None:
+def reset_env(env: Env, parameters: EnvironmentParameters | None) -> None:
+    """Reset every environment (each worker's with its own draws) with fresh parameter values."""
+    if parameters is None:
+        env.reset()
+    elif isinstance(env, WorkerPoolEnv):
+        env.reset_each(parameters.draw())
+    else:
+        env.reset(parameters.draw()[0])
+
+
+def parameters_changed(parameters: EnvironmentParameters | None, trainers: dict[str, BehaviorTrainer],
+                       previous_step: int, global_step: int) -> bool:
+    """After a step: whether a lesson advanced or a resampling interval was crossed; if so, the
+    trainers end their episodes (every environment resets next)."""
+    if parameters is None:
+        return False
+    changed = bool(parameters.check_lessons(trainers)) | parameters.resample_due(previous_step, global_step)
+    if changed:
+        for trainer in trainers.values():
+            trainer.end_episodes()
+    return changed
+
+
+def _loop(env: Env, trainers: dict[str, BehaviorTrainer], stop: Interrupts, counter: _StepCounter,
+          parameters: EnvironmentParameters | None = None) -> None:
     """The policy acts in this process on every agent of every step."""
     while not stop.requested and any(t.should_continue() for t in trainers.values()):
         for name, trainer in trainers.items():
@@ -307,7 +386,11 @@ def _loop(env: Env, trainers: dict[str, BehaviorTrainer], stop: Interrupts, coun
             for trainer in trainers.values():
                 trainer.advance()
         # pipelined workers return half of the instances per step
+        previous = counter.global_step
         counter.add(getattr(env, "results_returned", 1))
+        if parameters_changed(parameters, trainers, previous, counter.global_step):
+            with timed("env_reset"):
+                reset_env(env, parameters)
 
 
 def record_environment_stats(env_stats: dict[str, tuple[list[float], int]], worker: int,
@@ -324,7 +407,7 @@ def record_environment_stats(env_stats: dict[str, tuple[list[float], int]], work
 
 
 def _acting_loop(acting: ActingWorkers, trainers: dict[str, BehaviorTrainer], stop: Interrupts,
-                 counter: _StepCounter) -> None:
+                 counter: _StepCounter, parameters: EnvironmentParameters | None = None) -> None:
     """The workers act; this process takes their rounds of finished segments and learns."""
     while not stop.requested and any(t.should_continue() for t in trainers.values()):
         with timed("env_step"):  # waiting for the workers' next round: their environments and acting
@@ -338,7 +421,10 @@ def _acting_loop(acting: ActingWorkers, trainers: dict[str, BehaviorTrainer], st
             for trainer in trainers.values():
                 trainer.advance()
         acting.publish()
+        previous = counter.global_step
         counter.add(env_steps)
+        if parameters_changed(parameters, trainers, previous, counter.global_step):
+            acting.change_parameters(parameters.draw())
 
 
 def _finish(parts: RunParts, global_step: int, error: BaseException | None) -> int:
@@ -402,7 +488,7 @@ class _StepCounter:
 
 
 def _acting_workers(options: RunOptions, env: Env, trainers: dict[str, BehaviorTrainer],
-                    seed: int) -> ActingWorkers | None:
+                    seed: int, parameters: EnvironmentParameters | None = None) -> ActingWorkers | None:
     """Acting in the workers (workers/acting.py) when --acting asks for it or allows it."""
     blocked = _acting_obstacles(options, env, trainers)
     if not isinstance(env, WorkerPoolEnv) or options.acting == "main":
@@ -412,7 +498,8 @@ def _acting_workers(options: RunOptions, env: Env, trainers: dict[str, BehaviorT
         return None
     threaded = all(t.settings.threaded for t in trainers.values())
     acting = ActingWorkers(env.pool, {name: t.acting_plan(env.n) for name, t in trainers.items()},
-                           {name: t.algorithm.policy_arrays for name, t in trainers.items()}, seed, threaded)
+                           {name: t.algorithm.policy_arrays for name, t in trainers.items()}, seed, threaded,
+                           parameters.draw() if parameters is not None else None)
     for trainer in trainers.values():
         trainer.algorithm.decoupled = acting.lag > 0
     logger.info("the policy acts in each of the %d environment workers, in rounds; %s", env.n,

@@ -26,6 +26,7 @@ from palaestra.checkpoints import (
     os_reason,
     remove_partial_files,
 )
+from palaestra.curriculum.curricula import Curriculum, LessonState
 from palaestra.envs.base import ActionTuple, BehaviorSpec, DecisionSteps, TerminalSteps
 from palaestra.export import export_policy
 from palaestra.networks.accelerator import weight_layout
@@ -59,6 +60,13 @@ class BehaviorTrainer:
         self.model_dir = model_dir
         self.metrics = metrics
         self._next_summary = settings.summary_freq
+        # the curriculum of this behavior and where it stands (saved in the checkpoints), if any
+        self.curriculum: Curriculum | None = None
+        self.lesson: LessonState | None = None
+        # more stats for each summary (the environment parameters: palaestra/curriculum/parameters.py)
+        self.summary_extra: Callable[[], dict[str, float]] | None = None
+        self._returns_seen = 0  # episode returns of the collector's stats already taken by take_finished_returns
+        self._returns_carried: list[float] = []  # ... and those a summary took first
         self._start = time.time()
         self._last_update_end = time.time()
         if training:  # temp files of saves a kill interrupted; this run is the folder's only writer now
@@ -68,6 +76,23 @@ class BehaviorTrainer:
     @property
     def step(self) -> int:
         return self.algorithm.step
+
+    @property
+    def progress(self) -> float:
+        """Training progress, step / max_steps: a curriculum's ``progress`` measure."""
+        return self.step / max(self.settings.max_steps, 1)
+
+    def take_finished_returns(self) -> list[float]:
+        """Returns of the episodes finished since the last call (a curriculum's episodes)."""
+        returns = self.collector.stats.returns
+        taken = self._returns_carried + returns[self._returns_seen:]
+        self._returns_carried, self._returns_seen = [], len(returns)
+        return taken
+
+    def end_episodes(self) -> None:
+        """Every environment is about to reset (new environment parameters): the episodes under way
+        end without a final step; their unfinished segments are dropped, as in ML-Agents."""
+        self.collector.drop_open_episodes()
 
     def should_continue(self) -> bool:
         return self.step <= self.settings.max_steps
@@ -133,6 +158,9 @@ class BehaviorTrainer:
                 self._next_summary += self.settings.summary_freq
 
     def write_summary(self) -> None:
+        if self.lesson is not None:  # a curriculum's episodes not taken yet
+            self._returns_carried += self.collector.stats.returns[self._returns_seen:]
+        self._returns_seen = 0
         episodes = self.collector.take_episode_stats()
         if episodes.returns:
             self.stats.add("Environment/Cumulative Reward", episodes.returns)
@@ -141,6 +169,8 @@ class BehaviorTrainer:
             self.stats.add("Policy/Entropy", episodes.entropy_sum / episodes.entropy_count)
         self.stats.set("Policy/Learning Rate", self.algorithm.current_learning_rate())
         self.stats.set("Is Training", 1.0 if self.learning else 0.0)
+        for key, value in (self.summary_extra() if self.summary_extra is not None else {}).items():
+            self.stats.set(key, value)
         self.stats.write(self.step)
 
     # -- persistence -------------------------------------------------------------------------
@@ -154,7 +184,7 @@ class BehaviorTrainer:
             "global_step": global_step,
             "next_summary": self._next_summary,
             "algorithm": self.algorithm.state_dict(),
-        }
+        } | ({"curriculum": self.lesson.state_dict()} if self.lesson is not None else {})
 
     @property
     def keeps_replay_buffer(self) -> bool:
@@ -255,6 +285,9 @@ class BehaviorTrainer:
         if weights_only:
             return 0
         self._next_summary = int(state.get("next_summary", self._next_summary))
+        if self.lesson is not None and self.curriculum is not None and isinstance(state.get("curriculum"), dict):
+            self.lesson.load_state_dict(state["curriculum"], self.curriculum)
+            logger.info("%s: resumed at lesson %d of its curriculum", self.name, self.lesson.lesson)
         if self.keeps_replay_buffer:
             self._restore_replay()
         return int(state.get("global_step", 0))

@@ -17,19 +17,20 @@ from palaestra.envs.sources import make_env
 
 
 def run_heuristic(env, steps: int) -> list[float]:
-    name = env.behavior_name
     env.reset()
     running = np.zeros(env.n)
     returns: list[float] = []
     for _ in range(steps):
-        env.set_actions(name, env.heuristic())
+        for name in env.behavior_specs:  # WallJump has two behaviors, each with its own agents
+            env.set_actions(name, env.heuristic_for(name) if hasattr(env, "heuristic_for") else env.heuristic())
         env.step()
-        decision, terminal = env.get_steps(name)
-        if len(terminal):
-            running[terminal.agent_id] += terminal.reward
-            returns += running[terminal.agent_id].tolist()
-            running[terminal.agent_id] = 0.0
-        running[decision.agent_id] += decision.reward
+        for name in env.behavior_specs:
+            decision, terminal = env.get_steps(name)
+            if len(terminal):
+                running[terminal.agent_id] += terminal.reward
+                returns += running[terminal.agent_id].tolist()
+                running[terminal.agent_id] = 0.0
+            running[decision.agent_id] += decision.reward
     return returns
 
 
@@ -58,7 +59,7 @@ def test_builtin_envs_are_deterministic_for_a_seed(name):
             out.append(d.obs[0].copy())
             env.set_actions(env.behavior_name, env.action_spec.random_actions(len(d), rng))
             env.step()
-        return np.stack(out)
+        return np.concatenate(out)  # (WallJump's agents move between its two behaviors)
 
     np.testing.assert_array_equal(trajectory(7), trajectory(7))
     if name != "Basic":  # Basic has no randomness at all
@@ -132,7 +133,7 @@ def test_num_areas_multiplies_agents():
     assert len(env.get_steps("3DBall")[0]) == 24
 
 
-def test_3dball_parameters_change_the_physics():
+def test_3dball_parameters_change_the_physics(caplog):
     def fall_time(gravity):
         env = BUILTIN_ENVS["3DBall"](seed=1)
         env.reset({"gravity": gravity})
@@ -146,8 +147,10 @@ def test_3dball_parameters_change_the_physics():
         return 200
 
     assert fall_time(20.0) < fall_time(5.0)
-    with pytest.raises(EnvError, match="no environment parameter"):
-        BUILTIN_ENVS["3DBall"]().reset({"wind": 1.0})
+    env = BUILTIN_ENVS["3DBall"]()
+    env.reset({"wind": 1.0, "mass": 2.0})
+    assert "Ball3D has no environment parameter(s) wind (ignored); it knows gravity, mass, scale" in caplog.text
+    assert env.parameters == {"gravity": 9.81, "mass": 2.0, "scale": 1.0}
 
 
 def test_basic_moves_as_ml_agents_basic_agent():

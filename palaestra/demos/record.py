@@ -43,7 +43,9 @@ class RecordError(Exception):
 # -- policies ----------------------------------------------------------------------------------
 
 def _heuristic(env: Env, behavior: str) -> Policy:
-    scripted = getattr(env, "heuristic", None)
+    # an environment of several behaviors (WallJump) has a heuristic per behavior
+    per_behavior = getattr(env, "heuristic_for", None)
+    scripted = (lambda: per_behavior(behavior)) if callable(per_behavior) else getattr(env, "heuristic", None)
     missing = (f"--policy=heuristic: the environment ({type(env).__name__}) has no scripted heuristic; the "
                "built-in environments have one. Give an .onnx model or a package.module:function instead")
     if not callable(scripted):

@@ -107,8 +107,8 @@ class BuiltinGymVectorEnv(VectorEnv):
 
 
 def register_builtin_envs() -> None:
-    for name in BUILTIN_ENVS:
-        if gym_id(name) not in gymnasium.registry:
+    for name, cls in BUILTIN_ENVS.items():
+        if cls.one_behavior and gym_id(name) not in gymnasium.registry:
             gymnasium.register(id=gym_id(name), vector_entry_point=BuiltinGymVectorEnv, kwargs={"name": name})
 
 

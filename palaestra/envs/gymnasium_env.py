@@ -5,6 +5,11 @@ Box observations are flattened to a vector, Discrete observations become one-hot
 Box actions become continuous actions in [-1, 1], rescaled to the space's bounds; Discrete and
 MultiDiscrete actions become discrete branches. A time-limit truncation is reported as an
 interrupted episode so learners bootstrap the value there.
+
+Environment parameters (curricula, samplers: palaestra/curriculum/) reach a copy through its
+``set_environment_parameters(parameters)`` method if it or one of its wrappers has one (called
+once per change), and otherwise as the ``options`` of every ``reset`` of the copy, automatic
+resets included (``options={"gravity": 9.0, ...}``): docs/curricula.md.
 """
 
 from __future__ import annotations
@@ -79,6 +84,15 @@ def action_converter(space: gym.Space, env_id: str):
     )
 
 
+def parameter_setter(env: Any) -> Any:
+    """The environment's (or a wrapper's) ``set_environment_parameters``, or None."""
+    try:
+        return env.get_wrapper_attr("set_environment_parameters") if hasattr(env, "get_wrapper_attr") \
+            else getattr(env, "set_environment_parameters")
+    except AttributeError:
+        return None
+
+
 class GymnasiumEnv(SingleBehaviorEnv):
     def __init__(
         self, env_id: str, seed: int = 0, num_areas: int = 1, env_kwargs: Mapping[str, Any] | None = None,
@@ -111,17 +125,20 @@ class GymnasiumEnv(SingleBehaviorEnv):
         self._no_terminal = self._terminal = TerminalSteps.empty(self._spec)  # shared: never modified
         self._actions: ActionTuple | None = None
         self._seeded = False
+        self._options: dict[str, float] | None = None  # environment parameters, passed at each reset
 
     def reset(self, parameters: Mapping[str, float] | None = None) -> None:
         if parameters:
-            raise EnvError(
-                f"Gymnasium environment {self.env_id!r} takes no environment parameters "
-                f"(got {sorted(parameters)}); pass constructor arguments with --env-args instead"
-            )
+            values = {str(k): float(v) for k, v in parameters.items()}
+            setters = [parameter_setter(env) for env in self.envs]
+            for setter in setters:
+                if setter is not None:
+                    setter(dict(values))
+            self._options = None if all(s is not None for s in setters) else values
         obs = np.zeros((self.n, *self._spec.observation_shapes[0]), dtype=np.float32)
         for i, env in enumerate(self.envs):
             seed = self.seed + i if not self._seeded else None
-            o, _ = env.reset(seed=seed)
+            o, _ = env.reset(seed=seed, options=self._reset_options())
             if seed is not None:
                 env.action_space.seed(seed)
             obs[i] = self._obs(o)
@@ -146,7 +163,7 @@ class GymnasiumEnv(SingleBehaviorEnv):
                 term_obs.append(self._obs(o))
                 term_reward.append(float(r))
                 interrupted.append(bool(truncated and not terminated))
-                o, _ = env.reset()
+                o, _ = env.reset(options=self._reset_options())
                 r = 0.0
             obs[i] = self._obs(o)
             reward[i] = r
@@ -160,6 +177,9 @@ class GymnasiumEnv(SingleBehaviorEnv):
         else:
             self._terminal = self._no_terminal
         self._decision = DecisionSteps([obs], reward, self._ids)
+
+    def _reset_options(self) -> dict[str, float] | None:
+        return dict(self._options) if self._options is not None else None
 
     def close(self) -> None:
         for env in self.envs:

@@ -7,7 +7,9 @@ its position among the environment's ``possible_agents`` of that behavior. Agent
 must share their observation and action spaces, which map as for Gymnasium
 (envs/gymnasium_env.py). An agent that finishes early leaves the decision steps through the
 terminal steps (truncation reported as an interruption); agents may join late; when no agent is
-left, the environment resets and every agent starts a new episode.
+left, the environment resets and every agent starts a new episode. Environment parameters reach
+it as for Gymnasium: its ``set_environment_parameters`` if it has one, else the ``options`` of
+every reset.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from palaestra.envs.base import (
     EnvError,
     TerminalSteps,
 )
-from palaestra.envs.gymnasium_env import action_converter, observation_converter
+from palaestra.envs.gymnasium_env import action_converter, observation_converter, parameter_setter
 
 
 def behavior_of(agent: str) -> str:
@@ -59,6 +61,7 @@ class PettingZooEnv:
         self._deciding: dict[str, list[str]] = {}  # agent names in decision-step order
         self._actions: dict[str, ActionTuple] = {}
         self._seeded = False
+        self._options: dict[str, float] | None = None  # environment parameters, passed at each reset
 
     @property
     def behavior_specs(self) -> Mapping[str, BehaviorSpec]:
@@ -80,11 +83,17 @@ class PettingZooEnv:
 
     def reset(self, parameters: Mapping[str, float] | None = None) -> None:
         if parameters:
-            raise EnvError(f"PettingZoo environment {self.name!r} takes no environment parameters; "
-                           "pass constructor arguments with --env-args instead")
-        obs, _ = self.env.reset(seed=None if self._seeded else self.seed)
+            values = {str(k): float(v) for k, v in parameters.items()}
+            setter = parameter_setter(self.env)
+            if setter is not None:
+                setter(dict(values))
+            self._options = None if setter is not None else values
+        obs, _ = self.env.reset(seed=None if self._seeded else self.seed, options=self._reset_options())
         self._seeded = True
         self._publish(obs, {}, {}, {}, {})
+
+    def _reset_options(self) -> dict[str, float] | None:
+        return dict(self._options) if self._options is not None else None
 
     def step(self) -> None:
         if not self._decision:
@@ -99,7 +108,7 @@ class PettingZooEnv:
                 actions[agent] = self._convert_act[behavior](chosen, row)
         obs, rewards, terminated, truncated, _ = self.env.step(actions)
         if not self.env.agents:  # everyone is done: a new episode for all
-            fresh, _ = self.env.reset()
+            fresh, _ = self.env.reset(options=self._reset_options())
             self._publish(fresh, rewards, terminated, truncated, obs)
         else:
             self._publish(obs, rewards, terminated, truncated, {})

@@ -83,6 +83,12 @@ def _builtin_name(name: str | None) -> str | None:
     return name if name in BUILTIN_ENVS else None
 
 
+def builtin_class(name: str | None) -> type | None:
+    """The built-in environment class an ``--env`` value names, or None."""
+    found = _builtin_name(name)
+    return BUILTIN_ENVS[found] if found is not None else None
+
+
 def _make_builtin(r: EnvRequest) -> Env:
     name = _builtin_name(r.name)
     if r.env_args:

@@ -205,6 +205,15 @@ class Collector:
         self.pending[slots] = False
         return seg
 
+    def drop_open_episodes(self) -> None:
+        """Forget every agent's episode under way (its environment resets): unfinished segments
+        are dropped and the next decision starts a new episode."""
+        self.reward[:] = 0.0
+        self.length[:] = 0
+        self.pending[:] = False
+        self.episode_return[:] = 0.0
+        self.episode_length[:] = 0
+
     def take_episode_stats(self) -> EpisodeStats:
         stats, self.stats = self.stats, EpisodeStats()
         return stats

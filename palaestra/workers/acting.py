@@ -8,7 +8,9 @@ may start once the main process has sent ``("round", q)``; the worker then copie
 published for round ``q`` (slot ``q % slots`` of the weights block) into its own numpy policies,
 steps ``R`` times (acting, stepping, recording segments exactly as the main process's collector
 would), writes the round's finished segments into its result block for slot ``q % slots`` and
-sends ``("round", q, R, header, episode stats, new block name)``.
+sends ``("round", q, R, header, episode stats, new block name)``. A ``("reset", q, parameters)``
+message (new environment parameters: a lesson change, a resampling) resets the worker's
+environment with them before round ``q``; the episodes under way then are dropped.
 
 Main side, :class:`ActingWorkers`: the main process takes round ``r`` from every worker (in
 worker order, so runs are reproducible), hands the segments to the trainers, lets them update,
@@ -140,6 +142,7 @@ def run_acting(env: Any, conn: Any, plan: ActingPlan, n_workers: int, index: int
         env.reset(plan.reset_parameters)
         steps = round_steps(plan.behaviors, {b: len(env.get_steps(b)[0]) for b in actors})
         q, permitted = plan.first_round, plan.first_round - 1
+        resets: dict[int, dict[str, float] | None] = {}  # round → the parameters to reset with before it
         while True:
             # read every message already sent, so that a close waiting behind permissions for
             # further rounds is seen now; block only when the next round is not permitted yet
@@ -147,7 +150,14 @@ def run_acting(env: Any, conn: Any, plan: ActingPlan, n_workers: int, index: int
                 message = conn.recv()
                 if message[0] == "close":
                     return
+                if message[0] == "reset":
+                    resets[message[1]] = message[2]
+                    continue
                 permitted = max(permitted, message[1])
+            if q in resets:
+                env.reset(resets.pop(q))
+                for actor in actors.values():
+                    actor.collector.drop_open_episodes()
             for k, actor in enumerate(actors.values()):
                 actor.weights[:] = weights[f"w{k}"][q % plan.slots]
             for _ in range(steps):
@@ -191,11 +201,11 @@ class RoundResult:
 class ActingWorkers:
     """Drives ``pool``'s processes in acting mode. ``weights[b]()`` returns behavior ``b``'s current
     weights as named float32 arrays, laid out as ``plans[b].layout``; the workers' environments
-    are reset with ``reset_parameters`` when they start acting."""
+    are reset with ``reset_parameters[i]`` (worker ``i``) when they start acting."""
 
     def __init__(self, pool: WorkerPool, plans: dict[str, BehaviorPlan],
                  weights: dict[str, Callable[[], dict[str, np.ndarray]]], seed: int, threaded: bool = True,
-                 reset_parameters: dict[str, float] | None = None) -> None:
+                 reset_parameters: list[dict[str, float]] | None = None) -> None:
         self.pool = pool
         self.reset_parameters = reset_parameters
         self.env_stats: list[tuple[int, dict]] = []  # (worker, statistics its environment recorded)
@@ -264,6 +274,16 @@ class ActingWorkers:
             except WorkerFailed:
                 pass  # found dead when its round is awaited, and restarted then
 
+    def change_parameters(self, parameters: list[dict[str, float]]) -> None:
+        """Reset every worker's environment with new parameters (worker ``i``: ``parameters[i]``)
+        before the first round not yet permitted; the rounds already under way finish as they are."""
+        self.reset_parameters = parameters
+        for i in range(self.pool.n):
+            try:
+                self.pool.send(i, ("reset", self.permitted + 1, parameters[i]))
+            except WorkerFailed:
+                pass  # restarted when its round is awaited, with these parameters
+
     def close(self) -> None:
         if self.weights is not None:
             self.weights.close(unlink=True)
@@ -281,7 +301,8 @@ class ActingWorkers:
         assert self.weights is not None
         restarts = len(self.pool.workers[i].restarts)
         plan = ActingPlan(self.plans, self.weights.name, self.slots, first_round,
-                          self.seed + self.pool.n * restarts, self.reset_parameters)
+                          self.seed + self.pool.n * restarts,
+                          self.reset_parameters[i] if self.reset_parameters else None)
         self.pool.send_message(i, ("act", plan))
         for q in range(first_round, self.permitted + 1):
             self.pool.send(i, ("round", q))

@@ -156,7 +156,7 @@ class WorkerPoolEnv:
         self.groups = [list(range(half)), list(range(half, num_envs))] if pipeline and num_envs > 1 \
             else [list(range(num_envs))]
         self._shown = 0  # the group whose agents get_steps shows
-        self._parameters: dict[str, float] | None = None
+        self._parameters: list[dict[str, float] | None] = [None] * num_envs  # each worker's last reset's
         self._steps: dict[str, tuple[DecisionSteps, TerminalSteps]] = {}
         self._rows: dict[str, dict[int, tuple[int, int]]] = {}  # behavior → worker → (first row, rows) shown
         self._actions: dict[str, ActionTuple] = {}
@@ -169,7 +169,11 @@ class WorkerPoolEnv:
         return self._specs
 
     def reset(self, parameters: Mapping[str, float] | None = None) -> None:
-        self._parameters = dict(parameters) if parameters else None
+        self.reset_each([parameters] * self.n)
+
+    def reset_each(self, parameters: list[Mapping[str, float] | None]) -> None:
+        """Reset every worker, worker ``i`` with ``parameters[i]`` (samplers draw per worker)."""
+        self._parameters = [dict(p) if p else None for p in parameters]
         for i, s in enumerate(self._state):  # a step under way finishes; the reset replaces its result
             if s.in_flight:
                 self._finish(i)
@@ -248,7 +252,7 @@ class WorkerPoolEnv:
 
     def _reset_worker(self, i: int) -> None:
         try:
-            self.pool.command(i, MESSAGE, ("reset", self._parameters))
+            self.pool.command(i, MESSAGE, ("reset", self._parameters[i]))
             self._await(i)
         except WorkerFailed as f:
             self._restart(i, f.what)

@@ -8,6 +8,7 @@ from palaestra.envs.builtin.gridworld import GridWorld
 from palaestra.envs.builtin.pyramids import Pyramids
 from palaestra.envs.builtin.simple1d import Simple1D, Simple1DContinuous
 from palaestra.envs.builtin.vector_env import BuiltinVectorEnv
+from palaestra.envs.builtin.walljump import WallJump
 
 BUILTIN_ENVS: dict[str, type[BuiltinVectorEnv]] = {
     "Basic": Basic,
@@ -17,6 +18,7 @@ BUILTIN_ENVS: dict[str, type[BuiltinVectorEnv]] = {
     "Pyramids": Pyramids,
     "Simple1DDiscrete": Simple1D,
     "Simple1DContinuous": Simple1DContinuous,
+    "WallJump": WallJump,
 }
 
 __all__ = ["BUILTIN_ENVS", "BuiltinVectorEnv"]

@@ -8,6 +8,7 @@ DecisionSteps / TerminalSteps of the Env protocol.
 
 from __future__ import annotations
 
+import logging
 from typing import Mapping
 
 import numpy as np
@@ -22,6 +23,8 @@ from palaestra.envs.base import (
 )
 from palaestra.envs.single_behavior import SingleBehaviorEnv
 
+logger = logging.getLogger("palaestra")
+
 
 class BuiltinVectorEnv(SingleBehaviorEnv):
     behavior_name: str = ""
@@ -29,7 +32,12 @@ class BuiltinVectorEnv(SingleBehaviorEnv):
     action_spec: ActionSpec = ActionSpec()
     agents_per_area: int = 1
     max_episode_steps: int = 0  # 0 = no step limit
+    # environment parameters (curricula, samplers, reset(parameters)) and their defaults
     default_parameters: Mapping[str, float] = {}
+    # behavior names of ML-Agents <= 0.13 (brains) → this environment's, for old curriculum folders
+    legacy_behavior_names: Mapping[str, str] = {}
+    # False for an environment of several behaviors (WallJump): no Gymnasium vector id for it
+    one_behavior: bool = True
     # The shortest episode a perfect agent can finish, for documentation only.
     solved_reward: float = 0.0
 
@@ -41,6 +49,7 @@ class BuiltinVectorEnv(SingleBehaviorEnv):
         self.n = self.agents_per_area * num_areas
         self.rng = np.random.default_rng(seed)
         self.parameters: dict[str, float] = dict(self.default_parameters)
+        self._warned: set[str] = set()  # unknown parameter names already warned about
         self._spec = BehaviorSpec((self.observation_shape,), self.action_spec)
         self.episode_steps = np.zeros(self.n, dtype=np.int64)
         self._actions: ActionTuple | None = None
@@ -69,13 +78,12 @@ class BuiltinVectorEnv(SingleBehaviorEnv):
     # -- the Env protocol --------------------------------------------------------------------
     def reset(self, parameters: Mapping[str, float] | None = None) -> None:
         if parameters:
-            unknown = sorted(set(parameters) - set(self.default_parameters))
-            if unknown:
-                raise EnvError(
-                    f"{type(self).__name__} has no environment parameter(s) {unknown}; "
-                    f"it knows {sorted(self.default_parameters) or 'none'}"
-                )
-            self.parameters.update({k: float(v) for k, v in parameters.items()})
+            unknown = sorted(set(parameters) - set(self.default_parameters) - self._warned)
+            if unknown:  # a curriculum written for another scene: say so once, use the rest
+                self._warned.update(unknown)
+                logger.warning("%s has no environment parameter(s) %s (ignored); it knows %s", type(self).__name__,
+                               ", ".join(unknown), ", ".join(sorted(self.default_parameters)) or "none")
+            self.parameters.update({k: float(v) for k, v in parameters.items() if k in self.default_parameters})
         self._reset_agents(self._ids)
         self.episode_steps[:] = 0
         self._terminal = self._no_terminal

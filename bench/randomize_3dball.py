@@ -1,0 +1,58 @@
+"""3DBall under randomization: train with the sampler file and without, then run both exported
+models deterministically for the same parameter draws from the sampler's ranges, and print each
+model's mean return per draw and overall.
+
+Usage: python bench/randomize_3dball.py [--seeds 1] [--first-seed 0] [--draws 20]
+       [--sampler config/samplers/3dball_randomize.yaml]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from common import run_palaestra
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--draws", type=int, default=20)
+    parser.add_argument("--episodes", type=int, default=24)
+    parser.add_argument("--sampler", default=str(REPO / "config/samplers/3dball_randomize.yaml"))
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(1)
+    from palaestra.curriculum import load_sampler
+    from palaestra.envs.sources import make_env
+    from palaestra.evaluation import evaluate_onnx
+
+    sampler = load_sampler(args.sampler)
+    rng = np.random.default_rng(12345)
+    draws = [sampler.sample(rng) for _ in range(args.draws)]
+    config = (REPO / "config/trainer_config.yaml").read_text()
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
+        for mode, flags in (("randomized", [f"--sampler={args.sampler}"]), ("plain", [])):
+            run = run_palaestra(config, "3DBall", *flags, seed=seed)
+            csv = (run["dir"] / "summaries/bench_3DBall.csv").read_text().splitlines()
+            column = csv[0].split(",").index("Environment/Cumulative Reward")
+            last = [row.split(",")[column] for row in csv[1:] if row.split(",")[column]][-1]
+            means = []
+            for draw in draws:
+                returns = evaluate_onnx(make_env("3DBall", seed=7), run["dir"] / "models/bench/3DBall.onnx",
+                                        args.episodes, parameters=draw)
+                means.append(float(np.mean(returns)))
+            worst = int(np.argmin(means))
+            print(f"seed {seed}, {mode}: last training summary {float(last):.1f}; on {len(draws)} draws mean "
+                  f"{np.mean(means):.1f}, {sum(m >= 90 for m in means)}/{len(draws)} draws >= 90, worst {means[worst]:.1f} "
+                  f"at {({k: round(v, 2) for k, v in draws[worst].items()})}; {run['wall_s']:.0f} s", flush=True)
+            print("   per draw: " + " ".join(f"{m:.0f}" for m in means), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""The run's environment parameters: the curricula's current lessons and the sampler's draws,
+combined into the values each environment worker resets with, and the decisions of when every
+environment resets (a lesson change, a resampling interval crossed).
+
+Values per worker: a fresh draw of every sampled parameter from that worker's generator, then
+every curriculum's values for its current lesson on top (a curriculum value overrides a sampled
+one; two curricula setting one parameter: the later one in the file wins, with a warning).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Protocol
+
+import numpy as np
+
+from palaestra.curriculum.curricula import Curriculum, LessonState, shared_parameters
+from palaestra.curriculum.samplers import SamplerConfig
+
+logger = logging.getLogger("palaestra")
+
+
+class Learner(Protocol):
+    """What the parameters need of a behavior's trainer (palaestra/trainer.py)."""
+
+    step: int
+
+    @property
+    def progress(self) -> float: ...
+
+    def take_finished_returns(self) -> list[float]: ...
+
+
+class EnvironmentParameters:
+    def __init__(self, curricula: dict[str, Curriculum], sampler: SamplerConfig | None, seed: int,
+                 workers: int, lesson: int = 0) -> None:
+        self.curricula = curricula
+        self.sampler = sampler
+        self.seed = seed
+        self.workers = workers
+        self.lessons = {b: LessonState(lesson=min(lesson, c.max_lesson)) for b, c in curricula.items()}
+        for name, behaviors in shared_parameters(curricula).items():
+            logger.warning("curriculum: parameter %r is set by the curricula of %s; the value sent is %s's",
+                           name, ", ".join(behaviors), behaviors[-1])
+        self.rngs = self._generators(0)
+        self.current: list[dict[str, float]] = []
+
+    def _generators(self, start_step: int) -> list[np.random.Generator]:
+        # one per worker: reproducible from --seed, different per worker (and after a --resume)
+        return [np.random.default_rng([self.seed, i, start_step]) for i in range(self.workers)]
+
+    def resume_at(self, global_step: int) -> None:
+        """Draws after a --resume at ``global_step`` (not those of the first run again)."""
+        if global_step:
+            self.rngs = self._generators(global_step)
+
+    @property
+    def active(self) -> bool:
+        return bool(self.curricula or self.sampler)
+
+    def names(self) -> list[str]:
+        names = list(self.sampler.samplers) if self.sampler else []
+        for c in self.curricula.values():
+            names += [n for n in c.parameters if n not in names]
+        return names
+
+    def draw(self) -> list[dict[str, float]]:
+        """Each worker's values for the next reset (fresh samples, the lessons' values)."""
+        lesson_values: dict[str, float] = {}
+        for behavior, c in self.curricula.items():
+            lesson_values |= c.values(self.lessons[behavior].lesson)
+        self.current = [(self.sampler.sample(rng) if self.sampler else {}) | lesson_values for rng in self.rngs]
+        logger.debug("environment parameters: %s", self.current[0] if self.workers == 1 else self.current)
+        return self.current
+
+    def resample_due(self, previous_step: int, global_step: int) -> bool:
+        """Whether a resampling interval was crossed between the two global steps."""
+        if self.sampler is None:
+            return False
+        interval = self.sampler.resampling_interval
+        return global_step // interval > previous_step // interval
+
+    def check_lessons(self, trainers: dict[str, Any]) -> list[str]:
+        """Feed each curriculum the episodes its behavior finished and check it when there are
+        new ones; return the behaviors whose lesson advanced."""
+        changed = []
+        for behavior, c in self.curricula.items():
+            trainer = trainers.get(behavior)
+            if trainer is None:
+                continue
+            returns = trainer.take_finished_returns()
+            if not returns:
+                continue
+            state = self.lessons[behavior]
+            state.add_returns(c, returns)
+            if state.check(c, trainer.progress):
+                changed.append(behavior)
+                logger.info("%s: lesson %d of %d (%s %.4g > %.4g): %s", behavior, state.lesson, c.max_lesson,
+                            c.measure, state.measure, c.thresholds[state.lesson - 1], c.values(state.lesson))
+        return changed
+
+    def summary(self, behavior: str) -> dict[str, float]:
+        """The stats a behavior's summaries show: its lesson and measure, and the values sent
+        (averaged over workers)."""
+        out: dict[str, float] = {}
+        if behavior in self.curricula:
+            state, c = self.lessons[behavior], self.curricula[behavior]
+            out["Environment/Lesson"] = float(state.lesson)
+            if state.measure is not None:
+                out[f"Curriculum/Measure ({c.measure})"] = float(state.measure)
+            if state.lesson < c.max_lesson:
+                out["Curriculum/Threshold"] = float(c.thresholds[state.lesson])
+        for name in self.names():
+            values = [v[name] for v in self.current if name in v]
+            if values:
+                out[f"Environment Parameters/{name}"] = float(np.mean(values))
+        return out

@@ -1,0 +1,226 @@
+"""Curriculum and sampler files (both curriculum formats, every real file, the messages of bad
+ones), the lesson state machine, the samplers' draws and the run's environment parameters."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+
+from palaestra.curriculum import EnvironmentParameters, LessonState, load_curricula, load_sampler
+from palaestra.curriculum.curricula import Curriculum
+from palaestra.settings import ConfigError
+from tests.conftest import write_yaml
+
+WALL = """
+BigWallJump:
+  measure: progress
+  thresholds: [0.1, 0.3, 0.5]
+  min_lesson_length: 100
+  signal_smoothing: true
+  parameters:
+    big_wall_min_height: [0.0, 4.0, 6.0, 8.0]
+    big_wall_max_height: [4.0, 7.0, 8.0, 8.0]
+"""
+
+
+def curriculum(measure="reward", thresholds=(1.0, 2.0), min_length=3, smoothing=False) -> Curriculum:
+    return Curriculum("B", measure, tuple(thresholds), min_length, smoothing,
+                      {"p": tuple(float(i) for i in range(len(thresholds) + 1))}, "test")
+
+
+# -- loading -----------------------------------------------------------------------------------
+def test_yaml_and_json_object_load_alike(tmp_path):
+    yaml_form = load_curricula(write_yaml(tmp_path / "c.yaml", WALL))
+    as_json = {"BigWallJump": {"measure": "progress", "thresholds": [0.1, 0.3, 0.5], "min_lesson_length": 100,
+                               "signal_smoothing": True,
+                               "parameters": {"big_wall_min_height": [0.0, 4.0, 6.0, 8.0],
+                                              "big_wall_max_height": [4.0, 7.0, 8.0, 8.0]}}}
+    (tmp_path / "c.json").write_text(json.dumps(as_json))
+    json_form = load_curricula(tmp_path / "c.json")
+    c = yaml_form["BigWallJump"]
+    assert c.thresholds == (0.1, 0.3, 0.5) and c.min_lesson_length == 100 and c.signal_smoothing
+    assert c.values(2) == {"big_wall_min_height": 6.0, "big_wall_max_height": 8.0}
+    assert c.max_lesson == 3
+    assert {b: (x.measure, x.thresholds, x.parameters) for b, x in json_form.items()} == \
+        {b: (x.measure, x.thresholds, x.parameters) for b, x in yaml_form.items()}
+
+
+def test_folder_of_per_behavior_json_files(tmp_path):
+    entry = {"measure": "reward", "thresholds": [0.5], "min_lesson_length": 10, "signal_smoothing": False,
+             "parameters": {"h": [1, 2]}}
+    (tmp_path / "A.json").write_text(json.dumps(entry))
+    (tmp_path / "B.json").write_text(json.dumps(entry | {"measure": "progress"}))
+    (tmp_path / "notes.txt").write_text("ignored")
+    loaded = load_curricula(tmp_path)
+    assert sorted(loaded) == ["A", "B"] and loaded["B"].measure == "progress"
+    # one such file alone is named after the file
+    assert list(load_curricula(tmp_path / "A.json")) == ["A"]
+
+
+def test_every_real_curriculum_and_sampler_file_loads(conformance):
+    release2 = conformance / "mlagents-release2" / "config"
+    for path in sorted((release2 / "curricula").glob("*.yaml")):
+        for c in load_curricula(path).values():
+            assert all(len(v) == c.max_lesson + 1 for v in c.parameters.values())
+    wall = load_curricula(release2 / "curricula" / "wall_jump.yaml")
+    old = load_curricula(conformance / "mlagents-0.13" / "config" / "curricula" / "wall-jump")
+    assert sorted(wall) == ["BigWallJump", "SmallWallJump"] and sorted(old) == ["BigWallBrain", "SmallWallBrain"]
+    assert old["BigWallBrain"].parameters == wall["BigWallJump"].parameters
+    test = load_curricula(release2 / "curricula" / "test.yaml")["TestBrain"]
+    assert test.measure == "reward" and test.values(3) == {"param1": 0.1, "param2": 15.0, "param3": 0.9}
+    sampler = load_sampler(release2 / "3dball_randomize.yaml")
+    assert sampler.resampling_interval == 5000 and sorted(sampler.samplers) == ["gravity", "mass", "scale"]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("B:\n  measure: progress\n  thresholds: [0.1]\n  min_lesson_length: 10\n  parameters: {h: [1, 2]}\n",
+     "behavior 'B': missing required key(s) signal_smoothing"),
+    ("B:\n  measure: steps\n  thresholds: [0.1]\n  min_lesson_length: 10\n  signal_smoothing: true\n"
+     "  parameters: {h: [1, 2]}\n", "behavior 'B': measure: expected 'progress' or 'reward', got 'steps'"),
+    ("B:\n  measure: reward\n  thresholds: [0.1, 0.2]\n  min_lesson_length: 10\n  signal_smoothing: true\n"
+     "  parameters: {h: [1, 2]}\n", "parameters: h: expected a list of 3 values (len(thresholds) + 1"),
+    ("B:\n  measure: reward\n  thresholds: [0.1]\n  min_lesson_length: 0\n  signal_smoothing: true\n"
+     "  parameters: {h: [1, 2]}\n", "min_lesson_length: expected an integer"),
+    ("B:\n  measure: reward\n  thresholds: [a]\n  min_lesson_length: 5\n  signal_smoothing: true\n"
+     "  parameters: {h: [1, 2]}\n", "thresholds[0]: expected a number"),
+    ("B:\n  measure: reward\n  thresholds: [1]\n  min_lesson_length: 5\n  signal_smoothing: maybe\n"
+     "  parameters: {h: [1, 2]}\n", "signal_smoothing: expected"),
+    ("B: 3\n", "behavior 'B': expected a mapping"),
+    ("", "the curriculum file is empty"),
+])
+def test_bad_curricula_name_file_behavior_and_key(tmp_path, text, expected):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_curricula(path)
+    assert str(path) in str(e.value) and expected in str(e.value)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("mass: {sampler-type: uniform, min_value: 1, max_value: 2}\n", "'resampling-interval' is required"),
+    ("resampling-interval: 0\nmass: {sampler-type: uniform, min_value: 1, max_value: 2}\n",
+     "resampling-interval: expected an integer"),
+    ("resampling-interval: 1.5\nmass: {sampler-type: uniform, min_value: 1, max_value: 2}\n",
+     "resampling-interval: expected an integer"),
+    ("resampling-interval: 10\nmass: {sampler-type: uniform, min-value: 10}\n",
+     "parameter 'mass': unknown key(s) min-value; missing key(s) min_value, max_value"),
+    ("resampling-interval: 10\nmass: {min-value: 2, max-value: 30}\n", "parameter 'mass': 'sampler-type' is missing"),
+    ("resampling-interval: 10\nmass: {sampler-type: beta, a: 1}\n", "sampler-type: unknown type 'beta'"),
+    ("resampling-interval: 10\nmass: {sampler-type: uniform, min_value: 3, max_value: 2}\n",
+     "min_value must not be larger than max_value"),
+    ("resampling-interval: 10\nmass: {sampler-type: gaussian, mean: 3, st_dev: -1}\n", "st_dev must not be negative"),
+    ("resampling-interval: 10\nmass: {sampler-type: multirange_uniform, intervals: [[1, 2], [3]]}\n",
+     "intervals: expected a list of [min, max] pairs"),
+    ("resampling-interval: 10\n", "no parameter to sample"),
+])
+def test_bad_samplers_name_file_parameter_and_key(tmp_path, text, expected):
+    path = tmp_path / "sampler.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_sampler(path)
+    assert str(path) in str(e.value) and expected in str(e.value)
+
+
+# -- the lesson state machine ------------------------------------------------------------------
+def test_reward_measure_waits_for_min_lesson_length_and_is_strictly_greater():
+    c, s = curriculum("reward", thresholds=(1.0, 2.0), min_length=3), LessonState()
+    s.add_returns(c, [5.0, 5.0])
+    assert not s.check(c, 0.0) and s.measure is None  # 2 episodes < min_lesson_length 3: no check
+    s.add_returns(c, [-7.0])  # mean of the last 3: exactly 1.0, not above the threshold
+    assert not s.check(c, 0.0) and s.measure == pytest.approx(1.0) and s.lesson == 0
+    s.add_returns(c, [2.0])  # the buffer keeps the last 3: 5, -7, 2 → 0
+    assert not s.check(c, 0.0)
+    s.add_returns(c, [9.0, 9.0])  # -7 left: mean of 2, 9, 9
+    assert s.check(c, 0.0) and s.lesson == 1 and len(s.returns) == 0  # a new lesson starts counting again
+
+
+def test_one_lesson_per_check_and_capped():
+    c, s = curriculum("progress", thresholds=(0.1, 0.2, 0.3), min_length=1), LessonState()
+    s.add_returns(c, [0.0])
+    assert s.check(c, 0.9) and s.lesson == 1  # far past every threshold: still one lesson
+    s.add_returns(c, [0.0])
+    assert s.check(c, 0.9) and s.lesson == 2
+    s.add_returns(c, [0.0])
+    assert s.check(c, 0.9) and s.lesson == 3
+    s.add_returns(c, [0.0])
+    assert not s.check(c, 0.9) and s.lesson == 3  # the last lesson
+
+
+def test_smoothing_blends_quarter_previous_three_quarters_new():
+    c, s = curriculum("progress", thresholds=(0.5,), min_length=1, smoothing=True), LessonState()
+    s.add_returns(c, [0.0])
+    assert not s.check(c, 0.6)  # 0.25 x 0 + 0.75 x 0.6 = 0.45
+    assert s.measure == pytest.approx(0.45)
+    s.add_returns(c, [0.0])
+    assert s.check(c, 0.6)  # 0.25 x 0.45 + 0.45 = 0.5625
+    assert s.smoothed == pytest.approx(0.5625)
+
+
+def test_lesson_state_round_trips():
+    c, s = curriculum("reward", thresholds=(1.0, 2.0), min_length=3, smoothing=True), LessonState(lesson=1)
+    s.add_returns(c, [1.0, 2.0])
+    restored = LessonState()
+    restored.load_state_dict(s.state_dict(), c)
+    assert (restored.lesson, list(restored.returns), restored.returns.maxlen) == (1, [1.0, 2.0], 3)
+
+
+# -- samplers and the run's parameters ---------------------------------------------------------
+def test_samplers_same_seed_same_draws_and_different_per_worker(tmp_path):
+    sampler = load_sampler(write_yaml(tmp_path / "s.yaml", """
+        resampling-interval: 100
+        mass: {sampler-type: uniform, min_value: 0.5, max_value: 10}
+        gravity: {sampler-type: gaussian, mean: 9.81, st_dev: 1}
+        scale: {sampler-type: multirange_uniform, intervals: [[0.5, 1.0], [2.0, 4.0]]}
+        """))
+    a = EnvironmentParameters({}, sampler, seed=7, workers=3)
+    b = EnvironmentParameters({}, sampler, seed=7, workers=3)
+    first = a.draw()
+    assert first == b.draw() and a.draw() == b.draw()
+    assert len({v["mass"] for v in first}) == 3  # each worker its own draw
+    assert first != EnvironmentParameters({}, sampler, seed=8, workers=3).draw()
+    draws = np.array([a.draw()[0]["scale"] for _ in range(400)])
+    assert ((draws >= 0.5) & (draws < 1.0) | (draws >= 2.0) & (draws < 4.0)).all()
+    assert 0.1 < np.mean(draws < 1.0) < 0.35  # the intervals are chosen in proportion to their length (1/5)
+    assert a.resample_due(99, 100) and not a.resample_due(100, 199) and a.resample_due(150, 420)
+
+
+def test_curriculum_values_override_sampled_ones_and_lesson_start(tmp_path, caplog):
+    sampler = load_sampler(write_yaml(tmp_path / "s.yaml", """
+        resampling-interval: 100
+        h: {sampler-type: uniform, min_value: 100, max_value: 200}
+        mass: {sampler-type: uniform, min_value: 1, max_value: 2}
+        """))
+    c = Curriculum("B", "reward", (1.0,), 1, False, {"h": (1.0, 2.0)}, "c")
+    other = Curriculum("C", "reward", (1.0,), 1, False, {"h": (5.0, 6.0)}, "c")
+    with caplog.at_level(logging.WARNING, "palaestra"):
+        p = EnvironmentParameters({"B": c, "C": other}, sampler, seed=0, workers=1, lesson=5)
+    assert "parameter 'h' is set by the curricula of B, C" in caplog.text
+    values = p.draw()[0]
+    assert values["h"] == 6.0 and 1 <= values["mass"] < 2  # --lesson 5 clamped to the last lesson (1)
+
+
+class _Trainer:
+    def __init__(self):
+        self.returns, self.progress = [], 0.0
+
+    def take_finished_returns(self):
+        taken, self.returns = self.returns, []
+        return taken
+
+
+def test_check_lessons_feeds_returns_and_reports_changes(caplog):
+    c = Curriculum("B", "reward", (1.0, 2.0), 2, False, {"h": (1.0, 2.0, 3.0)}, "c")
+    p, t = EnvironmentParameters({"B": c}, None, seed=0, workers=1), _Trainer()
+    assert p.draw() == [{"h": 1.0}]
+    t.returns = [3.0]
+    assert p.check_lessons({"B": t}) == []
+    t.returns = [3.0]
+    with caplog.at_level(logging.INFO, "palaestra"):
+        assert p.check_lessons({"B": t}) == ["B"]
+    assert "B: lesson 1 of 2 (reward 3 > 1)" in caplog.text
+    assert p.draw() == [{"h": 2.0}]
+    assert p.summary("B") == {"Environment/Lesson": 1.0, "Curriculum/Measure (reward)": 3.0,
+                              "Curriculum/Threshold": 2.0, "Environment Parameters/h": 2.0}

@@ -1,0 +1,254 @@
+"""Curricula and samplers in a run: the values reach the environment before the first episode and
+at each lesson change or resampling, in the main process and in worker processes (stepping and
+acting); the lesson is saved and restored by --resume; the stats reach the summaries. Also the
+environment sources' side: Gymnasium (set_environment_parameters or reset options)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from palaestra.checkpoints import CheckpointManager
+from palaestra.envs.gymnasium_env import GymnasiumEnv
+from tests.conftest import interrupt_training, write_yaml
+
+# a 1-D environment (tests' Simple1D) that writes each reset's parameters to resets.jsonl
+RECORDING = '''
+import json
+from palaestra.envs.builtin.simple1d import Simple1D
+
+class Recording(Simple1D):
+    default_parameters = {"height": 0.0, "mass": 1.0}
+
+    def reset(self, parameters=None):
+        with open("resets.jsonl", "a") as f:
+            f.write(json.dumps({"seed": self.seed, "parameters": dict(parameters or {})}) + "\\n")
+        super().reset(parameters)
+
+def make(seed=0, num_areas=1):
+    env = Recording(seed=seed, num_areas=num_areas, max_episode_steps=10)
+    env.seed = seed
+    return env
+'''
+
+CONFIG = """
+1D:
+  batch_size: 16
+  buffer_size: 128
+  hidden_units: 16
+  num_layers: 1
+  max_steps: {max_steps}
+  summary_freq: 100
+  time_horizon: 16
+"""
+
+# every check passes: a new lesson after every 5 episodes of the lesson
+CURRICULUM = """
+1D:
+  measure: reward
+  thresholds: [-100, -100]
+  min_lesson_length: 5
+  signal_smoothing: false
+  parameters:
+    height: [1.0, 2.0, 3.0]
+"""
+
+SAMPLER = """
+resampling-interval: 150
+mass: {sampler-type: uniform, min_value: 1, max_value: 100}
+"""
+
+
+@pytest.fixture
+def recording(workdir):
+    import sys
+
+    (workdir / "recording_env.py").write_text(RECORDING)
+    write_yaml(workdir / "c.yaml", CONFIG.format(max_steps=600))
+    write_yaml(workdir / "curriculum.yaml", CURRICULUM)
+    write_yaml(workdir / "sampler.yaml", SAMPLER)
+    yield workdir
+    sys.modules.pop("recording_env", None)
+
+
+def resets(workdir) -> list[dict]:
+    return [json.loads(line) for line in (workdir / "resets.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("workers", [[], ["--num-envs=2", "--acting=main"], ["--num-envs=2", "--acting=workers"]])
+def test_lessons_and_samples_reach_the_environment(run_cli, recording, workers):
+    result = run_cli("c.yaml", "--env=recording_env:make", "--curriculum=curriculum.yaml", "--sampler=sampler.yaml",
+                     "--run-id=r", "--seed=3", *workers)
+    assert result.code == 0, result.log
+    seen = resets(recording)
+    seeds = sorted({r["seed"] for r in seen})
+    assert len(seeds) == (2 if workers else 1)
+    # lesson 0's values come with the first reset, before any episode; then each lesson in order
+    heights = [r["parameters"]["height"] for r in seen]
+    assert heights[: len(seeds)] == [1.0] * len(seeds)
+    assert sorted(set(heights)) == [1.0, 2.0, 3.0] and heights == sorted(heights)
+    assert "1D: lesson 1 of 2 (reward" in result.log and "1D: lesson 2 of 2" in result.log
+    # a fresh draw at every reset; the resampling interval (150 global steps) resets the environments too
+    masses = [r["parameters"]["mass"] for r in seen]
+    assert len(set(masses)) == len(masses) and all(1 <= m < 100 for m in masses)
+    assert len(seen) >= len(seeds) * (1 + 2 + 600 // 150 // 2)
+    if workers:  # each worker draws its own values
+        first = {r["seed"]: r["parameters"]["mass"] for r in seen[:2]}
+        assert len(set(first.values())) == 2
+    csv = (recording / "summaries" / "r_1D.csv").read_text().splitlines()
+    header = csv[0].split(",")
+    for key in ("Environment/Lesson", "Curriculum/Measure (reward)", "Environment Parameters/height",
+                "Environment Parameters/mass"):
+        assert key in header, header
+    lessons = [float(row.split(",")[header.index("Environment/Lesson")]) for row in csv[1:]]
+    assert lessons[-1] == 2.0
+
+
+def test_same_seed_same_draws(run_cli, recording):
+    draws = []
+    for run in ("a", "b"):
+        (recording / "resets.jsonl").unlink(missing_ok=True)
+        assert run_cli("c.yaml", "--env=recording_env:make", "--sampler=sampler.yaml", f"--run-id={run}",
+                       "--seed=5").code == 0
+        draws.append([r["parameters"]["mass"] for r in resets(recording)])
+    assert draws[0] == draws[1]
+
+
+def test_lesson_flag_and_resume_keep_the_lesson(run_cli, recording):
+    curriculum = CURRICULUM.replace("[-100, -100]", "[-100, 1000]")  # lesson 1 is as far as it gets
+    write_yaml(recording / "curriculum.yaml", curriculum)
+    first = run_cli("c.yaml", "--env=recording_env:make", "--curriculum=curriculum.yaml", "--run-id=r", "--seed=1")
+    assert first.code == 0 and "1D: lesson 1 of 2" in first.log
+    checkpoint = CheckpointManager(recording / "models/r/1D", 5).latest()
+    assert CheckpointManager.load(checkpoint)["curriculum"]["lesson"] == 1
+    (recording / "resets.jsonl").unlink()
+    write_yaml(recording / "c.yaml", CONFIG.format(max_steps=900))
+    resumed = run_cli("c.yaml", "--env=recording_env:make", "--curriculum=curriculum.yaml", "--run-id=r", "--resume")
+    assert resumed.code == 0 and "1D: resumed at lesson 1 of its curriculum" in resumed.log
+    assert resets(recording)[0]["parameters"] == {"height": 2.0}
+    # --lesson starts there (clamped to the last lesson)
+    (recording / "resets.jsonl").unlink()
+    started = run_cli("c.yaml", "--env=recording_env:make", "--curriculum=curriculum.yaml", "--run-id=s",
+                      "--lesson=7")
+    assert started.code == 0 and resets(recording)[0]["parameters"] == {"height": 3.0}
+
+
+def test_the_lesson_survives_ctrl_c_and_resume(recording):
+    curriculum = CURRICULUM.replace("[-100, -100]", "[-100, 1000]")
+    write_yaml(recording / "curriculum.yaml", curriculum)
+    write_yaml(recording / "c.yaml", CONFIG.format(max_steps=10_000_000))
+    code, err, _ = interrupt_training(recording, "c.yaml", "--env=recording_env:make", "--curriculum=curriculum.yaml",
+                                      "--run-id=int", after_step=r"1D: lesson 1 of 2")
+    assert code == 0 and "Traceback" not in err, err
+    step = CheckpointManager.load(CheckpointManager(recording / "models/int/1D", 5).latest())["algorithm"]["step"]
+    (recording / "resets.jsonl").unlink()
+    write_yaml(recording / "c.yaml", CONFIG.format(max_steps=step + 100))
+    resumed = subprocess.run([sys.executable, "-m", "palaestra.cli", "c.yaml", "--env=recording_env:make",
+                              "--curriculum=curriculum.yaml", "--run-id=int", "--resume"], cwd=recording,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0 and "resumed at lesson 1" in resumed.stderr, resumed.stderr
+    assert resets(recording)[0]["parameters"] == {"height": 2.0}
+
+
+def test_curriculum_problems_stop_the_run_or_warn(run_cli, recording):
+    write_yaml(recording / "bad.yaml", "1D:\n  measure: progress\n")
+    result = run_cli("c.yaml", "--env=recording_env:make", "--curriculum=bad.yaml")
+    assert result.code == 1 and "bad.yaml: behavior '1D': missing required key(s) thresholds" in result.log
+    write_yaml(recording / "other.yaml", CURRICULUM.replace("1D:", "Elsewhere:"))
+    result = run_cli("c.yaml", "--env=Simple1DDiscrete", "--curriculum=other.yaml", "--dry-run")
+    assert result.code == 0
+    assert "a curriculum for behavior 'Elsewhere', which the environment does not have (its behaviors: 1D)" in result.log
+    assert "--env=Simple1DDiscrete has no environment parameter(s) height; they are ignored" in result.log
+
+
+# -- Gymnasium ---------------------------------------------------------------------------------
+class _Options(gym.Env):
+    """Records the options of each reset; ends every episode after 3 steps."""
+
+    def __init__(self):
+        self.observation_space = gym.spaces.Box(-1.0, 1.0, (1,))
+        self.action_space = gym.spaces.Discrete(2)
+        self.options, self.t = [], 0
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.options.append(options)
+        self.t = 0
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        return np.zeros(1, np.float32), 0.0, self.t >= 3, False, {}
+
+
+class _Setter(_Options):
+    def set_environment_parameters(self, parameters):
+        self.parameters = parameters
+
+
+def test_gymnasium_gets_parameters_as_reset_options_or_through_its_setter():
+    plain = [_Options(), _Options()]
+    env = GymnasiumEnv("opts", instances=plain)
+    env.reset({"gravity": 5})
+    for _ in range(3):  # the automatic reset after 3 steps gets them again
+        env.set_actions("opts", env.behavior_specs["opts"].action_spec.empty_actions(2))
+        env.step()
+    assert plain[0].options == [{"gravity": 5.0}, {"gravity": 5.0}] and plain[1].options == plain[0].options
+    setter = _Setter()
+    env = GymnasiumEnv("set", instances=[gym.wrappers.TimeLimit(setter, 50)])
+    env.reset({"gravity": 5})
+    assert setter.parameters == {"gravity": 5.0} and setter.options == [None]
+
+
+class _Parallel:
+    """A two-agent PettingZoo-style parallel environment that records its resets' options;
+    every episode lasts 2 steps."""
+
+    possible_agents = ["runner_0", "runner_1"]
+
+    def __init__(self, setter: bool = False):
+        self.options, self.agents, self.t = [], [], 0
+        if setter:
+            self.set_environment_parameters = lambda p: setattr(self, "parameters", p)
+
+    def observation_space(self, agent):
+        return gym.spaces.Box(-1.0, 1.0, (1,))
+
+    def action_space(self, agent):
+        return gym.spaces.Discrete(2)
+
+    def reset(self, seed=None, options=None):
+        self.options.append(options)
+        self.agents, self.t = list(self.possible_agents), 0
+        return {a: np.zeros(1, np.float32) for a in self.agents}, {}
+
+    def step(self, actions):
+        self.t += 1
+        done = self.t >= 2
+        obs = {a: np.zeros(1, np.float32) for a in self.agents}
+        flags = {a: done for a in self.agents}
+        if done:
+            self.agents = []
+        return obs, {a: 0.0 for a in obs}, flags, {a: False for a in obs}, {}
+
+    def close(self):
+        pass
+
+
+def test_pettingzoo_gets_parameters_as_reset_options_or_through_its_setter():
+    from palaestra.envs.pettingzoo_env import PettingZooEnv
+
+    plain = _Parallel()
+    env = PettingZooEnv(plain, "runners")
+    env.reset({"speed": 2})
+    for _ in range(2):
+        env.step()
+    assert plain.options == [{"speed": 2.0}, {"speed": 2.0}]
+    with_setter = _Parallel(setter=True)
+    PettingZooEnv(with_setter, "runners").reset({"speed": 2})
+    assert with_setter.parameters == {"speed": 2.0} and with_setter.options == [None]

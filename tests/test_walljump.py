@@ -1,0 +1,125 @@
+"""The built-in WallJump: its two behaviors, its wall heights as environment parameters, and the
+shipped wall_jump curricula (both formats) driving it through every lesson."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from palaestra.curriculum import EnvironmentParameters, load_curricula
+from palaestra.envs.base import ActionTuple
+from palaestra.envs.builtin.walljump import BIG, SMALL, WallJump
+from tests.conftest import REPO, SHIPPED_CONFIG
+
+
+def play(env: WallJump, steps: int, policy) -> dict[str, list[float]]:
+    """Run ``policy(behavior) -> ActionTuple``; each behavior's finished episode returns."""
+    running = np.zeros(env.n)
+    returns: dict[str, list[float]] = {SMALL: [], BIG: []}
+    for _ in range(steps):
+        for b in (SMALL, BIG):
+            env.set_actions(b, policy(b))
+        env.step()
+        for b in (SMALL, BIG):
+            decision, terminal = env.get_steps(b)
+            running[terminal.agent_id] += terminal.reward
+            returns[b] += running[terminal.agent_id].tolist()
+            running[terminal.agent_id] = 0.0
+            running[decision.agent_id] += decision.reward
+    return returns
+
+
+def random_policy(env: WallJump, rng: np.random.Generator):
+    return lambda b: env.action_spec.random_actions(len(env.get_steps(b)[0]), rng)
+
+
+def test_behaviors_follow_the_wall_and_parameters_set_the_heights():
+    env = WallJump(seed=0, num_areas=8)
+    env.reset({"small_wall_height": 1.5, "big_wall_min_height": 0.0, "big_wall_max_height": 4.0})
+    small, big = env.get_steps(SMALL)[0].agent_id, env.get_steps(BIG)[0].agent_id
+    assert len(small) + len(big) == env.n and not set(small) & set(big)
+    assert set(np.round(env.height[small], 3)) <= {0.0, 1.5}
+    assert ((env.height[big] >= 0) & (env.height[big] <= 4)).all()
+    assert 0.45 < len(big) / env.n < 0.75  # 3 in 5 episodes meet the big wall
+    env.reset()  # no parameters: the last values stay
+    assert ((env.height[env.get_steps(BIG)[0].agent_id] <= 4)).all()
+    # an episode that ends shows in the terminal steps of the behavior it was played in
+    seen = play(env, 300, env.heuristic_for)
+    assert min(len(seen[SMALL]), len(seen[BIG])) > 50
+
+
+def test_low_walls_are_within_reach_of_random_moves_high_walls_are_not():
+    rng = np.random.default_rng(0)
+    solved = {}
+    for lesson, (low, high) in enumerate([(0.0, 4.0), (8.0, 8.0)]):
+        env = WallJump(seed=1, num_areas=8)
+        env.reset({"big_wall_min_height": low, "big_wall_max_height": high})
+        returns = play(env, 600, random_policy(env, rng))[BIG]
+        solved[lesson] = np.mean(np.array(returns) > 0)
+    assert solved[0] > 5 * solved[1]  # what makes the curriculum worth it
+
+
+@pytest.mark.parametrize("form", ["yaml", "json folder"])
+def test_wall_jump_curricula_drive_the_environment_through_every_lesson(conformance, form):
+    path = conformance / ("mlagents-release2/config/curricula/wall_jump.yaml" if form == "yaml" else
+                          "mlagents-0.13/config/curricula/wall-jump")
+    curricula = load_curricula(path)
+    legacy = WallJump.legacy_behavior_names
+    curricula = {legacy.get(b, b): c for b, c in curricula.items()}
+    params = EnvironmentParameters(curricula, None, seed=0, workers=1)
+    env = WallJump(seed=0, num_areas=8)
+    env.reset(params.draw()[0])
+
+    class Behavior:  # a trainer's part: progress and the episodes it finished
+        def __init__(self):
+            self.returns, self.step = [], 0
+
+        @property
+        def progress(self):
+            return self.step / 20000
+
+        def take_finished_returns(self):
+            taken, self.returns = self.returns, []
+            return taken
+
+    behaviors = {SMALL: Behavior(), BIG: Behavior()}
+    heights_seen = {lesson: set() for lesson in range(4)}
+    for _ in range(4000):
+        for b in (SMALL, BIG):
+            env.set_actions(b, env.heuristic_for(b))
+        env.step()
+        for b, behavior in behaviors.items():
+            decision, terminal = env.get_steps(b)
+            behavior.step += len(decision)
+            behavior.returns += terminal.reward.tolist()
+        big_agents = env.get_steps(BIG)[0].agent_id
+        heights_seen[params.lessons[BIG].lesson].update(np.round(env.height[big_agents], 1).tolist())
+        if params.check_lessons(behaviors):
+            env.reset(params.draw()[0])
+    assert params.lessons[BIG].lesson == 3 and params.lessons[SMALL].lesson == 3
+    assert max(heights_seen[0]) <= 4.0 and min(heights_seen[1]) >= 4.0 and heights_seen[3] == {8.0}
+    assert env.parameters == {"small_wall_height": 4.0, "big_wall_min_height": 8.0, "big_wall_max_height": 8.0}
+
+
+def test_shipped_sections_and_the_old_brain_names(run_cli, workdir, conformance):
+    old = conformance / "mlagents-0.13/config/curricula/wall-jump"
+    result = run_cli(str(SHIPPED_CONFIG), "--env=WallJump", f"--curriculum={old}", "--dry-run")
+    assert result.code == 0, result.log
+    assert "curriculum BigWallBrain (ML-Agents <= 0.13 name) drives behavior BigWallJump" in result.log
+    assert "SmallWallJump" in result.out and "BigWallJump" in result.out
+    assert "does not have" not in result.log and "no environment parameter" not in result.log
+
+
+def test_heuristic_actions_fit_each_behavior():
+    env = WallJump(seed=2)
+    env.reset()
+    for b in (SMALL, BIG):
+        actions = env.heuristic_for(b)
+        assert isinstance(actions, ActionTuple) and actions.discrete.shape == (len(env.get_steps(b)[0]), 2)
+
+
+def test_shipped_curriculum_and_sampler_files_load():
+    from palaestra.curriculum import load_sampler
+
+    assert sorted(load_curricula(REPO / "config/curricula/wall_jump.yaml")) == [BIG, SMALL]
+    assert sorted(load_sampler(REPO / "config/samplers/3dball_randomize.yaml").samplers) == ["gravity", "mass", "scale"]
