@@ -29,11 +29,25 @@ def transitions(seg: Segments) -> dict[str, np.ndarray]:
             "done": terminal_rows(seg.length, seg.terminal, seg.width)[mask]}
 
 
-def vector_input(batch: Mapping[str, np.ndarray], prefix: str, device: torch.device) -> torch.Tensor:
-    """A batch's vector observations side by side, ``[B, total]``, as float32 on ``device``."""
+def vector_array(batch: Mapping[str, np.ndarray], prefix: str) -> np.ndarray:
+    """A batch's vector observations side by side, float32 ``[B, total]``."""
     obs = observations(batch, prefix)
     flat = np.concatenate([o.reshape(len(o), -1) for o in obs], 1) if len(obs) > 1 else obs[0].reshape(len(obs[0]), -1)
-    return torch.as_tensor(flat, dtype=torch.float32, device=device)
+    return flat.astype(np.float32, copy=False)
+
+
+def vector_input(batch: Mapping[str, np.ndarray], prefix: str, device: torch.device) -> torch.Tensor:
+    """A batch's vector observations side by side, ``[B, total]``, as float32 on ``device``."""
+    return torch.as_tensor(vector_array(batch, prefix), device=device)
+
+
+def action_array(spec: ActionSpec, batch: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The actions taken as float32 ``[B, inputs]``: continuous values, then one one-hot per discrete branch."""
+    parts = [np.asarray(batch["continuous"], np.float32)] if spec.is_continuous else []
+    if spec.is_discrete:
+        discrete = np.asarray(batch["discrete"])
+        parts += [np.eye(size, dtype=np.float32)[discrete[:, b]] for b, size in enumerate(spec.discrete_branches)]
+    return np.concatenate(parts, 1)
 
 
 def action_input(spec: ActionSpec, batch: Mapping[str, np.ndarray], device: torch.device) -> torch.Tensor:
