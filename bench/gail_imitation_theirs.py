@@ -38,6 +38,7 @@ def main(job_path: str, result_path: str) -> None:
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.evaluation import evaluate_policy
 
+    torch.optim.Adam([torch.zeros(1, requires_grad=True)])  # its first use imports torch's compiler (seconds)
     trajectories = load_trajectories(job["demos"])
     seed, env_id = job["seed"], job["env"]
     snapshots: list[dict] = []

@@ -168,3 +168,29 @@ def test_gail_with_behavioral_cloning_learns_the_1d_task_without_its_reward(run_
     result = run_cli("c.yaml", f"--env={env_name}", "--run-id=gail", "--seed=1")
     assert result.code == 0, result.log
     assert np.mean(episode_returns[-5:]) > 0.9, episode_returns[-20:]
+
+
+@pytest.mark.training
+def test_gail_alone_learns_cartpole_from_a_scripted_expert(run_cli, workdir):
+    # GAIL is the only reward (no extrinsic, no cloning), as in ML-Agents' gail_config.yaml for
+    # CrawlerStatic and PushBlock: the policy never sees CartPole's reward. The expert is the
+    # scripted controller in palaestra/demos/experts.py (500 in every episode), 20 episodes. PPO
+    # is rl-zoo's CartPole section (config/rl_zoo_cartpole.yaml) with lambda 0.95 and a constant
+    # learning rate, as bench/gail_imitation.py runs it. Seeds 0-7 swept (docs/benchmarks.md).
+    from palaestra.evaluation import evaluate_onnx
+
+    env = make_env("CartPole-v1", seed=1)
+    demo = record(env, {"CartPole-v1": "palaestra.demos.experts:cartpole"}, episodes=20, out=workdir / "demos",
+                  seed=1)[0]
+    env.close()
+    assert demo.meta.mean_reward == 500.0
+    section = yaml.safe_load((SHIPPED_CONFIG.parent / "rl_zoo_cartpole.yaml").read_text())["CartPole-v1"]
+    section |= {"lambd": 0.95, "learning_rate_schedule": "constant",
+                "reward_signals": {"gail": {"strength": 1.0, "gamma": 0.98, "use_actions": True,
+                                            "demo_path": str(demo.path)}}}
+    (workdir / "c.yaml").write_text(yaml.safe_dump({"CartPole-v1": section}))
+    result = run_cli("c.yaml", "--env=CartPole-v1", "--num-areas=8", "--run-id=gail", "--seed=1")
+    assert result.code == 0, result.log
+    returns = evaluate_onnx(make_env("CartPole-v1", seed=3, num_areas=2), workdir / "models/gail/CartPole-v1.onnx",
+                            episodes=20)
+    assert len(returns) == 20 and np.mean(returns) >= 475.0, returns
