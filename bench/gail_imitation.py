@@ -33,8 +33,9 @@ Settings (written out in SETTINGS below and printed by the run):
   otherwise, 8 discriminator updates per round (the example's), ``allow_variable_horizon``
   (CartPole's episodes end when the pole falls).
 
-Usage: python bench/gail_imitation.py [--envs CartPole-v1 Pendulum-v1] [--seed 1] [--threads 1]
+Usage: python bench/gail_imitation.py [--envs CartPole-v1 Pendulum-v1] [--seed 1] [--seeds 1] [--threads 1]
        [--no-peer]      (Palaestra alone)
+With --seeds N each side trains once per seed (alternating) and the summary compares the medians.
 The imitation side runs in bench/out/imitation-venv, made on first use (pip: torch==2.13.0 first,
 CPU-only, then imitation and what it pins); if it cannot be made the run says why and measures
 Palaestra alone.
@@ -268,10 +269,30 @@ def report(env_id: str, threshold: float, results: dict[str, dict]) -> None:
         print(f"  ratio imitation / Palaestra: {times['imitation'] / times['Palaestra']:.2f}x")
 
 
+def summary(env_id: str, threshold: float, runs: list[dict[str, dict]]) -> None:
+    """Over seeds: each side's median time to the threshold (a run that never reaches it counts as
+    its total time, and is named), and the ratio of the medians."""
+    print(f"\nGAIL {env_id}, {len(runs)} seed(s): median seconds to {threshold:g}")
+    medians = {}
+    for name in runs[0]:
+        times = [time_to(r[name], threshold)[0] for r in runs if "error" not in r[name]]
+        totals = [r[name]["seconds"] for r in runs if "error" not in r[name]]
+        if not times:
+            continue
+        missed = sum(t is None for t in times)
+        medians[name] = float(np.median([t if t is not None else total for t, total in zip(times, totals)]))
+        print(f"  {name:10} {medians[name]:.1f} s (per seed: "
+              + ", ".join("never" if t is None else f"{t:.1f}" for t in times)
+              + (f"; {missed} never reached it: counted at their total time)" if missed else ")"))
+    if len(medians) == 2:
+        print(f"  ratio imitation / Palaestra: {medians['imitation'] / medians['Palaestra']:.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--envs", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=1, help="the first seed")
+    parser.add_argument("--seeds", type=int, default=1, help="train each side once per seed, alternating")
     parser.add_argument("--threads", type=int, default=1, help="torch threads on both sides")
     parser.add_argument("--steps", type=int, default=None, help="environment steps per side (default: per env)")
     parser.add_argument("--episodes", type=int, default=10, help="deterministic episodes per snapshot")
@@ -282,26 +303,30 @@ def main() -> None:
     if python is None:
         print(f"imitation is not measured: {why}", flush=True)
     demos = OUT / "gail-demos"
-    all_results = {}
+    all_results: dict[str, dict] = {}
     for env_id in args.envs:
         s = SETTINGS[env_id]
         steps = args.steps or s["steps"]
         demo = record_demonstrations(env_id, demos, s["episodes"], s["expert"])
-        results = {}
-        if python is not None:  # the peer first: Palaestra's run sets process-wide thread limits
-            converted = convert_for_imitation(demo, demos / f"{env_id}.npz", s.get("action_scale", 1.0))
-            results["imitation"] = bench_imitation(python, env_id, converted, args.seed, steps, args.episodes,
-                                                   args.threads, OUT / f"gail-imitation-{env_id}.log")
-        torch.set_num_threads(args.threads)
-        results["Palaestra"] = bench_palaestra(env_id, demo, args.seed, steps, args.episodes)
-        results = {"Palaestra": results.pop("Palaestra"), **results}
-        report(env_id, s["threshold"], results)
-        all_results[env_id] = {n: {k: v for k, v in r.items() if k != "timers"} for n, r in results.items()}
-        loop = results["Palaestra"]["timers"]["children"]
-        update = loop.get("trainer_advance", {}).get("children", {}).get("_update_policy", {}).get("total", 0.0)
-        print(f"  Palaestra's loop: " + ", ".join(f"{k} {loop[k]['total']:.1f} s" for k in
-                                                  ("policy_act", "env_step", "trainer_advance") if k in loop)
-              + f" (of which PPO + GAIL updates {update:.1f} s)", flush=True)
+        runs = []
+        for seed in range(args.seed, args.seed + args.seeds):
+            results = {}
+            if python is not None:  # the peer first: Palaestra's run sets process-wide thread limits
+                converted = convert_for_imitation(demo, demos / f"{env_id}.npz", s.get("action_scale", 1.0))
+                results["imitation"] = bench_imitation(python, env_id, converted, seed, steps, args.episodes,
+                                                       args.threads, OUT / f"gail-imitation-{env_id}-{seed}.log")
+            torch.set_num_threads(args.threads)
+            results["Palaestra"] = bench_palaestra(env_id, demo, seed, steps, args.episodes)
+            results = {"Palaestra": results.pop("Palaestra"), **results}
+            report(f"{env_id}, seed {seed}", s["threshold"], results)
+            loop = results["Palaestra"]["timers"]["children"]
+            update = loop.get("trainer_advance", {}).get("children", {}).get("_update_policy", {}).get("total", 0.0)
+            print("  Palaestra's loop: " + ", ".join(f"{k} {loop[k]['total']:.1f} s" for k in
+                                                     ("policy_act", "env_step", "trainer_advance") if k in loop)
+                  + f" (of which PPO + GAIL updates {update:.1f} s)", flush=True)
+            runs.append({n: {k: v for k, v in r.items() if k != "timers"} for n, r in results.items()})
+        summary(env_id, s["threshold"], runs)
+        all_results[env_id] = {str(seed): r for seed, r in zip(range(args.seed, args.seed + args.seeds), runs)}
     (OUT / "gail_imitation.json").write_text(json.dumps(all_results, indent=1))
 
 

@@ -25,7 +25,10 @@ EPSILON = 1e-7
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     """sigmoid(z) = (1 + tanh(z / 2)) / 2, which cannot overflow."""
-    return 0.5 + 0.5 * np.tanh(0.5 * z)
+    s = np.tanh(0.5 * z)
+    s *= 0.5
+    s += 0.5
+    return s
 
 
 def discriminator_gradients(hidden: list[tuple[np.ndarray, np.ndarray]], out: tuple[np.ndarray, np.ndarray],
@@ -37,12 +40,14 @@ def discriminator_gradients(hidden: list[tuple[np.ndarray, np.ndarray]], out: tu
     the penalty, the mean D of either batch)."""
     n = len(expert)
     x = np.concatenate([expert, policy, alpha * expert + (1.0 - alpha) * policy])
-    hs, zs, sig = [x], [], []
+    hs, zs, sig, slope = [x], [], [], []
     for w, b in hidden:
-        z = hs[-1] @ w.T + b
+        z = hs[-1] @ w.T
+        z += b
         s = _sigmoid(z)
         zs.append(z)
         sig.append(s)
+        slope.append(s * (1.0 + z * (1.0 - s)))  # swish'(z), for both backward passes
         hs.append(z * s)
     w_out, c_out = out
     d = _sigmoid(hs[-1] @ w_out.T + c_out)  # [3B, 1]
@@ -50,7 +55,7 @@ def discriminator_gradients(hidden: list[tuple[np.ndarray, np.ndarray]], out: tu
     loss = -(np.log(d_expert + EPSILON).mean() + np.log(1.0 - d_policy + EPSILON).mean())
 
     # the swish's first and second derivatives at the penalty's rows
-    swish1 = [s[2 * n:] * (1.0 + z[2 * n:] * (1.0 - s[2 * n:])) for z, s in zip(zs, sig)]
+    swish1 = [d[2 * n:] for d in slope]
     swish2 = [s[2 * n:] * (1.0 - s[2 * n:]) * (2.0 + z[2 * n:] * (1.0 - 2.0 * s[2 * n:])) for z, s in zip(zs, sig)]
 
     # dD/dx at the penalty's rows: delta_h_L = D (1 - D) w, back through the layers
@@ -86,8 +91,7 @@ def discriminator_gradients(hidden: list[tuple[np.ndarray, np.ndarray]], out: tu
     grad_h = grad_l @ w_out
     grads_b = [None] * len(hidden)
     for k in range(len(hidden) - 1, -1, -1):
-        z, s = zs[k], sig[k]
-        grad_z = grad_h * (s * (1.0 + z * (1.0 - s)))
+        grad_z = grad_h * slope[k]
         grad_z[2 * n:] += into_z[k]
         grads_w[k] += grad_z.T @ hs[k]
         grads_b[k] = grad_z.sum(0)
