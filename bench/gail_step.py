@@ -20,7 +20,7 @@ from threadpoolctl import threadpool_limits
 from palaestra.demos.record import record
 from palaestra.envs.sources import make_env
 from palaestra.rewards.gail import GAILSignal
-from palaestra.rewards.learned import SignalOptimizer
+from palaestra.networks.optim import FlatStateAdam
 from palaestra.settings import GAILSettings
 
 
@@ -45,7 +45,7 @@ def main() -> None:
         numpy_signal = GAILSignal(settings, spec, torch.device("cpu"))
         autograd_signal = GAILSignal(settings, spec, torch.device("cpu"))
         autograd_signal.numpy_steps = False
-        autograd_signal.optimizer = SignalOptimizer(autograd_signal.model, settings.learning_rate)
+        autograd_signal.optimizer = FlatStateAdam(autograd_signal.model, settings.learning_rate)
     times: dict[str, list[float]] = {"numpy": [], "autograd": []}
     for _ in range(args.repeats):
         for name, signal in (("numpy", numpy_signal), ("autograd", autograd_signal)):
