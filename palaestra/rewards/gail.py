@@ -15,7 +15,7 @@ ML-Agents builds it, with VAIL (Peng et al. 2018) under ``use_vail``.
   Rewards read the code's mean.
 
 Without VAIL, on the CPU, a discriminator step is computed in numpy (rewards/gail_gradients.py:
-the same loss and gradients, a fraction of torch's dispatch time); with VAIL or on a GPU, by
+the same loss and gradients in about a third of autograd's time); with VAIL or on a GPU, by
 autograd.
 """
 
