@@ -36,6 +36,7 @@ Settings (written out in SETTINGS below and printed by the run):
 Usage: python bench/gail_imitation.py [--envs CartPole-v1 Pendulum-v1] [--seed 1] [--seeds 1] [--threads 1]
        [--no-peer]      (Palaestra alone)
 With --seeds N each side trains once per seed (alternating) and the summary compares the medians.
+Results go to bench/out/gail_imitation.json; --report FILE [--threshold R] prints them again.
 The imitation side runs in bench/out/imitation-venv, made on first use (pip: torch==2.13.0 first,
 CPU-only, then imitation and what it pins); if it cannot be made the run says why and measures
 Palaestra alone.
@@ -271,21 +272,24 @@ def report(env_id: str, threshold: float, results: dict[str, dict]) -> None:
 
 def summary(env_id: str, threshold: float, runs: list[dict[str, dict]]) -> None:
     """Over seeds: each side's median time to the threshold (a run that never reaches it counts as
-    its total time, and is named), and the ratio of the medians."""
+    its total time, and is named), and the ratio of the medians when every run reached it."""
     print(f"\nGAIL {env_id}, {len(runs)} seed(s): median seconds to {threshold:g}")
-    medians = {}
+    medians, missed_any = {}, False
     for name in runs[0]:
         times = [time_to(r[name], threshold)[0] for r in runs if "error" not in r[name]]
         totals = [r[name]["seconds"] for r in runs if "error" not in r[name]]
         if not times:
             continue
         missed = sum(t is None for t in times)
+        missed_any |= missed > 0
         medians[name] = float(np.median([t if t is not None else total for t, total in zip(times, totals)]))
         print(f"  {name:10} {medians[name]:.1f} s (per seed: "
               + ", ".join("never" if t is None else f"{t:.1f}" for t in times)
               + (f"; {missed} never reached it: counted at their total time)" if missed else ")"))
-    if len(medians) == 2:
+    if len(medians) == 2 and not missed_any:
         print(f"  ratio imitation / Palaestra: {medians['imitation'] / medians['Palaestra']:.2f}x")
+    elif len(medians) == 2:
+        print("  no ratio: a run that never reached the threshold has no time to it (see each side's best return)")
 
 
 def main() -> None:
@@ -296,8 +300,18 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads on both sides")
     parser.add_argument("--steps", type=int, default=None, help="environment steps per side (default: per env)")
     parser.add_argument("--episodes", type=int, default=10, help="deterministic episodes per snapshot")
+    parser.add_argument("--threshold", type=float, default=None, help="the return to reach (default: per env)")
     parser.add_argument("--no-peer", action="store_true", help="measure Palaestra alone")
+    parser.add_argument("--report", type=Path, default=None, metavar="JSON",
+                        help="print a saved run's tables again (with --threshold: for another return); no training")
     args = parser.parse_args()
+    if args.report is not None:
+        for env_id, by_seed in json.loads(args.report.read_text()).items():
+            threshold = args.threshold if args.threshold is not None else SETTINGS[env_id]["threshold"]
+            for seed, results in by_seed.items():
+                report(f"{env_id}, seed {seed}", threshold, results)
+            summary(env_id, threshold, list(by_seed.values()))
+        return
     OUT.mkdir(exist_ok=True)
     python, why = (None, "--no-peer") if args.no_peer else ensure_imitation(VENV, OUT / "imitation-install.log")
     if python is None:
@@ -307,6 +321,7 @@ def main() -> None:
     for env_id in args.envs:
         s = SETTINGS[env_id]
         steps = args.steps or s["steps"]
+        threshold = args.threshold if args.threshold is not None else s["threshold"]
         demo = record_demonstrations(env_id, demos, s["episodes"], s["expert"])
         runs = []
         for seed in range(args.seed, args.seed + args.seeds):
@@ -318,14 +333,14 @@ def main() -> None:
             torch.set_num_threads(args.threads)
             results["Palaestra"] = bench_palaestra(env_id, demo, seed, steps, args.episodes)
             results = {"Palaestra": results.pop("Palaestra"), **results}
-            report(f"{env_id}, seed {seed}", s["threshold"], results)
+            report(f"{env_id}, seed {seed}", threshold, results)
             loop = results["Palaestra"]["timers"]["children"]
             update = loop.get("trainer_advance", {}).get("children", {}).get("_update_policy", {}).get("total", 0.0)
             print("  Palaestra's loop: " + ", ".join(f"{k} {loop[k]['total']:.1f} s" for k in
                                                      ("policy_act", "env_step", "trainer_advance") if k in loop)
                   + f" (of which PPO + GAIL updates {update:.1f} s)", flush=True)
             runs.append({n: {k: v for k, v in r.items() if k != "timers"} for n, r in results.items()})
-        summary(env_id, s["threshold"], runs)
+        summary(env_id, threshold, runs)
         all_results[env_id] = {str(seed): r for seed, r in zip(range(args.seed, args.seed + args.seeds), runs)}
     (OUT / "gail_imitation.json").write_text(json.dumps(all_results, indent=1))
 
