@@ -242,24 +242,29 @@ def bench_imitation(python: Path, env_id: str, demos: Path, seed: int, steps: in
 
 
 # -- the report ----------------------------------------------------------------------------------
-def time_to(result: dict, threshold: float) -> tuple[float | None, int | None]:
-    for snap in result["snapshots"]:
-        if snap["return"] >= threshold:
+def time_to(result: dict, threshold: float, held: bool = False) -> tuple[float | None, int | None]:
+    """Training time and steps at the first snapshot whose return reaches ``threshold``; with
+    ``held``, the first from which every later snapshot does too."""
+    snaps = result["snapshots"]
+    for i, snap in enumerate(snaps):
+        if snap["return"] >= threshold and (not held or all(s["return"] >= threshold for s in snaps[i:])):
             return snap["seconds"], snap["steps"]
     return None, None
 
 
 def report(env_id: str, threshold: float, results: dict[str, dict]) -> None:
     print(f"\nGAIL {env_id}: wall time until a snapshot's deterministic return reaches {threshold:g}")
-    print(f"{'':10} {'seconds to threshold':>21} {'steps then':>11} {'best return':>12} {'total s':>8} "
-          f"{'steps/s':>8}")
+    print(f"{'':10} {'seconds to threshold':>21} {'steps then':>11} {'held from (s)':>14} {'steps then':>11} "
+          f"{'best return':>12} {'total s':>8} {'steps/s':>8}")
     for name, r in results.items():
         if "error" in r:
             print(f"{name:10} {r['error']}")
             continue
         seconds, steps = time_to(r, threshold)
+        held, held_steps = time_to(r, threshold, held=True)
         best = max((snap["return"] for snap in r["snapshots"]), default=float("nan"))
-        print(f"{name:10} {'never' if seconds is None else f'{seconds:.1f}':>21} {steps or '-':>11} {best:12.1f} "
+        print(f"{name:10} {'never' if seconds is None else f'{seconds:.1f}':>21} {steps or '-':>11} "
+              f"{'never' if held is None else f'{held:.1f}':>14} {held_steps or '-':>11} {best:12.1f} "
               f"{r['seconds']:8.1f} {r['steps'] / r['seconds']:8.0f}")
     for name, r in results.items():
         if "error" not in r:
@@ -274,9 +279,16 @@ def summary(env_id: str, threshold: float, runs: list[dict[str, dict]]) -> None:
     """Over seeds: each side's median time to the threshold (a run that never reaches it counts as
     its total time, and is named), and the ratio of the medians when every run reached it."""
     print(f"\nGAIL {env_id}, {len(runs)} seed(s): median seconds to {threshold:g}")
+    for held in (False, True):
+        if held:
+            print(f"  ... and until every later snapshot stays at {threshold:g} or above:")
+        _summary_medians(runs, threshold, held)
+
+
+def _summary_medians(runs: list[dict[str, dict]], threshold: float, held: bool) -> None:
     medians, missed_any = {}, False
     for name in runs[0]:
-        times = [time_to(r[name], threshold)[0] for r in runs if "error" not in r[name]]
+        times = [time_to(r[name], threshold, held)[0] for r in runs if "error" not in r[name]]
         totals = [r[name]["seconds"] for r in runs if "error" not in r[name]]
         if not times:
             continue
