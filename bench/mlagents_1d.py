@@ -3,6 +3,7 @@ side by side: PPO and SAC, discrete and continuous actions, ML-Agents' own test 
 
     python bench/mlagents_1d.py --repeats 3
     python bench/mlagents_1d.py --variants ppo-discrete --repeats 1 --ppo-steps 3000   # a quick look
+    python bench/mlagents_1d.py --variants ppo-discrete ppo-discrete-curiosity --repeats 3   # curiosity's cost
 
 Every run is a fresh process: Palaestra's in this interpreter, ML-Agents' in its own virtual
 environment, which this script makes on first use under bench/out/ (numpy 1.23, protobuf 3.20 and
@@ -51,6 +52,9 @@ DEFAULT_VENV = OUT / "mlagents-1.1.0-venv"
 STEP_SIZE = 0.2
 SUCCESS_REWARD = 1.06  # 1 + (int(1 / 0.2) + 1) x 0.01, as ML-Agents 1.1 derives it
 VARIANTS = ("ppo-discrete", "ppo-continuous", "sac-discrete", "sac-continuous")
+# PPO with the curiosity reward signal beside the extrinsic one: what curiosity costs each side
+# over its own plain PPO (issue 13 asks at most 30% extra), and the two sides against each other
+SIGNAL_VARIANTS = ("ppo-discrete-curiosity", "ppo-continuous-curiosity")
 WARMUP_STEPS = 300  # enough for a few updates of either trainer (PPO: 64-step buffer, SAC: 100 before learning)
 
 # ML-Agents 1.1.0's test configs (mlagents/trainers/tests/dummy_config.py, ppo_dummy_config and
@@ -74,6 +78,15 @@ THEIR_SETTINGS = {
         "threaded": False,
     },
 }
+
+# Curiosity with ML-Agents 1.1's defaults (strength and gamma as its example configs): its state
+# encoder is a NetworkBody of network_settings (2 layers of 128 by default), the inverse and
+# forward models one 256-unit layer each; Palaestra's encoding_size 128 is the same network.
+THEIR_SIGNALS = {"curiosity": {"extrinsic": {"strength": 1.0, "gamma": 0.99},
+                               "curiosity": {"strength": 0.02, "gamma": 0.99, "learning_rate": 3.0e-4,
+                                             "network_settings": {"hidden_units": 128, "num_layers": 2}}}}
+OUR_SIGNALS = {"curiosity": {"curiosity": {"strength": 0.02, "gamma": 0.99, "learning_rate": 3.0e-4,
+                                           "encoding_size": 128}}}
 
 # The same in Palaestra's 0.16 format, with ML-Agents 1.1's defaults for every key the test
 # configs leave out written out (beta, epsilon, lambd, num_epoch, time_horizon, normalize,
@@ -248,6 +261,7 @@ def child_ours(job_path: str, result_path: str) -> None:
     t0 = time.perf_counter()
     import numpy as np
     import torch
+    import yaml
 
     import palaestra.run as palaestra_run
     from palaestra.cli import main as learn
@@ -271,8 +285,9 @@ def child_ours(job_path: str, result_path: str) -> None:
         TIMERS.__init__()  # a fresh timer tree per run
         work = Path(job["workdir"]) / run_id
         work.mkdir()
-        config = textwrap.dedent(OUR_CONFIG[job["algorithm"]]).format(steps=steps)
-        (work / "config.yaml").write_text(config)
+        config = yaml.safe_load(textwrap.dedent(OUR_CONFIG[job["algorithm"]]).format(steps=steps))
+        config["1D"]["reward_signals"].update(OUR_SIGNALS.get(job.get("signal"), {}))
+        (work / "config.yaml").write_text(yaml.safe_dump(config))
         env_args = [f"continuous={str(job['continuous']).lower()}", f"step_size={job['step_size']}",
                     f"success_reward={job['success_reward']}", "max_episode_steps=0"]
         old = os.getcwd()
@@ -363,7 +378,7 @@ def report(results: dict[str, dict[str, list[dict]]], steps: dict[str, int], the
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS + SIGNAL_VARIANTS, default=list(VARIANTS))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--ppo-steps", type=int, default=20_000)
     parser.add_argument("--sac-steps", type=int, default=5_000)
@@ -395,8 +410,12 @@ def main(argv: list[str] | None = None) -> None:
     results: dict[str, dict[str, list[dict]]] = {v: {"ours": [], "theirs": []} for v in args.variants}
     for repeat in range(args.repeats):
         for variant in args.variants:
-            algorithm, actions = variant.split("-")
-            job = {"algorithm": algorithm, "settings": THEIR_SETTINGS[algorithm], "max_steps": steps[algorithm],
+            algorithm, actions, *signal = variant.split("-")
+            settings = THEIR_SETTINGS[algorithm]
+            if signal:
+                settings = dict(settings, reward_signals=THEIR_SIGNALS[signal[0]])
+            job = {"algorithm": algorithm, "settings": settings, "max_steps": steps[algorithm],
+                   "signal": signal[0] if signal else None,
                    "warmup_steps": WARMUP_STEPS, "seed": args.seed + repeat, "continuous": actions == "continuous",
                    "step_size": STEP_SIZE, "success_reward": SUCCESS_REWARD}
             sides = [("ours", Path(sys.executable))] + ([("theirs", their_python)] if their_python else [])

@@ -71,6 +71,29 @@ def test_curiosity_learns_the_forward_and_inverse_models(spec):
     assert last[0] < first[0]
 
 
+@pytest.mark.parametrize("spec", SPECS.values(), ids=SPECS.keys())
+def test_curiosity_s_numpy_update_is_autograd_s(spec):
+    """On the CPU curiosity's update runs in numpy (rewards/curiosity_gradients.py): the same
+    losses, gradients and, after Adam, parameters as the torch loss in rewards/curiosity.py."""
+    numpy_signal = _signal("curiosity", spec, encoding_size=16, learning_rate=1e-2)
+    torch_signal = _signal("curiosity", spec, encoding_size=16, learning_rate=1e-2)
+    torch_signal.accelerated = False  # the torch loss and autograd
+    assert numpy_signal.accelerated
+    rng = np.random.default_rng(2)
+    for _ in range(3):
+        batch = _dynamics(spec, 48, rng)
+        torch_signal.load_state_dict(numpy_signal.state_dict())  # each step compared from the same point
+        ours, reference = numpy_signal.update(batch), torch_signal.update(batch)
+        for key, value in reference.items():
+            assert ours[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+        for (name, a), b in zip(numpy_signal.model.named_parameters(), torch_signal.model.parameters()):
+            np.testing.assert_allclose(a.grad.numpy(), b.grad.numpy(), rtol=1e-3, atol=1e-5, err_msg=name)
+            # the same Adam on both, from the same state (a hundredth of the learning rate: where a
+            # gradient is rounding noise, Adam's normalized step can magnify the difference)
+            np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), atol=1e-4, err_msg=name)
+    assert numpy_signal.optimizer.steps == torch_signal.optimizer.steps == 3
+
+
 def test_curiosity_pays_nothing_before_its_first_update_then_at_most_one():
     signal = _signal("curiosity", DISCRETE, strength=1000.0, encoding_size=8)
     batch = _dynamics(DISCRETE, 32, np.random.default_rng(2))

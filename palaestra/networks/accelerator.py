@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from palaestra.networks.normalizer import Normalizer
-from palaestra.networks.numpy_layers import Kernels, Stack, Twin, swish, swish_grad
+from palaestra.networks.numpy_layers import Dense, Kernels, Stack, Twin, swish, swish_grad
 from palaestra.networks.numpy_network import MLPNetwork, NetworkSpec, WeightLayout
 from palaestra.networks.policy import ActorCritic, TwinMLP
 from palaestra.networks.sac_networks import SquashedActor
@@ -165,6 +165,19 @@ def twin_layers(m: TwinMLP) -> Stack:
     """A TwinMLP's layers over numpy views of its parameters (and gradients, where it has them)."""
     return Stack([Twin(CPU_KERNELS, _view(w), _view(b), a, _view(w.grad), _view(b.grad))
                   for w, b, a in zip(m.weights, m.biases, m.activations)])
+
+
+def sequential_layers(body: nn.Sequential) -> Stack:
+    """A sequence of linear layers, each with an optional activation after it (networks/policy.py's
+    ``mlp``, a reward signal's model), over numpy views of its parameters and their gradients."""
+    layers: list[Dense] = []
+    for m in body:
+        if isinstance(m, nn.Linear):
+            layers.append(Dense(CPU_KERNELS, _view(m.weight), _view(m.bias), "", _view(_grad(m.weight)),
+                                _view(_grad(m.bias))))
+        else:
+            layers[-1].activation = ACTIVATION_OF[type(m)]
+    return Stack(layers)
 
 
 def policy_arrays(module: nn.Module) -> dict[str, np.ndarray]:

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 from typing import Mapping
 
-import numpy as np
 import torch
-from palaestra.networks.numpy_adam import NumpyAdam
+
 from palaestra.networks.torch_private import functional_adam
 
 
@@ -46,20 +45,24 @@ class FlatStateAdam:
     checkpoints check entry by entry), and the number of steps taken says whether the model has
     been trained. Reward signals' models and behavioral cloning use it."""
 
-    def __init__(self, model: torch.nn.Module, learning_rate: float, numpy_steps: bool = False) -> None:
+    def __init__(self, model: torch.nn.Module, learning_rate: float) -> None:
         self.params = list(model.parameters())
         self.adam = make_adam(self.params, learning_rate)
         for p in self.params:
             step = torch.tensor(0.0, device=p.device if self.adam.param_groups[0].get("fused") else "cpu")
             self.adam.state[p] = {"step": step, "exp_avg": torch.zeros_like(p),
                                   "exp_avg_sq": torch.zeros_like(p)}
-        # numpy_steps: gradients computed in numpy (step_with), stepped by NumpyAdam over one flat
-        # buffer that this optimizer's state views, so checkpoints are the same either way
-        self.numpy = NumpyAdam(self.params, self.adam) if numpy_steps else None
+            if p.grad is None:  # a numpy loss writes into views of it (networks/accelerator.py)
+                p.grad = torch.zeros_like(p)
 
     @property
     def steps(self) -> int:
-        return self.numpy.t if self.numpy is not None else int(self.adam.state[self.params[0]]["step"])
+        return int(self.adam.state[self.params[0]]["step"])
+
+    def step_with_gradients(self) -> None:
+        """A step with the gradients already in the parameters' ``.grad``, written there by a loss
+        computed in numpy (rewards/curiosity_gradients.py)."""
+        self.adam.step()
 
     def set_learning_rate(self, learning_rate: float) -> None:
         for group in self.adam.param_groups:
@@ -70,15 +73,7 @@ class FlatStateAdam:
         loss.backward()
         self.adam.step()
 
-    def step_with(self, gradients: list[np.ndarray]) -> None:
-        """A step with gradients computed in numpy, in the parameters' order (``numpy_steps``)."""
-        for sl, g in zip(self.numpy.slices, gradients, strict=True):
-            self.numpy.g[sl] = g.reshape(-1)
-        self.numpy.step()
-
     def state_dict(self) -> dict[str, torch.Tensor]:
-        if self.numpy is not None:
-            self.numpy.sync()
         return {f"adam.{key}.{i}": self.adam.state[p][key] for i, p in enumerate(self.params)
                 for key in ("step", "exp_avg", "exp_avg_sq")}
 
@@ -86,5 +81,3 @@ class FlatStateAdam:
         for i, p in enumerate(self.params):
             for key in ("step", "exp_avg", "exp_avg_sq"):
                 self.adam.state[p][key].copy_(state[f"adam.{key}.{i}"])
-        if self.numpy is not None:
-            self.numpy.t = int(state["adam.step.0"])

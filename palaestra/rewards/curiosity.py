@@ -22,10 +22,12 @@ import torch
 from torch import nn
 
 from palaestra.envs.base import BehaviorSpec
+from palaestra.networks.accelerator import on_cpu, sequential_layers
 from palaestra.networks.encoders import VectorEncoder
 from palaestra.networks.policy import mlp
 from palaestra.networks.optim import FlatStateAdam
-from palaestra.rewards.learned import ModelSignal, action_input, vector_input
+from palaestra.rewards.curiosity_gradients import curiosity_gradients
+from palaestra.rewards.learned import ModelSignal, action_array, action_input, vector_array, vector_input
 from palaestra.settings import CuriositySettings
 
 HIDDEN = 256  # the inverse and forward models' hidden layer (ML-Agents)
@@ -70,7 +72,12 @@ class CuriositySignal(ModelSignal):
         self.strength, self.gamma = settings.strength, settings.gamma
         self.spec, self.device = spec, device
         self.model = CuriosityModel(spec, settings.encoding_size).to(device)
+        # on the CPU the update runs in numpy (rewards/curiosity_gradients.py, the same loss)
+        self.accelerated = on_cpu(self.model)
         self.optimizer = FlatStateAdam(self.model, settings.learning_rate)
+        if self.accelerated:  # over views of the parameters and their gradients
+            self.layers = [sequential_layers(m) for m in (self.model.encoder, self.model.inverse,
+                                                          self.model.forward_model)]
 
     def _inputs(self, batch: Mapping[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(encoding, next encoding, actions); both observations go through the shared encoder in
@@ -84,6 +91,14 @@ class CuriositySignal(ModelSignal):
         return np.minimum(error.cpu().numpy() * self.strength, 1.0).astype(np.float32)
 
     def update(self, batch: Mapping[str, np.ndarray]) -> dict[str, float]:
+        if self.accelerated:
+            action = self.spec.action_spec
+            forward_loss, inverse_loss = curiosity_gradients(
+                *self.layers, vector_array(batch, "obs"), vector_array(batch, "next_obs"), action_array(action, batch),
+                action.continuous_size, action.discrete_branches, LOSS_SCALE * FORWARD_WEIGHT,
+                LOSS_SCALE * INVERSE_WEIGHT)
+            self.optimizer.step_with_gradients()
+            return {"Losses/Curiosity Forward Loss": forward_loss, "Losses/Curiosity Inverse Loss": inverse_loss}
         inputs = self._inputs(batch)
         forward_loss, inverse_loss = self.model.forward_error(*inputs).mean(), self.model.inverse_loss(*inputs).mean()
         self.optimizer.step(LOSS_SCALE * (FORWARD_WEIGHT * forward_loss + INVERSE_WEIGHT * inverse_loss))

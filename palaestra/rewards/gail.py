@@ -98,7 +98,7 @@ class GAILSignal(ModelSignal):
         self.expert_rows = len(self.expert["continuous"])
         self.model = Discriminator(spec, settings).to(device)
         self.numpy_steps = not settings.use_vail and device.type == "cpu"  # rewards/gail_gradients.py
-        self.optimizer = FlatStateAdam(self.model, settings.learning_rate, numpy_steps=self.numpy_steps)
+        self.optimizer = FlatStateAdam(self.model, settings.learning_rate)
         self.beta = torch.zeros((), device=device)  # VAIL's Lagrange weight (a checkpointed tensor)
         self.rng = np.random.default_rng(int(torch.randint(2**31, ())))
 
@@ -133,7 +133,9 @@ class GAILSignal(ModelSignal):
         alpha = self.rng.random((len(expert), 1), dtype=np.float32)  # the penalty's points between the two
         hidden, out = self.model.layers()
         gradients, stats = discriminator_gradients(hidden, out, expert, policy, alpha, GRADIENT_PENALTY_WEIGHT)
-        self.optimizer.step_with(gradients)
+        for p, g in zip(self.optimizer.params, gradients, strict=True):
+            p.grad.numpy()[...] = g.reshape(p.shape)
+        self.optimizer.step_with_gradients()
         return stats
 
     def _kl(self, z_mean: torch.Tensor) -> torch.Tensor:

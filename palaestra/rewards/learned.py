@@ -42,7 +42,7 @@ def vector_input(batch: Mapping[str, np.ndarray], prefix: str, device: torch.dev
 
 
 def action_array(spec: ActionSpec, batch: Mapping[str, np.ndarray]) -> np.ndarray:
-    """The actions taken as float32 ``[B, inputs]``: continuous values, then one one-hot per discrete branch."""
+    """The actions taken as float32 ``[B, inputs]``: continuous values, then one one-hot per branch."""
     parts = [np.asarray(batch["continuous"], np.float32)] if spec.is_continuous else []
     if spec.is_discrete:
         discrete = np.asarray(batch["discrete"])
