@@ -1,10 +1,12 @@
 """GAIL on CartPole-v1 and Pendulum-v1: Palaestra against the `imitation` library's GAIL with
 Stable-Baselines3's PPO, from the same demonstrations, side by side in one run. The measure is
-wall time to the same return: each side's policy is snapshotted every --every environment steps
-(the clock stops while it is copied), and after training every snapshot is evaluated with its
-deterministic actions over --episodes episodes of the real environment reward; the time to the
-threshold is the training time at the first snapshot that reaches it. Evaluation is outside both
-clocks. Both clocks start before the environments are made and include each side's setup.
+wall time to the same return: each side's policy is copied every ``snapshot_every`` environment
+steps (the clock stops while it is copied), and after training every copy is evaluated with its
+deterministic actions over --episodes episodes of the real environment reward. Reported: the
+training time at the first copy that reaches the threshold, and at the first from which every
+later copy stays there ("held"). Evaluation is outside both clocks. Both clocks start before the
+environments are made and include each side's setup, not imports (torch's compiler, which the
+first Adam imports, is imported before either clock).
 
 The demonstrations: a scripted expert (palaestra/demos/experts.py) recorded once with
 ``palaestra-record --policy=palaestra.demos.experts:cartpole`` (or ``:pendulum``); the same
@@ -17,8 +19,9 @@ Settings (written out in SETTINGS below and printed by the run):
 - the generator: the same PPO hyperparameters on both sides, SB3's names and Palaestra's keys:
   CartPole rl-zoo's (8 environments x 32 steps, batch 256, 20 epochs, gamma 0.98, 64x64 tanh,
   no entropy bonus) with lambda 0.95 (Palaestra's GAIL test sweep: with rl-zoo's 0.8, 2 seeds
-  of 4 had not learned CartPole at 60k steps; with 0.95 all had), Pendulum a plain PPO setup (4 environments x 1024 steps, batch
-  64, 10 epochs, lambda 0.95, gamma 0.9, 64x64 tanh), both with a constant learning rate 1e-3
+  of 4 had not learned CartPole at 60k steps; with 0.95 all had); Pendulum a plain PPO setup
+  (4 environments x 1024 steps, batch 64, 10 epochs, lambda 0.95, gamma 0.9, 64x64 tanh); both
+  with a constant learning rate 1e-3
   and clip 0.2: imitation calls SB3's ``learn`` once per round, which restarts SB3's schedules'
   progress, so a decaying schedule would not decay over the run there. Palaestra also writes
   out SB3's defaults (no value clip, Adam epsilon 1e-5, gradient norm 0.5); its clip range decays
@@ -28,9 +31,9 @@ Settings (written out in SETTINGS below and printed by the run):
   one update per PPO mini-batch with an expert batch of the same size, gradient penalty 10,
   ``use_actions: true``); imitation's ``BasicRewardNet`` (state and action) with two ReLU layers
   of 64 and its ``RunningNorm`` input normalization (its documentation's GAIL example), Adam at
-  its default 1e-3, ``demo_batch_size`` one round's experiences (256 on CartPole, 1024 on
-  Pendulum), ``gen_replay_buffer_capacity`` 512 on CartPole (the example's) and one round
-  otherwise, 8 discriminator updates per round (the example's), ``allow_variable_horizon``
+  its default 1e-3, ``demo_batch_size`` 256 on CartPole (one round's experiences) and 1024 on
+  Pendulum (the example's), ``gen_replay_buffer_capacity`` 512 on CartPole (the example's) and
+  one round (4096) on Pendulum, 8 discriminator updates per round (the example's), ``allow_variable_horizon``
   (CartPole's episodes end when the pole falls).
 
 Usage: python bench/gail_imitation.py [--envs CartPole-v1 Pendulum-v1] [--seed 1] [--seeds 1] [--threads 1]
