@@ -29,7 +29,6 @@ def load_trajectories(path: str) -> list:
 def main(job_path: str, result_path: str) -> None:
     job = json.loads(Path(job_path).read_text())
     torch.set_num_threads(job["threads"])
-    import gymnasium as gym
     from imitation.algorithms.adversarial.gail import GAIL
     from imitation.rewards.reward_nets import BasicRewardNet
     from imitation.util.logger import configure

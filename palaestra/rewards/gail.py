@@ -128,7 +128,8 @@ class GAILSignal(ModelSignal):
             stats |= {"Policy/GAIL Beta": float(self.beta), "Losses/GAIL KL": float(kl.detach())}
         return stats
 
-    def _numpy_update(self, expert_batch: Mapping[str, np.ndarray], batch: Mapping[str, np.ndarray]) -> dict[str, float]:
+    def _numpy_update(self, expert_batch: Mapping[str, np.ndarray],
+                      batch: Mapping[str, np.ndarray]) -> dict[str, float]:
         expert, policy = self.model.input_array(expert_batch), self.model.input_array(batch)
         alpha = self.rng.random((len(expert), 1), dtype=np.float32)  # the penalty's points between the two
         hidden, out = self.model.layers()
