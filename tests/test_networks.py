@@ -294,24 +294,27 @@ def test_numpy_adam_matches_torch_adam_and_round_trips_its_state():
         np.testing.assert_allclose(p_res.detach().numpy(), p_ref.detach().numpy(), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("shapes", [[(50,)], [(4, 3), (3,), (7,)]], ids=["one flat parameter", "several"])
 @pytest.mark.parametrize("fused", [True, False])
-def test_single_parameter_adam_step_matches_optimizer_step(fused):
-    from palaestra.networks.optim import step_single_adam
+def test_the_lean_adam_step_matches_optimizer_step(fused, shapes):
+    from palaestra.networks.optim import lean_adam_step
 
     torch.manual_seed(0)
-    a, b = torch.nn.Parameter(torch.randn(50)), torch.nn.Parameter(torch.randn(50))
-    b.data.copy_(a.data)
-    opt_a = torch.optim.Adam([a], lr=0.01, fused=fused)
-    opt_b = torch.optim.Adam([b], lr=0.01, fused=fused)
+    a = [torch.nn.Parameter(torch.randn(shape)) for shape in shapes]
+    b = [torch.nn.Parameter(p.detach().clone()) for p in a]
+    opt_a = torch.optim.Adam(a, lr=0.01, fused=fused)
+    opt_b = torch.optim.Adam(b, lr=0.01, fused=fused)
     for step in range(5):
-        g = torch.randn(50)
-        a.grad, b.grad = g.clone(), g.clone()
+        for pa, pb in zip(a, b):
+            g = torch.randn(pa.shape)
+            pa.grad, pb.grad = g.clone(), g.clone()
         opt_a.param_groups[0]["lr"] = opt_b.param_groups[0]["lr"] = 0.01 / (step + 1)
         opt_a.step()
-        step_single_adam(opt_b)
-    torch.testing.assert_close(a.data, b.data)
-    torch.testing.assert_close(opt_a.state[a]["exp_avg_sq"], opt_b.state[b]["exp_avg_sq"])
-    assert float(opt_a.state[a]["step"]) == float(opt_b.state[b]["step"]) == 5
+        lean_adam_step(opt_b)
+    for pa, pb in zip(a, b):
+        torch.testing.assert_close(pa.data, pb.data)
+        torch.testing.assert_close(opt_a.state[pa]["exp_avg_sq"], opt_b.state[pb]["exp_avg_sq"])
+        assert float(opt_a.state[pa]["step"]) == float(opt_b.state[pb]["step"]) == 5
 
 
 def test_numpy_mirror_is_quiet_and_finite_for_extreme_inputs():

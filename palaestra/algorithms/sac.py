@@ -43,7 +43,7 @@ from palaestra.networks.constants import LOG_STD_MAX, LOG_STD_MIN, MASKED_LOGIT,
 from palaestra.networks.flat_params import FlatParameters
 from palaestra.networks.numpy_adam import NumpyAdam
 from palaestra.networks.numpy_layers import log_softmax, squashed_gaussian, squashed_gaussian_grad
-from palaestra.networks.optim import make_adam, step_single_adam
+from palaestra.networks.optim import lean_adam_step, make_adam
 from palaestra.networks.policy import TwinMLP
 from palaestra.networks.sac_networks import SquashedActor, squashed_sample
 from palaestra.networks.torch_acting import TorchActor
@@ -282,7 +282,7 @@ class SAC:
         if self._numpy_adam is not None:
             self._numpy_adam.step()
         else:
-            step_single_adam(self.optimizer)
+            lean_adam_step(self.optimizer)
         # Polyak averaging of the target critics: target <- (1 - tau) target + tau critic
         self.target_flat.data.lerp_(self.flat.data[self.critic_span], self.settings.tau)
         return stats

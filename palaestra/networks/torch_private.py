@@ -1,8 +1,8 @@
 """The parts of torch outside its public API that the fast paths use, in one place.
 
 - ``functional_adam``: torch's own Adam arithmetic as a function (``torch.optim.adam.adam``), so
-  that one flat parameter steps without ``Optimizer.step``'s per-call bookkeeping
-  (networks/optim.py: ``step_single_adam``).
+  that a step skips ``Optimizer.step``'s per-call bookkeeping (networks/optim.py:
+  ``lean_adam_step``).
 - ``silu_backward``: ATen's fused SiLU gradient kernel, the one autograd itself runs
   (networks/accelerator.py).
 

@@ -26,7 +26,7 @@ from palaestra.networks.accelerator import on_cpu, sequential_layers
 from palaestra.networks.encoders import VectorEncoder
 from palaestra.networks.policy import mlp
 from palaestra.networks.optim import FlatStateAdam
-from palaestra.rewards.curiosity_gradients import curiosity_gradients
+from palaestra.rewards.numpy_losses import curiosity_gradients
 from palaestra.rewards.learned import ModelSignal, action_array, action_input, vector_array, vector_input
 from palaestra.settings import CuriositySettings
 
@@ -72,7 +72,7 @@ class CuriositySignal(ModelSignal):
         self.strength, self.gamma = settings.strength, settings.gamma
         self.spec, self.device = spec, device
         self.model = CuriosityModel(spec, settings.encoding_size).to(device)
-        # on the CPU the update runs in numpy (rewards/curiosity_gradients.py, the same loss)
+        # on the CPU the update runs in numpy (rewards/numpy_losses.py, the same loss)
         self.accelerated = on_cpu(self.model)
         self.optimizer = FlatStateAdam(self.model, settings.learning_rate)
         if self.accelerated:  # over views of the parameters and their gradients

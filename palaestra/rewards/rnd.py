@@ -19,11 +19,14 @@ import torch
 from torch import nn
 
 from palaestra.envs.base import BehaviorSpec
+from palaestra.networks.accelerator import on_cpu, sequential_layers
 from palaestra.networks.encoders import VectorEncoder
 from palaestra.networks.normalizer import Normalizer
+from palaestra.networks.numpy_layers import normalize
 from palaestra.networks.policy import mlp
 from palaestra.networks.optim import FlatStateAdam
-from palaestra.rewards.learned import ModelSignal, vector_input
+from palaestra.rewards.learned import ModelSignal, vector_array, vector_input
+from palaestra.rewards.numpy_losses import rnd_gradients
 from palaestra.settings import RNDSettings
 
 LAYERS = 3
@@ -52,6 +55,10 @@ class RNDSignal(ModelSignal):
         self.device = device
         self.model = RNDModel(spec, settings.encoding_size).to(device)
         self.optimizer = FlatStateAdam(self.model.predictor, settings.learning_rate)
+        # on the CPU the update runs in numpy (rewards/numpy_losses.py, the same loss)
+        self.accelerated = on_cpu(self.model)
+        if self.accelerated:
+            self.layers = sequential_layers(self.model.predictor), sequential_layers(self.model.target)
 
     def batch_rewards(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
         # the observation reached: a transition into a novel state pays
@@ -59,6 +66,13 @@ class RNDSignal(ModelSignal):
         return (error.cpu().numpy() * self.strength).astype(np.float32)
 
     def update(self, batch: Mapping[str, np.ndarray]) -> dict[str, float]:
+        if self.accelerated:
+            reached = vector_array(batch, "next_obs")
+            normalizer = self.model.normalizer
+            normalizer.update(reached)
+            loss = rnd_gradients(*self.layers, normalize(reached, normalizer.mean.numpy(), normalizer.var.numpy()))
+            self.optimizer.step_with_gradients()
+            return {"Losses/RND Loss": loss}
         reached = vector_input(batch, "next_obs", self.device)  # the observations its reward reads
         self.model.normalizer.update(reached.cpu().numpy())
         loss = self.model.error(reached).mean()

@@ -1,10 +1,13 @@
-"""The curiosity module's update in numpy (the CPU path): its loss and its parameters' gradients,
-written into the model's ``.grad`` through views (networks/accelerator.py's layers).
+"""The CPU path of the reward signals' model updates: each loss and its parameters' gradients in
+numpy, written into the model's ``.grad`` through views (networks/accelerator.py's layers); the
+signal's torch Adam then steps. Each is its signal file's torch loss, term for term, checked
+against autograd in tests/test_reward_signals.py.
 
-At the batch sizes PPO's mini-batches bring (16 to 256 rows) a torch step of the three small
-networks is mostly dispatch: about 2.7 ms for the 1-D test environment's 16 rows, of which a
-few dozen small matrix products are the arithmetic. The loss is rewards/curiosity.py's, term for
-term (tests/test_reward_signals.py checks loss and gradients against autograd):
+At the batch sizes PPO's mini-batches bring (16 to 256 rows) a torch step of a few small networks
+is mostly dispatch: curiosity's took about 2.7 ms for the 1-D test environment's 16 rows, while
+the arithmetic is a few dozen small matrix products.
+
+Curiosity (rewards/curiosity.py):
 
     encoded, encoded_next = encoder(obs), encoder(next_obs)          (one pass over both)
     forward  = mean(0.5 |forward_model([encoded, actions]) - encoded_next|^2)
@@ -14,6 +17,9 @@ term (tests/test_reward_signals.py checks loss and gradients against autograd):
 
 Gradients reach the encoder through all three of its uses (both encodings in the inverse model,
 the encoding and the target in the forward model), as autograd's do.
+
+RND (rewards/rnd.py): ``mean(|predictor(x) - target(x)|^2)`` over the normalized observations
+reached, the target fixed.
 """
 
 from __future__ import annotations
@@ -62,3 +68,11 @@ def curiosity_gradients(encoder: Stack, inverse: Stack, forward: Stack, obs: np.
     grad_encoded[n:] = grad_inverse_in[:, size:] - grad_error
     encoder.backward(grad_encoded, encoder_cache)
     return forward_loss, inverse_loss
+
+
+def rnd_gradients(predictor: Stack, target: Stack, x: np.ndarray) -> float:
+    """Write the RND loss's gradients into the predictor's gradient arrays; return the loss."""
+    cache: list = []
+    difference = predictor.forward(x, cache) - target.forward(x)
+    predictor.backward(difference * (2.0 / len(x)), cache)
+    return float((difference * difference).sum()) / len(x)
