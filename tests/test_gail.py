@@ -15,7 +15,9 @@ from palaestra.demos.reader import DemoError
 from palaestra.demos.record import record
 from palaestra.envs.sources import make_env
 from palaestra.rewards import make_signals
-from palaestra.rewards.gail import GAILSignal
+from palaestra.envs.base import ActionSpec, BehaviorSpec
+from palaestra.rewards.gail import EPSILON, GRADIENT_PENALTY_WEIGHT, Discriminator, GAILSignal
+from palaestra.rewards.gail_gradients import discriminator_gradients
 from palaestra.settings import GAILSettings
 from tests.conftest import SHIPPED_CONFIG
 
@@ -92,6 +94,49 @@ def test_state_round_trips_with_vail_s_beta(demos):
     np.testing.assert_array_equal(fresh.rewards_for_batch(batch), trained.rewards_for_batch(batch))
 
 
+@pytest.mark.parametrize("use_actions", [False, True])
+def test_the_numpy_step_has_autograd_s_loss_and_gradients(use_actions):
+    # rewards/gail_gradients.py writes out the gradient penalty's second-order backward pass:
+    # the same numbers as autograd's double backward, for a network with both kinds of action
+    torch.manual_seed(3)
+    spec = BehaviorSpec(observation_shapes=((4,), (2,)), action_spec=ActionSpec(2, (3, 2)))
+    model = Discriminator(spec, GAILSettings(demo_path="unused", use_actions=use_actions, encoding_size=16))
+    rng = np.random.default_rng(3)
+    width = model.body[0].in_features
+    expert, policy = (rng.normal(0.0, scale, (32, width)).astype(np.float32) for scale in (2.0, 1.0))
+    alpha = rng.random((32, 1), dtype=np.float32)
+    hidden, out = model.layers()
+    gradients, stats = discriminator_gradients(hidden, out, expert, policy, alpha, GRADIENT_PENALTY_WEIGHT)
+
+    e, p, a = (torch.as_tensor(v) for v in (expert, policy, alpha))
+    d_expert, d_policy = model(e)[0], model(p)[0]
+    loss = -(torch.log(d_expert + EPSILON) + torch.log(1.0 - d_policy + EPSILON)).mean()
+    between = (a * e + (1.0 - a) * p).requires_grad_(True)
+    (gradient,) = torch.autograd.grad(model(between)[0].sum(), between, create_graph=True)
+    (loss + GRADIENT_PENALTY_WEIGHT * (gradient.norm(dim=1) - 1.0).pow(2).mean()).backward()
+    assert stats["Losses/GAIL Loss"] == pytest.approx(float(loss.detach()), rel=1e-5)
+    assert stats["Policy/GAIL Expert Estimate"] == pytest.approx(float(d_expert.detach().mean()), rel=1e-5)
+    for (name, parameter), numpy_gradient in zip(model.named_parameters(), gradients, strict=True):
+        np.testing.assert_allclose(numpy_gradient.reshape(parameter.shape), parameter.grad.numpy(), rtol=1e-4,
+                                   atol=1e-6, err_msg=name)
+
+
+def test_the_numpy_path_s_optimizer_state_round_trips(demos):
+    trained = _signal(demos["Simple1DDiscrete"], "Simple1DDiscrete", use_actions=True)
+    assert trained.numpy_steps
+    rng = np.random.default_rng(4)
+    for _ in range(5):
+        trained.update(_wrong_way(trained, 32, rng))
+    fresh = _signal(demos["Simple1DDiscrete"], "Simple1DDiscrete", use_actions=True)
+    fresh.load_state_dict(trained.state_dict())
+    assert fresh.optimizer.steps == trained.optimizer.steps == 5
+    fresh.rng, trained.rng = np.random.default_rng(5), np.random.default_rng(5)
+    batch = _wrong_way(trained, 32, rng)
+    fresh.update(batch), trained.update(batch)  # the same step from the same moments
+    for a, b in zip(fresh.model.parameters(), trained.model.parameters()):
+        np.testing.assert_array_equal(a.detach().numpy(), b.detach().numpy())
+
+
 def test_demonstrations_of_another_behavior_are_refused_with_the_setting_named(demos):
     with pytest.raises(DemoError, match=r"reward_signals\.gail\.demo_path .*continuous"):
         _signal(demos["Simple1DContinuous"], "Simple1DDiscrete")
@@ -123,3 +168,29 @@ def test_gail_with_behavioral_cloning_learns_the_1d_task_without_its_reward(run_
     result = run_cli("c.yaml", f"--env={env_name}", "--run-id=gail", "--seed=1")
     assert result.code == 0, result.log
     assert np.mean(episode_returns[-5:]) > 0.9, episode_returns[-20:]
+
+
+@pytest.mark.training
+def test_gail_alone_learns_cartpole_from_a_scripted_expert(run_cli, workdir):
+    # GAIL is the only reward (no extrinsic, no cloning), as in ML-Agents' gail_config.yaml for
+    # CrawlerStatic and PushBlock: the policy never sees CartPole's reward. The expert is the
+    # scripted controller in palaestra/demos/experts.py (500 in every episode), 20 episodes. PPO
+    # is rl-zoo's CartPole section (config/rl_zoo_cartpole.yaml) with lambda 0.95 and a constant
+    # learning rate, as bench/gail_imitation.py runs it. Seeds 0-7 swept (docs/benchmarks.md).
+    from palaestra.evaluation import evaluate_onnx
+
+    env = make_env("CartPole-v1", seed=1)
+    demo = record(env, {"CartPole-v1": "palaestra.demos.experts:cartpole"}, episodes=20, out=workdir / "demos",
+                  seed=1)[0]
+    env.close()
+    assert demo.meta.mean_reward == 500.0
+    section = yaml.safe_load((SHIPPED_CONFIG.parent / "rl_zoo_cartpole.yaml").read_text())["CartPole-v1"]
+    section |= {"lambd": 0.95, "learning_rate_schedule": "constant",
+                "reward_signals": {"gail": {"strength": 1.0, "gamma": 0.98, "use_actions": True,
+                                            "demo_path": str(demo.path)}}}
+    (workdir / "c.yaml").write_text(yaml.safe_dump({"CartPole-v1": section}))
+    result = run_cli("c.yaml", "--env=CartPole-v1", "--num-areas=8", "--run-id=gail", "--seed=1")
+    assert result.code == 0, result.log
+    returns = evaluate_onnx(make_env("CartPole-v1", seed=3, num_areas=2), workdir / "models/gail/CartPole-v1.onnx",
+                            episodes=20)
+    assert len(returns) == 20 and np.mean(returns) >= 475.0, returns
