@@ -211,21 +211,38 @@ def test_agents_get_new_ids_after_their_episode_and_interruptions_are_kept(tmp_p
     assert not [e for e in events(log_of(env)) if e["event"] == "masked_action"]
 
 
-def test_a_behavior_that_appears_after_training_started_gets_zero_actions(tmp_path, port, caplog):
+def test_a_behavior_that_appears_after_the_first_reset_joins_the_specs(tmp_path, port):
     build = make_build(tmp_path, "Late", "--scene", "Staggered", "--striker-from", "3")
     env = open_build(str(build), port, engine=engine(tmp_path))
     try:
         assert list(env.behavior_specs) == ["Walker?team=0"]
-        with caplog.at_level(logging.WARNING, logger="palaestra"):
-            for _ in range(6):
-                walker, _ = env.get_steps("Walker?team=0")
-                env.set_actions("Walker?team=0", ActionTuple(np.full((len(walker), 2), 0.5, np.float32)))
-                env.step()
+        for step in range(1, 7):
+            for behavior in list(env.behavior_specs):
+                decision, _ = env.get_steps(behavior)
+                spec = env.behavior_specs[behavior].action_spec
+                env.set_actions(behavior, ActionTuple(np.full((len(decision), spec.continuous_size), 0.5, np.float32),
+                                                      np.ones((len(decision), spec.num_branches), np.int32)))
+            env.step()
+            assert list(env.behavior_specs) == ["Walker?team=0"] + (["Striker?team=1"] if step >= 3 else [])
+        striker, _ = env.get_steps("Striker?team=1")
+        assert len(striker) == 2 and env.behavior_specs["Striker?team=1"].action_spec.discrete_branches == (3, 2)
+        np.testing.assert_allclose(striker.reward, 0.5)  # its agents got the actions set for them
     finally:
         env.close()
-    assert caplog.text.count("behavior 'Striker?team=1' appeared after training started") == 1
-    # the Striker's agents got actions (zeros: its masked action 0, which the fake notes)
-    assert [e for e in events(log_of(env)) if e["event"] == "masked_action"]
+    assert not [e for e in events(log_of(env)) if e["event"] == "masked_action"]
+
+
+def test_mlagents_learn_trains_a_behavior_that_appears_mid_run(run_cli, workdir, port):
+    build = make_build(workdir / "Builds", "Late", "--scene", "Staggered", "--striker-from", "40")
+    config = write_yaml(workdir / "c.yaml", CONFIG.replace("max_steps: 600", "max_steps: 300"))
+    result = run_cli(str(config), f"--env={build}", "--run-id=late", f"--base-port={port}")
+    assert result.code == 0, result.log
+    assert "behavior 'Striker?team=1' appeared at step 40: training it from now on" in result.log
+    run = workdir / "models" / "late"
+    assert list((run / "Striker?team=1").glob("checkpoint-*.pt")) and (run / "Striker?team=1.onnx").is_file()
+    assert list((workdir / "summaries" / "late_Striker?team=1").glob("events.out*"))  # its TensorBoard folder
+    log = events(workdir / "models" / "late" / "run_logs" / f"Player-{port}.log")
+    assert not [e for e in log if e["event"] == "masked_action"]  # the trained policy respects the mask
 
 
 def test_api_1_2_gets_its_actions_in_the_old_field(tmp_path, port):
