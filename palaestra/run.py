@@ -32,7 +32,16 @@ from palaestra.envs.sources import describe_specs, make_env
 from palaestra.interrupts import STOPPING, Interrupts
 from palaestra.machine import choose_device, limit_threads, seed_everything
 from palaestra.options import RunOptions, UsageError, check_options, in_main_process, warn_about_unused_options
-from palaestra.run_folders import RUN_LOGS, check_output_folder, check_run_folders, restore, start_over_if_forced
+from palaestra.run_folders import (
+    CONFIGURATION,
+    RUN_LOGS,
+    check_output_folder,
+    check_run_folders,
+    output_names,
+    recorded_output_names,
+    restore,
+    start_over_if_forced,
+)
 from palaestra.settings import (
     ConfigError,
     TrainerConfig,
@@ -66,6 +75,7 @@ class RunParts:
     config: TrainerConfig
     settings: dict[str, TrainerSettings]  # per behavior
     trainers: dict[str, BehaviorTrainer]  # per behavior
+    output_names: dict[str, str]  # per behavior, also of a resumed run's behaviors not seen yet (run_folders.py)
     seed: int
     global_step: int  # where the run starts: 0, or the step --resume restored
     interrupts: Interrupts
@@ -184,8 +194,13 @@ def _build(options: RunOptions, env: Env, config: TrainerConfig, settings: dict[
     device = choose_device(options)
     trainers: dict[str, BehaviorTrainer] = {}
     global_step = 0
+    # a run that continues finds its behaviors' files under the names it gave them
+    continues = options.resume or options.inference
+    behaviors = list(env.behavior_specs)
+    names = output_names(behaviors, recorded_output_names(models / options.run_id, behaviors) if continues else {})
     for name, spec in env.behavior_specs.items():
-        trainer, step = _make_trainer(options, name, spec, settings[name], device, seed + len(trainers), models)
+        trainer, step = _make_trainer(options, name, names[name], spec, settings[name], device, seed + len(trainers),
+                                      models)
         global_step = max(global_step, step)
         trainers[name] = trainer
     # online_bc's teachers, once every behavior's policy exists (another behavior may be the teacher);
@@ -193,21 +208,22 @@ def _build(options: RunOptions, env: Env, config: TrainerConfig, settings: dict[
     for i, name in enumerate(trainers):
         _add_teacher(options, env, trainers, name, seed + i)
     _acting_obstacles(options, env, trainers)
-    return RunParts(options, env, config, settings, trainers, seed, global_step, interrupts, models, summaries)
+    return RunParts(options, env, config, settings, trainers, names, seed, global_step, interrupts, models, summaries)
 
 
-def _make_trainer(options: RunOptions, name: str, spec: BehaviorSpec, s: TrainerSettings, device: Any, seed: int,
-                  models: Path, late: bool = False) -> tuple[BehaviorTrainer, int]:
-    """One behavior's trainer, restored as the options ask; and the global step restored. ``late``: the
+def _make_trainer(options: RunOptions, name: str, output_name: str, spec: BehaviorSpec, s: TrainerSettings,
+                  device: Any, seed: int, models: Path, late: bool = False) -> tuple[BehaviorTrainer, int]:
+    """One behavior's trainer, its files named ``output_name``, restored as the options ask; and the
+    global step restored. ``late``: the
     behavior appeared after the first reset, so --resume may find no checkpoint of it (the previous run
     ended before it appeared): it then starts afresh."""
     run_dir = models / options.run_id
     # a dry run leaves the run's folder as it is (a training trainer clears interrupted saves' temp files)
     training = not (options.inference or options.dry_run)
     try:
-        trainer = BehaviorTrainer(name, spec, s, device, StatsReporter(f"{options.run_id}_{name}", []),
-                                  CheckpointManager(run_dir / name, options.keep_checkpoints), run_dir,
-                                  training, seed=seed)
+        trainer = BehaviorTrainer(name, spec, s, device, StatsReporter(f"{options.run_id}_{output_name}", []),
+                                  CheckpointManager(run_dir / output_name, options.keep_checkpoints), run_dir,
+                                  training, seed=seed, output_name=output_name)
     except DemoError as e:  # behavioral cloning's, GAIL's or offline_bc's demonstrations
         raise ConfigError(f"behavior {name!r}: {e}") from None
     except (MemoryError, RuntimeError) as e:  # torch's allocator raises RuntimeError when out of memory
@@ -235,10 +251,11 @@ def _adopt_new_behaviors(parts: RunParts, writers: list[Any], start_time: float,
     new = [b for b in parts.env.behavior_specs if b not in parts.trainers]
     settings = _resolve_settings(parts.config, parts.env, new)
     device = choose_device(parts.options)
+    parts.output_names = output_names(new, parts.output_names)  # (the earlier behaviors keep theirs)
     for name in new:
         seed = parts.seed + len(parts.trainers)
-        trainer, _ = _make_trainer(parts.options, name, parts.env.behavior_specs[name], settings[name], device, seed,
-                                   parts.models, late=True)
+        trainer, _ = _make_trainer(parts.options, name, parts.output_names[name], parts.env.behavior_specs[name],
+                                   settings[name], device, seed, parts.models, late=True)
         parts.settings[name], parts.trainers[name] = settings[name], trainer
         _add_teacher(parts.options, parts.env, parts.trainers, name, seed)
         _add_writers(parts, writers, start_time, [name])
@@ -271,7 +288,7 @@ def _add_writers(parts: RunParts, writers: list[Any], start_time: float, names: 
     options, summaries = parts.options, parts.summaries
     for name in list(parts.trainers) if names is None else names:
         trainer, s = parts.trainers[name], parts.settings[name]
-        category = f"{options.run_id}_{name}"
+        category = f"{options.run_id}_{trainer.output_name}"
         own: list[Any] = [ConsoleWriter(start_time, parts.training), GaugeWriter()]
         if parts.training:
             summaries.mkdir(parents=True, exist_ok=True)
@@ -287,15 +304,17 @@ def _add_writers(parts: RunParts, writers: list[Any], start_time: float, names: 
 
 
 def _write_configuration(parts: RunParts) -> None:
-    """models/<run-id>/configuration.yaml: the options and every behavior's resolved settings."""
+    """models/<run-id>/configuration.yaml: the options, every behavior's resolved settings and the
+    names of their files."""
     parts.run_dir.mkdir(parents=True, exist_ok=True)
-    configuration = parts.run_dir / "configuration.yaml"
+    configuration = parts.run_dir / CONFIGURATION
     run_options = dataclasses.asdict(parts.options)
     run_options["seed"] = parts.seed
     try:
         atomic_write_text(configuration, yaml.safe_dump(
             {"run_options": run_options,
-             "behaviors": {b: s.as_dict() for b, s in parts.settings.items()}}, sort_keys=False))
+             "behaviors": {b: s.as_dict() for b, s in parts.settings.items()},
+             "output_names": parts.output_names}, sort_keys=False))
     except OSError as e:
         raise SaveError(f"could not save the run configuration {configuration}: {os_reason(e)}") from None
 

@@ -21,12 +21,13 @@ SPEC = BehaviorSpec(((2,),), ActionSpec(continuous_size=1))
 
 
 class Late:
-    # 'A' from the start; 'B' (and 'B2' if asked) from step `appear` on. Two agents each; the reward is
-    # the action the agent took last (so a test can see which actions arrived); episodes of 10 steps.
+    # the behaviors `first` from the start, `later` from step `appear` on (comma-separated names). Two
+    # agents each; the reward is the action the agent took last (so a test can see which actions
+    # arrived); episodes of 10 steps.
 
-    def __init__(self, appear=5, more=""):
-        self.appear, self.more = appear, [b for b in more.split(",") if b]
-        self.behavior_specs = {"A": SPEC}
+    def __init__(self, appear=5, first="A", later="B"):
+        self.appear, self.later = appear, [b for b in later.split(",") if b]
+        self.behavior_specs = {b: SPEC for b in first.split(",")}
 
     def reset(self, parameters=None):
         self.t = 0
@@ -55,7 +56,7 @@ class Late:
     def step(self):
         self.t += 1
         if self.t == self.appear:
-            for b in ["B", *self.more]:
+            for b in self.later:
                 self.behavior_specs[b] = SPEC
         self._publish()
 
@@ -63,8 +64,8 @@ class Late:
         pass
 
 
-def make(appear=5, more=""):
-    return Late(appear, more)
+def make(appear=5, first="A", later="B"):
+    return Late(appear, first, later)
 """
 
 CONFIG = """
@@ -109,7 +110,7 @@ def test_a_behavior_that_appears_later_gets_its_trainer_outputs_and_actions(run_
 
 def test_a_late_behavior_without_a_section_stops_the_run_after_saving(run_cli, workdir, late_env):
     config = write_yaml(workdir / "c.yaml", CONFIG)
-    result = run_cli(str(config), f"--env={late_env}", "--run-id=l", "--env-args", "more=C")
+    result = run_cli(str(config), f"--env={late_env}", "--run-id=l", "--env-args", "later=B,C")
     assert result.code == 1
     assert "no settings for behavior(s) ['B', 'C']: add a section for each, or a 'default' section" in result.log
     assert "the model was saved first" in result.log and "Traceback" not in result.log
@@ -155,3 +156,60 @@ def test_stepping_workers_show_a_behavior_from_when_it_appears(workdir, late_env
         np.testing.assert_array_equal(env.get_steps("B")[0].reward, np.zeros(4, np.float32))
     finally:
         env.close()
+
+
+# --- the names of a behavior's files (Unity teams: 'Striker?team=0')
+
+def outputs(workdir, run_id):
+    run = workdir / "models" / run_id
+    return sorted(p.name for p in run.iterdir() if p.name not in ("configuration.yaml", "run_logs"))
+
+
+def summaries(workdir):
+    return sorted(p.name for p in (workdir / "summaries").iterdir() if not p.name.endswith("_timers.json"))
+
+
+def test_one_team_of_a_behavior_writes_its_files_under_the_name_before_the_question_mark(run_cli, workdir, late_env):
+    config = write_yaml(workdir / "c.yaml", DEFAULT)
+    env_args = ("--env-args", "first=Striker?team=0", "later=")  # (--env-args takes the rest of the line)
+    assert run_cli(str(config), f"--env={late_env}", "--run-id=t", *env_args).code == 0
+    assert outputs(workdir, "t") == ["Striker", "Striker.onnx"]
+    assert summaries(workdir) == ["t_Striker", "t_Striker.csv"]
+    configuration = yaml.safe_load((workdir / "models" / "t" / "configuration.yaml").read_text())
+    assert configuration["output_names"] == {"Striker?team=0": "Striker"}
+    resumed = run_cli(str(config), f"--env={late_env}", "--run-id=t", "--resume", *env_args)
+    assert resumed.code == 0 and "Resumed Striker?team=0 from models/t/Striker/checkpoint-" in resumed.log
+    started = run_cli(str(config), f"--env={late_env}", "--run-id=t2", "--initialize-from=t", *env_args)
+    assert started.code == 0 and "Initialized Striker?team=0 from models/t/Striker/checkpoint-" in started.log
+    assert outputs(workdir, "t2") == ["Striker", "Striker.onnx"]
+
+
+def test_several_teams_keep_their_team_in_a_file_system_safe_suffix(run_cli, workdir, late_env):
+    config = write_yaml(workdir / "c.yaml", DEFAULT)
+    both = run_cli(str(config), f"--env={late_env}", "--run-id=b", "--env-args", "first=Striker?team=0,Striker?team=1",
+                   "later=Goalie")
+    assert both.code == 0, both.log
+    assert outputs(workdir, "b") == ["Goalie", "Goalie.onnx", "Striker_team_0", "Striker_team_0.onnx",
+                                     "Striker_team_1", "Striker_team_1.onnx"]
+    # a second team that appears later: the first keeps the name it writes under already
+    late = run_cli(str(config), f"--env={late_env}", "--run-id=l", "--env-args", "first=Striker?team=0",
+                   "later=Striker?team=1")
+    assert late.code == 0, late.log
+    assert outputs(workdir, "l") == ["Striker", "Striker.onnx", "Striker_team_1", "Striker_team_1.onnx"]
+    longer = write_yaml(workdir / "longer.yaml", DEFAULT.replace("max_steps: 300", "max_steps: 600"))
+    resumed = run_cli(str(longer), f"--env={late_env}", "--run-id=l", "--resume", "--env-args",
+                      "first=Striker?team=0", "later=Striker?team=1")
+    assert resumed.code == 0, resumed.log
+    assert "Resumed Striker?team=1 from models/l/Striker_team_1/checkpoint-" in resumed.log
+    assert outputs(workdir, "l") == ["Striker", "Striker.onnx", "Striker_team_1", "Striker_team_1.onnx"]
+
+
+def test_output_names():
+    from palaestra.run_folders import output_names
+
+    assert output_names(["Striker?team=1"]) == {"Striker?team=1": "Striker"}
+    assert output_names(["S?team=0", "S?team=1"]) == {"S?team=0": "S_team_0", "S?team=1": "S_team_1"}
+    assert output_names(["S?team=1"], {"S?team=0": "S"}) == {"S?team=0": "S", "S?team=1": "S_team_1"}
+    # names a file system cannot hold, and names that would collide (also by case)
+    assert output_names(["a/b:c", "S", "S?team=0", "s_team_0"]) == {
+        "a/b:c": "a_b_c", "S": "S", "S?team=0": "S_team_0", "s_team_0": "s_team_0_2"}

@@ -239,8 +239,10 @@ def test_mlagents_learn_trains_a_behavior_that_appears_mid_run(run_cli, workdir,
     assert result.code == 0, result.log
     assert "behavior 'Striker?team=1' appeared at step 40: training it from now on" in result.log
     run = workdir / "models" / "late"
-    assert list((run / "Striker?team=1").glob("checkpoint-*.pt")) and (run / "Striker?team=1.onnx").is_file()
-    assert list((workdir / "summaries" / "late_Striker?team=1").glob("events.out*"))  # its TensorBoard folder
+    # files under the name before '?team=' (one team of each behavior), as in ML-Agents
+    assert list((run / "Striker").glob("checkpoint-*.pt")) and (run / "Striker.onnx").is_file()
+    assert (run / "Walker.onnx").is_file() and not list(run.glob("*team*"))
+    assert list((workdir / "summaries" / "late_Striker").glob("events.out*"))  # its TensorBoard folder
     log = events(workdir / "models" / "late" / "run_logs" / f"Player-{port}.log")
     assert not [e for e in log if e["event"] == "masked_action"]  # the trained policy respects the mask
 
