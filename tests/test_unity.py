@@ -67,6 +67,52 @@ def test_the_checked_in_proto_file_is_the_table():
     assert pb.PROTO_FILE.read_text() == pb.proto_text(), "run python -m palaestra.envs.unity.messages"
 
 
+def _float_observations(sizes: list[int]) -> list:
+    rng = np.random.default_rng(0)
+    out = []
+    for size in sizes:
+        o = pb.ObservationProto(shape=[size])
+        o.float_data.data.extend(rng.normal(size=size).astype(np.float32).tolist())
+        out.append(o)
+    return out
+
+
+def test_float_observations_are_read_in_bulk_and_other_sizes_are_found():
+    from palaestra.envs.unity.wire import float_rows
+
+    for size in (1, 8, 40, 300):  # one- and two-byte lengths on the wire
+        observations = _float_observations([size] * 5)
+        expected = np.array([list(o.float_data.data) for o in observations], np.float32)
+        got = float_rows(observations, size)
+        assert got.dtype == np.float32 and got.flags.c_contiguous
+        np.testing.assert_array_equal(got, expected)
+    # an agent of another size, also one whose bytes the others' make up for (an empty one and a double one)
+    for sizes in ([8, 8, 9], [8, 7, 9], [8, 0, 16], [0, 16, 8], [8, 8, 0]):
+        assert float_rows(_float_observations(sizes), 8) is None, sizes
+    with pytest.raises(EnvError, match="9 floats for an observation of shape \\[9\\] \\(8 floats\\)"):
+        from palaestra.envs.unity.observations import batch
+        batch(_float_observations([8, 9]), (8,), "here")
+
+
+@pytest.mark.parametrize("hybrid", [True, False])
+@pytest.mark.parametrize("continuous, branches", [(2, 0), (0, 2), (1, 3), (0, 0), (40, 1)])
+def test_actions_written_in_bulk_are_the_bytes_of_one_message_per_agent(hybrid, continuous, branches):
+    from palaestra.envs.unity.wire import agent_actions
+
+    rng = np.random.default_rng(1)
+    c = rng.uniform(-1, 1, (7, continuous)).astype(np.float32)
+    d = rng.integers(0, 100, (7, branches)).astype(np.int32)
+    expected = pb.UnityRLInputProto.ListAgentActionProto()
+    for cc, dd in zip(c.tolist(), d.tolist()):
+        if hybrid:
+            expected.value.add(continuous_actions=cc, discrete_actions=dd)
+        else:
+            expected.value.add(vector_actions=cc + [float(x) for x in dd])
+    assert agent_actions(c, d, hybrid) == expected.SerializeToString()
+    if hybrid and branches:  # a branch index past one varint byte: the per-agent way
+        assert agent_actions(c, d + 128, hybrid) is None
+
+
 def test_messages_keep_ml_agents_field_numbers_on_the_wire():
     m = pb.UnityMessageProto()
     m.unity_input.rl_input.agent_actions["Walker?team=0"].value.add(continuous_actions=[0.5], discrete_actions=[2])

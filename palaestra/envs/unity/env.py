@@ -27,6 +27,7 @@ from palaestra.envs.base import (
 from palaestra.envs.unity import messages as pb
 from palaestra.envs.unity.communicator import Communicator, initialization_input, negotiate
 from palaestra.envs.unity.observations import batch, delivered_shape
+from palaestra.envs.unity.wire import agent_actions
 from palaestra.envs.unity.side_channels import (
     EngineConfigurationChannel,
     EnvironmentParametersChannel,
@@ -178,6 +179,10 @@ class UnityEnv:
             actions = self._actions.get(behavior)
             if actions is None:  # a behavior nobody acted for gets zeros, as ML-Agents does
                 actions = self._specs[behavior].action_spec.empty_actions(n)
+            serialized = agent_actions(actions.continuous, actions.discrete, hybrid)
+            if serialized is not None:  # (wire.py: one parse instead of a message per agent)
+                rl_input.agent_actions[behavior].MergeFromString(serialized)
+                continue
             values = rl_input.agent_actions[behavior].value
             continuous = actions.continuous.astype(np.float32, copy=False).tolist()
             discrete = actions.discrete.astype(np.int32, copy=False).tolist()
@@ -244,6 +249,8 @@ class UnityEnv:
         for i, shape in enumerate(spec.observation_shapes):
             where = f"{self.where}: behavior {behavior!r}, observation {i}"
             obs.append(batch([a.observations[i] for a in agents], shape, where))
+        if not done.any():  # the usual step: every agent decides (no copies)
+            return DecisionSteps(obs, reward, ids, self._masks(behavior, agents)), TerminalSteps.empty(spec)
         deciding, ending = np.flatnonzero(~done), np.flatnonzero(done)
         decision = DecisionSteps([o[deciding] for o in obs], reward[deciding], ids[deciding],
                                  self._masks(behavior, [agents[i] for i in deciding]))

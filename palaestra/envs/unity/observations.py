@@ -14,6 +14,7 @@ import numpy as np
 
 from palaestra.envs.base import EnvError
 from palaestra.envs.unity import messages as pb
+from palaestra.envs.unity.wire import float_rows
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CHANNEL_AXIS = 1  # DimensionProperty NONE: in an image, the axis that holds the channels
@@ -85,15 +86,15 @@ def batch(observations: list[object], shape: tuple[int, ...], where: str) -> np.
             out[i] = decode_png(o, shape, where)
         return out
     size = int(np.prod(shape))
-    flat = np.empty((n, size), np.float32)
-    for i, o in enumerate(observations):
-        data = o.float_data.data
-        if len(data) != size:
-            if o.compression_type == pb.PNG:
-                raise EnvError(f"{where}: agents send the same observation both as PNG and as floats")
-            raise EnvError(f"{where}: {len(data)} floats for an observation of shape {list(o.shape)} "
-                           f"({size} floats)")
-        flat[i] = data
+    flat = float_rows(observations, size)
+    if flat is None:  # an agent sent another number of floats: which, and why
+        for o in observations:
+            data = o.float_data.data
+            if len(data) != size:
+                if o.compression_type == pb.PNG:
+                    raise EnvError(f"{where}: agents send the same observation both as PNG and as floats")
+                raise EnvError(f"{where}: {len(data)} floats for an observation of shape {list(o.shape)} "
+                               f"({size} floats)")
     if not np.isfinite(flat).all():
         bad = np.flatnonzero(~np.isfinite(flat).all(axis=1))
         raise EnvError(f"{where}: NaN or infinite values for {len(bad)} agent(s); check the scene's "
