@@ -113,6 +113,39 @@ def test_actions_written_in_bulk_are_the_bytes_of_one_message_per_agent(hybrid, 
         assert agent_actions(c, d + 128, hybrid) is None
 
 
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "P", "I;16", "damaged"])
+def test_png_images_decode_the_fast_way_or_through_pillow_alike(mode):
+    import io as _io
+
+    from PIL import Image
+
+    from palaestra.envs.unity.observations import _decode_plain, decode_png
+
+    rgb = camera_image(np.arange(12, dtype=np.float32) - 6, 20, 3)
+    image = Image.fromarray(rgb)
+    image = image.convert("RGBA" if mode == "damaged" else mode) if mode not in ("I;16",) else \
+        Image.fromarray((rgb[:, :, 0].astype(np.uint16) * 257))
+    buffer = _io.BytesIO()
+    image.save(buffer, format="PNG")
+    data = buffer.getvalue()
+    if mode == "damaged":
+        data = data[:60] + bytes(40) + data[100:]
+    o = pb.ObservationProto(shape=[20, 20, 1 if mode in ("L", "I;16") else 3], compression_type=pb.PNG,
+                            compressed_data=data)
+    if mode == "damaged":
+        with pytest.raises(EnvError, match="here: a PNG image cannot be decoded"):
+            decode_png(o, (20, 20, 3), "here")
+        return
+    got = decode_png(o, tuple(o.shape), "here")
+    with Image.open(_io.BytesIO(data)) as reference:  # what Pillow reads, the old way
+        expected = np.asarray(reference.convert("RGB") if reference.mode not in ("L", "RGB", "RGBA") else reference)
+    expected = expected[:, :, None] if expected.ndim == 2 else expected[:, :, :3]
+    if mode == "I;16":  # a 16-bit grayscale becomes RGB then one channel: the mean of the colors
+        expected = np.rint(expected.mean(axis=2, keepdims=True)).astype(np.uint8)
+    np.testing.assert_array_equal(got, expected)
+    assert (_decode_plain(data) is not None) == (mode in ("RGB", "RGBA", "L"))
+
+
 def test_messages_keep_ml_agents_field_numbers_on_the_wire():
     m = pb.UnityMessageProto()
     m.unity_input.rl_input.agent_actions["Walker?team=0"].value.add(continuous_actions=[0.5], discrete_actions=[2])
