@@ -214,9 +214,8 @@ def _build(options: RunOptions, env: Env, config: TrainerConfig, settings: dict[
 def _make_trainer(options: RunOptions, name: str, output_name: str, spec: BehaviorSpec, s: TrainerSettings,
                   device: Any, seed: int, models: Path, late: bool = False) -> tuple[BehaviorTrainer, int]:
     """One behavior's trainer, its files named ``output_name``, restored as the options ask; and the
-    global step restored. ``late``: the
-    behavior appeared after the first reset, so --resume may find no checkpoint of it (the previous run
-    ended before it appeared): it then starts afresh."""
+    global step restored. ``late``: the behavior appeared after the first reset, so --resume may find
+    no checkpoint of it (the previous run ended before it appeared): it then starts afresh."""
     run_dir = models / options.run_id
     # a dry run leaves the run's folder as it is (a training trainer clears interrupted saves' temp files)
     training = not (options.inference or options.dry_run)
