@@ -224,8 +224,6 @@ class WorkerPoolEnv:
         chosen = {}
         for behavior, spec in self._specs.items():
             shown = len(self._steps[behavior][0])
-            if not shown:  # (also a behavior no worker of the group has yet)
-                continue
             actions = self._actions.get(behavior)
             if actions is None:  # the caller set none: the spec's empty actions
                 actions = spec.action_spec.empty_actions(shown)
