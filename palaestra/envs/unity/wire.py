@@ -57,28 +57,19 @@ def _float_header(size: int) -> bytes:
 @functools.lru_cache(maxsize=64)
 def _action_row(continuous: int, discrete: int, hybrid: bool) -> tuple[np.ndarray, slice, slice]:
     """One agent's serialized ``value`` entry with zeros for the actions, and where the continuous
-    bytes and the discrete bytes go in it."""
-    fields, at = [], 0
-    if hybrid:
-        if continuous:
-            fields.append(bytes([CONTINUOUS_ACTIONS]) + varint(4 * continuous) + bytes(4 * continuous))
-        if discrete:
-            fields.append(bytes([DISCRETE_ACTIONS]) + varint(discrete) + bytes(discrete))
-    elif continuous + discrete:
-        fields.append(bytes([VECTOR_ACTIONS]) + varint(4 * (continuous + discrete)) + bytes(4 * (continuous + discrete)))
-    inner = b"".join(fields)
-    row = bytes([VALUE]) + varint(len(inner)) + inner
-    # the payloads are at the ends of their fields
-    if hybrid:
-        end_c = len(row) - (len(fields[-1]) if discrete and continuous else 0) if continuous else 0
-        c = slice(end_c - 4 * continuous, end_c)
-        d = slice(len(row) - discrete, len(row))
-    else:
-        c = slice(len(row) - 4 * (continuous + discrete), len(row))
-        d = slice(len(row), len(row))
-    template = np.frombuffer(row, np.uint8)
-    template.flags.writeable = False
-    return template, c, d
+    bytes and the discrete bytes go in it (before API 1.3 both go, as floats, where the first does)."""
+    fields = [(CONTINUOUS_ACTIONS, 4 * continuous), (DISCRETE_ACTIONS, discrete)] if hybrid else \
+        [(VECTOR_ACTIONS, 4 * (continuous + discrete)), (DISCRETE_ACTIONS, 0)]
+    inner, spans = b"", []
+    for tag, size in fields:
+        if size:  # (protobuf leaves an empty packed field out)
+            inner += bytes([tag]) + varint(size)
+        spans.append((len(inner), len(inner) + size))
+        inner += bytes(size)
+    head = len(varint(len(inner))) + 1
+    template = np.frombuffer(bytes([VALUE]) + varint(len(inner)) + inner, np.uint8)
+    (c0, c1), (d0, d1) = spans
+    return template, slice(head + c0, head + c1), slice(head + d0, head + d1)
 
 
 def agent_actions(continuous: np.ndarray, discrete: np.ndarray, hybrid: bool) -> bytes | None:
