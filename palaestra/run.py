@@ -7,7 +7,9 @@ palaestra/run_folders.py; seeding, the device and threads in palaestra/machine.p
 written every ``--save-freq`` environment steps and at the end; the first Ctrl+C (or SIGTERM,
 SIGHUP) stops the loop, saves and exports, and exits 0 (palaestra/interrupts.py). With
 ``--curriculum`` or ``--sampler`` the environments reset with new parameter values before the first
-episode, when a lesson advances and every resampling interval (palaestra/curriculum/).
+episode, when a lesson advances and every resampling interval (palaestra/curriculum/). A behavior
+that appears after the first reset (envs/base.py) gets its trainer when it appears, with the same
+checks (:func:`_adopt_new_behaviors`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -28,12 +30,21 @@ from palaestra.capabilities import capabilities, settings_problems, spec_problem
 from palaestra.checkpoints import CheckpointError, CheckpointManager, SaveError, atomic_write_text, os_reason
 from palaestra.curriculum import EnvironmentParameters, load_curricula, load_sampler
 from palaestra.demos.reader import DemoError
-from palaestra.envs.base import EngineConfig, Env, EnvClosed, EnvError
+from palaestra.envs.base import BehaviorSpec, EngineConfig, Env, EnvClosed, EnvError
 from palaestra.envs.sources import builtin_class, describe_specs, make_env
 from palaestra.interrupts import STOPPING, Interrupts
 from palaestra.machine import choose_device, limit_threads, seed_everything
 from palaestra.options import RunOptions, UsageError, check_options, in_main_process, warn_about_unused_options
-from palaestra.run_folders import RUN_LOGS, check_output_folder, check_run_folders, restore, start_over_if_forced
+from palaestra.run_folders import (
+    CONFIGURATION,
+    RUN_LOGS,
+    check_output_folder,
+    check_run_folders,
+    output_names,
+    recorded_output_names,
+    restore,
+    start_over_if_forced,
+)
 from palaestra.settings import (
     ConfigError,
     TrainerConfig,
@@ -64,8 +75,10 @@ class RunParts:
 
     options: RunOptions
     env: Env
+    config: TrainerConfig
     settings: dict[str, TrainerSettings]  # per behavior
     trainers: dict[str, BehaviorTrainer]  # per behavior
+    output_names: dict[str, str]  # per behavior, also of a resumed run's behaviors not seen yet (run_folders.py)
     seed: int
     global_step: int  # where the run starts: 0, or the step --resume restored
     interrupts: Interrupts
@@ -114,7 +127,7 @@ def _run(options: RunOptions, interrupts: Interrupts) -> int:
     env = _make_env(options, seed)
     try:
         settings = _resolve_settings(config, env)
-        parts = _build(options, env, settings, seed, interrupts, models, summaries)
+        parts = _build(options, env, config, settings, seed, interrupts, models, summaries)
         interrupts.check_start_up()  # before --force deletes anything
         if options.dry_run:
             _print_dry_run(options, config, env, settings, seed)
@@ -140,15 +153,18 @@ def _make_env(options: RunOptions, seed: int) -> Env:
                                                 options.restarts_rate_limit_period_s))
 
 
-def _resolve_settings(config: TrainerConfig, env: Env) -> dict[str, TrainerSettings]:
-    missing = [b for b in env.behavior_specs if not config.has_settings_for(b)]
+def _resolve_settings(config: TrainerConfig, env: Env, behaviors: list[str] | None = None
+                      ) -> dict[str, TrainerSettings]:
+    """Each behavior's settings (``behaviors``: those to resolve, by default all), checked against its spec."""
+    behaviors = list(env.behavior_specs) if behaviors is None else behaviors
+    missing = [b for b in behaviors if not config.has_settings_for(b)]
     if missing:
         raise ConfigError(
             f"{config.path}: no settings for behavior(s) {missing}: add a section for each, or a "
             f"'default' section. The environment's behaviors: {list(env.behavior_specs)}; the "
             f"file's sections: {config.section_names() or 'none'}"
         )
-    resolved = {b: config.for_behavior(b) for b in env.behavior_specs}
+    resolved = {b: config.for_behavior(b) for b in behaviors}
     problems = [f"behavior {b!r}: {p}" for b, s in resolved.items()
                 for p in settings_problems(s) + spec_problems(env.behavior_specs[b], s)]
     if problems:
@@ -169,8 +185,8 @@ def _print_dry_run(options: RunOptions, config: TrainerConfig, env: Env,
     print(f"dry run: {config.path} is valid for {options.env}; {len(config.warnings)} warning(s); nothing was trained")
 
 
-def _build(options: RunOptions, env: Env, settings: dict[str, TrainerSettings], seed: int, interrupts: Interrupts,
-           models: Path, summaries: Path) -> RunParts:
+def _build(options: RunOptions, env: Env, config: TrainerConfig, settings: dict[str, TrainerSettings], seed: int,
+           interrupts: Interrupts, models: Path, summaries: Path) -> RunParts:
     """Every check the run makes before it trains, for the real run and --dry-run alike (the flags,
     the config and the environment were checked before): the output folders can be made; each
     behavior's trainer builds and restores as --resume, --inference, --initialize-from or its
@@ -180,37 +196,27 @@ def _build(options: RunOptions, env: Env, settings: dict[str, TrainerSettings], 
         for folder in (models, summaries):
             check_output_folder(folder)
     device = choose_device(options)
-    run_dir = models / options.run_id
-    # a dry run leaves the run's folder as it is (a training trainer clears interrupted saves' temp files)
-    training = not (options.inference or options.dry_run)
     trainers: dict[str, BehaviorTrainer] = {}
     global_step = 0
     parameters = _environment_parameters(options, env, seed)
+    # a run that continues finds its behaviors' files under the names it gave them
+    continues = options.resume or options.inference
+    behaviors = list(env.behavior_specs)
+    names = output_names(behaviors, recorded_output_names(models / options.run_id, behaviors) if continues else {})
     for name, spec in env.behavior_specs.items():
-        s = settings[name]
-        try:
-            trainer = BehaviorTrainer(name, spec, s, device, StatsReporter(f"{options.run_id}_{name}", []),
-                                      CheckpointManager(run_dir / name, options.keep_checkpoints), run_dir,
-                                      training, seed=seed + len(trainers))
-        except DemoError as e:  # behavioral cloning's, GAIL's or offline_bc's demonstrations
-            raise ConfigError(f"behavior {name!r}: {e}") from None
-        except (MemoryError, RuntimeError) as e:  # torch's allocator raises RuntimeError when out of memory
-            raise ConfigError(f"behavior {name!r}: cannot build its networks ({s.num_layers} x {s.hidden_units} "
-                              f"units): {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-        if parameters is not None and name in parameters.curricula:
-            trainer.curriculum, trainer.lesson = parameters.curricula[name], parameters.lessons[name]
-        global_step = max(global_step, restore(trainer, options, s, models))
+        trainer, step = _make_trainer(options, name, names[name], spec, settings[name], device, seed + len(trainers),
+                                      models, parameters)
+        global_step = max(global_step, step)
         trainers[name] = trainer
     if parameters is not None:
         _start_lessons(parameters, trainers, options, global_step)
     # online_bc's teachers, once every behavior's policy exists (another behavior may be the teacher);
     # before training and for --dry-run, so that a bad one stops the run here
-    policies = {name: trainer.algorithm for name, trainer in trainers.items()}
-    for i, (name, trainer) in enumerate(trainers.items()):
-        if capabilities(trainer.settings).teacher and not options.inference:
-            trainer.teacher = make_teacher(trainer.settings.brain_to_imitate, env, name, seed + i, policies)
+    for i, name in enumerate(trainers):
+        _add_teacher(options, env, trainers, name, seed + i)
     _acting_obstacles(options, env, trainers)
-    return RunParts(options, env, settings, trainers, seed, global_step, interrupts, models, summaries, parameters)
+    return RunParts(options, env, config, settings, trainers, names, seed, global_step, interrupts, models, summaries,
+                    parameters)
 
 
 def _environment_parameters(options: RunOptions, env: Env, seed: int) -> EnvironmentParameters | None:
@@ -259,6 +265,64 @@ def _start_lessons(parameters: EnvironmentParameters, trainers: dict[str, Behavi
         trainer.summary_extra = (lambda b=name: parameters.summary(b))
 
 
+def _make_trainer(options: RunOptions, name: str, output_name: str, spec: BehaviorSpec, s: TrainerSettings,
+                  device: Any, seed: int, models: Path, parameters: EnvironmentParameters | None,
+                  late: bool = False) -> tuple[BehaviorTrainer, int]:
+    """One behavior's trainer, its files named ``output_name``, restored as the options ask; and the
+    global step restored. ``late``: the behavior appeared after the first reset, so --resume may find
+    no checkpoint of it (the previous run ended before it appeared): it then starts afresh."""
+    run_dir = models / options.run_id
+    # a dry run leaves the run's folder as it is (a training trainer clears interrupted saves' temp files)
+    training = not (options.inference or options.dry_run)
+    try:
+        trainer = BehaviorTrainer(name, spec, s, device, StatsReporter(f"{options.run_id}_{output_name}", []),
+                                  CheckpointManager(run_dir / output_name, options.keep_checkpoints), run_dir,
+                                  training, seed=seed, output_name=output_name)
+    except DemoError as e:  # behavioral cloning's, GAIL's or offline_bc's demonstrations
+        raise ConfigError(f"behavior {name!r}: {e}") from None
+    except (MemoryError, RuntimeError) as e:  # torch's allocator raises RuntimeError when out of memory
+        raise ConfigError(f"behavior {name!r}: cannot build its networks ({s.num_layers} x {s.hidden_units} "
+                          f"units): {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    if parameters is not None and name in parameters.curricula:  # before restore: a checkpoint holds its lesson
+        trainer.curriculum, trainer.lesson = parameters.curricula[name], parameters.lessons[name]
+    if late and options.resume and not trainer.checkpoints.list():
+        logger.warning("--resume: run %r has no checkpoint for behavior %r (it appeared after the previous run's "
+                       "last save); it starts afresh", options.run_id, name)
+        return trainer, 0
+    return trainer, restore(trainer, options, s, models)
+
+
+def _add_teacher(options: RunOptions, env: Env, trainers: dict[str, BehaviorTrainer], name: str, seed: int) -> None:
+    trainer = trainers[name]
+    if capabilities(trainer.settings).teacher and not options.inference:
+        policies = {b: t.algorithm for b, t in trainers.items()}
+        trainer.teacher = make_teacher(trainer.settings.brain_to_imitate, env, name, seed, policies)
+
+
+def _adopt_new_behaviors(parts: RunParts, writers: list[Any], start_time: float, counter: _StepCounter) -> None:
+    """A trainer for each behavior that appeared since the last look (envs/base.py), as ML-Agents makes
+    one when a behavior first appears: its section or ``default`` (a behavior with neither is the
+    same ConfigError as at the start, which stops the run after saving), its restore, teacher,
+    summaries and configuration entry; it acts from the current step on."""
+    new = [b for b in parts.env.behavior_specs if b not in parts.trainers]
+    settings = _resolve_settings(parts.config, parts.env, new)
+    device = choose_device(parts.options)
+    parts.output_names = output_names(new, parts.output_names)  # (the earlier behaviors keep theirs)
+    for name in new:
+        seed = parts.seed + len(parts.trainers)
+        trainer, _ = _make_trainer(parts.options, name, parts.output_names[name], parts.env.behavior_specs[name],
+                                   settings[name], device, seed, parts.models, parts.parameters, late=True)
+        parts.settings[name], parts.trainers[name] = settings[name], trainer
+        if parts.parameters is not None:  # the environment parameters in its summaries too
+            trainer.summary_extra = (lambda b=name: parts.parameters.summary(b))
+        _add_teacher(parts.options, parts.env, parts.trainers, name, seed)
+        _add_writers(parts, writers, start_time, [name])
+        counter.include(trainer)
+        logger.info("behavior %r appeared at step %d: training it from now on", name, counter.global_step)
+    if parts.training:
+        _write_configuration(parts)
+
+
 def _train(parts: RunParts) -> int:
     options = parts.options
     start_over_if_forced(options, parts.run_dir)
@@ -268,19 +332,21 @@ def _train(parts: RunParts) -> int:
                 parts.seed, device)
     writers: list[Any] = []  # closed on every way out, so no writer thread outlives the run
     try:
-        _add_writers(parts, writers, time.time())
-        return _train_loop(parts)
+        start_time = time.time()
+        _add_writers(parts, writers, start_time)
+        return _train_loop(parts, lambda counter: _adopt_new_behaviors(parts, writers, start_time, counter))
     finally:
         for writer in writers:
             writer.close()
 
 
-def _add_writers(parts: RunParts, writers: list[Any], start_time: float) -> None:
-    """Give each trainer its console, gauges and (training) TensorBoard, CSV and --debug metrics."""
+def _add_writers(parts: RunParts, writers: list[Any], start_time: float, names: list[str] | None = None) -> None:
+    """Give each trainer (of ``names``, by default all) its console, gauges and (training)
+    TensorBoard, CSV and --debug metrics."""
     options, summaries = parts.options, parts.summaries
-    for name, trainer in parts.trainers.items():
-        s = parts.settings[name]
-        category = f"{options.run_id}_{name}"
+    for name in list(parts.trainers) if names is None else names:
+        trainer, s = parts.trainers[name], parts.settings[name]
+        category = f"{options.run_id}_{trainer.output_name}"
         own: list[Any] = [ConsoleWriter(start_time, parts.training), GaugeWriter()]
         if parts.training:
             summaries.mkdir(parents=True, exist_ok=True)
@@ -296,22 +362,25 @@ def _add_writers(parts: RunParts, writers: list[Any], start_time: float) -> None
 
 
 def _write_configuration(parts: RunParts) -> None:
-    """models/<run-id>/configuration.yaml: the options and every behavior's resolved settings."""
+    """models/<run-id>/configuration.yaml: the options, every behavior's resolved settings and the
+    names of their files."""
     parts.run_dir.mkdir(parents=True, exist_ok=True)
-    configuration = parts.run_dir / "configuration.yaml"
+    configuration = parts.run_dir / CONFIGURATION
     run_options = dataclasses.asdict(parts.options)
     run_options["seed"] = parts.seed
     try:
         atomic_write_text(configuration, yaml.safe_dump(
             {"run_options": run_options,
-             "behaviors": {b: s.as_dict() for b, s in parts.settings.items()}}, sort_keys=False))
+             "behaviors": {b: s.as_dict() for b, s in parts.settings.items()},
+             "output_names": parts.output_names}, sort_keys=False))
     except OSError as e:
         raise SaveError(f"could not save the run configuration {configuration}: {os_reason(e)}") from None
 
 
-def _train_loop(parts: RunParts) -> int:
+def _train_loop(parts: RunParts, adopt: Callable[[_StepCounter], None]) -> int:
     """Step until every behavior is done or a signal stops it; then save, export and write the
-    timers. Signals during the save are noted and wait for it (palaestra/interrupts.py)."""
+    timers. Signals during the save are noted and wait for it (palaestra/interrupts.py). ``adopt``
+    makes the trainers of behaviors that appeared (_adopt_new_behaviors)."""
     training, trainers, interrupts = parts.training, parts.trainers, parts.interrupts
     if training:
         _write_configuration(parts)
@@ -330,7 +399,7 @@ def _train_loop(parts: RunParts) -> int:
                 if acting is not None:
                     _acting_loop(acting, trainers, interrupts, counter, parts.parameters)
                 else:
-                    _loop(parts.env, trainers, interrupts, counter, parts.parameters)
+                    _loop(parts.env, trainers, interrupts, counter, adopt, parts.parameters)
         except KeyboardInterrupt:
             logger.info("Stopped at once%s", ": saving what is there" if training else "")
         except EnvClosed as e:  # Play stopped in the Unity Editor, a build quit: an ordinary end
@@ -370,9 +439,11 @@ def parameters_changed(parameters: EnvironmentParameters | None, trainers: dict[
 
 
 def _loop(env: Env, trainers: dict[str, BehaviorTrainer], stop: Interrupts, counter: _StepCounter,
-          parameters: EnvironmentParameters | None = None) -> None:
+          adopt: Callable[[_StepCounter], None], parameters: EnvironmentParameters | None = None) -> None:
     """The policy acts in this process on every agent of every step."""
     while not stop.requested and any(t.should_continue() for t in trainers.values()):
+        if len(env.behavior_specs) > len(trainers):  # a behavior appeared in the last reset or step
+            adopt(counter)
         for name, trainer in trainers.items():
             decision, terminal = env.get_steps(name)
             with timed("policy_act"):
@@ -474,6 +545,13 @@ class _StepCounter:
 
     def _total(self) -> int:
         return sum(t.step for t in self.trainers.values())
+
+    def include(self, trainer: BehaviorTrainer) -> None:
+        """A trainer added to ``trainers`` (a behavior that appeared): its steps count from here."""
+        self._trainer_steps += trainer.step
+        if self.bar is not None:
+            self.bar.total += trainer.settings.max_steps
+            self.bar.update(trainer.step)
 
     def add(self, env_steps: int) -> None:
         previous, self.global_step = self.global_step, self.global_step + env_steps

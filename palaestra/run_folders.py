@@ -5,12 +5,19 @@ The rules of ML-Agents 0.16: a reused ``--run-id`` is an error without ``--resum
 over (its old folder is deleted only once every check has passed); ``--initialize-from`` (or a
 behavior's ``init_path``) copies another run's weights at step 0; ``--inference`` runs the saved
 policy without training or saving.
+
+A behavior's outputs (its checkpoint folder, ``<name>.onnx``, its summaries) carry its *output
+name* (:func:`output_names`): the behavior's name, with a Unity team (``Striker?team=0``) reduced to
+the name before ``?`` as ML-Agents does; with several teams of one name, each keeps its team as a
+file-system-safe suffix (``Striker_team_0``). ``configuration.yaml`` records them, so that
+``--resume``, ``--inference`` and ``--initialize-from`` find what a run wrote.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -23,6 +30,46 @@ logger = logging.getLogger("palaestra")
 
 
 RUN_LOGS = "run_logs"  # models/<run-id>/run_logs: the logs of Unity builds
+CONFIGURATION = "configuration.yaml"  # models/<run-id>/configuration.yaml, with the output names
+# characters Windows (or another file system) cannot hold in a file name
+UNSAFE = re.compile(r'[<>:"/\\|?*\x00-\x1f]+')
+
+
+def output_names(behaviors: list[str], known: dict[str, str] | None = None) -> dict[str, str]:
+    """The output name of every behavior of ``behaviors`` and ``known`` (behavior → output name
+    given before: by this run to behaviors that appeared earlier, or by the run it resumes; kept).
+    A behavior with a team is named by the name before ``?`` when no other team of that name is
+    known, and by its whole name made file-system-safe otherwise; names are never shared."""
+    names = dict(known or {})
+    every = [*names, *(b for b in behaviors if b not in names)]
+    for behavior in every:
+        if behavior in names:
+            continue
+        base = behavior.partition("?")[0]
+        alone = sum(b.partition("?")[0] == base for b in every) == 1
+        name = UNSAFE.sub("_", base if alone else behavior.replace("?team=", "_team_")).rstrip(" .") or "behavior"
+        taken = {n.casefold() for n in names.values()}  # (Windows and macOS ignore case)
+        candidate, n = name, 1
+        while candidate.casefold() in taken:  # e.g. a behavior that is itself named 'Striker_team_0'
+            n += 1
+            candidate = f"{name}_{n}"
+        names[behavior] = candidate
+    return names
+
+
+def recorded_output_names(run_dir: Path, behaviors: list[str]) -> dict[str, str]:
+    """The output names the run in ``run_dir`` recorded in its configuration.yaml. A run written
+    before they were recorded named its files by the whole behavior name: of ``behaviors``, those
+    whose folder has that name keep it."""
+    import yaml
+
+    try:
+        recorded = yaml.safe_load((run_dir / CONFIGURATION).read_text()).get("output_names")
+    except (OSError, yaml.YAMLError, AttributeError):
+        recorded = None
+    if isinstance(recorded, dict):
+        return {str(b): str(n) for b, n in recorded.items()}
+    return {b: b for b in behaviors if UNSAFE.search(b) and (run_dir / b).is_dir()}
 
 
 def check_run_folders(options: RunOptions, models: Path) -> None:
@@ -93,8 +140,12 @@ def restore(trainer: BehaviorTrainer, options: RunOptions, settings: TrainerSett
                                          advice="train the run again with --force")
         logger.info("Loaded %s from %s for inference", trainer.name, path)
         return 0
-    source = models / options.initialize_from / trainer.name if options.initialize_from else (
-        Path(settings.init_path) if settings.init_path else None)
+    if options.initialize_from:
+        other = models / options.initialize_from
+        source: Path | None = other / recorded_output_names(other, [trainer.name]).get(trainer.name,
+                                                                                         trainer.output_name)
+    else:
+        source = Path(settings.init_path) if settings.init_path else None
     if source is not None:
         source_checkpoints = CheckpointManager(source, 0)
         if not source_checkpoints.list():

@@ -46,8 +46,11 @@ class BehaviorTrainer:
     def __init__(self, name: str, spec: BehaviorSpec, settings: TrainerSettings, device: torch.device,
                  stats: StatsReporter, checkpoints: CheckpointManager, model_dir: Path, training: bool,
                  metrics: MetricsCSV | None = None, seed: int = 0,
-                 teacher: Callable[[DecisionSteps], ActionTuple] | None = None) -> None:
+                 teacher: Callable[[DecisionSteps], ActionTuple] | None = None, output_name: str | None = None) -> None:
         self.name = name
+        # the name of its files: <output_name>.onnx (run_folders.output_names; the run gives the
+        # checkpoint folder and summaries the same)
+        self.output_name = output_name or name
         self.spec = spec
         self.settings = settings
         self.training = training
@@ -71,7 +74,7 @@ class BehaviorTrainer:
         self._last_update_end = time.time()
         if training:  # temp files of saves a kill interrupted; this run is the folder's only writer now
             checkpoints.remove_partial_files()
-            remove_partial_files(model_dir, rf"{re.escape(name)}\.onnx")
+            remove_partial_files(model_dir, rf"{re.escape(self.output_name)}\.onnx")
 
     @property
     def step(self) -> int:
@@ -216,7 +219,7 @@ class BehaviorTrainer:
 
     @property
     def onnx_path(self) -> Path:
-        return self.model_dir / f"{self.name}.onnx"
+        return self.model_dir / f"{self.output_name}.onnx"
 
     def export(self) -> Path:
         export_policy(self.algorithm.policy, self.onnx_path)

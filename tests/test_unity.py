@@ -67,6 +67,85 @@ def test_the_checked_in_proto_file_is_the_table():
     assert pb.PROTO_FILE.read_text() == pb.proto_text(), "run python -m palaestra.envs.unity.messages"
 
 
+def _float_observations(sizes: list[int]) -> list:
+    rng = np.random.default_rng(0)
+    out = []
+    for size in sizes:
+        o = pb.ObservationProto(shape=[size])
+        o.float_data.data.extend(rng.normal(size=size).astype(np.float32).tolist())
+        out.append(o)
+    return out
+
+
+def test_float_observations_are_read_in_bulk_and_other_sizes_are_found():
+    from palaestra.envs.unity.wire import float_rows
+
+    for size in (1, 8, 40, 300):  # one- and two-byte lengths on the wire
+        observations = _float_observations([size] * 5)
+        expected = np.array([list(o.float_data.data) for o in observations], np.float32)
+        got = float_rows(observations, size)
+        assert got.dtype == np.float32 and got.flags.c_contiguous
+        np.testing.assert_array_equal(got, expected)
+    # an agent of another size, also one whose bytes the others' make up for (an empty one and a double one)
+    for sizes in ([8, 8, 9], [8, 7, 9], [8, 0, 16], [0, 16, 8], [8, 8, 0]):
+        assert float_rows(_float_observations(sizes), 8) is None, sizes
+    with pytest.raises(EnvError, match="9 floats for an observation of shape \\[9\\] \\(8 floats\\)"):
+        from palaestra.envs.unity.observations import batch
+        batch(_float_observations([8, 9]), (8,), "here")
+
+
+@pytest.mark.parametrize("hybrid", [True, False])
+@pytest.mark.parametrize("continuous, branches", [(2, 0), (0, 2), (1, 3), (0, 0), (40, 1)])
+def test_actions_written_in_bulk_are_the_bytes_of_one_message_per_agent(hybrid, continuous, branches):
+    from palaestra.envs.unity.wire import agent_actions
+
+    rng = np.random.default_rng(1)
+    c = rng.uniform(-1, 1, (7, continuous)).astype(np.float32)
+    d = rng.integers(0, 100, (7, branches)).astype(np.int32)
+    expected = pb.UnityRLInputProto.ListAgentActionProto()
+    for cc, dd in zip(c.tolist(), d.tolist()):
+        if hybrid:
+            expected.value.add(continuous_actions=cc, discrete_actions=dd)
+        else:
+            expected.value.add(vector_actions=cc + [float(x) for x in dd])
+    assert agent_actions(c, d, hybrid) == expected.SerializeToString()
+    if hybrid and branches:  # a branch index past one varint byte: the per-agent way
+        assert agent_actions(c, d + 128, hybrid) is None
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "P", "I;16", "damaged"])
+def test_png_images_decode_the_fast_way_or_through_pillow_alike(mode):
+    import io as _io
+
+    from PIL import Image
+
+    from palaestra.envs.unity.observations import _decode_plain, decode_png
+
+    rgb = camera_image(np.arange(12, dtype=np.float32) - 6, 20, 3)
+    image = Image.fromarray(rgb)
+    image = image.convert("RGBA" if mode == "damaged" else mode) if mode not in ("I;16",) else \
+        Image.fromarray((rgb[:, :, 0].astype(np.uint16) * 257))
+    buffer = _io.BytesIO()
+    image.save(buffer, format="PNG")
+    data = buffer.getvalue()
+    if mode == "damaged":
+        data = data[:60] + bytes(40) + data[100:]
+    o = pb.ObservationProto(shape=[20, 20, 1 if mode in ("L", "I;16") else 3], compression_type=pb.PNG,
+                            compressed_data=data)
+    if mode == "damaged":
+        with pytest.raises(EnvError, match="here: a PNG image cannot be decoded"):
+            decode_png(o, (20, 20, 3), "here")
+        return
+    got = decode_png(o, tuple(o.shape), "here")
+    with Image.open(_io.BytesIO(data)) as reference:  # what Pillow reads, the old way
+        expected = np.asarray(reference.convert("RGB") if reference.mode not in ("L", "RGB", "RGBA") else reference)
+    expected = expected[:, :, None] if expected.ndim == 2 else expected[:, :, :3]
+    if mode == "I;16":  # a 16-bit grayscale becomes RGB then one channel: the mean of the colors
+        expected = np.rint(expected.mean(axis=2, keepdims=True)).astype(np.uint8)
+    np.testing.assert_array_equal(got, expected)
+    assert (_decode_plain(data) is not None) == (mode in ("RGB", "RGBA", "L"))
+
+
 def test_messages_keep_ml_agents_field_numbers_on_the_wire():
     m = pb.UnityMessageProto()
     m.unity_input.rl_input.agent_actions["Walker?team=0"].value.add(continuous_actions=[0.5], discrete_actions=[2])
@@ -211,21 +290,40 @@ def test_agents_get_new_ids_after_their_episode_and_interruptions_are_kept(tmp_p
     assert not [e for e in events(log_of(env)) if e["event"] == "masked_action"]
 
 
-def test_a_behavior_that_appears_after_training_started_gets_zero_actions(tmp_path, port, caplog):
+def test_a_behavior_that_appears_after_the_first_reset_joins_the_specs(tmp_path, port):
     build = make_build(tmp_path, "Late", "--scene", "Staggered", "--striker-from", "3")
     env = open_build(str(build), port, engine=engine(tmp_path))
     try:
         assert list(env.behavior_specs) == ["Walker?team=0"]
-        with caplog.at_level(logging.WARNING, logger="palaestra"):
-            for _ in range(6):
-                walker, _ = env.get_steps("Walker?team=0")
-                env.set_actions("Walker?team=0", ActionTuple(np.full((len(walker), 2), 0.5, np.float32)))
-                env.step()
+        for step in range(1, 7):
+            for behavior in list(env.behavior_specs):
+                decision, _ = env.get_steps(behavior)
+                spec = env.behavior_specs[behavior].action_spec
+                env.set_actions(behavior, ActionTuple(np.full((len(decision), spec.continuous_size), 0.5, np.float32),
+                                                      np.ones((len(decision), spec.num_branches), np.int32)))
+            env.step()
+            assert list(env.behavior_specs) == ["Walker?team=0"] + (["Striker?team=1"] if step >= 3 else [])
+        striker, _ = env.get_steps("Striker?team=1")
+        assert len(striker) == 2 and env.behavior_specs["Striker?team=1"].action_spec.discrete_branches == (3, 2)
+        np.testing.assert_allclose(striker.reward, 0.5)  # its agents got the actions set for them
     finally:
         env.close()
-    assert caplog.text.count("behavior 'Striker?team=1' appeared after training started") == 1
-    # the Striker's agents got actions (zeros: its masked action 0, which the fake notes)
-    assert [e for e in events(log_of(env)) if e["event"] == "masked_action"]
+    assert not [e for e in events(log_of(env)) if e["event"] == "masked_action"]
+
+
+def test_mlagents_learn_trains_a_behavior_that_appears_mid_run(run_cli, workdir, port):
+    build = make_build(workdir / "Builds", "Late", "--scene", "Staggered", "--striker-from", "40")
+    config = write_yaml(workdir / "c.yaml", CONFIG.replace("max_steps: 600", "max_steps: 300"))
+    result = run_cli(str(config), f"--env={build}", "--run-id=late", f"--base-port={port}")
+    assert result.code == 0, result.log
+    assert "behavior 'Striker?team=1' appeared at step 40: training it from now on" in result.log
+    run = workdir / "models" / "late"
+    # files under the name before '?team=' (one team of each behavior), as in ML-Agents
+    assert list((run / "Striker").glob("checkpoint-*.pt")) and (run / "Striker.onnx").is_file()
+    assert (run / "Walker.onnx").is_file() and not list(run.glob("*team*"))
+    assert list((workdir / "summaries" / "late_Striker").glob("events.out*"))  # its TensorBoard folder
+    log = events(workdir / "models" / "late" / "run_logs" / f"Player-{port}.log")
+    assert not [e for e in log if e["event"] == "masked_action"]  # the trained policy respects the mask
 
 
 def test_api_1_2_gets_its_actions_in_the_old_field(tmp_path, port):

@@ -9,6 +9,12 @@ decision (:class:`DecisionSteps`) and the agents whose episode ended since the l
 An agent whose episode ends and restarts in the same step appears in both the terminal steps
 (its final observation) and the decision steps (the first observation of the next episode),
 with the same id, exactly as in ML-Agents. Consumers handle terminal steps first.
+
+``behavior_specs`` holds the behaviors seen so far. It may gain a behavior after a reset or a
+step (a Unity scene that spawns agents of a new behavior mid-run), never loses one, and a
+behavior's spec never changes. The run loop looks for new behaviors after every reset and step
+and makes a trainer for each (palaestra/run.py), as ML-Agents does; a behavior nobody set
+actions for gets the spec's empty actions (zeros).
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ agents are lost with it.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -43,6 +44,8 @@ from palaestra.rollout.collector import Collector
 from palaestra.rollout.segments import EpisodeStats, Segments, segment_schema
 from palaestra.workers.pool import WorkerFailed, WorkerPool
 from palaestra.workers.shared_memory import Header, Layout, SharedArrays, pack_arrays, unpack_arrays
+
+logger = logging.getLogger("palaestra")
 
 # Measured with PPO on HalfCheetah-v5 (docs/benchmarks.md): an update costs the main process
 # about as much time as the workers take to collect half a buffer or more, so they need about six
@@ -179,7 +182,9 @@ def run_acting(env: Any, conn: Any, plan: ActingPlan, n_workers: int, index: int
             header, announced = _write_results(results, q % plan.slots, arrays)
             # statistics the environment recorded itself (a Unity scene's stats channel)
             env_stats = env.take_stats() if hasattr(env, "take_stats") else {}
-            conn.send(("round", q, steps, header, stats, announced, env_stats))
+            # behaviors that appeared after the plan was made (envs/base.py): not trained here
+            unplanned = [b for b in env.behavior_specs if b not in actors]
+            conn.send(("round", q, steps, header, stats, announced, env_stats, unplanned))
             q += 1
     finally:
         for block in results:
@@ -209,6 +214,7 @@ class ActingWorkers:
         self.pool = pool
         self.reset_parameters = reset_parameters
         self.env_stats: list[tuple[int, dict]] = []  # (worker, statistics its environment recorded)
+        self.unplanned: set[str] = set()  # behaviors the workers reported that have no plan (warned once)
         self.plans = plans
         self.sources = weights
         self.seed = seed
@@ -308,9 +314,15 @@ class ActingWorkers:
             self.pool.send(i, ("round", q))
 
     def _receive(self, i: int, q: int) -> tuple[int, dict[str, np.ndarray], dict[str, EpisodeStats]]:
-        _, got, steps, header, stats, announced, env_stats = self.pool.read_pipe(i, "round")
+        _, got, steps, header, stats, announced, env_stats, unplanned = self.pool.read_pipe(i, "round")
         if env_stats:
             self.env_stats.append((i, env_stats))
+        for behavior in unplanned:
+            if behavior not in self.unplanned:
+                self.unplanned.add(behavior)
+                logger.warning("behavior %r appeared in environment worker %d after training started; with the "
+                               "policy acting in the workers it is not trained and its agents get zero actions "
+                               "(--acting=main trains it)", behavior, i)
         if got != q:
             raise WorkerFailed(f"it sent round {got} where round {q} was expected")
         key = ("round", q % self.slots)

@@ -56,7 +56,7 @@ def run_worker(conn: Any, control_name: str, n_workers: int, index: int, bells: 
         env = make_env(name, seed=seed, num_areas=num_areas, env_args=env_args, engine=engine, port=port)
         specs = dict(env.behavior_specs)
         conn.send(("specs", specs))
-        stepping = SteppingWorker(env, specs, conn, n_workers, index)
+        stepping = SteppingWorker(env, conn, n_workers, index)
         while True:
             seq += 1
             if not command.wait_for(seq, float("inf"), lambda: os.getppid() == parent):

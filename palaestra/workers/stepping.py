@@ -10,7 +10,9 @@ envs/observations.py), rewards, agent ids, masks and actions travel through shar
 worker and behavior, which the worker creates (and replaces by a larger one when more agents
 arrive than it holds, announced through the pipe); a step command and its reply are counters in
 shared memory (workers/shared_memory.py), so the pipes carry only resets, new blocks and errors.
-An agent's id is ``id x N + i``, unique across workers.
+An agent's id is ``id x N + i``, unique across workers. A behavior that appears in a worker's
+environment after the first reset (envs/base.py) comes with its first block, which carries its
+spec; until a worker has a block for a behavior, that worker has no agents of it.
 
 Pipelining: with two or more workers, the workers form two halves that take turns. ``step()``
 hands the shown half its actions and, while that half steps, shows the other half's results;
@@ -68,8 +70,8 @@ class SteppingWorker:
     """Steps the worker's environment with the actions in its blocks, and writes every behavior's
     decision and terminal rows into them."""
 
-    def __init__(self, env: Any, specs: dict[str, BehaviorSpec], conn: Any, n_workers: int, index: int) -> None:
-        self.env, self.specs, self.conn = env, specs, conn
+    def __init__(self, env: Any, conn: Any, n_workers: int, index: int) -> None:
+        self.env, self.conn = env, conn
         self.n_workers, self.index = n_workers, index
         self.blocks: dict[str, SharedArrays] = {}  # created here; the main process maps them
 
@@ -86,7 +88,7 @@ class SteppingWorker:
         env, blocks, conn = self.env, self.blocks, self.conn
         n_workers, index = self.n_workers, self.index
         announced = False
-        for behavior, spec in self.specs.items():
+        for behavior, spec in env.behavior_specs.items():  # (behaviors may appear: envs/base.py)
             decision, terminal = env.get_steps(behavior)
             nd, nt = len(decision), len(terminal)
             if behavior not in blocks or max(nd, nt) > blocks[behavior]["d_id"].shape[0]:
@@ -95,7 +97,7 @@ class SteppingWorker:
                 if behavior in blocks:
                     blocks[behavior].close(unlink=True)  # the main process keeps its mapping until it swaps
                 blocks[behavior] = SharedArrays(block_layout(spec, rows))
-                conn.send(("block", behavior, blocks[behavior].name, rows))
+                conn.send(("block", behavior, blocks[behavior].name, rows, spec))
                 announced = True
             block = blocks[behavior]
             _write_obs(block, "d_obs", decision.obs, spec)
@@ -234,7 +236,9 @@ class WorkerPoolEnv:
         for i in self.groups[group]:
             blocks = self.pool.workers[i].blocks
             for behavior, actions in chosen.items():
-                start, n = self._rows[behavior][i]
+                start, n = self._rows[behavior].get(i, (0, 0))
+                if behavior not in blocks:
+                    continue
                 block = blocks[behavior]
                 block["a_cont"][:n] = actions.continuous[start : start + n]
                 block["a_disc"][:n] = actions.discrete[start : start + n]
@@ -270,7 +274,11 @@ class WorkerPoolEnv:
             return True
         if message[0] != "block":
             return False
-        _, behavior, shm_name, rows = message
+        _, behavior, shm_name, rows, spec = message
+        known = self._specs.setdefault(behavior, spec)  # (the pool's specs: a restarted worker checks them)
+        if known != spec:
+            raise self.pool.error(i, f"behavior {behavior!r} has {_describe(spec)} there but {_describe(known)} in "
+                                     "the other environment workers")
         try:
             self.pool.map_block(i, behavior, block_layout(self._specs[behavior], rows), shm_name)
         except FileNotFoundError:  # the worker failed and released it: its error comes next
@@ -281,7 +289,12 @@ class WorkerPoolEnv:
         """Merge the group's rows into the steps get_steps returns (copies out of shared memory)."""
         workers = self.pool.workers
         for behavior, spec in self._specs.items():
-            blocks = [workers[i].blocks[behavior] for i in group]
+            group_of = [i for i in group if behavior in workers[i].blocks]
+            if not group_of:  # a behavior that so far appeared only in the other half's workers
+                self._steps[behavior] = (DecisionSteps.empty(spec), TerminalSteps.empty(spec))
+                self._rows[behavior] = {}
+                continue
+            blocks = [workers[i].blocks[behavior] for i in group_of]
             counts = [block["counts"][:3].tolist() for block in blocks]
             merge = partial(_merge, blocks, counts)
             n_obs = len(spec.observation_shapes)
@@ -314,7 +327,7 @@ class WorkerPoolEnv:
                 terminal = TerminalSteps.empty(spec)
             self._steps[behavior] = (decision, terminal)
             rows, start = {}, 0
-            for i, c in zip(group, counts):
+            for i, c in zip(group_of, counts):
                 rows[i] = (start, c[0])
                 self._state[i].last[behavior] = (d_obs, d_id, start, c[0])
                 start += c[0]
@@ -344,3 +357,7 @@ def _masks(unavailable: np.ndarray, spec: BehaviorSpec) -> list[np.ndarray]:
         out.append(unavailable[:, start : start + size])
         start += size
     return out
+
+
+def _describe(spec: BehaviorSpec) -> str:
+    return f"observations {[list(s) for s in spec.observation_shapes]} and actions {spec.action_spec.describe()}"

@@ -12,7 +12,6 @@ as ML-Agents' trainer does; Unity then quits (a build) or stops playing (the Edi
 from __future__ import annotations
 
 import logging
-import queue
 import socket
 import threading
 import time
@@ -139,6 +138,33 @@ def free_port(start: int) -> int:
     raise EnvError(f"no free port from {start} to 65535")
 
 
+class _Slot:
+    """One message handed from one thread to another. The exchange alternates strictly (Unity's
+    call, the answer, Unity's next call), so one slot per direction suffices; a bare lock as the
+    signal costs half the CPU of a queue.Queue per hand-off (measured: 18 against 35 us per round
+    trip), which the bridge pays twice per step."""
+
+    def __init__(self) -> None:
+        self._item: object = None
+        self._full = threading.Lock()
+        self._full.acquire()  # held while empty
+
+    def put(self, item: object) -> None:
+        self._item = item  # (an item nobody took, e.g. an answer to a call Unity gave up, is replaced)
+        if self._full.locked():
+            self._full.release()
+
+    def take(self, timeout: float) -> object | None:
+        """The item, or None if none came within ``timeout`` seconds."""
+        if not self._full.acquire(timeout=timeout):
+            return None
+        item, self._item = self._item, None
+        return item
+
+    def empty(self) -> bool:
+        return self._full.locked()
+
+
 class Communicator:
     """The gRPC server on one port and the exchange with the one Unity instance that connects."""
 
@@ -148,8 +174,8 @@ class Communicator:
         self.port = port
         # says why Unity can no longer answer (its process exited), or None; set by the launcher
         self.describe_peer: Callable[[], str | None] = lambda: None
-        self._incoming: queue.Queue = queue.Queue()
-        self._replies: queue.Queue = queue.Queue()
+        self._incoming = _Slot()
+        self._replies = _Slot()
         self._waiting = False  # Unity is inside a call, waiting for the answer
         self._closed = threading.Event()
         handler = grpc.method_handlers_generic_handler(f"{pb.PACKAGE}.{pb.SERVICE}", {
@@ -174,11 +200,11 @@ class Communicator:
     def _on_exchange(self, request: object, context: object) -> object:
         self._incoming.put(request)
         while True:
-            try:
-                return self._replies.get(timeout=0.5)
-            except queue.Empty:
-                if self._closed.is_set() or not context.is_active():
-                    return closing_message("the trainer has closed the connection")
+            reply = self._replies.take(timeout=0.5)
+            if reply is not None:
+                return reply
+            if self._closed.is_set() or not context.is_active():
+                return closing_message("the trainer has closed the connection")
 
     # --- the trainer's side
     def receive(self, timeout: float, waiting_for: str, hint: str) -> object:
@@ -186,16 +212,15 @@ class Communicator:
         is gone. ``hint`` says what to check."""
         deadline = time.monotonic() + timeout
         while True:
-            try:
-                message = self._incoming.get(timeout=min(0.25, max(0.0, deadline - time.monotonic())))
+            message = self._incoming.take(timeout=min(0.25, max(0.0, deadline - time.monotonic())))
+            if message is not None:
                 break
-            except queue.Empty:
-                gone = self.describe_peer()
-                if gone is not None:
-                    raise EnvError(f"Unity stopped while Palaestra waited for {waiting_for}: {gone}") from None
-                if time.monotonic() >= deadline:
-                    raise EnvError(f"Unity did not send {waiting_for} within {timeout:g} s (port {self.port}). "
-                                   f"{hint}") from None
+            gone = self.describe_peer()
+            if gone is not None:
+                raise EnvError(f"Unity stopped while Palaestra waited for {waiting_for}: {gone}") from None
+            if time.monotonic() >= deadline:
+                raise EnvError(f"Unity did not send {waiting_for} within {timeout:g} s (port {self.port}). "
+                               f"{hint}") from None
         self._waiting = True
         if message.header.status not in (0, OK):
             self._waiting = False  # Unity does not wait for an answer to its goodbye

@@ -4,7 +4,8 @@ Each Unity output holds, per behavior, the agents that asked for a decision or e
 since the last step; they become DecisionSteps and TerminalSteps. Agents of one behavior may ask
 at different times: the decision steps hold only those that asked, and the actions go back to
 them alone. A behavior's spec comes from its brain parameters and the observations of its first
-agent, in the first message where it has agents.
+agent, in the first message where it has agents; a behavior whose agents first appear after
+the first reset joins ``behavior_specs`` then (envs/base.py).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from palaestra.envs.base import (
 from palaestra.envs.unity import messages as pb
 from palaestra.envs.unity.communicator import Communicator, initialization_input, negotiate
 from palaestra.envs.unity.observations import batch, delivered_shape
+from palaestra.envs.unity.wire import agent_actions
 from palaestra.envs.unity.side_channels import (
     EngineConfigurationChannel,
     EnvironmentParametersChannel,
@@ -58,9 +60,6 @@ class UnityEnv:
         self._specs: dict[str, BehaviorSpec] = {}
         self._steps: dict[str, tuple[DecisionSteps, TerminalSteps]] = {}
         self._actions: dict[str, ActionTuple] = {}
-        # behaviors first seen after training started: their spec and how many agents wait for
-        # (zero) actions
-        self._late: dict[str, tuple[BehaviorSpec, int]] = {}
         self._started = False
         self._closed = False
         try:
@@ -173,13 +172,17 @@ class UnityEnv:
 
     def _fill_actions(self, rl_input: object) -> None:
         hybrid = self.negotiated.hybrid_actions
-        waiting = {b: (self._specs[b], len(decision)) for b, (decision, _) in self._steps.items()}
-        for behavior, (spec, n) in {**waiting, **self._late}.items():
+        for behavior, (decision, _) in self._steps.items():
+            n = len(decision)
             if n == 0:
                 continue
             actions = self._actions.get(behavior)
             if actions is None:  # a behavior nobody acted for gets zeros, as ML-Agents does
-                actions = spec.action_spec.empty_actions(n)
+                actions = self._specs[behavior].action_spec.empty_actions(n)
+            serialized = agent_actions(actions.continuous, actions.discrete, hybrid)
+            if serialized is not None:  # (wire.py: one parse instead of a message per agent)
+                rl_input.agent_actions[behavior].MergeFromString(serialized)
+                continue
             values = rl_input.agent_actions[behavior].value
             continuous = actions.continuous.astype(np.float32, copy=False).tolist()
             discrete = actions.discrete.astype(np.int32, copy=False).tolist()
@@ -199,22 +202,15 @@ class UnityEnv:
             if not agents:
                 continue
             if behavior not in self._specs:
-                if self._started:  # the trainers are made from the first observations: a new behavior is not trained
-                    if behavior not in self._late:
-                        logger.warning("%s: behavior %r appeared after training started; its agents get zero "
-                                       "actions and are not trained", self.where, behavior)
-                    spec = self._late[behavior][0] if behavior in self._late else self._spec(behavior, agents[0])
-                    self._late[behavior] = (spec, sum(not a.done for a in agents))
-                    continue
                 self._specs[behavior] = self._spec(behavior, agents[0])
+                if self._started:
+                    logger.info("%s: behavior %r appeared after the first reset (%s)", self.where, behavior,
+                                self._specs[behavior].action_spec.describe())
             self._steps[behavior] = self._steps_of(behavior, agents)
             seen.add(behavior)
         for behavior, spec in self._specs.items():
             if behavior not in seen:
                 self._steps[behavior] = (DecisionSteps.empty(spec), TerminalSteps.empty(spec))
-        for behavior, (spec, _) in self._late.items():
-            if behavior not in infos_by_behavior:
-                self._late[behavior] = (spec, 0)
         self._started = bool(self._specs)
 
     def _spec(self, behavior: str, agent: object) -> BehaviorSpec:
@@ -253,6 +249,8 @@ class UnityEnv:
         for i, shape in enumerate(spec.observation_shapes):
             where = f"{self.where}: behavior {behavior!r}, observation {i}"
             obs.append(batch([a.observations[i] for a in agents], shape, where))
+        if not done.any():  # the usual step: every agent decides (no copies)
+            return DecisionSteps(obs, reward, ids, self._masks(behavior, agents)), TerminalSteps.empty(spec)
         deciding, ending = np.flatnonzero(~done), np.flatnonzero(done)
         decision = DecisionSteps([o[deciding] for o in obs], reward[deciding], ids[deciding],
                                  self._masks(behavior, [agents[i] for i in deciding]))

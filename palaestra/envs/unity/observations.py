@@ -9,11 +9,13 @@ as floats. Unity sends cameras either as [H, W, C] or, with API 1.5's dimension 
 from __future__ import annotations
 
 import io
+import struct
 
 import numpy as np
 
 from palaestra.envs.base import EnvError
 from palaestra.envs.unity import messages as pb
+from palaestra.envs.unity.wire import float_rows
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CHANNEL_AXIS = 1  # DimensionProperty NONE: in an image, the axis that holds the channels
@@ -40,6 +42,39 @@ def _split_pngs(data: bytes) -> list[bytes]:
     return [data[a:b] for a, b in zip(starts, starts[1:] + [len(data)])]
 
 
+PLAIN_MODES = {(8, 0): "L", (8, 2): "RGB", (8, 6): "RGBA"}  # (bit depth, color type) → Pillow mode
+
+
+def _decode_plain(png: bytes) -> np.ndarray | None:
+    """An 8-bit grayscale, RGB or RGBA PNG without interlacing (what Unity's cameras send) decoded
+    by Pillow's zlib decoder straight from its image data: Image.open's reading of the chunks in
+    Python cost as much as the decoding (74 against 44 us for an 84 x 84 camera). None for any
+    other PNG, or one that does not decode, which Image.open then reads (and reports)."""
+    from PIL import Image
+
+    try:
+        at, header, data = 8, None, []
+        while at + 8 <= len(png):
+            length, kind = struct.unpack_from(">I4s", png, at)
+            if kind == b"IHDR":
+                header = struct.unpack_from(">IIBBBBB", png, at + 8)
+            elif kind == b"IDAT":
+                data.append(png[at + 8 : at + 8 + length])
+            elif kind == b"IEND":
+                break
+            at += 12 + length
+        if header is None or not data:
+            return None
+        width, height, depth, color, _, _, interlace = header
+        mode = PLAIN_MODES.get((depth, color))
+        if mode is None or interlace:
+            return None
+        image = Image.frombytes(mode, (width, height), b"".join(data), "zip", mode)
+        return np.frombuffer(image.tobytes(), np.uint8).reshape(height, width, -1)
+    except Exception:  # (struct.error, zlib's and Pillow's errors): Image.open says what is wrong
+        return None
+
+
 def decode_png(observation: object, shape: tuple[int, int, int], where: str) -> np.ndarray:
     """One compressed observation → uint8 [H, W, C] of the delivered ``shape``."""
     from PIL import Image
@@ -47,6 +82,10 @@ def decode_png(observation: object, shape: tuple[int, int, int], where: str) -> 
     height, width, channels = shape
     parts = []
     for png in _split_pngs(observation.compressed_data):
+        plain = _decode_plain(png)
+        if plain is not None:
+            parts.append(plain[:, :, :3])
+            continue
         try:
             with Image.open(io.BytesIO(png)) as image:
                 array = np.asarray(image.convert("RGB") if image.mode not in ("L", "RGB", "RGBA") else image)
@@ -85,15 +124,15 @@ def batch(observations: list[object], shape: tuple[int, ...], where: str) -> np.
             out[i] = decode_png(o, shape, where)
         return out
     size = int(np.prod(shape))
-    flat = np.empty((n, size), np.float32)
-    for i, o in enumerate(observations):
-        data = o.float_data.data
-        if len(data) != size:
-            if o.compression_type == pb.PNG:
-                raise EnvError(f"{where}: agents send the same observation both as PNG and as floats")
-            raise EnvError(f"{where}: {len(data)} floats for an observation of shape {list(o.shape)} "
-                           f"({size} floats)")
-        flat[i] = data
+    flat = float_rows(observations, size)
+    if flat is None:  # an agent sent another number of floats: which, and why
+        for o in observations:
+            data = o.float_data.data
+            if len(data) != size:
+                if o.compression_type == pb.PNG:
+                    raise EnvError(f"{where}: agents send the same observation both as PNG and as floats")
+                raise EnvError(f"{where}: {len(data)} floats for an observation of shape {list(o.shape)} "
+                               f"({size} floats)")
     if not np.isfinite(flat).all():
         bad = np.flatnonzero(~np.isfinite(flat).all(axis=1))
         raise EnvError(f"{where}: NaN or infinite values for {len(bad)} agent(s); check the scene's "

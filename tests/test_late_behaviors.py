@@ -1,0 +1,215 @@
+"""Behaviors that appear after the first reset (envs/base.py): the run makes their trainers when
+they appear, as ML-Agents does. Unity scenes that spawn a behavior mid-run are in tests/test_unity.py;
+these use a Python factory environment."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import yaml
+
+from palaestra.workers.stepping import WorkerPoolEnv
+from tests.conftest import write_yaml
+
+LATE_MODULE = """
+import numpy as np
+from palaestra.envs.base import ActionSpec, BehaviorSpec, DecisionSteps, TerminalSteps
+
+SPEC = BehaviorSpec(((2,),), ActionSpec(continuous_size=1))
+
+
+class Late:
+    # the behaviors `first` from the start, `later` from step `appear` on (comma-separated names). Two
+    # agents each; the reward is the action the agent took last (so a test can see which actions
+    # arrived); episodes of 10 steps.
+
+    def __init__(self, appear=5, first="A", later="B"):
+        self.appear, self.later = appear, [b for b in later.split(",") if b]
+        self.behavior_specs = {b: SPEC for b in first.split(",")}
+
+    def reset(self, parameters=None):
+        self.t = 0
+        self.last = {}
+        self._publish()
+
+    def _publish(self):
+        self.steps = {}
+        for b in self.behavior_specs:
+            ids = np.arange(2) + 100 * (self.t // 10)
+            obs = np.stack([ids, np.full(2, self.t % 10)], axis=1).astype(np.float32)
+            reward = self.last.get(b, np.zeros(2, np.float32))
+            if self.t and self.t % 10 == 0:
+                terminal = TerminalSteps([obs - [100, 0]], reward, ids - 100, np.ones(2, bool))
+            else:
+                terminal = TerminalSteps.empty(SPEC)
+            self.steps[b] = (DecisionSteps([obs], reward, ids), terminal)
+        self.last = {}
+
+    def get_steps(self, behavior):
+        return self.steps[behavior]
+
+    def set_actions(self, behavior, actions):
+        self.last[behavior] = actions.continuous[:, 0].copy()
+
+    def step(self):
+        self.t += 1
+        if self.t == self.appear:
+            for b in self.later:
+                self.behavior_specs[b] = SPEC
+        self._publish()
+
+    def close(self):
+        pass
+
+
+def make(appear=5, first="A", later="B"):
+    return Late(appear, first, later)
+"""
+
+CONFIG = """
+A:
+  trainer: ppo
+  max_steps: 300
+  summary_freq: 100
+  time_horizon: 16
+  batch_size: 32
+  buffer_size: 64
+  hidden_units: 16
+  num_layers: 1
+"""
+
+DEFAULT = CONFIG + CONFIG.replace("A:", "default:").replace("hidden_units: 16", "hidden_units: 8")
+
+
+@pytest.fixture
+def late_env(workdir):
+    (workdir / "late_env.py").write_text(LATE_MODULE)
+    return "late_env:make"
+
+
+@pytest.mark.parametrize("flags", [[], ["--num-envs=2", "--acting=main"]], ids=["in-process", "stepping-workers"])
+def test_a_behavior_that_appears_later_gets_its_trainer_outputs_and_actions(run_cli, workdir, late_env, flags):
+    config = write_yaml(workdir / "c.yaml", DEFAULT)
+    result = run_cli(str(config), f"--env={late_env}", "--run-id=l", "--seed=0", *flags)
+    assert result.code == 0, result.log
+    assert "behavior 'B' appeared at step" in result.log
+    run = workdir / "models" / "l"
+    for behavior in ("A", "B"):
+        assert (run / f"{behavior}.onnx").is_file() and list((run / behavior).glob("checkpoint-*.pt"))
+        with open(workdir / "summaries" / f"l_{behavior}.csv", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        assert rows and float(rows[-1]["Steps"]) >= 100
+        # the policy acted: rewards are the actions it sent, which zeros would not give
+        assert float(rows[-1]["Environment/Cumulative Reward"]) != 0.0
+    configuration = yaml.safe_load((run / "configuration.yaml").read_text())
+    assert list(configuration["behaviors"]) == ["A", "B"]
+    assert configuration["behaviors"]["B"]["hidden_units"] == 8  # 'default', not A's section
+
+
+def test_a_late_behavior_without_a_section_stops_the_run_after_saving(run_cli, workdir, late_env):
+    config = write_yaml(workdir / "c.yaml", CONFIG)
+    result = run_cli(str(config), f"--env={late_env}", "--run-id=l", "--env-args", "later=B,C")
+    assert result.code == 1
+    assert "no settings for behavior(s) ['B', 'C']: add a section for each, or a 'default' section" in result.log
+    assert "the model was saved first" in result.log and "Traceback" not in result.log
+    assert (workdir / "models" / "l" / "A.onnx").is_file()
+
+
+def test_resume_starts_a_behavior_the_previous_run_never_saved_afresh(run_cli, workdir, late_env):
+    config = write_yaml(workdir / "c.yaml", DEFAULT)
+    # in the first run B has not appeared when A's max_steps end it
+    short = write_yaml(workdir / "short.yaml", DEFAULT.replace("max_steps: 300", "max_steps: 3"))
+    assert run_cli(str(short), f"--env={late_env}", "--run-id=l", "--env-args", "appear=1000").code == 0
+    assert not (workdir / "models" / "l" / "B").exists()
+    result = run_cli(str(config), f"--env={late_env}", "--run-id=l", "--resume")
+    assert result.code == 0, result.log
+    assert "has no checkpoint for behavior 'B' (it appeared after the previous run's last save)" in result.log
+    assert (workdir / "models" / "l" / "B.onnx").is_file()
+
+
+def test_acting_workers_say_a_late_behavior_is_not_trained(run_cli, workdir, late_env):
+    config = write_yaml(workdir / "c.yaml", DEFAULT)
+    result = run_cli(str(config), f"--env={late_env}", "--run-id=l", "--num-envs=2", "--acting=workers")
+    assert result.code == 0, result.log
+    assert result.log.count("behavior 'B' appeared in environment worker") == 1
+    assert "--acting=main trains it" in result.log
+
+
+def test_stepping_workers_show_a_behavior_from_when_it_appears(workdir, late_env):
+    env = WorkerPoolEnv(late_env, 2, seed=0, pipeline=False)
+    try:
+        env.reset()
+        assert list(env.behavior_specs) == ["A"]
+        for step in range(1, 8):
+            for b in env.behavior_specs:
+                decision, _ = env.get_steps(b)
+                env.set_actions(b, env.behavior_specs[b].action_spec.empty_actions(len(decision)))
+            env.step()
+            assert list(env.behavior_specs) == (["A", "B"] if step >= 5 else ["A"])
+        decision, _ = env.get_steps("B")
+        assert len(decision) == 4 and sorted(decision.agent_id.tolist()) == [0, 1, 2, 3]
+        env.set_actions("B", env.behavior_specs["B"].action_spec.empty_actions(4))
+        env.set_actions("A", env.behavior_specs["A"].action_spec.empty_actions(4))
+        env.step()
+        np.testing.assert_array_equal(env.get_steps("B")[0].reward, np.zeros(4, np.float32))
+    finally:
+        env.close()
+
+
+# --- the names of a behavior's files (Unity teams: 'Striker?team=0')
+
+def outputs(workdir, run_id):
+    run = workdir / "models" / run_id
+    return sorted(p.name for p in run.iterdir() if p.name not in ("configuration.yaml", "run_logs"))
+
+
+def summaries(workdir):
+    return sorted(p.name for p in (workdir / "summaries").iterdir() if not p.name.endswith("_timers.json"))
+
+
+def test_one_team_of_a_behavior_writes_its_files_under_the_name_before_the_question_mark(run_cli, workdir, late_env):
+    config = write_yaml(workdir / "c.yaml", DEFAULT)
+    env_args = ("--env-args", "first=Striker?team=0", "later=")  # (--env-args takes the rest of the line)
+    assert run_cli(str(config), f"--env={late_env}", "--run-id=t", *env_args).code == 0
+    assert outputs(workdir, "t") == ["Striker", "Striker.onnx"]
+    assert summaries(workdir) == ["t_Striker", "t_Striker.csv"]
+    configuration = yaml.safe_load((workdir / "models" / "t" / "configuration.yaml").read_text())
+    assert configuration["output_names"] == {"Striker?team=0": "Striker"}
+    resumed = run_cli(str(config), f"--env={late_env}", "--run-id=t", "--resume", *env_args)
+    assert resumed.code == 0 and "Resumed Striker?team=0 from models/t/Striker/checkpoint-" in resumed.log
+    started = run_cli(str(config), f"--env={late_env}", "--run-id=t2", "--initialize-from=t", *env_args)
+    assert started.code == 0 and "Initialized Striker?team=0 from models/t/Striker/checkpoint-" in started.log
+    assert outputs(workdir, "t2") == ["Striker", "Striker.onnx"]
+
+
+def test_several_teams_keep_their_team_in_a_file_system_safe_suffix(run_cli, workdir, late_env):
+    config = write_yaml(workdir / "c.yaml", DEFAULT)
+    both = run_cli(str(config), f"--env={late_env}", "--run-id=b", "--env-args", "first=Striker?team=0,Striker?team=1",
+                   "later=Goalie")
+    assert both.code == 0, both.log
+    assert outputs(workdir, "b") == ["Goalie", "Goalie.onnx", "Striker_team_0", "Striker_team_0.onnx",
+                                     "Striker_team_1", "Striker_team_1.onnx"]
+    # a second team that appears later: the first keeps the name it writes under already
+    late = run_cli(str(config), f"--env={late_env}", "--run-id=l", "--env-args", "first=Striker?team=0",
+                   "later=Striker?team=1")
+    assert late.code == 0, late.log
+    assert outputs(workdir, "l") == ["Striker", "Striker.onnx", "Striker_team_1", "Striker_team_1.onnx"]
+    longer = write_yaml(workdir / "longer.yaml", DEFAULT.replace("max_steps: 300", "max_steps: 600"))
+    resumed = run_cli(str(longer), f"--env={late_env}", "--run-id=l", "--resume", "--env-args",
+                      "first=Striker?team=0", "later=Striker?team=1")
+    assert resumed.code == 0, resumed.log
+    assert "Resumed Striker?team=1 from models/l/Striker_team_1/checkpoint-" in resumed.log
+    assert outputs(workdir, "l") == ["Striker", "Striker.onnx", "Striker_team_1", "Striker_team_1.onnx"]
+
+
+def test_output_names():
+    from palaestra.run_folders import output_names
+
+    assert output_names(["Striker?team=1"]) == {"Striker?team=1": "Striker"}
+    assert output_names(["S?team=0", "S?team=1"]) == {"S?team=0": "S_team_0", "S?team=1": "S_team_1"}
+    assert output_names(["S?team=1"], {"S?team=0": "S"}) == {"S?team=0": "S", "S?team=1": "S_team_1"}
+    # names a file system cannot hold, and names that would collide (also by case)
+    assert output_names(["a/b:c", "S", "S?team=0", "s_team_0"]) == {
+        "a/b:c": "a_b_c", "S": "S", "S?team=0": "S_team_0", "s_team_0": "s_team_0_2"}
