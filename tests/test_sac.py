@@ -341,10 +341,10 @@ def test_ctrl_c_then_resume_restores_the_replay_buffer_and_counters(tmp_path):
     restored = {}
     original = run_module._train_loop
 
-    def capture(parts):  # the trainer as --resume rebuilt it, before it trains on
+    def capture(parts, *args):  # the trainer as --resume rebuilt it, before it trains on
         sac = parts.trainers["1D"].algorithm
         restored.update(step=sac.step, update_count=sac.update_count, obs=sac.buffer.state_dict()["columns"]["obs_0"])
-        return original(parts)
+        return original(parts, *args)
 
     (tmp_path / "c.yaml").write_text(SMALL_SAC.format(max_steps=saved["step"] + 200))
     old = os.getcwd()
