@@ -17,7 +17,7 @@ from palaestra.envs.sources import make_env
 from palaestra.rewards import make_signals
 from palaestra.envs.base import ActionSpec, BehaviorSpec
 from palaestra.rewards.gail import EPSILON, GRADIENT_PENALTY_WEIGHT, Discriminator, GAILSignal
-from palaestra.rewards.gail_gradients import discriminator_gradients
+from palaestra.rewards.numpy_losses import discriminator_gradients
 from palaestra.settings import GAILSettings
 from tests.conftest import SHIPPED_CONFIG
 
@@ -96,7 +96,7 @@ def test_state_round_trips_with_vail_s_beta(demos):
 
 @pytest.mark.parametrize("use_actions", [False, True])
 def test_the_numpy_step_has_autograd_s_loss_and_gradients(use_actions):
-    # rewards/gail_gradients.py writes out the gradient penalty's second-order backward pass:
+    # rewards/numpy_losses.py writes out the gradient penalty's second-order backward pass:
     # the same numbers as autograd's double backward, for a network with both kinds of action
     torch.manual_seed(3)
     spec = BehaviorSpec(observation_shapes=((4,), (2,)), action_spec=ActionSpec(2, (3, 2)))

@@ -14,7 +14,7 @@ ML-Agents builds it, with VAIL (Peng et al. 2018) under ``use_vail``.
   a Lagrange weight ``beta`` (starting at 0, stepped by 5e-4 x (KL - 0.5), never below 0).
   Rewards read the code's mean.
 
-Without VAIL, on the CPU, a discriminator step is computed in numpy (rewards/gail_gradients.py:
+Without VAIL, on the CPU, a discriminator step is computed in numpy (rewards/numpy_losses.py:
 the same loss and gradients in about a third of autograd's time); with VAIL or on a GPU, by
 autograd.
 """
@@ -32,7 +32,7 @@ from palaestra.envs.base import BehaviorSpec
 from palaestra.networks.encoders import VectorEncoder
 from palaestra.networks.policy import mlp
 from palaestra.networks.optim import FlatStateAdam
-from palaestra.rewards.gail_gradients import discriminator_gradients
+from palaestra.rewards.numpy_losses import discriminator_gradients
 from palaestra.rewards.learned import ModelSignal, action_array, vector_array
 from palaestra.settings import GAILSettings
 
@@ -97,7 +97,7 @@ class GAILSignal(ModelSignal):
         self.expert = demonstration_columns(settings.demo_path, spec, "the behavior", "reward_signals.gail.demo_path")
         self.expert_rows = len(self.expert["continuous"])
         self.model = Discriminator(spec, settings).to(device)
-        self.numpy_steps = not settings.use_vail and device.type == "cpu"  # rewards/gail_gradients.py
+        self.numpy_steps = not settings.use_vail and device.type == "cpu"  # rewards/numpy_losses.py
         self.optimizer = FlatStateAdam(self.model, settings.learning_rate)
         self.beta = torch.zeros((), device=device)  # VAIL's Lagrange weight (a checkpointed tensor)
         self.rng = np.random.default_rng(int(torch.randint(2**31, ())))
