@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from palaestra.envs.base import BehaviorSpec
+from palaestra.envs.observations import is_image
+from palaestra.networks.encoders import image_problem
 from palaestra.settings import TrainerSettings
 
 
@@ -29,7 +31,6 @@ class Capabilities:
     behavioral_cloning: bool = False
     self_play: bool = False
     recurrent: bool = False
-    visual: bool = False
     # learns by imitation alone (algorithms/cloning.py): its algorithm takes the behavior's name,
     # for the messages about its demonstrations or its teacher
     imitation_only: bool = False
@@ -39,6 +40,9 @@ class Capabilities:
     # settings without a default the trainer cannot do without: key → what to give
     required: tuple[tuple[str, str], ...] = ()
 
+
+# reward signals whose own networks read vector observations only, so far
+IMAGE_BLIND_SIGNALS = frozenset({"curiosity", "rnd", "gail"})
 
 CAPABILITIES: dict[str, Capabilities] = {
     "ppo": Capabilities(activations=("swish", "tanh"), continuous_and_discrete=True, behavioral_cloning=True),
@@ -95,9 +99,16 @@ def spec_problems(spec: BehaviorSpec, settings: TrainerSettings) -> list[str]:
     """What this behavior's observations and actions ask of its trainer that it cannot do yet."""
     can = capabilities(settings)
     problems = []
-    visual = [s for s in spec.observation_shapes if len(s) != 1]
-    if visual and not can.visual:
-        problems.append(f"observations of shape {visual}: only vector observations are supported so far")
+    images = [shape for shape in spec.observation_shapes if is_image(shape)]
+    for shape in images:
+        problem = image_problem(shape, settings.vis_encode_type, _set_in(settings, "vis_encode_type"))
+        if problem:
+            problems.append(problem)
+    learned = sorted(set(settings.reward_signals) & IMAGE_BLIND_SIGNALS)
+    if images and learned:
+        problems.append(f"the {' and '.join(learned)} reward signal{'s' if len(learned) > 1 else ''} cannot take "
+                        f"image observations yet{_set_in(settings, 'reward_signals')}; remove "
+                        f"{'them' if len(learned) > 1 else 'it'} from reward_signals")
     action = spec.action_spec
     if action.is_continuous and action.is_discrete and not can.continuous_and_discrete:
         problems.append(f"trainer {settings.trainer!r} takes continuous or discrete actions, not both at once; "

@@ -1,6 +1,7 @@
 """Observations keep their shapes up to the encoder (networks/encoders.py): a behavior with two
 vector observations trains exactly as the same behavior with them side by side in one; the
-buffers keep image columns as uint8; the encoder refuses images until a CNN encoder exists."""
+buffers keep image columns as uint8; the vector encoder leaves images to the image encoders
+(tests/test_visual.py)."""
 
 from __future__ import annotations
 
@@ -64,15 +65,18 @@ def test_two_vector_observations_train_as_their_concatenation(tmp_path, algorith
         torch.testing.assert_close(two[name], flat[name], rtol=1e-5, atol=1e-6, msg=name)
 
 
-def test_the_encoder_concatenates_vector_observations_and_refuses_images():
+def test_the_encoder_concatenates_vector_observations_and_leaves_images_to_the_image_encoders():
     a, b = np.ones((2, 3), np.float32), np.arange(4, dtype=np.float32).reshape(2, 2)
     np.testing.assert_array_equal(concatenate_vectors([a, b]), np.concatenate([a, b], 1))
     assert concatenate_vectors([a]) is a  # one vector observation: nothing to copy
     torch.testing.assert_close(concatenate_vectors([torch.as_tensor(a), torch.as_tensor(b)]),
                                torch.as_tensor(np.concatenate([a, b], 1)))
     assert concatenate_vectors([np.zeros((0, 3)), np.zeros((0, 2))]).shape == (0, 5)
-    with pytest.raises(ValueError, match=r"image observation of shape \(8, 8, 3\): no image \(CNN\) encoder yet"):
-        VectorEncoder([(4,), (8, 8, 3)])
+    image = np.zeros((2, 8, 8, 3), np.uint8)
+    encoder = VectorEncoder([(3,), (8, 8, 3), (2,)])
+    assert encoder.size == 5
+    np.testing.assert_array_equal(encoder([a, image, b]), np.concatenate([a, b], 1))
+    assert VectorEncoder([(8, 8, 3)])([image]).shape == (2, 0)  # images only: no vector features
 
 
 @pytest.mark.parametrize("buffer", [RolloutBuffer(), ReplayBuffer(100)], ids=["rollout", "replay"])

@@ -107,7 +107,8 @@ def fit_policy(path: str, epochs: int = 30, batch_size: int = 256, hidden_units:
     rng = np.random.default_rng(seed)
     data = {k: torch.as_tensor(v[rows]) for k, v in demonstration_columns(path, spec, "", "demo_path").items()}
     policy = ActorCritic(spec, hidden_units, num_layers, normalize=True, num_value_heads=1)
-    policy.normalizer.update(policy.encoder([o.numpy() for o in observations(data)]))
+    if policy.normalizer is not None:  # none where every observation is an image
+        policy.normalizer.update(policy.encoder([o.numpy() for o in observations(data)]))
     optimizer = make_adam(policy.parameters(), learning_rate)
     n = len(data["continuous"])
     for _ in range(epochs):

@@ -68,7 +68,8 @@ class ClonedPolicy:
         self.rng = rng or np.random.default_rng()
         # the environment's reward, reported per episode and never learned from
         self.signals = make_signals(spec, {"extrinsic": ExtrinsicSettings()}, device)
-        self.policy = ActorCritic(spec, settings.hidden_units, settings.num_layers, False, len(self.signals)).to(device)
+        self.policy = ActorCritic(spec, settings.hidden_units, settings.num_layers, False, len(self.signals),
+                                  vis_encode_type=settings.vis_encode_type).to(device)
         self.optimizer = make_adam(self.policy.parameters(), settings.learning_rate)
         # acting in numpy over the parameters' memory where the accelerator takes the network;
         # the optimizer steps in place, so it always acts with the newest weights

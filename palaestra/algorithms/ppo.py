@@ -143,7 +143,7 @@ class PPO:
         self.policy_updates: list[PolicyUpdate] = []  # run after each update (behavioral cloning)
         self.policy = ActorCritic(
             spec, settings.hidden_units, settings.num_layers, settings.normalize, len(self.signals),
-            settings.activation,
+            settings.activation, settings.vis_encode_type,
         ).to(device)
         self.optimizer = make_adam(self.policy.parameters(), settings.learning_rate, settings.adam_epsilon)
         self.rng = rng or np.random.default_rng()

@@ -47,6 +47,7 @@ from palaestra.networks.optim import lean_adam_step, make_adam
 from palaestra.networks.policy import TwinMLP
 from palaestra.networks.sac_networks import SquashedActor, squashed_sample
 from palaestra.networks.torch_acting import TorchActor
+from palaestra.networks.visual import image_features, with_actions
 from palaestra.rewards import SignalEpisodeSums, load_signals_state, make_signals, signals_state
 from palaestra.rollout.buffers import ReplayBuffer, observation_columns, observations
 from palaestra.rollout.segments import ActResult, Segments
@@ -151,23 +152,39 @@ class SAC:
         self.auxiliary_losses: list[AuxiliaryLoss] = []  # extra loss terms of each gradient step
         self.policy_updates: list[PolicyUpdate] = []  # run after each update (behavioral cloning)
         K = len(self.signals)
-        self.policy = SquashedActor(spec, settings.hidden_units, settings.num_layers, settings.normalize, K).to(device)
+        self.policy = SquashedActor(spec, settings.hidden_units, settings.num_layers, settings.normalize, K,
+                                    settings.vis_encode_type).to(device)
         self.continuous = action.is_continuous
         self.branches = list(action.discrete_branches)
         self.offsets = np.cumsum([0] + self.branches[:-1]).tolist()
-        critic_inputs = self.policy.obs_size + action.continuous_size
+        # The critics read the actor's normalized vector features and, where there are images,
+        # their own encodings of them (one encoder per critic; None without images).
+        self.critic_images = image_features(spec.observation_shapes, settings.vis_encode_type,
+                                            settings.hidden_units, towers=2)
+        image_size = self.critic_images.size if self.critic_images is not None else 0
+        critic_inputs = self.policy.obs_size + image_size + action.continuous_size
         critic_outputs = K if self.continuous else K * sum(self.branches)
         self.critic = TwinMLP(critic_inputs, settings.hidden_units, settings.num_layers, "swish", critic_outputs).to(device)
         self.target = copy.deepcopy(self.critic).requires_grad_(False)
+        critic_modules: list[nn.Module] = [self.critic]
+        target_modules: list[nn.Module] = [self.target]
+        self.target_images = None
+        if self.critic_images is not None:
+            self.critic_images.to(device)
+            self.target_images = copy.deepcopy(self.critic_images).requires_grad_(False)
+            critic_modules.insert(0, self.critic_images)
+            target_modules.insert(0, self.target_images)
         entropy_terms = 1 if self.continuous else len(self.branches)
         self.log_alpha = nn.Parameter(torch.full((entropy_terms,), math.log(settings.init_entcoef), device=device))
         # Actor, critics and entropy coefficients in one flat buffer (networks/flat_params.py):
         # one Adam over it is ML-Agents' three optimizers (all at learning_rate; Adam is
         # per-parameter) stepped at once, and the critics are one slice for the Polyak average.
-        actor_params, critic_params = list(self.policy.parameters()), list(self.critic.parameters())
+        actor_params = list(self.policy.parameters())
+        critic_params = [p for module in critic_modules for p in module.parameters()]
         self.flat = FlatParameters([*actor_params, *critic_params, self.log_alpha])
         self.critic_span = self.flat.span(len(actor_params), len(critic_params))
-        self.target_flat = FlatParameters(list(self.target.parameters()), with_grad=False)
+        self.target_flat = FlatParameters([p for module in target_modules for p in module.parameters()],
+                                          with_grad=False)
         # acting: a plain MLP on the CPU in numpy over the same (flattened) memory
         # (networks/accelerator.py), any other network with the module itself (networks/torch_acting.py)
         self._network = accelerate(self.policy, self.rng)
@@ -309,29 +326,32 @@ class SAC:
         returns the loss stats."""
         t = batch.to_torch(self.device)
         with torch.no_grad():
-            x, x_next = self.policy.encode(t.obs), self.policy.encode(t.next_obs)
+            x, x_next = self.policy.vectors(t.obs), self.policy.vectors(t.next_obs)
+            # the actor at s' and the target critics only feed the (constant) target
+            h_next = self.policy.body(self.policy.features(x_next, t.next_obs))
+            target_next = x_next if self.target_images is None else self.target_images(x_next, t.next_obs)
         B = x.shape[0]
-        h = self.policy.body(x)
-        with torch.no_grad():
-            h_next = self.policy.body(x_next)  # the actor at s' only feeds the (constant) target
+        h = self.policy.body(self.policy.features(x, t.obs))
+        critic_in = x if self.critic_images is None else self.critic_images(x, t.obs)  # [B, F] or [2, B, F]
         alpha = self.log_alpha.detach().exp()
         if self.continuous:
             mean, log_std = self.policy.gaussian_params(h)
             a_pi, logp_pi = squashed_sample(mean, log_std, t.noise[:B])
             with torch.no_grad():  # the soft target: min of the target critics minus alpha log pi
                 a_next, logp_next = squashed_sample(*self.policy.gaussian_params(h_next), t.noise[B:])
-                q_next = self.target(torch.cat([x_next, a_next], 1)).min(0).values  # [B, K]
+                q_next = self.target(with_actions(target_next, a_next)).min(0).values  # [B, K]
                 y = t.rewards + self.gammas * t.not_done * (q_next - alpha * logp_next[:, None])
-            q = self.critic(torch.cat([x, t.continuous], 1))  # [2, B, K]
-            policy_loss = continuous_policy_loss(alpha[0], logp_pi, self.critic(torch.cat([x, a_pi], 1), detached=True))
+            q = self.critic(with_actions(critic_in, t.continuous))  # [2, B, K]
+            q_pi = self.critic(with_actions(critic_in.detach(), a_pi), detached=True)
+            policy_loss = continuous_policy_loss(alpha[0], logp_pi, q_pi)
             entropy_error = (logp_pi.detach() + self.target_entropy[0])[:, None]  # [B, 1]
         else:
             K, A = len(self.signals), sum(self.branches)
             logits = self.policy.masked_logits(h, t.allowed)
-            q_all = self.critic(x).view(2, B, K, A)
+            q_all = self.critic(critic_in).view(2, B, K, A)
             with torch.no_grad():
                 logits_next = self.policy.masked_logits(h_next, t.next_allowed)
-                q_next = self.target(x_next).view(2, B, K, A).min(0).values  # [B, K, A]
+                q_next = self.target(target_next).view(2, B, K, A).min(0).values  # [B, K, A]
             q_min = q_all.detach().min(0).values.mean(1)  # [B, A], the actor's view of the critics
             v_next = 0.0
             q_taken = 0.0
@@ -475,6 +495,7 @@ class SAC:
             "policy": self.policy.state_dict(),
             "critic": self.critic.state_dict(),
             "target": self.target.state_dict(),
+            **self._image_critics_state(),
             "log_alpha": self.log_alpha.detach().clone(),
             "optimizer": self.optimizer.state_dict(),
             "step": self.step,
@@ -492,11 +513,9 @@ class SAC:
         load_signals_state(self.signals, state.get("signals", {}))
         if weights_only:  # --initialize-from and --inference: the policy alone (ML-Agents: all weights)
             if "critic" in state:
-                self.critic.load_state_dict(state["critic"])
-                self.target.load_state_dict(state["target"])
+                self._load_critics(state)
             return
-        self.critic.load_state_dict(state["critic"])
-        self.target.load_state_dict(state["target"])
+        self._load_critics(state)
         with torch.no_grad():
             self.log_alpha.copy_(state["log_alpha"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -507,6 +526,18 @@ class SAC:
         load_policy_updates_state(self.policy_updates, state.get("policy_updates"))
         self.signal_update_count = int(state.get("signal_update_count", self._updates_due(
             self.settings.reward_signal_steps_per_update)))
+
+    def _image_critics_state(self) -> dict[str, Any]:
+        if self.critic_images is None:
+            return {}
+        return {"critic_images": self.critic_images.state_dict(), "target_images": self.target_images.state_dict()}
+
+    def _load_critics(self, state: dict[str, Any]) -> None:
+        self.critic.load_state_dict(state["critic"])
+        self.target.load_state_dict(state["target"])
+        if self.critic_images is not None:
+            self.critic_images.load_state_dict(state["critic_images"])
+            self.target_images.load_state_dict(state["target_images"])
 
     def replay_state(self) -> dict[str, Any]:
         """The replay buffer as tensors (for ``save_replay_buffer``)."""

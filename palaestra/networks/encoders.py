@@ -30,18 +30,41 @@ def concatenate_vectors(observations: Sequence[Any]) -> Any:
     return torch.cat(flat, 1)
 
 
+# The smallest image (height and width) each image encoder (networks/visual.py) takes: its
+# convolutions leave at least 1x1. Here, torch-free, so that settings checks can use it.
+MIN_IMAGE_SIZE = {"simple": 20, "nature_cnn": 36, "resnet": 15}
+
+
+def image_problem(shape: tuple[int, ...], kind: str, origin: str = "") -> str | None:
+    """Why encoder ``kind`` cannot take an image of ``shape`` (None if it can); ``origin``: where
+    ``kind`` was set, for the message."""
+    smallest, side = MIN_IMAGE_SIZE[kind], min(shape[0], shape[1])
+    if side >= smallest:
+        return None
+    fits = [repr(k) for k, size in MIN_IMAGE_SIZE.items() if side >= size]
+    advice = f"use vis_encode_type {' or '.join(fits)}" if fits else "render larger images in the environment"
+    return (f"image observation of shape {tuple(shape)} is smaller than the {smallest}x{smallest} that "
+            f"vis_encode_type {kind!r}{origin} needs; {advice}")
+
+
 class VectorEncoder:
     """The concatenation of a behavior's vector observations (the normalizer, where there is
-    one, applies to it). No parameters: the networks' stored weights are unchanged by it."""
+    one, applies to it); image observations are left to the image encoders (networks/visual.py).
+    No parameters: the networks' stored weights are unchanged by it."""
 
     def __init__(self, shapes: Sequence[tuple[int, ...]]) -> None:
-        for shape in shapes:
-            if is_image(shape):
-                raise ValueError(f"image observation of shape {tuple(shape)}: no image (CNN) encoder yet; "
-                                 "only vector observations can be trained so far")
-            if len(shape) != 1:
-                raise ValueError(f"observation of shape {shape}: only vector observations are supported so far")
-        self.size = int(sum(math.prod(shape) for shape in shapes))
+        self.indices = [i for i, shape in enumerate(shapes) if not is_image(shape)]
+        self.every_observation = len(self.indices) == len(shapes)
+        self.size = int(sum(math.prod(shapes[i]) for i in self.indices))
 
     def __call__(self, observations: Sequence[Any]) -> Any:
-        return concatenate_vectors(observations)
+        if self.every_observation:
+            return concatenate_vectors(observations)
+        if self.indices:
+            return concatenate_vectors([observations[i] for i in self.indices])
+        first = observations[0]  # images only: no vector features
+        if isinstance(first, np.ndarray):
+            return np.zeros((first.shape[0], 0), np.float32)
+        import torch
+
+        return torch.zeros((first.shape[0], 0), device=first.device)

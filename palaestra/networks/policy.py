@@ -1,5 +1,7 @@
 """The actor-critic network used by PPO: separate actor and critic MLPs (swish activations) over
-the concatenated (networks/encoders.py), optionally normalized vector observations; a Gaussian head with a learned,
+the concatenated (networks/encoders.py), optionally normalized vector observations, followed by
+the actor's and the critic's own encodings of image observations where there are any
+(networks/visual.py); a Gaussian head with a learned,
 state-independent log standard deviation for continuous actions, a masked categorical head per
 discrete branch, and one value head per reward signal.
 
@@ -19,6 +21,7 @@ from palaestra.networks.constants import ACTIVATIONS, DEFAULT_ACTIVATION
 from palaestra.networks.distributions import ActionDistribution
 from palaestra.networks.encoders import VectorEncoder
 from palaestra.networks.normalizer import Normalizer
+from palaestra.networks.visual import image_features
 
 
 class TwinMLP(nn.Module):
@@ -89,13 +92,16 @@ class PolicyOutput:
 
 class ActorCritic(nn.Module):
     def __init__(self, spec: BehaviorSpec, hidden_units: int, num_layers: int, normalize: bool,
-                 num_value_heads: int, activation: str = DEFAULT_ACTIVATION) -> None:
+                 num_value_heads: int, activation: str = DEFAULT_ACTIVATION, vis_encode_type: str = "simple") -> None:
         super().__init__()
         self.spec = spec
         self.encoder = VectorEncoder(spec.observation_shapes)  # no parameters: not a submodule
         self.obs_size = self.encoder.size
-        self.normalizer = Normalizer(self.obs_size) if normalize else None
-        self.towers = TwinMLP(self.obs_size, hidden_units, num_layers, activation)
+        self.normalizer = Normalizer(self.obs_size) if normalize and self.obs_size else None
+        # image observations: the actor's and the critic's own encoders (None without images)
+        self.images = image_features(spec.observation_shapes, vis_encode_type, hidden_units, towers=2)
+        features = self.obs_size + (self.images.size if self.images is not None else 0)
+        self.towers = TwinMLP(features, hidden_units, num_layers, activation)
         action = spec.action_spec
         self.branches = action.discrete_branches
         self.mu = head(hidden_units, action.continuous_size, 0.01) if action.is_continuous else None
@@ -108,8 +114,11 @@ class ActorCritic(nn.Module):
         self.values = head(hidden_units, num_value_heads, VALUE_HEAD_GAIN)
 
     def encode(self, observations: list[torch.Tensor]) -> torch.Tensor:
+        """The towers' input: ``[B, features]`` shared by actor and critic, or with images
+        ``[2, B, features]``, each tower's own encoding."""
         x = self.encoder(observations)
-        return self.normalizer(x) if self.normalizer is not None else x
+        x = self.normalizer(x) if self.normalizer is not None else x
+        return x if self.images is None else self.images(x, observations)
 
     def distribution(self, h: torch.Tensor, allowed: torch.Tensor | None) -> ActionDistribution:
         """The action distribution given actor features ``h``."""

@@ -1,13 +1,15 @@
 """SAC's networks: a squashed-Gaussian / categorical actor and twin Q critics.
 
 - ``SquashedActor``: an MLP (swish) over the concatenated (networks/encoders.py), normalized
-  vector observations. Continuous actions
+  vector observations and its own encoding of image observations (networks/visual.py). Continuous actions
   are ``tanh(u)``, ``u ~ N(mean(s), std(s))`` with a state-dependent log-std clamped to
   [-20, 2] (Haarnoja et al. 2018, appendix C); discrete actions are one masked categorical per
   branch. The observation normalizer lives here, so checkpoints and the ONNX model carry it.
 - the twin Q networks: networks/policy.py's ``TwinMLP`` with a linear output layer (stored
   stacked, one batched product per layer). Continuous: Q(s, a) from observation and action, one
   output per reward signal. Discrete: Q(s, .) for every action of every branch, per reward signal.
+  They read the actor's normalized vector features; image observations they encode with their
+  own encoders (one per critic, ``critic_images`` in algorithms/sac.py).
 """
 
 from __future__ import annotations
@@ -23,20 +25,22 @@ from palaestra.networks.distributions import MASKED_LOGIT, ActionDistribution
 from palaestra.networks.encoders import VectorEncoder
 from palaestra.networks.normalizer import Normalizer
 from palaestra.networks.policy import PolicyOutput, head, mlp
+from palaestra.networks.visual import image_features
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
 class SquashedActor(nn.Module):
     def __init__(self, spec: BehaviorSpec, hidden_units: int, num_layers: int, normalize: bool,
-                 signals: int = 1) -> None:
+                 signals: int = 1, vis_encode_type: str = "simple") -> None:
         super().__init__()
         self.spec = spec
         self.signals = signals  # reward signals: acting reports a zero value estimate for each
         self.encoder = VectorEncoder(spec.observation_shapes)  # no parameters: not a submodule
-        self.obs_size = self.encoder.size  # the critics take this encoding too (algorithms/sac.py)
-        self.normalizer = Normalizer(self.obs_size) if normalize else None
-        self.body = mlp(self.obs_size, hidden_units, num_layers)
+        self.obs_size = self.encoder.size  # the critics take these vector features too (algorithms/sac.py)
+        self.normalizer = Normalizer(self.obs_size) if normalize and self.obs_size else None
+        self.images = image_features(spec.observation_shapes, vis_encode_type, hidden_units, towers=1)
+        self.body = mlp(self.obs_size + (self.images.size if self.images is not None else 0), hidden_units, num_layers)
         action = spec.action_spec
         self.branches = tuple(action.discrete_branches)
         self.continuous_size = action.continuous_size
@@ -44,9 +48,17 @@ class SquashedActor(nn.Module):
         self.gaussian = head(hidden_units, 2 * action.continuous_size, 0.01) if action.is_continuous else None
         self.logits = head(hidden_units, sum(self.branches), 0.01) if action.is_discrete else None
 
-    def encode(self, observations: list[torch.Tensor]) -> torch.Tensor:
+    def vectors(self, observations: list[torch.Tensor]) -> torch.Tensor:
+        """The normalized vector features, which the critics read too."""
         x = self.encoder(observations)
         return self.normalizer(x) if self.normalizer is not None else x
+
+    def features(self, vectors: torch.Tensor, observations: list[torch.Tensor]) -> torch.Tensor:
+        """The body's input: the vector features and, where there are images, their encoding."""
+        return vectors if self.images is None else self.images(vectors, observations)
+
+    def encode(self, observations: list[torch.Tensor]) -> torch.Tensor:
+        return self.features(self.vectors(observations), observations)
 
     def gaussian_params(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mean, log_std = self.gaussian(h).chunk(2, dim=-1)

@@ -1,0 +1,146 @@
+"""Image observations through the CNN encoders (networks/visual.py): each encoder's shapes, the
+uint8 storage read as floats in [0, 1], PPO and SAC updates that train the encoders, their
+checkpoints, the ONNX export with image inputs, and the settings checks that name what to do."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from palaestra.algorithms.ppo import PPO
+from palaestra.algorithms.sac import SAC
+from palaestra.capabilities import spec_problems
+from palaestra.envs.base import ActionSpec, BehaviorSpec, DecisionSteps, TerminalSteps
+from palaestra.networks.encoders import MIN_IMAGE_SIZE
+from palaestra.networks.visual import image_encoder
+from palaestra.rollout.collector import Collector
+from palaestra.settings import load_trainer_config
+from tests.conftest import write_yaml
+
+IMAGE = (20, 20, 3)
+
+
+def _spec(continuous: bool, shapes=((2,), IMAGE)) -> BehaviorSpec:
+    return BehaviorSpec(tuple(shapes), ActionSpec(continuous_size=2) if continuous else ActionSpec(discrete_branches=(3, 2)))
+
+
+def _settings(tmp_path, trainer: str, encoder: str = "simple", extra_lines: str = ""):
+    extra = ("  batch_size: 16\n  buffer_size: 64\n  num_epoch: 2\n" if trainer == "ppo" else
+             "  batch_size: 16\n  buffer_size: 1000\n  buffer_init_steps: 0\n  steps_per_update: 8\n")
+    text = (f"B:\n  trainer: {trainer}\n  hidden_units: 16\n  num_layers: 1\n  normalize: true\n  time_horizon: 8\n"
+            f"  vis_encode_type: {encoder}\n{extra}{extra_lines}")
+    return load_trainer_config(write_yaml(tmp_path / f"{trainer}.yaml", text)).for_behavior("B")
+
+
+def _observations(spec: BehaviorSpec, rng: np.random.Generator, n: int) -> list[np.ndarray]:
+    return [rng.integers(0, 256, size=(n, *s), dtype=np.uint8) if len(s) == 3 else
+            rng.normal(size=(n, *s)).astype(np.float32) for s in spec.observation_shapes]
+
+
+def _trained(algorithm_class, spec, settings, steps: int = 40):
+    torch.manual_seed(0)
+    algorithm = algorithm_class(spec, settings, torch.device("cpu"), np.random.default_rng(0))
+    collector = Collector(spec, settings.time_horizon, len(algorithm.signals))
+    rng = np.random.default_rng(1)
+    ids = np.arange(4)
+    for t in range(steps):
+        obs = _observations(spec, rng, 4)
+        ended = ids[: (t % 7 == 6) * 2]
+        terminal = TerminalSteps([o[ended] for o in obs], np.ones(len(ended), np.float32), ended,
+                                 np.zeros(len(ended), bool)) if len(ended) else TerminalSteps.empty(spec)
+        _, seg = collector.step(DecisionSteps(obs, rng.normal(size=4).astype(np.float32), ids), terminal,
+                                algorithm.act, algorithm.value)
+        if seg is not None:
+            algorithm.collect(seg)
+        while algorithm.ready():
+            algorithm.update()
+    assert algorithm.update_count > 0
+    return algorithm
+
+
+@pytest.mark.parametrize("kind", sorted(MIN_IMAGE_SIZE))
+def test_each_encoder_takes_its_smallest_image_and_larger_ones(kind):
+    for side in (MIN_IMAGE_SIZE[kind], 40, 84):
+        encoder = image_encoder(kind, (side, side + 3, 3), 24)
+        assert encoder(torch.zeros(2, side, side + 3, 3, dtype=torch.uint8)).shape == (2, 24)
+    with pytest.raises(ValueError, match=f"smaller than the {MIN_IMAGE_SIZE[kind]}x"):
+        image_encoder(kind, (MIN_IMAGE_SIZE[kind] - 1, 40, 3), 24)
+
+
+def test_uint8_images_read_as_floats_in_0_1():
+    encoder = image_encoder("simple", (20, 20, 1), 8)
+    stored = torch.randint(0, 256, (3, 20, 20, 1), dtype=torch.uint8)
+    torch.testing.assert_close(encoder(stored), encoder(stored.float() / 255.0))
+
+
+@pytest.mark.parametrize("continuous", [True, False], ids=["continuous", "discrete"])
+@pytest.mark.parametrize("algorithm_class", [PPO, SAC], ids=["ppo", "sac"])
+def test_updates_train_the_image_encoders(tmp_path, algorithm_class, continuous):
+    trainer = "ppo" if algorithm_class is PPO else "sac"
+    spec = _spec(continuous)
+    torch.manual_seed(0)
+    before = algorithm_class(spec, _settings(tmp_path, trainer), torch.device("cpu"), np.random.default_rng(0))
+    initial = {k: v.clone() for k, v in before.state_dict()["policy"].items()}
+    trained = _trained(algorithm_class, spec, _settings(tmp_path, trainer))
+    after = trained.state_dict()
+    convolutions = [k for k in initial if k.startswith("images.") and k.endswith("weight")]
+    assert convolutions
+    for name in convolutions:  # every encoder of every tower learned
+        assert not torch.equal(initial[name], after["policy"][name]), name
+    if trainer == "sac":  # the critics' own encoders learn, and their targets follow
+        assert "critic_images" in after and "target_images" in after
+        assert not torch.equal(after["critic_images"]["towers.0.0.1.weight"],
+                               after["target_images"]["towers.0.0.1.weight"])
+    # the checkpoint restores the same networks
+    fresh = algorithm_class(spec, _settings(tmp_path, trainer), torch.device("cpu"), np.random.default_rng(0))
+    fresh.load_state_dict(after)
+    obs = _observations(spec, np.random.default_rng(5), 3)
+    mask = None if continuous else np.ones((3, 5), bool)
+    np.testing.assert_allclose(fresh.act(obs, mask, deterministic=True).log_prob,
+                               trained.act(obs, mask, deterministic=True).log_prob, rtol=1e-5, atol=1e-5)
+
+
+def test_images_only_behaviors_have_no_normalizer_and_train(tmp_path):
+    algorithm = _trained(PPO, _spec(False, shapes=(IMAGE, IMAGE)), _settings(tmp_path, "ppo"))
+    assert algorithm.policy.normalizer is None and algorithm.policy.images.size == 2 * 16
+
+
+def test_settings_checks_name_the_encoder_and_the_image(tmp_path):
+    small = _spec(False, shapes=((24, 24, 3),))
+    problems = spec_problems(small, _settings(tmp_path, "ppo", "nature_cnn"))
+    assert problems == ["image observation of shape (24, 24, 3) is smaller than the 36x36 that vis_encode_type "
+                        "'nature_cnn' (set in section 'B') needs; use vis_encode_type 'simple' or 'resnet'"]
+    assert spec_problems(small, _settings(tmp_path, "ppo", "simple")) == []
+    curiosity = "  reward_signals:\n    extrinsic: {strength: 1.0, gamma: 0.99}\n    curiosity: {strength: 0.01, gamma: 0.99}\n"
+    assert "cannot take image observations yet" in spec_problems(small, _settings(tmp_path, "ppo", "simple", curiosity))[0]
+
+
+@pytest.mark.parametrize("kind", sorted(MIN_IMAGE_SIZE))
+@pytest.mark.parametrize("algorithm_class", [PPO, SAC], ids=["ppo", "sac"])
+def test_the_exported_model_takes_images_as_floats_and_matches_the_policy(tmp_path, algorithm_class, kind):
+    import onnxruntime as ort
+
+    from palaestra.export import export_policy
+
+    trainer = "ppo" if algorithm_class is PPO else "sac"
+    for continuous in (True, False):
+        spec = _spec(continuous, shapes=((2,), (36, 40, 3), (36, 36, 1)))
+        algorithm = algorithm_class(spec, _settings(tmp_path, trainer, kind), torch.device("cpu"),
+                                    np.random.default_rng(0))
+        obs = _observations(spec, np.random.default_rng(3), 5)
+        mask = None if continuous else np.ones((5, 5), bool)
+        expected = algorithm.act(obs, mask, deterministic=True)
+        export_policy(algorithm.policy, tmp_path / "p.onnx")
+        session = ort.InferenceSession(str(tmp_path / "p.onnx"))
+        inputs = {i.name: i.shape for i in session.get_inputs()}
+        assert inputs["obs_1"][1:] == [36, 40, 3] and inputs["obs_2"][1:] == [36, 36, 1]  # Unity's layout
+        # Unity's inference engine feeds images as floats in [0, 1]
+        feeds = {f"obs_{i}": (o / 255.0 if o.dtype == np.uint8 else o).astype(np.float32) for i, o in enumerate(obs)}
+        if not continuous:
+            feeds["action_masks"] = np.ones((5, 5), np.float32)
+        out = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
+        if continuous:
+            np.testing.assert_allclose(out["deterministic_continuous_actions"], expected.continuous, atol=1e-4)
+        else:
+            np.testing.assert_array_equal(out["deterministic_discrete_actions"], expected.discrete)
