@@ -45,7 +45,8 @@ class Capabilities:
 IMAGE_BLIND_SIGNALS = frozenset({"curiosity", "rnd", "gail"})
 
 CAPABILITIES: dict[str, Capabilities] = {
-    "ppo": Capabilities(activations=("swish", "tanh"), continuous_and_discrete=True, behavioral_cloning=True),
+    "ppo": Capabilities(activations=("swish", "tanh"), continuous_and_discrete=True, behavioral_cloning=True,
+                        recurrent=True),
     "sac": Capabilities(acting_in_workers="sac learns between environment steps", replay_buffer=True,
                         behavioral_cloning=True),
     # the policy learns between environment steps (and the teacher needs the environment)
@@ -77,8 +78,8 @@ def settings_problems(settings: TrainerSettings) -> list[str]:
     problems = [f"trainer {settings.trainer!r} needs {key}: {what}" for key, what in can.required
                 if getattr(settings, key) is None]
     if settings.use_recurrent and not can.recurrent:
-        problems.append(f"use_recurrent: true (LSTM policies) is not supported yet{_set_in(settings, 'use_recurrent')}; "
-                        "set use_recurrent: false")
+        problems.append(f"use_recurrent: true (LSTM policies) is built for trainer 'ppo' only so far"
+                        f"{_set_in(settings, 'use_recurrent')}; set use_recurrent: false or use trainer: ppo")
     if settings.behavioral_cloning is not None and not can.behavioral_cloning:
         problems.append(f"behavioral_cloning is not supported yet{_set_in(settings, 'behavioral_cloning')}; remove "
                         "the section")

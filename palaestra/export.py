@@ -1,7 +1,9 @@
 """ONNX export with the tensor names ML-Agents 2.x and Unity's inference engine expect.
 
 Inputs: ``obs_0``, ``obs_1``, ... ``[batch, *shape]``; ``action_masks`` ``[batch, sum(branches)]``
-(1 = allowed) for discrete actions. Outputs: ``version_number`` [3], ``memory_size`` [0], and per
+(1 = allowed) for discrete actions; ``recurrent_in`` ``[batch, 1, memory_size]`` for recurrent
+policies (the actor's memory; zeros at an episode's start). Outputs: ``version_number`` [3],
+``memory_size`` (0 without memory), ``recurrent_out`` ``[batch, 1, memory_size]`` (recurrent), and per
 action kind the sampled actions, the deterministic actions and the output shape constant
 (``continuous_actions``, ``deterministic_continuous_actions``, ``continuous_action_output_shape``;
 ``discrete_actions``, ``deterministic_discrete_actions``, ``discrete_action_output_shape``).
@@ -25,7 +27,8 @@ from palaestra.networks.distributions import MASKED_LOGIT, gumbel_argmax
 from palaestra.networks.policy import ActorCritic
 from palaestra.networks.sac_networks import SquashedActor
 
-# Both provide .spec, .branches and export_heads(obs) → (sampled, deterministic, logits).
+# Both provide .spec, .branches and export_heads(obs, memory) → (sampled, deterministic, logits,
+# memory after the step); recurrent ones .lstm (networks/recurrent.py).
 ExportablePolicy = ActorCritic | SquashedActor
 
 OPSET = 9
@@ -40,7 +43,9 @@ class _ExportPolicy(nn.Module):
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         n_obs = len(self.policy.spec.observation_shapes)
-        sample, best, logits = self.policy.export_heads(list(inputs[:n_obs]))  # the encoder concatenates
+        recurrent = _export_memory_size(self.policy) > 0
+        memory = inputs[-1][:, 0] if recurrent else None  # recurrent_in [batch, 1, memory_size]
+        sample, best, logits, new_memory = self.policy.export_heads(list(inputs[:n_obs]), memory)
         outputs: list[torch.Tensor] = []
         if sample is not None:
             outputs += [sample, best]
@@ -55,7 +60,15 @@ class _ExportPolicy(nn.Module):
                 chosen.append(torch.argmax(lg, dim=1, keepdim=True))
                 start += size
             outputs += [torch.cat(sampled, 1).float(), torch.cat(chosen, 1).float()]
+        if recurrent:
+            outputs.append(new_memory.unsqueeze(1))
         return tuple(outputs)
+
+
+def _export_memory_size(policy: ExportablePolicy) -> int:
+    """The memory the exported model carries: the actor's (0 without memory)."""
+    lstm = getattr(policy, "lstm", None)
+    return lstm.memory_size if lstm is not None else 0
 
 
 def export_policy(policy: ExportablePolicy, path: Path) -> None:
@@ -75,6 +88,11 @@ def export_policy(policy: ExportablePolicy, path: Path) -> None:
         input_names.append("action_masks")
         dummy.append(torch.ones((1, sum(action.discrete_branches)), device=device))
         output_names += ["discrete_actions", "deterministic_discrete_actions"]
+    memory_size = _export_memory_size(policy)
+    if memory_size:
+        input_names.append("recurrent_in")
+        dummy.append(torch.zeros((1, 1, memory_size), device=device))
+        output_names.append("recurrent_out")
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -90,7 +108,7 @@ def export_policy(policy: ExportablePolicy, path: Path) -> None:
         )
     policy.train(was_training)
     model = onnx.load_from_string(buffer.getvalue())
-    constants = {"version_number": [float(MODEL_VERSION)], "memory_size": [0.0]}
+    constants = {"version_number": [float(MODEL_VERSION)], "memory_size": [float(memory_size)]}
     if action.is_continuous:
         constants["continuous_action_output_shape"] = [float(action.continuous_size)]
     if action.is_discrete:

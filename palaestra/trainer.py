@@ -57,7 +57,8 @@ class BehaviorTrainer:
         self.algorithm = make_algorithm(spec, settings, device, np.random.default_rng(seed), name)
         # online_bc's teacher (palaestra/teachers.py; capabilities' ``teacher``): the algorithm's ``teach``
         self.teacher = teacher
-        self.collector = Collector(spec, settings.time_horizon, len(self.algorithm.signals))
+        self.collector = Collector(spec, settings.time_horizon, len(self.algorithm.signals),
+                                   memory_size=self.algorithm.memory_size)
         self.stats = stats
         self.checkpoints = checkpoints
         self.model_dir = model_dir
@@ -133,7 +134,7 @@ class BehaviorTrainer:
     def acting_plan(self, workers: int) -> BehaviorPlan:
         share = ActingWorkers.round_agent_steps(self.settings.buffer_size, workers)
         return BehaviorPlan(weight_layout(self.algorithm.policy), self.settings.time_horizon,
-                            len(self.algorithm.signals), share)
+                            len(self.algorithm.signals), share, self.algorithm.memory_size)
 
     def record_round(self, segments: Segments | None, episodes: EpisodeStats) -> None:
         """Take one worker's round: its finished segments and the episodes that ended in it."""

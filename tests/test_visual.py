@@ -41,7 +41,7 @@ def _observations(spec: BehaviorSpec, rng: np.random.Generator, n: int) -> list[
 def _trained(algorithm_class, spec, settings, steps: int = 40):
     torch.manual_seed(0)
     algorithm = algorithm_class(spec, settings, torch.device("cpu"), np.random.default_rng(0))
-    collector = Collector(spec, settings.time_horizon, len(algorithm.signals))
+    collector = Collector(spec, settings.time_horizon, len(algorithm.signals), memory_size=algorithm.memory_size)
     rng = np.random.default_rng(1)
     ids = np.arange(4)
     for t in range(steps):

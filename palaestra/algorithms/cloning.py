@@ -62,6 +62,8 @@ class ClonedPolicy:
     """The Algorithm protocol (algorithms/protocol.py) for a policy trained by ``bc_loss`` on
     ``examples``."""
 
+    memory_size = 0  # no recurrent policies (capabilities.py)
+
     def __init__(self, spec: BehaviorSpec, settings: TrainerSettings, device: torch.device,
                  rng: np.random.Generator | None, examples: Examples) -> None:
         self.spec, self.settings, self.device, self.examples = spec, settings, device, examples

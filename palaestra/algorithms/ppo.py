@@ -38,6 +38,7 @@ from palaestra.networks.optim import make_adam
 from palaestra.networks.policy import ActorCritic
 from palaestra.networks.torch_acting import TorchActor
 from palaestra.rewards import SignalEpisodeSums, load_signals_state, make_signals, signals_state
+from palaestra.rollout.sequences import into_sequences, sequence_order, sequence_positions
 from palaestra.rollout.buffers import RolloutBuffer, observation_columns, observations
 from palaestra.rollout.segments import ActResult, Segments
 from palaestra.settings import PPOSettings
@@ -92,19 +93,36 @@ def _as_numpy(batch: dict[str, Any]) -> dict[str, np.ndarray]:
     return {k: v.cpu().numpy() if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
+def _real_rows(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The batch without the padding rows of sequences (rollout/sequences.py), if it has any."""
+    if "valid" not in batch:
+        return batch
+    real = batch["valid"] > 0
+    return {k: v[real] for k, v in batch.items()}
+
+
+def _mean(x: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """The mean over rows (and any further axes), over real rows only where ``valid`` marks them."""
+    if valid is None:
+        return x.mean()
+    weights = valid.reshape(-1, *([1] * (x.dim() - 1)))
+    return (x * weights).sum() / (valid.sum() * (x.numel() // max(x.shape[0], 1)))
+
+
 def ppo_loss(log_prob: torch.Tensor, entropy: torch.Tensor, values: torch.Tensor, batch: dict[str, torch.Tensor],
              epsilon: float, beta: float, value_clip: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """PPO's loss of a mini-batch from the policy's outputs: (total, policy loss, value loss)."""
     # Clipped surrogate objective.
+    valid = batch.get("valid")  # recurrent: the sequences' padding rows count for nothing
     ratio = torch.exp(log_prob - batch["log_prob"])
     a = batch["advantages"]
-    policy_loss = -torch.min(ratio * a, torch.clamp(ratio, 1 - epsilon, 1 + epsilon) * a).mean()
+    policy_loss = -_mean(torch.min(ratio * a, torch.clamp(ratio, 1 - epsilon, 1 + epsilon) * a), valid)
     # Clipped value loss (value_clip: epsilon, or inf without value clipping), one head per
     # reward signal, averaged over heads.
     old_v, ret = batch["old_values"], batch["returns"]
     clipped_v = old_v + torch.clamp(values - old_v, -value_clip, value_clip)
-    value_loss = torch.max((ret - values) ** 2, (ret - clipped_v) ** 2).mean()
-    return policy_loss + 0.5 * value_loss - beta * entropy.mean(), policy_loss, value_loss
+    value_loss = _mean(torch.max((ret - values) ** 2, (ret - clipped_v) ** 2), valid)
+    return policy_loss + 0.5 * value_loss - beta * _mean(entropy, valid), policy_loss, value_loss
 
 
 def ppo_loss_gradients(log_prob: np.ndarray, entropy: np.ndarray | float, values: np.ndarray,
@@ -143,8 +161,11 @@ class PPO:
         self.policy_updates: list[PolicyUpdate] = []  # run after each update (behavioral cloning)
         self.policy = ActorCritic(
             spec, settings.hidden_units, settings.num_layers, settings.normalize, len(self.signals),
-            settings.activation, settings.vis_encode_type,
+            settings.activation, settings.vis_encode_type, settings.memory_size if settings.use_recurrent else None,
         ).to(device)
+        self.memory_size = self.policy.memory_size  # per agent, kept by the collector (0: no memory)
+        # recurrent: the update learns on sequences of this many rows (rollout/sequences.py)
+        self.sequence_length = settings.sequence_length if self.memory_size else 1
         self.optimizer = make_adam(self.policy.parameters(), settings.learning_rate, settings.adam_epsilon)
         self.rng = rng or np.random.default_rng()
         # A plain MLP on the CPU acts, computes gradients and takes Adam steps faster in numpy, over
@@ -167,16 +188,17 @@ class PPO:
         self.episode_sums = SignalEpisodeSums(self.signals)  # for "Policy/<Signal> Reward"
 
     # -- acting ------------------------------------------------------------------------------
-    def act(self, observations: list[np.ndarray], allowed: np.ndarray | None, deterministic: bool = False) -> ActResult:
-        return self._actor.act(observations, allowed, deterministic)
+    def act(self, observations: list[np.ndarray], allowed: np.ndarray | None, deterministic: bool = False,
+            memory: np.ndarray | None = None) -> ActResult:
+        return self._actor.act(observations, allowed, deterministic, memory=memory)
 
     def policy_arrays(self) -> dict[str, np.ndarray]:
         """The policy's weights as named numpy arrays, for acting in environment workers (views
         on the CPU; copies of a policy on a GPU, taken at each call)."""
         return policy_arrays(self.policy)
 
-    def value(self, observations: list[np.ndarray]) -> np.ndarray:
-        return self._actor.value(observations).astype(np.float32, copy=False)
+    def value(self, observations: list[np.ndarray], memory: np.ndarray | None = None) -> np.ndarray:
+        return self._actor.value(observations, memory=memory).astype(np.float32, copy=False)
 
     # -- experience --------------------------------------------------------------------------
     def collect(self, seg: Segments) -> dict[str, list[float]]:
@@ -217,7 +239,7 @@ class PPO:
             advantages += adv / len(self.signals)
             returns[:, :, k] = adv + values
             stats[f"Policy/{signal.stat_name} Value Estimate"] = [float(values[mask].mean())]
-        self.buffer.add(
+        columns = dict(
             **observation_columns(obs),
             continuous=seg.continuous[mask],
             discrete=seg.discrete[mask],
@@ -228,6 +250,10 @@ class PPO:
             advantages=advantages[mask].astype(np.float32),
             **self._signal_columns(seg, mask),
         )
+        if self.memory_size:  # a recurrent policy learns on sequences, each from its stored memory
+            positions, rows = sequence_positions(mask, self.sequence_length)
+            columns = into_sequences(columns | {"memory": seg.memory[mask]}, positions, rows)
+        self.buffer.add(**columns)
         return stats
 
     def _signal_columns(self, seg: Segments, mask: np.ndarray) -> dict[str, np.ndarray]:
@@ -270,10 +296,13 @@ class PPO:
         value_clip = epsilon if s.value_clipping else math.inf
         data = dict(self.buffer.view())
         adv = data["advantages"]
-        data["advantages"] = (adv - adv.mean()) / (adv.std() + 1e-10)  # standardized over the buffer
+        real = adv if "valid" not in data else adv[data["valid"] > 0]  # not the sequences' padding
+        data["advantages"] = (adv - real.mean()) / (real.std() + 1e-10)  # standardized over the buffer
         if self.decoupled:
             self._decouple(data)
         n = self.buffer.size
+        L = self.sequence_length  # recurrent: mini-batches of whole sequences (rollout/sequences.py)
+        batch_rows = max(s.batch_size // L, 1) * L
         gradients = self._accelerated_gradients if self._accelerated is not None else self._torch_gradients
         if self._accelerated is not None and data["allowed"].all():
             del data["allowed"]  # nothing masked in this update: the numpy path skips masking
@@ -282,10 +311,10 @@ class PPO:
         policy_losses, value_losses = [], []
         extra = StatsMean()  # auxiliary losses' and reward-signal models' stats
         for _ in range(s.num_epoch):
-            order = self.rng.permutation(n)
+            order = sequence_order(n, L, self.rng)
             shuffled = {k: v[order] for k, v in data.items()}  # one gather per epoch; mini-batches are slices
-            for i in range(n // s.batch_size):
-                rows = slice(i * s.batch_size, (i + 1) * s.batch_size)
+            for i in range(n // batch_rows):
+                rows = slice(i * batch_rows, (i + 1) * batch_rows)
                 batch = {k: v[rows] for k, v in shuffled.items()}
                 policy_loss, value_loss = gradients(batch, epsilon, beta, value_clip)
                 # auxiliary losses (behavioral cloning) add their gradients to PPO's before the step
@@ -302,7 +331,7 @@ class PPO:
                 value_losses.append(value_loss)
                 # reward signals with a model (curiosity, GAIL) learn on the same mini-batches
                 for signal in self._learning_signals:
-                    extra.add(signal.update(_as_numpy(batch)))
+                    extra.add(signal.update(_real_rows(_as_numpy(batch))))
         self.buffer.clear()
         self.update_count += 1
         for policy_update in self.policy_updates:
@@ -332,10 +361,18 @@ class PPO:
             t["allowed"] if action.is_discrete else None,
             t["continuous"] if action.is_continuous else None,
             t["discrete"] if action.is_discrete else None,
+            **self._sequences(t),
         ).log_prob.cpu().numpy().astype(np.float32)
         weight = np.minimum(np.exp(prox - data["log_prob"]), WEIGHT_CAP).astype(np.float32)
         data["log_prob"] = prox
         data["advantages"] = data["advantages"] * weight
+
+    def _sequences(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """A recurrent policy's inputs besides the rows: each sequence's starting memory."""
+        if not self.memory_size:
+            return {}
+        L = self.sequence_length
+        return {"memory": batch["memory"][::L], "sequence_length": L}
 
     def _torch_gradients(self, batch: dict[str, torch.Tensor], epsilon: float, beta: float,
                          value_clip: float) -> tuple[float, float]:
@@ -346,6 +383,7 @@ class PPO:
             batch["allowed"] if action.is_discrete else None,
             batch["continuous"] if action.is_continuous else None,
             batch["discrete"] if action.is_discrete else None,
+            **self._sequences(batch),
         )
         loss, policy_loss, value_loss = ppo_loss(out.log_prob, out.entropy, out.values, batch, epsilon, beta,
                                                  value_clip)

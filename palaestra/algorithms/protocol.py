@@ -27,12 +27,17 @@ class Algorithm(Protocol):
     update_count: int
     decoupled: bool  # experience may come from weights older than the last update (acting workers)
     policy_updates: list  # algorithms/auxiliary.py's PolicyUpdate, run after each update
+    # a recurrent policy's stored memory per agent (0: none); the collector keeps the agents'
+    # memories and passes them as ``memory=`` to act and value
+    memory_size: int
 
-    def act(self, observations: list[np.ndarray], allowed: np.ndarray | None, deterministic: bool = False) -> ActResult:
-        """Actions, log-probabilities, entropies and value estimates for one decision batch."""
+    def act(self, observations: list[np.ndarray], allowed: np.ndarray | None, deterministic: bool = False,
+            memory: np.ndarray | None = None) -> ActResult:
+        """Actions, log-probabilities, entropies and value estimates for one decision batch (and
+        the agents' new memories, for a recurrent policy)."""
         ...
 
-    def value(self, observations: list[np.ndarray]) -> np.ndarray:
+    def value(self, observations: list[np.ndarray], memory: np.ndarray | None = None) -> np.ndarray:
         """Per-signal value estimates ``[n, signals]`` to bootstrap cut segments from."""
         ...
 

@@ -138,6 +138,8 @@ def alpha_loss_grad(entropy_error):
 
 
 class SAC:
+    memory_size = 0  # no recurrent policies (capabilities.py)
+
     def __init__(self, spec: BehaviorSpec, settings: SACSettings, device: torch.device,
                  rng: np.random.Generator | None = None) -> None:
         action = spec.action_spec

@@ -124,12 +124,15 @@ class MLPNetwork:
         return (h[0], h[1]) if self.twin else (h, None)
 
     # -- acting ------------------------------------------------------------------------------
-    def value(self, observations: list[np.ndarray]) -> np.ndarray:
+    # ``memory``: the acting interface of recurrent policies (networks/torch_acting.py); a plain
+    # MLP has none
+    def value(self, observations: list[np.ndarray], memory: None = None) -> np.ndarray:
         if self.values is None:  # SAC keeps no state-value estimate for segments
             return np.zeros((observations[0].shape[0], self.spec.signals), np.float32)
         return self.values.forward(self.features(observations)[1])
 
-    def act(self, observations: list[np.ndarray], allowed: np.ndarray | None, deterministic: bool = False) -> ActResult:
+    def act(self, observations: list[np.ndarray], allowed: np.ndarray | None, deterministic: bool = False,
+            memory: None = None) -> ActResult:
         h, g = self.features(observations)
         n = observations[0].shape[0]
         values = self.values.forward(g) if self.values is not None else np.zeros((n, self.spec.signals), np.float32)

@@ -21,6 +21,7 @@ from palaestra.networks.constants import ACTIVATIONS, DEFAULT_ACTIVATION
 from palaestra.networks.distributions import ActionDistribution
 from palaestra.networks.encoders import VectorEncoder
 from palaestra.networks.normalizer import Normalizer
+from palaestra.networks.recurrent import TwinLSTM, stored_memory_size
 from palaestra.networks.visual import image_features
 
 
@@ -88,11 +89,13 @@ class PolicyOutput:
     log_prob: torch.Tensor
     entropy: torch.Tensor
     values: torch.Tensor  # [n, signals]
+    memory: torch.Tensor | None = None  # recurrent policies: the agents' memory after acting
 
 
 class ActorCritic(nn.Module):
     def __init__(self, spec: BehaviorSpec, hidden_units: int, num_layers: int, normalize: bool,
-                 num_value_heads: int, activation: str = DEFAULT_ACTIVATION, vis_encode_type: str = "simple") -> None:
+                 num_value_heads: int, activation: str = DEFAULT_ACTIVATION, vis_encode_type: str = "simple",
+                 memory_size: int | None = None) -> None:
         super().__init__()
         self.spec = spec
         self.encoder = VectorEncoder(spec.observation_shapes)  # no parameters: not a submodule
@@ -102,16 +105,20 @@ class ActorCritic(nn.Module):
         self.images = image_features(spec.observation_shapes, vis_encode_type, hidden_units, towers=2)
         features = self.obs_size + (self.images.size if self.images is not None else 0)
         self.towers = TwinMLP(features, hidden_units, num_layers, activation)
+        # use_recurrent: an LSTM after each tower (networks/recurrent.py; None without memory)
+        self.lstm = TwinLSTM(hidden_units, memory_size) if memory_size else None
+        self.memory_size = stored_memory_size(memory_size) if memory_size else 0  # per agent, stored
+        heads_in = self.lstm.units if self.lstm is not None else hidden_units
         action = spec.action_spec
         self.branches = action.discrete_branches
-        self.mu = head(hidden_units, action.continuous_size, 0.01) if action.is_continuous else None
+        self.mu = head(heads_in, action.continuous_size, 0.01) if action.is_continuous else None
         self.log_std = nn.Parameter(torch.zeros(action.continuous_size)) if action.is_continuous else None
-        self.logits = head(hidden_units, sum(self.branches), 0.01) if action.is_discrete else None
+        self.logits = head(heads_in, sum(self.branches), 0.01) if action.is_discrete else None
         # Small initial value weights: the first estimates are ~0 instead of random values as large
         # as a sparse task's rewards (±0.2 with gain 1), which standardized advantages turn into a
         # strong early preference. Basic at 30k steps, seeds 0-15: 12/16 solved with gain 1, 16/16
         # with 0.01 (docs/benchmarks.md).
-        self.values = head(hidden_units, num_value_heads, VALUE_HEAD_GAIN)
+        self.values = head(heads_in, num_value_heads, VALUE_HEAD_GAIN)
 
     def encode(self, observations: list[torch.Tensor]) -> torch.Tensor:
         """The towers' input: ``[B, features]`` shared by actor and critic, or with images
@@ -120,6 +127,21 @@ class ActorCritic(nn.Module):
         x = self.normalizer(x) if self.normalizer is not None else x
         return x if self.images is None else self.images(x, observations)
 
+    def hidden(self, observations: list[torch.Tensor], memory: torch.Tensor | None = None,
+               sequence_length: int = 1) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The actor's and the critic's features for the heads, ``[2, B, units]``, and (recurrent)
+        the memory after each sequence. A recurrent policy reads the B rows as B / sequence_length
+        sequences, each from its row of ``memory`` (zeros when None: new episodes)."""
+        h = self.towers(self.encode(observations))
+        if self.lstm is None:
+            return h, None
+        rows = h.shape[1]
+        sequences = rows // sequence_length
+        if memory is None:
+            memory = h.new_zeros(sequences, self.memory_size)
+        out, memory = self.lstm(h.reshape(2, sequences, sequence_length, h.shape[-1]), memory)
+        return out.reshape(2, rows, out.shape[-1]), memory
+
     def distribution(self, h: torch.Tensor, allowed: torch.Tensor | None) -> ActionDistribution:
         """The action distribution given actor features ``h``."""
         mean = self.mu(h) if self.mu is not None else None
@@ -127,37 +149,44 @@ class ActorCritic(nn.Module):
         logits = self.logits(h) if self.logits is not None else None
         return ActionDistribution.build(mean, log_std, logits, self.branches, allowed)
 
-    def value(self, observations: list[torch.Tensor]) -> torch.Tensor:
-        return self.values(self.towers(self.encode(observations))[1])
+    def value(self, observations: list[torch.Tensor], memory: torch.Tensor | None = None) -> torch.Tensor:
+        return self.values(self.hidden(observations, memory)[0][1])
 
-    def export_heads(self, observations: list[torch.Tensor]) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-        """For ONNX export: (sampled continuous, deterministic continuous, unmasked logits)."""
+    def export_heads(self, observations: list[torch.Tensor], memory: torch.Tensor | None = None
+                     ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """For ONNX export: (sampled continuous, deterministic continuous, unmasked logits, the
+        actor's memory after this step). ``memory``: the actor's memory (recurrent only)."""
         h = self.towers(self.encode(observations))[0]
+        new_memory = None
+        if self.lstm is not None:
+            out, new_memory = self.lstm.actor(h.unsqueeze(1), memory)
+            h = out[:, 0]
         sample = mean = logits = None
         if self.mu is not None:
             mean = self.mu(h)
             sample = mean + torch.randn_like(mean) * torch.exp(self.log_std)
         if self.logits is not None:
             logits = self.logits(h)
-        return sample, mean, logits
+        return sample, mean, logits, new_memory
 
     def imitation_outputs(self, observations: list[torch.Tensor], allowed: torch.Tensor | None
                           ) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
         """For behavioral cloning: a sampled continuous action (reparameterized, so its error
-        trains the mean and the log-std) and each discrete branch's log-probabilities."""
-        dist = self.distribution(self.towers(self.encode(observations))[0], allowed)
+        trains the mean and the log-std) and each discrete branch's log-probabilities. A recurrent
+        policy reads each row as the first of an episode (zero memory)."""
+        dist = self.distribution(self.hidden(observations)[0][0], allowed)
         continuous = None if dist.mean is None else dist.mean + torch.randn_like(dist.mean) * dist.log_std.exp()
         return continuous, [torch.log_softmax(logits, -1) for logits in dist.branch_logits]
 
     def act(self, observations: list[torch.Tensor], allowed: torch.Tensor | None,
-            deterministic: bool = False) -> PolicyOutput:
-        h = self.towers(self.encode(observations))
+            deterministic: bool = False, memory: torch.Tensor | None = None) -> PolicyOutput:
+        h, memory = self.hidden(observations, memory)
         dist = self.distribution(h[0], allowed)
         cont, disc = dist.deterministic() if deterministic else dist.sample()
-        return PolicyOutput(cont, disc, dist.log_prob(cont, disc), dist.entropy(), self.values(h[1]))
+        return PolicyOutput(cont, disc, dist.log_prob(cont, disc), dist.entropy(), self.values(h[1]), memory)
 
     def evaluate(self, observations: list[torch.Tensor], allowed: torch.Tensor | None, cont: torch.Tensor | None,
-                 disc: torch.Tensor | None) -> PolicyOutput:
-        h = self.towers(self.encode(observations))
+                 disc: torch.Tensor | None, memory: torch.Tensor | None = None, sequence_length: int = 1) -> PolicyOutput:
+        h, _ = self.hidden(observations, memory, sequence_length)
         dist = self.distribution(h[0], allowed)
         return PolicyOutput(cont, disc, dist.log_prob(cont, disc), dist.entropy(), self.values(h[1]))

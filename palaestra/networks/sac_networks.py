@@ -102,9 +102,9 @@ class SquashedActor(nn.Module):
         """SAC keeps no state-value estimate for segments; its critics learn from transitions."""
         return torch.zeros(observations[0].shape[0], self.signals, device=observations[0].device)
 
-    def export_heads(self, observations: list[torch.Tensor]
-                     ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-        """For ONNX export: (sampled continuous, deterministic continuous, unmasked logits)."""
+    def export_heads(self, observations: list[torch.Tensor], memory: None = None
+                     ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, None]:
+        """For ONNX export: (sampled continuous, deterministic continuous, unmasked logits, no memory)."""
         h = self.body(self.encode(observations))
         sample = best = logits = None
         if self.gaussian is not None:
@@ -113,7 +113,7 @@ class SquashedActor(nn.Module):
             best = torch.tanh(mean)
         if self.logits is not None:
             logits = self.logits(h)
-        return sample, best, logits
+        return sample, best, logits, None
 
 
 def squashed_sample(mean: torch.Tensor, log_std: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

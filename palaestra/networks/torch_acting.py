@@ -27,10 +27,12 @@ class TorchActor:
 
     @torch.inference_mode()
     def act(self, observations: list[np.ndarray], allowed: np.ndarray | None,
-            deterministic: bool = False) -> ActResult:
+            deterministic: bool = False, memory: np.ndarray | None = None) -> ActResult:
         device = self.device
+        extra = {} if memory is None else {"memory": torch.as_tensor(memory, device=device)}
         out = self.module.act([torch.as_tensor(o, device=device) for o in observations],
-                              None if allowed is None else torch.as_tensor(allowed, device=device), deterministic)
+                              None if allowed is None else torch.as_tensor(allowed, device=device), deterministic,
+                              **extra)
         n = observations[0].shape[0]
         return ActResult(
             continuous=out.continuous.cpu().numpy() if out.continuous is not None else np.zeros((n, 0), np.float32),
@@ -38,12 +40,14 @@ class TorchActor:
             log_prob=out.log_prob.cpu().numpy(),
             entropy=out.entropy.cpu().numpy(),
             values=out.values.cpu().numpy(),
+            memory=None if out.memory is None else out.memory.cpu().numpy(),
         )
 
     @torch.inference_mode()
-    def value(self, observations: list[np.ndarray]) -> np.ndarray:
+    def value(self, observations: list[np.ndarray], memory: np.ndarray | None = None) -> np.ndarray:
         device = self.device
-        return self.module.value([torch.as_tensor(o, device=device) for o in observations]).cpu().numpy()
+        extra = {} if memory is None else {"memory": torch.as_tensor(memory, device=device)}
+        return self.module.value([torch.as_tensor(o, device=device) for o in observations], **extra).cpu().numpy()
 
 
 def bind_weights(module: nn.Module, views: Mapping[str, np.ndarray]) -> None:

@@ -9,6 +9,10 @@ rows and the next decision arrives (the value of that decision's observation boo
 return), or when the agent's episode ends (its final observation's value bootstraps where the
 episode was interrupted). Every operation is a numpy operation over the agents of the step;
 there is no per-agent Python loop.
+
+A recurrent policy's memory is part of each agent's state here: every decision hands the
+agents' memories to the policy (``memory=``) and keeps the ones it returns, each row records the
+memory it was acted on with (training sequences start from it), and an episode's end clears it.
 """
 
 from __future__ import annotations
@@ -28,11 +32,12 @@ ValueFn = Callable[[list[np.ndarray]], np.ndarray]
 
 class Collector:
     def __init__(self, spec: BehaviorSpec, time_horizon: int, num_signals: int, initial_slots: int = 16,
-                 schema: SegmentSchema | None = None) -> None:
+                 schema: SegmentSchema | None = None, memory_size: int = 0) -> None:
         self.spec = spec
-        self.schema = schema or segment_schema(spec)
+        self.memory_size = memory_size  # a recurrent policy's memory per agent (0: none)
+        self.schema = schema or segment_schema(spec, recurrent=memory_size > 0)
         self.shapes = spec.observation_shapes
-        self.sizes = SegmentSizes.of(spec, num_signals)
+        self.sizes = SegmentSizes.of(spec, num_signals, memory_size)
         self.H = time_horizon
         self.K = num_signals
         self.c = spec.action_spec.continuous_size
@@ -74,6 +79,11 @@ class Collector:
         self.pending = grown(getattr(self, "pending", None), bool)
         self.episode_return = grown(getattr(self, "episode_return", None), np.float64)
         self.episode_length = grown(getattr(self, "episode_length", None), np.int64)
+        if self.memory_size:  # each agent's memory now, and the rows' record of it
+            memory = np.zeros((capacity, self.memory_size), np.float32)
+            memory[:old] = getattr(self, "agent_memory", memory[:0])
+            self.agent_memory = memory
+            self.memory_rows = buffers["memory"]
         self.capacity = capacity
 
     def slots_for(self, agent_ids: np.ndarray, remember: bool = True) -> np.ndarray:
@@ -130,7 +140,12 @@ class Collector:
             elif pend.any():
                 self.reward[slots[pend], rows[pend] - 1] += decision.reward[pend]
             self.episode_return[slots] += decision.reward
-            out = policy(obs, allowed)
+            if self.memory_size:
+                memory = self.agent_memory[slots]
+                out = policy(obs, allowed, memory=memory)
+                self.agent_memory[slots] = out.memory
+            else:
+                out = policy(obs, allowed)
             self.stats.entropy_sum += float(out.entropy.sum())
             self.stats.entropy_count += len(out.entropy)
             full = rows >= self.H if all_pending else pend & (rows >= self.H)
@@ -145,6 +160,8 @@ class Collector:
                 buffer[slots, rows] = o
             for name, buffer in self._from_policy:
                 buffer[slots, rows] = getattr(out, name)
+            if self.memory_size:
+                self.memory_rows[slots, rows] = memory
             if allowed is not None:
                 self._masked = True
                 self.allowed[slots, rows] = allowed
@@ -181,9 +198,16 @@ class Collector:
         self.episode_return[slots] = 0.0
         self.episode_length[slots] = 0
         if not pend.any():
+            if self.memory_size:
+                self.agent_memory[slots] = 0.0
             return None
         obs = [o[pend] for o in stored_observations(terminal.obs, self.shapes)]
-        return self._take(ps, value(obs), ~terminal.interrupted[pend], np.ones(len(ps), bool), obs, None)
+        if self.memory_size:
+            bootstrap = value(obs, memory=self.agent_memory[ps])
+            self.agent_memory[slots] = 0.0  # the next episode starts from zeros
+        else:
+            bootstrap = value(obs)
+        return self._take(ps, bootstrap, ~terminal.interrupted[pend], np.ones(len(ps), bool), obs, None)
 
     def _take(self, slots: np.ndarray, bootstrap: np.ndarray, terminal: np.ndarray,
               episode_end: np.ndarray, next_obs: list[np.ndarray], next_allowed: np.ndarray | None) -> Segments:
@@ -213,6 +237,8 @@ class Collector:
         self.pending[:] = False
         self.episode_return[:] = 0.0
         self.episode_length[:] = 0
+        if self.memory_size:
+            self.agent_memory[:] = 0.0
 
     def take_episode_stats(self) -> EpisodeStats:
         stats, self.stats = self.stats, EpisodeStats()

@@ -38,6 +38,7 @@ class ActResult:
     log_prob: np.ndarray  # [n]
     entropy: np.ndarray  # [n]
     values: np.ndarray  # [n, signals]
+    memory: np.ndarray | None = None  # [n, memory] recurrent policies: each agent's memory after acting
 
 
 @dataclass
@@ -63,13 +64,14 @@ class SegmentSizes:
     discrete: int  # discrete branches
     mask: int  # one allowed flag per discrete action: the sum of the branch sizes
     signals: int  # reward signals (value heads)
+    memory: int = 0  # a recurrent policy's stored memory per agent (0: none)
 
     @staticmethod
-    def of(spec: BehaviorSpec, signals: int) -> "SegmentSizes":
+    def of(spec: BehaviorSpec, signals: int, memory: int = 0) -> "SegmentSizes":
         return SegmentSizes(observations=tuple(tuple(s) for s in spec.observation_shapes),
                             continuous=spec.action_spec.continuous_size,
                             discrete=len(spec.action_spec.discrete_branches),
-                            mask=int(sum(spec.action_spec.discrete_branches)), signals=signals)
+                            mask=int(sum(spec.action_spec.discrete_branches)), signals=signals, memory=memory)
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,9 @@ FIELDS: tuple[Field, ...] = (
     Field("episode_end", SEGMENT, lambda s: (), np.bool_),  # the episode ended, terminal or interrupted
     Field("slot", SEGMENT, lambda s: (), np.int64),  # the collector's slot: the agent, while it lives
 )
+# Recurrent policies' segments also keep, per row, the agent's memory the row was acted on with
+# (training sequences start from it: networks/recurrent.py). The collector fills it.
+MEMORY_FIELD = Field("memory", ROW, lambda s: (s.memory,), np.float32)
 
 
 class Segments:
@@ -245,10 +250,11 @@ def _expand(declared: Field, shapes: tuple[tuple[int, ...], ...]) -> list[Field]
 
 
 @functools.lru_cache(maxsize=None)
-def _schema(shapes: tuple[tuple[int, ...], ...]) -> SegmentSchema:
-    return SegmentSchema(FIELDS, shapes)
+def _schema(shapes: tuple[tuple[int, ...], ...], recurrent: bool) -> SegmentSchema:
+    return SegmentSchema(FIELDS + ((MEMORY_FIELD,) if recurrent else ()), shapes)
 
 
-def segment_schema(spec: BehaviorSpec) -> SegmentSchema:
-    """The schema of :data:`FIELDS` for a behavior's observations (one object per set of shapes)."""
-    return _schema(tuple(tuple(s) for s in spec.observation_shapes))
+def segment_schema(spec: BehaviorSpec, recurrent: bool = False) -> SegmentSchema:
+    """The schema of :data:`FIELDS` (and, for a recurrent policy, the memory) for a behavior's
+    observations (one object per set of shapes)."""
+    return _schema(tuple(tuple(s) for s in spec.observation_shapes), recurrent)

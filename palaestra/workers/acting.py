@@ -65,6 +65,7 @@ class BehaviorPlan:
     time_horizon: int
     signals: int  # value heads
     round_agent_steps: int  # this behavior's agent steps a round should hold, per worker
+    memory_size: int = 0  # a recurrent policy's memory per agent, kept by the worker's collector
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,7 @@ class _Actor:
     def __init__(self, spec: BehaviorSpec, plan: BehaviorPlan, rng: np.random.Generator) -> None:
         self.weights = np.zeros(weight_size(plan.layout), np.float32)
         self.policy = make_actor(plan.layout, self.weights, rng)  # numpy for plain MLPs, else torch
-        self.collector = Collector(spec, plan.time_horizon, plan.signals)
+        self.collector = Collector(spec, plan.time_horizon, plan.signals, memory_size=plan.memory_size)
         self.finished: list[Segments] = []
 
 
@@ -263,7 +264,7 @@ class ActingWorkers:
             for k, behavior in enumerate(self.plans):
                 prefix = f"{k}/"
                 part = {key[len(prefix):]: a for key, a in arrays.items() if key.startswith(prefix)}
-                schema = segment_schema(self.pool.specs[behavior])
+                schema = segment_schema(self.pool.specs[behavior], recurrent=self.plans[behavior].memory_size > 0)
                 results.append(RoundResult(behavior, schema.unpack(part) if part else None, stats[behavior]))
         self.next = q + 1
         return results, env_steps

@@ -1,0 +1,185 @@
+"""LSTM policies (networks/recurrent.py, rollout/sequences.py): memories carried per agent and
+cleared at episode ends, training sequences that start from the stored memory (they reproduce
+what the policy computed while acting), padding that counts for nothing, checkpoints, and the
+exported model run step by step in onnxruntime with its memory carried."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from palaestra.algorithms.ppo import PPO, ppo_loss
+from palaestra.capabilities import settings_problems
+from palaestra.envs.base import ActionSpec, BehaviorSpec, DecisionSteps, TerminalSteps
+from palaestra.rollout.buffers import observations
+from palaestra.rollout.collector import Collector
+from palaestra.rollout.sequences import into_sequences, sequence_order, sequence_positions
+from palaestra.settings import load_trainer_config
+from tests.conftest import write_yaml
+
+MEMORY = 8
+
+
+def _spec(continuous: bool, shapes=((3,),)) -> BehaviorSpec:
+    return BehaviorSpec(tuple(shapes), ActionSpec(continuous_size=2) if continuous else ActionSpec(discrete_branches=(3, 2)))
+
+
+def _settings(tmp_path, trainer: str = "ppo", sequence_length: int = 4, extra: str = ""):
+    text = (f"B:\n  trainer: {trainer}\n  hidden_units: 16\n  num_layers: 1\n  normalize: false\n  time_horizon: 10\n"
+            f"  batch_size: 16\n  buffer_size: 64\n  num_epoch: 2\n  use_recurrent: true\n  memory_size: {MEMORY}\n"
+            f"  sequence_length: {sequence_length}\n{extra}")
+    return load_trainer_config(write_yaml(tmp_path / f"{trainer}.yaml", text)).for_behavior("B")
+
+
+def _observations(spec, rng, n):
+    return [rng.integers(0, 256, size=(n, *s), dtype=np.uint8) if len(s) == 3 else
+            rng.normal(size=(n, *s)).astype(np.float32) for s in spec.observation_shapes]
+
+
+def _run(ppo: PPO, spec: BehaviorSpec, steps: int, update: bool = True):
+    """Act on random observations with 4 agents whose episodes end at different times; returns
+    the segments collected."""
+    collector = Collector(spec, ppo.settings.time_horizon, len(ppo.signals), memory_size=ppo.memory_size)
+    rng = np.random.default_rng(1)
+    ids = np.arange(4)
+    finished = []
+    for t in range(steps):
+        obs = _observations(spec, rng, 4)
+        ended = ids[[t % 7 == 6, t % 5 == 4, False, t % 9 == 8]]
+        terminal = TerminalSteps([o[ended] for o in obs], np.ones(len(ended), np.float32), ended,
+                                 np.zeros(len(ended), bool)) if len(ended) else TerminalSteps.empty(spec)
+        _, seg = collector.step(DecisionSteps(obs, rng.normal(size=4).astype(np.float32), ids), terminal,
+                                ppo.act, ppo.value)
+        if seg is not None:
+            finished.append(seg)
+            ppo.collect(seg)
+        while update and ppo.ready():
+            ppo.update()
+    return collector, finished
+
+
+def test_sequences_keep_each_segments_rows_in_order_and_pad_after_them():
+    mask = np.array([[1, 1, 1, 1, 1, 0], [1, 1, 0, 0, 0, 0], [1, 1, 1, 1, 1, 1]], bool)
+    positions, rows = sequence_positions(mask, 4)
+    # segment 0: 5 rows -> sequences 0 and 1 (rows 0-3, 4); segment 1: sequence 2; segment 2: 3 and 4
+    assert rows == 20
+    assert positions.tolist() == [0, 1, 2, 3, 4, 8, 9, 12, 13, 14, 15, 16, 17]
+    columns = into_sequences({"x": np.arange(1, 14, dtype=np.float32)}, positions, rows)
+    assert columns["valid"].sum() == 13 and columns["x"][5:8].tolist() == [0, 0, 0]
+    order = sequence_order(rows, 4, np.random.default_rng(0))
+    assert sorted(order.tolist()) == list(range(20))
+    assert all(order[i + 1] == order[i] + 1 for i in range(0, 20, 4) for i in range(i, i + 3))
+
+
+@pytest.mark.parametrize("continuous", [True, False], ids=["continuous", "discrete"])
+def test_training_sequences_reproduce_what_the_policy_computed_while_acting(tmp_path, continuous):
+    # the stored memory at each sequence's start, run through the sequence, gives exactly the
+    # log-probabilities and values the policy acted with (ML-Agents' old bug: sequences from zeros)
+    spec = _spec(continuous)
+    torch.manual_seed(0)
+    ppo = PPO(spec, _settings(tmp_path), torch.device("cpu"), np.random.default_rng(0))
+    _, segments = _run(ppo, spec, 30, update=False)
+    ppo.process_queued()
+    data = {k: torch.as_tensor(v) for k, v in ppo.buffer.view().items()}
+    real = data["valid"] > 0
+    assert real.sum() == sum(int(s.length.sum()) for s in segments) and (~real).any()  # there is padding
+    with torch.no_grad():
+        out = ppo.policy.evaluate(observations(data), data["allowed"] if not continuous else None,
+                                  data["continuous"] if continuous else None,
+                                  data["discrete"] if not continuous else None,
+                                  memory=data["memory"][::4], sequence_length=4)
+        zeros = ppo.policy.evaluate(observations(data), data["allowed"] if not continuous else None,
+                                    data["continuous"] if continuous else None,
+                                    data["discrete"] if not continuous else None,
+                                    memory=torch.zeros_like(data["memory"][::4]), sequence_length=4)
+    torch.testing.assert_close(out.log_prob[real], data["log_prob"][real], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(out.values[real], data["old_values"][real], rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(zeros.log_prob[real], data["log_prob"][real], atol=1e-4)
+
+
+def test_memories_clear_when_an_episode_ends(tmp_path):
+    spec = _spec(False)
+    ppo = PPO(spec, _settings(tmp_path), torch.device("cpu"), np.random.default_rng(0))
+    collector, segments = _run(ppo, spec, 7, update=False)  # agent 0's episode ended at step 6
+    slot, other = collector.slots_for(np.array([0]))[0], collector.slots_for(np.array([2]))[0]
+    assert collector.length[slot] == 1  # its new episode's first row: acted on with zeros
+    assert not collector.memory_rows[slot, 0].any() and collector.agent_memory[slot].any()
+    assert collector.memory_rows[other, 1:7].any()  # an episode under way carries its memory
+    assert segments and all(not s.memory[:, 0].any() for s in segments)  # episodes start from zeros
+
+
+def test_padding_rows_count_for_nothing_in_the_loss():
+    rng = np.random.default_rng(0)
+    n = 12
+    batch = {k: torch.as_tensor(rng.normal(size=shape).astype(np.float32)) for k, shape in
+             {"log_prob": (n,), "advantages": (n,), "old_values": (n, 2), "returns": (n, 2)}.items()}
+    log_prob, entropy, values = (torch.as_tensor(rng.normal(size=s).astype(np.float32)) for s in ((n,), (n,), (n, 2)))
+    valid = torch.ones(n)
+    valid[[3, 7, 11]] = 0.0
+    masked = ppo_loss(log_prob, entropy, values, batch | {"valid": valid}, 0.2, 0.01, 0.2)
+    real = valid > 0
+    dropped = ppo_loss(log_prob[real], entropy[real], values[real], {k: v[real] for k, v in batch.items()}, 0.2, 0.01, 0.2)
+    for a, b in zip(masked, dropped):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("shapes", [((3,),), ((2,), (20, 20, 3))], ids=["vector", "vector+image"])
+def test_updates_learn_and_checkpoints_restore_the_memory_networks(tmp_path, shapes):
+    spec = _spec(True, shapes)
+    torch.manual_seed(0)
+    ppo = PPO(spec, _settings(tmp_path), torch.device("cpu"), np.random.default_rng(0))
+    before = {k: v.clone() for k, v in ppo.policy.state_dict().items()}
+    _run(ppo, spec, 60)
+    assert ppo.update_count >= 2
+    state = ppo.state_dict()
+    for name in (k for k in before if k.startswith("lstm.")):
+        assert not torch.equal(before[name], state["policy"][name]), name
+    fresh = PPO(spec, _settings(tmp_path), torch.device("cpu"), np.random.default_rng(0))
+    fresh.load_state_dict(state)
+    obs, memory = _observations(spec, np.random.default_rng(2), 3), np.random.default_rng(3).normal(size=(3, 2 * MEMORY))
+    a = ppo.act(obs, None, deterministic=True, memory=memory.astype(np.float32))
+    b = fresh.act(obs, None, deterministic=True, memory=memory.astype(np.float32))
+    np.testing.assert_allclose(a.continuous, b.continuous, rtol=1e-5)
+    np.testing.assert_allclose(a.memory, b.memory, rtol=1e-5)
+
+
+@pytest.mark.parametrize("continuous", [True, False], ids=["continuous", "discrete"])
+def test_the_exported_model_carries_its_memory_step_by_step_like_the_policy(tmp_path, continuous):
+    import onnxruntime as ort
+
+    from palaestra.export import export_policy
+
+    spec = _spec(continuous, ((3,), (20, 20, 3)))
+    torch.manual_seed(0)
+    ppo = PPO(spec, _settings(tmp_path), torch.device("cpu"), np.random.default_rng(0))
+    _run(ppo, spec, 30)
+    export_policy(ppo.policy, tmp_path / "p.onnx")
+    session = ort.InferenceSession(str(tmp_path / "p.onnx"))
+    names = [o.name for o in session.get_outputs()]
+    assert {i.name: i.shape[1:] for i in session.get_inputs()}["recurrent_in"] == [1, MEMORY]
+    rng = np.random.default_rng(4)
+    memory = np.zeros((5, 2 * MEMORY), np.float32)  # the policy's: actor and critic
+    exported_memory = np.zeros((5, 1, MEMORY), np.float32)  # the model's: the actor's
+    for _ in range(6):
+        obs = _observations(spec, rng, 5)
+        expected = ppo.act(obs, None if continuous else np.ones((5, 5), bool), deterministic=True, memory=memory)
+        feeds = {f"obs_{i}": (o / 255.0 if o.dtype == np.uint8 else o).astype(np.float32) for i, o in enumerate(obs)}
+        feeds["recurrent_in"] = exported_memory
+        if not continuous:
+            feeds["action_masks"] = np.ones((5, 5), np.float32)
+        out = dict(zip(names, session.run(None, feeds)))
+        assert out["memory_size"].tolist() == [float(MEMORY)]
+        if continuous:
+            np.testing.assert_allclose(out["deterministic_continuous_actions"], expected.continuous, atol=1e-4)
+        else:
+            np.testing.assert_array_equal(out["deterministic_discrete_actions"], expected.discrete)
+        np.testing.assert_allclose(out["recurrent_out"][:, 0], expected.memory[:, :MEMORY], atol=1e-4)
+        memory, exported_memory = expected.memory, out["recurrent_out"]
+
+
+def test_recurrent_settings_are_refused_where_not_built(tmp_path):
+    sac = _settings(tmp_path, "sac", extra="  buffer_init_steps: 0\n  steps_per_update: 1\n")
+    assert any("use_recurrent: true (LSTM policies) is built for trainer 'ppo' only so far" in p
+               for p in settings_problems(sac))
+    assert settings_problems(_settings(tmp_path)) == []
