@@ -48,7 +48,7 @@ CAPABILITIES: dict[str, Capabilities] = {
     "ppo": Capabilities(activations=("swish", "tanh"), continuous_and_discrete=True, behavioral_cloning=True,
                         recurrent=True),
     "sac": Capabilities(acting_in_workers="sac learns between environment steps", replay_buffer=True,
-                        behavioral_cloning=True),
+                        behavioral_cloning=True, recurrent=True),
     # the policy learns between environment steps (and the teacher needs the environment)
     "offline_bc": Capabilities(acting_in_workers="offline_bc learns between environment steps", imitation_only=True,
                                required=(("demo_path", "a .demo file or a folder of them"),)),
@@ -78,8 +78,10 @@ def settings_problems(settings: TrainerSettings) -> list[str]:
     problems = [f"trainer {settings.trainer!r} needs {key}: {what}" for key, what in can.required
                 if getattr(settings, key) is None]
     if settings.use_recurrent and not can.recurrent:
-        problems.append(f"use_recurrent: true (LSTM policies) is built for trainer 'ppo' only so far"
-                        f"{_set_in(settings, 'use_recurrent')}; set use_recurrent: false or use trainer: ppo")
+        recurrent = [name for name, c in CAPABILITIES.items() if c.recurrent]
+        problems.append(f"use_recurrent: true (LSTM policies) is built for trainer{'s' if len(recurrent) > 1 else ''} "
+                        f"{' and '.join(recurrent)} only so far{_set_in(settings, 'use_recurrent')}; set "
+                        f"use_recurrent: false or use trainer: {recurrent[0]}")
     if settings.behavioral_cloning is not None and not can.behavioral_cloning:
         problems.append(f"behavioral_cloning is not supported yet{_set_in(settings, 'behavioral_cloning')}; remove "
                         "the section")

@@ -311,11 +311,12 @@ class TrainerSettings:
     time_horizon: int = _key(64, integer(1), "steps per agent before a trajectory is cut (and bootstrapped)",
                              used_by=EVERY_RL_TRAINER)
     summary_freq: int = _key(10000, integer(1), "steps between summaries", used_by=EVERY_TRAINER)
-    use_recurrent: bool = _key(False, boolean, "LSTM policy (PPO)", used_by=EVERY_TRAINER)
+    use_recurrent: bool = _key(False, boolean, "LSTM policy (PPO and SAC)", used_by=EVERY_TRAINER)
     memory_size: int = _key(128, integer(1), "LSTM memory size", used_by=EVERY_TRAINER)
     sequence_length: int = _key(64, integer(1), "LSTM training sequence length", used_by=EVERY_TRAINER)
-    vis_encode_type: str = _key("simple", choice(*VISUAL_ENCODERS), "visual encoder (matters once visual "
-                                "observations are supported)", used_by=EVERY_RL_TRAINER)
+    vis_encode_type: str = _key("simple", choice(*VISUAL_ENCODERS), "image encoder for camera observations "
+                                "(networks/visual.py: simple 20x20, nature_cnn 36x36, resnet 15x15 at least)",
+                                used_by=EVERY_RL_TRAINER)
     threaded: bool = _key(True, boolean, "with the policy acting in `--num-envs` workers (PPO): they keep stepping "
                           "while the trainer updates (`false`: they wait; one behavior's `false` applies to all)",
                           used_by=EVERY_RL_TRAINER)

@@ -185,7 +185,8 @@ def test_bad_command_lines(run_cli, workdir, args, message):
 
 
 @pytest.mark.parametrize("content,message", [
-    ("3DBall:\n  trainer: sac\n  use_recurrent: true\n", "use_recurrent: true (LSTM policies) is not supported yet"),
+    ("3DBall:\n  trainer: offline_bc\n  demo_path: d.demo\n  use_recurrent: true\n",
+     "use_recurrent: true (LSTM policies) is built for trainer"),
     ("3DBall:\n  trainer: offline_bc\n", "trainer 'offline_bc' needs demo_path"),
 ])
 def test_unsupported_config_features_are_rejected_before_training(run_cli, workdir, content, message):

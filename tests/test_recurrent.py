@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from palaestra.algorithms.ppo import PPO, ppo_loss
+from palaestra.algorithms.sac import SAC
 from palaestra.capabilities import settings_problems
 from palaestra.envs.base import ActionSpec, BehaviorSpec, DecisionSteps, TerminalSteps
 from palaestra.rollout.buffers import observations
@@ -26,9 +27,11 @@ def _spec(continuous: bool, shapes=((3,),)) -> BehaviorSpec:
 
 
 def _settings(tmp_path, trainer: str = "ppo", sequence_length: int = 4, extra: str = ""):
+    per_trainer = {"ppo": "  buffer_size: 64\n  num_epoch: 2\n",
+                   "sac": "  buffer_size: 400\n  buffer_init_steps: 0\n  steps_per_update: 2\n"}.get(trainer, "")
     text = (f"B:\n  trainer: {trainer}\n  hidden_units: 16\n  num_layers: 1\n  normalize: false\n  time_horizon: 10\n"
-            f"  batch_size: 16\n  buffer_size: 64\n  num_epoch: 2\n  use_recurrent: true\n  memory_size: {MEMORY}\n"
-            f"  sequence_length: {sequence_length}\n{extra}")
+            f"  batch_size: 16\n  use_recurrent: true\n  memory_size: {MEMORY}\n"
+            f"  sequence_length: {sequence_length}\n{per_trainer}{extra}")
     return load_trainer_config(write_yaml(tmp_path / f"{trainer}.yaml", text)).for_behavior("B")
 
 
@@ -124,42 +127,55 @@ def test_padding_rows_count_for_nothing_in_the_loss():
         torch.testing.assert_close(a, b)
 
 
-@pytest.mark.parametrize("shapes", [((3,),), ((2,), (20, 20, 3))], ids=["vector", "vector+image"])
-def test_updates_learn_and_checkpoints_restore_the_memory_networks(tmp_path, shapes):
-    spec = _spec(True, shapes)
+ALGORITHMS = pytest.mark.parametrize("algorithm_class", [PPO, SAC], ids=["ppo", "sac"])
+
+
+def _algorithm(algorithm_class, spec, tmp_path):
     torch.manual_seed(0)
-    ppo = PPO(spec, _settings(tmp_path), torch.device("cpu"), np.random.default_rng(0))
-    before = {k: v.clone() for k, v in ppo.policy.state_dict().items()}
-    _run(ppo, spec, 60)
-    assert ppo.update_count >= 2
-    state = ppo.state_dict()
-    for name in (k for k in before if k.startswith("lstm.")):
-        assert not torch.equal(before[name], state["policy"][name]), name
-    fresh = PPO(spec, _settings(tmp_path), torch.device("cpu"), np.random.default_rng(0))
+    trainer = "ppo" if algorithm_class is PPO else "sac"
+    return algorithm_class(spec, _settings(tmp_path, trainer), torch.device("cpu"), np.random.default_rng(0))
+
+
+@ALGORITHMS
+@pytest.mark.parametrize("shapes", [((3,),), ((2,), (20, 20, 3))], ids=["vector", "vector+image"])
+def test_updates_learn_and_checkpoints_restore_the_memory_networks(tmp_path, shapes, algorithm_class):
+    spec = _spec(True, shapes)
+    algorithm = _algorithm(algorithm_class, spec, tmp_path)
+    before = {part: {k: v.clone() for k, v in weights.items() if isinstance(v, torch.Tensor)}
+              for part, weights in algorithm.state_dict().items() if isinstance(weights, dict) and part != "optimizer"}
+    _run(algorithm, spec, 60)
+    assert algorithm.update_count >= 2
+    state = algorithm.state_dict()
+    lstm_weights = [(part, k) for part, weights in before.items() for k in weights if "lstm" in f"{part}.{k}"]
+    assert len(lstm_weights) >= (4 if algorithm_class is PPO else 8)  # SAC: the actor's, the critics' and targets'
+    for part, name in lstm_weights:
+        assert not torch.equal(before[part][name], state[part][name]), (part, name)
+    fresh = _algorithm(algorithm_class, spec, tmp_path)
     fresh.load_state_dict(state)
-    obs, memory = _observations(spec, np.random.default_rng(2), 3), np.random.default_rng(3).normal(size=(3, 2 * MEMORY))
-    a = ppo.act(obs, None, deterministic=True, memory=memory.astype(np.float32))
+    obs = _observations(spec, np.random.default_rng(2), 3)
+    memory = np.random.default_rng(3).normal(size=(3, algorithm.memory_size))
+    a = algorithm.act(obs, None, deterministic=True, memory=memory.astype(np.float32))
     b = fresh.act(obs, None, deterministic=True, memory=memory.astype(np.float32))
     np.testing.assert_allclose(a.continuous, b.continuous, rtol=1e-5)
     np.testing.assert_allclose(a.memory, b.memory, rtol=1e-5)
 
 
+@ALGORITHMS
 @pytest.mark.parametrize("continuous", [True, False], ids=["continuous", "discrete"])
-def test_the_exported_model_carries_its_memory_step_by_step_like_the_policy(tmp_path, continuous):
+def test_the_exported_model_carries_its_memory_step_by_step_like_the_policy(tmp_path, continuous, algorithm_class):
     import onnxruntime as ort
 
     from palaestra.export import export_policy
 
     spec = _spec(continuous, ((3,), (20, 20, 3)))
-    torch.manual_seed(0)
-    ppo = PPO(spec, _settings(tmp_path), torch.device("cpu"), np.random.default_rng(0))
+    ppo = _algorithm(algorithm_class, spec, tmp_path)
     _run(ppo, spec, 30)
     export_policy(ppo.policy, tmp_path / "p.onnx")
     session = ort.InferenceSession(str(tmp_path / "p.onnx"))
     names = [o.name for o in session.get_outputs()]
     assert {i.name: i.shape[1:] for i in session.get_inputs()}["recurrent_in"] == [1, MEMORY]
     rng = np.random.default_rng(4)
-    memory = np.zeros((5, 2 * MEMORY), np.float32)  # the policy's: actor and critic
+    memory = np.zeros((5, ppo.memory_size), np.float32)  # the policy's: PPO's actor and critic, SAC's actor
     exported_memory = np.zeros((5, 1, MEMORY), np.float32)  # the model's: the actor's
     for _ in range(6):
         obs = _observations(spec, rng, 5)
@@ -179,7 +195,40 @@ def test_the_exported_model_carries_its_memory_step_by_step_like_the_policy(tmp_
 
 
 def test_recurrent_settings_are_refused_where_not_built(tmp_path):
-    sac = _settings(tmp_path, "sac", extra="  buffer_init_steps: 0\n  steps_per_update: 1\n")
-    assert any("use_recurrent: true (LSTM policies) is built for trainer 'ppo' only so far" in p
-               for p in settings_problems(sac))
+    cloning = _settings(tmp_path, "online_bc", extra="  brain_to_imitate: heuristic\n")
+    assert any("use_recurrent: true (LSTM policies) is built for trainer" in p for p in settings_problems(cloning))
     assert settings_problems(_settings(tmp_path)) == []
+
+
+def test_sac_sequences_reproduce_the_actor_while_acting_and_the_critics_memories(tmp_path):
+    # one agent's long episode over several segments (time_horizon 10) and sequences (4 rows):
+    # each sequence's stored memories continue exactly where the previous rows left them
+    spec = _spec(True)
+    sac = _algorithm(SAC, spec, tmp_path)
+    collector = Collector(spec, sac.settings.time_horizon, len(sac.signals), memory_size=sac.memory_size)
+    rng = np.random.default_rng(1)
+    rows = [_observations(spec, rng, 1) for _ in range(27)]
+    for obs in rows:
+        _, seg = collector.step(DecisionSteps(obs, np.zeros(1, np.float32), np.arange(1)),
+                                TerminalSteps.empty(spec), sac.act, sac.value)
+        if seg is not None:
+            sac.collect(seg)
+    data = sac.buffer.state_dict()["columns"]
+    real = data["valid"] > 0
+    assert real.sum() == 20 and len(real) == 24  # two segments of 10 rows: 3 sequences each, 2 padded
+    obs = torch.as_tensor(np.concatenate([r[0] for r in rows[:20]]))
+    with torch.no_grad():  # the actor, step by step from zeros, against the stored memories
+        memory, actor_memories = torch.zeros(1, MEMORY), []
+        for o in obs:
+            actor_memories.append(memory[0])
+            memory = sac.policy.hidden([o[None]], memory)[1]
+        np.testing.assert_allclose(data["memory"][real], torch.stack(actor_memories).numpy(), atol=1e-5)
+        # the critics' LSTMs over the same rows, from zeros: their memory at each sequence's start
+        features = sac._critic_features(obs, [obs], None)
+        expected, state = [], torch.zeros(1, 2 * MEMORY)
+        for row in range(20):
+            if row % 10 % 4 == 0:
+                expected.append(state[0].clone())
+            state = sac.critic_lstm.final_memory(features[:, row][:, None, None], state, torch.tensor([1]))
+    starts = np.nonzero(real & (np.arange(24) % 4 == 0))[0]
+    np.testing.assert_allclose(data["critic_memory"][starts], torch.stack(expected).numpy(), atol=1e-5)

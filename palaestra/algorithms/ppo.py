@@ -38,7 +38,7 @@ from palaestra.networks.optim import make_adam
 from palaestra.networks.policy import ActorCritic
 from palaestra.networks.torch_acting import TorchActor
 from palaestra.rewards import SignalEpisodeSums, load_signals_state, make_signals, signals_state
-from palaestra.rollout.sequences import into_sequences, sequence_order, sequence_positions
+from palaestra.rollout.sequences import into_sequences, real_rows, sequence_order, sequence_positions
 from palaestra.rollout.buffers import RolloutBuffer, observation_columns, observations
 from palaestra.rollout.segments import ActResult, Segments
 from palaestra.settings import PPOSettings
@@ -91,14 +91,6 @@ def gae(rewards: np.ndarray, values: np.ndarray, bootstrap: np.ndarray, length: 
 
 def _as_numpy(batch: dict[str, Any]) -> dict[str, np.ndarray]:
     return {k: v.cpu().numpy() if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-
-
-def _real_rows(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The batch without the padding rows of sequences (rollout/sequences.py), if it has any."""
-    if "valid" not in batch:
-        return batch
-    real = batch["valid"] > 0
-    return {k: v[real] for k, v in batch.items()}
 
 
 def _mean(x: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
@@ -331,7 +323,7 @@ class PPO:
                 value_losses.append(value_loss)
                 # reward signals with a model (curiosity, GAIL) learn on the same mini-batches
                 for signal in self._learning_signals:
-                    extra.add(signal.update(_real_rows(_as_numpy(batch))))
+                    extra.add(signal.update(real_rows(_as_numpy(batch))))
         self.buffer.clear()
         self.update_count += 1
         for policy_update in self.policy_updates:

@@ -36,6 +36,7 @@ from torch import nn
 from palaestra.algorithms.auxiliary import (AuxiliaryLoss, PolicyUpdate, StatsMean, add_auxiliary_gradients,
                                              load_policy_updates_state, policy_updates_state)
 from palaestra.algorithms.schedules import scheduled_learning_rate
+from palaestra.rollout.sequences import into_sequences, real_rows, sequence_positions, sequence_segments
 from palaestra.rollout.transitions import following_rows, terminal_rows
 from palaestra.envs.base import BehaviorSpec
 from palaestra.networks.accelerator import accelerate, plain_mlp, twin_layers
@@ -47,6 +48,7 @@ from palaestra.networks.optim import lean_adam_step, make_adam
 from palaestra.networks.policy import TwinMLP
 from palaestra.networks.sac_networks import SquashedActor, squashed_sample
 from palaestra.networks.torch_acting import TorchActor
+from palaestra.networks.recurrent import TwinLSTM, stored_memory_size
 from palaestra.networks.visual import image_features, with_actions
 from palaestra.rewards import SignalEpisodeSums, load_signals_state, make_signals, signals_state
 from palaestra.rollout.buffers import ReplayBuffer, observation_columns, observations
@@ -77,9 +79,16 @@ class SACBatch:
     rewards: np.ndarray  # [B, K] per-signal scaled rewards
     not_done: np.ndarray  # [B, K] 0 where the episode truly ended (signals using terminals)
     noise: np.ndarray  # [2B, c] standard normal noise for the actor at s and at s'
+    # recurrent only (rollout/sequences.py): the actor's and the critics' memories at each
+    # sequence's first row, and 1 for real rows, 0 for padding
+    memory: np.ndarray | None = None
+    critic_memory: np.ndarray | None = None
+    valid: np.ndarray | None = None
 
     def to_torch(self, device: torch.device) -> SimpleNamespace:
         def tensors(v):
+            if v is None:
+                return None
             return [torch.as_tensor(o, device=device) for o in v] if isinstance(v, list) else torch.as_tensor(v, device=device)
 
         return SimpleNamespace(**{k: tensors(v) for k, v in vars(self).items()})
@@ -154,8 +163,12 @@ class SAC:
         self.auxiliary_losses: list[AuxiliaryLoss] = []  # extra loss terms of each gradient step
         self.policy_updates: list[PolicyUpdate] = []  # run after each update (behavioral cloning)
         K = len(self.signals)
+        memory = settings.memory_size if settings.use_recurrent else None
         self.policy = SquashedActor(spec, settings.hidden_units, settings.num_layers, settings.normalize, K,
-                                    settings.vis_encode_type).to(device)
+                                    settings.vis_encode_type, memory).to(device)
+        self.memory_size = self.policy.memory_size  # the actor's, per agent, kept by the collector
+        # recurrent: gradient steps on sequences of this many rows (rollout/sequences.py)
+        self.sequence_length = settings.sequence_length if memory else 1
         self.continuous = action.is_continuous
         self.branches = list(action.discrete_branches)
         self.offsets = np.cumsum([0] + self.branches[:-1]).tolist()
@@ -163,19 +176,28 @@ class SAC:
         # their own encodings of them (one encoder per critic; None without images).
         self.critic_images = image_features(spec.observation_shapes, settings.vis_encode_type,
                                             settings.hidden_units, towers=2)
-        image_size = self.critic_images.size if self.critic_images is not None else 0
-        critic_inputs = self.policy.obs_size + image_size + action.continuous_size
+        observation_features = self.policy.obs_size + (self.critic_images.size if self.critic_images is not None else 0)
+        # recurrent: each critic's own LSTM over those features, its memory recorded as experience
+        # arrives (collect); the Q layers read its output and the action
+        self.critic_lstm = TwinLSTM(observation_features, memory).to(device) if memory else None
+        critic_inputs = (self.critic_lstm.units if memory else observation_features) + action.continuous_size
         critic_outputs = K if self.continuous else K * sum(self.branches)
         self.critic = TwinMLP(critic_inputs, settings.hidden_units, settings.num_layers, "swish", critic_outputs).to(device)
         self.target = copy.deepcopy(self.critic).requires_grad_(False)
         critic_modules: list[nn.Module] = [self.critic]
         target_modules: list[nn.Module] = [self.target]
-        self.target_images = None
+        self.target_images = self.target_lstm = None
         if self.critic_images is not None:
             self.critic_images.to(device)
             self.target_images = copy.deepcopy(self.critic_images).requires_grad_(False)
             critic_modules.insert(0, self.critic_images)
             target_modules.insert(0, self.target_images)
+        if self.critic_lstm is not None:
+            self.target_lstm = copy.deepcopy(self.critic_lstm).requires_grad_(False)
+            critic_modules.insert(0, self.critic_lstm)
+            target_modules.insert(0, self.target_lstm)
+        # each agent's (collector slot's) critic memory after the experience collected so far
+        self._critic_memory = np.zeros((0, stored_memory_size(memory) if memory else 0), np.float32)
         entropy_terms = 1 if self.continuous else len(self.branches)
         self.log_alpha = nn.Parameter(torch.full((entropy_terms,), math.log(settings.init_entcoef), device=device))
         # Actor, critics and entropy coefficients in one flat buffer (networks/flat_params.py):
@@ -209,17 +231,19 @@ class SAC:
         if self._accelerated:
             self._accelerate()
             self._numpy_adam = NumpyAdam([self.flat.parameter], self.optimizer, flat=self.flat)
-        self.buffer = ReplayBuffer(settings.buffer_size)
+        L = self.sequence_length  # recurrent: whole sequences in the ring, never split at its end
+        self.buffer = ReplayBuffer(-(-settings.buffer_size // L) * L)
         self.episode_sums = SignalEpisodeSums(self.signals)
         self.step = 0  # agent steps collected, ML-Agents' trainer step
         self.update_count = 0  # gradient steps taken
         self.signal_update_count = 0  # reward-signal model updates taken (their own cadence)
 
     # -- acting ------------------------------------------------------------------------------
-    def act(self, observations: list[np.ndarray], allowed: np.ndarray | None, deterministic: bool = False) -> ActResult:
-        return self._actor.act(observations, allowed, deterministic)
+    def act(self, observations: list[np.ndarray], allowed: np.ndarray | None, deterministic: bool = False,
+            memory: np.ndarray | None = None) -> ActResult:
+        return self._actor.act(observations, allowed, deterministic, memory=memory)
 
-    def value(self, observations: list[np.ndarray]) -> np.ndarray:
+    def value(self, observations: list[np.ndarray], memory: np.ndarray | None = None) -> np.ndarray:
         """SAC keeps no state-value estimate for segments; its critics learn from transitions."""
         return np.zeros((observations[0].shape[0], len(self.signals)), np.float32)
 
@@ -233,13 +257,55 @@ class SAC:
         next_obs = [following_rows(o, after, seg.length)[mask] for o, after in zip(seg.observations, seg.next_observations)]
         next_allowed = following_rows(seg.allowed, seg.next_allowed, seg.length, fill=True)
         done = terminal_rows(seg.length, seg.terminal, seg.width)
-        self.buffer.add(
+        columns = dict(
             **observation_columns(obs), **observation_columns(next_obs, "next_obs"), continuous=seg.continuous[mask],
             discrete=seg.discrete[mask], allowed=seg.allowed[mask], next_allowed=next_allowed[mask],
             env_reward=seg.env_reward[mask], done=done[mask],
         )
+        if self.memory_size:  # recurrent: sequences, each with its actor's and critics' starting memories
+            positions, rows = sequence_positions(mask, self.sequence_length)
+            columns = into_sequences(columns | {"memory": seg.memory[mask]}, positions, rows)
+            columns["critic_memory"] = self._critic_memories(seg, mask, columns)
+        self.buffer.add(**columns)
         self.step += int(seg.length.sum())
         return self.episode_sums.add(seg, [signal.rewards(seg) for signal in self.signals])
+
+    @torch.no_grad()
+    def _critic_memories(self, seg: Segments, mask: np.ndarray, columns: dict[str, np.ndarray]) -> np.ndarray:
+        """The critics' memory at the start of each new sequence (zeros on the other rows): their
+        LSTMs run over each segment, from where the agent's previous segment left them (zeros
+        at an episode's start), as ML-Agents records its critics' memories."""
+        L = self.sequence_length
+        segment, chunk = sequence_segments(mask, L)
+        n = len(segment)
+        obs = [torch.as_tensor(o, device=self.device) for o in observations(columns)]
+        features = self._critic_features(self.policy.vectors(obs), obs, self.critic_images)
+        features = features.reshape(2, n, L, features.shape[-1])
+        lengths = torch.as_tensor(columns["valid"].reshape(n, L).sum(1), dtype=torch.int64)
+        slots = seg.slot
+        if len(self._critic_memory) <= slots.max():
+            grown = np.zeros((max(2 * len(self._critic_memory), slots.max() + 1), self._critic_memory.shape[1]), np.float32)
+            grown[: len(self._critic_memory)] = self._critic_memory
+            self._critic_memory = grown
+        state = torch.as_tensor(self._critic_memory[slots], device=self.device)
+        start = torch.zeros(n, state.shape[1], device=self.device)
+        for k in range(int(chunk.max()) + 1):  # each segment's k-th sequence continues its (k-1)-th
+            which = np.nonzero(chunk == k)[0]
+            start[which] = state[segment[which]]
+            state[segment[which]] = self.critic_lstm.final_memory(features[:, which], start[which], lengths[which])
+        ends = state.cpu().numpy()
+        ends[seg.episode_end] = 0.0  # the agent's next episode starts from zeros
+        self._critic_memory[slots] = ends
+        memory = np.zeros((n * L, state.shape[1]), np.float32)
+        memory[::L] = start.cpu().numpy()
+        return memory
+
+    @staticmethod
+    def _critic_features(vectors: torch.Tensor, obs: list[torch.Tensor], images: nn.Module | None) -> torch.Tensor:
+        """What the critics read of the observations: ``[2, B, F]``, one view per critic."""
+        if images is None:
+            return vectors.unsqueeze(0).expand(2, *vectors.shape)
+        return images(vectors, obs)
 
     # -- learning ----------------------------------------------------------------------------
     def _updates_due(self, steps_per_update: float | None = None) -> int:
@@ -267,7 +333,7 @@ class SAC:
         extra = StatsMean()  # auxiliary losses' and reward-signal models' stats
         steps = 0
         while self.update_count < self._updates_due():
-            batch = self.buffer.sample(self.settings.batch_size, self.rng)
+            batch = self._sample()
             for key, value in self._gradient_step(batch, extra).items():
                 totals[key] = totals[key] + value if key in totals else value
             self.update_count += 1
@@ -278,7 +344,7 @@ class SAC:
         # (reward_signal_steps_per_update, by default steps_per_update), on their own samples
         signal_updates_due = self._updates_due(self.settings.reward_signal_steps_per_update)
         while self._learning_signals and self.signal_update_count < signal_updates_due:
-            batch = self.buffer.sample(self.settings.batch_size, self.rng)
+            batch = real_rows(self._sample())
             for signal in self._learning_signals:
                 extra.add(signal.update(batch))
             self.signal_update_count += 1
@@ -292,6 +358,13 @@ class SAC:
         stats["Policy/Learning Rate"] = lr
         stats["Policy/Entropy Coeff"] = float(self.log_alpha.detach().exp().mean())
         return stats
+
+    def _sample(self) -> dict[str, np.ndarray]:
+        """A mini-batch of ``batch_size`` rows: transitions, or (recurrent) whole sequences."""
+        L = self.sequence_length
+        if L == 1:
+            return self.buffer.sample(self.settings.batch_size, self.rng)
+        return self.buffer.sample_sequences(max(self.settings.batch_size // L, 1), L, self.rng)
 
     def _gradient_step(self, batch: dict[str, np.ndarray], extra: StatsMean) -> dict[str, Any]:
         t = self._prepare(batch)
@@ -320,6 +393,9 @@ class SAC:
             not_done=1.0 - batch["done"].astype(np.float32)[:, None] * self._uses_terminal,
             noise=self.rng.standard_normal((2 * len(rewards), self.spec.action_spec.continuous_size),
                                            dtype=np.float32),
+            memory=batch.get("memory"),
+            critic_memory=batch.get("critic_memory"),
+            valid=batch.get("valid"),
         )
 
     def _autograd_gradients(self, batch: SACBatch) -> dict[str, torch.Tensor]:
@@ -327,14 +403,8 @@ class SAC:
         the reference of ``_accelerated_gradients`` (the tests compare the two); sets ``.grad``,
         returns the loss stats."""
         t = batch.to_torch(self.device)
-        with torch.no_grad():
-            x, x_next = self.policy.vectors(t.obs), self.policy.vectors(t.next_obs)
-            # the actor at s' and the target critics only feed the (constant) target
-            h_next = self.policy.body(self.policy.features(x_next, t.next_obs))
-            target_next = x_next if self.target_images is None else self.target_images(x_next, t.next_obs)
-        B = x.shape[0]
-        h = self.policy.body(self.policy.features(x, t.obs))
-        critic_in = x if self.critic_images is None else self.critic_images(x, t.obs)  # [B, F] or [2, B, F]
+        h, h_next, critic_in, target_next, t = (self._sequence_features if self.memory_size else self._row_features)(t)
+        B = h.shape[0]
         alpha = self.log_alpha.detach().exp()
         if self.continuous:
             mean, log_std = self.policy.gaussian_params(h)
@@ -383,6 +453,57 @@ class SAC:
         (q1_loss + q2_loss + policy_loss + alpha_loss(self.log_alpha, entropy_error)).backward()
         return {"Losses/Q1 Loss": q1_loss.detach(), "Losses/Q2 Loss": q2_loss.detach(),
                 "Losses/Policy Loss": policy_loss.detach(), "q_estimate": q.detach().min(0).values.mean(0)}
+
+    def _row_features(self, t: SimpleNamespace) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                                          SimpleNamespace]:
+        """Per row: the actor's features at s (trained) and at s' (constant), the critics' input
+        at s ([B, F], or with images [2, B, F]: each critic's own) and the target critics' at s'."""
+        with torch.no_grad():
+            x, x_next = self.policy.vectors(t.obs), self.policy.vectors(t.next_obs)
+            # the actor at s' and the target critics only feed the (constant) target
+            h_next = self.policy.body(self.policy.features(x_next, t.next_obs))
+            target_next = x_next if self.target_images is None else self.target_images(x_next, t.next_obs)
+        h = self.policy.body(self.policy.features(x, t.obs))
+        critic_in = x if self.critic_images is None else self.critic_images(x, t.obs)
+        return h, h_next, critic_in, target_next, t
+
+    def _sequence_features(self, t: SimpleNamespace) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                                               SimpleNamespace]:
+        """The same for a recurrent SAC, over N sequences of L rows, each LSTM from the memory
+        stored at its sequence's start; only real rows are returned (with the batch's columns cut
+        to them). The features at s' come from the same pass: the LSTM runs over the sequence's
+        rows followed by the next observation of its last real row, so row t's s' is position t + 1."""
+        L = self.sequence_length
+        B = t.valid.shape[0]
+        N = B // L
+        length = t.valid.view(N, L).sum(1).long()
+        last = torch.arange(N, device=self.device) * L + length - 1  # each sequence's last real row
+
+        def extended(now: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+            """[T, B, F] at s and at s' → [T, N, L + 1, F]: the rows, then s' of the last real one."""
+            T, F = now.shape[0], now.shape[-1]
+            out = torch.cat([now.reshape(T, N, L, F), now.new_zeros(T, N, 1, F)], 2)
+            out[:, torch.arange(N, device=self.device), length] = after[:, last]
+            return out
+
+        with torch.no_grad():
+            x, x_next = self.policy.vectors(t.obs), self.policy.vectors(t.next_obs)
+            body_next = self.policy.body(self.policy.features(x_next, t.next_obs))
+            target_in = extended(self._critic_features(x, t.obs, self.target_images),
+                                 self._critic_features(x_next, t.next_obs, self.target_images))
+            target_next = self.target_lstm(target_in, t.critic_memory[::L])[0][:, :, 1:]  # [2, N, L, u]
+        body = self.policy.body(self.policy.features(x, t.obs))
+        actor, _ = self.policy.lstm(extended(body[None], body_next[None]), t.memory[::L])  # [1, N, L + 1, u]
+        critic, _ = self.critic_lstm(self._critic_features(x, t.obs, self.critic_images).reshape(2, N, L, -1),
+                                     t.critic_memory[::L])
+        real = t.valid > 0
+        rows = SimpleNamespace(**vars(t))
+        for name in ("rewards", "not_done", "continuous", "discrete", "allowed", "next_allowed"):
+            setattr(rows, name, getattr(t, name)[real])
+        rows.noise = torch.cat([t.noise[:B][real], t.noise[B:][real]])
+        u = actor.shape[-1]
+        return (actor[0, :, :L].reshape(B, u)[real], actor[0, :, 1:].reshape(B, u)[real].detach(),
+                critic.reshape(2, B, u)[:, real], target_next.reshape(2, B, u)[:, real], rows)
 
     # -- the same on the accelerator ---------------------------------------------------------
     def _accelerate(self) -> None:
@@ -497,7 +618,7 @@ class SAC:
             "policy": self.policy.state_dict(),
             "critic": self.critic.state_dict(),
             "target": self.target.state_dict(),
-            **self._image_critics_state(),
+            **self._extra_critics_state(),
             "log_alpha": self.log_alpha.detach().clone(),
             "optimizer": self.optimizer.state_dict(),
             "step": self.step,
@@ -529,17 +650,20 @@ class SAC:
         self.signal_update_count = int(state.get("signal_update_count", self._updates_due(
             self.settings.reward_signal_steps_per_update)))
 
-    def _image_critics_state(self) -> dict[str, Any]:
-        if self.critic_images is None:
-            return {}
-        return {"critic_images": self.critic_images.state_dict(), "target_images": self.target_images.state_dict()}
+    def _extra_critic_modules(self) -> dict[str, nn.Module]:
+        """The critics' image encoders and LSTMs and their targets, where there are any."""
+        named = {"critic_images": self.critic_images, "target_images": self.target_images,
+                 "critic_lstm": self.critic_lstm, "target_lstm": self.target_lstm}
+        return {name: module for name, module in named.items() if module is not None}
+
+    def _extra_critics_state(self) -> dict[str, Any]:
+        return {name: module.state_dict() for name, module in self._extra_critic_modules().items()}
 
     def _load_critics(self, state: dict[str, Any]) -> None:
         self.critic.load_state_dict(state["critic"])
         self.target.load_state_dict(state["target"])
-        if self.critic_images is not None:
-            self.critic_images.load_state_dict(state["critic_images"])
-            self.target_images.load_state_dict(state["target_images"])
+        for name, module in self._extra_critic_modules().items():
+            module.load_state_dict(state[name])
 
     def replay_state(self) -> dict[str, Any]:
         """The replay buffer as tensors (for ``save_replay_buffer``)."""

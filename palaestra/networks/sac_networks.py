@@ -25,6 +25,7 @@ from palaestra.networks.distributions import MASKED_LOGIT, ActionDistribution
 from palaestra.networks.encoders import VectorEncoder
 from palaestra.networks.normalizer import Normalizer
 from palaestra.networks.policy import PolicyOutput, head, mlp
+from palaestra.networks.recurrent import TwinLSTM
 from palaestra.networks.visual import image_features
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
@@ -32,7 +33,7 @@ _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 class SquashedActor(nn.Module):
     def __init__(self, spec: BehaviorSpec, hidden_units: int, num_layers: int, normalize: bool,
-                 signals: int = 1, vis_encode_type: str = "simple") -> None:
+                 signals: int = 1, vis_encode_type: str = "simple", memory_size: int | None = None) -> None:
         super().__init__()
         self.spec = spec
         self.signals = signals  # reward signals: acting reports a zero value estimate for each
@@ -41,12 +42,16 @@ class SquashedActor(nn.Module):
         self.normalizer = Normalizer(self.obs_size) if normalize and self.obs_size else None
         self.images = image_features(spec.observation_shapes, vis_encode_type, hidden_units, towers=1)
         self.body = mlp(self.obs_size + (self.images.size if self.images is not None else 0), hidden_units, num_layers)
+        # use_recurrent: the actor's LSTM after the body (networks/recurrent.py; None without memory)
+        self.lstm = TwinLSTM(hidden_units, memory_size, towers=1) if memory_size else None
+        self.memory_size = memory_size or 0  # per agent, kept by the collector
+        heads_in = self.lstm.units if self.lstm is not None else hidden_units
         action = spec.action_spec
         self.branches = tuple(action.discrete_branches)
         self.continuous_size = action.continuous_size
         # mean and log-std of the continuous part in one head: [B, 2c]
-        self.gaussian = head(hidden_units, 2 * action.continuous_size, 0.01) if action.is_continuous else None
-        self.logits = head(hidden_units, sum(self.branches), 0.01) if action.is_discrete else None
+        self.gaussian = head(heads_in, 2 * action.continuous_size, 0.01) if action.is_continuous else None
+        self.logits = head(heads_in, sum(self.branches), 0.01) if action.is_discrete else None
 
     def vectors(self, observations: list[torch.Tensor]) -> torch.Tensor:
         """The normalized vector features, which the critics read too."""
@@ -60,6 +65,18 @@ class SquashedActor(nn.Module):
     def encode(self, observations: list[torch.Tensor]) -> torch.Tensor:
         return self.features(self.vectors(observations), observations)
 
+    def hidden(self, observations: list[torch.Tensor], memory: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The heads' input for one step of each row, and (recurrent) the memory after it (from
+        ``memory``, or zeros: new episodes)."""
+        h = self.body(self.encode(observations))
+        if self.lstm is None:
+            return h, None
+        if memory is None:
+            memory = h.new_zeros(h.shape[0], self.memory_size)
+        out, memory = self.lstm.actor(h.unsqueeze(1), memory)
+        return out[:, 0], memory
+
     def gaussian_params(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mean, log_std = self.gaussian(h).chunk(2, dim=-1)
         return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
@@ -71,8 +88,8 @@ class SquashedActor(nn.Module):
         return logits
 
     def act(self, observations: list[torch.Tensor], allowed: torch.Tensor | None,
-            deterministic: bool = False) -> PolicyOutput:
-        h = self.body(self.encode(observations))
+            deterministic: bool = False, memory: torch.Tensor | None = None) -> PolicyOutput:
+        h, memory = self.hidden(observations, memory)
         cont = disc = None
         log_prob = entropy = torch.zeros(h.shape[0], device=h.device)
         if self.gaussian is not None:
@@ -84,13 +101,14 @@ class SquashedActor(nn.Module):
             dist = ActionDistribution.build(None, None, self.logits(h), self.branches, allowed)
             disc = (dist.deterministic() if deterministic else dist.sample())[1]
             log_prob, entropy = log_prob + dist.log_prob(None, disc), entropy + dist.entropy()
-        return PolicyOutput(cont, disc, log_prob, entropy, self.value(observations))
+        return PolicyOutput(cont, disc, log_prob, entropy, self.value(observations), memory)
 
     def imitation_outputs(self, observations: list[torch.Tensor], allowed: torch.Tensor | None
                           ) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
         """For behavioral cloning: a sampled, squashed continuous action (reparameterized) and
-        each discrete branch's log-probabilities."""
-        h = self.body(self.encode(observations))
+        each discrete branch's log-probabilities. A recurrent actor reads each row as the first of
+        an episode (zero memory)."""
+        h = self.hidden(observations)[0]
         continuous = None
         if self.gaussian is not None:
             mean, log_std = self.gaussian_params(h)
@@ -98,14 +116,15 @@ class SquashedActor(nn.Module):
         branches = [] if self.logits is None else torch.split(self.masked_logits(h, allowed), self.branches, -1)
         return continuous, [torch.log_softmax(logits, -1) for logits in branches]
 
-    def value(self, observations: list[torch.Tensor]) -> torch.Tensor:
+    def value(self, observations: list[torch.Tensor], memory: torch.Tensor | None = None) -> torch.Tensor:
         """SAC keeps no state-value estimate for segments; its critics learn from transitions."""
         return torch.zeros(observations[0].shape[0], self.signals, device=observations[0].device)
 
-    def export_heads(self, observations: list[torch.Tensor], memory: None = None
-                     ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, None]:
-        """For ONNX export: (sampled continuous, deterministic continuous, unmasked logits, no memory)."""
-        h = self.body(self.encode(observations))
+    def export_heads(self, observations: list[torch.Tensor], memory: torch.Tensor | None = None
+                     ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """For ONNX export: (sampled continuous, deterministic continuous, unmasked logits, the
+        memory after this step: recurrent only)."""
+        h, memory = self.hidden(observations, memory)
         sample = best = logits = None
         if self.gaussian is not None:
             mean, log_std = self.gaussian_params(h)
@@ -113,7 +132,7 @@ class SquashedActor(nn.Module):
             best = torch.tanh(mean)
         if self.logits is not None:
             logits = self.logits(h)
-        return sample, best, logits, None
+        return sample, best, logits, memory
 
 
 def squashed_sample(mean: torch.Tensor, log_std: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -85,6 +85,14 @@ class ReplayBuffer:
         idx = rng.integers(0, self.size, batch_size)
         return {k: v[idx] for k, v in self.data.items()}
 
+    def sample_sequences(self, sequences: int, sequence_length: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """``sequences`` whole sequences (rollout/sequences.py: blocks of ``sequence_length``
+        rows, which a capacity that is a multiple of it keeps in one piece), drawn uniformly with
+        replacement, their rows in order."""
+        starts = rng.integers(0, self.size // sequence_length, sequences) * sequence_length
+        idx = (starts[:, None] + np.arange(sequence_length)[None, :]).reshape(-1)
+        return {k: v[idx] for k, v in self.data.items()}
+
     def state_dict(self) -> dict:
         """The stored transitions, oldest first, as a checkpoint-ready dict."""
         order = np.arange(self.size) if self.size < self.capacity else np.roll(np.arange(self.capacity), -self.next)

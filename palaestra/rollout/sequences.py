@@ -16,12 +16,23 @@ import numpy as np
 def sequence_positions(row_mask: np.ndarray, sequence_length: int) -> tuple[np.ndarray, int]:
     """Where each real row of segments ``row_mask`` ``[F, H]`` goes (in the order ``x[row_mask]``
     lists them), and the rows of all sequences, padding included."""
-    lengths = row_mask.sum(1)
-    sequences = -(-lengths // sequence_length)  # per segment, rounded up
-    first = np.cumsum(sequences) - sequences
+    first, sequences = _sequences_per_segment(row_mask, sequence_length)
     segment, row = np.nonzero(row_mask)
     positions = (first[segment] + row // sequence_length) * sequence_length + row % sequence_length
     return positions, int(sequences.sum()) * sequence_length
+
+
+def sequence_segments(row_mask: np.ndarray, sequence_length: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each sequence of :func:`sequence_positions`: its segment, and which of that
+    segment's sequences it is (0 for the first)."""
+    first, sequences = _sequences_per_segment(row_mask, sequence_length)
+    segment = np.repeat(np.arange(len(sequences)), sequences)
+    return segment, np.arange(len(segment)) - first[segment]
+
+
+def _sequences_per_segment(row_mask: np.ndarray, sequence_length: int) -> tuple[np.ndarray, np.ndarray]:
+    sequences = -(-row_mask.sum(1) // sequence_length)  # rounded up
+    return np.cumsum(sequences) - sequences, sequences
 
 
 def into_sequences(columns: Mapping[str, np.ndarray], positions: np.ndarray, rows: int) -> dict[str, np.ndarray]:
@@ -43,3 +54,11 @@ def sequence_order(rows: int, sequence_length: int, rng: np.random.Generator) ->
         return rng.permutation(rows)
     starts = rng.permutation(rows // sequence_length) * sequence_length
     return (starts[:, None] + np.arange(sequence_length)[None, :]).reshape(-1)
+
+
+def real_rows(batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The batch without its sequences' padding rows (as it is, without a ``valid`` column)."""
+    if "valid" not in batch:
+        return dict(batch)
+    real = batch["valid"] > 0
+    return {k: v[real] for k, v in batch.items()}
