@@ -54,8 +54,9 @@ def parse_env_args(args: list[str] | None) -> dict[str, Any]:
 def _gymnasium_ids() -> Mapping[str, Any]:
     import gymnasium
 
-    import palaestra.envs.cartpole_no_velocity  # noqa: F401  (registers palaestra/CartPoleNoVel-v1)
+    from palaestra.envs.cartpole_no_velocity import register
 
+    register()  # Palaestra's own ids, before they are looked up
     return gymnasium.registry
 
 

@@ -85,9 +85,10 @@ class GridWorld(BuiltinVectorEnv):
 
 
 CAMERA_SIZE = 84  # ML-Agents' GridWorld camera: 84 x 84 RGB
-# cell colours, one channel each so that a CNN tells them apart: empty, agent, goal, pit
-PALETTE = np.array([[0, 0, 0], [0, 0, 255], [0, 255, 0], [255, 0, 0]], dtype=np.uint8)
-EMPTY, AGENT, GOAL, PIT = range(4)
+# Each thing has a channel of its own, so a CNN tells them apart, and a cell holding two (the agent
+# on the goal or in the pit, in a final observation) shows both: agent blue, goal green, pit red.
+AGENT, GOAL, PIT = 1, 2, 4  # bits of a cell's content
+PALETTE = np.array([[255 * (k >> 2 & 1), 255 * (k >> 1 & 1), 255 * (k & 1)] for k in range(8)], dtype=np.uint8)
 
 
 class VisualGridWorld(GridWorld):
@@ -109,6 +110,6 @@ class VisualGridWorld(GridWorld):
 
     def _observe(self) -> np.ndarray:
         cells = np.zeros((self.n, CELLS), dtype=np.intp)
-        for kind, where in ((AGENT, self.agent), (GOAL, self.goal), (PIT, self.pit)):
-            cells[self._rows, where[:, 0] * SIZE + where[:, 1]] = kind
+        for bit, where in ((AGENT, self.agent), (GOAL, self.goal), (PIT, self.pit)):
+            cells[self._rows, where[:, 0] * SIZE + where[:, 1]] |= bit
         return PALETTE[cells[:, self._pixel_cell]]
