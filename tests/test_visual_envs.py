@@ -69,9 +69,11 @@ def test_simple1d_observation_arguments_are_checked(kwargs, message):
 
 
 @pytest.mark.parametrize("continuous", [False, True])
-def test_simple1d_one_agent_shortcut_matches_the_array_step_with_images(continuous):
-    fast = make(seed=4, continuous=continuous, num_visual=2, vis_obs_size=[8, 8, 1])
-    slow = make(seed=4, continuous=continuous, num_visual=2, vis_obs_size=[8, 8, 1])
+@pytest.mark.parametrize("kwargs", [{}, {"memory": True}, {"memory": True, "step_size": 0.5, "max_episode_steps": 3},
+                                    {"memory": True, "step_size": 1.0}])
+def test_simple1d_one_agent_shortcut_matches_the_array_step_with_images(continuous, kwargs):
+    fast = make(seed=4, continuous=continuous, num_visual=2, vis_obs_size=[8, 8, 1], **kwargs)
+    slow = make(seed=4, continuous=continuous, num_visual=2, vis_obs_size=[8, 8, 1], **kwargs)
     fast.reset(), slow.reset()
     rng = np.random.default_rng(1)
     for _ in range(300):

@@ -131,12 +131,12 @@ class Simple1D(BuiltinVectorEnv):
         done = abs(position) >= 1.0
         steps = int(self.episode_steps[0]) + 1
         limit = self.max_episode_steps
-        obs = self._decision.obs  # the goal's sign (every observation), unchanged within an episode
         self.position[0] = position
+        self.episode_steps[0] = steps
+        obs = self._stepped_observations(steps)
         if not done and not (limit and steps >= limit):
-            self.episode_steps[0] = steps
             self._terminal = self._no_terminal
-            self._decision = DecisionSteps(list(obs), np.array([-TIME_PENALTY], np.float32), self._ids, None)
+            self._decision = DecisionSteps(obs, np.array([-TIME_PENALTY], np.float32), self._ids, None)
             return
         reward = self.success_reward * position * float(self.goal[0]) if done else -TIME_PENALTY
         self._terminal = TerminalSteps([o.copy() for o in obs], np.array([reward], np.float32), self._ids.copy(),
@@ -144,6 +144,11 @@ class Simple1D(BuiltinVectorEnv):
         self._reset_agents(self._ids)
         self.episode_steps[0] = 0
         self._decision = DecisionSteps(self._observations(), np.zeros(1, np.float32), self._ids, None)
+
+    def _stepped_observations(self, steps: int) -> list[np.ndarray]:
+        """The one-agent shortcut's observations ``steps`` steps into the episode: the goal's sign,
+        unchanged within an episode, so the last decision's arrays (never modified by consumers)."""
+        return list(self._decision.obs)
 
     def heuristic(self) -> ActionTuple:
         return ActionTuple(
@@ -180,8 +185,9 @@ class Memory1D(Simple1D):
     def _shown_goal(self) -> np.ndarray:
         return np.where(self.episode_steps < SHOW_STEPS, self.goal, 0.0)
 
-    # the observations change within an episode: Simple1D's one-agent shortcut does not apply
-    step = BuiltinVectorEnv.step
+    def _stepped_observations(self, steps: int) -> list[np.ndarray]:
+        # they change once in an episode, when the goal stops showing
+        return self._observations() if steps == SHOW_STEPS else list(self._decision.obs)
 
 
 class Memory1DContinuous(Memory1D, Simple1DContinuous):
