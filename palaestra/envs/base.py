@@ -24,6 +24,7 @@ from typing import Mapping, Protocol, runtime_checkable
 
 import numpy as np
 
+from palaestra.envs.observations import stored_dtype
 from palaestra.options import RunOptions
 
 
@@ -89,7 +90,8 @@ class BehaviorSpec:
 class DecisionSteps:
     """Agents of one behavior that need an action now.
 
-    ``obs``: one float32 array ``[n_agents, *shape]`` per observation of the behavior spec.
+    ``obs``: one float32 array ``[n_agents, *shape]`` per observation of the behavior spec (an
+    image, rank 3: float32 in [0, 1] or uint8, envs/observations.py).
     ``reward``: reward received since the agent's previous decision.
     ``action_mask``: one bool array ``[n_agents, branch_size]`` per discrete branch, ``True``
     meaning the action is *unavailable* (ML-Agents' convention), or ``None`` when nothing is masked.
@@ -106,7 +108,7 @@ class DecisionSteps:
     @staticmethod
     def empty(spec: BehaviorSpec) -> "DecisionSteps":
         return DecisionSteps(
-            obs=[np.zeros((0, *s), dtype=np.float32) for s in spec.observation_shapes],
+            obs=[np.zeros((0, *s), dtype=stored_dtype(s)) for s in spec.observation_shapes],
             reward=np.zeros(0, dtype=np.float32),
             agent_id=np.zeros(0, dtype=np.int64),
         )
@@ -131,7 +133,7 @@ class TerminalSteps:
     @staticmethod
     def empty(spec: BehaviorSpec) -> "TerminalSteps":
         return TerminalSteps(
-            obs=[np.zeros((0, *s), dtype=np.float32) for s in spec.observation_shapes],
+            obs=[np.zeros((0, *s), dtype=stored_dtype(s)) for s in spec.observation_shapes],
             reward=np.zeros(0, dtype=np.float32),
             agent_id=np.zeros(0, dtype=np.int64),
             interrupted=np.zeros(0, dtype=bool),

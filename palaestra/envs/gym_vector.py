@@ -11,7 +11,10 @@ Finished episodes reset in the same step (Gymnasium's ``SAME_STEP`` autoreset mo
 returns the new episode's first observation, and ``info["final_obs"]`` (with the mask
 ``info["_final_obs"]``) holds the observation the episode ended on. A step limit is a
 truncation, reaching the goal or failing a termination. For environments with action masks
-(GridWorld), ``info["action_mask"]`` gives the allowed actions of the next step.
+(GridWorld), ``info["action_mask"]`` gives the allowed actions of the next step. An image
+observation (VisualGridWorld) is a uint8 Box (height, width, channels), channel-last as SB3's
+``CnnPolicy`` takes it. Keyword arguments of ``make_vec`` beyond ``num_envs`` and ``seed`` go to
+the environment's constructor (``image_size=36``), as ``--env-args`` do on the command line.
 """
 
 from __future__ import annotations
@@ -24,8 +27,9 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 
 from palaestra.envs.base import ActionTuple, EnvError
-from palaestra.envs.builtin import BUILTIN_ENVS
+from palaestra.envs.builtin import BUILTIN_ENVS, make_builtin
 from palaestra.envs.builtin.vector_env import BuiltinVectorEnv
+from palaestra.envs.observations import as_stored, is_image
 
 
 def gym_id(name: str) -> str:
@@ -44,12 +48,18 @@ class BuiltinGymVectorEnv(VectorEnv):
         if num_envs < 1 or num_envs % per_area:
             raise EnvError(f"{gym_id(name)}: num_envs must be a positive multiple of {per_area} "
                            f"({name} has {per_area} agent(s) per area), got {num_envs}")
-        self.name, self._cls, self._areas = name, cls, num_envs // per_area
-        self._env: BuiltinVectorEnv = cls(seed=seed, num_areas=self._areas)
+        self.name, self._areas, self._kwargs = name, num_envs // per_area, kwargs
+        self._env: BuiltinVectorEnv = make_builtin(name, seed=seed, num_areas=self._areas, **kwargs)
         self.num_envs = num_envs
         spec = self._env.behavior_specs[self._env.behavior_name]
-        shape = spec.observation_shapes[0]
-        self.single_observation_space = spaces.Box(-np.inf, np.inf, shape, np.float32)
+        if len(spec.observation_shapes) != 1:
+            raise EnvError(f"{gym_id(name)}: {len(spec.observation_shapes)} observations per agent "
+                           f"{list(spec.observation_shapes)} have no single Gymnasium Box")
+        shape = self._shape = spec.observation_shapes[0]
+        if is_image(shape):  # uint8 pixels, channel-last: what SB3's CnnPolicy expects of an image
+            self.single_observation_space = spaces.Box(0, 255, shape, np.uint8)
+        else:
+            self.single_observation_space = spaces.Box(-np.inf, np.inf, shape, np.float32)
         action = spec.action_spec
         if action.is_continuous and action.is_discrete:
             raise EnvError(f"{gym_id(name)}: hybrid actions have no Gymnasium space")
@@ -67,10 +77,10 @@ class BuiltinGymVectorEnv(VectorEnv):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         """``options={"parameters": {...}}`` sets environment parameters (3DBall: mass, gravity, scale)."""
         if seed is not None:
-            self._env = self._cls(seed=seed, num_areas=self._areas)
+            self._env = make_builtin(self.name, seed=seed, num_areas=self._areas, **self._kwargs)
         self._env.reset((options or {}).get("parameters"))
         decision, _ = self._env.get_steps(self._behavior)
-        return decision.obs[0].copy(), self._info(decision)
+        return self._obs(decision.obs[0]), self._info(decision)
 
     def step(self, actions: Any):
         actions = np.asarray(actions)
@@ -91,10 +101,14 @@ class BuiltinGymVectorEnv(VectorEnv):
             terminated[ids] = ~terminal.interrupted
             truncated[ids] = terminal.interrupted
             final = np.empty(self.num_envs, dtype=object)
-            final[ids] = list(terminal.obs[0])
+            final[ids] = list(self._obs(terminal.obs[0]))
             info["final_obs"] = final
             info["_final_obs"] = terminated | truncated
-        return decision.obs[0].copy(), reward, terminated, truncated, info
+        return self._obs(decision.obs[0]), reward, terminated, truncated, info
+
+    def _obs(self, obs: np.ndarray) -> np.ndarray:
+        """A copy in the observation space's dtype (images: uint8)."""
+        return np.array(as_stored(obs, self._shape), copy=True)
 
     @staticmethod
     def _info(decision: Any) -> dict[str, Any]:

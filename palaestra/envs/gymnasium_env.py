@@ -1,7 +1,7 @@
 """Adapter: N copies of a Gymnasium environment stepped as one behavior with N agents.
 
 The behavior is named after the environment id (``CartPole-v1``). Spaces map as follows:
-Box observations are flattened to a vector, Discrete observations become one-hot vectors;
+Box observations are flattened to a vector, except images; Discrete observations become one-hot vectors;
 Box actions become continuous actions in [-1, 1], rescaled to the space's bounds; Discrete and
 MultiDiscrete actions become discrete branches. A time-limit truncation is reported as an
 interrupted episode so learners bootstrap the value there.
@@ -10,11 +10,19 @@ Environment parameters (curricula, samplers: palaestra/curriculum/) reach a copy
 ``set_environment_parameters(parameters)`` method if it or one of its wrappers has one (called
 once per change), and otherwise as the ``options`` of every ``reset`` of the copy, automatic
 resets included (``options={"gravity": 9.0, ...}``): docs/curricula.md.
+
+An image is a Box of rank 3 that is either channel-last (height, width, channels: its last size
+is 1, 3 or 4) or channel-first (its first size is 1, 3 or 4 and the other two are above 4, as
+PyTorch-style wrappers give them; transposed to channel-last), of uint8 pixels (kept as uint8)
+or of floats bounded in [0, 1] (kept as floats; stored as uint8 later, envs/observations.py). It
+stays an image observation, for a CNN encoder. Any other rank-3 Box (other bounds or dtypes, or
+no recognizable channel dimension) is flattened to a vector as before, with a warning saying why.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+import logging
+from typing import Any, Callable, Mapping
 
 import gymnasium as gym
 import numpy as np
@@ -30,11 +38,44 @@ from palaestra.envs.base import (
 )
 from palaestra.envs.single_behavior import SingleBehaviorEnv
 
+logger = logging.getLogger("palaestra")
 
-def observation_converter(space: gym.Space, env_id: str):
+CHANNELS = (1, 3, 4)  # channel counts that mark a Box's first or last dimension as the channels
+Converter = Callable[[Any], np.ndarray]
+
+
+def _image_converter(space: spaces.Box) -> tuple[tuple[int, ...], type, Converter] | str:
+    """A rank-3 Box as an image: (channel-last shape, dtype, convert), or why it is not one."""
+    first, middle, last = space.shape
+    if last in CHANNELS:
+        channel_first = False
+    elif first in CHANNELS and middle > 4 and last > 4:
+        channel_first = True
+    else:
+        return f"neither its first nor its last size is a channel count {CHANNELS}"
+    if space.dtype == np.uint8:
+        dtype: type = np.uint8
+    elif np.issubdtype(space.dtype, np.floating) and (space.low >= 0).all() and (space.high <= 1).all():
+        dtype = np.float32
+    else:
+        return (f"its pixels are {space.dtype} in [{np.min(space.low)}, {np.max(space.high)}], not uint8 "
+                "nor floats in [0, 1] (rescale them with a Gymnasium wrapper to keep it an image)")
+    if channel_first:
+        return (middle, last, first), dtype, lambda o: np.asarray(o, dtype=dtype).transpose(1, 2, 0)
+    return (first, middle, last), dtype, lambda o: np.asarray(o, dtype=dtype)
+
+
+def observation_converter(space: gym.Space, env_id: str) -> tuple[tuple[int, ...], type, Converter]:
+    """How one observation of ``space`` becomes Palaestra's: (shape, dtype, convert)."""
     if isinstance(space, spaces.Box):
+        if len(space.shape) == 3:
+            image = _image_converter(space)
+            if not isinstance(image, str):
+                return image
+            logger.warning("Gymnasium environment %r: its observation Box %s is flattened to a vector, not kept as "
+                           "an image: %s", env_id, space.shape, image)
         size = int(np.prod(space.shape))
-        return (size,), lambda o: np.asarray(o, dtype=np.float32).reshape(size)
+        return (size,), np.float32, lambda o: np.asarray(o, dtype=np.float32).reshape(size)
     if isinstance(space, spaces.Discrete):
         n, start = int(space.n), int(space.start)
 
@@ -43,7 +84,7 @@ def observation_converter(space: gym.Space, env_id: str):
             v[int(o) - start] = 1.0
             return v
 
-        return (n,), one_hot
+        return (n,), np.float32, one_hot
     raise EnvError(
         f"Gymnasium environment {env_id!r} has an observation space of type "
         f"{type(space).__name__}; supported: Box, Discrete (wrap it with a Gymnasium "
@@ -116,7 +157,7 @@ class GymnasiumEnv(SingleBehaviorEnv):
             except (gym.error.Error, TypeError, ValueError) as e:
                 raise EnvError(f"could not create Gymnasium environment {env_id!r}: {e}") from None
         first = self.envs[0]
-        obs_shape, self._obs = observation_converter(first.observation_space, env_id)
+        obs_shape, self._obs_dtype, self._obs = observation_converter(first.observation_space, env_id)
         action_spec, self._act = action_converter(first.action_space, env_id)
         self._spec = BehaviorSpec((obs_shape,), action_spec)
         self.n = num_areas
@@ -135,7 +176,7 @@ class GymnasiumEnv(SingleBehaviorEnv):
                 if setter is not None:
                     setter(dict(values))
             self._options = None if all(s is not None for s in setters) else values
-        obs = np.zeros((self.n, *self._spec.observation_shapes[0]), dtype=np.float32)
+        obs = np.zeros((self.n, *self._spec.observation_shapes[0]), dtype=self._obs_dtype)
         for i, env in enumerate(self.envs):
             seed = self.seed + i if not self._seeded else None
             o, _ = env.reset(seed=seed, options=self._reset_options())
@@ -150,7 +191,7 @@ class GymnasiumEnv(SingleBehaviorEnv):
         if self._decision is None:
             self.reset()
         actions = self._take_actions(self.n)
-        obs = np.zeros((self.n, *self._spec.observation_shapes[0]), dtype=np.float32)
+        obs = np.zeros((self.n, *self._spec.observation_shapes[0]), dtype=self._obs_dtype)
         reward = np.zeros(self.n, dtype=np.float32)
         ended: list[int] = []
         term_obs: list[np.ndarray] = []

@@ -46,6 +46,7 @@ class PettingZooEnv:
             group.append(agent)
         self._specs: dict[str, BehaviorSpec] = {}
         self._convert_obs: dict[str, Any] = {}
+        self._obs_dtype: dict[str, type] = {}  # float32, or uint8 for an image of uint8 pixels
         self._convert_act: dict[str, Any] = {}
         for behavior, agents in groups.items():
             spaces = {(repr(env.observation_space(a)), repr(env.action_space(a))) for a in agents}
@@ -53,7 +54,8 @@ class PettingZooEnv:
                 raise EnvError(f"PettingZoo environment {name!r}: the agents of behavior {behavior!r} ({agents}) "
                                "have different observation or action spaces; give them different names")
             label = f"{name} ({behavior})"
-            shape, self._convert_obs[behavior] = observation_converter(env.observation_space(agents[0]), label)
+            shape, self._obs_dtype[behavior], self._convert_obs[behavior] = observation_converter(
+                env.observation_space(agents[0]), label)
             action_spec, self._convert_act[behavior] = action_converter(env.action_space(agents[0]), label)
             self._specs[behavior] = BehaviorSpec((shape,), action_spec)
         self._decision: dict[str, DecisionSteps] = {}
@@ -127,16 +129,16 @@ class PettingZooEnv:
         for behavior in self._specs:
             spec, convert = self._specs[behavior], self._convert_obs[behavior]
             agents = deciding[behavior]
-            shape = spec.observation_shapes[0]
+            shape, dtype = spec.observation_shapes[0], self._obs_dtype[behavior]
             self._decision[behavior] = DecisionSteps(
-                [np.stack([convert(obs[a]) for a in agents]) if agents else np.zeros((0, *shape), np.float32)],
+                [np.stack([convert(obs[a]) for a in agents]) if agents else np.zeros((0, *shape), dtype)],
                 np.asarray([0.0 if final_obs else rewards.get(a, 0.0) for a in agents], np.float32),
                 np.asarray([self._agent[a][1] for a in agents], np.int64),
             )
             done = ended[behavior]
             last = final_obs or obs
             self._terminal[behavior] = TerminalSteps(
-                [np.stack([convert(last[a]) for a in done]) if done else np.zeros((0, *shape), np.float32)],
+                [np.stack([convert(last[a]) for a in done]) if done else np.zeros((0, *shape), dtype)],
                 np.asarray([rewards[a] for a in done], np.float32),
                 np.asarray([self._agent[a][1] for a in done], np.int64),
                 np.asarray([bool(truncated.get(a)) and not terminated.get(a) for a in done], bool),

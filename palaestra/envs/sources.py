@@ -2,8 +2,10 @@
 it (a new kind of environment is one more entry; docs/extending.md). The rule, in order
 (no ``--env``: the Unity Editor, on port 5004):
 
-1. a built-in environment name (``3DBall``, ``Basic``, ...);
-2. an id registered with Gymnasium (``CartPole-v1``, ``Pendulum-v1``, ``HalfCheetah-v5``);
+1. a built-in environment name (``3DBall``, ``Basic``, ...); the ``--env-args`` are keyword
+   arguments of its constructor (``VisualGridWorld``: ``image_size=36``);
+2. an id registered with Gymnasium (``CartPole-v1``, ``Pendulum-v1``, ``HalfCheetah-v5``), and
+   Palaestra's own ``palaestra/CartPoleNoVel-v1`` (envs/cartpole_no_velocity.py);
 3. ``package.module:callable``, a Python factory: called with the ``--env-args`` as keyword
    arguments (plus ``seed``, ``num_areas``, ``engine`` and ``port`` where its signature takes them; worker
    ``i`` of ``--num-envs`` gets ``--base-port`` + i), it returns an
@@ -52,6 +54,9 @@ def parse_env_args(args: list[str] | None) -> dict[str, Any]:
 def _gymnasium_ids() -> Mapping[str, Any]:
     import gymnasium
 
+    from palaestra.envs.cartpole_no_velocity import register
+
+    register()  # Palaestra's own ids, before they are looked up
     return gymnasium.registry
 
 
@@ -90,10 +95,9 @@ def builtin_class(name: str | None) -> type | None:
 
 
 def _make_builtin(r: EnvRequest) -> Env:
-    name = _builtin_name(r.name)
-    if r.env_args:
-        raise EnvError(f"built-in environment {name!r} takes no --env-args (got {r.env_args})")
-    return BUILTIN_ENVS[name](seed=r.seed, num_areas=r.num_areas)
+    from palaestra.envs.builtin import make_builtin
+
+    return make_builtin(_builtin_name(r.name), seed=r.seed, num_areas=r.num_areas, **parse_env_args(r.env_args))
 
 
 def _make_gymnasium(r: EnvRequest) -> Env:

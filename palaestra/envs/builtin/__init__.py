@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
+from typing import Any
+
+from palaestra.envs.base import EnvError
 from palaestra.envs.builtin.ball3d import Ball3D, Ball3DHard
 from palaestra.envs.builtin.basic import Basic
-from palaestra.envs.builtin.gridworld import GridWorld
+from palaestra.envs.builtin.gridworld import GridWorld, VisualGridWorld
+from palaestra.envs.builtin.hallway import Hallway
 from palaestra.envs.builtin.pyramids import Pyramids
-from palaestra.envs.builtin.simple1d import Simple1D, Simple1DContinuous
+from palaestra.envs.builtin.simple1d import Memory1D, Memory1DContinuous, Simple1D, Simple1DContinuous
 from palaestra.envs.builtin.vector_env import BuiltinVectorEnv
 from palaestra.envs.builtin.walljump import WallJump
 
@@ -15,10 +20,36 @@ BUILTIN_ENVS: dict[str, type[BuiltinVectorEnv]] = {
     "3DBall": Ball3D,
     "3DBallHard": Ball3DHard,
     "GridWorld": GridWorld,
+    "VisualGridWorld": VisualGridWorld,
+    "Hallway": Hallway,
     "Pyramids": Pyramids,
     "Simple1DDiscrete": Simple1D,
     "Simple1DContinuous": Simple1DContinuous,
+    "Memory1DDiscrete": Memory1D,
+    "Memory1DContinuous": Memory1DContinuous,
     "WallJump": WallJump,
 }
 
-__all__ = ["BUILTIN_ENVS", "BuiltinVectorEnv"]
+_GIVEN = ("self", "seed", "num_areas")  # passed by the run, not by --env-args
+
+
+def builtin_arguments(name: str) -> list[str]:
+    """The keyword arguments (``--env-args``) the built-in environment ``name`` takes."""
+    return [p for p in inspect.signature(BUILTIN_ENVS[name].__init__).parameters if p not in _GIVEN]
+
+
+def make_builtin(name: str, seed: int = 0, num_areas: int = 1, **kwargs: Any) -> BuiltinVectorEnv:
+    """The built-in environment ``name`` with its constructor's keyword arguments (``--env-args``,
+    or a Gymnasium ``make_vec``'s keyword arguments), checked: an unknown one names those it takes."""
+    accepted = builtin_arguments(name)
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise EnvError(f"built-in environment {name!r} has no argument {', '.join(unknown)}; "
+                       f"it takes {', '.join(accepted) or 'none'}")
+    try:
+        return BUILTIN_ENVS[name](seed=seed, num_areas=num_areas, **kwargs)
+    except (TypeError, ValueError) as e:  # a value of the wrong type, e.g. step_size=fast
+        raise EnvError(f"built-in environment {name!r}, arguments {kwargs}: {e}") from None
+
+
+__all__ = ["BUILTIN_ENVS", "BuiltinVectorEnv", "builtin_arguments", "make_builtin"]

@@ -5,14 +5,15 @@ the 25 cells (agent, goal, pit), flattened to 75 values, followed by the goal's 
 offsets from the agent (row, column; divided by the grid size) and, for each of the four
 moves, whether it leads into the pit (the agent's local view): 83 values. Nine agents per area, each in its own
 grid, as in ML-Agents' scene. Episodes are interrupted after 100 steps. An optimal agent scores
-about 0.97; ML-Agents' benchmark is 0.8.
+about 0.97; ML-Agents' benchmark is 0.8. ``VisualGridWorld`` (below) is the same world seen
+through a camera.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from palaestra.envs.base import ActionSpec, ActionTuple
+from palaestra.envs.base import ActionSpec, ActionTuple, EnvError
 from palaestra.envs.builtin.vector_env import BuiltinVectorEnv
 
 SIZE = 5
@@ -81,3 +82,39 @@ class GridWorld(BuiltinVectorEnv):
             continuous=np.zeros((self.n, 0), np.float32),
             discrete=options.argmin(axis=1).astype(np.int32)[:, None],
         )
+
+
+CAMERA_SIZE = 84  # ML-Agents' GridWorld camera: 84 x 84 RGB
+# Each thing has a channel of its own, so a CNN tells them apart, and a cell holding two (the agent
+# on the goal or in the pit, in a final observation) shows both: agent blue, goal green, pit red.
+AGENT, GOAL, PIT = 1, 2, 4  # bits of a cell's content
+PALETTE = np.array([[255 * (k >> 2 & 1), 255 * (k >> 1 & 1), 255 * (k & 1)] for k in range(8)], dtype=np.uint8)
+PIXELS = PALETTE.view("V3").reshape(8)  # each colour as one 3-byte item
+
+
+class VisualGridWorld(GridWorld):
+    """GridWorld seen only through a top-down camera, as ML-Agents' GridWorld is: one image of
+    ``image_size`` x ``image_size`` x 3 uint8 pixels covering the grid, each cell a block of its
+    colour (agent blue, goal green, pit red, empty black). The dynamics, masks, rewards, heuristic
+    and behavior name are GridWorld's."""
+
+    def __init__(self, seed: int = 0, num_areas: int = 1, behavior_name: str | None = None,
+                 image_size: int = CAMERA_SIZE) -> None:
+        if isinstance(image_size, bool) or not isinstance(image_size, int) or not SIZE <= image_size <= 512:
+            raise EnvError(f"image_size must be an integer from {SIZE} (one pixel per cell) to 512, got {image_size!r}")
+        self.observation_shape = (image_size, image_size, 3)
+        super().__init__(seed, num_areas, behavior_name)
+        # the grid row (column) each row (column) of pixels shows: the pixels split evenly over the cells
+        self._lines = np.arange(image_size) * SIZE // image_size
+        self._rows = np.arange(self.n)
+
+    def _observe(self) -> np.ndarray:
+        cells = np.zeros((self.n, CELLS), dtype=np.intp)
+        for bit, where in ((AGENT, self.agent), (GOAL, self.goal), (PIT, self.pit)):
+            cells[self._rows, where[:, 0] * SIZE + where[:, 1]] |= bit
+        # Each pixel as one 3-byte item: widen the grid's rows to pixel rows, then repeat whole
+        # rows (a copy of contiguous bytes): about 30 times faster than indexing every pixel.
+        pixels = PIXELS[cells].reshape(self.n, SIZE, SIZE)
+        rows = np.take(pixels, self._lines, axis=2)  # [n, SIZE, width]
+        size = len(self._lines)
+        return np.take(rows, self._lines, axis=1).view(np.uint8).reshape(self.n, size, size, 3)

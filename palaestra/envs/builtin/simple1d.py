@@ -14,6 +14,17 @@ below is a factory for ``--env=palaestra.envs.builtin.simple1d:make --env-args .
 1.x's version of this environment moves 0.2 per step, pays 1.06 x position x goal at the end
 (its success reward is derived from 0.2: 1 + 6 x 0.01) and has no step limit:
 ``make(step_size=0.2, success_reward=1.06, max_episode_steps=0)``; bench/mlagents_1d.py uses it.
+
+As in ML-Agents, the observations can be several vectors and images: ``num_vector`` vectors of
+one value (default 1) and ``num_visual`` images of ``vis_obs_size`` (height, width, channels;
+default 20 x 20 x 3), vectors first; every element shows the goal, an image as uint8 (goal -1 ->
+0, +1 -> 255). ML-Agents' visual tests use images only (``num_vector=0``) at step 0.2; its
+"visual advanced" ones 36 x 36 x 3 images at step 0.5.
+
+``Memory1D`` is ML-Agents' memory test: the goal shows only in the first ``SHOW_STEPS``
+observations of an episode, then every observation is 0 (an image's elements 128, its middle),
+and a step moves 0.2, so reaching an end takes at least 5 steps: the last ones must be taken from
+memory. Best return 1.07 (5 steps).
 """
 
 from __future__ import annotations
@@ -26,6 +37,21 @@ from palaestra.envs.builtin.vector_env import BuiltinVectorEnv
 TIME_PENALTY = 0.01
 MIN_STEPS = 11
 SUCCESS_REWARD = 1.0 + MIN_STEPS * TIME_PENALTY
+VIS_OBS_SIZE = (20, 20, 3)
+SHOW_STEPS = 3  # Memory1D: observations of an episode that show the goal
+
+
+def observation_shapes(num_vector: int, num_visual: int, vis_obs_size: object) -> tuple[tuple[int, ...], ...]:
+    """The shapes of ``num_vector`` one-value vectors and ``num_visual`` images, checked."""
+    for key, value in (("num_vector", num_vector), ("num_visual", num_visual)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise EnvError(f"{key} must be an integer >= 0, got {value!r}")
+    if num_vector + num_visual < 1:
+        raise EnvError(f"num_vector + num_visual must be at least 1 (an observation), got {num_vector} + {num_visual}")
+    size = tuple(vis_obs_size) if isinstance(vis_obs_size, (list, tuple)) else ()
+    if len(size) != 3 or not all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in size):
+        raise EnvError(f"vis_obs_size must be [height, width, channels], three positive integers, got {vis_obs_size!r}")
+    return ((1,),) * num_vector + (size,) * num_visual
 
 
 class Simple1D(BuiltinVectorEnv):
@@ -40,7 +66,12 @@ class Simple1D(BuiltinVectorEnv):
 
     def __init__(self, seed: int = 0, num_areas: int = 1, behavior_name: str | None = None,
                  step_size: float | None = None, success_reward: float | None = None,
-                 max_episode_steps: int | None = None) -> None:
+                 max_episode_steps: int | None = None, num_vector: int = 1, num_visual: int = 0,
+                 vis_obs_size: tuple[int, int, int] = VIS_OBS_SIZE) -> None:
+        shapes = observation_shapes(num_vector, num_visual, vis_obs_size)
+        if shapes != (self.observation_shape,):  # the one-vector default keeps the single-observation path
+            self.observation_shapes = shapes
+        self.num_vector, self.num_visual = num_vector, num_visual
         super().__init__(seed, num_areas, behavior_name)
         # None keeps the class defaults, which the training tests depend on
         if step_size is not None:
@@ -60,8 +91,20 @@ class Simple1D(BuiltinVectorEnv):
         self.position[which] = 0.0
         self.goal[which] = np.where(self.rng.random(len(which)) < 0.5, -1.0, 1.0)
 
-    def _observe(self) -> np.ndarray:
-        return self.goal[:, None].astype(np.float32)
+    def _shown_goal(self) -> np.ndarray:
+        """What the observations show of each agent's goal."""
+        return self.goal
+
+    def _observe(self) -> np.ndarray | list[np.ndarray]:
+        goal = self._shown_goal()
+        if not self._several:
+            return goal[:, None].astype(np.float32)
+        vector = goal[:, None].astype(np.float32)
+        pixel = np.rint((goal + 1.0) * 127.5).astype(np.uint8)[:, None, None, None]
+        shapes = self._spec.observation_shapes
+        # one array per observation (no shared buffers): -1 -> 0, 0 -> 128, +1 -> 255
+        return [vector.copy() for _ in range(self.num_vector)] + [
+            np.broadcast_to(pixel, (self.n, *shape)).copy() for shape in shapes[self.num_vector:]]
 
     def _delta(self, actions: ActionTuple) -> np.ndarray:
         return np.where(actions.discrete[:, 0] == 1, 1.0, -1.0) * self.step_size
@@ -88,19 +131,24 @@ class Simple1D(BuiltinVectorEnv):
         done = abs(position) >= 1.0
         steps = int(self.episode_steps[0]) + 1
         limit = self.max_episode_steps
-        obs = self._decision.obs[0]  # the goal's sign, unchanged within an episode
         self.position[0] = position
+        self.episode_steps[0] = steps
+        obs = self._stepped_observations(steps)
         if not done and not (limit and steps >= limit):
-            self.episode_steps[0] = steps
             self._terminal = self._no_terminal
-            self._decision = DecisionSteps([obs], np.array([-TIME_PENALTY], np.float32), self._ids, None)
+            self._decision = DecisionSteps(obs, np.array([-TIME_PENALTY], np.float32), self._ids, None)
             return
         reward = self.success_reward * position * float(self.goal[0]) if done else -TIME_PENALTY
-        self._terminal = TerminalSteps([obs.copy()], np.array([reward], np.float32), self._ids.copy(),
+        self._terminal = TerminalSteps([o.copy() for o in obs], np.array([reward], np.float32), self._ids.copy(),
                                        np.array([not done]))
         self._reset_agents(self._ids)
         self.episode_steps[0] = 0
-        self._decision = DecisionSteps([self._observe()], np.zeros(1, np.float32), self._ids, None)
+        self._decision = DecisionSteps(self._observations(), np.zeros(1, np.float32), self._ids, None)
+
+    def _stepped_observations(self, steps: int) -> list[np.ndarray]:
+        """The one-agent shortcut's observations ``steps`` steps into the episode: the goal's sign,
+        unchanged within an episode, so the last decision's arrays (never modified by consumers)."""
+        return list(self._decision.obs)
 
     def heuristic(self) -> ActionTuple:
         return ActionTuple(
@@ -128,11 +176,34 @@ class Simple1DContinuous(Simple1D):
         )
 
 
+class Memory1D(Simple1D):
+    """Simple1D whose goal shows only in the first ``SHOW_STEPS`` observations of an episode."""
+
+    step_size = 0.2
+    solved_reward = SUCCESS_REWARD - 4 * TIME_PENALTY  # 5 steps: 1.07
+
+    def _shown_goal(self) -> np.ndarray:
+        return np.where(self.episode_steps < SHOW_STEPS, self.goal, 0.0)
+
+    def _stepped_observations(self, steps: int) -> list[np.ndarray]:
+        # they change once in an episode, when the goal stops showing
+        return self._observations() if steps == SHOW_STEPS else list(self._decision.obs)
+
+
+class Memory1DContinuous(Memory1D, Simple1DContinuous):
+    """Memory1D with Simple1DContinuous's actions."""
+
+
 def make(seed: int = 0, num_areas: int = 1, continuous: bool = False, step_size: float | None = None,
          success_reward: float | None = None, max_episode_steps: int | None = None,
-         behavior_name: str | None = None) -> Simple1D:
-    """A Python factory for ``--env``: the discrete or continuous variant with the given dynamics
-    (each left out keeps the built-in default)."""
-    cls = Simple1DContinuous if continuous else Simple1D
+         behavior_name: str | None = None, num_vector: int = 1, num_visual: int = 0,
+         vis_obs_size: tuple[int, int, int] = VIS_OBS_SIZE, memory: bool = False) -> Simple1D:
+    """A Python factory for ``--env``: the discrete or continuous variant (``memory=true``: of
+    Memory1D) with the given dynamics and observations (each left out keeps the default)."""
+    if memory:
+        cls: type[Simple1D] = Memory1DContinuous if continuous else Memory1D
+    else:
+        cls = Simple1DContinuous if continuous else Simple1D
     return cls(seed=seed, num_areas=num_areas, behavior_name=behavior_name, step_size=step_size,
-               success_reward=success_reward, max_episode_steps=max_episode_steps)
+               success_reward=success_reward, max_episode_steps=max_episode_steps, num_vector=num_vector,
+               num_visual=num_visual, vis_obs_size=vis_obs_size)

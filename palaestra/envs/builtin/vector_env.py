@@ -3,7 +3,11 @@ decide every step, numpy arrays throughout, automatic reset of finished agents.
 
 A subclass describes the world with four array functions over all agents at once
 (``_reset_agents``, ``_observe``, ``_masks``, ``_advance``); this class turns them into the
-DecisionSteps / TerminalSteps of the Env protocol.
+DecisionSteps / TerminalSteps of the Env protocol. An environment with one observation per agent
+sets ``observation_shape`` and ``_observe`` returns its array; one with several sets
+``observation_shapes`` (before ``__init__`` here runs, when they depend on arguments) and
+``_observe`` returns one array per shape, in that order. Images (rank 3, height x width x
+channels) may be uint8 (envs/observations.py).
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ logger = logging.getLogger("palaestra")
 class BuiltinVectorEnv(SingleBehaviorEnv):
     behavior_name: str = ""
     observation_shape: tuple[int, ...] = ()
+    # several observations per agent: their shapes (then ``_observe`` returns a list); empty: one
+    observation_shapes: tuple[tuple[int, ...], ...] = ()
     action_spec: ActionSpec = ActionSpec()
     agents_per_area: int = 1
     max_episode_steps: int = 0  # 0 = no step limit
@@ -50,7 +56,8 @@ class BuiltinVectorEnv(SingleBehaviorEnv):
         self.rng = np.random.default_rng(seed)
         self.parameters: dict[str, float] = dict(self.default_parameters)
         self._warned: set[str] = set()  # unknown parameter names already warned about
-        self._spec = BehaviorSpec((self.observation_shape,), self.action_spec)
+        self._several = bool(self.observation_shapes)
+        self._spec = BehaviorSpec(self.observation_shapes or (self.observation_shape,), self.action_spec)
         self.episode_steps = np.zeros(self.n, dtype=np.int64)
         self._actions: ActionTuple | None = None
         self._decision: DecisionSteps | None = None
@@ -63,8 +70,9 @@ class BuiltinVectorEnv(SingleBehaviorEnv):
         """Start a new episode for the agents whose indices are in ``which``."""
         raise NotImplementedError
 
-    def _observe(self) -> np.ndarray:
-        """Observations of all agents, ``[n, *observation_shape]`` float32."""
+    def _observe(self) -> np.ndarray | list[np.ndarray]:
+        """Observations of all agents, ``[n, *observation_shape]`` float32 (an image: or uint8), or,
+        with ``observation_shapes``, a list of one such array per shape."""
         raise NotImplementedError
 
     def _masks(self) -> list[np.ndarray] | None:
@@ -88,7 +96,7 @@ class BuiltinVectorEnv(SingleBehaviorEnv):
         self.episode_steps[:] = 0
         self._terminal = self._no_terminal
         self._decision = DecisionSteps(
-            [self._observe()], np.zeros(self.n, np.float32), self._ids, self._masks()
+            self._observations(), np.zeros(self.n, np.float32), self._ids, self._masks()
         )
 
     def step(self) -> None:
@@ -98,19 +106,24 @@ class BuiltinVectorEnv(SingleBehaviorEnv):
         reward, done = self._advance(actions)
         self.episode_steps += 1
         ended = done | (self.episode_steps >= self.max_episode_steps) if self.max_episode_steps else done
-        obs = self._observe()
+        obs = self._observations()
         if ended.any():
             idx = np.flatnonzero(ended)
             self._terminal = TerminalSteps(
-                [obs[idx]], reward[idx].astype(np.float32), self._ids[idx], ~done[idx]
+                [o[idx] for o in obs], reward[idx].astype(np.float32), self._ids[idx], ~done[idx]
             )
             self._reset_agents(idx)
             self.episode_steps[idx] = 0
-            obs = self._observe()
+            obs = self._observations()
             reward = np.where(ended, 0.0, reward)
         else:
             self._terminal = self._no_terminal
-        self._decision = DecisionSteps([obs], reward.astype(np.float32), self._ids, self._masks())
+        self._decision = DecisionSteps(obs, reward.astype(np.float32), self._ids, self._masks())
+
+    def _observations(self) -> list[np.ndarray]:
+        """``_observe`` as the list of arrays DecisionSteps holds."""
+        obs = self._observe()
+        return obs if self._several else [obs]
 
     def close(self) -> None:
         self._decision = None
