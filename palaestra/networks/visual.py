@@ -43,8 +43,8 @@ class ChannelsFirst(nn.Module):
 class ResidualBlock(nn.Module):
     def __init__(self, channels: int) -> None:
         super().__init__()
-        self.body = nn.Sequential(nn.SiLU(), nn.Conv2d(channels, channels, 3, 1, 1),
-                                  nn.SiLU(), nn.Conv2d(channels, channels, 3, 1, 1))
+        self.body = nn.Sequential(nn.SiLU(), _conv(channels, channels, 3, 1, 1),
+                                  nn.SiLU(), _conv(channels, channels, 3, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)
@@ -52,6 +52,16 @@ class ResidualBlock(nn.Module):
 
 def _conv_size(size: int, kernel: int, stride: int, padding: int = 0) -> int:
     return (size + 2 * padding - kernel) // stride + 1
+
+
+def _conv(inputs: int, outputs: int, kernel: int, stride: int, padding: int = 0) -> nn.Conv2d:
+    """A convolution with He initialization: the image's signal keeps its scale through the stack
+    (torch's default shrinks it layer by layer; with nature_cnn's three layers the first updates
+    barely saw the image: ML-Agents' visual-advanced 1-D test at 500 steps, seeds 1-4)."""
+    conv = nn.Conv2d(inputs, outputs, kernel, stride, padding)
+    nn.init.kaiming_normal_(conv.weight, nonlinearity="leaky_relu")
+    nn.init.zeros_(conv.bias)
+    return conv
 
 
 def _dense(inputs: int, outputs: int) -> nn.Linear:
@@ -71,7 +81,7 @@ def image_encoder(kind: str, shape: tuple[int, ...], features: int) -> nn.Sequen
     layers: list[nn.Module] = [ChannelsFirst()]
     if kind == "resnet":
         for out in RESNET_CHANNELS:
-            layers += [nn.Conv2d(channels, out, 3, 1, 1), nn.MaxPool2d(3, 2, 1)]
+            layers += [_conv(channels, out, 3, 1, 1), nn.MaxPool2d(3, 2, 1)]
             layers += [ResidualBlock(out) for _ in range(RESNET_BLOCKS)]
             height, width, channels = _conv_size(height, 3, 2, 1), _conv_size(width, 3, 2, 1), out
         layers += [nn.SiLU(), nn.Flatten(), _dense(channels * height * width, features), nn.SiLU()]
@@ -79,7 +89,7 @@ def image_encoder(kind: str, shape: tuple[int, ...], features: int) -> nn.Sequen
     convolutions = {"simple": ((16, 8, 4), (32, 4, 2)),
                     "nature_cnn": ((32, 8, 4), (64, 4, 2), (64, 3, 1))}[kind]
     for out, kernel, stride in convolutions:
-        layers += [nn.Conv2d(channels, out, kernel, stride), nn.LeakyReLU()]
+        layers += [_conv(channels, out, kernel, stride), nn.LeakyReLU()]
         height, width, channels = _conv_size(height, kernel, stride), _conv_size(width, kernel, stride), out
     layers += [nn.Flatten(), _dense(channels * height * width, features), nn.LeakyReLU()]
     return nn.Sequential(*layers)
