@@ -27,9 +27,9 @@ SAC_BASE = dict(trainer="sac", batch_size=8, buffer_size=500, buffer_init_steps=
 
 
 def _last_five(run_cli, workdir, episode_returns, base: dict, env: str, env_args: list[str], seed: int = 1,
-               **overrides) -> float:
+               flags: tuple[str, ...] = (), **overrides) -> float:
     config = write_yaml(workdir / "c.yaml", yaml.safe_dump({"1D": base | overrides}))
-    args = [str(config), f"--env={env}", "--run-id=id", f"--seed={seed}", "--save-freq=99999"]
+    args = [str(config), f"--env={env}", "--run-id=id", f"--seed={seed}", "--save-freq=99999", *flags]
     result = run_cli(*args, *(["--env-args", *env_args] if env_args else []))
     assert result.code == 0, result.log
     assert len(episode_returns) >= 5
@@ -63,6 +63,19 @@ def test_visual_advanced_ppo(run_cli, workdir, episode_returns, encoder, images)
 def test_recurrent_ppo(run_cli, workdir, episode_returns, env):
     score = _last_five(run_cli, workdir, episode_returns, PPO_BASE, env, [], max_steps=3000, batch_size=64,
                        buffer_size=128, use_recurrent=True)
+    assert score > 0.9
+
+
+@pytest.mark.parametrize("env,env_args,overrides", [
+    ("Memory1DDiscrete", [], dict(max_steps=3000, batch_size=64, buffer_size=128, use_recurrent=True)),
+    ("Simple1DContinuous", _images(1, 0.2), dict(learning_rate=3.0e-4)),
+], ids=["recurrent", "visual"])
+def test_recurrent_and_visual_ppo_acting_in_two_worker_processes(run_cli, workdir, episode_returns, env, env_args,
+                                                                 overrides):
+    # the workers act with a one-thread torch copy of the policy, keep their agents' memories and
+    # send images as uint8 through shared memory
+    score = _last_five(run_cli, workdir, episode_returns, PPO_BASE, env, env_args, flags=("--num-envs=2",),
+                       **overrides)
     assert score > 0.9
 
 

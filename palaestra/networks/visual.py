@@ -32,11 +32,18 @@ RESNET_BLOCKS = 2
 
 
 class ChannelsFirst(nn.Module):
-    """[B, H, W, C] uint8 or float in [0, 1] → [B, C, H, W] float."""
+    """[B, H, W, C] uint8 (0-255) or float in [0, 1] → [B, C, H, W] float, centred in [-1, 1].
+
+    Centred, a dark pixel moves the first layer as much as a bright one: with [0, 1] inputs a
+    black image reaches the network only through its biases, which every image shares. On
+    ML-Agents' visual 1-D tests (one image black, the other white) policies with [0, 1] inputs
+    learned and then flipped between updates (docs/benchmarks.md)."""
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if images.dtype == torch.uint8:
-            images = images.float() * (1.0 / 255.0)
+            images = images.float() * (2.0 / 255.0) - 1.0
+        else:
+            images = images * 2.0 - 1.0
         return images.permute(0, 3, 1, 2)
 
 
