@@ -46,7 +46,7 @@ FILE_VERSION = 1
 _HEADER = struct.Struct("<12sIQ32s")
 HEADER_SIZE = _HEADER.size  # 56
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's own format: the layout before the header
-NETWORK_SETTINGS = "hidden_units, num_layers, normalize or reward_signals"
+NETWORK_SETTINGS = "hidden_units, num_layers, normalize, vis_encode_type, use_recurrent, memory_size or reward_signals"
 
 
 class CheckpointError(Exception):

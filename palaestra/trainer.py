@@ -18,6 +18,7 @@ import torch
 from palaestra.algorithms import make_algorithm
 from palaestra.capabilities import acting_obstacle, capabilities
 from palaestra.checkpoints import (
+    NETWORK_SETTINGS,
     CheckpointError,
     CheckpointManager,
     DamagedCheckpointError,
@@ -284,7 +285,7 @@ class BehaviorTrainer:
             text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise CheckpointError(
                 f"checkpoint {path} does not fit behavior {self.name!r}'s network "
-                f"(hidden_units, num_layers, normalize or reward_signals differ?): {text}"
+                f"({NETWORK_SETTINGS} differ?): {text}"
             ) from None
         if weights_only:
             return 0

@@ -232,3 +232,41 @@ def test_sac_sequences_reproduce_the_actor_while_acting_and_the_critics_memories
             state = sac.critic_lstm.final_memory(features[:, row][:, None, None], state, torch.tensor([1]))
     starts = np.nonzero(real & (np.arange(24) % 4 == 0))[0]
     np.testing.assert_allclose(data["critic_memory"][starts], torch.stack(expected).numpy(), atol=1e-5)
+
+
+SMALL_RECURRENT = """
+1D:
+  trainer: {trainer}
+  batch_size: 16
+  buffer_size: {buffer}
+  hidden_units: 16
+  num_layers: 1
+  max_steps: {max_steps}
+  summary_freq: 100
+  time_horizon: 16
+  use_recurrent: true
+  memory_size: 8
+  sequence_length: 4
+"""
+
+
+@pytest.mark.parametrize("trainer,buffer", [("ppo", 64), ("sac", 200)])
+def test_a_recurrent_visual_run_resumes_and_its_model_runs_in_inference(run_cli, workdir, trainer, buffer):
+    from palaestra.checkpoints import CheckpointManager
+
+    env = ["--env=Simple1DDiscrete", "--run-id=r", "--seed=2"]
+    images = ["--env-args", "num_visual=1", "step_size=0.2"]
+    config = str(write_yaml(workdir / "c.yaml", SMALL_RECURRENT.format(trainer=trainer, buffer=buffer, max_steps=200)))
+    assert run_cli(config, *env, *images).code == 0
+    first = CheckpointManager.load(CheckpointManager(workdir / "models/r/1D", 5).latest())
+    write_yaml(workdir / "c.yaml", SMALL_RECURRENT.format(trainer=trainer, buffer=buffer, max_steps=400))
+    result = run_cli(config, *env, "--resume", *images)
+    assert result.code == 0, result.log
+    last = CheckpointManager.load(CheckpointManager(workdir / "models/r/1D", 5).latest())
+    assert last["algorithm"]["step"] > 400 >= first["algorithm"]["step"]
+    assert run_cli(config, *env, "--resume", "--inference", *images).code == 0
+    # a feed-forward config cannot take this run's recurrent networks: the message says which settings
+    write_yaml(workdir / "c.yaml", SMALL_RECURRENT.format(trainer=trainer, buffer=buffer, max_steps=600)
+               .replace("use_recurrent: true", "use_recurrent: false"))
+    result = run_cli(config, "--env=Simple1DDiscrete", "--run-id=other", "--initialize-from=r", *images)
+    assert result.code == 1 and "use_recurrent" in result.log and "Traceback" not in result.log, result.log
