@@ -50,8 +50,10 @@ class ChannelsFirst(nn.Module):
 class ResidualBlock(nn.Module):
     def __init__(self, channels: int) -> None:
         super().__init__()
-        self.body = nn.Sequential(nn.SiLU(), _conv(channels, channels, 3, 1, 1),
-                                  nn.SiLU(), _conv(channels, channels, 3, 1, 1))
+        # torch's default initialization: He-initialized residual branches double the signal's
+        # variance at every block (six blocks), and resnet policies then learned less reliably
+        self.body = nn.Sequential(nn.SiLU(), nn.Conv2d(channels, channels, 3, 1, 1),
+                                  nn.SiLU(), nn.Conv2d(channels, channels, 3, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)
