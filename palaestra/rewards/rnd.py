@@ -103,7 +103,8 @@ class RNDSignal(ModelSignal):
             self.optimizer.step_with_gradients()
             return {"Losses/RND Loss": loss}
         reached = vector_input(batch, "next_obs", self.device)  # the observations its reward reads
-        self.model.normalizer.update(reached.cpu().numpy())
+        if reached.shape[1]:  # (images only: no vectors to normalize)
+            self.model.normalizer.update(reached.cpu().numpy())
         loss = self.model.error(reached, self._images(batch, "next_obs")).mean()
         self.optimizer.step(loss)
         return {"Losses/RND Loss": float(loss.detach())}
