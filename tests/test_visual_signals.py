@@ -240,6 +240,15 @@ def test_signals_with_images_train_inside_ppo_and_sac(tmp_path, demos, kind, alg
     np.testing.assert_allclose(fresh.signals[1].rewards_for_batch(batch), rewards, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_signals_with_images_train_beside_an_lstm_policy(tmp_path, demos, kind):
+    # PPO's buffer then holds sequences with padding; the signals learn from the real rows
+    extra = _signals_yaml(kind, demos[False]) + "  use_recurrent: true\n  memory_size: 16\n  sequence_length: 4\n"
+    trained = _trained(PPO, _spec(False), _settings(tmp_path, "ppo", extra_lines=extra))
+    assert trained.memory_size and trained.signals[1].optimizer.steps > 0
+    assert trained.signals[1].rewards_for_batch(_batch(_spec(False), 5)).shape == (5,)
+
+
 def test_ppo_with_curiosity_pays_segments_with_images(tmp_path):
     # end to end through the Collector: the rewards over PPO's segments, row for row
     spec = _spec(False, shapes=(IMAGE,))
