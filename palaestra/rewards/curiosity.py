@@ -97,7 +97,8 @@ class CuriositySignal(ModelSignal):
         both = torch.cat([vector_input(batch, "obs", self.device), vector_input(batch, "next_obs", self.device)])
         images = self.model.images
         if images is not None:  # each image's encoding after the vectors, both observations in one pass
-            now, after = (image_tensors(batch, prefix, images.image_indices, self.device) for prefix in ("obs", "next_obs"))
+            now, after = (image_tensors(batch, prefix, images.image_indices, self.device)
+                          for prefix in ("obs", "next_obs"))
             both = images(both, {i: torch.cat([now[i], after[i]]) for i in images.image_indices})
         encoded, encoded_next = self.model.encoder(both).chunk(2)
         return encoded, encoded_next, action_input(self.spec.action_spec, batch, self.device)
