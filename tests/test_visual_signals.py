@@ -241,11 +241,13 @@ def test_signals_with_images_train_inside_ppo_and_sac(tmp_path, demos, kind, alg
     np.testing.assert_allclose(fresh.signals[1].rewards_for_batch(batch), rewards, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("algorithm_class", [PPO, SAC], ids=["ppo", "sac"])
 @pytest.mark.parametrize("kind", KINDS)
-def test_signals_with_images_train_beside_an_lstm_policy(tmp_path, demos, kind):
-    # PPO's buffer then holds sequences with padding; the signals learn from the real rows
+def test_signals_with_images_train_beside_an_lstm_policy(tmp_path, demos, kind, algorithm_class):
+    # the buffers then hold sequences with padding; the signals learn from the real rows
+    trainer = "ppo" if algorithm_class is PPO else "sac"
     extra = _signals_yaml(kind, demos[False]) + "  use_recurrent: true\n  memory_size: 16\n  sequence_length: 4\n"
-    trained = _trained(PPO, _spec(False), _settings(tmp_path, "ppo", extra_lines=extra))
+    trained = _trained(algorithm_class, _spec(False), _settings(tmp_path, trainer, extra_lines=extra))
     assert trained.memory_size and trained.signals[1].optimizer.steps > 0
     assert trained.signals[1].rewards_for_batch(_batch(_spec(False), 5)).shape == (5,)
 
