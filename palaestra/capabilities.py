@@ -41,9 +41,6 @@ class Capabilities:
     required: tuple[tuple[str, str], ...] = ()
 
 
-# reward signals whose own networks read vector observations only, so far
-IMAGE_BLIND_SIGNALS = frozenset({"curiosity", "rnd", "gail"})
-
 CAPABILITIES: dict[str, Capabilities] = {
     "ppo": Capabilities(activations=("swish", "tanh"), continuous_and_discrete=True, behavioral_cloning=True,
                         recurrent=True),
@@ -107,11 +104,6 @@ def spec_problems(spec: BehaviorSpec, settings: TrainerSettings) -> list[str]:
         problem = image_problem(shape, settings.vis_encode_type, _set_in(settings, "vis_encode_type"))
         if problem:
             problems.append(problem)
-    learned = sorted(set(settings.reward_signals) & IMAGE_BLIND_SIGNALS)
-    if images and learned:
-        problems.append(f"the {' and '.join(learned)} reward signal{'s' if len(learned) > 1 else ''} cannot take "
-                        f"image observations yet{_set_in(settings, 'reward_signals')}; remove "
-                        f"{'them' if len(learned) > 1 else 'it'} from reward_signals")
     action = spec.action_spec
     if action.is_continuous and action.is_discrete and not can.continuous_and_discrete:
         problems.append(f"trainer {settings.trainer!r} takes continuous or discrete actions, not both at once; "

@@ -170,6 +170,45 @@ def test_gail_with_behavioral_cloning_learns_the_1d_task_without_its_reward(run_
     assert np.mean(episode_returns[-5:]) > 0.9, episode_returns[-20:]
 
 
+# ML-Agents' visual 1-D environment: one 20x20x3 image showing the goal, no vector
+VISUAL_1D = ["num_visual=1", "num_vector=0", "step_size=0.2"]
+
+
+@pytest.fixture(scope="module")
+def visual_demos(tmp_path_factory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("visual-demos")
+    paths = {}
+    for name in ("Simple1DDiscrete", "Simple1DContinuous"):
+        env = make_env(name, seed=1, env_args=VISUAL_1D)
+        paths[name] = record(env, {"1D": "heuristic"}, episodes=60, out=out / name, seed=1)[0].path
+        env.close()
+    return paths
+
+
+@pytest.mark.training
+@pytest.mark.parametrize("trainer", ["ppo", "sac"])
+@pytest.mark.parametrize("env_name", ["Simple1DDiscrete", "Simple1DContinuous"])
+def test_gail_with_behavioral_cloning_learns_the_visual_1d_task(run_cli, workdir, visual_demos, episode_returns,
+                                                                trainer, env_name):
+    # ML-Agents' test matrix, GAIL visual rows: the GAIL rows above on the 1-D environment seen
+    # through one image (no vector), learning rate 3e-4, PPO max_steps 1000, SAC max_steps 500 and
+    # batch 16; the discriminator encodes the images with vis_encode_type simple.
+    shipped = {"ppo": "trainer_config.yaml", "sac": "sac_trainer_config.yaml"}[trainer]
+    section = yaml.safe_load((SHIPPED_CONFIG.parent / shipped).read_text())["1D"] | {"trainer": trainer}
+    section |= {"learning_rate": 3e-4, "max_steps": 1000} if trainer == "ppo" else \
+        {"learning_rate": 3e-4, "max_steps": 500, "batch_size": 16}
+    section["reward_signals"] = {"gail": {"strength": 1.0, "gamma": 0.99, "encoding_size": 32,
+                                          "demo_path": str(visual_demos[env_name])}}
+    section["behavioral_cloning"] = {"demo_path": str(visual_demos[env_name]), "strength": 1.0,
+                                     "steps": 2 * section["max_steps"]}
+    if trainer == "sac":
+        section["behavioral_cloning"] |= {"samples_per_update": 64, "num_epoch": 1}
+    (workdir / "c.yaml").write_text(yaml.safe_dump({"1D": section}))
+    result = run_cli("c.yaml", f"--env={env_name}", "--run-id=gail", "--seed=1", "--env-args", *VISUAL_1D)
+    assert result.code == 0, result.log
+    assert np.mean(episode_returns[-5:]) > 0.9, episode_returns[-20:]
+
+
 @pytest.mark.training
 def test_gail_alone_learns_cartpole_from_a_scripted_expert(run_cli, workdir):
     # GAIL is the only reward (no extrinsic, no cloning), as in ML-Agents' gail_config.yaml for

@@ -36,7 +36,7 @@ class ProbeSignal:
     uses_terminal = False
     learns = True
 
-    def __init__(self, settings: ProbeSettings, spec, device) -> None:
+    def __init__(self, settings: ProbeSettings, spec, device, vis_encode_type: str = "simple") -> None:
         self.gamma, self.strength = settings.gamma, settings.strength
         obs = sum(int(np.prod(s)) for s in spec.observation_shapes)
         self.model = nn.Linear(2 * obs + spec.action_spec.continuous_size + len(spec.action_spec.discrete_branches),

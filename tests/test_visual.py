@@ -112,8 +112,11 @@ def test_settings_checks_name_the_encoder_and_the_image(tmp_path):
     assert problems == ["image observation of shape (24, 24, 3) is smaller than the 36x36 that vis_encode_type "
                         "'nature_cnn' (set in section 'B') needs; use vis_encode_type 'simple' or 'resnet'"]
     assert spec_problems(small, _settings(tmp_path, "ppo", "simple")) == []
-    curiosity = "  reward_signals:\n    extrinsic: {strength: 1.0, gamma: 0.99}\n    curiosity: {strength: 0.01, gamma: 0.99}\n"
-    assert "cannot take image observations yet" in spec_problems(small, _settings(tmp_path, "ppo", "simple", curiosity))[0]
+    # the reward signals with networks of their own encode images too (tests/test_visual_signals.py)
+    signals = ("  reward_signals:\n    extrinsic: {strength: 1.0, gamma: 0.99}\n    curiosity: {strength: 0.01, gamma: 0.99}\n"
+               "    rnd: {strength: 0.01, gamma: 0.99}\n    gail: {strength: 0.01, gamma: 0.99, demo_path: expert.demo}\n")
+    for trainer in ("ppo", "sac"):
+        assert spec_problems(small, _settings(tmp_path, trainer, "simple", signals)) == []
 
 
 @pytest.mark.parametrize("kind", sorted(MIN_IMAGE_SIZE))

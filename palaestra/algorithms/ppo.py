@@ -147,7 +147,7 @@ class PPO:
         self.spec = spec
         self.settings = settings
         self.device = device
-        self.signals = make_signals(spec, settings.reward_signals, device)
+        self.signals = make_signals(spec, settings.reward_signals, device, settings.vis_encode_type)
         self._learning_signals = [signal for signal in self.signals if signal.learns]
         self.auxiliary_losses: list[AuxiliaryLoss] = []  # extra loss terms of each mini-batch step
         self.policy_updates: list[PolicyUpdate] = []  # run after each update (behavioral cloning)

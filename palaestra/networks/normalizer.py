@@ -22,7 +22,7 @@ class Normalizer(nn.Module):
         """Merge a batch ``[n, size]`` into the running statistics (parallel Welford)."""
         if batch.shape[0] == 0:
             return
-        x = torch.as_tensor(batch, dtype=torch.float64)
+        x = torch.as_tensor(batch, dtype=torch.float64, device=self.mean.device)  # beside the statistics (GPU)
         n = float(x.shape[0])
         batch_mean = x.mean(0)
         batch_var = x.var(0, unbiased=False)

@@ -19,7 +19,9 @@ from palaestra.settings import CuriositySettings, ExtrinsicSettings, GAILSetting
 # A signal's settings type (settings.REWARD_SIGNALS) → how to build it. Adding a signal: its
 # settings dataclass, its class with a ``build``, one entry here, and its name in
 # capabilities.py for the trainers that support it (docs/extending.md).
-SIGNAL_BUILDERS: dict[type, Callable[[Any, BehaviorSpec, torch.device], RewardSignal]] = {
+# A builder takes (settings, spec, device, vis_encode_type): the trainer's image encoder, for a
+# signal's own network where the behavior has image observations.
+SIGNAL_BUILDERS: dict[type, Callable[[Any, BehaviorSpec, torch.device, str], RewardSignal]] = {
     ExtrinsicSettings: ExtrinsicSignal.build,
     CuriositySettings: CuriositySignal.build,
     RNDSettings: RNDSignal.build,
@@ -27,14 +29,16 @@ SIGNAL_BUILDERS: dict[type, Callable[[Any, BehaviorSpec, torch.device], RewardSi
 }
 
 
-def make_signals(spec: BehaviorSpec, settings: Mapping[str, Any], device: torch.device) -> list[RewardSignal]:
-    """The behavior's reward signals, in the order of its settings (the value heads' order)."""
+def make_signals(spec: BehaviorSpec, settings: Mapping[str, Any], device: torch.device,
+                 vis_encode_type: str = "simple") -> list[RewardSignal]:
+    """The behavior's reward signals, in the order of its settings (the value heads' order);
+    ``vis_encode_type``: the trainer's, for the image observations of signals with a network."""
     signals: list[RewardSignal] = []
     for name, cfg in settings.items():
         build = SIGNAL_BUILDERS.get(type(cfg))
         if build is None:  # capabilities.settings_problems refuses these before anything is built
             raise ValueError(f"the {name} reward signal is not supported yet")
-        signals.append(build(cfg, spec, device))
+        signals.append(build(cfg, spec, device, vis_encode_type))
     return signals
 
 

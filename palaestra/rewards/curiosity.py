@@ -2,7 +2,10 @@
 ML-Agents 0.16 builds it.
 
 - an encoder (two swish layers of ``encoding_size``) maps the observation and the next
-  observation to features, the same weights for both;
+  observation to features, the same weights for both; image observations first go each
+  through an image encoder of the trainer's ``vis_encode_type`` with ``encoding_size``
+  features (networks/visual.py), read after the vector observations, as ML-Agents' curiosity
+  encodes cameras;
 - the inverse model predicts the action taken from both encodings (one swish layer of 256 units):
   squared error summed over continuous actions, cross-entropy summed over discrete branches;
 - the forward model predicts the next encoding from the encoding and the action (one-hot per
@@ -11,6 +14,9 @@ ML-Agents 0.16 builds it.
 - loss 10 x (0.2 x forward + 0.8 x inverse), its own Adam at ``learning_rate``;
 - reward ``min(strength x error, 1)``, and 0 until the model's first update (ML-Agents: an
   untrained model's errors are noise); episodes' ends are not terminal for it.
+
+Over vector observations on the CPU an update is computed in numpy (rewards/numpy_losses.py);
+with images or on a GPU, by autograd.
 """
 
 from __future__ import annotations
@@ -26,8 +32,10 @@ from palaestra.networks.accelerator import on_cpu, sequential_layers
 from palaestra.networks.encoders import VectorEncoder
 from palaestra.networks.policy import mlp
 from palaestra.networks.optim import FlatStateAdam
+from palaestra.networks.visual import image_features
 from palaestra.rewards.numpy_losses import curiosity_gradients
-from palaestra.rewards.learned import ModelSignal, action_array, action_input, vector_array, vector_input
+from palaestra.rewards.learned import (ModelSignal, action_array, action_input, image_tensors, vector_array,
+                                       vector_input)
 from palaestra.settings import CuriositySettings
 
 HIDDEN = 256  # the inverse and forward models' hidden layer (ML-Agents)
@@ -35,11 +43,14 @@ FORWARD_WEIGHT, INVERSE_WEIGHT, LOSS_SCALE = 0.2, 0.8, 10.0
 
 
 class CuriosityModel(nn.Module):
-    def __init__(self, spec: BehaviorSpec, encoding_size: int) -> None:
+    def __init__(self, spec: BehaviorSpec, encoding_size: int, vis_encode_type: str = "simple") -> None:
         super().__init__()
         action = spec.action_spec
         self.action = action
-        self.encoder = mlp(VectorEncoder(spec.observation_shapes).size, encoding_size, 2)
+        # None without images (no weights: a vector behavior's model is a plain MLP)
+        self.images = image_features(spec.observation_shapes, vis_encode_type, encoding_size, towers=1)
+        images = self.images.size if self.images is not None else 0
+        self.encoder = mlp(VectorEncoder(spec.observation_shapes).size + images, encoding_size, 2)
         action_width = action.continuous_size + sum(action.discrete_branches)
         self.inverse = nn.Sequential(nn.Linear(2 * encoding_size, HIDDEN), nn.SiLU(), nn.Linear(HIDDEN, action_width))
         self.forward_model = nn.Sequential(nn.Linear(encoding_size + action_width, HIDDEN), nn.SiLU(),
@@ -68,12 +79,13 @@ class CuriositySignal(ModelSignal):
     stat_name = "Curiosity"
     pays_before_update = False
 
-    def __init__(self, settings: CuriositySettings, spec: BehaviorSpec, device: torch.device) -> None:
+    def __init__(self, settings: CuriositySettings, spec: BehaviorSpec, device: torch.device,
+                 vis_encode_type: str = "simple") -> None:
         self.strength, self.gamma = settings.strength, settings.gamma
         self.spec, self.device = spec, device
-        self.model = CuriosityModel(spec, settings.encoding_size).to(device)
-        # on the CPU the update runs in numpy (rewards/numpy_losses.py, the same loss)
-        self.accelerated = on_cpu(self.model)
+        self.model = CuriosityModel(spec, settings.encoding_size, vis_encode_type).to(device)
+        # over vectors on the CPU the update runs in numpy (rewards/numpy_losses.py, the same loss)
+        self.accelerated = self.model.images is None and on_cpu(self.model)
         self.optimizer = FlatStateAdam(self.model, settings.learning_rate)
         if self.accelerated:  # over views of the parameters and their gradients
             self.layers = [sequential_layers(m) for m in (self.model.encoder, self.model.inverse,
@@ -83,6 +95,11 @@ class CuriositySignal(ModelSignal):
         """(encoding, next encoding, actions); both observations go through the shared encoder in
         one pass (one matrix product per layer instead of two)."""
         both = torch.cat([vector_input(batch, "obs", self.device), vector_input(batch, "next_obs", self.device)])
+        images = self.model.images
+        if images is not None:  # each image's encoding after the vectors, both observations in one pass
+            now, after = (image_tensors(batch, prefix, images.image_indices, self.device)
+                          for prefix in ("obs", "next_obs"))
+            both = images(both, {i: torch.cat([now[i], after[i]]) for i in images.image_indices})
         encoded, encoded_next = self.model.encoder(both).chunk(2)
         return encoded, encoded_next, action_input(self.spec.action_spec, batch, self.device)
 

@@ -23,7 +23,8 @@ class ExtrinsicSignal:
         self.gamma = gamma
 
     @classmethod
-    def build(cls, settings: ExtrinsicSettings, spec: BehaviorSpec, device: torch.device) -> "ExtrinsicSignal":
+    def build(cls, settings: ExtrinsicSettings, spec: BehaviorSpec, device: torch.device,
+              vis_encode_type: str = "simple") -> "ExtrinsicSignal":
         return cls(settings.strength, settings.gamma)
 
     def rewards(self, segments: Segments) -> np.ndarray:

@@ -14,9 +14,15 @@ ML-Agents builds it, with VAIL (Peng et al. 2018) under ``use_vail``.
   a Lagrange weight ``beta`` (starting at 0, stepped by 5e-4 x (KL - 0.5), never below 0).
   Rewards read the code's mean.
 
-Without VAIL, on the CPU, a discriminator step is computed in numpy (rewards/numpy_losses.py:
-the same loss and gradients in about a third of autograd's time); with VAIL or on a GPU, by
-autograd.
+Image observations (the behavior's and the demonstrations', uint8 in both) go each through an
+image encoder of the trainer's ``vis_encode_type`` with ``encoding_size`` features
+(networks/visual.py), read after the other inputs (vectors, actions, done). The gradient penalty
+then takes its points between the encoders' inputs, the images as floats
+(:meth:`GAILSignal._gradient_penalty` says why).
+
+Over vector observations without VAIL, on the CPU, a discriminator step is computed in numpy
+(rewards/numpy_losses.py: the same loss and gradients in about a third of autograd's time); with
+images, VAIL or on a GPU, by autograd.
 """
 
 from __future__ import annotations
@@ -32,8 +38,9 @@ from palaestra.envs.base import BehaviorSpec
 from palaestra.networks.encoders import VectorEncoder
 from palaestra.networks.policy import mlp
 from palaestra.networks.optim import FlatStateAdam
+from palaestra.networks.visual import image_features
 from palaestra.rewards.numpy_losses import discriminator_gradients
-from palaestra.rewards.learned import ModelSignal, action_array, vector_array
+from palaestra.rewards.learned import ModelSignal, action_array, as_floats, image_tensors, vector_array
 from palaestra.settings import GAILSettings
 
 EPSILON = 1e-7
@@ -42,16 +49,22 @@ Z_SIZE = 128
 MUTUAL_INFORMATION = 0.5  # VAIL's target KL divergence
 BETA_STEP = 5e-4
 
+# The discriminator's input: the rows of vectors (with the actions and done flag under
+# use_actions) and the image observations by index (empty without images)
+DiscriminatorInput = tuple[torch.Tensor, dict[int, torch.Tensor]]
+
 
 class Discriminator(nn.Module):
-    def __init__(self, spec: BehaviorSpec, settings: GAILSettings) -> None:
+    def __init__(self, spec: BehaviorSpec, settings: GAILSettings, vis_encode_type: str = "simple") -> None:
         super().__init__()
         self.spec, self.use_actions, self.use_vail = spec, settings.use_actions, settings.use_vail
         action = spec.action_spec
         inputs = VectorEncoder(spec.observation_shapes).size
         if settings.use_actions:  # the actions (one-hot branches) and the done flag
             inputs += action.continuous_size + sum(action.discrete_branches) + 1
-        self.body = mlp(inputs, settings.encoding_size, 2)
+        # None without images (no weights: a vector behavior's discriminator is a plain MLP)
+        self.images = image_features(spec.observation_shapes, vis_encode_type, settings.encoding_size, towers=1)
+        self.body = mlp(inputs + (self.images.size if self.images is not None else 0), settings.encoding_size, 2)
         last = settings.encoding_size
         if settings.use_vail:
             self.z_mean = nn.Linear(settings.encoding_size, Z_SIZE)
@@ -67,8 +80,9 @@ class Discriminator(nn.Module):
         done = np.asarray(batch["done"], np.float32)[:, None]
         return np.concatenate([x, action_array(self.spec.action_spec, batch), done], 1)
 
-    def inputs(self, batch: Mapping[str, np.ndarray], device: torch.device) -> torch.Tensor:
-        return torch.as_tensor(self.input_array(batch), device=device)
+    def inputs(self, batch: Mapping[str, np.ndarray], device: torch.device) -> DiscriminatorInput:
+        images = {} if self.images is None else image_tensors(batch, "obs", self.images.image_indices, device)
+        return torch.as_tensor(self.input_array(batch), device=device), images
 
     def layers(self) -> tuple[list[tuple[np.ndarray, np.ndarray]], tuple[np.ndarray, np.ndarray]]:
         """Views of the weights as numpy arrays: the hidden layers' and the output's (no VAIL, CPU)."""
@@ -76,9 +90,11 @@ class Discriminator(nn.Module):
         view = lambda m: (m.weight.detach().numpy(), m.bias.detach().numpy())  # noqa: E731
         return [view(m) for m in linear], view(self.estimate)
 
-    def forward(self, x: torch.Tensor, sample: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(D in (0, 1) per row, the code's mean under VAIL)."""
-        h = self.body(x)
+    def forward(self, x: torch.Tensor, images: dict[int, torch.Tensor] | None = None, sample: bool = False
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(D in (0, 1) per row, the code's mean under VAIL); ``x`` and ``images``: as
+        :meth:`inputs` gives them."""
+        h = self.body(x if self.images is None else self.images(x, images))
         z_mean = None
         if self.use_vail:
             z_mean = self.z_mean(h)
@@ -91,19 +107,21 @@ class GAILSignal(ModelSignal):
     stat_name = "GAIL"
     pays_before_update = False
 
-    def __init__(self, settings: GAILSettings, spec: BehaviorSpec, device: torch.device) -> None:
+    def __init__(self, settings: GAILSettings, spec: BehaviorSpec, device: torch.device,
+                 vis_encode_type: str = "simple") -> None:
         self.strength, self.gamma = settings.strength, settings.gamma
         self.device = device
         self.expert = demonstration_columns(settings.demo_path, spec, "the behavior", "reward_signals.gail.demo_path")
         self.expert_rows = len(self.expert["continuous"])
-        self.model = Discriminator(spec, settings).to(device)
-        self.numpy_steps = not settings.use_vail and device.type == "cpu"  # rewards/numpy_losses.py
+        self.model = Discriminator(spec, settings, vis_encode_type).to(device)
+        # rewards/numpy_losses.py: a plain MLP over vectors, on the CPU
+        self.numpy_steps = self.model.images is None and not settings.use_vail and device.type == "cpu"
         self.optimizer = FlatStateAdam(self.model, settings.learning_rate)
         self.beta = torch.zeros((), device=device)  # VAIL's Lagrange weight (a checkpointed tensor)
         self.rng = np.random.default_rng(int(torch.randint(2**31, ())))
 
     def batch_rewards(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
-        d, _ = self.model(self.model.inputs(batch, self.device))
+        d, _ = self.model(*self.model.inputs(batch, self.device))
         return (-torch.log(1.0 - d + EPSILON) * self.strength).cpu().numpy().astype(np.float32)
 
     def update(self, batch: Mapping[str, np.ndarray]) -> dict[str, float]:
@@ -113,8 +131,8 @@ class GAILSignal(ModelSignal):
             return self._numpy_update(expert_batch, batch)
         expert = self.model.inputs(expert_batch, self.device)
         policy = self.model.inputs(batch, self.device)
-        d_expert, z_expert = self.model(expert, sample=True)
-        d_policy, z_policy = self.model(policy, sample=True)
+        d_expert, z_expert = self.model(*expert, sample=True)
+        d_policy, z_policy = self.model(*policy, sample=True)
         loss = -(torch.log(d_expert + EPSILON) + torch.log(1.0 - d_policy + EPSILON)).mean()
         stats = {"Losses/GAIL Loss": float(loss.detach()), "Policy/GAIL Expert Estimate": float(d_expert.detach().mean()),
                  "Policy/GAIL Policy Estimate": float(d_policy.detach().mean())}
@@ -144,12 +162,25 @@ class GAILSignal(ModelSignal):
         log_var = self.model.z_log_sigma_sq
         return (0.5 * (z_mean.pow(2) + log_var.exp() - 1.0 - log_var).sum(1)).mean()
 
-    def _gradient_penalty(self, expert: torch.Tensor, policy: torch.Tensor) -> torch.Tensor:
-        """(|grad D| - 1)^2 at random points between expert and policy inputs."""
-        alpha = torch.rand(len(expert), 1, device=self.device)
-        between = (alpha * expert + (1.0 - alpha) * policy).requires_grad_(True)
-        d, _ = self.model(between, sample=True)
-        (gradient,) = torch.autograd.grad(d.sum(), between, create_graph=True)
+    def _gradient_penalty(self, expert: DiscriminatorInput, policy: DiscriminatorInput) -> torch.Tensor:
+        """(|grad D| - 1)^2 at random points between expert and policy inputs.
+
+        With images the points lie between the encoders' inputs, the images as floats in [0, 1]
+        (uint8 cannot hold the points between two images), not between their encodings: the
+        penalty is to keep D smooth as a function of what it observes, and at encoded points it
+        would bind only the layers after the encoders, which the encoders could steepen at will
+        (the encodings also move as the encoders learn). ML-Agents' later torch GAIL also
+        interpolates the encoder inputs. One alpha per row, for all of its inputs: each point
+        lies on the line between an expert row and a policy row. The gradient's norm is taken
+        over all of them together."""
+        (expert_x, expert_images), (policy_x, policy_images) = expert, policy
+        alpha = torch.rand(len(expert_x), 1, device=self.device)
+        between = (alpha * expert_x + (1.0 - alpha) * policy_x).requires_grad_(True)
+        images = {i: torch.lerp(as_floats(policy_images[i]), as_floats(expert_images[i]), alpha[:, :, None, None])
+                  .requires_grad_(True) for i in expert_images}
+        d, _ = self.model(between, images, sample=True)
+        gradients = torch.autograd.grad(d.sum(), [between, *images.values()], create_graph=True)
+        gradient = gradients[0] if not images else torch.cat([g.flatten(1) for g in gradients], 1)
         return (gradient.norm(dim=1) - 1.0).pow(2).mean()
 
     def state_dict(self) -> dict[str, torch.Tensor]:

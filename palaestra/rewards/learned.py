@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from palaestra.envs.base import ActionSpec
+from palaestra.envs.observations import is_image
 from palaestra.networks.optim import FlatStateAdam
 from palaestra.rollout.buffers import observation_columns, observations
 from palaestra.rollout.segments import Segments
@@ -30,8 +31,13 @@ def transitions(seg: Segments) -> dict[str, np.ndarray]:
 
 
 def vector_array(batch: Mapping[str, np.ndarray], prefix: str) -> np.ndarray:
-    """A batch's vector observations side by side, float32 ``[B, total]``."""
+    """A batch's vector observations side by side, float32 ``[B, total]`` (images left out: the
+    signals' image encoders read them, :func:`image_tensors`)."""
     obs = observations(batch, prefix)
+    if any(is_image(o.shape[1:]) for o in obs):
+        obs = [o for o in obs if not is_image(o.shape[1:])]
+        if not obs:  # images only
+            return np.zeros((len(batch[f"{prefix}_0"]), 0), np.float32)
     flat = np.concatenate([o.reshape(len(o), -1) for o in obs], 1) if len(obs) > 1 else obs[0].reshape(len(obs[0]), -1)
     return flat.astype(np.float32, copy=False)
 
@@ -39,6 +45,18 @@ def vector_array(batch: Mapping[str, np.ndarray], prefix: str) -> np.ndarray:
 def vector_input(batch: Mapping[str, np.ndarray], prefix: str, device: torch.device) -> torch.Tensor:
     """A batch's vector observations side by side, ``[B, total]``, as float32 on ``device``."""
     return torch.as_tensor(vector_array(batch, prefix), device=device)
+
+
+def image_tensors(batch: Mapping[str, np.ndarray], prefix: str, indices: list[int],
+                  device: torch.device) -> dict[int, torch.Tensor]:
+    """A batch's image observations ``indices`` (as stored: uint8, which the encoders scale) on
+    ``device``, by observation index: what networks/visual.py's ``ImageFeatures`` reads."""
+    return {i: torch.as_tensor(batch[f"{prefix}_{i}"], device=device) for i in indices}
+
+
+def as_floats(images: torch.Tensor) -> torch.Tensor:
+    """Images as floats in [0, 1], the scale the encoders read uint8 images at."""
+    return images.float() * (1.0 / 255.0) if images.dtype == torch.uint8 else images
 
 
 def action_array(spec: ActionSpec, batch: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -73,8 +91,8 @@ class ModelSignal:
     optimizer: FlatStateAdam
 
     @classmethod
-    def build(cls, settings, spec, device: torch.device):
-        return cls(settings, spec, device)
+    def build(cls, settings, spec, device: torch.device, vis_encode_type: str = "simple"):
+        return cls(settings, spec, device, vis_encode_type)
 
     def batch_rewards(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
         """The scaled rewards of a batch of transitions, ``[B]`` float32 (under no_grad)."""
