@@ -40,15 +40,13 @@ def _images(count: int, step: float, size: int = 20) -> list[str]:
     return [f"num_visual={count}", "num_vector=0", f"step_size={step}", f"vis_obs_size=[{size},{size},3]"]
 
 
-@pytest.mark.parametrize("images", [1, 2])
-@pytest.mark.parametrize("env", ["Simple1DDiscrete", "Simple1DContinuous"])
+@pytest.mark.parametrize("env,images", [("Simple1DDiscrete", 1), ("Simple1DContinuous", 2)])
 def test_visual_ppo(run_cli, workdir, episode_returns, env, images):
     score = _last_five(run_cli, workdir, episode_returns, PPO_BASE, env, _images(images, 0.2), learning_rate=3.0e-4)
     assert score > 0.9
 
 
-@pytest.mark.parametrize("images", [1, 2])
-@pytest.mark.parametrize("encoder", ["nature_cnn", "resnet"])
+@pytest.mark.parametrize("encoder,images", [("nature_cnn", 2), ("resnet", 2), ("nature_cnn", 1)])
 def test_visual_advanced_ppo(run_cli, workdir, episode_returns, encoder, images):
     # ML-Agents: learning rate 3e-4 for 500 steps, threshold 0.5. With the goal drawn every
     # episode (so the policy must read the image) that is a coin flip; 1e-3 for 1000 steps with
@@ -79,20 +77,20 @@ def test_recurrent_and_visual_ppo_acting_in_two_worker_processes(run_cli, workdi
     assert score > 0.9
 
 
-@pytest.mark.parametrize("images", [1, 2])
-@pytest.mark.parametrize("env", ["Simple1DDiscrete", "Simple1DContinuous"])
+@pytest.mark.parametrize("env,images", [("Simple1DDiscrete", 1), ("Simple1DContinuous", 2)])
 def test_visual_sac(run_cli, workdir, episode_returns, env, images):
     score = _last_five(run_cli, workdir, episode_returns, SAC_BASE, env, _images(images, 0.2), batch_size=16,
                        learning_rate=3.0e-4)
     assert score > 0.9
 
 
-@pytest.mark.parametrize("images", [1, 2])
-@pytest.mark.parametrize("encoder", ["nature_cnn", "resnet"])
+@pytest.mark.parametrize("encoder,images", [("nature_cnn", 2), ("resnet", 1)])
 def test_visual_advanced_sac(run_cli, workdir, episode_returns, encoder, images):
+    # ML-Agents' row trains 100 steps, enough when the goal never changes (its 0.15 environment);
+    # with a goal drawn every episode the same row with a vector observation passes 0/8 seeds at
+    # 100 steps, 5/8 at 300 and 8/8 at 1,000 (the base config's length), which the row uses here
     score = _last_five(run_cli, workdir, episode_returns, SAC_BASE, "Simple1DDiscrete", _images(images, 0.5, 36),
-                       batch_size=16, learning_rate=3.0e-4, vis_encode_type=encoder, buffer_init_steps=0,
-                       max_steps=100)
+                       batch_size=16, learning_rate=3.0e-4, vis_encode_type=encoder, buffer_init_steps=0)
     assert score > 0.5
 
 
@@ -104,3 +102,33 @@ def test_recurrent_sac(run_cli, workdir, episode_returns, env):
     score = _last_five(run_cli, workdir, episode_returns, SAC_BASE, env, [], batch_size=32, use_recurrent=True,
                        max_steps=2000, sequence_length=8)
     assert score > 0.9
+
+
+def _last_summary(workdir, run: str) -> float:
+    import csv
+
+    with open(workdir / "summaries" / f"{run}.csv", newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["Environment/Cumulative Reward"] not in ("", "None")]
+    return float(rows[-1]["Environment/Cumulative Reward"])
+
+
+def test_an_lstm_solves_hallway_where_a_feed_forward_policy_stays_at_chance(run_cli, workdir):
+    # Hallway shows the goal's colour in an episode's first observation only: the shipped section
+    # (an LSTM) against the same without memory. Solved (the heuristic, which reads the hidden
+    # colour): 0.93; chance, always one room: 0.38 (docs/environments.md). Sweep: docs/benchmarks.md
+    from palaestra.envs.sources import make_env
+    from palaestra.evaluation import evaluate_onnx
+    from tests.conftest import SHIPPED_CONFIG
+
+    text = SHIPPED_CONFIG.read_text()
+    section = text[text.index("\nHallway:\n") + 1:]
+    section = section[: section.index("\n\n")].replace("max_steps: 1.0e5", "max_steps: 3.0e4")
+    assert "use_recurrent: true" in section and "max_steps: 3.0e4" in section
+    write_yaml(workdir / "lstm.yaml", section)
+    write_yaml(workdir / "ff.yaml", section.replace("use_recurrent: true", "use_recurrent: false"))
+    assert run_cli(str(workdir / "lstm.yaml"), "--env=Hallway", "--run-id=lstm", "--seed=1").code == 0
+    assert run_cli(str(workdir / "ff.yaml"), "--env=Hallway", "--run-id=ff", "--seed=1").code == 0
+    assert _last_summary(workdir, "lstm_Hallway") >= 0.9
+    assert _last_summary(workdir, "ff_Hallway") <= 0.5
+    returns = evaluate_onnx(make_env("Hallway", seed=3), workdir / "models/lstm/Hallway.onnx", episodes=40)
+    assert np.mean(returns) >= 0.9  # the exported model, its memory carried step to step
