@@ -125,7 +125,8 @@ def bench_sb3(steps: int, size: int, seed: int) -> dict:
     start = time.perf_counter()
     model.learn(total_timesteps=steps)
     seconds = time.perf_counter() - start
-    ret, _ = evaluate_policy(model, VecMonitor(sb3_vec_env(size, 100)), n_eval_episodes=EVAL_EPISODES, deterministic=True)
+    evaluation = VecMonitor(sb3_vec_env(size, 100))
+    ret, _ = evaluate_policy(model, evaluation, n_eval_episodes=EVAL_EPISODES, deterministic=True)
     return {"steps_per_s": steps / seconds, "seconds": seconds, "return": float(ret)}
 
 

@@ -12,7 +12,7 @@ holds *more* than 256 experiences (every 512, two mini-batches per epoch: the sa
 steps per experience). Palaestra's sequences are the 32-step segments, as sb3-contrib trains on
 each environment's 32-step rollout.
 
-Usage: python bench/recurrent_cartpole.py [--steps 100000] [--seeds 1]
+Usage: python bench/recurrent_cartpole.py [--steps 100000] [--seeds 1] [--first-seed 1]
 Each library trains once per seed, alternating; each run's speed and the final deterministic
 return of its policy (Palaestra: the exported ONNX model, memory carried per agent) are listed,
 and the ratio is taken from the median speeds.
@@ -76,15 +76,17 @@ def bench_sb3(steps: int, seed: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=100_000)
-    parser.add_argument("--seeds", type=int, default=1, help="train each library once per seed 1..N")
+    parser.add_argument("--seeds", type=int, default=1, help="train each library once per seed F..F+N-1")
+    parser.add_argument("--first-seed", type=int, default=1, help="F")
     args = parser.parse_args()
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
     runs: dict[str, list[dict]] = {"Palaestra": [], "sb3-contrib": []}
-    for seed in range(1, args.seeds + 1):
+    for seed in seeds:
         torch.set_num_threads(1)
         runs["Palaestra"].append(bench_palaestra(args.steps, seed))
         torch.set_num_threads(1)
         runs["sb3-contrib"].append(bench_sb3(args.steps, seed))
-    print(f"Recurrent PPO {ENV_ID}, {args.steps} steps, seeds 1-{args.seeds}")
+    print(f"Recurrent PPO {ENV_ID}, {args.steps} steps, seeds {seeds[0]}-{seeds[-1]}")
     print(f"{'':12} {'steps/s (median)':>17} {'seconds':>9}  final return per seed "
           f"({EVAL_EPISODES} episodes, deterministic)")
     for name, rs in runs.items():
