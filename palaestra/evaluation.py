@@ -1,6 +1,7 @@
 """Run an exported ONNX policy in an environment, as Unity's inference engine would: the
-model's deterministic actions, the environment's action masks. Used by tests and benchmarks
-to check that what ships is what was trained."""
+model's deterministic actions, the environment's action masks, images scaled to [0, 1] and, for a
+recurrent model, each agent's memory carried from one decision to the next and zeroed when its
+episode ends. Used by tests and benchmarks to check that what ships is what was trained."""
 
 from __future__ import annotations
 
@@ -20,26 +21,34 @@ def evaluate_onnx(env: Env, onnx_path: Path, episodes: int, max_decisions: int =
 
     session = ort.InferenceSession(str(onnx_path))
     names = [o.name for o in session.get_outputs()]
+    inputs = {i.name: i for i in session.get_inputs()}
+    memory_size = int(inputs["recurrent_in"].shape[-1]) if "recurrent_in" in inputs else 0
     behavior = behavior or next(iter(env.behavior_specs))
     spec = env.behavior_specs[behavior].action_spec
     env.reset(parameters)
     running: dict[int, float] = {}
+    memories = _Memories(memory_size)
     returns: list[float] = []
     for _ in range(max_decisions):
         decision, _ = env.get_steps(behavior)
         n = len(decision)
-        feeds = {f"obs_{i}": o.astype(np.float32) for i, o in enumerate(decision.obs)}
+        feeds = {f"obs_{i}": _model_input(o) for i, o in enumerate(decision.obs)}
         if spec.is_discrete:
             masks = decision.action_mask
             allowed = ~np.concatenate(masks, axis=1) if masks else np.ones((n, sum(spec.discrete_branches)), bool)
             feeds["action_masks"] = allowed.astype(np.float32)
+        if memory_size:
+            feeds["recurrent_in"] = memories.get(decision.agent_id)[:, None]
         out = dict(zip(names, session.run(None, feeds)))
+        if memory_size:
+            memories.set(decision.agent_id, out["recurrent_out"][:, 0])
         env.set_actions(behavior, ActionTuple(
             continuous=out.get("deterministic_continuous_actions", np.zeros((n, 0), np.float32)),
             discrete=out.get("deterministic_discrete_actions", np.zeros((n, 0))).astype(np.int32),
         ))
         env.step()
         decision, terminal = env.get_steps(behavior)
+        memories.forget(terminal.agent_id)
         for agent, reward in zip(terminal.agent_id.tolist(), terminal.reward.tolist()):
             returns.append(running.pop(agent, 0.0) + reward)
         for agent, reward in zip(decision.agent_id.tolist(), decision.reward.tolist()):
@@ -47,3 +56,37 @@ def evaluate_onnx(env: Env, onnx_path: Path, episodes: int, max_decisions: int =
         if len(returns) >= episodes:
             break
     return returns[:episodes]
+
+
+def _model_input(observation: np.ndarray) -> np.ndarray:
+    """The exported model takes floats; images arrive as uint8 and it takes them in [0, 1]."""
+    if observation.dtype == np.uint8:
+        return observation.astype(np.float32) / 255.0
+    return observation.astype(np.float32)
+
+
+class _Memories:
+    """Each agent's ``recurrent_out``, to be its next ``recurrent_in``; zero for an agent not
+    seen yet or whose episode ended. Kept as agent ids sorted with their memory rows, so any ids
+    (Unity's grow as agents are replaced) are looked up for a whole step at once."""
+
+    def __init__(self, size: int) -> None:
+        self.ids = np.zeros(0, np.int64)
+        self.rows = np.zeros((0, size), np.float32)
+
+    def get(self, agent_ids: np.ndarray) -> np.ndarray:
+        at = np.minimum(np.searchsorted(self.ids, agent_ids), max(len(self.ids) - 1, 0))
+        known = (at < len(self.ids)) & (self.ids[at] == agent_ids) if len(self.ids) else np.zeros(len(agent_ids), bool)
+        out = np.zeros((len(agent_ids), self.rows.shape[1]), np.float32)
+        out[known] = self.rows[at[known]]
+        return out
+
+    def set(self, agent_ids: np.ndarray, memory: np.ndarray) -> None:
+        keep = ~np.isin(self.ids, agent_ids)
+        ids, rows = np.concatenate([self.ids[keep], agent_ids]), np.concatenate([self.rows[keep], memory])
+        order = np.argsort(ids, kind="stable")
+        self.ids, self.rows = ids[order], rows[order]
+
+    def forget(self, agent_ids: np.ndarray) -> None:
+        keep = ~np.isin(self.ids, agent_ids)
+        self.ids, self.rows = self.ids[keep], self.rows[keep]
