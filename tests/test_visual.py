@@ -11,12 +11,12 @@ import torch
 from palaestra.algorithms.ppo import PPO
 from palaestra.algorithms.sac import SAC
 from palaestra.capabilities import spec_problems
-from palaestra.envs.base import ActionSpec, BehaviorSpec, DecisionSteps, TerminalSteps
+from palaestra.envs.base import ActionSpec, BehaviorSpec
 from palaestra.networks.encoders import MIN_IMAGE_SIZE
 from palaestra.networks.visual import image_encoder
-from palaestra.rollout.collector import Collector
 from palaestra.settings import load_trainer_config
 from tests.conftest import write_yaml
+from tests.test_recurrent import _observations, _run
 
 IMAGE = (20, 20, 3)
 
@@ -33,28 +33,11 @@ def _settings(tmp_path, trainer: str, encoder: str = "simple", extra_lines: str 
     return load_trainer_config(write_yaml(tmp_path / f"{trainer}.yaml", text)).for_behavior("B")
 
 
-def _observations(spec: BehaviorSpec, rng: np.random.Generator, n: int) -> list[np.ndarray]:
-    return [rng.integers(0, 256, size=(n, *s), dtype=np.uint8) if len(s) == 3 else
-            rng.normal(size=(n, *s)).astype(np.float32) for s in spec.observation_shapes]
-
-
 def _trained(algorithm_class, spec, settings, steps: int = 40):
+    """The algorithm after acting on random observations for ``steps`` steps and learning."""
     torch.manual_seed(0)
     algorithm = algorithm_class(spec, settings, torch.device("cpu"), np.random.default_rng(0))
-    collector = Collector(spec, settings.time_horizon, len(algorithm.signals), memory_size=algorithm.memory_size)
-    rng = np.random.default_rng(1)
-    ids = np.arange(4)
-    for t in range(steps):
-        obs = _observations(spec, rng, 4)
-        ended = ids[: (t % 7 == 6) * 2]
-        terminal = TerminalSteps([o[ended] for o in obs], np.ones(len(ended), np.float32), ended,
-                                 np.zeros(len(ended), bool)) if len(ended) else TerminalSteps.empty(spec)
-        _, seg = collector.step(DecisionSteps(obs, rng.normal(size=4).astype(np.float32), ids), terminal,
-                                algorithm.act, algorithm.value)
-        if seg is not None:
-            algorithm.collect(seg)
-        while algorithm.ready():
-            algorithm.update()
+    _run(algorithm, spec, steps)
     assert algorithm.update_count > 0
     return algorithm
 
