@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
-from common import run_palaestra
+from common import print_side_by_side, run_palaestra
 
 from palaestra.evaluation import evaluate_onnx
 
@@ -147,15 +147,8 @@ def main() -> None:
         runs["Palaestra"].append(bench_palaestra(args.steps, args.image_size, seed))
         torch.set_num_threads(1)
         runs["SB3"].append(bench_sb3(args.steps, args.image_size, seed))
-    print(f"CNN PPO VisualGridWorld {args.image_size}x{args.image_size}, {args.steps} steps, seeds 1-{args.seeds}")
-    print(f"{'':12} {'steps/s (median)':>17} {'seconds':>9}  final return per seed "
-          f"({EVAL_EPISODES} episodes, deterministic)")
-    for name, rs in runs.items():
-        speed = float(np.median([r["steps_per_s"] for r in rs]))
-        seconds = float(np.median([r["seconds"] for r in rs]))
-        print(f"{name:12} {speed:17.0f} {seconds:9.1f}  " + " ".join(f"{r['return']:.3f}" for r in rs))
-    ours, theirs = (float(np.median([r["steps_per_s"] for r in runs[n]])) for n in runs)
-    print(f"ratio Palaestra / SB3: {ours / theirs:.2f}x")
+    title = f"CNN PPO VisualGridWorld {args.image_size}x{args.image_size}, {args.steps} steps, seeds 1-{args.seeds}"
+    print_side_by_side(title, runs, EVAL_EPISODES, ".3f")
     print("stored image row:", image_row_bytes(84), "|", image_row_bytes(args.image_size))
 
 

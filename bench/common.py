@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
+
 
 @contextlib.contextmanager
 def scratch_dir() -> Iterator[Path]:
@@ -52,3 +54,17 @@ def run_palaestra(config: str, env: str, *args: str, seed: int | None = 1) -> di
     loop_timers = ("env_reset", "policy_act", "record_segments", "env_step", "trainer_advance")
     loop = sum(timers["children"][k]["total"] for k in loop_timers if k in timers["children"])
     return {"wall_s": wall, "loop_s": loop, "cpu_s": cpu, "timers": timers, "dir": work}
+
+
+def print_side_by_side(title: str, runs: dict[str, list[dict]], episodes: int, return_format: str = ".1f") -> None:
+    """The runs of two libraries (``runs``: name -> one result per seed, each with steps_per_s,
+    seconds and return): median speed and time, each seed's return, and the speed ratio."""
+    print(title)
+    print(f"{'':12} {'steps/s (median)':>17} {'seconds':>9}  final return per seed ({episodes} episodes, deterministic)")
+    for name, rs in runs.items():
+        speed = float(np.median([r["steps_per_s"] for r in rs]))
+        seconds = float(np.median([r["seconds"] for r in rs]))
+        print(f"{name:12} {speed:17.0f} {seconds:9.1f}  " + " ".join(f"{r['return']:{return_format}}" for r in rs))
+    (ours, ours_runs), (peer, peer_runs) = runs.items()
+    ratio = np.median([r["steps_per_s"] for r in ours_runs]) / np.median([r["steps_per_s"] for r in peer_runs])
+    print(f"ratio {ours} / {peer}: {ratio:.2f}x")

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import run_palaestra
+from common import print_side_by_side, run_palaestra
 
 from palaestra.envs.cartpole_no_velocity import ENV_ID
 from palaestra.evaluation import evaluate_onnx
@@ -86,15 +86,8 @@ def main() -> None:
         runs["Palaestra"].append(bench_palaestra(args.steps, seed))
         torch.set_num_threads(1)
         runs["sb3-contrib"].append(bench_sb3(args.steps, seed))
-    print(f"Recurrent PPO {ENV_ID}, {args.steps} steps, seeds {seeds[0]}-{seeds[-1]}")
-    print(f"{'':12} {'steps/s (median)':>17} {'seconds':>9}  final return per seed "
-          f"({EVAL_EPISODES} episodes, deterministic)")
-    for name, rs in runs.items():
-        speed = float(np.median([r["steps_per_s"] for r in rs]))
-        seconds = float(np.median([r["seconds"] for r in rs]))
-        print(f"{name:12} {speed:17.0f} {seconds:9.1f}  " + " ".join(f"{r['return']:.1f}" for r in rs))
-    ours, theirs = (float(np.median([r["steps_per_s"] for r in runs[n]])) for n in runs)
-    print(f"ratio Palaestra / sb3-contrib: {ours / theirs:.2f}x")
+    title = f"Recurrent PPO {ENV_ID}, {args.steps} steps, seeds {seeds[0]}-{seeds[-1]}"
+    print_side_by_side(title, runs, EVAL_EPISODES, ".1f")
 
 
 if __name__ == "__main__":
