@@ -217,11 +217,24 @@ def warn_about_unused_options(options: RunOptions) -> None:
                        "the main process")
 
 
-def _int(value: str) -> int:
+def _converted(value: str, convert: Callable[[str], float], kind: str):
+    """``convert(value)``, or argparse's error naming the kind of value expected."""
     try:
-        return int(value)
+        return convert(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {_shown(repr(value))}") from None
+        raise argparse.ArgumentTypeError(f"expected {kind}, got {_shown(repr(value))}") from None
+
+
+def _int(value: str) -> int:
+    return _converted(value, int, "an integer")
+
+
+def positive_int(value: str) -> int:
+    """The argparse type of a count of at least 1 (the other commands' flags)."""
+    number = _int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1, got {number}")
+    return number
 
 
 def _ranged(option: str) -> Callable[[str], int]:
@@ -238,10 +251,7 @@ def _ranged(option: str) -> Callable[[str], int]:
 
 
 def _time_scale(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {_shown(repr(value))}") from None
+    number = _converted(value, float, "a number")
     problem = time_scale_problem(number)
     if problem is not None:
         raise argparse.ArgumentTypeError(problem)

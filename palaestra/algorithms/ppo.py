@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from palaestra.algorithms.auxiliary import (AuxiliaryLoss, PolicyUpdate, StatsMean, add_auxiliary_gradients,
-                                             load_policy_updates_state, policy_updates_state)
+from palaestra.algorithms.auxiliary import AuxiliaryLoss, PolicyUpdate, StatsMean, add_auxiliary_gradients
+from palaestra.algorithms.training_state import load_training_state, training_state
 from palaestra.algorithms.schedules import linear_decay, scheduled_learning_rate
 from palaestra.rollout.transitions import following_rows, terminal_rows
 from palaestra.envs.base import BehaviorSpec
@@ -37,7 +37,7 @@ from palaestra.networks.numpy_adam import NumpyAdam
 from palaestra.networks.optim import make_adam
 from palaestra.networks.policy import ActorCritic
 from palaestra.networks.torch_acting import TorchActor
-from palaestra.rewards import SignalEpisodeSums, load_signals_state, make_signals, signals_state
+from palaestra.rewards import SignalEpisodeSums, load_signals_state, make_signals
 from palaestra.rollout.sequences import into_sequences, real_rows, sequence_order, sequence_positions
 from palaestra.rollout.buffers import RolloutBuffer, observation_columns, observations
 from palaestra.rollout.segments import ActResult, Segments
@@ -403,26 +403,10 @@ class PPO:
         raise NotImplementedError("PPO keeps no replay buffer (palaestra/capabilities.py)")
 
     def state_dict(self) -> dict[str, Any]:
-        if self._numpy_adam is not None:
-            self._numpy_adam.sync()
-        state = {
-            "policy": self.policy.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "step": self.step,
-            "update_count": self.update_count,
-        }
-        if self.policy_updates:
-            state["policy_updates"] = policy_updates_state(self.policy_updates)
-        signals = signals_state(self.signals)
-        return state | {"signals": signals} if signals else state
+        return {"policy": self.policy.state_dict(), **training_state(self)}
 
     def load_state_dict(self, state: dict[str, Any], weights_only: bool = False) -> None:
         self.policy.load_state_dict(state["policy"])
         load_signals_state(self.signals, state.get("signals", {}))
         if not weights_only:
-            self.optimizer.load_state_dict(state["optimizer"])
-            if self._numpy_adam is not None:
-                self._numpy_adam.after_load()
-            self.step = int(state["step"])
-            self.update_count = int(state["update_count"])
-            load_policy_updates_state(self.policy_updates, state.get("policy_updates"))
+            load_training_state(self, state)

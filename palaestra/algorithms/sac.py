@@ -33,8 +33,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from palaestra.algorithms.auxiliary import (AuxiliaryLoss, PolicyUpdate, StatsMean, add_auxiliary_gradients,
-                                             load_policy_updates_state, policy_updates_state)
+from palaestra.algorithms.auxiliary import AuxiliaryLoss, PolicyUpdate, StatsMean, add_auxiliary_gradients
+from palaestra.algorithms.training_state import load_training_state, training_state
 from palaestra.algorithms.schedules import scheduled_learning_rate
 from palaestra.rollout.sequences import into_sequences, real_rows, sequence_positions, sequence_segments
 from palaestra.rollout.transitions import following_rows, terminal_rows
@@ -50,7 +50,7 @@ from palaestra.networks.sac_networks import SquashedActor, squashed_sample
 from palaestra.networks.torch_acting import TorchActor
 from palaestra.networks.recurrent import TwinLSTM, stored_memory_size
 from palaestra.networks.visual import image_features, with_actions
-from palaestra.rewards import SignalEpisodeSums, load_signals_state, make_signals, signals_state
+from palaestra.rewards import SignalEpisodeSums, load_signals_state, make_signals
 from palaestra.rollout.buffers import ReplayBuffer, observation_columns, observations
 from palaestra.rollout.segments import ActResult, Segments
 from palaestra.settings import SACSettings
@@ -612,24 +612,17 @@ class SAC:
 
     # -- checkpoints -------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        if self._numpy_adam is not None:
-            self._numpy_adam.sync()
         state = {
             "policy": self.policy.state_dict(),
             "critic": self.critic.state_dict(),
             "target": self.target.state_dict(),
             **self._extra_critics_state(),
             "log_alpha": self.log_alpha.detach().clone(),
-            "optimizer": self.optimizer.state_dict(),
-            "step": self.step,
-            "update_count": self.update_count,
+            **training_state(self),
         }
         if self._learning_signals:
             state["signal_update_count"] = self.signal_update_count
-        if self.policy_updates:
-            state["policy_updates"] = policy_updates_state(self.policy_updates)
-        signals = signals_state(self.signals)
-        return state | {"signals": signals} if signals else state
+        return state
 
     def load_state_dict(self, state: dict[str, Any], weights_only: bool = False) -> None:
         self.policy.load_state_dict(state["policy"])
@@ -641,12 +634,7 @@ class SAC:
         self._load_critics(state)
         with torch.no_grad():
             self.log_alpha.copy_(state["log_alpha"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self._numpy_adam is not None:
-            self._numpy_adam.after_load()
-        self.step = int(state["step"])
-        self.update_count = int(state["update_count"])
-        load_policy_updates_state(self.policy_updates, state.get("policy_updates"))
+        load_training_state(self, state)
         self.signal_update_count = int(state.get("signal_update_count", self._updates_due(
             self.settings.reward_signal_steps_per_update)))
 

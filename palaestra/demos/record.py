@@ -32,6 +32,7 @@ from palaestra.demos.reader import DemoError, DemoMeta
 from palaestra.demos.writer import DemoWriter
 from palaestra.envs.base import ActionTuple, BehaviorSpec, DecisionSteps, Env, EnvError, TerminalSteps
 from palaestra.imports import ImportTargetError, load_callable
+from palaestra.options import positive_int
 
 Policy = Callable[[DecisionSteps], ActionTuple]
 
@@ -355,24 +356,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--policy", action="append", required=True, metavar="[BEHAVIOR=]POLICY",
                         help="heuristic, random, MODEL.onnx or package.module:function; repeat as BEHAVIOR=POLICY "
                         "to give behaviors different policies")
-    parser.add_argument("--episodes", type=_positive, default=10, help="episodes to record per behavior (default 10)")
+    parser.add_argument("--episodes", type=positive_int, default=10, help="episodes to record per behavior (default 10)")
     parser.add_argument("--out", default="demos", help="the folder the .demo files go to (default demos)")
     parser.add_argument("--seed", type=int, default=0, help="the environment's and the random policy's seed")
-    parser.add_argument("--num-areas", type=_positive, default=1, help="copies of the environment run side by side")
-    parser.add_argument("--max-steps", type=_positive, default=1_000_000,
+    parser.add_argument("--num-areas", type=positive_int, default=1, help="copies of the environment run side by side")
+    parser.add_argument("--max-steps", type=positive_int, default=1_000_000,
                         help="give up after this many environment steps (default 1000000)")
     parser.add_argument("--force", action="store_true", help="replace .demo files that already exist")
     return parser
-
-
-def _positive(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"expected at least 1, got {number}")
-    return number
 
 
 def main(argv: list[str] | None = None) -> int:

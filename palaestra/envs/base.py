@@ -20,7 +20,7 @@ actions for gets the spec's empty actions (zeros).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping, Protocol, runtime_checkable
+from typing import Any, Mapping, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -107,11 +107,7 @@ class DecisionSteps:
 
     @staticmethod
     def empty(spec: BehaviorSpec) -> "DecisionSteps":
-        return DecisionSteps(
-            obs=[np.zeros((0, *s), dtype=stored_dtype(s)) for s in spec.observation_shapes],
-            reward=np.zeros(0, dtype=np.float32),
-            agent_id=np.zeros(0, dtype=np.int64),
-        )
+        return DecisionSteps(**_no_agents(spec))
 
 
 @dataclass
@@ -132,12 +128,13 @@ class TerminalSteps:
 
     @staticmethod
     def empty(spec: BehaviorSpec) -> "TerminalSteps":
-        return TerminalSteps(
-            obs=[np.zeros((0, *s), dtype=stored_dtype(s)) for s in spec.observation_shapes],
-            reward=np.zeros(0, dtype=np.float32),
-            agent_id=np.zeros(0, dtype=np.int64),
-            interrupted=np.zeros(0, dtype=bool),
-        )
+        return TerminalSteps(**_no_agents(spec), interrupted=np.zeros(0, dtype=bool))
+
+
+def _no_agents(spec: BehaviorSpec) -> dict[str, Any]:
+    """The fields both kinds of steps share, for no agents."""
+    return {"obs": [np.zeros((0, *s), dtype=stored_dtype(s)) for s in spec.observation_shapes],
+            "reward": np.zeros(0, dtype=np.float32), "agent_id": np.zeros(0, dtype=np.int64)}
 
 
 @dataclass

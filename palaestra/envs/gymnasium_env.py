@@ -28,14 +28,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from palaestra.envs.base import (
-    ActionSpec,
-    ActionTuple,
-    BehaviorSpec,
-    DecisionSteps,
-    EnvError,
-    TerminalSteps,
-)
+from palaestra.envs.base import ActionSpec, ActionTuple, BehaviorSpec, DecisionSteps, EnvError, TerminalSteps
 from palaestra.envs.single_behavior import SingleBehaviorEnv
 
 logger = logging.getLogger("palaestra")

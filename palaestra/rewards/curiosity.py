@@ -81,8 +81,8 @@ class CuriositySignal(ModelSignal):
 
     def __init__(self, settings: CuriositySettings, spec: BehaviorSpec, device: torch.device,
                  vis_encode_type: str = "simple") -> None:
-        self.strength, self.gamma = settings.strength, settings.gamma
-        self.spec, self.device = spec, device
+        super().__init__(settings, device)
+        self.spec = spec
         self.model = CuriosityModel(spec, settings.encoding_size, vis_encode_type).to(device)
         # over vectors on the CPU the update runs in numpy (rewards/numpy_losses.py, the same loss)
         self.accelerated = self.model.images is None and on_cpu(self.model)

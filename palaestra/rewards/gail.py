@@ -109,8 +109,7 @@ class GAILSignal(ModelSignal):
 
     def __init__(self, settings: GAILSettings, spec: BehaviorSpec, device: torch.device,
                  vis_encode_type: str = "simple") -> None:
-        self.strength, self.gamma = settings.strength, settings.gamma
-        self.device = device
+        super().__init__(settings, device)
         self.expert = demonstration_columns(settings.demo_path, spec, "the behavior", "reward_signals.gail.demo_path")
         self.expert_rows = len(self.expert["continuous"])
         self.model = Discriminator(spec, settings, vis_encode_type).to(device)

@@ -90,6 +90,11 @@ class ModelSignal:
     model: nn.Module
     optimizer: FlatStateAdam
 
+    def __init__(self, settings, device: torch.device) -> None:
+        """The scale and discount every signal's settings hold, and the device of its model."""
+        self.strength, self.gamma = settings.strength, settings.gamma
+        self.device = device
+
     @classmethod
     def build(cls, settings, spec, device: torch.device, vis_encode_type: str = "simple"):
         return cls(settings, spec, device, vis_encode_type)

@@ -76,8 +76,7 @@ class RNDSignal(ModelSignal):
 
     def __init__(self, settings: RNDSettings, spec: BehaviorSpec, device: torch.device,
                  vis_encode_type: str = "simple") -> None:
-        self.strength, self.gamma = settings.strength, settings.gamma
-        self.device = device
+        super().__init__(settings, device)
         self.model = RNDModel(spec, settings.encoding_size, vis_encode_type).to(device)
         self.optimizer = FlatStateAdam(self.model.learned(), settings.learning_rate)
         # over vectors on the CPU the update runs in numpy (rewards/numpy_losses.py, the same loss)

@@ -35,14 +35,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from palaestra.envs.base import (
-    ActionTuple,
-    BehaviorSpec,
-    DecisionSteps,
-    EngineConfig,
-    EnvError,
-    TerminalSteps,
-)
+from palaestra.envs.base import ActionTuple, BehaviorSpec, DecisionSteps, EngineConfig, EnvError, TerminalSteps
 from palaestra.envs.observations import as_stored, stored_dtype
 from palaestra.options import RunOptions
 from palaestra.workers.pool import DEFAULT_TIMEOUT, RestartLimits, WorkerFailed, WorkerPool

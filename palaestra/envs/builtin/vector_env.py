@@ -17,14 +17,7 @@ from typing import Mapping
 
 import numpy as np
 
-from palaestra.envs.base import (
-    ActionSpec,
-    ActionTuple,
-    BehaviorSpec,
-    DecisionSteps,
-    EnvError,
-    TerminalSteps,
-)
+from palaestra.envs.base import ActionSpec, ActionTuple, BehaviorSpec, DecisionSteps, EnvError, TerminalSteps
 from palaestra.envs.single_behavior import SingleBehaviorEnv
 
 logger = logging.getLogger("palaestra")

@@ -15,15 +15,7 @@ from typing import Mapping
 
 import numpy as np
 
-from palaestra.envs.base import (
-    ActionSpec,
-    ActionTuple,
-    BehaviorSpec,
-    DecisionSteps,
-    EngineConfig,
-    EnvError,
-    TerminalSteps,
-)
+from palaestra.envs.base import ActionSpec, ActionTuple, BehaviorSpec, DecisionSteps, EngineConfig, EnvError, TerminalSteps
 from palaestra.envs.unity import messages as pb
 from palaestra.envs.unity.communicator import Communicator, initialization_input, negotiate
 from palaestra.envs.unity.observations import batch, delivered_shape
