@@ -63,8 +63,34 @@ def log_of(env) -> Path:
 
 # --- messages and side channels
 
-def test_the_checked_in_proto_file_is_the_table():
-    assert pb.PROTO_FILE.read_text() == pb.proto_text(), "run python -m palaestra.envs.unity.messages"
+def test_the_printed_proto_file_declares_what_the_built_classes_hold():
+    # Read the printed .proto back (messages nest by braces; oneof blocks are not messages) and
+    # compare every message's fields with the descriptors protobuf built from the same table.
+    text = subprocess.run([sys.executable, "-m", "palaestra.envs.unity.messages"], check=True,
+                          capture_output=True, text=True).stdout
+    assert text == pb.proto_text() and 'syntax = "proto3";' in text
+    declared: dict[str, dict[str, int]] = {}
+    stack: list[tuple[str, str]] = []  # (block kind, the message whose fields it holds)
+    for line in text.splitlines():
+        line = line.strip()
+        owner = stack[-1][1] if stack else ""
+        if line.startswith("message "):
+            stack.append(("message", f"{owner}.{line.split()[1]}".lstrip(".")))
+            declared[stack[-1][1]] = {}
+        elif line.startswith(("oneof ", "enum ", "service ")):
+            stack.append((line.split()[0], owner))
+        elif line == "}":
+            stack.pop()
+        elif line.endswith(";") and "=" in line and stack and stack[-1][0] in ("message", "oneof"):
+            name, number = line.rstrip(";").split("=")
+            declared[owner][name.split()[-1]] = int(number)
+    assert not stack and set(declared) == set(pb.MESSAGES)
+    for name, fields in declared.items():
+        descriptor = pb._CLASSES[name].DESCRIPTOR if name in pb._CLASSES else None
+        if descriptor is None:  # a nested message: reach it through its parent
+            parent, _, leaf = name.rpartition(".")
+            descriptor = pb._CLASSES[parent].DESCRIPTOR.nested_types_by_name[leaf]
+        assert fields == {f.name: f.number for f in descriptor.fields}, name
 
 
 def _float_observations(sizes: list[int]) -> list:

@@ -6,21 +6,19 @@ grpcio-tools at build or install time and no generated code tied to one protobuf
 classes are built from a ``FileDescriptorProto`` by whatever protobuf is installed. The field
 numbers, types and names on the wire are those of communicator API 1.0.0 (ML-Agents 0.16) plus
 the fields the 1.x APIs added up to 1.5.0 (action specs, observation specs, multi-agent groups,
-training analytics); fields retired by ML-Agents keep their numbers free. ``unity.proto`` beside
-this file is the same table written as a ``.proto`` file, for readers and for other tools:
-``python -m palaestra.envs.unity.messages`` writes it, and a test checks that it is current.
+training analytics); fields retired by ML-Agents keep their numbers free. For readers and other
+tools, ``python -m palaestra.envs.unity.messages > unity.proto`` prints the same table as a
+``.proto`` file; no copy is kept beside this one, so the table stays the only definition.
 """
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool
 
 PACKAGE = "communicator_objects"
-PROTO_FILE = Path(__file__).with_name("unity.proto")
 
 # enum name -> [(value name, number)]
 ENUMS: dict[str, list[tuple[str, int]]] = {
@@ -268,8 +266,8 @@ DISCRETE, CONTINUOUS = 0, 1  # SpaceTypeProto
 
 def proto_text() -> str:
     """The table above as a ``.proto`` file (proto3)."""
-    lines = ["// Written by `python -m palaestra.envs.unity.messages` from palaestra/envs/unity/messages.py;",
-             "// edit the table there, not this file.", 'syntax = "proto3";', f"package {PACKAGE};", ""]
+    lines = ["// Printed by `python -m palaestra.envs.unity.messages` from the table in",
+             "// palaestra/envs/unity/messages.py.", 'syntax = "proto3";', f"package {PACKAGE};", ""]
     for enum_name, values in ENUMS.items():
         lines += [f"enum {enum_name} {{"] + [f"  {v} = {n};" for v, n in values] + ["}", ""]
 
@@ -298,5 +296,4 @@ def proto_text() -> str:
 
 
 if __name__ == "__main__":
-    PROTO_FILE.write_text(proto_text())
-    print(f"wrote {PROTO_FILE}", file=sys.stderr)
+    sys.stdout.write(proto_text())
