@@ -31,8 +31,9 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def limit_threads(device: torch.device, widest_hidden_units: int) -> None:
-    """Give numpy's BLAS one thread, and torch one thread or every core by the widest network."""
+def limit_threads(device: torch.device, widest_hidden_units: int, torch_threads: int = 0) -> None:
+    """Give numpy's BLAS one thread, and torch ``torch_threads`` (--torch-threads), or where that is
+    0 one thread or every core by the widest network."""
     # numpy's BLAS only ever sees small products (acting on one step's agents, the CPU fast paths
     # of narrow networks): one thread, whose workers would otherwise spin on the cores torch needs.
     threadpool_limits(1, user_api="blas")
@@ -41,4 +42,5 @@ def limit_threads(device: torch.device, widest_hidden_units: int) -> None:
         # extra threads cost more in synchronization than they gain at these sizes. From
         # WIDE_NETWORK_UNITS (SAC's usual 256x256, batch 256) torch trains them on every core.
         wide = widest_hidden_units >= WIDE_NETWORK_UNITS
-        torch.set_num_threads(usable_cores() if wide else 1)  # set either way: a process may train twice
+        automatic = usable_cores() if wide else 1
+        torch.set_num_threads(torch_threads or automatic)  # set either way: a process may train twice

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from palaestra import __version__
+from palaestra.networks.constants import WIDE_NETWORK_UNITS
 
 logger = logging.getLogger("palaestra")
 
@@ -48,6 +49,7 @@ class RunOptions:
     no_graphics: bool = False
     debug: bool = False
     cpu: bool = False
+    torch_threads: int = 0
     width: int = 84
     height: int = 84
     quality_level: int = 5
@@ -108,6 +110,7 @@ INT_OPTIONS: dict[str, IntRange] = {
     "quality_level": IntRange(0, INT32_MAX),
     "target_frame_rate": IntRange(-1, INT32_MAX),
     "timeout_wait": IntRange(1, INT32_MAX),
+    "torch_threads": IntRange(0, 4096, what="a thread count (0: chosen by the network's width)"),
 }
 
 
@@ -345,6 +348,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-graphics", action="store_true", help="Unity builds: run without rendering")
     p.add_argument("--debug", action="store_true", help="debug logging and per-update metrics CSV")
     p.add_argument("--cpu", action="store_true", help="train on the CPU even when CUDA is available")
+    p.add_argument("--torch-threads", type=_ranged("torch_threads"), default=d.torch_threads, metavar="N",
+                   help="threads torch trains with on the CPU; 0 (default) picks one for networks under "
+                        f"{WIDE_NETWORK_UNITS} hidden units and every core from there. Set it on a machine "
+                        "shared with other jobs, where threads waiting for busy cores slow training down")
     p.add_argument("--width", type=_ranged("width"), default=d.width, help="Unity builds: window width")
     p.add_argument("--height", type=_ranged("height"), default=d.height, help="Unity builds: window height")
     p.add_argument("--quality-level", type=_ranged("quality_level"), default=d.quality_level,

@@ -327,7 +327,7 @@ def _train(parts: RunParts) -> int:
     options = parts.options
     start_over_if_forced(options, parts.run_dir)
     device = choose_device(options)
-    limit_threads(device, max(s.hidden_units for s in parts.settings.values()))
+    limit_threads(device, max(s.hidden_units for s in parts.settings.values()), options.torch_threads)
     logger.info("Palaestra %s: run %r on %s, seed %d, device %s", __version__, options.run_id, options.env,
                 parts.seed, device)
     writers: list[Any] = []  # closed on every way out, so no writer thread outlives the run

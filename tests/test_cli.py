@@ -433,3 +433,25 @@ def test_network_sizes_are_bounded_and_a_network_that_cannot_be_built_is_a_clear
     assert result.code == 1
     assert "behavior '3DBall': cannot build its networks (2 x 128 units): DefaultCPUAllocator" in result.log
     assert "Traceback" not in result.log
+
+
+@pytest.mark.parametrize("flag,units,expected", [(0, 64, 1), (0, 256, "all"), (3, 64, 3), (1, 512, 1)])
+def test_torch_threads_follow_the_flag_or_else_the_network_width(flag, units, expected):
+    from palaestra.machine import limit_threads, usable_cores
+    from palaestra.options import parse_args
+
+    assert parse_args(["c.yaml", f"--torch-threads={flag}"]).torch_threads == flag
+    before = torch.get_num_threads()
+    try:
+        limit_threads(torch.device("cpu"), units, flag)
+        assert torch.get_num_threads() == (usable_cores() if expected == "all" else expected)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_negative_torch_thread_count_is_a_usage_error(capsys):
+    from palaestra.options import parse_args
+
+    with pytest.raises(SystemExit) as stop:
+        parse_args(["c.yaml", "--torch-threads=-2"])
+    assert stop.value.code == 2 and "--torch-threads: expected a thread count" in capsys.readouterr().err
