@@ -27,7 +27,7 @@ def evaluate_onnx(env: Env, onnx_path: Path, episodes: int, max_decisions: int =
     spec = env.behavior_specs[behavior].action_spec
     env.reset(parameters)
     running: dict[int, float] = {}
-    memories = _Memories(memory_size)
+    memories = AgentMemories(memory_size)
     returns: list[float] = []
     for _ in range(max_decisions):
         decision, _ = env.get_steps(behavior)
@@ -65,8 +65,9 @@ def _model_input(observation: np.ndarray) -> np.ndarray:
     return observation.astype(np.float32)
 
 
-class _Memories:
-    """Each agent's ``recurrent_out``, to be its next ``recurrent_in``; zero for an agent not
+class AgentMemories:
+    """Each agent's memory after its last decision (an exported model's ``recurrent_out``, or a
+    recurrent algorithm's), to be fed back at its next one; zero for an agent not
     seen yet or whose episode ended. Kept as agent ids sorted with their memory rows, so any ids
     (Unity's grow as agents are replaced) are looked up for a whole step at once."""
 

@@ -21,6 +21,7 @@ from palaestra.algorithms.protocol import Algorithm
 from palaestra.demos.record import Policy, RecordError, make_policy
 from palaestra.envs.base import ActionTuple, BehaviorSpec, DecisionSteps, Env
 from palaestra.envs.observations import stored_observations
+from palaestra.evaluation import AgentMemories
 from palaestra.settings import ConfigError
 
 
@@ -55,12 +56,18 @@ def _behavior_teacher(theirs: BehaviorSpec, ours: BehaviorSpec, algorithm: Algor
                           f"{[list(s) for s in ours.observation_shapes]} and {ours.action_spec.describe()}; the "
                           "teacher must take this behavior's observations and give its actions")
     discrete = ours.action_spec.is_discrete
+    # a recurrent teacher keeps its own memory of each of this behavior's agents
+    memories = AgentMemories(algorithm.memory_size) if algorithm.memory_size else None
 
     def act(decision: DecisionSteps) -> ActionTuple:
         allowed = ~np.concatenate(decision.action_mask, axis=1) if discrete and decision.action_mask else None
-        out = algorithm.act(stored_observations(decision.obs, ours.observation_shapes), allowed, deterministic=True)
+        memory = memories.get(decision.agent_id) if memories is not None else None
+        out = algorithm.act(stored_observations(decision.obs, ours.observation_shapes), allowed, deterministic=True,
+                            memory=memory)
+        if memories is not None:
+            memories.set(decision.agent_id, out.memory)
         # the environment's range, as the collector clips the actions it sends
         return ActionTuple(continuous=np.clip(out.continuous, -1.0, 1.0).astype(np.float32),
                            discrete=out.discrete.astype(np.int32))
 
-    return act
+    return Policy(act, memories.forget) if memories is not None else Policy(act)

@@ -28,6 +28,7 @@ from palaestra.checkpoints import (
     remove_partial_files,
 )
 from palaestra.curriculum.curricula import Curriculum, LessonState
+from palaestra.demos.record import Policy
 from palaestra.envs.base import ActionTuple, BehaviorSpec, DecisionSteps, TerminalSteps
 from palaestra.export import export_policy
 from palaestra.networks.accelerator import weight_layout
@@ -47,7 +48,7 @@ class BehaviorTrainer:
     def __init__(self, name: str, spec: BehaviorSpec, settings: TrainerSettings, device: torch.device,
                  stats: StatsReporter, checkpoints: CheckpointManager, model_dir: Path, training: bool,
                  metrics: MetricsCSV | None = None, seed: int = 0,
-                 teacher: Callable[[DecisionSteps], ActionTuple] | None = None, output_name: str | None = None) -> None:
+                 teacher: Policy | None = None, output_name: str | None = None) -> None:
         self.name = name
         # the name of its files: <output_name>.onnx (run_folders.output_names; the run gives the
         # checkpoint folder and summaries the same)
@@ -110,10 +111,12 @@ class BehaviorTrainer:
 
     # -- one environment step ----------------------------------------------------------------
     def act(self, decision: DecisionSteps, terminal: TerminalSteps) -> ActionTuple:
+        if self.teacher is not None and len(terminal):
+            self.teacher.episodes_ended(terminal.agent_id)
         if self.teacher is not None and self.learning and len(decision):
             # the teacher's actions for the very decision steps the policy acts on next
             with timed("teacher_act"):
-                self.algorithm.teach(decision, self.teacher(decision))
+                self.algorithm.teach(decision, self.teacher.act(decision))
         actions, segments = self.collector.step(decision, terminal, self.algorithm.act, self.algorithm.value)
         if segments is not None:
             self.record(segments)

@@ -201,3 +201,20 @@ def test_the_command_runs_as_a_module_without_traceback(tmp_path):
                          env={"PYTHONPATH": str(REPO), "PATH": ""})
     assert bad.returncode == 1 and bad.stderr.startswith("[ERROR] --policy=nope.onnx: no such model file")
     assert "Traceback" not in bad.stderr
+
+
+def test_a_recurrent_model_records_with_each_agent_s_memory_carried_and_zeroed_at_episode_ends(tmp_path):
+    # The counting model acts 1 from an episode's 4th decision: only if its memory of the steps
+    # taken is carried per agent and zeroed when the agent's episode ends (tests/test_evaluation.py)
+    from tests.test_evaluation import LENGTHS, CountingEnv, _counting_model
+
+    _counting_model(tmp_path / "m.onnx")
+    results = record(CountingEnv(), {"B": str(tmp_path / "m.onnx")}, 6, tmp_path / "demos")
+    demo = read_demonstrations(results[0].path)
+    assert demo.episodes == 6
+    for episode in demo.episode_slices():
+        acted = demo.has_action[episode]
+        actions = demo.discrete_actions[episode][acted, 0]
+        assert len(actions) == LENGTHS[int(demo.agent_ids[episode][0])]
+        np.testing.assert_array_equal(actions, (np.arange(len(actions)) >= 3).astype(int))
+    assert results[0].returns == tuple(float(n - 3) for n in [6, 7, 8, 6, 7, 8])

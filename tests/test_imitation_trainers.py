@@ -20,7 +20,7 @@ from palaestra.algorithms.cloning import minibatch_rows
 from palaestra.capabilities import acting_obstacle, settings_problems
 from palaestra.checkpoints import CheckpointManager
 from palaestra.demos.reader import DemoError
-from palaestra.demos.record import record
+from palaestra.demos.record import Policy, record
 from palaestra.envs.builtin import BUILTIN_ENVS
 from palaestra.envs.sources import make_env
 from palaestra.evaluation import evaluate_onnx
@@ -164,7 +164,7 @@ def test_the_teacher_labels_exactly_the_observations_the_policy_acts_on(tmp_path
 def test_a_teacher_of_another_action_shape_is_a_clear_error(tmp_path):
     env = BUILTIN_ENVS["GridWorld"](seed=2)
     trainer = _online_trainer(env, tmp_path)
-    trainer.teacher = lambda decision: BUILTIN_ENVS["3DBall"](seed=0).heuristic()
+    trainer.teacher = Policy(lambda decision: BUILTIN_ENVS["3DBall"](seed=0).heuristic())
     env.reset()
     decision, terminal = env.get_steps("GridWorld")
     with pytest.raises(Exception, match=r"brain_to_imitate: the teacher of behavior 'GridWorld' gave continuous "
@@ -185,7 +185,7 @@ def test_brain_to_imitate_names_the_teacher(text, message):
     if message is None:
         env.reset()
         decision, _ = env.get_steps("GridWorld")
-        np.testing.assert_array_equal(make_teacher(text, env, "GridWorld", 0)(decision).discrete,
+        np.testing.assert_array_equal(make_teacher(text, env, "GridWorld", 0).act(decision).discrete,
                                       env.heuristic().discrete)
     else:
         with pytest.raises(ConfigError, match=re.escape(message)) as error:
@@ -204,10 +204,31 @@ def test_another_behavior_s_policy_can_be_the_teacher():
     grid.reset()
     decision, _ = grid.get_steps("GridWorld")
     allowed = ~np.concatenate(decision.action_mask, axis=1)
-    np.testing.assert_array_equal(teacher(decision).discrete,
+    np.testing.assert_array_equal(teacher.act(decision).discrete,
                                   expert.act([decision.obs[0]], allowed, deterministic=True).discrete)
     with pytest.raises(ConfigError, match=r"brain_to_imitate 'Ball': that behavior has observations \[\[8\]\]"):
         make_teacher("Ball", env, "Student", 0, {"Ball": expert})
+
+
+def test_a_recurrent_behavior_teaches_with_each_agent_s_memory_carried_and_zeroed_at_episode_ends():
+    ball = BUILTIN_ENVS["3DBall"](seed=0)
+    spec = ball.behavior_specs["3DBall"]
+    env = SimpleNamespace(behavior_specs={"Student": spec, "Expert": spec})
+    torch.manual_seed(0)
+    expert = make_algorithm(spec, TrainerSettings(trainer="ppo", hidden_units=16, use_recurrent=True, memory_size=8,
+                                                  sequence_length=4), torch.device("cpu"), np.random.default_rng(0),
+                            "Expert")
+    teacher = make_teacher("Expert", env, "Student", 0, {"Expert": expert})
+    ball.reset()
+    decision, _ = ball.get_steps("3DBall")
+    first = expert.act(decision.obs, None, deterministic=True)  # every agent from zero memory
+    np.testing.assert_allclose(teacher.act(decision).continuous, np.clip(first.continuous, -1, 1), atol=1e-6)
+    carried = expert.act(decision.obs, None, deterministic=True, memory=first.memory)
+    ended = decision.agent_id[:5]  # five agents' episodes end: they start again from zero memory
+    teacher.episodes_ended(ended)
+    expected = np.where(np.isin(decision.agent_id, ended)[:, None], first.continuous, carried.continuous)
+    assert not np.allclose(first.continuous, carried.continuous)
+    np.testing.assert_allclose(teacher.act(decision).continuous, np.clip(expected, -1, 1), atol=1e-6)
 
 
 # -- checkpoints -----------------------------------------------------------------------------------

@@ -31,10 +31,24 @@ import numpy as np
 from palaestra.demos.reader import DemoError, DemoMeta
 from palaestra.demos.writer import DemoWriter
 from palaestra.envs.base import ActionTuple, BehaviorSpec, DecisionSteps, Env, EnvError, TerminalSteps
+from palaestra.evaluation import AgentMemories
 from palaestra.imports import ImportTargetError, load_callable
 from palaestra.options import positive_int
 
-Policy = Callable[[DecisionSteps], ActionTuple]
+
+
+def _nothing_to_forget(agent_ids: np.ndarray) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What records demonstrations or teaches online_bc: ``act`` gives the actions for a
+    behavior's decision steps; ``episodes_ended`` is told the agents whose episodes just ended,
+    before their next episode's first decision (a recurrent model zeroes their memory)."""
+
+    act: Callable[[DecisionSteps], ActionTuple]
+    episodes_ended: Callable[[np.ndarray], None] = _nothing_to_forget
 
 
 class RecordError(Exception):
@@ -62,7 +76,7 @@ def _heuristic(env: Env, behavior: str) -> Policy:
                               f"{len(steps)} of behavior {behavior!r} are deciding")
         return actions
 
-    return act
+    return Policy(act)
 
 
 def _random(spec: BehaviorSpec, seed: int) -> Policy:
@@ -79,7 +93,7 @@ def _random(spec: BehaviorSpec, seed: int) -> Policy:
                 actions.discrete[:, b] = keys.argmax(axis=1)
         return actions
 
-    return act
+    return Policy(act)
 
 
 def _onnx(path: Path, spec: BehaviorSpec, behavior: str) -> Policy:
@@ -94,8 +108,14 @@ def _onnx(path: Path, spec: BehaviorSpec, behavior: str) -> Policy:
     inputs = [i.name for i in session.get_inputs()]
     outputs = [o.name for o in session.get_outputs()]
     obs_names = [f"obs_{i}" for i in range(len(spec.observation_shapes))]
-    if any(name.startswith("recurrent_in") or name == "memories" for name in inputs):
-        raise RecordError(f"--policy={path}: recurrent models (with a memory input) are not supported for recording")
+    if "memories" in inputs:
+        raise RecordError(f"--policy={path}: a recurrent model of ML-Agents before 1.0 (input 'memories'); export "
+                          "it again with a later ML-Agents or Palaestra, whose models take recurrent_in")
+    # a recurrent model: each agent's memory carried between its decisions, zeroed when its episode ends
+    memory_input = next((i for i in session.get_inputs() if i.name == "recurrent_in"), None)
+    memories = AgentMemories(int(memory_input.shape[-1])) if memory_input is not None else None
+    if memories is not None and "recurrent_out" not in outputs:
+        raise RecordError(f"--policy={path}: the model takes recurrent_in but gives no recurrent_out (outputs {outputs})")
     missing = [n for n in obs_names if n not in inputs]
     extra = [n for n in inputs if n.startswith("obs_") and n not in obs_names]
     if missing or extra:
@@ -131,17 +151,21 @@ def _onnx(path: Path, spec: BehaviorSpec, behavior: str) -> Policy:
             masks = steps.action_mask
             allowed = ~np.concatenate(masks, axis=1) if masks else np.ones((n, sum(actions.discrete_branches)), bool)
             feeds["action_masks"] = allowed.astype(np.float32)
+        if memories is not None:
+            feeds["recurrent_in"] = memories.get(steps.agent_id)[:, None]
         try:
             out = dict(zip(outputs, session.run(None, feeds)))
         except Exception as e:  # a shape the model does not take
             raise RecordError(f"--policy={path}: running the model failed: {e}") from None
+        if memories is not None:
+            memories.set(steps.agent_id, np.asarray(out["recurrent_out"], np.float32)[:, 0])
         return ActionTuple(
             continuous=np.asarray(out[continuous], np.float32).reshape(n, -1) if continuous and actions.is_continuous
             else np.zeros((n, 0), np.float32),
             discrete=np.rint(np.asarray(out[discrete])).astype(np.int32).reshape(n, -1)
             if discrete and actions.is_discrete else np.zeros((n, 0), np.int32))
 
-    return act
+    return Policy(act, memories.forget) if memories is not None else Policy(act)
 
 
 def _callable(target: str, spec: BehaviorSpec, behavior: str) -> Policy:
@@ -168,7 +192,7 @@ def _callable(target: str, spec: BehaviorSpec, behavior: str) -> Policy:
             raise RecordError(f"--policy={target}: {e}") from None
         return result
 
-    return act
+    return Policy(act)
 
 
 def make_policy(text: str, env: Env, behavior: str, seed: int) -> Policy:
@@ -328,8 +352,9 @@ def record(env: Env, policies: dict[str, str], episodes: int, out: Path, seed: i
                 decision, terminal = env.get_steps(r.behavior)
                 if len(terminal):
                     r.add_terminal(terminal)
+                    r.policy.episodes_ended(terminal.agent_id)
                 if len(decision):
-                    actions = r.policy(decision)
+                    actions = r.policy.act(decision)
                     if not r.finished:
                         r.add_decision(decision, actions)
                     env.set_actions(r.behavior, actions)
