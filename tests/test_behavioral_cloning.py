@@ -198,3 +198,58 @@ def test_cloning_the_real_reacher_recording_beats_a_constant_predictor(conforman
     constant = float(((train["continuous"].mean(0) - test["continuous"]) ** 2).mean())
     # measured (torch seeds 0-4): 0.129-0.145 against 0.249 for the training rows' mean action
     assert error < 0.7 * constant, (error, constant)
+
+
+def test_demonstrations_become_sequences_from_each_episode_s_start_with_padding_marked():
+    from palaestra.algorithms.behavioral_cloning import episode_sequences
+
+    columns = {"obs_0": np.arange(1.0, 6.0)[:, None], "episode_start": np.array([1, 0, 0, 1, 0], bool)}
+    out = episode_sequences(columns, 2)
+    np.testing.assert_array_equal(out["obs_0"][:, 0], [1, 2, 3, 0, 4, 5])
+    np.testing.assert_array_equal(out["valid"], [1, 1, 1, 0, 1, 1])
+
+
+def _hallway_return(algorithm, episodes: int = 48) -> float:
+    from palaestra.evaluation import AgentMemories
+
+    env = make_env("Hallway", seed=7, num_areas=2)
+    env.reset()
+    memories, returns, running = AgentMemories(algorithm.memory_size), [], {}
+    while len(returns) < episodes:
+        decision, _ = env.get_steps("Hallway")
+        out = algorithm.act(decision.obs, None, deterministic=True, memory=memories.get(decision.agent_id))
+        memories.set(decision.agent_id, out.memory)
+        env.set_actions("Hallway", type(env.heuristic())(discrete=out.discrete.astype(np.int32)))
+        env.step()
+        decision, terminal = env.get_steps("Hallway")
+        memories.forget(terminal.agent_id)
+        for agent, reward in zip(terminal.agent_id.tolist(), terminal.reward.tolist()):
+            returns.append(running.pop(agent, 0.0) + reward)
+        for agent, reward in zip(decision.agent_id.tolist(), decision.reward.tolist()):
+            running[agent] = running.get(agent, 0.0) + reward
+    return float(np.mean(returns[:episodes]))
+
+
+@pytest.mark.parametrize("trainer", ["ppo", "sac"])
+def test_a_recurrent_policy_clones_a_memory_task_from_sequences_of_whole_episodes(tmp_path, trainer):
+    # Hallway shows the goal's colour only at an episode's start: the expert's turn at the end can
+    # be learnt only by a policy that reads each demonstrated episode from its start with memory
+    env = make_env("Hallway", seed=1)
+    path = record(env, {"Hallway": "heuristic"}, episodes=64, out=tmp_path, seed=1)[0].path
+    solved, chance = env.solved_reward, 0.38
+    results = {}
+    for sequence_length in (16, 1):
+        torch.manual_seed(0)
+        spec = env.behavior_specs["Hallway"]
+        settings = TrainerSettings(trainer=trainer, batch_size=128, buffer_size=1024, hidden_units=32, num_layers=1,
+                                   learning_rate=3e-3, use_recurrent=True, memory_size=32,
+                                   sequence_length=sequence_length, reward_signals={"extrinsic": ExtrinsicSettings()},
+                                   behavioral_cloning=BehavioralCloningSettings(demo_path=str(path), strength=1.0,
+                                                                                steps=0, num_epoch=4))
+        algorithm = make_algorithm(spec, settings, torch.device("cpu"), np.random.default_rng(0), "Hallway")
+        for _ in range(40):
+            algorithm.policy_updates[0].update(step=0)
+        results[sequence_length] = _hallway_return(algorithm)
+    # whole episodes from their start: the expert's returns; one row at a time (zero memory): chance
+    assert results[16] >= solved - 0.05, results
+    assert results[1] <= chance + 0.15, results

@@ -10,7 +10,10 @@ own ``num_epoch`` passes over all of them, SAC (whose updates come every few ste
 mini-batch, as ML-Agents' SAC does. The loss
 (``bc_loss``): the squared error of the policy's (reparameterized, sampled) continuous actions
 against the expert's, plus the cross-entropy of the expert's choice in each discrete branch
-(mean over branches), under the action masks the demonstrations recorded.
+(mean over branches), under the action masks the demonstrations recorded. A recurrent policy
+(``use_recurrent``) learns on sequences of ``sequence_length`` cut from each demonstrated
+episode's start, each from zero memory, padding left out of the loss, and mini-batches of whole
+sequences; ML-Agents cut the sequences across episodes' ends.
 """
 
 from __future__ import annotations
@@ -21,10 +24,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from palaestra.algorithms.padding import valid_mean
 from palaestra.demos.columns import demonstration_columns
 from palaestra.envs.base import BehaviorSpec
 from palaestra.networks.optim import FlatStateAdam, make_adam
 from palaestra.rollout.buffers import observations
+from palaestra.rollout.sequences import into_sequences, sequence_order, sequence_positions
 from palaestra.settings import TrainerSettings
 
 DEFAULT_EPOCHS = 3  # ML-Agents' (1.x code) for PPO and SAC alike; its 0.16 docs said PPO's num_epoch
@@ -32,16 +37,30 @@ DEFAULT_EPOCHS = 3  # ML-Agents' (1.x code) for PPO and SAC alike; its 0.16 docs
 
 
 def bc_loss(continuous: torch.Tensor | None, branch_log_probs: list[torch.Tensor],
-            expert_continuous: torch.Tensor, expert_discrete: torch.Tensor) -> torch.Tensor:
+            expert_continuous: torch.Tensor, expert_discrete: torch.Tensor,
+            valid: torch.Tensor | None = None) -> torch.Tensor:
     """The policy's continuous actions against the expert's (mean squared error), plus the mean
-    over branches of the expert choice's cross-entropy."""
+    over branches of the expert choice's cross-entropy; over the rows ``valid`` marks, where
+    recurrent sequences are padded."""
     loss = torch.zeros((), device=expert_continuous.device)
     if continuous is not None:
-        loss = loss + (continuous - expert_continuous).pow(2).mean()
+        loss = loss + valid_mean((continuous - expert_continuous).pow(2), valid)
     if branch_log_probs:
-        chosen = [-logp.gather(1, expert_discrete[:, b : b + 1]).mean() for b, logp in enumerate(branch_log_probs)]
+        chosen = [-valid_mean(logp.gather(1, expert_discrete[:, b : b + 1]), valid)
+                  for b, logp in enumerate(branch_log_probs)]
         loss = loss + torch.stack(chosen).mean()
     return loss
+
+
+def episode_sequences(columns: dict[str, np.ndarray], sequence_length: int) -> dict[str, np.ndarray]:
+    """Demonstration columns (``episode_start`` marking each episode's first row) cut into
+    sequences of ``sequence_length`` rows from each episode's start, the last of each episode
+    padded, with ``valid`` (as the update buffer of a recurrent policy: rollout/sequences.py)."""
+    starts = np.flatnonzero(columns["episode_start"])
+    lengths = np.diff(np.append(starts, len(columns["episode_start"])))
+    row_mask = np.arange(int(lengths.max(initial=0)))[None, :] < lengths[:, None]
+    positions, rows = sequence_positions(row_mask, sequence_length)
+    return into_sequences(columns, positions, rows)
 
 
 class BehavioralCloning:
@@ -54,9 +73,14 @@ class BehavioralCloning:
         self.samples_per_update = bc.samples_per_update
         self.learning_rate = settings.learning_rate * bc.strength
         self.policy, self.device, self.rng = policy, device, rng
-        self.demonstrations = {k: torch.as_tensor(v, device=device)
-                               for k, v in demonstration_columns(bc.demo_path, spec, behavior,
-                                                                  "behavioral_cloning.demo_path").items()}
+        columns = demonstration_columns(bc.demo_path, spec, behavior, "behavioral_cloning.demo_path")
+        # a recurrent policy learns on sequences from each demonstrated episode's start, as it acts
+        self.sequence_length = settings.sequence_length if settings.use_recurrent else 1
+        if self.sequence_length > 1:
+            columns = episode_sequences(columns, self.sequence_length)
+            self.batch_size = max(self.batch_size // self.sequence_length, 1) * self.sequence_length
+        self.demonstrations = {k: torch.as_tensor(v, device=device) for k, v in columns.items()
+                               if k not in ("done", "episode_start")}
         self.rows = len(self.demonstrations["continuous"])
         self.optimizer = FlatStateAdam(policy, self.learning_rate)  # checkpointed with the algorithm
 
@@ -70,18 +94,19 @@ class BehavioralCloning:
         if lr <= 0.0:
             return {"Losses/Pretraining Loss": 0.0}
         self.optimizer.set_learning_rate(lr)
-        batch = max(min(self.batch_size, self.rows), 1)
+        batch = max(min(self.batch_size, self.rows), 1)  # whole sequences: both are multiples of their length
         batches = self.rows // batch
         if self.samples_per_update:
             batches = min(batches, max(self.samples_per_update // batch, 1))
         losses = []
         for _ in range(self.num_epoch):
-            order = torch.as_tensor(self.rng.permutation(self.rows), device=self.device)
+            order = torch.as_tensor(sequence_order(self.rows, self.sequence_length, self.rng), device=self.device)
             for i in range(batches):
                 rows = order[i * batch : (i + 1) * batch]
                 data = {k: v[rows] for k, v in self.demonstrations.items()}
-                continuous, branch_log_probs = self.policy.imitation_outputs(observations(data), data["allowed"])
-                loss = bc_loss(continuous, branch_log_probs, data["continuous"], data["discrete"])
+                continuous, branch_log_probs = self.policy.imitation_outputs(observations(data), data["allowed"],
+                                                                             self.sequence_length)
+                loss = bc_loss(continuous, branch_log_probs, data["continuous"], data["discrete"], data.get("valid"))
                 self.optimizer.step(loss)
                 losses.append(float(loss.detach()))
         return {"Losses/Pretraining Loss": float(np.mean(losses))}

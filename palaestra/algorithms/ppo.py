@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from palaestra.algorithms.auxiliary import AuxiliaryLoss, PolicyUpdate, StatsMean, add_auxiliary_gradients
+from palaestra.algorithms.padding import valid_mean
 from palaestra.algorithms.training_state import load_training_state, training_state
 from palaestra.algorithms.schedules import linear_decay, scheduled_learning_rate
 from palaestra.rollout.transitions import following_rows, terminal_rows
@@ -93,14 +94,6 @@ def _as_numpy(batch: dict[str, Any]) -> dict[str, np.ndarray]:
     return {k: v.cpu().numpy() if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
-def _mean(x: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
-    """The mean over rows (and any further axes), over real rows only where ``valid`` marks them."""
-    if valid is None:
-        return x.mean()
-    weights = valid.reshape(-1, *([1] * (x.dim() - 1)))
-    return (x * weights).sum() / (valid.sum() * (x.numel() // max(x.shape[0], 1)))
-
-
 def ppo_loss(log_prob: torch.Tensor, entropy: torch.Tensor, values: torch.Tensor, batch: dict[str, torch.Tensor],
              epsilon: float, beta: float, value_clip: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """PPO's loss of a mini-batch from the policy's outputs: (total, policy loss, value loss)."""
@@ -108,13 +101,13 @@ def ppo_loss(log_prob: torch.Tensor, entropy: torch.Tensor, values: torch.Tensor
     valid = batch.get("valid")  # recurrent: the sequences' padding rows count for nothing
     ratio = torch.exp(log_prob - batch["log_prob"])
     a = batch["advantages"]
-    policy_loss = -_mean(torch.min(ratio * a, torch.clamp(ratio, 1 - epsilon, 1 + epsilon) * a), valid)
+    policy_loss = -valid_mean(torch.min(ratio * a, torch.clamp(ratio, 1 - epsilon, 1 + epsilon) * a), valid)
     # Clipped value loss (value_clip: epsilon, or inf without value clipping), one head per
     # reward signal, averaged over heads.
     old_v, ret = batch["old_values"], batch["returns"]
     clipped_v = old_v + torch.clamp(values - old_v, -value_clip, value_clip)
-    value_loss = _mean(torch.max((ret - values) ** 2, (ret - clipped_v) ** 2), valid)
-    return policy_loss + 0.5 * value_loss - beta * _mean(entropy, valid), policy_loss, value_loss
+    value_loss = valid_mean(torch.max((ret - values) ** 2, (ret - clipped_v) ** 2), valid)
+    return policy_loss + 0.5 * value_loss - beta * valid_mean(entropy, valid), policy_loss, value_loss
 
 
 def ppo_loss_gradients(log_prob: np.ndarray, entropy: np.ndarray | float, values: np.ndarray,

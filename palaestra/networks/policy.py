@@ -169,12 +169,13 @@ class ActorCritic(nn.Module):
             logits = self.logits(h)
         return sample, mean, logits, new_memory
 
-    def imitation_outputs(self, observations: list[torch.Tensor], allowed: torch.Tensor | None
-                          ) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
+    def imitation_outputs(self, observations: list[torch.Tensor], allowed: torch.Tensor | None,
+                          sequence_length: int = 1) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
         """For behavioral cloning: a sampled continuous action (reparameterized, so its error
         trains the mean and the log-std) and each discrete branch's log-probabilities. A recurrent
-        policy reads each row as the first of an episode (zero memory)."""
-        dist = self.distribution(self.hidden(observations)[0][0], allowed)
+        policy reads the rows as sequences of ``sequence_length`` from the start of an episode
+        (zero memory)."""
+        dist = self.distribution(self.hidden(observations, None, sequence_length)[0][0], allowed)
         continuous = None if dist.mean is None else dist.mean + torch.randn_like(dist.mean) * dist.log_std.exp()
         return continuous, [torch.log_softmax(logits, -1) for logits in dist.branch_logits]
 

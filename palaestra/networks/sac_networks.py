@@ -65,17 +65,19 @@ class SquashedActor(nn.Module):
     def encode(self, observations: list[torch.Tensor]) -> torch.Tensor:
         return self.features(self.vectors(observations), observations)
 
-    def hidden(self, observations: list[torch.Tensor], memory: torch.Tensor | None = None
-               ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The heads' input for one step of each row, and (recurrent) the memory after it (from
-        ``memory``, or zeros: new episodes)."""
+    def hidden(self, observations: list[torch.Tensor], memory: torch.Tensor | None = None,
+               sequence_length: int = 1) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The heads' input for each row, and (recurrent) the memory after each sequence: a
+        recurrent actor reads the B rows as B / sequence_length sequences, each from its row of
+        ``memory`` (zeros when None: new episodes)."""
         h = self.body(self.encode(observations))
         if self.lstm is None:
             return h, None
+        sequences = h.shape[0] // sequence_length
         if memory is None:
-            memory = h.new_zeros(h.shape[0], self.memory_size)
-        out, memory = self.lstm.actor(h.unsqueeze(1), memory)
-        return out[:, 0], memory
+            memory = h.new_zeros(sequences, self.memory_size)
+        out, memory = self.lstm.actor(h.reshape(sequences, sequence_length, h.shape[-1]), memory)
+        return out.reshape(h.shape[0], out.shape[-1]), memory
 
     def gaussian_params(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mean, log_std = self.gaussian(h).chunk(2, dim=-1)
@@ -103,12 +105,12 @@ class SquashedActor(nn.Module):
             log_prob, entropy = log_prob + dist.log_prob(None, disc), entropy + dist.entropy()
         return PolicyOutput(cont, disc, log_prob, entropy, self.value(observations), memory)
 
-    def imitation_outputs(self, observations: list[torch.Tensor], allowed: torch.Tensor | None
-                          ) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
+    def imitation_outputs(self, observations: list[torch.Tensor], allowed: torch.Tensor | None,
+                          sequence_length: int = 1) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
         """For behavioral cloning: a sampled, squashed continuous action (reparameterized) and
-        each discrete branch's log-probabilities. A recurrent actor reads each row as the first of
-        an episode (zero memory)."""
-        h = self.hidden(observations)[0]
+        each discrete branch's log-probabilities. A recurrent actor reads the rows as sequences of
+        ``sequence_length`` from the start of an episode (zero memory)."""
+        h = self.hidden(observations, None, sequence_length)[0]
         continuous = None
         if self.gaussian is not None:
             mean, log_std = self.gaussian_params(h)
