@@ -163,7 +163,7 @@ class PPO:
         self.buffer = RolloutBuffer()
         # Finished segments wait here until the buffer is due for an update, then go through
         # process() together: one GAE pass per update rather than one per finished episode.
-        self._queued: list[Segments] = []
+        self._queued: list[tuple[Segments, np.ndarray]] = []  # with each signal's rewards of its real rows
         self._queued_rows = 0
         # experience may come from weights older than the last update (acting workers with a
         # lag, workers/acting.py): then the update uses the decoupled objective (_decouple)
@@ -190,20 +190,25 @@ class PPO:
         """Queue one step's finished segments for the next update (they count as trainer steps
         now); return the per-signal rewards of the episodes that ended."""
         rows = int(seg.length.sum())
-        self._queued.append(seg)
+        # each signal rewards each segment once, as it arrives (a model's rewards cost a forward
+        # pass; the extrinsic signal's return scale follows the rows in order); kept for process()
+        rewards = [signal.rewards(seg) for signal in self.signals]
+        self._queued.append((seg, np.stack([r[seg.row_mask] for r in rewards], 1)))
         self._queued_rows += rows
         self.step += rows
-        return self.episode_sums.add(seg, [signal.rewards(seg) for signal in self.signals])
+        return self.episode_sums.add(seg, rewards)
 
     def process_queued(self) -> dict[str, list[float]]:
         if not self._queued:
             return {}
-        seg = Segments.concatenate(self._queued)
+        parts, rewards = zip(*self._queued)
         self._queued, self._queued_rows = [], 0
-        return self.process(seg)
+        # concatenating keeps each part's real rows, in order, as the rewards' rows are
+        return self.process(Segments.concatenate(parts), np.concatenate(rewards))
 
-    def process(self, seg: Segments) -> dict[str, list[float]]:
-        """Turn finished segments into advantages and returns in the update buffer.
+    def process(self, seg: Segments, row_rewards: np.ndarray) -> dict[str, list[float]]:
+        """Turn finished segments, and each signal's rewards of their real rows ``[rows, signals]``,
+        into advantages and returns in the update buffer.
 
         ML-Agents updates the normalizer here too, with each trajectory's observations; the
         observations of a queued batch were all acted on with the same, older statistics."""
@@ -215,7 +220,8 @@ class PPO:
         advantages = np.zeros(mask.shape, dtype=np.float64)
         returns = np.zeros((*mask.shape, len(self.signals)), dtype=np.float32)
         for k, signal in enumerate(self.signals):
-            rewards = signal.rewards(seg)
+            rewards = np.zeros(mask.shape, np.float32)
+            rewards[mask] = row_rewards[:, k]
             values = seg.values[:, :, k]
             bootstrap = seg.bootstrap[:, k].copy()
             if signal.uses_terminal:
