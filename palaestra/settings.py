@@ -197,6 +197,9 @@ def _key(default: Any, check: Callable[[Any], Any], doc: str, *, used_by: tuple[
 class ExtrinsicSettings:
     strength: float = _key(1.0, real(0.0), "scale of the environment reward")
     gamma: float = _key(0.99, real(0.0, 1.0), "discount factor")
+    normalize: bool = _key(False, boolean, "divide the reward by the running standard deviation of its discounted "
+                           "return, clipped to ±10, as Stable-Baselines3's VecNormalize (rl-zoo's `normalize: true`); "
+                           "unset: the raw reward (ML-Agents)")
 
 
 @dataclass(frozen=True)

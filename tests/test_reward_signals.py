@@ -219,3 +219,59 @@ def test_ppo_and_sac_train_with_the_signal_and_report_its_stats(kind, trainer, e
     assert any(key.startswith(f"{kind}.model.") for key in state["signals"])
     optimizer_shapes = [p.shape for group in algorithm.optimizer.param_groups for p in group["params"]]
     check_algorithm_state(Path("c.pt"), state, fresh_state, optimizer_shapes)
+
+
+# -- the extrinsic reward's return scale (reward_signals.extrinsic.normalize) ---------------------
+
+def test_the_return_scale_follows_each_agent_s_discounted_return_across_its_segments():
+    from palaestra.rewards.return_scale import ReturnScale
+
+    rng = np.random.default_rng(0)
+    gamma = 0.9
+    # two batches; agent (slot) 3 has two segments one after the other in the first batch, slot 1
+    # ends its episode in the first batch, slot 5 carries its return into the second
+    batches = [
+        dict(slot=np.array([3, 1, 3, 5]), length=np.array([4, 2, 3, 4]), episode_end=np.array([0, 1, 0, 0], bool)),
+        dict(slot=np.array([1, 5, 3]), length=np.array([3, 1, 4]), episode_end=np.array([0, 1, 1], bool)),
+    ]
+    scale, carry, seen = ReturnScale(gamma), {}, []
+    for batch in batches:
+        reward = rng.normal(size=(len(batch["slot"]), 4))
+        reward[np.arange(4)[None, :] >= batch["length"][:, None]] = 123.0  # padding: never read
+        scale.observe(reward, batch["length"], batch["slot"], batch["episode_end"])
+        for f, slot in enumerate(batch["slot"].tolist()):  # the reference: one agent step at a time
+            ret = carry.get(slot, 0.0)
+            for t in range(batch["length"][f]):
+                ret = gamma * ret + reward[f, t]
+                seen.append(ret)
+            carry[slot] = 0.0 if batch["episode_end"][f] else ret
+    seen = np.array(seen)
+    count = 1e-4 + len(seen)  # VecNormalize's start: a count of 1e-4 with mean 0 and variance 1
+    mean = seen.sum() / count
+    var = (1e-4 * (1.0 + mean**2) + ((seen - mean) ** 2).sum()) / count
+    assert scale.count == pytest.approx(count) and scale.mean == pytest.approx(mean)
+    assert scale.var == pytest.approx(var, rel=1e-6)
+    np.testing.assert_allclose(scale.returns[[1, 3, 5]], [carry[1], carry[3], carry[5]])
+    np.testing.assert_allclose(scale.scale(np.array([1.0, 1e9])), [1 / np.sqrt(var + 1e-8), 10.0], rtol=1e-6)
+
+
+def test_normalize_scales_the_extrinsic_reward_and_its_statistics_travel_in_checkpoints():
+    spec = BehaviorSpec(((3,),), ActionSpec(continuous_size=1))
+    sizes = SegmentSizes.of(spec, signals=1)
+    schema = segment_schema(spec)
+    arrays = {f.name: np.zeros((2, 5, *f.shape(sizes)) if f.per_row else (2, *f.shape(sizes)), f.dtype or np.float32)
+              for f in schema.fields}
+    arrays["env_reward"][:] = 10.0
+    arrays["length"][:] = 5
+    arrays["slot"][:] = [0, 1]
+    segments = Segments(schema, arrays)
+    plain, = make_signals(spec, {"extrinsic": ExtrinsicSettings(strength=0.5)}, torch.device("cpu"))
+    scaled, = make_signals(spec, {"extrinsic": ExtrinsicSettings(strength=0.5, normalize=True)}, torch.device("cpu"))
+    np.testing.assert_allclose(plain.rewards(segments), 5.0)
+    rewards = scaled.rewards(segments)
+    assert 0.0 < rewards.max() < 1.0  # returns of 10, 19, 27.1, ...: rewards of 10 are well under one std
+    np.testing.assert_allclose(scaled.rewards_for_batch({"env_reward": np.array([10.0])}),
+                               0.5 * scaled.return_scale.scale(np.array([10.0])))
+    restored, = make_signals(spec, {"extrinsic": ExtrinsicSettings(normalize=True)}, torch.device("cpu"))
+    restored.load_state_dict(scaled.state_dict())
+    assert restored.return_scale.var == scaled.return_scale.var and restored.return_scale.count == scaled.return_scale.count

@@ -19,7 +19,6 @@ ML-Agents' details, named where they happen:
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any
 
@@ -39,37 +38,15 @@ from palaestra.networks.optim import make_adam
 from palaestra.networks.policy import ActorCritic
 from palaestra.networks.torch_acting import TorchActor
 from palaestra.rewards import SignalEpisodeSums, load_signals_state, make_signals
+from palaestra.rollout.discounting import discounted_cumsum
 from palaestra.rollout.sequences import into_sequences, real_rows, sequence_order, sequence_positions
 from palaestra.rollout.buffers import RolloutBuffer, observation_columns, observations
 from palaestra.rollout.segments import ActResult, Segments
 from palaestra.settings import PPOSettings
 from palaestra.timers import timed
 
-# Up to this many time steps, the discounted sum is one product with a cached matrix of discount
-# powers; longer segments take a loop over time (vectorized over segments).
-_MATRIX_MAX_WIDTH = 128
 # The largest importance weight pi_prox / pi_behavior of the decoupled objective (_decouple).
 WEIGHT_CAP = 2.0
-
-
-@functools.lru_cache(maxsize=32)
-def _discount_matrix(width: int, discount: float) -> np.ndarray:
-    lag = np.arange(width)[:, None] - np.arange(width)[None, :]  # [s, t] = s - t
-    return np.where(lag >= 0, discount ** np.maximum(lag, 0).astype(np.float64), 0.0)
-
-
-def discounted_cumsum(x: np.ndarray, discount: float) -> np.ndarray:
-    """Reverse discounted cumulative sum along axis 1: y[t] = x[t] + discount * y[t+1]."""
-    x = x.astype(np.float64, copy=False)
-    width = x.shape[1]
-    if width <= _MATRIX_MAX_WIDTH:
-        return x @ _discount_matrix(width, float(discount))  # y[:, t] = sum_s x[:, s] discount^(s-t)
-    y = np.empty_like(x)
-    acc = np.zeros(x.shape[0])
-    for t in range(width - 1, -1, -1):
-        acc = x[:, t] + discount * acc
-        y[:, t] = acc
-    return y
 
 
 def gae(rewards: np.ndarray, values: np.ndarray, bootstrap: np.ndarray, length: np.ndarray,
