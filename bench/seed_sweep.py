@@ -15,9 +15,12 @@ from pathlib import Path
 import numpy as np
 from common import run_palaestra
 
+from palaestra.run_folders import output_names
+
 
 def summary_rewards(run_dir: Path, behavior: str) -> list[float]:
-    with open(run_dir / "summaries" / f"bench_{behavior}.csv", newline="") as fh:
+    name = output_names([behavior])[behavior]  # a behavior's files are named file-system-safe
+    with open(run_dir / "summaries" / f"bench_{name}.csv", newline="") as fh:
         return [float(r["Environment/Cumulative Reward"]) for r in csv.DictReader(fh)
                 if r["Environment/Cumulative Reward"] not in ("", "None")]
 
@@ -49,7 +52,8 @@ def main() -> None:
             from palaestra.evaluation import evaluate_onnx
 
             returns = evaluate_onnx(make_env(args.env, seed=3, num_areas=2),
-                                    result["dir"] / f"models/bench/{behavior}.onnx", episodes=args.evaluate)
+                                    result["dir"] / f"models/bench/{output_names([behavior])[behavior]}.onnx",
+                                    episodes=args.evaluate)
             exported = f", exported model mean {np.mean(returns):.3f} min {np.min(returns):.3f}"
         print(f"seed {seed}: final {rewards[-1]:.3f}, best {max(rewards):.3f}{exported}; summaries "
               + " ".join(f"{r:.3g}" for r in rewards), flush=True)
