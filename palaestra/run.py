@@ -127,6 +127,9 @@ def _run(options: RunOptions, interrupts: Interrupts) -> int:
     env = _make_env(options, seed)
     try:
         settings = _resolve_settings(config, env)
+        # before any network is built: initialization on other threads would make a run differ
+        # from the same run made after another in the same process
+        limit_threads(choose_device(options), max(s.hidden_units for s in settings.values()), options.torch_threads)
         parts = _build(options, env, config, settings, seed, interrupts, models, summaries)
         interrupts.check_start_up()  # before --force deletes anything
         if options.dry_run:
@@ -327,7 +330,6 @@ def _train(parts: RunParts) -> int:
     options = parts.options
     start_over_if_forced(options, parts.run_dir)
     device = choose_device(options)
-    limit_threads(device, max(s.hidden_units for s in parts.settings.values()), options.torch_threads)
     logger.info("Palaestra %s: run %r on %s, seed %d, device %s", __version__, options.run_id, options.env,
                 parts.seed, device)
     writers: list[Any] = []  # closed on every way out, so no writer thread outlives the run
