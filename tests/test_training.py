@@ -78,9 +78,9 @@ def test_ppo_solves_basic(run_cli, workdir):
     ("CartPole-v1", None, ["--num-areas=8"], 475.0),  # Gymnasium's threshold for CartPole-v1
     # The same with two environment worker processes acting themselves (issue 4).
     ("3DBall", ("max_steps: 5.0e5", "max_steps: 3.0e5"), ["--num-envs=2"], 90.0),
-    # The exported model holds 475 on seeds 0-7 (499.2-500); the last training summary, the
-    # stochastic policy's, ends at 411.6-500 (3 of 8 under 475 after dipping from 500 late in
-    # training), so it is checked at 400 here: an open question (docs/benchmarks.md)
+    # The exported model holds 475 on seeds 0-7 (490-500); the last training summary, the
+    # stochastic policy's, is 500 on seeds 0-6 and 426 on seed 7, which learns late, so it is
+    # checked at 400 here, a loosened check that stays open (docs/benchmarks.md)
     ("CartPole-v1", None, ["--num-envs=2", "--num-areas=4"], (400.0, 475.0)),
 ])
 def test_ppo_solves_with_the_shipped_config(run_cli, workdir, env_name, shorten, flags, trained):
