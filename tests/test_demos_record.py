@@ -218,3 +218,21 @@ def test_a_recurrent_model_records_with_each_agent_s_memory_carried_and_zeroed_a
         assert len(actions) == LENGTHS[int(demo.agent_ids[episode][0])]
         np.testing.assert_array_equal(actions, (np.arange(len(actions)) >= 3).astype(int))
     assert results[0].returns == tuple(float(n - 3) for n in [6, 7, 8, 6, 7, 8])
+
+
+def test_a_recurrent_model_without_a_fixed_memory_size_is_a_clear_error(tmp_path):
+    from onnx import TensorProto, helper
+
+    from tests.test_evaluation import CountingEnv
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["recurrent_in"], ["recurrent_out"]),
+         helper.make_node("ReduceMean", ["obs_0"], ["deterministic_discrete_actions"], axes=[1, 2], keepdims=0)],
+        "m", [helper.make_tensor_value_info("obs_0", TensorProto.FLOAT, ["batch", 2, 2, 1]),
+              helper.make_tensor_value_info("recurrent_in", TensorProto.FLOAT, ["batch", 1, "memory"])],
+        [helper.make_tensor_value_info("deterministic_discrete_actions", TensorProto.FLOAT, ["batch", 1]),
+         helper.make_tensor_value_info("recurrent_out", TensorProto.FLOAT, ["batch", 1, "memory"])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)]), str(tmp_path / "m.onnx"))
+    with pytest.raises(RecordError, match="recurrent_in has no fixed memory size"):
+        record(CountingEnv(), {"B": str(tmp_path / "m.onnx")}, 1, tmp_path / "demos")
+    assert not (tmp_path / "demos" / "B.demo").exists()

@@ -113,7 +113,10 @@ def _onnx(path: Path, spec: BehaviorSpec, behavior: str) -> Policy:
                           "it again with a later ML-Agents or Palaestra, whose models take recurrent_in")
     # a recurrent model: each agent's memory carried between its decisions, zeroed when its episode ends
     memory_input = next((i for i in session.get_inputs() if i.name == "recurrent_in"), None)
-    memories = AgentMemories(int(memory_input.shape[-1])) if memory_input is not None else None
+    if memory_input is not None and not isinstance(memory_input.shape[-1], int):
+        raise RecordError(f"--policy={path}: the model's recurrent_in has no fixed memory size "
+                          f"(shape {memory_input.shape}); export it with its memory_size")
+    memories = AgentMemories(memory_input.shape[-1]) if memory_input is not None else None
     if memories is not None and "recurrent_out" not in outputs:
         raise RecordError(f"--policy={path}: the model takes recurrent_in but gives no recurrent_out (outputs {outputs})")
     missing = [n for n in obs_names if n not in inputs]
