@@ -31,7 +31,6 @@ from palaestra.envs.base import BehaviorSpec
 from palaestra.networks.accelerator import on_cpu, sequential_layers
 from palaestra.networks.encoders import VectorEncoder
 from palaestra.networks.policy import mlp
-from palaestra.networks.optim import FlatStateAdam
 from palaestra.networks.visual import image_features
 from palaestra.rewards.numpy_losses import curiosity_gradients
 from palaestra.rewards.learned import (ModelSignal, action_array, action_input, image_tensors, vector_array,
@@ -77,16 +76,13 @@ class CuriosityModel(nn.Module):
 class CuriositySignal(ModelSignal):
     name = "curiosity"
     stat_name = "Curiosity"
-    pays_before_update = False
 
     def __init__(self, settings: CuriositySettings, spec: BehaviorSpec, device: torch.device,
                  vis_encode_type: str = "simple") -> None:
-        super().__init__(settings, device)
+        super().__init__(settings, device, CuriosityModel(spec, settings.encoding_size, vis_encode_type))
         self.spec = spec
-        self.model = CuriosityModel(spec, settings.encoding_size, vis_encode_type).to(device)
         # over vectors on the CPU the update runs in numpy (rewards/numpy_losses.py, the same loss)
         self.accelerated = self.model.images is None and on_cpu(self.model)
-        self.optimizer = FlatStateAdam(self.model, settings.learning_rate)
         if self.accelerated:  # over views of the parameters and their gradients
             self.layers = [sequential_layers(m) for m in (self.model.encoder, self.model.inverse,
                                                           self.model.forward_model)]

@@ -37,7 +37,6 @@ from palaestra.demos.columns import demonstration_columns
 from palaestra.envs.base import BehaviorSpec
 from palaestra.networks.encoders import VectorEncoder
 from palaestra.networks.policy import mlp
-from palaestra.networks.optim import FlatStateAdam
 from palaestra.networks.visual import image_features
 from palaestra.rewards.numpy_losses import discriminator_gradients
 from palaestra.rewards.learned import ModelSignal, action_array, as_floats, image_tensors, vector_array
@@ -105,17 +104,14 @@ class Discriminator(nn.Module):
 class GAILSignal(ModelSignal):
     name = "gail"
     stat_name = "GAIL"
-    pays_before_update = False
 
     def __init__(self, settings: GAILSettings, spec: BehaviorSpec, device: torch.device,
                  vis_encode_type: str = "simple") -> None:
-        super().__init__(settings, device)
         self.expert = demonstration_columns(settings.demo_path, spec, "the behavior", "reward_signals.gail.demo_path")
         self.expert_rows = len(self.expert["continuous"])
-        self.model = Discriminator(spec, settings, vis_encode_type).to(device)
+        super().__init__(settings, device, Discriminator(spec, settings, vis_encode_type))
         # rewards/numpy_losses.py: a plain MLP over vectors, on the CPU
         self.numpy_steps = self.model.images is None and not settings.use_vail and device.type == "cpu"
-        self.optimizer = FlatStateAdam(self.model, settings.learning_rate)
         self.beta = torch.zeros((), device=device)  # VAIL's Lagrange weight (a checkpointed tensor)
         self.rng = np.random.default_rng(int(torch.randint(2**31, ())))
 

@@ -79,21 +79,22 @@ def action_input(spec: ActionSpec, batch: Mapping[str, np.ndarray], device: torc
 
 class ModelSignal:
     """What a reward signal with a model shares (curiosity, RND, GAIL): its rewards over the real
-    rows of segments, none before the model's first update where ``pays_before_update`` is
-    False, and its model's and optimizer's state for checkpoints. A signal sets ``model`` and
-    ``optimizer`` (a FlatStateAdam) and writes ``batch_rewards`` and ``update``."""
+    rows of segments, none before the model's first update unless ``pays_before_update``, and
+    its model's and optimizer's state for checkpoints. A signal hands its model to ``__init__``
+    and writes ``batch_rewards`` and ``update``."""
 
     uses_terminal = False  # an episode's end is not terminal for an intrinsic reward
     learns = True
-    pays_before_update = True
+    # an untrained model's rewards are noise (ML-Agents pays curiosity and GAIL from the first update)
+    pays_before_update = False
 
-    model: nn.Module
-    optimizer: FlatStateAdam
-
-    def __init__(self, settings, device: torch.device) -> None:
-        """The scale and discount every signal's settings hold, and the device of its model."""
+    def __init__(self, settings, device: torch.device, model: nn.Module, trained: nn.Module | None = None) -> None:
+        """The scale and discount every signal's settings hold; ``model`` moved to ``device``, and
+        an Adam at the settings' learning rate over ``trained`` (by default, the whole model)."""
         self.strength, self.gamma = settings.strength, settings.gamma
         self.device = device
+        self.model = model.to(device)
+        self.optimizer = FlatStateAdam(self.model if trained is None else trained, settings.learning_rate)
 
     @classmethod
     def build(cls, settings, spec, device: torch.device, vis_encode_type: str = "simple"):

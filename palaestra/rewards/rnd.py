@@ -30,7 +30,6 @@ from palaestra.networks.encoders import VectorEncoder
 from palaestra.networks.normalizer import Normalizer
 from palaestra.networks.numpy_layers import normalize
 from palaestra.networks.policy import mlp
-from palaestra.networks.optim import FlatStateAdam
 from palaestra.networks.visual import image_features
 from palaestra.rewards.learned import ModelSignal, image_tensors, vector_array, vector_input
 from palaestra.rewards.numpy_losses import rnd_gradients
@@ -73,12 +72,13 @@ class RNDModel(nn.Module):
 class RNDSignal(ModelSignal):
     name = "rnd"
     stat_name = "RND"
+    # the predictor's error against a random target is novelty from the first step
+    pays_before_update = True
 
     def __init__(self, settings: RNDSettings, spec: BehaviorSpec, device: torch.device,
                  vis_encode_type: str = "simple") -> None:
-        super().__init__(settings, device)
-        self.model = RNDModel(spec, settings.encoding_size, vis_encode_type).to(device)
-        self.optimizer = FlatStateAdam(self.model.learned(), settings.learning_rate)
+        model = RNDModel(spec, settings.encoding_size, vis_encode_type)
+        super().__init__(settings, device, model, trained=model.learned())
         # over vectors on the CPU the update runs in numpy (rewards/numpy_losses.py, the same loss)
         self.accelerated = self.model.target_images is None and on_cpu(self.model)
         if self.accelerated:

@@ -40,8 +40,7 @@ class Ball3D(BuiltinVectorEnv):
     default_parameters = {"gravity": 9.81, "mass": 1.0, "scale": 1.0}
     solved_reward = 100.0
 
-    def __init__(self, seed: int = 0, num_areas: int = 1, behavior_name: str | None = None) -> None:
-        super().__init__(seed, num_areas, behavior_name)
+    def _allocate(self) -> None:
         self.tilt = np.zeros((self.n, 2))  # angle about z (moves the ball along x), about x (along z)
         self.pos = np.zeros((self.n, 2))  # ball x, z relative to the platform centre
         self.vel = np.zeros((self.n, 2))
@@ -100,8 +99,8 @@ class Ball3DHard(Ball3D):
     observation_shape = (15,)
     STACK = 3
 
-    def __init__(self, seed: int = 0, num_areas: int = 1, behavior_name: str | None = None) -> None:
-        super().__init__(seed, num_areas, behavior_name)
+    def _allocate(self) -> None:
+        super()._allocate()
         self.stack = np.zeros((self.n, self.STACK, 5), dtype=np.float32)
 
     def _reset_agents(self, which: np.ndarray) -> None:

@@ -28,8 +28,7 @@ class Basic(BuiltinVectorEnv):
     max_episode_steps = 100
     solved_reward = 0.93
 
-    def __init__(self, seed: int = 0, num_areas: int = 1, behavior_name: str | None = None) -> None:
-        super().__init__(seed, num_areas, behavior_name)
+    def _allocate(self) -> None:
         self.position = np.full(self.n, START, dtype=np.int64)
 
     def _reset_agents(self, which: np.ndarray) -> None:

@@ -29,8 +29,7 @@ class GridWorld(BuiltinVectorEnv):
     max_episode_steps = 100
     solved_reward = 0.97
 
-    def __init__(self, seed: int = 0, num_areas: int = 1, behavior_name: str | None = None) -> None:
-        super().__init__(seed, num_areas, behavior_name)
+    def _allocate(self) -> None:
         self.agent = np.zeros((self.n, 2), dtype=np.int64)
         self.goal = np.zeros((self.n, 2), dtype=np.int64)
         self.pit = np.zeros((self.n, 2), dtype=np.int64)

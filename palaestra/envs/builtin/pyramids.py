@@ -81,8 +81,7 @@ class Pyramids(BuiltinVectorEnv):
     max_episode_steps = MAX_STEPS
     solved_reward = 1.65
 
-    def __init__(self, seed: int = 0, num_areas: int = 1, behavior_name: str | None = None) -> None:
-        super().__init__(seed, num_areas, behavior_name)
+    def _allocate(self) -> None:
         self.agent = np.zeros((self.n, 2), dtype=np.int64)
         self.switch = np.zeros((self.n, 2), dtype=np.int64)
         self.goal = np.zeros((self.n, 2), dtype=np.int64)  # meaningful once pressed

@@ -1,8 +1,8 @@
 """Shared machinery for the built-in environments: one behavior, a fixed set of agents that all
 decide every step, numpy arrays throughout, automatic reset of finished agents.
 
-A subclass describes the world with four array functions over all agents at once
-(``_reset_agents``, ``_observe``, ``_masks``, ``_advance``); this class turns them into the
+A subclass describes the world with array functions over all agents at once
+(``_allocate``, ``_reset_agents``, ``_observe``, ``_masks``, ``_advance``); this class turns them into the
 DecisionSteps / TerminalSteps of the Env protocol. An environment with one observation per agent
 sets ``observation_shape`` and ``_observe`` returns its array; one with several sets
 ``observation_shapes`` (before ``__init__`` here runs, when they depend on arguments) and
@@ -57,8 +57,12 @@ class BuiltinVectorEnv(SingleBehaviorEnv):
         self._no_terminal = TerminalSteps.empty(self._spec)  # shared: consumers never modify steps
         self._terminal: TerminalSteps = self._no_terminal
         self._ids = np.arange(self.n, dtype=np.int64)
+        self._allocate()
 
     # -- to implement ------------------------------------------------------------------------
+    def _allocate(self) -> None:
+        """Create the world's per-agent state arrays (``self.n`` agents), before any reset."""
+
     def _reset_agents(self, which: np.ndarray) -> None:
         """Start a new episode for the agents whose indices are in ``which``."""
         raise NotImplementedError
