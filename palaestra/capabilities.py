@@ -42,7 +42,7 @@ class Capabilities:
 
 
 CAPABILITIES: dict[str, Capabilities] = {
-    "ppo": Capabilities(activations=("swish", "tanh"), continuous_and_discrete=True, behavioral_cloning=True,
+    "ppo": Capabilities(activations=("swish", "tanh", "relu"), continuous_and_discrete=True, behavioral_cloning=True,
                         recurrent=True),
     "sac": Capabilities(acting_in_workers="sac learns between environment steps", replay_buffer=True,
                         behavioral_cloning=True, recurrent=True),

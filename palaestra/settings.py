@@ -301,7 +301,8 @@ class TrainerSettings:
     hidden_units: int = _key(128, integer(1, 4096), "units per hidden layer", used_by=EVERY_TRAINER)
     num_layers: int = _key(2, integer(1, 16), "hidden layers", used_by=EVERY_TRAINER)
     activation: str = _key(DEFAULT_ACTIVATION, choice(*ACTIVATIONS), "hidden-layer activation: `swish` (z·sigmoid(z), "
-                           "ML-Agents) or `tanh` (Stable-Baselines3's default); SAC takes `swish` only so far",
+                           "ML-Agents), `tanh` (Stable-Baselines3's default) or `relu` (max(z, 0), some of "
+                           "rl-zoo's settings); SAC takes `swish` only so far",
                            used_by=EVERY_RL_TRAINER)
     learning_rate: float = _key(3.0e-4, real(0.0, low_open=True), "Adam learning rate", used_by=EVERY_TRAINER)
     adam_epsilon: float = _key(1.0e-8, real(0.0, low_open=True), "Adam's ε (torch's default; Stable-Baselines3's "

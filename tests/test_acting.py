@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from palaestra.networks.constants import ACTIVATIONS
 from palaestra.algorithms.ppo import PPO
 from palaestra.checkpoints import CheckpointManager
 from palaestra.envs.sources import make_env
@@ -115,7 +116,7 @@ def _acting_pool(env_name: str, n: int, seed: int, ppo: PPO, behavior: str, time
     return pool, ActingWorkers(pool, {behavior: plan}, {behavior: ppo.policy_arrays}, seed, threaded)
 
 
-@pytest.mark.parametrize("activation", ["swish", "tanh"])
+@pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_workers_record_exactly_what_the_main_process_would(activation):
     # Same instance seed (seed + i), same policy noise stream, same weights and network: worker
     # i's rounds hold the segments the main process's own collector records on that instance.

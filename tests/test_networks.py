@@ -10,6 +10,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from palaestra.networks.constants import ACTIVATIONS
 from palaestra.envs.base import ActionSpec, BehaviorSpec
 from palaestra.export import export_policy
 from palaestra.networks.normalizer import Normalizer
@@ -60,7 +61,7 @@ def random_allowed(spec, n, rng):
     return allowed
 
 
-@pytest.mark.parametrize("activation", ["swish", "tanh"])
+@pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("masked", [True, False])
 @pytest.mark.parametrize("kind", list(SPECS))
 def test_numpy_mirror_matches_torch(kind, masked, activation):
@@ -120,7 +121,7 @@ def test_normalizer_matches_numpy_statistics():
     np.testing.assert_allclose(norm.var.numpy(), data.var(0), rtol=1e-4)
 
 
-@pytest.mark.parametrize("activation", ["swish", "tanh"])
+@pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("kind", list(SPECS))
 def test_onnx_export_matches_deterministic_actions(tmp_path, kind, activation):
     spec = SPECS[kind]
@@ -159,7 +160,7 @@ def test_onnx_export_matches_deterministic_actions(tmp_path, kind, activation):
 @pytest.mark.parametrize("kind", list(SPECS))
 @pytest.mark.parametrize("epsilon,beta,masked,value_scale,activation", [
     (0.2, 0.01, True, 1.0, "swish"), (0.05, 0.0, True, 1.0, "swish"), (0.2, 0.01, False, 1.0, "swish"),
-    (0.2, 0.01, True, 4.0, "swish"), (0.2, 0.01, True, 1.0, "tanh")])
+    (0.2, 0.01, True, 4.0, "swish"), (0.2, 0.01, True, 1.0, "tanh"), (0.2, 0.01, True, 1.0, "relu")])
 @pytest.mark.parametrize("normalize,signals", [(True, 2), (False, 1)])
 def test_numpy_gradients_match_torch_autograd(kind, epsilon, beta, masked, value_scale, activation, normalize,
                                               signals):

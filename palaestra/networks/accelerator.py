@@ -33,8 +33,8 @@ from palaestra.networks.torch_private import silu_backward
 # transcendental functions are not vectorized)
 TORCH_KERNELS_FROM = 4096
 # The layer kinds the numpy layers implement
-KNOWN_LAYERS = (nn.Linear, nn.Sequential, nn.SiLU, nn.Tanh, nn.ParameterList, Normalizer, TwinMLP)
-ACTIVATION_OF = {nn.SiLU: "swish", nn.Tanh: "tanh"}
+KNOWN_LAYERS = (nn.Linear, nn.Sequential, nn.SiLU, nn.Tanh, nn.ReLU, nn.ParameterList, Normalizer, TwinMLP)
+ACTIVATION_OF = {nn.SiLU: "swish", nn.Tanh: "tanh", nn.ReLU: "relu"}
 
 
 def _swish(z):

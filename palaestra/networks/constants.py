@@ -6,6 +6,7 @@ CLIP = 5.0  # ML-Agents clips normalized observations to [-5, 5]
 # From this width the CPU trains in torch on every core; narrower networks train on one thread,
 # SAC's on the accelerator in numpy (palaestra/machine.py, algorithms/sac.py)
 WIDE_NETWORK_UNITS = 256
-ACTIVATIONS = ("swish", "tanh")  # hidden layers: z sigmoid(z) (ML-Agents) or tanh(z) (Stable-Baselines3)
+# hidden layers: z sigmoid(z) (ML-Agents), tanh(z) (Stable-Baselines3) or max(z, 0) (rl-zoo's choice for some)
+ACTIVATIONS = ("swish", "tanh", "relu")
 DEFAULT_ACTIVATION = ACTIVATIONS[0]
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # SAC's state-dependent log-std (Haarnoja et al. 2018, appendix C)

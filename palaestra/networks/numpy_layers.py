@@ -57,6 +57,8 @@ def activate(kernels: Kernels, kind: str, z):
         return kernels.swish(z)
     if kind == "tanh":
         return np.tanh(z), None
+    if kind == "relu":
+        return np.maximum(z, 0.0), None
     return z, None
 
 
@@ -69,6 +71,8 @@ def activate_in_place(kind: str, z: np.ndarray) -> np.ndarray:
         z *= s
     elif kind == "tanh":
         np.tanh(z, out=z)
+    elif kind == "relu":
+        np.maximum(z, 0.0, out=z)
     return z
 
 
@@ -77,6 +81,8 @@ def activation_grad(kernels: Kernels, kind: str, grad_h, z, h, kept):
         return kernels.swish_grad(grad_h, z, kept)
     if kind == "tanh":
         return grad_h * (1.0 - h * h)  # tanh'(z) = 1 - tanh(z)^2
+    if kind == "relu":
+        return grad_h * (z > 0)  # torch's convention: 0 at z = 0
     return grad_h
 
 

@@ -24,6 +24,9 @@ from palaestra.networks.normalizer import Normalizer
 from palaestra.networks.recurrent import TwinLSTM, stored_memory_size
 from palaestra.networks.visual import image_features
 
+# the hidden layers' activations by their settings name (networks/constants.py's ACTIVATIONS)
+HIDDEN_ACTIVATIONS = {"swish": nn.functional.silu, "tanh": torch.tanh, "relu": torch.relu}
+
 
 class TwinMLP(nn.Module):
     """Two MLPs of one shape, stored stacked: ``forward(x)`` → ``[2, B, out]``. PPO's actor and
@@ -57,7 +60,7 @@ class TwinMLP(nn.Module):
                 w, b = w.detach(), b.detach()
             h = torch.baddbmm(b, h, w.transpose(1, 2))
             if kind:
-                h = nn.functional.silu(h) if kind == "swish" else torch.tanh(h)
+                h = HIDDEN_ACTIVATIONS[kind](h)
         return h
 
 
