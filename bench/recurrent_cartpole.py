@@ -6,8 +6,8 @@ in Palaestra's keys): 8 environments, 32 steps per environment per update (256 e
 batch 256, 20 epochs, GAE lambda 0.8, gamma 0.98, learning rate 1e-3 and clip 0.2 decayed
 linearly, no entropy bonus, observations normalized, an LSTM of 64 units for the actor and
 another for the critic, one 64-unit layer each, one torch thread each. The differences that stay:
-Palaestra's LSTM comes after its layer (ML-Agents' order; sb3-contrib's before), its layers are
-tanh (rl-zoo's ReLU is not offered), its clip range decays to 0.1, and it updates once the buffer
+Palaestra's LSTM comes after its layer (ML-Agents' order; sb3-contrib's before; both ReLU), its
+clip range decays to 0.1, and it updates once the buffer
 holds *more* than 256 experiences (every 512, two mini-batches per epoch: the same gradient
 steps per experience). Palaestra's sequences are the 32-step segments, as sb3-contrib trains on
 each environment's 32-step rollout.
