@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from palaestra.envs.base import BehaviorSpec
 from palaestra.envs.observations import is_image
+from palaestra.networks.constants import ACTIVATIONS
 from palaestra.networks.encoders import image_problem
 from palaestra.settings import TrainerSettings
 
@@ -42,7 +43,7 @@ class Capabilities:
 
 
 CAPABILITIES: dict[str, Capabilities] = {
-    "ppo": Capabilities(activations=("swish", "tanh", "relu"), continuous_and_discrete=True, behavioral_cloning=True,
+    "ppo": Capabilities(activations=ACTIVATIONS, continuous_and_discrete=True, behavioral_cloning=True,
                         recurrent=True),
     "sac": Capabilities(acting_in_workers="sac learns between environment steps", replay_buffer=True,
                         behavioral_cloning=True, recurrent=True),
