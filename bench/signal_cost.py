@@ -3,6 +3,7 @@ with extrinsic reward alone, and with curiosity, RND or GAIL (from heuristic dem
 behavioral cloning added, each run alternating with the others so the machine's drift hits all.
 
 Usage: python bench/signal_cost.py [--env 3DBall] [--trainer ppo] [--steps 30000] [--repeats 3]
+       [--variants extrinsic curiosity curiosity-1 rnd rnd-1 gail gail-1 bc]
 
 Prints the median loop time and CPU time (this process, all its threads: steadier than wall
 time on a shared machine) of each variant, and its cost over extrinsic alone (issue 13's target:
@@ -24,15 +25,17 @@ REPOSITORY = Path(__file__).resolve().parent.parent
 
 
 def variants(demo: Path) -> dict[str, dict]:
-    """Extra settings per variant (the ML-Agents example configs' values)."""
-    return {
-        "extrinsic": {},
+    """Extra settings per variant (the ML-Agents example configs' values); a ``-1`` variant trains
+    the signal's model on PPO's first epoch only (``reward_signal_num_epoch: 1``)."""
+    signals = {
         "curiosity": {"reward_signals": {"curiosity": {"strength": 0.02, "gamma": 0.99, "encoding_size": 256}}},
         "rnd": {"reward_signals": {"rnd": {"strength": 0.01, "gamma": 0.99}}},
         "gail": {"reward_signals": {"gail": {"strength": 0.01, "gamma": 0.99, "encoding_size": 128,
                                              "demo_path": str(demo)}}},
-        "bc": {"behavioral_cloning": {"demo_path": str(demo), "strength": 0.5, "steps": 150000}},
     }
+    return {"extrinsic": {}, **signals, **{f"{name}-1": {**extra, "reward_signal_num_epoch": 1}
+                                           for name, extra in signals.items()},
+            "bc": {"behavioral_cloning": {"demo_path": str(demo), "strength": 0.5, "steps": 150000}}}
 
 
 def main() -> None:

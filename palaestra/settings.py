@@ -396,6 +396,10 @@ class PPOSettings(TrainerSettings):
     value_clipping: bool = _key(True, boolean, "clip each value update to ±ε around the estimate that acted "
                                 "(ML-Agents); `false` for returns far from unit scale, as Stable-Baselines3 "
                                 "(docs/algorithms.md)")
+    reward_signal_num_epoch: int | None = _key(None, integer(1), "passes the reward signals' own models "
+                                               "(curiosity, RND, GAIL) make over each buffer, on the mini-batches "
+                                               "of PPO's first epochs; unset: `num_epoch` (ML-Agents). Fewer "
+                                               "cost less when PPO's `num_epoch` is high (docs/imitation.md)")
 
 
 @dataclass(frozen=True)
@@ -991,6 +995,13 @@ def _build_settings(path: Path, behavior: str, merged: dict[str, Any], origins: 
         raise ConfigError(
             f"{path}: behavior {behavior!r}: batch_size ({settings.batch_size}) is larger than "
             f"buffer_size ({settings.buffer_size}); PPO would never complete a mini-batch"
+        )
+    signal_epochs = getattr(settings, "reward_signal_num_epoch", None)
+    if signal_epochs is not None and signal_epochs > settings.num_epoch:
+        raise ConfigError(
+            f"{path}: behavior {behavior!r}: reward_signal_num_epoch ({signal_epochs}) is more than "
+            f"num_epoch ({settings.num_epoch}); the signals' models train on PPO's mini-batches, so "
+            "at most num_epoch passes (leave it unset for as many)"
         )
     if settings.use_recurrent and settings.batch_size < settings.sequence_length:
         raise ConfigError(

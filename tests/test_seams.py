@@ -181,6 +181,21 @@ def test_a_reward_signal_with_its_own_model_learns_in_the_update_loop(probe, tra
         assert fresh.signal_update_count == algorithm.signal_update_count
 
 
+@pytest.mark.parametrize("signal_epochs,expected", [(None, 2), (1, 1)])
+def test_ppo_trains_signal_models_on_the_first_reward_signal_num_epoch_passes(probe, signal_epochs, expected):
+    torch.manual_seed(0)
+    env = make_env("Simple1DDiscrete", seed=3)
+    spec = next(iter(env.behavior_specs.values()))
+    env.close()
+    settings = TrainerSettings(**SETTINGS["ppo"], reward_signal_num_epoch=signal_epochs,
+                               reward_signals={"extrinsic": ExtrinsicSettings(), "probe": ProbeSettings()})
+    algorithm = make_algorithm(spec, settings, torch.device("cpu"), np.random.default_rng(0))
+    updates = _train(algorithm, "Simple1DDiscrete", 300)
+    assert settings.num_epoch == 2 and updates
+    per_epoch = settings.buffer_size // settings.batch_size
+    assert len(algorithm.signals[1].batches) == len(updates) * expected * per_epoch
+
+
 def test_checkpoints_without_signal_models_keep_their_layout():
     algorithm = _algorithm("ppo", "Simple1DContinuous", signals=False)
     assert set(algorithm.state_dict()) == {"policy", "optimizer", "step", "update_count"}

@@ -178,6 +178,16 @@ def test_batch_larger_than_buffer_is_an_error(tmp_path):
         cfg.for_behavior("B")
 
 
+def test_reward_signal_num_epoch_is_at_most_num_epoch_and_ppo_only(tmp_path):
+    cfg = load_trainer_config(write_yaml(tmp_path / "c.yaml", "B:\n  num_epoch: 3\n  reward_signal_num_epoch: 4\n"))
+    with pytest.raises(ConfigError, match=r"reward_signal_num_epoch \(4\) is more than num_epoch \(3\)"):
+        cfg.for_behavior("B")
+    cfg = load_trainer_config(write_yaml(tmp_path / "d.yaml", "B:\n  num_epoch: 20\n  reward_signal_num_epoch: 4\n"))
+    assert cfg.for_behavior("B").reward_signal_num_epoch == 4
+    cfg = load_trainer_config(write_yaml(tmp_path / "e.yaml", "B:\n  trainer: sac\n  reward_signal_num_epoch: 2\n"))
+    assert any("'reward_signal_num_epoch': only read by ppo; trainer sac ignores it" in w for w in cfg.warnings)
+
+
 def test_reward_signal_errors(tmp_path):
     with pytest.raises(ConfigError, match="unknown reward signal.*'curiosity'"):
         load_trainer_config(write_yaml(tmp_path / "a.yaml", "B:\n  reward_signals:\n    curiousity: {strength: 1}\n"))

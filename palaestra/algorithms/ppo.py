@@ -278,7 +278,9 @@ class PPO:
             data = {k: torch.as_tensor(v, device=self.device) for k, v in data.items()}
         policy_losses, value_losses = [], []
         extra = StatsMean()  # auxiliary losses' and reward-signal models' stats
-        for _ in range(s.num_epoch):
+        # the signals' models train on the first epochs' mini-batches (all of them: ML-Agents)
+        signal_epochs = s.reward_signal_num_epoch or s.num_epoch
+        for epoch in range(s.num_epoch):
             order = sequence_order(n, L, self.rng)
             shuffled = {k: v[order] for k, v in data.items()}  # one gather per epoch; mini-batches are slices
             for i in range(n // batch_rows):
@@ -298,7 +300,7 @@ class PPO:
                 policy_losses.append(policy_loss)
                 value_losses.append(value_loss)
                 # reward signals with a model (curiosity, GAIL) learn on the same mini-batches
-                for signal in self._learning_signals:
+                for signal in self._learning_signals if epoch < signal_epochs else ():
                     extra.add(signal.update(real_rows(_as_numpy(batch))))
         self.buffer.clear()
         self.update_count += 1
