@@ -202,29 +202,39 @@ class ExtrinsicSettings:
                            "unset: the raw reward (ML-Agents)")
 
 
-@dataclass(frozen=True)
-class CuriositySettings:
-    strength: float = _key(0.02, real(0.0), "scale of the intrinsic reward")
-    gamma: float = _key(0.99, real(0.0, 1.0), "discount factor")
-    encoding_size: int = _key(128, integer(1), "size of the observation encoding")
-    learning_rate: float = _key(3.0e-4, real(0.0, low_open=True), "learning rate of the curiosity model")
+def _override(name: str, default: Any, base: type | None = None) -> Any:
+    """A key of ``base`` (TrainerSettings unless given) with another default in a subclass."""
+    declared = next(f for f in dataclasses.fields(base or TrainerSettings) if f.name == name)
+    return field(default=default, metadata=declared.metadata)
 
 
 @dataclass(frozen=True)
-class RNDSettings:
-    strength: float = _key(1.0, real(0.0), "scale of the intrinsic reward")
+class ModelSignalSettings:
+    """The keys of every reward signal with a network of its own; each signal's class below sets
+    its own defaults (ML-Agents')."""
+
+    strength: float = _key(1.0, real(0.0), "scale of the signal's reward")
     gamma: float = _key(0.99, real(0.0, 1.0), "discount factor")
-    encoding_size: int = _key(64, integer(1), "width of the random and the predictor network")
-    learning_rate: float = _key(1.0e-4, real(0.0, low_open=True), "learning rate of the predictor network")
+    encoding_size: int = _key(64, integer(1), "width of the signal's layers (curiosity: its observation encoding; "
+                              "RND: the random and the predictor network; GAIL: the discriminator)")
+    learning_rate: float = _key(3.0e-4, real(0.0, low_open=True), "learning rate of the signal's network")
 
 
 @dataclass(frozen=True)
-class GAILSettings:
-    strength: float = _key(0.01, real(0.0), "scale of the discriminator reward")
-    gamma: float = _key(0.99, real(0.0, 1.0), "discount factor")
+class CuriositySettings(ModelSignalSettings):
+    strength: float = _override("strength", 0.02, ModelSignalSettings)
+    encoding_size: int = _override("encoding_size", 128, ModelSignalSettings)
+
+
+@dataclass(frozen=True)
+class RNDSettings(ModelSignalSettings):
+    learning_rate: float = _override("learning_rate", 1.0e-4, ModelSignalSettings)
+
+
+@dataclass(frozen=True)
+class GAILSettings(ModelSignalSettings):
+    strength: float = _override("strength", 0.01, ModelSignalSettings)
     demo_path: str = _key("", text, "a .demo file or a folder of them")
-    encoding_size: int = _key(64, integer(1), "discriminator encoding size")
-    learning_rate: float = _key(3.0e-4, real(0.0, low_open=True), "discriminator learning rate")
     use_actions: bool = _key(False, boolean, "whether the discriminator sees actions")
     use_vail: bool = _key(False, boolean, "variational information bottleneck")
 
@@ -374,12 +384,6 @@ class TrainerSettings:
                 continue
             out[f.name] = value
         return out
-
-
-def _override(name: str, default: Any) -> Any:
-    """A key of TrainerSettings with another default in one trainer's settings."""
-    base = next(f for f in dataclasses.fields(TrainerSettings) if f.name == name)
-    return field(default=default, metadata=base.metadata)
 
 
 @dataclass(frozen=True)
