@@ -400,6 +400,10 @@ class PPOSettings(TrainerSettings):
     value_clipping: bool = _key(True, boolean, "clip each value update to ±ε around the estimate that acted "
                                 "(ML-Agents); `false` for returns far from unit scale, as Stable-Baselines3 "
                                 "(docs/algorithms.md)")
+    lstm_placement: str = _key("after_layers", choice("after_layers", "before_layers"), "with `use_recurrent`: "
+                               "the LSTM reads the hidden layers' output (`after_layers`, ML-Agents) or the "
+                               "observations, the layers then reading its output (`before_layers`, "
+                               "sb3-contrib's RecurrentPPO)")
     reward_signal_num_epoch: int | None = _key(None, integer(1), "passes the reward signals' own models "
                                                "(curiosity, RND, GAIL) make over each buffer, on the mini-batches "
                                                "of PPO's first epochs; unset: `num_epoch` (ML-Agents). Fewer "

@@ -75,13 +75,16 @@ def test_sequences_keep_each_segments_rows_in_order_and_pad_after_them():
     assert all(order[i + 1] == order[i] + 1 for i in range(0, 20, 4) for i in range(i, i + 3))
 
 
+@pytest.mark.parametrize("placement", ["after_layers", "before_layers"])
 @pytest.mark.parametrize("continuous", [True, False], ids=["continuous", "discrete"])
-def test_training_sequences_reproduce_what_the_policy_computed_while_acting(tmp_path, continuous):
+def test_training_sequences_reproduce_what_the_policy_computed_while_acting(tmp_path, continuous, placement):
     # the stored memory at each sequence's start, run through the sequence, gives exactly the
     # log-probabilities and values the policy acted with (ML-Agents' old bug: sequences from zeros)
     spec = _spec(continuous)
     torch.manual_seed(0)
-    ppo = PPO(spec, _settings(tmp_path), torch.device("cpu"), np.random.default_rng(0))
+    ppo = PPO(spec, _settings(tmp_path, extra=f"  lstm_placement: {placement}\n"), torch.device("cpu"),
+              np.random.default_rng(0))
+    assert ppo.policy.lstm_first == (placement == "before_layers")
     _, segments = _run(ppo, spec, 30, update=False)
     ppo.process_queued()
     data = {k: torch.as_tensor(v) for k, v in ppo.buffer.view().items()}
@@ -127,30 +130,32 @@ def test_padding_rows_count_for_nothing_in_the_loss():
         torch.testing.assert_close(a, b)
 
 
-ALGORITHMS = pytest.mark.parametrize("algorithm_class", [PPO, SAC], ids=["ppo", "sac"])
+# PPO with its LSTM after the layers (ML-Agents) and before them (lstm_placement: before_layers), SAC
+ALGORITHMS = pytest.mark.parametrize("variant", ["ppo", "ppo-lstm-first", "sac"])
 
 
-def _algorithm(algorithm_class, spec, tmp_path):
+def _algorithm(variant, spec, tmp_path):
     torch.manual_seed(0)
-    trainer = "ppo" if algorithm_class is PPO else "sac"
-    return algorithm_class(spec, _settings(tmp_path, trainer), torch.device("cpu"), np.random.default_rng(0))
+    trainer, algorithm_class = ("sac", SAC) if variant == "sac" else ("ppo", PPO)
+    extra = "  lstm_placement: before_layers\n" if variant == "ppo-lstm-first" else ""
+    return algorithm_class(spec, _settings(tmp_path, trainer, extra=extra), torch.device("cpu"), np.random.default_rng(0))
 
 
 @ALGORITHMS
 @pytest.mark.parametrize("shapes", [((3,),), ((2,), (20, 20, 3))], ids=["vector", "vector+image"])
-def test_updates_learn_and_checkpoints_restore_the_memory_networks(tmp_path, shapes, algorithm_class):
+def test_updates_learn_and_checkpoints_restore_the_memory_networks(tmp_path, shapes, variant):
     spec = _spec(True, shapes)
-    algorithm = _algorithm(algorithm_class, spec, tmp_path)
+    algorithm = _algorithm(variant, spec, tmp_path)
     before = {part: {k: v.clone() for k, v in weights.items() if isinstance(v, torch.Tensor)}
               for part, weights in algorithm.state_dict().items() if isinstance(weights, dict) and part != "optimizer"}
     _run(algorithm, spec, 60)
     assert algorithm.update_count >= 2
     state = algorithm.state_dict()
     lstm_weights = [(part, k) for part, weights in before.items() for k in weights if "lstm" in f"{part}.{k}"]
-    assert len(lstm_weights) >= (4 if algorithm_class is PPO else 8)  # SAC: the actor's, the critics' and targets'
+    assert len(lstm_weights) >= (8 if variant == "sac" else 4)  # SAC: the actor's, the critics' and targets'
     for part, name in lstm_weights:
         assert not torch.equal(before[part][name], state[part][name]), (part, name)
-    fresh = _algorithm(algorithm_class, spec, tmp_path)
+    fresh = _algorithm(variant, spec, tmp_path)
     fresh.load_state_dict(state)
     obs = _observations(spec, np.random.default_rng(2), 3)
     memory = np.random.default_rng(3).normal(size=(3, algorithm.memory_size))
@@ -162,13 +167,13 @@ def test_updates_learn_and_checkpoints_restore_the_memory_networks(tmp_path, sha
 
 @ALGORITHMS
 @pytest.mark.parametrize("continuous", [True, False], ids=["continuous", "discrete"])
-def test_the_exported_model_carries_its_memory_step_by_step_like_the_policy(tmp_path, continuous, algorithm_class):
+def test_the_exported_model_carries_its_memory_step_by_step_like_the_policy(tmp_path, continuous, variant):
     import onnxruntime as ort
 
     from palaestra.export import export_policy
 
     spec = _spec(continuous, ((3,), (20, 20, 3)))
-    ppo = _algorithm(algorithm_class, spec, tmp_path)
+    ppo = _algorithm(variant, spec, tmp_path)
     _run(ppo, spec, 30)
     export_policy(ppo.policy, tmp_path / "p.onnx")
     session = ort.InferenceSession(str(tmp_path / "p.onnx"))
@@ -204,7 +209,7 @@ def test_sac_sequences_reproduce_the_actor_while_acting_and_the_critics_memories
     # one agent's long episode over several segments (time_horizon 10) and sequences (4 rows):
     # each sequence's stored memories continue exactly where the previous rows left them
     spec = _spec(True)
-    sac = _algorithm(SAC, spec, tmp_path)
+    sac = _algorithm("sac", spec, tmp_path)
     collector = Collector(spec, sac.settings.time_horizon, len(sac.signals), memory_size=sac.memory_size)
     rng = np.random.default_rng(1)
     rows = [_observations(spec, rng, 1) for _ in range(27)]

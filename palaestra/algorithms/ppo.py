@@ -124,6 +124,7 @@ class PPO:
         self.policy = ActorCritic(
             spec, settings.hidden_units, settings.num_layers, settings.normalize, len(self.signals),
             settings.activation, settings.vis_encode_type, settings.memory_size if settings.use_recurrent else None,
+            lstm_first=settings.lstm_placement == "before_layers",
         ).to(device)
         self.memory_size = self.policy.memory_size  # per agent, kept by the collector (0: no memory)
         # recurrent: the update learns on sequences of this many rows (rollout/sequences.py)

@@ -1,7 +1,8 @@
 """The actor-critic network used by PPO: separate actor and critic MLPs (swish activations) over
 the concatenated (networks/encoders.py), optionally normalized vector observations, followed by
 the actor's and the critic's own encodings of image observations where there are any
-(networks/visual.py); a Gaussian head with a learned,
+(networks/visual.py); with ``use_recurrent``, an LSTM per network after its layers or before
+them (networks/recurrent.py); a Gaussian head with a learned,
 state-independent log standard deviation for continuous actions, a masked categorical head per
 discrete branch, and one value head per reward signal.
 
@@ -98,7 +99,7 @@ class PolicyOutput:
 class ActorCritic(nn.Module):
     def __init__(self, spec: BehaviorSpec, hidden_units: int, num_layers: int, normalize: bool,
                  num_value_heads: int, activation: str = DEFAULT_ACTIVATION, vis_encode_type: str = "simple",
-                 memory_size: int | None = None) -> None:
+                 memory_size: int | None = None, lstm_first: bool = False) -> None:
         super().__init__()
         self.spec = spec
         self.encoder = VectorEncoder(spec.observation_shapes)  # no parameters: not a submodule
@@ -107,11 +108,13 @@ class ActorCritic(nn.Module):
         # image observations: the actor's and the critic's own encoders (None without images)
         self.images = image_features(spec.observation_shapes, vis_encode_type, hidden_units, towers=2)
         features = self.obs_size + (self.images.size if self.images is not None else 0)
-        self.towers = TwinMLP(features, hidden_units, num_layers, activation)
-        # use_recurrent: an LSTM after each tower (networks/recurrent.py; None without memory)
-        self.lstm = TwinLSTM(hidden_units, memory_size) if memory_size else None
+        # use_recurrent: an LSTM per tower (networks/recurrent.py; None without memory), after the
+        # tower's layers (ML-Agents) or, with ``lstm_first``, before them (sb3-contrib's RecurrentPPO)
+        self.lstm_first = bool(memory_size) and lstm_first
+        self.towers = TwinMLP(memory_size // 2 if self.lstm_first else features, hidden_units, num_layers, activation)
+        self.lstm = TwinLSTM(features if self.lstm_first else hidden_units, memory_size) if memory_size else None
         self.memory_size = stored_memory_size(memory_size) if memory_size else 0  # per agent, stored
-        heads_in = self.lstm.units if self.lstm is not None else hidden_units
+        heads_in = self.lstm.units if self.lstm is not None and not self.lstm_first else hidden_units
         action = spec.action_spec
         self.branches = action.discrete_branches
         self.mu = head(heads_in, action.continuous_size, 0.01) if action.is_continuous else None
@@ -133,17 +136,23 @@ class ActorCritic(nn.Module):
     def hidden(self, observations: list[torch.Tensor], memory: torch.Tensor | None = None,
                sequence_length: int = 1) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The actor's and the critic's features for the heads, ``[2, B, units]``, and (recurrent)
-        the memory after each sequence. A recurrent policy reads the B rows as B / sequence_length
+        the memory after each sequence; the LSTM after the towers' layers, or before them with
+        ``lstm_first``. A recurrent policy reads the B rows as B / sequence_length
         sequences, each from its row of ``memory`` (zeros when None: new episodes)."""
-        h = self.towers(self.encode(observations))
+        x = self.encode(observations)
         if self.lstm is None:
-            return h, None
+            return self.towers(x), None
+        if self.lstm_first:
+            h = x if x.dim() == 3 else x.unsqueeze(0).expand(2, *x.shape)  # each tower's LSTM reads x
+        else:
+            h = self.towers(x)
         rows = h.shape[1]
         sequences = rows // sequence_length
         if memory is None:
             memory = h.new_zeros(sequences, self.memory_size)
         out, memory = self.lstm(h.reshape(2, sequences, sequence_length, h.shape[-1]), memory)
-        return out.reshape(2, rows, out.shape[-1]), memory
+        out = out.reshape(2, rows, out.shape[-1])
+        return (self.towers(out) if self.lstm_first else out), memory
 
     def distribution(self, h: torch.Tensor, allowed: torch.Tensor | None) -> ActionDistribution:
         """The action distribution given actor features ``h``."""
@@ -159,11 +168,18 @@ class ActorCritic(nn.Module):
                      ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
         """For ONNX export: (sampled continuous, deterministic continuous, unmasked logits, the
         actor's memory after this step). ``memory``: the actor's memory (recurrent only)."""
-        h = self.towers(self.encode(observations))[0]
+        x = self.encode(observations)
+        if x.dim() == 3:
+            x = x[0]  # the actor's image encodings
         new_memory = None
-        if self.lstm is not None:
-            out, new_memory = self.lstm.actor(h.unsqueeze(1), memory)
-            h = out[:, 0]
+        if self.lstm is not None and self.lstm_first:
+            out, new_memory = self.lstm.actor(x.unsqueeze(1), memory)
+            h = self.towers(out[:, 0])[0]
+        else:
+            h = self.towers(x)[0]
+            if self.lstm is not None:
+                out, new_memory = self.lstm.actor(h.unsqueeze(1), memory)
+                h = out[:, 0]
         sample = mean = logits = None
         if self.mu is not None:
             mean = self.mu(h)
