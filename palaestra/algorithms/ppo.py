@@ -283,6 +283,8 @@ class PPO:
         signal_epochs = s.reward_signal_num_epoch or s.num_epoch
         for epoch in range(s.num_epoch):
             order = sequence_order(n, L, self.rng)
+            if self._accelerated is None:  # one index tensor, not one conversion per column
+                order = torch.as_tensor(order, device=self.device)
             shuffled = {k: v[order] for k, v in data.items()}  # one gather per epoch; mini-batches are slices
             for i in range(n // batch_rows):
                 rows = slice(i * batch_rows, (i + 1) * batch_rows)
