@@ -2,8 +2,9 @@
 
 As in ML-Agents, the LSTM sits after the MLP body and before the heads, and the critics have
 memories of their own; PPO's ``lstm_placement: before_layers`` puts it before the body instead
-(sb3-contrib's RecurrentPPO: the LSTM reads the observations, the layers read its output). ``memory_size`` is one network's memory, its hidden and cell states side
-by side (``memory_size / 2`` units each); the actor's is what the exported model carries in
+(sb3-contrib's RecurrentPPO: the LSTM reads the observations, the layers read its output).
+``memory_size`` is one network's memory, its hidden and cell states side by side
+(``memory_size / 2`` units each); the actor's is what the exported model carries in
 ``recurrent_in`` and ``recurrent_out``.
 
 - PPO: the actor's and the critic's LSTMs (two towers); both run while acting, so an agent's
