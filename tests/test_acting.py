@@ -248,6 +248,34 @@ def test_a_hung_acting_worker_is_killed_and_restarted(tmp_path, monkeypatch):
         pool.close()
 
 
+def test_a_worker_that_failed_after_announcing_a_result_block_is_restarted(tmp_path, monkeypatch):
+    # Worker 1 sends rounds 0 and 1 (each in a new result block), runs ahead into round 2 and
+    # crashes, unlinking its blocks before the main process reads round 0: that round is lost
+    # with the worker, which is restarted from it (this was a FileNotFoundError that ended runs).
+    import time
+
+    from tests.test_workers import FAILING_MODULE
+
+    (tmp_path / "ahead_env.py").write_text(FAILING_MODULE.format(after=10, hang=False, once=True))
+    monkeypatch.chdir(tmp_path)
+    ppo, behavior = _ppo("Simple1DDiscrete")
+    pool, acting = _acting_pool("ahead_env:make", 2, 0, ppo, behavior, timeout=20)
+    try:
+        acting.start()
+        deadline = time.monotonic() + 20
+        while not (tmp_path / "failed").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # let the failed worker's cleanup finish
+        for _ in range(3):
+            results, env_steps = acting.take_round()
+            acting.publish()
+            assert env_steps > 0 and len(results) == 2
+        assert len(pool.workers[1].restarts) == 1
+    finally:
+        acting.close()
+        pool.close()
+
+
 ONE_AGENT = """
     1D:
       trainer: {trainer}

@@ -329,7 +329,12 @@ class ActingWorkers:
         key = ("round", q % self.slots)
         if announced is not None:  # a new (larger) result block for this slot
             name, size = announced
-            self.pool.map_block(i, key, _result_layout(size), name)
+            try:
+                self.pool.map_block(i, key, _result_layout(size), name)
+            except FileNotFoundError:
+                # the worker ran ahead, failed and unlinked its blocks before this round was read:
+                # the round is lost with it, so it is restarted from this round
+                raise WorkerFailed(f"it failed after sending round {q}, whose result block is gone") from None
         return steps, unpack_arrays(self.pool.workers[i].blocks[key], header), stats
 
     def _restart(self, i: int, what: str, q: int) -> None:
