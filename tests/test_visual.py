@@ -84,6 +84,32 @@ def test_updates_train_the_image_encoders(tmp_path, algorithm_class, continuous)
                                trained.act(obs, mask, deterministic=True).log_prob, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("recurrent", [False, True], ids=["feed-forward", "recurrent"])
+@pytest.mark.parametrize("continuous", [True, False], ids=["continuous", "discrete"])
+def test_sac_s_actor_reads_the_first_critic_s_encoder_without_its_own_gradient(tmp_path, continuous, recurrent):
+    # SAC-AE's rule (algorithms/sac.py): the encoders learn from the critics' loss only; the
+    # actor's copy is the first critic's after every gradient step. Its own gradient stays zero.
+    extra = "  use_recurrent: true\n  memory_size: 16\n  sequence_length: 4\n" if recurrent else ""
+    spec = _spec(continuous)
+    torch.manual_seed(0)
+    sac = SAC(spec, _settings(tmp_path, "sac", extra_lines=extra), torch.device("cpu"), np.random.default_rng(0))
+    initial = {k: v.clone() for k, v in sac.policy.images.state_dict().items()}
+    assert all(torch.equal(v, sac.critic_images.towers[0].state_dict()[k.removeprefix("towers.0.")])
+               for k, v in initial.items())
+    _run(sac, spec, 40)
+    assert sac.update_count > 0
+    actor = sac.policy.images.state_dict()
+    for name, value in sac.critic_images.towers[0].state_dict().items():
+        assert torch.equal(actor[f"towers.0.{name}"], value), name
+    assert not torch.equal(actor["towers.0.0.1.weight"], initial["towers.0.0.1.weight"])  # trained, by the critics
+    # the second critic keeps an encoder of its own
+    assert not torch.equal(sac.critic_images.towers[1][0][1].weight, sac.critic_images.towers[0][0][1].weight)
+    sac.flat.zero_grad()
+    sac._autograd_gradients(sac._prepare(sac._sample()))
+    assert all(float(p.grad.abs().max()) == 0.0 for p in sac.policy.images.parameters())
+    assert any(float(p.grad.abs().max()) > 0.0 for p in sac.critic_images.towers[0].parameters())
+
+
 def test_images_only_behaviors_have_no_normalizer_and_train(tmp_path):
     algorithm = _trained(PPO, _spec(False, shapes=(IMAGE, IMAGE)), _settings(tmp_path, "ppo"))
     assert algorithm.policy.normalizer is None and algorithm.policy.images.size == 2 * 16

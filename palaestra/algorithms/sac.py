@@ -173,9 +173,16 @@ class SAC:
         self.branches = list(action.discrete_branches)
         self.offsets = np.cumsum([0] + self.branches[:-1]).tolist()
         # The critics read the actor's normalized vector features and, where there are images,
-        # their own encodings of them (one encoder per critic; None without images).
+        # their own encodings of them (one encoder per critic; None without images). The actor
+        # reads the first critic's encoding with its gradient stopped (Yarats et al. 2019, SAC-AE:
+        # the actor's loss, free to scale its logits through the encoder, blew a resnet encoder's
+        # features up to thousands within 100 gradient steps and left the policy saturated on the
+        # wrong action; docs/algorithms.md). Its own encoder is a copy, refreshed after each step,
+        # which acting and the exported model use.
         self.critic_images = image_features(spec.observation_shapes, settings.vis_encode_type,
                                             settings.hidden_units, towers=2)
+        if self.critic_images is not None:
+            self.critic_images.towers[0].load_state_dict(self.policy.images.towers[0].state_dict())
         observation_features = self.policy.obs_size + (self.critic_images.size if self.critic_images is not None else 0)
         # recurrent: each critic's own LSTM over those features, its memory recorded as experience
         # arrives (collect); the Q layers read its output and the action
@@ -207,6 +214,7 @@ class SAC:
         critic_params = [p for module in critic_modules for p in module.parameters()]
         self.flat = FlatParameters([*actor_params, *critic_params, self.log_alpha])
         self.critic_span = self.flat.span(len(actor_params), len(critic_params))
+        self._shared_images = self._encoder_spans(actor_params, critic_params)
         self.target_flat = FlatParameters([p for module in target_modules for p in module.parameters()],
                                           with_grad=False)
         # acting: a plain MLP on the CPU in numpy over the same (flattened) memory
@@ -377,7 +385,22 @@ class SAC:
             lean_adam_step(self.optimizer)
         # Polyak averaging of the target critics: target <- (1 - tau) target + tau critic
         self.target_flat.data.lerp_(self.flat.data[self.critic_span], self.settings.tau)
+        if self._shared_images is not None:  # the actor's encoder: the first critic's, as trained
+            actor_span, critic_span = self._shared_images
+            self.flat.data[actor_span] = self.flat.data[critic_span]
         return stats
+
+    def _encoder_spans(self, actor_params: list[nn.Parameter], critic_params: list[nn.Parameter]
+                       ) -> tuple[slice, slice] | None:
+        """The flat buffer's ranges of the actor's image encoders and of the first critic's
+        (the same layers in the same order), or None without images."""
+        if self.critic_images is None:
+            return None
+        own = list(self.policy.images.parameters())
+        first = list(self.critic_images.towers[0].parameters())
+        actor_at = next(i for i, p in enumerate(actor_params) if p is own[0])
+        critic_at = len(actor_params) + next(i for i, p in enumerate(critic_params) if p is first[0])
+        return self.flat.span(actor_at, len(own)), self.flat.span(critic_at, len(first))
 
     def _prepare(self, batch: dict[str, np.ndarray]) -> SACBatch:
         rewards = np.stack([signal.rewards_for_batch(batch) for signal in self.signals], 1).astype(np.float32)
@@ -463,8 +486,12 @@ class SAC:
             # the actor at s' and the target critics only feed the (constant) target
             h_next = self.policy.body(self.policy.features(x_next, t.next_obs))
             target_next = x_next if self.target_images is None else self.target_images(x_next, t.next_obs)
-        h = self.policy.body(self.policy.features(x, t.obs))
-        critic_in = x if self.critic_images is None else self.critic_images(x, t.obs)
+        if self.critic_images is None:
+            critic_in = x
+            h = self.policy.body(x)
+        else:
+            critic_in = self.critic_images(x, t.obs)
+            h = self.policy.body(critic_in[0].detach())  # the first critic's view, no actor gradient
         return h, h_next, critic_in, target_next, t
 
     def _sequence_features(self, t: SimpleNamespace) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
@@ -492,10 +519,11 @@ class SAC:
             target_in = extended(self._critic_features(x, t.obs, self.target_images),
                                  self._critic_features(x_next, t.next_obs, self.target_images))
             target_next = self.target_lstm(target_in, t.critic_memory[::L])[0][:, :, 1:]  # [2, N, L, u]
-        body = self.policy.body(self.policy.features(x, t.obs))
+        critic_in = self._critic_features(x, t.obs, self.critic_images)
+        # with images, the first critic's view without the actor's gradient (as _row_features)
+        body = self.policy.body(x if self.critic_images is None else critic_in[0].detach())
         actor, _ = self.policy.lstm(extended(body[None], body_next[None]), t.memory[::L])  # [1, N, L + 1, u]
-        critic, _ = self.critic_lstm(self._critic_features(x, t.obs, self.critic_images).reshape(2, N, L, -1),
-                                     t.critic_memory[::L])
+        critic, _ = self.critic_lstm(critic_in.reshape(2, N, L, -1), t.critic_memory[::L])
         real = t.valid > 0
         rows = SimpleNamespace(**vars(t))
         for name in ("rewards", "not_done", "continuous", "discrete", "allowed", "next_allowed"):

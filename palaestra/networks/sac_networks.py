@@ -1,7 +1,8 @@
 """SAC's networks: a squashed-Gaussian / categorical actor and twin Q critics.
 
 - ``SquashedActor``: an MLP (swish) over the concatenated (networks/encoders.py), normalized
-  vector observations and its own encoding of image observations (networks/visual.py). Continuous actions
+  vector observations and its encoding of image observations (networks/visual.py; in training
+  a copy of the first critic's encoder, algorithms/sac.py). Continuous actions
   are ``tanh(u)``, ``u ~ N(mean(s), std(s))`` with a state-dependent log-std clamped to
   [-20, 2] (Haarnoja et al. 2018, appendix C); discrete actions are one masked categorical per
   branch. The observation normalizer lives here, so checkpoints and the ONNX model carry it.
