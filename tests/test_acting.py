@@ -229,13 +229,22 @@ def test_a_killed_acting_worker_is_restarted_from_the_round_it_owes():
         pool.close()
 
 
-def test_a_hung_acting_worker_is_killed_and_restarted(tmp_path, monkeypatch):
+def _failing_acting_pool(tmp_path, monkeypatch, after: int, hang: bool, timeout: float):
+    """Two acting workers on Simple1D whose worker 1 fails once after ``after`` steps
+    (tests/test_workers.py: FAILING_MODULE), in ``tmp_path``."""
+    import sys
+
     from tests.test_workers import FAILING_MODULE
 
-    (tmp_path / "hanging_env.py").write_text(FAILING_MODULE.format(after=20, hang=True, once=True))
+    (tmp_path / "failing_env.py").write_text(FAILING_MODULE.format(after=after, hang=hang, once=True))
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delitem(sys.modules, "failing_env", raising=False)  # another test's copy, if one was imported
     ppo, behavior = _ppo("Simple1DDiscrete")
-    pool, acting = _acting_pool("hanging_env:make", 2, 0, ppo, behavior, timeout=2)
+    return _acting_pool("failing_env:make", 2, 0, ppo, behavior, timeout=timeout)
+
+
+def test_a_hung_acting_worker_is_killed_and_restarted(tmp_path, monkeypatch):
+    pool, acting = _failing_acting_pool(tmp_path, monkeypatch, after=20, hang=True, timeout=2)
     try:
         acting.start()
         steps = 0
@@ -254,12 +263,7 @@ def test_a_worker_that_failed_after_announcing_a_result_block_is_restarted(tmp_p
     # with the worker, which is restarted from it (this was a FileNotFoundError that ended runs).
     import time
 
-    from tests.test_workers import FAILING_MODULE
-
-    (tmp_path / "ahead_env.py").write_text(FAILING_MODULE.format(after=10, hang=False, once=True))
-    monkeypatch.chdir(tmp_path)
-    ppo, behavior = _ppo("Simple1DDiscrete")
-    pool, acting = _acting_pool("ahead_env:make", 2, 0, ppo, behavior, timeout=20)
+    pool, acting = _failing_acting_pool(tmp_path, monkeypatch, after=10, hang=False, timeout=20)
     try:
         acting.start()
         deadline = time.monotonic() + 20
