@@ -22,6 +22,8 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from palaestra.networks.torch_private import lstm_step
+
 
 def stored_memory_size(memory_size: int, towers: int = 2) -> int:
     """An agent's stored memory: each tower's."""
@@ -50,6 +52,12 @@ class TwinLSTM(nn.Module):
         ``[towers, N, L, memory_size / 2]`` and the memory after each sequence's last row."""
         outputs, memories = [], []
         for tower, cell in enumerate(self.cells):
+            if features.shape[2] == 1:  # acting: one step, through the cell's kernel (3x faster)
+                start = memory[:, tower * self.memory_size:(tower + 1) * self.memory_size]
+                h, c = lstm_step(cell, features[tower, :, 0], start[:, :self.units], start[:, self.units:])
+                outputs.append(h.unsqueeze(1))
+                memories += [h, c]
+                continue
             out, (h, c) = cell(features[tower], self._state(memory, tower))
             outputs.append(out)
             memories += [h[0], c[0]]
