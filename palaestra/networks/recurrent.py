@@ -42,9 +42,15 @@ class TwinLSTM(nn.Module):
         self.units = memory_size // 2
         self.cells = nn.ModuleList(nn.LSTM(inputs, self.units, batch_first=True) for _ in range(towers))
 
-    def _state(self, memory: torch.Tensor, tower: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _hidden_and_cell(self, memory: torch.Tensor, tower: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """A tower's hidden and cell states ``[N, units]`` from memory rows."""
         start = memory[:, tower * self.memory_size:(tower + 1) * self.memory_size]
-        return start[:, :self.units].unsqueeze(0).contiguous(), start[:, self.units:].unsqueeze(0).contiguous()
+        return start[:, :self.units], start[:, self.units:]
+
+    def _state(self, memory: torch.Tensor, tower: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The same as ``nn.LSTM`` takes them: ``[1, N, units]`` each."""
+        h, c = self._hidden_and_cell(memory, tower)
+        return h.unsqueeze(0).contiguous(), c.unsqueeze(0).contiguous()
 
     def forward(self, features: torch.Tensor, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``features`` ``[towers, N, L, inputs]`` over N sequences of L rows; ``memory``
@@ -53,8 +59,7 @@ class TwinLSTM(nn.Module):
         outputs, memories = [], []
         for tower, cell in enumerate(self.cells):
             if features.shape[2] == 1:  # acting: one step, through the cell's kernel (3x faster)
-                start = memory[:, tower * self.memory_size:(tower + 1) * self.memory_size]
-                h, c = lstm_step(cell, features[tower, :, 0], start[:, :self.units], start[:, self.units:])
+                h, c = lstm_step(cell, features[tower, :, 0], *self._hidden_and_cell(memory, tower))
                 outputs.append(h.unsqueeze(1))
                 memories += [h, c]
                 continue

@@ -9,7 +9,7 @@
   (``torch.lstm_cell``, undocumented), about three times faster than the LSTM's own call for a
   sequence of one row: recurrent policies act one step at a time (networks/recurrent.py).
 
-A torch upgrade may move or change either; ``tests/test_torch_private.py`` checks both against
+A torch upgrade may move or change any of them; ``tests/test_torch_private.py`` checks each against
 the public API, so that such an upgrade fails there, loudly, rather than somewhere in training.
 """
 
