@@ -3,7 +3,7 @@ run BigWallJump's exported model deterministically on the hardest wall (8, the e
 default) and print the share of episodes that reach the goal and the mean return.
 
 Usage: python bench/curriculum_walljump.py [--seeds 4] [--first-seed 0] [--steps 150000]
-       [--curriculum config/curricula/wall_jump.yaml]
+       [--curriculum config/curricula/wall_jump.yaml] [--only curriculum|plain]
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=150_000, help="max_steps of each behavior")
     parser.add_argument("--curriculum", default=str(REPO / "config/curricula/wall_jump.yaml"))
     parser.add_argument("--episodes", type=int, default=64)
+    parser.add_argument("--only", choices=["curriculum", "plain"], help="train one way only")
     args = parser.parse_args()
     import torch
 
@@ -37,6 +38,8 @@ def main() -> None:
     results: dict[str, list[float]] = {"curriculum": [], "hardest wall from the start": []}
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         for mode in results:
+            if args.only and (mode == "curriculum") != (args.only == "curriculum"):
+                continue
             flags = [f"--curriculum={args.curriculum}"] if mode == "curriculum" else []
             run = run_palaestra(config, "WallJump", *flags, seed=seed)
             returns = evaluate_onnx(make_env("WallJump", seed=100 + seed, num_areas=2),

@@ -3,12 +3,16 @@ models deterministically for the same parameter draws from the sampler's ranges,
 model's mean return per draw and overall.
 
 Usage: python bench/randomize_3dball.py [--seeds 1] [--first-seed 0] [--draws 20]
-       [--sampler config/samplers/3dball_randomize.yaml]
+       [--sampler config/samplers/3dball_randomize.yaml] [--corners]
+
+--corners runs the models at every corner of the sampled box (each parameter at its uniform
+sampler's min_value or max_value) instead of random draws: the extremes of the range.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +28,7 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=20)
     parser.add_argument("--episodes", type=int, default=24)
     parser.add_argument("--sampler", default=str(REPO / "config/samplers/3dball_randomize.yaml"))
+    parser.add_argument("--corners", action="store_true", help="evaluate at the corners of the sampled box")
     args = parser.parse_args()
     import torch
 
@@ -35,6 +40,9 @@ def main() -> None:
     sampler = load_sampler(args.sampler)
     rng = np.random.default_rng(12345)
     draws = [sampler.sample(rng) for _ in range(args.draws)]
+    if args.corners:  # every parameter at one end of its uniform range
+        ends = {name: (s.min_value, s.max_value) for name, s in sampler.samplers.items()}
+        draws = [dict(zip(ends, corner)) for corner in itertools.product(*ends.values())]
     config = (REPO / "config/trainer_config.yaml").read_text()
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         for mode, flags in (("randomized", [f"--sampler={args.sampler}"]), ("plain", [])):
