@@ -4,6 +4,7 @@ default) and print the share of episodes that reach the goal and the mean return
 
 Usage: python bench/curriculum_walljump.py [--seeds 4] [--first-seed 0] [--steps 150000]
        [--curriculum config/curricula/wall_jump.yaml] [--only curriculum|plain]
+       [--config config/trainer_config.yaml] [--curiosity]
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import yaml
 from common import run_palaestra
 
 REPO = Path(__file__).resolve().parent.parent
@@ -26,6 +28,11 @@ def main() -> None:
     parser.add_argument("--curriculum", default=str(REPO / "config/curricula/wall_jump.yaml"))
     parser.add_argument("--episodes", type=int, default=64)
     parser.add_argument("--only", choices=["curriculum", "plain"], help="train one way only")
+    parser.add_argument("--config", default=str(REPO / "config/trainer_config.yaml"),
+                        help="trainer config with the SmallWallJump and BigWallJump sections")
+    parser.add_argument("--curiosity", action="store_true",
+                        help="add the curiosity reward signal to both sections (ML-Agents' Pyramids settings: "
+                             "strength 0.02, gamma 0.99, encoding 256)")
     args = parser.parse_args()
     import torch
 
@@ -33,8 +40,15 @@ def main() -> None:
     from palaestra.envs.sources import make_env
     from palaestra.evaluation import evaluate_onnx
 
-    config = (REPO / "config/trainer_config.yaml").read_text()
+    config = Path(args.config).read_text()
     config = re.sub(r"(SmallWallJump|BigWallJump):\n    max_steps: [^\n]+", rf"\1:\n    max_steps: {args.steps}", config)
+    assert config.count(f"max_steps: {args.steps}") == 2, "the sections' max_steps were not found"
+    if args.curiosity:
+        sections = yaml.safe_load(config)
+        for behavior in ("SmallWallJump", "BigWallJump"):
+            signals = sections[behavior].setdefault("reward_signals", {"extrinsic": {"strength": 1.0, "gamma": 0.99}})
+            signals["curiosity"] = {"strength": 0.02, "gamma": 0.99, "encoding_size": 256}
+        config = yaml.safe_dump(sections, sort_keys=False)
     results: dict[str, list[float]] = {"curriculum": [], "hardest wall from the start": []}
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         for mode in results:

@@ -1,7 +1,8 @@
 """Pyramids, the sparse-reward environment: PPO with GAIL and behavioral cloning of the heuristic's
 demonstrations reaches the pyramid in most episodes within 100k steps. (Curiosity has no test
 here: in the seed sweep of docs/benchmarks.md it did not reach the pyramid reliably within a
-CI-sized budget, so no seed could be pinned honestly.)"""
+CI-sized budget, so no seed could be pinned honestly. Its sparse-task test is WallJump's 8-high
+wall without a curriculum, tests/test_walljump.py.)"""
 
 from __future__ import annotations
 
