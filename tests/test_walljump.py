@@ -8,7 +8,7 @@ import pytest
 
 from palaestra.curriculum import EnvironmentParameters, load_curricula
 from palaestra.envs.base import ActionTuple
-from palaestra.envs.builtin.walljump import BIG, FORWARD, GOAL, SMALL, STAY, WALL, WallJump
+from palaestra.envs.builtin.walljump import BACK, BIG, FORWARD, GOAL, SMALL, STAY, WALL, WallJump
 from tests.conftest import REPO, SHIPPED_CONFIG
 
 
@@ -61,7 +61,7 @@ def test_a_wall_takes_a_forward_jump_per_half_unit_of_height_in_a_row(height, ju
     assert (env.agent == WALL + 1).all() and (env.climbed == 0).all()
 
 
-def test_anything_but_a_forward_jump_drops_the_climber_back():
+def test_anything_but_a_forward_jump_drops_the_climber_and_the_wall_stops_walking_both_ways():
     env = WallJump(seed=0)
     env.reset()
     env.agent[:], env.height[:], env.climbed[:] = WALL - 1, 8.0, 5.0
@@ -70,6 +70,10 @@ def test_anything_but_a_forward_jump_drops_the_climber_back():
     env.climbed[:] = 5.0
     env._advance(ActionTuple(discrete=np.tile([FORWARD, 0], (env.n, 1))))  # walks into the wall
     assert (env.climbed == 0).all() and (env.agent == WALL - 1).all()
+    env.agent[:] = WALL + 1  # over the wall: back does not lead into it
+    env._advance(ActionTuple(discrete=np.tile([BACK, 0], (env.n, 1))))
+    assert (env.agent == WALL + 1).all()
+    env.agent[:] = WALL - 1
     env.height[:] = 0.0  # no wall: forward walks through its cell, to the goal
     for _ in range(GOAL - WALL + 1):
         reward, done = env._advance(ActionTuple(discrete=np.tile([FORWARD, 0], (env.n, 1))))

@@ -96,12 +96,13 @@ class WallJump(BuiltinVectorEnv):
         move, jump = actions.discrete[:, 0], actions.discrete[:, 1].astype(bool)
         at_wall = self._at_wall()
         # against the wall, a forward jump either clears it (from the height climbed so far) or
-        # climbs one more unit; anything else there drops the agent back to the ground
+        # climbs a little higher; anything else there drops the agent back to the ground
         leap = at_wall & (move == FORWARD) & jump
         over = leap & (self.climbed + JUMP >= self.height)
         self.climbed = np.where(leap & ~over, self.climbed + CLIMB, 0.0)
         walk = (move == FORWARD) & ~at_wall
-        back = (move == BACK) & (self.agent > 0)
+        # back one cell, but not into the wall from the far side
+        back = (move == BACK) & (self.agent > 0) & ~((self.agent == WALL + 1) & (self.height > 0))
         self.agent = np.where(over, WALL + 1, self.agent)
         self.agent = np.where(walk, np.minimum(self.agent + 1, CELLS - 1), self.agent)
         self.agent = np.where(back, self.agent - 1, self.agent)
