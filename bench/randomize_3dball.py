@@ -41,6 +41,8 @@ def main() -> None:
     rng = np.random.default_rng(12345)
     draws = [sampler.sample(rng) for _ in range(args.draws)]
     if args.corners:  # every parameter at one end of its uniform range
+        if not all(hasattr(s, "min_value") for s in sampler.samplers.values()):
+            parser.error(f"--corners needs uniform samplers only; {args.sampler} has others")
         ends = {name: (s.min_value, s.max_value) for name, s in sampler.samplers.items()}
         draws = [dict(zip(ends, corner)) for corner in itertools.product(*ends.values())]
     config = (REPO / "config/trainer_config.yaml").read_text()
