@@ -13,6 +13,9 @@ from palaestra.algorithms.ppo import PPO, ppo_loss
 from palaestra.algorithms.sac import SAC
 from palaestra.capabilities import settings_problems
 from palaestra.envs.base import ActionSpec, BehaviorSpec, DecisionSteps, TerminalSteps
+from palaestra.networks.accelerator import weight_layout
+from palaestra.networks.numpy_network import MLPNetwork
+from palaestra.networks.torch_acting import TorchActor
 from palaestra.rollout.buffers import observations
 from palaestra.rollout.collector import Collector
 from palaestra.rollout.sequences import into_sequences, sequence_order, sequence_positions
@@ -139,6 +142,43 @@ def _algorithm(variant, spec, tmp_path):
     trainer, algorithm_class = ("sac", SAC) if variant == "sac" else ("ppo", PPO)
     extra = "  lstm_placement: before_layers\n" if variant == "ppo-lstm-first" else ""
     return algorithm_class(spec, _settings(tmp_path, trainer, extra=extra), torch.device("cpu"), np.random.default_rng(0))
+
+
+ACTIONS = {"continuous": ActionSpec(continuous_size=2), "discrete": ActionSpec(discrete_branches=(3, 2)),
+           "hybrid": ActionSpec(continuous_size=2, discrete_branches=(3,))}
+
+
+# SAC takes continuous or discrete actions, not both
+@pytest.mark.parametrize("variant,kind", [(v, k) for v in ("ppo", "ppo-lstm-first", "sac") for k in ACTIONS
+                                          if (v, k) != ("sac", "hybrid")])
+def test_recurrent_policies_act_in_numpy_as_their_torch_module_does(tmp_path, kind, variant):
+    """On the CPU a recurrent MLP acts through the accelerator's numpy network (one LSTM step per
+    tower: networks/numpy_layers.py's LSTMStep); step after step it computes what the torch
+    module computes. Acting workers act with the module itself (accelerator.weight_layout)."""
+    spec = BehaviorSpec(((3,), (2,)), ACTIONS[kind])
+    algorithm = _algorithm(variant, spec, tmp_path)
+    _run(algorithm, spec, 40)  # trained weights
+    assert algorithm.update_count >= 1
+    assert isinstance(algorithm._actor, MLPNetwork)
+    assert weight_layout(algorithm.policy).network is None
+    reference = TorchActor(algorithm.policy)
+    rng = np.random.default_rng(4)
+    memory = rng.normal(size=(5, algorithm.memory_size)).astype(np.float32)
+    for _ in range(4):
+        obs = _observations(spec, rng, 5)
+        allowed = None if kind == "continuous" else rng.random((5, sum(spec.action_spec.discrete_branches))) > 0.3
+        if allowed is not None:
+            allowed[:, 0] = True  # an action left in every branch
+            allowed[:, 3 if kind == "discrete" else 0] = True
+        expected = reference.act(obs, allowed, True, memory)
+        got = algorithm.act(obs, allowed, True, memory)
+        np.testing.assert_allclose(got.continuous, expected.continuous, rtol=1e-4, atol=1e-5)
+        np.testing.assert_array_equal(got.discrete, expected.discrete)
+        for field in ("log_prob", "entropy", "values", "memory"):
+            np.testing.assert_allclose(getattr(got, field), getattr(expected, field), rtol=1e-4, atol=1e-5,
+                                       err_msg=field)
+        np.testing.assert_allclose(algorithm.value(obs, memory), reference.value(obs, memory), rtol=1e-4, atol=1e-5)
+        memory = expected.memory
 
 
 @ALGORITHMS

@@ -32,7 +32,7 @@ from palaestra.algorithms.training_state import load_training_state, training_st
 from palaestra.algorithms.schedules import linear_decay, scheduled_learning_rate
 from palaestra.rollout.transitions import following_rows, terminal_rows
 from palaestra.envs.base import BehaviorSpec
-from palaestra.networks.accelerator import accelerable, accelerate, policy_arrays
+from palaestra.networks.accelerator import accelerable, accelerate, acting_network, policy_arrays
 from palaestra.networks.numpy_adam import NumpyAdam
 from palaestra.networks.optim import make_adam
 from palaestra.networks.policy import ActorCritic
@@ -136,8 +136,9 @@ class PPO:
         # flattens the parameters first, so that the accelerator views the flat buffers.
         self._numpy_adam = NumpyAdam(list(self.policy.parameters()), self.optimizer) if accelerable(self.policy) else None
         self._accelerated = accelerate(self.policy, self.rng)
-        # acting: the accelerator's numpy network, or the module itself (networks/torch_acting.py)
-        self._actor = self._accelerated if self._accelerated is not None else TorchActor(self.policy)
+        # acting: the accelerator's numpy network (a recurrent one acts in numpy too), or the module
+        # itself (networks/torch_acting.py)
+        self._actor = self._accelerated or acting_network(self.policy, self.rng) or TorchActor(self.policy)
         self.buffer = RolloutBuffer()
         # Finished segments wait here until the buffer is due for an update, then go through
         # process() together: one GAE pass per update rather than one per finished episode.

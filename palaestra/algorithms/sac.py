@@ -39,7 +39,7 @@ from palaestra.algorithms.schedules import scheduled_learning_rate
 from palaestra.rollout.sequences import into_sequences, real_rows, sequence_positions, sequence_segments
 from palaestra.rollout.transitions import following_rows, terminal_rows
 from palaestra.envs.base import BehaviorSpec
-from palaestra.networks.accelerator import accelerate, plain_mlp, twin_layers
+from palaestra.networks.accelerator import accelerate, acting_network, plain_mlp, twin_layers
 from palaestra.networks.constants import LOG_STD_MAX, LOG_STD_MIN, MASKED_LOGIT, WIDE_NETWORK_UNITS
 from palaestra.networks.flat_params import FlatParameters
 from palaestra.networks.numpy_adam import NumpyAdam
@@ -220,7 +220,7 @@ class SAC:
         # acting: a plain MLP on the CPU in numpy over the same (flattened) memory
         # (networks/accelerator.py), any other network with the module itself (networks/torch_acting.py)
         self._network = accelerate(self.policy, self.rng)
-        self._actor = self._network or TorchActor(self.policy)
+        self._actor = self._network or acting_network(self.policy, self.rng) or TorchActor(self.policy)
         target_entropy = ([-float(action.continuous_size)] if self.continuous else
                           [DISCRETE_TARGET_ENTROPY_SCALE * math.log(b) for b in self.branches])
         self.target_entropy = torch.tensor(target_entropy, device=device)

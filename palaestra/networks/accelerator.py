@@ -26,6 +26,7 @@ from palaestra.networks.normalizer import Normalizer
 from palaestra.networks.numpy_layers import Dense, Kernels, Stack, Twin, swish, swish_grad
 from palaestra.networks.numpy_network import MLPNetwork, NetworkSpec, WeightLayout
 from palaestra.networks.policy import ActorCritic, TwinMLP
+from palaestra.networks.recurrent import TwinLSTM
 from palaestra.networks.sac_networks import SquashedActor
 from palaestra.networks.torch_private import silu_backward
 
@@ -34,6 +35,9 @@ from palaestra.networks.torch_private import silu_backward
 TORCH_KERNELS_FROM = 4096
 # The layer kinds the numpy layers implement
 KNOWN_LAYERS = (nn.Linear, nn.Sequential, nn.SiLU, nn.Tanh, nn.ReLU, nn.ParameterList, Normalizer, TwinMLP)
+# What acting adds for recurrent policies: one-step LSTM cells (numpy_layers.LSTMStep); training
+# them stays with torch and autograd
+ACTING_LAYERS = (TwinLSTM, nn.ModuleList, nn.LSTM)
 ACTIVATION_OF = {nn.SiLU: "swish", nn.Tanh: "tanh", nn.ReLU: "relu"}
 
 
@@ -55,15 +59,23 @@ def _swish_grad(grad_h, z, s):
 CPU_KERNELS = Kernels(_swish, _swish_grad)
 
 
-def plain_mlp(module: nn.Module) -> bool:
+def plain_mlp(module: nn.Module, acting: bool = False) -> bool:
     """Whether ``module`` is one of the networks below (exactly: a subclass may compute
-    otherwise), over vector observations, made only of layer kinds the numpy layers implement."""
+    otherwise), over vector observations, made only of layer kinds the numpy layers implement;
+    ``acting``: for acting only, where an LSTM of one plain layer counts too."""
     if type(module) not in _DESCRIBE and type(module) is not TwinMLP:
         return False
     spec = getattr(module, "spec", None)
     if spec is not None and any(len(shape) != 1 for shape in spec.observation_shapes):
         return False
-    return all(type(m) in KNOWN_LAYERS for m in module.modules() if m is not module)
+    known = KNOWN_LAYERS + ACTING_LAYERS if acting else KNOWN_LAYERS
+    return (all(type(m) in known for m in module.modules() if m is not module)
+            and all(_plain_lstm(m) for m in module.modules() if isinstance(m, nn.LSTM)))
+
+
+def _plain_lstm(m: nn.LSTM) -> bool:
+    """One layer, one direction, with biases and no projection: what ``LSTMStep`` computes."""
+    return m.num_layers == 1 and m.bias and not m.bidirectional and m.proj_size == 0
 
 
 def on_cpu(module: nn.Module) -> bool:
@@ -105,6 +117,12 @@ class _Describer:
     def twin(self, m: TwinMLP) -> tuple:
         return tuple((True, self.add(w), self.add(b), a) for w, b, a in zip(m.weights, m.biases, m.activations))
 
+    def lstm(self, m: TwinLSTM | None) -> tuple:
+        if m is None:
+            return ()
+        return tuple((self.add(c.weight_ih_l0), self.add(c.weight_hh_l0), self.add(c.bias_ih_l0),
+                      self.add(c.bias_hh_l0)) for c in m.cells)
+
 
 def _actor_critic(m: ActorCritic, d: _Describer) -> NetworkSpec:
     return NetworkSpec(
@@ -116,22 +134,25 @@ def _actor_critic(m: ActorCritic, d: _Describer) -> NetworkSpec:
         branches=tuple(m.branches),
         values=d.linear(m.values),
         signals=m.values.out_features,
+        lstm=d.lstm(m.lstm),
+        lstm_first=m.lstm_first,
     )
 
 
 def _squashed_actor(m: SquashedActor, d: _Describer) -> NetworkSpec:
     return NetworkSpec(normalizer=d.normalizer(m.normalizer), trunk=d.sequential(m.body), gaussian=None,
                        squashed=d.linear(m.gaussian), logits=d.linear(m.logits), branches=tuple(m.branches),
-                       values=None, signals=m.signals)
+                       values=None, signals=m.signals, lstm=d.lstm(m.lstm))
 
 
 _DESCRIBE = {ActorCritic: _actor_critic, SquashedActor: _squashed_actor}
 
 
-def describe(module: nn.Module) -> tuple[NetworkSpec, list[torch.Tensor]] | None:
+def describe(module: nn.Module, acting: bool = False) -> tuple[NetworkSpec, list[torch.Tensor]] | None:
     """The policy network's spec and the tensors it refers to, or None if it is not a plain MLP
-    (whatever its device: acting workers act on the CPU with copies)."""
-    if type(module) not in _DESCRIBE or not plain_mlp(module):
+    (``acting``: or a plain MLP with LSTMs; whatever its device: acting workers act on the CPU
+    with copies)."""
+    if type(module) not in _DESCRIBE or not plain_mlp(module, acting):
         return None
     d = _Describer()
     spec = _DESCRIBE[type(module)](module, d)
@@ -159,6 +180,17 @@ def accelerate(module: nn.Module, rng: np.random.Generator | None = None) -> MLP
         return None
     spec, tensors = described
     return MLPNetwork(spec, [_view(t) for t in tensors], rng, [_view(_grad(t)) for t in tensors], CPU_KERNELS)
+
+
+def acting_network(module: nn.Module, rng: np.random.Generator) -> MLPNetwork | None:
+    """The policy network over numpy views of ``module``'s parameters, for acting only (plain
+    MLPs and recurrent ones; one step of a small LSTM is mostly torch's dispatching), or None:
+    the module acts itself (networks/torch_acting.py)."""
+    described = describe(module, acting=True) if on_cpu(module) else None
+    if described is None:
+        return None
+    spec, tensors = described
+    return MLPNetwork(spec, [_view(t) for t in tensors], rng)
 
 
 def twin_layers(m: TwinMLP) -> Stack:
@@ -189,6 +221,9 @@ def policy_arrays(module: nn.Module) -> dict[str, np.ndarray]:
 def weight_layout(module: nn.Module) -> WeightLayout:
     """What an acting worker needs to build ``module``'s network (rollout/acting_worker.py); the
     names are those of :func:`policy_arrays`."""
+    # a recurrent policy's workers act with the module: with numpy acting there (the same
+    # arithmetic, other random draws) ML-Agents' Memory1D row with two workers fell back on 2 of 8
+    # seeds, where it had passed 8 (docs/benchmarks.md); kept as it was until that is understood
     described = describe(module)
     if described is None:  # the worker acts with a copy of the module (networks/acting.py)
         arrays = policy_arrays(module)

@@ -1,4 +1,5 @@
-"""A plain MLP policy network in numpy (networks/numpy_layers.py), described without torch.
+"""A plain MLP policy network in numpy (networks/numpy_layers.py), described without torch; for
+acting, also one with an LSTM per tower (recurrent policies over vector observations).
 
 ``NetworkSpec`` says how the network's layers connect: an optional observation normalizer, a
 trunk of dense layers (one MLP) or twin layers (an actor and a critic tower), and heads: a
@@ -26,6 +27,7 @@ from palaestra.networks.numpy_layers import (
     Dense,
     Gaussian,
     Kernels,
+    LSTMStep,
     RandomPool,
     Stack,
     Twin,
@@ -51,6 +53,10 @@ class NetworkSpec:
     branches: tuple[int, ...]
     values: tuple[int, int] | None  # on the critic tower
     signals: int  # reward signals (value heads' outputs)
+    # recurrent policies, for acting only: per tower, its LSTM's (weight_ih, weight_hh, bias_ih,
+    # bias_hh), after the trunk or (lstm_first) before it
+    lstm: tuple[tuple[int, int, int, int], ...] = ()
+    lstm_first: bool = False
 
 
 @dataclass(frozen=True)
@@ -105,6 +111,9 @@ class MLPNetwork:
         self.logits = dense(spec.logits) if spec.logits else None
         self.categorical = Categorical(spec.branches)
         self.values = dense(spec.values) if spec.values else None
+        self.lstm = [LSTMStep(*(arrays[i] for i in cell)) for cell in spec.lstm]
+        self.lstm_units = arrays[spec.lstm[0][1]].shape[1] if spec.lstm else 0
+        self.lstm_first = spec.lstm_first
         self.continuous = (arrays[spec.gaussian[0]].shape[0] if spec.gaussian else
                            arrays[spec.squashed[0]].shape[0] // 2 if spec.squashed else 0)
         if rng is not None:
@@ -124,22 +133,44 @@ class MLPNetwork:
         return (h[0], h[1]) if self.twin else (h, None)
 
     # -- acting ------------------------------------------------------------------------------
-    # ``memory``: the acting interface of recurrent policies (networks/torch_acting.py); a plain
-    # MLP has none
-    def value(self, observations: list[np.ndarray], memory: None = None) -> np.ndarray:
+    def step_features(self, observations, memory: np.ndarray | None):
+        """(actor features, critic features or None, memory after this step or None): one step
+        of acting. A recurrent network's ``memory`` holds each tower's LSTM hidden and cell state
+        side by side, in tower order (networks/recurrent.py); None: zeros (new episodes)."""
+        if not self.lstm:
+            return (*self.features(observations), None)
+        x = self.encode(observations)
+        units = self.lstm_units
+        if memory is None:
+            memory = np.zeros((x.shape[0], 2 * units * len(self.lstm)), np.float32)
+        body = None if self.lstm_first else self.trunk.forward(x)
+        outputs, states = [], []
+        for tower, cell in enumerate(self.lstm):
+            start = 2 * units * tower
+            inputs = x if body is None else body[tower] if self.twin else body
+            h, c = cell.step(inputs, memory[:, start:start + units], memory[:, start + units:start + 2 * units])
+            outputs.append(h)
+            states += [h, c]
+        out = np.stack(outputs) if self.twin else outputs[0]
+        if self.lstm_first:
+            out = self.trunk.forward(out)
+        memory = np.concatenate(states, 1)
+        return (out[0], out[1], memory) if self.twin else (out, None, memory)
+
+    def value(self, observations: list[np.ndarray], memory: np.ndarray | None = None) -> np.ndarray:
         if self.values is None:  # SAC keeps no state-value estimate for segments
             return np.zeros((observations[0].shape[0], self.spec.signals), np.float32)
-        return self.values.forward(self.features(observations)[1])
+        return self.values.forward(self.step_features(observations, memory)[1])
 
     def act(self, observations: list[np.ndarray], allowed: np.ndarray | None, deterministic: bool = False,
-            memory: None = None) -> ActResult:
-        h, g = self.features(observations)
+            memory: np.ndarray | None = None) -> ActResult:
+        h, g, memory = self.step_features(observations, memory)
         n = observations[0].shape[0]
         values = self.values.forward(g) if self.values is not None else np.zeros((n, self.spec.signals), np.float32)
         if self.continuous == 0:  # discrete actions only: the common case
             disc, log_prob, entropy = self.categorical.sample(self.logits.forward(h), allowed, self.gumbel,
                                                               deterministic)
-            return ActResult(NO_CONTINUOUS[:n], disc, log_prob, entropy, values)
+            return ActResult(NO_CONTINUOUS[:n], disc, log_prob, entropy, values, memory)
         c = self.continuous
         if self.squashed is not None:
             out = self.squashed.forward(h)
@@ -158,9 +189,9 @@ class MLPNetwork:
             entropy = np.full(n, 0.5 * c + log_norm, dtype=np.float32)
             cont = mean + noise * np.exp(log_std)
         if self.logits is None:
-            return ActResult(cont, NO_DISCRETE[:n], log_prob, entropy, values)
+            return ActResult(cont, NO_DISCRETE[:n], log_prob, entropy, values, memory)
         disc, lp, ent = self.categorical.sample(self.logits.forward(h), allowed, self.gumbel, deterministic)
-        return ActResult(cont, disc, log_prob + lp, entropy + ent, values)
+        return ActResult(cont, disc, log_prob + lp, entropy + ent, values, memory)
 
     # -- a policy-gradient loss's inputs and their backward pass (PPO) -----------------------
     def evaluate(self, observations, allowed, continuous, discrete):
