@@ -218,7 +218,8 @@ class SAC:
         self.target_flat = FlatParameters([p for module in target_modules for p in module.parameters()],
                                           with_grad=False)
         # acting: a plain MLP on the CPU in numpy over the same (flattened) memory
-        # (networks/accelerator.py), any other network with the module itself (networks/torch_acting.py)
+        # (networks/accelerator.py), a recurrent one in numpy too (acting_network), any other
+        # network with the module itself (networks/torch_acting.py)
         self._network = accelerate(self.policy, self.rng)
         self._actor = self._network or acting_network(self.policy, self.rng) or TorchActor(self.policy)
         target_entropy = ([-float(action.continuous_size)] if self.continuous else

@@ -219,7 +219,7 @@ def policy_arrays(module: nn.Module) -> dict[str, np.ndarray]:
 
 
 def weight_layout(module: nn.Module) -> WeightLayout:
-    """What an acting worker needs to build ``module``'s network (rollout/acting_worker.py); the
+    """What an acting worker needs to build ``module``'s network (workers/acting.py); the
     names are those of :func:`policy_arrays`."""
     # a recurrent policy's workers act with the module: with numpy acting there (the same
     # arithmetic, other random draws) ML-Agents' Memory1D row with two workers fell back on 2 of 8

@@ -5,7 +5,7 @@ acting, also one with an LSTM per tower (recurrent policies over vector observat
 trunk of dense layers (one MLP) or twin layers (an actor and a critic tower), and heads: a
 Gaussian (state-independent log-std, PPO), a tanh-squashed Gaussian (mean and log-std from one
 layer, SAC), masked categoricals, and value heads on the critic tower. networks/accelerator.py
-reads it off a torch module's layers; an acting worker (rollout/acting_worker.py) receives it
+reads it off a torch module's layers; an acting worker (workers/acting.py) receives it
 with the published weights (:class:`WeightLayout`). The same :class:`MLPNetwork` then acts in
 both, and in the main process also evaluates and backpropagates PPO's loss inputs.
 """
