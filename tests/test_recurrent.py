@@ -181,6 +181,54 @@ def test_recurrent_policies_act_in_numpy_as_their_torch_module_does(tmp_path, ki
         memory = expected.memory
 
 
+
+@pytest.mark.parametrize("kind", list(ACTIONS))
+@pytest.mark.parametrize("variant", ["ppo", "ppo-lstm-first"])
+@pytest.mark.parametrize("beta,padded", [(0.01, True), (0.0, False)])
+def test_recurrent_ppo_gradients_in_numpy_match_torch_autograd(tmp_path, kind, variant, beta, padded):
+    """On the CPU recurrent PPO trains through the accelerator (networks/numpy_layers.py's
+    LSTMSequences: both towers' LSTMs over the sequences, backpropagated through time): its loss
+    and every parameter's gradient are those of the torch loss and autograd, from stored starting
+    memories, with padding rows after each sequence's real ones."""
+    spec = BehaviorSpec(((3,), (2,)), ACTIONS[kind])
+    ppo = _algorithm(variant, spec, tmp_path)
+    assert ppo._accelerated is not None and ppo._numpy_adam is not None
+    with torch.no_grad():
+        for p in ppo.policy.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    rng = np.random.default_rng(3)
+    L, N = ppo.sequence_length, 5
+    B = N * L
+    obs = _observations(spec, rng, B)
+    width = sum(spec.action_spec.discrete_branches)
+    allowed = rng.random((B, width)) > 0.3
+    allowed[:, np.cumsum([0, *spec.action_spec.discrete_branches])[:-1]] = True  # an action left in every branch
+    memory = rng.normal(size=(B, ppo.memory_size)).astype(np.float32)
+    # actions the policy allows, each row acting from a memory of its own
+    acted = TorchActor(ppo.policy).act(obs, allowed if spec.action_spec.is_discrete else None, False, memory)
+    valid = np.ones(B, np.float32)
+    if padded:
+        valid[[L - 1, 2 * L - 2, 2 * L - 1, B - 1]] = 0.0  # padding comes after a sequence's real rows
+    batch = {
+        **{f"obs_{i}": o for i, o in enumerate(obs)}, "allowed": allowed, "memory": memory, "valid": valid,
+        "continuous": acted.continuous, "discrete": acted.discrete,
+        "log_prob": rng.normal(-2.0, 0.5, B).astype(np.float32),
+        "advantages": rng.normal(size=B).astype(np.float32),
+        "old_values": rng.normal(size=acted.values.shape).astype(np.float32),
+        "returns": rng.normal(size=acted.values.shape).astype(np.float32),
+    }
+    if not padded:
+        del batch["valid"]
+    losses_torch = ppo._torch_gradients({k: torch.as_tensor(v) for k, v in batch.items()}, 0.2, beta, 0.2)
+    expected = {n: p.grad.clone() for n, p in ppo.policy.named_parameters()}
+    for p in ppo.policy.parameters():
+        p.grad.fill_(np.nan)  # every gradient must be written
+    losses_numpy = ppo._accelerated_gradients(batch, 0.2, beta, 0.2)
+    np.testing.assert_allclose(losses_numpy, losses_torch, rtol=1e-4, atol=1e-6)
+    for name, param in ppo.policy.named_parameters():
+        np.testing.assert_allclose(param.grad.numpy(), expected[name].numpy(), rtol=2e-3, atol=2e-6, err_msg=name)
+
+
 @ALGORITHMS
 @pytest.mark.parametrize("shapes", [((3,),), ((2,), (20, 20, 3))], ids=["vector", "vector+image"])
 def test_updates_learn_and_checkpoints_restore_the_memory_networks(tmp_path, shapes, variant):

@@ -91,14 +91,18 @@ def ppo_loss_gradients(log_prob: np.ndarray, entropy: np.ndarray | float, values
                        batch: dict[str, np.ndarray], epsilon: float, beta: float, value_clip: float
                        ) -> tuple[np.ndarray, float, np.ndarray, float, float]:
     """``ppo_loss``'s gradient with respect to its inputs, in numpy (the CPU accelerator's):
-    (d/d(log_prob) [B], d/d(entropy) (every row's), d/d(values) [B, K], policy loss, value loss)."""
-    B = log_prob.shape[0]
+    (d/d(log_prob) [B], d/d(entropy) (every row's, or per row with padding), d/d(values) [B, K],
+    policy loss, value loss). A recurrent batch's padding rows (``valid`` 0) weigh nothing, as
+    ``valid_mean`` does."""
+    valid = batch.get("valid")
+    # each row's weight in a mean over rows: 1 / B, or 1 / (real rows) on real rows only
+    weight = np.float32(1.0 / log_prob.shape[0]) if valid is None else (valid / valid.sum()).astype(np.float32)
     # clipped surrogate: the unclipped term carries the gradient where min() picks it
     adv = batch["advantages"]
     ratio = np.exp(log_prob - batch["log_prob"])
     surrogate = np.minimum(ratio * adv, np.clip(ratio, 1 - epsilon, 1 + epsilon) * adv)
     active = np.where(adv >= 0, ratio <= 1 + epsilon, ratio >= 1 - epsilon)
-    grad_log_prob = np.where(active, -adv * ratio / B, np.float32(0.0)).astype(np.float32)
+    grad_log_prob = np.where(active, -adv * ratio * weight, np.float32(0.0)).astype(np.float32)
     # clipped value loss: the larger of the two terms carries the gradient (the clipped one none)
     old_v, returns = batch["old_values"], batch["returns"]
     delta = values - old_v
@@ -106,9 +110,12 @@ def ppo_loss_gradients(log_prob: np.ndarray, entropy: np.ndarray | float, values
     loss_clipped = (returns - (old_v + np.clip(delta, -value_clip, value_clip))) ** 2
     use_unclipped = (loss_unclipped >= loss_clipped) | (np.abs(delta) < value_clip)
     # d/dv of 0.5 x mean over rows and heads of (returns - v)^2
-    grad_values = np.where(use_unclipped, (returns - values) * np.float32(-1.0 / values.size), np.float32(0.0))
-    return (grad_log_prob, -beta / B, grad_values, -float(surrogate.mean()),
-            float(np.maximum(loss_unclipped, loss_clipped).mean()))
+    row_weight = weight if valid is None else weight[:, None]
+    grad_values = np.where(use_unclipped, (returns - values) * (-row_weight / values.shape[1]), np.float32(0.0))
+    value_loss = np.maximum(loss_unclipped, loss_clipped).mean(1)
+    return (grad_log_prob, -beta * weight, grad_values.astype(np.float32, copy=False),
+            -float((surrogate * weight).sum() if valid is not None else surrogate.mean()),
+            float((value_loss * weight).sum() if valid is not None else value_loss.mean()))
 
 
 class PPO:
@@ -131,8 +138,9 @@ class PPO:
         self.sequence_length = settings.sequence_length if self.memory_size else 1
         self.optimizer = make_adam(self.policy.parameters(), settings.learning_rate, settings.adam_epsilon)
         self.rng = rng or np.random.default_rng()
-        # A plain MLP on the CPU acts, computes gradients and takes Adam steps faster in numpy, over
-        # the same memory (networks/accelerator.py; tests check each against torch). The numpy Adam
+        # A plain MLP on the CPU (with or without LSTMs) acts, computes gradients and takes Adam steps
+        # faster in numpy, over the same memory (networks/accelerator.py; tests check each against
+        # torch and autograd). The numpy Adam
         # flattens the parameters first, so that the accelerator views the flat buffers.
         self._numpy_adam = NumpyAdam(list(self.policy.parameters()), self.optimizer) if accelerable(self.policy) else None
         self._accelerated = accelerate(self.policy, self.rng)
@@ -371,7 +379,7 @@ class PPO:
         (``ppo_loss_gradients``), its backward pass into the parameters' ``.grad``."""
         net = self._accelerated
         log_prob, entropy, values, kept = net.evaluate(observations(batch), batch.get("allowed"),
-                                                       batch["continuous"], batch["discrete"])
+                                                       batch["continuous"], batch["discrete"], **self._sequences(batch))
         grad_log_prob, grad_entropy, grad_values, policy_loss, value_loss = ppo_loss_gradients(
             log_prob, entropy, values, batch, epsilon, beta, value_clip)
         net.backward(grad_log_prob, grad_entropy, grad_values, kept)

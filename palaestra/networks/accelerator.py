@@ -5,8 +5,10 @@ For the small networks of vector-observation policies torch spends most of a ste
 operations and building the autograd graph rather than computing. The accelerator applies
 exactly when a network is a plain MLP over vector observations, decided from its architecture:
 the module is one of the networks below and every layer in it is of a kind the numpy layers
-implement. Anything else (an LSTM, a convolution, a new head) gets no plan and runs on torch and
-autograd; so does a network on another device (its memory cannot be viewed from numpy).
+implement; PPO's actor-critic may also carry an LSTM per tower (trained over sequences with
+numpy_layers.py's ``LSTMSequences``). Anything else (a convolution, a new head, SAC's recurrent
+networks for training) gets no plan and runs on torch and autograd; so does a network on another
+device (its memory cannot be viewed from numpy).
 
 The plan is read off the module's layers (its normalizer, linear layers, activations and
 stacked towers), never from weight names; the names only label the published arrays for
@@ -35,9 +37,10 @@ from palaestra.networks.torch_private import silu_backward
 TORCH_KERNELS_FROM = 4096
 # The layer kinds the numpy layers implement
 KNOWN_LAYERS = (nn.Linear, nn.Sequential, nn.SiLU, nn.Tanh, nn.ReLU, nn.ParameterList, Normalizer, TwinMLP)
-# What acting adds for recurrent policies: one-step LSTM cells (numpy_layers.LSTMStep); training
-# them stays with torch and autograd
-ACTING_LAYERS = (TwinLSTM, nn.ModuleList, nn.LSTM)
+# Recurrent policies: one LSTM layer per tower, for acting (numpy_layers.LSTMStep) and, in PPO's
+# actor-critic, for training too (numpy_layers.LSTMSequences); SAC's recurrent networks train
+# with torch and autograd
+RECURRENT_LAYERS = (TwinLSTM, nn.ModuleList, nn.LSTM)
 ACTIVATION_OF = {nn.SiLU: "swish", nn.Tanh: "tanh", nn.ReLU: "relu"}
 
 
@@ -62,13 +65,14 @@ CPU_KERNELS = Kernels(_swish, _swish_grad)
 def plain_mlp(module: nn.Module, acting: bool = False) -> bool:
     """Whether ``module`` is one of the networks below (exactly: a subclass may compute
     otherwise), over vector observations, made only of layer kinds the numpy layers implement;
-    ``acting``: for acting only, where an LSTM of one plain layer counts too."""
+    ``acting``: for acting only. An LSTM of one plain layer counts too for acting, and for
+    training in PPO's actor-critic."""
     if type(module) not in _DESCRIBE and type(module) is not TwinMLP:
         return False
     spec = getattr(module, "spec", None)
     if spec is not None and any(len(shape) != 1 for shape in spec.observation_shapes):
         return False
-    known = KNOWN_LAYERS + ACTING_LAYERS if acting else KNOWN_LAYERS
+    known = KNOWN_LAYERS + RECURRENT_LAYERS if acting or type(module) is ActorCritic else KNOWN_LAYERS
     return (all(type(m) in known for m in module.modules() if m is not module)
             and all(_plain_lstm(m) for m in module.modules() if isinstance(m, nn.LSTM)))
 
@@ -150,8 +154,8 @@ _DESCRIBE = {ActorCritic: _actor_critic, SquashedActor: _squashed_actor}
 
 def describe(module: nn.Module, acting: bool = False) -> tuple[NetworkSpec, list[torch.Tensor]] | None:
     """The policy network's spec and the tensors it refers to, or None if it is not a plain MLP
-    (``acting``: or a plain MLP with LSTMs; whatever its device: acting workers act on the CPU
-    with copies)."""
+    (with LSTMs: see ``plain_mlp``; whatever its device: acting workers act on the CPU with
+    copies)."""
     if type(module) not in _DESCRIBE or not plain_mlp(module, acting):
         return None
     d = _Describer()
@@ -225,7 +229,7 @@ def weight_layout(module: nn.Module) -> WeightLayout:
     # arithmetic, other random draws) ML-Agents' Memory1D row with two workers fell back on 2 of 8
     # seeds, where it had passed 8 (docs/benchmarks.md); kept as it was until that is understood
     described = describe(module)
-    if described is None:  # the worker acts with a copy of the module (networks/acting.py)
+    if described is None or described[0].lstm:  # the worker acts with a copy of the module (networks/acting.py)
         arrays = policy_arrays(module)
         return WeightLayout(None, tuple((name, a.shape) for name, a in arrays.items()),
                             module=copy.deepcopy(module).cpu().requires_grad_(False))

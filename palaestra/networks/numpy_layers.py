@@ -188,8 +188,8 @@ class Stack:
 
 class LSTMStep:
     """One step of a one-layer torch LSTM (``weight_ih`` [4 units, in], ``weight_hh`` [4 units,
-    units], their biases; gates in torch's order: input, forget, cell, output), for acting only:
-    recurrent policies train with torch (networks/recurrent.py)."""
+    units], their biases; gates in torch's order: input, forget, cell, output), for acting;
+    training runs whole sequences (:class:`LSTMSequences`)."""
 
     def __init__(self, w_ih, w_hh, b_ih, b_hh) -> None:
         self.w_ih, self.w_hh, self.b_ih, self.b_hh = w_ih, w_hh, b_ih, b_hh
@@ -215,6 +215,145 @@ class LSTMStep:
         return (gates[3 * units:] * np.tanh(c_next)).T, c_next.T
 
 
+class LSTMSequences:
+    """Each tower's one-layer torch LSTM (as :class:`LSTMStep`) run over N sequences of L rows
+    from each sequence's stored starting memory, with its backward pass through time: PPO's
+    update of a recurrent policy. ``cells``: per tower (``weight_ih``, ``weight_hh``, ``bias_ih``,
+    ``bias_hh``); ``grads``: their gradient arrays, in the same order.
+
+    A step of a small LSTM is a few dozen numpy calls on a few thousand numbers, so the layout
+    keeps the calls few and their operands contiguous. Each step's gates are transposed
+    (``[towers, 4 units, N]``, as ``LSTMStep`` computes them) and come from one product per tower,
+    ``[W_ih | bias | W_hh] @ [x_t; 1; h_t]``: the step's input, a row of ones and the previous
+    hidden state are stacked in one array (``stacked``, written up front for the inputs and by
+    each step for its hidden state), and the same stacking makes every weight gradient one
+    product per tower. Gates run in the order o, i, f, g (torch's is i, f, g, o) so that the
+    three sigmoid gates are one block and the three the cell state's gradient reaches another;
+    the weights are copied into that order at every call (a few microseconds), with the sigmoid
+    gates' rows halved: sigmoid(z) = (1 + tanh(z / 2)) / 2, so one tanh serves all four gates.
+    The backward pass keeps only the recursion through the hidden and cell states in its time
+    loop; the gates' derivatives, the weights' gradients and the inputs' are computed over all
+    steps at once."""
+
+    def __init__(self, cells, grads=None) -> None:
+        self.cells, self.grads = cells, grads
+        self.units = cells[0][1].shape[1]
+        self.inputs = cells[0][0].shape[1]
+        u = self.units
+        self.half = np.array([0.5] * (3 * u) + [1.0] * u, np.float32)[:, None]
+
+    @staticmethod
+    def _to_layout(out, torch_blocks) -> None:
+        """Torch's gate blocks (i, f, g, o) into ``out`` in this layout's order (o, i, f, g)."""
+        out[0] = torch_blocks[3]
+        out[1:] = torch_blocks[:3]
+
+    @staticmethod
+    def _to_torch(out, blocks) -> None:
+        """The inverse of ``_to_layout``: this layout's gate blocks into torch's order."""
+        out[3] = blocks[0]
+        out[:3] = blocks[1:]
+
+    def _weights(self, k: int):
+        """Tower ``k``'s ``[W_ih | bias | W_hh]`` ``[4 u, in + 1 + u]`` in this layout."""
+        w_ih, w_hh, b_ih, b_hh = self.cells[k]
+        u, n_in = self.units, self.inputs
+        w = np.empty((4, u, n_in + 1 + u), np.float32)
+        self._to_layout(w[..., :n_in], w_ih.reshape(4, u, n_in))
+        self._to_layout(w[..., n_in], (b_ih + b_hh).reshape(4, u))
+        self._to_layout(w[..., n_in + 1:], w_hh.reshape(4, u, u))
+        return w.reshape(4 * u, n_in + 1 + u)
+
+    def forward(self, x, memory, length: int):
+        """``x`` ``[B, in]`` (every tower reads it) or ``[towers, B, in]``; ``memory``
+        ``[N, towers × 2 units]`` at each sequence's start (networks/recurrent.py's layout) →
+        ``[towers, B, units]`` and what ``backward`` needs."""
+        T, u, n_in = len(self.cells), self.units, self.inputs
+        B = x.shape[-2]
+        N, L = B // length, length
+        stacked = np.empty((L + 1, T, n_in + 1 + u, N), np.float32)  # [x_t; 1; h_t] per step and tower
+        stacked[:L, :, :n_in] = (x.reshape(N, L, 1, n_in).transpose(1, 2, 3, 0) if x.ndim == 2 else
+                                 x.reshape(T, N, L, n_in).transpose(2, 0, 3, 1))
+        stacked[:, :, n_in] = 1.0
+        start = memory.reshape(N, T, 2, u)
+        stacked[0, :, n_in + 1:] = start[:, :, 0].transpose(1, 2, 0)
+        hs = stacked[:, :, n_in + 1:]  # [L + 1, T, u, N]: the hidden states, a view
+        weights = [self._weights(k) for k in range(T)]
+        halved = [w * self.half for w in weights]
+        gates = np.empty((L, T, 4 * u, N), np.float32)
+        cs = np.empty((L + 1, T, u, N), np.float32)
+        cs[0] = start[:, :, 1].transpose(1, 2, 0)
+        tanh_c = np.empty((L, T, u, N), np.float32)
+        for t in range(L):
+            g = gates[t]
+            for k in range(T):
+                np.matmul(halved[k], stacked[t, k], out=g[k])
+            np.tanh(g, out=g)
+            sig = g[:, :3 * u]  # o, i, f
+            sig *= 0.5
+            sig += 0.5
+            np.multiply(g[:, 2 * u:3 * u], cs[t], out=cs[t + 1])  # f c
+            cs[t + 1] += g[:, u:2 * u] * g[:, 3 * u:]  # + i g
+            np.tanh(cs[t + 1], out=tanh_c[t])
+            np.multiply(g[:, :u], tanh_c[t], out=hs[t + 1])  # o tanh(c)
+        out = hs[1:].transpose(1, 3, 0, 2).reshape(T, B, u)  # [L, T, u, N] → [T, N L, u]
+        return out, (stacked, gates, cs, tanh_c, weights, x.ndim == 2)
+
+    def backward(self, grad_out, kept, input_grad: bool = True):
+        """From d/d(output) ``[towers, B, units]``, write the weights' gradients and return
+        d/d(x) (None without ``input_grad``: where x is data)."""
+        stacked, gates, cs, tanh_c, weights, shared = kept
+        L, T, four_u, N = gates.shape
+        u, n_in = self.units, self.inputs
+        grad_h = np.ascontiguousarray(grad_out.reshape(T, N, L, u).transpose(2, 0, 3, 1))  # [L, T, u, N]
+        o, i, f, g = gates[:, :, :u], gates[:, :, u:2 * u], gates[:, :, 2 * u:3 * u], gates[:, :, 3 * u:]
+        # dc_t = dh_t o_t (1 - tanh(c_t)^2) + dc_{t+1} f_{t+1}; each gate's pre-activation gradient
+        # is dh_t (o) or dc_t (i, f, g) times a factor known from the forward pass
+        through_c = o * (1.0 - tanh_c * tanh_c)
+        grad_z = np.empty_like(gates)  # the factors, then each step's gradients
+        grad_z[:, :, :u] = tanh_c * o * (1.0 - o)
+        grad_z[:, :, u:2 * u] = g * i * (1.0 - i)
+        grad_z[:, :, 2 * u:3 * u] = cs[:-1] * f * (1.0 - f)
+        grad_z[:, :, 3 * u:] = i * (1.0 - g * g)
+        recurrent = [w[:, n_in + 1:].T for w in weights]  # W_hh^T: d/dh_{t-1} of a step's gates
+        dh = np.empty((T, u, N), np.float32)
+        dh_before = np.empty((T, u, N), np.float32)  # W_hh^T dz_t, the part of dh_{t-1} from step t
+        dc = np.zeros((T, u, N), np.float32)
+        for t in reversed(range(L)):
+            if t == L - 1:
+                dh[...] = grad_h[t]
+            else:  # dc held dc_{t+1}
+                np.add(grad_h[t], dh_before, out=dh)
+                dc *= f[t + 1]
+            dc += dh * through_c[t]
+            z = grad_z[t]
+            z[:, :u] *= dh
+            cell_gates = z[:, u:].reshape(T, 3, u, N)  # i, f, g
+            cell_gates *= dc[:, None]
+            if t:
+                for k in range(T):
+                    np.matmul(recurrent[k], z[k], out=dh_before[k])
+        grad_x = None
+        for k, w in enumerate(weights):
+            z = grad_z[:, k].transpose(1, 0, 2).reshape(four_u, L * N)  # time-major columns
+            rows = stacked[:L, k].transpose(0, 2, 1).reshape(L * N, -1)  # [x_t; 1; h_t] per column
+            grad = (z @ rows).reshape(4, u, -1)
+            g_ih, g_hh, gb_ih, gb_hh = self.grads[k]
+            self._to_torch(g_ih.reshape(4, u, n_in), grad[..., :n_in])
+            self._to_torch(gb_ih.reshape(4, u), grad[..., n_in])
+            self._to_torch(g_hh.reshape(4, u, u), grad[..., n_in + 1:])
+            gb_hh[...] = gb_ih
+            if input_grad:  # d/dx_t for every step at once: [L N, in], back to row order
+                gx = (z.T @ w[:, :n_in]).reshape(L, N, n_in).transpose(1, 0, 2).reshape(N * L, n_in)
+                if shared:
+                    grad_x = gx if grad_x is None else grad_x + gx
+                else:
+                    if grad_x is None:
+                        grad_x = np.empty((T, N * L, n_in), np.float32)
+                    grad_x[k] = gx
+        return grad_x
+
+
 def normalize(obs, mean, var):
     """networks/normalizer.py's Normalizer (its statistics are data here, not parameters)."""
     return np.clip((obs - mean) / (var + 1e-8) ** 0.5, -CLIP, CLIP)
@@ -222,7 +361,7 @@ def normalize(obs, mean, var):
 
 # -- action distributions: log-probabilities and entropies summed over dimensions and branches,
 # as networks/distributions.py; the backward passes take d/d(log_prob) [B] and d/d(entropy)
-# (one number, the same for every row) ------------------------------------------------------
+# (one number, the same for every row, or one per row: a recurrent batch's padding rows have 0) -
 class Gaussian:
     """A diagonal Gaussian with a learned, state-independent log-std (``log_std``, ``g_log_std``)."""
 
@@ -242,7 +381,8 @@ class Gaussian:
         diff, inv_var = kept
         g = grad_log_prob[:, None]
         # dH/dlog_std = 1 on every row
-        self.g_log_std[...] = (g * (diff**2 * inv_var - 1.0)).sum(0) + grad_entropy * len(grad_log_prob)
+        entropy_total = np.sum(grad_entropy) if np.ndim(grad_entropy) else grad_entropy * len(grad_log_prob)
+        self.g_log_std[...] = (g * (diff**2 * inv_var - 1.0)).sum(0) + entropy_total
         return g * diff * inv_var
 
 
@@ -281,6 +421,8 @@ class Categorical:
         g = grad_log_prob[:, None]
         grad = -g * probs
         grad[rows, columns] += g  # one taken column per branch: no repeats
+        if np.ndim(grad_entropy):
+            grad_entropy = grad_entropy[:, None]
         for sl, e in zip(self._slices(), branch_entropy):
             grad[:, sl] -= grad_entropy * (plogp[:, sl] + probs[:, sl] * e)
         if allowed is not None:

@@ -1,5 +1,6 @@
-"""A plain MLP policy network in numpy (networks/numpy_layers.py), described without torch; for
-acting, also one with an LSTM per tower (recurrent policies over vector observations).
+"""A plain MLP policy network in numpy (networks/numpy_layers.py), described without torch, also
+with an LSTM per tower (recurrent policies over vector observations: acting, and PPO's training
+over sequences).
 
 ``NetworkSpec`` says how the network's layers connect: an optional observation normalizer, a
 trunk of dense layers (one MLP) or twin layers (an actor and a critic tower), and heads: a
@@ -27,6 +28,7 @@ from palaestra.networks.numpy_layers import (
     Dense,
     Gaussian,
     Kernels,
+    LSTMSequences,
     LSTMStep,
     RandomPool,
     Stack,
@@ -53,8 +55,8 @@ class NetworkSpec:
     branches: tuple[int, ...]
     values: tuple[int, int] | None  # on the critic tower
     signals: int  # reward signals (value heads' outputs)
-    # recurrent policies, for acting only: per tower, its LSTM's (weight_ih, weight_hh, bias_ih,
-    # bias_hh), after the trunk or (lstm_first) before it
+    # recurrent policies: per tower, its LSTM's (weight_ih, weight_hh, bias_ih, bias_hh), after
+    # the trunk or (lstm_first) before it
     lstm: tuple[tuple[int, int, int, int], ...] = ()
     lstm_first: bool = False
 
@@ -112,6 +114,10 @@ class MLPNetwork:
         self.categorical = Categorical(spec.branches)
         self.values = dense(spec.values) if spec.values else None
         self.lstm = [LSTMStep(*(arrays[i] for i in cell)) for cell in spec.lstm]
+        # training a recurrent actor-critic (PPO): both towers' LSTMs over sequences, with BPTT
+        self.sequences = (LSTMSequences([tuple(arrays[i] for i in cell) for cell in spec.lstm],
+                                        [tuple(grads[i] for i in cell) for cell in spec.lstm])
+                          if spec.lstm and self.twin else None)
         self.lstm_units = arrays[spec.lstm[0][1]].shape[1] if spec.lstm else 0
         self.lstm_first = spec.lstm_first
         self.continuous = (arrays[spec.gaussian[0]].shape[0] if spec.gaussian else
@@ -194,11 +200,28 @@ class MLPNetwork:
         return ActResult(cont, disc, log_prob + lp, entropy + ent, values, memory)
 
     # -- a policy-gradient loss's inputs and their backward pass (PPO) -----------------------
-    def evaluate(self, observations, allowed, continuous, discrete):
+    def sequence_features(self, observations, memory, sequence_length: int, trunk_cache: list):
+        """(actor features, critic features, kept for the LSTMs' backward pass) of a recurrent
+        actor-critic over rows read as sequences of ``sequence_length``, each from its row of
+        ``memory`` (as networks/policy.py's ``hidden``)."""
+        x = self.encode(observations)
+        if self.lstm_first:
+            out, lstm_kept = self.sequences.forward(x, memory, sequence_length)
+            features = self.trunk.forward(out, trunk_cache)
+        else:
+            features, lstm_kept = self.sequences.forward(self.trunk.forward(x, trunk_cache), memory, sequence_length)
+        return features[0], features[1], lstm_kept
+
+    def evaluate(self, observations, allowed, continuous, discrete, memory=None, sequence_length: int = 1):
         """(log pi(actions), entropy, values, kept for ``backward``) of an actor-critic with a
-        Gaussian and/or categorical head; ``allowed`` None: nothing masked."""
+        Gaussian and/or categorical head; ``allowed`` None: nothing masked. A recurrent one reads
+        the rows as sequences of ``sequence_length``, each from its row of ``memory``."""
         trunk_cache: list = []
-        h, g = self.features(observations, trunk_cache)
+        lstm_kept = None
+        if self.sequences is not None:
+            h, g, lstm_kept = self.sequence_features(observations, memory, sequence_length, trunk_cache)
+        else:
+            h, g = self.features(observations, trunk_cache)
         log_prob = np.zeros(len(h), np.float32)
         entropy = 0.0
         heads: dict = {}
@@ -216,13 +239,15 @@ class MLPNetwork:
             heads["categorical"] = (logits_cache[0], kept)
         values_cache: list = []
         values = self.values.forward(g, values_cache)
-        return log_prob, entropy, values, (trunk_cache, heads, values_cache[0])
+        return log_prob, entropy, values, (trunk_cache, heads, values_cache[0], lstm_kept)
 
-    def backward(self, grad_log_prob, grad_entropy: float, grad_values, kept) -> None:
-        """Write every parameter's gradient from d/d(log_prob) [B], d/d(entropy) (the same for
-        every row) and d/d(values) [B, signals]."""
-        trunk_cache, heads, values_entry = kept
-        grad_trunk = np.empty_like(trunk_cache[-1][2])  # [2, B, hidden]
+    def backward(self, grad_log_prob, grad_entropy, grad_values, kept) -> None:
+        """Write every parameter's gradient from d/d(log_prob) [B], d/d(entropy) (one number,
+        the same for every row, or one per row) and d/d(values) [B, signals]."""
+        trunk_cache, heads, values_entry, lstm_kept = kept
+        # the heads' input: the trunk's output, or an LSTM's after it
+        heads_in = values_entry[0]
+        grad_trunk = np.empty((2, *heads_in.shape), np.float32)  # [2, B, features]
         grad_h = grad_trunk[0]
         first = True
         if "gaussian" in heads:
@@ -238,4 +263,10 @@ class MLPNetwork:
             else:
                 grad_h += grad
         grad_trunk[1] = self.values.backward(grad_values, values_entry)
-        self.trunk.backward(grad_trunk, trunk_cache)
+        if lstm_kept is None:
+            self.trunk.backward(grad_trunk, trunk_cache)
+        elif self.lstm_first:
+            self.sequences.backward(self.trunk.backward(grad_trunk, trunk_cache, input_grad=True), lstm_kept,
+                                    input_grad=False)
+        else:
+            self.trunk.backward(self.sequences.backward(grad_trunk, lstm_kept), trunk_cache)
