@@ -184,18 +184,28 @@ def test_recurrent_policies_act_in_numpy_as_their_torch_module_does(tmp_path, ki
 
 @pytest.mark.parametrize("kind", list(ACTIONS))
 @pytest.mark.parametrize("variant", ["ppo", "ppo-lstm-first"])
-@pytest.mark.parametrize("beta,padded", [(0.01, True), (0.0, False)])
-def test_recurrent_ppo_gradients_in_numpy_match_torch_autograd(tmp_path, kind, variant, beta, padded):
+@pytest.mark.parametrize("beta,padded,normalize,signals", [(0.01, True, True, 2), (0.0, False, False, 1)])
+def test_recurrent_ppo_gradients_in_numpy_match_torch_autograd(kind, variant, beta, padded, normalize, signals):
     """On the CPU recurrent PPO trains through the accelerator (networks/numpy_layers.py's
     LSTMSequences: both towers' LSTMs over the sequences, backpropagated through time): its loss
     and every parameter's gradient are those of the torch loss and autograd, from stored starting
     memories, with padding rows after each sequence's real ones."""
+    from palaestra.settings import ExtrinsicSettings, TrainerSettings
+
     spec = BehaviorSpec(((3,), (2,)), ACTIONS[kind])
-    ppo = _algorithm(variant, spec, tmp_path)
+    settings = TrainerSettings(
+        hidden_units=16, num_layers=1, normalize=normalize, batch_size=16, buffer_size=64, use_recurrent=True,
+        memory_size=MEMORY, sequence_length=4, lstm_placement="before_layers" if variant == "ppo-lstm-first" else
+        "after_layers", reward_signals={"extrinsic": ExtrinsicSettings(), "other": ExtrinsicSettings()} if signals == 2
+        else {"extrinsic": ExtrinsicSettings()})
+    torch.manual_seed(0)
+    ppo = PPO(spec, settings, torch.device("cpu"), np.random.default_rng(0))
     assert ppo._accelerated is not None and ppo._numpy_adam is not None
     with torch.no_grad():
         for p in ppo.policy.parameters():
             p.add_(torch.randn_like(p) * 0.3)
+    if normalize:
+        ppo.policy.normalizer.update(np.random.default_rng(1).normal(1.0, 2.0, size=(40, 5)).astype(np.float32))
     rng = np.random.default_rng(3)
     L, N = ppo.sequence_length, 5
     B = N * L
@@ -227,6 +237,36 @@ def test_recurrent_ppo_gradients_in_numpy_match_torch_autograd(tmp_path, kind, v
     np.testing.assert_allclose(losses_numpy, losses_torch, rtol=1e-4, atol=1e-6)
     for name, param in ppo.policy.named_parameters():
         np.testing.assert_allclose(param.grad.numpy(), expected[name].numpy(), rtol=2e-3, atol=2e-6, err_msg=name)
+
+
+
+def test_a_recurrent_ppo_update_in_numpy_gives_the_weights_torch_gives(tmp_path, monkeypatch):
+    """A whole update (every epoch's mini-batches of sequences, gradient clipping, Adam) through
+    the accelerator ends at the weights the torch loss, autograd and torch's Adam reach."""
+    from palaestra.algorithms import ppo as ppo_module
+
+    spec = BehaviorSpec(((3,), (2,)), ACTIONS["hybrid"])
+    settings = _settings(tmp_path, extra="  max_grad_norm: 0.5\n")
+    torch.manual_seed(0)
+    numpy_ppo = PPO(spec, settings, torch.device("cpu"), np.random.default_rng(0))
+    monkeypatch.setattr(ppo_module, "accelerable", lambda module: False)
+    monkeypatch.setattr(ppo_module, "accelerate", lambda module, rng=None: None)
+    torch_ppo = PPO(spec, settings, torch.device("cpu"), np.random.default_rng(0))
+    assert numpy_ppo._accelerated is not None and torch_ppo._accelerated is None
+    torch_ppo.policy.load_state_dict(numpy_ppo.policy.state_dict())
+    before = {name: p.detach().clone() for name, p in numpy_ppo.policy.named_parameters()}
+    _, segments = _run(numpy_ppo, spec, 40, update=False)
+    for seg in segments:
+        torch_ppo.collect(seg)
+    numpy_ppo.rng, torch_ppo.rng = np.random.default_rng(5), np.random.default_rng(5)  # the same mini-batches
+    numpy_stats, torch_stats = numpy_ppo.update(), torch_ppo.update()
+    for key in ("Losses/Policy Loss", "Losses/Value Loss"):
+        assert numpy_stats[key] == pytest.approx(torch_stats[key], rel=1e-4)
+    moved = 0.0
+    for (name, a), b in zip(numpy_ppo.policy.named_parameters(), torch_ppo.policy.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=name)
+        moved = max(moved, float((a.detach() - before[name]).abs().max()))
+    assert moved > 1e-3  # the update did change the weights
 
 
 @ALGORITHMS
