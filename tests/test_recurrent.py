@@ -18,6 +18,7 @@ from palaestra.networks.numpy_network import MLPNetwork
 from palaestra.networks.torch_acting import TorchActor
 from palaestra.rollout.buffers import observations
 from palaestra.rollout.collector import Collector
+from palaestra.rollout.segments import Segments
 from palaestra.rollout.sequences import into_sequences, sequence_order, sequence_positions
 from palaestra.settings import load_trainer_config
 from tests.conftest import write_yaml
@@ -267,6 +268,32 @@ def test_a_recurrent_ppo_update_in_numpy_gives_the_weights_torch_gives(tmp_path,
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=name)
         moved = max(moved, float((a.detach() - before[name]).abs().max()))
     assert moved > 1e-3  # the update did change the weights
+
+
+
+@pytest.mark.parametrize("variant", ["ppo", "ppo-lstm-first", "feed-forward"])
+def test_ppo_recomputes_the_values_of_lagged_experience_as_the_policy_acted_them(tmp_path, variant):
+    """With experience from acting workers that run ahead (``decoupled``), PPO takes each row's
+    value and each segment's bootstrap from the current critic; for experience acted on with the
+    current weights those are the estimates made while acting, the memory carried row to row
+    into the observation after the segment's last row."""
+    spec = BehaviorSpec(((3,), (2,)), ACTIONS["hybrid"])
+    if variant == "feed-forward":
+        from palaestra.settings import ExtrinsicSettings, TrainerSettings
+
+        torch.manual_seed(0)
+        ppo = PPO(spec, TrainerSettings(hidden_units=16, num_layers=1, normalize=False, batch_size=16, buffer_size=64,
+                                        time_horizon=10, reward_signals={"extrinsic": ExtrinsicSettings()}),
+                  torch.device("cpu"), np.random.default_rng(0))
+    else:
+        ppo = _algorithm(variant, spec, tmp_path)
+    _run(ppo, spec, 40)  # trained weights
+    _, segments = _run(ppo, spec, 30, update=False)  # acted on with the weights of now
+    seg = Segments.concatenate(segments)
+    values, bootstrap = ppo._current_values(seg)
+    mask = seg.row_mask
+    np.testing.assert_allclose(values[mask], seg.values[mask], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(bootstrap, seg.bootstrap, rtol=1e-4, atol=1e-5)
 
 
 @ALGORITHMS

@@ -204,13 +204,14 @@ class PPO:
         if self.policy.normalizer is not None:  # over the vector observations side by side
             self.policy.normalizer.update(self.policy.encoder(obs))
         stats: dict[str, list[float]] = {}
+        seg_values, seg_bootstrap = self._current_values(seg) if self.decoupled else (seg.values, seg.bootstrap)
         advantages = np.zeros(mask.shape, dtype=np.float64)
         returns = np.zeros((*mask.shape, len(self.signals)), dtype=np.float32)
         for k, signal in enumerate(self.signals):
             rewards = np.zeros(mask.shape, np.float32)
             rewards[mask] = row_rewards[:, k]
-            values = seg.values[:, :, k]
-            bootstrap = seg.bootstrap[:, k].copy()
+            values = seg_values[:, :, k]
+            bootstrap = seg_bootstrap[:, k].copy()
             if signal.uses_terminal:
                 bootstrap[seg.terminal] = 0.0
             adv = gae(rewards, values, bootstrap, seg.length, signal.gamma, self.settings.lambd)
@@ -223,7 +224,7 @@ class PPO:
             discrete=seg.discrete[mask],
             allowed=seg.allowed[mask],
             log_prob=seg.log_prob[mask],
-            old_values=seg.values[mask],
+            old_values=seg_values[mask],
             returns=returns[mask],
             advantages=advantages[mask].astype(np.float32),
             **self._signal_columns(seg, mask),
@@ -233,6 +234,26 @@ class PPO:
             columns = into_sequences(columns | {"memory": seg.memory[mask]}, positions, rows)
         self.buffer.add(**columns)
         return stats
+
+    @torch.no_grad()
+    def _current_values(self, seg: Segments) -> tuple[np.ndarray, np.ndarray]:
+        """Each row's value estimates ``[F, H, signals]`` and each segment's bootstrap, the value
+        of the observation after its last row ``[F, signals]``, from the current critic (after
+        this update's normalizer update), as ML-Agents computes them for each trajectory it
+        processes; used for experience acted on with older weights (acting workers running ahead
+        of the updates), whose estimates made while acting are stale (docs/benchmarks.md, the
+        session 18 rows of ML-Agents' test matrix). The observation after the last row is read as
+        one more row, so a recurrent critic reaches it with the memory of the rows before it."""
+        F, H = seg.length.shape[0], seg.width
+        rows = []
+        for obs, following in zip(seg.observations, seg.next_observations):
+            extended = np.concatenate([obs, obs[:, :1]], axis=1)  # [F, H + 1, ...]
+            extended[np.arange(F), seg.length] = following
+            rows.append(torch.as_tensor(extended.reshape(F * (H + 1), *obs.shape[2:]), device=self.device))
+        memory = torch.as_tensor(seg.memory[:, 0], device=self.device) if self.memory_size else None
+        features, _ = self.policy.hidden(rows, memory, H + 1 if self.memory_size else 1)
+        values = self.policy.values(features[1]).cpu().numpy().reshape(F, H + 1, -1)
+        return values[:, :H], values[np.arange(F), seg.length]
 
     def _signal_columns(self, seg: Segments, mask: np.ndarray) -> dict[str, np.ndarray]:
         """The buffer columns only reward signals with a model read (none without them): their
