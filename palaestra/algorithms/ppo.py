@@ -138,10 +138,10 @@ class PPO:
         self.sequence_length = settings.sequence_length if self.memory_size else 1
         self.optimizer = make_adam(self.policy.parameters(), settings.learning_rate, settings.adam_epsilon)
         self.rng = rng or np.random.default_rng()
-        # A plain MLP on the CPU (with or without LSTMs) acts, computes gradients and takes Adam steps
-        # faster in numpy, over the same memory (networks/accelerator.py; tests check each against
-        # torch and autograd). The numpy Adam
-        # flattens the parameters first, so that the accelerator views the flat buffers.
+        # A plain MLP on the CPU (with or without LSTMs) acts, computes gradients and takes Adam
+        # steps faster in numpy, over the same memory (networks/accelerator.py; tests check each
+        # against torch and autograd). The numpy Adam flattens the parameters first, so that the
+        # accelerator views the flat buffers.
         self._numpy_adam = NumpyAdam(list(self.policy.parameters()), self.optimizer) if accelerable(self.policy) else None
         self._accelerated = accelerate(self.policy, self.rng)
         # acting: the accelerator's numpy network (a recurrent one acts in numpy too), or the module
