@@ -260,6 +260,11 @@ def check_top_level(path: Path, state: Any) -> dict[str, Any]:
             _int_list(path, shape, f"'observation_shapes'[{i}]")
     if "discrete_branches" in state:
         _int_list(path, state["discrete_branches"], "'discrete_branches'")
+    if "network" in state:
+        network = _mapping(path, state["network"], "'network'")
+        for key, value in network.items():
+            if not isinstance(key, str) or not isinstance(value, (str, int, float, bool)):
+                raise _damaged(path, f"'network'[{_short(key)}]", f"{_kind(value)}, not a setting's value")
     if "behavior" in state and not isinstance(state["behavior"], str):
         raise _damaged(path, "'behavior'", f"{_kind(state['behavior'])}, not a string")
     return dict(state)

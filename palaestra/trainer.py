@@ -30,6 +30,7 @@ from palaestra.checkpoints import (
 from palaestra.curriculum.curricula import Curriculum, LessonState
 from palaestra.demos.record import Policy
 from palaestra.envs.base import ActionTuple, BehaviorSpec, DecisionSteps, TerminalSteps
+from palaestra.envs.observations import is_image
 from palaestra.export import export_policy
 from palaestra.networks.accelerator import weight_layout
 from palaestra.rollout.collector import Collector
@@ -42,6 +43,20 @@ from palaestra.workers.acting import ActingWorkers, BehaviorPlan
 logger = logging.getLogger("palaestra")
 
 CHECKPOINT_FORMAT = 1
+
+
+def network_record(settings: TrainerSettings, spec: BehaviorSpec) -> dict[str, Any]:
+    """The settings that shape a behavior's networks, as its checkpoints record them; keys that
+    do not apply (the memory without an LSTM, the image encoder without images) are left out."""
+    record: dict[str, Any] = {key: getattr(settings, key) for key in
+                              ("hidden_units", "num_layers", "activation", "normalize", "use_recurrent")}
+    if settings.use_recurrent:
+        record["memory_size"] = settings.memory_size
+        if hasattr(settings, "lstm_placement"):
+            record["lstm_placement"] = settings.lstm_placement
+    if any(is_image(shape) for shape in spec.observation_shapes):
+        record["vis_encode_type"] = settings.vis_encode_type
+    return record
 
 
 class BehaviorTrainer:
@@ -189,6 +204,7 @@ class BehaviorTrainer:
             "observation_shapes": [list(s) for s in self.spec.observation_shapes],
             "continuous_size": self.spec.action_spec.continuous_size,
             "discrete_branches": list(self.spec.action_spec.discrete_branches),
+            "network": network_record(self.settings, self.spec),
             "global_step": global_step,
             "next_summary": self._next_summary,
             "algorithm": self.algorithm.state_dict(),
@@ -280,6 +296,15 @@ class BehaviorTrainer:
                 f"but behavior {self.name!r} has observations {shapes} and actions "
                 f"{self.spec.action_spec.describe()}"
             )
+        # settings that change what the weights compute without changing their shapes
+        # (activation, where the LSTM sits) would load silently: checkpoints record them
+        saved_network, network = state.get("network", {}), network_record(self.settings, self.spec)
+        differ = [key for key in network if key in saved_network and saved_network[key] != network[key]]
+        if differ:
+            raise CheckpointError(
+                f"checkpoint {path} was trained with " + ", ".join(f"{k}: {saved_network[k]}" for k in differ) +
+                f", but behavior {self.name!r} is set to " + ", ".join(f"{k}: {network[k]}" for k in differ) +
+                "; a checkpoint loads only into the network it was trained with (set them back, or train anew)")
         optimizer_shapes = [p.shape for group in self.algorithm.optimizer.param_groups for p in group["params"]]
         check_algorithm_state(path, state["algorithm"], self.algorithm.state_dict(), optimizer_shapes)
         try:

@@ -47,11 +47,11 @@ SMALL = """
 """
 
 
-def make_trainer(run_dir, trainer="ppo", hidden_units=8, training=True, name="1D"):
+def make_trainer(run_dir, trainer="ppo", hidden_units=8, training=True, name="1D", **network):
     env = BUILTIN_ENVS["Simple1DDiscrete"](seed=0)
     settings = TrainerSettings(trainer=trainer, batch_size=16, buffer_size=32, hidden_units=hidden_units,
                                num_layers=1, max_steps=100, time_horizon=8, summary_freq=10_000,
-                               reward_signals={"extrinsic": ExtrinsicSettings()})
+                               reward_signals={"extrinsic": ExtrinsicSettings()}, **network)
     return BehaviorTrainer(name, env.behavior_specs["1D"], settings, torch.device("cpu"), StatsReporter("t", []),
                            CheckpointManager(run_dir / name, 5), run_dir, training=training)
 
@@ -193,6 +193,8 @@ STRUCTURES = [
      "'algorithm.step' is 18446744073709551616, not an integer >= 0", DamagedCheckpointError),
     ("spec", lambda s: s.update(observation_shapes=[[5]]), "was trained for observations [[5]]", CheckpointError),
     ("newer format", lambda s: s.update(format=9), "has format 9", CheckpointError),
+    ("network record", lambda s: s.update(network={"activation": [1]}),
+     "'network'['activation'] is [1], not a setting's value", DamagedCheckpointError),
 ]
 
 
@@ -230,8 +232,38 @@ def test_a_checkpoint_of_a_wider_network_says_which_setting(tmp_path, saved):
     wide = make_trainer(tmp_path / "other", hidden_units=16)
     with pytest.raises(CheckpointError) as error:
         wide.restore(saved, weights_only=True)
+    assert f"checkpoint {saved} was trained with hidden_units: 8, but behavior '1D' is set to hidden_units: 16" in \
+        str(error.value) and not isinstance(error.value, DamagedCheckpointError)
+    # a checkpoint written before checkpoints recorded their network: the shapes still tell
+    state = CheckpointManager.load(saved)
+    del state["network"]
+    save_state(saved, state)
+    with pytest.raises(CheckpointError) as error:
+        wide.restore(saved, weights_only=True)
     assert "has shape [2, 8, 1], the policy expects [2, 16, 1]" in str(error.value)
-    assert "hidden_units, num_layers" in str(error.value) and not isinstance(error.value, DamagedCheckpointError)
+    assert "hidden_units, num_layers" in str(error.value)
+
+
+@pytest.mark.parametrize("trained, now", [
+    (dict(activation="swish"), dict(activation="tanh")),
+    # one observation, one unit, memory 2 (one unit of h and c): the LSTM's weights have the same
+    # shapes before and after the layers (so do images: each encoder gives hidden_units features)
+    (dict(hidden_units=1, use_recurrent=True, memory_size=2, sequence_length=4),
+     dict(hidden_units=1, use_recurrent=True, memory_size=2, sequence_length=4, lstm_placement="before_layers")),
+])
+def test_network_settings_that_keep_every_shape_are_checked_before_weights_load(tmp_path, trained, now):
+    # these load "successfully" into the wrong network unless the checkpoint says what it was
+    source = make_trainer(tmp_path / "a", **trained)
+    path = source.checkpoints.save(source.state(0), 0)
+    other = make_trainer(tmp_path / "b", **now)
+    assert [v.shape for v in policy_weights(source).values()] == [v.shape for v in policy_weights(other).values()]
+    before = policy_weights(other)
+    key = next(k for k in now if trained.get(k, "after_layers") != now[k])
+    with pytest.raises(CheckpointError, match=f"was trained with {key}: .*, but behavior '1D' is set to {key}: "
+                                              f"{now[key]}; a checkpoint loads only into the network"):
+        other.restore(path, weights_only=True)
+    assert all(torch.equal(before[k], v) for k, v in policy_weights(other).items())
+    make_trainer(tmp_path / "c", **trained).restore(path, weights_only=False)  # the same settings load
 
 
 # -- the newest intact checkpoint -----------------------------------------------------------------------
@@ -276,7 +308,7 @@ def test_without_an_intact_checkpoint_the_error_says_so_and_names_each(trainer):
 def test_a_checkpoint_that_does_not_fit_stops_at_once(tmp_path, trainer):
     _three_checkpoints(trainer)
     wide = make_trainer(tmp_path / "wide", hidden_units=16)
-    with pytest.raises(CheckpointError, match="checkpoint-300.pt: parameter"):
+    with pytest.raises(CheckpointError, match="checkpoint-300.pt was trained with hidden_units: 8"):
         wide.restore_newest(trainer.checkpoints, weights_only=True, set_aside=False, advice="")
 
 
