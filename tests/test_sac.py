@@ -362,6 +362,27 @@ def test_ctrl_c_then_resume_restores_the_replay_buffer_and_counters(tmp_path):
     assert resumed["step"] > saved["step"] and resumed["update_count"] > saved["update_count"]
 
 
+def test_a_recurrent_replay_buffer_resumes_only_with_the_sequence_length_it_was_cut_with(run_cli, workdir):
+    # its rows sit in blocks of sequence_length (padding and stored memories included): read
+    # with another length, blocks would start mid-episode with zero memory
+    text = SMALL_SAC.format(max_steps=300) + "  use_recurrent: true\n  memory_size: 8\n  sequence_length: {L}\n"
+    config = write_yaml(workdir / "c.yaml", text.format(L=8))
+    assert run_cli(str(config), "--env=Memory1DContinuous", "--run-id=r").code == 0
+    replay = CheckpointManager.load_file(workdir / "models/r/1D/replay_buffer.pt", "")
+    real = int(replay["columns"]["valid"].sum())
+    assert replay["sequence_length"] == 8 and 0 < real < replay["columns"]["valid"].shape[0]
+
+    write_yaml(workdir / "c.yaml", text.format(L=4).replace("max_steps: 300", "max_steps: 400"))
+    result = run_cli(str(config), "--env=Memory1DContinuous", "--run-id=r", "--resume")
+    assert result.code != 0 and "Traceback" not in result.log
+    assert ("replay_buffer.pt does not fit behavior '1D''s settings: it holds sequences of 8 rows, and "
+            "sequence_length is now 4; set them back, or delete the file") in result.log
+
+    write_yaml(workdir / "c.yaml", text.format(L=8).replace("max_steps: 300", "max_steps: 400"))
+    result = run_cli(str(config), "--env=Memory1DContinuous", "--run-id=r", "--resume")
+    assert result.code == 0 and f"restored {real} transitions" in result.log  # padding rows are not counted
+
+
 # -- learning (CI-sized, seeded) ---------------------------------------------------------------
 @pytest.mark.training
 @pytest.mark.parametrize("env_name,seeds", [

@@ -38,6 +38,7 @@ from palaestra.algorithms.training_state import load_training_state, training_st
 from palaestra.algorithms.schedules import scheduled_learning_rate
 from palaestra.rollout.sequences import into_sequences, real_rows, sequence_positions, sequence_segments
 from palaestra.rollout.transitions import following_rows, terminal_rows
+from palaestra.checkpoints import CheckpointError
 from palaestra.envs.base import BehaviorSpec
 from palaestra.networks.accelerator import accelerate, acting_network, plain_mlp, twin_layers
 from palaestra.networks.constants import LOG_STD_MAX, LOG_STD_MIN, MASKED_LOGIT, WIDE_NETWORK_UNITS
@@ -683,16 +684,24 @@ class SAC:
             module.load_state_dict(state[name])
 
     def replay_state(self) -> dict[str, Any]:
-        """The replay buffer as tensors (for ``save_replay_buffer``)."""
-        return self.buffer.tensor_state()
+        """The replay buffer as tensors (for ``save_replay_buffer``), with the length of the
+        sequences a recurrent policy's rows are cut into."""
+        return self.buffer.tensor_state() | {"sequence_length": self.sequence_length}
 
     def load_replay_state(self, state: dict[str, Any]) -> int:
+        """Load a saved replay buffer; return how many transitions it holds (padding excluded)."""
+        saved_length = int(state.get("sequence_length", self.sequence_length))  # absent: saved before it was kept
+        if saved_length != self.sequence_length:
+            # the rows sit in blocks of the saved length, padding and stored memories included;
+            # read with another length, blocks would start mid-episode with zero memory
+            raise CheckpointError(f"it holds sequences of {saved_length} rows, and sequence_length is now "
+                                  f"{self.sequence_length}")
         columns = {k: v.numpy() for k, v in state["columns"].items()}
         for prefix in ("obs", "next_obs"):  # files saved before observations kept their shapes
             if prefix in columns:
                 columns |= observation_columns(_split_flat(columns.pop(prefix), self.spec.observation_shapes), prefix)
         self.buffer.load_state_dict({"capacity": state["capacity"], "columns": columns})
-        return self.buffer.size
+        return int(columns["valid"].sum()) if "valid" in columns else self.buffer.size
 
     def policy_arrays(self) -> dict[str, np.ndarray]:
         raise NotImplementedError("SAC's policy does not act in environment workers (palaestra/capabilities.py)")
