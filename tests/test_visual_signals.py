@@ -281,3 +281,25 @@ def _segments(algorithm, spec):
         if seg is not None:
             return seg
     raise AssertionError("no segments")
+
+
+def test_behavioral_cloning_under_sac_trains_the_actor_s_layers_and_leaves_its_encoder_the_critic_s(tmp_path,
+                                                                                                     demos):
+    # the actor reads the first critic's image encoding (docs/algorithms.md); cloning's optimizer
+    # steps every policy parameter, so the actor's copy of the encoder must be made the critic's
+    # again after it, or acting and the exported model read an encoder no critic has
+    from palaestra.algorithms import make_algorithm
+    from tests.test_visual import _run
+
+    spec = _spec(True)
+    bc = f"  behavioral_cloning:\n    demo_path: {demos[True]}\n    strength: 1.0\n    steps: 0\n"
+    torch.manual_seed(0)
+    sac = make_algorithm(spec, _settings(tmp_path, "sac", extra_lines=bc), torch.device("cpu"),
+                         np.random.default_rng(0))
+    before = {k: v.clone() for k, v in sac.policy.state_dict().items()}
+    _run(sac, spec, 40)
+    assert sac.update_count > 0 and sac.policy_updates[0].optimizer.steps > 0
+    actor, critic = sac.policy.images.towers[0].state_dict(), sac.critic_images.towers[0].state_dict()
+    assert actor.keys() == critic.keys() and all(torch.equal(actor[k], critic[k]) for k in actor)
+    layers = [k for k in before if k.endswith("weight") and not k.startswith(("images.", "normalizer."))]
+    assert layers and all(not torch.equal(before[k], sac.policy.state_dict()[k]) for k in layers), layers

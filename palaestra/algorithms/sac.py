@@ -350,6 +350,8 @@ class SAC:
             steps += 1
             for policy_update in self.policy_updates:  # after each gradient step, as ML-Agents' BC
                 extra.add(policy_update.update(self.step))
+            if self.policy_updates:  # their optimizers step every policy parameter, the encoder copy too
+                self._share_encoder()
         # reward signals with a model (curiosity, GAIL) learn on their own cadence
         # (reward_signal_steps_per_update, by default steps_per_update), on their own samples
         signal_updates_due = self._updates_due(self.settings.reward_signal_steps_per_update)
@@ -387,10 +389,15 @@ class SAC:
             lean_adam_step(self.optimizer)
         # Polyak averaging of the target critics: target <- (1 - tau) target + tau critic
         self.target_flat.data.lerp_(self.flat.data[self.critic_span], self.settings.tau)
-        if self._shared_images is not None:  # the actor's encoder: the first critic's, as trained
+        self._share_encoder()
+        return stats
+
+    def _share_encoder(self) -> None:
+        """Make the actor's image encoders the first critic's again, as trained (acting and the
+        exported model read the actor's copy)."""
+        if self._shared_images is not None:
             actor_span, critic_span = self._shared_images
             self.flat.data[actor_span] = self.flat.data[critic_span]
-        return stats
 
     def _encoder_spans(self, actor_params: list[nn.Parameter], critic_params: list[nn.Parameter]
                        ) -> tuple[slice, slice] | None:
