@@ -5,6 +5,7 @@ ML-Agents' stat names."""
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import math
 import os
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Protocol
 
+from palaestra.checkpoints import atomic_write_text
 from palaestra.timers import TIMERS
 
 logger = logging.getLogger("palaestra")
@@ -116,29 +118,41 @@ class ConsoleWriter:
 
 
 class CSVWriter:
-    """``summaries/<category>.csv``: header ``Steps,<keys>`` fixed by the first row that has an
-    episode reward and length, as in ML-Agents 0.16; keys missing later are written as None."""
+    """``summaries/<category>.csv``: one row per summary, ``Steps`` and then every stat seen so far,
+    in sorted order; a cell is empty where the summary lacks the stat (no episode ended, no update
+    yet). ML-Agents 0.16 fixed the header at the first summary with an episode, so stats that came
+    later (the losses, after the first update) never reached the file; here a new stat widens the
+    header, the file rewritten whole (atomically) with the earlier rows' new cells empty."""
 
     def __init__(self, summaries_dir: Path, category: str, append: bool) -> None:
         self.path = summaries_dir / f"{category}.csv"
-        self.keys: list[str] | None = None
+        self.keys: list[str] = []
         if append and self.path.exists():
             with open(self.path, newline="") as fh:
                 header = next(csv.reader(fh), None)
-            if header:
-                self.keys = header[1:]
+            self.keys = header[1:] if header else []
         elif self.path.exists():
             self.path.unlink()
 
     def write(self, category: str, step: int, values: dict[str, StatSummary]) -> None:
-        if self.keys is None:
-            if "Environment/Cumulative Reward" not in values or "Environment/Episode Length" not in values:
-                return
-            self.keys = sorted(values)
-            with open(self.path, "w", newline="") as fh:
-                csv.writer(fh).writerow(["Steps", *self.keys])
+        if not set(values) <= set(self.keys):
+            self._widen(sorted(set(self.keys) | set(values)))
         with open(self.path, "a", newline="") as fh:
-            csv.writer(fh).writerow([step, *[values[k].mean if k in values else None for k in self.keys]])
+            csv.writer(fh).writerow([step, *[values[k].mean if k in values else "" for k in self.keys]])
+
+    def _widen(self, keys: list[str]) -> None:
+        rows: list[dict[str, str]] = []
+        if self.path.exists():
+            with open(self.path, newline="") as fh:
+                rows = list(csv.DictReader(fh))
+        text = io.StringIO()
+        writer = csv.writer(text)
+        writer.writerow(["Steps", *keys])
+        for row in rows:
+            writer.writerow([row.get("Steps", ""), *[row.get(k) or "" for k in keys]])
+        os.makedirs(self.path.parent, exist_ok=True)
+        atomic_write_text(self.path, text.getvalue())
+        self.keys = keys
 
     def close(self) -> None:
         pass

@@ -3,6 +3,7 @@ checkpoints, Ctrl+C, and a clear message with a non-zero exit for every kind of 
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 import subprocess
@@ -455,3 +456,26 @@ def test_a_negative_torch_thread_count_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as stop:
         parse_args(["c.yaml", "--torch-threads=-2"])
     assert stop.value.code == 2 and "--torch-threads: expected a thread count" in capsys.readouterr().err
+
+
+def test_the_summary_csv_has_a_row_per_summary_and_widens_for_stats_that_come_later(tmp_path):
+    # ML-Agents 0.16 fixed the header at the first summary with an episode: the losses, which
+    # come after the first update, never reached the file
+    from palaestra.stats import CSVWriter, StatSummary
+
+    def summary(**values):
+        return {k.replace("_", "/"): StatSummary(v, 0.0, 1) for k, v in values.items()}
+
+    writer = CSVWriter(tmp_path, "r_B", append=False)
+    writer.write("r_B", 100, summary(Is_Training=1.0))  # no episode ended yet
+    writer.write("r_B", 200, summary(Is_Training=1.0, Environment_Reward=0.5))
+    writer.write("r_B", 300, summary(Is_Training=1.0, Environment_Reward=0.7, Losses_Value=0.25))
+    resumed = CSVWriter(tmp_path, "r_B", append=True)  # --resume appends, and may widen again
+    resumed.write("r_B", 400, summary(Losses_Value=0.2, Policy_Entropy=1.5))
+    with open(tmp_path / "r_B.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == ["Steps", "Environment/Reward", "Is/Training", "Losses/Value", "Policy/Entropy"]
+    assert [[r[k] for k in rows[0]] for r in rows] == [
+        ["100", "", "1.0", "", ""], ["200", "0.5", "1.0", "", ""], ["300", "0.7", "1.0", "0.25", ""],
+        ["400", "", "", "0.2", "1.5"]]
+    assert not list(tmp_path.glob(".*tmp"))  # rewritten through a temp file, renamed over
