@@ -142,6 +142,14 @@ def test_demonstrations_of_another_behavior_are_refused_with_the_setting_named(d
         _signal(demos["Simple1DContinuous"], "Simple1DDiscrete")
     with pytest.raises(DemoError, match=r"reward_signals\.gail\.demo_path .*missing\.demo"):
         _signal(Path("missing.demo"), "Simple1DDiscrete")
+    # built for a behavior, the message names it (not a placeholder)
+    from palaestra.algorithms import make_algorithm
+    from palaestra.settings import ExtrinsicSettings, TrainerSettings
+
+    settings = TrainerSettings(trainer="ppo", reward_signals={"extrinsic": ExtrinsicSettings(), "gail": GAILSettings(
+        demo_path=str(demos["Simple1DContinuous"]))})
+    with pytest.raises(DemoError, match=r"behavior 'Mover' .*continuous|continuous.*behavior 'Mover'"):
+        make_algorithm(_spec("Simple1DDiscrete"), settings, torch.device("cpu"), np.random.default_rng(0), "Mover")
 
 
 @pytest.mark.training

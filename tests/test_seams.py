@@ -36,7 +36,8 @@ class ProbeSignal:
     uses_terminal = False
     learns = True
 
-    def __init__(self, settings: ProbeSettings, spec, device, vis_encode_type: str = "simple") -> None:
+    def __init__(self, settings: ProbeSettings, spec, device, vis_encode_type: str = "simple",
+                 behavior: str = "the behavior") -> None:
         self.gamma, self.strength = settings.gamma, settings.strength
         obs = sum(int(np.prod(s)) for s in spec.observation_shapes)
         self.model = nn.Linear(2 * obs + spec.action_spec.continuous_size + len(spec.action_spec.discrete_branches),

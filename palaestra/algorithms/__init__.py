@@ -27,9 +27,9 @@ def make_algorithm(spec: BehaviorSpec, settings: TrainerSettings, device: torch.
     demonstrations are read and checked against ``spec`` here, DemoError if they do not fit; so
     are offline_bc's)."""
     cls = ALGORITHMS[settings.trainer]
-    if capabilities(settings).imitation_only:  # its checks name the behavior
-        return cls(spec, settings, device, rng, behavior)
-    algorithm = cls(spec, settings, device, rng)
+    algorithm = cls(spec, settings, device, rng, behavior)  # checks of demonstrations name the behavior
+    if capabilities(settings).imitation_only:
+        return algorithm
     if settings.behavioral_cloning is not None:
         algorithm.policy_updates.append(BehavioralCloning(settings, spec, algorithm.policy, device, rng, behavior))
     return algorithm

@@ -120,11 +120,11 @@ def ppo_loss_gradients(log_prob: np.ndarray, entropy: np.ndarray | float, values
 
 class PPO:
     def __init__(self, spec: BehaviorSpec, settings: PPOSettings, device: torch.device,
-                 rng: np.random.Generator | None = None) -> None:
+                 rng: np.random.Generator | None = None, behavior: str = "the behavior") -> None:
         self.spec = spec
         self.settings = settings
         self.device = device
-        self.signals = make_signals(spec, settings.reward_signals, device, settings.vis_encode_type)
+        self.signals = make_signals(spec, settings.reward_signals, device, settings.vis_encode_type, behavior)
         self._learning_signals = [signal for signal in self.signals if signal.learns]
         self.auxiliary_losses: list[AuxiliaryLoss] = []  # extra loss terms of each mini-batch step
         self.policy_updates: list[PolicyUpdate] = []  # run after each update (behavioral cloning)

@@ -151,7 +151,7 @@ class SAC:
     memory_size = 0  # no recurrent policies (capabilities.py)
 
     def __init__(self, spec: BehaviorSpec, settings: SACSettings, device: torch.device,
-                 rng: np.random.Generator | None = None) -> None:
+                 rng: np.random.Generator | None = None, behavior: str = "the behavior") -> None:
         action = spec.action_spec
         if action.is_continuous and action.is_discrete:
             raise ValueError("SAC takes continuous or discrete actions, not both")
@@ -159,7 +159,7 @@ class SAC:
         self.settings = settings
         self.device = device
         self.rng = rng or np.random.default_rng()
-        self.signals = make_signals(spec, settings.reward_signals, device, settings.vis_encode_type)
+        self.signals = make_signals(spec, settings.reward_signals, device, settings.vis_encode_type, behavior)
         self._learning_signals = [signal for signal in self.signals if signal.learns]
         self.auxiliary_losses: list[AuxiliaryLoss] = []  # extra loss terms of each gradient step
         self.policy_updates: list[PolicyUpdate] = []  # run after each update (behavioral cloning)

@@ -21,7 +21,7 @@ from palaestra.settings import CuriositySettings, ExtrinsicSettings, GAILSetting
 # capabilities.py for the trainers that support it (docs/extending.md).
 # A builder takes (settings, spec, device, vis_encode_type): the trainer's image encoder, for a
 # signal's own network where the behavior has image observations.
-SIGNAL_BUILDERS: dict[type, Callable[[Any, BehaviorSpec, torch.device, str], RewardSignal]] = {
+SIGNAL_BUILDERS: dict[type, Callable[[Any, BehaviorSpec, torch.device, str, str], RewardSignal]] = {
     ExtrinsicSettings: ExtrinsicSignal.build,
     CuriositySettings: CuriositySignal.build,
     RNDSettings: RNDSignal.build,
@@ -30,15 +30,16 @@ SIGNAL_BUILDERS: dict[type, Callable[[Any, BehaviorSpec, torch.device, str], Rew
 
 
 def make_signals(spec: BehaviorSpec, settings: Mapping[str, Any], device: torch.device,
-                 vis_encode_type: str = "simple") -> list[RewardSignal]:
+                 vis_encode_type: str = "simple", behavior: str = "the behavior") -> list[RewardSignal]:
     """The behavior's reward signals, in the order of its settings (the value heads' order);
-    ``vis_encode_type``: the trainer's, for the image observations of signals with a network."""
+    ``vis_encode_type``: the trainer's, for the image observations of signals with a network;
+    ``behavior``: its name, for the messages of signals that check demonstrations against it."""
     signals: list[RewardSignal] = []
     for name, cfg in settings.items():
         build = SIGNAL_BUILDERS.get(type(cfg))
         if build is None:  # capabilities.settings_problems refuses these before anything is built
             raise ValueError(f"the {name} reward signal is not supported yet")
-        signals.append(build(cfg, spec, device, vis_encode_type))
+        signals.append(build(cfg, spec, device, vis_encode_type, behavior))
     return signals
 
 

@@ -27,7 +27,7 @@ class ExtrinsicSignal:
 
     @classmethod
     def build(cls, settings: ExtrinsicSettings, spec: BehaviorSpec, device: torch.device,
-              vis_encode_type: str = "simple") -> "ExtrinsicSignal":
+              vis_encode_type: str = "simple", behavior: str = "the behavior") -> "ExtrinsicSignal":
         return cls(settings.strength, settings.gamma, settings.normalize)
 
     def rewards(self, segments: Segments) -> np.ndarray:

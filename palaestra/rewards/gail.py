@@ -106,14 +106,19 @@ class GAILSignal(ModelSignal):
     stat_name = "GAIL"
 
     def __init__(self, settings: GAILSettings, spec: BehaviorSpec, device: torch.device,
-                 vis_encode_type: str = "simple") -> None:
-        self.expert = demonstration_columns(settings.demo_path, spec, "the behavior", "reward_signals.gail.demo_path")
+                 vis_encode_type: str = "simple", behavior: str = "the behavior") -> None:
+        self.expert = demonstration_columns(settings.demo_path, spec, behavior, "reward_signals.gail.demo_path")
         self.expert_rows = len(self.expert["continuous"])
         super().__init__(settings, device, Discriminator(spec, settings, vis_encode_type))
         # rewards/numpy_losses.py: a plain MLP over vectors, on the CPU
         self.numpy_steps = self.model.images is None and not settings.use_vail and device.type == "cpu"
         self.beta = torch.zeros((), device=device)  # VAIL's Lagrange weight (a checkpointed tensor)
         self.rng = np.random.default_rng(int(torch.randint(2**31, ())))
+
+    @classmethod
+    def build(cls, settings, spec, device: torch.device, vis_encode_type: str = "simple",
+              behavior: str = "the behavior") -> "GAILSignal":
+        return cls(settings, spec, device, vis_encode_type, behavior)
 
     def batch_rewards(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
         d, _ = self.model(*self.model.inputs(batch, self.device))

@@ -97,7 +97,8 @@ class ModelSignal:
         self.optimizer = FlatStateAdam(self.model if trained is None else trained, settings.learning_rate)
 
     @classmethod
-    def build(cls, settings, spec, device: torch.device, vis_encode_type: str = "simple"):
+    def build(cls, settings, spec, device: torch.device, vis_encode_type: str = "simple",
+              behavior: str = "the behavior"):
         return cls(settings, spec, device, vis_encode_type)
 
     def batch_rewards(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
