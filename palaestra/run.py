@@ -160,6 +160,7 @@ def _resolve_settings(config: TrainerConfig, env: Env, behaviors: list[str] | No
                       ) -> dict[str, TrainerSettings]:
     """Each behavior's settings (``behaviors``: those to resolve, by default all), checked against its spec."""
     behaviors = list(env.behavior_specs) if behaviors is None else behaviors
+    config.warn_misspelt_sections(behaviors)
     missing = [b for b in behaviors if not config.has_settings_for(b)]
     if missing:
         raise ConfigError(

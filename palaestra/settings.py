@@ -326,7 +326,8 @@ class TrainerSettings:
                              used_by=EVERY_RL_TRAINER)
     summary_freq: int = _key(10000, integer(1), "steps between summaries", used_by=EVERY_TRAINER)
     use_recurrent: bool = _key(False, boolean, "LSTM policy (PPO and SAC)", used_by=EVERY_TRAINER)
-    memory_size: int = _key(128, integer(1), "LSTM memory size", used_by=EVERY_TRAINER)
+    # at most 2 x 4096, as hidden_units: the LSTM keeps h and c of memory_size / 2 units each
+    memory_size: int = _key(128, integer(1, 8192), "LSTM memory size", used_by=EVERY_TRAINER)
     sequence_length: int = _key(64, integer(1), "LSTM training sequence length", used_by=EVERY_TRAINER)
     vis_encode_type: str = _key("simple", choice(*VISUAL_ENCODERS), "image encoder for camera observations "
                                 "(networks/visual.py: simple 20x20, nature_cnn 36x36, resnet 15x15 at least)",
@@ -554,8 +555,51 @@ class TrainerConfig:
             merged.pop("steps_per_update", None)
         origins = {key: f"section {_show(default_name)}" for key in merged}
         origins.update({key: f"section {_show(own_name)}" for key in own})
+        self._warn_unread(behavior, own_name, own, default_name, merged)
         merged.update(own)
         return _build_settings(self.path, behavior, merged, origins)
+
+    def warn_misspelt_sections(self, behaviors: list[str]) -> None:
+        """Warn about a section whose name nearly matches a behavior of the environment (or
+        'default') that has no section of its own: that behavior silently trains with the
+        default settings otherwise. Sections for behaviors of other environments (the shipped
+        files have one per example) are normal and left alone."""
+        unsettled = [b for b in behaviors if self.own_section(b) is None]
+        if "default" not in self.sections:
+            unsettled.append("default")
+        for name in self.section_names():
+            if name in behaviors or not unsettled:
+                continue
+            target = _closest_name(name, unsettled)
+            if target is not None:
+                fallback = ("has no settings" if "default" not in self.sections else "trains with section 'default'")
+                message = (f"{self.path}: section {_show(name)} is not a behavior of this environment (did you mean "
+                           f"{target!r}?); " + ("a 'default' section is what behaviors without their own section "
+                                                "read" if target == "default" else f"{target!r} {fallback}"))
+                if message not in self.warnings:
+                    self.warnings.append(message)
+                    logger.warning(message)
+
+    def _warn_unread(self, behavior: str, own_name: str, own: dict[str, Any], default_name: str,
+                     default: dict[str, Any]) -> None:
+        """Warn about keys of another trainer that ``behavior`` will not read because no section
+        names its trainer (a section that names it was warned about when the file was read):
+        SAC's keys in a section without ``trainer: sac`` train PPO. Keys of the default section
+        are warned about only when neither section names a trainer, since a behavior may switch
+        trainers over a default written for another."""
+        trainer = own.get("trainer", default.get("trainer", TRAINER_KEYS["trainer"].default))
+        where = [(own_name, own)] if "trainer" not in own else []
+        if "trainer" not in own and "trainer" not in default:
+            where.append((default_name, default))
+        for name, section in where:
+            for key in section:
+                if key in READ_BY and trainer not in READ_BY[key]:
+                    message = (f"{_where(self.path, name, key)}: only read by {'/'.join(READ_BY[key])}; behavior "
+                               f"{behavior!r} trains with {trainer}, the default, since no section names its "
+                               "trainer (add trainer: to the section)")
+                    if message not in self.warnings:
+                        self.warnings.append(message)
+                        logger.warning(message)
 
     def _section(self, name: str) -> tuple[str, dict[str, Any]]:
         """The section ``name`` as a mapping, with the name of the section that holds it (aliases
@@ -869,12 +913,18 @@ def _warn(warnings: list[str], message: Callable[[], str]) -> None:
 
 
 def _closest(name: str, known: list[str]) -> str:
+    match = _closest_name(name, known)
+    return f" (did you mean {match!r}?)" if match else ""
+
+
+def _closest_name(name: str, known: list[str]) -> str | None:
     if len(name) > 64:  # no key is that long; difflib's cost grows with the square of the length
-        return ""
+        return None
     # 0.75: every one-or-two-letter typo of a key scores above 0.8; unrelated names below
     # (a sampler file's 'mass' scored 0.62 against max_steps)
-    match = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
-    return f" (did you mean {match[0]!r}?)" if match else ""
+    lowered = {k.lower(): k for k in known}  # BATCH_SIZE is batch_size too
+    match = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.75)
+    return lowered[match[0]] if match else None
 
 
 def _check_value(path: Path, section: str, key: str, check: Callable[[Any], Any], value: Any) -> Any:
@@ -889,7 +939,9 @@ def _check_section(path: Path, name: str, section: dict[str, Any], warnings: lis
     """Check the keys written in one section; return them converted (defaults not filled)."""
     out: dict[str, Any] = {}
     trainer = section.get("trainer")
-    if "steps_per_update" in section and ("num_update" in section or "train_interval" in section):
+    reads_cadence = not (isinstance(trainer, str) and trainer in TRAINER_TYPES
+                         and trainer not in READ_BY["steps_per_update"])  # else each key is warned about below
+    if reads_cadence and "steps_per_update" in section and ("num_update" in section or "train_interval" in section):
         old = [k for k in ("train_interval", "num_update") if k in section]
         _warn(warnings, lambda: (
             f"{_where(path, name)}: sets both steps_per_update (0.16) and {'/'.join(old)} (0.15); as in "
@@ -999,10 +1051,11 @@ def _build_settings(path: Path, behavior: str, merged: dict[str, Any], origins: 
         kwargs["steps_per_update"] = kwargs.get("train_interval", 1) / kwargs.get("num_update", 1)
         origins["steps_per_update"] = origins.get("train_interval") or origins["num_update"]
     settings = cls(**kwargs, origins={k: v for k, v in origins.items() if k in kwargs})
-    if trainer == "ppo" and settings.batch_size > settings.buffer_size:
+    if trainer in ("ppo", "sac") and settings.batch_size > settings.buffer_size:
         raise ConfigError(
             f"{path}: behavior {behavior!r}: batch_size ({settings.batch_size}) is larger than "
-            f"buffer_size ({settings.buffer_size}); PPO would never complete a mini-batch"
+            f"buffer_size ({settings.buffer_size}); " + ("PPO would never complete a mini-batch" if trainer == "ppo"
+                                                         else "SAC's replay buffer would never hold a mini-batch")
         )
     signal_epochs = getattr(settings, "reward_signal_num_epoch", None)
     if signal_epochs is not None and signal_epochs > settings.num_epoch:

@@ -217,6 +217,61 @@ def test_keys_of_another_trainer_warn(tmp_path):
     assert any("tau" in w and "sac" in w for w in cfg.warnings)
 
 
+def test_keys_of_another_trainer_warn_where_no_section_names_the_trainer(tmp_path):
+    # SAC's keys with no trainer: anywhere train PPO (the default): said when the behavior resolves
+    cfg = load_trainer_config(write_yaml(tmp_path / "c.yaml", "Basic:\n  batch_size: 64\n  tau: 0.01\n"
+                                                              "  buffer_init_steps: 1000\n"))
+    assert cfg.warnings == [] and cfg.for_behavior("Basic").trainer == "ppo"
+    assert [w.split(": only")[0].rsplit(" ", 1)[-1] for w in cfg.warnings] == ["'tau'", "'buffer_init_steps'"]
+    assert all("behavior 'Basic' trains with ppo, the default, since no section names its trainer" in w
+               for w in cfg.warnings)
+    cfg.for_behavior("Basic")
+    assert len(cfg.warnings) == 2  # once per file, not per resolution
+    # a default written for PPO under a behavior that switches to SAC is normal: not warned
+    cfg = load_trainer_config(write_yaml(tmp_path / "d.yaml", "default:\n  lambd: 0.95\n  beta: 0.01\n"
+                                                              "B:\n  trainer: sac\n"))
+    cfg.for_behavior("B")
+    assert cfg.warnings == []
+    # a default without a trainer, read by a behavior without one: its keys are
+    cfg = load_trainer_config(write_yaml(tmp_path / "e.yaml", "default:\n  tau: 0.01\nB:\n  hidden_units: 8\n"))
+    cfg.for_behavior("B")
+    assert len(cfg.warnings) == 1 and "section 'default', key 'tau'" in cfg.warnings[0]
+
+
+def test_a_section_named_nearly_as_a_behavior_without_its_own_is_warned_about(tmp_path):
+    cfg = load_trainer_config(write_yaml(tmp_path / "c.yaml", "default:\n  hidden_units: 32\n3dball:\n"
+                                                              "  hidden_units: 64\nWalker:\n  hidden_units: 8\n"))
+    cfg.warn_misspelt_sections(["3DBall"])
+    assert cfg.warnings == [f"{tmp_path / 'c.yaml'}: section '3dball' is not a behavior of this environment (did "
+                            "you mean '3DBall'?); '3DBall' trains with section 'default'"]  # Walker: another env's
+    cfg = load_trainer_config(write_yaml(tmp_path / "d.yaml", "Default:\n  hidden_units: 32\n"))
+    cfg.warn_misspelt_sections(["3DBall"])
+    assert "section 'Default' is not a behavior of this environment (did you mean 'default'?)" in cfg.warnings[0]
+    cfg = load_trainer_config(write_yaml(tmp_path / "e.yaml", "default: {}\n3DBall: {}\n3DBallHard: {}\n"))
+    cfg.warn_misspelt_sections(["3DBall"])  # the behavior has its own section: the others are other envs'
+    assert cfg.warnings == []
+
+
+def test_sac_with_a_replay_buffer_smaller_than_a_batch_is_refused(tmp_path):
+    cfg = load_trainer_config(write_yaml(tmp_path / "c.yaml", "B:\n  trainer: sac\n  buffer_size: 10\n"
+                                                              "  batch_size: 64\n"))
+    with pytest.raises(ConfigError, match=r"batch_size \(64\) is larger than buffer_size \(10\); SAC's replay "
+                                          "buffer would never hold a mini-batch"):
+        cfg.for_behavior("B")
+
+
+def test_ppo_given_both_sac_cadence_spellings_warns_about_each_not_about_which_wins(tmp_path):
+    cfg = load_trainer_config(write_yaml(tmp_path / "c.yaml", "B:\n  trainer: ppo\n  steps_per_update: 5\n"
+                                                              "  train_interval: 2\n"))
+    assert len(cfg.warnings) == 2 and all("only read by sac" in w for w in cfg.warnings)
+    assert not any("is read and" in w for w in cfg.warnings)
+
+
+def test_did_you_mean_ignores_case(tmp_path):
+    warnings = load_trainer_config(write_yaml(tmp_path / "c.yaml", "B:\n  BATCH_SIZE: 3\n")).warnings
+    assert "did you mean 'batch_size'" in warnings[0]
+
+
 def test_warnings_found_before_an_error_are_still_reported(tmp_path, caplog):
     import logging
 
@@ -628,3 +683,9 @@ def test_the_settings_tables_in_the_doc_are_generated_from_the_settings():
     assert with_current_tables(doc) == doc, (
         f"the settings tables in docs/configuration.md differ from palaestra/settings.py; regenerate them "
         f"with `{COMMAND}`")
+
+
+def test_memory_size_has_an_upper_bound_named_in_the_message(tmp_path):
+    # a huge memory used to fail inside torch's allocator, naming the network's units instead
+    with pytest.raises(ConfigError, match=r"key 'memory_size': expected an integer .*8192.*got 100000000"):
+        load_trainer_config(write_yaml(tmp_path / "c.yaml", "B:\n  use_recurrent: true\n  memory_size: 100000000\n"))
