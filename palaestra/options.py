@@ -55,6 +55,7 @@ class RunOptions:
     quality_level: int = 5
     time_scale: float = 20.0
     target_frame_rate: int = -1
+    capture_frame_rate: int = 60
     timeout_wait: int = 60
     dry_run: bool = False
 
@@ -109,6 +110,7 @@ INT_OPTIONS: dict[str, IntRange] = {
     "height": IntRange(1, INT32_MAX),
     "quality_level": IntRange(0, INT32_MAX),
     "target_frame_rate": IntRange(-1, INT32_MAX),
+    "capture_frame_rate": IntRange(0, INT32_MAX),
     "timeout_wait": IntRange(1, INT32_MAX),
     "torch_threads": IntRange(0, 4096, what="a thread count (0: chosen by the network's width)"),
 }
@@ -359,6 +361,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-scale", type=_time_scale, default=d.time_scale, help="Unity time scale (> 0)")
     p.add_argument("--target-frame-rate", type=_ranged("target_frame_rate"), default=d.target_frame_rate,
                    help="Unity target frame rate (-1: the platform's default)")
+    p.add_argument("--capture-frame-rate", type=_ranged("capture_frame_rate"), default=d.capture_frame_rate,
+                   help="Unity capture frame rate: the simulated frames per second of game time, whatever "
+                        "the real rate (Time.captureFramerate; 0: off)")
     p.add_argument("--timeout-wait", type=_ranged("timeout_wait"), default=d.timeout_wait,
                    help="Unity: seconds to wait for the build or the Editor to connect, and for each step")
     p.add_argument("--dry-run", action="store_true",

@@ -144,8 +144,10 @@ def _make_env(options: RunOptions, seed: int) -> Env:
     # a Unity build writes its log beside the run's outputs (a dry run writes nothing there)
     logs = Path(tempfile.gettempdir()) / f"palaestra-dry-run-{os.getpid()}" if options.dry_run else \
         Path("models") / options.run_id / RUN_LOGS
-    engine = EngineConfig(options.width, options.height, options.quality_level, options.time_scale,
-                          options.target_frame_rate, options.no_graphics, options.timeout_wait, str(logs))
+    engine = EngineConfig(width=options.width, height=options.height, quality_level=options.quality_level,
+                          time_scale=options.time_scale, target_frame_rate=options.target_frame_rate,
+                          capture_frame_rate=options.capture_frame_rate, no_graphics=options.no_graphics,
+                          timeout_wait=options.timeout_wait, log_folder=str(logs))
     if in_main_process(options):
         return make_env(options.env, seed=seed, num_areas=options.num_areas, env_args=options.env_args,
                         engine=engine, port=options.base_port)

@@ -316,6 +316,7 @@ def test_a_behavior_past_max_steps_stops_learning_while_others_go_on(tmp_path):
     ("--width=0", "argument --width: expected an integer in [1, 2147483647], got 0"),
     ("--height=2147483648", "argument --height: expected an integer in [1, 2147483647]"),
     ("--target-frame-rate=-2", "argument --target-frame-rate: expected an integer in [-1, 2147483647], got -2"),
+    ("--capture-frame-rate=-1", "argument --capture-frame-rate: expected an integer in [0, 2147483647], got -1"),
     ("--time-scale=nan", "argument --time-scale: expected a finite number > 0, got nan"),
     ("--time-scale=1e400", "argument --time-scale: expected a finite number > 0, got inf"),
     ("--time-scale=0", "argument --time-scale: expected a finite number > 0, got 0.0"),

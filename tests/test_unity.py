@@ -279,6 +279,7 @@ def test_a_build_trains_the_protocol_and_quits_when_closed(tmp_path, port):
     assert start["extra"] == ["--hello", "world"]
     assert {"event": "engine", "kind": 2, "values": [7.5]} in log
     assert {"event": "engine", "kind": 0, "values": [64, 84]} in log
+    assert {"event": "engine", "kind": 4, "values": [60]} in log  # --capture-frame-rate's default
     assert {"event": "parameter", "key": "gravity", "kind": 0, "value": 3.5} in log
     assert log[-1]["event"] == "exit" and log[-1]["reason"] == "status 400"
     assert log_of(env).name == f"Player-{port}.log"

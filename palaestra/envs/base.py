@@ -166,6 +166,7 @@ class EngineConfig:
     quality_level: int = RunOptions.quality_level
     time_scale: float = RunOptions.time_scale
     target_frame_rate: int = RunOptions.target_frame_rate
+    capture_frame_rate: int = RunOptions.capture_frame_rate
     no_graphics: bool = RunOptions.no_graphics
     timeout_wait: float = RunOptions.timeout_wait
     log_folder: str | None = None

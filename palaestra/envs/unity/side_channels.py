@@ -160,7 +160,8 @@ class RawBytesChannel(SideChannel):
 
 
 class EngineConfigurationChannel(SideChannel):
-    """Screen size, quality level, time scale and target frame rate, as Unity's engine settings."""
+    """Screen size, quality level, time scale, target and capture frame rates: Unity's engine
+    settings (the capture frame rate is ML-Agents 0.16's addition; Unity packages from 1.0 read it)."""
 
     SCREEN_RESOLUTION, QUALITY_LEVEL, TIME_SCALE, TARGET_FRAME_RATE, CAPTURE_FRAME_RATE = range(5)
 
@@ -172,6 +173,7 @@ class EngineConfigurationChannel(SideChannel):
         self.queue(Writer().int32(self.QUALITY_LEVEL).int32(engine.quality_level).data)
         self.queue(Writer().int32(self.TIME_SCALE).float32(engine.time_scale).data)
         self.queue(Writer().int32(self.TARGET_FRAME_RATE).int32(engine.target_frame_rate).data)
+        self.queue(Writer().int32(self.CAPTURE_FRAME_RATE).int32(engine.capture_frame_rate).data)
 
 
 class EnvironmentParametersChannel(SideChannel):
