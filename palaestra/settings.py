@@ -821,20 +821,49 @@ def _other_file_kind(data: dict[str, Any]) -> str | None:
         return (f"a trainer config in ML-Agents' later format (top-level {', '.join(later)}). This reads "
                 "the 0.15/0.16 format: a 'default:' section and a section per behavior, with the settings "
                 "written flat in it (docs/configuration.md)")
+    return None
+
+
+# each kind of config file: what it holds, and the argument or flag that takes it
+FILE_KINDS = {
+    "trainer config": ("a trainer config ('default:' and behavior sections of trainer settings)",
+                       "the first argument"),
+    "curriculum": ("a curriculum file (a section per behavior with measure, thresholds, parameters)",
+                   "--curriculum"),
+    "sampler": ("a parameter-sampler file (resampling-interval, sampler-type)", "--sampler"),
+}
+
+
+def config_file_kind(data: Any) -> str | None:
+    """Which kind of FILE_KINDS parsed YAML ``data`` looks like, or None if none is clear."""
+    if not isinstance(data, dict):
+        return None
     sections = [v for v in data.values() if isinstance(v, dict)]
     if "resampling-interval" in data or any("sampler-type" in v for v in sections):
-        return ("a parameter-sampler file (resampling-interval, sampler-type); give it with --sampler, and "
-                "a trainer config as the first argument")
-    if any("thresholds" in v and ("measure" in v or "parameters" in v) for v in sections):
-        return ("a curriculum file (measure, thresholds, parameters); give it with --curriculum, and a "
-                "trainer config as the first argument")
+        return "sampler"
+    if ("thresholds" in data and "measure" in data) or any(
+            "thresholds" in v and ("measure" in v or "parameters" in v) for v in sections):
+        return "curriculum"
+    if "default" in data or any(any(str(k) in TRAINER_KEYS for k in v) for v in sections):
+        return "trainer config"
     return None
+
+
+def refuse_other_kind(path: Path, data: Any, expected: str) -> None:
+    """A ConfigError if ``data``, read as ``expected`` (a FILE_KINDS key), is clearly another kind."""
+    kind = config_file_kind(data)
+    if kind is not None and kind != expected:
+        what, where = FILE_KINDS[kind]
+        wanted, flag = FILE_KINDS[expected]
+        raise ConfigError(f"{path}: this is {what}: give it {'as' if kind == 'trainer config' else 'with'} "
+                          f"{where}; {flag} takes {wanted}")
 
 
 def _check_sections(path: Path, data: dict[str, Any], config: TrainerConfig) -> None:
     kind = _other_file_kind(data)
     if kind is not None:
         raise ConfigError(f"{path}: this is {kind}")
+    refuse_other_kind(path, data, "trainer config")
     for name, section in data.items():
         name = str(name)
         if isinstance(section, str):  # alias

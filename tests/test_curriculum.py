@@ -224,3 +224,25 @@ def test_check_lessons_feeds_returns_and_reports_changes(caplog):
     assert p.draw() == [{"h": 2.0}]
     assert p.summary("B") == {"Environment/Lesson": 1.0, "Curriculum/Measure (reward)": 3.0,
                               "Curriculum/Threshold": 2.0, "Environment Parameters/h": 2.0}
+
+
+SAMPLER_FILE = "resampling-interval: 5000\nmass:\n  sampler-type: uniform\n  min_value: 0.5\n  max_value: 10\n"
+TRAINER_FILE = "default:\n  trainer: ppo\n  batch_size: 64\n"
+
+
+@pytest.mark.parametrize("load, text, message", [
+    (load_curricula, SAMPLER_FILE, "this is a parameter-sampler file (resampling-interval, sampler-type): give it "
+                                   "with --sampler; --curriculum takes a curriculum file"),
+    (load_curricula, TRAINER_FILE, "this is a trainer config ('default:' and behavior sections of trainer settings): "
+                                   "give it as the first argument; --curriculum takes"),
+    (load_sampler, TRAINER_FILE, "this is a trainer config ('default:' and behavior sections of trainer settings): "
+                                 "give it as the first argument; --sampler takes a parameter-sampler file"),
+    (load_sampler, WALL, "this is a curriculum file (a section per behavior with measure, thresholds, parameters): "
+                         "give it with --curriculum; --sampler takes"),
+    (load_sampler, "# nothing\n", "the sampler file is empty; it needs 'resampling-interval'"),
+])
+def test_a_file_of_another_kind_is_named_for_what_it_is(tmp_path, load, text, message):
+    path = write_yaml(tmp_path / "f.yaml", text)
+    with pytest.raises(ConfigError) as error:
+        load(path)
+    assert str(error.value).startswith(f"{path}: ") and message in str(error.value)

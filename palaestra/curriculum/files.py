@@ -6,14 +6,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from palaestra.settings import ConfigError, _parse_yaml, _read_text, _show
+from palaestra.settings import ConfigError, _parse_yaml, _read_text, _show, refuse_other_kind
 
 
 def read_yaml(path: Path, what: str) -> Any:
-    """The parsed file; a ConfigError naming it if it is missing, unreadable or not YAML."""
+    """The parsed file (``what``: "curriculum" or "sampler"); a ConfigError naming it if it is
+    missing, unreadable, not YAML, or clearly a file of another kind (a trainer config given
+    as the curriculum, ...)."""
     if not path.exists():
         raise ConfigError(f"{what} file {str(path)!r} does not exist")
-    return _parse_yaml(path, _read_text(path))
+    data = _parse_yaml(path, _read_text(path))
+    refuse_other_kind(path, data, what)
+    return data
 
 
 def show(value: Any) -> str:

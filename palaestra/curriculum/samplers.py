@@ -119,6 +119,9 @@ class SamplerConfig:
 def load_sampler(path: str | Path) -> SamplerConfig:
     path = Path(path)
     data = read_yaml(path, "sampler")
+    if data is None:
+        raise ConfigError(f"{path}: the sampler file is empty; it needs '{INTERVAL}' and one entry per parameter "
+                          f"({{{TYPE}: uniform, min_value: ..., max_value: ...}})")
     if not isinstance(data, dict) or not data:
         raise ConfigError(f"{path}: expected a mapping with '{INTERVAL}' and one entry per parameter "
                           f"({{{TYPE}: uniform, min_value: ..., max_value: ...}}), got {show(data)}")
