@@ -171,7 +171,7 @@ def test_dry_run_prints_settings_and_trains_nothing(run_cli, workdir):
     (["missing.yaml", "--env=3DBall"], "does not exist"),
     (["{cfg}", "--env=NoSuchEnv"], "unknown environment 'NoSuchEnv'"),
     (["{cfg}", "--env=NoSuchEnv", "--num-envs=2"], "environment worker 0 (pid"),
-    (["{cfg}", "--env=3DBall", "--sampler={cfg}"], "'resampling-interval' is required"),
+    (["{cfg}", "--env=3DBall", "--sampler={cfg}"], "this is a trainer config ('default:' and behavior sections of trainer settings): give it as the first argument; --sampler takes"),
     (["{cfg}", "--env=3DBall", "--curriculum=nope.yaml"], "does not exist"),
     (["{cfg}", "--num-envs=2"], "--num-envs 2 needs a Unity build (--env=<path>)"),
     (["{cfg}", "--env=Builds/Gone.x86_64"], "--env=Builds/Gone.x86_64: no Unity build found"),
