@@ -418,6 +418,25 @@ def test_acting_in_the_main_process_with_one_environment_warns(run_cli, small_co
     assert result.code == 0 and "--acting=main has no effect with --num-envs 1" in result.log
 
 
+def test_far_more_environments_than_cores_warns(monkeypatch):
+    import logging
+
+    from palaestra import options as options_module
+
+    monkeypatch.setattr(options_module.os, "cpu_count", lambda: 2)
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logging.getLogger("palaestra").addHandler(handler)
+    try:
+        options_module.warn_about_unused_options(options_module.RunOptions(num_envs=8))
+        assert records == []
+        options_module.warn_about_unused_options(options_module.RunOptions(num_envs=9))
+    finally:
+        logging.getLogger("palaestra").removeHandler(handler)
+    assert len(records) == 1 and "--num-envs 9 on a machine with 2 CPU core(s)" in records[0].getMessage()
+
+
 def test_network_sizes_are_bounded_and_a_network_that_cannot_be_built_is_a_clear_error(
         run_cli, workdir, monkeypatch):
     config = write_yaml(workdir / "big.yaml", "default:\n  hidden_units: 10000000000\n")

@@ -597,3 +597,17 @@ def test_pyramids_heuristic_reaches_every_goal_and_random_moves_rarely_do():
 
     assert success("heuristic") == 1.0
     assert success("random") < 0.1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["image_size=36", "image_size=40"], "--env-args: 'image_size' is given twice ('image_size=36' and "
+                                         "'image_size=40'); give it once"),
+    (["=5"], "--env-args: expected key=value, got '=5'"),
+    (["size"], "--env-args: expected key=value, got 'size'"),
+])
+def test_env_args_that_cannot_be_meant_are_refused(args, message):
+    from palaestra.envs.sources import parse_env_args
+
+    with pytest.raises(EnvError) as error:
+        parse_env_args(args)
+    assert str(error.value) == message

@@ -41,14 +41,21 @@ def parse_env_args(args: list[str] | None) -> dict[str, Any]:
 
     kwargs: dict[str, Any] = {}
     for item in args or []:
-        if "=" not in item:
+        key, _, value = item.partition("=")
+        key = key.strip()
+        if not _ or not key:
             raise EnvError(f"--env-args: expected key=value, got {item!r}")
-        key, value = item.split("=", 1)
+        if key in kwargs:
+            raise EnvError(f"--env-args: {key!r} is given twice ({_show_arg(args, key)}); give it once")
         try:
-            kwargs[key.strip()] = yaml.safe_load(value) if value else ""
+            kwargs[key] = yaml.safe_load(value) if value else ""
         except yaml.YAMLError:
-            kwargs[key.strip()] = value
+            kwargs[key] = value
     return kwargs
+
+
+def _show_arg(args: list[str], key: str) -> str:
+    return " and ".join(repr(a) for a in args if a.partition("=")[0].strip() == key)
 
 
 def _gymnasium_ids() -> Mapping[str, Any]:
