@@ -31,7 +31,7 @@ from palaestra.checkpoints import CheckpointError, CheckpointManager, SaveError,
 from palaestra.curriculum import EnvironmentParameters, load_curricula, load_sampler
 from palaestra.demos.reader import DemoError
 from palaestra.envs.base import BehaviorSpec, EngineConfig, Env, EnvClosed, EnvError
-from palaestra.envs.sources import builtin_class, describe_specs, make_env
+from palaestra.envs.sources import builtin_class, describe_specs, make_env, source_kind
 from palaestra.interrupts import STOPPING, Interrupts
 from palaestra.machine import choose_device, limit_threads, seed_everything
 from palaestra.options import RunOptions, UsageError, check_options, in_main_process, warn_about_unused_options
@@ -124,6 +124,7 @@ def _run(options: RunOptions, interrupts: Interrupts) -> int:
     config = load_trainer_config(options.trainer_config_path)
     seed = seed_everything(options)
     warn_about_unused_options(options)
+    _warn_about_engine_flags(options)
     env = _make_env(options, seed)
     try:
         settings = _resolve_settings(config, env)
@@ -138,6 +139,24 @@ def _run(options: RunOptions, interrupts: Interrupts) -> int:
         return _train(parts)
     finally:
         env.close()
+
+
+# the flags that reach environments as EngineConfig: Unity builds and the Editor read them, and
+# Python factories that take ``engine``; built-in and Gymnasium environments have no engine
+ENGINE_FLAGS = ("width", "height", "quality_level", "time_scale", "target_frame_rate", "capture_frame_rate",
+                "no_graphics", "timeout_wait")
+
+
+def _warn_about_engine_flags(options: RunOptions) -> None:
+    kind = source_kind(options.env)
+    if kind not in ("built-in", "Gymnasium"):
+        return
+    given = [f"--{flag.replace('_', '-')}" for flag in ENGINE_FLAGS
+             if getattr(options, flag) != getattr(RunOptions, flag)]
+    if given:
+        logger.warning("%s ha%s no effect on the %s environment %s: the engine flags are read by Unity builds, the "
+                       "Unity Editor and Python factories that take an engine argument", ", ".join(given),
+                       "s" if len(given) == 1 else "ve", kind, options.env)
 
 
 def _make_env(options: RunOptions, seed: int) -> Env:

@@ -418,6 +418,13 @@ def test_acting_in_the_main_process_with_one_environment_warns(run_cli, small_co
     assert result.code == 0 and "--acting=main has no effect with --num-envs 1" in result.log
 
 
+def test_engine_flags_on_an_environment_without_an_engine_warn(run_cli, small_config):
+    result = run_cli(small_config, "--env=Simple1DDiscrete", "--time-scale=5", "--width=64", "--dry-run")
+    assert result.code == 0 and ("--width, --time-scale have no effect on the built-in environment Simple1DDiscrete"
+                                 in result.log)
+    assert "no effect" not in run_cli(small_config, "--env=Simple1DDiscrete", "--dry-run").log
+
+
 def test_far_more_environments_than_cores_warns(monkeypatch):
     import logging
 

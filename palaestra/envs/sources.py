@@ -154,6 +154,11 @@ ENV_SOURCES: list[EnvSource] = [
 ]
 
 
+def source_kind(name: str | None) -> str | None:
+    """The kind of environment source (:data:`ENV_SOURCES`) an ``--env`` value names, or None."""
+    return next((source.kind for source in ENV_SOURCES if source.matches(name)), None)
+
+
 def make_env(name: str | None, seed: int = 0, num_areas: int = 1, env_args: list[str] | None = None,
              engine: EngineConfig | None = None, port: int = RunOptions.base_port) -> Env:
     request = EnvRequest(name, seed, num_areas, env_args, engine, port)
