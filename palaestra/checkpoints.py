@@ -263,7 +263,9 @@ def check_top_level(path: Path, state: Any) -> dict[str, Any]:
     if "network" in state:
         network = _mapping(path, state["network"], "'network'")
         for key, value in network.items():
-            if not isinstance(key, str) or not isinstance(value, (str, int, float, bool)):
+            if not isinstance(key, str):
+                raise _damaged(path, "'network'", f"a dictionary with the key {_short(key)}, not a setting's name")
+            if not isinstance(value, (str, int, float, bool)):
                 raise _damaged(path, f"'network'[{_short(key)}]", f"{_kind(value)}, not a setting's value")
     if "behavior" in state and not isinstance(state["behavior"], str):
         raise _damaged(path, "'behavior'", f"{_kind(state['behavior'])}, not a string")

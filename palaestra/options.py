@@ -220,7 +220,9 @@ def warn_about_unused_options(options: RunOptions) -> None:
     if in_process and options.acting == "main":
         logger.warning("--acting=main has no effect with --num-envs 1: the environment and the policy both run in "
                        "the main process")
-    cores = os.cpu_count() or 1
+    from palaestra.machine import usable_cores  # machine imports this module (and torch): imported here
+
+    cores = usable_cores()
     if options.num_envs > 4 * cores:  # each worker is a process (a Unity build: a whole game) stepping at once
         logger.warning("--num-envs %d on a machine with %d CPU core(s): the workers will share them, starting and "
                        "stepping slowly; one environment per core is usually the fastest (--num-areas adds agents "

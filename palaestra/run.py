@@ -152,7 +152,7 @@ def _warn_about_engine_flags(options: RunOptions) -> None:
     if kind not in ("built-in", "Gymnasium"):
         return
     given = [f"--{flag.replace('_', '-')}" for flag in ENGINE_FLAGS
-             if getattr(options, flag) != getattr(RunOptions, flag)]
+             if getattr(options, flag) != getattr(RunOptions(), flag)]
     if given:
         logger.warning("%s ha%s no effect on the %s environment %s: the engine flags are read by Unity builds, the "
                        "Unity Editor and Python factories that take an engine argument", ", ".join(given),

@@ -564,7 +564,7 @@ class TrainerConfig:
         'default') that has no section of its own: that behavior silently trains with the
         default settings otherwise. Sections for behaviors of other environments (the shipped
         files have one per example) are normal and left alone."""
-        unsettled = [b for b in behaviors if self.own_section(b) is None]
+        unsettled = list(dict.fromkeys(b.partition("?")[0] for b in behaviors if self.own_section(b) is None))
         if "default" not in self.sections:
             unsettled.append("default")
         for name in self.section_names():
@@ -588,6 +588,8 @@ class TrainerConfig:
         are warned about only when neither section names a trainer, since a behavior may switch
         trainers over a default written for another."""
         trainer = own.get("trainer", default.get("trainer", TRAINER_KEYS["trainer"].default))
+        source = (f"named by section {_show(default_name)}" if "trainer" in default else
+                  "the default: no section names a trainer")
         where = [(own_name, own)] if "trainer" not in own else []
         if "trainer" not in own and "trainer" not in default:
             where.append((default_name, default))
@@ -595,8 +597,8 @@ class TrainerConfig:
             for key in section:
                 if key in READ_BY and trainer not in READ_BY[key]:
                     message = (f"{_where(self.path, name, key)}: only read by {'/'.join(READ_BY[key])}; behavior "
-                               f"{behavior!r} trains with {trainer}, the default, since no section names its "
-                               "trainer (add trainer: to the section)")
+                               f"{behavior!r} trains with {trainer} ({source}; add trainer: to the section to "
+                               "choose another)")
                     if message not in self.warnings:
                         self.warnings.append(message)
                         logger.warning(message)

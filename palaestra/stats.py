@@ -135,7 +135,7 @@ class CSVWriter:
             self.path.unlink()
 
     def write(self, category: str, step: int, values: dict[str, StatSummary]) -> None:
-        if not set(values) <= set(self.keys):
+        if not self.path.exists() or not set(values) <= set(self.keys):
             self._widen(sorted(set(self.keys) | set(values)))
         with open(self.path, "a", newline="") as fh:
             csv.writer(fh).writerow([step, *[values[k].mean if k in values else "" for k in self.keys]])

@@ -279,9 +279,10 @@ class BehaviorTrainer:
                               f"{reasons}; {advice}")
 
     def restore(self, path: Path, weights_only: bool) -> int:
-        """Load a checkpoint; return its global step (0 with weights_only). Everything is
+        """Load a checkpoint; return its global step (0 with weights_only). Everything in it is
         checked before anything is loaded, so a checkpoint that does not fit (a CheckpointError;
-        a DamagedCheckpointError if the file is not an intact checkpoint) changes nothing."""
+        a DamagedCheckpointError if the file is not an intact checkpoint) changes nothing. A saved
+        replay buffer is read after, and one that does not fit stops the run as well."""
         state = CheckpointManager.load(path)
         if state.get("format", CHECKPOINT_FORMAT) > CHECKPOINT_FORMAT:
             raise CheckpointError(f"checkpoint {path} has format {state['format']}, this Palaestra reads format "
@@ -301,9 +302,13 @@ class BehaviorTrainer:
         saved_network, network = state.get("network", {}), network_record(self.settings, self.spec)
         differ = [key for key in network if key in saved_network and saved_network[key] != network[key]]
         if differ:
+            def written(values: dict[str, Any]) -> str:  # as the config spells them (true, not True)
+                return ", ".join(f"{k}: {str(values[k]).lower() if isinstance(values[k], bool) else values[k]}"
+                                 for k in differ)
+
             raise CheckpointError(
-                f"checkpoint {path} was trained with " + ", ".join(f"{k}: {saved_network[k]}" for k in differ) +
-                f", but behavior {self.name!r} is set to " + ", ".join(f"{k}: {network[k]}" for k in differ) +
+                f"checkpoint {path} was trained with {written(saved_network)}, but behavior {self.name!r} is set to "
+                f"{written(network)}" +
                 "; a checkpoint loads only into the network it was trained with (set them back, or train anew)")
         optimizer_shapes = [p.shape for group in self.algorithm.optimizer.param_groups for p in group["params"]]
         check_algorithm_state(path, state["algorithm"], self.algorithm.state_dict(), optimizer_shapes)

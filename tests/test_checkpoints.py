@@ -193,6 +193,8 @@ STRUCTURES = [
      "'algorithm.step' is 18446744073709551616, not an integer >= 0", DamagedCheckpointError),
     ("spec", lambda s: s.update(observation_shapes=[[5]]), "was trained for observations [[5]]", CheckpointError),
     ("newer format", lambda s: s.update(format=9), "has format 9", CheckpointError),
+    ("network key", lambda s: s.update(network={1: "swish"}), "'network' is a dictionary with the key 1, not a setting's name",
+     DamagedCheckpointError),
     ("network record", lambda s: s.update(network={"activation": [1]}),
      "'network'['activation'] is [1], not a setting's value", DamagedCheckpointError),
 ]

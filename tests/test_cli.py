@@ -428,9 +428,10 @@ def test_engine_flags_on_an_environment_without_an_engine_warn(run_cli, small_co
 def test_far_more_environments_than_cores_warns(monkeypatch):
     import logging
 
+    from palaestra import machine
     from palaestra import options as options_module
 
-    monkeypatch.setattr(options_module.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(machine, "usable_cores", lambda: 2)
     records = []
     handler = logging.Handler()
     handler.emit = records.append
@@ -506,3 +507,13 @@ def test_the_summary_csv_has_a_row_per_summary_and_widens_for_stats_that_come_la
         ["100", "", "1.0", "", ""], ["200", "0.5", "1.0", "", ""], ["300", "0.7", "1.0", "0.25", ""],
         ["400", "", "", "0.2", "1.5"]]
     assert not list(tmp_path.glob(".*tmp"))  # rewritten through a temp file, renamed over
+
+
+def test_the_summary_csv_has_its_header_even_when_the_first_summary_is_empty(tmp_path):
+    from palaestra.stats import CSVWriter, StatSummary
+
+    writer = CSVWriter(tmp_path, "r_B", append=False)
+    writer.write("r_B", 100, {})
+    writer.write("r_B", 200, {"Is Training": StatSummary(1.0, 0.0, 1)})
+    with open(tmp_path / "r_B.csv", newline="") as fh:
+        assert list(csv.reader(fh)) == [["Steps", "Is Training"], ["100", ""], ["200", "1.0"]]

@@ -223,8 +223,8 @@ def test_keys_of_another_trainer_warn_where_no_section_names_the_trainer(tmp_pat
                                                               "  buffer_init_steps: 1000\n"))
     assert cfg.warnings == [] and cfg.for_behavior("Basic").trainer == "ppo"
     assert [w.split(": only")[0].rsplit(" ", 1)[-1] for w in cfg.warnings] == ["'tau'", "'buffer_init_steps'"]
-    assert all("behavior 'Basic' trains with ppo, the default, since no section names its trainer" in w
-               for w in cfg.warnings)
+    assert all("behavior 'Basic' trains with ppo (the default: no section names a trainer; add trainer: to the "
+               "section to choose another)" in w for w in cfg.warnings)
     cfg.for_behavior("Basic")
     assert len(cfg.warnings) == 2  # once per file, not per resolution
     # a default written for PPO under a behavior that switches to SAC is normal: not warned
@@ -232,6 +232,10 @@ def test_keys_of_another_trainer_warn_where_no_section_names_the_trainer(tmp_pat
                                                               "B:\n  trainer: sac\n"))
     cfg.for_behavior("B")
     assert cfg.warnings == []
+    # a trainer named by the default section, a key of another in the behavior's: said where it came from
+    cfg = load_trainer_config(write_yaml(tmp_path / "f.yaml", "default:\n  trainer: sac\nB:\n  num_epoch: 3\n"))
+    cfg.for_behavior("B")
+    assert len(cfg.warnings) == 1 and "behavior 'B' trains with sac (named by section 'default';" in cfg.warnings[0]
     # a default without a trainer, read by a behavior without one: its keys are
     cfg = load_trainer_config(write_yaml(tmp_path / "e.yaml", "default:\n  tau: 0.01\nB:\n  hidden_units: 8\n"))
     cfg.for_behavior("B")
@@ -247,6 +251,9 @@ def test_a_section_named_nearly_as_a_behavior_without_its_own_is_warned_about(tm
     cfg = load_trainer_config(write_yaml(tmp_path / "d.yaml", "Default:\n  hidden_units: 32\n"))
     cfg.warn_misspelt_sections(["3DBall"])
     assert "section 'Default' is not a behavior of this environment (did you mean 'default'?)" in cfg.warnings[0]
+    cfg = load_trainer_config(write_yaml(tmp_path / "t.yaml", "Goali:\n  hidden_units: 8\n"))
+    cfg.warn_misspelt_sections(["Goalie?team=0", "Goalie?team=1"])  # compared without the team
+    assert len(cfg.warnings) == 1 and "(did you mean 'Goalie'?); 'Goalie' has no settings" in cfg.warnings[0]
     cfg = load_trainer_config(write_yaml(tmp_path / "e.yaml", "default: {}\n3DBall: {}\n3DBallHard: {}\n"))
     cfg.warn_misspelt_sections(["3DBall"])  # the behavior has its own section: the others are other envs'
     assert cfg.warnings == []

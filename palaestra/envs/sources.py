@@ -41,9 +41,9 @@ def parse_env_args(args: list[str] | None) -> dict[str, Any]:
 
     kwargs: dict[str, Any] = {}
     for item in args or []:
-        key, _, value = item.partition("=")
+        key, equals, value = item.partition("=")
         key = key.strip()
-        if not _ or not key:
+        if not equals or not key:
             raise EnvError(f"--env-args: expected key=value, got {item!r}")
         if key in kwargs:
             raise EnvError(f"--env-args: {key!r} is given twice ({_show_arg(args, key)}); give it once")
@@ -154,17 +154,21 @@ ENV_SOURCES: list[EnvSource] = [
 ]
 
 
+def _source(name: str | None) -> EnvSource | None:
+    return next((source for source in ENV_SOURCES if source.matches(name)), None)
+
+
 def source_kind(name: str | None) -> str | None:
     """The kind of environment source (:data:`ENV_SOURCES`) an ``--env`` value names, or None."""
-    return next((source.kind for source in ENV_SOURCES if source.matches(name)), None)
+    source = _source(name)
+    return source.kind if source is not None else None
 
 
 def make_env(name: str | None, seed: int = 0, num_areas: int = 1, env_args: list[str] | None = None,
              engine: EngineConfig | None = None, port: int = RunOptions.base_port) -> Env:
-    request = EnvRequest(name, seed, num_areas, env_args, engine, port)
-    for source in ENV_SOURCES:
-        if source.matches(name):
-            return source.make(request)
+    source = _source(name)
+    if source is not None:
+        return source.make(EnvRequest(name, seed, num_areas, env_args, engine, port))
     close = difflib.get_close_matches(name, list(BUILTIN_ENVS) + list(_gymnasium_ids()), n=3, cutoff=0.6)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     raise EnvError(

@@ -19,8 +19,9 @@ from palaestra.settings import CuriositySettings, ExtrinsicSettings, GAILSetting
 # A signal's settings type (settings.REWARD_SIGNALS) → how to build it. Adding a signal: its
 # settings dataclass, its class with a ``build``, one entry here, and its name in
 # capabilities.py for the trainers that support it (docs/extending.md).
-# A builder takes (settings, spec, device, vis_encode_type): the trainer's image encoder, for a
-# signal's own network where the behavior has image observations.
+# A builder takes (settings, spec, device, vis_encode_type, behavior): the trainer's image encoder,
+# for a signal's own network where the behavior has image observations, and the behavior's name,
+# for the messages of signals that check demonstrations against it.
 SIGNAL_BUILDERS: dict[type, Callable[[Any, BehaviorSpec, torch.device, str, str], RewardSignal]] = {
     ExtrinsicSettings: ExtrinsicSignal.build,
     CuriositySettings: CuriositySignal.build,

@@ -78,7 +78,7 @@ class CuriositySignal(ModelSignal):
     stat_name = "Curiosity"
 
     def __init__(self, settings: CuriositySettings, spec: BehaviorSpec, device: torch.device,
-                 vis_encode_type: str = "simple") -> None:
+                 vis_encode_type: str = "simple", behavior: str = "the behavior") -> None:
         super().__init__(settings, device, CuriosityModel(spec, settings.encoding_size, vis_encode_type))
         self.spec = spec
         # over vectors on the CPU the update runs in numpy (rewards/numpy_losses.py, the same loss)

@@ -115,11 +115,6 @@ class GAILSignal(ModelSignal):
         self.beta = torch.zeros((), device=device)  # VAIL's Lagrange weight (a checkpointed tensor)
         self.rng = np.random.default_rng(int(torch.randint(2**31, ())))
 
-    @classmethod
-    def build(cls, settings, spec, device: torch.device, vis_encode_type: str = "simple",
-              behavior: str = "the behavior") -> "GAILSignal":
-        return cls(settings, spec, device, vis_encode_type, behavior)
-
     def batch_rewards(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
         d, _ = self.model(*self.model.inputs(batch, self.device))
         return (-torch.log(1.0 - d + EPSILON) * self.strength).cpu().numpy().astype(np.float32)

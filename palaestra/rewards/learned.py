@@ -99,7 +99,7 @@ class ModelSignal:
     @classmethod
     def build(cls, settings, spec, device: torch.device, vis_encode_type: str = "simple",
               behavior: str = "the behavior"):
-        return cls(settings, spec, device, vis_encode_type)
+        return cls(settings, spec, device, vis_encode_type, behavior)
 
     def batch_rewards(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
         """The scaled rewards of a batch of transitions, ``[B]`` float32 (under no_grad)."""

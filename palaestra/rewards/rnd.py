@@ -76,7 +76,7 @@ class RNDSignal(ModelSignal):
     pays_before_update = True
 
     def __init__(self, settings: RNDSettings, spec: BehaviorSpec, device: torch.device,
-                 vis_encode_type: str = "simple") -> None:
+                 vis_encode_type: str = "simple", behavior: str = "the behavior") -> None:
         model = RNDModel(spec, settings.encoding_size, vis_encode_type)
         super().__init__(settings, device, model, trained=model.learned())
         # over vectors on the CPU the update runs in numpy (rewards/numpy_losses.py, the same loss)
