@@ -611,3 +611,17 @@ def test_env_args_that_cannot_be_meant_are_refused(args, message):
     with pytest.raises(EnvError) as error:
         parse_env_args(args)
     assert str(error.value) == message
+
+
+def test_environment_parameters_below_their_least_value_are_raised_to_it_with_one_warning(caplog):
+    # a sampler can draw a negative mass or scale (a normal distribution, a range written wrong)
+    import logging
+
+    env = make_env("3DBall", seed=0)
+    with caplog.at_level(logging.WARNING, logger="palaestra"):
+        env.reset({"mass": -2.0, "scale": 2.0, "gravity": -1.0})
+        env.reset({"mass": -3.0})
+    assert env.parameters == {"gravity": 0.0, "mass": 1e-3, "scale": 2.0}
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 2 and "mass = -2 is below its least value 0.001" in warnings[0]
+    assert "gravity = -1 is below its least value 0" in warnings[1]

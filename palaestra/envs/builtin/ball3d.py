@@ -38,6 +38,7 @@ class Ball3D(BuiltinVectorEnv):
     agents_per_area = 12
     max_episode_steps = 1000
     default_parameters = {"gravity": 9.81, "mass": 1.0, "scale": 1.0}
+    parameter_minimums = {"gravity": 0.0, "mass": 1e-3, "scale": 1e-3}  # no ball rolls on a negative one
     solved_reward = 100.0
 
     def _allocate(self) -> None:

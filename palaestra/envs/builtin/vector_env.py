@@ -31,8 +31,10 @@ class BuiltinVectorEnv(SingleBehaviorEnv):
     action_spec: ActionSpec = ActionSpec()
     agents_per_area: int = 1
     max_episode_steps: int = 0  # 0 = no step limit
-    # environment parameters (curricula, samplers, reset(parameters)) and their defaults
+    # environment parameters (curricula, samplers, reset(parameters)) and their defaults, and the
+    # least value each takes (a sampler or curriculum asking less gets that, with a warning)
     default_parameters: Mapping[str, float] = {}
+    parameter_minimums: Mapping[str, float] = {}
     # behavior names of ML-Agents <= 0.13 (brains) → this environment's, for old curriculum folders
     legacy_behavior_names: Mapping[str, str] = {}
     # False for an environment of several behaviors (WallJump): no Gymnasium vector id for it
@@ -88,13 +90,24 @@ class BuiltinVectorEnv(SingleBehaviorEnv):
                 self._warned.update(unknown)
                 logger.warning("%s has no environment parameter(s) %s (ignored); it knows %s", type(self).__name__,
                                ", ".join(unknown), ", ".join(sorted(self.default_parameters)) or "none")
-            self.parameters.update({k: float(v) for k, v in parameters.items() if k in self.default_parameters})
+            self.parameters.update({k: self._within_limits(k, float(v)) for k, v in parameters.items()
+                                    if k in self.default_parameters})
         self._reset_agents(self._ids)
         self.episode_steps[:] = 0
         self._terminal = self._no_terminal
         self._decision = DecisionSteps(
             self._observations(), np.zeros(self.n, np.float32), self._ids, self._masks()
         )
+
+    def _within_limits(self, name: str, value: float) -> float:
+        least = self.parameter_minimums.get(name, -np.inf)
+        if value >= least:
+            return value
+        if f"<{name}" not in self._warned:  # once per parameter: a sampler may draw such values often
+            self._warned.add(f"<{name}")
+            logger.warning("%s: environment parameter %s = %g is below its least value %g (a sampler or curriculum "
+                           "asked it); using %g", type(self).__name__, name, value, least, least)
+        return least
 
     def step(self) -> None:
         if self._decision is None:

@@ -52,6 +52,7 @@ class WallJump(BuiltinVectorEnv):
     agents_per_area = 16
     max_episode_steps = 200
     default_parameters = {"small_wall_height": 4.0, "big_wall_min_height": 8.0, "big_wall_max_height": 8.0}
+    parameter_minimums = dict.fromkeys(default_parameters, 0.0)  # a wall has no negative height
     legacy_behavior_names = {"SmallWallBrain": SMALL, "BigWallBrain": BIG}
     one_behavior = False
     solved_reward = 1.0 - STEP_PENALTY * 20
