@@ -236,3 +236,28 @@ def test_a_recurrent_model_without_a_fixed_memory_size_is_a_clear_error(tmp_path
     with pytest.raises(RecordError, match="recurrent_in has no fixed memory size"):
         record(CountingEnv(), {"B": str(tmp_path / "m.onnx")}, 1, tmp_path / "demos")
     assert not (tmp_path / "demos" / "B.demo").exists()
+
+
+@pytest.mark.parametrize("where, message", [
+    ("reward", "the environment sent a NaN or infinite reward"),
+    ("raise", "recording stopped: PalaestraTestFaulty-v0 raised RuntimeError: the simulator crashed"),
+])
+def test_an_environment_that_fails_while_recording_is_one_clear_error_and_no_file(workdir, capsys, monkeypatch,
+                                                                                   where, message):
+    import gymnasium as gym
+
+    from tests.test_envs import _NaNAfter
+
+    class Faulty(_NaNAfter):
+        def step(self, action):
+            if self.where == "raise" and self.steps >= 30:
+                raise RuntimeError("the simulator crashed")
+            return super().step(action)
+
+    gym.register("PalaestraTestFaulty-v0", entry_point=Faulty, kwargs={"after": 30, "where": where})
+    try:
+        code, out, err = _record(["--env=PalaestraTestFaulty-v0", "--policy=random", "--episodes=5"], capsys)
+    finally:
+        gym.registry.pop("PalaestraTestFaulty-v0")
+    assert code == 1 and message in err and "Traceback" not in err
+    assert not list(workdir.glob("demos/*.demo"))

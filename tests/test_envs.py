@@ -625,3 +625,50 @@ def test_environment_parameters_below_their_least_value_are_raised_to_it_with_on
     warnings = [r.getMessage() for r in caplog.records]
     assert len(warnings) == 2 and "mass = -2 is below its least value 0.001" in warnings[0]
     assert "gravity = -1 is below its least value 0" in warnings[1]
+
+
+class _NaNAfter(gym.Env):
+    """Rewards 1 for 20-step episodes, then, from its ``after``-th step on, NaN in the reward or
+    in the observation."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self, after=150, where="reward"):
+        self.after, self.where, self.steps, self.t = after, where, 0, 0
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.zeros(3, np.float32), {}
+
+    def step(self, action):
+        self.steps += 1
+        self.t += 1
+        broken = self.steps >= self.after
+        obs = np.full(3, np.nan if broken and self.where == "obs" else 0.0, np.float32)
+        reward = float("nan") if broken and self.where == "reward" else 1.0
+        return obs, reward, False, self.t >= 20, {}
+
+
+@pytest.mark.parametrize("where, message", [
+    ("reward", "the environment sent a NaN or infinite reward;"),
+    ("obs", "the environment sent NaN or infinite values in an observation;"),
+])
+def test_nan_from_an_environment_stops_the_run_before_it_reaches_the_weights(run_cli, workdir, where, message):
+    import onnx
+    from onnx import numpy_helper
+
+    from tests.conftest import write_yaml
+
+    gym.register("PalaestraTestNaN-v0", entry_point=_NaNAfter, kwargs={"where": where})
+    try:
+        config = write_yaml(workdir / "c.yaml", "default:\n  batch_size: 16\n  buffer_size: 32\n  hidden_units: 8\n"
+                                                "  num_layers: 1\n  max_steps: 1000\n  time_horizon: 16\n")
+        result = run_cli(str(config), "--env=PalaestraTestNaN-v0", "--run-id=r")
+    finally:
+        gym.registry.pop("PalaestraTestNaN-v0")
+    assert result.code == 1 and "Traceback" not in result.log
+    assert f"behavior 'PalaestraTestNaN-v0': {message}" in result.log and "the model was saved first" in result.log
+    model = onnx.load(str(workdir / "models/r/PalaestraTestNaN-v0.onnx"))
+    assert all(np.isfinite(numpy_helper.to_array(t)).all() for t in model.graph.initializer)

@@ -31,6 +31,7 @@ import numpy as np
 from palaestra.demos.reader import DemoError, DemoMeta
 from palaestra.demos.writer import DemoWriter
 from palaestra.envs.base import ActionTuple, BehaviorSpec, DecisionSteps, Env, EnvError, TerminalSteps
+from palaestra.envs.checker import refuse_non_finite
 from palaestra.evaluation import AgentMemories
 from palaestra.imports import ImportTargetError, load_callable
 from palaestra.options import positive_int
@@ -353,6 +354,7 @@ def record(env: Env, policies: dict[str, str], episodes: int, out: Path, seed: i
         for _ in range(max_steps):
             for r in recordings:
                 decision, terminal = env.get_steps(r.behavior)
+                refuse_non_finite(r.behavior, decision, terminal)  # a recording with NaN teaches NaN
                 if len(terminal):
                     r.add_terminal(terminal)
                     r.policy.episodes_ended(terminal.agent_id)
@@ -414,6 +416,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         logger.error("interrupted; no .demo file was written")
         return 130
+    except Exception as e:  # the environment's or the policy's own code failed: say so, without a traceback
+        logger.error("recording stopped: %s raised %s: %s; no .demo file was written", args.env, type(e).__name__,
+                     str(e).strip().splitlines()[0] if str(e).strip() else "(no message)")
+        return 1
     finally:
         if env is not None:
             with contextlib.suppress(Exception):  # closing must not hide the error that stopped us

@@ -14,6 +14,49 @@ from palaestra.envs.base import (
 )
 
 
+def non_finite_problem(steps: DecisionSteps | TerminalSteps) -> str | None:
+    """What is NaN or infinite in a step's rewards or (non-image) observations, or None. Checked
+    on every step that training or recording takes: one such value makes every weight NaN at the
+    next update, and every checkpoint after it."""
+    if len(steps) == 0:
+        return None
+    finite = np.isfinite(steps.reward)
+    if not finite.all():
+        return f"a NaN or infinite reward for agent(s) {steps.agent_id[~finite][:10].tolist()}"
+    for i, o in enumerate(steps.obs):
+        if o.dtype.kind == "f" and not np.isfinite(o).all():
+            bad = ~np.isfinite(o.reshape(len(o), -1)).all(axis=1)
+            return f"NaN or infinite values in observation {i} of agent(s) {steps.agent_id[bad][:10].tolist()}"
+    return None
+
+
+NON_FINITE_HARM = ("a NaN or infinity would make the policy's weights NaN, so it was not used (check the "
+                   "environment's reward and observations)")
+
+
+def refuse_non_finite_segments(behavior: str, rewards: np.ndarray, observations: list[np.ndarray]) -> None:
+    """An EnvError if finished segments' rewards or (non-image) observations hold a NaN or an
+    infinity (their padding is zeros)."""
+    if not np.isfinite(rewards).all():
+        raise EnvError(f"behavior {behavior!r}: the environment sent a NaN or infinite reward; {NON_FINITE_HARM}")
+    for i, o in enumerate(observations):
+        if o.dtype.kind == "f" and not np.isfinite(o).all():
+            raise EnvError(f"behavior {behavior!r}: the environment sent NaN or infinite values in an observation; "
+                           f"{NON_FINITE_HARM}")
+
+
+def refuse_non_finite(behavior: str, decision: DecisionSteps, terminal: TerminalSteps) -> None:
+    """An EnvError naming the behavior and what was not finite, if anything was (a few
+    microseconds a step: the quick test first, the details only when it fails)."""
+    for kind, steps in (("terminal", terminal), ("decision", decision)):
+        if not len(steps) or np.isfinite(steps.reward).all() and all(
+                o.dtype.kind != "f" or np.isfinite(o).all() for o in steps.obs):
+            continue
+        problem = non_finite_problem(steps)
+        if problem is not None:
+            raise EnvError(f"behavior {behavior!r}: the environment sent {problem} ({kind} steps); {NON_FINITE_HARM}")
+
+
 def _check_obs(where: str, obs: list[np.ndarray], n: int, spec: BehaviorSpec) -> None:
     if len(obs) != len(spec.observation_shapes):
         raise EnvError(f"{where}: {len(obs)} observation arrays, the spec has {len(spec.observation_shapes)}")

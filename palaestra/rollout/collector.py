@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 
 from palaestra.envs.base import ActionTuple, BehaviorSpec, DecisionSteps, TerminalSteps
+from palaestra.envs.checker import refuse_non_finite_segments
 from palaestra.envs.observations import stored_observations
 from palaestra.rollout.segments import ActResult, EpisodeStats, SegmentSchema, Segments, SegmentSizes, segment_schema
 
@@ -32,8 +33,9 @@ ValueFn = Callable[[list[np.ndarray]], np.ndarray]
 
 class Collector:
     def __init__(self, spec: BehaviorSpec, time_horizon: int, num_signals: int, initial_slots: int = 16,
-                 schema: SegmentSchema | None = None, memory_size: int = 0) -> None:
+                 schema: SegmentSchema | None = None, memory_size: int = 0, behavior: str = "the behavior") -> None:
         self.spec = spec
+        self.behavior = behavior  # for messages
         self.memory_size = memory_size  # a recurrent policy's memory per agent (0: none)
         self.schema = schema or segment_schema(spec, recurrent=memory_size > 0)
         self.shapes = spec.observation_shapes
@@ -179,7 +181,10 @@ class Collector:
             )
         if not finished:
             return actions, None
-        return actions, finished[0] if len(finished) == 1 else self.schema.concatenate(finished)
+        done = finished[0] if len(finished) == 1 else self.schema.concatenate(finished)
+        # checked here, once per finished segment rather than per step: before anything learns from it
+        refuse_non_finite_segments(self.behavior, done.env_reward, [*done.observations, *done.next_observations])
+        return actions, done
 
     def _allowed(self, decision: DecisionSteps) -> np.ndarray | None:
         """Allowed-action mask ``[n, sum(branches)]``, or None when nothing is masked."""

@@ -106,10 +106,11 @@ def _result_layout(size: int) -> Layout:
 class _Actor:
     """One behavior's policy (over a local copy of the published weights) and collector."""
 
-    def __init__(self, spec: BehaviorSpec, plan: BehaviorPlan, rng: np.random.Generator) -> None:
+    def __init__(self, behavior: str, spec: BehaviorSpec, plan: BehaviorPlan, rng: np.random.Generator) -> None:
         self.weights = np.zeros(weight_size(plan.layout), np.float32)
         self.policy = make_actor(plan.layout, self.weights, rng)  # numpy for plain MLPs, else torch
-        self.collector = Collector(spec, plan.time_horizon, plan.signals, memory_size=plan.memory_size)
+        self.collector = Collector(spec, plan.time_horizon, plan.signals, memory_size=plan.memory_size,
+                                   behavior=behavior)
         self.finished: list[Segments] = []
 
 
@@ -139,7 +140,7 @@ def run_acting(env: Any, conn: Any, plan: ActingPlan, n_workers: int, index: int
     specs = env.behavior_specs
     weights = SharedArrays(weights_layout(plan.behaviors, plan.slots), name=plan.weights_name)
     seeds = np.random.SeedSequence([plan.seed, index]).spawn(len(plan.behaviors))
-    actors = {b: _Actor(specs[b], p, np.random.default_rng(s))
+    actors = {b: _Actor(b, specs[b], p, np.random.default_rng(s))
               for (b, p), s in zip(plan.behaviors.items(), seeds)}
     results: list[SharedArrays | None] = [None] * plan.slots
     try:
