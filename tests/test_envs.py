@@ -672,3 +672,37 @@ def test_nan_from_an_environment_stops_the_run_before_it_reaches_the_weights(run
     assert f"behavior 'PalaestraTestNaN-v0': {message}" in result.log and "the model was saved first" in result.log
     model = onnx.load(str(workdir / "models/r/PalaestraTestNaN-v0.onnx"))
     assert all(np.isfinite(numpy_helper.to_array(t)).all() for t in model.graph.initializer)
+
+
+class _Misbehaving(_NaNAfter):
+    def step(self, action):
+        obs, reward, terminated, truncated, info = super().step(action)
+        if self.where == "raise":
+            raise RuntimeError("the simulator crashed")
+        if self.where == "shape":
+            return np.zeros(5, np.float32), reward, terminated, truncated, info
+        if self.where == "old api":
+            return obs, reward, terminated, info
+        return obs, "lots", terminated, truncated, info
+
+
+@pytest.mark.parametrize("where, message", [
+    ("raise", "Gymnasium environment 'PalaestraTestBad-v0' raised RuntimeError in step: the simulator crashed"),
+    ("shape", "Gymnasium environment 'PalaestraTestBad-v0' returned an observation of shape (5,); its observation "
+              "space is Box(-1.0, 1.0, (3,), float32)"),
+    # gym.make's wrappers unpack the old API's 4 values themselves (a bare environment is told
+    # "step returned 4 values; Gymnasium's API returns 5 ...")
+    ("old api", "'PalaestraTestBad-v0' raised ValueError in step: not enough values to unpack (expected 5, got 4)"),
+    ("reward", "step returned the reward 'lots'; expected a number"),
+])
+def test_a_gymnasium_environment_that_breaks_its_api_is_named_with_what_it_did(where, message):
+    gym.register("PalaestraTestBad-v0", entry_point=_Misbehaving, kwargs={"where": where})
+    try:
+        env = make_env("PalaestraTestBad-v0")
+        env.reset()
+        env.set_actions("PalaestraTestBad-v0", ActionTuple(np.zeros((1, 0), np.float32), np.zeros((1, 1), np.int32)))
+        with pytest.raises(EnvError) as error:
+            env.step()
+    finally:
+        gym.registry.pop("PalaestraTestBad-v0")
+    assert message in str(error.value)

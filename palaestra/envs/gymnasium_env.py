@@ -68,7 +68,15 @@ def observation_converter(space: gym.Space, env_id: str) -> tuple[tuple[int, ...
             logger.warning("Gymnasium environment %r: its observation Box %s is flattened to a vector, not kept as "
                            "an image: %s", env_id, space.shape, image)
         size = int(np.prod(space.shape))
-        return (size,), np.float32, lambda o: np.asarray(o, dtype=np.float32).reshape(size)
+
+        def flat(o: Any) -> np.ndarray:
+            a = np.asarray(o, dtype=np.float32)
+            if a.size != size:
+                raise EnvError(f"Gymnasium environment {env_id!r} returned an observation of shape {a.shape}; its "
+                               f"observation space is {space}")
+            return a.reshape(size)
+
+        return (size,), np.float32, flat
     if isinstance(space, spaces.Discrete):
         n, start = int(space.n), int(space.start)
 
@@ -180,6 +188,26 @@ class GymnasiumEnv(SingleBehaviorEnv):
         self._terminal = self._no_terminal
         self._decision = DecisionSteps([obs], np.zeros(self.n, np.float32), self._ids)
 
+    def _step_one(self, env: gym.Env, action: Any) -> tuple[Any, float, bool, bool]:
+        """One copy's step, its failures named: the environment's own exception, or an answer
+        that is not Gymnasium's five values."""
+        try:
+            result = env.step(action)
+        except Exception as e:  # the environment's code: say which environment, without our frames
+            raise EnvError(f"Gymnasium environment {self.env_id!r} raised {type(e).__name__} in step: "
+                           f"{str(e).strip() or '(no message)'}") from e
+        if not isinstance(result, tuple) or len(result) != 5:
+            raise EnvError(f"Gymnasium environment {self.env_id!r}: step returned "
+                           f"{len(result) if isinstance(result, tuple) else type(result).__name__} values; Gymnasium's "
+                           "API returns 5 (observation, reward, terminated, truncated, info): an old Gym "
+                           "environment needs Gymnasium's compatibility wrapper")
+        o, r, terminated, truncated, _ = result
+        try:
+            return o, float(r), bool(terminated), bool(truncated)
+        except (TypeError, ValueError):
+            raise EnvError(f"Gymnasium environment {self.env_id!r}: step returned the reward {r!r}; expected a "
+                           "number") from None
+
     def step(self) -> None:
         if self._decision is None:
             self.reset()
@@ -191,7 +219,7 @@ class GymnasiumEnv(SingleBehaviorEnv):
         term_reward: list[float] = []
         interrupted: list[bool] = []
         for i, env in enumerate(self.envs):
-            o, r, terminated, truncated, _ = env.step(self._act(actions, i))
+            o, r, terminated, truncated = self._step_one(env, self._act(actions, i))
             if terminated or truncated:
                 ended.append(i)
                 term_obs.append(self._obs(o))
