@@ -6,7 +6,10 @@ terminal) do, in each phase of a run. The three signals are handled alike:
   trained, so nothing is lost.
 - training: the first signal asks the loop to stop after the step it is in; the run then saves a
   checkpoint, exports the ONNX model and exits 0. A second signal while the loop is still running
-  (a long update, a slow environment) stops the loop at once; the run saves all the same.
+  (a long update, a slow environment) stops the loop at once; the run saves all the same. After
+  SIGTERM or SIGHUP (nobody at a keyboard to send the second) the loop gets ESCALATE_AFTER_S to
+  reach the save by itself, and is then stopped as by a second signal: ``docker stop`` kills 10 s
+  after its SIGTERM, and a hung environment worker would otherwise be waited for (300 s).
 - closing (the final save and export, stopping the environment workers): further signals are
   noted ("already saving, please wait") and otherwise ignored, so the save always completes and
   the model on disk is whole. To stop a stuck save, send SIGKILL (``kill -9``); every file is
@@ -26,12 +29,14 @@ from collections.abc import Callable
 
 import os
 import signal
+import threading
 
 # SIGHUP does not exist on Windows
 STOP_SIGNALS: tuple[int, ...] = tuple(
     getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 START_UP, TRAINING, STOPPING, CLOSING = "start-up", "training", "stopping", "closing"
+ESCALATE_AFTER_S = 5.0  # after SIGTERM/SIGHUP: how long the loop may take to stop by itself
 
 
 def signal_name(signum: int) -> str:
@@ -117,7 +122,13 @@ class Interrupts:
         if state == TRAINING:
             self.state = STOPPING
             then = "saving the model" if self.saving else "closing"
-            say(f"Interrupted ({name}): stopping after this step, then {then} (Ctrl+C again to stop at once)")
+            if signum == signal.SIGINT:
+                say(f"Interrupted ({name}): stopping after this step, then {then} (Ctrl+C again to stop at once)")
+                return
+            say(f"Interrupted ({name}): stopping after this step (at most {ESCALATE_AFTER_S:g} s), then {then}")
+            timer = threading.Timer(ESCALATE_AFTER_S, self._escalate, args=(signum,))
+            timer.daemon = True
+            timer.start()
             return
         if state == STOPPING:  # the loop is still in a step: leave it now, then save
             self.state = CLOSING
@@ -125,6 +136,13 @@ class Interrupts:
             raise KeyboardInterrupt
         say(f"Interrupted again ({name}): already {'saving the model' if self.saving else 'stopping'}, "
             "please wait")
+
+    def _escalate(self, signum: int) -> None:
+        """From a timer thread: the loop has not stopped by itself; signal again, as a second
+        signal would (the handler runs in the main thread and leaves the loop at once)."""
+        if self.state == STOPPING:
+            say(f"The step did not end within {ESCALATE_AFTER_S:g} s of {signal_name(signum)}: stopping at once")
+            os.kill(os.getpid(), signum)
 
     def stopped_during_start_up(self, error: BaseException, report: Callable[[str], None]) -> int:
         """The exit code for ``error`` raised during start-up, after reporting it in one line with

@@ -408,3 +408,25 @@ def test_a_signal_taken_by_another_thread_waits_until_the_worker_has_started():
         assert inside == [] and received == [signal.SIGINT]
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_after_sigterm_a_step_that_does_not_end_is_left_within_the_grace_period(monkeypatch):
+    # docker stop kills 10 s after its SIGTERM: a hung environment worker (waited for up to 300 s)
+    # must not keep the run from saving
+    import time
+
+    from palaestra import interrupts as interrupts_module
+
+    monkeypatch.setattr(interrupts_module, "ESCALATE_AFTER_S", 0.3)
+    interrupts = Interrupts()
+    interrupts.install()
+    try:
+        started = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            with interrupts.training(saving=True):
+                signal.raise_signal(signal.SIGTERM)
+                assert interrupts.requested
+                time.sleep(20)  # a step that does not end
+        assert time.monotonic() - started < 10 and interrupts.state == CLOSING
+    finally:
+        interrupts.restore()
