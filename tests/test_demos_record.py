@@ -240,7 +240,7 @@ def test_a_recurrent_model_without_a_fixed_memory_size_is_a_clear_error(tmp_path
 
 @pytest.mark.parametrize("where, message", [
     ("reward", "the environment sent a NaN or infinite reward"),
-    ("raise", "recording stopped: PalaestraTestFaulty-v0 raised RuntimeError: the simulator crashed"),
+    ("raise", "Gymnasium environment 'PalaestraTestFaulty-v0' raised RuntimeError in step: the simulator crashed"),
 ])
 def test_an_environment_that_fails_while_recording_is_one_clear_error_and_no_file(workdir, capsys, monkeypatch,
                                                                                    where, message):
