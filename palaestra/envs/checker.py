@@ -15,9 +15,8 @@ from palaestra.envs.base import (
 
 
 def non_finite_problem(steps: DecisionSteps | TerminalSteps) -> str | None:
-    """What is NaN or infinite in a step's rewards or (non-image) observations, or None. Checked
-    on every step that training or recording takes: one such value makes every weight NaN at the
-    next update, and every checkpoint after it."""
+    """What is NaN or infinite in a step's rewards or (non-image) observations, or None
+    (palaestra-record checks every step; training checks finished segments, below)."""
     if len(steps) == 0:
         return None
     finite = np.isfinite(steps.reward)
@@ -46,12 +45,8 @@ def refuse_non_finite_segments(behavior: str, rewards: np.ndarray, observations:
 
 
 def refuse_non_finite(behavior: str, decision: DecisionSteps, terminal: TerminalSteps) -> None:
-    """An EnvError naming the behavior and what was not finite, if anything was (a few
-    microseconds a step: the quick test first, the details only when it fails)."""
+    """An EnvError naming the behavior and what was not finite, if anything was."""
     for kind, steps in (("terminal", terminal), ("decision", decision)):
-        if not len(steps) or np.isfinite(steps.reward).all() and all(
-                o.dtype.kind != "f" or np.isfinite(o).all() for o in steps.obs):
-            continue
         problem = non_finite_problem(steps)
         if problem is not None:
             raise EnvError(f"behavior {behavior!r}: the environment sent {problem} ({kind} steps); {NON_FINITE_HARM}")
