@@ -487,6 +487,65 @@ def test_pettingzoo_agents_group_into_behaviors_and_come_and_go(pz_module):
     assert seen["seer_terminal"][:2] == [True, True]  # cut by the episode length: interrupted
 
 
+@pytest.mark.parametrize("break_step,message", [
+    ("drop_live", r"step\(\) returned no observation for \['seer_1'\], which acted this step"),
+    ("drop_reward", r"step\(\) returned no reward for \['seer_0'\], which acted this step"),
+    ("unknown", r"step\(\) returned an observation for \['ghost_0'\], which are not among its possible_agents"),
+])
+def test_pettingzoo_agents_left_out_or_unknown_are_a_clear_error(pz_module, break_step, message):
+    env = make_env(f"{pz_module}:make", seed=1)
+    inner = env.env
+    step = inner.step
+
+    def broken(actions):
+        obs, rewards, terminated, truncated, infos = step(actions)
+        if break_step == "drop_live":
+            obs.pop("seer_1")
+        elif break_step == "drop_reward":
+            rewards.pop("seer_0")
+        else:
+            obs["ghost_0"] = obs["seer_0"]
+        return obs, rewards, terminated, truncated, infos
+
+    inner.step = broken
+    env.reset()
+    for behavior, spec in env.behavior_specs.items():
+        env.set_actions(behavior, spec.action_spec.empty_actions(len(env.get_steps(behavior)[0])))
+    with pytest.raises(EnvError, match=message):
+        env.step()
+
+
+def test_pettingzoo_reset_without_a_live_agents_observation_is_a_clear_error(pz_module):
+    env = make_env(f"{pz_module}:make", seed=1)
+    reset = env.env.reset
+    env.env.reset = lambda seed=None, options=None: ({"seer_0": reset(seed, options)[0]["seer_0"]}, {})
+    with pytest.raises(EnvError, match=r"reset\(\) returned no observation for \['seer_1'\], which are among its live"):
+        env.reset()
+
+
+def test_box_actions_without_finite_bounds_stay_inside_the_space_without_numpy_warnings(caplog):
+    import warnings
+
+    from gymnasium import spaces
+
+    from palaestra.envs.gymnasium_env import action_converter
+
+    inf = np.inf
+    space = spaces.Box(np.array([-inf, 0, -inf, 0], np.float32), np.array([inf, inf, 5, 10], np.float32), dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # (inf + -inf) / 2 once warned here
+        spec, convert = action_converter(space, "Unbounded-v0")
+        rows = ActionTuple(continuous=np.array([[-1.0] * 4, [0.0] * 4, [1.0] * 4], np.float32))
+        sent = np.stack([convert(rows, i) for i in range(3)])
+    assert spec.continuous_size == 4
+    np.testing.assert_allclose(sent[:, 0], [-1, 0, 1])  # no bounds: [-1, 1] itself
+    np.testing.assert_allclose(sent[:, 1], [0, 1, 2])  # low only: the 2 units above it
+    np.testing.assert_allclose(sent[:, 2], [3, 4, 5])  # high only: the 2 units below it
+    np.testing.assert_allclose(sent[:, 3], [0, 5, 10])  # bounded: scaled onto [0, 10]
+    assert all(space.contains(row.astype(np.float32)) for row in sent)
+    assert "action dimensions [0, 1, 2] of its Box have no finite bounds" in caplog.text
+
+
 def test_pettingzoo_mpe2_environment_from_the_package_registry():
     pytest.importorskip("mpe2")
     env = make_env("pettingzoo:mpe2.simple_adversary_v3", seed=0, env_args=["max_cycles=10"])

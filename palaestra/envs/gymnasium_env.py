@@ -98,9 +98,19 @@ def action_converter(space: gym.Space, env_id: str):
         size = int(np.prod(space.shape))
         low = np.broadcast_to(space.low, space.shape).reshape(size).astype(np.float64)
         high = np.broadcast_to(space.high, space.shape).reshape(size).astype(np.float64)
-        bounded = np.isfinite(low) & np.isfinite(high)
-        mid = np.where(bounded, (low + high) / 2, 0.0)
-        half = np.where(bounded, (high - low) / 2, 1.0)
+        # Policies act in [-1, 1] (ML-Agents' clipping), scaled onto each bounded dimension. A
+        # dimension without both bounds is not scaled: [-1, 1] itself, or the 2 units beside its
+        # one finite bound, so that every action sent stays inside the space.
+        has_low, has_high = np.isfinite(low), np.isfinite(high)
+        safe_low, safe_high = np.where(has_low, low, 0.0), np.where(has_high, high, 0.0)
+        mid = np.where(has_low & has_high, (safe_low + safe_high) / 2,
+                       np.where(has_low, safe_low + 1.0, np.where(has_high, safe_high - 1.0, 0.0)))
+        half = np.where(has_low & has_high, (safe_high - safe_low) / 2, 1.0)
+        unbounded = np.flatnonzero(~(has_low & has_high))
+        if unbounded.size:
+            logger.warning("environment %r: action dimensions %s of its Box have no finite bounds on both sides; the policy's "
+                           "actions in [-1, 1] reach them unscaled (beside the one bound where there is one); give "
+                           "the action space finite bounds to have them scaled", env_id, unbounded.tolist())
         shape, dtype = space.shape, space.dtype
 
         def convert(a: ActionTuple, i: int) -> np.ndarray:

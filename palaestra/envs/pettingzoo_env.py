@@ -92,6 +92,7 @@ class PettingZooEnv:
             self._options = None if setter is not None else values
         obs, _ = self.env.reset(seed=None if self._seeded else self.seed, options=self._reset_options())
         self._seeded = True
+        self._refuse_missing_agents("reset()", [], obs, {}, {}, {})
         self._publish(obs, {}, {}, {}, {})
 
     def _reset_options(self) -> dict[str, float] | None:
@@ -109,11 +110,35 @@ class PettingZooEnv:
             for row, agent in enumerate(agents):
                 actions[agent] = self._convert_act[behavior](chosen, row)
         obs, rewards, terminated, truncated, _ = self.env.step(actions)
+        self._refuse_missing_agents("step()", list(actions), obs, rewards, terminated, truncated)
         if not self.env.agents:  # everyone is done: a new episode for all
             fresh, _ = self.env.reset(options=self._reset_options())
+            self._refuse_missing_agents("reset()", [], fresh, {}, {}, {})
             self._publish(fresh, rewards, terminated, truncated, obs)
         else:
             self._publish(obs, rewards, terminated, truncated, {})
+
+    def _refuse_missing_agents(self, call: str, acted: list[str], obs: Mapping[str, Any], rewards: Mapping[str, float],
+                               terminated: Mapping[str, bool], truncated: Mapping[str, bool]) -> None:
+        """PettingZoo's parallel API: ``call`` returns an observation for every agent that is live
+        after it and for every agent that acted (the final one of those that finished), a reward
+        for every agent that acted, and names only ``possible_agents``. Without this check an
+        agent left out would vanish mid-episode, its experience never finished."""
+        where = f"PettingZoo environment {self.name!r}: {call}"
+        for label, names in (("an observation", obs), ("a reward", rewards), ("a termination", terminated),
+                             ("a truncation", truncated)):
+            unknown = [a for a in names if a not in self._agent]
+            if unknown:
+                raise EnvError(f"{where} returned {label} for {unknown}, which are not among its "
+                               f"possible_agents {list(self._agent)}")
+        live = [a for a in getattr(self.env, "agents", []) if a not in acted]
+        for label, names, needed in (("an observation", obs, [*acted, *live]), ("a reward", rewards, acted)):
+            missing = [a for a in dict.fromkeys(needed) if a not in names]
+            if missing:
+                raise EnvError(f"{where} returned no {label.split(' ', 1)[1]} for {missing}, which "
+                               f"{'acted this step' if set(missing) <= set(acted) else 'are among its live agents'}; "
+                               "PettingZoo's parallel API returns one for every agent that acted (the final one "
+                               "for those that finished) and for every live agent")
 
     def _publish(self, obs: Mapping[str, Any], rewards: Mapping[str, float], terminated: Mapping[str, bool],
                  truncated: Mapping[str, bool], final_obs: Mapping[str, Any]) -> None:
