@@ -149,6 +149,13 @@ ENGINE_FLAGS = ("width", "height", "quality_level", "time_scale", "target_frame_
 
 def _warn_about_engine_flags(options: RunOptions) -> None:
     kind = source_kind(options.env)
+    if kind == "Unity Editor":  # these go on a build's command line; the Editor has none
+        given = (["--no-graphics"] if options.no_graphics else []) + (["--env-args"] if options.env_args else [])
+        if given:
+            logger.warning("%s ha%s no effect on the Unity Editor (no --env): %s a build's command line",
+                           " and ".join(given), "s" if len(given) == 1 else "ve",
+                           "it is passed on" if len(given) == 1 else "they are passed on")
+        return
     if kind not in ("built-in", "Gymnasium"):
         return
     given = [f"--{flag.replace('_', '-')}" for flag in ENGINE_FLAGS
@@ -352,8 +359,8 @@ def _train(parts: RunParts) -> int:
     options = parts.options
     start_over_if_forced(options, parts.run_dir)
     device = choose_device(options)
-    logger.info("Palaestra %s: run %r on %s, seed %d, device %s", __version__, options.run_id, options.env,
-                parts.seed, device)
+    logger.info("Palaestra %s: run %r on %s, seed %d, device %s", __version__, options.run_id,
+                options.env if options.env is not None else "the Unity Editor", parts.seed, device)
     writers: list[Any] = []  # closed on every way out, so no writer thread outlives the run
     try:
         start_time = time.time()

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import random
+import re
 import socket
 import subprocess
 import sys
@@ -24,7 +25,8 @@ from palaestra.envs.unity import RawBytesChannel, open_build, open_editor
 from palaestra.envs.unity import messages as pb
 from palaestra.envs.unity import side_channels as sc
 from palaestra.envs.unity.communicator import free_port, version_problem
-from palaestra.envs.unity.launcher import command_line, find_executable
+from palaestra.envs.unity.launcher import UnityProcess, command_line, find_executable, launch
+from palaestra.envs.sources import make_env
 from tests.conftest import write_yaml
 from tests.fake_unity import REPOSITORY, make_build, running_players
 from tests.fake_unity.scene import camera_image
@@ -249,6 +251,52 @@ def test_a_missing_unexecutable_or_ambiguous_build_is_named(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(EnvError, match="holds no Unity build"):
         find_executable(str(tmp_path / "empty"))
+
+
+def test_files_that_are_not_builds_and_builds_for_another_platform_say_so(tmp_path):
+    script = tmp_path / "my_env.py"
+    script.write_text("def make(): ...\n")
+    with pytest.raises(EnvError, match=r"my_env.py is not a Unity build .* --env=module:callable"):
+        find_executable(str(script))
+    windows = tmp_path / "Win" / "Game.exe"
+    windows.parent.mkdir()
+    windows.write_bytes(b"MZ\x90\x00" + bytes(60))
+    mac = tmp_path / "Mac" / "Game.app" / "Contents" / "MacOS" / "Game"
+    mac.parent.mkdir(parents=True)
+    mac.write_bytes(b"\xcf\xfa\xed\xfe" + bytes(60))
+    mac.chmod(0o755)
+    for folder, platform in ((windows.parent, "Windows"), (tmp_path / "Mac", "macOS")):
+        if sys.platform != "linux":
+            continue
+        with pytest.raises(EnvError, match=rf"it is a {platform} build and this machine runs Linux; build the Unity "
+                                           r"project for Linux \(File > Build Settings, Target Platform Linux, x86_64\)"):
+            launch(find_executable(str(folder)), 5004, True, None, [])
+
+
+def test_env_values_that_look_like_paths_are_builds_and_built_in_names_that_are_also_builds_are_refused(
+        workdir, monkeypatch):
+    (workdir / "Builds").mkdir()
+    for missing in ("Builds/Missing/Game", "Builds/Missing", "./Game", "~/NoSuchBuild"):
+        with pytest.raises(EnvError, match=rf"--env={re.escape(missing)}: no Unity build found"):
+            make_env(missing)
+    monkeypatch.setenv("HOME", str(workdir / "home"))
+    build = make_build(workdir / "home" / "Ball", "FakeBall")
+    assert find_executable("~/Ball/FakeBall") == str(build)  # ~ expanded before anything is checked
+    make_build(workdir, "3DBall")
+    with pytest.raises(EnvError, match=r"--env=3DBall names both Palaestra's built-in 3DBall and the Unity build "
+                                       r"3DBall.x86_64; give --env=./3DBall for the build, or "
+                                       r"--env=palaestra/3DBall-v0 for the built-in"):
+        make_env("3DBall")
+    assert list(make_env("palaestra/3DBall-v0").behavior_specs) == ["3DBall"]
+    (workdir / "Basic").mkdir()  # a folder without a build named like a built-in is no build
+    assert list(make_env("Basic").behavior_specs) == ["Basic"]
+
+
+def test_a_build_killed_by_a_signal_is_named_a_crash():
+    crashed = subprocess.Popen([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"])
+    crashed.wait()
+    assert UnityProcess(crashed, [], "/l/P.log").exit_description() == (
+        "the build was killed by SIGSEGV (it crashed); its log is /l/P.log")
 
 
 def test_the_command_line_is_unitys():
@@ -603,6 +651,42 @@ def test_a_build_that_crashes_under_num_envs_is_restarted(run_cli, workdir, port
     assert result.code == 0, result.log
     assert "exited with code 3" in result.log and "restart" in result.log.lower()
     assert (workdir / "models" / "r" / "3DBall.onnx").exists()
+
+
+def test_builds_that_hang_under_num_envs_are_stopped_with_their_workers(run_cli, workdir, port):
+    # each hang costs the worker its life (the pool replaces it at once): its build, in a session of
+    # its own and started by a process that ignores SIGTERM, once ran on (no_build_left_behind)
+    build = make_build(workdir / "Builds", "FakeBall", "--hang-after", "25")
+    config = write_yaml(workdir / "c.yaml", CONFIG.replace("max_steps: 600", "max_steps: 400"))
+    start = time.time()
+    result = run_cli(str(config), f"--env={build}", "--run-id=h", f"--base-port={port}", "--num-envs=2",
+                     "--timeout-wait=4", "--restarts-rate-limit-n=-1")
+    assert result.code == 0, result.log
+    assert "The scene stopped answering" in result.log and "restart" in result.log.lower()
+    assert time.time() - start < 120
+
+
+def test_a_build_started_by_a_worker_takes_sigterm(tmp_path):
+    # a worker ignores the stop signals with a handler, not SIG_IGN, which a build would inherit
+    import signal as signals
+
+    from palaestra.interrupts import STOP_SIGNALS
+    from palaestra.workers.process import ignore_stop_signals
+
+    old = {s: signals.getsignal(s) for s in STOP_SIGNALS}
+    try:
+        ignore_stop_signals()  # as a worker process does first
+        player = launch(str(make_build(tmp_path, "Idle", "--slow-start", "60")), free_port(30000), True,
+                        str(tmp_path / "logs"), [])
+    finally:
+        for s, handler in old.items():
+            signals.signal(s, handler)
+    with open(f"/proc/{player.popen.pid}/status") as fh:
+        ignored = int(next(line for line in fh if line.startswith("SigIgn:")).split()[1], 16)
+    assert not ignored & (1 << (signals.SIGTERM - 1))
+    start = time.time()
+    player.stop(wait=0.0)  # no goodbye was said: SIGTERM at once
+    assert player.popen.poll() is not None and time.time() - start < 3
 
 
 @pytest.mark.training

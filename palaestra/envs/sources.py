@@ -25,6 +25,7 @@ import difflib
 import inspect
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from palaestra.envs.base import EngineConfig, Env, EnvError
@@ -129,8 +130,34 @@ def _make_from_factory(r: EnvRequest) -> Env:
 
 
 def _is_unity_build(name: str | None) -> bool:
-    return name is not None and (os.path.exists(name) or name.endswith(UNITY_SUFFIXES)
-                                 or any(os.path.exists(name + suffix) for suffix in UNITY_SUFFIXES))
+    """A file or folder, a name with a build suffix, or a path (absolute, from ``~`` or ``.``, or
+    whose first folder exists here): the launcher then finds the build or says what it looked for."""
+    if name is None:
+        return False
+    path = os.path.expanduser(name)
+    parts = Path(path).parts
+    looks_like_path = (os.path.isabs(path) or name.startswith(("~", "."))
+                       or len(parts) > 1 and os.path.isdir(parts[0]))
+    return (looks_like_path or os.path.exists(path) or path.endswith(UNITY_SUFFIXES)
+            or any(os.path.exists(path + suffix) for suffix in UNITY_SUFFIXES))
+
+
+def _builtin_unless_a_build_too(name: str | None) -> bool:
+    """A built-in's name, refused when it also names a Unity build here (ML-Agents' example scenes
+    share the built-ins' names, and a build run as ``--env=3DBall`` must not quietly train the
+    built-in instead)."""
+    if _builtin_name(name) is None:
+        return False
+    if name is not None and not name.startswith("palaestra/") and _is_unity_build(name):
+        from palaestra.envs.unity.launcher import find_executable
+
+        try:
+            build = find_executable(name)
+        except EnvError:
+            return True  # nothing runnable there: the built-in
+        raise EnvError(f"--env={name} names both Palaestra's built-in {name} and the Unity build {build}; "
+                       f"give --env=./{name} for the build, or --env=palaestra/{name}-v0 for the built-in")
+    return True
 
 
 def _unity_editor(r: EnvRequest) -> Env:
@@ -147,7 +174,7 @@ def _unity_build(r: EnvRequest) -> Env:
 
 ENV_SOURCES: list[EnvSource] = [
     EnvSource("Unity Editor", lambda name: name is None, _unity_editor),
-    EnvSource("built-in", lambda name: _builtin_name(name) is not None, _make_builtin),
+    EnvSource("built-in", _builtin_unless_a_build_too, _make_builtin),
     EnvSource("Gymnasium", lambda name: name in _gymnasium_ids(), _make_gymnasium),
     EnvSource("Python factory", _is_factory, _make_from_factory),
     EnvSource("Unity build", _is_unity_build, _unity_build),

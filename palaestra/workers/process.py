@@ -34,6 +34,17 @@ def control_layout(n_workers: int) -> Layout:
     return {k: ((n_workers,), np.int64) for k in fields}
 
 
+def _ignore_stop_signal(signum: int, frame: Any) -> None:
+    """A worker's stop signals: the main process decides (see run_worker)."""
+
+
+def ignore_stop_signals() -> None:
+    """A handler that does nothing rather than SIG_IGN: an ignored signal stays ignored across
+    exec, so a Unity build this worker starts could not be stopped with SIGTERM."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, _ignore_stop_signal)
+
+
 def run_worker(conn: Any, control_name: str, n_workers: int, index: int, bells: tuple[Any, Any], name: str,
                seed: int, num_areas: int, env_args: list[str], engine: EngineConfig, port: int) -> None:
     from palaestra.envs.sources import make_env
@@ -42,8 +53,7 @@ def run_worker(conn: Any, control_name: str, n_workers: int, index: int, bells: 
     # Ctrl+C, a closed terminal (SIGHUP) or `docker stop` (SIGTERM) may reach the whole process
     # group; the main process saves the model and then stops the workers itself. The pool starts
     # this process with the signals blocked (workers/pool.py), so none can end it before this line.
-    for signum in STOP_SIGNALS:
-        signal.signal(signum, signal.SIG_IGN)
+    ignore_stop_signals()
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     control = SharedArrays(control_layout(n_workers), name=control_name)

@@ -177,6 +177,7 @@ class Communicator:
         self._incoming = _Slot()
         self._replies = _Slot()
         self._waiting = False  # Unity is inside a call, waiting for the answer
+        self._unity_closed = False  # Unity said goodbye itself (and is quitting)
         self._closed = threading.Event()
         handler = grpc.method_handlers_generic_handler(f"{pb.PACKAGE}.{pb.SERVICE}", {
             "Exchange": grpc.unary_unary_rpc_method_handler(
@@ -224,6 +225,7 @@ class Communicator:
         self._waiting = True
         if message.header.status not in (0, OK):
             self._waiting = False  # Unity does not wait for an answer to its goodbye
+            self._unity_closed = True
             note = f": {message.header.message}" if message.header.message else ""
             raise UnityStopped(f"Unity closed the connection (status {message.header.status}{note})")
         return message
@@ -239,10 +241,13 @@ class Communicator:
         self.answer(unity_input)
         return self.receive(timeout, waiting_for, hint)
 
-    def close(self, grace: float = 1.0) -> None:
-        """Answer Unity's waiting call with status 400 (Unity then quits) and stop the server."""
+    def close(self, grace: float = 1.0) -> bool:
+        """Answer Unity's waiting call with status 400 (Unity then quits) and stop the server; True
+        if Unity is quitting (it took the answer, or had said goodbye itself); False when no call
+        was waiting, as when Unity stopped answering."""
         if self._closed.is_set():
-            return
+            return False
+        delivered = self._unity_closed
         if self._waiting:
             self._waiting = False
             self._replies.put(closing_message("training is over"))
@@ -250,8 +255,10 @@ class Communicator:
             deadline = time.monotonic() + grace
             while not self._replies.empty() and time.monotonic() < deadline:
                 time.sleep(0.01)
+            delivered = self._replies.empty()
         self._closed.set()
         self._server.stop(grace).wait(grace + 1.0)
+        return delivered
 
 
 def closing_message(text: str) -> object:

@@ -54,6 +54,7 @@ class UnityEnv:
         self._actions: dict[str, ActionTuple] = {}
         self._started = False
         self._closed = False
+        self._running = False  # past the first reset: a later silence is a frozen scene, not a setup fault
         try:
             self.negotiated = self._handshake(seed, num_areas)
             if engine is not None:
@@ -63,6 +64,7 @@ class UnityEnv:
                 raise EnvError(f"{self.where}: the scene has no agents with a Behavior Parameters component "
                                "after its first reset (the Academy sent no agent); add an agent, or check that "
                                "its Behavior Type is Default")
+            self._running = True
         except BaseException:
             self.close()
             raise
@@ -94,11 +96,14 @@ class UnityEnv:
         if self._closed:
             return
         self._closed = True
+        said_goodbye = False
         try:
-            self.communicator.close()
+            said_goodbye = self.communicator.close()
         finally:
             if self.process is not None:
-                self.process.stop()
+                # a build that took the goodbye gets time to quit; one that never called back is
+                # ended at once (waiting for it kept a SIGTERMed run past docker stop's 10 s)
+                self.process.stop(wait=5.0 if said_goodbye else 0.0)
 
     # --- statistics the scene sent (the stats side channel)
     def take_stats(self) -> dict[str, tuple[list[float], int]]:
@@ -106,6 +111,12 @@ class UnityEnv:
 
     # --- the protocol underneath
     def _hint(self) -> str:
+        if self._running:
+            log = (f"the build's log ({self.process.log_file or 'the Unity Player log'})" if self.process is not None
+                   else "the Editor's Console")
+            return (f"The scene stopped answering: look in {log} for an exception repeated every frame; a "
+                    "breakpoint or a modal dialog also freezes it. A scene that renders slowly may need "
+                    "--no-graphics (when no agent has a camera) or a longer --timeout-wait")
         if self.process is not None:
             return self.process.hint()
         return ("Check that Play is pressed in the Unity Editor, that the scene has an Academy (an agent with "

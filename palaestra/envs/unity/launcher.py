@@ -7,6 +7,7 @@ only the trainer, which then quits Unity itself.
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
 import signal
@@ -70,6 +71,11 @@ def find_executable(name: str) -> str:
                 return inner
         if os.path.isfile(candidate):
             if not _is_executable_file(candidate):
+                suffix = os.path.splitext(candidate)[1]
+                if suffix and suffix not in BUILD_SUFFIXES:  # my_env.py, config.yaml: not a build at all
+                    raise EnvError(f"--env={name}: {candidate} is not a Unity build (an executable, or a file "
+                                   f"ending in {', '.join(BUILD_SUFFIXES)}); a Python factory is given as "
+                                   "--env=module:callable (docs/environments.md)")
                 raise EnvError(f"--env={name}: {candidate} is not executable; make it so with chmod +x {candidate}")
             return candidate
     raise EnvError(f"--env={name}: no Unity build found (looked for {', '.join(candidates)}); give the path to "
@@ -100,7 +106,15 @@ class UnityProcess:
         code = self.popen.poll()
         if code is None:
             return None
-        how = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
+        if code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f"signal {-code}"
+            how = f"was killed by {name}" + (" (it crashed)" if name in ("SIGSEGV", "SIGBUS", "SIGABRT", "SIGILL", "SIGFPE")
+                                             else "")
+        else:
+            how = f"exited with code {code}"
         return f"the build {how}; {self.log_hint()}"
 
     def log_hint(self) -> str:
@@ -113,8 +127,8 @@ class UnityProcess:
                 "the usual causes")
 
     def stop(self, wait: float = 5.0) -> None:
-        """Wait for the build to quit after the trainer said goodbye; then end it, and the processes
-        it started."""
+        """Wait ``wait`` seconds for the build to quit after the trainer said goodbye (0: none was
+        said, as to a build that stopped answering); then end it, and the processes it started."""
         if self.stopped:
             return
         self.stopped = True
@@ -146,6 +160,59 @@ def _stop_all_at_exit() -> None:  # a run that fails before closing its environm
         process.stop(wait=0.5)
 
 
+PLATFORM_NAMES = {"linux": "Linux", "darwin": "macOS", "win32": "Windows"}
+# the first bytes of each platform's executables: ELF, Mach-O (32/64-bit, either byte order, fat), PE
+_MAGIC = ((b"\x7fELF", "Linux"), (b"\xfe\xed\xfa\xce", "macOS"), (b"\xfe\xed\xfa\xcf", "macOS"),
+          (b"\xce\xfa\xed\xfe", "macOS"), (b"\xcf\xfa\xed\xfe", "macOS"), (b"\xca\xfe\xba\xbe", "macOS"),
+          (b"MZ", "Windows"))
+
+
+def _foreign_build(executable: str) -> str | None:
+    """Why a build that would not start is for another platform (from its name or its first
+    bytes), with what to do; None when it does not look like one."""
+    here = PLATFORM_NAMES.get(sys.platform, sys.platform)
+    made_for = None
+    try:
+        with open(executable, "rb") as fh:
+            head = fh.read(4)
+        made_for = next((platform for magic, platform in _MAGIC if head.startswith(magic)), None)
+    except OSError:
+        pass
+    if made_for is None:
+        made_for = ("Windows" if executable.lower().endswith(".exe") else
+                    "macOS" if ".app/Contents/MacOS/" in executable.replace(os.sep, "/") else None)
+    if made_for is None or made_for == here:
+        return None
+    target = "Linux, x86_64" if here == "Linux" else here
+    return (f"it is a {made_for} build and this machine runs {here}; build the Unity project for {here} "
+            f"(File > Build Settings, Target Platform {target}) and give that build's path")
+
+
+def _end_with_parent():
+    """On Linux, where the build is started from a process's main thread (which lives as long as
+    the process): a function for the child that has the kernel kill the build when its parent
+    dies. A worker process the pool had to kill cannot stop its build itself, and the build, in a
+    session of its own, would otherwise run on, holding its port. None elsewhere."""
+    import threading
+
+    if sys.platform != "linux" or threading.current_thread() is not threading.main_thread():
+        return None
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig, parent = 1, os.getpid()
+
+    def in_child() -> None:
+        prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the request was made
+            os._exit(1)
+
+    return in_child
+
+
 def launch(executable: str, port: int, no_graphics: bool, log_folder: str | None, env_args: list[str]) -> UnityProcess:
     log_file = None
     if log_folder is not None:
@@ -155,9 +222,10 @@ def launch(executable: str, port: int, no_graphics: bool, log_folder: str | None
     out = open(log_file, "ab") if log_file else subprocess.DEVNULL
     try:
         popen = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                 start_new_session=sys.platform != "win32")
+                                 start_new_session=sys.platform != "win32", preexec_fn=_end_with_parent())
     except OSError as e:
-        raise EnvError(f"cannot start the Unity build {executable}: {e.strerror or e}") from None
+        foreign = _foreign_build(executable) if e.errno in (errno.ENOEXEC, errno.EACCES) else None
+        raise EnvError(f"cannot start the Unity build {executable}: {foreign or e.strerror or e}") from None
     finally:
         if log_file:
             out.close()
