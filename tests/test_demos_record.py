@@ -261,3 +261,64 @@ def test_an_environment_that_fails_while_recording_is_one_clear_error_and_no_fil
         gym.registry.pop("PalaestraTestFaulty-v0")
     assert code == 1 and message in err and "Traceback" not in err
     assert not list(workdir.glob("demos/*.demo"))
+
+
+def test_demonstration_columns_pair_each_action_with_the_next_records_done_as_ml_agents(tmp_path):
+    # Basic ends an episode by reaching a goal: the record that ends it carries no action, so the
+    # done flag belongs to the action before it (the policy's rows mark that action too); GAIL's
+    # discriminator once saw done only on the policy's side
+    from palaestra.demos.columns import demonstration_columns
+
+    env = make_env("Basic", seed=1)
+    path = record(env, {"Basic": "heuristic"}, 3, tmp_path)[0].path
+    demo = read_demonstrations(path)
+    columns = demonstration_columns(str(path), env.behavior_specs["Basic"], "Basic", "demo_path")
+    assert int(demo.done.sum()) == 3 and not demo.has_action[demo.done].any()
+    assert int(columns["done"].sum()) == 3
+    last_actions = np.flatnonzero(demo.has_action & np.append(demo.done[1:], False))
+    assert columns["done"][np.searchsorted(np.flatnonzero(demo.has_action), last_actions)].all()
+
+
+@pytest.mark.parametrize("where,message", [
+    ("action", r"demo_path '.*': record 5: continuous action 0 is inf"),
+    ("observation", r"demo_path '.*': record 5: observation 0 holds NaN or infinite values \(1 records\)"),
+])
+def test_demonstrations_with_nan_or_infinity_are_refused_naming_the_record(tmp_path, where, message):
+    import dataclasses
+
+    from palaestra.demos.columns import demonstration_columns
+    from palaestra.demos.reader import DemoError
+    from palaestra.demos.writer import write_demonstrations
+
+    env = make_env("3DBall", seed=1)
+    demo = read_demonstrations(record(env, {"3DBall": "heuristic"}, 1, tmp_path, max_steps=2000)[0].path)
+    if where == "action":
+        actions = demo.continuous_actions.copy()
+        actions[5, 0] = np.inf
+        demo = dataclasses.replace(demo, continuous_actions=actions)
+    else:
+        obs = demo.observations[0].copy()
+        obs[5, 2] = np.nan
+        demo = dataclasses.replace(demo, observations=[obs])
+    write_demonstrations(tmp_path / "bad.demo", demo)
+    with pytest.raises(DemoError, match=message):
+        demonstration_columns(str(tmp_path / "bad.demo"), env.behavior_specs["3DBall"], "3DBall", "demo_path")
+
+
+def test_sigterm_mid_recording_leaves_no_file_and_seed_minus_one_is_random(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "demos"
+    proc = subprocess.Popen([sys.executable, "-m", "palaestra.demos.record", "--env=3DBall", "--policy=heuristic",
+                             "--episodes=300", f"--out={out}", "--seed=-1"], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not any(out.glob("*.partial")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert any(out.glob("*.partial")), proc.communicate()[1]
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "--seed -1: recording with seed" in err and "interrupted; no .demo file was written" in err
+    assert "Traceback" not in err and list(out.iterdir()) == []

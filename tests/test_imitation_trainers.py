@@ -193,12 +193,14 @@ def test_brain_to_imitate_names_the_teacher(text, message):
         assert "behavior 'GridWorld'" in str(error.value) and "--policy" not in str(error.value)
 
 
-def test_another_behavior_s_policy_can_be_the_teacher():
+@pytest.mark.parametrize("trainer", ["ppo", "online_bc"])  # a cloned policy teaches too (it once could not act)
+def test_another_behavior_s_policy_can_be_the_teacher(trainer):
     grid = BUILTIN_ENVS["GridWorld"](seed=0)
     spec = grid.behavior_specs["GridWorld"]
     env = SimpleNamespace(behavior_specs={"Student": spec, "Expert": spec, "Ball": _spec("3DBall")})
     torch.manual_seed(0)
-    expert = make_algorithm(spec, TrainerSettings(trainer="ppo", hidden_units=16), torch.device("cpu"),
+    extra = {"brain_to_imitate": "heuristic"} if trainer == "online_bc" else {}
+    expert = make_algorithm(spec, TrainerSettings(trainer=trainer, hidden_units=16, **extra), torch.device("cpu"),
                             np.random.default_rng(0), "Expert")
     teacher = make_teacher("Expert", env, "Student", 0, {"Expert": expert})
     grid.reset()

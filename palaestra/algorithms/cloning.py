@@ -84,7 +84,9 @@ class ClonedPolicy:
         self.episode_sums = SignalEpisodeSums(self.signals)
 
     # -- acting ------------------------------------------------------------------------------
-    def act(self, observations: list[np.ndarray], allowed: np.ndarray | None, deterministic: bool = False) -> ActResult:
+    def act(self, observations: list[np.ndarray], allowed: np.ndarray | None, deterministic: bool = False,
+            memory: np.ndarray | None = None) -> ActResult:
+        # (the Algorithm protocol's signature: a cloned policy has no memory, so ``memory`` is None)
         return self._actor.act(observations, allowed, deterministic)
 
     def value(self, observations: list[np.ndarray]) -> np.ndarray:

@@ -682,8 +682,8 @@ def _channels(decoded: list[np.ndarray], layout: _Observation, channels: int, re
 
 def demo_files(path: str | os.PathLike) -> list[Path]:
     """The `.demo` files a path names: the file itself, or every `.demo` file in a folder,
-    sorted by name."""
-    p = Path(path)
+    sorted by name; ``~`` is the home folder."""
+    p = Path(path).expanduser()
     if p.is_dir():
         files = sorted(f for f in p.iterdir() if f.suffix == ".demo" and f.is_file())
         if not files:

@@ -34,7 +34,7 @@ from palaestra.envs.base import ActionTuple, BehaviorSpec, DecisionSteps, Env, E
 from palaestra.envs.checker import refuse_non_finite
 from palaestra.evaluation import AgentMemories
 from palaestra.imports import ImportTargetError, load_callable
-from palaestra.options import positive_int
+from palaestra.options import _ranged, positive_int
 
 
 
@@ -388,12 +388,46 @@ def build_parser() -> argparse.ArgumentParser:
                         "to give behaviors different policies")
     parser.add_argument("--episodes", type=positive_int, default=10, help="episodes to record per behavior (default 10)")
     parser.add_argument("--out", default="demos", help="the folder the .demo files go to (default demos)")
-    parser.add_argument("--seed", type=int, default=0, help="the environment's and the random policy's seed")
+    parser.add_argument("--seed", type=_ranged("seed"), default=0,
+                        help="the environment's and the random policy's seed (default 0); -1 picks one at random")
     parser.add_argument("--num-areas", type=positive_int, default=1, help="copies of the environment run side by side")
     parser.add_argument("--max-steps", type=positive_int, default=1_000_000,
                         help="give up after this many environment steps (default 1000000)")
     parser.add_argument("--force", action="store_true", help="replace .demo files that already exist")
     return parser
+
+
+class _Stopped(KeyboardInterrupt):
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+class _StopSignals:
+    """SIGTERM and SIGHUP stop a recording as Ctrl+C does: the files being written are removed
+    (the writer's exit), not left half-written."""
+
+    def __init__(self) -> None:
+        import signal
+        import threading
+
+        self._old = {}
+        if threading.current_thread() is not threading.main_thread():
+            return  # (only the main thread may set handlers; record() called from elsewhere)
+        for name in ("SIGTERM", "SIGHUP"):
+            signum = getattr(signal, name, None)
+            if signum is not None:
+                self._old[signum] = signal.signal(signum, self._raise)
+
+    @staticmethod
+    def _raise(signum: int, frame: object) -> None:
+        raise _Stopped(signum)
+
+    def restore(self) -> None:
+        import signal
+
+        for signum, handler in self._old.items():
+            signal.signal(signum, handler)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -402,25 +436,31 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     setup_logging(False)
+    if args.seed == -1:  # as mlagents-learn: a random seed, said so that the recording can be repeated
+        args.seed = int(np.random.default_rng().integers(0, 10_000))
+        logger.info("--seed -1: recording with seed %d", args.seed)
     env = None
+    stop = _StopSignals()
     try:
         env = make_env(args.env, seed=args.seed, num_areas=args.num_areas, env_args=args.env_args)
         policies = policies_by_behavior(args.policy, list(env.behavior_specs))
-        results = record(env, policies, args.episodes, Path(args.out), args.seed, args.force, args.max_steps)
+        results = record(env, policies, args.episodes, Path(args.out).expanduser(), args.seed, args.force,
+                         args.max_steps)
     except (RecordError, EnvError, DemoError) as e:
         logger.error("%s", e)
         return 1
     except OSError as e:
         logger.error("cannot write %s: %s", e.filename or args.out, e.strerror or e)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:  # Ctrl+C, or SIGTERM/SIGHUP (a scheduler, a closed terminal)
         logger.error("interrupted; no .demo file was written")
-        return 130
+        return 128 + getattr(e, "signum", 2)
     except Exception as e:  # the environment's or the policy's own code failed: say so, without a traceback
         logger.error("recording stopped: %s raised %s: %s; no .demo file was written", args.env, type(e).__name__,
                      str(e).strip().splitlines()[0] if str(e).strip() else "(no message)")
         return 1
     finally:
+        stop.restore()
         if env is not None:
             with contextlib.suppress(Exception):  # closing must not hide the error that stopped us
                 env.close()
