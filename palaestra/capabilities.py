@@ -81,8 +81,9 @@ def settings_problems(settings: TrainerSettings) -> list[str]:
                         f"{' and '.join(recurrent)} only so far{_set_in(settings, 'use_recurrent')}; set "
                         f"use_recurrent: false or use trainer: {recurrent[0]}")
     if settings.behavioral_cloning is not None and not can.behavioral_cloning:
-        problems.append(f"behavioral_cloning is not supported yet{_set_in(settings, 'behavioral_cloning')}; remove "
-                        "the section")
+        cloning = [name for name, c in CAPABILITIES.items() if c.behavioral_cloning]
+        problems.append(f"behavioral_cloning{_set_in(settings, 'behavioral_cloning')} is read by trainers "
+                        f"{' and '.join(cloning)} only; trainer {settings.trainer!r} cannot use it: remove the section")
     if settings.self_play is not None and not can.self_play:
         problems.append(f"self_play is not supported yet{_set_in(settings, 'self_play')}; remove the section")
     for name in settings.reward_signals:

@@ -42,10 +42,22 @@ def make_teacher(brain_to_imitate: str, env: Env, behavior: str, seed: int,
                           "process (the built-in environments have one; with --num-envs above 1 they run in "
                           "worker processes): give a model .onnx or package.module:function, or use --num-envs=1")
     try:
-        return make_policy(text, env, behavior, seed)
+        policy = make_policy(text, env, behavior, seed)
     except RecordError as e:
-        reason = str(e).removeprefix(f"--policy={text}: ").replace("--policy=heuristic: ", "")
-        raise ConfigError(f"{where}: {reason}") from None
+        raise ConfigError(f"{where}: {_reason(e, text)}") from None
+
+    def act(decision: DecisionSteps) -> ActionTuple:
+        try:
+            return policy.act(decision)
+        except RecordError as e:  # the teacher failed mid-run: name the setting, not palaestra-record's flag
+            raise RecordError(f"{where}: {_reason(e, text)}") from None
+
+    return Policy(act, policy.episodes_ended)
+
+
+def _reason(error: RecordError, text: str) -> str:
+    return str(error).removeprefix(f"--policy={text}: ").removeprefix(f"--policy={text} ").replace(
+        "--policy=heuristic: ", "")
 
 
 def _behavior_teacher(theirs: BehaviorSpec, ours: BehaviorSpec, algorithm: Algorithm, where: str) -> Policy:

@@ -153,6 +153,11 @@ def test_file_names_of_behaviors():
     (["--env=Simple1DDiscrete", "--policy=ball.onnx"], "the model's input obs_0 has shape [8]; behavior '1D''s "
                                                        "observation 0 has [1]"),
     (["--env=Basic", "--policy=random", "--episodes=5", "--max-steps=3"], "of 5 episodes ended within --max-steps 3"),
+    (["--env=Basic", "--policy=random", "--out=my_policy.py"], "--out=my_policy.py: that is a file, not a folder"),
+    (["--env=GridWorld", "--policy=my_policy:out_of_range"],
+     "--policy=my_policy:out_of_range returned discrete action 7 in branch 0, which has 4 actions (0 to 3)"),
+    (["--env=3DBall", "--policy=my_policy:not_a_number"],
+     "--policy=my_policy:not_a_number returned NaN or infinite continuous actions for the agents in rows [0, 1"),
 ])
 def test_bad_input_is_one_clear_line_and_writes_nothing(workdir, capsys, monkeypatch, argv, message):
     monkeypatch.delitem(sys.modules, "my_policy", raising=False)  # another test's module of that name
@@ -165,13 +170,17 @@ def test_bad_input_is_one_clear_line_and_writes_nothing(workdir, capsys, monkeyp
             return np.zeros((len(steps), 5), np.float32)
         def wrong_type(steps, spec):
             return "left"
+        def out_of_range(steps, spec):
+            return np.full((len(steps), 1), 7, np.int32)
+        def not_a_number(steps, spec):
+            return np.full((len(steps), 2), np.nan, np.float32)
     """))
     (workdir / "not_a_model.onnx").write_text("not a model")
     _linear_onnx(workdir / "ball.onnx", 8, np.zeros((8, 2), np.float32), discrete=False)
     code, out, err = _record(argv, capsys)
     assert code == 1 and out == ""
     assert message in err and "Traceback" not in err and err.count("\n") == 1, err
-    assert not (workdir / "demos").exists() or not list((workdir / "demos").iterdir())
+    assert not (workdir / "demos").exists()  # not even an empty folder
 
 
 def test_an_existing_file_needs_force(workdir, capsys):
@@ -321,4 +330,25 @@ def test_sigterm_mid_recording_leaves_no_file_and_seed_minus_one_is_random(tmp_p
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert "--seed -1: recording with seed" in err and "interrupted; no .demo file was written" in err
-    assert "Traceback" not in err and list(out.iterdir()) == []
+    assert "Traceback" not in err and not out.exists()  # no file, and not the folder made for them
+
+
+def test_demonstrated_actions_their_own_mask_forbids_are_counted_in_a_warning(tmp_path, caplog):
+    import dataclasses
+
+    from palaestra.demos.columns import demonstration_columns
+    from palaestra.demos.writer import write_demonstrations
+
+    env = make_env("GridWorld", seed=1)
+    demo = read_demonstrations(record(env, {"GridWorld": "heuristic"}, 30, tmp_path)[0].path)
+    spec = env.behavior_specs["GridWorld"]
+    demonstration_columns(str(demo.path), spec, "GridWorld", "demo_path")
+    assert "forbids" not in caplog.text  # the heuristic never moves into a wall
+    masked = demo.has_action & demo.action_masks.any(axis=1)
+    assert masked.sum() > 5
+    actions = demo.discrete_actions.copy()
+    actions[masked, 0] = np.argmax(demo.action_masks[masked], axis=1)  # a forbidden move on each such row
+    write_demonstrations(tmp_path / "walls.demo", dataclasses.replace(demo, discrete_actions=actions))
+    demonstration_columns(str(tmp_path / "walls.demo"), spec, "GridWorld", "demo_path")
+    assert f"{int(masked.sum())} of {int(demo.has_action.sum())} demonstrated actions are ones their own " \
+           "record's action mask forbids" in caplog.text

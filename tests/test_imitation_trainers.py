@@ -21,6 +21,7 @@ from palaestra.capabilities import acting_obstacle, settings_problems
 from palaestra.checkpoints import CheckpointManager
 from palaestra.demos.reader import DemoError
 from palaestra.demos.record import Policy, record
+from palaestra.envs.base import ActionTuple, EnvError
 from palaestra.envs.builtin import BUILTIN_ENVS
 from palaestra.envs.sources import make_env
 from palaestra.evaluation import evaluate_onnx
@@ -170,6 +171,11 @@ def test_a_teacher_of_another_action_shape_is_a_clear_error(tmp_path):
     with pytest.raises(Exception, match=r"brain_to_imitate: the teacher of behavior 'GridWorld' gave continuous "
                                         r"actions of shape \(12, 2\)"):
         trainer.act(decision, terminal)
+    n = len(decision)
+    trainer.teacher = Policy(lambda decision: ActionTuple(discrete=np.full((n, 1), 7, np.int32)))
+    with pytest.raises(EnvError, match=r"the teacher of behavior 'GridWorld' gave discrete action 7 in branch 0, "
+                                       r"which has 4 actions \(0 to 3\)"):
+        trainer.act(decision, terminal)
 
 
 @pytest.mark.parametrize("text,message", [
@@ -191,6 +197,20 @@ def test_brain_to_imitate_names_the_teacher(text, message):
         with pytest.raises(ConfigError, match=re.escape(message)) as error:
             make_teacher(text, env, "GridWorld", 0)
         assert "behavior 'GridWorld'" in str(error.value) and "--policy" not in str(error.value)
+
+
+def test_a_teacher_that_fails_mid_run_is_named_by_brain_to_imitate(workdir, monkeypatch):
+    from palaestra.demos.record import RecordError
+
+    monkeypatch.syspath_prepend(str(workdir))
+    monkeypatch.delitem(__import__("sys").modules, "exploding_teacher", raising=False)
+    (workdir / "exploding_teacher.py").write_text("def act(steps, spec):\n    raise RuntimeError('teacher exploded')\n")
+    env = BUILTIN_ENVS["GridWorld"](seed=0)
+    teacher = make_teacher("exploding_teacher:act", env, "GridWorld", 0)
+    env.reset()
+    with pytest.raises(RecordError, match=r"^behavior 'GridWorld': brain_to_imitate 'exploding_teacher:act': raised "
+                                          r"RuntimeError: teacher exploded$"):
+        teacher.act(env.get_steps("GridWorld")[0])
 
 
 @pytest.mark.parametrize("trainer", ["ppo", "online_bc"])  # a cloned policy teaches too (it once could not act)

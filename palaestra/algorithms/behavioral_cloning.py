@@ -5,9 +5,9 @@ After each of the algorithm's updates the policy takes ``num_epoch`` passes of s
 learning over the demonstrations, with its own Adam at ``learning_rate x strength``, decayed
 linearly to 0 over ``steps`` trainer steps (constant if 0); once the rate reaches 0 the update is
 skipped. Each pass reshuffles the demonstrations and takes mini-batches of ``batch_size`` (the
-trainer's unless set), all of them or ``samples_per_update`` samples' worth. Unset, PPO takes its
-own ``num_epoch`` passes over all of them, SAC (whose updates come every few steps) one
-mini-batch, as ML-Agents' SAC does. The loss
+trainer's unless set), all of them or ``samples_per_update`` samples' worth. Unset, ``num_epoch``
+is 3 and every demonstration is used, for PPO after each update and for SAC after each gradient
+step (costly there: set ``samples_per_update`` and ``num_epoch: 1``, docs/imitation.md). The loss
 (``bc_loss``): the squared error of the policy's (reparameterized, sampled) continuous actions
 against the expert's, plus the cross-entropy of the expert's choice in each discrete branch
 (mean over branches), under the action masks the demonstrations recorded. A recurrent policy

@@ -53,6 +53,9 @@ class OnlineBC(ClonedPolicy):
             raise EnvError(f"brain_to_imitate: the teacher of behavior {self.behavior!r} gave continuous actions of "
                            f"shape {np.shape(actions.continuous)} and discrete {np.shape(actions.discrete)} for "
                            f"{n} agents; they need {wanted[0]} and {wanted[1]}")
+        problem = action.value_problem(actions)
+        if problem:  # a label the policy could never take (or NaN) would train it towards nonsense
+            raise EnvError(f"brain_to_imitate: the teacher of behavior {self.behavior!r} gave {problem}")
         allowed = (~np.concatenate(decision.action_mask, axis=1) if decision.action_mask and action.is_discrete
                    else np.ones((n, sum(action.discrete_branches)), bool))
         self.examples.buffer.add(

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from palaestra.demos.check import check_demonstrations
 from palaestra.demos.reader import DemoError, read_demonstrations
 from palaestra.envs.base import BehaviorSpec
 from palaestra.rollout.buffers import observation_columns
+
+logger = logging.getLogger("palaestra")
 
 
 def demonstration_columns(path: str, spec: BehaviorSpec, behavior: str, key: str) -> dict[str, np.ndarray]:
@@ -28,6 +32,11 @@ def demonstration_columns(path: str, spec: BehaviorSpec, behavior: str, key: str
         raise DemoError(f"{key} {path!r}: {problem}; a NaN or infinity would make the policy's weights NaN")
     allowed = (~demo.action_masks[rows] if demo.action_masks is not None
                else np.ones((int(rows.sum()), sum(spec.action_spec.discrete_branches)), bool))
+    forbidden = _forbidden_rows(allowed, demo.discrete_actions[rows], spec.action_spec.discrete_branches)
+    if forbidden:
+        logger.warning("%s %r: %d of %d demonstrated actions are ones their own record's action mask forbids; "
+                       "a masked policy cannot take them, so they teach nothing (was the recording's policy "
+                       "given the masks?)", key, path, forbidden, int(rows.sum()))
     episode = np.searchsorted(demo.episode_starts, np.arange(len(demo)), side="right") - 1
     episode = episode[rows]
     # ML-Agents' pairing (demo_to_buffer): a record's action is followed by the next record's
@@ -59,3 +68,12 @@ def _non_finite(demo, rows: np.ndarray) -> str | None:
         return (f"record {int(record[where[0]])}: continuous action {int(where[1])} is "
                 f"{actions[where[0], where[1]]}")
     return None
+
+
+def _forbidden_rows(allowed: np.ndarray, discrete: np.ndarray, branches: tuple[int, ...]) -> int:
+    """How many rows take, in some branch, an action their mask forbids."""
+    if not branches or allowed.size == 0:
+        return 0
+    offsets = np.cumsum((0, *branches[:-1]))
+    taken = allowed[np.arange(len(allowed))[:, None], offsets[None, :] + discrete]  # [rows, branches]
+    return int((~taken).any(axis=1).sum())

@@ -194,6 +194,9 @@ def _callable(target: str, spec: BehaviorSpec, behavior: str) -> Policy:
             actions.check(result, len(steps), behavior)
         except EnvError as e:
             raise RecordError(f"--policy={target}: {e}") from None
+        problem = actions.value_problem(result)
+        if problem:  # refused here, where it is the policy's fault, not later inside the environment
+            raise RecordError(f"--policy={target} returned {problem}")
         return result
 
     return Policy(act)
@@ -338,6 +341,8 @@ def record(env: Env, policies: dict[str, str], episodes: int, out: Path, seed: i
     `.demo` per behavior into folder ``out``. Raises :class:`RecordError` for bad input and when
     ``max_steps`` environment steps pass first (nothing is written then)."""
     behaviors = list(env.behavior_specs)
+    if out.exists() and not out.is_dir():
+        raise RecordError(f"--out={out}: that is a file, not a folder; name a folder for the .demo files")
     paths = {b: out / demo_file_name(b) for b in behaviors}
     if len(set(paths.values())) != len(paths):
         raise RecordError(f"behaviors {behaviors} would share file names; record them separately")
@@ -345,6 +350,18 @@ def record(env: Env, policies: dict[str, str], episodes: int, out: Path, seed: i
     if existing and not force:
         raise RecordError(f"{', '.join(existing)} already exist(s); pass --force to replace")
     made = {b: make_policy(policies[b], env, b, seed + i) for i, b in enumerate(behaviors)}
+    made_folder = None if out.exists() else out  # a recording that fails leaves no empty folder behind
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        return _record_into(env, made, behaviors, paths, episodes, max_steps)
+    except BaseException:
+        if made_folder is not None and not any(made_folder.iterdir()):
+            made_folder.rmdir()
+        raise
+
+
+def _record_into(env: Env, made: dict[str, Policy], behaviors: list[str], paths: dict[str, Path], episodes: int,
+                 max_steps: int) -> list[RecordResult]:
     with contextlib.ExitStack() as stack:
         recordings = []
         for b in behaviors:

@@ -62,6 +62,20 @@ class ActionSpec:
                 f"actions of shape {continuous} and discrete actions of shape {discrete}; got "
                 f"{actions.continuous.shape} and {actions.discrete.shape}")
 
+    def value_problem(self, actions: "ActionTuple") -> str | None:
+        """What in ``actions`` (already of the right shape) no environment could take: a discrete
+        action outside its branch, a continuous one NaN or infinite; None when all fit."""
+        if self.is_continuous and not np.isfinite(actions.continuous).all():
+            rows = np.flatnonzero(~np.isfinite(actions.continuous).all(axis=1))
+            return f"NaN or infinite continuous actions for the agents in rows {rows[:10].tolist()}"
+        for b, size in enumerate(self.discrete_branches):
+            column = actions.discrete[:, b]
+            bad = (column < 0) | (column >= size)
+            if bad.any():
+                return (f"discrete action {int(column[bad][0])} in branch {b}, which has {size} actions "
+                        f"(0 to {size - 1}), for the agents in rows {np.flatnonzero(bad)[:10].tolist()}")
+        return None
+
     def random_actions(self, n_agents: int, rng: np.random.Generator) -> "ActionTuple":
         cont = rng.uniform(-1.0, 1.0, size=(n_agents, self.continuous_size)).astype(np.float32)
         disc = np.zeros((n_agents, self.num_branches), dtype=np.int32)
