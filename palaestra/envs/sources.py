@@ -14,8 +14,9 @@ it (a new kind of environment is one more entry; docs/extending.md). The rule, i
    ``my_env.py`` beside the config; ``pettingzoo:package.module`` is short for
    ``package.module:parallel_env`` (``--env=pettingzoo:mpe2.simple_adversary_v3``);
 4. a path to a Unity build (the executable, the name without its suffix, a macOS ``.app`` or a
-   folder holding one build), started on ``--base-port`` + worker index with the ``--env-args``
-   on its command line (envs/unity/, docs/unity.md).
+   folder holding one build; anything that looks like a path), started on ``--base-port`` +
+   worker index with the ``--env-args`` on its command line (envs/unity/, docs/unity.md). A
+   built-in name that is also a build here is refused, naming both.
 Built-in names never collide with Gymnasium ids, which always carry a ``-v<N>`` suffix.
 """
 
