@@ -13,6 +13,7 @@ person; the behavior's own name here means its heuristic.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Mapping
 
 import numpy as np
@@ -56,8 +57,14 @@ def make_teacher(brain_to_imitate: str, env: Env, behavior: str, seed: int,
 
 
 def _reason(error: RecordError, text: str) -> str:
-    return str(error).removeprefix(f"--policy={text}: ").removeprefix(f"--policy={text} ").replace(
-        "--policy=heuristic: ", "")
+    """palaestra-record's message without its ``--policy=...`` (the path as given, or as the
+    model loader wrote it: ``./expert.onnx`` becomes ``expert.onnx``)."""
+    message = str(error)
+    for shown in dict.fromkeys((text, str(Path(text)), "heuristic")):
+        for separator in (": ", " "):
+            if message.startswith(f"--policy={shown}{separator}"):
+                return message[len(f"--policy={shown}{separator}"):]
+    return message
 
 
 def _behavior_teacher(theirs: BehaviorSpec, ours: BehaviorSpec, algorithm: Algorithm, where: str) -> Policy:

@@ -154,6 +154,7 @@ def test_file_names_of_behaviors():
                                                        "observation 0 has [1]"),
     (["--env=Basic", "--policy=random", "--episodes=5", "--max-steps=3"], "of 5 episodes ended within --max-steps 3"),
     (["--env=Basic", "--policy=random", "--out=my_policy.py"], "--out=my_policy.py: that is a file, not a folder"),
+    (["--env=Basic", "--policy=random", "--episodes=5", "--max-steps=3", "--out=a/b/demos"], "within --max-steps 3"),
     (["--env=GridWorld", "--policy=my_policy:out_of_range"],
      "--policy=my_policy:out_of_range returned discrete action 7 in branch 0, which has 4 actions (0 to 3)"),
     (["--env=3DBall", "--policy=my_policy:not_a_number"],
@@ -180,7 +181,7 @@ def test_bad_input_is_one_clear_line_and_writes_nothing(workdir, capsys, monkeyp
     code, out, err = _record(argv, capsys)
     assert code == 1 and out == ""
     assert message in err and "Traceback" not in err and err.count("\n") == 1, err
-    assert not (workdir / "demos").exists()  # not even an empty folder
+    assert not (workdir / "demos").exists() and not (workdir / "a").exists()  # not even an empty folder
 
 
 def test_an_existing_file_needs_force(workdir, capsys):

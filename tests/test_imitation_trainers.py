@@ -184,6 +184,7 @@ def test_a_teacher_of_another_action_shape_is_a_clear_error(tmp_path):
     ("nonsense", "expected heuristic (the built-in environment's scripted policy), a model .onnx, "
                  "package.module:function or another behavior of the environment (it has none)"),
     ("missing.onnx", "brain_to_imitate 'missing.onnx': no such model file"),
+    ("./missing.onnx", "brain_to_imitate './missing.onnx': no such model file"),  # the path as the user wrote it
     ("no_such_module_xyz:act", "no_such_module_xyz"),
 ])
 def test_brain_to_imitate_names_the_teacher(text, message):

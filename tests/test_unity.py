@@ -290,6 +290,13 @@ def test_env_values_that_look_like_paths_are_builds_and_built_in_names_that_are_
     assert list(make_env("palaestra/3DBall-v0").behavior_specs) == ["3DBall"]
     (workdir / "Basic").mkdir()  # a folder without a build named like a built-in is no build
     assert list(make_env("Basic").behavior_specs) == ["Basic"]
+    (workdir / "GridWorld.x86_64").write_bytes(b"\x7fELF")  # a build unzipped without its executable bit
+    with pytest.raises(EnvError, match=r"--env=GridWorld names both Palaestra's built-in GridWorld and a Unity build "
+                                       r"here, which cannot run as it is \(.*chmod \+x"):
+        make_env("GridWorld")
+    (workdir / "palaestra").mkdir()  # a Gymnasium namespace's folder: its ids stay ids
+    with pytest.raises(EnvError, match=r"unknown environment 'palaestra/3DBal-v0'"):
+        make_env("palaestra/3DBal-v0")
 
 
 def test_a_build_killed_by_a_signal_is_named_a_crash():

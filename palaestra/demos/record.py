@@ -349,14 +349,16 @@ def record(env: Env, policies: dict[str, str], episodes: int, out: Path, seed: i
     existing = [str(p) for p in paths.values() if p.exists()]
     if existing and not force:
         raise RecordError(f"{', '.join(existing)} already exist(s); pass --force to replace")
-    made = {b: make_policy(policies[b], env, b, seed + i) for i, b in enumerate(behaviors)}
-    made_folder = None if out.exists() else out  # a recording that fails leaves no empty folder behind
+    made_policies = {b: make_policy(policies[b], env, b, seed + i) for i, b in enumerate(behaviors)}
+    made = [folder for folder in (out, *out.parents) if not folder.exists()]  # innermost first
     out.mkdir(parents=True, exist_ok=True)
     try:
-        return _record_into(env, made, behaviors, paths, episodes, max_steps)
+        return _record_into(env, made_policies, behaviors, paths, episodes, max_steps)
     except BaseException:
-        if made_folder is not None and not any(made_folder.iterdir()):
-            made_folder.rmdir()
+        for folder in made:  # a recording that fails leaves no empty folder behind
+            if any(folder.iterdir()):
+                break
+            folder.rmdir()
         raise
 
 
@@ -386,8 +388,12 @@ def _record_into(env: Env, made: dict[str, Policy], behaviors: list[str], paths:
         else:
             short = {r.behavior: r.episodes for r in recordings if not r.finished}
             raise RecordError(f"only {short} of {episodes} episodes ended within --max-steps {max_steps}")
-        return [RecordResult(r.behavior, paths[r.behavior], r.writer.close(), tuple(r.returns[:episodes]))
-                for r in recordings]
+        # every file finished before any is renamed: a failure in between leaves none in place
+        metas = [r.writer.finish() for r in recordings]
+        for r in recordings:
+            r.writer.publish()
+        return [RecordResult(r.behavior, paths[r.behavior], meta, tuple(r.returns[:episodes]))
+                for r, meta in zip(recordings, metas)]
 
 
 # -- the command -------------------------------------------------------------------------------

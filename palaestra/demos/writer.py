@@ -153,9 +153,15 @@ class DemoWriter:
                 for row in data]
 
     def close(self, meta: DemoMeta | None = None) -> DemoMeta:
-        """Finish the file: Unity's raw meta copy at the end, the meta in the header. Without
-        ``meta``, episodes are the rows' (the ``done`` records, plus one if the rows end inside
-        an episode) and the mean reward is the rows' total over them."""
+        """Finish the file (:meth:`finish`) and put it in place (:meth:`publish`)."""
+        meta = self.finish(meta)
+        self.publish()
+        return meta
+
+    def finish(self, meta: DemoMeta | None = None) -> DemoMeta:
+        """Complete the file under its temporary name: Unity's raw meta copy at the end, the meta
+        in the header. Without ``meta``, episodes are the rows' (the ``done`` records, plus one if
+        the rows end inside an episode) and the mean reward is the rows' total over them."""
         if self._file.closed:
             raise DemoError(f"{self.path}: already closed")
         if meta is None:
@@ -166,8 +172,11 @@ class DemoWriter:
         self._file.seek(0)
         self._file.write(wire.delimited(encoded))
         self._file.close()
-        os.replace(self._partial, self.path)
         return meta
+
+    def publish(self) -> None:
+        """Rename the finished file to its name (replacing an older file of that name)."""
+        os.replace(self._partial, self.path)
 
     def __enter__(self) -> "DemoWriter":
         return self

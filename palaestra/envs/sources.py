@@ -25,6 +25,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -35,6 +36,9 @@ from palaestra.imports import ImportTargetError, load_callable
 from palaestra.options import RunOptions
 
 UNITY_SUFFIXES = (".x86_64", ".x86", ".exe", ".app")
+# a Gymnasium id with a namespace (``ALE/Pong-v5``): not taken for a path even when a folder of
+# the namespace's name exists here (an unregistered one is then an unknown environment)
+_GYMNASIUM_ID = re.compile(r"^[A-Za-z][\w.-]*/[\w.:-]+-v\d+$")
 
 
 def parse_env_args(args: list[str] | None) -> dict[str, Any]:
@@ -138,26 +142,35 @@ def _is_unity_build(name: str | None) -> bool:
     path = os.path.expanduser(name)
     parts = Path(path).parts
     looks_like_path = (os.path.isabs(path) or name.startswith(("~", "."))
-                       or len(parts) > 1 and os.path.isdir(parts[0]))
+                       or len(parts) > 1 and os.path.isdir(parts[0]) and not _GYMNASIUM_ID.match(name))
     return (looks_like_path or os.path.exists(path) or path.endswith(UNITY_SUFFIXES)
             or any(os.path.exists(path + suffix) for suffix in UNITY_SUFFIXES))
+
+
+def _build_like(name: str) -> bool:
+    """Something here that would be taken for a Unity build: a file of that name (with or without
+    a build suffix), or a folder holding a file or bundle ending in one."""
+    if os.path.isdir(name):
+        return any(entry.endswith(UNITY_SUFFIXES) for entry in os.listdir(name))
+    return os.path.isfile(name) or any(os.path.exists(name + suffix) for suffix in UNITY_SUFFIXES)
 
 
 def _builtin_unless_a_build_too(name: str | None) -> bool:
     """A built-in's name, refused when it also names a Unity build here (ML-Agents' example scenes
     share the built-ins' names, and a build run as ``--env=3DBall`` must not quietly train the
-    built-in instead)."""
+    built-in instead, also when the build cannot run as it is)."""
     if _builtin_name(name) is None:
         return False
-    if name is not None and not name.startswith("palaestra/") and _is_unity_build(name):
+    if name is not None and not name.startswith("palaestra/") and _build_like(name):
         from palaestra.envs.unity.launcher import find_executable
 
+        choice = f"give --env=./{name} for the build, or --env=palaestra/{name}-v0 for the built-in"
         try:
             build = find_executable(name)
-        except EnvError:
-            return True  # nothing runnable there: the built-in
-        raise EnvError(f"--env={name} names both Palaestra's built-in {name} and the Unity build {build}; "
-                       f"give --env=./{name} for the build, or --env=palaestra/{name}-v0 for the built-in")
+        except EnvError as e:
+            raise EnvError(f"--env={name} names both Palaestra's built-in {name} and a Unity build here, which "
+                           f"cannot run as it is ({str(e).removeprefix(f'--env={name}: ')}); {choice}") from None
+        raise EnvError(f"--env={name} names both Palaestra's built-in {name} and the Unity build {build}; {choice}")
     return True
 
 
