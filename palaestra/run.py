@@ -38,10 +38,12 @@ from palaestra.options import RunOptions, UsageError, check_options, in_main_pro
 from palaestra.run_folders import (
     CONFIGURATION,
     RUN_LOGS,
+    RunLock,
     check_output_folder,
     check_run_folders,
     output_names,
     recorded_output_names,
+    recorded_seed,
     restore,
     start_over_if_forced,
 )
@@ -122,6 +124,11 @@ def _run(options: RunOptions, interrupts: Interrupts) -> int:
     check_options(options)
     check_run_folders(options, models)
     config = load_trainer_config(options.trainer_config_path)
+    if options.resume and options.seed == -1:  # the run's own seed, not a new random one
+        recorded = recorded_seed(models / options.run_id)
+        if recorded is not None:
+            options = dataclasses.replace(options, seed=recorded)
+            logger.info("--resume: seed %d, the one the run recorded (give --seed to choose another)", recorded)
     seed = seed_everything(options)
     warn_about_unused_options(options)
     _warn_about_engine_flags(options)
@@ -357,7 +364,17 @@ def _adopt_new_behaviors(parts: RunParts, writers: list[Any], start_time: float,
 
 def _train(parts: RunParts) -> int:
     options = parts.options
-    start_over_if_forced(options, parts.run_dir)
+    lock = RunLock(parts.run_dir) if parts.training else None  # before --force deletes anything
+    try:
+        start_over_if_forced(options, parts.run_dir)
+        return _train_with_writers(parts)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train_with_writers(parts: RunParts) -> int:
+    options = parts.options
     device = choose_device(options)
     logger.info("Palaestra %s: run %r on %s, seed %d, device %s", __version__, options.run_id,
                 options.env if options.env is not None else "the Unity Editor", parts.seed, device)
@@ -386,7 +403,7 @@ def _add_writers(parts: RunParts, writers: list[Any], start_time: float, names: 
             tb.write_text("Hyperparameters", yaml.safe_dump(s.as_dict(), sort_keys=False))
             own += [tb, CSVWriter(summaries, category, append=options.resume)]
             if options.debug:
-                trainer.metrics = MetricsCSV(summaries, category)
+                trainer.metrics = MetricsCSV(summaries, category, append=options.resume)
         trainer.stats.writers.extend(own)
         logger.info("%s: %s\n%s", name, describe_specs(parts.env)[name],
                     yaml.safe_dump(s.as_dict(), sort_keys=False).rstrip())
@@ -413,8 +430,6 @@ def _train_loop(parts: RunParts, adopt: Callable[[_StepCounter], None]) -> int:
     timers. Signals during the save are noted and wait for it (palaestra/interrupts.py). ``adopt``
     makes the trainers of behaviors that appeared (_adopt_new_behaviors)."""
     training, trainers, interrupts = parts.training, parts.trainers, parts.interrupts
-    if training:
-        _write_configuration(parts)
     acting = _acting_workers(parts.options, parts.env, trainers, parts.seed, parts.parameters)
     error: BaseException | None = None
     with _progress_bar(trainers) as bar:
@@ -422,6 +437,8 @@ def _train_loop(parts: RunParts, adopt: Callable[[_StepCounter], None]) -> int:
         try:
             # a second signal raises KeyboardInterrupt only inside this block; after it, none does
             with interrupts.training(saving=training):
+                if training:  # here, where a signal saves a run: one stopped before leaves no run-id taken
+                    _write_configuration(parts)
                 with timed("env_reset"):
                     if acting is not None:
                         acting.start()

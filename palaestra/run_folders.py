@@ -30,6 +30,7 @@ logger = logging.getLogger("palaestra")
 
 
 RUN_LOGS = "run_logs"  # models/<run-id>/run_logs: the logs of Unity builds
+RUN_LOCK = ".lock"  # models/<run-id>/.lock: held by the process training the run (hold_run)
 CONFIGURATION = "configuration.yaml"  # models/<run-id>/configuration.yaml, with the output names
 # characters Windows (or another file system) cannot hold in a file name
 UNSAFE = re.compile(r'[<>:"/\\|?*\x00-\x1f]+')
@@ -57,6 +58,17 @@ def output_names(behaviors: list[str], known: dict[str, str] | None = None) -> d
     return names
 
 
+def recorded_seed(run_dir: Path) -> int | None:
+    """The seed the run in ``run_dir`` recorded in its configuration.yaml (None if it cannot be read)."""
+    import yaml
+
+    try:
+        seed = yaml.safe_load((run_dir / CONFIGURATION).read_text())["run_options"]["seed"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return None
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0 else None
+
+
 def recorded_output_names(run_dir: Path, behaviors: list[str]) -> dict[str, str]:
     """The output names the run in ``run_dir`` recorded in its configuration.yaml. A run written
     before they were recorded named its files by the whole behavior name: of ``behaviors``, those
@@ -77,7 +89,7 @@ def check_run_folders(options: RunOptions, models: Path) -> None:
     --inference says what to do with the old run; the runs to resume or initialize from exist."""
     run_dir = models / options.run_id
     # a folder holding only the logs of Unity builds (run_logs) is from a run that never trained
-    exists = run_dir.is_dir() and any(p.name != RUN_LOGS for p in run_dir.iterdir())
+    exists = run_dir.is_dir() and any(p.name not in (RUN_LOGS, RUN_LOCK) for p in run_dir.iterdir())
     if options.resume and not exists:
         raise UsageError(
             f"--resume: there is no previous run {options.run_id!r} (no {run_dir}); "
@@ -108,12 +120,47 @@ def check_output_folder(folder: Path) -> None:
         raise UsageError(f"cannot read or write {folder}: {existing} is not writable")
 
 
+class RunLock:
+    """An exclusive lock on a run's folder for the process that trains it: a second process with
+    the same ``--run-id`` (``--force`` or ``--resume`` while the first runs) would mix both runs'
+    checkpoints, summaries and models. Released when the process ends, however it ends. Where
+    the operating system has no ``fcntl`` (Windows) there is no lock."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / RUN_LOCK
+        self._file = None
+        try:
+            import fcntl
+        except ImportError:
+            return
+        run_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip()
+            handle.close()
+            raise UsageError(f"run {run_dir.name!r} is in use by another process{f' (pid {holder})' if holder else ''} "
+                             f"that holds {self.path}; wait for it to end, stop it, or choose another --run-id") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._file = handle
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()  # (closing releases the lock; the file stays, empty of meaning)
+            self._file = None
+
+
 def start_over_if_forced(options: RunOptions, run_dir: Path) -> None:
     """--force: delete the old run's folder (called after every check, just before training), but
     not the logs the Unity builds of this run are writing already."""
     if options.force and run_dir.exists():
         for path in run_dir.iterdir():
-            if path.name == RUN_LOGS:
+            if path.name in (RUN_LOGS, RUN_LOCK):  # (the lock this process holds stays)
                 continue
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path)
@@ -125,6 +172,13 @@ def restore(trainer: BehaviorTrainer, options: RunOptions, settings: TrainerSett
     """Load weights for --resume, --initialize-from, init_path or --inference; return the global step."""
     # each takes the newest intact checkpoint, past damaged ones (BehaviorTrainer.restore_newest)
     own = trainer.checkpoints
+    # --inference first: with --resume too (ML-Agents 0.16's way to run a trained model) it loads
+    # the weights, counts from 0 and changes nothing in the run's folder
+    if options.inference and own.list():  # run the saved policy for max_steps new steps
+        path, _ = trainer.restore_newest(own, weights_only=True, set_aside=False,
+                                         advice="train the run again with --force")
+        logger.info("Loaded %s from %s for inference", trainer.name, path)
+        return 0
     if options.resume:
         if not own.list():
             raise CheckpointError(
@@ -135,11 +189,6 @@ def restore(trainer: BehaviorTrainer, options: RunOptions, settings: TrainerSett
                                             advice="start the run over with --force")
         logger.info("Resumed %s from %s at step %d", trainer.name, path, trainer.step)
         return step
-    if options.inference and own.list():  # run the saved policy for max_steps new steps
-        path, _ = trainer.restore_newest(own, weights_only=True, set_aside=False,
-                                         advice="train the run again with --force")
-        logger.info("Loaded %s from %s for inference", trainer.name, path)
-        return 0
     if options.initialize_from:
         other = models / options.initialize_from
         source: Path | None = other / recorded_output_names(other, [trainer.name]).get(trainer.name,

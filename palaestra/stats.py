@@ -175,9 +175,10 @@ class MetricsCSV:
     HEADER = ["Brain name", "Time to update policy", "Time since start of training",
               "Time for last experience collection", "Number of experiences used for training", "Mean return"]
 
-    def __init__(self, summaries_dir: Path, category: str) -> None:
+    def __init__(self, summaries_dir: Path, category: str, append: bool = False) -> None:
+        """``append`` (--resume): keep the rows already there; otherwise start the file anew."""
         self.path = summaries_dir / f"{category}_metrics.csv"
-        if not self.path.exists():
+        if not (append and self.path.exists()):
             os.makedirs(summaries_dir, exist_ok=True)
             with open(self.path, "w", newline="") as fh:
                 csv.writer(fh).writerow(self.HEADER)

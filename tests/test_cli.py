@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import subprocess
 import sys
@@ -124,6 +125,63 @@ def test_inference_runs_the_saved_policy_without_writing(run_cli, small_config, 
     result = run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=inf", "--inference")
     assert result.code == 0 and "Loaded 1D" in result.log and "Not Training." in result.log
     assert sorted(p.name for p in (workdir / "models/inf/1D").iterdir()) == before
+
+
+def test_resume_with_inference_runs_the_saved_policy_from_step_zero_and_changes_nothing(run_cli, small_config,
+                                                                                          workdir):
+    # ML-Agents 0.16's way to run a trained model; it once resumed the step count (running no step
+    # after a finished run) and set a damaged newest checkpoint aside
+    assert run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=ri", "--seed=1", "--save-freq=200").code == 0
+    folder = workdir / "models/ri/1D"
+    newest = max(folder.glob("checkpoint-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
+    newest.write_bytes(newest.read_bytes()[:100])  # damaged
+    before = sorted(p.name for p in folder.iterdir())
+    result = run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=ri", "--resume", "--inference")
+    assert result.code == 0 and "Loaded 1D" in result.log and "Resumed" not in result.log
+    assert re.search(r"ri_1D: Step: 1\d\d\. .*Not Training\.", result.log)  # counted from 0
+    assert sorted(p.name for p in folder.iterdir()) == before
+
+
+def test_a_second_process_on_a_run_in_use_is_refused(run_cli, small_config, workdir):
+    from palaestra.run_folders import RunLock
+
+    holder = RunLock(workdir / "models" / "busy")  # as the first process would hold it
+    try:
+        result = run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=busy", "--force")
+    finally:
+        holder.release()
+    assert result.code == 1 and "Traceback" not in result.log
+    assert f"run 'busy' is in use by another process (pid {os.getpid()})" in result.log
+    assert not (workdir / "models/busy/1D").exists()  # nothing of the first run was deleted or mixed in
+    assert run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=busy").code == 0  # free again
+
+
+def test_resume_keeps_the_runs_seed_and_force_starts_the_debug_metrics_anew(run_cli, small_config, workdir):
+    import yaml
+
+    assert run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=sd", "--seed=5", "--debug").code == 0
+    metrics = workdir / "summaries/sd_1D_metrics.csv"
+    rows = len(metrics.read_text().splitlines())
+    result = run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=sd", "--resume",
+                     "--debug")
+    assert result.code == 0 and "--resume: seed 5, the one the run recorded" in result.log
+    recorded = yaml.safe_load((workdir / "models/sd/configuration.yaml").read_text())["run_options"]["seed"]
+    assert recorded == 5
+    assert run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=sd", "--force", "--debug").code == 0
+    assert len(metrics.read_text().splitlines()) == rows  # the old run's rows are gone
+
+
+def test_a_start_up_interrupted_before_training_leaves_the_run_id_free(run_cli, small_config, workdir, monkeypatch):
+    import palaestra.run
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(palaestra.run, "_acting_workers", interrupted)
+    result = run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=early")
+    assert result.code == 130 and "nothing was trained" in result.log
+    monkeypatch.undo()
+    assert run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=early").code == 0  # no --force needed
 
 
 def test_keep_checkpoints_deletes_the_oldest(run_cli, workdir):
