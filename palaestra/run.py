@@ -398,10 +398,11 @@ def _add_writers(parts: RunParts, writers: list[Any], start_time: float, names: 
         own: list[Any] = [ConsoleWriter(start_time, parts.training), GaugeWriter()]
         if parts.training:
             summaries.mkdir(parents=True, exist_ok=True)
-            tb = TensorBoardWriter(summaries, category, clear_old=not options.resume)
+            resumed_at = trainer.step if options.resume else None
+            tb = TensorBoardWriter(summaries, category, clear_old=not options.resume, resume_step=resumed_at)
             writers.append(tb)
             tb.write_text("Hyperparameters", yaml.safe_dump(s.as_dict(), sort_keys=False))
-            own += [tb, CSVWriter(summaries, category, append=options.resume)]
+            own += [tb, CSVWriter(summaries, category, append=options.resume, resume_step=resumed_at)]
             if options.debug:
                 trainer.metrics = MetricsCSV(summaries, category, append=options.resume)
         trainer.stats.writers.extend(own)

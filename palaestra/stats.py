@@ -65,7 +65,10 @@ class StatsReporter:
 
 
 class TensorBoardWriter:
-    def __init__(self, summaries_dir: Path, category: str, clear_old: bool) -> None:
+    def __init__(self, summaries_dir: Path, category: str, clear_old: bool, resume_step: int | None = None) -> None:
+        """``resume_step`` (--resume): the step the run continues from; TensorBoard hides what an
+        earlier process wrote past it (a run killed after its last checkpoint), so no step shows
+        twice."""
         from torch.utils.tensorboard import (
             SummaryWriter,  # imported late: it is slow to import
         )
@@ -74,7 +77,8 @@ class TensorBoardWriter:
         if clear_old and log_dir.exists():
             for f in log_dir.glob("events.out*"):
                 f.unlink()
-        self.writer = SummaryWriter(log_dir=str(log_dir))
+        purge = resume_step + 1 if resume_step is not None else None
+        self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge)
 
     def write_text(self, tag: str, text: str) -> None:
         self.writer.add_text(tag, text, 0)
@@ -124,13 +128,23 @@ class CSVWriter:
     later (the losses, after the first update) never reached the file; here a new stat widens the
     header, the file rewritten whole (atomically) with the earlier rows' new cells empty."""
 
-    def __init__(self, summaries_dir: Path, category: str, append: bool) -> None:
+    def __init__(self, summaries_dir: Path, category: str, append: bool, resume_step: int | None = None) -> None:
+        """``append`` (--resume): keep the earlier rows, up to ``resume_step`` (the step the run
+        continues from: rows an earlier process wrote after its last checkpoint, and a row cut
+        short when it was killed, are dropped, so that the steps keep increasing)."""
         self.path = summaries_dir / f"{category}.csv"
         self.keys: list[str] = []
         if append and self.path.exists():
             with open(self.path, newline="") as fh:
-                header = next(csv.reader(fh), None)
+                text = fh.read()
+            rows = list(csv.reader(io.StringIO(text)))
+            header = rows[0] if rows else None
             self.keys = header[1:] if header else []
+            kept = [r for r in rows[1:] if len(r) == len(header) and (resume_step is None or _step(r[0]) <= resume_step)]
+            if header and (len(kept) != len(rows) - 1 or not text.endswith("\n")):
+                out = io.StringIO()
+                csv.writer(out).writerows([header, *kept])
+                atomic_write_text(self.path, out.getvalue())
         elif self.path.exists():
             self.path.unlink()
 
@@ -156,6 +170,13 @@ class CSVWriter:
 
     def close(self) -> None:
         pass
+
+
+def _step(cell: str) -> float:
+    try:
+        return float(cell)
+    except ValueError:
+        return math.inf  # not a step: a damaged row, dropped
 
 
 class GaugeWriter:

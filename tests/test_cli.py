@@ -575,3 +575,29 @@ def test_the_summary_csv_has_its_header_even_when_the_first_summary_is_empty(tmp
     writer.write("r_B", 200, {"Is Training": StatSummary(1.0, 0.0, 1)})
     with open(tmp_path / "r_B.csv", newline="") as fh:
         assert list(csv.reader(fh)) == [["Steps", "Is Training"], ["100", ""], ["200", "1.0"]]
+
+
+def test_a_resumed_summary_drops_what_was_written_after_the_checkpoint_it_resumes_from(tmp_path):
+    # a run killed after its last checkpoint had written summaries past it (and maybe half a row):
+    # the resumed run writes those steps again, so the CSV's steps went back and forth
+    import time
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from palaestra.stats import CSVWriter, StatSummary, TensorBoardWriter
+
+    (tmp_path / "r_B.csv").write_text("Steps,Is Training\n100,1.0\n200,1.0\n300,1.0\n40")
+    writer = CSVWriter(tmp_path, "r_B", append=True, resume_step=200)
+    writer.write("r_B", 300, {"Is Training": StatSummary(0.5, 0.0, 1)})
+    with open(tmp_path / "r_B.csv", newline="") as fh:
+        assert list(csv.reader(fh)) == [["Steps", "Is Training"], ["100", "1.0"], ["200", "1.0"], ["300", "0.5"]]
+    first = TensorBoardWriter(tmp_path, "r_B", clear_old=True)
+    for step in (100, 200, 300):
+        first.write("r_B", step, {"Is Training": StatSummary(1.0, 0.0, 1)})
+    first.close()
+    time.sleep(1.05)  # event files are named by the second they start in: a resumed run's sorts after
+    second = TensorBoardWriter(tmp_path, "r_B", clear_old=False, resume_step=200)
+    second.write("r_B", 300, {"Is Training": StatSummary(0.5, 0.0, 1)})
+    second.close()
+    events = EventAccumulator(str(tmp_path / "r_B")).Reload().Scalars("Is Training")
+    assert [(e.step, e.value) for e in events] == [(100, 1.0), (200, 1.0), (300, 0.5)]
