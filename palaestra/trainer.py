@@ -84,6 +84,7 @@ class BehaviorTrainer:
         # the curriculum of this behavior and where it stands (saved in the checkpoints), if any
         self.curriculum: Curriculum | None = None
         self.lesson: LessonState | None = None
+        self._kept_lesson: dict | None = None  # a checkpoint's lesson state, resumed without its curriculum
         # more stats for each summary (the environment parameters: palaestra/curriculum/parameters.py)
         self.summary_extra: Callable[[], dict[str, float]] | None = None
         self._returns_seen = 0  # episode returns of the collector's stats already taken by take_finished_returns
@@ -208,7 +209,8 @@ class BehaviorTrainer:
             "global_step": global_step,
             "next_summary": self._next_summary,
             "algorithm": self.algorithm.state_dict(),
-        } | ({"curriculum": self.lesson.state_dict()} if self.lesson is not None else {})
+        } | ({"curriculum": self.lesson.state_dict()} if self.lesson is not None else
+             {"curriculum": self._kept_lesson} if self._kept_lesson is not None else {})
 
     @property
     def keeps_replay_buffer(self) -> bool:
@@ -323,9 +325,18 @@ class BehaviorTrainer:
         if weights_only:
             return 0
         self._next_summary = int(state.get("next_summary", self._next_summary))
-        if self.lesson is not None and self.curriculum is not None and isinstance(state.get("curriculum"), dict):
-            self.lesson.load_state_dict(state["curriculum"], self.curriculum)
+        saved_lesson = state.get("curriculum")
+        if self.lesson is not None and self.curriculum is not None and isinstance(saved_lesson, dict):
+            self.lesson.load_state_dict(saved_lesson, self.curriculum)
             logger.info("%s: resumed at lesson %d of its curriculum", self.name, self.lesson.lesson)
+        elif self.lesson is None and isinstance(saved_lesson, dict):
+            # resumed without --curriculum: the environment runs with its own defaults, and the
+            # lesson reached is kept in the next checkpoints for a later --resume --curriculum
+            self._kept_lesson = saved_lesson
+            logger.warning("%s: the checkpoint is at lesson %s of a curriculum, but this run has no curriculum for "
+                           "the behavior: the environment runs with its default parameters. Give --curriculum "
+                           "again to go on from that lesson (it is kept in the next checkpoints)", self.name,
+                           saved_lesson.get("lesson", "?"))
         if self.keeps_replay_buffer:
             self._restore_replay()
         return int(state.get("global_step", 0))

@@ -138,6 +138,22 @@ def test_lesson_flag_and_resume_keep_the_lesson(run_cli, recording):
     assert started.code == 0 and resets(recording)[0]["parameters"] == {"height": 3.0}
 
 
+def test_resuming_without_the_curriculum_warns_and_keeps_the_lesson_for_later(run_cli, recording):
+    curriculum = CURRICULUM.replace("[-100, -100]", "[-100, 1000]")  # lesson 1 is as far as it gets
+    write_yaml(recording / "curriculum.yaml", curriculum)
+    assert run_cli("c.yaml", "--env=recording_env:make", "--curriculum=curriculum.yaml", "--run-id=r",
+                   "--seed=1").code == 0
+    write_yaml(recording / "c.yaml", CONFIG.format(max_steps=900))
+    without = run_cli("c.yaml", "--env=recording_env:make", "--run-id=r", "--resume")
+    assert without.code == 0 and "the checkpoint is at lesson 1 of a curriculum, but this run has no curriculum" \
+        in without.log
+    checkpoint = CheckpointManager(recording / "models/r/1D", 5).latest()
+    assert CheckpointManager.load(checkpoint)["curriculum"]["lesson"] == 1  # kept, not dropped
+    write_yaml(recording / "c.yaml", CONFIG.format(max_steps=1200))
+    again = run_cli("c.yaml", "--env=recording_env:make", "--curriculum=curriculum.yaml", "--run-id=r", "--resume")
+    assert again.code == 0 and "1D: resumed at lesson 1 of its curriculum" in again.log
+
+
 def test_the_lesson_survives_ctrl_c_and_resume(recording):
     curriculum = CURRICULUM.replace("[-100, -100]", "[-100, 1000]")
     write_yaml(recording / "curriculum.yaml", curriculum)
