@@ -379,13 +379,22 @@ def _train_with_writers(parts: RunParts) -> int:
     logger.info("Palaestra %s: run %r on %s, seed %d, device %s", __version__, options.run_id,
                 options.env if options.env is not None else "the Unity Editor", parts.seed, device)
     writers: list[Any] = []  # closed on every way out, so no writer thread outlives the run
+    code = None
     try:
         start_time = time.time()
         _add_writers(parts, writers, start_time)
-        return _train_loop(parts, lambda counter: _adopt_new_behaviors(parts, writers, start_time, counter))
+        code = _train_loop(parts, lambda counter: _adopt_new_behaviors(parts, writers, start_time, counter))
     finally:
+        problem = None
         for writer in writers:
-            writer.close()
+            try:
+                writer.close()
+            except SaveError as e:  # reported below unless the run already failed (its error said it)
+                problem = problem or e
+    if problem is not None and code == 0:
+        logger.error("%s", problem)
+        return 1
+    return code
 
 
 def _add_writers(parts: RunParts, writers: list[Any], start_time: float, names: list[str] | None = None) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Protocol
 
-from palaestra.checkpoints import atomic_write_text
+from palaestra.checkpoints import SaveError, atomic_write_text, os_reason
 from palaestra.timers import TIMERS
 
 logger = logging.getLogger("palaestra")
@@ -78,18 +78,26 @@ class TensorBoardWriter:
             for f in log_dir.glob("events.out*"):
                 f.unlink()
         purge = resume_step + 1 if resume_step is not None else None
+        self.log_dir = log_dir
         self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge)
+        _quiet_writer_thread_errors()
 
     def write_text(self, tag: str, text: str) -> None:
-        self.writer.add_text(tag, text, 0)
+        with self._named_errors():
+            self.writer.add_text(tag, text, 0)
 
     def write(self, category: str, step: int, values: dict[str, StatSummary]) -> None:
-        for key, s in values.items():
-            self.writer.add_scalar(key, s.mean, step)
-        self.writer.flush()
+        with self._named_errors():
+            for key, s in values.items():
+                self.writer.add_scalar(key, s.mean, step)
+            self.writer.flush()
 
     def close(self) -> None:
-        self.writer.close()
+        with self._named_errors():
+            self.writer.close()
+
+    def _named_errors(self):
+        return _saving(f"the TensorBoard summaries in {self.log_dir}")
 
 
 class ConsoleWriter:
@@ -151,7 +159,7 @@ class CSVWriter:
     def write(self, category: str, step: int, values: dict[str, StatSummary]) -> None:
         if not self.path.exists() or not set(values) <= set(self.keys):
             self._widen(sorted(set(self.keys) | set(values)))
-        with open(self.path, "a", newline="") as fh:
+        with _saving(f"the summary {self.path}"), open(self.path, "a", newline="") as fh:
             csv.writer(fh).writerow([step, *[values[k].mean if k in values else "" for k in self.keys]])
 
     def _widen(self, keys: list[str]) -> None:
@@ -170,6 +178,41 @@ class CSVWriter:
 
     def close(self) -> None:
         pass
+
+
+class _saving:
+    """OSError while writing ``what`` (a full disk) → SaveError naming it."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, error, tb) -> bool:
+        if isinstance(error, OSError):
+            raise SaveError(f"could not write {self.what}: {os_reason(error)}") from None
+        return False
+
+
+def _quiet_writer_thread_errors() -> None:
+    """TensorBoard writes from a thread of its own, which prints a traceback when the disk is
+    full before the next write in this thread raises the same error (named, above): that thread's
+    OSError is left to that report."""
+    import threading
+
+    if getattr(threading.excepthook, "palaestra", False):
+        return
+    default = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if issubclass(args.exc_type, OSError) and type(args.thread).__module__.startswith("tensorboard"):
+            logger.debug("TensorBoard's writer thread: %s", args.exc_value)
+            return
+        default(args)
+
+    hook.palaestra = True  # type: ignore[attr-defined]
+    threading.excepthook = hook
 
 
 def _step(cell: str) -> float:

@@ -177,11 +177,13 @@ def test_a_start_up_interrupted_before_training_leaves_the_run_id_free(run_cli, 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
+    acting_workers = palaestra.run._acting_workers
     monkeypatch.setattr(palaestra.run, "_acting_workers", interrupted)
     result = run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=early")
     assert result.code == 130 and "nothing was trained" in result.log
-    monkeypatch.undo()
-    assert run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=early").code == 0  # no --force needed
+    monkeypatch.setattr(palaestra.run, "_acting_workers", acting_workers)  # (undo() would leave the workdir too)
+    again = run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=early")
+    assert again.code == 0, again.log  # no --force needed
 
 
 def test_keep_checkpoints_deletes_the_oldest(run_cli, workdir):
@@ -601,3 +603,37 @@ def test_a_resumed_summary_drops_what_was_written_after_the_checkpoint_it_resume
     second.close()
     events = EventAccumulator(str(tmp_path / "r_B")).Reload().Scalars("Is Training")
     assert [(e.step, e.value) for e in events] == [(100, 1.0), (200, 1.0), (300, 0.5)]
+
+
+def test_a_full_disk_under_the_summaries_is_named_without_a_traceback(tmp_path, capsys):
+    import errno
+    import threading
+
+    from palaestra.checkpoints import SaveError
+    from palaestra.stats import CSVWriter, StatSummary, TensorBoardWriter
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    tb = TensorBoardWriter(tmp_path, "r_B", clear_old=True)
+    tb.writer.add_scalar = full
+    with pytest.raises(SaveError, match=rf"could not write the TensorBoard summaries in {re.escape(str(tmp_path))}"
+                                        rf"/r_B: {os.strerror(errno.ENOSPC)}"):
+        tb.write("r_B", 100, {"Is Training": StatSummary(1.0, 0.0, 1)})
+    tb.close()
+    csv_writer = CSVWriter(tmp_path, "r_B", append=False)
+    csv_writer.write("r_B", 100, {"Is Training": StatSummary(1.0, 0.0, 1)})
+    (tmp_path / "r_B.csv").unlink()
+    (tmp_path / "r_B.csv").mkdir()  # a file that cannot be opened for writing, whoever runs the test
+    with pytest.raises(SaveError, match=r"could not write the summary .*r_B\.csv"):
+        csv_writer.write("r_B", 200, {"Is Training": StatSummary(1.0, 0.0, 1)})
+
+    class Writer(threading.Thread):  # as TensorBoard's own writer thread fails on a full disk
+        def run(self):
+            full()
+
+    Writer.__module__ = "tensorboard.summary.writer.event_file_writer"
+    thread = Writer()
+    thread.start()
+    thread.join()
+    assert "Traceback" not in capsys.readouterr().err
