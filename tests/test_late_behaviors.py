@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
+from palaestra.run_folders import RUN_LOCK
 from palaestra.workers.stepping import WorkerPoolEnv
 from tests.conftest import write_yaml
 
@@ -162,7 +163,7 @@ def test_stepping_workers_show_a_behavior_from_when_it_appears(workdir, late_env
 
 def outputs(workdir, run_id):
     run = workdir / "models" / run_id
-    return sorted(p.name for p in run.iterdir() if p.name not in ("configuration.yaml", "run_logs"))
+    return sorted(p.name for p in run.iterdir() if p.name not in ("configuration.yaml", "run_logs", RUN_LOCK))
 
 
 def summaries(workdir):
