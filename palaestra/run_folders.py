@@ -30,7 +30,7 @@ logger = logging.getLogger("palaestra")
 
 
 RUN_LOGS = "run_logs"  # models/<run-id>/run_logs: the logs of Unity builds
-RUN_LOCK = ".lock"  # models/<run-id>/.lock: held by the process training the run (hold_run)
+RUN_LOCK = ".lock"  # models/<run-id>/.lock: held by the process training the run (RunLock)
 CONFIGURATION = "configuration.yaml"  # models/<run-id>/configuration.yaml, with the output names
 # characters Windows (or another file system) cannot hold in a file name
 UNSAFE = re.compile(r'[<>:"/\\|?*\x00-\x1f]+')
@@ -151,7 +151,7 @@ class RunLock:
 
     def release(self) -> None:
         if self._file is not None:
-            self._file.close()  # (closing releases the lock; the file stays, empty of meaning)
+            self._file.close()  # closing releases the lock; the file stays for the next run
             self._file = None
 
 

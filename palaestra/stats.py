@@ -4,6 +4,7 @@ ML-Agents' stat names."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import logging
@@ -11,7 +12,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Protocol
+from typing import Iterable, Iterator, Protocol
 
 from palaestra.checkpoints import SaveError, atomic_write_text, os_reason
 from palaestra.timers import TIMERS
@@ -180,19 +181,13 @@ class CSVWriter:
         pass
 
 
-class _saving:
+@contextlib.contextmanager
+def _saving(what: str) -> Iterator[None]:
     """OSError while writing ``what`` (a full disk) → SaveError naming it."""
-
-    def __init__(self, what: str) -> None:
-        self.what = what
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind, error, tb) -> bool:
-        if isinstance(error, OSError):
-            raise SaveError(f"could not write {self.what}: {os_reason(error)}") from None
-        return False
+    try:
+        yield
+    except OSError as e:
+        raise SaveError(f"could not write {what}: {os_reason(e)}") from None
 
 
 def _quiet_writer_thread_errors() -> None:
