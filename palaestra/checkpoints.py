@@ -265,7 +265,8 @@ def check_top_level(path: Path, state: Any) -> dict[str, Any]:
         for key, value in network.items():
             if not isinstance(key, str):
                 raise _damaged(path, "'network'", f"a dictionary with the key {_short(key)}, not a setting's name")
-            if not isinstance(value, (str, int, float, bool)):
+            if not (isinstance(value, (str, int, float, bool))
+                    or isinstance(value, list) and all(isinstance(v, str) for v in value)):  # reward_signals
                 raise _damaged(path, f"'network'[{_short(key)}]", f"{_kind(value)}, not a setting's value")
     if "behavior" in state and not isinstance(state["behavior"], str):
         raise _damaged(path, "'behavior'", f"{_kind(state['behavior'])}, not a string")
@@ -312,6 +313,11 @@ def _check_shape(path: Path, value: torch.Tensor, ref: torch.Tensor, name: str, 
         raise CheckpointError(
             f"checkpoint {path}: parameter {name} has shape {list(value.shape)}, {owner} expects "
             f"{list(ref.shape)}: was it trained with other network settings ({NETWORK_SETTINGS})?")
+    if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+        # saved by a run whose training had diverged (Palaestra no longer saves such weights):
+        # as unusable as a damaged file, so an older checkpoint is taken instead
+        raise DamagedCheckpointError(f"checkpoint {path}: parameter {name} holds NaN or infinite values (its training "
+                                     "had diverged)")
 
 
 def _check_module(path: Path, saved: Any, reference: Mapping[str, Any], module: str) -> None:

@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import sys
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -425,3 +426,8 @@ def setup_logging(debug: bool) -> None:
     root.handlers = [h for h in root.handlers if not getattr(h, "_palaestra", False)] + [handler]
     root.setLevel(level)
     root.propagate = False
+    if not debug:
+        # numpy's overflow and invalid-value warnings from Palaestra's own updates (the numpy
+        # accelerator) come with source lines a user cannot act on; a diverging run stops with
+        # its own message instead (trainer.DivergedError)
+        warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"palaestra\.")

@@ -63,7 +63,7 @@ from palaestra.stats import (
 )
 from palaestra.teachers import make_teacher
 from palaestra.timers import TIMERS, timed
-from palaestra.trainer import BehaviorTrainer
+from palaestra.trainer import BehaviorTrainer, DivergedError
 from palaestra.workers.acting import ActingWorkers
 from palaestra.workers.pool import RestartLimits
 from palaestra.workers.stepping import WorkerPoolEnv
@@ -466,11 +466,25 @@ def _train_loop(parts: RunParts, adopt: Callable[[_StepCounter], None]) -> int:
             if interrupts.raised_in == STOPPING:  # a second signal's KeyboardInterrupt, turned into another error
                 logger.info("Stopped at once%s", ": saving what is there" if training else "")
             else:
-                error = e
+                error = _diverged_instead(trainers, e)
         finally:
             if acting is not None:
                 acting.close()
     return _finish(parts, counter.global_step, error)
+
+
+def _diverged_instead(trainers: dict[str, BehaviorTrainer], error: Exception) -> Exception:
+    """The error that stopped the run or, when a policy's weights are no longer finite, that
+    divergence: the NaN actions such weights produce make an environment fail or send NaN back,
+    and the environment is not to blame."""
+    if isinstance(error, DivergedError):
+        return error
+    for trainer in trainers.values():
+        try:
+            trainer.refuse_diverged()
+        except DivergedError as diverged:
+            return diverged
+    return error
 
 
 def reset_env(env: Env, parameters: EnvironmentParameters | None) -> None:
@@ -562,20 +576,27 @@ def _finish(parts: RunParts, global_step: int, error: BaseException | None) -> i
         logger.debug("final save at step %d", global_step)
     if isinstance(error, SaveError):  # a --save-freq checkpoint: try once more below
         logger.error("training stopped: %s", error)
-    saved = _save_at_end(parts, global_step) if parts.training else True
+    diverged = isinstance(error, DivergedError)  # its message says which files are kept
+    saved = _save_at_end(parts, global_step, skip_diverged=diverged) if parts.training else True
     if error is not None and not isinstance(error, SaveError):
-        logger.error("training stopped: %s: %s (%s)", type(error).__name__, error,
-                     "the model was saved first" if saved else "saving the model failed too")
+        saving = "" if diverged or not parts.training else \
+            " (the model was saved first)" if saved else " (saving the model failed too)"
+        logger.error("training stopped: %s: %s%s", type(error).__name__, error, saving)
         if parts.options.debug:
             raise error
     return 0 if error is None and saved else 1
 
 
-def _save_at_end(parts: RunParts, global_step: int) -> bool:
+def _save_at_end(parts: RunParts, global_step: int, skip_diverged: bool = False) -> bool:
     """Save every behavior and write the timers, each failure logged with the file it concerns
-    (and the other files still tried); return whether everything was saved."""
+    (and the other files still tried); return whether everything was saved. ``skip_diverged``:
+    leave out without a word the behaviors whose weights are no longer finite (the run's
+    DivergedError names them)."""
     saved = True
     for trainer in parts.trainers.values():
+        if skip_diverged and trainer.non_finite_weights():
+            saved = False
+            continue
         try:
             trainer.save(global_step)
         except SaveError as e:

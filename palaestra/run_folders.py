@@ -58,30 +58,53 @@ def output_names(behaviors: list[str], known: dict[str, str] | None = None) -> d
     return names
 
 
-def recorded_seed(run_dir: Path) -> int | None:
-    """The seed the run in ``run_dir`` recorded in its configuration.yaml (None if it cannot be read)."""
+_warned_configurations: set[Path] = set()
+
+
+def _configuration(run_dir: Path) -> dict:
+    """The run's configuration.yaml as a mapping: empty if there is none; a file that is not a
+    YAML mapping is said once (the seed and output names it held are not used)."""
     import yaml
 
+    path = run_dir / CONFIGURATION
     try:
-        seed = yaml.safe_load((run_dir / CONFIGURATION).read_text())["run_options"]["seed"]
-    except (OSError, yaml.YAMLError, KeyError, TypeError):
-        return None
+        loaded = yaml.safe_load(path.read_text())
+        if isinstance(loaded, dict):
+            return loaded
+        problem = f"it holds {type(loaded).__name__}, not a mapping of settings"
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        problem = " ".join(str(e).split()) or type(e).__name__
+    if path not in _warned_configurations:
+        _warned_configurations.add(path)
+        logger.warning("%s cannot be read (%s): the seed and output names it recorded are not used", path, problem)
+    return {}
+
+
+def recorded_seed(run_dir: Path) -> int | None:
+    """The seed the run in ``run_dir`` recorded in its configuration.yaml (None if it cannot be read)."""
+    options = _configuration(run_dir).get("run_options")
+    seed = options.get("seed") if isinstance(options, dict) else None
     return seed if isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0 else None
 
 
 def recorded_output_names(run_dir: Path, behaviors: list[str]) -> dict[str, str]:
     """The output names the run in ``run_dir`` recorded in its configuration.yaml. A run written
     before they were recorded named its files by the whole behavior name: of ``behaviors``, those
-    whose folder has that name keep it."""
-    import yaml
-
-    try:
-        recorded = yaml.safe_load((run_dir / CONFIGURATION).read_text()).get("output_names")
-    except (OSError, yaml.YAMLError, AttributeError):
-        recorded = None
-    if isinstance(recorded, dict):
-        return {str(b): str(n) for b, n in recorded.items()}
-    return {b: b for b in behaviors if UNSAFE.search(b) and (run_dir / b).is_dir()}
+    whose folder has that name keep it. A recorded name that is not one file name (a path, ``..``)
+    is a CheckpointError: the run's files would be written outside its folder."""
+    recorded = _configuration(run_dir).get("output_names")
+    if not isinstance(recorded, dict):
+        return {b: b for b in behaviors if UNSAFE.search(b) and (run_dir / b).is_dir()}
+    names = {str(b): str(n) for b, n in recorded.items()}
+    for behavior, name in names.items():
+        if not name.strip(" .") or UNSAFE.search(name) or name != name.rstrip(" ."):
+            raise CheckpointError(
+                f"{run_dir / CONFIGURATION}: output_names[{behavior!r}] is {name!r}, which is not a file name in the "
+                "run's folder (no folders, '..', or characters a file name cannot hold); set it back to the name "
+                f"of the behavior's folder in {run_dir}")
+    return names
 
 
 def check_run_folders(options: RunOptions, models: Path) -> None:
@@ -183,7 +206,8 @@ def restore(trainer: BehaviorTrainer, options: RunOptions, settings: TrainerSett
         if not own.list():
             raise CheckpointError(
                 f"--resume: run {options.run_id!r} has no checkpoint for behavior {trainer.name!r} "
-                f"in {trainer.checkpoints.folder}"
+                f"in {trainer.checkpoints.folder} (it stopped before its first one, or never trained that "
+                "behavior): start it over with --force, or use another --run-id"
             )
         path, step = trainer.restore_newest(own, weights_only=False, set_aside=not options.dry_run,
                                             advice="start the run over with --force")
@@ -195,10 +219,16 @@ def restore(trainer: BehaviorTrainer, options: RunOptions, settings: TrainerSett
                                                                                          trainer.output_name)
     else:
         source = Path(settings.init_path) if settings.init_path else None
-    if source is not None:
+    if source is not None and source.is_file():  # init_path naming one checkpoint file
+        trainer.restore(source, weights_only=True)
+        logger.info("Initialized %s from %s", trainer.name, source)
+    elif source is not None:
         source_checkpoints = CheckpointManager(source, 0)
         if not source_checkpoints.list():
-            raise CheckpointError(f"no checkpoint for behavior {trainer.name!r} in {source} to initialize from")
+            inside = source / trainer.output_name
+            hint = (f"; its folder {inside} holds them" if CheckpointManager(inside, 0).list() else
+                    "; it does not exist" if not source.exists() else "")
+            raise CheckpointError(f"no checkpoint for behavior {trainer.name!r} in {source} to initialize from{hint}")
         path, _ = trainer.restore_newest(
             source_checkpoints, weights_only=True, set_aside=False,
             advice="initialize from another run" if options.initialize_from else "set init_path to another folder")

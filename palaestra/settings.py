@@ -336,7 +336,7 @@ class TrainerSettings:
                           "while the trainer updates (`false`: they wait; one behavior's `false` applies to all)",
                           used_by=EVERY_RL_TRAINER)
     init_path: str | None = _key(None, optional_text, "a model folder (`models/<run>/<Behavior>`) whose newest "
-                                 "checkpoint's weights start training", used_by=EVERY_RL_TRAINER)
+                                 "checkpoint's weights start training, or one checkpoint file (`.pt`)", used_by=EVERY_RL_TRAINER)
     reward_signals: Mapping[str, Any] = _key(_default_reward_signals, _checked_separately,
                                              "the reward signals and their settings (below)",
                                              used_by=EVERY_RL_TRAINER)

@@ -7,6 +7,7 @@ and asks :meth:`BehaviorTrainer.advance` to update the policy when enough experi
 from __future__ import annotations
 
 import logging
+import math
 import re
 import time
 from pathlib import Path
@@ -45,11 +46,15 @@ logger = logging.getLogger("palaestra")
 CHECKPOINT_FORMAT = 1
 
 
-def network_record(settings: TrainerSettings, spec: BehaviorSpec) -> dict[str, Any]:
+def network_record(settings: TrainerSettings, spec: BehaviorSpec, signals: list[str]) -> dict[str, Any]:
     """The settings that shape a behavior's networks, as its checkpoints record them; keys that
-    do not apply (the memory without an LSTM, the image encoder without images) are left out."""
+    do not apply (the memory without an LSTM, the image encoder without images) are left out.
+    ``signals``: the reward signals the algorithm built, in the order of its value heads (and
+    Q outputs), which another order would swap without changing a shape. ``trainer`` is
+    recorded to explain a mismatch, not compared: offline_bc's network is PPO's."""
     record: dict[str, Any] = {key: getattr(settings, key) for key in
-                              ("hidden_units", "num_layers", "activation", "normalize", "use_recurrent")}
+                              ("trainer", "hidden_units", "num_layers", "activation", "normalize", "use_recurrent")}
+    record["reward_signals"] = signals
     if settings.use_recurrent:
         record["memory_size"] = settings.memory_size
         if hasattr(settings, "lstm_placement"):
@@ -57,6 +62,27 @@ def network_record(settings: TrainerSettings, spec: BehaviorSpec) -> dict[str, A
     if any(is_image(shape) for shape in spec.observation_shapes):
         record["vis_encode_type"] = settings.vis_encode_type
     return record
+
+
+def _as_written(value: Any) -> str:
+    """A setting as a config spells it: true, not True; [extrinsic, gail], not ['extrinsic', 'gail']."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return "[" + ", ".join(map(_as_written, value)) + "]"
+    return str(value)
+
+
+class DivergedError(Exception):
+    """A behavior's policy weights became NaN or infinite: training diverged."""
+
+
+def _finite(value: Any) -> bool:
+    if isinstance(value, float):  # what updates mostly return
+        return math.isfinite(value)
+    if isinstance(value, torch.Tensor):
+        return bool(torch.isfinite(value).all())
+    return bool(np.isfinite(np.asarray(value, dtype=np.float64)).all())
 
 
 class BehaviorTrainer:
@@ -169,8 +195,11 @@ class BehaviorTrainer:
             experiences = self.algorithm.experiences
             start = time.time()
             with timed("_update_policy"):
-                for key, value in self.algorithm.update().items():
+                stats = self.algorithm.update()
+                for key, value in stats.items():
                     self.stats.add(key, value)
+            if not all(_finite(value) for value in stats.values()):  # a NaN loss: are the weights gone?
+                self.refuse_diverged()
             self._last_update_end = time.time()
             if self.metrics is not None:
                 returns = self.collector.stats.returns
@@ -197,6 +226,29 @@ class BehaviorTrainer:
             self.stats.set(key, value)
         self.stats.write(self.step)
 
+    # -- divergence --------------------------------------------------------------------------
+    def non_finite_weights(self) -> list[str]:
+        """The policy's parameters and statistics (the normalizer's) that hold NaN or infinity."""
+        policy = self.algorithm.policy
+        return [name for name, tensor in (*policy.named_parameters(), *policy.named_buffers())
+                if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+
+    def refuse_diverged(self) -> None:
+        """A DivergedError if the policy's weights are no longer finite."""
+        broken = self.non_finite_weights()
+        if broken:
+            names = ", ".join(broken[:4]) + (" ..." if len(broken) > 4 else "")
+            advice = "" if self.settings.normalize else ", normalize: true"
+            raise DivergedError(
+                f"behavior {self.name!r}: training diverged by step {self.step}: the policy's weights became NaN or "
+                f"infinite ({names}). Try a lower learning_rate{advice}, or smaller rewards; {self._kept_files()}")
+
+    def _kept_files(self) -> str:
+        found = self.checkpoints.list()
+        if not found:
+            return "nothing was saved"
+        return f"the last checkpoint saved, {found[-1][1]}, and {self.onnx_path} are kept (--resume goes on from it)"
+
     # -- persistence -------------------------------------------------------------------------
     def state(self, global_step: int) -> dict[str, Any]:
         return {
@@ -205,7 +257,7 @@ class BehaviorTrainer:
             "observation_shapes": [list(s) for s in self.spec.observation_shapes],
             "continuous_size": self.spec.action_spec.continuous_size,
             "discrete_branches": list(self.spec.action_spec.discrete_branches),
-            "network": network_record(self.settings, self.spec),
+            "network": network_record(self.settings, self.spec, [signal.name for signal in self.algorithm.signals]),
             "global_step": global_step,
             "next_summary": self._next_summary,
             "algorithm": self.algorithm.state_dict(),
@@ -222,7 +274,11 @@ class BehaviorTrainer:
 
     def save(self, global_step: int) -> None:
         """Save a checkpoint, the replay buffer (if asked) and the ONNX model; a file that cannot
-        be written is a SaveError naming it and the last complete checkpoint."""
+        be written is a SaveError naming it and the last complete checkpoint. Weights that are no
+        longer finite are not saved: the checkpoint and model on disk stay the last good ones."""
+        if self.non_finite_weights():
+            raise SaveError(f"behavior {self.name!r} was not saved: its policy's weights are NaN or infinite "
+                            f"(training diverged); {self._kept_files()}")
         with timed("save_model"):
             path = self.checkpoints.save(self.state(global_step), self.step)
             if self.keeps_replay_buffer:
@@ -301,19 +357,31 @@ class BehaviorTrainer:
             )
         # settings that change what the weights compute without changing their shapes
         # (activation, where the LSTM sits) would load silently: checkpoints record them
-        saved_network, network = state.get("network", {}), network_record(self.settings, self.spec)
-        differ = [key for key in network if key in saved_network and saved_network[key] != network[key]]
+        saved_network = state.get("network", {})
+        network = network_record(self.settings, self.spec, [signal.name for signal in self.algorithm.signals])
+        differ = [key for key in network
+                  if key != "trainer" and key in saved_network and saved_network[key] != network[key]]
         if differ:
             def written(values: dict[str, Any]) -> str:  # as the config spells them (true, not True)
-                return ", ".join(f"{k}: {str(values[k]).lower() if isinstance(values[k], bool) else values[k]}"
-                                 for k in differ)
+                return ", ".join(f"{k}: {_as_written(values[k])}" for k in differ)
 
             raise CheckpointError(
                 f"checkpoint {path} was trained with {written(saved_network)}, but behavior {self.name!r} is set to "
                 f"{written(network)}" +
                 "; a checkpoint loads only into the network it was trained with (set them back, or train anew)")
         optimizer_shapes = [p.shape for group in self.algorithm.optimizer.param_groups for p in group["params"]]
-        check_algorithm_state(path, state["algorithm"], self.algorithm.state_dict(), optimizer_shapes)
+        try:
+            check_algorithm_state(path, state["algorithm"], self.algorithm.state_dict(), optimizer_shapes)
+        except DamagedCheckpointError:
+            raise
+        except CheckpointError:
+            trained = saved_network.get("trainer")
+            if trained is None or trained == self.settings.trainer:
+                raise
+            raise CheckpointError(
+                f"checkpoint {path} was trained with trainer: {trained}, but behavior {self.name!r} is set to "
+                f"trainer: {self.settings.trainer}, whose networks it does not fit (set trainer back, or train "
+                "anew)") from None
         try:
             self.algorithm.load_state_dict(state["algorithm"], weights_only=weights_only)
         except Exception as e:  # the checks above should have caught it: say what torch said

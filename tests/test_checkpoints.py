@@ -29,7 +29,7 @@ from palaestra.checkpoints import (
     atomic_write_bytes,
 )
 from palaestra.envs.builtin import BUILTIN_ENVS
-from palaestra.settings import ExtrinsicSettings, TrainerSettings
+from palaestra.settings import ExtrinsicSettings, RNDSettings, TrainerSettings
 from palaestra.stats import StatsReporter
 from palaestra.trainer import BehaviorTrainer
 from tests.conftest import write_yaml
@@ -47,11 +47,11 @@ SMALL = """
 """
 
 
-def make_trainer(run_dir, trainer="ppo", hidden_units=8, training=True, name="1D", **network):
+def make_trainer(run_dir, trainer="ppo", hidden_units=8, training=True, name="1D", reward_signals=None, **network):
     env = BUILTIN_ENVS["Simple1DDiscrete"](seed=0)
     settings = TrainerSettings(trainer=trainer, batch_size=16, buffer_size=32, hidden_units=hidden_units,
                                num_layers=1, max_steps=100, time_horizon=8, summary_freq=10_000,
-                               reward_signals={"extrinsic": ExtrinsicSettings()}, **network)
+                               reward_signals=reward_signals or {"extrinsic": ExtrinsicSettings()}, **network)
     return BehaviorTrainer(name, env.behavior_specs["1D"], settings, torch.device("cpu"), StatsReporter("t", []),
                            CheckpointManager(run_dir / name, 5), run_dir, training=training)
 
@@ -268,6 +268,23 @@ def test_network_settings_that_keep_every_shape_are_checked_before_weights_load(
     make_trainer(tmp_path / "c", **trained).restore(path, weights_only=False)  # the same settings load
 
 
+def test_reward_signals_in_another_order_are_refused_as_they_would_swap_the_value_heads(tmp_path):
+    signals = {"extrinsic": ExtrinsicSettings(), "rnd": RNDSettings()}
+    path = (source := make_trainer(tmp_path / "a", reward_signals=signals)).checkpoints.save(source.state(0), 0)
+    swapped = make_trainer(tmp_path / "b", reward_signals=dict(reversed(signals.items())))
+    with pytest.raises(CheckpointError, match=r"trained with reward_signals: \[extrinsic, rnd\], but behavior '1D' "
+                                              r"is set to reward_signals: \[rnd, extrinsic\]"):
+        swapped.restore(path, weights_only=False)
+    make_trainer(tmp_path / "c", reward_signals=signals).restore(path, weights_only=False)
+
+
+def test_another_trainers_checkpoint_is_refused_naming_both_trainers(tmp_path):
+    path = (source := make_trainer(tmp_path / "a")).checkpoints.save(source.state(0), 0)
+    with pytest.raises(CheckpointError, match=r"trained with trainer: ppo, but behavior '1D' is set to trainer: sac, "
+                                              r"whose networks it does not fit"):
+        make_trainer(tmp_path / "b", trainer="sac").restore(path, weights_only=True)
+
+
 # -- the newest intact checkpoint -----------------------------------------------------------------------
 def _three_checkpoints(trainer):
     paths = []
@@ -329,6 +346,37 @@ def test_resume_and_initialize_from_skip_a_damaged_checkpoint(run_cli, workdir):
     assert f"{newest} is truncated" in resumed.log and f"using {older}, the newest intact checkpoint" in resumed.log
     assert f"Resumed 1D from {older} at step {found[-2][0]}" in resumed.log
     assert newest.with_name(newest.name + ".damaged").exists()
+
+
+def test_a_checkpoint_holding_nan_weights_is_passed_over_like_a_damaged_one(trainer, caplog):
+    first, second, third = _three_checkpoints(trainer)
+    state = CheckpointManager.load(third)
+    state["algorithm"]["policy"]["logits.bias"][0] = float("nan")
+    CheckpointManager.save_file(third, state)  # intact file, diverged weights
+    with caplog.at_level(logging.WARNING, logger="palaestra"):
+        path, step = trainer.restore_newest(trainer.checkpoints, weights_only=False, set_aside=True, advice="")
+    assert (path, step) == (second, 200)
+    assert f"{third}: parameter policy.logits.bias holds NaN or infinite values" in caplog.text
+
+
+def test_a_diverging_run_stops_naming_its_weights_and_keeps_the_last_good_files(run_cli, workdir):
+    # a learning rate of 1e6 makes the weights overflow within a few updates; the NaN actions
+    # they produce make the environment's observations NaN, which must not be blamed on it
+    config = write_yaml(workdir / "c.yaml", SMALL.format(trainer="ppo", buffer_size=64, max_steps=200)
+                        .replace("1D:", "3DBall:").replace("time_horizon: 16", "time_horizon: 16\n  normalize: true"))
+    assert run_cli(str(config), "--env=3DBall", "--run-id=r").code == 0
+    good = CheckpointManager(Path("models/r/3DBall"), 5).list()
+    model = (workdir / "models/r/3DBall.onnx").read_bytes()
+    write_yaml(workdir / "c.yaml", config.read_text().replace("max_steps: 200", "max_steps: 3000")
+               + "  learning_rate: 1.0e+6\n  learning_rate_schedule: constant\n")
+    result = run_cli(str(config), "--env=3DBall", "--run-id=r", "--resume")
+    assert result.code == 1 and "Traceback" not in result.log and "RuntimeWarning" not in result.log
+    assert re.search(r"training stopped: DivergedError: behavior '3DBall': training diverged by step \d+: the "
+                     r"policy's weights became NaN or infinite \(.+\)\. Try a lower learning_rate", result.log)
+    assert f"the last checkpoint saved, {good[-1][1]}, and models/r/3DBall.onnx are kept" in result.log
+    assert "environment sent" not in result.log and "saved first" not in result.log
+    assert CheckpointManager(Path("models/r/3DBall"), 5).list() == good  # nothing NaN written
+    assert (workdir / "models/r/3DBall.onnx").read_bytes() == model
 
 
 # -- temp files of interrupted saves ---------------------------------------------------------------

@@ -171,6 +171,33 @@ def test_resume_keeps_the_runs_seed_and_force_starts_the_debug_metrics_anew(run_
     assert len(metrics.read_text().splitlines()) == rows  # the old run's rows are gone
 
 
+@pytest.mark.parametrize("name", ["../other/1D", "/tmp/1D", "..", "a:b"])
+def test_a_recorded_output_name_that_leaves_the_runs_folder_is_refused(run_cli, small_config, workdir, name):
+    import yaml
+
+    assert run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=o").code == 0
+    path = workdir / "models/o/configuration.yaml"
+    configuration = yaml.safe_load(path.read_text())
+    path.write_text(yaml.safe_dump(configuration | {"output_names": {"1D": name}}))
+    def files():
+        return sorted((p, p.stat().st_mtime_ns) for p in workdir.rglob("*") if p.is_file() and p.name != ".lock")
+
+    before = files()
+    result = run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=o", "--resume")
+    assert result.code == 1 and "Traceback" not in result.log
+    assert f"models/o/configuration.yaml: output_names['1D'] is {name!r}, which is not a file name" in result.log
+    assert files() == before  # nothing written, inside the run's folder or outside
+
+
+def test_an_unreadable_run_configuration_is_said_and_resume_goes_on(run_cli, small_config, workdir):
+    assert run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=u", "--seed=5").code == 0
+    (workdir / "models/u/configuration.yaml").write_text("run_options: [\n")
+    result = run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=u", "--resume")
+    assert result.code == 0, result.log
+    assert result.log.count("models/u/configuration.yaml cannot be read (") == 1
+    assert "the seed and output names it recorded are not used" in result.log
+
+
 def test_a_start_up_interrupted_before_training_leaves_the_run_id_free(run_cli, small_config, workdir, monkeypatch):
     import palaestra.run
 
@@ -451,6 +478,19 @@ def test_dry_run_makes_the_checks_of_a_real_run(run_cli, small_config, workdir):
     (workdir / "models").write_text("a file where the models folder should be")
     result = run_cli(small_config, "--env=Simple1DDiscrete", "--dry-run")
     assert result.code == 1 and "cannot read or write models" in result.log
+
+
+def test_init_path_takes_one_checkpoint_file_and_points_from_a_run_folder_to_its_behavior(run_cli, small_config,
+                                                                                          workdir):
+    assert run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=a", "--save-freq=100").code == 0
+    older = CheckpointManager(workdir / "models/a/1D", 5).list()[0][1].relative_to(workdir)
+    from_file = write_yaml(workdir / "f.yaml", SMALL.format(max_steps=400) + f"  init_path: {older}\n")
+    result = run_cli(str(from_file), "--env=Simple1DDiscrete", "--run-id=b")
+    assert result.code == 0 and f"Initialized 1D from {older}" in result.log
+    from_run = write_yaml(workdir / "r.yaml", SMALL.format(max_steps=400) + "  init_path: models/a\n")
+    result = run_cli(str(from_run), "--env=Simple1DDiscrete", "--run-id=c")
+    assert result.code == 1 and ("no checkpoint for behavior '1D' in models/a to initialize from; its folder "
+                                 "models/a/1D holds them") in result.log
 
 
 def test_dry_run_checks_the_run_to_resume_and_changes_nothing(run_cli, small_config, workdir):
