@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
         interrupts.install()
         from palaestra.options import logger, parse_args, setup_logging
 
+        setup_logging(False)  # the flags' own warnings (--load, --train) come in the run's format
         options = parse_args(argv)
         setup_logging(options.debug)
         logger.debug("start-up: importing torch and the trainer")

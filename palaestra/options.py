@@ -51,8 +51,8 @@ class RunOptions:
     debug: bool = False
     cpu: bool = False
     torch_threads: int = 0
-    width: int = 84
-    height: int = 84
+    width: int | None = None  # ML-Agents 0.16: not sent, the build keeps its own resolution (0.15: 84)
+    height: int | None = None
     quality_level: int = 5
     time_scale: float = 20.0
     target_frame_rate: int = -1
@@ -167,6 +167,8 @@ def check_options(options: RunOptions) -> None:
     flags together. UsageError says what is wrong."""
     for name, allowed in INT_OPTIONS.items():
         value = getattr(options, name)
+        if value is None and name in ("width", "height"):  # not given: not sent
+            continue
         problem = "expected an integer" if not isinstance(value, int) or isinstance(value, bool) else \
             allowed.problem(value)
         if problem is not None:
@@ -286,6 +288,8 @@ def _run_id(value: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from palaestra.envs.builtin import BUILTIN_ENVS  # numpy only: --help stays quick
+
     d = RunOptions()
     p = argparse.ArgumentParser(
         prog="mlagents-learn",
@@ -304,9 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("trainer_config_path", type=_text,
                    help="trainer configuration YAML (ML-Agents 0.15/0.16 format)")
     p.add_argument("--env", type=_text, default=d.env,
-                   help="built-in environment name (3DBall, 3DBallHard, Basic, GridWorld, Pyramids, Simple1DDiscrete, "
-                        "Simple1DContinuous), a Gymnasium id (CartPole-v1), a Python factory module:callable, "
-                        "or pettingzoo:module (docs/environments.md)")
+                   help=f"built-in environment name ({', '.join(BUILTIN_ENVS)}), a Gymnasium id (CartPole-v1), "
+                        "a Unity build's path (none: the Unity Editor), a Python factory module:callable, or "
+                        "pettingzoo:module (docs/environments.md)")
     p.add_argument("--curriculum", type=_text, default=d.curriculum,
                    help="curriculum: a YAML (or JSON) file keyed by behavior, or a folder of <Behavior>.json "
                         "files (ML-Agents <= 0.13); each lesson sets environment parameters (docs/curricula.md)")
@@ -362,8 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="threads torch trains with on the CPU; 0 (default) picks one for networks under "
                         f"{WIDE_NETWORK_UNITS} hidden units and every core from there. Set it on a machine "
                         "shared with other jobs, where threads waiting for busy cores slow training down")
-    p.add_argument("--width", type=_ranged("width"), default=d.width, help="Unity builds: window width")
-    p.add_argument("--height", type=_ranged("height"), default=d.height, help="Unity builds: window height")
+    p.add_argument("--width", type=_ranged("width"), default=d.width, help="Unity builds: window width (default: the build's own; "
+                   "with only one of --width and --height, the other is 84)")
+    p.add_argument("--height", type=_ranged("height"), default=d.height, help="Unity builds: window height (default: the build's own)")
     p.add_argument("--quality-level", type=_ranged("quality_level"), default=d.quality_level,
                    help="Unity quality level")
     p.add_argument("--time-scale", type=_time_scale, default=d.time_scale, help="Unity time scale (> 0)")
@@ -426,8 +431,7 @@ def setup_logging(debug: bool) -> None:
     root.handlers = [h for h in root.handlers if not getattr(h, "_palaestra", False)] + [handler]
     root.setLevel(level)
     root.propagate = False
-    if not debug:
-        # numpy's overflow and invalid-value warnings from Palaestra's own updates (the numpy
-        # accelerator) come with source lines a user cannot act on; a diverging run stops with
-        # its own message instead (trainer.DivergedError)
-        warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"palaestra\.")
+    # numpy's overflow and invalid-value warnings from Palaestra's own updates (the numpy
+    # accelerator) come with source lines a user cannot act on; a diverging run stops with its
+    # own message instead (trainer.DivergedError). --debug shows them.
+    warnings.filterwarnings("default" if debug else "ignore", category=RuntimeWarning, module=r"palaestra\.")

@@ -31,7 +31,7 @@ from palaestra.checkpoints import CheckpointError, CheckpointManager, SaveError,
 from palaestra.curriculum import EnvironmentParameters, load_curricula, load_sampler
 from palaestra.demos.reader import DemoError
 from palaestra.envs.base import BehaviorSpec, EngineConfig, Env, EnvClosed, EnvError
-from palaestra.envs.sources import builtin_class, describe_specs, make_env, source_kind
+from palaestra.envs.sources import builtin_class, describe_specs, factory_takes, make_env, source_kind
 from palaestra.interrupts import STOPPING, Interrupts
 from palaestra.machine import choose_device, limit_threads, seed_everything
 from palaestra.options import RunOptions, UsageError, check_options, in_main_process, warn_about_unused_options
@@ -119,7 +119,27 @@ def run(options: RunOptions, interrupts: Interrupts | None = None) -> int:
             interrupts.restore()
 
 
+class _WarningCount(logging.Handler):
+    """Counts the run's warnings, for the dry run's last line."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += 1
+
+
 def _run(options: RunOptions, interrupts: Interrupts) -> int:
+    warnings = _WarningCount()
+    logger.addHandler(warnings)
+    try:
+        return _checked_run(options, interrupts, warnings)
+    finally:
+        logger.removeHandler(warnings)
+
+
+def _checked_run(options: RunOptions, interrupts: Interrupts, warnings: _WarningCount) -> int:
     models, summaries = Path("models"), Path("summaries")
     check_options(options)
     check_run_folders(options, models)
@@ -141,7 +161,7 @@ def _run(options: RunOptions, interrupts: Interrupts) -> int:
         parts = _build(options, env, config, settings, seed, interrupts, models, summaries)
         interrupts.check_start_up()  # before --force deletes anything
         if options.dry_run:
-            _print_dry_run(options, config, env, settings, seed)
+            _print_dry_run(options, config, env, settings, seed, warnings.count)
             return 0
         return _train(parts)
     finally:
@@ -163,7 +183,8 @@ def _warn_about_engine_flags(options: RunOptions) -> None:
                            " and ".join(given), "s" if len(given) == 1 else "ve",
                            "it is passed on" if len(given) == 1 else "they are passed on")
         return
-    if kind not in ("built-in", "Gymnasium"):
+    if kind not in ("built-in", "Gymnasium", "Python factory") or \
+            kind == "Python factory" and factory_takes(options.env, "engine"):
         return
     given = [f"--{flag.replace('_', '-')}" for flag in ENGINE_FLAGS
              if getattr(options, flag) != getattr(RunOptions(), flag)]
@@ -212,7 +233,7 @@ def _resolve_settings(config: TrainerConfig, env: Env, behaviors: list[str] | No
 
 
 def _print_dry_run(options: RunOptions, config: TrainerConfig, env: Env,
-                   settings: dict[str, TrainerSettings], seed: int) -> None:
+                   settings: dict[str, TrainerSettings], seed: int, warnings: int) -> None:
     specs = describe_specs(env)
     out: dict[str, Any] = {
         "run_id": options.run_id,
@@ -221,7 +242,7 @@ def _print_dry_run(options: RunOptions, config: TrainerConfig, env: Env,
         "behaviors": {b: {"spec": specs[b], "settings": s.as_dict()} for b, s in settings.items()},
     }
     print(yaml.safe_dump(out, sort_keys=False), end="")
-    print(f"dry run: {config.path} is valid for {options.env}; {len(config.warnings)} warning(s); nothing was trained")
+    print(f"dry run: {config.path} is valid for {options.env}; {warnings} warning(s) above; nothing was trained")
 
 
 def _build(options: RunOptions, env: Env, config: TrainerConfig, settings: dict[str, TrainerSettings], seed: int,
@@ -318,7 +339,7 @@ def _make_trainer(options: RunOptions, name: str, output_name: str, spec: Behavi
                                   CheckpointManager(run_dir / output_name, options.keep_checkpoints), run_dir,
                                   training, seed=seed, output_name=output_name)
     except DemoError as e:  # behavioral cloning's, GAIL's or offline_bc's demonstrations
-        raise ConfigError(f"behavior {name!r}: {e}") from None
+        raise ConfigError(f"{options.trainer_config_path}: behavior {name!r}: {e}") from None
     except (MemoryError, RuntimeError) as e:  # torch's allocator raises RuntimeError when out of memory
         raise ConfigError(f"behavior {name!r}: cannot build its networks ({s.num_layers} x {s.hidden_units} "
                           f"units): {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None

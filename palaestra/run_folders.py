@@ -228,7 +228,10 @@ def restore(trainer: BehaviorTrainer, options: RunOptions, settings: TrainerSett
             inside = source / trainer.output_name
             hint = (f"; its folder {inside} holds them" if CheckpointManager(inside, 0).list() else
                     "; it does not exist" if not source.exists() else "")
-            raise CheckpointError(f"no checkpoint for behavior {trainer.name!r} in {source} to initialize from{hint}")
+            given = "" if options.initialize_from else \
+                f" (init_path, set in {settings.origin('init_path')} of {options.trainer_config_path})"
+            raise CheckpointError(f"no checkpoint for behavior {trainer.name!r} in {source} to initialize "
+                                  f"from{given}{hint}")
         path, _ = trainer.restore_newest(
             source_checkpoints, weights_only=True, set_aside=False,
             advice="initialize from another run" if options.initialize_from else "set init_path to another folder")

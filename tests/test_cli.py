@@ -489,8 +489,8 @@ def test_init_path_takes_one_checkpoint_file_and_points_from_a_run_folder_to_its
     assert result.code == 0 and f"Initialized 1D from {older}" in result.log
     from_run = write_yaml(workdir / "r.yaml", SMALL.format(max_steps=400) + "  init_path: models/a\n")
     result = run_cli(str(from_run), "--env=Simple1DDiscrete", "--run-id=c")
-    assert result.code == 1 and ("no checkpoint for behavior '1D' in models/a to initialize from; its folder "
-                                 "models/a/1D holds them") in result.log
+    assert result.code == 1 and ("no checkpoint for behavior '1D' in models/a to initialize from (init_path, set in "
+                                 f"section '1D' of {from_run}); its folder models/a/1D holds them") in result.log
 
 
 def test_dry_run_checks_the_run_to_resume_and_changes_nothing(run_cli, small_config, workdir):
@@ -523,6 +523,23 @@ def test_engine_flags_on_an_environment_without_an_engine_warn(run_cli, small_co
     assert result.code == 0 and ("--width, --time-scale have no effect on the built-in environment Simple1DDiscrete"
                                  in result.log)
     assert "no effect" not in run_cli(small_config, "--env=Simple1DDiscrete", "--dry-run").log
+
+
+def test_engine_flags_on_a_factory_without_an_engine_argument_warn(run_cli, small_config, workdir):
+    import sys
+
+    (workdir / "engine_factories.py").write_text(
+        "from palaestra.envs.builtin.simple1d import Simple1D\n\n"
+        "def plain(seed):\n    return Simple1D(seed=seed)\n\n"
+        "def with_engine(seed, engine):\n    return Simple1D(seed=seed)\n")
+    try:
+        result = run_cli(small_config, "--env=engine_factories:plain", "--time-scale=5", "--dry-run")
+        assert result.code == 0 and ("--time-scale has no effect on the Python factory environment "
+                                     "engine_factories:plain") in result.log
+        result = run_cli(small_config, "--env=engine_factories:with_engine", "--time-scale=5", "--dry-run")
+        assert result.code == 0 and "no effect" not in result.log
+    finally:
+        sys.modules.pop("engine_factories", None)
 
 
 def test_far_more_environments_than_cores_warns(monkeypatch):

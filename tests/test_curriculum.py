@@ -112,6 +112,8 @@ def test_bad_curricula_name_file_behavior_and_key(tmp_path, text, expected):
      "parameter 'mass': unknown key(s) min-value; missing key(s) min_value, max_value"),
     ("resampling-interval: 10\nmass: {min-value: 2, max-value: 30}\n", "parameter 'mass': 'sampler-type' is missing"),
     ("resampling-interval: 10\nmass: {sampler-type: beta, a: 1}\n", "sampler-type: unknown type 'beta'"),
+    ("resampling-interval: 10\nmass: {sampler-type: [uniform], min_value: 1}\n", "sampler-type: unknown type ['uniform']"),
+    ("resampling-interval: 10\nmass: {sampler-type: {a: 1}}\n", "sampler-type: unknown type {'a': 1}"),
     ("resampling-interval: 10\nmass: {sampler-type: uniform, min_value: 3, max_value: 2}\n",
      "min_value must not be larger than max_value"),
     ("resampling-interval: 10\nmass: {sampler-type: gaussian, mean: 3, st_dev: -1}\n", "st_dev must not be negative"),

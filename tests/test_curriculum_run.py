@@ -6,6 +6,7 @@ environment sources' side: Gymnasium (set_environment_parameters or reset option
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 
@@ -207,18 +208,24 @@ class _Setter(_Options):
         self.parameters = parameters
 
 
-def test_gymnasium_gets_parameters_as_reset_options_or_through_its_setter():
+def test_gymnasium_gets_parameters_as_reset_options_or_through_its_setter(caplog):
     plain = [_Options(), _Options()]
     env = GymnasiumEnv("opts", instances=plain)
+    with caplog.at_level(logging.WARNING, logger="palaestra"):
+        env.reset({"gravity": 5})
+        env.reset({"gravity": 6})
+    assert caplog.text.count("opts has no set_environment_parameters: the environment parameters (gravity) are "
+                             "passed to its reset(options=...)") == 1
     env.reset({"gravity": 5})
     for _ in range(3):  # the automatic reset after 3 steps gets them again
         env.set_actions("opts", env.behavior_specs["opts"].action_spec.empty_actions(2))
         env.step()
-    assert plain[0].options == [{"gravity": 5.0}, {"gravity": 5.0}] and plain[1].options == plain[0].options
+    assert plain[0].options[2:] == [{"gravity": 5.0}, {"gravity": 5.0}] and plain[1].options == plain[0].options
     setter = _Setter()
     env = GymnasiumEnv("set", instances=[gym.wrappers.TimeLimit(setter, 50)])
+    caplog.clear()
     env.reset({"gravity": 5})
-    assert setter.parameters == {"gravity": 5.0} and setter.options == [None]
+    assert setter.parameters == {"gravity": 5.0} and setter.options == [None] and not caplog.text
 
 
 class _Parallel:

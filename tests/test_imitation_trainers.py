@@ -373,7 +373,8 @@ def test_a_run_reports_the_cloning_loss_and_returns_resumes_and_runs_inference(r
 @pytest.mark.parametrize("trainer,source,flags,message", [
     ("offline_bc", "", [], "behavior 'GridWorld': trainer 'offline_bc' needs demo_path"),
     ("online_bc", "", [], "behavior 'GridWorld': trainer 'online_bc' needs brain_to_imitate"),
-    ("offline_bc", "demo_path: nowhere.demo", [], "behavior 'GridWorld': demo_path 'nowhere.demo'"),
+    ("offline_bc", "demo_path: nowhere.demo", [], "c.yaml: behavior 'GridWorld': demo_path 'nowhere.demo': nowhere.demo: "
+     "no such demonstration file or folder (a relative path is read from the working directory, "),
     ("offline_bc", "demo_path: {ball}", [], "do not fit the behavior"),
     ("online_bc", "brain_to_imitate: keyboard", [], "brain_to_imitate 'keyboard': expected heuristic"),
     ("online_bc", "brain_to_imitate: heuristic", ["--num-envs=2"], "no scripted heuristic in this process"),

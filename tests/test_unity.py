@@ -370,6 +370,8 @@ def test_agents_get_new_ids_after_their_episode_and_interruptions_are_kept(tmp_p
     finally:
         env.close()
     assert not [e for e in events(log_of(env)) if e["event"] == "masked_action"]
+    # no --width/--height: no resolution is sent, the build keeps its own (ML-Agents 0.16)
+    assert not [e for e in events(log_of(env)) if e["event"] == "engine" and e["kind"] == 0]
 
 
 def test_a_behavior_that_appears_after_the_first_reset_joins_the_specs(tmp_path, port):

@@ -250,6 +250,19 @@ def test_new_builtins_through_the_cli(run_cli):
     assert result.code == 1 and "built-in environment 'Hallway' has no argument lenght" in result.log
 
 
+@pytest.mark.parametrize("argument, message", [
+    ("behavior_name=5", "behavior_name must be a non-empty name, got 5 (read as int; for a name that looks like one"),
+    ("behavior_name=[1]", "behavior_name must be a non-empty name, got [1]"),
+    ("behavior_name=", "behavior_name must be a non-empty name, got ''"),
+    ("seed=3", "--env-args seed=...: the built-in environments' seed is set by --seed"),
+    ("num_areas=3", "--env-args num_areas=...: the built-in environments' num_areas is set by --num-areas"),
+])
+def test_env_args_the_run_sets_or_of_the_wrong_kind_are_refused(run_cli, argument, message):
+    for flags in ([], ["--num-envs=2"]):
+        result = run_cli(str(SHIPPED_CONFIG), "--env=3DBall", "--dry-run", *flags, "--env-args", argument)
+        assert result.code == 1 and message in result.log and "Traceback" not in result.log, result.log
+
+
 # -- Hallway -----------------------------------------------------------------------------------
 
 def test_hallway_walks_the_corridor_and_pays_the_matching_room():

@@ -147,7 +147,7 @@ def _sampler(path: Path, name: str, entry: Any) -> Sampler:
     if TYPE not in entry:
         raise ConfigError(f"{where}: '{TYPE}' is missing; one of {types}")
     kind = entry[TYPE]
-    if kind not in SAMPLER_TYPES:
+    if not isinstance(kind, str) or kind not in SAMPLER_TYPES:
         raise ConfigError(f"{where}: {TYPE}: unknown type {show(kind)}; one of {types}")
     cls, keys = SAMPLER_TYPES[kind]
     given = {k: v for k, v in entry.items() if k != TYPE}

@@ -690,7 +690,8 @@ def demo_files(path: str | os.PathLike) -> list[Path]:
             raise DemoError(f"{p}: the folder holds no .demo files")
         return files
     if not p.exists():
-        raise DemoError(f"{p}: no such demonstration file or folder")
+        relative = "" if p.is_absolute() else f" (a relative path is read from the working directory, {Path.cwd()})"
+        raise DemoError(f"{p}: no such demonstration file or folder{relative}")
     if p.suffix != ".demo":
         raise DemoError(f"{p}: not a .demo file (a demonstration path is a .demo file or a folder of them)")
     return [p]

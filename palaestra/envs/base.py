@@ -175,8 +175,8 @@ class EngineConfig:
     Unity build is started and waited for (``log_folder``: where its log goes, the run's
     ``run_logs``; None for the Unity default)."""
 
-    width: int = RunOptions.width
-    height: int = RunOptions.height
+    width: int | None = RunOptions.width  # None: not sent
+    height: int | None = RunOptions.height
     quality_level: int = RunOptions.quality_level
     time_scale: float = RunOptions.time_scale
     target_frame_rate: int = RunOptions.target_frame_rate

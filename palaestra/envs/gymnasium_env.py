@@ -178,6 +178,7 @@ class GymnasiumEnv(SingleBehaviorEnv):
         self._actions: ActionTuple | None = None
         self._seeded = False
         self._options: dict[str, float] | None = None  # environment parameters, passed at each reset
+        self._said_options = False
 
     def reset(self, parameters: Mapping[str, float] | None = None) -> None:
         if parameters:
@@ -187,6 +188,11 @@ class GymnasiumEnv(SingleBehaviorEnv):
                 if setter is not None:
                     setter(dict(values))
             self._options = None if all(s is not None for s in setters) else values
+            if self._options is not None and not self._said_options:
+                self._said_options = True  # once: every resampling comes this way
+                logger.warning("%s has no set_environment_parameters: the environment parameters (%s) are passed "
+                               "to its reset(options=...), which many environments ignore (docs/curricula.md)",
+                               self.env_id, ", ".join(values))
         obs = np.zeros((self.n, *self._spec.observation_shapes[0]), dtype=self._obs_dtype)
         for i, env in enumerate(self.envs):
             seed = self.seed + i if not self._seeded else None

@@ -110,7 +110,11 @@ def builtin_class(name: str | None) -> type | None:
 def _make_builtin(r: EnvRequest) -> Env:
     from palaestra.envs.builtin import make_builtin
 
-    return make_builtin(_builtin_name(r.name), seed=r.seed, num_areas=r.num_areas, **parse_env_args(r.env_args))
+    arguments = parse_env_args(r.env_args)
+    for key, flag in (("seed", "--seed"), ("num_areas", "--num-areas")):
+        if key in arguments:  # the run gives these; a second value would be a TypeError in the call
+            raise EnvError(f"--env-args {key}=...: the built-in environments' {key} is set by {flag}")
+    return make_builtin(_builtin_name(r.name), seed=r.seed, num_areas=r.num_areas, **arguments)
 
 
 def _make_gymnasium(r: EnvRequest) -> Env:
@@ -220,6 +224,15 @@ def make_env(name: str | None, seed: int = 0, num_areas: int = 1, env_args: list
 
 
 _PROTOCOL = ("behavior_specs", "get_steps", "set_actions", "step", "reset", "close")
+
+
+def factory_takes(name: str, argument: str) -> bool:
+    """Whether the factory ``--env=name`` names takes ``argument`` (True when that cannot be told:
+    making the environment will say what is wrong with it)."""
+    try:
+        return argument in inspect.signature(_load_factory(_factory_spec(name))).parameters
+    except (EnvError, TypeError, ValueError):
+        return True
 
 
 def _load_factory(spec: str) -> Callable[..., Any]:

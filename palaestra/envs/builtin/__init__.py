@@ -46,6 +46,12 @@ def make_builtin(name: str, seed: int = 0, num_areas: int = 1, **kwargs: Any) ->
     if unknown:
         raise EnvError(f"built-in environment {name!r} has no argument {', '.join(unknown)}; "
                        f"it takes {', '.join(accepted) or 'none'}")
+    behavior = kwargs.get("behavior_name")
+    if "behavior_name" in kwargs and not (isinstance(behavior, str) and behavior.strip()):
+        quoted = "" if behavior in (None, "") else (
+            f" (read as {type(behavior).__name__}; for a name that looks like one, quote it for YAML: "
+            f"--env-args \"behavior_name='{behavior}'\")")
+        raise EnvError(f"built-in environment {name!r}: behavior_name must be a non-empty name, got {behavior!r}{quoted}")
     try:
         return BUILTIN_ENVS[name](seed=seed, num_areas=num_areas, **kwargs)
     except (TypeError, ValueError) as e:  # a value of the wrong type, e.g. step_size=fast

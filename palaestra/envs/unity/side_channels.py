@@ -169,7 +169,8 @@ class EngineConfigurationChannel(SideChannel):
         super().__init__(ENGINE_CONFIGURATION_ID)
 
     def configure(self, engine: EngineConfig) -> None:
-        self.queue(Writer().int32(self.SCREEN_RESOLUTION).int32(engine.width).int32(engine.height).data)
+        if engine.width is not None or engine.height is not None:  # ML-Agents 0.16: no resolution unless given
+            self.queue(Writer().int32(self.SCREEN_RESOLUTION).int32(engine.width or 84).int32(engine.height or 84).data)
         self.queue(Writer().int32(self.QUALITY_LEVEL).int32(engine.quality_level).data)
         self.queue(Writer().int32(self.TIME_SCALE).float32(engine.time_scale).data)
         self.queue(Writer().int32(self.TARGET_FRAME_RATE).int32(engine.target_frame_rate).data)
