@@ -195,7 +195,7 @@ def check_options(options: RunOptions) -> None:
     if options.inference and options.force:
         raise UsageError("--inference and --force contradict each other: --force deletes the run whose model "
                          "--inference would run")
-    if options.initialize_from == options.run_id and not options.resume:
+    if options.initialize_from == options.run_id and not (options.resume or options.inference):
         raise UsageError(f"--initialize-from names the run itself ({options.run_id!r}); pass --resume to continue "
                          "it, or choose another --run-id")
     for flag, path in (("--curriculum", options.curriculum), ("--sampler", options.sampler)):

@@ -161,7 +161,7 @@ def _checked_run(options: RunOptions, interrupts: Interrupts, warnings: _Warning
         parts = _build(options, env, config, settings, seed, interrupts, models, summaries)
         interrupts.check_start_up()  # before --force deletes anything
         if options.dry_run:
-            _print_dry_run(options, config, env, settings, seed, warnings.count)
+            _print_dry_run(options, config, env, settings, seed, warnings.count, parts.parameters)
             return 0
         return _train(parts)
     finally:
@@ -232,8 +232,8 @@ def _resolve_settings(config: TrainerConfig, env: Env, behaviors: list[str] | No
     return resolved
 
 
-def _print_dry_run(options: RunOptions, config: TrainerConfig, env: Env,
-                   settings: dict[str, TrainerSettings], seed: int, warnings: int) -> None:
+def _print_dry_run(options: RunOptions, config: TrainerConfig, env: Env, settings: dict[str, TrainerSettings],
+                   seed: int, warnings: int, parameters: EnvironmentParameters | None) -> None:
     specs = describe_specs(env)
     out: dict[str, Any] = {
         "run_id": options.run_id,
@@ -241,6 +241,8 @@ def _print_dry_run(options: RunOptions, config: TrainerConfig, env: Env,
         "seed": seed,
         "behaviors": {b: {"spec": specs[b], "settings": s.as_dict()} for b, s in settings.items()},
     }
+    if parameters is not None:
+        out["environment_parameters"] = parameters.describe()
     print(yaml.safe_dump(out, sort_keys=False), end="")
     print(f"dry run: {config.path} is valid for {options.env}; {warnings} warning(s) above; nothing was trained")
 

@@ -130,6 +130,10 @@ def check_run_folders(options: RunOptions, models: Path) -> None:
     if options.initialize_from is not None and options.resume:
         logger.warning("--initialize-from %s has no effect with --resume: the run continues from its own checkpoints",
                        options.initialize_from)
+    elif options.initialize_from is not None and options.inference and exists:
+        logger.warning("--initialize-from %s has no effect with --inference on run %r, which has its own "
+                       "checkpoints: they are run (the other run's are used only for behaviors it has none of)",
+                       options.initialize_from, options.run_id)
 
 
 def check_output_folder(folder: Path) -> None:

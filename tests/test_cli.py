@@ -480,6 +480,19 @@ def test_dry_run_makes_the_checks_of_a_real_run(run_cli, small_config, workdir):
     assert result.code == 1 and "cannot read or write models" in result.log
 
 
+def test_initialize_from_with_inference_on_a_run_with_checkpoints_says_it_is_not_used(run_cli, small_config,
+                                                                                       workdir):
+    assert run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=a").code == 0
+    assert run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=b").code == 0
+    result = run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=a", "--initialize-from=b", "--inference")
+    assert result.code == 0 and "--initialize-from b has no effect with --inference on run 'a'" in result.log
+    assert "Loaded 1D from models/a/1D/" in result.log
+    result = run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=a", "--initialize-from=a", "--inference")
+    assert result.code == 0 and "Loaded 1D from models/a/1D/" in result.log
+    result = run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=new", "--initialize-from=b", "--inference")
+    assert result.code == 0 and "has no effect" not in result.log and "Initialized 1D from models/b/1D/" in result.log
+
+
 def test_init_path_takes_one_checkpoint_file_and_points_from_a_run_folder_to_its_behavior(run_cli, small_config,
                                                                                           workdir):
     assert run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=a", "--save-freq=100").code == 0

@@ -60,6 +60,13 @@ def test_folder_of_per_behavior_json_files(tmp_path):
     assert list(load_curricula(tmp_path / "A.json")) == ["A"]
 
 
+def test_a_folder_of_yaml_curricula_says_to_give_one_of_them(tmp_path):
+    write_yaml(tmp_path / "wall_jump.yaml", WALL)
+    with pytest.raises(ConfigError, match=r"needs one <Behavior>\.json file per behavior; it has none; it holds "
+                                          r"wall_jump\.yaml: give one of those"):
+        load_curricula(tmp_path)
+
+
 def test_every_real_curriculum_and_sampler_file_loads(conformance):
     release2 = conformance / "mlagents-release2" / "config"
     for path in sorted((release2 / "curricula").glob("*.yaml")):

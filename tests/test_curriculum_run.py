@@ -181,6 +181,21 @@ def test_curriculum_problems_stop_the_run_or_warn(run_cli, recording):
     assert result.code == 0
     assert "a curriculum for behavior 'Elsewhere', which the environment does not have (its behaviors: 1D)" in result.log
     assert "--env=Simple1DDiscrete has no environment parameter(s) height; they are ignored" in result.log
+    assert "; 2 warning(s) above;" in result.out  # the curriculum's and the parameter's
+
+
+def test_a_dry_run_prints_what_the_curricula_and_the_sampler_will_send(run_cli, recording):
+    import yaml
+
+    write_yaml(recording / "s.yaml", "resampling-interval: 50\nheight: {sampler-type: gaussian, mean: 1, st_dev: 0.5}\n")
+    result = run_cli("c.yaml", "--env=recording_env:make", "--curriculum=curriculum.yaml", "--sampler=s.yaml",
+                     "--lesson=1", "--dry-run")
+    assert result.code == 0, result.log
+    printed = yaml.safe_load(result.out[: result.out.rindex("dry run:")])["environment_parameters"]
+    lesson = printed["curricula"]["1D"]
+    assert lesson["lesson"] == 1 and lesson["file"] == "curriculum.yaml" and lesson["values"] == {"height": 2.0}
+    assert printed["sampler"] == {"file": "s.yaml", "resampling-interval": 50, "parameters": {
+        "height": {"sampler-type": "gaussian", "mean": 1.0, "st_dev": 0.5}}}
 
 
 # -- Gymnasium ---------------------------------------------------------------------------------

@@ -9,13 +9,14 @@ one; two curricula setting one parameter: the later one in the file wins, with a
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any, Protocol
 
 import numpy as np
 
 from palaestra.curriculum.curricula import Curriculum, LessonState, shared_parameters
-from palaestra.curriculum.samplers import SamplerConfig
+from palaestra.curriculum.samplers import SAMPLER_TYPES, SamplerConfig
 
 logger = logging.getLogger("palaestra")
 
@@ -98,6 +99,24 @@ class EnvironmentParameters:
                 logger.info("%s: lesson %d of %d (%s %.4g > %.4g): %s", behavior, state.lesson, c.max_lesson,
                             c.measure, state.measure, c.thresholds[state.lesson - 1], c.values(state.lesson))
         return changed
+
+    def describe(self) -> dict[str, Any]:
+        """What the run will send, for the dry run's printout: each curriculum's file, measure,
+        thresholds, start lesson and its values; the sampler's file, interval and samplers."""
+        out: dict[str, Any] = {}
+        if self.curricula:
+            out["curricula"] = {
+                behavior: {"file": str(c.source), "measure": c.measure, "thresholds": [float(t) for t in c.thresholds],
+                           "lesson": self.lessons[behavior].lesson, "values": c.values(self.lessons[behavior].lesson)}
+                for behavior, c in self.curricula.items()}
+        if self.sampler is not None:
+            kinds = {cls: kind for kind, (cls, _) in SAMPLER_TYPES.items()}
+            out["sampler"] = {
+                "file": str(self.sampler.source), "resampling-interval": self.sampler.resampling_interval,
+                "parameters": {name: {"sampler-type": kinds.get(type(sampler), type(sampler).__name__),
+                                      **dataclasses.asdict(sampler)}
+                               for name, sampler in self.sampler.samplers.items()}}
+        return out
 
     def summary(self, behavior: str) -> dict[str, float]:
         """The stats a behavior's summaries show: its lesson and measure, and the values sent
