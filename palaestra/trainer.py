@@ -36,7 +36,7 @@ from palaestra.export import export_policy
 from palaestra.networks.accelerator import weight_layout
 from palaestra.rollout.collector import Collector
 from palaestra.rollout.segments import EpisodeStats, Segments
-from palaestra.settings import TrainerSettings
+from palaestra.settings import READ_BY, TrainerSettings
 from palaestra.stats import MetricsCSV, StatsReporter
 from palaestra.timers import timed
 from palaestra.workers.acting import ActingWorkers, BehaviorPlan
@@ -55,6 +55,8 @@ def network_record(settings: TrainerSettings, spec: BehaviorSpec, signals: list[
     record: dict[str, Any] = {key: getattr(settings, key) for key in
                               ("trainer", "hidden_units", "num_layers", "activation", "normalize", "use_recurrent")}
     record["reward_signals"] = signals
+    if settings.trainer not in READ_BY["normalize"]:  # what the network has: no normalizer (offline_bc, online_bc)
+        record["normalize"] = False
     if settings.use_recurrent:
         record["memory_size"] = settings.memory_size
         if hasattr(settings, "lstm_placement"):
@@ -359,8 +361,11 @@ class BehaviorTrainer:
         # (activation, where the LSTM sits) would load silently: checkpoints record them
         saved_network = state.get("network", {})
         network = network_record(self.settings, self.spec, [signal.name for signal in self.algorithm.signals])
+        # (trainer only explains a mismatch below; normalize is moot for a network without a normalizer,
+        # and checkpoints of offline_bc and online_bc before it was recorded as False said the config's)
+        moot = {"trainer"} | ({"normalize"} if self.settings.trainer not in READ_BY["normalize"] else set())
         differ = [key for key in network
-                  if key != "trainer" and key in saved_network and saved_network[key] != network[key]]
+                  if key not in moot and key in saved_network and saved_network[key] != network[key]]
         if differ:
             def written(values: dict[str, Any]) -> str:  # as the config spells them (true, not True)
                 return ", ".join(f"{k}: {_as_written(values[k])}" for k in differ)

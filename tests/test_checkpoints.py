@@ -489,3 +489,14 @@ def test_a_full_disk_stops_the_run_with_the_file_and_the_last_checkpoint(run_cli
                                   enospc=os.strerror(errno.ENOSPC))
         assert expected in result.log, result.log
     assert not list((workdir / "models/f").rglob("*.tmp"))
+
+
+def test_a_cloning_trainers_checkpoint_records_that_its_network_has_no_normalizer(tmp_path):
+    # online_bc and offline_bc build no normalizer, whatever normalize says: PPO with normalize
+    # initialized from one is told so, not shown the parameters it lacks
+    source = make_trainer(tmp_path / "a", trainer="online_bc", normalize=True)
+    path = source.checkpoints.save(source.state(0), 0)
+    with pytest.raises(CheckpointError, match="was trained with normalize: false, but behavior '1D' is set to "
+                                              "normalize: true"):
+        make_trainer(tmp_path / "b", normalize=True).restore(path, weights_only=True)
+    make_trainer(tmp_path / "c", trainer="online_bc", normalize=True).restore(path, weights_only=False)

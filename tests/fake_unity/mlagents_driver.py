@@ -60,9 +60,9 @@ def main(build: str, port: int, log_folder: str, steps: int, out: str, build_arg
 
     old = mlagents_envs.__version__.startswith("0.")
     engine, parameters, stats = EngineConfigurationChannel(), EnvironmentParametersChannel(), StatsSideChannel()
-    # mlagents-learn 0.16's defaults (capture_frame_rate 60 from its --capture-frame-rate), time scale 7.5
-    engine.set_configuration_parameters(width=84, height=84, quality_level=5, time_scale=7.5, target_frame_rate=-1,
-                                        capture_frame_rate=60)
+    # mlagents-learn 0.16's defaults (no resolution: --width/--height None; capture_frame_rate 60 from
+    # its --capture-frame-rate), time scale 7.5
+    engine.set_configuration_parameters(quality_level=5, time_scale=7.5, target_frame_rate=-1, capture_frame_rate=60)
     kwargs = dict(file_name=build, base_port=port, no_graphics=True, side_channels=[engine, parameters, stats],
                   timeout_wait=60)
     if old:  # 0.16 passes extra arguments as `args` and has no log folder: name the log as 1.x does
