@@ -522,15 +522,11 @@ def reset_env(env: Env, parameters: EnvironmentParameters | None) -> None:
 
 def parameters_changed(parameters: EnvironmentParameters | None, trainers: dict[str, BehaviorTrainer],
                        previous_step: int, global_step: int) -> bool:
-    """After a step: whether a lesson advanced or a resampling interval was crossed; if so, the
-    trainers end their episodes (every environment resets next)."""
+    """After a step: whether a lesson advanced or a resampling interval was crossed (every
+    environment resets next, and the trainers end their episodes when it does)."""
     if parameters is None:
         return False
-    changed = bool(parameters.check_lessons(trainers)) | parameters.resample_due(previous_step, global_step)
-    if changed:
-        for trainer in trainers.values():
-            trainer.end_episodes()
-    return changed
+    return bool(parameters.check_lessons(trainers)) | parameters.resample_due(previous_step, global_step)
 
 
 def _loop(env: Env, trainers: dict[str, BehaviorTrainer], stop: Interrupts, counter: _StepCounter,
@@ -555,6 +551,8 @@ def _loop(env: Env, trainers: dict[str, BehaviorTrainer], stop: Interrupts, coun
         previous = counter.global_step
         counter.add(getattr(env, "results_returned", 1))
         if parameters_changed(parameters, trainers, previous, counter.global_step):
+            for trainer in trainers.values():
+                trainer.end_episodes()
             with timed("env_reset"):
                 reset_env(env, parameters)
 
@@ -578,6 +576,9 @@ def _acting_loop(acting: ActingWorkers, trainers: dict[str, BehaviorTrainer], st
     while not stop.requested and any(t.should_continue() for t in trainers.values()):
         with timed("env_step"):  # waiting for the workers' next round: their environments and acting
             results, env_steps = acting.take_round()
+        if acting.reset_before_round:  # the workers' episodes ended at their reset: none continues
+            for trainer in trainers.values():
+                trainer.end_episodes()
         with timed("record_segments"):
             for r in results:
                 trainers[r.behavior].record_round(r.segments, r.episodes)

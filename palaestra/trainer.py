@@ -143,6 +143,7 @@ class BehaviorTrainer:
         """Every environment is about to reset (new environment parameters): the episodes under way
         end without a final step; their unfinished segments are dropped, as in ML-Agents."""
         self.collector.drop_open_episodes()
+        self.algorithm.episode_sums.clear()
 
     def should_continue(self) -> bool:
         return self.step <= self.settings.max_steps
@@ -171,8 +172,11 @@ class BehaviorTrainer:
         if self.learning:
             for key, values in self.algorithm.collect(segments).items():
                 self.stats.add(key, values)
-        else:
+        else:  # past max_steps the policy only acts; its episodes' signal rewards are still reported
             self.algorithm.step += int(segments.length.sum())
+            rewards = [signal.rewards(segments) for signal in self.algorithm.signals]
+            for key, values in self.algorithm.episode_sums.add(segments, rewards).items():
+                self.stats.add(key, values)
 
     # -- acting in the environment workers (workers/acting.py) --------------------------------
     def acting_obstacle(self) -> str | None:
@@ -208,11 +212,13 @@ class BehaviorTrainer:
                 self.metrics.add_row(self.name, self._last_update_end - start, self._last_update_end - self._start,
                                      collection_time, experiences, float(np.mean(returns)) if returns else None)
         if self.step >= self._next_summary:
-            self.write_summary()
+            # labelled with the multiple of summary_freq crossed, as ML-Agents writes them (the
+            # step reached may be past it), so that runs line up step for step
+            self.write_summary(self._next_summary)
             while self._next_summary <= self.step:
                 self._next_summary += self.settings.summary_freq
 
-    def write_summary(self) -> None:
+    def write_summary(self, step: int) -> None:
         if self.lesson is not None:  # a curriculum's episodes not taken yet
             self._returns_carried += self.collector.stats.returns[self._returns_seen:]
         self._returns_seen = 0
@@ -226,7 +232,7 @@ class BehaviorTrainer:
         self.stats.set("Is Training", 1.0 if self.learning else 0.0)
         for key, value in (self.summary_extra() if self.summary_extra is not None else {}).items():
             self.stats.set(key, value)
-        self.stats.write(self.step)
+        self.stats.write(step)
 
     # -- divergence --------------------------------------------------------------------------
     def non_finite_weights(self) -> list[str]:

@@ -383,7 +383,7 @@ def test_a_behavior_past_max_steps_stops_learning_while_others_go_on(tmp_path):
     assert trainer.algorithm.update_count == updates_at_max_steps
     written = []
     trainer.stats.writers.append(type("Capture", (), {"write": lambda self, c, s, v: written.append(v)})())
-    trainer.write_summary()  # the summary says it no longer learns (ML-Agents' "Is Training")
+    trainer.write_summary(trainer.step)  # the summary says it no longer learns (ML-Agents' "Is Training")
     assert written[0]["Is Training"].mean == 0.0
 
 

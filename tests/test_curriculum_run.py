@@ -110,6 +110,31 @@ def test_lessons_and_samples_reach_the_environment(run_cli, recording, workers):
     assert lessons[-1] == 2.0
 
 
+@pytest.mark.parametrize("workers", [[], ["--num-envs=2", "--acting=workers"]])
+def test_summaries_stay_whole_across_resamplings(run_cli, workdir, workers):
+    # a resampling ends every episode under way: the parts already collected must not be added
+    # to the agents' next episodes (Policy/Extrinsic Reward, strength 1, equals the episodes'
+    # return), nor may a worker's round holding several segments of one agent lose any; rows are labelled with the multiples of summary_freq, as ML-Agents writes them,
+    # and every row has the value estimate
+    import csv
+
+    write_yaml(workdir / "c.yaml", "3DBall:\n  batch_size: 64\n  buffer_size: 640\n  hidden_units: 16\n"
+                                    "  num_layers: 1\n  max_steps: 2000\n  summary_freq: 250\n  time_horizon: 5\n")
+    write_yaml(workdir / "s.yaml", "resampling-interval: 30\nmass: {sampler-type: uniform, min_value: 0.5, "
+                                    "max_value: 10}\n")
+    result = run_cli("c.yaml", "--env=3DBall", "--run-id=r", "--sampler=s.yaml", *workers)
+    assert result.code == 0, result.log
+    with open(workdir / "summaries/r_3DBall.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) >= 6 and all(int(r["Steps"]) % 250 == 0 for r in rows)
+    ended = [r for r in rows if r["Environment/Cumulative Reward"] not in ("", "None")]
+    assert len(ended) >= 4
+    for r in ended:
+        assert float(r["Policy/Extrinsic Reward"]) == pytest.approx(float(r["Environment/Cumulative Reward"]),
+                                                                      abs=1e-4), r
+    assert all(r["Policy/Extrinsic Value Estimate"] not in ("", "None") for r in rows)
+
+
 def test_same_seed_same_draws(run_cli, recording):
     draws = []
     for run in ("a", "b"):

@@ -255,6 +255,30 @@ def test_the_return_scale_follows_each_agent_s_discounted_return_across_its_segm
     np.testing.assert_allclose(scale.scale(np.array([1.0, 1e9])), [1 / np.sqrt(var + 1e-8), 10.0], rtol=1e-6)
 
 
+def test_episode_sums_take_an_agents_segments_in_order_within_one_batch():
+    # a worker's round holds several segments of one agent: slot 3 ends an episode and starts the
+    # next in one batch, slot 1 carries its sum into the second batch; clear() ends every episode
+    from types import SimpleNamespace
+
+    from palaestra.rewards.episode_sums import SignalEpisodeSums
+
+    sums = SignalEpisodeSums([SimpleNamespace(stat_name="Extrinsic")])
+
+    def batch(slot, length, episode_end, reward):
+        mask = np.arange(3)[None, :] < np.array(length)[:, None]
+        return (SimpleNamespace(slot=np.array(slot), row_mask=mask, episode_end=np.array(episode_end, bool)),
+                [np.array(reward, float)])
+
+    first = sums.add(*batch([3, 1, 3, 3], [3, 2, 1, 2], [0, 0, 1, 0],
+                            [[1, 1, 1], [2, 2, 9], [4, 9, 9], [8, 8, 9]]))
+    assert first == {"Policy/Extrinsic Reward": [7.0]}  # slot 3's first episode: 3 + 4
+    second = sums.add(*batch([1, 3], [1, 1], [1, 1], [[5, 9, 9], [1, 9, 9]]))
+    assert sorted(second["Policy/Extrinsic Reward"]) == [9.0, 17.0]  # slot 1: 4 + 5; slot 3: 16 + 1
+    sums.add(*batch([2], [2], [0], [[1, 1, 9]]))
+    sums.clear()
+    assert sums.add(*batch([2], [1], [1], [[3, 9, 9]])) == {"Policy/Extrinsic Reward": [3.0]}
+
+
 def test_normalize_scales_the_extrinsic_reward_and_its_statistics_travel_in_checkpoints():
     spec = BehaviorSpec(((3,),), ActionSpec(continuous_size=1))
     sizes = SegmentSizes.of(spec, signals=1)

@@ -111,21 +111,23 @@ SETTINGS = {
 
 
 def _train(algorithm, env_name: str, steps: int) -> list[dict]:
-    """Drive the algorithm as the trainer does; return the stats of every update."""
+    """Drive the algorithm as the trainer does; return the stats of every update, each with the
+    stats its experience's collection reported before it."""
     env = make_env(env_name, seed=3)
     behavior = next(iter(env.behavior_specs))
     collector = Collector(env.behavior_specs[behavior], algorithm.settings.time_horizon, len(algorithm.signals))
     env.reset()
-    updates = []
+    updates, collected = [], {}
     for _ in range(steps):
         decision, terminal = env.get_steps(behavior)
         actions, segments = collector.step(decision, terminal, algorithm.act, algorithm.value)
         if segments is not None:
-            algorithm.collect(segments)
+            collected |= algorithm.collect(segments)
         env.set_actions(behavior, actions)
         env.step()
         if algorithm.ready():
-            updates.append(algorithm.update())
+            updates.append(collected | algorithm.update())
+            collected = {}
     env.close()
     return updates
 

@@ -183,7 +183,12 @@ class PPO:
         self._queued.append((seg, np.stack([r[seg.row_mask] for r in rewards], 1)))
         self._queued_rows += rows
         self.step += rows
-        return self.episode_sums.add(seg, rewards)
+        # the value estimates the policy acted with, per segment as ML-Agents records them per
+        # trajectory: every summary has them, not only those with an update
+        means = np.where(seg.row_mask[..., None], seg.values, 0.0).sum(1) / np.maximum(seg.length, 1)[:, None]
+        stats = {f"Policy/{signal.stat_name} Value Estimate": means[:, k].tolist()  # one per segment
+                 for k, signal in enumerate(self.signals)}
+        return stats | self.episode_sums.add(seg, rewards)
 
     def process_queued(self) -> dict[str, list[float]]:
         if not self._queued:
@@ -217,7 +222,6 @@ class PPO:
             adv = gae(rewards, values, bootstrap, seg.length, signal.gamma, self.settings.lambd)
             advantages += adv / len(self.signals)
             returns[:, :, k] = adv + values
-            stats[f"Policy/{signal.stat_name} Value Estimate"] = [float(values[mask].mean())]
         columns = dict(
             **observation_columns(obs),
             continuous=seg.continuous[mask],

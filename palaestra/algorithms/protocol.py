@@ -16,6 +16,7 @@ import torch
 
 from palaestra.envs.base import ActionTuple, DecisionSteps
 from palaestra.rewards.base import RewardSignal
+from palaestra.rewards.episode_sums import SignalEpisodeSums
 from palaestra.rollout.collector import ActResult, Segments
 
 
@@ -30,6 +31,8 @@ class Algorithm(Protocol):
     # a recurrent policy's stored memory per agent (0: none); the collector keeps the agents'
     # memories and passes them as ``memory=`` to act and value
     memory_size: int
+    # each agent's running sums of the signals' rewards (Policy/<Signal> Reward at its episode's end)
+    episode_sums: SignalEpisodeSums
 
     def act(self, observations: list[np.ndarray], allowed: np.ndarray | None, deterministic: bool = False,
             memory: np.ndarray | None = None) -> ActResult:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from palaestra.rewards.base import RewardSignal
-from palaestra.rollout.segments import Segments
+from palaestra.rollout.segments import Segments, slot_waves
 
 
 class SignalEpisodeSums:
@@ -15,18 +15,29 @@ class SignalEpisodeSums:
         self.sums = np.zeros((0, len(signals)))  # [slots, signals]
 
     def add(self, seg: Segments, rewards: list[np.ndarray]) -> dict[str, list[float]]:
-        """Add one step's finished segments (each slot at most once) with each signal's rewards
-        ``[F, H]``; return the sums of the episodes that ended, per signal."""
+        """Add finished segments, in the order they happened (an agent's may follow each other:
+        a worker's round), with each signal's rewards ``[F, H]``; return the sums of the
+        episodes that ended, per signal."""
         slots = int(seg.slot.max()) + 1
         if slots > self.sums.shape[0]:
             grown = np.zeros((max(slots, 2 * self.sums.shape[0]), self.sums.shape[1]))
             grown[: self.sums.shape[0]] = self.sums
             self.sums = grown
         mask = seg.row_mask
-        self.sums[seg.slot] += np.stack([np.where(mask, r, 0.0).sum(axis=1) for r in rewards], axis=1)
-        ended = seg.slot[seg.episode_end]
-        if not len(ended):
+        segment_sums = np.stack([np.where(mask, r, 0.0).sum(axis=1) for r in rewards], axis=1)  # [F, signals]
+        finished = []
+        for rows in slot_waves(seg.slot):  # each agent once per wave: its episode ends before the next starts
+            slot = seg.slot[rows]
+            self.sums[slot] += segment_sums[rows]
+            ended = slot[seg.episode_end[rows]]
+            finished.append(self.sums[ended])
+            self.sums[ended] = 0.0
+        done = np.concatenate(finished) if finished else np.zeros((0, len(self.names)))
+        if not len(done):
             return {}
-        finished = self.sums[ended]
-        self.sums[ended] = 0.0
-        return {name: finished[:, k].tolist() for k, name in enumerate(self.names)}
+        return {name: done[:, k].tolist() for k, name in enumerate(self.names)}
+
+    def clear(self) -> None:
+        """Every environment resets (new environment parameters): the episodes under way end
+        unreported, and their agents' next episodes start from zero, as ML-Agents' end_episode."""
+        self.sums[:] = 0.0

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from palaestra.rollout.discounting import running_discounted_sum
+from palaestra.rollout.segments import slot_waves
 
 CLIP = 10.0  # VecNormalize's clip_reward
 EPSILON = 1e-8
@@ -33,14 +34,9 @@ class ReturnScale:
         if slot.size and slot.max() >= len(self.returns):
             self.returns = np.concatenate([self.returns, np.zeros(int(slot.max()) + 1 - len(self.returns))])
         # an agent's later segments start from its earlier ones' end: take them in waves
-        order = np.argsort(slot, kind="stable")
-        first = np.r_[True, slot[order][1:] != slot[order][:-1]]
-        occurrence = np.empty(len(slot), np.int64)
-        occurrence[order] = np.arange(len(slot)) - np.maximum.accumulate(np.where(first, np.arange(len(slot)), 0))
         real = np.arange(reward.shape[1])[None, :] < length[:, None]
         seen = []
-        for wave in range(int(occurrence.max(initial=-1)) + 1):
-            rows = np.flatnonzero(occurrence == wave)
+        for rows in slot_waves(slot):
             returns = running_discounted_sum(np.where(real[rows], reward[rows], 0.0), self.gamma,
                                              self.returns[slot[rows]])
             last = returns[np.arange(len(rows)), np.maximum(length[rows] - 1, 0)]

@@ -242,6 +242,18 @@ class SegmentSchema:
         return Segments(self, out)
 
 
+def slot_waves(slot: np.ndarray) -> list[np.ndarray]:
+    """The segments ``slot`` lists, as index arrays in which each agent (slot) appears at most
+    once: an agent's k-th segment is in wave k. Segments gathered over several steps (a worker's
+    round) may hold several of one agent, in the order they happened; what runs through an
+    agent's segments (a return, an episode's sums) takes the waves in order."""
+    order = np.argsort(slot, kind="stable")
+    first = np.r_[True, slot[order][1:] != slot[order][:-1]]
+    occurrence = np.empty(len(slot), np.int64)
+    occurrence[order] = np.arange(len(slot)) - np.maximum.accumulate(np.where(first, np.arange(len(slot)), 0))
+    return [np.flatnonzero(occurrence == wave) for wave in range(int(occurrence.max(initial=-1)) + 1)]
+
+
 def _expand(declared: Field, shapes: tuple[tuple[int, ...], ...]) -> list[Field]:
     if not declared.observations:
         return [declared]

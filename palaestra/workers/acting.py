@@ -227,6 +227,9 @@ class ActingWorkers:
         self.weights: SharedArrays | None = None
         self.next = 0  # the round to take next
         self.permitted = -1  # the last round the workers may start
+        self._reset_rounds: list[int] = []  # the rounds the workers reset their environments before
+        # whether the round take_round returned last began with new environments (change_parameters)
+        self.reset_before_round = False
 
     @staticmethod
     def round_agent_steps(buffer_size: int, workers: int) -> int:
@@ -268,6 +271,8 @@ class ActingWorkers:
                 schema = segment_schema(self.pool.specs[behavior], recurrent=self.plans[behavior].memory_size > 0)
                 results.append(RoundResult(behavior, schema.unpack(part) if part else None, stats[behavior]))
         self.next = q + 1
+        self.reset_before_round = any(r <= q for r in self._reset_rounds)
+        self._reset_rounds = [r for r in self._reset_rounds if r > q]
         return results, env_steps
 
     def publish(self) -> None:
@@ -286,6 +291,7 @@ class ActingWorkers:
         """Reset every worker's environment with new parameters (worker ``i``: ``parameters[i]``)
         before the first round not yet permitted; the rounds already under way finish as they are."""
         self.reset_parameters = parameters
+        self._reset_rounds.append(self.permitted + 1)
         for i in range(self.pool.n):
             try:
                 self.pool.send(i, ("reset", self.permitted + 1, parameters[i]))
