@@ -1,5 +1,5 @@
 """Behavioral cloning from demonstrations inside PPO and SAC (the ``behavioral_cloning`` section,
-ML-Agents 0.16's BC module; ``pretraining`` is its old name).
+ML-Agents 0.16's BC module; ``pretraining``, its old name, is refused asking to rename it).
 
 After each of the algorithm's updates the policy takes ``num_epoch`` passes of supervised
 learning over the demonstrations, with its own Adam at ``learning_rate x strength``, decayed
