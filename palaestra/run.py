@@ -579,6 +579,9 @@ def _acting_loop(acting: ActingWorkers, trainers: dict[str, BehaviorTrainer], st
         if acting.reset_before_round:  # the workers' episodes ended at their reset: none continues
             for trainer in trainers.values():
                 trainer.end_episodes()
+        for worker in acting.restarted:  # a restarted worker's episodes started anew
+            for trainer in trainers.values():
+                trainer.algorithm.episode_sums.clear(every=acting.pool.n, offset=worker)
         with timed("record_segments"):
             for r in results:
                 trainers[r.behavior].record_round(r.segments, r.episodes)

@@ -254,7 +254,8 @@ class BehavioralCloningSettings:
     strength: float = _key(0.5, real(0.0), "BC learning rate relative to learning_rate")
     steps: int = _key(0, integer(0), "steps over which strength anneals to 0; 0 = constant")
     batch_size: int | None = _key(None, integer(1), "BC mini-batch size; defaults to the trainer's")
-    num_epoch: int | None = _key(None, integer(1), "passes over the demonstrations per update; unset: 3")
+    # 3: ML-Agents' (1.x code) for PPO and SAC alike; its 0.16 docs said PPO's num_epoch
+    num_epoch: int = _key(3, integer(1), "passes over the demonstrations per update")
     samples_per_update: int = _key(0, integer(0), "demonstration samples per update; 0 = all")
 
 
@@ -381,6 +382,8 @@ class TrainerSettings:
                 value = {k: dataclasses.asdict(v) for k, v in value.items()}
             elif dataclasses.is_dataclass(value):
                 value = dataclasses.asdict(value)
+                if f.name == "behavioral_cloning" and value["batch_size"] is None:  # unset: the trainer's
+                    value["batch_size"] = self.batch_size
             if value is None:
                 continue
             out[f.name] = value

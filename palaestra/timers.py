@@ -33,6 +33,22 @@ class TimerNode:
         return out
 
 
+def _versions() -> dict[str, str]:
+    """What ML-Agents' metadata names its own and its libraries' versions by: Palaestra's, the
+    communicator API it speaks, and the libraries that train (torch where the run imported it)."""
+    import numpy
+
+    from palaestra import __version__
+    from palaestra.options import COMMUNICATION_API_VERSION
+
+    versions = {"palaestra_version": __version__, "communication_protocol_version": COMMUNICATION_API_VERSION,
+                "numpy_version": numpy.__version__}
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        versions["torch_version"] = torch.__version__
+    return versions
+
+
 class TimerStack:
     def __init__(self) -> None:
         self.root = TimerNode()
@@ -60,6 +76,7 @@ class TimerStack:
         self.root.count = 1
         out = self.root.to_dict("root")
         self.metadata["end_time_seconds"] = str(int(time.time()))
+        self.metadata |= _versions()
         out["gauges"] = self.gauges
         out["metadata"] = self.metadata
         return out

@@ -64,6 +64,8 @@ def test_training_writes_every_output(run_cli, small_config, workdir):
     timers = json.loads((workdir / "summaries" / "r1_timers.json").read_text())
     assert timers["name"] == "root" and "env_step" in timers["children"]
     assert any(k.startswith("r1_1D.Environment.CumulativeReward") for k in timers["gauges"])
+    assert {"timer_format_version", "palaestra_version", "torch_version", "communication_protocol_version"} <= \
+        set(timers["metadata"])
     assert re.search(r"r1_1D: Step: \d+\. Time Elapsed: [\d.]+ s\. Mean Reward: ", result.log)
     ort.InferenceSession(str(run_dir / "1D.onnx"))
 

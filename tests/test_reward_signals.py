@@ -277,6 +277,10 @@ def test_episode_sums_take_an_agents_segments_in_order_within_one_batch():
     sums.add(*batch([2], [2], [0], [[1, 1, 9]]))
     sums.clear()
     assert sums.add(*batch([2], [1], [1], [[3, 9, 9]])) == {"Policy/Extrinsic Reward": [3.0]}
+    # one restarted worker of two (its agents' slots are odd): only its sums start anew
+    sums.add(*batch([2, 3], [1, 1], [0, 0], [[1, 9, 9], [1, 9, 9]]))
+    sums.clear(every=2, offset=1)
+    assert sums.add(*batch([2, 3], [1, 1], [1, 1], [[1, 9, 9], [1, 9, 9]])) == {"Policy/Extrinsic Reward": [2.0, 1.0]}
 
 
 def test_normalize_scales_the_extrinsic_reward_and_its_statistics_travel_in_checkpoints():

@@ -657,6 +657,15 @@ def test_each_trainer_type_has_its_own_settings(tmp_path):
         TrainerSettings(trainer="ppo", tau=0.1)
 
 
+def test_the_resolved_settings_resolve_behavioral_clonings_defaults(tmp_path):
+    # configuration.yaml and the Hyperparameters summary show what cloning uses, not null
+    cfg = load_trainer_config(write_yaml(tmp_path / "c.yaml", "B:\n  batch_size: 256\n  buffer_size: 2048\n"
+                                         "  behavioral_cloning:\n    demo_path: x.demo\n    strength: 0.5\n"
+                                         "    steps: 0\n"))
+    bc = cfg.for_behavior("B").as_dict()["behavioral_cloning"]
+    assert bc["batch_size"] == 256 and bc["num_epoch"] == 3
+
+
 def test_each_value_knows_the_section_it_came_from(tmp_path):
     cfg = load_trainer_config(write_yaml(tmp_path / "c.yaml", """
         default:

@@ -32,7 +32,6 @@ from palaestra.rollout.buffers import observations
 from palaestra.rollout.sequences import into_sequences, sequence_order, sequence_positions
 from palaestra.settings import TrainerSettings
 
-DEFAULT_EPOCHS = 3  # ML-Agents' (1.x code) for PPO and SAC alike; its 0.16 docs said PPO's num_epoch
 
 
 
@@ -69,7 +68,7 @@ class BehavioralCloning:
         bc = settings.behavioral_cloning
         self.steps = bc.steps
         self.batch_size = bc.batch_size or settings.batch_size
-        self.num_epoch = bc.num_epoch or DEFAULT_EPOCHS
+        self.num_epoch = bc.num_epoch
         self.samples_per_update = bc.samples_per_update
         self.learning_rate = settings.learning_rate * bc.strength
         self.policy, self.device, self.rng = policy, device, rng

@@ -37,7 +37,9 @@ class SignalEpisodeSums:
             return {}
         return {name: done[:, k].tolist() for k, name in enumerate(self.names)}
 
-    def clear(self) -> None:
+    def clear(self, every: int = 1, offset: int = 0) -> None:
         """Every environment resets (new environment parameters): the episodes under way end
-        unreported, and their agents' next episodes start from zero, as ML-Agents' end_episode."""
-        self.sums[:] = 0.0
+        unreported, and their agents' next episodes start from zero, as ML-Agents' end_episode.
+        ``every``, ``offset``: only the slots ``offset, offset + every, ...`` (one restarted worker
+        of ``every``, whose agents' slots are ``slot x every + offset``)."""
+        self.sums[offset::every] = 0.0

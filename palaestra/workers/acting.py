@@ -230,6 +230,7 @@ class ActingWorkers:
         self._reset_rounds: list[int] = []  # the rounds the workers reset their environments before
         # whether the round take_round returned last began with new environments (change_parameters)
         self.reset_before_round = False
+        self.restarted: list[int] = []  # the workers restarted while that round was awaited
 
     @staticmethod
     def round_agent_steps(buffer_size: int, workers: int) -> int:
@@ -257,6 +258,7 @@ class ActingWorkers:
         q = self.next
         results: list[RoundResult] = []
         env_steps = 0
+        self.restarted = []
         for i in range(self.pool.n):
             while True:
                 try:
@@ -264,6 +266,7 @@ class ActingWorkers:
                     break
                 except WorkerFailed as f:
                     self._restart(i, f.what, q)
+                    self.restarted.append(i)  # its environments and episodes start anew
             env_steps += steps
             for k, behavior in enumerate(self.plans):
                 prefix = f"{k}/"
