@@ -247,8 +247,13 @@ def slot_waves(slot: np.ndarray) -> list[np.ndarray]:
     once: an agent's k-th segment is in wave k. Segments gathered over several steps (a worker's
     round) may hold several of one agent, in the order they happened; what runs through an
     agent's segments (a return, an episode's sums) takes the waves in order."""
+    if len(slot) <= 1:
+        return [np.arange(len(slot))]
     order = np.argsort(slot, kind="stable")
-    first = np.r_[True, slot[order][1:] != slot[order][:-1]]
+    ordered = slot[order]
+    first = np.r_[True, ordered[1:] != ordered[:-1]]
+    if first.all():  # each agent once (one step's segments): one wave
+        return [np.arange(len(slot))]
     occurrence = np.empty(len(slot), np.int64)
     occurrence[order] = np.arange(len(slot)) - np.maximum.accumulate(np.where(first, np.arange(len(slot)), 0))
     return [np.flatnonzero(occurrence == wave) for wave in range(int(occurrence.max(initial=-1)) + 1)]
