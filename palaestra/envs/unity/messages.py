@@ -1,158 +1,42 @@
-"""The messages of ML-Agents' communicator (package ``communicator_objects``), declared once here
-as a table and turned into protobuf classes when this module is imported.
+"""The messages of ML-Agents' communicator (package ``communicator_objects``), turned into protobuf
+classes when this module is imported, from their one definition: the table in
+``communicator.yaml`` beside this file (message and field names, numbers, types, oneof groups).
 
-Declaring them in Python instead of compiling ``.proto`` files means no ``protoc`` or
-grpcio-tools at build or install time and no generated code tied to one protobuf release: the
-classes are built from a ``FileDescriptorProto`` by whatever protobuf is installed. The field
-numbers, types and names on the wire are those of communicator API 1.0.0 (ML-Agents 0.16) plus
-the fields the 1.x APIs added up to 1.5.0 (action specs, observation specs, multi-agent groups,
-training analytics); fields retired by ML-Agents keep their numbers free. For readers and other
-tools, ``python -m palaestra.envs.unity.messages > unity.proto`` prints the same table as a
-``.proto`` file; no copy is kept beside this one, so the table stays the only definition.
+Declaring them as data instead of compiling ``.proto`` files means no ``protoc`` or grpcio-tools
+at build or install time and no generated code tied to one protobuf release: the classes are built
+from a ``FileDescriptorProto`` by whatever protobuf is installed. For readers and other tools,
+``python -m palaestra.envs.unity.messages > unity.proto`` prints the same table as a ``.proto``
+file; no copy is kept, so the table stays the only definition.
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
+import yaml
 from google.protobuf import descriptor_pb2, descriptor_pool
 
 PACKAGE = "communicator_objects"
+TABLE = Path(__file__).with_name("communicator.yaml")
 
-# enum name -> [(value name, number)]
-ENUMS: dict[str, list[tuple[str, int]]] = {
-    "CommandProto": [("STEP", 0), ("RESET", 1), ("QUIT", 2)],
-    "SpaceTypeProto": [("discrete", 0), ("continuous", 1)],
-    "CompressionTypeProto": [("NONE", 0), ("PNG", 1)],
-    "ObservationTypeProto": [("DEFAULT", 0), ("GOAL_SIGNAL", 1)],
-}
 
-# message name (nested ones as Outer.Inner) -> [(field name, number, type, oneof group or None)];
-# a type is a scalar, an enum or a message name, "repeated <type>" or "map<string, <type>>"
-MESSAGES: dict[str, list[tuple[str, int, str, str | None]]] = {
-    "HeaderProto": [("status", 1, "int32", None), ("message", 2, "string", None)],
-    "UnityRLCapabilitiesProto": [
-        ("baseRLCapabilities", 1, "bool", None),           # API 1.0
-        ("concatenatedPngObservations", 2, "bool", None),  # 1.1: several PNGs in one compressed_data
-        ("compressedChannelMapping", 3, "bool", None),     # 1.2
-        ("hybridActions", 4, "bool", None),                # 1.3: continuous and discrete together
-        ("trainingAnalytics", 5, "bool", None),            # 1.4
-        ("variableLengthObservation", 6, "bool", None),    # 1.5
-        ("multiAgentGroups", 7, "bool", None),             # 1.5
-    ],
-    "ObservationProto.FloatData": [("data", 1, "repeated float", None)],
-    "ObservationProto": [
-        ("shape", 1, "repeated int32", None),
-        ("compression_type", 2, "CompressionTypeProto", None),
-        ("compressed_data", 3, "bytes", "observation_data"),
-        ("float_data", 4, "ObservationProto.FloatData", "observation_data"),
-        ("compressed_channel_mapping", 5, "repeated int32", None),
-        ("dimension_properties", 6, "repeated int32", None),  # 1.5: which axis is what (1 = channels)
-        ("observation_type", 7, "ObservationTypeProto", None),
-        ("name", 8, "string", None),
-    ],
-    "AgentInfoProto": [
-        ("reward", 7, "float", None),
-        ("done", 8, "bool", None),
-        ("max_step_reached", 9, "bool", None),
-        ("id", 10, "int32", None),
-        ("action_mask", 11, "repeated bool", None),  # True: the action is unavailable
-        ("observations", 13, "repeated ObservationProto", None),
-        ("group_id", 14, "int32", None),
-        ("group_reward", 15, "float", None),
-    ],
-    "AgentActionProto": [
-        ("vector_actions", 1, "repeated float", None),  # up to API 1.2; Unity 1.3+ reads only 6 and 7
-        ("value", 4, "float", None),
-        ("continuous_actions", 6, "repeated float", None),
-        ("discrete_actions", 7, "repeated int32", None),
-    ],
-    "AgentInfoActionPairProto": [
-        ("agent_info", 1, "AgentInfoProto", None),
-        ("action_info", 2, "AgentActionProto", None),
-    ],
-    "ActionSpecProto": [
-        ("num_continuous_actions", 1, "int32", None),
-        ("num_discrete_actions", 2, "int32", None),
-        ("discrete_branch_sizes", 3, "repeated int32", None),
-        ("action_descriptions", 4, "repeated string", None),
-    ],
-    "BrainParametersProto": [
-        ("vector_action_size", 3, "repeated int32", None),  # up to API 1.2, with the space type
-        ("vector_action_descriptions", 5, "repeated string", None),
-        ("vector_action_space_type", 6, "SpaceTypeProto", None),
-        ("brain_name", 7, "string", None),
-        ("is_training", 8, "bool", None),
-        ("action_spec", 9, "ActionSpecProto", None),  # API 1.3+
-    ],
-    "EngineConfigurationProto": [
-        ("width", 1, "int32", None), ("height", 2, "int32", None), ("quality_level", 3, "int32", None),
-        ("time_scale", 4, "float", None), ("target_frame_rate", 5, "int32", None),
-        ("show_monitor", 6, "bool", None),
-    ],
-    "CustomResetParametersProto": [],
-    "DemonstrationMetaProto": [
-        ("api_version", 1, "int32", None), ("demonstration_name", 2, "string", None),
-        ("number_steps", 3, "int32", None), ("number_episodes", 4, "int32", None),
-        ("mean_reward", 5, "float", None),
-    ],
-    "UnityRLInitializationInputProto": [
-        ("seed", 1, "int32", None),
-        ("communication_version", 2, "string", None),
-        ("package_version", 3, "string", None),
-        ("capabilities", 4, "UnityRLCapabilitiesProto", None),
-        ("num_areas", 5, "int32", None),
-    ],
-    "UnityRLInitializationOutputProto": [
-        ("name", 1, "string", None),
-        ("communication_version", 2, "string", None),
-        ("log_path", 3, "string", None),
-        ("brain_parameters", 5, "repeated BrainParametersProto", None),
-        ("package_version", 7, "string", None),
-        ("capabilities", 8, "UnityRLCapabilitiesProto", None),
-    ],
-    "UnityRLInputProto.ListAgentActionProto": [("value", 1, "repeated AgentActionProto", None)],
-    "UnityRLInputProto": [
-        ("agent_actions", 1, "map<string, UnityRLInputProto.ListAgentActionProto>", None),
-        ("command", 4, "CommandProto", None),
-        ("side_channel", 5, "bytes", None),
-    ],
-    "UnityRLOutputProto.ListAgentInfoProto": [("value", 1, "repeated AgentInfoProto", None)],
-    "UnityRLOutputProto": [
-        ("agentInfos", 2, "map<string, UnityRLOutputProto.ListAgentInfoProto>", None),
-        ("side_channel", 3, "bytes", None),
-    ],
-    "UnityInputProto": [
-        ("rl_input", 1, "UnityRLInputProto", None),
-        ("rl_initialization_input", 2, "UnityRLInitializationInputProto", None),
-    ],
-    "UnityOutputProto": [
-        ("rl_output", 1, "UnityRLOutputProto", None),
-        ("rl_initialization_output", 2, "UnityRLInitializationOutputProto", None),
-    ],
-    "UnityMessageProto": [
-        ("header", 1, "HeaderProto", None),
-        ("unity_output", 2, "UnityOutputProto", None),
-        ("unity_input", 3, "UnityInputProto", None),
-    ],
-    "TrainingEnvironmentInitialized": [
-        ("mlagents_version", 1, "string", None), ("mlagents_envs_version", 2, "string", None),
-        ("python_version", 3, "string", None), ("torch_version", 4, "string", None),
-        ("torch_device_type", 5, "string", None), ("num_envs", 6, "int32", None),
-        ("num_environment_parameters", 7, "int32", None), ("run_options", 8, "string", None),
-    ],
-    "TrainingBehaviorInitialized": [
-        ("behavior_name", 1, "string", None), ("trainer_type", 2, "string", None),
-        ("extrinsic_reward_enabled", 3, "bool", None), ("gail_reward_enabled", 4, "bool", None),
-        ("curiosity_reward_enabled", 5, "bool", None), ("rnd_reward_enabled", 6, "bool", None),
-        ("behavioral_cloning_enabled", 7, "bool", None), ("recurrent_enabled", 8, "bool", None),
-        ("visual_encoder", 9, "string", None), ("num_network_layers", 10, "int32", None),
-        ("num_network_hidden_units", 11, "int32", None), ("trainer_threaded", 12, "bool", None),
-        ("self_play_enabled", 13, "bool", None), ("curriculum_enabled", 14, "bool", None),
-        ("config", 15, "string", None),
-    ],
-}
+def _read_table() -> tuple[dict[str, list[tuple[str, int]]], dict[str, list[tuple[str, int, str, str | None]]]]:
+    """``(enums, messages)``: enum name -> [(value name, number)]; message name (nested ones as
+    Outer.Inner) -> [(field name, number, type, oneof group or None)]."""
+    try:
+        table = yaml.safe_load(TABLE.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:  # a broken installation, not a user's mistake
+        raise ImportError(f"cannot read the Unity message table {TABLE}: {exc}; reinstall palaestra") from exc
+    enums = {name: list(values.items()) for name, values in table["enums"].items()}
+    messages = {name: [(field, spec[0], spec[1], spec[2] if len(spec) > 2 else None)
+                       for field, spec in (fields or {}).items()]
+                for name, fields in table["messages"].items()}
+    return enums, messages
+
+
+ENUMS, MESSAGES = _read_table()
 
 SERVICE = "UnityToExternalProto"
 EXCHANGE = f"/{PACKAGE}.{SERVICE}/Exchange"  # the one RPC: UnityMessageProto -> UnityMessageProto
@@ -265,9 +149,9 @@ DISCRETE, CONTINUOUS = 0, 1  # SpaceTypeProto
 
 
 def proto_text() -> str:
-    """The table above as a ``.proto`` file (proto3)."""
+    """The message table as a ``.proto`` file (proto3)."""
     lines = ["// Printed by `python -m palaestra.envs.unity.messages` from the table in",
-             "// palaestra/envs/unity/messages.py.", 'syntax = "proto3";', f"package {PACKAGE};", ""]
+             "// palaestra/envs/unity/communicator.yaml.", 'syntax = "proto3";', f"package {PACKAGE};", ""]
     for enum_name, values in ENUMS.items():
         lines += [f"enum {enum_name} {{"] + [f"  {v} = {n};" for v, n in values] + ["}", ""]
 
