@@ -515,6 +515,33 @@ def test_pettingzoo_agents_left_out_or_unknown_are_a_clear_error(pz_module, brea
         env.step()
 
 
+@pytest.mark.parametrize("with_observation", [True, False])
+def test_pettingzoo_agent_reported_again_after_it_finished_ends_once(pz_module, with_observation):
+    # some environments keep returning a finished agent (done, reward 0) until the episode ends;
+    # it did not act, so it must not end again (one more episode every step) nor need an observation
+    env = make_env(f"{pz_module}:make", seed=1, env_args=["length=8"])
+    inner = env.env
+    step = inner.step
+
+    def zombie(actions):
+        obs, rewards, terminated, truncated, infos = step(actions)
+        if 4 < inner.t < 8:  # late_0 finished at step 4
+            rewards["late_0"], terminated["late_0"], truncated["late_0"] = 0.0, True, False
+            if with_observation:
+                obs["late_0"] = np.zeros(1, np.float32)
+        return obs, rewards, terminated, truncated, infos
+
+    inner.step = zombie
+    env.reset()
+    late_ends = []
+    for _ in range(7):
+        for behavior, spec in env.behavior_specs.items():
+            env.set_actions(behavior, spec.action_spec.empty_actions(len(env.get_steps(behavior)[0])))
+        env.step()
+        late_ends.append(len(env.get_steps("late")[1]))
+    assert late_ends == [0, 0, 0, 1, 0, 0, 0]
+
+
 def test_pettingzoo_reset_without_a_live_agents_observation_is_a_clear_error(pz_module):
     env = make_env(f"{pz_module}:make", seed=1)
     reset = env.env.reset

@@ -111,12 +111,16 @@ class PettingZooEnv:
                 actions[agent] = self._convert_act[behavior](chosen, row)
         obs, rewards, terminated, truncated, _ = self.env.step(actions)
         self._refuse_missing_agents("step()", list(actions), obs, rewards, terminated, truncated)
+        # only agents that acted can finish: some environments keep reporting an agent that
+        # finished earlier (done, reward 0) until the episode ends, which PettingZoo's own API
+        # test only warns about; ending it again would count one more episode every step
+        acted = {a: rewards[a] for a in actions}
         if not self.env.agents:  # everyone is done: a new episode for all
             fresh, _ = self.env.reset(options=self._reset_options())
             self._refuse_missing_agents("reset()", [], fresh, {}, {}, {})
-            self._publish(fresh, rewards, terminated, truncated, obs)
+            self._publish(fresh, acted, terminated, truncated, obs)
         else:
-            self._publish(obs, rewards, terminated, truncated, {})
+            self._publish(obs, acted, terminated, truncated, {})
 
     def _refuse_missing_agents(self, call: str, acted: list[str], obs: Mapping[str, Any], rewards: Mapping[str, float],
                                terminated: Mapping[str, bool], truncated: Mapping[str, bool]) -> None:
@@ -142,7 +146,8 @@ class PettingZooEnv:
 
     def _publish(self, obs: Mapping[str, Any], rewards: Mapping[str, float], terminated: Mapping[str, bool],
                  truncated: Mapping[str, bool], final_obs: Mapping[str, Any]) -> None:
-        """Decision steps for the agents in ``obs`` that go on, terminal steps for those that ended."""
+        """Decision steps for the agents in ``obs`` that go on, terminal steps for those that ended
+        (of the agents that acted, the keys of ``rewards``)."""
         deciding: dict[str, list[str]] = {b: [] for b in self._specs}
         ended: dict[str, list[str]] = {b: [] for b in self._specs}
         for agent in rewards:
