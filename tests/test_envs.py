@@ -242,6 +242,58 @@ def test_gymnasium_box_actions_are_rescaled_to_bounds():
     assert seen[0][0] == pytest.approx(2.0)  # Pendulum's torque bound
 
 
+class _IntegerBoxActionEnv(gym.Env):
+    observation_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+    action_space = gym.spaces.Box(0, 3, (1,), np.int64)
+
+    def reset(self, seed=None, options=None):
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action):
+        self.sent = action
+        return np.zeros(1, np.float32), 0.0, False, False, {}
+
+
+def test_gymnasium_integer_box_actions_take_the_nearest_integer():
+    env = GymnasiumEnv("ints", instances=[_IntegerBoxActionEnv()])
+    env.reset()
+    sent = []
+    for x in (-1.0, -0.6, -0.4, 0.0, 0.3, 0.4, 1.0):  # 0 + 1.5 * (x + 1): 0, 0.6, 0.9, 1.5, 1.95, 2.1, 3
+        env.set_actions("ints", ActionTuple(np.array([[x]], np.float32), np.zeros((1, 0), np.int32)))
+        env.step()
+        sent.append(int(env.envs[0].sent[0]))
+    assert sent == [0, 1, 1, 2, 2, 2, 3]  # truncation gave 0, 0, 0, 1, 1, 2, 3
+
+
+class _BadObservationEnv(gym.Env):
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self, space, good, bad):
+        self.observation_space, self.good, self.bad = space, good, bad
+
+    def reset(self, seed=None, options=None):
+        return self.good, {}
+
+    def step(self, action):
+        return self.bad, 0.0, False, False, {}
+
+
+@pytest.mark.parametrize("space,good,bad,message", [
+    (gym.spaces.Discrete(5), 0, 7, "returned the observation 7, outside its observation space Discrete"),
+    (gym.spaces.Discrete(5, start=2), 2, 1, "returned the observation 1, outside its observation space Discrete"),
+    (gym.spaces.Box(0, 255, (24, 24, 3), np.uint8), np.zeros((24, 24, 3), np.uint8), np.zeros((24, 24, 1), np.uint8),
+     r"returned an image observation of shape \(24, 24, 1\); its observation space is Box"),
+    (gym.spaces.Box(0.0, 1.0, (3, 16, 16), np.float32), np.zeros((3, 16, 16), np.float32),
+     np.zeros((16, 3, 16), np.float32), r"returned an image observation of shape \(16, 3, 16\)"),
+])
+def test_gymnasium_observations_outside_their_space_are_a_clear_error(space, good, bad, message):
+    env = GymnasiumEnv("bad", instances=[_BadObservationEnv(space, good, bad)])
+    env.reset()
+    env.set_actions("bad", ActionTuple(np.zeros((1, 0), np.float32), np.zeros((1, 1), np.int32)))
+    with pytest.raises(EnvError, match="Gymnasium environment 'bad' " + message):
+        env.step()
+
+
 class _MultiDiscreteEnv(gym.Env):
     observation_space = gym.spaces.Discrete(4)
     action_space = gym.spaces.MultiDiscrete([3, 2])

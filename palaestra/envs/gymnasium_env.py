@@ -37,7 +37,7 @@ CHANNELS = (1, 3, 4)  # channel counts that mark a Box's first or last dimension
 Converter = Callable[[Any], np.ndarray]
 
 
-def _image_converter(space: spaces.Box) -> tuple[tuple[int, ...], type, Converter] | str:
+def _image_converter(space: spaces.Box, env_id: str) -> tuple[tuple[int, ...], type, Converter] | str:
     """A rank-3 Box as an image: (channel-last shape, dtype, convert), or why it is not one."""
     first, middle, last = space.shape
     if last in CHANNELS:
@@ -53,16 +53,23 @@ def _image_converter(space: spaces.Box) -> tuple[tuple[int, ...], type, Converte
     else:
         return (f"its pixels are {space.dtype} in [{np.min(space.low)}, {np.max(space.high)}], not uint8 "
                 "nor floats in [0, 1] (rescale them with a Gymnasium wrapper to keep it an image)")
-    if channel_first:
-        return (middle, last, first), dtype, lambda o: np.asarray(o, dtype=dtype).transpose(1, 2, 0)
-    return (first, middle, last), dtype, lambda o: np.asarray(o, dtype=dtype)
+    shape = space.shape
+
+    def image(o: Any) -> np.ndarray:
+        a = np.asarray(o, dtype=dtype)
+        if a.shape != shape:  # else broadcast silently, or failing later inside the encoder
+            raise EnvError(f"Gymnasium environment {env_id!r} returned an image observation of shape {a.shape}; "
+                           f"its observation space is {space}")
+        return a.transpose(1, 2, 0) if channel_first else a
+
+    return ((middle, last, first) if channel_first else shape), dtype, image
 
 
 def observation_converter(space: gym.Space, env_id: str) -> tuple[tuple[int, ...], type, Converter]:
     """How one observation of ``space`` becomes Palaestra's: (shape, dtype, convert)."""
     if isinstance(space, spaces.Box):
         if len(space.shape) == 3:
-            image = _image_converter(space)
+            image = _image_converter(space, env_id)
             if not isinstance(image, str):
                 return image
             logger.warning("Gymnasium environment %r: its observation Box %s is flattened to a vector, not kept as "
@@ -81,8 +88,12 @@ def observation_converter(space: gym.Space, env_id: str) -> tuple[tuple[int, ...
         n, start = int(space.n), int(space.start)
 
         def one_hot(o: Any) -> np.ndarray:
+            index = int(o) - start
+            if not 0 <= index < n:  # else an IndexError, or below start a silent wrap-around
+                raise EnvError(f"Gymnasium environment {env_id!r} returned the observation {o}, outside its "
+                               f"observation space {space}")
             v = np.zeros(n, dtype=np.float32)
-            v[int(o) - start] = 1.0
+            v[index] = 1.0
             return v
 
         return (n,), np.float32, one_hot
@@ -113,9 +124,14 @@ def action_converter(space: gym.Space, env_id: str):
                            "the action space finite bounds to have them scaled", env_id, unbounded.tolist())
         shape, dtype = space.shape, space.dtype
 
+        # an integer Box takes the nearest integer (a cast alone would truncate towards zero,
+        # giving the values beside zero twice the share of the policy's range)
+        integral = np.issubdtype(dtype, np.integer)
+
         def convert(a: ActionTuple, i: int) -> np.ndarray:
             x = np.clip(a.continuous[i].astype(np.float64), -1.0, 1.0)
-            return (mid + half * x).reshape(shape).astype(dtype)
+            value = mid + half * x
+            return (np.rint(value) if integral else value).reshape(shape).astype(dtype)
 
         return ActionSpec(continuous_size=size), convert
     if isinstance(space, spaces.Discrete):
