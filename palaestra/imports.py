@@ -13,6 +13,19 @@ class ImportTargetError(ValueError):
     """The target cannot be imported; the message names the flag, the target and the reason."""
 
 
+_FOLDERS_BESIDE: list[str] = []  # folders made importable by import_beside, for the messages
+
+
+def import_beside(path: str) -> None:
+    """Make the modules beside the file ``path`` (the trainer config) importable too, after the
+    working directory: ``--env=my_env:make`` then finds ``my_env.py`` next to the config from
+    wherever the run starts. Worker processes inherit the import path."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+        _FOLDERS_BESIDE.append(folder)
+
+
 def load_callable(target: str, flag: str) -> Callable[..., Any]:
     """The callable ``target`` names (``module:attribute``, the attribute maybe dotted)."""
     module_name, _, attribute = target.partition(":")
@@ -23,7 +36,11 @@ def load_callable(target: str, flag: str) -> Callable[..., Any]:
     try:
         obj: Any = importlib.import_module(module_name)
     except ImportError as e:
-        raise ImportTargetError(f"{flag}={target}: cannot import module {module_name!r}: {e}") from None
+        searched = ""
+        if isinstance(e, ModuleNotFoundError) and e.name == module_name.split(".")[0]:
+            searched = " (looked in the working directory {}{} and the installed packages)".format(
+                os.getcwd(), "".join(f", beside the trainer config in {f}" for f in _FOLDERS_BESIDE if f != os.getcwd()))
+        raise ImportTargetError(f"{flag}={target}: cannot import module {module_name!r}: {e}{searched}") from None
     except Exception as e:  # the module's own code failed while importing (a syntax error, a raise)
         raise ImportTargetError(f"{flag}={target}: importing module {module_name!r} failed: "
                                 f"{type(e).__name__}: {e}") from None

@@ -32,6 +32,7 @@ from palaestra.curriculum import EnvironmentParameters, load_curricula, load_sam
 from palaestra.demos.reader import DemoError
 from palaestra.envs.base import BehaviorSpec, EngineConfig, Env, EnvClosed, EnvError
 from palaestra.envs.sources import builtin_class, describe_specs, factory_takes, make_env, source_kind
+from palaestra.imports import import_beside
 from palaestra.interrupts import STOPPING, Interrupts
 from palaestra.machine import choose_device, limit_threads, seed_everything
 from palaestra.options import RunOptions, UsageError, check_options, in_main_process, warn_about_unused_options
@@ -144,6 +145,7 @@ def _checked_run(options: RunOptions, interrupts: Interrupts, warnings: _Warning
     check_options(options)
     check_run_folders(options, models)
     config = load_trainer_config(options.trainer_config_path)
+    import_beside(options.trainer_config_path)  # --env=my_env:make finds my_env.py next to the config
     if options.resume and options.seed == -1:  # the run's own seed, not a new random one
         recorded = recorded_seed(models / options.run_id)
         if recorded is not None:

@@ -709,3 +709,37 @@ def test_a_full_disk_under_the_summaries_is_named_without_a_traceback(tmp_path, 
     thread.start()
     thread.join()
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_a_factory_module_beside_the_config_is_found_from_another_working_directory(run_cli, workdir, monkeypatch):
+    # docs/environments.md: --env=my_env:make finds my_env.py next to the config, also when the
+    # run starts elsewhere, and the worker processes find it too
+    import palaestra.imports
+
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setattr(palaestra.imports, "_FOLDERS_BESIDE", [])
+    project = workdir / "project"
+    project.mkdir()
+    (project / "beside_env.py").write_text(
+        "from palaestra.envs.builtin.simple1d import Simple1D\n\n\n"
+        "def make(seed, num_areas):\n"
+        "    return Simple1D(seed=seed, num_areas=num_areas, behavior_name='Line')\n")
+    config = write_yaml(project / "config.yaml", """
+        Line:
+          trainer: ppo
+          batch_size: 16
+          buffer_size: 64
+          max_steps: 200
+          summary_freq: 100
+    """)
+    (workdir / "elsewhere").mkdir()
+    monkeypatch.chdir(workdir / "elsewhere")
+    try:
+        result = run_cli(str(config), "--env=beside_env:make", "--run-id=b", "--num-envs=2")
+        assert result.code == 0, result.log
+        missing = run_cli(str(config), "--env=not_beside:make", "--run-id=m", "--dry-run")
+    finally:
+        sys.modules.pop("beside_env", None)
+    assert missing.code != 0
+    assert f"cannot import module 'not_beside': No module named 'not_beside' (looked in the working directory " \
+           f"{workdir / 'elsewhere'}, beside the trainer config in {project} and the installed packages)" in missing.log

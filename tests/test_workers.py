@@ -180,7 +180,19 @@ def test_workers_differ_by_seed_and_step_deterministically():
         finally:
             env.close()
     np.testing.assert_array_equal(runs[0], runs[1])  # seeded
-    assert (runs[0][:, 0] != runs[0][:, 1]).any()  # worker i gets seed + i
+    assert (runs[0][:, 0] != runs[0][:, 1]).any()  # worker i gets seed + i x num_areas
+
+
+def test_every_copy_of_every_worker_gets_its_own_seed():
+    # a worker's areas are seeded one apart, so workers must be num_areas apart: with seed + i,
+    # worker 0's second copy and worker 1's first would start (and go on) alike
+    env = WorkerPoolEnv("CartPole-v1", 2, seed=7, num_areas=3, pipeline=False)
+    try:
+        env.reset()
+        first = env.get_steps("CartPole-v1")[0].obs[0]
+    finally:
+        env.close()
+    assert len(first) == 6 and len({tuple(row) for row in first.tolist()}) == 6
 
 
 def test_a_killed_worker_is_restarted_and_its_agents_episodes_end_interrupted():

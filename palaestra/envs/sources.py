@@ -10,8 +10,8 @@ it (a new kind of environment is one more entry; docs/extending.md). The rule, i
    arguments (plus ``seed``, ``num_areas``, ``engine`` and ``port`` where its signature takes them; worker
    ``i`` of ``--num-envs`` gets ``--base-port`` + i), it returns an
    environment of the Env protocol (envs/base.py), a ``gymnasium.Env`` or a PettingZoo
-   ``ParallelEnv``; the working directory is importable, so ``--env=my_env:make`` finds
-   ``my_env.py`` beside the config; ``pettingzoo:package.module`` is short for
+   ``ParallelEnv``; the working directory and the trainer config's folder are importable, so
+   ``--env=my_env:make`` finds ``my_env.py`` beside the config; ``pettingzoo:package.module`` is short for
    ``package.module:parallel_env`` (``--env=pettingzoo:mpe2.simple_adversary_v3``);
 4. a path to a Unity build (the executable, the name without its suffix, a macOS ``.app`` or a
    folder holding one build; anything that looks like a path), started on ``--base-port`` +

@@ -232,7 +232,9 @@ class WorkerPool:
         parent, child = self._ctx.Pipe()
         proc = self._ctx.Process(
             target=run_worker, daemon=True, name=f"palaestra-env-{i}",
-            args=(child, control.name, self.n, i, bells, name, seed + i + self.n * len(restarts), num_areas,
+            # the areas of a worker are seeded one apart (seed, seed + 1, ...): a worker's seed is
+            # num_areas apart from the next one's, so that no two copies share a seed
+            args=(child, control.name, self.n, i, bells, name, seed + (i + self.n * len(restarts)) * num_areas, num_areas,
                   env_args, engine, base_port + i))
         with _stop_signals_blocked():  # the new process inherits the mask: see run_worker
             proc.start()
