@@ -26,15 +26,15 @@ def import_beside(path: str) -> None:
         _FOLDERS_BESIDE.append(folder)
 
 
-def load_callable(target: str, flag: str) -> Callable[..., Any]:
-    """The callable ``target`` names (``module:attribute``, the attribute maybe dotted)."""
+def import_target_module(target: str, flag: str) -> Any:
+    """The module of ``target`` (``module:attribute``), imported as ``python -m`` would."""
     module_name, _, attribute = target.partition(":")
     if not module_name or not attribute:
         raise ImportTargetError(f"{flag}={target}: expected package.module:callable")
     if os.getcwd() not in sys.path:  # as `python -m` does: a module beside the working directory is found
         sys.path.insert(0, os.getcwd())
     try:
-        obj: Any = importlib.import_module(module_name)
+        return importlib.import_module(module_name)
     except ImportError as e:
         searched = ""
         if isinstance(e, ModuleNotFoundError) and e.name == module_name.split(".")[0]:
@@ -44,6 +44,12 @@ def load_callable(target: str, flag: str) -> Callable[..., Any]:
     except Exception as e:  # the module's own code failed while importing (a syntax error, a raise)
         raise ImportTargetError(f"{flag}={target}: importing module {module_name!r} failed: "
                                 f"{type(e).__name__}: {e}") from None
+
+
+def load_callable(target: str, flag: str) -> Callable[..., Any]:
+    """The callable ``target`` names (``module:attribute``, the attribute maybe dotted)."""
+    obj = import_target_module(target, flag)
+    module_name, _, attribute = target.partition(":")
     for part in attribute.split("."):
         if not hasattr(obj, part):
             raise ImportTargetError(f"{flag}={target}: module {module_name!r} has no attribute {attribute!r}")

@@ -363,6 +363,22 @@ def with_port(port):
     return env
 
 NOT_CALLABLE = 3
+
+
+def with_seed(seed, offset=0):
+    env = Simple1D(seed=seed + offset)
+    return env
+
+
+def tic_tac_toe():
+    from pettingzoo.classic import tictactoe_v3
+
+    return tictactoe_v3.env()
+
+
+if "PalaestraFactoryRegistered-v0" not in gym.registry:
+    gym.register("PalaestraFactoryRegistered-v0", entry_point="gymnasium.envs.classic_control:CartPoleEnv",
+                 max_episode_steps=50)
 """
 
 
@@ -402,6 +418,30 @@ def test_python_factory_returning_gymnasium_environments(factory_module):
 def test_python_factory_errors_are_clear(factory_module, target, message):
     with pytest.raises(EnvError, match=re.escape(message)):
         make_env(target.format(m=factory_module))
+
+
+def test_gymnasium_module_colon_id_imports_the_module_that_registers_the_id(factory_module):
+    # Gymnasium's own form, as gymnasium.make reads it: "module:EnvId-v0"
+    try:
+        env = make_env(f"{factory_module}:PalaestraFactoryRegistered-v0", seed=2, num_areas=2)
+        assert list(env.behavior_specs) == ["PalaestraFactoryRegistered-v0"] and len(env.envs) == 2
+        check_env(env)
+    finally:
+        gym.registry.pop("PalaestraFactoryRegistered-v0", None)
+    with pytest.raises(EnvError, match="has no attribute 'Unregistered-v0'"):
+        make_env(f"{factory_module}:Unregistered-v0")
+
+
+@pytest.mark.parametrize("target,args,message", [
+    ("{m}:with_seed", ["seed=3"], r"--env-args seed=\.\.\.: the factory's seed is set by --seed"),
+    ("{m}:protocol_env", ["num_areas=2"], r"--env-args num_areas=\.\.\.: the factory's num_areas is set by --num-areas"),
+    ("{m}:tic_tac_toe", [], "returned a PettingZoo AEC environment .*aec_to_parallel"),
+])
+def test_python_factory_arguments_and_environments_it_cannot_take(factory_module, target, args, message):
+    if "tic_tac_toe" in target:
+        pytest.importorskip("pettingzoo.classic")
+    with pytest.raises(EnvError, match=message):
+        make_env(target.format(m=factory_module), env_args=args)
 
 
 def test_python_factory_module_that_fails_to_import(tmp_path, monkeypatch):

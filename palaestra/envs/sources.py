@@ -12,7 +12,8 @@ it (a new kind of environment is one more entry; docs/extending.md). The rule, i
    environment of the Env protocol (envs/base.py), a ``gymnasium.Env`` or a PettingZoo
    ``ParallelEnv``; the working directory and the trainer config's folder are importable, so
    ``--env=my_env:make`` finds ``my_env.py`` beside the config; ``pettingzoo:package.module`` is short for
-   ``package.module:parallel_env`` (``--env=pettingzoo:mpe2.simple_adversary_v3``);
+   ``package.module:parallel_env`` (``--env=pettingzoo:mpe2.simple_adversary_v3``); and
+   Gymnasium's own ``module:EnvId-v0``: the module is imported, which registers the id;
 4. a path to a Unity build (the executable, the name without its suffix, a macOS ``.app`` or a
    folder holding one build; anything that looks like a path), started on ``--base-port`` +
    worker index with the ``--env-args`` on its command line (envs/unity/, docs/unity.md). A
@@ -22,6 +23,7 @@ Built-in names never collide with Gymnasium ids, which always carry a ``-v<N>`` 
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import inspect
 import os
@@ -32,7 +34,7 @@ from typing import Any, Callable, Mapping
 
 from palaestra.envs.base import EngineConfig, Env, EnvError
 from palaestra.envs.builtin import BUILTIN_ENVS
-from palaestra.imports import ImportTargetError, load_callable
+from palaestra.imports import ImportTargetError, import_target_module, load_callable
 from palaestra.options import RunOptions
 
 UNITY_SUFFIXES = (".x86_64", ".x86", ".exe", ".app")
@@ -134,8 +136,26 @@ def _is_factory(name: str | None) -> bool:
 
 
 def _make_from_factory(r: EnvRequest) -> Env:
-    return _from_factory(_factory_spec(r.name), r.seed, r.num_areas, parse_env_args(r.env_args),
-                         r.engine or EngineConfig(), r.port)
+    spec = _factory_spec(r.name)
+    registered = _registered_by_module(spec)
+    if registered is not None:
+        return _make_gymnasium(dataclasses.replace(r, name=registered))
+    return _from_factory(spec, r.seed, r.num_areas, parse_env_args(r.env_args), r.engine or EngineConfig(), r.port)
+
+
+def _registered_by_module(spec: str) -> str | None:
+    """Gymnasium's own ``module:EnvId-v0`` form (as ``gymnasium.make`` reads it): the id, when
+    importing the module registers it and the module has no attribute of that name."""
+    module_name, _, attribute = spec.partition(":")
+    if not re.search(r"-v\d+$", attribute):
+        return None
+    try:
+        module = import_target_module(spec, "--env")
+    except ImportTargetError as e:
+        raise EnvError(str(e)) from None
+    if hasattr(module, attribute) or attribute not in _gymnasium_ids():
+        return None
+    return attribute
 
 
 def _is_unity_build(name: str | None) -> bool:
@@ -253,6 +273,10 @@ def _from_factory(spec: str, seed: int, num_areas: int, kwargs: dict[str, Any], 
         accepted = {}
     offered = {"seed": seed, "num_areas": num_areas, "engine": engine, "port": port}
     extra = {k: v for k, v in offered.items() if k in accepted}
+    for key, flag in (("seed", "--seed"), ("num_areas", "--num-areas"), ("engine", "the engine flags"),
+                      ("port", "--base-port")):
+        if key in kwargs and key in extra:  # else a TypeError in the call: "multiple values"
+            raise EnvError(f"--env-args {key}=...: the factory's {key} is set by {flag}")
 
     def build(index: int) -> Any:
         args = dict(extra)
@@ -276,6 +300,10 @@ def _from_factory(spec: str, seed: int, num_areas: int, kwargs: dict[str, Any], 
             raise EnvError(f"--env={spec}: --num-areas {num_areas} is not supported for PettingZoo environments")
         module = spec.partition(":")[0]
         return PettingZooEnv(env, module.rpartition(".")[2] or module, seed=seed)
+    if _is_aec_env(env):
+        raise EnvError(f"--env={spec}: the factory returned a PettingZoo AEC environment ({type(env).__name__}); "
+                       "Palaestra steps PettingZoo's parallel API: return pettingzoo.utils.conversions."
+                       "aec_to_parallel(env) instead, or the package's parallel_env()")
     missing = [m for m in _PROTOCOL if not hasattr(env, m)]
     if missing:
         raise EnvError(
@@ -285,6 +313,14 @@ def _from_factory(spec: str, seed: int, num_areas: int, kwargs: dict[str, Any], 
     if num_areas > 1 and "num_areas" not in accepted:
         raise EnvError(f"--env={spec}: --num-areas {num_areas} needs a factory that takes a num_areas argument")
     return env
+
+
+def _is_aec_env(obj: Any) -> bool:
+    try:
+        from pettingzoo.utils.env import AECEnv
+    except ImportError:
+        return False
+    return isinstance(obj, AECEnv)
 
 
 def describe_specs(env: Env) -> Mapping[str, str]:
