@@ -66,6 +66,20 @@ def os_reason(error: OSError) -> str:
     return error.strerror or str(error) or type(error).__name__
 
 
+# what writing a file can raise besides a bug: the file system's errors, memory running out (a
+# large replay buffer), and torch's zip writer failing under either (a RuntimeError)
+SAVE_FAILURES = (OSError, MemoryError, RuntimeError)
+
+
+def save_reason(error: BaseException) -> str:
+    """Why a save failed, in a few words (``error``: one of :data:`SAVE_FAILURES`)."""
+    if isinstance(error, OSError):
+        return os_reason(error)
+    if isinstance(error, MemoryError):
+        return "out of memory" + (f" ({error})" if str(error) else "")
+    return f"{type(error).__name__}: {error}"
+
+
 def atomic_write_bytes(path: str | os.PathLike, *chunks: bytes | memoryview) -> None:
     """Write ``chunks`` to ``path`` through a temp file renamed over it. An OSError names
     ``path``, not the temp file."""
@@ -435,18 +449,22 @@ class CheckpointManager:
         payload = buffer.getbuffer()
         atomic_write_bytes(path, frame(payload), payload)
 
-    def describe_last_good(self) -> str:
+    def describe_last_good(self, failed: Path | None = None) -> str:
         # a failed write leaves no file behind, or the complete one it was to replace
         found = self.list()
-        return f"the last complete checkpoint is {found[-1][1]}" if found else "there is no complete checkpoint yet"
+        if not found:
+            return "there is no complete checkpoint yet"
+        if found[-1][1] == failed:  # the final save retrying the step a --save-freq save wrote
+            return f"the one written earlier at this step, {failed}, is complete"
+        return f"the last complete checkpoint is {found[-1][1]}"
 
     def save(self, state: dict[str, Any], step: int) -> Path:
         path = self.folder / f"checkpoint-{step}.pt"
         try:
             self.save_file(path, state)
-        except OSError as e:
-            raise SaveError(f"could not save checkpoint {path}: {os_reason(e)}; "
-                            f"{self.describe_last_good()}") from None
+        except SAVE_FAILURES as e:
+            raise SaveError(f"could not save checkpoint {path}: {save_reason(e)}; "
+                            f"{self.describe_last_good(path)}") from None
         if self.keep > 0:
             # never the one just written, even where a damaged one set aside was numbered higher
             others = [p for _, p in self.list() if p != path]

@@ -20,6 +20,7 @@ from palaestra.algorithms import make_algorithm
 from palaestra.capabilities import acting_obstacle, capabilities
 from palaestra.checkpoints import (
     NETWORK_SETTINGS,
+    SAVE_FAILURES,
     CheckpointError,
     CheckpointManager,
     DamagedCheckpointError,
@@ -27,6 +28,7 @@ from palaestra.checkpoints import (
     check_algorithm_state,
     os_reason,
     remove_partial_files,
+    save_reason,
 )
 from palaestra.curriculum.curricula import Curriculum, LessonState
 from palaestra.demos.record import Policy
@@ -289,19 +291,23 @@ class BehaviorTrainer:
                             f"(training diverged); {self._kept_files()}")
         with timed("save_model"):
             path = self.checkpoints.save(self.state(global_step), self.step)
+            # the model to ship before the replay buffer, the largest file and the one most
+            # likely to fail (memory); each failure is told, and the other file still tried
+            problems = []
+            try:
+                self.export()
+            except SAVE_FAILURES as e:
+                problems.append(f"could not export the ONNX model {self.onnx_path}: {save_reason(e)}")
             if self.keeps_replay_buffer:
                 # one file, replaced at each checkpoint (a copy per checkpoint would multiply
                 # the largest file of the run by --keep-checkpoints)
                 try:
                     CheckpointManager.save_file(self.replay_path, {"step": self.step, **self.algorithm.replay_state()})
-                except OSError as e:
-                    raise SaveError(f"could not save the replay buffer {self.replay_path}: {os_reason(e)}; the last "
-                                    f"complete checkpoint is {path} (the replay buffer on disk is older)") from None
-            try:
-                self.export()
-            except OSError as e:
-                raise SaveError(f"could not export the ONNX model {self.onnx_path}: {os_reason(e)}; the last "
-                                f"complete checkpoint is {path}") from None
+                except SAVE_FAILURES as e:
+                    problems.append(f"could not save the replay buffer {self.replay_path}: {save_reason(e)} (the "
+                                    "replay buffer on disk is older)")
+            if problems:
+                raise SaveError(f"{'; '.join(problems)}; the last complete checkpoint is {path}")
         logger.info("Saved checkpoint %s", path)
 
     @property

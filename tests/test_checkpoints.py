@@ -467,6 +467,36 @@ def test_a_failed_export_names_the_onnx_file(monkeypatch, trainer):
                                 f"the last complete checkpoint is {trainer.checkpoints.folder}/checkpoint-0.pt")
 
 
+def test_memory_running_out_while_saving_the_replay_buffer_still_exports_the_model(monkeypatch, tmp_path):
+    # a large replay buffer may not fit in memory a second time at the save: a SaveError naming
+    # it (not a traceback), with the checkpoint and the ONNX model (saved first) on disk
+    trainer = make_trainer(tmp_path / "models", trainer="sac", save_replay_buffer=True)
+    save_file = CheckpointManager.save_file
+
+    def short_of_memory(path, state):
+        if path.name == "replay_buffer.pt":
+            raise MemoryError("Unable to allocate 191. MiB for an array with shape (2504, 20000)")
+        return save_file(path, state)
+
+    monkeypatch.setattr(CheckpointManager, "save_file", staticmethod(short_of_memory))
+    with pytest.raises(SaveError) as error:
+        trainer.save(0)
+    checkpoint = trainer.checkpoints.folder / "checkpoint-0.pt"
+    assert str(error.value) == (
+        f"could not save the replay buffer {trainer.replay_path}: out of memory (Unable to allocate 191. MiB for an "
+        f"array with shape (2504, 20000)) (the replay buffer on disk is older); the last complete checkpoint is "
+        f"{checkpoint}")
+    assert checkpoint.exists() and trainer.onnx_path.exists()
+
+
+def test_a_final_save_failing_at_the_step_of_a_complete_checkpoint_says_that_one_is_complete(monkeypatch, trainer):
+    first = trainer.checkpoints.save(trainer.state(0), trainer.step)
+    FullDisk(monkeypatch, r"checkpoint-")
+    with pytest.raises(SaveError) as error:
+        trainer.save(0)
+    assert str(error.value).endswith(f"; the one written earlier at this step, {first}, is complete")
+
+
 @pytest.mark.parametrize("pattern,after,messages", [
     # the disk fills up after two --save-freq checkpoints: the run stops, saying so
     (r"checkpoint-", 2, ["training stopped: could not save checkpoint models/f/1D/checkpoint-{a}.pt: {enospc}; "
