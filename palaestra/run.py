@@ -272,6 +272,10 @@ def _build(options: RunOptions, env: Env, config: TrainerConfig, settings: dict[
                                       models, parameters)
         global_step = max(global_step, step)
         trainers[name] = trainer
+    if not options.inference:  # found now, not at the first save, with the training before it lost
+        for trainer in trainers.values():
+            for folder in (trainer.checkpoints.folder, trainer.onnx_path.parent):
+                check_output_folder(folder)
     if parameters is not None:
         _start_lessons(parameters, trainers, options, global_step)
     # online_bc's teachers, once every behavior's policy exists (another behavior may be the teacher);

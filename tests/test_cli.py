@@ -743,3 +743,16 @@ def test_a_factory_module_beside_the_config_is_found_from_another_working_direct
     assert missing.code != 0
     assert f"cannot import module 'not_beside': No module named 'not_beside' (looked in the working directory " \
            f"{workdir / 'elsewhere'}, beside the trainer config in {project} and the installed packages)" in missing.log
+
+
+def test_a_behaviors_checkpoint_folder_that_cannot_be_written_stops_resume_before_training(run_cli, small_config,
+                                                                                           workdir, monkeypatch):
+    # found at start-up, not at the first save with the training before it lost (a read-only
+    # mount; os.access stands in for one, since root may write anywhere)
+    assert run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=ro").code == 0
+    real_access = os.access
+    folder = str(workdir / "models" / "ro" / "1D")
+    monkeypatch.setattr(os, "access", lambda path, mode: os.path.abspath(path) != folder and real_access(path, mode))
+    result = run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=ro", "--resume")
+    assert result.code == 1 and "cannot read or write models/ro/1D: models/ro/1D is not writable" in result.log
+    assert "Step:" not in result.log  # no training
