@@ -155,7 +155,13 @@ def _checked_run(options: RunOptions, interrupts: Interrupts, warnings: _Warning
     warn_about_unused_options(options)
     _warn_about_engine_flags(options)
     env = _make_env(options, seed)
+    # building the trainers of an existing run removes its interrupted saves' temp files and sets
+    # damaged checkpoints aside: not while another process trains it (a new run's lock is taken
+    # in _train, so that a run stopped by a check leaves no folder behind)
+    run_dir, lock = models / options.run_id, None
     try:
+        if not (options.inference or options.dry_run) and run_dir.is_dir():
+            lock = RunLock(run_dir)
         settings = _resolve_settings(config, env)
         # before any network is built: initialization on other threads would make a run differ
         # from the same run made after another in the same process
@@ -165,8 +171,10 @@ def _checked_run(options: RunOptions, interrupts: Interrupts, warnings: _Warning
         if options.dry_run:
             _print_dry_run(options, config, env, settings, seed, warnings.count, parts.parameters)
             return 0
-        return _train(parts)
+        return _train(parts, lock)
     finally:
+        if lock is not None:
+            lock.release()
         env.close()
 
 
@@ -391,15 +399,16 @@ def _adopt_new_behaviors(parts: RunParts, writers: list[Any], start_time: float,
         _write_configuration(parts)
 
 
-def _train(parts: RunParts) -> int:
+def _train(parts: RunParts, lock: RunLock | None) -> int:
+    """Train, holding the run's lock (``lock``: taken already) from before --force deletes anything."""
     options = parts.options
-    lock = RunLock(parts.run_dir) if parts.training else None  # before --force deletes anything
+    own_lock = RunLock(parts.run_dir) if parts.training and lock is None else None
     try:
         start_over_if_forced(options, parts.run_dir)
         return _train_with_writers(parts)
     finally:
-        if lock is not None:
-            lock.release()
+        if own_lock is not None:
+            own_lock.release()
 
 
 def _train_with_writers(parts: RunParts) -> int:

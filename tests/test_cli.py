@@ -158,6 +158,24 @@ def test_a_second_process_on_a_run_in_use_is_refused(run_cli, small_config, work
     assert run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=busy").code == 0  # free again
 
 
+def test_resume_of_a_run_in_use_leaves_its_saves_in_progress_alone(run_cli, small_config, workdir):
+    # the temp file of a save under way in the process that trains the run: a second process
+    # refused by the lock must not have removed it first (nor set damaged checkpoints aside)
+    from palaestra.run_folders import RunLock
+
+    assert run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=busy").code == 0
+    saving = workdir / "models/busy/.1D.onnx.abcd1234.tmp"
+    saving.write_bytes(b"half a model")
+    holder = RunLock(workdir / "models" / "busy")
+    try:
+        for flag in ("--resume", "--force"):
+            result = run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=busy", flag)
+            assert result.code == 1 and "is in use by another process" in result.log
+            assert "Removed" not in result.log and saving.exists()
+    finally:
+        holder.release()
+
+
 def test_resume_keeps_the_runs_seed_and_force_starts_the_debug_metrics_anew(run_cli, small_config, workdir):
     import yaml
 
