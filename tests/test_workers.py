@@ -266,6 +266,33 @@ def test_a_hung_worker_is_killed_and_restarted(tmp_path, monkeypatch):
         env.close()
 
 
+def test_closing_after_a_stop_at_once_cut_a_wait_short_does_not_wait_for_the_stuck_worker(tmp_path, monkeypatch):
+    # a scheduler's SIGTERM is followed by SIGKILL about 10 s later: once the run has given up on
+    # a step (the interrupt cut the wait short), closing kills the workers still in it at once
+    # instead of granting each a grace period first
+    import palaestra.workers.pool as pool_module
+
+    (tmp_path / "hanging_env.py").write_text(FAILING_MODULE.format(after=5, hang=True, once=False))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(pool_module, "CLOSE_GRACE_S", 120.0)
+    env = WorkerPoolEnv("hanging_env:make", 2, seed=0, timeout=600, pipeline=False)
+    previous = signal.signal(signal.SIGALRM, lambda signum, frame: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        env.reset()
+        signal.setitimer(signal.ITIMER_REAL, 3.0)
+        with pytest.raises(KeyboardInterrupt):
+            _drive(env, 100, "1D")  # worker 1 hangs in its 6th step
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        procs = env.pool.procs
+        start = time.monotonic()
+        env.close()
+        closing = time.monotonic() - start
+    assert closing < 60  # not the 120 s grace: the stuck worker was killed after a short one
+    assert procs[1].exitcode == -signal.SIGKILL and procs[0].exitcode == 0
+
+
 def _train_with_a_failing_worker(run_cli, workdir, module: str, once: bool, max_steps: int, acting: str):
     """Train 1D on FAILING_MODULE (worker 1 raises after 300 steps) with two workers."""
     import sys

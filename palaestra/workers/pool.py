@@ -40,6 +40,8 @@ DEFAULT_TIMEOUT = 300.0
 # Building an environment may take longer than any step (a Unity build loads its scene; a fresh
 # interpreter imports its libraries): the handshake waits at least this long.
 STARTUP_TIMEOUT = 60.0
+CLOSE_GRACE_S = 5.0  # how long closing waits for all the workers to end before killing them
+STUCK_CLOSE_GRACE_S = 0.5  # the same after a stop at once left them mid-step
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,7 @@ class WorkerPool:
         with _stop_signals_blocked():  # starts the resource tracker first, if need be
             self._control = SharedArrays(control_layout(num_envs))
         self.workers: list[Worker] = []
+        self._wait_cut_short = False  # see close
         try:
             for i in range(num_envs):
                 self.workers.append(self._spawn(i))
@@ -119,12 +122,26 @@ class WorkerPool:
     def procs(self) -> list[Any]:
         return [w.proc for w in self.workers]
 
+    @contextlib.contextmanager
+    def _waiting(self) -> Any:
+        try:
+            yield
+        except KeyboardInterrupt:  # a second signal, or a step that outlasted the first one's grace
+            self._wait_cut_short = True
+            raise
+
     def close(self) -> None:
         for i in range(len(self.workers)):
             with contextlib.suppress(WorkerFailed):  # a dead worker needs no message
                 self.command(i, MESSAGE, ("close", None))
+        # one grace period for all: a scheduler's SIGTERM is followed by SIGKILL after about 10 s,
+        # and workers stuck in a hung environment would otherwise take 5 s each; none when a
+        # stop at once cut a wait for them short (the run already waited for their step)
+        deadline = time.monotonic() + (STUCK_CLOSE_GRACE_S if self._wait_cut_short else CLOSE_GRACE_S)
         for w in self.workers:
-            self._stop(w)
+            w.proc.join(timeout=max(0.0, deadline - time.monotonic()))
+        for w in self.workers:
+            self._stop(w, kill=True)  # those still running after the grace period
         self.workers = []
         if self._control is not None:
             self._control.close(unlink=True)
@@ -160,7 +177,9 @@ class WorkerPool:
         """Wait until worker i has answered its last command; its reply code. WorkerFailed if it died
         or did not answer within the timeout."""
         w = self.workers[i]
-        if not w.reply.wait_for(w.seq, time.monotonic() + self.timeout, w.proc.is_alive):
+        with self._waiting():
+            answered = w.reply.wait_for(w.seq, time.monotonic() + self.timeout, w.proc.is_alive)
+        if not answered:
             if not w.proc.is_alive():
                 w.proc.join(timeout=1)
                 raise WorkerFailed(f"the process died (exit code {w.proc.exitcode})")
@@ -175,7 +194,9 @@ class WorkerPool:
         w = self.workers[i]
         timeout = self.timeout if timeout is None else timeout
         while True:
-            if not w.conn.poll(timeout):
+            with self._waiting():
+                ready = w.conn.poll(timeout)
+            if not ready:
                 raise WorkerFailed(f"it did not answer within {timeout:.0f} s")
             try:
                 reply = w.conn.recv()
@@ -249,6 +270,7 @@ class WorkerPool:
             raise self.error(i, f.what) from None
 
     def _stop(self, w: Worker, kill: bool = False) -> None:
+        """End worker ``w``'s process (at once with ``kill``, else after 5 s) and free its blocks."""
         if kill and w.proc.is_alive():
             w.proc.kill()
         w.proc.join(timeout=5)
