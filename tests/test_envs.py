@@ -884,3 +884,27 @@ def test_a_gymnasium_environment_that_breaks_its_api_is_named_with_what_it_did(w
     finally:
         gym.registry.pop("PalaestraTestBad-v0")
     assert message in str(error.value)
+
+
+class _FailingReset(gym.Env):
+    observation_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self, answer="raise"):
+        self.answer = answer
+
+    def reset(self, seed=None, options=None):
+        if self.answer == "raise":
+            raise RuntimeError("no licence for this simulator")
+        return np.zeros(1, np.float32)  # the old Gym API: no info
+
+
+@pytest.mark.parametrize("answer,message", [
+    ("raise", "Gymnasium environment 'resets' raised RuntimeError in reset: no licence for this simulator"),
+    ("old api", "Gymnasium environment 'resets': reset returned a ndarray, not Gymnasium's (observation, info)"),
+])
+def test_a_gymnasium_environment_failing_in_reset_is_named(answer, message):
+    env = GymnasiumEnv("resets", instances=[_FailingReset(answer)])
+    with pytest.raises(EnvError) as error:
+        env.reset()
+    assert message in str(error.value)

@@ -212,13 +212,26 @@ class GymnasiumEnv(SingleBehaviorEnv):
         obs = np.zeros((self.n, *self._spec.observation_shapes[0]), dtype=self._obs_dtype)
         for i, env in enumerate(self.envs):
             seed = self.seed + i if not self._seeded else None
-            o, _ = env.reset(seed=seed, options=self._reset_options())
+            o = self._reset_one(env, seed)
             if seed is not None:
                 env.action_space.seed(seed)
             obs[i] = self._obs(o)
         self._seeded = True
         self._terminal = self._no_terminal
         self._decision = DecisionSteps([obs], np.zeros(self.n, np.float32), self._ids)
+
+    def _reset_one(self, env: gym.Env, seed: int | None) -> Any:
+        """One copy's reset (its first with ``seed``), its failures named as a step's are."""
+        try:
+            result = env.reset(seed=seed, options=self._reset_options())
+        except Exception as e:  # the environment's code: say which environment, without our frames
+            raise EnvError(f"Gymnasium environment {self.env_id!r} raised {type(e).__name__} in reset: "
+                           f"{str(e).strip() or '(no message)'}") from e
+        if not isinstance(result, tuple) or len(result) != 2:
+            got = f"{len(result)} values" if isinstance(result, tuple) else f"a {type(result).__name__}"
+            raise EnvError(f"Gymnasium environment {self.env_id!r}: reset returned {got}, not Gymnasium's "
+                           "(observation, info): an old Gym environment needs Gymnasium's compatibility wrapper")
+        return result[0]
 
     def _step_one(self, env: gym.Env, action: Any) -> tuple[Any, float, bool, bool]:
         """One copy's step, its failures named: the environment's own exception, or an answer
@@ -257,7 +270,7 @@ class GymnasiumEnv(SingleBehaviorEnv):
                 term_obs.append(self._obs(o))
                 term_reward.append(float(r))
                 interrupted.append(bool(truncated and not terminated))
-                o, _ = env.reset(options=self._reset_options())
+                o = self._reset_one(env, None)
                 r = 0.0
             obs[i] = self._obs(o)
             reward[i] = r
