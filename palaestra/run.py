@@ -31,7 +31,7 @@ from palaestra.checkpoints import CheckpointError, CheckpointManager, SaveError,
 from palaestra.curriculum import EnvironmentParameters, load_curricula, load_sampler
 from palaestra.demos.reader import DemoError
 from palaestra.envs.base import BehaviorSpec, EngineConfig, Env, EnvClosed, EnvError
-from palaestra.envs.sources import builtin_class, describe_specs, factory_takes, make_env, source_kind
+from palaestra.envs.sources import builtin_class, describe_specs, factory_takes, make_env, parse_env_args, source_kind
 from palaestra.imports import import_beside
 from palaestra.interrupts import STOPPING, Interrupts
 from palaestra.machine import choose_device, limit_threads, seed_everything
@@ -212,6 +212,8 @@ def _make_env(options: RunOptions, seed: int) -> Env:
                           time_scale=options.time_scale, target_frame_rate=options.target_frame_rate,
                           capture_frame_rate=options.capture_frame_rate, no_graphics=options.no_graphics,
                           timeout_wait=options.timeout_wait, log_folder=str(logs))
+    if source_kind(options.env) in ("built-in", "Gymnasium", "Python factory"):
+        parse_env_args(options.env_args)  # key=value pairs (a Unity build's are its command line): before workers start
     if in_main_process(options):
         return make_env(options.env, seed=seed, num_areas=options.num_areas, env_args=options.env_args,
                         engine=engine, port=options.base_port)

@@ -774,3 +774,10 @@ def test_a_behaviors_checkpoint_folder_that_cannot_be_written_stops_resume_befor
     result = run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=ro", "--resume")
     assert result.code == 1 and "cannot read or write models/ro/1D: models/ro/1D is not writable" in result.log
     assert "Step:" not in result.log  # no training
+
+
+def test_env_args_that_are_not_key_value_stop_the_run_before_workers_start(run_cli, small_config):
+    result = run_cli(small_config, "--env=Simple1DDiscrete", "--num-envs=2", "--env-args", "step_size=0.2", "--force")
+    assert result.code == 1 and "--env-args: expected key=value, got '--force'; --env-args takes every argument " \
+                                "after it, so give it last" in result.log
+    assert "environment worker" not in result.log

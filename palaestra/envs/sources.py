@@ -52,7 +52,8 @@ def parse_env_args(args: list[str] | None) -> dict[str, Any]:
         key, equals, value = item.partition("=")
         key = key.strip()
         if not equals or not key:
-            raise EnvError(f"--env-args: expected key=value, got {item!r}")
+            hint = "; --env-args takes every argument after it, so give it last" if item.startswith("--") else ""
+            raise EnvError(f"--env-args: expected key=value, got {item!r}{hint}")
         if key in kwargs:
             raise EnvError(f"--env-args: {key!r} is given twice ({_show_arg(args, key)}); give it once")
         try:
