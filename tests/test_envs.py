@@ -908,3 +908,95 @@ def test_a_gymnasium_environment_failing_in_reset_is_named(answer, message):
     with pytest.raises(EnvError) as error:
         env.reset()
     assert message in str(error.value)
+
+
+class _MaskedGuess(gym.Env):
+    """The observation is a Dict of an observation and the legal actions (1: legal), as
+    PettingZoo's classic games give them; only the action the observation names is legal."""
+
+    observation_space = gym.spaces.Dict({"observation": gym.spaces.Box(0.0, 1.0, (3,), np.float32),
+                                         "action_mask": gym.spaces.Box(0, 1, (3,), np.int8)})
+    action_space = gym.spaces.Discrete(3)
+
+    def _obs(self):
+        self.legal = int(self.np_random.integers(3))
+        return {"observation": np.eye(3, dtype=np.float32)[self.legal], "action_mask": np.eye(3, dtype=np.int8)[self.legal]}
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        return self._obs(), {}
+
+    def step(self, action):
+        assert action == self.legal, "a masked action was sent"
+        return self._obs(), 1.0, False, False, {}
+
+
+def test_gymnasium_observations_with_an_action_mask_mask_the_discrete_actions():
+    env = GymnasiumEnv("masked", instances=[_MaskedGuess(), _MaskedGuess()])
+    spec = env.behavior_specs["masked"]
+    assert spec.observation_shapes == ((3,),) and spec.action_spec.discrete_branches == (3,)
+    env.reset()
+    for _ in range(5):
+        decisions = env.get_steps("masked")[0]
+        legal = decisions.obs[0].argmax(1)
+        np.testing.assert_array_equal(decisions.action_mask[0], ~np.eye(3, dtype=bool)[legal])  # True: unavailable
+        env.set_actions("masked", ActionTuple(np.zeros((2, 0), np.float32), legal[:, None].astype(np.int32)))
+        env.step()
+    check_env(env, steps=20)  # random actions inside the mask
+
+
+def test_an_action_mask_that_does_not_fit_the_actions_or_allows_nothing_is_a_clear_error():
+    class WrongSize(_MaskedGuess):
+        action_space = gym.spaces.Discrete(4)
+
+    with pytest.raises(EnvError, match="its action_mask has 3 entries, but its actions are .*one entry per action"):
+        GymnasiumEnv("wrong", instances=[WrongSize()])
+
+    class Nothing(_MaskedGuess):
+        def _obs(self):
+            return {"observation": np.zeros(3, np.float32), "action_mask": np.zeros(3, np.int8)}
+
+    env = GymnasiumEnv("nothing", instances=[Nothing()])
+    with pytest.raises(EnvError, match="returned an action_mask with no legal action in a branch"):
+        env.reset()
+
+
+def test_pettingzoo_observations_with_an_action_mask_mask_each_agents_actions():
+    pytest.importorskip("pettingzoo")
+    from pettingzoo import ParallelEnv
+
+    class Masked(ParallelEnv):
+        metadata = {"name": "masked_v0"}
+        possible_agents = ["player_0", "player_1"]
+
+        def observation_space(self, agent):
+            return _MaskedGuess.observation_space
+
+        def action_space(self, agent):
+            return gym.spaces.Discrete(3)
+
+        def _obs(self):
+            self.legal = {a: int(self.rng.integers(3)) for a in self.agents}
+            return {a: {"observation": np.eye(3, dtype=np.float32)[k], "action_mask": np.eye(3, dtype=np.int8)[k]}
+                    for a, k in self.legal.items()}
+
+        def reset(self, seed=None, options=None):
+            self.rng, self.agents, self.t = np.random.default_rng(seed), list(self.possible_agents), 0
+            return self._obs(), {a: {} for a in self.agents}
+
+        def step(self, actions):
+            assert all(actions[a] == self.legal[a] for a in actions), "a masked action was sent"
+            self.t += 1
+            done = {a: self.t >= 4 for a in actions}
+            obs, rewards = self._obs(), {a: 1.0 for a in actions}
+            if self.t >= 4:
+                self.agents = []
+            return obs, rewards, done, {a: False for a in actions}, {a: {} for a in actions}
+
+    from palaestra.envs.pettingzoo_env import PettingZooEnv
+
+    env = PettingZooEnv(Masked(), "masked", seed=0)
+    env.reset()
+    decisions = env.get_steps("player")[0]
+    np.testing.assert_array_equal(decisions.action_mask[0], ~np.eye(3, dtype=bool)[decisions.obs[0].argmax(1)])
+    check_env(env, steps=20)

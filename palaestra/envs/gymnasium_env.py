@@ -65,8 +65,48 @@ def _image_converter(space: spaces.Box, env_id: str) -> tuple[tuple[int, ...], t
     return ((middle, last, first) if channel_first else shape), dtype, image
 
 
+MASKED = ("observation", "action_mask")  # PettingZoo's classic games' observation, and many others'
+
+
+def is_masked_observation(space: gym.Space) -> bool:
+    """A Dict of an observation and the mask of the legal actions (1: legal), as PettingZoo's
+    classic games (chess, connect four, tic-tac-toe) give them."""
+    return isinstance(space, spaces.Dict) and set(space.spaces) == set(MASKED)
+
+
+def mask_reader(space: gym.Space, actions: ActionSpec, env_id: str) -> Callable[[Any], list[np.ndarray]] | None:
+    """For a masked observation space (:func:`is_masked_observation`): one observation → the mask
+    of each discrete branch, True where the action is *unavailable* (ML-Agents' convention);
+    None for any other space."""
+    if not is_masked_observation(space):
+        return None
+    size = int(np.prod(space["action_mask"].shape))
+    branches = list(actions.discrete_branches)
+    if actions.continuous_size or size != sum(branches):
+        raise EnvError(f"environment {env_id!r}: its action_mask has {size} entries, but its actions are "
+                       f"{actions.describe()}; a mask needs discrete actions and one entry per action of each branch")
+    ends = np.cumsum(branches)[:-1]
+
+    def read(o: Any) -> list[np.ndarray]:
+        legal = np.asarray(o["action_mask"]).reshape(-1) != 0
+        if legal.size != size:
+            raise EnvError(f"environment {env_id!r} returned an action_mask of {legal.size} entries; its space has {size}")
+        per_branch = np.split(legal, ends)
+        if not all(branch.any() for branch in per_branch):
+            raise EnvError(f"environment {env_id!r} returned an action_mask with no legal action in a branch: "
+                           f"{legal.astype(int).tolist()}")
+        return [~branch for branch in per_branch]
+
+    return read
+
+
 def observation_converter(space: gym.Space, env_id: str) -> tuple[tuple[int, ...], type, Converter]:
-    """How one observation of ``space`` becomes Palaestra's: (shape, dtype, convert)."""
+    """How one observation of ``space`` becomes Palaestra's: (shape, dtype, convert). A masked
+    observation (:func:`is_masked_observation`) is its ``observation`` part; the mask is read by
+    :func:`mask_reader`."""
+    if is_masked_observation(space):
+        shape, dtype, convert = observation_converter(space["observation"], env_id)
+        return shape, dtype, lambda o: convert(o["observation"])
     if isinstance(space, spaces.Box):
         if len(space.shape) == 3:
             image = _image_converter(space, env_id)
@@ -99,8 +139,8 @@ def observation_converter(space: gym.Space, env_id: str) -> tuple[tuple[int, ...
         return (n,), np.float32, one_hot
     raise EnvError(
         f"Gymnasium environment {env_id!r} has an observation space of type "
-        f"{type(space).__name__}; supported: Box, Discrete (wrap it with a Gymnasium "
-        "FlattenObservation wrapper in a Python factory)"
+        f"{type(space).__name__}; supported: Box, Discrete, and a Dict of 'observation' and 'action_mask' (wrap "
+        "any other with a Gymnasium FlattenObservation wrapper in a Python factory)"
     )
 
 
@@ -186,6 +226,7 @@ class GymnasiumEnv(SingleBehaviorEnv):
         first = self.envs[0]
         obs_shape, self._obs_dtype, self._obs = observation_converter(first.observation_space, env_id)
         action_spec, self._act = action_converter(first.action_space, env_id)
+        self._masks = mask_reader(first.observation_space, action_spec, env_id)
         self._spec = BehaviorSpec((obs_shape,), action_spec)
         self.n = num_areas
         self._ids = np.arange(self.n, dtype=np.int64)
@@ -210,15 +251,24 @@ class GymnasiumEnv(SingleBehaviorEnv):
                                "to its reset(options=...), which many environments ignore (docs/curricula.md)",
                                self.env_id, ", ".join(values))
         obs = np.zeros((self.n, *self._spec.observation_shapes[0]), dtype=self._obs_dtype)
+        raw = []
         for i, env in enumerate(self.envs):
             seed = self.seed + i if not self._seeded else None
             o = self._reset_one(env, seed)
             if seed is not None:
                 env.action_space.seed(seed)
             obs[i] = self._obs(o)
+            raw.append(o)
         self._seeded = True
         self._terminal = self._no_terminal
-        self._decision = DecisionSteps([obs], np.zeros(self.n, np.float32), self._ids)
+        self._decision = DecisionSteps([obs], np.zeros(self.n, np.float32), self._ids, self._action_masks(raw))
+
+    def _action_masks(self, raw: list[Any]) -> list[np.ndarray] | None:
+        """Each discrete branch's mask ``[copies, size]`` from the copies' raw observations, where
+        the observation carries one (:func:`mask_reader`)."""
+        if self._masks is None:
+            return None
+        return [np.stack(branch) for branch in zip(*(self._masks(o) for o in raw))]
 
     def _reset_one(self, env: gym.Env, seed: int | None) -> Any:
         """One copy's reset (its first with ``seed``), its failures named as a step's are."""
@@ -263,6 +313,7 @@ class GymnasiumEnv(SingleBehaviorEnv):
         term_obs: list[np.ndarray] = []
         term_reward: list[float] = []
         interrupted: list[bool] = []
+        raw = []
         for i, env in enumerate(self.envs):
             o, r, terminated, truncated = self._step_one(env, self._act(actions, i))
             if terminated or truncated:
@@ -273,6 +324,7 @@ class GymnasiumEnv(SingleBehaviorEnv):
                 o = self._reset_one(env, None)
                 r = 0.0
             obs[i] = self._obs(o)
+            raw.append(o)
             reward[i] = r
         if ended:
             self._terminal = TerminalSteps(
@@ -283,7 +335,7 @@ class GymnasiumEnv(SingleBehaviorEnv):
             )
         else:
             self._terminal = self._no_terminal
-        self._decision = DecisionSteps([obs], reward, self._ids)
+        self._decision = DecisionSteps([obs], reward, self._ids, self._action_masks(raw))
 
     def _reset_options(self) -> dict[str, float] | None:
         return dict(self._options) if self._options is not None else None

@@ -26,7 +26,7 @@ from palaestra.envs.base import (
     EnvError,
     TerminalSteps,
 )
-from palaestra.envs.gymnasium_env import action_converter, observation_converter, parameter_setter
+from palaestra.envs.gymnasium_env import action_converter, mask_reader, observation_converter, parameter_setter
 
 
 def behavior_of(agent: str) -> str:
@@ -48,6 +48,7 @@ class PettingZooEnv:
         self._convert_obs: dict[str, Any] = {}
         self._obs_dtype: dict[str, type] = {}  # float32, or uint8 for an image of uint8 pixels
         self._convert_act: dict[str, Any] = {}
+        self._masks: dict[str, Any] = {}  # behavior -> mask_reader, where its observations carry a mask
         for behavior, agents in groups.items():
             spaces = {(repr(env.observation_space(a)), repr(env.action_space(a))) for a in agents}
             if len(spaces) > 1:
@@ -57,6 +58,7 @@ class PettingZooEnv:
             shape, self._obs_dtype[behavior], self._convert_obs[behavior] = observation_converter(
                 env.observation_space(agents[0]), label)
             action_spec, self._convert_act[behavior] = action_converter(env.action_space(agents[0]), label)
+            self._masks[behavior] = mask_reader(env.observation_space(agents[0]), action_spec, label)
             self._specs[behavior] = BehaviorSpec((shape,), action_spec)
         self._decision: dict[str, DecisionSteps] = {}
         self._terminal: dict[str, TerminalSteps] = {}
@@ -160,10 +162,16 @@ class PettingZooEnv:
             spec, convert = self._specs[behavior], self._convert_obs[behavior]
             agents = deciding[behavior]
             shape, dtype = spec.observation_shapes[0], self._obs_dtype[behavior]
+            masks, reader = None, self._masks[behavior]
+            if reader is not None:  # each branch's [agents, size], True where unavailable
+                rows = [reader(obs[a]) for a in agents]
+                masks = [np.array([row[k] for row in rows], bool).reshape(len(agents), size)
+                         for k, size in enumerate(spec.action_spec.discrete_branches)]
             self._decision[behavior] = DecisionSteps(
                 [np.stack([convert(obs[a]) for a in agents]) if agents else np.zeros((0, *shape), dtype)],
                 np.asarray([0.0 if final_obs else rewards.get(a, 0.0) for a in agents], np.float32),
                 np.asarray([self._agent[a][1] for a in agents], np.int64),
+                masks,
             )
             done = ended[behavior]
             last = final_obs or obs

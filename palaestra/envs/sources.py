@@ -303,8 +303,9 @@ def _from_factory(spec: str, seed: int, num_areas: int, kwargs: dict[str, Any], 
         return PettingZooEnv(env, module.rpartition(".")[2] or module, seed=seed)
     if _is_aec_env(env):
         raise EnvError(f"--env={spec}: the factory returned a PettingZoo AEC environment ({type(env).__name__}); "
-                       "Palaestra steps PettingZoo's parallel API: return pettingzoo.utils.conversions."
-                       "aec_to_parallel(env) instead, or the package's parallel_env()")
+                       "Palaestra steps PettingZoo's parallel API: return the package's parallel_env(), or "
+                       "pettingzoo.utils.conversions.aec_to_parallel(env) where the environment allows it (its "
+                       "metadata says is_parallelizable); turn-based games that do not cannot be trained here")
     missing = [m for m in _PROTOCOL if not hasattr(env, m)]
     if missing:
         raise EnvError(
