@@ -538,12 +538,14 @@ def reset_env(env: Env, parameters: EnvironmentParameters | None) -> None:
 
 
 def parameters_changed(parameters: EnvironmentParameters | None, trainers: dict[str, BehaviorTrainer],
-                       previous_step: int, global_step: int) -> bool:
-    """After a step: whether a lesson advanced or a resampling interval was crossed (every
-    environment resets next, and the trainers end their episodes when it does)."""
+                       previous_step: int, global_step: int) -> list[str] | None:
+    """After a step: None if the environment parameters stay; else (a lesson advanced or a
+    resampling interval was crossed, and every environment resets next) the behaviors whose lesson
+    advanced, possibly none."""
     if parameters is None:
-        return False
-    return bool(parameters.check_lessons(trainers)) | parameters.resample_due(previous_step, global_step)
+        return None
+    lessons = parameters.check_lessons(trainers)
+    return lessons if lessons or parameters.resample_due(previous_step, global_step) else None
 
 
 def _loop(env: Env, trainers: dict[str, BehaviorTrainer], stop: Interrupts, counter: _StepCounter,
@@ -567,9 +569,13 @@ def _loop(env: Env, trainers: dict[str, BehaviorTrainer], stop: Interrupts, coun
         # pipelined workers return half of the instances per step
         previous = counter.global_step
         counter.add(getattr(env, "results_returned", 1))
-        if parameters_changed(parameters, trainers, previous, counter.global_step):
-            for trainer in trainers.values():
-                trainer.end_episodes()
+        new_lessons = parameters_changed(parameters, trainers, previous, counter.global_step)
+        if new_lessons is not None:
+            for name, trainer in trainers.items():
+                # the episodes that ended on this last step are not lost to the reset ...
+                trainer.end_episodes(env.get_steps(name)[1])
+                if name in new_lessons:  # ... but, played in the lesson before, do not count toward the next
+                    trainer.take_finished_returns()
             with timed("env_reset"):
                 reset_env(env, parameters)
 
@@ -590,6 +596,7 @@ def record_environment_stats(env_stats: dict[str, tuple[list[float], int]], work
 def _acting_loop(acting: ActingWorkers, trainers: dict[str, BehaviorTrainer], stop: Interrupts,
                  counter: _StepCounter, parameters: EnvironmentParameters | None = None) -> None:
     """The workers act; this process takes their rounds of finished segments and learns."""
+    lesson_rounds: dict[str, int] = {}  # behavior → the first round acted in its current lesson
     while not stop.requested and any(t.should_continue() for t in trainers.values()):
         with timed("env_step"):  # waiting for the workers' next round: their environments and acting
             results, env_steps = acting.take_round()
@@ -604,14 +611,19 @@ def _acting_loop(acting: ActingWorkers, trainers: dict[str, BehaviorTrainer], st
                 trainers[r.behavior].record_round(r.segments, r.episodes)
             for worker, env_stats in acting.take_env_stats():
                 record_environment_stats(env_stats, worker, trainers)
+        for behavior, first in lesson_rounds.items():
+            if acting.taken < first:  # the workers ran ahead in the lesson before: its episodes do not count
+                trainers[behavior].take_finished_returns()
         with timed("trainer_advance"):
             for trainer in trainers.values():
                 trainer.advance()
         acting.publish()
         previous = counter.global_step
         counter.add(env_steps)
-        if parameters_changed(parameters, trainers, previous, counter.global_step):
-            acting.change_parameters(parameters.draw())
+        new_lessons = parameters_changed(parameters, trainers, previous, counter.global_step)
+        if new_lessons is not None:
+            first = acting.change_parameters(parameters.draw())
+            lesson_rounds |= dict.fromkeys(new_lessons, first)
 
 
 def _finish(parts: RunParts, global_step: int, error: BaseException | None) -> int:

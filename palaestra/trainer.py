@@ -141,9 +141,17 @@ class BehaviorTrainer:
         self._returns_carried, self._returns_seen = [], len(returns)
         return taken
 
-    def end_episodes(self) -> None:
-        """Every environment is about to reset (new environment parameters): the episodes under way
-        end without a final step; their unfinished segments are dropped, as in ML-Agents."""
+    def end_episodes(self, terminal: TerminalSteps | None = None) -> None:
+        """Every environment is about to reset (new environment parameters). The episodes that
+        ended on the last step (``terminal``, not yet given to ``act``) are kept as any others; the
+        episodes under way end without a final step and their unfinished segments are dropped, as
+        in ML-Agents."""
+        if terminal is not None and len(terminal):
+            if self.teacher is not None:
+                self.teacher.episodes_ended(terminal.agent_id)
+            segments = self.collector.end_episodes(terminal, self.algorithm.value)
+            if segments is not None:
+                self.record(segments)
         self.collector.drop_open_episodes()
         self.algorithm.episode_sums.clear()
 

@@ -135,6 +135,70 @@ def test_summaries_stay_whole_across_resamplings(run_cli, workdir, workers):
     assert all(r["Policy/Extrinsic Value Estimate"] not in ("", "None") for r in rows)
 
 
+# every episode lasts exactly 10 steps (a step of 0.001 never reaches an end) and returns -height
+FIXED = '''
+import numpy as np
+from palaestra.envs.builtin.simple1d import Simple1D
+from palaestra.envs.builtin.vector_env import BuiltinVectorEnv
+
+class Fixed(Simple1D):
+    default_parameters = {"height": 1.0, "mass": 1.0}
+    step = BuiltinVectorEnv.step  # not Simple1D's one-agent shortcut, which has its own rewards
+
+    def _advance(self, actions):
+        return np.full(self.n, -self.parameters["height"] / 10), np.zeros(self.n, bool)
+
+def make(seed=0, num_areas=1):
+    return Fixed(seed=seed, num_areas=num_areas, step_size=0.001, max_episode_steps=10)
+'''
+
+
+@pytest.fixture
+def fixed_episodes(workdir):
+    (workdir / "fixed_env.py").write_text(FIXED)
+    yield workdir
+    sys.modules.pop("fixed_env", None)
+
+
+# the main process acting: a reset every episode; workers: one episode per round (buffer 160 over two
+# workers, eight rounds a buffer: 10 steps), 20 global steps a round, a reset before every round.
+# (A time horizon below the episodes' length lets the steps count even where episodes are lost.)
+@pytest.mark.parametrize("workers", [(10, []), (20, ["--num-envs=2", "--acting=workers"])],
+                         ids=["main", "workers"])
+def test_episodes_ending_on_the_step_before_a_reset_are_kept(run_cli, fixed_episodes, workers):
+    import csv
+
+    interval, flags = workers
+    write_yaml(fixed_episodes / "c.yaml", "1D:\n  batch_size: 16\n  buffer_size: 160\n  hidden_units: 8\n"
+                                          "  num_layers: 1\n  max_steps: 800\n  summary_freq: 100\n  time_horizon: 4\n")
+    write_yaml(fixed_episodes / "s.yaml", f"resampling-interval: {interval}\n"
+                                          "mass: {sampler-type: uniform, min_value: 1, max_value: 2}\n")
+    result = run_cli("c.yaml", "--env=fixed_env:make", "--sampler=s.yaml", "--run-id=r", *flags)
+    assert result.code == 0, result.log
+    with open(fixed_episodes / "summaries/r_1D.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 8
+    for row in rows:  # every row's episodes, none lost to the resets
+        assert float(row["Environment/Episode Length"]) == 10.0, row
+        assert float(row["Environment/Cumulative Reward"]) == pytest.approx(-1.0), row
+
+
+@pytest.mark.parametrize("workers", [[], ["--num-envs=2", "--acting=workers"]], ids=["main", "workers"])
+def test_only_episodes_played_in_a_lesson_count_toward_it(run_cli, fixed_episodes, workers):
+    # lesson 0 (height 1, returns -1) passes; lesson 1 (height 2, returns -2) never can: the episodes
+    # of lesson 0 that end after the change (on its step, or in the rounds the workers ran ahead)
+    # must not carry it on to lesson 2
+    write_yaml(fixed_episodes / "c.yaml", "1D:\n  batch_size: 16\n  buffer_size: 160\n  hidden_units: 8\n"
+                                          "  num_layers: 1\n  max_steps: 800\n  summary_freq: 100\n  time_horizon: 4\n")
+    write_yaml(fixed_episodes / "curriculum.yaml", "1D:\n  measure: reward\n  thresholds: [-1.5, -1.5]\n"
+                                                   "  min_lesson_length: 1\n  signal_smoothing: false\n"
+                                                   "  parameters:\n    height: [1.0, 2.0, 3.0]\n")
+    result = run_cli("c.yaml", "--env=fixed_env:make", "--curriculum=curriculum.yaml", "--run-id=r", *workers)
+    assert result.code == 0, result.log
+    assert "1D: lesson 1 of 2" in result.log
+    assert "1D: lesson 2 of 2" not in result.log
+
+
 def test_same_seed_same_draws(run_cli, recording):
     draws = []
     for run in ("a", "b"):

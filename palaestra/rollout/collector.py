@@ -234,6 +234,17 @@ class Collector:
         self.pending[slots] = False
         return seg
 
+    def end_episodes(self, terminal: TerminalSteps, value: ValueFn) -> Segments | None:
+        """Take the episodes of ``terminal`` alone, ahead of the next ``step`` (which must then be
+        given no terminal steps): those that ended on the last environment step before a reset,
+        or at the end of a worker's round, so that the reset does not lose them."""
+        if not len(terminal):
+            return None
+        done = self._end_episodes(terminal, value)
+        if done is not None:
+            refuse_non_finite_segments(self.behavior, done.env_reward, [*done.observations, *done.next_observations])
+        return done
+
     def drop_open_episodes(self) -> None:
         """Forget every agent's episode under way (its environment resets): unfinished segments
         are dropped and the next decision starts a new episode."""

@@ -37,7 +37,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from palaestra.envs.base import BehaviorSpec
+from palaestra.envs.base import BehaviorSpec, TerminalSteps
 from palaestra.networks.acting import make_actor
 from palaestra.networks.numpy_network import WeightLayout, weight_size, weight_views
 from palaestra.rollout.collector import Collector
@@ -112,6 +112,9 @@ class _Actor:
         self.collector = Collector(spec, plan.time_horizon, plan.signals, memory_size=plan.memory_size,
                                    behavior=behavior)
         self.finished: list[Segments] = []
+        # the terminal steps env.get_steps still returns were taken at the end of the round before
+        self.terminal_taken = False
+        self.no_terminal = TerminalSteps.empty(spec)
 
 
 def _write_results(results: list[SharedArrays | None], slot: int,
@@ -163,17 +166,27 @@ def run_acting(env: Any, conn: Any, plan: ActingPlan, n_workers: int, index: int
                 env.reset(resets.pop(q))
                 for actor in actors.values():
                     actor.collector.drop_open_episodes()
+                    actor.terminal_taken = False
             for k, actor in enumerate(actors.values()):
                 actor.weights[:] = weights[f"w{k}"][q % plan.slots]
             for _ in range(steps):
                 for behavior, actor in actors.items():
                     decision, terminal = env.get_steps(behavior)
+                    if actor.terminal_taken:
+                        terminal, actor.terminal_taken = actor.no_terminal, False
                     actions, finished = actor.collector.step(decision, terminal, actor.policy.act,
                                                              actor.policy.value)
                     if finished is not None:
                         actor.finished.append(finished)
                     env.set_actions(behavior, actions)
                 env.step()
+            # the episodes that ended on the round's last step are this round's: the environments
+            # may reset before the next one (new parameters), and they would be lost
+            for behavior, actor in actors.items():
+                finished = actor.collector.end_episodes(env.get_steps(behavior)[1], actor.policy.value)
+                if finished is not None:
+                    actor.finished.append(finished)
+                actor.terminal_taken = True
             arrays: dict[str, np.ndarray] = {}
             stats: dict[str, EpisodeStats] = {}
             for k, (behavior, actor) in enumerate(actors.items()):
@@ -290,16 +303,24 @@ class ActingWorkers:
             except WorkerFailed:
                 pass  # found dead when its round is awaited, and restarted then
 
-    def change_parameters(self, parameters: list[dict[str, float]]) -> None:
+    @property
+    def taken(self) -> int:
+        """The round take_round returned last (-1 before the first)."""
+        return self.next - 1
+
+    def change_parameters(self, parameters: list[dict[str, float]]) -> int:
         """Reset every worker's environment with new parameters (worker ``i``: ``parameters[i]``)
-        before the first round not yet permitted; the rounds already under way finish as they are."""
+        before the first round not yet permitted, and return that round; the rounds already under
+        way finish as they are, with the parameters before."""
+        first = self.permitted + 1
         self.reset_parameters = parameters
-        self._reset_rounds.append(self.permitted + 1)
+        self._reset_rounds.append(first)
         for i in range(self.pool.n):
             try:
-                self.pool.send(i, ("reset", self.permitted + 1, parameters[i]))
+                self.pool.send(i, ("reset", first, parameters[i]))
             except WorkerFailed:
                 pass  # restarted when its round is awaited, with these parameters
+        return first
 
     def close(self) -> None:
         if self.weights is not None:
