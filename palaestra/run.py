@@ -571,6 +571,8 @@ def _loop(env: Env, trainers: dict[str, BehaviorTrainer], stop: Interrupts, coun
         counter.add(getattr(env, "results_returned", 1))
         new_lessons = parameters_changed(parameters, trainers, previous, counter.global_step)
         if new_lessons is not None:
+            if isinstance(env, WorkerPoolEnv):
+                env.settle()
             for name, trainer in trainers.items():
                 # the episodes that ended on this last step are not lost to the reset ...
                 trainer.end_episodes(env.get_steps(name)[1])

@@ -123,6 +123,25 @@ def test_lockstep_workers_present_one_environment_with_unique_agent_ids():
         env.close()
 
 
+def test_settling_before_a_reset_shows_the_episodes_of_the_half_under_way():
+    # episodes of two steps: worker 0's second step is shown after four steps, worker 1's is under way
+    env = WorkerPoolEnv("palaestra.envs.builtin.simple1d:make", 2, seed=0,
+                        env_args=["step_size=0.001", "max_episode_steps=2"])
+    try:
+        env.reset()
+        for _ in range(4):
+            decision, _ = env.get_steps("1D")
+            env.set_actions("1D", env.behavior_specs["1D"].action_spec.empty_actions(len(decision)))
+            env.step()
+        assert sorted(env.get_steps("1D")[1].agent_id % 2) == [0]
+        env.settle()
+        decision, terminal = env.get_steps("1D")
+        assert sorted(terminal.agent_id % 2) == [0, 1] and terminal.interrupted.all()
+        assert sorted(decision.agent_id % 2) == [0, 1]
+    finally:
+        env.close()
+
+
 def test_pipelined_workers_show_alternate_halves():
     env = WorkerPoolEnv("3DBall", 4, seed=0)
     try:

@@ -177,6 +177,15 @@ class WorkerPoolEnv:
         self._shown = 0
         self._show(self.groups[0])
 
+    def settle(self) -> None:
+        """Before a reset: let the steps under way finish and show every worker's last results,
+        so that get_steps holds every episode that ended (pipelining shows one half at a time,
+        and a reset would replace the other half's results unseen)."""
+        for i, s in enumerate(self._state):
+            if s.in_flight:
+                self._finish(i)
+        self._show(list(range(self.n)))
+
     def step(self) -> None:
         if not self._steps:
             self.reset()
