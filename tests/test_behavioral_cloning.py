@@ -178,6 +178,18 @@ def _held_out(conformance, name: str):
     return train, test, acted
 
 
+def test_fitting_fewer_rows_than_a_batch_still_learns(conformance):
+    from palaestra.algorithms.behavioral_cloning import fit_policy
+
+    path = str(conformance / "demos" / "foodcollector-0.13.demo")
+    untouched = fit_policy(path, epochs=0, rows=slice(0, 40))
+    fitted = fit_policy(path, epochs=5, batch_size=256, rows=slice(0, 40))
+    changed = [not torch.equal(a, b) for a, b in zip(untouched.parameters(), fitted.parameters())]
+    assert any(changed)
+    with pytest.raises(ValueError, match="no demonstrated step"):
+        fit_policy(path, rows=slice(0, 0))
+
+
 def test_cloning_the_real_foodcollector_recording_beats_a_constant_predictor(conformance):
     # FoodCollector (0.13): 3,733 rows, observations [49] and [4], four discrete branches [3, 3, 3, 2]
     train, test, acted = _held_out(conformance, "foodcollector-0.13.demo")

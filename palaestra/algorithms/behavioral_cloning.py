@@ -135,10 +135,13 @@ def fit_policy(path: str, epochs: int = 30, batch_size: int = 256, hidden_units:
         policy.normalizer.update(policy.encoder([o.numpy() for o in observations(data)]))
     optimizer = make_adam(policy.parameters(), learning_rate)
     n = len(data["continuous"])
+    if n == 0:
+        raise ValueError(f"{path}: no demonstrated step with an action in rows {rows} to fit a policy to")
+    size = min(batch_size, n)  # fewer rows than a batch: one batch of them all, as the trainers' BC does
     for _ in range(epochs):
         order = torch.as_tensor(rng.permutation(n))
-        for start in range(0, n - batch_size + 1, batch_size):
-            batch = {k: v[order[start : start + batch_size]] for k, v in data.items()}
+        for start in range(0, n - size + 1, size):
+            batch = {k: v[order[start : start + size]] for k, v in data.items()}
             continuous, branch_log_probs = policy.imitation_outputs(observations(batch), batch["allowed"])
             loss = bc_loss(continuous, branch_log_probs, batch["continuous"], batch["discrete"])
             optimizer.zero_grad()
