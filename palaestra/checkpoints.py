@@ -28,7 +28,7 @@ import struct
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
@@ -80,6 +80,15 @@ def save_reason(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
+def temp_file_beside(path: Path, suffix: str = ".tmp") -> tuple[BinaryIO, str]:
+    """A new file of a unique name in ``path``'s folder (two writers of one path never share
+    it), with ordinary permissions, open for writing; and its name. Renamed over ``path`` when
+    complete, it replaces the file at once."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp creates 0600
+    return os.fdopen(fd, "wb"), tmp
+
+
 def atomic_write_bytes(path: str | os.PathLike, *chunks: bytes | memoryview) -> None:
     """Write ``chunks`` to ``path`` through a temp file renamed over it. An OSError names
     ``path``, not the temp file."""
@@ -87,9 +96,8 @@ def atomic_write_bytes(path: str | os.PathLike, *chunks: bytes | memoryview) -> 
     tmp: str | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file ordinary permissions
-        with os.fdopen(fd, "wb") as fh:
+        file, tmp = temp_file_beside(path)
+        with file as fh:
             for chunk in chunks:
                 fh.write(chunk)
             fh.flush()

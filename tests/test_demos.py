@@ -409,6 +409,32 @@ def test_a_failed_write_leaves_no_file(tmp_path):
     assert not path.exists() and not list(tmp_path.iterdir())
 
 
+def test_two_recordings_of_one_path_do_not_share_a_temporary_file(tmp_path):
+    import stat
+
+    spec = BehaviorSpec(((3,),), ActionSpec(1))
+    path = tmp_path / "both.demo"
+    (tmp_path / "both.demo.partial").write_bytes(b"left by an older version")
+    (tmp_path / "both.demo.partial").chmod(0o400)
+    first, second = DemoWriter(path, "B", spec), DemoWriter(path, "B", spec)
+    first.write(**_rows(spec, 3))
+    second.write(**_rows(spec, 5, seed=1))
+    first.close()
+    assert len(read_demonstrations(path)) == 3
+    second.close()
+    assert len(read_demonstrations(path)) == 5
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~_umask()  # not a temporary file's 0600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["both.demo", "both.demo.partial"]
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def test_a_failed_write_keeps_the_file_it_would_have_replaced(tmp_path):
     spec = BehaviorSpec(((3,),), ActionSpec(1))
     path = tmp_path / "keep.demo"

@@ -20,6 +20,7 @@ from types import TracebackType
 
 import numpy as np
 
+from palaestra.checkpoints import temp_file_beside
 from palaestra.demos import wire
 from palaestra.demos.png import encode_png
 from palaestra.demos.reader import HEADER_SIZE, DemoError, DemoMeta, Demonstrations
@@ -79,10 +80,11 @@ class DemoWriter:
         self.ended_with_done = True
         # written under a temporary name and renamed when complete: a failed or interrupted
         # recording never leaves a half file, nor replaces a good one
-        self._partial = self.path.with_name(self.path.name + ".partial")
+        # recording (a unique name: two recordings of one path do not write into one file)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self._partial, "wb")
+            self._file, partial = temp_file_beside(self.path, ".partial")
+            self._partial = Path(partial)
         except OSError as e:
             raise DemoError(f"{self.path}: cannot be written: {e.strerror or e}") from None
         self._file.write(bytes(HEADER_SIZE))  # the header, written last
