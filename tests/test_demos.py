@@ -264,6 +264,23 @@ def test_an_unclosed_recording_reads_to_its_end(tmp_path):
     assert len(demo) == 6 and demo.files[0].trailer == "none"
 
 
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 1.5])
+def test_a_discrete_action_that_is_not_a_whole_number_names_its_record(tmp_path, value):
+    # the retired vector_actions field alone, as 0.x recorders wrote discrete actions: floats
+    spec = BehaviorSpec(((2,),), ActionSpec(0, (3,)))
+    path = tmp_path / "odd.demo"
+    with DemoWriter(path, "B", spec) as w:
+        w.write(**_rows(spec, 2))
+        obs = w._observations(np.zeros((1, 2), np.float32), (2,), 1)[0]
+        w.close(DemoMeta(1, "odd", 0, 0, 0.0))  # steps 0: read to the end, past the raw meta copy
+    data = path.read_bytes()
+    info = wire.float_field(7, 0.0) + wire.varint_field(10, 0) + wire.bytes_field(13, obs)
+    record = wire.delimited(wire.bytes_field(1, info) + wire.bytes_field(2, wire.packed_floats(1, np.array([value], np.float32))))
+    path.write_bytes(data[:-len(encode_meta(DemoMeta(1, "odd", 0, 0, 0.0)))] + record)
+    with pytest.raises(DemoError, match=r"record 2 .*not whole numbers"):
+        read_demonstrations(path)
+
+
 # -- writing -------------------------------------------------------------------------------------
 
 def _rows(spec: BehaviorSpec, n: int, seed: int = 0, masks: bool = False) -> dict:

@@ -605,9 +605,8 @@ def _store_action(vector, continuous, discrete, spec: ActionSpec, rows: _Rows, r
         if spec.is_continuous:
             continuous = vector
         else:
-            values = vector.tolist()
-            if any(v != int(v) for v in values):
-                raise ValueError(f"discrete actions {values} are not whole numbers")
+            if not np.isfinite(vector).all() or (vector != np.round(vector)).any():  # NaN, inf, 1.5
+                raise ValueError(f"discrete actions {vector.tolist()} are not whole numbers")
             discrete = vector.astype(np.int64)
     n_cont = 0 if continuous is None else len(continuous)
     n_disc = 0 if discrete is None else len(discrete)
