@@ -68,8 +68,8 @@ def test_a_gymnasium_environment_with_a_python_function(workdir, capsys, monkeyp
         import numpy as np
 
         def push(steps, spec):
-            # CartPole: push the way the pole leans
-            return (steps.obs[0][:, 2] > 0).astype(np.int32)[:, None]
+            # CartPole: push the way the pole leans (one value per agent: a vector does)
+            return (steps.obs[0][:, 2] > 0).astype(np.int64)
     """))
     code, out, err = _record(["--env=CartPole-v1", "--policy=my_policy:push", "--episodes=3", "--num-areas=2"],
                              capsys)
@@ -145,7 +145,11 @@ def test_file_names_of_behaviors():
     (["--env=3DBall", "--policy=my_policy:absent"], "module 'my_policy' has no attribute 'absent'"),
     (["--env=3DBall", "--policy=my_policy:NUMBER"], "'NUMBER' is a int, not a callable"),
     (["--env=3DBall", "--policy=my_policy:broken"], "raised ZeroDivisionError: division by zero"),
-    (["--env=3DBall", "--policy=my_policy:wrong_shape"], "continuous actions of shape (12, 2)"),
+    (["--env=3DBall", "--policy=my_policy:wrong_shape"], "--policy=my_policy:wrong_shape returned continuous actions "
+     "of shape (12, 5) and discrete of shape (12, 0) for the 12 agents of behavior '3DBall'; they need (12, 2)"),
+    (["--env=3DBall", "--policy=my_policy:ragged"], "--policy=my_policy:ragged returned actions that are not arrays"),
+    (["--env=GridWorld", "--policy=my_policy:halves"], "--policy=my_policy:halves returned discrete actions that are "
+     "not whole numbers"),
     (["--env=3DBall", "--policy=my_policy:wrong_type"], "returned a str; it must return an ActionTuple"),
     (["--env=3DBall", "--policy=sometimes"], "expected heuristic, random, a model file ending in .onnx"),
     (["--env=NoSuchEnv", "--policy=random"], "unknown environment 'NoSuchEnv'"),
@@ -164,11 +168,16 @@ def test_bad_input_is_one_clear_line_and_writes_nothing(workdir, capsys, monkeyp
     monkeypatch.delitem(sys.modules, "my_policy", raising=False)  # another test's module of that name
     (workdir / "my_policy.py").write_text(textwrap.dedent("""
         import numpy as np
+        from palaestra.envs.base import ActionTuple
         NUMBER = 3
         def broken(steps, spec):
             return 1 / 0
         def wrong_shape(steps, spec):
             return np.zeros((len(steps), 5), np.float32)
+        def ragged(steps, spec):
+            return ActionTuple(continuous=[[0.0], [0.0, 1.0]])
+        def halves(steps, spec):
+            return np.full(len(steps), 0.5)
         def wrong_type(steps, spec):
             return "left"
         def out_of_range(steps, spec):

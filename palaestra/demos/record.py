@@ -172,6 +172,12 @@ def _onnx(path: Path, spec: BehaviorSpec, behavior: str) -> Policy:
     return Policy(act, memories.forget) if memories is not None else Policy(act)
 
 
+def _as_rows(values: object, n: int, width: int, dtype: type | None) -> np.ndarray:
+    """``values`` as an array; for one action per agent, ``n`` values stand for ``n`` rows of one."""
+    array = np.asarray(values, dtype)
+    return array.reshape(n, 1) if array.shape == (n,) and width == 1 else array
+
+
 def _callable(target: str, spec: BehaviorSpec, behavior: str) -> Policy:
     try:
         function = load_callable(target, "--policy")
@@ -185,15 +191,26 @@ def _callable(target: str, spec: BehaviorSpec, behavior: str) -> Policy:
         except Exception as e:  # the user's code: say so, without a traceback through ours
             raise RecordError(f"--policy={target} raised {type(e).__name__}: {e}") from None
         if isinstance(result, np.ndarray) and actions.is_continuous != actions.is_discrete:
-            result = ActionTuple(continuous=result.astype(np.float32)) if actions.is_continuous \
-                else ActionTuple(discrete=result.astype(np.int32))
+            result = ActionTuple(continuous=result) if actions.is_continuous else ActionTuple(discrete=result)
         if not isinstance(result, ActionTuple):
             raise RecordError(f"--policy={target} returned a {type(result).__name__}; it must return an "
                               f"ActionTuple (or one array for a behavior with one kind of action)")
+        n = len(steps)
+        wanted = (n, actions.continuous_size), (n, actions.num_branches)
         try:
-            actions.check(result, len(steps), behavior)
-        except EnvError as e:
-            raise RecordError(f"--policy={target}: {e}") from None
+            continuous = _as_rows(result.continuous, n, actions.continuous_size, np.float32)
+            discrete = _as_rows(result.discrete, n, actions.num_branches, None)
+        except (ValueError, TypeError) as e:  # ragged lists, text
+            raise RecordError(f"--policy={target} returned actions that are not arrays of numbers: {e}") from None
+        if n and (continuous.shape, discrete.shape) != wanted:
+            raise RecordError(f"--policy={target} returned continuous actions of shape {continuous.shape} and discrete "
+                              f"of shape {discrete.shape} for the {n} agents of behavior {behavior!r}; they need "
+                              f"{wanted[0]} and {wanted[1]}")
+        if discrete.size and discrete.dtype.kind not in "iub":
+            if discrete.dtype.kind != "f" or not (np.isfinite(discrete).all() and (discrete == np.round(discrete)).all()):
+                raise RecordError(f"--policy={target} returned discrete actions that are not whole numbers")
+        result = ActionTuple(continuous=continuous.astype(np.float32, copy=False),
+                             discrete=discrete.astype(np.int32, copy=False))
         problem = actions.value_problem(result)
         if problem:  # refused here, where it is the policy's fault, not later inside the environment
             raise RecordError(f"--policy={target} returned {problem}")
