@@ -494,6 +494,10 @@ READ_BY: dict[str, tuple[str, ...]] = {
     for name, f in TRAINER_KEYS.items()
 }
 
+# keys a trainer that does not read them refuses (capabilities.settings_problems, with what to do)
+# rather than ignores: no "ignores it" warning before that error
+REFUSED_WHEN_UNREAD = {"behavioral_cloning"}
+
 
 def defaults_by_trainer(key: str) -> dict[str, Any]:
     """The default of a trainer-level key for each trainer that reads it."""
@@ -598,7 +602,7 @@ class TrainerConfig:
             where.append((default_name, default))
         for name, section in where:
             for key in section:
-                if key in READ_BY and trainer not in READ_BY[key]:
+                if key in READ_BY and trainer not in READ_BY[key] and key not in REFUSED_WHEN_UNREAD:
                     message = (f"{_where(self.path, name, key)}: only read by {'/'.join(READ_BY[key])}; behavior "
                                f"{behavior!r} trains with {trainer} ({source}; add trainer: to the section to "
                                "choose another)")
@@ -1010,7 +1014,7 @@ def _check_section(path: Path, name: str, section: dict[str, Any], warnings: lis
     if isinstance(trainer, str) and trainer in TRAINER_TYPES:
         for key in out:
             used_by = READ_BY[key]
-            if trainer not in used_by:
+            if trainer not in used_by and key not in REFUSED_WHEN_UNREAD:
                 _warn(warnings, lambda: (
                     f"{_where(path, name, key)}: only read by {'/'.join(used_by)}; trainer {trainer} ignores it"
                 ))

@@ -380,12 +380,16 @@ def test_a_run_reports_the_cloning_loss_and_returns_resumes_and_runs_inference(r
     ("online_bc", "brain_to_imitate: heuristic", ["--num-envs=2"], "no scripted heuristic in this process"),
     ("offline_bc", "demo_path: {grid}", ["--num-envs=2", "--acting=workers"],
      "offline_bc learns between environment steps"),
+    ("offline_bc", "demo_path: {grid}\n  behavioral_cloning: {{demo_path: {grid}, strength: 0.5, steps: 0}}", [],
+     "behavioral_cloning (set in section 'GridWorld') is read by trainers ppo and sac only; trainer 'offline_bc' "
+     "cannot use it: remove the section"),
 ])
 def test_what_the_bc_trainers_cannot_use_is_one_clear_error_before_training(run_cli, workdir, demos, trainer, source,
                                                                             flags, message):
     source = source.format(ball=demos["3DBall"], grid=demos["GridWorld"])
     result = run_cli(_config(workdir, trainer, source), "--env=GridWorld", "--run-id=bad", *flags)
     assert result.code == 1 and message in result.log and "Traceback" not in result.log, result.log
+    assert "ignores it" not in result.log  # no warning that the error contradicts
     assert not (workdir / "summaries").exists()
 
 
