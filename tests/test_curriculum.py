@@ -97,7 +97,8 @@ def test_every_real_curriculum_and_sampler_file_loads(conformance):
      "  parameters: {h: [1, 2]}\n", "signal_smoothing: expected"),
     ("B:\n  measure: progress\n  thresholds: [0.5, 1.5]\n  min_lesson_length: 5\n  signal_smoothing: true\n"
      "  parameters: {h: [1, 2, 3]}\n", "thresholds[1]: with measure: progress a threshold is a fraction of max_steps, "
-                                        "below 1 (progress never exceeds 1), got 1.5"),
+                                        "below 1 (past 1 training has ended: the lesson would never be trained in), "
+                                        "got 1.5"),
     ("B: 3\n", "behavior 'B': expected a mapping"),
     ("", "the curriculum file is empty"),
 ])

@@ -163,7 +163,8 @@ def _curriculum(path: Path, behavior: str, entry: Any) -> Curriculum:
     for i, t in enumerate(thresholds):
         if measure == "progress" and t >= 1.0:  # the lesson advances when the measure exceeds it
             raise ConfigError(f"{where}: thresholds[{i}]: with measure: progress a threshold is a fraction of "
-                              f"max_steps, below 1 (progress never exceeds 1), got {show(t)}")
+                              "max_steps, below 1 (past 1 training has ended: the lesson would never be trained "
+                              f"in), got {show(t)}")
     parameters = entry["parameters"]
     if not isinstance(parameters, dict) or not parameters:
         raise ConfigError(f"{where}: parameters: expected a mapping of parameter names to lists of "

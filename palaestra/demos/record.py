@@ -207,7 +207,8 @@ def _callable(target: str, spec: BehaviorSpec, behavior: str) -> Policy:
                               f"of shape {discrete.shape} for the {n} agents of behavior {behavior!r}; they need "
                               f"{wanted[0]} and {wanted[1]}")
         if discrete.size and discrete.dtype.kind not in "iub":
-            if discrete.dtype.kind != "f" or not (np.isfinite(discrete).all() and (discrete == np.round(discrete)).all()):
+            whole = discrete.dtype.kind == "f" and np.isfinite(discrete).all() and (discrete == np.round(discrete)).all()
+            if not whole:
                 raise RecordError(f"--policy={target} returned discrete actions that are not whole numbers")
         result = ActionTuple(continuous=continuous.astype(np.float32, copy=False),
                              discrete=discrete.astype(np.int32, copy=False))
