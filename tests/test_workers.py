@@ -142,6 +142,17 @@ def test_settling_before_a_reset_shows_the_episodes_of_the_half_under_way():
         env.close()
 
 
+def test_a_worker_s_warnings_come_in_the_run_s_format_naming_the_worker(capfd):
+    env = WorkerPoolEnv("Simple1DDiscrete", 2, seed=0, pipeline=False)
+    try:
+        env.reset_each([{"gravity": 1.0}, None])
+    finally:
+        env.close()
+    err = capfd.readouterr().err
+    assert "[WARNING] environment worker 0: Simple1D has no environment parameter(s) gravity" in err, err
+    assert "environment worker 1" not in err
+
+
 def test_pipelined_workers_show_alternate_halves():
     env = WorkerPoolEnv("3DBall", 4, seed=0)
     try:

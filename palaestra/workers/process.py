@@ -14,8 +14,10 @@ dispatches them to a protocol:
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
+import sys
 from typing import Any
 
 import numpy as np
@@ -45,6 +47,18 @@ def ignore_stop_signals() -> None:
         signal.signal(signum, _ignore_stop_signal)
 
 
+def _log_like_the_main_process(index: int) -> None:
+    """Warnings and errors of this process (its environment's, Palaestra's inside it) in the main
+    process's format, naming the worker; a spawned process starts with no handler, and Python's
+    fallback would print the bare message."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"[%(levelname)s] environment worker {index}: %(message)s"))
+    palaestra_logger = logging.getLogger("palaestra")
+    palaestra_logger.handlers = [handler]
+    palaestra_logger.setLevel(logging.WARNING)
+    palaestra_logger.propagate = False
+
+
 def run_worker(conn: Any, control_name: str, n_workers: int, index: int, bells: tuple[Any, Any], name: str,
                seed: int, num_areas: int, env_args: list[str], engine: EngineConfig, port: int) -> None:
     from palaestra.envs.sources import make_env
@@ -56,6 +70,7 @@ def run_worker(conn: Any, control_name: str, n_workers: int, index: int, bells: 
     ignore_stop_signals()
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    _log_like_the_main_process(index)
     control = SharedArrays(control_layout(n_workers), name=control_name)
     command = Signal(control["command"], control["command_asleep"], index, bells[0])
     reply = Signal(control["reply"], control["reply_asleep"], index, bells[1])
