@@ -28,7 +28,7 @@ import struct
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Callable
 
 import torch
 
@@ -92,14 +92,23 @@ def temp_file_beside(path: Path, suffix: str = ".tmp") -> tuple[BinaryIO, str]:
 def atomic_write_bytes(path: str | os.PathLike, *chunks: bytes | memoryview) -> None:
     """Write ``chunks`` to ``path`` through a temp file renamed over it. An OSError names
     ``path``, not the temp file."""
+    def write(fh: BinaryIO) -> None:
+        for chunk in chunks:
+            fh.write(chunk)
+
+    atomic_write(path, write)
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
+    """Have ``write`` fill a temp file (open for writing and seeking) that is then renamed over
+    ``path``. An OSError names ``path``, not the temp file."""
     path = Path(path)
     tmp: str | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         file, tmp = temp_file_beside(path)
         with file as fh:
-            for chunk in chunks:
-                fh.write(chunk)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -119,9 +128,19 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 
 # -- the file layout ---------------------------------------------------------------------------
-def frame(payload: bytes | memoryview) -> bytes:
-    """The header for ``payload``."""
-    return _HEADER.pack(MAGIC, FILE_VERSION, len(payload), hashlib.sha256(payload).digest())
+class _Hashing:
+    """A file-like writer passing everything on to ``file`` while counting and hashing it."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self.file, self.sha256, self.length = file, hashlib.sha256(), 0
+
+    def write(self, data: bytes | memoryview) -> int:
+        self.sha256.update(data)
+        self.length += len(memoryview(data).cast("B"))
+        return self.file.write(data)
+
+    def flush(self) -> None:
+        self.file.flush()
 
 
 def read_payload(path: Path) -> tuple[bytes, bool]:
@@ -452,10 +471,17 @@ class CheckpointManager:
 
     @staticmethod
     def save_file(path: Path, state: dict[str, Any]) -> None:
-        buffer = io.BytesIO()
-        torch.save(state, buffer)
-        payload = buffer.getbuffer()
-        atomic_write_bytes(path, frame(payload), payload)
+        """``state`` in a checkpoint file at ``path``, written atomically. torch writes straight
+        into the file, hashed on the way, and the header follows: no copy of the payload in
+        memory (a replay buffer's can be most of the memory there is)."""
+        def write(fh: BinaryIO) -> None:
+            fh.write(bytes(HEADER_SIZE))
+            payload = _Hashing(fh)
+            torch.save(state, payload)
+            fh.seek(0)
+            fh.write(_HEADER.pack(MAGIC, FILE_VERSION, payload.length, payload.sha256.digest()))
+
+        atomic_write(path, write)
 
     def describe_last_good(self, failed: Path | None = None) -> str:
         # a failed write leaves no file behind, or the complete one it was to replace

@@ -530,3 +530,52 @@ def test_a_cloning_trainers_checkpoint_records_that_its_network_has_no_normalize
                                               "normalize: true"):
         make_trainer(tmp_path / "b", normalize=True).restore(path, weights_only=True)
     make_trainer(tmp_path / "c", trainer="online_bc", normalize=True).restore(path, weights_only=False)
+
+
+# -- replay buffers ------------------------------------------------------------------------------
+
+def test_a_wrapped_replay_buffer_saves_oldest_first_and_older_files_still_load(tmp_path):
+    from palaestra.rollout.buffers import ReplayBuffer
+
+    ring = ReplayBuffer(10)
+    ring.add(x=np.arange(7, dtype=np.float32))
+    ring.add(x=np.arange(7, 13, dtype=np.float32))  # 13 rows into 10: 3..12 kept, the ring wrapped
+    CheckpointManager.save_file(tmp_path / "r.pt", ring.tensor_state())
+    loaded = ReplayBuffer(10)
+    loaded.load_state_dict(CheckpointManager.load_file(tmp_path / "r.pt", ""))
+    np.testing.assert_array_equal(loaded.state_dict()["columns"]["x"], np.arange(3, 13))
+    loaded.add(x=np.array([13.0], np.float32))  # the oldest row is the one overwritten next
+    np.testing.assert_array_equal(loaded.state_dict()["columns"]["x"], np.arange(4, 14))
+    # a file of the layout before parts: each column one tensor
+    CheckpointManager.save_file(tmp_path / "old.pt", {"capacity": 10, "columns": {"x": torch.arange(3.0, 13.0)}})
+    old = ReplayBuffer(10)
+    old.load_state_dict(CheckpointManager.load_file(tmp_path / "old.pt", ""))
+    np.testing.assert_array_equal(old.state_dict()["columns"]["x"], np.arange(3, 13))
+
+
+SAVE_MEMORY = """
+import gc, resource, sys
+import numpy as np
+from palaestra.checkpoints import CheckpointManager
+from palaestra.rollout.buffers import ReplayBuffer
+
+ring = ReplayBuffer(50_000)
+for _ in range(60):  # wrapped
+    ring.add(obs_0=np.ones((1000, 500), np.float32), reward=np.zeros(1000, np.float32))
+gc.collect()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+CheckpointManager.save_file(sys.argv[1], {"step": 1, **ring.tensor_state()})
+added = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+print(added / (sum(v.nbytes for v in ring.data.values()) / 1024))
+"""
+
+
+def test_saving_a_replay_buffer_takes_no_copy_of_it(tmp_path):
+    # the peak memory of the save: no reordered copy of the ring, no copy of the file's bytes
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", SAVE_MEMORY, str(tmp_path / "r.pt")], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert float(out.stdout) < 0.25, out.stdout  # measured: 0.00 (2.0 before: the reordered copy and the bytes)

@@ -97,10 +97,12 @@ def test_a_replay_buffer_saved_with_flat_observation_columns_still_loads(tmp_pat
     # next_obs column; --resume splits them into the per-observation columns
     sac = _trained(SAC, TWO, _settings(tmp_path, "sac"))
     saved = sac.replay_state()
-    columns = dict(saved["columns"])
+    whole = {k: torch.cat(parts) for k, parts in saved["columns"].items()}  # each column one tensor, as then
+    columns = dict(whole)
     for prefix in ("obs", "next_obs"):
         columns[prefix] = torch.cat([columns.pop(f"{prefix}_0"), columns.pop(f"{prefix}_1")], 1)
     fresh = SAC(TWO, _settings(tmp_path, "sac"), torch.device("cpu"), np.random.default_rng(0))
     assert fresh.load_replay_state({"capacity": saved["capacity"], "columns": columns}) == sac.buffer.size
-    for name, column in saved["columns"].items():
-        np.testing.assert_array_equal(fresh.replay_state()["columns"][name].numpy(), column.numpy(), err_msg=name)
+    for name, column in whole.items():
+        np.testing.assert_array_equal(torch.cat(fresh.replay_state()["columns"][name]).numpy(), column.numpy(),
+                                      err_msg=name)

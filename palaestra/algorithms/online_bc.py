@@ -69,6 +69,5 @@ class OnlineBC(ClonedPolicy):
         return self.examples.buffer.tensor_state()
 
     def load_replay_state(self, state: dict) -> int:
-        self.examples.buffer.load_state_dict({"capacity": state["capacity"],
-                                              "columns": {k: v.numpy() for k, v in state["columns"].items()}})
+        self.examples.buffer.load_state_dict({"capacity": state["capacity"], "columns": state["columns"]})
         return self.examples.size

@@ -52,7 +52,7 @@ from palaestra.networks.torch_acting import TorchActor
 from palaestra.networks.recurrent import TwinLSTM, stored_memory_size
 from palaestra.networks.visual import image_features, with_actions
 from palaestra.rewards import SignalEpisodeSums, load_signals_state, make_signals
-from palaestra.rollout.buffers import ReplayBuffer, observation_columns, observations
+from palaestra.rollout.buffers import ReplayBuffer, column_parts, observation_columns, observations
 from palaestra.rollout.segments import ActResult, Segments
 from palaestra.settings import SACSettings
 
@@ -703,12 +703,16 @@ class SAC:
             # read with another length, blocks would start mid-episode with zero memory
             raise CheckpointError(f"it holds sequences of {saved_length} rows, and sequence_length is now "
                                   f"{self.sequence_length}")
-        columns = {k: v.numpy() for k, v in state["columns"].items()}
-        for prefix in ("obs", "next_obs"):  # files saved before observations kept their shapes
-            if prefix in columns:
-                columns |= observation_columns(_split_flat(columns.pop(prefix), self.spec.observation_shapes), prefix)
-        self.buffer.load_state_dict({"capacity": state["capacity"], "columns": columns})
-        return int(columns["valid"].sum()) if "valid" in columns else self.buffer.size
+        parts = column_parts(state["columns"])
+        for columns in parts:
+            for prefix in ("obs", "next_obs"):  # files saved before observations kept their shapes
+                if prefix in columns:
+                    shapes = self.spec.observation_shapes
+                    columns |= observation_columns(_split_flat(columns.pop(prefix), shapes), prefix)
+        self.buffer.load_state_dict({"capacity": state["capacity"],
+                                     "columns": {k: [p[k] for p in parts] for k in (parts[0] if parts else {})}})
+        valid = [p["valid"] for p in parts if "valid" in p]
+        return int(sum(v.sum() for v in valid)) if valid else self.buffer.size
 
     def policy_arrays(self) -> dict[str, np.ndarray]:
         raise NotImplementedError("SAC's policy does not act in environment workers (palaestra/capabilities.py)")

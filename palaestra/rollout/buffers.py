@@ -99,13 +99,31 @@ class ReplayBuffer:
         return {"capacity": self.capacity, "columns": {k: v[order] for k, v in self.data.items()}}
 
     def load_state_dict(self, state: dict) -> None:
+        """Load ``state_dict``'s or ``tensor_state``'s form (columns of numpy arrays or tensors,
+        whole or in parts)."""
         self.size, self.next, self.data = 0, 0, {}
-        columns = state["columns"]
-        if columns and next(iter(columns.values())).shape[0]:
-            self.add(**columns)
+        for part in column_parts(state["columns"]):
+            if next(iter(part.values())).shape[0]:
+                self.add(**part)
 
     def tensor_state(self) -> dict:
-        """``state_dict`` with torch tensors for columns (the form checkpoint files hold)."""
-        state = self.state_dict()
-        return {"capacity": state["capacity"],
-                "columns": {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state["columns"].items()}}
+        """The stored transitions, oldest first, as checkpoint files hold them: each column a list
+        of tensors over the ring's two parts (the oldest rows, then the newest), not a reordered
+        copy, which would add the whole buffer's size to the memory a save takes."""
+        if self.size < self.capacity or self.next == 0:
+            parts = [slice(0, self.size)]
+        else:
+            parts = [slice(self.next, self.capacity), slice(0, self.next)]
+        return {"capacity": self.capacity,
+                "columns": {k: [torch.from_numpy(v[part]) for part in parts] for k, v in self.data.items()}}
+
+
+def column_parts(columns: Mapping) -> list[dict[str, np.ndarray]]:
+    """A saved buffer's columns as consecutive parts, oldest first, numpy arrays: each column a
+    list of parts (``ReplayBuffer.tensor_state``) or one array or tensor (files saved before)."""
+    lists = {k: list(v) if isinstance(v, (list, tuple)) else [v] for k, v in columns.items()}
+    counts = {len(v) for v in lists.values()}
+    if len(counts) > 1:
+        raise ValueError(f"columns saved in different numbers of parts: {sorted(counts)}")
+    numpy = {k: [p.numpy() if isinstance(p, torch.Tensor) else np.asarray(p) for p in v] for k, v in lists.items()}
+    return [{k: v[i] for k, v in numpy.items()} for i in range(counts.pop() if counts else 0)]
