@@ -85,8 +85,13 @@ def temp_file_beside(path: Path, suffix: str = ".tmp") -> tuple[BinaryIO, str]:
     it), with ordinary permissions, open for writing; and its name. Renamed over ``path`` when
     complete, it replaces the file at once."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp creates 0600
-    return os.fdopen(fd, "wb"), tmp
+    try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp creates 0600
+        return os.fdopen(fd, "wb"), tmp
+    except BaseException:  # (fchmod refused on some network file systems) nothing left behind
+        os.close(fd)
+        os.unlink(tmp)
+        raise
 
 
 def atomic_write_bytes(path: str | os.PathLike, *chunks: bytes | memoryview) -> None:

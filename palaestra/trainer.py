@@ -147,11 +147,11 @@ class BehaviorTrainer:
         episodes under way end without a final step and their unfinished segments are dropped, as
         in ML-Agents."""
         if terminal is not None and len(terminal):
-            if self.teacher is not None:
-                self.teacher.episodes_ended(terminal.agent_id)
             segments = self.collector.end_episodes(terminal, self.algorithm.value)
             if segments is not None:
                 self.record(segments)
+        if self.teacher is not None:  # every agent's episode ends: a recurrent teacher forgets them all
+            self.teacher.episodes_ended(self.collector.known_agent_ids)
         self.collector.drop_open_episodes()
         self.algorithm.episode_sums.clear()
 

@@ -579,3 +579,13 @@ def test_saving_a_replay_buffer_takes_no_copy_of_it(tmp_path):
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert float(out.stdout) < 0.25, out.stdout  # measured: 0.00 (2.0 before: the reordered copy and the bytes)
+
+
+def test_a_temporary_file_that_cannot_be_set_up_is_removed(tmp_path, monkeypatch):
+    def refuse(fd, mode):
+        raise PermissionError(errno.EPERM, "operation not permitted")
+
+    monkeypatch.setattr(os, "fchmod", refuse)
+    with pytest.raises(OSError, match="x.pt"):
+        checkpoints.atomic_write_bytes(tmp_path / "x.pt", b"abc")
+    assert list(tmp_path.iterdir()) == []

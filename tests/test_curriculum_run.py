@@ -150,6 +150,15 @@ class Fixed(Simple1D):
 
 def make(seed=0, num_areas=1):
     return Fixed(seed=seed, num_areas=num_areas, step_size=0.001, max_episode_steps=10)
+
+class Staggered(Fixed):
+    # two agents whose episodes last 10 and 11 steps (returns -height and -1.1 x height)
+    def _advance(self, actions):
+        reward, _ = super()._advance(actions)
+        return reward, self.episode_steps + 1 >= 10 + np.arange(self.n) % 2
+
+def make_staggered(seed=0, num_areas=1):
+    return Staggered(seed=seed, num_areas=2, step_size=0.001, max_episode_steps=0)
 '''
 
 
@@ -185,15 +194,17 @@ def test_episodes_ending_on_the_step_before_a_reset_are_kept(run_cli, fixed_epis
 
 @pytest.mark.parametrize("workers", [[], ["--num-envs=2", "--acting=workers"]], ids=["main", "workers"])
 def test_only_episodes_played_in_a_lesson_count_toward_it(run_cli, fixed_episodes, workers):
-    # lesson 0 (height 1, returns -1) passes; lesson 1 (height 2, returns -2) never can: the episodes
-    # of lesson 0 that end after the change (on its step, or in the rounds the workers ran ahead)
-    # must not carry it on to lesson 2
+    # lesson 0 (height 1, returns -1 and -1.1) passes; lesson 1 (height 2, returns -2 and -2.2) never
+    # can: the episodes of lesson 0 that end after the change (the second agent's, on the step the
+    # lesson advances, one step after the first's; or in the rounds the workers ran ahead) must not
+    # carry it on to lesson 2
     write_yaml(fixed_episodes / "c.yaml", "1D:\n  batch_size: 16\n  buffer_size: 160\n  hidden_units: 8\n"
                                           "  num_layers: 1\n  max_steps: 800\n  summary_freq: 100\n  time_horizon: 4\n")
     write_yaml(fixed_episodes / "curriculum.yaml", "1D:\n  measure: reward\n  thresholds: [-1.5, -1.5]\n"
                                                    "  min_lesson_length: 1\n  signal_smoothing: false\n"
                                                    "  parameters:\n    height: [1.0, 2.0, 3.0]\n")
-    result = run_cli("c.yaml", "--env=fixed_env:make", "--curriculum=curriculum.yaml", "--run-id=r", *workers)
+    result = run_cli("c.yaml", "--env=fixed_env:make_staggered", "--curriculum=curriculum.yaml", "--run-id=r",
+                     *workers)
     assert result.code == 0, result.log
     assert "1D: lesson 1 of 2" in result.log
     assert "1D: lesson 2 of 2" not in result.log

@@ -123,6 +123,24 @@ def test_pettingzoo_behaviors_each_get_a_file_and_their_own_policy(workdir, caps
         assert demo.max_step_reached[demo.done].all()  # max_cycles ends the episodes
 
 
+def test_a_policy_that_refills_the_array_it_returned_is_recorded_step_by_step(workdir, capsys, monkeypatch):
+    monkeypatch.delitem(sys.modules, "refilling", raising=False)
+    (workdir / "refilling.py").write_text(textwrap.dedent("""
+        import numpy as np
+        out, calls = np.zeros((1, 1), np.int32), [0]
+
+        def alternate(steps, spec):
+            calls[0] += 1
+            out[:] = calls[0] % 2  # the same array every time, as a preallocating policy returns it
+            return out[: len(steps)]
+    """))
+    code, _, err = _record(["--env=CartPole-v1", "--policy=refilling:alternate", "--episodes=2"], capsys)
+    assert code == 0, err
+    demo = read_demonstrations(workdir / "demos" / "CartPole-v1.demo")
+    acted = demo.discrete_actions[demo.has_action, 0]
+    assert (acted[1:] != acted[:-1]).all(), acted  # each step's own action, not the array's last value
+
+
 def test_policies_are_assigned_per_behavior():
     assert policies_by_behavior(["random", "b=heuristic"], ["a", "b"]) == {"a": "random", "b": "heuristic"}
     with pytest.raises(RecordError, match=r"no behavior 'c'; it has \['a', 'b'\]"):

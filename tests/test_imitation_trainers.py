@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -160,6 +161,21 @@ def test_the_teacher_labels_exactly_the_observations_the_policy_acts_on(tmp_path
     np.testing.assert_array_equal(data["obs_0"][: 30 * env.n], np.concatenate(acted_on))
     np.testing.assert_array_equal(data["discrete"][: 30 * env.n], np.concatenate(expected))
     np.testing.assert_array_equal(data["allowed"][: 30 * env.n], np.concatenate(allowed))
+
+
+def test_a_reset_for_new_parameters_ends_every_agent_s_episode_for_the_teacher_too(tmp_path):
+    env = BUILTIN_ENVS["GridWorld"](seed=2)
+    trainer = _online_trainer(env, tmp_path)
+    told = []
+    trainer.teacher = dataclasses.replace(trainer.teacher, episodes_ended=told.append)
+    env.reset()
+    for _ in range(3):
+        decision, terminal = env.get_steps("GridWorld")
+        env.set_actions("GridWorld", trainer.act(decision, terminal))
+        env.step()
+    told.clear()  # (act told it of the episodes that ended on the way)
+    trainer.end_episodes(env.get_steps("GridWorld")[1])
+    assert sorted(np.concatenate(told).tolist()) == sorted(env.get_steps("GridWorld")[0].agent_id.tolist())
 
 
 def test_a_teacher_of_another_action_shape_is_a_clear_error(tmp_path):

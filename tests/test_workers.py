@@ -247,6 +247,26 @@ def test_a_killed_worker_is_restarted_and_its_agents_episodes_end_interrupted():
         env.close()
 
 
+def test_settling_keeps_the_interrupted_episodes_of_a_restarted_worker():
+    env = WorkerPoolEnv("3DBall", 2, seed=0, timeout=20)
+    try:
+        env.reset()
+        _drive(env, 4, "3DBall")
+        os.kill(env.pool.procs[1].pid, signal.SIGKILL)
+        for _ in range(5):  # until the restarted worker's agents are shown as interrupted
+            _drive(env, 1, "3DBall")
+            if len(env.get_steps("3DBall")[1]):
+                break
+        shown = env.get_steps("3DBall")[1]
+        assert sorted(shown.agent_id.tolist()) == list(range(1, 24, 2)) and shown.interrupted.all()
+        env.settle()  # before a reset: both halves shown, the interruptions still among them
+        assert set(range(1, 24, 2)) <= set(env.get_steps("3DBall")[1].agent_id.tolist())
+        env.reset()
+        assert not len(env.get_steps("3DBall")[1])  # ended by the reset: not shown again after it
+    finally:
+        env.close()
+
+
 def test_a_worker_past_its_restart_limit_is_reported_by_name():
     env = WorkerPoolEnv("3DBall", 2, seed=0, timeout=20, restarts=RestartLimits(max_lifetime=0))
     try:

@@ -173,8 +173,9 @@ def _onnx(path: Path, spec: BehaviorSpec, behavior: str) -> Policy:
 
 
 def _as_rows(values: object, n: int, width: int, dtype: type | None) -> np.ndarray:
-    """``values`` as an array; for one action per agent, ``n`` values stand for ``n`` rows of one."""
-    array = np.asarray(values, dtype)
+    """``values`` as a new array (the recording keeps its rows, and a policy may refill the array
+    it returned); for one action per agent, ``n`` values stand for ``n`` rows of one."""
+    array = np.array(values, dtype)
     return array.reshape(n, 1) if array.shape == (n,) and width == 1 else array
 
 

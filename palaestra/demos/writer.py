@@ -79,8 +79,8 @@ class DemoWriter:
         self.total_reward = 0.0
         self.ended_with_done = True
         # written under a temporary name and renamed when complete: a failed or interrupted
-        # recording never leaves a half file, nor replaces a good one
-        # recording (a unique name: two recordings of one path do not write into one file)
+        # recording never leaves a half file, nor replaces a good one (a name of its own: two
+        # recordings of one path do not write into one file)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file, partial = temp_file_beside(self.path, ".partial")

@@ -109,7 +109,8 @@ class ReplayBuffer:
     def tensor_state(self) -> dict:
         """The stored transitions, oldest first, as checkpoint files hold them: each column a list
         of tensors over the ring's two parts (the oldest rows, then the newest), not a reordered
-        copy, which would add the whole buffer's size to the memory a save takes."""
+        copy, which would add the whole buffer's size to the memory a save takes. The tensors are
+        views of the buffer itself: save them before it changes."""
         if self.size < self.capacity or self.next == 0:
             parts = [slice(0, self.size)]
         else:

@@ -88,6 +88,11 @@ class Collector:
             self.memory_rows = buffers["memory"]
         self.capacity = capacity
 
+    @property
+    def known_agent_ids(self) -> np.ndarray:
+        """Every agent id seen so far, sorted."""
+        return self._known_ids.copy()
+
     def slots_for(self, agent_ids: np.ndarray, remember: bool = True) -> np.ndarray:
         """Slots of these agent ids, allocating slots for ids seen for the first time."""
         if remember:

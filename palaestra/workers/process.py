@@ -48,9 +48,10 @@ def ignore_stop_signals() -> None:
 
 
 def _log_like_the_main_process(index: int) -> None:
-    """Warnings and errors of this process (its environment's, Palaestra's inside it) in the main
-    process's format, naming the worker; a spawned process starts with no handler, and Python's
-    fallback would print the bare message."""
+    """Warnings and errors logged through Palaestra's logger in this process (the built-in
+    environments', the adapters', the acting loop's) in the main process's format, naming the
+    worker; a spawned process starts with no handler, and Python's fallback would print the bare
+    message. (Other libraries' loggers and ``warnings`` print as they do anywhere.)"""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(f"[%(levelname)s] environment worker {index}: %(message)s"))
     palaestra_logger = logging.getLogger("palaestra")

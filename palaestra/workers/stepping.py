@@ -174,6 +174,8 @@ class WorkerPoolEnv:
                 self._finish(i)
         for i in range(self.n):
             self._reset_worker(i)
+        for s in self._state:  # the trainers ended every episode before the reset, these too
+            s.interrupted.clear()
         self._shown = 0
         self._show(self.groups[0])
 
@@ -247,6 +249,7 @@ class WorkerPoolEnv:
                 block["counts"][3] = n
             self.pool.command(i, STEP)  # a dead worker is found when its reply is awaited
             self._state[i].in_flight = True
+            self._state[i].interrupted.clear()  # shown with the steps these actions answer
 
     def _finish(self, i: int) -> None:
         """Wait for worker i's reply; restart it (or raise) if it failed."""
@@ -312,8 +315,8 @@ class WorkerPoolEnv:
                                           for block, c in zip(blocks, counts)])
                 mask = _masks(~allowed, spec)
             decision = DecisionSteps(d_obs, merge("d_reward", 0), d_id, mask)
-            cut = [self._state[i].interrupted.pop(behavior) for i in group
-                   if behavior in self._state[i].interrupted]
+            # (kept until the worker's next actions are sent: settle may show the group again)
+            cut = [self._state[i].interrupted[behavior] for i in group if behavior in self._state[i].interrupted]
             if cut:  # the agents of replaced processes, reported as interrupted at their last observation
                 t_obs = [np.concatenate([shown, *(obs[i] for obs, _ in cut)])
                          for i, shown in enumerate(merge_obs("t_obs", 1))]
