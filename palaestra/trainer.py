@@ -105,7 +105,8 @@ class BehaviorTrainer:
         # online_bc's teacher (palaestra/teachers.py; capabilities' ``teacher``): the algorithm's ``teach``
         self.teacher = teacher
         self.collector = Collector(spec, settings.time_horizon, len(self.algorithm.signals),
-                                   memory_size=self.algorithm.memory_size, behavior=name)
+                                   memory_size=self.algorithm.memory_size, behavior=name,
+                                   terminal_values=not all(s.uses_terminal for s in self.algorithm.signals))
         self.stats = stats
         self.checkpoints = checkpoints
         self.model_dir = model_dir

@@ -84,6 +84,22 @@ def test_terminal_and_interrupted_episodes():
     assert stats.returns == [2.5, 2.5] and stats.lengths == [2, 2]
 
 
+def test_true_ends_skip_the_value_pass_when_no_signal_bootstraps_through_them():
+    calls = []
+
+    def counting_value(observations):
+        calls.append(len(observations[0]))
+        return fake_value(observations)
+
+    c = Collector(SPEC, time_horizon=10, num_signals=1, terminal_values=False)
+    c.step(decision([1, 2], 0), TerminalSteps.empty(SPEC), fake_policy, counting_value)
+    _, seg = c.step(decision([1, 2], 0), terminal([1, 2], 2.0, [False, False]), fake_policy, counting_value)
+    assert calls == [] and seg.bootstrap[:, 0].tolist() == [0.0, 0.0] and seg.terminal.all()
+    c.step(decision([1, 2], 1), TerminalSteps.empty(SPEC), fake_policy, counting_value)
+    _, seg = c.step(decision([1, 2], 0), terminal([1, 2], 2.0, [False, True]), fake_policy, counting_value)
+    assert calls == [2] and seg.bootstrap[:, 0].tolist() == [15.0, 25.0]  # an interruption needs its value
+
+
 def test_agents_deciding_at_different_times_and_joining_late():
     c = Collector(SPEC, time_horizon=2, num_signals=1, initial_slots=1)
     c.step(decision([3], 0), TerminalSteps.empty(SPEC), fake_policy, fake_value)

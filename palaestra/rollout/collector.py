@@ -33,8 +33,13 @@ ValueFn = Callable[[list[np.ndarray]], np.ndarray]
 
 class Collector:
     def __init__(self, spec: BehaviorSpec, time_horizon: int, num_signals: int, initial_slots: int = 16,
-                 schema: SegmentSchema | None = None, memory_size: int = 0, behavior: str = "the behavior") -> None:
+                 schema: SegmentSchema | None = None, memory_size: int = 0, behavior: str = "the behavior",
+                 terminal_values: bool = True) -> None:
         self.spec = spec
+        # whether an episode's true end needs its value (a signal bootstrapping through true
+        # terminals, as curiosity and GAIL do): with the extrinsic reward alone it bootstraps 0,
+        # and the value pass is skipped (one forward pass per episode; PPO 1-D ends one every 5 steps)
+        self.terminal_values = terminal_values
         self.behavior = behavior  # for messages
         self.memory_size = memory_size  # a recurrent policy's memory per agent (0: none)
         self.schema = schema or segment_schema(spec, recurrent=memory_size > 0)
@@ -95,12 +100,11 @@ class Collector:
 
     def slots_for(self, agent_ids: np.ndarray, remember: bool = True) -> np.ndarray:
         """Slots of these agent ids, allocating slots for ids seen for the first time."""
-        if remember:
-            for source, known, slots in self._recent:
-                # an identity check first: environments often hand back the same id array while
-                # the agents stay the same (arrays are never modified in place)
-                if agent_ids is source or np.array_equal(agent_ids, known):
-                    return slots
+        for source, known, slots in self._recent:
+            # an identity check first: environments often hand back the same id array while
+            # the agents stay the same (arrays are never modified in place)
+            if agent_ids is source or np.array_equal(agent_ids, known):
+                return slots
         ids = np.asarray(agent_ids, dtype=np.int64)
         pos = np.searchsorted(self._known_ids, ids)
         found = np.zeros(len(ids), dtype=bool)
@@ -215,8 +219,10 @@ class Collector:
         if self.memory_size:
             bootstrap = value(obs, memory=self.agent_memory[ps])
             self.agent_memory[slots] = 0.0  # the next episode starts from zeros
-        else:
+        elif self.terminal_values or terminal.interrupted[pend].any():
             bootstrap = value(obs)
+        else:  # every one a true end, where every signal bootstraps 0
+            bootstrap = np.zeros((len(ps), self.K), np.float32)
         return self._take(ps, bootstrap, ~terminal.interrupted[pend], np.ones(len(ps), bool), obs, None)
 
     def _take(self, slots: np.ndarray, bootstrap: np.ndarray, terminal: np.ndarray,
