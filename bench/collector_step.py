@@ -1,7 +1,7 @@
 """The collector alone: microseconds per ``Collector.step`` with a policy that returns fixed
 arrays, so that only the recording of steps and the cutting of segments is timed.
 
-Cases: 3DBall's sizes (12 agents, 8 observations, 2 continuous actions, time horizon 1000: a cut
+Cases: one agent with 1-D sizes (a Gymnasium environment's one agent; PPO 1-D), 3DBall's sizes (12 agents, 8 observations, 2 continuous actions, time horizon 1000: a cut
 every 1000 steps), the same agents cut every 4 steps, masked discrete actions (49 observations,
 one branch of 5), and 256 agents of which 8 end an episode every step. Best of ``--repeats``
 timings of ``--steps`` steps each.
@@ -69,7 +69,9 @@ def main() -> None:
     args = parser.parse_args()
     ball = BehaviorSpec(((8,),), ActionSpec(continuous_size=2))
     grid = BehaviorSpec(((49,),), ActionSpec(discrete_branches=(5,)))
+    one_d = BehaviorSpec(((1,),), ActionSpec(continuous_size=1))
     cases = [
+        ("1 agent (a Gymnasium env), horizon 64", one_d, 1, 64, 0),
         ("3DBall sizes, 12 agents, horizon 1000", ball, 12, 1000, 0),
         ("3DBall sizes, 12 agents, cut every 4 steps", ball, 12, 4, 0),
         ("masked discrete, 12 agents, horizon 64", grid, 12, 64, 0),

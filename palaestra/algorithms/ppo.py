@@ -180,7 +180,7 @@ class PPO:
         # each signal rewards each segment once, as it arrives (a model's rewards cost a forward
         # pass; the extrinsic signal's return scale follows the rows in order); kept for process()
         rewards = [signal.rewards(seg) for signal in self.signals]
-        self._queued.append((seg, np.stack([r[seg.row_mask] for r in rewards], 1)))
+        self._queued.append((seg, np.array([r[seg.row_mask] for r in rewards]).T))  # [rows, signals]
         self._queued_rows += rows
         self.step += rows
         # the value estimates the policy acted with, per segment as ML-Agents records them per

@@ -23,6 +23,7 @@ from palaestra.networks.constants import CLIP, MASKED_LOGIT
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 LOG_2 = math.log(2.0)
+HALF = np.float32(0.5)
 
 
 def swish(z):
@@ -65,9 +66,9 @@ def activate(kernels: Kernels, kind: str, z):
 def activate_in_place(kind: str, z: np.ndarray) -> np.ndarray:
     """The same, overwriting the fresh array ``z``: acting keeps nothing for a backward pass."""
     if kind == "swish":
-        s = np.tanh(0.5 * z)
-        s *= 0.5
-        s += 0.5
+        s = np.tanh(z * HALF)  # (float32 scalars: a Python float costs a conversion per operation)
+        s *= HALF
+        s += HALF
         z *= s
     elif kind == "tanh":
         np.tanh(z, out=z)

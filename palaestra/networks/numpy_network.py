@@ -41,6 +41,7 @@ from palaestra.rollout.collector import ActResult
 # Sliced to [n, 0] for a policy without that kind of action: no allocation per step.
 NO_CONTINUOUS = np.zeros((1 << 20, 0), dtype=np.float32)
 NO_DISCRETE = np.zeros((1 << 20, 0), dtype=np.int64)
+MINUS_HALF = np.float32(-0.5)
 
 
 @dataclass(frozen=True)
@@ -189,10 +190,13 @@ class MLPNetwork:
             mean = self.mean.forward(h)
             log_std = self.gaussian.log_std
             noise = np.zeros_like(mean) if deterministic else self.normal.take(mean.shape)
-            # log N(a; mean, std) with a = mean + noise x std; the entropy does not depend on a
-            log_norm = float(log_std.sum()) + HALF_LOG_2PI * c
-            log_prob = -0.5 * (noise * noise).sum(axis=1) - np.float32(log_norm)
-            entropy = np.full(n, 0.5 * c + log_norm, dtype=np.float32)
+            # log N(a; mean, std) with a = mean + noise x std; the entropy does not depend on a.
+            # (Scalars as float32 and the log-std's sum in Python: numpy's scalar paths cost
+            # more than these one-row operations.)
+            log_norm = math.fsum(log_std.tolist()) + HALF_LOG_2PI * c
+            log_prob = np.square(noise).sum(axis=1) * MINUS_HALF - np.float32(log_norm)
+            entropy = np.empty(n, np.float32)
+            entropy.fill(0.5 * c + log_norm)
             cont = mean + noise * np.exp(log_std)
         if self.logits is None:
             return ActResult(cont, NO_DISCRETE[:n], log_prob, entropy, values, memory)

@@ -23,8 +23,7 @@ class SignalEpisodeSums:
             grown = np.zeros((max(slots, 2 * self.sums.shape[0]), self.sums.shape[1]))
             grown[: self.sums.shape[0]] = self.sums
             self.sums = grown
-        mask = seg.row_mask
-        segment_sums = np.stack([np.where(mask, r, 0.0).sum(axis=1) for r in rewards], axis=1)  # [F, signals]
+        segment_sums = np.where(seg.row_mask, np.array(rewards), 0.0).sum(axis=2).T  # [F, signals]
         finished = []
         for rows in slot_waves(seg.slot):  # each agent once per wave: its episode ends before the next starts
             slot = seg.slot[rows]
@@ -32,7 +31,7 @@ class SignalEpisodeSums:
             ended = slot[seg.episode_end[rows]]
             finished.append(self.sums[ended])
             self.sums[ended] = 0.0
-        done = np.concatenate(finished) if finished else np.zeros((0, len(self.names)))
+        done = finished[0] if len(finished) == 1 else np.concatenate(finished)
         if not len(done):
             return {}
         return {name: done[:, k].tolist() for k, name in enumerate(self.names)}

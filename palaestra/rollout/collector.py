@@ -54,10 +54,10 @@ class Collector:
         self.buffers: dict[str, np.ndarray] = {}  # every per-row field of the schema: [slots, time_horizon, ...]
         self._known_ids = np.zeros(0, dtype=np.int64)  # sorted
         self._known_slots = np.zeros(0, dtype=np.int64)
-        # the last two agent sets seen (the array handed in, a copy of its ids, their slots):
-        # environments usually show the same agents every step, and pipelined workers
-        # (workers/stepping.py) alternate between two sets
-        self._recent: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        # the last two agent sets seen (the array handed in, a copy of its ids, their slots, those
+        # slots as a slice if they are consecutive): environments usually show the same agents
+        # every step, and pipelined workers (workers/stepping.py) alternate between two sets
+        self._recent: list[tuple[np.ndarray, np.ndarray, np.ndarray, slice | None]] = []
         self._masked = False  # has any decision carried an action mask? (until then, skip writing masks)
         self.stats = EpisodeStats()
         self._grow(initial_slots)
@@ -81,9 +81,9 @@ class Collector:
                 new[:old] = arr
             return new
 
-        # per slot: its segment's rows so far, whether its last row waits for its reward, its episode
+        # per slot: its segment's rows so far (the last of them waits for the reward that follows
+        # its action), its episode's return and length
         self.length = grown(getattr(self, "length", None), np.int64)
-        self.pending = grown(getattr(self, "pending", None), bool)
         self.episode_return = grown(getattr(self, "episode_return", None), np.float64)
         self.episode_length = grown(getattr(self, "episode_length", None), np.int64)
         if self.memory_size:  # each agent's memory now, and the rows' record of it
@@ -100,11 +100,15 @@ class Collector:
 
     def slots_for(self, agent_ids: np.ndarray, remember: bool = True) -> np.ndarray:
         """Slots of these agent ids, allocating slots for ids seen for the first time."""
-        for source, known, slots in self._recent:
+        return self._slots_and_span(agent_ids, remember)[0]
+
+    def _slots_and_span(self, agent_ids: np.ndarray, remember: bool = True) -> tuple[np.ndarray, slice | None]:
+        """(the slots of these agent ids, the same as a slice when they are consecutive, else None)."""
+        for source, known, slots, span in self._recent:
             # an identity check first: environments often hand back the same id array while
             # the agents stay the same (arrays are never modified in place)
-            if agent_ids is source or np.array_equal(agent_ids, known):
-                return slots
+            if agent_ids is source or (len(agent_ids) == len(known) and (agent_ids == known).all()):
+                return slots, span
         ids = np.asarray(agent_ids, dtype=np.int64)
         pos = np.searchsorted(self._known_ids, ids)
         found = np.zeros(len(ids), dtype=bool)
@@ -122,9 +126,10 @@ class Collector:
             self._known_ids, self._known_slots = order_ids[order], order_slots[order]
             pos = np.searchsorted(self._known_ids, ids)
         slots = self._known_slots[pos]
+        span = _as_slice(slots)
         if remember:
-            self._recent = [(agent_ids, ids.copy(), slots)] + self._recent[:1]
-        return slots
+            self._recent = [(agent_ids, ids.copy(), slots, span)] + self._recent[:1]
+        return slots, span
 
     # -- one environment step ----------------------------------------------------------------
     def step(self, decision: DecisionSteps, terminal: TerminalSteps, policy: PolicyFn,
@@ -139,49 +144,62 @@ class Collector:
         if not len(decision):
             actions = self.spec.action_spec.empty_actions(0)
         else:
-            slots = self.slots_for(decision.agent_id)
+            slots, span = self._slots_and_span(decision.agent_id)
             obs = stored_observations(decision.obs, self.shapes)
             allowed = self._allowed(decision)
             rows = self.length[slots]
-            # The reward that followed each agent's previous action.
-            pend = self.pending[slots]
-            all_pending = pend.all()
-            if all_pending:
-                self.reward[slots, rows - 1] += decision.reward
-            elif pend.any():
-                self.reward[slots[pend], rows[pend] - 1] += decision.reward[pend]
-            self.episode_return[slots] += decision.reward
+            # Agents in lockstep (one agent, as a Gymnasium environment has, or all at one row in
+            # consecutive slots) are addressed by a slice and a row: basic indexing, several times
+            # cheaper than fancy indexing at these sizes. ``row`` is None otherwise.
+            row = int(rows[0]) if span is not None and (len(rows) == 1 or (rows == rows[0]).all()) else None
+            index = span if row is not None else slots
+            # The reward that followed each agent's previous action (a slot with rows has its
+            # last row waiting for it).
+            if row is not None:
+                if row:
+                    self.reward[span, row - 1] += decision.reward
+            else:
+                waiting = rows > 0
+                self.reward[slots[waiting], rows[waiting] - 1] += decision.reward[waiting]
+            self.episode_return[index] += decision.reward
             if self.memory_size:
-                memory = self.agent_memory[slots]
+                memory = self.agent_memory[slots]  # a copy: the rows record the memory acted on
                 out = policy(obs, allowed, memory=memory)
-                self.agent_memory[slots] = out.memory
+                self.agent_memory[index] = out.memory
             else:
                 out = policy(obs, allowed)
             self.stats.entropy_sum += float(out.entropy.sum())
             self.stats.entropy_count += len(out.entropy)
-            full = rows >= self.H if all_pending else pend & (rows >= self.H)
-            cut = full.any()
-            if cut:
-                fs = slots[full]
-                no = np.zeros(len(fs), bool)
-                finished.append(self._take(fs, out.values[full], no, no, [o[full] for o in obs],
-                                           allowed[full] if allowed is not None else None))
-                rows = self.length[slots]
+            # a slot holding time_horizon rows is cut: this decision's value bootstraps its return
+            if row is not None:
+                if row >= self.H:
+                    no = np.zeros(len(slots), bool)
+                    finished.append(self._take(slots, out.values.copy(), no, no, [o.copy() for o in obs],
+                                               allowed.copy() if allowed is not None else None))
+                    row = 0
+                at = (span, row)
+            else:
+                full = rows >= self.H
+                if full.any():
+                    fs = slots[full]
+                    no = np.zeros(len(fs), bool)
+                    finished.append(self._take(fs, out.values[full], no, no, [o[full] for o in obs],
+                                               allowed[full] if allowed is not None else None))
+                    rows = self.length[slots]
+                at = (slots, rows)
             for buffer, o in zip(self.obs, obs):
-                buffer[slots, rows] = o
+                buffer[at] = o
             for name, buffer in self._from_policy:
-                buffer[slots, rows] = getattr(out, name)
+                buffer[at] = getattr(out, name)
             if self.memory_size:
-                self.memory_rows[slots, rows] = memory
+                self.memory_rows[at] = memory
             if allowed is not None:
                 self._masked = True
-                self.allowed[slots, rows] = allowed
+                self.allowed[at] = allowed
             elif self._masked:
-                self.allowed[slots, rows] = True
-            self.length[slots] = rows + 1
-            if cut or not all_pending:  # (a cut clears its slots' flag)
-                self.pending[slots] = True
-            self.episode_length[slots] += 1
+                self.allowed[at] = True
+            self.length[index] = at[1] + 1
+            self.episode_length[index] += 1
             actions = ActionTuple(
                 # clipped for the environment, stored unclipped (as ML-Agents); min/max beat np.clip here
                 continuous=np.minimum(np.maximum(out.continuous, -1.0), 1.0, dtype=np.float32) if self.c
@@ -203,7 +221,7 @@ class Collector:
 
     def _end_episodes(self, terminal: TerminalSteps, value: ValueFn) -> Segments | None:
         slots = self.slots_for(terminal.agent_id, remember=False)
-        pend = self.pending[slots]
+        pend = self.length[slots] > 0  # those with rows: their last row waits for this reward
         ps = slots[pend]
         self.reward[ps, self.length[ps] - 1] += terminal.reward[pend]
         self.episode_return[slots] += terminal.reward
@@ -227,11 +245,13 @@ class Collector:
 
     def _take(self, slots: np.ndarray, bootstrap: np.ndarray, terminal: np.ndarray,
               episode_end: np.ndarray, next_obs: list[np.ndarray], next_allowed: np.ndarray | None) -> Segments:
-        length = self.length[slots].copy()
+        length = self.length[slots]
         width = int(length.max())
+        # one slot (an episode's end in a one-agent environment) as a slice: basic indexing is cheaper
+        index = slots if len(slots) > 1 else slice(int(slots[0]), int(slots[0]) + 1)
         arrays = {}
-        for name, buffer in self.buffers.items():  # the per-row fields
-            arrays[name] = buffer[slots, :width]
+        for name, buffer in self.buffers.items():  # the per-row fields, copied out of the slots
+            arrays[name] = buffer[slots, :width] if len(slots) > 1 else buffer[index, :width].copy()
         arrays["length"] = length
         arrays["bootstrap"] = np.asarray(bootstrap, dtype=np.float32).reshape(len(slots), self.K)
         arrays |= dict(zip(self.schema.observations["next_obs"], next_obs, strict=True))
@@ -240,9 +260,8 @@ class Collector:
         arrays["episode_end"] = episode_end
         arrays["slot"] = slots.copy()
         seg = Segments(self.schema, arrays)
-        self.reward[slots, :width] = 0.0  # rows accumulate rewards with +=; start the next segment clean
-        self.length[slots] = 0
-        self.pending[slots] = False
+        self.reward[index, :width] = 0.0  # rows accumulate rewards with +=; start the next segment clean
+        self.length[index] = 0
         return seg
 
     def end_episodes(self, terminal: TerminalSteps, value: ValueFn) -> Segments | None:
@@ -261,7 +280,6 @@ class Collector:
         are dropped and the next decision starts a new episode."""
         self.reward[:] = 0.0
         self.length[:] = 0
-        self.pending[:] = False
         self.episode_return[:] = 0.0
         self.episode_length[:] = 0
         if self.memory_size:
@@ -271,3 +289,10 @@ class Collector:
         stats, self.stats = self.stats, EpisodeStats()
         return stats
 
+
+
+def _as_slice(slots: np.ndarray) -> slice | None:
+    """``slots`` as a slice if they are consecutive and ascending, else None."""
+    if len(slots) and int(slots[-1]) - int(slots[0]) == len(slots) - 1 and (len(slots) < 3 or (np.diff(slots) == 1).all()):
+        return slice(int(slots[0]), int(slots[-1]) + 1)
+    return None

@@ -149,8 +149,10 @@ class Segments:
         """``H``: the rows of the per-row arrays."""
         return getattr(self, self.schema.per_row[0].name).shape[1]
 
-    @property
+    @functools.cached_property
     def row_mask(self) -> np.ndarray:
+        """``[F, H]``: True on the real rows. Computed once (segments are never modified: every
+        consumer of a finished segment asks for it, several per finished episode)."""
         return np.arange(self.width)[None, :] < self.length[:, None]
 
     def arrays(self) -> dict[str, np.ndarray]:
