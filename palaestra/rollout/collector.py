@@ -126,9 +126,10 @@ class Collector:
             self._known_ids, self._known_slots = order_ids[order], order_slots[order]
             pos = np.searchsorted(self._known_ids, ids)
         slots = self._known_slots[pos]
+        if not remember:  # (episode ends: their writes are fancy-indexed anyway)
+            return slots, None
         span = _as_slice(slots)
-        if remember:
-            self._recent = [(agent_ids, ids.copy(), slots, span)] + self._recent[:1]
+        self._recent = [(agent_ids, ids.copy(), slots, span)] + self._recent[:1]
         return slots, span
 
     # -- one environment step ----------------------------------------------------------------
@@ -151,7 +152,7 @@ class Collector:
             # Agents in lockstep (one agent, as a Gymnasium environment has, or all at one row in
             # consecutive slots) are addressed by a slice and a row: basic indexing, several times
             # cheaper than fancy indexing at these sizes. ``row`` is None otherwise.
-            row = int(rows[0]) if span is not None and (len(rows) == 1 or (rows == rows[0]).all()) else None
+            row = int(rows[0]) if span is not None and rows[0] == rows[-1] and (len(rows) < 3 or (rows == rows[0]).all()) else None
             index = span if row is not None else slots
             # The reward that followed each agent's previous action (a slot with rows has its
             # last row waiting for it).
