@@ -152,7 +152,8 @@ class Collector:
             # Agents in lockstep (one agent, as a Gymnasium environment has, or all at one row in
             # consecutive slots) are addressed by a slice and a row: basic indexing, several times
             # cheaper than fancy indexing at these sizes. ``row`` is None otherwise.
-            row = int(rows[0]) if span is not None and rows[0] == rows[-1] and (len(rows) < 3 or (rows == rows[0]).all()) else None
+            lockstep = span is not None and rows[0] == rows[-1] and (len(rows) < 3 or (rows == rows[0]).all())
+            row = int(rows[0]) if lockstep else None
             index = span if row is not None else slots
             # The reward that followed each agent's previous action (a slot with rows has its
             # last row waiting for it).
@@ -291,9 +292,11 @@ class Collector:
         return stats
 
 
-
 def _as_slice(slots: np.ndarray) -> slice | None:
     """``slots`` as a slice if they are consecutive and ascending, else None."""
-    if len(slots) and int(slots[-1]) - int(slots[0]) == len(slots) - 1 and (len(slots) < 3 or (np.diff(slots) == 1).all()):
-        return slice(int(slots[0]), int(slots[-1]) + 1)
+    if not len(slots):
+        return None
+    first, last = int(slots[0]), int(slots[-1])
+    if last - first == len(slots) - 1 and (len(slots) < 3 or (np.diff(slots) == 1).all()):
+        return slice(first, last + 1)
     return None
