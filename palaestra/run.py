@@ -355,7 +355,7 @@ def _make_trainer(options: RunOptions, name: str, output_name: str, spec: Behavi
     try:
         trainer = BehaviorTrainer(name, spec, s, device, StatsReporter(f"{options.run_id}_{output_name}", []),
                                   CheckpointManager(run_dir / output_name, options.keep_checkpoints), run_dir,
-                                  training, seed=seed, output_name=output_name)
+                                  training, seed=seed, output_name=output_name, demonstrations=not options.inference)
     except DemoError as e:  # behavioral cloning's, GAIL's or offline_bc's demonstrations
         raise ConfigError(f"{options.trainer_config_path}: behavior {name!r}: {e}") from None
     except (MemoryError, RuntimeError) as e:  # torch's allocator raises RuntimeError when out of memory

@@ -93,7 +93,8 @@ class BehaviorTrainer:
     def __init__(self, name: str, spec: BehaviorSpec, settings: TrainerSettings, device: torch.device,
                  stats: StatsReporter, checkpoints: CheckpointManager, model_dir: Path, training: bool,
                  metrics: MetricsCSV | None = None, seed: int = 0,
-                 teacher: Policy | None = None, output_name: str | None = None) -> None:
+                 teacher: Policy | None = None, output_name: str | None = None,
+                 demonstrations: bool = True) -> None:
         self.name = name
         # the name of its files: <output_name>.onnx (run_folders.output_names; the run gives the
         # checkpoint folder and summaries the same)
@@ -101,7 +102,8 @@ class BehaviorTrainer:
         self.spec = spec
         self.settings = settings
         self.training = training
-        self.algorithm = make_algorithm(spec, settings, device, np.random.default_rng(seed), name)
+        # (demonstrations False: --inference reads none; a dry run still checks them)
+        self.algorithm = make_algorithm(spec, settings, device, np.random.default_rng(seed), name, demonstrations)
         # online_bc's teacher (palaestra/teachers.py; capabilities' ``teacher``): the algorithm's ``teach``
         self.teacher = teacher
         self.collector = Collector(spec, settings.time_horizon, len(self.algorithm.signals),

@@ -241,3 +241,28 @@ def test_gail_alone_learns_cartpole_from_a_scripted_expert(run_cli, workdir):
     returns = evaluate_onnx(make_env("CartPole-v1", seed=3, num_areas=2), workdir / "models/gail/CartPole-v1.onnx",
                             episodes=20)
     assert len(returns) == 20 and np.mean(returns) >= 475.0, returns
+
+
+@pytest.mark.parametrize("trainer", ["ppo", "offline_bc"])
+def test_inference_runs_without_the_demonstrations_it_was_trained_with(run_cli, workdir, demos, trainer):
+    # --inference learns nothing, so the demonstrations (GAIL's, behavioral cloning's,
+    # offline_bc's) are not read: a trained run folder copied without them still plays, GAIL's
+    # discriminator loading from the checkpoint; a run that learns still refuses a missing file
+    demo = workdir / "expert.demo"
+    demo.write_bytes(demos["Simple1DDiscrete"].read_bytes())
+    section = {"trainer": trainer, "max_steps": 300, "summary_freq": 100, "batch_size": 16, "buffer_size": 64,
+               "hidden_units": 16, "num_layers": 1}
+    if trainer == "ppo":
+        section["reward_signals"] = {"gail": {"strength": 1.0, "gamma": 0.99, "encoding_size": 16,
+                                              "demo_path": str(demo)}}
+        section["behavioral_cloning"] = {"demo_path": str(demo), "strength": 1.0, "steps": 300}
+    else:
+        section |= {"demo_path": str(demo), "batches_per_epoch": 2}
+    (workdir / "c.yaml").write_text(yaml.safe_dump({"1D": section}))
+    assert run_cli("c.yaml", "--env=Simple1DDiscrete", "--run-id=r", "--seed=1").code == 0
+    demo.unlink()
+    result = run_cli("c.yaml", "--env=Simple1DDiscrete", "--run-id=r", "--inference")
+    assert result.code == 0, result.log
+    assert "Loaded 1D" in result.log and "Not Training." in result.log
+    refused = run_cli("c.yaml", "--env=Simple1DDiscrete", "--run-id=r", "--resume")
+    assert refused.code != 0 and "expert.demo" in refused.log and "no such demonstration file" in refused.log

@@ -4,6 +4,8 @@ what a trainer type can do is in palaestra/capabilities.py."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 
@@ -15,17 +17,21 @@ from palaestra.algorithms.protocol import Algorithm
 from palaestra.algorithms.sac import SAC
 from palaestra.capabilities import capabilities
 from palaestra.envs.base import BehaviorSpec
-from palaestra.settings import TrainerSettings
+from palaestra.settings import GAILSettings, OfflineBCSettings, TrainerSettings
 
 # trainer type → the class that trains it
 ALGORITHMS: dict[str, type] = {"ppo": PPO, "sac": SAC, "offline_bc": OfflineBC, "online_bc": OnlineBC}
 
 
 def make_algorithm(spec: BehaviorSpec, settings: TrainerSettings, device: torch.device,
-                   rng: np.random.Generator, behavior: str = "the behavior") -> Algorithm:
+                   rng: np.random.Generator, behavior: str = "the behavior",
+                   demonstrations: bool = True) -> Algorithm:
     """The trainer type's algorithm with what the settings add to it (behavioral cloning: its
     demonstrations are read and checked against ``spec`` here, DemoError if they do not fit; so
-    are offline_bc's)."""
+    are GAIL's and offline_bc's). ``demonstrations`` False: a run that does not learn
+    (``--inference``) reads none, so the files need not be there."""
+    if not demonstrations:
+        settings = without_demonstrations(settings)
     cls = ALGORITHMS[settings.trainer]
     algorithm = cls(spec, settings, device, rng, behavior)  # checks of demonstrations name the behavior
     if capabilities(settings).imitation_only:
@@ -35,4 +41,16 @@ def make_algorithm(spec: BehaviorSpec, settings: TrainerSettings, device: torch.
     return algorithm
 
 
-__all__ = ["ALGORITHMS", "Algorithm", "make_algorithm"]
+def without_demonstrations(settings: TrainerSettings) -> TrainerSettings:
+    """``settings`` for a policy that acts and never learns: no behavioral cloning, and GAIL's and
+    offline_bc's ``demo_path`` empty (nothing read). Every network is still built as for training,
+    GAIL's discriminator included, so that a checkpoint loads into it."""
+    signals = {name: replace(cfg, demo_path="") if isinstance(cfg, GAILSettings) else cfg
+               for name, cfg in settings.reward_signals.items()}
+    changes: dict = {"reward_signals": signals, "behavioral_cloning": None}
+    if isinstance(settings, OfflineBCSettings):
+        changes["demo_path"] = ""
+    return replace(settings, **changes)
+
+
+__all__ = ["ALGORITHMS", "Algorithm", "make_algorithm", "without_demonstrations"]

@@ -32,9 +32,24 @@ class Demonstrations:
         return {k: v[index] for k, v in self.columns.items()}
 
 
+class _NoExamples:
+    """The examples of a policy that only acts: none (its ``ready`` is False: it never updates)."""
+
+    size = 0
+
+    def rows(self, index: np.ndarray) -> dict[str, torch.Tensor]:
+        raise RuntimeError("offline_bc was built without demonstrations (a policy that only acts): it cannot learn")
+
+
+NO_EXAMPLES = _NoExamples()
+
+
 class OfflineBC(ClonedPolicy):
     def __init__(self, spec: BehaviorSpec, settings: OfflineBCSettings, device: torch.device,
                  rng: np.random.Generator | None = None, behavior: str = "the behavior") -> None:
+        if not settings.demo_path:  # a policy that only acts (algorithms.without_demonstrations)
+            super().__init__(spec, settings, device, rng, NO_EXAMPLES)
+            return
         # DemoError (naming demo_path and the file) when they cannot be read or do not fit the behavior
         columns = demonstration_columns(settings.demo_path, spec, behavior, "demo_path")
         if not len(columns["continuous"]):

@@ -107,8 +107,10 @@ class GAILSignal(ModelSignal):
 
     def __init__(self, settings: GAILSettings, spec: BehaviorSpec, device: torch.device,
                  vis_encode_type: str = "simple", behavior: str = "the behavior") -> None:
-        self.expert = demonstration_columns(settings.demo_path, spec, behavior, "reward_signals.gail.demo_path")
-        self.expert_rows = len(self.expert["continuous"])
+        # no demo_path: a policy that only acts (algorithms.without_demonstrations); never updated
+        self.expert = (demonstration_columns(settings.demo_path, spec, behavior, "reward_signals.gail.demo_path")
+                       if settings.demo_path else None)
+        self.expert_rows = len(self.expert["continuous"]) if self.expert is not None else 0
         super().__init__(settings, device, Discriminator(spec, settings, vis_encode_type))
         # rewards/numpy_losses.py: a plain MLP over vectors, on the CPU
         self.numpy_steps = self.model.images is None and not settings.use_vail and device.type == "cpu"
@@ -120,6 +122,8 @@ class GAILSignal(ModelSignal):
         return (-torch.log(1.0 - d + EPSILON) * self.strength).cpu().numpy().astype(np.float32)
 
     def update(self, batch: Mapping[str, np.ndarray]) -> dict[str, float]:
+        if self.expert is None:
+            raise RuntimeError("GAIL was built without demonstrations (a policy that only acts): it cannot learn")
         rows = self.rng.integers(0, self.expert_rows, len(batch["continuous"]))  # with replacement
         expert_batch = {k: v[rows] for k, v in self.expert.items()}
         if self.numpy_steps:
