@@ -380,3 +380,35 @@ def test_demonstrated_actions_their_own_mask_forbids_are_counted_in_a_warning(tm
     demonstration_columns(str(tmp_path / "walls.demo"), spec, "GridWorld", "demo_path")
     assert f"{int(masked.sum())} of {int(demo.has_action.sum())} demonstrated actions are ones their own " \
            "record's action mask forbids" in caplog.text
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="recordings lock their temp files with fcntl")
+def test_a_killed_recording_s_temp_file_is_removed_by_the_next_recording_of_that_path(tmp_path):
+    import os
+    import signal
+    import time
+
+    from palaestra.demos.writer import STALE_AFTER_S, DemoWriter
+
+    out = tmp_path / "demos"
+    proc = subprocess.Popen([sys.executable, "-m", "palaestra.demos.record", "--env=3DBall", "--policy=heuristic",
+                             "--episodes=300", f"--out={out}"], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not any(out.glob(".*.partial")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)  # no handler runs: the temp file stays
+    proc.communicate(timeout=30)
+    [killed] = out.glob(".*.partial")
+    spec = make_env("3DBall", seed=1).behavior_specs["3DBall"]
+    path = out / "3DBall.demo"
+    assert killed.name.startswith(".3DBall.demo.")  # the recording's temp file
+    old = time.time() - 2 * STALE_AFTER_S
+    with DemoWriter(path, "3DBall", spec) as live:  # a recording under way, as old as the killed one
+        os.utime(live._partial, (old, old))
+        os.utime(killed, (old, old))
+        with DemoWriter(path, "3DBall", spec) as second:  # the next recording of that path
+            assert not killed.exists()  # left by the kill: removed
+            assert live._partial.exists()  # held by a live writer: kept
+        assert path.exists()  # the second recording, published as it closed
+    assert not any(out.glob(".*.partial"))

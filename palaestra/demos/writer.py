@@ -14,7 +14,10 @@ loaders read; images as PNG with shape height x width x channels, vectors as pac
 
 from __future__ import annotations
 
+import glob
+import logging
 import os
+import time
 from pathlib import Path
 from types import TracebackType
 
@@ -26,6 +29,13 @@ from palaestra.demos.png import encode_png
 from palaestra.demos.reader import HEADER_SIZE, DemoError, DemoMeta, Demonstrations
 from palaestra.envs.base import BehaviorSpec
 from palaestra.envs.observations import as_stored, is_image
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+
+logger = logging.getLogger("palaestra")
 
 NAME_LIMIT = 16  # Unity's recorder cuts demonstration names to 16 characters
 # dimension_properties of an image stored height x width x channels: translational
@@ -83,8 +93,10 @@ class DemoWriter:
         # recordings of one path do not write into one file)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_partials(self.path)
             self._file, partial = temp_file_beside(self.path, ".partial")
             self._partial = Path(partial)
+            _hold(self._file)
         except OSError as e:
             raise DemoError(f"{self.path}: cannot be written: {e.strerror or e}") from None
         self._file.write(bytes(HEADER_SIZE))  # the header, written last
@@ -190,6 +202,45 @@ class DemoWriter:
         else:  # a half-written file is not a recording
             self._file.close()
             self._partial.unlink(missing_ok=True)
+
+
+# A recording's temp file is locked while it is written (flock: released by the system however the
+# process ends), so that a later recording of the same path can tell one a kill left behind from
+# one still being written. Without fcntl (Windows) nothing is removed.
+STALE_AFTER_S = 60.0  # and never younger than this: a temp file between its creation and its lock
+
+
+def _hold(file) -> None:
+    if fcntl is None:
+        return
+    try:
+        fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # a file system without locks: the recording goes on, unprotected
+        pass
+
+
+def remove_stale_partials(path: Path) -> list[Path]:
+    """Delete the temp files of recordings of ``path`` that a kill left behind (hidden
+    ``.<name>.*.partial`` files beside it that no process holds); return them."""
+    removed: list[Path] = []
+    if fcntl is None:
+        return removed
+    try:
+        candidates = list(path.parent.glob(f".{glob.escape(path.name)}.*.partial"))
+    except OSError:
+        return removed
+    for candidate in candidates:
+        try:
+            if time.time() - candidate.stat().st_mtime < STALE_AFTER_S:
+                continue
+            with open(candidate, "rb") as fh:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError: a live recording's
+                candidate.unlink()
+        except OSError:  # being written, or already gone, or not ours to remove
+            continue
+        logger.info("Removed %s, left by an interrupted recording", candidate)
+        removed.append(candidate)
+    return removed
 
 
 def write_demonstrations(path: str | os.PathLike, demo: Demonstrations, meta: DemoMeta | None = None,
