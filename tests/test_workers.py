@@ -153,6 +153,32 @@ def test_a_worker_s_warnings_come_in_the_run_s_format_naming_the_worker(capfd):
     assert "environment worker 1" not in err
 
 
+WARNING_MODULE = """
+import warnings
+from palaestra.envs.builtin.simple1d import make as make_1d
+
+
+def make(seed=0):
+    warnings.warn("a library's warning", UserWarning)
+    return make_1d(seed=seed)
+"""
+
+
+def test_a_library_s_python_warning_in_a_worker_is_one_line_naming_the_worker(tmp_path, monkeypatch, capfd):
+    (tmp_path / "warning_env.py").write_text(WARNING_MODULE)
+    monkeypatch.chdir(tmp_path)
+    env = WorkerPoolEnv("warning_env:make", 2, seed=0, pipeline=False)
+    try:
+        env.reset()
+    finally:
+        env.close()
+    lines = [line for line in capfd.readouterr().err.splitlines() if "a library's warning" in line]
+    assert len(lines) == 2, lines
+    for worker, line in zip((0, 1), sorted(lines)):
+        assert line.startswith(f"[WARNING] environment worker {worker}: UserWarning: a library's warning ("), line
+        assert "warning_env.py:" in line
+
+
 def test_pipelined_workers_show_alternate_halves():
     env = WorkerPoolEnv("3DBall", 4, seed=0)
     try:

@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import sys
+import warnings
 from typing import Any
 
 import numpy as np
@@ -51,13 +52,19 @@ def _log_like_the_main_process(index: int) -> None:
     """Warnings and errors logged through Palaestra's logger in this process (the built-in
     environments', the adapters', the acting loop's) in the main process's format, naming the
     worker; a spawned process starts with no handler, and Python's fallback would print the bare
-    message. (Other libraries' loggers and ``warnings`` print as they do anywhere.)"""
+    message. Python ``warnings`` (an environment library's, e.g. Gymnasium's checker) come the same
+    way, one line each, naming the worker. (Other libraries' loggers print as they do anywhere.)"""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(f"[%(levelname)s] environment worker {index}: %(message)s"))
     palaestra_logger = logging.getLogger("palaestra")
     palaestra_logger.handlers = [handler]
     palaestra_logger.setLevel(logging.WARNING)
     palaestra_logger.propagate = False
+
+    def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+        palaestra_logger.warning("%s: %s (%s:%d)", category.__name__, message, filename, lineno)
+
+    warnings.showwarning = show_warning
 
 
 def run_worker(conn: Any, control_name: str, n_workers: int, index: int, bells: tuple[Any, Any], name: str,
