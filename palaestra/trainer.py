@@ -46,6 +46,9 @@ from palaestra.workers.acting import ActingWorkers, BehaviorPlan
 logger = logging.getLogger("palaestra")
 
 CHECKPOINT_FORMAT = 1
+# replay_buffer.pt: 2 since the ring is saved in parts (files without the key are read as before);
+# a newer one is refused by name rather than misread
+REPLAY_FORMAT = 2
 
 
 def network_record(settings: TrainerSettings, spec: BehaviorSpec, signals: list[str]) -> dict[str, Any]:
@@ -313,7 +316,8 @@ class BehaviorTrainer:
                 # one file, replaced at each checkpoint (a copy per checkpoint would multiply
                 # the largest file of the run by --keep-checkpoints)
                 try:
-                    CheckpointManager.save_file(self.replay_path, {"step": self.step, **self.algorithm.replay_state()})
+                    CheckpointManager.save_file(self.replay_path, {"format": REPLAY_FORMAT, "step": self.step,
+                                                                   **self.algorithm.replay_state()})
                 except SAVE_FAILURES as e:
                     problems.append(f"could not save the replay buffer {self.replay_path}: {save_reason(e)} (the "
                                     "replay buffer on disk is older)")
@@ -449,6 +453,11 @@ class BehaviorTrainer:
             raise CheckpointError(str(e)) from None
         if not isinstance(replay, dict):
             raise CheckpointError(f"{self.replay_path} is not a replay buffer")
+        found = replay.get("format", REPLAY_FORMAT)
+        if not isinstance(found, int) or found > REPLAY_FORMAT:
+            raise CheckpointError(f"{self.replay_path} has replay format {found!r}, this Palaestra reads up to "
+                                  f"{REPLAY_FORMAT}: a newer Palaestra wrote it; upgrade Palaestra, or delete the "
+                                  "file to resume with an empty replay buffer")
         if int(replay.get("step", -1)) != self.step:
             logger.warning("%s: %s was saved at step %s, the checkpoint at step %d; using it anyway",
                            self.name, self.replay_path, replay.get("step"), self.step)

@@ -425,3 +425,21 @@ def test_sac_solves_pendulum_within_20k_steps(run_cli, workdir):
     returns = evaluate_onnx(make_env("Pendulum-v1", seed=5, num_areas=2), workdir / "models/p/Pendulum-v1.onnx",
                             episodes=10)
     assert np.mean(returns) >= -200.0
+
+
+def test_a_replay_buffer_of_a_newer_format_is_refused_by_name_and_one_without_a_format_still_reads(run_cli, workdir):
+    config = write_yaml(workdir / "c.yaml", SMALL_SAC.format(max_steps=200))
+    assert run_cli(str(config), "--env=Simple1DContinuous", "--run-id=r").code == 0
+    path = workdir / "models/r/1D/replay_buffer.pt"
+    replay = CheckpointManager.load_file(path, "")
+    assert replay["format"] == 2
+
+    write_yaml(workdir / "c.yaml", SMALL_SAC.format(max_steps=300))
+    CheckpointManager.save_file(path, replay | {"format": 3})
+    result = run_cli(str(config), "--env=Simple1DContinuous", "--run-id=r", "--resume")
+    assert result.code != 0 and "Traceback" not in result.log
+    assert "replay_buffer.pt has replay format 3, this Palaestra reads up to 2: a newer Palaestra wrote it" in result.log
+
+    CheckpointManager.save_file(path, {k: v for k, v in replay.items() if k != "format"})  # as saved before the key
+    result = run_cli(str(config), "--env=Simple1DContinuous", "--run-id=r", "--resume")
+    assert result.code == 0 and "restored" in result.log, result.log
