@@ -8,7 +8,9 @@ arrives) the reward that followed. A slot's segment is finished when it holds ``
 rows and the next decision arrives (the value of that decision's observation bootstraps the
 return), or when the agent's episode ends (its final observation's value bootstraps where the
 episode was interrupted). Every operation is a numpy operation over the agents of the step;
-there is no per-agent Python loop.
+there is no per-agent Python loop. Agents in lockstep (consecutive slots, all at one row: one
+agent, or a built-in environment's agents between episode ends) are written through a slice and
+a row, which costs a fraction of fancy indexing at these sizes.
 
 A recurrent policy's memory is part of each agent's state here: every decision hands the
 agents' memories to the policy (``memory=``) and keeps the ones it returns, each row records the
