@@ -454,7 +454,10 @@ class BehaviorTrainer:
         if not isinstance(replay, dict):
             raise CheckpointError(f"{self.replay_path} is not a replay buffer")
         found = replay.get("format", REPLAY_FORMAT)
-        if not isinstance(found, int) or found > REPLAY_FORMAT:
+        if not isinstance(found, int) or isinstance(found, bool) or found < 1:
+            raise CheckpointError(f"{self.replay_path} is not a replay buffer (its format is {found!r}); delete it "
+                                  "to resume with an empty replay buffer")
+        if found > REPLAY_FORMAT:
             raise CheckpointError(f"{self.replay_path} has replay format {found!r}, this Palaestra reads up to "
                                   f"{REPLAY_FORMAT}: a newer Palaestra wrote it; upgrade Palaestra, or delete the "
                                   "file to resume with an empty replay buffer")
