@@ -17,6 +17,7 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import re
 import time
 from pathlib import Path
 from types import TracebackType
@@ -226,7 +227,9 @@ def remove_stale_partials(path: Path) -> list[Path]:
     if fcntl is None:
         return removed
     try:
-        candidates = list(path.parent.glob(f".{glob.escape(path.name)}.*.partial"))
+        # mkstemp's random part has no dot: a longer name's temp files (".a.demo.b.demo.x.partial") are not ours
+        pattern = re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]+\.partial")
+        candidates = [p for p in path.parent.glob(f".{glob.escape(path.name)}.*.partial") if pattern.fullmatch(p.name)]
     except OSError:
         return removed
     for candidate in candidates:

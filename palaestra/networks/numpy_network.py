@@ -192,8 +192,8 @@ class MLPNetwork:
             noise = np.zeros_like(mean) if deterministic else self.normal.take(mean.shape)
             # log N(a; mean, std) with a = mean + noise x std; the entropy does not depend on a.
             # (Scalars as float32 and the log-std's sum in Python: numpy's scalar paths cost
-            # more than these one-row operations.)
-            log_norm = math.fsum(log_std.tolist()) + HALF_LOG_2PI * c
+            # more than these one-row operations. A diverged log-std gives NaN, as numpy's sum did.)
+            log_norm = sum(log_std.tolist()) + HALF_LOG_2PI * c
             log_prob = np.square(noise).sum(axis=1) * MINUS_HALF - np.float32(log_norm)
             entropy = np.empty(n, np.float32)
             entropy.fill(0.5 * c + log_norm)
