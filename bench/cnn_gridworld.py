@@ -15,7 +15,7 @@ to 0.1 and the entropy bonus to 1e-5, uses swish in its dense layer and leaky Re
 (SB3: ReLU), and masks the moves into walls that GridWorld forbids (SB3's PPO cannot: those
 moves do nothing there), and its value loss is clipped (ML-Agents; SB3 does not clip).
 
-Usage: python bench/cnn_gridworld.py [--steps 50000] [--image-size 36] [--seeds 1]
+Usage: python bench/cnn_gridworld.py [--steps 50000] [--image-size 36] [--seeds 1] [--device cpu|cuda]
 Each library trains once per seed, alternating; speed and the final return of its deterministic
 policy (100 episodes) are listed; the ratio is taken from the median speeds.
 """
@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
-from common import print_side_by_side, run_palaestra
+from common import add_device_argument, device_flags, device_name, print_side_by_side, run_palaestra
 
 from palaestra.evaluation import evaluate_onnx
 
@@ -47,7 +47,7 @@ def config(steps: int) -> str:
     return yaml.safe_dump({"GridWorld": section})
 
 
-def bench_palaestra(steps: int, size: int, seed: int) -> dict:
+def bench_palaestra(steps: int, size: int, seed: int, device: str) -> dict:
     import palaestra.machine
     from palaestra.envs.sources import make_env
 
@@ -55,7 +55,8 @@ def bench_palaestra(steps: int, size: int, seed: int) -> dict:
     # as SB3 gets, and as this shared machine needs: with another job on the second core, two
     # threads made this run about 13x slower (docs/benchmarks.md)
     palaestra.machine.usable_cores = lambda: 1
-    result = run_palaestra(config(steps), "VisualGridWorld", "--cpu", "--env-args", f"image_size={size}", seed=seed)
+    result = run_palaestra(config(steps), "VisualGridWorld", *device_flags(device), "--env-args", f"image_size={size}",
+                           seed=seed)
     env = make_env("VisualGridWorld", seed=100, env_args=[f"image_size={size}"])
     returns = evaluate_onnx(env, result["dir"] / "models/bench/GridWorld.onnx", episodes=EVAL_EPISODES)
     return {"steps_per_s": steps / result["loop_s"], "seconds": result["loop_s"], "return": float(np.mean(returns))}
@@ -109,7 +110,7 @@ def sb3_vec_env(size: int, seed: int):
     return Adapter()
 
 
-def bench_sb3(steps: int, size: int, seed: int) -> dict:
+def bench_sb3(steps: int, size: int, seed: int, device: str) -> dict:
     from stable_baselines3 import PPO
     from stable_baselines3.common.evaluation import evaluate_policy
     from stable_baselines3.common.vec_env import VecMonitor
@@ -121,7 +122,7 @@ def bench_sb3(steps: int, size: int, seed: int) -> dict:
                          share_features_extractor=False)
     model = PPO("CnnPolicy", VecMonitor(sb3_vec_env(size, seed)), n_steps=N_STEPS, batch_size=32, n_epochs=3,
                 gae_lambda=0.95, gamma=0.9, learning_rate=linear(3e-4), clip_range=0.2, ent_coef=5e-3,
-                policy_kwargs=policy_kwargs, device="cpu", seed=seed, verbose=0)
+                policy_kwargs=policy_kwargs, device=device, seed=seed, verbose=0)
     start = time.perf_counter()
     model.learn(total_timesteps=steps)
     seconds = time.perf_counter() - start
@@ -140,14 +141,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=50_000)
     parser.add_argument("--image-size", type=int, default=36)
     parser.add_argument("--seeds", type=int, default=1, help="train each library once per seed 1..N")
+    add_device_argument(parser)
     args = parser.parse_args()
     runs: dict[str, list[dict]] = {"Palaestra": [], "SB3": []}
     for seed in range(1, args.seeds + 1):
         torch.set_num_threads(1)
-        runs["Palaestra"].append(bench_palaestra(args.steps, args.image_size, seed))
+        runs["Palaestra"].append(bench_palaestra(args.steps, args.image_size, seed, args.device))
         torch.set_num_threads(1)
-        runs["SB3"].append(bench_sb3(args.steps, args.image_size, seed))
-    title = f"CNN PPO VisualGridWorld {args.image_size}x{args.image_size}, {args.steps} steps, seeds 1-{args.seeds}"
+        runs["SB3"].append(bench_sb3(args.steps, args.image_size, seed, args.device))
+    title = (f"CNN PPO VisualGridWorld {args.image_size}x{args.image_size}, {args.steps} steps, seeds 1-{args.seeds}, "
+             f"on {device_name(args.device)}")
     print_side_by_side(title, runs, EVAL_EPISODES, ".3f")
     print("stored image row:", image_row_bytes(84), "|", image_row_bytes(args.image_size))
 

@@ -56,6 +56,26 @@ def run_palaestra(config: str, env: str, *args: str, seed: int | None = 1) -> di
     return {"wall_s": wall, "loop_s": loop, "cpu_s": cpu, "timers": timers, "dir": work}
 
 
+def add_device_argument(parser) -> None:
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="where both libraries train (cuda: a GPU must be there; Palaestra is run without --cpu)")
+
+
+def device_flags(device: str) -> tuple[str, ...]:
+    """Palaestra's flags for ``device``: it trains on a GPU wherever one is, unless told --cpu."""
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: torch sees no GPU here")
+    return ("--cpu",) if device == "cpu" else ()
+
+
+def device_name(device: str) -> str:
+    import torch
+
+    return torch.cuda.get_device_name() if device == "cuda" else "the CPU"
+
+
 def print_side_by_side(title: str, runs: dict[str, list[dict]], episodes: int, return_format: str = ".1f") -> None:
     """The runs of two libraries (``runs``: name -> one result per seed, each with steps_per_s,
     seconds and return): median speed and time, each seed's return, and the speed ratio."""

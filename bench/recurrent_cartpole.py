@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import print_side_by_side, run_palaestra
+from common import add_device_argument, device_flags, device_name, print_side_by_side, run_palaestra
 
 from palaestra.envs.cartpole_no_velocity import ENV_ID
 from palaestra.evaluation import evaluate_onnx
@@ -35,17 +35,17 @@ CONFIG = (Path(__file__).resolve().parent.parent / "config" / "rl_zoo_cartpole_n
 EVAL_EPISODES = 20
 
 
-def bench_palaestra(steps: int, seed: int) -> dict:
+def bench_palaestra(steps: int, seed: int, device: str) -> dict:
     from palaestra.envs.sources import make_env
 
-    result = run_palaestra(CONFIG.replace("max_steps: 1.0e5", f"max_steps: {steps}"), ENV_ID, "--num-areas=8", "--cpu",
-                           seed=seed)
+    result = run_palaestra(CONFIG.replace("max_steps: 1.0e5", f"max_steps: {steps}"), ENV_ID, "--num-areas=8",
+                           *device_flags(device), seed=seed)
     onnx = result["dir"] / "models/bench/palaestra_CartPoleNoVel-v1.onnx"
     returns = evaluate_onnx(make_env(ENV_ID, seed=100, num_areas=4), onnx, episodes=EVAL_EPISODES)
     return {"steps_per_s": steps / result["loop_s"], "seconds": result["loop_s"], "return": float(np.mean(returns))}
 
 
-def bench_sb3(steps: int, seed: int) -> dict:
+def bench_sb3(steps: int, seed: int, device: str) -> dict:
     from sb3_contrib import RecurrentPPO
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.evaluation import evaluate_policy
@@ -62,7 +62,7 @@ def bench_sb3(steps: int, seed: int) -> dict:
                          net_arch=dict(pi=[64], vf=[64]))
     model = RecurrentPPO("MlpLstmPolicy", env, n_steps=32, batch_size=256, n_epochs=20, gae_lambda=0.8, gamma=0.98,
                          learning_rate=linear(1e-3), clip_range=linear(0.2), ent_coef=0.0, policy_kwargs=policy_kwargs,
-                         device="cpu", seed=seed, verbose=0)
+                         device=device, seed=seed, verbose=0)
     start = time.perf_counter()
     model.learn(total_timesteps=steps)
     seconds = time.perf_counter() - start
@@ -78,15 +78,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100_000)
     parser.add_argument("--seeds", type=int, default=1, help="train each library once per seed F..F+N-1")
     parser.add_argument("--first-seed", type=int, default=1, help="F")
+    add_device_argument(parser)
     args = parser.parse_args()
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     runs: dict[str, list[dict]] = {"Palaestra": [], "sb3-contrib": []}
     for seed in seeds:
         torch.set_num_threads(1)
-        runs["Palaestra"].append(bench_palaestra(args.steps, seed))
+        runs["Palaestra"].append(bench_palaestra(args.steps, seed, args.device))
         torch.set_num_threads(1)
-        runs["sb3-contrib"].append(bench_sb3(args.steps, seed))
-    title = f"Recurrent PPO {ENV_ID}, {args.steps} steps, seeds {seeds[0]}-{seeds[-1]}"
+        runs["sb3-contrib"].append(bench_sb3(args.steps, seed, args.device))
+    title = f"Recurrent PPO {ENV_ID}, {args.steps} steps, seeds {seeds[0]}-{seeds[-1]}, on {device_name(args.device)}"
     print_side_by_side(title, runs, EVAL_EPISODES, ".1f")
 
 

@@ -35,6 +35,15 @@ def conformance() -> Path:
     return CONFORMANCE
 
 
+def save_onnx(graph, path: Path | str, opset: int) -> None:
+    """Save a hand-built ONNX graph with the oldest IR version its opset allows: onnx's default is
+    its newest, which an older onnxruntime beside a newer onnx refuses to load."""
+    from onnx import helper, save
+
+    opsets = [helper.make_opsetid("", opset)]
+    save(helper.make_model(graph, opset_imports=opsets, ir_version=helper.find_min_ir_version_for(opsets)), str(path))
+
+
 def write_yaml(path: Path, text: str) -> Path:
     path.write_text(textwrap.dedent(text))
     return path

@@ -9,7 +9,6 @@ import sys
 import textwrap
 
 import numpy as np
-import onnx
 import pytest
 from onnx import TensorProto, helper
 
@@ -17,7 +16,7 @@ from palaestra.demos.check import check_demonstrations
 from palaestra.demos.reader import read_demonstrations
 from palaestra.demos.record import RecordError, demo_file_name, main, policies_by_behavior, record
 from palaestra.envs.sources import make_env
-from tests.conftest import REPO
+from tests.conftest import REPO, save_onnx
 
 
 def _record(argv: list[str], capsys) -> tuple[int, str, str]:
@@ -97,7 +96,7 @@ def _linear_onnx(path, obs_size: int, weights: np.ndarray, discrete: bool) -> No
     graph = helper.make_graph(nodes, "linear", [helper.make_tensor_value_info("obs_0", TensorProto.FLOAT,
                                                                               ["batch", obs_size])],
                               [output], initializer=[w])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    save_onnx(graph, path, opset=13)
 
 
 def test_an_onnx_model(workdir, capsys):
@@ -269,7 +268,7 @@ def test_a_recurrent_model_without_a_fixed_memory_size_is_a_clear_error(tmp_path
               helper.make_tensor_value_info("recurrent_in", TensorProto.FLOAT, ["batch", 1, "memory"])],
         [helper.make_tensor_value_info("deterministic_discrete_actions", TensorProto.FLOAT, ["batch", 1]),
          helper.make_tensor_value_info("recurrent_out", TensorProto.FLOAT, ["batch", 1, "memory"])])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)]), str(tmp_path / "m.onnx"))
+    save_onnx(graph, tmp_path / "m.onnx", opset=11)
     with pytest.raises(RecordError, match="recurrent_in has no fixed memory size"):
         record(CountingEnv(), {"B": str(tmp_path / "m.onnx")}, 1, tmp_path / "demos")
     assert not (tmp_path / "demos" / "B.demo").exists()

@@ -9,6 +9,7 @@ import pytest
 
 from palaestra.envs.base import ActionSpec, ActionTuple, BehaviorSpec, DecisionSteps, TerminalSteps
 from palaestra.evaluation import evaluate_onnx
+from tests.conftest import save_onnx
 
 LENGTHS = {10: 6, 3: 7, 7: 8}  # agent id → its episodes' length (the ids are not 0..n-1 on purpose)
 
@@ -54,7 +55,7 @@ class CountingEnv:
 def _counting_model(path) -> None:
     """recurrent_out = recurrent_in + 1 (steps since the episode started); the action is 1 once
     that count plus the image's mean (1 in [0, 1]) exceeds 3.5, i.e. from an episode's 4th step."""
-    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnx")
     from onnx import TensorProto, helper
 
     batch = "batch"
@@ -77,7 +78,7 @@ def _counting_model(path) -> None:
         [helper.make_tensor("one", TensorProto.FLOAT, [], [1.0]),
          helper.make_tensor("threshold", TensorProto.FLOAT, [], [3.5])],
     )
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)]), str(path))
+    save_onnx(graph, path, opset=11)
 
 
 def test_a_recurrent_model_gets_each_agent_s_memory_zeroed_at_episode_ends(tmp_path):

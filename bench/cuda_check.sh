@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# CUDA check for a session that is lent a GPU machine (the `device` tool): trains the CNN and the
+# LSTM policies on the GPU side by side with their peers on the same GPU, then runs the test suite
+# with CUDA visible (every test that trains then trains on the GPU). One call, each stage bounded,
+# each stage's whole log under $OUT; the reply shows the end of each.
+#
+# Before the call, on the machine that has a registry: the peers' wheels in .whl/ and a copy of
+# ../shared in .devshared/ (both ignored by git, named in `carry`):
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux2014_x86_64 -d .whl gymnasium farama-notifications pettingzoo mpe2 \
+#     pygame-ce stable_baselines3 sb3_contrib
+#   cp -r ../shared .devshared
+# Usage there: bash bench/cuda_check.sh [stages...]   (default: cnn lstm tests; CNN_STEPS, LSTM_STEPS,
+# TESTS_S and TESTS_ARGS change their sizes)
+set -u
+OUT=${OUT:-$(mktemp -d)}
+export PYTHONUNBUFFERED=1
+if compgen -G ".whl/*.whl" >/dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+        && export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+if [ -d .devshared ] && [ ! -e ../shared ]; then cp -r .devshared ../shared; fi
+
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv,noheader
+python3 -c "import torch, numpy; print('torch', torch.__version__, 'numpy', numpy.__version__, 'cuda', torch.cuda.is_available())"
+
+# stage NAME SECONDS COMMAND...: run COMMAND for at most SECONDS (then an interrupt, so pytest still
+# prints its summary), its log in $OUT/NAME.log
+stage() {
+    local name=$1 limit=$2
+    shift 2
+    echo "== $name: $*"
+    local start=$SECONDS
+    timeout -s INT -k 15 "$limit" "$@" >"$OUT/$name.log" 2>&1
+    local rc=$?
+    grep -v -E "^\s*$|Warning|warn\(" "$OUT/$name.log" | tail -n "${TAIL:-12}"
+    echo "== $name: exit $rc after $((SECONDS - start)) s"
+}
+
+for s in "${@:-cnn lstm tests}"; do
+    for name in $s; do
+        case $name in
+        cnn) stage cnn 120 python3 bench/cnn_gridworld.py --device cuda --steps ${CNN_STEPS:-20000} --image-size 84 --seeds 1 ;;
+        cnn-cpu) stage cnn-cpu 170 python3 bench/cnn_gridworld.py --device cpu --steps 5000 --image-size 84 --seeds 1 ;;
+        lstm) stage lstm 110 python3 bench/recurrent_cartpole.py --device cuda --steps ${LSTM_STEPS:-30000} --seeds 1 ;;
+        # one torch thread per test process: 14 processes of 16 threads each on 16 cores made a
+        # 1 s behavioral-cloning fit on the CPU take over 150 s
+        tests) OMP_NUM_THREADS=1 TAIL=40 stage tests "${TESTS_S:-230}" python3 -m pytest -q -p no:cacheprovider -n 14 --timeout 150 \
+            -rfE --durations=12 --junitxml="$OUT/junit.xml" ${TESTS_ARGS:-} ;;
+        *) echo "unknown stage $name" ;;
+        esac
+    done
+done
