@@ -188,29 +188,56 @@ def _foreign_build(executable: str) -> str | None:
             f"(File > Build Settings, Target Platform {target}) and give that build's path")
 
 
-def _end_with_parent():
-    """On Linux, where the build is started from a process's main thread (which lives as long as
-    the process): a function for the child that has the kernel kill the build when its parent
-    dies. A worker process the pool had to kill cannot stop its build itself, and the build, in a
-    session of its own, would otherwise run on, holding its port. None elsewhere."""
+# What a build's process runs first on Linux, in a fresh interpreter, before it becomes the build:
+# it has the kernel kill it when its parent dies (a worker process the pool had to kill cannot
+# stop its build itself, and the build, in a session of its own, would otherwise run on, holding
+# its port), then executes the build; a failed exec reports its errno through the pipe. Not a
+# preexec_fn: Python code in a child forked while gRPC's threads run aborts now and then (6 in
+# 1,500 launches measured), where a fork without it (vfork) runs no code before the exec.
+_EXEC_TIED_TO_PARENT = """
+import ctypes, os, signal, sys
+parent, report = int(sys.argv[1]), int(sys.argv[2])
+os.set_inheritable(report, False)
+ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)
+if os.getppid() != parent:
+    os._exit(1)
+try:
+    os.execvp(sys.argv[3], sys.argv[3:])
+except OSError as e:
+    os.write(report, str(e.errno).encode())
+os._exit(127)
+"""
+
+
+def _can_tie_to_parent() -> bool:
+    """Whether a build can be tied to this process: on Linux, started from the main thread (the
+    kernel's parent-death signal follows the thread that started the child, and the main thread
+    lives as long as the process), with an interpreter to run the tie."""
     import threading
 
-    if sys.platform != "linux" or threading.current_thread() is not threading.main_thread():
-        return None
-    import ctypes
+    return (sys.platform == "linux" and threading.current_thread() is threading.main_thread()
+            and bool(sys.executable))
 
+
+def _popen_tied_to_parent(cmd: list[str], **kwargs) -> subprocess.Popen:
+    """``subprocess.Popen(cmd, **kwargs)`` for a child the kernel kills when this process dies; an
+    exec that fails raises OSError here, as Popen's own does."""
+    read_end, write_end = os.pipe()
     try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    pr_set_pdeathsig, parent = 1, os.getpid()
-
-    def in_child() -> None:
-        prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
-        if os.getppid() != parent:  # the parent died before the request was made
-            os._exit(1)
-
-    return in_child
+        popen = subprocess.Popen([sys.executable, "-I", "-S", "-c", _EXEC_TIED_TO_PARENT, str(os.getpid()),
+                                  str(write_end), *cmd], pass_fds=(write_end,), **kwargs)
+    except BaseException:
+        os.close(read_end)
+        raise
+    finally:
+        os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        failure = pipe.read()  # nothing, once the exec closed the pipe
+    if failure:
+        popen.wait()
+        code = int(failure)
+        raise OSError(code, os.strerror(code), cmd[0])
+    return popen
 
 
 def launch(executable: str, port: int, no_graphics: bool, log_folder: str | None, env_args: list[str]) -> UnityProcess:
@@ -221,8 +248,8 @@ def launch(executable: str, port: int, no_graphics: bool, log_folder: str | None
     cmd = command_line(executable, port, no_graphics, log_file, env_args)
     out = open(log_file, "ab") if log_file else subprocess.DEVNULL
     try:
-        popen = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                 start_new_session=sys.platform != "win32", preexec_fn=_end_with_parent())
+        popen = (_popen_tied_to_parent if _can_tie_to_parent() else subprocess.Popen)(
+            cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=sys.platform != "win32")
     except OSError as e:
         foreign = _foreign_build(executable) if e.errno in (errno.ENOEXEC, errno.EACCES) else None
         raise EnvError(f"cannot start the Unity build {executable}: {foreign or e.strerror or e}") from None
