@@ -34,7 +34,7 @@ from palaestra.envs.base import BehaviorSpec, EngineConfig, Env, EnvClosed, EnvE
 from palaestra.envs.sources import builtin_class, describe_specs, factory_takes, make_env, parse_env_args, source_kind
 from palaestra.imports import import_beside
 from palaestra.interrupts import STOPPING, Interrupts
-from palaestra.machine import choose_device, limit_threads, seed_everything
+from palaestra.machine import choose_device, device_advice, limit_threads, seed_everything
 from palaestra.options import RunOptions, UsageError, check_options, in_main_process, warn_about_unused_options
 from palaestra.run_folders import (
     CONFIGURATION,
@@ -418,6 +418,9 @@ def _train_with_writers(parts: RunParts) -> int:
     device = choose_device(options)
     logger.info("Palaestra %s: run %r on %s, seed %d, device %s", __version__, options.run_id,
                 options.env if options.env is not None else "the Unity Editor", parts.seed, device)
+    advice = device_advice(device, parts.env.behavior_specs)
+    if advice:
+        logger.info(advice)
     writers: list[Any] = []  # closed on every way out, so no writer thread outlives the run
     code = None
     try:

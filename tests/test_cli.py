@@ -628,6 +628,17 @@ def test_torch_threads_follow_the_flag_or_else_the_network_width(flag, units, ex
         torch.set_num_threads(before)
 
 
+def test_vector_policies_on_a_gpu_are_told_the_cpu_is_usually_faster():
+    from palaestra.envs.base import ActionSpec, BehaviorSpec
+    from palaestra.machine import device_advice
+
+    vectors = {"A": BehaviorSpec(((8,),), ActionSpec(continuous_size=2))}
+    with_image = {**vectors, "B": BehaviorSpec(((8,), (36, 36, 3)), ActionSpec(discrete_branches=(3,)))}
+    assert "--cpu" in device_advice(torch.device("cuda"), vectors)
+    assert device_advice(torch.device("cuda"), with_image) is None  # a CNN is where a GPU pays
+    assert device_advice(torch.device("cpu"), vectors) is None
+
+
 def test_a_negative_torch_thread_count_is_a_usage_error(capsys):
     from palaestra.options import parse_args
 
