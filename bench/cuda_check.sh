@@ -11,7 +11,11 @@
 #     pygame-ce stable_baselines3 sb3_contrib
 #   cp -r ../shared .devshared
 # Usage there: bash bench/cuda_check.sh [stages...]   (default: cnn lstm tests; CNN_STEPS, LSTM_STEPS,
-# TESTS_S and TESTS_ARGS change their sizes)
+# TESTS_S and TESTS_ARGS change their sizes). The whole suite takes longer than one call allows
+# (session 25: 1,228 tests in 240 s, the training files last); to check CUDA training first, name
+# the files that train through the CLI in TESTS_ARGS: test_visual test_training_visual_memory
+# test_recurrent test_visual_signals test_training test_training_recurrent_gym test_sac test_gail
+# test_reward_signals test_behavioral_cloning test_imitation_trainers test_walljump test_pyramids.
 set -u
 OUT=${OUT:-$(mktemp -d)}
 export PYTHONUNBUFFERED=1
@@ -46,7 +50,7 @@ for s in "${@:-cnn lstm tests}"; do
         lstm) stage lstm 110 python3 bench/recurrent_cartpole.py --device cuda --steps ${LSTM_STEPS:-30000} --seeds 1 ;;
         # one torch thread per test process: 14 processes of 16 threads each on 16 cores made a
         # 1 s behavioral-cloning fit on the CPU take over 150 s
-        tests) OMP_NUM_THREADS=1 TAIL=40 stage tests "${TESTS_S:-230}" python3 -m pytest -q -p no:cacheprovider -n 14 --timeout 150 \
+        tests) OMP_NUM_THREADS=1 TAIL=40 stage tests "${TESTS_S:-230}" python3 -m pytest -q -p no:cacheprovider -n 14 --timeout 300 \
             -rfE --durations=12 --junitxml="$OUT/junit.xml" ${TESTS_ARGS:-} ;;
         *) echo "unknown stage $name" ;;
         esac
