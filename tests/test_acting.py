@@ -229,6 +229,57 @@ def test_a_killed_acting_worker_is_restarted_from_the_round_it_owes():
         pool.close()
 
 
+# a 1-D environment that writes each reset's parameters, and the process that reset, to resets.jsonl
+RECORDING_RESETS = """
+import json, os
+from palaestra.envs.builtin.simple1d import Simple1D
+
+class Recording(Simple1D):
+    default_parameters = {"height": 0.0}
+
+    def reset(self, parameters=None):
+        with open("resets.jsonl", "a") as f:
+            f.write(json.dumps({"pid": os.getpid(), "parameters": parameters}) + "\\n")
+        super().reset(parameters)
+
+def make(seed=0, num_areas=1):
+    return Recording(seed=seed, num_areas=num_areas, max_episode_steps=10)
+"""
+
+
+def test_a_worker_restarted_before_new_parameters_start_acts_with_the_old_ones_then_resets_with_the_others(
+        tmp_path, monkeypatch):
+    import json
+    import sys
+
+    (tmp_path / "recording_resets.py").write_text(RECORDING_RESETS)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delitem(sys.modules, "recording_resets", raising=False)
+    ppo, behavior = _ppo("Simple1DDiscrete")
+    pool, acting = _acting_pool("recording_resets:make", 2, 0, ppo, behavior, timeout=20, threaded=False)
+    new = {"height": 2.0}
+    try:
+        acting.start()
+        acting.take_round()  # round 0; round 1 is not permitted yet, so worker 1 is idle when killed
+        os.kill(pool.procs[1].pid, signal.SIGKILL)
+        acting.publish()  # round 1 permitted
+        first = acting.change_parameters([new, new])  # from round 2 on
+        assert first == 2
+        for q in range(1, 4):  # worker 1 is found dead and restarted at round 1, before the change
+            acting.take_round()
+            assert acting.reset_before_round == (q == first)
+            acting.publish()
+        restarted = pool.procs[1].pid
+    finally:
+        acting.close()
+        pool.close()
+    records = [json.loads(line) for line in (tmp_path / "resets.jsonl").read_text().splitlines()]
+    by_worker = [[r["parameters"] for r in records if r["pid"] == pid] for pid in {r["pid"] for r in records}]
+    # worker 0 and the replacement of worker 1 reset at the change; the killed one died before it
+    assert sorted(map(str, by_worker)) == sorted([str([None, new])] * 2 + [str([None])])
+    assert [r["parameters"] for r in records if r["pid"] == restarted] == [None, new]
+
+
 def _failing_acting_pool(tmp_path, monkeypatch, after: int, hang: bool, timeout: float):
     """Two acting workers on Simple1D whose worker 1 fails once after ``after`` steps
     (tests/test_workers.py: FAILING_MODULE), in ``tmp_path``."""

@@ -227,7 +227,9 @@ class ActingWorkers:
                  weights: dict[str, Callable[[], dict[str, np.ndarray]]], seed: int, threaded: bool = True,
                  reset_parameters: list[dict[str, float]] | None = None) -> None:
         self.pool = pool
-        self.reset_parameters = reset_parameters
+        # (the first round they hold for, each worker's parameters), oldest first: a worker
+        # restarted at a round starts with the parameters of that round and is told of later ones
+        self._parameters: list[tuple[int, list[dict[str, float]] | None]] = [(0, reset_parameters)]
         self.env_stats: list[tuple[int, dict]] = []  # (worker, statistics its environment recorded)
         self.unplanned: set[str] = set()  # behaviors the workers reported that have no plan (warned once)
         self.plans = plans
@@ -313,7 +315,11 @@ class ActingWorkers:
         before the first round not yet permitted, and return that round; the rounds already under
         way finish as they are, with the parameters before."""
         first = self.permitted + 1
-        self.reset_parameters = parameters
+        self._parameters.append((first, parameters))
+        # a restart starts at a round not taken yet: the parameters before the last change at or
+        # before it are no longer needed
+        while len(self._parameters) > 1 and self._parameters[1][0] <= self.next:
+            self._parameters.pop(0)
         self._reset_rounds.append(first)
         for i in range(self.pool.n):
             try:
@@ -338,10 +344,15 @@ class ActingWorkers:
     def _start_worker(self, i: int, first_round: int) -> None:
         assert self.weights is not None
         restarts = len(self.pool.workers[i].restarts)
+        parameters = next(p for r, p in reversed(self._parameters) if r <= first_round)
         plan = ActingPlan(self.plans, self.weights.name, self.slots, first_round,
-                          self.seed + self.pool.n * restarts,
-                          self.reset_parameters[i] if self.reset_parameters else None)
+                          self.seed + self.pool.n * restarts, parameters[i] if parameters else None)
         self.pool.send_message(i, ("act", plan))
+        # the changes of parameters not yet reached (a lesson starting a few rounds on), as the
+        # other workers were told of them: its environments reset at the same round as theirs
+        for r, later in self._parameters:
+            if r > first_round:
+                self.pool.send(i, ("reset", r, later[i]))
         for q in range(first_round, self.permitted + 1):
             self.pool.send(i, ("round", q))
 
