@@ -16,7 +16,7 @@ spell of the machine touches all of them alike; the tables show medians. Where P
 time goes: acting (the main process's policy and recording; with acting in the workers, taking
 their segments), the environment (stepping, or waiting for the workers' rounds) and updates.
 
-Usage: python bench/ppo_num_envs.py [--steps 20480] [--counts 1 2 4 8] [--repeats 3]
+Usage: python bench/ppo_num_envs.py [--steps 20480] [--counts 1 2 4 8] [--repeats 3] [--steady]
 (needs gymnasium[mujoco])
 """
 
@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import time
 
+import numpy as np
 import torch
 from common import run_palaestra
 
@@ -75,6 +76,30 @@ def bench_sb3(n: int, steps: int, subproc: bool) -> dict:
     return {"steps_per_s": steps / seconds}
 
 
+def steady_state(steps: int, counts: list[int], repeats: int) -> None:
+    """Steps/s past the first ``steps`` (runs of ``steps`` and of 3 x ``steps``; their loops'
+    difference) for one environment in-process and ``counts`` acting workers, each repeat's
+    configurations run one after the other, so that each ratio compares runs close in time."""
+    def speed(n: int, acting: str) -> float:
+        short, long = (bench_palaestra(n, k * steps, acting)["loop"] for k in (1, 3))
+        return 2 * steps / (long - short)
+
+    print(f"PPO HalfCheetah-v5, steps/s from step {steps} to {3 * steps} (loop of a {3 * steps}-step run minus a "
+          f"{steps}-step run's)")
+    ratios: dict[int, list[float]] = {n: [] for n in counts}
+    for r in range(repeats):
+        base = speed(1, "auto")
+        line = [f"repeat {r + 1}: 1 env in-process {base:,.0f}"]
+        for n in counts:
+            ours = speed(n, "workers")
+            ratios[n].append(ours / base)
+            line.append(f"{n} workers {ours:,.0f} ({ours / base:.2f}x)")
+        print(", ".join(line), flush=True)
+    for n in counts:
+        print(f"{n} workers against 1 env in-process: median {float(np.median(ratios[n])):.2f}x "
+              f"(repeats: {', '.join(f'{x:.2f}' for x in ratios[n])})")
+
+
 def median_run(runs: list[dict]) -> dict:
     """The run with the median steps/s (its own time split, not a mix of runs)."""
     return sorted(runs, key=lambda r: r["steps_per_s"])[len(runs) // 2]
@@ -85,7 +110,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20_480)
     parser.add_argument("--counts", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--steady", action="store_true",
+                        help="Palaestra alone, from the first --steps on: each configuration also trains 3x --steps, "
+                             "and the difference of the two loops' times gives its speed past the start and first "
+                             "updates; ratios to one environment in-process are taken within each repeat")
     args = parser.parse_args()
+    if args.steady:
+        steady_state(args.steps, [n for n in args.counts if n > 1], args.repeats)
+        return
     runs: dict[tuple[int, str], list[dict]] = {}
     for _ in range(args.repeats):
         for n in args.counts:
