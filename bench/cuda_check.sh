@@ -12,11 +12,14 @@
 #   cp -r ../shared .devshared
 # Usage there: bash bench/cuda_check.sh [stages...]   (default: cnn lstm tests; CNN_STEPS, LSTM_STEPS,
 # TESTS_S and TESTS_ARGS change their sizes). The whole suite takes longer than one call allows
-# (session 25: 1,228 tests in 240 s, the training files last); to check CUDA training first, name
-# the files that train through the CLI in TESTS_ARGS: test_visual test_training_visual_memory
-# test_recurrent test_visual_signals test_training test_training_recurrent_gym test_sac test_gail
-# test_reward_signals test_behavioral_cloning test_imitation_trainers test_walljump test_pyramids.
+# (session 25: 1,228 tests in 240 s, the training files last), so the `tests` stage runs, unless
+# TESTS_ARGS names others, the files whose tests train through the CLI (on the GPU); `tests-all`
+# runs the whole suite.
 set -u
+TRAINING_FILES="tests/test_visual.py tests/test_training_visual_memory.py tests/test_recurrent.py
+tests/test_visual_signals.py tests/test_training.py tests/test_training_recurrent_gym.py tests/test_sac.py
+tests/test_gail.py tests/test_reward_signals.py tests/test_behavioral_cloning.py tests/test_imitation_trainers.py
+tests/test_walljump.py tests/test_pyramids.py tests/test_late_behaviors.py tests/test_workers.py"
 OUT=${OUT:-$(mktemp -d)}
 export PYTHONUNBUFFERED=1
 if compgen -G ".whl/*.whl" >/dev/null; then
@@ -50,8 +53,11 @@ for s in "${@:-cnn lstm tests}"; do
         lstm) stage lstm 110 python3 bench/recurrent_cartpole.py --device cuda --steps ${LSTM_STEPS:-30000} --seeds 1 ;;
         # one torch thread per test process: 14 processes of 16 threads each on 16 cores made a
         # 1 s behavioral-cloning fit on the CPU take over 150 s
-        tests) OMP_NUM_THREADS=1 TAIL=40 stage tests "${TESTS_S:-230}" python3 -m pytest -q -p no:cacheprovider -n 14 --timeout 300 \
-            -rfE --durations=12 --junitxml="$OUT/junit.xml" ${TESTS_ARGS:-} ;;
+        tests | tests-all)
+            if [ "$name" = tests ]; then files=${TESTS_ARGS:-$TRAINING_FILES}; else files=${TESTS_ARGS:-}; fi
+            # shellcheck disable=SC2086  # the file list splits into arguments
+            OMP_NUM_THREADS=1 TAIL=40 stage "$name" "${TESTS_S:-230}" python3 -m pytest -q -p no:cacheprovider -n 14 \
+                --timeout 300 -rfE --durations=12 --junitxml="$OUT/$name.xml" $files ;;
         *) echo "unknown stage $name" ;;
         esac
     done
