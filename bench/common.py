@@ -58,16 +58,17 @@ def run_palaestra(config: str, env: str, *args: str, seed: int | None = 1) -> di
 
 def add_device_argument(parser) -> None:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
-                        help="where both libraries train (cuda: a GPU must be there; Palaestra is run without --cpu)")
+                        help="where both libraries train (cuda: a GPU must be there)")
 
 
 def device_flags(device: str) -> tuple[str, ...]:
-    """Palaestra's flags for ``device``: it trains on a GPU wherever one is, unless told --cpu."""
+    """Palaestra's flags for ``device`` (given explicitly: its automatic choice depends on the
+    observations)."""
     import torch
 
     if device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: torch sees no GPU here")
-    return ("--cpu",) if device == "cpu" else ()
+    return (f"--torch-device={device}",)
 
 
 def device_name(device: str) -> str:

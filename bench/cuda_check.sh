@@ -10,8 +10,10 @@
 #     --platform manylinux2014_x86_64 -d .whl gymnasium farama-notifications pettingzoo mpe2 \
 #     pygame-ce stable_baselines3 sb3_contrib
 #   cp -r ../shared .devshared
-# Usage there: bash bench/cuda_check.sh [stages...]   (default: cnn lstm tests; CNN_STEPS, LSTM_STEPS,
-# TESTS_S and TESTS_ARGS change their sizes). The whole suite takes longer than one call allows
+# Usage there: bash bench/cuda_check.sh [stages...]   (default: cnn lstm tests; also cnn-cpu, devices
+# (bench/device_choice.py: each policy kind on the CPU and on the GPU) and tests-all; CNN_STEPS,
+# LSTM_STEPS, DEVICES_S, TESTS_S and TESTS_ARGS change their sizes). The tests train on the GPU
+# (PALAESTRA_TEST_DEVICE=cuda: tests/conftest.py), not where --torch-device auto would put them. The whole suite takes longer than one call allows
 # (session 25: 1,228 tests in 240 s, the training files last), so the `tests` stage runs, unless
 # TESTS_ARGS names others, the files whose tests train through the CLI (on the GPU); `tests-all`
 # runs the whole suite.
@@ -50,13 +52,14 @@ for s in "${@:-cnn lstm tests}"; do
         case $name in
         cnn) stage cnn 120 python3 bench/cnn_gridworld.py --device cuda --steps ${CNN_STEPS:-20000} --image-size 84 --seeds 1 ;;
         cnn-cpu) stage cnn-cpu 170 python3 bench/cnn_gridworld.py --device cpu --steps 5000 --image-size 84 --seeds 1 ;;
+        devices) stage devices "${DEVICES_S:-300}" python3 bench/device_choice.py --json "$OUT/devices.jsonl" ;;
         lstm) stage lstm 110 python3 bench/recurrent_cartpole.py --device cuda --steps ${LSTM_STEPS:-30000} --seeds 1 ;;
         # one torch thread per test process: 14 processes of 16 threads each on 16 cores made a
         # 1 s behavioral-cloning fit on the CPU take over 150 s
         tests | tests-all)
             if [ "$name" = tests ]; then files=${TESTS_ARGS:-$TRAINING_FILES}; else files=${TESTS_ARGS:-}; fi
             # shellcheck disable=SC2086  # the file list splits into arguments
-            OMP_NUM_THREADS=1 TAIL=40 stage "$name" "${TESTS_S:-230}" python3 -m pytest -q -p no:cacheprovider -n 14 \
+            PALAESTRA_TEST_DEVICE=cuda OMP_NUM_THREADS=1 TAIL=40 stage "$name" "${TESTS_S:-230}" python3 -m pytest -q -p no:cacheprovider -n 14 \
                 --timeout 300 -rfE --durations=12 --junitxml="$OUT/$name.xml" $files ;;
         *) echo "unknown stage $name" ;;
         esac

@@ -12,8 +12,8 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from palaestra.envs.base import BehaviorSpec
-from palaestra.networks.constants import WIDE_NETWORK_UNITS
-from palaestra.options import RunOptions
+from palaestra.networks.constants import GPU_NETWORK_UNITS, WIDE_NETWORK_UNITS
+from palaestra.options import RunOptions, UsageError
 
 
 def seed_everything(options: RunOptions) -> int:
@@ -25,19 +25,47 @@ def seed_everything(options: RunOptions) -> int:
     return seed
 
 
-def choose_device(options: RunOptions) -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() and not options.cpu else "cpu")
+def has_images(behavior_specs: Mapping[str, BehaviorSpec]) -> bool:
+    return any(len(shape) == 3 for spec in behavior_specs.values() for shape in spec.observation_shapes)
 
 
-def device_advice(device: torch.device, behavior_specs: Mapping[str, BehaviorSpec]) -> str | None:
-    """What to tell a user who trains only vector observations on a GPU: that the CPU is usually
-    faster for them (measured in docs/benchmarks.md: an LSTM policy at 1,330 steps/s on an H200
-    against about 2,400 on two CPU cores). None otherwise."""
-    images = any(len(shape) == 3 for spec in behavior_specs.values() for shape in spec.observation_shapes)
-    if device.type == "cpu" or images:
-        return None
-    return ("every observation is a vector: such policies usually train faster on the CPU (--cpu) than on "
-            "a GPU, which spends their small steps launching kernels (docs/outputs.md)")
+def check_device(options: RunOptions) -> None:
+    """A --torch-device that names a GPU this machine does not offer is a UsageError, found before
+    an environment starts."""
+    requested = "cpu" if options.cpu else options.torch_device
+    if not requested.startswith("cuda"):
+        return
+    if not torch.cuda.is_available():
+        why = ("this torch was built without CUDA (a CPU-only build)" if torch.version.cuda is None else
+               "torch finds no CUDA GPU (no NVIDIA driver, or CUDA_VISIBLE_DEVICES hides them)")
+        raise UsageError(f"--torch-device {requested}: {why}; use --torch-device cpu, or auto to take a GPU "
+                         "only where there is one")
+    count = torch.cuda.device_count()
+    index = int(requested[5:]) if ":" in requested else 0
+    if index >= count:
+        raise UsageError(f"--torch-device {requested}: this machine has {count} CUDA GPU(s), "
+                         f"cuda:0 to cuda:{count - 1}")
+
+
+def choose_device(options: RunOptions, behavior_specs: Mapping[str, BehaviorSpec],
+                  widest_hidden_units: int) -> tuple[torch.device, str]:
+    """Where the run's networks train, and why (for the run's first lines). --torch-device auto
+    takes a CUDA GPU only where it trains faster: for behaviors that see images, or networks of
+    GPU_NETWORK_UNITS hidden units or more; policies over vectors with narrower networks (MLPs,
+    LSTMs) train faster on the CPU, whose small steps a GPU spends launching kernels (measured
+    on an H200 in docs/benchmarks.md, "Which device trains faster"). ML-Agents takes the GPU
+    whenever there is one."""
+    requested = "cpu" if options.cpu else options.torch_device
+    if requested != "auto":
+        return torch.device(requested), f"--torch-device {requested}"
+    if not torch.cuda.is_available():
+        return torch.device("cpu"), "no CUDA GPU"
+    if has_images(behavior_specs):
+        return torch.device("cuda"), "auto: image observations train faster on the GPU"
+    if widest_hidden_units >= GPU_NETWORK_UNITS:
+        return torch.device("cuda"), f"auto: networks of {widest_hidden_units} hidden units train faster on the GPU"
+    return torch.device("cpu"), (f"auto: vector observations and networks under {GPU_NETWORK_UNITS} hidden units "
+                                 "train faster on the CPU; --torch-device cuda trains on the GPU")
 
 
 def usable_cores() -> int:

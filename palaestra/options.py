@@ -49,7 +49,8 @@ class RunOptions:
     initialize_from: str | None = None
     no_graphics: bool = False
     debug: bool = False
-    cpu: bool = False
+    cpu: bool = False  # ML-Agents 0.16's flag: the same as torch_device "cpu"
+    torch_device: str = "auto"  # auto, cpu, cuda or cuda:N (palaestra/machine.py: choose_device)
     torch_threads: int = 0
     width: int | None = None  # ML-Agents 0.16: not sent, the build keeps its own resolution (0.15: 84)
     height: int | None = None
@@ -66,6 +67,7 @@ class UsageError(Exception):
 
 
 INT32_MAX = 2**31 - 1  # Unity's engine settings are 32-bit integers
+TORCH_DEVICES = ("auto", "cpu", "cuda")  # and cuda:N
 SEED_MAX = 2**32 - 1  # numpy's legacy seeding takes [0, 2**32 - 1]
 MAX_ENVS = 1024  # worker processes; far beyond any machine's cores, and below what exhausts it
 MAX_RUN_ID_BYTES = 200  # a folder name, with room for "_<Behavior>_metrics.csv" under 255 bytes
@@ -190,6 +192,10 @@ def check_options(options: RunOptions) -> None:
     if options.env is None and options.num_envs > 1:
         raise UsageError(f"--num-envs {options.num_envs} needs a Unity build (--env=<path>): the Unity Editor is one "
                          "instance, on port 5004; build the project to train with several instances")
+    if not isinstance(options.torch_device, str) or torch_device_problem(options.torch_device):
+        raise UsageError(f"--torch-device: {torch_device_problem(str(options.torch_device))}")
+    if options.cpu and options.torch_device not in ("auto", "cpu"):
+        raise UsageError(f"--cpu and --torch-device {options.torch_device} contradict each other: give one of them")
     if options.resume and options.force:
         raise UsageError("--resume and --force contradict each other: --resume continues a run, --force starts it over")
     if options.inference and options.force:
@@ -280,6 +286,20 @@ def _text(value: str) -> str:
     return value
 
 
+def torch_device_problem(value: str) -> str | None:
+    """What is wrong with a --torch-device value, or None (auto, cpu, cuda or cuda:N)."""
+    if value in TORCH_DEVICES or (value.startswith("cuda:") and value[5:].isdigit() and value[5:].isascii()):
+        return None
+    return f"expected auto, cpu, cuda or cuda:N (N a GPU's index), got {_shown(repr(value))}"
+
+
+def _torch_device(value: str) -> str:
+    problem = torch_device_problem(value)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return value
+
+
 def _run_id(value: str) -> str:
     problem = run_id_problem(value)
     if problem is not None:
@@ -361,7 +381,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start from the weights of another run, at step 0")
     p.add_argument("--no-graphics", action="store_true", help="Unity builds: run without rendering")
     p.add_argument("--debug", action="store_true", help="debug logging and per-update metrics CSV")
-    p.add_argument("--cpu", action="store_true", help="train on the CPU even when CUDA is available")
+    p.add_argument("--cpu", action="store_true", help="train on the CPU even when CUDA is available "
+                   "(the same as --torch-device cpu)")
+    p.add_argument("--torch-device", type=_torch_device, default=d.torch_device, metavar="DEVICE",
+                   help="where the networks train: cpu, cuda or cuda:N; auto (default) takes a CUDA GPU where "
+                        "a behavior sees images or a network has 512 hidden units or more, and the CPU "
+                        "otherwise, where such policies train faster (docs/outputs.md)")
     p.add_argument("--torch-threads", type=_ranged("torch_threads"), default=d.torch_threads, metavar="N",
                    help="threads torch trains with on the CPU; 0 (default) picks one for networks under "
                         f"{WIDE_NETWORK_UNITS} hidden units and every core from there. Set it on a machine "

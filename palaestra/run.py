@@ -21,7 +21,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import yaml
 
@@ -34,7 +34,7 @@ from palaestra.envs.base import BehaviorSpec, EngineConfig, Env, EnvClosed, EnvE
 from palaestra.envs.sources import builtin_class, describe_specs, factory_takes, make_env, parse_env_args, source_kind
 from palaestra.imports import import_beside
 from palaestra.interrupts import STOPPING, Interrupts
-from palaestra.machine import choose_device, device_advice, limit_threads, seed_everything
+from palaestra.machine import check_device, choose_device, limit_threads, seed_everything
 from palaestra.options import RunOptions, UsageError, check_options, in_main_process, warn_about_unused_options
 from palaestra.run_folders import (
     CONFIGURATION,
@@ -69,6 +69,9 @@ from palaestra.workers.acting import ActingWorkers
 from palaestra.workers.pool import RestartLimits
 from palaestra.workers.stepping import WorkerPoolEnv
 
+if TYPE_CHECKING:
+    import torch
+
 logger = logging.getLogger("palaestra")
 
 
@@ -87,6 +90,8 @@ class RunParts:
     interrupts: Interrupts
     models: Path
     summaries: Path
+    device: torch.device  # every behavior's, chosen at the start (machine.choose_device)
+    device_reason: str
     parameters: EnvironmentParameters | None = None  # --curriculum, --sampler
 
     @property
@@ -143,6 +148,7 @@ def _run(options: RunOptions, interrupts: Interrupts) -> int:
 def _checked_run(options: RunOptions, interrupts: Interrupts, warnings: _WarningCount) -> int:
     models, summaries = Path("models"), Path("summaries")
     check_options(options)
+    check_device(options)
     check_run_folders(options, models)
     config = load_trainer_config(options.trainer_config_path)
     import_beside(options.trainer_config_path)  # --env=my_env:make finds my_env.py next to the config
@@ -165,11 +171,13 @@ def _checked_run(options: RunOptions, interrupts: Interrupts, warnings: _Warning
         settings = _resolve_settings(config, env)
         # before any network is built: initialization on other threads would make a run differ
         # from the same run made after another in the same process
-        limit_threads(choose_device(options), max(s.hidden_units for s in settings.values()), options.torch_threads)
-        parts = _build(options, env, config, settings, seed, interrupts, models, summaries)
+        widest = max(s.hidden_units for s in settings.values())
+        device = choose_device(options, env.behavior_specs, widest)
+        limit_threads(device[0], widest, options.torch_threads)
+        parts = _build(options, env, config, settings, seed, interrupts, models, summaries, device)
         interrupts.check_start_up()  # before --force deletes anything
         if options.dry_run:
-            _print_dry_run(options, config, env, settings, seed, warnings.count, parts.parameters)
+            _print_dry_run(options, config, env, settings, seed, warnings.count, parts)
             return 0
         return _train(parts, lock)
     finally:
@@ -245,12 +253,14 @@ def _resolve_settings(config: TrainerConfig, env: Env, behaviors: list[str] | No
 
 
 def _print_dry_run(options: RunOptions, config: TrainerConfig, env: Env, settings: dict[str, TrainerSettings],
-                   seed: int, warnings: int, parameters: EnvironmentParameters | None) -> None:
+                   seed: int, warnings: int, parts: RunParts) -> None:
     specs = describe_specs(env)
+    parameters = parts.parameters
     out: dict[str, Any] = {
         "run_id": options.run_id,
         "env": options.env,
         "seed": seed,
+        "device": f"{parts.device} ({parts.device_reason})",
         "behaviors": {b: {"spec": specs[b], "settings": s.as_dict()} for b, s in settings.items()},
     }
     if parameters is not None:
@@ -260,7 +270,7 @@ def _print_dry_run(options: RunOptions, config: TrainerConfig, env: Env, setting
 
 
 def _build(options: RunOptions, env: Env, config: TrainerConfig, settings: dict[str, TrainerSettings], seed: int,
-           interrupts: Interrupts, models: Path, summaries: Path) -> RunParts:
+           interrupts: Interrupts, models: Path, summaries: Path, chosen: tuple[torch.device, str]) -> RunParts:
     """Every check the run makes before it trains, for the real run and --dry-run alike (the flags,
     the config and the environment were checked before): the output folders can be made; each
     behavior's trainer builds and restores as --resume, --inference, --initialize-from or its
@@ -269,7 +279,7 @@ def _build(options: RunOptions, env: Env, config: TrainerConfig, settings: dict[
     if not options.inference:
         for folder in (models, summaries):
             check_output_folder(folder)
-    device = choose_device(options)
+    device = chosen[0]
     trainers: dict[str, BehaviorTrainer] = {}
     global_step = 0
     parameters = _environment_parameters(options, env, seed)
@@ -294,7 +304,7 @@ def _build(options: RunOptions, env: Env, config: TrainerConfig, settings: dict[
         _add_teacher(options, env, trainers, name, seed + i)
     _acting_obstacles(options, env, trainers)
     return RunParts(options, env, config, settings, trainers, names, seed, global_step, interrupts, models, summaries,
-                    parameters)
+                    *chosen, parameters)
 
 
 def _environment_parameters(options: RunOptions, env: Env, seed: int) -> EnvironmentParameters | None:
@@ -384,7 +394,7 @@ def _adopt_new_behaviors(parts: RunParts, writers: list[Any], start_time: float,
     summaries and configuration entry; it acts from the current step on."""
     new = [b for b in parts.env.behavior_specs if b not in parts.trainers]
     settings = _resolve_settings(parts.config, parts.env, new)
-    device = choose_device(parts.options)
+    device = parts.device  # the run's, whatever the new behavior sees
     parts.output_names = output_names(new, parts.output_names)  # (the earlier behaviors keep theirs)
     for name in new:
         seed = parts.seed + len(parts.trainers)
@@ -415,12 +425,9 @@ def _train(parts: RunParts, lock: RunLock | None) -> int:
 
 def _train_with_writers(parts: RunParts) -> int:
     options = parts.options
-    device = choose_device(options)
-    logger.info("Palaestra %s: run %r on %s, seed %d, device %s", __version__, options.run_id,
-                options.env if options.env is not None else "the Unity Editor", parts.seed, device)
-    advice = device_advice(device, parts.env.behavior_specs)
-    if advice:
-        logger.info(advice)
+    logger.info("Palaestra %s: run %r on %s, seed %d, device %s (%s)", __version__, options.run_id,
+                options.env if options.env is not None else "the Unity Editor", parts.seed, parts.device,
+                parts.device_reason)
     writers: list[Any] = []  # closed on every way out, so no writer thread outlives the run
     code = None
     try:

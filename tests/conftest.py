@@ -22,6 +22,28 @@ CONFORMANCE = REPO.parent / "shared" / "conformance"
 SHIPPED_CONFIG = REPO / "config" / "trainer_config.yaml"
 
 
+@pytest.fixture(autouse=True)
+def test_device(monkeypatch):
+    """PALAESTRA_TEST_DEVICE=cuda (bench/cuda_check.sh on a lent GPU) makes every run the tests
+    start without a device of their own train there, instead of --torch-device auto's choice
+    (which puts most of these small policies on the CPU)."""
+    device = os.environ.get("PALAESTRA_TEST_DEVICE")
+    if not device:
+        return
+    import torch
+
+    import palaestra.run
+
+    choose = palaestra.run.choose_device
+
+    def forced(options, specs, units):
+        if options.cpu or options.torch_device != "auto":
+            return choose(options, specs, units)
+        return torch.device(device), "PALAESTRA_TEST_DEVICE"
+
+    monkeypatch.setattr(palaestra.run, "choose_device", forced)
+
+
 @pytest.fixture
 def workdir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

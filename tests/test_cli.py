@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from palaestra.checkpoints import CheckpointManager
+from palaestra.envs.base import ActionSpec, BehaviorSpec
 from tests.conftest import SHIPPED_CONFIG, interrupt_training, write_yaml
 
 SMALL = """
@@ -440,6 +441,9 @@ def test_a_behavior_past_max_steps_stops_learning_while_others_go_on(tmp_path):
     ("--run-id=" + "x" * 201, "is 201 bytes long"),
     ("--run-id=\udcff", "contains bytes that are not valid UTF-8"),  # a byte that was not UTF-8 in argv
     ("--env=3D\udcffBall", "argument --env: '3D\\udcffBall' contains bytes that are not valid UTF-8"),
+    ("--torch-device=gpu", "argument --torch-device: expected auto, cpu, cuda or cuda:N (N a GPU's index), got 'gpu'"),
+    ("--torch-device=cuda:x", "got 'cuda:x'"),
+    ("--torch-device=CPU", "got 'CPU'"),
 ])
 def test_bad_flag_values_are_usage_errors(capsys, flag, message):
     from palaestra.cli import main
@@ -460,6 +464,7 @@ def test_unusual_but_valid_run_ids_are_accepted():
     (["--base-port=65535", "--num-envs=2"], "the last worker's port would be 65536, past 65535"),
     (["--inference", "--force"], "--inference and --force contradict each other"),
     (["--run-id=same", "--initialize-from=same", "--force"], "--initialize-from names the run itself ('same')"),
+    (["--cpu", "--torch-device=cuda:0"], "--cpu and --torch-device cuda:0 contradict each other"),
 ])
 def test_flags_that_contradict_each_other(run_cli, small_config, workdir, args, message):
     for dry_run in ([], ["--dry-run"]):
@@ -628,15 +633,69 @@ def test_torch_threads_follow_the_flag_or_else_the_network_width(flag, units, ex
         torch.set_num_threads(before)
 
 
-def test_vector_policies_on_a_gpu_are_told_the_cpu_is_usually_faster():
-    from palaestra.envs.base import ActionSpec, BehaviorSpec
-    from palaestra.machine import device_advice
+VECTORS = {"A": BehaviorSpec(((8,),), ActionSpec(continuous_size=2))}
+WITH_IMAGE = {**VECTORS, "B": BehaviorSpec(((8,), (36, 36, 3)), ActionSpec(discrete_branches=(3,)))}
 
-    vectors = {"A": BehaviorSpec(((8,),), ActionSpec(continuous_size=2))}
-    with_image = {**vectors, "B": BehaviorSpec(((8,), (36, 36, 3)), ActionSpec(discrete_branches=(3,)))}
-    assert "--cpu" in device_advice(torch.device("cuda"), vectors)
-    assert device_advice(torch.device("cuda"), with_image) is None  # a CNN is where a GPU pays
-    assert device_advice(torch.device("cpu"), vectors) is None
+
+@pytest.mark.parametrize("flags,specs,units,expected", [
+    ([], VECTORS, 256, "cpu"),  # vector policies under 512 units train faster on the CPU (docs/benchmarks.md)
+    ([], VECTORS, 512, "cuda"),  # wide ones on the GPU
+    ([], WITH_IMAGE, 128, "cuda"),  # and CNNs
+    (["--torch-device=cuda"], VECTORS, 128, "cuda"),
+    (["--torch-device=cuda:1"], VECTORS, 128, "cuda:1"),
+    (["--torch-device=cpu"], WITH_IMAGE, 512, "cpu"),
+    (["--cpu"], WITH_IMAGE, 512, "cpu"),
+    (["--cpu", "--torch-device=cpu"], WITH_IMAGE, 128, "cpu"),
+])
+def test_the_device_is_the_one_asked_for_or_by_default_the_faster_one_for_the_policy(monkeypatch, flags, specs, units,
+                                                                                     expected):
+    from palaestra.machine import check_device, choose_device
+    from palaestra.options import parse_args
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    options = parse_args(["c.yaml", *flags])
+    check_device(options)
+    device, reason = choose_device(options, specs, units)
+    assert device == torch.device(expected)
+    if not flags and expected == "cpu":  # the run's first lines say why, and how to take the GPU
+        assert reason == ("auto: vector observations and networks under 512 hidden units train faster on the CPU; "
+                          "--torch-device cuda trains on the GPU")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    if expected == "cuda" and not flags:  # auto without a GPU
+        assert choose_device(options, specs, units) == (torch.device("cpu"), "no CUDA GPU")
+
+
+@pytest.mark.parametrize("available,built_with,count,device,message", [
+    (False, None, 0, "cuda", "--torch-device cuda: this torch was built without CUDA (a CPU-only build); use "
+                             "--torch-device cpu, or auto"),
+    (False, "12.8", 0, "cuda:0", "--torch-device cuda:0: torch finds no CUDA GPU (no NVIDIA driver, or "
+                                 "CUDA_VISIBLE_DEVICES hides them)"),
+    (True, "12.8", 2, "cuda:2", "--torch-device cuda:2: this machine has 2 CUDA GPU(s), cuda:0 to cuda:1"),
+])
+def test_a_gpu_the_machine_does_not_offer_is_a_usage_error(monkeypatch, available, built_with, count, device,
+                                                           message):
+    from palaestra.machine import check_device
+    from palaestra.options import UsageError, parse_args
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: available)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+    monkeypatch.setattr(torch.version, "cuda", built_with)
+    with pytest.raises(UsageError, match=re.escape(message)):
+        check_device(parse_args(["c.yaml", f"--torch-device={device}"]))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
+def test_asking_for_a_gpu_on_a_machine_without_one_stops_before_the_environment_starts(run_cli, small_config,
+                                                                                      workdir):
+    result = run_cli(small_config, "--env=Simple1DDiscrete", "--torch-device=cuda")
+    assert result.code == 1 and "--torch-device cuda: " in result.log and "Traceback" not in result.log
+    assert not (workdir / "models").exists() and not (workdir / "summaries").exists()
+
+
+def test_a_dry_run_says_which_device_would_train_and_why(run_cli, small_config):
+    result = run_cli(small_config, "--env=Simple1DDiscrete", "--dry-run", "--torch-device=cpu")
+    assert result.code == 0 and "device: cpu (--torch-device cpu)" in result.out
 
 
 def test_a_negative_torch_thread_count_is_a_usage_error(capsys):

@@ -1,0 +1,104 @@
+"""Which device trains faster: the same runs on the CPU and on a CUDA GPU, one policy kind per row
+(vector MLPs narrow and wide, PPO and SAC, an LSTM, CNNs on small and large images).
+
+What `--torch-device auto` decides rests on this table (palaestra/machine.py: the GPU only for
+behaviors that see images). Each row trains with `--torch-device=cpu` and then `--torch-device=cuda`
+(Palaestra's own thread choice on the CPU: one torch thread under 256 hidden units, every core
+from there); steps/s of the training loop. Run it on a machine with a GPU (bench/cuda_check.sh,
+stage `devices`); rows whose environment is missing are skipped with the reason.
+
+Usage: python bench/device_choice.py [--rows NAME ...] [--devices cpu cuda] [--scale 1.0] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import yaml
+from common import run_palaestra
+
+CONFIG = Path(__file__).resolve().parent.parent / "config"
+
+
+def section(config_file: str, name: str, steps: int, **overrides) -> str:
+    """The shipped ``name`` section of ``config_file`` over its ``default``, for ``steps`` steps."""
+    config = yaml.safe_load((CONFIG / config_file).read_text())
+    merged = {**config.get("default", {}), **config[name], "max_steps": steps, "summary_freq": steps, **overrides}
+    return yaml.safe_dump({name: merged})
+
+
+# name: (what it is, environment, config builder taking the step count, steps, extra flags)
+ROWS = {
+    "ppo-3dball": ("PPO, 3DBall, 128 units x 2, batch 64", "3DBall",
+                   lambda n: section("trainer_config.yaml", "3DBall", n), 30_000, ()),
+    "ppo-256-b512": ("PPO, 3DBall, 256 units x 2, batch 512, buffer 5120", "3DBall",
+                     lambda n: section("trainer_config.yaml", "3DBall", n, hidden_units=256, batch_size=512,
+                                       buffer_size=5120), 16_000, ()),
+    "ppo-512-b512": ("PPO, 3DBall, 512 units x 2, batch 512, buffer 5120", "3DBall",
+                     lambda n: section("trainer_config.yaml", "3DBall", n, hidden_units=512, batch_size=512,
+                                       buffer_size=5120), 16_000, ()),
+    "ppo-256-b2048": ("PPO, 3DBall, 256 units x 2, batch 2048, buffer 20480", "3DBall",
+                      lambda n: section("trainer_config.yaml", "3DBall", n, hidden_units=256, batch_size=2048,
+                                        buffer_size=20480), 41_000, ()),
+    "ppo-wide": ("PPO, 3DBall, 512 units x 3, batch 2048, buffer 20480 (Crawler-sized)", "3DBall",
+                 lambda n: section("trainer_config.yaml", "3DBall", n, hidden_units=512, num_layers=3,
+                                   batch_size=2048, buffer_size=20480), 41_000, ()),
+    "sac-3dball": ("SAC, 3DBall, 64 units x 2, batch 64", "3DBall",
+                   lambda n: section("sac_trainer_config.yaml", "3DBall", n), 4_000, ()),
+    "sac-pendulum": ("SAC, Pendulum-v1, 256 units x 2, batch 256", "Pendulum-v1",
+                     lambda n: section("sac_trainer_config.yaml", "Pendulum-v1", n), 3_000, ()),
+    "sac-512-b512": ("SAC, Pendulum-v1, 512 units x 2, batch 512", "Pendulum-v1",
+                     lambda n: section("sac_trainer_config.yaml", "Pendulum-v1", n, hidden_units=512, batch_size=512),
+                     2_000, ()),
+    "ppo-lstm": ("PPO + LSTM, CartPole without velocities, 8 areas", "palaestra/CartPoleNoVel-v1",
+                 lambda n: (CONFIG / "rl_zoo_cartpole_novel.yaml").read_text().replace("max_steps: 1.0e5",
+                                                                                      f"max_steps: {n}"),
+                 20_000, ("--num-areas=8",)),
+    "cnn-84": ("PPO, VisualGridWorld 84x84x3, nature CNN", "VisualGridWorld",
+               lambda n: section("trainer_config.yaml", "GridWorld", n, vis_encode_type="nature_cnn"), 5_000,
+               ("--env-args", "image_size=84")),
+    "cnn-20": ("PPO, VisualGridWorld 20x20x3, simple CNN", "VisualGridWorld",
+               lambda n: section("trainer_config.yaml", "GridWorld", n, vis_encode_type="simple"), 10_000,
+               ("--env-args", "image_size=20")),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
+    parser.add_argument("--devices", nargs="+", choices=("cpu", "cuda"), default=["cpu", "cuda"])
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every row's steps")
+    parser.add_argument("--json", type=Path, help="append each result to this file, one JSON line each")
+    args = parser.parse_args()
+    results: dict[str, dict[str, float]] = {}
+    for row in args.rows:
+        what, env, build, steps, flags = ROWS[row]
+        steps = max(int(steps * args.scale), 1)
+        for device in args.devices:
+            try:
+                result = run_palaestra(build(steps), env, f"--torch-device={device}", *flags, seed=1)
+            except (RuntimeError, SystemExit, ImportError) as e:  # a missing environment package, no GPU
+                print(f"{row} on {device}: not run ({e})", flush=True)
+                continue
+            speed = steps / result["loop_s"]
+            results.setdefault(row, {})[device] = speed
+            print(f"{row} on {device}: {speed:,.0f} steps/s ({result['loop_s']:.1f} s)", flush=True)
+            if args.json:
+                with args.json.open("a") as fh:
+                    fh.write(json.dumps({"row": row, "device": device, "steps": steps, "steps_per_s": speed,
+                                         "loop_s": result["loop_s"]}) + "\n")
+    print(f"\n| row | {' | '.join(args.devices)} steps/s | faster |")
+    print(f"|---|{'---|' * len(args.devices)}---|")
+    for row, speeds in results.items():
+        best = max(speeds, key=speeds.get)
+        cells = " | ".join(f"{speeds[d]:,.0f}" if d in speeds else "-" for d in args.devices)
+        ratio = (f"{best} {max(speeds.values()) / min(speeds.values()):.2f}x" if len(speeds) > 1 else "-")
+        print(f"| {ROWS[row][0]} | {cells} | {ratio} |")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
