@@ -9,14 +9,23 @@ transitions reaching the replay buffer a trajectory (64 steps) at a time, with t
 steps they make due run then (the same number per environment step).
 Both run on the CPU with the same number of torch threads (all cores unless --threads).
 
-Usage: python bench/sac_gym.py [--env Pendulum-v1] [--steps 20000] [--threads N]
+Each run is a fresh process (no thread setting of one reaches the other). With --repeats N the
+pairs alternate which library goes first (SB3, Palaestra, Palaestra, SB3, ...), so that a slow
+spell of this shared machine, whose speed moves by tens of percent from minute to minute, falls
+on both; each pair's ratio is listed and the median of the ratios taken.
+
+Usage: python bench/sac_gym.py [--env Pendulum-v1] [--steps 20000] [--threads N] [--repeats 1]
        python bench/sac_gym.py --env HalfCheetah-v5 --steps 20000   (needs gymnasium[mujoco])
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -57,26 +66,54 @@ def bench_sb3(env_id: str, steps: int, threads: int, learning_rate: float) -> di
     return {"steps_per_s": steps / seconds, "seconds": seconds, "return": float(ret)}
 
 
+def run_one(library: str, env_id: str, steps: int, threads: int) -> dict:
+    """One library's run in a fresh process (this script with --one), its result as a dict."""
+    cmd = [sys.executable, __file__, "--one", library, "--env", env_id, "--steps", str(steps),
+           "--threads", str(threads)]
+    done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{library}'s run failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--env", default="Pendulum-v1")
     parser.add_argument("--steps", type=int, default=20_000)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--one", choices=("palaestra", "sb3"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    lr = yaml.safe_load(SAC_CONFIG.read_text())[args.env]["learning_rate"]
-    # SB3 first: Palaestra's run sets process-wide thread limits that must not reach SB3's run.
-    sb3 = bench_sb3(args.env, args.steps, args.threads, lr)
-    ours = bench_palaestra(args.env, args.steps, args.threads)
-    print(f"SAC {args.env}, {args.steps} steps, {args.threads} torch thread(s)")
+    if args.one == "sb3":
+        lr = yaml.safe_load(SAC_CONFIG.read_text())[args.env]["learning_rate"]
+        print(json.dumps(bench_sb3(args.env, args.steps, args.threads, lr)))
+        return
+    if args.one == "palaestra":
+        ours = bench_palaestra(args.env, args.steps, args.threads)
+        loop = ours.pop("timers")["children"]
+        ours["parts"] = {k: loop[k]["total"] for k in ("policy_act", "env_step", "trainer_advance") if k in loop}
+        ours["updates"] = loop.get("trainer_advance", {}).get("children", {}).get("_update_policy", {}).get("total", 0.0)
+        print(json.dumps(ours))
+        return
+    pairs = []
+    for repeat in range(args.repeats):
+        order = ("sb3", "palaestra") if repeat % 2 == 0 else ("palaestra", "sb3")
+        pair = {library: run_one(library, args.env, args.steps, args.threads) for library in order}
+        pairs.append(pair)
+        print(f"repeat {repeat + 1} ({order[0]} first): Palaestra {pair['palaestra']['steps_per_s']:.1f} steps/s, "
+              f"SB3 {pair['sb3']['steps_per_s']:.1f}: {pair['palaestra']['steps_per_s'] / pair['sb3']['steps_per_s']:.2f}x",
+              flush=True)
+    print(f"\nSAC {args.env}, {args.steps} steps, {args.threads} torch thread(s), {args.repeats} pair(s)")
     print(f"{'':12} {'steps/s':>10} {'seconds':>9} {'return (10 deterministic episodes)':>36}")
-    for name, r in (("Palaestra", ours), ("SB3", sb3)):
-        print(f"{name:12} {r['steps_per_s']:10.1f} {r['seconds']:9.1f} {r['return']:36.1f}")
-    print(f"ratio Palaestra / SB3: {ours['steps_per_s'] / sb3['steps_per_s']:.2f}x")
-    loop = ours["timers"]["children"]
-    parts = {k: loop[k]["total"] for k in ("policy_act", "env_step", "trainer_advance") if k in loop}
-    update = loop.get("trainer_advance", {}).get("children", {}).get("_update_policy", {}).get("total", 0.0)
-    print("Palaestra's loop: " + ", ".join(f"{k} {v:.1f} s" for k, v in parts.items())
-          + f" (of which SAC updates {update:.1f} s)")
+    for name, key in (("Palaestra", "palaestra"), ("SB3", "sb3")):
+        for pair in pairs:
+            r = pair[key]
+            print(f"{name:12} {r['steps_per_s']:10.1f} {r['seconds']:9.1f} {r['return']:36.1f}")
+    ratios = [pair["palaestra"]["steps_per_s"] / pair["sb3"]["steps_per_s"] for pair in pairs]
+    print(f"ratio Palaestra / SB3: {statistics.median(ratios):.2f}x (median of {', '.join(f'{r:.2f}' for r in ratios)})")
+    last = pairs[-1]["palaestra"]
+    print("Palaestra's loop (last run): " + ", ".join(f"{k} {v:.1f} s" for k, v in last["parts"].items())
+          + f" (of which SAC updates {last['updates']:.1f} s)")
 
 
 if __name__ == "__main__":
