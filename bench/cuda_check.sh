@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # CUDA check for a session that is lent a GPU machine (the `device` tool): trains the CNN and the
 # LSTM policies on the GPU side by side with their peers on the same GPU, then runs the test suite
-# with CUDA visible (every test that trains then trains on the GPU). One call, each stage bounded,
+# with CUDA visible (every test that trains in-process then trains on the GPU). One call, each stage bounded,
 # each stage's whole log under $OUT; the reply shows the end of each.
 #
 # Before the call, on the machine that has a registry: the peers' wheels in .whl/ and a copy of
@@ -12,8 +12,9 @@
 #   cp -r ../shared .devshared
 # Usage there: bash bench/cuda_check.sh [stages...]   (default: cnn lstm tests; also cnn-cpu, devices
 # (bench/device_choice.py: each policy kind on the CPU and on the GPU) and tests-all; CNN_STEPS,
-# LSTM_STEPS, DEVICES_S, TESTS_S and TESTS_ARGS change their sizes). The tests train on the GPU
-# (PALAESTRA_TEST_DEVICE=cuda: tests/conftest.py), not where --torch-device auto would put them. The whole suite takes longer than one call allows
+# LSTM_STEPS, DEVICES_S, TESTS_S and TESTS_ARGS change their sizes). The tests' in-process runs train
+# on the GPU (PALAESTRA_TEST_DEVICE=cuda: tests/conftest.py), not where --torch-device auto would put
+# them; runs a test starts as a subprocess go where auto puts them. The whole suite takes longer than one call allows
 # (session 25: 1,228 tests in 240 s, the training files last), so the `tests` stage runs, unless
 # TESTS_ARGS names others, the files whose tests train through the CLI (on the GPU); `tests-all`
 # runs the whole suite.

@@ -1,11 +1,12 @@
 """Which device trains faster: the same runs on the CPU and on a CUDA GPU, one policy kind per row
 (vector MLPs narrow and wide, PPO and SAC, an LSTM, CNNs on small and large images).
 
-What `--torch-device auto` decides rests on this table (palaestra/machine.py: the GPU only for
-behaviors that see images). Each row trains with `--torch-device=cpu` and then `--torch-device=cuda`
-(Palaestra's own thread choice on the CPU: one torch thread under 256 hidden units, every core
-from there); steps/s of the training loop. Run it on a machine with a GPU (bench/cuda_check.sh,
-stage `devices`); rows whose environment is missing are skipped with the reason.
+What `--torch-device auto` decides rests on this table (palaestra/machine.py: the GPU for
+behaviors that see images or networks of 512 hidden units or more). Each row trains with
+`--torch-device=cpu` and then `--torch-device=cuda`, each run in a fresh process (Palaestra's own
+thread choice on the CPU: one torch thread under 256 hidden units, every core from there);
+steps/s of the training loop. Run it on a machine with a GPU (bench/cuda_check.sh, stage
+`devices`); rows whose environment is missing are skipped with the reason.
 
 Usage: python bench/device_choice.py [--rows NAME ...] [--devices cpu cuda] [--scale 1.0] [--json FILE]
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -66,30 +68,40 @@ ROWS = {
 }
 
 
+def run_row(row: str, device: str, steps: int) -> float:
+    """Train ``row`` on ``device`` in this process; the loop's steps/s."""
+    _, env, build, _, flags = ROWS[row]
+    result = run_palaestra(build(steps), env, f"--torch-device={device}", *flags, seed=1)
+    return steps / result["loop_s"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
     parser.add_argument("--devices", nargs="+", choices=("cpu", "cuda"), default=["cpu", "cuda"])
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every row's steps")
     parser.add_argument("--json", type=Path, help="append each result to this file, one JSON line each")
+    parser.add_argument("--one", nargs=3, metavar=("ROW", "DEVICE", "STEPS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.one:  # a fresh process per run: no thread setting of one run reaches the next
+        print(json.dumps(run_row(args.one[0], args.one[1], int(args.one[2]))))
+        return
     results: dict[str, dict[str, float]] = {}
     for row in args.rows:
-        what, env, build, steps, flags = ROWS[row]
-        steps = max(int(steps * args.scale), 1)
+        steps = max(int(ROWS[row][3] * args.scale), 1)
         for device in args.devices:
-            try:
-                result = run_palaestra(build(steps), env, f"--torch-device={device}", *flags, seed=1)
-            except (RuntimeError, SystemExit, ImportError) as e:  # a missing environment package, no GPU
-                print(f"{row} on {device}: not run ({e})", flush=True)
+            done = subprocess.run([sys.executable, __file__, "--one", row, device, str(steps)], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+            lines = done.stdout.strip().splitlines()
+            if done.returncode != 0 or not lines:  # a missing environment package, no GPU
+                print(f"{row} on {device}: not run ({done.stderr.strip()[-400:]})", flush=True)
                 continue
-            speed = steps / result["loop_s"]
+            speed = float(json.loads(lines[-1]))
             results.setdefault(row, {})[device] = speed
-            print(f"{row} on {device}: {speed:,.0f} steps/s ({result['loop_s']:.1f} s)", flush=True)
+            print(f"{row} on {device}: {speed:,.0f} steps/s ({steps / speed:.1f} s)", flush=True)
             if args.json:
                 with args.json.open("a") as fh:
-                    fh.write(json.dumps({"row": row, "device": device, "steps": steps, "steps_per_s": speed,
-                                         "loop_s": result["loop_s"]}) + "\n")
+                    fh.write(json.dumps({"row": row, "device": device, "steps": steps, "steps_per_s": speed}) + "\n")
     print(f"\n| row | {' | '.join(args.devices)} steps/s | faster |")
     print(f"|---|{'---|' * len(args.devices)}---|")
     for row, speeds in results.items():

@@ -45,7 +45,7 @@ def bench_palaestra(env_id: str, steps: int, threads: int) -> dict:
     config = yaml.safe_load(SAC_CONFIG.read_text())
     section = {**config["default"], **config[env_id], "max_steps": steps, "summary_freq": max(steps // 10, 1)}
     torch.set_num_threads(threads)
-    result = run_palaestra(yaml.safe_dump({env_id: section}), env_id, "--cpu", seed=0)
+    result = run_palaestra(yaml.safe_dump({env_id: section}), env_id, "--cpu", f"--torch-threads={threads}", seed=0)
     onnx = result["dir"] / f"models/bench/{env_id}.onnx"
     returns = evaluate_onnx(make_env(env_id, seed=100, num_areas=5), onnx, episodes=10)
     return {"steps_per_s": steps / result["loop_s"], "seconds": result["loop_s"], "return": float(np.mean(returns)),
@@ -70,10 +70,11 @@ def run_one(library: str, env_id: str, steps: int, threads: int) -> dict:
     """One library's run in a fresh process (this script with --one), its result as a dict."""
     cmd = [sys.executable, __file__, "--one", library, "--env", env_id, "--steps", str(steps),
            "--threads", str(threads)]
-    done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    if done.returncode != 0:
+    done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=7200)
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
         raise SystemExit(f"{library}'s run failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(lines[-1])
 
 
 def main() -> None:
@@ -81,7 +82,7 @@ def main() -> None:
     parser.add_argument("--env", default="Pendulum-v1")
     parser.add_argument("--steps", type=int, default=20_000)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=1, choices=range(1, 101), metavar="N")
     parser.add_argument("--one", choices=("palaestra", "sb3"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one == "sb3":
@@ -106,9 +107,9 @@ def main() -> None:
     print(f"\nSAC {args.env}, {args.steps} steps, {args.threads} torch thread(s), {args.repeats} pair(s)")
     print(f"{'':12} {'steps/s':>10} {'seconds':>9} {'return (10 deterministic episodes)':>36}")
     for name, key in (("Palaestra", "palaestra"), ("SB3", "sb3")):
-        for pair in pairs:
+        for number, pair in enumerate(pairs, 1):
             r = pair[key]
-            print(f"{name:12} {r['steps_per_s']:10.1f} {r['seconds']:9.1f} {r['return']:36.1f}")
+            print(f"{name + f' ({number})':12} {r['steps_per_s']:10.1f} {r['seconds']:9.1f} {r['return']:36.1f}")
     ratios = [pair["palaestra"]["steps_per_s"] / pair["sb3"]["steps_per_s"] for pair in pairs]
     print(f"ratio Palaestra / SB3: {statistics.median(ratios):.2f}x (median of {', '.join(f'{r:.2f}' for r in ratios)})")
     last = pairs[-1]["palaestra"]

@@ -55,7 +55,9 @@ def choose_device(options: RunOptions, behavior_specs: Mapping[str, BehaviorSpec
     LSTMs) train faster on the CPU, whose small steps a GPU spends launching kernels (measured
     on an H200 in docs/benchmarks.md, "Which device trains faster"). ML-Agents takes the GPU
     whenever there is one."""
-    requested = "cpu" if options.cpu else options.torch_device
+    if options.cpu:
+        return torch.device("cpu"), "--cpu"
+    requested = options.torch_device
     if requested != "auto":
         return torch.device(requested), f"--torch-device {requested}"
     if not torch.cuda.is_available():

@@ -192,8 +192,8 @@ def check_options(options: RunOptions) -> None:
     if options.env is None and options.num_envs > 1:
         raise UsageError(f"--num-envs {options.num_envs} needs a Unity build (--env=<path>): the Unity Editor is one "
                          "instance, on port 5004; build the project to train with several instances")
-    if not isinstance(options.torch_device, str) or torch_device_problem(options.torch_device):
-        raise UsageError(f"--torch-device: {torch_device_problem(str(options.torch_device))}")
+    if torch_device_problem(options.torch_device) is not None:
+        raise UsageError(f"--torch-device: {torch_device_problem(options.torch_device)}")
     if options.cpu and options.torch_device not in ("auto", "cpu"):
         raise UsageError(f"--cpu and --torch-device {options.torch_device} contradict each other: give one of them")
     if options.resume and options.force:
@@ -286,9 +286,13 @@ def _text(value: str) -> str:
     return value
 
 
-def torch_device_problem(value: str) -> str | None:
+def torch_device_problem(value: object) -> str | None:
     """What is wrong with a --torch-device value, or None (auto, cpu, cuda or cuda:N)."""
-    if value in TORCH_DEVICES or (value.startswith("cuda:") and value[5:].isdigit() and value[5:].isascii()):
+    if not isinstance(value, str):
+        return f"expected a string (auto, cpu, cuda or cuda:N), got {type(value).__name__} {value!r}"
+    index = value[5:] if value.startswith("cuda:") else None
+    if value in TORCH_DEVICES or (index is not None and index.isascii() and index.isdigit() and len(index) <= 4
+                                  and index == str(int(index))):  # as torch reads it: no sign, no leading zero
         return None
     return f"expected auto, cpu, cuda or cuda:N (N a GPU's index), got {_shown(repr(value))}"
 
@@ -385,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(the same as --torch-device cpu)")
     p.add_argument("--torch-device", type=_torch_device, default=d.torch_device, metavar="DEVICE",
                    help="where the networks train: cpu, cuda or cuda:N; auto (default) takes a CUDA GPU where "
-                        "a behavior sees images or a network has 512 hidden units or more, and the CPU "
+                        "a behavior sees images or has hidden_units of 512 or more, and the CPU "
                         "otherwise, where such policies train faster (docs/outputs.md)")
     p.add_argument("--torch-threads", type=_ranged("torch_threads"), default=d.torch_threads, metavar="N",
                    help="threads torch trains with on the CPU; 0 (default) picks one for networks under "

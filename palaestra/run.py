@@ -470,12 +470,13 @@ def _add_writers(parts: RunParts, writers: list[Any], start_time: float, names: 
 
 
 def _write_configuration(parts: RunParts) -> None:
-    """models/<run-id>/configuration.yaml: the options, every behavior's resolved settings and the
-    names of their files."""
+    """models/<run-id>/configuration.yaml: the options (the seed and the device as resolved), every
+    behavior's resolved settings and the names of their files."""
     parts.run_dir.mkdir(parents=True, exist_ok=True)
     configuration = parts.run_dir / CONFIGURATION
     run_options = dataclasses.asdict(parts.options)
     run_options["seed"] = parts.seed
+    run_options["torch_device"] = str(parts.device)  # what auto chose
     try:
         atomic_write_text(configuration, yaml.safe_dump(
             {"run_options": run_options,

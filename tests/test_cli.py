@@ -187,6 +187,8 @@ def test_resume_keeps_the_runs_seed_and_force_starts_the_debug_metrics_anew(run_
                      "--debug")
     assert result.code == 0 and "--resume: seed 5, the one the run recorded" in result.log
     recorded = yaml.safe_load((workdir / "models/sd/configuration.yaml").read_text())["run_options"]["seed"]
+    device = yaml.safe_load((workdir / "models/sd/configuration.yaml").read_text())["run_options"]["torch_device"]
+    assert device in ("cpu", "cuda")  # the device auto chose, not "auto"
     assert recorded == 5
     assert run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=sd", "--force", "--debug").code == 0
     assert len(metrics.read_text().splitlines()) == rows  # the old run's rows are gone
@@ -443,6 +445,9 @@ def test_a_behavior_past_max_steps_stops_learning_while_others_go_on(tmp_path):
     ("--env=3D\udcffBall", "argument --env: '3D\\udcffBall' contains bytes that are not valid UTF-8"),
     ("--torch-device=gpu", "argument --torch-device: expected auto, cpu, cuda or cuda:N (N a GPU's index), got 'gpu'"),
     ("--torch-device=cuda:x", "got 'cuda:x'"),
+    ("--torch-device=cuda:01", "got 'cuda:01'"),  # torch refuses a leading zero
+    ("--torch-device=cuda:-1", "got 'cuda:-1'"),
+    ("--torch-device=cuda:" + "9" * 5000, "argument --torch-device: expected auto, cpu, cuda or cuda:N"),
     ("--torch-device=CPU", "got 'CPU'"),
 ])
 def test_bad_flag_values_are_usage_errors(capsys, flag, message):
@@ -658,6 +663,8 @@ def test_the_device_is_the_one_asked_for_or_by_default_the_faster_one_for_the_po
     check_device(options)
     device, reason = choose_device(options, specs, units)
     assert device == torch.device(expected)
+    if flags[:1] == ["--cpu"]:
+        assert reason == "--cpu"
     if not flags and expected == "cpu":  # the run's first lines say why, and how to take the GPU
         assert reason == ("auto: vector observations and networks under 512 hidden units train faster on the CPU; "
                           "--torch-device cuda trains on the GPU")
@@ -688,14 +695,35 @@ def test_a_gpu_the_machine_does_not_offer_is_a_usage_error(monkeypatch, availabl
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
 def test_asking_for_a_gpu_on_a_machine_without_one_stops_before_the_environment_starts(run_cli, small_config,
                                                                                       workdir):
-    result = run_cli(small_config, "--env=Simple1DDiscrete", "--torch-device=cuda")
+    (workdir / "made_env.py").write_text(
+        "from pathlib import Path\n"
+        "from palaestra.envs.builtin import make_builtin\n\n"
+        "def make(seed=0):\n"
+        "    Path('environment-started').touch()\n"
+        "    return make_builtin('Simple1DDiscrete', seed=seed)\n")
+    result = run_cli(small_config, "--env=made_env:make", "--torch-device=cuda")
     assert result.code == 1 and "--torch-device cuda: " in result.log and "Traceback" not in result.log
+    assert not (workdir / "environment-started").exists()
     assert not (workdir / "models").exists() and not (workdir / "summaries").exists()
+    # the same factory does start an environment
+    assert run_cli(small_config, "--env=made_env:make", "--dry-run").code == 0
+    assert (workdir / "environment-started").exists()
 
 
-def test_a_dry_run_says_which_device_would_train_and_why(run_cli, small_config):
-    result = run_cli(small_config, "--env=Simple1DDiscrete", "--dry-run", "--torch-device=cpu")
-    assert result.code == 0 and "device: cpu (--torch-device cpu)" in result.out
+@pytest.mark.parametrize("flags,device", [(["--torch-device=cpu"], "cpu (--torch-device cpu)"),
+                                          ([], "cpu (no CUDA GPU)" if not torch.cuda.is_available() else
+                                           "cpu (auto: vector observations and networks under 512")])
+def test_a_dry_run_says_which_device_would_train_and_why(run_cli, small_config, flags, device):
+    result = run_cli(small_config, "--env=Simple1DDiscrete", "--dry-run", *flags)
+    assert result.code == 0 and f"device: {device}" in result.out
+
+
+def test_a_torch_device_given_in_python_must_be_a_string():
+    from palaestra.options import RunOptions, UsageError, check_options
+
+    with pytest.raises(UsageError, match=r"--torch-device: expected a string \(auto, cpu, cuda or cuda:N\), got "
+                                         r"device device\(type='cuda'\)"):
+        check_options(RunOptions(trainer_config_path="c.yaml", torch_device=torch.device("cuda")))
 
 
 def test_a_negative_torch_thread_count_is_a_usage_error(capsys):

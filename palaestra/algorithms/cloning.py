@@ -23,7 +23,7 @@ import torch
 from palaestra.algorithms.behavioral_cloning import bc_loss
 from palaestra.envs.base import BehaviorSpec
 from palaestra.networks.accelerator import accelerate, policy_arrays
-from palaestra.networks.optim import make_adam
+from palaestra.networks.optim import load_optimizer_state, make_adam
 from palaestra.networks.policy import ActorCritic
 from palaestra.networks.torch_acting import TorchActor
 from palaestra.rewards import SignalEpisodeSums, make_signals
@@ -133,7 +133,7 @@ class ClonedPolicy:
     def load_state_dict(self, state: dict[str, Any], weights_only: bool = False) -> None:
         self.policy.load_state_dict(state["policy"])
         if not weights_only:
-            self.optimizer.load_state_dict(state["optimizer"])
+            load_optimizer_state(self.optimizer, state["optimizer"])
             self.step = int(state["step"])
             self.update_count = int(state["update_count"])
 

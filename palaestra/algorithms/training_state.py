@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from palaestra.algorithms.auxiliary import load_policy_updates_state, policy_updates_state
+from palaestra.networks.optim import load_optimizer_state
 from palaestra.rewards import signals_state
 
 
@@ -28,7 +29,7 @@ def training_state(algorithm: Any) -> dict[str, Any]:
 def load_training_state(algorithm: Any, state: Mapping[str, Any]) -> None:
     """Restore what :func:`training_state` saved, except the signals (loaded with the weights, as
     --initialize-from takes them too)."""
-    algorithm.optimizer.load_state_dict(state["optimizer"])
+    load_optimizer_state(algorithm.optimizer, state["optimizer"])
     if algorithm._numpy_adam is not None:
         algorithm._numpy_adam.after_load()
     algorithm.step = int(state["step"])

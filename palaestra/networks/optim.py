@@ -22,6 +22,20 @@ def make_adam(params, lr: float, eps: float = 1e-8) -> torch.optim.Optimizer:
         return torch.optim.Adam(params, lr=lr, eps=eps)
 
 
+# how an optimizer runs, not what it learned: a checkpoint's flags belong to the machine that wrote it
+IMPLEMENTATION_FLAGS = ("fused", "foreach", "capturable", "differentiable")
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: Mapping) -> None:
+    """``optimizer.load_state_dict(state)``, keeping the optimizer's own implementation flags. torch
+    restores a checkpoint's ``fused`` with its learning state: a run trained on a GPU and resumed on
+    a CPU whose torch has no fused CPU Adam (before 2.4) would then fail at its first step. The
+    flags also decide where the state's step counters go, so they are set before the load."""
+    groups = [{**saved, **{k: own[k] for k in IMPLEMENTATION_FLAGS if k in own}}
+              for saved, own in zip(state["param_groups"], optimizer.param_groups)]
+    optimizer.load_state_dict({**state, "param_groups": groups})
+
+
 @torch.no_grad()
 def lean_adam_step(optimizer: torch.optim.Adam) -> None:
     """``optimizer.step()`` for an Adam with one parameter group whose state exists, through
