@@ -7,8 +7,8 @@ CLIP = 5.0  # ML-Agents clips normalized observations to [-5, 5]
 # SAC's on the accelerator in numpy (palaestra/machine.py, algorithms/sac.py)
 WIDE_NETWORK_UNITS = 256
 # --torch-device auto takes a CUDA GPU for networks this wide (or images): measured on an H200
-# against 16 CPU cores, 256 units trained as fast or faster on the CPU, 512 units 1.9-3.7x faster
-# on the GPU (docs/benchmarks.md, "Which device trains faster")
+# against 16 CPU cores, 256 units trained 1.1-1.5x faster on the CPU, 512 units as fast (batch 128)
+# to 2.1x faster on the GPU (docs/benchmarks.md, "Which device trains faster")
 GPU_NETWORK_UNITS = 512
 # hidden layers: z sigmoid(z) (ML-Agents), tanh(z) (Stable-Baselines3) or max(z, 0) (rl-zoo's choice for some)
 ACTIVATIONS = ("swish", "tanh", "relu")
