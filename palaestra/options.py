@@ -121,7 +121,10 @@ INT_OPTIONS: dict[str, IntRange] = {
 
 def _shown(value: str) -> str:
     """A value for a message, cut short if it is long (an integer of thousands of digits)."""
-    return value if len(value) <= 40 else f"{value[:20]}...{value[-10:]} ({len(value)} characters)"
+    if len(value) <= 40:
+        return value
+    quoted = len(value) >= 2 and value[0] == value[-1] and value[0] in "'\""  # a repr: count what is inside
+    return f"{value[:20]}...{value[-10:]} ({len(value) - 2 * quoted} characters)"
 
 
 def text_problem(value: str) -> str | None:
@@ -138,7 +141,7 @@ def text_problem(value: str) -> str | None:
 
 
 RUN_ID_RULE = (f"a run-id names a folder: printable characters other than '/' and '\\', not "
-               f"containing '..', at most {MAX_RUN_ID_BYTES} bytes (e.g. 3DBall_ppo-1)")
+               f"'.' and not containing '..', at most {MAX_RUN_ID_BYTES} bytes (e.g. 3DBall_ppo-1)")
 
 
 def run_id_problem(value: str) -> str | None:
@@ -152,6 +155,8 @@ def run_id_problem(value: str) -> str | None:
         bad = "contains a path separator"
     if bad is None and ".." in value:
         bad = "contains '..'"
+    if bad is None and value == ".":  # models/. is models/ itself: --force would empty it of every run
+        bad = "is the models folder itself"
     if bad is None and len(value.encode("utf-8")) > MAX_RUN_ID_BYTES:
         bad = f"is {len(value.encode('utf-8'))} bytes long"
     return None if bad is None else f"{_shown(repr(value))} {bad}; {RUN_ID_RULE}"

@@ -15,6 +15,7 @@ checks (:func:`_adopt_new_behaviors`).
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import logging
 import os
 import tempfile
@@ -114,6 +115,9 @@ def run(options: RunOptions, interrupts: Interrupts | None = None) -> int:
         return _run(options, interrupts)
     except (ConfigError, EnvError, CheckpointError, UsageError, SaveError) as e:
         logger.error("%s", e)
+        return 1
+    except FileExistsError as e:  # a folder to make where a file of that name is
+        logger.error("cannot make the folder %s: a file of that name is there; move or delete it", e.filename)
         return 1
     except OSError as e:  # a folder that cannot be written, a full disk
         logger.error("cannot read or write %s: %s", e.filename or "a file", e.strerror or e)
@@ -322,9 +326,11 @@ def _environment_parameters(options: RunOptions, env: Env, seed: int) -> Environ
         logger.info("curriculum %s (ML-Agents <= 0.13 name) drives behavior %s", old, legacy[old])
     for behavior, c in curricula.items():
         if behavior not in env.behavior_specs:
+            close = difflib.get_close_matches(behavior, list(env.behavior_specs), n=1, cutoff=0.5)
             logger.warning("%s: a curriculum for behavior %r, which the environment does not have (its behaviors: "
-                           "%s); its lesson stays %d and its parameters keep that lesson's values", c.source,
-                           behavior, ", ".join(env.behavior_specs), min(options.lesson, c.max_lesson))
+                           "%s)%s; its lesson stays %d and its parameters keep that lesson's values", c.source,
+                           behavior, ", ".join(env.behavior_specs), f"; did you mean {close[0]!r}?" if close else "",
+                           min(options.lesson, c.max_lesson))
     workers = env.n if isinstance(env, WorkerPoolEnv) else 1
     parameters = EnvironmentParameters(curricula, sampler, seed, workers, options.lesson)
     if builtin is not None:
@@ -428,6 +434,12 @@ def _train_with_writers(parts: RunParts) -> int:
     logger.info("Palaestra %s: run %r on %s, seed %d, device %s (%s)", __version__, options.run_id,
                 options.env if options.env is not None else "the Unity Editor", parts.seed, parts.device,
                 parts.device_reason)
+    finished = {name: t for name, t in parts.trainers.items()
+                if parts.training and options.resume and not t.should_continue()}
+    if finished and len(finished) == len(parts.trainers):  # a --resume of a run that ended
+        logger.info("every behavior has already trained past its max_steps (%s): nothing is left to train; raise "
+                    "max_steps in the trainer config to train further", ", ".join(
+                        f"{name} {t.step} of {t.settings.max_steps}" for name, t in finished.items()))
     writers: list[Any] = []  # closed on every way out, so no writer thread outlives the run
     code = None
     try:

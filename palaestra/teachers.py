@@ -39,9 +39,11 @@ def make_teacher(brain_to_imitate: str, env: Env, behavior: str, seed: int,
                           f".onnx, package.module:function or another behavior of the environment "
                           f"({', '.join(b for b in env.behavior_specs if b != behavior) or 'it has none'})")
     if text == "heuristic" and not callable(getattr(env, "heuristic", None)):
+        in_workers = hasattr(env, "pool")  # workers/stepping.py's WorkerPoolEnv: --num-envs above 1
         raise ConfigError(f"{where}: the environment ({type(env).__name__}) has no scripted heuristic in this "
                           "process (the built-in environments have one; with --num-envs above 1 they run in "
-                          "worker processes): give a model .onnx or package.module:function, or use --num-envs=1")
+                          "worker processes): give a model .onnx or package.module:function"
+                          + (", or use --num-envs=1" if in_workers else ""))
     try:
         policy = make_policy(text, env, behavior, seed)
     except RecordError as e:

@@ -186,6 +186,8 @@ def test_resume_keeps_the_runs_seed_and_force_starts_the_debug_metrics_anew(run_
     result = run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=sd", "--resume",
                      "--debug")
     assert result.code == 0 and "--resume: seed 5, the one the run recorded" in result.log
+    assert re.search(r"every behavior has already trained past its max_steps \(1D \d+ of 400\): nothing is left to "
+                     r"train; raise max_steps", result.log), result.log
     recorded = yaml.safe_load((workdir / "models/sd/configuration.yaml").read_text())["run_options"]["seed"]
     device = yaml.safe_load((workdir / "models/sd/configuration.yaml").read_text())["run_options"]["torch_device"]
     assert device in ("cpu", "cuda")  # the device auto chose, not "auto"
@@ -436,11 +438,13 @@ def test_a_behavior_past_max_steps_stops_learning_while_others_go_on(tmp_path):
     ("--run-id=a\nb", "argument --run-id: 'a\\nb' contains a control or non-printable character"),
     ("--run-id=a\x1bb", "contains a control or non-printable character"),
     ("--run-id=a/b", "argument --run-id: 'a/b' contains a path separator; a run-id names a folder: printable "
-                     "characters other than '/' and '\\', not containing '..'"),
+                     "characters other than '/' and '\\', not '.' and not containing '..'"),
+    ("--run-id=.", "argument --run-id: '.' is the models folder itself"),  # --force would delete every run
+    ("--initialize-from=.", "argument --initialize-from: '.' is the models folder itself"),
     ("--run-id=a\\b", "contains a path separator"),
     ("--run-id=..", "argument --run-id: '..' contains '..'"),
     ("--initialize-from=../other", "argument --initialize-from: '../other' contains a path separator"),
-    ("--run-id=" + "x" * 201, "is 201 bytes long"),
+    ("--run-id=" + "x" * 201, "'xxxxxxxxxxxxxxxxxxx...xxxxxxxxx' (201 characters) is 201 bytes long"),
     ("--run-id=\udcff", "contains bytes that are not valid UTF-8"),  # a byte that was not UTF-8 in argv
     ("--env=3D\udcffBall", "argument --env: '3D\\udcffBall' contains bytes that are not valid UTF-8"),
     ("--torch-device=gpu", "argument --torch-device: expected auto, cpu, cuda or cuda:N (N a GPU's index), got 'gpu'"),
@@ -879,3 +883,12 @@ def test_env_args_that_are_not_key_value_stop_the_run_before_workers_start(run_c
     assert result.code == 1 and "--env-args: expected key=value, got '--force'; --env-args takes every argument " \
                                 "after it, so give it last" in result.log
     assert "environment worker" not in result.log
+
+
+def test_a_file_where_a_summary_folder_goes_is_named_with_what_to_do(run_cli, small_config, workdir):
+    (workdir / "summaries").mkdir()
+    (workdir / "summaries" / "s_1D").write_text("not a folder")
+    result = run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=s")
+    assert result.code == 1 and "Traceback" not in result.log
+    assert f"cannot make the folder {workdir / 'summaries' / 's_1D'}: a file of that name is there; move or delete " \
+           "it" in result.log, result.log

@@ -149,7 +149,7 @@ def test_3dball_parameters_change_the_physics(caplog):
     assert fall_time(20.0) < fall_time(5.0)
     env = BUILTIN_ENVS["3DBall"]()
     env.reset({"wind": 1.0, "mass": 2.0})
-    assert "Ball3D has no environment parameter(s) wind (ignored); it knows gravity, mass, scale" in caplog.text
+    assert "3DBall has no environment parameter(s) wind (ignored); it knows gravity, mass, scale" in caplog.text
     assert env.parameters == {"gravity": 9.81, "mass": 2.0, "scale": 1.0}
 
 
@@ -775,6 +775,31 @@ def test_pyramids_heuristic_reaches_every_goal_and_random_moves_rarely_do():
 
     assert success("heuristic") == 1.0
     assert success("random") < 0.1
+
+
+def test_env_args_in_exponent_form_without_a_point_are_numbers():
+    # YAML 1.1 reads 5e-1 as text (it wants 5.0e-1); a user writing 5e-1 means a number
+    from palaestra.envs.sources import parse_env_args
+
+    assert parse_env_args(["step_size=5e-1", "a=1E3", "b=-2e+2", "name=e5", "c=1.5e-1"]) == {
+        "step_size": 0.5, "a": 1000.0, "b": -200.0, "name": "e5", "c": 0.15}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["step_size=abc"], "step_size must be a number in (0, 2], got 'abc'"),
+    (["step_size=1e400"], "step_size must be a number in (0, 2], got inf"),
+    (["step_size=[1]"], "step_size must be a number in (0, 2], got [1]"),
+    (["max_episode_steps=abc"], "max_episode_steps must be an integer >= 0 (0 = no limit), got 'abc'"),
+    (["max_episode_steps=2.5"], "max_episode_steps must be an integer >= 0 (0 = no limit), got 2.5"),
+    (["success_reward=abc"], "success_reward must be a finite number, got 'abc'"),
+    (["success_reward=.nan"], "success_reward must be a finite number, got nan"),
+])
+def test_the_1d_environments_name_a_wrong_argument_and_what_it_takes(args, message):
+    for name in ("Simple1DDiscrete", "Simple1DContinuous", "Memory1DDiscrete"):
+        with pytest.raises(EnvError) as error:
+            make_env(name, env_args=args)
+        assert message in str(error.value), (name, str(error.value))
+    assert make_env("Simple1DDiscrete", env_args=["step_size=5e-1"]).step_size == 0.5
 
 
 @pytest.mark.parametrize("args, message", [

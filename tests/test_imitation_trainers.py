@@ -394,6 +394,7 @@ def test_a_run_reports_the_cloning_loss_and_returns_resumes_and_runs_inference(r
     ("offline_bc", "demo_path: {ball}", [], "do not fit the behavior"),
     ("online_bc", "brain_to_imitate: keyboard", [], "brain_to_imitate 'keyboard': expected heuristic"),
     ("online_bc", "brain_to_imitate: heuristic", ["--num-envs=2"], "no scripted heuristic in this process"),
+    ("online_bc", "brain_to_imitate: heuristic", ["--num-envs=2"], "package.module:function, or use --num-envs=1"),
     ("offline_bc", "demo_path: {grid}", ["--num-envs=2", "--acting=workers"],
      "offline_bc learns between environment steps"),
     ("offline_bc", "demo_path: {grid}\n  behavioral_cloning: {{demo_path: {grid}, strength: 0.5, steps: 0}}", [],
@@ -449,3 +450,11 @@ def test_imitation_alone_solves_the_environment(run_cli, workdir, demos, trainer
     returns = evaluate_onnx(make_env(env_name, seed=3, num_areas=2), workdir / f"models/r/{env_name}.onnx",
                             episodes=20)
     assert len(returns) == 20 and np.mean(returns) >= exported
+
+
+def test_a_heuristic_teacher_an_environment_lacks_is_not_blamed_on_num_envs(run_cli, workdir):
+    config = workdir / "c.yaml"
+    config.write_text("Pendulum-v1:\n  trainer: online_bc\n  brain_to_imitate: heuristic\n  max_steps: 100\n")
+    result = run_cli(str(config), "--env=Pendulum-v1", "--dry-run")
+    assert result.code == 1 and "(GymnasiumEnv) has no scripted heuristic in this process" in result.log
+    assert "--num-envs=1" not in result.log  # it runs in this process already

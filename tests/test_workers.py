@@ -149,7 +149,7 @@ def test_a_worker_s_warnings_come_in_the_run_s_format_naming_the_worker(capfd):
     finally:
         env.close()
     err = capfd.readouterr().err
-    assert "[WARNING] environment worker 0: Simple1D has no environment parameter(s) gravity" in err, err
+    assert "[WARNING] environment worker 0: Simple1DDiscrete has no environment parameter(s) gravity" in err, err
     assert "environment worker 1" not in err
 
 

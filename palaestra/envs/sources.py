@@ -43,6 +43,9 @@ UNITY_SUFFIXES = (".x86_64", ".x86", ".exe", ".app")
 _GYMNASIUM_ID = re.compile(r"^[A-Za-z][\w.-]*/[\w.:-]+-v\d+$")
 
 
+EXPONENT_NUMBER = re.compile(r"[-+]?[0-9]+[eE][-+]?[0-9]+")
+
+
 def parse_env_args(args: list[str] | None) -> dict[str, Any]:
     """``--env-args key=value ...`` → keyword arguments; values are read as YAML scalars."""
     import yaml
@@ -60,6 +63,8 @@ def parse_env_args(args: list[str] | None) -> dict[str, Any]:
             kwargs[key] = yaml.safe_load(value) if value else ""
         except yaml.YAMLError:
             kwargs[key] = value
+        if isinstance(kwargs[key], str) and EXPONENT_NUMBER.fullmatch(kwargs[key].strip()):
+            kwargs[key] = float(kwargs[key])  # 5e-1: YAML 1.1 reads a float only with a dot (5.0e-1)
     return kwargs
 
 

@@ -48,9 +48,10 @@ def make_builtin(name: str, seed: int = 0, num_areas: int = 1, **kwargs: Any) ->
                        f"it takes {', '.join(accepted) or 'none'}")
     behavior = kwargs.get("behavior_name")
     if "behavior_name" in kwargs and not (isinstance(behavior, str) and behavior.strip()):
-        quoted = "" if behavior in (None, "") else (
-            f" (read as {type(behavior).__name__}; for a name that looks like one, quote it for YAML: "
-            f"--env-args \"behavior_name='{behavior}'\")")
+        # a name YAML read as a number or a boolean (5, 1.5, yes) is kept as typed when quoted; the
+        # parsed value may not show what was typed (yes -> True), so the hint shows the form only
+        quoted = (f" (read as {type(behavior).__name__}; for a name that looks like one, quote it for YAML: "
+                  "--env-args \"behavior_name='NAME'\")") if isinstance(behavior, (bool, int, float)) else ""
         raise EnvError(f"built-in environment {name!r}: behavior_name must be a non-empty name, got {behavior!r}{quoted}")
     try:
         return BUILTIN_ENVS[name](seed=seed, num_areas=num_areas, **kwargs)

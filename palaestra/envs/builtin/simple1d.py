@@ -29,6 +29,8 @@ memory. Best return 1.07 (5 steps).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from palaestra.envs.base import ActionSpec, ActionTuple, DecisionSteps, EnvError, TerminalSteps
@@ -39,6 +41,10 @@ MIN_STEPS = 11
 SUCCESS_REWARD = 1.0 + MIN_STEPS * TIME_PENALTY
 VIS_OBS_SIZE = (20, 20, 3)
 SHOW_STEPS = 3  # Memory1D: observations of an episode that show the goal
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def observation_shapes(num_vector: int, num_visual: int, vis_obs_size: object) -> tuple[tuple[int, ...], ...]:
@@ -75,14 +81,16 @@ class Simple1D(BuiltinVectorEnv):
         super().__init__(seed, num_areas, behavior_name)
         # None keeps the class defaults, which the training tests depend on
         if step_size is not None:
-            if not 0 < step_size <= 2:
-                raise EnvError(f"step_size must be in (0, 2], got {step_size}")
+            if not _is_number(step_size) or not 0 < step_size <= 2:
+                raise EnvError(f"step_size must be a number in (0, 2], got {step_size!r}")
             self.step_size = float(step_size)
         if success_reward is not None:
+            if not _is_number(success_reward) or not math.isfinite(success_reward):
+                raise EnvError(f"success_reward must be a finite number, got {success_reward!r}")
             self.success_reward = float(success_reward)
         if max_episode_steps is not None:
-            if max_episode_steps < 0:
-                raise EnvError(f"max_episode_steps must be >= 0 (0 = no limit), got {max_episode_steps}")
+            if isinstance(max_episode_steps, bool) or not isinstance(max_episode_steps, int) or max_episode_steps < 0:
+                raise EnvError(f"max_episode_steps must be an integer >= 0 (0 = no limit), got {max_episode_steps!r}")
             self.max_episode_steps = int(max_episode_steps)
         self.position = np.zeros(self.n)
         self.goal = np.ones(self.n)

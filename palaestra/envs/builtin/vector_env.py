@@ -88,7 +88,7 @@ class BuiltinVectorEnv(SingleBehaviorEnv):
             unknown = sorted(set(parameters) - set(self.default_parameters) - self._warned)
             if unknown:  # a curriculum written for another scene: say so once, use the rest
                 self._warned.update(unknown)
-                logger.warning("%s has no environment parameter(s) %s (ignored); it knows %s", type(self).__name__,
+                logger.warning("%s has no environment parameter(s) %s (ignored); it knows %s", self._env_name(),
                                ", ".join(unknown), ", ".join(sorted(self.default_parameters)) or "none")
             self.parameters.update({k: self._within_limits(k, float(v)) for k, v in parameters.items()
                                     if k in self.default_parameters})
@@ -99,6 +99,12 @@ class BuiltinVectorEnv(SingleBehaviorEnv):
             self._observations(), np.zeros(self.n, np.float32), self._ids, self._masks()
         )
 
+    def _env_name(self) -> str:
+        """The name --env gives this environment (3DBall, not the class Ball3D), for messages."""
+        from palaestra.envs.builtin import BUILTIN_ENVS  # (that module imports this one)
+
+        return next((name for name, cls in BUILTIN_ENVS.items() if cls is type(self)), type(self).__name__)
+
     def _within_limits(self, name: str, value: float) -> float:
         least = self.parameter_minimums.get(name, -np.inf)
         if value >= least:
@@ -106,7 +112,7 @@ class BuiltinVectorEnv(SingleBehaviorEnv):
         if f"<{name}" not in self._warned:  # once per parameter: a sampler may draw such values often
             self._warned.add(f"<{name}")
             logger.warning("%s: environment parameter %s = %g is below its least value %g (a sampler or curriculum "
-                           "asked it); using %g", type(self).__name__, name, value, least, least)
+                           "asked it); using %g", self._env_name(), name, value, least, least)
         return least
 
     def step(self) -> None:
