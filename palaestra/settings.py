@@ -688,6 +688,10 @@ def _read_text(path: Path) -> str:
     try:
         return raw.decode(encoding)
     except UnicodeDecodeError as e:
+        if path.suffix.lower() == ".demo":
+            raise ConfigError(f"{path}: this is a demonstration recording (.demo), not a trainer config: name it "
+                              "in a config's demo_path (behavioral_cloning, gail, offline_bc); the first argument "
+                              "takes a YAML trainer config") from None
         line = raw.count(b"\n", 0, e.start) + 1
         raise ConfigError(
             f"{path}: not a text file in {'UTF-16' if encoding == 'utf-16' else 'UTF-8'}: byte "

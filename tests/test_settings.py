@@ -705,3 +705,14 @@ def test_memory_size_has_an_upper_bound_named_in_the_message(tmp_path):
     # a huge memory used to fail inside torch's allocator, naming the network's units instead
     with pytest.raises(ConfigError, match=r"key 'memory_size': expected an integer .*8192.*got 100000000"):
         load_trainer_config(write_yaml(tmp_path / "c.yaml", "B:\n  use_recurrent: true\n  memory_size: 100000000\n"))
+
+
+def test_a_demonstration_recording_given_as_the_trainer_config_is_named_so(tmp_path, conformance):
+    demo = sorted((conformance / "demos").glob("*.demo"))[0]
+    with pytest.raises(ConfigError, match=re.escape(f"{demo}: this is a demonstration recording (.demo), not a "
+                                                    "trainer config: name it in a config's demo_path")):
+        load_trainer_config(demo)
+    text = tmp_path / "notes.demo"  # a .demo that is text is read as YAML (and fails as a config would)
+    text.write_text("42\n")
+    with pytest.raises(ConfigError, match="expected a mapping of section names"):
+        load_trainer_config(text)
