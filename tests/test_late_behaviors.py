@@ -214,3 +214,16 @@ def test_output_names():
     # names a file system cannot hold, and names that would collide (also by case)
     assert output_names(["a/b:c", "S", "S?team=0", "s_team_0"]) == {
         "a/b:c": "a_b_c", "S": "S", "S?team=0": "S_team_0", "s_team_0": "s_team_0_2"}
+
+
+def test_a_later_behavior_that_auto_would_put_elsewhere_is_told_the_device_was_chosen_at_the_start(
+        run_cli, workdir, late_env, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU "there"; A is small: the CPU
+    config = write_yaml(workdir / "c.yaml", DEFAULT.replace("hidden_units: 8", "hidden_units: 512"))
+    result = run_cli(str(config), f"--env={late_env}", "--run-id=l", "--seed=0")
+    assert result.code == 0, result.log
+    assert "device cpu (auto: vector observations and networks under 512 hidden units" in result.log
+    assert "behavior 'B' would train on cuda (auto: networks of 512 hidden units train faster on the GPU), but the " \
+           "run's device, cpu, was chosen from the behaviors present at the start; pass --torch-device cuda" in result.log
