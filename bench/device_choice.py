@@ -32,25 +32,23 @@ def section(config_file: str, name: str, steps: int, **overrides) -> str:
     return yaml.safe_dump({name: merged})
 
 
+def ppo_3dball(units: int, layers: int, batch: int, buffer: int):
+    """A config builder: the shipped 3DBall section with networks and batches of another size."""
+    return lambda n: section("trainer_config.yaml", "3DBall", n, hidden_units=units, num_layers=layers,
+                             batch_size=batch, buffer_size=buffer)
+
+
 # name: (what it is, environment, config builder taking the step count, steps, extra flags)
 ROWS = {
     "ppo-3dball": ("PPO, 3DBall, 128 units x 2, batch 64", "3DBall",
                    lambda n: section("trainer_config.yaml", "3DBall", n), 30_000, ()),
-    "ppo-256-b512": ("PPO, 3DBall, 256 units x 2, batch 512, buffer 5120", "3DBall",
-                     lambda n: section("trainer_config.yaml", "3DBall", n, hidden_units=256, batch_size=512,
-                                       buffer_size=5120), 16_000, ()),
-    "ppo-512-b512": ("PPO, 3DBall, 512 units x 2, batch 512, buffer 5120", "3DBall",
-                     lambda n: section("trainer_config.yaml", "3DBall", n, hidden_units=512, batch_size=512,
-                                       buffer_size=5120), 16_000, ()),
-    "ppo-512-b128": ("PPO, 3DBall, 512 units x 2, batch 128, buffer 2048 (Pyramids-sized)", "3DBall",
-                     lambda n: section("trainer_config.yaml", "3DBall", n, hidden_units=512, batch_size=128,
-                                       buffer_size=2048), 12_000, ()),
-    "ppo-256-b2048": ("PPO, 3DBall, 256 units x 2, batch 2048, buffer 20480", "3DBall",
-                      lambda n: section("trainer_config.yaml", "3DBall", n, hidden_units=256, batch_size=2048,
-                                        buffer_size=20480), 41_000, ()),
+    **{f"ppo-{units}-b{batch}": (f"PPO, 3DBall, {units} units x 2, batch {batch}, buffer {buffer}{note}", "3DBall",
+                                 ppo_3dball(units, 2, batch, buffer), steps, ())
+       for units, batch, buffer, steps, note in ((256, 512, 5120, 16_000, ""), (512, 512, 5120, 16_000, ""),
+                                                 (512, 128, 2048, 12_000, " (Pyramids-sized)"),
+                                                 (256, 2048, 20480, 41_000, ""))},
     "ppo-wide": ("PPO, 3DBall, 512 units x 3, batch 2048, buffer 20480 (Crawler-sized)", "3DBall",
-                 lambda n: section("trainer_config.yaml", "3DBall", n, hidden_units=512, num_layers=3,
-                                   batch_size=2048, buffer_size=20480), 41_000, ()),
+                 ppo_3dball(512, 3, 2048, 20480), 41_000, ()),
     "sac-3dball": ("SAC, 3DBall, 64 units x 2, batch 64", "3DBall",
                    lambda n: section("sac_trainer_config.yaml", "3DBall", n), 4_000, ()),
     "sac-pendulum": ("SAC, Pendulum-v1, 256 units x 2, batch 256", "Pendulum-v1",
