@@ -12,6 +12,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from palaestra.envs.base import BehaviorSpec
+from palaestra.envs.observations import is_image
 from palaestra.networks.constants import GPU_NETWORK_UNITS, WIDE_NETWORK_UNITS
 from palaestra.options import RunOptions, UsageError
 
@@ -26,7 +27,7 @@ def seed_everything(options: RunOptions) -> int:
 
 
 def has_images(behavior_specs: Mapping[str, BehaviorSpec]) -> bool:
-    return any(len(shape) == 3 for spec in behavior_specs.values() for shape in spec.observation_shapes)
+    return any(is_image(shape) for spec in behavior_specs.values() for shape in spec.observation_shapes)
 
 
 def check_device(options: RunOptions) -> None:

@@ -116,11 +116,11 @@ def run(options: RunOptions, interrupts: Interrupts | None = None) -> int:
     except (ConfigError, EnvError, CheckpointError, UsageError, SaveError) as e:
         logger.error("%s", e)
         return 1
-    except FileExistsError as e:  # a folder to make where a file of that name is
-        logger.error("cannot make the folder %s: a file of that name is there; move or delete it", e.filename)
-        return 1
-    except OSError as e:  # a folder that cannot be written, a full disk
-        logger.error("cannot read or write %s: %s", e.filename or "a file", e.strerror or e)
+    except OSError as e:  # a folder that cannot be written, a full disk, a file where a folder goes
+        if isinstance(e, FileExistsError) and e.filename:
+            logger.error("cannot make the folder %s: a file of that name is there; move or delete it", e.filename)
+        else:
+            logger.error("cannot read or write %s: %s", e.filename or "a file", e.strerror or e)
         return 1
     except (KeyboardInterrupt, Exception) as e:  # during start-up: the loop and the final save never raise it
         return interrupts.stopped_during_start_up(e, logger.info)
@@ -181,7 +181,7 @@ def _checked_run(options: RunOptions, interrupts: Interrupts, warnings: _Warning
         parts = _build(options, env, config, settings, seed, interrupts, models, summaries, device)
         interrupts.check_start_up()  # before --force deletes anything
         if options.dry_run:
-            _print_dry_run(options, config, env, settings, seed, warnings.count, parts)
+            _print_dry_run(parts, warnings.count)
             return 0
         return _train(parts, lock)
     finally:
@@ -256,21 +256,21 @@ def _resolve_settings(config: TrainerConfig, env: Env, behaviors: list[str] | No
     return resolved
 
 
-def _print_dry_run(options: RunOptions, config: TrainerConfig, env: Env, settings: dict[str, TrainerSettings],
-                   seed: int, warnings: int, parts: RunParts) -> None:
-    specs = describe_specs(env)
-    parameters = parts.parameters
+def _print_dry_run(parts: RunParts, warnings: int) -> None:
+    options, settings, parameters = parts.options, parts.settings, parts.parameters
+    specs = describe_specs(parts.env)
     out: dict[str, Any] = {
         "run_id": options.run_id,
         "env": options.env,
-        "seed": seed,
+        "seed": parts.seed,
         "device": f"{parts.device} ({parts.device_reason})",
         "behaviors": {b: {"spec": specs[b], "settings": s.as_dict()} for b, s in settings.items()},
     }
     if parameters is not None:
         out["environment_parameters"] = parameters.describe()
     print(yaml.safe_dump(out, sort_keys=False), end="")
-    print(f"dry run: {config.path} is valid for {options.env}; {warnings} warning(s) above; nothing was trained")
+    print(f"dry run: {parts.config.path} is valid for {options.env}; {warnings} warning(s) above; nothing was "
+          "trained")
 
 
 def _build(options: RunOptions, env: Env, config: TrainerConfig, settings: dict[str, TrainerSettings], seed: int,
