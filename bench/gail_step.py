@@ -44,7 +44,7 @@ def main() -> None:
         settings = GAILSettings(demo_path=str(demo), encoding_size=args.hidden, use_actions=True)
         numpy_signal = GAILSignal(settings, spec, torch.device("cpu"))
         autograd_signal = GAILSignal(settings, spec, torch.device("cpu"))
-        autograd_signal.numpy_steps = False
+        autograd_signal.trains_in_numpy = False
         autograd_signal.optimizer = FlatStateAdam(autograd_signal.model, settings.learning_rate)
     times: dict[str, list[float]] = {"numpy": [], "autograd": []}
     for _ in range(args.repeats):

@@ -75,16 +75,25 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def limit_threads(device: torch.device, widest_hidden_units: int, torch_threads: int = 0) -> None:
-    """Give numpy's BLAS one thread, and torch ``torch_threads`` (--torch-threads), or where that is
-    0 one thread or every core by the widest network."""
-    # numpy's BLAS only ever sees small products (acting on one step's agents, the CPU fast paths
-    # of narrow networks): one thread, whose workers would otherwise spin on the cores torch needs.
+def limit_threads(device: torch.device, widest_hidden_units: int, torch_threads: int = 0,
+                  numpy_trains: bool = False) -> str:
+    """Give the library that does the training arithmetic on the CPU the training threads
+    (``torch_threads``, --torch-threads, or where that is 0 one thread or every core by the widest
+    network) and the other library one; return what was set, for the log. numpy's BLAS trains
+    where ``numpy_trains`` (every behavior's updates run on the CPU accelerator), torch otherwise."""
+    # Only one of the two libraries ever gets more than one thread: their idle workers spin on
+    # each other's cores (numpy's BLAS on two threads beside torch's two made a SAC step 10x slower)
+    # Measured (docs/benchmarks.md): narrow networks train faster on one thread; the extra threads
+    # cost more in synchronization than they gain at these sizes. From WIDE_NETWORK_UNITS (SAC's
+    # usual 256x256, batch 256) they train on every core.
+    threads = torch_threads or (usable_cores() if widest_hidden_units >= WIDE_NETWORK_UNITS else 1)
+    if device.type != "cpu":  # torch's CPU threads only feed the GPU: its own default
+        threadpool_limits(1, user_api="blas")
+        return "numpy's BLAS 1, torch its default (training on the GPU)"
+    if numpy_trains:
+        torch.set_num_threads(1)
+        threadpool_limits(threads, user_api="blas")
+        return f"numpy's BLAS {threads} (every behavior trains on the CPU accelerator), torch 1"
     threadpool_limits(1, user_api="blas")
-    if device.type == "cpu":
-        # Measured (docs/benchmarks.md): narrow networks train faster on one torch thread; the
-        # extra threads cost more in synchronization than they gain at these sizes. From
-        # WIDE_NETWORK_UNITS (SAC's usual 256x256, batch 256) torch trains them on every core.
-        wide = widest_hidden_units >= WIDE_NETWORK_UNITS
-        automatic = usable_cores() if wide else 1
-        torch.set_num_threads(torch_threads or automatic)  # set either way: a process may train twice
+    torch.set_num_threads(threads)  # set either way: a process may train twice
+    return f"torch {threads}, numpy's BLAS 1"

@@ -397,9 +397,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "a behavior sees images or has hidden_units of 512 or more, and the CPU "
                         "otherwise, where such policies train faster (docs/outputs.md)")
     p.add_argument("--torch-threads", type=_ranged("torch_threads"), default=d.torch_threads, metavar="N",
-                   help="threads torch trains with on the CPU; 0 (default) picks one for networks under "
-                        f"{WIDE_NETWORK_UNITS} hidden units and every core from there. Set it on a machine "
-                        "shared with other jobs, where threads waiting for busy cores slow training down")
+                   help="threads training uses on the CPU (torch's, or numpy's BLAS where every behavior "
+                        "trains on the CPU accelerator: plain networks over vector observations); 0 (default) "
+                        f"picks one for networks under {WIDE_NETWORK_UNITS} hidden units and every core from "
+                        "there. Set it on a machine shared with other jobs, where threads waiting for busy "
+                        "cores slow training down")
     p.add_argument("--width", type=_ranged("width"), default=d.width, help="Unity builds: window width (default: the build's own; "
                    "with only one of --width and --height, the other is 84)")
     p.add_argument("--height", type=_ranged("height"), default=d.height, help="Unity builds: window height (default: the build's own)")

@@ -94,6 +94,7 @@ class RunParts:
     device: torch.device  # every behavior's, chosen at the start (machine.choose_device)
     device_reason: str
     parameters: EnvironmentParameters | None = None  # --curriculum, --sampler
+    threads: str = ""  # the CPU threads of torch and numpy's BLAS (machine.limit_threads)
 
     @property
     def run_dir(self) -> Path:
@@ -174,7 +175,8 @@ def _checked_run(options: RunOptions, interrupts: Interrupts, warnings: _Warning
             lock = RunLock(run_dir)
         settings = _resolve_settings(config, env)
         # before any network is built: initialization on other threads would make a run differ
-        # from the same run made after another in the same process
+        # from the same run made after another in the same process (_build sets them again, for
+        # training, once it knows which library trains)
         widest = max(s.hidden_units for s in settings.values())
         device = choose_device(options, env.behavior_specs, widest)
         limit_threads(device[0], widest, options.torch_threads)
@@ -264,6 +266,7 @@ def _print_dry_run(parts: RunParts, warnings: int) -> None:
         "env": options.env,
         "seed": parts.seed,
         "device": f"{parts.device} ({parts.device_reason})",
+        "threads": parts.threads,
         "behaviors": {b: {"spec": specs[b], "settings": s.as_dict()} for b, s in settings.items()},
     }
     if parameters is not None:
@@ -307,8 +310,13 @@ def _build(options: RunOptions, env: Env, config: TrainerConfig, settings: dict[
     for i, name in enumerate(trainers):
         _add_teacher(options, env, trainers, name, seed + i)
     _acting_obstacles(options, env, trainers)
+    # the training threads go to the library that trains: numpy's BLAS where every behavior's
+    # updates run on the CPU accelerator, which the built algorithms know
+    threads = limit_threads(device, max(s.hidden_units for s in settings.values()), options.torch_threads,
+                            numpy_trains=bool(trainers) and all(t.algorithm.trains_in_numpy for t in trainers.values()))
+    logger.debug("threads: %s", threads)
     return RunParts(options, env, config, settings, trainers, names, seed, global_step, interrupts, models, summaries,
-                    *chosen, parameters)
+                    *chosen, parameters, threads)
 
 
 def _environment_parameters(options: RunOptions, env: Env, seed: int) -> EnvironmentParameters | None:

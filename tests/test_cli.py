@@ -15,6 +15,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+import yaml
 
 from palaestra.checkpoints import CheckpointManager
 from palaestra.envs.base import ActionSpec, BehaviorSpec
@@ -628,18 +629,46 @@ def test_network_sizes_are_bounded_and_a_network_that_cannot_be_built_is_a_clear
     assert "Traceback" not in result.log
 
 
+@pytest.mark.parametrize("numpy_trains", [False, True])
 @pytest.mark.parametrize("flag,units,expected", [(0, 64, 1), (0, 256, "all"), (3, 64, 3), (1, 512, 1)])
-def test_torch_threads_follow_the_flag_or_else_the_network_width(flag, units, expected):
+def test_training_threads_follow_the_flag_or_else_the_network_width(flag, units, expected, numpy_trains):
+    # they go to the library that trains (numpy's BLAS where the CPU accelerator trains every
+    # behavior), and the other gets one: two pools of threads spin on each other's cores
+    from threadpoolctl import threadpool_info, threadpool_limits
+
     from palaestra.machine import limit_threads, usable_cores
     from palaestra.options import parse_args
 
     assert parse_args(["c.yaml", f"--torch-threads={flag}"]).torch_threads == flag
+    threads = usable_cores() if expected == "all" else expected
     before = torch.get_num_threads()
-    try:
-        limit_threads(torch.device("cpu"), units, flag)
-        assert torch.get_num_threads() == (usable_cores() if expected == "all" else expected)
-    finally:
-        torch.set_num_threads(before)
+    with threadpool_limits(limits=None):  # restores numpy's BLAS threads on the way out
+        try:
+            said = limit_threads(torch.device("cpu"), units, flag, numpy_trains=numpy_trains)
+            blas = {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
+            assert (torch.get_num_threads(), blas) == ((1, {threads}) if numpy_trains else (threads, {1}))
+            assert said.startswith(f"numpy's BLAS {threads}" if numpy_trains else f"torch {threads}")
+        finally:
+            torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("section,library", [
+    ("trainer: sac\n  hidden_units: 256", "numpy's BLAS"),  # the CPU accelerator trains it
+    ("trainer: sac\n  hidden_units: 256\n  use_recurrent: true\n  sequence_length: 8", "torch"),  # autograd
+    ("trainer: ppo\n  hidden_units: 256", "numpy's BLAS"),
+])
+def test_the_library_that_trains_gets_the_threads(run_cli, workdir, section, library):
+    from threadpoolctl import threadpool_limits
+
+    config = write_yaml(workdir / "c.yaml", f"1D:\n  {section}\n  batch_size: 64\n  buffer_size: 640\n")
+    before = torch.get_num_threads()
+    with threadpool_limits(limits=None):
+        try:
+            result = run_cli(str(config), "--env=Simple1DContinuous", "--cpu", "--torch-threads=2", "--dry-run")
+        finally:
+            torch.set_num_threads(before)
+    assert result.code == 0, result.log
+    assert yaml.safe_load(result.out.split("dry run:")[0])["threads"].startswith(f"{library} 2")
 
 
 VECTORS = {"A": BehaviorSpec(((8,),), ActionSpec(continuous_size=2))}

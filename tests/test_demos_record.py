@@ -406,7 +406,7 @@ def test_a_killed_recording_s_temp_file_is_removed_by_the_next_recording_of_that
     with DemoWriter(path, "3DBall", spec) as live:  # a recording under way, as old as the killed one
         os.utime(live._partial, (old, old))
         os.utime(killed, (old, old))
-        with DemoWriter(path, "3DBall", spec) as second:  # the next recording of that path
+        with DemoWriter(path, "3DBall", spec):  # the next recording of that path
             assert not killed.exists()  # left by the kill: removed
             assert live._partial.exists()  # held by a live writer: kept
         assert path.exists()  # the second recording, published as it closed

@@ -123,7 +123,7 @@ def test_the_numpy_step_has_autograd_s_loss_and_gradients(use_actions):
 
 def test_the_numpy_path_s_optimizer_state_round_trips(demos):
     trained = _signal(demos["Simple1DDiscrete"], "Simple1DDiscrete", use_actions=True)
-    assert trained.numpy_steps
+    assert trained.trains_in_numpy
     rng = np.random.default_rng(4)
     for _ in range(5):
         trained.update(_wrong_way(trained, 32, rng))

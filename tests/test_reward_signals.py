@@ -78,8 +78,8 @@ def test_the_numpy_update_is_autograd_s(spec, kind):
     gradients and, after Adam, parameters as the torch losses in their signal files."""
     numpy_signal = _signal(kind, spec, encoding_size=16, learning_rate=1e-2)
     torch_signal = _signal(kind, spec, encoding_size=16, learning_rate=1e-2)
-    torch_signal.accelerated = False  # the torch loss and autograd
-    assert numpy_signal.accelerated
+    torch_signal.trains_in_numpy = False  # the torch loss and autograd
+    assert numpy_signal.trains_in_numpy
     rng = np.random.default_rng(2)
     for _ in range(3):
         batch = _dynamics(spec, 48, rng)

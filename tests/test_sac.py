@@ -148,6 +148,13 @@ def test_hand_written_gradients_match_autograd(tmp_path, monkeypatch, spec, sign
         torch.testing.assert_close(torch.as_tensor(manual[key]), value, rtol=1e-4, atol=1e-6)
 
 
+def test_wide_plain_networks_train_on_the_accelerator_too(tmp_path):
+    # 256 units (SAC's usual size): numpy's BLAS on every core beats autograd on torch's
+    # (palaestra/machine.py, docs/benchmarks.md)
+    sac = SAC(CONTINUOUS, sac_settings(tmp_path, hidden_units=256), torch.device("cpu"), np.random.default_rng(0))
+    assert sac._accelerated and sac.trains_in_numpy
+
+
 def test_an_actor_the_accelerator_does_not_know_trains_on_autograd(tmp_path, monkeypatch):
     from palaestra.algorithms import sac as sac_module
     from palaestra.networks.sac_networks import SquashedActor

@@ -35,6 +35,7 @@ class ProbeSignal:
     stat_name = "Probe"
     uses_terminal = False
     learns = True
+    trains_in_numpy = False
 
     def __init__(self, settings: ProbeSettings, spec, device, vis_encode_type: str = "simple",
                  behavior: str = "the behavior") -> None:

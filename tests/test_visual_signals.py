@@ -193,7 +193,7 @@ def test_vector_behaviors_keep_the_numpy_path_and_their_weights(monkeypatch, tmp
     spec = _spec(True, shapes=((3,), (2,)))
     demo = _write_demo(tmp_path / "vectors.demo", spec) if kind == "gail" else None
     signal = _signal(kind, spec, demo)
-    assert (signal.numpy_steps if kind == "gail" else signal.accelerated)
+    assert signal.trains_in_numpy
     assert signal.model.images is None if kind != "rnd" else signal.model.target_images is None
     keys = list(signal.model.state_dict())
     assert not any("images" in k for k in keys)
@@ -258,7 +258,7 @@ def test_ppo_with_curiosity_pays_segments_with_images(tmp_path):
     settings = _settings(tmp_path, "ppo", extra_lines=_signals_yaml("curiosity", Path("unused")))
     algorithm = _trained(PPO, spec, settings, steps=60)
     signal = algorithm.signals[1]
-    assert signal.optimizer.steps > 0 and not signal.accelerated
+    assert signal.optimizer.steps > 0 and not signal.trains_in_numpy
     segments = _segments(algorithm, spec)
     paid = signal.rewards(segments)
     assert paid.shape == segments.row_mask.shape

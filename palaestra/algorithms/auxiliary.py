@@ -59,6 +59,15 @@ def load_policy_updates_state(updates: list[PolicyUpdate], state: Mapping[str, t
         u.load_state_dict({k[len(f"{i}."):]: v for k, v in state.items() if k.startswith(f"{i}.")})
 
 
+def update_in_numpy(network_in_numpy: bool, signals: list, auxiliary_losses: list[AuxiliaryLoss],
+                    policy_updates: list[PolicyUpdate]) -> bool:
+    """Whether all of an algorithm's update runs in numpy: its networks' gradients on the CPU
+    accelerator, every learning reward signal's model in numpy, and no behavioral cloning (its
+    loss and its own steps run in torch)."""
+    return (network_in_numpy and not auxiliary_losses and not policy_updates
+            and all(signal.trains_in_numpy for signal in signals if signal.learns))
+
+
 def add_auxiliary_gradients(losses: list[AuxiliaryLoss], policy: nn.Module,
                             batch: Mapping[str, np.ndarray | torch.Tensor], step: int,
                             device: torch.device) -> dict[str, float]:

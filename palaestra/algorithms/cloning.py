@@ -63,6 +63,7 @@ class ClonedPolicy:
     ``examples``."""
 
     memory_size = 0  # no recurrent policies (capabilities.py)
+    trains_in_numpy = False  # bc_loss steps in torch
 
     def __init__(self, spec: BehaviorSpec, settings: TrainerSettings, device: torch.device,
                  rng: np.random.Generator | None, examples: Examples) -> None:

@@ -26,7 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from palaestra.algorithms.auxiliary import AuxiliaryLoss, PolicyUpdate, StatsMean, add_auxiliary_gradients
+from palaestra.algorithms.auxiliary import (AuxiliaryLoss, PolicyUpdate, StatsMean, add_auxiliary_gradients,
+                                            update_in_numpy)
 from palaestra.algorithms.padding import valid_mean
 from palaestra.algorithms.training_state import load_training_state, training_state
 from palaestra.algorithms.schedules import linear_decay, scheduled_learning_rate
@@ -158,6 +159,10 @@ class PPO:
         self.step = 0  # agent steps processed, ML-Agents' trainer step
         self.update_count = 0
         self.episode_sums = SignalEpisodeSums(self.signals)  # for "Policy/<Signal> Reward"
+
+    @property
+    def trains_in_numpy(self) -> bool:
+        return update_in_numpy(self._accelerated is not None, self.signals, self.auxiliary_losses, self.policy_updates)
 
     # -- acting ------------------------------------------------------------------------------
     def act(self, observations: list[np.ndarray], allowed: np.ndarray | None, deterministic: bool = False,

@@ -33,6 +33,9 @@ class Algorithm(Protocol):
     memory_size: int
     # each agent's running sums of the signals' rewards (Policy/<Signal> Reward at its episode's end)
     episode_sums: SignalEpisodeSums
+    # its updates' arithmetic runs in numpy (the CPU accelerator, networks/accelerator.py), not
+    # torch: where every behavior's does, machine.py gives numpy's BLAS the training threads
+    trains_in_numpy: bool
 
     def act(self, observations: list[np.ndarray], allowed: np.ndarray | None, deterministic: bool = False,
             memory: np.ndarray | None = None) -> ActResult:

@@ -33,7 +33,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from palaestra.algorithms.auxiliary import AuxiliaryLoss, PolicyUpdate, StatsMean, add_auxiliary_gradients
+from palaestra.algorithms.auxiliary import (AuxiliaryLoss, PolicyUpdate, StatsMean, add_auxiliary_gradients,
+                                            update_in_numpy)
 from palaestra.algorithms.training_state import load_training_state, training_state
 from palaestra.algorithms.schedules import scheduled_learning_rate
 from palaestra.rollout.sequences import into_sequences, real_rows, sequence_positions, sequence_segments
@@ -41,7 +42,7 @@ from palaestra.rollout.transitions import following_rows, terminal_rows
 from palaestra.checkpoints import CheckpointError
 from palaestra.envs.base import BehaviorSpec
 from palaestra.networks.accelerator import accelerate, acting_network, plain_mlp, twin_layers
-from palaestra.networks.constants import LOG_STD_MAX, LOG_STD_MIN, MASKED_LOGIT, WIDE_NETWORK_UNITS
+from palaestra.networks.constants import LOG_STD_MAX, LOG_STD_MIN, MASKED_LOGIT
 from palaestra.networks.flat_params import FlatParameters
 from palaestra.networks.numpy_adam import NumpyAdam
 from palaestra.networks.numpy_layers import log_softmax, squashed_gaussian, squashed_gaussian_grad
@@ -229,14 +230,12 @@ class SAC:
         self.gammas = torch.tensor([s.gamma for s in self.signals], device=device)
         self._uses_terminal = np.array([float(s.uses_terminal) for s in self.signals], np.float32)
         self.optimizer = make_adam([self.flat.parameter], settings.learning_rate, settings.adam_epsilon)
-        # Narrow plain MLPs on the CPU train without autograd, on the accelerator's numpy layers
-        # with a numpy Adam over the same flat buffer (networks/accelerator.py; _autograd_gradients
-        # is their reference). Wide networks (torch runs their products on every core:
-        # palaestra/machine.py) and other devices train on autograd: hand-chaining them in torch
-        # measured no faster (docs/benchmarks.md).
-        widths = [m.out_features for m in self.policy.body if isinstance(m, nn.Linear)]
-        self._accelerated = (self._network is not None and plain_mlp(self.critic)
-                             and max(widths, default=0) < WIDE_NETWORK_UNITS)
+        # Plain MLPs on the CPU train without autograd, on the accelerator's numpy layers with a
+        # numpy Adam over the same flat buffer (networks/accelerator.py; _autograd_gradients is
+        # their reference); wide ones with numpy's BLAS on every core (palaestra/machine.py), 1.15x
+        # faster than autograd on torch's (docs/benchmarks.md). Other networks and devices train
+        # on autograd.
+        self._accelerated = self._network is not None and plain_mlp(self.critic)
         self._numpy_adam = None
         if self._accelerated:
             self._accelerate()
@@ -247,6 +246,10 @@ class SAC:
         self.step = 0  # agent steps collected, ML-Agents' trainer step
         self.update_count = 0  # gradient steps taken
         self.signal_update_count = 0  # reward-signal model updates taken (their own cadence)
+
+    @property
+    def trains_in_numpy(self) -> bool:
+        return update_in_numpy(self._accelerated, self.signals, self.auxiliary_losses, self.policy_updates)
 
     # -- acting ------------------------------------------------------------------------------
     def act(self, observations: list[np.ndarray], allowed: np.ndarray | None, deterministic: bool = False,

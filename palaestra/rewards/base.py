@@ -24,6 +24,9 @@ class RewardSignal(Protocol):
     gamma: float
     uses_terminal: bool  # bootstrap 0 at a true terminal state
     learns: bool  # has a model that ``update`` trains
+    # its model's updates run in numpy (rewards/numpy_losses.py), not torch: machine.py gives the
+    # training threads to the library that does a run's arithmetic
+    trains_in_numpy: bool
 
     def rewards(self, segments: Segments) -> np.ndarray:
         """Scaled rewards ``[F, H]`` for the rows of the segments."""

@@ -82,8 +82,8 @@ class CuriositySignal(ModelSignal):
         super().__init__(settings, device, CuriosityModel(spec, settings.encoding_size, vis_encode_type))
         self.spec = spec
         # over vectors on the CPU the update runs in numpy (rewards/numpy_losses.py, the same loss)
-        self.accelerated = self.model.images is None and on_cpu(self.model)
-        if self.accelerated:  # over views of the parameters and their gradients
+        self.trains_in_numpy = self.model.images is None and on_cpu(self.model)
+        if self.trains_in_numpy:  # over views of the parameters and their gradients
             self.layers = [sequential_layers(m) for m in (self.model.encoder, self.model.inverse,
                                                           self.model.forward_model)]
 
@@ -104,7 +104,7 @@ class CuriositySignal(ModelSignal):
         return np.minimum(error.cpu().numpy() * self.strength, 1.0).astype(np.float32)
 
     def update(self, batch: Mapping[str, np.ndarray]) -> dict[str, float]:
-        if self.accelerated:
+        if self.trains_in_numpy:
             action = self.spec.action_spec
             forward_loss, inverse_loss = curiosity_gradients(
                 *self.layers, vector_array(batch, "obs"), vector_array(batch, "next_obs"), action_array(action, batch),

@@ -19,6 +19,7 @@ class ExtrinsicSignal:
     stat_name = "Extrinsic"
     uses_terminal = True
     learns = False
+    trains_in_numpy = False  # nothing to train
 
     def __init__(self, strength: float, gamma: float, normalize: bool = False) -> None:
         self.strength = strength

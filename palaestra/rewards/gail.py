@@ -113,7 +113,7 @@ class GAILSignal(ModelSignal):
         self.expert_rows = len(self.expert["continuous"]) if self.expert is not None else 0
         super().__init__(settings, device, Discriminator(spec, settings, vis_encode_type))
         # rewards/numpy_losses.py: a plain MLP over vectors, on the CPU
-        self.numpy_steps = self.model.images is None and not settings.use_vail and device.type == "cpu"
+        self.trains_in_numpy = self.model.images is None and not settings.use_vail and device.type == "cpu"
         self.beta = torch.zeros((), device=device)  # VAIL's Lagrange weight (a checkpointed tensor)
         self.rng = np.random.default_rng(int(torch.randint(2**31, ())))
 
@@ -126,7 +126,7 @@ class GAILSignal(ModelSignal):
             raise RuntimeError("GAIL was built without demonstrations (a policy that only acts): it cannot learn")
         rows = self.rng.integers(0, self.expert_rows, len(batch["continuous"]))  # with replacement
         expert_batch = {k: v[rows] for k, v in self.expert.items()}
-        if self.numpy_steps:
+        if self.trains_in_numpy:
             return self._numpy_update(expert_batch, batch)
         expert = self.model.inputs(expert_batch, self.device)
         policy = self.model.inputs(batch, self.device)

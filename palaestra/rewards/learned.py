@@ -85,6 +85,7 @@ class ModelSignal:
 
     uses_terminal = False  # an episode's end is not terminal for an intrinsic reward
     learns = True
+    trains_in_numpy = False  # set by a signal whose update can run in numpy
     # an untrained model's rewards are noise (ML-Agents pays curiosity and GAIL from the first update)
     pays_before_update = False
 

@@ -80,8 +80,8 @@ class RNDSignal(ModelSignal):
         model = RNDModel(spec, settings.encoding_size, vis_encode_type)
         super().__init__(settings, device, model, trained=model.learned())
         # over vectors on the CPU the update runs in numpy (rewards/numpy_losses.py, the same loss)
-        self.accelerated = self.model.target_images is None and on_cpu(self.model)
-        if self.accelerated:
+        self.trains_in_numpy = self.model.target_images is None and on_cpu(self.model)
+        if self.trains_in_numpy:
             self.layers = sequential_layers(self.model.predictor), sequential_layers(self.model.target)
 
     def _images(self, batch: Mapping[str, np.ndarray], prefix: str) -> dict[int, torch.Tensor] | None:
@@ -94,7 +94,7 @@ class RNDSignal(ModelSignal):
         return (error.cpu().numpy() * self.strength).astype(np.float32)
 
     def update(self, batch: Mapping[str, np.ndarray]) -> dict[str, float]:
-        if self.accelerated:
+        if self.trains_in_numpy:
             reached = vector_array(batch, "next_obs")
             normalizer = self.model.normalizer
             normalizer.update(reached)
