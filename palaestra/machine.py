@@ -9,7 +9,7 @@ from typing import Mapping
 
 import numpy as np
 import torch
-from threadpoolctl import threadpool_limits
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from palaestra.envs.base import BehaviorSpec
 from palaestra.envs.observations import is_image
@@ -97,3 +97,10 @@ def limit_threads(device: torch.device, widest_hidden_units: int, torch_threads:
     threadpool_limits(1, user_api="blas")
     torch.set_num_threads(threads)  # set either way: a process may train twice
     return f"torch {threads}, numpy's BLAS 1"
+
+
+def blas_has_the_threads() -> bool:
+    """Whether numpy's BLAS may use at least as many threads as torch (limit_threads gave it the
+    training threads, or both have one)."""
+    blas = max((pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"), default=1)
+    return blas >= torch.get_num_threads()

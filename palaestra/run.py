@@ -310,13 +310,19 @@ def _build(options: RunOptions, env: Env, config: TrainerConfig, settings: dict[
     for i, name in enumerate(trainers):
         _add_teacher(options, env, trainers, name, seed + i)
     _acting_obstacles(options, env, trainers)
-    # the training threads go to the library that trains: numpy's BLAS where every behavior's
-    # updates run on the CPU accelerator, which the built algorithms know
+    threads = _training_threads(options, settings, trainers, device)
+    return RunParts(options, env, config, settings, trainers, names, seed, global_step, interrupts, models, summaries,
+                    *chosen, parameters, threads)
+
+
+def _training_threads(options: RunOptions, settings: dict[str, TrainerSettings], trainers: dict[str, BehaviorTrainer],
+                      device: torch.device) -> str:
+    """Give the training threads to the library that trains (machine.limit_threads): numpy's BLAS
+    where every behavior's updates run on the CPU accelerator, which the built algorithms know."""
     threads = limit_threads(device, max(s.hidden_units for s in settings.values()), options.torch_threads,
                             numpy_trains=bool(trainers) and all(t.algorithm.trains_in_numpy for t in trainers.values()))
     logger.debug("threads: %s", threads)
-    return RunParts(options, env, config, settings, trainers, names, seed, global_step, interrupts, models, summaries,
-                    *chosen, parameters, threads)
+    return threads
 
 
 def _environment_parameters(options: RunOptions, env: Env, seed: int) -> EnvironmentParameters | None:
@@ -426,6 +432,10 @@ def _adopt_new_behaviors(parts: RunParts, writers: list[Any], start_time: float,
             logger.warning("behavior %r would train on %s (%s), but the run's device, %s, was chosen from the "
                            "behaviors present at the start; pass --torch-device %s to train every behavior there",
                            name, later.type, why, device, later.type)
+    threads = _training_threads(parts.options, parts.settings, parts.trainers, device)  # the new may train in torch
+    if threads != parts.threads:
+        logger.info("threads now: %s (was: %s)", threads, parts.threads)
+        parts.threads = threads
     if parts.training:
         _write_configuration(parts)
 

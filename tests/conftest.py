@@ -23,6 +23,18 @@ SHIPPED_CONFIG = REPO / "config" / "trainer_config.yaml"
 
 
 @pytest.fixture(autouse=True)
+def one_thread_each():
+    """Every test starts with torch and numpy's BLAS on one thread each, as a run of a narrow
+    network sets them, whatever an earlier in-process run left (a wide one gives either library
+    every core: palaestra/machine.py)."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(1)
+    threadpool_limits(1, user_api="blas")
+
+
+@pytest.fixture(autouse=True)
 def test_device(monkeypatch):
     """PALAESTRA_TEST_DEVICE=cuda (bench/cuda_check.sh on a lent GPU) makes every run the tests
     start without a device of their own train there, instead of --torch-device auto's choice

@@ -227,3 +227,28 @@ def test_a_later_behavior_that_auto_would_put_elsewhere_is_told_the_device_was_c
     assert "device cpu (auto: vector observations and networks under 512 hidden units" in result.log
     assert "behavior 'B' would train on cuda (auto: networks of 512 hidden units train faster on the GPU), but the " \
            "run's device, cpu, was chosen from the behaviors present at the start; pass --torch-device cuda" in result.log
+
+
+def test_a_late_behavior_that_trains_in_torch_takes_the_threads_back_from_numpy(run_cli, workdir, late_env):
+    # A trains on the CPU accelerator, so numpy's BLAS gets the training threads at the start; B
+    # (an LSTM SAC, trained on autograd) appears later, and torch gets them (palaestra/machine.py)
+    import torch
+
+    config = write_yaml(workdir / "c.yaml", CONFIG.replace("hidden_units: 16", "hidden_units: 256") + """
+default:
+  trainer: sac
+  max_steps: 300
+  summary_freq: 100
+  batch_size: 16
+  buffer_init_steps: 0
+  hidden_units: 256
+  num_layers: 1
+  use_recurrent: true
+  memory_size: 16
+  sequence_length: 8
+""")
+    result = run_cli(str(config), f"--env={late_env}", "--run-id=l", "--cpu", "--torch-threads=2")
+    assert result.code == 0, result.log
+    assert ("threads now: torch 2, numpy's BLAS 1 (was: numpy's BLAS 2 (every behavior trains on the CPU "
+            "accelerator), torch 1)") in result.log
+    assert torch.get_num_threads() == 2

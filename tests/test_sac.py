@@ -155,6 +155,48 @@ def test_wide_plain_networks_train_on_the_accelerator_too(tmp_path):
     assert sac._accelerated and sac.trains_in_numpy
 
 
+def _fill(sac: SAC, n: int = 64) -> None:
+    rng = np.random.default_rng(5)  # the same transitions every time
+    sac.buffer.add(obs_0=rng.normal(size=(n, 3)).astype(np.float32), next_obs_0=rng.normal(size=(n, 3)).astype(np.float32),
+                   continuous=rng.uniform(-0.9, 0.9, (n, 2)).astype(np.float32), discrete=np.zeros((n, 0), np.int64),
+                   allowed=np.ones((n, 0), bool), next_allowed=np.ones((n, 0), bool),
+                   env_reward=rng.normal(size=n).astype(np.float32), done=rng.random(n) < 0.2)
+
+
+def test_a_wide_network_takes_autograd_where_torch_holds_the_training_threads(tmp_path, monkeypatch):
+    # where a behavior of the run trains in torch, torch gets the threads (palaestra/machine.py)
+    # and a wide network's numpy step on one BLAS thread would be slower than autograd: the first
+    # update gives the accelerator up, also in a resumed run, whose Adam moments and step count
+    # the torch optimizer then carries on
+    from palaestra.algorithms import sac as sac_module
+
+    settings = sac_settings(tmp_path, hidden_units=256, num_layers=1, batch_size=16, buffer_init_steps=0,
+                            steps_per_update=1)
+
+    def built() -> SAC:
+        torch.manual_seed(3)
+        return SAC(CONTINUOUS, settings, torch.device("cpu"), np.random.default_rng(4))
+
+    monkeypatch.setattr(sac_module, "blas_has_the_threads", lambda: True)
+    first = built()
+    _fill(first)
+    first.step = 3
+    first.update()
+    assert first._accelerated and first.trains_in_numpy  # numpy's BLAS has the threads
+    state = first.state_dict()
+    monkeypatch.setattr(sac_module, "blas_has_the_threads", lambda: False)
+    resumed, reference = built(), built()
+    reference._accelerated, reference._numpy_adam = False, None  # autograd and torch's Adam throughout
+    for sac in (resumed, reference):
+        sac.load_state_dict(state)
+        _fill(sac)
+        sac.step = 6
+        sac.update()
+    assert not resumed._accelerated and not resumed.trains_in_numpy and resumed.update_count == 6
+    torch.testing.assert_close(resumed.flat.data, reference.flat.data, rtol=1e-5, atol=1e-6)
+    assert int(resumed.optimizer.state_dict()["state"][0]["step"]) == 6
+
+
 def test_an_actor_the_accelerator_does_not_know_trains_on_autograd(tmp_path, monkeypatch):
     from palaestra.algorithms import sac as sac_module
     from palaestra.networks.sac_networks import SquashedActor

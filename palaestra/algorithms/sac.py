@@ -42,7 +42,8 @@ from palaestra.rollout.transitions import following_rows, terminal_rows
 from palaestra.checkpoints import CheckpointError
 from palaestra.envs.base import BehaviorSpec
 from palaestra.networks.accelerator import accelerate, acting_network, plain_mlp, twin_layers
-from palaestra.networks.constants import LOG_STD_MAX, LOG_STD_MIN, MASKED_LOGIT
+from palaestra.machine import blas_has_the_threads
+from palaestra.networks.constants import LOG_STD_MAX, LOG_STD_MIN, MASKED_LOGIT, WIDE_NETWORK_UNITS
 from palaestra.networks.flat_params import FlatParameters
 from palaestra.networks.numpy_adam import NumpyAdam
 from palaestra.networks.numpy_layers import log_softmax, squashed_gaussian, squashed_gaussian_grad
@@ -232,10 +233,13 @@ class SAC:
         self.optimizer = make_adam([self.flat.parameter], settings.learning_rate, settings.adam_epsilon)
         # Plain MLPs on the CPU train without autograd, on the accelerator's numpy layers with a
         # numpy Adam over the same flat buffer (networks/accelerator.py; _autograd_gradients is
-        # their reference); wide ones with numpy's BLAS on every core (palaestra/machine.py), 1.15x
-        # faster than autograd on torch's (docs/benchmarks.md). Other networks and devices train
-        # on autograd.
+        # their reference). Wide ones need numpy's BLAS on every core for that (1.14x faster than
+        # autograd on torch's; docs/benchmarks.md): the run gives it those unless a behavior
+        # trains in torch (palaestra/machine.py), which the first update checks (_choose_path).
+        # Other networks and devices train on autograd.
         self._accelerated = self._network is not None and plain_mlp(self.critic)
+        widths = [m.out_features for m in self.policy.body if isinstance(m, nn.Linear)]
+        self._path_chosen = max(widths, default=0) < WIDE_NETWORK_UNITS
         self._numpy_adam = None
         if self._accelerated:
             self._accelerate()
@@ -337,8 +341,18 @@ class SAC:
     def current_learning_rate(self) -> float:
         return scheduled_learning_rate(self.settings, self.step)
 
+    def _choose_path(self) -> None:
+        """A wide network keeps the accelerator only where numpy's BLAS got the training threads;
+        on one BLAS thread beside torch's several, autograd is faster (docs/benchmarks.md)."""
+        if self._accelerated and not blas_has_the_threads():
+            self._numpy_adam.sync()  # the torch optimizer takes over the moments and the step count
+            self._accelerated, self._numpy_adam = False, None
+        self._path_chosen = True
+
     def update(self) -> dict[str, Any]:
         """The gradient steps the cadence asks for since the last call; their mean losses."""
+        if not self._path_chosen:
+            self._choose_path()
         lr = self.current_learning_rate()
         for group in self.optimizer.param_groups:
             group["lr"] = lr

@@ -3,8 +3,8 @@ of torch, so that environment workers can act without importing it)."""
 
 MASKED_LOGIT = -1.0e8  # the logit of a masked discrete action
 CLIP = 5.0  # ML-Agents clips normalized observations to [-5, 5]
-# From this width the CPU trains in torch on every core; narrower networks train on one thread,
-# SAC's on the accelerator in numpy (palaestra/machine.py, algorithms/sac.py)
+# From this width the CPU trains on every core (numpy's BLAS where the accelerator trains every
+# behavior, torch otherwise); narrower networks train on one thread (palaestra/machine.py)
 WIDE_NETWORK_UNITS = 256
 # --torch-device auto takes a CUDA GPU for networks this wide (or images): measured on an H200
 # against 16 CPU cores, 256 units trained 1.1-1.5x faster on the CPU, 512 units as fast (batch 128)
