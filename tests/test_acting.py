@@ -384,14 +384,10 @@ def test_one_environment_can_run_in_an_acting_worker(run_cli, workdir):
     assert (workdir / "failed").exists() and (workdir / "models/s/1D.onnx").is_file()
 
 
-@pytest.mark.parametrize("path", ["accelerator", "torch"])
-def test_decoupled_ppo_centres_the_clip_on_the_newest_policy_and_weights_stale_rows(path):
+def test_decoupled_ppo_centres_the_clip_on_the_newest_policy_and_weights_stale_rows():
     from palaestra.algorithms.ppo import WEIGHT_CAP
 
     ppo, _ = _ppo("3DBall")
-    assert ppo._accelerated is not None
-    if path == "torch":  # as for networks the accelerator does not run (images, GPUs)
-        ppo._accelerated = None
     obs = np.random.default_rng(0).normal(size=(5, 8)).astype(np.float32)
     acted = ppo.act([obs], None)
     fresh = {"obs_0": obs, "continuous": acted.continuous, "discrete": acted.discrete,

@@ -271,9 +271,8 @@ def test_a_recurrent_ppo_update_in_numpy_gives_the_weights_torch_gives(tmp_path,
 
 
 
-@pytest.mark.parametrize("path", ["accelerator", "torch"])
 @pytest.mark.parametrize("variant", ["ppo", "ppo-lstm-first", "feed-forward"])
-def test_ppo_recomputes_the_values_of_lagged_experience_as_the_policy_acted_them(tmp_path, variant, path):
+def test_ppo_recomputes_the_values_of_lagged_experience_as_the_policy_acted_them(tmp_path, variant):
     """With experience from acting workers that run ahead (``decoupled``), PPO takes each row's
     value and each segment's bootstrap from the current critic; for experience acted on with the
     current weights those are the estimates made while acting, the memory carried row to row
@@ -291,9 +290,6 @@ def test_ppo_recomputes_the_values_of_lagged_experience_as_the_policy_acted_them
     _run(ppo, spec, 40)  # trained weights
     _, segments = _run(ppo, spec, 30, update=False)  # acted on with the weights of now
     seg = Segments.concatenate(segments)
-    assert ppo._accelerated is not None
-    if path == "torch":  # as for networks the accelerator does not run (images, GPUs)
-        ppo._accelerated = None
     values, bootstrap = ppo._current_values(seg)
     mask = seg.row_mask
     np.testing.assert_allclose(values[mask], seg.values[mask], rtol=1e-4, atol=1e-5)

@@ -258,24 +258,11 @@ class PPO:
         for obs, following in zip(seg.observations, seg.next_observations):
             extended = np.concatenate([obs, obs[:, :1]], axis=1)  # [F, H + 1, ...]
             extended[np.arange(F), seg.length] = following
-            rows.append(extended.reshape(F * (H + 1), *obs.shape[2:]))
-        memory = seg.memory[:, 0] if self.memory_size else None
-        values = self._critic_values(rows, memory, H + 1 if self.memory_size else 1).reshape(F, H + 1, -1)
+            rows.append(torch.as_tensor(extended.reshape(F * (H + 1), *obs.shape[2:]), device=self.device))
+        memory = torch.as_tensor(seg.memory[:, 0], device=self.device) if self.memory_size else None
+        features, _ = self.policy.hidden(rows, memory, H + 1 if self.memory_size else 1)
+        values = self.policy.values(features[1]).cpu().numpy().reshape(F, H + 1, -1)
         return values[:, :H], values[np.arange(F), seg.length]
-
-    def _critic_values(self, rows: list[np.ndarray], memory: np.ndarray | None, sequence_length: int) -> np.ndarray:
-        """The critic's values of ``rows`` (recurrent: sequences of ``sequence_length``, each
-        from its row of ``memory``), on the accelerator where it runs the network (the library
-        that has the training threads: palaestra/machine.py)."""
-        net = self._accelerated
-        if net is not None:
-            if net.sequences is not None:
-                return net.values.forward(net.sequence_features(rows, memory, sequence_length, [])[1])
-            return net.values.forward(net.features(rows)[1])
-        tensors = [torch.as_tensor(r, device=self.device) for r in rows]
-        features, _ = self.policy.hidden(tensors, None if memory is None else torch.as_tensor(memory, device=self.device),
-                                         sequence_length)
-        return self.policy.values(features[1]).cpu().numpy()
 
     def _signal_columns(self, seg: Segments, mask: np.ndarray) -> dict[str, np.ndarray]:
         """The buffer columns only reward signals with a model read (none without them): their
@@ -380,25 +367,19 @@ class PPO:
         starts from, both changes vanish (the weight is 1 and the proximal log-probability is the
         stored one); a normalizer update just before this makes that policy a little different."""
         action = self.spec.action_spec
-        if self._accelerated is not None:  # the accelerator's forward pass (it has the training threads)
-            t: dict[str, Any] = data
-            evaluate = self._accelerated.evaluate
-        else:
-            t = {k: torch.as_tensor(v, device=self.device) for k, v in data.items()}
-            evaluate = self.policy.evaluate
-        out = evaluate(
+        t = {k: torch.as_tensor(v, device=self.device) for k, v in data.items()}
+        prox = self.policy.evaluate(
             observations(t),
             t["allowed"] if action.is_discrete else None,
             t["continuous"] if action.is_continuous else None,
             t["discrete"] if action.is_discrete else None,
             **self._sequences(t),
-        )
-        prox = (out[0] if self._accelerated is not None else out.log_prob.cpu().numpy()).astype(np.float32)
+        ).log_prob.cpu().numpy().astype(np.float32)
         weight = np.minimum(np.exp(prox - data["log_prob"]), WEIGHT_CAP).astype(np.float32)
         data["log_prob"] = prox
         data["advantages"] = data["advantages"] * weight
 
-    def _sequences(self, batch: dict[str, Any]) -> dict[str, Any]:
+    def _sequences(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
         """A recurrent policy's inputs besides the rows: each sequence's starting memory."""
         if not self.memory_size:
             return {}
