@@ -365,3 +365,36 @@ def test_numpy_adam_over_a_flat_buffer_takes_only_the_buffer_s_parameter():
     other = torch.nn.Parameter(torch.zeros_like(flat.data))
     with pytest.raises(ValueError, match="the optimizer's parameter is the buffer's"):
         NumpyAdam([other], make_adam([other], 1e-3), flat=flat)
+
+
+@pytest.mark.parametrize("rows,units", [(8, 16), (256, 128)])  # one stacked product / one per tower
+@pytest.mark.parametrize("shared_input", [True, False])
+def test_twin_layers_match_autograd_on_both_product_paths(rows, units, shared_input):
+    """SAC's critics and PPO's towers: the numpy twin layers' outputs, weight gradients and input
+    gradient equal autograd's, whether both towers read one input (one stacked product for small
+    ones, a product per tower for large ones: numpy_layers.Twin) or each its own."""
+    from palaestra.networks.accelerator import twin_layers
+    from palaestra.networks.numpy_layers import Twin
+    from palaestra.networks.policy import TwinMLP
+
+    assert (rows * units < Twin.STACKED_BELOW) == (units == 16)  # the two paths, as the sizes intend
+    torch.manual_seed(0)
+    twin = TwinMLP(4, units, 2, "swish", outputs=1)
+    for p in twin.parameters():
+        p.grad = torch.zeros_like(p)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(rows, 4) if shared_input else (2, rows, 4)).astype(np.float32)
+    upstream = rng.normal(size=(2, rows, 1)).astype(np.float32)
+    tx = torch.tensor(x, requires_grad=True)
+    out = twin(tx)
+    (out * torch.as_tensor(upstream)).sum().backward()
+    expected = [p.grad.clone() for p in twin.parameters()]
+    for p in twin.parameters():
+        p.grad.zero_()
+    layers = twin_layers(twin)
+    cache: list = []
+    np.testing.assert_allclose(layers.forward(x, cache), out.detach().numpy(), rtol=1e-4, atol=1e-5)
+    grad_x = layers.backward(upstream, cache, input_grad=True)
+    np.testing.assert_allclose(grad_x, tx.grad.numpy(), rtol=1e-3, atol=1e-5)
+    for got, want in zip(twin.parameters(), expected):
+        np.testing.assert_allclose(got.grad.numpy(), want.numpy(), rtol=1e-3, atol=1e-4)

@@ -35,6 +35,15 @@ def swish(z):
     return z * s, s
 
 
+def swish_in_place(z: np.ndarray) -> np.ndarray:
+    """swish over the fresh array ``z``, overwriting it: acting keeps nothing for a backward pass."""
+    s = np.tanh(z * HALF)  # (float32 scalars: a Python float costs a conversion per operation)
+    s *= HALF
+    s += HALF
+    z *= s
+    return z
+
+
 def swish_grad(grad_h, z, s):
     """d/dz [z sigmoid(z)] = s (1 + z (1 - s)), times ``grad_h``."""
     return grad_h * (s * (1.0 + z * (1.0 - s)))
@@ -47,6 +56,7 @@ class Kernels:
 
     swish: Callable = swish
     swish_grad: Callable = swish_grad
+    swish_in_place: Callable = swish_in_place
 
 
 NUMPY_KERNELS = Kernels()
@@ -66,10 +76,7 @@ def activate(kernels: Kernels, kind: str, z):
 def activate_in_place(kind: str, z: np.ndarray) -> np.ndarray:
     """The same, overwriting the fresh array ``z``: acting keeps nothing for a backward pass."""
     if kind == "swish":
-        s = np.tanh(z * HALF)  # (float32 scalars: a Python float costs a conversion per operation)
-        s *= HALF
-        s += HALF
-        z *= s
+        swish_in_place(z)
     elif kind == "tanh":
         np.tanh(z, out=z)
     elif kind == "relu":
@@ -102,18 +109,24 @@ class Dense:
     def forward(self, x, cache: list | None = None):
         z = self.linear(x)
         if cache is None:
+            if self.activation == "swish":
+                return self.kernels.swish_in_place(z)
             return activate_in_place(self.activation, z)
         h, kept = activate(self.kernels, self.activation, z)
         cache.append((x, z, h, kept))
         return h
 
-    def backward(self, grad_h, entry, weights: bool = True, input_grad: bool = True):
-        """From d/d(output), write the parameters' gradients (if ``weights``) and return
-        d/d(input) (None without ``input_grad``: where the input is data)."""
+    def backward(self, grad_h, entry, weight_rows: int | None = None, input_grad: bool = True):
+        """From d/d(output), write the parameters' gradients and return d/d(input) (None without
+        ``input_grad``: where the input is data). ``weight_rows``: only the first this many rows
+        train the parameters (0: none), as where one pass serves two losses and only one of them
+        trains this layer."""
         x, z, h, kept = entry
         grad_z = activation_grad(self.kernels, self.activation, grad_h, z, h, kept)
-        if weights:
+        if weight_rows is None:
             self.weight_grad(grad_z, x)
+        elif weight_rows:
+            self.weight_grad(grad_z[..., :weight_rows, :], x[..., :weight_rows, :])
         if not input_grad:
             return None
         return self.input_grad(grad_z, x)
@@ -132,29 +145,39 @@ class Twin(Dense):
     """A twin layer (module docstring): ``w`` [2, out, in], ``b`` [2, 1, out].
 
     numpy's stacked (3-D) matmul misses BLAS's fast path for transposed or broadcast operands
-    (measured 3-5x slower), so each tower gets its own 2-D product, except where both towers
-    read the same input: there the stacked weight is one [in, 2 out] matrix (a free view)."""
+    (measured 3-5x slower), so each tower gets its own 2-D product. Where both towers read the
+    same input and the products are small, the stacked weight is one [in, 2 out] matrix (a free
+    view) and one product serves both: it saves a call. From ``STACKED_BELOW`` output elements
+    per tower it costs more than it saves: its output is [B, 2, out] in memory, which the bias
+    and every later element-wise pass walk slowly, and with a thin input (SAC's critics read
+    observation and action, 4 columns on Pendulum) OpenBLAS's threaded product of that layout
+    took 0.24 ms against 0.012 ms per tower (256 rows, 256 units, two threads)."""
+
+    STACKED_BELOW = 32768  # rows x units; measured equal there at one thread, per tower faster at two
+
+    def _stacked(self, x) -> bool:
+        return x.ndim == 2 and x.shape[0] * self.w.shape[1] < self.STACKED_BELOW
 
     def linear(self, x):
         w, b = self.w, self.b
-        if x.ndim == 2:
+        if self._stacked(x):
             out = w.shape[1]
             return (x @ w.reshape(2 * out, -1).T).reshape(x.shape[0], 2, out).transpose(1, 0, 2) + b
-        z = np.empty((2, x.shape[1], w.shape[1]), np.float32)
+        z = np.empty((2, x.shape[-2], w.shape[1]), np.float32)
         for t in (0, 1):
-            np.matmul(x[t], w[t].T, out=z[t])
+            np.matmul(x if x.ndim == 2 else x[t], w[t].T, out=z[t])
         z += b
         return z
 
     def weight_grad(self, grad_z, x) -> None:
-        if x.ndim == 2:  # both towers read x: one product for both weight gradients
+        if self._stacked(x):  # both towers read x: one product for both weight gradients
             out = self.gw.shape[1]
             flat = grad_z.transpose(1, 0, 2).reshape(-1, 2 * out)
             np.matmul(flat.T, x, out=self.gw.reshape(2 * out, -1))
             np.sum(flat, 0, out=self.gb.reshape(-1))
             return
         for t in (0, 1):
-            np.matmul(grad_z[t].T, x[t], out=self.gw[t])
+            np.matmul(grad_z[t].T, x if x.ndim == 2 else x[t], out=self.gw[t])
         np.sum(grad_z, 1, keepdims=True, out=self.gb)
 
     def input_grad(self, grad_z, x):
@@ -169,6 +192,12 @@ class Twin(Dense):
         return grad_x.sum(0) if x.ndim == 2 else grad_x
 
 
+def first_rows(cache: list, n: int) -> list:
+    """A forward pass's cache (``Dense.forward``) cut to its first ``n`` rows (views), for a
+    backward pass through part of a batch that went forward together."""
+    return [tuple(None if a is None else a[..., :n, :] for a in entry) for entry in cache]
+
+
 class Stack:
     """Layers applied one after the other."""
 
@@ -180,10 +209,11 @@ class Stack:
             x = layer.forward(x, cache)
         return x
 
-    def backward(self, grad, cache: list, weights: bool = True, input_grad: bool = False):
-        """``cache`` as filled by ``forward``; d/d(input) if ``input_grad``, else None."""
+    def backward(self, grad, cache: list, weight_rows: int | None = None, input_grad: bool = False):
+        """``cache`` as filled by ``forward``; d/d(input) if ``input_grad``, else None;
+        ``weight_rows`` as :meth:`Dense.backward`."""
         for i in reversed(range(len(self.layers))):
-            grad = self.layers[i].backward(grad, cache[i], weights, input_grad=input_grad or i > 0)
+            grad = self.layers[i].backward(grad, cache[i], weight_rows, input_grad=input_grad or i > 0)
         return grad
 
 
