@@ -398,3 +398,34 @@ def test_twin_layers_match_autograd_on_both_product_paths(rows, units, shared_in
     np.testing.assert_allclose(grad_x, tx.grad.numpy(), rtol=1e-3, atol=1e-5)
     for got, want in zip(twin.parameters(), expected):
         np.testing.assert_allclose(got.grad.numpy(), want.numpy(), rtol=1e-3, atol=1e-4)
+
+
+def test_numpy_adam_over_a_large_buffer_takes_torch_s_kernel_with_the_same_arithmetic():
+    """From TORCH_KERNEL_FROM parameters NumpyAdam steps with torch's fused kernel: the same
+    trajectory as torch's Adam and as its own numpy passes, and the step count checkpoints."""
+    from palaestra.networks import numpy_adam
+    from palaestra.networks.flat_params import FlatParameters
+
+    n = numpy_adam.TORCH_KERNEL_FROM + 1000
+    rng = np.random.default_rng(0)
+    start = rng.normal(size=n).astype(np.float32)
+    grads = [rng.normal(size=n).astype(np.float32) for _ in range(20)]
+    results = {}
+    for path in ("fused", "numpy", "torch"):
+        param = torch.nn.Parameter(torch.tensor(start))
+        flat = FlatParameters([param])
+        optimizer = torch.optim.Adam([flat.parameter], lr=3e-3)
+        adam = numpy_adam.NumpyAdam([flat.parameter], optimizer, flat=flat) if path != "torch" else None
+        if adam is not None:
+            assert adam._fused  # this torch (2.4 and later) has the kernel
+            adam._fused = path == "fused"
+        for g in grads:
+            flat.grad.copy_(torch.as_tensor(g))
+            adam.step() if adam is not None else optimizer.step()
+        if adam is not None:
+            adam.sync()
+            assert float(optimizer.state_dict()["state"][0]["step"]) == len(grads)
+        results[path] = flat.data.numpy().copy()
+    np.testing.assert_allclose(results["fused"], results["torch"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(results["numpy"], results["torch"], rtol=1e-5, atol=1e-6)
+    assert not np.array_equal(results["fused"], start)

@@ -110,14 +110,17 @@ def test_update_cadence_counts_from_buffer_init_steps(tmp_path, spelling, expect
 @pytest.mark.parametrize("spec", [CONTINUOUS, DISCRETE, BehaviorSpec(((3,),), ActionSpec(discrete_branches=(4,)))],
                          ids=["continuous", "two-branches-masked", "one-branch"])
 @pytest.mark.parametrize("normalize", [True, False])
-def test_hand_written_gradients_match_autograd(tmp_path, monkeypatch, spec, signals, normalize):
+# small arrays take numpy's kernels; (16, 200): torch's for 2B rows, numpy's for the first B the
+# backward pass keeps of the actor's pass; (64, 300): a product per critic tower (numpy_layers.Twin)
+@pytest.mark.parametrize("hidden,batch", [(8, 16), (16, 200), (64, 300)])
+def test_hand_written_gradients_match_autograd(tmp_path, monkeypatch, spec, signals, normalize, hidden, batch):
     from palaestra.algorithms import sac as sac_module
     from palaestra.rewards import ExtrinsicSignal
 
     monkeypatch.setattr(sac_module, "make_signals",
                         lambda *_: [ExtrinsicSignal(1.0, 0.99), ExtrinsicSignal(0.5, 0.9)][:signals])
     torch.manual_seed(0)
-    sac = SAC(spec, sac_settings(tmp_path, normalize=str(normalize).lower(), hidden_units=8, num_layers=2,
+    sac = SAC(spec, sac_settings(tmp_path, normalize=str(normalize).lower(), hidden_units=hidden, num_layers=2,
                                  init_entcoef=0.3), torch.device("cpu"), np.random.default_rng(0))
     with torch.no_grad():  # a non-trivial point: random weights everywhere
         sac.flat.data.add_(torch.randn_like(sac.flat.data) * 0.3)
@@ -135,7 +138,7 @@ def test_hand_written_gradients_match_autograd(tmp_path, monkeypatch, spec, sign
                    continuous=rng.uniform(-0.99, 0.99, (n, spec.action_spec.continuous_size)).astype(np.float32),
                    discrete=discrete, allowed=allowed[0], next_allowed=allowed[1],
                    env_reward=rng.normal(size=n).astype(np.float32), done=rng.random(n) < 0.3)
-    t = sac._prepare(sac.buffer.sample(16, sac.rng))
+    t = sac._prepare(sac.buffer.sample(batch, sac.rng))
     assert sac._accelerated
     manual = sac._accelerated_gradients(t)
     manual_grads = [p.grad.clone() for p in sac.flat.params]

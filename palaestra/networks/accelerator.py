@@ -47,14 +47,13 @@ ACTIVATION_OF = {nn.SiLU: "swish", nn.Tanh: "tanh", nn.ReLU: "relu"}
 def _swish(z):
     if z.size < TORCH_KERNELS_FROM:
         return swish(z)
-    s = np.empty_like(z)
-    torch.sigmoid(torch.from_numpy(z), out=torch.from_numpy(s))
-    return z * s, s
+    # one pass; the backward pass (``silu_backward``) recomputes the sigmoid, so nothing is kept
+    return torch.nn.functional.silu(torch.from_numpy(z)).numpy(), None
 
 
 def _swish_grad(grad_h, z, s):
-    if z.size < TORCH_KERNELS_FROM:
-        return swish_grad(grad_h, z, s)
+    if s is not None:  # the numpy forward's sigmoid (small arrays; a cache cut to its first rows
+        return swish_grad(grad_h, z, s)  # keeps the forward pass's choice)
     return silu_backward(torch.from_numpy(grad_h), torch.from_numpy(z)).numpy()
 
 

@@ -4,6 +4,10 @@
 network, mostly per-tensor bookkeeping. Here every parameter, gradient and moment estimate is a
 view into one flat buffer, and a step is eight numpy operations over that buffer (about 20 us).
 
+From ``TORCH_KERNEL_FROM`` parameters the same step runs as torch's fused Adam kernel over the
+same flat buffers: one vectorized pass instead of eight, 0.10 against 0.27 ms for SAC's 202k
+parameters at 256 units (one thread), where below it torch's call costs more than numpy's eight.
+
 The torch optimizer stays the owner of the state for checkpoints: its ``exp_avg`` and
 ``exp_avg_sq`` tensors are views of the same flat buffers and ``sync()`` writes the step count,
 so ``optimizer.state_dict()`` is exactly torch's format on both paths, and a checkpoint resumes
@@ -12,6 +16,7 @@ on either. The arithmetic is torch's (non-fused) Adam, without weight decay or A
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -19,6 +24,11 @@ import torch
 from torch import nn
 
 from palaestra.networks.flat_params import FlatParameters
+from palaestra.networks.torch_private import functional_adam
+
+# From this many parameters torch's fused kernel beats numpy's eight passes (measured equal near
+# 20k, 2.6x faster at 202k); torch builds without a fused CPU Adam keep the numpy step
+TORCH_KERNEL_FROM = 32768
 
 
 class NumpyAdam:
@@ -42,6 +52,8 @@ class NumpyAdam:
         self.m, self.v = self.flat_m.numpy(), self.flat_v.numpy()
         self._scratch = np.empty_like(self.p)
         self.t = 0
+        self._fused = self.p.size >= TORCH_KERNEL_FROM and _fused_adam_runs()
+        self._steps = torch.zeros(())  # the fused kernel's step counter, set from ``t`` at each step
         self._bind_state()
 
     def _bind_state(self) -> None:
@@ -56,6 +68,12 @@ class NumpyAdam:
         group = self.optimizer.param_groups[0]
         lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
         self.t += 1
+        if self._fused:
+            self._steps.fill_(self.t - 1)  # the functional call counts this step
+            functional_adam([self.flat.data], [self.flat.grad], [self.flat_m], [self.flat_v], [], [self._steps],
+                            fused=True, amsgrad=False, beta1=beta1, beta2=beta2, lr=lr, weight_decay=0.0, eps=eps,
+                            maximize=False)
+            return
         g, m, v, tmp = self.g, self.m, self.v, self._scratch
         m *= beta1
         m += (1.0 - beta1) * g
@@ -95,3 +113,13 @@ class NumpyAdam:
                 steps.append(int(float(state["step"])))
         self.t = max(steps) if steps else 0
         self._bind_state()
+
+
+@functools.cache
+def _fused_adam_runs() -> bool:
+    """Whether this torch has a fused Adam kernel for CPU tensors (2.4 and later)."""
+    try:
+        torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return False
+    return True
