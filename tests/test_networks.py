@@ -405,6 +405,7 @@ def test_numpy_adam_over_a_large_buffer_takes_torch_s_kernel_with_the_same_arith
     trajectory as torch's Adam and as its own numpy passes, and the step count checkpoints."""
     from palaestra.networks import numpy_adam
     from palaestra.networks.flat_params import FlatParameters
+    from palaestra.networks.optim import make_adam
 
     n = numpy_adam.TORCH_KERNEL_FROM + 1000
     rng = np.random.default_rng(0)
@@ -414,7 +415,8 @@ def test_numpy_adam_over_a_large_buffer_takes_torch_s_kernel_with_the_same_arith
     for path in ("fused", "numpy", "torch"):
         param = torch.nn.Parameter(torch.tensor(start))
         flat = FlatParameters([param])
-        optimizer = torch.optim.Adam([flat.parameter], lr=3e-3)
+        # as the algorithms make it (fused where torch has the kernel); the reference is not fused
+        optimizer = make_adam([flat.parameter], 3e-3) if path != "torch" else torch.optim.Adam([flat.parameter], lr=3e-3)
         adam = numpy_adam.NumpyAdam([flat.parameter], optimizer, flat=flat) if path != "torch" else None
         if adam is not None:
             assert adam._fused  # this torch (2.4 and later) has the kernel
@@ -429,3 +431,5 @@ def test_numpy_adam_over_a_large_buffer_takes_torch_s_kernel_with_the_same_arith
     np.testing.assert_allclose(results["fused"], results["torch"], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(results["numpy"], results["torch"], rtol=1e-5, atol=1e-6)
     assert not np.array_equal(results["fused"], start)
+    # an optimizer that is not fused keeps the numpy step at any size
+    assert not numpy_adam.NumpyAdam([flat.parameter], torch.optim.Adam([flat.parameter]), flat=flat)._fused

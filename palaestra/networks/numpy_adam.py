@@ -11,12 +11,13 @@ parameters at 256 units (one thread), where below it torch's call costs more tha
 The torch optimizer stays the owner of the state for checkpoints: its ``exp_avg`` and
 ``exp_avg_sq`` tensors are views of the same flat buffers and ``sync()`` writes the step count,
 so ``optimizer.state_dict()`` is exactly torch's format on both paths, and a checkpoint resumes
-on either. The arithmetic is torch's (non-fused) Adam, without weight decay or AMSGrad.
+on either. The arithmetic is torch's Adam (its non-fused form in numpy; its fused kernel from
+``TORCH_KERNEL_FROM`` parameters where the owning optimizer is fused), without weight decay or
+AMSGrad.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
@@ -28,8 +29,8 @@ from palaestra.networks.torch_private import functional_adam
 
 # From this many parameters torch's fused kernel beats numpy's eight passes. Inside PPO's update
 # loop (after a mini-batch's gradients, one thread): 69 against 59 us at 36k parameters, 125
-# against 203 us at 137k; alone the kernel wins from about 20k. torch builds without a fused CPU
-# Adam keep the numpy step.
+# against 203 us at 137k; alone the kernel wins from about 20k. An optimizer that is not fused
+# (torch builds without a fused CPU Adam: networks/optim.py's make_adam) keeps the numpy step.
 TORCH_KERNEL_FROM = 65536
 
 
@@ -54,7 +55,7 @@ class NumpyAdam:
         self.m, self.v = self.flat_m.numpy(), self.flat_v.numpy()
         self._scratch = np.empty_like(self.p)
         self.t = 0
-        self._fused = self.p.size >= TORCH_KERNEL_FROM and _fused_adam_runs()
+        self._fused = self.p.size >= TORCH_KERNEL_FROM and bool(optimizer.param_groups[0].get("fused"))
         self._steps = torch.zeros(())  # the fused kernel's step counter, set from ``t`` at each step
         self._bind_state()
 
@@ -115,13 +116,3 @@ class NumpyAdam:
                 steps.append(int(float(state["step"])))
         self.t = max(steps) if steps else 0
         self._bind_state()
-
-
-@functools.cache
-def _fused_adam_runs() -> bool:
-    """Whether this torch has a fused Adam kernel for CPU tensors (2.4 and later)."""
-    try:
-        torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], fused=True)
-    except (RuntimeError, TypeError, ValueError):
-        return False
-    return True

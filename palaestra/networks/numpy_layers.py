@@ -73,10 +73,10 @@ def activate(kernels: Kernels, kind: str, z):
     return z, None
 
 
-def activate_in_place(kind: str, z: np.ndarray) -> np.ndarray:
+def activate_in_place(kernels: Kernels, kind: str, z: np.ndarray) -> np.ndarray:
     """The same, overwriting the fresh array ``z``: acting keeps nothing for a backward pass."""
     if kind == "swish":
-        swish_in_place(z)
+        kernels.swish_in_place(z)
     elif kind == "tanh":
         np.tanh(z, out=z)
     elif kind == "relu":
@@ -109,9 +109,7 @@ class Dense:
     def forward(self, x, cache: list | None = None):
         z = self.linear(x)
         if cache is None:
-            if self.activation == "swish":
-                return self.kernels.swish_in_place(z)
-            return activate_in_place(self.activation, z)
+            return activate_in_place(self.kernels, self.activation, z)
         h, kept = activate(self.kernels, self.activation, z)
         cache.append((x, z, h, kept))
         return h
