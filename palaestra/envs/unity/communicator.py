@@ -13,18 +13,16 @@ from __future__ import annotations
 
 import logging
 import socket
-import threading
 import time
-from concurrent import futures
 from dataclasses import dataclass
 from typing import Callable
 
 from palaestra.envs.base import EnvClosed, EnvError
 from palaestra.envs.unity import messages as pb
+from palaestra.envs.unity.servers import OK, Server, closing_message, make_server
 
 logger = logging.getLogger("palaestra")
 
-OK, CLOSING = 200, 400  # HeaderProto.status
 OLDEST_API, NEWEST_API = (1, 0), (1, 5)  # communicator APIs spoken here: 1.0.0 ... 1.5.0
 # The trainer package version announced to Unity, which checks it against a range: Unity's 1.0.x
 # packages (API 1.0) refuse a trainer above 0.25.999 and then stop talking, so API 1.0 hears the
@@ -138,82 +136,26 @@ def free_port(start: int) -> int:
     raise EnvError(f"no free port from {start} to 65535")
 
 
-class _Slot:
-    """One message handed from one thread to another. The exchange alternates strictly (Unity's
-    call, the answer, Unity's next call), so one slot per direction suffices; a bare lock as the
-    signal costs half the CPU of a queue.Queue per hand-off (measured: 18 against 35 us per round
-    trip), which the bridge pays twice per step."""
-
-    def __init__(self) -> None:
-        self._item: object = None
-        self._full = threading.Lock()
-        self._full.acquire()  # held while empty
-
-    def put(self, item: object) -> None:
-        self._item = item  # (an item nobody took, e.g. an answer to a call Unity gave up, is replaced)
-        if self._full.locked():
-            self._full.release()
-
-    def take(self, timeout: float) -> object | None:
-        """The item, or None if none came within ``timeout`` seconds."""
-        if not self._full.acquire(timeout=timeout):
-            return None
-        item, self._item = self._item, None
-        return item
-
-    def empty(self) -> bool:
-        return self._full.locked()
-
-
 class Communicator:
-    """The gRPC server on one port and the exchange with the one Unity instance that connects."""
+    """The exchange with the one Unity instance that connects to the server on ``port``
+    (envs/unity/servers.py): what a message's status means, time-outs with what to check, and the
+    goodbye."""
 
-    def __init__(self, port: int) -> None:
-        import grpc
-
+    def __init__(self, port: int, server: Server | None = None) -> None:
         self.port = port
         # says why Unity can no longer answer (its process exited), or None; set by the launcher
         self.describe_peer: Callable[[], str | None] = lambda: None
-        self._incoming = _Slot()
-        self._replies = _Slot()
+        self._server = server if server is not None else make_server(port)
         self._waiting = False  # Unity is inside a call, waiting for the answer
         self._unity_closed = False  # Unity said goodbye itself (and is quitting)
-        self._closed = threading.Event()
-        handler = grpc.method_handlers_generic_handler(f"{pb.PACKAGE}.{pb.SERVICE}", {
-            "Exchange": grpc.unary_unary_rpc_method_handler(
-                self._on_exchange, request_deserializer=pb.UnityMessageProto.FromString,
-                response_serializer=pb.UnityMessageProto.SerializeToString)})
-        # SO_REUSEPORT off: two runs must never share a port silently
-        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), handlers=[handler],
-                                   options=[("grpc.so_reuseport", 0),
-                                            ("grpc.max_receive_message_length", 512 * 1024 * 1024),
-                                            ("grpc.max_send_message_length", 512 * 1024 * 1024)])
-        try:
-            bound = self._server.add_insecure_port(f"[::]:{port}")
-        except RuntimeError:
-            bound = 0
-        if bound != port:
-            self._server.stop(None)
-            raise EnvError(f"cannot listen on port {port}: another process holds it")
-        self._server.start()
+        self._closed = False
 
-    # --- the server's side: runs in gRPC's threads
-    def _on_exchange(self, request: object, context: object) -> object:
-        self._incoming.put(request)
-        while True:
-            reply = self._replies.take(timeout=0.5)
-            if reply is not None:
-                return reply
-            if self._closed.is_set() or not context.is_active():
-                return closing_message("the trainer has closed the connection")
-
-    # --- the trainer's side
     def receive(self, timeout: float, waiting_for: str, hint: str) -> object:
         """Unity's next message; EnvError when it does not come within ``timeout`` seconds or Unity
         is gone. ``hint`` says what to check."""
         deadline = time.monotonic() + timeout
         while True:
-            message = self._incoming.take(timeout=min(0.25, max(0.0, deadline - time.monotonic())))
+            message = self._server.next_message(min(0.25, max(0.0, deadline - time.monotonic())))
             if message is not None:
                 break
             gone = self.describe_peer()
@@ -235,7 +177,7 @@ class Communicator:
         message.header.status = OK
         message.unity_input.CopyFrom(unity_input)
         self._waiting = False
-        self._replies.put(message)
+        self._server.reply(message)
 
     def exchange(self, unity_input: object, timeout: float, waiting_for: str, hint: str) -> object:
         self.answer(unity_input)
@@ -245,24 +187,13 @@ class Communicator:
         """Answer Unity's waiting call with status 400 (Unity then quits) and stop the server; True
         if Unity is quitting (it took the answer, or had said goodbye itself); False when no call
         was waiting, as when Unity stopped answering."""
-        if self._closed.is_set():
+        if self._closed:
             return False
+        self._closed = True
         delivered = self._unity_closed
         if self._waiting:
             self._waiting = False
-            self._replies.put(closing_message("training is over"))
-            # let the answer reach Unity before the server stops
-            deadline = time.monotonic() + grace
-            while not self._replies.empty() and time.monotonic() < deadline:
-                time.sleep(0.01)
-            delivered = self._replies.empty()
-        self._closed.set()
-        self._server.stop(grace).wait(grace + 1.0)
+            self._server.reply(closing_message("training is over"))
+            delivered = self._server.delivered(grace)  # let the answer reach Unity before the server stops
+        self._server.stop(grace)
         return delivered
-
-
-def closing_message(text: str) -> object:
-    message = pb.UnityMessageProto()
-    message.header.status = CLOSING
-    message.header.message = text
-    return message
