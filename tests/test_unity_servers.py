@@ -74,6 +74,25 @@ def test_each_server_hands_unity_s_messages_over_and_its_answers_back(kind, port
 
 
 @pytest.mark.parametrize("kind", SERVERS)
+def test_an_answer_to_a_call_unity_gave_up_is_harmless_and_its_next_call_is_served(kind, port, channel):
+    server = SERVERS[kind](port)
+    try:
+        stub = exchange_stub(channel)
+        abandoned = stub.future(unity_output("first"), timeout=10)
+        take(server)
+        abandoned.cancel()  # as when Unity's call times out, or the player dies mid-call
+        time.sleep(0.2)
+        server.reply(answer(1))
+        assert server.delivered(1.0)
+        call = stub.future(unity_output("second"), timeout=10)
+        assert take(server).unity_output.rl_initialization_output.name == "second"
+        server.reply(answer(2))
+        assert call.result().unity_input.rl_initialization_input.seed == 2
+    finally:
+        server.stop(0.5)
+
+
+@pytest.mark.parametrize("kind", SERVERS)
 def test_each_server_refuses_a_port_another_process_holds(kind, port):
     with socket.socket() as holder:
         holder.bind(("0.0.0.0", port))
