@@ -494,6 +494,20 @@ def fails(tmp_path, port, *flags, timeout=60.0, env_args=()):
     return str(caught.value), time.time() - start
 
 
+def test_float_properties_go_both_ways(tmp_path, port):
+    # ML-Agents 0.15's channel: Python sets a property, the scene's C# code may set its own
+    properties = sc.FloatPropertiesChannel()
+    env = open_build(str(make_build(tmp_path, "Ball")), port, engine=engine(tmp_path), side_channels=[properties])
+    try:
+        properties.set_property("gravity", 12.5)
+        env.reset()
+        env.step()
+        assert {"event": "float_property", "key": "gravity", "value": 12.5} in events(log_of(env))
+        assert properties.properties == {"gravity": 12.5, "gravity/seen": 25.0}
+    finally:
+        env.close()
+
+
 def test_a_build_that_exits_at_once_names_its_log(tmp_path, port):
     message, seconds = fails(tmp_path, port, "--exit-at-once")
     assert message.startswith(f"--env={tmp_path / 'Faulty.x86_64'}: Unity stopped while Palaestra waited for its "
@@ -605,10 +619,14 @@ def test_mlagents_learn_trains_a_build_and_keeps_its_log(run_cli, workdir, port)
     build = make_build(workdir / "Builds", "FakeBall")
     config = write_yaml(workdir / "c.yaml", CONFIG)
     result = run_cli(str(config), f"--env={build}", "--run-id=u", f"--base-port={port}", "--no-graphics",
-                     "--env-args", "--stats")
+                     "--width=96", "--height=72", "--quality-level=3", "--time-scale=4", "--target-frame-rate=30",
+                     "--capture-frame-rate=50", "--env-args", "--stats")
     assert result.code == 0, result.log
     log = workdir / "models" / "u" / "run_logs" / f"Player-{port}.log"
     assert events(log)[0]["nographics"] and events(log)[-1]["reason"] == "status 400"
+    # every engine flag reaches the scene, each as its kind on the engine-configuration channel
+    engine_events = {e["kind"]: e["values"] for e in events(log) if e["event"] == "engine"}
+    assert engine_events == {0: [96, 72], 1: [3], 2: [4.0], 3: [30], 4: [50]}
     assert (workdir / "models" / "u" / "3DBall.onnx").exists()
     # the scene's statistics reach the summaries under their own keys: the fake sends its step
     # count as an average and as a most-recent value, so the latter is ahead of the former
@@ -642,6 +660,17 @@ def test_cli_faults_end_in_one_line_without_a_traceback(run_cli, workdir, port):
     assert "Traceback" not in crashed.log
     editor = run_cli(str(config), "--num-envs=2", "--run-id=e")
     assert editor.code == 1 and "needs a Unity build" in editor.log
+    nan = make_build(workdir / "NaN", "FakeBall", "--nan-after", "30")
+    poisoned = run_cli(str(config), f"--env={nan}", "--run-id=n", f"--base-port={port}")
+    assert poisoned.code == 1 and "behavior '3DBall', observation 0: NaN or infinite values" in poisoned.log
+    assert "Traceback" not in poisoned.log
+    old_api = make_build(workdir / "Old", "FakeBall", "--api", "0.15.0")
+    refused = run_cli(str(config), f"--env={old_api}", "--run-id=v", f"--base-port={port}")
+    assert refused.code == 1 and "Upgrade the ML-Agents package in the Unity project" in refused.log
+    assert "Traceback" not in refused.log
+    silent = make_build(workdir / "Silent", "FakeBall", "--slow-start", "30")
+    waited = run_cli(str(config), f"--env={silent}", "--run-id=t", f"--base-port={port}", "--timeout-wait=2")
+    assert waited.code == 1 and "within 2 s" in waited.log and "Traceback" not in waited.log
 
 
 def test_dry_run_reads_the_builds_specs_and_writes_no_run_folder(run_cli, workdir, port):
@@ -660,6 +689,16 @@ def test_a_build_that_crashes_under_num_envs_is_restarted(run_cli, workdir, port
     assert result.code == 0, result.log
     assert "exited with code 3" in result.log and "restart" in result.log.lower()
     assert (workdir / "models" / "r" / "3DBall.onnx").exists()
+
+
+def test_builds_that_crash_past_the_restart_limit_stop_the_run_after_saving(run_cli, workdir, port):
+    build = make_build(workdir / "Builds", "FakeBall", "--crash-after", "20")
+    config = write_yaml(workdir / "c.yaml", CONFIG)
+    result = run_cli(str(config), f"--env={build}", "--run-id=x", f"--base-port={port}", "--num-envs=2",
+                     "--max-lifetime-restarts=1")
+    assert result.code == 1, result.log
+    assert "exited with code 3" in result.log and "Traceback" not in result.log
+    assert (workdir / "models" / "x" / "3DBall.onnx").exists()  # saved before stopping
 
 
 def test_builds_that_hang_under_num_envs_are_stopped_with_their_workers(run_cli, workdir, port):

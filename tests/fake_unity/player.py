@@ -91,7 +91,10 @@ def side_channel_events(data: bytes, log: Log, echo: uuid.UUID | None) -> list[t
             key, kind = r.string(), r.int32()
             log(event="parameter", key=key, kind=kind, value=r.float32())
         elif channel_id == sc.FLOAT_PROPERTIES_ID:
-            log(event="float_property", key=r.string(), value=r.float32())
+            key, value = r.string(), r.float32()
+            log(event="float_property", key=key, value=value)
+            # a scene's own property set in answer, as C# code may set one (the channel goes both ways)
+            answers.append((channel_id, bytes(sc.Writer().string(f"{key}/seen").float32(2.0 * value).data)))
         elif echo is not None and channel_id == echo:
             log(event="raw", data=payload.hex())
             answers.append((channel_id, payload[::-1]))
