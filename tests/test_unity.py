@@ -786,17 +786,19 @@ def test_ppo_solves_3dball_through_the_fake_build(run_cli, workdir, port, flags)
     assert len(returns) == 20 and np.mean(returns) >= 90.0
 
 
-def test_ctrl_c_saves_and_quits_the_build(workdir, port):
+@pytest.mark.parametrize("builds", [1, 2])
+def test_ctrl_c_saves_and_quits_the_builds(workdir, port, builds):
     from tests.conftest import interrupt_training
 
     build = make_build(workdir / "Builds", "FakeBall", "--step-delay", "0.002")
     config = write_yaml(workdir / "c.yaml", CONFIG.replace("max_steps: 600", "max_steps: 1000000"))
     code, err, seconds = interrupt_training(workdir, str(config), f"--env={build}", "--run-id=i",
-                                            f"--base-port={port}")
+                                            f"--base-port={port}", f"--num-envs={builds}")
     assert code == 0 and "Traceback" not in err and seconds < 30, err[-2000:]
     assert (workdir / "models" / "i" / "3DBall.onnx").exists()
-    log = events(workdir / "models" / "i" / "run_logs" / f"Player-{port}.log")
-    assert log[-1]["reason"] == "status 400"  # told goodbye, it quit by itself
+    for player in range(builds):  # each told goodbye (by its worker), each quit by itself
+        log = events(workdir / "models" / "i" / "run_logs" / f"Player-{port + player}.log")
+        assert log[-1]["reason"] == "status 400"
 
 
 def test_a_seed_past_int32_reaches_unity_wrapped(tmp_path, port):
