@@ -112,6 +112,22 @@ def test_closing_answers_unity_s_waiting_call_with_the_goodbye(kind, port, chann
     assert not communicator.close()  # once only
 
 
+@pytest.mark.parametrize("kind", SERVERS)
+def test_unity_s_goodbye_ends_the_exchange_and_its_call_is_closed_at_once(kind, port, channel):
+    from palaestra.envs.unity.communicator import UnityStopped
+
+    communicator = Communicator(port, SERVERS[kind](port))
+    goodbye = pb.UnityMessageProto()
+    goodbye.header.status = 400
+    goodbye.header.message = "Play was stopped"
+    call = exchange_stub(channel).future(goodbye, timeout=10)
+    with pytest.raises(UnityStopped, match="status 400: Play was stopped"):
+        communicator.receive(10, "the observations", "")
+    started = time.monotonic()
+    assert communicator.close(grace=3.0)  # Unity is quitting
+    assert call.result().header.status == 400 and time.monotonic() - started < 2.0
+
+
 def test_the_direct_server_refuses_other_methods_and_keeps_serving(port, channel):
     server = DirectServer(port)
     try:

@@ -164,6 +164,8 @@ class DirectServer:
         if self._stopping:
             return
         self._stopping = True
+        if self._call is not None:  # a call still open (Unity's goodbye, which it may not wait on)
+            self.reply(closing_message("the trainer has closed the connection"))
         self._server.shutdown(self._queue, self._SHUTDOWN)
         deadline = time.time() + grace
         cancelled = False
