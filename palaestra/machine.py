@@ -99,8 +99,12 @@ def limit_threads(device: torch.device, widest_hidden_units: int, torch_threads:
     return f"torch {threads}, numpy's BLAS 1"
 
 
+def blas_threads() -> int:
+    """The threads numpy's BLAS may use now."""
+    return max((pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"), default=1)
+
+
 def blas_has_the_threads() -> bool:
     """Whether numpy's BLAS may use at least as many threads as torch (limit_threads gave it the
     training threads, or both have one)."""
-    blas = max((pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"), default=1)
-    return blas >= torch.get_num_threads()
+    return blas_threads() >= torch.get_num_threads()

@@ -113,9 +113,15 @@ def test_update_cadence_counts_from_buffer_init_steps(tmp_path, spelling, expect
 # small arrays take numpy's kernels; (16, 200): torch's for 2B rows, numpy's for the first B the
 # backward pass keeps of the actor's pass; (64, 300): a product per critic tower (numpy_layers.Twin)
 @pytest.mark.parametrize("hidden,batch", [(8, 16), (16, 200), (64, 300)])
-def test_hand_written_gradients_match_autograd(tmp_path, monkeypatch, spec, signals, normalize, hidden, batch):
+# continuous actions' critics also each on a thread of its own (networks/two_threads.py)
+@pytest.mark.parametrize("two_threads", [False, True], ids=["one-thread", "two-threads"])
+def test_hand_written_gradients_match_autograd(tmp_path, monkeypatch, spec, signals, normalize, hidden, batch,
+                                               two_threads):
     from palaestra.algorithms import sac as sac_module
     from palaestra.rewards import ExtrinsicSignal
+
+    if two_threads and not spec.action_spec.is_continuous:
+        pytest.skip("the critics train on two threads for continuous actions only")
 
     monkeypatch.setattr(sac_module, "make_signals",
                         lambda *_: [ExtrinsicSignal(1.0, 0.99), ExtrinsicSignal(0.5, 0.9)][:signals])
@@ -140,6 +146,8 @@ def test_hand_written_gradients_match_autograd(tmp_path, monkeypatch, spec, sign
                    env_reward=rng.normal(size=n).astype(np.float32), done=rng.random(n) < 0.3)
     t = sac._prepare(sac.buffer.sample(batch, sac.rng))
     assert sac._accelerated
+    if two_threads:
+        sac._critics_on_two_threads()
     manual = sac._accelerated_gradients(t)
     manual_grads = [p.grad.clone() for p in sac.flat.params]
     reference = sac._autograd_gradients(t)
@@ -149,6 +157,42 @@ def test_hand_written_gradients_match_autograd(tmp_path, monkeypatch, spec, sign
         torch.testing.assert_close(grad, param.grad, rtol=1e-4, atol=1e-6, msg=lambda m, name=name: f"{name}: {m}")
     for key, value in reference.items():
         torch.testing.assert_close(torch.as_tensor(manual[key]), value, rtol=1e-4, atol=1e-6)
+
+
+def test_critics_on_two_threads_train_exactly_as_on_one(tmp_path):
+    # the same products, element-wise passes and sums, split by critic: the same numbers
+    runs = []
+    for two_threads in (False, True):
+        torch.manual_seed(0)
+        sac = SAC(CONTINUOUS, sac_settings(tmp_path, hidden_units=64, batch_size=300, buffer_init_steps=0),
+                  torch.device("cpu"), np.random.default_rng(0))
+        _fill(sac, 400)
+        if two_threads:
+            sac._critics_on_two_threads()
+        sac.step = 200  # 20 gradient steps
+        stats = sac.update()
+        runs.append((sac.flat.data.clone(), sac.target_flat.data.clone(), {k: float(v) for k, v in stats.items()},
+                     sac.update_count))
+    assert sac._towers is not None
+    (flat, target, stats, steps), (flat2, target2, stats2, steps2) = runs
+    assert steps == steps2 > 1
+    assert torch.equal(flat, flat2) and torch.equal(target, target2)
+    assert stats == stats2
+
+
+def test_wide_continuous_critics_take_two_threads_where_blas_was_given_two(tmp_path):
+    from threadpoolctl import threadpool_limits
+
+    for threads, expected in ((1, False), (2, True)):
+        sac = SAC(CONTINUOUS, sac_settings(tmp_path, hidden_units=256), torch.device("cpu"), np.random.default_rng(0))
+        with threadpool_limits(threads, user_api="blas"):
+            torch.set_num_threads(1)
+            sac._choose_path()
+        assert sac._accelerated and (sac._towers is not None) == expected
+    discrete = SAC(DISCRETE, sac_settings(tmp_path, hidden_units=256), torch.device("cpu"), np.random.default_rng(0))
+    with threadpool_limits(2, user_api="blas"):
+        discrete._choose_path()
+    assert discrete._towers is None
 
 
 def test_wide_plain_networks_train_on_the_accelerator_too(tmp_path):

@@ -23,14 +23,16 @@ The details, named where they happen:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
+from threadpoolctl import ThreadpoolController
 from torch import nn
 
 from palaestra.algorithms.auxiliary import (AuxiliaryLoss, PolicyUpdate, StatsMean, add_auxiliary_gradients,
@@ -42,15 +44,17 @@ from palaestra.rollout.transitions import following_rows, terminal_rows
 from palaestra.checkpoints import CheckpointError
 from palaestra.envs.base import BehaviorSpec
 from palaestra.networks.accelerator import accelerate, acting_network, plain_mlp, twin_layers
-from palaestra.machine import blas_has_the_threads
+from palaestra.machine import blas_has_the_threads, blas_threads
 from palaestra.networks.constants import LOG_STD_MAX, LOG_STD_MIN, MASKED_LOGIT, WIDE_NETWORK_UNITS
 from palaestra.networks.flat_params import FlatParameters
 from palaestra.networks.numpy_adam import NumpyAdam
-from palaestra.networks.numpy_layers import first_rows, log_softmax, squashed_gaussian, squashed_gaussian_grad
+from palaestra.networks.numpy_layers import (Stack, first_rows, log_softmax, squashed_gaussian, squashed_gaussian_grad,
+                                             tower)
 from palaestra.networks.optim import lean_adam_step, make_adam
 from palaestra.networks.policy import TwinMLP
 from palaestra.networks.sac_networks import SquashedActor, squashed_sample
 from palaestra.networks.torch_acting import TorchActor
+from palaestra.networks.two_threads import SecondThread, in_pairs
 from palaestra.networks.recurrent import TwinLSTM, stored_memory_size
 from palaestra.networks.visual import image_features, with_actions
 from palaestra.rewards import SignalEpisodeSums, load_signals_state, make_signals
@@ -241,6 +245,8 @@ class SAC:
         widths = [m.out_features for m in self.policy.body if isinstance(m, nn.Linear)]
         self._path_chosen = max(widths, default=0) < WIDE_NETWORK_UNITS
         self._numpy_adam = None
+        self._towers: tuple[list[Stack], list[Stack]] | None = None  # _choose_path: the critics, one per thread
+        self._second: SecondThread | None = None
         if self._accelerated:
             self._accelerate()
             self._numpy_adam = NumpyAdam([self.flat.parameter], self.optimizer, flat=self.flat)
@@ -343,11 +349,21 @@ class SAC:
 
     def _choose_path(self) -> None:
         """A wide network keeps the accelerator only where numpy's BLAS got the training threads;
-        on one BLAS thread beside torch's several, autograd is faster (docs/benchmarks.md)."""
+        on one BLAS thread beside torch's several, autograd is faster (docs/benchmarks.md). With
+        two BLAS threads, continuous actions' twin critics train one per thread instead
+        (networks/two_threads.py: steady whichever way the cores share their caches)."""
         if self._accelerated and not blas_has_the_threads():
             self._numpy_adam.sync()  # the torch optimizer takes over the moments and the step count
             self._accelerated, self._numpy_adam = False, None
+        if self._accelerated and self.continuous and blas_threads() == 2:
+            self._critics_on_two_threads()
         self._path_chosen = True
+
+    def _critics_on_two_threads(self) -> None:
+        self._towers = ([tower(self._critic_layers, i) for i in (0, 1)],
+                        [tower(self._target_layers, i) for i in (0, 1)])
+        self._second = SecondThread()
+        self._blas = ThreadpoolController().select(user_api="blas")
 
     def update(self) -> dict[str, Any]:
         """The gradient steps the cadence asks for since the last call; their mean losses."""
@@ -359,16 +375,19 @@ class SAC:
         totals: dict[str, torch.Tensor] = {}
         extra = StatsMean()  # auxiliary losses' and reward-signal models' stats
         steps = 0
-        while self.update_count < self._updates_due():
-            batch = self._sample()
-            for key, value in self._gradient_step(batch, extra).items():
-                totals[key] = totals[key] + value if key in totals else value
-            self.update_count += 1
-            steps += 1
-            for policy_update in self.policy_updates:  # after each gradient step, as ML-Agents' BC
-                extra.add(policy_update.update(self.step))
-            if self.policy_updates:  # their optimizers step every policy parameter, the encoder copy too
-                self._share_encoder()
+        # with the critics on two threads, one BLAS thread each: BLAS's own second thread, which
+        # spins a while after every product, would take the second critic's core
+        with self._blas.limit(limits=1) if self._towers is not None else contextlib.nullcontext():
+            while self.update_count < self._updates_due():
+                batch = self._sample()
+                for key, value in self._gradient_step(batch, extra).items():
+                    totals[key] = totals[key] + value if key in totals else value
+                self.update_count += 1
+                steps += 1
+                for policy_update in self.policy_updates:  # after each gradient step, as ML-Agents' BC
+                    extra.add(policy_update.update(self.step))
+                if self.policy_updates:  # their optimizers step every policy parameter, the encoder copy too
+                    self._share_encoder()
         # reward signals with a model (curiosity, GAIL) learn on their own cadence
         # (reward_signal_steps_per_update, by default steps_per_update), on their own samples
         signal_updates_due = self._updates_due(self.settings.reward_signal_steps_per_update)
@@ -575,7 +594,7 @@ class SAC:
             return (self._accelerated_continuous if self.continuous else self._accelerated_discrete)(t)
 
     def _accelerated_continuous(self, t: SACBatch) -> dict[str, Any]:
-        actor, critic, v = self._network, self._critic_layers, self._views
+        actor, v = self._network, self._views
         x, x_next = actor.encode(t.obs), actor.encode(t.next_obs)
         B, c = x.shape[0], self.spec.action_spec.continuous_size
         alpha = np.exp(v.log_alpha)
@@ -591,18 +610,19 @@ class SAC:
         a_pi, logp_pi, std = squashed_gaussian(out[:, :c], np.clip(raw_log_std, LOG_STD_MIN, LOG_STD_MAX), eps)
         a_next, logp_next, _ = squashed_gaussian(out_next[:, :c], np.clip(out_next[:, c:], LOG_STD_MIN, LOG_STD_MAX),
                                                  t.noise[B:])
-        q_next = self._target_layers.forward(np.concatenate([x_next, a_next], 1)).min(0)
-        y = t.rewards + v.gammas * t.not_done * (q_next - alpha * logp_next[:, None])
         # One pass of the critics over 2B rows serves both losses: at (s, a) for the critics' own
         # loss (rows :B, the only rows that train them) and at (s, pi(s)) for the actor's, through
         # the critics as constants to the action (rows B:). Larger products, half the calls.
-        critic_cache: list = []
-        q_both = critic.forward(np.concatenate([np.concatenate([x, t.continuous], 1),
-                                                np.concatenate([x, a_pi], 1)]), critic_cache)  # [2, 2B, K]
-        q, q_pi = q_both[:, :B], q_both[:, B:]
-        grad_q_pi, grad_logp = continuous_policy_loss_grad(alpha, q_pi)
-        grad_in = critic.backward(np.concatenate([q_losses_grad(q, y), grad_q_pi], 1), critic_cache,
-                                  weight_rows=B, input_grad=True)
+        critic_in = np.concatenate([np.concatenate([x, t.continuous], 1), np.concatenate([x, a_pi], 1)])
+
+        def losses(q_next, q_both):  # [2, B, K] and [2, 2B, K] -> d/d(q_both), and what the actor needs
+            y = t.rewards + v.gammas * t.not_done * (q_next.min(0) - alpha * logp_next[:, None])
+            q, q_pi = q_both[:, :B], q_both[:, B:]
+            grad_q_pi, grad_logp = continuous_policy_loss_grad(alpha, q_pi)
+            return np.concatenate([q_losses_grad(q, y), grad_q_pi], 1), (q, q_pi, y, grad_logp)
+
+        grad_in, (q, q_pi, y, grad_logp) = self._critic_passes(np.concatenate([x_next, a_next], 1), critic_in, B,
+                                                               losses)
         grad_a = grad_in[B:, -c:]
         # the actor's loss on to the squash and the actor
         grad_mean, grad_log_std = squashed_gaussian_grad(grad_a, grad_logp, a_pi, std, eps)
@@ -613,6 +633,28 @@ class SAC:
         K = q.shape[2]
         policy_loss = (alpha[0] * logp_pi - q_pi.min(0).sum(1) * (1.0 / K)).sum() * (1.0 / B)
         return self._accelerated_stats(q, y, policy_loss)
+
+    def _critic_passes(self, target_in: np.ndarray, critic_in: np.ndarray, B: int, losses: Callable
+                       ) -> tuple[np.ndarray, Any]:
+        """The target critics forward at ``target_in``, the critics forward and back over
+        ``critic_in`` (its first ``B`` rows train them), with ``losses(q_next, q_both)`` -> (the
+        gradient of ``q_both``, what it keeps) in between; returns (d/d(critic_in), summed over both
+        critics, and what ``losses`` kept). Each critic on its own thread where two BLAS threads
+        were given (``_choose_path``, networks/two_threads.py); the same arithmetic either way."""
+        if self._towers is None:
+            cache: list = []
+            q_next = self._target_layers.forward(target_in)
+            q_both = self._critic_layers.forward(critic_in, cache)
+            grad, kept = losses(q_next, q_both)
+            return self._critic_layers.backward(grad, cache, weight_rows=B, input_grad=True), kept
+        critics, targets = self._towers
+        caches: tuple[list, list] = ([], [])
+        ahead = in_pairs(self._second, lambda i: (targets[i].forward(target_in),
+                                                  critics[i].forward(critic_in, caches[i])))
+        grad, kept = losses(np.stack([ahead[0][0], ahead[1][0]]), np.stack([ahead[0][1], ahead[1][1]]))
+        back = in_pairs(self._second, lambda i: critics[i].backward(grad[i], caches[i], weight_rows=B,
+                                                                     input_grad=True))
+        return back[0] + back[1], kept
 
     def _accelerated_discrete(self, t: SACBatch) -> dict[str, Any]:
         actor, critic, v = self._network, self._critic_layers, self._views

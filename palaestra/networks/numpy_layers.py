@@ -215,6 +215,14 @@ class Stack:
         return grad
 
 
+def tower(stack: Stack, t: int) -> Stack:
+    """Tower ``t`` of a stack of twin layers, as plain layers over views of its weights and
+    gradients: a network of its own, for a thread of its own (networks/two_threads.py)."""
+    return Stack([Dense(layer.kernels, layer.w[t], layer.b[t, 0], layer.activation,
+                        None if layer.gw is None else layer.gw[t], None if layer.gb is None else layer.gb[t, 0])
+                  for layer in stack.layers])
+
+
 class LSTMStep:
     """One step of a one-layer torch LSTM (``weight_ih`` [4 units, in], ``weight_hh`` [4 units,
     units], their biases; gates in torch's order: input, forget, cell, output), for acting;

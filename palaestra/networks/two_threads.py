@@ -1,0 +1,67 @@
+"""Work split between two threads that each keep their own data.
+
+On two cores, numpy's BLAS splits every matrix product between its threads, and the next
+operation reads the whole result on the first core: each product's output crosses between the
+cores' caches. Where the two cores share a cache that is cheap; where they do not (a virtual
+machine's two cores placed on different chiplets, which this project's machines were measured to
+switch between from minute to minute: a cache line's round trip between the cores 55-80 ns in one
+placement, 330-400 ns in the other) the second thread gains nothing (docs/benchmarks.md). Work
+split by what it owns, SAC's two critics each on its own thread with one BLAS thread each, keeps
+each critic's weights, gradients and activations in one core's cache in either placement.
+
+numpy's products and large element-wise operations, and torch's kernels, release the GIL, so the
+two threads run at once; their Python in between takes turns.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable
+
+
+class SecondThread:
+    """A thread that runs one function at a time for the thread that hands it over: ``start(fn)``,
+    do the other half, then ``result()`` (re-raises what ``fn`` raised). A bare lock per direction
+    is the cheapest hand-off (envs/unity/servers.py measured it against a queue)."""
+
+    def __init__(self) -> None:
+        self._go = threading.Lock()
+        self._go.acquire()
+        self._done = threading.Lock()
+        self._done.acquire()
+        self._work: Callable[[], Any] | None = None
+        self._out: Any = None
+        self._error: BaseException | None = None
+        threading.Thread(target=self._loop, name="palaestra-second-thread", daemon=True).start()
+
+    def _loop(self) -> None:
+        while True:
+            self._go.acquire()
+            try:
+                self._out, self._error = self._work(), None
+            except BaseException as e:  # handed back to the caller
+                self._out, self._error = None, e
+            self._done.release()
+
+    def start(self, work: Callable[[], Any]) -> None:
+        self._work = work
+        self._go.release()
+
+    def result(self) -> Any:
+        self._done.acquire()
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        return self._out
+
+
+def in_pairs(second: SecondThread | None, work: Callable[[int], Any]) -> tuple[Any, Any]:
+    """(work(0), work(1)): on two threads where ``second`` is given, one after the other where not."""
+    if second is None:
+        return work(0), work(1)
+    second.start(lambda: work(1))
+    try:
+        first = work(0)
+    finally:
+        other = second.result()  # always collected, so that the next hand-off starts in step
+    return first, other
