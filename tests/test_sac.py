@@ -113,15 +113,12 @@ def test_update_cadence_counts_from_buffer_init_steps(tmp_path, spelling, expect
 # small arrays take numpy's kernels; (16, 200): torch's for 2B rows, numpy's for the first B the
 # backward pass keeps of the actor's pass; (64, 300): a product per critic tower (numpy_layers.Twin)
 @pytest.mark.parametrize("hidden,batch", [(8, 16), (16, 200), (64, 300)])
-# continuous actions' critics also each on a thread of its own (networks/two_threads.py)
+# the critics also each on a thread of its own (networks/two_threads.py)
 @pytest.mark.parametrize("two_threads", [False, True], ids=["one-thread", "two-threads"])
 def test_hand_written_gradients_match_autograd(tmp_path, monkeypatch, spec, signals, normalize, hidden, batch,
                                                two_threads):
     from palaestra.algorithms import sac as sac_module
     from palaestra.rewards import ExtrinsicSignal
-
-    if two_threads and not spec.action_spec.is_continuous:
-        pytest.skip("the critics train on two threads for continuous actions only")
 
     monkeypatch.setattr(sac_module, "make_signals",
                         lambda *_: [ExtrinsicSignal(1.0, 0.99), ExtrinsicSignal(0.5, 0.9)][:signals])
@@ -159,14 +156,15 @@ def test_hand_written_gradients_match_autograd(tmp_path, monkeypatch, spec, sign
         torch.testing.assert_close(torch.as_tensor(manual[key]), value, rtol=1e-4, atol=1e-6)
 
 
-def test_critics_on_two_threads_train_exactly_as_on_one(tmp_path):
+@pytest.mark.parametrize("spec", [CONTINUOUS, DISCRETE], ids=["continuous", "discrete"])
+def test_critics_on_two_threads_train_exactly_as_on_one(tmp_path, spec):
     # the same products, element-wise passes and sums, split by critic: the same numbers
     runs = []
     for two_threads in (False, True):
         torch.manual_seed(0)
-        sac = SAC(CONTINUOUS, sac_settings(tmp_path, hidden_units=64, batch_size=300, buffer_init_steps=0),
+        sac = SAC(spec, sac_settings(tmp_path, hidden_units=64, batch_size=300, buffer_init_steps=0),
                   torch.device("cpu"), np.random.default_rng(0))
-        _fill(sac, 400)
+        _fill(sac, 400, spec)
         if two_threads:
             sac._critics_on_two_threads()
         sac.step = 200  # 20 gradient steps
@@ -180,7 +178,7 @@ def test_critics_on_two_threads_train_exactly_as_on_one(tmp_path):
     assert stats == stats2
 
 
-def test_wide_continuous_critics_take_two_threads_where_blas_was_given_two(tmp_path):
+def test_wide_critics_take_two_threads_where_blas_was_given_two(tmp_path):
     from threadpoolctl import threadpool_limits
 
     for threads, expected in ((1, False), (2, True)):
@@ -189,10 +187,6 @@ def test_wide_continuous_critics_take_two_threads_where_blas_was_given_two(tmp_p
             torch.set_num_threads(1)
             sac._choose_path()
         assert sac._accelerated and (sac._towers is not None) == expected
-    discrete = SAC(DISCRETE, sac_settings(tmp_path, hidden_units=256), torch.device("cpu"), np.random.default_rng(0))
-    with threadpool_limits(2, user_api="blas"):
-        discrete._choose_path()
-    assert discrete._towers is None
 
 
 def test_wide_plain_networks_train_on_the_accelerator_too(tmp_path):
@@ -202,11 +196,14 @@ def test_wide_plain_networks_train_on_the_accelerator_too(tmp_path):
     assert sac._accelerated and sac.trains_in_numpy
 
 
-def _fill(sac: SAC, n: int = 64) -> None:
+def _fill(sac: SAC, n: int = 64, spec: BehaviorSpec = CONTINUOUS) -> None:
     rng = np.random.default_rng(5)  # the same transitions every time
+    a = spec.action_spec
+    width = sum(a.discrete_branches)
+    discrete = np.stack([rng.integers(0, k, n) for k in a.discrete_branches], 1) if width else np.zeros((n, 0), np.int64)
     sac.buffer.add(obs_0=rng.normal(size=(n, 3)).astype(np.float32), next_obs_0=rng.normal(size=(n, 3)).astype(np.float32),
-                   continuous=rng.uniform(-0.9, 0.9, (n, 2)).astype(np.float32), discrete=np.zeros((n, 0), np.int64),
-                   allowed=np.ones((n, 0), bool), next_allowed=np.ones((n, 0), bool),
+                   continuous=rng.uniform(-0.9, 0.9, (n, a.continuous_size)).astype(np.float32), discrete=discrete,
+                   allowed=np.ones((n, width), bool), next_allowed=np.ones((n, width), bool),
                    env_reward=rng.normal(size=n).astype(np.float32), done=rng.random(n) < 0.2)
 
 

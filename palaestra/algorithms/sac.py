@@ -350,12 +350,12 @@ class SAC:
     def _choose_path(self) -> None:
         """A wide network keeps the accelerator only where numpy's BLAS got the training threads;
         on one BLAS thread beside torch's several, autograd is faster (docs/benchmarks.md). With
-        two BLAS threads, continuous actions' twin critics train one per thread instead
+        two BLAS threads, the twin critics train one per thread instead
         (networks/two_threads.py: steady whichever way the cores share their caches)."""
         if self._accelerated and not blas_has_the_threads():
             self._numpy_adam.sync()  # the torch optimizer takes over the moments and the step count
             self._accelerated, self._numpy_adam = False, None
-        if self._accelerated and self.continuous and blas_threads() == 2:
+        if self._accelerated and blas_threads() == 2:
             self._critics_on_two_threads()
         self._path_chosen = True
 
@@ -621,8 +621,8 @@ class SAC:
             grad_q_pi, grad_logp = continuous_policy_loss_grad(alpha, q_pi)
             return np.concatenate([q_losses_grad(q, y), grad_q_pi], 1), (q, q_pi, y, grad_logp)
 
-        grad_in, (q, q_pi, y, grad_logp) = self._critic_passes(np.concatenate([x_next, a_next], 1), critic_in, B,
-                                                               losses)
+        grad_in, (q, q_pi, y, grad_logp) = self._critic_passes(np.concatenate([x_next, a_next], 1), critic_in, losses,
+                                                               weight_rows=B, input_grad=True)
         grad_a = grad_in[B:, -c:]
         # the actor's loss on to the squash and the actor
         grad_mean, grad_log_std = squashed_gaussian_grad(grad_a, grad_logp, a_pi, std, eps)
@@ -634,30 +634,30 @@ class SAC:
         policy_loss = (alpha[0] * logp_pi - q_pi.min(0).sum(1) * (1.0 / K)).sum() * (1.0 / B)
         return self._accelerated_stats(q, y, policy_loss)
 
-    def _critic_passes(self, target_in: np.ndarray, critic_in: np.ndarray, B: int, losses: Callable
-                       ) -> tuple[np.ndarray, Any]:
+    def _critic_passes(self, target_in: np.ndarray, critic_in: np.ndarray, losses: Callable,
+                       weight_rows: int | None = None, input_grad: bool = False) -> tuple[np.ndarray | None, Any]:
         """The target critics forward at ``target_in``, the critics forward and back over
-        ``critic_in`` (its first ``B`` rows train them), with ``losses(q_next, q_both)`` -> (the
-        gradient of ``q_both``, what it keeps) in between; returns (d/d(critic_in), summed over both
-        critics, and what ``losses`` kept). Each critic on its own thread where two BLAS threads
-        were given (``_choose_path``, networks/two_threads.py); the same arithmetic either way."""
+        ``critic_in``, with ``losses(q_next, q)`` -> (the gradient of ``q``, what it keeps) in
+        between; returns (d/d(critic_in) summed over both critics where ``input_grad``, and what
+        ``losses`` kept); ``weight_rows`` as ``Dense.backward``. Each critic on its own thread where
+        two BLAS threads were given (``_choose_path``, networks/two_threads.py); the same
+        arithmetic either way."""
         if self._towers is None:
             cache: list = []
             q_next = self._target_layers.forward(target_in)
-            q_both = self._critic_layers.forward(critic_in, cache)
-            grad, kept = losses(q_next, q_both)
-            return self._critic_layers.backward(grad, cache, weight_rows=B, input_grad=True), kept
+            q = self._critic_layers.forward(critic_in, cache)
+            grad, kept = losses(q_next, q)
+            return self._critic_layers.backward(grad, cache, weight_rows, input_grad), kept
         critics, targets = self._towers
         caches: tuple[list, list] = ([], [])
         ahead = in_pairs(self._second, lambda i: (targets[i].forward(target_in),
                                                   critics[i].forward(critic_in, caches[i])))
         grad, kept = losses(np.stack([ahead[0][0], ahead[1][0]]), np.stack([ahead[0][1], ahead[1][1]]))
-        back = in_pairs(self._second, lambda i: critics[i].backward(grad[i], caches[i], weight_rows=B,
-                                                                     input_grad=True))
-        return back[0] + back[1], kept
+        back = in_pairs(self._second, lambda i: critics[i].backward(grad[i], caches[i], weight_rows, input_grad))
+        return (back[0] + back[1] if input_grad else None), kept
 
     def _accelerated_discrete(self, t: SACBatch) -> dict[str, Any]:
-        actor, critic, v = self._network, self._critic_layers, self._views
+        actor, v = self._network, self._views
         x, x_next = actor.encode(t.obs), actor.encode(t.next_obs)
         B, n, A = x.shape[0], len(self.branches), sum(self.branches)
         alpha = np.exp(v.log_alpha)
@@ -666,39 +666,42 @@ class SAC:
         logits = np.where(t.allowed, actor.logits.forward(actor.trunk.forward(x, trunk_cache), head_cache),
                           MASKED_LOGIT)
         logits_next = np.where(t.next_allowed, actor.logits.forward(actor.trunk.forward(x_next)), MASKED_LOGIT)
-        critic_cache: list = []
-        q_all = critic.forward(x, critic_cache)  # [2, B, K * A]
-        K = q_all.shape[2] // A
-        q_all4 = q_all.reshape(2, B, K, A)
-        q_next = self._target_layers.forward(x_next).reshape(2, B, K, A).min(0)  # [B, K, A]
-        q_min = q_all4.min(0).sum(1) * (1.0 / K)  # [B, A]: the actor's (constant) view of the critics
-        v_next = np.zeros(t.rewards.shape, np.float32)
-        q_taken = np.zeros((2, B, K), np.float32)
         grad_logits = np.empty(logits.shape, np.float32)
         entropy_error = np.empty((B, n), np.float32)
-        policy_loss = 0.0
-        rows = np.arange(B)
-        taken = []
-        for br, (start, size) in enumerate(zip(self.offsets, self.branches)):
-            cols = slice(start, start + size)
-            logp = log_softmax(logits[:, cols])
-            logp_next = log_softmax(logits_next[:, cols])
-            v_next += (np.exp(logp_next)[:, None, :] * (q_next[..., cols] - alpha[br] * logp_next[:, None, :])).sum(-1)
-            index = t.discrete[:, br] + start
-            taken.append(index)
-            q_taken += q_all4[:, rows, :, index].swapaxes(0, 1)  # the indexing puts B first
-            loss, grad = discrete_policy_loss_grad(alpha[br], logp, q_min[:, cols])
-            policy_loss = policy_loss + loss
-            grad_logits[:, cols] = grad * (1.0 / n)
-            entropy_error[:, br] = (np.exp(logp) * logp).sum(1) + v.target_entropy[br]
-        y = t.rewards + v.gammas * t.not_done * (v_next / n)
-        q = q_taken / n  # [2, B, K]
-        # q is the mean over branches of each taken column: each receives 1/n of q's gradient
-        grad_q_all = np.zeros(q_all4.shape, np.float32)
-        share = (q_losses_grad(q, y) * (1.0 / n)).swapaxes(0, 1)  # [B, 2, K], as the indexing
-        for index in taken:  # branches' columns are disjoint
-            grad_q_all[:, rows, :, index] = share
-        critic.backward(grad_q_all.reshape(2, B, K * A), critic_cache)
+
+        def losses(q_next_all, q_all):  # [2, B, K * A] each -> d/d(q_all), and what the rest needs
+            K = q_all.shape[2] // A
+            q_all4 = q_all.reshape(2, B, K, A)
+            q_next = q_next_all.reshape(2, B, K, A).min(0)  # [B, K, A]
+            q_min = q_all4.min(0).sum(1) * (1.0 / K)  # [B, A]: the actor's (constant) view of the critics
+            v_next = np.zeros(t.rewards.shape, np.float32)
+            q_taken = np.zeros((2, B, K), np.float32)
+            policy_loss = 0.0
+            rows = np.arange(B)
+            taken = []
+            for br, (start, size) in enumerate(zip(self.offsets, self.branches)):
+                cols = slice(start, start + size)
+                logp = log_softmax(logits[:, cols])
+                logp_next = log_softmax(logits_next[:, cols])
+                v_next += (np.exp(logp_next)[:, None, :] * (q_next[..., cols] - alpha[br] * logp_next[:, None, :])
+                           ).sum(-1)
+                index = t.discrete[:, br] + start
+                taken.append(index)
+                q_taken += q_all4[:, rows, :, index].swapaxes(0, 1)  # the indexing puts B first
+                loss, grad = discrete_policy_loss_grad(alpha[br], logp, q_min[:, cols])
+                policy_loss = policy_loss + loss
+                grad_logits[:, cols] = grad * (1.0 / n)
+                entropy_error[:, br] = (np.exp(logp) * logp).sum(1) + v.target_entropy[br]
+            y = t.rewards + v.gammas * t.not_done * (v_next / n)
+            q = q_taken / n  # [2, B, K]
+            # q is the mean over branches of each taken column: each receives 1/n of q's gradient
+            grad_q_all = np.zeros(q_all4.shape, np.float32)
+            share = (q_losses_grad(q, y) * (1.0 / n)).swapaxes(0, 1)  # [B, 2, K], as the indexing
+            for index in taken:  # branches' columns are disjoint
+                grad_q_all[:, rows, :, index] = share
+            return grad_q_all.reshape(2, B, K * A), (q, y, policy_loss)
+
+        _, (q, y, policy_loss) = self._critic_passes(x_next, x, losses)
         grad_logits[~t.allowed] = 0.0
         actor.trunk.backward(actor.logits.backward(grad_logits, head_cache[0]), trunk_cache)
         v.grad_log_alpha[:] = alpha_loss_grad(entropy_error)
