@@ -302,18 +302,18 @@ def torch_device_problem(value: object) -> str | None:
     return f"expected auto, cpu, cuda or cuda:N (N a GPU's index), got {_shown(repr(value))}"
 
 
-def _torch_device(value: str) -> str:
-    problem = torch_device_problem(value)
-    if problem is not None:
-        raise argparse.ArgumentTypeError(problem)
-    return value
+def _checked(problem_of: Callable[[str], str | None]) -> Callable[[str], str]:
+    """An argparse type: the value as given, unless ``problem_of`` names what is wrong with it."""
+    def parse(value: str) -> str:
+        problem = problem_of(value)
+        if problem is not None:
+            raise argparse.ArgumentTypeError(problem)
+        return value
+    return parse
 
 
-def _run_id(value: str) -> str:
-    problem = run_id_problem(value)
-    if problem is not None:
-        raise argparse.ArgumentTypeError(problem)
-    return value
+_torch_device = _checked(torch_device_problem)
+_run_id = _checked(run_id_problem)
 
 
 def build_parser() -> argparse.ArgumentParser:

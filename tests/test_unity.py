@@ -681,24 +681,17 @@ def test_dry_run_reads_the_builds_specs_and_writes_no_run_folder(run_cli, workdi
     assert not (workdir / "models").exists()
 
 
-def test_a_build_that_crashes_under_num_envs_is_restarted(run_cli, workdir, port):
+@pytest.mark.parametrize("limit, code", [("--restarts-rate-limit-n=-1", 0), ("--max-lifetime-restarts=1", 1)],
+                         ids=["restarted", "past-the-limit"])
+def test_a_build_that_crashes_under_num_envs_is_restarted_within_the_limits(run_cli, workdir, port, limit, code):
+    # past --max-lifetime-restarts the run stops, after saving
     build = make_build(workdir / "Builds", "FakeBall", "--crash-after", "20")
     config = write_yaml(workdir / "c.yaml", CONFIG)
-    result = run_cli(str(config), f"--env={build}", "--run-id=r", f"--base-port={port}", "--num-envs=2",
-                     "--restarts-rate-limit-n=-1")
-    assert result.code == 0, result.log
+    result = run_cli(str(config), f"--env={build}", "--run-id=r", f"--base-port={port}", "--num-envs=2", limit)
+    assert result.code == code, result.log
     assert "exited with code 3" in result.log and "restart" in result.log.lower()
+    assert "Traceback" not in result.log
     assert (workdir / "models" / "r" / "3DBall.onnx").exists()
-
-
-def test_builds_that_crash_past_the_restart_limit_stop_the_run_after_saving(run_cli, workdir, port):
-    build = make_build(workdir / "Builds", "FakeBall", "--crash-after", "20")
-    config = write_yaml(workdir / "c.yaml", CONFIG)
-    result = run_cli(str(config), f"--env={build}", "--run-id=x", f"--base-port={port}", "--num-envs=2",
-                     "--max-lifetime-restarts=1")
-    assert result.code == 1, result.log
-    assert "exited with code 3" in result.log and "Traceback" not in result.log
-    assert (workdir / "models" / "x" / "3DBall.onnx").exists()  # saved before stopping
 
 
 def test_builds_that_hang_under_num_envs_are_stopped_with_their_workers(run_cli, workdir, port):
