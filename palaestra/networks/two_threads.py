@@ -16,43 +16,57 @@ two threads run at once; their Python in between takes turns.
 from __future__ import annotations
 
 import threading
+import weakref
 from typing import Any, Callable
 
 
 class SecondThread:
     """A thread that runs one function at a time for the thread that hands it over: ``start(fn)``,
     do the other half, then ``result()`` (re-raises what ``fn`` raised). A bare lock per direction
-    is the cheapest hand-off (envs/unity/servers.py measured it against a queue)."""
+    is the cheapest hand-off (envs/unity/servers.py measured it against a queue). The thread ends
+    when this object is collected."""
 
     def __init__(self) -> None:
         self._go = threading.Lock()
         self._go.acquire()
         self._done = threading.Lock()
         self._done.acquire()
-        self._work: Callable[[], Any] | None = None
-        self._out: Any = None
-        self._error: BaseException | None = None
-        threading.Thread(target=self._loop, name="palaestra-second-thread", daemon=True).start()
-
-    def _loop(self) -> None:
-        while True:
-            self._go.acquire()
-            try:
-                self._out, self._error = self._work(), None
-            except BaseException as e:  # handed back to the caller
-                self._out, self._error = None, e
-            self._done.release()
+        self._box: list[Any] = [None, None, None]  # the work, its result, its exception
+        # the thread holds the locks and the box, not this object, so that dropping it ends the thread
+        threading.Thread(target=_serve, args=(self._go, self._done, self._box), name="palaestra-second-thread",
+                         daemon=True).start()
+        weakref.finalize(self, _stop, self._go, self._box)
 
     def start(self, work: Callable[[], Any]) -> None:
-        self._work = work
+        self._box[0] = work
         self._go.release()
 
     def result(self) -> Any:
         self._done.acquire()
-        if self._error is not None:
-            error, self._error = self._error, None
+        out, error = self._box[1], self._box[2]
+        self._box[1] = self._box[2] = None
+        if error is not None:
             raise error
-        return self._out
+        return out
+
+
+def _serve(go: threading.Lock, done: threading.Lock, box: list[Any]) -> None:
+    while True:
+        go.acquire()
+        work = box[0]
+        if work is None:  # _stop: the owner was collected
+            return
+        try:
+            box[1], box[2] = work(), None
+        except BaseException as e:  # handed back to the caller
+            box[1], box[2] = None, e
+        box[0] = work = None  # (the work's closure holds a step's arrays)
+        done.release()
+
+
+def _stop(go: threading.Lock, box: list[Any]) -> None:
+    box[0] = None
+    go.release()
 
 
 def in_pairs(second: SecondThread | None, work: Callable[[int], Any]) -> tuple[Any, Any]:

@@ -1,0 +1,51 @@
+"""The hand-off thread SAC's critics train on (networks/two_threads.py)."""
+
+from __future__ import annotations
+
+import gc
+import threading
+import time
+
+import pytest
+
+from palaestra.networks.two_threads import SecondThread, in_pairs
+
+
+def _second_threads() -> int:
+    return sum(t.name == "palaestra-second-thread" and t.is_alive() for t in threading.enumerate())
+
+
+def test_work_runs_in_pairs_on_two_threads_and_in_order_on_one():
+    second = SecondThread()
+    seen: list[str] = []
+    assert in_pairs(second, lambda i: (i, threading.current_thread().name)) == (
+        (0, threading.current_thread().name), (1, "palaestra-second-thread"))
+    assert in_pairs(None, lambda i: seen.append(str(i)) or i * 10) == (0, 10) and seen == ["0", "1"]
+
+
+def test_an_exception_on_either_side_reaches_the_caller_and_the_next_pair_runs():
+    second = SecondThread()
+
+    def fail_on(side):
+        def work(i):
+            if i == side:
+                raise ValueError(f"side {i}")
+            return i
+        return work
+
+    for side in (0, 1):
+        with pytest.raises(ValueError, match=f"side {side}"):
+            in_pairs(second, fail_on(side))
+        assert in_pairs(second, lambda i: i + 1) == (1, 2)  # the hand-off is still in step
+
+
+def test_the_thread_ends_when_its_owner_is_dropped():
+    before = _second_threads()
+    second = SecondThread()
+    assert _second_threads() == before + 1
+    del second
+    gc.collect()
+    deadline = time.monotonic() + 5
+    while _second_threads() > before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert _second_threads() == before
