@@ -49,3 +49,10 @@ def test_the_thread_ends_when_its_owner_is_dropped():
     while _second_threads() > before and time.monotonic() < deadline:
         time.sleep(0.01)
     assert _second_threads() == before
+
+
+def test_a_result_nobody_took_is_waited_out_before_the_next_work():
+    # as when a signal interrupts the wait for the second half: the next pair must not get it
+    second = SecondThread()
+    second.start(lambda: time.sleep(0.2) or "old")
+    assert in_pairs(second, lambda i: ("new", i)) == (("new", 0), ("new", 1))

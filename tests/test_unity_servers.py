@@ -180,3 +180,16 @@ def test_the_environment_variable_chooses_the_threaded_server(port, monkeypatch)
     server = make_server(free_port(port + 1))
     server.stop(0.5)
     assert isinstance(server, DirectServer)
+
+
+def test_a_direct_server_never_stopped_lets_the_process_exit_and_frees_its_port(port):
+    import subprocess
+    import sys
+
+    code = ("from palaestra.envs.unity.servers import DirectServer\n"
+            f"server = DirectServer({port})\n")  # no stop(): collected at exit
+    done = subprocess.run([sys.executable, "-c", code], timeout=30, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    server = DirectServer(port)
+    del server  # collected: stopped, the port free again
+    DirectServer(port).stop(0.5)

@@ -32,17 +32,23 @@ class SecondThread:
         self._done = threading.Lock()
         self._done.acquire()
         self._box: list[Any] = [None, None, None]  # the work, its result, its exception
+        self._pending = False  # work handed over whose result was not taken yet
         # the thread holds the locks and the box, not this object, so that dropping it ends the thread
         threading.Thread(target=_serve, args=(self._go, self._done, self._box), name="palaestra-second-thread",
                          daemon=True).start()
         weakref.finalize(self, _stop, self._go, self._box)
 
     def start(self, work: Callable[[], Any]) -> None:
+        if self._pending:  # a result nobody took (a signal interrupted the wait): wait it out
+            self._done.acquire()
+            self._pending = False
         self._box[0] = work
+        self._pending = True
         self._go.release()
 
     def result(self) -> Any:
         self._done.acquire()
+        self._pending = False
         out, error = self._box[1], self._box[2]
         self._box[1] = self._box[2] = None
         if error is not None:
@@ -66,7 +72,10 @@ def _serve(go: threading.Lock, done: threading.Lock, box: list[Any]) -> None:
 
 def _stop(go: threading.Lock, box: list[Any]) -> None:
     box[0] = None
-    go.release()
+    try:
+        go.release()
+    except RuntimeError:  # already released for work not yet begun: the thread finds None instead
+        pass
 
 
 def in_pairs(second: SecondThread | None, work: Callable[[int], Any]) -> tuple[Any, Any]:

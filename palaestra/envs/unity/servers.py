@@ -23,6 +23,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from concurrent import futures
 from typing import Protocol
 
@@ -76,27 +77,36 @@ def make_server(port: int) -> Server:
     return ThreadedServer(port)
 
 
+_CALL, _REPLIED, _REFUSED, _SHUTDOWN = "call", "replied", "refused", "shutdown"  # completion tags
+# (a message's completion is tagged with its call)
+
+
 class DirectServer:
     """grpcio's core polled from the trainer's thread (module docstring)."""
-
-    _CALL, _SENT, _SHUTDOWN = "call", "sent", "shutdown"  # completion tags (a message's: the call)
 
     def __init__(self, port: int) -> None:
         from grpc._cython import cygrpc
 
-        self._cy = cygrpc
-        self._flags = 0
-        self._queue = cygrpc.CompletionQueue()
-        self._server = cygrpc.Server(SERVER_OPTIONS, False)
+        cy = self._cy = cygrpc
+        # every name used later, looked up now: a grpcio that reshaped them falls back before binding
+        self._timeout = cy.CompletionType.queue_timeout
+        self._codes = (cy.StatusCode.ok, cy.StatusCode.internal, cy.StatusCode.unimplemented)
+        self._ops = (cy.ReceiveMessageOperation, cy.SendInitialMetadataOperation, cy.SendMessageOperation,
+                     cy.SendStatusFromServerOperation, cy.ReceiveCloseOnServerOperation)
+        self._queue = cy.CompletionQueue()
+        self._server = cy.Server(SERVER_OPTIONS, False)
         self._server.register_completion_queue(self._queue)
         if self._server.add_http2_port(f"[::]:{port}".encode()) != port:
             raise port_taken(port)
         self._server.start()
-        self._server.request_call(self._queue, self._queue, self._CALL)
-        self._stopping = False
+        # stopped when collected or at exit if not before: a core server left running keeps the
+        # interpreter from exiting (its queue waits for the call it was asked to accept)
+        self._teardown = weakref.finalize(self, _teardown, self._server, self._queue, self._timeout, 0.0)
+        self._server.request_call(self._queue, self._queue, _CALL)
         self._call: object = None  # the call Unity waits in, its message taken
         self._message: object = None  # a message received and not yet taken
         self._sending = False  # a reply's batch has not completed yet
+        self._delivered = False  # whether the last reply's batch completed with success
 
     def next_message(self, timeout: float) -> object | None:
         deadline = time.time() + timeout
@@ -108,77 +118,82 @@ class DirectServer:
 
     def _handle(self, event: object) -> bool:
         """Act on one completion; False when the poll's deadline passed."""
-        cy = self._cy
-        if event.completion_type == cy.CompletionType.queue_timeout:
+        if event.completion_type == self._timeout:
             return False
         tag = event.tag
-        if tag == self._CALL:
-            if not self._stopping:
-                self._server.request_call(self._queue, self._queue, self._CALL)  # ready for the next
+        if tag == _CALL:
+            if self._teardown.alive:
+                self._server.request_call(self._queue, self._queue, _CALL)  # ready for the next
             if event.success:
                 self._accept(event)
-        elif tag == self._SENT:
-            self._sending = False
-        elif tag != self._SHUTDOWN and event.success:  # a message arrived on the call ``tag``
+        elif tag == _REPLIED:
+            self._sending, self._delivered = False, bool(event.success)
+        elif tag not in (_REFUSED, _SHUTDOWN) and event.success:  # a message arrived on the call ``tag``
             data = event.batch_operations[0].message()
             if data is not None:  # (None: the caller gave up before sending one)
                 try:
-                    self._message = pb.UnityMessageProto.FromString(data)
+                    message = pb.UnityMessageProto.FromString(data)
                 except Exception as e:  # a DecodeError: not ML-Agents' protocol
-                    self._finish(tag, cy.StatusCode.internal, b"unreadable message")
+                    self._finish(tag, self._codes[1], b"unreadable message", None, _REFUSED)
                     raise EnvError(f"a message from Unity could not be read as ML-Agents' protocol ({e})") from None
-                self._call = tag
+                self._call, self._message = tag, message
         return True
 
     def _accept(self, event: object) -> None:
         call, method = event.call, event.call_details.method
         if (method.decode() if isinstance(method, bytes) else method) != EXCHANGE:
-            self._finish(call, self._cy.StatusCode.unimplemented, b"Palaestra serves ML-Agents' Exchange only")
+            self._finish(call, self._codes[2], b"Palaestra serves ML-Agents' Exchange only", None, _REFUSED)
             return
-        call.start_server_batch((self._cy.ReceiveMessageOperation(self._flags),), call)
+        call.start_server_batch((self._ops[0](0),), call)
 
-    def _finish(self, call: object, code: object, details: bytes, data: bytes | None = None) -> None:
+    def _finish(self, call: object, code: object, details: bytes, data: bytes | None, tag: str) -> None:
         """End ``call``: initial metadata, the answer if any, the status, and the close (which
         completes the batch once Unity has it)."""
-        cy, flags = self._cy, self._flags
-        ops = [cy.SendInitialMetadataOperation(None, flags)]
-        if data is not None:
-            ops.append(cy.SendMessageOperation(data, flags))
-        ops += [cy.SendStatusFromServerOperation(None, code, details, flags), cy.ReceiveCloseOnServerOperation(flags)]
-        call.start_server_batch(tuple(ops), self._SENT)
+        _, initial, send, status, close = self._ops
+        ops = [initial(None, 0)] + ([send(data, 0)] if data is not None else []) + \
+            [status(None, code, details, 0), close(0)]
+        call.start_server_batch(tuple(ops), tag)
 
     def reply(self, message: object) -> None:
         call, self._call = self._call, None
         if call is None:
             return  # no call waits (Unity gave up, or said goodbye)
         self._sending = True
-        self._finish(call, self._cy.StatusCode.ok, b"", message.SerializeToString())
+        self._finish(call, self._codes[0], b"", message.SerializeToString(), _REPLIED)
 
     def delivered(self, grace: float) -> bool:
         deadline = time.time() + grace
         while self._sending and self._handle(self._queue.poll(deadline)):
             pass
-        return not self._sending
+        return not self._sending and self._delivered
 
     def stop(self, grace: float) -> None:
-        if self._stopping:
+        if not self._teardown.alive:
             return
-        self._stopping = True
-        if self._call is not None:  # a call still open (Unity's goodbye, which it may not wait on)
-            self.reply(closing_message("the trainer has closed the connection"))
-        self._server.shutdown(self._queue, self._SHUTDOWN)
-        deadline = time.time() + grace
-        cancelled = False
-        while True:
-            event = self._queue.poll(deadline if not cancelled else time.time() + 1.0)
-            if event.completion_type == self._cy.CompletionType.queue_timeout:
-                if cancelled:
-                    break
-                self._server.cancel_all_calls()  # past the grace: end what is still open
-                cancelled = True
-            elif event.tag == self._SHUTDOWN:
-                break
-        self._server.destroy()
+        try:
+            if self._call is not None:  # a call still open (Unity's goodbye, which it may not wait on)
+                self.reply(closing_message("the trainer has closed the connection"))
+        finally:
+            self._teardown.detach()
+            _teardown(self._server, self._queue, self._timeout, grace)
+
+
+def _teardown(server: object, queue: object, timeout_type: object, grace: float) -> None:
+    """Shut a core server down: calls still open get ``grace`` seconds, then are cancelled; the
+    server is destroyed once its queue says it is shut down (destroying it before would spin)."""
+    server.shutdown(queue, _SHUTDOWN)
+    deadline, cancelled = time.time() + grace, False
+    while True:
+        event = queue.poll(deadline)
+        if event.completion_type == timeout_type:
+            if cancelled:  # not shut down 5 s after cancelling everything: leave it rather than spin
+                logger.debug("a gRPC server did not shut down; left as it is")
+                return
+            server.cancel_all_calls()  # past the grace: end what is still open
+            deadline, cancelled = time.time() + 5.0, True
+        elif event.tag == _SHUTDOWN:
+            server.destroy()
+            return
 
 
 class _Slot:
