@@ -11,8 +11,8 @@ import pytest
 from palaestra.networks.two_threads import SecondThread, in_pairs
 
 
-def _second_threads() -> int:
-    return sum(t.name == "palaestra-second-thread" and t.is_alive() for t in threading.enumerate())
+def _second_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "palaestra-second-thread" and t.is_alive()]
 
 
 def test_work_runs_in_pairs_on_two_threads_and_in_order_on_one():
@@ -40,15 +40,13 @@ def test_an_exception_on_either_side_reaches_the_caller_and_the_next_pair_runs()
 
 
 def test_the_thread_ends_when_its_owner_is_dropped():
-    before = _second_threads()
+    before = set(_second_threads())  # (other tests' owners may be collected meanwhile)
     second = SecondThread()
-    assert _second_threads() == before + 1
+    (mine,) = set(_second_threads()) - before
     del second
     gc.collect()
-    deadline = time.monotonic() + 5
-    while _second_threads() > before and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert _second_threads() == before
+    mine.join(timeout=5)
+    assert not mine.is_alive()
 
 
 def test_a_result_nobody_took_is_waited_out_before_the_next_work():
