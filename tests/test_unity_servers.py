@@ -182,6 +182,14 @@ def test_the_environment_variable_chooses_the_threaded_server(port, monkeypatch)
     assert isinstance(server, DirectServer)
 
 
+def test_a_misspelled_server_choice_is_named(port, monkeypatch, caplog):
+    monkeypatch.setenv("PALAESTRA_GRPC_SERVER", "thread")
+    server = make_server(port)
+    server.stop(0.5)
+    assert isinstance(server, DirectServer)
+    assert "PALAESTRA_GRPC_SERVER='thread' is neither 'direct' nor 'threaded'" in caplog.text
+
+
 def test_a_direct_server_never_stopped_lets_the_process_exit_and_frees_its_port(port):
     import subprocess
     import sys

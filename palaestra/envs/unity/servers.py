@@ -68,7 +68,10 @@ class Server(Protocol):
 
 def make_server(port: int) -> Server:
     """A server listening on ``port`` (EnvError if something else holds it)."""
-    if os.environ.get("PALAESTRA_GRPC_SERVER") != "threaded":
+    chosen = os.environ.get("PALAESTRA_GRPC_SERVER", "direct")
+    if chosen not in ("direct", "threaded"):
+        logger.warning("PALAESTRA_GRPC_SERVER=%r is neither 'direct' nor 'threaded': using the direct server", chosen)
+    if chosen != "threaded":
         try:
             return DirectServer(port)
         except (ImportError, AttributeError, TypeError) as e:  # another grpcio's Cython layer
