@@ -54,3 +54,14 @@ def test_a_result_nobody_took_is_waited_out_before_the_next_work():
     second = SecondThread()
     second.start(lambda: time.sleep(0.2) or "old")
     assert in_pairs(second, lambda i: ("new", i)) == (("new", 0), ("new", 1))
+
+
+def test_when_both_sides_fail_the_first_thread_s_error_is_raised():
+    second = SecondThread()
+
+    def work(i):
+        raise (KeyError if i == 0 else ValueError)(f"side {i}")
+
+    with pytest.raises(KeyError, match="side 0"):
+        in_pairs(second, work)
+    assert in_pairs(second, lambda i: i) == (0, 1)  # the second thread's result was collected

@@ -201,3 +201,23 @@ def test_a_direct_server_never_stopped_lets_the_process_exit_and_frees_its_port(
     server = DirectServer(port)
     del server  # collected: stopped, the port free again
     DirectServer(port).stop(0.5)
+
+
+def test_a_direct_server_that_fails_after_binding_lets_the_port_go_to_the_threaded_one(port, monkeypatch):
+    # a grpcio whose core differs after the bind: the fallback must find the port free
+    def broken(self):
+        raise AttributeError("request_call reshaped")
+
+    monkeypatch.setattr(DirectServer, "_request_call", broken)
+    server = make_server(port)
+    assert isinstance(server, ThreadedServer)
+    server.stop(0.0)
+
+
+def test_a_call_grpc_s_core_cannot_start_is_an_environment_error():
+    from palaestra.envs.unity import servers
+
+    with pytest.raises(EnvError, match="could not wait for Unity's next call .gRPC call error 8"):
+        servers._started(8, "wait for Unity's next call")
+    servers._started(0, "anything")  # GRPC_CALL_OK
+    servers._started(None, "anything")

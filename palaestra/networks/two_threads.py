@@ -85,6 +85,10 @@ def in_pairs(second: SecondThread | None, work: Callable[[int], Any]) -> tuple[A
     second.start(lambda: work(1))
     try:
         first = work(0)
-    finally:
-        other = second.result()  # always collected, so that the next hand-off starts in step
-    return first, other
+    except BaseException:
+        try:
+            second.result()  # always collected, so that the next hand-off starts in step
+        except BaseException:
+            pass  # the first thread's error is the one raised (the two usually share a cause)
+        raise
+    return first, second.result()

@@ -101,11 +101,18 @@ class DirectServer:
         self._server.register_completion_queue(self._queue)
         if self._server.add_http2_port(f"[::]:{port}".encode()) != port:
             raise port_taken(port)
-        self._server.start()
-        # stopped when collected or at exit if not before: a core server left running keeps the
-        # interpreter from exiting (its queue waits for the call it was asked to accept)
-        self._teardown = weakref.finalize(self, _teardown, self._server, self._queue, self._timeout, 0.0)
-        self._server.request_call(self._queue, self._queue, _CALL)
+        try:
+            self._server.start()
+            # stopped when collected or at exit if not before: a core server left running keeps the
+            # interpreter from exiting (its queue waits for the call it was asked to accept)
+            self._teardown = weakref.finalize(self, _teardown, self._server, self._queue, self._timeout, 0.0)
+            self._request_call()
+        except BaseException:
+            # the port is bound: let it go before the caller tries grpcio's threaded server on it
+            _teardown(self._server, self._queue, self._timeout, 0.0)
+            if hasattr(self, "_teardown"):
+                self._teardown.detach()
+            raise
         self._call: object = None  # the call Unity waits in, its message taken
         self._message: object = None  # a message received and not yet taken
         self._sending = False  # a reply's batch has not completed yet
@@ -119,6 +126,9 @@ class DirectServer:
         message, self._message = self._message, None
         return message
 
+    def _request_call(self) -> None:
+        _started(self._server.request_call(self._queue, self._queue, _CALL), "wait for Unity's next call")
+
     def _handle(self, event: object) -> bool:
         """Act on one completion; False when the poll's deadline passed."""
         if event.completion_type == self._timeout:
@@ -126,7 +136,7 @@ class DirectServer:
         tag = event.tag
         if tag == _CALL:
             if self._teardown.alive:
-                self._server.request_call(self._queue, self._queue, _CALL)  # ready for the next
+                self._request_call()  # ready for the next
             if event.success:
                 self._accept(event)
         elif tag == _REPLIED:
@@ -147,7 +157,7 @@ class DirectServer:
         if (method.decode() if isinstance(method, bytes) else method) != EXCHANGE:
             self._finish(call, self._codes[2], b"Palaestra serves ML-Agents' Exchange only", None, _REFUSED)
             return
-        call.start_server_batch((self._ops[0](0),), call)
+        _started(call.start_server_batch((self._ops[0](0),), call), "read Unity's message")
 
     def _finish(self, call: object, code: object, details: bytes, data: bytes | None, tag: str) -> None:
         """End ``call``: initial metadata, the answer if any, the status, and the close (which
@@ -155,7 +165,7 @@ class DirectServer:
         _, initial, send, status, close = self._ops
         ops = [initial(None, 0)] + ([send(data, 0)] if data is not None else []) + \
             [status(None, code, details, 0), close(0)]
-        call.start_server_batch(tuple(ops), tag)
+        _started(call.start_server_batch(tuple(ops), tag), "answer Unity's call")
 
     def reply(self, message: object) -> None:
         call, self._call = self._call, None
@@ -179,6 +189,13 @@ class DirectServer:
         finally:
             self._teardown.detach()
             _teardown(self._server, self._queue, self._timeout, grace)
+
+
+def _started(code: object, what: str) -> None:
+    """gRPC's core answers a request it cannot start with a non-zero call error (grpc_call_error)
+    rather than an exception; left unchecked, the trainer would wait for a call that never comes."""
+    if code:
+        raise EnvError(f"the gRPC server could not {what} (gRPC call error {code})")
 
 
 def _teardown(server: object, queue: object, timeout_type: object, grace: float) -> None:
