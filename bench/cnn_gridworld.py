@@ -8,14 +8,17 @@ Both use the shipped GridWorld section (config/trainer_config.yaml: batch 32, 25
 entropy 5e-3, gamma 0.9, time horizon 5, ML-Agents' learning rate 3e-4 decayed linearly, 3 epochs,
 GAE lambda 0.95, clip 0.2) with the nature CNN (Mnih et al. 2015, ``vis_encode_type:
 nature_cnn``, SB3's ``CnnPolicy``) ending in 256 features and a 256-unit layer, separate for the
-actor and the critic on both sides, 9 agents (one area), one torch thread each. SB3 collects 32
+actor and the critic on both sides, 9 agents (one area). Threads: Palaestra's own choice (two
+or more cores: the actor's and the critic's encoders at once, one core each), SB3 at 1 and at
+torch's default count, the faster kept. SB3 collects 32
 steps of the 9 environments per update (288 rows; Palaestra updates once the buffer holds more
 than 256, i.e. 270 rows of 5-step segments). Differences that stay: Palaestra decays the clip
 to 0.1 and the entropy bonus to 1e-5, uses swish in its dense layer and leaky ReLU in the CNN
 (SB3: ReLU), and masks the moves into walls that GridWorld forbids (SB3's PPO cannot: those
 moves do nothing there), and its value loss is clipped (ML-Agents; SB3 does not clip).
 
-Usage: python bench/cnn_gridworld.py [--steps 50000] [--image-size 36] [--seeds 1] [--device cpu|cuda]
+Usage: python bench/cnn_gridworld.py [--steps 50000] [--image-size 36] [--seeds 1] [--one-thread]
+       [--device cpu|cuda]
 Each library trains once per seed, alternating; speed and the final return of its deterministic
 policy (100 episodes) are listed; the ratio is taken from the median speeds.
 """
@@ -47,14 +50,14 @@ def config(steps: int) -> str:
     return yaml.safe_dump({"GridWorld": section})
 
 
-def bench_palaestra(steps: int, size: int, seed: int, device: str) -> dict:
+def bench_palaestra(steps: int, size: int, seed: int, device: str, one_thread: bool = False) -> dict:
     import palaestra.machine
     from palaestra.envs.sources import make_env
 
-    # Palaestra trains 256-unit networks on every core (palaestra/machine.py); one thread here,
-    # as SB3 gets, and as this shared machine needs: with another job on the second core, two
-    # threads made this run about 13x slower (docs/benchmarks.md)
-    palaestra.machine.usable_cores = lambda: 1
+    # Palaestra's own choice of threads (palaestra/machine.py): on two or more cores, the actor's
+    # and the critic's image encoders run at once, one core each; --one-thread pins one
+    if one_thread:
+        palaestra.machine.usable_cores = lambda: 1
     result = run_palaestra(config(steps), "VisualGridWorld", *device_flags(device), "--env-args", f"image_size={size}",
                            seed=seed)
     env = make_env("VisualGridWorld", seed=100, env_args=[f"image_size={size}"])
@@ -141,14 +144,23 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=50_000)
     parser.add_argument("--image-size", type=int, default=36)
     parser.add_argument("--seeds", type=int, default=1, help="train each library once per seed 1..N")
+    parser.add_argument("--one-thread", action="store_true",
+                        help="Palaestra on one thread (default: its own choice, two image towers at once on 2+ cores)")
     add_device_argument(parser)
     args = parser.parse_args()
+    torch_default = torch.get_num_threads()
     runs: dict[str, list[dict]] = {"Palaestra": [], "SB3": []}
     for seed in range(1, args.seeds + 1):
-        torch.set_num_threads(1)
-        runs["Palaestra"].append(bench_palaestra(args.steps, args.image_size, seed, args.device))
-        torch.set_num_threads(1)
-        runs["SB3"].append(bench_sb3(args.steps, args.image_size, seed, args.device))
+        runs["Palaestra"].append(bench_palaestra(args.steps, args.image_size, seed, args.device, args.one_thread))
+        # SB3 at its best: torch's threads split each convolution, which at these sizes is about
+        # as fast on two threads as on one; each count is run and the faster kept
+        tries = []
+        for threads in sorted({1, torch_default}):
+            torch.set_num_threads(threads)
+            tries.append(bench_sb3(args.steps, args.image_size, seed, args.device) | {"threads": threads})
+            print(f"SB3, seed {seed}, torch threads {threads}: {tries[-1]['steps_per_s']:.0f} steps/s", flush=True)
+        torch.set_num_threads(torch_default)
+        runs["SB3"].append(max(tries, key=lambda r: r["steps_per_s"]))
     title = (f"CNN PPO VisualGridWorld {args.image_size}x{args.image_size}, {args.steps} steps, seeds 1-{args.seeds}, "
              f"on {device_name(args.device)}")
     print_side_by_side(title, runs, EVAL_EPISODES, ".3f")

@@ -75,18 +75,28 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+_image_towers_on_two_threads = False  # limit_threads' choice, which image_towers_on_two_threads reads
+
+
 def limit_threads(device: torch.device, widest_hidden_units: int, torch_threads: int = 0,
-                  numpy_trains: bool = False) -> str:
+                  numpy_trains: bool = False, images: bool = False) -> str:
     """Give the library that does the training arithmetic on the CPU the training threads
     (``torch_threads``, --torch-threads, or where that is 0 one thread or every core by the widest
-    network) and the other library one; return what was set, for the log. numpy's BLAS trains
-    where ``numpy_trains`` (every behavior's updates run on the CPU accelerator), torch otherwise."""
+    network and whether a behavior sees ``images``) and the other library one; return what was
+    set, for the log. numpy's BLAS trains where ``numpy_trains`` (every behavior's updates run on
+    the CPU accelerator), torch otherwise. Where torch trains image behaviors on two or more
+    threads, each network's two image towers (PPO's actor and critic, SAC's two critics) encode at
+    once, on half the threads each (networks/visual.py; :func:`image_towers_on_two_threads`)."""
+    global _image_towers_on_two_threads
     # Only one of the two libraries ever gets more than one thread: their idle workers spin on
     # each other's cores (numpy's BLAS on two threads beside torch's two made a SAC step 10x slower)
     # Measured (docs/benchmarks.md): narrow networks train faster on one thread; the extra threads
     # cost more in synchronization than they gain at these sizes. From WIDE_NETWORK_UNITS (SAC's
-    # usual 256x256, batch 256) they train on every core.
-    threads = torch_threads or (usable_cores() if widest_hidden_units >= WIDE_NETWORK_UNITS else 1)
+    # usual 256x256, batch 256) they train on every core, and so do image encoders, whose
+    # convolutions are most of their update.
+    wide = widest_hidden_units >= WIDE_NETWORK_UNITS or images
+    threads = torch_threads or (usable_cores() if wide else 1)
+    _image_towers_on_two_threads = False
     if device.type != "cpu":  # torch's CPU threads only feed the GPU: its own default
         threadpool_limits(1, user_api="blas")
         return "numpy's BLAS 1, torch its default (training on the GPU)"
@@ -95,8 +105,19 @@ def limit_threads(device: torch.device, widest_hidden_units: int, torch_threads:
         threadpool_limits(threads, user_api="blas")
         return f"numpy's BLAS {threads} (every behavior trains on the CPU accelerator), torch 1"
     threadpool_limits(1, user_api="blas")
+    if images and threads >= 2:
+        # torch's threads split each small convolution no faster than one thread runs it (SB3's
+        # CNN PPO: as fast on two as on one); two towers at once, each on its own core, are
+        _image_towers_on_two_threads = True
+        torch.set_num_threads(threads // 2)
+        return f"torch {threads // 2} on each of two threads (image encoders two at once), numpy's BLAS 1"
     torch.set_num_threads(threads)  # set either way: a process may train twice
     return f"torch {threads}, numpy's BLAS 1"
+
+
+def image_towers_on_two_threads() -> bool:
+    """Whether the networks' image towers should encode two at once (limit_threads' last choice)."""
+    return _image_towers_on_two_threads
 
 
 def blas_threads() -> int:

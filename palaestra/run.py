@@ -35,7 +35,7 @@ from palaestra.envs.base import BehaviorSpec, EngineConfig, Env, EnvClosed, EnvE
 from palaestra.envs.sources import builtin_class, describe_specs, factory_takes, make_env, parse_env_args, source_kind
 from palaestra.imports import import_beside
 from palaestra.interrupts import STOPPING, Interrupts
-from palaestra.machine import check_device, choose_device, limit_threads, seed_everything
+from palaestra.machine import check_device, choose_device, has_images, limit_threads, seed_everything
 from palaestra.options import RunOptions, UsageError, check_options, in_main_process, warn_about_unused_options
 from palaestra.run_folders import (
     CONFIGURATION,
@@ -179,7 +179,7 @@ def _checked_run(options: RunOptions, interrupts: Interrupts, warnings: _Warning
         # training, once it knows which library trains)
         widest = max(s.hidden_units for s in settings.values())
         device = choose_device(options, env.behavior_specs, widest)
-        limit_threads(device[0], widest, options.torch_threads)
+        limit_threads(device[0], widest, options.torch_threads, images=has_images(env.behavior_specs))
         parts = _build(options, env, config, settings, seed, interrupts, models, summaries, device)
         interrupts.check_start_up()  # before --force deletes anything
         if options.dry_run:
@@ -320,7 +320,8 @@ def _training_threads(options: RunOptions, settings: dict[str, TrainerSettings],
     """Give the training threads to the library that trains (machine.limit_threads): numpy's BLAS
     where every behavior's updates run on the CPU accelerator, which the built algorithms know."""
     threads = limit_threads(device, max(s.hidden_units for s in settings.values()), options.torch_threads,
-                            numpy_trains=bool(trainers) and all(t.algorithm.trains_in_numpy for t in trainers.values()))
+                            numpy_trains=bool(trainers) and all(t.algorithm.trains_in_numpy for t in trainers.values()),
+                            images=has_images({name: t.spec for name, t in trainers.items()}))
     logger.debug("threads: %s", threads)
     return threads
 

@@ -921,3 +921,23 @@ def test_a_file_where_a_summary_folder_goes_is_named_with_what_to_do(run_cli, sm
     assert result.code == 1 and "Traceback" not in result.log
     assert f"cannot make the folder {workdir / 'summaries' / 's_1D'}: a file of that name is there; move or delete " \
            "it" in result.log, result.log
+
+
+@pytest.mark.parametrize("flag,split", [(0, "cores"), (2, True), (4, True), (1, False)])
+def test_image_behaviors_train_their_two_towers_at_once_on_two_or_more_threads(flag, split):
+    # networks/visual.py: the actor's and critic's (SAC: the two critics') encoders on a thread
+    # each, torch's threads halved between them; one thread: one after the other
+    import palaestra.machine as machine
+
+    threads = flag or machine.usable_cores()
+    split = threads >= 2 if split == "cores" else split
+    before = torch.get_num_threads()
+    try:
+        said = machine.limit_threads(torch.device("cpu"), 16, flag, images=True)
+        assert machine.image_towers_on_two_threads() is split
+        assert torch.get_num_threads() == (threads // 2 if split else threads)
+        assert ("two at once" in said) is split
+        machine.limit_threads(torch.device("cpu"), 16, flag, images=False)  # a later choice replaces it
+        assert not machine.image_towers_on_two_threads()
+    finally:
+        torch.set_num_threads(before)

@@ -4,6 +4,9 @@ checkpoints, the ONNX export with image inputs, and the settings checks that nam
 
 from __future__ import annotations
 
+import copy
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -156,3 +159,44 @@ def test_the_exported_model_takes_images_as_floats_and_matches_the_policy(tmp_pa
             np.testing.assert_allclose(out["deterministic_continuous_actions"], expected.continuous, atol=1e-4)
         else:
             np.testing.assert_array_equal(out["deterministic_discrete_actions"], expected.discrete)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """torch on one thread, as limit_threads gives each image tower's thread on two cores (the
+    same result on both threads needs the same intra-op split)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("algorithm_class", [PPO, SAC], ids=["ppo", "sac"])
+def test_image_towers_on_two_threads_train_exactly_as_on_one(tmp_path, monkeypatch, one_torch_thread, algorithm_class):
+    # machine.limit_threads chooses it where torch trains images on two or more threads: each
+    # tower's encoders forward and backward on its own thread, the same arithmetic
+    import palaestra.machine
+
+    trainer = "ppo" if algorithm_class is PPO else "sac"
+    spec = _spec(False, shapes=((2,), IMAGE, IMAGE))
+    one = _trained(algorithm_class, spec, _settings(tmp_path, trainer))
+    monkeypatch.setattr(palaestra.machine, "_image_towers_on_two_threads", True)
+    two = _trained(algorithm_class, spec, _settings(tmp_path, trainer))
+    towers = [two.policy.images] if trainer == "ppo" else [two.critic_images, two.target_images]
+    assert all(t.second is not None for t in towers)
+    first, second = one.state_dict(), two.state_dict()
+    for part in ("policy", "critic_images", "target_images") if trainer == "sac" else ("policy",):
+        for name, value in first[part].items():
+            assert torch.equal(value, second[part][name]), (part, name)
+    assert not any(isinstance(v, threading.Thread) for v in vars(copy.deepcopy(towers[0])).values())
+
+
+def test_a_tower_the_loss_does_not_read_is_left_alone_on_two_threads():
+    from palaestra.networks.visual import ImageFeatures
+
+    features = ImageFeatures([(2,), IMAGE], "simple", 8, towers=2)
+    features.on_two_threads()
+    out = features(torch.zeros(4, 2), [torch.zeros(4, 2), torch.randint(0, 256, (4, *IMAGE), dtype=torch.uint8)])
+    out[0].sum().backward()  # PPO's behavioral cloning reads the actor's tower only
+    assert all(p.grad is not None for p in features.towers[0].parameters())
+    assert all(p.grad is None or not p.grad.any() for p in features.towers[1].parameters())

@@ -33,6 +33,7 @@ from palaestra.algorithms.training_state import load_training_state, training_st
 from palaestra.algorithms.schedules import linear_decay, scheduled_learning_rate
 from palaestra.rollout.transitions import following_rows, terminal_rows
 from palaestra.envs.base import BehaviorSpec
+from palaestra.machine import image_towers_on_two_threads
 from palaestra.networks.accelerator import accelerable, accelerate, acting_network, policy_arrays
 from palaestra.networks.numpy_adam import NumpyAdam
 from palaestra.networks.optim import make_adam
@@ -288,6 +289,8 @@ class PPO:
 
     def update(self) -> dict[str, Any]:
         """Process the queued segments, then run the epochs; return the stats of both."""
+        if self.policy.images is not None and self.policy.images.second is None and image_towers_on_two_threads():
+            self.policy.images.on_two_threads()  # the actor's and the critic's images at once, from now on
         with timed("process_trajectory"):
             stats: dict[str, Any] = dict(self.process_queued())
         s = self.settings

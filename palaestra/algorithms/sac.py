@@ -44,7 +44,7 @@ from palaestra.rollout.transitions import following_rows, terminal_rows
 from palaestra.checkpoints import CheckpointError
 from palaestra.envs.base import BehaviorSpec
 from palaestra.networks.accelerator import accelerate, acting_network, plain_mlp, twin_layers
-from palaestra.machine import blas_has_the_threads, blas_threads
+from palaestra.machine import blas_has_the_threads, blas_threads, image_towers_on_two_threads
 from palaestra.networks.constants import LOG_STD_MAX, LOG_STD_MIN, MASKED_LOGIT, WIDE_NETWORK_UNITS
 from palaestra.networks.flat_params import FlatParameters
 from palaestra.networks.numpy_adam import NumpyAdam
@@ -239,11 +239,12 @@ class SAC:
         # numpy Adam over the same flat buffer (networks/accelerator.py; _autograd_gradients is
         # their reference). Wide ones need numpy's BLAS on every core for that (1.14x faster than
         # autograd on torch's; docs/benchmarks.md): the run gives it those unless a behavior
-        # trains in torch (palaestra/machine.py), which the first update checks (_choose_path).
-        # Other networks and devices train on autograd.
+        # trains in torch (palaestra/machine.py), which the first update checks (_choose_path), as
+        # it checks whether image encoders train two at once. Other networks and devices train on
+        # autograd.
         self._accelerated = self._network is not None and plain_mlp(self.critic)
         widths = [m.out_features for m in self.policy.body if isinstance(m, nn.Linear)]
-        self._path_chosen = max(widths, default=0) < WIDE_NETWORK_UNITS
+        self._path_chosen = max(widths, default=0) < WIDE_NETWORK_UNITS and self.critic_images is None
         self._numpy_adam = None
         self._towers: tuple[list[Stack], list[Stack]] | None = None  # _choose_path: the critics, one per thread
         self._second: SecondThread | None = None
@@ -357,6 +358,9 @@ class SAC:
             self._accelerated, self._numpy_adam = False, None
         if self._accelerated and blas_threads() == 2:
             self._critics_on_two_threads()
+        if self.critic_images is not None and image_towers_on_two_threads():
+            self.critic_images.on_two_threads()  # the two critics' images at once (networks/visual.py)
+            self.target_images.on_two_threads()
         self._path_chosen = True
 
     def _critics_on_two_threads(self) -> None:

@@ -26,6 +26,7 @@ from torch import nn
 
 from palaestra.envs.observations import is_image
 from palaestra.networks.encoders import image_problem
+from palaestra.networks.two_threads import SecondThread, in_pairs
 
 RESNET_CHANNELS = (16, 32, 32)
 RESNET_BLOCKS = 2
@@ -108,7 +109,12 @@ class ImageFeatures(nn.Module):
     """One encoder per image observation, for each of ``towers`` networks (PPO's actor and critic,
     SAC's two critics: each learns its own view, as ML-Agents' separate networks do; SAC's actor:
     one tower). ``forward(vectors, observations)`` puts the encodings after the (normalized)
-    vector features: ``[B, size]`` for one tower, ``[towers, B, size]`` for several."""
+    vector features: ``[B, size]`` for one tower, ``[towers, B, size]`` for several.
+
+    After :meth:`on_two_threads`, two towers encode at once, tower 1 on a second thread, forward
+    and backward (:class:`_TowersOnTwoThreads`): the convolutions are most of a visual update, and
+    torch's own threads split each small convolution no faster than one (docs/benchmarks.md).
+    The arithmetic is the same as on one thread, result for result."""
 
     def __init__(self, shapes: Sequence[tuple[int, ...]], kind: str, features: int, towers: int) -> None:
         super().__init__()
@@ -117,12 +123,64 @@ class ImageFeatures(nn.Module):
             nn.ModuleList(image_encoder(kind, tuple(shapes[i]), features) for i in self.image_indices)
             for _ in range(towers))
         self.size = features * len(self.image_indices)  # features added to the vector ones
+        self.second: SecondThread | None = None
+
+    def on_two_threads(self) -> None:
+        """Encode with two towers at once from now on (one torch thread each)."""
+        if len(self.towers) == 2:
+            self.second = SecondThread()
+            # torch's thread count is also each thread's own OpenMP setting, which a new thread
+            # does not inherit: left alone, oneDNN split its convolutions in two there (another
+            # summation order, and two threads on a core the first thread needs)
+            threads = torch.get_num_threads()
+            self.second.start(lambda: torch.set_num_threads(threads))
+            self.second.result()
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        return {**state, "second": None}  # a thread is not copied (SAC's target copy, checkpoints)
+
+    def encode_tower(self, tower: int, images: Sequence[torch.Tensor]) -> torch.Tensor:
+        return torch.cat([encode(x) for encode, x in zip(self.towers[tower], images)], -1)
 
     def forward(self, vectors: torch.Tensor, observations: Sequence[torch.Tensor]) -> torch.Tensor:
         images = [observations[i] for i in self.image_indices]
-        per_tower = [torch.cat([vectors, *(encode(x) for encode, x in zip(encoders, images))], -1)
-                     for encoders in self.towers]
+        if self.second is None or torch.jit.is_tracing():  # (an export traces on this thread only)
+            encoded = [self.encode_tower(t, images) for t in range(len(self.towers))]
+        elif torch.is_grad_enabled() and (anchor := next(self.towers[0].parameters())).requires_grad:
+            encoded = _TowersOnTwoThreads.apply(self, images, anchor)
+        else:
+            encoded = in_pairs(self.second, lambda t: self.encode_tower(t, images))
+        per_tower = [torch.cat([vectors, e], -1) for e in encoded]
         return per_tower[0] if len(per_tower) == 1 else torch.stack(per_tower)
+
+
+class _TowersOnTwoThreads(torch.autograd.Function):
+    """Two towers' encoders as one step of the outer graph: forward builds each tower's graph on
+    its own thread, backward runs each tower's backward pass on its own thread (torch's engine
+    runs a CPU backward pass on the thread that asks for it, so one ``loss.backward()`` would
+    run both towers' on one). The parameters' gradients accumulate in their ``.grad`` as from
+    ``loss.backward()``; ``anchor`` (an encoder weight) is an input only so that the outputs
+    require a gradient."""
+
+    @staticmethod
+    def forward(ctx, features: ImageFeatures, images: Sequence[torch.Tensor], anchor: torch.Tensor):
+        with torch.enable_grad():
+            encoded = in_pairs(features.second, lambda t: features.encode_tower(t, images))
+        ctx.encoded, ctx.second = encoded, features.second
+        ctx.set_materialize_grads(False)  # a tower the loss did not read gets None: nothing to run
+        return tuple(e.detach() for e in encoded)
+
+    @staticmethod
+    def backward(ctx, *grads: torch.Tensor | None):
+        encoded, ctx.encoded = ctx.encoded, None
+
+        def tower_backward(t: int) -> None:
+            if grads[t] is not None:
+                torch.autograd.backward(encoded[t], grads[t])
+
+        in_pairs(ctx.second, tower_backward)
+        return None, None, None
 
 
 def image_features(shapes: Sequence[tuple[int, ...]], kind: str, features: int, towers: int) -> ImageFeatures | None:
