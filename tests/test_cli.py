@@ -941,3 +941,4 @@ def test_image_behaviors_train_their_two_towers_at_once_on_two_or_more_threads(f
         assert not machine.image_towers_on_two_threads()
     finally:
         torch.set_num_threads(before)
+        machine._image_towers_on_two_threads = False

@@ -65,3 +65,33 @@ def test_when_both_sides_fail_the_first_thread_s_error_is_raised():
     with pytest.raises(KeyError, match="side 0"):
         in_pairs(second, work)
     assert in_pairs(second, lambda i: i) == (0, 1)  # the second thread's result was collected
+
+
+@pytest.mark.parametrize("how", ["signal", "interrupt_main"])
+def test_an_interrupted_wait_lets_the_second_thread_s_work_finish_before_raising(how):
+    # Ctrl+C while the first thread waits: the caller's next step (clearing gradients) must not
+    # race the second thread's half, still running. A real SIGINT ends the wait for the lock at
+    # once; interrupt_main's exception comes only once the lock is taken, just after it.
+    import _thread
+    import signal
+
+    def interrupt():
+        if how == "signal":
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+        else:
+            _thread.interrupt_main()
+
+    second = SecondThread()
+    finished = threading.Event()
+
+    def work(i):
+        if i == 1:
+            time.sleep(0.4)
+            finished.set()
+        return i
+
+    threading.Timer(0.1, interrupt).start()
+    with pytest.raises(KeyboardInterrupt):
+        in_pairs(second, work)
+    assert finished.is_set()
+    assert in_pairs(second, lambda i: i) == (0, 1)

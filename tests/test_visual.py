@@ -200,3 +200,51 @@ def test_a_tower_the_loss_does_not_read_is_left_alone_on_two_threads():
     out[0].sum().backward()  # PPO's behavioral cloning reads the actor's tower only
     assert all(p.grad is not None for p in features.towers[0].parameters())
     assert all(p.grad is None or not p.grad.any() for p in features.towers[1].parameters())
+
+
+def _two_ways(shapes=((2,), IMAGE, IMAGE)):
+    from palaestra.networks.visual import ImageFeatures
+
+    torch.manual_seed(0)
+    one = ImageFeatures(list(shapes), "simple", 8, towers=2)
+    two = copy.deepcopy(one)
+    two.on_two_threads()
+    rng = torch.Generator().manual_seed(1)
+    obs = [torch.randn(6, 2, generator=rng)] + [torch.randint(0, 256, (6, *IMAGE), dtype=torch.uint8, generator=rng)
+                                                for _ in shapes[1:]]
+    return one, two, obs
+
+
+def test_autograd_grad_sees_the_encoders_of_both_towers_on_two_threads(one_torch_thread):
+    # algorithms/auxiliary.py takes auxiliary losses' gradients with torch.autograd.grad
+    one, two, obs = _two_ways()
+    found = [torch.autograd.grad(f(obs[0], obs).square().sum(), list(f.parameters())) for f in (one, two)]
+    assert all(torch.equal(a, b) for a, b in zip(*found))
+    assert all(p.grad is None for p in two.parameters())  # autograd.grad fills no .grad
+    out = two(obs[0], obs)
+    with pytest.raises(RuntimeError, match="already used by a backward pass"):
+        out.sum().backward(retain_graph=True)
+        out.sum().backward()
+
+
+def test_without_gradients_the_second_thread_builds_no_graph_either(monkeypatch):
+    # grad mode is per thread: acting (inference_mode) and value passes (no_grad) must not
+    # record tower 1's history on the second thread
+    from palaestra.networks.visual import ImageFeatures
+
+    _, two, obs = _two_ways()
+    modes = []
+    original = ImageFeatures.encode_tower
+
+    def recording(self, tower, images):
+        out = original(self, tower, images)
+        modes.append((tower, torch.is_grad_enabled(), torch.is_inference_mode_enabled(), out.requires_grad))
+        return out
+
+    monkeypatch.setattr(ImageFeatures, "encode_tower", recording)
+    with torch.no_grad():
+        two(obs[0], obs)
+    with torch.inference_mode():
+        two(obs[0], obs)
+    assert sorted(modes) == [(0, False, False, False), (0, False, True, False),
+                             (1, False, False, False), (1, False, True, False)]

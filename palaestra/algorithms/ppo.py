@@ -168,7 +168,15 @@ class PPO:
     # -- acting ------------------------------------------------------------------------------
     def act(self, observations: list[np.ndarray], allowed: np.ndarray | None, deterministic: bool = False,
             memory: np.ndarray | None = None) -> ActResult:
+        self._image_towers_as_chosen()
         return self._actor.act(observations, allowed, deterministic, memory=memory)
+
+    def _image_towers_as_chosen(self) -> None:
+        """The actor's and the critic's image encoders at once where the run chose it
+        (machine.limit_threads, after every behavior's algorithm was built), from the first
+        act or update on."""
+        if self.policy.images is not None and self.policy.images.second is None and image_towers_on_two_threads():
+            self.policy.images.on_two_threads()
 
     def policy_arrays(self) -> dict[str, np.ndarray]:
         """The policy's weights as named numpy arrays, for acting in environment workers (views
@@ -289,8 +297,7 @@ class PPO:
 
     def update(self) -> dict[str, Any]:
         """Process the queued segments, then run the epochs; return the stats of both."""
-        if self.policy.images is not None and self.policy.images.second is None and image_towers_on_two_threads():
-            self.policy.images.on_two_threads()  # the actor's and the critic's images at once, from now on
+        self._image_towers_as_chosen()
         with timed("process_trajectory"):
             stats: dict[str, Any] = dict(self.process_queued())
         s = self.settings

@@ -16,6 +16,7 @@ two threads run at once; their Python in between takes turns.
 from __future__ import annotations
 
 import threading
+import time
 import weakref
 from typing import Any, Callable
 
@@ -29,25 +30,48 @@ class SecondThread:
     def __init__(self) -> None:
         self._go = threading.Lock()
         self._go.acquire()
-        self._done = threading.Lock()
+        self._done = threading.Lock()  # held while no result waits; released by the thread with one
         self._done.acquire()
-        self._box: list[Any] = [None, None, None]  # the work, its result, its exception
+        # the work, its result, its exception, how many works the thread has finished
+        self._box: list[Any] = [None, None, None, 0]
+        self._started = 0  # works handed over
         self._pending = False  # work handed over whose result was not taken yet
         # the thread holds the locks and the box, not this object, so that dropping it ends the thread
         threading.Thread(target=_serve, args=(self._go, self._done, self._box), name="palaestra-second-thread",
                          daemon=True).start()
         weakref.finalize(self, _stop, self._go, self._box)
 
+    def _wait_out(self) -> None:
+        """Wait, whatever signals come meanwhile, until the work handed over has finished (one
+        half of a training step: milliseconds), and drop its result: the caller's next step (e.g.
+        clearing gradients) must not race it. A signal may have ended the caller's wait just
+        before or just after it took the result's lock; the finished count tells when the work is
+        done, and taking the lock without blocking leaves it held either way."""
+        while True:
+            try:
+                while self._box[3] < self._started:
+                    time.sleep(0.0002)
+                self._done.acquire(blocking=False)
+                break
+            except BaseException:
+                continue
+        self._pending = False
+        self._box[1] = self._box[2] = None
+
     def start(self, work: Callable[[], Any]) -> None:
-        if self._pending:  # a result nobody took (a signal interrupted the wait): wait it out
-            self._done.acquire()
-            self._pending = False
+        if self._pending:  # a result nobody took: wait it out
+            self._wait_out()
         self._box[0] = work
         self._pending = True
+        self._started += 1
         self._go.release()
 
     def result(self) -> Any:
-        self._done.acquire()
+        try:
+            self._done.acquire()
+        except BaseException:  # a signal's exception during the wait: the work may still run
+            self._wait_out()
+            raise
         self._pending = False
         out, error = self._box[1], self._box[2]
         self._box[1] = self._box[2] = None
@@ -68,6 +92,7 @@ def _serve(go: threading.Lock, done: threading.Lock, box: list[Any]) -> None:
             box[1], box[2] = None, e
         box[0] = work = None  # (the work's closure holds a step's arrays)
         done.release()
+        box[3] += 1  # after the release: whoever sees the count finds the lock released
 
 
 def _stop(go: threading.Lock, box: list[Any]) -> None:

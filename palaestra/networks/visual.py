@@ -23,6 +23,7 @@ from typing import Sequence
 
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from palaestra.envs.observations import is_image
 from palaestra.networks.encoders import image_problem
@@ -126,12 +127,13 @@ class ImageFeatures(nn.Module):
         self.second: SecondThread | None = None
 
     def on_two_threads(self) -> None:
-        """Encode with two towers at once from now on (one torch thread each)."""
+        """Encode with two towers at once from now on, half of torch's threads each."""
         if len(self.towers) == 2:
             self.second = SecondThread()
             # torch's thread count is also each thread's own OpenMP setting, which a new thread
-            # does not inherit: left alone, oneDNN split its convolutions in two there (another
-            # summation order, and two threads on a core the first thread needs)
+            # starts without (torch.get_num_threads() reports the count all the same): left
+            # alone, oneDNN split the second thread's convolutions in two (another summation
+            # order, and two threads on a core the first thread needs)
             threads = torch.get_num_threads()
             self.second.start(lambda: torch.set_num_threads(threads))
             self.second.result()
@@ -147,40 +149,59 @@ class ImageFeatures(nn.Module):
         images = [observations[i] for i in self.image_indices]
         if self.second is None or torch.jit.is_tracing():  # (an export traces on this thread only)
             encoded = [self.encode_tower(t, images) for t in range(len(self.towers))]
-        elif torch.is_grad_enabled() and (anchor := next(self.towers[0].parameters())).requires_grad:
-            encoded = _TowersOnTwoThreads.apply(self, images, anchor)
-        else:
-            encoded = in_pairs(self.second, lambda t: self.encode_tower(t, images))
+        elif torch.is_grad_enabled():
+            parameters = [list(tower.parameters()) for tower in self.towers]
+            encoded = _TowersOnTwoThreads.apply(self, images, len(parameters[0]), *parameters[0], *parameters[1])
+        else:  # the caller's mode (no_grad, inference_mode) on the second thread too: it is per thread
+            inference = torch.is_inference_mode_enabled()
+
+            def encode(t: int) -> torch.Tensor:
+                with torch.inference_mode(inference), torch.no_grad():
+                    return self.encode_tower(t, images)
+
+            encoded = in_pairs(self.second, encode)
         per_tower = [torch.cat([vectors, e], -1) for e in encoded]
         return per_tower[0] if len(per_tower) == 1 else torch.stack(per_tower)
 
 
 class _TowersOnTwoThreads(torch.autograd.Function):
-    """Two towers' encoders as one step of the outer graph: forward builds each tower's graph on
-    its own thread, backward runs each tower's backward pass on its own thread (torch's engine
-    runs a CPU backward pass on the thread that asks for it, so one ``loss.backward()`` would
-    run both towers' on one). The parameters' gradients accumulate in their ``.grad`` as from
-    ``loss.backward()``; ``anchor`` (an encoder weight) is an input only so that the outputs
-    require a gradient."""
+    """Two towers' encoders as one step of the outer graph, each tower's forward and backward
+    pass on its own thread (torch's engine runs a CPU backward pass on the thread that asks for
+    it, so one ``loss.backward()`` would run both towers' on one). The inputs are the towers'
+    parameters (``first`` of them tower 0's), whose gradients backward returns: ``.backward()``,
+    ``autograd.grad`` and ``backward(inputs=...)`` see them as from any other layer. Images take
+    no gradient (uint8, or the environment's floats)."""
 
     @staticmethod
-    def forward(ctx, features: ImageFeatures, images: Sequence[torch.Tensor], anchor: torch.Tensor):
-        with torch.enable_grad():
-            encoded = in_pairs(features.second, lambda t: features.encode_tower(t, images))
-        ctx.encoded, ctx.second = encoded, features.second
+    def forward(ctx, features: ImageFeatures, images: Sequence[torch.Tensor], first: int, *parameters: torch.Tensor):
+        owned = (parameters[:first], parameters[first:])
+
+        def build(t: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+            with torch.enable_grad():  # (forward runs without a graph; each tower builds its own)
+                return features.encode_tower(t, images), [p for p in owned[t] if p.requires_grad]
+
+        ctx.towers = in_pairs(features.second, build)
+        ctx.second, ctx.owned = features.second, owned
         ctx.set_materialize_grads(False)  # a tower the loss did not read gets None: nothing to run
-        return tuple(e.detach() for e in encoded)
+        return tuple(encoded.detach() for encoded, _ in ctx.towers)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, *grads: torch.Tensor | None):
-        encoded, ctx.encoded = ctx.encoded, None
+        if ctx.towers is None:
+            raise RuntimeError("the image towers' graph was already used by a backward pass: "
+                               "a second one (retain_graph) is not supported on two threads")
+        towers, ctx.towers = ctx.towers, None
 
-        def tower_backward(t: int) -> None:
-            if grads[t] is not None:
-                torch.autograd.backward(encoded[t], grads[t])
+        def tower_gradients(t: int) -> dict[int, torch.Tensor]:
+            (encoded, trained), grad = towers[t], grads[t]
+            if grad is None or not trained or not encoded.requires_grad:
+                return {}
+            found = torch.autograd.grad(encoded, trained, grad, allow_unused=True)
+            return {id(p): g for p, g in zip(trained, found)}
 
-        in_pairs(ctx.second, tower_backward)
-        return None, None, None
+        found = in_pairs(ctx.second, tower_gradients)
+        return (None, None, None, *(found[t].get(id(p)) for t in (0, 1) for p in ctx.owned[t]))
 
 
 def image_features(shapes: Sequence[tuple[int, ...]], kind: str, features: int, towers: int) -> ImageFeatures | None:
