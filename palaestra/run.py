@@ -171,7 +171,7 @@ def _checked_run(options: RunOptions, interrupts: Interrupts, warnings: _Warning
     # in _train, so that a run stopped by a check leaves no folder behind)
     run_dir, lock = models / options.run_id, None
     try:
-        if not (options.inference or options.dry_run) and run_dir.is_dir():
+        if not options.inference and run_dir.is_dir():  # (--dry-run too: it reports a run in use)
             lock = RunLock(run_dir)
         settings = _resolve_settings(config, env)
         # before any network is built: initialization on other threads would make a run differ
@@ -405,7 +405,10 @@ def _add_teacher(options: RunOptions, env: Env, trainers: dict[str, BehaviorTrai
     trainer = trainers[name]
     if capabilities(trainer.settings).teacher and not options.inference:
         policies = {b: t.algorithm for b, t in trainers.items()}
-        trainer.teacher = make_teacher(trainer.settings.brain_to_imitate, env, name, seed, policies)
+        try:
+            trainer.teacher = make_teacher(trainer.settings.brain_to_imitate, env, name, seed, policies)
+        except ConfigError as e:  # a setting of the trainer config: named with its file, as every other
+            raise ConfigError(f"{options.trainer_config_path}: {e}") from None
 
 
 def _adopt_new_behaviors(parts: RunParts, writers: list[Any], start_time: float, counter: _StepCounter) -> None:

@@ -115,7 +115,8 @@ def check_run_folders(options: RunOptions, models: Path) -> None:
     exists = run_dir.is_dir() and any(p.name not in (RUN_LOGS, RUN_LOCK) for p in run_dir.iterdir())
     if options.resume and not exists:
         raise UsageError(
-            f"--resume: there is no previous run {options.run_id!r} (no {run_dir}); "
+            f"--resume: there is no previous run {options.run_id!r} "
+            f"({'no ' + str(run_dir) if not run_dir.is_dir() else str(run_dir) + ' holds no saved run'}); "
             "drop --resume to start it"
         )
     if exists and not (options.resume or options.force or options.inference):

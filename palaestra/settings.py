@@ -1058,9 +1058,10 @@ def _check_subsection(path: Path, section: str, key: str, value: Any, cls: type,
 
 def _check_reward_signals(path: Path, section: str, value: Any, warnings: list[str]) -> dict[str, Any]:
     if not isinstance(value, dict) or not value:
+        what = "at least one signal" if isinstance(value, dict) else "a mapping of signal names"
         raise ConfigError(
-            f"{_where(path, section, 'reward_signals')}: expected a mapping of signal names "
-            f"({', '.join(REWARD_SIGNALS)}) to their settings, got {_show(value)}"
+            f"{_where(path, section, 'reward_signals')}: expected {what} "
+            f"({', '.join(REWARD_SIGNALS)}) with its settings, got {_show(value)}"
         )
     signals: dict[str, Any] = {}
     for name, sub in value.items():

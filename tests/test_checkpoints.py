@@ -283,6 +283,10 @@ def test_another_trainers_checkpoint_is_refused_naming_both_trainers(tmp_path):
     with pytest.raises(CheckpointError, match=r"trained with trainer: ppo, but behavior '1D' is set to trainer: sac, "
                                               r"whose networks it does not fit"):
         make_trainer(tmp_path / "b", trainer="sac").restore(path, weights_only=True)
+    # with network settings that differ too, the trainer is named first: the likelier cause
+    with pytest.raises(CheckpointError, match=r"trained with trainer: ppo, hidden_units: \d+, but behavior '1D' is "
+                                              r"set to trainer: sac, hidden_units: 7"):
+        make_trainer(tmp_path / "c", trainer="sac", hidden_units=7).restore(path, weights_only=True)
 
 
 # -- the newest intact checkpoint -----------------------------------------------------------------------

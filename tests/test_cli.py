@@ -170,8 +170,8 @@ def test_resume_of_a_run_in_use_leaves_its_saves_in_progress_alone(run_cli, smal
     saving.write_bytes(b"half a model")
     holder = RunLock(workdir / "models" / "busy")
     try:
-        for flag in ("--resume", "--force"):
-            result = run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=busy", flag)
+        for flags in (["--resume"], ["--force"], ["--resume", "--dry-run"]):  # a dry run makes the same check
+            result = run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=busy", *flags)
             assert result.code == 1 and "is in use by another process" in result.log
             assert "Removed" not in result.log and saving.exists()
     finally:
@@ -942,3 +942,19 @@ def test_image_behaviors_train_their_two_towers_at_once_on_two_or_more_threads(f
     finally:
         torch.set_num_threads(before)
         machine._image_towers_on_two_threads = False
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--env=Builds/Nothing"], "no Unity build at 'Builds/Nothing': the path does not exist"),
+    (["--env=CartPole-v1", "--env-args", "--run-id=x2"], "'--run-id=x2' looks like a flag; --env-args takes every"),
+    (["--env=Simple1DDiscrete", "--run-id=none", "--resume"], "no previous run 'none' (no models"),
+])
+def test_mistakes_with_the_environment_and_the_run_are_named(run_cli, small_config, args, message):
+    result = run_cli(small_config, "--dry-run", *args)
+    assert result.code in (1, 2) and message in result.log and "Traceback" not in result.log
+
+
+def test_resume_of_an_empty_run_folder_says_it_holds_no_saved_run(run_cli, small_config, workdir):
+    (workdir / "models" / "c").mkdir(parents=True)
+    result = run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=c", "--resume")
+    assert result.code != 0 and "no previous run 'c' (models/c holds no saved run)" in result.log

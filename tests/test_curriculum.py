@@ -85,6 +85,8 @@ def test_every_real_curriculum_and_sampler_file_loads(conformance):
 @pytest.mark.parametrize("text, expected", [
     ("B:\n  measure: progress\n  thresholds: [0.1]\n  min_lesson_length: 10\n  parameters: {h: [1, 2]}\n",
      "behavior 'B': missing required key(s) signal_smoothing"),
+    ("B:\n  measure: progress\n  thresholds: [0.1]\n  min_lesson_lenght: 10\n  signal_smoothing: true\n"
+     "  parameters: {h: [1, 2]}\n", "unknown key(s) 'min_lesson_lenght' (did you mean 'min_lesson_length'?)"),
     ("B:\n  measure: steps\n  thresholds: [0.1]\n  min_lesson_length: 10\n  signal_smoothing: true\n"
      "  parameters: {h: [1, 2]}\n", "behavior 'B': measure: expected 'progress' or 'reward', got 'steps'"),
     ("B:\n  measure: reward\n  thresholds: [0.1, 0.2]\n  min_lesson_length: 10\n  signal_smoothing: true\n"

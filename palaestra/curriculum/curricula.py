@@ -17,6 +17,8 @@ advances by one when the measure is strictly greater than the lesson's threshold
 
 from __future__ import annotations
 
+import difflib
+
 import logging
 from collections import deque
 from dataclasses import dataclass, field
@@ -140,8 +142,12 @@ def _curriculum(path: Path, behavior: str, entry: Any) -> Curriculum:
         raise ConfigError(f"{where}: expected a mapping with {', '.join(KEYS)}, got {show(entry)}")
     missing = [k for k in KEYS if k not in entry]
     if missing:
+        unknown = [k for k in entry if k not in KEYS]
+        typos = [f"{k!r} (did you mean {close[0]!r}?)" for k in unknown
+                 if (close := difflib.get_close_matches(str(k), missing, n=1, cutoff=0.6))]
+        hint = f"; unknown key(s) {', '.join(typos)}" if typos else ""
         raise ConfigError(f"{where}: missing required key(s) {', '.join(missing)} (a curriculum needs "
-                          f"{', '.join(KEYS)})")
+                          f"{', '.join(KEYS)}){hint}")
     for key in entry:
         if key not in KEYS:
             logger.warning("%s: unknown key %r is ignored (a curriculum has %s)", where, key, ", ".join(KEYS))

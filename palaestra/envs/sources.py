@@ -57,6 +57,9 @@ def parse_env_args(args: list[str] | None) -> dict[str, Any]:
         if not equals or not key:
             hint = "; --env-args takes every argument after it, so give it last" if item.startswith("--") else ""
             raise EnvError(f"--env-args: expected key=value, got {item!r}{hint}")
+        if key.startswith("--"):  # --run-id=x after --env-args: a flag, not an argument
+            raise EnvError(f"--env-args: {item!r} looks like a flag; --env-args takes every argument after it, "
+                           "so give it last")
         if key in kwargs:
             raise EnvError(f"--env-args: {key!r} is given twice ({_show_arg(args, key)}); give it once")
         try:
@@ -240,6 +243,11 @@ def make_env(name: str | None, seed: int = 0, num_areas: int = 1, env_args: list
     source = _source(name)
     if source is not None:
         return source.make(EnvRequest(name, seed, num_areas, env_args, engine, port))
+    looks_like_a_path = name is not None and ("/" in name or "\\" in name or name.lower().endswith(UNITY_SUFFIXES))
+    if looks_like_a_path and not _GYMNASIUM_ID.match(name):
+        raise EnvError(f"no Unity build at {name!r}: the path does not exist (--env takes a Unity build's "
+                       "executable or its folder, relative to the current folder, or an environment name; "
+                       "see docs/unity.md)")
     close = difflib.get_close_matches(name, list(BUILTIN_ENVS) + list(_gymnasium_ids()), n=3, cutoff=0.6)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     raise EnvError(
