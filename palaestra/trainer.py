@@ -394,12 +394,13 @@ class BehaviorTrainer:
         differ = [key for key in network
                   if key not in moot and key in saved_network and saved_network[key] != network[key]]
         if differ:
-            # another trainer is the likelier cause: named first where it differs too
+            # where another trainer made it, both are named too: often the cause, not always (a
+            # behavioral-cloning run's weights may start a PPO run)
             other_trainer = saved_network.get("trainer") not in (None, network.get("trainer"))
-            shown = (["trainer"] if other_trainer else []) + differ
 
             def written(values: dict[str, Any]) -> str:  # as the config spells them (true, not True)
-                return ", ".join(f"{k}: {_as_written(values[k])}" for k in shown)
+                return ", ".join(f"{k}: {_as_written(values[k])}" for k in differ) + (
+                    f" (trainer: {values['trainer']})" if other_trainer else "")
 
             raise CheckpointError(
                 f"checkpoint {path} was trained with {written(saved_network)}, but behavior {self.name!r} is set to "

@@ -283,9 +283,9 @@ def test_another_trainers_checkpoint_is_refused_naming_both_trainers(tmp_path):
     with pytest.raises(CheckpointError, match=r"trained with trainer: ppo, but behavior '1D' is set to trainer: sac, "
                                               r"whose networks it does not fit"):
         make_trainer(tmp_path / "b", trainer="sac").restore(path, weights_only=True)
-    # with network settings that differ too, the trainer is named first: the likelier cause
-    with pytest.raises(CheckpointError, match=r"trained with trainer: ppo, hidden_units: \d+, but behavior '1D' is "
-                                              r"set to trainer: sac, hidden_units: 7"):
+    # with network settings that differ too, the trainers are named beside them
+    with pytest.raises(CheckpointError, match=r"trained with hidden_units: \d+ \(trainer: ppo\), but behavior '1D' "
+                                              r"is set to hidden_units: 7 \(trainer: sac\)"):
         make_trainer(tmp_path / "c", trainer="sac", hidden_units=7).restore(path, weights_only=True)
 
 
@@ -530,8 +530,8 @@ def test_a_cloning_trainers_checkpoint_records_that_its_network_has_no_normalize
     # initialized from one is told so, not shown the parameters it lacks
     source = make_trainer(tmp_path / "a", trainer="online_bc", normalize=True)
     path = source.checkpoints.save(source.state(0), 0)
-    with pytest.raises(CheckpointError, match="was trained with normalize: false, but behavior '1D' is set to "
-                                              "normalize: true"):
+    with pytest.raises(CheckpointError, match=r"was trained with normalize: false \(trainer: online_bc\), but behavior "
+                                              r"'1D' is set to normalize: true \(trainer: ppo\)"):
         make_trainer(tmp_path / "b", normalize=True).restore(path, weights_only=True)
     make_trainer(tmp_path / "c", trainer="online_bc", normalize=True).restore(path, weights_only=False)
 

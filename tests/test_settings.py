@@ -195,7 +195,7 @@ def test_reward_signal_errors(tmp_path):
         load_trainer_config(write_yaml(tmp_path / "b.yaml", "B:\n  reward_signals:\n    gail: {strength: 1}\n"))
     with pytest.raises(ConfigError, match="reward_signals.extrinsic.gamma.*a number in \\[0, 1\\]"):
         load_trainer_config(write_yaml(tmp_path / "c.yaml", "B:\n  reward_signals:\n    extrinsic: {gamma: 2}\n"))
-    with pytest.raises(ConfigError, match="reward_signals: expected at least one signal .*got \\{\\}"):
+    with pytest.raises(ConfigError, match="'reward_signals': expected at least one signal .*got \\{\\}"):
         load_trainer_config(write_yaml(tmp_path / "d.yaml", "B:\n  reward_signals: {}\n"))
 
 
