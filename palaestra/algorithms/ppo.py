@@ -19,11 +19,13 @@ ML-Agents' details, named where they happen:
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any
 
 import numpy as np
 import torch
+from threadpoolctl import ThreadpoolController
 from torch import nn
 
 from palaestra.algorithms.auxiliary import (AuxiliaryLoss, PolicyUpdate, StatsMean, add_auxiliary_gradients,
@@ -33,7 +35,7 @@ from palaestra.algorithms.training_state import load_training_state, training_st
 from palaestra.algorithms.schedules import linear_decay, scheduled_learning_rate
 from palaestra.rollout.transitions import following_rows, terminal_rows
 from palaestra.envs.base import BehaviorSpec
-from palaestra.machine import image_towers_on_two_threads
+from palaestra.machine import blas_threads, image_towers_on_two_threads
 from palaestra.networks.accelerator import accelerable, accelerate, acting_network, policy_arrays
 from palaestra.networks.numpy_adam import NumpyAdam
 from palaestra.networks.optim import make_adam
@@ -149,6 +151,7 @@ class PPO:
         # acting: the accelerator's numpy network (a recurrent one acts in numpy too), or the module
         # itself (networks/torch_acting.py)
         self._actor = self._accelerated or acting_network(self.policy, self.rng) or TorchActor(self.policy)
+        self._blas: Any = None  # numpy's BLAS threads, held at the first update (_mlp_towers_as_chosen)
         self.buffer = RolloutBuffer()
         # Finished segments wait here until the buffer is due for an update, then go through
         # process() together: one GAE pass per update rather than one per finished episode.
@@ -170,6 +173,15 @@ class PPO:
             memory: np.ndarray | None = None) -> ActResult:
         self._image_towers_as_chosen()
         return self._actor.act(observations, allowed, deterministic, memory=memory)
+
+    def _mlp_towers_as_chosen(self) -> None:
+        """Where the run gave numpy's BLAS two threads (a wide network, machine.limit_threads),
+        the accelerator trains the actor's and the critic's towers one per thread instead, one
+        BLAS thread each (networks/two_threads.py: SAC's critics do the same): the same products,
+        each tower's data kept in one core's cache however the machine placed the two cores."""
+        self._blas = ThreadpoolController().select(user_api="blas")
+        if blas_threads() == 2:
+            self._accelerated.towers_on_two_threads()
 
     def _image_towers_as_chosen(self) -> None:
         """The actor's and the critic's image encoders at once where the run chose it
@@ -298,6 +310,8 @@ class PPO:
     def update(self) -> dict[str, Any]:
         """Process the queued segments, then run the epochs; return the stats of both."""
         self._image_towers_as_chosen()
+        if self._blas is None and self._accelerated is not None:
+            self._mlp_towers_as_chosen()
         with timed("process_trajectory"):
             stats: dict[str, Any] = dict(self.process_queued())
         s = self.settings
@@ -330,30 +344,34 @@ class PPO:
         extra = StatsMean()  # auxiliary losses' and reward-signal models' stats
         # the signals' models train on the first epochs' mini-batches (all of them: ML-Agents)
         signal_epochs = s.reward_signal_num_epoch or s.num_epoch
-        for epoch in range(s.num_epoch):
-            order = sequence_order(n, L, self.rng)
-            if self._accelerated is None:  # one index tensor, not one conversion per column
-                order = torch.as_tensor(order, device=self.device)
-            shuffled = {k: v[order] for k, v in data.items()}  # one gather per epoch; mini-batches are slices
-            for i in range(n // batch_rows):
-                rows = slice(i * batch_rows, (i + 1) * batch_rows)
-                batch = {k: v[rows] for k, v in shuffled.items()}
-                policy_loss, value_loss = gradients(batch, epsilon, beta, value_clip)
-                # auxiliary losses (behavioral cloning) add their gradients to PPO's before the step
-                extra.add(add_auxiliary_gradients(self.auxiliary_losses, self.policy, batch, self.step, self.device))
-                if self._numpy_adam is not None:
-                    if s.max_grad_norm is not None:  # Stable-Baselines3's gradient clipping, when asked for
-                        self._numpy_adam.clip_grad_norm(s.max_grad_norm)
-                    self._numpy_adam.step()
-                else:
-                    if s.max_grad_norm is not None:
-                        nn.utils.clip_grad_norm_(self.policy.parameters(), s.max_grad_norm)
-                    self.optimizer.step()
-                policy_losses.append(policy_loss)
-                value_losses.append(value_loss)
-                # reward signals with a model (curiosity, GAIL) learn on the same mini-batches
-                for signal in self._learning_signals if epoch < signal_epochs else ():
-                    extra.add(signal.update(real_rows(_as_numpy(batch))))
+        # with the towers on two threads, one BLAS thread each: BLAS's own second thread, which spins
+        # a while after every product, would take the second tower's core
+        split = self._accelerated is not None and self._accelerated.second is not None
+        with self._blas.limit(limits=1) if split else contextlib.nullcontext():
+            for epoch in range(s.num_epoch):
+                order = sequence_order(n, L, self.rng)
+                if self._accelerated is None:  # one index tensor, not one conversion per column
+                    order = torch.as_tensor(order, device=self.device)
+                shuffled = {k: v[order] for k, v in data.items()}  # one gather per epoch; mini-batches are slices
+                for i in range(n // batch_rows):
+                    rows = slice(i * batch_rows, (i + 1) * batch_rows)
+                    batch = {k: v[rows] for k, v in shuffled.items()}
+                    policy_loss, value_loss = gradients(batch, epsilon, beta, value_clip)
+                    # auxiliary losses (behavioral cloning) add their gradients to PPO's before the step
+                    extra.add(add_auxiliary_gradients(self.auxiliary_losses, self.policy, batch, self.step, self.device))
+                    if self._numpy_adam is not None:
+                        if s.max_grad_norm is not None:  # Stable-Baselines3's gradient clipping, when asked for
+                            self._numpy_adam.clip_grad_norm(s.max_grad_norm)
+                        self._numpy_adam.step()
+                    else:
+                        if s.max_grad_norm is not None:
+                            nn.utils.clip_grad_norm_(self.policy.parameters(), s.max_grad_norm)
+                        self.optimizer.step()
+                    policy_losses.append(policy_loss)
+                    value_losses.append(value_loss)
+                    # reward signals with a model (curiosity, GAIL) learn on the same mini-batches
+                    for signal in self._learning_signals if epoch < signal_epochs else ():
+                        extra.add(signal.update(real_rows(_as_numpy(batch))))
         self.buffer.clear()
         self.update_count += 1
         for policy_update in self.policy_updates:

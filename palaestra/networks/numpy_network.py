@@ -36,6 +36,8 @@ from palaestra.networks.numpy_layers import (
     normalize,
     squashed_gaussian,
 )
+from palaestra.networks.numpy_layers import tower as tower_of
+from palaestra.networks.two_threads import SecondThread, in_pairs
 from palaestra.rollout.collector import ActResult
 
 # Sliced to [n, 0] for a policy without that kind of action: no allocation per step.
@@ -126,6 +128,16 @@ class MLPNetwork:
         if rng is not None:
             self.normal = RandomPool(rng, lambda g, n: g.standard_normal(n, dtype=np.float32))
             self.gumbel = RandomPool(rng, gumbel_noise)
+        # training: the actor's and the critic's towers one per thread (towers_on_two_threads)
+        self.second: SecondThread | None = None
+        self.towers: list[Stack] = []
+
+    def towers_on_two_threads(self) -> None:
+        """Train a feed-forward actor-critic's two towers one per thread (networks/two_threads.py),
+        each over views of its half of the twin weights: the same products, one BLAS thread each."""
+        if self.twin and self.sequences is None:
+            self.towers = [tower_of(self.trunk, t) for t in (0, 1)]
+            self.second = SecondThread()
 
     def encode(self, observations):
         """The vector observations side by side (networks/encoders.py), normalized."""
@@ -224,6 +236,11 @@ class MLPNetwork:
         lstm_kept = None
         if self.sequences is not None:
             h, g, lstm_kept = self.sequence_features(observations, memory, sequence_length, trunk_cache)
+        elif self.second is not None:
+            x = self.encode(observations)
+            caches: tuple[list, list] = ([], [])
+            h, g = in_pairs(self.second, lambda t: self.towers[t].forward(x, caches[t]))
+            trunk_cache = list(caches)
         else:
             h, g = self.features(observations, trunk_cache)
         log_prob = np.zeros(len(h), np.float32)
@@ -267,7 +284,9 @@ class MLPNetwork:
             else:
                 grad_h += grad
         grad_trunk[1] = self.values.backward(grad_values, values_entry)
-        if lstm_kept is None:
+        if self.second is not None and lstm_kept is None:
+            in_pairs(self.second, lambda t: self.towers[t].backward(grad_trunk[t], trunk_cache[t]))
+        elif lstm_kept is None:
             self.trunk.backward(grad_trunk, trunk_cache)
         elif self.lstm_first:
             self.sequences.backward(self.trunk.backward(grad_trunk, trunk_cache, input_grad=True), lstm_kept,
