@@ -224,12 +224,13 @@ def test_the_accelerator_applies_to_plain_mlps_only(monkeypatch, layer):
     assert accelerate(make_policy(spec)) is not None and describe(make_policy(spec)) is not None
     odd = _WithMemory(spec, 16, 2, True, 1, layer=layer)
     assert accelerate(odd) is None and describe(odd) is None  # decided from the layers, not the device
-    # PPO with such a policy acts and trains on torch and autograd
+    # PPO with such a policy acts and trains on torch and autograd (its Adam still steps over one
+    # flat buffer on the CPU: that needs no accelerator)
     monkeypatch.setattr(ppo_module, "ActorCritic", functools.partial(_WithMemory, layer=layer))
     settings = TrainerSettings(hidden_units=16, num_layers=1, batch_size=8, buffer_size=16,
                                reward_signals={"extrinsic": ExtrinsicSettings()})
     ppo = ppo_module.PPO(spec, settings, torch.device("cpu"), np.random.default_rng(0))
-    assert ppo._accelerated is None and ppo._numpy_adam is None
+    assert ppo._accelerated is None and ppo._numpy_adam is not None
     out = ppo.act([np.zeros((3, 6), np.float32)], np.ones((3, 3), bool))
     assert out.continuous.shape == (3, 2) and out.values.shape == (3, 1)
 

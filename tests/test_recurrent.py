@@ -250,7 +250,7 @@ def test_a_recurrent_ppo_update_in_numpy_gives_the_weights_torch_gives(tmp_path,
     settings = _settings(tmp_path, extra="  max_grad_norm: 0.5\n")
     torch.manual_seed(0)
     numpy_ppo = PPO(spec, settings, torch.device("cpu"), np.random.default_rng(0))
-    monkeypatch.setattr(ppo_module, "accelerable", lambda module: False)
+    monkeypatch.setattr(ppo_module, "NumpyAdam", lambda params, optimizer: None)  # torch's own Adam
     monkeypatch.setattr(ppo_module, "accelerate", lambda module, rng=None: None)
     torch_ppo = PPO(spec, settings, torch.device("cpu"), np.random.default_rng(0))
     assert numpy_ppo._accelerated is not None and torch_ppo._accelerated is None

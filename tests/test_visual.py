@@ -5,6 +5,7 @@ checkpoints, the ONNX export with image inputs, and the settings checks that nam
 from __future__ import annotations
 
 import copy
+import dataclasses
 import threading
 
 import numpy as np
@@ -189,6 +190,29 @@ def test_image_towers_on_two_threads_train_exactly_as_on_one(tmp_path, monkeypat
         for name, value in first[part].items():
             assert torch.equal(value, second[part][name]), (part, name)
     assert not any(isinstance(v, threading.Thread) for v in vars(copy.deepcopy(towers[0])).values())
+
+
+@pytest.mark.parametrize("hidden", [16, 256], ids=["numpy-step", "fused-kernel"])
+def test_ppo_with_images_steps_adam_over_one_flat_buffer_as_torch_s_adam_does(tmp_path, monkeypatch, hidden):
+    # on the CPU every PPO policy's Adam steps over one flat buffer (networks/numpy_adam.py), a
+    # CNN's too: the weights torch's own per-tensor Adam reaches, to rounding (the fused kernel's
+    # vector lanes fall differently over one buffer than over each tensor; numpy's step below
+    # TORCH_KERNEL_FROM parameters is Adam's unfused form)
+    from palaestra.algorithms import ppo as ppo_module
+    from palaestra.networks.numpy_adam import TORCH_KERNEL_FROM
+
+    spec = _spec(True)
+    settings = dataclasses.replace(_settings(tmp_path, "ppo"), hidden_units=hidden)
+    flat = _trained(PPO, spec, settings)
+    assert flat._numpy_adam is not None and flat._accelerated is None
+    assert (sum(p.numel() for p in flat.policy.parameters()) >= TORCH_KERNEL_FROM) is (hidden == 256)
+    monkeypatch.setattr(ppo_module, "NumpyAdam", lambda params, optimizer: None)
+    own = _trained(PPO, spec, settings)
+    assert own._numpy_adam is None
+    for name, value in flat.state_dict()["policy"].items():
+        torch.testing.assert_close(value, own.state_dict()["policy"][name], rtol=1e-5, atol=1e-6, msg=name)
+    # the optimizer's state checkpoints in torch's own format either way
+    assert flat.state_dict()["optimizer"]["state"].keys() == own.state_dict()["optimizer"]["state"].keys()
 
 
 def test_a_tower_the_loss_does_not_read_is_left_alone_on_two_threads():
