@@ -121,6 +121,21 @@ def test_the_numpy_step_has_autograd_s_loss_and_gradients(use_actions):
                                    atol=1e-6, err_msg=name)
 
 
+@pytest.mark.parametrize("use_actions", [False, True])
+def test_the_numpy_rewards_are_the_torch_discriminator_s(demos, use_actions):
+    signal = _signal(demos["Simple1DContinuous"], "Simple1DContinuous", use_actions=use_actions)
+    assert signal.trains_in_numpy
+    rng = np.random.default_rng(4)
+    for _ in range(3):
+        signal.update(_wrong_way(signal, 32, rng))
+    batch = _wrong_way(signal, 24, rng)
+    ours = signal.rewards_for_batch(batch)
+    signal.trains_in_numpy = False  # the torch module's forward pass
+    reference = signal.rewards_for_batch(batch)
+    assert ours.dtype == np.float32 and ours.shape == (24,) and ours.any()
+    np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-7)
+
+
 def test_the_numpy_path_s_optimizer_state_round_trips(demos):
     trained = _signal(demos["Simple1DDiscrete"], "Simple1DDiscrete", use_actions=True)
     assert trained.trains_in_numpy

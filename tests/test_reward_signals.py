@@ -74,8 +74,8 @@ def test_curiosity_learns_the_forward_and_inverse_models(spec):
 @pytest.mark.parametrize("kind", ["curiosity", "rnd"])
 @pytest.mark.parametrize("spec", SPECS.values(), ids=SPECS.keys())
 def test_the_numpy_update_is_autograd_s(spec, kind):
-    """On the CPU the signals' updates run in numpy (rewards/numpy_losses.py): the same losses,
-    gradients and, after Adam, parameters as the torch losses in their signal files."""
+    """On the CPU the signals' updates and rewards run in numpy (rewards/numpy_losses.py): the same
+    losses, gradients, parameters after Adam and rewards as the torch code in their signal files."""
     numpy_signal = _signal(kind, spec, encoding_size=16, learning_rate=1e-2)
     torch_signal = _signal(kind, spec, encoding_size=16, learning_rate=1e-2)
     torch_signal.trains_in_numpy = False  # the torch loss and autograd
@@ -95,6 +95,12 @@ def test_the_numpy_update_is_autograd_s(spec, kind):
             # gradient is rounding noise, Adam's normalized step can magnify the difference)
             np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), atol=1e-4, err_msg=name)
     assert numpy_signal.optimizer.steps == torch_signal.optimizer.steps == 3
+    # the rewards too: numpy's forward pass against the model's own, from the same weights
+    torch_signal.load_state_dict(numpy_signal.state_dict())
+    batch = _dynamics(spec, 40, rng)
+    ours, reference = numpy_signal.rewards_for_batch(batch), torch_signal.rewards_for_batch(batch)
+    assert ours.dtype == np.float32 and ours.shape == (40,) and ours.any()
+    np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-7)
 
 
 def test_curiosity_pays_nothing_before_its_first_update_then_at_most_one():

@@ -32,7 +32,7 @@ from palaestra.networks.accelerator import on_cpu, sequential_layers
 from palaestra.networks.encoders import VectorEncoder
 from palaestra.networks.policy import mlp
 from palaestra.networks.visual import image_features
-from palaestra.rewards.numpy_losses import curiosity_gradients
+from palaestra.rewards.numpy_losses import curiosity_error, curiosity_gradients
 from palaestra.rewards.learned import (ModelSignal, action_array, action_input, image_tensors, vector_array,
                                        vector_input)
 from palaestra.settings import CuriositySettings
@@ -100,8 +100,13 @@ class CuriositySignal(ModelSignal):
         return encoded, encoded_next, action_input(self.spec.action_spec, batch, self.device)
 
     def batch_rewards(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
-        error = self.model.forward_error(*self._inputs(batch))
-        return np.minimum(error.cpu().numpy() * self.strength, 1.0).astype(np.float32)
+        if self.trains_in_numpy:  # the same forward pass in numpy (rewards/numpy_losses.py)
+            encoder, _, forward = self.layers
+            error = curiosity_error(encoder, forward, vector_array(batch, "obs"), vector_array(batch, "next_obs"),
+                                    action_array(self.spec.action_spec, batch))
+        else:
+            error = self.model.forward_error(*self._inputs(batch)).cpu().numpy()
+        return np.minimum(error * self.strength, 1.0).astype(np.float32)
 
     def update(self, batch: Mapping[str, np.ndarray]) -> dict[str, float]:
         if self.trains_in_numpy:

@@ -38,7 +38,7 @@ from palaestra.envs.base import BehaviorSpec
 from palaestra.networks.encoders import VectorEncoder
 from palaestra.networks.policy import mlp
 from palaestra.networks.visual import image_features
-from palaestra.rewards.numpy_losses import discriminator_gradients
+from palaestra.rewards.numpy_losses import discriminator_estimate, discriminator_gradients
 from palaestra.rewards.learned import ModelSignal, action_array, as_floats, image_tensors, vector_array
 from palaestra.settings import GAILSettings
 
@@ -118,6 +118,9 @@ class GAILSignal(ModelSignal):
         self.rng = np.random.default_rng(int(torch.randint(2**31, ())))
 
     def batch_rewards(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
+        if self.trains_in_numpy:  # the same forward pass in numpy (rewards/numpy_losses.py)
+            d = discriminator_estimate(*self.model.layers(), self.model.input_array(batch))
+            return (-np.log(1.0 - d + EPSILON) * self.strength).astype(np.float32)
         d, _ = self.model(*self.model.inputs(batch, self.device))
         return (-torch.log(1.0 - d + EPSILON) * self.strength).cpu().numpy().astype(np.float32)
 

@@ -32,7 +32,7 @@ from palaestra.networks.numpy_layers import normalize
 from palaestra.networks.policy import mlp
 from palaestra.networks.visual import image_features
 from palaestra.rewards.learned import ModelSignal, image_tensors, vector_array, vector_input
-from palaestra.rewards.numpy_losses import rnd_gradients
+from palaestra.rewards.numpy_losses import rnd_error, rnd_gradients
 from palaestra.settings import RNDSettings
 
 LAYERS = 3
@@ -90,8 +90,14 @@ class RNDSignal(ModelSignal):
 
     def batch_rewards(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
         # the observation reached: a transition into a novel state pays
-        error = self.model.error(vector_input(batch, "next_obs", self.device), self._images(batch, "next_obs"))
-        return (error.cpu().numpy() * self.strength).astype(np.float32)
+        if self.trains_in_numpy:  # the same forward pass in numpy (rewards/numpy_losses.py)
+            normalizer = self.model.normalizer
+            reached = normalize(vector_array(batch, "next_obs"), normalizer.mean.numpy(), normalizer.var.numpy())
+            error = rnd_error(*self.layers, reached)
+        else:
+            error = self.model.error(vector_input(batch, "next_obs", self.device),
+                                     self._images(batch, "next_obs")).cpu().numpy()
+        return (error * self.strength).astype(np.float32)
 
     def update(self, batch: Mapping[str, np.ndarray]) -> dict[str, float]:
         if self.trains_in_numpy:
