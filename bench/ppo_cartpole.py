@@ -13,6 +13,13 @@ clipped to 0.5 (docs/algorithms.md).
 Usage: python bench/ppo_cartpole.py [--steps 100000] [--seeds 1]
 With several seeds both libraries train once per seed, alternating; each run's speed and its
 final deterministic return are listed, and the ratio is taken from the median speeds.
+
+--hidden N trains N x N networks on both sides instead (e.g. 256: a wide network, for which
+Palaestra gives numpy's BLAS every core and trains the actor's and the critic's towers one per
+thread, palaestra/machine.py and docs/algorithms.md); SB3 then runs at one torch thread and at
+torch's default count, the faster kept.
+
+Usage: python bench/ppo_cartpole.py [--steps 100000] [--seeds 1] [--hidden 64]
 """
 
 from __future__ import annotations
@@ -31,16 +38,19 @@ from palaestra.evaluation import evaluate_onnx
 CONFIG = (Path(__file__).resolve().parent.parent / "config" / "rl_zoo_cartpole.yaml").read_text()
 
 
-def bench_palaestra(steps: int, seed: int) -> dict:
+def bench_palaestra(steps: int, seed: int, hidden: int) -> dict:
     from palaestra.envs.sources import make_env
 
-    result = run_palaestra(CONFIG.replace("max_steps: 1.0e5", f"max_steps: {steps}"), "CartPole-v1", "--num-areas=8", "--cpu", seed=seed)
+    config = CONFIG.replace("max_steps: 1.0e5", f"max_steps: {steps}")
+    config = config.replace("hidden_units: 64 ", f"hidden_units: {hidden} ")
+    assert f"hidden_units: {hidden} " in config
+    result = run_palaestra(config, "CartPole-v1", "--num-areas=8", "--cpu", seed=seed)
     onnx = result["dir"] / "models/bench/CartPole-v1.onnx"
     ret = float(np.mean(evaluate_onnx(make_env("CartPole-v1", seed=100, num_areas=4), onnx, episodes=20)))
     return {"steps_per_s": steps / result["loop_s"], "seconds": result["loop_s"], "return": ret}
 
 
-def bench_sb3(steps: int, seed: int) -> dict:
+def bench_sb3(steps: int, seed: int, hidden: int) -> dict:
     from stable_baselines3 import PPO
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.evaluation import evaluate_policy
@@ -50,7 +60,8 @@ def bench_sb3(steps: int, seed: int) -> dict:
 
     env = make_vec_env("CartPole-v1", n_envs=8, seed=seed)
     model = PPO("MlpPolicy", env, n_steps=32, batch_size=256, n_epochs=20, gae_lambda=0.8, gamma=0.98,
-                learning_rate=linear(1e-3), clip_range=linear(0.2), ent_coef=0.0, device="cpu", seed=seed, verbose=0)
+                learning_rate=linear(1e-3), clip_range=linear(0.2), ent_coef=0.0, device="cpu", seed=seed, verbose=0,
+                policy_kwargs=dict(net_arch=dict(pi=[hidden, hidden], vf=[hidden, hidden])))
     start = time.perf_counter()
     model.learn(total_timesteps=steps)
     seconds = time.perf_counter() - start
@@ -62,14 +73,24 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=100_000)
     parser.add_argument("--seeds", type=int, default=1, help="train each library once per seed 1..N")
+    parser.add_argument("--hidden", type=int, default=64, help="units of each of the two layers, both sides")
     args = parser.parse_args()
+    torch_default = torch.get_num_threads()
+    # SB3 at its best: one torch thread for rl-zoo's 64-unit layers; for wider ones, one and
+    # torch's default count are both run and the faster kept
+    sb3_threads = [1] if args.hidden < 256 else sorted({1, torch_default})
     runs: dict[str, list[dict]] = {"Palaestra": [], "SB3": []}
     for seed in range(1, args.seeds + 1):
         torch.set_num_threads(1)
-        runs["Palaestra"].append(bench_palaestra(args.steps, seed))
-        torch.set_num_threads(1)
-        runs["SB3"].append(bench_sb3(args.steps, seed))
-    print(f"PPO CartPole-v1, {args.steps} steps, seeds 1-{args.seeds}")
+        runs["Palaestra"].append(bench_palaestra(args.steps, seed, args.hidden))
+        tries = []
+        for threads in sb3_threads:
+            torch.set_num_threads(threads)
+            tries.append(bench_sb3(args.steps, seed, args.hidden))
+            print(f"SB3, seed {seed}, torch threads {threads}: {tries[-1]['steps_per_s']:.0f} steps/s", flush=True)
+        runs["SB3"].append(max(tries, key=lambda r: r["steps_per_s"]))
+    print("Palaestra, per seed: " + " ".join(f"{r['steps_per_s']:.0f}" for r in runs["Palaestra"]) + " steps/s")
+    print(f"PPO CartPole-v1, {args.hidden}x{args.hidden} networks, {args.steps} steps, seeds 1-{args.seeds}")
     print(f"{'':12} {'steps/s (median)':>17} {'seconds':>9}  final return per seed (20 episodes, deterministic)")
     for name, rs in runs.items():
         speed = float(np.median([r["steps_per_s"] for r in rs]))
