@@ -14,7 +14,7 @@ from palaestra.envs.base import BehaviorSpec
 from palaestra.envs.observations import is_image
 from palaestra.networks.constants import ACTIVATIONS
 from palaestra.networks.encoders import image_problem
-from palaestra.settings import TrainerSettings
+from palaestra.settings import TrainerSettings, set_in
 
 
 @dataclass(frozen=True)
@@ -62,37 +62,31 @@ def capabilities(settings: TrainerSettings) -> Capabilities:
     return CAPABILITIES[settings.trainer]
 
 
-def _set_in(settings: TrainerSettings, key: str) -> str:
-    """Where ``key`` was set, for messages: " (set in section 'default')", or "" if not set."""
-    origin = settings.origin(key)
-    return "" if origin == "the default" else f" (set in {origin})"
-
-
 def settings_problems(settings: TrainerSettings) -> list[str]:
     """What these settings ask that their trainer cannot do (yet), each with what to do instead."""
     can = capabilities(settings)
     if can.refusal is not None:
-        return [can.refusal + _set_in(settings, "trainer")]
+        return [can.refusal + set_in(settings, "trainer")]
     problems = [f"trainer {settings.trainer!r} needs {key}: {what}" for key, what in can.required
                 if getattr(settings, key) is None]
     if settings.use_recurrent and not can.recurrent:
         recurrent = [name for name, c in CAPABILITIES.items() if c.recurrent]
         problems.append(f"use_recurrent: true (LSTM policies) is built for trainer{'s' if len(recurrent) > 1 else ''} "
-                        f"{' and '.join(recurrent)} only so far{_set_in(settings, 'use_recurrent')}; set "
+                        f"{' and '.join(recurrent)} only so far{set_in(settings, 'use_recurrent')}; set "
                         f"use_recurrent: false or use trainer: {recurrent[0]}")
     if settings.behavioral_cloning is not None and not can.behavioral_cloning:
         cloning = [name for name, c in CAPABILITIES.items() if c.behavioral_cloning]
-        problems.append(f"behavioral_cloning{_set_in(settings, 'behavioral_cloning')} is read by trainers "
+        problems.append(f"behavioral_cloning{set_in(settings, 'behavioral_cloning')} is read by trainers "
                         f"{' and '.join(cloning)} only; trainer {settings.trainer!r} cannot use it: remove the section")
     if settings.self_play is not None and not can.self_play:
-        problems.append(f"self_play is not supported yet{_set_in(settings, 'self_play')}; remove the section")
+        problems.append(f"self_play is not supported yet{set_in(settings, 'self_play')}; remove the section")
     for name in settings.reward_signals:
         if name not in can.reward_signals:
-            problems.append(f"the {name} reward signal is not supported yet{_set_in(settings, 'reward_signals')}; "
+            problems.append(f"the {name} reward signal is not supported yet{set_in(settings, 'reward_signals')}; "
                             "remove it from reward_signals")
     if settings.activation not in can.activations:
         problems.append(f"activation {settings.activation!r} is built for trainer 'ppo' only so far"
-                        f"{_set_in(settings, 'activation')}; {settings.trainer.upper()}'s networks use swish "
+                        f"{set_in(settings, 'activation')}; {settings.trainer.upper()}'s networks use swish "
                         "(remove the key)")
     return problems
 
@@ -103,7 +97,7 @@ def spec_problems(spec: BehaviorSpec, settings: TrainerSettings) -> list[str]:
     problems = []
     images = [shape for shape in spec.observation_shapes if is_image(shape)]
     for shape in images:
-        problem = image_problem(shape, settings.vis_encode_type, _set_in(settings, "vis_encode_type"))
+        problem = image_problem(shape, settings.vis_encode_type, set_in(settings, "vis_encode_type"))
         if problem:
             problems.append(problem)
     action = spec.action_spec

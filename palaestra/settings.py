@@ -48,6 +48,10 @@ RENAMED_TRAINERS = {"imitation": "online_bc (or, for imitation alongside rewards
 # Top-level keys of ML-Agents' later config format (release 1 on)
 LATER_FORMAT_KEYS = ("behaviors", "default_settings", "environment_parameters", "env_settings", "engine_settings",
                      "checkpoint_settings", "torch_settings")
+# A behavior's keys in that format which group settings this format writes flat in the section
+# (``memory`` is network_settings' group for use_recurrent's keys); with their settings ignored a
+# run would train another network than the one asked for, so they are refused
+LATER_FORMAT_GROUPS = ("hyperparameters", "network_settings", "memory")
 SUPPORTED_TRAINERS = ("ppo",)
 LR_SCHEDULES = ("linear", "constant")
 VISUAL_ENCODERS = ("simple", "nature_cnn", "resnet")
@@ -564,7 +568,12 @@ class TrainerConfig:
         origins.update({key: f"section {_show(own_name)}" for key in own})
         self._warn_unread(behavior, own_name, own, default_name, merged)
         merged.update(own)
-        return _build_settings(self.path, behavior, merged, origins)
+        settings = _build_settings(self.path, behavior, merged, origins)
+        for message in settings_notes(self.path, behavior, settings):
+            if message not in self.warnings:
+                self.warnings.append(message)
+                logger.warning(message)
+        return settings
 
     def warn_misspelt_sections(self, behaviors: list[str]) -> None:
         """Warn about a section whose name nearly matches a behavior of the environment (or
@@ -954,6 +963,29 @@ def _warn(warnings: list[str], message: Callable[[], str]) -> None:
         warnings.append(f"more than {MAX_WARNINGS} warnings; the rest are left out")
 
 
+def _later_format_hint(key: str, value: Any) -> str:
+    """What to write instead of a group of ML-Agents' later layout: its settings flat."""
+    def written(v: Any) -> str:  # as YAML would take it back: a short plain word unquoted
+        return v if isinstance(v, str) and v.isidentifier() and len(v) <= 30 else _show(v, 30)
+
+    if key == "trainer_type":
+        return f"ML-Agents' later name of 'trainer'; this format reads `trainer: {written(value)}`"
+    flat: list[str] = []
+
+    def flatten(group: Any) -> None:
+        for sub, inner in (group.items() if isinstance(group, dict) else ()):
+            if str(sub) == "memory":
+                flat.append("use_recurrent: true")
+                flatten(inner)
+            else:
+                flat.append(f"{sub}: {written(inner)}")
+
+    flatten({key: value} if key == "memory" else value)
+    written = f" (here: {', '.join(dict.fromkeys(flat))})" if flat else ""
+    return (f"a group of ML-Agents' later config layout (release 1 on). This format (0.15/0.16) writes "
+            f"those settings flat in the behavior's section{written}; see docs/configuration.md")
+
+
 def _closest(name: str, known: list[str]) -> str:
     match = _closest_name(name, known)
     return f" (did you mean {match!r}?)" if match else ""
@@ -999,6 +1031,8 @@ def _check_section(path: Path, name: str, section: dict[str, Any], warnings: lis
             continue
         if key in RENAMED_KEYS:
             raise ConfigError(f"{_where(path, name, key)}: the old name of {RENAMED_KEYS[key]}; rename the key")
+        if key in LATER_FORMAT_GROUPS or key == "trainer_type":
+            raise ConfigError(f"{_where(path, name, key)}: {_later_format_hint(key, value)}")
         if key not in TRAINER_KEYS:
             _warn(warnings, lambda: (
                 f"{_where(path, name, key)}: unknown key, ignored{_closest(key, list(TRAINER_KEYS))}"
@@ -1113,11 +1147,37 @@ def _build_settings(path: Path, behavior: str, merged: dict[str, Any], origins: 
             f"must be at least sequence_length ({settings.sequence_length})"
         )
     if settings.use_recurrent and settings.memory_size % 2:
+        size = settings.memory_size
         raise ConfigError(
-            f"{path}: behavior {behavior!r}: memory_size must be even with use_recurrent, "
-            f"got {settings.memory_size}"
+            f"{path}: behavior {behavior!r}: memory_size{set_in(settings, 'memory_size')} must be even with "
+            f"use_recurrent (half of it is the LSTM's state, half its cell), got {size}; use {size - 1} or {size + 1}"
         )
     return settings
+
+
+def set_in(settings: TrainerSettings, key: str) -> str:
+    """Where ``key`` was written, for messages: " (set in section 'default')", or "" where not."""
+    origin = settings.origin(key)
+    return "" if origin == "the default" else f" (set in {origin})"
+
+
+def settings_notes(path: Path, behavior: str, settings: TrainerSettings) -> list[str]:
+    """Settings of ``behavior`` that are valid but will not do what they were likely written for."""
+    notes = []
+    where = f"{path}: behavior {behavior!r}"
+    horizon = getattr(settings, "time_horizon", None)
+    if settings.use_recurrent and horizon is not None and settings.sequence_length > horizon:
+        notes.append(
+            f"{where}: sequence_length {settings.sequence_length}{set_in(settings, 'sequence_length')} is longer "
+            f"than time_horizon {horizon}{set_in(settings, 'time_horizon')}: experience is cut into pieces of at "
+            f"most time_horizon steps and a sequence never spans two, so every sequence holds at most {horizon} "
+            "steps and the rest is padding; set sequence_length to at most time_horizon"
+        )
+    if hasattr(settings, "lstm_placement") and not settings.use_recurrent \
+            and settings.origin("lstm_placement") != "the default":
+        notes.append(f"{where}: lstm_placement{set_in(settings, 'lstm_placement')} is read only with "
+                     "use_recurrent: true, which is not set; it has no effect")
+    return notes
 
 
 def describe_keys() -> str:

@@ -167,6 +167,46 @@ def test_a_file_of_another_kind_is_named_for_what_it_is(tmp_path, name, text, me
         load_trainer_config(write_yaml(tmp_path / name, text))
 
 
+@pytest.mark.parametrize("text,message", [
+    ("B:\n  use_recurrent: true\n  network_settings: {vis_encode_type: nature_cnn, memory: {memory_size: 64}}\n",
+     "key 'network_settings': a group of ML-Agents' later config layout (release 1 on). This format (0.15/0.16) "
+     "writes those settings flat in the behavior's section (here: vis_encode_type: nature_cnn, use_recurrent: true, "
+     "memory_size: 64)"),
+    ("B:\n  hyperparameters:\n    batch_size: 32\n", "key 'hyperparameters': a group of ML-Agents' later config "
+     "layout (release 1 on). This format (0.15/0.16) writes those settings flat in the behavior's section (here: "
+     "batch_size: 32)"),
+    ("default:\n  memory: {sequence_length: 16}\nB: {}\n", "section 'default', key 'memory': a group of ML-Agents' "
+     "later config layout"),
+    ("B:\n  trainer_type: sac\n", "key 'trainer_type': ML-Agents' later name of 'trainer'; this format reads "
+     "`trainer: sac`"),
+])
+def test_a_section_in_ml_agents_later_layout_is_refused_with_its_settings_written_flat(tmp_path, text, message):
+    # ignored with a warning, a later-layout group would train another network than asked for
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_trainer_config(write_yaml(tmp_path / "c.yaml", text)).for_behavior("B")
+
+
+def test_recurrent_settings_that_cannot_do_what_they_say_are_warned_about(tmp_path):
+    config = load_trainer_config(write_yaml(tmp_path / "c.yaml", (
+        "B:\n  use_recurrent: true\n  sequence_length: 32\n  time_horizon: 4\n  batch_size: 64\n"
+        "C:\n  lstm_placement: before_layers\n"
+        "D:\n  use_recurrent: true\n  sequence_length: 16\n  time_horizon: 16\n  lstm_placement: before_layers\n")))
+    for behavior in "BCD":
+        config.for_behavior(behavior)
+    assert len(config.warnings) == 2
+    assert ("behavior 'B': sequence_length 32 (set in section 'B') is longer than time_horizon 4 (set in section 'B')"
+            in config.warnings[0] and "set sequence_length to at most time_horizon" in config.warnings[0])
+    assert ("behavior 'C': lstm_placement (set in section 'C') is read only with use_recurrent: true, which is not "
+            "set" in config.warnings[1])
+
+
+def test_an_odd_memory_size_names_where_it_was_set_and_what_to_use(tmp_path):
+    path = write_yaml(tmp_path / "c.yaml", "default:\n  memory_size: 15\nB:\n  use_recurrent: true\n  batch_size: 128\n")
+    with pytest.raises(ConfigError, match=re.escape("memory_size (set in section 'default') must be even with "
+                                                    "use_recurrent") + ".*got 15; use 14 or 16"):
+        load_trainer_config(path).for_behavior("B")
+
+
 def test_sac_015_cadence_converts_to_steps_per_update(tmp_path):
     path = write_yaml(tmp_path / "c.yaml", "B:\n  trainer: sac\n  num_update: 2\n  train_interval: 4\n")
     assert load_trainer_config(path).for_behavior("B").steps_per_update == 2.0

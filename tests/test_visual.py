@@ -55,6 +55,22 @@ def test_each_encoder_takes_its_smallest_image_and_larger_ones(kind):
         image_encoder(kind, (MIN_IMAGE_SIZE[kind] - 1, 40, 3), 24)
 
 
+@pytest.mark.parametrize("kind", sorted(MIN_IMAGE_SIZE))
+def test_the_settings_checks_know_each_encoder_s_dense_layer_size_and_refuse_absurd_images(kind):
+    # encoders.conv_features (torch-free, for the checks before anything is built) against the
+    # encoders themselves; an image that would need gigabytes of weights is refused, not allocated
+    from palaestra.networks.encoders import MAX_CONV_FEATURES, conv_features, image_problem
+
+    for shape in [(MIN_IMAGE_SIZE[kind],) * 2 + (3,), (84, 84, 3), (37, 91, 1), (120, 64, 4)]:
+        dense = next(m for m in image_encoder(kind, shape, 8) if isinstance(m, torch.nn.Linear))
+        assert dense.in_features == conv_features(shape, kind), shape
+        assert image_problem(shape, kind) is None
+    problem = image_problem((5000, 5000, 3), kind, " (set in section 'B')")
+    assert conv_features((5000, 5000, 3), kind) > MAX_CONV_FEATURES
+    assert f"vis_encode_type {kind!r} (set in section 'B') would hand its dense layer" in problem
+    assert "render smaller images" in problem
+
+
 def test_uint8_images_read_as_floats_in_0_1():
     encoder = image_encoder("simple", (20, 20, 1), 8)
     stored = torch.randint(0, 256, (3, 20, 20, 1), dtype=torch.uint8)

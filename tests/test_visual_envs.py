@@ -63,6 +63,8 @@ def test_simple1d_images_only_and_the_default_stays_one_vector():
     ({"num_visual": -1}, "num_visual must be an integer >= 0, got -1"),
     ({"num_visual": 1, "vis_obs_size": [20, 20]}, "vis_obs_size must be \\[height, width, channels\\]"),
     ({"num_visual": 1, "vis_obs_size": "20x20x3"}, "vis_obs_size must be"),
+    ({"num_visual": 1, "vis_obs_size": [5000, 5000, 3]}, "vis_obs_size must be at most \\[512, 512, 4\\]"),
+    ({"num_visual": 1, "vis_obs_size": [20, 20, 3000]}, "vis_obs_size must be at most"),
 ])
 def test_simple1d_observation_arguments_are_checked(kwargs, message):
     with pytest.raises(EnvError, match=message):

@@ -35,12 +35,37 @@ def concatenate_vectors(observations: Sequence[Any]) -> Any:
 MIN_IMAGE_SIZE = {"simple": 20, "nature_cnn": 36, "resnet": 15}
 
 
+# The most features an image encoder's convolutions may hand its dense layer: a million, times
+# the layer's units, is already gigabytes of weights and Adam state per tower (a 1,400 x 1,400
+# image through the simple encoder); an image far larger is a wrong shape, not a camera
+MAX_CONV_FEATURES = 1 << 20
+
+
+def conv_features(shape: tuple[int, ...], kind: str) -> int:
+    """How many features encoder ``kind``'s convolutions leave of an image of ``shape`` (H, W, C):
+    the input size of its dense layer (networks/visual.py's layer shapes)."""
+    height, width = shape[0], shape[1]
+    if kind == "resnet":  # three blocks, each halving the size (3x3 max pool, stride 2, padding 1)
+        for _ in range(3):
+            height, width = (height - 1) // 2 + 1, (width - 1) // 2 + 1
+        return 32 * height * width
+    layers = {"simple": ((8, 4), (4, 2)), "nature_cnn": ((8, 4), (4, 2), (3, 1))}[kind]
+    for kernel, stride in layers:
+        height, width = (height - kernel) // stride + 1, (width - kernel) // stride + 1
+    return {"simple": 32, "nature_cnn": 64}[kind] * max(height, 0) * max(width, 0)
+
+
 def image_problem(shape: tuple[int, ...], kind: str, origin: str = "") -> str | None:
     """Why encoder ``kind`` cannot take an image of ``shape`` (None if it can); ``origin``: where
     ``kind`` was set, for the message."""
     smallest, side = MIN_IMAGE_SIZE[kind], min(shape[0], shape[1])
     if side >= smallest:
-        return None
+        features = conv_features(shape, kind)
+        if features <= MAX_CONV_FEATURES:
+            return None
+        return (f"image observation of shape {tuple(shape)} is far larger than a camera's: vis_encode_type "
+                f"{kind!r}{origin} would hand its dense layer {features:,} features (at most {MAX_CONV_FEATURES:,}), "
+                "gigabytes of weights; render smaller images in the environment")
     fits = [repr(k) for k, size in MIN_IMAGE_SIZE.items() if side >= size]
     advice = f"use vis_encode_type {' or '.join(fits)}" if fits else "render larger images in the environment"
     return (f"image observation of shape {tuple(shape)} is smaller than the {smallest}x{smallest} that "

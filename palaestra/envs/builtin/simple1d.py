@@ -43,6 +43,9 @@ VIS_OBS_SIZE = (20, 20, 3)
 SHOW_STEPS = 3  # Memory1D: observations of an episode that show the goal
 
 
+MAX_IMAGE_SIDE, MAX_CHANNELS = 512, 4  # the largest images the test environments render
+
+
 def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -57,6 +60,9 @@ def observation_shapes(num_vector: int, num_visual: int, vis_obs_size: object) -
     size = tuple(vis_obs_size) if isinstance(vis_obs_size, (list, tuple)) else ()
     if len(size) != 3 or not all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in size):
         raise EnvError(f"vis_obs_size must be [height, width, channels], three positive integers, got {vis_obs_size!r}")
+    if max(size[:2]) > MAX_IMAGE_SIDE or size[2] > MAX_CHANNELS:  # as VisualGridWorld's image_size
+        raise EnvError(f"vis_obs_size must be at most [{MAX_IMAGE_SIDE}, {MAX_IMAGE_SIDE}, {MAX_CHANNELS}] (a camera's "
+                       f"size), got {vis_obs_size!r}")
     return ((1,),) * num_vector + (size,) * num_visual
 
 
