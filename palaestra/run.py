@@ -768,6 +768,7 @@ def _acting_workers(options: RunOptions, env: Env, trainers: dict[str, BehaviorT
     for trainer in trainers.values():
         trainer.algorithm.decoupled = acting.lag > 0
     logger.info("the policy acts in each of the %d environment workers, in rounds; %s", env.n,
+                "nothing trains (--inference)" if options.inference else
                 f"they may run {acting.lag} rounds ahead while the trainers update (threaded: true)" if threaded
                 else "they wait for each update (threaded: false)")
     return acting

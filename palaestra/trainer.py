@@ -32,7 +32,7 @@ from palaestra.checkpoints import (
 )
 from palaestra.curriculum.curricula import Curriculum, LessonState
 from palaestra.demos.record import Policy
-from palaestra.envs.base import ActionTuple, BehaviorSpec, DecisionSteps, TerminalSteps
+from palaestra.envs.base import ActionSpec, ActionTuple, BehaviorSpec, DecisionSteps, TerminalSteps
 from palaestra.envs.observations import is_image
 from palaestra.export import export_policy
 from palaestra.networks.accelerator import weight_layout
@@ -378,11 +378,15 @@ class BehaviorTrainer:
         if (state.get("observation_shapes") != shapes
                 or state.get("continuous_size") != self.spec.action_spec.continuous_size
                 or state.get("discrete_branches") != list(self.spec.action_spec.discrete_branches)):
+            # in the same words as the environment's (types were checked with the file's structure)
+            size, branches = state.get("continuous_size"), state.get("discrete_branches")
+            saved = (ActionSpec(size, tuple(branches)).describe() if size is not None and branches is not None
+                     else f"continuous={size} discrete={branches}")
             raise CheckpointError(
                 f"checkpoint {path} was trained for observations {state.get('observation_shapes')} and "
-                f"actions continuous={state.get('continuous_size')} discrete={state.get('discrete_branches')}, "
-                f"but behavior {self.name!r} has observations {shapes} and actions "
-                f"{self.spec.action_spec.describe()}"
+                f"actions {saved}, but behavior {self.name!r} has observations {shapes} and actions "
+                f"{self.spec.action_spec.describe()} (where an environment argument such as an image size "
+                "changed, give the --env-args the run was trained with)"
             )
         # settings that change what the weights compute without changing their shapes
         # (activation, where the LSTM sits) would load silently: checkpoints record them
