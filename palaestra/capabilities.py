@@ -107,6 +107,15 @@ def spec_problems(spec: BehaviorSpec, settings: TrainerSettings) -> list[str]:
     return problems
 
 
+def spec_notes(spec: BehaviorSpec, settings: TrainerSettings) -> list[str]:
+    """Settings a behavior's own section writes that its observations make moot (a default
+    section's apply to many behaviors, and are left alone)."""
+    origin = settings.origin("vis_encode_type") if hasattr(settings, "vis_encode_type") else "the default"
+    if origin not in ("the default", "section 'default'") and not any(is_image(s) for s in spec.observation_shapes):
+        return [f"vis_encode_type (set in {origin}) has no effect: the behavior has no image observations"]
+    return []
+
+
 def acting_obstacle(settings: TrainerSettings) -> str | None:
     """Why the policy cannot act in the environment workers, or None if it can."""
     return capabilities(settings).acting_in_workers

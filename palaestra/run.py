@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import yaml
 
 from palaestra import __version__
-from palaestra.capabilities import capabilities, settings_problems, spec_problems
+from palaestra.capabilities import capabilities, settings_problems, spec_notes, spec_problems
 from palaestra.checkpoints import CheckpointError, CheckpointManager, SaveError, atomic_write_text, os_reason
 from palaestra.curriculum import EnvironmentParameters, load_curricula, load_sampler
 from palaestra.demos.reader import DemoError
@@ -255,6 +255,12 @@ def _resolve_settings(config: TrainerConfig, env: Env, behaviors: list[str] | No
                 for p in settings_problems(s) + spec_problems(env.behavior_specs[b], s)]
     if problems:
         raise ConfigError(f"{config.path}: " + "; ".join(problems))
+    for behavior, settings in resolved.items():
+        for note in spec_notes(env.behavior_specs[behavior], settings):
+            message = f"{config.path}: behavior {behavior!r}: {note}"
+            if message not in config.warnings:
+                config.warnings.append(message)
+                logger.warning(message)
     return resolved
 
 

@@ -280,6 +280,17 @@ def test_dry_run_prints_settings_and_trains_nothing(run_cli, workdir):
     assert not (workdir / "models").exists() and not (workdir / "summaries").exists()
 
 
+def test_an_image_encoder_for_a_behavior_without_images_is_a_warning(run_cli, workdir):
+    # in the behavior's own section only: a default section's settings apply to many behaviors
+    write_yaml(workdir / "own.yaml", "3DBall:\n  vis_encode_type: nature_cnn\n")
+    write_yaml(workdir / "default.yaml", "default:\n  vis_encode_type: nature_cnn\n")
+    own, default = run_cli("own.yaml", "--env=3DBall", "--dry-run"), run_cli("default.yaml", "--env=3DBall", "--dry-run")
+    assert own.code == default.code == 0
+    assert ("behavior '3DBall': vis_encode_type (set in section '3DBall') has no effect: the behavior has no image "
+            "observations" in own.log and "1 warning(s) above" in own.out)
+    assert "has no effect" not in default.log and "0 warning(s) above" in default.out
+
+
 @pytest.mark.parametrize("args,message", [
     (["missing.yaml", "--env=3DBall"], "does not exist"),
     (["{cfg}", "--env=NoSuchEnv"], "unknown environment 'NoSuchEnv'"),
