@@ -611,8 +611,10 @@ def test_each_mismatch_names_both_sides(demos, spec, expected):
     assert "demos/ExpertFood.demo" in problem and "'FoodCollector'" in problem and "behavior 'Food'" in problem
     if "action" in expected:
         assert "discrete[3, 3, 3, 2]" in problem and spec.action_spec.describe() in problem
-    with pytest.raises(DemoError, match="do not fit"):
+    with pytest.raises(DemoError, match="do not fit") as error:
         require_demonstrations_fit(demo, spec, "Food")
+    # observations of another shape are often another environment argument (an image size)
+    assert ("give the --env-args they were recorded with" in str(error.value)) is ("observation" in expected)
 
 
 def test_continuous_size_and_every_problem_at_once(demos):

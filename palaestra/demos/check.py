@@ -57,4 +57,8 @@ def require_demonstrations_fit(demo: Demonstrations, spec: BehaviorSpec, behavio
     """:func:`check_demonstrations`, raising :class:`DemoError` with every problem at once."""
     problems = check_demonstrations(demo, spec, behavior_name, path)
     if problems:
-        raise DemoError("the demonstrations do not fit the behavior:\n  " + "\n  ".join(problems))
+        shapes_differ = len(demo) and [tuple(s) for s in demo.spec.observation_shapes] != [
+            tuple(s) for s in spec.observation_shapes]
+        hint = ("\n  (where an environment argument such as an image size differs from the recording's, give the "
+                "--env-args they were recorded with, or record them again with this run's)") if shapes_differ else ""
+        raise DemoError("the demonstrations do not fit the behavior:\n  " + "\n  ".join(problems) + hint)

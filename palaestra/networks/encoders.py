@@ -67,7 +67,9 @@ def image_problem(shape: tuple[int, ...], kind: str, origin: str = "") -> str | 
                 f"{kind!r}{origin} would hand its dense layer {features:,} features (at most {MAX_CONV_FEATURES:,}), "
                 "gigabytes of weights; render smaller images in the environment")
     fits = [repr(k) for k, size in MIN_IMAGE_SIZE.items() if side >= size]
-    advice = f"use vis_encode_type {' or '.join(fits)}" if fits else "render larger images in the environment"
+    advice = (f"use vis_encode_type {' or '.join(fits)}" if fits else
+              "render larger images in the environment (the built-in environments take theirs from --env-args: "
+              "VisualGridWorld's image_size, the 1-D environments' vis_obs_size)")
     return (f"image observation of shape {tuple(shape)} is smaller than the {smallest}x{smallest} that "
             f"vis_encode_type {kind!r}{origin} needs; {advice}")
 
