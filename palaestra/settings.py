@@ -981,9 +981,9 @@ def _later_format_hint(key: str, value: Any) -> str:
                 flat.append(f"{sub}: {written(inner)}")
 
     flatten({key: value} if key == "memory" else value)
-    written = f" (here: {', '.join(dict.fromkeys(flat))})" if flat else ""
+    listed = f" (here: {', '.join(dict.fromkeys(flat))})" if flat else ""
     return (f"a group of ML-Agents' later config layout (release 1 on). This format (0.15/0.16) writes "
-            f"those settings flat in the behavior's section{written}; see docs/configuration.md")
+            f"those settings flat in the behavior's section{listed}; see docs/configuration.md")
 
 
 def _closest(name: str, known: list[str]) -> str:
@@ -1148,9 +1148,10 @@ def _build_settings(path: Path, behavior: str, merged: dict[str, Any], origins: 
         )
     if settings.use_recurrent and settings.memory_size % 2:
         size = settings.memory_size
+        even = f"{size - 1} or {size + 1}" if size > 1 else "2"
         raise ConfigError(
             f"{path}: behavior {behavior!r}: memory_size{set_in(settings, 'memory_size')} must be even with "
-            f"use_recurrent (half of it is the LSTM's state, half its cell), got {size}; use {size - 1} or {size + 1}"
+            f"use_recurrent (half of it is the LSTM's state, half its cell), got {size}; use {even}"
         )
     return settings
 
