@@ -41,18 +41,24 @@ MIN_IMAGE_SIZE = {"simple": 20, "nature_cnn": 36, "resnet": 15}
 MAX_CONV_FEATURES = 1 << 20
 
 
+# The image encoders' convolutions (networks/visual.py builds them), here torch-free for the
+# settings checks: (output channels, kernel, stride) per layer; resnet's blocks each start with a
+# 3x3 convolution that keeps the size and a 3x3 max pool of stride 2 (padding 1) that halves it
+CONVOLUTIONS = {"simple": ((16, 8, 4), (32, 4, 2)), "nature_cnn": ((32, 8, 4), (64, 4, 2), (64, 3, 1))}
+RESNET_CHANNELS = (16, 32, 32)
+
+
 def conv_features(shape: tuple[int, ...], kind: str) -> int:
     """How many features encoder ``kind``'s convolutions leave of an image of ``shape`` (H, W, C):
-    the input size of its dense layer (networks/visual.py's layer shapes)."""
+    the input size of its dense layer."""
     height, width = shape[0], shape[1]
-    if kind == "resnet":  # three blocks, each halving the size (3x3 max pool, stride 2, padding 1)
-        for _ in range(3):
+    if kind == "resnet":
+        for _ in RESNET_CHANNELS:
             height, width = (height - 1) // 2 + 1, (width - 1) // 2 + 1
-        return 32 * height * width
-    layers = {"simple": ((8, 4), (4, 2)), "nature_cnn": ((8, 4), (4, 2), (3, 1))}[kind]
-    for kernel, stride in layers:
+        return RESNET_CHANNELS[-1] * height * width
+    for _, kernel, stride in CONVOLUTIONS[kind]:
         height, width = (height - kernel) // stride + 1, (width - kernel) // stride + 1
-    return {"simple": 32, "nature_cnn": 64}[kind] * max(height, 0) * max(width, 0)
+    return CONVOLUTIONS[kind][-1][0] * max(height, 0) * max(width, 0)
 
 
 def image_problem(shape: tuple[int, ...], kind: str, origin: str = "") -> str | None:

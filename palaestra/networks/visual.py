@@ -26,10 +26,9 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from palaestra.envs.observations import is_image
-from palaestra.networks.encoders import image_problem
+from palaestra.networks.encoders import CONVOLUTIONS, RESNET_CHANNELS, image_problem
 from palaestra.networks.two_threads import SecondThread, in_pairs
 
-RESNET_CHANNELS = (16, 32, 32)
 RESNET_BLOCKS = 2
 
 
@@ -97,9 +96,7 @@ def image_encoder(kind: str, shape: tuple[int, ...], features: int) -> nn.Sequen
             height, width, channels = _conv_size(height, 3, 2, 1), _conv_size(width, 3, 2, 1), out
         layers += [nn.SiLU(), nn.Flatten(), _dense(channels * height * width, features), nn.SiLU()]
         return nn.Sequential(*layers)
-    convolutions = {"simple": ((16, 8, 4), (32, 4, 2)),
-                    "nature_cnn": ((32, 8, 4), (64, 4, 2), (64, 3, 1))}[kind]
-    for out, kernel, stride in convolutions:
+    for out, kernel, stride in CONVOLUTIONS[kind]:
         layers += [_conv(channels, out, kernel, stride), nn.LeakyReLU()]
         height, width, channels = _conv_size(height, kernel, stride), _conv_size(width, kernel, stride), out
     layers += [nn.Flatten(), _dense(channels * height * width, features), nn.LeakyReLU()]

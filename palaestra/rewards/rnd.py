@@ -91,20 +91,22 @@ class RNDSignal(ModelSignal):
     def batch_rewards(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
         # the observation reached: a transition into a novel state pays
         if self.trains_in_numpy:  # the same forward pass in numpy (rewards/numpy_losses.py)
-            normalizer = self.model.normalizer
-            reached = normalize(vector_array(batch, "next_obs"), normalizer.mean.numpy(), normalizer.var.numpy())
-            error = rnd_error(*self.layers, reached)
+            error = rnd_error(*self.layers, self._normalized(vector_array(batch, "next_obs")))
         else:
             error = self.model.error(vector_input(batch, "next_obs", self.device),
                                      self._images(batch, "next_obs")).cpu().numpy()
         return (error * self.strength).astype(np.float32)
 
+    def _normalized(self, reached: np.ndarray) -> np.ndarray:
+        """Observations through the model's normalizer, in numpy (its statistics as they are now)."""
+        normalizer = self.model.normalizer
+        return normalize(reached, normalizer.mean.numpy(), normalizer.var.numpy())
+
     def update(self, batch: Mapping[str, np.ndarray]) -> dict[str, float]:
         if self.trains_in_numpy:
             reached = vector_array(batch, "next_obs")
-            normalizer = self.model.normalizer
-            normalizer.update(reached)
-            loss = rnd_gradients(*self.layers, normalize(reached, normalizer.mean.numpy(), normalizer.var.numpy()))
+            self.model.normalizer.update(reached)
+            loss = rnd_gradients(*self.layers, self._normalized(reached))
             self.optimizer.step_with_gradients()
             return {"Losses/RND Loss": loss}
         reached = vector_input(batch, "next_obs", self.device)  # the observations its reward reads
