@@ -25,11 +25,12 @@ statements always finds a consistent phase.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
+import contextlib
 import os
 import signal
 import threading
+from collections.abc import Callable, Iterator
+from multiprocessing import resource_tracker
 
 # SIGHUP does not exist on Windows
 STOP_SIGNALS: tuple[int, ...] = tuple(
@@ -64,6 +65,60 @@ def forget_handled_interrupts() -> None:
     the next ``exec`` of a string: this one. A KeyboardInterrupt that really goes unhandled marks
     it again afterwards."""
     exec("pass")
+
+
+@contextlib.contextmanager
+def stop_signals_held() -> Iterator[None]:
+    """Hold SIGINT, SIGTERM and SIGHUP back while a child process starts (the environment workers,
+    a reward signal's trainer: workers/pool.py, rewards/background.py), in two ways:
+
+    - blocked in this thread: a process inherits the mask, so the signals stay pending there until
+      it has chosen to ignore them, however long its interpreter takes to start;
+    - deferred in Python: another thread of this process (torch's) may take a signal meanwhile,
+      and Python would then run the handler in the main thread in the middle of ``start()``, while
+      it writes the new process's start-up data; the KeyboardInterrupt would cut that write short
+      and the half-started process would die with a traceback. The handler runs once the process
+      has started instead.
+    """
+    if not hasattr(signal, "pthread_sigmask"):  # Windows: no process groups to share signals
+        yield
+        return
+    held: list[int] = []
+    handlers: dict[int, object] = {}
+    try:
+        for signum in STOP_SIGNALS:
+            if callable(signal.getsignal(signum)):
+                handlers[signum] = signal.signal(signum, lambda signum, frame: held.append(signum))
+    except ValueError:  # not the main thread: Python runs no handler here anyway
+        pass
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        # multiprocessing's resource tracker (it unlinks the shared memory of processes that die)
+        # ignores SIGINT and SIGTERM but not SIGHUP: started here, a closed terminal cannot end
+        # it either. Starting it unblocks SIGINT and SIGTERM on its way out: block them again.
+        resource_tracker.ensure_running()
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        yield
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+        for signum in dict.fromkeys(held):  # pending in this blocked thread until the mask is restored
+            signal.raise_signal(signum)
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _ignore_stop_signal(signum: int, frame: object) -> None:
+    """A child process's stop signals: the main process decides (see ignore_stop_signals)."""
+
+
+def ignore_stop_signals() -> None:
+    """What a child process (an environment worker, a reward signal's trainer) does first: a
+    terminal or ``docker stop`` may signal the whole process group, and the main process stops
+    its children itself once the model is saved. A handler that does nothing rather than SIG_IGN:
+    an ignored signal stays ignored across exec, so a Unity build a worker starts could not be
+    stopped with SIGTERM."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, _ignore_stop_signal)
 
 
 class Interrupts:

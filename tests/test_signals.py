@@ -387,12 +387,12 @@ def test_a_signal_taken_by_another_thread_waits_until_the_worker_has_started():
     # CI once saw a worker die with "EOFError: Ran out of input": Ctrl+C reached the process
     # through one of torch's threads, whose mask does not block it, and Python ran the handler in
     # the main thread in the middle of Process.start(). The handler now runs after start().
-    from palaestra.workers.pool import _stop_signals_blocked
+    from palaestra.interrupts import stop_signals_held
 
     received: list[int] = []
     previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
     try:
-        with _stop_signals_blocked():
+        with stop_signals_held():
             def take_the_signal() -> None:  # a new thread starts with this thread's mask
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
                 os.kill(os.getpid(), signal.SIGINT)

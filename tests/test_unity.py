@@ -712,7 +712,7 @@ def test_a_build_started_by_a_worker_takes_sigterm(tmp_path):
     import signal as signals
 
     from palaestra.interrupts import STOP_SIGNALS
-    from palaestra.workers.process import ignore_stop_signals
+    from palaestra.interrupts import ignore_stop_signals
 
     old = {s: signals.getsignal(s) for s in STOP_SIGNALS}
     try:

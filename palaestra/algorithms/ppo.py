@@ -41,7 +41,8 @@ from palaestra.networks.numpy_adam import NumpyAdam
 from palaestra.networks.optim import make_adam
 from palaestra.networks.policy import ActorCritic
 from palaestra.networks.torch_acting import TorchActor
-from palaestra.rewards import SignalEpisodeSums, load_signals_state, make_signals
+from palaestra.rewards import SignalEpisodeSums, finish_updates, load_signals_state, make_signals
+from palaestra.rewards.background import in_background_where_it_pays
 from palaestra.rollout.discounting import discounted_cumsum
 from palaestra.rollout.sequences import into_sequences, real_rows, sequence_order, sequence_positions
 from palaestra.rollout.buffers import RolloutBuffer, observation_columns, observations
@@ -128,7 +129,11 @@ class PPO:
         self.spec = spec
         self.settings = settings
         self.device = device
-        self.signals = make_signals(spec, settings.reward_signals, device, settings.vis_encode_type, behavior)
+        signals = make_signals(spec, settings.reward_signals, device, settings.vis_encode_type, behavior)
+        # each signal model's steps of an update in a process of its own where a core is spare
+        # (rewards/background.py: the same result, about the time of PPO's own steps alone)
+        signal_steps = settings.buffer_size // settings.batch_size * (settings.reward_signal_num_epoch or settings.num_epoch)
+        self.signals = in_background_where_it_pays(signals, signal_steps) if device.type == "cpu" else signals
         self._learning_signals = [signal for signal in self.signals if signal.learns]
         self.auxiliary_losses: list[AuxiliaryLoss] = []  # extra loss terms of each mini-batch step
         self.policy_updates: list[PolicyUpdate] = []  # run after each update (behavioral cloning)
@@ -373,6 +378,7 @@ class PPO:
                     # reward signals with a model (curiosity, GAIL) learn on the same mini-batches
                     for signal in self._learning_signals if epoch < signal_epochs else ():
                         extra.add(signal.update(real_rows(_as_numpy(batch))))
+        extra.add(finish_updates(self._learning_signals))  # (signals trained elsewhere come back here)
         self.buffer.clear()
         self.update_count += 1
         for policy_update in self.policy_updates:

@@ -57,7 +57,7 @@ from palaestra.networks.torch_acting import TorchActor
 from palaestra.networks.two_threads import SecondThread, in_pairs
 from palaestra.networks.recurrent import TwinLSTM, stored_memory_size
 from palaestra.networks.visual import image_features, with_actions
-from palaestra.rewards import SignalEpisodeSums, load_signals_state, make_signals
+from palaestra.rewards import SignalEpisodeSums, finish_updates, load_signals_state, make_signals
 from palaestra.rollout.buffers import ReplayBuffer, column_parts, observation_columns, observations
 from palaestra.rollout.segments import ActResult, Segments
 from palaestra.settings import SACSettings
@@ -400,6 +400,7 @@ class SAC:
             for signal in self._learning_signals:
                 extra.add(signal.update(batch))
             self.signal_update_count += 1
+        extra.add(finish_updates(self._learning_signals))
         stats: dict[str, Any] = {}
         if steps:  # one conversion per update call, not per gradient step (a device sync on GPUs)
             q_estimate = (totals.pop("q_estimate") / steps).tolist()

@@ -72,6 +72,13 @@ class FlatStateAdam:
             if p.grad is None:  # a numpy loss writes into views of it (networks/accelerator.py)
                 p.grad = torch.zeros_like(p)
 
+    def __setstate__(self, state: dict) -> None:
+        # unpickled parameters come without their gradients, which numpy losses write into
+        self.__dict__.update(state)
+        for p in self.params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+
     @property
     def steps(self) -> int:
         return int(self.adam.state[self.params[0]]["step"])

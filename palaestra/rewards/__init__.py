@@ -44,6 +44,17 @@ def make_signals(spec: BehaviorSpec, settings: Mapping[str, Any], device: torch.
     return signals
 
 
+def finish_updates(signals: list[RewardSignal]) -> dict[str, float]:
+    """End a round of ``update`` calls: each signal's ``finish_update``, where it has one (a signal
+    trained elsewhere brings its model and its stats back then: rewards/background.py)."""
+    stats: dict[str, float] = {}
+    for signal in signals:
+        finish = getattr(signal, "finish_update", None)
+        if finish is not None:
+            stats |= finish()
+    return stats
+
+
 def signals_state(signals: list[RewardSignal]) -> dict[str, torch.Tensor]:
     """Every signal's model state in one flat mapping (``<signal>.<entry>``), for checkpoints."""
     return {f"{s.name}.{key}": value for s in signals for key, value in s.state_dict().items()}
@@ -55,5 +66,5 @@ def load_signals_state(signals: list[RewardSignal], state: Mapping[str, torch.Te
         s.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
 
 
-__all__ = ["RewardSignal", "ExtrinsicSignal", "SignalEpisodeSums", "SIGNAL_BUILDERS", "make_signals",
+__all__ = ["RewardSignal", "ExtrinsicSignal", "SignalEpisodeSums", "SIGNAL_BUILDERS", "make_signals", "finish_updates",
            "signals_state", "load_signals_state"]

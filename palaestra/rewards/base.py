@@ -4,8 +4,12 @@ A signal is built from the behavior's spec, its own settings and the device
 (``rewards/__init__.py``: :data:`SIGNAL_BUILDERS`), so a signal with its own network (curiosity,
 GAIL) knows the observation and action sizes and where to put its weights. Signals whose model
 learns (``learns``) are trained through ``update`` from the algorithm's update loop: PPO on each
-of its mini-batches, SAC on its own cadence (``reward_signal_steps_per_update``); their weights
-travel in the algorithm's checkpoints (``state_dict``).
+of its mini-batches, SAC on its own cadence (``reward_signal_steps_per_update``), each round
+ended by ``finish_update`` where a signal has one (optional: rewards/__init__.py's
+``finish_updates``); their weights travel in the algorithm's checkpoints (``state_dict``).
+Under PPO a signal whose update runs in numpy may train in a process of its own
+(rewards/background.py); its ``finish_update`` then brings the model and the round's stats back,
+and the algorithm sees the same protocol.
 """
 
 from __future__ import annotations

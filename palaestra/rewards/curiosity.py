@@ -83,9 +83,14 @@ class CuriositySignal(ModelSignal):
         self.spec = spec
         # over vectors on the CPU the update runs in numpy (rewards/numpy_losses.py, the same loss)
         self.trains_in_numpy = self.model.images is None and on_cpu(self.model)
-        if self.trains_in_numpy:  # over views of the parameters and their gradients
-            self.layers = [sequential_layers(m) for m in (self.model.encoder, self.model.inverse,
-                                                          self.model.forward_model)]
+        if self.trains_in_numpy:
+            self.bind_numpy()
+
+    NUMPY_VIEWS = ("layers",)
+
+    def bind_numpy(self) -> None:
+        # over views of the parameters and their gradients
+        self.layers = [sequential_layers(m) for m in (self.model.encoder, self.model.inverse, self.model.forward_model)]
 
     def _inputs(self, batch: Mapping[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(encoding, next encoding, actions); both observations go through the shared encoder in

@@ -30,6 +30,13 @@ def transitions(seg: Segments) -> dict[str, np.ndarray]:
             "done": terminal_rows(seg.length, seg.terminal, seg.width)[mask]}
 
 
+def transition_columns(batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The columns of an algorithm's batch that a signal's model reads: those :func:`transitions`
+    builds (the observations before and after, the actions, whether the step ended the episode)."""
+    return {k: v for k, v in batch.items()
+            if k in ("continuous", "discrete", "done") or k.startswith(("obs_", "next_obs_"))}
+
+
 def vector_array(batch: Mapping[str, np.ndarray], prefix: str) -> np.ndarray:
     """A batch's vector observations side by side, float32 ``[B, total]`` (images left out: the
     signals' image encoders read them, :func:`image_tensors`)."""
@@ -88,6 +95,7 @@ class ModelSignal:
     trains_in_numpy = False  # set by a signal whose update can run in numpy
     # an untrained model's rewards are noise (ML-Agents pays curiosity and GAIL from the first update)
     pays_before_update = False
+    NUMPY_VIEWS: tuple[str, ...] = ()  # attributes ``bind_numpy`` builds (not pickled)
 
     def __init__(self, settings, device: torch.device, model: nn.Module, trained: nn.Module | None = None) -> None:
         """The scale and discount every signal's settings hold; ``model`` moved to ``device``, and
@@ -120,6 +128,23 @@ class ModelSignal:
         if not self._paying():
             return np.zeros(len(batch["continuous"]), np.float32)
         return self.batch_rewards(batch)
+
+    def finish_update(self) -> dict[str, float]:
+        """After an algorithm's round of ``update`` calls: the stats of updates that ran elsewhere
+        (rewards/background.py); here each ``update`` returned its own."""
+        return {}
+
+    def bind_numpy(self) -> None:
+        """Build the numpy views of the model's arrays that the numpy path reads (curiosity's and
+        RND's layers), at construction and again after unpickling (a copy of a view is no view)."""
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k not in self.NUMPY_VIEWS}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        if self.trains_in_numpy:
+            self.bind_numpy()
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {f"model.{k}": v for k, v in self.model.state_dict().items()} | self.optimizer.state_dict()

@@ -82,7 +82,12 @@ class RNDSignal(ModelSignal):
         # over vectors on the CPU the update runs in numpy (rewards/numpy_losses.py, the same loss)
         self.trains_in_numpy = self.model.target_images is None and on_cpu(self.model)
         if self.trains_in_numpy:
-            self.layers = sequential_layers(self.model.predictor), sequential_layers(self.model.target)
+            self.bind_numpy()
+
+    NUMPY_VIEWS = ("layers",)
+
+    def bind_numpy(self) -> None:
+        self.layers = sequential_layers(self.model.predictor), sequential_layers(self.model.target)
 
     def _images(self, batch: Mapping[str, np.ndarray], prefix: str) -> dict[int, torch.Tensor] | None:
         images = self.model.target_images

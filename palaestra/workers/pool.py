@@ -22,14 +22,12 @@ import atexit
 import contextlib
 import logging
 import multiprocessing as mp
-import signal
 import time
 from dataclasses import dataclass, field
-from multiprocessing import resource_tracker
 from typing import Any, Callable, Hashable
 
 from palaestra.envs.base import BehaviorSpec, EngineConfig, EnvError
-from palaestra.interrupts import STOP_SIGNALS
+from palaestra.interrupts import stop_signals_held
 from palaestra.options import RunOptions
 from palaestra.workers.process import MESSAGE, control_layout, run_worker
 from palaestra.workers.shared_memory import Layout, SharedArrays, Signal
@@ -102,7 +100,7 @@ class WorkerPool:
         self._args = (name, seed, num_areas, list(env_args or []), engine or EngineConfig(), base_port)
         self._ctx = mp.get_context("spawn")  # a fresh interpreter: safe beside torch's threads
         logger.debug("starting %d environment worker process(es) for %s", num_envs, name)
-        with _stop_signals_blocked():  # starts the resource tracker first, if need be
+        with stop_signals_held():  # starts the resource tracker first, if need be
             self._control = SharedArrays(control_layout(num_envs))
         self.workers: list[Worker] = []
         self._wait_cut_short = False  # see close
@@ -257,7 +255,7 @@ class WorkerPool:
             # num_areas apart from the next one's, so that no two copies share a seed
             args=(child, control.name, self.n, i, bells, name, seed + (i + self.n * len(restarts)) * num_areas, num_areas,
                   env_args, engine, base_port + i))
-        with _stop_signals_blocked():  # the new process inherits the mask: see run_worker
+        with stop_signals_held():  # the new process inherits the mask: see run_worker
             proc.start()
         child.close()
         return Worker(proc, parent, Signal(control["command"], control["command_asleep"], i, bells[0]),
@@ -284,45 +282,6 @@ class WorkerPool:
                 _unlink_quietly(block.name)
         w.blocks = {}
         w.conn.close()
-
-
-@contextlib.contextmanager
-def _stop_signals_blocked() -> Any:
-    """Hold SIGINT, SIGTERM and SIGHUP back while a process starts, in two ways:
-
-    - blocked in this thread: a process inherits the mask, so the signals stay pending there until
-      it has chosen to ignore them, however long its interpreter takes to start;
-    - deferred in Python: another thread of this process (torch's) may take a signal meanwhile,
-      and Python would then run the handler in the main thread in the middle of ``start()``, while
-      it writes the new process's start-up data; the KeyboardInterrupt would cut that write short
-      and the half-started process would die with a traceback. The handler runs once the process
-      has started instead.
-    """
-    if not hasattr(signal, "pthread_sigmask"):  # Windows: no process groups to share signals
-        yield
-        return
-    held: list[int] = []
-    handlers: dict[int, Any] = {}
-    try:
-        for signum in STOP_SIGNALS:
-            if callable(signal.getsignal(signum)):
-                handlers[signum] = signal.signal(signum, lambda signum, frame: held.append(signum))
-    except ValueError:  # not the main thread: Python runs no handler here anyway
-        pass
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-    try:
-        # multiprocessing's resource tracker (it unlinks the shared memory of processes that die)
-        # ignores SIGINT and SIGTERM but not SIGHUP: started here, a closed terminal cannot end
-        # it either. Starting it unblocks SIGINT and SIGTERM on its way out: block them again.
-        resource_tracker.ensure_running()
-        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-        yield
-    finally:
-        for signum, handler in handlers.items():
-            signal.signal(signum, handler)
-        for signum in dict.fromkeys(held):  # pending in this blocked thread until the mask is restored
-            signal.raise_signal(signum)
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _kill_leftover_workers() -> None:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from palaestra.envs.base import EngineConfig, EnvError
-from palaestra.interrupts import STOP_SIGNALS
+from palaestra.interrupts import STOP_SIGNALS, ignore_stop_signals
 from palaestra.workers.shared_memory import Layout, SharedArrays, Signal
 
 STEP, MESSAGE = 0, 1  # command codes: step with the actions in the blocks / read the pipe
@@ -35,17 +35,6 @@ def control_layout(n_workers: int) -> Layout:
     """The pool's flags, one entry per worker: the two signals, their sleep flags and codes."""
     fields = ("command", "command_asleep", "command_code", "reply", "reply_asleep", "reply_code")
     return {k: ((n_workers,), np.int64) for k in fields}
-
-
-def _ignore_stop_signal(signum: int, frame: Any) -> None:
-    """A worker's stop signals: the main process decides (see run_worker)."""
-
-
-def ignore_stop_signals() -> None:
-    """A handler that does nothing rather than SIG_IGN: an ignored signal stays ignored across
-    exec, so a Unity build this worker starts could not be stopped with SIGTERM."""
-    for signum in STOP_SIGNALS:
-        signal.signal(signum, _ignore_stop_signal)
 
 
 def _log_like_the_main_process(index: int) -> None:

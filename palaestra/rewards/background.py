@@ -1,0 +1,327 @@
+"""A reward signal's model trained in a process of its own, on a spare core, while PPO's update
+runs: PPO's mini-batch steps and the signal's steps on the same mini-batches are independent
+(each writes only its own weights), so the update takes about as long as the longer of the two
+instead of their sum. On 3DBall GAIL's discriminator step (with its gradient penalty) costs
+about as much as PPO's own mini-batch step, and ML-Agents' rule is one of each per mini-batch.
+
+The result is the same as training in this process, to the bit: the process runs the signal's
+own ``update`` (the numpy path, ``trains_in_numpy``, whose only randomness is the signal's numpy
+generator) on the same batches in the same order, and hands back the model, the optimizer state
+and the generator's state at the end of each round (``finish_update``). Nothing is lost if it
+fails: the batches of a round are kept until it ends, and a process that died or raised is
+replaced by training them here, from the state of the round's start.
+
+- Where: PPO on the CPU, a signal whose update runs in numpy, at least two cores this process
+  may use (and a POSIX system: the pipe is a socket pair handed to the child), and at least ``MIN_STEPS_PER_UPDATE`` signal steps per PPO update (below that the
+  round's hand-over costs about what it saves). ``PALAESTRA_SIGNALS_IN_PROCESS=1`` turns it off.
+- Start: the process (a fresh interpreter, safe beside torch's threads) takes a second or two
+  to import torch; until it reports ready the signal trains here, and its state
+  goes across at the hand-over.
+- Stop signals: the process ignores Ctrl+C, SIGTERM and SIGHUP (the main process saves the model
+  and ends it); it exits when its pipe closes, so it never outlives the run.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import pickle
+import socket
+import subprocess
+import sys
+import threading
+import traceback
+import weakref
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from palaestra.interrupts import ignore_stop_signals, stop_signals_held
+from palaestra.rewards.learned import transition_columns
+from palaestra.rollout.segments import Segments
+
+logger = logging.getLogger(__name__)
+
+MIN_STEPS_PER_UPDATE = 64
+SWITCH_OFF = "PALAESTRA_SIGNALS_IN_PROCESS"
+REPLY_TIMEOUT_S = 600.0  # a round's reply; a process silent this long is taken for hung
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def in_background_where_it_pays(signals: list, steps_per_update: int) -> list:
+    """``signals`` with each one that qualifies (the module docstring) wrapped in a
+    :class:`BackgroundSignal`; the others as they are."""
+    if (os.environ.get(SWITCH_OFF, "") not in ("", "0") or usable_cores() < 2 or os.name != "posix"
+            or steps_per_update < MIN_STEPS_PER_UPDATE):
+        return signals
+    return [BackgroundSignal(s) if s.learns and s.trains_in_numpy else s for s in signals]
+
+
+def _numpy_state(signal) -> dict[str, Any]:
+    """What a round changes: the model's and optimizer's entries (as numpy arrays, which cross a
+    pipe as plain bytes) and the signal's random generator."""
+    state = {k: v.detach().cpu().numpy().copy() for k, v in signal.state_dict().items()}
+    rng = getattr(signal, "rng", None)
+    return {"entries": state, "rng": rng.bit_generator.state if rng is not None else None}
+
+
+def _load_numpy_state(signal, state: Mapping[str, Any]) -> None:
+    signal.load_state_dict({k: torch.as_tensor(v) for k, v in state["entries"].items()})
+    if state["rng"] is not None:
+        signal.rng.bit_generator.state = state["rng"]
+
+
+class BackgroundSignal:
+    """A learning reward signal (the protocol of rewards/base.py) whose ``update`` runs in a
+    child process; everything that reads the model waits for the round to come back first."""
+
+    def __init__(self, signal) -> None:
+        self.inner = signal
+        # the protocol's constants, read without waiting for a round
+        self.name, self.stat_name, self.gamma = signal.name, signal.stat_name, signal.gamma
+        self.uses_terminal, self.learns, self.trains_in_numpy = signal.uses_terminal, True, True
+        self._conn, self._process, self._sender = _start(pickle.dumps(signal))
+        self._ready = False  # the child has reported ready and holds this process's state
+        self._gone = False  # the child stopped or failed: every update here from then on
+        self._changed_here = False  # updates ran here since the child last had the state
+        self._round: list[Mapping[str, np.ndarray]] = []  # this round's batches, sent to the child
+        self._round_start: dict[str, Any] | None = None  # the state they start from
+        self._stats: dict[str, list[float]] = {}  # this round's stats: sums and counts per key
+        weakref.finalize(self, _close, self._conn, self._process)
+        _LIVE.add(self)
+
+    # -- training ----------------------------------------------------------------------------
+    def update(self, batch: Mapping[str, np.ndarray]) -> dict[str, float]:
+        """Send ``batch`` to the child (or train here while it starts); the stats come with
+        :meth:`finish_update`."""
+        if not self._ready and not self._gone and self._conn.poll():
+            self._take_ready()
+        if self._ready:
+            if not self._round:
+                self._round_start = _numpy_state(self.inner)
+            batch = transition_columns(batch)  # what crosses the pipe
+            self._round.append(batch)
+            try:
+                self._conn.send(("update", batch))
+                return {}
+            except (OSError, EOFError):
+                self._lost("stopped")
+                return {}
+        self._add_stats(self.inner.update(batch))
+        self._changed_here = True
+        return {}
+
+    def finish_update(self) -> dict[str, float]:
+        """End the round: the child's model, optimizer and generator back here, and the means of
+        the round's stats."""
+        self._sync()
+        stats = {k: total / count for k, (total, count) in self._stats.items()}
+        self._stats = {}
+        return stats
+
+    def _take_ready(self) -> None:
+        self._sender.join()  # (done: the child read the whole signal before it answered)
+        try:
+            message = self._conn.recv()
+        except (OSError, EOFError):
+            self._lost("stopped while starting")
+            return
+        if message[0] != "ready":
+            self._lost(f"failed while starting ({_last_line(message[1])})", message[1])
+            return
+        if self._changed_here:  # rounds trained here while it started
+            try:
+                self._conn.send(("load", _numpy_state(self.inner)))
+            except (OSError, EOFError):
+                self._lost("stopped")
+                return
+        self._ready = True
+
+    def _sync(self) -> None:
+        if not self._round:
+            return
+        try:
+            self._conn.send(("finish", None))
+            if not self._conn.poll(REPLY_TIMEOUT_S):
+                raise TimeoutError
+            kind, payload = self._conn.recv()
+        except (OSError, EOFError, TimeoutError):
+            self._lost("stopped")
+            return
+        if kind != "state":
+            self._lost(f"failed ({_last_line(payload)})", payload)
+            return
+        _load_numpy_state(self.inner, payload["state"])
+        for key, (total, count) in payload["stats"].items():
+            mine = self._stats.setdefault(key, [0.0, 0])
+            mine[0] += total
+            mine[1] += count
+        self._round = []
+
+    def _lost(self, what: str, details: str = "") -> None:
+        """The child is gone or failed: train the round's batches here, from the state the round
+        started from (the same result; an error the child met then happens here, with the run's
+        own handling), and from now on every update here."""
+        logger.warning("the process training the %s reward signal's model %s; it trains in the main "
+                       "process from now on", self.name, what)
+        if details:
+            logger.debug("%s", details)
+        self._ready, self._gone = False, True
+        _close(self._conn, self._process)
+        replay, self._round = self._round, []
+        if self._round_start is not None and replay:
+            _load_numpy_state(self.inner, self._round_start)
+            for batch in replay:
+                self._add_stats(self.inner.update(batch))
+
+    def _add_stats(self, stats: Mapping[str, float]) -> None:
+        for key, value in stats.items():
+            mine = self._stats.setdefault(key, [0.0, 0])
+            mine[0] += float(value)
+            mine[1] += 1
+
+    # -- what reads the model: after the round ------------------------------------------------
+    def rewards(self, segments: Segments) -> np.ndarray:
+        self._sync()
+        return self.inner.rewards(segments)
+
+    def rewards_for_batch(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
+        self._sync()
+        return self.inner.rewards_for_batch(batch)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        self._sync()
+        return self.inner.state_dict()
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        self._sync()
+        self.inner.load_state_dict(state)
+        self._changed_here = True
+        if self._ready:
+            try:
+                self._conn.send(("load", _numpy_state(self.inner)))
+            except (OSError, EOFError):
+                self._lost("stopped")
+
+    def __getattr__(self, name: str) -> Any:
+        # anything else (the model, the optimizer, strength, ...) from the signal, as of the round's end
+        if name.startswith("_") or name == "inner":
+            raise AttributeError(name)
+        self._sync()
+        return getattr(self.inner, name)
+
+    def close(self) -> None:
+        self._sync()
+        _close(self._conn, self._process)
+        self._ready, self._gone = False, True
+
+
+def _last_line(text: str) -> str:
+    """A traceback's last line: the error and its message."""
+    return text.strip().splitlines()[-1] if text.strip() else "no message"
+
+
+def _start(payload: bytes) -> tuple[Connection, subprocess.Popen, threading.Thread]:
+    """Start the child (a fresh interpreter that runs :func:`serve`, not multiprocessing's spawn,
+    which would run the user's main script again in it) and send it the pickled signal, from a
+    thread: the child reads it once its imports are done, a second or two."""
+    ours, theirs = socket.socketpair()
+    root = str(Path(__file__).resolve().parent.parent.parent)  # where this palaestra is imported from
+    code = f"import sys; sys.path.insert(0, {root!r}); from palaestra.rewards.background import serve; serve({theirs.fileno()})"
+    with stop_signals_held():  # the child inherits the mask until it ignores the signals itself
+        process = subprocess.Popen([sys.executable, "-c", code], pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
+    theirs.close()
+    conn = Connection(ours.detach())
+    sender = threading.Thread(target=_send_quietly, args=(conn, payload), daemon=True, name="palaestra-signal-start")
+    sender.start()
+    return conn, process, sender
+
+
+def _send_quietly(conn: Connection, payload: bytes) -> None:
+    try:
+        conn.send_bytes(payload)
+    except OSError:  # the child died first: the first read of its pipe says so
+        pass
+
+
+def _close(conn: Connection, process: subprocess.Popen) -> None:
+    """Close the pipe (the child exits at its end) and wait a moment for the child."""
+    try:
+        conn.close()
+    except OSError:
+        pass
+    try:
+        process.wait(timeout=5.0)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=5.0)
+
+
+# every live wrapper, closed at exit before multiprocessing joins its children (atexit runs
+# handlers last-registered first, and multiprocessing registered its own at import)
+_LIVE: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    for signal in list(_LIVE):
+        _close(signal._conn, signal._process)
+
+
+def serve(fd: int) -> None:
+    """The child, on its end of the pipe: read and unpickle the signal, report ready, then run its
+    updates as they come; at ``finish`` send back its state and the round's stats. Exits when the
+    pipe closes."""
+    ignore_stop_signals()
+    import signal as signals
+
+    if hasattr(signals, "pthread_sigmask"):
+        from palaestra.interrupts import STOP_SIGNALS
+
+        signals.pthread_sigmask(signals.SIG_UNBLOCK, STOP_SIGNALS)
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(1)  # one core: the main process has the other
+    threadpool_limits(1, user_api="blas")
+    conn = Connection(fd)
+    try:
+        signal = pickle.loads(conn.recv_bytes())
+        conn.send(("ready", None))
+    except BaseException:
+        conn.send(("error", traceback.format_exc()))
+        return
+    sums: dict[str, list[float]] = {}
+    while True:
+        try:
+            kind, body = conn.recv()
+        except (EOFError, OSError):
+            return
+        try:
+            if kind == "update":
+                for key, value in signal.update(body).items():
+                    mine = sums.setdefault(key, [0.0, 0])
+                    mine[0] += float(value)
+                    mine[1] += 1
+            elif kind == "load":
+                _load_numpy_state(signal, body)
+            elif kind == "finish":
+                conn.send(("state", {"state": _numpy_state(signal), "stats": sums}))
+                sums = {}
+        except (EOFError, OSError):
+            return
+        except BaseException:
+            try:
+                conn.send(("error", traceback.format_exc()))
+            except (EOFError, OSError):
+                pass
+            return

@@ -1,0 +1,226 @@
+"""Reward signals' models trained in a process of their own during PPO's update
+(rewards/background.py): the same weights, optimizer state and stats as training in this
+process, whether the process is ready, starting, killed or failing."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from palaestra.demos.record import record
+from palaestra.envs.sources import make_env
+from palaestra.rewards import background
+from palaestra.rewards.background import BackgroundSignal, in_background_where_it_pays
+from palaestra.rewards.curiosity import CuriositySignal
+from palaestra.rewards.gail import GAILSignal
+from palaestra.rewards.rnd import RNDSignal
+from palaestra.settings import CuriositySettings, GAILSettings, RNDSettings
+
+pytestmark = pytest.mark.skipif(os.name != "posix", reason="the background process needs a POSIX system")
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def ball():
+    env = make_env("3DBall", seed=1)
+    yield env.behavior_specs["3DBall"], env
+    env.close()
+
+
+@pytest.fixture(scope="module")
+def demo(ball, tmp_path_factory):
+    _, env = ball
+    return record(env, {"3DBall": "heuristic"}, episodes=3, out=tmp_path_factory.mktemp("demos"), seed=1)[0].path
+
+
+def build(kind: str, spec, demo) -> object:
+    torch.manual_seed(0)
+    if kind == "gail":
+        return GAILSignal(GAILSettings(demo_path=str(demo), encoding_size=32, use_actions=True), spec, CPU)
+    if kind == "curiosity":
+        return CuriositySignal(CuriositySettings(encoding_size=32), spec, CPU)
+    return RNDSignal(RNDSettings(encoding_size=32), spec, CPU)
+
+
+def batches(n: int, seed: int, rows: int = 16) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    return [{"obs_0": rng.normal(size=(rows, 8)).astype(np.float32),
+             "next_obs_0": rng.normal(size=(rows, 8)).astype(np.float32),
+             "continuous": rng.uniform(-1, 1, (rows, 2)).astype(np.float32),
+             "discrete": np.zeros((rows, 0), np.int32), "done": (rng.random(rows) < 0.1).astype(np.float32),
+             "advantages": rng.normal(size=rows).astype(np.float32)}  # a column no signal reads
+            for _ in range(n)]
+
+
+def train_round(signal, round_batches) -> dict[str, float]:
+    """One PPO-like round: the stats each ``update`` returned and ``finish_update``'s, averaged."""
+    sums: dict[str, list[float]] = {}
+    for stats in [signal.update(b) for b in round_batches] + [signal.finish_update()]:
+        for k, v in stats.items():
+            sums.setdefault(k, []).append(v)
+    return {k: float(np.mean(v)) for k, v in sums.items()}
+
+
+def wait_until_ready(signal: BackgroundSignal) -> None:
+    assert signal._conn.poll(60), "the background process did not start"
+    signal._take_ready()
+    assert signal._ready
+
+
+def assert_same_state(a, b) -> None:
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+
+
+@pytest.mark.parametrize("kind", ["gail", "curiosity", "rnd"])
+def test_the_same_training_in_the_background(kind, ball, demo):
+    spec, _ = ball
+    here = build(kind, spec, demo)
+    there = BackgroundSignal(pickle.loads(pickle.dumps(here)))
+    try:
+        # the first round while the process starts (here), the next two in the process
+        rounds = [batches(12, seed) for seed in range(3)]
+        stats_here = [train_round(here, r) for r in rounds[:1]]
+        stats_there = [train_round(there, r) for r in rounds[:1]]
+        wait_until_ready(there)
+        stats_here += [train_round(here, r) for r in rounds[1:]]
+        stats_there += [train_round(there, r) for r in rounds[1:]]
+        assert stats_there == stats_here
+        assert_same_state(here, there)
+        assert not there._gone
+        probe = batches(1, 99)[0]
+        np.testing.assert_array_equal(there.rewards_for_batch(probe), here.rewards_for_batch(probe))
+    finally:
+        there.close()
+
+
+def test_a_killed_process_loses_nothing(ball, demo, caplog):
+    spec, _ = ball
+    here = build("gail", spec, demo)
+    there = BackgroundSignal(pickle.loads(pickle.dumps(here)))
+    try:
+        wait_until_ready(there)
+        first, second = batches(10, 1), batches(10, 2)
+        train_round(here, first)
+        train_round(there, first)
+        for b in second[:5]:
+            here.update(b)
+            there.update(b)
+        there._process.kill()
+        there._process.wait()
+        for b in second[5:]:
+            here.update(b)
+            there.update(b)
+        there.finish_update()
+        assert there._gone and "trains in the main process from now on" in caplog.text
+        assert_same_state(here, there)
+        third = batches(4, 3)  # and on, in this process
+        train_round(here, third)
+        train_round(there, third)
+        assert_same_state(here, there)
+    finally:
+        there.close()
+
+
+def test_the_process_ignores_stop_signals(ball, demo):
+    """Ctrl+C or ``docker stop`` may reach the whole process group: the main process saves the
+    model (which needs the process's last round) and ends it itself."""
+    spec, _ = ball
+    there = BackgroundSignal(build("rnd", spec, demo))
+    try:
+        wait_until_ready(there)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            os.kill(there._process.pid, signum)
+        time.sleep(0.3)
+        train_round(there, batches(3, 0))
+        assert there._process.poll() is None and not there._gone
+    finally:
+        there.close()
+    assert there._process.poll() is not None  # closed: its pipe's end ended it
+
+
+def test_an_error_in_the_process_is_raised_here(ball, demo):
+    """A batch the model cannot take fails in the process; the round is trained again here, where
+    the same error then stops the run with its own message."""
+    spec, _ = ball
+    there = BackgroundSignal(build("curiosity", spec, demo))
+    try:
+        wait_until_ready(there)
+        wrong = batches(1, 0)[0] | {"obs_0": np.zeros((16, 5), np.float32)}
+        there.update(wrong)
+        with pytest.raises(ValueError):
+            there.finish_update()
+        assert there._gone
+    finally:
+        there.close()
+
+
+def test_where_it_pays(ball, demo, monkeypatch):
+    spec, _ = ball
+    signals = [build("gail", spec, demo), build("rnd", spec, demo)]
+    monkeypatch.setattr(background, "usable_cores", lambda: 2)
+    wrapped = in_background_where_it_pays(signals, background.MIN_STEPS_PER_UPDATE)
+    try:
+        assert all(isinstance(s, BackgroundSignal) for s in wrapped)
+    finally:
+        for s in wrapped:
+            s.close()
+    assert in_background_where_it_pays(signals, background.MIN_STEPS_PER_UPDATE - 1) == signals
+    monkeypatch.setattr(background, "usable_cores", lambda: 1)
+    assert in_background_where_it_pays(signals, 10_000) == signals
+    monkeypatch.setattr(background, "usable_cores", lambda: 2)
+    monkeypatch.setenv(background.SWITCH_OFF, "1")
+    assert in_background_where_it_pays(signals, 10_000) == signals
+
+
+def test_a_run_is_the_same_with_the_signal_in_the_background(run_cli, workdir, demo, monkeypatch):
+    """mlagents-learn with GAIL and curiosity on 3DBall, their models trained in processes of their
+    own (each waited for at the start, so that every round runs there) and in this process: the
+    same checkpoint, to the bit."""
+    from palaestra.checkpoints import CheckpointManager
+
+    config = workdir / "config.yaml"
+    config.write_text(f"""
+3DBall:
+  trainer: ppo
+  batch_size: 32
+  buffer_size: 768
+  hidden_units: 16
+  num_layers: 1
+  max_steps: 3000
+  summary_freq: 1000
+  reward_signals:
+    extrinsic: {{strength: 1.0, gamma: 0.99}}
+    gail: {{strength: 0.01, gamma: 0.99, encoding_size: 16, demo_path: {demo}}}
+    curiosity: {{strength: 0.02, gamma: 0.99, encoding_size: 16}}
+""")
+    monkeypatch.setattr(background, "usable_cores", lambda: 2)
+    started: list[BackgroundSignal] = []
+    original_init = BackgroundSignal.__init__
+
+    def init_and_wait(self, signal) -> None:
+        original_init(self, signal)
+        wait_until_ready(self)
+        started.append(self)
+
+    monkeypatch.setattr(BackgroundSignal, "__init__", init_and_wait)
+    states = {}
+    for name, switch_off in (("background", "0"), ("here", "1")):
+        monkeypatch.setenv(background.SWITCH_OFF, switch_off)
+        assert run_cli(str(config), "--env=3DBall", f"--run-id={name}", "--seed=3").code == 0
+        saved = sorted((workdir / "models" / name / "3DBall").glob("checkpoint-*.pt"))[-1]
+        states[name] = CheckpointManager.load(saved)["algorithm"]
+    assert len(started) == 2 and not any(s._gone for s in started)
+    here, there = states["here"], states["background"]
+    for part in ("policy", "signals"):
+        assert here[part].keys() == there[part].keys()
+        for k in here[part]:
+            assert torch.equal(here[part][k], there[part][k]), (part, k)
