@@ -3,7 +3,7 @@ with extrinsic reward alone, and with curiosity, RND or GAIL (from heuristic dem
 behavioral cloning added, each run alternating with the others so the machine's drift hits all.
 
 Usage: python bench/signal_cost.py [--env 3DBall] [--trainer ppo] [--steps 30000] [--repeats 3]
-       [--variants extrinsic curiosity curiosity-1 rnd rnd-1 gail gail-1 bc]
+       [--variants extrinsic curiosity curiosity-1 curiosity-here rnd rnd-1 rnd-here gail gail-1 gail-here bc]
 
 Prints the median loop time and CPU time (this process, all its threads: steadier than wall
 time on a shared machine) of each variant, and its cost over extrinsic alone (issue 13's target:
@@ -13,6 +13,7 @@ at most 30% extra for curiosity and GAIL).
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 from pathlib import Path
@@ -20,13 +21,17 @@ from pathlib import Path
 import yaml
 from common import run_palaestra
 
+from palaestra.rewards.background import SWITCH_OFF
+
 CONFIGS = {"ppo": "trainer_config.yaml", "sac": "sac_trainer_config.yaml"}
 REPOSITORY = Path(__file__).resolve().parent.parent
 
 
 def variants(demo: Path) -> dict[str, dict]:
     """Extra settings per variant (the ML-Agents example configs' values); a ``-1`` variant trains
-    the signal's model on PPO's first epoch only (``reward_signal_num_epoch: 1``)."""
+    the signal's model on PPO's first epoch only (``reward_signal_num_epoch: 1``); a ``-here``
+    variant keeps it in the main process (rewards/background.py: by default, under PPO on a
+    machine with a spare core, it trains in a process of its own)."""
     signals = {
         "curiosity": {"reward_signals": {"curiosity": {"strength": 0.02, "gamma": 0.99, "encoding_size": 256}}},
         "rnd": {"reward_signals": {"rnd": {"strength": 0.01, "gamma": 0.99}}},
@@ -35,6 +40,7 @@ def variants(demo: Path) -> dict[str, dict]:
     }
     return {"extrinsic": {}, **signals, **{f"{name}-1": {**extra, "reward_signal_num_epoch": 1}
                                            for name, extra in signals.items()},
+            **{f"{name}-here": extra for name, extra in signals.items()},
             "bc": {"behavioral_cloning": {"demo_path": str(demo), "strength": 0.5, "steps": 150000}}}
 
 
@@ -56,20 +62,24 @@ def main() -> None:
     demos = Path(tempfile.mkdtemp(prefix="palaestra-demos-"))
     demo = record(env, {behavior: "heuristic"}, episodes=20, out=demos, seed=1)[0].path
     env.close()
-    section = {**shipped.get("default", {}), **shipped.get(behavior, {}), "trainer": args.trainer,
-               "max_steps": args.steps, "summary_freq": max(args.steps // 5, 1)}
-    extrinsic = {"extrinsic": section.get("reward_signals", {}).get("extrinsic", {"strength": 1.0, "gamma": 0.99})}
+    default = shipped.get("default", {})  # kept as the file's default section (its keys may not apply)
+    section = {**shipped.get(behavior, {}), "trainer": args.trainer, "max_steps": args.steps,
+               "summary_freq": max(args.steps // 5, 1)}
+    inherited = {**default, **section}.get("reward_signals", {})
+    extrinsic = {"extrinsic": inherited.get("extrinsic", {"strength": 1.0, "gamma": 0.99})}
     loops: dict[str, list[float]] = {v: [] for v in args.variants}
     cpus: dict[str, list[float]] = {v: [] for v in args.variants}
     # a first, untimed run: imports and first-call costs would otherwise land on one variant's CPU time
-    run_palaestra(yaml.safe_dump({behavior: dict(section, max_steps=1000, reward_signals=extrinsic)}), args.env, "--cpu")
+    run_palaestra(yaml.safe_dump({"default": default, behavior: dict(section, max_steps=1000, reward_signals=extrinsic)}),
+                  args.env, "--cpu")
     for repeat in range(args.repeats):
         order = args.variants if repeat % 2 == 0 else list(reversed(args.variants))
         for name in order:
             extra = variants(demo)[name]
             config = dict(section, **{k: v for k, v in extra.items() if k != "reward_signals"})
             config["reward_signals"] = {**extrinsic, **extra.get("reward_signals", {})}
-            result = run_palaestra(yaml.safe_dump({behavior: config}), args.env, "--cpu", seed=repeat)
+            os.environ[SWITCH_OFF] = "1" if name.endswith("-here") else "0"
+            result = run_palaestra(yaml.safe_dump({"default": default, behavior: config}), args.env, "--cpu", seed=repeat)
             loops[name].append(result["loop_s"])
             cpus[name].append(result["cpu_s"])
             print(f"repeat {repeat} {name:10s} loop {result['loop_s']:7.2f} s  cpu {result['cpu_s']:7.2f} s", flush=True)

@@ -106,7 +106,8 @@ def test_the_numpy_step_has_autograd_s_loss_and_gradients(use_actions):
     expert, policy = (rng.normal(0.0, scale, (32, width)).astype(np.float32) for scale in (2.0, 1.0))
     alpha = rng.random((32, 1), dtype=np.float32)
     hidden, out = model.layers()
-    gradients, stats = discriminator_gradients(hidden, out, expert, policy, alpha, GRADIENT_PENALTY_WEIGHT)
+    gradients = [np.full(tuple(p.shape), np.nan, np.float32) for p in model.parameters()]  # every entry written
+    stats = discriminator_gradients(hidden, out, expert, policy, alpha, GRADIENT_PENALTY_WEIGHT, gradients)
 
     e, p, a = (torch.as_tensor(v) for v in (expert, policy, alpha))
     d_expert, d_policy = model(e)[0], model(p)[0]

@@ -114,12 +114,21 @@ class GAILSignal(ModelSignal):
         super().__init__(settings, device, Discriminator(spec, settings, vis_encode_type))
         # rewards/numpy_losses.py: a plain MLP over vectors, on the CPU
         self.trains_in_numpy = self.model.images is None and not settings.use_vail and device.type == "cpu"
+        if self.trains_in_numpy:
+            self.bind_numpy()
         self.beta = torch.zeros((), device=device)  # VAIL's Lagrange weight (a checkpointed tensor)
         self.rng = np.random.default_rng(int(torch.randint(2**31, ())))
 
+    NUMPY_VIEWS = ("layers", "gradients")
+
+    def bind_numpy(self) -> None:
+        # the weights' and their gradients' numpy views, in the optimizer's (and the loss's) order
+        self.layers = self.model.layers()
+        self.gradients = [p.grad.numpy() for p in self.optimizer.params]
+
     def batch_rewards(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
         if self.trains_in_numpy:  # the same forward pass in numpy (rewards/numpy_losses.py)
-            d = discriminator_estimate(*self.model.layers(), self.model.input_array(batch))
+            d = discriminator_estimate(*self.layers, self.model.input_array(batch))
             return (-np.log(1.0 - d + EPSILON) * self.strength).astype(np.float32)
         d, _ = self.model(*self.model.inputs(batch, self.device))
         return (-torch.log(1.0 - d + EPSILON) * self.strength).cpu().numpy().astype(np.float32)
@@ -152,10 +161,7 @@ class GAILSignal(ModelSignal):
                       batch: Mapping[str, np.ndarray]) -> dict[str, float]:
         expert, policy = self.model.input_array(expert_batch), self.model.input_array(batch)
         alpha = self.rng.random((len(expert), 1), dtype=np.float32)  # the penalty's points between the two
-        hidden, out = self.model.layers()
-        gradients, stats = discriminator_gradients(hidden, out, expert, policy, alpha, GRADIENT_PENALTY_WEIGHT)
-        for p, g in zip(self.optimizer.params, gradients, strict=True):
-            p.grad.numpy()[...] = g.reshape(p.shape)
+        stats = discriminator_gradients(*self.layers, expert, policy, alpha, GRADIENT_PENALTY_WEIGHT, self.gradients)
         self.optimizer.step_with_gradients()
         return stats
 

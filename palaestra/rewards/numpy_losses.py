@@ -135,12 +135,12 @@ def discriminator_estimate(hidden: list[tuple[np.ndarray, np.ndarray]], out: tup
 
 
 def discriminator_gradients(hidden: list[tuple[np.ndarray, np.ndarray]], out: tuple[np.ndarray, np.ndarray],
-                            expert: np.ndarray, policy: np.ndarray, alpha: np.ndarray,
-                            penalty_weight: float) -> tuple[list[np.ndarray], dict[str, float]]:
-    """Gradients of the loss above for ``hidden`` = [(W_k, b_k)] (torch's layouts: ``W_k`` is
-    [out, in]) and ``out`` = (w [1, H], c [1]), in that order, flattened: [gW_1, gb_1, ..., gw, gc].
-    ``expert`` and ``policy`` are [B, inputs], ``alpha`` [B, 1]. Also the stats (the loss without
-    the penalty, the mean D of either batch)."""
+                            expert: np.ndarray, policy: np.ndarray, alpha: np.ndarray, penalty_weight: float,
+                            into: list[np.ndarray]) -> dict[str, float]:
+    """Write the gradients of the loss above for ``hidden`` = [(W_k, b_k)] (torch's layouts: ``W_k``
+    is [out, in]) and ``out`` = (w [1, H], c [1]) into ``into``, arrays of those shapes in that
+    order: [gW_1, gb_1, ..., gw, gc]. ``expert`` and ``policy`` are [B, inputs], ``alpha`` [B, 1].
+    Return the stats (the loss without the penalty, the mean D of either batch)."""
     n = len(expert)
     x = np.concatenate([expert, policy, alpha * expert + (1.0 - alpha) * policy])
     hs, zs, sig, slope = [x], [], [], []
@@ -174,15 +174,16 @@ def discriminator_gradients(hidden: list[tuple[np.ndarray, np.ndarray]], out: tu
     grad_g = penalty_weight * 2.0 * (norm - 1.0) / np.maximum(norm, 1e-12) * g / n
 
     # back through the chain that made dD/dx: into the weights, and into z_k and l
-    grads_w = [np.zeros_like(w) for w, _ in hidden]
+    grads_w, grads_b = into[0:-2:2], into[1:-2:2]
     into_z = [None] * len(hidden)
     grad_delta_h = grad_g
     for k in range(len(hidden)):
-        grads_w[k] += delta_z[k].T @ grad_delta_h
+        np.matmul(delta_z[k].T, grad_delta_h, out=grads_w[k])
         grad_delta_z = grad_delta_h @ hidden[k][0].T
         grad_delta_h = grad_delta_z * swish1[k]
         into_z[k] = grad_delta_z * delta_h[k + 1] * swish2[k]
-    grad_w_out = delta_l.T @ grad_delta_h
+    grad_w_out, grad_c_out = into[-2], into[-1]
+    np.matmul(delta_l.T, grad_delta_h, out=grad_w_out)
     grad_delta_l = grad_delta_h @ w_out.T
     into_l = grad_delta_l * delta_l * (1.0 - 2.0 * d_between)
 
@@ -190,17 +191,14 @@ def discriminator_gradients(hidden: list[tuple[np.ndarray, np.ndarray]], out: tu
     grad_l = np.concatenate([-(d_expert * (1.0 - d_expert)) / (d_expert + EPSILON) / n,
                              d_policy * (1.0 - d_policy) / (1.0 - d_policy + EPSILON) / n, into_l])
     grad_w_out += grad_l.T @ hs[-1]
-    grad_c_out = grad_l.sum(0)
-    grad_h = grad_l @ w_out
-    grads_b = [None] * len(hidden)
+    grad_l.sum(0, out=grad_c_out)
+    grad_h = grad_l * w_out  # [3B, 1] x [1, H]: an outer product (one term per entry, as the matmul's)
     for k in range(len(hidden) - 1, -1, -1):
         grad_z = grad_h * slope[k]
         grad_z[2 * n:] += into_z[k]
         grads_w[k] += grad_z.T @ hs[k]
-        grads_b[k] = grad_z.sum(0)
+        grad_z.sum(0, out=grads_b[k])
         if k:
             grad_h = grad_z @ hidden[k][0]
-    flat = [g for pair in zip(grads_w, grads_b) for g in pair] + [grad_w_out, grad_c_out]
-    stats = {"Losses/GAIL Loss": float(loss), "Policy/GAIL Expert Estimate": float(d_expert.mean()),
-             "Policy/GAIL Policy Estimate": float(d_policy.mean())}
-    return flat, stats
+    return {"Losses/GAIL Loss": float(loss), "Policy/GAIL Expert Estimate": float(d_expert.mean()),
+            "Policy/GAIL Policy Estimate": float(d_policy.mean())}
