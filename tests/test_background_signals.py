@@ -68,6 +68,7 @@ def train_round(signal, round_batches) -> dict[str, float]:
 
 
 def wait_until_ready(signal: BackgroundSignal) -> None:
+    signal.start()
     assert signal._conn.poll(60), "the background process did not start"
     signal._take_ready()
     assert signal._ready
@@ -208,7 +209,7 @@ def test_a_run_is_the_same_with_the_signal_in_the_background(run_cli, workdir, d
 
     def init_and_wait(self, signal) -> None:
         original_init(self, signal)
-        wait_until_ready(self)
+        wait_until_ready(self)  # (a run would start it at the first update)
         started.append(self)
 
     monkeypatch.setattr(BackgroundSignal, "__init__", init_and_wait)
@@ -224,3 +225,21 @@ def test_a_run_is_the_same_with_the_signal_in_the_background(run_cli, workdir, d
         assert here[part].keys() == there[part].keys()
         for k in here[part]:
             assert torch.equal(here[part][k], there[part][k]), (part, k)
+
+
+def test_a_run_that_ends_while_the_process_starts(ball, demo, monkeypatch):
+    """The run may end before the process is ready (a short run; the first update starts it):
+    closing then kills it at once, and the thread still sending it the signal ends quietly."""
+    import threading
+
+    spec, _ = ball
+    raised: list = []
+    monkeypatch.setattr(threading, "excepthook", raised.append)
+    there = BackgroundSignal(build("gail", spec, demo))
+    there.inner.expert = {k: np.repeat(v, 200, axis=0) for k, v in there.inner.expert.items()}  # megabytes to send
+    there.update(batches(1, 0)[0])
+    started = time.monotonic()
+    there.close()
+    assert time.monotonic() - started < 3.0
+    assert there._process.poll() is not None and not there._child.sender.is_alive()
+    assert raised == []

@@ -12,11 +12,12 @@ fails: the batches of a round are kept until it ends, and a process that died or
 replaced by training them here, from the state of the round's start.
 
 - Where: PPO on the CPU, a signal whose update runs in numpy, at least two cores this process
-  may use (and a POSIX system: the pipe is a socket pair handed to the child), and at least ``MIN_STEPS_PER_UPDATE`` signal steps per PPO update (below that the
-  round's hand-over costs about what it saves). ``PALAESTRA_SIGNALS_IN_PROCESS=1`` turns it off.
-- Start: the process (a fresh interpreter, safe beside torch's threads) takes a second or two
-  to import torch; until it reports ready the signal trains here, and its state
-  goes across at the hand-over.
+  may use, a POSIX system (the pipe is a socket pair handed to the child), and at least
+  ``MIN_STEPS_PER_UPDATE`` signal steps per PPO update (below that the round's hand-over costs
+  about what it saves). ``PALAESTRA_SIGNALS_IN_PROCESS=1`` turns it off.
+- Start: at the signal's first update (a run that never trains starts none). The process, a
+  fresh interpreter (safe beside torch's threads), takes a second or two to import torch; until
+  it reports ready the signal trains here, and its state goes across at the hand-over.
 - Stop signals: the process ignores Ctrl+C, SIGTERM and SIGHUP (the main process saves the model
   and ends it); it exits when its pipe closes, so it never outlives the run.
 """
@@ -90,21 +91,33 @@ class BackgroundSignal:
         # the protocol's constants, read without waiting for a round
         self.name, self.stat_name, self.gamma = signal.name, signal.stat_name, signal.gamma
         self.uses_terminal, self.learns, self.trains_in_numpy = signal.uses_terminal, True, True
-        self._conn, self._process, self._sender = _start(pickle.dumps(signal))
-        self._ready = False  # the child has reported ready and holds this process's state
+        self._child: _Child | None = None  # started by the first update (a run that never trains starts none)
         self._gone = False  # the child stopped or failed: every update here from then on
         self._changed_here = False  # updates ran here since the child last had the state
         self._round: list[Mapping[str, np.ndarray]] = []  # this round's batches, sent to the child
         self._round_start: dict[str, Any] | None = None  # the state they start from
         self._stats: dict[str, list[float]] = {}  # this round's stats: sums and counts per key
-        weakref.finalize(self, _close, self._conn, self._process)
-        _LIVE.add(self)
+
+    @property
+    def _ready(self) -> bool:
+        """The child has reported ready and holds this process's state."""
+        return self._child is not None and self._child.ready
+
+    @property
+    def _conn(self) -> Connection:
+        return self._child.conn
+
+    @property
+    def _process(self) -> subprocess.Popen:
+        return self._child.process
 
     # -- training ----------------------------------------------------------------------------
     def update(self, batch: Mapping[str, np.ndarray]) -> dict[str, float]:
         """Send ``batch`` to the child (or train here while it starts); the stats come with
         :meth:`finish_update`."""
-        if not self._ready and not self._gone and self._conn.poll():
+        if self._child is None and not self._gone:
+            self.start()
+        elif not self._ready and not self._gone and self._conn.poll():
             self._take_ready()
         if self._ready:
             if not self._round:
@@ -121,6 +134,12 @@ class BackgroundSignal:
         self._changed_here = True
         return {}
 
+    def start(self) -> None:
+        """Start the child with the signal as it is now (the first ``update`` does, if nothing did)."""
+        if self._child is None:
+            self._child = _Child(pickle.dumps(self.inner))
+            weakref.finalize(self, self._child.close)
+
     def finish_update(self) -> dict[str, float]:
         """End the round: the child's model, optimizer and generator back here, and the means of
         the round's stats."""
@@ -130,7 +149,7 @@ class BackgroundSignal:
         return stats
 
     def _take_ready(self) -> None:
-        self._sender.join()  # (done: the child read the whole signal before it answered)
+        self._child.sender.join()  # (done: the child read the whole signal before it answered)
         try:
             message = self._conn.recv()
         except (OSError, EOFError):
@@ -145,7 +164,7 @@ class BackgroundSignal:
             except (OSError, EOFError):
                 self._lost("stopped")
                 return
-        self._ready = True
+        self._child.ready = True
 
     def _sync(self) -> None:
         if not self._round:
@@ -176,8 +195,8 @@ class BackgroundSignal:
                        "process from now on", self.name, what)
         if details:
             logger.debug("%s", details)
-        self._ready, self._gone = False, True
-        _close(self._conn, self._process)
+        self._gone = True
+        self._child.close()
         replay, self._round = self._round, []
         if self._round_start is not None and replay:
             _load_numpy_state(self.inner, self._round_start)
@@ -222,8 +241,9 @@ class BackgroundSignal:
 
     def close(self) -> None:
         self._sync()
-        _close(self._conn, self._process)
-        self._ready, self._gone = False, True
+        self._gone = True
+        if self._child is not None:
+            self._child.close()
 
 
 def _last_line(text: str) -> str:
@@ -231,51 +251,61 @@ def _last_line(text: str) -> str:
     return text.strip().splitlines()[-1] if text.strip() else "no message"
 
 
-def _start(payload: bytes) -> tuple[Connection, subprocess.Popen, threading.Thread]:
-    """Start the child (a fresh interpreter that runs :func:`serve`, not multiprocessing's spawn,
-    which would run the user's main script again in it) and send it the pickled signal, from a
-    thread: the child reads it once its imports are done, a second or two."""
-    ours, theirs = socket.socketpair()
-    root = str(Path(__file__).resolve().parent.parent.parent)  # where this palaestra is imported from
-    code = f"import sys; sys.path.insert(0, {root!r}); from palaestra.rewards.background import serve; serve({theirs.fileno()})"
-    with stop_signals_held():  # the child inherits the mask until it ignores the signals itself
-        process = subprocess.Popen([sys.executable, "-c", code], pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
-    theirs.close()
-    conn = Connection(ours.detach())
-    sender = threading.Thread(target=_send_quietly, args=(conn, payload), daemon=True, name="palaestra-signal-start")
-    sender.start()
-    return conn, process, sender
+class _Child:
+    """The child process, its end of the pipe here, and the thread that sends it the signal."""
+
+    def __init__(self, payload: bytes) -> None:
+        """Start a fresh interpreter that runs :func:`serve` (not multiprocessing's spawn, which
+        would run the user's main script again in it) and send it the pickled signal, from a
+        thread: the child reads it once its imports are done, a second or two."""
+        ours, theirs = socket.socketpair()
+        root = str(Path(__file__).resolve().parent.parent.parent)  # where this palaestra is imported from
+        code = (f"import sys; sys.path.insert(0, {root!r}); from palaestra.rewards.background import serve; "
+                f"serve({theirs.fileno()})")
+        with stop_signals_held():  # the child inherits the mask until it ignores the signals itself
+            self.process = subprocess.Popen([sys.executable, "-c", code], pass_fds=[theirs.fileno()],
+                                            stdin=subprocess.DEVNULL)
+        theirs.close()
+        self.conn = Connection(ours.detach())
+        self.ready = False
+        self.sender = threading.Thread(target=self._send_quietly, args=(payload,), daemon=True,
+                                       name="palaestra-signal-start")
+        self.sender.start()
+        _LIVE.add(self)
+
+    def _send_quietly(self, payload: bytes) -> None:
+        try:
+            self.conn.send_bytes(payload)
+        except OSError:  # the child died first, or closed: the first read of its pipe says so
+            pass
+
+    def close(self) -> None:
+        """End the child: a ready one waits on the pipe and exits when it closes; one still starting
+        has nothing to finish and is killed (which also ends the sender's write)."""
+        _LIVE.discard(self)
+        if self.process.poll() is None:
+            if not self.ready:
+                self.process.kill()
+            else:
+                self.conn.close()
+            try:
+                self.process.wait(timeout=5.0)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5.0)
+        self.sender.join(timeout=5.0)  # its write has failed or finished by now: the pipe is ours alone
+        self.conn.close()
 
 
-def _send_quietly(conn: Connection, payload: bytes) -> None:
-    try:
-        conn.send_bytes(payload)
-    except OSError:  # the child died first: the first read of its pipe says so
-        pass
-
-
-def _close(conn: Connection, process: subprocess.Popen) -> None:
-    """Close the pipe (the child exits at its end) and wait a moment for the child."""
-    try:
-        conn.close()
-    except OSError:
-        pass
-    try:
-        process.wait(timeout=5.0)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=5.0)
-
-
-# every live wrapper, closed at exit before multiprocessing joins its children (atexit runs
+# every live child, closed at exit before multiprocessing's own exit handler (atexit runs
 # handlers last-registered first, and multiprocessing registered its own at import)
 _LIVE: weakref.WeakSet = weakref.WeakSet()
 
 
 @atexit.register
 def _close_all() -> None:
-    for signal in list(_LIVE):
-        _close(signal._conn, signal._process)
+    for child in list(_LIVE):
+        child.close()
 
 
 def serve(fd: int) -> None:
