@@ -243,3 +243,19 @@ def test_a_run_that_ends_while_the_process_starts(ball, demo, monkeypatch):
     assert time.monotonic() - started < 3.0
     assert there._process.poll() is not None and not there._child.sender.is_alive()
     assert raised == []
+
+
+def test_a_signal_that_cannot_be_pickled_trains_here(ball, demo, caplog):
+    spec, _ = ball
+    here = build("rnd", spec, demo)
+    odd = build("rnd", spec, demo)
+    odd.note = lambda: None  # (a user's signal may hold anything)
+    there = BackgroundSignal(odd)
+    try:
+        for seed in range(2):
+            assert train_round(there, batches(4, seed)) == train_round(here, batches(4, seed))
+        assert there._child is None and there._gone
+        assert "cannot train in a process of its own (AttributeError: Can't pickle local object" in caplog.text
+        assert_same_state(here, there)
+    finally:
+        there.close()

@@ -115,7 +115,7 @@ class BackgroundSignal:
     def update(self, batch: Mapping[str, np.ndarray]) -> dict[str, float]:
         """Send ``batch`` to the child (or train here while it starts); the stats come with
         :meth:`finish_update`."""
-        if self._child is None and not self._gone:
+        if self._child is None:
             self.start()
         elif not self._ready and not self._gone and self._conn.poll():
             self._take_ready()
@@ -135,10 +135,19 @@ class BackgroundSignal:
         return {}
 
     def start(self) -> None:
-        """Start the child with the signal as it is now (the first ``update`` does, if nothing did)."""
-        if self._child is None:
-            self._child = _Child(pickle.dumps(self.inner))
-            weakref.finalize(self, self._child.close)
+        """Start the child with the signal as it is now (the first ``update`` does, if nothing did).
+        A signal that cannot be pickled, or a process that cannot be started, trains here."""
+        if self._child is not None or self._gone:
+            return
+        try:
+            payload = pickle.dumps(self.inner)
+            self._child = _Child(payload)
+        except Exception as error:  # (pickling raises several kinds; starting, OSError)
+            logger.warning("the %s reward signal's model cannot train in a process of its own (%s: %s); it "
+                           "trains in the main process", self.name, type(error).__name__, error)
+            self._gone = True
+            return
+        weakref.finalize(self, self._child.close)
 
     def finish_update(self) -> dict[str, float]:
         """End the round: the child's model, optimizer and generator back here, and the means of
