@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import signal
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -259,3 +262,42 @@ def test_a_signal_that_cannot_be_pickled_trains_here(ball, demo, caplog):
         assert_same_state(here, there)
     finally:
         there.close()
+
+
+@pytest.mark.skipif(background.usable_cores() < 2, reason="the signal trains in its own process only with a core to spare")
+def test_ctrl_c_with_the_signal_in_its_process(tmp_path, demo):
+    """Ctrl+C reaches the whole process group, the signal's process too: the run still saves a
+    checkpoint with the process's last round, exits 0 without a traceback, and leaves no process."""
+    (tmp_path / "c.yaml").write_text(f"""
+3DBall:
+  trainer: ppo
+  batch_size: 32
+  buffer_size: 768
+  hidden_units: 16
+  num_layers: 1
+  max_steps: 10000000
+  summary_freq: 2000
+  reward_signals:
+    extrinsic: {{strength: 1.0, gamma: 0.99}}
+    gail: {{strength: 0.01, gamma: 0.99, encoding_size: 16, demo_path: {demo}}}
+""")
+    proc = subprocess.Popen([sys.executable, "-m", "palaestra.cli", "c.yaml", "--env=3DBall", "--run-id=i", "--debug"],
+                            cwd=tmp_path, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1", **{background.SWITCH_OFF: "0"}))
+    try:
+        child = None
+        for line in proc.stderr:
+            found = re.search(r"trains in process (\d+) from now on", line)
+            if found:
+                child = int(found.group(1))
+                break
+        assert child is not None, "the signal never trained in its own process"
+        time.sleep(0.5)  # a few rounds there
+        os.killpg(proc.pid, signal.SIGINT)  # as a terminal does
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "Saved checkpoint" in err and "Traceback" not in err and "main process from now on" not in err
+    with pytest.raises(ProcessLookupError):
+        os.kill(child, 0)  # the signal's process is gone

@@ -174,6 +174,7 @@ class BackgroundSignal:
                 self._lost("stopped")
                 return
         self._child.ready = True
+        logger.debug("the %s reward signal's model trains in process %d from now on", self.name, self._process.pid)
 
     def _sync(self) -> None:
         if not self._round:
