@@ -61,6 +61,25 @@ def batches(n: int, seed: int, rows: int = 16) -> list[dict[str, np.ndarray]]:
             for _ in range(n)]
 
 
+def small_3dball(demo, max_steps: int, curiosity: bool = False) -> str:
+    """A small 3DBall section with GAIL (and curiosity): 72 signal steps per update, enough to
+    train them in their own processes."""
+    extra = "\n    curiosity: {strength: 0.02, gamma: 0.99, encoding_size: 16}" if curiosity else ""
+    return f"""
+3DBall:
+  trainer: ppo
+  batch_size: 32
+  buffer_size: 768
+  hidden_units: 16
+  num_layers: 1
+  max_steps: {max_steps}
+  summary_freq: 1000
+  reward_signals:
+    extrinsic: {{strength: 1.0, gamma: 0.99}}
+    gail: {{strength: 0.01, gamma: 0.99, encoding_size: 16, demo_path: {demo}}}{extra}
+"""
+
+
 def train_round(signal, round_batches) -> dict[str, float]:
     """One PPO-like round: the stats each ``update`` returned and ``finish_update``'s, averaged."""
     sums: dict[str, list[float]] = {}
@@ -188,24 +207,11 @@ def test_where_it_pays(ball, demo, monkeypatch):
 def test_a_run_is_the_same_with_the_signal_in_the_background(run_cli, workdir, demo, monkeypatch):
     """mlagents-learn with GAIL and curiosity on 3DBall, their models trained in processes of their
     own (each waited for at the start, so that every round runs there) and in this process: the
-    same checkpoint, to the bit."""
+    same checkpoint, to the bit; and again after ``--resume`` to more steps."""
     from palaestra.checkpoints import CheckpointManager
 
     config = workdir / "config.yaml"
-    config.write_text(f"""
-3DBall:
-  trainer: ppo
-  batch_size: 32
-  buffer_size: 768
-  hidden_units: 16
-  num_layers: 1
-  max_steps: 3000
-  summary_freq: 1000
-  reward_signals:
-    extrinsic: {{strength: 1.0, gamma: 0.99}}
-    gail: {{strength: 0.01, gamma: 0.99, encoding_size: 16, demo_path: {demo}}}
-    curiosity: {{strength: 0.02, gamma: 0.99, encoding_size: 16}}
-""")
+    config.write_text(small_3dball(demo, max_steps=3000, curiosity=True))
     monkeypatch.setattr(background, "usable_cores", lambda: 2)
     started: list[BackgroundSignal] = []
     original_init = BackgroundSignal.__init__
@@ -216,18 +222,24 @@ def test_a_run_is_the_same_with_the_signal_in_the_background(run_cli, workdir, d
         started.append(self)
 
     monkeypatch.setattr(BackgroundSignal, "__init__", init_and_wait)
-    states = {}
-    for name, switch_off in (("background", "0"), ("here", "1")):
-        monkeypatch.setenv(background.SWITCH_OFF, switch_off)
-        assert run_cli(str(config), "--env=3DBall", f"--run-id={name}", "--seed=3").code == 0
-        saved = sorted((workdir / "models" / name / "3DBall").glob("checkpoint-*.pt"))[-1]
-        states[name] = CheckpointManager.load(saved)["algorithm"]
-    assert len(started) == 2 and not any(s._gone for s in started)
-    here, there = states["here"], states["background"]
-    for part in ("policy", "signals"):
-        assert here[part].keys() == there[part].keys()
-        for k in here[part]:
-            assert torch.equal(here[part][k], there[part][k]), (part, k)
+    longer = workdir / "longer.yaml"
+    longer.write_text(small_3dball(demo, max_steps=4500, curiosity=True))
+    for resume, config_file in ((), config), (("--resume",), longer):  # then resumed: its state sent across
+        states = {}
+        for name, switch_off in (("background", "0"), ("here", "1")):
+            monkeypatch.setenv(background.SWITCH_OFF, switch_off)
+            assert run_cli(str(config_file), "--env=3DBall", f"--run-id={name}", "--seed=3", *resume).code == 0
+            saved = sorted((workdir / "models" / name / "3DBall").glob("checkpoint-*.pt"),
+                           key=lambda p: int(p.stem.split("-")[1]))[-1]
+            states[name] = CheckpointManager.load(saved)["algorithm"]
+        assert not any(s._gone for s in started)
+        here, there = states["here"], states["background"]
+        assert here["step"] == there["step"] > (3000 if resume else 0)
+        for part in ("policy", "signals"):
+            assert here[part].keys() == there[part].keys()
+            for k in here[part]:
+                assert torch.equal(here[part][k], there[part][k]), (part, k)
+    assert len(started) == 4
 
 
 def test_a_run_that_ends_while_the_process_starts(ball, demo, monkeypatch):
@@ -268,19 +280,7 @@ def test_a_signal_that_cannot_be_pickled_trains_here(ball, demo, caplog):
 def test_ctrl_c_with_the_signal_in_its_process(tmp_path, demo):
     """Ctrl+C reaches the whole process group, the signal's process too: the run still saves a
     checkpoint with the process's last round, exits 0 without a traceback, and leaves no process."""
-    (tmp_path / "c.yaml").write_text(f"""
-3DBall:
-  trainer: ppo
-  batch_size: 32
-  buffer_size: 768
-  hidden_units: 16
-  num_layers: 1
-  max_steps: 10000000
-  summary_freq: 2000
-  reward_signals:
-    extrinsic: {{strength: 1.0, gamma: 0.99}}
-    gail: {{strength: 0.01, gamma: 0.99, encoding_size: 16, demo_path: {demo}}}
-""")
+    (tmp_path / "c.yaml").write_text(small_3dball(demo, max_steps=10_000_000))
     proc = subprocess.Popen([sys.executable, "-m", "palaestra.cli", "c.yaml", "--env=3DBall", "--run-id=i", "--debug"],
                             cwd=tmp_path, stderr=subprocess.PIPE, text=True, start_new_session=True,
                             env=dict(os.environ, PYTHONUNBUFFERED="1", **{background.SWITCH_OFF: "0"}))
