@@ -111,6 +111,9 @@ class GAILSignal(ModelSignal):
         self.expert = (demonstration_columns(settings.demo_path, spec, behavior, "reward_signals.gail.demo_path")
                        if settings.demo_path else None)
         self.expert_rows = len(self.expert["continuous"]) if self.expert is not None else 0
+        # what the discriminator reads of them: the observations, and the actions and done flag with use_actions
+        self.expert_columns = [k for k in self.expert or () if k.startswith("obs_")] + (
+            ["continuous", "discrete", "done"] if settings.use_actions else [])
         super().__init__(settings, device, Discriminator(spec, settings, vis_encode_type))
         # rewards/numpy_losses.py: a plain MLP over vectors, on the CPU
         self.trains_in_numpy = self.model.images is None and not settings.use_vail and device.type == "cpu"
@@ -137,7 +140,7 @@ class GAILSignal(ModelSignal):
         if self.expert is None:
             raise RuntimeError("GAIL was built without demonstrations (a policy that only acts): it cannot learn")
         rows = self.rng.integers(0, self.expert_rows, len(batch["continuous"]))  # with replacement
-        expert_batch = {k: v[rows] for k, v in self.expert.items()}
+        expert_batch = {k: self.expert[k][rows] for k in self.expert_columns}
         if self.trains_in_numpy:
             return self._numpy_update(expert_batch, batch)
         expert = self.model.inputs(expert_batch, self.device)
