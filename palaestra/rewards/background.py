@@ -307,8 +307,8 @@ class _Child:
         self.conn.close()
 
 
-# every live child, closed at exit before multiprocessing's own exit handler (atexit runs
-# handlers last-registered first, and multiprocessing registered its own at import)
+# every live child, closed (and waited for) at exit; a child whose parent died without closing it
+# reads the end of its pipe and exits by itself
 _LIVE: weakref.WeakSet = weakref.WeakSet()
 
 
