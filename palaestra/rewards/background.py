@@ -25,9 +25,11 @@ replaced by training them here, from the state of the round's start.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import pickle
+import signal as os_signals
 import socket
 import subprocess
 import sys
@@ -40,8 +42,9 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
-from palaestra.interrupts import ignore_stop_signals, stop_signals_held
+from palaestra.interrupts import STOP_SIGNALS, ignore_stop_signals, stop_signals_held
 from palaestra.rewards.learned import transition_columns
 from palaestra.rollout.segments import Segments
 
@@ -74,6 +77,14 @@ def _numpy_state(signal) -> dict[str, Any]:
     state = {k: v.detach().cpu().numpy().copy() for k, v in signal.state_dict().items()}
     rng = getattr(signal, "rng", None)
     return {"entries": state, "rng": rng.bit_generator.state if rng is not None else None}
+
+
+def _add_stats(sums: dict[str, list[float]], stats: Mapping[str, float]) -> None:
+    """Add one update's stats to running [sum, count] pairs."""
+    for key, value in stats.items():
+        mine = sums.setdefault(key, [0.0, 0])
+        mine[0] += float(value)
+        mine[1] += 1
 
 
 def _load_numpy_state(signal, state: Mapping[str, Any]) -> None:
@@ -130,7 +141,7 @@ class BackgroundSignal:
             except (OSError, EOFError):
                 self._lost("stopped")
                 return {}
-        self._add_stats(self.inner.update(batch))
+        _add_stats(self._stats, self.inner.update(batch))
         self._changed_here = True
         return {}
 
@@ -211,13 +222,7 @@ class BackgroundSignal:
         if self._round_start is not None and replay:
             _load_numpy_state(self.inner, self._round_start)
             for batch in replay:
-                self._add_stats(self.inner.update(batch))
-
-    def _add_stats(self, stats: Mapping[str, float]) -> None:
-        for key, value in stats.items():
-            mine = self._stats.setdefault(key, [0.0, 0])
-            mine[0] += float(value)
-            mine[1] += 1
+                _add_stats(self._stats, self.inner.update(batch))
 
     # -- what reads the model: after the round ------------------------------------------------
     def rewards(self, segments: Segments) -> np.ndarray:
@@ -323,14 +328,8 @@ def serve(fd: int) -> None:
     updates as they come; at ``finish`` send back its state and the round's stats. Exits when the
     pipe closes."""
     ignore_stop_signals()
-    import signal as signals
-
-    if hasattr(signals, "pthread_sigmask"):
-        from palaestra.interrupts import STOP_SIGNALS
-
-        signals.pthread_sigmask(signals.SIG_UNBLOCK, STOP_SIGNALS)
-    from threadpoolctl import threadpool_limits
-
+    if hasattr(os_signals, "pthread_sigmask"):  # (held back while it started: stop_signals_held)
+        os_signals.pthread_sigmask(os_signals.SIG_UNBLOCK, STOP_SIGNALS)
     torch.set_num_threads(1)  # one core: the main process has the other
     threadpool_limits(1, user_api="blas")
     conn = Connection(fd)
@@ -338,7 +337,8 @@ def serve(fd: int) -> None:
         signal = pickle.loads(conn.recv_bytes())
         conn.send(("ready", None))
     except BaseException:
-        conn.send(("error", traceback.format_exc()))
+        with contextlib.suppress(EOFError, OSError):
+            conn.send(("error", traceback.format_exc()))
         return
     sums: dict[str, list[float]] = {}
     while True:
@@ -348,10 +348,7 @@ def serve(fd: int) -> None:
             return
         try:
             if kind == "update":
-                for key, value in signal.update(body).items():
-                    mine = sums.setdefault(key, [0.0, 0])
-                    mine[0] += float(value)
-                    mine[1] += 1
+                _add_stats(sums, signal.update(body))
             elif kind == "load":
                 _load_numpy_state(signal, body)
             elif kind == "finish":
@@ -360,8 +357,6 @@ def serve(fd: int) -> None:
         except (EOFError, OSError):
             return
         except BaseException:
-            try:
+            with contextlib.suppress(EOFError, OSError):
                 conn.send(("error", traceback.format_exc()))
-            except (EOFError, OSError):
-                pass
             return
