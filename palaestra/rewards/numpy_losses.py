@@ -117,10 +117,23 @@ def rnd_gradients(predictor: Stack, target: Stack, x: np.ndarray) -> float:
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     """sigmoid(z) = (1 + tanh(z / 2)) / 2, which cannot overflow."""
-    s = np.tanh(0.5 * z)
+    s = np.multiply(z, 0.5)
+    np.tanh(s, out=s)
     s *= 0.5
     s += 0.5
     return s
+
+
+def _swish_second(z: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """swish''(z) = s (1 - s) (2 + z (1 - 2 s)), s = sigmoid(z), computed in place."""
+    a = 1.0 - s
+    a *= s
+    c = np.multiply(s, 2.0)
+    np.subtract(1.0, c, out=c)
+    c *= z
+    c += 2.0
+    a *= c
+    return a
 
 
 def discriminator_estimate(hidden: list[tuple[np.ndarray, np.ndarray]], out: tuple[np.ndarray, np.ndarray],
@@ -150,7 +163,11 @@ def discriminator_gradients(hidden: list[tuple[np.ndarray, np.ndarray]], out: tu
         s = _sigmoid(z)
         zs.append(z)
         sig.append(s)
-        slope.append(s * (1.0 + z * (1.0 - s)))  # swish'(z), for both backward passes
+        t = 1.0 - s  # swish'(z) = s (1 + z (1 - s)), for both backward passes (in place: the same
+        t *= z  # operations in the same order, fewer arrays)
+        t += 1.0
+        t *= s
+        slope.append(t)
         hs.append(z * s)
     w_out, c_out = out
     d = _sigmoid(hs[-1] @ w_out.T + c_out)  # [3B, 1]
@@ -159,7 +176,7 @@ def discriminator_gradients(hidden: list[tuple[np.ndarray, np.ndarray]], out: tu
 
     # the swish's first and second derivatives at the penalty's rows
     swish1 = [d[2 * n:] for d in slope]
-    swish2 = [s[2 * n:] * (1.0 - s[2 * n:]) * (2.0 + z[2 * n:] * (1.0 - 2.0 * s[2 * n:])) for z, s in zip(zs, sig)]
+    swish2 = [_swish_second(z[2 * n:], s[2 * n:]) for z, s in zip(zs, sig)]
 
     # dD/dx at the penalty's rows: delta_h_L = D (1 - D) w, back through the layers
     delta_l = d_between * (1.0 - d_between)  # [B, 1]
@@ -181,7 +198,9 @@ def discriminator_gradients(hidden: list[tuple[np.ndarray, np.ndarray]], out: tu
         np.matmul(delta_z[k].T, grad_delta_h, out=grads_w[k])
         grad_delta_z = grad_delta_h @ hidden[k][0].T
         grad_delta_h = grad_delta_z * swish1[k]
-        into_z[k] = grad_delta_z * delta_h[k + 1] * swish2[k]
+        grad_delta_z *= delta_h[k + 1]  # (no longer needed as itself)
+        grad_delta_z *= swish2[k]
+        into_z[k] = grad_delta_z
     grad_w_out, grad_c_out = into[-2], into[-1]
     np.matmul(delta_l.T, grad_delta_h, out=grad_w_out)
     grad_delta_l = grad_delta_h @ w_out.T
@@ -194,7 +213,8 @@ def discriminator_gradients(hidden: list[tuple[np.ndarray, np.ndarray]], out: tu
     grad_l.sum(0, out=grad_c_out)
     grad_h = grad_l * w_out  # [3B, 1] x [1, H]: an outer product (one term per entry, as the matmul's)
     for k in range(len(hidden) - 1, -1, -1):
-        grad_z = grad_h * slope[k]
+        grad_z = grad_h  # (a fresh array each time: the broadcast above, the product below)
+        grad_z *= slope[k]
         grad_z[2 * n:] += into_z[k]
         grads_w[k] += grad_z.T @ hs[k]
         grad_z.sum(0, out=grads_b[k])
