@@ -52,6 +52,7 @@ logger = logging.getLogger(__name__)
 
 MIN_STEPS_PER_UPDATE = 64
 SWITCH_OFF = "PALAESTRA_SIGNALS_IN_PROCESS"
+BATCHES_PER_MESSAGE = 8  # a message's cost (pickling, two system calls) shared by several
 REPLY_TIMEOUT_S = 600.0  # a round's reply; a process silent this long is taken for hung
 
 
@@ -105,7 +106,8 @@ class BackgroundSignal:
         self._child: _Child | None = None  # started by the first update (a run that never trains starts none)
         self._gone = False  # the child stopped or failed: every update here from then on
         self._changed_here = False  # updates ran here since the child last had the state
-        self._round: list[Mapping[str, np.ndarray]] = []  # this round's batches, sent to the child
+        self._round: list[Mapping[str, np.ndarray]] = []  # this round's batches, for the child
+        self._sent = 0  # how many of them went across (BATCHES_PER_MESSAGE at a time)
         self._round_start: dict[str, Any] | None = None  # the state they start from
         self._stats: dict[str, list[float]] = {}  # this round's stats: sums and counts per key
 
@@ -133,14 +135,10 @@ class BackgroundSignal:
         if self._ready:
             if not self._round:
                 self._round_start = _numpy_state(self.inner)
-            batch = transition_columns(batch)  # what crosses the pipe
-            self._round.append(batch)
-            try:
-                self._conn.send(("update", batch))
-                return {}
-            except (OSError, EOFError):
-                self._lost("stopped")
-                return {}
+            self._round.append(transition_columns(batch))  # what crosses the pipe
+            if len(self._round) - self._sent >= BATCHES_PER_MESSAGE:
+                self._send_pending()
+            return {}
         _add_stats(self._stats, self.inner.update(batch))
         self._changed_here = True
         return {}
@@ -187,9 +185,21 @@ class BackgroundSignal:
         self._child.ready = True
         logger.debug("the %s reward signal's model trains in process %d from now on", self.name, self._process.pid)
 
+    def _send_pending(self) -> None:
+        """Send the round's batches not yet sent, in one message."""
+        try:
+            self._conn.send(("update", self._round[self._sent:]))
+            self._sent = len(self._round)
+        except (OSError, EOFError):
+            self._lost("stopped")
+
     def _sync(self) -> None:
         if not self._round:
             return
+        if self._sent < len(self._round):
+            self._send_pending()
+            if not self._round:  # (lost, and trained here)
+                return
         try:
             self._conn.send(("finish", None))
             if not self._conn.poll(REPLY_TIMEOUT_S):
@@ -206,7 +216,7 @@ class BackgroundSignal:
             mine = self._stats.setdefault(key, [0.0, 0])
             mine[0] += total
             mine[1] += count
-        self._round = []
+        self._round, self._sent = [], 0
 
     def _lost(self, what: str, details: str = "") -> None:
         """The child is gone or failed: train the round's batches here, from the state the round
@@ -218,7 +228,7 @@ class BackgroundSignal:
             logger.debug("%s", details)
         self._gone = True
         self._child.close()
-        replay, self._round = self._round, []
+        replay, self._round, self._sent = self._round, [], 0
         if self._round_start is not None and replay:
             _load_numpy_state(self.inner, self._round_start)
             for batch in replay:
@@ -348,7 +358,8 @@ def serve(fd: int) -> None:
             return
         try:
             if kind == "update":
-                _add_stats(sums, signal.update(body))
+                for batch in body:
+                    _add_stats(sums, signal.update(batch))
             elif kind == "load":
                 _load_numpy_state(signal, body)
             elif kind == "finish":
