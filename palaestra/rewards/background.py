@@ -50,7 +50,7 @@ from palaestra.rollout.segments import Segments
 
 logger = logging.getLogger(__name__)
 
-MIN_STEPS_PER_UPDATE = 64
+MIN_STEPS_PER_UPDATE = 32
 SWITCH_OFF = "PALAESTRA_SIGNALS_IN_PROCESS"
 BATCHES_PER_MESSAGE = 8  # a message's cost (pickling, two system calls) shared by several
 REPLY_TIMEOUT_S = 600.0  # a round's reply; a process silent this long is taken for hung
