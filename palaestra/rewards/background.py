@@ -284,9 +284,11 @@ class _Child:
         would run the user's main script again in it) and send it the pickled signal, from a
         thread: the child reads it once its imports are done, a second or two."""
         ours, theirs = socket.socketpair()
-        root = str(Path(__file__).resolve().parent.parent.parent)  # where this palaestra is imported from
-        code = (f"import sys; sys.path.insert(0, {root!r}); from palaestra.rewards.background import serve; "
-                f"serve({theirs.fileno()})")
+        # where this palaestra is imported from, last on the path (first, a site-packages folder
+        # would shadow the standard library's modules with any of the same name)
+        root = str(Path(__file__).resolve().parent.parent.parent)
+        code = (f"import sys; {root!r} in sys.path or sys.path.append({root!r}); "
+                f"from palaestra.rewards.background import serve; serve({theirs.fileno()})")
         with stop_signals_held():  # the child inherits the mask until it ignores the signals itself
             self.process = subprocess.Popen([sys.executable, "-c", code], pass_fds=[theirs.fileno()],
                                             stdin=subprocess.DEVNULL)
