@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -453,3 +455,42 @@ def test_global_steps_count_every_instance_that_stepped(run_cli, workdir, acting
     # the trainer counts an agent's steps once they leave the collector (time_horizon 64), so it
     # trails by at most 64 steps per agent; counting one per step() call would give about half
     assert step <= last["global_step"] <= step + 4 * 64
+
+
+ONE_D_CONFIG = ("1D:\n  batch_size: 16\n  buffer_size: 64\n  hidden_units: 16\n  num_layers: 1\n"
+                "  max_steps: 300\n  summary_freq: 100\n")
+SCRIPT_RUN = """import sys
+import gymnasium
+import palaestra.cli
+print("top level ran", flush=True)
+gymnasium.register(id="ScriptCartPole-v0", entry_point="gymnasium.envs.classic_control:CartPoleEnv",
+                   max_episode_steps=50)
+"""
+SCRIPT_CALL = 'sys.exit(palaestra.cli.main(["c.yaml", "--env={env}", "--num-envs=2", "--run-id=s"]))\n'
+
+
+def _run_script(tmp_path, text: str) -> subprocess.CompletedProcess:
+    from tests.conftest import REPO
+
+    (tmp_path / "c.yaml").write_text(ONE_D_CONFIG.replace("1D", "ScriptCartPole-v0") + ONE_D_CONFIG)
+    (tmp_path / "train.py").write_text(text)
+    environment = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "train.py"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120, env=environment)
+
+
+def test_a_script_without_a_main_guard_trains_with_workers_once(tmp_path):
+    # spawn would import the script again in each worker and start the run there too
+    done = _run_script(tmp_path, SCRIPT_RUN + SCRIPT_CALL.format(env="Simple1DDiscrete"))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("top level ran") == 1 and "Traceback" not in done.stderr
+    assert (tmp_path / "models/s/1D.onnx").is_file()
+
+
+def test_a_guarded_script_s_top_level_still_reaches_the_workers(tmp_path):
+    # what the script registers at its top level (a Gymnasium id) is there in each worker
+    guarded = SCRIPT_RUN + 'if __name__ == "__main__":\n    ' + SCRIPT_CALL.format(env="ScriptCartPole-v0")
+    done = _run_script(tmp_path, guarded)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("top level ran") == 3  # the script, then each worker's import of it
+    assert (tmp_path / "models/s/ScriptCartPole-v0.onnx").is_file()

@@ -18,13 +18,17 @@ them: the main process saves the model and then stops them itself.
 
 from __future__ import annotations
 
+import ast
 import atexit
 import contextlib
 import logging
 import multiprocessing as mp
+import sys
 import time
+import types
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable
+from pathlib import Path
+from typing import Any, Callable, Hashable, Iterator
 
 from palaestra.envs.base import BehaviorSpec, EngineConfig, EnvError
 from palaestra.interrupts import stop_signals_held
@@ -255,7 +259,7 @@ class WorkerPool:
             # num_areas apart from the next one's, so that no two copies share a seed
             args=(child, control.name, self.n, i, bells, name, seed + (i + self.n * len(restarts)) * num_areas, num_areas,
                   env_args, engine, base_port + i))
-        with stop_signals_held():  # the new process inherits the mask: see run_worker
+        with stop_signals_held(), _main_script_not_rerun():  # (the mask: see run_worker)
             proc.start()
         child.close()
         return Worker(proc, parent, Signal(control["command"], control["command_asleep"], i, bells[0]),
@@ -282,6 +286,46 @@ class WorkerPool:
                 _unlink_quietly(block.name)
         w.blocks = {}
         w.conn.close()
+
+
+@contextlib.contextmanager
+def _main_script_not_rerun() -> Iterator[None]:
+    """Start a spawned process without running an unguarded main script again in it.
+
+    multiprocessing's spawn imports the parent's ``__main__`` (its file, or its module under
+    ``-m``) in the child, under another name, so that what the script defines or registers at its
+    top level (a Gymnasium id, say) exists there too. A script that calls Palaestra at its top
+    level without an ``if __name__ == "__main__":`` guard would then start a whole run again in
+    every worker, which multiprocessing stops with an error. For such a script, ``__main__`` is a
+    bare module while the process starts, which spawn passes over (as it does for an interactive
+    session): a worker needs nothing from it, its environment comes by name (envs/sources.py)."""
+    main = sys.modules.get("__main__")
+    if main is None or _has_main_guard(getattr(main, "__file__", None)):
+        yield
+        return
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
+
+
+def _has_main_guard(path: str | None) -> bool:
+    """Whether the script at ``path`` keeps code under ``if __name__ == "__main__":`` at its top
+    level (True for no script: nothing would be run again)."""
+    if path is None:
+        return True
+    try:
+        tree = ast.parse(Path(path).read_bytes())
+    except (OSError, SyntaxError, ValueError):
+        return False
+    for node in tree.body:
+        test = node.test if isinstance(node, ast.If) else None
+        if isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq):
+            sides = {ast.dump(test.left), ast.dump(test.comparators[0])}
+            if sides == {ast.dump(ast.Name("__name__", ast.Load())), ast.dump(ast.Constant("__main__"))}:
+                return True
+    return False
 
 
 def _kill_leftover_workers() -> None:
