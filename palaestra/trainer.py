@@ -190,6 +190,8 @@ class BehaviorTrainer:
                 self.stats.add(key, values)
         else:  # past max_steps the policy only acts; its episodes' signal rewards are still reported
             self.algorithm.step += int(segments.length.sum())
+            for key, values in self.algorithm.episode_sums.settle().items():  # (segments still unrewarded first)
+                self.stats.add(key, values)
             rewards = [signal.rewards(segments) for signal in self.algorithm.signals]
             for key, values in self.algorithm.episode_sums.add(segments, rewards).items():
                 self.stats.add(key, values)

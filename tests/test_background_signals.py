@@ -116,8 +116,9 @@ def test_the_same_training_in_the_background(kind, ball, demo):
         wait_until_ready(there)
         stats_here += [train_round(here, r) for r in rounds[1:]]
         stats_there += [train_round(there, r) for r in rounds[1:]]
-        assert stats_there == stats_here
-        assert_same_state(here, there)
+        assert_same_state(here, there)  # (brings the last round back)
+        stats_there.append(there.finish_update())  # a round's stats come with the next round's end
+        assert stats_there == [{}] + stats_here
         assert not there._gone
         probe = batches(1, 99)[0]
         np.testing.assert_array_equal(there.rewards_for_batch(probe), here.rewards_for_batch(probe))
@@ -142,9 +143,9 @@ def test_a_killed_process_loses_nothing(ball, demo, caplog):
         for b in second[5:]:
             here.update(b)
             there.update(b)
-        there.finish_update()
-        assert there._gone and "trains in the main process from now on" in caplog.text
+        there.finish_update()  # (does not wait: the loss shows when the round is read back)
         assert_same_state(here, there)
+        assert there._gone and "trains in the main process from now on" in caplog.text
         third = batches(4, 3)  # and on, in this process
         train_round(here, third)
         train_round(there, third)
@@ -179,8 +180,9 @@ def test_an_error_in_the_process_is_raised_here(ball, demo):
         wait_until_ready(there)
         wrong = batches(1, 0)[0] | {"obs_0": np.zeros((16, 5), np.float32)}
         there.update(wrong)
+        there.finish_update()  # (does not wait: the process goes on with the round)
         with pytest.raises(ValueError):
-            there.finish_update()
+            there.state_dict()  # the round comes back, and is trained again here
         assert there._gone
     finally:
         there.close()
@@ -207,11 +209,26 @@ def test_where_it_pays(ball, demo, monkeypatch):
 def test_a_run_is_the_same_with_the_signal_in_the_background(run_cli, workdir, demo, monkeypatch):
     """mlagents-learn with GAIL and curiosity on 3DBall, their models trained in processes of their
     own (each waited for at the start, so that every round runs there) and in this process: the
-    same checkpoint, to the bit; and again after ``--resume`` to more steps."""
+    same checkpoint, to the bit; and again after ``--resume`` to more steps. The background run
+    rewards its experience at each update instead of as it comes (algorithms/ppo.py): every
+    episode's signal rewards are still the same, in the same order, through the environment
+    resets of a sampler (which end the episodes under way)."""
     from palaestra.checkpoints import CheckpointManager
+    from palaestra.rewards.episode_sums import SignalEpisodeSums
 
     config = workdir / "config.yaml"
     config.write_text(small_3dball(demo, max_steps=3000, curiosity=True))
+    sampler = workdir / "sampler.yaml"
+    sampler.write_text("resampling-interval: 60\nmass: {sampler-type: uniform, min_value: 0.5, max_value: 2}\n")
+    episodes: list = []
+    original_add = SignalEpisodeSums._add
+
+    def add_and_keep(self, seg, rewards):
+        ended = original_add(self, seg, rewards)
+        episodes.append(ended)
+        return ended
+
+    monkeypatch.setattr(SignalEpisodeSums, "_add", add_and_keep)
     monkeypatch.setattr(background, "usable_cores", lambda: 2)
     started: list[BackgroundSignal] = []
     original_init = BackgroundSignal.__init__
@@ -225,14 +242,19 @@ def test_a_run_is_the_same_with_the_signal_in_the_background(run_cli, workdir, d
     longer = workdir / "longer.yaml"
     longer.write_text(small_3dball(demo, max_steps=4500, curiosity=True))
     for resume, config_file in ((), config), (("--resume",), longer):  # then resumed: its state sent across
-        states = {}
+        states, ended = {}, {}
         for name, switch_off in (("background", "0"), ("here", "1")):
             monkeypatch.setenv(background.SWITCH_OFF, switch_off)
-            assert run_cli(str(config_file), "--env=3DBall", f"--run-id={name}", "--seed=3", *resume).code == 0
+            episodes.clear()
+            assert run_cli(str(config_file), "--env=3DBall", f"--run-id={name}", "--seed=3", f"--sampler={sampler}",
+                           *resume).code == 0
+            ended[name] = list(episodes)
             saved = sorted((workdir / "models" / name / "3DBall").glob("checkpoint-*.pt"),
                            key=lambda p: int(p.stem.split("-")[1]))[-1]
             states[name] = CheckpointManager.load(saved)["algorithm"]
         assert not any(s._gone for s in started)
+        assert ended["background"] == ended["here"]
+        assert sum(len(e.get("Policy/GAIL Reward", [])) for e in ended["here"]) > 10
         here, there = states["here"], states["background"]
         assert here["step"] == there["step"] > (3000 if resume else 0)
         for part in ("policy", "signals"):
@@ -267,8 +289,8 @@ def test_a_signal_that_cannot_be_pickled_trains_here(ball, demo, caplog):
     odd.note = lambda: None  # (a user's signal may hold anything)
     there = BackgroundSignal(odd)
     try:
-        for seed in range(2):
-            assert train_round(there, batches(4, seed)) == train_round(here, batches(4, seed))
+        stats_there = [train_round(there, batches(4, seed)) for seed in range(2)] + [there.finish_update()]
+        assert stats_there == [{}] + [train_round(here, batches(4, seed)) for seed in range(2)]  # (one round late)
         assert there._child is None and there._gone
         assert "cannot train in a process of its own (AttributeError: Can't pickle local object" in caplog.text
         assert_same_state(here, there)

@@ -289,6 +289,32 @@ def test_episode_sums_take_an_agents_segments_in_order_within_one_batch():
     assert sums.add(*batch([2, 3], [1, 1], [1, 1], [[1, 9, 9], [1, 9, 9]])) == {"Policy/Extrinsic Reward": [2.0, 1.0]}
 
 
+def test_waiting_segments_are_added_before_anything_else_changes_the_sums():
+    # PPO rewards its experience at the update while a signal's model trains elsewhere
+    # (rewards/background.py): its queued segments are added through ``waiting`` before a clear
+    # or another add, so each episode's sum is what it would have been, reported later
+    from types import SimpleNamespace
+
+    from palaestra.rewards.episode_sums import SignalEpisodeSums
+
+    sums = SignalEpisodeSums([SimpleNamespace(stat_name="GAIL")])
+
+    def batch(slot, episode_end, reward):
+        return (SimpleNamespace(slot=np.array([slot]), row_mask=np.ones((1, 1), bool),
+                                episode_end=np.array([episode_end], bool)), [np.array([[reward]], float)])
+
+    queue = []
+    sums.waiting = lambda: {k: v for seg in [queue.pop(0) for _ in list(queue)] for k, v in sums.add(*seg).items()}
+    assert sums.add(*batch(0, False, 1.0)) == {}  # slot 0's episode starts
+    queue.append(batch(0, True, 2.0))  # and ends in a segment not rewarded yet
+    sums.clear()  # an environment reset
+    assert queue == [] and sums.take_unreported() == {"Policy/GAIL Reward": [3.0]}
+    queue.append(batch(1, True, 4.0))
+    assert sums.add(*batch(0, True, 8.0)) == {"Policy/GAIL Reward": [4.0, 8.0]}  # the waiting one first
+    queue.append(batch(1, True, 16.0))
+    assert sums.settle(report_later=True) == {} and sums.settle() == {"Policy/GAIL Reward": [16.0]}
+
+
 def test_normalize_scales_the_extrinsic_reward_and_its_statistics_travel_in_checkpoints():
     spec = BehaviorSpec(((3,),), ActionSpec(continuous_size=1))
     sizes = SegmentSizes.of(spec, signals=1)

@@ -41,7 +41,7 @@ from palaestra.networks.numpy_adam import NumpyAdam
 from palaestra.networks.optim import make_adam
 from palaestra.networks.policy import ActorCritic
 from palaestra.networks.torch_acting import TorchActor
-from palaestra.rewards import SignalEpisodeSums, finish_updates, load_signals_state, make_signals
+from palaestra.rewards import SignalEpisodeSums, finish_updates, load_signals_state, make_signals, prepare_updates
 from palaestra.rewards.background import in_background_where_it_pays
 from palaestra.rollout.discounting import discounted_cumsum
 from palaestra.rollout.sequences import into_sequences, real_rows, sequence_order, sequence_positions
@@ -135,6 +135,7 @@ class PPO:
         signal_steps = settings.buffer_size // settings.batch_size * (settings.reward_signal_num_epoch or settings.num_epoch)
         self.signals = in_background_where_it_pays(signals, signal_steps) if device.type == "cpu" else signals
         self._learning_signals = [signal for signal in self.signals if signal.learns]
+        self._signals_prepared = False  # see collect
         self.auxiliary_losses: list[AuxiliaryLoss] = []  # extra loss terms of each mini-batch step
         self.policy_updates: list[PolicyUpdate] = []  # run after each update (behavioral cloning)
         self.policy = ActorCritic(
@@ -169,6 +170,12 @@ class PPO:
         self.step = 0  # agent steps processed, ML-Agents' trainer step
         self.update_count = 0
         self.episode_sums = SignalEpisodeSums(self.signals)  # for "Policy/<Signal> Reward"
+        # a signal whose model goes on training after an update (rewards/background.py: in a
+        # process of its own, while this one gathers the next experience) rewards the experience
+        # when the next update processes it: the model is the same then, and its round is back
+        self._rewards_at_update = any(getattr(signal, "rewards_at_update", False) for signal in self.signals)
+        if self._rewards_at_update:
+            self.episode_sums.waiting = self._reward_waiting
 
     @property
     def trains_in_numpy(self) -> bool:
@@ -208,11 +215,10 @@ class PPO:
     def collect(self, seg: Segments) -> dict[str, list[float]]:
         """Queue one step's finished segments for the next update (they count as trainer steps
         now); return the per-signal rewards of the episodes that ended."""
+        if not self._signals_prepared:  # experience for a first update: a signal trained elsewhere starts now
+            prepare_updates(self._learning_signals)
+            self._signals_prepared = True
         rows = int(seg.length.sum())
-        # each signal rewards each segment once, as it arrives (a model's rewards cost a forward
-        # pass; the extrinsic signal's return scale follows the rows in order); kept for process()
-        rewards = [signal.rewards(seg) for signal in self.signals]
-        self._queued.append((seg, np.array([r[seg.row_mask] for r in rewards]).T))  # [rows, signals]
         self._queued_rows += rows
         self.step += rows
         # the value estimates the policy acted with, per segment as ML-Agents records them per
@@ -220,15 +226,40 @@ class PPO:
         means = np.where(seg.row_mask[..., None], seg.values, 0.0).sum(1) / np.maximum(seg.length, 1)[:, None]
         stats = {f"Policy/{signal.stat_name} Value Estimate": means[:, k].tolist()  # one per segment
                  for k, signal in enumerate(self.signals)}
-        return stats | self.episode_sums.add(seg, rewards)
+        if self._rewards_at_update:
+            self._queued.append((seg, None))  # rewarded by _reward_waiting
+            return stats | self.episode_sums.take_unreported()
+        return stats | self._reward(seg)
+
+    def _reward(self, seg: Segments) -> dict[str, list[float]]:
+        """Each signal's rewards for ``seg``, queued for process(); the sums of the episodes it
+        ended. Each signal rewards each segment once, in the order they arrived (a model's rewards
+        cost a forward pass; the extrinsic signal's return scale follows the rows in order)."""
+        rewards = [signal.rewards(seg) for signal in self.signals]
+        self._queued.append((seg, np.array([r[seg.row_mask] for r in rewards]).T))  # [rows, signals]
+        return self.episode_sums.add(seg, rewards)
+
+    def _reward_waiting(self) -> dict[str, list[float]]:
+        """Reward the queued segments still waiting for it, in order (episode_sums calls this first
+        whenever the sums change; so does process_queued)."""
+        waiting = [seg for seg, rewards in self._queued if rewards is None]
+        if not waiting:
+            return {}
+        self._queued = [(seg, rewards) for seg, rewards in self._queued if rewards is not None]
+        stats: dict[str, list[float]] = {}
+        for seg in waiting:
+            for key, values in self._reward(seg).items():
+                stats.setdefault(key, []).extend(values)
+        return stats
 
     def process_queued(self) -> dict[str, list[float]]:
+        episodes = self.episode_sums.settle()  # (rewards the segments waiting for it)
         if not self._queued:
-            return {}
+            return episodes
         parts, rewards = zip(*self._queued)
         self._queued, self._queued_rows = [], 0
         # concatenating keeps each part's real rows, in order, as the rewards' rows are
-        return self.process(Segments.concatenate(parts), np.concatenate(rewards))
+        return episodes | self.process(Segments.concatenate(parts), np.concatenate(rewards))
 
     def process(self, seg: Segments, row_rewards: np.ndarray) -> dict[str, list[float]]:
         """Turn finished segments, and each signal's rewards of their real rows ``[rows, signals]``,
@@ -461,6 +492,9 @@ class PPO:
         raise NotImplementedError("PPO keeps no replay buffer (palaestra/capabilities.py)")
 
     def state_dict(self) -> dict[str, Any]:
+        # segments waiting for their rewards get them first: the signals' state (the extrinsic
+        # return scale's) then holds them, as it would had they been rewarded as they came
+        self.episode_sums.settle(report_later=True)
         return {"policy": self.policy.state_dict(), **training_state(self)}
 
     def load_state_dict(self, state: dict[str, Any], weights_only: bool = False) -> None:

@@ -44,6 +44,16 @@ def make_signals(spec: BehaviorSpec, settings: Mapping[str, Any], device: torch.
     return signals
 
 
+def prepare_updates(signals: list[RewardSignal]) -> None:
+    """Once experience for a first update starts to arrive: each signal's ``prepare_updates``, where
+    it has one (a signal trained elsewhere starts its process then, which takes a second or two,
+    while the experience is gathered: rewards/background.py)."""
+    for signal in signals:
+        prepare = getattr(signal, "prepare_updates", None)
+        if prepare is not None:
+            prepare()
+
+
 def finish_updates(signals: list[RewardSignal]) -> dict[str, float]:
     """End a round of ``update`` calls: each signal's ``finish_update``, where it has one (a signal
     trained elsewhere brings its model and its stats back then: rewards/background.py)."""
@@ -66,5 +76,5 @@ def load_signals_state(signals: list[RewardSignal], state: Mapping[str, torch.Te
         s.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
 
 
-__all__ = ["RewardSignal", "ExtrinsicSignal", "SignalEpisodeSums", "SIGNAL_BUILDERS", "make_signals", "finish_updates",
+__all__ = ["RewardSignal", "ExtrinsicSignal", "SignalEpisodeSums", "SIGNAL_BUILDERS", "make_signals", "prepare_updates", "finish_updates",
            "signals_state", "load_signals_state"]

@@ -7,17 +7,23 @@ about as much as PPO's own mini-batch step, and ML-Agents' rule is one of each p
 The result is the same as training in this process, to the bit: the process runs the signal's
 own ``update`` (the numpy path, ``trains_in_numpy``, whose only randomness is the signal's numpy
 generator) on the same batches in the same order, and hands back the model, the optimizer state
-and the generator's state at the end of each round (``finish_update``). Nothing is lost if it
-fails: the batches of a round are kept until it ends, and a process that died or raised is
-replaced by training them here, from the state of the round's start.
+and the generator's state when something here reads them. ``finish_update`` does not wait: the
+process finishes the round while PPO gathers the next experience, and PPO rewards that
+experience at its next update (``rewards_at_update``), when the model is back and still the one
+it would have used as the experience came. A round's stats are therefore reported one update
+late. Nothing is lost if the process fails: the batches of a round are kept until it is back,
+and a process that died or raised is replaced by training them here, from the state of the
+round's start.
 
 - Where: PPO on the CPU, a signal whose update runs in numpy, at least two cores this process
   may use, a POSIX system (the pipe is a socket pair handed to the child), and at least
   ``MIN_STEPS_PER_UPDATE`` signal steps per PPO update (below that the round's hand-over costs
   about what it saves). ``PALAESTRA_SIGNALS_IN_PROCESS=1`` turns it off.
-- Start: at the signal's first update (a run that never trains starts none). The process, a
-  fresh interpreter (safe beside torch's threads), takes a second or two to import torch; until
-  it reports ready the signal trains here, and its state goes across at the hand-over.
+- Start: when the algorithm gathers experience for its first update (``prepare_updates``; a
+  run that never trains starts none), or else at the first update. The process, a fresh
+  interpreter (safe beside torch's threads), takes a second or two to import torch, mostly
+  while that experience is gathered; until it reports ready the signal trains here, and its
+  state goes across at the hand-over.
 - Stop signals: the process ignores Ctrl+C, SIGTERM and SIGHUP (the main process saves the model
   and ends it); it exits when its pipe closes, so it never outlives the run.
 """
@@ -29,6 +35,7 @@ import contextlib
 import logging
 import os
 import pickle
+import queue
 import signal as os_signals
 import socket
 import subprocess
@@ -103,6 +110,7 @@ class BackgroundSignal:
         # the protocol's constants, read without waiting for a round
         self.name, self.stat_name, self.gamma = signal.name, signal.stat_name, signal.gamma
         self.uses_terminal, self.learns, self.trains_in_numpy = signal.uses_terminal, True, True
+        self.rewards_at_update = True  # (the algorithm asks for rewards when its next update needs them)
         self._child: _Child | None = None  # started by the first update (a run that never trains starts none)
         self._gone = False  # the child stopped or failed: every update here from then on
         self._changed_here = False  # updates ran here since the child last had the state
@@ -110,6 +118,8 @@ class BackgroundSignal:
         self._sent = 0  # how many of them went across (BATCHES_PER_MESSAGE at a time)
         self._round_start: dict[str, Any] | None = None  # the state they start from
         self._stats: dict[str, list[float]] = {}  # this round's stats: sums and counts per key
+        self._finishing = False  # the round's end was asked for; the process may still train it
+        self._report: dict[str, list[float]] = {}  # the last round's stats, for the next finish_update
 
     @property
     def _ready(self) -> bool:
@@ -128,6 +138,8 @@ class BackgroundSignal:
     def update(self, batch: Mapping[str, np.ndarray]) -> dict[str, float]:
         """Send ``batch`` to the child (or train here while it starts); the stats come with
         :meth:`finish_update`."""
+        if self._finishing:  # the last round's model first: this one starts from it
+            self._sync()
         if self._child is None:
             self.start()
         elif not self._ready and not self._gone and self._conn.poll():
@@ -142,6 +154,9 @@ class BackgroundSignal:
         _add_stats(self._stats, self.inner.update(batch))
         self._changed_here = True
         return {}
+
+    def prepare_updates(self) -> None:
+        self.start()
 
     def start(self) -> None:
         """Start the child with the signal as it is now (the first ``update`` does, if nothing did).
@@ -159,15 +174,21 @@ class BackgroundSignal:
         weakref.finalize(self, self._child.close)
 
     def finish_update(self) -> dict[str, float]:
-        """End the round: the child's model, optimizer and generator back here, and the means of
-        the round's stats."""
-        self._sync()
-        stats = {k: total / count for k, (total, count) in self._stats.items()}
-        self._stats = {}
-        return stats
+        """End the round without waiting for it: the child goes on training while the algorithm
+        gathers the next experience, and its model, optimizer and generator come back when
+        something reads them (the next update's rewards, a checkpoint). Return the means of the
+        stats of the round before: a round's stats are reported one update late, wherever it
+        trained."""
+        report, self._report = self._report, {}
+        if self._ready and self._round:
+            self._send_pending()
+            self._child.send(("finish", None))
+            self._finishing = True
+        if not self._finishing:  # (trained here, or nothing to train)
+            self._report, self._stats = self._stats, {}
+        return {k: total / count for k, (total, count) in report.items()}
 
     def _take_ready(self) -> None:
-        self._child.sender.join()  # (done: the child read the whole signal before it answered)
         try:
             message = self._conn.recv()
         except (OSError, EOFError):
@@ -177,31 +198,30 @@ class BackgroundSignal:
             self._lost(f"failed while starting ({_last_line(message[1])})", message[1])
             return
         if self._changed_here:  # rounds trained here while it started
-            try:
-                self._conn.send(("load", _numpy_state(self.inner)))
-            except (OSError, EOFError):
-                self._lost("stopped")
-                return
+            self._child.send(("load", _numpy_state(self.inner)))
         self._child.ready = True
         logger.debug("the %s reward signal's model trains in process %d from now on", self.name, self._process.pid)
 
     def _send_pending(self) -> None:
         """Send the round's batches not yet sent, in one message."""
-        try:
-            self._conn.send(("update", self._round[self._sent:]))
-            self._sent = len(self._round)
-        except (OSError, EOFError):
-            self._lost("stopped")
+        self._child.send(("update", self._round[self._sent:]))
+        self._sent = len(self._round)
 
     def _sync(self) -> None:
-        if not self._round:
-            return
-        if self._sent < len(self._round):
-            self._send_pending()
-            if not self._round:  # (lost, and trained here)
-                return
+        """The round's model back here (its stats into this round's, or into the report once the
+        round's end was asked for)."""
+        if self._round:
+            self._bring_back()
+        if self._finishing:
+            self._finishing = False
+            self._report, self._stats = self._stats, {}
+
+    def _bring_back(self) -> None:
+        if not self._finishing:
+            if self._sent < len(self._round):
+                self._send_pending()
+            self._child.send(("finish", None))
         try:
-            self._conn.send(("finish", None))
             if not self._conn.poll(REPLY_TIMEOUT_S):
                 raise TimeoutError
             kind, payload = self._conn.recv()
@@ -252,10 +272,7 @@ class BackgroundSignal:
         self.inner.load_state_dict(state)
         self._changed_here = True
         if self._ready:
-            try:
-                self._conn.send(("load", _numpy_state(self.inner)))
-            except (OSError, EOFError):
-                self._lost("stopped")
+            self._child.send(("load", _numpy_state(self.inner)))
 
     def __getattr__(self, name: str) -> Any:
         # anything else (the model, the optimizer, strength, ...) from the signal, as of the round's end
@@ -277,12 +294,12 @@ def _last_line(text: str) -> str:
 
 
 class _Child:
-    """The child process, its end of the pipe here, and the thread that sends it the signal."""
+    """The child process, its end of the pipe here, and the thread that writes to it."""
 
     def __init__(self, payload: bytes) -> None:
         """Start a fresh interpreter that runs :func:`serve` (not multiprocessing's spawn, which
-        would run the user's main script again in it) and send it the pickled signal, from a
-        thread: the child reads it once its imports are done, a second or two."""
+        would run the user's main script again in it); the pickled signal goes first, and the
+        child reads it once its imports are done, a second or two."""
         ours, theirs = socket.socketpair()
         # where this palaestra is imported from, last on the path (first, a site-packages folder
         # would shadow the standard library's modules with any of the same name)
@@ -295,33 +312,41 @@ class _Child:
         theirs.close()
         self.conn = Connection(ours.detach())
         self.ready = False
-        self.sender = threading.Thread(target=self._send_quietly, args=(payload,), daemon=True,
-                                       name="palaestra-signal-start")
+        self.outbox: queue.SimpleQueue = queue.SimpleQueue()
+        self.outbox.put(payload)
+        self.sender = threading.Thread(target=self._send_all, daemon=True, name="palaestra-signal-sender")
         self.sender.start()
         _LIVE.add(self)
 
-    def _send_quietly(self, payload: bytes) -> None:
-        try:
-            self.conn.send_bytes(payload)
-        except OSError:  # the child died first, or closed: the first read of its pipe says so
-            pass
+    def send(self, message: Any) -> None:
+        """Pickled here, written by the sender thread: when the child is behind and the pipe is
+        full, the thread waits for it, not the update."""
+        self.outbox.put(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+
+    def _send_all(self) -> None:
+        while (data := self.outbox.get()) is not None:
+            try:
+                self.conn.send_bytes(data)
+            except OSError:  # the child died, or closed: the next read of its pipe says so
+                return
 
     def close(self) -> None:
-        """End the child: a ready one waits on the pipe and exits when it closes; one still starting
-        has nothing to finish and is killed (which also ends the sender's write)."""
+        """End the child: a ready one gets what was sent, then reads the end of its pipe and exits;
+        one still starting has nothing to finish and is killed (which also ends a write to it)."""
         _LIVE.discard(self)
-        if self.process.poll() is None:
-            if not self.ready:
-                self.process.kill()
-            else:
-                self.conn.close()
-            try:
-                self.process.wait(timeout=5.0)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5.0)
-        self.sender.join(timeout=5.0)  # its write has failed or finished by now: the pipe is ours alone
-        self.conn.close()
+        self.outbox.put(None)
+        if self.process.poll() is None and not self.ready:
+            self.process.kill()
+        self.sender.join(timeout=5.0)
+        if self.sender.is_alive():  # a child that reads no more
+            self.process.kill()
+            self.sender.join(timeout=5.0)
+        self.conn.close()  # the pipe is ours alone now
+        try:
+            self.process.wait(timeout=5.0)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=5.0)
 
 
 # every live child, closed (and waited for) at exit; a child whose parent died without closing it

@@ -8,8 +8,10 @@ of its mini-batches, SAC on its own cadence (``reward_signal_steps_per_update``)
 ended by ``finish_update`` where a signal has one (optional: rewards/__init__.py's
 ``finish_updates``); their weights travel in the algorithm's checkpoints (``state_dict``).
 Under PPO a signal whose update runs in numpy may train in a process of its own
-(rewards/background.py); its ``finish_update`` then brings the model and the round's stats back,
-and the algorithm sees the same protocol.
+(rewards/background.py), which goes on with a round after ``finish_update`` while the next
+experience is gathered; such a signal says ``rewards_at_update`` (optional), and PPO then asks
+for the rewards of its experience when its next update processes it, not as it comes.
+Optional too: ``prepare_updates``, called once experience for a first update arrives.
 """
 
 from __future__ import annotations

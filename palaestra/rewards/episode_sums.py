@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 from palaestra.rewards.base import RewardSignal
@@ -10,14 +12,42 @@ from palaestra.rollout.segments import Segments, slot_waves
 
 
 class SignalEpisodeSums:
+    """``waiting``, where the algorithm sets it: adds the segments whose rewards it has not
+    computed yet (algorithms/ppo.py, while a signal's model trains elsewhere) through ``add``, and
+    returns those stats; called before anything else changes the sums, so that every segment
+    counts in the order it happened."""
+
     def __init__(self, signals: list[RewardSignal]) -> None:
         self.names = [f"Policy/{s.stat_name} Reward" for s in signals]
         self.sums = np.zeros((0, len(signals)))  # [slots, signals]
+        self.waiting: Callable[[], dict[str, list[float]]] | None = None
+        self._unreported: dict[str, list[float]] = {}  # what ``waiting`` ended before a clear
 
     def add(self, seg: Segments, rewards: list[np.ndarray]) -> dict[str, list[float]]:
         """Add finished segments, in the order they happened (an agent's may follow each other:
         a worker's round), with each signal's rewards ``[F, H]``; return the sums of the
-        episodes that ended, per signal."""
+        episodes that ended, per signal (and of those that ended in the waiting segments)."""
+        return _joined(self.settle(), self._add(seg, rewards))
+
+    def settle(self, report_later: bool = False) -> dict[str, list[float]]:
+        """Add the waiting segments now; the sums of the episodes they ended (and of those not
+        reported yet), or with ``report_later`` none, keeping them for the next report."""
+        waiting, self.waiting = self.waiting, None  # (its adds come back here: not again)
+        try:
+            done = waiting() if waiting is not None else {}
+        finally:
+            self.waiting = waiting
+        done = _joined(self.take_unreported(), done)
+        if report_later:
+            self._unreported, done = done, {}
+        return done
+
+    def take_unreported(self) -> dict[str, list[float]]:
+        """The sums of the episodes that waiting segments ended, added before a clear."""
+        unreported, self._unreported = self._unreported, {}
+        return unreported
+
+    def _add(self, seg: Segments, rewards: list[np.ndarray]) -> dict[str, list[float]]:
         slots = int(seg.slot.max()) + 1
         if slots > self.sums.shape[0]:
             grown = np.zeros((max(slots, 2 * self.sums.shape[0]), self.sums.shape[1]))
@@ -41,4 +71,9 @@ class SignalEpisodeSums:
         unreported, and their agents' next episodes start from zero, as ML-Agents' end_episode.
         ``every``, ``offset``: only the slots ``offset, offset + every, ...`` (one restarted worker
         of ``every``, whose agents' slots are ``slot x every + offset``)."""
+        self.settle(report_later=True)
         self.sums[offset::every] = 0.0
+
+
+def _joined(a: dict[str, list[float]], b: dict[str, list[float]]) -> dict[str, list[float]]:
+    return {k: a.get(k, []) + b.get(k, []) for k in a.keys() | b.keys()} if a else b
