@@ -70,7 +70,8 @@ def forget_handled_interrupts() -> None:
 @contextlib.contextmanager
 def stop_signals_held() -> Iterator[None]:
     """Hold SIGINT, SIGTERM and SIGHUP back while a child process starts (the environment workers,
-    a reward signal's trainer: workers/pool.py, rewards/background.py), in two ways:
+    a reward signal's trainer: workers/pool.py, rewards/background.py) or a short step must not be
+    cut in two (reading and applying a child's reply), in two ways:
 
     - blocked in this thread: a process inherits the mask, so the signals stay pending there until
       it has chosen to ignore them, however long its interpreter takes to start;

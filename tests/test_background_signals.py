@@ -75,7 +75,7 @@ def small_3dball(demo, max_steps: int, curiosity: bool = False) -> str:
   max_steps: {max_steps}
   summary_freq: 1000
   reward_signals:
-    extrinsic: {{strength: 1.0, gamma: 0.99}}
+    extrinsic: {{strength: 1.0, gamma: 0.99, normalize: true}}
     gail: {{strength: 0.01, gamma: 0.99, encoding_size: 16, demo_path: {demo}}}{extra}
 """
 
@@ -146,10 +146,13 @@ def test_a_killed_process_loses_nothing(ball, demo, caplog):
         there.finish_update()  # (does not wait: the loss shows when the round is read back)
         assert_same_state(here, there)
         assert there._gone and "trains in the main process from now on" in caplog.text
-        third = batches(4, 3)  # and on, in this process
-        train_round(here, third)
-        train_round(there, third)
-        assert_same_state(here, there)
+        unsent = there._child.outbox.qsize()
+        for seed in (3, 4):  # and on, in this process, the dead one asked for nothing more
+            train_round(here, batches(4, seed))
+            train_round(there, batches(4, seed))
+            assert_same_state(here, there)
+        assert not there._ready and there._child.outbox.qsize() == unsent
+        assert caplog.text.count("trains in the main process from now on") == 1
     finally:
         there.close()
 

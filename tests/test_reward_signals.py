@@ -304,7 +304,15 @@ def test_waiting_segments_are_added_before_anything_else_changes_the_sums():
                                 episode_end=np.array([episode_end], bool)), [np.array([[reward]], float)])
 
     queue = []
-    sums.waiting = lambda: {k: v for seg in [queue.pop(0) for _ in list(queue)] for k, v in sums.add(*seg).items()}
+
+    def add_waiting():
+        ended: dict = {}
+        while queue:
+            for key, values in sums.add(*queue.pop(0)).items():
+                ended.setdefault(key, []).extend(values)
+        return ended
+
+    sums.waiting = add_waiting
     assert sums.add(*batch(0, False, 1.0)) == {}  # slot 0's episode starts
     queue.append(batch(0, True, 2.0))  # and ends in a segment not rewarded yet
     sums.clear()  # an environment reset

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Any
+import weakref
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -123,6 +124,17 @@ def ppo_loss_gradients(log_prob: np.ndarray, entropy: np.ndarray | float, values
             float((value_loss * weight).sum() if valid is not None else value_loss.mean()))
 
 
+def _weakly(method: Callable[[], Any], otherwise: Callable[[], Any]) -> Callable[[], Any]:
+    """``method`` called through a weak reference to its object (``otherwise()`` once it is gone)."""
+    ref = weakref.WeakMethod(method)
+
+    def call() -> Any:
+        bound = ref()
+        return bound() if bound is not None else otherwise()
+
+    return call
+
+
 class PPO:
     def __init__(self, spec: BehaviorSpec, settings: PPOSettings, device: torch.device,
                  rng: np.random.Generator | None = None, behavior: str = "the behavior") -> None:
@@ -174,8 +186,8 @@ class PPO:
         # process of its own, while this one gathers the next experience) rewards the experience
         # when the next update processes it: the model is the same then, and its round is back
         self._rewards_at_update = any(getattr(signal, "rewards_at_update", False) for signal in self.signals)
-        if self._rewards_at_update:
-            self.episode_sums.waiting = self._reward_waiting
+        if self._rewards_at_update:  # (through a weak reference: no cycle keeps a finished run's PPO alive)
+            self.episode_sums.waiting = _weakly(self._reward_waiting, dict)
 
     @property
     def trains_in_numpy(self) -> bool:
@@ -229,27 +241,27 @@ class PPO:
         if self._rewards_at_update:
             self._queued.append((seg, None))  # rewarded by _reward_waiting
             return stats | self.episode_sums.take_unreported()
-        return stats | self._reward(seg)
+        signal_rewards, ended = self._reward(seg)
+        self._queued.append((seg, signal_rewards))
+        return stats | ended
 
-    def _reward(self, seg: Segments) -> dict[str, list[float]]:
-        """Each signal's rewards for ``seg``, queued for process(); the sums of the episodes it
-        ended. Each signal rewards each segment once, in the order they arrived (a model's rewards
+    def _reward(self, seg: Segments) -> tuple[np.ndarray, dict[str, list[float]]]:
+        """Each signal's rewards for the real rows of ``seg`` ``[rows, signals]``, for process();
+        the sums of the episodes it ended. Each signal rewards each segment once, in the order they arrived (a model's rewards
         cost a forward pass; the extrinsic signal's return scale follows the rows in order)."""
         rewards = [signal.rewards(seg) for signal in self.signals]
-        self._queued.append((seg, np.array([r[seg.row_mask] for r in rewards]).T))  # [rows, signals]
-        return self.episode_sums.add(seg, rewards)
+        return np.array([r[seg.row_mask] for r in rewards]).T, self.episode_sums.add(seg, rewards)  # [rows, signals]
 
     def _reward_waiting(self) -> dict[str, list[float]]:
         """Reward the queued segments still waiting for it, in order (episode_sums calls this first
         whenever the sums change; so does process_queued)."""
-        waiting = [seg for seg, rewards in self._queued if rewards is None]
-        if not waiting:
-            return {}
-        self._queued = [(seg, rewards) for seg, rewards in self._queued if rewards is not None]
         stats: dict[str, list[float]] = {}
-        for seg in waiting:
-            for key, values in self._reward(seg).items():
-                stats.setdefault(key, []).extend(values)
+        for i, (seg, rewards) in enumerate(self._queued):
+            if rewards is None:  # (each in place: one cut short by a second Ctrl+C leaves the rest waiting)
+                signal_rewards, ended = self._reward(seg)
+                self._queued[i] = (seg, signal_rewards)
+                for key, values in ended.items():
+                    stats.setdefault(key, []).extend(values)
         return stats
 
     def process_queued(self) -> dict[str, list[float]]:

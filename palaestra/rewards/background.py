@@ -113,7 +113,7 @@ class BackgroundSignal:
         self.rewards_at_update = True  # (the algorithm asks for rewards when its next update needs them)
         self._child: _Child | None = None  # started by the first update (a run that never trains starts none)
         self._gone = False  # the child stopped or failed: every update here from then on
-        self._changed_here = False  # updates ran here since the child last had the state
+        self._changed_here = False  # the state changed here before the child was ready (sent then)
         self._round: list[Mapping[str, np.ndarray]] = []  # this round's batches, for the child
         self._sent = 0  # how many of them went across (BATCHES_PER_MESSAGE at a time)
         self._round_start: dict[str, Any] | None = None  # the state they start from
@@ -124,7 +124,7 @@ class BackgroundSignal:
     @property
     def _ready(self) -> bool:
         """The child has reported ready and holds this process's state."""
-        return self._child is not None and self._child.ready
+        return self._child is not None and self._child.ready and not self._gone
 
     @property
     def _conn(self) -> Connection:
@@ -181,7 +181,8 @@ class BackgroundSignal:
         trained."""
         report, self._report = self._report, {}
         if self._ready and self._round:
-            self._send_pending()
+            if self._sent < len(self._round):
+                self._send_pending()
             self._child.send(("finish", None))
             self._finishing = True
         if not self._finishing:  # (trained here, or nothing to train)
@@ -222,21 +223,22 @@ class BackgroundSignal:
                 self._send_pending()
             self._child.send(("finish", None))
         try:
-            if not self._conn.poll(REPLY_TIMEOUT_S):
+            if not self._conn.poll(REPLY_TIMEOUT_S):  # (the wait; a stop signal may cut it short)
                 raise TimeoutError
-            kind, payload = self._conn.recv()
+            with stop_signals_held():  # a reply read half, or read and not applied, would be lost
+                kind, payload = self._conn.recv()
+                if kind == "state":
+                    _load_numpy_state(self.inner, payload["state"])
+                    for key, (total, count) in payload["stats"].items():
+                        mine = self._stats.setdefault(key, [0.0, 0])
+                        mine[0] += total
+                        mine[1] += count
+                    self._round, self._sent = [], 0
         except (OSError, EOFError, TimeoutError):
             self._lost("stopped")
             return
         if kind != "state":
             self._lost(f"failed ({_last_line(payload)})", payload)
-            return
-        _load_numpy_state(self.inner, payload["state"])
-        for key, (total, count) in payload["stats"].items():
-            mine = self._stats.setdefault(key, [0.0, 0])
-            mine[0] += total
-            mine[1] += count
-        self._round, self._sent = [], 0
 
     def _lost(self, what: str, details: str = "") -> None:
         """The child is gone or failed: train the round's batches here, from the state the round
@@ -312,6 +314,7 @@ class _Child:
         theirs.close()
         self.conn = Connection(ours.detach())
         self.ready = False
+        self.closed = False
         self.outbox: queue.SimpleQueue = queue.SimpleQueue()
         self.outbox.put(payload)
         self.sender = threading.Thread(target=self._send_all, daemon=True, name="palaestra-signal-sender")
@@ -320,8 +323,9 @@ class _Child:
 
     def send(self, message: Any) -> None:
         """Pickled here, written by the sender thread: when the child is behind and the pipe is
-        full, the thread waits for it, not the update."""
-        self.outbox.put(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+        full, the thread waits for it, not the update. Nothing once closed."""
+        if not self.closed:
+            self.outbox.put(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
 
     def _send_all(self) -> None:
         while (data := self.outbox.get()) is not None:
@@ -334,6 +338,7 @@ class _Child:
         """End the child: a ready one gets what was sent, then reads the end of its pipe and exits;
         one still starting has nothing to finish and is killed (which also ends a write to it)."""
         _LIVE.discard(self)
+        self.closed = True
         self.outbox.put(None)
         if self.process.poll() is None and not self.ready:
             self.process.kill()

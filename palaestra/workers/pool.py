@@ -298,7 +298,11 @@ def _main_script_not_rerun() -> Iterator[None]:
     level without an ``if __name__ == "__main__":`` guard would then start a whole run again in
     every worker, which multiprocessing stops with an error. For such a script, ``__main__`` is a
     bare module while the process starts, which spawn passes over (as it does for an interactive
-    session): a worker needs nothing from it, its environment comes by name (envs/sources.py)."""
+    session): a worker needs nothing from it, its environment comes by name (envs/sources.py).
+    Only the main thread starts workers, and no other thread pickles anything from ``__main__``
+    meanwhile. The guard is the usual one: a script whose guard is written otherwise
+    (``if __name__ == "__main__" and ...``) is taken for unguarded, and its top level does not
+    reach the workers."""
     main = sys.modules.get("__main__")
     if main is None or _has_main_guard(getattr(main, "__file__", None)):
         yield
