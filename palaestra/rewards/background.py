@@ -54,6 +54,7 @@ from threadpoolctl import threadpool_limits
 from palaestra.interrupts import STOP_SIGNALS, ignore_stop_signals, stop_signals_held
 from palaestra.rewards.learned import transition_columns
 from palaestra.rollout.segments import Segments
+from palaestra.timers import timed
 
 logger = logging.getLogger(__name__)
 
@@ -223,7 +224,9 @@ class BackgroundSignal:
                 self._send_pending()
             self._child.send(("finish", None))
         try:
-            if not self._conn.poll(REPLY_TIMEOUT_S):  # (the wait; a stop signal may cut it short)
+            with timed("reward_signal_process_wait"):  # in the run's timers: what the process costs here
+                answered = self._conn.poll(REPLY_TIMEOUT_S)  # (a stop signal may cut it short)
+            if not answered:
                 raise TimeoutError
             with stop_signals_held():  # a reply read half, or read and not applied, would be lost
                 kind, payload = self._conn.recv()
