@@ -3,7 +3,8 @@ with extrinsic reward alone, and with curiosity, RND or GAIL (from heuristic dem
 behavioral cloning added, each run alternating with the others so the machine's drift hits all.
 
 Usage: python bench/signal_cost.py [--env 3DBall] [--trainer ppo] [--steps 30000] [--repeats 3]
-       [--variants extrinsic curiosity curiosity-1 curiosity-here rnd rnd-1 rnd-here gail gail-1 gail-here bc]
+       [--variants extrinsic curiosity curiosity-128 curiosity-1 curiosity-here rnd rnd-1 rnd-here gail gail-1
+                   gail-here bc]
 
 Prints the median loop time and CPU time (this process, all its threads: steadier than wall
 time on a shared machine) of each variant, and its cost over extrinsic alone (issue 13's target:
@@ -28,7 +29,8 @@ REPOSITORY = Path(__file__).resolve().parent.parent
 
 
 def variants(demo: Path) -> dict[str, dict]:
-    """Extra settings per variant (the ML-Agents example configs' values); a ``-1`` variant trains
+    """Extra settings per variant (the ML-Agents example configs' values; ``curiosity-128``:
+    curiosity at its default encoding size instead of the examples' 256); a ``-1`` variant trains
     the signal's model on PPO's first epoch only (``reward_signal_num_epoch: 1``); a ``-here``
     variant keeps it in the main process (rewards/background.py: by default, under PPO on a
     machine with a spare core, it trains in a process of its own)."""
@@ -38,8 +40,9 @@ def variants(demo: Path) -> dict[str, dict]:
         "gail": {"reward_signals": {"gail": {"strength": 0.01, "gamma": 0.99, "encoding_size": 128,
                                              "demo_path": str(demo)}}},
     }
-    return {"extrinsic": {}, **signals, **{f"{name}-1": {**extra, "reward_signal_num_epoch": 1}
-                                           for name, extra in signals.items()},
+    curiosity_default = {"reward_signals": {"curiosity": {"strength": 0.02, "gamma": 0.99}}}  # encoding 128
+    return {"extrinsic": {}, **signals, "curiosity-128": curiosity_default,
+            **{f"{name}-1": {**extra, "reward_signal_num_epoch": 1} for name, extra in signals.items()},
             **{f"{name}-here": extra for name, extra in signals.items()},
             "bc": {"behavioral_cloning": {"demo_path": str(demo), "strength": 0.5, "steps": 150000}}}
 
