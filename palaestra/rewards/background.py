@@ -338,27 +338,23 @@ class _Child:
                 return
 
     def close(self) -> None:
-        """End the child: a ready one gets what was sent, then reads the end of its pipe and exits;
-        one still starting has nothing to finish and is killed (which also ends a write to it)."""
+        """End the child at once: whoever closes it has what it needs of its work (the signal
+        brought its last round back first) or has given it up (a lost process, a signal no longer
+        used, the end of the run), and a child left to exit by itself would take its interpreter's
+        teardown, a few tenths of a second, of this process's time. The kill also ends a write
+        to it."""
         _LIVE.discard(self)
         self.closed = True
         self.outbox.put(None)
-        if self.process.poll() is None and not self.ready:
+        if self.process.poll() is None:
             self.process.kill()
         self.sender.join(timeout=5.0)
-        if self.sender.is_alive():  # a child that reads no more
-            self.process.kill()
-            self.sender.join(timeout=5.0)
         self.conn.close()  # the pipe is ours alone now
-        try:
-            self.process.wait(timeout=5.0)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=5.0)
+        self.process.wait(timeout=5.0)
 
 
-# every live child, closed (and waited for) at exit; a child whose parent died without closing it
-# reads the end of its pipe and exits by itself
+# every live child, closed at exit; a child whose parent died without closing it reads the end of
+# its pipe and exits by itself
 _LIVE: weakref.WeakSet = weakref.WeakSet()
 
 
