@@ -494,3 +494,19 @@ def test_a_guarded_script_s_top_level_still_reaches_the_workers(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("top level ran") == 3  # the script, then each worker's import of it
     assert (tmp_path / "models/s/ScriptCartPole-v0.onnx").is_file()
+
+
+@pytest.mark.parametrize("text, guarded", [
+    ('if __name__ == "__main__":\n    main()\n', True),
+    ("import x\nif '__main__' == __name__:\n    main()\n", True),
+    ("main()\n", False),
+    ('def f():\n    if __name__ == "__main__":\n        main()\n', False),  # not at the top level
+    ("this is not python(\n", False),
+])
+def test_the_main_guard_is_read_from_the_script(tmp_path, text, guarded):
+    from palaestra.workers.pool import _has_main_guard
+
+    script = tmp_path / "train.py"
+    script.write_text(text)
+    assert _has_main_guard(str(script)) is guarded
+    assert _has_main_guard(None) and not _has_main_guard(str(tmp_path / "missing.py"))
