@@ -61,9 +61,10 @@ def batches(n: int, seed: int, rows: int = 16) -> list[dict[str, np.ndarray]]:
             for _ in range(n)]
 
 
-def small_3dball(demo, max_steps: int, curiosity: bool = False) -> str:
-    """A small 3DBall section with GAIL (and curiosity): 72 signal steps per update, enough to
-    train them in their own processes."""
+def small_3dball(demo, max_steps: int, curiosity: bool = False, encoding_size: int = 16) -> str:
+    """A small 3DBall section with GAIL (and curiosity): 72 signal steps of 32 rows per update.
+    Their processes take a round of that size only with a discriminator of ``encoding_size``
+    256 (rewards/background.py's MIN_WORK_PER_UPDATE), or where a test lowers the threshold."""
     extra = "\n    curiosity: {strength: 0.02, gamma: 0.99, encoding_size: 16}" if curiosity else ""
     return f"""
 3DBall:
@@ -76,7 +77,7 @@ def small_3dball(demo, max_steps: int, curiosity: bool = False) -> str:
   summary_freq: 1000
   reward_signals:
     extrinsic: {{strength: 1.0, gamma: 0.99, normalize: true}}
-    gail: {{strength: 0.01, gamma: 0.99, encoding_size: 16, demo_path: {demo}}}{extra}
+    gail: {{strength: 0.01, gamma: 0.99, encoding_size: {encoding_size}, demo_path: {demo}}}{extra}
 """
 
 
@@ -195,18 +196,30 @@ def test_where_it_pays(ball, demo, monkeypatch):
     spec, _ = ball
     signals = [build("gail", spec, demo), build("rnd", spec, demo)]
     monkeypatch.setattr(background, "usable_cores", lambda: 2)
-    wrapped = in_background_where_it_pays(signals, background.MIN_STEPS_PER_UPDATE)
+    # a round's work: its rows times the model's trained parameters (GAIL's 32-unit
+    # discriminator here: 11 inputs, two hidden layers and an output)
+    assert background.round_work(signals[0], 10, 64) == 10 * 64 * (11 * 32 + 32 + 32 * 32 + 32 + 32 + 1)
+    steps = [int(background.MIN_WORK_PER_UPDATE // background.round_work(s, 1, 64)) + 1 for s in signals]
+    wrapped = in_background_where_it_pays(signals, max(steps), 64)
     try:
         assert all(isinstance(s, BackgroundSignal) for s in wrapped)
     finally:
         for s in wrapped:
             s.close()
-    assert in_background_where_it_pays(signals, background.MIN_STEPS_PER_UPDATE - 1) == signals
+    # between the two: only the larger model goes
+    wrapped = in_background_where_it_pays(signals, min(steps), 64)
+    try:
+        assert [isinstance(s, BackgroundSignal) for s in wrapped] == [n == min(steps) for n in steps]
+    finally:
+        for s in wrapped:
+            if isinstance(s, BackgroundSignal):
+                s.close()
+    assert in_background_where_it_pays(signals, min(steps) - 1, 64) == signals
     monkeypatch.setattr(background, "usable_cores", lambda: 1)
-    assert in_background_where_it_pays(signals, 10_000) == signals
+    assert in_background_where_it_pays(signals, 10**6, 64) == signals
     monkeypatch.setattr(background, "usable_cores", lambda: 2)
     monkeypatch.setenv(background.SWITCH_OFF, "1")
-    assert in_background_where_it_pays(signals, 10_000) == signals
+    assert in_background_where_it_pays(signals, 10**6, 64) == signals
 
 
 def test_a_run_is_the_same_with_the_signal_in_the_background(run_cli, workdir, demo, monkeypatch):
@@ -233,6 +246,7 @@ def test_a_run_is_the_same_with_the_signal_in_the_background(run_cli, workdir, d
 
     monkeypatch.setattr(SignalEpisodeSums, "_add", add_and_keep)
     monkeypatch.setattr(background, "usable_cores", lambda: 2)
+    monkeypatch.setattr(background, "MIN_WORK_PER_UPDATE", 0)  # (small models: quick)
     started: list[BackgroundSignal] = []
     original_init = BackgroundSignal.__init__
 
@@ -305,7 +319,7 @@ def test_a_signal_that_cannot_be_pickled_trains_here(ball, demo, caplog):
 def test_ctrl_c_with_the_signal_in_its_process(tmp_path, demo):
     """Ctrl+C reaches the whole process group, the signal's process too: the run still saves a
     checkpoint with the process's last round, exits 0 without a traceback, and leaves no process."""
-    (tmp_path / "c.yaml").write_text(small_3dball(demo, max_steps=10_000_000))
+    (tmp_path / "c.yaml").write_text(small_3dball(demo, max_steps=10_000_000, encoding_size=256))
     proc = subprocess.Popen([sys.executable, "-m", "palaestra.cli", "c.yaml", "--env=3DBall", "--run-id=i", "--debug"],
                             cwd=tmp_path, stderr=subprocess.PIPE, text=True, start_new_session=True,
                             env=dict(os.environ, PYTHONUNBUFFERED="1", **{background.SWITCH_OFF: "0"}))

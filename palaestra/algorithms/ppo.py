@@ -145,7 +145,8 @@ class PPO:
         # each signal model's steps of an update in a process of its own where a core is spare
         # (rewards/background.py: the same result, about the time of PPO's own steps alone)
         signal_steps = settings.buffer_size // settings.batch_size * (settings.reward_signal_num_epoch or settings.num_epoch)
-        self.signals = in_background_where_it_pays(signals, signal_steps) if device.type == "cpu" else signals
+        self.signals = (in_background_where_it_pays(signals, signal_steps, settings.batch_size) if device.type == "cpu"
+                        else signals)
         self._learning_signals = [signal for signal in self.signals if signal.learns]
         self._signals_prepared = False  # see collect
         self.auxiliary_losses: list[AuxiliaryLoss] = []  # extra loss terms of each mini-batch step

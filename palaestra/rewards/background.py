@@ -16,9 +16,10 @@ and a process that died or raised is replaced by training them here, from the st
 round's start.
 
 - Where: PPO on the CPU, a signal whose update runs in numpy, at least two cores this process
-  may use, a POSIX system (the pipe is a socket pair handed to the child), and at least
-  ``MIN_STEPS_PER_UPDATE`` signal steps per PPO update (below that the round's hand-over costs
-  about what it saves). ``PALAESTRA_SIGNALS_IN_PROCESS=1`` turns it off.
+  may use, a POSIX system (the pipe is a socket pair handed to the child), and a round of at
+  least ``MIN_WORK_PER_UPDATE``: the rows the model trains on in one PPO update (its steps x
+  the batch size) times the model's trained parameters, about its multiply-adds (below that the
+  round's hand-over costs more than it saves). ``PALAESTRA_SIGNALS_IN_PROCESS=1`` turns it off.
 - Start: when the algorithm gathers experience for its first update (``prepare_updates``; a
   run that never trains starts none), or else at the first update. The process, a fresh
   interpreter (safe beside torch's threads), takes a second or two to import torch, mostly
@@ -58,7 +59,10 @@ from palaestra.timers import timed
 
 logger = logging.getLogger(__name__)
 
-MIN_STEPS_PER_UPDATE = 32
+# measured (docs/benchmarks.md): GAIL on CartPole, 20 steps of 256 rows with a 4.7k-parameter
+# discriminator (24M), ran slower in a process; curiosity on Pyramids with one epoch (870M) and
+# GAIL on Pendulum (190M) ran faster
+MIN_WORK_PER_UPDATE = 1e8
 SWITCH_OFF = "PALAESTRA_SIGNALS_IN_PROCESS"
 BATCHES_PER_MESSAGE = 8  # a message's cost (pickling, two system calls) shared by several
 REPLY_TIMEOUT_S = 600.0  # a round's reply; a process silent this long is taken for hung
@@ -71,13 +75,23 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def in_background_where_it_pays(signals: list, steps_per_update: int) -> list:
+def in_background_where_it_pays(signals: list, steps_per_update: int, batch_size: int) -> list:
     """``signals`` with each one that qualifies (the module docstring) wrapped in a
-    :class:`BackgroundSignal`; the others as they are."""
-    if (os.environ.get(SWITCH_OFF, "") not in ("", "0") or usable_cores() < 2 or os.name != "posix"
-            or steps_per_update < MIN_STEPS_PER_UPDATE):
+    :class:`BackgroundSignal`; the others as they are. ``steps_per_update``: the signal steps of
+    one PPO update, of ``batch_size`` rows each."""
+    if os.environ.get(SWITCH_OFF, "") not in ("", "0") or usable_cores() < 2 or os.name != "posix":
         return signals
-    return [BackgroundSignal(s) if s.learns and s.trains_in_numpy else s for s in signals]
+    return [BackgroundSignal(s) if s.learns and s.trains_in_numpy
+            and round_work(s, steps_per_update, batch_size) >= MIN_WORK_PER_UPDATE else s for s in signals]
+
+
+def round_work(signal, steps_per_update: int, batch_size: int) -> int:
+    """Rows one update trains the signal's model on, times its trained parameters (0 for a
+    signal without a torch ``model``)."""
+    model = getattr(signal, "model", None)
+    if not isinstance(model, torch.nn.Module):
+        return 0
+    return steps_per_update * batch_size * sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def _numpy_state(signal) -> dict[str, Any]:
