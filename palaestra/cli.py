@@ -16,8 +16,8 @@ from palaestra.interrupts import Interrupts, forget_handled_interrupts, say
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the flags and run; return the exit code. SIGINT, SIGTERM and SIGHUP are handled from
-    the first line: one during start-up, while torch is still being imported, ends the run with
-    one line and no traceback.
+    the first line: one during start-up ends the run with one line and no traceback (one during
+    torch's import, once the import is done).
 
     With ``argv`` None (the command line of this process: the console script, ``python -m``) the
     process exits next, and the signals are ignored from the end of the run on, so that a late one
@@ -32,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
         options = parse_args(argv)
         setup_logging(options.debug)
         logger.debug("start-up: importing torch and the trainer")
-        from palaestra.run import run  # slow (torch)
+        with interrupts.deferred():  # slow (torch), and not to be cut short
+            from palaestra.run import run
 
         interrupts.check_start_up()
         return run(options, interrupts)

@@ -3,7 +3,9 @@ terminal) do, in each phase of a run. The three signals are handled alike:
 
 - start-up (imports, the environment, building and restoring the trainers): the first signal
   stops at once (KeyboardInterrupt; exit 128 + the signal's number, 130 for Ctrl+C). Nothing was
-  trained, so nothing is lost.
+  trained, so nothing is lost. Only torch's import is waited for (``Interrupts.deferred``): it
+  runs Python from C++, and a KeyboardInterrupt raised there aborts the process
+  ("terminate called after throwing an instance of 'pybind11::error_already_set'").
 - training: the first signal asks the loop to stop after the step it is in; the run then saves a
   checkpoint, exports the ONNX model and exits 0. A second signal while the loop is still running
   (a long update, a slow environment) stops the loop at once; the run saves all the same. After
@@ -133,6 +135,7 @@ class Interrupts:
         # C extensions may turn it into another error on its way (numpy's import makes it an
         # ImportError), and that error then means the same
         self.raised_in: str | None = None
+        self._deferring = False  # see deferred
         self._previous: dict[int, object] = {}
 
     @property
@@ -173,6 +176,8 @@ class Interrupts:
         state = self.state
         if state == START_UP:
             self.state = CLOSING
+            if self._deferring:  # raised at the end of the import (deferred)
+                return
             self.raised_in = START_UP
             raise KeyboardInterrupt
         if state == TRAINING:
@@ -209,6 +214,17 @@ class Interrupts:
         name = signal_name(self.signum) if self.signum is not None else "SIGINT"
         report(f"Interrupted during start-up ({name}); nothing was trained")
         return self.exit_code()
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        """A start-up step that a KeyboardInterrupt must not cut short (torch's import: see the
+        module docstring): a signal during it stops start-up when it ends."""
+        self._deferring = True
+        try:
+            yield
+        finally:
+            self._deferring = False
+        self.check_start_up()
 
     def check_start_up(self) -> None:
         """Raise KeyboardInterrupt if a signal came during start-up and its KeyboardInterrupt was

@@ -159,6 +159,26 @@ def test_phases_of_the_handlers_in_process():
         interrupts.restore()
 
 
+def test_a_signal_during_torch_s_import_stops_start_up_when_the_import_ends():
+    # a KeyboardInterrupt raised while torch's C++ runs Python aborts the process (pybind11's
+    # error_already_set reaches std::terminate): the one during the import is kept for its end
+    interrupts = Interrupts()
+    interrupts.install()
+    finished = []
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with interrupts.deferred():
+                signal.raise_signal(signal.SIGINT)  # nothing raised here
+                signal.raise_signal(signal.SIGINT)  # a second: only noted
+                finished.append(True)
+        assert finished == [True] and interrupts.state == CLOSING and interrupts.exit_code() == 130
+        other = Interrupts()
+        with other.deferred():  # nothing came: nothing raised
+            pass
+    finally:
+        interrupts.restore()
+
+
 def test_an_interrupt_turned_into_another_error_still_stops_cleanly(run_cli, workdir, monkeypatch):
     # C extensions may turn the KeyboardInterrupt into another error on its way: numpy's import
     # makes it an ImportError. That error then means the same.
