@@ -44,6 +44,7 @@ from palaestra.networks.policy import ActorCritic
 from palaestra.networks.torch_acting import TorchActor
 from palaestra.rewards import SignalEpisodeSums, finish_updates, load_signals_state, make_signals, prepare_updates
 from palaestra.rewards.background import in_background_where_it_pays
+from palaestra.rewards.episode_sums import joined_stats
 from palaestra.rollout.discounting import discounted_cumsum
 from palaestra.rollout.sequences import into_sequences, real_rows, sequence_order, sequence_positions
 from palaestra.rollout.buffers import RolloutBuffer, observation_columns, observations
@@ -248,8 +249,9 @@ class PPO:
 
     def _reward(self, seg: Segments) -> tuple[np.ndarray, dict[str, list[float]]]:
         """Each signal's rewards for the real rows of ``seg`` ``[rows, signals]``, for process();
-        the sums of the episodes it ended. Each signal rewards each segment once, in the order they arrived (a model's rewards
-        cost a forward pass; the extrinsic signal's return scale follows the rows in order)."""
+        the sums of the episodes it ended. Each signal rewards each segment once, in the order
+        they arrived (a model's rewards cost a forward pass; the extrinsic signal's return scale
+        follows the rows in order)."""
         rewards = [signal.rewards(seg) for signal in self.signals]
         return np.array([r[seg.row_mask] for r in rewards]).T, self.episode_sums.add(seg, rewards)  # [rows, signals]
 
@@ -261,8 +263,7 @@ class PPO:
             if rewards is None:  # (each in place: one cut short by a second Ctrl+C leaves the rest waiting)
                 signal_rewards, ended = self._reward(seg)
                 self._queued[i] = (seg, signal_rewards)
-                for key, values in ended.items():
-                    stats.setdefault(key, []).extend(values)
+                stats = joined_stats(stats, ended)
         return stats
 
     def process_queued(self) -> dict[str, list[float]]:

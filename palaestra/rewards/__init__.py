@@ -76,5 +76,5 @@ def load_signals_state(signals: list[RewardSignal], state: Mapping[str, torch.Te
         s.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
 
 
-__all__ = ["RewardSignal", "ExtrinsicSignal", "SignalEpisodeSums", "SIGNAL_BUILDERS", "make_signals", "prepare_updates", "finish_updates",
-           "signals_state", "load_signals_state"]
+__all__ = ["RewardSignal", "ExtrinsicSignal", "SignalEpisodeSums", "SIGNAL_BUILDERS", "make_signals", "prepare_updates",
+           "finish_updates", "signals_state", "load_signals_state"]

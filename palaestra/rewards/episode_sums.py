@@ -27,7 +27,7 @@ class SignalEpisodeSums:
         """Add finished segments, in the order they happened (an agent's may follow each other:
         a worker's round), with each signal's rewards ``[F, H]``; return the sums of the
         episodes that ended, per signal (and of those that ended in the waiting segments)."""
-        return _joined(self.settle(), self._add(seg, rewards))
+        return joined_stats(self.settle(), self._add(seg, rewards))
 
     def settle(self, report_later: bool = False) -> dict[str, list[float]]:
         """Add the waiting segments now; the sums of the episodes they ended (and of those not
@@ -37,7 +37,7 @@ class SignalEpisodeSums:
             done = waiting() if waiting is not None else {}
         finally:
             self.waiting = waiting
-        done = _joined(self.take_unreported(), done)
+        done = joined_stats(self.take_unreported(), done)
         if report_later:
             self._unreported, done = done, {}
         return done
@@ -75,5 +75,6 @@ class SignalEpisodeSums:
         self.sums[offset::every] = 0.0
 
 
-def _joined(a: dict[str, list[float]], b: dict[str, list[float]]) -> dict[str, list[float]]:
+def joined_stats(a: dict[str, list[float]], b: dict[str, list[float]]) -> dict[str, list[float]]:
+    """Two sets of per-episode stats as one (the lists of a key joined, ``a``'s first)."""
     return {k: a.get(k, []) + b.get(k, []) for k in a.keys() | b.keys()} if a else b
