@@ -437,14 +437,22 @@ class _PrintVersion(argparse.Action):
 
 
 def version_text() -> str:
-    import numpy
-    import torch
-
+    # the installed distributions' versions, read from their metadata: importing torch to ask it
+    # would take a second or two (and could be cut short by a Ctrl+C: palaestra/cli.py)
     return (
         f"palaestra {__version__} (mlagents-learn compatible with ML-Agents 0.16 configs)\n"
         f"  communicator API: {COMMUNICATION_API_VERSION}\n"
-        f"  torch: {torch.__version__}\n  numpy: {numpy.__version__}"
+        f"  torch: {_installed_version('torch')}\n  numpy: {_installed_version('numpy')}"
     )
+
+
+def _installed_version(distribution: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return "not installed"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> RunOptions:

@@ -50,6 +50,16 @@ def test_help_and_version(capsys):
     assert "--run-id" in out and "--num-areas" in out and "--dry-run" in out and "palaestra" in out
 
 
+def test_version_is_quick_and_matches_the_installed_libraries():
+    """--version reads the versions from the installed distributions, not by importing torch
+    (a second or two), and they are the versions the run uses."""
+    script = ("import sys\nfrom palaestra.cli import main\ntry:\n    main(['--version'])\nexcept SystemExit:\n"
+              "    pass\nprint('torch imported' if 'torch' in sys.modules else 'torch not imported')")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60).stdout
+    assert "torch not imported" in out, out
+    assert f"torch: {torch.__version__}" in out and f"numpy: {np.__version__}" in out, out
+
+
 def test_training_writes_every_output(run_cli, small_config, workdir):
     result = run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=r1", "--seed=1", "--debug")
     assert result.code == 0, result.log
