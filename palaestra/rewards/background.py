@@ -104,10 +104,15 @@ def _numpy_state(signal) -> dict[str, Any]:
 
 def _add_stats(sums: dict[str, list[float]], stats: Mapping[str, float]) -> None:
     """Add one update's stats to running [sum, count] pairs."""
-    for key, value in stats.items():
+    _add_sums(sums, {key: (float(value), 1) for key, value in stats.items()})
+
+
+def _add_sums(sums: dict[str, list[float]], more: Mapping[str, tuple[float, int]]) -> None:
+    """Add [sum, count] pairs (a round's, from the child) to running ones."""
+    for key, (total, count) in more.items():
         mine = sums.setdefault(key, [0.0, 0])
-        mine[0] += float(value)
-        mine[1] += 1
+        mine[0] += total
+        mine[1] += count
 
 
 def _load_numpy_state(signal, state: Mapping[str, Any]) -> None:
@@ -246,10 +251,7 @@ class BackgroundSignal:
                 kind, payload = self._conn.recv()
                 if kind == "state":
                     _load_numpy_state(self.inner, payload["state"])
-                    for key, (total, count) in payload["stats"].items():
-                        mine = self._stats.setdefault(key, [0.0, 0])
-                        mine[0] += total
-                        mine[1] += count
+                    _add_sums(self._stats, payload["stats"])
                     self._round, self._sent = [], 0
         except (OSError, EOFError, TimeoutError):
             self._lost("stopped")
