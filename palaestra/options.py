@@ -400,8 +400,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="threads training uses on the CPU (torch's, or numpy's BLAS where every behavior "
                         "trains on the CPU accelerator: plain networks over vector observations); 0 (default) "
                         f"picks one for networks under {WIDE_NETWORK_UNITS} hidden units and every core from "
-                        "there. Set it on a machine shared with other jobs, where threads waiting for busy "
-                        "cores slow training down")
+                        "there or where a network sees images. Set it on a machine shared with other jobs, "
+                        "where threads waiting for busy cores slow training down")
     p.add_argument("--width", type=_ranged("width"), default=d.width, help="Unity builds: window width (default: the build's own; "
                    "with only one of --width and --height, the other is 84)")
     p.add_argument("--height", type=_ranged("height"), default=d.height, help="Unity builds: window height (default: the build's own)")

@@ -68,9 +68,11 @@ def log_of(env) -> Path:
 def test_the_printed_proto_file_declares_what_the_built_classes_hold():
     # Read the printed .proto back (messages nest by braces; oneof blocks are not messages) and
     # compare every message's fields with the descriptors protobuf built from the same table.
-    text = subprocess.run([sys.executable, "-m", "palaestra.envs.unity.messages"], check=True,
-                          capture_output=True, text=True).stdout
+    printed = subprocess.run([sys.executable, "-m", "palaestra.envs.unity.proto"], check=True,
+                             capture_output=True, text=True)
+    text = printed.stdout
     assert text == pb.proto_text() and 'syntax = "proto3";' in text
+    assert printed.stderr == ""  # (no runpy warning about a module imported twice)
     declared: dict[str, dict[str, int]] = {}
     stack: list[tuple[str, str]] = []  # (block kind, the message whose fields it holds)
     for line in text.splitlines():

@@ -35,9 +35,9 @@ def concatenate_vectors(observations: Sequence[Any]) -> Any:
 MIN_IMAGE_SIZE = {"simple": 20, "nature_cnn": 36, "resnet": 15}
 
 
-# The most features an image encoder's convolutions may hand its dense layer: a million, times
-# the layer's units, is already gigabytes of weights and Adam state per tower (a 1,400 x 1,400
-# image through the simple encoder); an image far larger is a wrong shape, not a camera
+# The most features an image encoder's convolutions may hand its dense layer: 2^20, times the
+# layer's units, is already gigabytes of weights and Adam state per tower (a 1,500 x 1,500 image
+# through the simple encoder); an image far larger is a wrong shape, not a camera
 MAX_CONV_FEATURES = 1 << 20
 
 

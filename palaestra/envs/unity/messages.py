@@ -11,7 +11,6 @@ file; no copy is kept, so the table stays the only definition.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -177,7 +176,3 @@ def proto_text() -> str:
         lines += body(name, "") + [""]
     lines += [f"service {SERVICE} {{", "  rpc Exchange(UnityMessageProto) returns (UnityMessageProto);", "}", ""]
     return "\n".join(lines)
-
-
-if __name__ == "__main__":
-    sys.stdout.write(proto_text())
