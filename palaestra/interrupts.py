@@ -7,7 +7,7 @@ terminal) do, in each phase of a run. The three signals are handled alike:
   runs Python from C++, and a KeyboardInterrupt raised there aborts the process
   ("terminate called after throwing an instance of 'pybind11::error_already_set'").
 - training: the first signal asks the loop to stop after the step it is in; the run then saves a
-  checkpoint, exports the ONNX model and exits 0. A second signal while the loop is still running
+  checkpoint, exports the ONNX model and exits 128 + the signal. A second signal while the loop is still running
   (a long update, a slow environment) stops the loop at once; the run saves all the same. After
   SIGTERM or SIGHUP (nobody at a keyboard to send the second) the loop gets ESCALATE_AFTER_S to
   reach the save by itself, and is then stopped as by a second signal: ``docker stop`` kills 10 s
@@ -144,7 +144,7 @@ class Interrupts:
         return self.state != TRAINING
 
     def exit_code(self) -> int:
-        """The exit code of a run stopped during start-up: 128 + the signal's number, as a shell reports it."""
+        """The exit code of a run a signal stopped: 128 + the signal's number, as a shell reports it."""
         return 128 + (self.signum if self.signum is not None else signal.SIGINT)
 
     def install(self) -> None:

@@ -5,7 +5,7 @@ Every check a run makes before it trains happens in :func:`_build`, for the real
 run's folders (``--resume``, ``--force``, ``--initialize-from``, ``--inference``) are in
 palaestra/run_folders.py; seeding, the device and threads in palaestra/machine.py. A checkpoint is
 written every ``--save-freq`` environment steps and at the end; the first Ctrl+C (or SIGTERM,
-SIGHUP) stops the loop, saves and exports, and exits 0 (palaestra/interrupts.py). With
+SIGHUP) stops the loop, saves and exports, and exits 128 + the signal (palaestra/interrupts.py). With
 ``--curriculum`` or ``--sampler`` the environments reset with new parameter values before the first
 episode, when a lesson advances and every resampling interval (palaestra/curriculum/). A behavior
 that appears after the first reset (envs/base.py) gets its trainer when it appears, with the same
@@ -34,7 +34,7 @@ from palaestra.demos.reader import DemoError
 from palaestra.envs.base import BehaviorSpec, EngineConfig, Env, EnvClosed, EnvError
 from palaestra.envs.sources import builtin_class, describe_specs, factory_takes, make_env, parse_env_args, source_kind
 from palaestra.imports import import_beside
-from palaestra.interrupts import STOPPING, Interrupts
+from palaestra.interrupts import STOPPING, Interrupts, signal_name
 from palaestra.machine import check_device, choose_device, has_images, limit_threads, seed_everything
 from palaestra.options import RunOptions, UsageError, check_options, in_main_process, warn_about_unused_options
 from palaestra.run_folders import (
@@ -566,7 +566,9 @@ def _train_loop(parts: RunParts, adopt: Callable[[_StepCounter], None]) -> int:
         finally:
             if acting is not None:
                 acting.close()
-    return _finish(parts, counter.global_step, error)
+    # the signal that stopped the loop, if one did (not one that came during the final save)
+    stopped_by = interrupts.signum
+    return _finish(parts, counter.global_step, error, stopped_by)
 
 
 def _diverged_instead(trainers: dict[str, BehaviorTrainer], error: Exception) -> Exception:
@@ -684,8 +686,10 @@ def _acting_loop(acting: ActingWorkers, trainers: dict[str, BehaviorTrainer], st
             lesson_rounds |= dict.fromkeys(new_lessons, first)
 
 
-def _finish(parts: RunParts, global_step: int, error: BaseException | None) -> int:
-    """After the loop: save and export (training), report the error that stopped it; the exit code."""
+def _finish(parts: RunParts, global_step: int, error: BaseException | None, stopped_by: int | None = None) -> int:
+    """After the loop: save and export (training), report the error that stopped it; the exit code.
+    A run stopped by a signal exits as a shell reports one (128 + its number) once everything is
+    saved: a scheduler that preempted it sees that it did not finish, and ``--resume`` continues."""
     if parts.training:  # from here on, signals only wait for the save (palaestra/interrupts.py)
         logger.debug("final save at step %d", global_step)
     if isinstance(error, SaveError):  # a --save-freq checkpoint: try once more below
@@ -698,6 +702,10 @@ def _finish(parts: RunParts, global_step: int, error: BaseException | None) -> i
         logger.error("training stopped: %s: %s%s", type(error).__name__, error, saving)
         if parts.options.debug:
             raise error
+    if error is None and saved and stopped_by is not None:
+        logger.info("Stopped by %s%s", signal_name(stopped_by),
+                    ": --resume continues from the checkpoint just saved" if parts.training else "")
+        return 128 + stopped_by
     return 0 if error is None and saved else 1
 
 

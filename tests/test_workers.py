@@ -413,7 +413,7 @@ def test_ctrl_c_with_workers_saves_and_exits_cleanly(tmp_path):
                                      "  num_layers: 1\n  max_steps: 10000000\n  summary_freq: 100\n")
     code, err, seconds = interrupt_training(tmp_path, "c.yaml", "--env=Simple1DDiscrete", "--num-envs=2",
                                             "--run-id=w")
-    assert code == 0 and "Traceback" not in err and "failed" not in err, err
+    assert code == 130 and "Traceback" not in err and "failed" not in err, err
     assert seconds < 30 and (tmp_path / "models/w/1D.onnx").is_file()
 
 
