@@ -319,6 +319,25 @@ def test_bad_command_lines(run_cli, workdir, args, message):
     assert result.code == 1 and message in result.log, result.log
 
 
+@pytest.mark.parametrize("case,entry_point,message", [
+    ("missing", "palaestra_no_such_module:Maze", "ModuleNotFoundError: No module named 'palaestra_no_such_module'"),
+    ("display", "failing_envs_display:needs_a_display", "RuntimeError: no display"),
+])
+def test_a_gymnasium_environment_that_fails_to_start_is_one_line(run_cli, workdir, case, entry_point, message):
+    # whatever the environment's own code raises while Gymnasium makes it (a module per case:
+    # an imported module stays imported, with the registrations it made)
+    module, name = f"failing_envs_{case}", f"PalaestraFailing-{case}-v0"
+    (workdir / f"{module}.py").write_text(
+        "import gymnasium as gym\n"
+        "def needs_a_display(**kwargs):\n    raise RuntimeError('no display')\n"
+        f"gym.register({name!r}, entry_point={entry_point!r})\n")
+    cfg = write_yaml(workdir / "c.yaml", "default:\n  max_steps: 100\n")
+    result = run_cli(str(cfg), f"--env={module}:{name}")
+    assert result.code == 1, result.log
+    assert f"could not create Gymnasium environment '{name}': {message}" in result.log, result.log
+    assert "Traceback" not in result.log
+
+
 @pytest.mark.parametrize("content,message", [
     ("3DBall:\n  trainer: offline_bc\n  demo_path: d.demo\n  use_recurrent: true\n",
      "use_recurrent: true (LSTM policies) is built for trainer"),
