@@ -123,6 +123,9 @@ def run(options: RunOptions, interrupts: Interrupts | None = None) -> int:
         else:
             logger.error("cannot read or write %s: %s", e.filename or "a file", e.strerror or e)
         return 1
+    except SystemExit as e:  # an environment's (or a factory's) own code, during start-up
+        logger.error("the environment's code called sys.exit(%r) while the run started; nothing was trained", e.code)
+        return 1
     except (KeyboardInterrupt, Exception) as e:  # during start-up: the loop and the final save never raise it
         return interrupts.stopped_during_start_up(e, logger.info)
     finally:
@@ -558,6 +561,8 @@ def _train_loop(parts: RunParts, adopt: Callable[[_StepCounter], None]) -> int:
             logger.info("Stopped at once%s", ": saving what is there" if training else "")
         except EnvClosed as e:  # Play stopped in the Unity Editor, a build quit: an ordinary end
             logger.info("%s: the run ends%s", e, ", saving the model" if training else "")
+        except SystemExit as e:  # an environment's own code called sys.exit(): a failure, saved first
+            error = EnvError(f"the environment's code called sys.exit({e.code!r}) during training")
         except Exception as e:  # the environment or a trainer failed: save first
             if interrupts.raised_in == STOPPING:  # a second signal's KeyboardInterrupt, turned into another error
                 logger.info("Stopped at once%s", ": saving what is there" if training else "")

@@ -338,6 +338,49 @@ def test_a_gymnasium_environment_that_fails_to_start_is_one_line(run_cli, workdi
     assert "Traceback" not in result.log
 
 
+EXITING_ENV = """
+import sys
+import gymnasium as gym
+import numpy as np
+
+class Exiting(gym.Env):
+    observation_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+    steps = 0
+
+    def reset(self, seed=None, options=None):
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action):
+        Exiting.steps += 1
+        if Exiting.steps == 300:
+            sys.exit()
+        return np.zeros(2, np.float32), 0.0, False, Exiting.steps % 20 == 0, {}
+
+def make():
+    return Exiting()
+
+def make_and_quit():
+    raise SystemExit(2)
+"""
+
+
+@pytest.mark.parametrize("factory,message,saved", [
+    ("make", "training stopped: EnvError: the environment's code called sys.exit(None) during training", True),
+    ("make_and_quit", "the environment's code called sys.exit(2) while the run started; nothing was trained", False),
+])
+def test_an_environment_calling_sys_exit_is_a_failure_with_a_message(run_cli, workdir, factory, message, saved):
+    (workdir / f"exiting_env_{factory}.py").write_text(EXITING_ENV)
+    cfg = write_yaml(workdir / "c.yaml", "default:\n  max_steps: 100000\n  batch_size: 16\n  buffer_size: 64\n"
+                                         "  summary_freq: 100\n")
+    result = run_cli(str(cfg), f"--env=exiting_env_{factory}:{factory}", "--run-id=x")
+    assert result.code == 1 and message in result.log, result.log
+    assert "Traceback" not in result.log
+    assert (workdir / "models/x").is_dir() == saved
+    if saved:  # what was trained is kept
+        assert list((workdir / "models/x").glob("*.onnx")), list((workdir / "models/x").iterdir())
+
+
 @pytest.mark.parametrize("content,message", [
     ("3DBall:\n  trainer: offline_bc\n  demo_path: d.demo\n  use_recurrent: true\n",
      "use_recurrent: true (LSTM policies) is built for trainer"),
