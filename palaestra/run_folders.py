@@ -22,7 +22,7 @@ import shutil
 from pathlib import Path
 
 from palaestra.checkpoints import CheckpointError, CheckpointManager
-from palaestra.options import RunOptions, UsageError
+from palaestra.options import SEED_MAX, RunOptions, UsageError
 from palaestra.settings import TrainerSettings
 from palaestra.trainer import BehaviorTrainer
 
@@ -83,10 +83,17 @@ def _configuration(run_dir: Path) -> dict:
 
 
 def recorded_seed(run_dir: Path) -> int | None:
-    """The seed the run in ``run_dir`` recorded in its configuration.yaml (None if it cannot be read)."""
+    """The seed the run in ``run_dir`` recorded in its configuration.yaml (None if it cannot be
+    read; a value that is not a seed is a warning, and a new random seed is used)."""
     options = _configuration(run_dir).get("run_options")
-    seed = options.get("seed") if isinstance(options, dict) else None
-    return seed if isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0 else None
+    if not isinstance(options, dict) or "seed" not in options:
+        return None
+    seed = options["seed"]
+    if isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed <= SEED_MAX:
+        return seed
+    logger.warning("%s: run_options.seed is %r, not a seed (an integer from 0 to %d); --resume uses a new random "
+                   "seed (give --seed to choose one)", run_dir / CONFIGURATION, seed, SEED_MAX)
+    return None
 
 
 def recorded_output_names(run_dir: Path, behaviors: list[str]) -> dict[str, str]:

@@ -188,6 +188,19 @@ def test_resume_of_a_run_in_use_leaves_its_saves_in_progress_alone(run_cli, smal
         holder.release()
 
 
+@pytest.mark.parametrize("written", ["4294967296", "-7", "1.5", "true", "'five'"])
+def test_resume_with_a_recorded_seed_that_is_not_one_warns_and_draws_a_new_one(run_cli, workdir, written):
+    config = str(write_yaml(workdir / "c.yaml", SMALL.format(max_steps=200)))
+    assert run_cli(config, "--env=Simple1DDiscrete", "--run-id=bad", "--seed=5").code == 0
+    path = workdir / "models/bad/configuration.yaml"
+    path.write_text(re.sub(r"(?m)^(\s+seed:) 5$", rf"\1 {written}", path.read_text(), count=1))
+    write_yaml(workdir / "c.yaml", SMALL.format(max_steps=400))
+    result = run_cli(config, "--env=Simple1DDiscrete", "--run-id=bad", "--resume")
+    assert result.code == 0 and "Traceback" not in result.log, result.log
+    assert "models/bad/configuration.yaml: run_options.seed is" in result.log, result.log
+    assert "not a seed (an integer from 0 to 4294967295)" in result.log
+
+
 def test_resume_keeps_the_runs_seed_and_force_starts_the_debug_metrics_anew(run_cli, small_config, workdir):
     import yaml
 
