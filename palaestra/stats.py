@@ -143,10 +143,9 @@ class CSVWriter:
         short when it was killed, are dropped, so that the steps keep increasing)."""
         self.path = summaries_dir / f"{category}.csv"
         self.keys: list[str] = []
-        if append and self.path.exists():
-            with open(self.path, newline="") as fh:
-                text = fh.read()
-            rows = list(csv.reader(io.StringIO(text)))
+        read = self._earlier_rows() if append and self.path.exists() else None
+        if read is not None:
+            text, rows = read
             header = rows[0] if rows else None
             self.keys = header[1:] if header else []
             kept = [r for r in rows[1:] if len(r) == len(header) and (resume_step is None or _step(r[0]) <= resume_step)]
@@ -154,19 +153,45 @@ class CSVWriter:
                 out = io.StringIO()
                 csv.writer(out).writerows([header, *kept])
                 atomic_write_text(self.path, out.getvalue())
-        elif self.path.exists():
+        elif not append and self.path.exists():
             self.path.unlink()
+
+    def _earlier_rows(self) -> tuple[str, list[list[str]]] | None:
+        """The table an earlier process wrote (its text and rows), or None where it cannot be read
+        as one (re-saved by a spreadsheet in another encoding or with other separators): then it
+        is moved aside, with a warning naming both files, and a new table starts."""
+        try:
+            with open(self.path, newline="", encoding="utf-8") as fh:
+                text = fh.read()
+            rows = list(csv.reader(io.StringIO(text)))
+            if not rows or rows[0][:1] == ["Steps"]:
+                return text, rows
+            problem = f"its first column is {rows[0][0][:40]!r}, not Steps"
+        except UnicodeDecodeError:
+            problem = "it is not UTF-8 text"
+        except csv.Error as e:
+            problem = f"it is not a CSV table ({e})"
+        aside = self.path.with_name(f"{self.path.stem}.unreadable.csv")
+        number = 0
+        while aside.exists():
+            number += 1
+            aside = self.path.with_name(f"{self.path.stem}.unreadable-{number}.csv")
+        with _saving(f"the summary {self.path}"):
+            os.replace(self.path, aside)
+        logger.warning("the summary table %s cannot be continued (%s): it was moved to %s and a new table starts",
+                       self.path, problem, aside)
+        return None
 
     def write(self, category: str, step: int, values: dict[str, StatSummary]) -> None:
         if not self.path.exists() or not set(values) <= set(self.keys):
             self._widen(sorted(set(self.keys) | set(values)))
-        with _saving(f"the summary {self.path}"), open(self.path, "a", newline="") as fh:
+        with _saving(f"the summary {self.path}"), open(self.path, "a", newline="", encoding="utf-8") as fh:
             csv.writer(fh).writerow([step, *[values[k].mean if k in values else "" for k in self.keys]])
 
     def _widen(self, keys: list[str]) -> None:
         rows: list[dict[str, str]] = []
         if self.path.exists():
-            with open(self.path, newline="") as fh:
+            with open(self.path, newline="", encoding="utf-8") as fh:
                 rows = list(csv.DictReader(fh))
         text = io.StringIO()
         writer = csv.writer(text)

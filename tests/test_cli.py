@@ -897,6 +897,27 @@ def test_the_summary_csv_has_its_header_even_when_the_first_summary_is_empty(tmp
         assert list(csv.reader(fh)) == [["Steps", "Is Training"], ["100", ""], ["200", "1.0"]]
 
 
+@pytest.mark.parametrize("content", [
+    b"Steps,X\n250,1\n\xe9t\xe9,2\n",  # Latin-1 text, not UTF-8
+    "Steps,X\n250,1\n".encode("utf-16"),  # a spreadsheet's "Unicode text"
+    b"Steps;X\n250;1\n",  # other separators
+    b"Steps,X\n250,1\n\"" + b"x" * 200_000 + b"\n",  # a field beyond the csv module's limit
+])
+def test_a_summary_table_that_cannot_be_continued_is_moved_aside(tmp_path, caplog, content):
+    from palaestra.stats import CSVWriter, StatSummary
+
+    (tmp_path / "r_B.csv").write_bytes(content)
+    writer = CSVWriter(tmp_path, "r_B", append=True, resume_step=300)
+    writer.write("r_B", 400, {"X": StatSummary(2.0, 0.0, 1)})
+    with open(tmp_path / "r_B.csv", newline="") as fh:
+        assert list(csv.reader(fh)) == [["Steps", "X"], ["400", "2.0"]]
+    assert (tmp_path / "r_B.unreadable.csv").read_bytes() == content  # nothing lost
+    assert "cannot be continued" in caplog.text and "r_B.unreadable.csv" in caplog.text
+    (tmp_path / "r_B.csv").write_bytes(content)  # again: a second name, the first kept
+    CSVWriter(tmp_path, "r_B", append=True)
+    assert (tmp_path / "r_B.unreadable-1.csv").read_bytes() == content
+
+
 def test_a_resumed_summary_drops_what_was_written_after_the_checkpoint_it_resumes_from(tmp_path):
     # a run killed after its last checkpoint had written summaries past it (and maybe half a row):
     # the resumed run writes those steps again, so the CSV's steps went back and forth
