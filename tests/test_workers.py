@@ -406,6 +406,38 @@ def test_a_worker_that_keeps_crashing_stops_the_run_with_a_message_after_saving(
     assert (workdir / "models/c/1D.onnx").is_file() and list((workdir / "models/c/1D").glob("checkpoint-*.pt"))
 
 
+def test_a_worker_that_ran_ahead_and_failed_is_reported_with_its_own_error():
+    # the worker failed after sending rounds the main process had not read yet, and unlinked the
+    # new result block one of them announced: the error it sent after them says why
+    from types import SimpleNamespace
+
+    from palaestra.workers.acting import ActingWorkers
+    from palaestra.workers.pool import WorkerFailed
+
+    replies = [("round", 3, 10, {}, {}, ("gone-block", 64), {}, []), ("round", 4, 10, {}, {}, None, {}, []),
+               ("error", "RuntimeError: boom in step")]
+
+    def read_pipe(i, expected, timeout=None, handle=None):  # as WorkerPool.read_pipe does with these replies
+        while True:
+            reply = replies.pop(0)
+            if reply[0] == "error":
+                raise WorkerFailed(reply[1])
+            if handle is not None and handle(reply):
+                continue
+            return reply
+
+    def map_block(i, key, layout, name):
+        raise FileNotFoundError(name)
+
+    acting = SimpleNamespace(pool=SimpleNamespace(read_pipe=read_pipe, map_block=map_block), env_stats=[],
+                             unplanned=set(), slots=8)
+    acting._failure_of = lambda i: ActingWorkers._failure_of(acting, i)
+    with pytest.raises(WorkerFailed) as failed:
+        ActingWorkers._receive(acting, 1, 3)
+    assert failed.value.what == ("RuntimeError: boom in step (after sending round 3, whose result block is gone "
+                                 "with it)")
+
+
 def test_ctrl_c_with_workers_saves_and_exits_cleanly(tmp_path):
     from tests.conftest import interrupt_training
 

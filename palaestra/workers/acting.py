@@ -55,6 +55,8 @@ logger = logging.getLogger("palaestra")
 # _decouple); without it 3DBall learned about half as fast per step.
 ROUNDS_PER_BUFFER = 8
 LAG = 6
+# how long a worker known to have failed gets to say why (it sends its error, then exits)
+FAILURE_REPORT_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -375,9 +377,20 @@ class ActingWorkers:
                 self.pool.map_block(i, key, _result_layout(size), name)
             except FileNotFoundError:
                 # the worker ran ahead, failed and unlinked its blocks before this round was read:
-                # the round is lost with it, so it is restarted from this round
-                raise WorkerFailed(f"it failed after sending round {q}, whose result block is gone") from None
+                # the round is lost with it, so it is restarted from this round; its own error,
+                # which followed the rounds it sent, says why
+                raise WorkerFailed(f"{self._failure_of(i)} (after sending round {q}, whose result block is "
+                                   "gone with it)") from None
         return steps, unpack_arrays(self.pool.workers[i].blocks[key], header), stats
+
+    def _failure_of(self, i: int) -> str:
+        """What worker i, known to have failed, said of its failure (the rounds it sent before
+        are passed over), or how it ended."""
+        try:
+            self.pool.read_pipe(i, "error", timeout=FAILURE_REPORT_TIMEOUT_S, handle=lambda reply: True)
+        except WorkerFailed as failure:
+            return failure.what
+        return "it failed"  # (read_pipe only returns an "error" message by raising it)
 
     def _restart(self, i: int, what: str, q: int) -> None:
         self.pool.replace_worker(i, what)
