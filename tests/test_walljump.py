@@ -48,6 +48,17 @@ def test_behaviors_follow_the_wall_and_parameters_set_the_heights():
     assert min(len(seen[SMALL]), len(seen[BIG])) > 50
 
 
+def test_a_big_wall_range_written_backwards_is_a_warning_and_drawn_between_its_ends(caplog):
+    # a curriculum lesson or a sampler may set the minimum above the maximum: Unity's
+    # Random.Range swaps the ends, and so does this; said once, not at every reset
+    env = WallJump(seed=0, num_areas=8)
+    for _ in range(3):
+        env.reset({"big_wall_min_height": 6.0, "big_wall_max_height": 4.0})
+    big = env.height[env.get_steps(BIG)[0].agent_id]
+    assert len(big) and ((big >= 4.0) & (big <= 6.0)).all()
+    assert caplog.text.count("big_wall_min_height 6 is above big_wall_max_height 4") == 1
+
+
 @pytest.mark.parametrize("height, jumps", [(0.5, 1), (0.7, 2), (1.0, 2), (1.5, 3), (4.0, 8), (7.3, 15), (8.0, 16)])
 def test_a_wall_takes_a_forward_jump_per_half_unit_of_height_in_a_row(height, jumps):
     env = WallJump(seed=0)

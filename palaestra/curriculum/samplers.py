@@ -31,6 +31,10 @@ class Sampler(Protocol):
     def sample(self, rng: np.random.Generator) -> float: ...
 
 
+# (a range of -1e308 to 1e308 has no float width: numpy cannot draw from it)
+WIDER_THAN_A_FLOAT = "the range is wider than a float can hold (at most about 1.8e308 from end to end)"
+
+
 @dataclass(frozen=True)
 class UniformSampler:
     """Uniform on [min_value, max_value)."""
@@ -39,7 +43,9 @@ class UniformSampler:
     max_value: float
 
     def check(self) -> str | None:
-        return None if self.min_value <= self.max_value else "min_value must not be larger than max_value"
+        if self.min_value > self.max_value:
+            return "min_value must not be larger than max_value"
+        return None if np.isfinite(self.max_value - self.min_value) else WIDER_THAN_A_FLOAT
 
     def sample(self, rng: np.random.Generator) -> float:
         return float(rng.uniform(self.min_value, self.max_value))
@@ -70,6 +76,8 @@ class MultiRangeUniformSampler:
             return "intervals must hold at least one [min, max] pair"
         if any(a > b for a, b in self.intervals):
             return "each interval is [min, max] with min not larger than max"
+        if not np.isfinite(sum(b - a for a, b in self.intervals)):
+            return WIDER_THAN_A_FLOAT
         return None
 
     def sample(self, rng: np.random.Generator) -> float:

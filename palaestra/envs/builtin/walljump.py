@@ -33,7 +33,7 @@ from typing import Mapping
 import numpy as np
 
 from palaestra.envs.base import ActionSpec, ActionTuple, BehaviorSpec, DecisionSteps, EnvError, TerminalSteps
-from palaestra.envs.builtin.vector_env import BuiltinVectorEnv
+from palaestra.envs.builtin.vector_env import BuiltinVectorEnv, logger
 
 CELLS = 20
 WALL = 12
@@ -76,7 +76,14 @@ class WallJump(BuiltinVectorEnv):
         self.climbed[which] = 0.0
         config = self.rng.integers(0, 5, size=k)  # 0: no wall, 1: small wall, 2-4: big wall
         p = self.parameters
-        big = self.rng.uniform(p["big_wall_min_height"], p["big_wall_max_height"], size=k)
+        low, high = p["big_wall_min_height"], p["big_wall_max_height"]
+        if low > high:  # Unity's Random.Range swaps its ends likewise
+            if "min>max" not in self._warned:  # (once: a curriculum's lesson applies at every reset)
+                self._warned.add("min>max")
+                logger.warning("WallJump: big_wall_min_height %g is above big_wall_max_height %g (a curriculum or "
+                               "sampler set them); big walls are drawn between them all the same", low, high)
+            low, high = high, low
+        big = self.rng.uniform(low, high, size=k)
         self.height[which] = np.where(config == 0, 0.0, np.where(config == 1, p["small_wall_height"], big))
         self.big[which] = config >= 2
 
