@@ -986,6 +986,21 @@ def _later_format_hint(key: str, value: Any) -> str:
             f"those settings flat in the behavior's section{listed}; see docs/configuration.md")
 
 
+# ML-Agents' later per-behavior keys whose setting this format takes from the command line
+LATER_FORMAT_FLAGS = {"keep_checkpoints": "--keep-checkpoints", "checkpoint_interval": "--save-freq"}
+
+
+def _misplaced_hint(key: str) -> str:
+    """Why a key unknown to a behavior section may be there: a reward signal's setting, a later
+    ML-Agents key this format takes as a flag, or a typo of a trainer key."""
+    if key in LATER_FORMAT_FLAGS:
+        return f" (ML-Agents' later per-behavior setting; this format sets it for the run with {LATER_FORMAT_FLAGS[key]})"
+    signals = [name for name, cls in REWARD_SIGNALS.items() if key in {f.name for f in dataclasses.fields(cls)}]
+    if signals and key not in TRAINER_KEYS:
+        return f" (a reward signal's setting: it belongs under reward_signals: {signals[0]}:)"
+    return _closest(key, list(TRAINER_KEYS))
+
+
 def _closest(name: str, known: list[str]) -> str:
     match = _closest_name(name, known)
     return f" (did you mean {match!r}?)" if match else ""
@@ -1033,9 +1048,12 @@ def _check_section(path: Path, name: str, section: dict[str, Any], warnings: lis
             raise ConfigError(f"{_where(path, name, key)}: the old name of {RENAMED_KEYS[key]}; rename the key")
         if key in LATER_FORMAT_GROUPS or key == "trainer_type":
             raise ConfigError(f"{_where(path, name, key)}: {_later_format_hint(key, value)}")
+        if key in REWARD_SIGNALS:  # its settings would be ignored: a run without the signal it asks for
+            raise ConfigError(f"{_where(path, name, key)}: a reward signal belongs under reward_signals "
+                              f"(`reward_signals: {{{key}: {{strength: ..., gamma: ...}}}}`), not in the section itself")
         if key not in TRAINER_KEYS:
             _warn(warnings, lambda: (
-                f"{_where(path, name, key)}: unknown key, ignored{_closest(key, list(TRAINER_KEYS))}"
+                f"{_where(path, name, key)}: unknown key, ignored{_misplaced_hint(key)}"
             ))
             continue
         if key == "reward_signals":

@@ -155,6 +155,24 @@ def test_did_you_mean_suggests_only_close_keys(tmp_path):
     assert "did you mean 'lambd'" in warnings[1] and "did you mean 'hidden_units'" in warnings[2]
 
 
+@pytest.mark.parametrize("signal", ["curiosity", "gail", "extrinsic", "rnd"])
+def test_a_reward_signal_written_in_the_section_itself_is_an_error_that_says_where_it_goes(tmp_path, signal):
+    text = f"B:\n  batch_size: 64\n  {signal}:\n    strength: 0.02\n    gamma: 0.99\n"
+    with pytest.raises(ConfigError, match=rf"key '{signal}': a reward signal belongs under reward_signals"):
+        load_trainer_config(write_yaml(tmp_path / "c.yaml", text))
+
+
+@pytest.mark.parametrize("key,hint", [
+    ("strength", "a reward signal's setting: it belongs under reward_signals: extrinsic:"),
+    ("encoding_size", "a reward signal's setting: it belongs under reward_signals: curiosity:"),
+    ("keep_checkpoints", "this format sets it for the run with --keep-checkpoints"),
+    ("checkpoint_interval", "this format sets it for the run with --save-freq"),
+])
+def test_misplaced_keys_are_warned_about_with_where_they_go(tmp_path, key, hint):
+    warnings = load_trainer_config(write_yaml(tmp_path / "c.yaml", f"B:\n  {key}: 5\n")).warnings
+    assert len(warnings) == 1 and f"'{key}': unknown key, ignored" in warnings[0] and hint in warnings[0], warnings
+
+
 @pytest.mark.parametrize("name,text,message", [
     ("later.yaml", "behaviors:\n  3DBall:\n    trainer_type: ppo\n", "ML-Agents' later format (top-level behaviors)"),
     ("sampler.yaml", "resampling-interval: 5000\nmass:\n  sampler-type: uniform\n  min_value: 1\n  max_value: 2\n",
