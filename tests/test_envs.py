@@ -420,6 +420,59 @@ def test_python_factory_errors_are_clear(factory_module, target, message):
         make_env(target.format(m=factory_module))
 
 
+BAD_SPECS_MODULE = """
+from palaestra.envs.base import ActionSpec, BehaviorSpec
+from palaestra.envs.builtin.simple1d import Simple1D
+
+SPECS = {
+    "empty": {},
+    "string": {"x": "str"},
+    "number_name": {3: BehaviorSpec(((1,),), ActionSpec(1))},
+    "no_observation": {"B": BehaviorSpec((), ActionSpec(2))},
+    "float_size": {"B": BehaviorSpec(((3.5,),), ActionSpec(2))},
+    "negative_actions": {"B": BehaviorSpec(((1,),), ActionSpec(-1))},
+    "empty_branch": {"B": BehaviorSpec(((1,),), ActionSpec(0, (0,)))},
+    "no_action": {"B": BehaviorSpec(((1,),), ActionSpec(0, ()))},
+}
+
+class Declared(Simple1D):
+    declared = {}
+
+    @property
+    def behavior_specs(self):
+        return self.declared
+
+def make(kind):
+    env = Declared()
+    env.declared = SPECS[kind]
+    return env
+"""
+
+
+@pytest.mark.parametrize("kind,message", [
+    ("empty", "has no behavior when it is made (behavior_specs is empty)"),
+    ("string", "gives behavior 'x' a str, not a BehaviorSpec"),
+    ("number_name", "has a behavior named 3: behavior names are non-empty strings"),
+    ("no_observation", "gives behavior 'B' no observation"),
+    ("float_size", "gives behavior 'B' observation 0 the shape (3.5,)"),
+    ("negative_actions", "continuous_size is a whole number of at least 0"),
+    ("empty_branch", "each discrete branch a whole number of at least 1"),
+    ("no_action", "gives behavior 'B' no action"),
+])
+def test_a_protocol_environment_that_declares_unusable_behaviors_is_refused_by_name(tmp_path, monkeypatch,
+                                                                                    kind, message):
+    import sys
+
+    (tmp_path / "bad_specs.py").write_text(BAD_SPECS_MODULE)
+    monkeypatch.chdir(tmp_path)
+    try:
+        with pytest.raises(EnvError, match=re.escape(message)) as refused:
+            make_env("bad_specs:make", env_args=[f"kind={kind}"])
+        assert str(refused.value).startswith("--env=bad_specs:make: the environment ")
+    finally:
+        sys.modules.pop("bad_specs", None)
+
+
 def test_gymnasium_module_colon_id_imports_the_module_that_registers_the_id(factory_module):
     # Gymnasium's own form, as gymnasium.make reads it: "module:EnvId-v0"
     try:

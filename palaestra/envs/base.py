@@ -100,6 +100,38 @@ class BehaviorSpec:
     action_spec: ActionSpec
 
 
+def _is_count(value: Any, least: int) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= least
+
+
+def spec_problem(behavior: Any, spec: Any) -> str | None:
+    """What makes ``behavior_specs[behavior] = spec`` unusable (a user's own environment class
+    may declare anything), or None: a non-empty string name; one shape of positive whole sizes
+    per observation (at least one); an action spec of whole sizes with at least one action."""
+    if not isinstance(behavior, str) or not behavior:
+        return f"has a behavior named {behavior!r}: behavior names are non-empty strings"
+    if not isinstance(spec, BehaviorSpec):
+        return f"gives behavior {behavior!r} a {type(spec).__name__}, not a BehaviorSpec"
+    shapes = spec.observation_shapes
+    if not isinstance(shapes, (tuple, list)) or not shapes:
+        return f"gives behavior {behavior!r} no observation: observation_shapes needs at least one shape"
+    for i, shape in enumerate(shapes):
+        if not isinstance(shape, (tuple, list)) or not shape or not all(_is_count(d, 1) for d in shape):
+            return (f"gives behavior {behavior!r} observation {i} the shape {shape!r}: a shape is a tuple of "
+                    "whole sizes of at least 1, such as (8,) or (84, 84, 3)")
+    action = spec.action_spec
+    if not isinstance(action, ActionSpec):
+        return f"gives behavior {behavior!r} an action_spec of type {type(action).__name__}, not an ActionSpec"
+    branches = action.discrete_branches
+    if not _is_count(action.continuous_size, 0) or not isinstance(branches, (tuple, list)) or \
+            not all(_is_count(b, 1) for b in branches):
+        return (f"gives behavior {behavior!r} the actions {action!r}: continuous_size is a whole number of at "
+                "least 0 and each discrete branch a whole number of at least 1")
+    if not action.continuous_size and not branches:
+        return f"gives behavior {behavior!r} no action: it needs continuous actions, discrete branches or both"
+    return None
+
+
 @dataclass
 class DecisionSteps:
     """Agents of one behavior that need an action now.

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from palaestra.envs.base import EngineConfig, Env, EnvError
+from palaestra.envs.base import EngineConfig, Env, EnvError, spec_problem
 from palaestra.envs.builtin import BUILTIN_ENVS
 from palaestra.imports import ImportTargetError, import_target_module, load_callable
 from palaestra.options import RunOptions
@@ -327,7 +327,27 @@ def _from_factory(spec: str, seed: int, num_areas: int, kwargs: dict[str, Any], 
         )
     if num_areas > 1 and "num_areas" not in accepted:
         raise EnvError(f"--env={spec}: --num-areas {num_areas} needs a factory that takes a num_areas argument")
+    _check_specs(spec, env)
     return env
+
+
+def _check_specs(spec: str, env: Any) -> None:
+    """A Palaestra environment of the user's own declares its behaviors itself: what the run
+    cannot train from is refused here, naming it, rather than failing inside a network."""
+    try:
+        specs = env.behavior_specs
+    except Exception as e:  # the user's property
+        raise EnvError(f"--env={spec}: reading the environment's behavior_specs raised {type(e).__name__}: {e}") from None
+    if not isinstance(specs, Mapping):
+        raise EnvError(f"--env={spec}: the environment's behavior_specs is a {type(specs).__name__}, not a mapping "
+                       "of behavior names to BehaviorSpec")
+    if not specs:
+        raise EnvError(f"--env={spec}: the environment has no behavior when it is made (behavior_specs is empty); "
+                       "it must declare at least one before training starts (more may appear later)")
+    for behavior, behavior_spec in specs.items():
+        problem = spec_problem(behavior, behavior_spec)
+        if problem is not None:
+            raise EnvError(f"--env={spec}: the environment {problem}")
 
 
 def _is_aec_env(obj: Any) -> bool:
