@@ -399,8 +399,9 @@ def _make_trainer(options: RunOptions, name: str, output_name: str, spec: Behavi
     except DemoError as e:  # behavioral cloning's, GAIL's or offline_bc's demonstrations
         raise ConfigError(f"{options.trainer_config_path}: behavior {name!r}: {e}") from None
     except (MemoryError, RuntimeError) as e:  # torch's allocator raises RuntimeError when out of memory
-        raise ConfigError(f"behavior {name!r}: cannot build its networks ({s.num_layers} x {s.hidden_units} "
-                          f"units): {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        raise ConfigError(f"behavior {name!r}: cannot build its networks ({s.num_layers} x {s.hidden_units} units) "
+                          f"and its experience buffers (time_horizon {s.time_horizon:,}, buffer_size "
+                          f"{s.buffer_size:,}): {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     if parameters is not None and name in parameters.curricula:  # before restore: a checkpoint holds its lesson
         trainer.curriculum, trainer.lesson = parameters.curricula[name], parameters.lessons[name]
     if late and options.resume and not trainer.checkpoints.list():

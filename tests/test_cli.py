@@ -722,8 +722,18 @@ def test_network_sizes_are_bounded_and_a_network_that_cannot_be_built_is_a_clear
     monkeypatch.setattr(palaestra.run, "BehaviorTrainer", out_of_memory)
     result = run_cli(str(SHIPPED_CONFIG), "--env=3DBall", "--run-id=oom", "--dry-run")
     assert result.code == 1
-    assert "behavior '3DBall': cannot build its networks (2 x 128 units): DefaultCPUAllocator" in result.log
+    assert ("behavior '3DBall': cannot build its networks (2 x 128 units) and its experience buffers "
+            "(time_horizon 1,000, buffer_size 12,000): DefaultCPUAllocator") in result.log, result.log
     assert "Traceback" not in result.log
+
+
+def test_a_replay_buffer_too_large_for_memory_names_buffer_size():
+    from palaestra.rollout.buffers import ReplayBuffer
+
+    replay = ReplayBuffer(10**15)
+    with pytest.raises(MemoryError, match=r"the replay buffer does not fit in memory: buffer_size "
+                                          r"1,000,000,000,000,000 transitions of 40 bytes is [\d,.]+ GiB; lower buffer_size"):
+        replay.add(obs_0=np.zeros((2, 8), np.float32), done=np.zeros((2, 2), np.float32))
 
 
 @pytest.mark.parametrize("numpy_trains", [False, True])
