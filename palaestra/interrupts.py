@@ -7,11 +7,12 @@ terminal) do, in each phase of a run. The three signals are handled alike:
   runs Python from C++, and a KeyboardInterrupt raised there aborts the process
   ("terminate called after throwing an instance of 'pybind11::error_already_set'").
 - training: the first signal asks the loop to stop after the step it is in; the run then saves a
-  checkpoint, exports the ONNX model and exits 128 + the signal. A second signal while the loop is still running
-  (a long update, a slow environment) stops the loop at once; the run saves all the same. After
-  SIGTERM or SIGHUP (nobody at a keyboard to send the second) the loop gets ESCALATE_AFTER_S to
-  reach the save by itself, and is then stopped as by a second signal: ``docker stop`` kills 10 s
-  after its SIGTERM, and a hung environment worker would otherwise be waited for (300 s).
+  checkpoint, exports the ONNX model and exits 128 + the signal. A second signal while the loop is
+  still running (a long update, a slow environment) stops the loop at once; the run saves all the
+  same. After SIGTERM or SIGHUP (nobody at a keyboard to send the second) the loop gets
+  ESCALATE_AFTER_S to reach the save by itself, and is then stopped as by a second signal:
+  ``docker stop`` kills 10 s after its SIGTERM, and a hung environment worker would otherwise be
+  waited for (300 s).
 - closing (the final save and export, stopping the environment workers): further signals are
   noted ("already saving, please wait") and otherwise ignored, so the save always completes and
   the model on disk is whole. To stop a stuck save, send SIGKILL (``kill -9``); every file is

@@ -994,7 +994,8 @@ def _misplaced_hint(key: str) -> str:
     """Why a key unknown to a behavior section may be there: a reward signal's setting, a later
     ML-Agents key this format takes as a flag, or a typo of a trainer key."""
     if key in LATER_FORMAT_FLAGS:
-        return f" (ML-Agents' later per-behavior setting; this format sets it for the run with {LATER_FORMAT_FLAGS[key]})"
+        return (f" (ML-Agents' later per-behavior setting; this format sets it for the run with "
+                f"{LATER_FORMAT_FLAGS[key]})")
     signals = [name for name, cls in REWARD_SIGNALS.items() if key in {f.name for f in dataclasses.fields(cls)}]
     if signals and key not in TRAINER_KEYS:
         return f" (a reward signal's setting: it belongs under reward_signals: {signals[0]}:)"
@@ -1050,7 +1051,8 @@ def _check_section(path: Path, name: str, section: dict[str, Any], warnings: lis
             raise ConfigError(f"{_where(path, name, key)}: {_later_format_hint(key, value)}")
         if key in REWARD_SIGNALS:  # its settings would be ignored: a run without the signal it asks for
             raise ConfigError(f"{_where(path, name, key)}: a reward signal belongs under reward_signals "
-                              f"(`reward_signals: {{{key}: {{strength: ..., gamma: ...}}}}`), not in the section itself")
+                              f"(`reward_signals: {{{key}: {{strength: ..., gamma: ...}}}}`), not in the section "
+                              "itself")
         if key not in TRAINER_KEYS:
             _warn(warnings, lambda: (
                 f"{_where(path, name, key)}: unknown key, ignored{_misplaced_hint(key)}"

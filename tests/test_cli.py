@@ -731,8 +731,8 @@ def test_a_replay_buffer_too_large_for_memory_names_buffer_size():
     from palaestra.rollout.buffers import ReplayBuffer
 
     replay = ReplayBuffer(10**15)
-    with pytest.raises(MemoryError, match=r"the replay buffer does not fit in memory: buffer_size "
-                                          r"1,000,000,000,000,000 transitions of 40 bytes is [\d,.]+ GiB; lower buffer_size"):
+    with pytest.raises(MemoryError, match=r"the replay buffer does not fit in memory: buffer_size 1,000,000,000,"
+                                          r"000,000 transitions of 40 bytes is [\d,.]+ GiB; lower buffer_size"):
         replay.add(obs_0=np.zeros((2, 8), np.float32), done=np.zeros((2, 2), np.float32))
 
 

@@ -337,7 +337,8 @@ def _check_specs(spec: str, env: Any) -> None:
     try:
         specs = env.behavior_specs
     except Exception as e:  # the user's property
-        raise EnvError(f"--env={spec}: reading the environment's behavior_specs raised {type(e).__name__}: {e}") from None
+        raise EnvError(f"--env={spec}: reading the environment's behavior_specs raised "
+                       f"{type(e).__name__}: {e}") from None
     if not isinstance(specs, Mapping):
         raise EnvError(f"--env={spec}: the environment's behavior_specs is a {type(specs).__name__}, not a mapping "
                        "of behavior names to BehaviorSpec")

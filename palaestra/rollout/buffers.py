@@ -72,9 +72,9 @@ class ReplayBuffer:
                 self.data = {k: np.zeros((self.capacity, *v.shape[1:]), v.dtype) for k, v in columns.items()}
             except MemoryError:  # (numpy's own message names a shape, not the setting that made it)
                 row = sum(int(np.prod(v.shape[1:])) * v.dtype.itemsize for v in columns.values())
-                raise MemoryError(f"the replay buffer does not fit in memory: buffer_size {self.capacity:,} transitions "
-                                  f"of {row:,} bytes is {self.capacity * row / 2**30:,.1f} GiB; lower "
-                                  "buffer_size") from None
+                raise MemoryError(f"the replay buffer does not fit in memory: buffer_size {self.capacity:,} "
+                                  f"transitions of {row:,} bytes is {self.capacity * row / 2**30:,.1f} GiB; "
+                                  "lower buffer_size") from None
         if rows > self.capacity:  # only the newest capacity rows survive anyway
             columns = {k: v[-self.capacity :] for k, v in columns.items()}
             rows = self.capacity
