@@ -542,6 +542,7 @@ def _train_loop(parts: RunParts, adopt: Callable[[_StepCounter], None]) -> int:
     training, trainers, interrupts = parts.training, parts.trainers, parts.interrupts
     acting = _acting_workers(parts.options, parts.env, trainers, parts.seed, parts.parameters)
     error: BaseException | None = None
+    stopped_by: int | None = None  # the signal that stopped the loop (not one during the final save)
     with _progress_bar(trainers) as bar:
         counter = _StepCounter(trainers, parts.options, bar, parts.global_step)
         try:
@@ -558,7 +559,9 @@ def _train_loop(parts: RunParts, adopt: Callable[[_StepCounter], None]) -> int:
                     _acting_loop(acting, trainers, interrupts, counter, parts.parameters)
                 else:
                     _loop(parts.env, trainers, interrupts, counter, adopt, parts.parameters)
+                stopped_by = interrupts.signum if interrupts.requested else None
         except KeyboardInterrupt:
+            stopped_by = interrupts.signum
             logger.info("Stopped at once%s", ": saving what is there" if training else "")
         except EnvClosed as e:  # Play stopped in the Unity Editor, a build quit: an ordinary end
             logger.info("%s: the run ends%s", e, ", saving the model" if training else "")
@@ -566,14 +569,13 @@ def _train_loop(parts: RunParts, adopt: Callable[[_StepCounter], None]) -> int:
             error = EnvError(f"the environment's code called sys.exit({e.code!r}) during training")
         except Exception as e:  # the environment or a trainer failed: save first
             if interrupts.raised_in == STOPPING:  # a second signal's KeyboardInterrupt, turned into another error
+                stopped_by = interrupts.signum
                 logger.info("Stopped at once%s", ": saving what is there" if training else "")
             else:
                 error = _diverged_instead(trainers, e)
         finally:
             if acting is not None:
                 acting.close()
-    # the signal that stopped the loop, if one did (not one that came during the final save)
-    stopped_by = interrupts.signum
     return _finish(parts, counter.global_step, error, stopped_by)
 
 

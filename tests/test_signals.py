@@ -218,6 +218,25 @@ def test_an_interrupt_turned_into_another_error_still_stops_cleanly(run_cli, wor
     assert_saved(workdir / "models/b", "1D")
 
 
+def test_a_run_that_reached_max_steps_exits_0_whatever_comes_during_its_final_save(run_cli, workdir, monkeypatch):
+    # the exit code says whether a signal stopped the training, not whether one came afterwards
+    import palaestra.run
+
+    original = palaestra.run._save_at_end
+
+    def save(*args, **kwargs):
+        signal.raise_signal(signal.SIGTERM)  # noted and ignored: the save completes
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(palaestra.run, "_save_at_end", save)
+    config = workdir / "c.yaml"
+    config.write_text("1D:\n  batch_size: 16\n  buffer_size: 64\n  hidden_units: 8\n  num_layers: 1\n"
+                      "  time_horizon: 8\n  max_steps: 300\n")
+    result = run_cli(str(config), "--env=Simple1DDiscrete", "--run-id=f")
+    assert result.code == 0 and "Stopped by" not in result.log, result.log
+    assert_saved(workdir / "models/f", "1D")
+
+
 def test_a_caught_interrupt_keeps_the_exit_code(tmp_path):
     # CPython (3.11 at least) marks a KeyboardInterrupt that passed through exec'd code as
     # unhandled even once caught, and `python -m` then ends by killing itself with SIGINT (exit
