@@ -131,6 +131,7 @@ class Interrupts:
     def __init__(self) -> None:
         self.state = START_UP
         self.signum: int | None = None  # the first signal received
+        self.stopped_training: int | None = None  # the signal that asked the training loop to stop
         self.saving = False  # the closing phase saves the model (training, not --inference)
         # the phase in which a signal raised KeyboardInterrupt (START_UP or STOPPING), if one did:
         # C extensions may turn it into another error on its way (numpy's import makes it an
@@ -183,6 +184,7 @@ class Interrupts:
             raise KeyboardInterrupt
         if state == TRAINING:
             self.state = STOPPING
+            self.stopped_training = signum
             then = "saving the model" if self.saving else "closing"
             if signum == signal.SIGINT:
                 say(f"Interrupted ({name}): stopping after this step, then {then} (Ctrl+C again to stop at once)")

@@ -192,7 +192,16 @@ def _checked_run(options: RunOptions, interrupts: Interrupts, warnings: _Warning
     finally:
         if lock is not None:
             lock.release()
+        _close_env(env)
+
+
+def _close_env(env: Env) -> None:
+    """Close the environment; its own code calling sys.exit() there (after the run) is a warning,
+    not an exit: the run's outcome stands."""
+    try:
         env.close()
+    except SystemExit as e:
+        logger.warning("the environment's code called sys.exit(%r) while it was closed", e.code)
 
 
 # the flags that reach environments as EngineConfig: Unity builds and the Editor read them, and
@@ -400,7 +409,7 @@ def _make_trainer(options: RunOptions, name: str, output_name: str, spec: Behavi
         raise ConfigError(f"{options.trainer_config_path}: behavior {name!r}: {e}") from None
     except (MemoryError, RuntimeError) as e:  # torch's allocator raises RuntimeError when out of memory
         raise ConfigError(f"behavior {name!r}: cannot build its networks ({s.num_layers} x {s.hidden_units} units) "
-                          f"and its experience buffers (time_horizon {s.time_horizon:,}, buffer_size "
+                          f"or its experience buffers (time_horizon {s.time_horizon:,}, buffer_size "
                           f"{s.buffer_size:,}): {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     if parameters is not None and name in parameters.curricula:  # before restore: a checkpoint holds its lesson
         trainer.curriculum, trainer.lesson = parameters.curricula[name], parameters.lessons[name]
@@ -490,7 +499,7 @@ def _train_with_writers(parts: RunParts) -> int:
                 writer.close()
             except SaveError as e:  # reported below unless the run already failed (its error said it)
                 problem = problem or e
-    if problem is not None and code == 0:
+    if problem is not None and code != 1:  # (a run that failed already said why; one a signal stopped did not)
         logger.error("%s", problem)
         return 1
     return code
@@ -542,7 +551,6 @@ def _train_loop(parts: RunParts, adopt: Callable[[_StepCounter], None]) -> int:
     training, trainers, interrupts = parts.training, parts.trainers, parts.interrupts
     acting = _acting_workers(parts.options, parts.env, trainers, parts.seed, parts.parameters)
     error: BaseException | None = None
-    stopped_by: int | None = None  # the signal that stopped the loop (not one during the final save)
     with _progress_bar(trainers) as bar:
         counter = _StepCounter(trainers, parts.options, bar, parts.global_step)
         try:
@@ -559,9 +567,7 @@ def _train_loop(parts: RunParts, adopt: Callable[[_StepCounter], None]) -> int:
                     _acting_loop(acting, trainers, interrupts, counter, parts.parameters)
                 else:
                     _loop(parts.env, trainers, interrupts, counter, adopt, parts.parameters)
-                stopped_by = interrupts.signum if interrupts.requested else None
         except KeyboardInterrupt:
-            stopped_by = interrupts.signum
             logger.info("Stopped at once%s", ": saving what is there" if training else "")
         except EnvClosed as e:  # Play stopped in the Unity Editor, a build quit: an ordinary end
             logger.info("%s: the run ends%s", e, ", saving the model" if training else "")
@@ -569,13 +575,15 @@ def _train_loop(parts: RunParts, adopt: Callable[[_StepCounter], None]) -> int:
             error = EnvError(f"the environment's code called sys.exit({e.code!r}) during training")
         except Exception as e:  # the environment or a trainer failed: save first
             if interrupts.raised_in == STOPPING:  # a second signal's KeyboardInterrupt, turned into another error
-                stopped_by = interrupts.signum
                 logger.info("Stopped at once%s", ": saving what is there" if training else "")
             else:
                 error = _diverged_instead(trainers, e)
         finally:
             if acting is not None:
                 acting.close()
+    # a signal that stopped the training before every behavior reached max_steps (not one that
+    # came during the last step, or afterwards while closing)
+    stopped_by = interrupts.stopped_training if any(t.should_continue() for t in trainers.values()) else None
     return _finish(parts, counter.global_step, error, stopped_by)
 
 

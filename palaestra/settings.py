@@ -996,9 +996,12 @@ def _misplaced_hint(key: str) -> str:
     if key in LATER_FORMAT_FLAGS:
         return (f" (ML-Agents' later per-behavior setting; this format sets it for the run with "
                 f"{LATER_FORMAT_FLAGS[key]})")
-    signals = [name for name, cls in REWARD_SIGNALS.items() if key in {f.name for f in dataclasses.fields(cls)}]
-    if signals and key not in TRAINER_KEYS:
-        return f" (a reward signal's setting: it belongs under reward_signals: {signals[0]}:)"
+    owners = [f"reward_signals: {name}:" for name, cls in REWARD_SIGNALS.items()
+              if key in {f.name for f in dataclasses.fields(cls)}]
+    if key in {f.name for f in dataclasses.fields(BehavioralCloningSettings)}:
+        owners.append("behavioral_cloning:")
+    if owners:
+        return f" (it belongs under {' or '.join(owners)})"
     return _closest(key, list(TRAINER_KEYS))
 
 

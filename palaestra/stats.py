@@ -161,12 +161,13 @@ class CSVWriter:
         as one (re-saved by a spreadsheet in another encoding or with other separators): then it
         is moved aside, with a warning naming both files, and a new table starts."""
         try:
-            with open(self.path, newline="", encoding="utf-8") as fh:
+            # (utf-8-sig: a spreadsheet's "CSV UTF-8" starts with a byte-order mark)
+            with open(self.path, newline="", encoding="utf-8-sig") as fh:
                 text = fh.read()
             rows = list(csv.reader(io.StringIO(text)))
             if not rows or rows[0][:1] == ["Steps"]:
                 return text, rows
-            problem = f"its first column is {rows[0][0][:40]!r}, not Steps"
+            problem = f"its first column is {(rows[0] or [''])[0][:40]!r}, not Steps"
         except UnicodeDecodeError:
             problem = "it is not UTF-8 text"
         except csv.Error as e:

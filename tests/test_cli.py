@@ -375,7 +375,25 @@ def make():
 
 def make_and_quit():
     raise SystemExit(2)
+
+class ExitingOnClose(Exiting):
+    def step(self, action):
+        return np.zeros(2, np.float32), 0.0, False, True, {}
+
+    def close(self):
+        sys.exit(0)
+
+def make_quitting_on_close():
+    return ExitingOnClose()
 """
+
+
+def test_an_environment_calling_sys_exit_when_closed_after_the_run_is_a_warning(run_cli, workdir):
+    (workdir / "exiting_env_close.py").write_text(EXITING_ENV)
+    cfg = write_yaml(workdir / "c.yaml", "default:\n  max_steps: 200\n  batch_size: 16\n  buffer_size: 64\n")
+    result = run_cli(str(cfg), "--env=exiting_env_close:make_quitting_on_close", "--run-id=x")
+    assert result.code == 0 and "called sys.exit(0) while it was closed" in result.log, result.log
+    assert "nothing was trained" not in result.log and list((workdir / "models/x").glob("*.onnx"))
 
 
 @pytest.mark.parametrize("factory,message,saved", [
@@ -722,7 +740,7 @@ def test_network_sizes_are_bounded_and_a_network_that_cannot_be_built_is_a_clear
     monkeypatch.setattr(palaestra.run, "BehaviorTrainer", out_of_memory)
     result = run_cli(str(SHIPPED_CONFIG), "--env=3DBall", "--run-id=oom", "--dry-run")
     assert result.code == 1
-    assert ("behavior '3DBall': cannot build its networks (2 x 128 units) and its experience buffers "
+    assert ("behavior '3DBall': cannot build its networks (2 x 128 units) or its experience buffers "
             "(time_horizon 1,000, buffer_size 12,000): DefaultCPUAllocator") in result.log, result.log
     assert "Traceback" not in result.log
 
@@ -912,6 +930,7 @@ def test_the_summary_csv_has_its_header_even_when_the_first_summary_is_empty(tmp
     "Steps,X\n250,1\n".encode("utf-16"),  # a spreadsheet's "Unicode text"
     b"Steps;X\n250;1\n",  # other separators
     b"Steps,X\n250,1\n\"" + b"x" * 200_000 + b"\n",  # a field beyond the csv module's limit
+    b"\nSteps,X\n250,1\n",  # a blank first line
 ])
 def test_a_summary_table_that_cannot_be_continued_is_moved_aside(tmp_path, caplog, content):
     from palaestra.stats import CSVWriter, StatSummary
@@ -926,6 +945,16 @@ def test_a_summary_table_that_cannot_be_continued_is_moved_aside(tmp_path, caplo
     (tmp_path / "r_B.csv").write_bytes(content)  # again: a second name, the first kept
     CSVWriter(tmp_path, "r_B", append=True)
     assert (tmp_path / "r_B.unreadable-1.csv").read_bytes() == content
+
+
+def test_a_summary_table_saved_with_a_byte_order_mark_is_continued(tmp_path):
+    from palaestra.stats import CSVWriter, StatSummary
+
+    (tmp_path / "r_B.csv").write_bytes("Steps,X\n250,1\n".encode("utf-8-sig"))  # a spreadsheet's "CSV UTF-8"
+    CSVWriter(tmp_path, "r_B", append=True, resume_step=300).write("r_B", 400, {"X": StatSummary(2.0, 0.0, 1)})
+    with open(tmp_path / "r_B.csv", newline="", encoding="utf-8-sig") as fh:
+        assert list(csv.reader(fh)) == [["Steps", "X"], ["250", "1"], ["400", "2.0"]]
+    assert not list(tmp_path.glob("*.unreadable*"))
 
 
 def test_a_resumed_summary_drops_what_was_written_after_the_checkpoint_it_resumes_from(tmp_path):

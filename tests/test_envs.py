@@ -435,12 +435,17 @@ SPECS = {
     "no_action": {"B": BehaviorSpec(((1,),), ActionSpec(0, ()))},
 }
 
+CLOSED = []
+
 class Declared(Simple1D):
     declared = {}
 
     @property
     def behavior_specs(self):
         return self.declared
+
+    def close(self):
+        CLOSED.append(self)
 
 def make(kind):
     env = Declared()
@@ -469,6 +474,7 @@ def test_a_protocol_environment_that_declares_unusable_behaviors_is_refused_by_n
         with pytest.raises(EnvError, match=re.escape(message)) as refused:
             make_env("bad_specs:make", env_args=[f"kind={kind}"])
         assert str(refused.value).startswith("--env=bad_specs:make: the environment ")
+        assert len(sys.modules["bad_specs"].CLOSED) == 1  # whatever it started is closed
     finally:
         sys.modules.pop("bad_specs", None)
 

@@ -163,8 +163,10 @@ def test_a_reward_signal_written_in_the_section_itself_is_an_error_that_says_whe
 
 
 @pytest.mark.parametrize("key,hint", [
-    ("strength", "a reward signal's setting: it belongs under reward_signals: extrinsic:"),
-    ("encoding_size", "a reward signal's setting: it belongs under reward_signals: curiosity:"),
+    ("strength", "it belongs under reward_signals: extrinsic: or reward_signals: curiosity: or reward_signals: gail: "
+                 "or reward_signals: rnd: or behavioral_cloning:"),
+    ("encoding_size", "it belongs under reward_signals: curiosity: or reward_signals: gail: or reward_signals: rnd:"),
+    ("use_vail", "it belongs under reward_signals: gail:)"),
     ("keep_checkpoints", "this format sets it for the run with --keep-checkpoints"),
     ("checkpoint_interval", "this format sets it for the run with --save-freq"),
 ])

@@ -218,17 +218,33 @@ def test_an_interrupt_turned_into_another_error_still_stops_cleanly(run_cli, wor
     assert_saved(workdir / "models/b", "1D")
 
 
-def test_a_run_that_reached_max_steps_exits_0_whatever_comes_during_its_final_save(run_cli, workdir, monkeypatch):
-    # the exit code says whether a signal stopped the training, not whether one came afterwards
+@pytest.mark.parametrize("when", ["last step", "closing", "final save"])
+def test_a_run_that_reached_max_steps_exits_0_whatever_signal_comes_after(run_cli, workdir, monkeypatch, when):
+    # the exit code says whether a signal stopped the training before max_steps: not one that
+    # came as the last step ended, while the progress bar and workers closed, or during the save
     import palaestra.run
 
-    original = palaestra.run._save_at_end
+    target = {"last step": "_loop", "closing": "_progress_bar", "final save": "_save_at_end"}[when]
+    original = getattr(palaestra.run, target)
 
-    def save(*args, **kwargs):
-        signal.raise_signal(signal.SIGTERM)  # noted and ignored: the save completes
-        return original(*args, **kwargs)
+    def signalled(*args, **kwargs):
+        if when == "closing":  # as the block around the loop ends
+            import contextlib
 
-    monkeypatch.setattr(palaestra.run, "_save_at_end", save)
+            @contextlib.contextmanager
+            def bar():
+                with original(*args, **kwargs) as inner:
+                    yield inner
+                signal.raise_signal(signal.SIGTERM)
+            return bar()
+        if when == "final save":
+            signal.raise_signal(signal.SIGTERM)  # noted and ignored: the save completes
+        result = original(*args, **kwargs)
+        if when == "last step":
+            signal.raise_signal(signal.SIGTERM)
+        return result
+
+    monkeypatch.setattr(palaestra.run, target, signalled)
     config = workdir / "c.yaml"
     config.write_text("1D:\n  batch_size: 16\n  buffer_size: 64\n  hidden_units: 8\n  num_layers: 1\n"
                       "  time_horizon: 8\n  max_steps: 300\n")

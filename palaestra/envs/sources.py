@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ from palaestra.envs.base import EngineConfig, Env, EnvError, spec_problem
 from palaestra.envs.builtin import BUILTIN_ENVS
 from palaestra.imports import ImportTargetError, import_target_module, load_callable
 from palaestra.options import RunOptions
+
+logger = logging.getLogger("palaestra")
 
 UNITY_SUFFIXES = (".x86_64", ".x86", ".exe", ".app")
 # a Gymnasium id with a namespace (``ALE/Pong-v5``): not taken for a path even when a folder of
@@ -325,10 +328,21 @@ def _from_factory(spec: str, seed: int, num_areas: int, kwargs: dict[str, Any], 
             f"--env={spec}: the factory returned a {type(env).__name__}, which is neither a gymnasium.Env, a "
             f"PettingZoo ParallelEnv nor a Palaestra environment (it lacks {', '.join(missing)}; see docs/environments.md)"
         )
-    if num_areas > 1 and "num_areas" not in accepted:
-        raise EnvError(f"--env={spec}: --num-areas {num_areas} needs a factory that takes a num_areas argument")
-    _check_specs(spec, env)
+    try:
+        if num_areas > 1 and "num_areas" not in accepted:
+            raise EnvError(f"--env={spec}: --num-areas {num_areas} needs a factory that takes a num_areas argument")
+        _check_specs(spec, env)
+    except EnvError:
+        _close_quietly(env)  # (whatever it started: processes, sockets)
+        raise
     return env
+
+
+def _close_quietly(env: Any) -> None:
+    try:
+        env.close()
+    except Exception as e:  # the refusal is what the user needs to read
+        logger.debug("closing the refused environment raised %s: %s", type(e).__name__, e)
 
 
 def _check_specs(spec: str, env: Any) -> None:

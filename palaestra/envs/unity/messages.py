@@ -5,7 +5,7 @@ classes when this module is imported, from their one definition: the table in
 Declaring them as data instead of compiling ``.proto`` files means no ``protoc`` or grpcio-tools
 at build or install time and no generated code tied to one protobuf release: the classes are built
 from a ``FileDescriptorProto`` by whatever protobuf is installed. For readers and other tools,
-``python -m palaestra.envs.unity.messages > unity.proto`` prints the same table as a ``.proto``
+``python -m palaestra.envs.unity.proto > unity.proto`` prints the same table as a ``.proto``
 file; no copy is kept, so the table stays the only definition.
 """
 
@@ -149,7 +149,7 @@ DISCRETE, CONTINUOUS = 0, 1  # SpaceTypeProto
 
 def proto_text() -> str:
     """The message table as a ``.proto`` file (proto3)."""
-    lines = ["// Printed by `python -m palaestra.envs.unity.messages` from the table in",
+    lines = ["// Printed by `python -m palaestra.envs.unity.proto` from the table in",
              "// palaestra/envs/unity/communicator.yaml.", 'syntax = "proto3";', f"package {PACKAGE};", ""]
     for enum_name, values in ENUMS.items():
         lines += [f"enum {enum_name} {{"] + [f"  {v} = {n};" for v, n in values] + ["}", ""]
