@@ -385,6 +385,16 @@ def _check_module(path: Path, saved: Any, reference: Mapping[str, Any], module: 
 _ADAM_TENSORS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 
 
+# Adam's settings in a checkpoint: what each must hold for a step to compute (a value outside
+# failed later as "math domain error", or trained on nonsense)
+ADAM_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "lr": (lambda v: v >= 0, "a learning rate >= 0"),
+    "betas": (lambda v: all(0 <= b < 1 for b in v), "two betas from 0 up to (not including) 1"),
+    "eps": (lambda v: v > 0, "an epsilon > 0"),
+    "weight_decay": (lambda v: v >= 0, "a weight decay >= 0"),
+}
+
+
 def _check_optimizer(path: Path, saved: Any, reference: Mapping[str, Any], param_shapes: Sequence[torch.Size]) -> None:
     saved = _mapping(path, saved, "'algorithm.optimizer'")
     for key in ("state", "param_groups"):
@@ -424,6 +434,9 @@ def _check_optimizer(path: Path, saved: Any, reference: Mapping[str, Any], param
                 ok, expected = _is_number(value), "a finite number"
             else:
                 ok, expected = isinstance(value, type(ref)), f"a {type(ref).__name__}"
+            if ok and key in ADAM_RANGES:  # the right kind, and a value Adam can step with
+                fits, expected = ADAM_RANGES[key]
+                ok = fits(value)
             if not ok:
                 raise _damaged(path, f"{where}[{key!r}]", f"{_kind(value)}, not {expected}")
     if len(set(ids)) != len(ids):

@@ -189,6 +189,14 @@ STRUCTURES = [
         **s["algorithm"]["optimizer"], "state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.zeros(3),
                                                      "exp_avg_sq": torch.zeros(3)}}}),
      "the optimizer's exp_avg of parameter 0 has shape [3]", CheckpointError),
+    ("adam betas", lambda s: s["algorithm"].update(optimizer={
+        **s["algorithm"]["optimizer"], "param_groups": [{**s["algorithm"]["optimizer"]["param_groups"][0],
+                                                         "betas": (2.0, 5.0)}]}),
+     "['betas'] is (2.0, 5.0), not two betas from 0 up to (not including) 1", DamagedCheckpointError),
+    ("adam epsilon", lambda s: s["algorithm"].update(optimizer={
+        **s["algorithm"]["optimizer"], "param_groups": [{**s["algorithm"]["optimizer"]["param_groups"][0],
+                                                         "eps": 0.0}]}),
+     "['eps'] is 0.0, not an epsilon > 0", DamagedCheckpointError),
     ("huge integer", lambda s: s["algorithm"].update(step=2**64),
      "'algorithm.step' is 18446744073709551616, not an integer >= 0", DamagedCheckpointError),
     ("spec", lambda s: s.update(observation_shapes=[[5]]), "was trained for observations [[5]]", CheckpointError),
