@@ -419,7 +419,7 @@ def test_the_header_always_fits_whatever_the_counts():
 def test_a_failed_write_leaves_no_file(tmp_path):
     spec = BehaviorSpec(((3,),), ActionSpec(1))
     path = tmp_path / "half.demo"
-    with pytest.raises(DemoError, match="2 observations given; the spec has 1"):
+    with pytest.raises(DemoError, match=r"observations must be a list of one array per observation of the spec \(1\); got 2"):
         with DemoWriter(path, "B", spec) as w:
             w.write(**_rows(spec, 3))
             w.write(**{**_rows(spec, 3), "observations": [np.zeros((3, 3)), np.zeros((3, 3))]})
@@ -632,17 +632,63 @@ def test_a_recording_without_records_cannot_train(demos):
                         "there is nothing to learn from"]
 
 
-def test_a_discrete_action_outside_its_branch_names_the_record(tmp_path):
+@pytest.mark.parametrize("change,message", [
+    (lambda r: r.update(observations=[np.zeros((4, 4), np.float32)]),
+     r"observation 0 must have shape \[4, 3\] \(one row per reward\); got shape \[4, 4\]"),
+    (lambda r: r.update(done=np.zeros(2, bool)), r"done must have shape \[4\]"),
+    (lambda r: r.update(agent_ids=np.arange(3)), r"agent_ids must have shape \[4\]"),
+    (lambda r: r.update(rewards=np.zeros((4, 2), np.float32)), r"rewards must be one number per row"),
+    (lambda r: r.update(has_mask=np.ones(4, bool)), r"has_mask marks rows with an action mask, but no action_masks"),
+    (lambda r: r.update(action_masks=np.zeros((4, 5), bool)), r"action_masks must have shape \[4, 3\]"),
+    (lambda r: r["discrete_actions"].__setitem__(1, 7), r"discrete action 7 in branch 0, which has 3 actions"),
+    (lambda r: r.update(discrete_actions=np.full((4, 1), 1.5)), r"discrete_actions must be whole numbers"),
+    (lambda r: r["observations"][0].__setitem__((2, 0), np.nan), r"observation 0 is NaN or infinite in rows \[2\]"),
+    (lambda r: r["rewards"].__setitem__(3, np.inf), r"rewards is NaN or infinite in rows \[3\]"),
+])
+def test_the_writer_refuses_rows_the_reader_would_refuse_naming_the_argument(tmp_path, change, message):
+    spec = BehaviorSpec(((3,),), ActionSpec(0, (3,)))
+    rows = _rows(spec, 4)
+    change(rows)
+    with DemoWriter(tmp_path / "w.demo", "B", spec) as w:
+        with pytest.raises(DemoError, match=message):
+            w.write(**rows)
+
+
+def test_the_writer_takes_no_rows_and_refuses_writes_after_closing(tmp_path):
+    spec = BehaviorSpec(((3,),), ActionSpec(0, (3,)))
+    w = DemoWriter(tmp_path / "w.demo", "B", spec)
+    w.write([np.zeros((0, 3), np.float32)], np.zeros(0), np.zeros(0), np.zeros(0))  # nothing to add
+    w.write(**_rows(spec, 4))
+    w.close()
+    assert len(read_demonstrations(tmp_path / "w.demo").rewards) == 4
+    with pytest.raises(DemoError, match="written to after it was closed"):
+        w.write(**_rows(spec, 4))
+
+
+def test_a_discrete_action_outside_its_branch_names_the_record(tmp_path, monkeypatch):
     spec = BehaviorSpec(((2,),), ActionSpec(0, (3, 2)))
     rows = _rows(spec, 10)
     rows["has_action"][:] = True
     rows["discrete_actions"][7] = [3, 1]
     path = tmp_path / "range.demo"
     with DemoWriter(path, "B", spec) as w:
+        with pytest.raises(DemoError, match=r"discrete action 3 in branch 0, which has 3 actions \(0 to 2\), in rows \[7\]"):
+            w.write(**rows)  # this writer refuses it; a file from elsewhere may hold it:
+        without_checks(monkeypatch)
         w.write(**rows)
     with pytest.raises(DemoError, match=r"range\.demo: record 7 of 10: discrete action \[3, 1\] is outside the "
                                         r"branches \[3, 2\]"):
         read_demonstrations(path)
+
+
+def without_checks(monkeypatch) -> None:
+    """DemoWriter as another tool might write: discrete actions and non-finite values unchecked
+    (so that the reader's own refusals can be tested)."""
+    from palaestra.demos import writer
+
+    monkeypatch.setattr(writer._Rows, "finite", lambda self, name, values: None)
+    monkeypatch.setattr(writer._Rows, "discrete", lambda self, values, branches: np.asarray(values).reshape(
+        self.n, len(branches)).astype(np.int64))
 
 
 def _file(path: Path, brain: bytes, records: list[bytes], steps: int | None = None) -> None:

@@ -319,8 +319,10 @@ def test_demonstration_columns_pair_each_action_with_the_next_records_done_as_ml
     ("action", r"demo_path '.*': record 5: continuous action 0 is inf"),
     ("observation", r"demo_path '.*': record 5: observation 0 holds NaN or infinite values \(1 records\)"),
 ])
-def test_demonstrations_with_nan_or_infinity_are_refused_naming_the_record(tmp_path, where, message):
+def test_demonstrations_with_nan_or_infinity_are_refused_naming_the_record(tmp_path, monkeypatch, where, message):
     import dataclasses
+
+    from tests.test_demos import without_checks
 
     from palaestra.demos.columns import demonstration_columns
     from palaestra.demos.reader import DemoError
@@ -336,6 +338,10 @@ def test_demonstrations_with_nan_or_infinity_are_refused_naming_the_record(tmp_p
         obs = demo.observations[0].copy()
         obs[5, 2] = np.nan
         demo = dataclasses.replace(demo, observations=[obs])
+    with pytest.raises(DemoError, match="is NaN or infinite in rows \\[5\\]"):
+        write_demonstrations(tmp_path / "refused.demo", demo)  # this writer refuses it
+    assert not (tmp_path / "refused.demo").exists()
+    without_checks(monkeypatch)  # a file from elsewhere may hold it: the reader names the record
     write_demonstrations(tmp_path / "bad.demo", demo)
     with pytest.raises(DemoError, match=message):
         demonstration_columns(str(tmp_path / "bad.demo"), env.behavior_specs["3DBall"], "3DBall", "demo_path")

@@ -72,6 +72,41 @@ def encode_brain(behavior_name: str, spec: BehaviorSpec) -> bytes:
     return out
 
 
+class _Rows:
+    """Checks of one :meth:`DemoWriter.write` call's arrays, ``n`` rows each: what the reader
+    would refuse (or misread) is refused here, naming the argument and the shape it needs."""
+
+    def __init__(self, path: Path, n: int) -> None:
+        self.path, self.n = path, n
+
+    def array(self, name: str, values: object, row_shape: tuple[int, ...], dtype: object) -> np.ndarray:
+        array = np.asarray(values) if dtype is None else np.asarray(values, dtype)
+        if array.shape != (self.n, *row_shape) and array.size != self.n * int(np.prod(row_shape, dtype=np.int64)):
+            raise DemoError(f"{self.path}: {name} must have shape {[self.n, *row_shape]} (one row per reward); "
+                            f"got shape {list(array.shape)}")
+        return array.reshape(self.n, *row_shape)
+
+    def flags(self, name: str, values: object) -> np.ndarray:
+        return self.array(name, values, (), None).astype(bool)
+
+    def finite(self, name: str, values: np.ndarray) -> None:
+        bad = ~np.isfinite(values.reshape(self.n, -1)).all(axis=1)
+        if bad.any():  # a recording with NaN teaches NaN
+            raise DemoError(f"{self.path}: {name} is NaN or infinite in rows {np.flatnonzero(bad)[:10].tolist()}")
+
+    def discrete(self, values: object, branches: tuple[int, ...]) -> np.ndarray:
+        actions = self.array("discrete_actions", values, (len(branches),), None)
+        if not np.array_equal(actions, np.round(actions)):
+            raise DemoError(f"{self.path}: discrete_actions must be whole numbers")
+        actions = actions.astype(np.int64)
+        for b, size in enumerate(branches):
+            bad = (actions[:, b] < 0) | (actions[:, b] >= size)
+            if bad.any():
+                raise DemoError(f"{self.path}: discrete action {int(actions[bad, b][0])} in branch {b}, which has {size} "
+                                f"actions (0 to {size - 1}), in rows {np.flatnonzero(bad)[:10].tolist()}")
+        return actions
+
+
 class DemoWriter:
     """A `.demo` file being written: :meth:`write` rows as they come, then :meth:`close` (or
     use it as a context manager). The meta's steps, episodes and mean reward are counted from
@@ -110,21 +145,45 @@ class DemoWriter:
         """Append ``len(rewards)`` records; the arrays are rows as :class:`Demonstrations` holds
         them (observations one array per observation of the spec, images uint8 or floats in
         [0, 1]; masks True = unavailable)."""
+        if self._file.closed:
+            raise DemoError(f"{self.path}: written to after it was closed")
+        rewards = np.asarray(rewards, np.float32)
+        if rewards.ndim != 1:
+            raise DemoError(f"{self.path}: rewards must be one number per row (shape [rows]); got shape "
+                            f"{list(rewards.shape)}")
         n = len(rewards)
         shapes = self.spec.observation_shapes
-        if len(observations) != len(shapes):
-            raise DemoError(f"{self.path}: {len(observations)} observations given; the spec has {len(shapes)}")
+        if not isinstance(observations, (list, tuple)) or len(observations) != len(shapes):
+            given = len(observations) if isinstance(observations, (list, tuple)) else type(observations).__name__
+            raise DemoError(f"{self.path}: observations must be a list of one array per observation of the spec "
+                            f"({len(shapes)}); got {given}")
+        if n == 0:
+            return
         actions = self.spec.action_spec
+        rows = _Rows(self.path, n)
+        observations = [rows.array(f"observation {i}", o, shape, None) for i, (o, shape) in
+                        enumerate(zip(observations, shapes))]
         continuous = np.zeros((n, actions.continuous_size), np.float32) if continuous_actions is None \
-            else np.asarray(continuous_actions, np.float32).reshape(n, actions.continuous_size)
+            else rows.array("continuous_actions", continuous_actions, (actions.continuous_size,), np.float32)
         discrete = np.zeros((n, actions.num_branches), np.int64) if discrete_actions is None \
-            else np.asarray(discrete_actions).reshape(n, actions.num_branches)
-        has_action = np.ones(n, bool) if has_action is None else np.asarray(has_action, bool)
-        max_step = np.zeros(n, bool) if max_step_reached is None else np.asarray(max_step_reached, bool)
+            else rows.discrete(discrete_actions, actions.discrete_branches)
+        has_action = np.ones(n, bool) if has_action is None else rows.flags("has_action", has_action)
+        max_step = np.zeros(n, bool) if max_step_reached is None else rows.flags("max_step_reached", max_step_reached)
         has_mask = (np.zeros(n, bool) if action_masks is None else np.ones(n, bool)) if has_mask is None \
-            else np.asarray(has_mask, bool)
-        done = np.asarray(done, bool)
-        rewards = np.asarray(rewards, np.float32)
+            else rows.flags("has_mask", has_mask)
+        if has_mask.any():
+            if action_masks is None:
+                raise DemoError(f"{self.path}: has_mask marks rows with an action mask, but no action_masks were given")
+            action_masks = rows.array("action_masks", action_masks, (sum(actions.discrete_branches),), bool)
+        done = rows.flags("done", done)
+        agent_ids = rows.array("agent_ids", agent_ids, (), None)
+        if not np.array_equal(agent_ids, np.round(agent_ids)):
+            raise DemoError(f"{self.path}: agent_ids must be whole numbers")
+        rows.finite("rewards", rewards)
+        rows.finite("continuous_actions", continuous)
+        for i, (o, shape) in enumerate(zip(observations, shapes)):
+            if o.dtype.kind == "f":  # (images may come as uint8)
+                rows.finite(f"observation {i}", o)
         encoded_obs = [self._observations(o, shape, n) for o, shape in zip(observations, shapes)]
         single_kind = actions.is_continuous != actions.is_discrete
         chunks = []
