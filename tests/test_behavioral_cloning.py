@@ -5,6 +5,7 @@ from recordings made with palaestra-record."""
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -188,6 +189,22 @@ def test_fitting_fewer_rows_than_a_batch_still_learns(conformance):
     assert any(changed)
     with pytest.raises(ValueError, match="no demonstrated step"):
         fit_policy(path, rows=slice(0, 0))
+
+
+@pytest.mark.parametrize("arguments,message", [
+    (dict(epochs=-3), "epochs must be a whole number >= 0; got -3"),
+    (dict(epochs=1.5), "epochs must be a whole number >= 0; got 1.5"),
+    (dict(batch_size=0), "batch_size must be a whole number >= 1; got 0"),
+    (dict(num_layers=0), "num_layers must be a whole number >= 1; got 0"),
+    (dict(hidden_units=0), "hidden_units must be a whole number >= 1; got 0"),
+    (dict(learning_rate=-1.0), "learning_rate must be a finite number > 0; got -1.0"),
+    (dict(rows=3), "rows must be a slice of the demonstrated steps"),
+])
+def test_fit_policy_refuses_arguments_it_cannot_fit_with(conformance, arguments, message):
+    from palaestra.algorithms.behavioral_cloning import fit_policy
+
+    with pytest.raises(ValueError, match=re.escape(f"fit_policy: {message}")):
+        fit_policy(str(conformance / "demos" / "foodcollector-0.13.demo"), **arguments)
 
 
 def test_cloning_the_real_foodcollector_recording_beats_a_constant_predictor(conformance):

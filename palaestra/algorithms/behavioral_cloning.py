@@ -18,6 +18,7 @@ sequences; ML-Agents cut the sequences across episodes' ends.
 
 from __future__ import annotations
 
+import math
 from typing import Mapping
 
 import numpy as np
@@ -126,6 +127,14 @@ def fit_policy(path: str, epochs: int = 30, batch_size: int = 256, hidden_units:
     from palaestra.demos.reader import read_demonstrations
     from palaestra.networks.policy import ActorCritic
 
+    for name, value, least in (("epochs", epochs, 0), ("batch_size", batch_size, 1), ("hidden_units", hidden_units, 1),
+                               ("num_layers", num_layers, 1), ("seed", seed, 0)):
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < least:
+            raise ValueError(f"fit_policy: {name} must be a whole number >= {least}; got {value!r}")
+    if not (isinstance(learning_rate, (int, float)) and math.isfinite(learning_rate) and learning_rate > 0):
+        raise ValueError(f"fit_policy: learning_rate must be a finite number > 0; got {learning_rate!r}")
+    if not isinstance(rows, slice):
+        raise ValueError(f"fit_policy: rows must be a slice of the demonstrated steps (slice(0, 800)); got {rows!r}")
     spec = read_demonstrations(path).spec
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
