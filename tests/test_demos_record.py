@@ -4,6 +4,7 @@ it), and a clear one-line error with no file left behind for every kind of bad i
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -297,6 +298,24 @@ def test_an_environment_that_fails_while_recording_is_one_clear_error_and_no_fil
         gym.registry.pop("PalaestraTestFaulty-v0")
     assert code == 1 and message in err and "Traceback" not in err
     assert not list(workdir.glob("demos/*.demo"))
+
+
+@pytest.mark.parametrize("arguments,message", [
+    (dict(episodes=0), "episodes must be a whole number >= 1; got 0"),
+    (dict(episodes=-1), "episodes must be a whole number >= 1; got -1"),
+    (dict(episodes=1, max_steps=-1), "max_steps must be a whole number >= 1; got -1"),
+    (dict(episodes=1, policies={"Other": "heuristic"}), "no policy for behavior(s) ['Basic']"),
+])
+def test_the_record_api_refuses_what_the_command_line_refuses(tmp_path, arguments, message):
+    arguments = {"policies": {"Basic": "heuristic"}, **arguments}
+    with pytest.raises(RecordError, match=re.escape(message)):
+        record(make_env("Basic", seed=1), out=tmp_path / "demos", **arguments)
+    assert not (tmp_path / "demos").exists()
+
+
+def test_the_record_api_takes_a_folder_as_a_string(tmp_path):
+    result = record(make_env("Basic", seed=1), {"Basic": "heuristic"}, 1, str(tmp_path / "demos"))
+    assert result[0].path == tmp_path / "demos" / "Basic.demo" and result[0].path.is_file()
 
 
 def test_demonstration_columns_pair_each_action_with_the_next_records_done_as_ml_agents(tmp_path):

@@ -354,12 +354,19 @@ class RecordResult:
     returns: tuple[float, ...]
 
 
-def record(env: Env, policies: dict[str, str], episodes: int, out: Path, seed: int = 0, force: bool = False,
+def record(env: Env, policies: dict[str, str], episodes: int, out: Path | str, seed: int = 0, force: bool = False,
            max_steps: int = 1_000_000) -> list[RecordResult]:
     """Run each behavior's policy until it has ``episodes`` complete episodes and write one
     `.demo` per behavior into folder ``out``. Raises :class:`RecordError` for bad input and when
     ``max_steps`` environment steps pass first (nothing is written then)."""
+    for name, value in (("episodes", episodes), ("max_steps", max_steps)):
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+            raise RecordError(f"{name} must be a whole number >= 1; got {value!r}")
+    out = Path(out)
     behaviors = list(env.behavior_specs)
+    missing = [b for b in behaviors if b not in policies]
+    if missing:
+        raise RecordError(f"no policy for behavior(s) {missing}: give one for each of {behaviors}")
     if out.exists() and not out.is_dir():
         raise RecordError(f"--out={out}: that is a file, not a folder; name a folder for the .demo files")
     paths = {b: out / demo_file_name(b) for b in behaviors}
