@@ -590,6 +590,10 @@ def test_concatenated_pngs_are_an_observation_s_channels(tmp_path):
 def test_demonstrations_that_fit_have_no_problems(demos):
     demo = read_demonstrations(demos / "foodcollector-0.13.demo")
     assert check_demonstrations(demo, demo.spec, "FoodCollector") == []
+    # the same spec written with a list of branches, as a user's own code may: no mismatch
+    listed = BehaviorSpec(demo.spec.observation_shapes, ActionSpec(demo.spec.action_spec.continuous_size,
+                                                                   list(demo.spec.action_spec.discrete_branches)))
+    assert check_demonstrations(demo, listed, "FoodCollector") == []
     require_demonstrations_fit(demo, demo.spec, "FoodCollector")
 
 

@@ -9,7 +9,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from palaestra.envs.base import ActionTuple, EnvError
+from palaestra.envs.base import ActionSpec, ActionTuple, BehaviorSpec, EnvError
 from palaestra.envs.builtin import BUILTIN_ENVS
 from palaestra.envs.checker import check_env
 from palaestra.envs.gymnasium_env import GymnasiumEnv
@@ -305,6 +305,21 @@ class _MultiDiscreteEnv(gym.Env):
     def step(self, action):
         assert action.shape == (2,)
         return int(action[0]), float(action[1]), False, False, {}
+
+
+def test_check_env_refuses_what_the_run_refuses_and_checks_at_least_one_step():
+    from palaestra.envs.builtin.simple1d import Simple1D
+
+    class NoAction(Simple1D):
+        @property
+        def behavior_specs(self):
+            return {"B": BehaviorSpec(((1,),), ActionSpec(0, ()))}
+
+    with pytest.raises(EnvError, match="the environment gives behavior 'B' no action"):
+        check_env(NoAction())
+    for steps in (0, -5):
+        with pytest.raises(ValueError, match=f"check_env: steps must be a whole number >= 1; got {steps}"):
+            check_env(Simple1D(), steps=steps)
 
 
 def test_gymnasium_multidiscrete_and_discrete_observations():

@@ -11,6 +11,7 @@ from palaestra.envs.base import (
     Env,
     EnvError,
     TerminalSteps,
+    spec_problem,
 )
 
 
@@ -77,10 +78,16 @@ def _check_common(where: str, steps: DecisionSteps | TerminalSteps, spec: Behavi
 
 def check_env(env: Env, steps: int = 200, seed: int = 0) -> None:
     """Raise EnvError describing the first protocol violation found in ``steps`` random steps."""
+    if not isinstance(steps, (int, np.integer)) or isinstance(steps, bool) or steps < 1:
+        raise ValueError(f"check_env: steps must be a whole number >= 1; got {steps!r}")
     rng = np.random.default_rng(seed)
     specs = dict(env.behavior_specs)
     if not specs:
         raise EnvError("the environment has no behaviors")
+    for name, spec in specs.items():  # what the run itself would refuse (envs/sources.py)
+        problem = spec_problem(name, spec)
+        if problem is not None:
+            raise EnvError(f"the environment {problem}")
     env.reset()
     for t in range(steps):
         for name, spec in specs.items():
