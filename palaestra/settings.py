@@ -1106,6 +1106,10 @@ def _check_subsection(path: Path, section: str, key: str, value: Any, cls: type,
             continue
         if sub == "demo_path" and subvalue is None:
             continue
+        if "check" not in known[sub].metadata:  # a settings class added by the user's own code
+            raise ConfigError(f"{_where(path, section, f'{label}.{sub}')}: the settings class {cls.__name__} declares "
+                              f"{sub!r} without _key(default, check, doc), which says how to read it "
+                              "(docs/extending.md)")
         kwargs[sub] = _check_value(path, section, f"{label}.{sub}", known[sub].metadata["check"], subvalue)
     missing = [k for k in REQUIRED_SUBKEYS.get(cls, ()) if k not in kwargs]
     if missing:

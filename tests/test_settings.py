@@ -155,6 +155,21 @@ def test_did_you_mean_suggests_only_close_keys(tmp_path):
     assert "did you mean 'lambd'" in warnings[1] and "did you mean 'hidden_units'" in warnings[2]
 
 
+def test_a_users_settings_class_without_key_declarations_is_named(tmp_path, monkeypatch):
+    import dataclasses
+
+    from palaestra import settings
+
+    @dataclasses.dataclass(frozen=True)
+    class NoveltySettings:  # fields declared plainly, not with _key(default, check, doc)
+        strength: float = 0.01
+
+    monkeypatch.setitem(settings.REWARD_SIGNALS, "novelty", NoveltySettings)
+    text = "B:\n  reward_signals:\n    novelty:\n      strength: 0.1\n"
+    with pytest.raises(ConfigError, match=r"the settings class NoveltySettings declares 'strength' without _key"):
+        load_trainer_config(write_yaml(tmp_path / "c.yaml", text))
+
+
 @pytest.mark.parametrize("signal", ["curiosity", "gail", "extrinsic", "rnd"])
 def test_a_reward_signal_written_in_the_section_itself_is_an_error_that_says_where_it_goes(tmp_path, signal):
     text = f"B:\n  batch_size: 64\n  {signal}:\n    strength: 0.02\n    gamma: 0.99\n"
