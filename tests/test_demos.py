@@ -658,6 +658,15 @@ def test_the_writer_refuses_rows_the_reader_would_refuse_naming_the_argument(tmp
             w.write(**rows)
 
 
+def test_the_writer_refuses_a_folder_or_a_spec_that_is_not_one_and_leaves_nothing(tmp_path):
+    (tmp_path / "taken.demo").mkdir()
+    with pytest.raises(DemoError, match=r"taken\.demo: is a folder; name the \.demo file to write"):
+        DemoWriter(tmp_path / "taken.demo", "B", BehaviorSpec(((3,),), ActionSpec(1)))
+    with pytest.raises(DemoError, match="spec must be a BehaviorSpec; got NoneType"):
+        DemoWriter(tmp_path / "a.demo", "B", None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken.demo"]  # no temp file left
+
+
 def test_the_writer_takes_no_rows_and_refuses_writes_after_closing(tmp_path):
     spec = BehaviorSpec(((3,),), ActionSpec(0, (3,)))
     w = DemoWriter(tmp_path / "w.demo", "B", spec)

@@ -121,6 +121,11 @@ class DemoWriter:
         self.behavior_name = behavior_name
         self.spec = spec
         self.name = demonstration_name if demonstration_name is not None else self.path.stem
+        if not isinstance(spec, BehaviorSpec):
+            raise DemoError(f"{self.path}: spec must be a BehaviorSpec; got {type(spec).__name__}")
+        if self.path.is_dir():
+            raise DemoError(f"{self.path}: is a folder; name the .demo file to write")
+        brain = wire.delimited(encode_brain(behavior_name, spec))  # (before the temp file: nothing left if it fails)
         self.steps = self.done_records = 0
         self.total_reward = 0.0
         self.ended_with_done = True
@@ -136,7 +141,7 @@ class DemoWriter:
         except OSError as e:
             raise DemoError(f"{self.path}: cannot be written: {e.strerror or e}") from None
         self._file.write(bytes(HEADER_SIZE))  # the header, written last
-        self._file.write(wire.delimited(encode_brain(behavior_name, spec)))
+        self._file.write(brain)
 
     def write(self, observations: list[np.ndarray], rewards: np.ndarray, done: np.ndarray, agent_ids: np.ndarray,
               continuous_actions: np.ndarray | None = None, discrete_actions: np.ndarray | None = None,
@@ -250,7 +255,11 @@ class DemoWriter:
 
     def publish(self) -> None:
         """Rename the finished file to its name (replacing an older file of that name)."""
-        os.replace(self._partial, self.path)
+        try:
+            os.replace(self._partial, self.path)
+        except OSError as e:  # (a folder made at that name meanwhile, a read-only place)
+            self._partial.unlink(missing_ok=True)
+            raise DemoError(f"{self.path}: cannot be written: {e.strerror or e}") from None
 
     def __enter__(self) -> "DemoWriter":
         return self
