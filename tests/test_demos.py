@@ -419,7 +419,8 @@ def test_the_header_always_fits_whatever_the_counts():
 def test_a_failed_write_leaves_no_file(tmp_path):
     spec = BehaviorSpec(((3,),), ActionSpec(1))
     path = tmp_path / "half.demo"
-    with pytest.raises(DemoError, match=r"observations must be a list of one array per observation of the spec \(1\); got 2"):
+    with pytest.raises(DemoError, match=r"observations must be a list of one array per observation of the spec "
+                                        r"\(1\); got 2"):
         with DemoWriter(path, "B", spec) as w:
             w.write(**_rows(spec, 3))
             w.write(**{**_rows(spec, 3), "observations": [np.zeros((3, 3)), np.zeros((3, 3))]})
@@ -685,7 +686,8 @@ def test_a_discrete_action_outside_its_branch_names_the_record(tmp_path, monkeyp
     rows["discrete_actions"][7] = [3, 1]
     path = tmp_path / "range.demo"
     with DemoWriter(path, "B", spec) as w:
-        with pytest.raises(DemoError, match=r"discrete action 3 in branch 0, which has 3 actions \(0 to 2\), in rows \[7\]"):
+        with pytest.raises(DemoError, match=r"discrete action 3 in branch 0, which has 3 actions \(0 to 2\), "
+                                            r"in rows \[7\]"):
             w.write(**rows)  # this writer refuses it; a file from elsewhere may hold it:
         without_checks(monkeypatch)
         w.write(**rows)

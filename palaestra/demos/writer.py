@@ -102,8 +102,8 @@ class _Rows:
         for b, size in enumerate(branches):
             bad = (actions[:, b] < 0) | (actions[:, b] >= size)
             if bad.any():
-                raise DemoError(f"{self.path}: discrete action {int(actions[bad, b][0])} in branch {b}, which has {size} "
-                                f"actions (0 to {size - 1}), in rows {np.flatnonzero(bad)[:10].tolist()}")
+                raise DemoError(f"{self.path}: discrete action {int(actions[bad, b][0])} in branch {b}, which has "
+                                f"{size} actions (0 to {size - 1}), in rows {np.flatnonzero(bad)[:10].tolist()}")
         return actions
 
 
