@@ -668,6 +668,17 @@ def test_the_writer_refuses_a_folder_or_a_spec_that_is_not_one_and_leaves_nothin
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken.demo"]  # no temp file left
 
 
+def test_the_demo_functions_name_a_path_given_where_demonstrations_go(demos, tmp_path):
+    path = demos / "foodcollector-0.13.demo"
+    spec = read_demonstrations(path).spec
+    with pytest.raises(TypeError, match=r"check_demonstrations: demo must be Demonstrations \(read_demonstrations"):
+        check_demonstrations(str(path), spec, "FoodCollector")
+    with pytest.raises(TypeError, match=r"check_demonstrations: spec must be a BehaviorSpec; got NoneType"):
+        check_demonstrations(read_demonstrations(path), None, "FoodCollector")
+    with pytest.raises(TypeError, match=r"write_demonstrations: demo must be Demonstrations"):
+        write_demonstrations(tmp_path / "x.demo", {"rows": []})
+
+
 def test_the_writer_takes_no_rows_and_refuses_writes_after_closing(tmp_path):
     spec = BehaviorSpec(((3,),), ActionSpec(0, (3,)))
     w = DemoWriter(tmp_path / "w.demo", "B", spec)

@@ -322,6 +322,16 @@ def test_check_env_refuses_what_the_run_refuses_and_checks_at_least_one_step():
             check_env(Simple1D(), steps=steps)
 
 
+@pytest.mark.parametrize("call,kind,message", [
+    (lambda: make_env(5), EnvError, "make_env: name must be an environment name or None"),
+    (lambda: make_env("3DBall", num_areas=1.5), EnvError, "make_env: num_areas must be a whole number >= 1; got 1.5"),
+    (lambda: check_env(object()), TypeError, "check_env: env must be a Palaestra environment"),
+])
+def test_the_python_api_names_a_wrong_argument(call, kind, message):
+    with pytest.raises(kind, match=re.escape(message)):
+        call()
+
+
 def test_gymnasium_multidiscrete_and_discrete_observations():
     gym.register("PalaestraTestMultiDiscrete-v0", entry_point=_MultiDiscreteEnv)
     try:

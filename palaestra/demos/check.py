@@ -22,6 +22,11 @@ def check_demonstrations(demo: Demonstrations, spec: BehaviorSpec, behavior_name
     """The ways ``demo`` does not fit behavior ``behavior_name`` with ``spec``: observation
     count and each shape, action type and sizes, and a recording without records. An empty
     list means they fit."""
+    if not isinstance(demo, Demonstrations):  # (a path: read_demonstrations(path) first)
+        raise TypeError(f"check_demonstrations: demo must be Demonstrations (read_demonstrations(path)); "
+                        f"got {type(demo).__name__}")
+    if not isinstance(spec, BehaviorSpec):
+        raise TypeError(f"check_demonstrations: spec must be a BehaviorSpec; got {type(spec).__name__}")
     ours = f"the demonstrations in {path if path is not None else demo.path} (behavior {demo.behavior_name!r})"
     theirs = f"behavior {behavior_name!r}"
     problems = []

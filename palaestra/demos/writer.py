@@ -319,6 +319,9 @@ def write_demonstrations(path: str | os.PathLike, demo: Demonstrations, meta: De
     """Write ``demo`` as one `.demo` file (a folder's files become one). ``meta``: the meta to
     store (e.g. ``demo.meta`` to keep what a recording said); by default counted from the rows.
     ``channels_first``: state images as channels x height x width, for ML-Agents 1.x and later."""
+    if not isinstance(demo, Demonstrations):
+        raise TypeError(f"write_demonstrations: demo must be Demonstrations (read_demonstrations(path)); "
+                        f"got {type(demo).__name__}")
     writer = DemoWriter(path, demo.behavior_name, demo.spec,
                         meta.name if meta is not None else demo.files[0].meta.name if demo.files else None,
                         channels_first)

@@ -80,6 +80,10 @@ def check_env(env: Env, steps: int = 200, seed: int = 0) -> None:
     """Raise EnvError describing the first protocol violation found in ``steps`` random steps."""
     if not isinstance(steps, (int, np.integer)) or isinstance(steps, bool) or steps < 1:
         raise ValueError(f"check_env: steps must be a whole number >= 1; got {steps!r}")
+    missing = [m for m in ("behavior_specs", "reset", "get_steps", "set_actions", "step") if not hasattr(env, m)]
+    if missing:
+        raise TypeError(f"check_env: env must be a Palaestra environment (envs/base.py's Env; make_env makes one "
+                        f"from a name); a {type(env).__name__} lacks {', '.join(missing)}")
     rng = np.random.default_rng(seed)
     specs = dict(env.behavior_specs)
     if not specs:

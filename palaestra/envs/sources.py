@@ -27,6 +27,7 @@ import dataclasses
 import difflib
 import inspect
 import logging
+import numbers
 import os
 import re
 from dataclasses import dataclass
@@ -243,6 +244,11 @@ def source_kind(name: str | None) -> str | None:
 
 def make_env(name: str | None, seed: int = 0, num_areas: int = 1, env_args: list[str] | None = None,
              engine: EngineConfig | None = None, port: int = RunOptions.base_port) -> Env:
+    # (the command line checks these itself; a caller from Python gets the same words)
+    if name is not None and not isinstance(name, str):
+        raise EnvError(f"make_env: name must be an environment name or None (the Unity Editor); got {name!r}")
+    if not isinstance(num_areas, numbers.Integral) or isinstance(num_areas, bool) or num_areas < 1:
+        raise EnvError(f"make_env: num_areas must be a whole number >= 1; got {num_areas!r}")
     source = _source(name)
     if source is not None:
         return source.make(EnvRequest(name, seed, num_areas, env_args, engine, port))
