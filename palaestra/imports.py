@@ -43,7 +43,7 @@ def import_target_module(target: str, flag: str) -> Any:
         raise ImportTargetError(f"{flag}={target}: cannot import module {module_name!r}: {e}{searched}") from None
     except Exception as e:  # the module's own code failed while importing (a syntax error, a raise)
         raise ImportTargetError(f"{flag}={target}: importing module {module_name!r} failed: "
-                                f"{type(e).__name__}: {e}") from None
+                                f"{type(e).__name__}: {e}") from e
 
 
 def load_callable(target: str, flag: str) -> Callable[..., Any]:

@@ -116,6 +116,8 @@ def run(options: RunOptions, interrupts: Interrupts | None = None) -> int:
         return _run(options, interrupts)
     except (ConfigError, EnvError, CheckpointError, UsageError, SaveError) as e:
         logger.error("%s", e)
+        if e.__cause__ is not None:  # e.g. the user's own factory, environment or module: where it failed
+            logger.debug("the error above came from:", exc_info=e.__cause__)
         return 1
     except OSError as e:  # a folder that cannot be written, a full disk, a file where a folder goes
         if isinstance(e, FileExistsError) and e.filename:

@@ -351,6 +351,25 @@ def test_a_gymnasium_environment_that_fails_to_start_is_one_line(run_cli, workdi
     assert "Traceback" not in result.log
 
 
+@pytest.mark.parametrize("flags", [(), ("--num-envs=2",)], ids=["here", "in-a-worker"])
+def test_debug_shows_where_the_environments_own_code_failed(run_cli, workdir, flags):
+    # the one-line error names the failure; --debug adds the traceback of the user's code, also
+    # from a worker process
+    (workdir / "failing_envs_deep.py").write_text(
+        "import gymnasium as gym\n"
+        "def open_window():\n    raise RuntimeError('no display')\n"
+        "def needs_a_display(**kwargs):\n    open_window()\n"
+        "gym.register('PalaestraFailing-deep-v0', entry_point='failing_envs_deep:needs_a_display')\n")
+    cfg = write_yaml(workdir / "c.yaml", "default:\n  max_steps: 100\n")
+    args = [str(cfg), "--env=failing_envs_deep:PalaestraFailing-deep-v0", *flags]
+    plain = run_cli(*args)
+    assert plain.code == 1 and "RuntimeError: no display" in plain.log and "Traceback" not in plain.log, plain.log
+    debug = subprocess.run([sys.executable, "-m", "palaestra.cli", *args, "--debug"], cwd=workdir,
+                           capture_output=True, text=True, timeout=120)
+    assert debug.returncode == 1 and "Traceback" in debug.stderr, debug.stderr
+    assert "in open_window" in debug.stderr and "failing_envs_deep.py" in debug.stderr, debug.stderr
+
+
 EXITING_ENV = """
 import sys
 import gymnasium as gym

@@ -96,13 +96,17 @@ def test_visual_advanced_sac(run_cli, workdir, episode_returns, encoder, images)
     assert score > 0.5
 
 
-@pytest.mark.parametrize("env", ["Memory1DDiscrete", "Memory1DContinuous"])
-def test_recurrent_sac(run_cli, workdir, episode_returns, env):
+@pytest.mark.parametrize("env,schedule", [("Memory1DDiscrete", "constant"), ("Memory1DContinuous", "linear")])
+def test_recurrent_sac(run_cli, workdir, episode_returns, env, schedule):
     # ML-Agents' row with sequences of 8 rows instead of 32: a Memory1D episode is 5-7 steps and
     # sequences never span two episodes, so a 32-row mini-batch held one sequence of ~6 real rows;
-    # continuous actions then failed on seed 3 of 8 (docs/benchmarks.md)
+    # continuous actions then failed on seed 3 of 8. Continuous actions also decay the learning
+    # rate: Memory1D's best action is saturated, whose squashed entropy lies far below ML-Agents'
+    # target of -1, so at a constant rate the entropy coefficient keeps growing and pulled 2 runs
+    # of 32 off the solved policy near the end; decaying it (and with it the coefficient's own
+    # steps) passed 32/32 (docs/benchmarks.md)
     score = _last_five(run_cli, workdir, episode_returns, SAC_BASE, env, [], batch_size=32, use_recurrent=True,
-                       max_steps=2000, sequence_length=8)
+                       max_steps=2000, sequence_length=8, learning_rate_schedule=schedule)
     assert score > 0.9
 
 

@@ -224,7 +224,7 @@ class GymnasiumEnv(SingleBehaviorEnv):
             except (gym.error.Error, TypeError, ValueError) as e:
                 raise EnvError(f"could not create Gymnasium environment {env_id!r}: {e}") from None
             except Exception as e:  # the environment's own code failed (a missing module, no display, ...)
-                raise EnvError(f"could not create Gymnasium environment {env_id!r}: {type(e).__name__}: {e}") from None
+                raise EnvError(f"could not create Gymnasium environment {env_id!r}: {type(e).__name__}: {e}") from e
         first = self.envs[0]
         obs_shape, self._obs_dtype, self._obs = observation_converter(first.observation_space, env_id)
         action_spec, self._act = action_converter(first.action_space, env_id)

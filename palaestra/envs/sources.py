@@ -308,7 +308,7 @@ def _from_factory(spec: str, seed: int, num_areas: int, kwargs: dict[str, Any], 
         try:
             return factory(**kwargs, **args)
         except Exception as e:  # the user's code: report it, do not crash with a traceback
-            raise EnvError(f"--env={spec}: the factory raised {type(e).__name__}: {e}") from None
+            raise EnvError(f"--env={spec}: the factory raised {type(e).__name__}: {e}") from e
 
     env = build(0)
     if isinstance(env, gymnasium.Env):
@@ -358,7 +358,7 @@ def _check_specs(spec: str, env: Any) -> None:
         specs = env.behavior_specs
     except Exception as e:  # the user's property
         raise EnvError(f"--env={spec}: reading the environment's behavior_specs raised "
-                       f"{type(e).__name__}: {e}") from None
+                       f"{type(e).__name__}: {e}") from e
     if not isinstance(specs, Mapping):
         raise EnvError(f"--env={spec}: the environment's behavior_specs is a {type(specs).__name__}, not a mapping "
                        "of behavior names to BehaviorSpec")

@@ -206,6 +206,7 @@ class WorkerPool:
                 w.proc.join(timeout=1)
                 raise WorkerFailed(f"the process died (exit code {w.proc.exitcode})") from None
             if reply[0] == "error":
+                logger.debug("worker %d failed here:\n%s", i, reply[2].rstrip())
                 raise WorkerFailed(reply[1])
             if handle is not None and handle(reply):
                 continue

@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import sys
+import traceback
 import warnings
 from typing import Any
 
@@ -103,8 +104,9 @@ def run_worker(conn: Any, control_name: str, n_workers: int, index: int, bells: 
         pass  # the main process went away: nothing to report to
     except BaseException as e:  # report it; the main process decides what to do
         detail = str(e) if isinstance(e, EnvError) else f"{type(e).__name__}: {e}"
+        where = "".join(traceback.format_exception(e.__cause__ or e))  # for the main process's --debug log
         try:
-            conn.send(("error", detail))
+            conn.send(("error", detail, where))
             control["reply_code"][index] = READ_PIPE
             reply.raise_to(seq)
         except (BrokenPipeError, OSError):
