@@ -1,16 +1,18 @@
 """Run an exported ONNX policy in an environment, as Unity's inference engine would: the
-model's deterministic actions, the environment's action masks, images scaled to [0, 1] and, for a
+model's deterministic actions, the environment's action masks, images scaled to [0, 1] (channels
+first) and, for a
 recurrent model, each agent's memory carried from one decision to the next and zeroed when its
 episode ends. Used by tests and benchmarks to check that what ships is what was trained."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from palaestra.envs.base import ActionTuple, Env
+from palaestra.envs.observations import channels_first, is_image
 
 
 def evaluate_onnx(env: Env, onnx_path: Path, episodes: int, max_decisions: int = 1_000_000,
@@ -25,6 +27,8 @@ def evaluate_onnx(env: Env, onnx_path: Path, episodes: int, max_decisions: int =
     memory_size = int(inputs["recurrent_in"].shape[-1]) if "recurrent_in" in inputs else 0
     behavior = behavior or next(iter(env.behavior_specs))
     spec = env.behavior_specs[behavior].action_spec
+    shapes = env.behavior_specs[behavior].observation_shapes
+    layouts = [bool(takes_channels_first(inputs[f"obs_{i}"].shape[1:], tuple(shape))) for i, shape in enumerate(shapes)]
     env.reset(parameters)
     running: dict[int, float] = {}
     memories = AgentMemories(memory_size)
@@ -32,7 +36,7 @@ def evaluate_onnx(env: Env, onnx_path: Path, episodes: int, max_decisions: int =
     for _ in range(max_decisions):
         decision, _ = env.get_steps(behavior)
         n = len(decision)
-        feeds = {f"obs_{i}": _model_input(o) for i, o in enumerate(decision.obs)}
+        feeds = {f"obs_{i}": model_input(o, first) for i, (o, first) in enumerate(zip(decision.obs, layouts))}
         if spec.is_discrete:
             masks = decision.action_mask
             allowed = ~np.concatenate(masks, axis=1) if masks else np.ones((n, sum(spec.discrete_branches)), bool)
@@ -58,11 +62,24 @@ def evaluate_onnx(env: Env, onnx_path: Path, episodes: int, max_decisions: int =
     return returns[:episodes]
 
 
-def _model_input(observation: np.ndarray) -> np.ndarray:
-    """The exported model takes floats; images arrive as uint8 and it takes them in [0, 1]."""
-    if observation.dtype == np.uint8:
-        return observation.astype(np.float32) / 255.0
-    return observation.astype(np.float32)
+def model_input(observation: np.ndarray, channels_first: bool) -> np.ndarray:
+    """An observation as an exported model takes it: floats, images (uint8 here) in [0, 1], and
+    ``[batch, channels, height, width]`` where the model takes them channels first."""
+    x = observation.astype(np.float32) / 255.0 if observation.dtype == np.uint8 else observation.astype(np.float32)
+    return x.transpose(0, 3, 1, 2) if channels_first else x
+
+
+def takes_channels_first(declared: Sequence[object], shape: tuple[int, ...]) -> bool | None:
+    """Whether a model input declared ``declared`` (its shape past the batch axis) takes an
+    observation of ``shape`` channels first (ML-Agents' exports and Palaestra's) or as the
+    environment gives it (height × width × channels: Palaestra's exports before channels first);
+    None if it takes neither. Named (dynamic) sizes match anything."""
+    fixed = all(isinstance(d, int) for d in declared)
+    if is_image(shape):
+        if not fixed or tuple(declared) == channels_first(shape):
+            return True
+        return False if tuple(declared) == tuple(shape) else None
+    return False if not fixed or tuple(declared) == tuple(shape) else None
 
 
 class AgentMemories:

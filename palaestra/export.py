@@ -1,6 +1,7 @@
 """ONNX export with the tensor names ML-Agents 2.x and Unity's inference engine expect.
 
-Inputs: ``obs_0``, ``obs_1``, ... ``[batch, *shape]``; ``action_masks`` ``[batch, sum(branches)]``
+Inputs: ``obs_0``, ``obs_1``, ... ``[batch, *shape]``, images ``[batch, channels, height, width]``
+(ML-Agents' exporter's layout, which Unity's inference engine checks against the camera's); ``action_masks`` ``[batch, sum(branches)]``
 (1 = allowed) for discrete actions; ``recurrent_in`` ``[batch, 1, memory_size]`` for recurrent
 policies (the actor's memory; zeros at an episode's start). Outputs: ``version_number`` [3],
 ``memory_size`` (0 without memory), ``recurrent_out`` ``[batch, 1, memory_size]`` (recurrent), and per
@@ -23,9 +24,11 @@ from onnx import TensorProto, helper
 from torch import nn
 
 from palaestra.checkpoints import atomic_write_bytes
+from palaestra.envs.observations import channels_first, is_image
 from palaestra.networks.distributions import MASKED_LOGIT, gumbel_argmax
 from palaestra.networks.policy import ActorCritic
 from palaestra.networks.sac_networks import SquashedActor
+from palaestra.networks.visual import channels_first_inputs
 
 # Both provide .spec, .branches and export_heads(obs, memory) → (sampled, deterministic, logits,
 # memory after the step); recurrent ones .lstm (networks/recurrent.py).
@@ -50,8 +53,8 @@ class _ExportPolicy(nn.Module):
         if sample is not None:
             outputs += [sample, best]
         if logits is not None:
-            masks = inputs[n_obs]
-            logits = torch.where(masks > 0.5, logits, torch.full_like(masks, MASKED_LOGIT))
+            masks = inputs[n_obs]  # 1 = allowed, 0 = masked; arithmetic, not a shape-dependent fill
+            logits = logits * masks + (1.0 - masks) * MASKED_LOGIT
             sampled, chosen = [], []
             start = 0
             for size in self.branches:
@@ -78,7 +81,7 @@ def export_policy(policy: ExportablePolicy, path: Path) -> None:
     was_training = policy.training
     policy.eval()
     obs_names = [f"obs_{i}" for i in range(len(spec.observation_shapes))]
-    dummy = [torch.zeros((1, *shape), device=device) for shape in spec.observation_shapes]
+    dummy = [torch.zeros((1, *(channels_first(shape) if is_image(shape) else shape)), device=device) for shape in spec.observation_shapes]
     input_names = list(obs_names)
     output_names: list[str] = []
     action = spec.action_spec
@@ -94,19 +97,21 @@ def export_policy(policy: ExportablePolicy, path: Path) -> None:
         dummy.append(torch.zeros((1, 1, memory_size), device=device))
         output_names.append("recurrent_out")
     buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            _ExportPolicy(policy),
-            tuple(dummy),
-            buffer,
-            dynamo=False,
-            opset_version=OPSET,
-            input_names=input_names,
-            output_names=output_names,
-            dynamic_axes={name: {0: "batch"} for name in input_names + output_names},
-        )
-    policy.train(was_training)
+    try:
+        with warnings.catch_warnings(), channels_first_inputs(policy):
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                _ExportPolicy(policy),
+                tuple(dummy),
+                buffer,
+                dynamo=False,
+                opset_version=OPSET,
+                input_names=input_names,
+                output_names=output_names,
+                dynamic_axes={name: {0: "batch"} for name in input_names + output_names},
+            )
+    finally:
+        policy.train(was_training)
     model = onnx.load_from_string(buffer.getvalue())
     constants = {"version_number": [float(MODEL_VERSION)], "memory_size": [float(memory_size)]}
     if action.is_continuous:

@@ -112,6 +112,40 @@ def test_an_onnx_model(workdir, capsys):
     assert demo.episodes == 3
 
 
+def _image_onnx(path, channels_first: bool) -> None:
+    """A linear model of a 84 x 84 x 3 image: move = argmax(pixels @ w), with the same weight per
+    pixel whether it takes the image channels first (ML-Agents' exports and Palaestra's) or last
+    (Palaestra's before)."""
+    weights = np.random.default_rng(0).normal(size=(84, 84, 3, 4)).astype(np.float32)
+    if channels_first:
+        weights = weights.transpose(2, 0, 1, 3)
+    w = helper.make_tensor("w", TensorProto.FLOAT, (84 * 84 * 3, 4), weights.ravel().tolist())
+    nodes = [helper.make_node("Flatten", ["obs_0"], ["pixels"], axis=1),
+             helper.make_node("MatMul", ["pixels", "w"], ["scores"]),
+             helper.make_node("ArgMax", ["scores"], ["index"], axis=1, keepdims=1),
+             helper.make_node("Cast", ["index"], ["deterministic_discrete_actions"], to=TensorProto.FLOAT)]
+    shape = ["batch", 3, 84, 84] if channels_first else ["batch", 84, 84, 3]
+    graph = helper.make_graph(nodes, "image", [helper.make_tensor_value_info("obs_0", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("deterministic_discrete_actions", TensorProto.FLOAT,
+                                                             ["batch", 1])], initializer=[w])
+    save_onnx(graph, path, opset=13)
+
+
+def test_an_image_model_is_fed_in_the_layout_it_declares(workdir, capsys):
+    # exported models take images channels first; models exported before that take them as the
+    # environment gives them: both are fed what they declare, and act alike
+    actions = {}
+    for first in (True, False):
+        _image_onnx(workdir / f"m{first}.onnx", channels_first=first)
+        code, _, err = _record(["--env=VisualGridWorld", f"--policy=m{first}.onnx", "--episodes=3", f"--out=o{first}",
+                                "--seed=2"], capsys)
+        assert code == 0, err
+        demo = read_demonstrations(workdir / f"o{first}" / "GridWorld.demo")
+        actions[first] = demo.discrete_actions[demo.has_action]
+    np.testing.assert_array_equal(actions[True], actions[False])
+    assert len(np.unique(actions[True])) > 1  # the image decides the move
+
+
 def test_pettingzoo_behaviors_each_get_a_file_and_their_own_policy(workdir, capsys):
     pytest.importorskip("mpe2", reason="mpe2 is not installed")
     code, out, err = _record(["--env=pettingzoo:mpe2.simple_adversary_v3", "--env-args", "max_cycles=15",

@@ -325,6 +325,7 @@ def test_updates_learn_and_checkpoints_restore_the_memory_networks(tmp_path, sha
 def test_the_exported_model_carries_its_memory_step_by_step_like_the_policy(tmp_path, continuous, variant):
     import onnxruntime as ort
 
+    from palaestra.evaluation import model_input
     from palaestra.export import export_policy
 
     spec = _spec(continuous, ((3,), (20, 20, 3)))
@@ -340,7 +341,7 @@ def test_the_exported_model_carries_its_memory_step_by_step_like_the_policy(tmp_
     for _ in range(6):
         obs = _observations(spec, rng, 5)
         expected = ppo.act(obs, None if continuous else np.ones((5, 5), bool), deterministic=True, memory=memory)
-        feeds = {f"obs_{i}": (o / 255.0 if o.dtype == np.uint8 else o).astype(np.float32) for i, o in enumerate(obs)}
+        feeds = {f"obs_{i}": model_input(o, channels_first=o.ndim == 4) for i, o in enumerate(obs)}  # as Unity feeds
         feeds["recurrent_in"] = exported_memory
         if not continuous:
             feeds["action_masks"] = np.ones((5, 5), np.float32)

@@ -164,11 +164,22 @@ def test_the_exported_model_takes_images_as_floats_and_matches_the_policy(tmp_pa
         mask = None if continuous else np.ones((5, 5), bool)
         expected = algorithm.act(obs, mask, deterministic=True)
         export_policy(algorithm.policy, tmp_path / "p.onnx")
+        # the actor's encoders alone (PPO's critic has its own, which a model in Unity never needs)
+        import onnx
+
+        from palaestra.networks.encoders import CONVOLUTIONS, RESNET_CHANNELS
+        from palaestra.networks.visual import RESNET_BLOCKS
+
+        per_image = len(CONVOLUTIONS[kind]) if kind in CONVOLUTIONS else len(RESNET_CHANNELS) * (1 + 2 * RESNET_BLOCKS)
+        graph = onnx.load(str(tmp_path / "p.onnx")).graph
+        assert sum(node.op_type == "Conv" for node in graph.node) == 2 * per_image  # two images
         session = ort.InferenceSession(str(tmp_path / "p.onnx"))
         inputs = {i.name: i.shape for i in session.get_inputs()}
-        assert inputs["obs_1"][1:] == [36, 40, 3] and inputs["obs_2"][1:] == [36, 36, 1]  # Unity's layout
+        # channels first, as ML-Agents' exporter writes image inputs and Unity's inference engine checks them
+        assert inputs["obs_1"][1:] == [3, 36, 40] and inputs["obs_2"][1:] == [1, 36, 36]
         # Unity's inference engine feeds images as floats in [0, 1]
         feeds = {f"obs_{i}": (o / 255.0 if o.dtype == np.uint8 else o).astype(np.float32) for i, o in enumerate(obs)}
+        feeds = {k: v.transpose(0, 3, 1, 2) if v.ndim == 4 else v for k, v in feeds.items()}
         if not continuous:
             feeds["action_masks"] = np.ones((5, 5), np.float32)
         out = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))

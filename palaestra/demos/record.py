@@ -32,7 +32,8 @@ from palaestra.demos.reader import DemoError, DemoMeta
 from palaestra.demos.writer import DemoWriter
 from palaestra.envs.base import ActionTuple, BehaviorSpec, DecisionSteps, Env, EnvError, TerminalSteps
 from palaestra.envs.checker import refuse_non_finite
-from palaestra.evaluation import AgentMemories
+from palaestra.envs.observations import channels_first, is_image
+from palaestra.evaluation import AgentMemories, model_input, takes_channels_first
 from palaestra.imports import ImportTargetError, load_callable
 from palaestra.options import _ranged, positive_int
 
@@ -125,14 +126,18 @@ def _onnx(path: Path, spec: BehaviorSpec, behavior: str) -> Policy:
     if missing or extra:
         raise RecordError(f"--policy={path}: the model takes inputs {inputs}; behavior {behavior!r} has "
                           f"{len(obs_names)} observations {[list(s) for s in spec.observation_shapes]}")
-    for model_input in session.get_inputs():
-        if model_input.name not in obs_names:
+    layouts = {}  # each observation input: channels first (images, as exported) or as the environment gives it
+    for declared in session.get_inputs():
+        if declared.name not in obs_names:
             continue
-        index = obs_names.index(model_input.name)
-        given = list(model_input.shape[1:])  # named (dynamic) sizes are not checked
-        if all(isinstance(d, int) for d in given) and tuple(given) != spec.observation_shapes[index]:
-            raise RecordError(f"--policy={path}: the model's input {model_input.name} has shape {given}; behavior "
-                              f"{behavior!r}'s observation {index} has {list(spec.observation_shapes[index])}")
+        index = obs_names.index(declared.name)
+        shape = tuple(spec.observation_shapes[index])
+        layouts[declared.name] = takes_channels_first(declared.shape[1:], shape)
+        if layouts[declared.name] is None:
+            expected = f"{list(channels_first(shape))} (channels first)" if is_image(shape) else f"{list(shape)}"
+            raise RecordError(f"--policy={path}: the model's input {declared.name} has shape {declared.shape[1:]}; "
+                              f"behavior {behavior!r}'s observation {index} has {list(shape)}, which a model "
+                              f"takes as {expected}")
     actions = spec.action_spec
 
     def pick(kind: str) -> str | None:
@@ -150,7 +155,7 @@ def _onnx(path: Path, spec: BehaviorSpec, behavior: str) -> Policy:
         n = len(steps)
         feeds = {}
         for name, obs in zip(obs_names, steps.obs):
-            feeds[name] = obs.astype(np.float32) / 255.0 if obs.dtype == np.uint8 else obs.astype(np.float32)
+            feeds[name] = model_input(obs, layouts[name])
         if "action_masks" in inputs:
             masks = steps.action_mask
             allowed = ~np.concatenate(masks, axis=1) if masks else np.ones((n, sum(actions.discrete_branches)), bool)

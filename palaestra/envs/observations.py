@@ -11,6 +11,12 @@ def is_image(shape: tuple[int, ...]) -> bool:
     return len(shape) == 3
 
 
+def channels_first(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """An image's shape (height, width, channels) as (channels, height, width): how an exported
+    model takes it (ML-Agents' exporter's layout, which Unity's inference engine checks)."""
+    return (shape[2], shape[0], shape[1])
+
+
 def stored_dtype(shape: tuple[int, ...]) -> type:
     return np.uint8 if is_image(shape) else np.float32
 

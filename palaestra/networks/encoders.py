@@ -21,13 +21,14 @@ def concatenate_vectors(observations: Sequence[Any]) -> Any:
     first = observations[0]
     if len(observations) == 1 and first.ndim == 2:
         return first
-    n = first.shape[0]
-    flat = [o.reshape(n, math.prod(o.shape[1:])) for o in observations]  # explicit sizes: n may be 0
     if isinstance(first, np.ndarray):
-        return np.concatenate(flat, axis=1)
+        n = first.shape[0]
+        return np.concatenate([o.reshape(n, math.prod(o.shape[1:])) for o in observations], axis=1)  # n may be 0
     import torch
 
-    return torch.cat(flat, 1)
+    # flatten, not a reshape to the batch size read off the tensor: an exported model then needs
+    # no operation on shapes at run time
+    return torch.cat([torch.flatten(o, 1) for o in observations], 1)
 
 
 # The smallest image (height and width) each image encoder (networks/visual.py) takes: its

@@ -54,6 +54,15 @@ class TwinMLP(nn.Module):
             size = out
         self.hidden = hidden
 
+    def first(self, x: torch.Tensor) -> torch.Tensor:
+        """Tower 0 alone on ``[B, inputs]`` → ``[B, out]`` (PPO's actor, for an exported model)."""
+        h = x
+        for w, b, kind in zip(self.weights, self.biases, self.activations):
+            h = torch.addmm(b[0], h, w[0].t())
+            if kind:
+                h = HIDDEN_ACTIVATIONS[kind](h)
+        return h
+
     def forward(self, x: torch.Tensor, detached: bool = False) -> torch.Tensor:
         h = x.unsqueeze(0).expand(2, *x.shape) if x.dim() == 2 else x
         for w, b, kind in zip(self.weights, self.biases, self.activations):
@@ -167,16 +176,18 @@ class ActorCritic(nn.Module):
     def export_heads(self, observations: list[torch.Tensor], memory: torch.Tensor | None = None
                      ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
         """For ONNX export: (sampled continuous, deterministic continuous, unmasked logits, the
-        actor's memory after this step). ``memory``: the actor's memory (recurrent only)."""
-        x = self.encode(observations)
-        if x.dim() == 3:
-            x = x[0]  # the actor's image encodings
+        actor's memory after this step). ``memory``: the actor's memory (recurrent only). Only the
+        actor's layers run: the critic's would double an exported model's work in Unity."""
+        x = self.encoder(observations)
+        x = self.normalizer(x) if self.normalizer is not None else x
+        if self.images is not None:
+            x = self.images.first_tower(x, observations)  # the actor's image encoders alone
         new_memory = None
         if self.lstm is not None and self.lstm_first:
             out, new_memory = self.lstm.actor(x.unsqueeze(1), memory)
-            h = self.towers(out[:, 0])[0]
+            h = self.towers.first(out[:, 0])
         else:
-            h = self.towers(x)[0]
+            h = self.towers.first(x)
             if self.lstm is not None:
                 out, new_memory = self.lstm.actor(h.unsqueeze(1), memory)
                 h = out[:, 0]

@@ -14,12 +14,13 @@ trainer, which kept them):
 Each ends in a dense layer of ``hidden_units`` features (leaky ReLU for the first two, as
 ML-Agents; swish for resnet). Images arrive height × width × channels, as uint8 (the collector's
 and buffers' storage: scaled by 1/255 here) or as floats in [0, 1] (what Unity's inference engine
-feeds an exported model)."""
+feeds an exported model); an exported model takes them channels first (:func:`channels_first_inputs`)."""
 
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -34,18 +35,36 @@ RESNET_BLOCKS = 2
 
 class ChannelsFirst(nn.Module):
     """[B, H, W, C] uint8 (0-255) or float in [0, 1] → [B, C, H, W] float, centred in [-1, 1].
+    Within :func:`channels_first_inputs` the images arrive [B, C, H, W] already.
 
     Centred, a dark pixel moves the first layer as much as a bright one: with [0, 1] inputs a
     black image reaches the network only through its biases, which every image shares. On
     ML-Agents' visual 1-D tests (one image black, the other white) policies with [0, 1] inputs
     learned and then flipped between updates (docs/benchmarks.md)."""
 
+    inputs_channels_first = False
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if images.dtype == torch.uint8:
             images = images.float() * (2.0 / 255.0) - 1.0
         else:
             images = images * 2.0 - 1.0
-        return images.permute(0, 3, 1, 2)
+        return images if self.inputs_channels_first else images.permute(0, 3, 1, 2)
+
+
+@contextlib.contextmanager
+def channels_first_inputs(network: nn.Module) -> Iterator[None]:
+    """The network's image encoders take [B, C, H, W] images while this lasts: the layout of an
+    exported model's image inputs, which ML-Agents' exporter writes and Unity's inference engine
+    reads (it checks channels, height and width against the camera's)."""
+    layers = [m for m in network.modules() if isinstance(m, ChannelsFirst)]
+    for layer in layers:
+        layer.inputs_channels_first = True
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.inputs_channels_first = False
 
 
 class ResidualBlock(nn.Module):
@@ -141,6 +160,10 @@ class ImageFeatures(nn.Module):
 
     def encode_tower(self, tower: int, images: Sequence[torch.Tensor]) -> torch.Tensor:
         return torch.cat([encode(x) for encode, x in zip(self.towers[tower], images)], -1)
+
+    def first_tower(self, vectors: torch.Tensor, observations: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Tower 0's features alone, ``[B, size]`` (PPO's actor: what an exported model runs)."""
+        return torch.cat([vectors, self.encode_tower(0, [observations[i] for i in self.image_indices])], -1)
 
     def forward(self, vectors: torch.Tensor, observations: Sequence[torch.Tensor]) -> torch.Tensor:
         images = [observations[i] for i in self.image_indices]
