@@ -100,7 +100,7 @@ class IntRange:
 # options again (check_options), for RunOptions built in Python
 INT_OPTIONS: dict[str, IntRange] = {
     "lesson": IntRange(0),
-    "keep_checkpoints": IntRange(1),
+    "keep_checkpoints": IntRange(0),  # 0 keeps every one, as ML-Agents' TensorFlow saver did
     "num_envs": IntRange(1, MAX_ENVS),
     "num_areas": IntRange(1, MAX_ENVS),
     "save_freq": IntRange(1),
@@ -349,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="environment-parameter sampler YAML: resampling-interval and a uniform, gaussian or "
                         "multirange_uniform sampler per parameter, drawn per worker from --seed (docs/curricula.md)")
     p.add_argument("--keep-checkpoints", type=_ranged("keep_checkpoints"), default=d.keep_checkpoints,
-                   help="checkpoints kept per behavior; older ones are deleted")
+                   help="checkpoints kept per behavior; older ones are deleted (0 keeps every one)")
     p.add_argument("--num-envs", type=_ranged("num_envs"), default=d.num_envs,
                    help="environment instances: 1 runs in the main process; more run one per worker "
                         "process (see --acting)")

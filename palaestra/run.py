@@ -520,7 +520,7 @@ def _add_writers(parts: RunParts, writers: list[Any], start_time: float, names: 
             resumed_at = trainer.step if options.resume else None
             tb = TensorBoardWriter(summaries, category, clear_old=not options.resume, resume_step=resumed_at)
             writers.append(tb)
-            tb.write_text("Hyperparameters", yaml.safe_dump(s.as_dict(), sort_keys=False))
+            tb.write_settings(s.as_dict())
             own += [tb, CSVWriter(summaries, category, append=options.resume, resume_step=resumed_at)]
             if options.debug:
                 trainer.metrics = MetricsCSV(summaries, category, append=options.resume)

@@ -87,6 +87,20 @@ class TensorBoardWriter:
         with self._named_errors():
             self.writer.add_text(tag, text, 0)
 
+    def write_settings(self, settings: dict) -> None:
+        """The behavior's resolved settings as TensorBoard's Text tab shows a table (its text is
+        Markdown, in which a YAML dump runs together into one line): a row per key, nested
+        settings (reward_signals, ...) in YAML's one-line form, as ML-Agents' two-column table."""
+        import yaml
+
+        def cell(value: object) -> str:
+            text = yaml.safe_dump(value, default_flow_style=True, width=10**6, sort_keys=False).strip()
+            text = text.removesuffix("\n...")  # a lone scalar's document end marker
+            return text.replace("|", "\\|")
+
+        rows = [f"| {key} | {cell(value)} |" for key, value in settings.items()]
+        self.write_text("Hyperparameters", "\n".join(["| setting | value |", "|---|---|", *rows]))
+
     def write(self, category: str, step: int, values: dict[str, StatSummary]) -> None:
         with self._named_errors():
             for key, s in values.items():

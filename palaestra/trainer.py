@@ -247,7 +247,9 @@ class BehaviorTrainer:
         if episodes.entropy_count:
             self.stats.add("Policy/Entropy", episodes.entropy_sum / episodes.entropy_count)
         self.stats.set("Policy/Learning Rate", self.algorithm.current_learning_rate())
-        self.stats.set("Is Training", 1.0 if self.learning else 0.0)
+        # the summary's period, not the step reached: the one labelled max_steps was trained for
+        # (ML-Agents wrote it before its last steps were counted), whatever the update overshot
+        self.stats.set("Is Training", 1.0 if self.training and step <= self.settings.max_steps else 0.0)
         for key, value in (self.summary_extra() if self.summary_extra is not None else {}).items():
             self.stats.set(key, value)
         self.stats.write(step)
@@ -435,7 +437,9 @@ class BehaviorTrainer:
             ) from None
         if weights_only:
             return 0
-        self._next_summary = int(state.get("next_summary", self._next_summary))
+        # the next multiple of this run's summary_freq past the step reached, as ML-Agents derives
+        # it (the saved one counts in the summary_freq the checkpoint ran with, which may differ)
+        self._next_summary = (self.step // self.settings.summary_freq + 1) * self.settings.summary_freq
         saved_lesson = state.get("curriculum")
         if self.lesson is not None and self.curriculum is not None and isinstance(saved_lesson, dict):
             self.lesson.load_state_dict(saved_lesson, self.curriculum)

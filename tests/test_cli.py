@@ -95,6 +95,21 @@ def test_tensorboard_events_carry_mlagents_stat_names(run_cli, small_config, wor
         assert name in tags, name
 
 
+def test_the_hyperparameters_text_is_a_table_tensorboard_shows_row_by_row(run_cli, small_config, workdir):
+    # TensorBoard renders text as Markdown: a YAML dump would run together into one line
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    assert run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=tb").code == 0
+    acc = EventAccumulator(str(workdir / "summaries" / "tb_1D"), size_guidance={"tensors": 0})
+    acc.Reload()
+    (tag,) = [t for t in acc.Tags()["tensors"] if t.startswith("Hyperparameters")]
+    text = acc.Tensors(tag)[0].tensor_proto.string_val[0].decode()
+    lines = text.splitlines()
+    assert lines[:2] == ["| setting | value |", "|---|---|"]
+    assert "| batch_size | 16 |" in lines and "| trainer | ppo |" in lines
+    assert "| reward_signals | {extrinsic: {strength: 1.0, gamma: 0.99" in text
+
+
 def test_reused_run_id_needs_resume_or_force(run_cli, small_config, workdir):
     assert run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=r").code == 0
     again = run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=r")
@@ -117,6 +132,19 @@ def test_resume_continues_from_the_checkpoint(run_cli, workdir):
     # The optimizer state came back too: Adam's step counter kept counting.
     adam_steps = lambda s: max(int(v["step"]) for v in s["algorithm"]["optimizer"]["state"].values())  # noqa: E731
     assert adam_steps(last) > adam_steps(first)
+
+
+def test_resume_with_another_summary_freq_writes_at_its_multiples(run_cli, workdir):
+    config = str(write_yaml(workdir / "c.yaml", SMALL.format(max_steps=400)))
+    assert run_cli(config, "--env=Simple1DDiscrete", "--run-id=r", "--seed=2").code == 0
+    write_yaml(workdir / "c.yaml", SMALL.format(max_steps=1200).replace("summary_freq: 100", "summary_freq: 300"))
+    assert run_cli(config, "--env=Simple1DDiscrete", "--run-id=r", "--resume").code == 0
+    with open(workdir / "summaries" / "r_1D.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    # the next multiple of the new summary_freq past the step resumed from, as ML-Agents derives
+    # it, up to and including max_steps (whose summary still says the behavior trained)
+    assert [int(r["Steps"]) for r in rows] == [100, 200, 300, 400, 600, 900, 1200]
+    assert [float(r["Is Training"]) for r in rows] == [1.0] * 7
 
 
 def test_resume_without_a_previous_run(run_cli, small_config):
@@ -267,6 +295,9 @@ def test_keep_checkpoints_deletes_the_oldest(run_cli, workdir):
     assert run_cli(config, "--env=Simple1DDiscrete", "--run-id=k", "--save-freq=100", "--keep-checkpoints=2").code == 0
     found = CheckpointManager(workdir / "models/k/1D", 2).list()
     assert len(found) == 2 and found[-1][0] > 1000
+    # 0 keeps every one (ML-Agents passed it to TensorFlow's saver, where 0 deletes none)
+    assert run_cli(config, "--env=Simple1DDiscrete", "--run-id=all", "--save-freq=100", "--keep-checkpoints=0").code == 0
+    assert len(CheckpointManager(workdir / "models/all/1D", 0).list()) >= 10
 
 
 def test_seed_makes_runs_repeatable(run_cli, small_config, workdir):
@@ -545,6 +576,8 @@ def test_a_behavior_past_max_steps_stops_learning_while_others_go_on(tmp_path):
     trainer.stats.writers.append(type("Capture", (), {"write": lambda self, c, s, v: written.append(v)})())
     trainer.write_summary(trainer.step)  # the summary says it no longer learns (ML-Agents' "Is Training")
     assert written[0]["Is Training"].mean == 0.0
+    trainer.write_summary(100)  # the one labelled max_steps covers steps it trained in
+    assert written[1]["Is Training"].mean == 1.0
 
 
 @pytest.mark.parametrize("flag,message", [
