@@ -133,12 +133,11 @@ class ConsoleWriter:
         state = "Training." if training else "Not Training."
         if reward is not None:
             logger.info(
-                "%s: Step: %d. Time Elapsed: %.3f s. Mean Reward: %.3f. Std of Reward: %.3f. %s",
+                "%s: Step: %d. Time Elapsed: %.3f s Mean Reward: %.3f. Std of Reward: %.3f. %s",  # ML-Agents' words
                 category, step, elapsed, reward.mean, reward.std, state,
             )
         else:
-            logger.info("%s: Step: %d. Time Elapsed: %.3f s. No episode was completed since last summary. %s",
-                        category, step, elapsed, state)
+            logger.info("%s: Step: %d. No episode was completed since last summary. %s", category, step, state)
 
     def close(self) -> None:
         pass

@@ -4,6 +4,7 @@ checkpoints, Ctrl+C, and a clear message with a non-zero exit for every kind of 
 from __future__ import annotations
 
 import csv
+import logging
 import json
 import os
 import re
@@ -78,7 +79,9 @@ def test_training_writes_every_output(run_cli, small_config, workdir):
     assert any(k.startswith("r1_1D.Environment.CumulativeReward") for k in timers["gauges"])
     assert {"timer_format_version", "palaestra_version", "torch_version", "communication_protocol_version"} <= \
         set(timers["metadata"])
-    assert re.search(r"r1_1D: Step: \d+\. Time Elapsed: [\d.]+ s\. Mean Reward: ", result.log)
+    # ML-Agents 0.16's line, character for character (scripts parse it): no full stop after "s"
+    assert re.search(r"r1_1D: Step: \d+\. Time Elapsed: [\d.]+ s Mean Reward: -?[\d.]+\. Std of Reward: [\d.]+\. "
+                     r"(Not )?Training\.", result.log)
     ort.InferenceSession(str(run_dir / "1D.onnx"))
 
 
@@ -93,6 +96,14 @@ def test_tensorboard_events_carry_mlagents_stat_names(run_cli, small_config, wor
                  "Policy/Learning Rate", "Policy/Extrinsic Reward", "Policy/Extrinsic Value Estimate",
                  "Losses/Policy Loss", "Losses/Value Loss", "Is Training"):
         assert name in tags, name
+
+
+def test_a_summary_without_finished_episodes_says_so_in_ml_agents_words(caplog):
+    from palaestra.stats import ConsoleWriter, StatSummary
+
+    with caplog.at_level(logging.INFO, logger="palaestra"):
+        ConsoleWriter(0.0, True).write("r_B", 500, {"Is Training": StatSummary(1.0, 0.0, 1)})
+    assert caplog.messages == ["r_B: Step: 500. No episode was completed since last summary. Training."]
 
 
 def test_the_hyperparameters_text_is_a_table_tensorboard_shows_row_by_row(run_cli, small_config, workdir):
