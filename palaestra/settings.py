@@ -436,7 +436,14 @@ class SACSettings(TrainerSettings):
                                     "beside the checkpoints (`replay_buffer.pt`) and restore it on `--resume`")
     reward_signal_steps_per_update: float | None = _key(None, real(0.0, low_open=True), "agent steps per update "
                                                         "of the reward signals' own models (curiosity, GAIL); "
-                                                        "unset: `steps_per_update`")
+                                                        "unset: `steps_per_update`. 0.16 wrote it under "
+                                                        "`reward_signals`, later releases beside the other keys: "
+                                                        "both are read")
+    reward_signal_num_update: int | None = _key(None, integer(1), "the signals' updates per round of "
+                                                "`train_interval` steps (the 0.15 cadence, written under "
+                                                "`reward_signals`; unset: `num_update`)")
+    reward_signal_train_interval: int | None = _key(None, integer(1), "steps between the signals' update "
+                                                    "rounds (0.15; unset: `train_interval`)")
 
 
 @dataclass(frozen=True)
@@ -516,8 +523,6 @@ LEGACY_KEYS = {
     "curiosity_strength": "reward_signals: curiosity: strength",
     "curiosity_enc_size": "reward_signals: curiosity: encoding_size",
     "gamma": "reward_signals: extrinsic: gamma",
-    "reward_signal_num_update": "reward_signal_steps_per_update",
-    "reward_signal_train_interval": "reward_signal_steps_per_update",
     "burn_in_ratio": "nothing (it had no effect in 0.16)",
 }
 
@@ -559,15 +564,33 @@ class TrainerConfig:
         default_name, merged = self._section("default") if "default" in self.sections else ("", {})
         section = self.own_section(behavior)
         own_name, own = self._section(section) if section is not None else ("", {})
-        if "steps_per_update" in own:  # the behavior's own cadence spelling wins over the default's
-            merged.pop("num_update", None)
-            merged.pop("train_interval", None)
-        elif "num_update" in own or "train_interval" in own:
-            merged.pop("steps_per_update", None)
         origins = {key: f"section {_show(default_name)}" for key in merged}
         origins.update({key: f"section {_show(own_name)}" for key in own})
         self._warn_unread(behavior, own_name, own, default_name, merged)
         merged.update(own)
+        for new, old_keys in CADENCE_SPELLINGS.items():  # one section's 0.16 key, the other's 0.15 keys
+            old = [k for k in old_keys if k in merged]
+            if new in merged and old and merged.get("trainer", TRAINER_KEYS["trainer"].default) == "sac":
+                message = (f"{self.path}: behavior {_show(behavior)}: {new} ({origins[new]}, 0.16) and "
+                           f"{'/'.join(old)} ({origins[old[0]]}, 0.15) both set; as in ML-Agents 0.16, "
+                           f"{new} is read")
+                if message not in self.warnings:
+                    self.warnings.append(message)
+                    logger.warning(message)
+            if new in merged:
+                for key in old:
+                    merged.pop(key)
+        signal_old = [k for k in CADENCE_SPELLINGS["reward_signal_steps_per_update"] if k in merged]
+        if signal_old and "steps_per_update" in merged:  # a 0.16 cadence beside the signals' 0.15 one
+            if merged.get("trainer", TRAINER_KEYS["trainer"].default) == "sac":
+                message = (f"{self.path}: behavior {_show(behavior)}: {'/'.join(signal_old)} (0.15) is not read "
+                           f"beside steps_per_update (0.16), as in ML-Agents 0.16; the signals' cadence is "
+                           "reward_signal_steps_per_update (under reward_signals)")
+                if message not in self.warnings:
+                    self.warnings.append(message)
+                    logger.warning(message)
+            for key in signal_old:
+                merged.pop(key)
         settings = _build_settings(self.path, behavior, merged, origins)
         for message in settings_notes(self.path, behavior, settings):
             if message not in self.warnings:
@@ -1028,19 +1051,51 @@ def _check_value(path: Path, section: str, key: str, check: Callable[[Any], Any]
         raise ConfigError(f"{_where(path, section, key)}: expected {expected}, got {_show(value)}") from None
 
 
+# SAC's update cadences: the 0.16 key and the 0.15 keys it replaced (the 0.15 ones are converted,
+# steps_per_update = train_interval / num_update); where both are set, 0.16's is read, as in 0.16
+CADENCE_SPELLINGS = {"steps_per_update": ("train_interval", "num_update"),
+                     "reward_signal_steps_per_update": ("reward_signal_train_interval", "reward_signal_num_update")}
+# the signals' cadence keys, which 0.15 and 0.16 read from under reward_signals
+SIGNAL_CADENCE_KEYS = ("reward_signal_steps_per_update", "reward_signal_num_update", "reward_signal_train_interval")
+
+
+def _hoist_signal_cadence(path: Path, name: str, section: dict[str, Any]) -> dict[str, Any]:
+    """The section with the signals' cadence keys written under ``reward_signals`` (where
+    ML-Agents 0.15 and 0.16 read them) moved beside the other keys (where later releases, and
+    the settings, keep them)."""
+    signals = section.get("reward_signals")
+    if not isinstance(signals, dict) or not any(k in signals for k in SIGNAL_CADENCE_KEYS):
+        return section
+    section, signals = dict(section), dict(signals)
+    for key in SIGNAL_CADENCE_KEYS:
+        if key in signals:
+            value = signals.pop(key)
+            if key in section and section[key] != value:
+                raise ConfigError(f"{_where(path, name, key)}: set to {_show(section[key])} and, under "
+                                  f"reward_signals, to {_show(value)}; keep one")
+            section[key] = value
+    if signals:
+        section["reward_signals"] = signals
+    else:  # nothing but the cadence: the default signals, as a section without reward_signals
+        del section["reward_signals"]
+    return section
+
+
 def _check_section(path: Path, name: str, section: dict[str, Any], warnings: list[str]) -> dict[str, Any]:
     """Check the keys written in one section; return them converted (defaults not filled)."""
     out: dict[str, Any] = {}
+    section = _hoist_signal_cadence(path, name, section)
     trainer = section.get("trainer")
     reads_cadence = not (isinstance(trainer, str) and trainer in TRAINER_TYPES
                          and trainer not in READ_BY["steps_per_update"])  # else each key is warned about below
-    if reads_cadence and "steps_per_update" in section and ("num_update" in section or "train_interval" in section):
-        old = [k for k in ("train_interval", "num_update") if k in section]
-        _warn(warnings, lambda: (
-            f"{_where(path, name)}: sets both steps_per_update (0.16) and {'/'.join(old)} (0.15); as in "
-            f"ML-Agents 0.16, steps_per_update is read and {' and '.join(old)} ignored"
-        ))
-        section = {k: v for k, v in section.items() if k not in old}
+    for new, old_keys in CADENCE_SPELLINGS.items():
+        old = [k for k in old_keys if k in section]
+        if reads_cadence and new in section and old:
+            _warn(warnings, lambda: (
+                f"{_where(path, name)}: sets both {new} (0.16) and {'/'.join(old)} (0.15); as in "
+                f"ML-Agents 0.16, {new} is read and {' and '.join(old)} ignored"
+            ))
+            section = {k: v for k, v in section.items() if k not in old}
     for key, value in section.items():
         key = str(key)
         if key in LEGACY_KEYS:
@@ -1127,12 +1182,6 @@ def _check_reward_signals(path: Path, section: str, value: Any, warnings: list[s
     signals: dict[str, Any] = {}
     for name, sub in value.items():
         name = str(name)
-        if name in ("reward_signal_steps_per_update", "reward_signal_num_update", "reward_signal_train_interval"):
-            _warn(warnings, lambda: (
-                f"{_where(path, section, f'reward_signals.{name}')}: belongs at the trainer level, "
-                "not inside reward_signals; ignored here"
-            ))
-            continue
         if name not in REWARD_SIGNALS:
             raise ConfigError(
                 f"{_where(path, section, f'reward_signals.{name}')}: unknown reward signal"
@@ -1154,6 +1203,13 @@ def _build_settings(path: Path, behavior: str, merged: dict[str, Any], origins: 
         # 0.15 cadence: num_update updates every train_interval steps (each 1 when left out).
         kwargs["steps_per_update"] = kwargs.get("train_interval", 1) / kwargs.get("num_update", 1)
         origins["steps_per_update"] = origins.get("train_interval") or origins["num_update"]
+    if trainer == "sac" and ("reward_signal_num_update" in kwargs or "reward_signal_train_interval" in kwargs):
+        # 0.15: the signals' reward_signal_num_update updates per round, every train_interval steps
+        interval = kwargs.get("reward_signal_train_interval", kwargs.get("train_interval", 1))
+        kwargs["reward_signal_steps_per_update"] = interval / kwargs.get("reward_signal_num_update",
+                                                                         kwargs.get("num_update", 1))
+        origins["reward_signal_steps_per_update"] = (origins.get("reward_signal_num_update")
+                                                     or origins["reward_signal_train_interval"])
     settings = cls(**kwargs, origins={k: v for k, v in origins.items() if k in kwargs})
     if trainer in ("ppo", "sac") and settings.batch_size > settings.buffer_size:
         raise ConfigError(

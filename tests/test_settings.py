@@ -242,6 +242,43 @@ def test_an_odd_memory_size_names_where_it_was_set_and_what_to_use(tmp_path):
         load_trainer_config(path).for_behavior("B")
 
 
+@pytest.mark.parametrize("text,steps,signal_steps", [
+    # 0.16 read the signals' cadence under reward_signals (its SAC docs); later releases beside the other keys
+    ("  steps_per_update: 10\n  reward_signals:\n    reward_signal_steps_per_update: 2\n"
+     "    extrinsic: {strength: 1.0, gamma: 0.99}\n", 10.0, 2.0),
+    ("  steps_per_update: 10\n  reward_signal_steps_per_update: 3\n", 10.0, 3.0),
+    # 0.15: reward_signal_num_update signal updates per round of train_interval steps
+    ("  train_interval: 4\n  num_update: 2\n  reward_signals:\n    reward_signal_num_update: 4\n"
+     "    extrinsic: {strength: 1.0, gamma: 0.99}\n", 2.0, 1.0),
+    ("  train_interval: 4\n  num_update: 2\n", 2.0, None),  # unset: steps_per_update's cadence
+])
+def test_the_signals_cadence_is_read_where_each_release_wrote_it(tmp_path, text, steps, signal_steps):
+    cfg = load_trainer_config(write_yaml(tmp_path / "c.yaml", "B:\n  trainer: sac\n" + text))
+    settings = cfg.for_behavior("B")
+    assert (settings.steps_per_update, settings.reward_signal_steps_per_update) == (steps, signal_steps)
+    assert cfg.warnings == [] and list(settings.reward_signals) == ["extrinsic"]
+
+
+def test_the_signals_cadence_in_two_places_or_two_releases_spellings(tmp_path):
+    both = write_yaml(tmp_path / "c.yaml", "B:\n  trainer: sac\n  reward_signal_steps_per_update: 3\n"
+                                           "  reward_signals:\n    reward_signal_steps_per_update: 2\n")
+    with pytest.raises(ConfigError, match=r"reward_signal_steps_per_update'.*set to 3 and, under reward_signals, to 2"):
+        load_trainer_config(both).for_behavior("B")
+    # a 0.16 file (steps_per_update) with the signals' 0.15 key: 0.16 did not read it
+    mixed = load_trainer_config(write_yaml(tmp_path / "m.yaml", "B:\n  trainer: sac\n  steps_per_update: 10\n"
+                                                                "  reward_signals:\n    reward_signal_num_update: 4\n"))
+    assert mixed.for_behavior("B").reward_signal_steps_per_update is None
+    assert any("reward_signal_num_update (0.15) is not read beside steps_per_update" in w for w in mixed.warnings)
+
+
+def test_a_016_cadence_in_the_default_section_beats_a_015_one_in_the_behaviors_and_says_so(tmp_path):
+    cfg = load_trainer_config(write_yaml(tmp_path / "c.yaml", "default:\n  trainer: sac\n  steps_per_update: 10\n"
+                                                              "B:\n  train_interval: 2\n"))
+    assert cfg.for_behavior("B").steps_per_update == 10  # as ML-Agents 0.16, which never read train_interval
+    assert any("steps_per_update (section 'default', 0.16) and train_interval (section 'B', 0.15)" in w
+               for w in cfg.warnings)
+
+
 def test_sac_015_cadence_converts_to_steps_per_update(tmp_path):
     path = write_yaml(tmp_path / "c.yaml", "B:\n  trainer: sac\n  num_update: 2\n  train_interval: 4\n")
     assert load_trainer_config(path).for_behavior("B").steps_per_update == 2.0
