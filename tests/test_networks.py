@@ -121,6 +121,35 @@ def test_normalizer_matches_numpy_statistics():
     np.testing.assert_allclose(norm.var.numpy(), data.var(0), rtol=1e-4)
 
 
+def test_ppo_normalizes_with_each_finished_segment_as_ml_agents_does(tmp_path):
+    # ML-Agents updates the normalizer with each trajectory, not once per update: acting uses the
+    # new statistics from the next step on, also before the first update
+    from palaestra.checkpoints import CheckpointManager
+    from palaestra.envs.builtin import BUILTIN_ENVS
+    from palaestra.settings import ExtrinsicSettings, TrainerSettings
+    from palaestra.stats import StatsReporter
+    from palaestra.trainer import BehaviorTrainer
+
+    env = BUILTIN_ENVS["Simple1DContinuous"](seed=0)
+    settings = TrainerSettings(batch_size=16, buffer_size=512, hidden_units=8, num_layers=1, normalize=True,
+                               time_horizon=4, reward_signals={"extrinsic": ExtrinsicSettings()})
+    trainer = BehaviorTrainer("1D", env.behavior_specs["1D"], settings, torch.device("cpu"), StatsReporter("t", []),
+                              CheckpointManager(tmp_path, 1), tmp_path, training=True)
+    normalizer = trainer.algorithm.policy.normalizer
+    env.reset()
+    seen = []
+    for _ in range(40):
+        decision, terminal = env.get_steps("1D")
+        seen.append(decision.obs[0].copy())
+        env.set_actions("1D", trainer.act(decision, terminal))
+        env.step()
+        trainer.advance()
+    assert trainer.algorithm.update_count == 0
+    assert 30 <= normalizer.count.item() == trainer.step  # every recorded row, before any update
+    recorded = np.concatenate(seen)[: int(normalizer.count.item())]
+    np.testing.assert_allclose(normalizer.mean.numpy(), recorded.mean(0), atol=0.2)
+
+
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("kind", list(SPECS))
 def test_onnx_export_matches_deterministic_actions(tmp_path, kind, activation):

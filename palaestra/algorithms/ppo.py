@@ -235,6 +235,8 @@ class PPO:
         rows = int(seg.length.sum())
         self._queued_rows += rows
         self.step += rows
+        if self.policy.normalizer is not None:  # as ML-Agents, with each trajectory: acting sees it from now on
+            self.policy.normalizer.update(self.policy.encoder([o[seg.row_mask] for o in seg.observations]))
         # the value estimates the policy acted with, per segment as ML-Agents records them per
         # trajectory: every summary has them, not only those with an update
         means = np.where(seg.row_mask[..., None], seg.values, 0.0).sum(1) / np.maximum(seg.length, 1)[:, None]
@@ -277,14 +279,9 @@ class PPO:
 
     def process(self, seg: Segments, row_rewards: np.ndarray) -> dict[str, list[float]]:
         """Turn finished segments, and each signal's rewards of their real rows ``[rows, signals]``,
-        into advantages and returns in the update buffer.
-
-        ML-Agents updates the normalizer here too, with each trajectory's observations; the
-        observations of a queued batch were all acted on with the same, older statistics."""
+        into advantages and returns in the update buffer (the normalizer took their observations
+        when they arrived: :meth:`collect`)."""
         mask = seg.row_mask
-        obs = [o[mask] for o in seg.observations]
-        if self.policy.normalizer is not None:  # over the vector observations side by side
-            self.policy.normalizer.update(self.policy.encoder(obs))
         stats: dict[str, list[float]] = {}
         seg_values, seg_bootstrap = self._current_values(seg) if self.decoupled else (seg.values, seg.bootstrap)
         advantages = np.zeros(mask.shape, dtype=np.float64)
@@ -300,7 +297,7 @@ class PPO:
             advantages += adv / len(self.signals)
             returns[:, :, k] = adv + values
         columns = dict(
-            **observation_columns(obs),
+            **observation_columns([o[mask] for o in seg.observations]),
             continuous=seg.continuous[mask],
             discrete=seg.discrete[mask],
             allowed=seg.allowed[mask],
@@ -319,8 +316,8 @@ class PPO:
     @torch.no_grad()
     def _current_values(self, seg: Segments) -> tuple[np.ndarray, np.ndarray]:
         """Each row's value estimates ``[F, H, signals]`` and each segment's bootstrap, the value
-        of the observation after its last row ``[F, signals]``, from the current critic (after
-        this update's normalizer update), as ML-Agents computes them for each trajectory it
+        of the observation after its last row ``[F, signals]``, from the current critic and
+        normalizer, as ML-Agents computes them for each trajectory it
         processes; used for experience acted on with older weights (acting workers running ahead
         of the updates), whose estimates made while acting are stale (docs/benchmarks.md, the
         session 18 rows of ML-Agents' test matrix). The observation after the last row is read as
@@ -445,7 +442,7 @@ class PPO:
         pi_prox / pi_behavior (capped at WEIGHT_CAP). Since the weight is positive it folds into
         the advantage, so the loss code is unchanged. For rows collected by the very policy the update
         starts from, both changes vanish (the weight is 1 and the proximal log-probability is the
-        stored one); a normalizer update just before this makes that policy a little different."""
+        stored one); normalizer updates since it acted make that policy a little different."""
         action = self.spec.action_spec
         t = {k: torch.as_tensor(v, device=self.device) for k, v in data.items()}
         prox = self.policy.evaluate(
