@@ -60,6 +60,7 @@ class RunOptions:
     capture_frame_rate: int = 60
     timeout_wait: int = 60
     dry_run: bool = False
+    flags_warned: tuple[str, ...] = ()  # what the deprecated flags given mean, said as the flags were read
 
 
 class UsageError(Exception):
@@ -457,13 +458,14 @@ def _installed_version(distribution: str) -> str:
 
 def parse_args(argv: Sequence[str] | None = None) -> RunOptions:
     args = build_parser().parse_args(argv)
-    if args.load:
-        logger.warning("--load is deprecated; it means --resume")
-        args.resume = True
-    if args.train:
-        logger.warning("--train is deprecated and has no effect; training is the default, --inference turns it off")
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(RunOptions)}
-    return RunOptions(**values)
+    args.resume = args.resume or args.load
+    args.flags_warned = tuple(
+        (["--load is deprecated; it means --resume"] if args.load else [])
+        + (["--train is deprecated and has no effect; training is the default, --inference turns it off"]
+           if args.train else []))
+    for message in args.flags_warned:
+        logger.warning(message)
+    return RunOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(RunOptions)})
 
 
 def setup_logging(debug: bool) -> None:

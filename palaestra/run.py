@@ -148,6 +148,7 @@ class _WarningCount(logging.Handler):
 
 def _run(options: RunOptions, interrupts: Interrupts) -> int:
     warnings = _WarningCount()
+    warnings.count = len(options.flags_warned)  # said while the flags were read
     logger.addHandler(warnings)
     try:
         return _checked_run(options, interrupts, warnings)
@@ -364,7 +365,7 @@ def _environment_parameters(options: RunOptions, env: Env, seed: int) -> Environ
             close = difflib.get_close_matches(behavior, list(env.behavior_specs), n=1, cutoff=0.5)
             logger.warning("%s: a curriculum for behavior %r, which the environment does not have (its behaviors: "
                            "%s)%s; its lesson stays %d and its parameters keep that lesson's values", c.source,
-                           behavior, ", ".join(env.behavior_specs), f"; did you mean {close[0]!r}?" if close else "",
+                           behavior, ", ".join(env.behavior_specs), f" (did you mean {close[0]!r}?)" if close else "",
                            min(options.lesson, c.max_lesson))
     workers = env.n if isinstance(env, WorkerPoolEnv) else 1
     parameters = EnvironmentParameters(curricula, sampler, seed, workers, options.lesson)

@@ -223,7 +223,8 @@ def restore(trainer: BehaviorTrainer, options: RunOptions, settings: TrainerSett
             )
         path, step = trainer.restore_newest(own, weights_only=False, set_aside=not options.dry_run,
                                             advice="start the run over with --force")
-        logger.info("Resumed %s from %s at step %d", trainer.name, path, trainer.step)
+        logger.info("%s %s from %s at step %d", "Would resume" if options.dry_run else "Resumed", trainer.name, path,
+                    trainer.step)
         return step
     if options.initialize_from:
         other = models / options.initialize_from

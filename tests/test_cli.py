@@ -343,6 +343,9 @@ def test_dry_run_prints_settings_and_trains_nothing(run_cli, workdir):
     result = run_cli(str(SHIPPED_CONFIG), "--env=3DBall", "--dry-run")
     assert result.code == 0 and "batch_size: 64" in result.out and "nothing was trained" in result.out
     assert not (workdir / "models").exists() and not (workdir / "summaries").exists()
+    # a deprecated flag's warning, said while the flags are read, is counted too
+    result = run_cli(str(SHIPPED_CONFIG), "--env=3DBall", "--dry-run", "--train")
+    assert "--train is deprecated" in result.log and "1 warning(s) above" in result.out
 
 
 def test_an_image_encoder_for_a_behavior_without_images_is_a_warning(run_cli, workdir):
@@ -729,6 +732,7 @@ def test_dry_run_checks_the_run_to_resume_and_changes_nothing(run_cli, small_con
     before = sorted(p.name for p in folder.iterdir())
     result = run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=r", "--resume", "--dry-run")
     assert result.code == 0 and "nothing was trained" in result.out, result.log
+    assert "Would resume 1D from" in result.log and "Resumed" not in result.log  # nothing was resumed
     assert sorted(p.name for p in folder.iterdir()) == before  # the damaged one is not set aside by a dry run
     wrong = run_cli(small_config, "--env=Simple1DContinuous", "--run-id=r", "--resume", "--dry-run")
     assert wrong.code == 1 and "was trained for" in wrong.log, wrong.log

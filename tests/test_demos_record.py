@@ -249,9 +249,12 @@ def test_an_existing_file_needs_force(workdir, capsys):
     args = ["--env=Basic", "--policy=heuristic", "--episodes=1"]
     assert _record(args, capsys)[0] == 0
     code, _, err = _record(args, capsys)
-    assert code == 1 and "demos/Basic.demo already exist(s); pass --force to replace" in err
+    assert code == 1 and "demos/Basic.demo already exists; pass --force to replace" in err
     assert _record(args + ["--force", "--episodes=2"], capsys)[0] == 0
     assert read_demonstrations(workdir / "demos" / "Basic.demo").episodes == 2
+    # a policy that cannot run is said first, not the file in the way
+    code, _, err = _record(["--env=Basic", "--policy=missing.onnx", "--episodes=1"], capsys)
+    assert code == 1 and "missing.onnx: no such model file" in err and "already exists" not in err
 
 
 def test_record_in_python(tmp_path):

@@ -96,7 +96,8 @@ class EnvironmentParameters:
             state.add_returns(c, returns)
             if state.check(c, trainer.progress):
                 changed.append(behavior)
-                logger.info("%s: lesson %d of %d (%s %.4g > %.4g): %s", behavior, state.lesson, c.max_lesson,
+                # enough digits that the measure shows above its threshold (0.30002 > 0.3, not 0.3 > 0.3)
+                logger.info("%s: lesson %d of %d (%s %.6g > %.6g): %s", behavior, state.lesson, c.max_lesson,
                             c.measure, state.measure, c.thresholds[state.lesson - 1], c.values(state.lesson))
         return changed
 

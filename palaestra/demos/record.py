@@ -377,10 +377,12 @@ def record(env: Env, policies: dict[str, str], episodes: int, out: Path | str, s
     paths = {b: out / demo_file_name(b) for b in behaviors}
     if len(set(paths.values())) != len(paths):
         raise RecordError(f"behaviors {behaviors} would share file names; record them separately")
+    # the policies first: a policy that cannot run is the problem to tell, not files in the way
+    made_policies = {b: make_policy(policies[b], env, b, seed + i) for i, b in enumerate(behaviors)}
     existing = [str(p) for p in paths.values() if p.exists()]
     if existing and not force:
-        raise RecordError(f"{', '.join(existing)} already exist(s); pass --force to replace")
-    made_policies = {b: make_policy(policies[b], env, b, seed + i) for i, b in enumerate(behaviors)}
+        raise RecordError(f"{', '.join(existing)} {'already exists' if len(existing) == 1 else 'already exist'}; "
+                          "pass --force to replace")
     made = [folder for folder in (out, *out.parents) if not folder.exists()]  # innermost first
     out.mkdir(parents=True, exist_ok=True)
     try:
@@ -436,7 +438,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--env", required=True, help="the environment, as for mlagents-learn --env (built-in name, "
                         "Gymnasium id, package.module:callable, pettingzoo:package.module)")
     parser.add_argument("--env-args", nargs="*", default=None, metavar="KEY=VALUE",
-                        help="keyword arguments for a Gymnasium id or a Python factory")
+                        help="keyword arguments for the environment: a built-in one (VisualGridWorld's "
+                        "image_size=36, ...), a Gymnasium id or a Python factory")
     parser.add_argument("--policy", action="append", required=True, metavar="[BEHAVIOR=]POLICY",
                         help="heuristic, random, MODEL.onnx or package.module:function; repeat as BEHAVIOR=POLICY "
                         "to give behaviors different policies")
