@@ -574,9 +574,7 @@ class TrainerConfig:
                 message = (f"{self.path}: behavior {_show(behavior)}: {new} ({origins[new]}, 0.16) and "
                            f"{'/'.join(old)} ({origins[old[0]]}, 0.15) both set; as in ML-Agents 0.16, "
                            f"{new} is read")
-                if message not in self.warnings:
-                    self.warnings.append(message)
-                    logger.warning(message)
+                self._warn_once(message)
             if new in merged:
                 for key in old:
                     merged.pop(key)
@@ -586,16 +584,12 @@ class TrainerConfig:
                 message = (f"{self.path}: behavior {_show(behavior)}: {'/'.join(signal_old)} (0.15) is not read "
                            f"beside steps_per_update (0.16), as in ML-Agents 0.16; the signals' cadence is "
                            "reward_signal_steps_per_update (under reward_signals)")
-                if message not in self.warnings:
-                    self.warnings.append(message)
-                    logger.warning(message)
+                self._warn_once(message)
             for key in signal_old:
                 merged.pop(key)
         settings = _build_settings(self.path, behavior, merged, origins)
         for message in settings_notes(self.path, behavior, settings):
-            if message not in self.warnings:
-                self.warnings.append(message)
-                logger.warning(message)
+            self._warn_once(message)
         return settings
 
     def warn_misspelt_sections(self, behaviors: list[str]) -> None:
@@ -615,9 +609,7 @@ class TrainerConfig:
                 message = (f"{self.path}: section {_show(name)} is not a behavior of this environment (did you mean "
                            f"{target!r}?); " + ("a 'default' section is what behaviors without their own section "
                                                 "read" if target == "default" else f"{target!r} {fallback}"))
-                if message not in self.warnings:
-                    self.warnings.append(message)
-                    logger.warning(message)
+                self._warn_once(message)
 
     def _warn_unread(self, behavior: str, own_name: str, own: dict[str, Any], default_name: str,
                      default: dict[str, Any]) -> None:
@@ -638,9 +630,13 @@ class TrainerConfig:
                     message = (f"{_where(self.path, name, key)}: only read by {'/'.join(READ_BY[key])}; behavior "
                                f"{behavior!r} trains with {trainer} ({source}; add trainer: to the section to "
                                "choose another)")
-                    if message not in self.warnings:
-                        self.warnings.append(message)
-                        logger.warning(message)
+                    self._warn_once(message)
+
+    def _warn_once(self, message: str) -> None:
+        """Log a warning and keep it, once however many behaviors read the same settings."""
+        if message not in self.warnings:
+            self.warnings.append(message)
+            logger.warning(message)
 
     def _section(self, name: str) -> tuple[str, dict[str, Any]]:
         """The section ``name`` as a mapping, with the name of the section that holds it (aliases
