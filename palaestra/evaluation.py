@@ -28,7 +28,14 @@ def evaluate_onnx(env: Env, onnx_path: Path, episodes: int, max_decisions: int =
     behavior = behavior or next(iter(env.behavior_specs))
     spec = env.behavior_specs[behavior].action_spec
     shapes = env.behavior_specs[behavior].observation_shapes
-    layouts = [bool(takes_channels_first(inputs[f"obs_{i}"].shape[1:], tuple(shape))) for i, shape in enumerate(shapes)]
+    layouts = []
+    for i, shape in enumerate(shapes):
+        declared = inputs[f"obs_{i}"].shape[1:] if f"obs_{i}" in inputs else None
+        first = takes_channels_first(declared, tuple(shape)) if declared is not None else None
+        if first is None:
+            raise ValueError(f"{onnx_path}: the model's input obs_{i} is {declared or 'missing'}; behavior "
+                             f"{behavior!r}'s observation {i} has shape {list(shape)} (inputs: {list(inputs)})")
+        layouts.append(first)
     env.reset(parameters)
     running: dict[int, float] = {}
     memories = AgentMemories(memory_size)

@@ -1,7 +1,8 @@
 """ONNX export with the tensor names ML-Agents 2.x and Unity's inference engine expect.
 
 Inputs: ``obs_0``, ``obs_1``, ... ``[batch, *shape]``, images ``[batch, channels, height, width]``
-(ML-Agents' exporter's layout, which Unity's inference engine checks against the camera's); ``action_masks`` ``[batch, sum(branches)]``
+(ML-Agents' exporter's layout, which Unity's inference engine checks against the camera's);
+``action_masks`` ``[batch, sum(branches)]``
 (1 = allowed) for discrete actions; ``recurrent_in`` ``[batch, 1, memory_size]`` for recurrent
 policies (the actor's memory; zeros at an episode's start). Outputs: ``version_number`` [3],
 ``memory_size`` (0 without memory), ``recurrent_out`` ``[batch, 1, memory_size]`` (recurrent), and per
@@ -81,7 +82,8 @@ def export_policy(policy: ExportablePolicy, path: Path) -> None:
     was_training = policy.training
     policy.eval()
     obs_names = [f"obs_{i}" for i in range(len(spec.observation_shapes))]
-    dummy = [torch.zeros((1, *(channels_first(shape) if is_image(shape) else shape)), device=device) for shape in spec.observation_shapes]
+    dummy = [torch.zeros((1, *(channels_first(shape) if is_image(shape) else shape)), device=device)
+             for shape in spec.observation_shapes]
     input_names = list(obs_names)
     output_names: list[str] = []
     action = spec.action_spec

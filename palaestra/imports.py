@@ -40,7 +40,9 @@ def import_target_module(target: str, flag: str) -> Any:
         if isinstance(e, ModuleNotFoundError) and e.name == module_name.split(".")[0]:
             searched = " (looked in the working directory {}{} and the installed packages)".format(
                 os.getcwd(), "".join(f", beside the trainer config in {f}" for f in _FOLDERS_BESIDE if f != os.getcwd()))
-        raise ImportTargetError(f"{flag}={target}: cannot import module {module_name!r}: {e}{searched}") from None
+        # the module itself not found: nothing of the user's to show; else (an import inside it) its traceback
+        raise ImportTargetError(f"{flag}={target}: cannot import module {module_name!r}: {e}{searched}") \
+            from (None if searched else e)
     except Exception as e:  # the module's own code failed while importing (a syntax error, a raise)
         raise ImportTargetError(f"{flag}={target}: importing module {module_name!r} failed: "
                                 f"{type(e).__name__}: {e}") from e

@@ -536,6 +536,7 @@ def _write_configuration(parts: RunParts) -> None:
     parts.run_dir.mkdir(parents=True, exist_ok=True)
     configuration = parts.run_dir / CONFIGURATION
     run_options = dataclasses.asdict(parts.options)
+    del run_options["flags_warned"]  # log messages, not an option
     run_options["seed"] = parts.seed
     run_options["torch_device"] = str(parts.device)  # what auto chose
     try:

@@ -442,8 +442,6 @@ class SACSettings(TrainerSettings):
     reward_signal_num_update: int | None = _key(None, integer(1), "the signals' updates per round of "
                                                 "`train_interval` steps (the 0.15 cadence, written under "
                                                 "`reward_signals`; unset: `num_update`)")
-    reward_signal_train_interval: int | None = _key(None, integer(1), "steps between the signals' update "
-                                                    "rounds (0.15; unset: `train_interval`)")
 
 
 @dataclass(frozen=True)
@@ -524,6 +522,7 @@ LEGACY_KEYS = {
     "curiosity_enc_size": "reward_signals: curiosity: encoding_size",
     "gamma": "reward_signals: extrinsic: gamma",
     "burn_in_ratio": "nothing (it had no effect in 0.16)",
+    "reward_signal_train_interval": "reward_signal_steps_per_update (no ML-Agents release read it)",
 }
 
 
@@ -1050,8 +1049,9 @@ def _check_value(path: Path, section: str, key: str, check: Callable[[Any], Any]
 # SAC's update cadences: the 0.16 key and the 0.15 keys it replaced (the 0.15 ones are converted,
 # steps_per_update = train_interval / num_update); where both are set, 0.16's is read, as in 0.16
 CADENCE_SPELLINGS = {"steps_per_update": ("train_interval", "num_update"),
-                     "reward_signal_steps_per_update": ("reward_signal_train_interval", "reward_signal_num_update")}
-# the signals' cadence keys, which 0.15 and 0.16 read from under reward_signals
+                     "reward_signal_steps_per_update": ("reward_signal_num_update",)}
+# the signals' cadence keys, which 0.15 and 0.16 read from under reward_signals (and a legacy one,
+# warned about where it is moved to)
 SIGNAL_CADENCE_KEYS = ("reward_signal_steps_per_update", "reward_signal_num_update", "reward_signal_train_interval")
 
 
@@ -1199,13 +1199,10 @@ def _build_settings(path: Path, behavior: str, merged: dict[str, Any], origins: 
         # 0.15 cadence: num_update updates every train_interval steps (each 1 when left out).
         kwargs["steps_per_update"] = kwargs.get("train_interval", 1) / kwargs.get("num_update", 1)
         origins["steps_per_update"] = origins.get("train_interval") or origins["num_update"]
-    if trainer == "sac" and ("reward_signal_num_update" in kwargs or "reward_signal_train_interval" in kwargs):
+    if trainer == "sac" and "reward_signal_num_update" in kwargs:
         # 0.15: the signals' reward_signal_num_update updates per round, every train_interval steps
-        interval = kwargs.get("reward_signal_train_interval", kwargs.get("train_interval", 1))
-        kwargs["reward_signal_steps_per_update"] = interval / kwargs.get("reward_signal_num_update",
-                                                                         kwargs.get("num_update", 1))
-        origins["reward_signal_steps_per_update"] = (origins.get("reward_signal_num_update")
-                                                     or origins["reward_signal_train_interval"])
+        kwargs["reward_signal_steps_per_update"] = kwargs.get("train_interval", 1) / kwargs["reward_signal_num_update"]
+        origins["reward_signal_steps_per_update"] = origins["reward_signal_num_update"]
     settings = cls(**kwargs, origins={k: v for k, v in origins.items() if k in kwargs})
     if trainer in ("ppo", "sac") and settings.batch_size > settings.buffer_size:
         raise ConfigError(

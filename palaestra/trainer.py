@@ -438,8 +438,11 @@ class BehaviorTrainer:
         if weights_only:
             return 0
         # the next multiple of this run's summary_freq past the step reached, as ML-Agents derives
-        # it (the saved one counts in the summary_freq the checkpoint ran with, which may differ)
-        self._next_summary = (self.step // self.settings.summary_freq + 1) * self.settings.summary_freq
+        # it (the saved one counts in the summary_freq the checkpoint ran with, which may differ),
+        # unless the saved one is still owed (the run stopped after crossing it, before writing it)
+        owed = int(state.get("next_summary", self.step + 1))
+        freq = self.settings.summary_freq
+        self._next_summary = owed if owed <= self.step else (self.step // freq + 1) * freq
         saved_lesson = state.get("curriculum")
         if self.lesson is not None and self.curriculum is not None and isinstance(saved_lesson, dict):
             self.lesson.load_state_dict(saved_lesson, self.curriculum)

@@ -158,6 +158,23 @@ def test_resume_with_another_summary_freq_writes_at_its_multiples(run_cli, workd
     assert [float(r["Is Training"]) for r in rows] == [1.0] * 7
 
 
+def test_a_summary_owed_when_the_run_stopped_is_written_after_resume(run_cli, workdir):
+    # a run that stopped after crossing a multiple of summary_freq and before writing it (an
+    # environment error, a signal): its checkpoint's next summary is behind its step
+    config = str(write_yaml(workdir / "c.yaml", SMALL.format(max_steps=300)))
+    assert run_cli(config, "--env=Simple1DDiscrete", "--run-id=r", "--seed=2").code == 0
+    path = CheckpointManager(workdir / "models/r/1D", 5).latest()
+    state = CheckpointManager.load(path)
+    step = state["algorithm"]["step"]
+    state["next_summary"] = 300  # crossed, not written
+    CheckpointManager.save_file(path, state)
+    (workdir / "summaries" / "r_1D.csv").write_text("Steps,Is Training\n100,1.0\n200,1.0\n")
+    write_yaml(workdir / "c.yaml", SMALL.format(max_steps=500))
+    assert run_cli(config, "--env=Simple1DDiscrete", "--run-id=r", "--resume").code == 0, step
+    with open(workdir / "summaries" / "r_1D.csv", newline="") as fh:
+        assert [int(r["Steps"]) for r in csv.DictReader(fh)] == [100, 200, 300, 400, 500]
+
+
 def test_resume_without_a_previous_run(run_cli, small_config):
     result = run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=none", "--resume")
     assert result.code == 1 and "no previous run 'none'" in result.log
@@ -396,8 +413,13 @@ def test_a_gymnasium_environment_that_fails_to_start_is_one_line(run_cli, workdi
     assert "Traceback" not in result.log
 
 
-@pytest.mark.parametrize("flags", [(), ("--num-envs=2",)], ids=["here", "in-a-worker"])
-def test_debug_shows_where_the_environments_own_code_failed(run_cli, workdir, flags):
+@pytest.mark.parametrize("env,flags", [
+    ("failing_envs_deep:PalaestraFailing-deep-v0", ()),
+    ("failing_envs_deep:PalaestraFailing-deep-v0", ("--num-envs=2",)),
+    ("failing_envs_import:make", ()),  # the module fails while it is imported
+    ("failing_envs_typeerror:PalaestraFailing-typeerror-v0", ()),  # a TypeError in the constructor
+], ids=["here", "in-a-worker", "importing", "typeerror"])
+def test_debug_shows_where_the_environments_own_code_failed(run_cli, workdir, env, flags):
     # the one-line error names the failure; --debug adds the traceback of the user's code, also
     # from a worker process
     (workdir / "failing_envs_deep.py").write_text(
@@ -405,14 +427,21 @@ def test_debug_shows_where_the_environments_own_code_failed(run_cli, workdir, fl
         "def open_window():\n    raise RuntimeError('no display')\n"
         "def needs_a_display(**kwargs):\n    open_window()\n"
         "gym.register('PalaestraFailing-deep-v0', entry_point='failing_envs_deep:needs_a_display')\n")
+    (workdir / "failing_envs_import.py").write_text(
+        "def open_window():\n    raise RuntimeError('no display')\nopen_window()\ndef make():\n    pass\n")
+    (workdir / "failing_envs_typeerror.py").write_text(
+        "import gymnasium as gym\n"
+        "def open_window():\n    raise TypeError('no display')\n"
+        "def needs_a_display(**kwargs):\n    open_window()\n"
+        "gym.register('PalaestraFailing-typeerror-v0', entry_point='failing_envs_typeerror:needs_a_display')\n")
     cfg = write_yaml(workdir / "c.yaml", "default:\n  max_steps: 100\n")
-    args = [str(cfg), "--env=failing_envs_deep:PalaestraFailing-deep-v0", *flags]
+    args = [str(cfg), f"--env={env}", *flags]
     plain = run_cli(*args)
-    assert plain.code == 1 and "RuntimeError: no display" in plain.log and "Traceback" not in plain.log, plain.log
+    assert plain.code == 1 and "no display" in plain.log and "Traceback" not in plain.log, plain.log
     debug = subprocess.run([sys.executable, "-m", "palaestra.cli", *args, "--debug"], cwd=workdir,
                            capture_output=True, text=True, timeout=120)
     assert debug.returncode == 1 and "Traceback" in debug.stderr, debug.stderr
-    assert "in open_window" in debug.stderr and "failing_envs_deep.py" in debug.stderr, debug.stderr
+    assert "in open_window" in debug.stderr and f"{env.partition(':')[0]}.py" in debug.stderr, debug.stderr
 
 
 EXITING_ENV = """

@@ -285,8 +285,8 @@ def test_curriculum_problems_stop_the_run_or_warn(run_cli, recording):
     assert "did you mean" not in result.log
     write_yaml(recording / "typo.yaml", CURRICULUM.replace("1D:", "ID:"))  # a misspelled behavior
     result = run_cli("c.yaml", "--env=Simple1DDiscrete", "--curriculum=typo.yaml", "--dry-run")
-    assert "a curriculum for behavior 'ID', which the environment does not have (its behaviors: 1D); did you mean " \
-           "'1D'?" in result.log, result.log
+    assert "a curriculum for behavior 'ID', which the environment does not have (its behaviors: 1D) (did you mean " \
+           "'1D'?); its lesson stays 0" in result.log, result.log
 
 
 def test_a_dry_run_prints_what_the_curricula_and_the_sampler_will_send(run_cli, recording):

@@ -489,7 +489,7 @@ def test_a_recurrent_replay_buffer_resumes_only_with_the_sequence_length_it_was_
     ("Simple1DContinuous", [1337, 1, 2]),
 ])
 def test_sac_solves_the_1d_test_environments(run_cli, workdir, env_name, seeds, episode_returns):
-    # The shipped SAC config's 1D section is ML-Agents' SAC test config (0.15 cadence spelling).
+    # The shipped SAC config's 1D section is ML-Agents' SAC test config (one update per step).
     scores = []
     for seed in seeds:
         episode_returns.clear()

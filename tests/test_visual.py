@@ -153,6 +153,7 @@ def test_settings_checks_name_the_encoder_and_the_image(tmp_path):
 def test_the_exported_model_takes_images_as_floats_and_matches_the_policy(tmp_path, algorithm_class, kind):
     import onnxruntime as ort
 
+    from palaestra.evaluation import model_input
     from palaestra.export import export_policy
 
     trainer = "ppo" if algorithm_class is PPO else "sac"
@@ -177,9 +178,8 @@ def test_the_exported_model_takes_images_as_floats_and_matches_the_policy(tmp_pa
         inputs = {i.name: i.shape for i in session.get_inputs()}
         # channels first, as ML-Agents' exporter writes image inputs and Unity's inference engine checks them
         assert inputs["obs_1"][1:] == [3, 36, 40] and inputs["obs_2"][1:] == [1, 36, 36]
-        # Unity's inference engine feeds images as floats in [0, 1]
-        feeds = {f"obs_{i}": (o / 255.0 if o.dtype == np.uint8 else o).astype(np.float32) for i, o in enumerate(obs)}
-        feeds = {k: v.transpose(0, 3, 1, 2) if v.ndim == 4 else v for k, v in feeds.items()}
+        # Unity's inference engine feeds images as floats in [0, 1], channels first
+        feeds = {f"obs_{i}": model_input(o, channels_first=o.ndim == 4) for i, o in enumerate(obs)}
         if not continuous:
             feeds["action_masks"] = np.ones((5, 5), np.float32)
         out = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
@@ -187,6 +187,21 @@ def test_the_exported_model_takes_images_as_floats_and_matches_the_policy(tmp_pa
             np.testing.assert_allclose(out["deterministic_continuous_actions"], expected.continuous, atol=1e-4)
         else:
             np.testing.assert_array_equal(out["deterministic_discrete_actions"], expected.discrete)
+
+
+@pytest.mark.parametrize("algorithm_class", [PPO, SAC], ids=["ppo", "sac"])
+def test_an_exported_images_only_model_reads_no_shape_at_run_time(tmp_path, algorithm_class):
+    # no vector observation: no empty vector features whose shape the graph would compute
+    import onnx
+
+    from palaestra.export import export_policy
+
+    spec = _spec(False, shapes=(IMAGE,))
+    trainer = "ppo" if algorithm_class is PPO else "sac"
+    algorithm = algorithm_class(spec, _settings(tmp_path, trainer), torch.device("cpu"), np.random.default_rng(0))
+    export_policy(algorithm.policy, tmp_path / "p.onnx")
+    ops = {node.op_type for node in onnx.load(str(tmp_path / "p.onnx")).graph.node}
+    assert not ops & {"Shape", "ConstantOfShape", "Expand", "Where"}, ops
 
 
 @pytest.fixture

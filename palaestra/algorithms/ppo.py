@@ -236,7 +236,9 @@ class PPO:
         self._queued_rows += rows
         self.step += rows
         if self.policy.normalizer is not None:  # as ML-Agents, with each trajectory: acting sees it from now on
-            self.policy.normalizer.update(self.policy.encoder([o[seg.row_mask] for o in seg.observations]))
+            vectors = self.policy.encoder.indices  # (images are not normalized: not copied for it either)
+            self.policy.normalizer.update(self.policy.encoder(
+                [o[seg.row_mask] if i in vectors else o for i, o in enumerate(seg.observations)]))
         # the value estimates the policy acted with, per segment as ML-Agents records them per
         # trajectory: every summary has them, not only those with an update
         means = np.where(seg.row_mask[..., None], seg.values, 0.0).sum(1) / np.maximum(seg.length, 1)[:, None]

@@ -222,7 +222,7 @@ class GymnasiumEnv(SingleBehaviorEnv):
             except gym.error.DependencyNotInstalled as e:
                 raise EnvError(f"Gymnasium environment {env_id!r} needs an extra package: {e}") from None
             except (gym.error.Error, TypeError, ValueError) as e:
-                raise EnvError(f"could not create Gymnasium environment {env_id!r}: {e}") from None
+                raise EnvError(f"could not create Gymnasium environment {env_id!r}: {e}") from e
             except Exception as e:  # the environment's own code failed (a missing module, no display, ...)
                 raise EnvError(f"could not create Gymnasium environment {env_id!r}: {type(e).__name__}: {e}") from e
         first = self.envs[0]

@@ -164,8 +164,8 @@ def _registered_by_module(spec: str) -> str | None:
         return None
     try:
         module = import_target_module(spec, "--env")
-    except ImportTargetError as e:
-        raise EnvError(str(e)) from None
+    except ImportTargetError as e:  # (its cause, the module's own error, for --debug)
+        raise EnvError(str(e)) from e.__cause__
     if hasattr(module, attribute) or attribute not in _gymnasium_ids():
         return None
     return attribute
@@ -281,8 +281,8 @@ def factory_takes(name: str, argument: str) -> bool:
 def _load_factory(spec: str) -> Callable[..., Any]:
     try:
         return load_callable(spec, "--env")
-    except ImportTargetError as e:
-        raise EnvError(str(e)) from None
+    except ImportTargetError as e:  # (its cause, the module's own error, for --debug)
+        raise EnvError(str(e)) from e.__cause__
 
 
 def _from_factory(spec: str, seed: int, num_areas: int, kwargs: dict[str, Any], engine: EngineConfig,

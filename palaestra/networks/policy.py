@@ -135,11 +135,15 @@ class ActorCritic(nn.Module):
         # with 0.01 (docs/benchmarks.md).
         self.values = head(heads_in, num_value_heads, VALUE_HEAD_GAIN)
 
+    def vector_features(self, observations: list[torch.Tensor]) -> torch.Tensor:
+        """The vector observations side by side, normalized where the settings ask, ``[B, size]``."""
+        x = self.encoder(observations)
+        return self.normalizer(x) if self.normalizer is not None else x
+
     def encode(self, observations: list[torch.Tensor]) -> torch.Tensor:
         """The towers' input: ``[B, features]`` shared by actor and critic, or with images
         ``[2, B, features]``, each tower's own encoding."""
-        x = self.encoder(observations)
-        x = self.normalizer(x) if self.normalizer is not None else x
+        x = self.vector_features(observations)
         return x if self.images is None else self.images(x, observations)
 
     def hidden(self, observations: list[torch.Tensor], memory: torch.Tensor | None = None,
@@ -178,8 +182,7 @@ class ActorCritic(nn.Module):
         """For ONNX export: (sampled continuous, deterministic continuous, unmasked logits, the
         actor's memory after this step). ``memory``: the actor's memory (recurrent only). Only the
         actor's layers run: the critic's would double an exported model's work in Unity."""
-        x = self.encoder(observations)
-        x = self.normalizer(x) if self.normalizer is not None else x
+        x = self.vector_features(observations)
         if self.images is not None:
             x = self.images.first_tower(x, observations)  # the actor's image encoders alone
         new_memory = None

@@ -163,7 +163,7 @@ class ImageFeatures(nn.Module):
 
     def first_tower(self, vectors: torch.Tensor, observations: Sequence[torch.Tensor]) -> torch.Tensor:
         """Tower 0's features alone, ``[B, size]`` (PPO's actor: what an exported model runs)."""
-        return torch.cat([vectors, self.encode_tower(0, [observations[i] for i in self.image_indices])], -1)
+        return _after_vectors(vectors, self.encode_tower(0, [observations[i] for i in self.image_indices]))
 
     def forward(self, vectors: torch.Tensor, observations: Sequence[torch.Tensor]) -> torch.Tensor:
         images = [observations[i] for i in self.image_indices]
@@ -180,8 +180,17 @@ class ImageFeatures(nn.Module):
                     return self.encode_tower(t, images)
 
             encoded = in_pairs(self.second, encode)
-        per_tower = [torch.cat([vectors, e], -1) for e in encoded]
+        per_tower = [_after_vectors(vectors, e) for e in encoded]
         return per_tower[0] if len(per_tower) == 1 else torch.stack(per_tower)
+
+
+def _after_vectors(vectors: torch.Tensor, encoded: torch.Tensor) -> torch.Tensor:
+    """The image encodings after the vector features. An export with no vector features leaves
+    the empty ones out, so the model holds no operation on the batch's size (which making them
+    needs); training keeps them in the graph (GAIL's gradient penalty differentiates them)."""
+    if vectors.shape[-1] == 0 and torch.jit.is_tracing():
+        return encoded
+    return torch.cat([vectors, encoded], -1)
 
 
 class _TowersOnTwoThreads(torch.autograd.Function):
