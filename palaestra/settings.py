@@ -567,23 +567,24 @@ class TrainerConfig:
         origins.update({key: f"section {_show(own_name)}" for key in own})
         self._warn_unread(behavior, own_name, own, default_name, merged)
         merged.update(own)
-        for new, old_keys in CADENCE_SPELLINGS.items():  # one section's 0.16 key, the other's 0.15 keys
+        # the cadences' two spellings, one from each section (each section's own were settled when
+        # it was checked): 0.16's is read, as in ML-Agents 0.16, which never read the 0.15 keys
+        sac = merged.get("trainer", TRAINER_KEYS["trainer"].default) == "sac"
+        for new, old_keys in CADENCE_SPELLINGS.items():
             old = [k for k in old_keys if k in merged]
-            if new in merged and old and merged.get("trainer", TRAINER_KEYS["trainer"].default) == "sac":
-                message = (f"{self.path}: behavior {_show(behavior)}: {new} ({origins[new]}, 0.16) and "
-                           f"{'/'.join(old)} ({origins[old[0]]}, 0.15) both set; as in ML-Agents 0.16, "
-                           f"{new} is read")
-                self._warn_once(message)
+            if new in merged and old and sac:
+                self._warn_once(f"{self.path}: behavior {_show(behavior)}: {new} ({origins[new]}, 0.16) and "
+                                f"{'/'.join(old)} ({origins[old[0]]}, 0.15) both set; as in ML-Agents 0.16, "
+                                f"{new} is read")
             if new in merged:
                 for key in old:
                     merged.pop(key)
         signal_old = [k for k in CADENCE_SPELLINGS["reward_signal_steps_per_update"] if k in merged]
         if signal_old and "steps_per_update" in merged:  # a 0.16 cadence beside the signals' 0.15 one
-            if merged.get("trainer", TRAINER_KEYS["trainer"].default) == "sac":
-                message = (f"{self.path}: behavior {_show(behavior)}: {'/'.join(signal_old)} (0.15) is not read "
-                           f"beside steps_per_update (0.16), as in ML-Agents 0.16; the signals' cadence is "
-                           "reward_signal_steps_per_update (under reward_signals)")
-                self._warn_once(message)
+            if sac:
+                self._warn_once(f"{self.path}: behavior {_show(behavior)}: {'/'.join(signal_old)} (0.15) is not "
+                                "read beside steps_per_update (0.16), as in ML-Agents 0.16; the signals' cadence "
+                                "is reward_signal_steps_per_update (under reward_signals)")
             for key in signal_old:
                 merged.pop(key)
         settings = _build_settings(self.path, behavior, merged, origins)
