@@ -332,6 +332,10 @@ def test_the_exported_model_carries_its_memory_step_by_step_like_the_policy(tmp_
     ppo = _algorithm(variant, spec, tmp_path)
     _run(ppo, spec, 30)
     export_policy(ppo.policy, tmp_path / "p.onnx")
+    import onnx
+
+    ops = {node.op_type for node in onnx.load(str(tmp_path / "p.onnx")).graph.node}
+    assert not ops & {"Shape", "ConstantOfShape", "Expand", "Where"}, ops  # no shape read at run time
     session = ort.InferenceSession(str(tmp_path / "p.onnx"))
     names = [o.name for o in session.get_outputs()]
     assert {i.name: i.shape[1:] for i in session.get_inputs()}["recurrent_in"] == [1, MEMORY]

@@ -126,8 +126,12 @@ class SquashedActor(nn.Module):
     def export_heads(self, observations: list[torch.Tensor], memory: torch.Tensor | None = None
                      ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
         """For ONNX export: (sampled continuous, deterministic continuous, unmasked logits, the
-        memory after this step: recurrent only)."""
-        h, memory = self.hidden(observations, memory)
+        memory after this step: recurrent only). One row per agent: a sequence of one step, with
+        no reshape by the batch's size (the model reads no shape at run time)."""
+        h = self.body(self.encode(observations))
+        if self.lstm is not None:
+            out, memory = self.lstm.actor(h.unsqueeze(1), memory)
+            h = out[:, 0]
         sample = best = logits = None
         if self.gaussian is not None:
             mean, log_std = self.gaussian_params(h)
