@@ -1,8 +1,7 @@
 """Run an exported ONNX policy in an environment, as Unity's inference engine would: the
 model's deterministic actions, the environment's action masks, images scaled to [0, 1] (channels
-first) and, for a
-recurrent model, each agent's memory carried from one decision to the next and zeroed when its
-episode ends. Used by tests and benchmarks to check that what ships is what was trained."""
+first) and, for a recurrent model, each agent's memory carried from one decision to the next and
+zeroed when its episode ends. Used by tests and benchmarks to check that what ships is what was trained."""
 
 from __future__ import annotations
 
@@ -69,11 +68,11 @@ def evaluate_onnx(env: Env, onnx_path: Path, episodes: int, max_decisions: int =
     return returns[:episodes]
 
 
-def model_input(observation: np.ndarray, channels_first: bool) -> np.ndarray:
+def model_input(observation: np.ndarray, to_channels_first: bool) -> np.ndarray:
     """An observation as an exported model takes it: floats, images (uint8 here) in [0, 1], and
     ``[batch, channels, height, width]`` where the model takes them channels first."""
     x = observation.astype(np.float32) / 255.0 if observation.dtype == np.uint8 else observation.astype(np.float32)
-    return x.transpose(0, 3, 1, 2) if channels_first else x
+    return x.transpose(0, 3, 1, 2) if to_channels_first else x
 
 
 def takes_channels_first(declared: Sequence[object], shape: tuple[int, ...]) -> bool | None:

@@ -345,7 +345,7 @@ def test_the_exported_model_carries_its_memory_step_by_step_like_the_policy(tmp_
     for _ in range(6):
         obs = _observations(spec, rng, 5)
         expected = ppo.act(obs, None if continuous else np.ones((5, 5), bool), deterministic=True, memory=memory)
-        feeds = {f"obs_{i}": model_input(o, channels_first=o.ndim == 4) for i, o in enumerate(obs)}  # as Unity feeds
+        feeds = {f"obs_{i}": model_input(o, to_channels_first=o.ndim == 4) for i, o in enumerate(obs)}  # as Unity feeds
         feeds["recurrent_in"] = exported_memory
         if not continuous:
             feeds["action_masks"] = np.ones((5, 5), np.float32)

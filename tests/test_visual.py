@@ -179,7 +179,7 @@ def test_the_exported_model_takes_images_as_floats_and_matches_the_policy(tmp_pa
         # channels first, as ML-Agents' exporter writes image inputs and Unity's inference engine checks them
         assert inputs["obs_1"][1:] == [3, 36, 40] and inputs["obs_2"][1:] == [1, 36, 36]
         # Unity's inference engine feeds images as floats in [0, 1], channels first
-        feeds = {f"obs_{i}": model_input(o, channels_first=o.ndim == 4) for i, o in enumerate(obs)}
+        feeds = {f"obs_{i}": model_input(o, to_channels_first=o.ndim == 4) for i, o in enumerate(obs)}
         if not continuous:
             feeds["action_masks"] = np.ones((5, 5), np.float32)
         out = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
