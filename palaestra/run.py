@@ -358,6 +358,11 @@ def _environment_parameters(options: RunOptions, env: Env, seed: int) -> Environ
     builtin = builtin_class(options.env)
     legacy = builtin.legacy_behavior_names if builtin is not None else {}
     for old in [b for b in curricula if b not in env.behavior_specs and legacy.get(b) in env.behavior_specs]:
+        if legacy[old] in curricula:  # the behavior's own name wins over its old one
+            logger.warning("curriculum %s (ML-Agents <= 0.13 name of %s) is ignored: %s has a curriculum of its own "
+                           "name in %s", old, legacy[old], legacy[old], curricula[legacy[old]].source)
+            curricula.pop(old)
+            continue
         curricula[legacy[old]] = dataclasses.replace(curricula.pop(old), behavior=legacy[old])
         logger.info("curriculum %s (ML-Agents <= 0.13 name) drives behavior %s", old, legacy[old])
     for behavior, c in curricula.items():

@@ -603,7 +603,7 @@ class TrainerConfig:
         for name in self.section_names():
             if name in behaviors or not unsettled:
                 continue
-            target = _closest_name(name, unsettled)
+            target = closest_name(name, unsettled)
             if target is not None:
                 fallback = ("has no settings" if "default" not in self.sections else "trains with section 'default'")
                 message = (f"{self.path}: section {_show(name)} is not a behavior of this environment (did you mean "
@@ -681,21 +681,22 @@ def load_trainer_config(path: str | Path) -> TrainerConfig:
     return config
 
 
-def _read_text(path: Path) -> str:
-    """The file's text, read only if it is a regular file of at most MAX_CONFIG_BYTES."""
+def _read_text(path: Path, kind: str = "trainer config") -> str:
+    """The file's text, read only if it is a regular file of at most MAX_CONFIG_BYTES; ``kind``
+    names the file in the messages ("curriculum file", ...)."""
     try:
         # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever.
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
-        raise ConfigError(f"trainer config file {str(path)!r} does not exist") from None
+        raise ConfigError(f"{kind}{'' if kind.endswith(' file') else ' file'} {str(path)!r} does not exist") from None
     except IsADirectoryError:
-        raise ConfigError(f"trainer config {str(path)!r} is a folder; give the path of a YAML file") from None
+        raise ConfigError(f"{kind} {str(path)!r} is a folder; give the path of a YAML file") from None
     except (OSError, ValueError) as e:  # ValueError: a NUL character in the path
         raise ConfigError(f"{path}: cannot read the file: {getattr(e, 'strerror', None) or e}") from None
     try:
         mode = os.fstat(fd).st_mode
         if stat.S_ISDIR(mode):
-            raise ConfigError(f"trainer config {str(path)!r} is a folder; give the path of a YAML file")
+            raise ConfigError(f"{kind} {str(path)!r} is a folder; give the path of a YAML file")
         if not stat.S_ISREG(mode):
             raise ConfigError(
                 f"{path}: not a regular file (a pipe, socket or device); give the path of a YAML file"
@@ -708,7 +709,7 @@ def _read_text(path: Path) -> str:
         os.close(fd)
     if len(raw) > MAX_CONFIG_BYTES:
         raise ConfigError(
-            f"{path}: the file is larger than {MAX_CONFIG_BYTES / 2**20:g} MiB, the most a trainer config may "
+            f"{path}: the file is larger than {MAX_CONFIG_BYTES / 2**20:g} MiB, the most a {kind} may "
             "be (they are a few KB); is this the right file?"
         )
     # UTF-8 (with or without a BOM), or UTF-16 with a BOM as some Windows editors save it.
@@ -717,7 +718,7 @@ def _read_text(path: Path) -> str:
         return raw.decode(encoding)
     except UnicodeDecodeError as e:
         if path.suffix.lower() == ".demo":
-            raise ConfigError(f"{path}: this is a demonstration recording (.demo), not a trainer config: name it "
+            raise ConfigError(f"{path}: this is a demonstration recording (.demo), not a {kind}: name it "
                               "in a config's demo_path (behavioral_cloning, gail, offline_bc); the first argument "
                               "takes a YAML trainer config") from None
         line = raw.count(b"\n", 0, e.start) + 1
@@ -1025,11 +1026,11 @@ def _misplaced_hint(key: str) -> str:
 
 
 def _closest(name: str, known: list[str]) -> str:
-    match = _closest_name(name, known)
+    match = closest_name(name, known)
     return f" (did you mean {match!r}?)" if match else ""
 
 
-def _closest_name(name: str, known: list[str]) -> str | None:
+def closest_name(name: str, known: list[str]) -> str | None:
     if len(name) > 64:  # no key is that long; difflib's cost grows with the square of the length
         return None
     # 0.75: every one-or-two-letter typo of a key scores above 0.8; unrelated names below

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 
 import numpy as np
 import pytest
@@ -119,7 +120,13 @@ def test_bad_curricula_name_file_behavior_and_key(tmp_path, text, expected):
     ("resampling-interval: 1.5\nmass: {sampler-type: uniform, min_value: 1, max_value: 2}\n",
      "resampling-interval: expected an integer"),
     ("resampling-interval: 10\nmass: {sampler-type: uniform, min-value: 10}\n",
-     "parameter 'mass': unknown key(s) min-value; missing key(s) min_value, max_value"),
+     "parameter 'mass': unknown key(s) min-value (did you mean 'min_value'?); missing key(s) min_value, max_value"),
+    ("resampling_interval: 10\nmass: {sampler-type: uniform, min_value: 1, max_value: 2}\n",
+     "'resampling-interval' is required: the global steps between two draws (every environment resets with fresh "
+     "values then) (found 'resampling_interval': write it 'resampling-interval')"),
+    ("resampling-interval: 10\nmass: {sampler_type: uniform, min_value: 1, max_value: 2}\n",
+     "'sampler-type' is missing; one of uniform, gaussian, multirange_uniform (found 'sampler_type': write it "
+     "'sampler-type')"),
     ("resampling-interval: 10\nmass: {min-value: 2, max-value: 30}\n", "parameter 'mass': 'sampler-type' is missing"),
     ("resampling-interval: 10\nmass: {sampler-type: beta, a: 1}\n", "sampler-type: unknown type 'beta'"),
     ("resampling-interval: 10\nmass: {sampler-type: [uniform], min_value: 1}\n", "sampler-type: unknown type ['uniform']"),
@@ -217,6 +224,8 @@ def test_curriculum_values_override_sampled_ones_and_lesson_start(tmp_path, capl
     with caplog.at_level(logging.WARNING, "palaestra"):
         p = EnvironmentParameters({"B": c, "C": other}, sampler, seed=0, workers=1, lesson=5)
     assert "parameter 'h' is set by the curricula of B, C" in caplog.text
+    assert f"parameter 'h' is sampled ({tmp_path / 's.yaml'}) and set by the curriculum of B, C" in caplog.text
+    assert "'mass' is sampled" not in caplog.text
     values = p.draw()[0]
     assert values["h"] == 6.0 and 1 <= values["mass"] < 2  # --lesson 5 clamped to the last lesson (1)
 
@@ -241,8 +250,25 @@ def test_check_lessons_feeds_returns_and_reports_changes(caplog):
         assert p.check_lessons({"B": t}) == ["B"]
     assert "B: lesson 1 of 2 (reward 3 > 1)" in caplog.text
     assert p.draw() == [{"h": 2.0}]
-    assert p.summary("B") == {"Environment/Lesson": 1.0, "Curriculum/Measure (reward)": 3.0,
-                              "Curriculum/Threshold": 2.0, "Environment Parameters/h": 2.0}
+    # the new lesson's measure shows from its first check on, not the last lesson's before it
+    assert p.summary("B") == {"Environment/Lesson": 1.0, "Curriculum/Threshold": 2.0, "Environment Parameters/h": 2.0}
+    t.returns = [1.0, 4.0]
+    assert p.check_lessons({"B": t}) == ["B"]  # mean 2.5 > 2
+
+
+
+def test_a_progress_lesson_is_checked_after_every_step_not_only_when_episodes_end():
+    # ML-Agents checks after every environment step (reference §5): a progress threshold crossed
+    # in the middle of long episodes advances there, and the smoothing blends one value per check
+    c = Curriculum("B", "progress", (0.5,), 1, True, {"h": (1.0, 2.0)}, "c")
+    p, t = EnvironmentParameters({"B": c}, None, seed=0, workers=1), _Trainer()
+    p.draw()
+    t.returns, t.progress = [0.0], 0.1  # one episode ended: the count is met from now on
+    assert p.check_lessons({"B": t}) == []
+    t.progress = 0.6  # no episode ends from here on
+    changes = [p.check_lessons({"B": t}) for _ in range(3)]
+    assert changes == [[], ["B"], []]  # smoothed: 0.075, then 0.469, 0.567; the last lesson
+    assert p.summary("B") == {"Environment/Lesson": 1.0, "Environment Parameters/h": 1.0}  # no stale measure
 
 
 SAMPLER_FILE = "resampling-interval: 5000\nmass:\n  sampler-type: uniform\n  min_value: 0.5\n  max_value: 10\n"
@@ -265,3 +291,44 @@ def test_a_file_of_another_kind_is_named_for_what_it_is(tmp_path, load, text, me
     with pytest.raises(ConfigError) as error:
         load(path)
     assert str(error.value).startswith(f"{path}: ") and message in str(error.value)
+
+
+# -- sampler types added from Python -----------------------------------------------------------
+class _Constant:  # not a dataclass: its keys are given at registration
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+    def sample(self, rng: np.random.Generator) -> float:
+        return self.value
+
+
+class _MLAgentsStyle:  # ML-Agents' interface: no generator passed in
+    def sample_parameter(self) -> float:
+        return 1.0
+
+
+def test_a_registered_sampler_type_loads_draws_and_is_described(tmp_path):
+    from palaestra.curriculum.samplers import SAMPLER_TYPES, register_sampler
+    from palaestra.settings import real
+    register_sampler("constant", _Constant, {"value": real()})
+    try:
+        path = tmp_path / "s.yaml"
+        path.write_text("resampling-interval: 10\nmass: {sampler-type: constant, value: 2.5}\n")
+        p = EnvironmentParameters({}, load_sampler(path), seed=0, workers=2)
+        assert p.draw() == [{"mass": 2.5}, {"mass": 2.5}]
+        assert p.describe()["sampler"]["parameters"] == {"mass": {"sampler-type": "constant", "value": 2.5}}
+    finally:
+        del SAMPLER_TYPES["constant"]
+
+
+@pytest.mark.parametrize("cls, keys, message", [
+    (_Constant, None, "_Constant is not a dataclass, so its keys cannot be read from its fields: pass keys="),
+    (_MLAgentsStyle, None, "_MLAgentsStyle needs a method sample(self, rng) returning a float, rng a "
+                           "numpy.random.Generator (ML-Agents' samplers define sample_parameter()"),
+    (lambda rng: 1.0, None, "needs a method sample(self, rng)"),
+])
+def test_a_sampler_type_that_cannot_work_is_refused_when_registered(cls, keys, message):
+    from palaestra.curriculum.samplers import SAMPLER_TYPES, register_sampler
+    with pytest.raises(TypeError, match=re.escape(message)):
+        register_sampler("broken", cls, keys)
+    assert "broken" not in SAMPLER_TYPES

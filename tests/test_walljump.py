@@ -3,6 +3,8 @@ shipped wall_jump curricula (both formats) driving it through every lesson."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -159,6 +161,21 @@ def test_shipped_sections_and_the_old_brain_names(run_cli, workdir, conformance)
     assert "curriculum BigWallBrain (ML-Agents <= 0.13 name) drives behavior BigWallJump" in result.log
     assert "SmallWallJump" in result.out and "BigWallJump" in result.out
     assert "does not have" not in result.log and "no environment parameter" not in result.log
+
+
+def test_a_curriculum_under_the_behavior_s_own_name_wins_over_its_old_name(run_cli, workdir, conformance):
+    import shutil
+    folder = workdir / "mixed"
+    shutil.copytree(conformance / "mlagents-0.13/config/curricula/wall-jump", folder)
+    (folder / "BigWallJump.json").write_text(json.dumps({
+        "measure": "reward", "thresholds": [0.9], "min_lesson_length": 10, "signal_smoothing": False,
+        "parameters": {"big_wall_min_height": [0.0, 8.0], "big_wall_max_height": [4.0, 8.0]}}))
+    result = run_cli(str(SHIPPED_CONFIG), "--env=WallJump", f"--curriculum={folder}", "--dry-run")
+    assert result.code == 0, result.log
+    assert (f"curriculum BigWallBrain (ML-Agents <= 0.13 name of BigWallJump) is ignored: BigWallJump has a "
+            f"curriculum of its own name in {folder / 'BigWallJump.json'}") in result.log
+    assert "curriculum SmallWallBrain (ML-Agents <= 0.13 name) drives behavior SmallWallJump" in result.log
+    assert "measure: reward" in result.out
 
 
 def test_heuristic_actions_fit_each_behavior():

@@ -69,8 +69,10 @@ class LessonState:
             self.returns = deque(self.returns, maxlen=curriculum.min_lesson_length)
         self.returns.extend(returns)
 
-    def check(self, curriculum: Curriculum, progress: float) -> bool:
-        """One check (call it when episodes ended): whether the lesson advanced."""
+    def check(self, curriculum: Curriculum, progress: float, report: bool = True) -> bool:
+        """One check (after every environment step): whether the lesson advanced. With smoothing,
+        each check blends the measure in, so over steps without new episodes the smoothed reward
+        measure settles on the mean return within a few steps, as ML-Agents' does."""
         if self.lesson >= curriculum.max_lesson or len(self.returns) < curriculum.min_lesson_length:
             return False
         measure = progress if curriculum.measure == "progress" else sum(self.returns) / len(self.returns)
@@ -80,9 +82,10 @@ class LessonState:
         self.measure = measure
         threshold = curriculum.thresholds[self.lesson]
         advanced = measure > threshold
-        logger.debug("curriculum %s: lesson %d, %s %.4g %s threshold %.4g over the last %d episodes",
-                     curriculum.behavior, self.lesson, curriculum.measure, measure,
-                     ">" if advanced else "<=", threshold, len(self.returns))
+        if report or advanced:  # (--debug: the checks after steps where episodes ended, not every step's)
+            logger.debug("curriculum %s: lesson %d, %s %.4g %s threshold %.4g over the last %d episodes",
+                         curriculum.behavior, self.lesson, curriculum.measure, measure,
+                         ">" if advanced else "<=", threshold, len(self.returns))
         if advanced:
             self.lesson += 1
             self.returns.clear()

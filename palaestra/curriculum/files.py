@@ -1,5 +1,6 @@
 """Reading a curriculum or sampler file: its text, parsed as YAML (JSON is YAML), with the same
-size and encoding limits and the same messages as the trainer config (palaestra/settings.py)."""
+size and encoding limits as the trainer config (palaestra/settings.py), in messages that name
+the file's kind."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ def read_yaml(path: Path, what: str) -> Any:
     as the curriculum, ...)."""
     if not path.exists():
         raise ConfigError(f"{what} file {str(path)!r} does not exist")
-    data = _parse_yaml(path, _read_text(path))
+    data = _parse_yaml(path, _read_text(path, f"{what} file"))
     refuse_other_kind(path, data, what)
     return data
 

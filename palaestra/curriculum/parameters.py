@@ -9,7 +9,6 @@ one; two curricula setting one parameter: the later one in the file wins, with a
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from typing import Any, Protocol
 
@@ -43,6 +42,11 @@ class EnvironmentParameters:
         for name, behaviors in shared_parameters(curricula).items():
             logger.warning("curriculum: parameter %r is set by the curricula of %s; the value sent is %s's",
                            name, ", ".join(behaviors), behaviors[-1])
+        for name in sampler.samplers if sampler else ():
+            owners = [b for b, c in curricula.items() if name in c.parameters]
+            if owners:  # (resampling still resets every environment at each interval)
+                logger.warning("parameter %r is sampled (%s) and set by the curriculum of %s: the curriculum's value "
+                               "is sent, never a sampled one", name, sampler.source, ", ".join(owners))
         self.rngs = self._generators(0)
         self.current: list[dict[str, float]] = []
 
@@ -82,23 +86,24 @@ class EnvironmentParameters:
         return global_step // interval > previous_step // interval
 
     def check_lessons(self, trainers: dict[str, Any]) -> list[str]:
-        """Feed each curriculum the episodes its behavior finished and check it when there are
-        new ones; return the behaviors whose lesson advanced."""
+        """After every environment step, as ML-Agents: feed each curriculum the episodes its
+        behavior finished and check it (once enough episodes completed in the lesson); return
+        the behaviors whose lesson advanced."""
         changed = []
         for behavior, c in self.curricula.items():
             trainer = trainers.get(behavior)
             if trainer is None:
                 continue
             returns = trainer.take_finished_returns()
-            if not returns:
-                continue
             state = self.lessons[behavior]
-            state.add_returns(c, returns)
-            if state.check(c, trainer.progress):
+            if returns:
+                state.add_returns(c, returns)
+            if state.check(c, trainer.progress, report=bool(returns)):
                 changed.append(behavior)
                 # enough digits that the measure shows above its threshold (0.30002 > 0.3, not 0.3 > 0.3)
-                logger.info("%s: lesson %d of %d (%s %.6g > %.6g): %s", behavior, state.lesson, c.max_lesson,
-                            c.measure, state.measure, c.thresholds[state.lesson - 1], c.values(state.lesson))
+                logger.info("%s: lesson %d of %d (%s%s %.6g > %.6g): %s", behavior, state.lesson, c.max_lesson,
+                            "smoothed " if c.signal_smoothing else "", c.measure, state.measure,
+                            c.thresholds[state.lesson - 1], c.values(state.lesson))
         return changed
 
     def describe(self) -> dict[str, Any]:
@@ -111,12 +116,15 @@ class EnvironmentParameters:
                            "lesson": self.lessons[behavior].lesson, "values": c.values(self.lessons[behavior].lesson)}
                 for behavior, c in self.curricula.items()}
         if self.sampler is not None:
-            kinds = {cls: kind for kind, (cls, _) in SAMPLER_TYPES.items()}
+            types = {cls: (kind, keys) for kind, (cls, keys) in SAMPLER_TYPES.items()}
+
+            def described(sampler: Any) -> dict[str, Any]:  # its type and keys, as the file gives them
+                kind, keys = types.get(type(sampler), (type(sampler).__name__, {}))
+                return {"sampler-type": kind, **{key: getattr(sampler, key, None) for key in keys}}
+
             out["sampler"] = {
                 "file": str(self.sampler.source), "resampling-interval": self.sampler.resampling_interval,
-                "parameters": {name: {"sampler-type": kinds.get(type(sampler), type(sampler).__name__),
-                                      **dataclasses.asdict(sampler)}
-                               for name, sampler in self.sampler.samplers.items()}}
+                "parameters": {name: described(sampler) for name, sampler in self.sampler.samplers.items()}}
         return out
 
     def summary(self, behavior: str) -> dict[str, float]:
@@ -126,7 +134,8 @@ class EnvironmentParameters:
         if behavior in self.curricula:
             state, c = self.lessons[behavior], self.curricula[behavior]
             out["Environment/Lesson"] = float(state.lesson)
-            if state.measure is not None:
+            # the measure checked in this lesson (none yet after a change: not the last lesson's)
+            if state.measure is not None and len(state.returns) >= c.min_lesson_length:
                 out[f"Curriculum/Measure ({c.measure})"] = float(state.measure)
             if state.lesson < c.max_lesson:
                 out["Curriculum/Threshold"] = float(c.thresholds[state.lesson])

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from palaestra.curriculum.files import read_yaml, show
-from palaestra.settings import ConfigError, integer, real
+from palaestra.settings import ConfigError, closest_name, integer, real
 
 INTERVAL = "resampling-interval"
 TYPE = "sampler-type"
@@ -110,8 +110,22 @@ SAMPLER_TYPES: dict[str, tuple[type, dict[str, Any]]] = {
 def register_sampler(name: str, cls: type, keys: dict[str, Any] | None = None) -> None:
     """Add a sampler type: ``cls(**keys)`` with a ``sample(rng) -> float`` method (and optionally
     ``check() -> str | None``); ``keys`` maps each key to a check (default: every dataclass field
-    of ``cls``, a number)."""
-    SAMPLER_TYPES[name] = (cls, keys or {f.name: real() for f in dataclasses.fields(cls)})
+    of ``cls``, a number). Each key is read back from the sampler as its attribute (the dry run
+    prints them). A class that cannot work is refused here, not at the first reset."""
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"register_sampler: the type's name must be a non-empty string, got {name!r}")
+    if not isinstance(cls, type) or not callable(getattr(cls, "sample", None)):
+        what = getattr(cls, "__name__", repr(cls))
+        hint = (" (ML-Agents' samplers define sample_parameter(); here the run's generator is passed in, so "
+                "draws follow --seed and differ per worker)" if callable(getattr(cls, "sample_parameter", None)) else "")
+        raise TypeError(f"register_sampler({name!r}): {what} needs a method sample(self, rng) returning a float, rng a "
+                        f"numpy.random.Generator{hint}")
+    if keys is None:
+        if not dataclasses.is_dataclass(cls):
+            raise TypeError(f"register_sampler({name!r}): {cls.__name__} is not a dataclass, so its keys cannot be "
+                            "read from its fields: pass keys={'key': palaestra.settings.real(), ...}")
+        keys = {f.name: real() for f in dataclasses.fields(cls)}
+    SAMPLER_TYPES[name] = (cls, keys)
 
 
 @dataclass(frozen=True)
@@ -135,7 +149,7 @@ def load_sampler(path: str | Path) -> SamplerConfig:
                           f"({{{TYPE}: uniform, min_value: ..., max_value: ...}}), got {show(data)}")
     if INTERVAL not in data:
         raise ConfigError(f"{path}: '{INTERVAL}' is required: the global steps between two draws "
-                          "(every environment resets with fresh values then)")
+                          f"(every environment resets with fresh values then){_typo_of(INTERVAL, data)}")
     try:
         interval = integer(1)(data[INTERVAL])
     except ValueError as e:
@@ -153,14 +167,15 @@ def _sampler(path: Path, name: str, entry: Any) -> Sampler:
     if not isinstance(entry, dict):
         raise ConfigError(f"{where}: expected a mapping with '{TYPE}' ({types}) and its keys, got {show(entry)}")
     if TYPE not in entry:
-        raise ConfigError(f"{where}: '{TYPE}' is missing; one of {types}")
+        raise ConfigError(f"{where}: '{TYPE}' is missing; one of {types}{_typo_of(TYPE, entry)}")
     kind = entry[TYPE]
     if not isinstance(kind, str) or kind not in SAMPLER_TYPES:
         raise ConfigError(f"{where}: {TYPE}: unknown type {show(kind)}; one of {types}")
     cls, keys = SAMPLER_TYPES[kind]
     given = {k: v for k, v in entry.items() if k != TYPE}
-    unknown = [str(k) for k in given if k not in keys]
     missing = [k for k in keys if k not in given]
+    unknown = [f"{k}" + (f" (did you mean {close!r}?)" if (close := closest_name(str(k).replace("-", "_"), missing))
+                         else "") for k in given if k not in keys]
     if unknown or missing:
         problems = ([f"unknown key(s) {', '.join(unknown)}"] if unknown else []) + \
                    ([f"missing key(s) {', '.join(missing)}"] if missing else [])
@@ -176,3 +191,13 @@ def _sampler(path: Path, name: str, entry: Any) -> Sampler:
     if problem:
         raise ConfigError(f"{where}: {problem} (got {show(given)})")
     return sampler
+
+
+def _typo_of(key: str, entries: dict) -> str:
+    """' (found ...: a typo?)' when ``entries`` holds a near spelling of the missing ``key``
+    (ML-Agents' hyphenated keys are often written with underscores), else ''."""
+    close = closest_name(key, [str(k).replace("_", "-") for k in entries])
+    if close is None:
+        return ""
+    written = next(str(k) for k in entries if str(k).replace("_", "-") == close)
+    return f" (found {written!r}: write it {key!r})"
