@@ -31,7 +31,7 @@ from palaestra.capabilities import capabilities, settings_problems, spec_notes, 
 from palaestra.checkpoints import CheckpointError, CheckpointManager, SaveError, atomic_write_text, os_reason
 from palaestra.curriculum import EnvironmentParameters, load_curricula, load_sampler
 from palaestra.demos.reader import DemoError
-from palaestra.envs.base import BehaviorSpec, EngineConfig, Env, EnvClosed, EnvError
+from palaestra.envs.base import STAT_MOST_RECENT, STAT_SUM, BehaviorSpec, EngineConfig, Env, EnvClosed, EnvError
 from palaestra.envs.sources import builtin_class, describe_specs, factory_takes, make_env, parse_env_args, source_kind
 from palaestra.imports import import_beside
 from palaestra.interrupts import STOPPING, Interrupts, signal_name
@@ -668,14 +668,18 @@ def _loop(env: Env, trainers: dict[str, BehaviorTrainer], stop: Interrupts, coun
 def record_environment_stats(env_stats: dict[str, tuple[list[float], int]], worker: int,
                              trainers: dict[str, BehaviorTrainer]) -> None:
     """Statistics an environment recorded (a Unity scene's StatsRecorder) go to every behavior's
-    summaries under their own keys, as in ML-Agents: averaged values are all kept; a most-recent
-    value overwrites, and is taken from the first environment worker only."""
+    summaries under their own keys, as in ML-Agents: averaged (and histogram) values are all kept,
+    summed ones are added up over the summary period and every worker; a most-recent value
+    overwrites, and is taken from the first environment worker only."""
     for key, (values, aggregation) in env_stats.items():
         for trainer in trainers.values():
-            if aggregation == 0:
+            if aggregation == STAT_MOST_RECENT:
+                if worker == 0:
+                    trainer.stats.set(key, values[-1])
+            elif aggregation == STAT_SUM:
+                trainer.stats.add_to_sum(key, values)
+            else:
                 trainer.stats.add(key, values)
-            elif worker == 0:
-                trainer.stats.set(key, values[-1])
 
 
 def _acting_loop(acting: ActingWorkers, trainers: dict[str, BehaviorTrainer], stop: Interrupts,

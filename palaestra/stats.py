@@ -40,6 +40,7 @@ class StatsReporter:
         self.category = category
         self.writers = writers
         self.values: dict[str, list[float]] = {}
+        self.summed: set[str] = set()  # keys reported as the sum of their values, not the mean
 
     def add(self, key: str, value: float | Iterable[float]) -> None:
         bucket = self.values.setdefault(key, [])
@@ -51,10 +52,18 @@ class StatsReporter:
     def set(self, key: str, value: float) -> None:
         self.values[key] = [float(value)]
 
+    def add_to_sum(self, key: str, values: Iterable[float]) -> None:
+        """Values whose sum over the summary period is reported (an environment's summed stats)."""
+        self.summed.add(key)
+        self.add(key, values)
+
     def write(self, step: int) -> dict[str, StatSummary]:
         summary = {}
         for key, vals in self.values.items():
             if not vals:
+                continue
+            if key in self.summed:
+                summary[key] = StatSummary(math.fsum(vals), 0.0, len(vals))
                 continue
             mean = sum(vals) / len(vals)
             var = sum((v - mean) ** 2 for v in vals) / len(vals)

@@ -215,6 +215,8 @@ def test_no_env_is_the_unity_editor_and_a_path_is_a_unity_build(tmp_path):
     assert [s.kind for s in ENV_SOURCES if s.matches(str(tmp_path / "Game"))] == ["Unity build"]
     with pytest.raises(EnvError, match="Game.x86_64 is not executable; make it so with chmod"):
         make_env(str(build))
+    with pytest.raises(EnvError, match=f"{build} is not executable; make it so with chmod"):
+        make_env(str(tmp_path))  # the same when the build is found inside its folder
 
 
 def test_gymnasium_cartpole_batches_copies_and_reports_truncation():

@@ -24,7 +24,7 @@ from palaestra.envs.checker import check_env
 from palaestra.envs.unity import RawBytesChannel, open_build, open_editor
 from palaestra.envs.unity import messages as pb
 from palaestra.envs.unity import side_channels as sc
-from palaestra.envs.unity.communicator import free_port, version_problem
+from palaestra.envs.unity.communicator import free_port, port_problem, version_problem
 from palaestra.envs.unity.launcher import UnityProcess, command_line, find_executable, launch
 from palaestra.envs.sources import make_env
 from tests.conftest import write_yaml
@@ -202,12 +202,38 @@ def test_side_channel_records_round_trip_and_damaged_ones_are_named():
 def test_stats_keep_every_average_and_the_last_most_recent():
     channel = sc.StatsChannel()
     for v in (1.0, 2.0):
-        channel.on_message(bytes(sc.Writer().string("A").float32(v).int32(sc.AVERAGE).data))
-        channel.on_message(bytes(sc.Writer().string("R").float32(v).int32(sc.MOST_RECENT).data))
-    assert channel.take_stats() == {"A": ([1.0, 2.0], sc.AVERAGE), "R": ([2.0], sc.MOST_RECENT)}
+        channel.on_message(bytes(sc.Writer().string("A").float32(v).int32(sc.STAT_AVERAGE).data))
+        channel.on_message(bytes(sc.Writer().string("R").float32(v).int32(sc.STAT_MOST_RECENT).data))
+    assert channel.take_stats() == {"A": ([1.0, 2.0], sc.STAT_AVERAGE), "R": ([2.0], sc.STAT_MOST_RECENT)}
     assert channel.take_stats() == {}
-    with pytest.raises(EnvError, match="aggregation 7"):
-        channel.on_message(bytes(sc.Writer().string("A").float32(1).int32(7).data))
+
+
+def test_a_parameter_name_unity_cannot_read_is_named():
+    with pytest.raises(EnvError, match="'masse_é': a name sent to Unity must be ASCII"):
+        sc.EnvironmentParametersChannel().set_float("masse_é", 1.0)
+
+
+def test_summed_histogram_and_unknown_stats_reach_the_summaries(caplog):
+    # Unity's StatAggregationMethod also has Sum (2) and Histogram (3); a later one is averaged
+    from palaestra.run import record_environment_stats
+    from palaestra.stats import StatsReporter
+    channel = sc.StatsChannel()
+    with caplog.at_level(logging.WARNING, logger="palaestra"):
+        for v in (1.0, 2.0):
+            for key, aggregation in (("S", sc.STAT_SUM), ("H", sc.STAT_HISTOGRAM), ("U", 7)):
+                channel.on_message(bytes(sc.Writer().string(key).float32(v).int32(aggregation).data))
+    assert caplog.text.count("key 'U' has aggregation 7, which this version does not know") == 1
+    taken = channel.take_stats()
+    assert taken == {"S": ([1.0, 2.0], sc.STAT_SUM), "H": ([1.0, 2.0], sc.STAT_HISTOGRAM),
+                     "U": ([1.0, 2.0], sc.STAT_AVERAGE)}
+
+    class _Trainer:
+        stats = StatsReporter("B", [])
+    trainer = _Trainer()
+    record_environment_stats(taken, 0, {"B": trainer})
+    record_environment_stats({"S": ([4.0], sc.STAT_SUM)}, 1, {"B": trainer})  # another worker's: added too
+    summary = trainer.stats.write(100)
+    assert (summary["S"].mean, summary["H"].mean, summary["U"].mean) == (7.0, 1.5, 1.5)
 
 
 @pytest.mark.parametrize("unity, expected", [
@@ -474,8 +500,8 @@ def test_statistics_and_a_users_raw_bytes_channel(tmp_path, port):
         for _ in range(3):
             env.step()
         stats = env.take_stats()
-        assert stats["Fake/Step"] == ([1.0, 2.0, 3.0], sc.AVERAGE)
-        assert stats["Fake/Latest"] == ([3.0], sc.MOST_RECENT)
+        assert stats["Fake/Step"] == ([1.0, 2.0, 3.0], sc.STAT_AVERAGE)
+        assert stats["Fake/Latest"] == ([3.0], sc.STAT_MOST_RECENT)
         assert mine.take_received() == [b"\x03\x02\x01"]
     finally:
         env.close()
@@ -566,6 +592,26 @@ def test_the_editors_port_in_use_is_an_error_naming_it(port):
         with pytest.raises(EnvError, match=f"port {port}, where the Unity Editor connects, is in use .* by process "
                                            f"{os.getpid()}"):
             open_editor(port=port)
+
+
+def test_a_port_whose_last_connection_lingers_in_time_wait_is_free(port):
+    # the end of a run leaves its connection's server side in TIME_WAIT for a minute: the next run
+    # (an Editor session started again at once) must be able to listen there
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC's server sets it
+        listener.bind(("127.0.0.1", port))
+        listener.listen()
+        client = socket.create_connection(("127.0.0.1", port))
+        accepted, _ = listener.accept()
+        accepted.close()  # the server's side closes first: it is the one left in TIME_WAIT
+        client.recv(1)
+        client.close()
+    assert port_problem(port) is None
+    with socket.socket() as holder:  # a listener is still found
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        assert port_problem(port) is not None
 
 
 def test_the_editor_listens_and_says_to_press_play(tmp_path, port, capsys):

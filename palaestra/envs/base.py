@@ -227,13 +227,19 @@ class EnvClosed(EnvError):
     Unity build quit): the run saves and ends without an error."""
 
 
+# How an environment's own statistics are summarized over a summary period (the numbers of
+# Unity's StatAggregationMethod): the mean of every value, the last value, the sum of every value,
+# or a distribution (summarized here by its mean, as TensorBoard's scalars show it).
+STAT_AVERAGE, STAT_MOST_RECENT, STAT_SUM, STAT_HISTOGRAM = 0, 1, 2, 3
+
+
 @runtime_checkable
 class Env(Protocol):
     """The protocol the run loop drives; see the module docstring and docs/environments.md.
 
     An environment that records statistics of its own (a Unity scene's stats channel) may also
-    have ``take_stats() -> {key: (values, aggregation)}`` (aggregation 0: average every value, 1:
-    keep the most recent): the run loop writes them to every behavior's summaries."""
+    have ``take_stats() -> {key: (values, aggregation)}`` (one of the ``STAT_*`` aggregations
+    below): the run loop writes them to every behavior's summaries."""
 
     @property
     def behavior_specs(self) -> Mapping[str, BehaviorSpec]: ...

@@ -35,7 +35,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from palaestra.envs.base import ActionTuple, BehaviorSpec, DecisionSteps, EngineConfig, EnvError, TerminalSteps
+from palaestra.envs.base import (STAT_MOST_RECENT, ActionTuple, BehaviorSpec, DecisionSteps, EngineConfig, EnvError,
+                                  TerminalSteps)
 from palaestra.envs.observations import as_stored, stored_dtype
 from palaestra.options import RunOptions
 from palaestra.workers.pool import DEFAULT_TIMEOUT, RestartLimits, WorkerFailed, WorkerPool
@@ -219,10 +220,10 @@ class WorkerPoolEnv:
         merged: dict[str, tuple[list[float], int]] = {}
         for worker, env_stats in self._env_stats:
             for key, (values, aggregation) in env_stats.items():
-                if aggregation != 0 and worker != 0:
+                if aggregation == STAT_MOST_RECENT and worker != 0:
                     continue
                 kept = merged.setdefault(key, ([], aggregation))[0]
-                kept[:] = kept + list(values) if aggregation == 0 else list(values)
+                kept[:] = list(values) if aggregation == STAT_MOST_RECENT else kept + list(values)
         self._env_stats = []
         return merged
 

@@ -104,8 +104,8 @@ def side_channel_events(data: bytes, log: Log, echo: uuid.UUID | None) -> list[t
 
 
 def stats_records(step: int) -> list[tuple[uuid.UUID, bytes]]:
-    average = sc.Writer().string("Fake/Step").float32(float(step)).int32(sc.AVERAGE).data
-    recent = sc.Writer().string("Fake/Latest").float32(float(step)).int32(sc.MOST_RECENT).data
+    average = sc.Writer().string("Fake/Step").float32(float(step)).int32(sc.STAT_AVERAGE).data
+    recent = sc.Writer().string("Fake/Latest").float32(float(step)).int32(sc.STAT_MOST_RECENT).data
     return [(sc.STATS_ID, bytes(average)), (sc.STATS_ID, bytes(recent))]
 
 

@@ -80,9 +80,9 @@ def open_editor(seed: int = 0, num_areas: int = 1, engine: EngineConfig | None =
     problem = port_problem(port)
     if problem is not None:
         holder = process_holding(port)
-        raise EnvError(f"port {port}, where the Unity Editor connects, is in use ({problem})"
-                       f"{f' by {holder}' if holder else ''}: stop the other training run (or whatever holds it) "
-                       "first")
+        advice = (f" by {holder}: stop it first" if holder else ": stop whatever listens on it first (another "
+                  "training run?); the Editor connects to no other port")
+        raise EnvError(f"port {port}, where the Unity Editor connects, is in use ({problem}){advice}")
     communicator = Communicator(port)
     print("Listening on port %d. Start training by pressing the Play button in the Unity Editor." % port, flush=True)
     return UnityEnv(communicator, None, seed=seed, num_areas=num_areas, engine=engine, side_channels=side_channels,

@@ -12,6 +12,7 @@ as ML-Agents' trainer does; Unity then quits (a build) or stops playing (the Edi
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import time
 from dataclasses import dataclass
@@ -120,6 +121,11 @@ def port_problem(port: int) -> str | None:
     for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
         try:
             with socket.socket(family, socket.SOCK_STREAM) as s:
+                if os.name != "nt":
+                    # The last run's connections linger in TIME_WAIT for a minute after it ends; the
+                    # server binds through them, and so does this probe (a listener still refuses
+                    # it). On Windows the option would let it bind over a listener, so not there.
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 s.bind((host, port))
         except OSError as e:
             if family == socket.AF_INET6 and e.errno in (97, 99):  # no IPv6 on this machine

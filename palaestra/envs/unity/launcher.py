@@ -44,6 +44,14 @@ def _in_folder(folder: str) -> list[str]:
     return found
 
 
+def _runnable(name: str, executable: str) -> str:
+    """``executable`` (found inside a folder or bundle) if it may be run; EnvError with the fix if
+    it lost its executable bit (a build of another system is named by launch instead)."""
+    if not _is_executable_file(executable) and _foreign_build(executable) is None:
+        raise EnvError(f"--env={name}: {executable} is not executable; make it so with chmod +x {executable}")
+    return executable
+
+
 def find_executable(name: str) -> str:
     """The executable ``--env`` names: the file itself, the name with a build suffix added, the
     executable inside a macOS ``.app`` bundle, or the one build inside a folder. EnvError says what
@@ -53,11 +61,11 @@ def find_executable(name: str) -> str:
         inner = _inside_app(path)
         if inner is None:
             raise EnvError(f"--env={name}: the app bundle has no executable in Contents/MacOS")
-        return inner
+        return _runnable(name, inner)
     if os.path.isdir(path):
         found = _in_folder(path)
         if len(found) == 1:
-            return found[0]
+            return _runnable(name, found[0])
         if not found:
             raise EnvError(f"--env={name}: the folder holds no Unity build (a file ending in "
                            f"{', '.join(BUILD_SUFFIXES)})")
@@ -68,7 +76,7 @@ def find_executable(name: str) -> str:
         if candidate.endswith(".app") and os.path.isdir(candidate):
             inner = _inside_app(candidate)
             if inner:
-                return inner
+                return _runnable(name, inner)
         if os.path.isfile(candidate):
             if not _is_executable_file(candidate):
                 suffix = os.path.splitext(candidate)[1]

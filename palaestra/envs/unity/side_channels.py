@@ -16,7 +16,7 @@ import struct
 import uuid
 from collections import defaultdict
 
-from palaestra.envs.base import EngineConfig, EnvError
+from palaestra.envs.base import STAT_AVERAGE, STAT_HISTOGRAM, STAT_MOST_RECENT, STAT_SUM, EngineConfig, EnvError
 
 logger = logging.getLogger("palaestra")
 
@@ -26,7 +26,6 @@ FLOAT_PROPERTIES_ID = uuid.UUID("60ccf7d0-4f7e-11ea-b238-784f4387d1f7")
 STATS_ID = uuid.UUID("a1d8f7b7-cec8-50f9-b78b-d3e165a78520")
 TRAINING_ANALYTICS_ID = uuid.UUID("b664a4a9-d86f-5a5f-95cb-e8353a7e8356")
 
-AVERAGE, MOST_RECENT = 0, 1  # the stats channel's aggregations
 
 
 class Writer:
@@ -48,7 +47,11 @@ class Writer:
         return self
 
     def string(self, value: str) -> "Writer":
-        encoded = value.encode("ascii")
+        try:
+            encoded = value.encode("ascii")  # Unity's side channels read strings as ASCII
+        except UnicodeEncodeError:
+            raise EnvError(f"{value!r}: a name sent to Unity must be ASCII (Unity's side channels read no other "
+                           "characters); rename it in the curriculum, sampler or code that sets it") from None
         return self.int32(len(encoded)).raw(encoded)
 
     def float32_list(self, values: list[float]) -> "Writer":
@@ -208,22 +211,28 @@ class FloatPropertiesChannel(SideChannel):
 
 class StatsChannel(SideChannel):
     """Statistics a scene records (``Academy.Instance.StatsRecorder``): each key's values since the
-    last ``take_stats``, with the aggregation Unity asked for (AVERAGE keeps every value,
-    MOST_RECENT keeps the last)."""
+    last ``take_stats``, with the aggregation Unity asked for (envs/base.py's STAT_*: the most
+    recent keeps the last value, the others every value). An aggregation this version does not
+    know is averaged, with a warning."""
 
     def __init__(self) -> None:
         super().__init__(STATS_ID)
         self.values: dict[str, list[float]] = defaultdict(list)
         self.aggregation: dict[str, int] = {}
+        self._unknown: set[str] = set()  # keys warned about
 
     def on_message(self, payload: bytes) -> None:
         reader = Reader(payload, "stats")
         key, value, aggregation = reader.string(), reader.float32(), reader.int32()
-        if aggregation not in (AVERAGE, MOST_RECENT):
-            raise EnvError(f"side channel stats: key {key!r} has aggregation {aggregation}; expected 0 (average) "
-                           "or 1 (most recent)")
+        if aggregation not in (STAT_AVERAGE, STAT_MOST_RECENT, STAT_SUM, STAT_HISTOGRAM):
+            if key not in self._unknown:
+                self._unknown.add(key)
+                logger.warning("side channel stats: key %r has aggregation %d, which this version does not know "
+                               "(0 average, 1 most recent, 2 sum, 3 histogram); its values are averaged", key,
+                               aggregation)
+            aggregation = STAT_AVERAGE
         self.aggregation[key] = aggregation
-        if aggregation == MOST_RECENT:
+        if aggregation == STAT_MOST_RECENT:
             self.values[key] = [value]
         else:
             self.values[key].append(value)
