@@ -199,12 +199,16 @@ def _checked_run(options: RunOptions, interrupts: Interrupts, warnings: _Warning
 
 
 def _close_env(env: Env) -> None:
-    """Close the environment; its own code calling sys.exit() there (after the run) is a warning,
-    not an exit: the run's outcome stands."""
+    """Close the environment; its own code failing there, or calling sys.exit(), after the run is a
+    warning, not the run's outcome (which stands, and which a traceback here would hide)."""
     try:
         env.close()
     except SystemExit as e:
         logger.warning("the environment's code called sys.exit(%r) while it was closed", e.code)
+    except Exception as e:  # (KeyboardInterrupt still stops the process)
+        logger.warning("the environment failed while it was closed (%s: %s); the run's results stand",
+                       type(e).__name__, e)
+        logger.debug("the failure above came from:", exc_info=True)
 
 
 # the flags that reach environments as EngineConfig: Unity builds and the Editor read them, and

@@ -478,6 +478,13 @@ class ExitingOnClose(Exiting):
 
 def make_quitting_on_close():
     return ExitingOnClose()
+
+class FailingOnClose(ExitingOnClose):
+    def close(self):
+        raise RuntimeError("boom in close")
+
+def make_failing_on_close():
+    return FailingOnClose()
 """
 
 
@@ -487,6 +494,19 @@ def test_an_environment_calling_sys_exit_when_closed_after_the_run_is_a_warning(
     result = run_cli(str(cfg), "--env=exiting_env_close:make_quitting_on_close", "--run-id=x")
     assert result.code == 0 and "called sys.exit(0) while it was closed" in result.log, result.log
     assert "nothing was trained" not in result.log and list((workdir / "models/x").glob("*.onnx"))
+
+
+def test_an_environment_failing_when_closed_is_a_warning_that_hides_nothing(run_cli, workdir):
+    (workdir / "exiting_env_close.py").write_text(EXITING_ENV)
+    cfg = write_yaml(workdir / "c.yaml", "default:\n  max_steps: 200\n  batch_size: 16\n  buffer_size: 64\n")
+    result = run_cli(str(cfg), "--env=exiting_env_close:make_failing_on_close", "--run-id=x", "--num-areas=2")
+    assert result.code == 0, result.log
+    assert "the environment failed while it was closed (RuntimeError: boom in close); the run's results stand" \
+        in result.log and "Traceback" not in result.log
+    # a config error stays the error the run reports
+    wrong = write_yaml(workdir / "w.yaml", "Nobody:\n  max_steps: 200\n")
+    result = run_cli(str(wrong), "--env=exiting_env_close:make_failing_on_close", "--run-id=y")
+    assert result.code != 0 and "no settings for behavior(s)" in result.log and "Traceback" not in result.log, result.log
 
 
 @pytest.mark.parametrize("factory,message,saved", [

@@ -972,6 +972,11 @@ class _Misbehaving(_NaNAfter):
             return np.zeros(5, np.float32), reward, terminated, truncated, info
         if self.where == "old api":
             return obs, reward, terminated, info
+        if self.where in ("text", "none", "square"):
+            return {"text": "abc", "none": None, "square": np.zeros((3, 3), np.float32)}[self.where], reward, \
+                terminated, truncated, info
+        if self.where == "flags":
+            return obs, reward, np.array([False, True]), truncated, info
         return obs, "lots", terminated, truncated, info
 
 
@@ -983,6 +988,10 @@ class _Misbehaving(_NaNAfter):
     # "step returned 4 values; Gymnasium's API returns 5 ...")
     ("old api", "'PalaestraTestBad-v0' raised ValueError in step: not enough values to unpack (expected 5, got 4)"),
     ("reward", "step returned the reward 'lots'; expected a number"),
+    ("text", "'PalaestraTestBad-v0' returned an observation str 'abc'; its observation space is Box(-1.0, 1.0, (3,)"),
+    ("none", "'PalaestraTestBad-v0' returned an observation NoneType None; its observation space is Box("),
+    ("square", "'PalaestraTestBad-v0' returned an observation of shape (3, 3); its observation space is Box("),
+    ("flags", "step returned terminated=array([False,  True]); expected True or False"),
 ])
 def test_a_gymnasium_environment_that_breaks_its_api_is_named_with_what_it_did(where, message):
     gym.register("PalaestraTestBad-v0", entry_point=_Misbehaving, kwargs={"where": where})

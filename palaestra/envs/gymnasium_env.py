@@ -100,6 +100,12 @@ def mask_reader(space: gym.Space, actions: ActionSpec, env_id: str) -> Callable[
     return read
 
 
+def _shown(value: Any) -> str:
+    """A value an environment returned, as a message shows it: its type and a short repr."""
+    text = repr(value)
+    return f"{type(value).__name__} {text[:60] + '...' if len(text) > 60 else text}"
+
+
 def observation_converter(space: gym.Space, env_id: str) -> tuple[tuple[int, ...], type, Converter]:
     """How one observation of ``space`` becomes Palaestra's: (shape, dtype, convert). A masked
     observation (:func:`is_masked_observation`) is its ``observation`` part; the mask is read by
@@ -116,11 +122,19 @@ def observation_converter(space: gym.Space, env_id: str) -> tuple[tuple[int, ...
                            "an image: %s", env_id, space.shape, image)
         size = int(np.prod(space.shape))
 
+        squeezed = tuple(d for d in space.shape if d != 1)
+
         def flat(o: Any) -> np.ndarray:
-            a = np.asarray(o, dtype=np.float32)
-            if a.size != size:
-                raise EnvError(f"Gymnasium environment {env_id!r} returned an observation of shape {a.shape}; its "
-                               f"observation space is {space}")
+            try:
+                a = np.asarray(o, dtype=np.float32) if o is not None else None
+            except (TypeError, ValueError):
+                a = None
+            # the space's shape, give or take axes of 1 ([[x]] for a Box of shape (1,)): another
+            # shape of the same size would be read in the wrong order
+            if a is None or tuple(d for d in a.shape if d != 1) != squeezed:
+                got = f"of shape {a.shape}" if a is not None else f"{_shown(o)}"
+                raise EnvError(f"Gymnasium environment {env_id!r} returned an observation {got}; its observation "
+                               f"space is {space}")
             return a.reshape(size)
 
         return (size,), np.float32, flat
@@ -128,7 +142,11 @@ def observation_converter(space: gym.Space, env_id: str) -> tuple[tuple[int, ...
         n, start = int(space.n), int(space.start)
 
         def one_hot(o: Any) -> np.ndarray:
-            index = int(o) - start
+            try:
+                index = int(o) - start
+            except (TypeError, ValueError):
+                raise EnvError(f"Gymnasium environment {env_id!r} returned the observation {_shown(o)}; its "
+                               f"observation space is {space}") from None
             if not 0 <= index < n:  # else an IndexError, or below start a silent wrap-around
                 raise EnvError(f"Gymnasium environment {env_id!r} returned the observation {o}, outside its "
                                f"observation space {space}")
@@ -300,10 +318,17 @@ class GymnasiumEnv(SingleBehaviorEnv):
                            "environment needs Gymnasium's compatibility wrapper")
         o, r, terminated, truncated, _ = result
         try:
-            return o, float(r), bool(terminated), bool(truncated)
+            reward = float(r)
         except (TypeError, ValueError):
             raise EnvError(f"Gymnasium environment {self.env_id!r}: step returned the reward {r!r}; expected a "
                            "number") from None
+        flags = []
+        for name, flag in (("terminated", terminated), ("truncated", truncated)):
+            if np.ndim(flag) != 0:  # (bool() of a one-element array would pass, of a longer one fail unclearly)
+                raise EnvError(f"Gymnasium environment {self.env_id!r}: step returned {name}={flag!r}; expected "
+                               "True or False")
+            flags.append(bool(flag))
+        return o, reward, flags[0], flags[1]
 
     def step(self) -> None:
         if self._decision is None:
@@ -343,6 +368,13 @@ class GymnasiumEnv(SingleBehaviorEnv):
         return dict(self._options) if self._options is not None else None
 
     def close(self) -> None:
+        """Close every copy, even after one fails (the first failure is raised then)."""
+        failure = None
         for env in self.envs:
-            env.close()
+            try:
+                env.close()
+            except Exception as e:
+                failure = failure or e
         self._decision = None
+        if failure is not None:
+            raise failure
