@@ -3,6 +3,7 @@ seed, and their scripted heuristics reach the documented rewards."""
 
 from __future__ import annotations
 
+import logging
 import re
 
 import gymnasium as gym
@@ -644,6 +645,73 @@ def pz_module(tmp_path, monkeypatch):
     import sys
 
     sys.modules.pop("guess_env", None)
+
+
+PZ_BROKEN = """
+
+class Broken(Guess):
+    def __init__(self, fault):
+        super().__init__()
+        self.fault = fault
+
+    def reset(self, seed=None, options=None):
+        if self.fault == "reset raises":
+            raise RuntimeError("reset boom")
+        obs, infos = super().reset(seed, options)
+        return obs if self.fault == "bare reset" else (obs, infos)
+
+    def step(self, actions):
+        if self.fault == "step raises":
+            raise RuntimeError("step boom")
+        obs, rewards, terminated, truncated, infos = super().step(actions)
+        if self.fault == "reward array":
+            rewards = {a: np.array([r, r]) for a, r in rewards.items()}
+        if self.fault == "reward None":
+            rewards = {a: None for a in rewards}
+        if self.fault == "flag array":
+            terminated = {a: np.array([False, True]) for a in terminated}
+        return obs, rewards, terminated, truncated, infos
+
+
+def broken(fault):
+    return Broken(fault.replace("_", " "))
+"""
+
+
+@pytest.mark.parametrize("fault, message", [
+    ("reset_raises", "PettingZoo environment 'guess_env' raised RuntimeError in reset: reset boom"),
+    ("bare_reset", "PettingZoo environment 'guess_env': reset returned a dict, not the parallel API's "
+                   "(observations, infos), each a dict keyed by agent"),
+    ("step_raises", "PettingZoo environment 'guess_env' raised RuntimeError in step: step boom"),
+    ("reward_array", "step returned the reward array([0., 0.]) for agent 'seer_0'; expected a number"),
+    ("reward_None", "step returned the reward None for agent 'seer_0'; expected a number"),
+    ("flag_array", "step returned the termination array([False,  True]) for agent 'seer_0'; expected True or False"),
+])
+def test_a_pettingzoo_environment_that_breaks_its_api_is_named_with_what_it_did(tmp_path, monkeypatch, fault,
+                                                                               message):
+    pytest.importorskip("pettingzoo")
+    (tmp_path / "guess_env.py").write_text(PZ_MODULE + PZ_BROKEN)
+    monkeypatch.chdir(tmp_path)
+    import sys
+    try:
+        env = make_env("guess_env:broken", env_args=[f"fault={fault}"])
+        with pytest.raises(EnvError) as error:
+            env.reset()
+            for behavior, spec in env.behavior_specs.items():
+                env.set_actions(behavior, spec.action_spec.empty_actions(len(env.get_steps(behavior)[0])))
+            env.step()
+    finally:
+        sys.modules.pop("guess_env", None)
+    assert message in str(error.value)
+
+
+def test_pettingzoo_parameters_through_reset_options_are_said_once(pz_module, caplog):
+    env = make_env(f"{pz_module}:make", seed=1)
+    with caplog.at_level(logging.WARNING, "palaestra"):
+        env.reset({"gravity": 9.0})
+        env.reset({"gravity": 8.0})
+    assert caplog.text.count("PettingZoo environment 'guess_env' has no set_environment_parameters: the environment "
+                             "parameters (gravity) are passed to its reset(options=...)") == 1
 
 
 def test_pettingzoo_agents_group_into_behaviors_and_come_and_go(pz_module):

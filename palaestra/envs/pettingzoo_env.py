@@ -14,6 +14,7 @@ every reset.
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any, Mapping
 
@@ -27,6 +28,8 @@ from palaestra.envs.base import (
     TerminalSteps,
 )
 from palaestra.envs.gymnasium_env import action_converter, mask_reader, observation_converter, parameter_setter
+
+logger = logging.getLogger("palaestra")
 
 
 def behavior_of(agent: str) -> str:
@@ -66,6 +69,7 @@ class PettingZooEnv:
         self._actions: dict[str, ActionTuple] = {}
         self._seeded = False
         self._options: dict[str, float] | None = None  # environment parameters, passed at each reset
+        self._said_options = False
 
     @property
     def behavior_specs(self) -> Mapping[str, BehaviorSpec]:
@@ -92,10 +96,31 @@ class PettingZooEnv:
             if setter is not None:
                 setter(dict(values))
             self._options = None if setter is not None else values
-        obs, _ = self.env.reset(seed=None if self._seeded else self.seed, options=self._reset_options())
+            if self._options is not None and not self._said_options:
+                self._said_options = True  # once: every resampling comes this way
+                logger.warning("PettingZoo environment %r has no set_environment_parameters: the environment "
+                               "parameters (%s) are passed to its reset(options=...), which many environments "
+                               "ignore (docs/curricula.md)", self.name, ", ".join(values))
+        obs = self._reset_env(seed=None if self._seeded else self.seed)
         self._seeded = True
-        self._refuse_missing_agents("reset()", [], obs, {}, {}, {})
         self._publish(obs, {}, {}, {}, {})
+
+    def _call(self, what: str, method: Any, *args: Any, **kwargs: Any) -> Any:
+        """The environment's own method, its exception named with the environment and the call."""
+        try:
+            return method(*args, **kwargs)
+        except Exception as e:  # the environment's code: say which environment, without our frames
+            raise EnvError(f"PettingZoo environment {self.name!r} raised {type(e).__name__} in {what}: "
+                           f"{str(e).strip() or '(no message)'}") from e
+
+    def _reset_env(self, seed: int | None = None) -> Mapping[str, Any]:
+        """The environment's reset, checked: the observations of its (observations, infos)."""
+        result = self._call("reset", self.env.reset, seed=seed, options=self._reset_options())
+        if not (isinstance(result, tuple) and len(result) == 2 and all(isinstance(r, Mapping) for r in result)):
+            raise EnvError(f"PettingZoo environment {self.name!r}: reset returned {_described(result)}, not the "
+                           "parallel API's (observations, infos), each a dict keyed by agent")
+        self._refuse_missing_agents("reset()", [], result[0], {}, {}, {})
+        return result[0]
 
     def _reset_options(self) -> dict[str, float] | None:
         return dict(self._options) if self._options is not None else None
@@ -111,16 +136,20 @@ class PettingZooEnv:
             self._specs[behavior].action_spec.check(chosen, len(agents), behavior)
             for row, agent in enumerate(agents):
                 actions[agent] = self._convert_act[behavior](chosen, row)
-        obs, rewards, terminated, truncated, _ = self.env.step(actions)
+        result = self._call("step", self.env.step, actions)
+        if not (isinstance(result, tuple) and len(result) == 5 and all(isinstance(r, Mapping) for r in result)):
+            raise EnvError(f"PettingZoo environment {self.name!r}: step returned {_described(result)}, not the "
+                           "parallel API's (observations, rewards, terminations, truncations, infos), each a dict "
+                           "keyed by agent")
+        obs, rewards, terminated, truncated, _ = result
         self._refuse_missing_agents("step()", list(actions), obs, rewards, terminated, truncated)
+        self._refuse_malformed(rewards, terminated, truncated)
         # only agents that acted can finish: some environments keep reporting an agent that
         # finished earlier (done, reward 0) until the episode ends, which PettingZoo's own API
         # test only warns about; ending it again would count one more episode every step
         acted = {a: rewards[a] for a in actions}
         if not self.env.agents:  # everyone is done: a new episode for all
-            fresh, _ = self.env.reset(options=self._reset_options())
-            self._refuse_missing_agents("reset()", [], fresh, {}, {}, {})
-            self._publish(fresh, acted, terminated, truncated, obs)
+            self._publish(self._reset_env(), acted, terminated, truncated, obs)
         else:
             self._publish(obs, acted, terminated, truncated, {})
 
@@ -145,6 +174,21 @@ class PettingZooEnv:
                                f"{'acted this step' if set(missing) <= set(acted) else 'are among its live agents'}; "
                                "PettingZoo's parallel API returns one for every agent that acted (the final one "
                                "for those that finished) and for every live agent")
+
+    def _refuse_malformed(self, rewards: Mapping[str, Any], terminated: Mapping[str, Any],
+                          truncated: Mapping[str, Any]) -> None:
+        """Each reward a number and each termination or truncation a flag, or the agent named."""
+        for agent, reward in rewards.items():
+            try:
+                float(reward)
+            except (TypeError, ValueError):
+                raise EnvError(f"PettingZoo environment {self.name!r}: step returned the reward {reward!r} for agent "
+                               f"{agent!r}; expected a number") from None
+        for label, flags in (("termination", terminated), ("truncation", truncated)):
+            for agent, flag in flags.items():
+                if np.ndim(flag) != 0:
+                    raise EnvError(f"PettingZoo environment {self.name!r}: step returned the {label} {flag!r} for "
+                                   f"agent {agent!r}; expected True or False")
 
     def _publish(self, obs: Mapping[str, Any], rewards: Mapping[str, float], terminated: Mapping[str, bool],
                  truncated: Mapping[str, bool], final_obs: Mapping[str, Any]) -> None:
@@ -184,8 +228,15 @@ class PettingZooEnv:
         self._deciding = deciding
 
     def close(self) -> None:
-        self.env.close()
         self._decision = {}
+        self.env.close()
+
+
+def _described(result: Any) -> str:
+    """What a call returned, for a message: its count of values and their types."""
+    if isinstance(result, tuple):
+        return f"{len(result)} values ({', '.join(type(r).__name__ for r in result)})"
+    return f"a {type(result).__name__}"
 
 
 def is_parallel_env(obj: Any) -> bool:
