@@ -583,6 +583,22 @@ def test_builtin_environments_as_gymnasium_vector_environments():
     assert list(make_env("palaestra/Basic-v0").behavior_specs) == ["Basic"]  # the CLI maps it to the built-in
 
 
+@pytest.mark.parametrize("name, actions, message", [
+    ("3DBall", np.full((12, 2), np.nan, np.float32), "NaN or infinite continuous actions for the agents in rows"),
+    ("3DBall", np.zeros(24, np.float32), "step takes actions of shape (12, 2)"),
+    ("Basic", np.full(1, 7), "discrete action 7 in branch 0, which has 3 actions"),
+    ("Basic", np.full(1, -1), "discrete action -1 in branch 0"),
+    ("Basic", np.full(1, 0.5), "discrete actions must be whole numbers"),
+])
+def test_the_gymnasium_vector_registration_refuses_actions_outside_its_space(name, actions, message):
+    # as Gymnasium's own environments do; a NaN would have become the ball's state silently
+    envs = gym.make_vec(f"palaestra.envs.gym_vector:palaestra/{name}-v0", num_envs=12 if name == "3DBall" else 1)
+    envs.reset(seed=0)
+    with pytest.raises(EnvError, match=re.escape(message)):
+        envs.step(actions)
+    envs.step(envs.action_space.sample())  # (still usable)
+
+
 PZ_MODULE = """
 import numpy as np
 from gymnasium import spaces
@@ -817,6 +833,10 @@ def test_box_actions_without_finite_bounds_stay_inside_the_space_without_numpy_w
     np.testing.assert_allclose(sent[:, 3], [0, 5, 10])  # bounded: scaled onto [0, 10]
     assert all(space.contains(row.astype(np.float32)) for row in sent)
     assert "action dimensions [0, 1, 2] of its Box have no finite bounds" in caplog.text
+    # float32's largest bounds stand for none, as many environments write "unbounded"
+    big = np.finfo(np.float32).max
+    spec, convert = action_converter(spaces.Box(-big, big, (1,), np.float32), "Huge-v0")
+    assert convert(ActionTuple(continuous=np.array([[0.5]], np.float32)), 0) == pytest.approx([0.5])
 
 
 def test_pettingzoo_mpe2_environment_from_the_package_registry():

@@ -84,10 +84,22 @@ class BuiltinGymVectorEnv(VectorEnv):
 
     def step(self, actions: Any):
         actions = np.asarray(actions)
+        shape = self.action_space.shape
+        # the batched action space's shape ((num_envs, 1) too for one discrete branch): another
+        # shape of the same size would reach the wrong sub-environments
+        if actions.shape != shape and not (len(shape) == 1 and actions.shape == (*shape, 1)):
+            raise EnvError(f"{gym_id(self.name)}: step takes actions of shape {shape} ({self.action_space}), got "
+                           f"{actions.shape}")
         if self._action_spec.is_continuous:
             tuple_ = ActionTuple(continuous=actions.reshape(self.num_envs, -1).astype(np.float32))
         else:
+            if not np.issubdtype(actions.dtype, np.integer) and not np.array_equal(actions, np.rint(actions)):
+                raise EnvError(f"{gym_id(self.name)}: discrete actions must be whole numbers, got {actions.dtype} "
+                               "values with fractions")
             tuple_ = ActionTuple(discrete=actions.reshape(self.num_envs, -1).astype(np.int32))
+        problem = self._action_spec.value_problem(tuple_)  # (a NaN, or a discrete action outside its branch)
+        if problem is not None:
+            raise EnvError(f"{gym_id(self.name)}: {problem}")
         self._env.set_actions(self._behavior, tuple_)
         self._env.step()
         decision, terminal = self._env.get_steps(self._behavior)

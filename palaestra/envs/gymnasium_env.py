@@ -162,6 +162,9 @@ def observation_converter(space: gym.Space, env_id: str) -> tuple[tuple[int, ...
     )
 
 
+NO_BOUND = 1e30  # an action bound this large (or infinite) is read as no bound
+
+
 def action_converter(space: gym.Space, env_id: str):
     if isinstance(space, spaces.Box):
         size = int(np.prod(space.shape))
@@ -170,14 +173,15 @@ def action_converter(space: gym.Space, env_id: str):
         # Policies act in [-1, 1] (ML-Agents' clipping), scaled onto each bounded dimension. A
         # dimension without both bounds is not scaled: [-1, 1] itself, or the 2 units beside its
         # one finite bound, so that every action sent stays inside the space.
-        has_low, has_high = np.isfinite(low), np.isfinite(high)
+        # (a bound beyond 1e30, as float32's largest, stands for none: scaled onto, actions would be huge)
+        has_low, has_high = np.abs(low) < NO_BOUND, np.abs(high) < NO_BOUND
         safe_low, safe_high = np.where(has_low, low, 0.0), np.where(has_high, high, 0.0)
         mid = np.where(has_low & has_high, (safe_low + safe_high) / 2,
                        np.where(has_low, safe_low + 1.0, np.where(has_high, safe_high - 1.0, 0.0)))
         half = np.where(has_low & has_high, (safe_high - safe_low) / 2, 1.0)
         unbounded = np.flatnonzero(~(has_low & has_high))
         if unbounded.size:
-            logger.warning("environment %r: action dimensions %s of its Box have no finite bounds on both sides; the policy's "
+            logger.warning("environment %r: action dimensions %s of its Box have no finite bounds (below 1e30) on both sides; the policy's "
                            "actions in [-1, 1] reach them unscaled (beside the one bound where there is one); give "
                            "the action space finite bounds to have them scaled", env_id, unbounded.tolist())
         shape, dtype = space.shape, space.dtype

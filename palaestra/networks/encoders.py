@@ -76,7 +76,9 @@ def image_problem(shape: tuple[int, ...], kind: str, origin: str = "") -> str | 
     fits = [repr(k) for k, size in MIN_IMAGE_SIZE.items() if side >= size]
     advice = (f"use vis_encode_type {' or '.join(fits)}" if fits else
               "render larger images in the environment (the built-in environments take theirs from --env-args: "
-              "VisualGridWorld's image_size, the 1-D environments' vis_obs_size)")
+              "VisualGridWorld's image_size, the 1-D environments' vis_obs_size; a Gymnasium or PettingZoo "
+              "environment's by a wrapper such as Gymnasium's ResizeObservation), or, if they are not pictures "
+              "(MiniGrid's 7x7x3 grid encoding), hand them over as a vector with Gymnasium's FlattenObservation")
     return (f"image observation of shape {tuple(shape)} is smaller than the {smallest}x{smallest} that "
             f"vis_encode_type {kind!r}{origin} needs; {advice}")
 
