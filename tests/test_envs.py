@@ -581,6 +581,16 @@ def test_builtin_environments_as_gymnasium_vector_environments():
     with pytest.raises(EnvError, match="multiple of 12"):
         gym.make_vec("palaestra/3DBall-v0", num_envs=5)
     assert list(make_env("palaestra/Basic-v0").behavior_specs) == ["Basic"]  # the CLI maps it to the built-in
+    assert list(make_env("palaestra.envs.gym_vector:palaestra/Basic-v0").behavior_specs) == ["Basic"]  # as docs write it
+
+
+def test_a_registration_for_make_vec_only_says_what_it_lacks():
+    gym.register("PalaestraVectorOnly-v0", vector_entry_point="palaestra.envs.gym_vector:BuiltinGymVectorEnv")
+    try:
+        with pytest.raises(EnvError, match="'PalaestraVectorOnly-v0' is registered only as a vector environment"):
+            make_env("PalaestraVectorOnly-v0")
+    finally:
+        gym.registry.pop("PalaestraVectorOnly-v0")
 
 
 @pytest.mark.parametrize("name, actions, message", [
@@ -719,6 +729,51 @@ def test_a_pettingzoo_environment_that_breaks_its_api_is_named_with_what_it_did(
     finally:
         sys.modules.pop("guess_env", None)
     assert message in str(error.value)
+
+
+def _two_agents(observation_spaces):
+    from pettingzoo import ParallelEnv
+
+    class TwoAgents(ParallelEnv):
+        possible_agents = ["a_0", "a_1"]
+
+        def observation_space(self, agent):
+            return observation_spaces[int(agent[-1])]
+
+        def action_space(self, agent):
+            return gym.spaces.Discrete(2)
+    return TwoAgents()
+
+
+def test_pettingzoo_agents_of_one_behavior_must_share_spaces_compared_as_spaces():
+    pytest.importorskip("pettingzoo")
+    from palaestra.envs.pettingzoo_env import PettingZooEnv
+    high = np.ones(1500, np.float32)
+    high[0] = 3.0  # (uniform bounds print as one number)
+    other = high.copy()
+    other[1000] = 2.0  # deep inside: both Boxes print alike
+    spaces = [gym.spaces.Box(-1.0, high), gym.spaces.Box(-1.0, other)]
+    assert repr(spaces[0]) == repr(spaces[1])
+    with pytest.raises(EnvError, match=re.escape("behavior 'a' (['a_0', 'a_1']) have different observation or action "
+                                                 "spaces (a_0 and a_1)")):
+        PettingZooEnv(_two_agents(spaces), "pz")
+    dicts = [gym.spaces.Dict({"x": gym.spaces.Discrete(2)})] * 2
+    with pytest.raises(EnvError, match=re.escape("PettingZoo environment 'pz (a)' has an observation space of type "
+                                                 "Dict; supported: Box, Discrete, and a Dict of 'observation' and "
+                                                 "'action_mask' (flatten any other with SuperSuit's flatten_v0")):
+        PettingZooEnv(_two_agents(dicts), "pz")
+
+
+def test_a_pettingzoo_module_with_only_an_aec_env_says_how_to_convert_it(tmp_path, monkeypatch):
+    (tmp_path / "turns_v0.py").write_text("def env():\n    raise AssertionError('not called')\n")
+    monkeypatch.chdir(tmp_path)
+    import sys
+    try:
+        with pytest.raises(EnvError, match=re.escape("module 'turns_v0' has no parallel_env, only env(): a PettingZoo "
+                                                     "AEC (turn-based) environment")):
+            make_env("pettingzoo:turns_v0")
+    finally:
+        sys.modules.pop("turns_v0", None)
 
 
 def test_pettingzoo_parameters_through_reset_options_are_said_once(pz_module, caplog):

@@ -37,7 +37,7 @@ CHANNELS = (1, 3, 4)  # channel counts that mark a Box's first or last dimension
 Converter = Callable[[Any], np.ndarray]
 
 
-def _image_converter(space: spaces.Box, env_id: str) -> tuple[tuple[int, ...], type, Converter] | str:
+def _image_converter(space: spaces.Box, who: str) -> tuple[tuple[int, ...], type, Converter] | str:
     """A rank-3 Box as an image: (channel-last shape, dtype, convert), or why it is not one."""
     first, middle, last = space.shape
     if last in CHANNELS:
@@ -58,7 +58,7 @@ def _image_converter(space: spaces.Box, env_id: str) -> tuple[tuple[int, ...], t
     def image(o: Any) -> np.ndarray:
         a = np.asarray(o, dtype=dtype)
         if a.shape != shape:  # else broadcast silently, or failing later inside the encoder
-            raise EnvError(f"Gymnasium environment {env_id!r} returned an image observation of shape {a.shape}; "
+            raise EnvError(f"{who} returned an image observation of shape {a.shape}; "
                            f"its observation space is {space}")
         return a.transpose(1, 2, 0) if channel_first else a
 
@@ -74,7 +74,7 @@ def is_masked_observation(space: gym.Space) -> bool:
     return isinstance(space, spaces.Dict) and set(space.spaces) == set(MASKED)
 
 
-def mask_reader(space: gym.Space, actions: ActionSpec, env_id: str) -> Callable[[Any], list[np.ndarray]] | None:
+def mask_reader(space: gym.Space, actions: ActionSpec, who: str) -> Callable[[Any], list[np.ndarray]] | None:
     """For a masked observation space (:func:`is_masked_observation`): one observation → the mask
     of each discrete branch, True where the action is *unavailable* (ML-Agents' convention);
     None for any other space."""
@@ -83,17 +83,17 @@ def mask_reader(space: gym.Space, actions: ActionSpec, env_id: str) -> Callable[
     size = int(np.prod(space["action_mask"].shape))
     branches = list(actions.discrete_branches)
     if actions.continuous_size or size != sum(branches):
-        raise EnvError(f"environment {env_id!r}: its action_mask has {size} entries, but its actions are "
+        raise EnvError(f"{who}: its action_mask has {size} entries, but its actions are "
                        f"{actions.describe()}; a mask needs discrete actions and one entry per action of each branch")
     ends = np.cumsum(branches)[:-1]
 
     def read(o: Any) -> list[np.ndarray]:
         legal = np.asarray(o["action_mask"]).reshape(-1) != 0
         if legal.size != size:
-            raise EnvError(f"environment {env_id!r} returned an action_mask of {legal.size} entries; its space has {size}")
+            raise EnvError(f"{who} returned an action_mask of {legal.size} entries; its space has {size}")
         per_branch = np.split(legal, ends)
         if not all(branch.any() for branch in per_branch):
-            raise EnvError(f"environment {env_id!r} returned an action_mask with no legal action in a branch: "
+            raise EnvError(f"{who} returned an action_mask with no legal action in a branch: "
                            f"{legal.astype(int).tolist()}")
         return [~branch for branch in per_branch]
 
@@ -106,20 +106,20 @@ def _shown(value: Any) -> str:
     return f"{type(value).__name__} {text[:60] + '...' if len(text) > 60 else text}"
 
 
-def observation_converter(space: gym.Space, env_id: str) -> tuple[tuple[int, ...], type, Converter]:
+def observation_converter(space: gym.Space, who: str) -> tuple[tuple[int, ...], type, Converter]:
     """How one observation of ``space`` becomes Palaestra's: (shape, dtype, convert). A masked
     observation (:func:`is_masked_observation`) is its ``observation`` part; the mask is read by
     :func:`mask_reader`."""
     if is_masked_observation(space):
-        shape, dtype, convert = observation_converter(space["observation"], env_id)
+        shape, dtype, convert = observation_converter(space["observation"], who)
         return shape, dtype, lambda o: convert(o["observation"])
     if isinstance(space, spaces.Box):
         if len(space.shape) == 3:
-            image = _image_converter(space, env_id)
+            image = _image_converter(space, who)
             if not isinstance(image, str):
                 return image
-            logger.warning("Gymnasium environment %r: its observation Box %s is flattened to a vector, not kept as "
-                           "an image: %s", env_id, space.shape, image)
+            logger.warning("%s: its observation Box %s is flattened to a vector, not kept as "
+                           "an image: %s", who, space.shape, image)
         size = int(np.prod(space.shape))
 
         squeezed = tuple(d for d in space.shape if d != 1)
@@ -133,7 +133,7 @@ def observation_converter(space: gym.Space, env_id: str) -> tuple[tuple[int, ...
             # shape of the same size would be read in the wrong order
             if a is None or tuple(d for d in a.shape if d != 1) != squeezed:
                 got = f"of shape {a.shape}" if a is not None else f"{_shown(o)}"
-                raise EnvError(f"Gymnasium environment {env_id!r} returned an observation {got}; its observation "
+                raise EnvError(f"{who} returned an observation {got}; its observation "
                                f"space is {space}")
             return a.reshape(size)
 
@@ -145,10 +145,10 @@ def observation_converter(space: gym.Space, env_id: str) -> tuple[tuple[int, ...
             try:
                 index = int(o) - start
             except (TypeError, ValueError):
-                raise EnvError(f"Gymnasium environment {env_id!r} returned the observation {_shown(o)}; its "
+                raise EnvError(f"{who} returned the observation {_shown(o)}; its "
                                f"observation space is {space}") from None
             if not 0 <= index < n:  # else an IndexError, or below start a silent wrap-around
-                raise EnvError(f"Gymnasium environment {env_id!r} returned the observation {o}, outside its "
+                raise EnvError(f"{who} returned the observation {o}, outside its "
                                f"observation space {space}")
             v = np.zeros(n, dtype=np.float32)
             v[index] = 1.0
@@ -156,16 +156,18 @@ def observation_converter(space: gym.Space, env_id: str) -> tuple[tuple[int, ...
 
         return (n,), np.float32, one_hot
     raise EnvError(
-        f"Gymnasium environment {env_id!r} has an observation space of type "
-        f"{type(space).__name__}; supported: Box, Discrete, and a Dict of 'observation' and 'action_mask' (wrap "
-        "any other with a Gymnasium FlattenObservation wrapper in a Python factory)"
+        f"{who} has an observation space of type "
+        f"{type(space).__name__}; supported: Box, Discrete, and a Dict of 'observation' and 'action_mask' ("
+        + ("flatten any other with SuperSuit's flatten_v0 wrapper, or in the environment itself)"
+           if who.startswith("PettingZoo") else
+           "wrap any other with a Gymnasium FlattenObservation wrapper in a Python factory)")
     )
 
 
 NO_BOUND = 1e30  # an action bound this large (or infinite) is read as no bound
 
 
-def action_converter(space: gym.Space, env_id: str):
+def action_converter(space: gym.Space, who: str):
     if isinstance(space, spaces.Box):
         size = int(np.prod(space.shape))
         low = np.broadcast_to(space.low, space.shape).reshape(size).astype(np.float64)
@@ -181,9 +183,9 @@ def action_converter(space: gym.Space, env_id: str):
         half = np.where(has_low & has_high, (safe_high - safe_low) / 2, 1.0)
         unbounded = np.flatnonzero(~(has_low & has_high))
         if unbounded.size:
-            logger.warning("environment %r: action dimensions %s of its Box have no finite bounds (below 1e30) on both sides; the policy's "
+            logger.warning("%s: action dimensions %s of its Box have no finite bounds (below 1e30) on both sides; the policy's "
                            "actions in [-1, 1] reach them unscaled (beside the one bound where there is one); give "
-                           "the action space finite bounds to have them scaled", env_id, unbounded.tolist())
+                           "the action space finite bounds to have them scaled", who, unbounded.tolist())
         shape, dtype = space.shape, space.dtype
 
         # an integer Box takes the nearest integer (a cast alone would truncate towards zero,
@@ -209,7 +211,7 @@ def action_converter(space: gym.Space, env_id: str):
 
         return ActionSpec(discrete_branches=tuple(int(x) for x in nvec.reshape(-1))), convert_md
     raise EnvError(
-        f"Gymnasium environment {env_id!r} has an action space of type {type(space).__name__}; "
+        f"{who} has an action space of type {type(space).__name__}; "
         "supported: Box, Discrete, MultiDiscrete"
     )
 
@@ -244,13 +246,20 @@ class GymnasiumEnv(SingleBehaviorEnv):
             except gym.error.DependencyNotInstalled as e:
                 raise EnvError(f"Gymnasium environment {env_id!r} needs an extra package: {e}") from None
             except (gym.error.Error, TypeError, ValueError) as e:
+                spec = gym.registry.get(env_id)
+                if spec is not None and spec.entry_point is None and spec.vector_entry_point is not None:
+                    raise EnvError(f"Gymnasium environment {env_id!r} is registered only as a vector environment "
+                                   "(vector_entry_point, for gymnasium.make_vec); Palaestra makes its copies with "
+                                   "gymnasium.make (--num-areas sets how many): register an entry_point for one "
+                                   "environment too") from None
                 raise EnvError(f"could not create Gymnasium environment {env_id!r}: {e}") from e
             except Exception as e:  # the environment's own code failed (a missing module, no display, ...)
                 raise EnvError(f"could not create Gymnasium environment {env_id!r}: {type(e).__name__}: {e}") from e
         first = self.envs[0]
-        obs_shape, self._obs_dtype, self._obs = observation_converter(first.observation_space, env_id)
-        action_spec, self._act = action_converter(first.action_space, env_id)
-        self._masks = mask_reader(first.observation_space, action_spec, env_id)
+        who = f"Gymnasium environment {env_id!r}"  # (the converters' messages name it so)
+        obs_shape, self._obs_dtype, self._obs = observation_converter(first.observation_space, who)
+        action_spec, self._act = action_converter(first.action_space, who)
+        self._masks = mask_reader(first.observation_space, action_spec, who)
         self._spec = BehaviorSpec((obs_shape,), action_spec)
         self.n = num_areas
         self._ids = np.arange(self.n, dtype=np.int64)

@@ -53,11 +53,15 @@ class PettingZooEnv:
         self._convert_act: dict[str, Any] = {}
         self._masks: dict[str, Any] = {}  # behavior -> mask_reader, where its observations carry a mask
         for behavior, agents in groups.items():
-            spaces = {(repr(env.observation_space(a)), repr(env.action_space(a))) for a in agents}
-            if len(spaces) > 1:
+            observation_space, action_space = env.observation_space(agents[0]), env.action_space(agents[0])
+            # (compared as spaces: two large Boxes' reprs can match where their bounds differ)
+            other = [a for a in agents[1:] if env.observation_space(a) != observation_space
+                     or env.action_space(a) != action_space]
+            if other:
                 raise EnvError(f"PettingZoo environment {name!r}: the agents of behavior {behavior!r} ({agents}) "
-                               "have different observation or action spaces; give them different names")
-            label = f"{name} ({behavior})"
+                               f"have different observation or action spaces ({agents[0]} and {other[0]}); give "
+                               "them different names")
+            label = f"PettingZoo environment {f'{name} ({behavior})'!r}"
             shape, self._obs_dtype[behavior], self._convert_obs[behavior] = observation_converter(
                 env.observation_space(agents[0]), label)
             action_spec, self._convert_act[behavior] = action_converter(env.action_space(agents[0]), label)

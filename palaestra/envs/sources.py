@@ -30,6 +30,7 @@ import logging
 import numbers
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -110,7 +111,12 @@ class EnvSource:
     make: Callable[[EnvRequest], Env]
 
 
+GYM_VECTOR_MODULE = "palaestra.envs.gym_vector:"  # Gymnasium's module:id form of the built-ins' ids
+
+
 def _builtin_name(name: str | None) -> str | None:
+    if name is not None and name.startswith(GYM_VECTOR_MODULE):
+        name = name[len(GYM_VECTOR_MODULE):]
     if name is not None and name.startswith("palaestra/") and name.endswith("-v0"):
         name = name[10:-3]  # the built-in's Gymnasium id (envs/gym_vector.py) names the built-in
     return name if name in BUILTIN_ENVS else None
@@ -282,6 +288,14 @@ def _load_factory(spec: str) -> Callable[..., Any]:
     try:
         return load_callable(spec, "--env")
     except ImportTargetError as e:  # (its cause, the module's own error, for --debug)
+        module_name, _, attribute = spec.partition(":")
+        module = sys.modules.get(module_name)
+        if attribute == "parallel_env" and module is not None and callable(getattr(module, "env", None)):
+            # (--env=pettingzoo:... names a module's parallel_env; turn-based games have only env)
+            raise EnvError(f"--env={spec}: module {module_name!r} has no parallel_env, only env(): a PettingZoo AEC "
+                           "(turn-based) environment. Palaestra steps PettingZoo's parallel API: write a factory "
+                           f"returning pettingzoo.utils.conversions.aec_to_parallel({module_name}.env()), where "
+                           "the environment allows it (docs/environments.md)") from None
         raise EnvError(str(e)) from e.__cause__
 
 
