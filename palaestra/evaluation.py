@@ -45,7 +45,8 @@ def evaluate_onnx(env: Env, onnx_path: Path, episodes: int, max_decisions: int =
         feeds = {f"obs_{i}": model_input(o, first) for i, (o, first) in enumerate(zip(decision.obs, layouts))}
         if spec.is_discrete:
             masks = decision.action_mask
-            allowed = ~np.concatenate(masks, axis=1) if masks else np.ones((n, sum(spec.discrete_branches)), bool)
+            allowed = (~np.concatenate(masks, axis=1).astype(bool) if masks
+                       else np.ones((n, sum(spec.discrete_branches)), bool))
             feeds["action_masks"] = allowed.astype(np.float32)
         if memory_size:
             feeds["recurrent_in"] = memories.get(decision.agent_id)[:, None]

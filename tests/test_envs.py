@@ -325,6 +325,28 @@ def test_check_env_refuses_what_the_run_refuses_and_checks_at_least_one_step():
             check_env(Simple1D(), steps=steps)
 
 
+def test_check_env_refuses_integer_masks_and_agent_ids_that_are_not_integers():
+    import dataclasses
+
+    from palaestra.envs.builtin.gridworld import GridWorld
+
+    class IntMasks(GridWorld):
+        def get_steps(self, behavior):
+            decision, terminal = super().get_steps(behavior)
+            return dataclasses.replace(decision, action_mask=[m.astype(np.int8) for m in decision.action_mask]), terminal
+
+    class FloatIds(GridWorld):
+        def get_steps(self, behavior):
+            decision, terminal = super().get_steps(behavior)
+            return dataclasses.replace(decision, agent_id=decision.agent_id + 0.5), terminal
+
+    with pytest.raises(EnvError, match=re.escape("mask of branch 0 must be bool (True: the action is unavailable), "
+                                                 "got int8")):
+        check_env(IntMasks(seed=0))
+    with pytest.raises(EnvError, match="agent ids must be integers of shape .*, got float64"):
+        check_env(FloatIds(seed=0))
+
+
 @pytest.mark.parametrize("call,kind,message", [
     (lambda: make_env(5), EnvError, "make_env: name must be an environment name or None"),
     (lambda: make_env("3DBall", num_areas=1.5), EnvError, "make_env: num_areas must be a whole number >= 1; got 1.5"),

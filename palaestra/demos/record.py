@@ -91,7 +91,7 @@ def _random(spec: BehaviorSpec, seed: int) -> Policy:
         if steps.action_mask:  # uniform among the allowed actions: the largest random key wins
             for b, (mask, size) in enumerate(zip(steps.action_mask, branches)):
                 keys = rng.random((n, size))
-                keys[mask] = -1.0
+                keys[np.asarray(mask, bool)] = -1.0  # (a 0/1 int mask indexes as a mask too)
                 actions.discrete[:, b] = keys.argmax(axis=1)
         return actions
 

@@ -71,7 +71,10 @@ def _check_common(where: str, steps: DecisionSteps | TerminalSteps, spec: Behavi
     n = len(steps)
     if steps.reward.shape != (n,) or not np.isfinite(steps.reward).all():
         raise EnvError(f"{where}: reward must be a finite array of shape ({n},), got {steps.reward.shape}")
-    if len(np.unique(steps.agent_id)) != n:
+    ids = np.asarray(steps.agent_id)
+    if ids.shape != (n,) or n and not np.issubdtype(ids.dtype, np.integer):
+        raise EnvError(f"{where}: agent ids must be integers of shape ({n},), got {ids.dtype} {ids.shape}")
+    if len(np.unique(ids)) != n:
         raise EnvError(f"{where}: agent ids repeat within one step: {steps.agent_id}")
     _check_obs(where, steps.obs, n, spec)
 
@@ -106,6 +109,9 @@ def check_env(env: Env, steps: int = 200, seed: int = 0) -> None:
                     raise EnvError(f"step {t}, behavior {name!r}: {len(decision.action_mask)} mask arrays "
                                    f"for {len(branches)} branches")
                 for b, (mask, size) in enumerate(zip(decision.action_mask, branches)):
+                    if np.asarray(mask).dtype != bool:  # (an int mask's ~ would read -1 and -2 as allowed)
+                        raise EnvError(f"step {t}, behavior {name!r}: mask of branch {b} must be bool (True: the "
+                                       f"action is unavailable), got {np.asarray(mask).dtype}")
                     if mask.shape != (len(decision), size):
                         raise EnvError(f"step {t}, behavior {name!r}: mask of branch {b} has shape {mask.shape}, "
                                        f"expected {(len(decision), size)}")
