@@ -59,6 +59,24 @@ def test_folder_of_per_behavior_json_files(tmp_path):
     assert sorted(loaded) == ["A", "B"] and loaded["B"].measure == "progress"
     # one such file alone is named after the file
     assert list(load_curricula(tmp_path / "A.json")) == ["A"]
+    # a file keyed by behavior (the 0.14 layout) among them is read as such
+    (tmp_path / "C.json").write_text(json.dumps({"Wrapped": entry}))
+    assert sorted(load_curricula(tmp_path)) == ["A", "B", "Wrapped"]
+
+
+def test_a_curriculum_key_slipped_out_of_its_section_is_named(tmp_path):
+    path = write_yaml(tmp_path / "c.yaml", """
+        BigWallJump:
+          measure: progress
+          thresholds: [0.1]
+          min_lesson_length: 10
+          signal_smoothing: true
+        parameters:
+          big_wall_min_height: [0.0, 4.0]
+        """)
+    with pytest.raises(ConfigError, match=re.escape("'parameters' stands at the top level beside the behavior "
+                                                    "section(s) BigWallJump: indent it under the section it belongs to")):
+        load_curricula(path)
 
 
 def test_a_folder_of_yaml_curricula_says_to_give_one_of_them(tmp_path):

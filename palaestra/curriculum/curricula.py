@@ -115,7 +115,13 @@ def load_curricula(path: str | Path) -> dict[str, Curriculum]:
                           f"{', '.join(KEYS)}")
     if not isinstance(data, dict) or not data:
         raise ConfigError(f"{path}: expected a mapping of behavior names to curricula, got {show(data)}")
-    if any(str(k) in KEYS for k in data):  # an unwrapped per-behavior file of ML-Agents <= 0.13
+    sections = [str(k) for k, v in data.items() if isinstance(v, dict) and any(str(key) in KEYS for key in v)]
+    loose = [str(k) for k in data if str(k) in KEYS]
+    if loose and sections:  # (an indentation slip: a section's key at the top level)
+        raise ConfigError(f"{path}: {', '.join(repr(k) for k in loose)} stand{'s' if len(loose) == 1 else ''} at "
+                          f"the top level beside the behavior section(s) {', '.join(sections)}: indent "
+                          f"{'it' if len(loose) == 1 else 'them'} under the section {'it belongs' if len(loose) == 1 else 'they belong'} to")
+    if loose:  # an unwrapped per-behavior file of ML-Agents <= 0.13
         logger.info("%s: a curriculum of one behavior (ML-Agents <= 0.13 format), named after its file: %r",
                     path, path.stem)
         return {path.stem: _curriculum(path, path.stem, data)}
@@ -135,6 +141,11 @@ def _load_folder(folder: Path) -> dict[str, Curriculum]:
         data = read_yaml(file, "curriculum")
         if not isinstance(data, dict):
             raise ConfigError(f"{file}: expected a JSON object holding {', '.join(KEYS)}, got {show(data)}")
+        if data and not any(str(k) in KEYS for k in data) and all(isinstance(v, dict) for v in data.values()):
+            # keyed by behavior, as ML-Agents 0.14-0.16 files are: read as such
+            logger.info("%s: curricula keyed by behavior (ML-Agents 0.14 format) in a folder of 0.13 files", file)
+            out |= {str(name): _curriculum(file, str(name), entry) for name, entry in data.items()}
+            continue
         out[file.stem] = _curriculum(file, file.stem, data)
     return out
 
