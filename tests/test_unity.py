@@ -208,6 +208,18 @@ def test_stats_keep_every_average_and_the_last_most_recent():
     assert channel.take_stats() == {}
 
 
+def test_an_agent_with_another_count_of_observations_is_named_wherever_it_stands():
+    from types import SimpleNamespace
+
+    from palaestra.envs.base import ActionSpec, BehaviorSpec
+    from palaestra.envs.unity.env import UnityEnv
+    env = UnityEnv.__new__(UnityEnv)  # (only what reading one behavior's agents needs)
+    env._specs, env.where = {"B": BehaviorSpec(((1,),), ActionSpec(continuous_size=1))}, "the scene"
+    agents = [SimpleNamespace(done=False, reward=0.0, id=i, observations=[None] * k) for i, k in enumerate((1, 0, 1))]
+    with pytest.raises(EnvError, match="the scene: behavior 'B': agent 1 sent 0 observations, the behavior has 1"):
+        env._steps_of("B", agents)
+
+
 def test_a_parameter_name_unity_cannot_read_is_named():
     with pytest.raises(EnvError, match="'masse_é': a name sent to Unity must be ASCII"):
         sc.EnvironmentParametersChannel().set_float("masse_é", 1.0)

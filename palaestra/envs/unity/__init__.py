@@ -2,8 +2,9 @@
 
 ``open_build`` and ``open_editor`` are the two environment sources (envs/sources.py); a user's
 own Python code may call them too, for instance to register side channels:
-``--env=my_scene:make`` with ``def make(port): return open_build("Build/Scene", port,
-side_channels=[RawBytesChannel(MY_ID)])``.
+``--env=my_scene:make`` with ``def make(port, seed, engine): return open_build("Build/Scene", port,
+seed=seed, engine=engine, side_channels=[RawBytesChannel(MY_ID)])`` (``engine`` carries the run's
+engine flags, --timeout-wait and where the build's log goes).
 """
 
 from __future__ import annotations
