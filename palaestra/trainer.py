@@ -247,6 +247,9 @@ class BehaviorTrainer:
         if episodes.entropy_count:
             self.stats.add("Policy/Entropy", episodes.entropy_sum / episodes.entropy_count)
         self.stats.set("Policy/Learning Rate", self.algorithm.current_learning_rate())
+        if self.step >= self.settings.max_steps:  # the last summary: the stats no later update would bring
+            for key, value in self.algorithm.stats_still_due().items():
+                self.stats.add(key, value)
         # the summary's period, not the step reached: the one labelled max_steps was trained for
         # (ML-Agents wrote it before its last steps were counted), whatever the update overshot
         self.stats.set("Is Training", 1.0 if self.training and step <= self.settings.max_steps else 0.0)

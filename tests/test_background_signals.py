@@ -118,8 +118,8 @@ def test_the_same_training_in_the_background(kind, ball, demo):
         stats_here += [train_round(here, r) for r in rounds[1:]]
         stats_there += [train_round(there, r) for r in rounds[1:]]
         assert_same_state(here, there)  # (brings the last round back)
-        stats_there.append(there.finish_update())  # a round's stats come with the next round's end
-        assert stats_there == [{}] + stats_here
+        stats_there.append(there.take_report())  # a round's stats come with the next round's end, or when asked
+        assert stats_there == [{}] + stats_here and there.take_report() == {}
         assert not there._gone
         probe = batches(1, 99)[0]
         np.testing.assert_array_equal(there.rewards_for_batch(probe), here.rewards_for_batch(probe))
@@ -256,6 +256,9 @@ def test_a_run_is_the_same_with_the_signal_in_the_background(run_cli, workdir, d
         started.append(self)
 
     monkeypatch.setattr(BackgroundSignal, "__init__", init_and_wait)
+    reports: list[dict] = []
+    original_take = BackgroundSignal.take_report
+    monkeypatch.setattr(BackgroundSignal, "take_report", lambda self: reports.append(original_take(self)) or reports[-1])
     longer = workdir / "longer.yaml"
     longer.write_text(small_3dball(demo, max_steps=4500, curiosity=True))
     for resume, config_file in ((), config), (("--resume",), longer):  # then resumed: its state sent across
@@ -271,6 +274,9 @@ def test_a_run_is_the_same_with_the_signal_in_the_background(run_cli, workdir, d
             states[name] = CheckpointManager.load(saved)["algorithm"]
         assert not any(s._gone for s in started)
         assert ended["background"] == ended["here"]
+        if not resume:  # the summary at max_steps took the last round's stats (they have no later update)
+            assert any("Losses/GAIL Loss" in r for r in reports), reports
+            assert any("Losses/Curiosity Forward Loss" in r for r in reports), reports
         assert sum(len(e.get("Policy/GAIL Reward", [])) for e in ended["here"]) > 10
         here, there = states["here"], states["background"]
         assert here["step"] == there["step"] > (3000 if resume else 0)

@@ -113,6 +113,9 @@ class ClonedPolicy:
     def current_learning_rate(self) -> float:
         return self.settings.learning_rate
 
+    def stats_still_due(self) -> dict[str, float]:
+        return {}  # (every update reports its own)
+
     def update(self) -> dict[str, Any]:
         s = self.settings
         losses = []

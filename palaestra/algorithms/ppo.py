@@ -42,7 +42,8 @@ from palaestra.networks.numpy_adam import NumpyAdam
 from palaestra.networks.optim import make_adam
 from palaestra.networks.policy import ActorCritic
 from palaestra.networks.torch_acting import TorchActor
-from palaestra.rewards import SignalEpisodeSums, finish_updates, load_signals_state, make_signals, prepare_updates
+from palaestra.rewards import (SignalEpisodeSums, finish_updates, load_signals_state, make_signals, prepare_updates,
+                                take_reports)
 from palaestra.rewards.background import in_background_where_it_pays
 from palaestra.rewards.episode_sums import joined_stats
 from palaestra.rollout.discounting import discounted_cumsum
@@ -356,6 +357,9 @@ class PPO:
     # -- learning ----------------------------------------------------------------------------
     def current_learning_rate(self) -> float:
         return scheduled_learning_rate(self.settings, self.step)
+
+    def stats_still_due(self) -> dict[str, float]:
+        return take_reports(self._learning_signals)
 
     def update(self) -> dict[str, Any]:
         """Process the queued segments, then run the epochs; return the stats of both."""

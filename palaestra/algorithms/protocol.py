@@ -66,6 +66,10 @@ class Algorithm(Protocol):
 
     def current_learning_rate(self) -> float: ...
 
+    def stats_still_due(self) -> dict[str, float]:
+        """Stats of the last update not reported yet (a reward signal trained in a process of its
+        own reports a round at the next update): the run's last summary takes them."""
+
     def policy_arrays(self) -> dict[str, np.ndarray]:
         """The acting policy's weights as named arrays (for acting in environment workers)."""
         ...

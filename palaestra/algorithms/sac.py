@@ -57,7 +57,7 @@ from palaestra.networks.torch_acting import TorchActor
 from palaestra.networks.two_threads import SecondThread, in_pairs
 from palaestra.networks.recurrent import TwinLSTM, stored_memory_size
 from palaestra.networks.visual import image_features, with_actions
-from palaestra.rewards import SignalEpisodeSums, finish_updates, load_signals_state, make_signals
+from palaestra.rewards import SignalEpisodeSums, finish_updates, load_signals_state, make_signals, take_reports
 from palaestra.rollout.buffers import ReplayBuffer, column_parts, observation_columns, observations
 from palaestra.rollout.segments import ActResult, Segments
 from palaestra.settings import SACSettings
@@ -347,6 +347,9 @@ class SAC:
 
     def current_learning_rate(self) -> float:
         return scheduled_learning_rate(self.settings, self.step)
+
+    def stats_still_due(self) -> dict[str, float]:
+        return take_reports(self._learning_signals)
 
     def _choose_path(self) -> None:
         """A wide network keeps the accelerator only where numpy's BLAS got the training threads;

@@ -65,6 +65,17 @@ def finish_updates(signals: list[RewardSignal]) -> dict[str, float]:
     return stats
 
 
+def take_reports(signals: list[RewardSignal]) -> dict[str, float]:
+    """The stats each signal still owes (``take_report``, where it has one: a signal reports a
+    round's stats at the next round's end, rewards/background.py), for the run's last summary."""
+    stats: dict[str, float] = {}
+    for signal in signals:
+        take = getattr(signal, "take_report", None)
+        if take is not None:
+            stats |= take()
+    return stats
+
+
 def signals_state(signals: list[RewardSignal]) -> dict[str, torch.Tensor]:
     """Every signal's model state in one flat mapping (``<signal>.<entry>``), for checkpoints."""
     return {f"{s.name}.{key}": value for s in signals for key, value in s.state_dict().items()}
@@ -77,4 +88,4 @@ def load_signals_state(signals: list[RewardSignal], state: Mapping[str, torch.Te
 
 
 __all__ = ["RewardSignal", "ExtrinsicSignal", "SignalEpisodeSums", "SIGNAL_BUILDERS", "make_signals", "prepare_updates",
-           "finish_updates", "signals_state", "load_signals_state"]
+           "finish_updates", "take_reports", "signals_state", "load_signals_state"]

@@ -209,6 +209,13 @@ class BackgroundSignal:
             self._report, self._stats = self._stats, {}
         return {k: total / count for k, (total, count) in report.items()}
 
+    def take_report(self) -> dict[str, float]:
+        """The last round's stats now, waiting for the round if it is still training (for the
+        run's last summary: no later finish_update would report them)."""
+        self._sync()
+        report, self._report = self._report, {}
+        return {k: total / count for k, (total, count) in report.items()}
+
     def _take_ready(self) -> None:
         try:
             message = self._conn.recv()
