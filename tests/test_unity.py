@@ -380,6 +380,20 @@ def test_a_build_trains_the_protocol_and_quits_when_closed(tmp_path, port):
     assert log_of(env).name == f"Player-{port}.log"
 
 
+def test_the_scene_is_reset_once_at_the_start_unless_there_is_something_to_send(tmp_path, port):
+    # ML-Agents' first input after the handshake is the one RESET; the constructor's reset (which
+    # learns the behaviors) is that one when the run's first reset brings nothing new
+    for parameters, resets in ((None, 1), ({"gravity": 3.5}, 2)):
+        env = open_build(str(make_build(tmp_path, "FakeBall")), port, engine=engine(tmp_path / str(resets)))
+        try:
+            env.reset(parameters)
+            env.step()
+            env.reset()  # a later reset is always sent
+        finally:
+            env.close()
+        assert [e["event"] for e in events(log_of(env))].count("reset") == resets + 1
+
+
 def test_agents_get_new_ids_after_their_episode_and_interruptions_are_kept(tmp_path, port):
     build = make_build(tmp_path, "Stagger", "--scene", "Staggered")
     env = open_build(str(build), port, engine=engine(tmp_path))

@@ -55,6 +55,9 @@ class UnityEnv:
         self._started = False
         self._closed = False
         self._running = False  # past the first reset: a later silence is a frozen scene, not a setup fault
+        # Just reset by the constructor (which must, to learn the behaviors): the run's first
+        # reset, when it sends nothing new, is that one, so the scene starts once, as with ML-Agents
+        self._fresh = False
         try:
             self.negotiated = self._handshake(seed, num_areas)
             if engine is not None:
@@ -65,6 +68,7 @@ class UnityEnv:
                                "after its first reset (the Academy sent no agent); add an agent, or check that "
                                "its Behavior Type is Default")
             self._running = True
+            self._fresh = True
         except BaseException:
             self.close()
             raise
@@ -77,6 +81,9 @@ class UnityEnv:
     def reset(self, parameters: Mapping[str, float] | None = None) -> None:
         for key, value in (parameters or {}).items():
             self.parameters_channel.set_float(key, float(value))
+        if self._fresh and not any(c.outgoing for c in self.channels.channels.values()):
+            self._fresh = False  # (the constructor's reset stands: no new values, no message waiting)
+            return
         self._send(pb.RESET, "the observations after a reset")
 
     def get_steps(self, behavior: str) -> tuple[DecisionSteps, TerminalSteps]:
@@ -160,6 +167,7 @@ class UnityEnv:
     def _send(self, command: int, waiting_for: str) -> None:
         if self._closed:
             raise EnvError(f"{self.where}: the environment is closed")
+        self._fresh = False
         message = pb.UnityInputProto()
         rl_input = message.rl_input
         rl_input.command = command
