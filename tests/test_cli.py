@@ -503,6 +503,10 @@ def test_an_environment_failing_when_closed_is_a_warning_that_hides_nothing(run_
     assert result.code == 0, result.log
     assert "the environment failed while it was closed (RuntimeError: boom in close); the run's results stand" \
         in result.log and "Traceback" not in result.log
+    # the same in environment workers
+    result = run_cli(str(cfg), "--env=exiting_env_close:make_failing_on_close", "--run-id=z", "--num-envs=2")
+    assert result.code == 0, result.log
+    assert "environment worker 1 failed while its environment was closed (RuntimeError: boom in close)" in result.log
     # a config error stays the error the run reports
     wrong = write_yaml(workdir / "w.yaml", "Nobody:\n  max_steps: 200\n")
     result = run_cli(str(wrong), "--env=exiting_env_close:make_failing_on_close", "--run-id=y")

@@ -142,12 +142,28 @@ class WorkerPool:
         deadline = time.monotonic() + (STUCK_CLOSE_GRACE_S if self._wait_cut_short else CLOSE_GRACE_S)
         for w in self.workers:
             w.proc.join(timeout=max(0.0, deadline - time.monotonic()))
+        for i, w in enumerate(self.workers):
+            self._report_close_failure(i, w)
         for w in self.workers:
             self._stop(w, kill=True)  # those still running after the grace period
         self.workers = []
         if self._control is not None:
             self._control.close(unlink=True)
             self._control = None
+
+    @staticmethod
+    def _report_close_failure(i: int, w: Any) -> None:
+        """A worker whose environment failed while it was closed said so last in its pipe: a
+        warning, as in the main process (run.py's _close_env); the run's results stand."""
+        last = None
+        with contextlib.suppress(EOFError, OSError):
+            for _ in range(64):  # (what is left in the pipe at the end: a few messages at most)
+                if not w.conn.poll():
+                    break
+                last = w.conn.recv()
+        if isinstance(last, tuple) and len(last) >= 2 and last[0] == "error":
+            logger.warning("environment worker %d failed while its environment was closed (%s); the run's results "
+                           "stand", i, last[1])
 
     # -- commands, replies and messages --------------------------------------------------------
     def command(self, i: int, code: int, message: Any = None) -> None:
