@@ -219,8 +219,9 @@ class ModelSignalSettings:
 
     strength: float = _key(1.0, real(0.0), "scale of the signal's reward")
     gamma: float = _key(0.99, real(0.0, 1.0), "discount factor")
-    encoding_size: int = _key(64, integer(1), "width of the signal's layers (curiosity: its observation encoding; "
-                              "RND: the random and the predictor network; GAIL: the discriminator)")
+    encoding_size: int = _key(64, integer(1), "width of the signal's encoding (curiosity: its observation encoding; "
+                              "RND: the random and the predictor network; GAIL: each camera image's encoding, its "
+                              "discriminator's layers being 128 wide, as ML-Agents')")
     learning_rate: float = _key(3.0e-4, real(0.0, low_open=True), "learning rate of the signal's network")
 
 

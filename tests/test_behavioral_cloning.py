@@ -48,12 +48,13 @@ def _algorithm(trainer: str, env_name: str, demo: Path, **bc):
     return make_algorithm(spec, settings, torch.device("cpu"), np.random.default_rng(0), "B"), spec
 
 
-def test_bc_loss_is_the_squared_error_plus_the_mean_cross_entropy_over_branches():
+def test_bc_loss_is_the_squared_error_plus_ml_agents_mean_cross_entropy_over_every_action():
     continuous = torch.tensor([[0.5, -1.0], [0.0, 0.0]])
     expert = torch.tensor([[0.0, -1.0], [1.0, 0.0]])
     logp = [torch.log(torch.tensor([[0.5, 0.5], [0.9, 0.1]])), torch.log(torch.tensor([[0.2, 0.3, 0.5]] * 2))]
     discrete = torch.tensor([[0, 2], [1, 0]])
-    expected = (0.25 + 1.0) / 4 + ((-math.log(0.5) - math.log(0.1)) / 2 + (-math.log(0.5) - math.log(0.2)) / 2) / 2
+    # (reference §4: mean over [rows, 2 + 3 actions] of -log p x one-hot)
+    expected = (0.25 + 1.0) / 4 + ((-math.log(0.5) - math.log(0.1)) / 2 + (-math.log(0.5) - math.log(0.2)) / 2) / 5
     assert float(bc_loss(continuous, logp, expert, discrete)) == pytest.approx(expected, rel=1e-5)
     assert float(bc_loss(None, [], expert, discrete)) == 0.0
 
@@ -100,6 +101,10 @@ def test_samples_per_update_and_num_epoch_bound_the_batches(demos, monkeypatch):
     monkeypatch.setattr(bc.optimizer, "step", lambda loss: steps.append(1))
     bc.update(step=0)
     assert bc.rows >= 48 and len(steps) == 2 * 3
+    bc.samples_per_update = 8  # fewer than a batch's worth: every batch, as ML-Agents (0 batches means all)
+    steps.clear()
+    bc.update(step=0)
+    assert len(steps) == 2 * (bc.rows // 16)
 
 
 @pytest.mark.parametrize("trainer", ["ppo", "sac"])

@@ -39,8 +39,9 @@ from palaestra.settings import TrainerSettings
 def bc_loss(continuous: torch.Tensor | None, branch_log_probs: list[torch.Tensor],
             expert_continuous: torch.Tensor, expert_discrete: torch.Tensor,
             valid: torch.Tensor | None = None) -> torch.Tensor:
-    """The policy's continuous actions against the expert's (mean squared error), plus the mean
-    over branches of the expert choice's cross-entropy; over the rows ``valid`` marks, where
+    """The policy's continuous actions against the expert's (mean squared error), plus the expert
+    choice's cross-entropy summed over branches and divided by their total size (ML-Agents' mean
+    of -log p x one-hot over every action of every branch); over the rows ``valid`` marks, where
     recurrent sequences are padded."""
     loss = torch.zeros((), device=expert_continuous.device)
     if continuous is not None:
@@ -48,7 +49,7 @@ def bc_loss(continuous: torch.Tensor | None, branch_log_probs: list[torch.Tensor
     if branch_log_probs:
         chosen = [-valid_mean(logp.gather(1, expert_discrete[:, b : b + 1]), valid)
                   for b, logp in enumerate(branch_log_probs)]
-        loss = loss + torch.stack(chosen).mean()
+        loss = loss + torch.stack(chosen).sum() / sum(logp.shape[1] for logp in branch_log_probs)
     return loss
 
 
@@ -96,8 +97,8 @@ class BehavioralCloning:
         self.optimizer.set_learning_rate(lr)
         batch = max(min(self.batch_size, self.rows), 1)  # whole sequences: both are multiples of their length
         batches = self.rows // batch
-        if self.samples_per_update:
-            batches = min(batches, max(self.samples_per_update // batch, 1))
+        if self.samples_per_update >= batch:  # (fewer than a batch's worth: all of them, as ML-Agents)
+            batches = min(batches, self.samples_per_update // batch)
         losses = []
         for _ in range(self.num_epoch):
             order = torch.as_tensor(sequence_order(self.rows, self.sequence_length, self.rng), device=self.device)

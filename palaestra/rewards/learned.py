@@ -67,8 +67,10 @@ def as_floats(images: torch.Tensor) -> torch.Tensor:
 
 
 def action_array(spec: ActionSpec, batch: Mapping[str, np.ndarray]) -> np.ndarray:
-    """The actions taken as float32 ``[B, inputs]``: continuous values, then one one-hot per branch."""
-    parts = [np.asarray(batch["continuous"], np.float32)] if spec.is_continuous else []
+    """The actions taken as float32 ``[B, inputs]``: continuous values as the environment received
+    them (clipped to [-1, 1]: PPO stores the sampled ones, which demonstrations never hold), then
+    one one-hot per branch."""
+    parts = [np.clip(np.asarray(batch["continuous"], np.float32), -1.0, 1.0)] if spec.is_continuous else []
     if spec.is_discrete:
         discrete = np.asarray(batch["discrete"])
         parts += [np.eye(size, dtype=np.float32)[discrete[:, b]] for b, size in enumerate(spec.discrete_branches)]
@@ -76,8 +78,10 @@ def action_array(spec: ActionSpec, batch: Mapping[str, np.ndarray]) -> np.ndarra
 
 
 def action_input(spec: ActionSpec, batch: Mapping[str, np.ndarray], device: torch.device) -> torch.Tensor:
-    """The actions taken as a model's input: continuous values, then one one-hot per discrete branch."""
-    parts = [torch.as_tensor(batch["continuous"], dtype=torch.float32, device=device)] if spec.is_continuous else []
+    """The actions taken as a model's input: continuous values as the environment received them
+    (:func:`action_array`), then one one-hot per discrete branch."""
+    parts = ([torch.as_tensor(batch["continuous"], dtype=torch.float32, device=device).clamp(-1.0, 1.0)]
+             if spec.is_continuous else [])
     if spec.is_discrete:
         discrete = torch.as_tensor(batch["discrete"], dtype=torch.int64, device=device)
         parts += [nn.functional.one_hot(discrete[:, b], size).float() for b, size in enumerate(spec.discrete_branches)]
