@@ -312,6 +312,36 @@ def test_a_recurrent_model_without_a_fixed_memory_size_is_a_clear_error(tmp_path
     assert not (tmp_path / "demos" / "B.demo").exists()
 
 
+def _constant_model(path, output: str, value: float, width: int) -> None:
+    """A model of Simple1D's input (obs_0 [batch, 1]) that answers ``value`` in ``width`` columns."""
+    graph = helper.make_graph(
+        [helper.make_node("Constant", [], ["c"], value=helper.make_tensor("c", TensorProto.FLOAT, [1, width],
+                                                                            [value] * width)),
+         helper.make_node("Mul", ["obs_0", "zero"], ["z"]),
+         helper.make_node("Add", ["z", "c"], [output])],
+        "m", [helper.make_tensor_value_info("obs_0", TensorProto.FLOAT, ["batch", 1])],
+        [helper.make_tensor_value_info(output, TensorProto.FLOAT, ["batch", width])],
+        initializer=[helper.make_tensor("zero", TensorProto.FLOAT, [1, 1], [0.0])])
+    save_onnx(graph, path, opset=11)
+
+
+@pytest.mark.parametrize("env_name, output, value, width, message", [
+    ("Simple1DDiscrete", "discrete_actions", 5.0, 1, "returned discrete action 5 in branch 0, which has 2 actions"),
+    ("Simple1DDiscrete", "discrete_actions", 1e12, 1, "returned discrete action 2147483647 in branch 0"),
+    ("Simple1DDiscrete", "discrete_actions", 1.0, 2, "returned continuous actions of shape (1, 0) and discrete of "
+                                                     "shape (1, 2) for the 1 agents of behavior '1D'; they need"),
+    ("Simple1DContinuous", "continuous_actions", float("nan"), 1, "returned NaN or infinite continuous actions"),
+])
+def test_an_onnx_model_s_actions_that_do_not_fit_are_the_model_s_fault(tmp_path, env_name, output, value, width,
+                                                                      message):
+    # (before, the environment, or the .demo file written, took the blame, or a branch index wrapped)
+    _constant_model(tmp_path / "m.onnx", output, value, width)
+    env = make_env(env_name, seed=0)
+    with pytest.raises(RecordError, match=re.escape(f"--policy={tmp_path / 'm.onnx'} {message}")):
+        record(env, {"1D": str(tmp_path / "m.onnx")}, 1, tmp_path / "demos")
+    assert not (tmp_path / "demos" / "1D.demo").exists()
+
+
 @pytest.mark.parametrize("where, message", [
     ("reward", "the environment sent a NaN or infinite reward"),
     ("raise", "Gymnasium environment 'PalaestraTestFaulty-v0' raised RuntimeError in step: the simulator crashed"),

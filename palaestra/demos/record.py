@@ -30,7 +30,7 @@ import numpy as np
 
 from palaestra.demos.reader import DemoError, DemoMeta
 from palaestra.demos.writer import DemoWriter
-from palaestra.envs.base import ActionTuple, BehaviorSpec, DecisionSteps, Env, EnvError, TerminalSteps
+from palaestra.envs.base import ActionSpec, ActionTuple, BehaviorSpec, DecisionSteps, Env, EnvError, TerminalSteps
 from palaestra.envs.checker import refuse_non_finite
 from palaestra.envs.observations import channels_first, is_image
 from palaestra.evaluation import AgentMemories, model_input, takes_channels_first
@@ -134,10 +134,9 @@ def _onnx(path: Path, spec: BehaviorSpec, behavior: str) -> Policy:
         shape = tuple(spec.observation_shapes[index])
         layouts[declared.name] = takes_channels_first(declared.shape[1:], shape)
         if layouts[declared.name] is None:
-            expected = f"{list(channels_first(shape))} (channels first)" if is_image(shape) else f"{list(shape)}"
+            taken = f", which a model takes as {list(channels_first(shape))} (channels first)" if is_image(shape) else ""
             raise RecordError(f"--policy={path}: the model's input {declared.name} has shape {declared.shape[1:]}; "
-                              f"behavior {behavior!r}'s observation {index} has {list(shape)}, which a model "
-                              f"takes as {expected}")
+                              f"observation {index} of behavior {behavior!r} has {list(shape)}{taken}")
     actions = spec.action_spec
 
     def pick(kind: str) -> str | None:
@@ -153,12 +152,15 @@ def _onnx(path: Path, spec: BehaviorSpec, behavior: str) -> Policy:
 
     def act(steps: DecisionSteps) -> ActionTuple:
         n = len(steps)
+        if not n:
+            return actions.empty_actions(0)
         feeds = {}
         for name, obs in zip(obs_names, steps.obs):
             feeds[name] = model_input(obs, layouts[name])
         if "action_masks" in inputs:
             masks = steps.action_mask
-            allowed = ~np.concatenate(masks, axis=1) if masks else np.ones((n, sum(actions.discrete_branches)), bool)
+            allowed = (~np.concatenate(masks, axis=1).astype(bool) if masks
+                       else np.ones((n, sum(actions.discrete_branches)), bool))
             feeds["action_masks"] = allowed.astype(np.float32)
         if memories is not None:
             feeds["recurrent_in"] = memories.get(steps.agent_id)[:, None]
@@ -168,13 +170,34 @@ def _onnx(path: Path, spec: BehaviorSpec, behavior: str) -> Policy:
             raise RecordError(f"--policy={path}: running the model failed: {e}") from None
         if memories is not None:
             memories.set(steps.agent_id, np.asarray(out["recurrent_out"], np.float32)[:, 0])
-        return ActionTuple(
-            continuous=np.asarray(out[continuous], np.float32).reshape(n, -1) if continuous and actions.is_continuous
-            else np.zeros((n, 0), np.float32),
-            discrete=np.rint(np.asarray(out[discrete])).astype(np.int32).reshape(n, -1)
-            if discrete and actions.is_discrete else np.zeros((n, 0), np.int32))
+        chosen_continuous = (np.asarray(out[continuous], np.float32).reshape(n, -1) if actions.is_continuous
+                             else np.zeros((n, 0), np.float32))
+        chosen_discrete = np.zeros((n, 0), np.int64)
+        if actions.is_discrete:
+            raw = np.asarray(out[discrete], np.float64).reshape(n, -1)
+            # (a value beyond int32 must not wrap into a branch: it is refused as out of range)
+            chosen_discrete = np.where(np.isfinite(raw), np.clip(np.rint(raw), -1, 2**31 - 1), -1).astype(np.int64)
+        return _checked_actions(path, chosen_continuous, chosen_discrete, n, actions, behavior)
 
     return Policy(act, memories.forget) if memories is not None else Policy(act)
+
+
+def _checked_actions(target: object, continuous: np.ndarray, discrete: np.ndarray, n: int, actions: ActionSpec,
+                     behavior: str) -> ActionTuple:
+    """A policy's actions for ``n`` agents as an ActionTuple, refused here (where it is the
+    policy's fault, not later inside the environment or the recording) if their shape does not
+    fit the behavior or a value cannot be taken: a NaN, a discrete action outside its branch."""
+    wanted = (n, actions.continuous_size), (n, actions.num_branches)
+    if n and (continuous.shape, discrete.shape) != wanted:
+        raise RecordError(f"--policy={target} returned continuous actions of shape {continuous.shape} and discrete "
+                          f"of shape {discrete.shape} for the {n} agents of behavior {behavior!r}; they need "
+                          f"{wanted[0]} and {wanted[1]}")
+    result = ActionTuple(continuous=continuous.astype(np.float32, copy=False),
+                         discrete=discrete.astype(np.int32, copy=False))
+    problem = actions.value_problem(result)
+    if problem:
+        raise RecordError(f"--policy={target} returned {problem}")
+    return result
 
 
 def _as_rows(values: object, n: int, width: int, dtype: type | None) -> np.ndarray:
@@ -202,26 +225,16 @@ def _callable(target: str, spec: BehaviorSpec, behavior: str) -> Policy:
             raise RecordError(f"--policy={target} returned a {type(result).__name__}; it must return an "
                               f"ActionTuple (or one array for a behavior with one kind of action)")
         n = len(steps)
-        wanted = (n, actions.continuous_size), (n, actions.num_branches)
         try:
             continuous = _as_rows(result.continuous, n, actions.continuous_size, np.float32)
             discrete = _as_rows(result.discrete, n, actions.num_branches, None)
         except (ValueError, TypeError) as e:  # ragged lists, text
             raise RecordError(f"--policy={target} returned actions that are not arrays of numbers: {e}") from None
-        if n and (continuous.shape, discrete.shape) != wanted:
-            raise RecordError(f"--policy={target} returned continuous actions of shape {continuous.shape} and discrete "
-                              f"of shape {discrete.shape} for the {n} agents of behavior {behavior!r}; they need "
-                              f"{wanted[0]} and {wanted[1]}")
         if discrete.size and discrete.dtype.kind not in "iub":
             whole = discrete.dtype.kind == "f" and np.isfinite(discrete).all() and (discrete == np.round(discrete)).all()
             if not whole:
                 raise RecordError(f"--policy={target} returned discrete actions that are not whole numbers")
-        result = ActionTuple(continuous=continuous.astype(np.float32, copy=False),
-                             discrete=discrete.astype(np.int32, copy=False))
-        problem = actions.value_problem(result)
-        if problem:  # refused here, where it is the policy's fault, not later inside the environment
-            raise RecordError(f"--policy={target} returned {problem}")
-        return result
+        return _checked_actions(target, continuous, discrete, n, actions, behavior)
 
     return Policy(act)
 
