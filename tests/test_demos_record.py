@@ -206,8 +206,8 @@ def test_file_names_of_behaviors():
     (["--env=3DBall", "--policy=sometimes"], "expected heuristic, random, a model file ending in .onnx"),
     (["--env=NoSuchEnv", "--policy=random"], "unknown environment 'NoSuchEnv'"),
     (["--env=Simple1DDiscrete", "--policy=not_a_model.onnx"], "not a model onnxruntime can load"),
-    (["--env=Simple1DDiscrete", "--policy=ball.onnx"], "the model's input obs_0 has shape [8]; behavior '1D''s "
-                                                       "observation 0 has [1]"),
+    (["--env=Simple1DDiscrete", "--policy=ball.onnx"], "the model's input obs_0 has shape [8]; observation 0 "
+                                                       "of behavior '1D' has [1]"),
     (["--env=Basic", "--policy=random", "--episodes=5", "--max-steps=3"], "of 5 episodes ended within --max-steps 3"),
     (["--env=Basic", "--policy=random", "--out=my_policy.py"], "--out=my_policy.py: that is a file, not a folder"),
     (["--env=Basic", "--policy=random", "--episodes=5", "--max-steps=3", "--out=a/b/demos"], "within --max-steps 3"),
