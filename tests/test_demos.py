@@ -6,6 +6,7 @@ alone, and the check of demonstrations against a behavior."""
 from __future__ import annotations
 
 import io
+import re
 import shutil
 import struct
 import zlib
@@ -746,6 +747,60 @@ def test_a_legacy_recording_with_a_black_and_white_camera(tmp_path):
     # record i + 1 stores record i's action
     assert demo.continuous_actions[:, 0].tolist() == [1.0, 2.0, 0.0] and demo.has_action.tolist() == [True, True, False]
     assert demo.done.tolist() == [False, False, True] and set(demo.agent_ids.tolist()) == {-7}
+
+
+def _one_vector_record(shape, values) -> bytes:
+    obs = wire.packed_varints(1, shape) + wire.bytes_field(4, wire.packed_floats(1, np.asarray(values, np.float32)))
+    return wire.bytes_field(1, wire.bytes_field(13, obs)) + wire.bytes_field(2, wire.packed_floats(6, np.ones(1)))
+
+
+@pytest.mark.parametrize("shape, values, brain_sizes, message", [
+    ([-5], [], [1], "record 0: an observation of shape [-5], a negative size"),
+    ([2**31 - 1, 2**31 - 1], [0.0], [1], "record 0: an observation of shape [2147483647, 2147483647], over "),
+    ([3], [1.0], [1], "record 0: an observation of shape [3] holds 1 values"),
+    ([1], [1.0], [2**31 - 1], "the brain parameters at byte 33 are not valid: action sizes continuous(2147483647) "
+                              "are far beyond any behavior's"),
+])
+def test_sizes_a_damaged_file_states_are_refused_before_anything_is_allocated(tmp_path, shape, values, brain_sizes,
+                                                                             message):
+    # (they reached numpy's allocation: a traceback, or hundreds of GiB asked for)
+    path = tmp_path / "sizes.demo"
+    brain = wire.bytes_field(9, wire.packed_varints(1, brain_sizes))
+    _file(path, brain, [_one_vector_record(shape, values)] * 3)
+    with pytest.raises(DemoError, match=re.escape(f"{path}: {message}")):
+        read_demonstrations(path)
+
+
+def test_a_pipe_named_like_a_demo_is_refused_not_waited_on(tmp_path):
+    import os
+    os.mkfifo(tmp_path / "pipe.demo")
+    with pytest.raises(DemoError, match="pipe.demo: not a regular file"):
+        read_demonstrations(tmp_path / "pipe.demo")
+
+
+def test_the_writer_refuses_rows_of_another_shape_of_the_same_size(tmp_path):
+    spec = BehaviorSpec(((6, 5, 3),), ActionSpec(2))
+    rows = _rows(spec, 4)
+    rows["observations"] = [rows["observations"][0].transpose(0, 2, 1, 3)]  # (4, 5, 6, 3): the same size
+    with DemoWriter(tmp_path / "t.demo", "T", spec) as w:
+        with pytest.raises(DemoError, match=re.escape("observation 0 must have shape [4, 6, 5, 3] (one row per reward); got shape [4, 5, 6, 3]")):
+            w.write(**rows)
+
+
+def test_an_image_that_decompresses_past_its_size_is_refused_without_inflating_it():
+    import tracemalloc
+    header = struct.pack(">IIBBBBB", 84, 84, 8, 2, 0, 0, 0)
+    bomb = zlib.compress(bytes(400_000_000 // 1000) * 1000, 9)  # 400 MB of zeros, a few hundred kB
+    data = png.SIGNATURE + b"".join(struct.pack(">I", len(body)) + kind + body + b"\0\0\0\0"
+                                    for kind, body in ((b"IHDR", header), (b"IDAT", bomb), (b"IEND", b"")))
+    tracemalloc.start()
+    try:
+        with pytest.raises(png.PNGError, match="holds more than"):
+            png.read_png(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20_000_000
 
 
 def test_channels_first_images_are_stored_height_width_channels(tmp_path):

@@ -69,14 +69,16 @@ def read_png(data: bytes | memoryview) -> tuple[tuple[int, int, int], np.ndarray
         raise PNGError(f"unsupported PNG: bit depth {depth}, colour type {colour}, interlace {interlace} "
                        "(8-bit grey, grey+alpha, RGB or RGBA without interlacing are read)")
     channels = _CHANNELS[colour]
-    try:
-        raw = zlib.decompress(b"".join(idat))
+    stride = width * channels
+    expected = height * (stride + 1)
+    try:  # no more than the image needs, and one byte to tell there was more (a bomb stays compressed)
+        inflater = zlib.decompressobj()
+        raw = inflater.decompress(b"".join(idat), expected + 1)
     except zlib.error as e:
         raise PNGError(f"the PNG's image data does not decompress: {e}") from None
-    stride = width * channels
-    if len(raw) != height * (stride + 1):
-        raise PNGError(f"the PNG's image data holds {len(raw)} bytes; {width}x{height}x{channels} needs "
-                       f"{height * (stride + 1)}")
+    if len(raw) != expected:
+        raise PNGError(f"the PNG's image data holds {'more than ' if len(raw) > expected else ''}{len(raw)} bytes; "
+                       f"{width}x{height}x{channels} needs {expected}")
     return (height, width, channels), np.frombuffer(raw, np.uint8).reshape(height, stride + 1)
 
 

@@ -15,6 +15,7 @@ the episode ended there, and the action it took (absent on some records: see ``h
 
 from __future__ import annotations
 
+import math
 import mmap
 import os
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from palaestra.envs.observations import is_image
 HEADER_SIZE = 33  # the meta message's reserved block; brain parameters start here
 SUPPORTED_API_VERSIONS = (0, 1)
 PNG_BATCH = 2048  # images decoded together (see png.unfilter); bounds the memory of a batch
+MAX_ROW_VALUES = 2**24  # values of one observation, or of an action, beyond any real behavior's (a damaged file)
 
 
 class DemoError(Exception):
@@ -184,6 +186,13 @@ def _observation_proto(buf, start: int, end: int) -> _ObservationProto:
 
 def _observation_layout(o: _ObservationProto) -> _Observation:
     shape = o.shape
+    if any(d < 0 for d in shape) or math.prod(shape) > MAX_ROW_VALUES:
+        raise ValueError(f"an observation of shape {list(shape)}" + (", a negative size" if any(d < 0 for d in shape)
+                         else f", over {MAX_ROW_VALUES:,} values a row"))
+    if not o.compression and o.unpacked_floats is None:  # its floats must fill the shape it states
+        count = (o.float_span[1] - o.float_span[0]) // 4 if o.float_span is not None else 0
+        if count != math.prod(shape):
+            raise ValueError(f"an observation of shape {list(shape)} holds {count} values")
     # dimension_properties (later recorders): 1 ("none") marks the channel axis of an image
     channels_first = len(shape) == 3 and len(o.dims) == 3 and o.dims[0] == 1 and o.dims[2] != 1
     stored = (shape[1], shape[2], shape[0]) if channels_first else shape
@@ -331,6 +340,9 @@ def _brain(buf, start: int, end: int) -> _Brain:
         brain.action_spec = ActionSpec(0, tuple(sizes))
     if any(s <= 0 for s in brain.action_spec.discrete_branches) or brain.action_spec.continuous_size < 0:
         raise WireError(f"action sizes {brain.action_spec.describe()} are not positive", start)
+    actions = brain.action_spec
+    if actions.continuous_size + actions.num_branches + sum(actions.discrete_branches) > MAX_ROW_VALUES:
+        raise WireError(f"action sizes {actions.describe()} are far beyond any behavior's", start)
     return brain
 
 
@@ -693,6 +705,9 @@ def demo_files(path: str | os.PathLike) -> list[Path]:
         raise DemoError(f"{p}: no such demonstration file or folder{relative}")
     if p.suffix != ".demo":
         raise DemoError(f"{p}: not a .demo file (a demonstration path is a .demo file or a folder of them)")
+    if not p.is_file():  # (reading a pipe would wait for a writer forever)
+        raise DemoError(f"{p}: not a regular file (a pipe, socket or device); a demonstration path is a .demo file "
+                        "or a folder of them")
     return [p]
 
 
@@ -723,7 +738,11 @@ def read_demonstrations(path: str | os.PathLike) -> Demonstrations:
                 raise DemoError(f"{s.path} ({_describe(other, bool(s.spans))}) and {reference.path} "
                                 f"({_describe(spec, bool(reference.spans))}) record different behaviors; "
                                 "a folder's files must share observation shapes and actions")
-        rows = _Rows.allocate(sum(len(s.spans) for s in scans), spec)
+        n = sum(len(s.spans) for s in scans)
+        try:
+            rows = _Rows.allocate(n, spec)
+        except MemoryError:
+            raise DemoError(f"{Path(path)}: {n:,} records of {_describe(spec)} do not fit in memory") from None
         files, first = [], 0
         for s in scans:
             _decode_file(s, spec, rows, first)

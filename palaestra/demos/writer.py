@@ -81,7 +81,10 @@ class _Rows:
 
     def array(self, name: str, values: object, row_shape: tuple[int, ...], dtype: object) -> np.ndarray:
         array = np.asarray(values) if dtype is None else np.asarray(values, dtype)
-        if array.shape != (self.n, *row_shape) and array.size != self.n * int(np.prod(row_shape, dtype=np.int64)):
+        # the row shape, give or take axes of 1 ((n,) for rows of one value): another shape of the
+        # same size (a transposed image) would be written scrambled
+        wanted = (self.n, *row_shape)
+        if array.shape != wanted and [d for d in array.shape if d != 1] != [d for d in wanted if d != 1]:
             raise DemoError(f"{self.path}: {name} must have shape {[self.n, *row_shape]} (one row per reward); "
                             f"got shape {list(array.shape)}")
         return array.reshape(self.n, *row_shape)
