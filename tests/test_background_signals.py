@@ -196,9 +196,9 @@ def test_where_it_pays(ball, demo, monkeypatch):
     spec, _ = ball
     signals = [build("gail", spec, demo), build("rnd", spec, demo)]
     monkeypatch.setattr(background, "usable_cores", lambda: 2)
-    # a round's work: its rows times the model's trained parameters (GAIL's 32-unit
-    # discriminator here: 11 inputs, two hidden layers and an output)
-    assert background.round_work(signals[0], 10, 64) == 10 * 64 * (11 * 32 + 32 + 32 * 32 + 32 + 32 + 1)
+    # a round's work: its rows times the model's trained parameters (GAIL's discriminator: 11
+    # inputs, two hidden layers of 128 and an output)
+    assert background.round_work(signals[0], 10, 64) == 10 * 64 * (11 * 128 + 128 + 128 * 128 + 128 + 128 + 1)
     steps = [int(background.MIN_WORK_PER_UPDATE // background.round_work(s, 1, 64)) + 1 for s in signals]
     wrapped = in_background_where_it_pays(signals, max(steps), 64)
     try:
@@ -273,7 +273,11 @@ def test_a_run_is_the_same_with_the_signal_in_the_background(run_cli, workdir, d
                            key=lambda p: int(p.stem.split("-")[1]))[-1]
             states[name] = CheckpointManager.load(saved)["algorithm"]
         assert not any(s._gone for s in started)
-        assert ended["background"] == ended["here"]
+        # every signal's episode sums, in order (the extrinsic reward's reported as its episodes
+        # end, the learned signals' at the next update, when the background run rewards them)
+        per_signal = {name: {key: [v for e in runs for v in e.get(key, [])] for key in
+                             {k for e in runs for k in e}} for name, runs in ended.items()}
+        assert per_signal["background"] == per_signal["here"]
         if not resume:  # the summary at max_steps took the last round's stats (they have no later update)
             assert any("Losses/GAIL Loss" in r for r in reports), reports
             assert any("Losses/Curiosity Forward Loss" in r for r in reports), reports

@@ -45,7 +45,7 @@ from palaestra.networks.torch_acting import TorchActor
 from palaestra.rewards import (SignalEpisodeSums, finish_updates, load_signals_state, make_signals, prepare_updates,
                                 take_reports)
 from palaestra.rewards.background import in_background_where_it_pays
-from palaestra.rewards.episode_sums import joined_stats
+from palaestra.rewards.episode_sums import SplitEpisodeSums, joined_stats
 from palaestra.rollout.discounting import discounted_cumsum
 from palaestra.rollout.sequences import into_sequences, real_rows, sequence_order, sequence_positions
 from palaestra.rollout.buffers import RolloutBuffer, observation_columns, observations
@@ -177,20 +177,26 @@ class PPO:
         self.buffer = RolloutBuffer()
         # Finished segments wait here until the buffer is due for an update, then go through
         # process() together: one GAE pass per update rather than one per finished episode.
-        self._queued: list[tuple[Segments, np.ndarray]] = []  # with each signal's rewards of its real rows
+        # with each signal's rewards of its real rows (or, waiting for the late signals', None and
+        # the rewards the others gave as the segments came)
+        self._queued: list[tuple[Segments, np.ndarray | None, list[np.ndarray] | None]] = []
         self._queued_rows = 0
         # experience may come from weights older than the last update (acting workers with a
         # lag, workers/acting.py): then the update uses the decoupled objective (_decouple)
         self.decoupled = False
         self.step = 0  # agent steps processed, ML-Agents' trainer step
         self.update_count = 0
-        self.episode_sums = SignalEpisodeSums(self.signals)  # for "Policy/<Signal> Reward"
         # a signal whose model goes on training after an update (rewards/background.py: in a
         # process of its own, while this one gathers the next experience) rewards the experience
-        # when the next update processes it: the model is the same then, and its round is back
-        self._rewards_at_update = any(getattr(signal, "rewards_at_update", False) for signal in self.signals)
-        if self._rewards_at_update:  # (through a weak reference: no cycle keeps a finished run's PPO alive)
-            self.episode_sums.waiting = _weakly(self._reward_waiting, dict)
+        # when the next update processes it: the model is the same then, and its round is back;
+        # the others (the extrinsic reward) reward it as it comes, their episodes reported then
+        self._late = [k for k, signal in enumerate(self.signals) if getattr(signal, "rewards_at_update", False)]
+        self._rewards_at_update = bool(self._late)
+        self.episode_sums: SignalEpisodeSums | SplitEpisodeSums = SignalEpisodeSums(self.signals)  # "Policy/<Signal> Reward"
+        if self._rewards_at_update:
+            split = SplitEpisodeSums(self.signals, self._late)
+            split.late.waiting = _weakly(self._reward_waiting, dict)  # (weakly: no cycle keeps a finished run's PPO alive)
+            self.episode_sums = split
 
     @property
     def trains_in_numpy(self) -> bool:
@@ -246,28 +252,40 @@ class PPO:
         stats = {f"Policy/{signal.stat_name} Value Estimate": means[:, k].tolist()  # one per segment
                  for k, signal in enumerate(self.signals)}
         if self._rewards_at_update:
-            self._queued.append((seg, None))  # rewarded by _reward_waiting
-            return stats | self.episode_sums.take_unreported()
+            split = self.episode_sums
+            now = [self.signals[k].rewards(seg) for k in split.now_indices]
+            self._queued.append((seg, None, now))  # the late signals' by _reward_waiting
+            return stats | joined_stats(split.late.take_unreported(), split.now.add(seg, now))
         signal_rewards, ended = self._reward(seg)
-        self._queued.append((seg, signal_rewards))
+        self._queued.append((seg, signal_rewards, None))
         return stats | ended
 
-    def _reward(self, seg: Segments) -> tuple[np.ndarray, dict[str, list[float]]]:
+    def _reward(self, seg: Segments, now: list[np.ndarray] | None = None) -> tuple[np.ndarray, dict[str, list[float]]]:
         """Each signal's rewards for the real rows of ``seg`` ``[rows, signals]``, for process();
         the sums of the episodes it ended. Each signal rewards each segment once, in the order
         they arrived (a model's rewards cost a forward pass; the extrinsic signal's return scale
-        follows the rows in order)."""
-        rewards = [signal.rewards(seg) for signal in self.signals]
-        return np.array([r[seg.row_mask] for r in rewards]).T, self.episode_sums.add(seg, rewards)  # [rows, signals]
+        follows the rows in order): ``now``, the rewards of the signals that gave them as the
+        segment came (their episodes counted then), only the late signals' are computed here."""
+        if now is None:
+            rewards = [signal.rewards(seg) for signal in self.signals]
+            ended = self.episode_sums.add(seg, rewards)
+        else:
+            split = self.episode_sums
+            late = [self.signals[k].rewards(seg) for k in split.late_indices]
+            ended = split.late.add(seg, late)
+            rewards = [None] * len(self.signals)
+            for k, r in zip(split.now_indices + split.late_indices, now + late):
+                rewards[k] = r
+        return np.array([r[seg.row_mask] for r in rewards]).T, ended  # [rows, signals]
 
     def _reward_waiting(self) -> dict[str, list[float]]:
         """Reward the queued segments still waiting for it, in order (episode_sums calls this first
         whenever the sums change; so does process_queued)."""
         stats: dict[str, list[float]] = {}
-        for i, (seg, rewards) in enumerate(self._queued):
+        for i, (seg, rewards, now) in enumerate(self._queued):
             if rewards is None:  # (each in place: one cut short by a second Ctrl+C leaves the rest waiting)
-                signal_rewards, ended = self._reward(seg)
-                self._queued[i] = (seg, signal_rewards)
+                signal_rewards, ended = self._reward(seg, now)
+                self._queued[i] = (seg, signal_rewards, None)
                 stats = joined_stats(stats, ended)
         return stats
 
@@ -275,7 +293,7 @@ class PPO:
         episodes = self.episode_sums.settle()  # (rewards the segments waiting for it)
         if not self._queued:
             return episodes
-        parts, rewards = zip(*self._queued)
+        parts, rewards, _ = zip(*self._queued)
         self._queued, self._queued_rows = [], 0
         # concatenating keeps each part's real rows, in order, as the rewards' rows are
         return episodes | self.process(Segments.concatenate(parts), np.concatenate(rewards))
@@ -358,8 +376,9 @@ class PPO:
     def current_learning_rate(self) -> float:
         return scheduled_learning_rate(self.settings, self.step)
 
-    def stats_still_due(self) -> dict[str, float]:
-        return take_reports(self._learning_signals)
+    def stats_still_due(self) -> dict[str, Any]:
+        # (the episodes of segments still waiting for a late signal's rewards, rewarded now)
+        return take_reports(self._learning_signals) | (self.episode_sums.settle() if self._rewards_at_update else {})
 
     def update(self) -> dict[str, Any]:
         """Process the queued segments, then run the epochs; return the stats of both."""

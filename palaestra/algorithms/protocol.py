@@ -16,7 +16,7 @@ import torch
 
 from palaestra.envs.base import ActionTuple, DecisionSteps
 from palaestra.rewards.base import RewardSignal
-from palaestra.rewards.episode_sums import SignalEpisodeSums
+from palaestra.rewards.episode_sums import SignalEpisodeSums, SplitEpisodeSums
 from palaestra.rollout.collector import ActResult, Segments
 
 
@@ -32,7 +32,7 @@ class Algorithm(Protocol):
     # memories and passes them as ``memory=`` to act and value
     memory_size: int
     # each agent's running sums of the signals' rewards (Policy/<Signal> Reward at its episode's end)
-    episode_sums: SignalEpisodeSums
+    episode_sums: SignalEpisodeSums | SplitEpisodeSums
     # its updates' arithmetic runs in numpy (the CPU accelerator, networks/accelerator.py), not
     # torch: where every behavior's does, machine.py gives numpy's BLAS the training threads
     trains_in_numpy: bool
@@ -66,7 +66,7 @@ class Algorithm(Protocol):
 
     def current_learning_rate(self) -> float: ...
 
-    def stats_still_due(self) -> dict[str, float]:
+    def stats_still_due(self) -> dict[str, Any]:
         """Stats of the last update not reported yet (a reward signal trained in a process of its
         own reports a round at the next update): the run's last summary takes them."""
 

@@ -48,6 +48,8 @@ class SignalEpisodeSums:
         return unreported
 
     def _add(self, seg: Segments, rewards: list[np.ndarray]) -> dict[str, list[float]]:
+        if not self.names:  # (a group of no signals: SplitEpisodeSums)
+            return {}
         slots = int(seg.slot.max()) + 1
         if slots > self.sums.shape[0]:
             grown = np.zeros((max(slots, 2 * self.sums.shape[0]), self.sums.shape[1]))
@@ -73,6 +75,34 @@ class SignalEpisodeSums:
         of ``every``, whose agents' slots are ``slot x every + offset``)."""
         self.settle(report_later=True)
         self.sums[offset::every] = 0.0
+
+
+class SplitEpisodeSums:
+    """The episode sums of signals rewarded as experience comes (``now``) kept apart from those of
+    signals rewarded only at the next update (``late``: a model that trains elsewhere meanwhile,
+    algorithms/ppo.py), so that the first are reported when their episodes end, as ML-Agents
+    reports them, not an update later. The same interface as :class:`SignalEpisodeSums`, for
+    every signal's rewards in the signals' order; ``late`` has the ``waiting`` hook."""
+
+    def __init__(self, signals: list[RewardSignal], late: list[int]) -> None:
+        self.late_indices = list(late)
+        self.now_indices = [k for k in range(len(signals)) if k not in late]
+        self.now = SignalEpisodeSums([signals[k] for k in self.now_indices])
+        self.late = SignalEpisodeSums([signals[k] for k in self.late_indices])
+
+    def add(self, seg: Segments, rewards: list[np.ndarray]) -> dict[str, list[float]]:
+        return joined_stats(self.now.add(seg, [rewards[k] for k in self.now_indices]),
+                            self.late.add(seg, [rewards[k] for k in self.late_indices]))
+
+    def settle(self, report_later: bool = False) -> dict[str, list[float]]:
+        return joined_stats(self.now.settle(report_later), self.late.settle(report_later))
+
+    def take_unreported(self) -> dict[str, list[float]]:
+        return joined_stats(self.now.take_unreported(), self.late.take_unreported())
+
+    def clear(self, every: int = 1, offset: int = 0) -> None:
+        self.now.clear(every, offset)
+        self.late.clear(every, offset)
 
 
 def joined_stats(a: dict[str, list[float]], b: dict[str, list[float]]) -> dict[str, list[float]]:
