@@ -29,10 +29,10 @@ Settings (written out in SETTINGS below and printed by the run):
 - the discriminator: each library's own way of training it, the same network size and the same
   Adam learning rate, 1e-3 (imitation's default; ML-Agents' is 3e-4, with which Palaestra's
   learner took about half again as long to reach 475 on CartPole, docs/benchmarks.md):
-  Palaestra's ``gail`` (ML-Agents': two swish layers of 128 units, one update per
+  Palaestra's ``gail`` (two swish layers of 64, its ``hidden_units``; ML-Agents' are 128), one update per
   PPO mini-batch with an expert batch of the same size, gradient penalty 10,
   ``use_actions: true``); imitation's ``BasicRewardNet`` (state and action) with two ReLU layers
-  of 128 and its ``RunningNorm`` input normalization (its documentation's GAIL example),
+  of 64 and its ``RunningNorm`` input normalization (its documentation's GAIL example),
   ``demo_batch_size`` 256 on CartPole (one round's experiences) and 1024 on
   Pendulum (the example's), ``gen_replay_buffer_capacity`` 512 on CartPole (the example's) and
   one round (4096) on Pendulum, 8 discriminator updates per round (the example's), ``allow_variable_horizon``
@@ -94,8 +94,8 @@ SETTINGS = {
 COMMON_SECTION = {"hidden_units": 64, "num_layers": 2, "activation": "tanh", "learning_rate": 1e-3,
                   "learning_rate_schedule": "constant", "epsilon": 0.2, "beta": 0.0, "normalize": False,
                   "value_clipping": False, "adam_epsilon": 1e-5, "max_grad_norm": 0.5}
-GAIL_SIGNAL = {"strength": 1.0, "encoding_size": 64, "learning_rate": 1e-3, "use_actions": True}
-REWARD_NET_HIDDEN = [128, 128]  # Palaestra's discriminator: ML-Agents' two layers of 128
+GAIL_SIGNAL = {"strength": 1.0, "hidden_units": 64, "learning_rate": 1e-3, "use_actions": True}
+REWARD_NET_HIDDEN = [64, 64]
 EVAL_ENVS = 5
 
 

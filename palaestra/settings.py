@@ -220,8 +220,7 @@ class ModelSignalSettings:
     strength: float = _key(1.0, real(0.0), "scale of the signal's reward")
     gamma: float = _key(0.99, real(0.0, 1.0), "discount factor")
     encoding_size: int = _key(64, integer(1), "width of the signal's encoding (curiosity: its observation encoding; "
-                              "RND: the random and the predictor network; GAIL: each camera image's encoding, its "
-                              "discriminator's layers being 128 wide, as ML-Agents')")
+                              "RND: the random and the predictor network; GAIL: each camera image's encoding)")
     learning_rate: float = _key(3.0e-4, real(0.0, low_open=True), "learning rate of the signal's network")
 
 
@@ -242,6 +241,8 @@ class GAILSettings(ModelSignalSettings):
     demo_path: str = _key("", text, "a .demo file or a folder of them")
     use_actions: bool = _key(False, boolean, "whether the discriminator sees actions")
     use_vail: bool = _key(False, boolean, "variational information bottleneck")
+    hidden_units: int = _key(128, integer(1), "width of the discriminator's two layers (Palaestra's key: "
+                             "ML-Agents' are always 128)")
 
 
 REWARD_SIGNALS: dict[str, type] = {

@@ -74,6 +74,16 @@ def test_the_discriminator_learns_to_tell_the_expert_from_the_policy(demos, env_
         assert stats["Policy/GAIL Beta"] > 0.0  # the code's KL started above its target
 
 
+def test_the_discriminator_is_ml_agents_two_layers_of_128_unless_hidden_units_says(demos):
+    # (encoding_size sizes only camera encodings, as in ML-Agents)
+    widths = [m.out_features for m in _signal(demos["Simple1DDiscrete"], "Simple1DDiscrete").model.body
+              if isinstance(m, torch.nn.Linear)]
+    assert widths == [128, 128]
+    narrow = _signal(demos["Simple1DDiscrete"], "Simple1DDiscrete", hidden_units=32, use_vail=True).model
+    assert [m.out_features for m in narrow.body if isinstance(m, torch.nn.Linear)] == [32, 32]
+    assert narrow.z_mean.in_features == 32
+
+
 def test_without_actions_the_discriminator_reads_observations_only(demos):
     signal = _signal(demos["Simple1DDiscrete"], "Simple1DDiscrete")
     assert signal.model.body[0].in_features == 1  # the goal's side; no action, no done flag

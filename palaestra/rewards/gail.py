@@ -1,7 +1,7 @@
 """The ``gail`` reward signal: Generative Adversarial Imitation Learning (Ho & Ermon 2016) as
 ML-Agents builds it, with VAIL (Peng et al. 2018) under ``use_vail``.
 
-- A discriminator (two swish layers of 128, ML-Agents' ``h_size``) scores an
+- A discriminator (two swish layers of ``hidden_units``, 128 as ML-Agents' ``h_size``) scores an
   observation, with the action and whether the episode ended there under ``use_actions``: D → 1
   for the expert's, D → 0 for the policy's. Its loss is the binary cross-entropy of both,
   ``-mean(log D(expert) + log(1 - D(policy)))``, plus a gradient penalty (weight 10) on
@@ -44,7 +44,6 @@ from palaestra.settings import GAILSettings
 
 EPSILON = 1e-7
 GRADIENT_PENALTY_WEIGHT = 10.0
-HIDDEN_UNITS = 128  # the discriminator's layers (ML-Agents' GAIL model: h_size 128)
 Z_SIZE = 128
 MUTUAL_INFORMATION = 0.5  # VAIL's target KL divergence
 BETA_STEP = 5e-4
@@ -64,12 +63,13 @@ class Discriminator(nn.Module):
             inputs += action.continuous_size + sum(action.discrete_branches) + 1
         # None without images (no weights: a vector behavior's discriminator is a plain MLP)
         self.images = image_features(spec.observation_shapes, vis_encode_type, settings.encoding_size, towers=1)
-        # two layers of 128 whatever encoding_size, as ML-Agents' discriminator (encoding_size is
-        # each camera image's encoding)
-        self.body = mlp(inputs + (self.images.size if self.images is not None else 0), HIDDEN_UNITS, 2)
-        last = HIDDEN_UNITS
+        # two layers of hidden_units (128, ML-Agents' fixed h_size) whatever encoding_size, which is
+        # each camera image's encoding
+        units = settings.hidden_units
+        self.body = mlp(inputs + (self.images.size if self.images is not None else 0), units, 2)
+        last = units
         if settings.use_vail:
-            self.z_mean = nn.Linear(HIDDEN_UNITS, Z_SIZE)
+            self.z_mean = nn.Linear(units, Z_SIZE)
             self.z_log_sigma_sq = nn.Parameter(torch.zeros(Z_SIZE))
             last = Z_SIZE
         self.estimate = nn.Linear(last, 1)
