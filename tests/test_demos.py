@@ -771,6 +771,18 @@ def test_sizes_a_damaged_file_states_are_refused_before_anything_is_allocated(tm
         read_demonstrations(path)
 
 
+def test_a_discrete_action_too_large_for_any_branch_is_refused_not_wrapped(tmp_path):
+    # the retired vector_actions field holds discrete actions as floats: 3.7e19 once read as 0
+    obs = wire.packed_varints(1, [1]) + wire.bytes_field(4, wire.packed_floats(1, np.ones(1, np.float32)))
+    info = wire.bytes_field(13, obs)
+    records = [wire.bytes_field(1, info) + wire.bytes_field(2, wire.packed_floats(1, np.array([v], np.float32)))
+               for v in (1.0, 3.689e19, 0.0)]
+    path = tmp_path / "big.demo"
+    _file(path, wire.packed_varints(3, [3]) + wire.varint_field(6, 0), records)
+    with pytest.raises(DemoError, match=r"big\.demo: record 1.*outside any branch"):
+        read_demonstrations(path)
+
+
 def test_a_pipe_named_like_a_demo_is_refused_not_waited_on(tmp_path):
     import os
     os.mkfifo(tmp_path / "pipe.demo")

@@ -619,6 +619,8 @@ def _store_action(vector, continuous, discrete, spec: ActionSpec, rows: _Rows, r
         else:
             if not np.isfinite(vector).all() or (vector != np.round(vector)).any():  # NaN, inf, 1.5
                 raise ValueError(f"discrete actions {vector.tolist()} are not whole numbers")
+            if (np.abs(vector) >= 2**31).any():  # (it would wrap into some branch's range when cast)
+                raise ValueError(f"discrete actions {vector.tolist()} are outside any branch")
             discrete = vector.astype(np.int64)
     n_cont = 0 if continuous is None else len(continuous)
     n_disc = 0 if discrete is None else len(discrete)
