@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import os
 import pickle
+import queue
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -61,9 +63,9 @@ def batches(n: int, seed: int, rows: int = 16) -> list[dict[str, np.ndarray]]:
             for _ in range(n)]
 
 
-def small_3dball(demo, max_steps: int, curiosity: bool = False, encoding_size: int = 16) -> str:
+def small_3dball(demo, max_steps: int, curiosity: bool = False, hidden_units: int = 16) -> str:
     """A small 3DBall section with GAIL (and curiosity): 72 signal steps of 32 rows per update.
-    Their processes take a round of that size only with a discriminator of ``encoding_size``
+    Their processes take a round of that size only with a discriminator of ``hidden_units``
     256 (rewards/background.py's MIN_WORK_PER_UPDATE), or where a test lowers the threshold."""
     extra = "\n    curiosity: {strength: 0.02, gamma: 0.99, encoding_size: 16}" if curiosity else ""
     return f"""
@@ -77,7 +79,7 @@ def small_3dball(demo, max_steps: int, curiosity: bool = False, encoding_size: i
   summary_freq: 1000
   reward_signals:
     extrinsic: {{strength: 1.0, gamma: 0.99, normalize: true}}
-    gail: {{strength: 0.01, gamma: 0.99, encoding_size: {encoding_size}, demo_path: {demo}}}{extra}
+    gail: {{strength: 0.01, gamma: 0.99, hidden_units: {hidden_units}, demo_path: {demo}}}{extra}
 """
 
 
@@ -329,21 +331,26 @@ def test_a_signal_that_cannot_be_pickled_trains_here(ball, demo, caplog):
 def test_ctrl_c_with_the_signal_in_its_process(tmp_path, demo):
     """Ctrl+C reaches the whole process group, the signal's process too: the run still saves a
     checkpoint with the process's last round, exits 0 without a traceback, and leaves no process."""
-    (tmp_path / "c.yaml").write_text(small_3dball(demo, max_steps=10_000_000, encoding_size=256))
+    (tmp_path / "c.yaml").write_text(small_3dball(demo, max_steps=10_000_000, hidden_units=256))
     proc = subprocess.Popen([sys.executable, "-m", "palaestra.cli", "c.yaml", "--env=3DBall", "--run-id=i", "--debug"],
                             cwd=tmp_path, stderr=subprocess.PIPE, text=True, start_new_session=True,
                             env=dict(os.environ, PYTHONUNBUFFERED="1", **{background.SWITCH_OFF: "0"}))
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stderr] and None, daemon=True).start()
     try:
-        child = None
-        for line in proc.stderr:
-            found = re.search(r"trains in process (\d+) from now on", line)
-            if found:
-                child = int(found.group(1))
-                break
+        child, deadline = None, time.monotonic() + 120  # (a run that never says so would train for ever)
+        while child is None and time.monotonic() < deadline:
+            try:
+                found = re.search(r"trains in process (\d+) from now on", lines.get(timeout=1.0))
+            except queue.Empty:
+                continue
+            child = int(found.group(1)) if found else None
         assert child is not None, "the signal never trained in its own process"
         time.sleep(0.5)  # a few rounds there
         os.killpg(proc.pid, signal.SIGINT)  # as a terminal does
-        _, err = proc.communicate(timeout=60)
+        proc.wait(timeout=60)
+        time.sleep(0.2)  # (the reader thread takes the last lines)
+        err = "".join(list(lines.queue))
     finally:
         proc.kill()
     assert proc.returncode == 128 + signal.SIGINT, err  # saved, and stopped by the signal
