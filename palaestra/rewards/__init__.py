@@ -54,26 +54,26 @@ def prepare_updates(signals: list[RewardSignal]) -> None:
             prepare()
 
 
+def _stats_of_each(signals: list[RewardSignal], method: str) -> dict[str, float]:
+    """The stats of each signal's optional ``method`` (those without one give none)."""
+    stats: dict[str, float] = {}
+    for signal in signals:
+        call = getattr(signal, method, None)
+        if call is not None:
+            stats |= call()
+    return stats
+
+
 def finish_updates(signals: list[RewardSignal]) -> dict[str, float]:
     """End a round of ``update`` calls: each signal's ``finish_update``, where it has one (a signal
     trained elsewhere brings its model and its stats back then: rewards/background.py)."""
-    stats: dict[str, float] = {}
-    for signal in signals:
-        finish = getattr(signal, "finish_update", None)
-        if finish is not None:
-            stats |= finish()
-    return stats
+    return _stats_of_each(signals, "finish_update")
 
 
 def take_reports(signals: list[RewardSignal]) -> dict[str, float]:
     """The stats each signal still owes (``take_report``, where it has one: a signal reports a
     round's stats at the next round's end, rewards/background.py), for the run's last summary."""
-    stats: dict[str, float] = {}
-    for signal in signals:
-        take = getattr(signal, "take_report", None)
-        if take is not None:
-            stats |= take()
-    return stats
+    return _stats_of_each(signals, "take_report")
 
 
 def signals_state(signals: list[RewardSignal]) -> dict[str, torch.Tensor]:
