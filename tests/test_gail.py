@@ -16,7 +16,9 @@ from palaestra.demos.record import record
 from palaestra.envs.sources import make_env
 from palaestra.rewards import make_signals
 from palaestra.envs.base import ActionSpec, BehaviorSpec
-from palaestra.rewards.gail import EPSILON, GRADIENT_PENALTY_WEIGHT, Discriminator, GAILSignal
+from palaestra.rewards.base import SignalContext
+from palaestra.rewards.gail import (EPSILON, GRADIENT_PENALTY_WEIGHT, INITIAL_BETA, Discriminator, GAILSignal,
+                                   discriminator_loss)
 from palaestra.rewards.numpy_losses import discriminator_gradients
 from palaestra.settings import GAILSettings
 from tests.conftest import SHIPPED_CONFIG
@@ -40,11 +42,11 @@ def _spec(env_name: str):
     return spec
 
 
-def _signal(demo: Path, env_name: str, **settings) -> GAILSignal:
+def _signal(demo: Path, env_name: str, normalize: bool = False, **settings) -> GAILSignal:
     torch.manual_seed(0)
     settings = GAILSettings(**{"demo_path": str(demo), "strength": 1.0, "encoding_size": 16, "learning_rate": 3e-3}
                             | settings)
-    return make_signals(_spec(env_name), {"gail": settings}, torch.device("cpu"))[0]
+    return make_signals(_spec(env_name), {"gail": settings}, torch.device("cpu"), SignalContext(normalize=normalize))[0]
 
 
 def _wrong_way(signal: GAILSignal, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -65,13 +67,14 @@ def test_the_discriminator_learns_to_tell_the_expert_from_the_policy(demos, env_
     assert not signal.rewards_for_batch(_wrong_way(signal, 8, rng)).any()  # 0 until the first update
     for _ in range(150):
         stats = signal.update(_wrong_way(signal, 64, rng))
-    expected = {"Losses/GAIL Loss", "Policy/GAIL Expert Estimate", "Policy/GAIL Policy Estimate"}
-    assert expected | ({"Policy/GAIL Beta", "Losses/GAIL KL"} if use_vail else set()) == set(stats)
+    expected = {"Losses/GAIL Loss", "Policy/GAIL Grad Mag Loss", "Policy/GAIL Expert Estimate",
+                "Policy/GAIL Policy Estimate"}
+    assert expected | ({"Policy/GAIL Beta", "Losses/GAIL KL Loss"} if use_vail else set()) == set(stats)
     assert stats["Policy/GAIL Expert Estimate"] > 0.55 > 0.45 > stats["Policy/GAIL Policy Estimate"]
     expert_like = {k: v[:64] for k, v in signal.expert.items()}
     assert signal.rewards_for_batch(expert_like).mean() > 1.5 * signal.rewards_for_batch(_wrong_way(signal, 64, rng)).mean()
     if use_vail:
-        assert stats["Policy/GAIL Beta"] > 0.0  # the code's KL started above its target
+        assert stats["Policy/GAIL Beta"] > INITIAL_BETA == 0.0  # the code's KL started above its target
 
 
 def test_the_discriminator_is_ml_agents_two_layers_of_128_unless_hidden_units_says(demos):
@@ -99,7 +102,7 @@ def test_state_round_trips_with_vail_s_beta(demos):
     fresh = _signal(demos["Simple1DContinuous"], "Simple1DContinuous", use_actions=True, use_vail=True)
     assert fresh.state_dict().keys() == trained.state_dict().keys()
     fresh.load_state_dict(trained.state_dict())
-    assert float(fresh.beta) == float(trained.beta) > 0.0 and fresh.optimizer.steps == 5
+    assert float(fresh.beta) == float(trained.beta) != INITIAL_BETA and fresh.optimizer.steps == 5
     batch = _wrong_way(trained, 16, rng)
     np.testing.assert_array_equal(fresh.rewards_for_batch(batch), trained.rewards_for_batch(batch))
 
@@ -114,19 +117,20 @@ def test_the_numpy_step_has_autograd_s_loss_and_gradients(use_actions):
     rng = np.random.default_rng(3)
     width = model.body[0].in_features
     expert, policy = (rng.normal(0.0, scale, (32, width)).astype(np.float32) for scale in (2.0, 1.0))
-    alpha = rng.random((32, 1), dtype=np.float32)
+    alpha = rng.random((32, width), dtype=np.float32)  # one weight per input value, as ML-Agents
     hidden, out = model.layers()
     gradients = [np.full(tuple(p.shape), np.nan, np.float32) for p in model.parameters()]  # every entry written
     stats = discriminator_gradients(hidden, out, expert, policy, alpha, GRADIENT_PENALTY_WEIGHT, gradients)
 
+    # the definition that trains (GAILSignal's torch path): the whole loss, the penalty included
     e, p, a = (torch.as_tensor(v) for v in (expert, policy, alpha))
-    d_expert, d_policy = model(e)[0], model(p)[0]
-    loss = -(torch.log(d_expert + EPSILON) + torch.log(1.0 - d_policy + EPSILON)).mean()
-    between = (a * e + (1.0 - a) * p).requires_grad_(True)
-    (gradient,) = torch.autograd.grad(model(between)[0].sum(), between, create_graph=True)
-    (loss + GRADIENT_PENALTY_WEIGHT * (gradient.norm(dim=1) - 1.0).pow(2).mean()).backward()
-    assert stats["Losses/GAIL Loss"] == pytest.approx(float(loss.detach()), rel=1e-5)
-    assert stats["Policy/GAIL Expert Estimate"] == pytest.approx(float(d_expert.detach().mean()), rel=1e-5)
+    loss, reference, _ = discriminator_loss(model, torch.ones(()), (e, {}), (p, {}), (a, {}))
+    loss.backward()
+    with torch.no_grad():  # the stat is ML-Agents' whole loss, not the cross-entropy alone
+        cross_entropy = -(torch.log(model(e)[0] + EPSILON) + torch.log(1.0 - model(p)[0] + EPSILON)).mean()
+    assert reference["Losses/GAIL Loss"] > float(cross_entropy) + 0.01
+    for key in reference:
+        assert stats[key] == pytest.approx(reference[key], rel=1e-5), key
     for (name, parameter), numpy_gradient in zip(model.named_parameters(), gradients, strict=True):
         np.testing.assert_allclose(numpy_gradient.reshape(parameter.shape), parameter.grad.numpy(), rtol=1e-4,
                                    atol=1e-6, err_msg=name)
@@ -161,6 +165,49 @@ def test_the_numpy_path_s_optimizer_state_round_trips(demos):
     fresh.update(batch), trained.update(batch)  # the same step from the same moments
     for a, b in zip(fresh.model.parameters(), trained.model.parameters()):
         np.testing.assert_array_equal(a.detach().numpy(), b.detach().numpy())
+
+
+@pytest.mark.parametrize("use_vail", [False, True])
+def test_under_normalize_the_discriminator_reads_normalized_observations(demos, use_vail):
+    # ML-Agents' GAIL reads the vectors through the policy's normalizer when the trainer
+    # normalizes; here a normalizer of its own learns the policy's rows (and travels in checkpoints)
+    signal = _signal(demos["Simple1DContinuous"], "Simple1DContinuous", normalize=True, use_actions=True,
+                     use_vail=use_vail)
+    plain = _signal(demos["Simple1DContinuous"], "Simple1DContinuous", use_actions=True)
+    assert plain.model.normalizer is None and signal.model.normalizer is not None
+    rng = np.random.default_rng(6)
+    batches = [_wrong_way(signal, 32, rng) for _ in range(4)]
+    for batch in batches:
+        batch["obs_0"] = batch["obs_0"] * 10.0 + 3.0  # far from N(0, 1): normalizing matters
+        signal.update(batch)
+    seen = np.concatenate([b["obs_0"] for b in batches])
+    np.testing.assert_allclose(signal.model.normalizer.mean.numpy(), seen.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(signal.model.normalizer.count.numpy(), len(seen))
+    inputs = signal.model.input_array(batches[0])
+    expected = np.clip((batches[0]["obs_0"] - seen.mean(0)) / np.sqrt(seen.var(0) + 1e-8), -5.0, 5.0)
+    np.testing.assert_allclose(inputs[:, :1], expected, rtol=1e-4, atol=1e-5)
+    restored = _signal(demos["Simple1DContinuous"], "Simple1DContinuous", normalize=True, use_actions=True,
+                       use_vail=use_vail)
+    restored.load_state_dict(signal.state_dict())
+    np.testing.assert_array_equal(restored.model.input_array(batches[0]), inputs)
+
+
+def test_vail_s_bottleneck_is_ml_agents_graph(demos):
+    # ML-Agents: sigma is a learned scale that starts at 1; the KL is
+    # -sum(1 + log(sigma^2 + 1e-7) - mu_e^2 / 2 - mu_p^2 / 2 - sigma^2), averaged over the rows
+    # (the expert's and the policy's codes' divergences added); beta starts at 0 (later releases)
+    signal = _signal(demos["Simple1DContinuous"], "Simple1DContinuous", use_actions=True, use_vail=True)
+    assert float(signal.beta) == INITIAL_BETA == 0.0
+    model = signal.model
+    assert torch.equal(model.z_sigma.detach(), torch.ones(128))
+    assert float(model.z_mean.weight.detach().std()) < 0.02  # a hundredth of the usual variance: codes start near 0
+    with torch.no_grad():
+        model.z_sigma.uniform_(0.5, 1.5)
+    z_expert, z_policy = torch.randn(16, 128), torch.randn(16, 128)
+    var = model.z_sigma.detach() ** 2
+    theirs = -(1.0 + torch.log(var + EPSILON) - 0.5 * z_expert**2 - 0.5 * z_policy**2 - var).sum(1).mean()
+    ours = model.kl(z_expert) + model.kl(z_policy)
+    assert float(ours) == pytest.approx(float(theirs), rel=1e-5)
 
 
 def test_demonstrations_of_another_behavior_are_refused_with_the_setting_named(demos):

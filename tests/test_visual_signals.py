@@ -17,6 +17,7 @@ from palaestra.algorithms.sac import SAC
 from palaestra.demos.writer import DemoWriter
 from palaestra.envs.base import BehaviorSpec
 from palaestra.rewards import curiosity, gail, load_signals_state, make_signals, rnd, signals_state
+from palaestra.rewards.base import SignalContext
 from palaestra.rewards.learned import transitions, vector_input
 from palaestra.settings import CuriositySettings, GAILSettings, RNDSettings
 from tests.test_visual import IMAGE, _observations, _settings, _spec, _trained
@@ -75,7 +76,7 @@ def _signal_settings(kind: str, demo: Path | None, **extra):
 
 def _signal(kind: str, spec: BehaviorSpec, demo: Path | None, **extra):
     torch.manual_seed(0)
-    return make_signals(spec, {kind: _signal_settings(kind, demo, **extra)}, torch.device("cpu"), "simple")[0]
+    return make_signals(spec, {kind: _signal_settings(kind, demo, **extra)}, torch.device("cpu"), SignalContext("simple"))[0]
 
 
 def _batch(spec: BehaviorSpec, n: int, seed: int = 1) -> dict[str, np.ndarray]:
@@ -183,7 +184,7 @@ def test_the_gradient_penalty_reaches_the_image_encoders(demos):
     signal = _signal("gail", spec, demos[True])
     expert = signal.model.inputs({k: v[:8] for k, v in signal.expert.items()}, signal.device)
     policy = signal.model.inputs(_batch(spec, 8), signal.device)
-    penalty = signal._gradient_penalty(expert, policy)
+    penalty = gail.gradient_penalty(signal.model, expert, policy, signal._penalty_weights(expert))
     (gradient,) = torch.autograd.grad(penalty, signal.model.images.towers[0][0][1].weight)
     assert float(gradient.abs().sum()) > 0
 

@@ -45,6 +45,7 @@ from palaestra.networks.torch_acting import TorchActor
 from palaestra.rewards import (SignalEpisodeSums, finish_updates, load_signals_state, make_signals, prepare_updates,
                                 take_reports)
 from palaestra.rewards.background import in_background_where_it_pays
+from palaestra.rewards.base import SignalContext
 from palaestra.rewards.episode_sums import SplitEpisodeSums, joined_stats
 from palaestra.rollout.discounting import discounted_cumsum
 from palaestra.rollout.sequences import into_sequences, real_rows, sequence_order, sequence_positions
@@ -143,7 +144,8 @@ class PPO:
         self.spec = spec
         self.settings = settings
         self.device = device
-        signals = make_signals(spec, settings.reward_signals, device, settings.vis_encode_type, behavior)
+        signals = make_signals(spec, settings.reward_signals, device,
+                               SignalContext(settings.vis_encode_type, behavior, settings.normalize))
         # each signal model's steps of an update in a process of its own where a core is spare
         # (rewards/background.py: the same result, about the time of PPO's own steps alone)
         signal_steps = settings.buffer_size // settings.batch_size * (settings.reward_signal_num_epoch or settings.num_epoch)

@@ -58,6 +58,7 @@ from palaestra.networks.two_threads import SecondThread, in_pairs
 from palaestra.networks.recurrent import TwinLSTM, stored_memory_size
 from palaestra.networks.visual import image_features, with_actions
 from palaestra.rewards import SignalEpisodeSums, finish_updates, load_signals_state, make_signals, take_reports
+from palaestra.rewards.base import SignalContext
 from palaestra.rollout.buffers import ReplayBuffer, column_parts, observation_columns, observations
 from palaestra.rollout.segments import ActResult, Segments
 from palaestra.settings import SACSettings
@@ -165,7 +166,8 @@ class SAC:
         self.settings = settings
         self.device = device
         self.rng = rng or np.random.default_rng()
-        self.signals = make_signals(spec, settings.reward_signals, device, settings.vis_encode_type, behavior)
+        self.signals = make_signals(spec, settings.reward_signals, device,
+                                    SignalContext(settings.vis_encode_type, behavior, settings.normalize))
         self._learning_signals = [signal for signal in self.signals if signal.learns]
         self.auxiliary_losses: list[AuxiliaryLoss] = []  # extra loss terms of each gradient step
         self.policy_updates: list[PolicyUpdate] = []  # run after each update (behavioral cloning)

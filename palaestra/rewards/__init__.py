@@ -8,7 +8,7 @@ from typing import Any, Callable, Mapping
 import torch
 
 from palaestra.envs.base import BehaviorSpec
-from palaestra.rewards.base import RewardSignal
+from palaestra.rewards.base import RewardSignal, SignalContext
 from palaestra.rewards.curiosity import CuriositySignal
 from palaestra.rewards.episode_sums import SignalEpisodeSums
 from palaestra.rewards.extrinsic import ExtrinsicSignal
@@ -19,10 +19,9 @@ from palaestra.settings import CuriositySettings, ExtrinsicSettings, GAILSetting
 # A signal's settings type (settings.REWARD_SIGNALS) → how to build it. Adding a signal: its
 # settings dataclass, its class with a ``build``, one entry here, and its name in
 # capabilities.py for the trainers that support it (docs/extending.md).
-# A builder takes (settings, spec, device, vis_encode_type, behavior): the trainer's image encoder,
-# for a signal's own network where the behavior has image observations, and the behavior's name,
-# for the messages of signals that check demonstrations against it.
-SIGNAL_BUILDERS: dict[type, Callable[[Any, BehaviorSpec, torch.device, str, str], RewardSignal]] = {
+# A builder takes (settings, spec, device, context): the context (rewards/base.py's SignalContext)
+# names the trainer's image encoder, the behavior and whether the trainer normalizes observations.
+SIGNAL_BUILDERS: dict[type, Callable[[Any, BehaviorSpec, torch.device, SignalContext], RewardSignal]] = {
     ExtrinsicSettings: ExtrinsicSignal.build,
     CuriositySettings: CuriositySignal.build,
     RNDSettings: RNDSignal.build,
@@ -31,16 +30,15 @@ SIGNAL_BUILDERS: dict[type, Callable[[Any, BehaviorSpec, torch.device, str, str]
 
 
 def make_signals(spec: BehaviorSpec, settings: Mapping[str, Any], device: torch.device,
-                 vis_encode_type: str = "simple", behavior: str = "the behavior") -> list[RewardSignal]:
+                 context: SignalContext = SignalContext()) -> list[RewardSignal]:
     """The behavior's reward signals, in the order of its settings (the value heads' order);
-    ``vis_encode_type``: the trainer's, for the image observations of signals with a network;
-    ``behavior``: its name, for the messages of signals that check demonstrations against it."""
+    ``context``: what they are told of the trainer and the behavior (rewards/base.py)."""
     signals: list[RewardSignal] = []
     for name, cfg in settings.items():
         build = SIGNAL_BUILDERS.get(type(cfg))
         if build is None:  # capabilities.settings_problems refuses these before anything is built
             raise ValueError(f"the {name} reward signal is not supported yet")
-        signals.append(build(cfg, spec, device, vis_encode_type, behavior))
+        signals.append(build(cfg, spec, device, context))
     return signals
 
 

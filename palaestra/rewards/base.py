@@ -16,12 +16,22 @@ Optional too: ``prepare_updates``, called once experience for a first update arr
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Mapping, Protocol
 
 import numpy as np
 import torch
 
 from palaestra.rollout.segments import Segments
+
+
+@dataclass(frozen=True)
+class SignalContext:
+    """What a signal's builder is told of its trainer and behavior beyond the signal's own settings."""
+
+    vis_encode_type: str = "simple"  # the trainer's image encoder, for a signal's network over images
+    behavior: str = "the behavior"  # the behavior's name, for messages about its demonstrations
+    normalize: bool = False  # the trainer's `normalize`: GAIL then reads normalized vectors, as ML-Agents
 
 
 class RewardSignal(Protocol):

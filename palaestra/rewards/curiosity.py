@@ -33,6 +33,7 @@ from palaestra.networks.encoders import VectorEncoder
 from palaestra.networks.policy import mlp
 from palaestra.networks.visual import image_features
 from palaestra.rewards.numpy_losses import curiosity_error, curiosity_gradients
+from palaestra.rewards.base import SignalContext
 from palaestra.rewards.learned import (ModelSignal, action_array, action_input, image_tensors, vector_array,
                                        vector_input)
 from palaestra.settings import CuriositySettings
@@ -78,8 +79,9 @@ class CuriositySignal(ModelSignal):
     stat_name = "Curiosity"
 
     def __init__(self, settings: CuriositySettings, spec: BehaviorSpec, device: torch.device,
-                 vis_encode_type: str = "simple", behavior: str = "the behavior") -> None:
-        super().__init__(settings, device, CuriosityModel(spec, settings.encoding_size, vis_encode_type))
+                 context: SignalContext = SignalContext()) -> None:
+        # raw vectors whatever the trainer's normalize (ML-Agents' curiosity reads vector_in)
+        super().__init__(settings, device, CuriosityModel(spec, settings.encoding_size, context.vis_encode_type))
         self.spec = spec
         # over vectors on the CPU the update runs in numpy (rewards/numpy_losses.py, the same loss)
         self.trains_in_numpy = self.model.images is None and on_cpu(self.model)

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from palaestra.envs.base import BehaviorSpec
+from palaestra.rewards.base import SignalContext
 from palaestra.rewards.return_scale import ReturnScale
 from palaestra.rollout.segments import Segments
 from palaestra.settings import ExtrinsicSettings
@@ -28,7 +29,7 @@ class ExtrinsicSignal:
 
     @classmethod
     def build(cls, settings: ExtrinsicSettings, spec: BehaviorSpec, device: torch.device,
-              vis_encode_type: str = "simple", behavior: str = "the behavior") -> "ExtrinsicSignal":
+              context: SignalContext = SignalContext()) -> "ExtrinsicSignal":
         return cls(settings.strength, settings.gamma, settings.normalize)
 
     def rewards(self, segments: Segments) -> np.ndarray:

@@ -16,6 +16,7 @@ from torch import nn
 from palaestra.envs.base import ActionSpec
 from palaestra.envs.observations import is_image
 from palaestra.networks.optim import FlatStateAdam
+from palaestra.rewards.base import SignalContext
 from palaestra.rollout.buffers import observation_columns, observations
 from palaestra.rollout.segments import Segments
 from palaestra.rollout.transitions import following_rows, terminal_rows
@@ -110,9 +111,8 @@ class ModelSignal:
         self.optimizer = FlatStateAdam(self.model if trained is None else trained, settings.learning_rate)
 
     @classmethod
-    def build(cls, settings, spec, device: torch.device, vis_encode_type: str = "simple",
-              behavior: str = "the behavior"):
-        return cls(settings, spec, device, vis_encode_type, behavior)
+    def build(cls, settings, spec, device: torch.device, context: SignalContext = SignalContext()):
+        return cls(settings, spec, device, context)
 
     def batch_rewards(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
         """The scaled rewards of a batch of transitions, ``[B]`` float32 (under no_grad)."""

@@ -33,9 +33,10 @@ most of it those products.
 The network (rewards/gail.py's Discriminator): ``h_0 = x``, ``z_k = h_(k-1) W_k^T + b_k``,
 ``h_k = swish(z_k)`` for each hidden layer, ``l = h_L w^T + c``, ``D = sigmoid(l)``. The loss:
 
-    -mean(log(D(expert) + eps)) - mean(log(1 - D(policy) + eps)) + weight x mean((|dD/dx| - 1)^2)
+    -mean(log(D(expert) + eps)) - mean(log(1 - D(policy) + eps)) + weight x mean((|dD/dx|_eps - 1)^2)
 
-with the penalty at ``x = alpha expert + (1 - alpha) policy``. Its gradient needs the derivative
+with the penalty at ``x = alpha expert + (1 - alpha) policy`` (``alpha`` per input value) and
+``|g|_eps = sqrt(sum g^2 + eps)``, ML-Agents' safe norm (GAILSignal.loss is the definition). Its gradient needs the derivative
 of ``dD/dx`` with respect to the parameters: the chain that computes ``dD/dx`` (``delta``
 below) is run forward and then backward, and what flows back into its ``z_k`` and ``l`` joins
 the ordinary backward pass of the penalty's rows. One forward pass serves the three sets of rows
@@ -152,8 +153,9 @@ def discriminator_gradients(hidden: list[tuple[np.ndarray, np.ndarray]], out: tu
                             into: list[np.ndarray]) -> dict[str, float]:
     """Write the gradients of the loss above for ``hidden`` = [(W_k, b_k)] (torch's layouts: ``W_k``
     is [out, in]) and ``out`` = (w [1, H], c [1]) into ``into``, arrays of those shapes in that
-    order: [gW_1, gb_1, ..., gw, gc]. ``expert`` and ``policy`` are [B, inputs], ``alpha`` [B, 1].
-    Return the stats (the loss without the penalty, the mean D of either batch)."""
+    order: [gW_1, gb_1, ..., gw, gc]. ``expert`` and ``policy`` are [B, inputs], ``alpha`` the
+    penalty's interpolation weights, [B, inputs] (or [B, 1]: one per row). Return the stats (the
+    whole loss, the penalty's term alone, and the mean D of either batch)."""
     n = len(expert)
     x = np.concatenate([expert, policy, alpha * expert + (1.0 - alpha) * policy])
     hs, zs, sig, slope = [x], [], [], []
@@ -187,8 +189,9 @@ def discriminator_gradients(hidden: list[tuple[np.ndarray, np.ndarray]], out: tu
         delta_z[k] = delta_h[k + 1] * swish1[k]
         delta_h[k] = delta_z[k] @ hidden[k][0]
     g = delta_h[0]
-    norm = np.sqrt((g * g).sum(1, keepdims=True))
-    grad_g = penalty_weight * 2.0 * (norm - 1.0) / np.maximum(norm, 1e-12) * g / n
+    norm = np.sqrt((g * g).sum(1, keepdims=True) + EPSILON)  # ML-Agents' safe norm
+    penalty = penalty_weight * float(np.square(norm - 1.0).mean())
+    grad_g = penalty_weight * 2.0 * (norm - 1.0) / norm * g / n
 
     # back through the chain that made dD/dx: into the weights, and into z_k and l
     grads_w, grads_b = into[0:-2:2], into[1:-2:2]
@@ -220,5 +223,5 @@ def discriminator_gradients(hidden: list[tuple[np.ndarray, np.ndarray]], out: tu
         grad_z.sum(0, out=grads_b[k])
         if k:
             grad_h = grad_z @ hidden[k][0]
-    return {"Losses/GAIL Loss": float(loss), "Policy/GAIL Expert Estimate": float(d_expert.mean()),
-            "Policy/GAIL Policy Estimate": float(d_policy.mean())}
+    return {"Losses/GAIL Loss": float(loss) + penalty, "Policy/GAIL Grad Mag Loss": penalty,
+            "Policy/GAIL Expert Estimate": float(d_expert.mean()), "Policy/GAIL Policy Estimate": float(d_policy.mean())}

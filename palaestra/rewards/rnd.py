@@ -31,6 +31,7 @@ from palaestra.networks.normalizer import Normalizer
 from palaestra.networks.numpy_layers import normalize
 from palaestra.networks.policy import mlp
 from palaestra.networks.visual import image_features
+from palaestra.rewards.base import SignalContext
 from palaestra.rewards.learned import ModelSignal, image_tensors, vector_array, vector_input
 from palaestra.rewards.numpy_losses import rnd_error, rnd_gradients
 from palaestra.settings import RNDSettings
@@ -76,8 +77,8 @@ class RNDSignal(ModelSignal):
     pays_before_update = True
 
     def __init__(self, settings: RNDSettings, spec: BehaviorSpec, device: torch.device,
-                 vis_encode_type: str = "simple", behavior: str = "the behavior") -> None:
-        model = RNDModel(spec, settings.encoding_size, vis_encode_type)
+                 context: SignalContext = SignalContext()) -> None:
+        model = RNDModel(spec, settings.encoding_size, context.vis_encode_type)
         super().__init__(settings, device, model, trained=model.learned())
         # over vectors on the CPU the update runs in numpy (rewards/numpy_losses.py, the same loss)
         self.trains_in_numpy = self.model.target_images is None and on_cpu(self.model)
