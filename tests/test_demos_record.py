@@ -431,6 +431,14 @@ def test_demonstrations_with_nan_or_infinity_are_refused_naming_the_record(tmp_p
     write_demonstrations(tmp_path / "bad.demo", demo)
     with pytest.raises(DemoError, match=message):
         demonstration_columns(str(tmp_path / "bad.demo"), env.behavior_specs["3DBall"], "3DBall", "demo_path")
+    # in a folder the record is counted in its own file, which is named
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (tmp_path / "bad.demo").rename(folder / "b.demo")
+    write_demonstrations(folder / "a.demo", read_demonstrations(record(env, {"3DBall": "heuristic"}, 1, tmp_path / "ok",
+                                                                         max_steps=2000)[0].path))
+    with pytest.raises(DemoError, match=message.replace("record 5", "record 5 of b.demo")):
+        demonstration_columns(str(folder), env.behavior_specs["3DBall"], "3DBall", "demo_path")
 
 
 def test_sigterm_mid_recording_leaves_no_file_and_seed_minus_one_is_random(tmp_path):

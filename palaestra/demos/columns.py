@@ -61,11 +61,12 @@ def _non_finite(demo, rows: np.ndarray) -> str | None:
         if o.dtype.kind == "f":
             bad = ~np.isfinite(o[rows].reshape(len(record), -1)).all(axis=1)
             if bad.any():
-                return f"record {int(record[bad][0])}: observation {i} holds NaN or infinite values ({int(bad.sum())} records)"
+                return (f"{demo.record_name(int(record[bad][0]))}: observation {i} holds NaN or infinite values "
+                        f"({int(bad.sum())} records)")
     actions = demo.continuous_actions[rows]
     if actions.size and not np.isfinite(actions).all():
         where = np.argwhere(~np.isfinite(actions))[0]
-        return (f"record {int(record[where[0]])}: continuous action {int(where[1])} is "
+        return (f"{demo.record_name(int(record[where[0]]))}: continuous action {int(where[1])} is "
                 f"{actions[where[0], where[1]]}")
     return None
 

@@ -99,6 +99,15 @@ class Demonstrations:
     def __len__(self) -> int:
         return int(self.rewards.shape[0])
 
+    def record_name(self, row: int) -> str:
+        """Where row ``row`` was read: "record R", and in a folder "record R of FILE" (R counted in
+        its own file, as a message about it must say)."""
+        if len(self.files) > 1:
+            for f in self.files:
+                if f.first_row <= row < f.first_row + f.rows:
+                    return f"record {row - f.first_row} of {f.path.name}"
+        return f"record {row}"
+
     @property
     def meta(self) -> DemoMeta:
         """The files' meta messages together: steps and episodes summed, mean reward weighted by
@@ -412,7 +421,7 @@ def _record_spans(buf, path: Path, meta: DemoMeta, meta_bytes: bytes, start: int
     end = len(buf)
     spans: list[tuple[int, int]] = []
     pos = start
-    to_end = meta.number_steps == 0 and bytes(buf[start:]) != meta_bytes
+    to_end = meta.number_steps == 0 and not _is_meta_copy(buf, start, meta_bytes)
     wanted = meta.number_steps
     while (len(spans) < wanted or to_end) and pos < end:
         try:
@@ -429,9 +438,14 @@ def _record_spans(buf, path: Path, meta: DemoMeta, meta_bytes: bytes, start: int
     if len(spans) < wanted:
         raise _fail(path, f"the header claims {wanted} records but the file ends after {len(spans)}: "
                           "the file is truncated")
-    rest = bytes(buf[pos:])
-    trailer = "none" if not rest else "meta copy" if rest == meta_bytes else f"{len(rest)} bytes"
+    trailer = "none" if pos >= end else "meta copy" if _is_meta_copy(buf, pos, meta_bytes) else f"{end - pos} bytes"
     return spans, trailer
+
+
+def _is_meta_copy(buf, pos: int, meta_bytes: bytes) -> bool:
+    """Whether the bytes from ``pos`` to the end are Unity's raw meta copy (compared only when the
+    sizes agree: the rest of a large file is not copied to find it is not)."""
+    return len(buf) - pos == len(meta_bytes) and bytes(buf[pos:]) == meta_bytes
 
 
 def _layout(buf, first: tuple[int, int], path: Path) -> str:
