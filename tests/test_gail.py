@@ -207,7 +207,7 @@ def test_vail_s_bottleneck_is_ml_agents_graph(demos):
     var = model.z_sigma.detach() ** 2
     theirs = -(1.0 + torch.log(var + EPSILON) - 0.5 * z_expert**2 - 0.5 * z_policy**2 - var).sum(1).mean()
     ours = model.kl(z_expert) + model.kl(z_policy)
-    assert float(ours) == pytest.approx(float(theirs), rel=1e-5)
+    assert float(ours.detach()) == pytest.approx(float(theirs), rel=1e-5)
 
 
 def test_demonstrations_of_another_behavior_are_refused_with_the_setting_named(demos):
