@@ -37,7 +37,7 @@ CHANNELS = (1, 3, 4)  # channel counts that mark a Box's first or last dimension
 Converter = Callable[[Any], np.ndarray]
 # The converters below take ``who``: the environment as their messages name it, e.g. "Gymnasium
 # environment 'CartPole-v1'" or "PettingZoo environment 'NAME (BEHAVIOR)'", so that an observation,
-# mask or action that does not fit says which environment (and which agent) sent it.
+# mask or action that does not fit says which environment (and which behavior) sent it.
 
 
 def _image_converter(space: spaces.Box, who: str) -> tuple[tuple[int, ...], type, Converter] | str:
