@@ -338,12 +338,12 @@ class TrainerSettings:
     sequence_length: int = _key(64, integer(1), "LSTM training sequence length", used_by=EVERY_TRAINER)
     vis_encode_type: str = _key("simple", choice(*VISUAL_ENCODERS), "image encoder for camera observations "
                                 "(networks/visual.py: simple 20x20, nature_cnn 36x36, resnet 15x15 at least)",
-                                used_by=EVERY_RL_TRAINER)
+                                used_by=EVERY_TRAINER)
     threaded: bool = _key(True, boolean, "with the policy acting in `--num-envs` workers (PPO): they keep stepping "
                           "while the trainer updates (`false`: they wait; one behavior's `false` applies to all)",
                           used_by=EVERY_RL_TRAINER)
     init_path: str | None = _key(None, optional_text, "a model folder (`models/<run>/<Behavior>`) whose newest "
-                                 "checkpoint's weights start training, or one checkpoint file (`.pt`)", used_by=EVERY_RL_TRAINER)
+                                 "checkpoint's weights start training, or one checkpoint file (`.pt`)", used_by=EVERY_TRAINER)
     reward_signals: Mapping[str, Any] = _key(_default_reward_signals, _checked_separately,
                                              "the reward signals and their settings (below)",
                                              used_by=EVERY_RL_TRAINER)
@@ -538,6 +538,9 @@ class TrainerConfig:
     path: Path
     sections: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
+    # per section, the signals' cadence keys it wrote under reward_signals (where 0.15 and 0.16
+    # read them): a behavior's own reward_signals replaces them with the default's mapping
+    cadence_under_signals: dict[str, set[str]] = field(default_factory=dict)
 
     def section_names(self) -> list[str]:
         return [k for k in self.sections if k != "default"]
@@ -568,6 +571,9 @@ class TrainerConfig:
         origins = {key: f"section {_show(default_name)}" for key in merged}
         origins.update({key: f"section {_show(own_name)}" for key in own})
         self._warn_unread(behavior, own_name, own, default_name, merged)
+        if "reward_signals" in own:  # the merge is shallow: the default's cadence went with its mapping
+            for key in self.cadence_under_signals.get(default_name, set()) - own.keys():
+                merged.pop(key, None)
         merged.update(own)
         # the cadences' two spellings, one from each section (each section's own were settled when
         # it was checked): 0.16's is read, as in ML-Agents 0.16, which never read the 0.15 keys
@@ -914,6 +920,9 @@ def _check_sections(path: Path, data: dict[str, Any], config: TrainerConfig) -> 
             config.sections[name] = section
         elif section is None or isinstance(section, dict):
             config.sections[name] = _check_section(path, name, section or {}, config.warnings)
+            signals = (section or {}).get("reward_signals")
+            if isinstance(signals, dict) and any(k in signals for k in SIGNAL_CADENCE_KEYS):
+                config.cadence_under_signals[name] = {k for k in SIGNAL_CADENCE_KEYS if k in signals}
         else:
             raise ConfigError(
                 f"{path}: section {_show(name)} should be a mapping of settings (or the name of another "

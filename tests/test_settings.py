@@ -259,6 +259,20 @@ def test_the_signals_cadence_is_read_where_each_release_wrote_it(tmp_path, text,
     assert cfg.warnings == [] and list(settings.reward_signals) == ["extrinsic"]
 
 
+def test_a_behavior_s_reward_signals_replace_the_cadence_written_under_the_default_s(tmp_path):
+    # 0.16 reads the cadence from under reward_signals and merges sections shallowly: a behavior
+    # with reward_signals of its own loses the default's cadence with the default's mapping
+    cfg = load_trainer_config(write_yaml(tmp_path / "c.yaml", (
+        "default:\n  trainer: sac\n  steps_per_update: 10\n  reward_signals:\n"
+        "    extrinsic: {strength: 1.0, gamma: 0.99}\n    reward_signal_steps_per_update: 40\n"
+        "A:\n  reward_signals:\n    extrinsic: {strength: 2.0, gamma: 0.9}\n"
+        "B:\n  max_steps: 100\n"
+        "C:\n  reward_signals:\n    extrinsic: {strength: 2.0, gamma: 0.9}\n  reward_signal_steps_per_update: 5\n")))
+    assert cfg.for_behavior("A").reward_signal_steps_per_update is None  # steps_per_update's cadence, as 0.16
+    assert cfg.for_behavior("B").reward_signal_steps_per_update == 40.0  # the default's mapping, cadence and all
+    assert cfg.for_behavior("C").reward_signal_steps_per_update == 5.0
+
+
 def test_the_signals_cadence_in_two_places_or_two_releases_spellings(tmp_path):
     both = write_yaml(tmp_path / "c.yaml", "B:\n  trainer: sac\n  reward_signal_steps_per_update: 3\n"
                                            "  reward_signals:\n    reward_signal_steps_per_update: 2\n")
@@ -830,3 +844,14 @@ def test_a_demonstration_recording_given_as_the_trainer_config_is_named_so(tmp_p
     text.write_text("42\n")
     with pytest.raises(ConfigError, match="expected a mapping of section names"):
         load_trainer_config(text)
+
+
+def test_the_cloning_trainers_read_the_image_encoder_and_init_path_without_an_ignored_warning(tmp_path):
+    # their policy is built with vis_encode_type and starts from init_path (algorithms/cloning.py,
+    # run_folders.py), so neither may be called ignored
+    for trainer in ("online_bc", "offline_bc"):
+        cfg = load_trainer_config(write_yaml(tmp_path / f"{trainer}.yaml", (
+            f"B:\n  trainer: {trainer}\n  vis_encode_type: nature_cnn\n  init_path: models/a/B\n")))
+        settings = cfg.for_behavior("B")
+        assert (settings.vis_encode_type, settings.init_path) == ("nature_cnn", "models/a/B")
+        assert not any("vis_encode_type" in w or "init_path" in w for w in cfg.warnings), cfg.warnings
