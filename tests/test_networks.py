@@ -469,3 +469,19 @@ def test_numpy_adam_over_a_large_buffer_takes_torch_s_kernel_with_the_same_arith
     assert not np.array_equal(results["fused"], start)
     # an optimizer that is not fused keeps the numpy step at any size
     assert not numpy_adam.NumpyAdam([flat.parameter], torch.optim.Adam([flat.parameter]), flat=flat)._fused
+
+
+@pytest.mark.parametrize("size", [1, 2, 6])
+def test_the_continuous_entropy_is_ml_agents_mean_over_dimensions(size):
+    # ML-Agents' Policy/Entropy and PPO's bonus read a Gaussian's entropy per dimension, averaged
+    # over the dimensions: at log-std 0 it is 0.5 log(2 pi e) whatever the action's size, on the
+    # torch policy and the numpy accelerator alike
+    spec = BehaviorSpec(observation_shapes=((3,),), action_spec=ActionSpec(continuous_size=size))
+    torch.manual_seed(0)
+    policy = ActorCritic(spec, hidden_units=8, num_layers=1, normalize=False, num_value_heads=1)
+    obs = [np.zeros((4, 3), np.float32)]
+    expected = 0.5 * np.log(2 * np.pi * np.e)
+    with torch.no_grad():
+        out = policy.act([torch.as_tensor(obs[0])], None)
+    np.testing.assert_allclose(out.entropy.numpy(), expected, rtol=1e-6)
+    np.testing.assert_allclose(accelerate(policy, np.random.default_rng(0)).act(obs, None).entropy, expected, rtol=1e-6)

@@ -69,9 +69,12 @@ class ActionDistribution:
         return total  # type: ignore[return-value]
 
     def entropy(self) -> torch.Tensor:
+        """The Gaussian's entropy per dimension, averaged over the continuous dimensions (ML-Agents'
+        measure, for the stat and PPO's bonus alike: an action's size does not scale them), plus
+        each discrete branch's entropy."""
         total = 0.0
         if self.mean is not None:
-            total = total + (0.5 + 0.5 * math.log(2 * math.pi) + self.log_std).sum(-1).expand(self.mean.shape[0])
+            total = total + (0.5 + 0.5 * math.log(2 * math.pi) + self.log_std).mean(-1).expand(self.mean.shape[0])
         for lg in self.branch_logits:
             logp = torch.log_softmax(lg, -1)
             total = total - (logp.exp() * logp).sum(-1)

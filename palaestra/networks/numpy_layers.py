@@ -410,16 +410,16 @@ class Gaussian:
         inv_var = np.exp(-2.0 * self.log_std)
         diff = actions - mean
         log_prob = (-0.5 * diff**2 * inv_var - self.log_std - HALF_LOG_2PI).sum(1)
-        entropy = float((0.5 + HALF_LOG_2PI + self.log_std).sum())
+        entropy = float((0.5 + HALF_LOG_2PI + self.log_std).mean())  # per dimension, as distributions.py
         return log_prob, entropy, (diff, inv_var)
 
     def backward(self, grad_log_prob, grad_entropy: float, kept):
         """Write d/d(log_std); return d/d(mean)."""
         diff, inv_var = kept
         g = grad_log_prob[:, None]
-        # dH/dlog_std = 1 on every row
+        # dH/dlog_std = 1 / dimensions on every row (H: the mean over dimensions)
         entropy_total = np.sum(grad_entropy) if np.ndim(grad_entropy) else grad_entropy * len(grad_log_prob)
-        self.g_log_std[...] = (g * (diff**2 * inv_var - 1.0)).sum(0) + entropy_total
+        self.g_log_std[...] = (g * (diff**2 * inv_var - 1.0)).sum(0) + entropy_total / self.log_std.size
         return g * diff * inv_var
 
 

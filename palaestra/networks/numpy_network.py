@@ -197,7 +197,8 @@ class MLPNetwork:
             noise = np.zeros_like(mean) if deterministic else self.normal.take(mean.shape)
             cont, log_prob, _ = squashed_gaussian(mean, log_std, noise)
             log_prob = log_prob.astype(np.float32)
-            entropy = (0.5 + HALF_LOG_2PI + log_std).sum(axis=1).astype(np.float32)  # of the Gaussian before squashing
+            # of the Gaussian before squashing, per dimension (distributions.py's measure)
+            entropy = (0.5 + HALF_LOG_2PI + log_std).mean(axis=1).astype(np.float32)
         else:  # a diagonal Gaussian around the mean, with a state-independent log-std
             mean = self.mean.forward(h)
             log_std = self.gaussian.log_std
@@ -208,7 +209,7 @@ class MLPNetwork:
             log_norm = sum(log_std.tolist()) + HALF_LOG_2PI * c
             log_prob = np.square(noise).sum(axis=1) * MINUS_HALF - np.float32(log_norm)
             entropy = np.empty(n, np.float32)
-            entropy.fill(0.5 * c + log_norm)
+            entropy.fill((0.5 * c + log_norm) / c)  # per dimension, as distributions.py
             cont = mean + noise * np.exp(log_std)
         if self.logits is None:
             return ActResult(cont, NO_DISCRETE[:n], log_prob, entropy, values, memory)

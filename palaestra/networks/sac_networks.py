@@ -99,7 +99,7 @@ class SquashedActor(nn.Module):
             mean, log_std = self.gaussian_params(h)
             cont, log_prob = squashed_sample(mean, log_std, torch.zeros_like(mean) if deterministic
                                              else torch.randn_like(mean))
-            entropy = (0.5 + _HALF_LOG_2PI + log_std).sum(-1)  # of the Gaussian before squashing
+            entropy = (0.5 + _HALF_LOG_2PI + log_std).mean(-1)  # of the Gaussian before squashing, per dimension
         if self.logits is not None:
             dist = ActionDistribution.build(None, None, self.logits(h), self.branches, allowed)
             disc = (dist.deterministic() if deterministic else dist.sample())[1]
