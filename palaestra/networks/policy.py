@@ -179,9 +179,10 @@ class ActorCritic(nn.Module):
 
     def export_heads(self, observations: list[torch.Tensor], memory: torch.Tensor | None = None
                      ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-        """For ONNX export: (sampled continuous, deterministic continuous, unmasked logits, the
-        actor's memory after this step). ``memory``: the actor's memory (recurrent only). Only the
-        actor's layers run: the critic's would double an exported model's work in Unity."""
+        """For ONNX export: (sampled continuous, deterministic continuous, both clipped to [-1, 1] as
+        the environment got them in training, unmasked logits, the actor's memory after this
+        step). ``memory``: the actor's memory (recurrent only). Only the actor's layers run: the
+        critic's would double an exported model's work in Unity."""
         x = self.vector_features(observations)
         if self.images is not None:
             x = self.images.first_tower(x, observations)  # the actor's image encoders alone
@@ -195,9 +196,10 @@ class ActorCritic(nn.Module):
                 out, new_memory = self.lstm.actor(h.unsqueeze(1), memory)
                 h = out[:, 0]
         sample = mean = logits = None
-        if self.mu is not None:
-            mean = self.mu(h)
-            sample = mean + torch.randn_like(mean) * torch.exp(self.log_std)
+        if self.mu is not None:  # clipped to [-1, 1], as the collector sends them in training
+            raw = self.mu(h)
+            mean = raw.clamp(-1.0, 1.0)
+            sample = (raw + torch.randn_like(raw) * torch.exp(self.log_std)).clamp(-1.0, 1.0)
         if self.logits is not None:
             logits = self.logits(h)
         return sample, mean, logits, new_memory
