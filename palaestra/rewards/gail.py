@@ -62,8 +62,8 @@ Z_SIZE = 128
 MUTUAL_INFORMATION = 0.5  # VAIL's target KL divergence
 BETA_STEP = 5e-4
 # VAIL's weight starts at 0, as in ML-Agents' later releases: 0.16's started at 1, which held the
-# code's KL near 0 and D near 0.5 for hundreds of steps (tests/test_gail.py's 1-D rows: D 0.51
-# against the expert after 150 steps, 0.53 after 600)
+# code's KL near 0 and D near 0.5 for hundreds of steps (the discriminator test's setup in
+# tests/test_gail.py, 1-D with actions: D 0.51 on the expert's rows after 150 steps, 0.53 after 600)
 INITIAL_BETA = 0.0
 Z_MEAN_INIT_SCALE = 0.01  # the code mean's initial weights: variance scaled by this
 
