@@ -921,8 +921,9 @@ def _check_sections(path: Path, data: dict[str, Any], config: TrainerConfig) -> 
         elif section is None or isinstance(section, dict):
             config.sections[name] = _check_section(path, name, section or {}, config.warnings)
             signals = (section or {}).get("reward_signals")
-            if isinstance(signals, dict) and any(k in signals for k in SIGNAL_CADENCE_KEYS):
-                config.cadence_under_signals[name] = {k for k in SIGNAL_CADENCE_KEYS if k in signals}
+            under_signals = {k for k in SIGNAL_CADENCE_KEYS if k in signals} if isinstance(signals, dict) else set()
+            if under_signals:
+                config.cadence_under_signals[name] = under_signals
         else:
             raise ConfigError(
                 f"{path}: section {_show(name)} should be a mapping of settings (or the name of another "

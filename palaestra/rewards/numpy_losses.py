@@ -36,7 +36,8 @@ The network (rewards/gail.py's Discriminator): ``h_0 = x``, ``z_k = h_(k-1) W_k^
     -mean(log(D(expert) + eps)) - mean(log(1 - D(policy) + eps)) + weight x mean((|dD/dx|_eps - 1)^2)
 
 with the penalty at ``x = alpha expert + (1 - alpha) policy`` (``alpha`` per input value) and
-``|g|_eps = sqrt(sum g^2 + eps)``, ML-Agents' safe norm (GAILSignal.loss is the definition). Its gradient needs the derivative
+``|g|_eps = sqrt(sum g^2 + eps)``, ML-Agents' safe norm (rewards/gail.py's ``discriminator_loss``
+is the definition that trains; this computes the same by hand). Its gradient needs the derivative
 of ``dD/dx`` with respect to the parameters: the chain that computes ``dD/dx`` (``delta``
 below) is run forward and then backward, and what flows back into its ``z_k`` and ``l`` joins
 the ordinary backward pass of the penalty's rows. One forward pass serves the three sets of rows
@@ -224,4 +225,5 @@ def discriminator_gradients(hidden: list[tuple[np.ndarray, np.ndarray]], out: tu
         if k:
             grad_h = grad_z @ hidden[k][0]
     return {"Losses/GAIL Loss": float(loss) + penalty, "Policy/GAIL Grad Mag Loss": penalty,
-            "Policy/GAIL Expert Estimate": float(d_expert.mean()), "Policy/GAIL Policy Estimate": float(d_policy.mean())}
+            "Policy/GAIL Expert Estimate": float(d_expert.mean()),
+            "Policy/GAIL Policy Estimate": float(d_policy.mean())}
