@@ -63,7 +63,9 @@ class _ExportPolicy(nn.Module):
                 sampled.append(gumbel_argmax(lg).unsqueeze(1))
                 chosen.append(torch.argmax(lg, dim=1, keepdim=True))
                 start += size
-            outputs += [torch.cat(sampled, 1).float(), torch.cat(chosen, 1).float()]
+            # branch indices as integers (int64), as ML-Agents' exporter leaves them: Sentis reads
+            # them as an int tensor and Barracuda converts them
+            outputs += [torch.cat(sampled, 1), torch.cat(chosen, 1)]
         if recurrent:
             outputs.append(new_memory.unsqueeze(1))
         return tuple(outputs)

@@ -174,6 +174,11 @@ def test_onnx_export_matches_deterministic_actions(tmp_path, kind, activation):
     names = [o.name for o in session.get_outputs()]
     results = dict(zip(names, session.run(None, feeds)))
     assert results["version_number"].tolist() == [3.0] and results["memory_size"].tolist() == [0.0]
+    # ML-Agents' types: constants and continuous actions float32, branch indices int64 (Sentis
+    # reads discrete actions as an int tensor: float ones fail there on the first decision)
+    types = {o.name: o.type for o in session.get_outputs()}
+    assert {t for n, t in types.items() if "discrete_actions" not in n} == {"tensor(float)"}, types
+    assert {t for n, t in types.items() if "discrete_actions" in n} <= {"tensor(int64)"}, types
     obs = [torch.as_tensor(feeds[f"obs_{i}"]) for i in range(len(spec.observation_shapes))]
     with torch.no_grad():
         out = policy.act(obs, None if allowed is None else torch.as_tensor(allowed), deterministic=True)
