@@ -5,6 +5,8 @@ alone, and the check of demonstrations against a behavior."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import io
 import re
 import shutil
@@ -252,15 +254,21 @@ def test_a_record_whose_shape_changes_names_it(tmp_path):
         read_demonstrations(path)
 
 
+def _unclosed(path: Path) -> bytes:
+    """A written file's bytes as a recording that was never closed leaves them: number_steps 0
+    in the header and no meta copy at the end."""
+    data, meta = path.read_bytes(), read_demonstrations(path).meta
+    zero = wire.delimited(encode_meta(dataclasses.replace(meta, number_steps=0)))
+    return zero.ljust(HEADER_SIZE, b"\0") + data[HEADER_SIZE:-len(encode_meta(meta))]
+
+
 def test_an_unclosed_recording_reads_to_its_end(tmp_path):
     # a recording that was never closed keeps number_steps 0 and has no trailer
     spec = BehaviorSpec(((2,),), ActionSpec(0, (3,)))
     path = tmp_path / "open.demo"
     with DemoWriter(path, "B", spec) as w:
         w.write(**_rows(spec, 6))
-        w.close(DemoMeta(1, "open", 0, 0, 0.0))
-    data = path.read_bytes()
-    path.write_bytes(data[:-len(encode_meta(DemoMeta(1, "open", 0, 0, 0.0)))])
+    path.write_bytes(_unclosed(path))
     demo = read_demonstrations(path)
     assert len(demo) == 6 and demo.files[0].trailer == "none"
 
@@ -273,11 +281,9 @@ def test_a_discrete_action_that_is_not_a_whole_number_names_its_record(tmp_path,
     with DemoWriter(path, "B", spec) as w:
         w.write(**_rows(spec, 2))
         obs = w._observations(np.zeros((1, 2), np.float32), (2,), 1)[0]
-        w.close(DemoMeta(1, "odd", 0, 0, 0.0))  # steps 0: read to the end, past the raw meta copy
-    data = path.read_bytes()
     info = wire.float_field(7, 0.0) + wire.varint_field(10, 0) + wire.bytes_field(13, obs)
     record = wire.delimited(wire.bytes_field(1, info) + wire.bytes_field(2, wire.packed_floats(1, np.array([value], np.float32))))
-    path.write_bytes(data[:-len(encode_meta(DemoMeta(1, "odd", 0, 0, 0.0)))] + record)
+    path.write_bytes(_unclosed(path) + record)  # steps 0: read to the end, where the odd record is
     with pytest.raises(DemoError, match=r"record 2 .*not whole numbers"):
         read_demonstrations(path)
 
@@ -393,6 +399,19 @@ def test_real_recordings_written_again_read_back_the_same(demos, tmp_path, name)
     again = read_demonstrations(tmp_path / name)
     assert_same_rows(demo, again)
     assert again.meta == demo.meta and again.files[0].trailer == "meta copy"
+
+
+@pytest.mark.parametrize("steps", [0, 5, 10_000])
+def test_a_given_meta_s_step_count_is_the_rows_written(demos, tmp_path, steps):
+    # readers stop after number_steps records: a meta from an unclosed recording (0 steps) or
+    # another file must neither cut the rows short nor make the meta copy read as a record
+    demo = read_demonstrations(demos / "gridworld-masks-0.13.demo")
+    meta = dataclasses.replace(demo.meta, number_steps=steps)
+    written = write_demonstrations(tmp_path / "copy.demo", demo, meta)
+    again = read_demonstrations(tmp_path / "copy.demo")
+    assert written.number_steps == again.meta.number_steps == len(demo) > 5
+    assert_same_rows(demo, again)
+    assert again.meta.number_episodes == demo.meta.number_episodes
 
 
 def test_the_file_has_unity_s_layout(tmp_path):

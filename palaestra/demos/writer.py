@@ -14,6 +14,7 @@ loaders read; images as PNG with shape height x width x channels, vectors as pac
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import logging
 import os
@@ -243,12 +244,18 @@ class DemoWriter:
     def finish(self, meta: DemoMeta | None = None) -> DemoMeta:
         """Complete the file under its temporary name: Unity's raw meta copy at the end, the meta
         in the header. Without ``meta``, episodes are the rows' (the ``done`` records, plus one if
-        the rows end inside an episode) and the mean reward is the rows' total over them."""
+        the rows end inside an episode) and the mean reward is the rows' total over them. A given
+        ``meta`` keeps its name, episodes and mean reward, but its step count is always the rows
+        written: readers stop after that many records (a recording's meta from before it was
+        closed says 0 steps, and one from another file another count)."""
         if self._file.closed:
             raise DemoError(f"{self.path}: already closed")
         if meta is None:
             episodes = self.done_records + (0 if self.ended_with_done else 1)
             meta = DemoMeta(1, self.name, self.steps, episodes, self.total_reward / episodes if episodes else 0.0)
+        elif meta.number_steps != self.steps:
+            logger.debug("%s: the meta's %d steps replaced by the %d written", self.path, meta.number_steps, self.steps)
+            meta = dataclasses.replace(meta, number_steps=self.steps)
         encoded = encode_meta(meta)
         self._file.write(encoded)
         self._file.seek(0)
