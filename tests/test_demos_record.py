@@ -476,9 +476,24 @@ def test_demonstrated_actions_their_own_mask_forbids_are_counted_in_a_warning(tm
     actions = demo.discrete_actions.copy()
     actions[masked, 0] = np.argmax(demo.action_masks[masked], axis=1)  # a forbidden move on each such row
     write_demonstrations(tmp_path / "walls.demo", dataclasses.replace(demo, discrete_actions=actions))
-    demonstration_columns(str(tmp_path / "walls.demo"), spec, "GridWorld", "demo_path")
+    columns = demonstration_columns(str(tmp_path / "walls.demo"), spec, "GridWorld", "demo_path")
     assert f"{int(masked.sum())} of {int(demo.has_action.sum())} demonstrated actions are ones their own " \
            "record's action mask forbids" in caplog.text
+    # those rows are learned without their masks (under them the cross-entropy is about 1e8)
+    forbidden = masked[demo.has_action]
+    assert columns["allowed"][forbidden].all()
+    np.testing.assert_array_equal(columns["allowed"][~forbidden], ~demo.action_masks[demo.has_action][~forbidden])
+    import torch
+
+    from palaestra.algorithms.behavioral_cloning import bc_loss
+    from palaestra.networks.policy import ActorCritic
+    from palaestra.rollout.buffers import observations
+
+    rows = {k: torch.as_tensor(v) for k, v in columns.items()}
+    policy = ActorCritic(spec, hidden_units=16, num_layers=1, normalize=False, num_value_heads=1)
+    _, log_probs = policy.imitation_outputs(observations(rows), rows["allowed"], 1)
+    loss = bc_loss(None, log_probs, rows["continuous"], rows["discrete"])
+    assert 0.0 < float(loss) < 5.0
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="recordings lock their temp files with fcntl")

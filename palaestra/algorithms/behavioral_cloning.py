@@ -10,7 +10,8 @@ is 3 and every demonstration is used, for PPO after each update and for SAC afte
 step (costly there: set ``samples_per_update`` and ``num_epoch: 1``, docs/imitation.md). The loss
 (``bc_loss``): the squared error of the policy's (reparameterized, sampled) continuous actions
 against the expert's, plus the cross-entropy of the expert's choice in each discrete branch
-(mean over branches), under the action masks the demonstrations recorded. A recurrent policy
+(summed over branches, divided by their total number of actions), under the action masks the
+demonstrations recorded (a row whose action its own mask forbids is learned without it). A recurrent policy
 (``use_recurrent``) learns on sequences of ``sequence_length`` cut from each demonstrated
 episode's start, each from zero memory, padding left out of the loss, and mini-batches of whole
 sequences; ML-Agents cut the sequences across episodes' ends.

@@ -33,10 +33,15 @@ def demonstration_columns(path: str, spec: BehaviorSpec, behavior: str, key: str
     allowed = (~demo.action_masks[rows] if demo.action_masks is not None
                else np.ones((int(rows.sum()), sum(spec.action_spec.discrete_branches)), bool))
     forbidden = _forbidden_rows(allowed, demo.discrete_actions[rows], spec.action_spec.discrete_branches)
-    if forbidden:
-        logger.warning("%s %r: %d of %d demonstrated actions are ones their own record's action mask forbids; "
-                       "a masked policy cannot take them, so they teach nothing (was the recording's policy "
-                       "given the masks?)", key, path, forbidden, int(rows.sum()))
+    if forbidden.any():
+        # under its own mask such an action has probability 0, and its cross-entropy (about 1e8)
+        # would swamp every other row's: the row is learned without its mask, as ML-Agents'
+        # behavioral cloning learns every row
+        allowed = allowed.copy()
+        allowed[forbidden] = True
+        logger.warning("%s %r: %d of %d demonstrated actions are ones their own record's action mask forbids "
+                       "(was the recording's policy given the masks?); those rows are learned without their "
+                       "masks", key, path, int(forbidden.sum()), int(rows.sum()))
     episode = np.searchsorted(demo.episode_starts, np.arange(len(demo)), side="right") - 1
     episode = episode[rows]
     # ML-Agents' pairing (demo_to_buffer): a record's action is followed by the next record's
@@ -71,10 +76,10 @@ def _non_finite(demo, rows: np.ndarray) -> str | None:
     return None
 
 
-def _forbidden_rows(allowed: np.ndarray, discrete: np.ndarray, branches: tuple[int, ...]) -> int:
-    """How many rows take, in some branch, an action their mask forbids."""
+def _forbidden_rows(allowed: np.ndarray, discrete: np.ndarray, branches: tuple[int, ...]) -> np.ndarray:
+    """Which rows take, in some branch, an action their mask forbids ``[rows]``."""
     if not branches or allowed.size == 0:
-        return 0
+        return np.zeros(len(allowed), bool)
     offsets = np.cumsum((0, *branches[:-1]))
     taken = allowed[np.arange(len(allowed))[:, None], offsets[None, :] + discrete]  # [rows, branches]
-    return int((~taken).any(axis=1).sum())
+    return (~taken).any(axis=1)

@@ -4,8 +4,8 @@ ML-Agents 0.16 builds it.
 - an encoder (two swish layers of ``encoding_size``) maps the observation and the next
   observation to features, the same weights for both; image observations first go each
   through an image encoder of the trainer's ``vis_encode_type`` with ``encoding_size``
-  features (networks/visual.py), read after the vector observations, as ML-Agents' curiosity
-  encodes cameras;
+  features (networks/visual.py), read after the vector observations (ML-Agents takes its
+  ``simple`` encoder whatever the type: docs/imitation.md);
 - the inverse model predicts the action taken from both encodings (one swish layer of 256 units):
   squared error summed over continuous actions, cross-entropy summed over discrete branches;
 - the forward model predicts the next encoding from the encoding and the action (one-hot per
