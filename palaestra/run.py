@@ -30,6 +30,7 @@ from palaestra import __version__
 from palaestra.capabilities import capabilities, settings_problems, spec_notes, spec_problems
 from palaestra.checkpoints import CheckpointError, CheckpointManager, SaveError, atomic_write_text, os_reason
 from palaestra.curriculum import EnvironmentParameters, load_curricula, load_sampler
+from palaestra.curriculum.parameters import rekey_for_team
 from palaestra.demos.reader import DemoError
 from palaestra.envs.base import STAT_MOST_RECENT, STAT_SUM, BehaviorSpec, EngineConfig, Env, EnvClosed, EnvError
 from palaestra.envs.sources import builtin_class, describe_specs, factory_takes, make_env, parse_env_args, source_kind
@@ -369,6 +370,8 @@ def _environment_parameters(options: RunOptions, env: Env, seed: int) -> Environ
             continue
         curricula[legacy[old]] = dataclasses.replace(curricula.pop(old), behavior=legacy[old])
         logger.info("curriculum %s (ML-Agents <= 0.13 name) drives behavior %s", old, legacy[old])
+    for behavior in env.behavior_specs:
+        rekey_for_team(curricula, behavior)
     for behavior, c in curricula.items():
         if behavior not in env.behavior_specs:
             close = difflib.get_close_matches(behavior, list(env.behavior_specs), n=1, cutoff=0.5)
@@ -423,7 +426,7 @@ def _make_trainer(options: RunOptions, name: str, output_name: str, spec: Behavi
         raise ConfigError(f"behavior {name!r}: cannot build its networks ({s.num_layers} x {s.hidden_units} units) "
                           f"or its experience buffers (time_horizon {s.time_horizon:,}, buffer_size "
                           f"{s.buffer_size:,}): {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-    if parameters is not None and name in parameters.curricula:  # before restore: a checkpoint holds its lesson
+    if parameters is not None and parameters.claim(name):  # before restore: a checkpoint holds its lesson
         trainer.curriculum, trainer.lesson = parameters.curricula[name], parameters.lessons[name]
     if late and options.resume and not trainer.checkpoints.list():
         logger.warning("--resume: run %r has no checkpoint for behavior %r (it appeared after the previous run's "

@@ -120,6 +120,8 @@ def test_every_real_curriculum_and_sampler_file_loads(conformance):
      "  parameters: {h: [1, 2, 3]}\n", "thresholds[1]: with measure: progress a threshold is a fraction of max_steps, "
                                         "below 1 (past 1 training has ended: the lesson would never be trained in), "
                                         "got 1.5"),
+    ("B:\n  measure: reward\n  thresholds: [1]\n  min_lesson_length: 5\n  signal_smoothing: true\n"
+     "  parameters: {h: [1, 1.0e39]}\n", "parameters: h[1]: expected a number a 32-bit float holds"),
     ("B: 3\n", "behavior 'B': expected a mapping"),
     ("", "the curriculum file is empty"),
 ])
@@ -153,9 +155,11 @@ def test_bad_curricula_name_file_behavior_and_key(tmp_path, text, expected):
      "min_value must not be larger than max_value"),
     ("resampling-interval: 10\nmass: {sampler-type: gaussian, mean: 3, st_dev: -1}\n", "st_dev must not be negative"),
     ("resampling-interval: 10\nmass: {sampler-type: uniform, min_value: -1.0e308, max_value: 1.0e308}\n",
-     "the range is wider than a float can hold"),
+     "min_value: expected a number a 32-bit float holds"),
     ("resampling-interval: 10\nmass: {sampler-type: multirange_uniform, intervals: [[-1.0e308, 0], [0, 1.0e308]]}\n",
-     "the range is wider than a float can hold"),
+     "intervals: expected a number a 32-bit float holds"),
+    ("resampling-interval: 10\nmass: {sampler-type: gaussian, mean: 1.0e39, st_dev: 1}\n",
+     "mean: expected a number a 32-bit float holds (at most about 3.4e38 in size)"),
     ("resampling-interval: 10\nmass: {sampler-type: multirange_uniform, intervals: [[1, 2], [3]]}\n",
      "intervals: expected a list of [min, max] pairs"),
     ("resampling-interval: 10\n", "no parameter to sample"),
@@ -272,6 +276,10 @@ def test_check_lessons_feeds_returns_and_reports_changes(caplog):
     assert p.summary("B") == {"Environment/Lesson": 1.0, "Curriculum/Threshold": 2.0, "Environment Parameters/h": 2.0}
     t.returns = [1.0, 4.0]
     assert p.check_lessons({"B": t}) == ["B"]  # mean 2.5 > 2
+    # the last lesson is never checked: once its episodes come, the measure that advanced to it stays absent
+    t.returns = [5.0, 5.0]
+    assert p.check_lessons({"B": t}) == []
+    assert p.summary("B") == {"Environment/Lesson": 2.0, "Environment Parameters/h": 2.0}
 
 
 

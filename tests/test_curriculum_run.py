@@ -31,10 +31,13 @@ class Recording(Simple1D):
             f.write(json.dumps({"seed": self.seed, "parameters": dict(parameters or {})}) + "\\n")
         super().reset(parameters)
 
-def make(seed=0, num_areas=1):
-    env = Recording(seed=seed, num_areas=num_areas, max_episode_steps=10)
+def make(seed=0, num_areas=1, behavior_name=None):
+    env = Recording(seed=seed, num_areas=num_areas, max_episode_steps=10, behavior_name=behavior_name)
     env.seed = seed
     return env
+
+def make_team(seed=0, num_areas=1):  # a Unity scene names a behavior with its team
+    return make(seed, num_areas, "1D?team=0")
 '''
 
 CONFIG = """
@@ -103,11 +106,24 @@ def test_lessons_and_samples_reach_the_environment(run_cli, recording, workers):
         assert len(set(first.values())) == 2
     csv = (recording / "summaries" / "r_1D.csv").read_text().splitlines()
     header = csv[0].split(",")
-    for key in ("Environment/Lesson", "Curriculum/Measure (reward)", "Environment Parameters/height",
-                "Environment Parameters/mass"):
+    # (no Curriculum/Measure: the lessons pass by 50 steps, and the last one is never checked)
+    for key in ("Environment/Lesson", "Environment Parameters/height", "Environment Parameters/mass"):
         assert key in header, header
     lessons = [float(row.split(",")[header.index("Environment/Lesson")]) for row in csv[1:]]
     assert lessons[-1] == 2.0
+
+
+def test_a_curriculum_drives_a_behavior_with_a_team(run_cli, recording):
+    # Unity names behaviors with their team (1D?team=0); ML-Agents keys curricula, as trainer
+    # configs, by the name before '?'
+    result = run_cli("c.yaml", "--env=recording_env:make_team", "--curriculum=curriculum.yaml", "--run-id=r")
+    assert result.code == 0, result.log
+    assert "which the environment does not have" not in result.log
+    assert "1D?team=0: lesson 1 of 2 (reward" in result.log and "1D?team=0: lesson 2 of 2" in result.log
+    heights = [r["parameters"]["height"] for r in resets(recording)]
+    assert heights[0] == 1.0 and heights[-1] == 3.0
+    csv = (recording / "summaries" / "r_1D.csv").read_text().splitlines()  # (ML-Agents' category: no team)
+    assert float(csv[-1].split(",")[csv[0].split(",").index("Environment/Lesson")]) == 2.0
 
 
 @pytest.mark.parametrize("workers", [[], ["--num-envs=2", "--acting=workers"]])

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from palaestra.curriculum.files import read_yaml, show
+from palaestra.curriculum.files import parameter_value, read_yaml, show
 from palaestra.settings import ConfigError, boolean, integer, real
 
 logger = logging.getLogger("palaestra")
@@ -195,7 +195,7 @@ def _curriculum(path: Path, behavior: str, entry: Any) -> Curriculum:
             raise ConfigError(
                 f"{where}: parameters: {name}: expected a list of {len(thresholds) + 1} values (len(thresholds) + 1, "
                 f"one per lesson), got {show(lessons)}")
-        values[str(name)] = tuple(checked(f"parameters: {name}[{i}]", real(), v) for i, v in enumerate(lessons))
+        values[str(name)] = tuple(checked(f"parameters: {name}[{i}]", parameter_value, v) for i, v in enumerate(lessons))
     return Curriculum(behavior, measure, thresholds,
                       checked("min_lesson_length", integer(1), entry["min_lesson_length"]),
                       checked("signal_smoothing", boolean, entry["signal_smoothing"]),

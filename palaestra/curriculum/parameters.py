@@ -9,6 +9,7 @@ one; two curricula setting one parameter: the later one in the file wins, with a
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any, Protocol
 
@@ -18,6 +19,19 @@ from palaestra.curriculum.curricula import Curriculum, LessonState, shared_param
 from palaestra.curriculum.samplers import SAMPLER_TYPES, SamplerConfig
 
 logger = logging.getLogger("palaestra")
+
+
+def rekey_for_team(curricula: dict[str, Curriculum], behavior: str) -> bool:
+    """Key the curriculum of a Unity behavior with a team (``BigWallJump?team=0``) by the
+    behavior's full name, as the environment and the trainers name it, where the file keys it by
+    the name before ``?`` (as ML-Agents, whose trainers and curricula drop the team). The first
+    team to appear takes it. Whether it was re-keyed."""
+    base = behavior.partition("?")[0]
+    if base == behavior or base not in curricula or behavior in curricula:
+        return False
+    curricula[behavior] = dataclasses.replace(curricula.pop(base), behavior=behavior)
+    logger.info("curriculum %s drives behavior %s", base, behavior)
+    return True
 
 
 class Learner(Protocol):
@@ -58,6 +72,13 @@ class EnvironmentParameters:
         """Draws after a --resume at ``global_step`` (not those of the first run again)."""
         if global_step:
             self.rngs = self._generators(global_step)
+
+    def claim(self, behavior: str) -> bool:
+        """Whether a curriculum drives ``behavior`` (one keyed by the name before a Unity team's
+        ``?``, unclaimed yet, is re-keyed to it: a behavior appearing after the start)."""
+        if rekey_for_team(self.curricula, behavior):
+            self.lessons[behavior] = self.lessons.pop(behavior.partition("?")[0])
+        return behavior in self.curricula
 
     @property
     def active(self) -> bool:
@@ -134,8 +155,9 @@ class EnvironmentParameters:
         if behavior in self.curricula:
             state, c = self.lessons[behavior], self.curricula[behavior]
             out["Environment/Lesson"] = float(state.lesson)
-            # the measure checked in this lesson (none yet after a change: not the last lesson's)
-            if state.measure is not None and len(state.returns) >= c.min_lesson_length:
+            # the measure checked in this lesson (none yet after a change: not the last lesson's;
+            # none in the last lesson, which is never checked)
+            if state.measure is not None and len(state.returns) >= c.min_lesson_length and state.lesson < c.max_lesson:
                 out[f"Curriculum/Measure ({c.measure})"] = float(state.measure)
             if state.lesson < c.max_lesson:
                 out["Curriculum/Threshold"] = float(c.thresholds[state.lesson])

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from palaestra.curriculum.files import read_yaml, show
+from palaestra.curriculum.files import parameter_value, read_yaml, show
 from palaestra.settings import ConfigError, closest_name, integer, real
 
 INTERVAL = "resampling-interval"
@@ -95,14 +95,14 @@ def _intervals(value: Any) -> tuple[tuple[float, float], ...]:
     for pair in value:
         if not isinstance(pair, list) or len(pair) != 2:
             raise ValueError(expected)
-        pairs.append((real()(pair[0]), real()(pair[1])))
+        pairs.append((parameter_value(pair[0]), parameter_value(pair[1])))
     return tuple(pairs)
 
 
 # sampler-type → (class, {key: check}); the keys are the class's fields
 SAMPLER_TYPES: dict[str, tuple[type, dict[str, Any]]] = {
-    "uniform": (UniformSampler, {"min_value": real(), "max_value": real()}),
-    "gaussian": (GaussianSampler, {"mean": real(), "st_dev": real()}),
+    "uniform": (UniformSampler, {"min_value": parameter_value, "max_value": parameter_value}),
+    "gaussian": (GaussianSampler, {"mean": parameter_value, "st_dev": parameter_value}),
     "multirange_uniform": (MultiRangeUniformSampler, {"intervals": _intervals}),
 }
 
