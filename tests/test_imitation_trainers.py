@@ -194,6 +194,22 @@ def test_a_teacher_of_another_action_shape_is_a_clear_error(tmp_path):
         trainer.act(decision, terminal)
 
 
+def test_a_teacher_label_its_agent_s_mask_forbids_is_learned_without_the_mask(tmp_path, caplog):
+    env = BUILTIN_ENVS["GridWorld"](seed=2)
+    trainer = _online_trainer(env, tmp_path)
+    env.reset()
+    decision, _ = env.get_steps("GridWorld")
+    masks = np.concatenate(decision.action_mask, axis=1)
+    assert masks.any(axis=1).any()  # some agent stands by a wall
+    forbidden = np.argmax(masks, axis=1)[:, None]  # a masked move where there is one, else move 0
+    trainer.algorithm.teach(decision, ActionTuple(discrete=forbidden.astype(np.int32)))
+    allowed = np.asarray(trainer.algorithm.examples.buffer.data["allowed"][: len(decision)])
+    walled = masks.any(axis=1)
+    assert allowed[walled].all()  # (under its mask the label's cross-entropy would be about 1e8)
+    np.testing.assert_array_equal(allowed[~walled], ~masks[~walled])
+    assert "chose actions the agents' action masks forbid" in caplog.text
+
+
 @pytest.mark.parametrize("text,message", [
     ("GridWorld", None),  # the behavior's own name: its heuristic
     ("heuristic", None),

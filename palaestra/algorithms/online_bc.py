@@ -11,14 +11,19 @@ states; labelling the learner's own states instead is what lets its mistakes be 
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 
 from palaestra.algorithms.cloning import ClonedPolicy
+from palaestra.demos.columns import learnable_masks
 from palaestra.envs.base import ActionTuple, BehaviorSpec, DecisionSteps, EnvError
 from palaestra.envs.observations import stored_observations
 from palaestra.rollout.buffers import ReplayBuffer, observation_columns
 from palaestra.settings import OnlineBCSettings
+
+logger = logging.getLogger("palaestra")
 
 TEACHER_ROWS = 200_000  # labelled rows kept: 3DBall's 12 agents fill them in about 17,000 environment steps
 
@@ -43,6 +48,7 @@ class OnlineBC(ClonedPolicy):
                  rng: np.random.Generator | None = None, behavior: str = "the behavior") -> None:
         super().__init__(spec, settings, device, rng, TeacherLabels(TEACHER_ROWS, device))
         self.behavior = behavior
+        self._told_forbidden = False  # (a teacher ignoring the masks is said once)
 
     def teach(self, decision: DecisionSteps, actions: ActionTuple) -> None:
         """Keep the teacher's ``actions`` for the agents of ``decision``, the steps the policy acts on."""
@@ -58,6 +64,12 @@ class OnlineBC(ClonedPolicy):
             raise EnvError(f"brain_to_imitate: the teacher of behavior {self.behavior!r} gave {problem}")
         allowed = (~np.concatenate(decision.action_mask, axis=1) if decision.action_mask and action.is_discrete
                    else np.ones((n, sum(action.discrete_branches)), bool))
+        allowed, forbidden = learnable_masks(allowed, np.asarray(actions.discrete, np.int64), action.discrete_branches)
+        if forbidden and not self._told_forbidden:
+            self._told_forbidden = True
+            logger.warning("brain_to_imitate: the teacher of behavior %r chose actions the agents' action masks forbid "
+                           "(%d of %d agents this step); such labels are learned without the masks", self.behavior,
+                           forbidden, n)
         self.examples.buffer.add(
             **observation_columns(stored_observations(decision.obs, self.spec.observation_shapes)),
             continuous=np.asarray(actions.continuous, np.float32),

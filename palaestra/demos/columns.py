@@ -32,16 +32,11 @@ def demonstration_columns(path: str, spec: BehaviorSpec, behavior: str, key: str
         raise DemoError(f"{key} {path!r}: {problem}; a NaN or infinity would make the policy's weights NaN")
     allowed = (~demo.action_masks[rows] if demo.action_masks is not None
                else np.ones((int(rows.sum()), sum(spec.action_spec.discrete_branches)), bool))
-    forbidden = _forbidden_rows(allowed, demo.discrete_actions[rows], spec.action_spec.discrete_branches)
-    if forbidden.any():
-        # under its own mask such an action has probability 0, and its cross-entropy (about 1e8)
-        # would swamp every other row's: the row is learned without its mask, as ML-Agents'
-        # behavioral cloning learns every row
-        allowed = allowed.copy()
-        allowed[forbidden] = True
+    allowed, forbidden = learnable_masks(allowed, demo.discrete_actions[rows], spec.action_spec.discrete_branches)
+    if forbidden:
         logger.warning("%s %r: %d of %d demonstrated actions are ones their own record's action mask forbids "
                        "(was the recording's policy given the masks?); those rows are learned without their "
-                       "masks", key, path, int(forbidden.sum()), int(rows.sum()))
+                       "masks", key, path, forbidden, int(rows.sum()))
     episode = np.searchsorted(demo.episode_starts, np.arange(len(demo)), side="right") - 1
     episode = episode[rows]
     # ML-Agents' pairing (demo_to_buffer): a record's action is followed by the next record's
@@ -76,10 +71,17 @@ def _non_finite(demo, rows: np.ndarray) -> str | None:
     return None
 
 
-def _forbidden_rows(allowed: np.ndarray, discrete: np.ndarray, branches: tuple[int, ...]) -> np.ndarray:
-    """Which rows take, in some branch, an action their mask forbids ``[rows]``."""
+def learnable_masks(allowed: np.ndarray, discrete: np.ndarray, branches: tuple[int, ...]) -> tuple[np.ndarray, int]:
+    """The masks to clone expert actions under, and how many rows take (in some branch) an action
+    their own mask forbids: those rows go unmasked. Under its mask such an action has probability
+    0, and its cross-entropy (about 1e8) would swamp every other row's; ML-Agents' behavioral
+    cloning applies no masks at all."""
     if not branches or allowed.size == 0:
-        return np.zeros(len(allowed), bool)
+        return allowed, 0
     offsets = np.cumsum((0, *branches[:-1]))
     taken = allowed[np.arange(len(allowed))[:, None], offsets[None, :] + discrete]  # [rows, branches]
-    return (~taken).any(axis=1)
+    forbidden = (~taken).any(axis=1)
+    if forbidden.any():
+        allowed = allowed.copy()
+        allowed[forbidden] = True
+    return allowed, int(forbidden.sum())
