@@ -368,6 +368,33 @@ def test_gymnasium_multidiscrete_and_discrete_observations():
         gym.registry.pop("PalaestraTestMultiDiscrete-v0")
 
 
+class _MultiBinaryEnv(gym.Env):
+    observation_space = gym.spaces.Box(-1.0, 1.0, (2,))
+    action_space = gym.spaces.MultiBinary((2, 2))
+
+    def __init__(self):
+        self.actions = []
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action):
+        assert self.action_space.contains(action), action
+        self.actions.append(action.copy())
+        return np.zeros(2, np.float32), float(action.sum()), False, False, {}
+
+
+def test_gymnasium_multibinary_actions_are_a_branch_of_two_per_entry():
+    env = GymnasiumEnv("binary", seed=0, instances=[_MultiBinaryEnv()])
+    assert env.behavior_specs["binary"].action_spec.discrete_branches == (2, 2, 2, 2)
+    check_env(env, steps=5)
+    env.reset()
+    env.set_actions("binary", ActionTuple(discrete=np.array([[1, 0, 0, 1]], np.int32)))
+    env.step()
+    np.testing.assert_array_equal(env.envs[0].actions[-1], [[1, 0], [0, 1]])
+
+
 FACTORY_MODULE = """
 import gymnasium as gym
 from palaestra.envs.builtin.simple1d import Simple1D
@@ -784,6 +811,52 @@ def test_pettingzoo_agents_of_one_behavior_must_share_spaces_compared_as_spaces(
                                                  "Dict; supported: Box, Discrete, and a Dict of 'observation' and "
                                                  "'action_mask' (flatten any other with SuperSuit's flatten_v0")):
         PettingZooEnv(_two_agents(dicts), "pz")
+
+
+def test_pettingzoo_agents_named_by_ints_are_behaviors_named_by_their_str():
+    pytest.importorskip("pettingzoo")
+    from palaestra.envs.pettingzoo_env import PettingZooEnv
+
+    pz = _two_agents([gym.spaces.Box(-1.0, 1.0, (2,))] * 2)
+    pz.possible_agents = [0, 1]  # (PettingZoo's AgentID is any hashable)
+    pz.observation_space = lambda agent: gym.spaces.Box(-1.0, 1.0, (2,))
+    env = PettingZooEnv(pz, "pz")
+    assert sorted(env.behavior_specs) == ["0", "1"]
+
+
+REFUSED_FACTORY = """
+import gymnasium as gym
+CLOSED = []
+
+class Refused(gym.Env):
+    observation_space = gym.spaces.Box(0, 1, (2,))
+    action_space = gym.spaces.Tuple((gym.spaces.Discrete(2), gym.spaces.Discrete(3)))  # (no such action here)
+
+    def close(self):
+        CLOSED.append(self)
+
+def make(seed=0):
+    return Refused()
+"""
+
+
+def test_every_copy_of_a_refused_factory_environment_is_closed(tmp_path, monkeypatch):
+    import sys
+
+    (tmp_path / "refused_env.py").write_text(REFUSED_FACTORY)
+    monkeypatch.chdir(tmp_path)
+    try:
+        with pytest.raises(EnvError, match="has an action space of type Tuple"):
+            make_env("refused_env:make", num_areas=3)
+        assert len(sys.modules["refused_env"].CLOSED) == 3  # (a renderer or a process of each is let go)
+        monkeypatch.syspath_prepend(str(tmp_path))
+        gym.register("PalaestraRefused-v0", entry_point="refused_env:Refused")
+        with pytest.raises(EnvError, match="has an action space of type Tuple"):
+            make_env("PalaestraRefused-v0", num_areas=2)  # copies gymnasium.make made
+        assert len(sys.modules["refused_env"].CLOSED) == 5
+    finally:
+        sys.modules.pop("refused_env", None)
+        gym.registry.pop("PalaestraRefused-v0", None)
 
 
 def test_a_pettingzoo_module_with_only_an_aec_env_says_how_to_convert_it(tmp_path, monkeypatch):

@@ -434,6 +434,21 @@ def test_gymnasium_images_stay_images_channel_last(space, shape, dtype, transpos
         env.step()
 
 
+def test_a_rank2_box_of_pixels_is_a_one_channel_image_and_a_board_stays_a_vector(caplog):
+    gray = spaces.Box(0, 255, (12, 10), np.uint8)  # as Gymnasium's AtariPreprocessing gives (84, 84)
+    env = GymnasiumEnv("gray", seed=0, instances=[Picture(gray)])
+    assert env.behavior_specs["gray"].observation_shapes == ((12, 10, 1),)
+    check_env(env, steps=10)
+    env.reset()
+    obs = env.get_steps("gray")[0].obs[0]
+    assert obs.dtype == np.uint8
+    np.testing.assert_array_equal(obs, Picture(gray)._obs()[None, ..., None])
+    board = spaces.Box(0, 2, (8, 8), np.uint8)  # small integers, not pixels
+    with caplog.at_level(logging.WARNING, logger="palaestra"):
+        env = GymnasiumEnv("board", seed=0, instances=[Picture(board)])
+    assert env.behavior_specs["board"].observation_shapes == ((64,),) and not caplog.text
+
+
 @pytest.mark.parametrize("space, why", [
     (spaces.Box(-1.0, 1.0, (12, 10, 3), np.float32), "not uint8 nor floats in \\[0, 1\\]"),
     (spaces.Box(0, 255, (12, 10, 3), np.int64), "not uint8"),

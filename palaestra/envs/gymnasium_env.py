@@ -68,6 +68,13 @@ def _image_converter(space: spaces.Box, who: str) -> tuple[tuple[int, ...], type
     return ((middle, last, first) if channel_first else shape), dtype, image
 
 
+def is_grayscale_image(space: spaces.Box) -> bool:
+    """A rank-2 Box of uint8 pixels over their whole range, both sides above 4: a one-channel
+    image (Gymnasium's AtariPreprocessing gives (84, 84)), not a board of small integers."""
+    return (len(space.shape) == 2 and space.dtype == np.uint8 and min(space.shape) > 4
+            and int(np.min(space.low)) == 0 and int(np.max(space.high)) == 255)
+
+
 MASKED = ("observation", "action_mask")  # PettingZoo's classic games' observation, and many others'
 
 
@@ -117,6 +124,10 @@ def observation_converter(space: gym.Space, who: str) -> tuple[tuple[int, ...], 
         shape, dtype, convert = observation_converter(space["observation"], who)
         return shape, dtype, lambda o: convert(o["observation"])
     if isinstance(space, spaces.Box):
+        if is_grayscale_image(space):  # (height, width) pixels, as Atari's preprocessing gives: one channel
+            gray = spaces.Box(0, 255, (*space.shape, 1), np.uint8)
+            shape, dtype, convert = _image_converter(gray, who)  # type: ignore[misc]
+            return shape, dtype, lambda o: convert(np.asarray(o)[..., None])
         if len(space.shape) == 3:
             image = _image_converter(space, who)
             if not isinstance(image, str):
@@ -213,9 +224,16 @@ def action_converter(space: gym.Space, who: str):
             return (a.discrete[i] + starts).reshape(shape).astype(space.dtype)
 
         return ActionSpec(discrete_branches=tuple(int(x) for x in nvec.reshape(-1))), convert_md
+    if isinstance(space, spaces.MultiBinary):  # a branch of two actions (0, 1) per entry
+        binary_shape = tuple(space.shape)
+
+        def convert_mb(a: ActionTuple, i: int) -> np.ndarray:
+            return a.discrete[i].reshape(binary_shape).astype(space.dtype)
+
+        return ActionSpec(discrete_branches=(2,) * int(np.prod(binary_shape))), convert_mb
     raise EnvError(
         f"{who} has an action space of type {type(space).__name__}; "
-        "supported: Box, Discrete, MultiDiscrete"
+        "supported: Box, Discrete, MultiDiscrete, MultiBinary"
     )
 
 
@@ -260,9 +278,18 @@ class GymnasiumEnv(SingleBehaviorEnv):
                 raise EnvError(f"could not create Gymnasium environment {env_id!r}: {type(e).__name__}: {e}") from e
         first = self.envs[0]
         who = f"Gymnasium environment {env_id!r}"  # (the converters' messages name it so)
-        obs_shape, self._obs_dtype, self._obs = observation_converter(first.observation_space, who)
-        action_spec, self._act = action_converter(first.action_space, who)
-        self._masks = mask_reader(first.observation_space, action_spec, who)
+        try:
+            obs_shape, self._obs_dtype, self._obs = observation_converter(first.observation_space, who)
+            action_spec, self._act = action_converter(first.action_space, who)
+            self._masks = mask_reader(first.observation_space, action_spec, who)
+        except EnvError:
+            if instances is None:  # copies made here are closed here (a factory's, by make_env)
+                for env in self.envs:
+                    try:
+                        env.close()
+                    except Exception:  # the refusal is what the user needs to read
+                        pass
+            raise
         self._spec = BehaviorSpec((obs_shape,), action_spec)
         self.n = num_areas
         self._ids = np.arange(self.n, dtype=np.int64)

@@ -32,8 +32,11 @@ from palaestra.envs.gymnasium_env import action_converter, mask_reader, observat
 logger = logging.getLogger("palaestra")
 
 
-def behavior_of(agent: str) -> str:
-    return re.sub(r"_\d+$", "", agent)
+def behavior_of(agent: Any) -> str:
+    """The behavior of a PettingZoo agent: its name without a trailing ``_<number>`` (``player_0``
+    and ``player_1`` are one behavior, ``player``); an agent named by another type (an int) by its
+    ``str``."""
+    return re.sub(r"_\d+$", "", str(agent))
 
 
 class PettingZooEnv:

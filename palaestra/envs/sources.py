@@ -325,35 +325,39 @@ def _from_factory(spec: str, seed: int, num_areas: int, kwargs: dict[str, Any], 
             raise EnvError(f"--env={spec}: the factory raised {type(e).__name__}: {e}") from e
 
     env = build(0)
-    if isinstance(env, gymnasium.Env):
-        from palaestra.envs.gymnasium_env import GymnasiumEnv
-
-        name = env.spec.id if env.spec is not None else spec.rpartition(":")[2]
-        return GymnasiumEnv(name, seed=seed, instances=[env] + [build(i) for i in range(1, num_areas)])
-    from palaestra.envs.pettingzoo_env import PettingZooEnv, is_parallel_env
-
-    if is_parallel_env(env):
-        if num_areas > 1:
-            raise EnvError(f"--env={spec}: --num-areas {num_areas} is not supported for PettingZoo environments")
-        module = spec.partition(":")[0]
-        return PettingZooEnv(env, module.rpartition(".")[2] or module, seed=seed)
-    if _is_aec_env(env):
-        raise EnvError(f"--env={spec}: the factory returned a PettingZoo AEC environment ({type(env).__name__}); "
-                       "Palaestra steps PettingZoo's parallel API: return the package's parallel_env(), or "
-                       "pettingzoo.utils.conversions.aec_to_parallel(env) where the environment allows it (its "
-                       "metadata says is_parallelizable); turn-based games that do not cannot be trained here")
-    missing = [m for m in _PROTOCOL if not hasattr(env, m)]
-    if missing:
-        raise EnvError(
-            f"--env={spec}: the factory returned a {type(env).__name__}, which is neither a gymnasium.Env, a "
-            f"PettingZoo ParallelEnv nor a Palaestra environment (it lacks {', '.join(missing)}; see docs/environments.md)"
-        )
+    made = [env]
     try:
+        if isinstance(env, gymnasium.Env):
+            from palaestra.envs.gymnasium_env import GymnasiumEnv
+
+            name = env.spec.id if env.spec is not None else spec.rpartition(":")[2]
+            for index in range(1, num_areas):
+                made.append(build(index))
+            return GymnasiumEnv(name, seed=seed, instances=made)
+        from palaestra.envs.pettingzoo_env import PettingZooEnv, is_parallel_env
+
+        if is_parallel_env(env):
+            if num_areas > 1:
+                raise EnvError(f"--env={spec}: --num-areas {num_areas} is not supported for PettingZoo environments")
+            module = spec.partition(":")[0]
+            return PettingZooEnv(env, module.rpartition(".")[2] or module, seed=seed)
+        if _is_aec_env(env):
+            raise EnvError(f"--env={spec}: the factory returned a PettingZoo AEC environment ({type(env).__name__}); "
+                           "Palaestra steps PettingZoo's parallel API: return the package's parallel_env(), or "
+                           "pettingzoo.utils.conversions.aec_to_parallel(env) where the environment allows it (its "
+                           "metadata says is_parallelizable); turn-based games that do not cannot be trained here")
+        missing = [m for m in _PROTOCOL if not hasattr(env, m)]
+        if missing:
+            raise EnvError(
+                f"--env={spec}: the factory returned a {type(env).__name__}, which is neither a gymnasium.Env, a "
+                f"PettingZoo ParallelEnv nor a Palaestra environment (it lacks {', '.join(missing)}; see "
+                "docs/environments.md)")
         if num_areas > 1 and "num_areas" not in accepted:
             raise EnvError(f"--env={spec}: --num-areas {num_areas} needs a factory that takes a num_areas argument")
         _check_specs(spec, env)
-    except EnvError:
-        _close_quietly(env)  # (whatever it started: processes, sockets)
+    except BaseException:  # every copy made of a refused environment is closed (what it started: processes, sockets)
+        for refused in made:
+            _close_quietly(refused)
         raise
     return env
 
