@@ -308,6 +308,15 @@ def test_a_worker_past_its_restart_limit_is_reported_by_name():
         env.close()
 
 
+def test_workers_that_cannot_create_their_environment_are_reported_once_as_such(caplog):
+    import logging
+
+    with caplog.at_level(logging.WARNING, "palaestra"), pytest.raises(EnvError) as failed:
+        WorkerPoolEnv("CartPole-v1", 2, seed=0, timeout=20, env_args=["no_such_argument=1"])
+    assert "could not create Gymnasium environment 'CartPole-v1'" in str(failed.value)
+    assert "failed while its environment was closed" not in caplog.text  # (not the others' start failure)
+
+
 def test_actions_of_the_wrong_shape_are_a_clear_error():
     env = WorkerPoolEnv("3DBall", 2, seed=0)
     try:

@@ -108,6 +108,7 @@ class WorkerPool:
             self._control = SharedArrays(control_layout(num_envs))
         self.workers: list[Worker] = []
         self._wait_cut_short = False  # see close
+        self._started = False  # every worker through its handshake (before, a failure is the start's)
         try:
             for i in range(num_envs):
                 self.workers.append(self._spawn(i))
@@ -115,6 +116,7 @@ class WorkerPool:
         except BaseException:
             self.close()
             raise
+        self._started = True
         if any(s != specs[0] for s in specs[1:]):
             self.close()
             raise EnvError(f"--num-envs: the {num_envs} instances of {name!r} report different behaviors or specs")
@@ -142,8 +144,9 @@ class WorkerPool:
         deadline = time.monotonic() + (STUCK_CLOSE_GRACE_S if self._wait_cut_short else CLOSE_GRACE_S)
         for w in self.workers:
             w.proc.join(timeout=max(0.0, deadline - time.monotonic()))
-        for i, w in enumerate(self.workers):
-            self._report_close_failure(i, w)
+        if self._started:  # (the others' start failed as the one reported did: no second message)
+            for i, w in enumerate(self.workers):
+                self._report_close_failure(i, w)
         for w in self.workers:
             self._stop(w, kill=True)  # those still running after the grace period
         self.workers = []
