@@ -211,6 +211,9 @@ def read_file(path: Path) -> Any:
             f"{path} is damaged or not a Palaestra checkpoint: {_torch_reason(e)}") from None
 
 
+PARTIAL_FILE = re.compile(r"^\..+\.[a-z0-9_]+\.tmp$")  # any temp file of temp_file_beside's
+
+
 def remove_partial_files(folder: Path, names: str = BEHAVIOR_FILES) -> list[Path]:
     """Delete the temp files that a kill during atomic_write_bytes left in ``folder`` for files
     whose names match the regular expression ``names``; return them."""

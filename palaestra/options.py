@@ -386,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the period, in seconds, of --restarts-rate-limit-n")
     p.add_argument("--inference", action="store_true", help="run the policy without training or saving")
     p.add_argument("--resume", action="store_true", help="continue the run --run-id from its last checkpoint")
-    p.add_argument("--force", action="store_true", help="start the run --run-id over, deleting its old outputs")
+    p.add_argument("--force", action="store_true", help="start the run --run-id over: its models folder (checkpoints, exported models, configuration) is emptied; the summaries of each behavior it trains start anew")
     p.add_argument("--initialize-from", type=_run_id, default=d.initialize_from, metavar="RUN_ID",
                    help="start from the weights of another run, at step 0")
     p.add_argument("--no-graphics", action="store_true", help="Unity builds: run without rendering")

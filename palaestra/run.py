@@ -18,6 +18,7 @@ import dataclasses
 import difflib
 import logging
 import os
+import re
 import tempfile
 import time
 from dataclasses import dataclass
@@ -28,7 +29,8 @@ import yaml
 
 from palaestra import __version__
 from palaestra.capabilities import capabilities, settings_problems, spec_notes, spec_problems
-from palaestra.checkpoints import CheckpointError, CheckpointManager, SaveError, atomic_write_text, os_reason
+from palaestra.checkpoints import (CheckpointError, CheckpointManager, SaveError, atomic_write_text, os_reason,
+                                  remove_partial_files)
 from palaestra.curriculum import EnvironmentParameters, load_curricula, load_sampler
 from palaestra.curriculum.parameters import rekey_for_team
 from palaestra.demos.reader import DemoError
@@ -547,6 +549,7 @@ def _write_configuration(parts: RunParts) -> None:
     behavior's resolved settings and the names of their files."""
     parts.run_dir.mkdir(parents=True, exist_ok=True)
     configuration = parts.run_dir / CONFIGURATION
+    remove_partial_files(parts.run_dir, re.escape(CONFIGURATION))  # a kill's during an earlier write
     run_options = dataclasses.asdict(parts.options)
     del run_options["flags_warned"]  # log messages, not an option
     run_options["seed"] = parts.seed

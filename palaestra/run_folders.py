@@ -21,7 +21,7 @@ import re
 import shutil
 from pathlib import Path
 
-from palaestra.checkpoints import CheckpointError, CheckpointManager
+from palaestra.checkpoints import PARTIAL_FILE, CheckpointError, CheckpointManager
 from palaestra.options import SEED_MAX, RunOptions, UsageError
 from palaestra.settings import TrainerSettings
 from palaestra.trainer import BehaviorTrainer
@@ -118,8 +118,10 @@ def check_run_folders(options: RunOptions, models: Path) -> None:
     """The options against the runs in ``models``: the run-id is new unless --resume, --force or
     --inference says what to do with the old run; the runs to resume or initialize from exist."""
     run_dir = models / options.run_id
-    # a folder holding only the logs of Unity builds (run_logs) is from a run that never trained
-    exists = run_dir.is_dir() and any(p.name not in (RUN_LOGS, RUN_LOCK) for p in run_dir.iterdir())
+    # a folder holding only the logs of Unity builds (run_logs), or the temp file of a write a kill
+    # interrupted, is from a run that never trained
+    exists = run_dir.is_dir() and any(p.name not in (RUN_LOGS, RUN_LOCK) and not PARTIAL_FILE.match(p.name)
+                                      for p in run_dir.iterdir())
     if options.resume and not exists:
         raise UsageError(
             f"--resume: there is no previous run {options.run_id!r} "

@@ -10,11 +10,12 @@ import io
 import logging
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Protocol
 
-from palaestra.checkpoints import SaveError, atomic_write_text, os_reason
+from palaestra.checkpoints import SaveError, atomic_write_text, os_reason, remove_partial_files
 from palaestra.timers import TIMERS
 
 logger = logging.getLogger("palaestra")
@@ -165,6 +166,7 @@ class CSVWriter:
         short when it was killed, are dropped, so that the steps keep increasing)."""
         self.path = summaries_dir / f"{category}.csv"
         self.keys: list[str] = []
+        remove_partial_files(summaries_dir, re.escape(self.path.name))  # a kill's during an earlier rewrite
         read = self._earlier_rows() if append and self.path.exists() else None
         if read is not None:
             text, rows = read

@@ -775,6 +775,17 @@ def test_init_path_takes_one_checkpoint_file_and_points_from_a_run_folder_to_its
                                  f"section '1D' of {from_run}); its folder models/a/1D holds them") in result.log
 
 
+def test_a_temp_file_a_kill_left_is_no_earlier_run_and_goes_with_the_next_one(run_cli, small_config, workdir):
+    run = workdir / "models" / "t"
+    run.mkdir(parents=True)
+    (run / ".configuration.yaml.ab12_x.tmp").write_text("half")  # a kill during configuration.yaml's write
+    (workdir / "summaries").mkdir()
+    (workdir / "summaries" / ".t_1D.csv.cd34.tmp").write_text("half")  # ... during a summary CSV's rewrite
+    result = run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=t")
+    assert result.code == 0, result.log
+    assert not list(run.glob(".*.tmp")) and not list((workdir / "summaries").glob(".*.tmp"))
+
+
 def test_dry_run_checks_the_run_to_resume_and_changes_nothing(run_cli, small_config, workdir):
     assert run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=r", "--save-freq=100").code == 0
     used = run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=r", "--dry-run")
