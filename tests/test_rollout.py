@@ -124,6 +124,50 @@ def test_slots_stay_put_when_agent_sets_alternate():
     assert sorted(first[(4, 6)] + first[(5, 7)]) == [0, 1, 2, 3]
 
 
+def test_agents_with_a_new_id_every_episode_reuse_the_ended_episodes_slots():
+    # a Unity agent takes a new id for each episode: the slots must follow the live agents, not
+    # the episodes (each slot holds time_horizon rows of every observation: an 84 x 84 camera's
+    # are about 1.4 MB at 64 rows)
+    c = Collector(SPEC, time_horizon=4, num_signals=1, initial_slots=2)
+    rng = np.random.default_rng(0)
+    ids, next_id, age, ends = [0, 1, 2], 3, {0: 0, 1: 0, 2: 0}, []
+    returns, lengths, rewards_of = [], [], {}
+    for t in range(600):
+        ending = [i for i in ids if age[i] >= 2 and rng.random() < 0.3]  # episodes of 2 to about 10 steps
+        alive = [i for i in ids if i not in ending]
+        born = list(range(next_id, next_id + len(ending)))
+        next_id += len(ending)
+        for i in ending:
+            returns.append(rewards_of.pop(i, 0.0) + 2.0)
+            lengths.append(age.pop(i))
+        ids = alive + born
+        age |= {i: 0 for i in born}
+        step_ids = np.array(ids)
+        decisions = decision(step_ids, t, reward=1.0)
+        decisions.reward[len(alive):] = 0.0  # (a newborn's first decision follows no action)
+        for i in alive:
+            rewards_of[i] = rewards_of.get(i, 0.0) + 1.0
+        done = terminal(ending, 2.0, [False] * len(ending)) if ending else TerminalSteps.empty(SPEC)
+        _, seg = c.step(decisions, done, fake_policy, fake_value)
+        for i in ids:
+            age[i] += 1
+        if seg is not None:
+            ends.append(int(seg.episode_end.sum()))
+    assert next_id > 200  # episodes
+    assert c.n_slots <= 6 and c.capacity <= 8  # (2 x the 3 live agents at most: not one per episode)
+    stats = c.take_episode_stats()
+    assert stats.lengths == lengths and stats.returns == pytest.approx(returns)
+    assert sum(ends) == len(lengths)  # every episode's last segment says so, once
+
+
+def test_an_agent_seen_only_ending_is_no_episode():
+    # (a Unity agent's new id done before it asked for a decision, or a disabled agent)
+    c = Collector(SPEC, time_horizon=4, num_signals=1)
+    c.step(decision([1], 0), TerminalSteps.empty(SPEC), fake_policy, fake_value)
+    _, seg = c.step(decision([1], 1), terminal([8], -1.0, [False]), fake_policy, fake_value)
+    assert seg is None and c.take_episode_stats().returns == []
+
+
 def test_actions_are_clipped_for_the_environment_but_stored_raw():
     c = Collector(SPEC, time_horizon=1, num_signals=1)
     d = decision([0], 5)

@@ -88,6 +88,9 @@ class Collector:
         self.length = grown(getattr(self, "length", None), np.int64)
         self.episode_return = grown(getattr(self, "episode_return", None), np.float64)
         self.episode_length = grown(getattr(self, "episode_length", None), np.int64)
+        # slots whose agent's episode ended and that no decision has used since: a Unity agent
+        # takes a new id for each episode, so these are given to new ids rather than growing
+        self.ended = grown(getattr(self, "ended", None), bool)
         if self.memory_size:  # each agent's memory now, and the rows' record of it
             memory = np.zeros((capacity, self.memory_size), np.float32)
             memory[:old] = getattr(self, "agent_memory", memory[:0])
@@ -118,12 +121,22 @@ class Collector:
         found[inside] = self._known_ids[pos[inside]] == ids[inside]
         if not found.all():
             new_ids = np.unique(ids[~found])
-            new_slots = np.arange(self.n_slots, self.n_slots + len(new_ids))
-            self.n_slots += len(new_ids)
+            # first the slots of ended episodes (not those of agents here, continuing under their id)
+            free = np.setdiff1d(np.flatnonzero(self.ended[:self.n_slots]), self._known_slots[pos[found]])
+            reused = free[: len(new_ids)]
+            known_ids, known_slots = self._known_ids, self._known_slots
+            if len(reused):
+                keep = ~np.isin(known_slots, reused)
+                known_ids, known_slots = known_ids[keep], known_slots[keep]
+                self.ended[reused] = False
+                self._recent = []  # (a cached id array may hold an id whose slot was just given away)
+            fresh = np.arange(self.n_slots, self.n_slots + len(new_ids) - len(reused))
+            self.n_slots += len(fresh)
             if self.n_slots > self.capacity:
                 self._grow(max(self.n_slots, 2 * self.capacity))
-            order_ids = np.concatenate([self._known_ids, new_ids])
-            order_slots = np.concatenate([self._known_slots, new_slots])
+            new_slots = np.concatenate([reused, fresh])
+            order_ids = np.concatenate([known_ids, new_ids])
+            order_slots = np.concatenate([known_slots, new_slots])
             order = np.argsort(order_ids, kind="stable")
             self._known_ids, self._known_slots = order_ids[order], order_slots[order]
             pos = np.searchsorted(self._known_ids, ids)
@@ -204,6 +217,7 @@ class Collector:
                 self.allowed[at] = True
             self.length[index] = at[1] + 1
             self.episode_length[index] += 1
+            self.ended[index] = False
             actions = ActionTuple(
                 # clipped for the environment, stored unclipped (as ML-Agents); min/max beat np.clip here
                 continuous=np.minimum(np.maximum(out.continuous, -1.0), 1.0, dtype=np.float32) if self.c
@@ -229,10 +243,14 @@ class Collector:
         ps = slots[pend]
         self.reward[ps, self.length[ps] - 1] += terminal.reward[pend]
         self.episode_return[slots] += terminal.reward
-        self.stats.returns.extend(self.episode_return[slots].tolist())
-        self.stats.lengths.extend(self.episode_length[slots].tolist())
+        # an episode with no decision (an agent seen only ending: a Unity agent's new id done before
+        # it asked, a disabled agent) is no episode of the policy's, as in ML-Agents' statistics
+        played = self.episode_length[slots] > 0
+        self.stats.returns.extend(self.episode_return[slots[played]].tolist())
+        self.stats.lengths.extend(self.episode_length[slots[played]].tolist())
         self.episode_return[slots] = 0.0
         self.episode_length[slots] = 0
+        self.ended[slots] = True
         if not pend.any():
             if self.memory_size:
                 self.agent_memory[slots] = 0.0
@@ -286,6 +304,7 @@ class Collector:
         self.length[:] = 0
         self.episode_return[:] = 0.0
         self.episode_length[:] = 0
+        self.ended[:] = True  # (a Unity agent's next episode comes under a new id)
         if self.memory_size:
             self.agent_memory[:] = 0.0
 
