@@ -20,7 +20,7 @@ import numpy as np
 
 from palaestra.algorithms.protocol import Algorithm
 from palaestra.demos.record import Policy, RecordError, make_policy
-from palaestra.envs.base import ActionTuple, BehaviorSpec, DecisionSteps, Env
+from palaestra.envs.base import ActionTuple, BehaviorSpec, DecisionSteps, Env, behaviors_named
 from palaestra.envs.observations import stored_observations
 from palaestra.evaluation import AgentMemories
 from palaestra.settings import ConfigError
@@ -30,9 +30,12 @@ def make_teacher(brain_to_imitate: str, env: Env, behavior: str, seed: int,
                  policies: Mapping[str, Algorithm] | None = None) -> Policy:
     """The teacher for ``behavior`` of ``env`` (``policies``: the other behaviors' algorithms, by
     name); ConfigError saying what to give instead when it cannot be built."""
-    text = "heuristic" if brain_to_imitate == behavior else brain_to_imitate
+    own = behaviors_named(brain_to_imitate, env.behavior_specs) == [behavior]  # (its name, or before its team)
+    text = "heuristic" if own or brain_to_imitate == behavior else brain_to_imitate
     where = f"behavior {behavior!r}: brain_to_imitate {brain_to_imitate!r}"
-    if text in env.behavior_specs:
+    other = behaviors_named(text, env.behavior_specs)
+    if len(other) == 1:  # another behavior, by its name or (a Unity behavior with a team) the name before it
+        text = other[0]
         return _behavior_teacher(env.behavior_specs[text], env.behavior_specs[behavior], (policies or {})[text], where)
     if not (text == "heuristic" or text.endswith(".onnx") or ":" in text):
         raise ConfigError(f"{where}: expected heuristic (the built-in environment's scripted policy), a model "

@@ -183,6 +183,13 @@ def test_policies_are_assigned_per_behavior():
         policies_by_behavior(["a=random"], ["a", "b"])
     with pytest.raises(RecordError, match="given twice"):
         policies_by_behavior(["random", "heuristic"], ["a"])
+    # Unity behaviors carry their team, whose name holds a '=': the full name, or the name before
+    # the team (every team of it)
+    unity = ["Pyramids?team=0", "Walker?team=0", "Walker?team=1"]
+    assert policies_by_behavior(["Pyramids?team=0=random", "heuristic"], unity) == {
+        "Pyramids?team=0": "random", "Walker?team=0": "heuristic", "Walker?team=1": "heuristic"}
+    assert policies_by_behavior(["Walker=random", "Pyramids=m.onnx"], unity) == {
+        "Pyramids?team=0": "m.onnx", "Walker?team=0": "random", "Walker?team=1": "random"}
 
 
 def test_file_names_of_behaviors():

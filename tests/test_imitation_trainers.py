@@ -263,6 +263,11 @@ def test_another_behavior_s_policy_can_be_the_teacher(trainer):
                                   expert.act([decision.obs[0]], allowed, deterministic=True).discrete)
     with pytest.raises(ConfigError, match=r"brain_to_imitate 'Ball': that behavior has observations \[\[8\]\]"):
         make_teacher("Ball", env, "Student", 0, {"Ball": expert})
+    # Unity behaviors carry their team: the name before it names the teacher, as config sections do
+    teams = SimpleNamespace(behavior_specs={"Student?team=0": spec, "Expert?team=0": spec})
+    teacher = make_teacher("Expert", teams, "Student?team=0", 0, {"Expert?team=0": expert})
+    np.testing.assert_array_equal(teacher.act(decision).discrete,
+                                  expert.act([decision.obs[0]], allowed, deterministic=True).discrete)
 
 
 def test_a_recurrent_behavior_teaches_with_each_agent_s_memory_carried_and_zeroed_at_episode_ends():

@@ -30,7 +30,8 @@ import numpy as np
 
 from palaestra.demos.reader import DemoError, DemoMeta
 from palaestra.demos.writer import DemoWriter
-from palaestra.envs.base import ActionSpec, ActionTuple, BehaviorSpec, DecisionSteps, Env, EnvError, TerminalSteps
+from palaestra.envs.base import (ActionSpec, ActionTuple, BehaviorSpec, DecisionSteps, Env, EnvError, TerminalSteps,
+                                 behaviors_named)
 from palaestra.envs.checker import refuse_non_finite
 from palaestra.envs.observations import channels_first, is_image
 from palaestra.evaluation import AgentMemories, model_input, takes_channels_first
@@ -253,17 +254,29 @@ def make_policy(text: str, env: Env, behavior: str, seed: int) -> Policy:
                       "package.module:function (optionally as BEHAVIOR=POLICY)")
 
 
+def _named_policy(text: str, behaviors: list[str]) -> tuple[list[str], str] | None:
+    """``BEHAVIOR=POLICY``: (the behaviors it names, the policy), or None. A Unity behavior's name
+    holds a ``=`` itself (``Pyramids?team=0``), so the longest name the text starts with wins; the
+    name before the team names every team of it (behaviors_named)."""
+    bases = {b.partition("?")[0] for b in behaviors}
+    for name in sorted(set(behaviors) | bases, key=len, reverse=True):
+        if text.startswith(name + "="):
+            return behaviors_named(name, behaviors), text[len(name) + 1:]
+    return None
+
+
 def policies_by_behavior(texts: list[str], behaviors: list[str]) -> dict[str, str]:
     """``--policy`` values → one policy per behavior: ``NAME=POLICY`` for behavior NAME, a plain
     value for every behavior without its own."""
     named: dict[str, str] = {}
     default: str | None = None
     for text in texts:
-        name, sep, value = text.partition("=")
-        if sep and name in behaviors:
-            named[name] = value
-        elif sep and not os.path.exists(text):  # a model path may hold "=", a behavior name does not exist
-            raise RecordError(f"--policy={text}: the environment has no behavior {name!r}; it has {behaviors}")
+        found = _named_policy(text, behaviors)
+        if found is not None:
+            named |= dict.fromkeys(found[0], found[1])
+        elif "=" in text and not os.path.exists(text):  # a model path may hold "=", a behavior name does not exist
+            raise RecordError(f"--policy={text}: the environment has no behavior {text.partition('=')[0]!r}; it has "
+                              f"{behaviors}")
         elif default is not None:
             raise RecordError(f"--policy given twice for every behavior ({default!r} and {text!r}); "
                               "use BEHAVIOR=POLICY to give behaviors different policies")

@@ -20,7 +20,7 @@ actions for gets the spec's empty actions (zeros).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Protocol, runtime_checkable
+from typing import Any, Iterable, Mapping, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -98,6 +98,15 @@ class BehaviorSpec:
 
     observation_shapes: tuple[tuple[int, ...], ...]
     action_spec: ActionSpec
+
+
+def behaviors_named(name: str, behaviors: Iterable[str]) -> list[str]:
+    """The behaviors ``name`` names: the one of that name, else every Unity behavior whose name
+    before its team (``Striker`` of ``Striker?team=0``) it is, as ML-Agents names them in configs."""
+    behaviors = list(behaviors)
+    if name in behaviors:
+        return [name]
+    return [b for b in behaviors if "?" in b and b.partition("?")[0] == name]
 
 
 def _is_count(value: Any, least: int) -> bool:
