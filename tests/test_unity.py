@@ -804,6 +804,17 @@ def test_a_build_started_by_a_worker_takes_sigterm(tmp_path):
     assert player.popen.poll() is not None and time.time() - start < 3
 
 
+def test_a_build_started_again_on_its_port_keeps_the_log_of_the_one_before(tmp_path):
+    # a worker's build restarted after a crash truncates its -logFile: the crash's reason is kept
+    logs, port = tmp_path / "logs", free_port(30000)
+    logs.mkdir()
+    (logs / f"Player-{port}.log").write_text("the first build's last words\n")
+    player = launch(str(make_build(tmp_path, "Idle", "--slow-start", "60")), port, True, str(logs), [])
+    player.stop(wait=0.0)
+    assert (logs / f"Player-{port}.previous.log").read_text() == "the first build's last words\n"
+    assert (logs / f"Player-{port}.log").exists()
+
+
 # launches a build (its log under the folder given), then dies at once as a killed worker does
 _LAUNCH_THEN_DIE = """
 import os, signal, sys

@@ -7,6 +7,7 @@ only the trainer, which then quits Unity itself.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import glob
 import os
@@ -253,6 +254,11 @@ def launch(executable: str, port: int, no_graphics: bool, log_folder: str | None
     if log_folder is not None:
         Path(log_folder).mkdir(parents=True, exist_ok=True)
         log_file = str(Path(log_folder).resolve() / f"Player-{port}.log")
+        # the log of a build this one replaces (a worker's restart after a crash, an earlier run)
+        # is kept once: the build truncates its -logFile, and the crash's reason is in it
+        with contextlib.suppress(OSError):
+            if os.path.getsize(log_file):
+                os.replace(log_file, str(Path(log_folder).resolve() / f"Player-{port}.previous.log"))
     cmd = command_line(executable, port, no_graphics, log_file, env_args)
     out = open(log_file, "ab") if log_file else subprocess.DEVNULL
     try:
