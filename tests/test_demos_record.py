@@ -4,6 +4,7 @@ it), and a clear one-line error with no file left behind for every kind of bad i
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import subprocess
 import sys
@@ -333,20 +334,40 @@ def _constant_model(path, output: str, value: float, width: int) -> None:
 
 
 @pytest.mark.parametrize("env_name, output, value, width, message", [
-    ("Simple1DDiscrete", "discrete_actions", 5.0, 1, "returned discrete action 5 in branch 0, which has 2 actions"),
-    ("Simple1DDiscrete", "discrete_actions", 1e12, 1, "returned discrete action 2147483647 in branch 0"),
-    ("Simple1DDiscrete", "discrete_actions", 1.0, 2, "returned continuous actions of shape (1, 0) and discrete of "
-                                                     "shape (1, 2) for the 1 agents of behavior '1D'; they need"),
-    ("Simple1DContinuous", "continuous_actions", float("nan"), 1, "returned NaN or infinite continuous actions"),
+    ("Simple1DDiscrete", "discrete_actions", 5.0, 1, " returned discrete action 5 in branch 0, which has 2 actions"),
+    ("Simple1DDiscrete", "discrete_actions", 1e12, 1, " returned discrete action 2147483647 in branch 0"),
+    ("Simple1DDiscrete", "discrete_actions", 1.0, 2, ": the model gives 2 discrete branches; behavior '1D' acts with "
+                                                     "discrete[2]"),  # (its declared width: before it acts)
+    ("Simple1DContinuous", "continuous_actions", float("nan"), 1, " returned NaN or infinite continuous actions"),
 ])
 def test_an_onnx_model_s_actions_that_do_not_fit_are_the_model_s_fault(tmp_path, env_name, output, value, width,
                                                                       message):
     # (before, the environment, or the .demo file written, took the blame, or a branch index wrapped)
     _constant_model(tmp_path / "m.onnx", output, value, width)
     env = make_env(env_name, seed=0)
-    with pytest.raises(RecordError, match=re.escape(f"--policy={tmp_path / 'm.onnx'} {message}")):
+    with pytest.raises(RecordError, match=re.escape(f"--policy={tmp_path / 'm.onnx'}{message}")):
         record(env, {"1D": str(tmp_path / "m.onnx")}, 1, tmp_path / "demos")
     assert not (tmp_path / "demos" / "1D.demo").exists()
+
+
+def test_an_onnx_model_of_other_actions_is_refused_before_it_acts(tmp_path):
+    # a model of another behavior that observes alike: the action sizes it declares tell it apart
+    _linear_onnx(tmp_path / "wide.onnx", 8, np.zeros((8, 3), np.float32), discrete=False)
+    env = make_env("3DBall", seed=0)
+    with pytest.raises(RecordError, match=re.escape("the model gives 3 continuous actions; behavior '3DBall' acts "
+                                                    "with continuous(2)")):
+        record(env, {"3DBall": str(tmp_path / "wide.onnx")}, 1, tmp_path / "demos")
+    from palaestra.envs.builtin.gridworld import GridWorld
+    from palaestra.export import export_policy
+    from palaestra.networks.policy import ActorCritic
+
+    hallway, grid = make_env("Hallway", seed=0), GridWorld(seed=0)
+    other = dataclasses.replace(hallway.behavior_specs["Hallway"],
+                                action_spec=grid.behavior_specs["GridWorld"].action_spec)  # Hallway's eyes, 4 moves
+    export_policy(ActorCritic(other, 8, 1, normalize=False, num_value_heads=1), tmp_path / "moves.onnx")
+    with pytest.raises(RecordError, match=re.escape("the model gives 4 actions in all discrete branches "
+                                                    "(action_masks); behavior 'Hallway' acts with discrete[3]")):
+        record(hallway, {"Hallway": str(tmp_path / "moves.onnx")}, 1, tmp_path / "demos")
 
 
 @pytest.mark.parametrize("where, message", [

@@ -150,6 +150,17 @@ def _onnx(path: Path, spec: BehaviorSpec, behavior: str) -> Policy:
     if (actions.is_continuous and continuous is None) or (actions.is_discrete and discrete is None):
         raise RecordError(f"--policy={path}: the model's outputs {outputs} do not give behavior {behavior!r}'s "
                           f"actions ({actions.describe()})")
+    # the action sizes the model declares (where fixed), against the behavior's: a model of another
+    # behavior with the same observations fails here, not at its first decision
+    declared = {o.name: o.shape for o in session.get_outputs()} | {i.name: i.shape for i in session.get_inputs()}
+    for name, what, wanted in ((continuous, "continuous actions", actions.continuous_size),
+                               (discrete, "discrete branches", actions.num_branches),
+                               ("action_masks", "actions in all discrete branches (action_masks)",
+                                sum(actions.discrete_branches))):
+        shape = declared.get(name) if name else None
+        if shape is not None and len(shape) == 2 and isinstance(shape[1], int) and shape[1] != wanted:
+            raise RecordError(f"--policy={path}: the model gives {shape[1]} {what}; behavior {behavior!r} acts "
+                              f"with {actions.describe()}")
 
     def act(steps: DecisionSteps) -> ActionTuple:
         n = len(steps)
