@@ -138,6 +138,21 @@ def test_png_observations_match_an_independent_decoder(demos):
 
 # -- files and folders ---------------------------------------------------------------------------
 
+def test_a_folder_of_two_behaviors_files_that_act_alike_is_read_with_a_warning(tmp_path, caplog):
+    import logging
+
+    spec = BehaviorSpec(((3,),), ActionSpec(0, (3,)))
+    _write(tmp_path / "SmallWallJump.demo", spec, 4, behavior="SmallWallJump?team=0")
+    _write(tmp_path / "also_small.demo", spec, 4, behavior="SmallWallJump")
+    with caplog.at_level(logging.WARNING, "palaestra"):
+        assert len(read_demonstrations(tmp_path)) == 8
+    assert not caplog.text  # (one behavior, with its team or without)
+    _write(tmp_path / "BigWallJump.demo", spec, 4, behavior="BigWallJump?team=0")
+    with caplog.at_level(logging.WARNING, "palaestra"):
+        assert len(read_demonstrations(tmp_path)) == 12
+    assert "its files record the behaviors BigWallJump, SmallWallJump, read as one set" in caplog.text
+
+
 def test_a_folder_reads_as_one_set_and_its_meta_adds_up(demos, tmp_path):
     shutil.copy(demos / "foodcollector-0.13.demo", tmp_path / "a.demo")
     shutil.copy(demos / "foodcollector-0.13.demo", tmp_path / "b.demo")
@@ -314,9 +329,10 @@ def _rows(spec: BehaviorSpec, n: int, seed: int = 0, masks: bool = False) -> dic
     return rows
 
 
-def _write(path: Path, spec: BehaviorSpec, n: int, channels_first: bool = False, **kwargs) -> dict:
+def _write(path: Path, spec: BehaviorSpec, n: int, channels_first: bool = False, behavior: str = "Behavior",
+           **kwargs) -> dict:
     rows = _rows(spec, n, **kwargs)
-    with DemoWriter(path, "Behavior", spec, channels_first=channels_first) as w:
+    with DemoWriter(path, behavior, spec, channels_first=channels_first) as w:
         w.write(**rows)
     return rows
 

@@ -15,6 +15,7 @@ the episode ended there, and the action it took (absent on some records: see ``h
 
 from __future__ import annotations
 
+import logging
 import math
 import mmap
 import os
@@ -29,6 +30,8 @@ from palaestra.demos.wire import FIXED32, LENGTH, VARINT, WireError, as_int32, e
     read_varint, text, varints
 from palaestra.envs.base import ActionSpec, BehaviorSpec
 from palaestra.envs.observations import is_image
+
+logger = logging.getLogger("palaestra")
 
 HEADER_SIZE = 33  # the meta message's reserved block; brain parameters start here
 SUPPORTED_API_VERSIONS = (0, 1)
@@ -754,6 +757,11 @@ def read_demonstrations(path: str | os.PathLike) -> Demonstrations:
                 raise DemoError(f"{s.path} ({_describe(other, bool(s.spans))}) and {reference.path} "
                                 f"({_describe(spec, bool(reference.spans))}) record different behaviors; "
                                 "a folder's files must share observation shapes and actions")
+        behaviors = sorted({s.brain.name.partition("?")[0] for s in scans if s.brain.name})
+        if len(behaviors) > 1:  # (palaestra-record writes each behavior of an environment into one folder)
+            logger.warning("%s: its files record the behaviors %s, read as one set of demonstrations since they "
+                           "observe and act alike; give one file's path for a behavior to learn from its own",
+                           Path(path), ", ".join(behaviors))
         n = sum(len(s.spans) for s in scans)
         try:
             rows = _Rows.allocate(n, spec)
