@@ -350,6 +350,16 @@ def test_an_onnx_model_s_actions_that_do_not_fit_are_the_model_s_fault(tmp_path,
     assert not (tmp_path / "demos" / "1D.demo").exists()
 
 
+def test_a_policy_s_continuous_actions_are_recorded_as_the_environment_takes_them(tmp_path, monkeypatch):
+    # beyond [-1, 1] they are clipped for the environment: the recording holds what happened
+    (tmp_path / "pushy.py").write_text("import numpy as np\n\ndef act(steps, spec):\n"
+                                       "    return np.full((len(steps), 1), 2.5, np.float32)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    env = make_env("Simple1DContinuous", seed=0)
+    demo = read_demonstrations(record(env, {"1D": "pushy:act"}, 2, tmp_path / "demos")[0].path)
+    assert (demo.continuous_actions[demo.has_action] == 1.0).all()
+
+
 def test_an_onnx_model_of_other_actions_is_refused_before_it_acts(tmp_path):
     # a model of another behavior that observes alike: the action sizes it declares tell it apart
     _linear_onnx(tmp_path / "wide.onnx", 8, np.zeros((8, 3), np.float32), discrete=False)

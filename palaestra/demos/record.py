@@ -209,6 +209,9 @@ def _checked_actions(target: object, continuous: np.ndarray, discrete: np.ndarra
     problem = actions.value_problem(result)
     if problem:
         raise RecordError(f"--policy={target} returned {problem}")
+    # continuous actions as the environment takes them (in training too): a recording holds the
+    # actions that happened, not values beyond [-1, 1] that cloning would learn
+    result.continuous = np.clip(result.continuous, -1.0, 1.0)
     return result
 
 
