@@ -138,6 +138,16 @@ def test_png_observations_match_an_independent_decoder(demos):
 
 # -- files and folders ---------------------------------------------------------------------------
 
+def test_training_s_check_of_its_demonstrations_says_to_give_their_env_args(tmp_path):
+    from palaestra.demos.columns import demonstration_columns
+
+    _write(tmp_path / "small.demo", BehaviorSpec(((20, 20, 3),), ActionSpec(0, (4,))), 3)
+    with pytest.raises(DemoError, match=r"(?s)^demo_path '.*small.demo': the demonstrations do not fit the behavior:"
+                                        r".*give the --env-args they were recorded with"):
+        demonstration_columns(str(tmp_path / "small.demo"), BehaviorSpec(((84, 84, 3),), ActionSpec(0, (4,))),
+                              "GridWorld", "demo_path")
+
+
 def test_a_folder_of_two_behaviors_files_that_act_alike_is_read_with_a_warning(tmp_path, caplog):
     import logging
 

@@ -211,7 +211,7 @@ def test_vail_s_bottleneck_is_ml_agents_graph(demos):
 
 
 def test_demonstrations_of_another_behavior_are_refused_with_the_setting_named(demos):
-    with pytest.raises(DemoError, match=r"reward_signals\.gail\.demo_path .*continuous"):
+    with pytest.raises(DemoError, match=r"(?s)reward_signals\.gail\.demo_path .*continuous"):
         _signal(demos["Simple1DContinuous"], "Simple1DDiscrete")
     with pytest.raises(DemoError, match=r"reward_signals\.gail\.demo_path .*missing\.demo"):
         _signal(Path("missing.demo"), "Simple1DDiscrete")

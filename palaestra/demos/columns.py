@@ -6,7 +6,7 @@ import logging
 
 import numpy as np
 
-from palaestra.demos.check import check_demonstrations
+from palaestra.demos.check import require_demonstrations_fit
 from palaestra.demos.reader import DemoError, read_demonstrations
 from palaestra.envs.base import BehaviorSpec
 from palaestra.rollout.buffers import observation_columns
@@ -21,11 +21,9 @@ def demonstration_columns(path: str, spec: BehaviorSpec, behavior: str, key: str
     recurrent policies' sequences. DemoError naming the setting ``key`` and the path otherwise."""
     try:
         demo = read_demonstrations(path)
-        problems = check_demonstrations(demo, spec, behavior, path)
+        require_demonstrations_fit(demo, spec, behavior, path)
     except DemoError as e:
         raise DemoError(f"{key} {path!r}: {e}") from None
-    if problems:
-        raise DemoError(f"{key} {path!r}: the demonstrations do not fit the behavior: " + "; ".join(problems))
     rows = demo.has_action
     problem = _non_finite(demo, rows)
     if problem:
