@@ -704,7 +704,7 @@ def _acting_loop(acting: ActingWorkers, trainers: dict[str, BehaviorTrainer], st
                 trainer.end_episodes()
         for worker in acting.restarted:  # a restarted worker's episodes started anew
             for trainer in trainers.values():
-                trainer.algorithm.episode_sums.clear(every=acting.pool.n, offset=worker)
+                trainer.algorithm.drop_open_episodes(every=acting.pool.n, offset=worker)
         with timed("record_segments"):
             for r in results:
                 trainers[r.behavior].record_round(r.segments, r.episodes)

@@ -159,7 +159,7 @@ class BehaviorTrainer:
         if self.teacher is not None:  # every agent's episode ends: a recurrent teacher forgets them all
             self.teacher.episodes_ended(self.collector.known_agent_ids)
         self.collector.drop_open_episodes()
-        self.algorithm.episode_sums.clear()
+        self.algorithm.drop_open_episodes()
 
     def should_continue(self) -> bool:
         return self.step <= self.settings.max_steps

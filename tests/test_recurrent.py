@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from palaestra.algorithms.ppo import PPO, ppo_loss
+from palaestra.algorithms.ppo import PPO, ppo_loss, ppo_loss_gradients
 from palaestra.algorithms.sac import SAC
 from palaestra.capabilities import settings_problems
 from palaestra.envs.base import ActionSpec, BehaviorSpec, DecisionSteps, TerminalSteps
@@ -132,6 +132,18 @@ def test_padding_rows_count_for_nothing_in_the_loss():
     dropped = ppo_loss(log_prob[real], entropy[real], values[real], {k: v[real] for k, v in batch.items()}, 0.2, 0.01, 0.2)
     for a, b in zip(masked, dropped):
         torch.testing.assert_close(a, b)
+    # a padding row's log-probability (of a row of zeros under a converged many-dimension policy)
+    # can overflow its ratio: it still weighs nothing, in the loss, its gradient and numpy's
+    huge = log_prob.clone().requires_grad_(True)
+    with torch.no_grad():
+        huge[~real] = 95.0  # exp(95) is inf in float32
+    loss, _, _ = ppo_loss(huge, entropy, values, batch | {"valid": valid}, 0.2, 0.01, 0.2)
+    loss.backward()
+    torch.testing.assert_close(loss, dropped[0])
+    assert torch.isfinite(huge.grad).all() and (huge.grad[~real] == 0).all()
+    grads = ppo_loss_gradients(huge.detach().numpy(), entropy.numpy(), values.numpy(),
+                               {k: v.numpy() for k, v in batch.items()} | {"valid": valid.numpy()}, 0.2, 0.01, 0.2)
+    assert np.isfinite(grads[0]).all() and (grads[0][~real.numpy()] == 0).all() and np.isfinite(grads[3])
 
 
 # PPO with its LSTM after the layers (ML-Agents) and before them (lstm_placement: before_layers), SAC
@@ -398,6 +410,30 @@ def test_sac_sequences_reproduce_the_actor_while_acting_and_the_critics_memories
             state = sac.critic_lstm.final_memory(features[:, row][:, None, None], state, torch.tensor([1]))
     starts = np.nonzero(real & (np.arange(24) % 4 == 0))[0]
     np.testing.assert_allclose(data["critic_memory"][starts], torch.stack(expected).numpy(), atol=1e-5)
+
+
+def test_sac_critics_start_from_zeros_after_the_environments_reset(tmp_path):
+    # a new lesson or resampling resets every environment: as at an episode's end, the critics'
+    # memories start again from zeros (the actor's are the collector's, zeroed there)
+    spec = _spec(True)
+    sac = _algorithm("sac", spec, tmp_path)
+    collector = Collector(spec, sac.settings.time_horizon, len(sac.signals), memory_size=sac.memory_size)
+    rng = np.random.default_rng(1)
+
+    def steps(n):
+        for _ in range(n):
+            _, seg = collector.step(DecisionSteps(_observations(spec, rng, 1), np.zeros(1, np.float32), np.arange(1)),
+                                    TerminalSteps.empty(spec), sac.act, sac.value)
+            if seg is not None:
+                sac.collect(seg)
+
+    steps(11)  # one segment of 10 rows, cut: the critics' memory carries on mid-episode
+    assert np.abs(sac._critic_memory[0]).sum() > 0
+    collector.drop_open_episodes()
+    sac.drop_open_episodes()
+    steps(11)
+    data = sac.buffer.state_dict()["columns"]
+    assert np.abs(data["critic_memory"][12]).sum() == 0 and np.abs(data["memory"][12]).sum() == 0  # the new episode's first row
 
 
 SMALL_RECURRENT = """

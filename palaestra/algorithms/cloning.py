@@ -97,6 +97,9 @@ class ClonedPolicy:
         return policy_arrays(self.policy)
 
     # -- experience: counted and reported, not learned from -----------------------------------
+    def drop_open_episodes(self, every: int = 1, offset: int = 0) -> None:
+        self.episode_sums.clear(every, offset)
+
     def collect(self, seg: Segments) -> dict[str, list[float]]:
         self.step += int(seg.length.sum())
         return self.episode_sums.add(seg, [signal.rewards(seg) for signal in self.signals])

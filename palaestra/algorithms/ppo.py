@@ -85,7 +85,10 @@ def ppo_loss(log_prob: torch.Tensor, entropy: torch.Tensor, values: torch.Tensor
     """PPO's loss of a mini-batch from the policy's outputs: (total, policy loss, value loss)."""
     # Clipped surrogate objective.
     valid = batch.get("valid")  # recurrent: the sequences' padding rows count for nothing
-    ratio = torch.exp(log_prob - batch["log_prob"])
+    log_ratio = log_prob - batch["log_prob"]
+    if valid is not None:  # (a padding row's ratio, exp of a log-probability of zeros, can be inf: inf x 0 is NaN)
+        log_ratio = torch.where(valid > 0, log_ratio, torch.zeros_like(log_ratio))
+    ratio = torch.exp(log_ratio)
     a = batch["advantages"]
     policy_loss = -valid_mean(torch.min(ratio * a, torch.clamp(ratio, 1 - epsilon, 1 + epsilon) * a), valid)
     # Clipped value loss (value_clip: epsilon, or inf without value clipping), one head per
@@ -108,7 +111,8 @@ def ppo_loss_gradients(log_prob: np.ndarray, entropy: np.ndarray | float, values
     weight = np.float32(1.0 / log_prob.shape[0]) if valid is None else (valid / valid.sum()).astype(np.float32)
     # clipped surrogate: the unclipped term carries the gradient where min() picks it
     adv = batch["advantages"]
-    ratio = np.exp(log_prob - batch["log_prob"])
+    log_ratio = log_prob - batch["log_prob"]
+    ratio = np.exp(log_ratio if valid is None else np.where(valid > 0, log_ratio, np.float32(0.0)))  # (as ppo_loss)
     surrogate = np.minimum(ratio * adv, np.clip(ratio, 1 - epsilon, 1 + epsilon) * adv)
     active = np.where(adv >= 0, ratio <= 1 + epsilon, ratio >= 1 - epsilon)
     grad_log_prob = np.where(active, -adv * ratio * weight, np.float32(0.0)).astype(np.float32)
@@ -235,6 +239,9 @@ class PPO:
         return self._actor.value(observations, memory=memory).astype(np.float32, copy=False)
 
     # -- experience --------------------------------------------------------------------------
+    def drop_open_episodes(self, every: int = 1, offset: int = 0) -> None:
+        self.episode_sums.clear(every, offset)  # (the agents' memories are the collector's)
+
     def collect(self, seg: Segments) -> dict[str, list[float]]:
         """Queue one step's finished segments for the next update (they count as trainer steps
         now); return the per-signal rewards of the episodes that ended."""

@@ -51,6 +51,13 @@ class Algorithm(Protocol):
         """Take one step's finished segments; return per-signal rewards of the episodes that ended."""
         ...
 
+    def drop_open_episodes(self, every: int = 1, offset: int = 0) -> None:
+        """The environments reset (new environment parameters; with ``every``/``offset``, the
+        agents of one restarted worker of ``every``, whose slots are ``offset, offset + every,
+        ...``): the episodes under way end unreported, and whatever the algorithm keeps per agent
+        (its reward sums, a recurrent critic's memory) starts again from zero."""
+        ...
+
     def ready(self) -> bool:
         """Whether ``update`` has learning to do now."""
         ...

@@ -274,6 +274,10 @@ class SAC:
         return np.zeros((observations[0].shape[0], len(self.signals)), np.float32)
 
     # -- experience --------------------------------------------------------------------------
+    def drop_open_episodes(self, every: int = 1, offset: int = 0) -> None:
+        self.episode_sums.clear(every, offset)
+        self._critic_memory[offset::every] = 0.0  # the critics' LSTMs start the next episodes from zeros too
+
     def collect(self, seg: Segments) -> dict[str, list[float]]:
         """Turn finished segments into transitions in the replay buffer."""
         mask = seg.row_mask
