@@ -88,8 +88,8 @@ class Collector:
         self.length = grown(getattr(self, "length", None), np.int64)
         self.episode_return = grown(getattr(self, "episode_return", None), np.float64)
         self.episode_length = grown(getattr(self, "episode_length", None), np.int64)
-        # slots whose agent's episode ended and that no decision has used since: a Unity agent
-        # takes a new id for each episode, so these are given to new ids rather than growing
+        # slots whose agent's episode ended (with no step of a new one: they may go to new ids):
+        # a Unity agent takes a new id for each episode, so these are reused rather than growing
         self.ended = grown(getattr(self, "ended", None), bool)
         if self.memory_size:  # each agent's memory now, and the rows' record of it
             memory = np.zeros((capacity, self.memory_size), np.float32)
@@ -121,8 +121,11 @@ class Collector:
         found[inside] = self._known_ids[pos[inside]] == ids[inside]
         if not found.all():
             new_ids = np.unique(ids[~found])
-            # first the slots of ended episodes (not those of agents here, continuing under their id)
-            free = np.setdiff1d(np.flatnonzero(self.ended[:self.n_slots]), self._known_slots[pos[found]])
+            # first the slots of ended episodes that no decision used since (an agent continuing
+            # under its id has steps in its new episode), nor those of agents here
+            n = self.n_slots
+            unused = self.ended[:n] & (self.episode_length[:n] == 0)
+            free = np.setdiff1d(np.flatnonzero(unused), self._known_slots[pos[found]])
             reused = free[: len(new_ids)]
             known_ids, known_slots = self._known_ids, self._known_slots
             if len(reused):
@@ -217,7 +220,6 @@ class Collector:
                 self.allowed[at] = True
             self.length[index] = at[1] + 1
             self.episode_length[index] += 1
-            self.ended[index] = False
             actions = ActionTuple(
                 # clipped for the environment, stored unclipped (as ML-Agents); min/max beat np.clip here
                 continuous=np.minimum(np.maximum(out.continuous, -1.0), 1.0, dtype=np.float32) if self.c
