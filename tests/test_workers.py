@@ -339,6 +339,65 @@ def test_restart_limits():
     assert RestartLimits(-1, -1).refusal([1.0] * 50, 2.0) is None
 
 
+TWICE_FAILING_MODULE = """
+from palaestra.envs.builtin.ball3d import Ball3D
+
+
+class TwiceFailing(Ball3D):
+    # worker 1's first process (seed 1) crashes at its 5th step; its replacement (seed 3) at its reset
+    def reset(self, parameters=None):
+        if self.seed_given == 3:
+            raise RuntimeError("simulated crash at the reset")
+        super().reset(parameters)
+
+    def step(self):
+        self.steps = getattr(self, "steps", 0) + 1
+        if self.seed_given == 1 and self.steps == 5:
+            raise RuntimeError("simulated crash in the simulator")
+        super().step()
+
+
+def make(seed):
+    env = TwiceFailing(seed=seed)
+    env.seed_given = seed
+    return env
+"""
+
+
+def test_a_restart_whose_reset_fails_too_keeps_the_first_process_s_agents_interrupted(tmp_path, monkeypatch):
+    (tmp_path / "twice_env.py").write_text(TWICE_FAILING_MODULE)
+    monkeypatch.chdir(tmp_path)
+    env = WorkerPoolEnv("twice_env:make", 2, seed=0, pipeline=False, restarts=RestartLimits(-1, -1, 60.0))
+    try:
+        env.reset()
+        seen = _drive(env, 8, "3DBall")
+        interrupted = [int(t.interrupted.sum()) for _, t in seen]
+        assert len(env.pool.workers[1].restarts) == 2
+        assert sum(interrupted) == 12  # worker 1's 12 platforms, once (they were lost with the second failure)
+    finally:
+        env.close()
+
+
+def test_an_environment_s_own_broken_pipe_is_reported_as_its_error(tmp_path, monkeypatch):
+    # (it read as the main process gone: the worker ended quietly, "the process died (exit code 0)")
+    (tmp_path / "pipe_env.py").write_text(
+        "from palaestra.envs.builtin.ball3d import Ball3D\n\n"
+        "class Pipe(Ball3D):\n"
+        "    def step(self):\n"
+        "        raise BrokenPipeError(32, 'simulator socket closed')\n\n"
+        "def make(seed):\n"
+        "    return Pipe(seed=seed) if seed == 1 else Ball3D(seed=seed)\n")
+    monkeypatch.chdir(tmp_path)
+    env = WorkerPoolEnv("pipe_env:make", 2, seed=0, pipeline=False, restarts=RestartLimits(max_lifetime=0))
+    try:
+        env.reset()
+        with pytest.raises(EnvError, match=r"environment worker 1 \(pid \d+\) failed: BrokenPipeError: \[Errno 32\] "
+                                           r"simulator socket closed; not restarted"):
+            _drive(env, 3, "3DBall")
+    finally:
+        env.close()
+
+
 def test_a_hung_worker_is_killed_and_restarted(tmp_path, monkeypatch):
     (tmp_path / "hanging_env.py").write_text(FAILING_MODULE.format(after=20, hang=True, once=True))
     monkeypatch.chdir(tmp_path)

@@ -1,7 +1,7 @@
 """The worker processes behind ``--num-envs``: starting them, talking to them, restarting them.
 
 A :class:`WorkerPool` starts N processes (workers/process.py: worker ``i`` builds its environment
-with seed ``seed + i + N x restarts`` and port ``base_port + i``), takes each one's behavior
+with seed ``seed + (i + N x restarts) x num_areas`` and port ``base_port + i``), takes each one's behavior
 specs (the handshake) and then carries commands and messages to them. Two channels lead to each
 worker: a command counter and a reply counter in shared memory (workers/shared_memory.py:
 ``Signal``), with a code beside each, for what must be fast; and a pipe for everything else.
@@ -65,6 +65,9 @@ class RestartLimits:
                     f"--restarts-rate-limit-n={self.rate_n} and --restarts-rate-limit-period-s="
                     f"{self.rate_period_s:g}")
         return None
+
+
+REPORTED_EXIT_GRACE_S = 1.0  # a failed worker's time to finish exiting before it is killed for its restart
 
 
 class WorkerFailed(Exception):
@@ -164,9 +167,10 @@ class WorkerPool:
                 if not w.conn.poll():
                     break
                 last = w.conn.recv()
-        if isinstance(last, tuple) and len(last) >= 2 and last[0] == "error":
-            logger.warning("environment worker %d failed while its environment was closed (%s); the run's results "
-                           "stand", i, last[1])
+        if isinstance(last, tuple) and len(last) >= 4 and last[0] == "error":
+            # (an acting worker runs ahead of the run: a failure in a round past its end is not a closing one)
+            when = "while its environment was closed" if last[3] == "close" else "in a round past the run's end"
+            logger.warning("environment worker %d failed %s (%s); the run's results stand", i, when, last[1])
 
     # -- commands, replies and messages --------------------------------------------------------
     def command(self, i: int, code: int, message: Any = None) -> None:
@@ -252,6 +256,9 @@ class WorkerPool:
             raise self.error(i, f"{what}; not restarted: {refusal}")
         logger.warning("environment worker %d (pid %s) failed: %s; restarting it (restart %d)", i, old.proc.pid,
                        what, len(old.restarts) + 1)
+        # one that reported its error frees its shared blocks as it exits: a kill in the middle of
+        # that left the resource tracker warning about blocks already gone (a hung one waits 1 s more)
+        old.proc.join(timeout=REPORTED_EXIT_GRACE_S)
         self._stop(old, kill=True)
         self.workers[i] = new = self._spawn(i, old.restarts + [now])
         specs = self._handshake(i)

@@ -75,6 +75,7 @@ def run_worker(conn: Any, control_name: str, n_workers: int, index: int, bells: 
     parent = os.getppid()
     stepping: SteppingWorker | None = None
     seq = 0
+    stage = "run"  # then "close": where a failure happened, for the main process's message
     try:
         env = make_env(name, seed=seed, num_areas=num_areas, env_args=env_args, engine=engine, port=port)
         specs = dict(env.behavior_specs)
@@ -99,19 +100,28 @@ def run_worker(conn: Any, control_name: str, n_workers: int, index: int, bells: 
             announced = stepping.publish()
             control["reply_code"][index] = READ_PIPE if announced else COUNTS
             reply.raise_to(seq)
+        stage = "close"
         env.close()
-    except (EOFError, BrokenPipeError):
-        pass  # the main process went away: nothing to report to
+    except (EOFError, BrokenPipeError) as e:
+        if os.getppid() == parent:  # the environment's own (a simulator's socket closed): reported as any error
+            _report(e, stage, conn, control, index, reply, seq)
+        # else the main process went away: nothing to report to
     except BaseException as e:  # report it; the main process decides what to do
-        detail = str(e) if isinstance(e, EnvError) else f"{type(e).__name__}: {e}"
-        where = "".join(traceback.format_exception(e.__cause__ or e))  # for the main process's --debug log
-        try:
-            conn.send(("error", detail, where))
-            control["reply_code"][index] = READ_PIPE
-            reply.raise_to(seq)
-        except (BrokenPipeError, OSError):
-            pass
+        _report(e, stage, conn, control, index, reply, seq)
     finally:
         if stepping is not None:
             stepping.close()
         control.close(unlink=False)
+
+
+def _report(e: BaseException, stage: str, conn: Any, control: SharedArrays, index: int, reply: Signal,
+            seq: int) -> None:
+    """Send the main process the error that ended this worker, and whether it was closing."""
+    detail = str(e) if isinstance(e, EnvError) else f"{type(e).__name__}: {e}"
+    where = "".join(traceback.format_exception(e.__cause__ or e))  # for the main process's --debug log
+    try:
+        conn.send(("error", detail, where, stage))
+        control["reply_code"][index] = READ_PIPE
+        reply.raise_to(seq)
+    except (BrokenPipeError, OSError):
+        pass

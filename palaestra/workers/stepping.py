@@ -4,7 +4,7 @@
 Main side, :class:`WorkerPoolEnv`: the ``Env`` protocol over a :class:`~palaestra.workers.pool.WorkerPool`.
 Worker side, :class:`SteppingWorker`: runs in each worker process (workers/process.py).
 
-Worker ``i`` builds its environment with seed ``seed + i`` and port ``base_port + i``.
+Worker ``i`` builds its environment with seed ``seed + i x num_areas`` and port ``base_port + i``.
 Observations (each in its own shape and stored dtype: uint8 images travel as uint8,
 envs/observations.py), rewards, agent ids, masks and actions travel through shared memory, one block per
 worker and behavior, which the worker creates (and replaces by a larger one when more agents
@@ -22,7 +22,7 @@ workers' agents reach the policy differs, and a step shows about half of the age
 
 A worker that raises, dies or does not answer within ``timeout`` seconds is restarted, within
 ``RestartLimits`` (workers/pool.py): its agents' episodes end as interrupted at their last
-observation, and the new process (seed ``seed + i + N x restarts``) is reset with the last reset
+observation, and the new process (seed ``seed + (i + N x restarts) x num_areas``) is reset with the last reset
 parameters. Past the limits the step raises an EnvError naming the worker and what happened;
 the run loop saves the model and stops with that message.
 """
@@ -341,11 +341,14 @@ class WorkerPoolEnv:
         self.results_returned = len(group)
 
     def _restart(self, i: int, what: str) -> None:
-        last = self._state[i].last
+        old = self._state[i]
         self.pool.replace_worker(i, what)
-        # its agents wait for their next step: they are shown as interrupted then
-        self._state[i] = _WorkerState(interrupted={b: ([o[start : start + n] for o in obs], ids[start : start + n])
-                                                   for b, (obs, ids, start, n) in last.items() if n})
+        # its agents wait for their next step: they are shown as interrupted then (with those of
+        # an earlier restart not shown yet, when this one replaces a process whose reset failed)
+        interrupted = dict(old.interrupted)
+        interrupted |= {b: ([o[start : start + n] for o in obs], ids[start : start + n])
+                        for b, (obs, ids, start, n) in old.last.items() if n}
+        self._state[i] = _WorkerState(interrupted=interrupted)
         self._reset_worker(i)
 
 
