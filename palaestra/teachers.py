@@ -31,7 +31,7 @@ def make_teacher(brain_to_imitate: str, env: Env, behavior: str, seed: int,
     """The teacher for ``behavior`` of ``env`` (``policies``: the other behaviors' algorithms, by
     name); ConfigError saying what to give instead when it cannot be built."""
     own = behaviors_named(brain_to_imitate, env.behavior_specs) == [behavior]  # (its name, or before its team)
-    text = "heuristic" if own or brain_to_imitate == behavior else brain_to_imitate
+    text = "heuristic" if own else brain_to_imitate
     where = f"behavior {behavior!r}: brain_to_imitate {brain_to_imitate!r}"
     other = behaviors_named(text, env.behavior_specs)
     if len(other) == 1:  # another behavior, by its name or (a Unity behavior with a team) the name before it

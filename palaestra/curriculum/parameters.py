@@ -155,11 +155,10 @@ class EnvironmentParameters:
         if behavior in self.curricula:
             state, c = self.lessons[behavior], self.curricula[behavior]
             out["Environment/Lesson"] = float(state.lesson)
-            # the measure checked in this lesson (none yet after a change: not the last lesson's;
-            # none in the last lesson, which is never checked)
-            if state.measure is not None and len(state.returns) >= c.min_lesson_length and state.lesson < c.max_lesson:
-                out[f"Curriculum/Measure ({c.measure})"] = float(state.measure)
-            if state.lesson < c.max_lesson:
+            if state.lesson < c.max_lesson:  # (the last lesson is never checked: no measure, no threshold)
+                # the measure checked in this lesson (none yet after a change: not the last lesson's)
+                if state.measure is not None and len(state.returns) >= c.min_lesson_length:
+                    out[f"Curriculum/Measure ({c.measure})"] = float(state.measure)
                 out["Curriculum/Threshold"] = float(c.thresholds[state.lesson])
         for name in self.names():
             values = [v[name] for v in self.current if name in v]
