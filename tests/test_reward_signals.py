@@ -261,6 +261,30 @@ def test_the_return_scale_follows_each_agent_s_discounted_return_across_its_segm
     np.testing.assert_allclose(scale.scale(np.array([1.0, 1e9])), [1 / np.sqrt(var + 1e-8), 10.0], rtol=1e-6)
 
 
+@pytest.mark.parametrize("trainer", ["ppo", "sac"])
+def test_an_environment_reset_starts_each_dropped_agent_s_return_from_zero(trainer):
+    # a lesson change or resampling resets the environments with episodes under way: those
+    # episodes end unreported, and the return scale's running return of their agents must not
+    # carry into the next episodes (only the restarted worker's slots where one of two restarts)
+    spec = BehaviorSpec(((3,),), ActionSpec(continuous_size=1))
+    sizes = SegmentSizes.of(spec, signals=1)
+    schema = segment_schema(spec)
+    arrays = {f.name: np.zeros((4, 5, *f.shape(sizes)) if f.per_row else (4, *f.shape(sizes)), f.dtype or np.float32)
+              for f in schema.fields}
+    arrays["env_reward"][:] = 1.0
+    arrays["length"][:] = 5
+    arrays["slot"][:] = [0, 1, 2, 3]
+    settings = TrainerSettings(**SETTINGS[trainer], reward_signals={"extrinsic": ExtrinsicSettings(normalize=True)})
+    algorithm = make_algorithm(spec, settings, torch.device("cpu"), np.random.default_rng(0))
+    algorithm.collect(Segments(schema, arrays))
+    scale = algorithm.signals[0].return_scale
+    assert (scale.returns[:4] > 4.0).all()  # 1 + 0.99 + ...: every agent's episode is under way
+    algorithm.drop_open_episodes(every=2, offset=1)
+    assert scale.returns[1] == scale.returns[3] == 0.0 and scale.returns[0] > 4.0
+    algorithm.drop_open_episodes()
+    assert not scale.returns.any()
+
+
 def test_episode_sums_take_an_agents_segments_in_order_within_one_batch():
     # a worker's round holds several segments of one agent: slot 3 ends an episode and starts the
     # next in one batch, slot 1 carries its sum into the second batch; clear() ends every episode

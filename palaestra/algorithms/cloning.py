@@ -26,7 +26,7 @@ from palaestra.networks.accelerator import accelerate, policy_arrays
 from palaestra.networks.optim import load_optimizer_state, make_adam
 from palaestra.networks.policy import ActorCritic
 from palaestra.networks.torch_acting import TorchActor
-from palaestra.rewards import SignalEpisodeSums, make_signals
+from palaestra.rewards import SignalEpisodeSums, drop_open_episodes, make_signals
 from palaestra.rollout.buffers import observations
 from palaestra.rollout.segments import ActResult, Segments
 from palaestra.settings import ExtrinsicSettings, TrainerSettings
@@ -99,6 +99,7 @@ class ClonedPolicy:
     # -- experience: counted and reported, not learned from -----------------------------------
     def drop_open_episodes(self, every: int = 1, offset: int = 0) -> None:
         self.episode_sums.clear(every, offset)
+        drop_open_episodes(self.signals, every, offset)
 
     def collect(self, seg: Segments) -> dict[str, list[float]]:
         self.step += int(seg.length.sum())

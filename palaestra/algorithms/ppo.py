@@ -42,8 +42,8 @@ from palaestra.networks.numpy_adam import NumpyAdam
 from palaestra.networks.optim import make_adam
 from palaestra.networks.policy import ActorCritic
 from palaestra.networks.torch_acting import TorchActor
-from palaestra.rewards import (SignalEpisodeSums, finish_updates, load_signals_state, make_signals, prepare_updates,
-                                take_reports)
+from palaestra.rewards import (SignalEpisodeSums, drop_open_episodes, finish_updates, load_signals_state, make_signals,
+                                prepare_updates, take_reports)
 from palaestra.rewards.background import in_background_where_it_pays
 from palaestra.rewards.base import SignalContext
 from palaestra.rewards.episode_sums import SplitEpisodeSums, joined_stats
@@ -240,7 +240,8 @@ class PPO:
 
     # -- experience --------------------------------------------------------------------------
     def drop_open_episodes(self, every: int = 1, offset: int = 0) -> None:
-        self.episode_sums.clear(every, offset)  # (the agents' memories are the collector's)
+        self.episode_sums.clear(every, offset)
+        drop_open_episodes(self.signals, every, offset)  # (the agents' memories are the collector's)
 
     def collect(self, seg: Segments) -> dict[str, list[float]]:
         """Queue one step's finished segments for the next update (they count as trainer steps

@@ -57,7 +57,8 @@ from palaestra.networks.torch_acting import TorchActor
 from palaestra.networks.two_threads import SecondThread, in_pairs
 from palaestra.networks.recurrent import TwinLSTM, stored_memory_size
 from palaestra.networks.visual import image_features, with_actions
-from palaestra.rewards import SignalEpisodeSums, finish_updates, load_signals_state, make_signals, take_reports
+from palaestra.rewards import (SignalEpisodeSums, drop_open_episodes, finish_updates, load_signals_state, make_signals,
+                               take_reports)
 from palaestra.rewards.base import SignalContext
 from palaestra.rollout.buffers import ReplayBuffer, column_parts, observation_columns, observations
 from palaestra.rollout.segments import ActResult, Segments
@@ -276,6 +277,7 @@ class SAC:
     # -- experience --------------------------------------------------------------------------
     def drop_open_episodes(self, every: int = 1, offset: int = 0) -> None:
         self.episode_sums.clear(every, offset)
+        drop_open_episodes(self.signals, every, offset)
         self._critic_memory[offset::every] = 0.0  # the critics' LSTMs start the next episodes from zeros too
 
     def collect(self, seg: Segments) -> dict[str, list[float]]:

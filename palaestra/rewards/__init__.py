@@ -74,6 +74,16 @@ def take_reports(signals: list[RewardSignal]) -> dict[str, float]:
     return _stats_of_each(signals, "take_report")
 
 
+def drop_open_episodes(signals: list[RewardSignal], every: int = 1, offset: int = 0) -> None:
+    """Every environment (or one restarted worker's of ``every``) reset: each signal's optional
+    ``drop_open_episodes``, for a signal that follows agents through their episodes (the
+    extrinsic signal's running return under ``normalize``)."""
+    for signal in signals:
+        drop = getattr(signal, "drop_open_episodes", None)
+        if drop is not None:
+            drop(every, offset)
+
+
 def signals_state(signals: list[RewardSignal]) -> dict[str, torch.Tensor]:
     """Every signal's model state in one flat mapping (``<signal>.<entry>``), for checkpoints."""
     return {f"{s.name}.{key}": value for s in signals for key, value in s.state_dict().items()}
@@ -86,4 +96,4 @@ def load_signals_state(signals: list[RewardSignal], state: Mapping[str, torch.Te
 
 
 __all__ = ["RewardSignal", "ExtrinsicSignal", "SignalEpisodeSums", "SIGNAL_BUILDERS", "make_signals", "prepare_updates",
-           "finish_updates", "take_reports", "signals_state", "load_signals_state"]
+           "drop_open_episodes", "finish_updates", "take_reports", "signals_state", "load_signals_state"]

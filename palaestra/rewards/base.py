@@ -11,7 +11,9 @@ Under PPO a signal whose update runs in numpy may train in a process of its own
 (rewards/background.py), which goes on with a round after ``finish_update`` while the next
 experience is gathered; such a signal says ``rewards_at_update`` (optional), and PPO then asks
 for the rewards of its experience when its next update processes it, not as it comes.
-Optional too: ``prepare_updates``, called once experience for a first update arrives.
+Optional too: ``prepare_updates``, called once experience for a first update arrives, and
+``drop_open_episodes(every, offset)``, called when environments reset with episodes under way
+(a signal that follows each agent's episode starts it anew).
 """
 
 from __future__ import annotations

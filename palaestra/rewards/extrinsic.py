@@ -45,6 +45,10 @@ class ExtrinsicSignal:
             return self.strength * batch["env_reward"]
         return self.strength * self.return_scale.scale(batch["env_reward"])
 
+    def drop_open_episodes(self, every: int = 1, offset: int = 0) -> None:
+        if self.return_scale is not None:
+            self.return_scale.drop_open_episodes(every, offset)
+
     def update(self, batch: Mapping[str, np.ndarray]) -> dict[str, float]:
         return {}
 

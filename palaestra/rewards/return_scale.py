@@ -44,6 +44,11 @@ class ReturnScale:
             seen.append(returns[real[rows]])
         self._update(np.concatenate(seen) if seen else np.zeros(0))
 
+    def drop_open_episodes(self, every: int = 1, offset: int = 0) -> None:
+        """The slots ``offset, offset + every, ...`` start new episodes (their environments reset):
+        their returns start again from zero, as at an episode's end."""
+        self.returns[offset::every] = 0.0
+
     def _update(self, x: np.ndarray) -> None:
         if not x.size:
             return
