@@ -620,6 +620,7 @@ def test_builtin_environments_as_gymnasium_vector_environments():
         if (terminated | truncated).any():
             done = terminated | truncated
             assert info["_final_obs"].tolist() == done.tolist()
+            assert info["_final_info"].tolist() == done.tolist() and info["final_info"] == {}
             assert all(info["final_obs"][i].shape == (8,) for i in np.flatnonzero(done))
             assert (reward[terminated] == -1.0).all()  # 3DBall: -1 when the ball falls
             ended |= done
@@ -1358,3 +1359,44 @@ def test_pettingzoo_observations_with_an_action_mask_mask_each_agents_actions():
     decisions = env.get_steps("player")[0]
     np.testing.assert_array_equal(decisions.action_mask[0], ~np.eye(3, dtype=bool)[decisions.obs[0].argmax(1)])
     check_env(env, steps=20)
+
+
+VECTOR_FACTORY = """
+import gymnasium as gym
+from gymnasium.vector import AutoresetMode, AsyncVectorEnv, SyncVectorEnv
+
+def vec(kind="sync", mode="NEXT_STEP"):
+    cls = SyncVectorEnv if kind == "sync" else AsyncVectorEnv
+    return cls([lambda: gym.make("CartPole-v1")] * 2, autoreset_mode=AutoresetMode[mode])
+"""
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+@pytest.mark.parametrize("mode", ["NEXT_STEP", "SAME_STEP", "DISABLED"])
+def test_a_factory_returning_a_gymnasium_vector_env_is_refused_naming_num_areas(tmp_path, monkeypatch, kind, mode):
+    (tmp_path / "vec_factories.py").write_text(VECTOR_FACTORY)
+    monkeypatch.chdir(tmp_path)
+    try:
+        with pytest.raises(EnvError, match="returned a Gymnasium vector environment .*--num-areas"):
+            make_env("vec_factories:vec", env_args=[f"kind={kind}", f"mode={mode}"])
+    finally:
+        import sys
+        sys.modules.pop("vec_factories", None)
+
+
+def test_gymnasium_env_refuses_a_vector_env_instance():
+    vec = gym.vector.SyncVectorEnv([lambda: gym.make("CartPole-v1")] * 2)
+    with pytest.raises(EnvError, match="vector environment is no instance"):
+        GymnasiumEnv("CartPole-v1", instances=[vec])
+
+
+def test_the_builtin_vector_ids_refuse_another_autoreset_mode():
+    import importlib
+
+    from gymnasium.vector import AutoresetMode
+
+    importlib.import_module("palaestra.envs.gym_vector")  # registers the ids
+    assert gym.make_vec("palaestra/Basic-v0", num_envs=1, autoreset_mode=AutoresetMode.SAME_STEP).num_envs == 1
+    for mode in (AutoresetMode.NEXT_STEP, AutoresetMode.DISABLED):
+        with pytest.raises(EnvError, match=f"autoreset_mode={mode.name} is not supported"):
+            gym.make_vec("palaestra/Basic-v0", num_envs=1, autoreset_mode=mode)

@@ -9,7 +9,8 @@ agents per area (3DBall: 12). Gymnasium imports the module itself when the id ca
 
 Finished episodes reset in the same step (Gymnasium's ``SAME_STEP`` autoreset mode): the step
 returns the new episode's first observation, and ``info["final_obs"]`` (with the mask
-``info["_final_obs"]``) holds the observation the episode ended on. A step limit is a
+``info["_final_obs"]``) holds the observation the episode ended on (``final_info``, as Gymnasium
+lays it out, is empty); another ``autoreset_mode`` is refused. A step limit is a
 truncation, reaching the goal or failing a termination. For environments with action masks
 (GridWorld), ``info["action_mask"]`` gives the allowed actions of the next step. An image
 observation (VisualGridWorld) is a uint8 Box (height, width, channels), channel-last as SB3's
@@ -42,6 +43,10 @@ class BuiltinGymVectorEnv(VectorEnv):
     def __init__(self, name: str, num_envs: int | None = None, seed: int = 0, **kwargs: Any) -> None:
         if name not in BUILTIN_ENVS:
             raise EnvError(f"unknown built-in environment {name!r}; choose from {', '.join(BUILTIN_ENVS)}")
+        mode = kwargs.pop("autoreset_mode", AutoresetMode.SAME_STEP)
+        if AutoresetMode(mode) is not AutoresetMode.SAME_STEP:
+            raise EnvError(f"{gym_id(name)}: autoreset_mode={AutoresetMode(mode).name} is not supported; its "
+                           "episodes reset in the step that ends them (AutoresetMode.SAME_STEP, info['final_obs'])")
         cls = BUILTIN_ENVS[name]
         per_area = cls.agents_per_area
         num_envs = per_area if num_envs is None else num_envs
@@ -116,6 +121,9 @@ class BuiltinGymVectorEnv(VectorEnv):
             final[ids] = list(self._obs(terminal.obs[0]))
             info["final_obs"] = final
             info["_final_obs"] = terminated | truncated
+            # as Gymnasium's own vector environments lay out the ended episodes' (here empty) infos
+            info["final_info"] = {}
+            info["_final_info"] = terminated | truncated
         return self._obs(decision.obs[0]), reward, terminated, truncated, info
 
     def _obs(self, obs: np.ndarray) -> np.ndarray:

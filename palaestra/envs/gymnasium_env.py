@@ -278,6 +278,9 @@ class GymnasiumEnv(SingleBehaviorEnv):
                 raise EnvError(f"could not create Gymnasium environment {env_id!r}: {type(e).__name__}: {e}") from e
         first = self.envs[0]
         who = f"Gymnasium environment {env_id!r}"  # (the converters' messages name it so)
+        if any(isinstance(env, gym.vector.VectorEnv) for env in self.envs):  # else one agent of batched spaces
+            raise EnvError(f"{who}: a Gymnasium vector environment is no instance; give single gymnasium.Env "
+                           "copies (num_areas of them), which are reset here as each episode ends")
         try:
             obs_shape, self._obs_dtype, self._obs = observation_converter(first.observation_space, who)
             action_spec, self._act = action_converter(first.action_space, who)

@@ -334,6 +334,11 @@ def _from_factory(spec: str, seed: int, num_areas: int, kwargs: dict[str, Any], 
             for index in range(1, num_areas):
                 made.append(build(index))
             return GymnasiumEnv(name, seed=seed, instances=made)
+        if isinstance(env, gymnasium.vector.VectorEnv):  # (no gymnasium.Env: its autoreset is not ours to read)
+            raise EnvError(f"--env={spec}: the factory returned a Gymnasium vector environment "
+                           f"({type(env).__name__}); Palaestra steps and resets the copies itself: return one "
+                           "gymnasium.Env and give --num-areas N for N copies (the built-ins' palaestra/<Name>-v0 "
+                           "ids are taken by their --env name)")
         from palaestra.envs.pettingzoo_env import PettingZooEnv, is_parallel_env
 
         if is_parallel_env(env):
