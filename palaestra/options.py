@@ -21,7 +21,7 @@ from palaestra.networks.constants import WIDE_NETWORK_UNITS
 
 logger = logging.getLogger("palaestra")
 
-COMMUNICATION_API_VERSION = "1.0.0"
+COMMUNICATION_API_VERSION = "1.0.0 to 1.5.0"  # the Unity APIs spoken (envs/unity/communicator.py)
 
 
 @dataclass

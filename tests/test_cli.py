@@ -59,6 +59,10 @@ def test_version_is_quick_and_matches_the_installed_libraries():
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60).stdout
     assert "torch not imported" in out, out
     assert f"torch: {torch.__version__}" in out and f"numpy: {np.__version__}" in out, out
+    # the communicator APIs the Unity bridge speaks, not only its oldest
+    from palaestra.envs.unity.communicator import NEWEST_API, OLDEST_API
+
+    assert f"communicator API: {OLDEST_API[0]}.{OLDEST_API[1]}.0 to {NEWEST_API[0]}.{NEWEST_API[1]}.0" in out, out
 
 
 def test_training_writes_every_output(run_cli, small_config, workdir):

@@ -103,7 +103,8 @@ def test_update_cadence_counts_from_buffer_init_steps(tmp_path, spelling, expect
     stats = sac.update()
     assert sac.update_count == int((34 - 10) / expected) and not sac.ready()
     assert {"Losses/Q1 Loss", "Losses/Q2 Loss", "Losses/Policy Loss", "Policy/Entropy Coeff",
-            "Policy/Learning Rate", "Policy/Extrinsic Value Estimate"} <= set(stats)
+            "Policy/Learning Rate", "Policy/Extrinsic Value Estimate", "Losses/Value Loss"} <= set(stats)
+    assert stats["Losses/Value Loss"] == pytest.approx(stats["Losses/Q1 Loss"] + stats["Losses/Q2 Loss"])
 
 
 @pytest.mark.parametrize("signals", [1, 2])

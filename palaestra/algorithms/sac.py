@@ -418,6 +418,9 @@ class SAC:
             stats = {k: float(v) / steps for k, v in totals.items()}
             for signal, value in zip(self.signals, q_estimate):
                 stats[f"Policy/{signal.stat_name} Value Estimate"] = value
+            # ML-Agents' SAC reports its critics' total as the value loss (Q1 + Q2 + its V network's,
+            # which this SAC has not): the curve its users look for, from the losses there are
+            stats["Losses/Value Loss"] = stats["Losses/Q1 Loss"] + stats["Losses/Q2 Loss"]
         stats |= extra.means()
         stats["Policy/Learning Rate"] = lr
         stats["Policy/Entropy Coeff"] = float(self.log_alpha.detach().exp().mean())

@@ -71,7 +71,7 @@ def version_problem(unity_api: str, unity_package: str) -> str | None:
     if version[0] > NEWEST_API[0]:
         return (f"the Unity project speaks ML-Agents communicator API {unity_api}{package}; Palaestra speaks "
                 f"{spoken}. Upgrade Palaestra (pip install --upgrade palaestra), or use a com.unity.ml-agents "
-                "package of major version 1 or 2 in the Unity project")
+                "package of major version 1, 2 or 3 in the Unity project")
     return None
 
 
