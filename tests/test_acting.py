@@ -109,10 +109,10 @@ def test_a_round_holds_each_behavior_s_share():
 
 
 def _acting_pool(env_name: str, n: int, seed: int, ppo: PPO, behavior: str, timeout: float = 300.0,
-                 threaded: bool = True):
+                 threaded: bool = True, buffer_size: int = SETTINGS.buffer_size):
     pool = WorkerPool(env_name, n, seed=seed, timeout=timeout)
     plan = BehaviorPlan(weight_layout(ppo.policy), SETTINGS.time_horizon, 1,
-                        ActingWorkers.round_agent_steps(SETTINGS.buffer_size, n))
+                        ActingWorkers.round_agent_steps(buffer_size, n))
     return pool, ActingWorkers(pool, {behavior: plan}, {behavior: ppo.policy_arrays}, seed, threaded)
 
 
@@ -404,3 +404,108 @@ def test_decoupled_ppo_centres_the_clip_on_the_newest_policy_and_weights_stale_r
     np.testing.assert_allclose(stale["log_prob"], acted.log_prob, atol=1e-5)
     expected = np.minimum(np.exp([0.2, -0.2, 3.0, 0.0, 0.0]), WEIGHT_CAP) * fresh["advantages"]
     np.testing.assert_allclose(stale["advantages"], expected, rtol=1e-4)
+
+
+SLOW_MODULE = """
+import os
+import time
+from pathlib import Path
+
+from palaestra.envs.base import STAT_SUM
+from palaestra.envs.builtin.simple1d import Simple1D
+
+
+class Slow(Simple1D):
+    # every step takes DELAY s; close() leaves a marker; the instance on port 5006 (worker 1)
+    # raises once at its 11th step when FAIL; take_stats reports one Sum stat per step taken
+    DELAY, FAIL = {delay}, {fail}
+
+    def step(self):
+        self.steps = getattr(self, "steps", 0) + 1
+        self.unreported = getattr(self, "unreported", 0) + 1
+        if self.FAIL and self.port == 5006 and self.steps > 10 and not Path("failed").exists():
+            Path("failed").touch()
+            raise RuntimeError("simulated crash in the simulator")
+        time.sleep(self.DELAY)
+        super().step()
+
+    def take_stats(self):
+        n, self.unreported = getattr(self, "unreported", 0), 0
+        return {{"Custom/Steps": ([1.0] * n, STAT_SUM)}}
+
+    def close(self):
+        Path(f"closed-{{self.port}}-{{os.getpid()}}").touch()
+        super().close()
+
+
+def make(seed, port):
+    env = Slow(seed=seed)
+    env.port = port
+    env.step_size = 1.0  # every episode ends after one step
+    return env
+"""
+
+
+def _slow_acting_pool(tmp_path, monkeypatch, delay: float, fail: bool, timeout: float, buffer_size: int = 64):
+    """Two acting workers on a Simple1D whose steps take ``delay`` s (rounds of buffer_size / 16 steps)."""
+    import sys
+
+    (tmp_path / "slow_env.py").write_text(SLOW_MODULE.format(delay=delay, fail=fail))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delitem(sys.modules, "slow_env", raising=False)
+    ppo, behavior = _ppo("Simple1DDiscrete")
+    return _acting_pool("slow_env:make", 2, 0, ppo, behavior, timeout=timeout, buffer_size=buffer_size)
+
+
+def test_slow_workers_close_their_environments_when_the_run_ends(tmp_path, monkeypatch):
+    # A round of slow steps is under way when training ends: the workers leave it at their next
+    # step and close their environments (a Unity build quits in order); they were killed after
+    # the pool's grace period, their environments never closed.
+    from palaestra.workers import pool as pool_module
+
+    monkeypatch.setattr(pool_module, "CLOSE_GRACE_S", 1.0)  # (5 s: rounds as long would slow the suite)
+    pool, acting = _slow_acting_pool(tmp_path, monkeypatch, delay=0.1, fail=False, timeout=20, buffer_size=256)
+    try:
+        acting.start()
+        acting.take_round()  # (the workers go on into their next rounds: 16 steps, 1.6 s or more each)
+        acting.publish()
+    finally:
+        acting.close()
+        pool.close()
+    assert len(list(tmp_path.glob("closed-*"))) == 2
+
+
+def test_a_slow_round_that_keeps_stepping_is_not_taken_for_a_hang(tmp_path, monkeypatch):
+    # the pool's timeout counts from a worker's last environment step, not from the round's
+    # start: rounds of 16 steps of 0.15 s outlast a 1 s timeout without a restart
+    pool, acting = _slow_acting_pool(tmp_path, monkeypatch, delay=0.15, fail=False, timeout=1.0, buffer_size=256)
+    try:
+        acting.start()
+        for _ in range(2):
+            acting.take_round()
+            acting.publish()
+        assert not any(w.restarts for w in pool.workers)
+    finally:
+        acting.close()
+        pool.close()
+
+
+def test_a_round_lost_with_its_worker_counts_its_environment_statistics_once(tmp_path, monkeypatch):
+    # worker 1 sends rounds 0 and 1, runs ahead and crashes before they are read: its new process
+    # acts round 0 again, and only that process's statistics for it count
+    import time
+
+    pool, acting = _slow_acting_pool(tmp_path, monkeypatch, delay=0.0, fail=True, timeout=20)
+    try:
+        acting.start()
+        deadline = time.monotonic() + 20
+        while not (tmp_path / "failed").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # let the failed worker's cleanup finish
+        acting.take_round()
+        assert len(pool.workers[1].restarts) == 1
+        per_worker = [i for i, _ in acting.take_env_stats()]
+        assert sorted(per_worker) == [0, 1]
+    finally:
+        acting.close()
+        pool.close()

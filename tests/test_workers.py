@@ -485,7 +485,7 @@ def test_a_worker_that_ran_ahead_and_failed_is_reported_with_its_own_error():
     replies = [("round", 3, 10, {}, {}, ("gone-block", 64), {}, []), ("round", 4, 10, {}, {}, None, {}, []),
                ("error", "RuntimeError: boom in step")]
 
-    def read_pipe(i, expected, timeout=None, handle=None):  # as WorkerPool.read_pipe does with these replies
+    def read_pipe(i, expected, timeout=None, handle=None, progress=False):  # as WorkerPool.read_pipe does with these replies
         while True:
             reply = replies.pop(0)
             if reply[0] == "error":

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -57,6 +58,9 @@ ROUNDS_PER_BUFFER = 8
 LAG = 6
 # how long a worker known to have failed gets to say why (it sends its error, then exits)
 FAILURE_REPORT_TIMEOUT_S = 5.0
+# how often a worker in the middle of a round looks for a close (the run's end: it leaves the
+# round and closes its environment within the pool's grace period)
+CLOSE_LOOK_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -136,8 +140,12 @@ def _write_results(results: list[SharedArrays | None], slot: int,
     return header, (block.name, block["bytes"].nbytes)
 
 
-def run_acting(env: Any, conn: Any, plan: ActingPlan, n_workers: int, index: int) -> None:
-    """Act in rounds until the main process sends ``("close", ...)``."""
+def run_acting(env: Any, conn: Any, plan: ActingPlan, n_workers: int, index: int,
+               progress: np.ndarray | None = None) -> None:
+    """Act in rounds until the main process sends ``("close", ...)``; ``progress[index]`` counts
+    the environment steps taken (the pool's control block)."""
+    if progress is None:
+        progress = np.zeros(index + 1, np.int64)
     from threadpoolctl import threadpool_limits
 
     # acting multiplies small matrices: BLAS threads would only spin on the cores other workers need
@@ -153,17 +161,27 @@ def run_acting(env: Any, conn: Any, plan: ActingPlan, n_workers: int, index: int
         steps = round_steps(plan.behaviors, {b: len(env.get_steps(b)[0]) for b in actors})
         q, permitted = plan.first_round, plan.first_round - 1
         resets: dict[int, dict[str, float] | None] = {}  # round → the parameters to reset with before it
-        while True:
-            # read every message already sent, so that a close waiting behind permissions for
-            # further rounds is seen now; block only when the next round is not permitted yet
-            while permitted < q or conn.poll():
+
+        def closing(wait_for: int | None) -> bool:
+            """Read every message already sent, so that a close waiting behind permissions for
+            further rounds is seen now; block only while round ``wait_for`` is not permitted yet.
+            True once a close came: the round under way is abandoned (the main process reads no
+            more rounds), so that the environment's close() runs within the pool's grace period."""
+            nonlocal permitted
+            while (wait_for is not None and permitted < wait_for) or conn.poll():
                 message = conn.recv()
                 if message[0] == "close":
-                    return
+                    return True
                 if message[0] == "reset":
                     resets[message[1]] = message[2]
                     continue
                 permitted = max(permitted, message[1])
+            return False
+
+        next_look = time.monotonic() + CLOSE_LOOK_S
+        while True:
+            if closing(q):
+                return
             if q in resets:
                 env.reset(resets.pop(q))
                 for actor in actors.values():
@@ -182,6 +200,12 @@ def run_acting(env: Any, conn: Any, plan: ActingPlan, n_workers: int, index: int
                         actor.finished.append(finished)
                     env.set_actions(behavior, actions)
                 env.step()
+                progress[index] += 1  # the main process's round timeout counts from the last step
+                now = time.monotonic()
+                if now >= next_look:  # (a look at the pipe costs a system call: not every fast step)
+                    next_look = now + CLOSE_LOOK_S
+                    if closing(None):
+                        return
             # the episodes that ended on the round's last step are this round's: the environments
             # may reset before the next one (new parameters), and they would be lost
             for behavior, actor in actors.items():
@@ -331,6 +355,13 @@ class ActingWorkers:
         return first
 
     def close(self) -> None:
+        """Tell the workers to stop now (they abandon the round under way and close their
+        environments while the main process saves), and free the weights block."""
+        for i in range(self.pool.n):
+            try:
+                self.pool.send(i, ("close", None))
+            except WorkerFailed:
+                pass
         if self.weights is not None:
             self.weights.close(unlink=True)
             self.weights = None
@@ -359,9 +390,7 @@ class ActingWorkers:
             self.pool.send(i, ("round", q))
 
     def _receive(self, i: int, q: int) -> tuple[int, dict[str, np.ndarray], dict[str, EpisodeStats]]:
-        _, got, steps, header, stats, announced, env_stats, unplanned = self.pool.read_pipe(i, "round")
-        if env_stats:
-            self.env_stats.append((i, env_stats))
+        _, got, steps, header, stats, announced, env_stats, unplanned = self.pool.read_pipe(i, "round", progress=True)
         for behavior in unplanned:
             if behavior not in self.unplanned:
                 self.unplanned.add(behavior)
@@ -381,6 +410,10 @@ class ActingWorkers:
                 # which followed the rounds it sent, says why
                 raise WorkerFailed(f"{self._failure_of(i)} (after sending round {q}, whose result block is "
                                    "gone with it)") from None
+        # (only now: a round lost with its worker is acted again by the new process, whose
+        # statistics for it come then)
+        if env_stats:
+            self.env_stats.append((i, env_stats))
         return steps, unpack_arrays(self.pool.workers[i].blocks[key], header), stats
 
     def _failure_of(self, i: int) -> str:

@@ -150,6 +150,9 @@ class WorkerPool:
         if self._started:  # (the others' start failed as the one reported did: no second message)
             for i, w in enumerate(self.workers):
                 self._report_close_failure(i, w)
+                if w.proc.is_alive() and not self._wait_cut_short:
+                    logger.warning("environment worker %d (pid %s) did not end within %g s of being closed: killed "
+                                   "(its environment may not have been closed)", i, w.proc.pid, CLOSE_GRACE_S)
         for w in self.workers:
             self._stop(w, kill=True)  # those still running after the grace period
         self.workers = []
@@ -212,17 +215,24 @@ class WorkerPool:
         return int(self._control["reply_code"][i])
 
     def read_pipe(self, i: int, expected: str, timeout: float | None = None,
-                  handle: Callable[[tuple], bool] | None = None) -> tuple:
+                  handle: Callable[[tuple], bool] | None = None, progress: bool = False) -> tuple:
         """The next message of kind ``expected`` from worker i. Messages before it go to ``handle``,
         which returns whether it took them; an ``("error", what)`` message, any other one, a dead
-        process or no message within the timeout raise WorkerFailed."""
+        process or no message within the timeout raise WorkerFailed. With ``progress`` the
+        timeout counts from the worker's last environment step (its control block's progress
+        counter), so that a slow but stepping worker (an acting round of many slow steps) is not
+        taken for a hung one."""
         w = self.workers[i]
         timeout = self.timeout if timeout is None else timeout
         while True:
+            seen = int(self._control["progress"][i])
             with self._waiting():
                 ready = w.conn.poll(timeout)
+            if not ready and progress and int(self._control["progress"][i]) != seen:
+                continue
             if not ready:
-                raise WorkerFailed(f"it did not answer within {timeout:.0f} s")
+                raise WorkerFailed(f"it did not answer within {timeout:.0f} s" +
+                                   (" (nor took an environment step)" if progress else ""))
             try:
                 reply = w.conn.recv()
             except (EOFError, OSError):

@@ -34,7 +34,7 @@ COUNTS, READ_PIPE = 0, 1  # reply codes: the rows are in the blocks / the pipe h
 
 def control_layout(n_workers: int) -> Layout:
     """The pool's flags, one entry per worker: the two signals, their sleep flags and codes."""
-    fields = ("command", "command_asleep", "command_code", "reply", "reply_asleep", "reply_code")
+    fields = ("command", "command_asleep", "command_code", "reply", "reply_asleep", "reply_code", "progress")
     return {k: ((n_workers,), np.int64) for k in fields}
 
 
@@ -94,7 +94,7 @@ def run_worker(conn: Any, control_name: str, n_workers: int, index: int, bells: 
                 if kind == "act":  # from now on the worker acts itself, in rounds, until closed
                     from palaestra.workers.acting import run_acting
 
-                    run_acting(env, conn, payload, n_workers, index)
+                    run_acting(env, conn, payload, n_workers, index, control["progress"])
                     break
                 env.reset(payload)
             announced = stepping.publish()
