@@ -1361,29 +1361,6 @@ def test_pettingzoo_observations_with_an_action_mask_mask_each_agents_actions():
     check_env(env, steps=20)
 
 
-VECTOR_FACTORY = """
-import gymnasium as gym
-from gymnasium.vector import AutoresetMode, AsyncVectorEnv, SyncVectorEnv
-
-def vec(kind="sync", mode="NEXT_STEP"):
-    cls = SyncVectorEnv if kind == "sync" else AsyncVectorEnv
-    return cls([lambda: gym.make("CartPole-v1")] * 2, autoreset_mode=AutoresetMode[mode])
-"""
-
-
-@pytest.mark.parametrize("kind", ["sync", "async"])
-@pytest.mark.parametrize("mode", ["NEXT_STEP", "SAME_STEP", "DISABLED"])
-def test_a_factory_returning_a_gymnasium_vector_env_is_refused_naming_num_areas(tmp_path, monkeypatch, kind, mode):
-    (tmp_path / "vec_factories.py").write_text(VECTOR_FACTORY)
-    monkeypatch.chdir(tmp_path)
-    try:
-        with pytest.raises(EnvError, match="returned a Gymnasium vector environment .*--num-areas"):
-            make_env("vec_factories:vec", env_args=[f"kind={kind}", f"mode={mode}"])
-    finally:
-        import sys
-        sys.modules.pop("vec_factories", None)
-
-
 def test_gymnasium_env_refuses_a_vector_env_instance():
     vec = gym.vector.SyncVectorEnv([lambda: gym.make("CartPole-v1")] * 2)
     with pytest.raises(EnvError, match="vector environment is no instance"):

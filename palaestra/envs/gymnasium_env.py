@@ -182,6 +182,8 @@ NO_BOUND = 1e30  # an action bound this large (or infinite) is read as no bound
 
 
 def action_converter(space: gym.Space, who: str):
+    """(the action spec, convert): ``convert(actions, i)`` is copy ``i``'s action in ``space``, or
+    with a slice for ``i`` the batch of those copies' actions (a vector environment's)."""
     if isinstance(space, spaces.Box):
         size = int(np.prod(space.shape))
         low = np.broadcast_to(space.low, space.shape).reshape(size).astype(np.float64)
@@ -206,29 +208,36 @@ def action_converter(space: gym.Space, who: str):
         # giving the values beside zero twice the share of the policy's range)
         integral = np.issubdtype(dtype, np.integer)
 
-        def convert(a: ActionTuple, i: int) -> np.ndarray:
+        def convert(a: ActionTuple, i: int | slice) -> np.ndarray:
             x = np.clip(a.continuous[i].astype(np.float64), -1.0, 1.0)
             value = mid + half * x
-            return (np.rint(value) if integral else value).reshape(shape).astype(dtype)
+            return (np.rint(value) if integral else value).reshape(x.shape[:-1] + shape).astype(dtype)
 
         return ActionSpec(continuous_size=size), convert
     if isinstance(space, spaces.Discrete):
         start = int(space.start)
-        return ActionSpec(discrete_branches=(int(space.n),)), lambda a, i: int(a.discrete[i, 0]) + start
+
+        def convert_d(a: ActionTuple, i: int | slice) -> Any:
+            value = a.discrete[i, 0].astype(space.dtype) + start
+            return int(value) if isinstance(i, int) else value
+
+        return ActionSpec(discrete_branches=(int(space.n),)), convert_d
     if isinstance(space, spaces.MultiDiscrete):
         nvec = np.asarray(space.nvec)
         starts = np.asarray(space.start).reshape(-1)
         shape = nvec.shape
 
-        def convert_md(a: ActionTuple, i: int) -> np.ndarray:
-            return (a.discrete[i] + starts).reshape(shape).astype(space.dtype)
+        def convert_md(a: ActionTuple, i: int | slice) -> np.ndarray:
+            chosen = a.discrete[i]
+            return (chosen + starts).reshape(chosen.shape[:-1] + shape).astype(space.dtype)
 
         return ActionSpec(discrete_branches=tuple(int(x) for x in nvec.reshape(-1))), convert_md
     if isinstance(space, spaces.MultiBinary):  # a branch of two actions (0, 1) per entry
         binary_shape = tuple(space.shape)
 
-        def convert_mb(a: ActionTuple, i: int) -> np.ndarray:
-            return a.discrete[i].reshape(binary_shape).astype(space.dtype)
+        def convert_mb(a: ActionTuple, i: int | slice) -> np.ndarray:
+            chosen = a.discrete[i]
+            return chosen.reshape(chosen.shape[:-1] + binary_shape).astype(space.dtype)
 
         return ActionSpec(discrete_branches=(2,) * int(np.prod(binary_shape))), convert_mb
     raise EnvError(
@@ -280,7 +289,8 @@ class GymnasiumEnv(SingleBehaviorEnv):
         who = f"Gymnasium environment {env_id!r}"  # (the converters' messages name it so)
         if any(isinstance(env, gym.vector.VectorEnv) for env in self.envs):  # else one agent of batched spaces
             raise EnvError(f"{who}: a Gymnasium vector environment is no instance; give single gymnasium.Env "
-                           "copies (num_areas of them), which are reset here as each episode ends")
+                           "copies (num_areas of them), or step the vector environment itself with "
+                           "envs.gymnasium_vector_env.GymnasiumVectorEnv")
         try:
             obs_shape, self._obs_dtype, self._obs = observation_converter(first.observation_space, who)
             action_spec, self._act = action_converter(first.action_space, who)

@@ -334,11 +334,14 @@ def _from_factory(spec: str, seed: int, num_areas: int, kwargs: dict[str, Any], 
             for index in range(1, num_areas):
                 made.append(build(index))
             return GymnasiumEnv(name, seed=seed, instances=made)
-        if isinstance(env, gymnasium.vector.VectorEnv):  # (no gymnasium.Env: its autoreset is not ours to read)
-            raise EnvError(f"--env={spec}: the factory returned a Gymnasium vector environment "
-                           f"({type(env).__name__}); Palaestra steps and resets the copies itself: return one "
-                           "gymnasium.Env and give --num-areas N for N copies (the built-ins' palaestra/<Name>-v0 "
-                           "ids are taken by their --env name)")
+        if isinstance(env, gymnasium.vector.VectorEnv):  # (not a gymnasium.Env: it resets its own episodes)
+            from palaestra.envs.gymnasium_vector_env import GymnasiumVectorEnv
+
+            if num_areas > 1 and "num_areas" not in accepted:
+                raise EnvError(f"--env={spec}: --num-areas {num_areas} needs a factory that takes a num_areas "
+                               "argument (for a vector environment: its number of sub-environments, num_envs)")
+            spec_id = getattr(getattr(env, "spec", None), "id", None)
+            return GymnasiumVectorEnv(spec_id or spec.rpartition(":")[2], env, seed=seed)
         from palaestra.envs.pettingzoo_env import PettingZooEnv, is_parallel_env
 
         if is_parallel_env(env):
@@ -355,7 +358,7 @@ def _from_factory(spec: str, seed: int, num_areas: int, kwargs: dict[str, Any], 
         if missing:
             raise EnvError(
                 f"--env={spec}: the factory returned a {type(env).__name__}, which is neither a gymnasium.Env, a "
-                f"PettingZoo ParallelEnv nor a Palaestra environment (it lacks {', '.join(missing)}; see "
+                f"Gymnasium vector environment, a PettingZoo ParallelEnv nor a Palaestra environment (it lacks {', '.join(missing)}; see "
                 "docs/environments.md)")
         if num_areas > 1 and "num_areas" not in accepted:
             raise EnvError(f"--env={spec}: --num-areas {num_areas} needs a factory that takes a num_areas argument")

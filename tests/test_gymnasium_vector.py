@@ -1,0 +1,200 @@
+"""A user's Gymnasium vector environment as an environment source (envs/gymnasium_vector_env.py):
+every autoreset mode ends each episode where the sub-environment ended it, with its last
+observation, its reward and termination or truncation, and starts the next one with a reward of
+zero; factories returning one train end to end."""
+
+from __future__ import annotations
+
+import sys
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium import spaces
+from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
+
+from palaestra.envs.base import EnvError
+from palaestra.envs.checker import check_env
+from palaestra.envs.gymnasium_vector_env import GymnasiumVectorEnv
+from palaestra.envs.sources import make_env
+
+
+class Counter(gym.Env):
+    """Observation [t, episode]; reward t at step t; terminates at step ``end`` (after a time
+    limit of ``limit`` steps the episode is truncated instead); action 1 adds 10 to the reward."""
+
+    observation_space = spaces.Box(-1e6, 1e6, (2,), np.float32)
+    action_space = spaces.Discrete(2)
+
+    def __init__(self, end: int, limit: int = 1000):
+        self.end, self.limit, self.t, self.episode = end, limit, 0, -1
+        self.parameters: dict = {}
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t, self.episode = 0, self.episode + 1
+        return np.array([self.t, self.episode], np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        reward = float(self.t + 10 * int(action))
+        obs = np.array([self.t, self.episode], np.float32)
+        return obs, reward, self.t == self.end, self.t == self.limit and self.t != self.end, {}
+
+    def set_environment_parameters(self, values):
+        self.parameters = dict(values)
+
+
+def _vector(mode: AutoresetMode, kind=SyncVectorEnv):
+    # sub-environment 0 terminates at step 3, 1 is truncated at 4, 2 terminates at 5
+    makers = [lambda: Counter(3), lambda: Counter(99, limit=4), lambda: Counter(5)]
+    return kind(makers, autoreset_mode=mode)
+
+
+def _episodes(env: GymnasiumVectorEnv, steps: int):
+    """Drive with action 0 (agent 2 always 1); (agent, terminal t, reward, interrupted, return,
+    decisions) per ended episode, the first decisions' rewards, and the steps each agent skipped."""
+    env.reset()
+    returns, decisions, ended, first_rewards, skipped = {}, {}, [], [], {}
+    for _ in range(steps):
+        decision, terminal = env.get_steps(env.behavior_name)
+        for agent, t, reward, interrupted in zip(terminal.agent_id, terminal.obs[0][:, 0], terminal.reward,
+                                                 terminal.interrupted):
+            ended.append((int(agent), int(t), float(reward), bool(interrupted),
+                          returns.pop(int(agent)) + float(reward), decisions.pop(int(agent))))
+        for agent, reward in zip(decision.agent_id.tolist(), decision.reward.tolist()):
+            if agent not in returns:
+                first_rewards.append(reward)
+                returns[agent], decisions[agent] = 0.0, 0
+            returns[agent] += reward
+            decisions[agent] += 1
+        for agent in set(range(3)) - set(decision.agent_id.tolist()):
+            skipped[agent] = skipped.get(agent, 0) + 1
+        actions = env._spec.action_spec.empty_actions(len(decision))
+        actions.discrete[:, 0] = (decision.agent_id == 2).astype(np.int32)
+        env.set_actions(env.behavior_name, actions)
+        env.step()
+    return ended, first_rewards, skipped
+
+
+@pytest.mark.parametrize("mode", list(AutoresetMode), ids=lambda m: m.name)
+def test_every_autoreset_mode_ends_each_episode_with_its_last_observation(mode):
+    env = GymnasiumVectorEnv("Counter", _vector(mode))
+    try:
+        ended, first_rewards, skipped = _episodes(env, 12)
+    finally:
+        env.close()
+    # (agent, last t, last reward, interrupted, return, decisions): agent 2's action 1 adds 10 a step
+    assert sorted(set(ended))[:3] == [(0, 3, 3.0, False, 6.0, 3), (1, 4, 4.0, True, 10.0, 4),
+                                      (2, 5, 15.0, False, 65.0, 5)]
+    assert set(first_rewards) == {0.0}  # a new episode's first decision carries no reward
+    # NEXT_STEP: an agent asks for no decision in the step that resets its sub-environment
+    assert bool(skipped) == (mode is AutoresetMode.NEXT_STEP)
+    # agent 0's episodes read within the 12 steps: ended at steps 3, 6, 9 (NEXT_STEP: 3, 7, 11, a
+    # reset step between them); none lost, none counted twice
+    assert sorted(d for a, *_, d in ended if a == 0) == [3, 3, 3]
+
+
+def test_async_vector_environments_and_the_checker():
+    env = GymnasiumVectorEnv("Counter", _vector(AutoresetMode.NEXT_STEP, AsyncVectorEnv))
+    try:
+        ended, _, _ = _episodes(env, 8)
+        assert (1, 4, 4.0, True, 10.0, 4) in ended
+        check_env(env, steps=30)
+    finally:
+        env.close()
+
+
+def test_parameters_reach_the_sub_environments():
+    vector = _vector(AutoresetMode.SAME_STEP)
+    env = GymnasiumVectorEnv("Counter", vector)
+    env.reset({"gravity": 3.0})
+    assert [e.parameters for e in vector.envs] == [{"gravity": 3.0}] * 3
+    env.close()
+
+
+FACTORY = """
+import gymnasium as gym
+
+def native(num_areas, seed):
+    return gym.make_vec("CartPole-v1", num_envs=num_areas, vectorization_mode="vector_entry_point")
+
+def sync():
+    return gym.vector.SyncVectorEnv([lambda: gym.make("CartPole-v1")] * 2)
+
+def odd():
+    env = sync()
+    env.metadata = dict(env.metadata, autoreset_mode="sometimes")
+    return env
+"""
+
+
+@pytest.fixture
+def vector_factories(tmp_path, monkeypatch):
+    (tmp_path / "vector_factories.py").write_text(FACTORY)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "vector_factories", raising=False)
+
+
+def test_a_factory_may_return_a_vector_environment(vector_factories):
+    env = make_env("vector_factories:native", seed=3, num_areas=4)
+    try:
+        assert isinstance(env, GymnasiumVectorEnv) and env.behavior_name == "CartPole-v1" and env.n == 4
+        check_env(env, steps=100)
+    finally:
+        env.close()
+    with pytest.raises(EnvError, match="--num-areas 3 needs a factory that takes a num_areas"):
+        make_env("vector_factories:sync", num_areas=3)
+    with pytest.raises(EnvError, match="autoreset mode 'sometimes'"):
+        make_env("vector_factories:odd")
+
+
+def test_training_on_a_natively_vectorized_environment(run_cli, workdir, vector_factories):
+    from tests.conftest import write_yaml
+
+    config = write_yaml(workdir / "c.yaml", """
+CartPole-v1:
+  batch_size: 64
+  buffer_size: 256
+  hidden_units: 16
+  num_layers: 1
+  max_steps: 1000
+  summary_freq: 500
+""")
+    result = run_cli(str(config), "--env=vector_factories:native", "--num-areas=8", "--run-id=v", "--seed=1")
+    assert result.code == 0, result.log
+    assert (workdir / "models" / "v" / "CartPole-v1.onnx").is_file()
+
+
+def test_masked_observations_mask_each_sub_environment_s_actions():
+    from tests.test_envs import _MaskedGuess  # only the action its observation names is legal
+
+    env = GymnasiumVectorEnv("masked", SyncVectorEnv([_MaskedGuess] * 3, autoreset_mode=AutoresetMode.SAME_STEP))
+    try:
+        assert env.behavior_specs["masked"].action_spec.discrete_branches == (3,)
+        env.reset()
+        for _ in range(4):
+            decision = env.get_steps("masked")[0]
+            legal = decision.obs[0].argmax(1)
+            np.testing.assert_array_equal(decision.action_mask[0], ~np.eye(3, dtype=bool)[legal])
+            actions = env._spec.action_spec.empty_actions(3)
+            actions.discrete[:, 0] = legal
+            env.set_actions("masked", actions)
+            env.step()  # (a masked action would fail the sub-environment's assertion)
+        check_env(env, steps=20)
+    finally:
+        env.close()
+
+
+def test_a_vector_environment_that_breaks_the_api_is_named():
+    class Scalar(SyncVectorEnv):
+        def step(self, actions):
+            obs, reward, terminated, truncated, info = super().step(actions)
+            return obs, float(reward[0]), terminated, truncated, info
+
+    env = GymnasiumVectorEnv("Counter", Scalar([lambda: Counter(3)] * 2))
+    env.reset()
+    with pytest.raises(EnvError, match="Gymnasium vector environment 'Counter': step returned rewards .*expected 2"):
+        env.step()
+    env.close()
