@@ -490,7 +490,7 @@ def test_python_factory_returning_gymnasium_environments(factory_module):
     ("{m}:missing", "has no attribute 'missing'"),
     ("{m}:NOT_CALLABLE", "'NOT_CALLABLE' is a int, not a callable"),
     ("{m}:broken", "the factory raised RuntimeError: no license for this simulator"),
-    ("{m}:not_an_env", "returned a int, which is neither a gymnasium.Env, a PettingZoo ParallelEnv nor"),
+    ("{m}:not_an_env", "returned a int, which is neither a gymnasium.Env, a Gymnasium vector environment, a PettingZoo ParallelEnv nor"),
 ])
 def test_python_factory_errors_are_clear(factory_module, target, message):
     with pytest.raises(EnvError, match=re.escape(message)):
