@@ -261,22 +261,27 @@ def test_the_return_scale_follows_each_agent_s_discounted_return_across_its_segm
     np.testing.assert_allclose(scale.scale(np.array([1.0, 1e9])), [1 / np.sqrt(var + 1e-8), 10.0], rtol=1e-6)
 
 
+def _five_step_segments(spec: BehaviorSpec, agents: int, reward: float) -> Segments:
+    """One open segment of 5 rows of ``reward`` for each of ``agents`` agents (slots 0, 1, ...)."""
+    sizes = SegmentSizes.of(spec, signals=1)
+    schema = segment_schema(spec)
+    arrays = {f.name: np.zeros((agents, 5, *f.shape(sizes)) if f.per_row else (agents, *f.shape(sizes)),
+                               f.dtype or np.float32) for f in schema.fields}
+    arrays["env_reward"][:] = reward
+    arrays["length"][:] = 5
+    arrays["slot"][:] = np.arange(agents)
+    return Segments(schema, arrays)
+
+
 @pytest.mark.parametrize("trainer", ["ppo", "sac"])
 def test_an_environment_reset_starts_each_dropped_agent_s_return_from_zero(trainer):
     # a lesson change or resampling resets the environments with episodes under way: those
     # episodes end unreported, and the return scale's running return of their agents must not
     # carry into the next episodes (only the restarted worker's slots where one of two restarts)
     spec = BehaviorSpec(((3,),), ActionSpec(continuous_size=1))
-    sizes = SegmentSizes.of(spec, signals=1)
-    schema = segment_schema(spec)
-    arrays = {f.name: np.zeros((4, 5, *f.shape(sizes)) if f.per_row else (4, *f.shape(sizes)), f.dtype or np.float32)
-              for f in schema.fields}
-    arrays["env_reward"][:] = 1.0
-    arrays["length"][:] = 5
-    arrays["slot"][:] = [0, 1, 2, 3]
     settings = TrainerSettings(**SETTINGS[trainer], reward_signals={"extrinsic": ExtrinsicSettings(normalize=True)})
     algorithm = make_algorithm(spec, settings, torch.device("cpu"), np.random.default_rng(0))
-    algorithm.collect(Segments(schema, arrays))
+    algorithm.collect(_five_step_segments(spec, agents=4, reward=1.0))
     scale = algorithm.signals[0].return_scale
     assert (scale.returns[:4] > 4.0).all()  # 1 + 0.99 + ...: every agent's episode is under way
     algorithm.drop_open_episodes(every=2, offset=1)
@@ -349,14 +354,7 @@ def test_waiting_segments_are_added_before_anything_else_changes_the_sums():
 
 def test_normalize_scales_the_extrinsic_reward_and_its_statistics_travel_in_checkpoints():
     spec = BehaviorSpec(((3,),), ActionSpec(continuous_size=1))
-    sizes = SegmentSizes.of(spec, signals=1)
-    schema = segment_schema(spec)
-    arrays = {f.name: np.zeros((2, 5, *f.shape(sizes)) if f.per_row else (2, *f.shape(sizes)), f.dtype or np.float32)
-              for f in schema.fields}
-    arrays["env_reward"][:] = 10.0
-    arrays["length"][:] = 5
-    arrays["slot"][:] = [0, 1]
-    segments = Segments(schema, arrays)
+    segments = _five_step_segments(spec, agents=2, reward=10.0)
     plain, = make_signals(spec, {"extrinsic": ExtrinsicSettings(strength=0.5)}, torch.device("cpu"))
     scaled, = make_signals(spec, {"extrinsic": ExtrinsicSettings(strength=0.5, normalize=True)}, torch.device("cpu"))
     np.testing.assert_allclose(plain.rewards(segments), 5.0)
