@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import logging
 import math
 import os
 import sys
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, NoReturn, Sequence
 
 from palaestra import __version__
 from palaestra.networks.constants import WIDE_NETWORK_UNITS
@@ -141,8 +142,8 @@ def text_problem(value: str) -> str | None:
     return None
 
 
-RUN_ID_RULE = (f"a run-id names a folder: printable characters other than '/' and '\\', not "
-               f"'.' and not containing '..', at most {MAX_RUN_ID_BYTES} bytes (e.g. 3DBall_ppo-1)")
+RUN_ID_RULE = (f"a run-id names a folder: printable characters other than '/' and '\\', no space at either "
+               f"end, not '.' and not containing '..', at most {MAX_RUN_ID_BYTES} bytes (e.g. 3DBall_ppo-1)")
 
 
 def run_id_problem(value: str) -> str | None:
@@ -158,6 +159,8 @@ def run_id_problem(value: str) -> str | None:
         bad = "contains '..'"
     if bad is None and value == ".":  # models/. is models/ itself: --force would empty it of every run
         bad = "is the models folder itself"
+    if bad is None and value != value.strip():  # ("x " and "x" would be two runs; " " a folder no one sees)
+        bad = "is blank" if not value.strip() else "begins or ends with a space"
     if bad is None and len(value.encode("utf-8")) > MAX_RUN_ID_BYTES:
         bad = f"is {len(value.encode('utf-8'))} bytes long"
     return None if bad is None else f"{_shown(repr(value))} {bad}; {RUN_ID_RULE}"
@@ -317,11 +320,36 @@ _torch_device = _checked(torch_device_problem)
 _run_id = _checked(run_id_problem)
 
 
+class FlagParser(argparse.ArgumentParser):
+    """Flags are taken whole (argparse's default reads any prefix: `--for` was `--force`, which
+    empties the run's folder), and an unknown flag is answered with the nearest real one."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(allow_abbrev=False, **kwargs)
+
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+        prefix = "unrecognized arguments: "
+        if message.startswith(prefix):
+            known = [flag for action in self._actions for flag in action.option_strings if flag.startswith("--")]
+            hints = []
+            for word in message[len(prefix):].split():
+                flag = word.split("=", 1)[0]
+                if flag.startswith("--"):
+                    spelt = flag.replace("_", "-")
+                    close = [k for k in known if k.startswith(spelt)] or \
+                        difflib.get_close_matches(spelt, known, n=1, cutoff=0.6)
+                    if close:
+                        hints.append(f"{flag}: did you mean {' or '.join(close)}?")
+            if hints:
+                message += " (" + "; ".join(hints) + ")"
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from palaestra.envs.builtin import BUILTIN_ENVS  # numpy only: --help stays quick
 
     d = RunOptions()
-    p = argparse.ArgumentParser(
+    p = FlagParser(
         prog="mlagents-learn",
         description=(
             "Train the behaviors of an environment with reinforcement learning (Palaestra, a "

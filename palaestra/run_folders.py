@@ -102,11 +102,14 @@ def recorded_output_names(run_dir: Path, behaviors: list[str]) -> dict[str, str]
     whose folder has that name keep it. A recorded name that is not one file name (a path, ``..``)
     is a CheckpointError: the run's files would be written outside its folder."""
     recorded = _configuration(run_dir).get("output_names")
-    if not isinstance(recorded, dict):
+    if recorded is None:
         return {b: b for b in behaviors if UNSAFE.search(b) and (run_dir / b).is_dir()}
-    names = {str(b): str(n) for b, n in recorded.items()}
+    if not isinstance(recorded, dict):  # (a hand edit: its folders cannot be told)
+        raise CheckpointError(f"{run_dir / CONFIGURATION}: output_names is {recorded!r}; expected a mapping of "
+                              "each behavior to its folder's name in the run's folder (as the run wrote it)")
+    names = {str(b): n for b, n in recorded.items()}
     for behavior, name in names.items():
-        if not name.strip(" .") or UNSAFE.search(name) or name != name.rstrip(" ."):
+        if not isinstance(name, str) or not name.strip(" .") or UNSAFE.search(name) or name != name.rstrip(" ."):
             raise CheckpointError(
                 f"{run_dir / CONFIGURATION}: output_names[{behavior!r}] is {name!r}, which is not a file name in the "
                 "run's folder (no folders, '..', or characters a file name cannot hold); set it back to the name "

@@ -671,6 +671,9 @@ class TrainerConfig:
 
 def load_trainer_config(path: str | Path) -> TrainerConfig:
     """Read and check a trainer-config file; raise ConfigError with a clear message."""
+    if not str(path).strip():  # (Path("") is the working folder: "'.' is a folder" named no mistake)
+        raise ConfigError("no trainer config path given (an empty argument); give the path of a YAML file, "
+                          "e.g. config/trainer_config.yaml")
     path = Path(path)
     data = _parse_yaml(path, _read_text(path))
     if data is None:
@@ -1268,6 +1271,29 @@ def settings_notes(path: Path, behavior: str, settings: TrainerSettings) -> list
             and settings.origin("lstm_placement") != "the default":
         notes.append(f"{where}: lstm_placement{set_in(settings, 'lstm_placement')} is read only with "
                      "use_recurrent: true, which is not set; it has no effect")
+    notes += _too_short_notes(where, settings)
+    return notes
+
+
+def _too_short_notes(where: str, settings: TrainerSettings) -> list[str]:
+    """A run whose max_steps ends it before its first update (its exported model is the untrained
+    policy) or before its first summary (TensorBoard shows nothing)."""
+    notes = []
+    steps = f"max_steps {settings.max_steps}{set_in(settings, 'max_steps')}"
+    if settings.trainer == "ppo" and settings.max_steps <= settings.buffer_size:
+        notes.append(f"{where}: {steps} is not above buffer_size {settings.buffer_size}"
+                     f"{set_in(settings, 'buffer_size')}: PPO updates once it holds more than buffer_size "
+                     "experiences, so the run ends before its first update and exports the untrained policy")
+    if settings.trainer == "sac":
+        needed = max(settings.batch_size, settings.buffer_init_steps)
+        key = "batch_size" if settings.batch_size >= settings.buffer_init_steps else "buffer_init_steps"
+        if settings.max_steps < needed:
+            notes.append(f"{where}: {steps} is below {key} {needed}{set_in(settings, key)}: SAC's updates "
+                         "start there, so the run ends before its first update and exports the untrained policy")
+    if settings.max_steps < settings.summary_freq:
+        notes.append(f"{where}: {steps} is below summary_freq {settings.summary_freq}"
+                     f"{set_in(settings, 'summary_freq')}: the run ends before its first summary, so neither "
+                     "TensorBoard nor the console shows its rewards")
     return notes
 
 

@@ -51,6 +51,31 @@ def test_help_and_version(capsys):
     assert "--run-id" in out and "--num-areas" in out and "--dry-run" in out and "palaestra" in out
 
 
+@pytest.mark.parametrize("flag,said", [
+    ("--for", "--for: did you mean --force?"),  # a prefix is no flag: this one would empty the run's folder
+    ("--init=b1", "--init: did you mean --initialize-from?"),
+    ("--run_id=x", "--run_id: did you mean --run-id?"),
+    ("--nu=2", "--nu: did you mean --num-envs or --num-areas?"),
+])
+def test_a_flag_is_taken_whole_and_a_wrong_one_gets_the_nearest(capsys, flag, said):
+    from palaestra.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["c.yaml", "--env=3DBall", "--run-id=r", flag, "--dry-run"])
+    assert exit_.value.code == 2 and f"unrecognized arguments: {flag} ({said})" in capsys.readouterr().err
+
+
+def test_an_empty_config_path_and_a_blank_run_id_are_named(run_cli, small_config, capsys):
+    from palaestra.cli import main
+
+    result = run_cli("", "--env=3DBall", "--dry-run")
+    assert result.code == 1 and "no trainer config path given (an empty argument)" in result.log
+    for run_id, said in ((" ", "' ' is blank"), ("x ", "'x ' begins or ends with a space")):
+        with pytest.raises(SystemExit) as exit_:
+            main([small_config, "--env=3DBall", f"--run-id={run_id}", "--dry-run"])
+        assert exit_.value.code == 2 and said in capsys.readouterr().err
+
+
 def test_version_is_quick_and_matches_the_installed_libraries():
     """--version reads the versions from the installed distributions, not by importing torch
     (a second or two), and they are the versions the run uses."""
@@ -280,7 +305,7 @@ def test_resume_keeps_the_runs_seed_and_force_starts_the_debug_metrics_anew(run_
     assert len(metrics.read_text().splitlines()) == rows  # the old run's rows are gone
 
 
-@pytest.mark.parametrize("name", ["../other/1D", "/tmp/1D", "..", "a:b"])
+@pytest.mark.parametrize("name", ["../other/1D", "/tmp/1D", "..", "a:b", ["1D"], 5])
 def test_a_recorded_output_name_that_leaves_the_runs_folder_is_refused(run_cli, small_config, workdir, name):
     import yaml
 
@@ -296,6 +321,10 @@ def test_a_recorded_output_name_that_leaves_the_runs_folder_is_refused(run_cli, 
     assert result.code == 1 and "Traceback" not in result.log
     assert f"models/o/configuration.yaml: output_names['1D'] is {name!r}, which is not a file name" in result.log
     assert files() == before  # nothing written, inside the run's folder or outside
+    # (a hand edit that is no mapping at all is named too, not read as a run without names)
+    path.write_text(yaml.safe_dump(configuration | {"output_names": 5}))
+    result = run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=o", "--resume")
+    assert result.code == 1 and "configuration.yaml: output_names is 5; expected a mapping" in result.log
 
 
 def test_an_unreadable_run_configuration_is_said_and_resume_goes_on(run_cli, small_config, workdir):

@@ -248,6 +248,7 @@ def test_curriculum_values_override_sampled_ones_and_lesson_start(tmp_path, capl
     assert "parameter 'h' is set by the curricula of B, C" in caplog.text
     assert f"parameter 'h' is sampled ({tmp_path / 's.yaml'}) and set by the curriculum of B, C" in caplog.text
     assert "'mass' is sampled" not in caplog.text
+    assert "--lesson 5: the curriculum of B has lessons 0 to 1; it starts at its last, 1" in caplog.text
     values = p.draw()[0]
     assert values["h"] == 6.0 and 1 <= values["mass"] < 2  # --lesson 5 clamped to the last lesson (1)
 

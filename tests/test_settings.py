@@ -235,6 +235,28 @@ def test_recurrent_settings_that_cannot_do_what_they_say_are_warned_about(tmp_pa
             "set" in config.warnings[1])
 
 
+def test_a_run_that_would_end_before_its_first_update_or_summary_is_warned_about(tmp_path):
+    # it would train nothing and export the untrained policy, exit 0, and show no reward
+    config = load_trainer_config(write_yaml(tmp_path / "c.yaml", (
+        "default:\n  max_steps: 300\n"
+        "P:\n  trainer: ppo\n  buffer_size: 300\n  batch_size: 100\n  summary_freq: 100\n"
+        "S:\n  trainer: sac\n  buffer_init_steps: 1000\n  summary_freq: 100\n"
+        "Fine:\n  buffer_size: 256\n  batch_size: 64\n  summary_freq: 300\n")))
+    for behavior in ("P", "S", "Fine"):
+        config.for_behavior(behavior)
+    assert len(config.warnings) == 2, config.warnings
+    assert ("behavior 'P': max_steps 300 (set in section 'default') is not above buffer_size 300 (set in section "
+            "'P'): PPO updates once it holds more than buffer_size experiences" in config.warnings[0])
+    assert "behavior 'S': max_steps 300 (set in section 'default') is below buffer_init_steps 1000" in config.warnings[1]
+    config = load_trainer_config(write_yaml(tmp_path / "d.yaml", "B:\n  max_steps: 20000\n  buffer_size: 1024\n"))
+    config.for_behavior("B")
+    assert config.warnings == []
+    config = load_trainer_config(write_yaml(tmp_path / "e.yaml", "B:\n  max_steps: 5000\n  buffer_size: 1024\n"))
+    config.for_behavior("B")
+    assert len(config.warnings) == 1 and "is below summary_freq 10000: the run ends before its first summary" in \
+        config.warnings[0]
+
+
 def test_an_odd_memory_size_names_where_it_was_set_and_what_to_use(tmp_path):
     path = write_yaml(tmp_path / "c.yaml", "default:\n  memory_size: 15\nB:\n  use_recurrent: true\n  batch_size: 128\n")
     with pytest.raises(ConfigError, match=re.escape("memory_size (set in section 'default') must be even with "

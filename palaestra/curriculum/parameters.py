@@ -53,6 +53,10 @@ class EnvironmentParameters:
         self.seed = seed
         self.workers = workers
         self.lessons = {b: LessonState(lesson=min(lesson, c.max_lesson)) for b, c in curricula.items()}
+        for behavior, c in curricula.items():
+            if lesson > c.max_lesson:  # (as ML-Agents, the last lesson; said, since a typo is likelier)
+                logger.warning("--lesson %d: the curriculum of %s has lessons 0 to %d; it starts at its last, %d",
+                               lesson, behavior, c.max_lesson, c.max_lesson)
         for name, behaviors in shared_parameters(curricula).items():
             logger.warning("curriculum: parameter %r is set by the curricula of %s; the value sent is %s's",
                            name, ", ".join(behaviors), behaviors[-1])

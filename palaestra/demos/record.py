@@ -36,7 +36,7 @@ from palaestra.envs.checker import refuse_non_finite
 from palaestra.envs.observations import channels_first, is_image
 from palaestra.evaluation import AgentMemories, model_input, takes_channels_first
 from palaestra.imports import ImportTargetError, load_callable
-from palaestra.options import _ranged, positive_int
+from palaestra.options import FlagParser, _ranged, positive_int
 
 
 
@@ -472,7 +472,7 @@ def _record_into(env: Env, made: dict[str, Policy], behaviors: list[str], paths:
 # -- the command -------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = FlagParser(
         prog="palaestra-record",
         description="Run a policy in an environment and write a .demo file per behavior (docs/imitation.md).")
     parser.add_argument("--env", required=True, help="the environment, as for mlagents-learn --env (built-in name, "
