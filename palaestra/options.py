@@ -446,8 +446,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Unity: seconds to wait for the build or the Editor to connect, and for each step")
     p.add_argument("--dry-run", action="store_true",
                    help="make every check a real run makes before it trains (config, environment, flags, "
-                        "checkpoints to resume or initialize from), print each behavior's settings, train "
-                        "nothing")
+                        "checkpoints to resume or initialize from) and its first environment step (with "
+                        "placeholder actions; online_bc's teachers answer it), print each behavior's "
+                        "settings, train nothing")
     p.add_argument("--version", action=_PrintVersion, nargs=0, help="print versions and exit")
     p.add_argument("--load", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--train", action="store_true", help=argparse.SUPPRESS)

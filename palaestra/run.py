@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+import numpy as np
 import yaml
 
 from palaestra import __version__
@@ -34,6 +35,7 @@ from palaestra.checkpoints import (CheckpointError, CheckpointManager, SaveError
 from palaestra.curriculum import EnvironmentParameters, load_curricula, load_sampler
 from palaestra.curriculum.parameters import rekey_for_team
 from palaestra.demos.reader import DemoError
+from palaestra.demos.record import RecordError
 from palaestra.envs.base import STAT_MOST_RECENT, STAT_SUM, BehaviorSpec, EngineConfig, Env, EnvClosed, EnvError
 from palaestra.envs.sources import builtin_class, describe_specs, factory_takes, make_env, parse_env_args, source_kind
 from palaestra.imports import import_beside
@@ -192,6 +194,7 @@ def _checked_run(options: RunOptions, interrupts: Interrupts, warnings: _Warning
         parts = _build(options, env, config, settings, seed, interrupts, models, summaries, device)
         interrupts.check_start_up()  # before --force deletes anything
         if options.dry_run:
+            _first_step(parts)
             _print_dry_run(parts, warnings.count)
             return 0
         return _train(parts, lock)
@@ -286,6 +289,27 @@ def _resolve_settings(config: TrainerConfig, env: Env, behaviors: list[str] | No
     return resolved
 
 
+def _first_step(parts: RunParts) -> None:
+    """--dry-run: the first reset and step a run makes, and each teacher's first answer, so that
+    what fails only there (an --env-args value the environment takes but cannot step with, a
+    teacher function that takes other arguments) fails here, not after the run wrote its folder.
+    The step's actions are each branch's first allowed action and zeros."""
+    env = parts.env
+    reset_env(env, parts.parameters)
+    for name, trainer in parts.trainers.items():
+        decision, _ = env.get_steps(name)
+        if trainer.teacher is not None and len(decision):
+            try:
+                trainer.teacher.act(decision)
+            except RecordError as e:  # (in a run: "training stopped", after its folder was written)
+                raise ConfigError(str(e)) from None
+        actions = env.behavior_specs[name].action_spec.empty_actions(len(decision))
+        for branch, mask in enumerate(decision.action_mask or []):
+            actions.discrete[:, branch] = np.argmax(~mask, axis=1)
+        env.set_actions(name, actions)
+    env.step()
+
+
 def _print_dry_run(parts: RunParts, warnings: int) -> None:
     options, settings, parameters = parts.options, parts.settings, parts.parameters
     specs = describe_specs(parts.env)
@@ -327,6 +351,14 @@ def _build(options: RunOptions, env: Env, config: TrainerConfig, settings: dict[
                                       models, parameters)
         global_step = max(global_step, step)
         trainers[name] = trainer
+    if options.inference and trainers and not any(t.loaded_from for t in trainers.values()):
+        # (a mistyped run-id, a run killed before its first checkpoint: as ML-Agents, refused; it
+        # played an untrained policy and exited 0)
+        run_dir = models / options.run_id
+        raise CheckpointError(
+            f"--inference: run {options.run_id!r} has no trained model for any behavior ("
+            f"{'no ' + str(run_dir) if not run_dir.is_dir() else 'no checkpoint in ' + str(run_dir)}); give the "
+            "run-id of a trained run, or --initialize-from=RUN (or init_path) to run another run's model")
     if not options.inference:  # found now, not at the first save, with the training before it lost
         for trainer in trainers.values():
             for folder in (trainer.checkpoints.folder, trainer.onnx_path.parent):
@@ -388,6 +420,7 @@ def _environment_parameters(options: RunOptions, env: Env, seed: int) -> Environ
         if unknown:
             logger.warning("--env=%s has no environment parameter(s) %s; they are ignored. It knows: %s", options.env,
                            ", ".join(unknown), ", ".join(sorted(builtin.default_parameters)) or "none")
+            parameters.ignored.update(unknown)  # (not sent: the environment, each worker's, would say it again)
     return parameters
 
 

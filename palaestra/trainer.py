@@ -114,6 +114,7 @@ class BehaviorTrainer:
                                    terminal_values=not all(s.uses_terminal for s in self.algorithm.signals))
         self.stats = stats
         self.checkpoints = checkpoints
+        self.loaded_from: Path | None = None  # the checkpoint restore() last loaded
         self.model_dir = model_dir
         self.metrics = metrics
         self._next_summary = settings.summary_freq
@@ -438,6 +439,7 @@ class BehaviorTrainer:
                 f"checkpoint {path} does not fit behavior {self.name!r}'s network "
                 f"({NETWORK_SETTINGS} differ?): {text}"
             ) from None
+        self.loaded_from = path
         if weights_only:
             return 0
         # the next multiple of this run's summary_freq past the step reached, as ML-Agents derives

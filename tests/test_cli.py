@@ -224,6 +224,11 @@ def test_inference_runs_the_saved_policy_without_writing(run_cli, small_config, 
     result = run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=inf", "--inference")
     assert result.code == 0 and "Loaded 1D" in result.log and "Not Training." in result.log
     assert sorted(p.name for p in (workdir / "models/inf/1D").iterdir()) == before
+    # a run with no model at all (a mistyped run-id) is refused: it played an untrained policy, exit 0
+    result = run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=inff", "--inference")
+    assert result.code == 1 and "--inference: run 'inff' has no trained model for any behavior (no " in result.log
+    result = run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=inff", "--inference", "--initialize-from=inf")
+    assert result.code == 0 and "Initialized 1D from" in result.log
 
 
 def test_resume_with_inference_runs_the_saved_policy_from_step_zero_and_changes_nothing(run_cli, small_config,
@@ -706,7 +711,7 @@ def test_a_behavior_past_max_steps_stops_learning_while_others_go_on(tmp_path):
     ("--run-id=a\nb", "argument --run-id: 'a\\nb' contains a control or non-printable character"),
     ("--run-id=a\x1bb", "contains a control or non-printable character"),
     ("--run-id=a/b", "argument --run-id: 'a/b' contains a path separator; a run-id names a folder: printable "
-                     "characters other than '/' and '\\', not '.' and not containing '..'"),
+                     "characters other than '/' and '\\', no space at either end, not '.' and not containing '..'"),
     ("--run-id=.", "argument --run-id: '.' is the models folder itself"),  # --force would delete every run
     ("--initialize-from=.", "argument --initialize-from: '.' is the models folder itself"),
     ("--run-id=a\\b", "contains a path separator"),
@@ -1279,3 +1284,15 @@ def test_resume_of_an_empty_run_folder_says_it_holds_no_saved_run(run_cli, small
     (workdir / "models" / "c").mkdir(parents=True)
     result = run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=c", "--resume")
     assert result.code != 0 and "no previous run 'c' (models/c holds no saved run)" in result.log
+
+
+def test_dry_run_takes_the_first_step_and_asks_the_teachers(run_cli, workdir):
+    # what fails only at the first step fails the dry run, before a real run writes its folder
+    config = write_yaml(workdir / "o.yaml", "default:\n  trainer: online_bc\n  brain_to_imitate: builtins:len\n")
+    result = run_cli(str(config), "--env=3DBall", "--run-id=o", "--dry-run")
+    assert result.code == 1 and "Traceback" not in result.log
+    assert "behavior '3DBall': brain_to_imitate 'builtins:len': raised TypeError: len() takes" in result.log
+    config = write_yaml(workdir / "p.yaml", "default:\n  max_steps: 20000\n")
+    result = run_cli(str(config), "--env=Pendulum-v1", "--run-id=p", "--dry-run", "--env-args", "g=abc")
+    assert result.code == 1 and "Gymnasium environment 'Pendulum-v1' raised TypeError in step" in result.log
+    assert not (workdir / "models").exists()

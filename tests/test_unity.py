@@ -771,8 +771,10 @@ def test_a_build_that_crashes_under_num_envs_is_restarted_within_the_limits(run_
 def test_builds_that_hang_under_num_envs_are_stopped_with_their_workers(run_cli, workdir, port):
     # each hang costs the worker its life (the pool replaces it at once): its build, in a session of
     # its own and started by a process that ignores SIGTERM, once ran on (no_build_left_behind)
+    # (25 steps of 12 agents in each of 2 builds: 600 steps before the hangs, so a run of 800 always
+    # needs a hung round; one of 400 fast enough to read its rounds within the 4 s ended without one)
     build = make_build(workdir / "Builds", "FakeBall", "--hang-after", "25")
-    config = write_yaml(workdir / "c.yaml", CONFIG.replace("max_steps: 600", "max_steps: 400"))
+    config = write_yaml(workdir / "c.yaml", CONFIG.replace("max_steps: 600", "max_steps: 800"))
     start = time.time()
     result = run_cli(str(config), f"--env={build}", "--run-id=h", f"--base-port={port}", "--num-envs=2",
                      "--timeout-wait=4", "--restarts-rate-limit-n=-1")

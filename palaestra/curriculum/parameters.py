@@ -67,6 +67,8 @@ class EnvironmentParameters:
                                "is sent, never a sampled one", name, sampler.source, ", ".join(owners))
         self.rngs = self._generators(0)
         self.current: list[dict[str, float]] = []
+        # names a built-in environment does not have (the run says so once): drawn, not sent
+        self.ignored: set[str] = set()
 
     def _generators(self, start_step: int) -> list[np.random.Generator]:
         # one per worker: reproducible from --seed, different per worker (and after a --resume)
@@ -99,7 +101,8 @@ class EnvironmentParameters:
         lesson_values: dict[str, float] = {}
         for behavior, c in self.curricula.items():
             lesson_values |= c.values(self.lessons[behavior].lesson)
-        self.current = [(self.sampler.sample(rng) if self.sampler else {}) | lesson_values for rng in self.rngs]
+        drawn = [(self.sampler.sample(rng) if self.sampler else {}) | lesson_values for rng in self.rngs]
+        self.current = [{k: v for k, v in values.items() if k not in self.ignored} for values in drawn]
         logger.debug("environment parameters: %s", self.current[0] if self.workers == 1 else self.current)
         return self.current
 
