@@ -49,6 +49,7 @@ from palaestra.run_folders import (
     check_output_folder,
     check_run_folders,
     output_names,
+    recorded_behaviors,
     recorded_output_names,
     recorded_seed,
     restore,
@@ -346,9 +347,12 @@ def _build(options: RunOptions, env: Env, config: TrainerConfig, settings: dict[
     continues = options.resume or options.inference
     behaviors = list(env.behavior_specs)
     names = output_names(behaviors, recorded_output_names(models / options.run_id, behaviors) if continues else {})
+    # --resume with a behavior the previous run did not have (the environment gained one): it starts
+    # afresh, as one that appears during a run does, and the others resume
+    known = recorded_behaviors(models / options.run_id) if options.resume else None
     for name, spec in env.behavior_specs.items():
         trainer, step = _make_trainer(options, name, names[name], spec, settings[name], device, seed + len(trainers),
-                                      models, parameters)
+                                      models, parameters, late=known is not None and name not in known)
         global_step = max(global_step, step)
         trainers[name] = trainer
     if options.inference and trainers and not any(t.loaded_from for t in trainers.values()):
@@ -464,8 +468,8 @@ def _make_trainer(options: RunOptions, name: str, output_name: str, spec: Behavi
     if parameters is not None and parameters.claim(name):  # before restore: a checkpoint holds its lesson
         trainer.curriculum, trainer.lesson = parameters.curricula[name], parameters.lessons[name]
     if late and options.resume and not trainer.checkpoints.list():
-        logger.warning("--resume: run %r has no checkpoint for behavior %r (it appeared after the previous run's "
-                       "last save); it starts afresh", options.run_id, name)
+        logger.warning("--resume: run %r has no checkpoint for behavior %r (the previous run had no such behavior, "
+                       "or it appeared after that run's last save); it starts afresh", options.run_id, name)
         return trainer, 0
     return trainer, restore(trainer, options, s, models)
 

@@ -117,6 +117,13 @@ def recorded_output_names(run_dir: Path, behaviors: list[str]) -> dict[str, str]
     return names
 
 
+def recorded_behaviors(run_dir: Path) -> set[str] | None:
+    """The behaviors the run in ``run_dir`` recorded (its output names), or None where it recorded
+    none (a run from before they were recorded, or without configuration.yaml)."""
+    recorded = _configuration(run_dir).get("output_names")
+    return {str(b) for b in recorded} if isinstance(recorded, dict) else None
+
+
 def check_run_folders(options: RunOptions, models: Path) -> None:
     """The options against the runs in ``models``: the run-id is new unless --resume, --force or
     --inference says what to do with the old run; the runs to resume or initialize from exist."""

@@ -126,8 +126,21 @@ def test_resume_starts_a_behavior_the_previous_run_never_saved_afresh(run_cli, w
     assert not (workdir / "models" / "l" / "B").exists()
     result = run_cli(str(config), f"--env={late_env}", "--run-id=l", "--resume")
     assert result.code == 0, result.log
-    assert "has no checkpoint for behavior 'B' (it appeared after the previous run's last save)" in result.log
+    assert "has no checkpoint for behavior 'B' (the previous run had no such behavior, or it appeared after " \
+           "that run's last save); it starts afresh" in result.log
     assert (workdir / "models" / "l" / "B.onnx").is_file()
+
+
+def test_resume_starts_a_behavior_the_environment_gained_afresh_and_resumes_the_others(run_cli, workdir, late_env):
+    # the scene gained a behavior between the runs: A resumes, B (from the start) starts afresh; a
+    # recorded behavior without a checkpoint is still refused (its run stopped before saving it)
+    config = write_yaml(workdir / "c.yaml", DEFAULT)
+    assert run_cli(str(config), f"--env={late_env}", "--run-id=g", "--env-args", "later=").code == 0
+    result = run_cli(str(config), f"--env={late_env}", "--run-id=g", "--resume",
+                     "--env-args", "first=A,B", "later=")
+    assert result.code == 0, result.log
+    assert "Resumed A from" in result.log and "it starts afresh" in result.log
+    assert (workdir / "models" / "g" / "B.onnx").is_file()
 
 
 def test_acting_workers_say_a_late_behavior_is_not_trained(run_cli, workdir, late_env):
