@@ -736,6 +736,8 @@ def _acting_loop(acting: ActingWorkers, trainers: dict[str, BehaviorTrainer], st
     while not stop.requested and any(t.should_continue() for t in trainers.values()):
         with timed("env_step"):  # waiting for the workers' next round: their environments and acting
             results, env_steps = acting.take_round()
+        for r in acting.salvaged:  # failed workers' episodes, ended where their environment failed
+            trainers[r.behavior].record_round(r.segments, r.episodes)
         if acting.reset_before_round:  # the workers' episodes ended at their reset: none continues
             for trainer in trainers.values():
                 trainer.end_episodes()

@@ -294,6 +294,32 @@ def _failing_acting_pool(tmp_path, monkeypatch, after: int, hang: bool, timeout:
     return _acting_pool("failing_env:make", 2, 0, ppo, behavior, timeout=timeout)
 
 
+def test_a_worker_whose_environment_fails_sends_its_agents_episodes_ended_as_interrupted(tmp_path, monkeypatch):
+    # worker 1's environment raises in its 21st step (FAILING_MODULE): the episode its agent had
+    # under way comes back ended as interrupted at the observation it last acted on, as with
+    # --acting=main, instead of being dropped with the process (a build that failed more often
+    # than segments finish, a Unity build freezing every few steps, taught the trainer nothing)
+    pool, acting = _failing_acting_pool(tmp_path, monkeypatch, after=20, hang=False, timeout=20)
+    try:
+        acting.start()
+        salvaged = []
+        for _ in range(12):
+            acting.take_round()
+            salvaged += acting.salvaged
+            acting.publish()
+            if pool.workers[1].restarts:
+                break
+        assert len(pool.workers[1].restarts) == 1
+        cut = [r.segments for r in salvaged if r.segments is not None]
+        assert cut and all((s.slot % 2 == 1).all() for s in cut)  # worker 1's agent alone
+        last = cut[-1]
+        assert last.episode_end[-1] and not last.terminal[-1] and last.length[-1] >= 1
+        assert np.isfinite(last.bootstrap).all()
+    finally:
+        acting.close()
+        pool.close()
+
+
 SLOW_MODULE = """
 import os
 import time

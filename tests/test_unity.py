@@ -758,8 +758,9 @@ def test_dry_run_reads_the_builds_specs_and_writes_no_run_folder(run_cli, workdi
 @pytest.mark.parametrize("limit, code", [("--restarts-rate-limit-n=-1", 0), ("--max-lifetime-restarts=1", 1)],
                          ids=["restarted", "past-the-limit"])
 def test_a_build_that_crashes_under_num_envs_is_restarted_within_the_limits(run_cli, workdir, port, limit, code):
-    # past --max-lifetime-restarts the run stops, after saving
-    build = make_build(workdir / "Builds", "FakeBall", "--crash-after", "20")
+    # past --max-lifetime-restarts the run stops, after saving (10 steps of 12 agents in each of 2
+    # builds: 240 of the run's 600 steps per life, the agents' episodes ended where the build crashed)
+    build = make_build(workdir / "Builds", "FakeBall", "--crash-after", "10")
     config = write_yaml(workdir / "c.yaml", CONFIG)
     result = run_cli(str(config), f"--env={build}", "--run-id=r", f"--base-port={port}", "--num-envs=2", limit)
     assert result.code == code, result.log
@@ -771,8 +772,8 @@ def test_a_build_that_crashes_under_num_envs_is_restarted_within_the_limits(run_
 def test_builds_that_hang_under_num_envs_are_stopped_with_their_workers(run_cli, workdir, port):
     # each hang costs the worker its life (the pool replaces it at once): its build, in a session of
     # its own and started by a process that ignores SIGTERM, once ran on (no_build_left_behind)
-    # (25 steps of 12 agents in each of 2 builds: 600 steps before the hangs, so a run of 800 always
-    # needs a hung round; one of 400 fast enough to read its rounds within the 4 s ended without one)
+    # (25 steps of 12 agents in each of 2 builds: at most 600 steps before the hangs, so a run of 800
+    # always needs a hung round; one of 400 fast enough to read its rounds within the 4 s ended without one)
     build = make_build(workdir / "Builds", "FakeBall", "--hang-after", "25")
     config = write_yaml(workdir / "c.yaml", CONFIG.replace("max_steps: 600", "max_steps: 800"))
     start = time.time()

@@ -485,7 +485,7 @@ def test_a_worker_that_ran_ahead_and_failed_is_reported_with_its_own_error():
     replies = [("round", 3, 10, {}, {}, ("gone-block", 64), {}, []), ("round", 4, 10, {}, {}, None, {}, []),
                ("error", "RuntimeError: boom in step")]
 
-    def read_pipe(i, expected, timeout=None, handle=None, progress=False):  # as WorkerPool.read_pipe does with these replies
+    def read_pipe(i, expected, timeout=None, handle=None, progress=False):  # as WorkerPool.read_pipe with these
         while True:
             reply = replies.pop(0)
             if reply[0] == "error":
@@ -500,6 +500,7 @@ def test_a_worker_that_ran_ahead_and_failed_is_reported_with_its_own_error():
     acting = SimpleNamespace(pool=SimpleNamespace(read_pipe=read_pipe, map_block=map_block), env_stats=[],
                              unplanned=set(), slots=8)
     acting._failure_of = lambda i: ActingWorkers._failure_of(acting, i)
+    acting._take_salvage = lambda reply: ActingWorkers._take_salvage(acting, reply)
     with pytest.raises(WorkerFailed) as failed:
         ActingWorkers._receive(acting, 1, 3)
     assert failed.value.what == ("RuntimeError: boom in step (after sending round 3, whose result block is gone "

@@ -24,8 +24,11 @@ with the weights from before an update.
 
 Everything a round produces depends only on the worker's seed and the weights of that round, so
 a run with the same ``--seed`` is reproducible whatever the timing. A worker that fails is
-restarted (within the pool's limits) from the round it owes; the unfinished segments of its
-agents are lost with it.
+restarted (within the pool's limits) from the round it owes. When its environment fails in a
+step (raises: a Unity build that crashed or stopped answering), the worker first ends its agents'
+episodes as interrupted at the observation they last acted on, as the main process does with
+``--acting=main`` (workers/stepping.py), and sends their segments (``("salvage", arrays,
+stats)``, before its error); only a process that dies or hangs itself loses them.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from palaestra.envs.base import BehaviorSpec, TerminalSteps
+from palaestra.envs.base import BehaviorSpec, DecisionSteps, TerminalSteps
 from palaestra.networks.acting import make_actor
 from palaestra.networks.numpy_network import WeightLayout, weight_size, weight_views
 from palaestra.rollout.collector import Collector
@@ -140,6 +143,34 @@ def _write_results(results: list[SharedArrays | None], slot: int,
     return header, (block.name, block["bytes"].nbytes)
 
 
+def _salvage(conn: Any, actors: dict[str, _Actor], acted: dict[str, DecisionSteps], n_workers: int,
+             index: int) -> None:
+    """The environment failed in a step: end the episodes under way of the agents that acted in
+    it as interrupted at the observation they acted on (reward 0, the value bootstrapped), as
+    ``--acting=main`` ends a replaced worker's episodes, and send them with the segments finished
+    earlier in the unfinished round. Without this a restart dropped them: a build that failed
+    more often than segments finish (``time_horizon``, episode ends) taught the trainer nothing."""
+    arrays: dict[str, np.ndarray] = {}
+    stats: dict[str, EpisodeStats] = {}
+    try:
+        for k, (behavior, actor) in enumerate(actors.items()):
+            decision = acted.get(behavior)
+            if decision is not None and len(decision):
+                n = len(decision)
+                cut = TerminalSteps(list(decision.obs), np.zeros(n, np.float32), decision.agent_id,
+                                    np.ones(n, np.bool_))
+                finished = actor.collector.end_episodes(cut, actor.policy.value)
+                if finished is not None:
+                    actor.finished.append(finished)
+            if actor.finished:
+                arrays |= {f"{k}/{f}": a for f, a in pack_segments(actor.finished, n_workers, index).items()}
+                actor.finished = []
+            stats[behavior] = actor.collector.take_episode_stats()
+        conn.send(("salvage", arrays, stats))
+    except Exception:  # the failure to report is the environment's
+        logger.debug("worker %d could not send its agents' unfinished segments", index, exc_info=True)
+
+
 def run_acting(env: Any, conn: Any, plan: ActingPlan, n_workers: int, index: int,
                progress: np.ndarray | None = None) -> None:
     """Act in rounds until the main process sends ``("close", ...)``; ``progress[index]`` counts
@@ -190,8 +221,10 @@ def run_acting(env: Any, conn: Any, plan: ActingPlan, n_workers: int, index: int
             for k, actor in enumerate(actors.values()):
                 actor.weights[:] = weights[f"w{k}"][q % plan.slots]
             for _ in range(steps):
+                acted: dict[str, DecisionSteps] = {}
                 for behavior, actor in actors.items():
                     decision, terminal = env.get_steps(behavior)
+                    acted[behavior] = decision
                     if actor.terminal_taken:
                         terminal, actor.terminal_taken = actor.no_terminal, False
                     actions, finished = actor.collector.step(decision, terminal, actor.policy.act,
@@ -199,7 +232,11 @@ def run_acting(env: Any, conn: Any, plan: ActingPlan, n_workers: int, index: int
                     if finished is not None:
                         actor.finished.append(finished)
                     env.set_actions(behavior, actions)
-                env.step()
+                try:
+                    env.step()
+                except Exception:
+                    _salvage(conn, actors, acted, n_workers, index)
+                    raise
                 progress[index] += 1  # the main process's round timeout counts from the last step
                 now = time.monotonic()
                 if now >= next_look:  # (a look at the pipe costs a system call: not every fast step)
@@ -272,6 +309,9 @@ class ActingWorkers:
         # whether the round take_round returned last began with new environments (change_parameters)
         self.reset_before_round = False
         self.restarted: list[int] = []  # the workers restarted while that round was awaited
+        # the segments of the episodes those workers had under way, ended where their environment
+        # failed (run_acting: _salvage); to record before the restarted workers' episodes are dropped
+        self.salvaged: list[RoundResult] = []
 
     @staticmethod
     def round_agent_steps(buffer_size: int, workers: int) -> int:
@@ -300,6 +340,7 @@ class ActingWorkers:
         results: list[RoundResult] = []
         env_steps = 0
         self.restarted = []
+        self.salvaged = []
         for i in range(self.pool.n):
             while True:
                 try:
@@ -390,7 +431,8 @@ class ActingWorkers:
             self.pool.send(i, ("round", q))
 
     def _receive(self, i: int, q: int) -> tuple[int, dict[str, np.ndarray], dict[str, EpisodeStats]]:
-        _, got, steps, header, stats, announced, env_stats, unplanned = self.pool.read_pipe(i, "round", progress=True)
+        _, got, steps, header, stats, announced, env_stats, unplanned = self.pool.read_pipe(
+            i, "round", progress=True, handle=self._take_salvage)
         for behavior in unplanned:
             if behavior not in self.unplanned:
                 self.unplanned.add(behavior)
@@ -416,11 +458,27 @@ class ActingWorkers:
             self.env_stats.append((i, env_stats))
         return steps, unpack_arrays(self.pool.workers[i].blocks[key], header), stats
 
+    def _take_salvage(self, reply: tuple) -> bool:
+        """Keep a failing worker's ``("salvage", arrays, stats)`` (sent just before its error) in
+        ``salvaged``; whether ``reply`` was one."""
+        if reply[0] != "salvage":
+            return False
+        _, arrays, stats = reply
+        for k, behavior in enumerate(self.plans):
+            prefix = f"{k}/"
+            part = {key[len(prefix):]: a for key, a in arrays.items() if key.startswith(prefix)}
+            schema = segment_schema(self.pool.specs[behavior], recurrent=self.plans[behavior].memory_size > 0)
+            if part or behavior in stats:
+                self.salvaged.append(RoundResult(behavior, schema.unpack(part) if part else None,
+                                                 stats.get(behavior, EpisodeStats())))
+        return True
+
     def _failure_of(self, i: int) -> str:
         """What worker i, known to have failed, said of its failure (the rounds it sent before
         are passed over), or how it ended."""
         try:
-            self.pool.read_pipe(i, "error", timeout=FAILURE_REPORT_TIMEOUT_S, handle=lambda reply: True)
+            self.pool.read_pipe(i, "error", timeout=FAILURE_REPORT_TIMEOUT_S,
+                                handle=lambda reply: self._take_salvage(reply) or True)
         except WorkerFailed as failure:
             return failure.what
         return "it failed"  # (read_pipe only returns an "error" message by raising it)
