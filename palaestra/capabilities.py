@@ -44,9 +44,9 @@ class Capabilities:
 
 CAPABILITIES: dict[str, Capabilities] = {
     "ppo": Capabilities(activations=ACTIVATIONS, continuous_and_discrete=True, behavioral_cloning=True,
-                        recurrent=True),
+                        recurrent=True, self_play=True),
     "sac": Capabilities(acting_in_workers="sac learns between environment steps", replay_buffer=True,
-                        behavioral_cloning=True, recurrent=True),
+                        behavioral_cloning=True, recurrent=True, self_play=True),
     # the policy learns between environment steps (and the teacher needs the environment)
     "offline_bc": Capabilities(acting_in_workers="offline_bc learns between environment steps", imitation_only=True,
                                required=(("demo_path", "a .demo file or a folder of them"),)),
@@ -79,7 +79,9 @@ def settings_problems(settings: TrainerSettings) -> list[str]:
         problems.append(f"behavioral_cloning{set_in(settings, 'behavioral_cloning')} is read by trainers "
                         f"{' and '.join(cloning)} only; trainer {settings.trainer!r} cannot use it: remove the section")
     if settings.self_play is not None and not can.self_play:
-        problems.append(f"self_play is not supported yet{set_in(settings, 'self_play')}; remove the section")
+        playing = [name for name, c in CAPABILITIES.items() if c.self_play]
+        problems.append(f"self_play{set_in(settings, 'self_play')} is read by trainers {' and '.join(playing)} only; "
+                        f"trainer {settings.trainer!r} cannot use it: remove the section")
     for name in settings.reward_signals:
         if name not in can.reward_signals:
             problems.append(f"the {name} reward signal is not supported yet{set_in(settings, 'reward_signals')}; "
@@ -118,4 +120,6 @@ def spec_notes(spec: BehaviorSpec, settings: TrainerSettings) -> list[str]:
 
 def acting_obstacle(settings: TrainerSettings) -> str | None:
     """Why the policy cannot act in the environment workers, or None if it can."""
+    if settings.self_play is not None:
+        return "self-play's teams act against ghosts that change between rounds"
     return capabilities(settings).acting_in_workers

@@ -55,6 +55,7 @@ from palaestra.run_folders import (
     restore,
     start_over_if_forced,
 )
+from palaestra.self_play import SelfPlayController, join_self_play, joins_a_group, learners, self_play_names, team_of
 from palaestra.settings import (
     ConfigError,
     TrainerConfig,
@@ -101,6 +102,7 @@ class RunParts:
     device_reason: str
     parameters: EnvironmentParameters | None = None  # --curriculum, --sampler
     threads: str = ""  # the CPU threads of torch and numpy's BLAS (machine.limit_threads)
+    self_play: SelfPlayController = dataclasses.field(default_factory=SelfPlayController)  # the learning team
 
     @property
     def run_dir(self) -> Path:
@@ -346,15 +348,19 @@ def _build(options: RunOptions, env: Env, config: TrainerConfig, settings: dict[
     # a run that continues finds its behaviors' files under the names it gave them
     continues = options.resume or options.inference
     behaviors = list(env.behavior_specs)
-    names = output_names(behaviors, recorded_output_names(models / options.run_id, behaviors) if continues else {})
+    names = output_names(behaviors, recorded_output_names(models / options.run_id, behaviors) if continues else {},
+                         together=self_play_names(settings))
     # --resume with a behavior the previous run did not have (the environment gained one): it starts
     # afresh, as one that appears during a run does, and the others resume
     known = recorded_behaviors(models / options.run_id) if options.resume else None
     for name, spec in env.behavior_specs.items():
         trainer, step = _make_trainer(options, name, names[name], spec, settings[name], device, seed + len(trainers),
-                                      models, parameters, late=known is not None and name not in known)
+                                      models, parameters, late=known is not None and name not in known,
+                                      restores=not joins_a_group(name, behaviors, settings))
         global_step = max(global_step, step)
         trainers[name] = trainer
+    self_play = SelfPlayController()
+    join_self_play(trainers, self_play, seed)
     if options.inference and trainers and not any(t.loaded_from for t in trainers.values()):
         # (a mistyped run-id, a run killed before its first checkpoint: as ML-Agents, refused; it
         # played an untrained policy and exited 0)
@@ -376,7 +382,7 @@ def _build(options: RunOptions, env: Env, config: TrainerConfig, settings: dict[
     _acting_obstacles(options, env, trainers)
     threads = _training_threads(options, settings, trainers, device)
     return RunParts(options, env, config, settings, trainers, names, seed, global_step, interrupts, models, summaries,
-                    *chosen, parameters, threads)
+                    *chosen, parameters, threads, self_play)
 
 
 def _training_threads(options: RunOptions, settings: dict[str, TrainerSettings], trainers: dict[str, BehaviorTrainer],
@@ -448,10 +454,11 @@ def _start_lessons(parameters: EnvironmentParameters, trainers: dict[str, Behavi
 
 def _make_trainer(options: RunOptions, name: str, output_name: str, spec: BehaviorSpec, s: TrainerSettings,
                   device: Any, seed: int, models: Path, parameters: EnvironmentParameters | None,
-                  late: bool = False) -> tuple[BehaviorTrainer, int]:
+                  late: bool = False, restores: bool = True) -> tuple[BehaviorTrainer, int]:
     """One behavior's trainer, its files named ``output_name``, restored as the options ask; and the
     global step restored. ``late``: the behavior appeared after the first reset, so --resume may find
-    no checkpoint of it (the previous run ended before it appeared): it then starts afresh."""
+    no checkpoint of it (the previous run ended before it appeared): it then starts afresh.
+    ``restores``: False for a self-play team that will share another team's policy."""
     run_dir = models / options.run_id
     # a dry run leaves the run's folder as it is (a training trainer clears interrupted saves' temp files)
     training = not (options.inference or options.dry_run)
@@ -467,6 +474,8 @@ def _make_trainer(options: RunOptions, name: str, output_name: str, spec: Behavi
                           f"{s.buffer_size:,}): {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     if parameters is not None and parameters.claim(name):  # before restore: a checkpoint holds its lesson
         trainer.curriculum, trainer.lesson = parameters.curricula[name], parameters.lessons[name]
+    if not restores:
+        return trainer, 0
     if late and options.resume and not trainer.checkpoints.list():
         logger.warning("--resume: run %r has no checkpoint for behavior %r (the previous run had no such behavior, "
                        "or it appeared after that run's last save); it starts afresh", options.run_id, name)
@@ -492,12 +501,17 @@ def _adopt_new_behaviors(parts: RunParts, writers: list[Any], start_time: float,
     new = [b for b in parts.env.behavior_specs if b not in parts.trainers]
     settings = _resolve_settings(parts.config, parts.env, new)
     device = parts.device  # the run's, whatever the new behavior sees
-    parts.output_names = output_names(new, parts.output_names)  # (the earlier behaviors keep theirs)
+    together = self_play_names({**parts.settings, **settings})
+    parts.output_names = output_names(new, parts.output_names, together)  # (the earlier behaviors keep theirs)
     for name in new:
         seed = parts.seed + len(parts.trainers)
+        joins = settings[name].self_play is not None and team_of(name)[0] in {
+            team_of(b)[0] for b, t in parts.trainers.items() if t.self_play is not None}
         trainer, _ = _make_trainer(parts.options, name, parts.output_names[name], parts.env.behavior_specs[name],
-                                   settings[name], device, seed, parts.models, parts.parameters, late=True)
+                                   settings[name], device, seed, parts.models, parts.parameters, late=True,
+                                   restores=not joins)
         parts.settings[name], parts.trainers[name] = settings[name], trainer
+        join_self_play(parts.trainers, parts.self_play, parts.seed)
         if parts.parameters is not None:  # the environment parameters in its summaries too
             trainer.summary_extra = (lambda b=name: parts.parameters.summary(b))
         _add_teacher(parts.options, parts.env, parts.trainers, name, seed)
@@ -565,6 +579,10 @@ def _add_writers(parts: RunParts, writers: list[Any], start_time: float, names: 
     options, summaries = parts.options, parts.summaries
     for name in list(parts.trainers) if names is None else names:
         trainer, s = parts.trainers[name], parts.settings[name]
+        if not trainer.owns_learning:  # a self-play team: its owner's summaries are the policy's
+            logger.info("%s: %s; a self-play team of %s, whose policy it shares", name,
+                        describe_specs(parts.env)[name], trainer.self_play.owner.name)
+            continue
         category = f"{options.run_id}_{trainer.output_name}"
         own: list[Any] = [ConsoleWriter(start_time, parts.training), GaugeWriter()]
         if parts.training:
@@ -622,7 +640,7 @@ def _train_loop(parts: RunParts, adopt: Callable[[_StepCounter], None]) -> int:
                 if acting is not None:
                     _acting_loop(acting, trainers, interrupts, counter, parts.parameters)
                 else:
-                    _loop(parts.env, trainers, interrupts, counter, adopt, parts.parameters)
+                    _loop(parts.env, trainers, interrupts, counter, adopt, parts.parameters, parts.self_play)
         except KeyboardInterrupt:
             logger.info("Stopped at once%s", ": saving what is there" if training else "")
         except EnvClosed as e:  # Play stopped in the Unity Editor, a build quit: an ordinary end
@@ -679,8 +697,10 @@ def parameters_changed(parameters: EnvironmentParameters | None, trainers: dict[
 
 
 def _loop(env: Env, trainers: dict[str, BehaviorTrainer], stop: Interrupts, counter: _StepCounter,
-          adopt: Callable[[_StepCounter], None], parameters: EnvironmentParameters | None = None) -> None:
-    """The policy acts in this process on every agent of every step."""
+          adopt: Callable[[_StepCounter], None], parameters: EnvironmentParameters | None = None,
+          self_play: SelfPlayController | None = None) -> None:
+    """The policy acts in this process on every agent of every step. Every environment resets
+    when a lesson advances, a sampler's interval is crossed or self-play's learning team changes."""
     while not stop.requested and any(t.should_continue() for t in trainers.values()):
         if len(env.behavior_specs) > len(trainers):  # a behavior appeared in the last reset or step
             adopt(counter)
@@ -700,6 +720,8 @@ def _loop(env: Env, trainers: dict[str, BehaviorTrainer], stop: Interrupts, coun
         previous = counter.global_step
         counter.add(getattr(env, "results_returned", 1))
         new_lessons = parameters_changed(parameters, trainers, previous, counter.global_step)
+        if self_play is not None and self_play.reset_due() and new_lessons is None:
+            new_lessons = []
         if new_lessons is not None:
             if isinstance(env, WorkerPoolEnv):
                 env.settle()
@@ -793,7 +815,7 @@ def _save_at_end(parts: RunParts, global_step: int, skip_diverged: bool = False)
     leave out without a word the behaviors whose weights are no longer finite (the run's
     DivergedError names them)."""
     saved = True
-    for trainer in parts.trainers.values():
+    for trainer in learners(parts.trainers):
         if skip_diverged and trainer.non_finite_weights():
             saved = False
             continue
@@ -823,7 +845,7 @@ class _StepCounter:
         self._trainer_steps = self._total()
 
     def _total(self) -> int:
-        return sum(t.step for t in self.trainers.values())
+        return sum(t.step for t in learners(self.trainers))
 
     def include(self, trainer: BehaviorTrainer) -> None:
         """A trainer added to ``trainers`` (a behavior that appeared): its steps count from here."""
@@ -840,7 +862,7 @@ class _StepCounter:
         self._trainer_steps = total
         save_freq = self.options.save_freq
         if not self.options.inference and self.global_step // save_freq > previous // save_freq:
-            for trainer in self.trainers.values():
+            for trainer in learners(self.trainers):
                 trainer.save(self.global_step)
 
 
@@ -880,8 +902,8 @@ def _acting_obstacles(options: RunOptions, env: Env, trainers: dict[str, Behavio
 
 class _progress_bar:
     def __init__(self, trainers: dict[str, BehaviorTrainer]) -> None:
-        self.total = sum(t.settings.max_steps for t in trainers.values())
-        self.initial = sum(t.step for t in trainers.values())
+        self.total = sum(t.settings.max_steps for t in learners(trainers))
+        self.initial = sum(t.step for t in learners(trainers))
         self.bar: Any = None
 
     def __enter__(self) -> Any:

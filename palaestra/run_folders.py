@@ -36,18 +36,25 @@ CONFIGURATION = "configuration.yaml"  # models/<run-id>/configuration.yaml, with
 UNSAFE = re.compile(r'[<>:"/\\|?*\x00-\x1f]+')
 
 
-def output_names(behaviors: list[str], known: dict[str, str] | None = None) -> dict[str, str]:
+def output_names(behaviors: list[str], known: dict[str, str] | None = None,
+                 together: set[str] | None = None) -> dict[str, str]:
     """The output name of every behavior of ``behaviors`` and ``known`` (behavior → output name
     given before: by this run to behaviors that appeared earlier, or by the run it resumes; kept).
     A behavior with a team is named by the name before ``?`` when no other team of that name is
-    known, and by its whole name made file-system-safe otherwise; names are never shared."""
+    known, and by its whole name made file-system-safe otherwise; names are never shared, but by
+    the teams of a name in ``together`` (self-play: one policy, saved under the name before ``?``)."""
     names = dict(known or {})
     every = [*names, *(b for b in behaviors if b not in names)]
     for behavior in every:
         if behavior in names:
             continue
         base = behavior.partition("?")[0]
-        alone = sum(b.partition("?")[0] == base for b in every) == 1
+        if together and base in together:
+            shared = next((names[b] for b in names if b.partition("?")[0] == base), None)
+            if shared is not None:
+                names[behavior] = shared
+                continue
+        alone = (together is not None and base in together) or sum(b.partition("?")[0] == base for b in every) == 1
         name = UNSAFE.sub("_", base if alone else behavior.replace("?team=", "_team_")).rstrip(" .") or "behavior"
         taken = {n.casefold() for n in names.values()}  # (Windows and macOS ignore case)
         candidate, n = name, 1

@@ -272,9 +272,9 @@ REQUIRED_SUBKEYS[BehavioralCloningSettings] = ("demo_path", "strength", "steps")
 class SelfPlaySettings:
     window: int = _key(10, integer(1), "past snapshots kept as opponents")
     play_against_latest_model_ratio: float = _key(0.5, real(0.0, 1.0), "chance of facing the latest model")
-    save_steps: int = _key(20000, integer(1), "trainer steps between snapshots")
-    swap_steps: int = _key(20000, integer(1), "steps between opponent swaps")
-    team_change: int = _key(100000, integer(1), "steps between learning-team changes")
+    save_steps: int = _key(20000, integer(1), "learning-team steps between snapshots of the policy")
+    swap_steps: int = _key(20000, integer(1), "opponent (ghost) team steps between opponent swaps")
+    team_change: int = _key(100000, integer(1), "learning-team steps before the next team learns")
     initial_elo: float = _key(1200.0, real(), "starting ELO")
 
 
@@ -350,7 +350,7 @@ class TrainerSettings:
     behavioral_cloning: BehavioralCloningSettings | None = _key(None, _checked_separately, "behavioral cloning "
                                                                 "from demonstrations (below; docs/imitation.md)",
                                                                 used_by=EVERY_RL_TRAINER)
-    self_play: SelfPlaySettings | None = _key(None, _checked_separately, "self-play (below; not supported yet)",
+    self_play: SelfPlaySettings | None = _key(None, _checked_separately, "self-play (below; docs/self-play.md)",
                                               used_by=EVERY_RL_TRAINER)
     origins: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -1271,6 +1271,12 @@ def settings_notes(path: Path, behavior: str, settings: TrainerSettings) -> list
             and settings.origin("lstm_placement") != "the default":
         notes.append(f"{where}: lstm_placement{set_in(settings, 'lstm_placement')} is read only with "
                      "use_recurrent: true, which is not set; it has no effect")
+    if settings.self_play is not None and settings.self_play.team_change >= settings.max_steps:
+        notes.append(f"{where}: self_play.team_change {settings.self_play.team_change}{set_in(settings, 'self_play')} "
+                     f"is not below max_steps {settings.max_steps}{set_in(settings, 'max_steps')}: its team learns "
+                     "to the end in one turn, so in an asymmetric game (another behavior as the opponent team) the "
+                     "other side's turn starts only when this one is done, and this side never plays a trained "
+                     "opponent (as ML-Agents warned); lower team_change for turns")
     notes += _too_short_notes(where, settings)
     return notes
 

@@ -148,6 +148,9 @@ class ConsoleWriter:
             )
         else:
             logger.info("%s: Step: %d. No episode was completed since last summary. %s", category, step, state)
+        elo = values.get("Self-play/ELO")
+        if elo is not None:  # as ML-Agents, a line of its own
+            logger.info("%s ELO: %.3f.", category, elo.mean)
 
     def close(self) -> None:
         pass

@@ -38,6 +38,7 @@ from palaestra.export import export_policy
 from palaestra.networks.accelerator import weight_layout
 from palaestra.rollout.collector import Collector
 from palaestra.rollout.segments import EpisodeStats, Segments
+from palaestra.self_play import SelfPlayGroup
 from palaestra.settings import READ_BY, TrainerSettings
 from palaestra.stats import MetricsCSV, StatsReporter
 from palaestra.timers import timed
@@ -128,6 +129,11 @@ class BehaviorTrainer:
         self._returns_carried: list[float] = []  # ... and those a summary took first
         self._start = time.time()
         self._last_update_end = time.time()
+        # self-play (palaestra/self_play.py): the group of teams this behavior plays in, its team,
+        # and a checkpoint's self-play state kept for the group until it forms
+        self.self_play: SelfPlayGroup | None = None
+        self.team = 0
+        self.saved_self_play: dict | None = None
         if training:  # temp files of saves a kill interrupted; this run is the folder's only writer now
             checkpoints.remove_partial_files()
             remove_partial_files(model_dir, rf"{re.escape(self.output_name)}\.onnx")
@@ -179,16 +185,31 @@ class BehaviorTrainer:
             # the teacher's actions for the very decision steps the policy acts on next
             with timed("teacher_act"):
                 self.algorithm.teach(decision, self.teacher.act(decision))
-        actions, segments = self.collector.step(decision, terminal, self.algorithm.act, self.algorithm.value)
+        actor = self.algorithm if self.self_play is None else self.self_play.actor(self.team)
+        actions, segments = self.collector.step(decision, terminal, actor.act, actor.value)
         if segments is not None:
             self.record(segments)
+        if self.self_play is not None and self.training and not self.self_play.learns(self.team):
+            self.self_play.ghost_episodes(self.collector.take_episode_stats())
         return actions
 
+    @property
+    def owns_learning(self) -> bool:
+        """Whether this trainer updates, summarizes and saves its policy: always, but for the teams
+        of a self-play group that are not its owner (they share the owner's)."""
+        return self.self_play is None or self.self_play.owner is self
+
     def record(self, segments: Segments) -> None:
-        """Take finished segments: queued for learning, or only counted past max_steps."""
+        """Take finished segments: queued for learning, or only counted past max_steps (or, a
+        self-play team playing against its ghost, only counted as the ghost's)."""
+        if self.self_play is not None and self.training and not self.self_play.learns(self.team):
+            self.self_play.ghost_played(segments)
+            return
         if self.learning:
             for key, values in self.algorithm.collect(segments).items():
                 self.stats.add(key, values)
+            if self.self_play is not None:
+                self.self_play.learner_played(segments)
         else:  # past max_steps the policy only acts; its episodes' signal rewards are still reported
             self.algorithm.step += int(segments.length.sum())
             for key, values in self.algorithm.episode_sums.settle().items():  # (segments still unrewarded first)
@@ -215,6 +236,10 @@ class BehaviorTrainer:
 
     def advance(self) -> None:
         """Update the policy if the buffer is full, and write summaries when due."""
+        if not self.owns_learning:
+            return
+        if self.self_play is not None and self.training:
+            self.self_play.advance()
         if self.learning and self.algorithm.ready():
             collection_time = time.time() - self._last_update_end
             experiences = self.algorithm.experiences
@@ -242,9 +267,16 @@ class BehaviorTrainer:
             self._returns_carried += self.collector.stats.returns[self._returns_seen:]
         self._returns_seen = 0
         episodes = self.collector.take_episode_stats()
+        lengths = []  # self-play: the ghosts' episodes count in the lengths only, as in ML-Agents
+        if self.self_play is not None:
+            for team in self.self_play.teams.values():
+                if team is not self:
+                    episodes.merge(team.collector.take_episode_stats())
+            lengths = self.self_play.take_ghost_lengths()
         if episodes.returns:
             self.stats.add("Environment/Cumulative Reward", episodes.returns)
-            self.stats.add("Environment/Episode Length", episodes.lengths)
+        if episodes.lengths or lengths:
+            self.stats.add("Environment/Episode Length", episodes.lengths + lengths)
         if episodes.entropy_count:
             self.stats.add("Policy/Entropy", episodes.entropy_sum / episodes.entropy_count)
         self.stats.set("Policy/Learning Rate", self.algorithm.current_learning_rate())
@@ -293,7 +325,7 @@ class BehaviorTrainer:
             "global_step": global_step,
             "next_summary": self._next_summary,
             "algorithm": self.algorithm.state_dict(),
-        } | ({"curriculum": self.lesson.state_dict()} if self.lesson is not None else
+        } | ({"self_play": self.self_play.state_dict()} if self.self_play is not None else {}) | ({"curriculum": self.lesson.state_dict()} if self.lesson is not None else
              {"curriculum": self._kept_lesson} if self._kept_lesson is not None else {})
 
     @property
@@ -448,6 +480,7 @@ class BehaviorTrainer:
         owed = int(state.get("next_summary", self.step + 1))
         freq = self.settings.summary_freq
         self._next_summary = owed if owed <= self.step else (self.step // freq + 1) * freq
+        self.saved_self_play = state.get("self_play") if isinstance(state.get("self_play"), dict) else None
         saved_lesson = state.get("curriculum")
         if self.lesson is not None and self.curriculum is not None and isinstance(saved_lesson, dict):
             self.lesson.load_state_dict(saved_lesson, self.curriculum)

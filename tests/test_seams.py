@@ -245,7 +245,8 @@ def test_capability_messages_say_which_section_set_the_setting(tmp_path):
     path.write_text("default:\n  self_play:\n    window: 5\n  use_recurrent: true\nB:\n  trainer: online_bc\n"
                     "  brain_to_imitate: heuristic\n")
     problems = settings_problems(load_trainer_config(path).for_behavior("B"))
-    assert "self_play is not supported yet (set in section 'default'); remove the section" in problems
+    assert ("self_play (set in section 'default') is read by trainers ppo and sac only; trainer 'online_bc' cannot "
+            "use it: remove the section") in problems
     assert any("use_recurrent: true (LSTM policies) is built for trainer" in p and "(set in section 'default')" in p
                for p in problems)
     path.write_text("B:\n  trainer: sac\n  activation: tanh\n")

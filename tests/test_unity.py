@@ -938,3 +938,19 @@ def test_two_side_channels_with_one_id_are_refused_and_the_build_is_stopped(tmp_
     with pytest.raises(EnvError, match=f"two side channels share the id {channel_id}"):
         open_build(str(make_build(tmp_path, "Ball")), port, engine=engine(tmp_path),
                    side_channels=[RawBytesChannel(channel_id), RawBytesChannel(channel_id)])
+
+
+def test_self_play_over_a_build_takes_turns_between_its_teams(run_cli, workdir, port):
+    # asymmetric self-play on the fake scene's 'Walker?team=0' and 'Striker?team=1': each learns in
+    # turn while the other plays its ghost; every environment resets at each change of turn
+    build = make_build(workdir / "Builds", "Teams", "--scene", "Staggered")
+    config = write_yaml(workdir / "c.yaml", CONFIG + "  self_play: {team_change: 150, save_steps: 50, swap_steps: 50}\n")
+    result = run_cli(str(config), f"--env={build}", "--run-id=sp", f"--base-port={port}", "--seed=1")
+    assert result.code == 0, result.log
+    assert "self-play: team 1 learns now" in result.log and "self-play: team 0 learns now" in result.log
+    run = workdir / "models" / "sp"
+    assert (run / "Walker.onnx").is_file() and (run / "Striker.onnx").is_file()
+    # the ratings move with the Walker's episodes (the fake scene's Strikers never finish one)
+    assert "Self-play/ELO" in (workdir / "summaries" / "sp_Walker.csv").read_text().splitlines()[0]
+    resets = [e for e in events(run / "run_logs" / f"Player-{port}.log") if e["event"] == "reset"]
+    assert len(resets) >= 3  # the first, then one per change of turn

@@ -30,11 +30,15 @@ memory. Best return 1.07 (5 steps).
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from palaestra.envs.base import ActionSpec, ActionTuple, DecisionSteps, EnvError, TerminalSteps
 from palaestra.envs.builtin.vector_env import BuiltinVectorEnv
+
+if TYPE_CHECKING:
+    from palaestra.envs.combined import CombinedEnv
 
 TIME_PENALTY = 0.01
 MIN_STEPS = 11
@@ -221,3 +225,22 @@ def make(seed: int = 0, num_areas: int = 1, continuous: bool = False, step_size:
     return cls(seed=seed, num_areas=num_areas, behavior_name=behavior_name, step_size=step_size,
                success_reward=success_reward, max_episode_steps=max_episode_steps, num_vector=num_vector,
                num_visual=num_visual, vis_obs_size=vis_obs_size)
+
+
+def make_teams(seed: int = 0, num_areas: int = 1, continuous: bool = False, teams: int = 2,
+               names: list[str] | None = None, step_size: float | None = None) -> "CombinedEnv":
+    """ML-Agents' self-play test environment, a Python factory for ``--env``: one 1-D environment
+    per team, each agent alone in its own world, behaviors ``1D?team=0``, ``1D?team=1``, ...
+    (``teams`` of them), or ``names`` given whole (``[1D?team=0, 1DOpp?team=1]``: asymmetric
+    self-play, two behaviors of one team each)."""
+    from palaestra.envs.combined import CombinedEnv
+
+    if names is None:
+        if isinstance(teams, bool) or not isinstance(teams, int) or teams < 1:
+            raise EnvError(f"teams must be an integer >= 1, got {teams!r}")
+        names = [f"1D?team={t}" for t in range(teams)]
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n.strip() for n in names):
+        raise EnvError(f"names must be a list of behavior names, got {names!r}")
+    cls: type[Simple1D] = Simple1DContinuous if continuous else Simple1D
+    return CombinedEnv([cls(seed=seed + 1000 * i, num_areas=num_areas, behavior_name=name, step_size=step_size)
+                        for i, name in enumerate(names)])

@@ -1,0 +1,348 @@
+"""Self-play: ML-Agents' ghost trainer, for behaviors whose section has ``self_play``.
+
+Teams come from behavior names, ``Name?team=T`` (a name without ``?team=`` is team 0). The teams
+of one name share one policy (:class:`SelfPlayGroup`): one team at a time learns with it, and
+the others play against a *ghost*, a frozen copy of that policy's weights from some time ago, so
+that the learner faces opponents of its own strength and a moving target stays still long
+enough to be beaten. Which team learns is the run's (:class:`SelfPlayController`, ML-Agents'
+GhostController): every ``team_change`` steps the next team takes its turn, so that in an
+asymmetric game (``Striker?team=0`` against ``Goalie?team=1``) each side learns against the
+other's recent ghosts in turn.
+
+A group, following ML-Agents 0.16 (reference §2.6; each "after" is strictly after, as there):
+
+- the learner's experience trains the policy as without self-play; the ghosts' experience is
+  thrown away and only counted (*ghost steps*); ``Environment/Cumulative Reward`` and the
+  policy's entropy are the learner's episodes', ``Environment/Episode Length`` every team's;
+- after ``save_steps`` learner steps the policy's weights join the window of past snapshots (the
+  last ``window`` of them, each with the ELO the learner had then; the first at the start);
+- after ``swap_steps`` ghost steps, and whenever the learning team changes, each ghost team takes
+  a new opponent: the latest weights with probability ``play_against_latest_model_ratio``, else a
+  snapshot drawn uniformly from the window;
+- after ``team_change`` learner steps the next team learns; every environment then resets and
+  the episodes under way end (none mixes the two teams' turns);
+- the learner's ELO (``Self-play/ELO``) moves after each of its episodes: a win when the
+  episode's last reward is positive, a loss when negative, a draw when zero (an episode cut by a
+  step limit too), by ``result - expected`` (no K factor, as ML-Agents), and the opponent's by as
+  much the other way. Against the latest weights of its own group the two are one player, and
+  the ELO stays where it is (as in ML-Agents).
+
+Better than ML-Agents: the window, the ELOs, the learning team and the counters are saved in the
+checkpoints, so ``--resume`` goes on against the same opponents at the same ratings (ML-Agents
+restarted the ELO at ``initial_elo`` and the window empty).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Mapping
+
+import numpy as np
+import torch
+
+from palaestra.networks.acting import make_actor
+from palaestra.networks.accelerator import policy_arrays, weight_layout
+from palaestra.networks.numpy_network import weight_size
+from palaestra.rollout.segments import EpisodeStats, Segments
+from palaestra.settings import SelfPlaySettings, TrainerSettings
+
+if TYPE_CHECKING:
+    from palaestra.trainer import BehaviorTrainer
+
+logger = logging.getLogger("palaestra")
+
+LATEST = -1  # the ghost plays the latest weights, not a snapshot of the window
+
+
+def team_of(behavior: str) -> tuple[str, int]:
+    """``Striker?team=1`` → (``Striker``, 1); a name without a team is team 0 (ML-Agents)."""
+    base, _, query = behavior.partition("?")
+    key, _, value = query.partition("=")
+    if key == "team" and value.lstrip("-").isdigit():
+        return base, int(value)
+    return base, 0
+
+
+def elo_expected(rating: float, opponent: float) -> float:
+    """The chance of winning that the ratings predict."""
+    return 1.0 / (1.0 + 10.0 ** ((opponent - rating) / 400.0))
+
+
+def episode_results(segments: Segments) -> np.ndarray:
+    """Each finished episode's result for the ELO, from its last reward (an episode cut by a step
+    limit too, as in ML-Agents 0.16): 1 (won, > 0), 0 (lost, < 0) or 0.5 (a draw, 0)."""
+    ended = np.flatnonzero(segments.episode_end)
+    last = segments.env_reward[ended, segments.length[ended] - 1]
+    return np.where(last > 0, 1.0, np.where(last < 0, 0.0, 0.5))
+
+
+class SelfPlayController:
+    """The run's learning team: the first team seen learns first; ``change_learning_team`` hands
+    the turn to the next, in the order the teams were seen (ML-Agents' GhostController)."""
+
+    def __init__(self) -> None:
+        self.learning_team: int | None = None
+        self._waiting: deque[int] = deque()
+        self.groups: list[SelfPlayGroup] = []
+        self._reset_due = False
+
+    def subscribe(self, team: int) -> None:
+        if team == self.learning_team or team in self._waiting:
+            return
+        if self.learning_team is None:
+            self.learning_team = team
+        else:
+            self._waiting.append(team)
+
+    def change_learning_team(self) -> None:
+        """The next team learns; one whose policy has reached max_steps waits (its turn would
+        teach nothing), and with no other team left the turn stays."""
+        if not self._waiting or self.learning_team is None:
+            return
+        for _ in range(len(self._waiting)):
+            team = self._waiting.popleft()
+            if not self._finished(team):
+                self._waiting.append(self.learning_team)
+                self.learning_team = team
+                self._reset_due = True
+                logger.info("self-play: team %d learns now", team)
+                return
+            self._waiting.append(team)
+
+    def _finished(self, team: int) -> bool:
+        groups = [g for g in self.groups if team in g.teams]
+        return bool(groups) and all(not g.owner.should_continue() for g in groups)
+
+    def reset_due(self) -> bool:
+        """Whether the learning team changed since the last call: every environment resets."""
+        due, self._reset_due = self._reset_due, False
+        return due
+
+    def opponent(self) -> "SelfPlayGroup | None":
+        """The group whose ghost the learner plays: one of a team that does not learn (the last,
+        as in ML-Agents)."""
+        found = None
+        for group in self.groups:
+            if any(team != self.learning_team for team in group.teams):
+                found = group
+        return found
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"learning_team": self.learning_team, "waiting": list(self._waiting)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        teams = {self.learning_team, *self._waiting}
+        saved = [state.get("learning_team"), *state.get("waiting", [])]
+        if set(saved) == teams:  # the same teams as the checkpoint's run: its turn goes on
+            self.learning_team, self._waiting = saved[0], deque(saved[1:])
+
+
+@dataclass
+class _Ghost:
+    """A team's opponent: the policy's network over a buffer of weights of its own."""
+
+    weights: np.ndarray
+    actor: Any
+
+
+@dataclass
+class SelfPlayGroup:
+    """The teams of one behavior name, one policy: the owner's trainer learns and saves it; every
+    team's trainer acts with it while its team learns, and with its ghost otherwise."""
+
+    base: str
+    settings: SelfPlaySettings
+    controller: SelfPlayController
+    owner: "BehaviorTrainer"
+    rng: np.random.Generator
+    teams: dict[int, "BehaviorTrainer"] = field(default_factory=dict)
+    ghosts: dict[int, _Ghost] = field(default_factory=dict)
+    snapshots: deque = field(default_factory=deque)  # (weights, elo), the window
+    elo: float = 0.0
+    opponent: int = LATEST  # the window's index the ghosts play, or LATEST
+    ghost_steps: int = 0
+    last_save: int = 0  # learner steps at the last snapshot
+    last_swap: int = 0  # ghost steps at the last swap
+    last_team_change: int = 0  # learner steps at the last change of learning team
+
+    def __post_init__(self) -> None:
+        self.elo = float(self.settings.initial_elo)
+        self._ghost_lengths: list[int] = []
+        self.snapshots = deque(maxlen=self.settings.window)
+        self._layout = weight_layout(self.owner.algorithm.policy)
+        self.snapshots.append((self._latest(), self.elo))  # the first opponent: the starting weights
+        self.opponent = 0
+        self.controller.groups.append(self)
+
+    # -- membership --------------------------------------------------------------------------
+    def join(self, trainer: "BehaviorTrainer", team: int) -> None:
+        """A team's trainer: it learns into the owner's algorithm and acts against a ghost."""
+        if team in self.teams:
+            raise ValueError(f"self-play: behaviors {self.teams[team].name!r} and {trainer.name!r} are both team "
+                             f"{team} of {self.base!r}")
+        self.teams[team] = trainer
+        if trainer is not self.owner:
+            trainer.algorithm = self.owner.algorithm
+            trainer.stats = self.owner.stats
+        weights = np.empty(weight_size(self._layout), np.float32)
+        self.ghosts[team] = _Ghost(weights, make_actor(self._layout, weights, self.rng))
+        self._load(team, self._latest())
+        self.controller.subscribe(team)
+
+    def learns(self, team: int) -> bool:
+        return self.controller.learning_team == team
+
+    def actor(self, team: int) -> Any:
+        """What acts for ``team`` now: the policy itself while the team learns (or nothing trains:
+        --inference plays the trained policy on every side), its ghost otherwise."""
+        if self.learns(team) or not self.owner.training:
+            return self.owner.algorithm
+        return self.ghosts[team].actor
+
+    # -- experience --------------------------------------------------------------------------
+    def ghost_played(self, segments: Segments) -> None:
+        self.ghost_steps += int(segments.length.sum())
+
+    def ghost_episodes(self, episodes: EpisodeStats) -> None:
+        self._ghost_lengths.extend(episodes.lengths)
+
+    def take_ghost_lengths(self) -> list[int]:
+        lengths, self._ghost_lengths = self._ghost_lengths, []
+        return lengths
+
+    def learner_played(self, segments: Segments) -> None:
+        """The learner's episodes that ended: its ELO and the opponent's move."""
+        for result in episode_results(segments):
+            opponent = self.controller.opponent()
+            if opponent is None:  # no other team: no one to be rated against
+                return
+            change = float(result) - elo_expected(self.elo, opponent.opponent_elo())
+            opponent.change_opponent_elo(-change)
+            self.elo += change
+            self.owner.stats.add("Self-play/ELO", self.elo)
+
+    def opponent_elo(self) -> float:
+        return self.elo if self.opponent == LATEST else self.snapshots[self.opponent][1]
+
+    def change_opponent_elo(self, change: float) -> None:
+        if self.opponent == LATEST:
+            self.elo += change
+        else:
+            weights, elo = self.snapshots[self.opponent]
+            self.snapshots[self.opponent] = (weights, elo + change)
+
+    # -- after each step ---------------------------------------------------------------------
+    def advance(self) -> None:
+        """After the owner's update: learning-team changes, snapshots and opponent swaps when due,
+        in ML-Agents' order."""
+        s = self.settings
+        step = self.owner.algorithm.step
+        learning = self.controller.learning_team
+        learns = learning in self.teams
+        # (a policy that reached max_steps hands the turn on at once: the other teams still learn)
+        if learns and (step - self.last_team_change > s.team_change or not self.owner.should_continue()):
+            self.controller.change_learning_team()
+            self.last_team_change = step
+        if step - self.last_save > s.save_steps:
+            self.snapshots.append((self._latest(), self.elo))
+            self.last_save = step
+        if self.controller.learning_team != learning or self.ghost_steps - self.last_swap > s.swap_steps:
+            self._swap()
+            self.last_swap = self.ghost_steps
+
+    def _latest(self) -> np.ndarray:
+        arrays = policy_arrays(self.owner.algorithm.policy)
+        return np.concatenate([arrays[name].ravel() for name, _ in self._layout.arrays]).astype(np.float32)
+
+    def _swap(self) -> None:
+        if self.snapshots and self.rng.random() >= self.settings.play_against_latest_model_ratio:
+            self.opponent = int(self.rng.integers(len(self.snapshots)))
+            weights = self.snapshots[self.opponent][0]
+        else:
+            self.opponent, weights = LATEST, self._latest()
+        for team in self.teams:
+            self._load(team, weights)
+
+    def _load(self, team: int, weights: np.ndarray) -> None:
+        self.ghosts[team].weights[:] = weights  # in place: the actor's arrays are views of it
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Weights as tensors (checkpoints are read with torch's weights-only loader)."""
+        return {"elo": float(self.elo), "opponent": int(self.opponent), "ghost_steps": int(self.ghost_steps),
+                "last_save": int(self.last_save), "last_swap": int(self.last_swap),
+                "last_team_change": int(self.last_team_change),
+                "snapshots": [[torch.from_numpy(w.copy()), float(e)] for w, e in self.snapshots],
+                "ghosts": {team: torch.from_numpy(g.weights.copy()) for team, g in self.ghosts.items()},
+                "controller": self.controller.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        size = weight_size(self._layout)
+        snapshots = [(flat, float(e)) for flat, e in ((_flat(w), e) for w, e in state.get("snapshots", []))
+                     if flat.size == size]  # (weights of another network are left out)
+        self.snapshots = deque(snapshots[-self.settings.window:], maxlen=self.settings.window)
+        self.elo = float(state.get("elo", self.elo))
+        opponent = int(state.get("opponent", LATEST))
+        self.opponent = opponent if 0 <= opponent < len(self.snapshots) else LATEST
+        for key in ("ghost_steps", "last_save", "last_swap", "last_team_change"):
+            setattr(self, key, int(state.get(key, 0)))
+        for team, weights in state.get("ghosts", {}).items():
+            if team in self.ghosts and _flat(weights).size == size:
+                self._load(team, _flat(weights))
+        self.controller.load_state_dict(state.get("controller", {}))
+
+
+def _flat(weights: Any) -> np.ndarray:
+    """Saved weights (a tensor) as one float32 array."""
+    return np.asarray(weights, np.float32).ravel()
+
+
+# -- the run's groups ----------------------------------------------------------------------------
+def self_play_names(settings: Mapping[str, TrainerSettings]) -> set[str]:
+    """The behavior names (before ``?team=``) whose teams play as self-play groups."""
+    return {team_of(b)[0] for b, s in settings.items() if s.self_play is not None}
+
+
+def joins_a_group(behavior: str, behaviors: list[str], settings: Mapping[str, TrainerSettings]) -> bool:
+    """Whether ``behavior`` is a self-play team that will share another team's policy (an earlier
+    team of its name owns it): such a trainer restores nothing of its own."""
+    if settings[behavior].self_play is None:
+        return False
+    base = team_of(behavior)[0]
+    first = next(b for b in behaviors if settings[b].self_play is not None and team_of(b)[0] == base)
+    return first != behavior
+
+
+def learners(trainers: Mapping[str, "BehaviorTrainer"]) -> list["BehaviorTrainer"]:
+    """The trainers that update, summarize and save a policy: every one but the self-play teams
+    that share their owner's."""
+    return [t for t in trainers.values() if t.owns_learning]
+
+
+def join_self_play(trainers: Mapping[str, "BehaviorTrainer"], controller: SelfPlayController, seed: int) -> None:
+    """Every behavior with a ``self_play`` section joins the group of its name (the first team of
+    the name makes it and owns its policy); a new group takes the state its owner's checkpoint
+    saved. Also for behaviors that appear later."""
+    groups = {t.self_play.base: t.self_play for t in trainers.values() if t.self_play is not None}
+    fresh: list[SelfPlayGroup] = []
+    for name, trainer in trainers.items():
+        if trainer.settings.self_play is None or trainer.self_play is not None:
+            continue
+        base, team = team_of(name)
+        group = groups.get(base)
+        if group is None:
+            group = groups[base] = SelfPlayGroup(base, trainer.settings.self_play, controller, trainer,
+                                                 np.random.default_rng([seed, len(groups)]))
+            fresh.append(group)
+        elif trainer.settings != group.owner.settings:
+            logger.warning("self-play: behavior %r's settings differ from %r's; the teams of %r share one policy, "
+                           "trained with %r's", name, group.owner.name, base, group.owner.name)
+        group.join(trainer, team)
+        trainer.self_play, trainer.team = group, team
+    for group in fresh:
+        if group.owner.saved_self_play is not None:
+            group.load_state_dict(group.owner.saved_self_play)
+        logger.info("self-play: %s, teams %s; team %s learns first", group.base, sorted(group.teams),
+                    controller.learning_team)

@@ -1,0 +1,252 @@
+"""Self-play (palaestra/self_play.py): ML-Agents' ghost trainer.
+
+ML-Agents' own self-play rows of its test matrix (reference §13.3, §13.4) on its two-team 1-D
+environment (one 1-D world per team, envs/builtin/simple1d.py's ``make_teams``): with opponents
+swapped in, the team that never learns still plays the learned policy and passes; without a swap
+it keeps the first weights and does not. Then what a run writes, resumes and refuses."""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import pytest
+
+from palaestra.checkpoints import CheckpointManager
+from palaestra.envs.builtin.simple1d import Simple1D, Simple1DContinuous
+from palaestra.evaluation import evaluate_onnx
+from palaestra.rollout.collector import Collector
+from palaestra.self_play import SelfPlayController, elo_expected, team_of
+from tests.conftest import write_yaml
+
+TEAMS = "--env=palaestra.envs.builtin.simple1d:make_teams"
+
+# ML-Agents' PPO test config (reference §13.2)
+PPO_1D = """
+  trainer: ppo
+  batch_size: 16
+  beta: 5.0e-3
+  buffer_size: 64
+  epsilon: 0.2
+  hidden_units: 32
+  lambd: 0.95
+  learning_rate: 5.0e-3
+  learning_rate_schedule: constant
+  max_steps: {max_steps}
+  memory_size: 16
+  normalize: false
+  num_epoch: 3
+  num_layers: 1
+  time_horizon: 64
+  sequence_length: 64
+  summary_freq: 500
+  use_recurrent: false
+  reward_signals:
+    extrinsic: {{strength: 1.0, gamma: 0.99}}
+  self_play:
+{self_play}
+"""
+
+
+def config(workdir, names: tuple[str, ...], max_steps: int, **self_play) -> str:
+    body = "\n".join(f"    {k}: {v}" for k, v in self_play.items())
+    text = "".join(f"{name}:" + PPO_1D.format(max_steps=max_steps, self_play=body) for name in names)
+    return str(write_yaml(workdir / "c.yaml", text))
+
+
+@pytest.fixture
+def returns_by_behavior(monkeypatch) -> dict[str, list[float]]:
+    """Every finished episode's return per behavior, in order (ML-Agents' criterion per behavior:
+    the mean of its last 5 episodes), whichever team's policy played it."""
+    found: dict[str, list[float]] = collections.defaultdict(list)
+    original = Collector._end_episodes
+
+    def recording(self, terminal, value):
+        before = len(self.stats.returns)
+        out = original(self, terminal, value)
+        found[self.behavior].extend(self.stats.returns[before:])
+        return out
+
+    monkeypatch.setattr(Collector, "_end_episodes", recording)
+    return found
+
+
+def score(returns: list[float]) -> float:
+    return float(np.mean(returns[-5:])) if len(returns) >= 5 else float("nan")
+
+
+# -- ML-Agents' test matrix ------------------------------------------------------------------------
+@pytest.mark.training
+@pytest.mark.parametrize("continuous", [False, True])
+@pytest.mark.parametrize("swap_steps,both_pass", [(2000, True), (4000, False)])
+def test_symmetric_self_play_rows(run_cli, workdir, returns_by_behavior, continuous, swap_steps, both_pass):
+    # team 0 learns for the whole run (team_change 100000); team 1 plays ghosts, the latest
+    # weights at every swap (ratio 1.0). Without a swap within 2500 steps it keeps the first weights.
+    path = config(workdir, ("1D",), 2500, play_against_latest_model_ratio=1.0, save_steps=2000,
+                  swap_steps=swap_steps)
+    result = run_cli(path, TEAMS, "--run-id=sp", "--seed=1", "--save-freq=99999",
+                     *(["--env-args", "continuous=true"] if continuous else []))
+    assert result.code == 0, result.log
+    learner, ghost = score(returns_by_behavior["1D?team=0"]), score(returns_by_behavior["1D?team=1"])
+    assert learner > 0.99
+    assert (ghost > 0.99) == both_pass, (learner, ghost)
+
+
+@pytest.mark.training
+@pytest.mark.parametrize("continuous", [False, True])
+@pytest.mark.parametrize("variant,both_pass", [
+    # reference §13.4: each side learns 400 steps in turn, against the other's latest weights
+    (dict(play_against_latest_model_ratio=1.0, save_steps=10000, swap_steps=10000, team_change=400), True),
+    # against the other's first snapshot only (ratio 0, no later one saved): when 1D's 2000 steps
+    # are done 1DOpp learns its 2000, while 1D plays its first, untrained weights to the end
+    (dict(play_against_latest_model_ratio=0.0, save_steps=5000, swap_steps=5000, team_change=2000), False),
+])
+def test_asymmetric_self_play_rows(run_cli, workdir, returns_by_behavior, continuous, variant, both_pass):
+    max_steps = 4000 if both_pass else 2000
+    path = config(workdir, ("1D", "1DOpp"), max_steps, **variant)
+    result = run_cli(path, TEAMS, "--run-id=asym", "--seed=1", "--save-freq=99999", "--env-args",
+                     "names=['1D?team=0', '1DOpp?team=1']", *(["continuous=true"] if continuous else []))
+    assert result.code == 0, result.log
+    # ML-Agents' later tests, where this row comes from, pass above 0.9
+    scores = [score(returns_by_behavior[b]) for b in ("1D?team=0", "1DOpp?team=1")]
+    if both_pass:
+        assert min(scores) > 0.9, scores
+        return
+    # ML-Agents' check is one side above and one below. Below: 1D, whose team played its first
+    # weights after its turn. Above: 1DOpp learned, judged by its exported model's deterministic
+    # actions, since 2000 steps of ML-Agents' continuous config leave the sampled actions of about
+    # one seed in twenty under 0.9 (docs/benchmarks.md; seed 6 here: 0.83)
+    assert scores[0] < 0.9, scores
+    env = (Simple1DContinuous if continuous else Simple1D)(seed=3, behavior_name="1DOpp?team=1")
+    assert np.mean(evaluate_onnx(env, workdir / "models/asym/1DOpp.onnx", episodes=10)) > 0.9
+
+
+# -- the pieces --------------------------------------------------------------------------------
+def test_team_names():
+    assert team_of("Striker?team=1") == ("Striker", 1)
+    assert team_of("Striker") == ("Striker", 0)
+    assert team_of("1D?team=0") == ("1D", 0)
+    assert team_of("Odd?x=3") == ("Odd", 0)
+
+
+def test_elo_expectation():
+    assert elo_expected(1200, 1200) == pytest.approx(0.5)
+    assert elo_expected(1600, 1200) == pytest.approx(1 / (1 + 10 ** -1))
+    assert elo_expected(1200, 1600) + elo_expected(1600, 1200) == pytest.approx(1.0)
+
+
+def test_learning_team_takes_turns_in_the_order_seen():
+    controller = SelfPlayController()
+    for team in (3, 1, 3, 7):
+        controller.subscribe(team)
+    turns = []
+    for _ in range(4):
+        turns.append(controller.learning_team)
+        controller.change_learning_team()
+    assert turns == [3, 1, 7, 3]
+    assert controller.reset_due() and not controller.reset_due()
+
+
+# -- what a run writes -------------------------------------------------------------------------
+def test_a_group_trains_one_policy_under_the_name_before_the_team(run_cli, workdir):
+    path = config(workdir, ("1D",), 1000, save_steps=300, swap_steps=300)
+    result = run_cli(path, TEAMS, "--run-id=sp", "--seed=1")
+    assert result.code == 0, result.log
+    assert sorted(p.name for p in (workdir / "models/sp").iterdir() if p.name != ".lock") == [
+        "1D", "1D.onnx", "configuration.yaml"]
+    assert sorted(p.name for p in (workdir / "summaries").glob("sp_*.csv")) == ["sp_1D.csv"]
+    assert "sp_1D ELO: " in result.log
+    assert "1D?team=1: observations [(1,)], actions discrete[2]; a self-play team of 1D?team=0" in result.log
+    header = (workdir / "summaries/sp_1D.csv").read_text().splitlines()[0]
+    assert "Self-play/ELO" in header
+    state = CheckpointManager.load(next((workdir / "models/sp/1D").glob("checkpoint-*.pt")))
+    play = state["self_play"]
+    assert play["controller"]["learning_team"] == 0
+    assert len(play["snapshots"]) == 4  # the first weights, then after 300, 600 and 900 steps
+    assert play["elo"] != 1200.0
+
+
+def newest_self_play(folder) -> dict:
+    return CheckpointManager.load(CheckpointManager(folder, 0).list()[-1][1])["self_play"]
+
+
+def test_resume_goes_on_at_the_saved_ratings_and_turn(run_cli, workdir):
+    path = config(workdir, ("1D", "1DOpp"), 1000, team_change=300, save_steps=200, swap_steps=200)
+    args = (TEAMS, "--run-id=r", "--seed=1", "--env-args", "names=['1D?team=0', '1DOpp?team=1']")
+    assert run_cli(path, *args).code == 0
+    saved = {b: newest_self_play(workdir / f"models/r/{b}") for b in ("1D", "1DOpp")}
+    path = config(workdir, ("1D", "1DOpp"), 2000, team_change=300, save_steps=200, swap_steps=200)
+    result = run_cli(path, "--resume", *args)
+    assert result.code == 0, result.log
+    resumed = {b: newest_self_play(workdir / f"models/r/{b}") for b in ("1D", "1DOpp")}
+    for b in ("1D", "1DOpp"):
+        # the window grew from the saved one (not restarted from one snapshot) and the ghost steps counted on
+        assert len(resumed[b]["snapshots"]) > len(saved[b]["snapshots"]) or len(saved[b]["snapshots"]) == 10
+        assert resumed[b]["ghost_steps"] > saved[b]["ghost_steps"]
+    rows = (workdir / "summaries/r_1D.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    elo = [float(r.split(",")[header.index("Self-play/ELO")]) for r in rows[1:] if r.split(",")[header.index("Self-play/ELO")]]
+    assert elo and abs(elo[-1] - 1200.0) > 0  # (ELO kept moving from the saved value)
+    assert abs(saved["1D"]["elo"] - 1200.0) > 0
+
+
+def test_inference_plays_the_trained_policy_on_every_team(run_cli, workdir, returns_by_behavior):
+    path = config(workdir, ("1D",), 2500, play_against_latest_model_ratio=1.0, save_steps=2000, swap_steps=4000)
+    assert run_cli(path, TEAMS, "--run-id=i", "--seed=1").code == 0
+    returns_by_behavior.clear()
+    path = config(workdir, ("1D",), 300, swap_steps=4000)
+    result = run_cli(path, TEAMS, "--run-id=i", "--seed=2", "--inference")
+    assert result.code == 0, result.log
+    for behavior in ("1D?team=0", "1D?team=1"):
+        assert score(returns_by_behavior[behavior]) > 0.99, behavior
+
+
+def test_self_play_acts_in_the_main_process(run_cli, workdir):
+    path = config(workdir, ("1D",), 300)
+    result = run_cli(path, TEAMS, "--run-id=w", "--num-envs=2", "--acting=workers")
+    assert result.code != 0
+    assert "self-play's teams act against ghosts" in result.log and "--acting=main" in result.log
+
+
+def test_self_play_under_an_imitation_trainer_is_refused(run_cli, workdir):
+    path = write_yaml(workdir / "c.yaml", """
+        1D:
+          trainer: offline_bc
+          demo_path: nowhere.demo
+          self_play: {window: 3}
+    """)
+    result = run_cli(str(path), TEAMS, "--run-id=x")
+    assert result.code != 0
+    assert "self_play" in result.log and "ppo and sac" in result.log and "Traceback" not in result.log
+
+
+def test_sac_plays_itself_too(run_cli, workdir):
+    path = write_yaml(workdir / "c.yaml", """
+        1D:
+          trainer: sac
+          batch_size: 8
+          buffer_size: 500
+          buffer_init_steps: 100
+          hidden_units: 16
+          num_layers: 1
+          max_steps: 600
+          summary_freq: 300
+          steps_per_update: 1
+          self_play: {save_steps: 100, swap_steps: 100, team_change: 200}
+        1DOpp:
+          trainer: sac
+          batch_size: 8
+          buffer_size: 500
+          buffer_init_steps: 100
+          hidden_units: 16
+          num_layers: 1
+          max_steps: 600
+          summary_freq: 300
+          steps_per_update: 1
+          self_play: {save_steps: 100, swap_steps: 100, team_change: 200}
+    """)
+    result = run_cli(str(path), TEAMS, "--run-id=sac", "--seed=1", "--env-args",
+                     "names=['1D?team=0', '1DOpp?team=1']", "continuous=true")
+    assert result.code == 0, result.log
+    assert "self-play: team 1 learns now" in result.log
+    assert (workdir / "models/sac/1D.onnx").is_file() and (workdir / "models/sac/1DOpp.onnx").is_file()
