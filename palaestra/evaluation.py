@@ -6,18 +6,21 @@ zeroed when its episode ends. Used by tests and benchmarks to check that what sh
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from palaestra.envs.base import ActionTuple, Env
+from palaestra.envs.base import ActionTuple, DecisionSteps, Env
 from palaestra.envs.observations import channels_first, is_image
 
 
 def evaluate_onnx(env: Env, onnx_path: Path, episodes: int, max_decisions: int = 1_000_000,
-                  behavior: str | None = None, parameters: Mapping[str, float] | None = None) -> list[float]:
+                  behavior: str | None = None, parameters: Mapping[str, float] | None = None,
+                  opponents: Mapping[str, Callable[[DecisionSteps], ActionTuple]] | None = None) -> list[float]:
     """Returns of the first ``episodes`` episodes of ``behavior`` (default: the first) to finish
-    (fewer if ``max_decisions`` runs out), with the environment reset with ``parameters``."""
+    (fewer if ``max_decisions`` runs out), with the environment reset with ``parameters``.
+    ``opponents``: the actions of other behaviors (another team) for their decision steps; the
+    behaviors not named get none (the environment's default)."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(onnx_path))
@@ -57,6 +60,8 @@ def evaluate_onnx(env: Env, onnx_path: Path, episodes: int, max_decisions: int =
             continuous=out.get("deterministic_continuous_actions", np.zeros((n, 0), np.float32)),
             discrete=out.get("deterministic_discrete_actions", np.zeros((n, 0))).astype(np.int32),
         ))
+        for other, act in (opponents or {}).items():
+            env.set_actions(other, act(env.get_steps(other)[0]))
         env.step()
         decision, terminal = env.get_steps(behavior)
         memories.forget(terminal.agent_id)

@@ -12,6 +12,7 @@ from palaestra.envs.builtin.gridworld import GridWorld, VisualGridWorld
 from palaestra.envs.builtin.hallway import Hallway
 from palaestra.envs.builtin.pyramids import Pyramids
 from palaestra.envs.builtin.simple1d import Memory1D, Memory1DContinuous, Simple1D, Simple1DContinuous
+from palaestra.envs.builtin.tennis import Tennis
 from palaestra.envs.builtin.vector_env import BuiltinVectorEnv
 from palaestra.envs.builtin.walljump import WallJump
 
@@ -28,6 +29,7 @@ BUILTIN_ENVS: dict[str, type[BuiltinVectorEnv]] = {
     "Memory1DDiscrete": Memory1D,
     "Memory1DContinuous": Memory1DContinuous,
     "WallJump": WallJump,
+    "Tennis": Tennis,
 }
 
 _GIVEN = ("self", "seed", "num_areas")  # passed by the run, not by --env-args
