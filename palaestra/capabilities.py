@@ -120,6 +120,4 @@ def spec_notes(spec: BehaviorSpec, settings: TrainerSettings) -> list[str]:
 
 def acting_obstacle(settings: TrainerSettings) -> str | None:
     """Why the policy cannot act in the environment workers, or None if it can."""
-    if settings.self_play is not None:
-        return "self-play's teams act against ghosts that change between rounds"
     return capabilities(settings).acting_in_workers

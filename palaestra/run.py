@@ -638,7 +638,7 @@ def _train_loop(parts: RunParts, adopt: Callable[[_StepCounter], None]) -> int:
                     else:
                         reset_env(parts.env, parts.parameters)
                 if acting is not None:
-                    _acting_loop(acting, trainers, interrupts, counter, parts.parameters)
+                    _acting_loop(acting, trainers, interrupts, counter, parts.parameters, parts.self_play)
                 else:
                     _loop(parts.env, trainers, interrupts, counter, adopt, parts.parameters, parts.self_play)
         except KeyboardInterrupt:
@@ -752,8 +752,12 @@ def record_environment_stats(env_stats: dict[str, tuple[list[float], int]], work
 
 
 def _acting_loop(acting: ActingWorkers, trainers: dict[str, BehaviorTrainer], stop: Interrupts,
-                 counter: _StepCounter, parameters: EnvironmentParameters | None = None) -> None:
-    """The workers act; this process takes their rounds of finished segments and learns."""
+                 counter: _StepCounter, parameters: EnvironmentParameters | None = None,
+                 self_play: SelfPlayController | None = None) -> None:
+    """The workers act; this process takes their rounds of finished segments and learns. Their
+    environments reset when a lesson advances, a sampler's interval is crossed or self-play's
+    learning team changes (from the first round not yet permitted: the rounds under way finish as
+    they are)."""
     lesson_rounds: dict[str, int] = {}  # behavior → the first round acted in its current lesson
     while not stop.requested and any(t.should_continue() for t in trainers.values()):
         with timed("env_step"):  # waiting for the workers' next round: their environments and acting
@@ -781,8 +785,11 @@ def _acting_loop(acting: ActingWorkers, trainers: dict[str, BehaviorTrainer], st
         previous = counter.global_step
         counter.add(env_steps)
         new_lessons = parameters_changed(parameters, trainers, previous, counter.global_step)
+        if self_play is not None and self_play.reset_due() and new_lessons is None:
+            new_lessons = []
         if new_lessons is not None:
-            first = acting.change_parameters(parameters.draw())
+            draws = parameters.draw() if parameters is not None else [None] * acting.pool.n
+            first = acting.change_parameters(draws)
             lesson_rounds |= dict.fromkeys(new_lessons, first)
 
 
@@ -877,7 +884,7 @@ def _acting_workers(options: RunOptions, env: Env, trainers: dict[str, BehaviorT
         return None
     threaded = all(t.settings.threaded for t in trainers.values())
     acting = ActingWorkers(env.pool, {name: t.acting_plan(env.n) for name, t in trainers.items()},
-                           {name: t.algorithm.policy_arrays for name, t in trainers.items()}, seed, threaded,
+                           {name: t.acting_weights for name, t in trainers.items()}, seed, threaded,
                            parameters.draw() if parameters is not None else None)
     for trainer in trainers.values():
         trainer.algorithm.decoupled = acting.lag > 0

@@ -44,7 +44,7 @@ import torch
 
 from palaestra.networks.acting import make_actor
 from palaestra.networks.accelerator import policy_arrays, weight_layout
-from palaestra.networks.numpy_network import weight_size
+from palaestra.networks.numpy_network import weight_size, weight_views
 from palaestra.rollout.segments import EpisodeStats, Segments
 from palaestra.settings import SelfPlaySettings, TrainerSettings
 
@@ -264,6 +264,10 @@ class SelfPlayGroup:
             self.opponent, weights = LATEST, self._latest()
         for team in self.teams:
             self._load(team, weights)
+
+    def ghost_arrays(self, team: int) -> dict[str, np.ndarray]:
+        """The team's ghost's weights, named as the policy's arrays (for the acting workers)."""
+        return weight_views(self.ghosts[team].weights, self._layout)
 
     def _load(self, team: int, weights: np.ndarray) -> None:
         self.ghosts[team].weights[:] = weights  # in place: the actor's arrays are views of it

@@ -189,7 +189,7 @@ class BehaviorTrainer:
         actions, segments = self.collector.step(decision, terminal, actor.act, actor.value)
         if segments is not None:
             self.record(segments)
-        if self.self_play is not None and self.training and not self.self_play.learns(self.team):
+        if self._plays_ghost:
             self.self_play.ghost_episodes(self.collector.take_episode_stats())
         return actions
 
@@ -202,7 +202,7 @@ class BehaviorTrainer:
     def record(self, segments: Segments) -> None:
         """Take finished segments: queued for learning, or only counted past max_steps (or, a
         self-play team playing against its ghost, only counted as the ghost's)."""
-        if self.self_play is not None and self.training and not self.self_play.learns(self.team):
+        if self._plays_ghost:
             self.self_play.ghost_played(segments)
             return
         if self.learning:
@@ -232,7 +232,22 @@ class BehaviorTrainer:
         """Take one worker's round: its finished segments and the episodes that ended in it."""
         if segments is not None:
             self.record(segments)
-        self.collector.stats.merge(episodes)
+        if self._plays_ghost:  # a self-play team's ghost: its episodes count in the lengths only
+            self.self_play.ghost_episodes(episodes)
+        else:
+            self.collector.stats.merge(episodes)
+
+    @property
+    def _plays_ghost(self) -> bool:
+        """Whether this self-play team plays its ghost now (its experience does not train)."""
+        return self.self_play is not None and self.training and not self.self_play.learns(self.team)
+
+    def acting_weights(self) -> dict[str, np.ndarray]:
+        """The weights this behavior acts with, named as the policy's (for the acting workers):
+        the policy's, or a self-play team's ghost's."""
+        if self._plays_ghost:
+            return self.self_play.ghost_arrays(self.team)
+        return self.algorithm.policy_arrays()
 
     def advance(self) -> None:
         """Update the policy if the buffer is full, and write summaries when due."""

@@ -201,11 +201,21 @@ def test_inference_plays_the_trained_policy_on_every_team(run_cli, workdir, retu
         assert score(returns_by_behavior[behavior]) > 0.99, behavior
 
 
-def test_self_play_acts_in_the_main_process(run_cli, workdir):
-    path = config(workdir, ("1D",), 300)
-    result = run_cli(path, TEAMS, "--run-id=w", "--num-envs=2", "--acting=workers")
-    assert result.code != 0
-    assert "self-play's teams act against ghosts" in result.log and "--acting=main" in result.log
+def test_teams_take_turns_where_the_workers_act(run_cli, workdir):
+    # --num-envs: the acting workers play each team with the weights it acts with now (the
+    # policy's, or its ghost's), and every worker's environments reset at each change of turn
+    path = config(workdir, ("1D", "1DOpp"), 3000, play_against_latest_model_ratio=1.0, save_steps=10000,
+                  swap_steps=10000, team_change=400)
+    result = run_cli(path, TEAMS, "--run-id=w", "--seed=1", "--num-envs=2", "--acting=workers", "--env-args",
+                     "names=['1D?team=0', '1DOpp?team=1']")
+    assert result.code == 0, result.log
+    assert "the policy acts in each of the 2 environment workers" in result.log
+    assert result.log.count("self-play: team 1 learns now") >= 3
+    for behavior, name in (("1D", "1D?team=0"), ("1DOpp", "1DOpp?team=1")):
+        play = newest_self_play(workdir / f"models/w/{behavior}")
+        assert play["ghost_steps"] > 1000  # its team played the other's turns as a ghost
+        env = Simple1D(seed=3, behavior_name=name)
+        assert np.mean(evaluate_onnx(env, workdir / f"models/w/{behavior}.onnx", episodes=10)) > 0.9
 
 
 def test_self_play_under_an_imitation_trainer_is_refused(run_cli, workdir):

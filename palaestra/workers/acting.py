@@ -377,7 +377,7 @@ class ActingWorkers:
         """The round take_round returned last (-1 before the first)."""
         return self.next - 1
 
-    def change_parameters(self, parameters: list[dict[str, float]]) -> int:
+    def change_parameters(self, parameters: list[dict[str, float] | None]) -> int:
         """Reset every worker's environment with new parameters (worker ``i``: ``parameters[i]``)
         before the first round not yet permitted, and return that round; the rounds already under
         way finish as they are, with the parameters before."""
