@@ -230,31 +230,22 @@ def test_self_play_under_an_imitation_trainer_is_refused(run_cli, workdir):
     assert "self_play" in result.log and "ppo and sac" in result.log and "Traceback" not in result.log
 
 
+SAC_1D = """
+  trainer: sac
+  batch_size: 8
+  buffer_size: 500
+  buffer_init_steps: 100
+  hidden_units: 16
+  num_layers: 1
+  max_steps: 600
+  summary_freq: 300
+  steps_per_update: 1
+  self_play: {save_steps: 100, swap_steps: 100, team_change: 200}
+"""
+
+
 def test_sac_plays_itself_too(run_cli, workdir):
-    path = write_yaml(workdir / "c.yaml", """
-        1D:
-          trainer: sac
-          batch_size: 8
-          buffer_size: 500
-          buffer_init_steps: 100
-          hidden_units: 16
-          num_layers: 1
-          max_steps: 600
-          summary_freq: 300
-          steps_per_update: 1
-          self_play: {save_steps: 100, swap_steps: 100, team_change: 200}
-        1DOpp:
-          trainer: sac
-          batch_size: 8
-          buffer_size: 500
-          buffer_init_steps: 100
-          hidden_units: 16
-          num_layers: 1
-          max_steps: 600
-          summary_freq: 300
-          steps_per_update: 1
-          self_play: {save_steps: 100, swap_steps: 100, team_change: 200}
-    """)
+    path = write_yaml(workdir / "c.yaml", "1D:" + SAC_1D + "1DOpp:" + SAC_1D)
     result = run_cli(str(path), TEAMS, "--run-id=sac", "--seed=1", "--env-args",
                      "names=['1D?team=0', '1DOpp?team=1']", "continuous=true")
     assert result.code == 0, result.log

@@ -20,12 +20,10 @@ that only follows the ball's x loses to balls angled faster than it moves.
 
 from __future__ import annotations
 
-from typing import Mapping
-
 import numpy as np
 
-from palaestra.envs.base import ActionSpec, ActionTuple, BehaviorSpec, DecisionSteps, EnvError, TerminalSteps
-from palaestra.envs.builtin.vector_env import BuiltinVectorEnv
+from palaestra.envs.base import ActionSpec, ActionTuple
+from palaestra.envs.builtin.split_behaviors import SplitBehaviorsEnv
 
 RACKET_HALF = 0.1
 RACKET_SPEED = 0.04
@@ -41,21 +39,16 @@ STAY, LEFT, RIGHT = 0, 1, 2
 TEAMS = ("Tennis?team=0", "Tennis?team=1")
 
 
-class Tennis(BuiltinVectorEnv):
+class Tennis(SplitBehaviorsEnv):
     behavior_name = TEAMS[0]  # what the shared machinery would name; this env has one per team
+    behaviors = TEAMS  # agent 2k plays for team 0, agent 2k + 1 for team 1
     observation_shape = (6,)
     action_spec = ActionSpec(discrete_branches=(3,))
     agents_per_area = 16  # 8 matches: agents 2k (team 0) and 2k + 1 (team 1) play match k
     max_episode_steps = 300
-    one_behavior = False
 
-    def __init__(self, seed: int = 0, num_areas: int = 1, behavior_name: str | None = None) -> None:
-        if behavior_name:
-            raise EnvError("Tennis has one behavior per team (Tennis?team=0, Tennis?team=1); they cannot be renamed")
-        self._steps: dict[str, tuple[DecisionSteps, TerminalSteps]] = {}
-        self._chosen: dict[str, ActionTuple] = {}
-        super().__init__(seed, num_areas)
-        self._empty = TerminalSteps.empty(self._spec)
+    def _behavior_index(self) -> np.ndarray:
+        return np.arange(self.n) % 2
 
     # -- the match ---------------------------------------------------------------------------
     def _allocate(self) -> None:
@@ -131,57 +124,3 @@ class Tennis(BuiltinVectorEnv):
         gap = target - self.racket
         choice = np.where(gap > RACKET_SPEED / 2, RIGHT, np.where(gap < -RACKET_SPEED / 2, LEFT, STAY))
         return ActionTuple(discrete=choice.reshape(-1, 1).astype(np.int32))
-
-    # -- one behavior per team ---------------------------------------------------------------
-    @property
-    def behavior_specs(self) -> Mapping[str, BehaviorSpec]:
-        return {team: self._spec for team in TEAMS}
-
-    def get_steps(self, behavior: str) -> tuple[DecisionSteps, TerminalSteps]:
-        if behavior not in TEAMS:
-            raise EnvError(f"unknown behavior {behavior!r}; this environment has {TEAMS[0]!r} and {TEAMS[1]!r}")
-        if not self._steps:
-            raise EnvError("get_steps() called before reset()")
-        return self._steps[behavior]
-
-    def set_actions(self, behavior: str, actions: ActionTuple) -> None:
-        decision, _ = self.get_steps(behavior)
-        self.action_spec.check(actions, len(decision), behavior)
-        self._chosen[behavior] = actions
-
-    def reset(self, parameters: Mapping[str, float] | None = None) -> None:
-        super().reset(parameters)
-        self._split()
-
-    def step(self) -> None:
-        if not self._steps:
-            self.reset()
-        actions = self.action_spec.empty_actions(self.n)
-        for behavior, chosen in self._chosen.items():
-            actions.discrete[self._steps[behavior][0].agent_id] = chosen.discrete
-        self._chosen = {}
-        self._actions = actions
-        super().step()
-        self._split()
-
-    def _split(self) -> None:
-        assert self._decision is not None
-        decision, terminal = self._decision, self._terminal
-        for team, behavior in enumerate(TEAMS):
-            mine = decision.agent_id % 2 == team
-            steps = DecisionSteps([decision.obs[0][mine]], decision.reward[mine], decision.agent_id[mine])
-            ended = self._empty
-            if len(terminal):
-                theirs = terminal.agent_id % 2 == team
-                ended = TerminalSteps([terminal.obs[0][theirs]], terminal.reward[theirs], terminal.agent_id[theirs],
-                                      terminal.interrupted[theirs])
-            self._steps[behavior] = (steps, ended)
-
-    def close(self) -> None:
-        super().close()
-        self._steps = {}
-
-    def heuristic_for(self, behavior: str) -> ActionTuple:
-        """The scripted player's actions for one team's decision steps."""
-        ids = self.get_steps(behavior)[0].agent_id
-        return ActionTuple(discrete=self.heuristic().discrete[ids])

@@ -28,12 +28,11 @@ episode ends); episodes are interrupted after 200 decisions.
 
 from __future__ import annotations
 
-from typing import Mapping
-
 import numpy as np
 
-from palaestra.envs.base import ActionSpec, ActionTuple, BehaviorSpec, DecisionSteps, EnvError, TerminalSteps
-from palaestra.envs.builtin.vector_env import BuiltinVectorEnv, logger
+from palaestra.envs.base import ActionSpec, ActionTuple
+from palaestra.envs.builtin.split_behaviors import SplitBehaviorsEnv
+from palaestra.envs.builtin.vector_env import logger
 
 CELLS = 20
 WALL = 12
@@ -45,8 +44,9 @@ SMALL, BIG = "SmallWallJump", "BigWallJump"
 STAY, FORWARD, BACK = range(3)
 
 
-class WallJump(BuiltinVectorEnv):
+class WallJump(SplitBehaviorsEnv):
     behavior_name = BIG  # the behavior the shared machinery would name; this env has two
+    behaviors = (SMALL, BIG)  # an agent acts as the one of its episode's wall
     observation_shape = (6,)
     action_spec = ActionSpec(discrete_branches=(3, 2))
     agents_per_area = 16
@@ -54,20 +54,17 @@ class WallJump(BuiltinVectorEnv):
     default_parameters = {"small_wall_height": 4.0, "big_wall_min_height": 8.0, "big_wall_max_height": 8.0}
     parameter_minimums = dict.fromkeys(default_parameters, 0.0)  # a wall has no negative height
     legacy_behavior_names = {"SmallWallBrain": SMALL, "BigWallBrain": BIG}
-    one_behavior = False
     solved_reward = 1.0 - STEP_PENALTY * 20
 
     def __init__(self, seed: int = 0, num_areas: int = 1, behavior_name: str | None = None) -> None:
-        if behavior_name:
-            raise EnvError("WallJump has two behaviors (SmallWallJump, BigWallJump); they cannot be renamed")
-        super().__init__(seed, num_areas)
+        super().__init__(seed, num_areas, behavior_name)
         self.agent = np.zeros(self.n, dtype=np.int64)
         self.climbed = np.zeros(self.n)  # height reached against the wall
         self.height = np.zeros(self.n)
         self.big = np.zeros(self.n, dtype=bool)  # the agent's episode is a BigWallJump one
-        self._steps: dict[str, tuple[DecisionSteps, TerminalSteps]] = {}
-        self._chosen: dict[str, ActionTuple] = {}
-        self._empty = TerminalSteps.empty(self._spec)
+
+    def _behavior_index(self) -> np.ndarray:
+        return self.big.astype(np.int64)
 
     # -- the world, over all agents ------------------------------------------------------------
     def _reset_agents(self, which: np.ndarray) -> None:
@@ -118,58 +115,6 @@ class WallJump(BuiltinVectorEnv):
         reward = np.where(done, 1.0, -STEP_PENALTY).astype(np.float32)
         return reward, done
 
-    # -- two behaviors: agents are shown in the behavior of their current episode ------------
-    @property
-    def behavior_specs(self) -> Mapping[str, BehaviorSpec]:
-        return {SMALL: self._spec, BIG: self._spec}
-
-    def get_steps(self, behavior: str) -> tuple[DecisionSteps, TerminalSteps]:
-        if behavior not in (SMALL, BIG):
-            raise EnvError(f"unknown behavior {behavior!r}; this environment has {SMALL!r} and {BIG!r}")
-        if not self._steps:
-            raise EnvError("get_steps() called before reset()")
-        return self._steps[behavior]
-
-    def set_actions(self, behavior: str, actions: ActionTuple) -> None:
-        decision, _ = self.get_steps(behavior)
-        self.action_spec.check(actions, len(decision), behavior)
-        self._chosen[behavior] = actions
-
-    def reset(self, parameters: Mapping[str, float] | None = None) -> None:
-        super().reset(parameters)
-        assert self._decision is not None
-        self._split(self._decision, self._terminal, self.big.copy())
-
-    def step(self) -> None:
-        if not self._steps:
-            self.reset()
-        actions = self.action_spec.empty_actions(self.n)
-        for behavior, chosen in self._chosen.items():
-            ids = self._steps[behavior][0].agent_id
-            actions.discrete[ids] = chosen.discrete
-        self._chosen = {}
-        self._actions = actions
-        ended_big = self.big.copy()  # the behavior of the episodes that end in this step
-        super().step()
-        assert self._decision is not None
-        self._split(self._decision, self._terminal, ended_big)
-
-    def _split(self, decision: DecisionSteps, terminal: TerminalSteps, ended_big: np.ndarray) -> None:
-        for behavior, big in ((SMALL, False), (BIG, True)):
-            shown = np.flatnonzero(self.big == big)
-            steps = DecisionSteps([decision.obs[0][shown]], decision.reward[shown], decision.agent_id[shown])
-            if len(terminal):
-                mine = ended_big[terminal.agent_id] == big
-                ended = TerminalSteps([terminal.obs[0][mine]], terminal.reward[mine], terminal.agent_id[mine],
-                                      terminal.interrupted[mine])
-            else:
-                ended = self._empty
-            self._steps[behavior] = (steps, ended)
-
-    def close(self) -> None:
-        super().close()
-        self._steps = {}
-
     # -- a scripted policy ---------------------------------------------------------------------
     def heuristic_all(self) -> np.ndarray:
         """Actions [n, 2] for every agent: walk forward, jumping whenever against the wall."""
@@ -179,8 +124,3 @@ class WallJump(BuiltinVectorEnv):
 
     def heuristic(self) -> ActionTuple:
         return ActionTuple(discrete=self.heuristic_all())
-
-    def heuristic_for(self, behavior: str) -> ActionTuple:
-        """The heuristic's actions for the agents of one behavior's decision steps."""
-        ids = self.get_steps(behavior)[0].agent_id
-        return ActionTuple(discrete=self.heuristic_all()[ids])
