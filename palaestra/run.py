@@ -55,7 +55,16 @@ from palaestra.run_folders import (
     restore,
     start_over_if_forced,
 )
-from palaestra.self_play import SelfPlayController, join_self_play, joins_a_group, learners, self_play_names, team_of
+from palaestra.self_play import (
+    SelfPlayController,
+    join_self_play,
+    joins_a_group,
+    learners,
+    mixed_teams,
+    self_play_names,
+    shared_files,
+    team_of,
+)
 from palaestra.settings import (
     ConfigError,
     TrainerConfig,
@@ -338,6 +347,9 @@ def _build(options: RunOptions, env: Env, config: TrainerConfig, settings: dict[
     behavior's trainer builds and restores as --resume, --inference, --initialize-from or its
     init_path asks (the checkpoints exist, are intact and fit); the policy can act where --acting
     says. Writes nothing. The trainers have no writers yet."""
+    mixed = mixed_teams(settings)
+    if mixed:
+        raise ConfigError(f"{config.path}: " + "; ".join(mixed))
     if not options.inference:
         for folder in (models, summaries):
             check_output_folder(folder)
@@ -350,6 +362,13 @@ def _build(options: RunOptions, env: Env, config: TrainerConfig, settings: dict[
     behaviors = list(env.behavior_specs)
     names = output_names(behaviors, recorded_output_names(models / options.run_id, behaviors) if continues else {},
                          together=self_play_names(settings))
+    if options.resume and (shared := shared_files(names, settings)) is not None:
+        raise CheckpointError(
+            f"--resume: run {options.run_id!r} trained {' and '.join(map(repr, shared))} as one self-play policy "
+            f"({models / options.run_id / names[shared[0]]}), but {config.path} has no self_play for "
+            f"{'them' if all(settings[b].self_play is None for b in shared) else 'all of them'}: they would save "
+            "over each other. Put the self_play section back, or train them apart in a new run "
+            f"(--initialize-from={options.run_id})")
     # --resume with a behavior the previous run did not have (the environment gained one): it starts
     # afresh, as one that appears during a run does, and the others resume
     known = recorded_behaviors(models / options.run_id) if options.resume else None
@@ -501,6 +520,9 @@ def _adopt_new_behaviors(parts: RunParts, writers: list[Any], start_time: float,
     new = [b for b in parts.env.behavior_specs if b not in parts.trainers]
     settings = _resolve_settings(parts.config, parts.env, new)
     device = parts.device  # the run's, whatever the new behavior sees
+    mixed = mixed_teams({**parts.settings, **settings})
+    if mixed:
+        raise ConfigError(f"{parts.config.path}: " + "; ".join(mixed))
     together = self_play_names({**parts.settings, **settings})
     parts.output_names = output_names(new, parts.output_names, together)  # (the earlier behaviors keep theirs)
     for name in new:

@@ -319,6 +319,41 @@ def joins_a_group(behavior: str, behaviors: list[str], settings: Mapping[str, Tr
     return first != behavior
 
 
+def mixed_teams(settings: Mapping[str, TrainerSettings]) -> list[str]:
+    """The problems of teams of one name (``Name?team=T``) of which some have ``self_play`` and
+    others not: the former share one policy under the name before ``?``, the latter would train
+    policies of their own into the same files."""
+    problems = []
+    by_base: dict[str, list[str]] = {}
+    for behavior in settings:
+        by_base.setdefault(team_of(behavior)[0], []).append(behavior)
+    for base, behaviors in by_base.items():
+        playing = [b for b in behaviors if settings[b].self_play is not None]
+        apart = [b for b in behaviors if settings[b].self_play is None]
+        if playing and apart:
+            problems.append(
+                f"{' and '.join(map(repr, playing))} (self_play set in {settings[playing[0]].origin('self_play')}) and "
+                f"{' and '.join(map(repr, apart))} (no self_play) are teams of {base!r}: with self_play the teams of "
+                f"a name play one policy, saved as {base!r}, and a team without it would train its own into the same "
+                f"files; give every team self_play (one section {base!r} for all does), or none")
+    return problems
+
+
+def shared_files(names: Mapping[str, str], settings: Mapping[str, TrainerSettings]) -> list[str] | None:
+    """Behaviors that a run's recorded output names give one folder although they are not the
+    teams of one self-play policy (a self-play run resumed without self_play): they would write
+    their checkpoints, model and summaries over each other's."""
+    by_name: dict[str, list[str]] = {}
+    for behavior, name in names.items():
+        if behavior in settings:
+            by_name.setdefault(name.casefold(), []).append(behavior)
+    for behaviors in by_name.values():
+        if len(behaviors) > 1 and not (all(settings[b].self_play is not None for b in behaviors)
+                                       and len({team_of(b)[0] for b in behaviors}) == 1):
+            return behaviors
+    return None
+
+
 def learners(trainers: Mapping[str, "BehaviorTrainer"]) -> list["BehaviorTrainer"]:
     """The trainers that update, summarize and save a policy: every one but the self-play teams
     that share their owner's."""

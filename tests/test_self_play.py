@@ -251,3 +251,24 @@ def test_sac_plays_itself_too(run_cli, workdir):
     assert result.code == 0, result.log
     assert "self-play: team 1 learns now" in result.log
     assert (workdir / "models/sac/1D.onnx").is_file() and (workdir / "models/sac/1DOpp.onnx").is_file()
+
+
+def test_teams_of_a_name_with_and_without_self_play_are_refused(run_cli, workdir):
+    # the team without self_play would train a policy of its own into the group's files (models/x/1D)
+    body = PPO_1D.format(max_steps=300, self_play="    window: 3")
+    write_yaml(workdir / "c.yaml", "1D?team=0:" + body + "1D?team=1:" + body.split("  self_play:")[0])
+    result = run_cli("c.yaml", TEAMS, "--run-id=x")
+    assert result.code != 0 and "Traceback" not in result.log
+    assert "'1D?team=0' (self_play set in section '1D?team=0') and '1D?team=1' (no self_play)" in result.log
+    assert not (workdir / "models/x").exists()
+
+
+def test_resuming_a_self_play_run_without_self_play_is_refused(run_cli, workdir):
+    path = config(workdir, ("1D",), 300)
+    assert run_cli(path, TEAMS, "--run-id=r", "--seed=1").code == 0
+    saved = sorted((workdir / "models/r/1D").iterdir())
+    write_yaml(workdir / "c.yaml", "1D:" + PPO_1D.format(max_steps=600, self_play="").split("  self_play:")[0])
+    result = run_cli("c.yaml", TEAMS, "--run-id=r", "--resume")
+    assert result.code != 0 and "Traceback" not in result.log
+    assert "trained '1D?team=0' and '1D?team=1' as one self-play policy" in result.log
+    assert sorted((workdir / "models/r/1D").iterdir()) == saved  # (two policies saved over each other there)
