@@ -752,6 +752,8 @@ def _loop(env: Env, trainers: dict[str, BehaviorTrainer], stop: Interrupts, coun
                 trainer.end_episodes(env.get_steps(name)[1])
                 if name in new_lessons:  # ... but, played in the lesson before, do not count toward the next
                     trainer.take_finished_returns()
+            if self_play is not None:  # the next team's turn, now that the last one's episodes ended in it
+                self_play.apply_change()
             with timed("env_reset"):
                 reset_env(env, parameters)
 
@@ -813,6 +815,8 @@ def _acting_loop(acting: ActingWorkers, trainers: dict[str, BehaviorTrainer], st
             draws = parameters.draw() if parameters is not None else [None] * acting.pool.n
             first = acting.change_parameters(draws)
             lesson_rounds |= dict.fromkeys(new_lessons, first)
+            if self_play is not None:  # (the rounds under way, played in the turn before, are recorded in this one)
+                self_play.apply_change()
 
 
 def _finish(parts: RunParts, global_step: int, error: BaseException | None, stopped_by: int | None = None) -> int:

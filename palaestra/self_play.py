@@ -87,6 +87,7 @@ class SelfPlayController:
         self._waiting: deque[int] = deque()
         self.groups: list[SelfPlayGroup] = []
         self._reset_due = False
+        self._next: int | None = None  # the team whose turn comes once the episodes under way end
 
     def subscribe(self, team: int) -> None:
         if team == self.learning_team or team in self._waiting:
@@ -97,19 +98,35 @@ class SelfPlayController:
             self._waiting.append(team)
 
     def change_learning_team(self) -> None:
-        """The next team learns; one whose policy has reached max_steps waits (its turn would
-        teach nothing), and with no other team left the turn stays."""
-        if not self._waiting or self.learning_team is None:
+        """The next team learns: request_change then apply_change."""
+        self.request_change()
+        self.apply_change()
+
+    def request_change(self) -> None:
+        """The next team's turn comes (apply_change, once the run has ended the episodes under way
+        as the current turn's); one whose policy has reached max_steps waits (its turn would teach
+        nothing), and with no other team left the turn stays."""
+        if not self._waiting or self.learning_team is None or self._next is not None:
             return
         for _ in range(len(self._waiting)):
             team = self._waiting.popleft()
             if not self._finished(team):
                 self._waiting.append(self.learning_team)
-                self.learning_team = team
+                self._next = team
                 self._reset_due = True
-                logger.info("self-play: team %d learns now", team)
                 return
             self._waiting.append(team)
+
+    def apply_change(self) -> None:
+        """The requested team learns from now on: every environment has just ended its episodes
+        (their last steps counted for the turn they were played in) and resets next; every group's
+        ghosts take new opponents."""
+        if self._next is None:
+            return
+        previous, self.learning_team, self._next = self.learning_team, self._next, None
+        logger.info("self-play: team %d learns now", self.learning_team)
+        for group in self.groups:
+            group.turn_changed(previous)
 
     def _finished(self, team: int) -> bool:
         groups = [g for g in self.groups if team in g.teams]
@@ -130,7 +147,9 @@ class SelfPlayController:
         return found
 
     def state_dict(self) -> dict[str, Any]:
-        return {"learning_team": self.learning_team, "waiting": list(self._waiting)}
+        # (a change requested and not yet applied is saved as applied: the resumed run starts with a reset)
+        return {"learning_team": self.learning_team if self._next is None else self._next,
+                "waiting": list(self._waiting)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         teams = {self.learning_team, *self._waiting}
@@ -170,6 +189,7 @@ class SelfPlayGroup:
     def __post_init__(self) -> None:
         self.elo = float(self.settings.initial_elo)
         self._ghost_lengths: list[int] = []
+        self._learner_episodes = EpisodeStats()  # the episodes teams played as the learner before their turn ended
         self.snapshots = deque(maxlen=self.settings.window)
         self._layout = weight_layout(self.owner.algorithm.policy)
         self.snapshots.append((self._latest(), self.elo))  # the first opponent: the starting weights
@@ -212,6 +232,10 @@ class SelfPlayGroup:
         lengths, self._ghost_lengths = self._ghost_lengths, []
         return lengths
 
+    def take_learner_episodes(self) -> EpisodeStats:
+        episodes, self._learner_episodes = self._learner_episodes, EpisodeStats()
+        return episodes
+
     def learner_played(self, segments: Segments) -> None:
         """The learner's episodes that ended: its ELO and the opponent's move."""
         for result in episode_results(segments):
@@ -239,18 +263,30 @@ class SelfPlayGroup:
         in ML-Agents' order."""
         s = self.settings
         step = self.owner.algorithm.step
-        learning = self.controller.learning_team
-        learns = learning in self.teams
+        learns = self.controller.learning_team in self.teams
         # (a policy that reached max_steps hands the turn on at once: the other teams still learn)
         if learns and (step - self.last_team_change > s.team_change or not self.owner.should_continue()):
-            self.controller.change_learning_team()
+            self.controller.request_change()  # the run applies it at the reset it brings (turn_changed)
             self.last_team_change = step
         if step - self.last_save > s.save_steps:
             self.snapshots.append((self._latest(), self.elo))
             self.last_save = step
-        if self.controller.learning_team != learning or self.ghost_steps - self.last_swap > s.swap_steps:
+        if self.ghost_steps - self.last_swap > s.swap_steps:
             self._swap()
             self.last_swap = self.ghost_steps
+
+    def turn_changed(self, previous: int | None) -> None:
+        """The learning team changed from ``previous``: the episodes a team finished in its turn as the
+        learner stay the learner's (Cumulative Reward, entropy) and those it finished as a ghost the
+        ghost's (lengths only), whichever role it has now; the ghosts take new opponents."""
+        before = self.teams.get(previous) if previous is not None else None
+        if before is not None:
+            self._learner_episodes.merge(before.collector.take_episode_stats())
+        now = self.teams.get(self.controller.learning_team)
+        if now is not None and now is not before:
+            self._ghost_lengths.extend(now.collector.take_episode_stats().lengths)
+        self._swap()
+        self.last_swap = self.ghost_steps
 
     def _latest(self) -> np.ndarray:
         arrays = policy_arrays(self.owner.algorithm.policy)

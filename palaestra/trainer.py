@@ -287,6 +287,7 @@ class BehaviorTrainer:
             for team in self.self_play.teams.values():
                 if team is not self:
                     episodes.merge(team.collector.take_episode_stats())
+            episodes.merge(self.self_play.take_learner_episodes())  # (of turns that ended since the last summary)
             lengths = self.self_play.take_ghost_lengths()
         if episodes.returns:
             self.stats.add("Environment/Cumulative Reward", episodes.returns)

@@ -17,6 +17,8 @@ from palaestra.envs.builtin.simple1d import Simple1D, Simple1DContinuous
 from palaestra.evaluation import evaluate_onnx
 from palaestra.rollout.collector import Collector
 from palaestra.self_play import SelfPlayController, elo_expected, team_of
+from palaestra.stats import StatsReporter
+from palaestra.trainer import BehaviorTrainer
 from tests.conftest import write_yaml
 
 TEAMS = "--env=palaestra.envs.builtin.simple1d:make_teams"
@@ -272,3 +274,48 @@ def test_resuming_a_self_play_run_without_self_play_is_refused(run_cli, workdir)
     assert result.code != 0 and "Traceback" not in result.log
     assert "trained '1D?team=0' and '1D?team=1' as one self-play policy" in result.log
     assert sorted((workdir / "models/r/1D").iterdir()) == saved  # (two policies saved over each other there)
+
+
+def test_each_episode_counts_for_the_turn_it_was_played_in(run_cli, workdir, monkeypatch):
+    # turns (100 steps) shorter than the summary period (500): an episode a team finished as the
+    # learner is the learner's (Cumulative Reward) whatever the team plays at the summary, one it
+    # finished as a ghost counts in the lengths only; also those ending on the step the turn ends
+    controllers: list[SelfPlayController] = []
+    init = SelfPlayController.__init__
+    monkeypatch.setattr(SelfPlayController, "__init__", lambda self: (init(self), controllers.append(self))[0])
+    ended: collections.Counter = collections.Counter()
+    end = Collector._end_episodes
+
+    def ending(self, terminal, value):
+        before = len(self.stats.returns)
+        out = end(self, terminal, value)
+        role = "learner" if controllers[-1].learning_team == team_of(self.behavior)[1] else "ghost"
+        ended[role] += len(self.stats.returns) - before
+        return out
+
+    reported: collections.Counter = collections.Counter()
+    add = StatsReporter.add
+
+    def adding(self, key, values):
+        if key in ("Environment/Cumulative Reward", "Environment/Episode Length"):
+            reported[key] += len(values)
+        return add(self, key, values)
+
+    at_summaries = []
+    summary = BehaviorTrainer.write_summary
+
+    def summarizing(self, step):
+        summary(self, step)
+        at_summaries.append((ended["learner"], ended["ghost"], reported["Environment/Cumulative Reward"],
+                             reported["Environment/Episode Length"]))
+
+    monkeypatch.setattr(Collector, "_end_episodes", ending)
+    monkeypatch.setattr(StatsReporter, "add", adding)
+    monkeypatch.setattr(BehaviorTrainer, "write_summary", summarizing)
+    path = config(workdir, ("1D",), 1500, team_change=100, save_steps=200, swap_steps=200)
+    result = run_cli(path, TEAMS, "--run-id=t", "--seed=1")
+    assert result.code == 0, result.log
+    assert result.log.count("self-play: team 1 learns now") >= 3
+    assert len(at_summaries) == 3
+    for learner, ghost, rewards, lengths in at_summaries:
+        assert (rewards, lengths) == (learner, learner + ghost)
