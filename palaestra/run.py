@@ -380,6 +380,7 @@ def _build(options: RunOptions, env: Env, config: TrainerConfig, settings: dict[
         trainers[name] = trainer
     self_play = SelfPlayController()
     join_self_play(trainers, self_play, seed)
+    settings.update({name: t.settings for name, t in trainers.items()})  # (a self-play team plays with its owner's)
     if options.inference and trainers and not any(t.loaded_from for t in trainers.values()):
         # (a mistyped run-id, a run killed before its first checkpoint: as ML-Agents, refused; it
         # played an untrained policy and exited 0)
@@ -534,6 +535,7 @@ def _adopt_new_behaviors(parts: RunParts, writers: list[Any], start_time: float,
                                    restores=not joins)
         parts.settings[name], parts.trainers[name] = settings[name], trainer
         join_self_play(parts.trainers, parts.self_play, parts.seed)
+        parts.settings[name] = trainer.settings  # (a self-play team plays with its owner's)
         if parts.parameters is not None:  # the environment parameters in its summaries too
             trainer.summary_extra = (lambda b=name: parts.parameters.summary(b))
         _add_teacher(parts.options, parts.env, parts.trainers, name, seed)

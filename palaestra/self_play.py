@@ -46,7 +46,7 @@ from palaestra.networks.acting import make_actor
 from palaestra.networks.accelerator import policy_arrays, weight_layout
 from palaestra.networks.numpy_network import weight_size, weight_views
 from palaestra.rollout.segments import EpisodeStats, Segments
-from palaestra.settings import SelfPlaySettings, TrainerSettings
+from palaestra.settings import ConfigError, SelfPlaySettings, TrainerSettings
 
 if TYPE_CHECKING:
     from palaestra.trainer import BehaviorTrainer
@@ -202,10 +202,21 @@ class SelfPlayGroup:
         if team in self.teams:
             raise ValueError(f"self-play: behaviors {self.teams[team].name!r} and {trainer.name!r} are both team "
                              f"{team} of {self.base!r}")
+        if trainer is not self.owner and trainer.spec != self.owner.spec:
+            def spec(t: "BehaviorTrainer") -> str:
+                return (f"observations {[tuple(s) for s in t.spec.observation_shapes]}, actions "
+                        f"{t.spec.action_spec.describe()}")
+            raise ConfigError(f"self-play: behaviors {self.owner.name!r} ({spec(self.owner)}) and {trainer.name!r} "
+                              f"({spec(trainer)}) are teams of {self.base!r}, which play one policy, but they observe "
+                              "or act differently; give the teams the same observations and actions, or different "
+                              "behavior names")
         self.teams[team] = trainer
         if trainer is not self.owner:
             trainer.algorithm = self.owner.algorithm
             trainer.stats = self.owner.stats
+            if trainer.settings != self.owner.settings:  # played and trained with the owner's (warned about)
+                trainer.settings = self.owner.settings
+                trainer.collector = trainer.new_collector()  # its horizon, the policy's signals and memory
         weights = np.empty(weight_size(self._layout), np.float32)
         self.ghosts[team] = _Ghost(weights, make_actor(self._layout, weights, self.rng))
         self._load(team, self._latest())

@@ -110,9 +110,7 @@ class BehaviorTrainer:
         self.algorithm = make_algorithm(spec, settings, device, np.random.default_rng(seed), name, demonstrations)
         # online_bc's teacher (palaestra/teachers.py; capabilities' ``teacher``): the algorithm's ``teach``
         self.teacher = teacher
-        self.collector = Collector(spec, settings.time_horizon, len(self.algorithm.signals),
-                                   memory_size=self.algorithm.memory_size, behavior=name,
-                                   terminal_values=not all(s.uses_terminal for s in self.algorithm.signals))
+        self.collector = self.new_collector()
         self.stats = stats
         self.checkpoints = checkpoints
         self.loaded_from: Path | None = None  # the checkpoint restore() last loaded
@@ -137,6 +135,12 @@ class BehaviorTrainer:
         if training:  # temp files of saves a kill interrupted; this run is the folder's only writer now
             checkpoints.remove_partial_files()
             remove_partial_files(model_dir, rf"{re.escape(self.output_name)}\.onnx")
+
+    def new_collector(self) -> Collector:
+        """A collector for this behavior's agents, shaped by its settings and its algorithm's signals and memory."""
+        return Collector(self.spec, self.settings.time_horizon, len(self.algorithm.signals),
+                         memory_size=self.algorithm.memory_size, behavior=self.name,
+                         terminal_values=not all(s.uses_terminal for s in self.algorithm.signals))
 
     @property
     def step(self) -> int:
