@@ -280,7 +280,7 @@ class SelfPlayGroup:
             self.controller.request_change()  # the run applies it at the reset it brings (turn_changed)
             self.last_team_change = step
         if step - self.last_save > s.save_steps:
-            self.snapshots.append((self._latest(), self.elo))
+            self._save_snapshot()
             self.last_save = step
         if self.ghost_steps - self.last_swap > s.swap_steps:
             self._swap()
@@ -298,6 +298,15 @@ class SelfPlayGroup:
             self._ghost_lengths.extend(now.collector.take_episode_stats().lengths)
         self._swap()
         self.last_swap = self.ghost_steps
+
+    def _save_snapshot(self) -> None:
+        """The latest weights join the window. A full window drops its oldest, and the snapshot the
+        ghosts play keeps its rating by its new index; where it is the one dropped, its rating
+        follows the new snapshot, which takes its place (ML-Agents' ring of snapshots overwrites
+        the oldest slot, current_opponent pointing at it)."""
+        if self.opponent != LATEST and len(self.snapshots) == self.snapshots.maxlen:
+            self.opponent = self.opponent - 1 if self.opponent > 0 else len(self.snapshots) - 1
+        self.snapshots.append((self._latest(), self.elo))
 
     def _latest(self) -> np.ndarray:
         arrays = policy_arrays(self.owner.algorithm.policy)
@@ -333,10 +342,12 @@ class SelfPlayGroup:
         size = weight_size(self._layout)
         snapshots = [(flat, float(e)) for flat, e in ((_flat(w), e) for w, e in state.get("snapshots", []))
                      if flat.size == size]  # (weights of another network are left out)
-        self.snapshots = deque(snapshots[-self.settings.window:], maxlen=self.settings.window)
+        dropped = max(len(snapshots) - self.settings.window, 0)  # (a smaller window keeps the newest)
+        self.snapshots = deque(snapshots[dropped:], maxlen=self.settings.window)
         self.elo = float(state.get("elo", self.elo))
         opponent = int(state.get("opponent", LATEST))
-        self.opponent = opponent if 0 <= opponent < len(self.snapshots) else LATEST
+        # the saved index in the snapshots kept (the oldest kept where the ghosts' own was dropped)
+        self.opponent = max(opponent - dropped, 0) if 0 <= opponent < len(snapshots) else LATEST
         for key in ("ghost_steps", "last_save", "last_swap", "last_team_change"):
             setattr(self, key, int(state.get(key, 0)))
         for team, weights in state.get("ghosts", {}).items():

@@ -8,6 +8,7 @@ it keeps the first weights and does not. Then what a run writes, resumes and ref
 from __future__ import annotations
 
 import collections
+import dataclasses
 
 import numpy as np
 import pytest
@@ -21,6 +22,8 @@ from palaestra.rollout.collector import Collector
 from palaestra.self_play import SelfPlayController, elo_expected, team_of
 from palaestra.stats import StatsReporter
 from palaestra.trainer import BehaviorTrainer
+
+
 from tests.conftest import write_yaml
 
 TEAMS = "--env=palaestra.envs.builtin.simple1d:make_teams"
@@ -354,3 +357,43 @@ def test_teams_of_one_name_that_act_differently_are_refused(run_cli, workdir):
     assert ("'1D?team=0' (observations [(1,)], actions discrete[2]) and '1D?team=1' (observations [(1,)], actions "
             "continuous(1)) are teams of '1D'") in result.log
     assert not list((workdir / "models").glob("m/*.onnx"))
+
+
+def test_the_ghosts_snapshot_keeps_its_rating_when_the_window_moves(workdir):
+    from types import SimpleNamespace
+
+    import torch
+
+    from palaestra.algorithms import make_algorithm
+    from palaestra.envs.base import ActionSpec, BehaviorSpec
+    from palaestra.self_play import SelfPlayGroup
+    from palaestra.settings import load_trainer_config
+
+    settings = load_trainer_config(config(workdir, ("1D",), 1000, window=3, save_steps=10)).for_behavior("1D")
+    spec = BehaviorSpec(((1,),), ActionSpec(0, (2,)))
+
+    def group(window_settings):
+        algorithm = make_algorithm(spec, settings, torch.device("cpu"), np.random.default_rng(0), "1D", True)
+        owner = SimpleNamespace(algorithm=algorithm, stats=StatsReporter("x", []), should_continue=lambda: True,
+                                training=True, name="1D")
+        return SelfPlayGroup("1D", window_settings, SelfPlayController(), owner, np.random.default_rng(0))
+
+    g = group(settings.self_play)
+    for step in (11, 22):  # a full window of 3
+        g.owner.algorithm.step = step
+        g.advance()
+    for i, (weights, _) in enumerate(list(g.snapshots)):
+        g.snapshots[i] = (weights, 1000.0 + i)
+    g.opponent = 1  # the ghosts play the second snapshot, rated 1001
+    played = g.snapshots[1][0]
+    g.owner.algorithm.step = 33
+    g.advance()  # the oldest drops out of the window
+    assert g.snapshots[g.opponent][0] is played and g.opponent_elo() == 1001.0
+    g.change_opponent_elo(5.0)
+    assert [e for _, e in g.snapshots][:2] == [1006.0, 1002.0]
+    # a smaller window on --resume keeps the newest snapshots, the ghosts' (rated 1002) among them
+    g.opponent = 1
+    saved = g.state_dict()
+    smaller = group(dataclasses.replace(settings.self_play, window=2))
+    smaller.load_state_dict(saved)
+    assert smaller.opponent_elo() == 1002.0
