@@ -534,7 +534,7 @@ def _adopt_new_behaviors(parts: RunParts, writers: list[Any], start_time: float,
                                    settings[name], device, seed, parts.models, parts.parameters, late=True,
                                    restores=not joins)
         parts.settings[name], parts.trainers[name] = settings[name], trainer
-        join_self_play(parts.trainers, parts.self_play, parts.seed)
+        join_self_play(parts.trainers, parts.self_play, parts.seed, running=True)
         parts.settings[name] = trainer.settings  # (a self-play team plays with its owner's)
         if parts.parameters is not None:  # the environment parameters in its summaries too
             trainer.summary_extra = (lambda b=name: parts.parameters.summary(b))
@@ -884,6 +884,8 @@ class _StepCounter:
 
     def include(self, trainer: BehaviorTrainer) -> None:
         """A trainer added to ``trainers`` (a behavior that appeared): its steps count from here."""
+        if not trainer.owns_learning:  # a self-play team that joined a policy whose steps count already
+            return
         self._trainer_steps += trainer.step
         if self.bar is not None:
             self.bar.total += trainer.settings.max_steps

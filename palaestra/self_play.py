@@ -338,7 +338,9 @@ class SelfPlayGroup:
                 "ghosts": {team: torch.from_numpy(g.weights.copy()) for team, g in self.ghosts.items()},
                 "controller": self.controller.state_dict()}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any], turn: bool = True) -> None:
+        """``turn``: the learning team saved goes on too (not for a group formed during the run:
+        another team's turn is under way, and changes only with a reset)."""
         size = weight_size(self._layout)
         snapshots = [(flat, float(e)) for flat, e in ((_flat(w), e) for w, e in state.get("snapshots", []))
                      if flat.size == size]  # (weights of another network are left out)
@@ -353,7 +355,8 @@ class SelfPlayGroup:
         for team, weights in state.get("ghosts", {}).items():
             if team in self.ghosts and _flat(weights).size == size:
                 self._load(team, _flat(weights))
-        self.controller.load_state_dict(state.get("controller", {}))
+        if turn:
+            self.controller.load_state_dict(state.get("controller", {}))
 
 
 def _flat(weights: Any) -> np.ndarray:
@@ -418,10 +421,11 @@ def learners(trainers: Mapping[str, "BehaviorTrainer"]) -> list["BehaviorTrainer
     return [t for t in trainers.values() if t.owns_learning]
 
 
-def join_self_play(trainers: Mapping[str, "BehaviorTrainer"], controller: SelfPlayController, seed: int) -> None:
+def join_self_play(trainers: Mapping[str, "BehaviorTrainer"], controller: SelfPlayController, seed: int,
+                   running: bool = False) -> None:
     """Every behavior with a ``self_play`` section joins the group of its name (the first team of
     the name makes it and owns its policy); a new group takes the state its owner's checkpoint
-    saved. Also for behaviors that appear later."""
+    saved. Also for behaviors that appear later (``running``: their group keeps the run's turn)."""
     groups = {t.self_play.base: t.self_play for t in trainers.values() if t.self_play is not None}
     fresh: list[SelfPlayGroup] = []
     for name, trainer in trainers.items():
@@ -440,6 +444,6 @@ def join_self_play(trainers: Mapping[str, "BehaviorTrainer"], controller: SelfPl
         trainer.self_play, trainer.team = group, team
     for group in fresh:
         if group.owner.saved_self_play is not None:
-            group.load_state_dict(group.owner.saved_self_play)
+            group.load_state_dict(group.owner.saved_self_play, turn=not running)
         logger.info("self-play: %s, teams %s; team %s learns first", group.base, sorted(group.teams),
                     controller.learning_team)

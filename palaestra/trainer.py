@@ -209,6 +209,8 @@ class BehaviorTrainer:
         if self._plays_ghost:
             self.self_play.ghost_played(segments)
             return
+        if self.self_play is not None and not self.training and not self.owns_learning:
+            return  # --inference: the teams of a group play one policy, whose steps are its owner team's
         if self.learning:
             for key, values in self.algorithm.collect(segments).items():
                 self.stats.add(key, values)

@@ -397,3 +397,102 @@ def test_the_ghosts_snapshot_keeps_its_rating_when_the_window_moves(workdir):
     smaller = group(dataclasses.replace(settings.self_play, window=2))
     smaller.load_state_dict(saved)
     assert smaller.opponent_elo() == 1002.0
+
+
+class _Late(CombinedEnv):
+    """Two teams, the second appearing after ``late_from`` steps (as a Unity scene's agents may)."""
+
+    def __init__(self, names: tuple[str, str], late_from: int) -> None:
+        super().__init__([Simple1D(seed=0, behavior_name=names[0]), Simple1D(seed=1, behavior_name=names[1])])
+        self.late, self.t, self.late_from = names[1], 0, late_from
+
+    @property
+    def behavior_specs(self):
+        specs = dict(super().behavior_specs)
+        if self.t < self.late_from:
+            del specs[self.late]
+        return specs
+
+    def step(self) -> None:
+        self.t += 1
+        super().step()
+
+
+def late_team(seed: int = 0, num_areas: int = 1, late_from: int = 200) -> CombinedEnv:
+    return _Late(("1D?team=0", "1D?team=1"), late_from)
+
+
+def test_a_team_that_appears_late_adds_nothing_to_the_progress_bar(run_cli, workdir, monkeypatch):
+    import palaestra.run as run
+
+    counted = []
+    include = run._StepCounter.include
+
+    def including(self, trainer):
+        include(self, trainer)
+        counted.append((self.bar.total, self._trainer_steps, sum(t.step for t in run.learners(self.trainers))))
+
+    monkeypatch.setattr(run._StepCounter, "include", including)
+    path = config(workdir, ("1D",), 600, team_change=150)
+    result = run_cli(path, "--env=tests.test_self_play:late_team", "--run-id=l", "--seed=1")
+    assert result.code == 0, result.log
+    assert "behavior '1D?team=1' appeared at step 200" in result.log
+    (total, counted_steps, steps), = counted
+    assert total == 600 and counted_steps == steps > 0  # one policy: its max_steps, its steps once
+
+
+def test_inference_plays_max_steps_of_the_policy(run_cli, workdir, monkeypatch):
+    # the policy's steps are its first team's, as while training: the other teams' do not count
+    # twice toward max_steps (which ended --inference halfway)
+    path = config(workdir, ("1D",), 300)
+    assert run_cli(path, TEAMS, "--run-id=i", "--seed=1").code == 0
+    steps = []
+    step = CombinedEnv.step
+
+    def stepping(self):
+        steps.append(1)
+        if len(steps) > 2000:
+            raise RuntimeError("--inference did not end")
+        step(self)
+
+    monkeypatch.setattr(CombinedEnv, "step", stepping)
+    path = config(workdir, ("1D",), 400)
+    result = run_cli(path, TEAMS, "--run-id=i", "--inference")
+    assert result.code == 0, result.log
+    assert 400 <= len(steps) < 400 + 64 + 11  # (steps count when a segment is taken: time_horizon 64)
+    # two policies (asymmetric), each its own team's steps
+    names = ("--env-args", "names=['1D?team=0', '1DOpp?team=1']")
+    path = config(workdir, ("1D", "1DOpp"), 300)
+    assert run_cli(path, TEAMS, "--run-id=a", "--seed=1", *names).code == 0
+    steps.clear()
+    result = run_cli(path, TEAMS, "--run-id=a", "--inference", *names)
+    assert result.code == 0, result.log
+    assert 300 <= len(steps) < 300 + 64 + 11
+
+
+def late_opponent(seed: int = 0, num_areas: int = 1, late_from: int = 0) -> CombinedEnv:
+    return _Late(("1D?team=0", "1DOpp?team=1"), late_from)
+
+
+def test_a_group_that_appears_on_resume_keeps_the_runs_turn(run_cli, workdir, monkeypatch):
+    # the run saved with team 1 learning; resumed, team 1 appears late: team 0's turn under way
+    # goes on (the saved turn switched it at once, without the reset a change of turn brings)
+    import palaestra.run as run
+
+    path = config(workdir, ("1D", "1DOpp"), 300, team_change=200)
+    assert run_cli(path, "--env=tests.test_self_play:late_opponent", "--run-id=r", "--seed=1").code == 0
+    assert newest_self_play(workdir / "models/r/1DOpp")["controller"]["learning_team"] == 1
+    turns = []
+    adopt = run._adopt_new_behaviors
+
+    def adopting(parts, *args):
+        before = parts.self_play.learning_team
+        adopt(parts, *args)
+        turns.append((before, parts.self_play.learning_team))
+
+    monkeypatch.setattr(run, "_adopt_new_behaviors", adopting)
+    path = config(workdir, ("1D", "1DOpp"), 400, team_change=200)
+    result = run_cli(path, "--env=tests.test_self_play:late_opponent", "--run-id=r", "--resume", "--env-args",
+                     "late_from=20")
+    assert result.code == 0, result.log
+    assert turns == [(0, 0)]
