@@ -572,9 +572,9 @@ def _train_with_writers(parts: RunParts) -> int:
     logger.info("Palaestra %s: run %r on %s, seed %d, device %s (%s)", __version__, options.run_id,
                 options.env if options.env is not None else "the Unity Editor", parts.seed, parts.device,
                 parts.device_reason)
-    finished = {name: t for name, t in parts.trainers.items()
-                if parts.training and options.resume and not t.should_continue()}
-    if finished and len(finished) == len(parts.trainers):  # a --resume of a run that ended
+    finished = {name: t for name, t in parts.trainers.items()  # (a self-play policy once, by its first team)
+                if parts.training and options.resume and not t.should_continue() and t.owns_learning}
+    if finished and len(finished) == len(learners(parts.trainers)):  # a --resume of a run that ended
         logger.info("every behavior has already trained past its max_steps (%s): nothing is left to train; raise "
                     "max_steps in the trainer config to train further", ", ".join(
                         f"{name} {t.step} of {t.settings.max_steps}" for name, t in finished.items()))

@@ -447,3 +447,7 @@ def join_self_play(trainers: Mapping[str, "BehaviorTrainer"], controller: SelfPl
             group.load_state_dict(group.owner.saved_self_play, turn=not running)
         logger.info("self-play: %s, teams %s; team %s learns first", group.base, sorted(group.teams),
                     controller.learning_team)
+    if fresh and not running and len({team for g in controller.groups for team in g.teams}) == 1:
+        logger.warning("self-play: the environment has one team only (%s), so far: nothing plays against it, and "
+                       "it trains as without self_play (teams are behaviors named Name?team=T)",
+                       ", ".join(t.name for g in controller.groups for t in g.teams.values()))

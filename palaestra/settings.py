@@ -1272,11 +1272,12 @@ def settings_notes(path: Path, behavior: str, settings: TrainerSettings) -> list
         notes.append(f"{where}: lstm_placement{set_in(settings, 'lstm_placement')} is read only with "
                      "use_recurrent: true, which is not set; it has no effect")
     if settings.self_play is not None and settings.self_play.team_change >= settings.max_steps:
-        notes.append(f"{where}: self_play.team_change {settings.self_play.team_change}{set_in(settings, 'self_play')} "
-                     f"is not below max_steps {settings.max_steps}{set_in(settings, 'max_steps')}: its team learns "
-                     "to the end in one turn, so in an asymmetric game (another behavior as the opponent team) the "
-                     "other side's turn starts only when this one is done, and this side never plays a trained "
-                     "opponent (as ML-Agents warned); lower team_change for turns")
+        # (once for the teams of a name, which play one policy)
+        notes.append(f"{path}: behavior {behavior.partition('?')[0]!r}: self_play.team_change {settings.self_play.team_change}{set_in(settings, 'self_play')} "
+                     f"is not below max_steps {settings.max_steps}{set_in(settings, 'max_steps')}: the first team "
+                     "learns to the end in one turn. Where the teams share this policy that is harmless; against "
+                     "another behavior's policy (an asymmetric game) that side's turn starts only when this one is "
+                     "done, so this side never plays a trained opponent (as ML-Agents warned): lower team_change")
     notes += _too_short_notes(where, settings)
     return notes
 
