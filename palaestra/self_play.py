@@ -292,10 +292,10 @@ class SelfPlayGroup:
         ghost's (lengths only), whichever role it has now; the ghosts take new opponents."""
         before = self.teams.get(previous) if previous is not None else None
         if before is not None:
-            self._learner_episodes.merge(before.collector.take_episode_stats())
+            self._learner_episodes.merge(before.take_episodes())
         now = self.teams.get(self.controller.learning_team)
         if now is not None and now is not before:
-            self._ghost_lengths.extend(now.collector.take_episode_stats().lengths)
+            self._ghost_lengths.extend(now.take_episodes(learner=False).lengths)
         self._swap()
         self.last_swap = self.ghost_steps
 

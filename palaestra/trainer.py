@@ -152,11 +152,30 @@ class BehaviorTrainer:
         return self.step / max(self.settings.max_steps, 1)
 
     def take_finished_returns(self) -> list[float]:
-        """Returns of the episodes finished since the last call (a curriculum's episodes)."""
+        """Returns of the episodes finished since the last call (a curriculum's episodes); for the
+        owner of a self-play group, those every team finished as the learner (as ML-Agents counts
+        the learning team's)."""
+        taken = self._take_own_returns()
+        if self.self_play is not None and self.self_play.owner is self:
+            for team in self.self_play.teams.values():
+                if team is not self:
+                    taken += team._take_own_returns()
+        return taken
+
+    def _take_own_returns(self) -> list[float]:
         returns = self.collector.stats.returns
         taken = self._returns_carried + returns[self._returns_seen:]
         self._returns_carried, self._returns_seen = [], len(returns)
         return taken
+
+    def take_episodes(self, learner: bool = True) -> EpisodeStats:
+        """The collector's finished episodes since the last call. Those a curriculum has not read
+        yet are kept for it (``learner``: they count toward its lesson; a self-play ghost's do not)."""
+        reads = self.lesson is not None or (self.self_play is not None and self.self_play.owner.lesson is not None)
+        if learner and reads:
+            self._returns_carried += self.collector.stats.returns[self._returns_seen:]
+        self._returns_seen = 0
+        return self.collector.take_episode_stats()
 
     def end_episodes(self, terminal: TerminalSteps | None = None) -> None:
         """Every environment is about to reset (new environment parameters). The episodes that
@@ -194,7 +213,7 @@ class BehaviorTrainer:
         if segments is not None:
             self.record(segments)
         if self._plays_ghost:
-            self.self_play.ghost_episodes(self.collector.take_episode_stats())
+            self.self_play.ghost_episodes(self.take_episodes(learner=False))
         return actions
 
     @property
@@ -284,15 +303,12 @@ class BehaviorTrainer:
                 self._next_summary += self.settings.summary_freq
 
     def write_summary(self, step: int) -> None:
-        if self.lesson is not None:  # a curriculum's episodes not taken yet
-            self._returns_carried += self.collector.stats.returns[self._returns_seen:]
-        self._returns_seen = 0
-        episodes = self.collector.take_episode_stats()
+        episodes = self.take_episodes()
         lengths = []  # self-play: the ghosts' episodes count in the lengths only, as in ML-Agents
         if self.self_play is not None:
             for team in self.self_play.teams.values():
                 if team is not self:
-                    episodes.merge(team.collector.take_episode_stats())
+                    episodes.merge(team.take_episodes())
             episodes.merge(self.self_play.take_learner_episodes())  # (of turns that ended since the last summary)
             lengths = self.self_play.take_ghost_lengths()
         if episodes.returns:

@@ -496,3 +496,42 @@ def test_a_group_that_appears_on_resume_keeps_the_runs_turn(run_cli, workdir, mo
                      "late_from=20")
     assert result.code == 0, result.log
     assert turns == [(0, 0)]
+
+
+def test_a_curriculum_counts_every_teams_learner_episodes(run_cli, workdir, monkeypatch):
+    # ML-Agents feeds a curriculum the learning team's episodes, whichever team learns: here the
+    # turn changes every 100 steps, and every episode either team finished as the learner counts
+    from palaestra.curriculum.curricula import LessonState
+
+    controllers: list[SelfPlayController] = []
+    init = SelfPlayController.__init__
+    monkeypatch.setattr(SelfPlayController, "__init__", lambda self: (init(self), controllers.append(self))[0])
+    learner_episodes = collections.Counter()
+    end = Collector._end_episodes
+
+    def ending(self, terminal, value):
+        before = len(self.stats.returns)
+        out = end(self, terminal, value)
+        if controllers[-1].learning_team == team_of(self.behavior)[1]:
+            learner_episodes[team_of(self.behavior)[1]] += len(self.stats.returns) - before
+        return out
+
+    fed = []
+    add = LessonState.add_returns
+    monkeypatch.setattr(LessonState, "add_returns", lambda self, c, returns: (fed.extend(returns), add(self, c, returns))[1])
+    monkeypatch.setattr(Collector, "_end_episodes", ending)
+    write_yaml(workdir / "curriculum.yaml", """
+        1D:
+          measure: reward
+          thresholds: [100.0]
+          min_lesson_length: 1
+          signal_smoothing: false
+          parameters:
+            unused: [1.0, 2.0]
+    """)
+    path = config(workdir, ("1D",), 1000, team_change=100, save_steps=200, swap_steps=200)
+    result = run_cli(path, TEAMS, "--run-id=c", "--seed=1", "--curriculum=curriculum.yaml")
+    assert result.code == 0, result.log
+    assert result.log.count("self-play: team 1 learns now") >= 3
+    assert learner_episodes[0] > 0 and learner_episodes[1] > 0
+    assert len(fed) == learner_episodes[0] + learner_episodes[1]
