@@ -785,9 +785,14 @@ def _acting_loop(acting: ActingWorkers, trainers: dict[str, BehaviorTrainer], st
     learning team changes (from the first round not yet permitted: the rounds under way finish as
     they are)."""
     lesson_rounds: dict[str, int] = {}  # behavior → the first round acted in its current lesson
+    turn_round: int | None = None  # self-play: the first round acted in the turn requested, until taken
     while not stop.requested and any(t.should_continue() for t in trainers.values()):
         with timed("env_step"):  # waiting for the workers' next round: their environments and acting
             results, env_steps = acting.take_round()
+        if self_play is not None and turn_round is not None and acting.taken >= turn_round:
+            # the new turn's first round (the rounds before, played in the turn before, were its)
+            self_play.apply_change()
+            turn_round = None
         for r in acting.salvaged:  # failed workers' episodes, ended where their environment failed
             trainers[r.behavior].record_round(r.segments, r.episodes)
         if acting.reset_before_round:  # the workers' episodes ended at their reset: none continues
@@ -811,14 +816,16 @@ def _acting_loop(acting: ActingWorkers, trainers: dict[str, BehaviorTrainer], st
         previous = counter.global_step
         counter.add(env_steps)
         new_lessons = parameters_changed(parameters, trainers, previous, counter.global_step)
-        if self_play is not None and self_play.reset_due() and new_lessons is None:
+        turn = self_play is not None and self_play.reset_due()
+        if turn and new_lessons is None:
             new_lessons = []
         if new_lessons is not None:
             draws = parameters.draw() if parameters is not None else [None] * acting.pool.n
             first = acting.change_parameters(draws)
             lesson_rounds |= dict.fromkeys(new_lessons, first)
-            if self_play is not None:  # (the rounds under way, played in the turn before, are recorded in this one)
-                self_play.apply_change()
+            if turn:  # the rounds from `first` act in the next turn; those under way finish in this one
+                self_play.play_ahead()
+                turn_round = first
 
 
 def _finish(parts: RunParts, global_step: int, error: BaseException | None, stopped_by: int | None = None) -> int:

@@ -88,6 +88,8 @@ class SelfPlayController:
         self.groups: list[SelfPlayGroup] = []
         self._reset_due = False
         self._next: int | None = None  # the team whose turn comes once the episodes under way end
+        # the acting workers already act the next turn's rounds (played_ahead) before it applies
+        self._scheduled = False
 
     def subscribe(self, team: int) -> None:
         if team == self.learning_team or team in self._waiting:
@@ -124,9 +126,21 @@ class SelfPlayController:
         if self._next is None:
             return
         previous, self.learning_team, self._next = self.learning_team, self._next, None
+        self._scheduled = False
         logger.info("self-play: team %d learns now", self.learning_team)
         for group in self.groups:
             group.turn_changed(previous)
+
+    def play_ahead(self) -> None:
+        """The acting workers play the requested turn from the rounds published from now on, while
+        the rounds under way, played in the turn before, are still to be recorded (apply_change
+        then, when the first of the new turn's rounds is taken)."""
+        self._scheduled = self._next is not None
+
+    @property
+    def acting_team(self) -> int | None:
+        """The learning team of the rounds the acting workers are given weights for now."""
+        return self._next if self._scheduled else self.learning_team
 
     def _finished(self, team: int) -> bool:
         groups = [g for g in self.groups if team in g.teams]
@@ -224,6 +238,10 @@ class SelfPlayGroup:
 
     def learns(self, team: int) -> bool:
         return self.controller.learning_team == team
+
+    def acts_as_learner(self, team: int) -> bool:
+        """Whether ``team`` learns in the rounds published to the acting workers now."""
+        return self.controller.acting_team == team
 
     def actor(self, team: int) -> Any:
         """What acts for ``team`` now: the policy itself while the team learns (or nothing trains:

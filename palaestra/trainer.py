@@ -270,7 +270,7 @@ class BehaviorTrainer:
     def acting_weights(self) -> dict[str, np.ndarray]:
         """The weights this behavior acts with, named as the policy's (for the acting workers):
         the policy's, or a self-play team's ghost's."""
-        if self._plays_ghost:
+        if self.self_play is not None and self.training and not self.self_play.acts_as_learner(self.team):
             return self.self_play.ghost_arrays(self.team)
         return self.algorithm.policy_arrays()
 

@@ -225,6 +225,50 @@ def test_teams_take_turns_where_the_workers_act(run_cli, workdir):
         assert np.mean(evaluate_onnx(env, workdir / f"models/w/{behavior}.onnx", episodes=10)) > 0.9
 
 
+@pytest.mark.parametrize("threaded", [True, False])
+def test_the_workers_rounds_count_for_the_turn_they_were_played_in(run_cli, workdir, monkeypatch, threaded):
+    # the rounds under way at a change of turn (up to LAG + 1 of them) were acted with the roles
+    # before it: the team that played its ghost in them is not trained on them, and the one that
+    # learned keeps them (they were recorded with the new roles: ghost play trained, the learner's dropped)
+    from palaestra.workers.acting import ActingWorkers
+    published: dict[int, dict[str, bool]] = {}  # round → behavior → acted with its ghost's weights
+    recorded: list[tuple[int, str, bool]] = []  # (round, behavior, recorded as the ghost's)
+    taken = {"round": -1}
+    write, take, record = ActingWorkers._write_weights, ActingWorkers.take_round, BehaviorTrainer.record_round
+
+    def writing(self, q):
+        write(self, q)
+        published[q] = {}
+        for behavior, source in self.sources.items():
+            t = source.__self__
+            ghost = t.self_play.ghosts[t.team].weights
+            published[q][behavior] = any(np.shares_memory(a, ghost) for a in source().values())
+
+    def taking(self):
+        out = take(self)
+        taken["round"] = self.taken
+        return out
+
+    def recording(self, segments, episodes):
+        if segments is not None:
+            recorded.append((taken["round"], self.name, self._plays_ghost))
+        return record(self, segments, episodes)
+
+    monkeypatch.setattr(ActingWorkers, "_write_weights", writing)
+    monkeypatch.setattr(ActingWorkers, "take_round", taking)
+    monkeypatch.setattr(BehaviorTrainer, "record_round", recording)
+    path = config(workdir, ("1D", "1DOpp"), 1500, save_steps=100, swap_steps=100, team_change=200)
+    if not threaded:
+        text = (workdir / "c.yaml").read_text().replace("  trainer: ppo\n", "  trainer: ppo\n  threaded: false\n")
+        (workdir / "c.yaml").write_text(text)
+    result = run_cli(path, TEAMS, "--run-id=t", "--seed=1", "--num-envs=2", "--acting=workers", "--env-args",
+                     "names=['1D?team=0', '1DOpp?team=1']")
+    assert result.code == 0, result.log
+    assert result.log.count("learns now") >= 4
+    wrong = [(q, b) for q, b, ghost in recorded if published[q][b] != ghost]
+    assert not wrong, f"{len(wrong)} of {len(recorded)} rounds recorded in the wrong role: {wrong[:10]}"
+
+
 def test_self_play_under_an_imitation_trainer_is_refused(run_cli, workdir):
     path = write_yaml(workdir / "c.yaml", """
         1D:
