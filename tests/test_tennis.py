@@ -89,3 +89,17 @@ def test_self_play_learns_tennis_without_a_scripted_opponent(run_cli, workdir):
         act = random_player(rng) if opponent == "random" else (lambda d: env.heuristic_for(TEAMS[1]))
         returns = np.array(evaluate_onnx(env, model, episodes=400, behavior=TEAMS[0], opponents={TEAMS[1]: act}))
         assert np.mean(returns > 0) >= least, (opponent, np.mean(returns > 0))
+
+
+def test_a_rally_cut_by_the_step_limit_ends_as_a_draw():
+    # a return on the very step the rally is cut pays nothing: the last reward, which the ELO reads
+    # as the result, is 0 for both players
+    env = Tennis(seed=4)
+    env.reset()
+    env.episode_steps[:] = env.max_episode_steps - 1
+    env.ball[:] = [0.5, 0.01]
+    env.velocity[:] = [0.0, -0.03]
+    env.racket[:] = [0.5, 0.5]
+    env.step()
+    _, ended = env.get_steps(TEAMS[0])
+    assert len(ended) == 8 and ended.interrupted.all() and (ended.reward == 0.0).all()

@@ -107,6 +107,10 @@ class Tennis(SplitBehaviorsEnv):
             reward[missed, team] = -1.0
             reward[missed, 1 - team] = 1.0
             done[missed] = True
+        # a rally cut by the step limit now is a draw: no return's reward as its last (the ELO reads
+        # an episode's last reward as its result)
+        cut = ~done & (self.episode_steps[::2] + 1 >= self.max_episode_steps)
+        reward[cut] = 0.0
         return reward.reshape(-1), np.repeat(done, 2)
 
     def heuristic(self) -> ActionTuple:
