@@ -29,7 +29,8 @@ class SplitBehaviorsEnv(BuiltinVectorEnv):
         self._empty = TerminalSteps.empty(self._spec)
 
     def _behavior_index(self) -> np.ndarray:
-        """Per agent, the index in ``behaviors`` of the behavior it acts as now."""
+        """Per agent, the index in ``behaviors`` of the behavior it acts as now (a new array: the
+        step keeps the one from before it)."""
         raise NotImplementedError
 
     @property
@@ -51,19 +52,22 @@ class SplitBehaviorsEnv(BuiltinVectorEnv):
 
     def reset(self, parameters: Mapping[str, float] | None = None) -> None:
         super().reset(parameters)
-        self._split(self._behavior_index().copy())
+        self._split(self._behavior_index())
 
     def step(self) -> None:
         if not self._steps:
             self.reset()
         actions = self.action_spec.empty_actions(self.n)
+        continuous, discrete = self.action_spec.continuous_size, self.action_spec.discrete_branches
         for behavior, chosen in self._chosen.items():
             ids = self._steps[behavior][0].agent_id
-            actions.continuous[ids] = chosen.continuous
-            actions.discrete[ids] = chosen.discrete
+            if continuous:
+                actions.continuous[ids] = chosen.continuous
+            if discrete:
+                actions.discrete[ids] = chosen.discrete
         self._chosen = {}
         self._actions = actions
-        before = self._behavior_index().copy()  # the behavior of the episodes that end in this step
+        before = self._behavior_index()  # the behavior of the episodes that end in this step
         super().step()
         self._split(before)
 
@@ -73,8 +77,9 @@ class SplitBehaviorsEnv(BuiltinVectorEnv):
         now = self._behavior_index()
         for k, behavior in enumerate(self.behaviors):
             shown = np.flatnonzero(now == k)
+            masks = decision.action_mask
             steps = DecisionSteps([o[shown] for o in decision.obs], decision.reward[shown], decision.agent_id[shown],
-                                  [m[shown] for m in decision.action_mask] if decision.action_mask else None)
+                                  [m[shown] for m in masks] if masks else None)
             ended = self._empty
             if len(terminal):
                 mine = ended_as[terminal.agent_id] == k
