@@ -79,7 +79,7 @@ def episode_results(segments: Segments) -> np.ndarray:
 
 
 class SelfPlayController:
-    """The run's learning team: the first team seen learns first; ``change_learning_team`` hands
+    """The run's learning team: the first team seen learns first; ``request_change`` and ``apply_change`` hand
     the turn to the next, in the order the teams were seen (ML-Agents' GhostController)."""
 
     def __init__(self) -> None:
@@ -98,11 +98,6 @@ class SelfPlayController:
             self.learning_team = team
         else:
             self._waiting.append(team)
-
-    def change_learning_team(self) -> None:
-        """The next team learns: request_change then apply_change."""
-        self.request_change()
-        self.apply_change()
 
     def request_change(self) -> None:
         """The next team's turn comes (apply_change, once the run has ended the episodes under way

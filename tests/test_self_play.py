@@ -149,7 +149,8 @@ def test_learning_team_takes_turns_in_the_order_seen():
     turns = []
     for _ in range(4):
         turns.append(controller.learning_team)
-        controller.change_learning_team()
+        controller.request_change()
+        controller.apply_change()
     assert turns == [3, 1, 7, 3]
     assert controller.reset_due() and not controller.reset_due()
 
@@ -190,11 +191,6 @@ def test_resume_goes_on_at_the_saved_ratings_and_turn(run_cli, workdir):
         # the window grew from the saved one (not restarted from one snapshot) and the ghost steps counted on
         assert len(resumed[b]["snapshots"]) > len(saved[b]["snapshots"]) or len(saved[b]["snapshots"]) == 10
         assert resumed[b]["ghost_steps"] > saved[b]["ghost_steps"]
-    rows = (workdir / "summaries/r_1D.csv").read_text().splitlines()
-    header = rows[0].split(",")
-    elo = [float(r.split(",")[header.index("Self-play/ELO")]) for r in rows[1:] if r.split(",")[header.index("Self-play/ELO")]]
-    assert elo and abs(elo[-1] - 1200.0) > 0  # (ELO kept moving from the saved value)
-    assert abs(saved["1D"]["elo"] - 1200.0) > 0
 
 
 def test_inference_plays_the_trained_policy_on_every_team(run_cli, workdir, returns_by_behavior):
