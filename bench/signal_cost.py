@@ -2,7 +2,7 @@
 with extrinsic reward alone, and with curiosity, RND or GAIL (from heuristic demonstrations) and
 behavioral cloning added, each run alternating with the others so the machine's drift hits all.
 
-Usage: python bench/signal_cost.py [--env 3DBall] [--trainer ppo] [--steps 30000] [--repeats 3]
+Usage: python bench/signal_cost.py [--env 3DBall] [--trainer ppo] [--config FILE] [--steps 30000] [--repeats 3]
        [--variants extrinsic curiosity curiosity-128 curiosity-1 curiosity-here rnd rnd-1 rnd-here gail gail-1
                    gail-here bc]
 
@@ -51,6 +51,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--env", default="3DBall")
     parser.add_argument("--trainer", choices=list(CONFIGS), default="ppo")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="the trainer config whose section for the environment's behavior the runs use "
+                             "(default: the shipped config of --trainer), e.g. ML-Agents' own example config")
     parser.add_argument("--steps", type=int, default=30000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--variants", nargs="+", default=["extrinsic", "curiosity", "rnd", "gail", "bc"])
@@ -59,7 +62,7 @@ def main() -> None:
     from palaestra.demos.record import record
     from palaestra.envs.sources import make_env
 
-    shipped = yaml.safe_load((REPOSITORY / "config" / CONFIGS[args.trainer]).read_text())
+    shipped = yaml.safe_load((args.config or REPOSITORY / "config" / CONFIGS[args.trainer]).read_text())
     env = make_env(args.env, seed=1)
     behavior = next(iter(env.behavior_specs))
     demos = Path(tempfile.mkdtemp(prefix="palaestra-demos-"))

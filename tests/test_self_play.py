@@ -575,3 +575,73 @@ def test_a_curriculum_counts_every_teams_learner_episodes(run_cli, workdir, monk
     assert result.log.count("self-play: team 1 learns now") >= 3
     assert learner_episodes[0] > 0 and learner_episodes[1] > 0
     assert len(fed) == learner_episodes[0] + learner_episodes[1]
+
+
+# -- faults under acting workers -------------------------------------------------------------------
+CRASHING_TEAMS = """
+from pathlib import Path
+
+from palaestra.envs.builtin.simple1d import make_teams
+
+
+def make(seed, port):
+    # worker 1 (port 5006) raises once, after 300 steps: a build that crashed mid-match
+    env = make_teams(seed=seed, names=["1D?team=0", "1DOpp?team=1"])
+    step, steps = env.step, [0]
+
+    def failing():
+        steps[0] += 1
+        if port == 5006 and steps[0] > 300 and not Path("failed").exists():
+            Path("failed").touch()
+            raise RuntimeError("simulated crash in the simulator")
+        step()
+
+    env.step = failing
+    return env
+"""
+
+
+def test_a_crashing_worker_is_restarted_and_the_teams_go_on_taking_turns(run_cli, workdir):
+    import sys
+
+    (workdir / "crashing_teams.py").write_text(CRASHING_TEAMS)
+    path = config(workdir, ("1D", "1DOpp"), 3000, save_steps=200, swap_steps=200, team_change=400)
+    try:
+        result = run_cli(path, "--env=crashing_teams:make", "--run-id=c", "--seed=1", "--num-envs=2",
+                         "--acting=workers")
+    finally:
+        sys.modules.pop("crashing_teams", None)
+    assert result.code == 0, result.log
+    assert (workdir / "failed").exists() and "restarting it (restart 1)" in result.log
+    assert result.log.count("learns now") >= 4  # the turns went on after the restart
+    for behavior, name in (("1D", "1D?team=0"), ("1DOpp", "1DOpp?team=1")):
+        assert newest_self_play(workdir / f"models/c/{behavior}")["ghost_steps"] > 1000
+        env = Simple1D(seed=3, behavior_name=name)
+        assert np.mean(evaluate_onnx(env, workdir / f"models/c/{behavior}.onnx", episodes=10)) > 0.9
+
+
+@pytest.mark.training
+def test_ctrl_c_under_acting_workers_saves_the_self_play_state_and_resume_goes_on(workdir):
+    from tests.conftest import interrupt_training
+
+    path = config(workdir, ("1D", "1DOpp"), 20000, save_steps=200, swap_steps=200, team_change=400)
+    args = (path, TEAMS, "--run-id=s", "--seed=1", "--num-envs=2", "--acting=workers")
+    names = ("--env-args", "names=['1D?team=0', '1DOpp?team=1']")  # (last: --env-args takes the rest)
+    code, err, seconds = interrupt_training(workdir, *args, *names, after_step=r"Step: [2-9]\d\d\d\.")
+    assert code == 130, err
+    assert "Stopped by SIGINT" in err and "Traceback" not in err and seconds < 30
+    saved = {b: newest_self_play(workdir / f"models/s/{b}") for b in ("1D", "1DOpp")}
+    assert all(s["ghost_steps"] > 0 for s in saved.values())
+    step = CheckpointManager.load(CheckpointManager(workdir / "models/s/1D", 0).list()[-1][1])["algorithm"]["step"]
+    path = config(workdir, ("1D", "1DOpp"), step + 1500, save_steps=200, swap_steps=200, team_change=400)
+    import subprocess
+    import sys
+    resumed = subprocess.run([sys.executable, "-m", "palaestra.cli", *args, "--resume", *names], cwd=workdir,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"at step {step}" in resumed.stderr and "Traceback" not in resumed.stderr
+    for b in ("1D", "1DOpp"):
+        now = newest_self_play(workdir / f"models/s/{b}")
+        assert now["ghost_steps"] >= saved[b]["ghost_steps"]  # counted on, not restarted
+    assert any(newest_self_play(workdir / f"models/s/{b}")["ghost_steps"] > saved[b]["ghost_steps"]
+               for b in ("1D", "1DOpp"))
