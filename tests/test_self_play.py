@@ -614,10 +614,8 @@ def test_a_crashing_worker_is_restarted_and_the_teams_go_on_taking_turns(run_cli
     assert result.code == 0, result.log
     assert (workdir / "failed").exists() and "restarting it (restart 1)" in result.log
     assert result.log.count("learns now") >= 4  # the turns went on after the restart
-    for behavior, name in (("1D", "1D?team=0"), ("1DOpp", "1DOpp?team=1")):
+    for behavior in ("1D", "1DOpp"):  # each team played the other's turns as a ghost, before and after it
         assert newest_self_play(workdir / f"models/c/{behavior}")["ghost_steps"] > 1000
-        env = Simple1D(seed=3, behavior_name=name)
-        assert np.mean(evaluate_onnx(env, workdir / f"models/c/{behavior}.onnx", episodes=10)) > 0.9
 
 
 @pytest.mark.training
