@@ -31,7 +31,9 @@ Settings (written out in SETTINGS below and printed by the run):
   learner took about half again as long to reach 475 on CartPole, docs/benchmarks.md):
   Palaestra's ``gail`` (two swish layers of 64, its ``hidden_units``; ML-Agents' are 128), one update per
   PPO mini-batch with an expert batch of the same size, gradient penalty 10,
-  ``use_actions: true``); imitation's ``BasicRewardNet`` (state and action) with two ReLU layers
+  ``use_actions: true``, and ``use_terminal_states: true``: a fallen pole ends the return, as SB3
+  ends it under imitation's reward; until session 41 Palaestra's side kept ML-Agents' rule,
+  which bootstraps through every end); imitation's ``BasicRewardNet`` (state and action) with two ReLU layers
   of 64 and its ``RunningNorm`` input normalization (its documentation's GAIL example),
   ``demo_batch_size`` 256 on CartPole (one round's experiences) and 1024 on
   Pendulum (the example's), ``gen_replay_buffer_capacity`` 512 on CartPole (the example's) and
@@ -94,7 +96,10 @@ SETTINGS = {
 COMMON_SECTION = {"hidden_units": 64, "num_layers": 2, "activation": "tanh", "learning_rate": 1e-3,
                   "learning_rate_schedule": "constant", "epsilon": 0.2, "beta": 0.0, "normalize": False,
                   "value_clipping": False, "adam_epsilon": 1e-5, "max_grad_norm": 0.5}
-GAIL_SIGNAL = {"strength": 1.0, "hidden_units": 64, "learning_rate": 1e-3, "use_actions": True}
+# use_terminal_states: returns end where the pole falls, as SB3 ends them under imitation's reward
+# (ML-Agents' rule bootstraps through every end); Pendulum never ends before its time limit
+GAIL_SIGNAL = {"strength": 1.0, "hidden_units": 64, "learning_rate": 1e-3, "use_actions": True,
+               "use_terminal_states": True}
 REWARD_NET_HIDDEN = [64, 64]
 EVAL_ENVS = 5
 

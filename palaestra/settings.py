@@ -243,6 +243,10 @@ class GAILSettings(ModelSignalSettings):
     use_vail: bool = _key(False, boolean, "variational information bottleneck")
     hidden_units: int = _key(128, integer(1), "width of the discriminator's two layers (Palaestra's key: "
                              "ML-Agents' are always 128)")
+    use_terminal_states: bool = _key(False, boolean, "end the return of this reward at the environment's true "
+                                     "episode ends (not at max_step ends), so that on a task whose episodes end in "
+                                     "failure it also pays for staying alive, as SB3-based GAIL does (Palaestra's "
+                                     "key: ML-Agents bootstraps the value through every end)")
 
 
 REWARD_SIGNALS: dict[str, type] = {

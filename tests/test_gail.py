@@ -339,3 +339,46 @@ def test_inference_runs_without_the_demonstrations_it_was_trained_with(run_cli, 
     assert "Loaded 1D" in result.log and "Not Training." in result.log
     refused = run_cli("c.yaml", "--env=Simple1DDiscrete", "--run-id=r", "--resume")
     assert refused.code != 0 and "expert.demo" in refused.log and "no such demonstration file" in refused.log
+
+
+@pytest.mark.parametrize("use_terminal_states", [False, True])
+def test_use_terminal_states_ends_gail_s_return_at_a_true_end(demos, use_terminal_states):
+    # ML-Agents' GAIL bootstraps its value through every episode end; with use_terminal_states
+    # (Palaestra's key) a true end closes the return, as SB3-based GAIL does, and a max-step
+    # interruption still bootstraps
+    from palaestra.algorithms import make_algorithm
+    from palaestra.envs.base import DecisionSteps, TerminalSteps
+    from palaestra.rollout.collector import Collector
+    from palaestra.settings import ExtrinsicSettings, TrainerSettings
+
+    spec = _spec("Simple1DDiscrete")
+    gail = GAILSettings(demo_path=str(demos["Simple1DDiscrete"]), strength=1.0, gamma=0.5,
+                        use_terminal_states=use_terminal_states)
+    settings = TrainerSettings(trainer="ppo", hidden_units=8, num_layers=1, lambd=1.0, time_horizon=10,
+                               reward_signals={"extrinsic": ExtrinsicSettings(gamma=0.5), "gail": gail})
+    ppo = make_algorithm(spec, settings, torch.device("cpu"), np.random.default_rng(0), "1D")
+    assert [s.uses_terminal for s in ppo.signals] == [True, use_terminal_states]
+    collector = Collector(spec, time_horizon=10, num_signals=2)
+    values = np.array([[3.0, 7.0]], np.float32)  # every state's value estimate, per signal
+
+    def policy(observations, allowed):
+        from palaestra.rollout.segments import ActResult
+        n = len(observations[0])
+        return ActResult(continuous=np.zeros((n, 0), np.float32), discrete=np.zeros((n, 1), np.int64),
+                         log_prob=np.zeros(n, np.float32), entropy=np.ones(n, np.float32), values=values.repeat(n, 0))
+
+    def value(observations, memory=None):
+        return values.repeat(len(observations[0]), 0)
+
+    obs = [np.zeros((2, *spec.observation_shapes[0]), np.float32)]
+    none = TerminalSteps([o[:0] for o in obs], np.zeros(0, np.float32), np.zeros(0, np.int64), np.zeros(0, bool))
+    collector.step(DecisionSteps(obs, np.zeros(2, np.float32), np.arange(2)), none, policy, value)
+    # agent 0's episode truly ends, agent 1's is interrupted at its step limit
+    ended = TerminalSteps(obs, np.zeros(2, np.float32), np.arange(2), np.array([False, True]))
+    nobody = DecisionSteps([o[:0] for o in obs], np.zeros(0, np.float32), np.zeros(0, np.int64))
+    _, seg = collector.step(nobody, ended, policy, value)
+    ppo.process(seg, np.zeros((2, 2), np.float32))  # no reward from either signal on these rows
+    returns = ppo.buffer.view()["returns"]  # [rows, signals], the rows in agent order
+    # extrinsic: nothing after the true end, the discounted value after the interruption
+    assert returns[:, 0].tolist() == [0.0, 0.5 * 3.0]
+    assert returns[:, 1].tolist() == ([0.0, 0.5 * 7.0] if use_terminal_states else [0.5 * 7.0, 0.5 * 7.0])

@@ -643,3 +643,85 @@ def test_ctrl_c_under_acting_workers_saves_the_self_play_state_and_resume_goes_o
         assert now["ghost_steps"] >= saved[b]["ghost_steps"]  # counted on, not restarted
     assert any(newest_self_play(workdir / f"models/s/{b}")["ghost_steps"] > saved[b]["ghost_steps"]
                for b in ("1D", "1DOpp"))
+
+
+# -- PettingZoo players as teams -------------------------------------------------------------------
+DUEL_MODULE = """
+import numpy as np
+from gymnasium import spaces
+from pettingzoo import ParallelEnv
+
+from palaestra.envs.pettingzoo_env import PettingZooEnv, teams_by_index
+
+
+class Duel(ParallelEnv):
+    '''player_0 and player_1 each see a sign and score by naming it first-hand; 8 steps an episode.'''
+
+    metadata = {"name": "duel_v0"}
+    possible_agents = ["player_0", "player_1"]
+
+    def __init__(self):
+        self.rng = np.random.default_rng(0)
+
+    def observation_space(self, agent):
+        return spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def action_space(self, agent):
+        return spaces.Discrete(2)
+
+    def _obs(self):
+        self.sign = {a: float(self.rng.choice([-1.0, 1.0])) for a in self.possible_agents}
+        return {a: np.array([self.sign[a]], np.float32) for a in self.possible_agents}
+
+    def reset(self, seed=None, options=None):
+        if seed is not None:
+            self.rng = np.random.default_rng(seed)
+        self.t, self.agents = 0, list(self.possible_agents)
+        return self._obs(), {a: {} for a in self.agents}
+
+    def step(self, actions):
+        right = {a: (actions[a] == 1) == (self.sign[a] > 0) for a in self.agents}
+        rewards = {a: float(right[a]) - float(right[b]) for a, b in (self.agents, self.agents[::-1])}
+        self.t += 1
+        done = {a: False for a in self.agents}
+        truncated = {a: self.t >= 8 for a in self.agents}
+        obs = self._obs()
+        if self.t >= 8:
+            self.agents = []
+        return obs, rewards, done, truncated, {a: {} for a in obs}
+
+
+def make(seed):
+    return PettingZooEnv(Duel(), "duel", seed=seed, behaviors=teams_by_index)
+
+
+def unnamed(seed):
+    return PettingZooEnv(Duel(), "duel", seed=seed, behaviors={"player_0": "player?team=0"})
+"""
+
+
+@pytest.fixture
+def duel_module(workdir):
+    import sys
+
+    pytest.importorskip("pettingzoo")
+    (workdir / "duel_env.py").write_text(DUEL_MODULE)
+    yield "duel_env"
+    sys.modules.pop("duel_env", None)
+
+
+def test_pettingzoo_players_play_as_self_play_teams(run_cli, workdir, duel_module):
+    path = config(workdir, ("player",), 1600, save_steps=200, swap_steps=200, team_change=400)
+    result = run_cli(path, f"--env={duel_module}:make", "--run-id=pz", "--seed=1")
+    assert result.code == 0, result.log
+    assert "self-play: team 1 learns now" in result.log
+    play = newest_self_play(workdir / "models/pz/player")  # one policy for both players
+    assert play["ghost_steps"] > 400 and len(play["snapshots"]) > 1
+    assert not (workdir / "models/pz/player?team=0").exists()
+
+
+def test_an_agent_the_behaviors_do_not_name_is_refused(run_cli, workdir, duel_module):
+    path = config(workdir, ("player",), 300)
+    result = run_cli(path, f"--env={duel_module}:unnamed", "--run-id=pz")
+    assert result.code != 0 and "Traceback" not in result.log
+    assert "behaviors names no behavior for agent 'player_1' (it names ['player_0'])" in result.log

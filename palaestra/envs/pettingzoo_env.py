@@ -2,7 +2,10 @@
 
 Agents are grouped into behaviors by their name without its trailing ``_<index>``:
 ``adversary_0`` is behavior ``adversary``; ``agent_0`` and ``agent_1`` are behavior ``agent``
-(a config needs a section per behavior, or ``default``). An agent's id within its behavior is
+(a config needs a section per behavior, or ``default``). A Python factory that builds the adapter
+itself may name the behaviors (``behaviors``: a dict from agent to behavior name, or a function of
+the agent), e.g. as self-play teams: ``behaviors=teams_by_index`` makes ``player_0`` and
+``player_1`` the teams ``player?team=0`` and ``player?team=1`` of one policy (docs/self-play.md). An agent's id within its behavior is
 its position among the environment's ``possible_agents`` of that behavior. Agents of one behavior
 must share their observation and action spaces, which map as for Gymnasium
 (envs/gymnasium_env.py). An agent that finishes early leaves the decision steps through the
@@ -16,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -39,16 +42,46 @@ def behavior_of(agent: Any) -> str:
     return re.sub(r"_\d+$", "", str(agent))
 
 
+def teams_by_index(agent: Any) -> str:
+    """``player_0`` → ``player?team=0``: each numbered agent a self-play team of its name's policy."""
+    match = re.fullmatch(r"(.*)_(\d+)", str(agent))
+    return f"{match[1]}?team={int(match[2])}" if match else str(agent)
+
+
+def _namer(behaviors: Mapping[Any, str] | Callable[[Any], str] | None, name: str) -> Callable[[Any], str]:
+    """The behavior of each agent under ``behaviors`` (None: :func:`behavior_of`), checked."""
+    if behaviors is None:
+        return behavior_of
+
+    def named(agent: Any) -> str:
+        if isinstance(behaviors, Mapping):
+            if agent not in behaviors:
+                raise EnvError(f"PettingZoo environment {name!r}: behaviors names no behavior for agent {agent!r} "
+                               f"(it names {list(behaviors)}); give every agent of possible_agents one")
+            behavior = behaviors[agent]
+        else:
+            behavior = behaviors(agent)
+        if not isinstance(behavior, str) or not behavior.strip():
+            raise EnvError(f"PettingZoo environment {name!r}: the behavior of agent {agent!r} must be a non-empty "
+                           f"string, got {behavior!r}")
+        return behavior
+
+    return named
+
+
 class PettingZooEnv:
-    def __init__(self, env: Any, name: str, seed: int = 0) -> None:
+    def __init__(self, env: Any, name: str, seed: int = 0,
+                 behaviors: Mapping[Any, str] | Callable[[Any], str] | None = None) -> None:
         self.env = env
         self.name = name
         self.seed = seed
         self._agent: dict[str, tuple[str, int]] = {}  # agent name -> (behavior, id)
         groups: dict[str, list[str]] = {}
+        behavior_name = _namer(behaviors, name)
         for agent in env.possible_agents:
-            group = groups.setdefault(behavior_of(agent), [])
-            self._agent[agent] = (behavior_of(agent), len(group))
+            behavior = behavior_name(agent)
+            group = groups.setdefault(behavior, [])
+            self._agent[agent] = (behavior, len(group))
             group.append(agent)
         self._specs: dict[str, BehaviorSpec] = {}
         self._convert_obs: dict[str, Any] = {}

@@ -153,6 +153,7 @@ class GAILSignal(ModelSignal):
         self.expert_columns = [k for k in self.expert or () if k.startswith("obs_")] + (
             ["continuous", "discrete", "done"] if settings.use_actions else [])
         super().__init__(settings, device, Discriminator(spec, settings, context.vis_encode_type, context.normalize))
+        self.uses_terminal = settings.use_terminal_states  # (ML-Agents' GAIL: never)
         # rewards/numpy_losses.py: a plain MLP over vectors, on the CPU
         self.trains_in_numpy = self.model.images is None and not settings.use_vail and device.type == "cpu"
         if self.trains_in_numpy:
