@@ -30,7 +30,9 @@ Settings (written out in SETTINGS below and printed by the run):
   Adam learning rate, 1e-3 (imitation's default; ML-Agents' is 3e-4, with which Palaestra's
   learner took about half again as long to reach 475 on CartPole, docs/benchmarks.md):
   Palaestra's ``gail`` (two swish layers of 64, its ``hidden_units``; ML-Agents' are 128), one update per
-  PPO mini-batch with an expert batch of the same size, gradient penalty 10,
+  PPO mini-batch with an expert batch of the same size (on CartPole those of PPO's first 8 epochs,
+  ``reward_signal_num_epoch: 8``: 8 steps per 256 environment steps, as imitation's 8 per round;
+  until session 41 all 20 epochs', ML-Agents' rule), gradient penalty 10,
   ``use_actions: true``, and ``use_terminal_states: true``: a fallen pole ends the return, as SB3
   ends it under imitation's reward; until session 41 Palaestra's side kept ML-Agents' rule,
   which bootstraps through every end); imitation's ``BasicRewardNet`` (state and action) with two ReLU layers
@@ -79,8 +81,11 @@ SETTINGS = {
         "ppo": {"n_steps": 32, "batch_size": 256, "n_epochs": 20, "gae_lambda": 0.95, "gamma": 0.98,
                 "learning_rate": 1e-3, "clip_range": 0.2, "ent_coef": 0.0},
         "gail": {"demo_batch_size": 256, "gen_replay_buffer_capacity": 512, "n_disc_updates_per_round": 8},
+        # reward_signal_num_epoch 8: the discriminator trains on the mini-batches of PPO's first 8
+        # epochs, 8 steps of 256 + 256 rows per 256 environment steps, as imitation's 8 per round
+        # (ML-Agents' rule, one per mini-batch of all 20 epochs, gives it 2.5 times imitation's)
         "palaestra": {"batch_size": 256, "buffer_size": 256, "time_horizon": 32, "num_epoch": 20, "lambd": 0.95,
-                      "gamma": 0.98},
+                      "gamma": 0.98, "reward_signal_num_epoch": 8},
     },
     "Pendulum-v1": {
         "expert": "palaestra.demos.experts:pendulum", "episodes": 20, "threshold": -200.0, "steps": 150_000,

@@ -41,7 +41,7 @@ def main() -> None:
              "discrete": rng.integers(0, 2, (args.batch, 1)).astype(np.int32), "done": np.zeros(args.batch, np.float32)}
     with tempfile.TemporaryDirectory() as d:
         demo = record(env, {"CartPole-v1": "palaestra.demos.experts:cartpole"}, episodes=4, out=Path(d), seed=1)[0].path
-        settings = GAILSettings(demo_path=str(demo), encoding_size=args.hidden, use_actions=True)
+        settings = GAILSettings(demo_path=str(demo), hidden_units=args.hidden, use_actions=True)
         numpy_signal = GAILSignal(settings, spec, torch.device("cpu"))
         autograd_signal = GAILSignal(settings, spec, torch.device("cpu"))
         autograd_signal.trains_in_numpy = False

@@ -354,10 +354,17 @@ def test_use_terminal_states_ends_gail_s_return_at_a_true_end(demos, use_termina
     spec = _spec("Simple1DDiscrete")
     gail = GAILSettings(demo_path=str(demos["Simple1DDiscrete"]), strength=1.0, gamma=0.5,
                         use_terminal_states=use_terminal_states)
+    signals = {"extrinsic": ExtrinsicSettings(gamma=0.5), "gail": gail}
     settings = TrainerSettings(trainer="ppo", hidden_units=8, num_layers=1, lambd=1.0, time_horizon=10,
-                               reward_signals={"extrinsic": ExtrinsicSettings(gamma=0.5), "gail": gail})
+                               reward_signals=signals)
     ppo = make_algorithm(spec, settings, torch.device("cpu"), np.random.default_rng(0), "1D")
     assert [s.uses_terminal for s in ppo.signals] == [True, use_terminal_states]
+    # where the model trains in a process of its own, and under SAC, the same rule
+    from palaestra.rewards.background import BackgroundSignal
+    assert BackgroundSignal(ppo.signals[1]).uses_terminal == use_terminal_states  # (no process before an update)
+    sac = make_algorithm(spec, TrainerSettings(trainer="sac", hidden_units=8, num_layers=1, reward_signals=signals),
+                         torch.device("cpu"), np.random.default_rng(0), "1D")
+    assert sac._uses_terminal.tolist() == [1.0, float(use_terminal_states)]
     collector = Collector(spec, time_horizon=10, num_signals=2)
     values = np.array([[3.0, 7.0]], np.float32)  # every state's value estimate, per signal
 

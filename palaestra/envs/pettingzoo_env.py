@@ -2,10 +2,11 @@
 
 Agents are grouped into behaviors by their name without its trailing ``_<index>``:
 ``adversary_0`` is behavior ``adversary``; ``agent_0`` and ``agent_1`` are behavior ``agent``
-(a config needs a section per behavior, or ``default``). A Python factory that builds the adapter
-itself may name the behaviors (``behaviors``: a dict from agent to behavior name, or a function of
-the agent), e.g. as self-play teams: ``behaviors=teams_by_index`` makes ``player_0`` and
-``player_1`` the teams ``player?team=0`` and ``player?team=1`` of one policy (docs/self-play.md). An agent's id within its behavior is
+(a config needs a section per behavior, or ``default``). A Python factory that builds the
+adapter itself may name the behaviors (``behaviors``: a dict from agent to behavior name, or a
+function of the agent), e.g. as self-play teams: ``behaviors=teams_by_index`` makes
+``player_0`` and ``player_1`` the teams ``player?team=0`` and ``player?team=1`` of one policy
+(docs/self-play.md). An agent's id within its behavior is
 its position among the environment's ``possible_agents`` of that behavior. Agents of one behavior
 must share their observation and action spaces, which map as for Gymnasium
 (envs/gymnasium_env.py). An agent that finishes early leaves the decision steps through the
@@ -52,6 +53,9 @@ def _namer(behaviors: Mapping[Any, str] | Callable[[Any], str] | None, name: str
     """The behavior of each agent under ``behaviors`` (None: :func:`behavior_of`), checked."""
     if behaviors is None:
         return behavior_of
+    if not (isinstance(behaviors, Mapping) or callable(behaviors)):
+        raise EnvError(f"PettingZoo environment {name!r}: behaviors must be a dict from agent to behavior name or a "
+                       f"function of the agent, got {type(behaviors).__name__}")
 
     def named(agent: Any) -> str:
         if isinstance(behaviors, Mapping):
@@ -78,6 +82,10 @@ class PettingZooEnv:
         self._agent: dict[str, tuple[str, int]] = {}  # agent name -> (behavior, id)
         groups: dict[str, list[str]] = {}
         behavior_name = _namer(behaviors, name)
+        strangers = [a for a in behaviors if a not in env.possible_agents] if isinstance(behaviors, Mapping) else []
+        if strangers:
+            raise EnvError(f"PettingZoo environment {name!r}: behaviors names {strangers}, which are not among its "
+                           f"possible_agents {list(env.possible_agents)}")
         for agent in env.possible_agents:
             behavior = behavior_name(agent)
             group = groups.setdefault(behavior, [])
@@ -95,8 +103,9 @@ class PettingZooEnv:
                      or env.action_space(a) != action_space]
             if other:
                 raise EnvError(f"PettingZoo environment {name!r}: the agents of behavior {behavior!r} ({agents}) "
-                               f"have different observation or action spaces ({agents[0]} and {other[0]}); give "
-                               "them different names")
+                               f"have different observation or action spaces ({agents[0]} and {other[0]}); "
+                               + ("map them to different behaviors" if behaviors is not None else
+                                  "give them different names"))
             label = f"PettingZoo environment {f'{name} ({behavior})'!r}"
             shape, self._obs_dtype[behavior], self._convert_obs[behavior] = observation_converter(
                 env.observation_space(agents[0]), label)
