@@ -192,6 +192,14 @@ def check_options(options: RunOptions) -> None:
     for flag, value in texts:
         if value is not None and text_problem(value) is not None:
             raise UsageError(f"{flag}: {value!r} {text_problem(value)}")
+    # --env-args takes the rest of the line (ML-Agents' rule, for a Unity build's own arguments),
+    # so a flag of ours after it would reach the environment, and a check before the environment
+    # starts (the run folder's, say) would answer as if it had not been given
+    ours = {flag for action in build_parser()._actions for flag in action.option_strings if flag.startswith("--")}
+    swallowed = [a for a in options.env_args if a.split("=", 1)[0] in ours]
+    if swallowed:
+        raise UsageError(f"--env-args takes every argument after it, so {', '.join(map(repr, swallowed))} would go "
+                         "to the environment, not to mlagents-learn: give --env-args last")
     for flag, value in (("--run-id", options.run_id), ("--initialize-from", options.initialize_from)):
         if value is not None and run_id_problem(value) is not None:
             raise UsageError(f"{flag}: {run_id_problem(value)}")

@@ -1235,9 +1235,19 @@ def test_a_behaviors_checkpoint_folder_that_cannot_be_written_stops_resume_befor
 
 def test_env_args_that_are_not_key_value_stop_the_run_before_workers_start(run_cli, small_config):
     result = run_cli(small_config, "--env=Simple1DDiscrete", "--num-envs=2", "--env-args", "step_size=0.2", "--force")
-    assert result.code == 1 and "--env-args: expected key=value, got '--force'; --env-args takes every argument " \
-                                "after it, so give it last" in result.log
+    assert result.code == 1 and "--env-args takes every argument after it, so '--force' would go to the " \
+                                "environment, not to mlagents-learn: give --env-args last" in result.log
     assert "environment worker" not in result.log
+
+
+def test_a_flag_of_ours_after_env_args_is_named_before_any_other_check(run_cli, small_config, workdir):
+    # --resume after --env-args went to the environment, and the run folder's check then asked for --resume
+    assert run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=r").code == 0
+    result = run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=r", "--env-args", "step_size=0.2", "--resume")
+    assert result.code == 1 and "Traceback" not in result.log
+    assert "--env-args takes every argument after it, so '--resume' would go to the environment, not to " \
+           "mlagents-learn: give --env-args last" in result.log
+    assert "already used" not in result.log
 
 
 def test_a_file_where_a_summary_folder_goes_is_named_with_what_to_do(run_cli, small_config, workdir):
@@ -1272,7 +1282,7 @@ def test_image_behaviors_train_their_two_towers_at_once_on_two_or_more_threads(f
 
 @pytest.mark.parametrize("args,message", [
     (["--env=Builds/Nothing"], "no Unity build at 'Builds/Nothing': the path does not exist"),
-    (["--env=CartPole-v1", "--env-args", "--run-id=x2"], "'--run-id=x2' looks like a flag; --env-args takes every"),
+    (["--env=CartPole-v1", "--env-args", "--run-id=x2"], "so '--run-id=x2' would go to the environment"),
     (["--env=Simple1DDiscrete", "--run-id=none", "--resume"], "no previous run 'none' (no models"),
 ])
 def test_mistakes_with_the_environment_and_the_run_are_named(run_cli, small_config, args, message):
