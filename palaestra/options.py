@@ -198,8 +198,18 @@ def check_options(options: RunOptions) -> None:
     ours = {flag for action in build_parser()._actions for flag in action.option_strings if flag.startswith("--")}
     swallowed = [a for a in options.env_args if a.split("=", 1)[0] in ours]
     if swallowed:
-        raise UsageError(f"--env-args takes every argument after it, so {', '.join(map(repr, swallowed))} would go "
-                         "to the environment, not to mlagents-learn: give --env-args last")
+        from palaestra.envs.sources import source_kind  # (the sources import this module)
+
+        message = (f"--env-args takes every argument after it, so {', '.join(map(repr, swallowed))} "
+                   f"{{}} to the environment, not to mlagents-learn: give --env-args last")
+        try:
+            unity = source_kind(options.env) in ("Unity build", "Unity Editor")
+        except Exception:  # (an --env that names nothing is said where the environment is made)
+            unity = False
+        if not unity:  # key=value pairs: a flag there is a mistake
+            raise UsageError(message.format("would go"))
+        # a build's own command line may take a flag spelt as one of ours: passed on, but said
+        logger.warning(message.format("go") + " if they were meant for it")
     for flag, value in (("--run-id", options.run_id), ("--initialize-from", options.initialize_from)):
         if value is not None and run_id_problem(value) is not None:
             raise UsageError(f"{flag}: {run_id_problem(value)}")

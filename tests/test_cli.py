@@ -1250,6 +1250,18 @@ def test_a_flag_of_ours_after_env_args_is_named_before_any_other_check(run_cli, 
     assert "already used" not in result.log
 
 
+def test_a_flag_of_ours_after_env_args_of_a_unity_build_is_passed_on_and_said(caplog):
+    # a build's own command line may take --seed: passed on, with a warning; key=value pairs may not
+    from palaestra.options import RunOptions, UsageError, check_options
+
+    with caplog.at_level(logging.WARNING, logger="palaestra"):
+        check_options(RunOptions(trainer_config_path="c.yaml", env="./Builds/Game.x86_64", env_args=["--seed=3"]))
+    assert "so '--seed=3' go to the environment, not to mlagents-learn: give --env-args last if they were meant " \
+           "for it" in caplog.text
+    with pytest.raises(UsageError, match="so '--seed=3' would go to the environment"):
+        check_options(RunOptions(trainer_config_path="c.yaml", env="CartPole-v1", env_args=["--seed=3"]))
+
+
 def test_a_file_where_a_summary_folder_goes_is_named_with_what_to_do(run_cli, small_config, workdir):
     (workdir / "summaries").mkdir()
     (workdir / "summaries" / "s_1D").write_text("not a folder")
