@@ -173,7 +173,8 @@ def time_scale_problem(value: float) -> str | None:
 
 
 def check_options(options: RunOptions) -> None:
-    """Every check of the options alone (no config, no environment, no earlier run): each value in
+    """Every check of the options alone (no config, no environment, no earlier run; only whether
+    ``--env`` names a Unity build is looked up on disk): each value in
     its range (as the flags' parsing checks them, again here for RunOptions built in Python) and the
     flags together. UsageError says what is wrong."""
     for name, allowed in INT_OPTIONS.items():
@@ -195,21 +196,22 @@ def check_options(options: RunOptions) -> None:
     # --env-args takes the rest of the line (ML-Agents' rule, for a Unity build's own arguments),
     # so a flag of ours after it would reach the environment, and a check before the environment
     # starts (the run folder's, say) would answer as if it had not been given
-    ours = {flag for action in build_parser()._actions for flag in action.option_strings if flag.startswith("--")}
-    swallowed = [a for a in options.env_args if a.split("=", 1)[0] in ours]
+    ours = {flag for action in build_parser()._actions for flag in action.option_strings
+            if flag.startswith("--")} if options.env_args else set()
+    swallowed = ", ".join(repr(a) for a in options.env_args if a.split("=", 1)[0] in ours)
     if swallowed:
         from palaestra.envs.sources import source_kind  # (the sources import this module)
 
-        message = (f"--env-args takes every argument after it, so {', '.join(map(repr, swallowed))} "
-                   f"{{}} to the environment, not to mlagents-learn: give --env-args last")
         try:
-            unity = source_kind(options.env) in ("Unity build", "Unity Editor")
+            build = source_kind(options.env) == "Unity build"
         except Exception:  # (an --env that names nothing is said where the environment is made)
-            unity = False
-        if not unity:  # key=value pairs: a flag there is a mistake
-            raise UsageError(message.format("would go"))
+            build = False
+        if not build:  # key=value pairs, or the Editor, which takes none: a flag of ours there is a mistake
+            raise UsageError(f"--env-args takes every argument after it, so {swallowed} would go to the "
+                             "environment, not to mlagents-learn: give --env-args last")
         # a build's own command line may take a flag spelt as one of ours: passed on, but said
-        logger.warning(message.format("go") + " if they were meant for it")
+        logger.warning("%s passed to the Unity build (--env-args takes every argument after it); if meant for "
+                       "mlagents-learn, give it before --env-args", swallowed)
     for flag, value in (("--run-id", options.run_id), ("--initialize-from", options.initialize_from)):
         if value is not None and run_id_problem(value) is not None:
             raise UsageError(f"{flag}: {run_id_problem(value)}")

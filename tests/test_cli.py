@@ -1242,7 +1242,7 @@ def test_env_args_that_are_not_key_value_stop_the_run_before_workers_start(run_c
 
 def test_a_flag_of_ours_after_env_args_is_named_before_any_other_check(run_cli, small_config, workdir):
     # --resume after --env-args went to the environment, and the run folder's check then asked for --resume
-    assert run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=r").code == 0
+    (workdir / "models" / "r" / "1D").mkdir(parents=True)
     result = run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=r", "--env-args", "step_size=0.2", "--resume")
     assert result.code == 1 and "Traceback" not in result.log
     assert "--env-args takes every argument after it, so '--resume' would go to the environment, not to " \
@@ -1256,10 +1256,11 @@ def test_a_flag_of_ours_after_env_args_of_a_unity_build_is_passed_on_and_said(ca
 
     with caplog.at_level(logging.WARNING, logger="palaestra"):
         check_options(RunOptions(trainer_config_path="c.yaml", env="./Builds/Game.x86_64", env_args=["--seed=3"]))
-    assert "so '--seed=3' go to the environment, not to mlagents-learn: give --env-args last if they were meant " \
-           "for it" in caplog.text
-    with pytest.raises(UsageError, match="so '--seed=3' would go to the environment"):
-        check_options(RunOptions(trainer_config_path="c.yaml", env="CartPole-v1", env_args=["--seed=3"]))
+    assert "'--seed=3' passed to the Unity build (--env-args takes every argument after it); if meant for " \
+           "mlagents-learn, give it before --env-args" in caplog.text
+    for env in ("CartPole-v1", None):  # (None: the Editor, which takes no command line)
+        with pytest.raises(UsageError, match="so '--seed=3' would go to the environment"):
+            check_options(RunOptions(trainer_config_path="c.yaml", env=env, env_args=["--seed=3"]))
 
 
 def test_a_file_where_a_summary_folder_goes_is_named_with_what_to_do(run_cli, small_config, workdir):
@@ -1295,6 +1296,7 @@ def test_image_behaviors_train_their_two_towers_at_once_on_two_or_more_threads(f
 @pytest.mark.parametrize("args,message", [
     (["--env=Builds/Nothing"], "no Unity build at 'Builds/Nothing': the path does not exist"),
     (["--env=CartPole-v1", "--env-args", "--run-id=x2"], "so '--run-id=x2' would go to the environment"),
+    (["--env=CartPole-v1", "--env-args", "--not-ours=1"], "'--not-ours=1' looks like a flag; --env-args takes every"),
     (["--env=Simple1DDiscrete", "--run-id=none", "--resume"], "no previous run 'none' (no models"),
 ])
 def test_mistakes_with_the_environment_and_the_run_are_named(run_cli, small_config, args, message):
