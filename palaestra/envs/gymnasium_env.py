@@ -179,6 +179,7 @@ def observation_converter(space: gym.Space, who: str) -> tuple[tuple[int, ...], 
 
 
 NO_BOUND = 1e30  # an action bound this large (or infinite) is read as no bound
+PLAIN_FLAGS = (bool, np.bool_)  # a step's terminated and truncated as most environments give them
 
 
 def action_converter(space: gym.Space, who: str):
@@ -378,6 +379,8 @@ class GymnasiumEnv(SingleBehaviorEnv):
         except (TypeError, ValueError):
             raise EnvError(f"Gymnasium environment {self.env_id!r}: step returned the reward {r!r}; expected a "
                            "number") from None
+        if terminated.__class__ in PLAIN_FLAGS and truncated.__class__ in PLAIN_FLAGS:  # (the usual answer, at once)
+            return o, reward, bool(terminated), bool(truncated)
         flags = []
         for name, flag in (("terminated", terminated), ("truncated", truncated)):
             if np.ndim(flag) != 0:  # (bool() of a one-element array would pass, of a longer one fail unclearly)
