@@ -744,6 +744,10 @@ def unnamed(seed):
 
 def stranger(seed):
     return PettingZooEnv(Duel(), "duel", seed=seed, behaviors={"player_0": "a", "player_1": "b", "player_9": "c"})
+
+
+def listed(seed):
+    return PettingZooEnv(Duel(), "duel", seed=seed, behaviors=["player?team=0", "player?team=1"])
 """
 
 
@@ -770,6 +774,7 @@ def test_pettingzoo_players_play_as_self_play_teams(run_cli, workdir, duel_modul
 @pytest.mark.parametrize("factory,message", [
     ("unnamed", "behaviors names no behavior for agent 'player_1' (it names ['player_0'])"),
     ("stranger", "behaviors names ['player_9'], which are not among its possible_agents ['player_0', 'player_1']"),
+    ("listed", "behaviors must be a dict from agent to behavior name or a function of the agent, got list"),
 ])
 def test_behaviors_that_miss_an_agent_or_name_a_stranger_are_refused(run_cli, workdir, duel_module, factory, message):
     path = config(workdir, ("player",), 300)

@@ -49,27 +49,29 @@ def teams_by_index(agent: Any) -> str:
     return f"{match[1]}?team={int(match[2])}" if match else str(agent)
 
 
-def _namer(behaviors: Mapping[Any, str] | Callable[[Any], str] | None, name: str) -> Callable[[Any], str]:
-    """The behavior of each agent under ``behaviors`` (None: :func:`behavior_of`), checked."""
+def _behaviors_of_agents(agents: list[Any], behaviors: Mapping[Any, str] | Callable[[Any], str] | None,
+                         name: str) -> dict[Any, str]:
+    """Each agent's behavior under ``behaviors`` (None: :func:`behavior_of`), checked."""
     if behaviors is None:
-        return behavior_of
-    if not (isinstance(behaviors, Mapping) or callable(behaviors)):
+        return {agent: behavior_of(agent) for agent in agents}
+    if isinstance(behaviors, Mapping):
+        strangers = [a for a in behaviors if a not in agents]
+        missing = [a for a in agents if a not in behaviors]
+        if strangers or missing:
+            raise EnvError(f"PettingZoo environment {name!r}: " + (
+                f"behaviors names {strangers}, which are not among its possible_agents {agents}" if strangers else
+                f"behaviors names no behavior for agent {missing[0]!r} (it names {list(behaviors)}); give every "
+                "agent of possible_agents one"))
+        named = {agent: behaviors[agent] for agent in agents}
+    elif callable(behaviors):
+        named = {agent: behaviors(agent) for agent in agents}
+    else:
         raise EnvError(f"PettingZoo environment {name!r}: behaviors must be a dict from agent to behavior name or a "
                        f"function of the agent, got {type(behaviors).__name__}")
-
-    def named(agent: Any) -> str:
-        if isinstance(behaviors, Mapping):
-            if agent not in behaviors:
-                raise EnvError(f"PettingZoo environment {name!r}: behaviors names no behavior for agent {agent!r} "
-                               f"(it names {list(behaviors)}); give every agent of possible_agents one")
-            behavior = behaviors[agent]
-        else:
-            behavior = behaviors(agent)
+    for agent, behavior in named.items():
         if not isinstance(behavior, str) or not behavior.strip():
             raise EnvError(f"PettingZoo environment {name!r}: the behavior of agent {agent!r} must be a non-empty "
                            f"string, got {behavior!r}")
-        return behavior
-
     return named
 
 
@@ -81,13 +83,7 @@ class PettingZooEnv:
         self.seed = seed
         self._agent: dict[str, tuple[str, int]] = {}  # agent name -> (behavior, id)
         groups: dict[str, list[str]] = {}
-        behavior_name = _namer(behaviors, name)
-        strangers = [a for a in behaviors if a not in env.possible_agents] if isinstance(behaviors, Mapping) else []
-        if strangers:
-            raise EnvError(f"PettingZoo environment {name!r}: behaviors names {strangers}, which are not among its "
-                           f"possible_agents {list(env.possible_agents)}")
-        for agent in env.possible_agents:
-            behavior = behavior_name(agent)
+        for agent, behavior in _behaviors_of_agents(list(env.possible_agents), behaviors, name).items():
             group = groups.setdefault(behavior, [])
             self._agent[agent] = (behavior, len(group))
             group.append(agent)
