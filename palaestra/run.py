@@ -33,7 +33,6 @@ from palaestra.capabilities import capabilities, settings_problems, spec_notes, 
 from palaestra.checkpoints import (CheckpointError, CheckpointManager, SaveError, atomic_write_text, os_reason,
                                   remove_partial_files)
 from palaestra.curriculum import EnvironmentParameters, load_curricula, load_sampler
-from palaestra.curriculum.parameters import rekey_for_team
 from palaestra.demos.reader import DemoError
 from palaestra.demos.record import RecordError
 from palaestra.envs.base import STAT_MOST_RECENT, STAT_SUM, BehaviorSpec, EngineConfig, Env, EnvClosed, EnvError
@@ -188,7 +187,8 @@ def _checked_run(options: RunOptions, interrupts: Interrupts, warnings: _Warning
     seed = seed_everything(options)
     warn_about_unused_options(options)
     _warn_about_engine_flags(options)
-    env = _make_env(options, seed)
+    parameters = _load_environment_parameters(options, seed)
+    env = _make_env(options, seed, parameters.preview() if parameters is not None else None)
     # building the trainers of an existing run removes its interrupted saves' temp files and sets
     # damaged checkpoints aside: not while another process trains it (a new run's lock is taken
     # in _train, so that a run stopped by a check leaves no folder behind)
@@ -203,7 +203,7 @@ def _checked_run(options: RunOptions, interrupts: Interrupts, warnings: _Warning
         widest = max(s.hidden_units for s in settings.values())
         device = choose_device(options, env.behavior_specs, widest)
         limit_threads(device[0], widest, options.torch_threads, images=has_images(env.behavior_specs))
-        parts = _build(options, env, config, settings, seed, interrupts, models, summaries, device)
+        parts = _build(options, env, config, settings, seed, interrupts, models, summaries, device, parameters)
         interrupts.check_start_up()  # before --force deletes anything
         if options.dry_run:
             _first_step(parts)
@@ -255,7 +255,9 @@ def _warn_about_engine_flags(options: RunOptions) -> None:
                        "s" if len(given) == 1 else "ve", kind, options.env)
 
 
-def _make_env(options: RunOptions, seed: int) -> Env:
+def _make_env(options: RunOptions, seed: int, parameters: list[dict[str, float]] | None = None) -> Env:
+    """``parameters``: each worker's environment parameters for its first reset (a Unity scene's
+    comes with the handshake)."""
     # a Unity build writes its log beside the run's outputs (a dry run writes nothing there)
     logs = Path(tempfile.gettempdir()) / f"palaestra-dry-run-{os.getpid()}" if options.dry_run else \
         Path("models") / options.run_id / RUN_LOGS
@@ -267,12 +269,12 @@ def _make_env(options: RunOptions, seed: int) -> Env:
         parse_env_args(options.env_args)  # key=value pairs (a Unity build's are its command line): before workers start
     if in_main_process(options):
         return make_env(options.env, seed=seed, num_areas=options.num_areas, env_args=options.env_args,
-                        engine=engine, port=options.base_port)
+                        engine=engine, port=options.base_port, parameters=parameters[0] if parameters else None)
     # worker processes (workers/stepping.py)
     return WorkerPoolEnv(options.env, options.num_envs, seed=seed, num_areas=options.num_areas,
                          env_args=options.env_args, engine=engine, base_port=options.base_port,
                          restarts=RestartLimits(options.max_lifetime_restarts, options.restarts_rate_limit_n,
-                                                options.restarts_rate_limit_period_s))
+                                                options.restarts_rate_limit_period_s), parameters=parameters)
 
 
 def _resolve_settings(config: TrainerConfig, env: Env, behaviors: list[str] | None = None
@@ -341,7 +343,8 @@ def _print_dry_run(parts: RunParts, warnings: int) -> None:
 
 
 def _build(options: RunOptions, env: Env, config: TrainerConfig, settings: dict[str, TrainerSettings], seed: int,
-           interrupts: Interrupts, models: Path, summaries: Path, chosen: tuple[torch.device, str]) -> RunParts:
+           interrupts: Interrupts, models: Path, summaries: Path, chosen: tuple[torch.device, str],
+           parameters: EnvironmentParameters | None) -> RunParts:
     """Every check the run makes before it trains, for the real run and --dry-run alike (the flags,
     the config and the environment were checked before): the output folders can be made; each
     behavior's trainer builds and restores as --resume, --inference, --initialize-from or its
@@ -356,7 +359,8 @@ def _build(options: RunOptions, env: Env, config: TrainerConfig, settings: dict[
     device = chosen[0]
     trainers: dict[str, BehaviorTrainer] = {}
     global_step = 0
-    parameters = _environment_parameters(options, env, seed)
+    if parameters is not None:
+        _check_curricula(env, parameters)
     # a run that continues finds its behaviors' files under the names it gave them
     continues = options.resume or options.inference
     behaviors = list(env.behavior_specs)
@@ -416,17 +420,18 @@ def _training_threads(options: RunOptions, settings: dict[str, TrainerSettings],
     return threads
 
 
-def _environment_parameters(options: RunOptions, env: Env, seed: int) -> EnvironmentParameters | None:
-    """The curricula and the sampler, checked against the environment: a curriculum of a
-    behavior the environment lacks, or a parameter a built-in environment does not know, is a
-    warning (ML-Agents <= 0.13 brain names are mapped to a built-in's behaviors)."""
+def _load_environment_parameters(options: RunOptions, seed: int) -> EnvironmentParameters | None:
+    """The curricula and the sampler, before the environment is made: their first values go to a
+    Unity scene with its first reset (envs/unity/env.py), so that it starts once, with them, as
+    with ML-Agents. ML-Agents <= 0.13 brain names are mapped to a built-in's behaviors, and a
+    parameter the built-in does not know is a warning (then drawn, never sent)."""
     curricula = load_curricula(options.curriculum) if options.curriculum else {}
     sampler = load_sampler(options.sampler) if options.sampler else None
     if not curricula and sampler is None:
         return None
     builtin = builtin_class(options.env)
     legacy = builtin.legacy_behavior_names if builtin is not None else {}
-    for old in [b for b in curricula if b not in env.behavior_specs and legacy.get(b) in env.behavior_specs]:
+    for old in [b for b in curricula if b in legacy]:
         if legacy[old] in curricula:  # the behavior's own name wins over its old one
             logger.warning("curriculum %s (ML-Agents <= 0.13 name of %s) is ignored: %s has a curriculum of its own "
                            "name in %s", old, legacy[old], legacy[old], curricula[legacy[old]].source)
@@ -434,16 +439,7 @@ def _environment_parameters(options: RunOptions, env: Env, seed: int) -> Environ
             continue
         curricula[legacy[old]] = dataclasses.replace(curricula.pop(old), behavior=legacy[old])
         logger.info("curriculum %s (ML-Agents <= 0.13 name) drives behavior %s", old, legacy[old])
-    for behavior in env.behavior_specs:
-        rekey_for_team(curricula, behavior)
-    for behavior, c in curricula.items():
-        if behavior not in env.behavior_specs:
-            close = difflib.get_close_matches(behavior, list(env.behavior_specs), n=1, cutoff=0.5)
-            logger.warning("%s: a curriculum for behavior %r, which the environment does not have (its behaviors: "
-                           "%s)%s; its lesson stays %d and its parameters keep that lesson's values", c.source,
-                           behavior, ", ".join(env.behavior_specs), f" (did you mean {close[0]!r}?)" if close else "",
-                           min(options.lesson, c.max_lesson))
-    workers = env.n if isinstance(env, WorkerPoolEnv) else 1
+    workers = 1 if in_main_process(options) else options.num_envs  # (as _make_env: one generator per worker)
     parameters = EnvironmentParameters(curricula, sampler, seed, workers, options.lesson)
     if builtin is not None:
         unknown = [n for n in parameters.names() if n not in builtin.default_parameters]
@@ -452,6 +448,21 @@ def _environment_parameters(options: RunOptions, env: Env, seed: int) -> Environ
                            ", ".join(unknown), ", ".join(sorted(builtin.default_parameters)) or "none")
             parameters.ignored.update(unknown)  # (not sent: the environment, each worker's, would say it again)
     return parameters
+
+
+def _check_curricula(env: Env, parameters: EnvironmentParameters) -> None:
+    """Once the environment says its behaviors: a curriculum keyed by a Unity behavior's name
+    before its team drives that team's behavior; one for a behavior the environment lacks is a
+    warning."""
+    for behavior in env.behavior_specs:
+        parameters.claim(behavior)
+    for behavior, c in parameters.curricula.items():
+        if behavior not in env.behavior_specs:
+            close = difflib.get_close_matches(behavior, list(env.behavior_specs), n=1, cutoff=0.5)
+            logger.warning("%s: a curriculum for behavior %r, which the environment does not have (its behaviors: "
+                           "%s)%s; its lesson stays %d and its parameters keep that lesson's values", c.source,
+                           behavior, ", ".join(env.behavior_specs), f" (did you mean {close[0]!r}?)" if close else "",
+                           parameters.lessons[behavior].lesson)
 
 
 def _start_lessons(parameters: EnvironmentParameters, trainers: dict[str, BehaviorTrainer], options: RunOptions,

@@ -381,17 +381,50 @@ def test_a_build_trains_the_protocol_and_quits_when_closed(tmp_path, port):
 
 
 def test_the_scene_is_reset_once_at_the_start_unless_there_is_something_to_send(tmp_path, port):
-    # ML-Agents' first input after the handshake is the one RESET; the constructor's reset (which
-    # learns the behaviors) is that one when the run's first reset brings nothing new
-    for parameters, resets in ((None, 1), ({"gravity": 3.5}, 2)):
-        env = open_build(str(make_build(tmp_path, "FakeBall")), port, engine=engine(tmp_path / str(resets)))
+    # ML-Agents' first input after the handshake is the one RESET, with the run's environment
+    # parameters; the constructor's reset (which learns the behaviors) is that one when the run's
+    # first reset brings nothing new
+    cases = [(None, None, 1), (None, {"gravity": 3.5}, 2), ({"gravity": 3.5}, {"gravity": 3.5}, 1),
+             ({"gravity": 3.5}, None, 1), ({"gravity": 3.5}, {"gravity": 4.0}, 2)]
+    for k, (first, parameters, resets) in enumerate(cases):
+        env = open_build(str(make_build(tmp_path, "FakeBall")), port, engine=engine(tmp_path / str(k)),
+                         parameters=first)
         try:
             env.reset(parameters)
             env.step()
             env.reset()  # a later reset is always sent
         finally:
             env.close()
-        assert [e["event"] for e in events(log_of(env))].count("reset") == resets + 1
+        log = [e for e in events(log_of(env)) if e["event"] in ("reset", "parameter")]
+        assert [e["event"] for e in log].count("reset") == resets + 1, (first, parameters)
+        if first is not None:  # the values came with the scene's first reset
+            assert log[:2] == [{"event": "parameter", "key": "gravity", "kind": 0, "value": 3.5},
+                               {"event": "reset", "steps": log[1]["steps"]}]
+
+
+@pytest.mark.parametrize("builds", [1, 2])
+def test_a_run_with_a_sampler_and_a_curriculum_starts_each_scene_once_with_their_values(run_cli, workdir, port,
+                                                                                         builds):
+    build = make_build(workdir / "Builds", "FakeBall")
+    config = write_yaml(workdir / "c.yaml", CONFIG.replace("max_steps: 600", "max_steps: 100"))
+    sampler = write_yaml(workdir / "s.yaml", "resampling-interval: 100000\nmass:\n  sampler-type: uniform\n"
+                                             "  min_value: 1\n  max_value: 2\n")
+    curriculum = write_yaml(workdir / "k.yaml", "3DBall:\n  measure: progress\n  thresholds: [0.9]\n"
+                                                "  min_lesson_length: 1\n  signal_smoothing: false\n"
+                                                "  parameters:\n    scale: [0.5, 1.5]\n")
+    result = run_cli(str(config), f"--env={build}", "--run-id=p", f"--base-port={port}", f"--num-envs={builds}",
+                     f"--sampler={sampler}", f"--curriculum={curriculum}", "--seed=3")
+    assert result.code == 0, result.log
+    masses = []
+    for player in range(builds):
+        log = events(workdir / "models" / "p" / "run_logs" / f"Player-{port + player}.log")
+        first_reset = next(i for i, e in enumerate(log) if e["event"] == "reset")
+        sent = {e["key"]: e["value"] for e in log[:first_reset] if e["event"] == "parameter"}
+        assert sent.keys() == {"mass", "scale"} and sent["scale"] == 0.5 and 1 <= sent["mass"] <= 2, sent
+        masses.append(sent["mass"])
+        # no second reset before the first step: the run's first reset was the scene's own
+        assert [e["steps"] for e in log if e["event"] == "reset"].count(0) == 1, log
+    assert len(set(masses)) == builds  # each worker its own draw
 
 
 def test_agents_get_new_ids_after_their_episode_and_interruptions_are_kept(tmp_path, port):

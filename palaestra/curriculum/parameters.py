@@ -9,6 +9,7 @@ one; two curricula setting one parameter: the later one in the file wins, with a
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 from typing import Any, Protocol
@@ -98,13 +99,21 @@ class EnvironmentParameters:
 
     def draw(self) -> list[dict[str, float]]:
         """Each worker's values for the next reset (fresh samples, the lessons' values)."""
+        self.current = self._values(self.rngs)
+        logger.debug("environment parameters: %s", self.current[0] if self.workers == 1 else self.current)
+        return self.current
+
+    def preview(self) -> list[dict[str, float]]:
+        """What ``draw`` would return now, drawn from copies of the generators: the values a Unity
+        scene is given as it starts, so that the run's first reset, sending the same, is its first."""
+        return self._values([copy.deepcopy(rng) for rng in self.rngs])
+
+    def _values(self, rngs: list[np.random.Generator]) -> list[dict[str, float]]:
         lesson_values: dict[str, float] = {}
         for behavior, c in self.curricula.items():
             lesson_values |= c.values(self.lessons[behavior].lesson)
-        drawn = [(self.sampler.sample(rng) if self.sampler else {}) | lesson_values for rng in self.rngs]
-        self.current = [{k: v for k, v in values.items() if k not in self.ignored} for values in drawn]
-        logger.debug("environment parameters: %s", self.current[0] if self.workers == 1 else self.current)
-        return self.current
+        drawn = [(self.sampler.sample(rng) if self.sampler else {}) | lesson_values for rng in rngs]
+        return [{k: v for k, v in values.items() if k not in self.ignored} for values in drawn]
 
     def resample_due(self, previous_step: int, global_step: int) -> bool:
         """Whether a resampling interval was crossed between the two global steps."""

@@ -99,6 +99,8 @@ class EnvRequest:
     env_args: list[str] | None = None
     engine: EngineConfig | None = None
     port: int = RunOptions.base_port
+    # the environment parameters of the first reset, for a source that resets as it connects (Unity)
+    parameters: Mapping[str, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -220,13 +222,14 @@ def _builtin_unless_a_build_too(name: str | None) -> bool:
 def _unity_editor(r: EnvRequest) -> Env:
     from palaestra.envs.unity import open_editor
 
-    return open_editor(seed=r.seed, num_areas=r.num_areas, engine=r.engine)
+    return open_editor(seed=r.seed, num_areas=r.num_areas, engine=r.engine, parameters=r.parameters)
 
 
 def _unity_build(r: EnvRequest) -> Env:
     from palaestra.envs.unity import open_build
 
-    return open_build(r.name, r.port, seed=r.seed, num_areas=r.num_areas, engine=r.engine, env_args=r.env_args)
+    return open_build(r.name, r.port, seed=r.seed, num_areas=r.num_areas, engine=r.engine, env_args=r.env_args,
+                      parameters=r.parameters)
 
 
 ENV_SOURCES: list[EnvSource] = [
@@ -249,7 +252,10 @@ def source_kind(name: str | None) -> str | None:
 
 
 def make_env(name: str | None, seed: int = 0, num_areas: int = 1, env_args: list[str] | None = None,
-             engine: EngineConfig | None = None, port: int = RunOptions.base_port) -> Env:
+             engine: EngineConfig | None = None, port: int = RunOptions.base_port,
+             parameters: Mapping[str, float] | None = None) -> Env:
+    """The environment ``name`` names (``parameters``: those of its first reset, which a Unity
+    scene makes as it connects; the other sources take them with the run's first reset)."""
     # (the command line checks these itself; a caller from Python gets the same words)
     if name is not None and not isinstance(name, str):
         raise EnvError(f"make_env: name must be an environment name or None (the Unity Editor); got {name!r}")
@@ -257,7 +263,7 @@ def make_env(name: str | None, seed: int = 0, num_areas: int = 1, env_args: list
         raise EnvError(f"make_env: num_areas must be a whole number >= 1; got {num_areas!r}")
     source = _source(name)
     if source is not None:
-        return source.make(EnvRequest(name, seed, num_areas, env_args, engine, port))
+        return source.make(EnvRequest(name, seed, num_areas, env_args, engine, port, parameters))
     looks_like_a_path = name is not None and ("/" in name or "\\" in name or name.lower().endswith(UNITY_SUFFIXES))
     if looks_like_a_path and not _GYMNASIUM_ID.match(name):
         raise EnvError(f"no Unity build at {name!r}: the path does not exist (--env takes a Unity build's "

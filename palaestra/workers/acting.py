@@ -418,9 +418,8 @@ class ActingWorkers:
     def _start_worker(self, i: int, first_round: int) -> None:
         assert self.weights is not None
         restarts = len(self.pool.workers[i].restarts)
-        parameters = next(p for r, p in reversed(self._parameters) if r <= first_round)
         plan = ActingPlan(self.plans, self.weights.name, self.slots, first_round,
-                          self.seed + self.pool.n * restarts, parameters[i] if parameters else None)
+                          self.seed + self.pool.n * restarts, self._parameters_at(first_round, i))
         self.pool.send_message(i, ("act", plan))
         # the changes of parameters not yet reached (a lesson starting a few rounds on), as the
         # other workers were told of them: its environments reset at the same round as theirs
@@ -483,8 +482,14 @@ class ActingWorkers:
             return failure.what
         return "it failed"  # (read_pipe only returns an "error" message by raising it)
 
+    def _parameters_at(self, q: int, i: int) -> dict[str, float] | None:
+        """Worker i's environment parameters for round q."""
+        parameters = next(p for r, p in reversed(self._parameters) if r <= q)
+        return parameters[i] if parameters else None
+
     def _restart(self, i: int, what: str, q: int) -> None:
-        self.pool.replace_worker(i, what)
+        # (its new environment's first reset with them: a Unity scene then starts once)
+        self.pool.replace_worker(i, what, self._parameters_at(q, i))
         try:
             self._start_worker(i, q)
         except WorkerFailed as f:

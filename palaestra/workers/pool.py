@@ -28,7 +28,7 @@ import time
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Hashable, Iterator
+from typing import Any, Callable, Hashable, Iterator, Mapping
 
 from palaestra.envs.base import BehaviorSpec, EngineConfig, EnvError
 from palaestra.interrupts import stop_signals_held
@@ -100,7 +100,9 @@ class WorkerPool:
     def __init__(self, name: str, num_envs: int, seed: int = 0, num_areas: int = 1,
                  env_args: list[str] | None = None, engine: EngineConfig | None = None,
                  timeout: float = DEFAULT_TIMEOUT, base_port: int = RunOptions.base_port,
-                 restarts: RestartLimits | None = None) -> None:
+                 restarts: RestartLimits | None = None, parameters: list[dict[str, float]] | None = None) -> None:
+        """``parameters``: worker i's environment parameters for its first reset (a Unity scene
+        resets as it connects: envs/unity/env.py), or None."""
         self.n = num_envs
         self.timeout = timeout
         self.restart_limits = restarts or RestartLimits()
@@ -114,7 +116,7 @@ class WorkerPool:
         self._started = False  # every worker through its handshake (before, a failure is the start's)
         try:
             for i in range(num_envs):
-                self.workers.append(self._spawn(i))
+                self.workers.append(self._spawn(i, parameters=parameters[i] if parameters else None))
             specs = [self._handshake(i) for i in range(num_envs)]
         except BaseException:
             self.close()
@@ -256,9 +258,10 @@ class WorkerPool:
         w.blocks[key] = SharedArrays(layout, name=name)
 
     # -- starting, replacing and stopping a worker ---------------------------------------------
-    def replace_worker(self, i: int, what: str) -> Worker:
+    def replace_worker(self, i: int, what: str, parameters: Mapping[str, float] | None = None) -> Worker:
         """Kill worker i, which failed as ``what`` says, and start a new process in its place
-        (through the handshake); EnvError if the restart limits refuse."""
+        (through the handshake; its environment's first reset with ``parameters``, those the
+        caller resets it with next); EnvError if the restart limits refuse."""
         old = self.workers[i]
         now = time.monotonic()
         refusal = self.restart_limits.refusal(old.restarts, now)
@@ -270,7 +273,7 @@ class WorkerPool:
         # that left the resource tracker warning about blocks already gone (a hung one waits 1 s more)
         old.proc.join(timeout=REPORTED_EXIT_GRACE_S)
         self._stop(old, kill=True)
-        self.workers[i] = new = self._spawn(i, old.restarts + [now])
+        self.workers[i] = new = self._spawn(i, old.restarts + [now], parameters)
         specs = self._handshake(i)
         # behaviors that appeared later (envs/base.py) may be missing until they appear again
         if any(self.specs.get(b, spec) != spec for b, spec in specs.items()):
@@ -282,7 +285,8 @@ class WorkerPool:
     def error(self, i: int, what: str) -> EnvError:
         return EnvError(f"environment worker {i} (pid {self.workers[i].proc.pid}) failed: {what}")
 
-    def _spawn(self, i: int, restarts: list[float] | None = None) -> Worker:
+    def _spawn(self, i: int, restarts: list[float] | None = None,
+               parameters: Mapping[str, float] | None = None) -> Worker:
         name, seed, num_areas, env_args, engine, base_port = self._args
         restarts = restarts or []
         control = self._control
@@ -295,7 +299,7 @@ class WorkerPool:
             # the areas of a worker are seeded one apart (seed, seed + 1, ...): a worker's seed is
             # num_areas apart from the next one's, so that no two copies share a seed
             args=(child, control.name, self.n, i, bells, name, seed + (i + self.n * len(restarts)) * num_areas, num_areas,
-                  env_args, engine, base_port + i))
+                  env_args, engine, base_port + i, dict(parameters) if parameters else None))
         with stop_signals_held(), _main_script_not_rerun():  # (the mask: see run_worker)
             proc.start()
         child.close()

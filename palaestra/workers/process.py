@@ -58,7 +58,8 @@ def _log_like_the_main_process(index: int) -> None:
 
 
 def run_worker(conn: Any, control_name: str, n_workers: int, index: int, bells: tuple[Any, Any], name: str,
-               seed: int, num_areas: int, env_args: list[str], engine: EngineConfig, port: int) -> None:
+               seed: int, num_areas: int, env_args: list[str], engine: EngineConfig, port: int,
+               parameters: dict[str, float] | None = None) -> None:
     from palaestra.envs.sources import make_env
     from palaestra.workers.stepping import SteppingWorker  # (stepping.py imports the pool, which imports this)
 
@@ -77,7 +78,8 @@ def run_worker(conn: Any, control_name: str, n_workers: int, index: int, bells: 
     seq = 0
     stage = "run"  # then "close": where a failure happened, for the main process's message
     try:
-        env = make_env(name, seed=seed, num_areas=num_areas, env_args=env_args, engine=engine, port=port)
+        env = make_env(name, seed=seed, num_areas=num_areas, env_args=env_args, engine=engine, port=port,
+                       parameters=parameters)
         specs = dict(env.behavior_specs)
         conn.send(("specs", specs))
         stepping = SteppingWorker(env, conn, n_workers, index)

@@ -142,9 +142,10 @@ class WorkerPoolEnv:
     def __init__(self, name: str, num_envs: int, seed: int = 0, num_areas: int = 1,
                  env_args: list[str] | None = None, engine: EngineConfig | None = None,
                  timeout: float = DEFAULT_TIMEOUT, base_port: int = RunOptions.base_port, pipeline: bool = True,
-                 restarts: RestartLimits | None = None) -> None:
+                 restarts: RestartLimits | None = None, parameters: list[dict[str, float]] | None = None) -> None:
+        """``parameters``: each worker's environment parameters for its first reset (workers/pool.py)."""
         self.pool = WorkerPool(name, num_envs, seed=seed, num_areas=num_areas, env_args=env_args, engine=engine,
-                               timeout=timeout, base_port=base_port, restarts=restarts)
+                               timeout=timeout, base_port=base_port, restarts=restarts, parameters=parameters)
         self.n = num_envs
         self._specs: dict[str, BehaviorSpec] = self.pool.specs
         self._state = [_WorkerState() for _ in range(num_envs)]
@@ -342,7 +343,7 @@ class WorkerPoolEnv:
 
     def _restart(self, i: int, what: str) -> None:
         old = self._state[i]
-        self.pool.replace_worker(i, what)
+        self.pool.replace_worker(i, what, self._parameters[i])
         # its agents wait for their next step: they are shown as interrupted then (with those of
         # an earlier restart not shown yet, when this one replaces a process whose reset failed)
         interrupted = dict(old.interrupted)

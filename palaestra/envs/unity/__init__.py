@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Mapping
 
 from palaestra.envs.base import EngineConfig, EnvError
 from palaestra.envs.unity.communicator import Communicator, port_problem
@@ -52,8 +53,10 @@ def _listen_from(port: int, label: str) -> Communicator:
 
 
 def open_build(name: str, port: int, seed: int = 0, num_areas: int = 1, engine: EngineConfig | None = None,
-               env_args: list[str] | None = None, side_channels: list[SideChannel] | None = None) -> UnityEnv:
-    """Start the build ``name`` names, listen for it on ``port`` (or the next free port) and connect."""
+               env_args: list[str] | None = None, side_channels: list[SideChannel] | None = None,
+               parameters: Mapping[str, float] | None = None) -> UnityEnv:
+    """Start the build ``name`` names, listen for it on ``port`` (or the next free port) and connect;
+    its first reset sends ``parameters`` (environment parameters)."""
     engine = engine or EngineConfig()
     executable = os.path.abspath(find_executable(name))
     label = f"--env={name}"
@@ -66,7 +69,7 @@ def open_build(name: str, port: int, seed: int = 0, num_areas: int = 1, engine: 
     communicator.describe_peer = process.exit_description
     try:
         return UnityEnv(communicator, process, seed=seed, num_areas=num_areas, engine=engine,
-                        side_channels=side_channels, timeout=engine.timeout_wait, where=label)
+                        side_channels=side_channels, timeout=engine.timeout_wait, where=label, parameters=parameters)
     except BaseException:  # (UnityEnv closes what it was given once it runs; not before, e.g. bad channels)
         communicator.close()
         process.stop(wait=0.5)
@@ -74,8 +77,10 @@ def open_build(name: str, port: int, seed: int = 0, num_areas: int = 1, engine: 
 
 
 def open_editor(seed: int = 0, num_areas: int = 1, engine: EngineConfig | None = None,
-                side_channels: list[SideChannel] | None = None, port: int | None = None) -> UnityEnv:
-    """Listen on the Editor's port and wait for Play to be pressed."""
+                side_channels: list[SideChannel] | None = None, port: int | None = None,
+                parameters: Mapping[str, float] | None = None) -> UnityEnv:
+    """Listen on the Editor's port and wait for Play to be pressed; the first reset sends
+    ``parameters`` (environment parameters)."""
     engine = engine or EngineConfig()
     port = EDITOR_PORT if port is None else port
     problem = port_problem(port)
@@ -87,7 +92,7 @@ def open_editor(seed: int = 0, num_areas: int = 1, engine: EngineConfig | None =
     communicator = Communicator(port)
     print("Listening on port %d. Start training by pressing the Play button in the Unity Editor." % port, flush=True)
     return UnityEnv(communicator, None, seed=seed, num_areas=num_areas, engine=engine, side_channels=side_channels,
-                    timeout=engine.timeout_wait, where="the Unity Editor")
+                    timeout=engine.timeout_wait, where="the Unity Editor", parameters=parameters)
 
 
 def process_holding(port: int) -> str | None:

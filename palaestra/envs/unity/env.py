@@ -41,7 +41,7 @@ class UnityEnv:
     def __init__(self, communicator: Communicator, process: object | None = None, seed: int = 0,
                  num_areas: int = 1, engine: EngineConfig | None = None,
                  side_channels: list[SideChannel] | None = None, timeout: float = DEFAULT_TIMEOUT,
-                 where: str = "Unity") -> None:
+                 where: str = "Unity", parameters: Mapping[str, float] | None = None) -> None:
         self.communicator, self.process, self.timeout, self.where = communicator, process, timeout, where
         self.engine_channel = EngineConfigurationChannel()
         self.parameters_channel = EnvironmentParametersChannel()
@@ -55,13 +55,17 @@ class UnityEnv:
         self._started = False
         self._closed = False
         self._running = False  # past the first reset: a later silence is a frozen scene, not a setup fault
-        # Just reset by the constructor (which must, to learn the behaviors): the run's first
-        # reset, when it sends nothing new, is that one, so the scene starts once, as with ML-Agents
+        # Just reset by the constructor (which must, to learn the behaviors), with ``parameters``:
+        # the run's first reset, when it sends nothing new, is that one, so the scene starts once,
+        # as with ML-Agents (whose first reset carries the run's environment parameters)
         self._fresh = False
+        self._first_parameters = {key: float(value) for key, value in (parameters or {}).items()}
         try:
             self.negotiated = self._handshake(seed, num_areas)
             if engine is not None:
                 self.engine_channel.configure(engine)
+            for key, value in self._first_parameters.items():
+                self.parameters_channel.set_float(key, value)
             self._send(pb.RESET, "the first observations after the handshake")
             if not self._specs:
                 raise EnvError(f"{self.where}: the scene has no agents with a Behavior Parameters component "
@@ -79,11 +83,13 @@ class UnityEnv:
         return self._specs
 
     def reset(self, parameters: Mapping[str, float] | None = None) -> None:
-        for key, value in (parameters or {}).items():
-            self.parameters_channel.set_float(key, float(value))
-        if self._fresh and not any(c.outgoing for c in self.channels.channels.values()):
+        values = {key: float(value) for key, value in (parameters or {}).items()}
+        if (self._fresh and all(self._first_parameters.get(key) == value for key, value in values.items())
+                and not any(c.outgoing for c in self.channels.channels.values())):
             self._fresh = False  # (the constructor's reset stands: no new values, no message waiting)
             return
+        for key, value in values.items():
+            self.parameters_channel.set_float(key, value)
         self._send(pb.RESET, "the observations after a reset")
 
     def get_steps(self, behavior: str) -> tuple[DecisionSteps, TerminalSteps]:
