@@ -189,8 +189,12 @@ def check_options(options: RunOptions) -> None:
         raise UsageError(f"--time-scale: expected a finite number > 0, got {options.time_scale!r}")
     texts = [("trainer_config_path", options.trainer_config_path), ("--env", options.env),
              ("--curriculum", options.curriculum), ("--sampler", options.sampler)]
+    if not isinstance(options.env_args, (list, tuple)):
+        raise UsageError(f"--env-args: expected a list of arguments, got {options.env_args!r}")
     texts += [("--env-args", value) for value in options.env_args]
     for flag, value in texts:
+        if value is not None and not isinstance(value, str):  # (a caller from Python)
+            raise UsageError(f"{flag}: expected text, got {value!r}")
         if value is not None and text_problem(value) is not None:
             raise UsageError(f"{flag}: {value!r} {text_problem(value)}")
     # --env-args takes the rest of the line (ML-Agents' rule, for a Unity build's own arguments),

@@ -545,7 +545,11 @@ def _adopt_new_behaviors(parts: RunParts, writers: list[Any], start_time: float,
                                    settings[name], device, seed, parts.models, parts.parameters, late=True,
                                    restores=not joins)
         parts.settings[name], parts.trainers[name] = settings[name], trainer
-        join_self_play(parts.trainers, parts.self_play, parts.seed, running=True)
+        try:
+            join_self_play(parts.trainers, parts.self_play, parts.seed, running=True)
+        except BaseException:  # refused (a team that does not fit its group): out before the run's last save,
+            del parts.trainers[name], parts.settings[name]  # which would write its policy over the group's
+            raise
         parts.settings[name] = trainer.settings  # (a self-play team plays with its owner's)
         if parts.parameters is not None:  # the environment parameters in its summaries too
             trainer.summary_extra = (lambda b=name: parts.parameters.summary(b))

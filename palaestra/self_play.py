@@ -34,7 +34,9 @@ restarted the ELO at ``initial_elo`` and the window empty).
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping
@@ -60,7 +62,7 @@ def team_of(behavior: str) -> tuple[str, int]:
     """``Striker?team=1`` → (``Striker``, 1); a name without a team is team 0 (ML-Agents)."""
     base, _, query = behavior.partition("?")
     key, _, value = query.partition("=")
-    if key == "team" and value.lstrip("-").isdigit():
+    if key == "team" and re.fullmatch(r"-?[0-9]+", value):  # (not isdigit: it takes "²", which int refuses)
         return base, int(value)
     return base, 0
 
@@ -129,8 +131,12 @@ class SelfPlayController:
     def play_ahead(self) -> None:
         """The acting workers play the requested turn from the rounds published from now on, while
         the rounds under way, played in the turn before, are still to be recorded (apply_change
-        then, when the first of the new turn's rounds is taken)."""
+        then, when the first of the new turn's rounds is taken). The new turn's opponents are drawn
+        now, for the rounds published, and rated from apply_change on."""
         self._scheduled = self._next is not None
+        if self._scheduled:
+            for group in self.groups:
+                group.draw_next_opponent()
 
     @property
     def acting_team(self) -> int | None:
@@ -198,6 +204,7 @@ class SelfPlayGroup:
     def __post_init__(self) -> None:
         self.elo = float(self.settings.initial_elo)
         self._ghost_lengths: list[int] = []
+        self._next_opponent: int | None = None  # the next turn's, drawn ahead for the acting workers
         self._learner_episodes = EpisodeStats()  # the episodes teams played as the learner before their turn ended
         self.snapshots = deque(maxlen=self.settings.window)
         self._layout = weight_layout(self.owner.algorithm.policy)
@@ -208,9 +215,10 @@ class SelfPlayGroup:
     # -- membership --------------------------------------------------------------------------
     def join(self, trainer: "BehaviorTrainer", team: int) -> None:
         """A team's trainer: it learns into the owner's algorithm and acts against a ghost."""
-        if team in self.teams:
-            raise ValueError(f"self-play: behaviors {self.teams[team].name!r} and {trainer.name!r} are both team "
-                             f"{team} of {self.base!r}")
+        if team in self.teams:  # (a name without ?team= is team 0; team=01 is team 1)
+            raise ConfigError(f"self-play: behaviors {self.teams[team].name!r} and {trainer.name!r} are both team "
+                              f"{team} of {self.base!r}; give each team of {self.base!r} a number of its own "
+                              f"({self.base}?team=0, {self.base}?team=1, ...)")
         if trainer is not self.owner and trainer.spec != self.owner.spec:
             def spec(t: "BehaviorTrainer") -> str:
                 return (f"observations {[tuple(s) for s in t.spec.observation_shapes]}, actions "
@@ -309,16 +317,33 @@ class SelfPlayGroup:
         now = self.teams.get(self.controller.learning_team)
         if now is not None and now is not before:
             self._ghost_lengths.extend(now.take_episodes(learner=False).lengths)
-        self._swap()
+        if self._next_opponent is not None:  # drawn when the workers began the new turn's rounds
+            self.opponent, self._next_opponent = self._next_opponent, None
+        else:
+            self._swap()
         self.last_swap = self.ghost_steps
+
+    def draw_next_opponent(self) -> None:
+        """The acting workers' rounds from now on play the next turn: the ghosts take its opponent
+        now, and the ratings charge it from the turn's change (turn_changed), when the rounds
+        played against the one before are all recorded."""
+        self._next_opponent, weights = self._draw_opponent()
+        for team in self.teams:
+            self._load(team, weights)
 
     def _save_snapshot(self) -> None:
         """The latest weights join the window. A full window drops its oldest, and the snapshot the
         ghosts play keeps its rating by its new index; where it is the one dropped, its rating
         follows the new snapshot, which takes its place (ML-Agents' ring of snapshots overwrites
         the oldest slot, current_opponent pointing at it)."""
-        if self.opponent != LATEST and len(self.snapshots) == self.snapshots.maxlen:
-            self.opponent = self.opponent - 1 if self.opponent > 0 else len(self.snapshots) - 1
+        if len(self.snapshots) == self.snapshots.maxlen:
+            def moved(index: int) -> int:
+                return index - 1 if index > 0 else len(self.snapshots) - 1
+
+            if self.opponent != LATEST:
+                self.opponent = moved(self.opponent)
+            if self._next_opponent not in (None, LATEST):
+                self._next_opponent = moved(self._next_opponent)
         self.snapshots.append((self._latest(), self.elo))
 
     def _latest(self) -> np.ndarray:
@@ -326,13 +351,18 @@ class SelfPlayGroup:
         return np.concatenate([arrays[name].ravel() for name, _ in self._layout.arrays]).astype(np.float32)
 
     def _swap(self) -> None:
-        if self.snapshots and self.rng.random() >= self.settings.play_against_latest_model_ratio:
-            self.opponent = int(self.rng.integers(len(self.snapshots)))
-            weights = self.snapshots[self.opponent][0]
-        else:
-            self.opponent, weights = LATEST, self._latest()
+        self.opponent, weights = self._draw_opponent()
+        self._next_opponent = None  # (a swap after the next turn's draw replaces it)
         for team in self.teams:
             self._load(team, weights)
+
+    def _draw_opponent(self) -> tuple[int, np.ndarray]:
+        """A snapshot of the window (its index), or the latest weights (LATEST) with probability
+        ``play_against_latest_model_ratio``."""
+        if self.snapshots and self.rng.random() >= self.settings.play_against_latest_model_ratio:
+            index = int(self.rng.integers(len(self.snapshots)))
+            return index, self.snapshots[index][0]
+        return LATEST, self._latest()
 
     def ghost_arrays(self, team: int) -> dict[str, np.ndarray]:
         """The team's ghost's weights, named as the policy's arrays (for the acting workers)."""
@@ -344,12 +374,16 @@ class SelfPlayGroup:
     # -- checkpoints -------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Weights as tensors (checkpoints are read with torch's weights-only loader)."""
-        return {"elo": float(self.elo), "opponent": int(self.opponent), "ghost_steps": int(self.ghost_steps),
+        # (a change of turn the workers play already is saved as applied, as the controller saves it)
+        opponent = self.opponent if self._next_opponent is None else self._next_opponent
+        return {"elo": float(self.elo), "opponent": int(opponent), "ghost_steps": int(self.ghost_steps),
                 "last_save": int(self.last_save), "last_swap": int(self.last_swap),
                 "last_team_change": int(self.last_team_change),
                 "snapshots": [[torch.from_numpy(w.copy()), float(e)] for w, e in self.snapshots],
                 "ghosts": {team: torch.from_numpy(g.weights.copy()) for team, g in self.ghosts.items()},
-                "controller": self.controller.state_dict()}
+                "controller": self.controller.state_dict(),
+                # the opponents' draws go on where they were (as text: the loader takes no 128-bit ints)
+                "rng": json.dumps(self.rng.bit_generator.state)}
 
     def load_state_dict(self, state: dict[str, Any], turn: bool = True) -> None:
         """``turn``: the learning team saved goes on too (not for a group formed during the run:
@@ -365,6 +399,12 @@ class SelfPlayGroup:
         self.opponent = max(opponent - dropped, 0) if 0 <= opponent < len(snapshots) else LATEST
         for key in ("ghost_steps", "last_save", "last_swap", "last_team_change"):
             setattr(self, key, int(state.get(key, 0)))
+        if "rng" in state:  # (in place: the ghosts' actors draw from this generator too)
+            try:
+                self.rng.bit_generator.state = json.loads(state["rng"])
+            except (TypeError, ValueError, KeyError):
+                logger.warning("self-play: the checkpoint's random state of %s does not fit; its draws start afresh",
+                               self.base)
         for team, weights in state.get("ghosts", {}).items():
             if team in self.ghosts and _flat(weights).size == size:
                 self._load(team, _flat(weights))

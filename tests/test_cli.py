@@ -763,7 +763,10 @@ def test_run_options_built_in_python_are_checked_like_flags(workdir):
                          ({"time_scale": float("inf")}, "--time-scale: expected a finite number > 0"),
                          ({"run_id": "a/b"}, "--run-id: 'a/b' contains a path separator"),
                          ({"initialize_from": ""}, "--initialize-from: an empty run-id"),
-                         ({"env_args": ["k=\udcff"]}, "--env-args: 'k=\\udcff' contains bytes that are not valid")]:
+                         ({"env_args": ["k=\udcff"]}, "--env-args: 'k=\\udcff' contains bytes that are not valid"),
+                         ({"env_args": [3]}, "--env-args: expected text, got 3"),
+                         ({"env_args": "a=1"}, "--env-args: expected a list of arguments, got 'a=1'"),
+                         ({"env": 5}, "--env: expected text, got 5")]:
         with pytest.raises(UsageError, match=re.escape(message)):
             check_options(RunOptions(trainer_config_path="c.yaml", **bad))
 

@@ -134,6 +134,8 @@ def test_team_names():
     assert team_of("Striker") == ("Striker", 0)
     assert team_of("1D?team=0") == ("1D", 0)
     assert team_of("Odd?x=3") == ("Odd", 0)
+    assert team_of("Odd?team=\u00b2") == ("Odd", 0)  # a digit to isdigit, not to int
+    assert team_of("Neg?team=-1") == ("Neg", -1)
 
 
 def test_elo_expectation():
@@ -480,6 +482,44 @@ def test_the_ghosts_snapshot_keeps_its_rating_when_the_window_moves(workdir):
     smaller = group(dataclasses.replace(settings.self_play, window=2))
     smaller.load_state_dict(saved)
     assert smaller.opponent_elo() == 1002.0
+    # the opponents' draws go on where the saved run's were, not from the run's start again
+    g.rng.random(5)
+    resumed = group(settings.self_play)
+    resumed.load_state_dict(torch_round_trip(g.state_dict()))
+    assert resumed.rng.random(3).tolist() == g.rng.random(3).tolist()
+
+    # under acting workers the next turn's opponent is drawn when the workers start its rounds
+    # (play_ahead), and rated only from the change (turn_changed): the rounds still recorded
+    # before it were played against the one before
+    g = group(dataclasses.replace(settings.self_play, window=3, play_against_latest_model_ratio=0.0))
+    for step in (11, 22):
+        g.owner.algorithm.step = step
+        g.advance()
+    g.snapshots = collections.deque([(w, 1000.0 + i) for i, (w, _) in enumerate(g.snapshots)], maxlen=3)
+    g.opponent = 0
+    g.draw_next_opponent()
+    coming = g._next_opponent
+    assert g.ghosts == {} and coming in (0, 1, 2)
+    g.change_opponent_elo(5.0)  # a round of the turn before
+    assert g.snapshots[0][1] == 1005.0 and g.opponent == 0
+    g.owner.algorithm.step = 33
+    g.advance()  # a snapshot in between: the coming opponent keeps its snapshot
+    kept = g.snapshots[coming - 1][1] if coming > 0 else g.snapshots[-1][1]
+    assert g.state_dict()["opponent"] == g._next_opponent  # saved as the turn the workers play
+    g.turn_changed(None)
+    assert g.opponent_elo() == kept
+
+
+def torch_round_trip(state: dict) -> dict:
+    """``state`` through a checkpoint file and torch's weights-only loader."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)
 
 
 class _Late(CombinedEnv):
@@ -522,6 +562,34 @@ def test_a_team_that_appears_late_adds_nothing_to_the_progress_bar(run_cli, work
     assert "behavior '1D?team=1' appeared at step 200" in result.log
     (total, counted_steps, steps), = counted
     assert total == 600 and counted_steps == steps > 0  # one policy: its max_steps, its steps once
+
+
+class _LateDifferent(_Late):
+    """As _Late, but the late team acts differently from the first (continuous, not discrete)."""
+
+    def __init__(self, late_from: int) -> None:
+        CombinedEnv.__init__(self, [Simple1D(seed=0, behavior_name="1D?team=0"),
+                                    Simple1DContinuous(seed=1, behavior_name="1D?team=1")])
+        self.late, self.t, self.late_from = "1D?team=1", 0, late_from
+
+
+def late_misfit(seed: int = 0, num_areas: int = 1) -> CombinedEnv:
+    return _LateDifferent(late_from=300)
+
+
+def test_a_late_team_that_acts_differently_is_refused_without_touching_the_groups_files(run_cli, workdir):
+    # it had been a trainer of the run when refused, and the run's last save wrote its untrained
+    # policy (another action spec) over the group's exported model
+    path = config(workdir, ("1D",), 2000)
+    result = run_cli(path, "--env=tests.test_self_play:late_misfit", "--run-id=lm", "--save-freq=100")
+    assert result.code != 0 and "Traceback" not in result.log
+    assert "are teams of '1D', which play one policy, but they observe or act differently" in result.log
+    run = workdir / "models" / "lm"
+    assert not list((run / "1D").glob("checkpoint-0.pt"))
+    import onnx
+
+    outputs = [o.name for o in onnx.load(str(run / "1D.onnx")).graph.output]
+    assert not any("continuous" in name for name in outputs), outputs  # still the discrete team's policy
 
 
 def test_inference_plays_max_steps_of_the_policy(run_cli, workdir, monkeypatch):
@@ -746,6 +814,10 @@ def stranger(seed):
     return PettingZooEnv(Duel(), "duel", seed=seed, behaviors={"player_0": "a", "player_1": "b", "player_9": "c"})
 
 
+def same_team(seed):
+    return PettingZooEnv(Duel(), "duel", seed=seed, behaviors={"player_0": "player", "player_1": "player?team=0"})
+
+
 def listed(seed):
     return PettingZooEnv(Duel(), "duel", seed=seed, behaviors=["player?team=0", "player?team=1"])
 """
@@ -775,6 +847,8 @@ def test_pettingzoo_players_play_as_self_play_teams(run_cli, workdir, duel_modul
     ("unnamed", "behaviors names no behavior for agent 'player_1' (it names ['player_0'])"),
     ("stranger", "behaviors names ['player_9'], which are not among its possible_agents ['player_0', 'player_1']"),
     ("listed", "behaviors must be a dict from agent to behavior name or a function of the agent, got list"),
+    ("same_team", "behaviors 'player' and 'player?team=0' are both team 0 of 'player'; give each team of 'player' a "
+                  "number of its own"),
 ])
 def test_behaviors_that_miss_an_agent_or_name_a_stranger_are_refused(run_cli, workdir, duel_module, factory, message):
     path = config(workdir, ("player",), 300)
