@@ -188,7 +188,10 @@ def _checked_run(options: RunOptions, interrupts: Interrupts, warnings: _Warning
     warn_about_unused_options(options)
     _warn_about_engine_flags(options)
     parameters = _load_environment_parameters(options, seed)
-    env = _make_env(options, seed, parameters.preview() if parameters is not None else None)
+    # a Unity scene resets as it connects: its first reset brings the first values (the other
+    # sources take them with the run's first reset)
+    unity = parameters is not None and source_kind(options.env) in ("Unity build", "Unity Editor")
+    env = _make_env(options, seed, parameters.draw_ahead() if unity else None)
     # building the trainers of an existing run removes its interrupted saves' temp files and sets
     # damaged checkpoints aside: not while another process trains it (a new run's lock is taken
     # in _train, so that a run stopped by a check leaves no folder behind)

@@ -139,6 +139,12 @@ class SelfPlayController:
                 group.draw_next_opponent()
 
     @property
+    def turn_played_ahead(self) -> bool:
+        """Whether the acting workers play the next turn's rounds already (play_ahead) while it
+        waits to apply."""
+        return self._scheduled
+
+    @property
     def acting_team(self) -> int | None:
         """The learning team of the rounds the acting workers are given weights for now."""
         return self._next if self._scheduled else self.learning_team
@@ -351,8 +357,10 @@ class SelfPlayGroup:
         return np.concatenate([arrays[name].ravel() for name, _ in self._layout.arrays]).astype(np.float32)
 
     def _swap(self) -> None:
+        if self.controller.turn_played_ahead:  # the rounds published from now on are the next turn's
+            self.draw_next_opponent()  # (those under way stay rated against the current opponent)
+            return
         self.opponent, weights = self._draw_opponent()
-        self._next_opponent = None  # (a swap after the next turn's draw replaces it)
         for team in self.teams:
             self._load(team, weights)
 

@@ -235,6 +235,44 @@ def test_samplers_same_seed_same_draws_and_different_per_worker(tmp_path):
     assert a.resample_due(99, 100) and not a.resample_due(100, 199) and a.resample_due(150, 420)
 
 
+class _Counting:
+    """A sampler with state of its own: 1, 2, 3, ... whatever the generator."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def sample(self, rng) -> float:
+        self.n += 1
+        return float(self.n)
+
+
+class _Failing:
+    def sample(self, rng) -> float:
+        raise ValueError("no values today")
+
+
+def test_the_values_drawn_ahead_for_a_unity_scene_are_the_first_draws(tmp_path):
+    from palaestra.curriculum.samplers import SamplerConfig
+    from palaestra.settings import ConfigError
+
+    # a Unity scene gets its first values as it starts (draw_ahead); the run's first reset sends
+    # the same (draw), then the draws go on, a sampler with a state of its own included
+    counting = SamplerConfig(100, {"k": _Counting()}, "s.yaml")
+    p = EnvironmentParameters({}, counting, seed=0, workers=2)
+    assert p.draw_ahead() == p.draw() == [{"k": 1.0}, {"k": 2.0}]
+    assert p.draw() == [{"k": 3.0}, {"k": 4.0}]
+    # after --resume the resumed draws, not those kept from the start
+    p = EnvironmentParameters({}, load_sampler(write_yaml(tmp_path / "s.yaml", """
+        resampling-interval: 100
+        mass: {sampler-type: uniform, min_value: 0.5, max_value: 10}
+        """)), seed=0, workers=1)
+    ahead = p.draw_ahead()
+    p.resume_at(5000)
+    assert p.draw() != ahead
+    with pytest.raises(ConfigError, match="s.yaml: drawing the environment parameters failed: ValueError: no values"):
+        EnvironmentParameters({}, SamplerConfig(100, {"k": _Failing()}, "s.yaml"), seed=0, workers=1).draw_ahead()
+
+
 def test_curriculum_values_override_sampled_ones_and_lesson_start(tmp_path, caplog):
     sampler = load_sampler(write_yaml(tmp_path / "s.yaml", """
         resampling-interval: 100

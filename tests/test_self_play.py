@@ -489,25 +489,31 @@ def test_the_ghosts_snapshot_keeps_its_rating_when_the_window_moves(workdir):
     assert resumed.rng.random(3).tolist() == g.rng.random(3).tolist()
 
     # under acting workers the next turn's opponent is drawn when the workers start its rounds
-    # (play_ahead), and rated only from the change (turn_changed): the rounds still recorded
-    # before it were played against the one before
-    g = group(dataclasses.replace(settings.self_play, window=3, play_against_latest_model_ratio=0.0))
+    # (play_ahead), and rated only from the change (apply_change): the rounds still recorded
+    # before it were played against the one before; a swap in between draws the next turn's anew
+    g = group(dataclasses.replace(settings.self_play, window=3, play_against_latest_model_ratio=0.0, swap_steps=5))
     for step in (11, 22):
         g.owner.algorithm.step = step
         g.advance()
     g.snapshots = collections.deque([(w, 1000.0 + i) for i, (w, _) in enumerate(g.snapshots)], maxlen=3)
     g.opponent = 0
-    g.draw_next_opponent()
-    coming = g._next_opponent
-    assert g.ghosts == {} and coming in (0, 1, 2)
+    draws = iter([1, 2])  # the opponents drawn, in order
+    g._draw_opponent = lambda: (i := next(draws), g.snapshots[i][0])
+    controller = g.controller
+    controller.learning_team, controller._next = 0, 1  # (a change of turn requested)
+    controller.play_ahead()
+    assert g.opponent == 0 and g._next_opponent == 1
     g.change_opponent_elo(5.0)  # a round of the turn before
-    assert g.snapshots[0][1] == 1005.0 and g.opponent == 0
+    assert [e for _, e in g.snapshots] == [1005.0, 1001.0, 1002.0]
+    g.ghost_steps = 6
+    g.advance()  # a swap while the turn waits to apply: the next turn's opponent, not the current
+    assert g.opponent == 0 and g._next_opponent == 2 and g.last_swap == 6
     g.owner.algorithm.step = 33
-    g.advance()  # a snapshot in between: the coming opponent keeps its snapshot
-    kept = g.snapshots[coming - 1][1] if coming > 0 else g.snapshots[-1][1]
-    assert g.state_dict()["opponent"] == g._next_opponent  # saved as the turn the workers play
-    g.turn_changed(None)
-    assert g.opponent_elo() == kept
+    g.advance()  # a snapshot in between: the coming opponent keeps its snapshot, now the second
+    assert g.opponent == 2 and g._next_opponent == 1 and g.snapshots[1][1] == 1002.0  # (the dropped: the newest)
+    assert g.state_dict()["opponent"] == 1  # saved as the turn the workers play
+    controller.apply_change()
+    assert controller.learning_team == 1 and g.opponent == 1 and g.opponent_elo() == 1002.0
 
 
 def torch_round_trip(state: dict) -> dict:

@@ -9,7 +9,6 @@ one; two curricula setting one parameter: the later one in the file wins, with a
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 from typing import Any, Protocol
@@ -18,6 +17,7 @@ import numpy as np
 
 from palaestra.curriculum.curricula import Curriculum, LessonState, shared_parameters
 from palaestra.curriculum.samplers import SAMPLER_TYPES, SamplerConfig
+from palaestra.settings import ConfigError
 
 logger = logging.getLogger("palaestra")
 
@@ -67,6 +67,7 @@ class EnvironmentParameters:
                 logger.warning("parameter %r is sampled (%s) and set by the curriculum of %s: the curriculum's value "
                                "is sent, never a sampled one", name, sampler.source, ", ".join(owners))
         self.rngs = self._generators(0)
+        self._drawn_ahead: list[dict[str, float]] | None = None  # the next draw's samples (draw_ahead)
         self.current: list[dict[str, float]] = []
         # names a built-in environment does not have (the run says so once): drawn, not sent
         self.ignored: set[str] = set()
@@ -79,6 +80,7 @@ class EnvironmentParameters:
         """Draws after a --resume at ``global_step`` (not those of the first run again)."""
         if global_step:
             self.rngs = self._generators(global_step)
+            self._drawn_ahead = None  # (the first run's start: a resumed scene resets with the resumed draw)
 
     def claim(self, behavior: str) -> bool:
         """Whether a curriculum drives ``behavior`` (one keyed by the name before a Unity team's
@@ -99,21 +101,31 @@ class EnvironmentParameters:
 
     def draw(self) -> list[dict[str, float]]:
         """Each worker's values for the next reset (fresh samples, the lessons' values)."""
-        self.current = self._values(self.rngs)
+        samples = self._drawn_ahead if self._drawn_ahead is not None else self._samples()
+        self._drawn_ahead = None
+        self.current = self._with_lessons(samples)
         logger.debug("environment parameters: %s", self.current[0] if self.workers == 1 else self.current)
         return self.current
 
-    def preview(self) -> list[dict[str, float]]:
-        """What ``draw`` would return now, drawn from copies of the generators: the values a Unity
-        scene is given as it starts, so that the run's first reset, sending the same, is its first."""
-        return self._values([copy.deepcopy(rng) for rng in self.rngs])
+    def draw_ahead(self) -> list[dict[str, float]]:
+        """The values the next ``draw`` will return (its samples drawn now and kept for it, the
+        lessons' values as they are now): those a Unity scene is given as it starts, so that the
+        run's first reset, sending the same, is its first. A sampler that fails is a ConfigError."""
+        try:
+            self._drawn_ahead = self._samples()
+        except Exception as e:  # (a registered sampler's own code)
+            source = self.sampler.source if self.sampler is not None else "--sampler"
+            raise ConfigError(f"{source}: drawing the environment parameters failed: {type(e).__name__}: {e}") from e
+        return self._with_lessons(self._drawn_ahead)
 
-    def _values(self, rngs: list[np.random.Generator]) -> list[dict[str, float]]:
+    def _samples(self) -> list[dict[str, float]]:
+        return [self.sampler.sample(rng) if self.sampler else {} for rng in self.rngs]
+
+    def _with_lessons(self, samples: list[dict[str, float]]) -> list[dict[str, float]]:
         lesson_values: dict[str, float] = {}
         for behavior, c in self.curricula.items():
             lesson_values |= c.values(self.lessons[behavior].lesson)
-        drawn = [(self.sampler.sample(rng) if self.sampler else {}) | lesson_values for rng in rngs]
-        return [{k: v for k, v in values.items() if k not in self.ignored} for values in drawn]
+        return [{k: v for k, v in (drawn | lesson_values).items() if k not in self.ignored} for drawn in samples]
 
     def resample_due(self, previous_step: int, global_step: int) -> bool:
         """Whether a resampling interval was crossed between the two global steps."""
