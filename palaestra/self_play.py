@@ -139,6 +139,11 @@ class SelfPlayController:
                 group.draw_next_opponent()
 
     @property
+    def turn_requested(self) -> bool:
+        """Whether a change of turn waits to apply (request_change)."""
+        return self._next is not None
+
+    @property
     def turn_played_ahead(self) -> bool:
         """Whether the acting workers play the next turn's rounds already (play_ahead) while it
         waits to apply."""
@@ -390,6 +395,9 @@ class SelfPlayGroup:
                 "snapshots": [[torch.from_numpy(w.copy()), float(e)] for w, e in self.snapshots],
                 "ghosts": {team: torch.from_numpy(g.weights.copy()) for team, g in self.ghosts.items()},
                 "controller": self.controller.state_dict(),
+                # a change of turn saved as applied owes the swap it brings (a checkpoint between the
+                # request and the reset; under acting workers the next opponent was drawn already)
+                "swap_owed": self.controller.turn_requested and self._next_opponent is None,
                 # the opponents' draws go on where they were (as text: the loader takes no 128-bit ints)
                 "rng": json.dumps(self.rng.bit_generator.state)}
 
@@ -416,6 +424,9 @@ class SelfPlayGroup:
         for team, weights in state.get("ghosts", {}).items():
             if team in self.ghosts and _flat(weights).size == size:
                 self._load(team, _flat(weights))
+        if state.get("swap_owed"):
+            self._swap()
+            self.last_swap = self.ghost_steps
         if turn:
             self.controller.load_state_dict(state.get("controller", {}))
 

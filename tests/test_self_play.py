@@ -514,6 +514,14 @@ def test_the_ghosts_snapshot_keeps_its_rating_when_the_window_moves(workdir):
     assert g.state_dict()["opponent"] == 1  # saved as the turn the workers play
     controller.apply_change()
     assert controller.learning_team == 1 and g.opponent == 1 and g.opponent_elo() == 1002.0
+    # a checkpoint between a change's request and its reset (the main process acting) saves it as
+    # applied, and the resumed run makes the swap it brings
+    controller._next = 0
+    assert g.state_dict()["swap_owed"]
+    resumed = group(g.settings)
+    resumed._draw_opponent = lambda: (2, resumed.snapshots[-1][0])
+    resumed.load_state_dict(g.state_dict())
+    assert resumed.opponent == 2 and resumed.last_swap == resumed.ghost_steps == 6
 
 
 def torch_round_trip(state: dict) -> dict:
