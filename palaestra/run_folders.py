@@ -228,6 +228,13 @@ def restore(trainer: BehaviorTrainer, options: RunOptions, settings: TrainerSett
     own = trainer.checkpoints
     # --inference first: with --resume too (ML-Agents 0.16's way to run a trained model) it loads
     # the weights, counts from 0 and changes nothing in the run's folder
+    passed_over = (" it runs the run's own model" if options.inference and own.list() else
+                   " it continues from the run's own checkpoints" if options.resume else
+                   f" --initialize-from={options.initialize_from} comes first" if options.initialize_from else None)
+    if settings.init_path and passed_over is not None:  # (as ML-Agents; said, since the config asks for it)
+        flag = "" if passed_over.startswith(" --") else " with --inference" if options.inference else " with --resume"
+        logger.warning("behavior %r: init_path %s (%s of %s) is not used%s:%s", trainer.name, settings.init_path,
+                       settings.origin("init_path"), options.trainer_config_path, flag, passed_over)
     if options.inference and own.list():  # run the saved policy for max_steps new steps
         path, _ = trainer.restore_newest(own, weights_only=True, set_aside=False,
                                          advice="train the run again with --force")

@@ -814,6 +814,16 @@ def test_init_path_takes_one_checkpoint_file_and_points_from_a_run_folder_to_its
     result = run_cli(str(from_run), "--env=Simple1DDiscrete", "--run-id=c")
     assert result.code == 1 and ("no checkpoint for behavior '1D' in models/a to initialize from (init_path, set in "
                                  f"section '1D' of {from_run}); its folder models/a/1D holds them") in result.log
+    # a flag that chooses other weights comes first (as in ML-Agents), and says so
+    from_a = write_yaml(workdir / "i.yaml", SMALL.format(max_steps=400) + "  init_path: models/a/1D\n")
+    for flags, why in [(["--run-id=d", "--initialize-from=b"], "is not used: --initialize-from=b comes first"),
+                       (["--run-id=b", "--resume"], "is not used with --resume: it continues from the run's own"),
+                       (["--run-id=b", "--inference"], "is not used with --inference: it runs the run's own model")]:
+        result = run_cli(str(from_a), "--env=Simple1DDiscrete", *flags)
+        assert result.code == 0, result.log
+        assert f"behavior '1D': init_path models/a/1D (section '1D' of {from_a}) {why}" in result.log
+    result = run_cli(str(from_a), "--env=Simple1DDiscrete", "--run-id=e")
+    assert result.code == 0 and "is not used" not in result.log and "Initialized 1D from models/a/1D/" in result.log
 
 
 def test_a_temp_file_a_kill_left_is_no_earlier_run_and_goes_with_the_next_one(run_cli, small_config, workdir):
