@@ -47,12 +47,15 @@ from palaestra.run_folders import (
     RunLock,
     check_output_folder,
     check_run_folders,
+    check_summaries_owner,
+    claim_summaries,
     output_names,
     recorded_behaviors,
     recorded_output_names,
     recorded_seed,
     restore,
     start_over_if_forced,
+    summaries_category,
 )
 from palaestra.self_play import (
     SelfPlayController,
@@ -400,6 +403,8 @@ def _build(options: RunOptions, env: Env, config: TrainerConfig, settings: dict[
         for trainer in trainers.values():
             for folder in (trainer.checkpoints.folder, trainer.onnx_path.parent):
                 check_output_folder(folder)
+            if trainer.owns_learning:
+                check_summaries_owner(summaries, options.run_id, trainer.output_name)
     if parameters is not None:
         _start_lessons(parameters, trainers, options, global_step)
     # online_bc's teachers, once every behavior's policy exists (another behavior may be the teacher);
@@ -497,7 +502,7 @@ def _make_trainer(options: RunOptions, name: str, output_name: str, spec: Behavi
     # a dry run leaves the run's folder as it is (a training trainer clears interrupted saves' temp files)
     training = not (options.inference or options.dry_run)
     try:
-        trainer = BehaviorTrainer(name, spec, s, device, StatsReporter(f"{options.run_id}_{output_name}", []),
+        trainer = BehaviorTrainer(name, spec, s, device, StatsReporter(summaries_category(options.run_id, output_name), []),
                                   CheckpointManager(run_dir / output_name, options.keep_checkpoints), run_dir,
                                   training, seed=seed, output_name=output_name, demonstrations=not options.inference)
     except DemoError as e:  # behavioral cloning's, GAIL's or offline_bc's demonstrations
@@ -625,12 +630,14 @@ def _add_writers(parts: RunParts, writers: list[Any], start_time: float, names: 
             logger.info("%s: %s; a self-play team of %s, whose policy it shares", name,
                         describe_specs(parts.env)[name], trainer.self_play.owner.name)
             continue
-        category = f"{options.run_id}_{trainer.output_name}"
+        category = summaries_category(options.run_id, trainer.output_name)
         own: list[Any] = [ConsoleWriter(start_time, parts.training), GaugeWriter()]
         if parts.training:
             summaries.mkdir(parents=True, exist_ok=True)
+            check_summaries_owner(summaries, options.run_id, trainer.output_name)  # (a behavior that appeared)
             resumed_at = trainer.step if options.resume else None
             tb = TensorBoardWriter(summaries, category, clear_old=not options.resume, resume_step=resumed_at)
+            claim_summaries(summaries, options.run_id, trainer.output_name)
             writers.append(tb)
             tb.write_settings(s.as_dict())
             own += [tb, CSVWriter(summaries, category, append=options.resume, resume_step=resumed_at)]

@@ -15,13 +15,14 @@ file-system-safe suffix (``Striker_team_0``). ``configuration.yaml`` records the
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
 import shutil
 from pathlib import Path
 
-from palaestra.checkpoints import PARTIAL_FILE, CheckpointError, CheckpointManager
+from palaestra.checkpoints import PARTIAL_FILE, CheckpointError, CheckpointManager, atomic_write_text
 from palaestra.options import SEED_MAX, RunOptions, UsageError
 from palaestra.settings import TrainerSettings
 from palaestra.trainer import BehaviorTrainer
@@ -278,3 +279,37 @@ def restore(trainer: BehaviorTrainer, options: RunOptions, settings: TrainerSett
     elif options.inference:
         logger.warning("--inference: no trained model for %s; running an untrained policy", trainer.name)
     return 0
+
+
+# summaries/<run-id>_<behavior> holds which run and behavior write there: run "x_y" with behavior
+# "z" and run "x" with behavior "y_z" share the name, and the second must not clear the first's
+SUMMARIES_OWNER = ".owner.json"
+
+
+def summaries_category(run_id: str, output_name: str) -> str:
+    """The summaries' name of a run's behavior (ML-Agents': ``<run-id>_<behavior>``)."""
+    return f"{run_id}_{output_name}"
+
+
+def check_summaries_owner(summaries: Path, run_id: str, output_name: str) -> None:
+    """CheckpointError when the behavior's summaries folder belongs to another run and behavior
+    (recorded by :func:`claim_summaries`; a folder without the record, from an older version or
+    ML-Agents, is taken as before)."""
+    category = summaries_category(run_id, output_name)
+    try:
+        owner = json.loads((summaries / category / SUMMARIES_OWNER).read_text())
+        other = (str(owner["run_id"]), str(owner["behavior"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    if other != (run_id, output_name):
+        raise CheckpointError(
+            f"{summaries / category} holds the summaries of run {other[0]!r} (behavior {other[1]!r}), which run "
+            f"{run_id!r}'s behavior {output_name!r} would write under the same name (<run-id>_<behavior>) and clear; "
+            f"choose another --run-id, or move that folder")
+
+
+def claim_summaries(summaries: Path, run_id: str, output_name: str) -> None:
+    """Record in the behavior's summaries folder that this run and behavior write there."""
+    folder = summaries / summaries_category(run_id, output_name)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(folder / SUMMARIES_OWNER, json.dumps({"run_id": run_id, "behavior": output_name}) + "\n")

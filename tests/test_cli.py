@@ -1333,3 +1333,25 @@ def test_dry_run_takes_the_first_step_and_asks_the_teachers(run_cli, workdir):
     result = run_cli(str(config), "--env=Pendulum-v1", "--run-id=p", "--dry-run", "--env-args", "g=abc")
     assert result.code == 1 and "Gymnasium environment 'Pendulum-v1' raised TypeError in step" in result.log
     assert not (workdir / "models").exists()
+
+
+def test_a_run_does_not_clear_another_runs_summaries_of_the_same_name(run_cli, workdir):
+    # summaries/<run-id>_<behavior>: run "x_y" with behavior "z" and run "x" with behavior "y_z"
+    # share "x_y_z"; the second cleared the first's events and replaced its CSV
+    config = str(write_yaml(workdir / "c.yaml", "default:\n" + SMALL.format(max_steps=200).split("\n", 2)[2]))
+    first = run_cli(config, "--env=Simple1DDiscrete", "--run-id=x_y", "--env-args", "behavior_name=z")
+    assert first.code == 0, first.log
+    events = sorted((workdir / "summaries" / "x_y_z").glob("events.out*"))
+    table = (workdir / "summaries" / "x_y_z.csv").read_text()
+    for dry_run in ([], ["--dry-run"]):
+        second = run_cli(config, "--env=Simple1DDiscrete", "--run-id=x", *dry_run, "--env-args", "behavior_name=y_z")
+        assert second.code == 1 and "Traceback" not in second.log
+        assert ("summaries/x_y_z holds the summaries of run 'x_y' (behavior 'z'), which run 'x''s "
+                "behavior 'y_z' would write under the same name") in second.log, second.log
+    assert sorted((workdir / "summaries" / "x_y_z").glob("events.out*")) == events
+    assert (workdir / "summaries" / "x_y_z.csv").read_text() == table
+    assert not (workdir / "models" / "x").exists()
+    longer = str(write_yaml(workdir / "l.yaml", "default:\n" + SMALL.format(max_steps=300).split("\n", 2)[2]))
+    resumed = run_cli(longer, "--env=Simple1DDiscrete", "--run-id=x_y", "--resume", "--env-args",
+                      "behavior_name=z")  # its own: taken
+    assert resumed.code == 0, resumed.log
