@@ -36,6 +36,7 @@ from palaestra.curriculum import EnvironmentParameters, load_curricula, load_sam
 from palaestra.demos.reader import DemoError
 from palaestra.demos.record import RecordError
 from palaestra.envs.base import STAT_MOST_RECENT, STAT_SUM, BehaviorSpec, EngineConfig, Env, EnvClosed, EnvError
+from palaestra.envs.checker import refuse_non_finite
 from palaestra.envs.sources import builtin_class, describe_specs, factory_takes, make_env, parse_env_args, source_kind
 from palaestra.imports import import_beside
 from palaestra.interrupts import STOPPING, Interrupts, signal_name
@@ -317,7 +318,8 @@ def _first_step(parts: RunParts) -> None:
     env = parts.env
     reset_env(env, parts.parameters)
     for name, trainer in parts.trainers.items():
-        decision, _ = env.get_steps(name)
+        decision, terminal = env.get_steps(name)
+        refuse_non_finite(name, decision, terminal)  # (training refuses them with the first segments)
         if trainer.teacher is not None and len(decision):
             try:
                 trainer.teacher.act(decision)
@@ -328,6 +330,8 @@ def _first_step(parts: RunParts) -> None:
             actions.discrete[:, branch] = np.argmax(~mask, axis=1)
         env.set_actions(name, actions)
     env.step()
+    for name in parts.trainers:
+        refuse_non_finite(name, *env.get_steps(name))
 
 
 def _print_dry_run(parts: RunParts, warnings: int) -> None:

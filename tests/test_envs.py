@@ -1202,6 +1202,22 @@ def test_nan_from_an_environment_stops_the_run_before_it_reaches_the_weights(run
     assert all(np.isfinite(numpy_helper.to_array(t)).all() for t in model.graph.initializer)
 
 
+@pytest.mark.parametrize("where", ["reward", "obs"])
+def test_a_dry_run_finds_nan_in_the_first_step(run_cli, workdir, where):
+    # the dry run stepped the environment without the check, said the config was valid, and the
+    # real run failed on its first segments after writing its folder
+    from tests.conftest import write_yaml
+
+    gym.register("PalaestraTestNaN-v0", entry_point=_NaNAfter, kwargs={"where": where, "after": 1})
+    try:
+        config = write_yaml(workdir / "c.yaml", "default:\n  max_steps: 1000\n")
+        result = run_cli(str(config), "--env=PalaestraTestNaN-v0", "--run-id=r", "--dry-run")
+    finally:
+        gym.registry.pop("PalaestraTestNaN-v0")
+    assert result.code == 1 and "Traceback" not in result.log and "is valid" not in result.log
+    assert "behavior 'PalaestraTestNaN-v0': the environment sent" in result.log
+
+
 class _Misbehaving(_NaNAfter):
     def step(self, action):
         obs, reward, terminated, truncated, info = super().step(action)

@@ -60,9 +60,10 @@ from palaestra.networks.visual import image_features, with_actions
 from palaestra.rewards import (SignalEpisodeSums, drop_open_episodes, finish_updates, load_signals_state, make_signals,
                                take_reports)
 from palaestra.rewards.base import SignalContext
-from palaestra.rollout.buffers import ReplayBuffer, column_parts, observation_columns, observations
+from palaestra.rollout.buffers import (ReplayBuffer, column_parts, observation_bytes, observation_columns, observations,
+                                       replay_buffer_problem)
 from palaestra.rollout.segments import ActResult, Segments
-from palaestra.settings import SACSettings
+from palaestra.settings import ConfigError, SACSettings
 
 def _split_flat(flat: np.ndarray, shapes: tuple[tuple[int, ...], ...]) -> list[np.ndarray]:
     """Observations stored side by side ``[n, total]`` → one array per observation."""
@@ -255,7 +256,13 @@ class SAC:
             self._accelerate()
             self._numpy_adam = NumpyAdam([self.flat.parameter], self.optimizer, flat=self.flat)
         L = self.sequence_length  # recurrent: whole sequences in the ring, never split at its end
-        self.buffer = ReplayBuffer(-(-settings.buffer_size // L) * L)
+        capacity = -(-settings.buffer_size // L) * L
+        # (its observations and next observations alone: the rest of a row is small beside them)
+        problem = replay_buffer_problem(capacity, 2 * observation_bytes(spec.observation_shapes))
+        if problem is not None:
+            raise ConfigError(f"behavior {behavior!r}: buffer_size {settings.buffer_size:,} "
+                              f"({settings.origin('buffer_size')}): SAC's replay buffer of {problem}; lower buffer_size")
+        self.buffer = ReplayBuffer(capacity)
         self.episode_sums = SignalEpisodeSums(self.signals)
         self.step = 0  # agent steps collected, ML-Agents' trainer step
         self.update_count = 0  # gradient steps taken

@@ -4,6 +4,7 @@ image observation's column stays uint8). The observations are one column per obs
 
 from __future__ import annotations
 
+import os
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -49,6 +50,30 @@ class RolloutBuffer:
 
     def clear(self) -> None:
         self.size = 0
+
+
+def physical_memory() -> int | None:
+    """This machine's memory in bytes, where the system says (None elsewhere)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def observation_bytes(shapes: Sequence[tuple[int, ...]]) -> int:
+    """Bytes of one agent's observations as the buffers store them: images as uint8, the rest
+    as float32."""
+    return sum(int(np.prod(shape)) * (1 if len(shape) == 3 else 4) for shape in shapes)
+
+
+def replay_buffer_problem(capacity: int, row_bytes: int) -> str | None:
+    """Why a replay buffer of ``capacity`` rows of at least ``row_bytes`` cannot fit in this
+    machine's memory, or None: said before training, not at the first transition stored."""
+    memory = physical_memory()
+    if memory is None or capacity * row_bytes <= memory:
+        return None
+    return (f"{capacity:,} transitions of at least {row_bytes:,} bytes need {capacity * row_bytes / 2**30:,.1f} GiB, "
+            f"more than this machine's {memory / 2**30:,.1f} GiB of memory")
 
 
 class ReplayBuffer:
