@@ -351,7 +351,18 @@ class FlagParser(argparse.ArgumentParser):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(allow_abbrev=False, **kwargs)
 
+    def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:  # type: ignore[override]
+        self._given = list(sys.argv[1:] if args is None else args)  # (for error)
+        return super().parse_args(args, namespace)
+
     def error(self, message: str) -> NoReturn:  # type: ignore[override]
+        given = getattr(self, "_given", [])
+        if "required: trainer_config_path" in message and "--env-args" in given:
+            after = given[given.index("--env-args") + 1:]
+            configs = [a for a in after if a.lower().endswith((".yaml", ".yml", ".json"))]
+            if configs:  # (--env-args took it, as it takes every argument after it)
+                message += (f" ({configs[0]} came after --env-args, which takes every argument after it: give the "
+                            "trainer config before --env-args)")
         prefix = "unrecognized arguments: "
         if message.startswith(prefix):
             known = [flag for action in self._actions for flag in action.option_strings if flag.startswith("--")]

@@ -1284,6 +1284,15 @@ def test_a_flag_of_ours_after_env_args_of_a_unity_build_is_passed_on_and_said(ca
             check_options(RunOptions(trainer_config_path="c.yaml", env=env, env_args=["--seed=3"]))
 
 
+def test_a_trainer_config_after_env_args_is_named(capsys):
+    from palaestra.options import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(["--env=CartPole-v1", "--env-args", "max_episode_steps=100", "c.yaml"])
+    assert ("required: trainer_config_path (c.yaml came after --env-args, which takes every argument after it: give "
+            "the trainer config before --env-args)") in capsys.readouterr().err
+
+
 def test_a_file_where_a_summary_folder_goes_is_named_with_what_to_do(run_cli, small_config, workdir):
     (workdir / "summaries").mkdir()
     (workdir / "summaries" / "s_1D").write_text("not a folder")

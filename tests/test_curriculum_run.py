@@ -411,3 +411,19 @@ def test_pettingzoo_gets_parameters_as_reset_options_or_through_its_setter():
     with_setter = _Parallel(setter=True)
     PettingZooEnv(with_setter, "runners").reset({"speed": 2})
     assert with_setter.parameters == {"speed": 2.0} and with_setter.options == [None]
+
+
+def test_what_every_worker_would_say_alike_is_said_once(workdir):
+    # each worker's CartPole warned that its reset options carry the parameters: as many times as
+    # --num-envs, where the docs promise once
+    import subprocess
+    import sys
+
+    config = write_yaml(workdir / "c.yaml", "default:\n  batch_size: 32\n  buffer_size: 64\n  max_steps: 200\n")
+    sampler = write_yaml(workdir / "s.yaml", "resampling-interval: 100000\nmass:\n  sampler-type: uniform\n"
+                                             "  min_value: 1\n  max_value: 2\n")
+    result = subprocess.run([sys.executable, "-m", "palaestra.cli", str(config), "--env=CartPole-v1", "--num-envs=2",
+                             f"--sampler={sampler}", "--run-id=o"], cwd=workdir, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr.count("CartPole-v1 has no set_environment_parameters") == 1, result.stderr[-3000:]

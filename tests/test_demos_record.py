@@ -216,7 +216,7 @@ def test_file_names_of_behaviors():
     (["--env=Simple1DDiscrete", "--policy=not_a_model.onnx"], "not a model onnxruntime can load"),
     (["--env=Simple1DDiscrete", "--policy=ball.onnx"], "the model's input obs_0 has shape [8]; observation 0 "
                                                        "of behavior '1D' has [1]"),
-    (["--env=Basic", "--policy=random", "--episodes=5", "--max-steps=3"], "of 5 episodes ended within --max-steps 3"),
+    (["--env=Basic", "--policy=random", "--episodes=5", "--max-steps=3"], "within --max-steps 3 fewer than the 5 episodes asked for ended (Basic: 0); raise --max-steps"),
     (["--env=Basic", "--policy=random", "--out=my_policy.py"], "--out=my_policy.py: that is a file, not a folder"),
     (["--env=Basic", "--policy=random", "--episodes=5", "--max-steps=3", "--out=a/b/demos"], "within --max-steps 3"),
     (["--env=GridWorld", "--policy=my_policy:out_of_range"],

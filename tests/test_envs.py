@@ -1393,3 +1393,11 @@ def test_the_builtin_vector_ids_refuse_another_autoreset_mode():
     for mode in (AutoresetMode.NEXT_STEP, AutoresetMode.DISABLED):
         with pytest.raises(EnvError, match=f"autoreset_mode={mode.name} is not supported"):
             gym.make_vec("palaestra/Basic-v0", num_envs=1, autoreset_mode=mode)
+
+
+def test_pettingzoo_without_a_module_is_named_as_given():
+    # it said "--env=:parallel_env: expected package.module:callable", which the user never typed
+    from palaestra.envs.sources import make_env
+
+    with pytest.raises(EnvError, match=r"--env=pettingzoo: names no module: give the PettingZoo environment's module"):
+        make_env("pettingzoo:")

@@ -471,6 +471,7 @@ def test_a_worker_that_keeps_crashing_stops_the_run_with_a_message_after_saving(
     assert "restarting it (restart 1)" in result.log
     assert "not restarted: it was restarted 1 time(s) in the last 60 s" in result.log
     assert "Traceback" not in result.log
+    assert "past the run's end" not in result.log  # (the failure that stopped it, said once, not again at close)
     assert (workdir / "models/c/1D.onnx").is_file() and list((workdir / "models/c/1D").glob("checkpoint-*.pt"))
 
 

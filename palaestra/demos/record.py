@@ -459,8 +459,9 @@ def _record_into(env: Env, made: dict[str, Policy], behaviors: list[str], paths:
                 break
             env.step()
         else:
-            short = {r.behavior: r.episodes for r in recordings if not r.finished}
-            raise RecordError(f"only {short} of {episodes} episodes ended within --max-steps {max_steps}")
+            short = "; ".join(f"{r.behavior}: {r.episodes}" for r in recordings if not r.finished)
+            raise RecordError(f"within --max-steps {max_steps} fewer than the {episodes} episodes asked for ended "
+                              f"({short}); raise --max-steps or ask for fewer --episodes")
         # every file finished before any is renamed: a failure in between leaves none in place
         metas = [r.writer.finish() for r in recordings]
         for r in recordings:

@@ -227,6 +227,11 @@ class EngineConfig:
     log_folder: str | None = None
 
 
+# A log record's extra key: a message every copy of an environment would log alike (one per
+# --num-envs worker); the workers past the first leave it out (workers/process.py)
+ONCE_PER_RUN = "once_per_run"
+
+
 class EnvError(Exception):
     """An environment failed or answered with something the protocol does not allow."""
 

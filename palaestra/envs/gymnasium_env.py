@@ -28,7 +28,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from palaestra.envs.base import ActionSpec, ActionTuple, BehaviorSpec, DecisionSteps, EnvError, TerminalSteps
+from palaestra.envs.base import ONCE_PER_RUN, ActionSpec, ActionTuple, BehaviorSpec, DecisionSteps, EnvError, TerminalSteps
 from palaestra.envs.single_behavior import SingleBehaviorEnv
 
 logger = logging.getLogger("palaestra")
@@ -326,7 +326,7 @@ class GymnasiumEnv(SingleBehaviorEnv):
                 self._said_options = True  # once: every resampling comes this way
                 logger.warning("%s has no set_environment_parameters: the environment parameters (%s) are passed "
                                "to its reset(options=...), which many environments ignore (docs/curricula.md)",
-                               self.env_id, ", ".join(values))
+                               self.env_id, ", ".join(values), extra={ONCE_PER_RUN: True})
         obs = np.zeros((self.n, *self._spec.observation_shapes[0]), dtype=self._obs_dtype)
         raw = []
         for i, env in enumerate(self.envs):

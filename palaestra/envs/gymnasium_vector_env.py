@@ -32,7 +32,7 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import iterate
 
-from palaestra.envs.base import BehaviorSpec, DecisionSteps, EnvError, TerminalSteps
+from palaestra.envs.base import ONCE_PER_RUN, BehaviorSpec, DecisionSteps, EnvError, TerminalSteps
 from palaestra.envs.gymnasium_env import action_converter, mask_reader, observation_converter
 from palaestra.envs.single_behavior import SingleBehaviorEnv
 
@@ -212,7 +212,7 @@ class GymnasiumVectorEnv(SingleBehaviorEnv):
             self._said_options = True
             logger.warning("%s has no set_environment_parameters: the environment parameters (%s) are passed to "
                            "the resets Palaestra asks for (reset(options=...)), not to its automatic resets "
-                           "(docs/curricula.md)", self.who, ", ".join(values))
+                           "(docs/curricula.md)", self.who, ", ".join(values), extra={ONCE_PER_RUN: True})
 
     def _reset_options(self) -> dict[str, float] | None:
         return dict(self._options) if self._options is not None else None

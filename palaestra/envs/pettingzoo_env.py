@@ -25,6 +25,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from palaestra.envs.base import (
+    ONCE_PER_RUN,
     ActionTuple,
     BehaviorSpec,
     DecisionSteps,
@@ -145,7 +146,7 @@ class PettingZooEnv:
                 self._said_options = True  # once: every resampling comes this way
                 logger.warning("PettingZoo environment %r has no set_environment_parameters: the environment "
                                "parameters (%s) are passed to its reset(options=...), which many environments "
-                               "ignore (docs/curricula.md)", self.name, ", ".join(values))
+                               "ignore (docs/curricula.md)", self.name, ", ".join(values), extra={ONCE_PER_RUN: True})
         obs = self._reset_env(seed=None if self._seeded else self.seed)
         self._seeded = True
         self._publish(obs, {}, {}, {}, {})

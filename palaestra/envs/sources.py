@@ -148,7 +148,11 @@ def _make_gymnasium(r: EnvRequest) -> Env:
 
 def _factory_spec(name: str) -> str:
     if name.startswith("pettingzoo:"):  # pettingzoo:package.module → package.module.parallel_env
-        return f"{name[len('pettingzoo:'):]}:parallel_env"
+        module = name[len("pettingzoo:"):]
+        if not module.strip():
+            raise EnvError(f"--env={name} names no module: give the PettingZoo environment's module, as "
+                           "--env=pettingzoo:mpe2.simple_adversary_v3 (its parallel_env is called)")
+        return f"{module}:parallel_env"
     return name
 
 

@@ -113,6 +113,7 @@ class WorkerPool:
             self._control = SharedArrays(control_layout(num_envs))
         self.workers: list[Worker] = []
         self._wait_cut_short = False  # see close
+        self._failure_said: set[int] = set()  # workers whose failure stopped the run (error): not said again at close
         self._started = False  # every worker through its handshake (before, a failure is the start's)
         try:
             for i in range(num_envs):
@@ -151,7 +152,8 @@ class WorkerPool:
             w.proc.join(timeout=max(0.0, deadline - time.monotonic()))
         if self._started:  # (the others' start failed as the one reported did: no second message)
             for i, w in enumerate(self.workers):
-                self._report_close_failure(i, w)
+                if i not in self._failure_said:
+                    self._report_close_failure(i, w)
                 if w.proc.is_alive() and not self._wait_cut_short:
                     logger.warning("environment worker %d (pid %s) did not end within %g s of being closed: killed "
                                    "(its environment may not have been closed)", i, w.proc.pid, CLOSE_GRACE_S)
@@ -283,6 +285,7 @@ class WorkerPool:
         return new
 
     def error(self, i: int, what: str) -> EnvError:
+        self._failure_said.add(i)
         return EnvError(f"environment worker {i} (pid {self.workers[i].proc.pid}) failed: {what}")
 
     def _spawn(self, i: int, restarts: list[float] | None = None,

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from palaestra.envs.base import EngineConfig, EnvError
+from palaestra.envs.base import ONCE_PER_RUN, EngineConfig, EnvError
 from palaestra.interrupts import STOP_SIGNALS, ignore_stop_signals
 from palaestra.workers.shared_memory import Layout, SharedArrays, Signal
 
@@ -46,6 +46,8 @@ def _log_like_the_main_process(index: int) -> None:
     way, one line each, naming the worker. (Other libraries' loggers print as they do anywhere.)"""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(f"[%(levelname)s] environment worker {index}: %(message)s"))
+    if index > 0:  # what every worker's environment would say alike is said by the first alone
+        handler.addFilter(lambda record: not getattr(record, ONCE_PER_RUN, False))
     palaestra_logger = logging.getLogger("palaestra")
     palaestra_logger.handlers = [handler]
     palaestra_logger.setLevel(logging.WARNING)
