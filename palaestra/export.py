@@ -9,7 +9,8 @@ policies (the actor's memory; zeros at an episode's start). Outputs: ``version_n
 action kind the sampled actions, the deterministic actions and the output shape constant
 (``continuous_actions``, ``deterministic_continuous_actions``, ``continuous_action_output_shape``;
 ``discrete_actions``, ``deterministic_discrete_actions``, ``discrete_action_output_shape``).
-Every tensor is float32, as Barracuda reads them; discrete actions are branch indices.
+Inputs and constants are float32, as Barracuda reads them; discrete actions are int64 branch
+indices, as ML-Agents' exporter writes them.
 Opset 9, batch as the dynamic axis. The normalizer is part of the graph.
 """
 
@@ -60,7 +61,7 @@ class _ExportPolicy(nn.Module):
             start = 0
             for size in self.branches:
                 lg = logits[:, start : start + size]
-                sampled.append(gumbel_argmax(lg).unsqueeze(1))
+                sampled.append(gumbel_argmax(lg, keepdim=True))  # (ArgMax keeping its axis, as the deterministic one)
                 chosen.append(torch.argmax(lg, dim=1, keepdim=True))
                 start += size
             # branch indices as integers (int64), as ML-Agents' exporter leaves them: Sentis reads

@@ -150,6 +150,41 @@ def test_ppo_normalizes_with_each_finished_segment_as_ml_agents_does(tmp_path):
     np.testing.assert_allclose(normalizer.mean.numpy(), recorded.mean(0), atol=0.2)
 
 
+def test_an_exported_model_never_samples_a_masked_action_even_at_a_uniform_draw_of_one(tmp_path):
+    # Barracuda's CPU backend draws uniforms in [0, 1]; at 1 the Gumbel term was infinite and
+    # outweighed the mask: the model's noise is replaced here by that draw, everywhere
+    import onnx
+    from onnx import helper, numpy_helper
+
+    spec = next(s for s in SPECS.values() if s.action_spec.is_discrete)
+    path = tmp_path / "policy.onnx"
+    export_policy(make_policy(spec), path)
+    model = onnx.load(str(path))
+    graph = model.graph
+    randoms = [node for node in graph.node if node.op_type == "RandomUniformLike"]
+    assert randoms
+    for k, node in enumerate(randoms):
+        like, out = node.input[0], node.output[0]
+        position = list(graph.node).index(node)
+        graph.node.remove(node)
+        graph.initializer.extend([numpy_helper.from_array(np.zeros((), np.float32), f"zero_{k}"),
+                                  numpy_helper.from_array(np.ones((), np.float32), f"one_{k}")])
+        graph.node.insert(position, helper.make_node("Mul", [like, f"zero_{k}"], [f"zeroed_{k}"]))
+        graph.node.insert(position + 1, helper.make_node("Add", [f"zeroed_{k}", f"one_{k}"], [out]))
+    onnx.save(model, str(path))
+    session = ort.InferenceSession(str(path))
+    rng = np.random.default_rng(5)
+    n = 64
+    feeds = {f"obs_{i}": rng.normal(size=(n, *s)).astype(np.float32) for i, s in enumerate(spec.observation_shapes)}
+    allowed = random_allowed(spec, n, rng)
+    feeds["action_masks"] = allowed.astype(np.float32)
+    sampled = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))["discrete_actions"]
+    start = 0
+    for b, size in enumerate(spec.action_spec.discrete_branches):
+        assert allowed[np.arange(n), start + sampled[:, b].astype(int)].all(), "a masked action was sampled"
+        start += size
+
+
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("kind", list(SPECS))
 def test_onnx_export_matches_deterministic_actions(tmp_path, kind, activation):

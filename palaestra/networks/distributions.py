@@ -12,10 +12,12 @@ import torch
 from palaestra.networks.constants import MASKED_LOGIT
 
 
-def gumbel_argmax(logits: torch.Tensor) -> torch.Tensor:
-    """A sample of a categorical distribution given by ``logits`` (last axis)."""
-    u = torch.rand_like(logits).clamp(1e-20, 1.0)
-    return torch.argmax(logits - torch.log(-torch.log(u)), dim=-1)
+def gumbel_argmax(logits: torch.Tensor, keepdim: bool = False) -> torch.Tensor:
+    """A sample of a categorical distribution given by ``logits`` (last axis). The uniform noise
+    stays below 1: at 1 its Gumbel term is infinite and outweighs a masked logit (an exported
+    model runs on engines whose uniform draws may include 1)."""
+    u = torch.rand_like(logits).clamp(1e-20, 1.0 - 1e-7)
+    return torch.argmax(logits - torch.log(-torch.log(u)), dim=-1, keepdim=keepdim)
 
 
 @dataclass
