@@ -511,7 +511,7 @@ READ_BY: dict[str, tuple[str, ...]] = {
 
 # keys a trainer that does not read them refuses (capabilities.settings_problems, with what to do)
 # rather than ignores: no "ignores it" warning before that error
-REFUSED_WHEN_UNREAD = {"behavioral_cloning"}
+REFUSED_WHEN_UNREAD = {"behavioral_cloning", "self_play"}  # (capabilities.py: an error, not a warning)
 
 
 def defaults_by_trainer(key: str) -> dict[str, Any]:
@@ -1275,7 +1275,8 @@ def settings_notes(path: Path, behavior: str, settings: TrainerSettings) -> list
             and settings.origin("lstm_placement") != "the default":
         notes.append(f"{where}: lstm_placement{set_in(settings, 'lstm_placement')} is read only with "
                      "use_recurrent: true, which is not set; it has no effect")
-    if settings.self_play is not None and settings.self_play.team_change >= settings.max_steps:
+    if settings.self_play is not None and settings.trainer in READ_BY["self_play"] \
+            and settings.self_play.team_change >= settings.max_steps:
         # (once for the teams of a name, which play one policy)
         notes.append(f"{path}: behavior {behavior.partition('?')[0]!r}: self_play.team_change {settings.self_play.team_change}{set_in(settings, 'self_play')} "
                      f"is not below max_steps {settings.max_steps}{set_in(settings, 'max_steps')}: the first team "

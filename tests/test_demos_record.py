@@ -479,21 +479,24 @@ def test_demonstrations_with_nan_or_infinity_are_refused_naming_the_record(tmp_p
         demonstration_columns(str(folder), env.behavior_specs["3DBall"], "3DBall", "demo_path")
 
 
-def test_sigterm_mid_recording_leaves_no_file_and_seed_minus_one_is_random(tmp_path):
+@pytest.mark.parametrize("stop", ["SIGTERM", "SIGINT"])
+def test_a_signal_mid_recording_leaves_no_file_and_seed_minus_one_is_random(tmp_path, stop):
     import signal
     import time
 
     out = tmp_path / "demos"
+    # started with SIGINT ignored, as a script's background job is: it stops on SIGINT all the same
     proc = subprocess.Popen([sys.executable, "-m", "palaestra.demos.record", "--env=3DBall", "--policy=heuristic",
                              "--episodes=300", f"--out={out}", "--seed=-1"], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     deadline = time.time() + 60
     while not any(out.glob("*.partial")) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
     assert any(out.glob("*.partial")), proc.communicate()[1]
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(getattr(signal, stop))
     _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert proc.returncode == 128 + getattr(signal, stop), err
     assert "--seed -1: recording with seed" in err and "interrupted; no .demo file was written" in err
     assert "Traceback" not in err and not out.exists()  # no file, and not the folder made for them
 

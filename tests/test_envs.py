@@ -505,6 +505,7 @@ SPECS = {
     "empty": {},
     "string": {"x": "str"},
     "number_name": {3: BehaviorSpec(((1,),), ActionSpec(1))},
+    "blank_name": {" ": BehaviorSpec(((1,),), ActionSpec(1))},
     "no_observation": {"B": BehaviorSpec((), ActionSpec(2))},
     "float_size": {"B": BehaviorSpec(((3.5,),), ActionSpec(2))},
     "negative_actions": {"B": BehaviorSpec(((1,),), ActionSpec(-1))},
@@ -535,6 +536,7 @@ def make(kind):
     ("empty", "has no behavior when it is made (behavior_specs is empty)"),
     ("string", "gives behavior 'x' a str, not a BehaviorSpec"),
     ("number_name", "has a behavior named 3: behavior names are non-empty strings"),
+    ("blank_name", "has a behavior named ' ': behavior names are non-empty strings, not only spaces"),
     ("no_observation", "gives behavior 'B' no observation"),
     ("float_size", "gives behavior 'B' observation 0 the shape (3.5,)"),
     ("negative_actions", "continuous_size is a whole number of at least 0"),
@@ -1401,3 +1403,6 @@ def test_pettingzoo_without_a_module_is_named_as_given():
 
     with pytest.raises(EnvError, match=r"--env=pettingzoo: names no module: give the PettingZoo environment's module"):
         make_env("pettingzoo:")
+    pytest.importorskip("pettingzoo")
+    with pytest.raises(EnvError, match=r"^--env=pettingzoo:pettingzoo.classic.rps_v2: --num-areas 2 is not supported"):
+        make_env("pettingzoo:pettingzoo.classic.rps_v2", num_areas=2)

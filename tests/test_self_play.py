@@ -277,6 +277,7 @@ def test_self_play_under_an_imitation_trainer_is_refused(run_cli, workdir):
     result = run_cli(str(path), TEAMS, "--run-id=x")
     assert result.code != 0
     assert "self_play" in result.log and "ppo and sac" in result.log and "Traceback" not in result.log
+    assert "ignores it" not in result.log and "WARNING" not in result.log  # (the error alone: no warning saying otherwise)
 
 
 SAC_1D = """

@@ -503,7 +503,8 @@ class _Stopped(KeyboardInterrupt):
 
 class _StopSignals:
     """SIGTERM and SIGHUP stop a recording as Ctrl+C does: the files being written are removed
-    (the writer's exit), not left half-written."""
+    (the writer's exit), not left half-written. SIGINT too where it was ignored (a background
+    job of a script inherits that), as mlagents-learn does."""
 
     def __init__(self) -> None:
         import signal
@@ -512,7 +513,7 @@ class _StopSignals:
         self._old = {}
         if threading.current_thread() is not threading.main_thread():
             return  # (only the main thread may set handlers; record() called from elsewhere)
-        for name in ("SIGTERM", "SIGHUP"):
+        for name in ("SIGINT", "SIGTERM", "SIGHUP"):
             signum = getattr(signal, name, None)
             if signum is not None:
                 self._old[signum] = signal.signal(signum, self._raise)

@@ -117,8 +117,8 @@ def spec_problem(behavior: Any, spec: Any) -> str | None:
     """What makes ``behavior_specs[behavior] = spec`` unusable (a user's own environment class
     may declare anything), or None: a non-empty string name; one shape of positive whole sizes
     per observation (at least one); an action spec of whole sizes with at least one action."""
-    if not isinstance(behavior, str) or not behavior:
-        return f"has a behavior named {behavior!r}: behavior names are non-empty strings"
+    if not isinstance(behavior, str) or not behavior.strip():  # (a blank one names no file, no summary)
+        return f"has a behavior named {behavior!r}: behavior names are non-empty strings, not only spaces"
     if not isinstance(spec, BehaviorSpec):
         return f"gives behavior {behavior!r} a {type(spec).__name__}, not a BehaviorSpec"
     shapes = spec.observation_shapes

@@ -165,7 +165,8 @@ def _make_from_factory(r: EnvRequest) -> Env:
     registered = _registered_by_module(spec)
     if registered is not None:
         return _make_gymnasium(dataclasses.replace(r, name=registered))
-    return _from_factory(spec, r.seed, r.num_areas, parse_env_args(r.env_args), r.engine or EngineConfig(), r.port)
+    return _from_factory(spec, r.seed, r.num_areas, parse_env_args(r.env_args), r.engine or EngineConfig(), r.port,
+                         r.name)
 
 
 def _registered_by_module(spec: str) -> str | None:
@@ -310,7 +311,9 @@ def _load_factory(spec: str) -> Callable[..., Any]:
 
 
 def _from_factory(spec: str, seed: int, num_areas: int, kwargs: dict[str, Any], engine: EngineConfig,
-                  port: int) -> Env:
+                  port: int, given: str | None = None) -> Env:
+    """``given``: the --env value as typed (pettingzoo:module), for messages; ``spec``: module:callable."""
+    label = given or spec
     import gymnasium
 
     factory = _load_factory(spec)
@@ -332,7 +335,7 @@ def _from_factory(spec: str, seed: int, num_areas: int, kwargs: dict[str, Any], 
         try:
             return factory(**kwargs, **args)
         except Exception as e:  # the user's code: report it, do not crash with a traceback
-            raise EnvError(f"--env={spec}: the factory raised {type(e).__name__}: {e}") from e
+            raise EnvError(f"--env={label}: the factory raised {type(e).__name__}: {e}") from e
 
     env = build(0)
     made = [env]
@@ -348,7 +351,7 @@ def _from_factory(spec: str, seed: int, num_areas: int, kwargs: dict[str, Any], 
             from palaestra.envs.gymnasium_vector_env import GymnasiumVectorEnv
 
             if num_areas > 1 and "num_areas" not in accepted:
-                raise EnvError(f"--env={spec}: --num-areas {num_areas} needs a factory that takes a num_areas "
+                raise EnvError(f"--env={label}: --num-areas {num_areas} needs a factory that takes a num_areas "
                                "argument (for a vector environment: its number of sub-environments, num_envs)")
             spec_id = getattr(getattr(env, "spec", None), "id", None)
             return GymnasiumVectorEnv(spec_id or spec.rpartition(":")[2], env, seed=seed)
@@ -356,22 +359,22 @@ def _from_factory(spec: str, seed: int, num_areas: int, kwargs: dict[str, Any], 
 
         if is_parallel_env(env):
             if num_areas > 1:
-                raise EnvError(f"--env={spec}: --num-areas {num_areas} is not supported for PettingZoo environments")
+                raise EnvError(f"--env={label}: --num-areas {num_areas} is not supported for PettingZoo environments")
             module = spec.partition(":")[0]
             return PettingZooEnv(env, module.rpartition(".")[2] or module, seed=seed)
         if _is_aec_env(env):
-            raise EnvError(f"--env={spec}: the factory returned a PettingZoo AEC environment ({type(env).__name__}); "
+            raise EnvError(f"--env={label}: the factory returned a PettingZoo AEC environment ({type(env).__name__}); "
                            "Palaestra steps PettingZoo's parallel API: return the package's parallel_env(), or "
                            "pettingzoo.utils.conversions.aec_to_parallel(env) where the environment allows it (its "
                            "metadata says is_parallelizable); turn-based games that do not cannot be trained here")
         missing = [m for m in _PROTOCOL if not hasattr(env, m)]
         if missing:
             raise EnvError(
-                f"--env={spec}: the factory returned a {type(env).__name__}, which is neither a gymnasium.Env, a "
+                f"--env={label}: the factory returned a {type(env).__name__}, which is neither a gymnasium.Env, a "
                 f"Gymnasium vector environment, a PettingZoo ParallelEnv nor a Palaestra environment (it lacks {', '.join(missing)}; see "
                 "docs/environments.md)")
         if num_areas > 1 and "num_areas" not in accepted:
-            raise EnvError(f"--env={spec}: --num-areas {num_areas} needs a factory that takes a num_areas argument")
+            raise EnvError(f"--env={label}: --num-areas {num_areas} needs a factory that takes a num_areas argument")
         _check_specs(spec, env)
     except BaseException:  # every copy made of a refused environment is closed (what it started: processes, sockets)
         for refused in made:
