@@ -19,6 +19,7 @@ import difflib
 import logging
 import os
 import re
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -200,6 +201,7 @@ def _checked_run(options: RunOptions, interrupts: Interrupts, warnings: _Warning
     # damaged checkpoints aside: not while another process trains it (a new run's lock is taken
     # in _train, so that a run stopped by a check leaves no folder behind)
     run_dir, lock = models / options.run_id, None
+    dry_run_passed = False
     try:
         if not options.inference and run_dir.is_dir():  # (--dry-run too: it reports a run in use)
             lock = RunLock(run_dir)
@@ -215,12 +217,15 @@ def _checked_run(options: RunOptions, interrupts: Interrupts, warnings: _Warning
         if options.dry_run:
             _first_step(parts)
             _print_dry_run(parts, warnings.count)
+            dry_run_passed = True
             return 0
         return _train(parts, lock)
     finally:
         if lock is not None:
             lock.release()
         _close_env(env)
+        if options.dry_run and dry_run_passed:  # a Unity build's log, kept where a failure's message names it
+            shutil.rmtree(dry_run_logs(), ignore_errors=True)
 
 
 def _close_env(env: Env) -> None:
@@ -262,11 +267,16 @@ def _warn_about_engine_flags(options: RunOptions) -> None:
                        "s" if len(given) == 1 else "ve", kind, options.env)
 
 
+def dry_run_logs() -> Path:
+    """Where a dry run's Unity builds write their logs (nothing goes in the run's folder)."""
+    return Path(tempfile.gettempdir()) / f"palaestra-dry-run-{os.getpid()}"
+
+
 def _make_env(options: RunOptions, seed: int, parameters: list[dict[str, float]] | None = None) -> Env:
     """``parameters``: each worker's environment parameters for its first reset (a Unity scene's
     comes with the handshake)."""
     # a Unity build writes its log beside the run's outputs (a dry run writes nothing there)
-    logs = Path(tempfile.gettempdir()) / f"palaestra-dry-run-{os.getpid()}" if options.dry_run else \
+    logs = dry_run_logs() if options.dry_run else \
         Path("models") / options.run_id / RUN_LOGS
     engine = EngineConfig(width=options.width, height=options.height, quality_level=options.quality_level,
                           time_scale=options.time_scale, target_frame_rate=options.target_frame_rate,

@@ -786,6 +786,9 @@ def test_dry_run_reads_the_builds_specs_and_writes_no_run_folder(run_cli, workdi
     result = run_cli(str(config), f"--env={build}", "--run-id=d", f"--base-port={port}", "--dry-run")
     assert result.code == 0 and "discrete[4]" in result.out
     assert not (workdir / "models").exists()
+    from palaestra.run import dry_run_logs
+
+    assert not dry_run_logs().exists()  # the build's log of a dry run that passed (one that fails names it)
 
 
 @pytest.mark.parametrize("limit, code", [("--restarts-rate-limit-n=-1", 0), ("--max-lifetime-restarts=1", 1)],
