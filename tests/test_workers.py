@@ -471,7 +471,6 @@ def test_a_worker_that_keeps_crashing_stops_the_run_with_a_message_after_saving(
     assert "restarting it (restart 1)" in result.log
     assert "not restarted: it was restarted 1 time(s) in the last 60 s" in result.log
     assert "Traceback" not in result.log
-    assert "past the run's end" not in result.log  # (the failure that stopped it, said once, not again at close)
     assert (workdir / "models/c/1D.onnx").is_file() and list((workdir / "models/c/1D").glob("checkpoint-*.pt"))
 
 
@@ -612,3 +611,34 @@ def test_the_main_guard_is_read_from_the_script(tmp_path, text, guarded):
     script.write_text(text)
     assert _has_main_guard(str(script)) is guarded
     assert _has_main_guard(None) and not _has_main_guard(str(tmp_path / "missing.py"))
+
+
+def test_a_failure_that_stopped_the_run_is_not_reported_again_at_close(caplog):
+    # the refused restart left the failed worker's own report in its pipe; close read it and
+    # called it a failure "in a round past the run's end" after the run's error had said it
+    from types import SimpleNamespace
+
+    import logging
+
+    from palaestra.workers.pool import WorkerPool
+
+    class Pipe:
+        def __init__(self):
+            self.messages = [("error", "ValueError: boom", "trace", "run")]
+
+        def poll(self):
+            return bool(self.messages)
+
+        def recv(self):
+            return self.messages.pop(0)
+
+    pool = WorkerPool.__new__(WorkerPool)
+    pool._failure_said = set()
+    with caplog.at_level(logging.WARNING, logger="palaestra"):
+        pool.workers = [SimpleNamespace(proc=SimpleNamespace(pid=1)), SimpleNamespace(proc=SimpleNamespace(pid=2))]
+        pool.error(1, "ValueError: boom; not restarted: the limit")
+        pool._report_close_failure(0, SimpleNamespace(conn=Pipe()))  # not the one that stopped the run
+        pool._report_close_failure(1, SimpleNamespace(conn=Pipe()))
+    reported = [r.getMessage() for r in caplog.records if "past the run's end" in r.getMessage()]
+    assert reported == ["environment worker 0 failed in a round past the run's end (ValueError: boom); the run's "
+                        "results stand"]

@@ -152,8 +152,7 @@ class WorkerPool:
             w.proc.join(timeout=max(0.0, deadline - time.monotonic()))
         if self._started:  # (the others' start failed as the one reported did: no second message)
             for i, w in enumerate(self.workers):
-                if i not in self._failure_said:
-                    self._report_close_failure(i, w)
+                self._report_close_failure(i, w)
                 if w.proc.is_alive() and not self._wait_cut_short:
                     logger.warning("environment worker %d (pid %s) did not end within %g s of being closed: killed "
                                    "(its environment may not have been closed)", i, w.proc.pid, CLOSE_GRACE_S)
@@ -164,10 +163,12 @@ class WorkerPool:
             self._control.close(unlink=True)
             self._control = None
 
-    @staticmethod
-    def _report_close_failure(i: int, w: Any) -> None:
+    def _report_close_failure(self, i: int, w: Any) -> None:
         """A worker whose environment failed while it was closed said so last in its pipe: a
-        warning, as in the main process (run.py's _close_env); the run's results stand."""
+        warning, as in the main process (run.py's _close_env); the run's results stand. Not for a
+        worker whose failure stopped the run (``error``): its report may still be in the pipe."""
+        if i in self._failure_said:
+            return
         last = None
         with contextlib.suppress(EOFError, OSError):
             for _ in range(64):  # (what is left in the pipe at the end: a few messages at most)
