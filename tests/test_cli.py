@@ -787,7 +787,7 @@ def test_dry_run_makes_the_checks_of_a_real_run(run_cli, small_config, workdir):
     for dry_run in (["--dry-run"], []):  # the replay buffer was only allocated at the first transition stored
         result = run_cli(str(huge), "--env=Simple1DContinuous", "--run-id=r", *dry_run)
         assert result.code == 1 and "Traceback" not in result.log
-        assert ("behavior '1D': buffer_size 1,000,000,000,000,000 (section '1D'): SAC's replay buffer of "
+        assert (f"{huge}: behavior '1D': buffer_size 1,000,000,000,000,000 (section '1D'): SAC's replay buffer of "
                 "1,000,000,000,000,000 transitions of at least 8 bytes need") in result.log, result.log
         assert "GiB of memory; lower buffer_size" in result.log and not (workdir / "models").exists()
     sac = write_yaml(workdir / "sac.yaml", SMALL.format(max_steps=400) + "  trainer: sac\n")
@@ -930,7 +930,7 @@ def test_network_sizes_are_bounded_and_a_network_that_cannot_be_built_is_a_clear
     monkeypatch.setattr(palaestra.run, "BehaviorTrainer", out_of_memory)
     result = run_cli(str(SHIPPED_CONFIG), "--env=3DBall", "--run-id=oom", "--dry-run")
     assert result.code == 1
-    assert ("behavior '3DBall': cannot build its networks (2 x 128 units) or its experience buffers "
+    assert (f"{SHIPPED_CONFIG}: behavior '3DBall': cannot build its networks (2 x 128 units) or its experience buffers "
             "(time_horizon 1,000, buffer_size 12,000): DefaultCPUAllocator") in result.log, result.log
     assert "Traceback" not in result.log
 
