@@ -477,6 +477,15 @@ def test_a_recurrent_replay_buffer_resumes_only_with_the_sequence_length_it_was_
     result = run_cli(str(config), "--env=Memory1DContinuous", "--run-id=r", "--resume")
     assert result.code == 0 and f"restored {real} transitions" in result.log  # padding rows are not counted
 
+    # a smaller buffer keeps the newest blocks only, and says how many real rows it kept
+    replay = CheckpointManager.load_file(workdir / "models/r/1D/replay_buffer.pt", "")
+    kept = int(torch.cat(replay["columns"]["valid"])[-40:].sum())
+    assert kept < int(torch.cat(replay["columns"]["valid"]).sum())
+    write_yaml(workdir / "c.yaml", text.format(L=8).replace("max_steps: 300", "max_steps: 500")
+               .replace("buffer_size: 500", "buffer_size: 40"))
+    result = run_cli(str(config), "--env=Memory1DContinuous", "--run-id=r", "--resume")
+    assert result.code == 0 and f"restored {kept} transitions" in result.log, result.log
+
 
 # -- learning (CI-sized, seeded) ---------------------------------------------------------------
 @pytest.mark.training

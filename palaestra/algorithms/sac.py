@@ -804,8 +804,9 @@ class SAC:
                     columns |= observation_columns(_split_flat(columns.pop(prefix), shapes), prefix)
         self.buffer.load_state_dict({"capacity": state["capacity"],
                                      "columns": {k: [p[k] for p in parts] for k in (parts[0] if parts else {})}})
-        valid = [p["valid"] for p in parts if "valid" in p]
-        return int(sum(v.sum() for v in valid)) if valid else self.buffer.size
+        # the real rows kept: a smaller buffer_size than the saved run's keeps only the newest
+        valid = self.buffer.data.get("valid")
+        return int(valid[:self.buffer.size].sum()) if valid is not None else self.buffer.size
 
     def policy_arrays(self) -> dict[str, np.ndarray]:
         raise NotImplementedError("SAC's policy does not act in environment workers (palaestra/capabilities.py)")
