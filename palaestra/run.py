@@ -87,7 +87,7 @@ from palaestra.teachers import make_teacher
 from palaestra.timers import TIMERS, timed
 from palaestra.trainer import BehaviorTrainer, DivergedError
 from palaestra.workers.acting import ActingWorkers
-from palaestra.workers.pool import RestartLimits
+from palaestra.workers.pool import RestartLimits, worker_timeout
 from palaestra.workers.stepping import WorkerPoolEnv
 
 if TYPE_CHECKING:
@@ -290,8 +290,9 @@ def _make_env(options: RunOptions, seed: int, parameters: list[dict[str, float]]
     # worker processes (workers/stepping.py)
     return WorkerPoolEnv(options.env, options.num_envs, seed=seed, num_areas=options.num_areas,
                          env_args=options.env_args, engine=engine, base_port=options.base_port,
+                         timeout=worker_timeout(options.timeout_wait), parameters=parameters,
                          restarts=RestartLimits(options.max_lifetime_restarts, options.restarts_rate_limit_n,
-                                                options.restarts_rate_limit_period_s), parameters=parameters)
+                                                options.restarts_rate_limit_period_s))
 
 
 def _resolve_settings(config: TrainerConfig, env: Env, behaviors: list[str] | None = None

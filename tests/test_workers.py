@@ -642,3 +642,18 @@ def test_a_failure_that_stopped_the_run_is_not_reported_again_at_close(caplog):
     reported = [r.getMessage() for r in caplog.records if "past the run's end" in r.getMessage()]
     assert reported == ["environment worker 0 failed in a round past the run's end (ValueError: boom); the run's "
                         "results stand"]
+
+
+def test_a_raised_timeout_wait_is_honoured_by_the_worker_pool(monkeypatch):
+    # a Unity scene that needs longer than the pool's 300 s to load or step: the workers' own
+    # environment waits --timeout-wait, and the pool waits longer than it
+    import palaestra.run
+    from palaestra.options import parse_args
+    from palaestra.workers.pool import DEFAULT_TIMEOUT, TIMEOUT_MARGIN_S, worker_timeout
+
+    made = {}
+    monkeypatch.setattr(palaestra.run, "WorkerPoolEnv", lambda *args, **kwargs: made.update(kwargs))
+    for wait, expected in [(60, DEFAULT_TIMEOUT), (900, 900 + TIMEOUT_MARGIN_S)]:
+        options = parse_args(["c.yaml", "--env=3DBall", "--num-envs=2", f"--timeout-wait={wait}"])
+        palaestra.run._make_env(options, seed=0)
+        assert made["timeout"] == worker_timeout(wait) == expected

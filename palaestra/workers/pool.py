@@ -42,8 +42,18 @@ DEFAULT_TIMEOUT = 300.0
 # Building an environment may take longer than any step (a Unity build loads its scene; a fresh
 # interpreter imports its libraries): the handshake waits at least this long.
 STARTUP_TIMEOUT = 60.0
+TIMEOUT_MARGIN_S = 30.0  # how much longer than --timeout-wait the pool waits for a worker's answer
+_RAISE_IT = (f" (a hang; if the environment's steps or start can take longer, wait longer with --timeout-wait: "
+             f"the workers wait {TIMEOUT_MARGIN_S:.0f} s more than it, and at least {DEFAULT_TIMEOUT:.0f} s)")
 CLOSE_GRACE_S = 5.0  # how long closing waits for all the workers to end before killing them
 STUCK_CLOSE_GRACE_S = 0.5  # the same after a stop at once left them mid-step
+
+
+def worker_timeout(timeout_wait: float) -> float:
+    """How long the pool waits for a worker's answer under ``--timeout-wait``: a worker's
+    environment waits that long itself (a Unity build's step or handshake) and says so, so the
+    pool waits longer, and at least :data:`DEFAULT_TIMEOUT`."""
+    return max(DEFAULT_TIMEOUT, timeout_wait + TIMEOUT_MARGIN_S)
 
 
 @dataclass(frozen=True)
@@ -104,9 +114,10 @@ class WorkerPool:
         """``parameters``: worker i's environment parameters for its first reset (a Unity scene
         resets as it connects: envs/unity/env.py), or None."""
         self.n = num_envs
+        engine = engine or EngineConfig()
         self.timeout = timeout
         self.restart_limits = restarts or RestartLimits()
-        self._args = (name, seed, num_areas, list(env_args or []), engine or EngineConfig(), base_port)
+        self._args = (name, seed, num_areas, list(env_args or []), engine, base_port)
         self._ctx = mp.get_context("spawn")  # a fresh interpreter: safe beside torch's threads
         logger.debug("starting %d environment worker process(es) for %s", num_envs, name)
         with stop_signals_held():  # starts the resource tracker first, if need be
@@ -216,7 +227,7 @@ class WorkerPool:
             if not w.proc.is_alive():
                 w.proc.join(timeout=1)
                 raise WorkerFailed(f"the process died (exit code {w.proc.exitcode})")
-            raise WorkerFailed(f"it did not answer within {self.timeout:.0f} s")
+            raise WorkerFailed(f"it did not answer within {self.timeout:.0f} s{_RAISE_IT}")
         return int(self._control["reply_code"][i])
 
     def read_pipe(self, i: int, expected: str, timeout: float | None = None,
@@ -237,7 +248,7 @@ class WorkerPool:
                 continue
             if not ready:
                 raise WorkerFailed(f"it did not answer within {timeout:.0f} s" +
-                                   (" (nor took an environment step)" if progress else ""))
+                                   (" (nor took an environment step)" if progress else "") + _RAISE_IT)
             try:
                 reply = w.conn.recv()
             except (EOFError, OSError):
