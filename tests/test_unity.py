@@ -990,3 +990,18 @@ def test_self_play_over_a_build_takes_turns_between_its_teams(run_cli, workdir, 
     assert "Self-play/ELO" in (workdir / "summaries" / "sp_Walker.csv").read_text().splitlines()[0]
     resets = [e for e in events(run / "run_logs" / f"Player-{port}.log") if e["event"] == "reset"]
     assert len(resets) >= 3  # the first, then one per change of turn
+
+
+@pytest.mark.parametrize("acting", ["main", "workers"])
+def test_a_build_that_quits_under_num_envs_ends_the_run_as_in_one_process(run_cli, workdir, port, acting):
+    # the scene's goodbye (status 400) reached the main process as a crash: the worker was restarted,
+    # then the run stopped with an error; with --num-envs 1 it is an ordinary end, saved
+    build = make_build(workdir / "Builds", "FakeBall", "--quit-after", "30")
+    config = write_yaml(workdir / "c.yaml", CONFIG.replace("max_steps: 600", "max_steps: 100000"))
+    result = run_cli(str(config), f"--env={build}", "--run-id=q", f"--base-port={port}", "--num-envs=2",
+                     f"--acting={acting}")
+    assert result.code == 0, result.log
+    assert "environment worker" in result.log and "Unity closed the connection (status 400" in result.log
+    assert "the run ends, saving the model" in result.log
+    assert "restart" not in result.log.lower() and "failed" not in result.log
+    assert (workdir / "models" / "q" / "3DBall.onnx").exists()

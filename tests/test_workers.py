@@ -624,7 +624,7 @@ def test_a_failure_that_stopped_the_run_is_not_reported_again_at_close(caplog):
 
     class Pipe:
         def __init__(self):
-            self.messages = [("error", "ValueError: boom", "trace", "run")]
+            self.messages = [("error", "ValueError: boom", "trace", "run", False)]
 
         def poll(self):
             return bool(self.messages)

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Hashable, Iterator, Mapping
 
-from palaestra.envs.base import BehaviorSpec, EngineConfig, EnvError
+from palaestra.envs.base import BehaviorSpec, EngineConfig, EnvClosed, EnvError
 from palaestra.interrupts import stop_signals_held
 from palaestra.options import RunOptions
 from palaestra.workers.process import MESSAGE, control_layout, run_worker
@@ -186,7 +186,7 @@ class WorkerPool:
                 if not w.conn.poll():
                     break
                 last = w.conn.recv()
-        if isinstance(last, tuple) and len(last) >= 4 and last[0] == "error":
+        if isinstance(last, tuple) and len(last) >= 5 and last[0] == "error" and not last[4]:  # (not a goodbye)
             # (an acting worker runs ahead of the run: a failure in a round past its end is not a closing one)
             when = "while its environment was closed" if last[3] == "close" else "in a round past the run's end"
             logger.warning("environment worker %d failed %s (%s); the run's results stand", i, when, last[1])
@@ -256,6 +256,9 @@ class WorkerPool:
                 raise WorkerFailed(f"the process died (exit code {w.proc.exitcode})") from None
             if reply[0] == "error":
                 logger.debug("worker %d failed here:\n%s", i, reply[2].rstrip())
+                if reply[4]:  # Play stopped in the Editor, a build quit: the run ends, as in the main process
+                    self._failure_said.add(i)
+                    raise EnvClosed(f"environment worker {i}: {reply[1]}")
                 raise WorkerFailed(reply[1])
             if handle is not None and handle(reply):
                 continue
