@@ -166,9 +166,12 @@ def run_id_problem(value: str) -> str | None:
     return None if bad is None else f"{_shown(repr(value))} {bad}; {RUN_ID_RULE}"
 
 
+TIME_SCALE_MAX = 3.4028234663852886e38  # Unity's engine-configuration channel sends it as a 32-bit float
+
+
 def time_scale_problem(value: float) -> str | None:
-    if not math.isfinite(value) or value <= 0:
-        return f"expected a finite number > 0, got {value}"
+    if not math.isfinite(value) or value <= 0 or value > TIME_SCALE_MAX:
+        return f"expected a number > 0 that a 32-bit float holds (at most about 3.4e38), got {value}"
     return None
 
 
@@ -185,8 +188,11 @@ def check_options(options: RunOptions) -> None:
             allowed.problem(value)
         if problem is not None:
             raise UsageError(f"--{name.replace('_', '-')}: {problem}")
-    if not isinstance(options.time_scale, (int, float)) or time_scale_problem(options.time_scale):
-        raise UsageError(f"--time-scale: expected a finite number > 0, got {options.time_scale!r}")
+    if not isinstance(options.time_scale, (int, float)) or isinstance(options.time_scale, bool):
+        raise UsageError(f"--time-scale: expected a number, got {options.time_scale!r}")
+    problem = time_scale_problem(options.time_scale)
+    if problem is not None:
+        raise UsageError(f"--time-scale: {problem}")
     texts = [("trainer_config_path", options.trainer_config_path), ("--env", options.env),
              ("--curriculum", options.curriculum), ("--sampler", options.sampler)]
     if not isinstance(options.env_args, (list, tuple)):
