@@ -119,7 +119,8 @@ def test_float_observations_are_read_in_bulk_and_other_sizes_are_found():
     # an agent of another size, also one whose bytes the others' make up for (an empty one and a double one)
     for sizes in ([8, 8, 9], [8, 7, 9], [8, 0, 16], [0, 16, 8], [8, 8, 0]):
         assert float_rows(_float_observations(sizes), 8) is None, sizes
-    with pytest.raises(EnvError, match="9 floats for an observation of shape \\[9\\] \\(8 floats\\)"):
+    with pytest.raises(EnvError, match=re.escape("an agent sent 9 floats (shape [9]) where the behavior's "
+                                                 "observation has shape [8] (8 floats)")):
         from palaestra.envs.unity.observations import batch
         batch(_float_observations([8, 9]), (8,), "here")
 

@@ -131,8 +131,8 @@ def batch(observations: list[object], shape: tuple[int, ...], where: str) -> np.
             if len(data) != size:
                 if o.compression_type == pb.PNG:
                     raise EnvError(f"{where}: agents send the same observation both as PNG and as floats")
-                raise EnvError(f"{where}: {len(data)} floats for an observation of shape {list(o.shape)} "
-                               f"({size} floats)")
+                raise EnvError(f"{where}: an agent sent {len(data)} floats (shape {list(o.shape)}) where the "
+                               f"behavior's observation has shape {list(shape)} ({size} floats)")
     if not np.isfinite(flat).all():
         bad = np.flatnonzero(~np.isfinite(flat).all(axis=1))
         raise EnvError(f"{where}: NaN or infinite values for {len(bad)} agent(s); check the scene's "
