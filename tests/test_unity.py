@@ -852,7 +852,29 @@ def test_a_build_started_again_on_its_port_keeps_the_log_of_the_one_before(tmp_p
     player = launch(str(make_build(tmp_path, "Idle", "--slow-start", "60")), port, True, str(logs), [])
     player.stop(wait=0.0)
     assert (logs / f"Player-{port}.previous.log").read_text() == "the first build's last words\n"
-    assert (logs / f"Player-{port}.log").exists()
+    assert not (logs / f"Player-{port}.out").exists()  # it printed nothing: no empty file is left
+
+
+def test_what_a_build_prints_is_kept_apart_from_the_log_unity_writes_over(tmp_path):
+    # Unity truncates its -logFile and writes at its own offset: a native crash's report printed
+    # to stderr, appended to the same file, was written over
+    logs, port = tmp_path / "logs", free_port(30000)
+    build = tmp_path / "Printer.x86_64"
+    build.write_text("#!/bin/sh\nwhile [ \"$1\" != -logFile ]; do shift; done\n"
+                     "echo 'first line' > \"$2\"\necho 'native crash report' >&2\n"
+                     "echo 'second line' >> \"$2\"\nexit 3\n")
+    build.chmod(0o755)
+    logs.mkdir()
+    (logs / f"Player-{port}.out").write_text("the build before printed this\n")
+    player = launch(str(build), port, True, str(logs), [])
+    player.popen.wait(10)
+    assert (logs / f"Player-{port}.log").read_text() == "first line\nsecond line\n"
+    assert (logs / f"Player-{port}.out").read_text() == "native crash report\n"
+    assert (logs / f"Player-{port}.previous.out").read_text() == "the build before printed this\n"
+    assert player.exit_description() == (f"the build exited with code 3; its log is {logs / f'Player-{port}.log'} "
+                                          f"(what it printed: {logs / f'Player-{port}.out'})")
+    player.stop()
+    assert (logs / f"Player-{port}.out").exists()
 
 
 # launches a build (its log under the folder given), then dies at once as a killed worker does

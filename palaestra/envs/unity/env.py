@@ -125,7 +125,8 @@ class UnityEnv:
     # --- the protocol underneath
     def _hint(self) -> str:
         if self._running:
-            log = (f"the build's log ({self.process.log_file or 'the Unity Player log'})" if self.process is not None
+            log = (f"the build's log ({self.process.logs() if self.process.log_file else 'the Unity Player log'})"
+                   if self.process is not None
                    else "the Editor's Console")
             return (f"The scene stopped answering: look in {log} for an exception repeated every frame; a "
                     "breakpoint or a modal dialog also freezes it. A scene that renders slowly may need "

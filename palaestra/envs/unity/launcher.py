@@ -108,6 +108,9 @@ class UnityProcess:
     popen: subprocess.Popen
     command: list[str]
     log_file: str | None
+    # what the build prints (a native crash's report, gRPC's own messages): a file of its own, since
+    # Unity writes -logFile at its own offset and would write over anything appended to it
+    output_file: str | None = None
     stopped: bool = field(default=False)
 
     def exit_description(self) -> str | None:
@@ -127,10 +130,17 @@ class UnityProcess:
         return f"the build {how}; {self.log_hint()}"
 
     def log_hint(self) -> str:
-        return f"its log is {self.log_file}" if self.log_file else "see the Unity Player log"
+        return f"its log is {self.logs()}" if self.log_file else "see the Unity Player log"
+
+    def logs(self) -> str:
+        """The log, and the printed output where the build printed anything."""
+        with contextlib.suppress(OSError):
+            if self.output_file and os.path.getsize(self.output_file):
+                return f"{self.log_file} (what it printed: {self.output_file})"
+        return str(self.log_file)
 
     def hint(self) -> str:
-        return (f"Check the build's log ({self.log_file or 'the Unity Player log'}): the scene must have agents "
+        return (f"Check the build's log ({self.logs() if self.log_file else 'the Unity Player log'}): the scene must have agents "
                 "with Behavior Parameters and an Academy that connects to the trainer (com.unity.ml-agents); "
                 "a build made with an old ML-Agents package, or a slow machine (raise --timeout-wait), are "
                 "the usual causes")
@@ -141,6 +151,14 @@ class UnityProcess:
         if self.stopped:
             return
         self.stopped = True
+        try:
+            self._end(wait)
+        finally:
+            with contextlib.suppress(OSError):  # a build that printed nothing leaves no empty file
+                if self.output_file and not os.path.getsize(self.output_file):
+                    os.remove(self.output_file)
+
+    def _end(self, wait: float) -> None:
         try:
             self.popen.wait(wait)
             return
@@ -250,17 +268,19 @@ def _popen_tied_to_parent(cmd: list[str], **kwargs) -> subprocess.Popen:
 
 
 def launch(executable: str, port: int, no_graphics: bool, log_folder: str | None, env_args: list[str]) -> UnityProcess:
-    log_file = None
+    log_file = output_file = None
     if log_folder is not None:
-        Path(log_folder).mkdir(parents=True, exist_ok=True)
-        log_file = str(Path(log_folder).resolve() / f"Player-{port}.log")
-        # the log of a build this one replaces (a worker's restart after a crash, an earlier run)
-        # is kept once: the build truncates its -logFile, and the crash's reason is in it
-        with contextlib.suppress(OSError):
-            if os.path.getsize(log_file):
-                os.replace(log_file, str(Path(log_folder).resolve() / f"Player-{port}.previous.log"))
+        folder = Path(log_folder).resolve()
+        folder.mkdir(parents=True, exist_ok=True)
+        log_file, output_file = str(folder / f"Player-{port}.log"), str(folder / f"Player-{port}.out")
+        # the files of a build this one replaces (a worker's restart after a crash, an earlier run)
+        # are kept once: the build truncates its -logFile, and the crash's reason is in them
+        for current, suffix in ((log_file, "log"), (output_file, "out")):
+            with contextlib.suppress(OSError):
+                if os.path.getsize(current):
+                    os.replace(current, str(folder / f"Player-{port}.previous.{suffix}"))
     cmd = command_line(executable, port, no_graphics, log_file, env_args)
-    out = open(log_file, "ab") if log_file else subprocess.DEVNULL
+    out = open(output_file, "wb") if output_file else subprocess.DEVNULL
     try:
         popen = (_popen_tied_to_parent if _can_tie_to_parent() else subprocess.Popen)(
             cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=sys.platform != "win32")
@@ -268,9 +288,9 @@ def launch(executable: str, port: int, no_graphics: bool, log_folder: str | None
         foreign = _foreign_build(executable) if e.errno in (errno.ENOEXEC, errno.EACCES) else None
         raise EnvError(f"cannot start the Unity build {executable}: {foreign or e.strerror or e}") from None
     finally:
-        if log_file:
+        if output_file:
             out.close()
-    process = UnityProcess(popen, cmd, log_file)
+    process = UnityProcess(popen, cmd, log_file, output_file)
     if not _RUNNING:
         import atexit
 
