@@ -1028,3 +1028,45 @@ def test_a_build_that_quits_under_num_envs_ends_the_run_as_in_one_process(run_cl
     assert "the run ends, saving the model" in result.log
     assert "restart" not in result.log.lower() and "failed" not in result.log
     assert (workdir / "models" / "q" / "3DBall.onnx").exists()
+
+
+@pytest.mark.parametrize("acting", ["main", "workers"])
+def test_num_envs_takes_every_instances_behaviors(run_cli, workdir, port, acting):
+    # a behavior whose agents asked for their first decision in one instance and not yet in the other
+    # (spawned later there) was refused: "the instances report different behaviors"
+    build = workdir / "Builds" / "Uneven.x86_64"
+    build.parent.mkdir(parents=True)
+    build.write_text(
+        "#!/bin/sh\nport=0; previous=\nfor a in \"$@\"; do [ \"$previous\" = --mlagents-port ] && port=$a; previous=$a; done\n"
+        "from=0; [ $((port % 2)) -eq 1 ] && from=6\n"
+        f"PYTHONPATH='{REPOSITORY}' exec '{sys.executable}' -m tests.fake_unity.player --scene Staggered "
+        "--striker-from $from \"$@\"\n")
+    build.chmod(0o755)
+    config = write_yaml(workdir / "c.yaml", CONFIG.replace("max_steps: 600", "max_steps: 300"))
+    result = run_cli(str(config), f"--env={build}", "--run-id=un", f"--base-port={port}", "--num-envs=2",
+                     f"--acting={acting}")
+    assert result.code == 0, result.log
+    assert "appeared" not in result.log  # known from the first instance, from the start
+    run = workdir / "models" / "un"
+    assert (run / "Striker.onnx").is_file() and (run / "Walker.onnx").is_file()
+    for player, striker_from in ((0, "0"), (1, "6")):  # (the two instances differed as meant)
+        log = events(run / "run_logs" / f"Player-{port + player}.log")
+        assert log[0]["argv"][:4] == ["--scene", "Staggered", "--striker-from", striker_from]
+        assert not [e for e in log if e["event"] in ("masked_action", "unanswered")]  # every decision answered
+
+
+def test_num_envs_refuses_instances_that_give_a_behavior_different_specs():
+    from palaestra.envs.base import ActionSpec, BehaviorSpec
+    from palaestra.workers.pool import WorkerPool
+
+    specs = [{"A": BehaviorSpec([(3,)], ActionSpec(continuous_size=2))},
+             {"A": BehaviorSpec([(4,)], ActionSpec(continuous_size=2)), "B": BehaviorSpec([(1,)], ActionSpec(1))}]
+    pool = WorkerPool.__new__(WorkerPool)
+    closed = []
+    pool.close = lambda: closed.append(True)
+    with pytest.raises(EnvError, match=re.escape(
+            "--num-envs: behavior 'A' of 'scene' has observations [[3]] and actions continuous(2) in environment "
+            "worker 0 but observations [[4]] and actions continuous(2) in worker 1")):
+        pool._merge_specs("scene", specs)
+    assert closed
+    assert pool._merge_specs("scene", [specs[1], {"A": specs[1]["A"]}, {}]) == specs[1]

@@ -85,6 +85,9 @@ class ActingPlan:
     first_round: int
     seed: int
     reset_parameters: dict[str, float] | None
+    # every behavior's spec, as the pool knows it from all the workers: one whose agents have not
+    # appeared in this worker's environment yet acts once they do
+    specs: dict[str, BehaviorSpec]
 
 
 def weights_layout(plans: dict[str, BehaviorPlan], slots: int) -> Layout:
@@ -124,6 +127,7 @@ class _Actor:
         # the terminal steps env.get_steps still returns were taken at the end of the round before
         self.terminal_taken = False
         self.no_terminal = TerminalSteps.empty(spec)
+        self.no_decision = DecisionSteps.empty(spec)  # before its agents appear in this worker
 
 
 def _write_results(results: list[SharedArrays | None], slot: int,
@@ -181,15 +185,20 @@ def run_acting(env: Any, conn: Any, plan: ActingPlan, n_workers: int, index: int
 
     # acting multiplies small matrices: BLAS threads would only spin on the cores other workers need
     threadpool_limits(1)
-    specs = env.behavior_specs
     weights = SharedArrays(weights_layout(plan.behaviors, plan.slots), name=plan.weights_name)
     seeds = np.random.SeedSequence([plan.seed, index]).spawn(len(plan.behaviors))
-    actors = {b: _Actor(b, specs[b], p, np.random.default_rng(s))
+    actors = {b: _Actor(b, plan.specs[b], p, np.random.default_rng(s))
               for (b, p), s in zip(plan.behaviors.items(), seeds)}
     results: list[SharedArrays | None] = [None] * plan.slots
+
+    def steps_of(behavior: str) -> tuple[DecisionSteps, TerminalSteps]:
+        if behavior in env.behavior_specs:
+            return env.get_steps(behavior)
+        return actors[behavior].no_decision, actors[behavior].no_terminal  # not here yet
+
     try:
         env.reset(plan.reset_parameters)
-        steps = round_steps(plan.behaviors, {b: len(env.get_steps(b)[0]) for b in actors})
+        steps = round_steps(plan.behaviors, {b: len(steps_of(b)[0]) for b in actors})
         q, permitted = plan.first_round, plan.first_round - 1
         resets: dict[int, dict[str, float] | None] = {}  # round → the parameters to reset with before it
 
@@ -223,6 +232,8 @@ def run_acting(env: Any, conn: Any, plan: ActingPlan, n_workers: int, index: int
             for _ in range(steps):
                 acted: dict[str, DecisionSteps] = {}
                 for behavior, actor in actors.items():
+                    if behavior not in env.behavior_specs:
+                        continue  # its agents have not appeared in this worker yet
                     decision, terminal = env.get_steps(behavior)
                     acted[behavior] = decision
                     if actor.terminal_taken:
@@ -246,7 +257,7 @@ def run_acting(env: Any, conn: Any, plan: ActingPlan, n_workers: int, index: int
             # the episodes that ended on the round's last step are this round's: the environments
             # may reset before the next one (new parameters), and they would be lost
             for behavior, actor in actors.items():
-                finished = actor.collector.end_episodes(env.get_steps(behavior)[1], actor.policy.value)
+                finished = actor.collector.end_episodes(steps_of(behavior)[1], actor.policy.value)
                 if finished is not None:
                     actor.finished.append(finished)
                 actor.terminal_taken = True
@@ -419,7 +430,8 @@ class ActingWorkers:
         assert self.weights is not None
         restarts = len(self.pool.workers[i].restarts)
         plan = ActingPlan(self.plans, self.weights.name, self.slots, first_round,
-                          self.seed + self.pool.n * restarts, self._parameters_at(first_round, i))
+                          self.seed + self.pool.n * restarts, self._parameters_at(first_round, i),
+                          {b: self.pool.specs[b] for b in self.plans})
         self.pool.send_message(i, ("act", plan))
         # the changes of parameters not yet reached (a lesson starting a few rounds on), as the
         # other workers were told of them: its environments reset at the same round as theirs

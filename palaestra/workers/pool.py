@@ -49,6 +49,10 @@ CLOSE_GRACE_S = 5.0  # how long closing waits for all the workers to end before 
 STUCK_CLOSE_GRACE_S = 0.5  # the same after a stop at once left them mid-step
 
 
+def describe_spec(spec: BehaviorSpec) -> str:
+    return f"observations {[list(s) for s in spec.observation_shapes]} and actions {spec.action_spec.describe()}"
+
+
 def worker_timeout(timeout_wait: float) -> float:
     """How long the pool waits for a worker's answer under ``--timeout-wait``: a worker's
     environment waits that long itself (a Unity build's step or handshake) and says so, so the
@@ -134,10 +138,24 @@ class WorkerPool:
             self.close()
             raise
         self._started = True
-        if any(s != specs[0] for s in specs[1:]):
-            self.close()
-            raise EnvError(f"--num-envs: the {num_envs} instances of {name!r} report different behaviors or specs")
-        self.specs: dict[str, BehaviorSpec] = specs[0]
+        self.specs: dict[str, BehaviorSpec] = self._merge_specs(name, specs)
+
+    def _merge_specs(self, name: str, specs: list[dict[str, BehaviorSpec]]) -> dict[str, BehaviorSpec]:
+        """Every instance's behaviors (ML-Agents' union): one whose agents have not asked for a
+        decision yet in some instances (spawned later there) is known from the others, and acts
+        wherever it is. A behavior with other observations or actions in another instance stops
+        the pool."""
+        merged: dict[str, BehaviorSpec] = {}
+        for i, found in enumerate(specs):
+            for behavior, spec in found.items():
+                known = merged.setdefault(behavior, spec)
+                if spec != known:
+                    first = next(k for k, other in enumerate(specs) if behavior in other)
+                    self.close()
+                    raise EnvError(f"--num-envs: behavior {behavior!r} of {name!r} has {describe_spec(known)} in "
+                                   f"environment worker {first} but {describe_spec(spec)} in worker {i}; every "
+                                   "instance must give a behavior the same observations and actions")
+        return merged
 
     @property
     def procs(self) -> list[Any]:

@@ -39,7 +39,7 @@ from palaestra.envs.base import (STAT_MOST_RECENT, ActionTuple, BehaviorSpec, De
                                   TerminalSteps)
 from palaestra.envs.observations import as_stored, stored_dtype
 from palaestra.options import RunOptions
-from palaestra.workers.pool import DEFAULT_TIMEOUT, RestartLimits, WorkerFailed, WorkerPool
+from palaestra.workers.pool import DEFAULT_TIMEOUT, RestartLimits, WorkerFailed, WorkerPool, describe_spec
 from palaestra.workers.process import MESSAGE, READ_PIPE, STEP
 from palaestra.workers.shared_memory import Layout, SharedArrays
 
@@ -284,7 +284,7 @@ class WorkerPoolEnv:
         _, behavior, shm_name, rows, spec = message
         known = self._specs.setdefault(behavior, spec)  # (the pool's specs: a restarted worker checks them)
         if known != spec:
-            raise self.pool.error(i, f"behavior {behavior!r} has {_describe(spec)} there but {_describe(known)} in "
+            raise self.pool.error(i, f"behavior {behavior!r} has {describe_spec(spec)} there but {describe_spec(known)} in "
                                      "the other environment workers")
         try:
             self.pool.map_block(i, behavior, block_layout(self._specs[behavior], rows), shm_name)
@@ -369,5 +369,3 @@ def _masks(unavailable: np.ndarray, spec: BehaviorSpec) -> list[np.ndarray]:
     return out
 
 
-def _describe(spec: BehaviorSpec) -> str:
-    return f"observations {[list(s) for s in spec.observation_shapes]} and actions {spec.action_spec.describe()}"

@@ -185,6 +185,9 @@ def main(argv: list[str]) -> int:
                 for violation in getattr(scene, "violations", []):
                     log(event="masked_action", what=violation)
                 scene.violations = []
+                for unanswered in getattr(scene, "unanswered", []):
+                    log(event="unanswered", what=unanswered)
+                scene.unanswered = []
                 scene.step()
                 steps += 1
                 if steps == args.crash_after:

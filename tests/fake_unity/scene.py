@@ -171,6 +171,7 @@ class StaggeredScene:
         self.hybrid = hybrid
         self.striker_from = striker_from  # the step from which the Striker's agents exist
         self.violations: list[str] = []  # masked actions taken
+        self.unanswered: list[str] = []  # decisions asked for and not answered
         self.walkers = {"Walker?team=0": 4, "Striker?team=1": 2}
         self.t = 0
         self.ids = {b: list(range(n)) for b, n in self.walkers.items()}
@@ -222,6 +223,8 @@ class StaggeredScene:
             continuous, branches = (2, 0) if behavior.startswith("Walker") else (int(self.hybrid), 2)
             values = actions.get(behavior, [])
             if len(values) != len(slots):
+                if slots:  # agents that asked for a decision and got no action (Unity keeps zeros)
+                    self.unanswered.append(f"{len(values)} actions for the {len(slots)} deciding agents of {behavior}")
                 continue
             got = read_actions(values, continuous, branches, self.hybrid)
             for row, slot in enumerate(slots):
