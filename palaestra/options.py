@@ -22,7 +22,8 @@ from palaestra.networks.constants import WIDE_NETWORK_UNITS
 
 logger = logging.getLogger("palaestra")
 
-COMMUNICATION_API_VERSION = "1.0.0 to 1.5.0"  # the Unity APIs spoken (envs/unity/communicator.py)
+NEWEST_COMMUNICATION_API = "1.5.0"  # the Unity APIs spoken (envs/unity/communicator.py) ...
+COMMUNICATION_API_VERSION = f"1.0.0 to {NEWEST_COMMUNICATION_API}"  # ... all of them
 
 
 @dataclass

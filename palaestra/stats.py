@@ -53,6 +53,11 @@ class StatsReporter:
     def set(self, key: str, value: float) -> None:
         self.values[key] = [float(value)]
 
+    def set_if_missing(self, key: str, value: float) -> None:
+        """``value`` for a period in which nothing reported ``key``."""
+        if not self.values.get(key):
+            self.set(key, value)
+
     def add_to_sum(self, key: str, values: Iterable[float]) -> None:
         """Values whose sum over the summary period is reported (an environment's summed stats)."""
         self.summed.add(key)
@@ -275,7 +280,8 @@ class GaugeWriter:
 
     def write(self, category: str, step: int, values: dict[str, StatSummary]) -> None:
         for key, s in values.items():
-            TIMERS.set_gauge(f"{category}.{key.replace('/', '.').replace(' ', '')}.mean", s.mean)
+            # spaces left out of the whole name (a run-id or behavior with one too), as ML-Agents' sanitize_string
+            TIMERS.set_gauge(f"{category}.{key.replace('/', '.')}.mean".replace(" ", ""), s.mean)
 
     def close(self) -> None:
         pass

@@ -39,9 +39,10 @@ def _versions() -> dict[str, str]:
     import numpy
 
     from palaestra import __version__
-    from palaestra.options import COMMUNICATION_API_VERSION
+    from palaestra.options import NEWEST_COMMUNICATION_API
 
-    versions = {"palaestra_version": __version__, "communication_protocol_version": COMMUNICATION_API_VERSION,
+    # one version, as ML-Agents writes it (tools read it as one): the newest this trainer speaks
+    versions = {"palaestra_version": __version__, "communication_protocol_version": NEWEST_COMMUNICATION_API,
                 "numpy_version": numpy.__version__}
     torch = sys.modules.get("torch")
     if torch is not None:

@@ -275,11 +275,18 @@ class BehaviorTrainer:
         return self.algorithm.policy_arrays()
 
     def advance(self) -> None:
-        """Update the policy if the buffer is full, and write summaries when due."""
+        """Write the summary when due, then update the policy if the buffer is full: as in
+        ML-Agents, an update at a summary's step reports its losses in the next summary."""
         if not self.owns_learning:
             return
         if self.self_play is not None and self.training:
             self.self_play.advance()
+        if self.step >= self._next_summary:
+            # labelled with the multiple of summary_freq crossed, as ML-Agents writes them (the
+            # step reached may be past it), so that runs line up step for step
+            self.write_summary(self._next_summary)
+            while self._next_summary <= self.step:
+                self._next_summary += self.settings.summary_freq
         if self.learning and self.algorithm.ready():
             collection_time = time.time() - self._last_update_end
             experiences = self.algorithm.experiences
@@ -295,12 +302,6 @@ class BehaviorTrainer:
                 returns = self.collector.stats.returns
                 self.metrics.add_row(self.name, self._last_update_end - start, self._last_update_end - self._start,
                                      collection_time, experiences, float(np.mean(returns)) if returns else None)
-        if self.step >= self._next_summary:
-            # labelled with the multiple of summary_freq crossed, as ML-Agents writes them (the
-            # step reached may be past it), so that runs line up step for step
-            self.write_summary(self._next_summary)
-            while self._next_summary <= self.step:
-                self._next_summary += self.settings.summary_freq
 
     def write_summary(self, step: int) -> None:
         episodes = self.take_episodes()
@@ -317,7 +318,8 @@ class BehaviorTrainer:
             self.stats.add("Environment/Episode Length", episodes.lengths + lengths)
         if episodes.entropy_count:
             self.stats.add("Policy/Entropy", episodes.entropy_sum / episodes.entropy_count)
-        self.stats.set("Policy/Learning Rate", self.algorithm.current_learning_rate())
+        # the rates the period's updates used (their mean, as ML-Agents'); without one, the rate now
+        self.stats.set_if_missing("Policy/Learning Rate", self.algorithm.current_learning_rate())
         if self.step >= self.settings.max_steps:  # the last summary: the stats no later update would bring
             for key, value in self.algorithm.stats_still_due().items():
                 self.stats.add(key, value)

@@ -108,6 +108,10 @@ def test_training_writes_every_output(run_cli, small_config, workdir):
     assert any(k.startswith("r1_1D.Environment.CumulativeReward") for k in timers["gauges"])
     assert {"timer_format_version", "palaestra_version", "torch_version", "communication_protocol_version"} <= \
         set(timers["metadata"])
+    from palaestra.envs.unity.communicator import NEWEST_API
+
+    # one version, as tools that read ML-Agents' timers parse it (a range "1.0.0 to 1.5.0" was written)
+    assert timers["metadata"]["communication_protocol_version"] == f"{NEWEST_API[0]}.{NEWEST_API[1]}.0"
     # ML-Agents 0.16's line, character for character (scripts parse it): no full stop after "s"
     assert re.search(r"r1_1D: Step: \d+\. Time Elapsed: [\d.]+ s Mean Reward: -?[\d.]+\. Std of Reward: [\d.]+\. "
                      r"(Not )?Training\.", result.log)
@@ -1373,3 +1377,27 @@ def test_a_run_does_not_clear_another_runs_summaries_of_the_same_name(run_cli, w
     resumed = run_cli(longer, "--env=Simple1DDiscrete", "--run-id=x_y", "--resume", "--env-args",
                       "behavior_name=z")  # its own: taken
     assert resumed.code == 0, resumed.log
+
+
+def test_an_update_at_a_summary_step_reports_its_losses_in_the_next_summary(run_cli, workdir):
+    # ML-Agents writes the summary due before the update at that step: with buffer_size equal to
+    # summary_freq (3DBall's 12,000 and 12,000) the first summary has no losses, and each later
+    # one the losses of the update at the step before; learning rates are the updates' own
+    config = write_yaml(workdir / "c.yaml", SMALL.format(max_steps=192).replace("summary_freq: 100", "summary_freq: 64")
+                        + "  learning_rate_schedule: linear\n")
+    result = run_cli(str(config), "--env=Simple1DDiscrete", "--run-id=r")
+    assert result.code == 0, result.log
+    with open(workdir / "summaries" / "r_1D.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["Steps"]) for r in rows] == [64, 128, 192]
+    assert [r["Losses/Policy Loss"] != "" for r in rows] == [False, True, True]
+    # the learning rate of the update at 64 (decayed over 192 steps), not the rate reached at 128
+    assert float(rows[1]["Policy/Learning Rate"]) > float(rows[2]["Policy/Learning Rate"]) > 1e-4
+
+
+def test_gauge_names_leave_out_every_space_as_ml_agents_does():
+    from palaestra.stats import GaugeWriter, StatSummary
+    from palaestra.timers import TIMERS
+
+    GaugeWriter().write("my run_Ball Keeper", 10, {"Environment/Cumulative Reward": StatSummary(1.5, 0.0, 1)})
+    assert "myrun_BallKeeper.Environment.CumulativeReward.mean" in TIMERS.gauges
