@@ -113,6 +113,36 @@ def test_parameters_reach_the_sub_environments():
     env.close()
 
 
+class Gravity(gym.Env):
+    """Observes the "gravity" its last reset's options gave (-1 without); no set_environment_parameters."""
+
+    observation_space = spaces.Box(-1e6, 1e6, (1,), np.float32)
+    action_space = spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.gravity = float((options or {}).get("gravity", -1.0))
+        return np.array([self.gravity], np.float32), {}
+
+    def step(self, action):
+        return np.array([self.gravity], np.float32), 0.0, False, False, {}
+
+
+def test_parameters_of_an_async_environment_without_the_setter_go_with_reset_options():
+    # asking the workers for a method they lack made AsyncVectorEnv shut them all down
+    vector = AsyncVectorEnv([Gravity] * 2)
+    env = GymnasiumVectorEnv("Gravity", vector)
+    try:
+        env.reset({"gravity": 3.0})
+        actions = env._spec.action_spec.empty_actions(2)
+        env.set_actions(env.behavior_name, actions)
+        env.step()
+        decision, _ = env.get_steps(env.behavior_name)
+        np.testing.assert_array_equal(decision.obs[0][:, 0], [3.0, 3.0])
+    finally:
+        env.close()
+
+
 FACTORY = """
 import gymnasium as gym
 

@@ -200,9 +200,11 @@ class GymnasiumVectorEnv(SingleBehaviorEnv):
             self._options = None
             return
         try:
-            self.env.call("set_environment_parameters", dict(values))
-            self._options = None
-            return
+            # asked first: a call that fails in an AsyncVectorEnv's worker shuts every worker down
+            if all(self.env.call("has_wrapper_attr", "set_environment_parameters")):
+                self.env.call("set_environment_parameters", dict(values))
+                self._options = None
+                return
         except (AttributeError, NotImplementedError):
             pass  # (no sub-environment has it)
         except Exception as e:
