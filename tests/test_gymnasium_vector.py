@@ -228,3 +228,23 @@ def test_a_vector_environment_that_breaks_the_api_is_named():
     with pytest.raises(EnvError, match="Gymnasium vector environment 'Counter': step returned rewards .*expected 2"):
         env.step()
     env.close()
+
+
+class SeedRecorder(Gravity):
+    def reset(self, *, seed=None, options=None):
+        self.seeds = getattr(self, "seeds", []) + [seed]
+        return super().reset(seed=seed, options=options)
+
+
+@pytest.mark.parametrize("areas, expected", [(1, [[21, 22, 23], [24, 25, 26]]), (3, [[7, 8, 9], [10, 11, 12]])])
+def test_workers_vector_environments_never_share_a_seed(areas, expected):
+    # worker i's seed is seed + i x areas: a factory that always made 3 sub-environments, seeded
+    # seed + j, gave workers 7 and 8 (--num-areas 1) the seeds 7, 8, 9 and 8, 9, 10
+    got = []
+    for worker in range(2):
+        vector = SyncVectorEnv([SeedRecorder] * 3)
+        env = GymnasiumVectorEnv("SeedRecorder", vector, seed=7 + worker * areas, areas=areas)
+        env.reset()
+        got.append([e.seeds[0] for e in vector.envs])
+        env.close()
+    assert got == expected

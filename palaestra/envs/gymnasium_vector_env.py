@@ -40,10 +40,13 @@ logger = logging.getLogger("palaestra")
 
 
 class GymnasiumVectorEnv(SingleBehaviorEnv):
-    def __init__(self, name: str, env: gym.vector.VectorEnv, seed: int = 0) -> None:
+    def __init__(self, name: str, env: gym.vector.VectorEnv, seed: int = 0, areas: int | None = None) -> None:
+        """``areas``: how far apart the seeds of this source's copies are (--num-areas: a worker's
+        seed is ``areas`` from the next one's); None: as many as the sub-environments."""
         self.behavior_name = self.env_id = name
         self.env = env
         self.seed = seed
+        self.areas = areas
         self.who = who = f"Gymnasium vector environment {name!r}"
         try:
             self.mode = AutoresetMode(env.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP))
@@ -110,11 +113,19 @@ class GymnasiumVectorEnv(SingleBehaviorEnv):
     def reset(self, parameters: Mapping[str, float] | None = None) -> None:
         if parameters:
             self._set_parameters({str(k): float(v) for k, v in parameters.items()})
-        obs = self._reset(seed=None if self._seeded else self.seed, options=self._reset_options())
+        obs = self._reset(seed=None if self._seeded else self._first_seeds(), options=self._reset_options())
         self._seeded = True
         self._resetting[:] = False
         self._terminal = self._no_terminal
         self._decision = self._decisions(self._rows(obs), self._ids, np.zeros(self.n))
+
+    def _first_seeds(self) -> int | list[int]:
+        """The sub-environments' seeds: ``seed + j``, Gymnasium's own rule, where they fit within
+        the ``areas`` between this worker's seed and the next one's; else ``seed × n + j`` (a factory
+        whose sub-environments outnumber --num-areas: ranges of n seeds that no two workers share)."""
+        if self.areas is None or self.n <= self.areas:
+            return self.seed
+        return [self.seed * self.n + j for j in range(self.n)]
 
     def step(self) -> None:
         if self._decision is None:

@@ -354,7 +354,7 @@ def _from_factory(spec: str, seed: int, num_areas: int, kwargs: dict[str, Any], 
                 raise EnvError(f"--env={label}: --num-areas {num_areas} needs a factory that takes a num_areas "
                                "argument (for a vector environment: its number of sub-environments, num_envs)")
             spec_id = getattr(getattr(env, "spec", None), "id", None)
-            return GymnasiumVectorEnv(spec_id or spec.rpartition(":")[2], env, seed=seed)
+            return GymnasiumVectorEnv(spec_id or spec.rpartition(":")[2], env, seed=seed, areas=num_areas)
         from palaestra.envs.pettingzoo_env import PettingZooEnv, is_parallel_env
 
         if is_parallel_env(env):
