@@ -265,3 +265,41 @@ default:
     assert ("threads now: torch 2, numpy's BLAS 1 (was: numpy's BLAS 2 (every behavior trains on the CPU "
             "accelerator), torch 1)") in result.log
     assert torch.get_num_threads() == 2
+
+
+def test_combined_environments_route_a_behavior_that_appears_later():
+    from palaestra.envs.base import ActionSpec, BehaviorSpec, DecisionSteps, TerminalSteps
+    from palaestra.envs.combined import CombinedEnv
+
+    spec = BehaviorSpec(((1,),), ActionSpec(continuous_size=1))
+
+    class Appearing:
+        def __init__(self, first, later):
+            self.behavior_specs, self.later, self.got = {first: spec}, later, {}
+
+        def reset(self, parameters=None):
+            pass
+
+        def step(self):
+            self.behavior_specs[self.later] = spec
+
+        def get_steps(self, behavior):
+            return DecisionSteps([np.zeros((1, 1), np.float32)], np.zeros(1, np.float32), np.zeros(1, np.int64)), \
+                TerminalSteps.empty(spec)
+
+        def set_actions(self, behavior, actions):
+            self.got[behavior] = actions
+
+        def close(self):
+            pass
+
+    first, second = Appearing("a", "late-a"), Appearing("b", "late-b")
+    env = CombinedEnv([first, second])
+    env.reset()
+    env.step()
+    assert set(env.behavior_specs) == {"a", "late-a", "b", "late-b"}
+    assert len(env.get_steps("late-b")[0]) == 1
+    env.set_actions("late-b", spec.action_spec.empty_actions(1))
+    assert "late-b" in second.got and not first.got
+    with pytest.raises(Exception, match="unknown behavior 'c'; this environment has 'a', 'late-a', 'b', 'late-b'"):
+        env.get_steps("c")

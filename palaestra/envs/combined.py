@@ -28,11 +28,14 @@ class CombinedEnv:
         return {b: spec for env in self.envs for b, spec in env.behavior_specs.items()}
 
     def _env_of(self, behavior: str) -> Env:
-        try:
-            return self._owner[behavior]
-        except KeyError:
-            raise EnvError(f"unknown behavior {behavior!r}; this environment has "
-                           f"{', '.join(map(repr, self._owner))}") from None
+        owner = self._owner.get(behavior)
+        if owner is None:  # one that appeared after a reset or step (envs/base.py)
+            owner = next((env for env in self.envs if behavior in env.behavior_specs), None)
+            if owner is None:
+                raise EnvError(f"unknown behavior {behavior!r}; this environment has "
+                               f"{', '.join(map(repr, self.behavior_specs))}")
+            self._owner[behavior] = owner
+        return owner
 
     def reset(self, parameters: Mapping[str, float] | None = None) -> None:
         for env in self.envs:
