@@ -434,6 +434,20 @@ def test_gymnasium_images_stay_images_channel_last(space, shape, dtype, transpos
         env.step()
 
 
+def test_uint8_planes_with_other_bounds_are_rescaled_from_their_bounds():
+    # a board of 0/1 planes went to the encoders as uint8, which read it over 0-255: -1 and -0.992
+    from palaestra.envs.gymnasium_env import observation_converter
+
+    planes = np.random.default_rng(0).integers(0, 2, (8, 8, 3)).astype(np.uint8)
+    shape, dtype, convert = observation_converter(spaces.Box(0, 1, (8, 8, 3), np.uint8), "board")
+    assert shape == (8, 8, 3) and dtype == np.float32
+    np.testing.assert_array_equal(convert(planes), planes.astype(np.float32))
+    shape, dtype, convert = observation_converter(spaces.Box(10, 20, (1, 8, 8), np.uint8), "ranged")
+    assert shape == (8, 8, 1) and dtype == np.float32  # (channel-first, turned around as before)
+    np.testing.assert_allclose(convert(np.full((1, 8, 8), 15, np.uint8)), np.full((8, 8, 1), 0.5))
+    assert observation_converter(spaces.Box(0, 255, (8, 8, 3), np.uint8), "pixels")[1] == np.uint8
+
+
 def test_a_rank2_box_of_pixels_is_a_one_channel_image_and_a_board_stays_a_vector(caplog):
     gray = spaces.Box(0, 255, (12, 10), np.uint8)  # as Gymnasium's AtariPreprocessing gives (84, 84)
     env = GymnasiumEnv("gray", seed=0, instances=[Picture(gray)])

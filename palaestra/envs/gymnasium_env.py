@@ -49,8 +49,12 @@ def _image_converter(space: spaces.Box, who: str) -> tuple[tuple[int, ...], type
         channel_first = True
     else:
         return f"neither its first nor its last size is a channel count {CHANNELS}"
+    rescale = None  # uint8 values over less than 0-255 (a board of 0/1 planes): to floats in [0, 1]
     if space.dtype == np.uint8:
         dtype: type = np.uint8
+        low, high = space.low.astype(np.float32), space.high.astype(np.float32)
+        if (low != 0).any() or (high != 255).any():  # else the encoders' x / 255 read them as nearly all black
+            dtype, rescale = np.float32, (low, np.where(high > low, high - low, 1.0).astype(np.float32))
     elif np.issubdtype(space.dtype, np.floating) and (space.low >= 0).all() and (space.high <= 1).all():
         dtype = np.float32
     else:
@@ -63,6 +67,8 @@ def _image_converter(space: spaces.Box, who: str) -> tuple[tuple[int, ...], type
         if a.shape != shape:  # else broadcast silently, or failing later inside the encoder
             raise EnvError(f"{who} returned an image observation of shape {a.shape}; "
                            f"its observation space is {space}")
+        if rescale is not None:
+            a = (a - rescale[0]) / rescale[1]
         return a.transpose(1, 2, 0) if channel_first else a
 
     return ((middle, last, first) if channel_first else shape), dtype, image
