@@ -748,6 +748,9 @@ class Broken(Guess):
             rewards = {a: None for a in rewards}
         if self.fault == "flag array":
             terminated = {a: np.array([False, True]) for a in terminated}
+        if self.fault == "silent end":  # every agent gone, none of them ended
+            self.agents = []
+            terminated, truncated = {a: False for a in terminated}, {a: False for a in truncated}
         return obs, rewards, terminated, truncated, infos
 
 
@@ -764,6 +767,8 @@ def broken(fault):
     ("reward_array", "step returned the reward array([0., 0.]) for agent 'seer_0'; expected a number"),
     ("reward_None", "step returned the reward None for agent 'seer_0'; expected a number"),
     ("flag_array", "step returned the termination array([False,  True]) for agent 'seer_0'; expected True or False"),
+    ("silent_end", "step() left no live agents, but ['seer_0', 'seer_1'] acted and have neither a termination "
+                   "nor a truncation; PettingZoo's parallel API ends every agent's episode with one of them"),
 ])
 def test_a_pettingzoo_environment_that_breaks_its_api_is_named_with_what_it_did(tmp_path, monkeypatch, fault,
                                                                                message):

@@ -195,6 +195,11 @@ class PettingZooEnv:
         # test only warns about; ending it again would count one more episode every step
         acted = {a: rewards[a] for a in actions}
         if not self.env.agents:  # everyone is done: a new episode for all
+            unended = [a for a in actions if not (terminated.get(a) or truncated.get(a))]
+            if unended:  # (their episodes would run on into the next one, with no end)
+                raise EnvError(f"PettingZoo environment {self.name!r}: step() left no live agents, but {unended} "
+                               "acted and have neither a termination nor a truncation; PettingZoo's parallel API "
+                               "ends every agent's episode with one of them")
             self._publish(self._reset_env(), acted, terminated, truncated, obs)
         else:
             self._publish(obs, acted, terminated, truncated, {})
