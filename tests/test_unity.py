@@ -1070,3 +1070,14 @@ def test_num_envs_refuses_instances_that_give_a_behavior_different_specs():
         pool._merge_specs("scene", specs)
     assert closed
     assert pool._merge_specs("scene", [specs[1], {"A": specs[1]["A"]}, {}]) == specs[1]
+
+
+def test_ports_that_cannot_be_listened_on_say_why(monkeypatch):
+    # a --base-port below 1024 without the rights to it was reported as "all in use"
+    import palaestra.envs.unity as unity
+
+    monkeypatch.setattr(unity, "port_problem", lambda port: "Permission denied")
+    with pytest.raises(EnvError) as refused:
+        unity._listen_from(80, "--env=Game")
+    assert str(refused.value) == ("--env=Game: none of ports 80 to 179 can be listened on (Permission denied: 100) "
+                                  "(ports below 1024 need the administrator's rights); choose another --base-port")

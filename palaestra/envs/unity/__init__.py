@@ -37,8 +37,11 @@ __all__ = ["UnityEnv", "open_build", "open_editor", "SideChannel", "RawBytesChan
 
 def _listen_from(port: int, label: str) -> Communicator:
     """A server on ``port`` or, when that one is taken, on the next free one (said in the log)."""
+    problems: dict[str, int] = {}  # each reason a port was refused, and how many were
     for candidate in range(port, min(port + PORTS_TRIED, 65536)):
-        if port_problem(candidate) is not None:
+        problem = port_problem(candidate)
+        if problem is not None:
+            problems[problem] = problems.get(problem, 0) + 1
             continue
         try:
             communicator = Communicator(candidate)
@@ -48,8 +51,10 @@ def _listen_from(port: int, label: str) -> Communicator:
             logger.warning("%s: port %d is in use; the build is told to connect on port %d instead", label, port,
                            candidate)
         return communicator
-    raise EnvError(f"{label}: ports {port} to {min(port + PORTS_TRIED, 65536) - 1} are all in use; choose another "
-                   "--base-port")
+    reasons = "; ".join(f"{why}: {count}" for why, count in problems.items()) or "taken as they were bound"
+    privileged = " (ports below 1024 need the administrator's rights)" if port < 1024 else ""
+    raise EnvError(f"{label}: none of ports {port} to {min(port + PORTS_TRIED, 65536) - 1} can be listened on "
+                   f"({reasons}){privileged}; choose another --base-port")
 
 
 def open_build(name: str, port: int, seed: int = 0, num_areas: int = 1, engine: EngineConfig | None = None,
