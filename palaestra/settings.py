@@ -315,7 +315,8 @@ class TrainerSettings:
                         used_by=EVERY_TRAINER)
     batch_size: int = _key(1024, integer(1), "experiences per gradient step", used_by=EVERY_TRAINER)
     buffer_size: int = _key(10240, integer(1), "PPO: experiences collected before an update (an update runs once "
-                            "the buffer holds *more* than this); SAC: replay capacity", used_by=EVERY_RL_TRAINER)
+                            "the buffer holds *more* than this); SAC: replay capacity; online_bc: the teacher's "
+                            "labels kept (the newest)", used_by=(*EVERY_RL_TRAINER, "online_bc"))
     # Upper bounds far above any real network (ML-Agents' examples use up to 512 x 3): the largest
     # allowed PPO network (16 x 4096, 2 GB) builds in about 90 s on 2 cores; far larger ones
     # exhausted memory or seemed to hang
@@ -474,6 +475,7 @@ class OfflineBCSettings(_LegacyBCSettings):
 @dataclass(frozen=True)
 class OnlineBCSettings(_LegacyBCSettings):
     trainer: str = _override("trainer", "online_bc")
+    buffer_size: int = _override("buffer_size", 200_000)  # 3DBall's 12 agents fill it in about 17,000 steps
     save_replay_buffer: bool = field(default=False, metadata=SACSettings.__dataclass_fields__["save_replay_buffer"]
                                      .metadata)
     brain_to_imitate: str | None = _key(None, optional_text, "the teacher (required): `heuristic` (the built-in "

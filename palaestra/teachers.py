@@ -30,7 +30,8 @@ def make_teacher(brain_to_imitate: str, env: Env, behavior: str, seed: int,
                  policies: Mapping[str, Algorithm] | None = None) -> Policy:
     """The teacher for ``behavior`` of ``env`` (``policies``: the other behaviors' algorithms, by
     name); ConfigError saying what to give instead when it cannot be built."""
-    own = behaviors_named(brain_to_imitate, env.behavior_specs) == [behavior]  # (its name, or before its team)
+    # its own name (or the name before its team, which may name the other teams too): the heuristic
+    own = behavior in behaviors_named(brain_to_imitate, env.behavior_specs)
     text = "heuristic" if own else brain_to_imitate
     where = f"behavior {behavior!r}: brain_to_imitate {brain_to_imitate!r}"
     other = behaviors_named(text, env.behavior_specs)

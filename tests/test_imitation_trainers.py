@@ -479,3 +479,33 @@ def test_a_heuristic_teacher_an_environment_lacks_is_not_blamed_on_num_envs(run_
     result = run_cli(str(config), "--env=Pendulum-v1", "--dry-run")
     assert result.code == 1 and "(GymnasiumEnv) has no scripted heuristic in this process" in result.log
     assert "--num-envs=1" not in result.log  # it runs in this process already
+
+
+@pytest.mark.parametrize("text", ["Tennis", "Tennis?team=0"])
+def test_a_team_behavior_s_own_name_means_the_heuristic_too(text):
+    # "Tennis" names both teams: it was refused as no other behavior, although it is the behavior's own
+    env = BUILTIN_ENVS["Tennis"](seed=0)
+    env.reset()
+    behavior = "Tennis?team=0"
+    decision, _ = env.get_steps(behavior)
+    taught = make_teacher(text, env, behavior, 0).act(decision)
+    np.testing.assert_array_equal(taught.discrete, make_teacher("heuristic", env, behavior, 0).act(decision).discrete)
+    assert len(taught.discrete) == len(decision) > 0
+
+
+def test_online_bc_keeps_buffer_size_labels_and_refuses_more_than_memory_holds(run_cli, workdir):
+    # its labels were always 200,000 rows, whatever their size: large images ran out of memory at
+    # the first label, and the message named buffer_size, which online_bc ignored
+    from palaestra.algorithms.online_bc import OnlineBC
+    from palaestra.settings import OnlineBCSettings
+
+    spec = BUILTIN_ENVS["GridWorld"](seed=0).behavior_specs["GridWorld"]
+    algorithm = OnlineBC(spec, OnlineBCSettings(buffer_size=100), torch.device("cpu"), behavior="GridWorld")
+    assert algorithm.examples.buffer.capacity == 100
+    config = workdir / "c.yaml"
+    config.write_text("GridWorld:\n  trainer: online_bc\n  brain_to_imitate: heuristic\n  buffer_size: 1.0e15\n")
+    for dry_run in (["--dry-run"], []):
+        result = run_cli(str(config), "--env=GridWorld", "--run-id=big", *dry_run)
+        assert result.code == 1 and "Traceback" not in result.log and "ignores it" not in result.log
+        assert (f"{config}: behavior 'GridWorld': buffer_size 1,000,000,000,000,000 (section 'GridWorld'): the "
+                "teacher's labels, 1,000,000,000,000,000 transitions of at least") in result.log, result.log

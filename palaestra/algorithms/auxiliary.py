@@ -52,8 +52,8 @@ def policy_updates_state(updates: list[PolicyUpdate]) -> dict[str, torch.Tensor]
 
 def load_policy_updates_state(updates: list[PolicyUpdate], state: Mapping[str, torch.Tensor] | None) -> None:
     if updates and state is None:  # a checkpoint from before policy updates' state was saved
-        logger.warning("the checkpoint holds no behavioral-cloning optimizer state (an older Palaestra saved it); "
-                       "that optimizer starts afresh")
+        logger.warning("the checkpoint holds no behavioral-cloning optimizer state (its run had no "
+                       "behavioral_cloning, or an older Palaestra saved it); that optimizer starts afresh")
         return
     for i, u in enumerate(updates):
         u.load_state_dict({k[len(f"{i}."):]: v for k, v in state.items() if k.startswith(f"{i}.")})

@@ -2,7 +2,7 @@
 Ross et al. 2011). The policy acts; at each decision the trainer asks the teacher
 (``brain_to_imitate``, palaestra/teachers.py) what it would do for the same decision steps and
 hands both to :meth:`OnlineBC.teach`; the (observation, teacher action) pairs gather in a buffer
-(the newest ``TEACHER_ROWS`` kept), and each environment step takes an update of ``bc_loss``
+(the newest ``buffer_size`` kept), and each environment step takes an update of ``bc_loss``
 over it (algorithms/cloning.py).
 
 ML-Agents' online BC trainer (0.9) learned from a player brain's agents acting on their own
@@ -20,13 +20,10 @@ from palaestra.algorithms.cloning import ClonedPolicy
 from palaestra.demos.columns import learnable_masks
 from palaestra.envs.base import ActionTuple, BehaviorSpec, DecisionSteps, EnvError
 from palaestra.envs.observations import stored_observations
-from palaestra.rollout.buffers import ReplayBuffer, observation_columns
-from palaestra.settings import OnlineBCSettings
+from palaestra.rollout.buffers import ReplayBuffer, observation_bytes, observation_columns, replay_buffer_problem
+from palaestra.settings import ConfigError, OnlineBCSettings
 
 logger = logging.getLogger("palaestra")
-
-TEACHER_ROWS = 200_000  # labelled rows kept: 3DBall's 12 agents fill them in about 17,000 environment steps
-
 
 class TeacherLabels:
     """(observation, teacher action) rows in a ring, sampled as tensors."""
@@ -46,7 +43,12 @@ class TeacherLabels:
 class OnlineBC(ClonedPolicy):
     def __init__(self, spec: BehaviorSpec, settings: OnlineBCSettings, device: torch.device,
                  rng: np.random.Generator | None = None, behavior: str = "the behavior") -> None:
-        super().__init__(spec, settings, device, rng, TeacherLabels(TEACHER_ROWS, device))
+        # (its observations alone: the rest of a row is small beside them)
+        problem = replay_buffer_problem(settings.buffer_size, observation_bytes(spec.observation_shapes))
+        if problem is not None:
+            raise ConfigError(f"behavior {behavior!r}: buffer_size {settings.buffer_size:,} "
+                              f"({settings.origin('buffer_size')}): the teacher's labels, {problem}; lower buffer_size")
+        super().__init__(spec, settings, device, rng, TeacherLabels(settings.buffer_size, device))
         self.behavior = behavior
         self._told_forbidden = False  # (a teacher ignoring the masks is said once)
 
