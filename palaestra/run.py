@@ -600,6 +600,8 @@ def _train(parts: RunParts, lock: RunLock | None) -> int:
     options = parts.options
     own_lock = RunLock(parts.run_dir) if parts.training and lock is None else None
     try:
+        if own_lock is not None:  # a run of the same id that ended (or died) since the start's check
+            check_run_folders(options, parts.run_dir.parent)
         start_over_if_forced(options, parts.run_dir)
         return _train_with_writers(parts)
     finally:

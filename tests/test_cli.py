@@ -1401,3 +1401,24 @@ def test_gauge_names_leave_out_every_space_as_ml_agents_does():
 
     GaugeWriter().write("my run_Ball Keeper", 10, {"Environment/Cumulative Reward": StatSummary(1.5, 0.0, 1)})
     assert "myrun_BallKeeper.Environment.CumulativeReward.mean" in TIMERS.gauges
+
+
+def test_a_run_of_the_same_id_that_ended_during_the_start_is_not_trained_over(run_cli, small_config, workdir,
+                                                                              monkeypatch):
+    # the run-id is checked at the start and the new run's lock taken only before training: a run of
+    # the same id that finished (or died) in between was trained over, both ending with code 0
+    import palaestra.run
+
+    original = palaestra.run._build
+
+    def build_while_another_run_finishes(*args, **kwargs):
+        parts = original(*args, **kwargs)
+        (workdir / "models" / "r").mkdir(parents=True, exist_ok=True)
+        (workdir / "models" / "r" / "configuration.yaml").write_text("the other run's\n")
+        return parts
+
+    monkeypatch.setattr(palaestra.run, "_build", build_while_another_run_finishes)
+    result = run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=r")
+    assert result.code == 1 and "run-id 'r' was already used" in result.log and "Traceback" not in result.log
+    assert sorted(p.name for p in (workdir / "models" / "r").iterdir()) == [".lock", "configuration.yaml"]
+    assert (workdir / "models" / "r" / "configuration.yaml").read_text() == "the other run's\n"
