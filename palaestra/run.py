@@ -145,6 +145,7 @@ def run(options: RunOptions, interrupts: Interrupts | None = None) -> int:
             logger.error("cannot make the folder %s: a file of that name is there; move or delete it", e.filename)
         else:
             logger.error("cannot read or write %s: %s", e.filename or "a file", e.strerror or e)
+        logger.debug("the error above came from:", exc_info=e)
         return 1
     except SystemExit as e:  # an environment's (or a factory's) own code, during start-up
         logger.error("the environment's code called sys.exit(%r) while the run started; nothing was trained", e.code)

@@ -15,6 +15,7 @@ file-system-safe suffix (``Striker_team_0``). ``configuration.yaml`` records the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -22,7 +23,7 @@ import re
 import shutil
 from pathlib import Path
 
-from palaestra.checkpoints import PARTIAL_FILE, CheckpointError, CheckpointManager, atomic_write_text
+from palaestra.checkpoints import PARTIAL_FILE, CheckpointError, CheckpointManager, SaveError, atomic_write_text, os_reason
 from palaestra.options import SEED_MAX, RunOptions, UsageError
 from palaestra.settings import TrainerSettings
 from palaestra.trainer import BehaviorTrainer
@@ -198,10 +199,16 @@ class RunLock:
             handle.close()
             raise UsageError(f"run {run_dir.name!r} is in use by another process{f' (pid {holder})' if holder else ''} "
                              f"that holds {self.path}; wait for it to end, stop it, or choose another --run-id") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{os.getpid()}\n")
+            handle.flush()
+        except OSError as e:  # a full disk: said with the file, and no empty lock left behind
+            with contextlib.suppress(OSError):  # (closing flushes the same bytes again)
+                handle.close()
+            self.path.unlink(missing_ok=True)
+            raise SaveError(f"could not write {self.path}: {os_reason(e)}") from None
         self._file = handle
 
     def release(self) -> None:

@@ -90,13 +90,14 @@ class TensorBoardWriter:
         )
 
         log_dir = (summaries_dir / category).resolve()  # its writer thread must not depend on the cwd
-        if clear_old and log_dir.exists():
-            for f in log_dir.glob("events.out*"):
-                f.unlink()
-        purge = resume_step + 1 if resume_step is not None else None
         self.log_dir = log_dir
-        self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge)
-        _quiet_writer_thread_errors()
+        _quiet_writer_thread_errors()  # (before the writer: it writes its first event at once, a full disk included)
+        with self._named_errors():
+            if clear_old and log_dir.exists():
+                for f in log_dir.glob("events.out*"):
+                    f.unlink()
+            purge = resume_step + 1 if resume_step is not None else None
+            self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge)
 
     def write_text(self, tag: str, text: str) -> None:
         with self._named_errors():

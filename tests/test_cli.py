@@ -1422,3 +1422,30 @@ def test_a_run_of_the_same_id_that_ended_during_the_start_is_not_trained_over(ru
     assert result.code == 1 and "run-id 'r' was already used" in result.log and "Traceback" not in result.log
     assert sorted(p.name for p in (workdir / "models" / "r").iterdir()) == [".lock", "configuration.yaml"]
     assert (workdir / "models" / "r" / "configuration.yaml").read_text() == "the other run's\n"
+
+
+def test_a_full_disk_at_the_start_names_the_file_it_could_not_write(tmp_path, monkeypatch):
+    # the run's lock (its pid) and TensorBoard's first event: "cannot read or write a file", an
+    # empty lock left behind, and the writer thread's traceback
+    import torch.utils.tensorboard
+
+    from palaestra.checkpoints import SaveError
+    from palaestra.run_folders import RunLock
+    from palaestra.stats import TensorBoardWriter
+
+    run_dir = tmp_path / "models" / "r"
+    run_dir.mkdir(parents=True)
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full to stand in for a full disk")
+    (run_dir / ".lock").symlink_to("/dev/full")  # every write fails (its truncate too)
+    with pytest.raises(SaveError, match=re.escape(f"could not write {run_dir / '.lock'}: ")):
+        RunLock(run_dir)
+    assert not os.path.lexists(run_dir / ".lock")
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch.utils.tensorboard, "SummaryWriter", full)
+    with pytest.raises(SaveError, match=re.escape(f"could not write the TensorBoard summaries in "
+                                                  f"{(tmp_path / 'r_1D').resolve()}: No space left on device")):
+        TensorBoardWriter(tmp_path, "r_1D", clear_old=True)
