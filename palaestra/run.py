@@ -47,6 +47,7 @@ from palaestra.run_folders import (
     CONFIGURATION,
     RUN_LOGS,
     RunLock,
+    check_name_lengths,
     check_output_folder,
     check_run_folders,
     check_summaries_owner,
@@ -388,6 +389,7 @@ def _build(options: RunOptions, env: Env, config: TrainerConfig, settings: dict[
     behaviors = list(env.behavior_specs)
     names = output_names(behaviors, recorded_output_names(models / options.run_id, behaviors) if continues else {},
                          together=self_play_names(settings))
+    check_name_lengths(options.run_id, names)
     if options.resume and (shared := shared_files(names, settings)) is not None:
         raise CheckpointError(
             f"--resume: run {options.run_id!r} trained {' and '.join(map(repr, shared))} as one self-play policy "
@@ -563,6 +565,7 @@ def _adopt_new_behaviors(parts: RunParts, writers: list[Any], start_time: float,
         raise ConfigError(f"{parts.config.path}: " + "; ".join(mixed))
     together = self_play_names({**parts.settings, **settings})
     parts.output_names = output_names(new, parts.output_names, together)  # (the earlier behaviors keep theirs)
+    check_name_lengths(parts.options.run_id, {b: parts.output_names[b] for b in new})
     for name in new:
         seed = parts.seed + len(parts.trainers)
         joins = settings[name].self_play is not None and team_of(name)[0] in {

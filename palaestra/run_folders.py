@@ -67,6 +67,23 @@ def output_names(behaviors: list[str], known: dict[str, str] | None = None,
     return names
 
 
+NAME_MAX = 255  # bytes in a file name on Linux, macOS and Windows file systems alike
+
+
+def check_name_lengths(run_id: str, names: dict[str, str]) -> None:
+    """Every file of the run a file system can name: the longest is the temp file of a behavior's
+    ``summaries/<run-id>_<name>_metrics.csv`` (checkpoints.temp_file_beside). UsageError naming the
+    run-id and the behavior otherwise (found before training, not at the first summary)."""
+    for behavior, name in names.items():
+        longest = f".{run_id}_{name}_metrics.csv.12345678.tmp"
+        size = len(longest.encode("utf-8"))
+        if size > NAME_MAX:
+            raise UsageError(f"--run-id {run_id!r} with behavior {behavior!r} names files of {size} bytes "
+                             f"(summaries/.{run_id}_{name}_metrics.csv... while it is written), above the "
+                             f"{NAME_MAX} a file name may have; choose a run-id of at most "
+                             f"{len(run_id.encode('utf-8')) - (size - NAME_MAX)} bytes")
+
+
 _warned_configurations: set[Path] = set()
 
 

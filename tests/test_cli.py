@@ -1449,3 +1449,21 @@ def test_a_full_disk_at_the_start_names_the_file_it_could_not_write(tmp_path, mo
     with pytest.raises(SaveError, match=re.escape(f"could not write the TensorBoard summaries in "
                                                   f"{(tmp_path / 'r_1D').resolve()}: No space left on device")):
         TensorBoardWriter(tmp_path, "r_1D", clear_old=True)
+
+
+def test_a_run_id_and_behavior_too_long_for_a_file_name_are_refused_before_training(run_cli, workdir, monkeypatch):
+    # a 200-byte run-id passed every check, then the first summary failed: "File name too long"
+    (workdir / "long_behavior.py").write_text(
+        "from palaestra.envs.builtin.simple1d import Simple1D\n\n"
+        "def make(seed, num_areas):\n    return Simple1D(seed=seed, num_areas=num_areas, behavior_name='B' * 60)\n")
+    monkeypatch.syspath_prepend(str(workdir))
+    config = write_yaml(workdir / "c.yaml", SMALL.format(max_steps=400).replace("1D:", "default:"))
+    run_id = "r" * 200
+    for dry_run in (["--dry-run"], []):
+        result = run_cli(str(config), "--env=long_behavior:make", f"--run-id={run_id}", *dry_run)
+        assert result.code == 1 and "Traceback" not in result.log, result.log
+        assert (f"with behavior '{'B' * 60}' names files of 287 bytes (summaries/.{run_id}_{'B' * 60}_metrics.csv... "
+                "while it is written), above the 255 a file name may have; choose a run-id of at most 168 bytes"
+                ) in result.log
+        assert not (workdir / "summaries").exists() and not list((workdir / "models").glob("r*/*.pt"))
+    assert run_cli(str(config), "--env=long_behavior:make", f"--run-id={'r' * 168}").code == 0
