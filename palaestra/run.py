@@ -917,6 +917,7 @@ def _save_at_end(parts: RunParts, global_step: int, skip_diverged: bool = False)
             continue
         logger.info("Exported %s", trainer.onnx_path)
     timers = parts.summaries / f"{parts.options.run_id}_timers.json"
+    remove_partial_files(parts.summaries, re.escape(timers.name))  # a kill's during an earlier write
     try:
         TIMERS.write(str(timers))
     except OSError as e:

@@ -23,7 +23,8 @@ import re
 import shutil
 from pathlib import Path
 
-from palaestra.checkpoints import PARTIAL_FILE, CheckpointError, CheckpointManager, SaveError, atomic_write_text, os_reason
+from palaestra.checkpoints import (PARTIAL_FILE, CheckpointError, CheckpointManager, SaveError, atomic_write_text,
+                                  os_reason, remove_partial_files)
 from palaestra.options import SEED_MAX, RunOptions, UsageError
 from palaestra.settings import TrainerSettings
 from palaestra.trainer import BehaviorTrainer
@@ -336,4 +337,5 @@ def claim_summaries(summaries: Path, run_id: str, output_name: str) -> None:
     """Record in the behavior's summaries folder that this run and behavior write there."""
     folder = summaries / summaries_category(run_id, output_name)
     folder.mkdir(parents=True, exist_ok=True)
+    remove_partial_files(folder, re.escape(SUMMARIES_OWNER))  # a kill's during an earlier write
     atomic_write_text(folder / SUMMARIES_OWNER, json.dumps({"run_id": run_id, "behavior": output_name}) + "\n")

@@ -845,9 +845,12 @@ def test_a_temp_file_a_kill_left_is_no_earlier_run_and_goes_with_the_next_one(ru
     (run / ".configuration.yaml.ab12_x.tmp").write_text("half")  # a kill during configuration.yaml's write
     (workdir / "summaries").mkdir()
     (workdir / "summaries" / ".t_1D.csv.cd34.tmp").write_text("half")  # ... during a summary CSV's rewrite
+    (workdir / "summaries" / ".t_timers.json.ef56.tmp").write_text("half")  # ... the timers'
+    (workdir / "summaries" / "t_1D").mkdir()
+    (workdir / "summaries" / "t_1D" / "..owner.json.gh78.tmp").write_text("half")  # ... the folder's owner's
     result = run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=t")
     assert result.code == 0, result.log
-    assert not list(run.glob(".*.tmp")) and not list((workdir / "summaries").glob(".*.tmp"))
+    assert not list(run.glob(".*.tmp")) and not list((workdir / "summaries").rglob(".*.tmp"))
 
 
 def test_dry_run_checks_the_run_to_resume_and_changes_nothing(run_cli, small_config, workdir):
