@@ -92,6 +92,7 @@ class TensorBoardWriter:
         log_dir = (summaries_dir / category).resolve()  # its writer thread must not depend on the cwd
         self.log_dir = log_dir
         _quiet_writer_thread_errors()  # (before the writer: it writes its first event at once, a full disk included)
+        log_dir.mkdir(parents=True, exist_ok=True)  # (a file in its place: the run says which, and what to do)
         with self._named_errors():
             if clear_old and log_dir.exists():
                 for f in log_dir.glob("events.out*"):
