@@ -408,6 +408,7 @@ def _build(options: RunOptions, env: Env, config: TrainerConfig, settings: dict[
         trainers[name] = trainer
     self_play = SelfPlayController()
     join_self_play(trainers, self_play, seed)
+    _refuse_curricula_of_teams_that_do_not_learn(trainers, parameters)
     settings.update({name: t.settings for name, t in trainers.items()})  # (a self-play team plays with its owner's)
     if options.inference and trainers and not any(t.loaded_from for t in trainers.values()):
         # (a mistyped run-id, a run killed before its first checkpoint: as ML-Agents, refused; it
@@ -509,6 +510,19 @@ def _start_lessons(parameters: EnvironmentParameters, trainers: dict[str, Behavi
         trainer.summary_extra = (lambda b=name: parameters.summary(b))
 
 
+def _refuse_curricula_of_teams_that_do_not_learn(trainers: dict[str, BehaviorTrainer],
+                                                 parameters: EnvironmentParameters | None) -> None:
+    """A curriculum keyed by a self-play team other than its policy's owner would never be saved
+    nor summarized (the owner saves and summarizes the shared policy): a ConfigError saying which
+    key drives the group."""
+    for name, trainer in trainers.items():
+        if parameters is not None and name in parameters.curricula and not trainer.owns_learning:
+            owner = trainer.self_play.owner.name
+            raise ConfigError(f"{parameters.curricula[name].source}: the curriculum of {name!r}: its self-play teams "
+                              f"share one policy, which {owner!r} trains, saves and summarizes; key the curriculum "
+                              f"{name.partition('?')[0]!r} (or {owner!r}) instead")
+
+
 def _make_trainer(options: RunOptions, name: str, output_name: str, spec: BehaviorSpec, s: TrainerSettings,
                   device: Any, seed: int, models: Path, parameters: EnvironmentParameters | None,
                   late: bool = False, restores: bool = True) -> tuple[BehaviorTrainer, int]:
@@ -576,6 +590,7 @@ def _adopt_new_behaviors(parts: RunParts, writers: list[Any], start_time: float,
         parts.settings[name], parts.trainers[name] = settings[name], trainer
         try:
             join_self_play(parts.trainers, parts.self_play, parts.seed, running=True)
+            _refuse_curricula_of_teams_that_do_not_learn(parts.trainers, parts.parameters)
         except BaseException:  # refused (a team that does not fit its group): out before the run's last save,
             del parts.trainers[name], parts.settings[name]  # which would write its policy over the group's
             raise

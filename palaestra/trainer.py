@@ -365,8 +365,9 @@ class BehaviorTrainer:
             "global_step": global_step,
             "next_summary": self._next_summary,
             "algorithm": self.algorithm.state_dict(),
-        } | ({"self_play": self.self_play.state_dict()} if self.self_play is not None else {}) | ({"curriculum": self.lesson.state_dict()} if self.lesson is not None else
-             {"curriculum": self._kept_lesson} if self._kept_lesson is not None else {})
+        } | ({"self_play": self.self_play.state_dict()} if self.self_play is not None else {}) | (
+            {"curriculum": self.lesson.state_dict(self.curriculum)} if self.lesson is not None else
+            {"curriculum": self._kept_lesson} if self._kept_lesson is not None else {})
 
     @property
     def keeps_replay_buffer(self) -> bool:

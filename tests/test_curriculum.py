@@ -3,6 +3,7 @@ ones), the lesson state machine, the samplers' draws and the run's environment p
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -397,3 +398,57 @@ def test_a_sampler_type_that_cannot_work_is_refused_when_registered(cls, keys, m
     with pytest.raises(TypeError, match=re.escape(message)):
         register_sampler("broken", cls, keys)
     assert "broken" not in SAMPLER_TYPES
+
+
+def test_a_resume_whose_curriculum_measures_otherwise_starts_smoothing_again():
+    # the smoothed reward (1.3) was blended into the first progress check, and the lesson advanced at once
+    by_reward = curriculum("reward", thresholds=(1000.0,), min_length=1, smoothing=True)
+    s = LessonState()
+    s.add_returns(by_reward, [1.3])
+    s.check(by_reward, 0.0)
+    assert s.smoothed == pytest.approx(0.975)
+    by_progress = curriculum("progress", thresholds=(0.2,), min_length=1, smoothing=True)
+    restored = LessonState()
+    restored.load_state_dict(s.state_dict(by_reward), by_progress)
+    assert restored.smoothed == 0.0 and restored.measure is None
+    restored.add_returns(by_progress, [1.3])
+    assert not restored.check(by_progress, 0.05)
+    same = LessonState()
+    same.load_state_dict(s.state_dict(by_reward), by_reward)  # the same measure: its smoothing goes on
+    assert same.smoothed == pytest.approx(0.975)
+    older = LessonState()
+    older.load_state_dict(s.state_dict(), by_progress)  # a checkpoint from before the measure was saved
+    assert older.smoothed == pytest.approx(0.975)
+
+
+def test_a_curriculum_keyed_for_a_team_keeps_its_place_in_the_file(caplog):
+    # of two curricula setting one parameter the later one in the file wins; re-keyed to a team
+    # (Tennis -> Tennis?team=0), the earlier one moved to the end and won
+    tennis = dataclasses.replace(curriculum("progress", thresholds=(0.5,), min_length=1), behavior="Tennis")
+    other = dataclasses.replace(curriculum("progress", thresholds=(0.5,), min_length=1), behavior="Other")
+    tennis = dataclasses.replace(tennis, parameters={"x": [1.0, 1.5]})
+    other = dataclasses.replace(other, parameters={"x": [2.0, 2.5]})
+    parameters = EnvironmentParameters({"Tennis": tennis, "Other": other}, None, seed=0, workers=1)
+    assert "the value sent is Other's" in caplog.text and parameters.draw()[0]["x"] == 2.0
+    assert parameters.claim("Tennis?team=0")
+    assert list(parameters.curricula) == ["Tennis?team=0", "Other"] and parameters.draw()[0]["x"] == 2.0
+
+
+@pytest.mark.parametrize("key, refused", [("Tennis?team=1", True), ("Tennis", False)])
+def test_a_curriculum_of_a_self_play_team_that_does_not_save_the_policy_is_refused(run_cli, workdir, key, refused):
+    # its lesson was never saved nor summarized: only the owner team saves and summarizes the policy
+    from tests.conftest import SHIPPED_CONFIG
+
+    lessons = write_yaml(workdir / "lessons.yaml", f"""
+        "{key}":
+          measure: progress
+          thresholds: [0.5]
+          min_lesson_length: 1
+          signal_smoothing: false
+          parameters:
+            racket_speed: [1.0, 2.0]
+        """)
+    result = run_cli(str(SHIPPED_CONFIG), "--env=Tennis", "--run-id=t", f"--curriculum={lessons}", "--dry-run")
+    message = (f"{lessons}: the curriculum of 'Tennis?team=1': its self-play teams share one policy, which "
+               "'Tennis?team=0' trains, saves and summarizes; key the curriculum 'Tennis' (or 'Tennis?team=0') instead")
+    assert (result.code, message in result.log) == ((1, True) if refused else (0, False)), result.log

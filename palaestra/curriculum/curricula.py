@@ -91,14 +91,21 @@ class LessonState:
             self.returns.clear()
         return advanced
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"lesson": self.lesson, "smoothed": self.smoothed, "returns": list(self.returns),
-                "measure": self.measure}
+    def state_dict(self, curriculum: Curriculum | None = None) -> dict[str, Any]:
+        state = {"lesson": self.lesson, "smoothed": self.smoothed, "returns": list(self.returns),
+                 "measure": self.measure}
+        return state | ({"measured": curriculum.measure} if curriculum is not None else {})
 
     def load_state_dict(self, state: dict[str, Any], curriculum: Curriculum) -> None:
         self.lesson = min(max(int(state.get("lesson", 0)), 0), curriculum.max_lesson)
-        self.smoothed = float(state.get("smoothed", 0.0))
         self.returns = deque((float(r) for r in state.get("returns", [])), maxlen=curriculum.min_lesson_length)
+        measured = state.get("measured", curriculum.measure)  # (checkpoints from before it was saved: the same)
+        if measured != curriculum.measure:  # a reward smoothed into a progress (or back) would decide the lesson
+            logger.info("curriculum %s: its measure is now %s (the checkpoint's was %s): the smoothed measure starts "
+                        "again from 0", curriculum.behavior, curriculum.measure, measured)
+            self.smoothed, self.measure = 0.0, None
+            return
+        self.smoothed = float(state.get("smoothed", 0.0))
         self.measure = state.get("measure")
 
 

@@ -30,7 +30,11 @@ def rekey_for_team(curricula: dict[str, Curriculum], behavior: str) -> bool:
     base = behavior.partition("?")[0]
     if base == behavior or base not in curricula or behavior in curricula:
         return False
-    curricula[behavior] = dataclasses.replace(curricula.pop(base), behavior=behavior)
+    # in the file's place: of two curricula setting one parameter, the later one in the file wins
+    entries = list(curricula.items())
+    curricula.clear()
+    curricula.update((behavior, dataclasses.replace(c, behavior=behavior)) if name == base else (name, c)
+                     for name, c in entries)
     logger.info("curriculum %s drives behavior %s", base, behavior)
     return True
 
