@@ -216,6 +216,14 @@ def test_lesson_state_round_trips():
     assert (restored.lesson, list(restored.returns), restored.returns.maxlen) == (1, [1.0, 2.0], 3)
 
 
+def test_a_checkpoint_past_the_curriculum_s_last_lesson_goes_on_at_it_and_says_so(caplog):
+    shorter = curriculum("reward", thresholds=(1.0,), min_length=3)
+    restored = LessonState()
+    restored.load_state_dict({"lesson": 2}, shorter)
+    assert restored.lesson == 1
+    assert "the checkpoint is at lesson 2, and the curriculum now has lessons 0 to 1; it goes on at its last" in caplog.text
+
+
 # -- samplers and the run's parameters ---------------------------------------------------------
 def test_samplers_same_seed_same_draws_and_different_per_worker(tmp_path):
     sampler = load_sampler(write_yaml(tmp_path / "s.yaml", """

@@ -97,7 +97,12 @@ class LessonState:
         return state | ({"measured": curriculum.measure} if curriculum is not None else {})
 
     def load_state_dict(self, state: dict[str, Any], curriculum: Curriculum) -> None:
-        self.lesson = min(max(int(state.get("lesson", 0)), 0), curriculum.max_lesson)
+        saved = max(int(state.get("lesson", 0)), 0)
+        self.lesson = min(saved, curriculum.max_lesson)
+        if saved > self.lesson:  # (a curriculum file edited between the runs)
+            logger.warning("curriculum %s: the checkpoint is at lesson %d, and the curriculum now has lessons 0 to "
+                           "%d; it goes on at its last, %d", curriculum.behavior, saved, curriculum.max_lesson,
+                           self.lesson)
         self.returns = deque((float(r) for r in state.get("returns", [])), maxlen=curriculum.min_lesson_length)
         measured = state.get("measured", curriculum.measure)  # (checkpoints from before it was saved: the same)
         if measured != curriculum.measure:  # a reward smoothed into a progress (or back) would decide the lesson
