@@ -101,20 +101,21 @@ class SelfPlayController:
         else:
             self._waiting.append(team)
 
-    def request_change(self) -> None:
+    def request_change(self) -> bool:
         """The next team's turn comes (apply_change, once the run has ended the episodes under way
         as the current turn's); one whose policy has reached max_steps waits (its turn would teach
-        nothing), and with no other team left the turn stays."""
+        nothing), and with no other team left the turn stays. Whether a change was requested now."""
         if not self._waiting or self.learning_team is None or self._next is not None:
-            return
+            return False
         for _ in range(len(self._waiting)):
             team = self._waiting.popleft()
             if not self._finished(team):
                 self._waiting.append(self.learning_team)
                 self._next = team
                 self._reset_due = True
-                return
+                return True
             self._waiting.append(team)
+        return False
 
     def apply_change(self) -> None:
         """The requested team learns from now on: every environment has just ended its episodes
@@ -246,7 +247,8 @@ class SelfPlayGroup:
                 trainer.settings = self.owner.settings
                 trainer.collector = trainer.new_collector()  # its horizon, the policy's signals and memory
         weights = np.empty(weight_size(self._layout), np.float32)
-        self.ghosts[team] = _Ghost(weights, make_actor(self._layout, weights, self.rng))
+        # (in the trainer's process: a module of its own per team, the process's torch settings kept)
+        self.ghosts[team] = _Ghost(weights, make_actor(self._layout, weights, self.rng, in_worker=False))
         self._load(team, self._latest())
         self.controller.subscribe(team)
 
@@ -309,8 +311,10 @@ class SelfPlayGroup:
         learns = self.controller.learning_team in self.teams
         # (a policy that reached max_steps hands the turn on at once: the other teams still learn)
         if learns and (step - self.last_team_change > s.team_change or not self.owner.should_continue()):
-            self.controller.request_change()  # the run applies it at the reset it brings (turn_changed)
-            self.last_team_change = step
+            # the run applies it at the reset it brings (turn_changed); a turn that stays (no other
+            # team left to learn) is no change, and its start stays where it was
+            if self.controller.request_change():
+                self.last_team_change = step
         if step - self.last_save > s.save_steps:
             self._save_snapshot()
             self.last_save = step
@@ -338,9 +342,7 @@ class SelfPlayGroup:
         """The acting workers' rounds from now on play the next turn: the ghosts take its opponent
         now, and the ratings charge it from the turn's change (turn_changed), when the rounds
         played against the one before are all recorded."""
-        self._next_opponent, weights = self._draw_opponent()
-        for team in self.teams:
-            self._load(team, weights)
+        self._next_opponent = self._draw_for_ghosts(self.controller.acting_team)
 
     def _save_snapshot(self) -> None:
         """The latest weights join the window. A full window drops its oldest, and the snapshot the
@@ -365,9 +367,18 @@ class SelfPlayGroup:
         if self.controller.turn_played_ahead:  # the rounds published from now on are the next turn's
             self.draw_next_opponent()  # (those under way stay rated against the current opponent)
             return
-        self.opponent, weights = self._draw_opponent()
+        self.opponent = self._draw_for_ghosts(self.controller.learning_team)
+
+    def _draw_for_ghosts(self, learner: int | None) -> int:
+        """Each ghost team's own opponent, as ML-Agents' _swap_snapshots draws one per team (the
+        team that learns, ``learner``, none); the one the ratings charge: the last drawn, as
+        ML-Agents' current_opponent."""
+        rated = self.opponent
         for team in self.teams:
-            self._load(team, weights)
+            if team != learner:
+                rated, weights = self._draw_opponent()
+                self._load(team, weights)
+        return rated
 
     def _draw_opponent(self) -> tuple[int, np.ndarray]:
         """A snapshot of the window (its index), or the latest weights (LATEST) with probability
@@ -424,11 +435,11 @@ class SelfPlayGroup:
         for team, weights in state.get("ghosts", {}).items():
             if team in self.ghosts and _flat(weights).size == size:
                 self._load(team, _flat(weights))
+        if turn:  # (before the swap owed: its ghosts are the resumed turn's)
+            self.controller.load_state_dict(state.get("controller", {}))
         if state.get("swap_owed"):
             self._swap()
             self.last_swap = self.ghost_steps
-        if turn:
-            self.controller.load_state_dict(state.get("controller", {}))
 
 
 def _flat(weights: Any) -> np.ndarray:

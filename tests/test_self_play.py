@@ -20,6 +20,7 @@ from palaestra.envs.combined import CombinedEnv
 from palaestra.evaluation import evaluate_onnx
 from palaestra.rollout.collector import Collector
 from palaestra.self_play import SelfPlayController, elo_expected, team_of
+from palaestra.networks.numpy_network import weight_size
 from palaestra.stats import StatsReporter
 from palaestra.trainer import BehaviorTrainer
 
@@ -500,6 +501,7 @@ def test_the_ghosts_snapshot_keeps_its_rating_when_the_window_moves(workdir):
     g.opponent = 0
     draws = iter([1, 2])  # the opponents drawn, in order
     g._draw_opponent = lambda: (i := next(draws), g.snapshots[i][0])
+    g.teams, g._load = {0: None, 1: None}, lambda team, weights: None  # two teams: one ghost draws
     controller = g.controller
     controller.learning_team, controller._next = 0, 1  # (a change of turn requested)
     controller.play_ahead()
@@ -521,6 +523,7 @@ def test_the_ghosts_snapshot_keeps_its_rating_when_the_window_moves(workdir):
     assert g.state_dict()["swap_owed"]
     resumed = group(g.settings)
     resumed._draw_opponent = lambda: (2, resumed.snapshots[-1][0])
+    resumed.teams, resumed._load = {0: None, 1: None}, lambda team, weights: None
     resumed.load_state_dict(g.state_dict())
     assert resumed.opponent == 2 and resumed.last_swap == resumed.ghost_steps == 6
 
@@ -870,3 +873,70 @@ def test_behaviors_that_miss_an_agent_or_name_a_stranger_are_refused(run_cli, wo
     result = run_cli(path, f"--env={duel_module}:{factory}", "--run-id=pz")
     assert result.code != 0 and "Traceback" not in result.log
     assert message in result.log
+
+
+def _lone_group(workdir, recurrent: bool = False, **self_play):
+    """A self-play group of behavior 1D over a real algorithm, without a run."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from palaestra.algorithms import make_algorithm
+    from palaestra.envs.base import ActionSpec, BehaviorSpec
+    from palaestra.self_play import SelfPlayGroup
+    from palaestra.settings import load_trainer_config
+
+    settings = load_trainer_config(config(workdir, ("1D",), 1000, **self_play)).for_behavior("1D")
+    if recurrent:
+        settings = dataclasses.replace(settings, use_recurrent=True, memory_size=8, sequence_length=4)
+    spec = BehaviorSpec(((1,),), ActionSpec(0, (2,)))
+    algorithm = make_algorithm(spec, settings, torch.device("cpu"), np.random.default_rng(0), "1D", True)
+    owner = SimpleNamespace(algorithm=algorithm, stats=StatsReporter("x", []), should_continue=lambda: True,
+                            training=True, name="1D")
+    return SelfPlayGroup("1D", settings.self_play, SelfPlayController(), owner, np.random.default_rng(0))
+
+
+def test_each_ghost_team_draws_its_own_opponent_and_the_last_drawn_is_rated(workdir):
+    # with three teams every ghost team took the same opponent: ML-Agents draws one per team
+    g = _lone_group(workdir, window=3)
+    loaded = {}
+    g.teams, g._load = {0: None, 1: None, 2: None}, lambda team, weights: loaded.__setitem__(team, weights)
+    g.controller.learning_team = 0
+    draws = iter([(1, "snapshot 1"), (2, "snapshot 2")])
+    g._draw_opponent = lambda: next(draws)
+    g._swap()
+    assert loaded == {1: "snapshot 1", 2: "snapshot 2"} and g.opponent == 2  # (the learner's team draws none)
+
+
+def test_a_turn_that_stays_keeps_the_time_it_started(workdir):
+    # at max_steps (or with a change pending) no change happens, yet the turn's start moved to the
+    # step reached: a resumed run kept the turn that much longer
+    g = _lone_group(workdir, team_change=100)
+    g.teams = {0: None}
+    g.controller.learning_team = 0
+    g.controller.request_change = lambda: False  # no other team may take the turn
+    g.owner.algorithm.step = 150
+    g.advance()
+    assert g.last_team_change == 0
+    g.controller.request_change = lambda: True
+    g.advance()
+    assert g.last_team_change == 150
+
+
+def test_recurrent_ghosts_act_with_modules_of_their_own_and_leave_the_process_settings(workdir):
+    # every team's ghost wrapped one torch module, bound to the last team's weights; and building
+    # them set the trainer's process to one torch thread and reseeded torch
+    import torch
+
+    from palaestra.networks.acting import make_actor
+
+    g = _lone_group(workdir, recurrent=True)
+    threads = torch.get_num_threads()
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    first = make_actor(g._layout, np.zeros(weight_size(g._layout), np.float32), g.rng, in_worker=False)
+    second = make_actor(g._layout, np.ones(weight_size(g._layout), np.float32), g.rng, in_worker=False)
+    assert torch.get_num_threads() == threads and torch.equal(torch.rand(3), expected)
+    assert first.module is not second.module
+    assert all(float(p.abs().sum()) == 0 for p in first.module.parameters())
