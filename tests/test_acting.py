@@ -483,6 +483,17 @@ def test_decoupled_ppo_centres_the_clip_on_the_newest_policy_and_weights_stale_r
     np.testing.assert_allclose(stale["log_prob"], acted.log_prob, atol=1e-5)
     expected = np.minimum(np.exp([0.2, -0.2, 3.0, 0.0, 0.0]), WEIGHT_CAP) * fresh["advantages"]
     np.testing.assert_allclose(stale["advantages"], expected, rtol=1e-4)
+    # two rows at a time (a buffer of images at once took gigabytes): the same
+    import palaestra.algorithms.ppo as ppo_module
+
+    chunked = dict(fresh, log_prob=acted.log_prob + np.array([-0.2, 0.2, -3.0, 0.0, 0.0], np.float32))
+    original, ppo_module.NO_GRAD_ROWS = ppo_module.NO_GRAD_ROWS, 2
+    try:
+        ppo._decouple(chunked)
+    finally:
+        ppo_module.NO_GRAD_ROWS = original
+    np.testing.assert_allclose(chunked["log_prob"], stale["log_prob"], rtol=1e-6)
+    np.testing.assert_allclose(chunked["advantages"], stale["advantages"], rtol=1e-6)
 
 
 def test_slow_workers_close_their_environments_when_the_run_ends(tmp_path, monkeypatch):

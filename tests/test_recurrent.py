@@ -306,6 +306,18 @@ def test_ppo_recomputes_the_values_of_lagged_experience_as_the_policy_acted_them
     mask = seg.row_mask
     np.testing.assert_allclose(values[mask], seg.values[mask], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(bootstrap, seg.bootstrap, rtol=1e-4, atol=1e-5)
+    # a few segments at a time (a buffer of images at once took gigabytes): the same estimates
+    import palaestra.algorithms.ppo as ppo_module
+
+    original = ppo_module.NO_GRAD_ROWS
+    try:
+        ppo_module.NO_GRAD_ROWS = 2 * seg.width
+        chunked, chunked_bootstrap = ppo._current_values(seg)
+    finally:
+        ppo_module.NO_GRAD_ROWS = original
+    assert seg.length.shape[0] > 2
+    np.testing.assert_allclose(chunked, values, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(chunked_bootstrap, bootstrap, rtol=1e-5, atol=1e-6)
 
 
 @ALGORITHMS

@@ -54,6 +54,8 @@ from palaestra.rollout.segments import ActResult, Segments
 from palaestra.settings import PPOSettings
 from palaestra.timers import timed
 
+# Rows per forward pass of the no-grad evaluations over a whole buffer (_current_values, _decouple)
+NO_GRAD_ROWS = 1024
 # The largest importance weight pi_prox / pi_behavior of the decoupled objective (_decouple).
 WEIGHT_CAP = 2.0
 
@@ -354,14 +356,23 @@ class PPO:
         session 18 rows of ML-Agents' test matrix). The observation after the last row is read as
         one more row, so a recurrent critic reaches it with the memory of the rows before it."""
         F, H = seg.length.shape[0], seg.width
-        rows = []
+        extended = []
         for obs, following in zip(seg.observations, seg.next_observations):
-            extended = np.concatenate([obs, obs[:, :1]], axis=1)  # [F, H + 1, ...]
-            extended[np.arange(F), seg.length] = following
-            rows.append(torch.as_tensor(extended.reshape(F * (H + 1), *obs.shape[2:]), device=self.device))
-        memory = torch.as_tensor(seg.memory[:, 0], device=self.device) if self.memory_size else None
-        features, _ = self.policy.hidden(rows, memory, H + 1 if self.memory_size else 1)
-        values = self.policy.values(features[1]).cpu().numpy().reshape(F, H + 1, -1)
+            rows = np.concatenate([obs, obs[:, :1]], axis=1)  # [F, H + 1, ...]
+            rows[np.arange(F), seg.length] = following
+            extended.append(rows)
+        chunks = []
+        # segments a chunk at a time: a whole buffer of images at once through the CNNs took
+        # gigabytes (about 0.9 MB per 84 x 84 image for resnet)
+        per_chunk = max(1, NO_GRAD_ROWS // (H + 1))
+        for start in range(0, F, per_chunk):
+            part = slice(start, min(start + per_chunk, F))
+            n = part.stop - part.start
+            rows = [torch.as_tensor(o[part].reshape(n * (H + 1), *o.shape[2:]), device=self.device) for o in extended]
+            memory = torch.as_tensor(seg.memory[part, 0], device=self.device) if self.memory_size else None
+            features, _ = self.policy.hidden(rows, memory, H + 1 if self.memory_size else 1)
+            chunks.append(self.policy.values(features[1]).cpu().numpy().reshape(n, H + 1, -1))
+        values = np.concatenate(chunks)
         return values[:, :H], values[np.arange(F), seg.length]
 
     def _signal_columns(self, seg: Segments, mask: np.ndarray) -> dict[str, np.ndarray]:
@@ -479,14 +490,18 @@ class PPO:
         starts from, both changes vanish (the weight is 1 and the proximal log-probability is the
         stored one); normalizer updates since it acted make that policy a little different."""
         action = self.spec.action_spec
-        t = {k: torch.as_tensor(v, device=self.device) for k, v in data.items()}
-        prox = self.policy.evaluate(
-            observations(t),
-            t["allowed"] if action.is_discrete else None,
-            t["continuous"] if action.is_continuous else None,
-            t["discrete"] if action.is_discrete else None,
-            **self._sequences(t),
-        ).log_prob.cpu().numpy().astype(np.float32)
+        total = len(data["log_prob"])
+        step = max(self.sequence_length, NO_GRAD_ROWS // self.sequence_length * self.sequence_length)
+        prox = np.empty(total, np.float32)
+        for start in range(0, total, step):  # (a chunk at a time, whole sequences: see _current_values)
+            t = {k: torch.as_tensor(v[start : start + step], device=self.device) for k, v in data.items()}
+            prox[start : start + step] = self.policy.evaluate(
+                observations(t),
+                t["allowed"] if action.is_discrete else None,
+                t["continuous"] if action.is_continuous else None,
+                t["discrete"] if action.is_discrete else None,
+                **self._sequences(t),
+            ).log_prob.cpu().numpy()
         weight = np.minimum(np.exp(prox - data["log_prob"]), WEIGHT_CAP).astype(np.float32)
         data["log_prob"] = prox
         data["advantages"] = data["advantages"] * weight
