@@ -71,6 +71,17 @@ def test_the_settings_checks_know_each_encoder_s_dense_layer_size_and_refuse_abs
     assert "render smaller images" in problem
 
 
+@pytest.mark.parametrize("kind, side, features", [
+    ("simple", 36, 288), ("simple", 84, 2592), ("nature_cnn", 36, 64), ("nature_cnn", 84, 3136),
+    ("resnet", 36, 288), ("resnet", 84, 2592), ("resnet", 15, 32)])
+def test_each_encoder_hands_its_dense_layer_ml_agents_sizes(kind, side, features):
+    # ML-Agents' encoders' flattened sizes (its resnet pools unpadded: a padded pool gave 800 at 36)
+    from palaestra.networks.encoders import conv_features
+
+    dense = next(m for m in image_encoder(kind, (side, side, 3), 8) if isinstance(m, torch.nn.Linear))
+    assert dense.in_features == conv_features((side, side, 3), kind) == features
+
+
 def test_uint8_images_read_as_floats_in_0_1():
     encoder = image_encoder("simple", (20, 20, 1), 8)
     stored = torch.randint(0, 256, (3, 20, 20, 1), dtype=torch.uint8)

@@ -44,7 +44,7 @@ MAX_CONV_FEATURES = 1 << 20
 
 # The image encoders' convolutions (networks/visual.py builds them), here torch-free for the
 # settings checks: (output channels, kernel, stride) per layer; resnet's blocks each start with a
-# 3x3 convolution that keeps the size and a 3x3 max pool of stride 2 (padding 1) that halves it
+# 3x3 convolution that keeps the size and an unpadded 3x3 max pool of stride 2 (ML-Agents')
 CONVOLUTIONS = {"simple": ((16, 8, 4), (32, 4, 2)), "nature_cnn": ((32, 8, 4), (64, 4, 2), (64, 3, 1))}
 RESNET_CHANNELS = (16, 32, 32)
 
@@ -55,7 +55,7 @@ def conv_features(shape: tuple[int, ...], kind: str) -> int:
     height, width = shape[0], shape[1]
     if kind == "resnet":
         for _ in RESNET_CHANNELS:
-            height, width = (height - 1) // 2 + 1, (width - 1) // 2 + 1
+            height, width = (height - 3) // 2 + 1, (width - 3) // 2 + 1
         return RESNET_CHANNELS[-1] * height * width
     for _, kernel, stride in CONVOLUTIONS[kind]:
         height, width = (height - kernel) // stride + 1, (width - kernel) // stride + 1

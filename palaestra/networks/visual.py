@@ -110,9 +110,10 @@ def image_encoder(kind: str, shape: tuple[int, ...], features: int) -> nn.Sequen
     layers: list[nn.Module] = [ChannelsFirst()]
     if kind == "resnet":
         for out in RESNET_CHANNELS:
-            layers += [_conv(channels, out, 3, 1, 1), nn.MaxPool2d(3, 2, 1)]
+            # (ML-Agents' stack: a size-keeping convolution, then an unpadded 3x3 max pool of stride 2)
+            layers += [_conv(channels, out, 3, 1, 1), nn.MaxPool2d(3, 2)]
             layers += [ResidualBlock(out) for _ in range(RESNET_BLOCKS)]
-            height, width, channels = _conv_size(height, 3, 2, 1), _conv_size(width, 3, 2, 1), out
+            height, width, channels = _conv_size(height, 3, 2), _conv_size(width, 3, 2), out
         layers += [nn.SiLU(), nn.Flatten(), _dense(channels * height * width, features), nn.SiLU()]
         return nn.Sequential(*layers)
     for out, kernel, stride in CONVOLUTIONS[kind]:
