@@ -542,7 +542,8 @@ def _make_trainer(options: RunOptions, name: str, output_name: str, spec: Behavi
     except ConfigError as e:  # a setting the algorithm cannot use (SAC's replay buffer past the memory)
         raise ConfigError(f"{options.trainer_config_path}: {e}") from None
     except (MemoryError, RuntimeError) as e:  # torch's allocator raises RuntimeError when out of memory
-        raise ConfigError(f"{options.trainer_config_path}: behavior {name!r}: cannot build its networks ({s.num_layers} x {s.hidden_units} units) "
+        raise ConfigError(f"{options.trainer_config_path}: behavior {name!r}: cannot build its networks "
+                          f"({s.num_layers} x {s.hidden_units} units) "
                           f"or its experience buffers (time_horizon {s.time_horizon:,}, buffer_size "
                           f"{s.buffer_size:,}): {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     if parameters is not None and parameters.claim(name):  # before restore: a checkpoint holds its lesson

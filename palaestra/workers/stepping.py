@@ -284,7 +284,8 @@ class WorkerPoolEnv:
         _, behavior, shm_name, rows, spec = message
         known = self._specs.setdefault(behavior, spec)  # (the pool's specs: a restarted worker checks them)
         if known != spec:
-            raise self.pool.error(i, f"behavior {behavior!r} has {describe_spec(spec)} there but {describe_spec(known)} in "
+            raise self.pool.error(i, f"behavior {behavior!r} has {describe_spec(spec)} there but "
+                                     f"{describe_spec(known)} in "
                                      "the other environment workers")
         try:
             self.pool.map_block(i, behavior, block_layout(self._specs[behavior], rows), shm_name)

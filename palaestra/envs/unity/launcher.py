@@ -140,7 +140,8 @@ class UnityProcess:
         return str(self.log_file)
 
     def hint(self) -> str:
-        return (f"Check the build's log ({self.logs() if self.log_file else 'the Unity Player log'}): the scene must have agents "
+        log = self.logs() if self.log_file else "the Unity Player log"
+        return (f"Check the build's log ({log}): the scene must have agents "
                 "with Behavior Parameters and an Academy that connects to the trainer (com.unity.ml-agents); "
                 "a build made with an old ML-Agents package, or a slow machine (raise --timeout-wait), are "
                 "the usual causes")
