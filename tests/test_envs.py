@@ -1411,3 +1411,55 @@ def test_pettingzoo_without_a_module_is_named_as_given():
     pytest.importorskip("pettingzoo")
     with pytest.raises(EnvError, match=r"^--env=pettingzoo:pettingzoo.classic.rps_v2: --num-areas 2 is not supported"):
         make_env("pettingzoo:pettingzoo.classic.rps_v2", num_areas=2)
+
+
+def test_builtin_environments_drop_the_actions_set_before_a_reset():
+    # Unity's reset clears the pending actions: here Basic moved with them, and WallJump (whose
+    # behaviors' agents change at a reset) failed with a bare numpy shape error
+    def first_step(actions_before_reset: bool) -> np.ndarray:
+        env = BUILTIN_ENVS["Basic"](seed=0)
+        env.reset()
+        if actions_before_reset:
+            env.set_actions("Basic", ActionTuple(discrete=np.full((len(env.get_steps("Basic")[0]), 1), 2, np.int32)))
+        env.reset()
+        env.step()
+        return env.get_steps("Basic")[0].obs[0]
+
+    np.testing.assert_array_equal(first_step(True), first_step(False))
+    wall = BUILTIN_ENVS["WallJump"](seed=0, num_areas=12)
+    wall.reset()
+    for behavior, spec in wall.behavior_specs.items():
+        wall.set_actions(behavior, spec.action_spec.empty_actions(len(wall.get_steps(behavior)[0])))
+    wall.reset()
+    wall.step()  # (each behavior's agents are others now)
+
+
+def test_builtin_parameters_that_are_not_finite_keep_the_value_in_force(caplog):
+    env = BUILTIN_ENVS["3DBall"](seed=0)
+    env.reset({"gravity": 12.0})
+    for bad in (float("inf"), float("nan")):
+        env.reset({"gravity": bad})
+        assert env.parameters["gravity"] == 12.0
+        env.set_actions("3DBall", env.action_spec.empty_actions(len(env.get_steps("3DBall")[0])))
+        env.step()
+        assert np.isfinite(env.get_steps("3DBall")[0].obs[0]).all()
+    assert "gravity = inf is not a finite number (a sampler or curriculum asked it); keeping 12" in caplog.text
+
+
+def test_a_very_light_ball_slows_down_rather_than_swinging_ever_faster():
+    env = BUILTIN_ENVS["3DBall"](seed=0)
+    env.reset({"gravity": 0.0, "mass": 0.001})
+    env.vel[:] = 0.5
+    speeds = []
+    for _ in range(4):
+        env.set_actions("3DBall", env.action_spec.empty_actions(env.n))
+        env.step()
+        speeds.append(float(np.abs(env.vel).max()))
+    assert speeds[-1] < 1e-6 and all(b <= a for a, b in zip(speeds, speeds[1:]))
+
+
+def test_a_seeded_gymnasium_reset_keeps_the_parameters_in_force():
+    envs = gym.make_vec("palaestra.envs.gym_vector:palaestra/3DBall-v0", num_envs=12)
+    first, _ = envs.reset(seed=5, options={"parameters": {"scale": 3.0}})
+    again, _ = envs.reset(seed=5)
+    np.testing.assert_array_equal(first, again)  # (the ball's height shows the scale)

@@ -81,8 +81,10 @@ class BuiltinGymVectorEnv(VectorEnv):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         """``options={"parameters": {...}}`` sets environment parameters (3DBall: mass, gravity, scale)."""
-        if seed is not None:
+        if seed is not None:  # (a new environment, with the parameters in force: they hold until new ones come)
+            in_force = dict(getattr(self._env, "parameters", {}))
             self._env = make_builtin(self.name, seed=seed, num_areas=self._areas, **self._kwargs)
+            getattr(self._env, "parameters", {}).update(in_force)
         self._env.reset((options or {}).get("parameters"))
         decision, _ = self._env.get_steps(self._behavior)
         return self._obs(decision.obs[0]), self._info(decision)

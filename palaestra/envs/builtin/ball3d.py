@@ -77,7 +77,9 @@ class Ball3D(BuiltinVectorEnv):
     def _advance(self, actions: ActionTuple) -> tuple[np.ndarray, np.ndarray]:
         turn = np.clip(actions.continuous[:, :2], -1.0, 1.0) * TURN_PER_STEP
         gravity = self.parameters["gravity"]
-        friction = FRICTION / max(self.parameters["mass"], 1e-3)
+        # a step's friction at most stops the ball (a ball lighter than 0.002 overshot, swinging
+        # back and forth ever faster)
+        friction = min(FRICTION / max(self.parameters["mass"], 1e-3), 1.0 / DT)
         for _ in range(PHYSICS_STEPS):
             self.tilt = np.clip(self.tilt + turn, -MAX_TILT, MAX_TILT)
             accel = -ROLLING * gravity * np.sin(self.tilt) - friction * self.vel

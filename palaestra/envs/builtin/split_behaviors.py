@@ -51,6 +51,7 @@ class SplitBehaviorsEnv(BuiltinVectorEnv):
         self._chosen[behavior] = actions
 
     def reset(self, parameters: Mapping[str, float] | None = None) -> None:
+        self._chosen = {}  # (each behavior's agents may be others after the reset)
         super().reset(parameters)
         self._split(self._behavior_index())
 

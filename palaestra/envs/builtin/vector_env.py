@@ -92,6 +92,7 @@ class BuiltinVectorEnv(SingleBehaviorEnv):
                                ", ".join(unknown), ", ".join(sorted(self.default_parameters)) or "none")
             self.parameters.update({k: self._within_limits(k, float(v)) for k, v in parameters.items()
                                     if k in self.default_parameters})
+        self._actions = None  # (actions set for the episodes a reset ends are not the new ones', as Unity's)
         self._reset_agents(self._ids)
         self.episode_steps[:] = 0
         self._terminal = self._no_terminal
@@ -106,6 +107,12 @@ class BuiltinVectorEnv(SingleBehaviorEnv):
         return next((name for name, cls in BUILTIN_ENVS.items() if cls is type(self)), type(self).__name__)
 
     def _within_limits(self, name: str, value: float) -> float:
+        if not np.isfinite(value):  # (NaN passed the least-value check as "below", inf made NaN physics)
+            if f"!{name}" not in self._warned:
+                self._warned.add(f"!{name}")
+                logger.warning("%s: environment parameter %s = %g is not a finite number (a sampler or curriculum "
+                               "asked it); keeping %g", self._env_name(), name, value, self.parameters[name])
+            return self.parameters[name]
         least = self.parameter_minimums.get(name, -np.inf)
         if value >= least:
             return value
