@@ -606,21 +606,24 @@ def test_a_temporary_file_that_cannot_be_set_up_is_removed(tmp_path, monkeypatch
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_resumed_optimizer_keeps_its_own_implementation_flags_not_the_checkpoint_s():
+def test_a_resumed_optimizer_keeps_its_own_settings_not_the_checkpoint_s():
     # a run trained on a GPU saves fused=True; resumed on a CPU whose torch has no fused CPU Adam
-    # (before 2.4), torch's load would restore the flag and the first step would fail there
+    # (before 2.4), torch's load would restore the flag and the first step would fail there; and a
+    # resumed config's adam_epsilon or learning rate was replaced by the checkpoint's without a word
     from palaestra.networks.optim import load_optimizer_state
 
     weights = torch.nn.Parameter(torch.ones(3))
-    trained = torch.optim.Adam([weights], lr=0.1, foreach=False)
+    trained = torch.optim.Adam([weights], lr=0.1, eps=1e-8, foreach=False)
     weights.grad = torch.ones(3)
     trained.step()
     saved = trained.state_dict()
     saved["param_groups"][0].update(fused=True, foreach=None)  # as the GPU machine wrote it
-    resumed = torch.optim.Adam([weights], lr=0.5, foreach=False)
+    resumed = torch.optim.Adam([weights], lr=0.5, eps=0.25, foreach=False)
     load_optimizer_state(resumed, saved)
     group = resumed.param_groups[0]
-    assert not group["fused"] and group["foreach"] is False and group["lr"] == 0.1  # learning state restored
+    assert not group["fused"] and group["foreach"] is False
+    assert group["lr"] == 0.5 and group["eps"] == 0.25 and group["params"] == [weights]  # the new run's settings
+    torch.testing.assert_close(resumed.state[weights]["exp_avg"], trained.state[weights]["exp_avg"])
     assert resumed.state[weights]["step"].device.type == "cpu" and float(resumed.state[weights]["step"]) == 1
     resumed.step()
     assert float(resumed.state[weights]["step"]) == 2

@@ -22,16 +22,14 @@ def make_adam(params, lr: float, eps: float = 1e-8) -> torch.optim.Optimizer:
         return torch.optim.Adam(params, lr=lr, eps=eps)
 
 
-# how an optimizer runs, not what it learned: a checkpoint's flags belong to the machine that wrote it
-IMPLEMENTATION_FLAGS = ("fused", "foreach", "capturable", "differentiable")
-
-
 def load_optimizer_state(optimizer: torch.optim.Optimizer, state: Mapping) -> None:
-    """``optimizer.load_state_dict(state)``, keeping the optimizer's own implementation flags. torch
-    restores a checkpoint's ``fused`` with its learning state: a run trained on a GPU and resumed on
-    a CPU whose torch has no fused CPU Adam (before 2.4) would then fail at its first step. The
-    flags also decide where the state's step counters go, so they are set before the load."""
-    groups = [{**saved, **{k: own[k] for k in IMPLEMENTATION_FLAGS if k in own}}
+    """``optimizer.load_state_dict(state)`` for what the optimizer learned (its moments and step
+    counts), keeping every setting of its own groups. torch restores a checkpoint's group settings
+    with its learning state: a resumed run's changed ``adam_epsilon`` was then replaced by the old
+    one without a word, and a run trained on a GPU and resumed on a CPU whose torch has no fused
+    CPU Adam (before 2.4) failed at its first step on the checkpoint's ``fused``. The flags also
+    decide where the state's step counters go, so they are set before the load."""
+    groups = [{**{k: v for k, v in own.items() if k != "params"}, "params": saved["params"]}
               for saved, own in zip(state["param_groups"], optimizer.param_groups)]
     optimizer.load_state_dict({**state, "param_groups": groups})
 
