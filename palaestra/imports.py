@@ -17,12 +17,14 @@ _FOLDERS_BESIDE: list[str] = []  # folders made importable by import_beside, for
 
 
 def import_beside(path: str) -> None:
-    """Make the modules beside the file ``path`` (the trainer config) importable too, after the
-    working directory: ``--env=my_env:make`` then finds ``my_env.py`` next to the config from
-    wherever the run starts. Worker processes inherit the import path."""
+    """Make the modules beside the file ``path`` (the trainer config) importable too, after
+    everything else: ``--env=my_env:make`` then finds ``my_env.py`` next to the config from
+    wherever the run starts, while a user's ``profile.py`` or ``statistics.py`` there cannot stand
+    in for the library's module of that name (the run imports many after this). Worker processes
+    inherit the import path."""
     folder = os.path.dirname(os.path.abspath(path))
     if folder not in sys.path:
-        sys.path.insert(0, folder)
+        sys.path.append(folder)
         _FOLDERS_BESIDE.append(folder)
 
 

@@ -1249,6 +1249,23 @@ def test_a_factory_module_beside_the_config_is_found_from_another_working_direct
            f"{workdir / 'elsewhere'}, beside the trainer config in {project} and the installed packages)" in missing.log
 
 
+def test_a_script_beside_the_config_does_not_stand_in_for_a_library_module(tmp_path, monkeypatch):
+    # the config's folder went first on the import path, so a user's statistics.py or profile.py
+    # there was imported (and run) by the trainer in place of the standard library's
+    import importlib.machinery
+
+    import palaestra.imports
+
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setattr(palaestra.imports, "_FOLDERS_BESIDE", [])
+    (tmp_path / "statistics.py").write_text("raise RuntimeError('the user script ran')\n")
+    (tmp_path / "beside_only.py").write_text("")
+    palaestra.imports.import_beside(str(tmp_path / "config.yaml"))
+    found = importlib.machinery.PathFinder.find_spec("statistics", sys.path)
+    assert found is not None and not found.origin.startswith(str(tmp_path))
+    assert importlib.machinery.PathFinder.find_spec("beside_only", sys.path).origin == str(tmp_path / "beside_only.py")
+
+
 def test_a_behaviors_checkpoint_folder_that_cannot_be_written_stops_resume_before_training(run_cli, small_config,
                                                                                            workdir, monkeypatch):
     # found at start-up, not at the first save with the training before it lost (a read-only
