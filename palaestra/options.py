@@ -73,6 +73,7 @@ INT32_MAX = 2**31 - 1  # Unity's engine settings are 32-bit integers
 TORCH_DEVICES = ("auto", "cpu", "cuda")  # and cuda:N
 SEED_MAX = 2**32 - 1  # numpy's legacy seeding takes [0, 2**32 - 1]
 MAX_ENVS = 1024  # worker processes; far beyond any machine's cores, and below what exhausts it
+ACTING_CHOICES = ("auto", "workers", "main")
 MAX_RUN_ID_BYTES = 200  # a folder name, with room for "_<Behavior>_metrics.csv" under 255 bytes
 
 
@@ -194,8 +195,18 @@ def check_options(options: RunOptions) -> None:
     problem = time_scale_problem(options.time_scale)
     if problem is not None:
         raise UsageError(f"--time-scale: {problem}")
+    # what argparse guarantees for the flags, checked again for RunOptions built in Python
+    for name in ("inference", "resume", "force", "no_graphics", "debug", "cpu", "dry_run"):
+        if not isinstance(getattr(options, name), bool):
+            raise UsageError(f"--{name.replace('_', '-')}: expected True or False, got {getattr(options, name)!r}")
+    if options.acting not in ACTING_CHOICES:
+        raise UsageError(f"--acting: expected one of {', '.join(ACTING_CHOICES)}, got {options.acting!r}")
+    for flag, value in (("trainer_config_path", options.trainer_config_path), ("--run-id", options.run_id)):
+        if not isinstance(value, str):
+            raise UsageError(f"{flag}: expected text, got {value!r}")
     texts = [("trainer_config_path", options.trainer_config_path), ("--env", options.env),
-             ("--curriculum", options.curriculum), ("--sampler", options.sampler)]
+             ("--curriculum", options.curriculum), ("--sampler", options.sampler),
+             ("--initialize-from", options.initialize_from)]
     if not isinstance(options.env_args, (list, tuple)):
         raise UsageError(f"--env-args: expected a list of arguments, got {options.env_args!r}")
     texts += [("--env-args", value) for value in options.env_args]
@@ -382,6 +393,9 @@ class FlagParser(argparse.ArgumentParser):
                         difflib.get_close_matches(spelt, known, n=1, cutoff=0.6)
                     if close:
                         hints.append(f"{flag}: did you mean {' or '.join(close)}?")
+            if any(a.startswith("--env-args=") for a in given):  # argparse takes only the one word after '='
+                hints.append("--env-args=... takes one argument; to pass several, write --env-args a=1 b=2 "
+                             "(no '=', last on the line)")
             if hints:
                 message += " (" + "; ".join(hints) + ")"
         super().error(message)
@@ -424,7 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-envs", type=_ranged("num_envs"), default=d.num_envs,
                    help="environment instances: 1 runs in the main process; more run one per worker "
                         "process (see --acting)")
-    p.add_argument("--acting", choices=("auto", "workers", "main"), default=d.acting,
+    p.add_argument("--acting", choices=ACTING_CHOICES, default=d.acting,
                    help="where the policy acts with --num-envs > 1: 'workers' runs a copy of it in each "
                         "worker, which sends finished experience in rounds (PPO); 'main' runs it "
                         "in the main process on all workers' agents, in two halves that take turns; 'auto' "

@@ -262,7 +262,8 @@ def _warn_about_engine_flags(options: RunOptions) -> None:
             kind == "Python factory" and factory_takes(options.env, "engine"):
         return
     given = [f"--{flag.replace('_', '-')}" for flag in ENGINE_FLAGS
-             if getattr(options, flag) != getattr(RunOptions(), flag)]
+             if getattr(options, flag) != getattr(RunOptions(), flag)
+             and not (flag == "timeout_wait" and not in_main_process(options))]  # the worker pool waits past it
     if given:
         logger.warning("%s ha%s no effect on the %s environment %s: the engine flags are read by Unity builds, the "
                        "Unity Editor and Python factories that take an engine argument", ", ".join(given),
@@ -418,6 +419,9 @@ def _build(options: RunOptions, env: Env, config: TrainerConfig, settings: dict[
             f"--inference: run {options.run_id!r} has no trained model for any behavior ("
             f"{'no ' + str(run_dir) if not run_dir.is_dir() else 'no checkpoint in ' + str(run_dir)}); give the "
             "run-id of a trained run, or --initialize-from=RUN (or init_path) to run another run's model")
+    for name, trainer in trainers.items():
+        if not joins_a_group(name, behaviors, settings):
+            _warn_if_untrained(options, trainer)
     if not options.inference:  # found now, not at the first save, with the training before it lost
         for trainer in trainers.values():
             for folder in (trainer.checkpoints.folder, trainer.onnx_path.parent):
@@ -557,6 +561,11 @@ def _make_trainer(options: RunOptions, name: str, output_name: str, spec: Behavi
     return trainer, restore(trainer, options, s, models)
 
 
+def _warn_if_untrained(options: RunOptions, trainer: BehaviorTrainer) -> None:
+    if options.inference and trainer.loaded_from is None:
+        logger.warning("--inference: no trained model for %s; running an untrained policy", trainer.name)
+
+
 def _add_teacher(options: RunOptions, env: Env, trainers: dict[str, BehaviorTrainer], name: str, seed: int) -> None:
     trainer = trainers[name]
     if capabilities(trainer.settings).teacher and not options.inference:
@@ -588,6 +597,8 @@ def _adopt_new_behaviors(parts: RunParts, writers: list[Any], start_time: float,
         trainer, _ = _make_trainer(parts.options, name, parts.output_names[name], parts.env.behavior_specs[name],
                                    settings[name], device, seed, parts.models, parts.parameters, late=True,
                                    restores=not joins)
+        if not joins:
+            _warn_if_untrained(parts.options, trainer)
         parts.settings[name], parts.trainers[name] = settings[name], trainer
         try:
             join_self_play(parts.trainers, parts.self_play, parts.seed, running=True)

@@ -301,9 +301,7 @@ def restore(trainer: BehaviorTrainer, options: RunOptions, settings: TrainerSett
             source_checkpoints, weights_only=True, set_aside=False,
             advice="initialize from another run" if options.initialize_from else "set init_path to another folder")
         logger.info("Initialized %s from %s", trainer.name, path)
-    elif options.inference:
-        logger.warning("--inference: no trained model for %s; running an untrained policy", trainer.name)
-    return 0
+    return 0  # (--inference without a model: said by the run, once it knows whether any behavior has one)
 
 
 # summaries/<run-id>_<behavior> holds which run and behavior write there: run "x_y" with behavior

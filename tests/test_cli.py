@@ -65,6 +65,15 @@ def test_a_flag_is_taken_whole_and_a_wrong_one_gets_the_nearest(capsys, flag, sa
     assert exit_.value.code == 2 and f"unrecognized arguments: {flag} ({said})" in capsys.readouterr().err
 
 
+def test_env_args_with_an_equals_sign_and_several_values_says_how_to_give_them(capsys):
+    from palaestra.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["c.yaml", "--env=3DBall", "--env-args=a=1", "b=2"])
+    assert exit_.value.code == 2 and "unrecognized arguments: b=2 (--env-args=... takes one argument; to pass " \
+                                     "several, write --env-args a=1 b=2" in capsys.readouterr().err
+
+
 def test_an_empty_config_path_and_a_blank_run_id_are_named(run_cli, small_config, capsys):
     from palaestra.cli import main
 
@@ -231,8 +240,27 @@ def test_inference_runs_the_saved_policy_without_writing(run_cli, small_config, 
     # a run with no model at all (a mistyped run-id) is refused: it played an untrained policy, exit 0
     result = run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=inff", "--inference")
     assert result.code == 1 and "--inference: run 'inff' has no trained model for any behavior (no " in result.log
+    assert "running an untrained policy" not in result.log  # (it said so, then refused)
     result = run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=inff", "--inference", "--initialize-from=inf")
     assert result.code == 0 and "Initialized 1D from" in result.log
+
+
+def test_inference_names_the_behavior_without_a_model_when_another_has_one(run_cli, workdir):
+    config = write_yaml(workdir / "walls.yaml", """
+        default:
+          trainer: ppo
+          batch_size: 16
+          buffer_size: 64
+          max_steps: 100
+          summary_freq: 100
+    """)
+    assert run_cli(str(config), "--env=WallJump", "--run-id=w", "--seed=1").code == 0
+    for path in (workdir / "models/w/BigWallJump").glob("checkpoint-*.pt"):
+        path.unlink()
+    result = run_cli(str(config), "--env=WallJump", "--run-id=w", "--inference")
+    assert result.code == 0 and "Loaded SmallWallJump" in result.log
+    assert "--inference: no trained model for BigWallJump; running an untrained policy" in result.log
+    assert "no trained model for SmallWallJump" not in result.log
 
 
 def test_resume_with_inference_runs_the_saved_policy_from_step_zero_and_changes_nothing(run_cli, small_config,
@@ -771,9 +799,16 @@ def test_run_options_built_in_python_are_checked_like_flags(workdir):
                          ({"env_args": ["k=\udcff"]}, "--env-args: 'k=\\udcff' contains bytes that are not valid"),
                          ({"env_args": [3]}, "--env-args: expected text, got 3"),
                          ({"env_args": "a=1"}, "--env-args: expected a list of arguments, got 'a=1'"),
-                         ({"env": 5}, "--env: expected text, got 5")]:
+                         ({"env": 5}, "--env: expected text, got 5"),
+                         # each of these was a traceback, a wrong message or silently taken
+                         ({"run_id": 5}, "--run-id: expected text, got 5"),
+                         ({"run_id": None}, "--run-id: expected text, got None"),
+                         ({"initialize_from": 5}, "--initialize-from: expected text, got 5"),
+                         ({"trainer_config_path": None}, "trainer_config_path: expected text, got None"),
+                         ({"acting": "x"}, "--acting: expected one of auto, workers, main, got 'x'"),
+                         ({"resume": "no"}, "--resume: expected True or False, got 'no'")]:
         with pytest.raises(UsageError, match=re.escape(message)):
-            check_options(RunOptions(trainer_config_path="c.yaml", **bad))
+            check_options(RunOptions(**{"trainer_config_path": "c.yaml", **bad}))
 
 
 def test_dry_run_makes_the_checks_of_a_real_run(run_cli, small_config, workdir):
@@ -884,6 +919,11 @@ def test_engine_flags_on_an_environment_without_an_engine_warn(run_cli, small_co
     assert result.code == 0 and ("--width, --time-scale have no effect on the built-in environment Simple1DDiscrete"
                                  in result.log)
     assert "no effect" not in run_cli(small_config, "--env=Simple1DDiscrete", "--dry-run").log
+    # the worker pool waits 30 s past --timeout-wait, so under workers it has its effect
+    assert "--timeout-wait has no effect" in run_cli(small_config, "--env=Simple1DDiscrete", "--timeout-wait=600",
+                                                     "--dry-run").log
+    assert "no effect" not in run_cli(small_config, "--env=Simple1DDiscrete", "--timeout-wait=600", "--num-envs=2",
+                                      "--dry-run").log
 
 
 def test_engine_flags_on_a_factory_without_an_engine_argument_warn(run_cli, small_config, workdir):

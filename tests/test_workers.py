@@ -657,3 +657,23 @@ def test_a_raised_timeout_wait_is_honoured_by_the_worker_pool(monkeypatch):
         options = parse_args(["c.yaml", "--env=3DBall", "--num-envs=2", f"--timeout-wait={wait}"])
         palaestra.run._make_env(options, seed=0)
         assert made["timeout"] == worker_timeout(wait) == expected
+
+
+def test_a_timeout_past_what_a_pipe_can_poll_waits_in_pieces():
+    # --timeout-wait 999999999 (a user's "never time out") overflowed the pipe's poll with a traceback
+    from palaestra.workers.pool import POLL_MAX_S, _poll
+
+    class Pipe:
+        def __init__(self, answers_at):
+            self.waits, self.answers_at = [], answers_at
+
+        def poll(self, timeout):
+            if timeout > POLL_MAX_S:
+                raise OverflowError("timeout is too large")
+            self.waits.append(timeout)
+            return len(self.waits) == self.answers_at
+
+    answering = Pipe(answers_at=3)
+    assert _poll(answering, 999999999 + 30) and answering.waits == [POLL_MAX_S] * 3
+    silent = Pipe(answers_at=0)
+    assert not _poll(silent, 2 * POLL_MAX_S + 5) and silent.waits == [POLL_MAX_S, POLL_MAX_S, pytest.approx(5)]

@@ -60,6 +60,19 @@ def worker_timeout(timeout_wait: float) -> float:
     return max(DEFAULT_TIMEOUT, timeout_wait + TIMEOUT_MARGIN_S)
 
 
+POLL_MAX_S = (2**31 - 1) / 1000  # a pipe's poll takes at most this (its milliseconds are a C int)
+
+
+def _poll(conn, timeout: float) -> bool:
+    """``conn.poll(timeout)`` for any timeout: a ``--timeout-wait`` past 24.8 days (a user's
+    "never time out") overflowed the pipe's poll with a traceback."""
+    while timeout > POLL_MAX_S:
+        if conn.poll(POLL_MAX_S):
+            return True
+        timeout -= POLL_MAX_S
+    return conn.poll(timeout)
+
+
 @dataclass(frozen=True)
 class RestartLimits:
     """How often a failed worker is restarted (ML-Agents' names and defaults; -1: no limit)."""
@@ -261,7 +274,7 @@ class WorkerPool:
         while True:
             seen = int(self._control["progress"][i])
             with self._waiting():
-                ready = w.conn.poll(timeout)
+                ready = _poll(w.conn, timeout)
             if not ready and progress and int(self._control["progress"][i]) != seen:
                 continue
             if not ready:
