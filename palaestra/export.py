@@ -16,6 +16,7 @@ Opset 9, batch as the dynamic axis. The normalizer is part of the graph.
 
 from __future__ import annotations
 
+import inspect
 import io
 import warnings
 from pathlib import Path
@@ -78,6 +79,17 @@ def _export_memory_size(policy: ExportablePolicy) -> int:
     return lstm.memory_size if lstm is not None else 0
 
 
+def torchscript_exporter(export=None) -> dict:
+    """The argument that picks torch's TorchScript exporter (the one whose graphs Barracuda reads):
+    ``dynamo=False`` where torch has the choice (2.4 on; the default from 2.9 is the dynamo
+    exporter), nothing before 2.4, whose ``export`` takes no such argument and has only that one."""
+    parameters = inspect.signature(torch.onnx.export if export is None else export).parameters
+    return {"dynamo": False} if "dynamo" in parameters else {}
+
+
+_TORCHSCRIPT_EXPORTER = torchscript_exporter()
+
+
 def export_policy(policy: ExportablePolicy, path: Path) -> None:
     """Write the policy as an ONNX model at ``path`` (atomically)."""
     spec = policy.spec
@@ -109,7 +121,7 @@ def export_policy(policy: ExportablePolicy, path: Path) -> None:
                 _ExportPolicy(policy),
                 tuple(dummy),
                 buffer,
-                dynamo=False,
+                **_TORCHSCRIPT_EXPORTER,
                 opset_version=OPSET,
                 input_names=input_names,
                 output_names=output_names,

@@ -150,6 +150,28 @@ def test_ppo_normalizes_with_each_finished_segment_as_ml_agents_does(tmp_path):
     np.testing.assert_allclose(normalizer.mean.numpy(), recorded.mean(0), atol=0.2)
 
 
+def test_export_works_with_a_torch_whose_exporter_takes_no_dynamo_argument(tmp_path, monkeypatch):
+    # torch 2.1-2.3 (which the project accepts) have no `dynamo` parameter: passing it failed every save
+    import palaestra.export
+
+    real = torch.onnx.export
+
+    def export_of_torch_2_3(model, args, f, export_params=True, verbose=False, training=None, input_names=None,
+                            output_names=None, operator_export_type=None, opset_version=None,
+                            do_constant_folding=True, dynamic_axes=None, keep_initializers_as_inputs=None,
+                            custom_opsets=None, export_modules_as_functions=False, autograd_inlining=True):
+        return real(model, args, f, dynamo=False, input_names=input_names, output_names=output_names,
+                    opset_version=opset_version, dynamic_axes=dynamic_axes)
+
+    assert palaestra.export.torchscript_exporter() == {"dynamo": False}  # this torch: the choice made explicit
+    assert palaestra.export.torchscript_exporter(export_of_torch_2_3) == {}
+    monkeypatch.setattr(torch.onnx, "export", export_of_torch_2_3)
+    monkeypatch.setattr(palaestra.export, "_TORCHSCRIPT_EXPORTER", palaestra.export.torchscript_exporter())
+    spec = next(s for s in SPECS.values() if s.action_spec.is_discrete)
+    export_policy(make_policy(spec), tmp_path / "policy.onnx")
+    assert (tmp_path / "policy.onnx").stat().st_size > 0
+
+
 def test_an_exported_model_never_samples_a_masked_action_even_at_a_uniform_draw_of_one(tmp_path):
     # Barracuda's CPU backend draws uniforms in [0, 1]; at 1 the Gumbel term was infinite and
     # outweighed the mask: the model's noise is replaced here by that draw, everywhere
