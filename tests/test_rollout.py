@@ -240,3 +240,46 @@ def test_agents_in_lockstep_record_what_agents_in_any_order_do(memory_size):
     if memory_size:  # each row keeps the memory it was acted on with: 0, 1, 2, ... since its episode began
         first = next(s for s in lockstep if s["obs_0"][0][1] == 0.0)
         assert [m[0] for m in first["memory"]] == [0.0, 1.0, 2.0]
+
+
+def test_ppo_values_a_segment_under_way_at_an_update_with_the_critic_after_it():
+    # ML-Agents values each trajectory as it processes it; a segment whose first rows were acted on
+    # before an update kept those rows' estimates from the critic before it (GAE's values and the
+    # value clip's centre), about half of 3DBall's buffer once its episodes were long
+    import torch
+
+    from palaestra.algorithms.ppo import PPO
+    from palaestra.settings import PPOSettings
+
+    spec = BehaviorSpec(((2,),), ActionSpec(0, (2,)))
+    settings = PPOSettings(batch_size=4, buffer_size=4, time_horizon=5, num_epoch=3, learning_rate=0.05,
+                           learning_rate_schedule="constant", hidden_units=8, num_layers=1)
+    torch.manual_seed(0)
+    ppo = PPO(spec, settings, torch.device("cpu"), np.random.default_rng(0))
+    collector = Collector(spec, settings.time_horizon, 1)
+    rng = np.random.default_rng(1)
+    seen = []
+
+    def step(t):
+        obs = [rng.normal(size=(1, 2)).astype(np.float32)]
+        seen.append(obs[0][0])
+        _, seg = collector.step(DecisionSteps(obs, np.array([0.0 if t == 0 else 1.0], np.float32), np.array([0])),
+                                TerminalSteps.empty(spec), ppo.act, ppo.value)
+        if seg is not None:
+            ppo.collect(seg)
+
+    for t in range(6):  # d0..d4 cut at d5, which is acted on before the update
+        step(t)
+    assert ppo.ready()
+    ppo.update()
+    for t in range(6, 11):  # d5..d9, cut at d10
+        step(t)
+    ppo.process_queued()
+    stored = ppo.buffer.view()["old_values"][:, 0]
+    current = ppo.value([np.stack(seen[5:10])])[:, 0]
+    np.testing.assert_allclose(stored, current, rtol=1e-5, atol=1e-6)
+    bootstrap = ppo.value([seen[10][None]])[0, 0]  # d10, after the segment's last row
+    gamma, lambd = settings.reward_signals["extrinsic"].gamma, settings.lambd
+    expected = gae(np.ones((1, 5), np.float32), current[None, :, None][..., 0], np.array([bootstrap]),
+                   np.array([5]), gamma, lambd)[0] + current
+    np.testing.assert_allclose(ppo.buffer.view()["returns"][:, 0], expected, rtol=1e-5, atol=1e-5)

@@ -316,7 +316,9 @@ class PPO:
         when they arrived: :meth:`collect`)."""
         mask = seg.row_mask
         stats: dict[str, list[float]] = {}
-        seg_values, seg_bootstrap = self._current_values(seg) if self.decoupled else (seg.values, seg.bootstrap)
+        # valued again by the current critic, as ML-Agents values each trajectory it processes: a
+        # segment under way at the last update acted its first rows with the critic before it
+        seg_values, seg_bootstrap = self._current_values(seg)
         advantages = np.zeros(mask.shape, dtype=np.float64)
         returns = np.zeros((*mask.shape, len(self.signals)), dtype=np.float32)
         for k, signal in enumerate(self.signals):
@@ -350,11 +352,24 @@ class PPO:
     def _current_values(self, seg: Segments) -> tuple[np.ndarray, np.ndarray]:
         """Each row's value estimates ``[F, H, signals]`` and each segment's bootstrap, the value
         of the observation after its last row ``[F, signals]``, from the current critic and
-        normalizer, as ML-Agents computes them for each trajectory it
-        processes; used for experience acted on with older weights (acting workers running ahead
-        of the updates), whose estimates made while acting are stale (docs/benchmarks.md, the
-        session 18 rows of ML-Agents' test matrix). The observation after the last row is read as
-        one more row, so a recurrent critic reaches it with the memory of the rows before it."""
+        normalizer, as ML-Agents computes them for each trajectory it processes. The estimates
+        made while acting are stale for rows acted on before the last update: the first rows of a
+        segment under way then (about half of 3DBall's buffer once its episodes are long), and
+        all the experience of acting workers running ahead of the updates (docs/benchmarks.md,
+        the session 18 rows of ML-Agents' test matrix)."""
+        if not self.memory_size:  # the real rows and each segment's next observation, nothing padded
+            mask = seg.row_mask
+            rows = [np.concatenate([o[mask], following]) for o, following in zip(seg.observations, seg.next_observations)]
+            n = len(rows[0])
+            estimates = np.concatenate([
+                self.policy.value([torch.as_tensor(o[start:start + NO_GRAD_ROWS], device=self.device)
+                                   for o in rows]).cpu().numpy() for start in range(0, n, NO_GRAD_ROWS)])
+            values = np.zeros((*mask.shape, estimates.shape[1]), np.float32)
+            real = int(mask.sum())
+            values[mask] = estimates[:real]
+            return values, estimates[real:]
+        # a recurrent critic runs over each segment from its stored memory; the observation after
+        # the last row is read as one more row, so it reaches that with the memory of the rows before
         F, H = seg.length.shape[0], seg.width
         extended = []
         for obs, following in zip(seg.observations, seg.next_observations):
