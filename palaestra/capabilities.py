@@ -14,7 +14,7 @@ from palaestra.envs.base import BehaviorSpec
 from palaestra.envs.observations import is_image
 from palaestra.networks.constants import ACTIVATIONS
 from palaestra.networks.encoders import image_problem
-from palaestra.settings import TrainerSettings, set_in
+from palaestra.settings import READ_BY, TrainerSettings, set_in
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,8 @@ def settings_problems(settings: TrainerSettings) -> list[str]:
         if name not in can.reward_signals:
             problems.append(f"the {name} reward signal is not supported yet{set_in(settings, 'reward_signals')}; "
                             "remove it from reward_signals")
-    if settings.activation not in can.activations:
+    # (a trainer that does not read it, as offline_bc, was warned about it or took it from default:)
+    if settings.activation not in can.activations and settings.trainer in READ_BY["activation"]:
         problems.append(f"activation {settings.activation!r} is built for trainer 'ppo' only so far"
                         f"{set_in(settings, 'activation')}; {settings.trainer.upper()}'s networks use swish "
                         "(remove the key)")

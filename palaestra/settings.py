@@ -1004,6 +1004,15 @@ def _warn(warnings: list[str], message: Callable[[], str]) -> None:
         warnings.append(f"more than {MAX_WARNINGS} warnings; the rest are left out")
 
 
+def _differ(first: Any, second: Any) -> bool:
+    """Whether two spellings of one key differ; values that cannot be compared (an alias made
+    them hold themselves) count as differing, so the message names both."""
+    try:
+        return first != second
+    except RecursionError:
+        return True
+
+
 def _later_format_hint(key: str, value: Any) -> str:
     """What to write instead of a group of ML-Agents' later layout: its settings flat."""
     def written(v: Any) -> str:  # as YAML would take it back: a short plain word unquoted
@@ -1013,11 +1022,13 @@ def _later_format_hint(key: str, value: Any) -> str:
         return f"ML-Agents' later name of 'trainer'; this format reads `trainer: {written(value)}`"
     flat: list[str] = []
 
-    def flatten(group: Any) -> None:
+    def flatten(group: Any, seen: frozenset[int] = frozenset()) -> None:
+        if id(group) in seen:  # (an alias can make a group that holds itself)
+            return
         for sub, inner in (group.items() if isinstance(group, dict) else ()):
             if str(sub) == "memory":
                 flat.append("use_recurrent: true")
-                flatten(inner)
+                flatten(inner, seen | {id(group)})
             else:
                 flat.append(f"{sub}: {written(inner)}")
 
@@ -1089,7 +1100,8 @@ def _hoist_signal_cadence(path: Path, name: str, section: dict[str, Any]) -> dic
     for key in SIGNAL_CADENCE_KEYS:
         if key in signals:
             value = signals.pop(key)
-            if key in section and section[key] != value:
+            # (compared by identity first: a value an alias made hold itself cannot be compared)
+            if key in section and section[key] is not value and _differ(section[key], value):
                 raise ConfigError(f"{_where(path, name, key)}: set to {_show(section[key])} and, under "
                                   f"reward_signals, to {_show(value)}; keep one")
             section[key] = value

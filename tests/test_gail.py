@@ -384,6 +384,8 @@ def test_use_terminal_states_ends_gail_s_return_at_a_true_end(demos, use_termina
     ended = TerminalSteps(obs, np.zeros(2, np.float32), np.arange(2), np.array([False, True]))
     nobody = DecisionSteps([o[:0] for o in obs], np.zeros(0, np.float32), np.zeros(0, np.int64))
     _, seg = collector.step(nobody, ended, policy, value)
+    # (process values the rows again with the critic, as ML-Agents does: the same constants there)
+    ppo.policy.value = lambda observations, memory=None: torch.as_tensor(values).repeat(len(observations[0]), 1)
     ppo.process(seg, np.zeros((2, 2), np.float32))  # no reward from either signal on these rows
     returns = ppo.buffer.view()["returns"]  # [rows, signals], the rows in agent order
     # extrinsic: nothing after the true end, the discounted value after the interruption

@@ -360,6 +360,9 @@ def test_the_bc_trainers_have_the_defaults_of_ml_agents_last_configs_and_need_th
     assert settings_problems(online) == ["trainer 'online_bc' needs brain_to_imitate: heuristic, a model .onnx, "
                                          "package.module:function or another behavior's name"]
     assert settings_problems(TrainerSettings(trainer="online_bc", brain_to_imitate="heuristic")) == []
+    # activation is not read by them (warned about, or taken from a default: written for the PPO
+    # behaviors): it was refused, telling the user to remove a key the PPO behaviors need
+    assert settings_problems(TrainerSettings(trainer="online_bc", brain_to_imitate="heuristic", activation="tanh")) == []
     assert "learns between environment steps" in acting_obstacle(offline)
     assert "learns between environment steps" in acting_obstacle(online)
 

@@ -582,6 +582,18 @@ def test_a_list_that_contains_itself_is_quoted(tmp_path):
     assert "key 'max_steps'" in message and "[1, [1, " in message and len(message) < 300
 
 
+def test_groups_and_values_that_hold_themselves_are_refused_without_a_recursion_error(tmp_path):
+    # both went down the alias loop until Python's recursion limit, with a traceback
+    message = _error(write_yaml(tmp_path / "a.yaml", "default:\n  network_settings: &a\n    hidden_units: 64\n"
+                                                      "    memory: *a\n"))
+    assert "key 'network_settings': a group of ML-Agents' later config layout" in message
+    assert "(here: hidden_units: 64, use_recurrent: true)" in message
+    message = _error(write_yaml(tmp_path / "b.yaml", "default:\n  trainer: sac\n  reward_signals:\n"
+                                                      "    reward_signal_steps_per_update: &x [*x]\n"
+                                                      "  reward_signal_steps_per_update: &y [*y]\n"))
+    assert "key 'reward_signal_steps_per_update': set to [[" in message and "keep one" in message
+
+
 def test_long_keys_and_values_are_cut_in_messages_and_warnings(tmp_path):
     long_key = "k" * 1000  # YAML allows at most 1024 characters in a plain key
     cfg = load_trainer_config(write_yaml(tmp_path / "c.yaml", f"B:\n  {long_key}: 1\n  bacth_size: 32\n"))
