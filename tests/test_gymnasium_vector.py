@@ -152,6 +152,9 @@ def native(num_areas, seed):
 def sync():
     return gym.vector.SyncVectorEnv([lambda: gym.make("CartPole-v1")] * 2)
 
+def in_processes():
+    return gym.vector.AsyncVectorEnv([lambda: gym.make("CartPole-v1")] * 2)
+
 def odd():
     env = sync()
     env.metadata = dict(env.metadata, autoreset_mode="sometimes")
@@ -195,6 +198,25 @@ CartPole-v1:
     result = run_cli(str(config), "--env=vector_factories:native", "--num-areas=8", "--run-id=v", "--seed=1")
     assert result.code == 0, result.log
     assert (workdir / "models" / "v" / "CartPole-v1.onnx").is_file()
+
+
+def test_a_factory_s_vector_environment_in_processes_trains_in_environment_workers(run_cli, workdir,
+                                                                                     vector_factories):
+    # the workers were daemon processes, which may start none: every AsyncVectorEnv failed there
+    from tests.conftest import write_yaml
+
+    config = write_yaml(workdir / "c.yaml", """
+default:
+  batch_size: 32
+  buffer_size: 128
+  hidden_units: 16
+  num_layers: 1
+  max_steps: 300
+  summary_freq: 300
+""")
+    result = run_cli(str(config), "--env=vector_factories:in_processes", "--num-envs=2", "--run-id=a", "--seed=1")
+    assert result.code == 0, result.log
+    assert (workdir / "models" / "a" / "in_processes.onnx").is_file()
 
 
 def test_masked_observations_mask_each_sub_environment_s_actions():

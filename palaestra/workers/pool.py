@@ -344,7 +344,10 @@ class WorkerPool:
         bells = (self._ctx.Semaphore(0), self._ctx.Semaphore(0))
         parent, child = self._ctx.Pipe()
         proc = self._ctx.Process(
-            target=run_worker, daemon=True, name=f"palaestra-env-{i}",
+            # not a daemon: a daemon process may start none of its own, and an environment may
+            # (a factory's AsyncVectorEnv); the pool closes its workers on every way out, and
+            # _kill_leftover_workers runs before multiprocessing's exit handler would join them
+            target=run_worker, daemon=False, name=f"palaestra-env-{i}",
             # the areas of a worker are seeded one apart (seed, seed + 1, ...): a worker's seed is
             # num_areas apart from the next one's, so that no two copies share a seed
             args=(child, control.name, self.n, i, bells, name, seed + (i + self.n * len(restarts)) * num_areas, num_areas,
