@@ -16,6 +16,9 @@ from ppo_num_envs import CONFIG
 
 
 def main() -> None:
+    if any(a in ("-h", "--help") for a in sys.argv[1:]):
+        print(__doc__.strip())
+        return
     torch.set_num_threads(1)
     print(f"{'N x K':>7} {'steps':>7} {'steps/s':>8}   loop (s): acting / environment / updates")
     for combo in sys.argv[1:] or ["1x4", "2x4", "1x8", "2x8"]:

@@ -514,6 +514,14 @@ READ_BY: dict[str, tuple[str, ...]] = {
 # keys a trainer that does not read them refuses (capabilities.settings_problems, with what to do)
 # rather than ignores: no "ignores it" warning before that error
 REFUSED_WHEN_UNREAD = {"behavioral_cloning", "self_play"}  # (capabilities.py: an error, not a warning)
+# keys ML-Agents' trainer of that name read (its sections always hold them) and ours has no use for:
+# taken without a warning (online_bc learns from labelled single steps; nothing is cut into trajectories)
+READ_BY_MLAGENTS_ONLY = {("online_bc", "time_horizon")}
+
+
+def warned_when_unread(trainer: str, key: str) -> bool:
+    """Whether ``key`` in a section training with ``trainer``, which does not read it, is warned about."""
+    return trainer not in READ_BY[key] and key not in REFUSED_WHEN_UNREAD and (trainer, key) not in READ_BY_MLAGENTS_ONLY
 
 
 def defaults_by_trainer(key: str) -> dict[str, Any]:
@@ -640,7 +648,7 @@ class TrainerConfig:
             where.append((default_name, default))
         for name, section in where:
             for key in section:
-                if key in READ_BY and trainer not in READ_BY[key] and key not in REFUSED_WHEN_UNREAD:
+                if key in READ_BY and warned_when_unread(trainer, key):
                     message = (f"{_where(self.path, name, key)}: only read by {'/'.join(READ_BY[key])}; behavior "
                                f"{behavior!r} trains with {trainer} ({source}; add trainer: to the section to "
                                "choose another)")
@@ -1161,7 +1169,7 @@ def _check_section(path: Path, name: str, section: dict[str, Any], warnings: lis
     if isinstance(trainer, str) and trainer in TRAINER_TYPES:
         for key in out:
             used_by = READ_BY[key]
-            if trainer not in used_by and key not in REFUSED_WHEN_UNREAD:
+            if warned_when_unread(trainer, key):
                 _warn(warnings, lambda: (
                     f"{_where(path, name, key)}: only read by {'/'.join(used_by)}; trainer {trainer} ignores it"
                 ))

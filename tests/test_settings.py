@@ -889,3 +889,17 @@ def test_the_cloning_trainers_read_the_image_encoder_and_init_path_without_an_ig
         settings = cfg.for_behavior("B")
         assert (settings.vis_encode_type, settings.init_path) == ("nature_cnn", "models/a/B")
         assert not any("vis_encode_type" in w or "init_path" in w for w in cfg.warnings), cfg.warnings
+
+
+def test_an_ml_agents_online_bc_section_s_time_horizon_is_taken_without_a_warning(tmp_path):
+    # ML-Agents' online trainer read time_horizon and its default section holds it (64): every
+    # section written its way was warned about; under offline_bc it is still reported
+    cfg = load_trainer_config(write_yaml(tmp_path / "on.yaml", (
+        "B:\n  trainer: online_bc\n  brain_to_imitate: heuristic\n  batch_size: 64\n  time_horizon: 64\n"
+        "  batches_per_epoch: 10\n")))
+    cfg.for_behavior("B")
+    assert cfg.warnings == []
+    cfg = load_trainer_config(write_yaml(tmp_path / "off.yaml", "B:\n  trainer: offline_bc\n  demo_path: x.demo\n"
+                                                                 "  time_horizon: 64\n"))
+    cfg.for_behavior("B")
+    assert any("key 'time_horizon': only read by ppo/sac; trainer offline_bc ignores it" in w for w in cfg.warnings)
