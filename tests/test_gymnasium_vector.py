@@ -270,3 +270,21 @@ def test_workers_vector_environments_never_share_a_seed(areas, expected):
         got.append([e.seeds[0] for e in vector.envs])
         env.close()
     assert got == expected
+
+
+def test_a_natively_vectorized_environment_with_more_copies_than_areas_gets_its_range_s_first_seed():
+    # make_vec's vector_entry_point environments take an int seed only: the list failed at the first reset
+    seeds = []
+    vector = gym.make_vec("CartPole-v1", num_envs=4, vectorization_mode="vector_entry_point")
+    real_reset = vector.reset
+
+    def reset(*, seed=None, options=None):
+        seeds.append(seed)
+        return real_reset(seed=seed, options=options)
+
+    vector.reset = reset
+    env = GymnasiumVectorEnv("CartPole-v1", vector, seed=8, areas=1)
+    env.reset()
+    check_env(env, steps=20)
+    env.close()
+    assert seeds[0] == 32  # the first of the range 32-35, as the list of a Sync/AsyncVectorEnv would be

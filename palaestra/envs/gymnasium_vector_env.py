@@ -122,9 +122,13 @@ class GymnasiumVectorEnv(SingleBehaviorEnv):
     def _first_seeds(self) -> int | list[int]:
         """The sub-environments' seeds: ``seed + j``, Gymnasium's own rule, where they fit within
         the ``areas`` between this worker's seed and the next one's; else ``seed × n + j`` (a factory
-        whose sub-environments outnumber --num-areas: ranges of n seeds that no two workers share)."""
+        whose sub-environments outnumber --num-areas: ranges of n seeds that no two workers share).
+        Only Sync and AsyncVectorEnv take a list; a natively vectorized one (``vector_entry_point``)
+        takes the range's first seed, and numbers its sub-environments' from there as they do."""
         if self.areas is None or self.n <= self.areas:
             return self.seed
+        if not isinstance(self.env.unwrapped, (gym.vector.SyncVectorEnv, gym.vector.AsyncVectorEnv)):
+            return self.seed * self.n
         return [self.seed * self.n + j for j in range(self.n)]
 
     def step(self) -> None:
