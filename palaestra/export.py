@@ -115,7 +115,10 @@ def export_policy(policy: ExportablePolicy, path: Path) -> None:
         output_names.append("recurrent_out")
     buffer = io.BytesIO()
     try:
-        with warnings.catch_warnings(), channels_first_inputs(policy):
+        # the trace runs the policy, which samples actions: from a fork of torch's random streams,
+        # so that how often a run saves does not change what it draws next (GAIL's noise, a GPU's sampling)
+        forked = [device] if device.type == "cuda" else []
+        with warnings.catch_warnings(), channels_first_inputs(policy), torch.random.fork_rng(devices=forked):
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 _ExportPolicy(policy),

@@ -150,6 +150,18 @@ def test_ppo_normalizes_with_each_finished_segment_as_ml_agents_does(tmp_path):
     np.testing.assert_allclose(normalizer.mean.numpy(), recorded.mean(0), atol=0.2)
 
 
+def test_exporting_draws_nothing_from_torch_s_random_streams(tmp_path):
+    # the trace samples actions: every save moved the streams GAIL's noise draws from, so --save-freq
+    # changed what a run learned
+    for spec in SPECS.values():
+        policy = make_policy(spec)
+        torch.manual_seed(5)
+        expected = torch.rand(3)
+        torch.manual_seed(5)
+        export_policy(policy, tmp_path / "policy.onnx")
+        torch.testing.assert_close(torch.rand(3), expected)
+
+
 def test_export_works_with_a_torch_whose_exporter_takes_no_dynamo_argument(tmp_path, monkeypatch):
     # torch 2.1-2.3 (which the project accepts) have no `dynamo` parameter: passing it failed every save
     import palaestra.export
