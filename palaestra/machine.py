@@ -20,10 +20,21 @@ from palaestra.options import RunOptions, UsageError
 def seed_everything(options: RunOptions) -> int:
     """Seed Python, numpy and torch with --seed (-1: a random one); return the seed used."""
     seed = options.seed if options.seed != -1 else int(np.random.randint(0, 10000))
+    seed_streams(seed)
+    return seed
+
+
+def seed_streams(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    return seed
+
+
+def resumed_streams_seed(seed: int, step: int) -> int:
+    """The seed of a run's random streams from ``step`` on: a resumed run seeded as at step 0
+    started its environment from the first run's start states and drew its first run's action
+    noise and mini-batches again, on every resume of a job preempted again and again."""
+    return int(np.random.SeedSequence([seed, step]).generate_state(1)[0])
 
 
 def has_images(behavior_specs: Mapping[str, BehaviorSpec]) -> bool:

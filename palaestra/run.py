@@ -41,7 +41,15 @@ from palaestra.envs.checker import refuse_non_finite
 from palaestra.envs.sources import builtin_class, describe_specs, factory_takes, make_env, parse_env_args, source_kind
 from palaestra.imports import import_beside
 from palaestra.interrupts import STOPPING, Interrupts, signal_name
-from palaestra.machine import check_device, choose_device, has_images, limit_threads, seed_everything
+from palaestra.machine import (
+    check_device,
+    choose_device,
+    has_images,
+    limit_threads,
+    resumed_streams_seed,
+    seed_everything,
+    seed_streams,
+)
 from palaestra.options import RunOptions, UsageError, check_options, in_main_process, warn_about_unused_options
 from palaestra.run_folders import (
     CONFIGURATION,
@@ -52,6 +60,7 @@ from palaestra.run_folders import (
     check_run_folders,
     check_summaries_owner,
     claim_summaries,
+    newest_checkpoint_step,
     output_names,
     recorded_behaviors,
     recorded_output_names,
@@ -107,7 +116,7 @@ class RunParts:
     settings: dict[str, TrainerSettings]  # per behavior
     trainers: dict[str, BehaviorTrainer]  # per behavior
     output_names: dict[str, str]  # per behavior, also of a resumed run's behaviors not seen yet (run_folders.py)
-    seed: int
+    seed: int  # what the environment and the trainers draw from: the run's seed, or after --resume its continuation
     global_step: int  # where the run starts: 0, or the step --resume restored
     interrupts: Interrupts
     models: Path
@@ -117,6 +126,7 @@ class RunParts:
     parameters: EnvironmentParameters | None = None  # --curriculum, --sampler
     threads: str = ""  # the CPU threads of torch and numpy's BLAS (machine.limit_threads)
     self_play: SelfPlayController = dataclasses.field(default_factory=SelfPlayController)  # the learning team
+    run_seed: int = -1  # the run's seed (--seed, or the one it recorded), recorded and logged
 
     @property
     def run_dir(self) -> Path:
@@ -192,13 +202,20 @@ def _checked_run(options: RunOptions, interrupts: Interrupts, warnings: _Warning
             options = dataclasses.replace(options, seed=recorded)
             logger.info("--resume: seed %d, the one the run recorded (give --seed to choose another)", recorded)
     seed = seed_everything(options)
+    streams = seed  # what the environment, the trainers and the libraries draw from
+    resumed_at = newest_checkpoint_step(models / options.run_id) if options.resume and not options.inference else 0
+    if resumed_at:  # (the sampler's draws go on from the step by their own rule: curriculum/parameters.py)
+        streams = resumed_streams_seed(seed, resumed_at)
+        seed_streams(streams)
+        logger.info("--resume: the random streams go on from step %d (seeded from the run's seed %d and the step)",
+                    resumed_at, seed)
     warn_about_unused_options(options)
     _warn_about_engine_flags(options)
     parameters = _load_environment_parameters(options, seed)
     # a Unity scene resets as it connects: its first reset brings the first values (the other
     # sources take them with the run's first reset)
     unity = parameters is not None and source_kind(options.env) in ("Unity build", "Unity Editor")
-    env = _make_env(options, seed, parameters.draw_ahead() if unity else None)
+    env = _make_env(options, streams, parameters.draw_ahead() if unity else None)
     # building the trainers of an existing run removes its interrupted saves' temp files and sets
     # damaged checkpoints aside: not while another process trains it (a new run's lock is taken
     # in _train, so that a run stopped by a check leaves no folder behind)
@@ -214,7 +231,8 @@ def _checked_run(options: RunOptions, interrupts: Interrupts, warnings: _Warning
         widest = max(s.hidden_units for s in settings.values())
         device = choose_device(options, env.behavior_specs, widest)
         limit_threads(device[0], widest, options.torch_threads, images=has_images(env.behavior_specs))
-        parts = _build(options, env, config, settings, seed, interrupts, models, summaries, device, parameters)
+        parts = _build(options, env, config, settings, streams, interrupts, models, summaries, device, parameters)
+        parts.run_seed = seed
         interrupts.check_start_up()  # before --force deletes anything
         if options.dry_run:
             _first_step(parts)
@@ -354,7 +372,7 @@ def _print_dry_run(parts: RunParts, warnings: int) -> None:
     out: dict[str, Any] = {
         "run_id": options.run_id,
         "env": options.env,
-        "seed": parts.seed,
+        "seed": parts.run_seed,
         "device": f"{parts.device} ({parts.device_reason})",
         "threads": parts.threads,
         "behaviors": {b: {"spec": specs[b], "settings": s.as_dict()} for b, s in settings.items()},
@@ -643,7 +661,7 @@ def _train(parts: RunParts, lock: RunLock | None) -> int:
 def _train_with_writers(parts: RunParts) -> int:
     options = parts.options
     logger.info("Palaestra %s: run %r on %s, seed %d, device %s (%s)", __version__, options.run_id,
-                options.env if options.env is not None else "the Unity Editor", parts.seed, parts.device,
+                options.env if options.env is not None else "the Unity Editor", parts.run_seed, parts.device,
                 parts.device_reason)
     finished = {name: t for name, t in parts.trainers.items()  # (a self-play policy once, by its first team)
                 if parts.training and options.resume and not t.should_continue() and t.owns_learning}
@@ -706,7 +724,7 @@ def _write_configuration(parts: RunParts) -> None:
     remove_partial_files(parts.run_dir, re.escape(CONFIGURATION))  # a kill's during an earlier write
     run_options = dataclasses.asdict(parts.options)
     del run_options["flags_warned"]  # log messages, not an option
-    run_options["seed"] = parts.seed
+    run_options["seed"] = parts.run_seed
     run_options["torch_device"] = str(parts.device)  # what auto chose
     try:
         atomic_write_text(configuration, yaml.safe_dump(

@@ -109,6 +109,15 @@ def _configuration(run_dir: Path) -> dict:
     return {}
 
 
+def newest_checkpoint_step(run_dir: Path) -> int:
+    """The step of the newest checkpoint of any behavior of the run (0 without one), by file name:
+    where a resumed run goes on from (a damaged newest one is found and set aside later)."""
+    if not run_dir.is_dir():
+        return 0
+    return max((step for folder in run_dir.iterdir() if folder.is_dir()
+                for step, _ in CheckpointManager(folder, 0).list()), default=0)
+
+
 def recorded_seed(run_dir: Path) -> int | None:
     """The seed the run in ``run_dir`` recorded in its configuration.yaml (None if it cannot be
     read; a value that is not a seed is a warning, and a new random seed is used)."""

@@ -8,6 +8,7 @@ import logging
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -185,6 +186,29 @@ def test_resume_continues_from_the_checkpoint(run_cli, workdir):
     # The optimizer state came back too: Adam's step counter kept counting.
     adam_steps = lambda s: max(int(v["step"]) for v in s["algorithm"]["optimizer"]["state"].values())  # noqa: E731
     assert adam_steps(last) > adam_steps(first)
+
+
+def test_resume_goes_on_with_other_random_streams_than_the_first_run_s(run_cli, workdir, monkeypatch):
+    # seeded as at step 0, a resumed run started its environment from the first run's start states
+    # and drew the first run's action noise and mini-batches again, on every resume
+    import palaestra.run
+
+    made = []
+    real = palaestra.run._make_env
+    monkeypatch.setattr(palaestra.run, "_make_env", lambda options, seed, *rest: made.append(seed) or
+                        real(options, seed, *rest))
+    config = str(write_yaml(workdir / "c.yaml", SMALL.format(max_steps=300)))
+    assert run_cli(config, "--env=Simple1DDiscrete", "--run-id=r", "--seed=2").code == 0
+    step = CheckpointManager(workdir / "models/r/1D", 5).list()[-1][0]
+    shutil.copytree(workdir / "models/r", workdir / "first")
+    write_yaml(workdir / "c.yaml", SMALL.format(max_steps=600))
+    for _ in range(2):  # the same continuation each time
+        shutil.rmtree(workdir / "models/r")
+        shutil.copytree(workdir / "first", workdir / "models/r")
+        result = run_cli(config, "--env=Simple1DDiscrete", "--run-id=r", "--resume")
+        assert result.code == 0 and f"--resume: the random streams go on from step {step}" in result.log
+    assert made[0] == 2 and made[1] != 2 and made[1] == made[2]
+    assert yaml.safe_load((workdir / "models/r/configuration.yaml").read_text())["run_options"]["seed"] == 2
 
 
 def test_resume_with_another_summary_freq_writes_at_its_multiples(run_cli, workdir):
