@@ -1463,3 +1463,29 @@ def test_a_seeded_gymnasium_reset_keeps_the_parameters_in_force():
     first, _ = envs.reset(seed=5, options={"parameters": {"scale": 3.0}})
     again, _ = envs.reset(seed=5)
     np.testing.assert_array_equal(first, again)  # (the ball's height shows the scale)
+
+
+@pytest.mark.parametrize("space", [
+    gym.spaces.Box(-2.0, 3.0, (2, 3), np.float32), gym.spaces.Box(-1.0, 1.0, (), np.float64),
+    gym.spaces.Box(-5, 5, (2,), np.int64), gym.spaces.Discrete(4, start=-1), gym.spaces.MultiDiscrete([3, 2]),
+    gym.spaces.MultiBinary((2, 2)),
+], ids=["box", "box-0d", "box-int", "discrete", "multidiscrete", "multibinary"])
+def test_one_conversion_of_the_batch_gives_each_copy_what_its_own_would(space):
+    from palaestra.envs.base import ActionTuple
+    from palaestra.envs.gymnasium_env import action_converter, actions_per_copy
+
+    spec, convert = action_converter(space, "test")
+    n, rng = 5, np.random.default_rng(0)
+    branches = spec.discrete_branches
+    actions = ActionTuple(continuous=rng.uniform(-1.2, 1.2, (n, spec.continuous_size)).astype(np.float32),
+                          discrete=np.stack([rng.integers(0, b, n) for b in branches], 1) if branches
+                          else np.zeros((n, 0), np.int64))
+    batched = actions_per_copy(convert, actions, n)
+    for i in range(n):
+        one = convert(actions, i)
+        assert type(batched[i]) is type(one)
+        if isinstance(one, np.ndarray):
+            assert batched[i].dtype == one.dtype and batched[i].shape == one.shape
+        np.testing.assert_array_equal(batched[i], one)
+        assert space.contains(batched[i])
+    assert actions_per_copy(convert, actions, 0) == []

@@ -32,7 +32,13 @@ from palaestra.envs.base import (
     EnvError,
     TerminalSteps,
 )
-from palaestra.envs.gymnasium_env import action_converter, mask_reader, observation_converter, parameter_setter
+from palaestra.envs.gymnasium_env import (
+    action_converter,
+    actions_per_copy,
+    mask_reader,
+    observation_converter,
+    parameter_setter,
+)
 
 logger = logging.getLogger("palaestra")
 
@@ -180,8 +186,7 @@ class PettingZooEnv:
             if chosen is None:
                 chosen = self._specs[behavior].action_spec.empty_actions(len(agents))
             self._specs[behavior].action_spec.check(chosen, len(agents), behavior)
-            for row, agent in enumerate(agents):
-                actions[agent] = self._convert_act[behavior](chosen, row)
+            actions.update(zip(agents, actions_per_copy(self._convert_act[behavior], chosen, len(agents))))
         result = self._call("step", self.env.step, actions)
         if not (isinstance(result, tuple) and len(result) == 5 and all(isinstance(r, Mapping) for r in result)):
             raise EnvError(f"PettingZoo environment {self.name!r}: step returned {_described(result)}, not the "
