@@ -393,7 +393,8 @@ class FlagParser(argparse.ArgumentParser):
                         difflib.get_close_matches(spelt, known, n=1, cutoff=0.6)
                     if close:
                         hints.append(f"{flag}: did you mean {' or '.join(close)}?")
-            if any(a.startswith("--env-args=") for a in given):  # argparse takes only the one word after '='
+            left_over = [w for w in message[len(prefix):].split() if not w.startswith("-")]
+            if left_over and any(a.startswith("--env-args=") for a in given):  # it takes only the word after '='
                 hints.append("--env-args=... takes one argument; to pass several, write --env-args a=1 b=2 "
                              "(no '=', last on the line)")
             if hints:

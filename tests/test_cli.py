@@ -73,6 +73,10 @@ def test_env_args_with_an_equals_sign_and_several_values_says_how_to_give_them(c
         main(["c.yaml", "--env=3DBall", "--env-args=a=1", "b=2"])
     assert exit_.value.code == 2 and "unrecognized arguments: b=2 (--env-args=... takes one argument; to pass " \
                                      "several, write --env-args a=1 b=2" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # a mistyped flag beside it is only that
+        main(["c.yaml", "--env=3DBall", "--env-args=a=1", "--seeed=3"])
+    said = capsys.readouterr().err
+    assert "--seeed: did you mean --seed?" in said and "--env-args=..." not in said
 
 
 def test_an_empty_config_path_and_a_blank_run_id_are_named(run_cli, small_config, capsys):
