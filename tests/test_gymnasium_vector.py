@@ -183,26 +183,8 @@ def test_a_factory_may_return_a_vector_environment(vector_factories):
         make_env("vector_factories:odd")
 
 
-def test_training_on_a_natively_vectorized_environment(run_cli, workdir, vector_factories):
-    from tests.conftest import write_yaml
-
-    config = write_yaml(workdir / "c.yaml", """
-CartPole-v1:
-  batch_size: 64
-  buffer_size: 256
-  hidden_units: 16
-  num_layers: 1
-  max_steps: 1000
-  summary_freq: 500
-""")
-    result = run_cli(str(config), "--env=vector_factories:native", "--num-areas=8", "--run-id=v", "--seed=1")
-    assert result.code == 0, result.log
-    assert (workdir / "models" / "v" / "CartPole-v1.onnx").is_file()
-
-
-def test_a_factory_s_vector_environment_in_processes_trains_in_environment_workers(run_cli, workdir,
-                                                                                     vector_factories):
-    # the workers were daemon processes, which may start none: every AsyncVectorEnv failed there
+def _trains(run_cli, workdir, factory: str, behavior: str, *flags: str) -> None:
+    """A short PPO run on the factory's environment ends well and exports the behavior's model."""
     from tests.conftest import write_yaml
 
     config = write_yaml(workdir / "c.yaml", """
@@ -214,9 +196,19 @@ default:
   max_steps: 300
   summary_freq: 300
 """)
-    result = run_cli(str(config), "--env=vector_factories:in_processes", "--num-envs=2", "--run-id=a", "--seed=1")
+    result = run_cli(str(config), f"--env=vector_factories:{factory}", "--run-id=v", "--seed=1", *flags)
     assert result.code == 0, result.log
-    assert (workdir / "models" / "a" / "in_processes.onnx").is_file()
+    assert (workdir / "models" / "v" / f"{behavior}.onnx").is_file()
+
+
+def test_training_on_a_natively_vectorized_environment(run_cli, workdir, vector_factories):
+    _trains(run_cli, workdir, "native", "CartPole-v1", "--num-areas=8")
+
+
+def test_a_factory_s_vector_environment_in_processes_trains_in_environment_workers(run_cli, workdir,
+                                                                                     vector_factories):
+    # the workers were daemon processes, which may start none: every AsyncVectorEnv failed there
+    _trains(run_cli, workdir, "in_processes", "in_processes", "--num-envs=2")
 
 
 def test_masked_observations_mask_each_sub_environment_s_actions():
