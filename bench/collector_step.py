@@ -27,8 +27,7 @@ def case(spec: BehaviorSpec, agents: int, horizon: int, ending: int, steps: int,
     c, branches = spec.action_spec.continuous_size, spec.action_spec.discrete_branches
     act = ActResult(continuous=rng.normal(size=(agents, c)).astype(np.float32),
                     discrete=np.zeros((agents, len(branches)), np.int64),
-                    log_prob=np.zeros(agents, np.float32), entropy=np.ones(agents, np.float32),
-                    values=np.zeros((agents, 1), np.float32))
+                    log_prob=np.zeros(agents, np.float32), entropy=np.ones(agents, np.float32))
     ids = np.arange(agents)
     obs = [rng.normal(size=(agents, obs_size)).astype(np.float32)]
     reward = np.ones(agents, np.float32)
@@ -44,20 +43,16 @@ def case(spec: BehaviorSpec, agents: int, horizon: int, ending: int, steps: int,
     def policy(observations, allowed):
         o = observations[0]
         return act if len(o) == agents else ActResult(act.continuous[: len(o)], act.discrete[: len(o)],
-                                                      act.log_prob[: len(o)], act.entropy[: len(o)],
-                                                      act.values[: len(o)])
-
-    def value(observations):
-        return np.zeros((len(observations[0]), 1), np.float32)
+                                                      act.log_prob[: len(o)], act.entropy[: len(o)])
 
     best = float("inf")
     for _ in range(repeats):
-        collector = Collector(spec, horizon, 1)
-        collector.step(full, empty, policy, value)
+        collector = Collector(spec, horizon)
+        collector.step(full, empty, policy)
         start = time.perf_counter()
         for t in range(steps):
             terminal = endings[t % len(endings)] if ending else empty
-            collector.step(full, terminal, policy, value)
+            collector.step(full, terminal, policy)
         best = min(best, time.perf_counter() - start)
     return best / steps * 1e6
 

@@ -137,10 +137,9 @@ class BehaviorTrainer:
             remove_partial_files(model_dir, rf"{re.escape(self.output_name)}\.onnx")
 
     def new_collector(self) -> Collector:
-        """A collector for this behavior's agents, shaped by its settings and its algorithm's signals and memory."""
-        return Collector(self.spec, self.settings.time_horizon, len(self.algorithm.signals),
-                         memory_size=self.algorithm.memory_size, behavior=self.name,
-                         terminal_values=not all(s.uses_terminal for s in self.algorithm.signals))
+        """A collector for this behavior's agents, shaped by its settings and its algorithm's memory."""
+        return Collector(self.spec, self.settings.time_horizon, memory_size=self.algorithm.memory_size,
+                         behavior=self.name)
 
     @property
     def step(self) -> int:
@@ -183,7 +182,7 @@ class BehaviorTrainer:
         episodes under way end without a final step and their unfinished segments are dropped, as
         in ML-Agents."""
         if terminal is not None and len(terminal):
-            segments = self.collector.end_episodes(terminal, self.algorithm.value)
+            segments = self.collector.end_episodes(terminal)
             if segments is not None:
                 self.record(segments)
         if self.teacher is not None:  # every agent's episode ends: a recurrent teacher forgets them all
@@ -209,7 +208,7 @@ class BehaviorTrainer:
             with timed("teacher_act"):
                 self.algorithm.teach(decision, self.teacher.act(decision))
         actor = self.algorithm if self.self_play is None else self.self_play.actor(self.team)
-        actions, segments = self.collector.step(decision, terminal, actor.act, actor.value)
+        actions, segments = self.collector.step(decision, terminal, actor.act)
         if segments is not None:
             self.record(segments)
         if self._plays_ghost:
@@ -250,8 +249,8 @@ class BehaviorTrainer:
 
     def acting_plan(self, workers: int) -> BehaviorPlan:
         share = ActingWorkers.round_agent_steps(self.settings.buffer_size, workers)
-        return BehaviorPlan(weight_layout(self.algorithm.policy), self.settings.time_horizon,
-                            len(self.algorithm.signals), share, self.algorithm.memory_size)
+        return BehaviorPlan(weight_layout(self.algorithm.policy), self.settings.time_horizon, share,
+                            self.algorithm.memory_size)
 
     def record_round(self, segments: Segments | None, episodes: EpisodeStats) -> None:
         """Take one worker's round: its finished segments and the episodes that ended in it."""

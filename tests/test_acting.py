@@ -46,11 +46,11 @@ def _collect(env_name: str, seed: int, steps: int, module, rng) -> list[Segments
     env = make_env(env_name, seed=seed)
     behavior, spec = next(iter(env.behavior_specs.items()))
     policy = accelerate(module, rng)
-    collector = Collector(spec, SETTINGS.time_horizon, 1)
+    collector = Collector(spec, SETTINGS.time_horizon)
     finished = []
     env.reset()
     for _ in range(steps):
-        actions, segments = collector.step(*env.get_steps(behavior), policy.act, policy.value)
+        actions, segments = collector.step(*env.get_steps(behavior), policy.act)
         if segments is not None:
             finished.append(segments)
         env.set_actions(behavior, actions)
@@ -101,7 +101,7 @@ def test_arrays_pack_into_shared_memory_or_say_they_do_not_fit():
 
 
 def test_a_round_holds_each_behavior_s_share():
-    plans = {"A": BehaviorPlan([], 64, 1, round_agent_steps=100), "B": BehaviorPlan([], 64, 1, round_agent_steps=30)}
+    plans = {"A": BehaviorPlan([], 64, round_agent_steps=100), "B": BehaviorPlan([], 64, round_agent_steps=30)}
     assert round_steps(plans, {"A": 10, "B": 1}) == 10  # A needs 10 steps of its 10 agents, B 30
     assert round_steps(plans, {"A": 10, "B": 0}) == 10  # B has no agents yet: it does not count
     assert round_steps(plans, {"A": 0, "B": 0}) == 1
@@ -111,8 +111,7 @@ def test_a_round_holds_each_behavior_s_share():
 def _acting_pool(env_name: str, n: int, seed: int, ppo: PPO, behavior: str, timeout: float = 300.0,
                  threaded: bool = True, buffer_size: int = SETTINGS.buffer_size):
     pool = WorkerPool(env_name, n, seed=seed, timeout=timeout)
-    plan = BehaviorPlan(weight_layout(ppo.policy), SETTINGS.time_horizon, 1,
-                        ActingWorkers.round_agent_steps(buffer_size, n))
+    plan = BehaviorPlan(weight_layout(ppo.policy), SETTINGS.time_horizon, ActingWorkers.round_agent_steps(buffer_size, n))
     return pool, ActingWorkers(pool, {behavior: plan}, {behavior: ppo.policy_arrays}, seed, threaded)
 
 
@@ -178,27 +177,26 @@ def test_a_network_the_accelerator_does_not_take_acts_in_the_workers_with_torch(
                                   torch.as_tensor(seg.allowed[rows]), None,
                                   torch.as_tensor(seg.discrete[rows]))
     np.testing.assert_allclose(out.log_prob.numpy(), seg.log_prob[rows], rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(out.values.numpy(), seg.values[rows], rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("threaded", [True, False])
 def test_workers_act_with_the_weights_published_for_their_round(threaded):
     # The weights the main process has after taking round r reach the workers at round r + 1 + lag:
     # lag 6 with `threaded: true`, 0 (the newest weights every round) with `threaded: false`.
-    ppo, behavior = _ppo("Simple1DDiscrete")
-    pool, acting = _acting_pool("Simple1DDiscrete", 2, 3, ppo, behavior, threaded=threaded)
+    ppo, behavior = _ppo("Simple1DContinuous")
+    pool, acting = _acting_pool("Simple1DContinuous", 2, 3, ppo, behavior, threaded=threaded)
     assert acting.lag == (6 if threaded else 0)
-    values = ppo.policy.values.bias
+    mean = ppo.policy.mu.bias  # the actions' mean: about 0 at first, then set to say which round's weights acted
     try:
         acting.start()
         seen = []
         for r in range(acting.lag + 4):
             results, _ = acting.take_round()
             segments = [x.segments for x in results if x.segments is not None]
-            # a segment's bootstrap value is computed when it finishes, inside this round
-            seen.append(float(np.concatenate([s.bootstrap for s in segments]).max()) if segments else None)
+            # the largest action the round took (its noise has standard deviation 1)
+            seen.append(float(np.concatenate([s.continuous[s.row_mask] for s in segments]).max()) if segments else None)
             with torch.no_grad():
-                values.fill_(100.0 * (r + 1))  # a value head that says which round's weights acted
+                mean.fill_(100.0 * (r + 1))
             acting.publish()
     finally:
         acting.close()
@@ -314,7 +312,7 @@ def test_a_worker_whose_environment_fails_sends_its_agents_episodes_ended_as_int
         assert cut and all((s.slot % 2 == 1).all() for s in cut)  # worker 1's agent alone
         last = cut[-1]
         assert last.episode_end[-1] and not last.terminal[-1] and last.length[-1] >= 1
-        assert np.isfinite(last.bootstrap).all()
+        assert all(np.isfinite(o).all() for o in last.next_observations)
     finally:
         acting.close()
         pool.close()

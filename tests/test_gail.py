@@ -365,26 +365,23 @@ def test_use_terminal_states_ends_gail_s_return_at_a_true_end(demos, use_termina
     sac = make_algorithm(spec, TrainerSettings(trainer="sac", hidden_units=8, num_layers=1, reward_signals=signals),
                          torch.device("cpu"), np.random.default_rng(0), "1D")
     assert sac._uses_terminal.tolist() == [1.0, float(use_terminal_states)]
-    collector = Collector(spec, time_horizon=10, num_signals=2)
+    collector = Collector(spec, time_horizon=10)
     values = np.array([[3.0, 7.0]], np.float32)  # every state's value estimate, per signal
 
     def policy(observations, allowed):
         from palaestra.rollout.segments import ActResult
         n = len(observations[0])
         return ActResult(continuous=np.zeros((n, 0), np.float32), discrete=np.zeros((n, 1), np.int64),
-                         log_prob=np.zeros(n, np.float32), entropy=np.ones(n, np.float32), values=values.repeat(n, 0))
-
-    def value(observations, memory=None):
-        return values.repeat(len(observations[0]), 0)
+                         log_prob=np.zeros(n, np.float32), entropy=np.ones(n, np.float32))
 
     obs = [np.zeros((2, *spec.observation_shapes[0]), np.float32)]
     none = TerminalSteps([o[:0] for o in obs], np.zeros(0, np.float32), np.zeros(0, np.int64), np.zeros(0, bool))
-    collector.step(DecisionSteps(obs, np.zeros(2, np.float32), np.arange(2)), none, policy, value)
+    collector.step(DecisionSteps(obs, np.zeros(2, np.float32), np.arange(2)), none, policy)
     # agent 0's episode truly ends, agent 1's is interrupted at its step limit
     ended = TerminalSteps(obs, np.zeros(2, np.float32), np.arange(2), np.array([False, True]))
     nobody = DecisionSteps([o[:0] for o in obs], np.zeros(0, np.float32), np.zeros(0, np.int64))
-    _, seg = collector.step(nobody, ended, policy, value)
-    # (process values the rows again with the critic, as ML-Agents does: the same constants there)
+    _, seg = collector.step(nobody, ended, policy)
+    # (process values the rows with the critic, as ML-Agents does: the same constants there)
     ppo.policy.value = lambda observations, memory=None: torch.as_tensor(values).repeat(len(observations[0]), 1)
     ppo.process(seg, np.zeros((2, 2), np.float32))  # no reward from either signal on these rows
     returns = ppo.buffer.view()["returns"]  # [rows, signals], the rows in agent order

@@ -113,12 +113,12 @@ def test_steps_are_counted_and_episode_rewards_reported_but_not_learned_from(dem
     before = {k: v.clone() for k, v in algorithm.policy.state_dict().items()}
     env = BUILTIN_ENVS["GridWorld"](seed=0)
     trainer_steps = 0
-    collector = Collector(algorithm.spec, 64, len(algorithm.signals))
+    collector = Collector(algorithm.spec, 64)
     env.reset()
     rewards: list[float] = []
     for _ in range(200):
         decision, terminal = env.get_steps("GridWorld")
-        actions, segments = collector.step(decision, terminal, algorithm.act, algorithm.value)
+        actions, segments = collector.step(decision, terminal, algorithm.act)
         if segments is not None:
             trainer_steps += int(segments.length.sum())
             rewards += algorithm.collect(segments).get("Policy/Extrinsic Reward", [])

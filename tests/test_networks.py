@@ -82,7 +82,6 @@ def test_numpy_mirror_matches_torch(kind, masked, activation):
         )
     np.testing.assert_allclose(out.log_prob, ref.log_prob.numpy(), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(out.entropy, ref.entropy.numpy(), rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(out.values, ref.values.numpy(), rtol=1e-4, atol=1e-4)
     det = mirror.act(obs, allowed, deterministic=True)
     with torch.no_grad():
         ref_det = policy.act(torch_list(obs), None if allowed is None else torch.as_tensor(allowed),
@@ -105,10 +104,10 @@ def test_numpy_mirror_follows_weight_updates_in_place():
     policy = make_policy(spec)
     mirror = accelerate(policy, np.random.default_rng(0))
     obs = [np.ones((2, 5), np.float32)]
-    before = mirror.value(obs)
+    before = mirror.act(obs, None, deterministic=True).continuous
     with torch.no_grad():
-        policy.values.bias.add_(1.0)
-    np.testing.assert_allclose(mirror.value(obs), before + 1.0, rtol=1e-5)
+        policy.mu.bias.add_(1.0)
+    np.testing.assert_allclose(mirror.act(obs, None, deterministic=True).continuous, before + 1.0, rtol=1e-5)
 
 
 def test_normalizer_matches_numpy_statistics():
@@ -294,13 +293,15 @@ def test_numpy_gradients_match_torch_autograd(kind, epsilon, beta, masked, value
     width = sum(spec.action_spec.discrete_branches)
     allowed = random_allowed(spec, B, rng) if masked and spec.action_spec.is_discrete else np.ones((B, width), bool)
     acted = accelerate(policy, rng).act(obs, allowed if spec.action_spec.is_discrete else None)
+    with torch.no_grad():
+        values = policy.value(torch_list(obs)).numpy()
     batch = {
         **observation_columns(obs), "allowed": allowed, "continuous": acted.continuous, "discrete": acted.discrete,
         # old log-probabilities around the current ones, so ratios fall inside and outside the clip range
         "log_prob": (acted.log_prob + rng.normal(0, 0.3, B)).astype(np.float32),
         "advantages": rng.normal(size=B).astype(np.float32),
-        "old_values": (acted.values + rng.normal(0, 0.3, acted.values.shape)).astype(np.float32),
-        "returns": rng.normal(size=acted.values.shape).astype(np.float32),
+        "old_values": (values + rng.normal(0, 0.3, values.shape)).astype(np.float32),
+        "returns": rng.normal(size=values.shape).astype(np.float32),
     }
     # value_scale 4: returns far from unit scale, learned without value clipping
     batch["old_values"] *= value_scale
@@ -342,7 +343,7 @@ def test_the_accelerator_applies_to_plain_mlps_only(monkeypatch, layer):
     ppo = ppo_module.PPO(spec, settings, torch.device("cpu"), np.random.default_rng(0))
     assert ppo._accelerated is None and ppo._numpy_adam is not None
     out = ppo.act([np.zeros((3, 6), np.float32)], np.ones((3, 3), bool))
-    assert out.continuous.shape == (3, 2) and out.values.shape == (3, 1)
+    assert out.continuous.shape == (3, 2) and out.log_prob.shape == (3,)
 
 
 def test_value_heads_start_near_zero():
@@ -357,8 +358,9 @@ def test_value_heads_start_near_zero():
     for seed in range(4):
         torch.manual_seed(seed)
         ppo = PPO(spec, settings, torch.device("cpu"))
-        values = ppo.value([np.eye(20, dtype=np.float32)])
-        assert np.abs(values).max() < 0.05
+        with torch.no_grad():
+            values = ppo.policy.value([torch.eye(20)])
+        assert values.abs().max() < 0.05
 
 
 def test_numpy_adam_matches_torch_adam_and_round_trips_its_state():
@@ -438,7 +440,7 @@ def test_numpy_mirror_is_quiet_and_finite_for_extreme_inputs():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # an overflow warning would be raised here
         out = mirror.act(obs, None)
-    assert np.isfinite(out.log_prob).all() and np.isfinite(out.values).all()
+    assert np.isfinite(out.log_prob).all() and np.isfinite(out.entropy).all()
 
 
 def test_gradient_norm_clipping_matches_torch():

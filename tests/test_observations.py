@@ -33,7 +33,7 @@ def _trained(algorithm_class, spec, settings, steps: int = 80):
     """The algorithm after acting, collecting and updating on fixed observations."""
     torch.manual_seed(0)
     algorithm = algorithm_class(spec, settings, torch.device("cpu"), np.random.default_rng(0))
-    collector = Collector(spec, settings.time_horizon, len(algorithm.signals))
+    collector = Collector(spec, settings.time_horizon)
     rng = np.random.default_rng(1)
     ids = np.arange(4)
     for t in range(steps):
@@ -42,7 +42,7 @@ def _trained(algorithm_class, spec, settings, steps: int = 80):
         ended = ids[: (t % 7 == 6) * 2]
         terminal = TerminalSteps([o[ended] for o in obs], np.ones(len(ended), np.float32), ended,
                                  np.zeros(len(ended), bool)) if len(ended) else TerminalSteps.empty(spec)
-        _, seg = collector.step(DecisionSteps(obs, flat[:, 0].copy(), ids), terminal, algorithm.act, algorithm.value)
+        _, seg = collector.step(DecisionSteps(obs, flat[:, 0].copy(), ids), terminal, algorithm.act)
         if seg is not None:
             algorithm.collect(seg)
         while algorithm.ready():

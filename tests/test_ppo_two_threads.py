@@ -24,8 +24,10 @@ def _batch(ppo: PPO, spec: BehaviorSpec, rows: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(3)
     obs = rng.normal(size=(rows, spec.observation_shapes[0][0])).astype(np.float32)
     out = ppo.act([obs], None)
+    with torch.no_grad():
+        values = ppo.policy.value([torch.as_tensor(obs)]).numpy()
     return {"obs_0": obs, "continuous": out.continuous, "discrete": out.discrete, "log_prob": out.log_prob - 0.05,
-            "old_values": out.values, "returns": out.values + 0.1,
+            "old_values": values, "returns": values + 0.1,
             "advantages": rng.normal(size=rows).astype(np.float32)}
 
 

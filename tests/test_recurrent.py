@@ -47,7 +47,7 @@ def _observations(spec, rng, n):
 def _run(ppo: PPO, spec: BehaviorSpec, steps: int, update: bool = True):
     """Act on random observations with 4 agents whose episodes end at different times; returns
     the segments collected."""
-    collector = Collector(spec, ppo.settings.time_horizon, len(ppo.signals), memory_size=ppo.memory_size)
+    collector = Collector(spec, ppo.settings.time_horizon, memory_size=ppo.memory_size)
     rng = np.random.default_rng(1)
     ids = np.arange(4)
     finished = []
@@ -56,8 +56,7 @@ def _run(ppo: PPO, spec: BehaviorSpec, steps: int, update: bool = True):
         ended = ids[[t % 7 == 6, t % 5 == 4, False, t % 9 == 8]]
         terminal = TerminalSteps([o[ended] for o in obs], np.ones(len(ended), np.float32), ended,
                                  np.zeros(len(ended), bool)) if len(ended) else TerminalSteps.empty(spec)
-        _, seg = collector.step(DecisionSteps(obs, rng.normal(size=4).astype(np.float32), ids), terminal,
-                                ppo.act, ppo.value)
+        _, seg = collector.step(DecisionSteps(obs, rng.normal(size=4).astype(np.float32), ids), terminal, ppo.act)
         if seg is not None:
             finished.append(seg)
             ppo.collect(seg)
@@ -187,10 +186,9 @@ def test_recurrent_policies_act_in_numpy_as_their_torch_module_does(tmp_path, ki
         got = algorithm.act(obs, allowed, True, memory)
         np.testing.assert_allclose(got.continuous, expected.continuous, rtol=1e-4, atol=1e-5)
         np.testing.assert_array_equal(got.discrete, expected.discrete)
-        for field in ("log_prob", "entropy", "values", "memory"):
+        for field in ("log_prob", "entropy", "memory"):
             np.testing.assert_allclose(getattr(got, field), getattr(expected, field), rtol=1e-4, atol=1e-5,
                                        err_msg=field)
-        np.testing.assert_allclose(algorithm.value(obs, memory), reference.value(obs, memory), rtol=1e-4, atol=1e-5)
         memory = expected.memory
 
 
@@ -237,8 +235,8 @@ def test_recurrent_ppo_gradients_in_numpy_match_torch_autograd(kind, variant, be
         "continuous": acted.continuous, "discrete": acted.discrete,
         "log_prob": rng.normal(-2.0, 0.5, B).astype(np.float32),
         "advantages": rng.normal(size=B).astype(np.float32),
-        "old_values": rng.normal(size=acted.values.shape).astype(np.float32),
-        "returns": rng.normal(size=acted.values.shape).astype(np.float32),
+        "old_values": rng.normal(size=(B, len(ppo.signals))).astype(np.float32),
+        "returns": rng.normal(size=(B, len(ppo.signals))).astype(np.float32),
     }
     if not padded:
         del batch["valid"]
@@ -284,11 +282,10 @@ def test_a_recurrent_ppo_update_in_numpy_gives_the_weights_torch_gives(tmp_path,
 
 
 @pytest.mark.parametrize("variant", ["ppo", "ppo-lstm-first", "feed-forward"])
-def test_ppo_recomputes_the_values_of_lagged_experience_as_the_policy_acted_them(tmp_path, variant):
-    """With experience from acting workers that run ahead (``decoupled``), PPO takes each row's
-    value and each segment's bootstrap from the current critic; for experience acted on with the
-    current weights those are the estimates made while acting, the memory carried row to row
-    into the observation after the segment's last row."""
+def test_ppo_values_each_row_from_the_memory_it_was_acted_on_with(tmp_path, variant):
+    """PPO takes each row's value and each segment's bootstrap from the current critic at the
+    update (acting computes none): a recurrent critic reads each row with the memory stored with
+    it, and the observation after the segment's last row with the memory that row's step left."""
     spec = BehaviorSpec(((3,), (2,)), ACTIONS["hybrid"])
     if variant == "feed-forward":
         from palaestra.settings import ExtrinsicSettings, TrainerSettings
@@ -304,8 +301,18 @@ def test_ppo_recomputes_the_values_of_lagged_experience_as_the_policy_acted_them
     seg = Segments.concatenate(segments)
     values, bootstrap = ppo._current_values(seg)
     mask = seg.row_mask
-    np.testing.assert_allclose(values[mask], seg.values[mask], rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(bootstrap, seg.bootstrap, rtol=1e-4, atol=1e-5)
+    with torch.no_grad():  # each real row alone, from its stored memory; the next observation after the last row's step
+        rows = [torch.as_tensor(o[mask]) for o in seg.observations]
+        memory = torch.as_tensor(seg.memory[mask]) if ppo.memory_size else None
+        expected = ppo.policy.value(rows, memory).numpy()
+        after = None
+        if ppo.memory_size:
+            last = (np.arange(len(seg.length)), seg.length - 1)
+            _, after = ppo.policy.hidden([torch.as_tensor(o[last]) for o in seg.observations],
+                                         torch.as_tensor(seg.memory[last]))
+        expected_bootstrap = ppo.policy.value([torch.as_tensor(o) for o in seg.next_observations], after).numpy()
+    np.testing.assert_allclose(values[mask], expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(bootstrap, expected_bootstrap, rtol=1e-4, atol=1e-5)
     # a few segments at a time (a buffer of images at once took gigabytes): the same estimates
     import palaestra.algorithms.ppo as ppo_module
 
@@ -395,12 +402,12 @@ def test_sac_sequences_reproduce_the_actor_while_acting_and_the_critics_memories
     # each sequence's stored memories continue exactly where the previous rows left them
     spec = _spec(True)
     sac = _algorithm("sac", spec, tmp_path)
-    collector = Collector(spec, sac.settings.time_horizon, len(sac.signals), memory_size=sac.memory_size)
+    collector = Collector(spec, sac.settings.time_horizon, memory_size=sac.memory_size)
     rng = np.random.default_rng(1)
     rows = [_observations(spec, rng, 1) for _ in range(27)]
     for obs in rows:
         _, seg = collector.step(DecisionSteps(obs, np.zeros(1, np.float32), np.arange(1)),
-                                TerminalSteps.empty(spec), sac.act, sac.value)
+                                TerminalSteps.empty(spec), sac.act)
         if seg is not None:
             sac.collect(seg)
     data = sac.buffer.state_dict()["columns"]
@@ -429,13 +436,13 @@ def test_sac_critics_start_from_zeros_after_the_environments_reset(tmp_path):
     # memories start again from zeros (the actor's are the collector's, zeroed there)
     spec = _spec(True)
     sac = _algorithm("sac", spec, tmp_path)
-    collector = Collector(spec, sac.settings.time_horizon, len(sac.signals), memory_size=sac.memory_size)
+    collector = Collector(spec, sac.settings.time_horizon, memory_size=sac.memory_size)
     rng = np.random.default_rng(1)
 
     def steps(n):
         for _ in range(n):
             _, seg = collector.step(DecisionSteps(_observations(spec, rng, 1), np.zeros(1, np.float32), np.arange(1)),
-                                    TerminalSteps.empty(spec), sac.act, sac.value)
+                                    TerminalSteps.empty(spec), sac.act)
             if seg is not None:
                 sac.collect(seg)
 

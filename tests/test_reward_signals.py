@@ -154,7 +154,7 @@ def test_segment_rewards_are_the_transitions_rewards_on_real_rows(kind):
     spec = CONTINUOUS
     signal = _signal(kind, spec, encoding_size=8)
     signal.update(_dynamics(spec, 16, np.random.default_rng(5)))
-    schema, sizes = segment_schema(spec), SegmentSizes.of(spec, 1)
+    schema, sizes = segment_schema(spec), SegmentSizes.of(spec)
     rng = np.random.default_rng(6)
     F, H = 3, 4
     arrays = {f.name: rng.normal(size=((F, H) if f.per_row else (F,)) + f.shape(sizes)).astype(f.dtype)
@@ -263,7 +263,7 @@ def test_the_return_scale_follows_each_agent_s_discounted_return_across_its_segm
 
 def _five_step_segments(spec: BehaviorSpec, agents: int, reward: float) -> Segments:
     """One open segment of 5 rows of ``reward`` for each of ``agents`` agents (slots 0, 1, ...)."""
-    sizes = SegmentSizes.of(spec, signals=1)
+    sizes = SegmentSizes.of(spec)
     schema = segment_schema(spec)
     arrays = {f.name: np.zeros((agents, 5, *f.shape(sizes)) if f.per_row else (agents, *f.shape(sizes)),
                                f.dtype or np.float32) for f in schema.fields}

@@ -19,12 +19,7 @@ def fake_policy(observations, allowed):
     return ActResult(
         continuous=obs[:, :1].copy(), discrete=np.zeros((n, 0), np.int64),
         log_prob=np.zeros(n, np.float32), entropy=np.ones(n, np.float32),
-        values=obs[:, 1:2] * 10.0,  # value = 10 x second observation, to check bootstraps
     )
-
-
-def fake_value(observations):
-    return observations[0][:, 1:2] * 10.0
 
 
 def decision(ids, t, reward=0.0):
@@ -39,11 +34,11 @@ def terminal(ids, reward, interrupted):
     return TerminalSteps([obs], np.full(len(ids), reward, np.float32), ids, np.asarray(interrupted))
 
 
-def test_time_horizon_cut_bootstraps_from_the_next_decision():
-    c = Collector(SPEC, time_horizon=3, num_signals=1)
+def test_time_horizon_cut_keeps_the_next_decision_s_observation():
+    c = Collector(SPEC, time_horizon=3)
     finished = []
     for t in range(4):
-        _, seg = c.step(decision([5, 9], t, reward=1.0 if t else 0.0), TerminalSteps.empty(SPEC), fake_policy, fake_value)
+        _, seg = c.step(decision([5, 9], t, reward=1.0 if t else 0.0), TerminalSteps.empty(SPEC), fake_policy)
         if seg is not None:
             finished.append(seg)
     assert len(finished) == 1
@@ -51,16 +46,16 @@ def test_time_horizon_cut_bootstraps_from_the_next_decision():
     assert seg.length.tolist() == [3, 3]
     assert seg.env_reward.tolist() == [[1.0, 1.0, 1.0]] * 2
     assert seg.obs_0[:, :, 0].tolist() == [[0, 1, 2]] * 2
-    assert seg.bootstrap[:, 0].tolist() == [50.0, 90.0]  # value of each agent's 4th observation
+    assert seg.next_obs_0.tolist() == [[3.0, 5.0], [3.0, 9.0]]  # each agent's 4th observation: the bootstrap's
     assert not seg.terminal.any() and not seg.episode_end.any()
 
 
 @pytest.mark.parametrize("horizon", [1, 2, 3])
 def test_consecutive_cuts_keep_every_reward_and_next_observation(horizon):
-    c = Collector(SPEC, time_horizon=horizon, num_signals=1)
+    c = Collector(SPEC, time_horizon=horizon)
     rows = []  # (observation time, reward that followed, next observation time) per finished row
     for t in range(10):
-        _, seg = c.step(decision([4], t, reward=float(t)), TerminalSteps.empty(SPEC), fake_policy, fake_value)
+        _, seg = c.step(decision([4], t, reward=float(t)), TerminalSteps.empty(SPEC), fake_policy)
         if seg is not None:
             n = int(seg.length[0])
             assert n == horizon
@@ -72,49 +67,33 @@ def test_consecutive_cuts_keep_every_reward_and_next_observation(horizon):
 
 
 def test_terminal_and_interrupted_episodes():
-    c = Collector(SPEC, time_horizon=10, num_signals=1)
-    c.step(decision([1, 2], 0), TerminalSteps.empty(SPEC), fake_policy, fake_value)
-    c.step(decision([1, 2], 1, reward=0.5), TerminalSteps.empty(SPEC), fake_policy, fake_value)
-    _, seg = c.step(decision([1, 2], 0), terminal([1, 2], 2.0, [False, True]), fake_policy, fake_value)
+    c = Collector(SPEC, time_horizon=10)
+    c.step(decision([1, 2], 0), TerminalSteps.empty(SPEC), fake_policy)
+    c.step(decision([1, 2], 1, reward=0.5), TerminalSteps.empty(SPEC), fake_policy)
+    _, seg = c.step(decision([1, 2], 0), terminal([1, 2], 2.0, [False, True]), fake_policy)
     assert seg.length.tolist() == [2, 2]
     assert seg.env_reward.tolist() == [[0.5, 2.0]] * 2
     assert seg.terminal.tolist() == [True, False] and seg.episode_end.tolist() == [True, True]
-    assert seg.bootstrap[:, 0].tolist() == [15.0, 25.0]  # value of the final observations
+    assert seg.next_obs_0.tolist() == [[-1.0, 1.5], [-1.0, 2.5]]  # the final observations
     stats = c.take_episode_stats()
     assert stats.returns == [2.5, 2.5] and stats.lengths == [2, 2]
 
 
-def test_true_ends_skip_the_value_pass_when_no_signal_bootstraps_through_them():
-    calls = []
-
-    def counting_value(observations):
-        calls.append(len(observations[0]))
-        return fake_value(observations)
-
-    c = Collector(SPEC, time_horizon=10, num_signals=1, terminal_values=False)
-    c.step(decision([1, 2], 0), TerminalSteps.empty(SPEC), fake_policy, counting_value)
-    _, seg = c.step(decision([1, 2], 0), terminal([1, 2], 2.0, [False, False]), fake_policy, counting_value)
-    assert calls == [] and seg.bootstrap[:, 0].tolist() == [0.0, 0.0] and seg.terminal.all()
-    c.step(decision([1, 2], 1), TerminalSteps.empty(SPEC), fake_policy, counting_value)
-    _, seg = c.step(decision([1, 2], 0), terminal([1, 2], 2.0, [False, True]), fake_policy, counting_value)
-    assert calls == [2] and seg.bootstrap[:, 0].tolist() == [15.0, 25.0]  # an interruption needs its value
-
-
 def test_agents_deciding_at_different_times_and_joining_late():
-    c = Collector(SPEC, time_horizon=2, num_signals=1, initial_slots=1)
-    c.step(decision([3], 0), TerminalSteps.empty(SPEC), fake_policy, fake_value)
-    c.step(decision([7, 3], 1, reward=1.0), TerminalSteps.empty(SPEC), fake_policy, fake_value)  # 7 joins
-    _, seg = c.step(decision([3], 2, reward=2.0), TerminalSteps.empty(SPEC), fake_policy, fake_value)
+    c = Collector(SPEC, time_horizon=2, initial_slots=1)
+    c.step(decision([3], 0), TerminalSteps.empty(SPEC), fake_policy)
+    c.step(decision([7, 3], 1, reward=1.0), TerminalSteps.empty(SPEC), fake_policy)  # 7 joins
+    _, seg = c.step(decision([3], 2, reward=2.0), TerminalSteps.empty(SPEC), fake_policy)
     assert seg.length.tolist() == [2] and seg.env_reward[0].tolist() == [1.0, 2.0]
-    _, seg = c.step(decision([7], 3, reward=4.0), TerminalSteps.empty(SPEC), fake_policy, fake_value)
+    _, seg = c.step(decision([7], 3, reward=4.0), TerminalSteps.empty(SPEC), fake_policy)
     assert seg is None  # agent 7 has one pending row with reward 4 so far
-    _, seg = c.step(decision([7], 4, reward=8.0), TerminalSteps.empty(SPEC), fake_policy, fake_value)
+    _, seg = c.step(decision([7], 4, reward=8.0), TerminalSteps.empty(SPEC), fake_policy)
     assert seg.obs_0[0, :, 1].tolist() == [7.0, 7.0] and seg.env_reward[0].tolist() == [4.0, 8.0]
 
 
 def test_slots_stay_put_when_agent_sets_alternate():
     # pipelined workers show two agent sets in turn; each id keeps its slot, new ids get new ones
-    c = Collector(SPEC, time_horizon=8, num_signals=1)
+    c = Collector(SPEC, time_horizon=8)
     first = {tuple(ids): c.slots_for(np.array(ids)).tolist() for ids in ([4, 6], [5, 7])}
     for _ in range(3):
         for ids in ([4, 6], [5, 7]):
@@ -128,7 +107,7 @@ def test_agents_with_a_new_id_every_episode_reuse_the_ended_episodes_slots():
     # a Unity agent takes a new id for each episode: the slots must follow the live agents, not
     # the episodes (each slot holds time_horizon rows of every observation: an 84 x 84 camera's
     # are about 1.4 MB at 64 rows)
-    c = Collector(SPEC, time_horizon=4, num_signals=1, initial_slots=2)
+    c = Collector(SPEC, time_horizon=4, initial_slots=2)
     rng = np.random.default_rng(0)
     ids, next_id, age, ends = [0, 1, 2], 3, {0: 0, 1: 0, 2: 0}, []
     returns, lengths, rewards_of = [], [], {}
@@ -148,7 +127,7 @@ def test_agents_with_a_new_id_every_episode_reuse_the_ended_episodes_slots():
         for i in alive:
             rewards_of[i] = rewards_of.get(i, 0.0) + 1.0
         done = terminal(ending, 2.0, [False] * len(ending)) if ending else TerminalSteps.empty(SPEC)
-        _, seg = c.step(decisions, done, fake_policy, fake_value)
+        _, seg = c.step(decisions, done, fake_policy)
         for i in ids:
             age[i] += 1
         if seg is not None:
@@ -162,16 +141,16 @@ def test_agents_with_a_new_id_every_episode_reuse_the_ended_episodes_slots():
 
 def test_an_agent_seen_only_ending_is_no_episode():
     # (a Unity agent's new id done before it asked for a decision, or a disabled agent)
-    c = Collector(SPEC, time_horizon=4, num_signals=1)
-    c.step(decision([1], 0), TerminalSteps.empty(SPEC), fake_policy, fake_value)
-    _, seg = c.step(decision([1], 1), terminal([8], -1.0, [False]), fake_policy, fake_value)
+    c = Collector(SPEC, time_horizon=4)
+    c.step(decision([1], 0), TerminalSteps.empty(SPEC), fake_policy)
+    _, seg = c.step(decision([1], 1), terminal([8], -1.0, [False]), fake_policy)
     assert seg is None and c.take_episode_stats().returns == []
 
 
 def test_actions_are_clipped_for_the_environment_but_stored_raw():
-    c = Collector(SPEC, time_horizon=1, num_signals=1)
+    c = Collector(SPEC, time_horizon=1)
     d = decision([0], 5)
-    actions, _ = c.step(d, TerminalSteps.empty(SPEC), fake_policy, fake_value)
+    actions, _ = c.step(d, TerminalSteps.empty(SPEC), fake_policy)
     assert actions.continuous[0, 0] == 1.0 and c.buffers["continuous"][0, 0, 0] == 5.0
 
 
@@ -204,7 +183,7 @@ def _recording_run(order, memory_size: int) -> list[dict]:
     """Every segment of a scripted run of 4 agents (horizon 3; agents 1 and 2 end episodes at
     different times, all four together at step 9), the agents listed in ``order`` at each step;
     a recurrent policy's memory counts the decisions of each agent's episode."""
-    c = Collector(SPEC, time_horizon=3, num_signals=1, memory_size=memory_size)
+    c = Collector(SPEC, time_horizon=3, memory_size=memory_size)
     ends = {4: [1], 6: [2], 7: [1, 2], 9: [0, 1, 2, 3]}
 
     def policy(observations, allowed, memory=None):
@@ -219,7 +198,7 @@ def _recording_run(order, memory_size: int) -> list[dict]:
         steps = terminal(ended, 3.0, [t == 9] * len(ended)) if len(ended) else TerminalSteps.empty(SPEC)
         ids = np.asarray(order)
         d = DecisionSteps([decision(ids, t).obs[0]], (ids + t).astype(np.float32), ids)
-        _, seg = c.step(d, steps, policy, lambda observations, memory=None: fake_value(observations))
+        _, seg = c.step(d, steps, policy)
         if seg is not None:
             for f in range(len(seg.length)):  # one record per segment, real rows only
                 n = seg.length[f]
@@ -256,7 +235,7 @@ def test_ppo_values_a_segment_under_way_at_an_update_with_the_critic_after_it():
                            learning_rate_schedule="constant", hidden_units=8, num_layers=1)
     torch.manual_seed(0)
     ppo = PPO(spec, settings, torch.device("cpu"), np.random.default_rng(0))
-    collector = Collector(spec, settings.time_horizon, 1)
+    collector = Collector(spec, settings.time_horizon)
     rng = np.random.default_rng(1)
     seen = []
 
@@ -264,7 +243,7 @@ def test_ppo_values_a_segment_under_way_at_an_update_with_the_critic_after_it():
         obs = [rng.normal(size=(1, 2)).astype(np.float32)]
         seen.append(obs[0][0])
         _, seg = collector.step(DecisionSteps(obs, np.array([0.0 if t == 0 else 1.0], np.float32), np.array([0])),
-                                TerminalSteps.empty(spec), ppo.act, ppo.value)
+                                TerminalSteps.empty(spec), ppo.act)
         if seg is not None:
             ppo.collect(seg)
 
@@ -274,11 +253,18 @@ def test_ppo_values_a_segment_under_way_at_an_update_with_the_critic_after_it():
     ppo.update()
     for t in range(6, 11):  # d5..d9, cut at d10
         step(t)
-    ppo.process_queued()
+    stats = ppo.process_queued()
+
+    def critic(rows):
+        with torch.no_grad():
+            return ppo.policy.value([torch.as_tensor(np.stack(rows))]).numpy()[:, 0]
+
     stored = ppo.buffer.view()["old_values"][:, 0]
-    current = ppo.value([np.stack(seen[5:10])])[:, 0]
+    current = critic(seen[5:10])
     np.testing.assert_allclose(stored, current, rtol=1e-5, atol=1e-6)
-    bootstrap = ppo.value([seen[10][None]])[0, 0]  # d10, after the segment's last row
+    # the stat is the segment's mean estimate by that critic, as ML-Agents reports one per trajectory
+    np.testing.assert_allclose(stats["Policy/Extrinsic Value Estimate"], [current.mean()], rtol=1e-5, atol=1e-6)
+    bootstrap = critic(seen[10:11])[0]  # d10, after the segment's last row
     gamma, lambd = settings.reward_signals["extrinsic"].gamma, settings.lambd
     expected = gae(np.ones((1, 5), np.float32), current[None, :, None][..., 0], np.array([bootstrap]),
                    np.array([5]), gamma, lambd)[0] + current

@@ -55,7 +55,7 @@ def test_replay_buffer_is_a_ring_that_keeps_the_newest_and_round_trips(tmp_path)
 
 def test_segments_become_transitions_with_next_observations_and_done_flags(tmp_path):
     sac = SAC(CONTINUOUS, sac_settings(tmp_path, time_horizon=2), torch.device("cpu"), np.random.default_rng(0))
-    collector = Collector(CONTINUOUS, time_horizon=2, num_signals=1)
+    collector = Collector(CONTINUOUS, time_horizon=2)
 
     def obs(t, ids):
         return [np.full((len(ids), 3), float(t), np.float32)]
@@ -65,12 +65,12 @@ def test_segments_become_transitions_with_next_observations_and_done_flags(tmp_p
 
     none = TerminalSteps.empty(CONTINUOUS)
     for t in range(3):  # agent 0 acts at t = 0, 1, 2: a time-horizon cut at t = 2
-        _, seg = collector.step(decide(t, [0, 1]), none, sac.act, sac.value)
+        _, seg = collector.step(decide(t, [0, 1]), none, sac.act)
         if seg is not None:
             sac.collect(seg)
     # agent 0 ends truly, agent 1 by a step limit: both final observations are 9
     ended = TerminalSteps(obs(9, [0, 1]), np.array([5.0, 6.0], np.float32), np.array([0, 1]), np.array([False, True]))
-    _, seg = collector.step(DecisionSteps.empty(CONTINUOUS), ended, sac.act, sac.value)
+    _, seg = collector.step(DecisionSteps.empty(CONTINUOUS), ended, sac.act)
     sac.collect(seg)
     columns = sac.buffer.state_dict()["columns"]
     rows = sorted(zip(columns["obs_0"][:, 0].tolist(), columns["next_obs_0"][:, 0].tolist(),

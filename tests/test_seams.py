@@ -116,12 +116,12 @@ def _train(algorithm, env_name: str, steps: int) -> list[dict]:
     stats its experience's collection reported before it."""
     env = make_env(env_name, seed=3)
     behavior = next(iter(env.behavior_specs))
-    collector = Collector(env.behavior_specs[behavior], algorithm.settings.time_horizon, len(algorithm.signals))
+    collector = Collector(env.behavior_specs[behavior], algorithm.settings.time_horizon)
     env.reset()
     updates, collected = [], {}
     for _ in range(steps):
         decision, terminal = env.get_steps(behavior)
-        actions, segments = collector.step(decision, terminal, algorithm.act, algorithm.value)
+        actions, segments = collector.step(decision, terminal, algorithm.act)
         if segments is not None:
             collected |= algorithm.collect(segments)
         env.set_actions(behavior, actions)

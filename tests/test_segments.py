@@ -38,7 +38,7 @@ class WithMemory(ActResult):
     memory: np.ndarray  # [n, 3]
 
 
-def _policy(spec: BehaviorSpec, signals: int):
+def _policy(spec: BehaviorSpec):
     branches = spec.action_spec.discrete_branches
 
     def act(observations, allowed):
@@ -47,20 +47,17 @@ def _policy(spec: BehaviorSpec, signals: int):
         return WithMemory(
             continuous=obs[:, :1].repeat(spec.action_spec.continuous_size, axis=1),
             discrete=np.zeros((n, len(branches)), np.int64), log_prob=obs[:, 0] - 1.0,
-            entropy=np.ones(n, np.float32), values=np.repeat(obs[:, :1], signals, axis=1) * 10.0,
+            entropy=np.ones(n, np.float32),
             memory=obs[:, :1] + np.arange(3, dtype=np.float32))  # memory[k] = first observation + k
 
-    def value(observations):
-        return np.repeat(observations[0][:, :1], signals, axis=1) * 10.0
-
-    return act, value
+    return act
 
 
-def _run(spec: BehaviorSpec, schema: SegmentSchema, signals: int = 2, steps: int = 30) -> list[Segments]:
+def _run(spec: BehaviorSpec, schema: SegmentSchema, steps: int = 30) -> list[Segments]:
     """Six agents, time horizon 4; agent a's episode ends every 3 + a steps, so segments finish
     with different lengths, some at the horizon and some at an episode end."""
-    collector = Collector(spec, time_horizon=4, num_signals=signals, initial_slots=2, schema=schema)
-    act, value = _policy(spec, signals)
+    collector = Collector(spec, time_horizon=4, initial_slots=2, schema=schema)
+    act = _policy(spec)
     ids = np.arange(6)
     parts = []
     for t in range(steps):
@@ -71,8 +68,7 @@ def _run(spec: BehaviorSpec, schema: SegmentSchema, signals: int = 2, steps: int
                  if spec.action_spec.discrete_branches else None)
         terminal = TerminalSteps([o[ended] for o in obs], np.ones(len(ended), np.float32), ended,
                                  ended % 2 == 1) if len(ended) else TerminalSteps.empty(spec)
-        _, finished = collector.step(DecisionSteps(obs, np.full(6, 0.5, np.float32), ids, masks), terminal,
-                                     act, value)
+        _, finished = collector.step(DecisionSteps(obs, np.full(6, 0.5, np.float32), ids, masks), terminal, act)
         if finished is not None:
             parts.append(finished)
     assert len(parts) > 5 and len({p.width for p in parts}) > 1
@@ -95,7 +91,7 @@ def _assert_same(a: Segments, b: Segments) -> None:
 
 @pytest.mark.parametrize("spec", [CONTINUOUS, MASKED, WITH_IMAGE], ids=["continuous", "masked-discrete", "image"])
 def test_the_collector_s_segments_have_the_declared_shapes_and_dtypes(spec):
-    sizes = SegmentSizes.of(spec, 2)
+    sizes = SegmentSizes.of(spec)
     schema = segment_schema(spec)
     parts = _run(spec, schema)
     for part in parts:
@@ -109,7 +105,7 @@ def test_a_new_per_row_field_is_one_declaration():
     # into segments, concatenated, packed into shared memory and unpacked
     schema = SegmentSchema((*FIELDS, Field("memory", ROW, lambda s: (3,), np.float32, from_policy=True)),
                            CONTINUOUS.observation_shapes)
-    sizes = SegmentSizes.of(CONTINUOUS, 2)
+    sizes = SegmentSizes.of(CONTINUOUS)
     parts = _run(CONTINUOUS, schema)
     for part in parts:
         schema.check(part, sizes)
@@ -148,7 +144,7 @@ def test_segments_need_exactly_the_declared_fields():
     with pytest.raises(ValueError, match="not among"):
         SegmentSchema((*FIELDS, Field("row_mask", ROW, lambda s: (), np.bool_)), shapes)
     with pytest.raises(ValueError, match="declared float32"):
-        schema.check(Segments(schema, arrays), SegmentSizes.of(CONTINUOUS, 1))
+        schema.check(Segments(schema, arrays), SegmentSizes.of(CONTINUOUS))
 
 
 def test_images_are_stored_as_uint8_and_vectors_as_float32():

@@ -69,9 +69,9 @@ def returns_by_behavior(monkeypatch) -> dict[str, list[float]]:
     found: dict[str, list[float]] = collections.defaultdict(list)
     original = Collector._end_episodes
 
-    def recording(self, terminal, value):
+    def recording(self, terminal):
         before = len(self.stats.returns)
-        out = original(self, terminal, value)
+        out = original(self, terminal)
         found[self.behavior].extend(self.stats.returns[before:])
         return out
 
@@ -378,9 +378,9 @@ def test_each_episode_counts_for_the_turn_it_was_played_in(run_cli, workdir, mon
     ended: collections.Counter = collections.Counter()
     end = Collector._end_episodes
 
-    def ending(self, terminal, value):
+    def ending(self, terminal):
         before = len(self.stats.returns)
-        out = end(self, terminal, value)
+        out = end(self, terminal)
         role = "learner" if controllers[-1].learning_team == team_of(self.behavior)[1] else "ghost"
         ended[role] += len(self.stats.returns) - before
         return out
@@ -678,9 +678,9 @@ def test_a_curriculum_counts_every_teams_learner_episodes(run_cli, workdir, monk
     learner_episodes = collections.Counter()
     end = Collector._end_episodes
 
-    def ending(self, terminal, value):
+    def ending(self, terminal):
         before = len(self.stats.returns)
-        out = end(self, terminal, value)
+        out = end(self, terminal)
         if controllers[-1].learning_team == team_of(self.behavior)[1]:
             learner_episodes[team_of(self.behavior)[1]] += len(self.stats.returns) - before
         return out

@@ -272,13 +272,12 @@ def _segments(algorithm, spec):
     from palaestra.envs.base import DecisionSteps, TerminalSteps
     from palaestra.rollout.collector import Collector
 
-    collector = Collector(spec, 8, len(algorithm.signals))
+    collector = Collector(spec, 8)
     rng = np.random.default_rng(9)
     ids = np.arange(3)
     for _ in range(9):
         obs = _observations(spec, rng, 3)
-        _, seg = collector.step(DecisionSteps(obs, np.zeros(3, np.float32), ids), TerminalSteps.empty(spec),
-                                algorithm.act, algorithm.value)
+        _, seg = collector.step(DecisionSteps(obs, np.zeros(3, np.float32), ids), TerminalSteps.empty(spec), algorithm.act)
         if seg is not None:
             return seg
     raise AssertionError("no segments")

@@ -90,9 +90,6 @@ class ClonedPolicy:
         # (the Algorithm protocol's signature: a cloned policy has no memory, so ``memory`` is None)
         return self._actor.act(observations, allowed, deterministic)
 
-    def value(self, observations: list[np.ndarray]) -> np.ndarray:
-        return self._actor.value(observations).astype(np.float32, copy=False)
-
     def policy_arrays(self) -> dict[str, np.ndarray]:
         return policy_arrays(self.policy)
 

@@ -237,9 +237,6 @@ class PPO:
         on the CPU; copies of a policy on a GPU, taken at each call)."""
         return policy_arrays(self.policy)
 
-    def value(self, observations: list[np.ndarray], memory: np.ndarray | None = None) -> np.ndarray:
-        return self._actor.value(observations, memory=memory).astype(np.float32, copy=False)
-
     # -- experience --------------------------------------------------------------------------
     def drop_open_episodes(self, every: int = 1, offset: int = 0) -> None:
         self.episode_sums.clear(every, offset)
@@ -258,19 +255,14 @@ class PPO:
             vectors = self.policy.encoder.indices  # (images are not normalized: not copied for it either)
             self.policy.normalizer.update(self.policy.encoder(
                 [o[seg.row_mask] if i in vectors else o for i, o in enumerate(seg.observations)]))
-        # the value estimates the policy acted with, per segment as ML-Agents records them per
-        # trajectory: every summary has them, not only those with an update
-        means = np.where(seg.row_mask[..., None], seg.values, 0.0).sum(1) / np.maximum(seg.length, 1)[:, None]
-        stats = {f"Policy/{signal.stat_name} Value Estimate": means[:, k].tolist()  # one per segment
-                 for k, signal in enumerate(self.signals)}
         if self._rewards_at_update:
             split = self.episode_sums
             now = [self.signals[k].rewards(seg) for k in split.now_indices]
             self._queued.append((seg, None, now))  # the late signals' by _reward_waiting
-            return stats | joined_stats(split.late.take_unreported(), split.now.add(seg, now))
+            return joined_stats(split.late.take_unreported(), split.now.add(seg, now))
         signal_rewards, ended = self._reward(seg)
         self._queued.append((seg, signal_rewards, None))
-        return stats | ended
+        return ended
 
     def _reward(self, seg: Segments, now: list[np.ndarray] | None = None) -> tuple[np.ndarray, dict[str, list[float]]]:
         """Each signal's rewards for the real rows of ``seg`` ``[rows, signals]``, for process();
@@ -315,10 +307,15 @@ class PPO:
         into advantages and returns in the update buffer (the normalizer took their observations
         when they arrived: :meth:`collect`)."""
         mask = seg.row_mask
-        stats: dict[str, list[float]] = {}
-        # valued again by the current critic, as ML-Agents values each trajectory it processes: a
-        # segment under way at the last update acted its first rows with the critic before it
+        # valued by the current critic, as ML-Agents values each trajectory it processes (acting
+        # computes no values: a segment under way at the last update would have its first rows'
+        # from the critic before it, and acting workers run ahead of the updates)
         seg_values, seg_bootstrap = self._current_values(seg)
+        # their mean per segment, as ML-Agents reports one per trajectory (so in the summaries
+        # with an update)
+        means = np.where(mask[..., None], seg_values, 0.0).sum(1) / np.maximum(seg.length, 1)[:, None]
+        stats = {f"Policy/{signal.stat_name} Value Estimate": means[:, k].tolist()
+                 for k, signal in enumerate(self.signals)}
         advantages = np.zeros(mask.shape, dtype=np.float64)
         returns = np.zeros((*mask.shape, len(self.signals)), dtype=np.float32)
         for k, signal in enumerate(self.signals):
@@ -352,11 +349,12 @@ class PPO:
     def _current_values(self, seg: Segments) -> tuple[np.ndarray, np.ndarray]:
         """Each row's value estimates ``[F, H, signals]`` and each segment's bootstrap, the value
         of the observation after its last row ``[F, signals]``, from the current critic and
-        normalizer, as ML-Agents computes them for each trajectory it processes. The estimates
-        made while acting are stale for rows acted on before the last update: the first rows of a
-        segment under way then (about half of 3DBall's buffer once its episodes are long), and
-        all the experience of acting workers running ahead of the updates (docs/benchmarks.md,
-        the session 18 rows of ML-Agents' test matrix)."""
+        normalizer, as ML-Agents computes them for each trajectory it processes.
+        Estimates made while acting (which no longer computes them) were stale for rows acted on
+        before the last update: the first rows of a segment under way then (about half of
+        3DBall's buffer once its episodes are long), and all the experience of acting workers
+        running ahead of the updates (docs/benchmarks.md, the session 18 rows of ML-Agents' test
+        matrix)."""
         if not self.memory_size:  # the real rows and each segment's next observation, nothing padded
             mask = seg.row_mask
             rows = [np.concatenate([o[mask], following]) for o, following in zip(seg.observations, seg.next_observations)]

@@ -29,7 +29,7 @@ class Algorithm(Protocol):
     decoupled: bool  # experience may come from weights older than the last update (acting workers)
     policy_updates: list  # algorithms/auxiliary.py's PolicyUpdate, run after each update
     # a recurrent policy's stored memory per agent (0: none); the collector keeps the agents'
-    # memories and passes them as ``memory=`` to act and value
+    # memories and passes them as ``memory=`` to act
     memory_size: int
     # each agent's running sums of the signals' rewards (Policy/<Signal> Reward at its episode's end)
     episode_sums: SignalEpisodeSums | SplitEpisodeSums
@@ -39,12 +39,9 @@ class Algorithm(Protocol):
 
     def act(self, observations: list[np.ndarray], allowed: np.ndarray | None, deterministic: bool = False,
             memory: np.ndarray | None = None) -> ActResult:
-        """Actions, log-probabilities, entropies and value estimates for one decision batch (and
-        the agents' new memories, for a recurrent policy)."""
-        ...
-
-    def value(self, observations: list[np.ndarray], memory: np.ndarray | None = None) -> np.ndarray:
-        """Per-signal value estimates ``[n, signals]`` to bootstrap cut segments from."""
+        """Actions, log-probabilities and entropies for one decision batch (and the agents' new
+        memories, for a recurrent policy). No value estimates: an algorithm that needs them
+        computes them when it learns from the segments, with the critic it has then."""
         ...
 
     def collect(self, segments: Segments) -> dict[str, list[float]]:

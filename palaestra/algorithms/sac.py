@@ -175,7 +175,7 @@ class SAC:
         self.policy_updates: list[PolicyUpdate] = []  # run after each update (behavioral cloning)
         K = len(self.signals)
         memory = settings.memory_size if settings.use_recurrent else None
-        self.policy = SquashedActor(spec, settings.hidden_units, settings.num_layers, settings.normalize, K,
+        self.policy = SquashedActor(spec, settings.hidden_units, settings.num_layers, settings.normalize,
                                     settings.vis_encode_type, memory).to(device)
         self.memory_size = self.policy.memory_size  # the actor's, per agent, kept by the collector
         # recurrent: gradient steps on sequences of this many rows (rollout/sequences.py)
@@ -276,10 +276,6 @@ class SAC:
     def act(self, observations: list[np.ndarray], allowed: np.ndarray | None, deterministic: bool = False,
             memory: np.ndarray | None = None) -> ActResult:
         return self._actor.act(observations, allowed, deterministic, memory=memory)
-
-    def value(self, observations: list[np.ndarray], memory: np.ndarray | None = None) -> np.ndarray:
-        """SAC keeps no state-value estimate for segments; its critics learn from transitions."""
-        return np.zeros((observations[0].shape[0], len(self.signals)), np.float32)
 
     # -- experience --------------------------------------------------------------------------
     def drop_open_episodes(self, every: int = 1, offset: int = 0) -> None:

@@ -143,7 +143,6 @@ def _actor_critic(m: ActorCritic, d: _Describer) -> NetworkSpec:
         logits=d.linear(m.logits),
         branches=tuple(m.branches),
         values=d.linear(m.values),
-        signals=m.values.out_features,
         lstm=d.lstm(m.lstm),
         lstm_first=m.lstm_first,
     )
@@ -152,7 +151,7 @@ def _actor_critic(m: ActorCritic, d: _Describer) -> NetworkSpec:
 def _squashed_actor(m: SquashedActor, d: _Describer) -> NetworkSpec:
     return NetworkSpec(normalizer=d.normalizer(m.normalizer), trunk=d.sequential(m.body), gaussian=None,
                        squashed=d.linear(m.gaussian), logits=d.linear(m.logits), branches=tuple(m.branches),
-                       values=None, signals=m.signals, lstm=d.lstm(m.lstm))
+                       values=None, lstm=d.lstm(m.lstm))
 
 
 _DESCRIBE = {ActorCritic: _actor_critic, SquashedActor: _squashed_actor}

@@ -56,8 +56,7 @@ class NetworkSpec:
     squashed: tuple[int, int] | None  # weight, bias of [mean | log-std]
     logits: tuple[int, int] | None
     branches: tuple[int, ...]
-    values: tuple[int, int] | None  # on the critic tower
-    signals: int  # reward signals (value heads' outputs)
+    values: tuple[int, int] | None  # on the critic tower: trained, not used in acting
     # recurrent policies: per tower, its LSTM's (weight_ih, weight_hh, bias_ih, bias_hh), after
     # the trunk or (lstm_first) before it
     lstm: tuple[tuple[int, int, int, int], ...] = ()
@@ -110,6 +109,8 @@ class MLPNetwork:
         self.norm = tuple(arrays[i] for i in spec.normalizer) if spec.normalizer else None
         self.trunk = Stack([dense((w, b), act, twin) for twin, w, b, act in spec.trunk])
         self.twin = spec.trunk[0][0]
+        # acting: the actor's tower of a twin trunk alone, over views of its weights
+        self.actor_tower = tower_of(self.trunk, 0) if self.twin else None
         self.mean = dense(spec.gaussian[:2]) if spec.gaussian else None
         self.gaussian = Gaussian(arrays[spec.gaussian[2]], grads[spec.gaussian[2]]) if spec.gaussian else None
         self.squashed = dense(spec.squashed) if spec.squashed else None
@@ -176,20 +177,17 @@ class MLPNetwork:
         memory = np.concatenate(states, 1)
         return (out[0], out[1], memory) if self.twin else (out, None, memory)
 
-    def value(self, observations: list[np.ndarray], memory: np.ndarray | None = None) -> np.ndarray:
-        if self.values is None:  # SAC keeps no state-value estimate for segments
-            return np.zeros((observations[0].shape[0], self.spec.signals), np.float32)
-        return self.values.forward(self.step_features(observations, memory)[1])
-
     def act(self, observations: list[np.ndarray], allowed: np.ndarray | None, deterministic: bool = False,
             memory: np.ndarray | None = None) -> ActResult:
-        h, g, memory = self.step_features(observations, memory)
+        if self.lstm or not self.twin:
+            h, _, memory = self.step_features(observations, memory)
+        else:  # a feed-forward actor-critic acts with the actor's tower alone: no value estimates
+            h = self.actor_tower.forward(self.encode(observations))
         n = observations[0].shape[0]
-        values = self.values.forward(g) if self.values is not None else np.zeros((n, self.spec.signals), np.float32)
         if self.continuous == 0:  # discrete actions only: the common case
             disc, log_prob, entropy = self.categorical.sample(self.logits.forward(h), allowed, self.gumbel,
                                                               deterministic)
-            return ActResult(NO_CONTINUOUS[:n], disc, log_prob, entropy, values, memory)
+            return ActResult(NO_CONTINUOUS[:n], disc, log_prob, entropy, memory)
         c = self.continuous
         if self.squashed is not None:
             out = self.squashed.forward(h)
@@ -212,9 +210,9 @@ class MLPNetwork:
             entropy.fill((0.5 * c + log_norm) / c)  # per dimension, as distributions.py
             cont = mean + noise * np.exp(log_std)
         if self.logits is None:
-            return ActResult(cont, NO_DISCRETE[:n], log_prob, entropy, values, memory)
+            return ActResult(cont, NO_DISCRETE[:n], log_prob, entropy, memory)
         disc, lp, ent = self.categorical.sample(self.logits.forward(h), allowed, self.gumbel, deterministic)
-        return ActResult(cont, disc, log_prob + lp, entropy + ent, values, memory)
+        return ActResult(cont, disc, log_prob + lp, entropy + ent, memory)
 
     # -- a policy-gradient loss's inputs and their backward pass (PPO) -----------------------
     def sequence_features(self, observations, memory, sequence_length: int, trunk_cache: list):

@@ -54,11 +54,12 @@ class TwinMLP(nn.Module):
             size = out
         self.hidden = hidden
 
-    def first(self, x: torch.Tensor) -> torch.Tensor:
-        """Tower 0 alone on ``[B, inputs]`` → ``[B, out]`` (PPO's actor, for an exported model)."""
+    def one(self, tower: int, x: torch.Tensor) -> torch.Tensor:
+        """One tower alone on ``[B, inputs]`` → ``[B, out]`` (PPO's actor for acting and an
+        exported model, its critic for the value estimates)."""
         h = x
         for w, b, kind in zip(self.weights, self.biases, self.activations):
-            h = torch.addmm(b[0], h, w[0].t())
+            h = torch.addmm(b[tower], h, w[tower].t())
             if kind:
                 h = HIDDEN_ACTIVATIONS[kind](h)
         return h
@@ -101,7 +102,7 @@ class PolicyOutput:
     discrete: torch.Tensor | None
     log_prob: torch.Tensor
     entropy: torch.Tensor
-    values: torch.Tensor  # [n, signals]
+    values: torch.Tensor | None  # [n, signals]; None from acting, which needs none
     memory: torch.Tensor | None = None  # recurrent policies: the agents' memory after acting
 
 
@@ -175,7 +176,17 @@ class ActorCritic(nn.Module):
         return ActionDistribution.build(mean, log_std, logits, self.branches, allowed)
 
     def value(self, observations: list[torch.Tensor], memory: torch.Tensor | None = None) -> torch.Tensor:
+        if self.lstm is None:  # the critic's layers alone
+            return self.values(self.one_tower(1, observations))
         return self.values(self.hidden(observations, memory)[0][1])
+
+    def one_tower(self, tower: int, observations: list[torch.Tensor]) -> torch.Tensor:
+        """A feed-forward network's features for one tower's heads alone, ``[B, units]`` (0: the
+        actor's, 1: the critic's): half the arithmetic of :meth:`hidden`."""
+        x = self.vector_features(observations)
+        if self.images is not None:
+            x = self.images.one_tower(tower, x, observations)
+        return self.towers.one(tower, x)
 
     def export_heads(self, observations: list[torch.Tensor], memory: torch.Tensor | None = None
                      ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
@@ -183,17 +194,18 @@ class ActorCritic(nn.Module):
         the environment got them in training, unmasked logits, the actor's memory after this
         step). ``memory``: the actor's memory (recurrent only). Only the actor's layers run: the
         critic's would double an exported model's work in Unity."""
-        x = self.vector_features(observations)
-        if self.images is not None:
-            x = self.images.first_tower(x, observations)  # the actor's image encoders alone
         new_memory = None
-        if self.lstm is not None and self.lstm_first:
-            out, new_memory = self.lstm.actor(x.unsqueeze(1), memory)
-            h = self.towers.first(out[:, 0])
+        if self.lstm is None:
+            h = self.one_tower(0, observations)
         else:
-            h = self.towers.first(x)
-            if self.lstm is not None:
-                out, new_memory = self.lstm.actor(h.unsqueeze(1), memory)
+            x = self.vector_features(observations)
+            if self.images is not None:
+                x = self.images.one_tower(0, x, observations)  # the actor's image encoders alone
+            if self.lstm_first:
+                out, new_memory = self.lstm.actor(x.unsqueeze(1), memory)
+                h = self.towers.one(0, out[:, 0])
+            else:
+                out, new_memory = self.lstm.actor(self.towers.one(0, x).unsqueeze(1), memory)
                 h = out[:, 0]
         sample = mean = logits = None
         if self.mu is not None:  # clipped to [-1, 1], as the collector sends them in training
@@ -216,10 +228,14 @@ class ActorCritic(nn.Module):
 
     def act(self, observations: list[torch.Tensor], allowed: torch.Tensor | None,
             deterministic: bool = False, memory: torch.Tensor | None = None) -> PolicyOutput:
-        h, memory = self.hidden(observations, memory)
-        dist = self.distribution(h[0], allowed)
+        if self.lstm is None:  # the actor's layers alone: acting needs no value estimates
+            h = self.one_tower(0, observations)
+        else:  # both towers' LSTMs: the critic's memory is kept with the rows too (its training sequences start from it)
+            both, memory = self.hidden(observations, memory)
+            h = both[0]
+        dist = self.distribution(h, allowed)
         cont, disc = dist.deterministic() if deterministic else dist.sample()
-        return PolicyOutput(cont, disc, dist.log_prob(cont, disc), dist.entropy(), self.values(h[1]), memory)
+        return PolicyOutput(cont, disc, dist.log_prob(cont, disc), dist.entropy(), None, memory)
 
     def evaluate(self, observations: list[torch.Tensor], allowed: torch.Tensor | None, cont: torch.Tensor | None,
                  disc: torch.Tensor | None, memory: torch.Tensor | None = None, sequence_length: int = 1) -> PolicyOutput:

@@ -34,10 +34,9 @@ _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 class SquashedActor(nn.Module):
     def __init__(self, spec: BehaviorSpec, hidden_units: int, num_layers: int, normalize: bool,
-                 signals: int = 1, vis_encode_type: str = "simple", memory_size: int | None = None) -> None:
+                 vis_encode_type: str = "simple", memory_size: int | None = None) -> None:
         super().__init__()
         self.spec = spec
-        self.signals = signals  # reward signals: acting reports a zero value estimate for each
         self.encoder = VectorEncoder(spec.observation_shapes)  # no parameters: not a submodule
         self.obs_size = self.encoder.size  # the critics take these vector features too (algorithms/sac.py)
         self.normalizer = Normalizer(self.obs_size) if normalize and self.obs_size else None
@@ -104,7 +103,7 @@ class SquashedActor(nn.Module):
             dist = ActionDistribution.build(None, None, self.logits(h), self.branches, allowed)
             disc = (dist.deterministic() if deterministic else dist.sample())[1]
             log_prob, entropy = log_prob + dist.log_prob(None, disc), entropy + dist.entropy()
-        return PolicyOutput(cont, disc, log_prob, entropy, self.value(observations), memory)
+        return PolicyOutput(cont, disc, log_prob, entropy, None, memory)
 
     def imitation_outputs(self, observations: list[torch.Tensor], allowed: torch.Tensor | None,
                           sequence_length: int = 1) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
@@ -118,10 +117,6 @@ class SquashedActor(nn.Module):
             continuous = squashed_sample(mean, log_std, torch.randn_like(mean))[0]
         branches = [] if self.logits is None else torch.split(self.masked_logits(h, allowed), self.branches, -1)
         return continuous, [torch.log_softmax(logits, -1) for logits in branches]
-
-    def value(self, observations: list[torch.Tensor], memory: torch.Tensor | None = None) -> torch.Tensor:
-        """SAC keeps no state-value estimate for segments; its critics learn from transitions."""
-        return torch.zeros(observations[0].shape[0], self.signals, device=observations[0].device)
 
     def export_heads(self, observations: list[torch.Tensor], memory: torch.Tensor | None = None
                      ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:

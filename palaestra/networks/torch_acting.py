@@ -15,8 +15,8 @@ from palaestra.rollout.collector import ActResult
 
 
 class TorchActor:
-    """``act``/``value`` over numpy batches (one array per observation) for a module with the
-    policy interface (``act(observations, allowed, deterministic)`` → outputs, ``value(observations)``)."""
+    """``act`` over numpy batches (one array per observation) for a module with the policy
+    interface (``act(observations, allowed, deterministic, memory=)`` → outputs)."""
 
     def __init__(self, module: nn.Module) -> None:
         self.module = module
@@ -39,15 +39,8 @@ class TorchActor:
             discrete=out.discrete.cpu().numpy() if out.discrete is not None else np.zeros((n, 0), np.int64),
             log_prob=out.log_prob.cpu().numpy(),
             entropy=out.entropy.cpu().numpy(),
-            values=out.values.cpu().numpy(),
             memory=None if out.memory is None else out.memory.cpu().numpy(),
         )
-
-    @torch.inference_mode()
-    def value(self, observations: list[np.ndarray], memory: np.ndarray | None = None) -> np.ndarray:
-        device = self.device
-        extra = {} if memory is None else {"memory": torch.as_tensor(memory, device=device)}
-        return self.module.value([torch.as_tensor(o, device=device) for o in observations], **extra).cpu().numpy()
 
 
 def bind_weights(module: nn.Module, views: Mapping[str, np.ndarray]) -> None:

@@ -162,9 +162,10 @@ class ImageFeatures(nn.Module):
     def encode_tower(self, tower: int, images: Sequence[torch.Tensor]) -> torch.Tensor:
         return torch.cat([encode(x) for encode, x in zip(self.towers[tower], images)], -1)
 
-    def first_tower(self, vectors: torch.Tensor, observations: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Tower 0's features alone, ``[B, size]`` (PPO's actor: what an exported model runs)."""
-        return _after_vectors(vectors, self.encode_tower(0, [observations[i] for i in self.image_indices]))
+    def one_tower(self, tower: int, vectors: torch.Tensor, observations: Sequence[torch.Tensor]) -> torch.Tensor:
+        """One tower's features alone, ``[B, size]`` (PPO's actor: acting, and what an exported
+        model runs; its critic: the value estimates)."""
+        return _after_vectors(vectors, self.encode_tower(tower, [observations[i] for i in self.image_indices]))
 
     def forward(self, vectors: torch.Tensor, observations: Sequence[torch.Tensor]) -> torch.Tensor:
         images = [observations[i] for i in self.image_indices]

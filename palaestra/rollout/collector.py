@@ -2,15 +2,16 @@
 
 Each agent id gets a *slot*: a row of preallocated arrays ``[slots, time_horizon, ...]``, one per
 per-row field of the segments (rollout/segments.py). Row ``t`` of a slot holds the observations
-the agent acted on (each in its own shape and stored dtype: envs/observations.py), the policy's outputs (the action, its log-probability and value estimates,
-and any other per-row field declared ``from_policy``), the action mask, and (once the next step
-arrives) the reward that followed. A slot's segment is finished when it holds ``time_horizon``
-rows and the next decision arrives (the value of that decision's observation bootstraps the
-return), or when the agent's episode ends (its final observation's value bootstraps where the
-episode was interrupted). Every operation is a numpy operation over the agents of the step;
-there is no per-agent Python loop. Agents in lockstep (consecutive slots, all at one row: one
-agent, or a built-in environment's agents between episode ends) are written through a slice and
-a row, which costs a fraction of fancy indexing at these sizes.
+the agent acted on (each in its own shape and stored dtype: envs/observations.py), the policy's
+outputs (the action, its log-probability, and any other per-row field declared ``from_policy``),
+the action mask, and (once the next step arrives) the reward that followed. A slot's segment is
+finished when it holds ``time_horizon`` rows and the next decision arrives, or when the agent's
+episode ends; either way it keeps the observation after its last row. Acting computes no value
+estimates: PPO values the rows and that observation (its return's bootstrap) at the update that
+learns from them, with that update's critic. Every operation is a numpy operation over the agents
+of the step; there is no per-agent Python loop. Agents in lockstep (consecutive slots, all at one
+row: one agent, or a built-in environment's agents between episode ends) are written through a
+slice and a row, which costs a fraction of fancy indexing at these sizes.
 
 A recurrent policy's memory is part of each agent's state here: every decision hands the
 agents' memories to the policy (``memory=``) and keeps the ones it returns, each row records the
@@ -28,27 +29,20 @@ from palaestra.envs.checker import refuse_non_finite_segments
 from palaestra.envs.observations import stored_observations
 from palaestra.rollout.segments import ActResult, EpisodeStats, SegmentSchema, Segments, SegmentSizes, segment_schema
 
-# both take the observations as a list, one array [n, *shape] per observation
+# the observations as a list, one array [n, *shape] per observation, and the allowed-action mask
 PolicyFn = Callable[[list[np.ndarray], np.ndarray | None], ActResult]
-ValueFn = Callable[[list[np.ndarray]], np.ndarray]
 
 
 class Collector:
-    def __init__(self, spec: BehaviorSpec, time_horizon: int, num_signals: int, initial_slots: int = 16,
-                 schema: SegmentSchema | None = None, memory_size: int = 0, behavior: str = "the behavior",
-                 terminal_values: bool = True) -> None:
+    def __init__(self, spec: BehaviorSpec, time_horizon: int, initial_slots: int = 16,
+                 schema: SegmentSchema | None = None, memory_size: int = 0, behavior: str = "the behavior") -> None:
         self.spec = spec
-        # whether an episode's true end needs its value (a signal bootstrapping through true
-        # terminals, as curiosity and GAIL do): with the extrinsic reward alone it bootstraps 0,
-        # and the value pass is skipped (one forward pass per episode; PPO 1-D ends one every 5 steps)
-        self.terminal_values = terminal_values
         self.behavior = behavior  # for messages
         self.memory_size = memory_size  # a recurrent policy's memory per agent (0: none)
         self.schema = schema or segment_schema(spec, recurrent=memory_size > 0)
         self.shapes = spec.observation_shapes
-        self.sizes = SegmentSizes.of(spec, num_signals, memory_size)
+        self.sizes = SegmentSizes.of(spec, memory_size)
         self.H = time_horizon
-        self.K = num_signals
         self.c = spec.action_spec.continuous_size
         self.mask_width = self.sizes.mask
         self.capacity = 0
@@ -151,13 +145,13 @@ class Collector:
         return slots, span
 
     # -- one environment step ----------------------------------------------------------------
-    def step(self, decision: DecisionSteps, terminal: TerminalSteps, policy: PolicyFn,
-             value: ValueFn) -> tuple[ActionTuple, Segments | None]:
+    def step(self, decision: DecisionSteps, terminal: TerminalSteps,
+             policy: PolicyFn) -> tuple[ActionTuple, Segments | None]:
         """Record the step's terminal and decision agents, act for the decision agents, and
         return the actions for the environment plus any segments finished by this step."""
         finished: list[Segments] = []
         if len(terminal):
-            done = self._end_episodes(terminal, value)
+            done = self._end_episodes(terminal)
             if done is not None:
                 finished.append(done)
         if not len(decision):
@@ -190,11 +184,11 @@ class Collector:
                 out = policy(obs, allowed)
             self.stats.entropy_sum += float(out.entropy.sum())
             self.stats.entropy_count += len(out.entropy)
-            # a slot holding time_horizon rows is cut: this decision's value bootstraps its return
+            # a slot holding time_horizon rows is cut: this decision's observation follows its last row
             if row is not None:
                 if row >= self.H:
                     no = np.zeros(len(slots), bool)
-                    finished.append(self._take(slots, out.values.copy(), no, no, [o.copy() for o in obs],
+                    finished.append(self._take(slots, no, no, [o.copy() for o in obs],
                                                allowed.copy() if allowed is not None else None))
                     row = 0
                 at = (span, row)
@@ -203,7 +197,7 @@ class Collector:
                 if full.any():
                     fs = slots[full]
                     no = np.zeros(len(fs), bool)
-                    finished.append(self._take(fs, out.values[full], no, no, [o[full] for o in obs],
+                    finished.append(self._take(fs, no, no, [o[full] for o in obs],
                                                allowed[full] if allowed is not None else None))
                     rows = self.length[slots]
                 at = (slots, rows)
@@ -239,7 +233,7 @@ class Collector:
             return None
         return ~np.concatenate(decision.action_mask, axis=1).astype(bool)
 
-    def _end_episodes(self, terminal: TerminalSteps, value: ValueFn) -> Segments | None:
+    def _end_episodes(self, terminal: TerminalSteps) -> Segments | None:
         slots = self.slots_for(terminal.agent_id, remember=False)
         pend = self.length[slots] > 0  # those with rows: their last row waits for this reward
         ps = slots[pend]
@@ -259,16 +253,11 @@ class Collector:
             return None
         obs = [o[pend] for o in stored_observations(terminal.obs, self.shapes)]
         if self.memory_size:
-            bootstrap = value(obs, memory=self.agent_memory[ps])
             self.agent_memory[slots] = 0.0  # the next episode starts from zeros
-        elif self.terminal_values or terminal.interrupted[pend].any():
-            bootstrap = value(obs)
-        else:  # every one a true end, where every signal bootstraps 0
-            bootstrap = np.zeros((len(ps), self.K), np.float32)
-        return self._take(ps, bootstrap, ~terminal.interrupted[pend], np.ones(len(ps), bool), obs, None)
+        return self._take(ps, ~terminal.interrupted[pend], np.ones(len(ps), bool), obs, None)
 
-    def _take(self, slots: np.ndarray, bootstrap: np.ndarray, terminal: np.ndarray,
-              episode_end: np.ndarray, next_obs: list[np.ndarray], next_allowed: np.ndarray | None) -> Segments:
+    def _take(self, slots: np.ndarray, terminal: np.ndarray, episode_end: np.ndarray,
+              next_obs: list[np.ndarray], next_allowed: np.ndarray | None) -> Segments:
         length = self.length[slots]
         width = int(length.max())
         # one slot (an episode's end in a one-agent environment) as a slice: basic indexing is cheaper
@@ -277,7 +266,6 @@ class Collector:
         for name, buffer in self.buffers.items():  # the per-row fields, copied out of the slots
             arrays[name] = buffer[slots, :width] if len(slots) > 1 else buffer[index, :width].copy()
         arrays["length"] = length
-        arrays["bootstrap"] = np.asarray(bootstrap, dtype=np.float32).reshape(len(slots), self.K)
         arrays |= dict(zip(self.schema.observations["next_obs"], next_obs, strict=True))
         arrays["next_allowed"] = np.ones((len(slots), self.mask_width), bool) if next_allowed is None else next_allowed
         arrays["terminal"] = terminal
@@ -288,13 +276,13 @@ class Collector:
         self.length[index] = 0
         return seg
 
-    def end_episodes(self, terminal: TerminalSteps, value: ValueFn) -> Segments | None:
+    def end_episodes(self, terminal: TerminalSteps) -> Segments | None:
         """Take the episodes of ``terminal`` alone, ahead of the next ``step`` (which must then be
         given no terminal steps): those that ended on the last environment step before a reset,
         or at the end of a worker's round, so that the reset does not lose them."""
         if not len(terminal):
             return None
-        done = self._end_episodes(terminal, value)
+        done = self._end_episodes(terminal)
         if done is not None:
             refuse_non_finite_segments(self.behavior, done.env_reward, [*done.observations, *done.next_observations])
         return done

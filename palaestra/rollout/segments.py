@@ -3,8 +3,8 @@ agents, the statistics of the episodes that ended).
 
 Every field of a segment is declared once, in :data:`FIELDS`: its name, whether it holds one
 entry per row (``[F, H, ...]``: per agent step) or one per segment (``[F, ...]``), its trailing
-shape as a function of the behavior's sizes (:class:`SegmentSizes`: the spec and the number of
-reward signals) and its dtype. Everything that handles segments as a whole follows from that
+shape as a function of the behavior's sizes (:class:`SegmentSizes`: its spec and a recurrent
+policy's memory) and its dtype. Everything that handles segments as a whole follows from that
 declaration (:class:`SegmentSchema`): the :class:`Segments` container and its attributes
 (``seg.length``, ``seg.observations``), :meth:`~SegmentSchema.concatenate`, the collector's slot buffers and
 the cutting of finished segments out of them (rollout/collector.py), and the packing of a round's
@@ -37,7 +37,6 @@ class ActResult:
     discrete: np.ndarray  # [n, b]
     log_prob: np.ndarray  # [n]
     entropy: np.ndarray  # [n]
-    values: np.ndarray  # [n, signals]
     memory: np.ndarray | None = None  # [n, memory] recurrent policies: each agent's memory after acting
 
 
@@ -63,15 +62,14 @@ class SegmentSizes:
     continuous: int  # continuous actions
     discrete: int  # discrete branches
     mask: int  # one allowed flag per discrete action: the sum of the branch sizes
-    signals: int  # reward signals (value heads)
     memory: int = 0  # a recurrent policy's stored memory per agent (0: none)
 
     @staticmethod
-    def of(spec: BehaviorSpec, signals: int, memory: int = 0) -> "SegmentSizes":
+    def of(spec: BehaviorSpec, memory: int = 0) -> "SegmentSizes":
         return SegmentSizes(observations=tuple(tuple(s) for s in spec.observation_shapes),
                             continuous=spec.action_spec.continuous_size,
                             discrete=len(spec.action_spec.discrete_branches),
-                            mask=int(sum(spec.action_spec.discrete_branches)), signals=signals, memory=memory)
+                            mask=int(sum(spec.action_spec.discrete_branches)), memory=memory)
 
 
 @dataclass(frozen=True)
@@ -102,11 +100,10 @@ FIELDS: tuple[Field, ...] = (
     # rows stay all-allowed until an environment sends a mask
     Field("allowed", ROW, lambda s: (s.mask,), np.bool_, blank=True),
     Field("log_prob", ROW, lambda s: (), np.float32, from_policy=True),
-    Field("values", ROW, lambda s: (s.signals,), np.float32, from_policy=True),
     Field("env_reward", ROW, lambda s: (), np.float32),  # the reward that followed the row's action
     Field("length", SEGMENT, lambda s: (), np.int64),  # rows; those past it are padding
-    Field("bootstrap", SEGMENT, lambda s: (s.signals,), np.float32),  # value of the observation after the last row
-    Field("next_obs", SEGMENT, lambda s: (), None, observations=True),  # that observation (off-policy targets)
+    # the observation after the last row (PPO bootstraps the return from its value; off-policy targets)
+    Field("next_obs", SEGMENT, lambda s: (), None, observations=True),
     # its action mask (all True after an episode end)
     Field("next_allowed", SEGMENT, lambda s: (s.mask,), np.bool_),
     Field("terminal", SEGMENT, lambda s: (), np.bool_),  # the episode truly ended (not interrupted)

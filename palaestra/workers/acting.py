@@ -72,7 +72,6 @@ class BehaviorPlan:
 
     layout: WeightLayout  # the network and its published weights: state_dict names and shapes
     time_horizon: int
-    signals: int  # value heads
     round_agent_steps: int  # this behavior's agent steps a round should hold, per worker
     memory_size: int = 0  # a recurrent policy's memory per agent, kept by the worker's collector
 
@@ -121,8 +120,7 @@ class _Actor:
     def __init__(self, behavior: str, spec: BehaviorSpec, plan: BehaviorPlan, rng: np.random.Generator) -> None:
         self.weights = np.zeros(weight_size(plan.layout), np.float32)
         self.policy = make_actor(plan.layout, self.weights, rng)  # numpy for plain MLPs, else torch
-        self.collector = Collector(spec, plan.time_horizon, plan.signals, memory_size=plan.memory_size,
-                                   behavior=behavior)
+        self.collector = Collector(spec, plan.time_horizon, memory_size=plan.memory_size, behavior=behavior)
         self.finished: list[Segments] = []
         # the terminal steps env.get_steps still returns were taken at the end of the round before
         self.terminal_taken = False
@@ -163,7 +161,7 @@ def _salvage(conn: Any, actors: dict[str, _Actor], acted: dict[str, DecisionStep
                 n = len(decision)
                 cut = TerminalSteps(list(decision.obs), np.zeros(n, np.float32), decision.agent_id,
                                     np.ones(n, np.bool_))
-                finished = actor.collector.end_episodes(cut, actor.policy.value)
+                finished = actor.collector.end_episodes(cut)
                 if finished is not None:
                     actor.finished.append(finished)
             if actor.finished:
@@ -238,8 +236,7 @@ def run_acting(env: Any, conn: Any, plan: ActingPlan, n_workers: int, index: int
                     acted[behavior] = decision
                     if actor.terminal_taken:
                         terminal, actor.terminal_taken = actor.no_terminal, False
-                    actions, finished = actor.collector.step(decision, terminal, actor.policy.act,
-                                                             actor.policy.value)
+                    actions, finished = actor.collector.step(decision, terminal, actor.policy.act)
                     if finished is not None:
                         actor.finished.append(finished)
                     env.set_actions(behavior, actions)
@@ -257,7 +254,7 @@ def run_acting(env: Any, conn: Any, plan: ActingPlan, n_workers: int, index: int
             # the episodes that ended on the round's last step are this round's: the environments
             # may reset before the next one (new parameters), and they would be lost
             for behavior, actor in actors.items():
-                finished = actor.collector.end_episodes(steps_of(behavior)[1], actor.policy.value)
+                finished = actor.collector.end_episodes(steps_of(behavior)[1])
                 if finished is not None:
                     actor.finished.append(finished)
                 actor.terminal_taken = True
