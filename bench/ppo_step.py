@@ -1,5 +1,5 @@
-"""Time PPO's per-step pieces on the CPU: acting on a batch of agents, a value pass and one
-mini-batch gradient step (the accelerator's, networks/accelerator.py) for a given network.
+"""Time PPO's per-step pieces on the CPU: acting on a batch of agents, the critic's value pass
+over them (as an update's processing runs it, in torch) and one mini-batch gradient step (the accelerator's, networks/accelerator.py) for a given network.
 
 Usage: python bench/ppo_step.py [--obs 17] [--actions 6] [--hidden 64] [--layers 2] [--agents 1] [--batch 64]
 Prints the minimum over repeats (this machine's timings drift; compare runs alternated with the
@@ -49,11 +49,15 @@ def main() -> None:
     rng = np.random.default_rng(0)
     agents = [rng.normal(size=(args.agents, args.obs)).astype(np.float32)]
     act = fastest(lambda: ppo.act(agents, None), 3000)
-    value = fastest(lambda: ppo.value(agents), 3000)
+    with torch.no_grad():
+        tensors = [torch.as_tensor(a) for a in agents]
+        value = fastest(lambda: ppo.policy.value(tensors), 3000)
     rows = rng.normal(size=(args.batch, args.obs)).astype(np.float32)
     out = ppo.act([rows], None)
+    with torch.no_grad():
+        values = ppo.policy.value([torch.as_tensor(rows)]).numpy()
     batch = {"obs_0": rows, "continuous": out.continuous, "discrete": out.discrete, "log_prob": out.log_prob,
-             "old_values": out.values, "returns": out.values + 0.1,
+             "old_values": values, "returns": values + 0.1,
              "advantages": rng.normal(size=args.batch).astype(np.float32)}
     gradient = fastest(lambda: ppo._accelerated_gradients(batch, 0.2, 0.0, 0.2), 500)
     print(f"{args.obs} observations, {args.actions} actions, {args.hidden} x {args.layers} {args.activation}: "

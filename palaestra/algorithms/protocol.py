@@ -1,7 +1,7 @@
 """The seam between the trainer and an algorithm: what ``trainer.py``, the run loop and the
 acting workers may ask of any of them.
 
-Data flow: ``act``/``value`` on each decision batch (through the collector) → ``collect`` on
+Data flow: ``act`` on each decision batch (through the collector) → ``collect`` on
 finished segments → ``ready``/``update`` on the algorithm's own cadence. Reward signals and
 auxiliary losses plug into the algorithm (rewards/, algorithms/auxiliary.py), not into the
 trainer.
