@@ -280,3 +280,80 @@ def test_a_natively_vectorized_environment_with_more_copies_than_areas_gets_its_
     check_env(env, steps=20)
     env.close()
     assert seeds[0] == 32  # the first of the range 32-35, as the list of a Sync/AsyncVectorEnv would be
+
+
+class InfoMasked(gym.Env):
+    """Gymnasium's other mask convention (Taxi's): ``info["action_mask"]`` (1: legal) gives the
+    next decision's legal actions: all but action ``t % 3`` at step t. Episodes of 4 or 5 steps
+    (``end``); an illegal action fails its assertion."""
+
+    observation_space = spaces.Box(0, 100, (1,), np.float32)
+    action_space = spaces.Discrete(3)
+
+    def __init__(self, end: int = 4):
+        self.end, self.t = end, 0
+
+    def _info(self):
+        return {"action_mask": (np.arange(3) != self.t % 3).astype(np.int8)}
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.array([self.t], np.float32), self._info()
+
+    def step(self, action):
+        assert action != self.t % 3, f"illegal action {action} at step {self.t}"
+        self.t += 1
+        return np.array([self.t], np.float32), 0.0, self.t == self.end, False, self._info()
+
+
+def _play_masked(env, behavior: str, steps: int) -> int:
+    """Step with the first legal action of each decision's mask; return the decisions checked."""
+    env.reset()
+    checked = 0
+    for _ in range(steps):
+        decision = env.get_steps(behavior)[0]
+        if len(decision):
+            t = decision.obs[0][:, 0].astype(int)
+            np.testing.assert_array_equal(decision.action_mask[0], np.eye(3, dtype=bool)[t % 3])  # True: unavailable
+            checked += len(decision)
+        actions = env.behavior_specs[behavior].action_spec.empty_actions(len(decision))
+        actions.discrete[:, 0] = (decision.obs[0][:, 0].astype(int) + 1) % 3 if len(decision) else 0
+        env.set_actions(behavior, actions)
+        env.step()
+    return checked
+
+
+@pytest.mark.parametrize("mode", list(AutoresetMode), ids=lambda m: m.value)
+def test_masks_given_in_info_mask_each_sub_environment_s_actions(mode):
+    env = GymnasiumVectorEnv("info", SyncVectorEnv([InfoMasked, lambda: InfoMasked(5)], autoreset_mode=mode))
+    try:
+        assert _play_masked(env, "info", 23) >= 36  # through several episode ends of both
+    finally:
+        env.close()
+
+
+def test_masks_given_in_info_mask_each_copy_s_actions():
+    from palaestra.envs.gymnasium_env import GymnasiumEnv
+
+    env = GymnasiumEnv("info", instances=[InfoMasked(), InfoMasked(5)])
+    try:
+        assert _play_masked(env, "info", 23) == 46
+    finally:
+        env.close()
+
+
+def test_an_info_mask_of_another_size_is_said_and_not_read(caplog):
+    from palaestra.envs.gymnasium_env import GymnasiumEnv
+
+    class Wider(InfoMasked):
+        def _info(self):
+            return {"action_mask": np.ones(5, np.int8)}
+
+    env = GymnasiumEnv("wider", instances=[Wider()])
+    try:
+        env.reset()
+        assert env.get_steps("wider")[0].action_mask is None
+        assert "gives an info['action_mask'] of 5 entries, but its actions are" in caplog.text
+    finally:
+        env.close()

@@ -97,14 +97,47 @@ def mask_reader(space: gym.Space, actions: ActionSpec, who: str) -> Callable[[An
     if not is_masked_observation(space):
         return None
     size = int(np.prod(space["action_mask"].shape))
-    branches = list(actions.discrete_branches)
-    if actions.continuous_size or size != sum(branches):
+    if actions.continuous_size or size != sum(actions.discrete_branches):
         raise EnvError(f"{who}: its action_mask has {size} entries, but its actions are "
                        f"{actions.describe()}; a mask needs discrete actions and one entry per action of each branch")
-    ends = np.cumsum(branches)[:-1]
+    parse = _mask_parser(actions, who)
+    return lambda o: parse(o["action_mask"])
 
-    def read(o: Any) -> list[np.ndarray]:
-        legal = np.asarray(o["action_mask"]).reshape(-1) != 0
+
+def info_mask_reader(space: gym.Space, actions: ActionSpec, who: str) -> Callable[[Any], list[np.ndarray]] | None:
+    """Where the observation carries no mask and the actions are discrete: ``info["action_mask"]``
+    (1: legal; Gymnasium's Taxi, the ids Palaestra registers) → each branch's mask as
+    :func:`mask_reader`'s, or None for an info without one (every action allowed). None where
+    masks cannot apply. One of another size is no mask of these actions: said once, then left
+    unread."""
+    if is_masked_observation(space) or actions.continuous_size or not actions.discrete_branches:
+        return None
+    parse = _mask_parser(actions, who)
+    size = sum(actions.discrete_branches)
+    unread = []
+
+    def read(info: Any) -> list[np.ndarray] | None:
+        mask = info.get("action_mask") if isinstance(info, dict) else None
+        if mask is None or unread:
+            return None
+        if np.size(mask) != size:
+            unread.append(True)
+            logger.warning("%s gives an info['action_mask'] of %d entries, but its actions are %s: not read as "
+                           "the legal actions", who, np.size(mask), actions.describe(), extra={ONCE_PER_RUN: True})
+            return None
+        return parse(mask)
+
+    return read
+
+
+def _mask_parser(actions: ActionSpec, who: str) -> Callable[[Any], list[np.ndarray]]:
+    """A mask of the legal actions (1: legal; one entry per action of each branch, in order) →
+    each branch's mask, True where the action is unavailable."""
+    size = sum(actions.discrete_branches)
+    ends = np.cumsum(actions.discrete_branches)[:-1]
+
+    def parse(mask: Any) -> list[np.ndarray]:
+        legal = np.asarray(mask).reshape(-1) != 0
         if legal.size != size:
             raise EnvError(f"{who} returned an action_mask of {legal.size} entries; its space has {size}")
         per_branch = np.split(legal, ends)
@@ -113,7 +146,16 @@ def mask_reader(space: gym.Space, actions: ActionSpec, who: str) -> Callable[[An
                            f"{legal.astype(int).tolist()}")
         return [~branch for branch in per_branch]
 
-    return read
+    return parse
+
+
+def stacked_masks(per_copy: list[list[np.ndarray] | None], actions: ActionSpec) -> list[np.ndarray] | None:
+    """Each branch's mask ``[copies, size]`` from the copies' own (None: every action allowed);
+    None where no copy has one."""
+    if all(m is None for m in per_copy):
+        return None
+    branches = actions.discrete_branches
+    return [np.stack([np.zeros(b, bool) if m is None else m[k] for m in per_copy]) for k, b in enumerate(branches)]
 
 
 def _shown(value: Any) -> str:
@@ -314,6 +356,7 @@ class GymnasiumEnv(SingleBehaviorEnv):
             obs_shape, self._obs_dtype, self._obs = observation_converter(first.observation_space, who)
             action_spec, self._act = action_converter(first.action_space, who)
             self._masks = mask_reader(first.observation_space, action_spec, who)
+            self._info_masks = info_mask_reader(first.observation_space, action_spec, who)
         except EnvError:
             if instances is None:  # copies made here are closed here (a factory's, by make_env)
                 for env in self.envs:
@@ -346,27 +389,32 @@ class GymnasiumEnv(SingleBehaviorEnv):
                                "to its reset(options=...), which many environments ignore (docs/curricula.md)",
                                self.env_id, ", ".join(values), extra={ONCE_PER_RUN: True})
         obs = np.zeros((self.n, *self._spec.observation_shapes[0]), dtype=self._obs_dtype)
-        raw = []
+        raw, infos = [], []
         for i, env in enumerate(self.envs):
             seed = self.seed + i if not self._seeded else None
-            o = self._reset_one(env, seed)
+            o, info = self._reset_one(env, seed)
             if seed is not None:
                 env.action_space.seed(seed)
             obs[i] = self._obs(o)
             raw.append(o)
+            infos.append(info)
         self._seeded = True
         self._terminal = self._no_terminal
-        self._decision = DecisionSteps([obs], np.zeros(self.n, np.float32), self._ids, self._action_masks(raw))
+        self._decision = DecisionSteps([obs], np.zeros(self.n, np.float32), self._ids, self._action_masks(raw, infos))
 
-    def _action_masks(self, raw: list[Any]) -> list[np.ndarray] | None:
+    def _action_masks(self, raw: list[Any], infos: list[Any]) -> list[np.ndarray] | None:
         """Each discrete branch's mask ``[copies, size]`` from the copies' raw observations, where
-        the observation carries one (:func:`mask_reader`)."""
-        if self._masks is None:
+        the observation carries one (:func:`mask_reader`), else from their infos
+        (:func:`info_mask_reader`)."""
+        if self._masks is not None:
+            return [np.stack(branch) for branch in zip(*(self._masks(o) for o in raw))]
+        if self._info_masks is None:
             return None
-        return [np.stack(branch) for branch in zip(*(self._masks(o) for o in raw))]
+        return stacked_masks([self._info_masks(info) for info in infos], self._spec.action_spec)
 
-    def _reset_one(self, env: gym.Env, seed: int | None) -> Any:
-        """One copy's reset (its first with ``seed``), its failures named as a step's are."""
+    def _reset_one(self, env: gym.Env, seed: int | None) -> tuple[Any, Any]:
+        """One copy's reset (its first with ``seed``): (observation, info), its failures named as
+        a step's are."""
         try:
             result = env.reset(seed=seed, options=self._reset_options())
         except Exception as e:  # the environment's code: say which environment, without our frames
@@ -376,9 +424,9 @@ class GymnasiumEnv(SingleBehaviorEnv):
             got = f"{len(result)} values" if isinstance(result, tuple) else f"a {type(result).__name__}"
             raise EnvError(f"Gymnasium environment {self.env_id!r}: reset returned {got}, not Gymnasium's "
                            "(observation, info): an old Gym environment needs Gymnasium's compatibility wrapper")
-        return result[0]
+        return result[0], result[1]
 
-    def _step_one(self, env: gym.Env, action: Any) -> tuple[Any, float, bool, bool]:
+    def _step_one(self, env: gym.Env, action: Any) -> tuple[Any, float, bool, bool, Any]:
         """One copy's step, its failures named: the environment's own exception, or an answer
         that is not Gymnasium's five values."""
         try:
@@ -391,21 +439,21 @@ class GymnasiumEnv(SingleBehaviorEnv):
                            f"{len(result) if isinstance(result, tuple) else type(result).__name__} values; Gymnasium's "
                            "API returns 5 (observation, reward, terminated, truncated, info): an old Gym "
                            "environment needs Gymnasium's compatibility wrapper")
-        o, r, terminated, truncated, _ = result
+        o, r, terminated, truncated, info = result
         try:
             reward = float(r)
         except (TypeError, ValueError):
             raise EnvError(f"Gymnasium environment {self.env_id!r}: step returned the reward {r!r}; expected a "
                            "number") from None
         if terminated.__class__ in PLAIN_FLAGS and truncated.__class__ in PLAIN_FLAGS:  # (the usual answer, at once)
-            return o, reward, bool(terminated), bool(truncated)
+            return o, reward, bool(terminated), bool(truncated), info
         flags = []
         for name, flag in (("terminated", terminated), ("truncated", truncated)):
             if np.ndim(flag) != 0:  # (bool() of a one-element array would pass, of a longer one fail unclearly)
                 raise EnvError(f"Gymnasium environment {self.env_id!r}: step returned {name}={flag!r}; expected "
                                "True or False")
             flags.append(bool(flag))
-        return o, reward, flags[0], flags[1]
+        return o, reward, flags[0], flags[1], info
 
     def step(self) -> None:
         if self._decision is None:
@@ -417,18 +465,19 @@ class GymnasiumEnv(SingleBehaviorEnv):
         term_obs: list[np.ndarray] = []
         term_reward: list[float] = []
         interrupted: list[bool] = []
-        raw = []
+        raw, infos = [], []
         for i, (env, action) in enumerate(zip(self.envs, actions_per_copy(self._act, actions, self.n))):
-            o, r, terminated, truncated = self._step_one(env, action)
+            o, r, terminated, truncated, info = self._step_one(env, action)
             if terminated or truncated:
                 ended.append(i)
                 term_obs.append(self._obs(o))
                 term_reward.append(float(r))
                 interrupted.append(bool(truncated and not terminated))
-                o = self._reset_one(env, None)
+                o, info = self._reset_one(env, None)
                 r = 0.0
             obs[i] = self._obs(o)
             raw.append(o)
+            infos.append(info)
             reward[i] = r
         if ended:
             self._terminal = TerminalSteps(
@@ -439,7 +488,7 @@ class GymnasiumEnv(SingleBehaviorEnv):
             )
         else:
             self._terminal = self._no_terminal
-        self._decision = DecisionSteps([obs], reward, self._ids, self._action_masks(raw))
+        self._decision = DecisionSteps([obs], reward, self._ids, self._action_masks(raw, infos))
 
     def _reset_options(self) -> dict[str, float] | None:
         return dict(self._options) if self._options is not None else None

@@ -33,7 +33,13 @@ from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import iterate
 
 from palaestra.envs.base import ONCE_PER_RUN, BehaviorSpec, DecisionSteps, EnvError, TerminalSteps
-from palaestra.envs.gymnasium_env import action_converter, mask_reader, observation_converter
+from palaestra.envs.gymnasium_env import (
+    action_converter,
+    info_mask_reader,
+    mask_reader,
+    observation_converter,
+    stacked_masks,
+)
 from palaestra.envs.single_behavior import SingleBehaviorEnv
 
 logger = logging.getLogger("palaestra")
@@ -58,6 +64,7 @@ class GymnasiumVectorEnv(SingleBehaviorEnv):
         obs_shape, self._obs_dtype, self._obs = observation_converter(self._observation_space, who)
         action_spec, self._act = action_converter(env.single_action_space, who)
         self._masks = mask_reader(self._observation_space, action_spec, who)
+        self._info_masks = info_mask_reader(self._observation_space, action_spec, who)
         self._spec = BehaviorSpec((obs_shape,), action_spec)
         # a vector Box, the converter's reshape: the whole batch at once (others row by row)
         space = self._observation_space
@@ -101,23 +108,40 @@ class GymnasiumVectorEnv(SingleBehaviorEnv):
             obs[k] = self._obs(rows[i])
         return obs
 
-    def _decisions(self, rows: Any, which: np.ndarray, reward: np.ndarray) -> DecisionSteps:
+    def _decisions(self, rows: Any, which: np.ndarray, reward: np.ndarray, info_masks: list | None) -> DecisionSteps:
+        """``info_masks``: each sub-environment's mask from its info (:meth:`_row_masks`)."""
         obs = self._converted(rows, which)
         masks = None
         if self._masks is not None:
             masks = [np.stack(branch) for branch in zip(*(self._masks(rows[i]) for i in which))] if len(which) \
                 else [np.zeros((0, b), bool) for b in self._spec.action_spec.discrete_branches]
+        elif info_masks is not None:
+            masks = stacked_masks([info_masks[i] for i in which], self._spec.action_spec)
         return DecisionSteps([obs], reward[which].astype(np.float32), self._ids[which], masks)
+
+    def _row_masks(self, info: Any) -> list | None:
+        """Each sub-environment's mask from the batched ``info["action_mask"]`` (rows flagged by
+        ``info["_action_mask"]``, Gymnasium's layout; every row where there is no flag), None for
+        a row without one; None where the infos carry no masks."""
+        if self._info_masks is None or not isinstance(info, dict) or info.get("action_mask") is None:
+            return None
+        masks, present = info["action_mask"], info.get("_action_mask")
+        try:
+            rows = [masks[i] if present is None or present[i] else None for i in range(self.n)]
+        except (IndexError, TypeError, KeyError):
+            raise EnvError(f"{self.who} gave an info['action_mask'] of {type(masks).__name__} "
+                           f"{getattr(masks, 'shape', '')}; expected one row per sub-environment ({self.n})") from None
+        return [None if row is None else self._info_masks({"action_mask": row}) for row in rows]
 
     # -- the Env protocol
     def reset(self, parameters: Mapping[str, float] | None = None) -> None:
         if parameters:
             self._set_parameters({str(k): float(v) for k, v in parameters.items()})
-        obs = self._reset(seed=None if self._seeded else self._first_seeds(), options=self._reset_options())
+        obs, info = self._reset(seed=None if self._seeded else self._first_seeds(), options=self._reset_options())
         self._seeded = True
         self._resetting[:] = False
         self._terminal = self._no_terminal
-        self._decision = self._decisions(self._rows(obs), self._ids, np.zeros(self.n))
+        self._decision = self._decisions(self._rows(obs), self._ids, np.zeros(self.n), self._row_masks(info))
 
     def _first_seeds(self) -> int | list[int]:
         """The sub-environments' seeds: ``seed + j``, Gymnasium's own rule, where they fit within
@@ -141,6 +165,7 @@ class GymnasiumVectorEnv(SingleBehaviorEnv):
         everyone.discrete[deciding] = chosen.discrete
         obs, reward, terminated, truncated, info = self._step(self._act(everyone, slice(None)))
         rows = self._rows(obs)
+        info_masks = self._row_masks(info)  # (a sub-environment reset in this step: its new episode's)
         ended = (terminated | truncated) & ~self._resetting  # (a NEXT_STEP reset step ends nothing)
         which = np.flatnonzero(ended)
         if self.mode is AutoresetMode.SAME_STEP:
@@ -160,16 +185,22 @@ class GymnasiumVectorEnv(SingleBehaviorEnv):
         if self.mode is AutoresetMode.NEXT_STEP:
             just_reset, self._resetting = self._resetting, ended
             # those just reset begin their episodes (reward 0); those ended wait for their reset
-            self._decision = self._decisions(rows, np.flatnonzero(~ended), np.where(just_reset, 0.0, reward))
+            self._decision = self._decisions(rows, np.flatnonzero(~ended), np.where(just_reset, 0.0, reward),
+                                             info_masks)
             return
         if self.mode is AutoresetMode.DISABLED and which.size:
             options = self._reset_options() or {}
-            reset_rows = self._rows(self._reset(seed=None, options={**options, "reset_mask": ended}))
+            reset_obs, reset_info = self._reset(seed=None, options={**options, "reset_mask": ended})
+            reset_rows = self._rows(reset_obs)
             if isinstance(rows, np.ndarray) and isinstance(reset_rows, np.ndarray):
                 rows = np.where(ended[:, None], reset_rows, rows)
             else:
                 rows = [reset_rows[i] if ended[i] else row for i, row in enumerate(rows)]
-        self._decision = self._decisions(rows, self._ids, np.where(ended, 0.0, reward))
+            reset_masks = self._row_masks(reset_info)
+            if info_masks is not None or reset_masks is not None:  # the reset ones' from the reset
+                stepped, started = info_masks or [None] * self.n, reset_masks or [None] * self.n
+                info_masks = [started[i] if ended[i] else stepped[i] for i in range(self.n)]
+        self._decision = self._decisions(rows, self._ids, np.where(ended, 0.0, reward), info_masks)
 
     def close(self) -> None:
         self._decision = None
@@ -183,7 +214,7 @@ class GymnasiumVectorEnv(SingleBehaviorEnv):
             raise EnvError(f"{self.who} raised {type(e).__name__} in reset: {str(e).strip() or '(no message)'}") from e
         if not isinstance(result, tuple) or len(result) != 2:
             raise EnvError(f"{self.who}: reset returned {type(result).__name__}, not Gymnasium's (observations, infos)")
-        return result[0]
+        return result[0], result[1]
 
     def _step(self, batch: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, Any]:
         try:
