@@ -354,6 +354,79 @@ def test_an_info_mask_of_another_size_is_said_and_not_read(caplog):
     try:
         env.reset()
         assert env.get_steps("wider")[0].action_mask is None
-        assert "gives an info['action_mask'] of 5 entries, but its actions are" in caplog.text
+        assert "gives an info['action_mask'] (ndarray array([1, 1, 1, 1, 1], dtype=int8)) that is no mask of its actions" in caplog.text
+    finally:
+        env.close()
+
+
+class GameOver(InfoMasked):
+    """A game whose final state allows no action (PettingZoo's classic games' way): its last info's
+    mask is all zeros, which no decision reads."""
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = super().step(action)
+        return obs, reward, terminated, truncated, {"action_mask": np.zeros(3, np.int8)} if terminated else info
+
+
+@pytest.mark.parametrize("mode", list(AutoresetMode), ids=lambda m: m.value)
+def test_a_finished_game_s_empty_mask_is_not_read(mode):
+    env = GymnasiumVectorEnv("over", SyncVectorEnv([GameOver, lambda: GameOver(5)], autoreset_mode=mode))
+    try:
+        assert _play_masked(env, "over", 23) >= 36
+    finally:
+        env.close()
+
+
+class TwoBranches(gym.Env):
+    """MultiDiscrete([3, 2]) with its mask in the form ``MultiDiscrete.sample(mask=...)`` takes:
+    one array per branch (here a torch tensor and a list)."""
+
+    observation_space = spaces.Box(-1, 1, (1,), np.float32)
+    action_space = spaces.MultiDiscrete([3, 2])
+
+    def _info(self):
+        import torch
+        return {"action_mask": (torch.tensor([1, 0, 1]), [0, 1])}
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(1, np.float32), self._info()
+
+    def step(self, action):
+        return np.zeros(1, np.float32), 0.0, False, False, self._info()
+
+
+def test_per_branch_masks_and_tensors_in_info_are_read():
+    import torch
+
+    from palaestra.envs.gymnasium_env import GymnasiumEnv
+
+    class Tensor(InfoMasked):
+        def _info(self):
+            return {"action_mask": torch.as_tensor(super()._info()["action_mask"])}
+
+    unavailable = [[False, True, False], [True, False]]
+    for env in (GymnasiumEnv("two", instances=[TwoBranches()]), GymnasiumVectorEnv("two", SyncVectorEnv([TwoBranches] * 2))):
+        env.reset()
+        masks = env.get_steps("two")[0].action_mask
+        assert [m.tolist() for m in masks] == [[row] * len(masks[0]) for row in unavailable]
+        env.close()
+    env = GymnasiumEnv("tensor", instances=[Tensor()])
+    try:
+        assert _play_masked(env, "tensor", 10) == 10
+    finally:
+        env.close()
+
+
+def test_a_vector_info_mask_without_a_row_per_sub_environment_is_said_and_not_read(caplog):
+    class Named(InfoMasked):
+        def _info(self):
+            return {"action_mask": {"used": 1}}  # (another meaning: Gymnasium batches it as a dict)
+
+    env = GymnasiumVectorEnv("named", SyncVectorEnv([Named, Named]))
+    try:
+        env.reset()
+        assert env.get_steps("named")[0].action_mask is None
+        assert "without a row per sub-environment: not read as the legal actions" in caplog.text
     finally:
         env.close()

@@ -104,28 +104,45 @@ def mask_reader(space: gym.Space, actions: ActionSpec, who: str) -> Callable[[An
     return lambda o: parse(o["action_mask"])
 
 
-def info_mask_reader(space: gym.Space, actions: ActionSpec, who: str) -> Callable[[Any], list[np.ndarray]] | None:
-    """Where the observation carries no mask and the actions are discrete: ``info["action_mask"]``
-    (1: legal; Gymnasium's Taxi, the ids Palaestra registers) → each branch's mask as
-    :func:`mask_reader`'s, or None for an info without one (every action allowed). None where
-    masks cannot apply. One of another size is no mask of these actions: said once, then left
-    unread."""
+def info_mask_reader(space: gym.Space, actions: ActionSpec, who: str) -> Callable[[Any], list[np.ndarray] | None] | None:
+    """Where the observation carries no mask and the actions are discrete: the value of an
+    ``info["action_mask"]`` (1: legal; Gymnasium's Taxi, the ids Palaestra registers; one entry
+    per action of each branch, or a tuple of one array per branch as ``MultiDiscrete.sample``
+    takes it) → each branch's mask as :func:`mask_reader`'s; None for no value (every action
+    allowed). None where masks cannot apply. A value that is no mask of these actions is said
+    once, then left unread."""
     if is_masked_observation(space) or actions.continuous_size or not actions.discrete_branches:
         return None
     parse = _mask_parser(actions, who)
-    size = sum(actions.discrete_branches)
+    branches = list(actions.discrete_branches)
     unread = []
 
-    def read(info: Any) -> list[np.ndarray] | None:
-        mask = info.get("action_mask") if isinstance(info, dict) else None
+    def entries(mask: Any) -> np.ndarray | None:
+        """The mask as one flat array of numbers, one per action, or None where it is none."""
+        if isinstance(mask, (tuple, list)) and len(branches) > 1 and len(mask) == len(branches):
+            try:
+                parts = [np.asarray(m).reshape(-1) for m in mask]
+            except (TypeError, ValueError, RuntimeError):
+                parts = []
+            if [p.size for p in parts] == branches:
+                mask = np.concatenate(parts)
+        try:
+            flat = np.asarray(mask).reshape(-1)
+        except (TypeError, ValueError, RuntimeError):  # (ragged sequences, objects numpy cannot take)
+            return None
+        return flat if flat.size == sum(branches) and flat.dtype.kind in "biuf" else None
+
+    def read(mask: Any) -> list[np.ndarray] | None:
         if mask is None or unread:
             return None
-        if np.size(mask) != size:
+        flat = entries(mask)
+        if flat is None:
             unread.append(True)
-            logger.warning("%s gives an info['action_mask'] of %d entries, but its actions are %s: not read as "
-                           "the legal actions", who, np.size(mask), actions.describe(), extra={ONCE_PER_RUN: True})
+            logger.warning("%s gives an info['action_mask'] (%s) that is no mask of its actions, %s (one entry per "
+                           "action of each branch): not read as the legal actions", who, shown_value(mask),
+                           actions.describe(), extra={ONCE_PER_RUN: True})
             return None
-        return parse(mask)
+        return parse(flat)
 
     return read
 
@@ -158,7 +175,7 @@ def stacked_masks(per_copy: list[list[np.ndarray] | None], actions: ActionSpec) 
     return [np.stack([np.zeros(b, bool) if m is None else m[k] for m in per_copy]) for k, b in enumerate(branches)]
 
 
-def _shown(value: Any) -> str:
+def shown_value(value: Any) -> str:
     """A value an environment returned, as a message shows it: its type and a short repr."""
     text = repr(value)
     return f"{type(value).__name__} {text[:60] + '...' if len(text) > 60 else text}"
@@ -194,7 +211,7 @@ def observation_converter(space: gym.Space, who: str) -> tuple[tuple[int, ...], 
             # the space's shape, give or take axes of 1 ([[x]] for a Box of shape (1,)): another
             # shape of the same size would be read in the wrong order
             if a is None or tuple(d for d in a.shape if d != 1) != squeezed:
-                got = f"of shape {a.shape}" if a is not None else f"{_shown(o)}"
+                got = f"of shape {a.shape}" if a is not None else f"{shown_value(o)}"
                 raise EnvError(f"{who} returned an observation {got}; its observation "
                                f"space is {space}")
             return a.reshape(size)
@@ -207,7 +224,7 @@ def observation_converter(space: gym.Space, who: str) -> tuple[tuple[int, ...], 
             try:
                 index = int(o) - start
             except (TypeError, ValueError):
-                raise EnvError(f"{who} returned the observation {_shown(o)}; its "
+                raise EnvError(f"{who} returned the observation {shown_value(o)}; its "
                                f"observation space is {space}") from None
             if not 0 <= index < n:  # else an IndexError, or below start a silent wrap-around
                 raise EnvError(f"{who} returned the observation {o}, outside its "
@@ -410,7 +427,8 @@ class GymnasiumEnv(SingleBehaviorEnv):
             return [np.stack(branch) for branch in zip(*(self._masks(o) for o in raw))]
         if self._info_masks is None:
             return None
-        return stacked_masks([self._info_masks(info) for info in infos], self._spec.action_spec)
+        return stacked_masks([self._info_masks(info.get("action_mask") if isinstance(info, dict) else None)
+                              for info in infos], self._spec.action_spec)
 
     def _reset_one(self, env: gym.Env, seed: int | None) -> tuple[Any, Any]:
         """One copy's reset (its first with ``seed``): (observation, info), its failures named as

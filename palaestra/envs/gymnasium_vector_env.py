@@ -34,6 +34,7 @@ from gymnasium.vector.utils import iterate
 
 from palaestra.envs.base import ONCE_PER_RUN, BehaviorSpec, DecisionSteps, EnvError, TerminalSteps
 from palaestra.envs.gymnasium_env import (
+    shown_value,
     action_converter,
     info_mask_reader,
     mask_reader,
@@ -109,29 +110,33 @@ class GymnasiumVectorEnv(SingleBehaviorEnv):
         return obs
 
     def _decisions(self, rows: Any, which: np.ndarray, reward: np.ndarray, info_masks: list | None) -> DecisionSteps:
-        """``info_masks``: each sub-environment's mask from its info (:meth:`_row_masks`)."""
+        """``info_masks``: each sub-environment's ``info["action_mask"]`` (:meth:`_info_mask_rows`),
+        read for the deciding ones only (a finished game's allows no action)."""
         obs = self._converted(rows, which)
         masks = None
         if self._masks is not None:
             masks = [np.stack(branch) for branch in zip(*(self._masks(rows[i]) for i in which))] if len(which) \
                 else [np.zeros((0, b), bool) for b in self._spec.action_spec.discrete_branches]
         elif info_masks is not None:
-            masks = stacked_masks([info_masks[i] for i in which], self._spec.action_spec)
+            masks = stacked_masks([self._info_masks(info_masks[i]) for i in which], self._spec.action_spec)
         return DecisionSteps([obs], reward[which].astype(np.float32), self._ids[which], masks)
 
-    def _row_masks(self, info: Any) -> list | None:
-        """Each sub-environment's mask from the batched ``info["action_mask"]`` (rows flagged by
+    def _info_mask_rows(self, info: Any) -> list | None:
+        """Each sub-environment's row of the batched ``info["action_mask"]`` (rows flagged by
         ``info["_action_mask"]``, Gymnasium's layout; every row where there is no flag), None for
-        a row without one; None where the infos carry no masks."""
+        a row without one; None where the infos carry no masks, or none with a row per
+        sub-environment (said once: it is no mask of this environment's actions)."""
         if self._info_masks is None or not isinstance(info, dict) or info.get("action_mask") is None:
             return None
         masks, present = info["action_mask"], info.get("_action_mask")
         try:
-            rows = [masks[i] if present is None or present[i] else None for i in range(self.n)]
-        except (IndexError, TypeError, KeyError):
-            raise EnvError(f"{self.who} gave an info['action_mask'] of {type(masks).__name__} "
-                           f"{getattr(masks, 'shape', '')}; expected one row per sub-environment ({self.n})") from None
-        return [None if row is None else self._info_masks({"action_mask": row}) for row in rows]
+            if len(masks) != self.n:
+                raise TypeError
+            return [masks[i] if present is None or present[i] else None for i in range(self.n)]
+        except (IndexError, TypeError, KeyError, ValueError):
+            logger.warning("%s gives an info['action_mask'] (%s) without a row per sub-environment: not read as the "
+                           "legal actions", self.who, shown_value(masks), extra={ONCE_PER_RUN: True})
+            return None
 
     # -- the Env protocol
     def reset(self, parameters: Mapping[str, float] | None = None) -> None:
@@ -141,7 +146,7 @@ class GymnasiumVectorEnv(SingleBehaviorEnv):
         self._seeded = True
         self._resetting[:] = False
         self._terminal = self._no_terminal
-        self._decision = self._decisions(self._rows(obs), self._ids, np.zeros(self.n), self._row_masks(info))
+        self._decision = self._decisions(self._rows(obs), self._ids, np.zeros(self.n), self._info_mask_rows(info))
 
     def _first_seeds(self) -> int | list[int]:
         """The sub-environments' seeds: ``seed + j``, Gymnasium's own rule, where they fit within
@@ -165,7 +170,7 @@ class GymnasiumVectorEnv(SingleBehaviorEnv):
         everyone.discrete[deciding] = chosen.discrete
         obs, reward, terminated, truncated, info = self._step(self._act(everyone, slice(None)))
         rows = self._rows(obs)
-        info_masks = self._row_masks(info)  # (a sub-environment reset in this step: its new episode's)
+        info_masks = self._info_mask_rows(info)  # (a sub-environment reset in this step: its new episode's)
         ended = (terminated | truncated) & ~self._resetting  # (a NEXT_STEP reset step ends nothing)
         which = np.flatnonzero(ended)
         if self.mode is AutoresetMode.SAME_STEP:
@@ -196,7 +201,7 @@ class GymnasiumVectorEnv(SingleBehaviorEnv):
                 rows = np.where(ended[:, None], reset_rows, rows)
             else:
                 rows = [reset_rows[i] if ended[i] else row for i, row in enumerate(rows)]
-            reset_masks = self._row_masks(reset_info)
+            reset_masks = self._info_mask_rows(reset_info)
             if info_masks is not None or reset_masks is not None:  # the reset ones' from the reset
                 stepped, started = info_masks or [None] * self.n, reset_masks or [None] * self.n
                 info_masks = [started[i] if ended[i] else stepped[i] for i in range(self.n)]
