@@ -15,6 +15,7 @@ from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 
 from palaestra.envs.base import EnvError
 from palaestra.envs.checker import check_env
+from palaestra.envs.gymnasium_env import GymnasiumEnv
 from palaestra.envs.gymnasium_vector_env import GymnasiumVectorEnv
 from palaestra.envs.sources import make_env
 
@@ -334,8 +335,6 @@ def test_masks_given_in_info_mask_each_sub_environment_s_actions(mode):
 
 
 def test_masks_given_in_info_mask_each_copy_s_actions():
-    from palaestra.envs.gymnasium_env import GymnasiumEnv
-
     env = GymnasiumEnv("info", instances=[InfoMasked(), InfoMasked(5)])
     try:
         assert _play_masked(env, "info", 23) == 46
@@ -344,8 +343,6 @@ def test_masks_given_in_info_mask_each_copy_s_actions():
 
 
 def test_an_info_mask_of_another_size_is_said_and_not_read(caplog):
-    from palaestra.envs.gymnasium_env import GymnasiumEnv
-
     class Wider(InfoMasked):
         def _info(self):
             return {"action_mask": np.ones(5, np.int8)}
@@ -398,8 +395,6 @@ class TwoBranches(gym.Env):
 
 def test_per_branch_masks_and_tensors_in_info_are_read():
     import torch
-
-    from palaestra.envs.gymnasium_env import GymnasiumEnv
 
     class Tensor(InfoMasked):
         def _info(self):
