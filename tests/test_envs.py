@@ -40,7 +40,9 @@ def test_builtin_envs_keep_the_protocol(name):
     check_env(BUILTIN_ENVS[name](seed=3, num_areas=2), steps=300)
 
 
-@pytest.mark.parametrize("name", list(BUILTIN_ENVS))
+# Tennis has no solved reward: both teams play the heuristic, and points won and lost cancel out
+# (tests/test_tennis.py checks the heuristic against a random player)
+@pytest.mark.parametrize("name", [name for name in BUILTIN_ENVS if name != "Tennis"])
 def test_heuristic_reaches_the_documented_reward(name):
     env = BUILTIN_ENVS[name](seed=0)
     returns = run_heuristic(env, 3000)

@@ -164,10 +164,14 @@ def test_stepping_workers_show_a_behavior_from_when_it_appears(workdir, late_env
             assert list(env.behavior_specs) == (["A", "B"] if step >= 5 else ["A"])
         decision, _ = env.get_steps("B")
         assert len(decision) == 4 and sorted(decision.agent_id.tolist()) == [0, 1, 2, 3]
-        env.set_actions("B", env.behavior_specs["B"].action_spec.empty_actions(4))
-        env.set_actions("A", env.behavior_specs["A"].action_spec.empty_actions(4))
+        # each behavior's own actions reach its agents (the environment pays the action taken)
+        for b, action in (("A", 0.25), ("B", 0.75)):
+            actions = env.behavior_specs[b].action_spec.empty_actions(4)
+            actions.continuous[:] = action
+            env.set_actions(b, actions)
         env.step()
-        np.testing.assert_array_equal(env.get_steps("B")[0].reward, np.zeros(4, np.float32))
+        np.testing.assert_array_equal(env.get_steps("A")[0].reward, np.full(4, 0.25, np.float32))
+        np.testing.assert_array_equal(env.get_steps("B")[0].reward, np.full(4, 0.75, np.float32))
     finally:
         env.close()
 

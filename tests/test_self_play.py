@@ -181,14 +181,26 @@ def newest_self_play(folder) -> dict:
     return CheckpointManager.load(CheckpointManager(folder, 0).list()[-1][1])["self_play"]
 
 
-def test_resume_goes_on_at_the_saved_ratings_and_turn(run_cli, workdir):
+def test_resume_goes_on_at_the_saved_ratings_and_turn(run_cli, workdir, monkeypatch):
+    from palaestra.self_play import SelfPlayGroup
+
     path = config(workdir, ("1D", "1DOpp"), 1000, team_change=300, save_steps=200, swap_steps=200)
     args = (TEAMS, "--run-id=r", "--seed=1", "--env-args", "names=['1D?team=0', '1DOpp?team=1']")
     assert run_cli(path, *args).code == 0
     saved = {b: newest_self_play(workdir / f"models/r/{b}") for b in ("1D", "1DOpp")}
+    restored = {}  # each group's rating and the learning team once its checkpoint is loaded
+    load = SelfPlayGroup.load_state_dict
+
+    def loading(self, state, turn=True):
+        load(self, state, turn)
+        restored[self.base] = (self.elo, self.controller.learning_team)
+
+    monkeypatch.setattr(SelfPlayGroup, "load_state_dict", loading)
     path = config(workdir, ("1D", "1DOpp"), 2000, team_change=300, save_steps=200, swap_steps=200)
     result = run_cli(path, "--resume", *args)
     assert result.code == 0, result.log
+    assert {b: elo for b, (elo, _) in restored.items()} == {b: saved[b]["elo"] for b in ("1D", "1DOpp")}
+    assert {turn for _, turn in restored.values()} == {saved["1D"]["controller"]["learning_team"]}
     resumed = {b: newest_self_play(workdir / f"models/r/{b}") for b in ("1D", "1DOpp")}
     for b in ("1D", "1DOpp"):
         # the window grew from the saved one (not restarted from one snapshot) and the ghost steps counted on

@@ -18,7 +18,7 @@ from palaestra.demos.writer import DemoWriter
 from palaestra.envs.base import BehaviorSpec
 from palaestra.rewards import curiosity, gail, load_signals_state, make_signals, rnd, signals_state
 from palaestra.rewards.base import SignalContext
-from palaestra.rewards.learned import transitions, vector_input
+from palaestra.rewards.learned import vector_input
 from palaestra.settings import CuriositySettings, GAILSettings, RNDSettings
 from tests.test_visual import IMAGE, _observations, _settings, _spec, _trained
 
@@ -264,7 +264,17 @@ def test_ppo_with_curiosity_pays_segments_with_images(tmp_path):
     paid = signal.rewards(segments)
     assert paid.shape == segments.row_mask.shape
     assert (paid[segments.row_mask] > 0).all() and (paid[~segments.row_mask] == 0).all()
-    np.testing.assert_allclose(paid[segments.row_mask], signal.rewards_for_batch(transitions(segments)), rtol=1e-6)
+    # each real row's transition built by hand: its observation, its action, the next row's
+    # observation, or after a segment's last row the observation that followed it
+    F, H = segments.row_mask.shape
+    rows = [(f, t) for f in range(F) for t in range(H) if segments.row_mask[f, t]]
+    obs, following = segments.observations[0], segments.next_observations[0]
+    by_hand = {"obs_0": np.stack([obs[f, t] for f, t in rows]),
+               "next_obs_0": np.stack([obs[f, t + 1] if t + 1 < segments.length[f] else following[f] for f, t in rows]),
+               "continuous": np.stack([segments.continuous[f, t] for f, t in rows]),
+               "discrete": np.stack([segments.discrete[f, t] for f, t in rows])}
+    assert any(t + 1 == segments.length[f] for f, t in rows) and any(t + 1 < segments.length[f] for f, t in rows)
+    np.testing.assert_allclose(paid[segments.row_mask], signal.rewards_for_batch(by_hand), rtol=1e-5)
 
 
 def _segments(algorithm, spec):
