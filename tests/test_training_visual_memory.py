@@ -50,11 +50,13 @@ def test_visual_ppo(run_cli, workdir, episode_returns, env, images):
 def test_visual_advanced_ppo(run_cli, workdir, episode_returns, encoder, images):
     # ML-Agents: learning rate 3e-4 for 500 steps, threshold 0.5. With the goal drawn every
     # episode (so the policy must read the image) that is a coin flip; 1e-3 for 1000 steps with
-    # gradient clipping passes every seed (docs/benchmarks.md)
+    # gradient clipping passes every seed (docs/benchmarks.md). The threshold is 0.9, as the other
+    # rows': at step 0.5 a missed goal costs about -1.12, so 0.5 took 4 episodes of 5, which a
+    # policy blind to the images reaches in 6 runs of 32 (0.9: all 5, 1 of 32)
     score = _last_five(run_cli, workdir, episode_returns, PPO_BASE, "Simple1DDiscrete", _images(images, 0.5, 36),
                        learning_rate=1.0e-3, max_steps=1000, summary_freq=100, vis_encode_type=encoder,
                        max_grad_norm=0.5)
-    assert score > 0.5
+    assert score > 0.9
 
 
 @pytest.mark.parametrize("env", ["Memory1DDiscrete", "Memory1DContinuous"])
@@ -91,9 +93,10 @@ def test_visual_advanced_sac(run_cli, workdir, episode_returns, encoder, images)
     # 100 steps, 5/8 at 300 and 8/8 at 1,000 (the base config's length), which the row uses here.
     # resnet's row failed 2 seeds of 8 while the actor's loss trained its own encoder (its features
     # blew up and the policy saturated); with the first critic's encoder, 8/8 (docs/benchmarks.md)
+    # (the threshold 0.9, not ML-Agents' 0.5, as the PPO row's)
     score = _last_five(run_cli, workdir, episode_returns, SAC_BASE, "Simple1DDiscrete", _images(images, 0.5, 36),
                        batch_size=16, learning_rate=3.0e-4, vis_encode_type=encoder, buffer_init_steps=0)
-    assert score > 0.5
+    assert score > 0.9
 
 
 @pytest.mark.parametrize("env,schedule", [("Memory1DDiscrete", "constant"), ("Memory1DContinuous", "linear")])
