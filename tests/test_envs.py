@@ -1386,6 +1386,57 @@ def test_pettingzoo_observations_with_an_action_mask_mask_each_agents_actions():
     check_env(env, steps=20)
 
 
+def test_pettingzoo_masks_given_in_infos_mask_each_agents_actions():
+    # the other convention: infos[agent]["action_mask"] beside a plain observation; the game's last
+    # step allows nothing, which no decision reads (everyone's episode ends there)
+    pytest.importorskip("pettingzoo")
+    from pettingzoo import ParallelEnv
+
+    class InfoMasked(ParallelEnv):
+        metadata = {"name": "info_masked_v0"}
+        possible_agents = ["player_0", "player_1"]
+
+        def observation_space(self, agent):
+            return gym.spaces.Box(0, 1, (3,), np.float32)
+
+        def action_space(self, agent):
+            return gym.spaces.Discrete(3)
+
+        def _step_data(self, over=False):
+            self.legal = {a: int(self.rng.integers(3)) for a in self.agents}
+            obs = {a: np.eye(3, dtype=np.float32)[k] for a, k in self.legal.items()}
+            infos = {a: {"action_mask": np.zeros(3, np.int8) if over else np.eye(3, dtype=np.int8)[k]}
+                     for a, k in self.legal.items()}
+            return obs, infos
+
+        def reset(self, seed=None, options=None):
+            self.rng, self.agents, self.t = np.random.default_rng(seed), list(self.possible_agents), 0
+            return self._step_data()
+
+        def step(self, actions):
+            assert all(actions[a] == self.legal[a] for a in actions), "a masked action was sent"
+            self.t += 1
+            done = {a: self.t >= 4 for a in actions}
+            obs, infos = self._step_data(over=self.t >= 4)
+            if self.t >= 4:
+                self.agents = []
+            return obs, {a: 1.0 for a in actions}, done, {a: False for a in actions}, infos
+
+    from palaestra.envs.pettingzoo_env import PettingZooEnv
+
+    env = PettingZooEnv(InfoMasked(), "info_masked", seed=0)
+    env.reset()
+    for _ in range(10):  # through two game overs
+        decisions = env.get_steps("player")[0]
+        legal = decisions.obs[0].argmax(1)
+        np.testing.assert_array_equal(decisions.action_mask[0], ~np.eye(3, dtype=bool)[legal])
+        actions = env.behavior_specs["player"].action_spec.empty_actions(len(decisions))
+        actions.discrete[:, 0] = legal
+        env.set_actions("player", actions)
+        env.step()
+    check_env(env, steps=20)
+
+
 def test_gymnasium_env_refuses_a_vector_env_instance():
     vec = gym.vector.SyncVectorEnv([lambda: gym.make("CartPole-v1")] * 2)
     with pytest.raises(EnvError, match="vector environment is no instance"):

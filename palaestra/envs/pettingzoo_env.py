@@ -35,9 +35,11 @@ from palaestra.envs.base import (
 from palaestra.envs.gymnasium_env import (
     action_converter,
     actions_per_copy,
+    info_mask_reader,
     mask_reader,
     observation_converter,
     parameter_setter,
+    stacked_masks,
 )
 
 logger = logging.getLogger("palaestra")
@@ -99,6 +101,7 @@ class PettingZooEnv:
         self._obs_dtype: dict[str, type] = {}  # float32, or uint8 for an image of uint8 pixels
         self._convert_act: dict[str, Any] = {}
         self._masks: dict[str, Any] = {}  # behavior -> mask_reader, where its observations carry a mask
+        self._info_masks: dict[str, Any] = {}  # behavior -> info_mask_reader: masks in infos[agent]["action_mask"]
         for behavior, agents in groups.items():
             observation_space, action_space = env.observation_space(agents[0]), env.action_space(agents[0])
             # (compared as spaces: two large Boxes' reprs can match where their bounds differ)
@@ -114,6 +117,7 @@ class PettingZooEnv:
                 env.observation_space(agents[0]), label)
             action_spec, self._convert_act[behavior] = action_converter(env.action_space(agents[0]), label)
             self._masks[behavior] = mask_reader(env.observation_space(agents[0]), action_spec, label)
+            self._info_masks[behavior] = info_mask_reader(env.observation_space(agents[0]), action_spec, label)
             self._specs[behavior] = BehaviorSpec((shape,), action_spec)
         self._decision: dict[str, DecisionSteps] = {}
         self._terminal: dict[str, TerminalSteps] = {}
@@ -153,9 +157,9 @@ class PettingZooEnv:
                 logger.warning("PettingZoo environment %r has no set_environment_parameters: the environment "
                                "parameters (%s) are passed to its reset(options=...), which many environments "
                                "ignore (docs/curricula.md)", self.name, ", ".join(values), extra={ONCE_PER_RUN: True})
-        obs = self._reset_env(seed=None if self._seeded else self.seed)
+        obs, infos = self._reset_env(seed=None if self._seeded else self.seed)
         self._seeded = True
-        self._publish(obs, {}, {}, {}, {})
+        self._publish(obs, infos, {}, {}, {}, {})
 
     def _call(self, what: str, method: Any, *args: Any, **kwargs: Any) -> Any:
         """The environment's own method, its exception named with the environment and the call."""
@@ -165,14 +169,14 @@ class PettingZooEnv:
             raise EnvError(f"PettingZoo environment {self.name!r} raised {type(e).__name__} in {what}: "
                            f"{str(e).strip() or '(no message)'}") from e
 
-    def _reset_env(self, seed: int | None = None) -> Mapping[str, Any]:
-        """The environment's reset, checked: the observations of its (observations, infos)."""
+    def _reset_env(self, seed: int | None = None) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
+        """The environment's reset, checked: its (observations, infos)."""
         result = self._call("reset", self.env.reset, seed=seed, options=self._reset_options())
         if not (isinstance(result, tuple) and len(result) == 2 and all(isinstance(r, Mapping) for r in result)):
             raise EnvError(f"PettingZoo environment {self.name!r}: reset returned {_described(result)}, not the "
                            "parallel API's (observations, infos), each a dict keyed by agent")
         self._refuse_missing_agents("reset()", [], result[0], {}, {}, {})
-        return result[0]
+        return result[0], result[1]
 
     def _reset_options(self) -> dict[str, float] | None:
         return dict(self._options) if self._options is not None else None
@@ -192,7 +196,7 @@ class PettingZooEnv:
             raise EnvError(f"PettingZoo environment {self.name!r}: step returned {_described(result)}, not the "
                            "parallel API's (observations, rewards, terminations, truncations, infos), each a dict "
                            "keyed by agent")
-        obs, rewards, terminated, truncated, _ = result
+        obs, rewards, terminated, truncated, infos = result
         self._refuse_missing_agents("step()", list(actions), obs, rewards, terminated, truncated)
         self._refuse_malformed(rewards, terminated, truncated)
         # only agents that acted can finish: some environments keep reporting an agent that
@@ -205,9 +209,9 @@ class PettingZooEnv:
                 raise EnvError(f"PettingZoo environment {self.name!r}: step() left no live agents, but {unended} "
                                "acted and have neither a termination nor a truncation; PettingZoo's parallel API "
                                "ends every agent's episode with one of them")
-            self._publish(self._reset_env(), acted, terminated, truncated, obs)
+            self._publish(*self._reset_env(), acted, terminated, truncated, obs)
         else:
-            self._publish(obs, acted, terminated, truncated, {})
+            self._publish(obs, infos, acted, terminated, truncated, {})
 
     def _refuse_missing_agents(self, call: str, acted: list[str], obs: Mapping[str, Any], rewards: Mapping[str, float],
                                terminated: Mapping[str, bool], truncated: Mapping[str, bool]) -> None:
@@ -248,10 +252,11 @@ class PettingZooEnv:
                     raise EnvError(f"PettingZoo environment {self.name!r}: step returned the {label} {flag!r} for "
                                    f"agent {agent!r}; expected True or False")
 
-    def _publish(self, obs: Mapping[str, Any], rewards: Mapping[str, float], terminated: Mapping[str, bool],
-                 truncated: Mapping[str, bool], final_obs: Mapping[str, Any]) -> None:
-        """Decision steps for the agents in ``obs`` that go on, terminal steps for those that ended
-        (of the agents that acted, the keys of ``rewards``)."""
+    def _publish(self, obs: Mapping[str, Any], infos: Mapping[str, Any], rewards: Mapping[str, float],
+                 terminated: Mapping[str, bool], truncated: Mapping[str, bool], final_obs: Mapping[str, Any]) -> None:
+        """Decision steps for the agents in ``obs`` that go on (their masks from the observations,
+        or from ``infos``: those of the same call), terminal steps for those that ended (of the
+        agents that acted, the keys of ``rewards``)."""
         deciding: dict[str, list[str]] = {b: [] for b in self._specs}
         ended: dict[str, list[str]] = {b: [] for b in self._specs}
         for agent in rewards:
@@ -269,6 +274,10 @@ class PettingZooEnv:
                 rows = [reader(obs[a]) for a in agents]
                 masks = [np.array([row[k] for row in rows], bool).reshape(len(agents), size)
                          for k, size in enumerate(spec.action_spec.discrete_branches)]
+            elif self._info_masks[behavior] is not None:
+                read = self._info_masks[behavior]
+                masks = stacked_masks([read(infos[a].get("action_mask")) if isinstance(infos.get(a), Mapping) else None
+                                       for a in agents], spec.action_spec)
             self._decision[behavior] = DecisionSteps(
                 [np.stack([convert(obs[a]) for a in agents]) if agents else np.zeros((0, *shape), dtype)],
                 np.asarray([0.0 if final_obs else rewards.get(a, 0.0) for a in agents], np.float32),
