@@ -277,6 +277,14 @@ class SelfPlayGroup:
         lengths, self._ghost_lengths = self._ghost_lengths, []
         return lengths
 
+    def unsummarized(self) -> EpisodeStats:
+        """A copy of what the next summary takes from the group besides the teams' collectors:
+        the learners' episodes of turns that ended, and the ghosts' episode lengths."""
+        episodes = EpisodeStats()
+        episodes.merge(self._learner_episodes)
+        episodes.lengths.extend(self._ghost_lengths)
+        return episodes
+
     def take_learner_episodes(self) -> EpisodeStats:
         episodes, self._learner_episodes = self._learner_episodes, EpisodeStats()
         return episodes

@@ -363,10 +363,49 @@ class BehaviorTrainer:
             "network": network_record(self.settings, self.spec, [signal.name for signal in self.algorithm.signals]),
             "global_step": global_step,
             "next_summary": self._next_summary,
+            "summary_so_far": self._summary_so_far(),
             "algorithm": self.algorithm.state_dict(),
         } | ({"self_play": self.self_play.state_dict()} if self.self_play is not None else {}) | (
             {"curriculum": self.lesson.state_dict(self.curriculum)} if self.lesson is not None else
             {"curriculum": self._kept_lesson} if self._kept_lesson is not None else {})
+
+    def _summary_so_far(self) -> dict[str, Any]:
+        """What the next summary holds so far: the stats reported since the last one, and the
+        episodes that ended since (a self-play group's: every team's, and the ghosts' lengths). A
+        resumed run starts from them, so its first summary covers its whole period."""
+        episodes = EpisodeStats()
+        episodes.merge(self.collector.stats)
+        if self.self_play is not None:
+            for team in self.self_play.teams.values():
+                if team is not self:
+                    episodes.merge(team.collector.stats)
+            episodes.merge(self.self_play.unsummarized())
+        return {"values": {key: list(values) for key, values in self.stats.values.items()},
+                "summed": sorted(self.stats.summed),
+                "episodes": {"returns": list(episodes.returns), "lengths": list(episodes.lengths),
+                             "entropy_sum": episodes.entropy_sum, "entropy_count": episodes.entropy_count}}
+
+    def _resume_summary(self, saved: Any, path: Path) -> None:
+        """Start the next summary from a checkpoint's :meth:`_summary_so_far` (none in checkpoints
+        before it was saved; one that does not read is passed over with a warning: it is no reason
+        to stop a run)."""
+        if saved is None:
+            return
+        try:
+            values = {str(key): [float(v) for v in vals] for key, vals in saved["values"].items()}
+            summed = {str(key) for key in saved["summed"]}
+            kept = saved["episodes"]
+            episodes = EpisodeStats([float(r) for r in kept["returns"]], [int(n) for n in kept["lengths"]],
+                                    float(kept["entropy_sum"]), int(kept["entropy_count"]))
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
+            logger.warning("%s: checkpoint %s holds stats since its last summary that do not read; the next summary "
+                           "starts from the resume", self.name, path)
+            return
+        for key, vals in values.items():
+            self.stats.add(key, vals)
+        self.stats.summed |= summed
+        self.collector.stats.merge(episodes)
+        self._returns_seen = len(self.collector.stats.returns)  # (a curriculum took them before the save)
 
     @property
     def keeps_replay_buffer(self) -> bool:
@@ -520,6 +559,7 @@ class BehaviorTrainer:
         owed = int(state.get("next_summary", self.step + 1))
         freq = self.settings.summary_freq
         self._next_summary = owed if owed <= self.step else (self.step // freq + 1) * freq
+        self._resume_summary(state.get("summary_so_far"), path)
         self.saved_self_play = state.get("self_play") if isinstance(state.get("self_play"), dict) else None
         saved_lesson = state.get("curriculum")
         if self.lesson is not None and self.curriculum is not None and isinstance(saved_lesson, dict):

@@ -245,6 +245,50 @@ def test_a_summary_owed_when_the_run_stopped_is_written_after_resume(run_cli, wo
         assert [int(r["Steps"]) for r in csv.DictReader(fh)] == [100, 200, 300, 400, 500]
 
 
+def test_a_resumed_run_s_first_summary_holds_the_period_before_the_stop_too(run_cli, workdir, monkeypatch):
+    # the stats and episodes since the last summary travel in the checkpoint: a run stopped at
+    # 300 steps of a 1,000-step period, resumed, summarizes the episodes of both parts
+    from palaestra.stats import StatsReporter
+    from palaestra.trainer import BehaviorTrainer
+
+    summaries, saved = [], []  # each summary's episode lengths; those pending at each save
+    write, save = StatsReporter.write, BehaviorTrainer.save
+
+    def writing(self, step):
+        summaries.append((step, list(self.values.get("Environment/Episode Length", []))))
+        return write(self, step)
+
+    def saving(self, global_step):
+        saved.append((list(self.collector.stats.lengths), sorted(self.stats.values)))
+        return save(self, global_step)
+
+    monkeypatch.setattr(StatsReporter, "write", writing)
+    monkeypatch.setattr(BehaviorTrainer, "save", saving)
+    config = str(write_yaml(workdir / "c.yaml", SMALL.format(max_steps=300).replace("summary_freq: 100",
+                                                                                   "summary_freq: 1000")))
+    assert run_cli(config, "--env=Simple1DDiscrete", "--run-id=r", "--seed=2").code == 0
+    assert summaries == []  # no summary within the first run
+    (first_lengths, first_keys), = saved
+    assert first_lengths and "Losses/Policy Loss" in first_keys  # episodes ended, an update reported
+    write_yaml(workdir / "c.yaml", SMALL.format(max_steps=1000).replace("summary_freq: 100", "summary_freq: 1000"))
+    assert run_cli(config, "--env=Simple1DDiscrete", "--run-id=r", "--resume").code == 0
+    (step, summarized), = summaries
+    assert step == 1000 and summarized[:len(first_lengths)] == first_lengths and len(summarized) > len(first_lengths)
+
+
+def test_stats_since_the_last_summary_that_do_not_read_are_passed_over_on_resume(run_cli, workdir):
+    config = str(write_yaml(workdir / "c.yaml", SMALL.format(max_steps=300)))
+    assert run_cli(config, "--env=Simple1DDiscrete", "--run-id=r", "--seed=2").code == 0
+    path = CheckpointManager(workdir / "models/r/1D", 5).latest()
+    state = CheckpointManager.load(path)
+    state["summary_so_far"] = {"values": {"Losses/Policy Loss": ["much"]}, "summed": [], "episodes": {}}
+    CheckpointManager.save_file(path, state)
+    write_yaml(workdir / "c.yaml", SMALL.format(max_steps=500))
+    result = run_cli(config, "--env=Simple1DDiscrete", "--run-id=r", "--resume")
+    assert result.code == 0, result.log
+    assert "holds stats since its last summary that do not read; the next summary starts from the resume" in result.log
+
+
 def test_resume_without_a_previous_run(run_cli, small_config):
     result = run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=none", "--resume")
     assert result.code == 1 and "no previous run 'none'" in result.log
