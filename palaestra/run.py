@@ -195,6 +195,7 @@ def _checked_run(options: RunOptions, interrupts: Interrupts, warnings: _Warning
     check_device(options)
     check_run_folders(options, models)
     config = load_trainer_config(options.trainer_config_path)
+    config.training = not options.inference
     import_beside(options.trainer_config_path)  # --env=my_env:make finds my_env.py next to the config
     if options.resume and options.seed == -1:  # the run's own seed, not a new random one
         recorded = recorded_seed(models / options.run_id)

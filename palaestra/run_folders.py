@@ -179,14 +179,15 @@ def check_run_folders(options: RunOptions, models: Path) -> None:
             f"run-id {options.run_id!r} was already used ({run_dir} exists); pass --resume to continue "
             "it, --force to overwrite it, or choose another --run-id"
         )
+    if options.initialize_from is not None and options.resume:  # (not read, so not looked for either)
+        logger.warning("--initialize-from %s has no effect with --resume: the run continues from its own checkpoints",
+                       options.initialize_from)
+        return
     if options.initialize_from is not None and not (models / options.initialize_from).is_dir():
         raise UsageError(
             f"--initialize-from: there is no run {options.initialize_from!r} (no {models / options.initialize_from})"
         )
-    if options.initialize_from is not None and options.resume:
-        logger.warning("--initialize-from %s has no effect with --resume: the run continues from its own checkpoints",
-                       options.initialize_from)
-    elif options.initialize_from is not None and options.inference and exists:
+    if options.initialize_from is not None and options.inference and exists:
         logger.warning("--initialize-from %s has no effect with --inference on run %r, which has its own "
                        "checkpoints: they are run (the other run's are used only for behaviors it has none of)",
                        options.initialize_from, options.run_id)

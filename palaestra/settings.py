@@ -555,6 +555,8 @@ class TrainerConfig:
     # per section, the signals' cadence keys it wrote under reward_signals (where 0.15 and 0.16
     # read them): a behavior's own reward_signals replaces them with the default's mapping
     cadence_under_signals: dict[str, set[str]] = field(default_factory=dict)
+    # whether the run trains (--inference: no update is owed, so none is said to be missing)
+    training: bool = True
 
     def section_names(self) -> list[str]:
         return [k for k in self.sections if k != "default"]
@@ -610,7 +612,7 @@ class TrainerConfig:
             for key in signal_old:
                 merged.pop(key)
         settings = _build_settings(self.path, behavior, merged, origins)
-        for message in settings_notes(self.path, behavior, settings):
+        for message in settings_notes(self.path, behavior, settings, self.training):
             self._warn_once(message)
         return settings
 
@@ -1125,8 +1127,10 @@ def _check_section(path: Path, name: str, section: dict[str, Any], warnings: lis
     out: dict[str, Any] = {}
     section = _hoist_signal_cadence(path, name, section)
     trainer = section.get("trainer")
-    reads_cadence = not (isinstance(trainer, str) and trainer in TRAINER_TYPES
-                         and trainer not in READ_BY["steps_per_update"])  # else each key is warned about below
+    # a section naming a trainer that reads the cadences settles its own two spellings here; under
+    # another trainer each key is warned about below, and a section naming none leaves both to the
+    # behavior that reads it (TrainerConfig.for_behavior), whose trainer is known there
+    reads_cadence = isinstance(trainer, str) and trainer in READ_BY["steps_per_update"]
     for new, old_keys in CADENCE_SPELLINGS.items():
         old = [k for k in old_keys if k in section]
         if reads_cadence and new in section and old:
@@ -1281,8 +1285,9 @@ def set_in(settings: TrainerSettings, key: str) -> str:
     return "" if origin == "the default" else f" (set in {origin})"
 
 
-def settings_notes(path: Path, behavior: str, settings: TrainerSettings) -> list[str]:
-    """Settings of ``behavior`` that are valid but will not do what they were likely written for."""
+def settings_notes(path: Path, behavior: str, settings: TrainerSettings, training: bool = True) -> list[str]:
+    """Settings of ``behavior`` that are valid but will not do what they were likely written for
+    (``training``: False for a run that only plays the policy, where no update is missed)."""
     notes = []
     where = f"{path}: behavior {behavior!r}"
     horizon = getattr(settings, "time_horizon", None)
@@ -1305,20 +1310,20 @@ def settings_notes(path: Path, behavior: str, settings: TrainerSettings) -> list
                      "learns to the end in one turn. Where the teams share this policy that is harmless; against "
                      "another behavior's policy (an asymmetric game) that side's turn starts only when this one is "
                      "done, so this side never plays a trained opponent (as ML-Agents warned): lower team_change")
-    notes += _too_short_notes(where, settings)
+    notes += _too_short_notes(where, settings, training)
     return notes
 
 
-def _too_short_notes(where: str, settings: TrainerSettings) -> list[str]:
-    """A run whose max_steps ends it before its first update (its exported model is the untrained
-    policy) or before its first summary (TensorBoard shows nothing)."""
+def _too_short_notes(where: str, settings: TrainerSettings, training: bool = True) -> list[str]:
+    """A run whose max_steps ends it before its first update (a training run: its exported model
+    is the untrained policy) or before its first summary (TensorBoard shows nothing)."""
     notes = []
     steps = f"max_steps {settings.max_steps}{set_in(settings, 'max_steps')}"
-    if settings.trainer == "ppo" and settings.max_steps <= settings.buffer_size:
+    if training and settings.trainer == "ppo" and settings.max_steps <= settings.buffer_size:
         notes.append(f"{where}: {steps} is not above buffer_size {settings.buffer_size}"
                      f"{set_in(settings, 'buffer_size')}: PPO updates once it holds more than buffer_size "
                      "experiences, so the run ends before its first update and exports the untrained policy")
-    if settings.trainer == "sac":
+    if training and settings.trainer == "sac":
         needed = max(settings.batch_size, settings.buffer_init_steps)
         key = "batch_size" if settings.batch_size >= settings.buffer_init_steps else "buffer_init_steps"
         if settings.max_steps < needed:

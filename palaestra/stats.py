@@ -299,13 +299,14 @@ class MetricsCSV:
         """``append`` (--resume): keep the rows already there; otherwise start the file anew."""
         self.path = summaries_dir / f"{category}_metrics.csv"
         if not (append and self.path.exists()):
-            os.makedirs(summaries_dir, exist_ok=True)
-            with open(self.path, "w", newline="") as fh:
-                csv.writer(fh).writerow(self.HEADER)
+            with _saving(f"the metrics {self.path}"):
+                os.makedirs(summaries_dir, exist_ok=True)
+                with open(self.path, "w", newline="") as fh:
+                    csv.writer(fh).writerow(self.HEADER)
 
     def add_row(self, behavior: str, update_time: float, since_start: float, collection_time: float,
                 experiences: int, mean_return: float | None) -> None:
-        with open(self.path, "a", newline="") as fh:
+        with _saving(f"the metrics {self.path}"), open(self.path, "a", newline="") as fh:
             csv.writer(fh).writerow([behavior, f"{update_time:.4f}", f"{since_start:.4f}",
                                      f"{collection_time:.4f}", experiences,
                                      "" if mean_return is None else f"{mean_return:.4f}"])

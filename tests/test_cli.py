@@ -303,6 +303,14 @@ def test_initialize_from_copies_weights_at_step_zero(run_cli, small_config, work
     assert missing.code == 1 and "no run 'nothing'" in missing.log
 
 
+def test_initialize_from_with_resume_is_not_read_so_it_need_not_exist(run_cli, small_config):
+    assert run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=r", "--seed=1").code == 0
+    result = run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=r", "--resume", "--initialize-from=nothing",
+                     "--dry-run")
+    assert result.code == 0, result.log
+    assert "--initialize-from nothing has no effect with --resume" in result.log
+
+
 def test_inference_runs_the_saved_policy_without_writing(run_cli, small_config, workdir):
     assert run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=inf", "--seed=1").code == 0
     before = sorted(p.name for p in (workdir / "models/inf/1D").iterdir())
@@ -1298,7 +1306,7 @@ def test_a_full_disk_under_the_summaries_is_named_without_a_traceback(tmp_path, 
     import threading
 
     from palaestra.checkpoints import SaveError
-    from palaestra.stats import CSVWriter, StatSummary, TensorBoardWriter
+    from palaestra.stats import CSVWriter, MetricsCSV, StatSummary, TensorBoardWriter
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -1315,6 +1323,11 @@ def test_a_full_disk_under_the_summaries_is_named_without_a_traceback(tmp_path, 
     (tmp_path / "r_B.csv").mkdir()  # a file that cannot be opened for writing, whoever runs the test
     with pytest.raises(SaveError, match=r"could not write the summary .*r_B\.csv"):
         csv_writer.write("r_B", 200, {"Is Training": StatSummary(1.0, 0.0, 1)})
+    metrics = MetricsCSV(tmp_path, "r_B")  # --debug's
+    (tmp_path / "r_B_metrics.csv").unlink()
+    (tmp_path / "r_B_metrics.csv").mkdir()
+    with pytest.raises(SaveError, match=r"could not write the metrics .*r_B_metrics\.csv"):
+        metrics.add_row("B", 0.1, 1.0, 0.5, 64, 1.0)
 
     # TensorBoard's own writer thread failing on a full disk: its OSError is not printed (the
     # next write here names it, above); any other thread's error goes to the hook before

@@ -130,6 +130,22 @@ def test_both_sac_cadence_spellings_read_steps_per_update_as_ml_agents_0_16_did(
     assert any("steps_per_update is read and train_interval and num_update ignored" in w for w in config.warnings)
 
 
+def test_both_cadence_spellings_in_a_section_without_a_trainer_follow_the_behavior_s_trainer(tmp_path):
+    # the section names no trainer: under PPO (the default) each key is one PPO does not read, and
+    # under a SAC behavior reading it, steps_per_update is read and the 0.15 keys are not
+    cadence = "default:\n  train_interval: 4\n  num_update: 2\n  steps_per_update: 3\n"
+    ppo = load_trainer_config(write_yaml(tmp_path / "p.yaml", cadence))
+    ppo.for_behavior("B")
+    assert not any("sets both" in w or "both set" in w for w in ppo.warnings)
+    assert [key for key in ("train_interval", "num_update", "steps_per_update")
+            if any(f"key '{key}': only read by sac" in w for w in ppo.warnings)] == \
+        ["train_interval", "num_update", "steps_per_update"]
+    sac = load_trainer_config(write_yaml(tmp_path / "s.yaml", cadence + "B:\n  trainer: sac\n"))
+    assert sac.for_behavior("B").steps_per_update == 3
+    assert any("steps_per_update (section 'default', 0.16) and train_interval/num_update (section 'default', 0.15) "
+               "both set" in w for w in sac.warnings)
+
+
 def test_keys_of_the_behavioral_cloning_trainers_are_not_reported_as_ignored(tmp_path):
     path = write_yaml(tmp_path / "c.yaml", "B:\n  trainer: offline_bc\n  batch_size: 64\n  max_steps: 100\n"
                                            "  hidden_units: 64\n  num_layers: 2\n  learning_rate: 3.0e-4\n"
@@ -255,6 +271,12 @@ def test_a_run_that_would_end_before_its_first_update_or_summary_is_warned_about
     config.for_behavior("B")
     assert len(config.warnings) == 1 and "is below summary_freq 10000: the run ends before its first summary" in \
         config.warnings[0]
+    # --inference trains nothing: no update is missed (its summaries are still said to be missing)
+    config = load_trainer_config(tmp_path / "c.yaml")
+    config.training = False
+    for behavior in ("P", "S", "Fine"):
+        config.for_behavior(behavior)
+    assert config.warnings == []
 
 
 def test_an_odd_memory_size_names_where_it_was_set_and_what_to_use(tmp_path):
