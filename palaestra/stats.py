@@ -69,10 +69,14 @@ class StatsReporter:
             if not vals:
                 continue
             if key in self.summed:
-                summary[key] = StatSummary(math.fsum(vals), 0.0, len(vals))
+                try:
+                    total = math.fsum(vals)
+                except OverflowError:  # (fsum's exact partial sums overflow where a plain sum gives inf)
+                    total = sum(vals)
+                summary[key] = StatSummary(total, 0.0, len(vals))
                 continue
             mean = sum(vals) / len(vals)
-            var = sum((v - mean) ** 2 for v in vals) / len(vals)
+            var = sum((v - mean) * (v - mean) for v in vals) / len(vals)  # (** raises on overflow, * gives inf)
             summary[key] = StatSummary(mean, math.sqrt(var), len(vals))
         for writer in self.writers:
             writer.write(self.category, step, summary)

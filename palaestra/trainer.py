@@ -125,6 +125,8 @@ class BehaviorTrainer:
         self.summary_extra: Callable[[], dict[str, float]] | None = None
         self._returns_seen = 0  # episode returns of the collector's stats already taken by take_finished_returns
         self._returns_carried: list[float] = []  # ... and those a summary took first
+        # the episodes a checkpoint's summary so far held (--resume): the next summary's, whichever team plays
+        self._resumed_episodes = EpisodeStats()
         self._start = time.time()
         self._last_update_end = time.time()
         # self-play (palaestra/self_play.py): the group of teams this behavior plays in, its team,
@@ -303,7 +305,8 @@ class BehaviorTrainer:
                                      collection_time, experiences, float(np.mean(returns)) if returns else None)
 
     def write_summary(self, step: int) -> None:
-        episodes = self.take_episodes()
+        episodes, self._resumed_episodes = self._resumed_episodes, EpisodeStats()
+        episodes.merge(self.take_episodes())
         lengths = []  # self-play: the ghosts' episodes count in the lengths only, as in ML-Agents
         if self.self_play is not None:
             for team in self.self_play.teams.values():
@@ -374,16 +377,20 @@ class BehaviorTrainer:
         episodes that ended since (a self-play group's: every team's, and the ghosts' lengths). A
         resumed run starts from them, so its first summary covers its whole period."""
         episodes = EpisodeStats()
+        episodes.merge(self._resumed_episodes)
         episodes.merge(self.collector.stats)
+        unread = self._returns_carried + self.collector.stats.returns[self._returns_seen:]  # (by a curriculum)
         if self.self_play is not None:
             for team in self.self_play.teams.values():
                 if team is not self:
                     episodes.merge(team.collector.stats)
+                    unread += team._returns_carried + team.collector.stats.returns[team._returns_seen:]
             episodes.merge(self.self_play.unsummarized())
         return {"values": {key: list(values) for key, values in self.stats.values.items()},
                 "summed": sorted(self.stats.summed),
                 "episodes": {"returns": list(episodes.returns), "lengths": list(episodes.lengths),
-                             "entropy_sum": episodes.entropy_sum, "entropy_count": episodes.entropy_count}}
+                             "entropy_sum": episodes.entropy_sum, "entropy_count": episodes.entropy_count},
+                "unread_returns": list(unread)}
 
     def _resume_summary(self, saved: Any, path: Path) -> None:
         """Start the next summary from a checkpoint's :meth:`_summary_so_far` (none in checkpoints
@@ -391,12 +398,18 @@ class BehaviorTrainer:
         to stop a run)."""
         if saved is None:
             return
+        def count(n: Any) -> int:
+            if not 0 <= int(n) < 2 ** 53:  # (an episode's length, a number of decisions: a float holds it)
+                raise ValueError(n)
+            return int(n)
+
         try:
             values = {str(key): [float(v) for v in vals] for key, vals in saved["values"].items()}
             summed = {str(key) for key in saved["summed"]}
             kept = saved["episodes"]
-            episodes = EpisodeStats([float(r) for r in kept["returns"]], [int(n) for n in kept["lengths"]],
-                                    float(kept["entropy_sum"]), int(kept["entropy_count"]))
+            episodes = EpisodeStats([float(r) for r in kept["returns"]], [count(n) for n in kept["lengths"]],
+                                    float(kept["entropy_sum"]), count(kept["entropy_count"]))
+            unread = [float(r) for r in saved.get("unread_returns", [])]
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
             logger.warning("%s: checkpoint %s holds stats since its last summary that do not read; the next summary "
                            "starts from the resume", self.name, path)
@@ -404,8 +417,10 @@ class BehaviorTrainer:
         for key, vals in values.items():
             self.stats.add(key, vals)
         self.stats.summed |= summed
-        self.collector.stats.merge(episodes)
-        self._returns_seen = len(self.collector.stats.returns)  # (a curriculum took them before the save)
+        # kept apart from the collector's: a self-play team playing the ghost hands those on as lengths only
+        self._resumed_episodes = episodes
+        if self.lesson is not None:  # the returns its curriculum had not read yet at the save
+            self._returns_carried = unread
 
     @property
     def keeps_replay_buffer(self) -> bool:

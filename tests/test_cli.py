@@ -276,6 +276,66 @@ def test_a_resumed_run_s_first_summary_holds_the_period_before_the_stop_too(run_
     assert step == 1000 and summarized[:len(first_lengths)] == first_lengths and len(summarized) > len(first_lengths)
 
 
+def test_a_summary_of_values_too_large_to_square_does_not_stop_the_run():
+    # (values a checkpoint's summary so far may hold: the spread overflows to inf, not an exception)
+    from palaestra.stats import StatsReporter
+
+    reporter = StatsReporter("r_B", [])
+    reporter.add("Losses/Policy Loss", [1e200, -1e200])
+    reporter.add_to_sum("Environment/Summed", [1e308, 1e308])
+    summary = reporter.write(100)
+    assert summary["Losses/Policy Loss"].mean == 0.0 and summary["Losses/Policy Loss"].std == float("inf")
+    assert summary["Environment/Summed"].mean == float("inf")
+
+
+def test_a_resumed_self_play_summary_keeps_every_team_s_returns_whichever_team_learns(run_cli, workdir, monkeypatch):
+    # saved while team 1 learns: the owner (team 0) resumes as the ghost's player, whose own
+    # episodes count in the lengths only; the carried ones keep their returns all the same
+    from palaestra.stats import StatsReporter
+
+    counts = []  # (returns, ratings) of each summary
+    write = StatsReporter.write
+
+    def writing(self, step):
+        counts.append((len(self.values.get("Environment/Cumulative Reward", [])),
+                       len(self.values.get("Self-play/ELO", []))))
+        return write(self, step)
+
+    monkeypatch.setattr(StatsReporter, "write", writing)
+    play = ("default:\n  batch_size: 16\n  buffer_size: 64\n  hidden_units: 16\n  num_layers: 1\n"
+            "  max_steps: {steps}\n  summary_freq: 5000\n  time_horizon: 16\n"
+            "  self_play:\n    save_steps: 100\n    swap_steps: 50\n    team_change: 200\n")
+    config = str(write_yaml(workdir / "c.yaml", play.format(steps=300)))
+    teams = "--env=palaestra.envs.builtin.simple1d:make_teams"
+    assert run_cli(config, teams, "--run-id=sp", "--seed=1").code == 0
+    state = CheckpointManager.load(CheckpointManager(workdir / "models/sp/1D", 5).latest())
+    assert state["self_play"]["controller"]["learning_team"] == 1 and state["summary_so_far"]["episodes"]["returns"]
+    write_yaml(workdir / "c.yaml", play.format(steps=1000).replace("summary_freq: 5000", "summary_freq: 1000"))
+    assert run_cli(config, teams, "--run-id=sp", "--resume").code == 0
+    (returns, ratings), = counts
+    assert returns == ratings > len(state["summary_so_far"]["episodes"]["returns"])  # one rating per learner episode
+
+
+def test_returns_a_curriculum_had_not_read_at_a_save_reach_it_after_resume(run_cli, workdir, monkeypatch):
+    from palaestra.curriculum.curricula import LessonState
+
+    write_yaml(workdir / "cur.yaml", "1D:\n  measure: reward\n  thresholds: [100.0]\n  min_lesson_length: 100000\n"
+                                     "  signal_smoothing: false\n  parameters:\n    foo: [1.0, 2.0]\n")
+    config = str(write_yaml(workdir / "c.yaml", SMALL.format(max_steps=300)))
+    args = ("--env=palaestra.envs.builtin.simple1d:make", "--run-id=c", "--curriculum=cur.yaml")
+    assert run_cli(config, *args, "--seed=1").code == 0
+    path = CheckpointManager(workdir / "models/c/1D", 5).latest()
+    state = CheckpointManager.load(path)
+    state["summary_so_far"]["unread_returns"] = [123.0, 456.0]  # (as a --save-freq save before a lesson check)
+    CheckpointManager.save_file(path, state)
+    fed = []
+    add = LessonState.add_returns
+    monkeypatch.setattr(LessonState, "add_returns", lambda self, c, returns: (fed.extend(returns), add(self, c, returns))[1])
+    write_yaml(workdir / "c.yaml", SMALL.format(max_steps=400))
+    assert run_cli(config, *args, "--resume").code == 0
+    assert fed[:2] == [123.0, 456.0]
+
+
 def test_stats_since_the_last_summary_that_do_not_read_are_passed_over_on_resume(run_cli, workdir):
     config = str(write_yaml(workdir / "c.yaml", SMALL.format(max_steps=300)))
     assert run_cli(config, "--env=Simple1DDiscrete", "--run-id=r", "--seed=2").code == 0
