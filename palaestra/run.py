@@ -527,6 +527,8 @@ def _start_lessons(parameters: EnvironmentParameters, trainers: dict[str, Behavi
                         state.lesson)
             state.lesson, state.smoothed = min(options.lesson, c.max_lesson), 0.0
             state.returns.clear()
+            if behavior in trainers:  # the returns it had not read at the save: the checkpoint's lesson's
+                trainers[behavior].take_finished_returns()
         logger.info("%s: curriculum %s, lesson %d of %d (measure %s, thresholds %s)", behavior, c.source,
                     state.lesson, c.max_lesson, c.measure, list(c.thresholds))
     for name, trainer in trainers.items():

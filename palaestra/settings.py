@@ -412,8 +412,8 @@ class PPOSettings(TrainerSettings):
     max_grad_norm: float | None = _key(None, real(0.0, low_open=True), "clip the gradient's global norm to this "
                                        "before each step (Stable-Baselines3's PPO: 0.5); unset: no clipping "
                                        "(ML-Agents)")
-    value_clipping: bool = _key(True, boolean, "clip each value update to ±ε around the estimate that acted "
-                                "(ML-Agents); `false` for returns far from unit scale, as Stable-Baselines3 "
+    value_clipping: bool = _key(True, boolean, "clip each value update to ±ε around the estimate the update "
+                                "started from (ML-Agents); `false` for returns far from unit scale, as Stable-Baselines3 "
                                 "(docs/algorithms.md)")
     lstm_placement: str = _key("after_layers", choice("after_layers", "before_layers"), "with `use_recurrent`: "
                                "the LSTM reads the hidden layers' output (`after_layers`, ML-Agents) or the "
@@ -1131,6 +1131,7 @@ def _check_section(path: Path, name: str, section: dict[str, Any], warnings: lis
     # another trainer each key is warned about below, and a section naming none leaves both to the
     # behavior that reads it (TrainerConfig.for_behavior), whose trainer is known there
     reads_cadence = isinstance(trainer, str) and trainer in READ_BY["steps_per_update"]
+    unread: set[str] = set()  # 0.15 keys beside their 0.16 spelling, which no trainer reads: not checked
     for new, old_keys in CADENCE_SPELLINGS.items():
         old = [k for k in old_keys if k in section]
         if reads_cadence and new in section and old:
@@ -1139,8 +1140,13 @@ def _check_section(path: Path, name: str, section: dict[str, Any], warnings: lis
                 f"ML-Agents 0.16, {new} is read and {' and '.join(old)} ignored"
             ))
             section = {k: v for k, v in section.items() if k not in old}
+        elif trainer is None and new in section:
+            unread.update(old)
     for key, value in section.items():
         key = str(key)
+        if key in unread:  # (kept for the behavior's own warning; for_behavior drops them)
+            out[key] = value
+            continue
         if key in LEGACY_KEYS:
             _warn(warnings, lambda: (
                 f"{_where(path, name, key)}: a legacy key, ignored; it was replaced by {LEGACY_KEYS[key]}"

@@ -319,8 +319,8 @@ def test_a_resumed_self_play_summary_keeps_every_team_s_returns_whichever_team_l
 def test_returns_a_curriculum_had_not_read_at_a_save_reach_it_after_resume(run_cli, workdir, monkeypatch):
     from palaestra.curriculum.curricula import LessonState
 
-    write_yaml(workdir / "cur.yaml", "1D:\n  measure: reward\n  thresholds: [100.0]\n  min_lesson_length: 100000\n"
-                                     "  signal_smoothing: false\n  parameters:\n    foo: [1.0, 2.0]\n")
+    write_yaml(workdir / "cur.yaml", "1D:\n  measure: reward\n  thresholds: [100.0, 100.0]\n  min_lesson_length: 100000\n"
+                                     "  signal_smoothing: false\n  parameters:\n    foo: [1.0, 2.0, 3.0]\n")
     config = str(write_yaml(workdir / "c.yaml", SMALL.format(max_steps=300)))
     args = ("--env=palaestra.envs.builtin.simple1d:make", "--run-id=c", "--curriculum=cur.yaml")
     assert run_cli(config, *args, "--seed=1").code == 0
@@ -334,6 +334,16 @@ def test_returns_a_curriculum_had_not_read_at_a_save_reach_it_after_resume(run_c
     write_yaml(workdir / "c.yaml", SMALL.format(max_steps=400))
     assert run_cli(config, *args, "--resume").code == 0
     assert fed[:2] == [123.0, 456.0]
+    # a lesson --lesson forces starts with no returns: those of the checkpoint's lesson are dropped
+    path = CheckpointManager(workdir / "models/c/1D", 5).latest()
+    state = CheckpointManager.load(path)
+    state["summary_so_far"]["unread_returns"] = [777.0]
+    CheckpointManager.save_file(path, state)
+    fed.clear()
+    write_yaml(workdir / "c.yaml", SMALL.format(max_steps=500))
+    result = run_cli(config, *args, "--resume", "--lesson=1")
+    assert result.code == 0 and "--lesson 1 replaces lesson 0 of the checkpoint" in result.log
+    assert 777.0 not in fed
 
 
 def test_stats_since_the_last_summary_that_do_not_read_are_passed_over_on_resume(run_cli, workdir):

@@ -144,6 +144,10 @@ def test_both_cadence_spellings_in_a_section_without_a_trainer_follow_the_behavi
     assert sac.for_behavior("B").steps_per_update == 3
     assert any("steps_per_update (section 'default', 0.16) and train_interval/num_update (section 'default', 0.15) "
                "both set" in w for w in sac.warnings)
+    # an ignored 0.15 key is not checked, whichever section names the trainer (as with trainer: sac beside it)
+    inherited = load_trainer_config(write_yaml(tmp_path / "i.yaml", "default:\n  trainer: sac\n"
+                                               "B:\n  steps_per_update: 10\n  train_interval: 0\n"))
+    assert inherited.for_behavior("B").steps_per_update == 10
 
 
 def test_keys_of_the_behavioral_cloning_trainers_are_not_reported_as_ignored(tmp_path):
@@ -277,6 +281,10 @@ def test_a_run_that_would_end_before_its_first_update_or_summary_is_warned_about
     for behavior in ("P", "S", "Fine"):
         config.for_behavior(behavior)
     assert config.warnings == []
+    config = load_trainer_config(tmp_path / "e.yaml")
+    config.training = False
+    config.for_behavior("B")
+    assert len(config.warnings) == 1 and "the run ends before its first summary" in config.warnings[0]
 
 
 def test_an_odd_memory_size_names_where_it_was_set_and_what_to_use(tmp_path):

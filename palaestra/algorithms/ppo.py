@@ -311,8 +311,8 @@ class PPO:
         # computes no values: a segment under way at the last update would have its first rows'
         # from the critic before it, and acting workers run ahead of the updates)
         seg_values, seg_bootstrap = self._current_values(seg)
-        # their mean per segment, as ML-Agents reports one per trajectory (so in the summaries
-        # with an update)
+        # their mean per segment, as ML-Agents reports one per trajectory (which it processes as
+        # it arrives: here at the update, so the stat is in the summaries with an update only)
         means = np.where(mask[..., None], seg_values, 0.0).sum(1) / np.maximum(seg.length, 1)[:, None]
         stats = {f"Policy/{signal.stat_name} Value Estimate": means[:, k].tolist()
                  for k, signal in enumerate(self.signals)}
@@ -429,7 +429,7 @@ class PPO:
             group["lr"] = lr
 
         # ML-Agents (like OpenAI Baselines, where value clipping comes from) lets a value estimate
-        # move at most epsilon per update from the one it acted with. That assumes returns of about
+        # move at most epsilon per update from the one it started from. That assumes returns of about
         # unit scale: with returns in the tens the critic lags for hundreds of updates (CartPole with
         # rl-zoo's settings peaked near 260 instead of 500; docs/algorithms.md). SB3 does not clip.
         value_clip = epsilon if s.value_clipping else math.inf
