@@ -188,7 +188,8 @@ def _torch_reason(error: Exception) -> str:
     """torch's reason for refusing a payload, without its advice to load with weights_only=False
     (which would run whatever code the file holds) or to allow more classes."""
     text = str(error)
-    if re.search(r"\bglobal\b", text, re.IGNORECASE):  # pickle's GLOBAL: a class or function to import
+    # pickle's GLOBAL, a class or function to import ("Unsupported class" in torch 2.1's words)
+    if re.search(r"\bglobal\b|\bUnsupported class\b", text, re.IGNORECASE):
         return "it holds Python objects other than tensors and plain data, which Palaestra never writes"
     if isinstance(error, pickle.UnpicklingError) or "weights" in text.lower() or "safe_globals" in text:
         detail = re.search(r"Unsupported operand \d+", text)

@@ -34,6 +34,18 @@ def one_thread_each():
     threadpool_limits(1, user_api="blas")
 
 
+
+@pytest.fixture(autouse=True)
+def palaestra_logger_as_found():
+    """Each test gets the ``palaestra`` logger as the one before found it: a run in-process
+    (palaestra.options.setup_logging) stops it propagating to the root logger, where pytest
+    before 9.2 attaches ``caplog``'s handler only, and later tests would capture nothing."""
+    logger = logging.getLogger("palaestra")
+    saved = (logger.propagate, logger.level, list(logger.handlers))
+    yield
+    logger.propagate, logger.handlers = saved[0], saved[2]
+    logger.setLevel(saved[1])
+
 @pytest.fixture(autouse=True)
 def test_device(monkeypatch):
     """PALAESTRA_TEST_DEVICE=cuda (bench/cuda_check.sh on a lent GPU) makes every run the tests

@@ -321,7 +321,9 @@ def test_a_signal_that_cannot_be_pickled_trains_here(ball, demo, caplog):
         stats_there = [train_round(there, batches(4, seed)) for seed in range(2)] + [there.finish_update()]
         assert stats_there == [{}] + [train_round(here, batches(4, seed)) for seed in range(2)]  # (one round late)
         assert there._child is None and there._gone
-        assert "cannot train in a process of its own (AttributeError: Can't pickle local object" in caplog.text
+        # (Python 3.13 says "Can't get local object", earlier ones "Can't pickle local object")
+        assert re.search(r"cannot train in a process of its own \(AttributeError: Can't (pickle|get) local object",
+                         caplog.text), caplog.text
         assert_same_state(here, there)
     finally:
         there.close()

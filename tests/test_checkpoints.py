@@ -175,7 +175,7 @@ STRUCTURES = [
      "network settings", CheckpointError),
     ("list", lambda s: s.update(algorithm=[1, 2, 3]), "'algorithm' is [1, 2, 3], not a dictionary",
      DamagedCheckpointError),
-    ("nested garbage", lambda s: s["algorithm"].update(optimizer={"state": {0: {"step": [None, {"a": b"x"}]}},
+    ("nested garbage", lambda s: s["algorithm"].update(optimizer={"state": {0: {"step": [None, {"a": "x"}]}},
                                                                   "param_groups": [{"params": [0, 1, 2, 3, 4, 5],
                                                                                     "lr": 3e-4, "betas": (0.9, 0.99),
                                                                                     "eps": 1e-8, "weight_decay": 0}]}),

@@ -14,9 +14,15 @@ from palaestra.networks.constants import ACTIVATIONS
 from palaestra.envs.base import ActionSpec, BehaviorSpec
 from palaestra.export import export_policy
 from palaestra.networks.normalizer import Normalizer
+from palaestra.networks.optim import make_adam
 from palaestra.networks.accelerator import accelerate
 from palaestra.networks.policy import ActorCritic
 from palaestra.rollout.buffers import observation_columns
+
+# torch has a fused Adam kernel on the CPU from 2.4 on; the algorithms fall back on the plain one
+FUSED_CPU_ADAM = bool(make_adam([torch.nn.Parameter(torch.zeros(1))], 1e-3).param_groups[0].get("fused"))
+WITHOUT_FUSED_CPU_ADAM = "this torch has no fused Adam kernel on the CPU (torch 2.4 on)"
+TORCH_2_4 = tuple(int(part) for part in torch.__version__.split(".")[:2]) >= (2, 4)
 
 SPECS = {
     "continuous": BehaviorSpec(((5,),), ActionSpec(continuous_size=3)),
@@ -171,10 +177,11 @@ def test_export_works_with_a_torch_whose_exporter_takes_no_dynamo_argument(tmp_p
                             output_names=None, operator_export_type=None, opset_version=None,
                             do_constant_folding=True, dynamic_axes=None, keep_initializers_as_inputs=None,
                             custom_opsets=None, export_modules_as_functions=False, autograd_inlining=True):
-        return real(model, args, f, dynamo=False, input_names=input_names, output_names=output_names,
-                    opset_version=opset_version, dynamic_axes=dynamic_axes)
+        return real(model, args, f, **({"dynamo": False} if TORCH_2_4 else {}), input_names=input_names,
+                    output_names=output_names, opset_version=opset_version, dynamic_axes=dynamic_axes)
 
-    assert palaestra.export.torchscript_exporter() == {"dynamo": False}  # this torch: the choice made explicit
+    # this torch: from 2.4 the choice made explicit
+    assert palaestra.export.torchscript_exporter() == ({"dynamo": False} if TORCH_2_4 else {})
     assert palaestra.export.torchscript_exporter(export_of_torch_2_3) == {}
     monkeypatch.setattr(torch.onnx, "export", export_of_torch_2_3)
     monkeypatch.setattr(palaestra.export, "_TORCHSCRIPT_EXPORTER", palaestra.export.torchscript_exporter())
@@ -409,7 +416,8 @@ def test_numpy_adam_matches_torch_adam_and_round_trips_its_state():
 
 
 @pytest.mark.parametrize("shapes", [[(50,)], [(4, 3), (3,), (7,)]], ids=["one flat parameter", "several"])
-@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("fused", [pytest.param(True, marks=pytest.mark.skipif(not FUSED_CPU_ADAM,
+                                                                                reason=WITHOUT_FUSED_CPU_ADAM)), False])
 def test_the_lean_adam_step_matches_optimizer_step(fused, shapes):
     from palaestra.networks.optim import lean_adam_step
 
@@ -513,6 +521,7 @@ def test_twin_layers_match_autograd_on_both_product_paths(rows, units, shared_in
         np.testing.assert_allclose(got.grad.numpy(), want.numpy(), rtol=1e-3, atol=1e-4)
 
 
+@pytest.mark.skipif(not FUSED_CPU_ADAM, reason=WITHOUT_FUSED_CPU_ADAM)
 def test_numpy_adam_over_a_large_buffer_takes_torch_s_kernel_with_the_same_arithmetic():
     """From TORCH_KERNEL_FROM parameters NumpyAdam steps with torch's fused kernel: the same
     trajectory as torch's Adam and as its own numpy passes, and the step count checkpoints."""
@@ -532,7 +541,7 @@ def test_numpy_adam_over_a_large_buffer_takes_torch_s_kernel_with_the_same_arith
         optimizer = make_adam([flat.parameter], 3e-3) if path != "torch" else torch.optim.Adam([flat.parameter], lr=3e-3)
         adam = numpy_adam.NumpyAdam([flat.parameter], optimizer, flat=flat) if path != "torch" else None
         if adam is not None:
-            assert adam._fused  # this torch (2.4 and later) has the kernel
+            assert adam._fused
             adam._fused = path == "fused"
         for g in grads:
             flat.grad.copy_(torch.as_tensor(g))

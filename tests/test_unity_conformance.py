@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -109,6 +110,22 @@ def side_channel_effects(logs: Path) -> list:
     return sorted(effects)
 
 
+def their_free_port() -> int:
+    """A port ML-Agents' UnityEnvironment takes: it binds "localhost" without SO_REUSEADDR to check
+    it, so a port that an earlier test's connection holds in TIME_WAIT (free to Palaestra's server)
+    is refused. Drawn from the system's randomness: a test before may have seeded ``random``."""
+    draw = random.SystemRandom()
+    for _ in range(100):
+        port = free_port(draw.randrange(20000, 40000, 10))
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+                probe.bind(("localhost", port))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no port ML-Agents would take in 100 draws")
+
+
 @pytest.mark.parametrize("version", ["1.1.0", "0.16.1"])
 @pytest.mark.parametrize("scene", [
     ["--scene", "3DBall", "--stats"],
@@ -120,7 +137,7 @@ def test_ml_agents_and_palaestra_see_the_same_fake_unity(tmp_path, version, scen
     python = mlagents_python(version)
     args = scene + ["--api", API[version]]
     build = make_build(tmp_path / "build", "Fake")
-    port = free_port(random.randrange(20000, 40000, 10))
+    port = their_free_port()
     theirs = their_view(python, build, port, tmp_path / "theirs", 25, args)
     ours = our_view(build, free_port(port + 1), tmp_path / "ours", 25, args)
     channels_first = "--channels-first" in scene and API[version] >= "1.5.0"

@@ -122,7 +122,12 @@ def _message_classes() -> dict[str, type]:
     if get_class is None:  # protobuf < 4.21
         factory = message_factory.MessageFactory(pool)
         get_class = factory.GetPrototype
-    return {name: get_class(pool.FindMessageTypeByName(f"{PACKAGE}.{name}")) for name in MESSAGES}
+    classes = {name: get_class(pool.FindMessageTypeByName(f"{PACKAGE}.{name}")) for name in MESSAGES}
+    for name, cls in classes.items():  # Outer.Inner as an attribute, as protobuf 4.21 on sets it
+        outer, _, inner = name.rpartition(".")
+        if outer and not hasattr(classes[outer], inner):
+            setattr(classes[outer], inner, cls)
+    return classes
 
 
 _CLASSES = _message_classes()
