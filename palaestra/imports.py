@@ -14,6 +14,8 @@ class ImportTargetError(ValueError):
 
 
 _FOLDERS_BESIDE: list[str] = []  # folders made importable by import_beside, for the messages
+# packages that come with one of Palaestra's extras: a message that they are missing says which
+EXTRAS = {"pettingzoo": "palaestra[pettingzoo]", "mpe2": "palaestra[pettingzoo]"}
 
 
 def import_beside(path: str) -> None:
@@ -42,9 +44,12 @@ def import_target_module(target: str, flag: str) -> Any:
         if isinstance(e, ModuleNotFoundError) and e.name == module_name.split(".")[0]:
             searched = " (looked in the working directory {}{} and the installed packages)".format(
                 os.getcwd(), "".join(f", beside the trainer config in {f}" for f in _FOLDERS_BESIDE if f != os.getcwd()))
+        package = (e.name or "").partition(".")[0] if isinstance(e, ModuleNotFoundError) else ""
+        extra = EXTRAS.get(package)
+        install = f"; {package} comes with pip install \"{extra}\"" if extra else ""
         # the module itself not found: nothing of the user's to show; else (an import inside it) its traceback
-        raise ImportTargetError(f"{flag}={target}: cannot import module {module_name!r}: {e}{searched}") \
-            from (None if searched else e)
+        raise ImportTargetError(f"{flag}={target}: cannot import module {module_name!r}: {e}{searched}{install}") \
+            from (None if searched or extra else e)
     except Exception as e:  # the module's own code failed while importing (a syntax error, a raise)
         raise ImportTargetError(f"{flag}={target}: importing module {module_name!r} failed: "
                                 f"{type(e).__name__}: {e}") from e

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 
 import gymnasium as gym
 import numpy as np
@@ -589,6 +590,17 @@ def test_python_factory_module_that_fails_to_import(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(EnvError, match="importing module 'bad_module' failed: RuntimeError: missing licence file"):
         make_env("bad_module:make")
+
+
+@pytest.mark.parametrize("target, missing", [("pettingzoo:mpe2.simple_spread_v3", "mpe2"),
+                                             ("users_pz_env:make", "pettingzoo")])
+def test_a_missing_package_of_an_extra_is_named_with_the_install_command(tmp_path, monkeypatch, target, missing):
+    # (None in sys.modules: importing it raises ModuleNotFoundError, as where it is not installed)
+    monkeypatch.setitem(sys.modules, missing, None)
+    (tmp_path / "users_pz_env.py").write_text("import pettingzoo\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(EnvError, match=re.escape(f'; {missing} comes with pip install "palaestra[pettingzoo]"')):
+        make_env(target)
 
 
 def test_python_factory_receives_the_engine_settings(factory_module):
