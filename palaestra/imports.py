@@ -44,12 +44,12 @@ def import_target_module(target: str, flag: str) -> Any:
         if isinstance(e, ModuleNotFoundError) and e.name == module_name.split(".")[0]:
             searched = " (looked in the working directory {}{} and the installed packages)".format(
                 os.getcwd(), "".join(f", beside the trainer config in {f}" for f in _FOLDERS_BESIDE if f != os.getcwd()))
-        package = (e.name or "").partition(".")[0] if isinstance(e, ModuleNotFoundError) else ""
-        extra = EXTRAS.get(package)
-        install = f"; {package} comes with pip install \"{extra}\"" if extra else ""
+        # the package itself missing (not a module inside an installed one): say what installs it
+        extra = EXTRAS.get(e.name or "") if isinstance(e, ModuleNotFoundError) else None
+        install = f"; {e.name} comes with pip install \"{extra}\"" if extra else ""
         # the module itself not found: nothing of the user's to show; else (an import inside it) its traceback
         raise ImportTargetError(f"{flag}={target}: cannot import module {module_name!r}: {e}{searched}{install}") \
-            from (None if searched or extra else e)
+            from (None if searched else e)
     except Exception as e:  # the module's own code failed while importing (a syntax error, a raise)
         raise ImportTargetError(f"{flag}={target}: importing module {module_name!r} failed: "
                                 f"{type(e).__name__}: {e}") from e

@@ -521,10 +521,10 @@ def test_twin_layers_match_autograd_on_both_product_paths(rows, units, shared_in
         np.testing.assert_allclose(got.grad.numpy(), want.numpy(), rtol=1e-3, atol=1e-4)
 
 
-@pytest.mark.skipif(not FUSED_CPU_ADAM, reason=WITHOUT_FUSED_CPU_ADAM)
 def test_numpy_adam_over_a_large_buffer_takes_torch_s_kernel_with_the_same_arithmetic():
-    """From TORCH_KERNEL_FROM parameters NumpyAdam steps with torch's fused kernel: the same
-    trajectory as torch's Adam and as its own numpy passes, and the step count checkpoints."""
+    """From TORCH_KERNEL_FROM parameters NumpyAdam steps with torch's fused kernel (where torch
+    has one on the CPU: 2.4 on): the same trajectory as torch's Adam and as its own numpy passes,
+    and the step count checkpoints."""
     from palaestra.networks import numpy_adam
     from palaestra.networks.flat_params import FlatParameters
     from palaestra.networks.optim import make_adam
@@ -534,14 +534,14 @@ def test_numpy_adam_over_a_large_buffer_takes_torch_s_kernel_with_the_same_arith
     start = rng.normal(size=n).astype(np.float32)
     grads = [rng.normal(size=n).astype(np.float32) for _ in range(20)]
     results = {}
-    for path in ("fused", "numpy", "torch"):
+    for path in ("fused", "numpy", "torch") if FUSED_CPU_ADAM else ("numpy", "torch"):
         param = torch.nn.Parameter(torch.tensor(start))
         flat = FlatParameters([param])
         # as the algorithms make it (fused where torch has the kernel); the reference is not fused
         optimizer = make_adam([flat.parameter], 3e-3) if path != "torch" else torch.optim.Adam([flat.parameter], lr=3e-3)
         adam = numpy_adam.NumpyAdam([flat.parameter], optimizer, flat=flat) if path != "torch" else None
         if adam is not None:
-            assert adam._fused
+            assert adam._fused == FUSED_CPU_ADAM  # (without the kernel, numpy's step at any size)
             adam._fused = path == "fused"
         for g in grads:
             flat.grad.copy_(torch.as_tensor(g))
@@ -550,9 +550,10 @@ def test_numpy_adam_over_a_large_buffer_takes_torch_s_kernel_with_the_same_arith
             adam.sync()
             assert float(optimizer.state_dict()["state"][0]["step"]) == len(grads)
         results[path] = flat.data.numpy().copy()
-    np.testing.assert_allclose(results["fused"], results["torch"], rtol=1e-5, atol=1e-6)
+    if FUSED_CPU_ADAM:
+        np.testing.assert_allclose(results["fused"], results["torch"], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(results["numpy"], results["torch"], rtol=1e-5, atol=1e-6)
-    assert not np.array_equal(results["fused"], start)
+    assert not np.array_equal(results["numpy"], start)
     # an optimizer that is not fused keeps the numpy step at any size
     assert not numpy_adam.NumpyAdam([flat.parameter], torch.optim.Adam([flat.parameter]), flat=flat)._fused
 
