@@ -1390,69 +1390,31 @@ def test_an_action_mask_that_does_not_fit_the_actions_or_allows_nothing_is_a_cle
         env.reset()
 
 
-def test_pettingzoo_observations_with_an_action_mask_mask_each_agents_actions():
-    pytest.importorskip("pettingzoo")
+def _guess_game(masks_in_infos: bool):
+    """A PettingZoo game whose two players must each name the one legal action of three, which
+    the observation shows; its mask comes in the observation dict (``masks_in_infos`` False) or in
+    ``infos[agent]["action_mask"]`` beside a plain observation, where the game's last step allows
+    nothing (no decision reads it: everyone's episode ends there). Four steps a game."""
     from pettingzoo import ParallelEnv
 
-    class Masked(ParallelEnv):
-        metadata = {"name": "masked_v0"}
+    class Guess(ParallelEnv):
+        metadata = {"name": "guess_v0"}
         possible_agents = ["player_0", "player_1"]
 
         def observation_space(self, agent):
-            return _MaskedGuess.observation_space
-
-        def action_space(self, agent):
-            return gym.spaces.Discrete(3)
-
-        def _obs(self):
-            self.legal = {a: int(self.rng.integers(3)) for a in self.agents}
-            return {a: {"observation": np.eye(3, dtype=np.float32)[k], "action_mask": np.eye(3, dtype=np.int8)[k]}
-                    for a, k in self.legal.items()}
-
-        def reset(self, seed=None, options=None):
-            self.rng, self.agents, self.t = np.random.default_rng(seed), list(self.possible_agents), 0
-            return self._obs(), {a: {} for a in self.agents}
-
-        def step(self, actions):
-            assert all(actions[a] == self.legal[a] for a in actions), "a masked action was sent"
-            self.t += 1
-            done = {a: self.t >= 4 for a in actions}
-            obs, rewards = self._obs(), {a: 1.0 for a in actions}
-            if self.t >= 4:
-                self.agents = []
-            return obs, rewards, done, {a: False for a in actions}, {a: {} for a in actions}
-
-    from palaestra.envs.pettingzoo_env import PettingZooEnv
-
-    env = PettingZooEnv(Masked(), "masked", seed=0)
-    env.reset()
-    decisions = env.get_steps("player")[0]
-    np.testing.assert_array_equal(decisions.action_mask[0], ~np.eye(3, dtype=bool)[decisions.obs[0].argmax(1)])
-    check_env(env, steps=20)
-
-
-def test_pettingzoo_masks_given_in_infos_mask_each_agents_actions():
-    # the other convention: infos[agent]["action_mask"] beside a plain observation; the game's last
-    # step allows nothing, which no decision reads (everyone's episode ends there)
-    pytest.importorskip("pettingzoo")
-    from pettingzoo import ParallelEnv
-
-    class InfoMasked(ParallelEnv):
-        metadata = {"name": "info_masked_v0"}
-        possible_agents = ["player_0", "player_1"]
-
-        def observation_space(self, agent):
-            return gym.spaces.Box(0, 1, (3,), np.float32)
+            return gym.spaces.Box(0, 1, (3,), np.float32) if masks_in_infos else _MaskedGuess.observation_space
 
         def action_space(self, agent):
             return gym.spaces.Discrete(3)
 
         def _step_data(self, over=False):
             self.legal = {a: int(self.rng.integers(3)) for a in self.agents}
-            obs = {a: np.eye(3, dtype=np.float32)[k] for a, k in self.legal.items()}
-            infos = {a: {"action_mask": np.zeros(3, np.int8) if over else np.eye(3, dtype=np.int8)[k]}
+            seen = {a: np.eye(3, dtype=np.float32)[k] for a, k in self.legal.items()}
+            masks = {a: np.zeros(3, np.int8) if over and masks_in_infos else np.eye(3, dtype=np.int8)[k]
                      for a, k in self.legal.items()}
-            return obs, infos
+            if masks_in_infos:
+                return seen, {a: {"action_mask": masks[a]} for a in seen}
+            return {a: {"observation": seen[a], "action_mask": masks[a]} for a in seen}, {a: {} for a in seen}
 
         def reset(self, seed=None, options=None):
             self.rng, self.agents, self.t = np.random.default_rng(seed), list(self.possible_agents), 0
@@ -1467,9 +1429,26 @@ def test_pettingzoo_masks_given_in_infos_mask_each_agents_actions():
                 self.agents = []
             return obs, {a: 1.0 for a in actions}, done, {a: False for a in actions}, infos
 
+    return Guess()
+
+
+def test_pettingzoo_observations_with_an_action_mask_mask_each_agents_actions():
+    pytest.importorskip("pettingzoo")
     from palaestra.envs.pettingzoo_env import PettingZooEnv
 
-    env = PettingZooEnv(InfoMasked(), "info_masked", seed=0)
+    env = PettingZooEnv(_guess_game(masks_in_infos=False), "masked", seed=0)
+    env.reset()
+    decisions = env.get_steps("player")[0]
+    np.testing.assert_array_equal(decisions.action_mask[0], ~np.eye(3, dtype=bool)[decisions.obs[0].argmax(1)])
+    check_env(env, steps=20)
+
+
+def test_pettingzoo_masks_given_in_infos_mask_each_agents_actions():
+    # the other convention: infos[agent]["action_mask"] beside a plain observation
+    pytest.importorskip("pettingzoo")
+    from palaestra.envs.pettingzoo_env import PettingZooEnv
+
+    env = PettingZooEnv(_guess_game(masks_in_infos=True), "info_masked", seed=0)
     env.reset()
     for _ in range(10):  # through two game overs
         decisions = env.get_steps("player")[0]
