@@ -28,6 +28,7 @@ from torch.autograd.function import once_differentiable
 
 from palaestra.envs.observations import is_image
 from palaestra.networks.encoders import CONVOLUTIONS, RESNET_CHANNELS, image_problem
+from palaestra.networks.image_batches import encode_in_bounded_batches
 from palaestra.networks.two_threads import SecondThread, in_pairs
 
 RESNET_BLOCKS = 2
@@ -160,7 +161,8 @@ class ImageFeatures(nn.Module):
         return {**state, "second": None}  # a thread is not copied (SAC's target copy, checkpoints)
 
     def encode_tower(self, tower: int, images: Sequence[torch.Tensor]) -> torch.Tensor:
-        return torch.cat([encode(x) for encode, x in zip(self.towers[tower], images)], -1)
+        # (each encoder sees few batch sizes: oneDNN keeps megabytes for every size it meets)
+        return torch.cat([encode_in_bounded_batches(encode, x) for encode, x in zip(self.towers[tower], images)], -1)
 
     def one_tower(self, tower: int, vectors: torch.Tensor, observations: Sequence[torch.Tensor]) -> torch.Tensor:
         """One tower's features alone, ``[B, size]`` (PPO's actor: acting, and what an exported
