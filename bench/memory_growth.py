@@ -127,6 +127,7 @@ def report(name: str, readings: list[tuple[int, float]], seconds: float) -> None
     print(f"{name:<24} {first:8.0f} MB at {first_step:>9,}  {half:8.0f} MB at {half_step:>9,}  "
           f"{last:8.0f} MB at {last_step:>9,}  second half {growth:+7.1f} MB per 100k steps  ({seconds:.0f} s)",
           flush=True)
+    print(" " * 25 + "every summary (MB): " + ", ".join(f"{mb:.0f}" for _, mb in readings), flush=True)
 
 
 def main() -> None:

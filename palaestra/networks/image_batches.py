@@ -9,11 +9,14 @@ from 0.9 GB at 10k steps to 2.2 GB at 300k, still rising.
 
 So an encoder sees a batch size from a short list: up to :data:`EXACT` images as they are (acting:
 one row per agent deciding), more rounded up to one of four sizes per doubling (20, 24, 28, 32,
-40, ...; at most a quarter more rows, padding whose outputs are dropped); and without a gradient
+40, ...; at most a quarter more rows of zeros, whose outputs are dropped); and without a gradient
 (value estimates, reward-signal estimates), batches over :data:`CHUNK` go through in chunks of
 :data:`CHUNK`, which also bounds the memory of one convolution's activations over a large
-buffer. Rows do not interact in an encoder (no batch norm), so each row's features are what
-the whole batch would give, up to the last bits of a differently blocked sum."""
+buffer. With a gradient, the first :data:`KEPT_WITH_GRADIENT` sizes met go through as they are:
+a run's mini-batches have one size (``batch_size``), which padding would only make dearer; a
+stream of new sizes (a recurrent update's rows without their padding) is rounded up after
+those. Rows do not interact in an encoder (no batch norm), so each row's features are what the
+whole batch would give, up to the last bits of a differently blocked sum."""
 
 from __future__ import annotations
 
@@ -23,6 +26,9 @@ import torch
 
 EXACT = 16  # batch sizes up to this go through as they are
 CHUNK = 64  # without a gradient, larger batches go through in chunks of this many rows
+KEPT_WITH_GRADIENT = 8  # with a gradient, the first batch sizes met go through as they are
+
+_sizes_with_gradient: set[int] = set()  # (this process's; a second thread may add the same one)
 
 
 def bounded_size(n: int) -> int:
@@ -36,14 +42,20 @@ def bounded_size(n: int) -> int:
 
 def encode_in_bounded_batches(encode: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor) -> torch.Tensor:
     """``encode(images)``, with ``encode`` only ever seeing the batch sizes above. An export's
-    trace calls ``encode`` on the batch as it is (the model's batch dimension stays free)."""
-    if torch.jit.is_tracing():
+    trace calls ``encode`` on the batch as it is (the model's batch dimension stays free), and so
+    does a GPU (whose convolutions keep nothing per shape here; chunks would only add launches)."""
+    if torch.jit.is_tracing() or images.device.type != "cpu":
         return encode(images)
     n = images.shape[0]
     if n <= EXACT:
         return encode(images)
-    if not torch.is_grad_enabled() and n > CHUNK:
+    if not torch.is_grad_enabled():
+        if n <= CHUNK:
+            return _padded(encode, images)
         return torch.cat([_padded(encode, images[start:start + CHUNK]) for start in range(0, n, CHUNK)])
+    if n in _sizes_with_gradient or len(_sizes_with_gradient) < KEPT_WITH_GRADIENT:
+        _sizes_with_gradient.add(n)
+        return encode(images)
     return _padded(encode, images)
 
 
