@@ -3,7 +3,8 @@
 The file format is ML-Agents 0.15/0.16's: a ``default:`` section plus one section per behavior
 name, merged shallowly (a behavior's ``reward_signals`` replaces the default's whole mapping);
 a string in place of a section names another section to use. Every key is checked where it is
-written: an unknown key is a warning naming the closest known key, a legacy key a warning
+written: an unknown key spelt nearly as a known one is an error naming the key it looks like
+(a typo), one like no known key a warning, a legacy key a warning
 naming what replaced it, and a wrong type or out-of-range value an error naming the file, the
 section, the key, the value and what was expected.
 
@@ -1052,19 +1053,40 @@ def _later_format_hint(key: str, value: Any) -> str:
 LATER_FORMAT_FLAGS = {"keep_checkpoints": "--keep-checkpoints", "checkpoint_interval": "--save-freq"}
 
 
-def _misplaced_hint(key: str) -> str:
-    """Why a key unknown to a behavior section may be there: a reward signal's setting, a later
-    ML-Agents key this format takes as a flag, or a typo of a trainer key."""
-    if key in LATER_FORMAT_FLAGS:
-        return (f" (ML-Agents' later per-behavior setting; this format sets it for the run with "
-                f"{LATER_FORMAT_FLAGS[key]})")
+def _placed_elsewhere(key: str) -> bool:
+    """Whether a key unknown to a behavior section is a known key of another place (a reward
+    signal's, behavioral cloning's, or a later ML-Agents key this format takes as a flag)."""
+    return key in LATER_FORMAT_FLAGS or bool(_owners(key))
+
+
+def _owners(key: str) -> list[str]:
     owners = [f"reward_signals: {name}:" for name, cls in REWARD_SIGNALS.items()
               if key in {f.name for f in dataclasses.fields(cls)}]
     if key in {f.name for f in dataclasses.fields(BehavioralCloningSettings)}:
         owners.append("behavioral_cloning:")
-    if owners:
-        return f" (it belongs under {' or '.join(owners)})"
-    return _closest(key, list(TRAINER_KEYS))
+    return owners
+
+
+def _misplaced_hint(key: str) -> str:
+    """Why a key unknown to a behavior section may be there: a reward signal's setting or a later
+    ML-Agents key this format takes as a flag (a typo of a trainer key was refused before)."""
+    if key in LATER_FORMAT_FLAGS:
+        return (f" (ML-Agents' later per-behavior setting; this format sets it for the run with "
+                f"{LATER_FORMAT_FLAGS[key]})")
+    owners = _owners(key)
+    return f" (it belongs under {' or '.join(owners)})" if owners else ""
+
+
+def _refuse_a_typo(path: Path, section: str, label: str, known: list[str], typed: str | None = None,
+                   placed: bool = False) -> None:
+    """An unknown key spelt nearly as a known one is a typo: an error, since the run would
+    otherwise train with that setting at its default (ML-Agents ignored it silently). Unknown keys
+    like no known one (another release's) stay warnings; real files of 0.13-0.16 hold none."""
+    typed = label if typed is None else typed
+    match = None if placed else closest_name(typed, known)
+    if match:
+        raise ConfigError(f"{_where(path, section, label)}: unknown key; did you mean {match!r}? (as written, "
+                          f"{match} would stay at its default; fix the spelling or remove the key)")
 
 
 def _closest(name: str, known: list[str]) -> str:
@@ -1161,6 +1183,7 @@ def _check_section(path: Path, name: str, section: dict[str, Any], warnings: lis
                               f"(`reward_signals: {{{key}: {{strength: ..., gamma: ...}}}}`), not in the section "
                               "itself")
         if key not in TRAINER_KEYS:
+            _refuse_a_typo(path, name, key, list(TRAINER_KEYS), placed=_placed_elsewhere(key))
             _warn(warnings, lambda: (
                 f"{_where(path, name, key)}: unknown key, ignored{_misplaced_hint(key)}"
             ))
@@ -1204,8 +1227,9 @@ def _check_subsection(path: Path, section: str, key: str, value: Any, cls: type,
             ))
             continue
         if sub not in known:
+            _refuse_a_typo(path, section, f"{label}.{sub}", list(known), typed=sub)
             _warn(warnings, lambda: (
-                f"{_where(path, section, f'{label}.{sub}')}: unknown key, ignored{_closest(sub, list(known))}"
+                f"{_where(path, section, f'{label}.{sub}')}: unknown key, ignored"
             ))
             continue
         if sub == "demo_path" and subvalue is None:

@@ -88,7 +88,7 @@ def subsection_keys_table() -> str:
 def settings_tables() -> str:
     return (f"{trainer_keys_table()}\n\n"
             "Keys of the subsections (an unknown signal name is an error; an unknown key inside a\n"
-            "subsection is a warning):\n\n"
+            "subsection is an error where it is spelt nearly as a known one, else a warning):\n\n"
             f"{subsection_keys_table()}")
 
 

@@ -105,6 +105,14 @@ def test_version_is_quick_and_matches_the_installed_libraries():
     assert f"communicator API: {OLDEST_API[0]}.{OLDEST_API[1]}.0 to {NEWEST_API[0]}.{NEWEST_API[1]}.0" in out, out
 
 
+def test_a_misspelt_key_stops_the_run_before_anything_is_written(run_cli, workdir):
+    (workdir / "typo.yaml").write_text("default:\n  trainer: ppo\n  batch_sise: 64\n")
+    result = run_cli("typo.yaml", "--env=3DBall", "--run-id=typo")
+    assert result.code == 1 and "Traceback" not in result.log
+    assert "typo.yaml: section 'default', key 'batch_sise': unknown key; did you mean 'batch_size'?" in result.log
+    assert not any((workdir / folder).exists() for folder in ("models", "summaries", "results"))
+
+
 def test_training_writes_every_output(run_cli, small_config, workdir):
     result = run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=r1", "--seed=1", "--debug")
     assert result.code == 0, result.log
