@@ -113,9 +113,9 @@ def sb3_vec_env(size: int, seed: int):
     return Adapter()
 
 
-def bench_sb3(steps: int, size: int, seed: int, device: str) -> dict:
+def sb3_cnn_ppo(size: int, seed: int, device: str):
+    """SB3's CnnPolicy PPO with the shipped GridWorld section's settings (also bench/memory_growth.py's peer)."""
     from stable_baselines3 import PPO
-    from stable_baselines3.common.evaluation import evaluate_policy
     from stable_baselines3.common.vec_env import VecMonitor
 
     def linear(initial):
@@ -123,9 +123,16 @@ def bench_sb3(steps: int, size: int, seed: int, device: str) -> dict:
 
     policy_kwargs = dict(features_extractor_kwargs=dict(features_dim=256), net_arch=dict(pi=[256], vf=[256]),
                          share_features_extractor=False)
-    model = PPO("CnnPolicy", VecMonitor(sb3_vec_env(size, seed)), n_steps=N_STEPS, batch_size=32, n_epochs=3,
-                gae_lambda=0.95, gamma=0.9, learning_rate=linear(3e-4), clip_range=0.2, ent_coef=5e-3,
-                policy_kwargs=policy_kwargs, device=device, seed=seed, verbose=0)
+    return PPO("CnnPolicy", VecMonitor(sb3_vec_env(size, seed)), n_steps=N_STEPS, batch_size=32, n_epochs=3,
+               gae_lambda=0.95, gamma=0.9, learning_rate=linear(3e-4), clip_range=0.2, ent_coef=5e-3,
+               policy_kwargs=policy_kwargs, device=device, seed=seed, verbose=0)
+
+
+def bench_sb3(steps: int, size: int, seed: int, device: str) -> dict:
+    from stable_baselines3.common.evaluation import evaluate_policy
+    from stable_baselines3.common.vec_env import VecMonitor
+
+    model = sb3_cnn_ppo(size, seed, device)
     start = time.perf_counter()
     model.learn(total_timesteps=steps)
     seconds = time.perf_counter() - start

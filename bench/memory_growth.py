@@ -100,8 +100,7 @@ def sb3_child(steps: int) -> None:
     """SB3's CnnPolicy PPO on VisualGridWorld (bench/cnn_gridworld.py's settings), printing its
     step count at each tenth of the run."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from cnn_gridworld import N_STEPS, sb3_vec_env
-    from stable_baselines3 import PPO
+    from cnn_gridworld import sb3_cnn_ppo
     from stable_baselines3.common.callbacks import BaseCallback
 
     class Report(BaseCallback):
@@ -110,10 +109,7 @@ def sb3_child(steps: int) -> None:
                 print(f"Step: {self.num_timesteps}", flush=True)
             return True
 
-    policy_kwargs = dict(features_extractor_kwargs=dict(features_dim=256), net_arch=dict(pi=[256], vf=[256]),
-                         share_features_extractor=False)
-    model = PPO("CnnPolicy", sb3_vec_env(84, 1), n_steps=N_STEPS, batch_size=32, n_epochs=3, gae_lambda=0.95,
-                gamma=0.9, learning_rate=3e-4, ent_coef=5e-3, policy_kwargs=policy_kwargs, seed=1, verbose=0)
+    model = sb3_cnn_ppo(84, 1, "cpu")
     model.learn(total_timesteps=steps, callback=Report())
 
 
