@@ -59,6 +59,19 @@ def test_every_batch_size_reaches_the_encoder_as_one_of_a_few(grad):
         assert seen == set(range(1, EXACT + 1)) | kept | {bounded_size(n) for n in range(EXACT + 1, 301) if n not in kept}
 
 
+def test_the_rows_left_over_by_chunks_meet_no_size_of_their_own():
+    # value estimates over a buffer of 300-odd rows: the last chunk's few rows would meet every
+    # size up to EXACT, a kernel each
+    encoder = image_encoder("simple", (20, 20, 3), 8)
+    encode, seen = _recording(encoder)
+    images = torch.randint(0, 256, (CHUNK * 3 + EXACT, 20, 20, 3), dtype=torch.uint8)
+    with torch.no_grad():
+        whole = encoder(images)
+        for n in range(CHUNK * 2 + 1, len(images) + 1):
+            assert torch.allclose(encode_in_bounded_batches(encode, images[:n]), whole[:n], atol=1e-5)
+    assert seen == {EXACT} | {bounded_size(r) for r in range(EXACT + 1, CHUNK + 1)}  # (CHUNK among them)
+
+
 def test_a_run_s_mini_batch_size_goes_through_as_it_is_whatever_comes_after():
     encoder = image_encoder("simple", (20, 20, 3), 8)
     encode, seen = _recording(encoder)
