@@ -34,6 +34,7 @@ VARIANTS = {
     "visual": ("trainer_config.yaml", "GridWorld", "VisualGridWorld", ("--env-args", "image_size=84"), 200_000),
     "3dball": ("trainer_config.yaml", "3DBall", "3DBall", (), 1_500_000),
     "3dball-sac": ("sac_trainer_config.yaml", "3DBall", "3DBall", (), 300_000),
+    "visual-sac": ("sac_trainer_config.yaml", "GridWorld", "VisualGridWorld", ("--env-args", "image_size=84"), 100_000),
     "3dball-num-envs-2": ("trainer_config.yaml", "3DBall", "3DBall", ("--num-envs=2",), 1_500_000),
     "hallway": ("trainer_config.yaml", "Hallway", "Hallway", (), 1_000_000),
     "pyramids-curiosity": ("trainer_config.yaml", "Pyramids", "Pyramids", (), 600_000),
@@ -90,7 +91,7 @@ def palaestra_command(variant: str, steps: int, work: Path) -> list[str]:
     config_file, section, env, flags, _ = VARIANTS[variant]
     shipped = yaml.safe_load((ROOT / "config" / config_file).read_text())
     settings = {**shipped[section], "max_steps": steps, "summary_freq": max(steps // SUMMARIES, 1)}
-    if variant == "visual":
+    if variant.startswith("visual"):
         settings["vis_encode_type"] = "nature_cnn"  # as SB3's CnnPolicy
     (work / "config.yaml").write_text(yaml.safe_dump({"default": shipped["default"], section: settings}))
     return [sys.executable, "-m", "palaestra.cli", "config.yaml", f"--env={env}", "--run-id=memory", "--seed=1", *flags]

@@ -48,8 +48,9 @@ logger = logging.getLogger("palaestra")
 
 CHECKPOINT_FORMAT = 1
 # replay_buffer.pt: 2 since the ring is saved in parts (files without the key are read as before);
-# a newer one is refused by name rather than misread
-REPLAY_FORMAT = 2
+# 3 since image next observations are stored once (``follows`` and ``tails``: 2 and before are read
+# as before); a newer one is refused by name rather than misread
+REPLAY_FORMAT = 3
 
 
 def network_record(settings: TrainerSettings, spec: BehaviorSpec, signals: list[str]) -> dict[str, Any]:

@@ -96,13 +96,12 @@ def test_a_replay_buffer_saved_with_flat_observation_columns_still_loads(tmp_pat
     # replay_buffer.pt files written before observations kept their shapes hold one flat obs and
     # next_obs column; --resume splits them into the per-observation columns
     sac = _trained(SAC, TWO, _settings(tmp_path, "sac"))
-    saved = sac.replay_state()
-    whole = {k: torch.cat(parts) for k, parts in saved["columns"].items()}  # each column one tensor, as then
+    saved = sac.buffer.state_dict()  # each column one array, the next observations written out, as then
+    whole = {k: torch.from_numpy(v) for k, v in saved["columns"].items()}
     columns = dict(whole)
     for prefix in ("obs", "next_obs"):
         columns[prefix] = torch.cat([columns.pop(f"{prefix}_0"), columns.pop(f"{prefix}_1")], 1)
     fresh = SAC(TWO, _settings(tmp_path, "sac"), torch.device("cpu"), np.random.default_rng(0))
     assert fresh.load_replay_state({"capacity": saved["capacity"], "columns": columns}) == sac.buffer.size
     for name, column in whole.items():
-        np.testing.assert_array_equal(torch.cat(fresh.replay_state()["columns"][name]).numpy(), column.numpy(),
-                                      err_msg=name)
+        np.testing.assert_array_equal(fresh.buffer.state_dict()["columns"][name], column.numpy(), err_msg=name)

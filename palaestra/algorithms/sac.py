@@ -257,8 +257,9 @@ class SAC:
             self._numpy_adam = NumpyAdam([self.flat.parameter], self.optimizer, flat=self.flat)
         L = self.sequence_length  # recurrent: whole sequences in the ring, never split at its end
         capacity = -(-settings.buffer_size // L) * L
-        # (its observations and next observations alone: the rest of a row is small beside them)
-        problem = replay_buffer_problem(capacity, 2 * observation_bytes(spec.observation_shapes))
+        # (its observations alone: the rest of a row is small beside them, and most next
+        # observations are the following row's, stored once)
+        problem = replay_buffer_problem(capacity, observation_bytes(spec.observation_shapes))
         if problem is not None:
             raise ConfigError(f"behavior {behavior!r}: buffer_size {settings.buffer_size:,} "
                               f"({settings.origin('buffer_size')}): SAC's replay buffer of {problem}; lower buffer_size")
@@ -798,7 +799,7 @@ class SAC:
                 if prefix in columns:
                     shapes = self.spec.observation_shapes
                     columns |= observation_columns(_split_flat(columns.pop(prefix), shapes), prefix)
-        self.buffer.load_state_dict({"capacity": state["capacity"],
+        self.buffer.load_state_dict({"capacity": state["capacity"], "tails": state.get("tails", {}),
                                      "columns": {k: [p[k] for p in parts] for k in (parts[0] if parts else {})}})
         # the real rows kept: a smaller buffer_size than the saved run's keeps only the newest
         valid = self.buffer.data.get("valid")

@@ -5,7 +5,7 @@ image observation's column stays uint8). The observations are one column per obs
 from __future__ import annotations
 
 import os
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -82,72 +82,204 @@ class ReplayBuffer:
 
     Columns: the observations ``obs_i`` and ``next_obs_i``, ``continuous``, ``discrete``, ``allowed``, ``next_allowed``,
     ``env_reward`` and ``done`` (the episode truly ended after this transition; a step-limit
-    interruption is not done, so its value bootstraps)."""
+    interruption is not done, so its value bootstraps).
 
-    def __init__(self, capacity: int) -> None:
+    Each next observation of ``shared_from_bytes`` or more (an image) is stored once. A
+    transition's next observations are, but at the last step of a segment, the observations of
+    the row added right after it: those rows say so (``follows``, found by comparing the bytes as
+    rows are added) and their next observations are read from the following row. The others' go
+    to :class:`_Tails`, a queue in the order of their rows. So images, most of a visual replay
+    buffer's memory, take about half of what storing both would (ML-Agents stored both, as
+    float32)."""
+
+    def __init__(self, capacity: int, shared_from_bytes: int = 1024) -> None:
         self.capacity = capacity
+        # next observations of smaller rows are stored as columns: sharing them saves little, and
+        # reading them back costs each sample about a third more (measured with 8 floats)
+        self.shared_from_bytes = shared_from_bytes
+        self._empty()
+
+    def _empty(self) -> None:
         self.size = 0
         self.next = 0  # where the next transition goes
-        self.data: dict[str, np.ndarray] = {}
+        self.data: dict[str, np.ndarray] = {}  # every column but the next observations
+        self.pairs: list[tuple[str, str]] = []  # (obs_i, next_obs_i), the next ones stored once
+        self.follows = np.zeros(0, bool)  # a row whose next observations are the next row's
+        self.tail_at = np.zeros(0, np.int64)  # where the others' next observations are in the tails
+        self.tails = _Tails(self.capacity)
 
     def add(self, **columns: np.ndarray) -> None:
         rows = next(iter(columns.values())).shape[0]
         if not self.data:
+            self.pairs = [(f"obs_{k[len('next_obs_'):]}", k) for k, v in columns.items()
+                          if k.startswith("next_obs_") and f"obs_{k[len('next_obs_'):]}" in columns
+                          and v[:1].nbytes >= self.shared_from_bytes]
+            stored = {k: v for k, v in columns.items() if k not in {n for _, n in self.pairs}}
             try:
-                self.data = {k: np.zeros((self.capacity, *v.shape[1:]), v.dtype) for k, v in columns.items()}
+                self.data = {k: np.zeros((self.capacity, *v.shape[1:]), v.dtype) for k, v in stored.items()}
+                if self.pairs:
+                    self.follows, self.tail_at = np.zeros(self.capacity, bool), np.zeros(self.capacity, np.int64)
             except MemoryError:  # (numpy's own message names a shape, not the setting that made it)
-                row = sum(int(np.prod(v.shape[1:])) * v.dtype.itemsize for v in columns.values())
+                row = sum(int(np.prod(v.shape[1:])) * v.dtype.itemsize for v in stored.values())
                 raise MemoryError(f"the replay buffer does not fit in memory: buffer_size {self.capacity:,} "
                                   f"transitions of {row:,} bytes is {self.capacity * row / 2**30:,.1f} GiB; "
                                   "lower buffer_size") from None
         if rows > self.capacity:  # only the newest capacity rows survive anyway
             columns = {k: v[-self.capacity :] for k, v in columns.items()}
             rows = self.capacity
+        positions = (self.next + np.arange(rows)) % self.capacity
+        if self.pairs and rows:
+            # the live rows about to be overwritten are the oldest, and so are their tails
+            overwritten = positions[max(0, self.capacity - self.size):]
+            self.tails.release(int(np.count_nonzero(~self.follows[overwritten])))
+            follows = self._following(columns, rows) & (positions != self.capacity - 1)  # (never across the ring's end)
+            tails = ~follows
+            where, moved = self.tails.push({n: columns[n][tails] for _, n in self.pairs})
+            if moved is not None:  # the queue grew: its live entries moved
+                self.tail_at[~self.follows] = moved(self.tail_at[~self.follows])
+            self.follows[positions] = follows
+            self.tail_at[positions[tails]] = where
         first = min(rows, self.capacity - self.next)  # up to the end of the ring, then wrap
-        for k, v in columns.items():
-            column = self.data[k]
+        for k, column in self.data.items():
+            v = columns[k]
             column[self.next : self.next + first] = v[:first]
             column[: rows - first] = v[first:]
         self.next = (self.next + rows) % self.capacity
         self.size = min(self.size + rows, self.capacity)
 
+    def _following(self, columns: Mapping[str, np.ndarray], rows: int) -> np.ndarray:
+        """``[rows]`` bool: the row's next observations are, byte for byte, the next row's."""
+        same = np.zeros(rows, bool)
+        same[:-1] = True
+        for o, n in self.pairs:
+            after, following = _bytes(columns[n][:-1]), _bytes(columns[o][1:])
+            same[:-1] &= (after == following).all(1)
+        return same
+
+    def rows(self, index: np.ndarray) -> dict[str, np.ndarray]:
+        """The transitions at ring positions ``index``, every column, the next observations included."""
+        out = {k: v[index] for k, v in self.data.items()}
+        if self.pairs:
+            follows = self.follows[index]
+            following = np.where(follows, index + 1, index)
+            tails = np.nonzero(~follows)[0]
+            at = self.tail_at[index[tails]]
+            for o, n in self.pairs:
+                out[n] = self.data[o][following]
+                out[n][tails] = self.tails.data[n][at]
+        return out
+
     def sample(self, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         """``batch_size`` transitions drawn uniformly with replacement."""
-        idx = rng.integers(0, self.size, batch_size)
-        return {k: v[idx] for k, v in self.data.items()}
+        return self.rows(rng.integers(0, self.size, batch_size))
 
     def sample_sequences(self, sequences: int, sequence_length: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         """``sequences`` whole sequences (rollout/sequences.py: blocks of ``sequence_length``
         rows, which a capacity that is a multiple of it keeps in one piece), drawn uniformly with
         replacement, their rows in order."""
         starts = rng.integers(0, self.size // sequence_length, sequences) * sequence_length
-        idx = (starts[:, None] + np.arange(sequence_length)[None, :]).reshape(-1)
-        return {k: v[idx] for k, v in self.data.items()}
+        return self.rows((starts[:, None] + np.arange(sequence_length)[None, :]).reshape(-1))
+
+    def _order(self) -> list[slice]:
+        """The ring's parts, oldest rows first."""
+        if self.size < self.capacity or self.next == 0:
+            return [slice(0, self.size)]
+        return [slice(self.next, self.capacity), slice(0, self.next)]
 
     def state_dict(self) -> dict:
-        """The stored transitions, oldest first, as a checkpoint-ready dict."""
-        order = np.arange(self.size) if self.size < self.capacity else np.roll(np.arange(self.capacity), -self.next)
-        return {"capacity": self.capacity, "columns": {k: v[order] for k, v in self.data.items()}}
+        """The stored transitions, oldest first, as a checkpoint-ready dict (each next
+        observation written out)."""
+        order = np.concatenate([np.arange(part.start, part.stop) for part in self._order()]).astype(np.int64)
+        return {"capacity": self.capacity, "columns": self.rows(order)}
 
     def load_state_dict(self, state: dict) -> None:
         """Load ``state_dict``'s or ``tensor_state``'s form (columns of numpy arrays or tensors,
-        whole or in parts)."""
-        self.size, self.next, self.data = 0, 0, {}
+        whole or in parts; next observations written out, or stored once as ``tensor_state``
+        keeps them)."""
+        self._empty()
+        tails = {n: np.concatenate([p.numpy() if isinstance(p, torch.Tensor) else np.asarray(p) for p in parts])
+                 for n, parts in state.get("tails", {}).items()}
+        used = 0
         for part in column_parts(state["columns"]):
-            if next(iter(part.values())).shape[0]:
-                self.add(**part)
+            if not next(iter(part.values())).shape[0]:
+                continue
+            follows = part.pop("follows", None)
+            if follows is not None:
+                follows = follows.astype(bool)
+                ends = np.nonzero(~follows)[0]
+                for n, tail in tails.items():
+                    o = "obs_" + n[len("next_obs_"):]
+                    following = np.empty_like(part[o])
+                    following[:-1] = part[o][1:]
+                    following[ends] = tail[used : used + len(ends)]
+                    part[n] = following
+                used += len(ends)
+            self.add(**part)
 
     def tensor_state(self) -> dict:
         """The stored transitions, oldest first, as checkpoint files hold them: each column a list
         of tensors over the ring's two parts (the oldest rows, then the newest), not a reordered
-        copy, which would add the whole buffer's size to the memory a save takes. The tensors are
+        copy, which would add the whole buffer's size to the memory a save takes; the next
+        observations as stored, once (``follows``, and the tails in their order). The tensors are
         views of the buffer itself: save them before it changes."""
-        if self.size < self.capacity or self.next == 0:
-            parts = [slice(0, self.size)]
-        else:
-            parts = [slice(self.next, self.capacity), slice(0, self.next)]
-        return {"capacity": self.capacity,
-                "columns": {k: [torch.from_numpy(v[part]) for part in parts] for k, v in self.data.items()}}
+        parts = self._order()
+        columns = {k: [torch.from_numpy(v[part]) for part in parts] for k, v in self.data.items()}
+        if not self.pairs:
+            return {"capacity": self.capacity, "columns": columns}
+        columns["follows"] = [torch.from_numpy(self.follows[part]) for part in parts]
+        return {"capacity": self.capacity, "columns": columns, "tails": self.tails.tensor_parts()}
+
+
+def _bytes(rows: np.ndarray) -> np.ndarray:
+    """``[rows, bytes]``: each row's bytes, for an exact comparison (-0.0 is not 0.0, NaN is NaN)."""
+    return np.ascontiguousarray(rows).reshape(len(rows), int(np.prod(rows.shape[1:]))).view(np.uint8)
+
+
+class _Tails:
+    """The next observations of the replay buffer's rows that no row follows, a queue in the order
+    of those rows: the buffer overwrites its oldest rows, so their tails leave from the front. It
+    grows as more are alive at once (doubling, up to ``limit``: the buffer's rows)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.data: dict[str, np.ndarray] = {}
+        self.capacity = 0
+        self.head = 0  # the oldest live entry
+        self.count = 0
+
+    def release(self, n: int) -> None:
+        if n:
+            self.head = (self.head + n) % self.capacity
+            self.count -= n
+
+    def push(self, columns: Mapping[str, np.ndarray]) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray] | None]:
+        """Append; return where the new entries are and, where the queue grew, how an older
+        entry's position moved."""
+        rows = next(iter(columns.values())).shape[0]
+        moved = None
+        if self.count + rows > self.capacity:
+            capacity = min(max(2 * self.capacity, self.count + rows, 64), self.limit)  # (count + rows <= limit: all live)
+            live = self._live()
+            grown = {k: np.zeros((capacity, *v.shape[1:]), v.dtype) for k, v in columns.items()}
+            for k in self.data:
+                grown[k][: self.count] = self.data[k][live]
+            head, old = self.head, self.capacity
+            moved = lambda at: (at - head) % max(old, 1)  # noqa: E731  (oldest live entry now first)
+            self.data, self.capacity, self.head = grown, capacity, 0
+        where = (self.head + self.count + np.arange(rows)) % self.capacity
+        for k, v in columns.items():
+            self.data[k][where] = v
+        self.count += rows
+        return where, moved
+
+    def _live(self) -> np.ndarray:
+        return (self.head + np.arange(self.count)) % max(self.capacity, 1)
+
+    def tensor_parts(self) -> dict[str, list[torch.Tensor]]:
+        """The live entries, oldest first, as views over at most two parts."""
+        first = min(self.count, self.capacity - self.head)
+        parts = [slice(self.head, self.head + first), slice(0, self.count - first)]
+        return {k: [torch.from_numpy(v[part]) for part in parts] for k, v in self.data.items()}
 
 
 def column_parts(columns: Mapping) -> list[dict[str, np.ndarray]]:
