@@ -545,13 +545,13 @@ def test_a_replay_buffer_of_a_newer_format_is_refused_by_name_and_one_without_a_
     assert run_cli(str(config), "--env=Simple1DContinuous", "--run-id=r").code == 0
     path = workdir / "models/r/1D/replay_buffer.pt"
     replay = CheckpointManager.load_file(path, "")
-    assert replay["format"] == 2
+    assert replay["format"] == 3
 
     write_yaml(workdir / "c.yaml", SMALL_SAC.format(max_steps=300))
-    CheckpointManager.save_file(path, replay | {"format": 3})
+    CheckpointManager.save_file(path, replay | {"format": 4})
     result = run_cli(str(config), "--env=Simple1DContinuous", "--run-id=r", "--resume")
     assert result.code != 0 and "Traceback" not in result.log
-    assert "replay_buffer.pt has replay format 3, this Palaestra reads up to 2: a newer Palaestra wrote it" in result.log
+    assert "replay_buffer.pt has replay format 4, this Palaestra reads up to 3: a newer Palaestra wrote it" in result.log
 
     CheckpointManager.save_file(path, {k: v for k, v in replay.items() if k != "format"})  # as saved before the key
     result = run_cli(str(config), "--env=Simple1DContinuous", "--run-id=r", "--resume")
