@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from palaestra.checkpoints import CheckpointManager
+from palaestra.rollout import buffers
 from palaestra.rollout.buffers import ReplayBuffer
 
 
@@ -53,23 +54,33 @@ def assert_same(got: dict[str, np.ndarray], expected: dict[str, np.ndarray]) -> 
         np.testing.assert_array_equal(got[k].view(np.uint8), expected[k].view(np.uint8), err_msg=k)
 
 
+@pytest.fixture(params=[16 * 2**20, 40], ids=["blocks", "small-blocks"])
+def block_bytes(request, monkeypatch):
+    # small blocks: the tails span many, added and dropped as the ring turns
+    monkeypatch.setattr(buffers, "TAIL_BLOCK_BYTES", request.param)
+    return request.param
+
+
 @pytest.mark.parametrize("seed", range(4))
-@pytest.mark.parametrize("capacity", [1, 7, 64])
-def test_the_buffer_gives_back_every_column_as_added(seed, capacity):
+@pytest.mark.parametrize("capacity", [1, 7, 64, 300])
+def test_the_buffer_gives_back_every_column_as_added(seed, capacity, block_bytes):
     rng = np.random.default_rng(seed)
     ring, plain = ReplayBuffer(capacity, shared_from_bytes=0), PlainRing(capacity)
     for _ in range(40):  # many times round the ring, batches of every size (over the capacity too)
         columns = segments(rng, int(rng.choice([0, 1, 2, 5, capacity, capacity + 3, 20])))
-        if not len(columns["step"]) and not ring.data:
-            continue
         ring.add(**columns)
         plain.add(**columns)
         assert ring.size == plain.size
         index = np.arange(ring.size)
         assert_same(ring.rows(index), plain.rows(index))
         assert ring.tails.count == int(np.count_nonzero(~ring.follows[:ring.size]))  # no tail outlives its row
-        assert ring.tails.capacity <= capacity  # never more next observations of their own than rows
+        assert len(ring.tails.blocks) <= ring.tails.count // ring.tails.block_rows + 2  # nor its block
     assert_same(ring.sample(50, np.random.default_rng(1)), plain.rows(np.random.default_rng(1).integers(0, plain.size, 50)))
+    if capacity >= 4:  # (recurrent SAC: blocks of rows, the capacity a multiple of their length)
+        length = capacity // 4 if capacity % 4 == 0 else 1
+        starts = np.random.default_rng(2).integers(0, plain.size // length, 5) * length
+        assert_same(ring.sample_sequences(5, length, np.random.default_rng(2)),
+                    plain.rows((starts[:, None] + np.arange(length)).reshape(-1)))
 
 
 def test_a_next_observation_is_shared_only_where_its_bytes_are_the_same():
@@ -88,12 +99,39 @@ def test_images_take_about_half_the_memory_of_storing_both():
     for _ in range(20):  # segments of 64 steps (a time horizon), wrapped several times
         obs = rng.integers(0, 256, (65 * 8, 8, 8, 3), dtype=np.uint8).reshape(8, 65, 8, 8, 3)
         ring.add(obs_0=obs[:, :-1].reshape(-1, 8, 8, 3), next_obs_0=obs[:, 1:].reshape(-1, 8, 8, 3))
-    stored = ring.data["obs_0"].nbytes + sum(v.nbytes for v in ring.tails.data.values())
-    assert stored < 0.55 * 2 * ring.data["obs_0"].nbytes, stored  # one in 64 rows keeps a next image of its own
+    stored = ring.data["obs_0"].nbytes + sum(v.nbytes for block in ring.tails.blocks for v in block.values())
+    assert stored < 0.6 * 2 * ring.data["obs_0"].nbytes, stored  # one in 64 rows keeps a next image (and a block)
     assert ring.tails.count == int(np.count_nonzero(~ring.follows))
 
 
-def test_a_saved_buffer_loads_as_it_was(tmp_path):
+def test_segments_of_one_step_take_no_more_memory_than_storing_both(monkeypatch):
+    # every next image of its own (time_horizon 1): the tails hold the ring's rows again, no more,
+    # and none is copied to make room
+    monkeypatch.setattr(buffers, "TAIL_BLOCK_BYTES", 192 * 100)
+    rng = np.random.default_rng(0)
+    ring = ReplayBuffer(4_000, shared_from_bytes=0)
+    for _ in range(30):
+        images = rng.integers(0, 256, (2, 700, 8, 8, 3), dtype=np.uint8)
+        ring.add(obs_0=images[0], next_obs_0=images[1])
+    tails = sum(v.nbytes for block in ring.tails.blocks for v in block.values())
+    assert ring.tails.count == 4_000 and tails <= ring.data["obs_0"].nbytes + 2 * 192 * 100
+
+
+def test_a_first_batch_without_rows_still_shares_and_unlike_columns_are_not_paired():
+    ring = ReplayBuffer(10)
+    empty = np.zeros((0, 32, 32, 3), np.uint8)
+    ring.add(obs_0=empty, next_obs_0=empty, obs_1=np.zeros((0, 300), np.float32),
+             next_obs_1=np.zeros((0, 300), np.float64))  # (another dtype: not read from obs_1's column)
+    assert ring.pairs == [("obs_0", "next_obs_0")] and ring.size == 0
+    images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    ring.add(obs_0=images[:3], next_obs_0=images[1:], obs_1=np.ones((3, 300), np.float32),
+             next_obs_1=np.ones((3, 300)))
+    back = ring.rows(np.arange(3))
+    np.testing.assert_array_equal(back["next_obs_0"], images[1:])
+    assert back["next_obs_1"].dtype == np.float64
+
+
+def test_a_saved_buffer_loads_as_it_was(tmp_path, block_bytes):
     rng = np.random.default_rng(3)
     ring, plain = ReplayBuffer(30, shared_from_bytes=0), PlainRing(30)
     for _ in range(9):

@@ -257,9 +257,10 @@ class SAC:
             self._numpy_adam = NumpyAdam([self.flat.parameter], self.optimizer, flat=self.flat)
         L = self.sequence_length  # recurrent: whole sequences in the ring, never split at its end
         capacity = -(-settings.buffer_size // L) * L
-        # (its observations alone: the rest of a row is small beside them, and most next
-        # observations are the following row's, stored once)
-        problem = replay_buffer_problem(capacity, observation_bytes(spec.observation_shapes))
+        # (its observations alone: the rest of a row is small beside them; an image's next
+        # observations are the following row's but at a segment's end, at most every time_horizon)
+        least = int(observation_bytes(spec.observation_shapes) * (1 + 1 / settings.time_horizon))
+        problem = replay_buffer_problem(capacity, least)
         if problem is not None:
             raise ConfigError(f"behavior {behavior!r}: buffer_size {settings.buffer_size:,} "
                               f"({settings.origin('buffer_size')}): SAC's replay buffer of {problem}; lower buffer_size")

@@ -4,8 +4,9 @@ image observation's column stays uint8). The observations are one column per obs
 
 from __future__ import annotations
 
+import collections
 import os
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -105,15 +106,16 @@ class ReplayBuffer:
         self.data: dict[str, np.ndarray] = {}  # every column but the next observations
         self.pairs: list[tuple[str, str]] = []  # (obs_i, next_obs_i), the next ones stored once
         self.follows = np.zeros(0, bool)  # a row whose next observations are the next row's
-        self.tail_at = np.zeros(0, np.int64)  # where the others' next observations are in the tails
+        self.tail_at = np.zeros(0, np.int64)  # the others': their next observations' number in the tails
         self.tails = _Tails(self.capacity)
 
     def add(self, **columns: np.ndarray) -> None:
         rows = next(iter(columns.values())).shape[0]
         if not self.data:
-            self.pairs = [(f"obs_{k[len('next_obs_'):]}", k) for k, v in columns.items()
-                          if k.startswith("next_obs_") and f"obs_{k[len('next_obs_'):]}" in columns
-                          and v[:1].nbytes >= self.shared_from_bytes]
+            self.pairs = [(o, k) for k, v in columns.items() if k.startswith("next_obs_")
+                          and (o := f"obs_{k[len('next_obs_'):]}") in columns
+                          and (columns[o].dtype, columns[o].shape[1:]) == (v.dtype, v.shape[1:])
+                          and v.dtype.itemsize * int(np.prod(v.shape[1:])) >= self.shared_from_bytes]
             stored = {k: v for k, v in columns.items() if k not in {n for _, n in self.pairs}}
             try:
                 self.data = {k: np.zeros((self.capacity, *v.shape[1:]), v.dtype) for k, v in stored.items()}
@@ -134,11 +136,8 @@ class ReplayBuffer:
             self.tails.release(int(np.count_nonzero(~self.follows[overwritten])))
             follows = self._following(columns, rows) & (positions != self.capacity - 1)  # (never across the ring's end)
             tails = ~follows
-            where, moved = self.tails.push({n: columns[n][tails] for _, n in self.pairs})
-            if moved is not None:  # the queue grew: its live entries moved
-                self.tail_at[~self.follows] = moved(self.tail_at[~self.follows])
             self.follows[positions] = follows
-            self.tail_at[positions[tails]] = where
+            self.tail_at[positions[tails]] = self.tails.push({n: columns[n][tails] for _, n in self.pairs})
         first = min(rows, self.capacity - self.next)  # up to the end of the ring, then wrap
         for k, column in self.data.items():
             v = columns[k]
@@ -166,7 +165,7 @@ class ReplayBuffer:
             at = self.tail_at[index[tails]]
             for o, n in self.pairs:
                 out[n] = self.data[o][following]
-                out[n][tails] = self.tails.data[n][at]
+                out[n][tails] = self.tails.gather(n, at)
         return out
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -235,51 +234,78 @@ def _bytes(rows: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(rows).reshape(len(rows), int(np.prod(rows.shape[1:]))).view(np.uint8)
 
 
+TAIL_BLOCK_BYTES = 16 * 2**20  # the tails' storage grows and shrinks by blocks of about this size
+
+
 class _Tails:
     """The next observations of the replay buffer's rows that no row follows, a queue in the order
-    of those rows: the buffer overwrites its oldest rows, so their tails leave from the front. It
-    grows as more are alive at once (doubling, up to ``limit``: the buffer's rows)."""
+    of those rows: the buffer overwrites its oldest rows, so their tails leave from the front.
+    Each entry has a sequence number; the entries live in blocks of equal rows, a new block added
+    when the last is full and the first dropped when all its entries have left, so the memory is
+    the live entries' and at most two part-filled blocks', and nothing is ever copied to grow."""
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.data: dict[str, np.ndarray] = {}
-        self.capacity = 0
-        self.head = 0  # the oldest live entry
-        self.count = 0
+    def __init__(self, rows: int) -> None:
+        self.rows = rows  # the buffer's: a block holds at most an eighth of them
+        self.blocks: collections.deque[dict[str, np.ndarray]] = collections.deque()
+        self.shapes: dict[str, tuple[tuple[int, ...], np.dtype]] = {}  # each column's row, set by the first push
+        self.first_block = 0  # the number of blocks[0]: its entries are block_rows * first_block on
+        self.block_rows = 0  # set by the first push, from the size of a row
+        self.head = 0  # the sequence number of the oldest live entry
+        self.end = 0  # the sequence number of the next entry pushed
+
+    @property
+    def count(self) -> int:
+        return self.end - self.head
 
     def release(self, n: int) -> None:
-        if n:
-            self.head = (self.head + n) % self.capacity
-            self.count -= n
+        self.head += n
+        while self.blocks and (self.first_block + 1) * self.block_rows <= self.head:
+            self.blocks.popleft()
+            self.first_block += 1
 
-    def push(self, columns: Mapping[str, np.ndarray]) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray] | None]:
-        """Append; return where the new entries are and, where the queue grew, how an older
-        entry's position moved."""
+    def push(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Append ``columns``' rows; return their sequence numbers."""
+        if not self.block_rows:
+            row = sum(v.dtype.itemsize * int(np.prod(v.shape[1:])) for v in columns.values())
+            self.block_rows = max(1, min(TAIL_BLOCK_BYTES // max(row, 1), -(-self.rows // 8)))
+            self.shapes = {k: (v.shape[1:], v.dtype) for k, v in columns.items()}
         rows = next(iter(columns.values())).shape[0]
-        moved = None
-        if self.count + rows > self.capacity:
-            capacity = min(max(2 * self.capacity, self.count + rows, 64), self.limit)  # (count + rows <= limit: all live)
-            live = self._live()
-            grown = {k: np.zeros((capacity, *v.shape[1:]), v.dtype) for k, v in columns.items()}
-            for k in self.data:
-                grown[k][: self.count] = self.data[k][live]
-            head, old = self.head, self.capacity
-            moved = lambda at: (at - head) % max(old, 1)  # noqa: E731  (oldest live entry now first)
-            self.data, self.capacity, self.head = grown, capacity, 0
-        where = (self.head + self.count + np.arange(rows)) % self.capacity
-        for k, v in columns.items():
-            self.data[k][where] = v
-        self.count += rows
-        return where, moved
+        done = 0
+        while done < rows:
+            block, offset = divmod(self.end, self.block_rows)
+            if block - self.first_block == len(self.blocks):
+                try:
+                    self.blocks.append({k: np.zeros((self.block_rows, *shape), dtype)
+                                        for k, (shape, dtype) in self.shapes.items()})
+                except MemoryError:
+                    raise MemoryError(f"the replay buffer's next observations do not fit in memory "
+                                      f"({self.count + rows:,} segments' last steps kept); lower buffer_size") from None
+            take = min(rows - done, self.block_rows - offset)
+            for k, v in columns.items():
+                self.blocks[block - self.first_block][k][offset : offset + take] = v[done : done + take]
+            done += take
+            self.end += take
+        return np.arange(self.end - rows, self.end)
 
-    def _live(self) -> np.ndarray:
-        return (self.head + np.arange(self.count)) % max(self.capacity, 1)
+    def gather(self, name: str, numbers: np.ndarray) -> np.ndarray:
+        """The entries of ``name`` with sequence numbers ``numbers``."""
+        shape, dtype = self.shapes[name]
+        out = np.empty((len(numbers), *shape), dtype)
+        block, offset = np.divmod(numbers, self.block_rows)
+        for b in np.unique(block):
+            at = block == b
+            out[at] = self.blocks[b - self.first_block][name][offset[at]]
+        return out
 
     def tensor_parts(self) -> dict[str, list[torch.Tensor]]:
-        """The live entries, oldest first, as views over at most two parts."""
-        first = min(self.count, self.capacity - self.head)
-        parts = [slice(self.head, self.head + first), slice(0, self.count - first)]
-        return {k: [torch.from_numpy(v[part]) for part in parts] for k, v in self.data.items()}
+        """The live entries, oldest first, as views of their blocks."""
+        parts: dict[str, list[torch.Tensor]] = {k: [] for k in self.shapes}
+        for i, block in enumerate(self.blocks):
+            start = (self.first_block + i) * self.block_rows
+            live = slice(max(self.head - start, 0), min(self.end - start, self.block_rows))
+            for k, v in block.items():
+                parts[k].append(torch.from_numpy(v[live]))
+        return parts
 
 
 def column_parts(columns: Mapping) -> list[dict[str, np.ndarray]]:
