@@ -987,7 +987,7 @@ def test_dry_run_makes_the_checks_of_a_real_run(run_cli, small_config, workdir):
         result = run_cli(str(huge), "--env=Simple1DContinuous", "--run-id=r", *dry_run)
         assert result.code == 1 and "Traceback" not in result.log
         assert (f"{huge}: behavior '1D': buffer_size 1,000,000,000,000,000 (section '1D'): SAC's replay buffer of "
-                "1,000,000,000,000,000 transitions of at least 4 bytes need") in result.log, result.log
+                "1,000,000,000,000,000 transitions of at least 8 bytes need") in result.log, result.log
         assert "GiB of memory; lower buffer_size" in result.log and not (workdir / "models").exists()
     sac = write_yaml(workdir / "sac.yaml", SMALL.format(max_steps=400) + "  trainer: sac\n")
     result = run_cli(str(sac), "--env=Simple1DContinuous", "--num-envs=2", "--acting=workers", "--dry-run")

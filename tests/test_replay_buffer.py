@@ -75,7 +75,8 @@ def test_the_buffer_gives_back_every_column_as_added(seed, capacity, block_bytes
         assert_same(ring.rows(index), plain.rows(index))
         assert ring.tails.count == int(np.count_nonzero(~ring.follows[:ring.size]))  # no tail outlives its row
         assert len(ring.tails.blocks) <= ring.tails.count // ring.tails.block_rows + 2  # nor its block
-    assert_same(ring.sample(50, np.random.default_rng(1)), plain.rows(np.random.default_rng(1).integers(0, plain.size, 50)))
+    drawn = np.random.default_rng(1).integers(0, plain.size, 50)
+    assert_same(ring.sample(50, np.random.default_rng(1)), plain.rows(drawn))
     if capacity >= 4:  # (recurrent SAC: blocks of rows, the capacity a multiple of their length)
         length = capacity // 4 if capacity % 4 == 0 else 1
         starts = np.random.default_rng(2).integers(0, plain.size // length, 5) * length
@@ -131,7 +132,9 @@ def test_a_first_batch_without_rows_still_shares_and_unlike_columns_are_not_pair
     assert back["next_obs_1"].dtype == np.float64
 
 
-def test_a_saved_buffer_loads_as_it_was(tmp_path, block_bytes):
+@pytest.mark.parametrize("load_rows", [4096, 3])
+def test_a_saved_buffer_loads_as_it_was(tmp_path, block_bytes, load_rows, monkeypatch):
+    monkeypatch.setattr(buffers, "LOAD_ROWS", load_rows)  # (3: added a few rows at a time)
     rng = np.random.default_rng(3)
     ring, plain = ReplayBuffer(30, shared_from_bytes=0), PlainRing(30)
     for _ in range(9):
@@ -174,7 +177,8 @@ def test_sac_stores_what_its_segments_hold_and_resumes_it(tmp_path):
     from tests.conftest import write_yaml
 
     spec = BehaviorSpec(((20, 20, 3), (2,)), ActionSpec(continuous_size=1))  # a 1,200-byte image row
-    text = "B:\n  trainer: sac\n  hidden_units: 8\n  time_horizon: 6\n  buffer_size: 100\n  batch_size: 16\n  vis_encode_type: simple\n"
+    text = ("B:\n  trainer: sac\n  hidden_units: 8\n  time_horizon: 6\n  buffer_size: 100\n  batch_size: 16\n"
+            "  vis_encode_type: simple\n")
     settings = load_trainer_config(write_yaml(tmp_path / "s.yaml", text)).for_behavior("B")
     sac = SAC(spec, settings, torch.device("cpu"), np.random.default_rng(0))
     plain = PlainRing(sac.buffer.capacity)
@@ -203,3 +207,39 @@ def test_sac_stores_what_its_segments_hold_and_resumes_it(tmp_path):
     resumed = SAC(spec, settings, torch.device("cpu"), np.random.default_rng(0))
     assert resumed.load_replay_state(CheckpointManager.load_file(tmp_path / "r.pt", "")) == 100
     assert_same(resumed.buffer.state_dict()["columns"], sac.buffer.state_dict()["columns"])
+
+
+def test_an_add_that_runs_out_of_memory_changes_nothing(monkeypatch):
+    # the run saves the buffer after the error: it must still be the one before the failed add
+    monkeypatch.setattr(buffers, "TAIL_BLOCK_BYTES", 18 * 4)  # blocks of 4 rows
+    rng = np.random.default_rng(0)
+    ring, plain = ReplayBuffer(20, shared_from_bytes=0), PlainRing(20)
+    for _ in range(3):
+        columns = segments(rng, 6)
+        ring.add(**columns)
+        plain.add(**columns)
+    zeros = np.zeros
+
+    def refuse(shape, *args, **kwargs):
+        if isinstance(shape, tuple) and len(shape) > 1:  # a block of images
+            raise MemoryError("Unable to allocate")
+        return zeros(shape, *args, **kwargs)
+
+    monkeypatch.setattr(buffers.np, "zeros", refuse)
+    with pytest.raises(MemoryError, match="next observations do not fit in memory.*lower buffer_size"):
+        ring.add(**segments(rng, 12))
+    monkeypatch.setattr(buffers.np, "zeros", zeros)
+    assert_same(ring.rows(np.arange(ring.size)), plain.rows(np.arange(plain.size)))
+    assert ring.tails.count == int(np.count_nonzero(~ring.follows[:ring.size]))
+
+
+def test_an_empty_buffer_that_shares_gives_back_nothing():
+    ring = ReplayBuffer(10)
+    empty = np.zeros((0, 32, 32, 3), np.uint8)
+    ring.add(obs_0=empty, next_obs_0=empty)
+    assert ring.state_dict()["columns"]["next_obs_0"].shape == (0, 32, 32, 3)
+
+
+def test_the_pre_run_estimate_counts_an_image_once_and_a_vector_twice():
+    # 84 x 84 x 3 uint8 with segments of at most 5 steps, and 8 floats stored in both columns
+    assert buffers.replay_row_bytes([(84, 84, 3), (8,)], time_horizon=5) == int(21_168 * 1.2) + 2 * 32

@@ -60,8 +60,8 @@ from palaestra.networks.visual import image_features, with_actions
 from palaestra.rewards import (SignalEpisodeSums, drop_open_episodes, finish_updates, load_signals_state, make_signals,
                                take_reports)
 from palaestra.rewards.base import SignalContext
-from palaestra.rollout.buffers import (ReplayBuffer, column_parts, observation_bytes, observation_columns, observations,
-                                       replay_buffer_problem)
+from palaestra.rollout.buffers import (ReplayBuffer, column_parts, observation_columns, observations, replay_buffer_problem,
+                                       replay_row_bytes)
 from palaestra.rollout.segments import ActResult, Segments
 from palaestra.settings import ConfigError, SACSettings
 
@@ -257,10 +257,8 @@ class SAC:
             self._numpy_adam = NumpyAdam([self.flat.parameter], self.optimizer, flat=self.flat)
         L = self.sequence_length  # recurrent: whole sequences in the ring, never split at its end
         capacity = -(-settings.buffer_size // L) * L
-        # (its observations alone: the rest of a row is small beside them; an image's next
-        # observations are the following row's but at a segment's end, at most every time_horizon)
-        least = int(observation_bytes(spec.observation_shapes) * (1 + 1 / settings.time_horizon))
-        problem = replay_buffer_problem(capacity, least)
+        # (its observations alone: the rest of a row is small beside them)
+        problem = replay_buffer_problem(capacity, replay_row_bytes(spec.observation_shapes, settings.time_horizon))
         if problem is not None:
             raise ConfigError(f"behavior {behavior!r}: buffer_size {settings.buffer_size:,} "
                               f"({settings.origin('buffer_size')}): SAC's replay buffer of {problem}; lower buffer_size")

@@ -13,11 +13,12 @@ one row per agent deciding), more rounded up to one of four sizes per doubling (
 (value estimates, reward-signal estimates), batches over :data:`CHUNK` go through in chunks of
 :data:`CHUNK`, which also bounds the memory of one convolution's activations over a large
 buffer, the last chunk padded to at least :data:`EXACT` rows (left as they were, the few rows
-left over met every size up to it: 14 more kernels in a 30k-step VisualGridWorld run). With a gradient, the first :data:`KEPT_WITH_GRADIENT` sizes met go through as they are:
-a run's mini-batches have one size (``batch_size``), which padding would only make dearer; a
-stream of new sizes (a recurrent update's rows without their padding) is rounded up after
-those. Rows do not interact in an encoder (no batch norm), so each row's features are what the
-whole batch would give, up to the last bits of a differently blocked sum."""
+left over met every size up to it: 14 more kernels in a 30k-step VisualGridWorld run). With a
+gradient, the first :data:`KEPT_WITH_GRADIENT` sizes met go through as they are: a run's
+mini-batches have one size (``batch_size``), which padding would only make dearer; a stream of
+new sizes (a recurrent update's rows without their padding) is rounded up after those. Rows do
+not interact in an encoder (no batch norm), so each row's features are what the whole batch
+would give, up to the last bits of a differently blocked sum."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from typing import Callable
 
 import torch
 
-EXACT = 16  # batch sizes up to this go through as they are
+EXACT = 16  # batch sizes up to this go through as they are (but a chunked batch's last chunk)
 CHUNK = 64  # without a gradient, larger batches go through in chunks of this many rows
 KEPT_WITH_GRADIENT = 8  # with a gradient, the first batch sizes met go through as they are
 

@@ -11,6 +11,10 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
+SHARED_FROM_BYTES = 1024  # the replay buffer stores the next observations of rows this large once
+TAIL_BLOCK_BYTES = 16 * 2**20  # the tails' storage grows and shrinks by blocks of about this size
+LOAD_ROWS = 4096  # a saved replay buffer is added this many rows at a time
+
 
 def observation_columns(observations: Sequence[np.ndarray], prefix: str = "obs") -> dict[str, np.ndarray]:
     return {f"{prefix}_{i}": o for i, o in enumerate(observations)}
@@ -67,6 +71,14 @@ def observation_bytes(shapes: Sequence[tuple[int, ...]]) -> int:
     return sum(int(np.prod(shape)) * (1 if len(shape) == 3 else 4) for shape in shapes)
 
 
+def replay_row_bytes(shapes: Sequence[tuple[int, ...]], time_horizon: int) -> int:
+    """The fewest bytes a replay row's observations and next observations take: one copy and a
+    1/``time_horizon`` share where the next ones are stored once (a segment ends, and keeps its
+    next observations apart, at least every ``time_horizon`` steps), two copies elsewhere."""
+    sizes = [observation_bytes([shape]) for shape in shapes]
+    return int(sum(size * (1 + 1 / time_horizon) if size >= SHARED_FROM_BYTES else 2 * size for size in sizes))
+
+
 def replay_buffer_problem(capacity: int, row_bytes: int) -> str | None:
     """Why a replay buffer of ``capacity`` rows of at least ``row_bytes`` cannot fit in this
     machine's memory, or None: said before training, not at the first transition stored."""
@@ -93,7 +105,7 @@ class ReplayBuffer:
     buffer's memory, take about half of what storing both would (ML-Agents stored both, as
     float32)."""
 
-    def __init__(self, capacity: int, shared_from_bytes: int = 1024) -> None:
+    def __init__(self, capacity: int, shared_from_bytes: int = SHARED_FROM_BYTES) -> None:
         self.capacity = capacity
         # next observations of smaller rows are stored as columns: sharing them saves little, and
         # reading them back costs each sample about a third more (measured with 8 floats)
@@ -131,13 +143,15 @@ class ReplayBuffer:
             rows = self.capacity
         positions = (self.next + np.arange(rows)) % self.capacity
         if self.pairs and rows:
-            # the live rows about to be overwritten are the oldest, and so are their tails
+            follows = self._following(columns, rows) & (positions != self.capacity - 1)  # (never across the ring's end)
+            apart = ~follows  # rows whose next observations are kept apart
+            # first the one step that can fail (a new block), so that a failure changes nothing
+            numbers = self.tails.push({n: columns[n][apart] for _, n in self.pairs})
+            # the live rows overwritten now are the oldest, so theirs are the oldest kept apart
             overwritten = positions[max(0, self.capacity - self.size):]
             self.tails.release(int(np.count_nonzero(~self.follows[overwritten])))
-            follows = self._following(columns, rows) & (positions != self.capacity - 1)  # (never across the ring's end)
-            tails = ~follows
             self.follows[positions] = follows
-            self.tail_at[positions[tails]] = self.tails.push({n: columns[n][tails] for _, n in self.pairs})
+            self.tail_at[positions[apart]] = numbers
         first = min(rows, self.capacity - self.next)  # up to the end of the ring, then wrap
         for k, column in self.data.items():
             v = columns[k]
@@ -161,11 +175,12 @@ class ReplayBuffer:
         if self.pairs:
             follows = self.follows[index]
             following = np.where(follows, index + 1, index)
-            tails = np.nonzero(~follows)[0]
-            at = self.tail_at[index[tails]]
+            apart = np.nonzero(~follows)[0]
+            numbers = self.tail_at[index[apart]]
             for o, n in self.pairs:
                 out[n] = self.data[o][following]
-                out[n][tails] = self.tails.gather(n, at)
+                if len(apart):
+                    out[n][apart] = self.tails.gather(n, numbers)
         return out
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -200,20 +215,25 @@ class ReplayBuffer:
                  for n, parts in state.get("tails", {}).items()}
         used = 0
         for part in column_parts(state["columns"]):
-            if not next(iter(part.values())).shape[0]:
-                continue
+            rows = next(iter(part.values())).shape[0]
             follows = part.pop("follows", None)
-            if follows is not None:
-                follows = follows.astype(bool)
-                ends = np.nonzero(~follows)[0]
-                for n, tail in tails.items():
-                    o = "obs_" + n[len("next_obs_"):]
-                    following = np.empty_like(part[o])
-                    following[:-1] = part[o][1:]
-                    following[ends] = tail[used : used + len(ends)]
-                    part[n] = following
-                used += len(ends)
-            self.add(**part)
+            # added LOAD_ROWS at a time: the next observations written out for a whole part would
+            # take as much memory again as the buffer saves (a row that follows another never
+            # ends its part, whose next observations are the part's next row)
+            for start in range(0, rows, LOAD_ROWS):
+                piece = {k: v[start : start + LOAD_ROWS] for k, v in part.items()}
+                if follows is not None:
+                    stop = start + len(piece[next(iter(piece))])
+                    apart = np.nonzero(~follows[start:stop].astype(bool))[0]
+                    for n, tail in tails.items():
+                        o = "obs_" + n[len("next_obs_"):]
+                        following = part[o][start + 1 : stop + 1].copy()
+                        if len(following) < stop - start:  # the part's last row: kept apart
+                            following = np.concatenate([following, part[o][:1]])
+                        following[apart] = tail[used : used + len(apart)]
+                        piece[n] = following
+                    used += len(apart)
+                self.add(**piece)
 
     def tensor_state(self) -> dict:
         """The stored transitions, oldest first, as checkpoint files hold them: each column a list
@@ -234,9 +254,6 @@ def _bytes(rows: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(rows).reshape(len(rows), int(np.prod(rows.shape[1:]))).view(np.uint8)
 
 
-TAIL_BLOCK_BYTES = 16 * 2**20  # the tails' storage grows and shrinks by blocks of about this size
-
-
 class _Tails:
     """The next observations of the replay buffer's rows that no row follows, a queue in the order
     of those rows: the buffer overwrites its oldest rows, so their tails leave from the front.
@@ -244,8 +261,8 @@ class _Tails:
     when the last is full and the first dropped when all its entries have left, so the memory is
     the live entries' and at most two part-filled blocks', and nothing is ever copied to grow."""
 
-    def __init__(self, rows: int) -> None:
-        self.rows = rows  # the buffer's: a block holds at most an eighth of them
+    def __init__(self, buffer_rows: int) -> None:
+        self.buffer_rows = buffer_rows  # a block holds at most an eighth of them
         self.blocks: collections.deque[dict[str, np.ndarray]] = collections.deque()
         self.shapes: dict[str, tuple[tuple[int, ...], np.dtype]] = {}  # each column's row, set by the first push
         self.first_block = 0  # the number of blocks[0]: its entries are block_rows * first_block on
@@ -267,19 +284,20 @@ class _Tails:
         """Append ``columns``' rows; return their sequence numbers."""
         if not self.block_rows:
             row = sum(v.dtype.itemsize * int(np.prod(v.shape[1:])) for v in columns.values())
-            self.block_rows = max(1, min(TAIL_BLOCK_BYTES // max(row, 1), -(-self.rows // 8)))
+            self.block_rows = max(1, min(TAIL_BLOCK_BYTES // max(row, 1), -(-self.buffer_rows // 8)))
             self.shapes = {k: (v.shape[1:], v.dtype) for k, v in columns.items()}
         rows = next(iter(columns.values())).shape[0]
+        blocks = (self.end + rows - 1) // self.block_rows - self.first_block + 1 if rows else 0
+        try:  # every block these rows need, before anything changes
+            added = [{k: np.zeros((self.block_rows, *shape), dtype) for k, (shape, dtype) in self.shapes.items()}
+                     for _ in range(blocks - len(self.blocks))]
+        except MemoryError:
+            raise MemoryError(f"the replay buffer's next observations do not fit in memory ({self.count + rows:,} "
+                              "kept apart from the following rows); lower buffer_size") from None
+        self.blocks.extend(added)
         done = 0
         while done < rows:
             block, offset = divmod(self.end, self.block_rows)
-            if block - self.first_block == len(self.blocks):
-                try:
-                    self.blocks.append({k: np.zeros((self.block_rows, *shape), dtype)
-                                        for k, (shape, dtype) in self.shapes.items()})
-                except MemoryError:
-                    raise MemoryError(f"the replay buffer's next observations do not fit in memory "
-                                      f"({self.count + rows:,} segments' last steps kept); lower buffer_size") from None
             take = min(rows - done, self.block_rows - offset)
             for k, v in columns.items():
                 self.blocks[block - self.first_block][k][offset : offset + take] = v[done : done + take]
