@@ -621,6 +621,9 @@ class BehaviorTrainer:
         except CheckpointError as e:  # it fits the behavior, not these settings
             raise CheckpointError(f"{self.replay_path} does not fit behavior {self.name!r}'s settings: {e}; set them "
                                   "back, or delete the file to resume with an empty replay buffer") from None
+        except MemoryError as e:  # the file may be sound: the memory is what ran out
+            raise CheckpointError(f"{self.replay_path} does not fit in memory ({str(e)[:200]}); lower buffer_size, or "
+                                  "delete the file to resume with an empty replay buffer") from None
         except Exception as e:  # its columns come from the file: any kind of mismatch
             raise CheckpointError(f"{self.replay_path} is not a replay buffer of behavior {self.name!r}: "
                                   f"{type(e).__name__}: {str(e)[:200]}") from None

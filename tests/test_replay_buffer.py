@@ -243,3 +243,23 @@ def test_an_empty_buffer_that_shares_gives_back_nothing():
 def test_the_pre_run_estimate_counts_an_image_once_and_a_vector_twice():
     # 84 x 84 x 3 uint8 with segments of at most 5 steps, and 8 floats stored in both columns
     assert buffers.replay_row_bytes([(84, 84, 3), (8,)], time_horizon=5) == int(21_168 * 1.2) + 2 * 32
+
+
+@pytest.mark.parametrize("damage", ["one short", "one over", "no tails", "last row follows"])
+def test_a_saved_buffer_whose_kept_apart_rows_do_not_add_up_is_refused(damage):
+    rng = np.random.default_rng(0)
+    ring = ReplayBuffer(30, shared_from_bytes=0)
+    for _ in range(5):
+        ring.add(**segments(rng, 7))
+    state = ring.tensor_state()
+    tail = torch.cat(state["tails"]["next_obs_0"])
+    if damage == "one short":
+        state["tails"]["next_obs_0"] = [tail[:-1]]
+    elif damage == "one over":
+        state["tails"]["next_obs_0"] = [torch.cat([tail, tail[:1]])]
+    elif damage == "no tails":
+        del state["tails"]
+    else:
+        state["columns"]["follows"][-1][-1] = True
+    with pytest.raises(ValueError, match="next observations"):
+        ReplayBuffer(30, shared_from_bytes=0).load_state_dict(state)

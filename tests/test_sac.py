@@ -466,6 +466,22 @@ def test_ctrl_c_then_resume_restores_the_replay_buffer_and_counters(tmp_path):
     assert resumed["step"] > saved["step"] and resumed["update_count"] > saved["update_count"]
 
 
+def test_a_replay_buffer_too_large_for_memory_at_resume_says_so(run_cli, workdir, monkeypatch):
+    # not "is not a replay buffer": the file is sound, the memory ran out
+    config = write_yaml(workdir / "c.yaml", SMALL_SAC.format(max_steps=200))
+    assert run_cli(str(config), "--env=Simple1DContinuous", "--run-id=r").code == 0
+
+    def short_of_memory(self, state):
+        raise MemoryError("Unable to allocate 3.1 GiB for an array with shape (50000, 84, 84, 3)")
+
+    monkeypatch.setattr(SAC, "load_replay_state", short_of_memory)
+    write_yaml(workdir / "c.yaml", SMALL_SAC.format(max_steps=300))
+    result = run_cli(str(config), "--env=Simple1DContinuous", "--run-id=r", "--resume")
+    assert result.code != 0 and "Traceback" not in result.log
+    assert ("replay_buffer.pt does not fit in memory (Unable to allocate 3.1 GiB for an array with shape (50000, 84, 84, "
+            "3)); lower buffer_size, or delete the file to resume with an empty replay buffer") in result.log, result.log
+
+
 def test_a_recurrent_replay_buffer_resumes_only_with_the_sequence_length_it_was_cut_with(run_cli, workdir):
     # its rows sit in blocks of sequence_length (padding and stored memories included): read
     # with another length, blocks would start mid-episode with zero memory

@@ -213,8 +213,11 @@ class ReplayBuffer:
         self._empty()
         tails = {n: np.concatenate([p.numpy() if isinstance(p, torch.Tensor) else np.asarray(p) for p in parts])
                  for n, parts in state.get("tails", {}).items()}
+        parts = column_parts(state["columns"])
+        if any("follows" in part for part in parts):
+            _check_kept_apart([part["follows"].astype(bool) for part in parts], tails)
         used = 0
-        for part in column_parts(state["columns"]):
+        for part in parts:
             rows = next(iter(part.values())).shape[0]
             follows = part.pop("follows", None)
             # added LOAD_ROWS at a time: the next observations written out for a whole part would
@@ -247,6 +250,19 @@ class ReplayBuffer:
             return {"capacity": self.capacity, "columns": columns}
         columns["follows"] = [torch.from_numpy(self.follows[part]) for part in parts]
         return {"capacity": self.capacity, "columns": columns, "tails": self.tails.tensor_parts()}
+
+
+def _check_kept_apart(follows: list[np.ndarray], tails: Mapping[str, np.ndarray]) -> None:
+    """A saved buffer's next observations kept apart are one for each row that follows none, and
+    a part never ends on a row that follows the next (numpy would broadcast a lone one silently)."""
+    apart = sum(int(np.count_nonzero(~f)) for f in follows)
+    if not tails:
+        raise ValueError("its rows say which next observations are kept apart, and none are saved")
+    for name, tail in tails.items():
+        if len(tail) != apart:
+            raise ValueError(f"{apart:,} rows keep their next observations apart, and {name} holds {len(tail):,}")
+    if any(len(f) and f[-1] for f in follows):
+        raise ValueError("a part ends on a row whose next observations are said to be the next row's")
 
 
 def _bytes(rows: np.ndarray) -> np.ndarray:
