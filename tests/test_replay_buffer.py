@@ -47,6 +47,17 @@ def segments(rng: np.random.Generator, rows: int, image: bool = True) -> dict[st
             "reward": rng.normal(size=rows).astype(np.float32), "step": np.arange(rows)}
 
 
+def filled(capacity: int, adds: int, rows: int, seed: int) -> tuple[ReplayBuffer, PlainRing]:
+    """A sharing buffer and a plain ring given the same ``adds`` batches of segments."""
+    rng = np.random.default_rng(seed)
+    ring, plain = ReplayBuffer(capacity, shared_from_bytes=0), PlainRing(capacity)
+    for _ in range(adds):
+        columns = segments(rng, rows)
+        ring.add(**columns)
+        plain.add(**columns)
+    return ring, plain
+
+
 def assert_same(got: dict[str, np.ndarray], expected: dict[str, np.ndarray]) -> None:
     assert sorted(got) == sorted(expected)
     for k in expected:
@@ -135,12 +146,7 @@ def test_a_first_batch_without_rows_still_shares_and_unlike_columns_are_not_pair
 @pytest.mark.parametrize("load_rows", [4096, 3])
 def test_a_saved_buffer_loads_as_it_was(tmp_path, block_bytes, load_rows, monkeypatch):
     monkeypatch.setattr(buffers, "LOAD_ROWS", load_rows)  # (3: added a few rows at a time)
-    rng = np.random.default_rng(3)
-    ring, plain = ReplayBuffer(30, shared_from_bytes=0), PlainRing(30)
-    for _ in range(9):
-        columns = segments(rng, 7)
-        ring.add(**columns)
-        plain.add(**columns)
+    ring, plain = filled(30, adds=9, rows=7, seed=3)
     CheckpointManager.save_file(tmp_path / "r.pt", ring.tensor_state())
     saved = CheckpointManager.load_file(tmp_path / "r.pt", "")
     assert "next_obs_0" not in saved["columns"]  # stored once in the file too
@@ -212,12 +218,8 @@ def test_sac_stores_what_its_segments_hold_and_resumes_it(tmp_path):
 def test_an_add_that_runs_out_of_memory_changes_nothing(monkeypatch):
     # the run saves the buffer after the error: it must still be the one before the failed add
     monkeypatch.setattr(buffers, "TAIL_BLOCK_BYTES", 18 * 4)  # blocks of 4 rows
-    rng = np.random.default_rng(0)
-    ring, plain = ReplayBuffer(20, shared_from_bytes=0), PlainRing(20)
-    for _ in range(3):
-        columns = segments(rng, 6)
-        ring.add(**columns)
-        plain.add(**columns)
+    ring, plain = filled(20, adds=3, rows=6, seed=0)
+    rng = np.random.default_rng(1)
     zeros = np.zeros
 
     def refuse(shape, *args, **kwargs):
@@ -247,10 +249,7 @@ def test_the_pre_run_estimate_counts_an_image_once_and_a_vector_twice():
 
 @pytest.mark.parametrize("damage", ["one short", "one over", "no tails", "last row follows"])
 def test_a_saved_buffer_whose_kept_apart_rows_do_not_add_up_is_refused(damage):
-    rng = np.random.default_rng(0)
-    ring = ReplayBuffer(30, shared_from_bytes=0)
-    for _ in range(5):
-        ring.add(**segments(rng, 7))
+    ring, _ = filled(30, adds=5, rows=7, seed=0)
     state = ring.tensor_state()
     tail = torch.cat(state["tails"]["next_obs_0"])
     if damage == "one short":
