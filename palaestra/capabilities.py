@@ -32,8 +32,8 @@ class Capabilities:
     behavioral_cloning: bool = False
     self_play: bool = False
     recurrent: bool = False
-    # learns by imitation alone (algorithms/cloning.py): its algorithm takes the behavior's name,
-    # for the messages about its demonstrations or its teacher
+    # learns by imitation alone (algorithms/cloning.py): make_algorithm adds no policy updates
+    # (behavioral cloning) to it
     imitation_only: bool = False
     # learns from a teacher's actions at each decision (brain_to_imitate, palaestra/teachers.py):
     # the trainer hands them to the algorithm's ``teach``

@@ -20,6 +20,7 @@ import inspect
 import io
 import warnings
 from pathlib import Path
+from typing import Protocol, Sequence
 
 import onnx
 import torch
@@ -27,15 +28,26 @@ from onnx import TensorProto, helper
 from torch import nn
 
 from palaestra.checkpoints import atomic_write_bytes
+from palaestra.envs.base import BehaviorSpec
 from palaestra.envs.observations import channels_first, is_image
 from palaestra.networks.distributions import MASKED_LOGIT, gumbel_argmax
-from palaestra.networks.policy import ActorCritic
-from palaestra.networks.sac_networks import SquashedActor
 from palaestra.networks.visual import channels_first_inputs
 
-# Both provide .spec, .branches and export_heads(obs, memory) → (sampled, deterministic, logits,
-# memory after the step); recurrent ones .lstm (networks/recurrent.py).
-ExportablePolicy = ActorCritic | SquashedActor
+
+
+class ExportablePolicy(Protocol):
+    """What the export asks of an algorithm's ``policy`` (PPO's ActorCritic and SAC's SquashedActor
+    have it): a torch module with these, plus ``lstm`` (networks/recurrent.py) where it carries a
+    memory."""
+
+    spec: BehaviorSpec
+    branches: Sequence[int]  # the discrete branches' sizes
+
+    def export_heads(self, observations: list[torch.Tensor], memory: torch.Tensor | None = None
+                     ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """(sampled continuous actions, deterministic continuous actions, unmasked discrete logits,
+        the memory after this step); None for what the policy does not have."""
+        ...
 
 OPSET = 9
 MODEL_VERSION = 3

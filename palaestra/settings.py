@@ -28,20 +28,22 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, ClassVar, Mapping
 
 import yaml
 from yaml.composer import ComposerError
 from yaml.constructor import ConstructorError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from palaestra.networks.constants import ACTIVATIONS, DEFAULT_ACTIVATION
+from palaestra.networks.constants import ACTIVATIONS, DEFAULT_ACTIVATION, MIN_IMAGE_SIZE
 
 logger = logging.getLogger("palaestra")
 
-TRAINER_TYPES = ("ppo", "sac", "offline_bc", "online_bc")
-EVERY_TRAINER = TRAINER_TYPES  # keys that ML-Agents' behavioral-cloning trainers read too
-EVERY_RL_TRAINER = ("ppo", "sac")  # keys the behavioral-cloning trainers do not read
+# ``used_by`` of a key read by every trainer in SETTINGS_BY_TRAINER, or by every trainer that learns
+# from rewards (its settings class's ``learns_from_rewards``; not the behavioral-cloning trainers):
+# resolved against the registry in READ_BY, so a trainer added there is counted in
+EVERY_TRAINER = ("<every trainer>",)
+EVERY_RL_TRAINER = ("<every trainer that learns from rewards>",)
 # Old names of current features: a rename hint rather than "unknown"
 RENAMED_KEYS = {"pretraining": "behavioral_cloning"}
 RENAMED_TRAINERS = {"imitation": "online_bc (or, for imitation alongside rewards, behavioral_cloning under "
@@ -53,9 +55,8 @@ LATER_FORMAT_KEYS = ("behaviors", "default_settings", "environment_parameters", 
 # (``memory`` is network_settings' group for use_recurrent's keys); with their settings ignored a
 # run would train another network than the one asked for, so they are refused
 LATER_FORMAT_GROUPS = ("hyperparameters", "network_settings", "memory")
-SUPPORTED_TRAINERS = ("ppo",)
 LR_SCHEDULES = ("linear", "constant")
-VISUAL_ENCODERS = ("simple", "nature_cnn", "resnet")
+VISUAL_ENCODERS = tuple(MIN_IMAGE_SIZE)
 # A trainer config is a few KB; the pure-Python YAML reader takes seconds per MiB, so a bigger
 # file is a wrong path (a log, a model), not a config.
 MAX_CONFIG_BYTES = 1 << 20
@@ -302,6 +303,14 @@ def _default_reward_signals() -> dict[str, Any]:
     return {"extrinsic": ExtrinsicSettings()}
 
 
+def _trainer_type(value: Any) -> str:
+    """A trainer registered in SETTINGS_BY_TRAINER (read when a config is checked, so the registry
+    below is the one list of trainers)."""
+    if isinstance(value, str) and value in SETTINGS_BY_TRAINER:
+        return value
+    raise ValueError(_trainer_type.expected)  # type: ignore[attr-defined]
+
+
 @dataclass(frozen=True)
 class TrainerSettings:
     """One behavior's resolved settings. The keys here are read by every trainer (``used_by``
@@ -311,7 +320,7 @@ class TrainerSettings:
 
     ``origins``: where each value written in the config came from, for :meth:`origin`."""
 
-    trainer: str = _key("ppo", choice(*TRAINER_TYPES), "trainer type: `ppo`, `sac`, `offline_bc` "
+    trainer: str = _key("ppo", _trainer_type, "trainer type: `ppo`, `sac`, `offline_bc` "
                         "(imitation of demonstrations), `online_bc` (imitation of a teacher, DAgger)",
                         used_by=EVERY_TRAINER)
     batch_size: int = _key(1024, integer(1), "experiences per gradient step", used_by=EVERY_TRAINER)
@@ -343,7 +352,8 @@ class TrainerSettings:
     memory_size: int = _key(128, integer(1, 8192), "LSTM memory size", used_by=EVERY_TRAINER)
     sequence_length: int = _key(64, integer(1), "LSTM training sequence length", used_by=EVERY_TRAINER)
     vis_encode_type: str = _key("simple", choice(*VISUAL_ENCODERS), "image encoder for camera observations "
-                                "(networks/visual.py: simple 20x20, nature_cnn 36x36, resnet 15x15 at least)",
+                                "(networks/visual.py: " + ", ".join(f"{kind} {side}x{side}" for kind, side
+                                                                    in MIN_IMAGE_SIZE.items()) + " at least)",
                                 used_by=EVERY_TRAINER)
     threaded: bool = _key(True, boolean, "with the policy acting in `--num-envs` workers (PPO): they keep stepping "
                           "while the trainer updates (`false`: they wait; one behavior's `false` applies to all)",
@@ -359,6 +369,9 @@ class TrainerSettings:
     self_play: SelfPlaySettings | None = _key(None, _checked_separately, "self-play (below; docs/self-play.md)",
                                               used_by=EVERY_RL_TRAINER)
     origins: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+    # whether the keys declared ``used_by=EVERY_RL_TRAINER`` (reward signals, time_horizon, ...) are
+    # this trainer's: False for trainers that learn by imitation alone
+    learns_from_rewards: ClassVar[bool] = True
 
     def __new__(cls, *args: Any, **kwargs: Any) -> TrainerSettings:
         if cls is TrainerSettings:  # the settings class of the trainer asked for
@@ -457,6 +470,8 @@ class _LegacyBCSettings(TrainerSettings):
     """ML-Agents' old behavioral-cloning trainers (algorithms/offline_bc.py, online_bc.py), with the
     defaults of their last shipped configs."""
 
+    learns_from_rewards: ClassVar[bool] = False
+
     batch_size: int = _override("batch_size", 64)
     max_steps: int = _override("max_steps", 50000)
     summary_freq: int = _override("summary_freq", 1000)
@@ -485,9 +500,12 @@ class OnlineBCSettings(_LegacyBCSettings):
                                         "policy)")
 
 
+# The trainers: `trainer:` takes these names (docs/extending.md, "A trainer")
 SETTINGS_BY_TRAINER: dict[str, type[TrainerSettings]] = {
     "ppo": PPOSettings, "sac": SACSettings, "offline_bc": OfflineBCSettings, "online_bc": OnlineBCSettings,
 }
+TRAINER_TYPES = tuple(SETTINGS_BY_TRAINER)
+_trainer_type.expected = f"one of {', '.join(TRAINER_TYPES)}"  # type: ignore[attr-defined]
 
 
 def _keys_of(cls: type) -> list[dataclasses.Field]:
@@ -505,10 +523,21 @@ TRAINER_KEYS: dict[str, dataclasses.Field] = {}
 for _cls in (TrainerSettings, *SETTINGS_BY_TRAINER.values()):
     for _f in _keys_of(_cls):
         TRAINER_KEYS.setdefault(_f.name, _f)
+
+
+def _readers(used_by: tuple[str, ...]) -> tuple[str, ...]:
+    """``used_by`` with EVERY_TRAINER and EVERY_RL_TRAINER replaced by the registered trainers they
+    stand for, in the registry's order."""
+    names = set(used_by) - {*EVERY_TRAINER, *EVERY_RL_TRAINER}
+    return tuple(t for t, cls in SETTINGS_BY_TRAINER.items()
+                 if t in names or EVERY_TRAINER[0] in used_by
+                 or (EVERY_RL_TRAINER[0] in used_by and cls.learns_from_rewards))
+
+
 # which trainers read each key: as declared for TrainerSettings' keys, else the trainers that have it
 READ_BY: dict[str, tuple[str, ...]] = {
-    name: f.metadata["used_by"] or tuple(t for t, cls in SETTINGS_BY_TRAINER.items()
-                                         if name in cls.__dataclass_fields__)
+    name: _readers(f.metadata["used_by"]) if f.metadata["used_by"]
+    else tuple(t for t, cls in SETTINGS_BY_TRAINER.items() if name in cls.__dataclass_fields__)
     for name, f in TRAINER_KEYS.items()
 }
 
@@ -1199,7 +1228,7 @@ def _check_section(path: Path, name: str, section: dict[str, Any], warnings: lis
                               f"{RENAMED_TRAINERS[value]}")
         else:
             out[key] = _check_value(path, name, key, TRAINER_KEYS[key].metadata["check"], value)
-    if isinstance(trainer, str) and trainer in TRAINER_TYPES:
+    if isinstance(trainer, str) and trainer in SETTINGS_BY_TRAINER:
         for key in out:
             used_by = READ_BY[key]
             if warned_when_unread(trainer, key):

@@ -572,3 +572,18 @@ def test_the_continuous_entropy_is_ml_agents_mean_over_dimensions(size):
         out = policy.act([torch.as_tensor(obs[0])], None)
     np.testing.assert_allclose(out.entropy.numpy(), expected, rtol=1e-6)
     np.testing.assert_allclose(accelerate(policy, np.random.default_rng(0)).act(obs, None).entropy, expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("function", ["activate", "activate_in_place", "activation_grad"])
+def test_an_activation_without_numpy_arithmetic_is_an_error_not_the_identity(function):
+    from palaestra.networks import numpy_layers
+
+    z = np.ones((2, 3), np.float32)
+    call = {"activate": lambda kind: numpy_layers.activate(numpy_layers.NUMPY_KERNELS, kind, z),
+            "activate_in_place": lambda kind: numpy_layers.activate_in_place(numpy_layers.NUMPY_KERNELS, kind, z),
+            "activation_grad": lambda kind: numpy_layers.activation_grad(numpy_layers.NUMPY_KERNELS, kind, z, z, z,
+                                                                         None)}[function]
+    result = call("")  # no activation: the values pass through
+    assert np.array_equal(result[0] if isinstance(result, tuple) else result, z)
+    with pytest.raises(ValueError, match="activation 'elu' has no numpy implementation"):
+        call("elu")

@@ -18,6 +18,7 @@ from palaestra.envs.sources import make_env
 from palaestra.rewards import SIGNAL_BUILDERS
 from palaestra.rollout.collector import Collector
 from palaestra.rollout.buffers import observations
+from palaestra import settings
 from palaestra.settings import ExtrinsicSettings, TrainerSettings
 
 
@@ -227,7 +228,7 @@ def test_an_auxiliary_loss_adds_its_gradient_before_each_step(trainer, env_name,
 
 
 def test_the_algorithms_are_chosen_by_trainer_type_and_capabilities_say_what_each_can_do():
-    assert set(ALGORITHMS) <= set(CAPABILITIES)
+    assert set(ALGORITHMS) == set(CAPABILITIES) == set(settings.SETTINGS_BY_TRAINER) == set(settings.TRAINER_TYPES)
     ppo = TrainerSettings(trainer="ppo")
     sac = TrainerSettings(trainer="sac")
     assert acting_obstacle(ppo) is None
@@ -253,3 +254,25 @@ def test_capability_messages_say_which_section_set_the_setting(tmp_path):
     assert settings_problems(load_trainer_config(path).for_behavior("B")) == [
         "activation 'tanh' is built for trainer 'ppo' only so far (set in section 'B'); SAC's networks use swish "
         "(remove the key)"]
+
+
+def test_a_trainer_added_to_the_registry_is_a_choice_and_reads_the_shared_keys(monkeypatch):
+    # docs/extending.md, "A trainer": the registry is the one list; nothing else names trainers
+    @dataclass(frozen=True)
+    class VPGSettings(TrainerSettings):
+        trainer: str = settings._override("trainer", "vpg")
+
+    @dataclass(frozen=True)
+    class ImitatorSettings(TrainerSettings):
+        trainer: str = settings._override("trainer", "imitator")
+        learns_from_rewards = False
+
+    monkeypatch.setitem(settings.SETTINGS_BY_TRAINER, "vpg", VPGSettings)
+    monkeypatch.setitem(settings.SETTINGS_BY_TRAINER, "imitator", ImitatorSettings)
+    assert settings._trainer_type("vpg") == "vpg"
+    with pytest.raises(ValueError):
+        settings._trainer_type("vgp")
+    assert isinstance(TrainerSettings(trainer="vpg"), VPGSettings)
+    assert settings._readers(settings.EVERY_RL_TRAINER) == ("ppo", "sac", "vpg")
+    assert settings._readers(settings.EVERY_TRAINER) == ("ppo", "sac", "offline_bc", "online_bc", "vpg", "imitator")
+    assert settings._readers((*settings.EVERY_RL_TRAINER, "online_bc")) == ("ppo", "sac", "online_bc", "vpg")

@@ -22,7 +22,7 @@ from palaestra.rollout.collector import ActResult, Segments
 
 class Algorithm(Protocol):
     signals: list[RewardSignal]  # one value head / Q output per signal, in this order
-    policy: torch.nn.Module  # the module exported to ONNX
+    policy: torch.nn.Module  # the module exported to ONNX: has export.py's ExportablePolicy interface
     optimizer: torch.optim.Optimizer  # its parameters' shapes are checked before a checkpoint loads
     step: int  # agent steps taken in (ML-Agents' trainer step); the trainer counts steps past max_steps
     update_count: int

@@ -14,3 +14,7 @@ GPU_NETWORK_UNITS = 512
 ACTIVATIONS = ("swish", "tanh", "relu")
 DEFAULT_ACTIVATION = ACTIVATIONS[0]
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # SAC's state-dependent log-std (Haarnoja et al. 2018, appendix C)
+# The image encoders (`vis_encode_type`, networks/visual.py's image_encoder) and the smallest image
+# (height and width) each takes: its convolutions leave at least 1x1. The settings' choices are
+# these keys; encoders.py's conv_features says what each one's convolutions leave of an image.
+MIN_IMAGE_SIZE = {"simple": 20, "nature_cnn": 36, "resnet": 15}

@@ -13,6 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from palaestra.envs.observations import is_image
+from palaestra.networks.constants import MIN_IMAGE_SIZE
 
 
 def concatenate_vectors(observations: Sequence[Any]) -> Any:
@@ -29,11 +30,6 @@ def concatenate_vectors(observations: Sequence[Any]) -> Any:
     # flatten, not a reshape to the batch size read off the tensor: an exported model then needs
     # no operation on shapes at run time
     return torch.cat([torch.flatten(o, 1) for o in observations], 1)
-
-
-# The smallest image (height and width) each image encoder (networks/visual.py) takes: its
-# convolutions leave at least 1x1. Here, torch-free, so that settings checks can use it.
-MIN_IMAGE_SIZE = {"simple": 20, "nature_cnn": 36, "resnet": 15}
 
 
 # The most features an image encoder's convolutions may hand its dense layer: 2^20, times the
