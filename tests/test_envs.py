@@ -343,16 +343,134 @@ def test_check_env_refuses_integer_masks_and_agent_ids_that_are_not_integers():
             decision, terminal = super().get_steps(behavior)
             return dataclasses.replace(decision, agent_id=decision.agent_id + 0.5), terminal
 
-    with pytest.raises(EnvError, match=re.escape("mask of branch 0 must be bool (True: the action is unavailable), "
-                                                 "got int8")):
+    with pytest.raises(EnvError, match=re.escape("the mask of branch 0 must be a bool numpy array (True: the action "
+                                                 "is unavailable), got an array of shape (9, 4) and dtype int8")):
         check_env(IntMasks(seed=0))
-    with pytest.raises(EnvError, match="agent ids must be integers of shape .*, got float64"):
+    with pytest.raises(EnvError, match=re.escape("agent_id must be a 1-D numpy array of integers, got an array of "
+                                                 "shape (9,) and dtype float64")):
         check_env(FloatIds(seed=0))
+
+
+BAD_STEPS_MODULE = """
+import dataclasses
+
+import numpy as np
+
+from palaestra.envs.builtin.simple1d import Simple1D
+
+
+class Misbehaving(Simple1D):
+    kind = ""
+
+    def get_steps(self, behavior):
+        decision, terminal = super().get_steps(behavior)
+        if self.kind == "wide_obs":
+            return dataclasses.replace(decision, obs=[np.zeros((len(decision), 3), np.float32)]), terminal
+        if self.kind == "list_obs":
+            return dataclasses.replace(decision, obs=[o.tolist() for o in decision.obs]), terminal
+        if self.kind == "none":
+            return None
+        if self.kind == "same_ids":
+            return dataclasses.replace(decision, agent_id=np.zeros_like(decision.agent_id)), terminal
+        if self.kind == "nan_reward":
+            return dataclasses.replace(decision, reward=np.full_like(decision.reward, np.nan)), terminal
+        return decision, terminal
+
+
+class SpecsRaise(Simple1D):
+    @property
+    def behavior_specs(self):
+        raise KeyError("the scene's config")
+
+
+class NoClose:
+    def __init__(self):
+        self.env = Simple1D()
+        self.behavior_specs = self.env.behavior_specs
+        self.reset, self.get_steps, self.set_actions, self.step = (self.env.reset, self.env.get_steps,
+                                                                   self.env.set_actions, self.env.step)
+
+
+def make(kind, num_areas=4):
+    env = Misbehaving(num_areas=num_areas)
+    env.kind = kind
+    return env
+
+
+def specs_raise():
+    return SpecsRaise()
+
+
+def no_close():
+    return NoClose()
+"""
+
+
+@pytest.fixture
+def bad_steps(tmp_path, monkeypatch):
+    import sys
+
+    (tmp_path / "bad_steps.py").write_text(BAD_STEPS_MODULE)
+    monkeypatch.chdir(tmp_path)
+    yield sys.modules.get
+    sys.modules.pop("bad_steps", None)
+
+
+@pytest.mark.parametrize("kind,message", [
+    ("wide_obs", "decision steps: observation 0 has shape (4, 3), expected (4, 1) (4 agents, each the behavior "
+                 "spec's (1,))"),
+    ("list_obs", "decision steps: observation 0 must be a numpy array of shape (4, 1); got a list"),
+    ("none", "get_steps must return (DecisionSteps, TerminalSteps), got a NoneType"),
+    ("same_ids", "decision steps: agent ids repeat within one step: [0, 0, 0, 0]"),
+])
+def test_a_factory_environment_s_steps_are_checked_as_the_run_takes_them(bad_steps, kind, message):
+    # the run's own check (envs/checker.py's CheckedEnv), and check_env's, say the same
+    env = make_env("bad_steps:make", num_areas=4, env_args=[f"kind={kind}"])
+    env.reset()
+    with pytest.raises(EnvError, match=re.escape("--env=bad_steps:make: behavior '1D': get_steps")) as e:
+        env.get_steps("1D")
+    assert message in str(e.value)
+    with pytest.raises(EnvError, match=re.escape(message)):
+        check_env(bad_steps("bad_steps").make(kind))
+
+
+def test_check_env_names_a_nan_reward_and_a_missing_close(bad_steps):
+    make_env("bad_steps:make", env_args=["kind=nan_reward"])  # (imports the module; values are checked later)
+    module = bad_steps("bad_steps")
+    with pytest.raises(EnvError, match=re.escape("decision steps: a NaN or infinite reward for agent(s) [0, 1, 2, 3]")):
+        check_env(module.make("nan_reward"))
+    with pytest.raises(TypeError, match="a NoClose lacks close"):
+        check_env(module.no_close())
+    with pytest.raises(EnvError, match="lacks close"):
+        make_env("bad_steps:no_close")
+
+
+def test_a_behavior_specs_property_that_raises_is_reported_with_what_it_raised(bad_steps):
+    message = "reading the environment's behavior_specs raised KeyError: \"the scene's config\""
+    with pytest.raises(EnvError, match=re.escape(f"--env=bad_steps:specs_raise: {message}")):
+        make_env("bad_steps:specs_raise")
+    with pytest.raises(EnvError, match=re.escape(message)):
+        check_env(bad_steps("bad_steps").specs_raise())
+
+
+@pytest.mark.parametrize("num_envs", ["1", "2"])
+def test_a_training_run_stops_with_a_message_on_a_factory_environment_s_wrong_shapes(run_cli, workdir, bad_steps,
+                                                                                      num_envs):
+    (workdir / "config.yaml").write_text("1D:\n  batch_size: 16\n  buffer_size: 64\n  max_steps: 500\n")
+    result = run_cli("config.yaml", "--env=bad_steps:make", "--cpu", f"--num-envs={num_envs}", "--run-id=wide",
+                     "--env-args", "kind=wide_obs")
+    assert result.code == 1
+    assert "observation 0 has shape (1, 3), expected (1, 1) (1 agent, each" in result.log, result.log
+    assert "Traceback" not in result.log
 
 
 @pytest.mark.parametrize("call,kind,message", [
     (lambda: make_env(5), EnvError, "make_env: name must be an environment name or None"),
     (lambda: make_env("3DBall", num_areas=1.5), EnvError, "make_env: num_areas must be a whole number >= 1; got 1.5"),
+    (lambda: make_env("3DBall", seed="3"), EnvError, "make_env: seed must be a whole number; got '3'"),
+    (lambda: make_env("3DBall", env_args="step_size=0.2"), EnvError,
+     "make_env: env_args must be a list of 'key=value' strings, as --env-args takes them (['step_size=0.2']); "
+     "got 'step_size=0.2'"),
     (lambda: check_env(object()), TypeError, "check_env: env must be a Palaestra environment"),
 ])
 def test_the_python_api_names_a_wrong_argument(call, kind, message):
@@ -567,9 +685,12 @@ def test_gymnasium_module_colon_id_imports_the_module_that_registers_the_id(fact
         env = make_env(f"{factory_module}:PalaestraFactoryRegistered-v0", seed=2, num_areas=2)
         assert list(env.behavior_specs) == ["PalaestraFactoryRegistered-v0"] and len(env.envs) == 2
         check_env(env)
+        with pytest.raises(EnvError, match=re.escape("Did you mean PalaestraFactoryRegistered-v0?")):
+            make_env(f"{factory_module}:PalaestraFactoryRegistred-v0")
     finally:
         gym.registry.pop("PalaestraFactoryRegistered-v0", None)
-    with pytest.raises(EnvError, match="has no attribute 'Unregistered-v0'"):
+    with pytest.raises(EnvError, match=re.escape(f"no Gymnasium id 'Unregistered-v0' is registered after importing "
+                                                 f"'{factory_module}', and the module has no attribute of that name")):
         make_env(f"{factory_module}:Unregistered-v0")
 
 

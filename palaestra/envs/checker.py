@@ -1,7 +1,15 @@
 """``check_env``: drive an environment with random actions and verify it keeps the protocol
-(shapes, dtypes, ids, masks, finite values). Use it on a new environment before training."""
+(shapes, dtypes, ids, masks, finite values). Use it on a new environment before training.
+
+:class:`CheckedEnv` is the run's own check of an environment written by a user (a Python
+factory's): each ``get_steps`` is checked against the behavior's spec as it happens, so that a
+wrong shape or a repeated agent id stops the run naming the behavior and what is wrong, not
+deep inside a network."""
 
 from __future__ import annotations
+
+import inspect
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -13,6 +21,9 @@ from palaestra.envs.base import (
     TerminalSteps,
     spec_problem,
 )
+
+# the members of the Env protocol (envs/base.py)
+PROTOCOL = ("behavior_specs", "get_steps", "set_actions", "step", "reset", "close")
 
 
 def non_finite_problem(steps: DecisionSteps | TerminalSteps) -> str | None:
@@ -53,42 +64,119 @@ def refuse_non_finite(behavior: str, decision: DecisionSteps, terminal: Terminal
             raise EnvError(f"behavior {behavior!r}: the environment sent {problem} ({kind} steps); {NON_FINITE_HARM}")
 
 
-def _check_obs(where: str, obs: list[np.ndarray], n: int, spec: BehaviorSpec) -> None:
+def _described(value: Any) -> str:
+    if isinstance(value, np.ndarray):
+        return f"an array of shape {value.shape} and dtype {value.dtype}"
+    return f"a {type(value).__name__}"
+
+
+def _check_obs(where: str, obs: Any, n: int, spec: BehaviorSpec) -> None:
+    if not isinstance(obs, (list, tuple)):
+        raise EnvError(f"{where}: obs must be a list of numpy arrays, one per observation; got {_described(obs)}")
     if len(obs) != len(spec.observation_shapes):
         raise EnvError(f"{where}: {len(obs)} observation arrays, the spec has {len(spec.observation_shapes)}")
     for i, (o, shape) in enumerate(zip(obs, spec.observation_shapes)):
+        if not isinstance(o, np.ndarray):
+            raise EnvError(f"{where}: observation {i} must be a numpy array of shape {(n, *shape)}; got {_described(o)}")
         if o.shape != (n, *shape):
-            raise EnvError(f"{where}: observation {i} has shape {o.shape}, expected {(n, *shape)}")
+            raise EnvError(f"{where}: observation {i} has shape {o.shape}, expected {(n, *shape)} ({n} "
+                           f"agent{'' if n == 1 else 's'}, each the behavior spec's {tuple(shape)})")
         image = len(shape) == 3  # images may come as uint8 (envs/observations.py)
         if not (np.issubdtype(o.dtype, np.floating) or image and o.dtype == np.uint8):
             raise EnvError(f"{where}: observation {i} has dtype {o.dtype}, expected float32"
                            f"{' or uint8 (an image)' if image else ''}")
+
+
+def _check_structure(where: str, steps: Any, spec: BehaviorSpec, decision: bool) -> None:
+    """What one ``get_steps`` half must be, checked without looking at every value: its type, the
+    agents' ids (integers, none twice), one reward per agent, each observation in the spec's shape,
+    the terminal flags and the action masks."""
+    expected = DecisionSteps if decision else TerminalSteps
+    if not isinstance(steps, expected):
+        raise EnvError(f"{where}: expected a {expected.__name__}, got {_described(steps)}")
+    ids = steps.agent_id
+    if not isinstance(ids, np.ndarray) or ids.ndim != 1 or len(ids) and not np.issubdtype(ids.dtype, np.integer):
+        raise EnvError(f"{where}: agent_id must be a 1-D numpy array of integers, got {_described(ids)}")
+    n = len(ids)
+    if not isinstance(steps.reward, np.ndarray) or steps.reward.shape != (n,):
+        raise EnvError(f"{where}: reward must be a numpy array of shape ({n},), one per agent; got "
+                       f"{_described(steps.reward)}")
+    if n > 1 and len(np.unique(ids)) != n:
+        raise EnvError(f"{where}: agent ids repeat within one step: {ids[:20].tolist()}")
+    _check_obs(where, steps.obs, n, spec)
+    if not decision:
+        flags = steps.interrupted
+        if not isinstance(flags, np.ndarray) or flags.shape != (n,) or flags.dtype != bool:
+            raise EnvError(f"{where}: interrupted must be a bool numpy array of shape ({n},), got {_described(flags)}")
+        return
+    if steps.action_mask is None:
+        return
+    branches = spec.action_spec.discrete_branches
+    if not isinstance(steps.action_mask, (list, tuple)) or len(steps.action_mask) != len(branches):
+        raise EnvError(f"{where}: action_mask must be a list of {len(branches)} arrays, one per discrete branch "
+                       f"(or None); got {_described(steps.action_mask)}")
+    for b, (mask, size) in enumerate(zip(steps.action_mask, branches)):
+        if not isinstance(mask, np.ndarray) or mask.dtype != bool:  # (an int mask's ~ reads -1 and -2 as allowed)
+            raise EnvError(f"{where}: the mask of branch {b} must be a bool numpy array (True: the action is "
+                           f"unavailable), got {_described(mask)}")
+        if mask.shape != (n, size):
+            raise EnvError(f"{where}: the mask of branch {b} has shape {mask.shape}, expected {(n, size)}")
+
+
+def _steps_pair(where: str, result: Any) -> tuple[DecisionSteps, TerminalSteps]:
+    if not isinstance(result, tuple) or len(result) != 2:
+        raise EnvError(f"{where}: get_steps must return (DecisionSteps, TerminalSteps), got {_described(result)}")
+    return result
+
+
+def _check_common(where: str, steps: DecisionSteps | TerminalSteps, spec: BehaviorSpec, decision: bool) -> None:
+    _check_structure(where, steps, spec, decision)
+    finite = np.isfinite(steps.reward)
+    if not finite.all():
+        raise EnvError(f"{where}: a NaN or infinite reward for agent(s) {steps.agent_id[~finite][:10].tolist()}")
+    for i, o in enumerate(steps.obs):
         if o.dtype != np.uint8 and not np.isfinite(o).all():
             raise EnvError(f"{where}: observation {i} contains NaN or infinity")
 
 
-def _check_common(where: str, steps: DecisionSteps | TerminalSteps, spec: BehaviorSpec) -> None:
-    n = len(steps)
-    if steps.reward.shape != (n,) or not np.isfinite(steps.reward).all():
-        raise EnvError(f"{where}: reward must be a finite array of shape ({n},), got {steps.reward.shape}")
-    ids = np.asarray(steps.agent_id)
-    if ids.shape != (n,) or n and not np.issubdtype(ids.dtype, np.integer):
-        raise EnvError(f"{where}: agent ids must be integers of shape ({n},), got {ids.dtype} {ids.shape}")
-    if len(np.unique(ids)) != n:
-        raise EnvError(f"{where}: agent ids repeat within one step: {steps.agent_id}")
-    _check_obs(where, steps.obs, n, spec)
+class CheckedEnv:
+    """A user's environment whose ``get_steps`` results are checked against its behaviors' specs
+    (:func:`_check_structure`: types, shapes, ids; the values' finiteness is checked on finished
+    segments by the trainer). Everything else is the environment's own."""
+
+    def __init__(self, env: Any, label: str) -> None:
+        self._env = env
+        self._label = label
+        self._specs: dict[str, BehaviorSpec] = {}
+
+    def __getattr__(self, name: str) -> Any:  # (only what this class does not have)
+        return getattr(self._env, name)
+
+    def get_steps(self, behavior: str) -> tuple[DecisionSteps, TerminalSteps]:
+        where = f"--env={self._label}: behavior {behavior!r}: get_steps"
+        spec = self._specs.get(behavior)
+        if spec is None:
+            specs: Mapping[str, BehaviorSpec] = self._env.behavior_specs
+            spec = self._specs[behavior] = specs[behavior]
+        decision, terminal = _steps_pair(where, self._env.get_steps(behavior))
+        _check_structure(f"{where}, decision steps", decision, spec, decision=True)
+        _check_structure(f"{where}, terminal steps", terminal, spec, decision=False)
+        return decision, terminal
 
 
 def check_env(env: Env, steps: int = 200, seed: int = 0) -> None:
     """Raise EnvError describing the first protocol violation found in ``steps`` random steps."""
     if not isinstance(steps, (int, np.integer)) or isinstance(steps, bool) or steps < 1:
         raise ValueError(f"check_env: steps must be a whole number >= 1; got {steps!r}")
-    missing = [m for m in ("behavior_specs", "reset", "get_steps", "set_actions", "step") if not hasattr(env, m)]
+    missing = [m for m in PROTOCOL if not has_member(env, m)]
     if missing:
         raise TypeError(f"check_env: env must be a Palaestra environment (envs/base.py's Env; make_env makes one "
                         f"from a name); a {type(env).__name__} lacks {', '.join(missing)}")
     rng = np.random.default_rng(seed)
-    specs = dict(env.behavior_specs)
+    try:
+        specs = dict(env.behavior_specs)
+    except Exception as e:  # the environment's own property
+        raise EnvError(f"reading the environment's behavior_specs raised {type(e).__name__}: {e}") from e
     if not specs:
         raise EnvError("the environment has no behaviors")
     for name, spec in specs.items():  # what the run itself would refuse (envs/sources.py)
@@ -98,25 +186,12 @@ def check_env(env: Env, steps: int = 200, seed: int = 0) -> None:
     env.reset()
     for t in range(steps):
         for name, spec in specs.items():
-            decision, terminal = env.get_steps(name)
-            _check_common(f"step {t}, behavior {name!r}, decision steps", decision, spec)
-            _check_common(f"step {t}, behavior {name!r}, terminal steps", terminal, spec)
-            if terminal.interrupted.shape != (len(terminal),) or terminal.interrupted.dtype != bool:
-                raise EnvError(f"step {t}, behavior {name!r}: terminal 'interrupted' must be bool ({len(terminal)},)")
-            branches = spec.action_spec.discrete_branches
-            if decision.action_mask is not None:
-                if len(decision.action_mask) != len(branches):
-                    raise EnvError(f"step {t}, behavior {name!r}: {len(decision.action_mask)} mask arrays "
-                                   f"for {len(branches)} branches")
-                for b, (mask, size) in enumerate(zip(decision.action_mask, branches)):
-                    if np.asarray(mask).dtype != bool:  # (an int mask's ~ would read -1 and -2 as allowed)
-                        raise EnvError(f"step {t}, behavior {name!r}: mask of branch {b} must be bool (True: the "
-                                       f"action is unavailable), got {np.asarray(mask).dtype}")
-                    if mask.shape != (len(decision), size):
-                        raise EnvError(f"step {t}, behavior {name!r}: mask of branch {b} has shape {mask.shape}, "
-                                       f"expected {(len(decision), size)}")
-                    if len(decision) and mask.all(axis=1).any():
-                        raise EnvError(f"step {t}, behavior {name!r}: an agent has every action of branch {b} masked")
+            decision, terminal = _steps_pair(f"step {t}, behavior {name!r}", env.get_steps(name))
+            _check_common(f"step {t}, behavior {name!r}, decision steps", decision, spec, decision=True)
+            _check_common(f"step {t}, behavior {name!r}, terminal steps", terminal, spec, decision=False)
+            for b, mask in enumerate(decision.action_mask or ()):
+                if len(decision) and mask.all(axis=1).any():
+                    raise EnvError(f"step {t}, behavior {name!r}: an agent has every action of branch {b} masked")
             actions = spec.action_spec.random_actions(len(decision), rng)
             if decision.action_mask is not None:
                 for b, mask in enumerate(decision.action_mask):  # pick an allowed action
@@ -124,3 +199,13 @@ def check_env(env: Env, steps: int = 200, seed: int = 0) -> None:
                     actions.discrete[:, b] = scores.argmax(axis=1)
             env.set_actions(name, actions)
         env.step()
+
+
+def has_member(env: Any, name: str) -> bool:
+    """Whether ``env`` has ``name``, without running it: a property of the user's that raises is
+    then reported where it is read (with what it raised), not as a member it lacks."""
+    try:
+        inspect.getattr_static(env, name)
+        return True
+    except AttributeError:
+        return hasattr(env, name)  # (made by a __getattr__)

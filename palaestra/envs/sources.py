@@ -37,6 +37,7 @@ from typing import Any, Callable, Mapping
 
 from palaestra.envs.base import EngineConfig, Env, EnvError, spec_problem
 from palaestra.envs.builtin import BUILTIN_ENVS
+from palaestra.envs.checker import PROTOCOL, CheckedEnv, has_member
 from palaestra.imports import ImportTargetError, import_target_module, load_callable
 from palaestra.options import RunOptions
 
@@ -179,9 +180,16 @@ def _registered_by_module(spec: str) -> str | None:
         module = import_target_module(spec, "--env")
     except ImportTargetError as e:  # (its cause, the module's own error, for --debug)
         raise EnvError(str(e)) from e.__cause__
-    if hasattr(module, attribute) or attribute not in _gymnasium_ids():
+    if hasattr(module, attribute):
         return None
-    return attribute
+    ids = _gymnasium_ids()
+    if attribute in ids:
+        return attribute
+    close = difflib.get_close_matches(attribute, list(ids), n=3, cutoff=0.6)
+    raise EnvError(f"--env={spec}: no Gymnasium id {attribute!r} is registered after importing {module_name!r}, "
+                   f"and the module has no attribute of that name" +
+                   (f". Did you mean {', '.join(close)}?" if close else " (module:EnvId-v0 makes an id the module "
+                    "registers; module:callable calls a factory)"))
 
 
 def _is_unity_build(name: str | None) -> bool:
@@ -266,6 +274,12 @@ def make_env(name: str | None, seed: int = 0, num_areas: int = 1, env_args: list
         raise EnvError(f"make_env: name must be an environment name or None (the Unity Editor); got {name!r}")
     if not isinstance(num_areas, numbers.Integral) or isinstance(num_areas, bool) or num_areas < 1:
         raise EnvError(f"make_env: num_areas must be a whole number >= 1; got {num_areas!r}")
+    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
+        raise EnvError(f"make_env: seed must be a whole number; got {seed!r}")
+    if env_args is not None and (isinstance(env_args, str) or not isinstance(env_args, (list, tuple))
+                                 or not all(isinstance(a, str) for a in env_args)):
+        raise EnvError(f"make_env: env_args must be a list of 'key=value' strings, as --env-args takes them "
+                       f"(['step_size=0.2']); got {env_args!r}")
     source = _source(name)
     if source is not None:
         return source.make(EnvRequest(name, seed, num_areas, env_args, engine, port, parameters))
@@ -281,9 +295,6 @@ def make_env(name: str | None, seed: int = 0, num_areas: int = 1, env_args: list
         f"Gymnasium id such as CartPole-v1 or Pendulum-v1; or a Python factory package.module:callable; "
         f"or pettingzoo:package.module (see docs/environments.md).{hint}"
     )
-
-
-_PROTOCOL = ("behavior_specs", "get_steps", "set_actions", "step", "reset", "close")
 
 
 def factory_takes(name: str, argument: str) -> bool:
@@ -367,7 +378,7 @@ def _from_factory(spec: str, seed: int, num_areas: int, kwargs: dict[str, Any], 
                            "Palaestra steps PettingZoo's parallel API: return the package's parallel_env(), or "
                            "pettingzoo.utils.conversions.aec_to_parallel(env) where the environment allows it (its "
                            "metadata says is_parallelizable); turn-based games that do not cannot be trained here")
-        missing = [m for m in _PROTOCOL if not hasattr(env, m)]
+        missing = [m for m in PROTOCOL if not has_member(env, m)]
         if missing:
             raise EnvError(
                 f"--env={label}: the factory returned a {type(env).__name__}, which is neither a gymnasium.Env, a "
@@ -376,6 +387,7 @@ def _from_factory(spec: str, seed: int, num_areas: int, kwargs: dict[str, Any], 
         if num_areas > 1 and "num_areas" not in accepted:
             raise EnvError(f"--env={label}: --num-areas {num_areas} needs a factory that takes a num_areas argument")
         _check_specs(spec, env)
+        env = CheckedEnv(env, label)
     except BaseException:  # every copy made of a refused environment is closed (what it started: processes, sockets)
         for refused in made:
             _close_quietly(refused)
