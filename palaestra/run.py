@@ -93,7 +93,7 @@ from palaestra.stats import (
     StatsReporter,
     TensorBoardWriter,
 )
-from palaestra.teachers import make_teacher
+from palaestra.teachers import make_teacher, teacher_loop
 from palaestra.timers import TIMERS, timed
 from palaestra.trainer import BehaviorTrainer, DivergedError
 from palaestra.workers.acting import ActingWorkers
@@ -591,6 +591,14 @@ def _add_teacher(options: RunOptions, env: Env, trainers: dict[str, BehaviorTrai
     trainer = trainers[name]
     if capabilities(trainer.settings).teacher and not options.inference:
         policies = {b: t.algorithm for b, t in trainers.items()}
+        taught = {b: t.settings.brain_to_imitate for b, t in trainers.items() if capabilities(t.settings).teacher}
+        loop = teacher_loop(name, taught, env.behavior_specs)
+        if loop:
+            raise ConfigError(
+                f"{options.trainer_config_path}: behavior {name!r}: brain_to_imitate {taught[name]!r} starts a loop of "
+                f"teachers ({' -> '.join(loop + [name])}), each learning from another learner: none of them has a "
+                "teacher that knows the task. Give one of them heuristic, a model .onnx, package.module:function or "
+                "a behavior trained otherwise")
         try:
             trainer.teacher = make_teacher(trainer.settings.brain_to_imitate, env, name, seed, policies)
         except ConfigError as e:  # a setting of the trainer config: named with its file, as every other

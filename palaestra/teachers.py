@@ -26,28 +26,52 @@ from palaestra.evaluation import AgentMemories
 from palaestra.settings import ConfigError
 
 
+def _teacher_behavior(brain_to_imitate: str, behavior: str, specs: Mapping[str, BehaviorSpec]) -> str | None:
+    """The other behavior ``brain_to_imitate`` names as ``behavior``'s teacher, or None (the
+    heuristic, a model, a function: its own name, or the name before its team, which may name the
+    other teams too, means the heuristic)."""
+    if behavior in behaviors_named(brain_to_imitate, specs):
+        return None
+    other = behaviors_named(brain_to_imitate, specs)  # by its name or (a Unity behavior with a team) the name before it
+    return other[0] if len(other) == 1 else None
+
+
+def teacher_loop(behavior: str, brain_to_imitate: Mapping[str, str], specs: Mapping[str, BehaviorSpec]) -> list[str]:
+    """The behaviors from ``behavior`` round a loop of teachers back to it (``brain_to_imitate``: of
+    the behaviors that learn from a teacher), or [] where following the teachers ends at one that
+    knows the task (a heuristic, a model, a function, or a behavior that learns otherwise)."""
+    path = [behavior]
+    while (teacher := _teacher_behavior(brain_to_imitate[path[-1]], path[-1], specs)) in brain_to_imitate:
+        if teacher == behavior:
+            return path
+        if teacher in path:  # a loop further on, which that behavior's own check names
+            return []
+        path.append(teacher)
+    return []
+
+
 def make_teacher(brain_to_imitate: str, env: Env, behavior: str, seed: int,
                  policies: Mapping[str, Algorithm] | None = None) -> Policy:
     """The teacher for ``behavior`` of ``env`` (``policies``: the other behaviors' algorithms, by
     name); ConfigError saying what to give instead when it cannot be built."""
-    # its own name (or the name before its team, which may name the other teams too): the heuristic
+    where = f"behavior {behavior!r}: brain_to_imitate {brain_to_imitate!r}"
+    teacher = _teacher_behavior(brain_to_imitate, behavior, env.behavior_specs)
+    if teacher is not None:
+        return _behavior_teacher(env.behavior_specs[teacher], env.behavior_specs[behavior], (policies or {})[teacher],
+                                 where)
     own = behavior in behaviors_named(brain_to_imitate, env.behavior_specs)
     text = "heuristic" if own else brain_to_imitate
-    where = f"behavior {behavior!r}: brain_to_imitate {brain_to_imitate!r}"
-    other = behaviors_named(text, env.behavior_specs)
-    if len(other) == 1:  # another behavior, by its name or (a Unity behavior with a team) the name before it
-        text = other[0]
-        return _behavior_teacher(env.behavior_specs[text], env.behavior_specs[behavior], (policies or {})[text], where)
     if not (text == "heuristic" or text.endswith(".onnx") or ":" in text):
         raise ConfigError(f"{where}: expected heuristic (the built-in environment's scripted policy), a model "
                           f".onnx, package.module:function or another behavior of the environment "
                           f"({', '.join(b for b in env.behavior_specs if b != behavior) or 'it has none'})")
     if text == "heuristic" and not callable(getattr(env, "heuristic", None)):
-        in_workers = hasattr(env, "pool")  # workers/stepping.py's WorkerPoolEnv: --num-envs above 1
+        in_workers = hasattr(env, "pool")  # workers/stepping.py's WorkerPoolEnv: the environment in workers
         raise ConfigError(f"{where}: the environment ({type(env).__name__}) has no scripted heuristic in this "
-                          "process (the built-in environments have one; with --num-envs above 1 they run in "
-                          "worker processes): give a model .onnx or package.module:function"
-                          + (", or use --num-envs=1" if in_workers else ""))
+                          "process (the built-in environments have one, in the process they run in): give a model "
+                          ".onnx or package.module:function"
+                          + (", or run the environment in this process (--num-envs=1 and --acting=main)"
+                             if in_workers else ""))
     try:
         policy = make_policy(text, env, behavior, seed)
     except RecordError as e:

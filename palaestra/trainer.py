@@ -527,19 +527,29 @@ class BehaviorTrainer:
         # (activation, where the LSTM sits) would load silently: checkpoints record them
         saved_network = state.get("network", {})
         network = network_record(self.settings, self.spec, [signal.name for signal in self.algorithm.signals])
-        # (trainer only explains a mismatch below; normalize is moot for a network without a normalizer,
-        # and checkpoints of offline_bc and online_bc before it was recorded as False said the config's)
-        moot = {"trainer"} | ({"normalize"} if self.settings.trainer not in READ_BY["normalize"] else set())
+        # (trainer only explains a mismatch below; normalize is moot between networks without a
+        # normalizer: checkpoints of offline_bc and online_bc before it was recorded as False said the config's)
+        trained_by = saved_network.get("trainer")
+        moot = {"trainer"} | ({"normalize"} if self.settings.trainer not in READ_BY["normalize"]
+                              and (trained_by is None or trained_by not in READ_BY["normalize"]) else set())
         differ = [key for key in network
                   if key not in moot and key in saved_network and saved_network[key] != network[key]]
-        if differ:
-            # where another trainer made it, both are named too: often the cause, not always (a
-            # behavioral-cloning run's weights may start a PPO run)
-            other_trainer = saved_network.get("trainer") not in (None, network.get("trainer"))
+        # where another trainer made it, both are named too: often the cause, not always (a
+        # behavioral-cloning run's weights may start a PPO run)
+        other_trainer = trained_by not in (None, network.get("trainer"))
 
-            def written(values: dict[str, Any]) -> str:  # as the config spells them (true, not True)
-                return ", ".join(f"{k}: {_as_written(values[k])}" for k in differ) + (
-                    f" (trainer: {values['trainer']})" if other_trainer else "")
+        def written(values: dict[str, Any], keys: list[str] = differ, trainer: bool = other_trainer) -> str:
+            return ", ".join(f"{k}: {_as_written(values[k])}" for k in keys) + (  # as a config spells them (true)
+                f" (trainer: {values['trainer']})" if trainer else "")
+
+        unread = [key for key in differ if key in READ_BY and self.settings.trainer not in READ_BY[key]]
+        if unread:  # "set them back" cannot be done: this trainer does not read them
+            raise CheckpointError(
+                f"checkpoint {path} was trained with {written(saved_network, unread)}, which shape its network; "
+                f"trainer {self.settings.trainer} does not read {' or '.join(unread)} (its network is built with "
+                f"{written(network, unread, False)}), so behavior {self.name!r} cannot start from that checkpoint: "
+                f"start it from a run trained with {written(network, unread, False)}, or train anew")
+        if differ:
 
             raise CheckpointError(
                 f"checkpoint {path} was trained with {written(saved_network)}, but behavior {self.name!r} is set to "

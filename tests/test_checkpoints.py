@@ -300,6 +300,22 @@ def test_another_trainers_checkpoint_is_refused_naming_both_trainers(tmp_path):
         make_trainer(tmp_path / "c", trainer="sac", hidden_units=7).restore(path, weights_only=True)
 
 
+@pytest.mark.parametrize("trained, key, value", [
+    (dict(normalize=True), "normalize", "false"),
+    (dict(reward_signals={"extrinsic": ExtrinsicSettings(), "rnd": RNDSettings()}), "reward_signals", "[extrinsic]"),
+])
+def test_a_checkpoint_shaped_by_a_setting_the_trainer_does_not_read_names_that_setting(tmp_path, trained, key, value):
+    # online_bc (PPO's network) from a PPO run: its config cannot "set back" a key it does not read
+    path = (source := make_trainer(tmp_path / "a", **trained)).checkpoints.save(source.state(0), 0)
+    with pytest.raises(CheckpointError, match=re.escape(
+            f"(trainer: ppo), which shape its network; trainer online_bc does not read {key} (its network is built "
+            f"with {key}: {value}), so behavior '1D' cannot start from that checkpoint: start it from a run trained "
+            f"with {key}: {value}, or train anew")):
+        make_trainer(tmp_path / "b", trainer="online_bc").restore(path, weights_only=True)
+    plain = (source := make_trainer(tmp_path / "c")).checkpoints.save(source.state(0), 0)
+    make_trainer(tmp_path / "d", trainer="online_bc").restore(plain, weights_only=True)  # PPO's network loads
+
+
 # -- the newest intact checkpoint -----------------------------------------------------------------------
 def _three_checkpoints(trainer):
     paths = []

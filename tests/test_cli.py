@@ -416,10 +416,16 @@ def test_inference_names_the_behavior_without_a_model_when_another_has_one(run_c
     assert run_cli(str(config), "--env=WallJump", "--run-id=w", "--seed=1").code == 0
     for path in (workdir / "models/w/BigWallJump").glob("checkpoint-*.pt"):
         path.unlink()
-    result = run_cli(str(config), "--env=WallJump", "--run-id=w", "--inference")
-    assert result.code == 0 and "Loaded SmallWallJump" in result.log
-    assert "--inference: no trained model for BigWallJump; running an untrained policy" in result.log
-    assert "no trained model for SmallWallJump" not in result.log
+    for resume in ([], ["--resume"]):  # with --resume too, as alone (docs/outputs.md)
+        result = run_cli(str(config), "--env=WallJump", "--run-id=w", "--inference", *resume)
+        assert result.code == 0 and "Loaded SmallWallJump" in result.log, result.log
+        assert "--inference: no trained model for BigWallJump; running an untrained policy" in result.log
+        assert "no trained model for SmallWallJump" not in result.log
+    # --initialize-from supplies the behavior the run has no model of, with --resume too
+    assert run_cli(str(config), "--env=WallJump", "--run-id=other", "--seed=2").code == 0
+    result = run_cli(str(config), "--env=WallJump", "--run-id=w", "--inference", "--resume", "--initialize-from=other")
+    assert result.code == 0 and "Loaded SmallWallJump" in result.log and "Initialized BigWallJump from" in result.log
+    assert "has no effect with --resume" not in result.log
 
 
 def test_resume_with_inference_runs_the_saved_policy_from_step_zero_and_changes_nothing(run_cli, small_config,

@@ -418,7 +418,10 @@ def test_a_run_reports_the_cloning_loss_and_returns_resumes_and_runs_inference(r
     ("offline_bc", "demo_path: {ball}", [], "do not fit the behavior"),
     ("online_bc", "brain_to_imitate: keyboard", [], "brain_to_imitate 'keyboard': expected heuristic"),
     ("online_bc", "brain_to_imitate: heuristic", ["--num-envs=2"], "no scripted heuristic in this process"),
-    ("online_bc", "brain_to_imitate: heuristic", ["--num-envs=2"], "package.module:function, or use --num-envs=1"),
+    ("online_bc", "brain_to_imitate: heuristic", ["--num-envs=2"],
+     "package.module:function, or run the environment in this process (--num-envs=1 and --acting=main)"),
+    ("online_bc", "brain_to_imitate: heuristic", ["--acting=workers"],
+     "package.module:function, or run the environment in this process (--num-envs=1 and --acting=main)"),
     ("offline_bc", "demo_path: {grid}", ["--num-envs=2", "--acting=workers"],
      "offline_bc learns between environment steps"),
     ("offline_bc", "demo_path: {grid}\n  behavioral_cloning: {{demo_path: {grid}, strength: 0.5, steps: 0}}", [],
@@ -482,6 +485,23 @@ def test_a_heuristic_teacher_an_environment_lacks_is_not_blamed_on_num_envs(run_
     result = run_cli(str(config), "--env=Pendulum-v1", "--dry-run")
     assert result.code == 1 and "(GymnasiumEnv) has no scripted heuristic in this process" in result.log
     assert "--num-envs=1" not in result.log  # it runs in this process already
+
+
+@pytest.mark.parametrize("small,big,loop", [
+    ("BigWallJump", "SmallWallJump", "SmallWallJump -> BigWallJump -> SmallWallJump"),
+    ("BigWallJump", "BigWallJump", None),  # Big's own name: its heuristic, which Small then learns from
+])
+def test_behaviors_that_teach_each_other_in_a_loop_are_refused(run_cli, workdir, small, big, loop):
+    config = workdir / "c.yaml"
+    config.write_text(f"default:\n  trainer: online_bc\n  max_steps: 100\nSmallWallJump:\n  brain_to_imitate: {small}\n"
+                      f"BigWallJump:\n  brain_to_imitate: {big}\n")
+    result = run_cli(str(config), "--env=WallJump", "--dry-run")
+    if loop is None:
+        assert result.code == 0, result.log
+        return
+    assert result.code == 1, result.log
+    assert (f"behavior 'SmallWallJump': brain_to_imitate 'BigWallJump' starts a loop of teachers ({loop}), each "
+            "learning from another learner: none of them has a teacher that knows the task") in result.log
 
 
 @pytest.mark.parametrize("text", ["Tennis", "Tennis?team=0"])
