@@ -4,7 +4,7 @@ what a trainer type can do is in palaestra/capabilities.py."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import fields, is_dataclass, replace
 
 import numpy as np
 import torch
@@ -17,7 +17,7 @@ from palaestra.algorithms.protocol import Algorithm
 from palaestra.algorithms.sac import SAC
 from palaestra.capabilities import capabilities
 from palaestra.envs.base import BehaviorSpec
-from palaestra.settings import GAILSettings, OfflineBCSettings, TrainerSettings
+from palaestra.settings import TrainerSettings
 
 # trainer type → the class that trains it
 ALGORITHMS: dict[str, type] = {"ppo": PPO, "sac": SAC, "offline_bc": OfflineBC, "online_bc": OnlineBC}
@@ -45,12 +45,17 @@ def without_demonstrations(settings: TrainerSettings) -> TrainerSettings:
     """``settings`` for a policy that acts and never learns: no behavioral cloning, and GAIL's and
     offline_bc's ``demo_path`` empty (nothing read). Every network is still built as for training,
     GAIL's discriminator included, so that a checkpoint loads into it."""
-    signals = {name: replace(cfg, demo_path="") if isinstance(cfg, GAILSettings) else cfg
+    signals = {name: replace(cfg, demo_path="") if _reads_demonstrations(cfg) else cfg
                for name, cfg in settings.reward_signals.items()}
     changes: dict = {"reward_signals": signals, "behavioral_cloning": None}
-    if isinstance(settings, OfflineBCSettings):
+    if _reads_demonstrations(settings):
         changes["demo_path"] = ""
     return replace(settings, **changes)
+
+
+def _reads_demonstrations(settings: object) -> bool:
+    """Settings with a ``demo_path`` (GAIL's, offline_bc's, a new signal's or trainer's)."""
+    return is_dataclass(settings) and any(f.name == "demo_path" for f in fields(settings))
 
 
 __all__ = ["ALGORITHMS", "Algorithm", "make_algorithm", "without_demonstrations"]
