@@ -192,6 +192,8 @@ def _run(options: RunOptions, interrupts: Interrupts) -> int:
 def _checked_run(options: RunOptions, interrupts: Interrupts, warnings: _WarningCount) -> int:
     models, summaries = Path("models"), Path("summaries")
     check_options(options)
+    if options.inference and options.resume:  # ML-Agents 0.16's way to run a trained model: --inference alone
+        options = dataclasses.replace(options, resume=False)
     check_device(options)
     check_run_folders(options, models)
     config = load_trainer_config(options.trainer_config_path)

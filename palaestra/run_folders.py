@@ -179,8 +179,7 @@ def check_run_folders(options: RunOptions, models: Path) -> None:
             f"run-id {options.run_id!r} was already used ({run_dir} exists); pass --resume to continue "
             "it, --force to overwrite it, or choose another --run-id"
         )
-    # (with --inference, --resume changes nothing: the inference rules below apply)
-    if options.initialize_from is not None and options.resume and not options.inference:  # (not read, nor looked for)
+    if options.initialize_from is not None and options.resume:  # (not read, so not looked for either)
         logger.warning("--initialize-from %s has no effect with --resume: the run continues from its own checkpoints",
                        options.initialize_from)
         return
@@ -263,11 +262,10 @@ def restore(trainer: BehaviorTrainer, options: RunOptions, settings: TrainerSett
     """Load weights for --resume, --initialize-from, init_path or --inference; return the global step."""
     # each takes the newest intact checkpoint, past damaged ones (BehaviorTrainer.restore_newest)
     own = trainer.checkpoints
-    # --inference first: with --resume too (ML-Agents 0.16's way to run a trained model) it is the
-    # same as alone: it loads the weights, counts from 0 and changes nothing in the run's folder
-    resume = options.resume and not options.inference
+    # --inference first: with --resume too (ML-Agents 0.16's way to run a trained model) it loads
+    # the weights, counts from 0 and changes nothing in the run's folder
     passed_over = (" it runs the run's own model" if options.inference and own.list() else
-                   " it continues from the run's own checkpoints" if resume else
+                   " it continues from the run's own checkpoints" if options.resume else
                    f" --initialize-from={options.initialize_from} comes first" if options.initialize_from else None)
     if settings.init_path and passed_over is not None:  # (as ML-Agents; said, since the config asks for it)
         flag = "" if passed_over.startswith(" --") else " with --inference" if options.inference else " with --resume"
@@ -278,7 +276,7 @@ def restore(trainer: BehaviorTrainer, options: RunOptions, settings: TrainerSett
                                          advice="train the run again with --force")
         logger.info("Loaded %s from %s for inference", trainer.name, path)
         return 0
-    if resume:
+    if options.resume:
         if not own.list():
             raise CheckpointError(
                 f"--resume: run {options.run_id!r} has no checkpoint for behavior {trainer.name!r} "

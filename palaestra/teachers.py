@@ -67,7 +67,7 @@ def make_teacher(brain_to_imitate: str, env: Env, behavior: str, seed: int,
                           f"({', '.join(b for b in env.behavior_specs if b != behavior) or 'it has none'})")
     if text == "heuristic" and not callable(getattr(env, "heuristic", None)):
         in_workers = hasattr(env, "pool")  # workers/stepping.py's WorkerPoolEnv: the environment in workers
-        raise ConfigError(f"{where}: the environment ({type(env).__name__}) has no scripted heuristic in this "
+        raise ConfigError(f"{where}: the environment ({env.__class__.__name__}) has no scripted heuristic in this "
                           "process (the built-in environments have one, in the process they run in): give a model "
                           ".onnx or package.module:function"
                           + (", or run the environment in this process (--num-envs=1 and --acting=main)"

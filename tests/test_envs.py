@@ -374,6 +374,12 @@ class Misbehaving(Simple1D):
             return dataclasses.replace(decision, agent_id=np.zeros_like(decision.agent_id)), terminal
         if self.kind == "nan_reward":
             return dataclasses.replace(decision, reward=np.full_like(decision.reward, np.nan)), terminal
+        if self.kind == "loose":  # what trained before the checks: lists, integers, empty halves of any shape
+            decision = dataclasses.replace(decision, obs=[o.astype(np.int64).tolist() for o in decision.obs],
+                                           agent_id=decision.agent_id.astype(np.int32))
+            terminal = dataclasses.replace(terminal, obs=[np.array([])] * len(terminal.obs), reward=np.array([]),
+                                           agent_id=np.array([]), interrupted=np.array([])) if not len(terminal) \
+                else terminal
         return decision, terminal
 
 
@@ -419,7 +425,6 @@ def bad_steps(tmp_path, monkeypatch):
 @pytest.mark.parametrize("kind,message", [
     ("wide_obs", "decision steps: observation 0 has shape (4, 3), expected (4, 1) (4 agents, each the behavior "
                  "spec's (1,))"),
-    ("list_obs", "decision steps: observation 0 must be a numpy array of shape (4, 1); got a list"),
     ("none", "get_steps must return (DecisionSteps, TerminalSteps), got a NoneType"),
     ("same_ids", "decision steps: agent ids repeat within one step: [0, 0, 0, 0]"),
 ])
@@ -432,6 +437,34 @@ def test_a_factory_environment_s_steps_are_checked_as_the_run_takes_them(bad_ste
     assert message in str(e.value)
     with pytest.raises(EnvError, match=re.escape(message)):
         check_env(bad_steps("bad_steps").make(kind))
+
+
+def test_what_the_run_converts_is_taken_and_check_env_asks_for_the_protocol_s_arrays(bad_steps):
+    env = make_env("bad_steps:make", num_areas=4, env_args=["kind=loose"])
+    env.reset()
+    for _ in range(30):  # every step's halves pass the run's check, empty terminal ones included
+        decision, _ = env.get_steps("1D")
+        env.set_actions("1D", env.behavior_specs["1D"].action_spec.random_actions(len(decision),
+                                                                                  np.random.default_rng(0)))
+        env.step()
+    module = bad_steps("bad_steps")
+    with pytest.raises(EnvError, match=re.escape("observation 0 must be a numpy array of shape (4, 1); got a list")):
+        check_env(module.make("list_obs"))
+
+
+def test_the_checked_environment_is_the_user_s_own_for_attributes_copies_and_isinstance(bad_steps):
+    import copy
+    import pickle
+
+    env = make_env("bad_steps:make", num_areas=2, env_args=["kind=ok"])
+    module = bad_steps("bad_steps")
+    assert isinstance(env, module.Misbehaving) and env.__class__ is module.Misbehaving
+    env.kind = "wide_obs"  # written to the environment itself
+    assert object.__getattribute__(env, "_env").kind == "wide_obs"
+    for clone in (copy.copy(env), copy.deepcopy(env), pickle.loads(pickle.dumps(env))):
+        clone.reset()
+        with pytest.raises(EnvError, match="observation 0 has shape"):  # still checked
+            clone.get_steps("1D")
 
 
 def test_check_env_names_a_nan_reward_and_a_missing_close(bad_steps):

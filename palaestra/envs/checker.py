@@ -70,44 +70,49 @@ def _described(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
-def _check_obs(where: str, obs: Any, n: int, spec: BehaviorSpec) -> None:
+def _repeated(ids: np.ndarray) -> bool:
+    if len(ids) < 2 or (ids[1:] > ids[:-1]).all():  # increasing, the usual order: no sort needed
+        return False
+    return len(np.unique(ids)) != len(ids)
+
+
+def _observation_list(where: str, obs: Any, spec: BehaviorSpec) -> list | tuple:
     if not isinstance(obs, (list, tuple)):
         raise EnvError(f"{where}: obs must be a list of numpy arrays, one per observation; got {_described(obs)}")
     if len(obs) != len(spec.observation_shapes):
         raise EnvError(f"{where}: {len(obs)} observation arrays, the spec has {len(spec.observation_shapes)}")
-    for i, (o, shape) in enumerate(zip(obs, spec.observation_shapes)):
-        if not isinstance(o, np.ndarray):
-            raise EnvError(f"{where}: observation {i} must be a numpy array of shape {(n, *shape)}; got {_described(o)}")
-        if o.shape != (n, *shape):
-            raise EnvError(f"{where}: observation {i} has shape {o.shape}, expected {(n, *shape)} ({n} "
-                           f"agent{'' if n == 1 else 's'}, each the behavior spec's {tuple(shape)})")
-        image = len(shape) == 3  # images may come as uint8 (envs/observations.py)
-        if not (np.issubdtype(o.dtype, np.floating) or image and o.dtype == np.uint8):
-            raise EnvError(f"{where}: observation {i} has dtype {o.dtype}, expected float32"
-                           f"{' or uint8 (an image)' if image else ''}")
+    return obs
 
 
-def _check_structure(where: str, steps: Any, spec: BehaviorSpec, decision: bool) -> None:
-    """What one ``get_steps`` half must be, checked without looking at every value: its type, the
-    agents' ids (integers, none twice), one reward per agent, each observation in the spec's shape,
-    the terminal flags and the action masks."""
+def _check_shapes(where: str, steps: Any, spec: BehaviorSpec, decision: bool) -> None:
+    """What the run checks of one ``get_steps`` half (:class:`CheckedEnv`): what would fail inside
+    a network or mix agents' experience. Its type; with agents in it, one reward per agent, ids
+    none of which repeats, each observation in the spec's shape, the terminal flags and the action
+    masks. No value and no dtype is looked at (the run converts them), and a half without agents
+    is taken as it comes."""
     expected = DecisionSteps if decision else TerminalSteps
     if not isinstance(steps, expected):
         raise EnvError(f"{where}: expected a {expected.__name__}, got {_described(steps)}")
-    ids = steps.agent_id
-    if not isinstance(ids, np.ndarray) or ids.ndim != 1 or len(ids) and not np.issubdtype(ids.dtype, np.integer):
-        raise EnvError(f"{where}: agent_id must be a 1-D numpy array of integers, got {_described(ids)}")
+    ids = np.asarray(steps.agent_id)
+    if ids.ndim != 1:
+        raise EnvError(f"{where}: agent_id must be a 1-D numpy array of integers, got {_described(steps.agent_id)}")
     n = len(ids)
-    if not isinstance(steps.reward, np.ndarray) or steps.reward.shape != (n,):
+    if n == 0:
+        return
+    if np.shape(steps.reward) != (n,):
         raise EnvError(f"{where}: reward must be a numpy array of shape ({n},), one per agent; got "
                        f"{_described(steps.reward)}")
-    if n > 1 and len(np.unique(ids)) != n:
+    if _repeated(ids):
         raise EnvError(f"{where}: agent ids repeat within one step: {ids[:20].tolist()}")
-    _check_obs(where, steps.obs, n, spec)
+    obs = _observation_list(where, steps.obs, spec)
+    for i, (o, shape) in enumerate(zip(obs, spec.observation_shapes)):
+        if np.shape(o) != (n, *shape):
+            raise EnvError(f"{where}: observation {i} has shape {np.shape(o)}, expected {(n, *shape)} ({n} "
+                           f"agent{'' if n == 1 else 's'}, each the behavior spec's {tuple(shape)})")
     if not decision:
-        flags = steps.interrupted
-        if not isinstance(flags, np.ndarray) or flags.shape != (n,) or flags.dtype != bool:
-            raise EnvError(f"{where}: interrupted must be a bool numpy array of shape ({n},), got {_described(flags)}")
+        if np.shape(steps.interrupted) != (n,):
+            raise EnvError(f"{where}: interrupted must be a bool numpy array of shape ({n},), got "
+                           f"{_described(steps.interrupted)}")
         return
     if steps.action_mask is None:
         return
@@ -116,6 +121,33 @@ def _check_structure(where: str, steps: Any, spec: BehaviorSpec, decision: bool)
         raise EnvError(f"{where}: action_mask must be a list of {len(branches)} arrays, one per discrete branch "
                        f"(or None); got {_described(steps.action_mask)}")
     for b, (mask, size) in enumerate(zip(steps.action_mask, branches)):
+        if np.shape(mask) != (n, size):
+            raise EnvError(f"{where}: the mask of branch {b} has shape {np.shape(mask)}, expected {(n, size)}")
+
+
+def _check_types(where: str, steps: DecisionSteps | TerminalSteps, spec: BehaviorSpec, decision: bool) -> None:
+    """check_env's stricter rule, beyond :func:`_check_shapes`: numpy arrays of the protocol's
+    dtypes, empty ones in their shapes too."""
+    ids, n = steps.agent_id, len(steps.agent_id)
+    if not isinstance(ids, np.ndarray) or n and not np.issubdtype(ids.dtype, np.integer):
+        raise EnvError(f"{where}: agent_id must be a 1-D numpy array of integers, got {_described(ids)}")
+    if not isinstance(steps.reward, np.ndarray) or steps.reward.shape != (n,):
+        raise EnvError(f"{where}: reward must be a numpy array of shape ({n},), one per agent; got "
+                       f"{_described(steps.reward)}")
+    for i, (o, shape) in enumerate(zip(steps.obs, spec.observation_shapes)):
+        if not isinstance(o, np.ndarray) or o.shape != (n, *shape):
+            raise EnvError(f"{where}: observation {i} must be a numpy array of shape {(n, *shape)}; got "
+                           f"{_described(o)}")
+        image = len(shape) == 3  # images may come as uint8 (envs/observations.py)
+        if not (np.issubdtype(o.dtype, np.floating) or image and o.dtype == np.uint8):
+            raise EnvError(f"{where}: observation {i} has dtype {o.dtype}, expected float32"
+                           f"{' or uint8 (an image)' if image else ''}")
+    if not decision:
+        flags = steps.interrupted
+        if not isinstance(flags, np.ndarray) or flags.shape != (n,) or flags.dtype != bool:
+            raise EnvError(f"{where}: interrupted must be a bool numpy array of shape ({n},), got {_described(flags)}")
+        return
+    for b, (mask, size) in enumerate(zip(steps.action_mask or (), spec.action_spec.discrete_branches)):
         if not isinstance(mask, np.ndarray) or mask.dtype != bool:  # (an int mask's ~ reads -1 and -2 as allowed)
             raise EnvError(f"{where}: the mask of branch {b} must be a bool numpy array (True: the action is "
                            f"unavailable), got {_described(mask)}")
@@ -130,7 +162,9 @@ def _steps_pair(where: str, result: Any) -> tuple[DecisionSteps, TerminalSteps]:
 
 
 def _check_common(where: str, steps: DecisionSteps | TerminalSteps, spec: BehaviorSpec, decision: bool) -> None:
-    _check_structure(where, steps, spec, decision)
+    _check_shapes(where, steps, spec, decision)
+    _observation_list(where, steps.obs, spec)  # (also of a half without agents)
+    _check_types(where, steps, spec, decision)
     finite = np.isfinite(steps.reward)
     if not finite.all():
         raise EnvError(f"{where}: a NaN or infinite reward for agent(s) {steps.agent_id[~finite][:10].tolist()}")
@@ -141,16 +175,40 @@ def _check_common(where: str, steps: DecisionSteps | TerminalSteps, spec: Behavi
 
 class CheckedEnv:
     """A user's environment whose ``get_steps`` results are checked against its behaviors' specs
-    (:func:`_check_structure`: types, shapes, ids; the values' finiteness is checked on finished
-    segments by the trainer). Everything else is the environment's own."""
+    (:func:`_check_shapes`: types, shapes, ids; the values' finiteness is checked on finished
+    segments by the trainer). Everything else is the environment's own: attributes are read from
+    and written to it, and ``isinstance`` and ``__class__`` answer for its class (as
+    ``unittest.mock`` does), so that code given the environment by ``make_env`` sees the object
+    it wrote."""
+
+    _OWN = ("_env", "_label", "_specs")
 
     def __init__(self, env: Any, label: str) -> None:
-        self._env = env
-        self._label = label
-        self._specs: dict[str, BehaviorSpec] = {}
+        object.__setattr__(self, "_env", env)
+        object.__setattr__(self, "_label", label)
+        object.__setattr__(self, "_specs", {})
 
     def __getattr__(self, name: str) -> Any:  # (only what this class does not have)
-        return getattr(self._env, name)
+        env = self.__dict__.get("_env")  # (absent while copy or pickle rebuilds the object)
+        if env is None:
+            raise AttributeError(name)
+        return getattr(env, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in self._OWN:
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self._env, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        delattr(self._env, name)
+
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:
+        return type(self._env)
+
+    def __reduce_ex__(self, protocol: Any) -> tuple:  # copy and pickle: the environment, wrapped again
+        return CheckedEnv, (self._env, self._label)
 
     def get_steps(self, behavior: str) -> tuple[DecisionSteps, TerminalSteps]:
         where = f"--env={self._label}: behavior {behavior!r}: get_steps"
@@ -159,8 +217,8 @@ class CheckedEnv:
             specs: Mapping[str, BehaviorSpec] = self._env.behavior_specs
             spec = self._specs[behavior] = specs[behavior]
         decision, terminal = _steps_pair(where, self._env.get_steps(behavior))
-        _check_structure(f"{where}, decision steps", decision, spec, decision=True)
-        _check_structure(f"{where}, terminal steps", terminal, spec, decision=False)
+        _check_shapes(f"{where}, decision steps", decision, spec, decision=True)
+        _check_shapes(f"{where}, terminal steps", terminal, spec, decision=False)
         return decision, terminal
 
 
@@ -171,7 +229,7 @@ def check_env(env: Env, steps: int = 200, seed: int = 0) -> None:
     missing = [m for m in PROTOCOL if not has_member(env, m)]
     if missing:
         raise TypeError(f"check_env: env must be a Palaestra environment (envs/base.py's Env; make_env makes one "
-                        f"from a name); a {type(env).__name__} lacks {', '.join(missing)}")
+                        f"from a name); a {env.__class__.__name__} lacks {', '.join(missing)}")
     rng = np.random.default_rng(seed)
     try:
         specs = dict(env.behavior_specs)
