@@ -191,11 +191,32 @@ def test_policies_are_assigned_per_behavior():
         "Pyramids?team=0": "random", "Walker?team=0": "heuristic", "Walker?team=1": "heuristic"}
     assert policies_by_behavior(["Walker=random", "Pyramids=m.onnx"], unity) == {
         "Pyramids?team=0": "m.onnx", "Walker?team=0": "random", "Walker?team=1": "random"}
+    # one behavior given two policies, whatever the order, and a plain policy left for none: refused
+    for texts in (["Walker?team=0=random", "Walker=heuristic"], ["Walker=heuristic", "Walker?team=0=random"]):
+        with pytest.raises(RecordError, match=re.escape("behavior 'Walker?team=0' is given two policies")):
+            policies_by_behavior(texts, unity)
+    with pytest.raises(RecordError, match=re.escape("--policy=random applies to no behavior: each of ['a'] is given "
+                                                    "its own")):
+        policies_by_behavior(["a=heuristic", "random"], ["a"])
 
 
 def test_file_names_of_behaviors():
     assert demo_file_name("Pyramids?team=0") == "Pyramids_team_0.demo"
     assert demo_file_name("CartPole-v1") == "CartPole-v1.demo"
+    # letters of any script stay; nothing left, or a leading dot (a hidden file, skipped by the
+    # readers), is not a name to write
+    assert demo_file_name("ボール") == "ボール.demo"
+    assert demo_file_name("?!") == "behavior.demo"
+    assert demo_file_name(".hidden") == "behavior_.hidden.demo"
+
+
+def test_max_steps_counts_environment_steps_the_last_one_included(tmp_path):
+    # 3DBall's heuristic keeps the ball up for the whole 1,000-step episode
+    env = make_env("3DBall", seed=0)
+    result = record(env, {"3DBall": "heuristic"}, 1, tmp_path, max_steps=1000)
+    assert result[0].meta.number_steps == 1001 and result[0].meta.number_episodes == 1  # the first episode to end
+    with pytest.raises(RecordError, match="within --max-steps 999 fewer than the 1 episodes"):
+        record(make_env("3DBall", seed=0), {"3DBall": "heuristic"}, 1, tmp_path / "b", max_steps=999)
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -348,6 +369,19 @@ def test_an_onnx_model_s_actions_that_do_not_fit_are_the_model_s_fault(tmp_path,
     with pytest.raises(RecordError, match=re.escape(f"--policy={tmp_path / 'm.onnx'}{message}")):
         record(env, {"1D": str(tmp_path / "m.onnx")}, 1, tmp_path / "demos")
     assert not (tmp_path / "demos" / "1D.demo").exists()
+
+
+def test_an_onnx_model_that_answers_a_batch_with_one_row_is_the_model_s_fault(tmp_path):
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["obs_0"], ["continuous_actions"], axes=[0], keepdims=1)],
+        "m", [helper.make_tensor_value_info("obs_0", TensorProto.FLOAT, ["batch", 1])],
+        [helper.make_tensor_value_info("continuous_actions", TensorProto.FLOAT, [1, 1])])
+    save_onnx(graph, tmp_path / "m.onnx", opset=11)
+    env = make_env("Simple1DContinuous", seed=0, num_areas=3)
+    with pytest.raises(RecordError, match=re.escape(f"--policy={tmp_path / 'm.onnx'}: the model's output "
+                                                    "continuous_actions has shape (1, 1) for 3 agents; its first axis "
+                                                    "must be the batch")):
+        record(env, {"1D": str(tmp_path / "m.onnx")}, 1, tmp_path / "demos")
 
 
 def test_a_policy_s_continuous_actions_are_recorded_as_the_environment_takes_them(tmp_path, monkeypatch):

@@ -64,7 +64,7 @@ def _heuristic(env: Env, behavior: str) -> Policy:
     # an environment of several behaviors (WallJump) has a heuristic per behavior
     per_behavior = getattr(env, "heuristic_for", None)
     scripted = (lambda: per_behavior(behavior)) if callable(per_behavior) else getattr(env, "heuristic", None)
-    missing = (f"--policy=heuristic: the environment ({type(env).__name__}) has no scripted heuristic; the "
+    missing = (f"--policy=heuristic: the environment ({env.__class__.__name__}) has no scripted heuristic; the "
                "built-in environments have one. Give an .onnx model or a package.module:function instead")
     if not callable(scripted):
         raise RecordError(missing)
@@ -182,16 +182,25 @@ def _onnx(path: Path, spec: BehaviorSpec, behavior: str) -> Policy:
             raise RecordError(f"--policy={path}: running the model failed: {e}") from None
         if memories is not None:
             memories.set(steps.agent_id, np.asarray(out["recurrent_out"], np.float32)[:, 0])
-        chosen_continuous = (np.asarray(out[continuous], np.float32).reshape(n, -1) if actions.is_continuous
-                             else np.zeros((n, 0), np.float32))
+        chosen_continuous = (_rows(path, continuous, np.asarray(out[continuous], np.float32), n)
+                             if actions.is_continuous else np.zeros((n, 0), np.float32))
         chosen_discrete = np.zeros((n, 0), np.int64)
         if actions.is_discrete:
-            raw = np.asarray(out[discrete], np.float64).reshape(n, -1)
+            raw = _rows(path, discrete, np.asarray(out[discrete], np.float64), n)
             # (a value beyond int32 must not wrap into a branch: it is refused as out of range)
             chosen_discrete = np.where(np.isfinite(raw), np.clip(np.rint(raw), -1, 2**31 - 1), -1).astype(np.int64)
         return _checked_actions(path, chosen_continuous, chosen_discrete, n, actions, behavior)
 
     return Policy(act, memories.forget) if memories is not None else Policy(act)
+
+
+def _rows(path: object, output: str, values: np.ndarray, n: int) -> np.ndarray:
+    """A model output as one row per agent, or the policy's fault said (a model that answers a
+    batch with one row, say)."""
+    if values.ndim == 0 or values.shape[0] != n:
+        raise RecordError(f"--policy={path}: the model's output {output} has shape {values.shape} for {n} agents; "
+                          f"its first axis must be the batch (one row per agent)")
+    return values.reshape(n, -1)
 
 
 def _checked_actions(target: object, continuous: np.ndarray, discrete: np.ndarray, n: int, actions: ActionSpec,
@@ -283,11 +292,16 @@ def policies_by_behavior(texts: list[str], behaviors: list[str]) -> dict[str, st
     """``--policy`` values → one policy per behavior: ``NAME=POLICY`` for behavior NAME, a plain
     value for every behavior without its own."""
     named: dict[str, str] = {}
+    given_by: dict[str, str] = {}  # behavior → the --policy value that named it
     default: str | None = None
     for text in texts:
         found = _named_policy(text, behaviors)
         if found is not None:
-            named |= dict.fromkeys(found[0], found[1])
+            for behavior in found[0]:
+                if behavior in named:
+                    raise RecordError(f"--policy: behavior {behavior!r} is given two policies (--policy="
+                                      f"{given_by[behavior]} and --policy={text}); give each behavior one")
+                named[behavior], given_by[behavior] = found[1], text
         elif "=" in text and not os.path.exists(text):  # a model path may hold "=", a behavior name does not exist
             raise RecordError(f"--policy={text}: the environment has no behavior {text.partition('=')[0]!r}; it has "
                               f"{behaviors}")
@@ -299,6 +313,8 @@ def policies_by_behavior(texts: list[str], behaviors: list[str]) -> dict[str, st
     missing = [b for b in behaviors if b not in named and default is None]
     if missing:
         raise RecordError(f"no --policy for behavior(s) {missing}")
+    if default is not None and all(b in named for b in behaviors):
+        raise RecordError(f"--policy={default} applies to no behavior: each of {behaviors} is given its own")
     return {b: named.get(b, default) for b in behaviors}
 
 
@@ -387,8 +403,13 @@ class _Recording:
 
 def demo_file_name(behavior: str) -> str:
     """A behavior's file name: characters a file name cannot safely hold become ``_``
-    (``Pyramids?team=0`` → ``Pyramids_team_0.demo``)."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", behavior).strip("_") + ".demo"
+    (``Pyramids?team=0`` → ``Pyramids_team_0.demo``); letters of any script stay (``ボール.demo``).
+    A name left with nothing to show, or starting with a dot (a hidden file the readers skip),
+    becomes ``behavior.demo`` / ``behavior_<name>.demo``."""
+    stem = re.sub(r"[^\w.-]+", "_", behavior).strip("_")
+    if not stem.strip("._"):
+        return "behavior.demo"
+    return ("behavior_" + stem if stem.startswith(".") else stem) + ".demo"
 
 
 @dataclass(frozen=True)
@@ -443,7 +464,7 @@ def _record_into(env: Env, made: dict[str, Policy], behaviors: list[str], paths:
             writer = stack.enter_context(DemoWriter(paths[b], b, env.behavior_specs[b], b))
             recordings.append(_Recording(b, env.behavior_specs[b], made[b], writer, episodes))
         env.reset()
-        for _ in range(max_steps):
+        for step in range(max_steps + 1):  # max_steps environment steps: max_steps + 1 observations
             for r in recordings:
                 decision, terminal = env.get_steps(r.behavior)
                 refuse_non_finite(r.behavior, decision, terminal)  # a recording with NaN teaches NaN
@@ -455,10 +476,10 @@ def _record_into(env: Env, made: dict[str, Policy], behaviors: list[str], paths:
                     if not r.finished:
                         r.add_decision(decision, actions)
                     env.set_actions(r.behavior, actions)
-            if all(r.finished for r in recordings):
+            if all(r.finished for r in recordings) or step == max_steps:
                 break
             env.step()
-        else:
+        if not all(r.finished for r in recordings):
             short = "; ".join(f"{r.behavior}: {r.episodes}" for r in recordings if not r.finished)
             raise RecordError(f"within --max-steps {max_steps} fewer than the {episodes} episodes asked for ended "
                               f"({short}); raise --max-steps or ask for fewer --episodes")
