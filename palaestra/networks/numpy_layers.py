@@ -70,16 +70,16 @@ def activate(kernels: Kernels, kind: str, z):
         return np.tanh(z), None
     if kind == "relu":
         return np.maximum(z, 0.0), None
-    return _no_activation(kind, z), None
-
-
-def _no_activation(kind: str, value):
-    """``value`` for a layer without an activation (``kind`` ""); an activation these layers do not
-    implement is an error, not the identity (a kind added to the accelerator's ``ACTIVATION_OF``
-    needs its arithmetic in all three functions here)."""
     if kind:
-        raise ValueError(f"activation {kind!r} has no numpy implementation in networks/numpy_layers.py")
-    return value
+        raise _unknown(kind)
+    return z, None
+
+
+def _unknown(kind: str) -> ValueError:
+    """An activation these layers do not implement is an error, not the identity ("" is a layer
+    without one): a kind added to the accelerator's ``ACTIVATION_OF`` needs its arithmetic in all
+    three functions here."""
+    return ValueError(f"activation {kind!r} has no numpy implementation in networks/numpy_layers.py")
 
 
 def activate_in_place(kernels: Kernels, kind: str, z: np.ndarray) -> np.ndarray:
@@ -90,8 +90,8 @@ def activate_in_place(kernels: Kernels, kind: str, z: np.ndarray) -> np.ndarray:
         np.tanh(z, out=z)
     elif kind == "relu":
         np.maximum(z, 0.0, out=z)
-    else:
-        _no_activation(kind, z)
+    elif kind:
+        raise _unknown(kind)
     return z
 
 
@@ -102,7 +102,9 @@ def activation_grad(kernels: Kernels, kind: str, grad_h, z, h, kept):
         return grad_h * (1.0 - h * h)  # tanh'(z) = 1 - tanh(z)^2
     if kind == "relu":
         return grad_h * (z > 0)  # torch's convention: 0 at z = 0
-    return _no_activation(kind, grad_h)
+    if kind:
+        raise _unknown(kind)
+    return grad_h
 
 
 class Dense:
