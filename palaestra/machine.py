@@ -86,7 +86,9 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-_image_towers_on_two_threads = False  # limit_threads' choice, which image_towers_on_two_threads reads
+# limit_threads' choice, which image_towers_on_two_threads reads: the second tower's torch threads
+# (0: the towers one after the other)
+_second_tower_threads = 0
 
 
 def limit_threads(device: torch.device, widest_hidden_units: int, torch_threads: int = 0,
@@ -97,8 +99,9 @@ def limit_threads(device: torch.device, widest_hidden_units: int, torch_threads:
     set, for the log. numpy's BLAS trains where ``numpy_trains`` (every behavior's updates run on
     the CPU accelerator), torch otherwise. Where torch trains image behaviors on two or more
     threads, each network's two image towers (PPO's actor and critic, SAC's two critics) encode at
-    once, on half the threads each (networks/visual.py; :func:`image_towers_on_two_threads`)."""
-    global _image_towers_on_two_threads
+    once, on half the threads each (an odd count's extra one to the first tower, whose thread also
+    runs the rest of the update; networks/visual.py; :func:`image_towers_on_two_threads`)."""
+    global _second_tower_threads
     # Only one of the two libraries ever gets more than one thread: their idle workers spin on
     # each other's cores (numpy's BLAS on two threads beside torch's two made a SAC step 10x slower)
     # Measured (docs/benchmarks.md): narrow networks train faster on one thread; the extra threads
@@ -107,7 +110,7 @@ def limit_threads(device: torch.device, widest_hidden_units: int, torch_threads:
     # convolutions are most of their update.
     wide = widest_hidden_units >= WIDE_NETWORK_UNITS or images
     threads = torch_threads or (usable_cores() if wide else 1)
-    _image_towers_on_two_threads = False
+    _second_tower_threads = 0
     if device.type != "cpu":  # torch's CPU threads only feed the GPU: its own default
         threadpool_limits(1, user_api="blas")
         return "numpy's BLAS 1, torch its default (training on the GPU)"
@@ -119,16 +122,23 @@ def limit_threads(device: torch.device, widest_hidden_units: int, torch_threads:
     if images and threads >= 2:
         # torch's threads split each small convolution no faster than one thread runs it (SB3's
         # CNN PPO: as fast on two as on one); two towers at once, each on its own core, are
-        _image_towers_on_two_threads = True
-        torch.set_num_threads(threads // 2)
-        return f"torch {threads // 2} on each of two threads (image encoders two at once), numpy's BLAS 1"
+        _second_tower_threads = threads // 2
+        torch.set_num_threads(threads - threads // 2)
+        split = (f"{threads // 2} on each of two threads" if threads % 2 == 0 else
+                 f"{threads - threads // 2} and {threads // 2} on two threads")
+        return f"torch {split} (image encoders two at once), numpy's BLAS 1"
     torch.set_num_threads(threads)  # set either way: a process may train twice
     return f"torch {threads}, numpy's BLAS 1"
 
 
 def image_towers_on_two_threads() -> bool:
     """Whether the networks' image towers should encode two at once (limit_threads' last choice)."""
-    return _image_towers_on_two_threads
+    return _second_tower_threads > 0
+
+
+def second_tower_threads() -> int:
+    """torch's threads for the second image tower's thread (limit_threads' last choice; 0: none)."""
+    return _second_tower_threads
 
 
 def blas_threads() -> int:

@@ -12,6 +12,7 @@ import difflib
 import logging
 import math
 import os
+import struct
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -172,8 +173,10 @@ TIME_SCALE_MAX = 3.4028234663852886e38  # Unity's engine-configuration channel s
 
 
 def time_scale_problem(value: float) -> str | None:
-    if not math.isfinite(value) or value <= 0 or value > TIME_SCALE_MAX:
-        return f"expected a number > 0 that a 32-bit float holds (at most about 3.4e38), got {value}"
+    # (a value below float32's smallest, 1.4e-45, would reach Unity as 0: a frozen scene)
+    if (not math.isfinite(value) or value <= 0 or value > TIME_SCALE_MAX
+            or struct.unpack("<f", struct.pack("<f", value))[0] == 0):
+        return f"expected a number > 0 that a 32-bit float holds (about 1.4e-45 to 3.4e38), got {value}"
     return None
 
 

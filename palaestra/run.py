@@ -350,6 +350,15 @@ def _first_step(parts: RunParts) -> None:
     what fails only there (an --env-args value the environment takes but cannot step with, a
     teacher function that takes other arguments) fails here, not after the run wrote its folder.
     The step's actions are each branch's first allowed action and zeros."""
+    try:
+        _step_once(parts)
+    except (ConfigError, EnvError):
+        raise
+    except Exception as e:  # the environment's own code: one line, as a run's "training stopped" says it
+        raise EnvError(f"--dry-run: the environment raised {type(e).__name__} in its first reset or step: {e}") from e
+
+
+def _step_once(parts: RunParts) -> None:
     env = parts.env
     reset_env(env, parts.parameters)
     for name, trainer in parts.trainers.items():
@@ -724,6 +733,8 @@ def _add_writers(parts: RunParts, writers: list[Any], start_time: float, names: 
             own += [tb, CSVWriter(summaries, category, append=options.resume, resume_step=resumed_at)]
             if options.debug:
                 trainer.metrics = MetricsCSV(summaries, category, append=options.resume)
+            elif not options.resume:  # (--force: the old run's rows are not this run's)
+                MetricsCSV.discard(summaries, category)
         trainer.stats.writers.extend(own)
         logger.info("%s: %s\n%s", name, describe_specs(parts.env)[name],
                     yaml.safe_dump(s.as_dict(), sort_keys=False).rstrip())

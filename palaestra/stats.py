@@ -301,12 +301,23 @@ class MetricsCSV:
 
     def __init__(self, summaries_dir: Path, category: str, append: bool = False) -> None:
         """``append`` (--resume): keep the rows already there; otherwise start the file anew."""
-        self.path = summaries_dir / f"{category}_metrics.csv"
+        self.path = summaries_dir / self.file_name(category)
         if not (append and self.path.exists()):
             with _saving(f"the metrics {self.path}"):
                 os.makedirs(summaries_dir, exist_ok=True)
                 with open(self.path, "w", newline="") as fh:
                     csv.writer(fh).writerow(self.HEADER)
+
+    @staticmethod
+    def file_name(category: str) -> str:
+        return f"{category}_metrics.csv"
+
+    @classmethod
+    def discard(cls, summaries_dir: Path, category: str) -> None:
+        """Delete an earlier run's file (a run started over without --debug)."""
+        path = summaries_dir / cls.file_name(category)
+        with _saving(f"the metrics {path}"):
+            path.unlink(missing_ok=True)
 
     def add_row(self, behavior: str, update_time: float, since_start: float, collection_time: float,
                 experiences: int, mean_return: float | None) -> None:

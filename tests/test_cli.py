@@ -505,6 +505,23 @@ def test_resume_keeps_the_runs_seed_and_force_starts_the_debug_metrics_anew(run_
     assert recorded == 5
     assert run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=sd", "--force", "--debug").code == 0
     assert len(metrics.read_text().splitlines()) == rows  # the old run's rows are gone
+    # started over without --debug: no file of the discarded run is left for a later --resume --debug
+    assert run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=sd", "--force").code == 0
+    assert not metrics.exists()
+
+
+@pytest.mark.parametrize("where", ["reset", "step"])
+def test_a_dry_run_names_what_the_environment_raised_in_one_line(run_cli, workdir, small_config, where):
+    (workdir / "raising.py").write_text(
+        "from palaestra.envs.builtin import BUILTIN_ENVS\n\n\n"
+        "class Raising(BUILTIN_ENVS['Simple1DDiscrete']):\n"
+        f"    def {where}(self, *args):\n"
+        "        raise ValueError('boom')\n\n\n"
+        "def make():\n"
+        "    return Raising()\n")
+    result = run_cli(small_config, "--env=raising:make", "--run-id=d", "--dry-run")
+    assert result.code == 1 and "Traceback" not in result.log, result.log
+    assert "--dry-run: the environment raised ValueError in its first reset or step: boom" in result.log
 
 
 @pytest.mark.parametrize("name", ["../other/1D", "/tmp/1D", "..", "a:b", ["1D"], 5])
@@ -899,10 +916,11 @@ def test_a_behavior_past_max_steps_stops_learning_while_others_go_on(tmp_path):
     ("--height=2147483648", "argument --height: expected an integer in [1, 2147483647]"),
     ("--target-frame-rate=-2", "argument --target-frame-rate: expected an integer in [-1, 2147483647], got -2"),
     ("--capture-frame-rate=-1", "argument --capture-frame-rate: expected an integer in [0, 2147483647], got -1"),
-    ("--time-scale=nan", "argument --time-scale: expected a number > 0 that a 32-bit float holds (at most about 3.4e38), got nan"),
-    ("--time-scale=1e400", "argument --time-scale: expected a number > 0 that a 32-bit float holds (at most about 3.4e38), got inf"),
-    ("--time-scale=1e40", "argument --time-scale: expected a number > 0 that a 32-bit float holds (at most about 3.4e38), got 1e+40"),
-    ("--time-scale=0", "argument --time-scale: expected a number > 0 that a 32-bit float holds (at most about 3.4e38), got 0.0"),
+    ("--time-scale=nan", "argument --time-scale: expected a number > 0 that a 32-bit float holds (about 1.4e-45 to 3.4e38), got nan"),
+    ("--time-scale=1e400", "argument --time-scale: expected a number > 0 that a 32-bit float holds (about 1.4e-45 to 3.4e38), got inf"),
+    ("--time-scale=1e40", "argument --time-scale: expected a number > 0 that a 32-bit float holds (about 1.4e-45 to 3.4e38), got 1e+40"),
+    ("--time-scale=0", "argument --time-scale: expected a number > 0 that a 32-bit float holds (about 1.4e-45 to 3.4e38), got 0.0"),
+    ("--time-scale=1e-50", "argument --time-scale: expected a number > 0 that a 32-bit float holds (about 1.4e-45 to 3.4e38), got 1e-50"),
     ("--time-scale=fast", "argument --time-scale: expected a number, got 'fast'"),
     ("--initialize-from=", "argument --initialize-from: an empty run-id; a run-id names a folder"),
     ("--run-id=", "argument --run-id: an empty run-id"),
@@ -1546,7 +1564,7 @@ def test_a_file_where_a_summary_folder_goes_is_named_with_what_to_do(run_cli, sm
            "it" in result.log, result.log
 
 
-@pytest.mark.parametrize("flag,split", [(0, "cores"), (2, True), (4, True), (1, False)])
+@pytest.mark.parametrize("flag,split", [(0, "cores"), (2, True), (3, True), (4, True), (1, False)])
 def test_image_behaviors_train_their_two_towers_at_once_on_two_or_more_threads(flag, split):
     # networks/visual.py: the actor's and critic's (SAC: the two critics') encoders on a thread
     # each, torch's threads halved between them; one thread: one after the other
@@ -1558,13 +1576,14 @@ def test_image_behaviors_train_their_two_towers_at_once_on_two_or_more_threads(f
     try:
         said = machine.limit_threads(torch.device("cpu"), 16, flag, images=True)
         assert machine.image_towers_on_two_threads() is split
-        assert torch.get_num_threads() == (threads // 2 if split else threads)
+        assert torch.get_num_threads() == (threads - threads // 2 if split else threads)
+        assert machine.second_tower_threads() == (threads // 2 if split else 0)  # 3: 2 and 1
         assert ("two at once" in said) is split
         machine.limit_threads(torch.device("cpu"), 16, flag, images=False)  # a later choice replaces it
         assert not machine.image_towers_on_two_threads()
     finally:
         torch.set_num_threads(before)
-        machine._image_towers_on_two_threads = False
+        machine._second_tower_threads = 0
 
 
 @pytest.mark.parametrize("args,message", [

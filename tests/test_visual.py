@@ -235,7 +235,7 @@ def test_image_towers_on_two_threads_train_exactly_as_on_one(tmp_path, monkeypat
     trainer = "ppo" if algorithm_class is PPO else "sac"
     spec = _spec(False, shapes=((2,), IMAGE, IMAGE))
     one = _trained(algorithm_class, spec, _settings(tmp_path, trainer))
-    monkeypatch.setattr(palaestra.machine, "_image_towers_on_two_threads", True)
+    monkeypatch.setattr(palaestra.machine, "_second_tower_threads", 1)
     two = _trained(algorithm_class, spec, _settings(tmp_path, trainer))
     towers = [two.policy.images] if trainer == "ppo" else [two.critic_images, two.target_images]
     assert all(t.second is not None for t in towers)

@@ -36,7 +36,7 @@ from palaestra.algorithms.training_state import load_training_state, training_st
 from palaestra.algorithms.schedules import linear_decay, scheduled_learning_rate
 from palaestra.rollout.transitions import following_rows, terminal_rows
 from palaestra.envs.base import BehaviorSpec
-from palaestra.machine import blas_threads, image_towers_on_two_threads
+from palaestra.machine import blas_threads, image_towers_on_two_threads, second_tower_threads
 from palaestra.networks.accelerator import accelerate, acting_network, on_cpu, policy_arrays
 from palaestra.networks.numpy_adam import NumpyAdam
 from palaestra.networks.optim import make_adam
@@ -230,7 +230,7 @@ class PPO:
         (machine.limit_threads, after every behavior's algorithm was built), from the first
         act or update on."""
         if self.policy.images is not None and self.policy.images.second is None and image_towers_on_two_threads():
-            self.policy.images.on_two_threads()
+            self.policy.images.on_two_threads(second_tower_threads())
 
     def policy_arrays(self) -> dict[str, np.ndarray]:
         """The policy's weights as named numpy arrays, for acting in environment workers (views

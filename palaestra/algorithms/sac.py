@@ -44,7 +44,7 @@ from palaestra.rollout.transitions import following_rows, terminal_rows
 from palaestra.checkpoints import CheckpointError
 from palaestra.envs.base import BehaviorSpec
 from palaestra.networks.accelerator import accelerate, acting_network, plain_mlp, twin_layers
-from palaestra.machine import blas_has_the_threads, blas_threads, image_towers_on_two_threads
+from palaestra.machine import blas_has_the_threads, blas_threads, image_towers_on_two_threads, second_tower_threads
 from palaestra.networks.constants import LOG_STD_MAX, LOG_STD_MIN, MASKED_LOGIT, WIDE_NETWORK_UNITS
 from palaestra.networks.flat_params import FlatParameters
 from palaestra.networks.numpy_adam import NumpyAdam
@@ -373,8 +373,8 @@ class SAC:
         if self._accelerated and blas_threads() == 2:
             self._critics_on_two_threads()
         if self.critic_images is not None and image_towers_on_two_threads():
-            self.critic_images.on_two_threads()  # the two critics' images at once (networks/visual.py)
-            self.target_images.on_two_threads()
+            self.critic_images.on_two_threads(second_tower_threads())  # the two critics' images at once
+            self.target_images.on_two_threads(second_tower_threads())  # (networks/visual.py)
         self._path_chosen = True
 
     def _critics_on_two_threads(self) -> None:

@@ -144,15 +144,16 @@ class ImageFeatures(nn.Module):
         self.size = features * len(self.image_indices)  # features added to the vector ones
         self.second: SecondThread | None = None
 
-    def on_two_threads(self) -> None:
-        """Encode with two towers at once from now on, half of torch's threads each."""
+    def on_two_threads(self, threads: int = 0) -> None:
+        """Encode with two towers at once from now on, the second on ``threads`` torch threads of
+        its own (0: as many as this thread has)."""
         if len(self.towers) == 2:
             self.second = SecondThread()
             # torch's thread count is also each thread's own OpenMP setting, which a new thread
             # starts without (torch.get_num_threads() reports the count all the same): left
             # alone, oneDNN split the second thread's convolutions in two (another summation
             # order, and two threads on a core the first thread needs)
-            threads = torch.get_num_threads()
+            threads = threads or torch.get_num_threads()
             self.second.start(lambda: torch.set_num_threads(threads))
             self.second.result()
 
