@@ -134,6 +134,20 @@ def test_bad_curricula_name_file_behavior_and_key(tmp_path, text, expected):
     assert str(path) in str(e.value) and expected in str(e.value)
 
 
+@pytest.mark.parametrize("measure, warned", [("progress", True), ("reward", False)])
+def test_progress_thresholds_that_do_not_rise_are_warned_about(tmp_path, caplog, measure, warned):
+    # (a harder lesson may earn less, so falling reward thresholds can be meant)
+    path = tmp_path / "c.yaml"
+    path.write_text(f"B:\n  measure: {measure}\n  thresholds: [0.3, 0.1, 0.1]\n  min_lesson_length: 5\n"
+                    "  signal_smoothing: false\n  parameters: {h: [1, 2, 3, 4]}\n")
+    with caplog.at_level(logging.WARNING, logger="palaestra"):
+        load_curricula(path)
+    expected = ("thresholds[1] is 0.1, not above thresholds[0] (0.3): with measure: progress the lesson before it "
+                "ends as soon as it starts")
+    assert (expected in caplog.text) is warned
+    assert ("thresholds[2] is 0.1, not above thresholds[1] (0.1)" in caplog.text) is warned
+
+
 @pytest.mark.parametrize("text, expected", [
     ("mass: {sampler-type: uniform, min_value: 1, max_value: 2}\n", "'resampling-interval' is required"),
     ("resampling-interval: 0\nmass: {sampler-type: uniform, min_value: 1, max_value: 2}\n",
