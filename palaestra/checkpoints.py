@@ -370,17 +370,26 @@ def _check_shape(path: Path, value: torch.Tensor, ref: torch.Tensor, name: str, 
                                      "had diverged)")
 
 
+# what each part of an algorithm's state is, for messages (other parts: "the <key> network")
+_MODULE_NAMES = {"policy": "policy", "signals": "reward signals' models"}
+
+
 def _check_module(path: Path, saved: Any, reference: Mapping[str, Any], module: str) -> None:
     saved = _mapping(path, saved, f"'algorithm.{module}'")
     missing = [k for k in reference if k not in saved]
     extra = [k for k in saved if k not in reference]
     if missing or extra:
-        parts = ([f"lacks {', '.join(map(str, missing[:4]))}{' ...' if len(missing) > 4 else ''}"] if missing else []) \
-            + ([f"has {', '.join(map(_short, extra[:4]))}{' ...' if len(extra) > 4 else ''}, which the {module} "
-                "does not have"] if extra else [])
+        name = _MODULE_NAMES.get(module, f"{module} network")
+        plural = name.endswith("s")
+        parts = ([f"{'lack' if plural else 'lacks'} {', '.join(map(str, missing[:4]))}"
+                  f"{' ...' if len(missing) > 4 else ''}"] if missing else []) \
+            + ([f"{'have' if plural else 'has'} {', '.join(map(_short, extra[:4]))}{' ...' if len(extra) > 4 else ''}, "
+                f"which this behavior's {name} {'do' if plural else 'does'} not have"] if extra else [])
+        changed = (" or were the signals' own settings changed (GAIL's use_vail or use_actions)"
+                   if module == "signals" else "")
         raise CheckpointError(
-            f"checkpoint {path}: the {module} network {' and '.join(parts)}: was it trained with another "
-            f"trainer or other network settings ({NETWORK_SETTINGS})?")
+            f"checkpoint {path}: its {name} {' and '.join(parts)}: was it trained with another "
+            f"trainer or other network settings ({NETWORK_SETTINGS}){changed}?")
     for key, ref in reference.items():
         _check_shape(path, _tensor(path, saved[key], f"parameter {module}.{key}"), ref, f"{module}.{key}",
                      f"the {module} network" if module != "policy" else "the policy")

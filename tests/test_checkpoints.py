@@ -184,7 +184,7 @@ STRUCTURES = [
     ("string parameter", lambda s: s["algorithm"].update(policy={**s["algorithm"]["policy"], "logits.bias": "x"}),
      "parameter policy.logits.bias is a str, not a dense real tensor", DamagedCheckpointError),
     ("extra parameter", lambda s: s["algorithm"].update(policy={**s["algorithm"]["policy"], "extra.w": torch.ones(1)}),
-     "has 'extra.w', which the policy does not have", CheckpointError),
+     "its policy has 'extra.w', which this behavior's policy does not have", CheckpointError),
     ("optimizer moment", lambda s: s["algorithm"].update(optimizer={
         **s["algorithm"]["optimizer"], "state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.zeros(3),
                                                      "exp_avg_sq": torch.zeros(3)}}}),
@@ -237,7 +237,7 @@ def test_sac_state_is_checked_too(tmp_path):
     state["algorithm"]["target"] = dict(state["algorithm"]["target"])
     state["algorithm"]["target"].pop("weights.0")
     save_state(path, state)
-    with pytest.raises(CheckpointError, match="the target network lacks weights.0"):
+    with pytest.raises(CheckpointError, match="its target network lacks weights.0"):
         trainer.restore(path, weights_only=True)
 
 

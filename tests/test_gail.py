@@ -4,6 +4,7 @@ test matrix rows for GAIL with behavioral cloning on the 1-D environments."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -339,6 +340,24 @@ def test_inference_runs_without_the_demonstrations_it_was_trained_with(run_cli, 
     assert "Loaded 1D" in result.log and "Not Training." in result.log
     refused = run_cli("c.yaml", "--env=Simple1DDiscrete", "--run-id=r", "--resume")
     assert refused.code != 0 and "expert.demo" in refused.log and "no such demonstration file" in refused.log
+
+
+def test_a_resume_with_vail_turned_off_names_the_signal_s_models_and_the_setting(run_cli, workdir, demos):
+    def config(use_vail: bool) -> str:
+        section = {"trainer": "ppo", "max_steps": 200, "summary_freq": 100, "batch_size": 16, "buffer_size": 64,
+                   "hidden_units": 16, "num_layers": 1,
+                   "reward_signals": {"gail": {"strength": 1.0, "gamma": 0.99, "encoding_size": 16, "use_vail": use_vail,
+                                               "demo_path": str(demos["Simple1DDiscrete"])}}}
+        (workdir / "c.yaml").write_text(yaml.safe_dump({"1D": section}))
+        return "c.yaml"
+
+    assert run_cli(config(True), "--env=Simple1DDiscrete", "--run-id=v", "--seed=1").code == 0
+    result = run_cli(config(False), "--env=Simple1DDiscrete", "--run-id=v", "--resume")
+    assert result.code == 1 and "Traceback" not in result.log
+    assert "its reward signals' models has 'gail.model." not in result.log
+    assert re.search(r"its reward signals' models have 'gail\.model\.\w.*, which this behavior's reward signals' models "
+                     r"do not have: .* or were the signals' own settings changed \(GAIL's use_vail or use_actions\)\?",
+                     result.log), result.log
 
 
 @pytest.mark.parametrize("use_terminal_states", [False, True])
