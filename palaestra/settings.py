@@ -585,6 +585,9 @@ class TrainerConfig:
     # per section, the signals' cadence keys it wrote under reward_signals (where 0.15 and 0.16
     # read them): a behavior's own reward_signals replaces them with the default's mapping
     cadence_under_signals: dict[str, set[str]] = field(default_factory=dict)
+    # per section, its warnings about legacy keys: said when a behavior reads the section (a file's
+    # sections for behaviors the environment does not have are ignored, their old keys too)
+    legacy_warnings: dict[str, list[str]] = field(default_factory=dict)
     # whether the run trains (--inference: no update is owed, so none is said to be missing)
     training: bool = True
 
@@ -617,6 +620,9 @@ class TrainerConfig:
         origins = {key: f"section {_show(default_name)}" for key in merged}
         origins.update({key: f"section {_show(own_name)}" for key in own})
         self._warn_unread(behavior, own_name, own, default_name, merged)
+        for name in dict.fromkeys((default_name, own_name)):
+            for message in self.legacy_warnings.get(name, ()):
+                self._warn_once(message)
         if "reward_signals" in own:  # the merge is shallow: the default's cadence went with its mapping
             for key in self.cadence_under_signals.get(default_name, set()) - own.keys():
                 merged.pop(key, None)
@@ -968,7 +974,10 @@ def _check_sections(path: Path, data: dict[str, Any], config: TrainerConfig) -> 
         if isinstance(section, str):  # alias
             config.sections[name] = section
         elif section is None or isinstance(section, dict):
-            config.sections[name] = _check_section(path, name, section or {}, config.warnings)
+            legacy: list[str] = []
+            config.sections[name] = _check_section(path, name, section or {}, config.warnings, legacy)
+            if legacy:
+                config.legacy_warnings[name] = legacy
             signals = (section or {}).get("reward_signals")
             under_signals = {k for k in SIGNAL_CADENCE_KEYS if k in signals} if isinstance(signals, dict) else set()
             if under_signals:
@@ -1173,7 +1182,10 @@ def _hoist_signal_cadence(path: Path, name: str, section: dict[str, Any]) -> dic
     return section
 
 
-def _check_section(path: Path, name: str, section: dict[str, Any], warnings: list[str]) -> dict[str, Any]:
+def _check_section(path: Path, name: str, section: dict[str, Any], warnings: list[str],
+                   legacy: list[str] | None = None) -> dict[str, Any]:
+    """``legacy``: where the warnings about legacy keys go (``warnings`` unless given)."""
+    legacy = warnings if legacy is None else legacy
     """Check the keys written in one section; return them converted (defaults not filled)."""
     out: dict[str, Any] = {}
     section = _hoist_signal_cadence(path, name, section)
@@ -1199,7 +1211,7 @@ def _check_section(path: Path, name: str, section: dict[str, Any], warnings: lis
             out[key] = value
             continue
         if key in LEGACY_KEYS:
-            _warn(warnings, lambda: (
+            _warn(legacy, lambda: (
                 f"{_where(path, name, key)}: a legacy key, ignored; it was replaced by {LEGACY_KEYS[key]}"
             ))
             continue
@@ -1218,11 +1230,11 @@ def _check_section(path: Path, name: str, section: dict[str, Any], warnings: lis
             ))
             continue
         if key == "reward_signals":
-            out[key] = _check_reward_signals(path, name, value, warnings)
+            out[key] = _check_reward_signals(path, name, value, warnings, legacy)
         elif key == "behavioral_cloning":
-            out[key] = _check_subsection(path, name, key, value, BehavioralCloningSettings, warnings)
+            out[key] = _check_subsection(path, name, key, value, BehavioralCloningSettings, warnings, legacy=legacy)
         elif key == "self_play":
-            out[key] = _check_subsection(path, name, key, value, SelfPlaySettings, warnings)
+            out[key] = _check_subsection(path, name, key, value, SelfPlaySettings, warnings, legacy=legacy)
         elif key == "trainer" and isinstance(value, str) and value in RENAMED_TRAINERS:
             raise ConfigError(f"{_where(path, name, key)}: trainer {value!r} is the old name of "
                               f"{RENAMED_TRAINERS[value]}")
@@ -1239,8 +1251,9 @@ def _check_section(path: Path, name: str, section: dict[str, Any], warnings: lis
 
 
 def _check_subsection(path: Path, section: str, key: str, value: Any, cls: type, warnings: list[str],
-                      label: str | None = None) -> Any:
+                      label: str | None = None, legacy: list[str] | None = None) -> Any:
     label = label or key
+    legacy = warnings if legacy is None else legacy
     if value is None:
         value = {}
     if not isinstance(value, dict):
@@ -1250,7 +1263,7 @@ def _check_subsection(path: Path, section: str, key: str, value: Any, cls: type,
     for sub, subvalue in value.items():
         sub = str(sub)
         if sub in SUBSECTION_LEGACY:
-            _warn(warnings, lambda: (
+            _warn(legacy, lambda: (
                 f"{_where(path, section, f'{label}.{sub}')}: a legacy key, ignored; "
                 f"it was replaced by {SUBSECTION_LEGACY[sub]}"
             ))
@@ -1274,7 +1287,8 @@ def _check_subsection(path: Path, section: str, key: str, value: Any, cls: type,
     return cls(**kwargs)
 
 
-def _check_reward_signals(path: Path, section: str, value: Any, warnings: list[str]) -> dict[str, Any]:
+def _check_reward_signals(path: Path, section: str, value: Any, warnings: list[str],
+                          legacy: list[str] | None = None) -> dict[str, Any]:
     if not isinstance(value, dict) or not value:
         what = "at least one signal" if isinstance(value, dict) else "a mapping of signal names"
         raise ConfigError(
@@ -1290,8 +1304,8 @@ def _check_reward_signals(path: Path, section: str, value: Any, warnings: list[s
                 f"{_closest(name, list(REWARD_SIGNALS))}; known: {', '.join(REWARD_SIGNALS)}"
             )
         signals[name] = _check_subsection(
-            path, section, "reward_signals", sub, REWARD_SIGNALS[name], warnings, label=f"reward_signals.{name}"
-        )
+            path, section, "reward_signals", sub, REWARD_SIGNALS[name], warnings, label=f"reward_signals.{name}",
+            legacy=legacy)
     return signals
 
 

@@ -67,8 +67,14 @@ def test_a_misspelt_key_is_refused_naming_file_section_key_and_the_key_meant(tmp
     ("gamma: 0.9", "extrinsic: gamma"),
 ])
 def test_legacy_keys_warn_with_replacement(tmp_path, key, replacement):
-    cfg = load_trainer_config(write_yaml(tmp_path / "c.yaml", f"default:\n  {key}\n"))
+    cfg = load_trainer_config(write_yaml(tmp_path / "c.yaml", f"default:\n  {key}\nUnused:\n  {key}\n"))
+    assert cfg.warnings == []  # said when a behavior reads the section: a section no behavior reads is ignored
+    cfg.for_behavior("B")
+    cfg.for_behavior("C")
     assert len(cfg.warnings) == 1 and "legacy" in cfg.warnings[0] and replacement in cfg.warnings[0]
+    assert "section 'default'" in cfg.warnings[0]
+    cfg.for_behavior("Unused")
+    assert len(cfg.warnings) == 2 and "section 'Unused'" in cfg.warnings[1]
 
 
 @pytest.mark.parametrize("line,expected", [
