@@ -169,13 +169,19 @@ def run_id_problem(value: str) -> str | None:
     return None if bad is None else f"{_shown(repr(value))} {bad}; {RUN_ID_RULE}"
 
 
-TIME_SCALE_MAX = 3.4028234663852886e38  # Unity's engine-configuration channel sends it as a 32-bit float
+def _as_float32(value: float) -> float | None:
+    """``value`` as Unity's engine-configuration channel sends it, a 32-bit float (None: too large
+    for one; numpy prints float32's largest as 3.4028235e38, which rounds to it and is taken)."""
+    try:
+        return struct.unpack("<f", struct.pack("<f", value))[0]
+    except OverflowError:
+        return None
 
 
 def time_scale_problem(value: float) -> str | None:
     # (a value below float32's smallest, 1.4e-45, would reach Unity as 0: a frozen scene)
-    if (not math.isfinite(value) or value <= 0 or value > TIME_SCALE_MAX
-            or struct.unpack("<f", struct.pack("<f", value))[0] == 0):
+    sent = _as_float32(value) if math.isfinite(value) else None
+    if sent is None or value <= 0 or sent == 0:
         return f"expected a number > 0 that a 32-bit float holds (about 1.4e-45 to 3.4e38), got {value}"
     return None
 

@@ -355,6 +355,8 @@ def _first_step(parts: RunParts) -> None:
     except (ConfigError, EnvError):
         raise
     except Exception as e:  # the environment's own code: one line, as a run's "training stopped" says it
+        if parts.interrupts.raised_in is not None:  # a signal's KeyboardInterrupt the environment turned into this
+            raise
         raise EnvError(f"--dry-run: the environment raised {type(e).__name__} in its first reset or step: {e}") from e
 
 

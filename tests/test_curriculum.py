@@ -142,8 +142,8 @@ def test_progress_thresholds_that_do_not_rise_are_warned_about(tmp_path, caplog,
                     "  signal_smoothing: false\n  parameters: {h: [1, 2, 3, 4]}\n")
     with caplog.at_level(logging.WARNING, logger="palaestra"):
         load_curricula(path)
-    expected = ("thresholds[1] is 0.1, not above thresholds[0] (0.3): with measure: progress the lesson before it "
-                "ends as soon as it starts")
+    expected = ("thresholds[1] is 0.1, not above thresholds[0] (0.3): with measure: progress lesson 1 lasts only "
+                "min_lesson_length episodes, whatever the progress")
     assert (expected in caplog.text) is warned
     assert ("thresholds[2] is 0.1, not above thresholds[1] (0.1)" in caplog.text) is warned
 

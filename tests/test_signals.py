@@ -197,6 +197,10 @@ def test_an_interrupt_turned_into_another_error_still_stops_cleanly(run_cli, wor
         patch.setattr(palaestra.run, "load_trainer_config", converted)
         result = run_cli(str(config), "--env=Simple1DDiscrete", "--run-id=a")
     assert result.code == 130 and "Interrupted during start-up (SIGINT)" in result.log
+    with monkeypatch.context() as patch:  # in a dry run's first step, where the environment's own errors are named
+        patch.setattr(palaestra.run, "reset_env", converted)
+        result = run_cli(str(config), "--env=Simple1DDiscrete", "--run-id=a", "--dry-run")
+    assert result.code == 130 and "Interrupted during start-up (SIGINT)" in result.log, result.log
 
     original = palaestra.run._StepCounter.add
     calls = []

@@ -198,9 +198,9 @@ def _curriculum(path: Path, behavior: str, entry: Any) -> Curriculum:
                               "max_steps, below 1 (past 1 training has ended: the lesson would never be trained "
                               f"in), got {show(t)}")
         if measure == "progress" and i and t <= thresholds[i - 1]:  # (rewards may fall as lessons get harder)
-            logger.warning("%s: thresholds[%d] is %s, not above thresholds[%d] (%s): with measure: progress the "
-                           "lesson before it ends as soon as it starts", where, i, show(t), i - 1,
-                           show(thresholds[i - 1]))
+            logger.warning("%s: thresholds[%d] is %s, not above thresholds[%d] (%s): with measure: progress lesson "
+                           "%d lasts only min_lesson_length episodes, whatever the progress", where, i, show(t), i - 1,
+                           show(thresholds[i - 1]), i)
     parameters = entry["parameters"]
     if not isinstance(parameters, dict) or not parameters:
         raise ConfigError(f"{where}: parameters: expected a mapping of parameter names to lists of "
