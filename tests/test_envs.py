@@ -718,7 +718,7 @@ def test_gymnasium_module_colon_id_imports_the_module_that_registers_the_id(fact
         env = make_env(f"{factory_module}:PalaestraFactoryRegistered-v0", seed=2, num_areas=2)
         assert list(env.behavior_specs) == ["PalaestraFactoryRegistered-v0"] and len(env.envs) == 2
         check_env(env)
-        with pytest.raises(EnvError, match=re.escape("Did you mean PalaestraFactoryRegistered-v0?")):
+        with pytest.raises(EnvError, match=re.escape("Did you mean PalaestraFactoryRegistered-v0")):  # (first)
             make_env(f"{factory_module}:PalaestraFactoryRegistred-v0")
     finally:
         gym.registry.pop("PalaestraFactoryRegistered-v0", None)
