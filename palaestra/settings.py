@@ -1183,10 +1183,9 @@ def _hoist_signal_cadence(path: Path, name: str, section: dict[str, Any]) -> dic
 
 
 def _check_section(path: Path, name: str, section: dict[str, Any], warnings: list[str],
-                   legacy: list[str] | None = None) -> dict[str, Any]:
-    """``legacy``: where the warnings about legacy keys go (``warnings`` unless given)."""
-    legacy = warnings if legacy is None else legacy
-    """Check the keys written in one section; return them converted (defaults not filled)."""
+                   legacy: list[str]) -> dict[str, Any]:
+    """Check the keys written in one section; return them converted (defaults not filled).
+    ``legacy``: where the warnings about legacy keys go (said when a behavior reads the section)."""
     out: dict[str, Any] = {}
     section = _hoist_signal_cadence(path, name, section)
     trainer = section.get("trainer")
@@ -1251,9 +1250,8 @@ def _check_section(path: Path, name: str, section: dict[str, Any], warnings: lis
 
 
 def _check_subsection(path: Path, section: str, key: str, value: Any, cls: type, warnings: list[str],
-                      label: str | None = None, legacy: list[str] | None = None) -> Any:
+                      legacy: list[str], label: str | None = None) -> Any:
     label = label or key
-    legacy = warnings if legacy is None else legacy
     if value is None:
         value = {}
     if not isinstance(value, dict):
@@ -1288,7 +1286,7 @@ def _check_subsection(path: Path, section: str, key: str, value: Any, cls: type,
 
 
 def _check_reward_signals(path: Path, section: str, value: Any, warnings: list[str],
-                          legacy: list[str] | None = None) -> dict[str, Any]:
+                          legacy: list[str]) -> dict[str, Any]:
     if not isinstance(value, dict) or not value:
         what = "at least one signal" if isinstance(value, dict) else "a mapping of signal names"
         raise ConfigError(
