@@ -478,6 +478,11 @@ def _check_optimizer(path: Path, saved: Any, reference: Mapping[str, Any], param
                     f"checkpoint {path}: the optimizer's {key} of parameter {pid} has shape {list(tensor.shape)} "
                     f"({tensor.dtype}), the optimizer expects {list(shape_of[pid])}: was it trained with other "
                     f"network settings ({NETWORK_SETTINGS})?")
+            if not bool(torch.isfinite(tensor).all()):
+                # an infinite exp_avg_sq holds its weights still for good (an older version saved
+                # such a state after a loss overflowed): unusable, so an older checkpoint is taken
+                raise DamagedCheckpointError(f"checkpoint {path}: the optimizer's {key} of parameter {pid} holds NaN or "
+                                             "infinite values (its training had diverged)")
 
 
 # -- the checkpoints of one behavior ---------------------------------------------------------------

@@ -977,7 +977,7 @@ def _save_at_end(parts: RunParts, global_step: int, skip_diverged: bool = False)
     DivergedError names them)."""
     saved = True
     for trainer in learners(parts.trainers):
-        if skip_diverged and trainer.non_finite_weights():
+        if skip_diverged and trainer.diverged():
             saved = False
             continue
         try:
@@ -1072,10 +1072,16 @@ class _progress_bar:
 
     def __enter__(self) -> Any:
         from tqdm import tqdm
+        from tqdm.contrib.logging import logging_redirect_tqdm
 
         self.bar = tqdm(total=self.total, initial=self.initial, unit="step", disable=None, leave=False,
                         dynamic_ncols=True)
+        # log lines (the summaries) go through tqdm while the bar is drawn: written straight to the
+        # terminal they land on the bar's line and leave a stale bar above each
+        self.redirect = logging_redirect_tqdm([logging.getLogger("palaestra")])
+        self.redirect.__enter__()
         return self.bar
 
     def __exit__(self, *exc: Any) -> None:
+        self.redirect.__exit__(*exc)
         self.bar.close()

@@ -32,10 +32,11 @@ from palaestra.checkpoints import (
 )
 from palaestra.curriculum.curricula import Curriculum, LessonState
 from palaestra.demos.record import Policy
-from palaestra.envs.base import ActionSpec, ActionTuple, BehaviorSpec, DecisionSteps, TerminalSteps
+from palaestra.envs.base import ActionSpec, ActionTuple, BehaviorSpec, DecisionSteps, EnvDataError, TerminalSteps
 from palaestra.envs.observations import is_image
 from palaestra.export import export_policy
 from palaestra.networks.accelerator import weight_layout
+from palaestra.networks.normalizer import NormalizerOverflow
 from palaestra.rollout.collector import Collector
 from palaestra.rollout.segments import EpisodeStats, Segments
 from palaestra.self_play import SelfPlayGroup
@@ -130,6 +131,9 @@ class BehaviorTrainer:
         self._resumed_episodes = EpisodeStats()
         self._start = time.time()
         self._last_update_end = time.time()
+        # the update stats that came out NaN or infinite: such a loss's gradients leave Adam's
+        # state infinite (the weights finite, but never moving again), so the behavior is done
+        self.non_finite_losses: list[str] = []
         # self-play (palaestra/self_play.py): the group of teams this behavior plays in, its team,
         # and a checkpoint's self-play state kept for the group until it forms
         self.self_play: SelfPlayGroup | None = None
@@ -233,7 +237,11 @@ class BehaviorTrainer:
         if self.self_play is not None and not self.training and not self.owns_learning:
             return  # --inference: the teams of a group play one policy, whose steps are its owner team's
         if self.learning:
-            for key, values in self.algorithm.collect(segments).items():
+            try:
+                collected = self.algorithm.collect(segments)
+            except NormalizerOverflow as e:  # the environment's values: stopped (saved first), as NaN values are
+                raise EnvDataError(f"behavior {self.name!r}: {e}") from None
+            for key, values in collected.items():
                 self.stats.add(key, values)
             if self.self_play is not None:
                 self.self_play.learner_played(segments)
@@ -297,7 +305,9 @@ class BehaviorTrainer:
                 stats = self.algorithm.update()
                 for key, value in stats.items():
                     self.stats.add(key, value)
-            if not all(_finite(value) for value in stats.values()):  # a NaN loss: are the weights gone?
+            broken = [key for key, value in stats.items() if not _finite(value)]
+            if broken:
+                self.non_finite_losses = broken
                 self.refuse_diverged()
             self._last_update_end = time.time()
             if self.metrics is not None:
@@ -340,15 +350,26 @@ class BehaviorTrainer:
         return [name for name, tensor in (*policy.named_parameters(), *policy.named_buffers())
                 if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
 
+    def diverged(self) -> bool:
+        """Whether training went beyond repair: weights or a loss that are no longer finite (then
+        nothing more of it is saved)."""
+        return bool(self.non_finite_losses or self.non_finite_weights())
+
     def refuse_diverged(self) -> None:
-        """A DivergedError if the policy's weights are no longer finite."""
+        """A DivergedError if the policy's weights, or the losses of its last update, are no
+        longer finite."""
         broken = self.non_finite_weights()
         if broken:
-            names = ", ".join(broken[:4]) + (" ..." if len(broken) > 4 else "")
-            advice = "" if self.settings.normalize else ", normalize: true"
-            raise DivergedError(
-                f"behavior {self.name!r}: training diverged by step {self.step}: the policy's weights became NaN or "
-                f"infinite ({names}). Try a lower learning_rate{advice}, or smaller rewards; {self._kept_files()}")
+            what = "the policy's weights became NaN or infinite"
+        elif self.non_finite_losses:
+            broken, what = self.non_finite_losses, "its losses became NaN or infinite"
+        else:
+            return
+        names = ", ".join(broken[:4]) + (" ..." if len(broken) > 4 else "")
+        advice = "" if self.settings.normalize else ", normalize: true"
+        raise DivergedError(
+            f"behavior {self.name!r}: training diverged by step {self.step}: {what} ({names}). Try a lower "
+            f"learning_rate{advice}, or smaller rewards; {self._kept_files()}")
 
     def _kept_files(self) -> str:
         found = self.checkpoints.list()
@@ -435,9 +456,9 @@ class BehaviorTrainer:
         """Save a checkpoint, the replay buffer (if asked) and the ONNX model; a file that cannot
         be written is a SaveError naming it and the last complete checkpoint. Weights that are no
         longer finite are not saved: the checkpoint and model on disk stay the last good ones."""
-        if self.non_finite_weights():
-            raise SaveError(f"behavior {self.name!r} was not saved: its policy's weights are NaN or infinite "
-                            f"(training diverged); {self._kept_files()}")
+        if self.diverged():
+            raise SaveError(f"behavior {self.name!r} was not saved: its policy's weights or losses are NaN or "
+                            f"infinite (training diverged); {self._kept_files()}")
         with timed("save_model"):
             path = self.checkpoints.save(self.state(global_step), self.step)
             # the model to ship before the replay buffer, the largest file and the one most

@@ -390,6 +390,43 @@ def test_a_checkpoint_holding_nan_weights_is_passed_over_like_a_damaged_one(trai
     assert f"{third}: parameter policy.logits.bias holds NaN or infinite values" in caplog.text
 
 
+def test_a_checkpoint_holding_an_infinite_optimizer_state_is_passed_over_like_a_damaged_one(trainer, caplog):
+    # an overflowing loss leaves Adam's exp_avg_sq infinite and the weights finite but frozen
+    first, second, third = _three_checkpoints(trainer)
+    state = CheckpointManager.load(third)
+    optimizer_state = state["algorithm"]["optimizer"]["state"]
+    pid = next(iter(optimizer_state))
+    optimizer_state[pid]["exp_avg_sq"].view(-1)[0] = float("inf")
+    CheckpointManager.save_file(third, state)
+    with caplog.at_level(logging.WARNING, logger="palaestra"):
+        path, step = trainer.restore_newest(trainer.checkpoints, weights_only=False, set_aside=True, advice="")
+    assert (path, step) == (second, 200)
+    assert f"{third}: the optimizer's exp_avg_sq of parameter {pid} holds NaN or infinite values" in caplog.text
+
+
+def test_a_loss_that_overflows_stops_the_run_and_saves_nothing_of_it(run_cli, workdir):
+    # a reward of 1e30 makes the value loss infinite: Adam's state with it, and the weights, still
+    # finite, never move again; the run stopped with exit 0 and saved that state, and --resume took it
+    import gymnasium as gym
+
+    from tests.test_envs import _NaNAfter
+
+    config = write_yaml(workdir / "c.yaml", "default:\n  batch_size: 16\n  buffer_size: 32\n  hidden_units: 8\n"
+                                            "  num_layers: 1\n  max_steps: 1000\n  time_horizon: 16\n")
+    gym.register("PalaestraTestHuge-v0", entry_point=_NaNAfter, kwargs={"where": "reward", "value": 1e30})
+    try:
+        result = run_cli(str(config), "--env=PalaestraTestHuge-v0", "--run-id=r")
+    finally:
+        gym.registry.pop("PalaestraTestHuge-v0")
+    assert result.code == 1 and "Traceback" not in result.log and "RuntimeWarning" not in result.log
+    assert re.search(r"training stopped: DivergedError: behavior 'PalaestraTestHuge-v0': training diverged by step "
+                     r"\d+: its losses became NaN or infinite \(Losses/Value Loss.*\)\. Try a lower learning_rate",
+                     result.log), result.log
+    assert "nothing was saved" in result.log
+    assert not Path("models/r/PalaestraTestHuge-v0").exists() or not CheckpointManager(
+        Path("models/r/PalaestraTestHuge-v0"), 5).list()
+
+
 def test_a_diverging_run_stops_naming_its_weights_and_keeps_the_last_good_files(run_cli, workdir):
     # a learning rate of 1e6 makes the weights overflow within a few updates; the NaN actions
     # they produce make the environment's observations NaN, which must not be blamed on it

@@ -1725,3 +1725,22 @@ def test_a_run_id_and_behavior_too_long_for_a_file_name_are_refused_before_train
                 ) in result.log
         assert not (workdir / "summaries").exists() and not list((workdir / "models").glob("r*/*.pt"))
     assert run_cli(str(config), "--env=long_behavior:make", f"--run-id={'r' * 168}").code == 0
+
+
+def test_log_lines_go_through_the_progress_bar_while_it_is_drawn():
+    # written straight to a terminal, each summary line landed on the bar's line and left a stale
+    # bar above it; tqdm clears the bar, writes the line and draws the bar again
+    import logging
+
+    from tqdm.contrib.logging import _TqdmLoggingHandler
+
+    from palaestra.options import setup_logging
+    from palaestra.run import _progress_bar
+
+    setup_logging(debug=False)
+    logger = logging.getLogger("palaestra")
+    before = list(logger.handlers)
+    with _progress_bar({}):
+        assert any(isinstance(h, _TqdmLoggingHandler) for h in logger.handlers)
+        assert not any(type(h) is logging.StreamHandler for h in logger.handlers)
+    assert logger.handlers == before

@@ -1359,8 +1359,8 @@ class _NaNAfter(gym.Env):
     observation_space = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
     action_space = gym.spaces.Discrete(2)
 
-    def __init__(self, after=150, where="reward"):
-        self.after, self.where, self.steps, self.t = after, where, 0, 0
+    def __init__(self, after=150, where="reward", value=float("nan")):
+        self.after, self.where, self.value, self.steps, self.t = after, where, value, 0, 0
 
     def reset(self, seed=None, options=None):
         super().reset(seed=seed)
@@ -1371,14 +1371,26 @@ class _NaNAfter(gym.Env):
         self.steps += 1
         self.t += 1
         broken = self.steps >= self.after
-        obs = np.full(3, np.nan if broken and self.where == "obs" else 0.0, np.float32)
-        reward = float("nan") if broken and self.where == "reward" else 1.0
+        obs = np.full(3, self.value if broken and self.where == "obs" else 0.0, np.float32)
+        reward = self.value if broken and self.where == "reward" else 1.0
         return obs, reward, False, self.t >= 20, {}
+
+
+class _NaNAfterContinuous(_NaNAfter):
+    """The same with a continuous action, remembering whether it was ever sent a NaN one."""
+
+    action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+    got_nan = False
+
+    def step(self, action):
+        _NaNAfterContinuous.got_nan |= not np.isfinite(action).all()
+        return super().step(action)
 
 
 @pytest.mark.parametrize("where, message", [
     ("reward", "the environment sent a NaN or infinite reward;"),
-    ("obs", "the environment sent NaN or infinite values in an observation;"),
+    ("obs", "the environment sent NaN or infinite values in observation 0 of agent(s) [0] (decision steps);"),
+    ("obs-continuous", "the environment sent NaN or infinite values in observation 0 of agent(s) [0] (decision steps);"),
 ])
 def test_nan_from_an_environment_stops_the_run_before_it_reaches_the_weights(run_cli, workdir, where, message):
     import onnx
@@ -1386,7 +1398,8 @@ def test_nan_from_an_environment_stops_the_run_before_it_reaches_the_weights(run
 
     from tests.conftest import write_yaml
 
-    gym.register("PalaestraTestNaN-v0", entry_point=_NaNAfter, kwargs={"where": where})
+    env_class = _NaNAfterContinuous if where == "obs-continuous" else _NaNAfter
+    gym.register("PalaestraTestNaN-v0", entry_point=env_class, kwargs={"where": where.split("-")[0]})
     try:
         config = write_yaml(workdir / "c.yaml", "default:\n  batch_size: 16\n  buffer_size: 32\n  hidden_units: 8\n"
                                                 "  num_layers: 1\n  max_steps: 1000\n  time_horizon: 16\n")
@@ -1397,6 +1410,7 @@ def test_nan_from_an_environment_stops_the_run_before_it_reaches_the_weights(run
     assert f"behavior 'PalaestraTestNaN-v0': {message}" in result.log and "the model was saved first" in result.log
     model = onnx.load(str(workdir / "models/r/PalaestraTestNaN-v0.onnx"))
     assert all(np.isfinite(numpy_helper.to_array(t)).all() for t in model.graph.initializer)
+    assert not _NaNAfterContinuous.got_nan  # the NaN observations' NaN actions were not sent
 
 
 @pytest.mark.parametrize("where", ["reward", "obs"])

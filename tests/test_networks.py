@@ -126,6 +126,21 @@ def test_normalizer_matches_numpy_statistics():
     np.testing.assert_allclose(norm.var.numpy(), data.var(0), rtol=1e-4)
 
 
+def test_observations_whose_variance_overflows_float32_are_refused_and_leave_the_statistics_alone():
+    from palaestra.networks.normalizer import NormalizerOverflow
+
+    norm = Normalizer(3)
+    norm.update(np.ones((4, 3)))
+    before = [t.clone() for t in (norm.mean, norm.var, norm.count)]
+    huge = np.ones((4, 3))
+    huge[2, 1] = 1e30  # a variance of about 1e59: infinite in float32, and every normalized value 0
+    with pytest.raises(NormalizerOverflow, match=r"values up to 1e\+30 \(element 1 of the vector observations\)"):
+        norm.update(huge)
+    assert all(torch.equal(a, b) for a, b in zip(before, (norm.mean, norm.var, norm.count)))
+    norm.update(np.full((4, 3), 1e15))  # large, but within float32's range
+    assert torch.isfinite(norm.var).all()
+
+
 def test_ppo_normalizes_with_each_finished_segment_as_ml_agents_does(tmp_path):
     # ML-Agents updates the normalizer with each trajectory, not once per update: acting uses the
     # new statistics from the next step on, also before the first update

@@ -269,3 +269,39 @@ def test_ppo_values_a_segment_under_way_at_an_update_with_the_critic_after_it():
     expected = gae(np.ones((1, 5), np.float32), current[None, :, None][..., 0], np.array([bootstrap]),
                    np.array([5]), gamma, lambd)[0] + current
     np.testing.assert_allclose(ppo.buffer.view()["returns"][:, 0], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_nan_observations_are_refused_before_their_nan_actions_reach_the_environment():
+    # a Gaussian policy's log-probability comes from its noise, finite whatever the mean: the
+    # actions themselves are looked at, and the observations blamed
+    from palaestra.envs.base import EnvDataError
+
+    col = Collector(SPEC, time_horizon=4, behavior="B")
+    col.step(decision([0, 1], 0), TerminalSteps.empty(SPEC), fake_policy)
+    bad = decision([0, 1], 1)
+    bad.obs[0][1, 0] = np.nan
+    with pytest.raises(EnvDataError, match=r"behavior 'B': the environment sent NaN or infinite values in "
+                                           r"observation 0 of agent\(s\) \[1\] \(decision steps\)"):
+        col.step(bad, TerminalSteps.empty(SPEC), fake_policy)
+
+
+def test_an_action_mask_that_allows_nothing_in_a_branch_is_refused_naming_branch_and_agents():
+    from palaestra.envs.base import EnvDataError
+
+    spec = BehaviorSpec(((2,),), ActionSpec(discrete_branches=(3, 2)))
+
+    def policy(observations, allowed):
+        n = len(observations[0])
+        return ActResult(np.zeros((n, 0), np.float32), np.zeros((n, 2), np.int64), np.zeros(n, np.float32),
+                         np.zeros(n, np.float32))
+
+    col = Collector(spec, time_horizon=4, behavior="B")
+    masks = [np.zeros((3, 3), bool), np.zeros((3, 2), bool)]
+    steps = DecisionSteps([np.zeros((3, 2), np.float32)], np.zeros(3, np.float32), np.array([5, 6, 7]), masks)
+    col.step(steps, TerminalSteps.empty(spec), policy)  # masking some actions is fine
+    masks[0][0, :2] = True
+    col.step(steps, TerminalSteps.empty(spec), policy)
+    masks[1][[1, 2], :] = True  # the second branch of agents 6 and 7: nothing left
+    with pytest.raises(EnvDataError, match=r"behavior 'B': the environment's action mask allows no action of "
+                                           r"branch 1 for agent\(s\) \[6, 7\]"):
+        col.step(steps, TerminalSteps.empty(spec), policy)

@@ -452,6 +452,49 @@ def _train_with_a_failing_worker(run_cli, workdir, module: str, once: bool, max_
         sys.modules.pop(module, None)  # each test writes its own module
 
 
+NAN_MODULE = """
+import numpy as np
+
+from palaestra.envs.builtin.simple1d import Simple1D
+
+
+class SendsNaN(Simple1D):
+    # worker 1's instance (port 5006) sends a NaN observation after 200 steps
+    def get_steps(self, behavior_name):
+        decision, terminal = super().get_steps(behavior_name)
+        self.looks = getattr(self, "looks", 0) + 1
+        if self.port == 5006 and self.looks > 200 and len(decision):
+            decision.obs[0][:] = np.nan
+        return decision, terminal
+
+
+def make(seed, port):
+    env = SendsNaN(seed=seed)
+    env.port = port
+    return env
+"""
+
+
+@pytest.mark.parametrize("acting", ["workers", "main"])
+def test_nan_from_a_worker_s_environment_stops_the_run_instead_of_restarting_the_worker(run_cli, workdir, acting):
+    # a restarted process would send NaN again: with the policy acting in the workers it was
+    # restarted up to its limit, while acting in the main process stopped the run at once
+    import sys
+
+    module = f"sends_nan_{acting}"
+    (workdir / f"{module}.py").write_text(NAN_MODULE)
+    config = write_yaml(workdir / "c.yaml", ONE_AGENT_CONFIG.format(max_steps=3000))
+    try:
+        result = run_cli(str(config), f"--env={module}:make", "--num-envs=2", "--run-id=c", "--seed=0",
+                         f"--acting={acting}")
+    finally:
+        sys.modules.pop(module, None)
+    assert result.code == 1 and "Traceback" not in result.log
+    assert "training stopped: EnvDataError:" in result.log and "restarting it" not in result.log
+    assert "behavior '1D': the environment sent NaN or infinite values in" in result.log
+    assert "the model was saved first" in result.log
+
+
 @pytest.mark.parametrize("acting", ["workers", "main"])
 def test_a_crashing_worker_is_restarted_and_the_run_completes(run_cli, workdir, acting):
     result = _train_with_a_failing_worker(run_cli, workdir, f"crash_once_{acting}", once=True, max_steps=2000,

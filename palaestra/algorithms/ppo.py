@@ -436,7 +436,8 @@ class PPO:
         data = dict(self.buffer.view())
         adv = data["advantages"]
         real = adv if "valid" not in data else adv[data["valid"] > 0]  # not the sequences' padding
-        data["advantages"] = (adv - real.mean()) / (real.std() + 1e-10)  # standardized over the buffer
+        with np.errstate(over="ignore", invalid="ignore"):  # (returns past float32's range: the losses say so)
+            data["advantages"] = (adv - real.mean()) / (real.std() + 1e-10)  # standardized over the buffer
         if self.decoupled:
             self._decouple(data)
         n = self.buffer.size

@@ -236,6 +236,12 @@ class EnvError(Exception):
     """An environment failed or answered with something the protocol does not allow."""
 
 
+class EnvDataError(EnvError):
+    """What an environment sent breaks a rule every step keeps (NaN or infinite values, an action
+    mask that allows nothing): a worker restarted on it would only send it again, so the run stops
+    (saved first) instead of restarting the worker."""
+
+
 class EnvClosed(EnvError):
     """The environment ended the session itself, as it may (Play stopped in the Unity Editor, a
     Unity build quit): the run saves and ends without an error."""

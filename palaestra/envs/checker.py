@@ -17,6 +17,7 @@ from palaestra.envs.base import (
     BehaviorSpec,
     DecisionSteps,
     Env,
+    EnvDataError,
     EnvError,
     TerminalSteps,
     spec_problem,
@@ -49,10 +50,10 @@ def refuse_non_finite_segments(behavior: str, rewards: np.ndarray, observations:
     """An EnvError if finished segments' rewards or (non-image) observations hold a NaN or an
     infinity (their padding is zeros)."""
     if not np.isfinite(rewards).all():
-        raise EnvError(f"behavior {behavior!r}: the environment sent a NaN or infinite reward; {NON_FINITE_HARM}")
+        raise EnvDataError(f"behavior {behavior!r}: the environment sent a NaN or infinite reward; {NON_FINITE_HARM}")
     for i, o in enumerate(observations):
         if o.dtype.kind == "f" and not np.isfinite(o).all():
-            raise EnvError(f"behavior {behavior!r}: the environment sent NaN or infinite values in an observation; "
+            raise EnvDataError(f"behavior {behavior!r}: the environment sent NaN or infinite values in an observation; "
                            f"{NON_FINITE_HARM}")
 
 
@@ -61,7 +62,30 @@ def refuse_non_finite(behavior: str, decision: DecisionSteps, terminal: Terminal
     for kind, steps in (("terminal", terminal), ("decision", decision)):
         problem = non_finite_problem(steps)
         if problem is not None:
-            raise EnvError(f"behavior {behavior!r}: the environment sent {problem} ({kind} steps); {NON_FINITE_HARM}")
+            raise EnvDataError(f"behavior {behavior!r}: the environment sent {problem} ({kind} steps); {NON_FINITE_HARM}")
+
+
+def refuse_non_finite_decision(behavior: str, decision: DecisionSteps) -> None:
+    """The policy's output for ``decision`` is not finite: an EnvDataError if the environment's
+    values are why (the NaN actions they give are not sent); weights that are no longer finite
+    are the trainer's to report."""
+    problem = non_finite_problem(decision)
+    if problem is not None:
+        raise EnvDataError(f"behavior {behavior!r}: the environment sent {problem} (decision steps); "
+                           f"{NON_FINITE_HARM}")
+
+
+def refuse_empty_branches(behavior: str, agent_id: np.ndarray, allowed: np.ndarray, branch_starts: np.ndarray) -> None:
+    """An EnvDataError if an action mask allows no action of a branch (``allowed``: ``[n,
+    sum(branches)]``; ``branch_starts``: each branch's first column): a masked action is never
+    chosen, so there would be nothing to choose."""
+    some = np.logical_or.reduceat(allowed, branch_starts, axis=1)
+    if not some.all():
+        agents, branches = np.nonzero(~some)
+        raise EnvDataError(
+            f"behavior {behavior!r}: the environment's action mask allows no action of branch {int(branches[0])} "
+            f"for agent(s) {agent_id[np.unique(agents)][:10].tolist()}; masked actions are never chosen, so each "
+            "branch needs at least one allowed action")
 
 
 def _described(value: Any) -> str:

@@ -9,6 +9,13 @@ from torch import nn
 
 from palaestra.networks.constants import CLIP
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+class NormalizerOverflow(ArithmeticError):
+    """Observations too large for float32 statistics (their variance would be infinite, and every
+    normalized value 0 from then on)."""
+
 
 class Normalizer(nn.Module):
     def __init__(self, size: int) -> None:
@@ -31,8 +38,15 @@ class Normalizer(nn.Module):
         total = before + n
         delta = x.mean(0) - mean
         m2 = var.astype(np.float64) * before + x.var(0) * n + delta * delta * (before * n / total)
+        new_var = m2 / total
+        if not (new_var <= FLOAT32_MAX).all():  # (NaN too) refused before anything changes
+            element = int(np.argmax(~(new_var <= FLOAT32_MAX)))
+            raise NormalizerOverflow(
+                f"observation values up to {np.abs(x[:, element]).max():.3g} (element {element} of the vector "
+                "observations) are too large to normalize: their variance overflows float32; scale them down in the "
+                "environment")
         mean[...] = mean + delta * (n / total)  # in float64, rounded once into the float32 buffer
-        var[...] = m2 / total
+        var[...] = new_var
         count[...] = total
         if not on_cpu:  # (a GPU's buffers: copied back)
             for tensor, array in zip((self.mean, self.var, self.count), (mean, var, count)):

@@ -20,12 +20,13 @@ memory it was acted on with (training sequences start from it), and an episode's
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import numpy as np
 
 from palaestra.envs.base import ActionTuple, BehaviorSpec, DecisionSteps, TerminalSteps
-from palaestra.envs.checker import refuse_non_finite_segments
+from palaestra.envs.checker import refuse_empty_branches, refuse_non_finite_decision, refuse_non_finite_segments
 from palaestra.envs.observations import stored_observations
 from palaestra.rollout.segments import ActResult, EpisodeStats, SegmentSchema, Segments, SegmentSizes, segment_schema
 
@@ -45,6 +46,7 @@ class Collector:
         self.H = time_horizon
         self.c = spec.action_spec.continuous_size
         self.mask_width = self.sizes.mask
+        self.branch_starts = np.cumsum([0, *spec.action_spec.discrete_branches[:-1]])
         self.capacity = 0
         self.n_slots = 0
         self.buffers: dict[str, np.ndarray] = {}  # every per-row field of the schema: [slots, time_horizon, ...]
@@ -182,6 +184,10 @@ class Collector:
                 self.agent_memory[index] = out.memory
             else:
                 out = policy(obs, allowed)
+            # NaN actions (the log-probabilities of discrete ones; continuous ones may have
+            # finite log-probabilities, taken from the noise): NaN observations are refused
+            if not math.isfinite(float(out.log_prob.sum()) + (float(out.continuous.sum()) if self.c else 0.0)):
+                refuse_non_finite_decision(self.behavior, decision)
             self.stats.entropy_sum += float(out.entropy.sum())
             self.stats.entropy_count += len(out.entropy)
             # a slot holding time_horizon rows is cut: this decision's observation follows its last row
@@ -231,7 +237,9 @@ class Collector:
         """Allowed-action mask ``[n, sum(branches)]``, or None when nothing is masked."""
         if not self.mask_width or decision.action_mask is None:
             return None
-        return ~np.concatenate(decision.action_mask, axis=1).astype(bool)
+        allowed = ~np.concatenate(decision.action_mask, axis=1).astype(bool)
+        refuse_empty_branches(self.behavior, decision.agent_id, allowed, self.branch_starts)
+        return allowed
 
     def _end_episodes(self, terminal: TerminalSteps) -> Segments | None:
         slots = self.slots_for(terminal.agent_id, remember=False)

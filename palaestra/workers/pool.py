@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Hashable, Iterator, Mapping
 
-from palaestra.envs.base import BehaviorSpec, EngineConfig, EnvClosed, EnvError
+from palaestra.envs.base import BehaviorSpec, EngineConfig, EnvClosed, EnvDataError, EnvError
 from palaestra.interrupts import stop_signals_held
 from palaestra.options import RunOptions
 from palaestra.workers.process import MESSAGE, control_layout, run_worker
@@ -290,6 +290,8 @@ class WorkerPool:
                 if reply[4]:  # Play stopped in the Editor, a build quit: the run ends, as in the main process
                     self._failure_said.add(i)
                     raise EnvClosed(f"environment worker {i}: {reply[1]}")
+                if reply[5]:  # NaN values, a mask that allows nothing: a new process would send them again
+                    raise self.error(i, reply[1], EnvDataError)
                 raise WorkerFailed(reply[1])
             if handle is not None and handle(reply):
                 continue
@@ -330,9 +332,9 @@ class WorkerPool:
             self.specs.setdefault(b, spec)
         return new
 
-    def error(self, i: int, what: str) -> EnvError:
+    def error(self, i: int, what: str, kind: type[EnvError] = EnvError) -> EnvError:
         self._failure_said.add(i)
-        return EnvError(f"environment worker {i} (pid {self.workers[i].proc.pid}) failed: {what}")
+        return kind(f"environment worker {i} (pid {self.workers[i].proc.pid}) failed: {what}")
 
     def _spawn(self, i: int, restarts: list[float] | None = None,
                parameters: Mapping[str, float] | None = None) -> Worker:

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from palaestra.envs.base import ONCE_PER_RUN, EngineConfig, EnvClosed, EnvError
+from palaestra.envs.base import ONCE_PER_RUN, EngineConfig, EnvClosed, EnvDataError, EnvError
 from palaestra.interrupts import STOP_SIGNALS, ignore_stop_signals
 from palaestra.workers.shared_memory import Layout, SharedArrays, Signal
 
@@ -120,12 +120,13 @@ def run_worker(conn: Any, control_name: str, n_workers: int, index: int, bells: 
 
 def _report(e: BaseException, stage: str, conn: Any, control: SharedArrays, index: int, reply: Signal,
             seq: int) -> None:
-    """Send the main process the error that ended this worker, whether it was closing, and
-    whether the environment ended the session itself (EnvClosed: the run ends without an error)."""
+    """Send the main process the error that ended this worker, whether it was closing, whether
+    the environment ended the session itself (EnvClosed: the run ends without an error) and
+    whether it sent what breaks a rule of every step (EnvDataError: the run stops, no restart)."""
     detail = str(e) if isinstance(e, EnvError) else f"{type(e).__name__}: {e}"
     where = "".join(traceback.format_exception(e.__cause__ or e))  # for the main process's --debug log
     try:
-        conn.send(("error", detail, where, stage, isinstance(e, EnvClosed)))
+        conn.send(("error", detail, where, stage, isinstance(e, EnvClosed), isinstance(e, EnvDataError)))
         control["reply_code"][index] = READ_PIPE
         reply.raise_to(seq)
     except (BrokenPipeError, OSError):
