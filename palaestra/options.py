@@ -574,5 +574,7 @@ def setup_logging(debug: bool) -> None:
     root.propagate = False
     # numpy's overflow and invalid-value warnings from Palaestra's own updates (the numpy
     # accelerator) come with source lines a user cannot act on; a diverging run stops with its
-    # own message instead (trainer.DivergedError). --debug shows them.
-    warnings.filterwarnings("default" if debug else "ignore", category=RuntimeWarning, module=r"palaestra\.")
+    # own message instead (trainer.DivergedError). --debug shows them. numpy's reductions (sum,
+    # mean, std) report from numpy's own modules.
+    for module in (r"palaestra\.", r"numpy\.(_core|core)\.(fromnumeric|_methods)"):
+        warnings.filterwarnings("default" if debug else "ignore", category=RuntimeWarning, module=module)

@@ -1395,11 +1395,18 @@ def _too_short_notes(where: str, settings: TrainerSettings, training: bool = Tru
                      f"{set_in(settings, 'buffer_size')}: PPO updates once it holds more than buffer_size "
                      "experiences, so the run ends before its first update and exports the untrained policy")
     if training and settings.trainer == "sac":
-        needed = max(settings.batch_size, settings.buffer_init_steps)
-        key = "batch_size" if settings.batch_size >= settings.buffer_init_steps else "buffer_init_steps"
+        # the first update: the replay buffer holds a batch, and steps_per_update steps have
+        # passed since buffer_init_steps (algorithms/sac.py's ready)
+        init, per_update = settings.buffer_init_steps, settings.steps_per_update
+        if settings.batch_size >= init + per_update:
+            needed, what = settings.batch_size, f"batch_size {settings.batch_size}{set_in(settings, 'batch_size')}"
+        else:
+            needed = init + per_update
+            what = f"buffer_init_steps {init}{set_in(settings, 'buffer_init_steps')}" + (
+                f" + steps_per_update {per_update:g}{set_in(settings, 'steps_per_update')}" if per_update >= 1 else "")
         if settings.max_steps < needed:
-            notes.append(f"{where}: {steps} is below {key} {needed}{set_in(settings, key)}: SAC's updates "
-                         "start there, so the run ends before its first update and exports the untrained policy")
+            notes.append(f"{where}: {steps} is below {what}: SAC's updates start there, so the run ends before its "
+                         "first update and exports the untrained policy")
     if settings.max_steps < settings.summary_freq:
         notes.append(f"{where}: {steps} is below summary_freq {settings.summary_freq}"
                      f"{set_in(settings, 'summary_freq')}: the run ends before its first summary, so neither "

@@ -7,7 +7,6 @@ and asks :meth:`BehaviorTrainer.advance` to update the policy when enough experi
 from __future__ import annotations
 
 import logging
-import math
 import re
 import time
 from pathlib import Path
@@ -36,7 +35,7 @@ from palaestra.envs.base import ActionSpec, ActionTuple, BehaviorSpec, DecisionS
 from palaestra.envs.observations import is_image
 from palaestra.export import export_policy
 from palaestra.networks.accelerator import weight_layout
-from palaestra.networks.normalizer import NormalizerOverflow
+from palaestra.networks.normalizer import FLOAT32_MAX, NormalizerOverflow
 from palaestra.rollout.collector import Collector
 from palaestra.rollout.segments import EpisodeStats, Segments
 from palaestra.self_play import SelfPlayGroup
@@ -88,11 +87,13 @@ class DivergedError(Exception):
 
 
 def _finite(value: Any) -> bool:
+    """Whether a stat is finite in float32, the precision the networks and Adam's state are in (a
+    loss of 1e60, finite as a Python float, gives infinite gradients all the same); NaN is not."""
     if isinstance(value, float):  # what updates mostly return
-        return math.isfinite(value)
+        return abs(value) <= FLOAT32_MAX
     if isinstance(value, torch.Tensor):
-        return bool(torch.isfinite(value).all())
-    return bool(np.isfinite(np.asarray(value, dtype=np.float64)).all())
+        value = value.detach().cpu().double().numpy()
+    return bool((np.abs(np.asarray(value, dtype=np.float64)) <= FLOAT32_MAX).all())
 
 
 class BehaviorTrainer:

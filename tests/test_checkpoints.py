@@ -423,6 +423,9 @@ def test_a_loss_that_overflows_stops_the_run_and_saves_nothing_of_it(run_cli, wo
                      r"\d+: its losses became NaN or infinite \(Losses/Value Loss.*\)\. Try a lower learning_rate",
                      result.log), result.log
     assert "nothing was saved" in result.log
+    # a loss finite as a Python float but not in float32 (SAC with init_entcoef 1e30: about 1e60)
+    from palaestra.trainer import _finite
+    assert not _finite(1e60) and not _finite(float("nan")) and _finite(3e38) and not _finite(np.array([1.0, 1e39]))
     assert not Path("models/r/PalaestraTestHuge-v0").exists() or not CheckpointManager(
         Path("models/r/PalaestraTestHuge-v0"), 5).list()
 

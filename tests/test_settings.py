@@ -290,6 +290,17 @@ def test_a_run_that_would_end_before_its_first_update_or_summary_is_warned_about
     config = load_trainer_config(write_yaml(tmp_path / "d.yaml", "B:\n  max_steps: 20000\n  buffer_size: 1024\n"))
     config.for_behavior("B")
     assert config.warnings == []
+    # SAC's first update also waits for steps_per_update steps past buffer_init_steps
+    config = load_trainer_config(write_yaml(tmp_path / "e.yaml", (
+        "default:\n  trainer: sac\n  batch_size: 64\n  buffer_init_steps: 1000\n  summary_freq: 500\n"
+        "Late:\n  steps_per_update: 2000\n  max_steps: 2500\n"
+        "Soon:\n  steps_per_update: 1000\n  max_steps: 2500\n")))
+    config.for_behavior("Late")
+    config.for_behavior("Soon")
+    assert [w.split(": ", 1)[1] for w in config.warnings] == [
+        "behavior 'Late': max_steps 2500 (set in section 'Late') is below buffer_init_steps 1000 (set in section "
+        "'default') + steps_per_update 2000 (set in section 'Late'): SAC's updates start there, so the run ends "
+        "before its first update and exports the untrained policy"]
     config = load_trainer_config(write_yaml(tmp_path / "e.yaml", "B:\n  max_steps: 5000\n  buffer_size: 1024\n"))
     config.for_behavior("B")
     assert len(config.warnings) == 1 and "is below summary_freq 10000: the run ends before its first summary" in \
