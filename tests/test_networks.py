@@ -105,6 +105,27 @@ def test_numpy_mirror_matches_torch(kind, masked, activation):
         assert not (one_hot & ~allowed).any(), "a masked action was chosen"
 
 
+def test_normalized_observations_are_clipped_at_five_standard_deviations_in_torch_and_in_numpy():
+    # ML-Agents clips normalized observations to [-5, 5]; acting and training in numpy must too,
+    # or the CPU's policy and the exported model part ways on outliers
+    spec = SPECS["continuous"]
+    policy = make_policy(spec)
+    mirror = accelerate(policy, np.random.default_rng(0))
+    mean, std = policy.normalizer.mean.numpy(), policy.normalizer.var.numpy() ** 0.5
+    far = np.stack([mean + 50 * std, mean - 80 * std]).astype(np.float32)
+    at_clip = np.stack([mean + 5 * std, mean - 5 * std]).astype(np.float32)
+    inside = np.stack([mean + 4 * std, mean - 4 * std]).astype(np.float32)
+    with torch.no_grad():
+        torch_far, torch_clip, torch_inside = (
+            policy.act([torch.as_tensor(o)], None, deterministic=True).continuous.numpy() for o in (far, at_clip, inside))
+    numpy_far = mirror.act([far], None, deterministic=True).continuous
+    numpy_clip = mirror.act([at_clip], None, deterministic=True).continuous
+    np.testing.assert_allclose(torch_far, torch_clip, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(numpy_far, numpy_clip, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(numpy_far, torch_far, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(torch_inside, torch_clip, atol=1e-3)  # (the clip is what made them equal)
+
+
 def test_numpy_mirror_follows_weight_updates_in_place():
     spec = SPECS["continuous"]
     policy = make_policy(spec)

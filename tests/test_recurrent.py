@@ -491,3 +491,68 @@ def test_a_recurrent_visual_run_resumes_and_its_model_runs_in_inference(run_cli,
                .replace("use_recurrent: true", "use_recurrent: false"))
     result = run_cli(config, "--env=Simple1DDiscrete", "--run-id=other", "--initialize-from=r", *images)
     assert result.code == 1 and "use_recurrent" in result.log and "Traceback" not in result.log, result.log
+
+
+def _changed_memories(memory: np.ndarray, L: int, starts: bool) -> np.ndarray:
+    """``memory`` with other values at each sequence's first row (``starts``) or at every other row."""
+    changed = memory.copy()
+    rows = np.arange(len(memory)) % L == 0
+    changed[rows if starts else ~rows] += 0.5
+    return changed
+
+
+@pytest.mark.parametrize("path", ["torch", "numpy"])
+def test_a_recurrent_ppo_loss_reads_each_sequence_s_stored_starting_memory_and_no_other(tmp_path, path):
+    # an update that ran its sequences from zeros instead still matched numpy against torch, and
+    # passed the recurrent training tests (whose sequences mostly start episodes, from zeros)
+    spec = _spec(True)
+    ppo = _algorithm("ppo", spec, tmp_path)
+    _run(ppo, spec, 40, update=False)
+    ppo.process_queued()
+    L = ppo.sequence_length
+    data = {k: np.array(v) for k, v in ppo.buffer.view().items()}
+    assert np.abs(data["memory"][::L]).max() > 0.01  # sequences that start within episodes
+
+    def loss(memory):
+        batch = dict(data, memory=memory)
+        if path == "numpy":
+            return ppo._accelerated_gradients(batch, 0.2, 0.01, 0.2)
+        return ppo._torch_gradients({k: torch.as_tensor(v) for k, v in batch.items()}, 0.2, 0.01, 0.2)
+
+    stored = loss(data["memory"])
+    np.testing.assert_allclose(loss(_changed_memories(data["memory"], L, starts=False)), stored, rtol=1e-6)
+    assert not np.allclose(loss(_changed_memories(data["memory"], L, starts=True)), stored, rtol=1e-4)
+
+
+@pytest.mark.parametrize("memory", ["memory", "critic_memory"])
+def test_a_recurrent_sac_loss_reads_each_sequence_s_stored_starting_memories(tmp_path, memory):
+    # (recurrent SAC trains through autograd only)
+    import dataclasses
+
+    spec = _spec(True)
+    sac = _algorithm("sac", spec, tmp_path)
+    collector = Collector(spec, sac.settings.time_horizon, memory_size=sac.memory_size)
+    rng = np.random.default_rng(1)
+    for _ in range(27):  # one long episode: most sequences start within it
+        _, seg = collector.step(DecisionSteps(_observations(spec, rng, 1), np.zeros(1, np.float32), np.arange(1)),
+                                TerminalSteps.empty(spec), sac.act)
+        if seg is not None:
+            sac.collect(seg)
+    prepared = sac._prepare(sac._sample())
+    L = sac.sequence_length
+
+    def losses(t):
+        t = dataclasses.replace(t)
+        stats = sac._autograd_gradients(t)
+        # the critics' estimates (of their own memory only; the losses also read the targets')
+        # and the actor's loss
+        return np.array([float(stats["q_estimate"].sum()), float(stats["Losses/Policy Loss"])])
+
+    stored = losses(prepared)
+    others = dataclasses.replace(prepared, **{memory: _changed_memories(getattr(prepared, memory), L, starts=False)})
+    starts = dataclasses.replace(prepared, **{memory: _changed_memories(getattr(prepared, memory), L, starts=True)})
+    np.testing.assert_allclose(losses(others), stored, rtol=1e-6)
+    changed = ~np.isclose(losses(starts), stored, rtol=1e-5)
+    # the actor's memory moves its loss; the critics' memory moves their estimates (and, through
+    # the critics, the actor's loss)
+    assert changed[1] if memory == "memory" else changed[0], (losses(starts), stored)

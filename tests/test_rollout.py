@@ -305,3 +305,97 @@ def test_an_action_mask_that_allows_nothing_in_a_branch_is_refused_naming_branch
     with pytest.raises(EnvDataError, match=r"behavior 'B': the environment's action mask allows no action of "
                                            r"branch 1 for agent\(s\) \[6, 7\]"):
         col.step(steps, TerminalSteps.empty(spec), policy)
+
+
+def _two_signal_settings(trainer_settings, **extra):
+    from palaestra.settings import ExtrinsicSettings, RNDSettings
+
+    return trainer_settings(hidden_units=8, num_layers=1, **extra, reward_signals={
+        "extrinsic": ExtrinsicSettings(gamma=0.9), "rnd": RNDSettings(gamma=0.5, strength=0.01, encoding_size=4)})
+
+
+def test_each_signal_s_advantages_take_its_own_gamma_and_its_own_rule_at_a_true_end(monkeypatch):
+    # every test signal had the same gamma, so one signal's gamma used for all went unseen; the
+    # extrinsic reward stops at a true episode end, an intrinsic one bootstraps through it
+    import torch
+
+    from palaestra.algorithms import ppo as ppo_module
+    from palaestra.algorithms.ppo import PPO
+    from palaestra.settings import PPOSettings
+
+    monkeypatch.setenv("PALAESTRA_SIGNALS_IN_PROCESS", "1")
+    calls = []
+    real_gae = ppo_module.gae
+
+    def spy(rewards, values, bootstrap, length, gamma, lambd):
+        calls.append((gamma, bootstrap.copy()))
+        return real_gae(rewards, values, bootstrap, length, gamma, lambd)
+
+    monkeypatch.setattr(ppo_module, "gae", spy)
+    spec = BehaviorSpec(((2,),), ActionSpec(0, (2,)))
+    torch.manual_seed(0)
+    ppo = PPO(spec, _two_signal_settings(PPOSettings, batch_size=4, buffer_size=4, time_horizon=8),
+              torch.device("cpu"), np.random.default_rng(0))
+    collector = Collector(spec, 8)
+    rng = np.random.default_rng(1)
+    for t in range(3):
+        collector.step(DecisionSteps([rng.normal(size=(1, 2)).astype(np.float32)], np.zeros(1, np.float32),
+                                     np.array([0])), TerminalSteps.empty(spec), ppo.act)
+    end = TerminalSteps([rng.normal(size=(1, 2)).astype(np.float32)], np.ones(1, np.float32), np.array([0]),
+                        np.array([False]))
+    _, seg = collector.step(DecisionSteps.empty(spec), end, ppo.act)
+    ppo.collect(seg)
+    ppo.process_queued()
+    assert [gamma for gamma, _ in calls] == [0.9, 0.5]
+    assert calls[0][1][0] == 0.0 and calls[1][1][0] != 0.0
+
+
+def test_sac_targets_take_each_signal_s_gamma_and_its_own_rule_at_a_true_end(monkeypatch):
+    import torch
+
+    from palaestra.algorithms.sac import SAC
+    from palaestra.settings import SACSettings
+
+    monkeypatch.setenv("PALAESTRA_SIGNALS_IN_PROCESS", "1")
+    spec = BehaviorSpec(((2,),), ActionSpec(continuous_size=1))
+    sac = SAC(spec, _two_signal_settings(SACSettings, batch_size=4, buffer_size=64, buffer_init_steps=0),
+              torch.device("cpu"), np.random.default_rng(0))
+    assert sac.gammas.tolist() == pytest.approx([0.9, 0.5])
+    batch = {"obs_0": np.zeros((2, 2), np.float32), "next_obs_0": np.ones((2, 2), np.float32),
+             "continuous": np.zeros((2, 1), np.float32), "discrete": np.zeros((2, 0), np.int64),
+             "allowed": np.ones((2, 0), bool), "next_allowed": np.ones((2, 0), bool),
+             "done": np.array([True, False]), "env_reward": np.ones(2, np.float32)}
+    prepared = sac._prepare(batch)
+    # row 0 ended its episode: the extrinsic target stops there, the intrinsic one goes on
+    np.testing.assert_array_equal(prepared.not_done, [[0.0, 1.0], [1.0, 1.0]])
+
+
+def test_ppo_s_normalizer_learns_from_real_rows_only_when_segments_of_different_lengths_end_together():
+    # one agent's segments never pad: with two, the padding's zeros pulled the mean toward 0
+    import torch
+
+    from palaestra.algorithms.ppo import PPO
+    from palaestra.settings import PPOSettings
+
+    spec = BehaviorSpec(((2,),), ActionSpec(0, (2,)))
+    ppo = PPO(spec, PPOSettings(hidden_units=8, num_layers=1, normalize=True, batch_size=4, buffer_size=64,
+                                time_horizon=16), torch.device("cpu"), np.random.default_rng(0))
+    collector = Collector(spec, 16)
+    rng = np.random.default_rng(1)
+    rows = []
+    for t in range(5):
+        ids = np.array([0, 1]) if t >= 3 else np.array([0])  # agent 1 joins late: 2 rows to agent 0's 5
+        obs = rng.normal(10.0, 1.0, size=(len(ids), 2)).astype(np.float32)
+        rows.append(obs)
+        _, seg = collector.step(DecisionSteps([obs], np.zeros(len(ids), np.float32), ids),
+                                TerminalSteps.empty(spec), ppo.act)
+        assert seg is None
+    end = TerminalSteps([np.zeros((2, 2), np.float32)], np.zeros(2, np.float32), np.array([0, 1]),
+                        np.array([False, False]))
+    _, seg = collector.step(DecisionSteps.empty(spec), end, ppo.act)
+    assert seg.length.tolist() == [5, 2]
+    ppo.collect(seg)
+    real = np.concatenate(rows)
+    assert float(ppo.policy.normalizer.count) == 7
+    np.testing.assert_allclose(ppo.policy.normalizer.mean.numpy(), real.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(ppo.policy.normalizer.var.numpy(), real.var(0), rtol=1e-4)
