@@ -196,6 +196,8 @@ def test_resume_continues_from_the_checkpoint(run_cli, workdir):
     last = CheckpointManager.load(CheckpointManager(workdir / "models/r/1D", 5).latest())
     assert last["algorithm"]["step"] > 600 >= first["algorithm"]["step"]
     assert last["algorithm"]["update_count"] > first["algorithm"]["update_count"]
+    # the run's global step too (the samplers' and the random streams' restart point)
+    assert last["global_step"] >= 600 > first["global_step"] >= 300
     # The optimizer state came back too: Adam's step counter kept counting.
     adam_steps = lambda s: max(int(v["step"]) for v in s["algorithm"]["optimizer"]["state"].values())  # noqa: E731
     assert adam_steps(last) > adam_steps(first)
@@ -568,6 +570,32 @@ def test_a_start_up_interrupted_before_training_leaves_the_run_id_free(run_cli, 
     monkeypatch.setattr(palaestra.run, "_acting_workers", acting_workers)  # (undo() would leave the workdir too)
     again = run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=early")
     assert again.code == 0, again.log  # no --force needed
+
+
+def test_each_summary_holds_only_its_own_period_s_values():
+    # not a running mean since the start (a missed reset passed every test that read one summary)
+    from types import SimpleNamespace
+
+    from palaestra.stats import StatsReporter
+
+    written = []
+    reporter = StatsReporter("c", [SimpleNamespace(write=lambda category, step, summary: written.append(summary))])
+    reporter.add("Environment/Cumulative Reward", [1.0, 3.0])
+    reporter.write(100)
+    reporter.add("Environment/Cumulative Reward", 10.0)
+    reporter.write(200)
+    reporter.write(300)
+    first, second, third = (s.get("Environment/Cumulative Reward") for s in written)
+    assert (first.mean, first.std, first.count) == (2.0, 1.0, 2)
+    assert (second.mean, second.count) == (10.0, 1) and third is None
+
+
+def test_keep_checkpoints_keeps_the_newest_ones(tmp_path):
+    # a pruning that kept the oldest and the newest passed the count check below
+    manager = CheckpointManager(tmp_path, 2)
+    for step in (100, 200, 300, 400, 500):
+        manager.save({"step": step}, step)
+    assert [step for step, _ in manager.list()] == [400, 500]
 
 
 def test_keep_checkpoints_deletes_the_oldest(run_cli, workdir):

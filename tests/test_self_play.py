@@ -139,6 +139,26 @@ def test_team_names():
     assert team_of("Neg?team=-1") == ("Neg", -1)
 
 
+def test_a_won_episode_raises_the_learner_s_elo_and_lowers_its_opponent_s():
+    # the result's sign: a flipped one went unseen (the ELO is only reported)
+    from types import SimpleNamespace
+
+    from palaestra.self_play import SelfPlayGroup
+
+    opponent_changes = []
+    opponent = SimpleNamespace(opponent_elo=lambda: 1200.0, change_opponent_elo=opponent_changes.append)
+    stats = StatsReporter("t", [])
+    group = SimpleNamespace(controller=SimpleNamespace(opponent=lambda: opponent), elo=1200.0,
+                            owner=SimpleNamespace(stats=stats))
+    won_then_lost = SimpleNamespace(episode_end=np.array([True]), length=np.array([3]),
+                                    env_reward=np.array([[0.0, 0.0, 1.0]], np.float32))
+    SelfPlayGroup.learner_played(group, won_then_lost)
+    assert group.elo == pytest.approx(1200.5) and opponent_changes == [pytest.approx(-0.5)]  # 1 - 0.5 expected
+    won_then_lost.env_reward[0, 2] = -1.0
+    SelfPlayGroup.learner_played(group, won_then_lost)
+    assert group.elo < 1200.5 and opponent_changes[1] > 0
+
+
 def test_elo_expectation():
     assert elo_expected(1200, 1200) == pytest.approx(0.5)
     assert elo_expected(1600, 1200) == pytest.approx(1 / (1 + 10 ** -1))
