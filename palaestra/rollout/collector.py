@@ -184,11 +184,12 @@ class Collector:
                 self.agent_memory[index] = out.memory
             else:
                 out = policy(obs, allowed)
-            # NaN actions (the log-probabilities of discrete ones; continuous ones may have
-            # finite log-probabilities, taken from the noise): NaN observations are refused
-            if not math.isfinite(float(out.log_prob.sum()) + (float(out.continuous.sum()) if self.c else 0.0)):
+            # NaN actions, from NaN observations, are not sent: NaN logits give a NaN entropy (the
+            # sum taken anyway), a NaN Gaussian mean a NaN action (its entropy does not see it)
+            entropy = float(out.entropy.sum())
+            if not math.isfinite(entropy + float(out.continuous.sum()) if self.c else entropy):
                 refuse_non_finite_decision(self.behavior, decision)
-            self.stats.entropy_sum += float(out.entropy.sum())
+            self.stats.entropy_sum += entropy
             self.stats.entropy_count += len(out.entropy)
             # a slot holding time_horizon rows is cut: this decision's observation follows its last row
             if row is not None:
