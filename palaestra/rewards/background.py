@@ -53,6 +53,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from palaestra.interrupts import STOP_SIGNALS, ignore_stop_signals, stop_signals_held
+from palaestra.machine import usable_cores
 from palaestra.rewards.learned import transition_columns
 from palaestra.rollout.segments import Segments
 from palaestra.timers import timed
@@ -66,13 +67,6 @@ MIN_WORK_PER_UPDATE = 1e8
 SWITCH_OFF = "PALAESTRA_SIGNALS_IN_PROCESS"
 BATCHES_PER_MESSAGE = 8  # a message's cost (pickling, two system calls) shared by several
 REPLY_TIMEOUT_S = 600.0  # a round's reply; a process silent this long is taken for hung
-
-
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
 
 
 def in_background_where_it_pays(signals: list, steps_per_update: int, batch_size: int) -> list:
