@@ -86,7 +86,8 @@ def temp_file_beside(path: Path, suffix: str = ".tmp") -> tuple[BinaryIO, str]:
     complete, it replaces the file at once."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp creates 0600
+        if hasattr(os, "fchmod"):  # mkstemp creates 0600 (Windows has no such modes, nor fchmod before 3.13)
+            os.fchmod(fd, 0o666 & ~_UMASK)
         return os.fdopen(fd, "wb"), tmp
     except BaseException:  # (fchmod refused on some network file systems) nothing left behind
         os.close(fd)

@@ -166,7 +166,24 @@ def run_id_problem(value: str) -> str | None:
         bad = "is blank" if not value.strip() else "begins or ends with a space"
     if bad is None and len(value.encode("utf-8")) > MAX_RUN_ID_BYTES:
         bad = f"is {len(value.encode('utf-8'))} bytes long"
+    if bad is None and os.name == "nt":
+        bad = _windows_name_problem(value)
     return None if bad is None else f"{_shown(repr(value))} {bad}; {RUN_ID_RULE}"
+
+
+WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
+
+
+def _windows_name_problem(value: str) -> str | None:
+    """Why Windows cannot name a folder ``value`` (``C:x`` would even be a folder on drive C,
+    outside models/), or None."""
+    if any(c in value for c in '<>:"|?*'):
+        return "contains a character Windows does not allow in a folder name (<>:\"|?*)"
+    if value.endswith("."):
+        return "ends with a dot, which Windows drops from a folder name"
+    if value.split(".")[0].upper() in WINDOWS_RESERVED:
+        return "is a name Windows reserves for a device"
+    return None
 
 
 def _as_float32(value: float) -> float | None:

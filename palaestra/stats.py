@@ -180,6 +180,9 @@ class CSVWriter:
         short when it was killed, are dropped, so that the steps keep increasing)."""
         self.path = summaries_dir / f"{category}.csv"
         self.keys: list[str] = []
+        # rows not written yet because the file was locked (a spreadsheet holding it open on
+        # Windows): kept, and written with the next row that can be
+        self.pending: list[tuple[int, dict[str, StatSummary]]] = []
         remove_partial_files(summaries_dir, re.escape(self.path.name))  # a kill's during an earlier rewrite
         read = self._earlier_rows() if append and self.path.exists() else None
         if read is not None:
@@ -222,10 +225,27 @@ class CSVWriter:
         return None
 
     def write(self, category: str, step: int, values: dict[str, StatSummary]) -> None:
-        if not self.path.exists() or not set(values) <= set(self.keys):
-            self._widen(sorted(set(self.keys) | set(values)))
-        with _saving(f"the summary {self.path}"), open(self.path, "a", newline="", encoding="utf-8") as fh:
-            csv.writer(fh).writerow([step, *[values[k].mean if k in values else "" for k in self.keys]])
+        self.pending.append((step, values))
+        try:
+            self._write_pending()
+        except PermissionError as e:  # locked by another program: the run goes on, the rows wait
+            if len(self.pending) == 1:
+                logger.warning("could not write the summary %s (%s: is it open in another program?); its rows are "
+                               "kept and written once it can be (TensorBoard has them too)", self.path, os_reason(e))
+
+    def _write_pending(self) -> None:
+        """Write the rows waiting; PermissionError where the file is locked, SaveError for any
+        other failure (a full disk)."""
+        keys = set().union(*(values for _, values in self.pending))
+        with _saving(f"the summary {self.path}", but=PermissionError):
+            if not self.path.exists() or not keys <= set(self.keys):
+                self._widen(sorted(set(self.keys) | keys))
+            with open(self.path, "a", newline="", encoding="utf-8") as fh:
+                csv.writer(fh).writerows([step, *[values[k].mean if k in values else "" for k in self.keys]]
+                                         for step, values in self.pending)
+        if len(self.pending) > 1:
+            logger.info("wrote the summary %s again (%d rows that had waited)", self.path, len(self.pending) - 1)
+        self.pending.clear()
 
     def _widen(self, keys: list[str]) -> None:
         rows: list[dict[str, str]] = []
@@ -242,15 +262,23 @@ class CSVWriter:
         self.keys = keys
 
     def close(self) -> None:
-        pass
+        if not self.pending:
+            return
+        try:
+            self._write_pending()
+        except PermissionError as e:
+            logger.warning("the summary %s could not be written (%s): its last %d rows are only in TensorBoard",
+                           self.path, os_reason(e), len(self.pending))
 
 
 @contextlib.contextmanager
-def _saving(what: str) -> Iterator[None]:
-    """OSError while writing ``what`` (a full disk) → SaveError naming it."""
+def _saving(what: str, but: type[OSError] | None = None) -> Iterator[None]:
+    """OSError while writing ``what`` (a full disk) → SaveError naming it; ``but`` passes through."""
     try:
         yield
     except OSError as e:
+        if but is not None and isinstance(e, but):
+            raise
         raise SaveError(f"could not write {what}: {os_reason(e)}") from None
 
 

@@ -1364,6 +1364,35 @@ def test_the_summary_csv_has_a_row_per_summary_and_widens_for_stats_that_come_la
     assert not list(tmp_path.glob(".*tmp"))  # rewritten through a temp file, renamed over
 
 
+def test_a_summary_csv_locked_by_another_program_keeps_its_rows_and_writes_them_later(tmp_path, monkeypatch,
+                                                                                      caplog):
+    # on Windows a spreadsheet that has the file open locks it: the run stopped on the next row
+    import builtins
+
+    from palaestra.stats import CSVWriter, StatSummary
+
+    writer = CSVWriter(tmp_path, "r_B", append=False)
+    writer.write("r_B", 100, {"X": StatSummary(1.0, 0.0, 1)})
+    real_open, locked = builtins.open, [True]
+
+    def open_unless_locked(path, mode="r", *args, **kwargs):
+        if locked[0] and str(path).endswith("r_B.csv") and "a" in mode:
+            raise PermissionError(13, "Permission denied")
+        return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", open_unless_locked)
+    with caplog.at_level(logging.INFO, logger="palaestra"):
+        writer.write("r_B", 200, {"X": StatSummary(2.0, 0.0, 1)})
+        writer.write("r_B", 300, {"X": StatSummary(3.0, 0.0, 1), "Y": StatSummary(5.0, 0.0, 1)})
+        assert caplog.text.count("is it open in another program?") == 1
+        locked[0] = False
+        writer.write("r_B", 400, {"X": StatSummary(4.0, 0.0, 1)})
+    assert "wrote the summary" in caplog.text and "(2 rows that had waited)" in caplog.text
+    with real_open(tmp_path / "r_B.csv", newline="") as fh:
+        assert list(csv.reader(fh)) == [["Steps", "X", "Y"], ["100", "1.0", ""], ["200", "2.0", ""],
+                                        ["300", "3.0", "5.0"], ["400", "4.0", ""]]
+
+
 def test_the_summary_csv_has_its_header_even_when_the_first_summary_is_empty(tmp_path):
     from palaestra.stats import CSVWriter, StatSummary
 

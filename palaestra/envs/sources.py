@@ -46,6 +46,7 @@ logger = logging.getLogger("palaestra")
 UNITY_SUFFIXES = (".x86_64", ".x86", ".exe", ".app")
 # a Gymnasium id with a namespace (``ALE/Pong-v5``): not taken for a path even when a folder of
 # the namespace's name exists here (an unregistered one is then an unknown environment)
+_WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:[\\/]")  # C:\... or C:/...: a path, not module:callable
 _GYMNASIUM_ID = re.compile(r"^[A-Za-z][\w.-]*/[\w.:-]+-v\d+$")
 
 
@@ -158,7 +159,9 @@ def _factory_spec(name: str) -> str:
 
 
 def _is_factory(name: str | None) -> bool:
-    return name is not None and ":" in _factory_spec(name) and not os.path.exists(_factory_spec(name))
+    # (a Windows path, C:\Builds\3DBall or C:/Builds/3DBall, is a build named without its .exe)
+    return (name is not None and ":" in _factory_spec(name) and not os.path.exists(_factory_spec(name))
+            and not _WINDOWS_DRIVE.match(name))
 
 
 def _make_from_factory(r: EnvRequest) -> Env:

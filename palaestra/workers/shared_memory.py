@@ -21,6 +21,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+# the spin-wait's pause: the CPU to another thread for a moment (Windows has no sched_yield)
+_yield = getattr(os, "sched_yield", lambda: time.sleep(0))
+
 Layout = dict[str, tuple[tuple[int, ...], Any]]  # field → (shape, dtype)
 
 NAP = 0.02  # seconds a sleeping waiter sleeps before it looks at the counter again
@@ -71,7 +74,7 @@ class Signal:
             return True
         end = time.perf_counter() + spin
         while time.perf_counter() < end:
-            os.sched_yield()
+            _yield()
             if value[i] >= n:
                 return True
         while True:

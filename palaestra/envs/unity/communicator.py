@@ -11,6 +11,7 @@ as ML-Agents' trainer does; Unity then quits (a build) or stops playing (the Edi
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import socket
@@ -21,6 +22,10 @@ from typing import Callable
 from palaestra.envs.base import EnvClosed, EnvError
 from palaestra.envs.unity import messages as pb
 from palaestra.envs.unity.servers import OK, Server, closing_message, make_server
+
+# what binding the IPv6 loopback raises where a machine has no IPv6 (each platform's numbers;
+# Windows' socket errors are WSA codes)
+_NO_IPV6 = {errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL, 10047, 10049}
 
 logger = logging.getLogger("palaestra")
 
@@ -128,7 +133,7 @@ def port_problem(port: int) -> str | None:
                     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 s.bind((host, port))
         except OSError as e:
-            if family == socket.AF_INET6 and e.errno in (97, 99):  # no IPv6 on this machine
+            if family == socket.AF_INET6 and e.errno in _NO_IPV6:  # no IPv6 on this machine
                 continue
             return str(e.strerror or e)
     return None

@@ -58,6 +58,8 @@ def find_executable(name: str) -> str:
     executable inside a macOS ``.app`` bundle, or the one build inside a folder. EnvError says what
     was looked for."""
     path = os.path.expanduser(name)
+    if len(path) > 1:  # a shell's completion ends a folder, a macOS .app bundle too, with a slash
+        path = path.rstrip("/\\") or path
     if path.endswith(".app") and os.path.isdir(path):
         inner = _inside_app(path)
         if inner is None:

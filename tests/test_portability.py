@@ -1,0 +1,61 @@
+"""What differs on Windows and macOS, checked here on Linux by taking away what those platforms
+lack (``os.fchmod`` before Python 3.13 on Windows, ``os.sched_yield``) or by asking what the code
+decides for their paths and names."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import stat
+
+import pytest
+
+from palaestra.checkpoints import atomic_write_text
+from palaestra.envs.sources import _is_factory
+from palaestra.envs.unity.launcher import find_executable
+from palaestra.options import run_id_problem
+
+
+def test_files_are_written_where_os_has_no_fchmod(tmp_path, monkeypatch):
+    # Windows before Python 3.13: every checkpoint, model and summary save raised AttributeError
+    monkeypatch.delattr(os, "fchmod")
+    atomic_write_text(tmp_path / "a.txt", "saved")
+    assert (tmp_path / "a.txt").read_text() == "saved"
+
+
+def test_workers_wait_without_sched_yield(monkeypatch):
+    # Windows has no os.sched_yield: every worker died on its first wait
+    from palaestra.workers import shared_memory
+
+    monkeypatch.delattr(os, "sched_yield")
+    try:
+        module = importlib.reload(shared_memory)
+        module._yield()
+    finally:
+        monkeypatch.undo()
+        importlib.reload(shared_memory)
+
+
+@pytest.mark.parametrize("name", ["C:\\Users\\me\\Builds\\3DBall\\3DBall", "D:/Builds/3DBall"])
+def test_a_windows_build_path_without_its_exe_is_a_path_not_a_python_factory(name):
+    assert not _is_factory(name)
+    assert _is_factory("my_envs:make") and _is_factory("pettingzoo:mpe2.simple_adversary_v3")
+
+
+def test_a_macos_app_bundle_named_with_a_trailing_slash_is_found(tmp_path):
+    # shells complete a bundle, a folder, with a slash
+    executable = tmp_path / "3DBall.app/Contents/MacOS/3DBall"
+    executable.parent.mkdir(parents=True)
+    executable.write_text("")
+    executable.chmod(executable.stat().st_mode | stat.S_IXUSR)
+    assert find_executable(f"{tmp_path}/3DBall.app/") == find_executable(f"{tmp_path}/3DBall.app") == str(executable)
+
+
+@pytest.mark.parametrize("run_id, problem", [
+    ("C:foo", "a character Windows does not allow"), ("a?b", "a character Windows does not allow"),
+    ("CON", "reserves for a device"), ("nul.run", "reserves for a device"), ("run.", "ends with a dot")])
+def test_run_ids_windows_cannot_name_a_folder_are_refused_there_only(monkeypatch, run_id, problem):
+    assert run_id_problem(run_id) is None  # (a folder name elsewhere)
+    monkeypatch.setattr(os, "name", "nt")
+    assert problem in run_id_problem(run_id)
+    assert run_id_problem("3DBall_ppo-1") is None
