@@ -956,9 +956,14 @@ def _finish(parts: RunParts, global_step: int, error: BaseException | None, stop
     if isinstance(error, SaveError):  # a --save-freq checkpoint: try once more below
         logger.error("training stopped: %s", error)
     diverged = isinstance(error, DivergedError)  # its message says which files are kept
-    saved = _save_at_end(parts, global_step, skip_diverged=diverged) if parts.training else True
+    # an environment that failed before its first step (a reset that raises): an untrained model
+    # would pass for a result, so none is written
+    untrained = (error is not None and not diverged and not isinstance(error, SaveError) and not parts.options.resume
+                 and global_step == parts.global_step)
+    saved = _save_at_end(parts, global_step, skip_diverged=diverged) if parts.training and not untrained else True
     if error is not None and not isinstance(error, SaveError):
         saving = "" if diverged or not parts.training else \
+            " (nothing was trained, so no model was saved; --force starts the run again)" if untrained else \
             " (the model was saved first)" if saved else " (saving the model failed too)"
         logger.error("training stopped: %s: %s%s", type(error).__name__, error, saving)
         if parts.options.debug:

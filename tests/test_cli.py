@@ -1801,3 +1801,22 @@ def test_log_lines_go_through_the_progress_bar_while_it_is_drawn():
         assert any(isinstance(h, _TqdmLoggingHandler) for h in logger.handlers)
         assert not any(type(h) is logging.StreamHandler for h in logger.handlers)
     assert logger.handlers == before
+
+
+def test_an_environment_failing_before_its_first_step_leaves_no_untrained_model(run_cli, workdir):
+    # a model saved at step 0 passed for a result, and the fixed environment's rerun was refused
+    import sys
+
+    (workdir / "fails_at_reset.py").write_text(
+        "from palaestra.envs.builtin.simple1d import Simple1D\n\n\n"
+        "class Fails(Simple1D):\n    def reset(self, *args, **kwargs):\n        raise RuntimeError('boom in reset')\n\n\n"
+        "def make(seed=0):\n    return Fails(seed=seed)\n")
+    config = str(write_yaml(workdir / "c.yaml", SMALL.format(max_steps=300)))
+    try:
+        result = run_cli(config, "--env=fails_at_reset:make", "--run-id=r")
+    finally:
+        sys.modules.pop("fails_at_reset", None)
+    assert result.code == 1 and "Traceback" not in result.log
+    assert ("training stopped: RuntimeError: boom in reset (nothing was trained, so no model was saved; --force "
+            "starts the run again)") in result.log
+    assert not (workdir / "models/r/1D").exists() and not (workdir / "models/r/1D.onnx").exists()
