@@ -115,21 +115,27 @@ def _acting_pool(env_name: str, n: int, seed: int, ppo: PPO, behavior: str, time
     return pool, ActingWorkers(pool, {behavior: plan}, {behavior: ppo.policy_arrays}, seed, threaded)
 
 
+def take_rounds(acting, pool, n: int) -> list:
+    """Start the workers, take ``n`` rounds (publishing the same weights after each), close."""
+    try:
+        acting.start()
+        rounds = []
+        for _ in range(n):
+            rounds.append(acting.take_round())
+            acting.publish()
+    finally:
+        acting.close()
+        pool.close()
+    return rounds
+
+
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_workers_record_exactly_what_the_main_process_would(activation):
     # Same instance seed (seed + i), same policy noise stream, same weights and network: worker
     # i's rounds hold the segments the main process's own collector records on that instance.
     ppo, behavior = _ppo("Simple1DDiscrete", dataclasses.replace(SETTINGS, activation=activation))
     pool, acting = _acting_pool("Simple1DDiscrete", 2, 11, ppo, behavior)
-    try:
-        acting.start()
-        rounds = []
-        for _ in range(5):
-            rounds.append(acting.take_round())
-            acting.publish()
-    finally:
-        acting.close()
-        pool.close()
+    rounds = take_rounds(acting, pool, 5)
     steps = sum(env_steps for _, env_steps in rounds) // 2
     assert steps == 5 * 4  # rounds of 64 / (8 x 2) = 4 agent steps, one agent per worker
     for i in range(2):

@@ -141,23 +141,14 @@ def test_episodes_that_end_on_an_acting_round_s_last_step_are_kept():
     from palaestra.networks.accelerator import weight_layout
     from palaestra.workers.acting import ActingWorkers, BehaviorPlan
     from palaestra.workers.pool import WorkerPool
-    from tests.test_acting import SETTINGS, _ppo
+    from tests.test_acting import SETTINGS, _ppo, take_rounds
 
     ppo, behavior = _ppo("Simple1DDiscrete")
     pool = WorkerPool("palaestra.envs.builtin.simple1d:make", 2, seed=0, timeout=300.0,
                       env_args=["max_episode_steps=4"])
     plan = BehaviorPlan(weight_layout(ppo.policy), SETTINGS.time_horizon, ActingWorkers.round_agent_steps(64, 2))
     acting = ActingWorkers(pool, {behavior: plan}, {behavior: ppo.policy_arrays}, 0)
-    try:
-        acting.start()
-        rounds = []
-        for _ in range(5):
-            rounds.append(acting.take_round())
-            acting.publish()
-    finally:
-        acting.close()
-        pool.close()
-    for results, env_steps in rounds:
+    for results, env_steps in take_rounds(acting, pool, 5):
         assert env_steps == 2 * 4
         for result in results:  # each worker's round: its one episode of 4 steps, interrupted at the limit
             assert result.segments is not None
