@@ -732,7 +732,9 @@ def _add_writers(parts: RunParts, writers: list[Any], start_time: float, names: 
             claim_summaries(summaries, options.run_id, trainer.output_name)
             writers.append(tb)
             tb.write_settings(s.as_dict())
-            own += [tb, CSVWriter(summaries, category, append=options.resume, resume_step=resumed_at)]
+            table = CSVWriter(summaries, category, append=options.resume, resume_step=resumed_at)
+            writers.append(table)  # (closing writes the rows a locked file kept waiting)
+            own += [tb, table]
             if options.debug:
                 trainer.metrics = MetricsCSV(summaries, category, append=options.resume)
             elif not options.resume:  # (--force: the old run's rows are not this run's)

@@ -303,7 +303,10 @@ class BehaviorTrainer:
             experiences = self.algorithm.experiences
             start = time.time()
             with timed("_update_policy"):
-                stats = self.algorithm.update()
+                try:
+                    stats = self.algorithm.update()
+                except NormalizerOverflow as e:  # a reward signal's own normalizer (GAIL's, RND's)
+                    raise EnvDataError(f"behavior {self.name!r}: {e}") from None
                 for key, value in stats.items():
                     self.stats.add(key, value)
             broken = [key for key, value in stats.items() if not _finite(value)]

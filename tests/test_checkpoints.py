@@ -430,6 +430,31 @@ def test_a_loss_that_overflows_stops_the_run_and_saves_nothing_of_it(run_cli, wo
         Path("models/r/PalaestraTestHuge-v0"), 5).list()
 
 
+def test_observations_too_large_for_a_reward_signal_s_normalizer_stop_the_run_naming_the_behavior(run_cli, workdir):
+    # RND normalizes what it reads even where the policy does not
+    import gymnasium as gym
+
+    from tests.test_envs import _NaNAfter
+
+    class Alternating(_NaNAfter):  # observations 0 and 1e20 by turns: a variance near 2.5e39
+        def step(self, action):
+            obs, reward, terminated, truncated, info = super().step(action)
+            return obs + np.float32(1e20 * (self.t % 2)), reward, terminated, truncated, info
+
+    config = write_yaml(workdir / "c.yaml", "default:\n  batch_size: 16\n  buffer_size: 32\n  hidden_units: 8\n"
+                                            "  num_layers: 1\n  max_steps: 300\n  time_horizon: 16\n  reward_signals:\n"
+                                            "    extrinsic: {strength: 1.0, gamma: 0.99}\n"
+                                            "    rnd: {strength: 0.01, gamma: 0.99, encoding_size: 8}\n")
+    gym.register("PalaestraTestLarge-v0", entry_point=Alternating)
+    try:
+        result = run_cli(str(config), "--env=PalaestraTestLarge-v0", "--run-id=r")
+    finally:
+        gym.registry.pop("PalaestraTestLarge-v0")
+    assert result.code == 1 and "Traceback" not in result.log
+    assert ("training stopped: EnvDataError: behavior 'PalaestraTestLarge-v0': observation values up to 1e+20"
+            in result.log), result.log
+
+
 def test_a_diverging_run_stops_naming_its_weights_and_keeps_the_last_good_files(run_cli, workdir):
     # a learning rate of 1e6 makes the weights overflow within a few updates; the NaN actions
     # they produce make the environment's observations NaN, which must not be blamed on it

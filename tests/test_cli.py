@@ -1388,9 +1388,23 @@ def test_a_summary_csv_locked_by_another_program_keeps_its_rows_and_writes_them_
         locked[0] = False
         writer.write("r_B", 400, {"X": StatSummary(4.0, 0.0, 1)})
     assert "wrote the summary" in caplog.text and "(2 rows that had waited)" in caplog.text
+    locked[0] = True  # the last row waits, and the run's end writes it once the file is free
+    writer.write("r_B", 500, {"X": StatSummary(5.0, 0.0, 1)})
+    locked[0] = False
+    writer.close()
     with real_open(tmp_path / "r_B.csv", newline="") as fh:
         assert list(csv.reader(fh)) == [["Steps", "X", "Y"], ["100", "1.0", ""], ["200", "2.0", ""],
-                                        ["300", "3.0", "5.0"], ["400", "4.0", ""]]
+                                        ["300", "3.0", "5.0"], ["400", "4.0", ""], ["500", "5.0", ""]]
+
+
+def test_a_run_closes_its_summary_tables(run_cli, small_config, monkeypatch):
+    # closing writes the rows a locked table kept waiting: the run never closed them
+    from palaestra.stats import CSVWriter
+
+    closed = []
+    monkeypatch.setattr(CSVWriter, "close", lambda self: closed.append(self.path.name))
+    assert run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=c").code == 0
+    assert closed == ["c_1D.csv"]
 
 
 def test_the_summary_csv_has_its_header_even_when_the_first_summary_is_empty(tmp_path):
