@@ -963,6 +963,8 @@ def _finish(parts: RunParts, global_step: int, error: BaseException | None, stop
     untrained = (error is not None and not diverged and not isinstance(error, SaveError) and not parts.options.resume
                  and global_step == parts.global_step)
     saved = _save_at_end(parts, global_step, skip_diverged=diverged) if parts.training and not untrained else True
+    if error is None and saved and parts.training:
+        _warn_of_untrained_exports(parts)
     if error is not None and not isinstance(error, SaveError):
         saving = "" if diverged or not parts.training else \
             " (nothing was trained, so no model was saved; --force starts the run again)" if untrained else \
@@ -975,6 +977,18 @@ def _finish(parts: RunParts, global_step: int, error: BaseException | None, stop
                     ": --resume continues from the checkpoint just saved" if parts.training else "")
         return 128 + stopped_by
     return 0 if error is None and saved else 1
+
+
+def _warn_of_untrained_exports(parts: RunParts) -> None:
+    """A behavior that trained from scratch to its max_steps without one update exported the
+    untrained policy. The settings' notes foresee the plain cases; experience that arrives in
+    bursts (a worker's acting rounds, a time_horizon's segments) can pass max_steps first too."""
+    for trainer in learners(parts.trainers):
+        if trainer.training and trainer.updates_this_run == 0 and trainer.loaded_from is None and trainer.step > 0:
+            logger.warning("behavior %r reached step %d (max_steps %d) without a single update, so %s is the "
+                           "untrained policy: raise max_steps (to a few times buffer_size for PPO, past "
+                           "buffer_init_steps and batch_size for SAC)", trainer.name, trainer.step,
+                           trainer.settings.max_steps, trainer.onnx_path)
 
 
 def _save_at_end(parts: RunParts, global_step: int, skip_diverged: bool = False) -> bool:

@@ -135,6 +135,7 @@ class BehaviorTrainer:
         # the update stats that came out NaN or infinite: such a loss's gradients leave Adam's
         # state infinite (the weights finite, but never moving again), so the behavior is done
         self.non_finite_losses: list[str] = []
+        self.updates_this_run = 0  # a run that trained from step 0 without one exports the untrained policy
         # self-play (palaestra/self_play.py): the group of teams this behavior plays in, its team,
         # and a checkpoint's self-play state kept for the group until it forms
         self.self_play: SelfPlayGroup | None = None
@@ -309,6 +310,7 @@ class BehaviorTrainer:
                     raise EnvDataError(f"behavior {self.name!r}: {e}") from None
                 for key, value in stats.items():
                     self.stats.add(key, value)
+            self.updates_this_run += 1
             broken = [key for key, value in stats.items() if not _finite(value)]
             if broken:
                 self.non_finite_losses = broken
