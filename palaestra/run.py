@@ -204,6 +204,11 @@ def _checked_run(options: RunOptions, interrupts: Interrupts, warnings: _Warning
         if recorded is not None:
             options = dataclasses.replace(options, seed=recorded)
             logger.info("--resume: seed %d, the one the run recorded (give --seed to choose another)", recorded)
+    elif options.resume:  # configuration.yaml will record the new one: say which the run had
+        recorded = recorded_seed(models / options.run_id)
+        if recorded is not None and recorded != options.seed:
+            logger.info("--resume: --seed %d replaces the seed %d the run recorded (configuration.yaml will say %d)",
+                        options.seed, recorded, options.seed)
     seed = seed_everything(options)
     streams = seed  # what the environment, the trainers and the libraries draw from
     resumed_at = newest_checkpoint_step(models / options.run_id) if options.resume and not options.inference else 0

@@ -505,6 +505,8 @@ def test_resume_keeps_the_runs_seed_and_force_starts_the_debug_metrics_anew(run_
     device = yaml.safe_load((workdir / "models/sd/configuration.yaml").read_text())["run_options"]["torch_device"]
     assert device in ("cpu", "cuda")  # the device auto chose, not "auto"
     assert recorded == 5
+    result = run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=sd", "--resume", "--seed=7")
+    assert "--resume: --seed 7 replaces the seed 5 the run recorded" in result.log, result.log
     assert run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=sd", "--force", "--debug").code == 0
     assert len(metrics.read_text().splitlines()) == rows  # the old run's rows are gone
     # started over without --debug: no file of the discarded run is left for a later --resume --debug
