@@ -6,11 +6,12 @@ and asks :meth:`BehaviorTrainer.advance` to update the policy when enough experi
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -239,10 +240,8 @@ class BehaviorTrainer:
         if self.self_play is not None and not self.training and not self.owns_learning:
             return  # --inference: the teams of a group play one policy, whose steps are its owner team's
         if self.learning:
-            try:
+            with self._overflow_stops_the_run():  # the environment's values: stopped (saved first), as NaN values are
                 collected = self.algorithm.collect(segments)
-            except NormalizerOverflow as e:  # the environment's values: stopped (saved first), as NaN values are
-                raise EnvDataError(f"behavior {self.name!r}: {e}") from None
             for key, values in collected.items():
                 self.stats.add(key, values)
             if self.self_play is not None:
@@ -256,6 +255,15 @@ class BehaviorTrainer:
                 self.stats.add(key, values)
 
     # -- acting in the environment workers (workers/acting.py) --------------------------------
+    @contextlib.contextmanager
+    def _overflow_stops_the_run(self) -> Iterator[None]:
+        """A normalizer that would overflow float32 stops the run as bad environment data, naming
+        this behavior."""
+        try:
+            yield
+        except NormalizerOverflow as e:
+            raise EnvDataError(f"behavior {self.name!r}: {e}") from None
+
     def acting_obstacle(self) -> str | None:
         """Why this behavior's policy cannot act in the environment workers, or None if it can."""
         return acting_obstacle(self.settings)
@@ -304,10 +312,8 @@ class BehaviorTrainer:
             experiences = self.algorithm.experiences
             start = time.time()
             with timed("_update_policy"):
-                try:
+                with self._overflow_stops_the_run():  # a reward signal's own normalizer (GAIL's, RND's)
                     stats = self.algorithm.update()
-                except NormalizerOverflow as e:  # a reward signal's own normalizer (GAIL's, RND's)
-                    raise EnvDataError(f"behavior {self.name!r}: {e}") from None
                 for key, value in stats.items():
                     self.stats.add(key, value)
             self.updates_this_run += 1
