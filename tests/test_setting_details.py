@@ -188,6 +188,27 @@ def test_the_exported_model_s_action_outputs_have_a_dynamic_batch_axis(tmp_path)
         assert dims[0].dim_param == "batch" and not dims[0].HasField("dim_value"), name
     for i in graph.input:
         assert i.type.tensor_type.shape.dim[0].dim_param == "batch", i.name
+    # and run: every batched output has the feed's rows, and a row's deterministic action does not
+    # depend on the rows beside it
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path))
+    batched = [o.name for o in graph.output if o.type.tensor_type.shape.dim
+               and o.type.tensor_type.shape.dim[0].dim_param == "batch"]
+    assert set(batched) >= actions
+    rng = np.random.default_rng(0)
+    feeds = {i.name: rng.normal(size=[5] + [d.dim_value for d in i.type.tensor_type.shape.dim[1:]])
+             .astype(np.float32) for i in graph.input}
+    if "action_masks" in feeds:
+        feeds["action_masks"] = np.ones_like(feeds["action_masks"])
+    together = dict(zip(batched, session.run(batched, feeds)))
+    for name in batched:
+        assert together[name].shape[0] == 5, name
+    for row in (0, 3):
+        alone = dict(zip(batched, session.run(batched, {k: v[row:row + 1] for k, v in feeds.items()})))
+        for name in ("deterministic_continuous_actions", "deterministic_discrete_actions"):
+            assert alone[name].shape[0] == 1
+            np.testing.assert_allclose(alone[name][0], together[name][row], rtol=1e-5, atol=1e-6, err_msg=name)
 
 
 # -- the trainer config's legacy keys -------------------------------------------------------------
