@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 from pathlib import Path
+from typing import IO, Callable
 
 from palaestra.checkpoints import (PARTIAL_FILE, CheckpointError, CheckpointManager, SaveError, atomic_write_text,
                                   os_reason, remove_partial_files)
@@ -207,20 +208,20 @@ def check_output_folder(folder: Path) -> None:
 class RunLock:
     """An exclusive lock on a run's folder for the process that trains it: a second process with
     the same ``--run-id`` (``--force`` or ``--resume`` while the first runs) would mix both runs'
-    checkpoints, summaries and models. Released when the process ends, however it ends. Where
-    the operating system has no ``fcntl`` (Windows) there is no lock."""
+    checkpoints, summaries and models. Released when the process ends, however it ends: ``flock``
+    where there is ``fcntl``; on Windows a byte-range lock (``msvcrt``) on a byte past the pid the
+    file holds (Windows' locks are mandatory: a locked byte could not be read by the next process)."""
 
     def __init__(self, run_dir: Path) -> None:
         self.path = run_dir / RUN_LOCK
         self._file = None
-        try:
-            import fcntl
-        except ImportError:
+        lock = _exclusive_lock()
+        if lock is None:
             return
         run_dir.mkdir(parents=True, exist_ok=True)
         handle = open(self.path, "a+")
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            lock(handle)
         except OSError:
             handle.seek(0)
             holder = handle.read().strip()
@@ -243,6 +244,31 @@ class RunLock:
         if self._file is not None:
             self._file.close()  # closing releases the lock; the file stays for the next run
             self._file = None
+
+
+_LOCKED_BYTE = 1 << 20  # Windows: the byte locked, far past the pid written at the start
+
+
+def _exclusive_lock() -> Callable[[IO[str]], None] | None:
+    """A function that takes an exclusive lock on an open file without waiting (OSError if another
+    process holds it), or None where the system offers neither lock."""
+    try:
+        import fcntl
+    except ImportError:
+        pass
+    else:
+        return lambda handle: fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        import msvcrt
+    except ImportError:
+        return None
+
+    def lock(handle: IO[str]) -> None:
+        fd = handle.fileno()
+        os.lseek(fd, _LOCKED_BYTE, os.SEEK_SET)  # msvcrt locks from the file's position on
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+
+    return lock
 
 
 def start_over_if_forced(options: RunOptions, run_dir: Path) -> None:

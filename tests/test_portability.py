@@ -59,3 +59,38 @@ def test_run_ids_windows_cannot_name_a_folder_are_refused_there_only(monkeypatch
     monkeypatch.setattr(os, "name", "nt")
     assert problem in run_id_problem(run_id)
     assert run_id_problem("3DBall_ppo-1") is None
+
+
+def test_the_run_folder_is_locked_with_msvcrt_where_there_is_no_fcntl(tmp_path, monkeypatch):
+    # Windows has no fcntl: two processes with one --run-id mixed both runs' files. A stand-in for
+    # msvcrt that refuses a second lock on a byte of the same file while the first handle is open
+    import sys
+    import types
+
+    from palaestra.run_folders import _LOCKED_BYTE, RunLock, UsageError
+
+    held: dict[tuple[int, int], int] = {}  # (file, byte) -> the fd that holds it
+
+    def locking(fd, mode, n):
+        assert mode == msvcrt.LK_NBLCK and n == 1
+        key = (os.fstat(fd).st_ino, os.lseek(fd, 0, os.SEEK_CUR))
+        holder = held.get(key)
+        if holder is not None and holder != fd:  # (the same number again: the holder's was closed)
+            try:
+                still_open = os.fstat(holder).st_ino == key[0]
+            except OSError:
+                still_open = False
+            if still_open:
+                raise PermissionError(13, "Permission denied")
+        held[key] = fd
+
+    msvcrt = types.SimpleNamespace(LK_NBLCK=2, locking=locking)
+    monkeypatch.setitem(sys.modules, "fcntl", None)  # import fcntl: ImportError
+    monkeypatch.setitem(sys.modules, "msvcrt", msvcrt)
+    first = RunLock(tmp_path / "run")
+    assert [byte for _, byte in held] == [_LOCKED_BYTE]  # past the pid, which stays readable
+    with pytest.raises(UsageError, match=rf"run 'run' is in use by another process \(pid {os.getpid()}\)"):
+        RunLock(tmp_path / "run")
+    first.release()
+    RunLock(tmp_path / "run").release()
+    assert (tmp_path / "run/.lock").read_text() == f"{os.getpid()}\n"
