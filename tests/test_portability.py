@@ -94,3 +94,60 @@ def test_the_run_folder_is_locked_with_msvcrt_where_there_is_no_fcntl(tmp_path, 
     first.release()
     RunLock(tmp_path / "run").release()
     assert (tmp_path / "run/.lock").read_text() == f"{os.getpid()}\n"
+
+
+def _watching_child(folder: str) -> None:
+    # as an environment worker would on Windows: its parent's pid stays, so it watches the handle
+    import pathlib
+    import time
+
+    from palaestra.workers.process import parent_watch
+
+    ppid = os.getppid()
+    os.getppid = lambda: ppid  # as Windows reports it after the parent is gone
+    os.name = "nt"
+    try:
+        alive = parent_watch()
+    finally:
+        os.name = "posix"
+    pathlib.Path(folder, "child").write_text(str(os.getpid()))
+    deadline = time.monotonic() + 30
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    pathlib.Path(folder, "gone" if not alive() else "timed out").touch()
+
+
+def _main_process(folder: str) -> None:
+    import multiprocessing
+    import time
+
+    multiprocessing.get_context("spawn").Process(target=_watching_child, args=(folder,)).start()
+    time.sleep(120)  # killed by the test
+
+
+def test_a_worker_learns_its_main_process_was_killed_where_the_parent_pid_stays(tmp_path):
+    # Windows does not re-parent an orphan: a stepping worker that checked its parent's pid waited
+    # forever for the next command of a trainer killed outright
+    import multiprocessing
+    import signal
+    import time
+
+    main = multiprocessing.get_context("spawn").Process(target=_main_process, args=(str(tmp_path),))
+    main.start()
+    child = tmp_path / "child"
+    try:
+        deadline = time.monotonic() + 60
+        while not child.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.2)
+        assert child.exists() and not (tmp_path / "gone").exists()  # watching, its parent alive
+        main.kill()
+        main.join()
+        deadline = time.monotonic() + 20
+        while not (tmp_path / "gone").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (tmp_path / "gone").exists()
+    finally:
+        main.kill()
+        if child.exists() and not (tmp_path / "gone").exists():
+            os.kill(int(child.read_text()), signal.SIGKILL)

@@ -15,12 +15,13 @@ dispatches them to a protocol:
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import signal
 import sys
 import traceback
 import warnings
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -59,6 +60,18 @@ def _log_like_the_main_process(index: int) -> None:
     warnings.showwarning = show_warning
 
 
+def parent_watch() -> Callable[[], bool]:
+    """A check of whether the main process is still running. On POSIX a process whose parent died
+    is adopted, so its parent's pid changes; Windows keeps the dead parent's pid, so there the
+    check is multiprocessing's handle on the parent, which is signalled when the parent exits."""
+    if os.name == "nt":
+        parent = multiprocessing.parent_process()
+        if parent is not None:
+            return parent.is_alive
+    ppid = os.getppid()
+    return lambda: os.getppid() == ppid
+
+
 def run_worker(conn: Any, control_name: str, n_workers: int, index: int, bells: tuple[Any, Any], name: str,
                seed: int, num_areas: int, env_args: list[str], engine: EngineConfig, port: int,
                parameters: dict[str, float] | None = None) -> None:
@@ -75,7 +88,7 @@ def run_worker(conn: Any, control_name: str, n_workers: int, index: int, bells: 
     control = SharedArrays(control_layout(n_workers), name=control_name)
     command = Signal(control["command"], control["command_asleep"], index, bells[0])
     reply = Signal(control["reply"], control["reply_asleep"], index, bells[1])
-    parent = os.getppid()
+    parent_alive = parent_watch()
     stepping: SteppingWorker | None = None
     seq = 0
     stage = "run"  # then "close": where a failure happened, for the main process's message
@@ -87,7 +100,7 @@ def run_worker(conn: Any, control_name: str, n_workers: int, index: int, bells: 
         stepping = SteppingWorker(env, conn, n_workers, index)
         while True:
             seq += 1
-            if not command.wait_for(seq, float("inf"), lambda: os.getppid() == parent):
+            if not command.wait_for(seq, float("inf"), parent_alive):
                 break  # the main process is gone
             if control["command_code"][index] == STEP:
                 stepping.step()
@@ -107,7 +120,7 @@ def run_worker(conn: Any, control_name: str, n_workers: int, index: int, bells: 
         stage = "close"
         env.close()
     except (EOFError, BrokenPipeError) as e:
-        if os.getppid() == parent:  # the environment's own (a simulator's socket closed): reported as any error
+        if parent_alive():  # the environment's own (a simulator's socket closed): reported as any error
             _report(e, stage, conn, control, index, reply, seq)
         # else the main process went away: nothing to report to
     except BaseException as e:  # report it; the main process decides what to do
