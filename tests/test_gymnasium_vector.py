@@ -425,3 +425,32 @@ def test_a_vector_info_mask_without_a_row_per_sub_environment_is_said_and_not_re
         assert "without a row per sub-environment: not read as the legal actions" in caplog.text
     finally:
         env.close()
+
+
+def test_a_batch_of_masks_read_in_one_pass_equals_reading_each_copy():
+    # the adapters read many copies' masks at once (one copy at a time cost ~8 µs each); every
+    # batch it cannot take whole, or that a copy's reader would refuse, is read copy by copy
+    from palaestra.envs.base import ActionSpec
+    from palaestra.envs.gymnasium_env import info_mask_reader, read_masks, stacked_masks
+
+    actions = ActionSpec(0, (3, 2, 4))
+    read = info_mask_reader(spaces.Box(-1, 1, (2,)), actions, "env 'x'")
+    rng = np.random.default_rng(0)
+    for dtype in (bool, np.int8, np.float32, np.int64):
+        values = [(rng.random(9) < 0.6).astype(dtype) for _ in range(40)]
+        for v in values:  # a legal action in every branch, as the environment must give
+            v[[0, 3, 5]] = 1
+        batched = read_masks(read, values, actions)
+        one_by_one = stacked_masks([read(v) for v in values], actions)
+        assert [m.shape for m in batched] == [(40, 3), (40, 2), (40, 4)]
+        for a, b in zip(batched, one_by_one):
+            np.testing.assert_array_equal(a, b)
+            assert a.dtype == b.dtype == bool
+    # mixed with a copy without a mask, or one per branch as a tuple: read copy by copy
+    mixed = [np.ones(9, np.int8), None, (np.ones(3), np.ones(2), np.ones(4))]
+    assert [m.shape for m in read_masks(read, mixed, actions)] == [(3, 3), (3, 2), (3, 4)]
+    # a branch with no legal action is refused naming the mask, as one copy's reading does
+    bad = [np.ones(9, np.int8), np.array([1, 1, 1, 0, 0, 1, 1, 1, 1], np.int8)]
+    with pytest.raises(EnvError, match=r"no legal action in a branch: \[1, 1, 1, 0, 0, 1, 1, 1, 1\]"):
+        read_masks(read, bad, actions)
+    assert read_masks(read, [None, None], actions) is None

@@ -22,7 +22,7 @@ no recognizable channel dimension) is flattened to a vector as before, with a wa
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -91,8 +91,8 @@ def is_masked_observation(space: gym.Space) -> bool:
 
 
 def mask_reader(space: gym.Space, actions: ActionSpec, who: str) -> Callable[[Any], list[np.ndarray]] | None:
-    """For a masked observation space (:func:`is_masked_observation`): one observation → the mask
-    of each discrete branch, True where the action is *unavailable* (ML-Agents' convention);
+    """For a masked observation space (:func:`is_masked_observation`): one observation's
+    ``action_mask`` → the mask of each discrete branch, True where the action is *unavailable* (ML-Agents' convention);
     None for any other space."""
     if not is_masked_observation(space):
         return None
@@ -100,8 +100,7 @@ def mask_reader(space: gym.Space, actions: ActionSpec, who: str) -> Callable[[An
     if actions.continuous_size or size != sum(actions.discrete_branches):
         raise EnvError(f"{who}: its action_mask has {size} entries, but its actions are "
                        f"{actions.describe()}; a mask needs discrete actions and one entry per action of each branch")
-    parse = _mask_parser(actions, who)
-    return lambda o: parse(o["action_mask"])
+    return _mask_parser(actions, who)
 
 
 def info_mask_reader(space: gym.Space, actions: ActionSpec, who: str) -> Callable[[Any], list[np.ndarray] | None] | None:
@@ -164,6 +163,34 @@ def _mask_parser(actions: ActionSpec, who: str) -> Callable[[Any], list[np.ndarr
         return [~branch for branch in per_branch]
 
     return parse
+
+
+def read_masks(read: Callable[[Any], list[np.ndarray] | None], values: Sequence[Any],
+               actions: ActionSpec) -> list[np.ndarray] | None:
+    """Each branch's mask ``[copies, size]`` from each copy's mask value as ``read`` takes it
+    (:func:`mask_reader`'s, :func:`info_mask_reader`'s; None where no copy has one). The common
+    batch, every value a numeric array of one entry per action with a legal action in every
+    branch, is read in one pass (the same masks: ``read`` per copy cost microseconds each);
+    anything else, and any mask ``read`` would refuse, goes through ``read`` copy by copy."""
+    at_once = _valid_masks_at_once(values, actions)
+    if at_once is not None:
+        return at_once
+    return stacked_masks([read(v) for v in values], actions)
+
+
+def _valid_masks_at_once(values: Sequence[Any], actions: ActionSpec) -> list[np.ndarray] | None:
+    branches = actions.discrete_branches
+    size = sum(branches)
+    if not values or not branches or not all(type(v) is np.ndarray and v.size == size for v in values):
+        return None
+    legal = np.stack(values).reshape(len(values), size)
+    if legal.dtype.kind not in "biuf":
+        return None
+    legal = legal != 0
+    starts = np.concatenate([[0], np.cumsum(branches)[:-1]])
+    if not np.logical_or.reduceat(legal, starts, axis=1).all():  # a branch with no legal action: read names it
+        return None
+    return [~legal[:, start:start + b] for start, b in zip(starts, branches)]
 
 
 def stacked_masks(per_copy: list[list[np.ndarray] | None], actions: ActionSpec) -> list[np.ndarray] | None:
@@ -424,11 +451,11 @@ class GymnasiumEnv(SingleBehaviorEnv):
         the observation carries one (:func:`mask_reader`), else from their infos
         (:func:`info_mask_reader`)."""
         if self._masks is not None:
-            return [np.stack(branch) for branch in zip(*(self._masks(o) for o in raw))]
+            return read_masks(self._masks, [o["action_mask"] for o in raw], self._spec.action_spec)
         if self._info_masks is None:
             return None
-        return stacked_masks([self._info_masks(info.get("action_mask") if isinstance(info, dict) else None)
-                              for info in infos], self._spec.action_spec)
+        return read_masks(self._info_masks, [info.get("action_mask") if isinstance(info, dict) else None
+                                             for info in infos], self._spec.action_spec)
 
     def _reset_one(self, env: gym.Env, seed: int | None) -> tuple[Any, Any]:
         """One copy's reset (its first with ``seed``): (observation, info), its failures named as

@@ -39,7 +39,7 @@ from palaestra.envs.gymnasium_env import (
     info_mask_reader,
     mask_reader,
     observation_converter,
-    stacked_masks,
+    read_masks,
 )
 from palaestra.envs.single_behavior import SingleBehaviorEnv
 
@@ -115,10 +115,11 @@ class GymnasiumVectorEnv(SingleBehaviorEnv):
         obs = self._converted(rows, which)
         masks = None
         if self._masks is not None:
-            masks = [np.stack(branch) for branch in zip(*(self._masks(rows[i]) for i in which))] if len(which) \
+            masks = read_masks(self._masks, [rows[i]["action_mask"] for i in which], self._spec.action_spec) \
+                if len(which) \
                 else [np.zeros((0, b), bool) for b in self._spec.action_spec.discrete_branches]
         elif info_masks is not None:
-            masks = stacked_masks([self._info_masks(info_masks[i]) for i in which], self._spec.action_spec)
+            masks = read_masks(self._info_masks, [info_masks[i] for i in which], self._spec.action_spec)
         return DecisionSteps([obs], reward[which].astype(np.float32), self._ids[which], masks)
 
     def _info_mask_rows(self, info: Any) -> list | None:

@@ -271,7 +271,7 @@ class PettingZooEnv:
             shape, dtype = spec.observation_shapes[0], self._obs_dtype[behavior]
             masks, reader = None, self._masks[behavior]
             if reader is not None:  # each branch's [agents, size], True where unavailable
-                rows = [reader(obs[a]) for a in agents]
+                rows = [reader(obs[a]["action_mask"]) for a in agents]
                 masks = [np.array([row[k] for row in rows], bool).reshape(len(agents), size)
                          for k, size in enumerate(spec.action_spec.discrete_branches)]
             elif self._info_masks[behavior] is not None:
