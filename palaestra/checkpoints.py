@@ -58,6 +58,16 @@ class DamagedCheckpointError(CheckpointError):
     An older checkpoint of the same run can take its place."""
 
 
+class LayoutMismatch(CheckpointError):
+    """A checkpoint whose networks are laid out otherwise than the ones it would load into (an
+    entry missing, another shape). ``fact`` says what differs; the message adds the likely cause,
+    which the caller may know better (settings it can compare, or another Palaestra version)."""
+
+    def __init__(self, fact: str, guess: str) -> None:
+        super().__init__(f"{fact}: {guess}")
+        self.fact = fact
+
+
 class SaveError(Exception):
     """A file of the run could not be written; the message names it and what was being saved."""
 
@@ -330,23 +340,24 @@ LATER_ENTRIES = frozenset({"policy_updates"})
 
 
 def check_algorithm_state(path: Path, saved: Any, reference: Mapping[str, Any],
-                          param_shapes: Sequence[torch.Size]) -> None:
+                          param_shapes: Sequence[torch.Size], optimizer_loads: bool = True) -> None:
     """Check ``saved`` (a checkpoint's 'algorithm' entry) against ``reference``, the state dict
     of the algorithm it is about to be loaded into, before anything is loaded: every entry
     present with the same kind, every tensor with the shape the networks have.
-    ``param_shapes``: the shapes of the optimizer's parameters, in its order."""
+    ``param_shapes``: the shapes of the optimizer's parameters, in its order. ``optimizer_loads``:
+    False where only the weights load (--inference, --initialize-from), so that a diverged
+    optimizer state (weights still finite) does not disqualify the weights."""
     saved = _mapping(path, saved, "'algorithm'")
     for key, ref in reference.items():
         where = f"'algorithm.{key}'"
         if key not in saved and key in LATER_ENTRIES:
             continue  # written by an older Palaestra: the algorithm starts that part afresh
         if key not in saved:
-            raise CheckpointError(
-                f"checkpoint {path} has no {where} entry: was it trained with another trainer or other "
-                f"network settings ({NETWORK_SETTINGS})?")
+            raise LayoutMismatch(f"checkpoint {path} has no {where} entry",
+                                 f"was it trained with another trainer or other network settings ({NETWORK_SETTINGS})?")
         value = saved[key]
         if key == "optimizer":
-            _check_optimizer(path, value, ref, param_shapes)
+            _check_optimizer(path, value, ref, param_shapes, optimizer_loads)
         elif isinstance(ref, Mapping):
             _check_module(path, value, ref, key)
         elif isinstance(ref, torch.Tensor):
@@ -361,9 +372,9 @@ def _check_shape(path: Path, value: torch.Tensor, ref: torch.Tensor, name: str, 
     if value.is_floating_point() != ref.is_floating_point():
         raise _damaged(path, f"parameter {name}", f"of type {value.dtype}, {owner}'s is {ref.dtype}")
     if value.shape != ref.shape:
-        raise CheckpointError(
-            f"checkpoint {path}: parameter {name} has shape {list(value.shape)}, {owner} expects "
-            f"{list(ref.shape)}: was it trained with other network settings ({NETWORK_SETTINGS})?")
+        raise LayoutMismatch(
+            f"checkpoint {path}: parameter {name} has shape {list(value.shape)}, {owner} expects {list(ref.shape)}",
+            f"was it trained with other network settings ({NETWORK_SETTINGS})?")
     if value.is_floating_point() and not bool(torch.isfinite(value).all()):
         # saved by a run whose training had diverged (Palaestra no longer saves such weights):
         # as unusable as a damaged file, so an older checkpoint is taken instead
@@ -388,9 +399,9 @@ def _check_module(path: Path, saved: Any, reference: Mapping[str, Any], module: 
                 f"which this behavior's {name} {'do' if plural else 'does'} not have"] if extra else [])
         changed = (" or were the signals' own settings changed (GAIL's use_vail or use_actions)"
                    if module == "signals" else "")
-        raise CheckpointError(
-            f"checkpoint {path}: its {name} {' and '.join(parts)}: was it trained with another "
-            f"trainer or other network settings ({NETWORK_SETTINGS}){changed}?")
+        raise LayoutMismatch(
+            f"checkpoint {path}: its {name} {' and '.join(parts)}",
+            f"was it trained with another trainer or other network settings ({NETWORK_SETTINGS}){changed}?")
     for key, ref in reference.items():
         _check_shape(path, _tensor(path, saved[key], f"parameter {module}.{key}"), ref, f"{module}.{key}",
                      f"the {module} network" if module != "policy" else "the policy")
@@ -409,7 +420,8 @@ ADAM_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
 }
 
 
-def _check_optimizer(path: Path, saved: Any, reference: Mapping[str, Any], param_shapes: Sequence[torch.Size]) -> None:
+def _check_optimizer(path: Path, saved: Any, reference: Mapping[str, Any], param_shapes: Sequence[torch.Size],
+                     finite: bool = True) -> None:
     saved = _mapping(path, saved, "'algorithm.optimizer'")
     for key in ("state", "param_groups"):
         if key not in saved:
@@ -418,17 +430,17 @@ def _check_optimizer(path: Path, saved: Any, reference: Mapping[str, Any], param
     if not isinstance(groups, (list, tuple)):
         raise _damaged(path, "'algorithm.optimizer.param_groups'", f"{_kind(groups)}, not a list")
     if len(groups) != len(ref_groups):
-        raise CheckpointError(f"checkpoint {path}: the optimizer has {len(groups)} parameter groups, the policy's "
-                              f"{len(ref_groups)}: was it trained with another trainer?")
+        raise LayoutMismatch(f"checkpoint {path}: the optimizer has {len(groups)} parameter groups, the policy's "
+                             f"{len(ref_groups)}", "was it trained with another trainer?")
     ids: list[int] = []
     for i, (group, ref_group) in enumerate(zip(groups, ref_groups)):
         where = f"'algorithm.optimizer.param_groups'[{i}]"
         group = _mapping(path, group, where)
         params = _int_list(path, group.get("params"), f"{where}['params']")
         if len(params) != len(ref_group["params"]):
-            raise CheckpointError(
+            raise LayoutMismatch(
                 f"checkpoint {path}: the optimizer holds {len(params)} parameters, the policy's "
-                f"{len(ref_group['params'])}: was it trained with other network settings ({NETWORK_SETTINGS})?")
+                f"{len(ref_group['params'])}", f"was it trained with other network settings ({NETWORK_SETTINGS})?")
         ids += params
         for key, ref in ref_group.items():
             if key == "params":
@@ -475,11 +487,11 @@ def _check_optimizer(path: Path, saved: Any, reference: Mapping[str, Any], param
                 raise _damaged(path, where, f"an entry {_short(key)} Adam does not have")
             tensor = _tensor(path, value, f"{where}[{key!r}]")
             if not tensor.is_floating_point() or tensor.shape != shape_of[pid]:
-                raise CheckpointError(
+                raise LayoutMismatch(
                     f"checkpoint {path}: the optimizer's {key} of parameter {pid} has shape {list(tensor.shape)} "
-                    f"({tensor.dtype}), the optimizer expects {list(shape_of[pid])}: was it trained with other "
-                    f"network settings ({NETWORK_SETTINGS})?")
-            if not bool(torch.isfinite(tensor).all()):
+                    f"({tensor.dtype}), the optimizer expects {list(shape_of[pid])}",
+                    f"was it trained with other network settings ({NETWORK_SETTINGS})?")
+            if finite and not bool(torch.isfinite(tensor).all()):
                 # an infinite exp_avg_sq holds its weights still for good (an older version saved
                 # such a state after a loss overflowed): unusable, so an older checkpoint is taken
                 raise DamagedCheckpointError(f"checkpoint {path}: the optimizer's {key} of parameter {pid} holds NaN or "

@@ -24,6 +24,7 @@ from palaestra.checkpoints import (
     CheckpointError,
     CheckpointManager,
     DamagedCheckpointError,
+    LayoutMismatch,
     SaveError,
     check_algorithm_state,
     os_reason,
@@ -589,20 +590,45 @@ class BehaviorTrainer:
                 f"{written(network)}" +
                 "; a checkpoint loads only into the network it was trained with (set them back, or train anew)")
         optimizer_shapes = [p.shape for group in self.algorithm.optimizer.param_groups for p in group["params"]]
+        saved, reference = state["algorithm"], self.algorithm.state_dict()
+        # the whole network record as this behavior's: a layout that differs all the same is another
+        # Palaestra version's (networks changed during development without a new checkpoint format)
+        same_record = bool(saved_network) and all(saved_network.get(k) == v for k, v in network.items() if k not in moot)
+        signals_left = None
+        if weights_only and "signals" in reference:
+            # the reward signals' models do not act: --inference and --initialize-from take the
+            # policy from a checkpoint whose signals' models no longer fit, and they start afresh
+            try:
+                check_algorithm_state(path, {k: v for k, v in saved.items() if k == "signals"},
+                                      {"signals": reference["signals"]}, [])
+            except LayoutMismatch as e:
+                signals_left = e.fact
+                saved = {k: v for k, v in saved.items() if k != "signals"}
+                reference = {k: v for k, v in reference.items() if k != "signals"}
         try:
-            check_algorithm_state(path, state["algorithm"], self.algorithm.state_dict(), optimizer_shapes)
+            check_algorithm_state(path, saved, reference, optimizer_shapes, optimizer_loads=not weights_only)
         except DamagedCheckpointError:
             raise
-        except CheckpointError:
+        except CheckpointError as e:
             trained = saved_network.get("trainer")
-            if trained is None or trained == self.settings.trainer:
-                raise
-            raise CheckpointError(
-                f"checkpoint {path} was trained with trainer: {trained}, but behavior {self.name!r} is set to "
-                f"trainer: {self.settings.trainer}, whose networks it does not fit (set trainer back, or train "
-                "anew)") from None
+            if trained is not None and trained != self.settings.trainer:
+                raise CheckpointError(
+                    f"checkpoint {path} was trained with trainer: {trained}, but behavior {self.name!r} is set to "
+                    f"trainer: {self.settings.trainer}, whose networks it does not fit (set trainer back, or train "
+                    "anew)") from None
+            if isinstance(e, LayoutMismatch) and same_record:
+                signals = "reward signals' models" in e.fact or "'algorithm.signals'" in e.fact
+                raise CheckpointError(
+                    f"{e.fact}, although it records the network settings behavior {self.name!r} has: " + (
+                        "either the signals' own settings changed (GAIL's encoding_size, use_vail or use_actions; "
+                        "curiosity's or RND's encoding_size), or " if signals else "") +
+                    "another version of Palaestra, whose networks are laid out otherwise, wrote it. This one "
+                    "cannot continue it: " + ("set those back, or " if signals else "") +
+                    "train anew (--force, or another --run-id)" + (
+                        "; --inference and --initialize-from still take its policy" if signals else "")) from None
+            raise
         try:
-            self.algorithm.load_state_dict(state["algorithm"], weights_only=weights_only)
+            self.algorithm.load_state_dict(saved, weights_only=weights_only)
         except Exception as e:  # the checks above should have caught it: say what torch said
             text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise CheckpointError(
@@ -610,6 +636,9 @@ class BehaviorTrainer:
                 f"({NETWORK_SETTINGS} differ?): {text}"
             ) from None
         self.loaded_from = path
+        if signals_left is not None:
+            logger.warning("%s: %s; its policy is loaded, and the reward signals' models start afresh", self.name,
+                           signals_left)
         if weights_only:
             return 0
         # the next multiple of this run's summary_freq past the step reached, as ML-Agents derives

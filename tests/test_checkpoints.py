@@ -171,8 +171,8 @@ STRUCTURES = [
      DamagedCheckpointError),
     ("wrong shape", lambda s: s["algorithm"].update(policy={**s["algorithm"]["policy"],
                                                             "logits.weight": torch.zeros(2, 16)}),
-     "parameter policy.logits.weight has shape [2, 16], the policy expects [2, 8]: was it trained with other "
-     "network settings", CheckpointError),
+     "parameter policy.logits.weight has shape [2, 16], the policy expects [2, 8], although it records the network "
+     "settings", CheckpointError),
     ("list", lambda s: s.update(algorithm=[1, 2, 3]), "'algorithm' is [1, 2, 3], not a dictionary",
      DamagedCheckpointError),
     ("nested garbage", lambda s: s["algorithm"].update(optimizer={"state": {0: {"step": [None, {"a": "x"}]}},
@@ -708,3 +708,53 @@ def test_a_resumed_optimizer_keeps_its_own_settings_not_the_checkpoint_s():
     assert resumed.state[weights]["step"].device.type == "cpu" and float(resumed.state[weights]["step"]) == 1
     resumed.step()
     assert float(resumed.state[weights]["step"]) == 2
+
+
+def test_a_layout_another_palaestra_wrote_is_named_so_not_blamed_on_the_settings(trainer, saved):
+    # networks changed shape during development without a new checkpoint format: a checkpoint
+    # recording this behavior's very settings was told to check them, which changed nothing
+    state = CheckpointManager.load(saved)
+    policy = dict(state["algorithm"]["policy"])
+    policy["logits.weight"] = torch.zeros(*policy["logits.weight"].shape[:-1], 99)
+    state["algorithm"]["policy"] = policy
+    save_state(saved, state)
+    with pytest.raises(CheckpointError) as error:
+        trainer.restore(saved, weights_only=False)
+    message = str(error.value)
+    assert "parameter policy.logits.weight has shape" in message
+    assert ("although it records the network settings behavior '1D' has: another version of Palaestra, whose "
+            "networks are laid out otherwise, wrote it. This one cannot continue it: train anew (--force, or "
+            "another --run-id)") in message
+    assert "was it trained with" not in message
+
+
+def test_reward_signals_models_that_no_longer_fit_start_afresh_under_inference_and_initialize_from(tmp_path, caplog):
+    # they do not act, so a trained policy stays usable; --resume needs them and says what to do
+    signals = {"extrinsic": ExtrinsicSettings(), "rnd": RNDSettings()}
+    source = make_trainer(tmp_path / "a", reward_signals=signals)
+    mark(source, 0.25)
+    path = source.checkpoints.save(source.state(0), 0)
+    state = CheckpointManager.load(path)
+    state["algorithm"]["signals"] = {k: v for k, v in state["algorithm"]["signals"].items()
+                                     if not k.endswith(".weight")}
+    save_state(path, state)
+    other = make_trainer(tmp_path / "b", reward_signals=signals)
+    with caplog.at_level(logging.WARNING, logger="palaestra"):
+        other.restore(path, weights_only=True)
+    assert torch.equal(policy_weights(other)["logits.bias"], policy_weights(source)["logits.bias"])
+    assert "its reward signals' models lack" in caplog.text
+    assert "its policy is loaded, and the reward signals' models start afresh" in caplog.text
+    with pytest.raises(CheckpointError) as error:
+        make_trainer(tmp_path / "c", reward_signals=signals).restore(path, weights_only=False)
+    assert "either the signals' own settings changed (GAIL's encoding_size" in str(error.value)
+    assert "--inference and --initialize-from still take its policy" in str(error.value)
+
+
+def test_weights_of_a_checkpoint_whose_optimizer_diverged_still_serve_inference_and_initialize_from(trainer):
+    # those modes load no optimizer state; the weights of such a checkpoint are finite
+    first, second, third = _three_checkpoints(trainer)
+    state = CheckpointManager.load(third)
+    next(iter(state["algorithm"]["optimizer"]["state"].values()))["exp_avg_sq"].view(-1)[0] = float("inf")
+    CheckpointManager.save_file(third, state)
+    path, _ = trainer.restore_newest(trainer.checkpoints, weights_only=True, set_aside=False, advice="")
+    assert path == third and float(policy_weights(trainer)["logits.bias"][0]) == 300

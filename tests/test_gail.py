@@ -356,7 +356,9 @@ def test_a_resume_with_vail_turned_off_names_the_signal_s_models_and_the_setting
     assert result.code == 1 and "Traceback" not in result.log
     assert "its reward signals' models has 'gail.model." not in result.log
     assert re.search(r"its reward signals' models have 'gail\.model\.\w.*, which this behavior's reward signals' models "
-                     r"do not have: .* or were the signals' own settings changed \(GAIL's use_vail or use_actions\)\?",
+                     r"do not have, although it records the network settings behavior '1D' has: either the signals' "
+                     r"own settings changed \(GAIL's encoding_size, use_vail or use_actions;.*set those back, or train "
+                     r"anew",
                      result.log), result.log
 
 

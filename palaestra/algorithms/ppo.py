@@ -574,6 +574,7 @@ class PPO:
 
     def load_state_dict(self, state: dict[str, Any], weights_only: bool = False) -> None:
         self.policy.load_state_dict(state["policy"])
-        load_signals_state(self.signals, state.get("signals", {}))
+        if "signals" in state:  # (left out where the signals' models start afresh: trainer.py's restore)
+            load_signals_state(self.signals, state["signals"])
         if not weights_only:
             load_training_state(self, state)

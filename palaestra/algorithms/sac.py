@@ -752,7 +752,8 @@ class SAC:
 
     def load_state_dict(self, state: dict[str, Any], weights_only: bool = False) -> None:
         self.policy.load_state_dict(state["policy"])
-        load_signals_state(self.signals, state.get("signals", {}))
+        if "signals" in state:  # (left out where the signals' models start afresh: trainer.py's restore)
+            load_signals_state(self.signals, state["signals"])
         if weights_only:  # --initialize-from and --inference: the policy alone (ML-Agents: all weights)
             if "critic" in state:
                 self._load_critics(state)
