@@ -75,18 +75,22 @@ def test_an_interrupted_wait_lets_the_second_thread_s_work_finish_before_raising
     import _thread
     import signal
 
+    fired = threading.Event()
+
     def interrupt():
         if how == "signal":
             signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
         else:
             _thread.interrupt_main()
+        fired.set()
 
     second = SecondThread()
     finished = threading.Event()
 
     def work(i):
-        if i == 1:
-            time.sleep(0.4)
+        if i == 1:  # still working when the interrupt comes, however late a loaded machine fires it
+            fired.wait(timeout=30)
+            time.sleep(0.2)
             finished.set()
         return i
 
