@@ -63,9 +63,10 @@ class LayoutMismatch(CheckpointError):
     entry missing, another shape). ``fact`` says what differs; the message adds the likely cause,
     which the caller may know better (settings it can compare, or another Palaestra version)."""
 
-    def __init__(self, fact: str, guess: str) -> None:
+    def __init__(self, fact: str, guess: str, part: str = "") -> None:
         super().__init__(f"{fact}: {guess}")
         self.fact = fact
+        self.part = part  # the entry of the algorithm's state it concerns ("policy", "signals", "optimizer", ...)
 
 
 class SaveError(Exception):
@@ -354,27 +355,28 @@ def check_algorithm_state(path: Path, saved: Any, reference: Mapping[str, Any],
             continue  # written by an older Palaestra: the algorithm starts that part afresh
         if key not in saved:
             raise LayoutMismatch(f"checkpoint {path} has no {where} entry",
-                                 f"was it trained with another trainer or other network settings ({NETWORK_SETTINGS})?")
+                                 f"was it trained with another trainer or other network settings ({NETWORK_SETTINGS})?",
+                                 key)
         value = saved[key]
         if key == "optimizer":
             _check_optimizer(path, value, ref, param_shapes, optimizer_loads)
         elif isinstance(ref, Mapping):
             _check_module(path, value, ref, key)
         elif isinstance(ref, torch.Tensor):
-            _check_shape(path, _tensor(path, value, where), ref, key, "the policy")
+            _check_shape(path, _tensor(path, value, where), ref, key, "the policy", key)
         elif _is_int(ref):
             if not _is_count(value):
                 raise _damaged(path, where, f"{_kind(value)}, "
                                "not an integer >= 0")
 
 
-def _check_shape(path: Path, value: torch.Tensor, ref: torch.Tensor, name: str, owner: str) -> None:
+def _check_shape(path: Path, value: torch.Tensor, ref: torch.Tensor, name: str, owner: str, part: str) -> None:
     if value.is_floating_point() != ref.is_floating_point():
         raise _damaged(path, f"parameter {name}", f"of type {value.dtype}, {owner}'s is {ref.dtype}")
     if value.shape != ref.shape:
         raise LayoutMismatch(
             f"checkpoint {path}: parameter {name} has shape {list(value.shape)}, {owner} expects {list(ref.shape)}",
-            f"was it trained with other network settings ({NETWORK_SETTINGS})?")
+            f"was it trained with other network settings ({NETWORK_SETTINGS})?", part)
     if value.is_floating_point() and not bool(torch.isfinite(value).all()):
         # saved by a run whose training had diverged (Palaestra no longer saves such weights):
         # as unusable as a damaged file, so an older checkpoint is taken instead
@@ -401,10 +403,10 @@ def _check_module(path: Path, saved: Any, reference: Mapping[str, Any], module: 
                    if module == "signals" else "")
         raise LayoutMismatch(
             f"checkpoint {path}: its {name} {' and '.join(parts)}",
-            f"was it trained with another trainer or other network settings ({NETWORK_SETTINGS}){changed}?")
+            f"was it trained with another trainer or other network settings ({NETWORK_SETTINGS}){changed}?", module)
     for key, ref in reference.items():
         _check_shape(path, _tensor(path, saved[key], f"parameter {module}.{key}"), ref, f"{module}.{key}",
-                     f"the {module} network" if module != "policy" else "the policy")
+                     f"the {module} network" if module != "policy" else "the policy", module)
 
 
 _ADAM_TENSORS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
@@ -431,7 +433,7 @@ def _check_optimizer(path: Path, saved: Any, reference: Mapping[str, Any], param
         raise _damaged(path, "'algorithm.optimizer.param_groups'", f"{_kind(groups)}, not a list")
     if len(groups) != len(ref_groups):
         raise LayoutMismatch(f"checkpoint {path}: the optimizer has {len(groups)} parameter groups, the policy's "
-                             f"{len(ref_groups)}", "was it trained with another trainer?")
+                             f"{len(ref_groups)}", "was it trained with another trainer?", "optimizer")
     ids: list[int] = []
     for i, (group, ref_group) in enumerate(zip(groups, ref_groups)):
         where = f"'algorithm.optimizer.param_groups'[{i}]"
@@ -440,7 +442,8 @@ def _check_optimizer(path: Path, saved: Any, reference: Mapping[str, Any], param
         if len(params) != len(ref_group["params"]):
             raise LayoutMismatch(
                 f"checkpoint {path}: the optimizer holds {len(params)} parameters, the policy's "
-                f"{len(ref_group['params'])}", f"was it trained with other network settings ({NETWORK_SETTINGS})?")
+                f"{len(ref_group['params'])}", f"was it trained with other network settings ({NETWORK_SETTINGS})?",
+                "optimizer")
         ids += params
         for key, ref in ref_group.items():
             if key == "params":
@@ -490,7 +493,7 @@ def _check_optimizer(path: Path, saved: Any, reference: Mapping[str, Any], param
                 raise LayoutMismatch(
                     f"checkpoint {path}: the optimizer's {key} of parameter {pid} has shape {list(tensor.shape)} "
                     f"({tensor.dtype}), the optimizer expects {list(shape_of[pid])}",
-                    f"was it trained with other network settings ({NETWORK_SETTINGS})?")
+                    f"was it trained with other network settings ({NETWORK_SETTINGS})?", "optimizer")
             if finite and not bool(torch.isfinite(tensor).all()):
                 # an infinite exp_avg_sq holds its weights still for good (an older version saved
                 # such a state after a loss overflowed): unusable, so an older checkpoint is taken

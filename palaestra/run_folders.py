@@ -298,8 +298,10 @@ def restore(trainer: BehaviorTrainer, options: RunOptions, settings: TrainerSett
         logger.warning("behavior %r: init_path %s (%s of %s) is not used%s:%s", trainer.name, settings.init_path,
                        settings.origin("init_path"), options.trainer_config_path, flag, passed_over)
     if options.inference and own.list():  # run the saved policy for max_steps new steps
-        path, _ = trainer.restore_newest(own, weights_only=True, set_aside=False,
-                                         advice="train the run again with --force")
+        played = f"its exported model {trainer.onnx_path} plays with palaestra-record --policy=" \
+                 f"{trainer.onnx_path}, or in Unity; or train the run again with --force" \
+            if trainer.onnx_path.is_file() else "train the run again with --force"
+        path, _ = trainer.restore_newest(own, weights_only=True, set_aside=False, advice=played)
         logger.info("Loaded %s from %s for inference", trainer.name, path)
         return 0
     if options.resume:
@@ -321,7 +323,7 @@ def restore(trainer: BehaviorTrainer, options: RunOptions, settings: TrainerSett
     else:
         source = Path(settings.init_path) if settings.init_path else None
     if source is not None and source.is_file():  # init_path naming one checkpoint file
-        trainer.restore(source, weights_only=True)
+        trainer.restore(source, weights_only=True, advice="set init_path to another checkpoint")
         logger.info("Initialized %s from %s", trainer.name, source)
     elif source is not None:
         source_checkpoints = CheckpointManager(source, 0)

@@ -70,9 +70,19 @@ def network_record(settings: TrainerSettings, spec: BehaviorSpec, signals: list[
         record["memory_size"] = settings.memory_size
         if hasattr(settings, "lstm_placement"):
             record["lstm_placement"] = settings.lstm_placement
-    if any(is_image(shape) for shape in spec.observation_shapes):
+    images = any(is_image(shape) for shape in spec.observation_shapes)
+    if images:
         record["vis_encode_type"] = settings.vis_encode_type
+    for name in signals:  # the reward signals' own settings that shape their models, as <signal>.<key>
+        signal = settings.reward_signals.get(name)
+        for key in SIGNAL_SHAPE_KEYS.get(name, ()) + (("encoding_size",) if images and name == "gail" else ()):
+            record[f"{name}.{key}"] = getattr(signal, key)
     return record
+
+
+# the settings of each reward signal that shape its model (GAIL's encoding_size: its image encoders')
+SIGNAL_SHAPE_KEYS: dict[str, tuple[str, ...]] = {
+    "curiosity": ("encoding_size",), "rnd": ("encoding_size",), "gail": ("hidden_units", "use_actions", "use_vail")}
 
 
 def _as_written(value: Any) -> str:
@@ -516,7 +526,7 @@ class BehaviorTrainer:
         damaged: list[tuple[Path, CheckpointError]] = []
         for _, path in reversed(found):
             try:
-                step = self.restore(path, weights_only)
+                step = self.restore(path, weights_only, advice)
             except DamagedCheckpointError as e:
                 damaged.append((path, e))
                 continue
@@ -534,11 +544,12 @@ class BehaviorTrainer:
         raise CheckpointError(f"no intact checkpoint of behavior {self.name!r} remains in {checkpoints.folder}: "
                               f"{reasons}; {advice}")
 
-    def restore(self, path: Path, weights_only: bool) -> int:
+    def restore(self, path: Path, weights_only: bool, advice: str = "train anew (--force, or another --run-id)") -> int:
         """Load a checkpoint; return its global step (0 with weights_only). Everything in it is
         checked before anything is loaded, so a checkpoint that does not fit (a CheckpointError;
         a DamagedCheckpointError if the file is not an intact checkpoint) changes nothing. A saved
-        replay buffer is read after, and one that does not fit stops the run as well."""
+        replay buffer is read after, and one that does not fit stops the run as well. ``advice``
+        ends the message where this Palaestra cannot load it at all (another version wrote it)."""
         state = CheckpointManager.load(path)
         if state.get("format", CHECKPOINT_FORMAT) > CHECKPOINT_FORMAT:
             raise CheckpointError(f"checkpoint {path} has format {state['format']}, this Palaestra reads format "
@@ -566,8 +577,9 @@ class BehaviorTrainer:
         trained_by = saved_network.get("trainer")
         moot = {"trainer"} | ({"normalize"} if self.settings.trainer not in READ_BY["normalize"]
                               and (trained_by is None or trained_by not in READ_BY["normalize"]) else set())
-        differ = [key for key in network
-                  if key not in moot and key in saved_network and saved_network[key] != network[key]]
+        # (--inference and --initialize-from leave out signals' models that do not fit: below)
+        differ = [key for key in network if key not in moot and key in saved_network
+                  and saved_network[key] != network[key] and not (weights_only and "." in key)]
         # where another trainer made it, both are named too: often the cause, not always (a
         # behavioral-cloning run's weights may start a PPO run)
         other_trainer = trained_by not in (None, network.get("trainer"))
@@ -593,7 +605,9 @@ class BehaviorTrainer:
         saved, reference = state["algorithm"], self.algorithm.state_dict()
         # the whole network record as this behavior's: a layout that differs all the same is another
         # Palaestra version's (networks changed during development without a new checkpoint format)
-        same_record = bool(saved_network) and all(saved_network.get(k) == v for k, v in network.items() if k not in moot)
+        same_record = bool(saved_network) and all(saved_network.get(k) == v for k, v in network.items()
+                                                  if k not in moot and "." not in k)
+        signals_recorded = same_record and all(saved_network.get(k) == v for k, v in network.items() if "." in k)
         signals_left = None
         if weights_only and "signals" in reference:
             # the reward signals' models do not act: --inference and --initialize-from take the
@@ -616,16 +630,27 @@ class BehaviorTrainer:
                     f"checkpoint {path} was trained with trainer: {trained}, but behavior {self.name!r} is set to "
                     f"trainer: {self.settings.trainer}, whose networks it does not fit (set trainer back, or train "
                     "anew)") from None
-            if isinstance(e, LayoutMismatch) and same_record:
-                signals = "reward signals' models" in e.fact or "'algorithm.signals'" in e.fact
+            if not isinstance(e, LayoutMismatch):
+                raise
+            if not saved_network:  # written before checkpoints recorded their settings
                 raise CheckpointError(
-                    f"{e.fact}, although it records the network settings behavior {self.name!r} has: " + (
-                        "either the signals' own settings changed (GAIL's encoding_size, use_vail or use_actions; "
-                        "curiosity's or RND's encoding_size), or " if signals else "") +
-                    "another version of Palaestra, whose networks are laid out otherwise, wrote it. This one "
-                    "cannot continue it: " + ("set those back, or " if signals else "") +
-                    "train anew (--force, or another --run-id)" + (
-                        "; --inference and --initialize-from still take its policy" if signals else "")) from None
+                    f"{e.fact}: it records no network settings, so an early version of Palaestra wrote it; either it "
+                    f"was trained with other settings ({NETWORK_SETTINGS}), or that version's networks were laid out "
+                    f"otherwise and this one cannot load it: {advice}") from None
+            signals = e.part == "signals"
+            if same_record and (signals_recorded or not signals):
+                raise CheckpointError(
+                    f"{e.fact}, although it records the network settings behavior {self.name!r} has: another version "
+                    f"of Palaestra, whose networks are laid out otherwise, wrote it, and this one cannot load it: "
+                    f"{advice}" + ("; --inference and --initialize-from still take its policy" if signals else "")
+                ) from None
+            if same_record:  # (a checkpoint that did not record the signals' own settings yet)
+                raise CheckpointError(
+                    f"{e.fact}, although it records the network settings behavior {self.name!r} has: either the "
+                    "signals' own settings changed (curiosity's or RND's encoding_size; GAIL's hidden_units, "
+                    "use_actions, use_vail or, with images, encoding_size): set them back; or another version of "
+                    f"Palaestra, whose networks are laid out otherwise, wrote it: {advice}; --inference and "
+                    "--initialize-from still take its policy") from None
             raise
         try:
             self.algorithm.load_state_dict(saved, weights_only=weights_only)

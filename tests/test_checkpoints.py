@@ -723,7 +723,7 @@ def test_a_layout_another_palaestra_wrote_is_named_so_not_blamed_on_the_settings
     message = str(error.value)
     assert "parameter policy.logits.weight has shape" in message
     assert ("although it records the network settings behavior '1D' has: another version of Palaestra, whose "
-            "networks are laid out otherwise, wrote it. This one cannot continue it: train anew (--force, or "
+            "networks are laid out otherwise, wrote it, and this one cannot load it: train anew (--force, or "
             "another --run-id)") in message
     assert "was it trained with" not in message
 
@@ -746,8 +746,34 @@ def test_reward_signals_models_that_no_longer_fit_start_afresh_under_inference_a
     assert "its policy is loaded, and the reward signals' models start afresh" in caplog.text
     with pytest.raises(CheckpointError) as error:
         make_trainer(tmp_path / "c", reward_signals=signals).restore(path, weights_only=False)
-    assert "either the signals' own settings changed (GAIL's encoding_size" in str(error.value)
+    assert "another version of Palaestra" in str(error.value)
     assert "--inference and --initialize-from still take its policy" in str(error.value)
+    # a checkpoint without a network record (the earliest versions wrote none) says so
+    del state["network"]
+    save_state(path, state)
+    with pytest.raises(CheckpointError, match=r"lack .*: it records no network settings, so an early version of "
+                                              r"Palaestra wrote it; either it was trained with other settings"):
+        make_trainer(tmp_path / "d", reward_signals=signals).restore(path, weights_only=False)
+
+
+def test_a_checkpoint_records_its_signals_own_settings_and_a_change_is_named(tmp_path, caplog):
+    from palaestra.settings import CuriositySettings
+
+    def signals(size):
+        return {"extrinsic": ExtrinsicSettings(), "curiosity": CuriositySettings(encoding_size=size)}
+
+    source = make_trainer(tmp_path / "a", reward_signals=signals(16))
+    mark(source, 0.5)
+    path = source.checkpoints.save(source.state(0), 0)
+    assert CheckpointManager.load(path)["network"]["curiosity.encoding_size"] == 16
+    with pytest.raises(CheckpointError, match=r"trained with curiosity.encoding_size: 16, but behavior '1D' is set to "
+                                              r"curiosity.encoding_size: 8"):
+        make_trainer(tmp_path / "b", reward_signals=signals(8)).restore(path, weights_only=False)
+    other = make_trainer(tmp_path / "c", reward_signals=signals(8))
+    with caplog.at_level(logging.WARNING, logger="palaestra"):
+        other.restore(path, weights_only=True)  # --inference, --initialize-from: the policy loads
+    assert torch.equal(policy_weights(other)["logits.bias"], policy_weights(source)["logits.bias"])
+    assert "the reward signals' models start afresh" in caplog.text
 
 
 def test_weights_of_a_checkpoint_whose_optimizer_diverged_still_serve_inference_and_initialize_from(trainer):

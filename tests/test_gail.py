@@ -354,12 +354,23 @@ def test_a_resume_with_vail_turned_off_names_the_signal_s_models_and_the_setting
     assert run_cli(config(True), "--env=Simple1DDiscrete", "--run-id=v", "--seed=1").code == 0
     result = run_cli(config(False), "--env=Simple1DDiscrete", "--run-id=v", "--resume")
     assert result.code == 1 and "Traceback" not in result.log
+    assert ("was trained with gail.use_vail: true, but behavior '1D' is set to gail.use_vail: false; a checkpoint "
+            "loads only into the network it was trained with") in result.log, result.log
+    # a checkpoint written before the signals' settings were recorded: its models tell, and the
+    # message names the settings it may be
+    from palaestra.checkpoints import CheckpointManager
+
+    (path,) = (workdir / "models/v/1D").glob("checkpoint-*.pt")
+    state = CheckpointManager.load(path)
+    state["network"] = {k: v for k, v in state["network"].items() if "." not in k}
+    CheckpointManager.save_file(path, state)
+    result = run_cli(config(False), "--env=Simple1DDiscrete", "--run-id=v", "--resume")
+    assert result.code == 1 and "Traceback" not in result.log
     assert "its reward signals' models has 'gail.model." not in result.log
     assert re.search(r"its reward signals' models have 'gail\.model\.\w.*, which this behavior's reward signals' models "
                      r"do not have, although it records the network settings behavior '1D' has: either the signals' "
-                     r"own settings changed \(GAIL's encoding_size, use_vail or use_actions;.*set those back, or train "
-                     r"anew",
-                     result.log), result.log
+                     r"own settings changed \(.*GAIL's hidden_units, use_actions, use_vail.*set them back; or another "
+                     r"version of Palaestra", result.log), result.log
 
 
 @pytest.mark.parametrize("use_terminal_states", [False, True])
