@@ -1078,13 +1078,18 @@ def _later_format_hint(key: str, value: Any) -> str:
             if str(sub) == "memory":
                 flat.append("use_recurrent: true")
                 flatten(inner, seen | {id(group)})
-            else:
+            elif str(sub) in TRAINER_KEYS:
                 flat.append(f"{sub}: {written(inner)}")
+            else:  # (a later release's own setting, beta_schedule say: writing it flat would not help)
+                unknown.append(str(sub))
 
+    unknown: list[str] = []
     flatten({key: value} if key == "memory" else value)
     listed = f" (here: {', '.join(dict.fromkeys(flat))})" if flat else ""
+    missing = (f"; {', '.join(dict.fromkeys(unknown))} {'has' if len(set(unknown)) == 1 else 'have'} no 0.15/0.16 "
+               "setting and cannot be given") if unknown else ""
     return (f"a group of ML-Agents' later config layout (release 1 on). This format (0.15/0.16) writes "
-            f"those settings flat in the behavior's section{listed}; see docs/configuration.md")
+            f"those settings flat in the behavior's section{listed}{missing}; see docs/configuration.md")
 
 
 # ML-Agents' later per-behavior keys whose setting this format takes from the command line

@@ -389,10 +389,12 @@ class BehaviorTrainer:
         else:
             return
         names = ", ".join(broken[:4]) + (" ..." if len(broken) > 4 else "")
-        advice = "" if self.settings.normalize else ", normalize: true"
+        # (the cloning trainers read neither normalize nor rewards: a lower learning rate is what is left)
+        rewards = self.settings.trainer in READ_BY["reward_signals"]
+        advice = ", normalize: true" if rewards and not self.settings.normalize else ""
         raise DivergedError(
             f"behavior {self.name!r}: training diverged by step {self.step}: {what} ({names}). Try a lower "
-            f"learning_rate{advice}, or smaller rewards; {self._kept_files()}")
+            f"learning_rate{advice}{', or smaller rewards' if rewards else ''}; {self._kept_files()}")
 
     def _kept_files(self) -> str:
         found = self.checkpoints.list()

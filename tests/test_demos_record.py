@@ -601,3 +601,24 @@ def test_a_killed_recording_s_temp_file_is_removed_by_the_next_recording_of_that
             assert live._partial.exists()  # held by a live writer: kept
         assert path.exists()  # the second recording, published as it closed
     assert not any(out.glob(".*.partial"))
+
+
+def test_the_unity_flags_its_messages_name_reach_the_environment(workdir, capsys):
+    # the shared messages say "set by --base-port" and "raise --timeout-wait": the recorder has both
+    import sys as _sys
+
+    (workdir / "port_factory.py").write_text(
+        "from palaestra.envs.builtin.simple1d import Simple1D\n\nSEEN = {}\n\n\n"
+        "def make(seed, port, engine):\n    SEEN.update(port=port, wait=engine.timeout_wait, "
+        "no_graphics=engine.no_graphics)\n    return Simple1D(seed=seed)\n")
+    _sys.path.insert(0, str(workdir))
+    try:
+        code, _, err = _record(["--env=port_factory:make", "--policy=random", "--episodes=1", "--base-port=6100",
+                                "--timeout-wait=7", "--no-graphics"], capsys)
+        import port_factory
+
+        assert code == 0, err
+        assert port_factory.SEEN == {"port": 6100, "wait": 7, "no_graphics": True}
+    finally:
+        _sys.path.remove(str(workdir))
+        _sys.modules.pop("port_factory", None)

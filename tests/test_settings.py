@@ -253,6 +253,9 @@ def test_a_file_of_another_kind_is_named_for_what_it_is(tmp_path, name, text, me
      "later config layout"),
     ("B:\n  trainer_type: sac\n", "key 'trainer_type': ML-Agents' later name of 'trainer'; this format reads "
      "`trainer: sac`"),
+    # a later release's own setting is not offered as a flat key, which would only be warned unknown
+    ("B:\n  hyperparameters: {learning_rate: 0.001, beta_schedule: linear}\n", "(here: learning_rate: 0.001); "
+     "beta_schedule has no 0.15/0.16 setting and cannot be given; see docs/configuration.md"),
 ])
 def test_a_section_in_ml_agents_later_layout_is_refused_with_its_settings_written_flat(tmp_path, text, message):
     # ignored with a warning, a later-layout group would train another network than asked for

@@ -30,13 +30,13 @@ import numpy as np
 
 from palaestra.demos.reader import DemoError, DemoMeta
 from palaestra.demos.writer import DemoWriter
-from palaestra.envs.base import (ActionSpec, ActionTuple, BehaviorSpec, DecisionSteps, Env, EnvError, TerminalSteps,
-                                 behaviors_named)
+from palaestra.envs.base import (ActionSpec, ActionTuple, BehaviorSpec, DecisionSteps, EngineConfig, Env, EnvError,
+                                 TerminalSteps, behaviors_named)
 from palaestra.envs.checker import refuse_non_finite
 from palaestra.envs.observations import channels_first, is_image
 from palaestra.evaluation import AgentMemories, model_input, takes_channels_first
 from palaestra.imports import ImportTargetError, load_callable
-from palaestra.options import FlagParser, _ranged, positive_int
+from palaestra.options import FlagParser, RunOptions, _ranged, positive_int
 
 
 
@@ -513,6 +513,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-steps", type=positive_int, default=1_000_000,
                         help="give up after this many environment steps (default 1000000)")
     parser.add_argument("--force", action="store_true", help="replace .demo files that already exist")
+    # a Unity build or the Editor, as mlagents-learn starts and waits for them (its messages name these)
+    defaults = RunOptions()
+    parser.add_argument("--base-port", type=_ranged("base_port"), default=defaults.base_port,
+                        help="the port a Unity build or the Editor connects on (a factory that takes a `port` "
+                        "argument receives it)")
+    parser.add_argument("--timeout-wait", type=_ranged("timeout_wait"), default=defaults.timeout_wait,
+                        help="Unity: seconds to wait for the build or the Editor to connect, and for each step")
+    parser.add_argument("--no-graphics", action="store_true", help="Unity builds: run without rendering")
     return parser
 
 
@@ -562,7 +570,9 @@ def main(argv: list[str] | None = None) -> int:
     env = None
     stop = _StopSignals()
     try:
-        env = make_env(args.env, seed=args.seed, num_areas=args.num_areas, env_args=args.env_args)
+        engine = EngineConfig(no_graphics=args.no_graphics, timeout_wait=args.timeout_wait)
+        env = make_env(args.env, seed=args.seed, num_areas=args.num_areas, env_args=args.env_args, engine=engine,
+                       port=args.base_port)
         policies = policies_by_behavior(args.policy, list(env.behavior_specs))
         results = record(env, policies, args.episodes, Path(args.out).expanduser(), args.seed, args.force,
                          args.max_steps)

@@ -62,11 +62,12 @@ def parse_env_args(args: list[str] | None) -> dict[str, Any]:
         key, equals, value = item.partition("=")
         key = key.strip()
         if not equals or not key:
-            hint = "; --env-args takes every argument after it, so give it last" if item.startswith("--") else ""
+            hint = "; mlagents-learn's --env-args takes every argument after it, so give it last" \
+                if item.startswith("--") else ""
             raise EnvError(f"--env-args: expected key=value, got {item!r}{hint}")
         if key.startswith("--"):  # --run-id=x after --env-args: a flag, not an argument
-            raise EnvError(f"--env-args: {item!r} looks like a flag; --env-args takes every argument after it, "
-                           "so give it last")
+            raise EnvError(f"--env-args: {item!r} looks like a flag; mlagents-learn's --env-args takes every "
+                           "argument after it, so give it last")
         if key in kwargs:
             raise EnvError(f"--env-args: {key!r} is given twice ({_show_arg(args, key)}); give it once")
         try:
