@@ -15,7 +15,7 @@ class ImportTargetError(ValueError):
 
 _FOLDERS_BESIDE: list[str] = []  # folders made importable by import_beside, for the messages
 # packages that come with one of Palaestra's extras: a message that they are missing says which
-EXTRAS = {"pettingzoo": "palaestra[pettingzoo]", "mpe2": "palaestra[pettingzoo]"}
+EXTRAS = {"pettingzoo": "pettingzoo", "mpe2": "pettingzoo"}
 
 
 def import_beside(path: str) -> None:
@@ -46,7 +46,8 @@ def import_target_module(target: str, flag: str) -> Any:
                 os.getcwd(), "".join(f", beside the trainer config in {f}" for f in _FOLDERS_BESIDE if f != os.getcwd()))
         # the package itself missing (not a module inside an installed one): say what installs it
         extra = EXTRAS.get(e.name or "") if isinstance(e, ModuleNotFoundError) else None
-        install = f"; {e.name} comes with pip install \"{extra}\"" if extra else ""
+        install = (f"; {e.name} comes with Palaestra's {extra} extra: pip install -e \".[{extra}]\" in Palaestra's "
+                   "folder") if extra else ""
         # the module itself not found: nothing of the user's to show; else (an import inside it) its traceback
         raise ImportTargetError(f"{flag}={target}: cannot import module {module_name!r}: {e}{searched}{install}") \
             from (None if searched else e)

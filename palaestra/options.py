@@ -409,14 +409,16 @@ class FlagParser(argparse.ArgumentParser):
                             "trainer config before --env-args)")
         prefix = "unrecognized arguments: "
         if message.startswith(prefix):
-            known = [flag for action in self._actions for flag in action.option_strings if flag.startswith("--")]
+            # (not the hidden ones: --train and --load do nothing now but warn)
+            known = [flag for action in self._actions if action.help != argparse.SUPPRESS
+                     for flag in action.option_strings if flag.startswith("--")]
             hints = []
             for word in message[len(prefix):].split():
                 flag = word.split("=", 1)[0]
                 if flag.startswith("--"):
                     spelt = flag.replace("_", "-")
                     close = [k for k in known if k.startswith(spelt)] or \
-                        difflib.get_close_matches(spelt, known, n=1, cutoff=0.6)
+                        difflib.get_close_matches(spelt, known, n=1, cutoff=0.75)
                     if close:
                         hints.append(f"{flag}: did you mean {' or '.join(close)}?")
             left_over = [w for w in message[len(prefix):].split() if not w.startswith("-")]

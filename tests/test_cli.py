@@ -66,6 +66,17 @@ def test_a_flag_is_taken_whole_and_a_wrong_one_gets_the_nearest(capsys, flag, sa
     assert exit_.value.code == 2 and f"unrecognized arguments: {flag} ({said})" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("flag", ["--trainer=sac", "--training", "--loading"])
+def test_no_far_fetched_or_hidden_flag_is_offered(capsys, flag):
+    # --trainer is a config key, not --inference; --train and --load only warn that they do nothing now
+    from palaestra.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["c.yaml", "--env=3DBall", "--run-id=r", flag, "--dry-run"])
+    err = capsys.readouterr().err
+    assert f"unrecognized arguments: {flag}" in err and "did you mean" not in err
+
+
 def test_env_args_with_an_equals_sign_and_several_values_says_how_to_give_them(capsys):
     from palaestra.cli import main
 
@@ -1662,7 +1673,7 @@ def test_image_behaviors_train_their_two_towers_at_once_on_two_or_more_threads(f
 @pytest.mark.parametrize("args,message", [
     (["--env=Builds/Nothing"], "no Unity build at 'Builds/Nothing': the path does not exist"),
     (["--env=CartPole-v1", "--env-args", "--run-id=x2"], "so '--run-id=x2' would go to the environment"),
-    (["--env=CartPole-v1", "--env-args", "--not-ours=1"], "'--not-ours=1' looks like a flag; --env-args takes every"),
+    (["--env=CartPole-v1", "--env-args", "--not-ours=1"], "'--not-ours=1' looks like a flag; mlagents-learn's --env-args takes every"),
     (["--env=Simple1DDiscrete", "--run-id=none", "--resume"], "no previous run 'none' (no models"),
 ])
 def test_mistakes_with_the_environment_and_the_run_are_named(run_cli, small_config, args, message):

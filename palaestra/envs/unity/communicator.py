@@ -75,7 +75,7 @@ def version_problem(unity_api: str, unity_package: str) -> str | None:
                 "com.unity.ml-agents 1.0.0 or later, ML-Agents release 1 / 0.16 or later) and rebuild")
     if version[0] > NEWEST_API[0]:
         return (f"the Unity project speaks ML-Agents communicator API {unity_api}{package}; Palaestra speaks "
-                f"{spoken}. Upgrade Palaestra (pip install --upgrade palaestra), or use a com.unity.ml-agents "
+                f"{spoken}. Upgrade Palaestra (a newer checkout, installed again), or use a com.unity.ml-agents "
                 "package of major version 1, 2 or 3 in the Unity project")
     return None
 
