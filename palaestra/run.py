@@ -205,7 +205,7 @@ def _checked_run(options: RunOptions, interrupts: Interrupts, warnings: _Warning
             options = dataclasses.replace(options, seed=recorded)
             logger.info("--resume: seed %d, the one the run recorded (give --seed to choose another)", recorded)
     elif options.resume:  # configuration.yaml will record the new one: say which the run had
-        recorded = recorded_seed(models / options.run_id)
+        recorded = recorded_seed(models / options.run_id, seed_given=True)
         if recorded is not None and recorded != options.seed:
             logger.info("--resume: --seed %d replaces the seed %d the run recorded (configuration.yaml will say %d)",
                         options.seed, recorded, options.seed)

@@ -80,10 +80,12 @@ def check_name_lengths(run_id: str, names: dict[str, str]) -> None:
         longest = f".{run_id}_{name}_metrics.csv.12345678.tmp"
         size = len(longest.encode("utf-8"))
         if size > NAME_MAX:
+            room = len(run_id.encode("utf-8")) - (size - NAME_MAX)
+            fix = f"choose a run-id of at most {room} bytes" if room >= 1 else \
+                f"the behavior's name alone is too long ({len(name.encode('utf-8'))} bytes): give it a shorter name"
             raise UsageError(f"--run-id {run_id!r} with behavior {behavior!r} names files of {size} bytes "
                              f"(summaries/.{run_id}_{name}_metrics.csv... while it is written), above the "
-                             f"{NAME_MAX} a file name may have; choose a run-id of at most "
-                             f"{len(run_id.encode('utf-8')) - (size - NAME_MAX)} bytes")
+                             f"{NAME_MAX} a file name may have; {fix}")
 
 
 _warned_configurations: set[Path] = set()
@@ -119,17 +121,18 @@ def newest_checkpoint_step(run_dir: Path) -> int:
                 for step, _ in CheckpointManager(folder, 0).list()), default=0)
 
 
-def recorded_seed(run_dir: Path) -> int | None:
+def recorded_seed(run_dir: Path, seed_given: bool = False) -> int | None:
     """The seed the run in ``run_dir`` recorded in its configuration.yaml (None if it cannot be
-    read; a value that is not a seed is a warning, and a new random seed is used)."""
+    read; a value that is not a seed is a warning, and unless ``seed_given`` a new random seed is
+    used)."""
     options = _configuration(run_dir).get("run_options")
     if not isinstance(options, dict) or "seed" not in options:
         return None
     seed = options["seed"]
     if isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed <= SEED_MAX:
         return seed
-    logger.warning("%s: run_options.seed is %r, not a seed (an integer from 0 to %d); --resume uses a new random "
-                   "seed (give --seed to choose one)", run_dir / CONFIGURATION, seed, SEED_MAX)
+    logger.warning("%s: run_options.seed is %r, not a seed (an integer from 0 to %d)%s", run_dir / CONFIGURATION,
+                   seed, SEED_MAX, "" if seed_given else "; --resume uses a new random seed (give --seed to choose one)")
     return None
 
 
@@ -176,9 +179,13 @@ def check_run_folders(options: RunOptions, models: Path) -> None:
             "drop --resume to start it"
         )
     if exists and not (options.resume or options.force or options.inference):
+        # (a run that stopped before its first checkpoint has nothing --resume could continue)
+        resumable = any(run_dir.glob("*/checkpoint-*.pt"))
         raise UsageError(
-            f"run-id {options.run_id!r} was already used ({run_dir} exists); pass --resume to continue "
-            "it, --force to overwrite it, or choose another --run-id"
+            f"run-id {options.run_id!r} was already used ({run_dir} exists); " +
+            ("pass --resume to continue it, --force to overwrite it" if resumable else
+             "it saved no checkpoint to continue from: pass --force to start it over") +
+            ", or choose another --run-id"
         )
     if options.initialize_from is not None and options.resume:  # (not read, so not looked for either)
         logger.warning("--initialize-from %s has no effect with --resume: the run continues from its own checkpoints",

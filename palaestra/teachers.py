@@ -66,12 +66,12 @@ def make_teacher(brain_to_imitate: str, env: Env, behavior: str, seed: int,
                           f".onnx, package.module:function or another behavior of the environment "
                           f"({', '.join(b for b in env.behavior_specs if b != behavior) or 'it has none'})")
     if text == "heuristic" and not callable(getattr(env, "heuristic", None)):
-        in_workers = hasattr(env, "pool")  # workers/stepping.py's WorkerPoolEnv: the environment in workers
-        raise ConfigError(f"{where}: the environment ({env.__class__.__name__}) has no scripted heuristic in this "
-                          "process (the built-in environments have one, in the process they run in): give a model "
-                          ".onnx or package.module:function"
-                          + (", or run the environment in this process (--num-envs=1 and --acting=main)"
-                             if in_workers else ""))
+        if hasattr(env, "pool"):  # workers/stepping.py's WorkerPoolEnv: the environment in worker processes
+            raise ConfigError(f"{where}: with --num-envs above 1 the environment runs in worker processes, and its "
+                              "scripted heuristic cannot label this process's decisions: train with --num-envs=1, "
+                              "or give a model .onnx or package.module:function as the teacher")
+        raise ConfigError(f"{where}: this environment has no scripted heuristic (the built-in environments have "
+                          "one): give a model .onnx or package.module:function")
     try:
         policy = make_policy(text, env, behavior, seed)
     except RecordError as e:

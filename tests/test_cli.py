@@ -498,7 +498,11 @@ def test_resume_with_a_recorded_seed_that_is_not_one_warns_and_draws_a_new_one(r
     result = run_cli(config, "--env=Simple1DDiscrete", "--run-id=bad", "--resume")
     assert result.code == 0 and "Traceback" not in result.log, result.log
     assert "models/bad/configuration.yaml: run_options.seed is" in result.log, result.log
-    assert "not a seed (an integer from 0 to 4294967295)" in result.log
+    assert "not a seed (an integer from 0 to 4294967295); --resume uses a new random seed (give --seed" in result.log
+    # with --seed given, the advice to give one is not
+    path.write_text(re.sub(r"(?m)^(\s+seed:) \d+$", rf"\1 {written}", path.read_text(), count=1))
+    result = run_cli(config, "--env=Simple1DDiscrete", "--run-id=bad", "--resume", "--seed=6")
+    assert "not a seed (an integer from 0 to 4294967295)" in result.log and "give --seed" not in result.log
 
 
 def test_resume_keeps_the_runs_seed_and_force_starts_the_debug_metrics_anew(run_cli, small_config, workdir):
@@ -1809,6 +1813,22 @@ def test_a_run_id_and_behavior_too_long_for_a_file_name_are_refused_before_train
                 ) in result.log
         assert not (workdir / "summaries").exists() and not list((workdir / "models").glob("r*/*.pt"))
     assert run_cli(str(config), "--env=long_behavior:make", f"--run-id={'r' * 168}").code == 0
+    # a behavior's name too long for any run-id: the name is what to change (it advised a negative length)
+    (workdir / "longer_behavior.py").write_text(
+        "from palaestra.envs.builtin.simple1d import Simple1D\n\n"
+        "def make(seed, num_areas):\n    return Simple1D(seed=seed, num_areas=num_areas, behavior_name='B' * 240)\n")
+    result = run_cli(str(config), "--env=longer_behavior:make", "--run-id=r", "--dry-run")
+    assert result.code == 1 and "the behavior's name alone is too long (240 bytes): give it a shorter name" in \
+        result.log and "at most -" not in result.log
+
+
+def test_a_used_run_id_without_a_checkpoint_is_not_offered_resume(run_cli, small_config, workdir):
+    # a run that stopped before its first save left its folder: --resume would only fail
+    (workdir / "models/early").mkdir(parents=True)
+    (workdir / "models/early/configuration.yaml").write_text("run_options: {seed: 1}\n")
+    result = run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=early")
+    assert result.code == 1 and "it saved no checkpoint to continue from: pass --force to start it over" in result.log
+    assert "--resume" not in result.log
 
 
 def test_log_lines_go_through_the_progress_bar_while_it_is_drawn():

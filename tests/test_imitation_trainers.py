@@ -483,8 +483,19 @@ def test_a_heuristic_teacher_an_environment_lacks_is_not_blamed_on_num_envs(run_
     config = workdir / "c.yaml"
     config.write_text("Pendulum-v1:\n  trainer: online_bc\n  brain_to_imitate: heuristic\n  max_steps: 100\n")
     result = run_cli(str(config), "--env=Pendulum-v1", "--dry-run")
-    assert result.code == 1 and "(GymnasiumEnv) has no scripted heuristic in this process" in result.log
+    assert result.code == 1 and "this environment has no scripted heuristic (the built-in environments have " \
+        "one): give a model .onnx or package.module:function" in result.log
     assert "--num-envs=1" not in result.log  # it runs in this process already
+
+
+def test_a_heuristic_teacher_in_worker_processes_says_to_train_in_one(run_cli, workdir):
+    # it used to name an internal class and advise --acting=main, which does nothing with one environment
+    config = workdir / "c.yaml"
+    config.write_text("Basic:\n  trainer: online_bc\n  brain_to_imitate: heuristic\n  max_steps: 100\n")
+    result = run_cli(str(config), "--env=Basic", "--num-envs=2", "--dry-run")
+    assert result.code == 1 and "WorkerPoolEnv" not in result.log and "--acting" not in result.log
+    assert "with --num-envs above 1 the environment runs in worker processes, and its scripted heuristic cannot " \
+        "label this process's decisions: train with --num-envs=1" in result.log
 
 
 @pytest.mark.parametrize("small,big,loop", [
