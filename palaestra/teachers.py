@@ -67,9 +67,10 @@ def make_teacher(brain_to_imitate: str, env: Env, behavior: str, seed: int,
                           f"({', '.join(b for b in env.behavior_specs if b != behavior) or 'it has none'})")
     if text == "heuristic" and not callable(getattr(env, "heuristic", None)):
         if hasattr(env, "pool"):  # workers/stepping.py's WorkerPoolEnv: the environment in worker processes
-            raise ConfigError(f"{where}: with --num-envs above 1 the environment runs in worker processes, and its "
-                              "scripted heuristic cannot label this process's decisions: train with --num-envs=1, "
-                              "or give a model .onnx or package.module:function as the teacher")
+            raise ConfigError(f"{where}: the environment runs in worker processes (--num-envs above 1, or "
+                              "--acting=workers), where its scripted heuristic cannot label this process's decisions: "
+                              "run it in this process (--num-envs=1, without --acting=workers), or give a model .onnx "
+                              "or package.module:function as the teacher")
         raise ConfigError(f"{where}: this environment has no scripted heuristic (the built-in environments have "
                           "one): give a model .onnx or package.module:function")
     try:

@@ -417,11 +417,11 @@ def test_a_run_reports_the_cloning_loss_and_returns_resumes_and_runs_inference(r
      "no such demonstration file or folder (a relative path is read from the working directory, "),
     ("offline_bc", "demo_path: {ball}", [], "do not fit the behavior"),
     ("online_bc", "brain_to_imitate: keyboard", [], "brain_to_imitate 'keyboard': expected heuristic"),
-    ("online_bc", "brain_to_imitate: heuristic", ["--num-envs=2"], "no scripted heuristic in this process"),
     ("online_bc", "brain_to_imitate: heuristic", ["--num-envs=2"],
-     "package.module:function, or run the environment in this process (--num-envs=1 and --acting=main)"),
+     "where its scripted heuristic cannot label this process's decisions: run it in this process (--num-envs=1, "
+     "without --acting=workers)"),
     ("online_bc", "brain_to_imitate: heuristic", ["--acting=workers"],
-     "package.module:function, or run the environment in this process (--num-envs=1 and --acting=main)"),
+     "the environment runs in worker processes (--num-envs above 1, or --acting=workers)"),
     ("offline_bc", "demo_path: {grid}", ["--num-envs=2", "--acting=workers"],
      "offline_bc learns between environment steps"),
     ("offline_bc", "demo_path: {grid}\n  behavioral_cloning: {{demo_path: {grid}, strength: 0.5, steps: 0}}", [],
@@ -489,13 +489,13 @@ def test_a_heuristic_teacher_an_environment_lacks_is_not_blamed_on_num_envs(run_
 
 
 def test_a_heuristic_teacher_in_worker_processes_says_to_train_in_one(run_cli, workdir):
-    # it used to name an internal class and advise --acting=main, which does nothing with one environment
+    # it used to name an internal class
     config = workdir / "c.yaml"
     config.write_text("Basic:\n  trainer: online_bc\n  brain_to_imitate: heuristic\n  max_steps: 100\n")
     result = run_cli(str(config), "--env=Basic", "--num-envs=2", "--dry-run")
-    assert result.code == 1 and "WorkerPoolEnv" not in result.log and "--acting" not in result.log
-    assert "with --num-envs above 1 the environment runs in worker processes, and its scripted heuristic cannot " \
-        "label this process's decisions: train with --num-envs=1" in result.log
+    assert result.code == 1 and "WorkerPoolEnv" not in result.log
+    assert "the environment runs in worker processes (--num-envs above 1, or --acting=workers), where its scripted " \
+        "heuristic cannot label this process's decisions: run it in this process (--num-envs=1" in result.log
 
 
 @pytest.mark.parametrize("small,big,loop", [
