@@ -148,6 +148,7 @@ class BehaviorTrainer:
         # state infinite (the weights finite, but never moving again), so the behavior is done
         self.non_finite_losses: list[str] = []
         self.updates_this_run = 0  # a run that trained from step 0 without one exports the untrained policy
+        self._said_sparse_summaries = False  # (advance: experience that crosses several summary steps at once)
         # self-play (palaestra/self_play.py): the group of teams this behavior plays in, its team,
         # and a checkpoint's self-play state kept for the group until it forms
         self.self_play: SelfPlayGroup | None = None
@@ -316,8 +317,18 @@ class BehaviorTrainer:
             # labelled with the multiple of summary_freq crossed, as ML-Agents writes them (the
             # step reached may be past it), so that runs line up step for step
             self.write_summary(self._next_summary)
+            crossed = 0
             while self._next_summary <= self.step:
                 self._next_summary += self.settings.summary_freq
+                crossed += 1
+            if crossed > 1 and not self._said_sparse_summaries:
+                # ML-Agents takes each agent's time_horizon piece on its own; here a step's pieces come
+                # together, and one summary holds what came (said once: the rows are further apart)
+                self._said_sparse_summaries = True
+                logger.info("%s: its experience arrives in batches (the agents' pieces of time_horizon steps "
+                            "together) that cross several multiples of summary_freq %d at once: a batch gets one "
+                            "summary, labelled with the first multiple it crossed, so summaries come further apart "
+                            "(raise summary_freq to space them evenly)", self.name, self.settings.summary_freq)
         if self.learning and self.algorithm.ready():
             collection_time = time.time() - self._last_update_end
             experiences = self.algorithm.experiences

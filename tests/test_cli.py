@@ -1884,3 +1884,15 @@ def test_a_run_that_ends_without_an_update_says_its_model_is_untrained(run_cli, 
     assert result.code == 0 and "without a single update" not in result.log
     result = run_cli(str(config), "--env=Simple1DDiscrete", "--run-id=r", "--resume")
     assert result.code == 0 and "without a single update" not in result.log
+
+
+def test_experience_crossing_several_summary_steps_at_once_is_said_and_summarized_once(run_cli, workdir):
+    # 16 Pyramids agents x 64-step pieces arrive 1,024 steps at a time: rows come every other 500
+    config = write_yaml(workdir / "c.yaml", "Pyramids:\n  buffer_size: 4096\n  batch_size: 256\n  hidden_units: 16\n"
+                                            "  summary_freq: 500\n  max_steps: 3000\n  time_horizon: 64\n")
+    result = run_cli(str(config), "--env=Pyramids", "--run-id=p", "--seed=0")
+    assert result.code == 0
+    assert result.log.count("that cross several multiples of summary_freq 500 at once: a batch gets one summary, "
+                            "labelled with the first multiple it crossed") == 1
+    steps = [int(row.split(",")[0]) for row in (workdir / "summaries/p_Pyramids.csv").read_text().splitlines()[1:]]
+    assert steps == [500, 1500, 2500]
