@@ -1081,8 +1081,8 @@ def _acting_workers(options: RunOptions, env: Env, trainers: dict[str, BehaviorT
 def _acting_obstacles(options: RunOptions, env: Env, trainers: dict[str, BehaviorTrainer]) -> str | None:
     """Why the policy cannot act in the workers (None if it can); a UsageError if --acting=workers
     asks for it all the same."""
-    if not isinstance(env, WorkerPoolEnv) or options.acting == "main":
-        return None
+    if not isinstance(env, WorkerPoolEnv) or options.acting == "main" or options.inference:
+        return None  # (nothing learns under --inference: every policy acts where it is sent)
     obstacles = {name: t.acting_obstacle() for name, t in trainers.items()}
     blocked = "; ".join(f"behavior {b!r}: {why}" for b, why in obstacles.items() if why is not None)
     if blocked and options.acting == "workers":

@@ -85,6 +85,12 @@ SIGNAL_SHAPE_KEYS: dict[str, tuple[str, ...]] = {
     "curiosity": ("encoding_size",), "rnd": ("encoding_size",), "gail": ("hidden_units", "use_actions", "use_vail")}
 
 
+def _network_family(trainer: str) -> str:
+    """Trainers whose checkpoints can fit each other's networks: PPO's network is offline_bc's and
+    online_bc's too; SAC's is its own."""
+    return "sac" if trainer == "sac" else "ppo"
+
+
 def _as_written(value: Any) -> str:
     """A setting as a config spells it: true, not True; [extrinsic, gail], not ['extrinsic', 'gail']."""
     if isinstance(value, bool):
@@ -277,7 +283,8 @@ class BehaviorTrainer:
             raise EnvDataError(f"behavior {self.name!r}: {e}") from None
 
     def acting_obstacle(self) -> str | None:
-        """Why this behavior's policy cannot act in the environment workers, or None if it can."""
+        """Why this behavior's policy cannot act in the environment workers while it trains, or
+        None if it can (under --inference every policy can: what keeps one here is how it learns)."""
         return acting_obstacle(self.settings)
 
     def acting_plan(self, workers: int) -> BehaviorPlan:
@@ -596,6 +603,13 @@ class BehaviorTrainer:
         # where another trainer made it, both are named too: often the cause, not always (a
         # behavioral-cloning run's weights may start a PPO run)
         other_trainer = trained_by not in (None, network.get("trainer"))
+        if other_trainer and _network_family(trained_by) != _network_family(self.settings.trainer):
+            # SAC's networks and PPO's (which the cloning trainers share) never fit each other: that
+            # is the cause, whatever other setting differs
+            raise CheckpointError(
+                f"checkpoint {path} was trained with trainer: {trained_by}, but behavior {self.name!r} is set to "
+                f"trainer: {self.settings.trainer}, whose networks it does not fit (set trainer back, or train "
+                "anew)")
 
         def written(values: dict[str, Any], keys: list[str] = differ, trainer: bool = other_trainer) -> str:
             return ", ".join(f"{k}: {_as_written(values[k])}" for k in keys) + (  # as a config spells them (true)

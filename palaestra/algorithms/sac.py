@@ -43,7 +43,7 @@ from palaestra.rollout.sequences import into_sequences, real_rows, sequence_posi
 from palaestra.rollout.transitions import following_rows, terminal_rows
 from palaestra.checkpoints import CheckpointError
 from palaestra.envs.base import BehaviorSpec
-from palaestra.networks.accelerator import accelerate, acting_network, plain_mlp, twin_layers
+from palaestra.networks.accelerator import accelerate, acting_network, plain_mlp, policy_arrays, twin_layers
 from palaestra.machine import blas_has_the_threads, blas_threads, image_towers_on_two_threads, second_tower_threads
 from palaestra.networks.constants import LOG_STD_MAX, LOG_STD_MIN, MASKED_LOGIT, WIDE_NETWORK_UNITS
 from palaestra.networks.flat_params import FlatParameters
@@ -806,5 +806,7 @@ class SAC:
         return int(valid[:self.buffer.size].sum()) if valid is not None else self.buffer.size
 
     def policy_arrays(self) -> dict[str, np.ndarray]:
-        raise NotImplementedError("SAC's policy does not act in environment workers (palaestra/capabilities.py)")
+        """The actor's weights as named arrays: for self-play's ghosts, and for acting in the
+        environment workers under --inference (training, SAC learns between environment steps)."""
+        return policy_arrays(self.policy)
 
