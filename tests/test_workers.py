@@ -677,6 +677,7 @@ def test_a_failure_that_stopped_the_run_is_not_reported_again_at_close(caplog):
 
     pool = WorkerPool.__new__(WorkerPool)
     pool._failure_said = set()
+    pool._wait_cut_short = False
     with caplog.at_level(logging.WARNING, logger="palaestra"):
         pool.workers = [SimpleNamespace(proc=SimpleNamespace(pid=1)), SimpleNamespace(proc=SimpleNamespace(pid=2))]
         pool.error(1, "ValueError: boom; not restarted: the limit")
@@ -685,6 +686,12 @@ def test_a_failure_that_stopped_the_run_is_not_reported_again_at_close(caplog):
     reported = [r.getMessage() for r in caplog.records if "past the run's end" in r.getMessage()]
     assert reported == ["environment worker 0 failed in a round past the run's end (ValueError: boom); the run's "
                         "results stand"]
+    # after a stop at once (a second Ctrl+C) the rounds under way lose their shared blocks: no warning
+    caplog.clear()
+    pool._failure_said, pool._wait_cut_short = set(), True
+    with caplog.at_level(logging.WARNING, logger="palaestra"):
+        pool._report_close_failure(0, SimpleNamespace(conn=Pipe()))
+    assert not [r for r in caplog.records if "past the run's end" in r.getMessage()]
 
 
 def test_a_raised_timeout_wait_is_honoured_by_the_worker_pool(monkeypatch):

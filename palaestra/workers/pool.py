@@ -220,7 +220,10 @@ class WorkerPool:
         if isinstance(last, tuple) and len(last) >= 5 and last[0] == "error" and not last[4]:  # (not a goodbye)
             # (an acting worker runs ahead of the run: a failure in a round past its end is not a closing one)
             when = "while its environment was closed" if last[3] == "close" else "in a round past the run's end"
-            logger.warning("environment worker %d failed %s (%s); the run's results stand", i, when, last[1])
+            # a stop at once (a second Ctrl+C) tears the shared blocks down under rounds still under
+            # way: their failing then is the stop's doing, not news
+            said = logger.debug if self._wait_cut_short and last[3] != "close" else logger.warning
+            said("environment worker %d failed %s (%s); the run's results stand", i, when, last[1])
 
     # -- commands, replies and messages --------------------------------------------------------
     def command(self, i: int, code: int, message: Any = None) -> None:
