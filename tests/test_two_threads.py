@@ -94,8 +94,14 @@ def test_an_interrupted_wait_lets_the_second_thread_s_work_finish_before_raising
             finished.set()
         return i
 
-    threading.Timer(0.1, interrupt).start()
-    with pytest.raises(KeyboardInterrupt):
-        in_pairs(second, work)
+    # Python's own SIGINT handler, whatever an earlier test in this process left (a stop-signal
+    # test that ignores SIGINT, or pytest-xdist's worker): else the interrupt is dropped
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        threading.Timer(0.1, interrupt).start()
+        with pytest.raises(KeyboardInterrupt):
+            in_pairs(second, work)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert finished.is_set()
     assert in_pairs(second, lambda i: i) == (0, 1)
