@@ -207,8 +207,8 @@ def _checked_run(options: RunOptions, interrupts: Interrupts, warnings: _Warning
     elif options.resume:  # configuration.yaml will record the new one: say which the run had
         recorded = recorded_seed(models / options.run_id, seed_given=True)
         if recorded is not None and recorded != options.seed:
-            logger.info("--resume: --seed %d replaces the seed %d the run recorded (configuration.yaml will say %d)",
-                        options.seed, recorded, options.seed)
+            logger.info("--resume: --seed %d replaces the seed %d the run recorded%s", options.seed, recorded,
+                        "" if options.dry_run else f" (configuration.yaml will say {options.seed})")
     seed = seed_everything(options)
     streams = seed  # what the environment, the trainers and the libraries draw from
     resumed_at = newest_checkpoint_step(models / options.run_id) if options.resume and not options.inference else 0
@@ -968,7 +968,7 @@ def _finish(parts: RunParts, global_step: int, error: BaseException | None, stop
     untrained = (error is not None and not diverged and not isinstance(error, SaveError) and not parts.options.resume
                  and global_step == parts.global_step)
     saved = _save_at_end(parts, global_step, skip_diverged=diverged) if parts.training and not untrained else True
-    if error is None and saved and parts.training:
+    if error is None and saved and parts.training and stopped_by is None:
         _warn_of_untrained_exports(parts)
     if error is not None and not isinstance(error, SaveError):
         saving = "" if diverged or not parts.training else \
@@ -989,7 +989,8 @@ def _warn_of_untrained_exports(parts: RunParts) -> None:
     untrained policy. The settings' notes foresee the plain cases; experience that arrives in
     bursts (a worker's acting rounds, a time_horizon's segments) can pass max_steps first too."""
     for trainer in learners(parts.trainers):
-        if trainer.training and trainer.updates_this_run == 0 and trainer.loaded_from is None and trainer.step > 0:
+        if trainer.training and trainer.updates_this_run == 0 and trainer.loaded_from is None \
+                and trainer.step >= trainer.settings.max_steps:
             logger.warning("behavior %r reached step %d (max_steps %d) without a single update, so %s is the "
                            "untrained policy: raise max_steps (to a few times buffer_size for PPO, past "
                            "buffer_init_steps and batch_size for SAC)", trainer.name, trainer.step,
@@ -1081,9 +1082,14 @@ def _acting_workers(options: RunOptions, env: Env, trainers: dict[str, BehaviorT
 def _acting_obstacles(options: RunOptions, env: Env, trainers: dict[str, BehaviorTrainer]) -> str | None:
     """Why the policy cannot act in the workers (None if it can); a UsageError if --acting=workers
     asks for it all the same."""
-    if not isinstance(env, WorkerPoolEnv) or options.acting == "main" or options.inference:
-        return None  # (nothing learns under --inference: every policy acts where it is sent)
+    if not isinstance(env, WorkerPoolEnv) or options.acting == "main":
+        return None
     obstacles = {name: t.acting_obstacle() for name, t in trainers.items()}
+    if options.inference:  # nothing learns, but the workers' rounds are sized by PPO's buffer_size
+        obstacles = {name: None if why is None else
+                     f"{trainers[name].settings.trainer}'s policy acts in the main process under --inference too "
+                     "(the workers' acting rounds are sized by buffer_size, which is PPO's rollout but "
+                     f"{trainers[name].settings.trainer}'s store)" for name, why in obstacles.items()}
     blocked = "; ".join(f"behavior {b!r}: {why}" for b, why in obstacles.items() if why is not None)
     if blocked and options.acting == "workers":
         raise UsageError(f"--acting=workers: {blocked}; use --acting=main (or auto)")

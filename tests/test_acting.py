@@ -533,17 +533,19 @@ def test_a_slow_round_that_keeps_stepping_is_not_taken_for_a_hang(tmp_path, monk
         pool.close()
 
 
-@pytest.mark.parametrize("recurrent", [False, True])
-def test_inference_of_a_sac_policy_acts_in_the_workers(run_cli, workdir, recurrent):
-    # SAC keeps its policy in the main process because it learns between environment steps;
-    # under --inference nothing learns, and its policy acts in the workers as PPO's does
-    memory = "  use_recurrent: true\n  memory_size: 8\n  sequence_length: 4\n" if recurrent else ""
+def test_inference_of_a_sac_policy_acts_in_the_main_process_saying_why(run_cli, workdir):
+    # SAC learns between environment steps, but under --inference the reason is another: the
+    # workers' rounds are sized by buffer_size, SAC's replay store (50,000 by default), and played
+    # several times max_steps; the reason said used to be the training one
     config = write_yaml(workdir / "c.yaml", "1D:\n  trainer: sac\n  hidden_units: 16\n  num_layers: 1\n"
                                             "  batch_size: 16\n  buffer_init_steps: 32\n  max_steps: 300\n"
-                                            f"  summary_freq: 100\n{memory}")
-    env = "--env=Memory1DContinuous" if recurrent else "--env=Simple1DContinuous"
-    assert run_cli(str(config), env, "--run-id=s", "--seed=0").code == 0
-    result = run_cli(str(config), env, "--run-id=s", "--inference", "--num-envs=2", "--acting=workers")
+                                            "  summary_freq: 100\n")
+    assert run_cli(str(config), "--env=Simple1DContinuous", "--run-id=s", "--seed=0").code == 0
+    result = run_cli(str(config), "--env=Simple1DContinuous", "--run-id=s", "--inference", "--num-envs=2")
     assert result.code == 0 and "Traceback" not in result.log, result.log
-    assert "the policy acts in each of the 2 environment workers, in rounds; nothing trains (--inference)" in \
-        result.log and "Not Training." in result.log
+    assert "the policy acts in the main process for all 2 environment workers (behavior '1D': sac's policy acts in " \
+        "the main process under --inference too (the workers' acting rounds are sized by buffer_size" in result.log
+    assert "learns between environment steps" not in result.log and "Not Training." in result.log
+    refused = run_cli(str(config), "--env=Simple1DContinuous", "--run-id=s", "--inference", "--num-envs=2",
+                      "--acting=workers")
+    assert refused.code == 1 and "--acting=workers: behavior '1D': sac's policy acts in the main process" in refused.log

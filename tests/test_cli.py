@@ -1896,3 +1896,22 @@ def test_experience_crossing_several_summary_steps_at_once_is_said_and_summarize
                             "labelled with the first multiple it crossed") == 1
     steps = [int(row.split(",")[0]) for row in (workdir / "summaries/p_Pyramids.csv").read_text().splitlines()[1:]]
     assert steps == [500, 1500, 2500]
+
+
+def test_a_run_stopped_before_max_steps_is_not_told_to_raise_max_steps(caplog):
+    # a Ctrl+C before the first update is not a max_steps too small: the end warning needs the
+    # behavior to have reached max_steps (and _finish gives it none when a signal stopped the run)
+    import logging
+    from types import SimpleNamespace
+
+    from palaestra.run import _warn_of_untrained_exports
+
+    def trainer(step):
+        return SimpleNamespace(name="1D", owns_learning=True, training=True, updates_this_run=0, loaded_from=None,
+                               step=step, settings=SimpleNamespace(max_steps=1000), onnx_path="models/r/1D.onnx")
+
+    with caplog.at_level(logging.WARNING, logger="palaestra"):
+        _warn_of_untrained_exports(SimpleNamespace(trainers={"1D": trainer(400)}))
+        assert "without a single update" not in caplog.text
+        _warn_of_untrained_exports(SimpleNamespace(trainers={"1D": trainer(1024)}))
+        assert "reached step 1024 (max_steps 1000) without a single update" in caplog.text

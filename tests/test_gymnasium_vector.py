@@ -454,3 +454,17 @@ def test_a_batch_of_masks_read_in_one_pass_equals_reading_each_copy():
     with pytest.raises(EnvError, match=r"no legal action in a branch: \[1, 1, 1, 0, 0, 1, 1, 1, 1\]"):
         read_masks(read, bad, actions)
     assert read_masks(read, [None, None], actions) is None
+
+
+def test_masks_of_one_size_in_other_shapes_or_after_a_bad_value_are_read_as_each_copy_would_be():
+    # (3,) beside (1, 3): the one-pass read stacked them and failed; after a value that is no mask
+    # (said once, then left unread) no mask is read at all, as before the one-pass read
+    from palaestra.envs.base import ActionSpec
+    from palaestra.envs.gymnasium_env import info_mask_reader, read_masks
+
+    actions = ActionSpec(0, (3,))
+    read = info_mask_reader(spaces.Box(-1, 1, (2,)), actions, "env 'x'")
+    (mask,) = read_masks(read, [np.array([1, 0, 1]), np.array([[0, 1, 1]])], actions)
+    np.testing.assert_array_equal(mask, [[False, True, False], [True, False, False]])
+    read_masks(read, [np.ones(3), np.ones(5)], actions)  # the second is no mask of these actions: said
+    assert read_masks(read, [np.ones(3), np.ones(3)], actions) is None  # and from then on none is read

@@ -806,7 +806,7 @@ class SAC:
         return int(valid[:self.buffer.size].sum()) if valid is not None else self.buffer.size
 
     def policy_arrays(self) -> dict[str, np.ndarray]:
-        """The actor's weights as named arrays: for self-play's ghosts, and for acting in the
-        environment workers under --inference (training, SAC learns between environment steps)."""
+        """The actor's weights as named arrays, as the protocol asks (SAC's policy acts in the main
+        process itself: run.py's _acting_obstacles)."""
         return policy_arrays(self.policy)
 

@@ -143,6 +143,7 @@ def info_mask_reader(space: gym.Space, actions: ActionSpec, who: str) -> Callabl
             return None
         return parse(flat)
 
+    read.left_unread = lambda: bool(unread)  # type: ignore[attr-defined]  # (read_masks reads many at once)
     return read
 
 
@@ -172,6 +173,8 @@ def read_masks(read: Callable[[Any], list[np.ndarray] | None], values: Sequence[
     batch, every value a numeric array of one entry per action with a legal action in every
     branch, is read in one pass (the same masks: ``read`` per copy cost microseconds each);
     anything else, and any mask ``read`` would refuse, goes through ``read`` copy by copy."""
+    if getattr(read, "left_unread", lambda: False)():  # (info_mask_reader's: a value that was no mask was seen)
+        return None
     at_once = _valid_masks_at_once(values, actions)
     if at_once is not None:
         return at_once
@@ -181,7 +184,9 @@ def read_masks(read: Callable[[Any], list[np.ndarray] | None], values: Sequence[
 def _valid_masks_at_once(values: Sequence[Any], actions: ActionSpec) -> list[np.ndarray] | None:
     branches = actions.discrete_branches
     size = sum(branches)
-    if not values or not branches or not all(type(v) is np.ndarray and v.size == size for v in values):
+    shape = getattr(values[0], "shape", None) if values else None
+    if not values or not branches or not all(type(v) is np.ndarray and v.size == size and v.shape == shape
+                                             for v in values):
         return None
     legal = np.stack(values).reshape(len(values), size)
     if legal.dtype.kind not in "biuf":
