@@ -1088,8 +1088,8 @@ def _acting_obstacles(options: RunOptions, env: Env, trainers: dict[str, Behavio
     if options.inference:  # nothing learns, but the workers' rounds are sized by PPO's buffer_size
         obstacles = {name: None if why is None else
                      f"{trainers[name].settings.trainer}'s policy acts in the main process under --inference too "
-                     "(the workers' acting rounds are sized by buffer_size, which is PPO's rollout but "
-                     f"{trainers[name].settings.trainer}'s store)" for name, why in obstacles.items()}
+                     "(the workers' acting rounds are sized by buffer_size, the size of a rollout in PPO "
+                     "only)" for name, why in obstacles.items()}
     blocked = "; ".join(f"behavior {b!r}: {why}" for b, why in obstacles.items() if why is not None)
     if blocked and options.acting == "workers":
         raise UsageError(f"--acting=workers: {blocked}; use --acting=main (or auto)")
