@@ -332,9 +332,9 @@ def _resolve_settings(config: TrainerConfig, env: Env, behaviors: list[str] | No
     missing = [b for b in behaviors if not config.has_settings_for(b)]
     if missing:
         raise ConfigError(
-            f"{config.path}: no settings for behavior(s) {missing}: add a section for each, or a "
-            f"'default' section. The environment's behaviors: {list(env.behavior_specs)}; the "
-            f"file's sections: {config.section_names() or 'none'}"
+            f"{config.path}: no settings for behavior(s) {', '.join(missing)}: add a section for each, or a "
+            f"'default' section. The environment's behaviors: {', '.join(env.behavior_specs)}; the "
+            f"file's sections: {', '.join(config.section_names()) or 'none'}"
         )
     resolved = {b: config.for_behavior(b) for b in behaviors}
     problems = [f"behavior {b!r}: {p}" for b, s in resolved.items()

@@ -682,7 +682,7 @@ def test_an_image_encoder_for_a_behavior_without_images_is_a_warning(run_cli, wo
     (["{cfg}", "--num-envs=2"], "--num-envs 2 needs a Unity build (--env=<path>)"),
     (["{cfg}", "--env=Builds/Gone.x86_64"], "--env=Builds/Gone.x86_64: no Unity build found"),
     (["{cfg}", "--env=3DBall", "--resume", "--force"], "contradict"),
-    (["{other}", "--env=3DBall"], "no settings for behavior(s) ['3DBall']"),
+    (["{other}", "--env=3DBall"], "no settings for behavior(s) 3DBall: add a section"),
 ])
 def test_bad_command_lines(run_cli, workdir, args, message):
     cfg = write_yaml(workdir / "c.yaml", "3DBall:\n  batch_size: 64\n  buffer_size: 640\n")

@@ -113,7 +113,7 @@ def test_a_late_behavior_without_a_section_stops_the_run_after_saving(run_cli, w
     config = write_yaml(workdir / "c.yaml", CONFIG)
     result = run_cli(str(config), f"--env={late_env}", "--run-id=l", "--env-args", "later=B,C")
     assert result.code == 1
-    assert "no settings for behavior(s) ['B', 'C']: add a section for each, or a 'default' section" in result.log
+    assert "no settings for behavior(s) B, C: add a section for each, or a 'default' section" in result.log
     assert "the model was saved first" in result.log and "Traceback" not in result.log
     assert (workdir / "models" / "l" / "A.onnx").is_file()
 

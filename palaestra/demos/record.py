@@ -304,7 +304,7 @@ def policies_by_behavior(texts: list[str], behaviors: list[str]) -> dict[str, st
                 named[behavior], given_by[behavior] = found[1], text
         elif "=" in text and not os.path.exists(text):  # a model path may hold "=", a behavior name does not exist
             raise RecordError(f"--policy={text}: the environment has no behavior {text.partition('=')[0]!r}; it has "
-                              f"{behaviors}")
+                              f"{', '.join(behaviors)}")
         elif default is not None:
             raise RecordError(f"--policy given twice for every behavior ({default!r} and {text!r}); "
                               "use BEHAVIOR=POLICY to give behaviors different policies")
@@ -312,9 +312,10 @@ def policies_by_behavior(texts: list[str], behaviors: list[str]) -> dict[str, st
             default = text
     missing = [b for b in behaviors if b not in named and default is None]
     if missing:
-        raise RecordError(f"no --policy for behavior(s) {missing}")
+        raise RecordError(f"no --policy for behavior(s) {', '.join(missing)}")
     if default is not None and all(b in named for b in behaviors):
-        raise RecordError(f"--policy={default} applies to no behavior: each of {behaviors} is given its own")
+        raise RecordError(f"--policy={default} applies to no behavior: each of {', '.join(behaviors)} is given its "
+                          "own")
     return {b: named.get(b, default) for b in behaviors}
 
 
@@ -432,7 +433,8 @@ def record(env: Env, policies: dict[str, str], episodes: int, out: Path | str, s
     behaviors = list(env.behavior_specs)
     missing = [b for b in behaviors if b not in policies]
     if missing:
-        raise RecordError(f"no policy for behavior(s) {missing}: give one for each of {behaviors}")
+        raise RecordError(f"no policy for behavior(s) {', '.join(missing)}: give one for each of "
+                          f"{', '.join(behaviors)}")
     if out.exists() and not out.is_dir():
         raise RecordError(f"--out={out}: that is a file, not a folder; name a folder for the .demo files")
     paths = {b: out / demo_file_name(b) for b in behaviors}
