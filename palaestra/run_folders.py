@@ -132,7 +132,8 @@ def recorded_seed(run_dir: Path, seed_given: bool = False) -> int | None:
     if isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed <= SEED_MAX:
         return seed
     logger.warning("%s: run_options.seed is %r, not a seed (an integer from 0 to %d)%s", run_dir / CONFIGURATION,
-                   seed, SEED_MAX, "" if seed_given else "; --resume uses a new random seed (give --seed to choose one)")
+                   seed, SEED_MAX,
+                   "" if seed_given else "; --resume uses a new random seed (give --seed to choose one)")
     return None
 
 

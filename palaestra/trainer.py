@@ -272,7 +272,6 @@ class BehaviorTrainer:
             for key, values in self.algorithm.episode_sums.add(segments, rewards).items():
                 self.stats.add(key, values)
 
-    # -- acting in the environment workers (workers/acting.py) --------------------------------
     @contextlib.contextmanager
     def _overflow_stops_the_run(self) -> Iterator[None]:
         """A normalizer that would overflow float32 stops the run as bad environment data, naming
@@ -282,9 +281,10 @@ class BehaviorTrainer:
         except NormalizerOverflow as e:
             raise EnvDataError(f"behavior {self.name!r}: {e}") from None
 
+    # -- acting in the environment workers (workers/acting.py) --------------------------------
     def acting_obstacle(self) -> str | None:
-        """Why this behavior's policy cannot act in the environment workers while it trains, or
-        None if it can (under --inference every policy can: what keeps one here is how it learns)."""
+        """Why this behavior's policy cannot act in the environment workers, or None if it can
+        (run.py's _acting_obstacles words it for --inference)."""
         return acting_obstacle(self.settings)
 
     def acting_plan(self, workers: int) -> BehaviorPlan:

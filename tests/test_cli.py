@@ -1677,7 +1677,8 @@ def test_image_behaviors_train_their_two_towers_at_once_on_two_or_more_threads(f
 @pytest.mark.parametrize("args,message", [
     (["--env=Builds/Nothing"], "no Unity build at 'Builds/Nothing': the path does not exist"),
     (["--env=CartPole-v1", "--env-args", "--run-id=x2"], "so '--run-id=x2' would go to the environment"),
-    (["--env=CartPole-v1", "--env-args", "--not-ours=1"], "'--not-ours=1' looks like a flag; mlagents-learn's --env-args takes every"),
+    (["--env=CartPole-v1", "--env-args", "--not-ours=1"],
+     "'--not-ours=1' looks like a flag; mlagents-learn's --env-args takes every"),
     (["--env=Simple1DDiscrete", "--run-id=none", "--resume"], "no previous run 'none' (no models"),
 ])
 def test_mistakes_with_the_environment_and_the_run_are_named(run_cli, small_config, args, message):

@@ -766,8 +766,8 @@ def test_a_missing_package_of_an_extra_is_named_with_the_install_command(tmp_pat
     monkeypatch.setattr(sys, "meta_path", [_NotInstalled(missing), *sys.meta_path])
     (tmp_path / "users_pz_env.py").write_text("import pettingzoo\n")
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(EnvError, match=re.escape(f"; {missing} comes with Palaestra's pettingzoo extra: pip install -e \".[pettingzoo]\" in "
-                                                  "Palaestra's folder")) as error:
+    said = f"; {missing} comes with Palaestra's pettingzoo extra: pip install -e \".[pettingzoo]\" in Palaestra's folder"
+    with pytest.raises(EnvError, match=re.escape(said)) as error:
         make_env(target)
     if target.startswith("users"):  # the import inside the user's module: its traceback stays for --debug
         assert isinstance(error.value.__cause__, ModuleNotFoundError)

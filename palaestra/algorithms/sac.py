@@ -43,7 +43,7 @@ from palaestra.rollout.sequences import into_sequences, real_rows, sequence_posi
 from palaestra.rollout.transitions import following_rows, terminal_rows
 from palaestra.checkpoints import CheckpointError
 from palaestra.envs.base import BehaviorSpec
-from palaestra.networks.accelerator import accelerate, acting_network, plain_mlp, policy_arrays, twin_layers
+from palaestra.networks.accelerator import accelerate, acting_network, plain_mlp, twin_layers
 from palaestra.machine import blas_has_the_threads, blas_threads, image_towers_on_two_threads, second_tower_threads
 from palaestra.networks.constants import LOG_STD_MAX, LOG_STD_MIN, MASKED_LOGIT, WIDE_NETWORK_UNITS
 from palaestra.networks.flat_params import FlatParameters
@@ -752,8 +752,7 @@ class SAC:
 
     def load_state_dict(self, state: dict[str, Any], weights_only: bool = False) -> None:
         self.policy.load_state_dict(state["policy"])
-        if "signals" in state:  # (left out where the signals' models start afresh: trainer.py's restore)
-            load_signals_state(self.signals, state["signals"])
+        load_signals_state(self.signals, state.get("signals", {}))
         if weights_only:  # --initialize-from and --inference: the policy alone (ML-Agents: all weights)
             if "critic" in state:
                 self._load_critics(state)
@@ -806,7 +805,5 @@ class SAC:
         return int(valid[:self.buffer.size].sum()) if valid is not None else self.buffer.size
 
     def policy_arrays(self) -> dict[str, np.ndarray]:
-        """The actor's weights as named arrays, as the protocol asks (SAC's policy acts in the main
-        process itself: run.py's _acting_obstacles)."""
-        return policy_arrays(self.policy)
+        raise NotImplementedError("SAC's policy does not act in environment workers (palaestra/capabilities.py)")
 

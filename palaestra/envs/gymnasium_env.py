@@ -92,7 +92,8 @@ def is_masked_observation(space: gym.Space) -> bool:
 
 def mask_reader(space: gym.Space, actions: ActionSpec, who: str) -> Callable[[Any], list[np.ndarray]] | None:
     """For a masked observation space (:func:`is_masked_observation`): one observation's
-    ``action_mask`` → the mask of each discrete branch, True where the action is *unavailable* (ML-Agents' convention);
+    ``action_mask`` → the mask of each discrete branch, True where the action is *unavailable*
+    (ML-Agents' convention);
     None for any other space."""
     if not is_masked_observation(space):
         return None
