@@ -9,7 +9,10 @@ from here, for code that imported them from this module.
 
 from __future__ import annotations
 
+import logging
+import random
 import sys
+import warnings
 
 from palaestra.interrupts import Interrupts, forget_handled_interrupts, say
 
@@ -22,8 +25,10 @@ def main(argv: list[str] | None = None) -> int:
     With ``argv`` None (the command line of this process: the console script, ``python -m``) the
     process exits next, and the signals are ignored from the end of the run on, so that a late one
     cannot turn a clean exit into a kill; otherwise (called in-process, as the tests do) the
-    previous handlers come back."""
+    previous handlers come back, and so does what the run set for the whole process
+    (:class:`_ProcessSettings`)."""
     interrupts = Interrupts()
+    kept = _ProcessSettings() if argv is not None else None
     try:
         interrupts.install()
         from palaestra.options import logger, parse_args, setup_logging
@@ -45,6 +50,45 @@ def main(argv: list[str] | None = None) -> int:
             forget_handled_interrupts()
         else:
             interrupts.restore()
+        if kept is not None:
+            kept.restore()
+
+
+class _ProcessSettings:
+    """What a run sets for its whole process, noted by an in-process call (a script's or a test's
+    ``palaestra.cli.main([...])``) and put back when it returns: the warning filters, the
+    'palaestra' logger's handlers, the global random generators (Python's, numpy's, torch's) and
+    torch's and the BLAS libraries' thread counts. (The console script's process ends instead.)"""
+
+    def __init__(self) -> None:
+        self.filters = warnings.catch_warnings()
+        self.filters.__enter__()
+        logger = logging.getLogger("palaestra")
+        self.logger = (list(logger.handlers), logger.level, logger.propagate)
+        self.random = random.getstate()
+        numpy, torch = sys.modules.get("numpy"), sys.modules.get("torch")  # (not imported here: start-up stays fast)
+        self.numpy = numpy.random.get_state() if numpy is not None else None
+        self.torch = torch.get_rng_state() if torch is not None else None
+
+    def restore(self) -> None:
+        self.filters.__exit__(None, None, None)
+        logger = logging.getLogger("palaestra")
+        logger.handlers, level, logger.propagate = self.logger
+        logger.setLevel(level)
+        random.setstate(self.random)
+        numpy, torch = sys.modules.get("numpy"), sys.modules.get("torch")
+        # a library the run imported first: its generator seeded afresh, as an import leaves it
+        if self.numpy is not None:
+            numpy.random.set_state(self.numpy)
+        elif numpy is not None:
+            numpy.random.seed()
+        if self.torch is not None:
+            torch.set_rng_state(self.torch)
+        elif torch is not None:
+            torch.seed()
+        machine = sys.modules.get("palaestra.machine")
+        if machine is not None:
+            machine.restore_threads()
 
 
 def entry_point() -> None:

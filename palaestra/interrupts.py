@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from multiprocessing import resource_tracker
@@ -58,6 +59,18 @@ def say(message: str) -> None:
         os.write(2, f"[INFO] {message}\n".encode("utf-8", "replace"))
     except OSError:
         pass
+
+
+def print_unless_closed(text: str) -> None:
+    """print() for a command's results: a reader that closed the pipe (``| head``) has read what it
+    wanted, so the rest is dropped without a traceback (stdout then points at the null device, so
+    that the interpreter's own flush at exit does not fail again)."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def forget_handled_interrupts() -> None:

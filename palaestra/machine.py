@@ -89,6 +89,9 @@ def usable_cores() -> int:
 # limit_threads' choice, which image_towers_on_two_threads reads: the second tower's torch threads
 # (0: the towers one after the other)
 _second_tower_threads = 0
+# torch's thread count and the BLAS libraries' limits before limit_threads first changed them
+# (restore_threads puts them back, for a run called in-process from a script of the user's)
+_before_first_run: tuple[int, threadpool_limits] | None = None
 
 
 def limit_threads(device: torch.device, widest_hidden_units: int, torch_threads: int = 0,
@@ -101,7 +104,9 @@ def limit_threads(device: torch.device, widest_hidden_units: int, torch_threads:
     threads, each network's two image towers (PPO's actor and critic, SAC's two critics) encode at
     once, on half the threads each (an odd count's extra one to the first tower, whose thread also
     runs the rest of the update; networks/visual.py; :func:`image_towers_on_two_threads`)."""
-    global _second_tower_threads
+    global _second_tower_threads, _before_first_run
+    if _before_first_run is None:
+        _before_first_run = (torch.get_num_threads(), threadpool_limits(limits=None))  # (None: notes them, sets none)
     # Only one of the two libraries ever gets more than one thread: their idle workers spin on
     # each other's cores (numpy's BLAS on two threads beside torch's two made a SAC step 10x slower)
     # Measured (docs/benchmarks.md): narrow networks train faster on one thread; the extra threads
@@ -129,6 +134,17 @@ def limit_threads(device: torch.device, widest_hidden_units: int, torch_threads:
         return f"torch {split} (image encoders two at once), numpy's BLAS 1"
     torch.set_num_threads(threads)  # set either way: a process may train twice
     return f"torch {threads}, numpy's BLAS 1"
+
+
+def restore_threads() -> None:
+    """Torch's thread count and the BLAS libraries' limits as they were before this process's
+    first run (palaestra.cli.main called from a script: the script's own torch keeps its threads)."""
+    global _before_first_run
+    if _before_first_run is not None:
+        torch_threads, blas = _before_first_run
+        torch.set_num_threads(torch_threads)
+        blas.restore_original_limits()
+        _before_first_run = None
 
 
 def image_towers_on_two_threads() -> bool:

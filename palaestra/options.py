@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, NoReturn, Sequence
 
 from palaestra import __version__
+from palaestra.interrupts import print_unless_closed
 from palaestra.networks.constants import WIDE_NETWORK_UNITS
 
 logger = logging.getLogger("palaestra")
@@ -141,7 +142,14 @@ def text_problem(value: str) -> str | None:
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        return "contains bytes that are not valid UTF-8"
+        try:  # valid UTF-8 all the same: this process reads its command line as ASCII
+            if sys.getfilesystemencoding().lower().replace("-", "") == "utf8":
+                raise UnicodeError
+            os.fsencode(value).decode("utf-8")
+        except UnicodeError:
+            return "contains bytes that are not valid UTF-8"
+        return (f"holds characters this process's ASCII locale ({sys.getfilesystemencoding()}) cannot read: run "
+                "with a UTF-8 locale (LC_ALL=C.UTF-8) or PYTHONUTF8=1")
     return None
 
 
@@ -547,7 +555,7 @@ class _PrintVersion(argparse.Action):
     """--version: print the versions (computed only when asked: importing torch is slow)."""
 
     def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[override]
-        print(version_text())
+        print_unless_closed(version_text())
         parser.exit()
 
 

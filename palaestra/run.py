@@ -14,12 +14,14 @@ checks (:func:`_adopt_new_behaviors`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import logging
 import os
 import re
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -1106,11 +1108,14 @@ class _progress_bar:
         from tqdm import tqdm
         from tqdm.contrib.logging import logging_redirect_tqdm
 
-        self.bar = tqdm(total=self.total, initial=self.initial, unit="step", disable=None, leave=False,
-                        dynamic_ncols=True)
+        # (disable=None: no bar where stderr is not a terminal; none either where there is no
+        # stderr at all, fd 2 closed or pythonw, which tqdm would write to all the same)
+        self.bar = tqdm(total=self.total, initial=self.initial, unit="step", leave=False, dynamic_ncols=True,
+                        disable=None if sys.stderr is not None else True)
         # log lines (the summaries) go through tqdm while the bar is drawn: written straight to the
         # terminal they land on the bar's line and leave a stale bar above each
-        self.redirect = logging_redirect_tqdm([logging.getLogger("palaestra")])
+        self.redirect = (contextlib.nullcontext() if sys.stderr is None else
+                         logging_redirect_tqdm([logging.getLogger("palaestra")]))
         self.redirect.__enter__()
         return self.bar
 

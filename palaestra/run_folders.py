@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import shutil
+import sys
 from pathlib import Path
 from typing import IO, Callable
 
@@ -281,15 +282,46 @@ def _exclusive_lock() -> Callable[[IO[str]], None] | None:
 
 def start_over_if_forced(options: RunOptions, run_dir: Path) -> None:
     """--force: delete the old run's folder (called after every check, just before training), but
-    not the logs the Unity builds of this run are writing already."""
-    if options.force and run_dir.exists():
-        for path in run_dir.iterdir():
-            if path.name in (RUN_LOGS, RUN_LOCK):  # (the lock this process holds stays)
-                continue
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            else:
+    not the logs the Unity builds of this run are writing already. A folder this user may not
+    delete from stops the run before anything is deleted."""
+    if not (options.force and run_dir.exists()):
+        return
+    old = [path for path in run_dir.iterdir() if path.name not in (RUN_LOGS, RUN_LOCK)]  # (the lock held stays)
+    stuck = _undeletable(run_dir, old)
+    if stuck is not None:
+        raise UsageError(f"--force cannot delete the old run in {run_dir}: {stuck} is read-only to this user, so "
+                         f"nothing was deleted; make it writable (chmod -R u+w {run_dir}), or choose another --run-id")
+
+    def failed(function: object, name: str, error: BaseException) -> None:  # (rmtree's own names the file alone)
+        reason = os_reason(error) if isinstance(error, OSError) else str(error)
+        raise SaveError(f"--force could not delete {name} ({reason}); the old run in {run_dir} is partly deleted: "
+                        "delete the rest yourself, or choose another --run-id") from None
+
+    # (onexc from Python 3.12, where onerror is deprecated; onerror's error comes as exc_info)
+    on_error = {"onexc": failed} if sys.version_info >= (3, 12) else {"onerror": lambda f, n, info: failed(f, n, info[1])}
+    for path in old:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, **on_error)
+        else:
+            try:
                 path.unlink()
+            except OSError as e:
+                failed(path.unlink, str(path), e)
+
+
+def _undeletable(run_dir: Path, old: list[Path]) -> Path | None:
+    """The first folder among these paths (the run folder included) that this user may not list or
+    delete entries from (os.access: its permissions, a read-only file system), or None."""
+    if old and not os.access(run_dir, os.W_OK | os.X_OK):
+        return run_dir
+    for top in old:
+        if not top.is_dir() or top.is_symlink():
+            continue
+        for folder, subfolders, _ in os.walk(top):  # (links to folders are entries, not followed)
+            for each in (folder, *(os.path.join(folder, name) for name in subfolders)):
+                if not os.path.islink(each) and not os.access(each, os.R_OK | os.W_OK | os.X_OK):
+                    return Path(each)
+    return None
 
 
 def restore(trainer: BehaviorTrainer, options: RunOptions, settings: TrainerSettings, models: Path) -> int:

@@ -250,7 +250,7 @@ class CSVWriter:
     def _widen(self, keys: list[str]) -> None:
         rows: list[dict[str, str]] = []
         if self.path.exists():
-            with open(self.path, newline="", encoding="utf-8") as fh:
+            with open(self.path, newline="", encoding="utf-8-sig") as fh:  # (as _earlier_rows reads it)
                 rows = list(csv.DictReader(fh))
         text = io.StringIO()
         writer = csv.writer(text)

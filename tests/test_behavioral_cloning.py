@@ -189,9 +189,13 @@ def test_fitting_fewer_rows_than_a_batch_still_learns(conformance):
 
     path = str(conformance / "demos" / "foodcollector-0.13.demo")
     untouched = fit_policy(path, epochs=0, rows=slice(0, 40))
+    caller = torch.get_rng_state()
     fitted = fit_policy(path, epochs=5, batch_size=256, rows=slice(0, 40))
+    assert torch.equal(torch.get_rng_state(), caller)  # seeded inside, the caller's generator untouched
     changed = [not torch.equal(a, b) for a, b in zip(untouched.parameters(), fitted.parameters())]
     assert any(changed)
+    # the same seed, the same start
+    assert all(torch.equal(a, b) for a, b in zip(untouched.parameters(), fit_policy(path, epochs=0).parameters()))
     with pytest.raises(ValueError, match="no demonstrated step"):
         fit_policy(path, rows=slice(0, 0))
 

@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -21,7 +22,7 @@ import yaml
 
 from palaestra.checkpoints import CheckpointManager
 from palaestra.envs.base import ActionSpec, BehaviorSpec
-from tests.conftest import SHIPPED_CONFIG, interrupt_training, write_yaml
+from tests.conftest import REPO, SHIPPED_CONFIG, interrupt_training, write_yaml
 
 SMALL = """
 1D:
@@ -188,12 +189,86 @@ def test_the_hyperparameters_text_is_a_table_tensorboard_shows_row_by_row(run_cl
     assert "| reward_signals | {extrinsic: {strength: 1.0, gamma: 0.99" in text
 
 
+def test_a_run_without_a_stderr_trains(run_cli, small_config, workdir, monkeypatch):
+    # fd 2 closed, pythonw, some service launchers: sys.stderr is None, and the progress bar must not write to it
+    monkeypatch.setattr(sys, "stderr", None)
+    result = run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=quiet")
+    assert result.code == 0, result.log
+    assert (workdir / "models/quiet/1D.onnx").is_file()
+
+
+def test_an_in_process_run_puts_back_what_it_set_for_the_process(run_cli, small_config, workdir):
+    # palaestra.cli.main([...]) from a user's script (docs/environments.md): the script's torch keeps its
+    # threads, its warnings and logging stay its own, and its random generators go on where they were
+    import random
+    import warnings
+
+    from threadpoolctl import threadpool_info
+
+    def process() -> dict:
+        logger = logging.getLogger("palaestra")
+        return {"torch threads": torch.get_num_threads(), "filters": list(warnings.filters),
+                "blas": sorted((i["prefix"], i["num_threads"]) for i in threadpool_info()),
+                "logger": (list(logger.handlers), logger.level, logger.propagate)}
+
+    def draws() -> tuple:
+        return random.random(), float(np.random.rand()), float(torch.rand(1))
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(3)  # what no run here picks
+    try:
+        before = process()
+        states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+        expected = draws()
+        random.setstate(states[0]), np.random.set_state(states[1]), torch.set_rng_state(states[2])
+        assert run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=r", "--seed=7").code == 0
+        assert process() == before
+        assert draws() == expected
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_reused_run_id_needs_resume_or_force(run_cli, small_config, workdir):
     assert run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=r").code == 0
     again = run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=r")
     assert again.code == 1 and "already used" in again.log and "--resume" in again.log and "--force" in again.log
     forced = run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=r", "--force")
     assert forced.code == 0
+
+
+def test_force_deletes_nothing_when_part_of_the_old_run_is_read_only(run_cli, small_config, workdir, monkeypatch):
+    import palaestra.run_folders
+
+    assert run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=r").code == 0
+    kept = sorted(p.relative_to(workdir) for p in (workdir / "models/r").rglob("*"))
+    locked = workdir / "models/r/extra"
+    (locked / "sub").mkdir(parents=True)
+    (locked / "sub/keep").write_text("x")
+    locked.chmod(0o555)  # (root may delete from it all the same: os.access is asked, so deny it there too)
+    real_access = os.access
+    monkeypatch.setattr(palaestra.run_folders.os, "access",
+                        lambda path, mode: real_access(path, mode) and Path(path).absolute() != locked)
+    try:
+        forced = run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=r", "--force")
+    finally:
+        locked.chmod(0o755)
+    assert forced.code == 1
+    assert f"--force cannot delete the old run in {Path('models/r')}: {Path('models/r/extra')} is read-only" in forced.log
+    assert "nothing was deleted" in forced.log
+    assert set(kept) <= {p.relative_to(workdir) for p in (workdir / "models/r").rglob("*")}
+    # a deletion that fails all the same names the whole path and says what is left
+    monkeypatch.setattr(palaestra.run_folders.os, "access", real_access)
+    real_unlink = Path.unlink
+
+    def unlink(path, missing_ok=False):
+        if path.name == "1D.onnx":
+            raise PermissionError(13, "Permission denied")
+        real_unlink(path, missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", unlink)
+    again = run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=r", "--force")
+    assert again.code == 1
+    assert f"--force could not delete {Path('models/r/1D.onnx')} (Permission denied); the old run in " in again.log
 
 
 def test_resume_continues_from_the_checkpoint(run_cli, workdir):
@@ -996,6 +1071,14 @@ def test_bad_flag_values_are_usage_errors(capsys, flag, message):
     assert exit_.value.code == 2 and message in capsys.readouterr().err
 
 
+def test_utf8_names_under_an_ascii_locale_are_told_to_change_the_locale(tmp_path):
+    # LC_ALL=C with PYTHONUTF8=0: Python reads the command line as ASCII, and 'é' arrives as two escaped bytes
+    code = "import sys; from palaestra.options import text_problem; print(text_problem(sys.argv[1]))"
+    told = subprocess.run([sys.executable, "-c", code, "dé.yaml", "x"], capture_output=True, text=True,
+                          encoding="utf-8", env={"PYTHONPATH": str(REPO), "LC_ALL": "C", "PYTHONUTF8": "0"})
+    assert "ASCII locale" in told.stdout and "LC_ALL=C.UTF-8" in told.stdout, told.stdout + told.stderr
+
+
 def test_unusual_but_valid_run_ids_are_accepted():
     from palaestra.options import parse_args
 
@@ -1464,6 +1547,10 @@ def test_a_summary_table_saved_with_a_byte_order_mark_is_continued(tmp_path):
     with open(tmp_path / "r_B.csv", newline="", encoding="utf-8-sig") as fh:
         assert list(csv.reader(fh)) == [["Steps", "X"], ["250", "1"], ["400", "2.0"]]
     assert not list(tmp_path.glob("*.unreadable*"))
+    # and widened by a new column, every earlier row keeps its step
+    CSVWriter(tmp_path, "r_B", append=True, resume_step=400).write("r_B", 500, {"Y": StatSummary(3.0, 0.0, 1)})
+    with open(tmp_path / "r_B.csv", newline="", encoding="utf-8-sig") as fh:
+        assert list(csv.reader(fh)) == [["Steps", "X", "Y"], ["250", "1", ""], ["400", "2.0", ""], ["500", "", "3.0"]]
 
 
 def test_a_resumed_summary_drops_what_was_written_after_the_checkpoint_it_resumes_from(tmp_path):

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import logging
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -84,6 +85,16 @@ def test_a_folder_of_yaml_curricula_says_to_give_one_of_them(tmp_path):
     write_yaml(tmp_path / "wall_jump.yaml", WALL)
     with pytest.raises(ConfigError, match=r"needs one <Behavior>\.json file per behavior; it has none; it holds "
                                           r"wall_jump\.yaml: give one of those"):
+        load_curricula(tmp_path)
+
+
+def test_a_curriculum_folder_that_cannot_be_read_is_a_config_error(tmp_path, monkeypatch):
+    def unreadable(self):
+        raise PermissionError(13, "Permission denied", str(self))  # (chmod 000 binds no root: said directly)
+
+    monkeypatch.setattr(Path, "iterdir", unreadable)
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(tmp_path))}: the curriculum folder cannot be read: "
+                                          "Permission denied$"):
         load_curricula(tmp_path)
 
 

@@ -163,6 +163,18 @@ def test_a_folder_of_two_behaviors_files_that_act_alike_is_read_with_a_warning(t
     assert "its files record the behaviors BigWallJump, SmallWallJump, read as one set" in caplog.text
 
 
+def test_a_demo_folder_that_cannot_be_read_is_a_demo_error(tmp_path, monkeypatch):
+    def unreadable(self):
+        raise PermissionError(13, "Permission denied", str(self))  # (chmod 000 binds no root: said directly)
+
+    monkeypatch.setattr(Path, "iterdir", unreadable)
+    with pytest.raises(DemoError, match=rf"^{re.escape(str(tmp_path))}: the folder cannot be read: Permission denied$"):
+        read_demonstrations(tmp_path)
+    (tmp_path / "loop.demo").symlink_to(tmp_path / "loop.demo")
+    with pytest.raises(DemoError, match="loop.demo: a link that leads to no file"):
+        read_demonstrations(tmp_path / "loop.demo")
+
+
 def test_a_folder_reads_as_one_set_and_its_meta_adds_up(demos, tmp_path):
     shutil.copy(demos / "foodcollector-0.13.demo", tmp_path / "a.demo")
     shutil.copy(demos / "foodcollector-0.13.demo", tmp_path / "b.demo")

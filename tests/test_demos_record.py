@@ -306,6 +306,40 @@ def test_the_command_runs_as_a_module_without_traceback(tmp_path):
     assert "Traceback" not in bad.stderr
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="file-size limits are POSIX's")
+@pytest.mark.parametrize("limit", [0, 3000, 20000])  # at the header, amid the rows, at the meta's flush
+def test_a_full_disk_names_the_file_and_leaves_no_temp_file_nor_folder(tmp_path, limit):
+    # a file-size limit fails writes as a full disk does (EFBIG; Python ignores SIGXFSZ), mid-buffer included
+    import resource
+
+    out = tmp_path / "made" / "here"
+    failed = subprocess.run([sys.executable, "-m", "palaestra.demos.record", "--env=Basic", "--policy=heuristic",
+                             "--episodes=60", f"--out={out}"], capture_output=True, text=True, timeout=300,
+                            env={"PYTHONPATH": str(REPO), "PATH": "", "PYTHONDONTWRITEBYTECODE": "1"},
+                            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
+    assert failed.returncode == 1, failed.stderr
+    assert failed.stderr.startswith(f"[ERROR] {out / 'Basic.demo'}: cannot be written: File too large")
+    assert "Traceback" not in failed.stderr
+    assert list(tmp_path.iterdir()) == []  # neither the temp file nor the folders made for it
+
+
+@pytest.mark.parametrize("argv", [["palaestra.demos.record", "--env=Basic", "--policy=heuristic", "--episodes=1",
+                                   "--out=."], ["palaestra.cli", "--version"]])
+def test_a_reader_that_closed_the_pipe_is_no_failure(tmp_path, argv):
+    # `... | head -n 0`: the reader has gone before the results are printed; the file is written all the same
+    import os
+
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        done = subprocess.run([sys.executable, "-m", *argv], stdout=write, stderr=subprocess.PIPE, text=True,
+                              timeout=300, cwd=tmp_path, env={"PYTHONPATH": str(REPO), "PATH": ""})
+    finally:
+        os.close(write)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert (tmp_path / "Basic.demo").is_file() == ("--out=." in argv)
+
+
 def test_a_recurrent_model_records_with_each_agent_s_memory_carried_and_zeroed_at_episode_ends(tmp_path):
     # The counting model acts 1 from an episode's 4th decision: only if its memory of the steps
     # taken is carried per agent and zeroed when the agent's episode ends (tests/test_evaluation.py)

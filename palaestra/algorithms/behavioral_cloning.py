@@ -138,24 +138,25 @@ def fit_policy(path: str, epochs: int = 30, batch_size: int = 256, hidden_units:
     if not isinstance(rows, slice):
         raise ValueError(f"fit_policy: rows must be a slice of the demonstrated steps (slice(0, 800)); got {rows!r}")
     spec = read_demonstrations(path).spec
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    data = {k: torch.as_tensor(v[rows]) for k, v in demonstration_columns(path, spec, "", "demo_path").items()}
-    policy = ActorCritic(spec, hidden_units, num_layers, normalize=True, num_value_heads=1)
-    if policy.normalizer is not None:  # none where every observation is an image
-        policy.normalizer.update(policy.encoder([o.numpy() for o in observations(data)]))
-    optimizer = make_adam(policy.parameters(), learning_rate)
-    n = len(data["continuous"])
-    if n == 0:
-        raise ValueError(f"{path}: no demonstrated step with an action in rows {rows} to fit a policy to")
-    size = min(batch_size, n)  # fewer rows than a batch: one batch of them all, as the trainers' BC does
-    for _ in range(epochs):
-        order = torch.as_tensor(rng.permutation(n))
-        for start in range(0, n - size + 1, size):
-            batch = {k: v[order[start : start + size]] for k, v in data.items()}
-            continuous, branch_log_probs = policy.imitation_outputs(observations(batch), batch["allowed"])
-            loss = bc_loss(continuous, branch_log_probs, batch["continuous"], batch["discrete"])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    return policy
+    with torch.random.fork_rng(devices=[]):  # seeded here, and the caller's own generator left as it was
+        torch.manual_seed(seed)
+        rng = np.random.default_rng(seed)
+        data = {k: torch.as_tensor(v[rows]) for k, v in demonstration_columns(path, spec, "", "demo_path").items()}
+        policy = ActorCritic(spec, hidden_units, num_layers, normalize=True, num_value_heads=1)
+        if policy.normalizer is not None:  # none where every observation is an image
+            policy.normalizer.update(policy.encoder([o.numpy() for o in observations(data)]))
+        optimizer = make_adam(policy.parameters(), learning_rate)
+        n = len(data["continuous"])
+        if n == 0:
+            raise ValueError(f"{path}: no demonstrated step with an action in rows {rows} to fit a policy to")
+        size = min(batch_size, n)  # fewer rows than a batch: one batch of them all, as the trainers' BC does
+        for _ in range(epochs):
+            order = torch.as_tensor(rng.permutation(n))
+            for start in range(0, n - size + 1, size):
+                batch = {k: v[order[start : start + size]] for k, v in data.items()}
+                continuous, branch_log_probs = policy.imitation_outputs(observations(batch), batch["allowed"])
+                loss = bc_loss(continuous, branch_log_probs, batch["continuous"], batch["discrete"])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+        return policy

@@ -141,9 +141,13 @@ def load_curricula(path: str | Path) -> dict[str, Curriculum]:
 
 
 def _load_folder(folder: Path) -> dict[str, Curriculum]:
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".json" and p.is_file())
+    try:
+        names = sorted(folder.iterdir())
+    except OSError as e:  # (not readable by this user)
+        raise ConfigError(f"{folder}: the curriculum folder cannot be read: {e.strerror or e}") from None
+    files = [p for p in names if p.suffix.lower() == ".json" and p.is_file()]
     if not files:
-        yaml_files = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in (".yaml", ".yml") and p.is_file())
+        yaml_files = [p.name for p in names if p.suffix.lower() in (".yaml", ".yml") and p.is_file()]
         hint = (f"; it holds {', '.join(yaml_files[:5])}{' ...' if len(yaml_files) > 5 else ''}: give one of those "
                 "(a YAML curriculum keyed by behavior, ML-Agents 0.14-0.16) to --curriculum") if yaml_files else ""
         raise ConfigError(f"{folder}: a curriculum folder (ML-Agents <= 0.13 format) needs one <Behavior>.json "

@@ -715,10 +715,15 @@ def demo_files(path: str | os.PathLike) -> list[Path]:
     sorted by name; ``~`` is the home folder."""
     p = Path(path).expanduser()
     if p.is_dir():
-        files = sorted(f for f in p.iterdir() if f.suffix == ".demo" and f.is_file())
+        try:
+            files = sorted(f for f in p.iterdir() if f.suffix == ".demo" and f.is_file())
+        except OSError as e:  # (not readable by this user)
+            raise DemoError(f"{p}: the folder cannot be read: {e.strerror or e}") from None
         if not files:
             raise DemoError(f"{p}: the folder holds no .demo files")
         return files
+    if not p.exists() and p.is_symlink():
+        raise DemoError(f"{p}: a link that leads to no file (its target is missing, or links loop back)")
     if not p.exists():
         relative = "" if p.is_absolute() else f" (a relative path is read from the working directory, {Path.cwd()})"
         raise DemoError(f"{p}: no such demonstration file or folder{relative}")

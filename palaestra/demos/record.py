@@ -36,6 +36,7 @@ from palaestra.envs.checker import refuse_non_finite
 from palaestra.envs.observations import channels_first, is_image
 from palaestra.evaluation import AgentMemories, model_input, takes_channels_first
 from palaestra.imports import ImportTargetError, load_callable
+from palaestra.interrupts import print_unless_closed
 from palaestra.options import FlagParser, RunOptions, _ranged, positive_int
 
 
@@ -598,9 +599,9 @@ def main(argv: list[str] | None = None) -> int:
                 env.close()
     for r in results:
         returns = np.array(r.returns)
-        print(f"{r.behavior}: {r.meta.number_episodes} episodes, {r.meta.number_steps} steps, mean reward "
-              f"{r.meta.mean_reward:.4g} (min {returns.min():.4g}, max {returns.max():.4g}), policy "
-              f"{policies[r.behavior]} -> {r.path}")
+        print_unless_closed(f"{r.behavior}: {r.meta.number_episodes} episodes, {r.meta.number_steps} steps, mean "
+                            f"reward {r.meta.mean_reward:.4g} (min {returns.min():.4g}, max {returns.max():.4g}), "
+                            f"policy {policies[r.behavior]} -> {r.path}")
     return 0
 
 

@@ -144,8 +144,11 @@ class DemoWriter:
             _hold(self._file)
         except OSError as e:
             raise DemoError(f"{self.path}: cannot be written: {e.strerror or e}") from None
-        self._file.write(bytes(HEADER_SIZE))  # the header, written last
-        self._file.write(brain)
+        try:
+            self._put(bytes(HEADER_SIZE), brain)  # the header, written last
+        except DemoError:
+            self.__exit__(DemoError, None, None)
+            raise
 
     def write(self, observations: list[np.ndarray], rewards: np.ndarray, done: np.ndarray, agent_ids: np.ndarray,
               continuous_actions: np.ndarray | None = None, discrete_actions: np.ndarray | None = None,
@@ -209,7 +212,7 @@ class DemoWriter:
                     action += wire.packed_floats(1, vector)
                 action += wire.packed_floats(6, continuous[i]) + wire.packed_varints(7, discrete[i])
             chunks.append(wire.delimited(wire.bytes_field(1, info) + wire.bytes_field(2, action)))
-        self._file.write(b"".join(chunks))
+        self._put(b"".join(chunks))
         self.steps += n
         self.done_records += int(done.sum())
         self.total_reward += float(rewards.sum(dtype=np.float64))
@@ -257,11 +260,24 @@ class DemoWriter:
             logger.debug("%s: the meta's %d steps replaced by the %d written", self.path, meta.number_steps, self.steps)
             meta = dataclasses.replace(meta, number_steps=self.steps)
         encoded = encode_meta(meta)
-        self._file.write(encoded)
-        self._file.seek(0)
-        self._file.write(wire.delimited(encoded))
-        self._file.close()
+        self._put(encoded)
+        try:
+            self._file.seek(0)
+            self._file.write(wire.delimited(encoded))
+            self._file.close()  # (flushes: a full disk can show here first)
+        except OSError as e:
+            raise self._cannot_write(e) from None
         return meta
+
+    def _put(self, *data: bytes) -> None:
+        try:
+            for part in data:
+                self._file.write(part)
+        except OSError as e:  # a full disk, a file-size limit: the file named, not a bare errno
+            raise self._cannot_write(e) from None
+
+    def _cannot_write(self, e: OSError) -> DemoError:
+        return DemoError(f"{self.path}: cannot be written: {e.strerror or e}")
 
     def publish(self) -> None:
         """Rename the finished file to its name (replacing an older file of that name)."""
@@ -279,8 +295,12 @@ class DemoWriter:
             if not self._file.closed:
                 self.close()
         else:  # a half-written file is not a recording
-            self._file.close()
-            self._partial.unlink(missing_ok=True)
+            try:
+                self._file.close()
+            except OSError:  # its buffer's flush fails again (the disk still full): the error under way says why
+                pass
+            finally:
+                self._partial.unlink(missing_ok=True)
 
 
 # A recording's temp file is locked while it is written (flock: released by the system however the
