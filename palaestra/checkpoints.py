@@ -336,8 +336,10 @@ def check_top_level(path: Path, state: Any) -> dict[str, Any]:
 
 
 # entries that checkpoints of earlier versions lack; the algorithms load them when present
-# (behavioral cloning's optimizer state)
-LATER_ENTRIES = frozenset({"policy_updates"})
+# (behavioral cloning's optimizer state, the settings SAC counted its updates by)
+LATER_ENTRIES = frozenset({"policy_updates", "update_pace"})
+# entries of settings, not of weights: a name to a number (or None, a setting left to its default)
+SETTINGS_ENTRIES = frozenset({"update_pace"})
 
 
 def check_algorithm_state(path: Path, saved: Any, reference: Mapping[str, Any],
@@ -360,6 +362,10 @@ def check_algorithm_state(path: Path, saved: Any, reference: Mapping[str, Any],
         value = saved[key]
         if key == "optimizer":
             _check_optimizer(path, value, ref, param_shapes, optimizer_loads)
+        elif key in SETTINGS_ENTRIES:
+            for name, setting in _mapping(path, value, where).items():
+                if not isinstance(name, str) or not (setting is None or _is_number(setting)):
+                    raise _damaged(path, where, f"a setting {_short(name)}: {_kind(setting)}, not a number")
         elif isinstance(ref, Mapping):
             _check_module(path, value, ref, key)
         elif isinstance(ref, torch.Tensor):

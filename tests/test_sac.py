@@ -466,6 +466,36 @@ def test_ctrl_c_then_resume_restores_the_replay_buffer_and_counters(tmp_path):
     assert resumed["step"] > saved["step"] and resumed["update_count"] > saved["update_count"]
 
 
+@pytest.mark.parametrize("before,after", [(1, 20), (20, 1)])
+def test_a_resume_at_another_steps_per_update_neither_stalls_nor_bursts(run_cli, workdir, monkeypatch, before, after):
+    # counted over the whole run at the new pace, the saved counter was 20 times ahead (no update for
+    # the next 20x steps) or behind (a burst of thousands at once); ML-Agents takes the new pace as kept
+    from palaestra import run as run_module
+
+    pace = lambda n: SMALL_SAC.replace("steps_per_update: 1", f"steps_per_update: {n}")  # noqa: E731
+    config = write_yaml(workdir / "c.yaml", pace(before).format(max_steps=400))
+    assert run_cli(str(config), "--env=Simple1DContinuous", "--run-id=r").code == 0
+    first = CheckpointManager.load(CheckpointManager(workdir / "models/r/1D", 5).latest())["algorithm"]
+    restored = {}
+    original = run_module._train_loop
+
+    def capture(parts, *args):  # the trainer as --resume rebuilt it, before it trains on
+        restored["update_count"] = parts.trainers["1D"].algorithm.update_count
+        return original(parts, *args)
+
+    monkeypatch.setattr(run_module, "_train_loop", capture)
+    write_yaml(workdir / "c.yaml", pace(after).format(max_steps=800))
+    result = run_cli(str(config), "--env=Simple1DContinuous", "--run-id=r", "--resume")
+    assert result.code == 0 and f"steps_per_update {before} -> {after}" in result.log, result.log
+    assert restored["update_count"] == first["step"] // after != first["update_count"]
+    # unchanged, the counter goes on exactly where it was
+    write_yaml(workdir / "c.yaml", pace(after).format(max_steps=1000))
+    second = CheckpointManager.load(CheckpointManager(workdir / "models/r/1D", 5).latest())["algorithm"]
+    result = run_cli(str(config), "--env=Simple1DContinuous", "--run-id=r", "--resume")
+    assert result.code == 0 and "pace of updates changed" not in result.log
+    assert restored["update_count"] == second["update_count"]
+
+
 def test_a_replay_buffer_too_large_for_memory_at_resume_says_so(run_cli, workdir, monkeypatch):
     # not "is not a replay buffer": the file is sound, the memory ran out
     config = write_yaml(workdir / "c.yaml", SMALL_SAC.format(max_steps=200))

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import math
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -74,6 +75,8 @@ def _split_flat(flat: np.ndarray, shapes: tuple[tuple[int, ...], ...]) -> list[n
 
 
 DISCRETE_TARGET_ENTROPY_SCALE = 0.2  # ML-Agents: target entropy 0.2 x log(branch size)
+
+logger = logging.getLogger("palaestra")
 
 
 @dataclass
@@ -748,7 +751,14 @@ class SAC:
         }
         if self._learning_signals:
             state["signal_update_count"] = self.signal_update_count
+        state["update_pace"] = self._update_pace()
         return state
+
+    def _update_pace(self) -> dict[str, float | None]:
+        """The settings the update counters are counted by (:meth:`_updates_due`)."""
+        s = self.settings
+        return {"buffer_init_steps": s.buffer_init_steps, "steps_per_update": s.steps_per_update,
+                "reward_signal_steps_per_update": s.reward_signal_steps_per_update}
 
     def load_state_dict(self, state: dict[str, Any], weights_only: bool = False) -> None:
         self.policy.load_state_dict(state["policy"])
@@ -763,6 +773,17 @@ class SAC:
         load_training_state(self, state)
         self.signal_update_count = int(state.get("signal_update_count", self._updates_due(
             self.settings.reward_signal_steps_per_update)))
+        paced = state.get("update_pace")  # (None: a checkpoint from before it was saved)
+        if paced is not None and paced != self._update_pace():
+            # counted at another pace, the counters would stall the updates (steps_per_update 1 -> 100:
+            # 2000 updates taken, 20 due) or burst them (100 -> 1); as ML-Agents, taken to have kept this pace
+            show = lambda value: "its default" if value is None else f"{value:g}"  # noqa: E731
+            changed = ", ".join(f"{key} {show(paced.get(key))} -> {show(value)}"
+                                for key, value in self._update_pace().items() if paced.get(key) != value)
+            self.update_count = max(0, self._updates_due())
+            self.signal_update_count = max(0, self._updates_due(self.settings.reward_signal_steps_per_update))
+            logger.info("SAC's pace of updates changed since the checkpoint (%s): from step %d on they are counted "
+                        "as if it had always been this one", changed, self.step)
 
     def _extra_critic_modules(self) -> dict[str, nn.Module]:
         """The critics' image encoders and LSTMs and their targets, where there are any."""
