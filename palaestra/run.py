@@ -586,9 +586,15 @@ def _make_trainer(options: RunOptions, name: str, output_name: str, spec: Behavi
         raise ConfigError(f"{options.trainer_config_path}: behavior {name!r}: {e}") from None
     except ConfigError as e:  # a setting the algorithm cannot use (SAC's replay buffer past the memory)
         raise ConfigError(f"{options.trainer_config_path}: {e}") from None
-    except (MemoryError, RuntimeError) as e:  # torch's allocator raises RuntimeError when out of memory
+    except (MemoryError, RuntimeError, ValueError) as e:
+        # out of memory: torch's allocator raises RuntimeError, and numpy ValueError for a size past
+        # what it can address at all ("array is too big")
+        if isinstance(e, ValueError) and not _too_big(e):
+            raise
+        models = "".join(f", the {signal} model's (encoding_size {settings.encoding_size:,})"
+                         for signal, settings in s.reward_signals.items() if hasattr(settings, "encoding_size"))
         raise ConfigError(f"{options.trainer_config_path}: behavior {name!r}: cannot build its networks "
-                          f"({s.num_layers} x {s.hidden_units} units) "
+                          f"({s.num_layers} x {s.hidden_units} units{models}) "
                           f"or its experience buffers (time_horizon {s.time_horizon:,}, buffer_size "
                           f"{s.buffer_size:,}): {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     if parameters is not None and parameters.claim(name):  # before restore: a checkpoint holds its lesson
@@ -600,6 +606,12 @@ def _make_trainer(options: RunOptions, name: str, output_name: str, spec: Behavi
                        "or it appeared after that run's last save); it starts afresh", options.run_id, name)
         return trainer, 0
     return trainer, restore(trainer, options, s, models)
+
+
+def _too_big(error: ValueError) -> bool:
+    """numpy's refusal of an array larger than it can address (its words differ between versions)."""
+    text = str(error).lower()
+    return "too big" in text or "maximum allowed dimension" in text
 
 
 def _warn_if_untrained(options: RunOptions, trainer: BehaviorTrainer) -> None:

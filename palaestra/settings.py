@@ -337,8 +337,9 @@ class TrainerSettings:
                            "rl-zoo's settings); SAC takes `swish` only so far",
                            used_by=EVERY_RL_TRAINER)
     learning_rate: float = _key(3.0e-4, real(0.0, low_open=True), "Adam learning rate", used_by=EVERY_TRAINER)
-    adam_epsilon: float = _key(1.0e-8, real(0.0, low_open=True), "Adam's ε (torch's default; Stable-Baselines3's "
-                               "PPO uses 1e-5)", used_by=EVERY_RL_TRAINER)
+    # (from 1e-45: smaller is 0 in float32, and Adam's 0 / 0 for a weight no gradient reaches is NaN)
+    adam_epsilon: float = _key(1.0e-8, real(1e-45), "Adam's ε (torch's default; Stable-Baselines3's PPO uses 1e-5)",
+                               used_by=EVERY_RL_TRAINER)
     learning_rate_schedule: str = _key("linear", choice(*LR_SCHEDULES), "`linear` decays to 1e-10 at `max_steps`",
                                        used_by=EVERY_RL_TRAINER)
     max_steps: int = _key(500000, integer(0), "agent steps (summed over agents) to train for", used_by=EVERY_TRAINER)

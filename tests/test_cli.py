@@ -1292,6 +1292,17 @@ def test_network_sizes_are_bounded_and_a_network_that_cannot_be_built_is_a_clear
     assert (f"{SHIPPED_CONFIG}: behavior '3DBall': cannot build its networks (2 x 128 units) or its experience buffers "
             "(time_horizon 1,000, buffer_size 12,000): DefaultCPUAllocator") in result.log, result.log
     assert "Traceback" not in result.log
+    monkeypatch.undo()
+
+    # beyond what numpy can address at all (ValueError), and a signal's model named where there is one
+    config = write_yaml(workdir / "huge.yaml", "default:\n  time_horizon: 9007199254740992\n  reward_signals:\n"
+                                               "    extrinsic: {strength: 1.0, gamma: 0.99}\n"
+                                               "    curiosity: {strength: 0.01, gamma: 0.9, encoding_size: 64}\n")
+    result = run_cli(str(config), "--env=VisualGridWorld", "--run-id=huge", "--dry-run")
+    assert result.code == 1 and "Traceback" not in result.log
+    assert re.search(r"behavior 'GridWorld': cannot build its networks \(\d x \d+ units, the curiosity model's "
+                     r"\(encoding_size 64\)\) or its experience buffers \(time_horizon 9,007,199,254,740,992, "
+                     r"buffer_size [\d,]+\): array is too big", result.log), result.log
 
 
 def test_a_replay_buffer_too_large_for_memory_names_buffer_size():

@@ -825,6 +825,7 @@ def test_the_conformance_files_have_no_duplicate_keys(conformance):
     ("B:\n  max_steps: 1e400\n", "key 'max_steps': expected an integer >= 0, got '1e400'"),
     ("B:\n  max_steps: " + "9" * 400 + "\n", "key 'max_steps': expected an integer >= 0, at most 2**53"),
     ("B:\n  learning_rate: .inf\n", "key 'learning_rate': expected a finite number > 0, got inf"),
+    ("B:\n  adam_epsilon: 1e-46\n", "key 'adam_epsilon': expected a number >= 1e-45, got '1e-46'"),  # 0 in float32
     ("B:\n  beta: .nan\n", "key 'beta': expected a finite number >= 0, got nan"),
     ("x: &x Nowhere\ndefault: *x\n", "section 'default' names section 'Nowhere', which does not exist"),
     ("default:\n" + _alias_bomb() + "  max_steps: *l9\n", "key 'max_steps': expected an integer >= 0, got [[["),
