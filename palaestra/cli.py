@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import random
 import sys
+import threading
 import warnings
 
 from palaestra.interrupts import Interrupts, forget_handled_interrupts, say
@@ -57,21 +58,28 @@ def main(argv: list[str] | None = None) -> int:
 class _ProcessSettings:
     """What a run sets for its whole process, noted by an in-process call (a script's or a test's
     ``palaestra.cli.main([...])``) and put back when it returns: the warning filters, the
-    'palaestra' logger's handlers, the global random generators (Python's, numpy's, torch's) and
-    torch's and the BLAS libraries' thread counts. (The console script's process ends instead.)"""
+    'palaestra' logger's handlers, the global random generators (Python's, numpy's, torch's, its
+    GPUs' included), torch's and the BLAS libraries' thread counts, the import path (the config's
+    folder, the working directory) and threading's exception hook. (The console script's process
+    ends instead.) Modules the run imported stay imported."""
 
     def __init__(self) -> None:
         self.filters = warnings.catch_warnings()
         self.filters.__enter__()
+        self.path = list(sys.path)
+        self.thread_hook = threading.excepthook
         logger = logging.getLogger("palaestra")
         self.logger = (list(logger.handlers), logger.level, logger.propagate)
         self.random = random.getstate()
         numpy, torch = sys.modules.get("numpy"), sys.modules.get("torch")  # (not imported here: start-up stays fast)
         self.numpy = numpy.random.get_state() if numpy is not None else None
         self.torch = torch.get_rng_state() if torch is not None else None
+        self.cuda = (torch.cuda.get_rng_state_all() if torch is not None and torch.cuda.is_initialized() else None)
 
     def restore(self) -> None:
         self.filters.__exit__(None, None, None)
+        sys.path[:] = self.path
+        threading.excepthook = self.thread_hook
         logger = logging.getLogger("palaestra")
         logger.handlers, level, logger.propagate = self.logger
         logger.setLevel(level)
@@ -84,8 +92,12 @@ class _ProcessSettings:
             numpy.random.seed()
         if self.torch is not None:
             torch.set_rng_state(self.torch)
+            if self.cuda is not None:
+                torch.cuda.set_rng_state_all(self.cuda)
+            elif torch.cuda.is_initialized():  # (first used by the run: seeded afresh, as torch.seed does)
+                torch.cuda.seed_all()
         elif torch is not None:
-            torch.seed()
+            torch.seed()  # (every device's generator)
         machine = sys.modules.get("palaestra.machine")
         if machine is not None:
             machine.restore_threads()

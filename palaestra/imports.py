@@ -27,7 +27,8 @@ def import_beside(path: str) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     if folder not in sys.path:
         sys.path.append(folder)
-        _FOLDERS_BESIDE.append(folder)
+        if folder not in _FOLDERS_BESIDE:  # (an in-process caller's runs take sys.path back after each)
+            _FOLDERS_BESIDE.append(folder)
 
 
 def import_target_module(target: str, flag: str) -> Any:
@@ -43,7 +44,8 @@ def import_target_module(target: str, flag: str) -> Any:
         searched = ""
         if isinstance(e, ModuleNotFoundError) and e.name == module_name.split(".")[0]:
             searched = " (looked in the working directory {}{} and the installed packages)".format(
-                os.getcwd(), "".join(f", beside the trainer config in {f}" for f in _FOLDERS_BESIDE if f != os.getcwd()))
+                os.getcwd(), "".join(f", beside the trainer config in {f}" for f in _FOLDERS_BESIDE
+                                  if f != os.getcwd() and f in sys.path))
         # the package itself missing (not a module inside an installed one): say what installs it
         extra = EXTRAS.get(e.name or "") if isinstance(e, ModuleNotFoundError) else None
         install = (f"; {e.name} comes with Palaestra's {extra} extra: pip install -e \".[{extra}]\" in Palaestra's "

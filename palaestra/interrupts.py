@@ -29,6 +29,7 @@ statements always finds a consistent phase.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import sys
@@ -67,7 +68,9 @@ def print_unless_closed(text: str) -> None:
     that the interpreter's own flush at exit does not fail again)."""
     try:
         print(text, flush=True)
-    except BrokenPipeError:
+    except OSError as e:  # (Windows: EINVAL for a pipe whose reader has gone)
+        if not (isinstance(e, BrokenPipeError) or sys.platform == "win32" and e.errno == errno.EINVAL):
+            raise
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)

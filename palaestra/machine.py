@@ -19,7 +19,9 @@ from palaestra.options import RunOptions, UsageError
 
 def seed_everything(options: RunOptions) -> int:
     """Seed Python, numpy and torch with --seed (-1: a random one); return the seed used."""
-    seed = options.seed if options.seed != -1 else int(np.random.randint(0, 10000))
+    # (-1: drawn from the system's entropy, not numpy's global generator, which an in-process
+    # caller's runs leave as they found it: each would draw the same)
+    seed = options.seed if options.seed != -1 else int(np.random.default_rng().integers(0, 10000))
     seed_streams(seed)
     return seed
 

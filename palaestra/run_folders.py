@@ -290,7 +290,8 @@ def start_over_if_forced(options: RunOptions, run_dir: Path) -> None:
     stuck = _undeletable(run_dir, old)
     if stuck is not None:
         raise UsageError(f"--force cannot delete the old run in {run_dir}: {stuck} is read-only to this user, so "
-                         f"nothing was deleted; make it writable (chmod -R u+w {run_dir}), or choose another --run-id")
+                         f"nothing was deleted; let this user read and change it (chmod -R u+rwX {run_dir}), or "
+                         "choose another --run-id")
 
     def failed(function: object, name: str, error: BaseException) -> None:  # (rmtree's own names the file alone)
         reason = os_reason(error) if isinstance(error, OSError) else str(error)
@@ -317,8 +318,10 @@ def _undeletable(run_dir: Path, old: list[Path]) -> Path | None:
     for top in old:
         if not top.is_dir() or top.is_symlink():
             continue
+        if not os.access(top, os.R_OK | os.W_OK | os.X_OK):  # (os.walk passes over a folder it cannot list)
+            return top
         for folder, subfolders, _ in os.walk(top):  # (links to folders are entries, not followed)
-            for each in (folder, *(os.path.join(folder, name) for name in subfolders)):
+            for each in (os.path.join(folder, name) for name in subfolders):
                 if not os.path.islink(each) and not os.access(each, os.R_OK | os.W_OK | os.X_OK):
                     return Path(each)
     return None

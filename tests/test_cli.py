@@ -201,6 +201,7 @@ def test_an_in_process_run_puts_back_what_it_set_for_the_process(run_cli, small_
     # palaestra.cli.main([...]) from a user's script (docs/environments.md): the script's torch keeps its
     # threads, its warnings and logging stay its own, and its random generators go on where they were
     import random
+    import threading
     import warnings
 
     from threadpoolctl import threadpool_info
@@ -209,7 +210,8 @@ def test_an_in_process_run_puts_back_what_it_set_for_the_process(run_cli, small_
         logger = logging.getLogger("palaestra")
         return {"torch threads": torch.get_num_threads(), "filters": list(warnings.filters),
                 "blas": sorted((i["prefix"], i["num_threads"]) for i in threadpool_info()),
-                "logger": (list(logger.handlers), logger.level, logger.propagate)}
+                "logger": (list(logger.handlers), logger.level, logger.propagate), "path": list(sys.path),
+                "thread hook": threading.excepthook}
 
     def draws() -> tuple:
         return random.random(), float(np.random.rand()), float(torch.rand(1))
@@ -226,6 +228,12 @@ def test_an_in_process_run_puts_back_what_it_set_for_the_process(run_cli, small_
         assert draws() == expected
     finally:
         torch.set_num_threads(threads)
+    # and runs without --seed still draw their own (not from numpy's generator, which each puts back)
+    seeds = set()
+    for i in range(3):
+        result = run_cli(small_config, "--env=Simple1DDiscrete", f"--run-id=s{i}")
+        seeds |= set(re.findall(r"run 's\d' on Simple1DDiscrete, seed (\d+)", result.log))
+    assert len(seeds) > 1
 
 
 def test_reused_run_id_needs_resume_or_force(run_cli, small_config, workdir):
@@ -254,7 +262,10 @@ def test_force_deletes_nothing_when_part_of_the_old_run_is_read_only(run_cli, sm
         locked.chmod(0o755)
     assert forced.code == 1
     assert f"--force cannot delete the old run in {Path('models/r')}: {Path('models/r/extra')} is read-only" in forced.log
-    assert "nothing was deleted" in forced.log
+    assert "nothing was deleted; let this user read and change it (chmod -R u+rwX" in forced.log
+    locked = workdir / "models/r/extra/sub"  # a folder inside one
+    forced = run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=r", "--force")
+    assert forced.code == 1 and f": {Path('models/r/extra/sub')} is read-only" in forced.log
     assert set(kept) <= {p.relative_to(workdir) for p in (workdir / "models/r").rglob("*")}
     # a deletion that fails all the same names the whole path and says what is left
     monkeypatch.setattr(palaestra.run_folders.os, "access", real_access)

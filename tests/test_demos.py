@@ -291,6 +291,26 @@ def test_a_record_whose_shape_changes_names_it(tmp_path):
         read_demonstrations(path)
 
 
+def test_a_writer_whose_last_flush_fails_leaves_no_temp_file(tmp_path, monkeypatch):
+    # the with block ended well, and closing failed (a full disk shows at the last flush)
+    spec = BehaviorSpec(((3,),), ActionSpec(2))
+    real_finish = DemoWriter.finish
+
+    def full(self, meta=None):
+        self._file.write(b"x" * 100)
+        raise DemoError(f"{self.path}: cannot be written: No space left on device")
+
+    monkeypatch.setattr(DemoWriter, "finish", full)
+    with pytest.raises(DemoError, match="No space left"):
+        with DemoWriter(tmp_path / "a.demo", "B", spec) as w:
+            w.write(**_rows(spec, 4))
+    assert list(tmp_path.iterdir()) == [] and w._file.closed
+    monkeypatch.setattr(DemoWriter, "finish", real_finish)
+    with DemoWriter(tmp_path / "a.demo", "B", spec) as w:
+        w.write(**_rows(spec, 4))
+    assert [p.name for p in tmp_path.iterdir()] == ["a.demo"]
+
+
 def _unclosed(path: Path) -> bytes:
     """A written file's bytes as a recording that was never closed leaves them: number_steps 0
     in the header and no meta copy at the end."""

@@ -147,7 +147,7 @@ class DemoWriter:
         try:
             self._put(bytes(HEADER_SIZE), brain)  # the header, written last
         except DemoError:
-            self.__exit__(DemoError, None, None)
+            self._discard()
             raise
 
     def write(self, observations: list[np.ndarray], rewards: np.ndarray, done: np.ndarray, agent_ids: np.ndarray,
@@ -291,16 +291,22 @@ class DemoWriter:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
-        if kind is None:
-            if not self._file.closed:
-                self.close()
-        else:  # a half-written file is not a recording
+        if kind is not None:  # a half-written file is not a recording
+            self._discard()
+        elif not self._file.closed:
             try:
-                self._file.close()
-            except OSError:  # its buffer's flush fails again (the disk still full): the error under way says why
-                pass
-            finally:
-                self._partial.unlink(missing_ok=True)
+                self.close()
+            except BaseException:  # (a full disk at the last flush: no half file left behind either)
+                self._discard()
+                raise
+
+    def _discard(self) -> None:
+        try:
+            self._file.close()
+        except OSError:  # its buffer's flush fails again (the disk still full): the error under way says why
+            pass
+        finally:
+            self._partial.unlink(missing_ok=True)
 
 
 # A recording's temp file is locked while it is written (flock: released by the system however the
