@@ -746,7 +746,7 @@ def _add_writers(parts: RunParts, writers: list[Any], start_time: float, names: 
         if parts.training:
             summaries.mkdir(parents=True, exist_ok=True)
             check_summaries_owner(summaries, options.run_id, trainer.output_name)  # (a behavior that appeared)
-            resumed_at = trainer.step if options.resume else None
+            resumed_at = trainer.summaries_kept_through if options.resume else None
             tb = TensorBoardWriter(summaries, category, clear_old=not options.resume, resume_step=resumed_at)
             claim_summaries(summaries, options.run_id, trainer.output_name)
             writers.append(tb)

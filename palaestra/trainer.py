@@ -313,6 +313,13 @@ class BehaviorTrainer:
             return self.self_play.ghost_arrays(self.team)
         return self.algorithm.policy_arrays()
 
+    @property
+    def summaries_kept_through(self) -> int:
+        """The last step whose summaries an earlier process wrote that a resumed run keeps: the
+        step resumed from, or just before a summary the checkpoint still owes (a stop that landed
+        while it was written: it is written again, and its first copy must go)."""
+        return min(self.step, self._next_summary - 1)
+
     def advance(self) -> None:
         """Write the summary when due, then update the policy if the buffer is full: as in
         ML-Agents, an update at a summary's step reports its losses in the next summary."""

@@ -337,6 +337,8 @@ def test_resume_with_another_summary_freq_writes_at_its_multiples(run_cli, workd
 
 
 def test_a_summary_owed_when_the_run_stopped_is_written_after_resume(run_cli, workdir):
+    import time
+
     # a run that stopped after crossing a multiple of summary_freq and before writing it (an
     # environment error, a signal): its checkpoint's next summary is behind its step
     config = str(write_yaml(workdir / "c.yaml", SMALL.format(max_steps=300)))
@@ -344,13 +346,19 @@ def test_a_summary_owed_when_the_run_stopped_is_written_after_resume(run_cli, wo
     path = CheckpointManager(workdir / "models/r/1D", 5).latest()
     state = CheckpointManager.load(path)
     step = state["algorithm"]["step"]
-    state["next_summary"] = 300  # crossed, not written
+    state["next_summary"] = 300  # crossed, and not saved as written
     CheckpointManager.save_file(path, state)
-    (workdir / "summaries" / "r_1D.csv").write_text("Steps,Is Training\n100,1.0\n200,1.0\n")
+    # ... though its row was written (a second signal landed while it was): it goes, and comes again
+    (workdir / "summaries" / "r_1D.csv").write_text("Steps,Is Training\n100,1.0\n200,1.0\n300,1.0\n")
     write_yaml(workdir / "c.yaml", SMALL.format(max_steps=500))
+    time.sleep(1.05)  # event files are named by the second they start in: the resumed run's sorts after
     assert run_cli(config, "--env=Simple1DDiscrete", "--run-id=r", "--resume").code == 0, step
     with open(workdir / "summaries" / "r_1D.csv", newline="") as fh:
         assert [int(r["Steps"]) for r in csv.DictReader(fh)] == [100, 200, 300, 400, 500]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(workdir / "summaries" / "r_1D")).Reload().Scalars("Is Training")
+    assert [e.step for e in events] == [100, 200, 300, 400, 500]  # the first run's 300 purged
 
 
 def test_a_resumed_run_s_first_summary_holds_the_period_before_the_stop_too(run_cli, workdir, monkeypatch):

@@ -23,6 +23,7 @@ import atexit
 import contextlib
 import logging
 import multiprocessing as mp
+import re
 import sys
 import time
 import types
@@ -43,6 +44,9 @@ DEFAULT_TIMEOUT = 300.0
 # interpreter imports its libraries): the handshake waits at least this long.
 STARTUP_TIMEOUT = 60.0
 TIMEOUT_MARGIN_S = 30.0  # how much longer than --timeout-wait the pool waits for a worker's answer
+# a worker's round that found a shared block gone: the main process closed it (the run ended,
+# a signal's stop too) while the worker ran ahead (POSIX names psm_..., Windows wnsm_...)
+_SHARED_BLOCK_GONE = re.compile(r"FileNotFoundError.*'/?(psm|wnsm)_")
 _RAISE_IT = (f" (a hang; if the environment's steps or start can take longer, wait longer with --timeout-wait: "
              f"the workers wait {TIMEOUT_MARGIN_S:.0f} s more than it, and at least {DEFAULT_TIMEOUT:.0f} s)")
 CLOSE_GRACE_S = 5.0  # how long closing waits for all the workers to end before killing them
@@ -221,8 +225,10 @@ class WorkerPool:
             # (an acting worker runs ahead of the run: a failure in a round past its end is not a closing one)
             when = "while its environment was closed" if last[3] == "close" else "in a round past the run's end"
             # a stop at once (a second Ctrl+C) tears the shared blocks down under rounds still under
-            # way: their failing then is the stop's doing, not news
-            said = logger.debug if self._wait_cut_short and last[3] != "close" else logger.warning
+            # way: their failing then is the stop's doing, not news; so is a round that found its shared
+            # block gone (the run ended, by a signal too, and closed them while the worker ran ahead)
+            torn_down = self._wait_cut_short or _SHARED_BLOCK_GONE.search(str(last[1])) is not None
+            said = logger.debug if torn_down and last[3] != "close" else logger.warning
             said("environment worker %d failed %s (%s); the run's results stand", i, when, last[1])
 
     # -- commands, replies and messages --------------------------------------------------------
