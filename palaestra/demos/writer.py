@@ -143,7 +143,7 @@ class DemoWriter:
             self._partial = Path(partial)
             _hold(self._file)
         except OSError as e:
-            raise DemoError(f"{self.path}: cannot be written: {e.strerror or e}") from None
+            raise self._cannot_write(e) from None
         try:
             self._put(bytes(HEADER_SIZE), brain)  # the header, written last
         except DemoError:
@@ -285,7 +285,7 @@ class DemoWriter:
             os.replace(self._partial, self.path)
         except OSError as e:  # (a folder made at that name meanwhile, a read-only place)
             self._partial.unlink(missing_ok=True)
-            raise DemoError(f"{self.path}: cannot be written: {e.strerror or e}") from None
+            raise self._cannot_write(e) from None
 
     def __enter__(self) -> "DemoWriter":
         return self
