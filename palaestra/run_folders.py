@@ -16,6 +16,7 @@ file-system-safe suffix (``Striker_team_0``). ``configuration.yaml`` records the
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -231,7 +232,12 @@ class RunLock:
         handle = open(self.path, "a+")
         try:
             lock(handle)
-        except OSError:
+        except OSError as e:
+            if e.errno not in _HELD_ELSEWHERE:  # a file system without locks (NFS without its lock
+                handle.close()                  # daemon, some network and FUSE mounts): train unlocked
+                logger.warning("Could not lock %s (%s): a second process given --run-id %s while this one runs "
+                               "would not be stopped", self.path, os_reason(e), run_dir.name)
+                return
             handle.seek(0)
             holder = handle.read().strip()
             handle.close()
@@ -256,6 +262,9 @@ class RunLock:
 
 
 _LOCKED_BYTE = 1 << 20  # Windows: the byte locked, far past the pid written at the start
+# the errors of a lock another process holds: flock's EWOULDBLOCK (EAGAIN), and EACCES or Windows'
+# EDEADLOCK from msvcrt; any other (ENOLCK, EOPNOTSUPP, ...) is a file system that cannot lock
+_HELD_ELSEWHERE = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES, getattr(errno, "EDEADLOCK", errno.EDEADLK)})
 
 
 def _exclusive_lock() -> Callable[[IO[str]], None] | None:

@@ -564,6 +564,22 @@ def test_a_second_process_on_a_run_in_use_is_refused(run_cli, small_config, work
     assert run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=busy").code == 0  # free again
 
 
+def test_a_file_system_that_cannot_lock_trains_unlocked_with_a_warning(run_cli, small_config, workdir, monkeypatch):
+    # NFS without its lock daemon answers flock with ENOLCK: that is no other process holding the run
+    import errno
+
+    from palaestra import run_folders
+
+    def cannot_lock(handle):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(run_folders, "_exclusive_lock", lambda: cannot_lock)
+    result = run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=nfs")
+    assert result.code == 0 and "is in use by another process" not in result.log, result.log
+    assert "Could not lock" in result.log and "(No locks available)" in result.log and "--run-id nfs" in result.log
+    assert (workdir / "models/nfs/1D.onnx").exists()
+
+
 def test_resume_of_a_run_in_use_leaves_its_saves_in_progress_alone(run_cli, small_config, workdir):
     # the temp file of a save under way in the process that trains the run: a second process
     # refused by the lock must not have removed it first (nor set damaged checkpoints aside)
