@@ -57,3 +57,36 @@ def test_the_first_update_splits_the_towers_where_blas_has_two_threads(threads, 
     with threadpool_limits(threads, user_api="blas"):
         ppo._mlp_towers_as_chosen()
     assert (ppo._accelerated.second is not None) is split
+
+
+@pytest.mark.parametrize("hidden,layers,batch,split", [(256, 1, 32, False), (256, 2, 32, False), (256, 2, 128, True),
+                                                       (256, 1, 512, True)])
+def test_mini_batches_too_small_for_the_hand_over_train_on_one_blas_thread(monkeypatch, hidden, layers, batch,
+                                                                            split):
+    # the split pays from about 4M multiply-adds per tower and mini-batch (ppo.TOWERS_SPLIT_FROM);
+    # below it one BLAS thread, no split (GridWorld's 256 x 1 at 32 rows: split 2x slower per step)
+    from palaestra.machine import blas_threads
+    from palaestra.settings import PPOSettings
+
+    spec = BehaviorSpec(((36,),), ActionSpec(discrete_branches=(5,)))
+    settings = PPOSettings(hidden_units=hidden, num_layers=layers, batch_size=batch, buffer_size=batch, num_epoch=1,
+                           reward_signals={"extrinsic": ExtrinsicSettings()})
+    ppo = PPO(spec, settings, torch.device("cpu"), np.random.default_rng(0))
+    rng = np.random.default_rng(1)
+    ppo.buffer.add(obs_0=rng.normal(size=(batch, 36)).astype(np.float32),
+                   continuous=np.zeros((batch, 0), np.float32), discrete=rng.integers(0, 5, (batch, 1)),
+                   allowed=np.ones((batch, 5), bool), log_prob=np.full(batch, -1.6, np.float32),
+                   old_values=np.zeros((batch, 1), np.float32), returns=np.zeros((batch, 1), np.float32),
+                   advantages=rng.normal(size=batch).astype(np.float32))
+    seen = []
+    gradients = ppo._accelerated_gradients
+
+    def spy(*args):
+        seen.append(blas_threads())
+        return gradients(*args)
+
+    monkeypatch.setattr(ppo, "_accelerated_gradients", spy)
+    with threadpool_limits(2, user_api="blas"):
+        ppo.update()
+    assert (ppo._accelerated.second is not None) is split
+    assert seen == [1]  # split: one BLAS thread per tower; not split: one thread for the whole step

@@ -56,6 +56,11 @@ from palaestra.timers import timed
 
 # Rows per forward pass of the no-grad evaluations over a whole buffer (_current_values, _decouple)
 NO_GRAD_ROWS = 1024
+# Multiply-adds of one tower's trunk over a mini-batch from which its two towers train one per
+# thread (_mlp_towers_as_chosen). Measured (docs/benchmarks.md, session 53): 256 x 2 units at 64
+# rows (4.7M) split 1.1 ms against 1.3 on one thread; at 32 rows (2.4M) 1.1 against 0.84; 256 x 1
+# at 256 rows (2.4M) equal, below it one thread ahead by up to 2x.
+TOWERS_SPLIT_FROM = 4_000_000
 # The largest importance weight pi_prox / pi_behavior of the decoupled objective (_decouple).
 WEIGHT_CAP = 2.0
 
@@ -182,6 +187,7 @@ class PPO:
         # itself (networks/torch_acting.py)
         self._actor = self._accelerated or acting_network(self.policy, self.rng) or TorchActor(self.policy)
         self._blas: Any = None  # numpy's BLAS threads, held at the first update (_mlp_towers_as_chosen)
+        self._one_blas_thread = False  # updates on one BLAS thread (_mlp_towers_as_chosen)
         self.buffer = RolloutBuffer()
         # Finished segments wait here until the buffer is due for an update, then go through
         # process() together: one GAE pass per update rather than one per finished episode.
@@ -220,10 +226,16 @@ class PPO:
         """Where the run gave numpy's BLAS two threads (a wide network, machine.limit_threads),
         the accelerator trains the actor's and the critic's towers one per thread instead, one
         BLAS thread each (networks/two_threads.py: SAC's critics do the same): the same products,
-        each tower's data kept in one core's cache however the machine placed the two cores."""
+        each tower's data kept in one core's cache however the machine placed the two cores.
+        Mini-batches too small to pay for the hand-over train on one BLAS thread."""
         self._blas = ThreadpoolController().select(user_api="blas")
         if blas_threads() == 2:
-            self._accelerated.towers_on_two_threads()
+            net = self._accelerated
+            small = net.tower_multiply_adds() * self.settings.batch_size < TOWERS_SPLIT_FROM
+            if net.twin and net.sequences is None and small:
+                self._one_blas_thread = True
+            else:
+                net.towers_on_two_threads()
 
     def _image_towers_as_chosen(self) -> None:
         """The actor's and the critic's image encoders at once where the run chose it
@@ -454,8 +466,8 @@ class PPO:
         signal_epochs = s.reward_signal_num_epoch or s.num_epoch
         # with the towers on two threads, one BLAS thread each: BLAS's own second thread, which spins
         # a while after every product, would take the second tower's core
-        split = self._accelerated is not None and self._accelerated.second is not None
-        with self._blas.limit(limits=1) if split else contextlib.nullcontext():
+        one_thread = self._one_blas_thread or self._accelerated is not None and self._accelerated.second is not None
+        with self._blas.limit(limits=1) if one_thread else contextlib.nullcontext():
             for epoch in range(s.num_epoch):
                 order = sequence_order(n, L, self.rng)
                 if self._accelerated is None:  # one index tensor, not one conversion per column

@@ -133,6 +133,10 @@ class MLPNetwork:
         self.second: SecondThread | None = None
         self.towers: list[Stack] = []
 
+    def tower_multiply_adds(self) -> int:
+        """Multiply-adds per row of one tower's trunk (both towers' where the trunk is not twin)."""
+        return sum(layer.w.size // (2 if isinstance(layer, Twin) else 1) for layer in self.trunk.layers)
+
     def towers_on_two_threads(self) -> None:
         """Train a feed-forward actor-critic's two towers one per thread (networks/two_threads.py),
         each over views of its half of the twin weights: the same products, one BLAS thread each."""
