@@ -10,6 +10,7 @@ from here, for code that imported them from this module.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import sys
 import threading
@@ -61,12 +62,15 @@ class _ProcessSettings:
     'palaestra' logger's handlers, the global random generators (Python's, numpy's, torch's, its
     GPUs' included), torch's and the BLAS libraries' thread counts, the import path (the config's
     folder, the working directory) and threading's exception hook. (The console script's process
-    ends instead.) Modules the run imported stay imported."""
+    ends instead.) Modules the run imported stay imported, except those found through a folder it
+    added to the import path: the next call, with that folder added again, reads them afresh (an
+    edited ``my_env.py`` beside the config), as a new process would."""
 
     def __init__(self) -> None:
         self.filters = warnings.catch_warnings()
         self.filters.__enter__()
         self.path = list(sys.path)
+        self.modules = set(sys.modules)
         self.thread_hook = threading.excepthook
         logger = logging.getLogger("palaestra")
         self.logger = (list(logger.handlers), logger.level, logger.propagate)
@@ -78,6 +82,7 @@ class _ProcessSettings:
 
     def restore(self) -> None:
         self.filters.__exit__(None, None, None)
+        self._forget_modules_of(set(sys.path) - set(self.path))
         sys.path[:] = self.path
         threading.excepthook = self.thread_hook
         logger = logging.getLogger("palaestra")
@@ -101,6 +106,28 @@ class _ProcessSettings:
         machine = sys.modules.get("palaestra.machine")
         if machine is not None:
             machine.restore_threads()
+
+
+    def _forget_modules_of(self, folders: set[str]) -> None:
+        """Drop the modules the run imported whose top-level package or module lies directly in
+        one of ``folders`` (a folder above site-packages must not take torch with it)."""
+        added = {os.path.abspath(f or os.curdir) for f in folders}
+        if not added:
+            return
+        found_there = [name for name in set(sys.modules) - self.modules
+                       if _folder_of(sys.modules.get(name.partition(".")[0])) in added]
+        for name in found_there:
+            del sys.modules[name]
+
+
+def _folder_of(module: object) -> str | None:
+    """The import-path folder a top-level module was found in, or None."""
+    paths = getattr(module, "__path__", None)  # a package: its folder's parent
+    if paths is not None:
+        first = next(iter(paths), None)
+        return os.path.dirname(os.path.abspath(first)) if isinstance(first, str) else None
+    file = getattr(module, "__file__", None)
+    return os.path.dirname(os.path.abspath(file)) if isinstance(file, str) else None
 
 
 def entry_point() -> None:

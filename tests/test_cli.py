@@ -1707,6 +1707,48 @@ def test_a_factory_module_beside_the_config_is_found_from_another_working_direct
            f"{workdir / 'elsewhere'}, beside the trainer config in {project} and the installed packages)" in missing.log
 
 
+def test_an_in_process_run_forgets_the_modules_it_found_beside_the_config(run_cli, workdir, monkeypatch):
+    # a script (or a notebook) that edits my_env.py beside the config and calls main again gets the
+    # edited module, as a new process would; the import path the run added is gone after it anyway
+    import palaestra.imports
+
+    monkeypatch.setattr(palaestra.imports, "_FOLDERS_BESIDE", [])
+    project = workdir / "project"
+    (project / "edited_pkg").mkdir(parents=True)
+    (project / "edited_pkg" / "__init__.py").write_text("NAME = 'Line'\n")
+    (project / "edited_env.py").write_text(
+        "from palaestra.envs.builtin.simple1d import Simple1D\n"
+        "from edited_pkg import NAME\n\n\n"
+        "def make(seed, num_areas):\n"
+        "    return Simple1D(seed=seed, num_areas=num_areas, behavior_name=NAME)\n")
+    section = "trainer: ppo\n  batch_size: 16\n  buffer_size: 64\n  max_steps: 100\n  summary_freq: 100\n"
+    config = project / "config.yaml"
+    config.write_text(f"Line:\n  {section}Lane:\n  {section}")
+    path = list(sys.path)
+    first = run_cli(str(config), "--env=edited_env:make", "--run-id=e1")
+    assert first.code == 0 and "e1_Line: Step: 100." in first.log, first.log
+    assert "edited_env" not in sys.modules and "edited_pkg" not in sys.modules and sys.path == path
+    (project / "edited_pkg" / "__init__.py").write_text("NAME = 'Lane'\n")
+    second = run_cli(str(config), "--env=edited_env:make", "--run-id=e2")
+    assert second.code == 0 and "e2_Lane: Step: 100." in second.log, second.log
+    assert "edited_env" not in sys.modules and "torch" in sys.modules
+
+
+def test_only_modules_found_directly_in_an_added_folder_are_forgotten():
+    # a config in a folder above the virtual environment adds that folder: torch, imported through
+    # site-packages below it, must stay (a second import of torch fails)
+    from palaestra.cli import _ProcessSettings
+
+    kept = _ProcessSettings()
+    try:
+        kept.modules -= {"torch", "numpy"}  # as if the run had imported them
+        site_packages = os.path.dirname(os.path.dirname(torch.__file__))
+        kept._forget_modules_of({os.path.dirname(site_packages), os.path.dirname(os.path.dirname(site_packages))})
+    finally:
+        kept.restore()
+    assert "torch" in sys.modules and "numpy" in sys.modules
+
+
 def test_a_script_beside_the_config_does_not_stand_in_for_a_library_module(tmp_path, monkeypatch):
     # the config's folder went first on the import path, so a user's statistics.py or profile.py
     # there was imported (and run) by the trainer in place of the standard library's
