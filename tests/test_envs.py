@@ -380,6 +380,13 @@ class Misbehaving(Simple1D):
             terminal = dataclasses.replace(terminal, obs=[np.array([])] * len(terminal.obs), reward=np.array([]),
                                            agent_id=np.array([]), interrupted=np.array([])) if not len(terminal) \
                 else terminal
+        if self.kind == "int_flags":  # integer terminal flags, rewards and ids as lists, observations as lists
+            terminal = dataclasses.replace(terminal, interrupted=terminal.interrupted.astype(np.int64),
+                                           reward=terminal.reward.tolist(), agent_id=terminal.agent_id.tolist(),
+                                           obs=[o.tolist() for o in terminal.obs])
+            decision = dataclasses.replace(decision, reward=decision.reward.tolist())
+        if self.kind == "text_obs":
+            decision = dataclasses.replace(decision, obs=[np.full(o.shape, "x") for o in decision.obs])
         return decision, terminal
 
 
@@ -450,6 +457,30 @@ def test_what_the_run_converts_is_taken_and_check_env_asks_for_the_protocol_s_ar
     module = bad_steps("bad_steps")
     with pytest.raises(EnvError, match=re.escape("observation 0 must be a numpy array of shape (4, 1); got a list")):
         check_env(module.make("list_obs"))
+
+
+def test_the_run_takes_integer_flags_and_lists_as_the_protocol_s_types(bad_steps):
+    # an integer flag's ~ is -1 or -2: taken as it came, a true terminal (0) was bootstrapped as if cut short
+    env = make_env("bad_steps:make", num_areas=4, env_args=["kind=int_flags"])
+    env.reset()
+    ended = 0
+    for _ in range(60):
+        decision, terminal = env.get_steps("1D")
+        assert decision.reward.dtype == np.float32
+        if len(terminal):
+            ended += len(terminal)
+            assert terminal.interrupted.dtype == bool and terminal.reward.dtype == np.float32
+            assert terminal.agent_id.dtype.kind == "i" and isinstance(terminal.obs[0], np.ndarray)
+            assert (~terminal.interrupted).all()  # Simple1D's episodes end at the goal: true terminals
+        env.set_actions("1D", env.behavior_specs["1D"].action_spec.random_actions(len(decision),
+                                                                                  np.random.default_rng(0)))
+        env.step()
+    assert ended > 0
+    env = make_env("bad_steps:make", num_areas=2, env_args=["kind=text_obs"])
+    env.reset()
+    with pytest.raises(EnvError, match=re.escape("decision steps: observation 0 must hold numbers, got an array of "
+                                                 "shape (2, 1) and dtype <U1")):
+        env.get_steps("1D")
 
 
 def test_the_checked_environment_is_the_user_s_own_for_attributes_copies_and_isinstance(bad_steps):

@@ -8,6 +8,7 @@ deep inside a network."""
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from typing import Any, Mapping
 
@@ -149,6 +150,44 @@ def _check_shapes(where: str, steps: Any, spec: BehaviorSpec, decision: bool) ->
             raise EnvError(f"{where}: the mask of branch {b} has shape {np.shape(mask)}, expected {(n, size)}")
 
 
+NUMBERS = "buif"  # numpy dtype kinds an observation may have (converted to float32 or uint8 later)
+
+
+def _converted(where: str, steps: Any, spec: BehaviorSpec) -> Any:
+    """``steps`` (shapes checked) with the protocol's types where it has others: lists as arrays,
+    integer ids, float32 rewards and bool flags and masks (an integer flag's ``~`` is -1 or -2, so
+    a true terminal would be bootstrapped as if cut short). The same object where nothing needs it."""
+    arrays = [steps.agent_id, steps.reward, *steps.obs]
+    if np.shape(steps.agent_id) == (0,):  # an empty half: taken as it comes where it holds arrays
+        return steps if all(isinstance(a, np.ndarray) for a in arrays) else type(steps).empty(spec)
+    changes: dict[str, Any] = {}
+    ids = steps.agent_id
+    if not (isinstance(ids, np.ndarray) and ids.dtype.kind in "iu"):
+        ids = np.asarray(ids)
+        if ids.dtype.kind not in "iu":
+            if ids.dtype.kind not in "fb" or not np.array_equal(ids, np.round(ids)):
+                raise EnvError(f"{where}: agent_id must hold integers, got {_described(steps.agent_id)}")
+        changes["agent_id"] = ids.astype(np.int64, copy=False)
+    if not (isinstance(steps.reward, np.ndarray) and steps.reward.dtype.kind == "f"):
+        try:
+            changes["reward"] = np.asarray(steps.reward, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise EnvError(f"{where}: reward must hold numbers, got {_described(steps.reward)}") from None
+    if not all(isinstance(o, np.ndarray) and o.dtype.kind in NUMBERS for o in steps.obs):
+        obs = [np.asarray(o) for o in steps.obs]  # (numbers in any dtype: converted later, as arrays are)
+        for i, (o, given) in enumerate(zip(obs, steps.obs)):
+            if o.dtype.kind not in NUMBERS:
+                raise EnvError(f"{where}: observation {i} must hold numbers, got {_described(given)}")
+        changes["obs"] = obs
+    if isinstance(steps, TerminalSteps):
+        if not (isinstance(steps.interrupted, np.ndarray) and steps.interrupted.dtype == bool):
+            changes["interrupted"] = np.asarray(steps.interrupted).astype(bool)
+    elif steps.action_mask is not None and not all(isinstance(m, np.ndarray) and m.dtype == bool
+                                                   for m in steps.action_mask):
+        changes["action_mask"] = [np.asarray(m).astype(bool) for m in steps.action_mask]
+    return dataclasses.replace(steps, **changes) if changes else steps
+
+
 def _check_types(where: str, steps: DecisionSteps | TerminalSteps, spec: BehaviorSpec, decision: bool) -> None:
     """check_env's stricter rule, beyond :func:`_check_shapes`: numpy arrays of the protocol's
     dtypes, empty ones in their shapes too."""
@@ -243,7 +282,8 @@ class CheckedEnv:
         decision, terminal = _steps_pair(where, self._env.get_steps(behavior))
         _check_shapes(f"{where}, decision steps", decision, spec, decision=True)
         _check_shapes(f"{where}, terminal steps", terminal, spec, decision=False)
-        return decision, terminal
+        return _converted(f"{where}, decision steps", decision, spec), _converted(f"{where}, terminal steps", terminal,
+                                                                                  spec)
 
 
 def check_env(env: Env, steps: int = 200, seed: int = 0) -> None:
