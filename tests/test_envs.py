@@ -1667,6 +1667,29 @@ def test_gymnasium_env_refuses_a_vector_env_instance():
         GymnasiumEnv("CartPole-v1", instances=[vec])
 
 
+@pytest.mark.parametrize("observations,actions,message", [
+    (gym.spaces.Box(-1, 1, (0,)), gym.spaces.Discrete(2), "its observation space Box([], [], (0,), float32) holds "
+                                                          "no values"),
+    (gym.spaces.Box(-1, 1, (3,)), gym.spaces.Box(-1, 1, (0,)), "its action space Box([], [], (0,), float32) has no "
+                                                               "actions to take"),
+    (gym.spaces.Box(-1, 1, (3,)), gym.spaces.MultiDiscrete(np.zeros(0, np.int64)), "has no actions to take"),
+], ids=["no-observation", "no-continuous-action", "no-branch"])
+def test_gymnasium_spaces_without_values_are_refused_as_protocol_specs_are(observations, actions, message):
+    # an empty action Box used to fail inside the trainer ('NoneType' object has no attribute 'forward');
+    # an empty observation trained a policy that sees nothing
+    class Empty(gym.Env):
+        observation_space, action_space = observations, actions
+
+        def reset(self, *, seed=None, options=None):
+            return self.observation_space.sample(), {}
+
+        def step(self, action):
+            return self.observation_space.sample(), 0.0, False, False, {}
+
+    with pytest.raises(EnvError, match=re.escape(message)):
+        GymnasiumEnv("Empty-v0", instances=[Empty()])
+
+
 def test_the_builtin_vector_ids_refuse_another_autoreset_mode():
     import importlib
 

@@ -233,6 +233,8 @@ def observation_converter(space: gym.Space, who: str) -> tuple[tuple[int, ...], 
             logger.warning("%s: its observation Box %s is flattened to a vector, not kept as "
                            "an image: %s", who, space.shape, image)
         size = int(np.prod(space.shape))
+        if size == 0:
+            raise EnvError(f"{who}: its observation space {space} holds no values; a policy needs at least one")
 
         squeezed = tuple(d for d in space.shape if d != 1)
 
@@ -285,6 +287,9 @@ def action_converter(space: gym.Space, who: str):
     with a slice for ``i`` the batch of those copies' actions (a vector environment's)."""
     if isinstance(space, spaces.Box):
         size = int(np.prod(space.shape))
+        if size == 0:
+            raise EnvError(f"{who}: its action space {space} has no actions to take; give it at least one dimension "
+                           "of size 1 or more")
         low = np.broadcast_to(space.low, space.shape).reshape(size).astype(np.float64)
         high = np.broadcast_to(space.high, space.shape).reshape(size).astype(np.float64)
         # Policies act in [-1, 1] (ML-Agents' clipping), scaled onto each bounded dimension. A
@@ -323,6 +328,8 @@ def action_converter(space: gym.Space, who: str):
         return ActionSpec(discrete_branches=(int(space.n),)), convert_d
     if isinstance(space, spaces.MultiDiscrete):
         nvec = np.asarray(space.nvec)
+        if nvec.size == 0:
+            raise EnvError(f"{who}: its action space {space} has no actions to take; give it at least one branch")
         starts = np.asarray(space.start).reshape(-1)
         shape = nvec.shape
 
