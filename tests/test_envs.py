@@ -291,7 +291,21 @@ class _BadObservationEnv(gym.Env):
      r"returned an image observation of shape \(24, 24, 1\); its observation space is Box"),
     (gym.spaces.Box(0.0, 1.0, (3, 16, 16), np.float32), np.zeros((3, 16, 16), np.float32),
      np.zeros((16, 3, 16), np.float32), r"returned an image observation of shape \(16, 3, 16\)"),
-])
+    (gym.spaces.Discrete(5), 0, 1.7, r"returned the observation float 1.7, which is no whole number"),
+    (gym.spaces.Discrete(5), 0, float("nan"), r"returned the observation float nan, which is no whole number"),
+    (gym.spaces.Box(0, 255, (24, 24, 3), np.uint8), np.zeros((24, 24, 3), np.uint8), None,
+     r"returned an image observation that is no array of uint8 \(NoneType None: "),
+    (gym.spaces.Box(0, 255, (8, 8, 3), np.uint8), np.zeros((8, 8, 3), np.uint8), np.full((8, 8, 3), 300).tolist(),
+     r"returned an image observation that is no array of uint8 \(list \[\[\[300"),
+    (gym.spaces.Dict({"observation": gym.spaces.Box(-1, 1, (3,)), "action_mask": gym.spaces.MultiBinary(2)}),
+     {"observation": np.zeros(3, np.float32), "action_mask": np.ones(2, np.int8)}, {"observation": np.zeros(3)},
+     r"returned an observation dict \{'observation': .*; its observation space is a dict of 'observation' and "
+     r"'action_mask'"),
+    (gym.spaces.Dict({"observation": gym.spaces.Box(-1, 1, (3,)), "action_mask": gym.spaces.MultiBinary(2)}),
+     {"observation": np.zeros(3, np.float32), "action_mask": np.ones(2, np.int8)}, np.zeros(3),
+     r"returned an observation ndarray array\(\[0., 0., 0.\]\); its observation space is a dict"),
+], ids=["discrete-above", "discrete-below-start", "image-channels", "image-chw", "discrete-fraction", "discrete-nan",
+        "image-none", "image-overflow", "masked-without-mask", "masked-plain-array"])
 def test_gymnasium_observations_outside_their_space_are_a_clear_error(space, good, bad, message):
     env = GymnasiumEnv("bad", instances=[_BadObservationEnv(space, good, bad)])
     env.reset()

@@ -63,7 +63,11 @@ def _image_converter(space: spaces.Box, who: str) -> tuple[tuple[int, ...], type
     shape = space.shape
 
     def image(o: Any) -> np.ndarray:
-        a = np.asarray(o, dtype=dtype)
+        try:
+            a = np.asarray(o, dtype=dtype)
+        except (TypeError, ValueError, OverflowError) as e:  # None, ragged rows, 300 in uint8
+            raise EnvError(f"{who} returned an image observation that is no array of {np.dtype(dtype).name} "
+                           f"({shown_value(o)}: {e}); its observation space is {space}") from None
         if a.shape != shape:  # else broadcast silently, or failing later inside the encoder
             raise EnvError(f"{who} returned an image observation of shape {a.shape}; "
                            f"its observation space is {space}")
@@ -220,7 +224,14 @@ def observation_converter(space: gym.Space, who: str) -> tuple[tuple[int, ...], 
     :func:`mask_reader`."""
     if is_masked_observation(space):
         shape, dtype, convert = observation_converter(space["observation"], who)
-        return shape, dtype, lambda o: convert(o["observation"])
+
+        def masked(o: Any) -> np.ndarray:  # (its action_mask is read after this, by mask_reader's parser)
+            if not (isinstance(o, Mapping) and "observation" in o and "action_mask" in o):
+                raise EnvError(f"{who} returned an observation {shown_value(o)}; its observation space is a "
+                               f"dict of 'observation' and 'action_mask': {space}")
+            return convert(o["observation"])
+
+        return shape, dtype, masked
     if isinstance(space, spaces.Box):
         if is_grayscale_image(space):  # (height, width) pixels, as Atari's preprocessing gives: one channel
             gray = spaces.Box(0, 255, (*space.shape, 1), np.uint8)
@@ -257,9 +268,12 @@ def observation_converter(space: gym.Space, who: str) -> tuple[tuple[int, ...], 
 
         def one_hot(o: Any) -> np.ndarray:
             try:
-                index = int(o) - start
-            except (TypeError, ValueError):
-                raise EnvError(f"{who} returned the observation {shown_value(o)}; its "
+                value = float(o)
+                index = int(value) - start
+            except (TypeError, ValueError, OverflowError):
+                value = 0.5
+            if value != int(value):  # (int() alone would read 1.7 as 1; NaN and infinities end here too)
+                raise EnvError(f"{who} returned the observation {shown_value(o)}, which is no whole number; its "
                                f"observation space is {space}") from None
             if not 0 <= index < n:  # else an IndexError, or below start a silent wrap-around
                 raise EnvError(f"{who} returned the observation {o}, outside its "
