@@ -849,6 +849,8 @@ def test_builtin_environments_as_gymnasium_vector_environments():
     obs, _ = envs.reset(seed=3)
     again, _ = gym.make_vec("palaestra/3DBall-v0", num_envs=24).reset(seed=3)
     np.testing.assert_array_equal(obs, again)  # seeded
+    first, second = (gym.make_vec("palaestra/3DBall-v0", num_envs=24).reset()[0] for _ in range(2))
+    assert not np.array_equal(first, second)  # unseeded: drawn from the system, as Gymnasium's environments
     assert obs.shape == (24, 8)
     # the heuristic keeps balls up; random actions drop them: episodes end as terminations
     ended = np.zeros(24, bool)

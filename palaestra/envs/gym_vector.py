@@ -16,6 +16,8 @@ truncation, reaching the goal or failing a termination. For environments with ac
 observation (VisualGridWorld) is a uint8 Box (height, width, channels), channel-last as SB3's
 ``CnnPolicy`` takes it. Keyword arguments of ``make_vec`` beyond ``num_envs`` and ``seed`` go to
 the environment's constructor (``image_size=36``), as ``--env-args`` do on the command line.
+Without a seed (neither here nor at the first ``reset``) the environment draws one from the
+system's entropy, as Gymnasium's own do.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ def gym_id(name: str) -> str:
 class BuiltinGymVectorEnv(VectorEnv):
     metadata = {"autoreset_mode": AutoresetMode.SAME_STEP}
 
-    def __init__(self, name: str, num_envs: int | None = None, seed: int = 0, **kwargs: Any) -> None:
+    def __init__(self, name: str, num_envs: int | None = None, seed: int | None = None, **kwargs: Any) -> None:
         if name not in BUILTIN_ENVS:
             raise EnvError(f"unknown built-in environment {name!r}; choose from {', '.join(BUILTIN_ENVS)}")
         mode = kwargs.pop("autoreset_mode", AutoresetMode.SAME_STEP)
@@ -54,6 +56,8 @@ class BuiltinGymVectorEnv(VectorEnv):
             raise EnvError(f"{gym_id(name)}: num_envs must be a positive multiple of {per_area} "
                            f"({name} has {per_area} agent(s) per area), got {num_envs}")
         self.name, self._areas, self._kwargs = name, num_envs // per_area, kwargs
+        if seed is None:  # as Gymnasium's environments: a first reset without a seed draws one from the system
+            seed = int(np.random.SeedSequence().generate_state(1)[0] >> 1)
         self._env: BuiltinVectorEnv = make_builtin(name, seed=seed, num_areas=self._areas, **kwargs)
         self.num_envs = num_envs
         spec = self._env.behavior_specs[self._env.behavior_name]
