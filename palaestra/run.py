@@ -1005,10 +1005,15 @@ def _warn_of_untrained_exports(parts: RunParts) -> None:
     for trainer in learners(parts.trainers):
         if trainer.training and trainer.updates_this_run == 0 and trainer.loaded_from is None \
                 and trainer.step >= trainer.settings.max_steps:
+            horizon = getattr(trainer.settings, "time_horizon", 0)
+            # episodes that never end reach the trainer only as time_horizon's pieces: a horizon past
+            # max_steps holds every step back until each agent has taken that many
+            fix = (f"lower time_horizon ({horizon}) below max_steps: experience reaches the trainer when an episode "
+                   "ends or an agent has taken time_horizon steps" if horizon >= trainer.settings.max_steps else
+                   "raise max_steps (to a few times buffer_size for PPO, past buffer_init_steps and batch_size for SAC)")
             logger.warning("behavior %r reached step %d (max_steps %d) without a single update, so %s is the "
-                           "untrained policy: raise max_steps (to a few times buffer_size for PPO, past "
-                           "buffer_init_steps and batch_size for SAC)", trainer.name, trainer.step,
-                           trainer.settings.max_steps, trainer.onnx_path)
+                           "untrained policy: %s", trainer.name, trainer.step, trainer.settings.max_steps,
+                           trainer.onnx_path, fix)
 
 
 def _save_at_end(parts: RunParts, global_step: int, skip_diverged: bool = False) -> bool:

@@ -2094,3 +2094,20 @@ def test_a_run_stopped_before_max_steps_is_not_told_to_raise_max_steps(caplog):
         assert "without a single update" not in caplog.text
         _warn_of_untrained_exports(SimpleNamespace(trainers={"1D": trainer(1024)}))
         assert "reached step 1024 (max_steps 1000) without a single update" in caplog.text
+        assert "raise max_steps" in caplog.text
+
+
+def test_a_run_whose_time_horizon_outlasts_max_steps_is_told_to_lower_it(caplog):
+    # endless episodes reach the trainer only as time_horizon's pieces: raising max_steps would not help
+    import logging
+    from types import SimpleNamespace
+
+    from palaestra.run import _warn_of_untrained_exports
+
+    untrained = SimpleNamespace(name="1D", owns_learning=True, training=True, updates_this_run=0, loaded_from=None,
+                                step=400_000, settings=SimpleNamespace(max_steps=2000, time_horizon=100_000),
+                                onnx_path="models/r/1D.onnx")
+    with caplog.at_level(logging.WARNING, logger="palaestra"):
+        _warn_of_untrained_exports(SimpleNamespace(trainers={"1D": untrained}))
+    assert "reached step 400000 (max_steps 2000) without a single update" in caplog.text
+    assert "lower time_horizon (100000) below max_steps" in caplog.text and "raise max_steps" not in caplog.text
