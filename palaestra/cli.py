@@ -62,9 +62,10 @@ class _ProcessSettings:
     'palaestra' logger's handlers, the global random generators (Python's, numpy's, torch's, its
     GPUs' included), torch's and the BLAS libraries' thread counts, the import path (the config's
     folder, the working directory) and threading's exception hook. (The console script's process
-    ends instead.) Modules the run imported stay imported, except those found through a folder it
-    added to the import path: the next call, with that folder added again, reads them afresh (an
-    edited ``my_env.py`` beside the config), as a new process would."""
+    ends instead.) Modules the run imported stay imported, except the user's modules it imported
+    from the config's folder, the working directory or a folder it added to the import path: the
+    next call reads them afresh (an edited ``my_env.py`` beside the config), as a new process
+    would. Packages imported before the call keep every submodule."""
 
     def __init__(self) -> None:
         self.filters = warnings.catch_warnings()
@@ -82,7 +83,12 @@ class _ProcessSettings:
 
     def restore(self) -> None:
         self.filters.__exit__(None, None, None)
-        self._forget_modules_of(set(sys.path) - set(self.path))
+        machine = sys.modules.get("palaestra.machine")
+        if machine is not None:
+            machine.restore_threads()
+        imports = sys.modules.get("palaestra.imports")  # the folders the run imported the user's modules from
+        self._forget_modules_of(set(sys.path) - set(self.path) | {os.getcwd()} |
+                                set(getattr(imports, "_FOLDERS_BESIDE", ())))
         sys.path[:] = self.path
         threading.excepthook = self.thread_hook
         logger = logging.getLogger("palaestra")
@@ -103,19 +109,14 @@ class _ProcessSettings:
                 torch.cuda.seed_all()
         elif torch is not None:
             torch.seed()  # (every device's generator)
-        machine = sys.modules.get("palaestra.machine")
-        if machine is not None:
-            machine.restore_threads()
-
 
     def _forget_modules_of(self, folders: set[str]) -> None:
-        """Drop the modules the run imported whose top-level package or module lies directly in
-        one of ``folders`` (a folder above site-packages must not take torch with it)."""
-        added = {os.path.abspath(f or os.curdir) for f in folders}
-        if not added:
-            return
-        found_there = [name for name in set(sys.modules) - self.modules
-                       if _folder_of(sys.modules.get(name.partition(".")[0])) in added]
+        """Drop the modules the run imported whose top-level package or module it imported too and
+        found directly in one of ``folders`` (the user's; a folder above site-packages must not
+        take torch with it, nor a checkout Palaestra's own modules, whose package was imported first)."""
+        folders = {os.path.abspath(f or os.curdir) for f in folders}
+        found_there = [name for name in set(sys.modules) - self.modules if name.partition(".")[0] not in self.modules
+                       and _folder_of(sys.modules.get(name.partition(".")[0])) in folders]
         for name in found_there:
             del sys.modules[name]
 

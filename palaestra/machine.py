@@ -168,3 +168,4 @@ def blas_has_the_threads() -> bool:
     """Whether numpy's BLAS may use at least as many threads as torch (limit_threads gave it the
     training threads, or both have one)."""
     return blas_threads() >= torch.get_num_threads()
+

@@ -52,6 +52,7 @@ from palaestra.machine import (
     seed_everything,
     seed_streams,
 )
+from palaestra.os_limits import too_many_open_files
 from palaestra.options import RunOptions, UsageError, check_options, in_main_process, warn_about_unused_options
 from palaestra.run_folders import (
     CONFIGURATION,
@@ -154,7 +155,9 @@ def run(options: RunOptions, interrupts: Interrupts | None = None) -> int:
             logger.debug("the error above came from:", exc_info=e.__cause__)
         return 1
     except OSError as e:  # a folder that cannot be written, a full disk, a file where a folder goes
-        if isinstance(e, FileExistsError) and e.filename:
+        if too_many_open_files(e) is not None:  # (workers' pipes, a many-behavior run's files)
+            logger.error("%s", too_many_open_files(e))
+        elif isinstance(e, FileExistsError) and e.filename:
             logger.error("cannot make the folder %s: a file of that name is there; move or delete it", e.filename)
         else:
             logger.error("cannot read or write %s: %s", e.filename or "a file", e.strerror or e)
@@ -988,7 +991,8 @@ def _finish(parts: RunParts, global_step: int, error: BaseException | None, stop
         saving = "" if diverged or not parts.training else \
             " (nothing was trained, so no model was saved; --force starts the run again)" if untrained else \
             " (the model was saved first)" if saved else " (saving the model failed too)"
-        logger.error("training stopped: %s: %s%s", type(error).__name__, error, saving)
+        said = too_many_open_files(error) or f"{type(error).__name__}: {error}"
+        logger.error("training stopped: %s%s", said, saving)
         if parts.options.debug:
             raise error
     if error is None and saved and stopped_by is not None:

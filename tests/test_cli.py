@@ -1732,6 +1732,36 @@ def test_an_in_process_run_forgets_the_modules_it_found_beside_the_config(run_cl
     second = run_cli(str(config), "--env=edited_env:make", "--run-id=e2")
     assert second.code == 0 and "e2_Lane: Step: 100." in second.log, second.log
     assert "edited_env" not in sys.modules and "torch" in sys.modules
+    # the usual layout: the script, the config and my_env.py in one folder, already on the import path
+    monkeypatch.chdir(project)
+    monkeypatch.setattr(sys, "path", [str(project), *sys.path])
+    (project / "edited_pkg" / "__init__.py").write_text("NAME = 'Line'\n")
+    third = run_cli("config.yaml", "--env=edited_env:make", "--run-id=e3")
+    assert third.code == 0 and "e3_Line: Step: 100." in third.log and "edited_env" not in sys.modules, third.log
+
+
+def test_an_in_process_run_from_palaestra_s_checkout_keeps_its_modules_and_puts_the_threads_back(tmp_path):
+    # with an editable install, a script run from the checkout finds palaestra through the working
+    # directory, which the run's --env import adds to the path: its modules are not the user's to forget
+    import subprocess
+
+    import palaestra
+
+    checkout = tmp_path  # (a checkout of its own: the run writes models/ and summaries/ in it)
+    (checkout / "palaestra").symlink_to(Path(palaestra.__file__).resolve().parent)
+    (tmp_path / "env_here.py").write_text("from palaestra.envs.builtin.simple1d import Simple1D\n\n\n"
+                                          "def make(seed, num_areas):\n"
+                                          "    return Simple1D(seed=seed, num_areas=num_areas)\n")
+    config = write_yaml(tmp_path / "c.yaml", SMALL.format(max_steps=100))
+    script = ("import sys, torch\n"
+              "from palaestra.cli import main\n"
+              "torch.set_num_threads(2)\n"
+              f"code = main([{str(config)!r}, '--env=env_here:make', '--run-id=k', '--cpu', '--torch-threads=1'])\n"
+              "print(code, torch.get_num_threads(), 'palaestra.machine' in sys.modules, 'env_here' in sys.modules)\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-c", script], cwd=checkout, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.stdout.split()[-4:] == ["0", "2", "True", "False"], result.stdout + result.stderr
 
 
 def test_only_modules_found_directly_in_an_added_folder_are_forgotten():

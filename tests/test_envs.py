@@ -294,9 +294,11 @@ class _BadObservationEnv(gym.Env):
     (gym.spaces.Discrete(5), 0, 1.7, r"returned the observation float 1.7, which is no whole number"),
     (gym.spaces.Discrete(5), 0, float("nan"), r"returned the observation float nan, which is no whole number"),
     (gym.spaces.Box(0, 255, (24, 24, 3), np.uint8), np.zeros((24, 24, 3), np.uint8), None,
-     r"returned an image observation that is no array of uint8 \(NoneType None: "),
+     r"returned an image observation that is no array of numbers \(NoneType None\)"),
     (gym.spaces.Box(0, 255, (8, 8, 3), np.uint8), np.zeros((8, 8, 3), np.uint8), np.full((8, 8, 3), 300).tolist(),
-     r"returned an image observation that is no array of uint8 \(list \[\[\[300"),
+     r"returned an image observation with values from 300 to 300, outside its uint8 pixels' 0-255"),
+    (gym.spaces.Box(0, 255, (8, 8, 3), np.uint8), np.zeros((8, 8, 3), np.uint8), np.full((8, 8, 3), -1),
+     r"returned an image observation with values from -1 to -1, outside"),
     (gym.spaces.Dict({"observation": gym.spaces.Box(-1, 1, (3,)), "action_mask": gym.spaces.MultiBinary(2)}),
      {"observation": np.zeros(3, np.float32), "action_mask": np.ones(2, np.int8)}, {"observation": np.zeros(3)},
      r"returned an observation dict \{'observation': .*; its observation space is a dict of 'observation' and "
@@ -305,7 +307,7 @@ class _BadObservationEnv(gym.Env):
      {"observation": np.zeros(3, np.float32), "action_mask": np.ones(2, np.int8)}, np.zeros(3),
      r"returned an observation ndarray array\(\[0., 0., 0.\]\); its observation space is a dict"),
 ], ids=["discrete-above", "discrete-below-start", "image-channels", "image-chw", "discrete-fraction", "discrete-nan",
-        "image-none", "image-overflow", "masked-without-mask", "masked-plain-array"])
+        "image-none", "image-overflow", "image-negative", "masked-without-mask", "masked-plain-array"])
 def test_gymnasium_observations_outside_their_space_are_a_clear_error(space, good, bad, message):
     env = GymnasiumEnv("bad", instances=[_BadObservationEnv(space, good, bad)])
     env.reset()
@@ -401,6 +403,10 @@ class Misbehaving(Simple1D):
             decision = dataclasses.replace(decision, reward=decision.reward.tolist())
         if self.kind == "text_obs":
             decision = dataclasses.replace(decision, obs=[np.full(o.shape, "x") for o in decision.obs])
+        if self.kind == "text_flags" and len(terminal):
+            terminal = dataclasses.replace(terminal, interrupted=np.array([str(f) for f in terminal.interrupted]))
+        if self.kind == "inf_ids":
+            decision = dataclasses.replace(decision, agent_id=np.full(len(decision), np.inf))
         return decision, terminal
 
 
@@ -495,6 +501,19 @@ def test_the_run_takes_integer_flags_and_lists_as_the_protocol_s_types(bad_steps
     with pytest.raises(EnvError, match=re.escape("decision steps: observation 0 must hold numbers, got an array of "
                                                  "shape (2, 1) and dtype <U1")):
         env.get_steps("1D")
+    env = make_env("bad_steps:make", num_areas=1, env_args=["kind=inf_ids"])
+    env.reset()
+    with pytest.raises(EnvError, match=re.escape("decision steps: agent_id must hold integers, got an array of shape "
+                                                 "(1,) and dtype float64")):
+        env.get_steps("1D")
+    env = make_env("bad_steps:make", num_areas=4, env_args=["kind=text_flags"])
+    env.reset()
+    with pytest.raises(EnvError, match=re.escape("terminal steps: interrupted must hold True or False, got an array")):
+        for _ in range(60):
+            decision, _ = env.get_steps("1D")
+            env.set_actions("1D", env.behavior_specs["1D"].action_spec.random_actions(len(decision),
+                                                                                      np.random.default_rng(0)))
+            env.step()
 
 
 def test_the_checked_environment_is_the_user_s_own_for_attributes_copies_and_isinstance(bad_steps):

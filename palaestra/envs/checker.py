@@ -113,7 +113,7 @@ def _check_shapes(where: str, steps: Any, spec: BehaviorSpec, decision: bool) ->
     """What the run checks of one ``get_steps`` half (:class:`CheckedEnv`): what would fail inside
     a network or mix agents' experience. Its type; with agents in it, one reward per agent, ids
     none of which repeats, each observation in the spec's shape, the terminal flags and the action
-    masks. No value and no dtype is looked at (the run converts them), and a half without agents
+    masks. No value and no dtype is looked at here (_converted converts them), and a half without agents
     is taken as it comes."""
     expected = DecisionSteps if decision else TerminalSteps
     if not isinstance(steps, expected):
@@ -165,7 +165,7 @@ def _converted(where: str, steps: Any, spec: BehaviorSpec) -> Any:
     if not (isinstance(ids, np.ndarray) and ids.dtype.kind in "iu"):
         ids = np.asarray(ids)
         if ids.dtype.kind not in "iu":
-            if ids.dtype.kind not in "fb" or not np.array_equal(ids, np.round(ids)):
+            if ids.dtype.kind not in "fb" or not (np.isfinite(ids).all() and np.array_equal(ids, np.round(ids))):
                 raise EnvError(f"{where}: agent_id must hold integers, got {_described(steps.agent_id)}")
         changes["agent_id"] = ids.astype(np.int64, copy=False)
     if not (isinstance(steps.reward, np.ndarray) and steps.reward.dtype.kind == "f"):
@@ -181,10 +181,16 @@ def _converted(where: str, steps: Any, spec: BehaviorSpec) -> Any:
         changes["obs"] = obs
     if isinstance(steps, TerminalSteps):
         if not (isinstance(steps.interrupted, np.ndarray) and steps.interrupted.dtype == bool):
-            changes["interrupted"] = np.asarray(steps.interrupted).astype(bool)
+            flags = np.asarray(steps.interrupted)
+            if flags.dtype.kind not in "biuf":  # ("False" as text would be true)
+                raise EnvError(f"{where}: interrupted must hold True or False, got {_described(steps.interrupted)}")
+            changes["interrupted"] = flags.astype(bool)
     elif steps.action_mask is not None and not all(isinstance(m, np.ndarray) and m.dtype == bool
                                                    for m in steps.action_mask):
-        changes["action_mask"] = [np.asarray(m).astype(bool) for m in steps.action_mask]
+        masks = [np.asarray(m) for m in steps.action_mask]
+        if any(m.dtype.kind not in "biuf" for m in masks):
+            raise EnvError(f"{where}: each action mask must hold True or False (True: the action is unavailable)")
+        changes["action_mask"] = [m.astype(bool) for m in masks]
     return dataclasses.replace(steps, **changes) if changes else steps
 
 

@@ -64,10 +64,18 @@ def _image_converter(space: spaces.Box, who: str) -> tuple[tuple[int, ...], type
 
     def image(o: Any) -> np.ndarray:
         try:
-            a = np.asarray(o, dtype=dtype)
-        except (TypeError, ValueError, OverflowError) as e:  # None, ragged rows, 300 in uint8
-            raise EnvError(f"{who} returned an image observation that is no array of {np.dtype(dtype).name} "
-                           f"({shown_value(o)}: {e}); its observation space is {space}") from None
+            a = np.asarray(o)
+        except (TypeError, ValueError) as e:  # ragged rows (numpy 2)
+            raise EnvError(f"{who} returned an image observation that is no array of numbers ({shown_value(o)}: "
+                           f"{e}); its observation space is {space}") from None
+        if a.dtype != dtype:
+            if a.dtype.kind not in "buif":  # None, ragged rows (numpy 1), text
+                raise EnvError(f"{who} returned an image observation that is no array of numbers "
+                               f"({shown_value(o)}); its observation space is {space}")
+            if dtype is np.uint8 and a.size and not (0 <= a.min() and a.max() <= 255):  # (a cast would wrap 300 to 44)
+                raise EnvError(f"{who} returned an image observation with values from {a.min()} to {a.max()}, "
+                               f"outside its uint8 pixels' 0-255; its observation space is {space}")
+            a = a.astype(dtype)
         if a.shape != shape:  # else broadcast silently, or failing later inside the encoder
             raise EnvError(f"{who} returned an image observation of shape {a.shape}; "
                            f"its observation space is {space}")
