@@ -204,7 +204,7 @@ def test_exporting_draws_nothing_from_torch_s_random_streams(tmp_path):
 
 
 def test_export_works_with_a_torch_whose_exporter_takes_no_dynamo_argument(tmp_path, monkeypatch):
-    # torch 2.1-2.3 (which the project accepts) have no `dynamo` parameter: passing it failed every save
+    # torch 2.3 (which the project accepts) has no `dynamo` parameter: passing it failed every save
     import palaestra.export
 
     real = torch.onnx.export
