@@ -7,6 +7,15 @@ from __future__ import annotations
 import errno
 import os
 
+from palaestra.envs.base import EnvError
+
+SHM_FOLDER = "/dev/shm"  # where Linux keeps POSIX shared memory (a tmpfs; Docker's is 64 MB unless --shm-size)
+
+
+class OutOfSharedMemory(EnvError):
+    """A shared block that SHM_FOLDER has no room for: writing it would have killed the process
+    (SIGBUS), so it is refused when it is made. A new worker would meet the same: no restart."""
+
 # file descriptors one environment worker holds in the main process: its pipe, its acting
 # result blocks (each mapped and open) and its semaphores (measured: about 17)
 FILES_PER_WORKER = 17
@@ -31,3 +40,36 @@ def too_many_open_files(error: BaseException) -> str | None:
             f"each --num-envs worker holds about {FILES_PER_WORKER} (its pipe and shared-memory blocks) and each "
             "behavior a few for its summaries: raise the limit before the run (ulimit -n 4096) or use fewer "
             "--num-envs")
+
+
+def reserve_shared_memory(name: str, size: int) -> None:
+    """Back the first ``size`` bytes of the new shared block ``name`` with memory now, where the
+    system says where it lives (Linux), so that a full SHM_FOLDER is an OutOfSharedMemory here
+    instead of a SIGBUS at the first write past what it holds. Elsewhere, or where the file system
+    cannot reserve, nothing is checked."""
+    if size <= 0 or not hasattr(os, "posix_fallocate"):
+        return
+    try:
+        fd = os.open(os.path.join(SHM_FOLDER, name.lstrip("/")), os.O_RDWR)
+    except OSError:  # not where this system keeps its shared memory
+        return
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as e:
+        if e.errno != errno.ENOSPC:  # (EOPNOTSUPP, EINVAL: a file system that cannot say)
+            return
+        raise OutOfSharedMemory(_shm_too_small(size)) from None
+    finally:
+        os.close(fd)
+
+
+def _shm_too_small(size: int) -> str:
+    try:
+        stats = os.statvfs(SHM_FOLDER)
+        room = (f"{stats.f_bavail * stats.f_frsize / 2**20:.1f} MB free of "
+                f"{stats.f_blocks * stats.f_frsize / 2**20:.0f} MB")
+    except OSError:
+        room = "too little room"
+    return (f"the --num-envs workers need a shared-memory block of {size / 2**20:.1f} MB and {SHM_FOLDER} has {room}: "
+            "give it more (docker run --shm-size=2g; on Kubernetes an emptyDir volume of medium Memory mounted "
+            f"on {SHM_FOLDER}), use fewer --num-envs, or act in the main process (--acting=main)")

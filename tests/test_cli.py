@@ -2141,3 +2141,33 @@ def test_a_run_whose_time_horizon_outlasts_max_steps_is_told_to_lower_it(caplog)
         _warn_of_untrained_exports(SimpleNamespace(trainers={"1D": untrained}))
     assert "reached step 400000 (max_steps 2000) without a single update" in caplog.text
     assert "lower time_horizon (100000) below max_steps" in caplog.text and "raise max_steps" not in caplog.text
+
+
+def test_a_full_dev_shm_stops_the_run_with_what_to_do(run_cli, small_config, monkeypatch):
+    import errno
+
+    if not hasattr(os, "posix_fallocate") or not os.path.isdir("/dev/shm"):
+        pytest.skip("no POSIX shared memory in /dev/shm here")
+
+    def full(fd, offset, size):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)  # (the main process's blocks: the workers' control block first)
+    result = run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=shm", "--num-envs=2")
+    assert result.code == 1 and "Traceback" not in result.log
+    assert "/dev/shm has" in result.log and "use fewer --num-envs, or act in the main process (--acting=main)" in result.log
+
+
+def test_too_many_open_files_at_start_up_says_the_limit_and_what_uses_it(run_cli, small_config, monkeypatch):
+    import errno
+
+    from palaestra import run_folders
+
+    def no_more_files(run_dir):
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(run_folders.RunLock, "__init__", lambda self, run_dir: no_more_files(run_dir))
+    result = run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=files")
+    assert result.code == 1 and "Traceback" not in result.log
+    assert "too many open files: this process reached its limit" in result.log
+    assert "raise the limit before the run (ulimit -n 4096) or use fewer --num-envs" in result.log

@@ -735,3 +735,60 @@ def test_a_timeout_past_what_a_pipe_can_poll_waits_in_pieces():
     assert _poll(answering, 999999999 + 30) and answering.waits == [POLL_MAX_S] * 3
     silent = Pipe(answers_at=0)
     assert not _poll(silent, 2 * POLL_MAX_S + 5) and silent.waits == [POLL_MAX_S, POLL_MAX_S, pytest.approx(5)]
+
+
+# -- the machine's limits: a full /dev/shm, too many open files ------------------------------
+def test_a_shared_block_that_dev_shm_cannot_hold_is_refused_when_made(monkeypatch):
+    # Docker's /dev/shm is 64 MB: a block past it used to kill the process with SIGBUS at its first write
+    import errno
+
+    from palaestra.os_limits import OutOfSharedMemory
+    from palaestra.workers.shared_memory import SharedArrays
+
+    reserved = []
+    real = getattr(os, "posix_fallocate", None)
+    if real is None or not os.path.isdir("/dev/shm"):
+        pytest.skip("no POSIX shared memory in /dev/shm here")
+    monkeypatch.setattr(os, "posix_fallocate", lambda fd, offset, size: reserved.append(size) or real(fd, offset, size))
+    block = SharedArrays({"x": ((1000,), np.float32)})
+    block.close(unlink=True)
+    assert reserved == [4000]
+    before = set(os.listdir("/dev/shm"))
+
+    def full(fd, offset, size):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    with pytest.raises(OutOfSharedMemory, match=r"the --num-envs workers need a shared-memory block of 3\.8 MB and "
+                                                 r"/dev/shm has .* MB free of .* MB: give it more \(docker run "
+                                                 r"--shm-size=2g"):
+        SharedArrays({"x": ((1_000_000,), np.float32)})
+    assert set(os.listdir("/dev/shm")) <= before  # the refused block is gone
+
+
+
+@pytest.mark.parametrize("error,again", [("shm", True), ("files", True), ("other", False)])
+def test_a_worker_that_meets_a_limit_of_the_machine_is_not_restarted(error, again):
+    # a new process would meet the same limit: the worker's report says so, and the pool stops the run
+    import errno
+
+    from palaestra.os_limits import OutOfSharedMemory
+    from palaestra.workers import process
+
+    class Pipe:
+        sent = None
+
+        def send(self, message):
+            Pipe.sent = message
+
+    class Reply:
+        def raise_to(self, n):
+            pass
+
+    e = {"shm": OutOfSharedMemory("/dev/shm has 0 MB free"),
+         "files": OSError(errno.EMFILE, "Too many open files"), "other": RuntimeError("a bug")}[error]
+    process._report(e, "step", Pipe(), {"reply_code": np.zeros(1, np.int64)}, 0, Reply(), 1)
+    assert Pipe.sent[5] is again
+    if error == "files":
+        assert Pipe.sent[1].startswith("too many open files: this process reached its limit")
+        assert "(ulimit -n)" in Pipe.sent[1] or os.name == "nt"

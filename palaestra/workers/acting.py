@@ -139,7 +139,8 @@ def _write_results(results: list[SharedArrays | None], slot: int,
     if block is not None:
         block.close(unlink=True)  # the main process keeps its mapping until it swaps
     need = sum(a.nbytes for a in arrays.values())
-    results[slot] = block = SharedArrays(_result_layout(max(2 * need, 1 << 16)))
+    # twice the room, for rounds that grow; memory backs what this one writes (8-byte aligned arrays)
+    results[slot] = block = SharedArrays(_result_layout(max(2 * need, 1 << 16)), reserve=need + 8 * len(arrays))
     header = pack_arrays(block, arrays)
     assert header is not None
     return header, (block.name, block["bytes"].nbytes)

@@ -27,6 +27,7 @@ import numpy as np
 
 from palaestra.envs.base import ONCE_PER_RUN, EngineConfig, EnvClosed, EnvDataError, EnvError
 from palaestra.interrupts import STOP_SIGNALS, ignore_stop_signals
+from palaestra.os_limits import OutOfSharedMemory, too_many_open_files
 from palaestra.workers.shared_memory import Layout, SharedArrays, Signal
 
 STEP, MESSAGE = 0, 1  # command codes: step with the actions in the blocks / read the pipe
@@ -135,11 +136,15 @@ def _report(e: BaseException, stage: str, conn: Any, control: SharedArrays, inde
             seq: int) -> None:
     """Send the main process the error that ended this worker, whether it was closing, whether
     the environment ended the session itself (EnvClosed: the run ends without an error) and
-    whether it sent what breaks a rule of every step (EnvDataError: the run stops, no restart)."""
-    detail = str(e) if isinstance(e, EnvError) else f"{type(e).__name__}: {e}"
+    whether it sent what breaks a rule of every step (EnvDataError), or met a limit of the machine
+    (too many open files, a full /dev/shm): the run stops then, with no restart."""
+    limit = too_many_open_files(e)
+    detail = limit or (str(e) if isinstance(e, EnvError) else f"{type(e).__name__}: {e}")
     where = "".join(traceback.format_exception(e.__cause__ or e))  # for the main process's --debug log
+    # what a new process would meet again: bad data, and the machine's limits
+    again = isinstance(e, (EnvDataError, OutOfSharedMemory)) or limit is not None
     try:
-        conn.send(("error", detail, where, stage, isinstance(e, EnvClosed), isinstance(e, EnvDataError)))
+        conn.send(("error", detail, where, stage, isinstance(e, EnvClosed), again))
         control["reply_code"][index] = READ_PIPE
         reply.raise_to(seq)
     except (BrokenPipeError, OSError):

@@ -21,6 +21,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from palaestra.os_limits import OutOfSharedMemory, reserve_shared_memory
+
 # the spin-wait's pause: the CPU to another thread for a moment (Windows has no sched_yield)
 _yield = getattr(os, "sched_yield", lambda: time.sleep(0))
 
@@ -31,11 +33,21 @@ SPIN = 0.002  # seconds a waiter spins before it sleeps: longer than a typical s
 
 
 class SharedArrays:
-    """Named numpy views over one shared-memory block; ``name=None`` creates the block."""
+    """Named numpy views over one shared-memory block; ``name=None`` creates the block, backed
+    with memory at once up to ``reserve`` bytes (all of it by default; os_limits: a full /dev/shm
+    is an OutOfSharedMemory here, not a SIGBUS later)."""
 
-    def __init__(self, layout: Layout, name: str | None = None) -> None:
+    def __init__(self, layout: Layout, name: str | None = None, reserve: int | None = None) -> None:
         sizes = {k: int(np.prod(shape)) * np.dtype(dtype).itemsize for k, (shape, dtype) in layout.items()}
-        self.shm = shared_memory.SharedMemory(name=name, create=name is None, size=max(sum(sizes.values()), 1))
+        size = max(sum(sizes.values()), 1)
+        self.shm = shared_memory.SharedMemory(name=name, create=name is None, size=size)
+        if name is None:
+            try:
+                reserve_shared_memory(self.shm.name, size if reserve is None else min(reserve, size))
+            except OutOfSharedMemory:
+                self.shm.close()
+                self.shm.unlink()
+                raise
         self.name = self.shm.name
         self.arrays: dict[str, np.ndarray] = {}
         offset = 0
