@@ -12,9 +12,14 @@ from palaestra.envs.base import EnvError
 SHM_FOLDER = "/dev/shm"  # where Linux keeps POSIX shared memory (a tmpfs; Docker's is 64 MB unless --shm-size)
 
 
-class OutOfSharedMemory(EnvError):
+class MachineLimitReached(EnvError):
+    """A limit of the machine reached (open files, shared memory): a new worker would reach it
+    again, so none is started."""
+
+
+class OutOfSharedMemory(MachineLimitReached):
     """A shared block that SHM_FOLDER has no room for: writing it would have killed the process
-    (SIGBUS), so it is refused when it is made. A new worker would meet the same: no restart."""
+    (SIGBUS), so it is refused when it is made."""
 
 # file descriptors one environment worker holds in the main process: its pipe, its acting
 # result blocks (each mapped and open) and its semaphores (measured: about 17)

@@ -767,7 +767,7 @@ def test_a_shared_block_that_dev_shm_cannot_hold_is_refused_when_made(monkeypatc
 
 
 
-@pytest.mark.parametrize("error,again", [("shm", True), ("files", True), ("other", False)])
+@pytest.mark.parametrize("error,again", [("shm", "limit"), ("files", "limit"), ("other", "")])
 def test_a_worker_that_meets_a_limit_of_the_machine_is_not_restarted(error, again):
     # a new process would meet the same limit: the worker's report says so, and the pool stops the run
     import errno
@@ -788,7 +788,29 @@ def test_a_worker_that_meets_a_limit_of_the_machine_is_not_restarted(error, agai
     e = {"shm": OutOfSharedMemory("/dev/shm has 0 MB free"),
          "files": OSError(errno.EMFILE, "Too many open files"), "other": RuntimeError("a bug")}[error]
     process._report(e, "step", Pipe(), {"reply_code": np.zeros(1, np.int64)}, 0, Reply(), 1)
-    assert Pipe.sent[5] is again
+    assert Pipe.sent[5] == again
     if error == "files":
         assert Pipe.sent[1].startswith("too many open files: this process reached its limit")
         assert "(ulimit -n)" in Pipe.sent[1] or os.name == "nt"
+
+
+def test_a_result_block_that_cannot_grow_leaves_no_closed_block_behind(monkeypatch):
+    # the old block is unlinked before the larger one is made; when that fails, the worker's last
+    # close unlinked it again, and its FileNotFoundError hid the reason (and was restarted)
+    import errno
+
+    from palaestra.os_limits import OutOfSharedMemory
+    from palaestra.workers.acting import _result_layout, _write_results
+    from palaestra.workers.shared_memory import SharedArrays
+
+    if not hasattr(os, "posix_fallocate") or not os.path.isdir("/dev/shm"):
+        pytest.skip("no POSIX shared memory in /dev/shm here")
+    results = [SharedArrays(_result_layout(1 << 16))]
+
+    def full(fd, offset, size):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    with pytest.raises(OutOfSharedMemory):
+        _write_results(results, 0, {"obs": np.zeros(1 << 16, np.float32)})
+    assert results == [None]

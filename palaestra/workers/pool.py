@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Callable, Hashable, Iterator, Mapping
 
 from palaestra.envs.base import BehaviorSpec, EngineConfig, EnvClosed, EnvDataError, EnvError
+from palaestra.os_limits import MachineLimitReached
 from palaestra.interrupts import stop_signals_held
 from palaestra.options import RunOptions
 from palaestra.workers.process import MESSAGE, control_layout, run_worker
@@ -299,8 +300,8 @@ class WorkerPool:
                 if reply[4]:  # Play stopped in the Editor, a build quit: the run ends, as in the main process
                     self._failure_said.add(i)
                     raise EnvClosed(f"environment worker {i}: {reply[1]}")
-                if reply[5]:  # NaN values, a mask that allows nothing: a new process would send them again
-                    raise self.error(i, reply[1], EnvDataError)
+                if reply[5]:  # NaN values, a mask that allows nothing, a limit of the machine: a new process
+                    raise self.error(i, reply[1], EnvDataError if reply[5] == "data" else MachineLimitReached)
                 raise WorkerFailed(reply[1])
             if handle is not None and handle(reply):
                 continue

@@ -27,7 +27,7 @@ import numpy as np
 
 from palaestra.envs.base import ONCE_PER_RUN, EngineConfig, EnvClosed, EnvDataError, EnvError
 from palaestra.interrupts import STOP_SIGNALS, ignore_stop_signals
-from palaestra.os_limits import OutOfSharedMemory, too_many_open_files
+from palaestra.os_limits import MachineLimitReached, too_many_open_files
 from palaestra.workers.shared_memory import Layout, SharedArrays, Signal
 
 STEP, MESSAGE = 0, 1  # command codes: step with the actions in the blocks / read the pipe
@@ -141,8 +141,8 @@ def _report(e: BaseException, stage: str, conn: Any, control: SharedArrays, inde
     limit = too_many_open_files(e)
     detail = limit or (str(e) if isinstance(e, EnvError) else f"{type(e).__name__}: {e}")
     where = "".join(traceback.format_exception(e.__cause__ or e))  # for the main process's --debug log
-    # what a new process would meet again: bad data, and the machine's limits
-    again = isinstance(e, (EnvDataError, OutOfSharedMemory)) or limit is not None
+    # what a new process would meet again: bad data ("data"), and the machine's limits ("limit")
+    again = "data" if isinstance(e, EnvDataError) else "limit" if isinstance(e, MachineLimitReached) or limit else ""
     try:
         conn.send(("error", detail, where, stage, isinstance(e, EnvClosed), again))
         control["reply_code"][index] = READ_PIPE
