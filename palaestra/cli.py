@@ -61,8 +61,8 @@ class _ProcessSettings:
     ``palaestra.cli.main([...])``) and put back when it returns: the warning filters, the
     'palaestra' logger's handlers, the global random generators (Python's, numpy's, torch's, its
     GPUs' included), torch's and the BLAS libraries' thread counts, the import path (the config's
-    folder, the working directory) and threading's exception hook. (The console script's process
-    ends instead.) Modules the run imported stay imported, except the user's modules it imported
+    folder, the working directory), the open-file limit and threading's exception hook. (The
+    console script's process ends instead.) Modules the run imported stay imported, except the user's modules it imported
     from the config's folder, the working directory or a folder it added to the import path: the
     next call reads them afresh (an edited ``my_env.py`` beside the config), as a new process
     would. Packages imported before the call keep every submodule."""
@@ -72,6 +72,7 @@ class _ProcessSettings:
         self.filters.__enter__()
         self.path = list(sys.path)
         self.modules = set(sys.modules)
+        self.open_files = _open_files_limit()
         self.thread_hook = threading.excepthook
         logger = logging.getLogger("palaestra")
         self.logger = (list(logger.handlers), logger.level, logger.propagate)
@@ -83,6 +84,10 @@ class _ProcessSettings:
 
     def restore(self) -> None:
         self.filters.__exit__(None, None, None)
+        if self.open_files is not None and _open_files_limit() != self.open_files:  # (raised for --num-envs)
+            import resource
+
+            resource.setrlimit(resource.RLIMIT_NOFILE, self.open_files)
         machine = sys.modules.get("palaestra.machine")
         if machine is not None:
             machine.restore_threads()
@@ -119,6 +124,14 @@ class _ProcessSettings:
                        and _folder_of(sys.modules.get(name.partition(".")[0])) in folders]
         for name in found_there:
             del sys.modules[name]
+
+
+def _open_files_limit() -> tuple[int, int] | None:
+    try:
+        import resource
+    except ImportError:
+        return None
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
 
 
 def _folder_of(module: object) -> str | None:

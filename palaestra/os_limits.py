@@ -26,6 +26,28 @@ class OutOfSharedMemory(MachineLimitReached):
 FILES_PER_WORKER = 17
 
 
+def make_room_for_workers(workers: int) -> None:
+    """Raise this process's open-file limit (its soft limit, up to the hard one the system allows)
+    where ``workers`` environment workers would need more than it has (macOS's 256 holds about a
+    dozen): what ``ulimit -n`` would do, without asking the user. Where it cannot, the run goes on
+    and says what to do if it reaches the limit (:func:`too_many_open_files`)."""
+    try:
+        import resource
+    except ImportError:  # (Windows: no such limit)
+        return
+    needed = 64 + workers * (FILES_PER_WORKER + 3)  # the run's own files, and some to spare per worker
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    new = max(needed, 4096) if hard == resource.RLIM_INFINITY else min(max(needed, 4096), hard)
+    if new <= soft:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+    except (OSError, ValueError):
+        return
+
+
 def too_many_open_files(error: BaseException) -> str | None:
     """What to say of an OSError for too many open files (EMFILE, the process's limit; ENFILE,
     the system's), with the limit and what uses it; None for any other error."""

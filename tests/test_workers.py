@@ -814,3 +814,29 @@ def test_a_result_block_that_cannot_grow_leaves_no_closed_block_behind(monkeypat
     with pytest.raises(OutOfSharedMemory):
         _write_results(results, 0, {"obs": np.zeros(1 << 16, np.float32)})
     assert results == [None]
+
+
+def test_the_open_file_limit_is_raised_for_many_workers_and_put_back_after_an_in_process_run():
+    # what `ulimit -n` would do (macOS's 256 holds about a dozen workers), up to the hard limit
+    resource = pytest.importorskip("resource")
+    from palaestra.cli import _ProcessSettings
+    from palaestra.os_limits import FILES_PER_WORKER, make_room_for_workers
+
+    before = resource.getrlimit(resource.RLIMIT_NOFILE)
+    soft, hard = before
+    if not os.path.isdir("/proc/self/fd") or hard != resource.RLIM_INFINITY and hard < 1024:
+        pytest.skip("the open files cannot be counted here, or the hard limit leaves no room")
+    low = len(os.listdir("/proc/self/fd")) + 200  # (as a shell's `ulimit -S -n` would leave the test)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard))
+    soft = low
+    workers = soft // FILES_PER_WORKER + 10
+    kept = _ProcessSettings()
+    try:
+        make_room_for_workers(workers)
+        raised = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        assert raised > soft and raised >= workers * FILES_PER_WORKER
+    finally:
+        kept.restore()
+        after = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, before)
+    assert after == (low, hard)

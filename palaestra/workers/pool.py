@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Callable, Hashable, Iterator, Mapping
 
 from palaestra.envs.base import BehaviorSpec, EngineConfig, EnvClosed, EnvDataError, EnvError
-from palaestra.os_limits import MachineLimitReached
+from palaestra.os_limits import MachineLimitReached, make_room_for_workers
 from palaestra.interrupts import stop_signals_held
 from palaestra.options import RunOptions
 from palaestra.workers.process import MESSAGE, control_layout, run_worker
@@ -142,6 +142,7 @@ class WorkerPool:
         self._args = (name, seed, num_areas, list(env_args or []), engine, base_port)
         self._ctx = mp.get_context("spawn")  # a fresh interpreter: safe beside torch's threads
         logger.debug("starting %d environment worker process(es) for %s", num_envs, name)
+        make_room_for_workers(num_envs)
         with stop_signals_held():  # starts the resource tracker first, if need be
             self._control = SharedArrays(control_layout(num_envs))
         self.workers: list[Worker] = []
