@@ -62,10 +62,10 @@ class _ProcessSettings:
     'palaestra' logger's handlers, the global random generators (Python's, numpy's, torch's, its
     GPUs' included), torch's and the BLAS libraries' thread counts, the import path (the config's
     folder, the working directory), the open-file limit and threading's exception hook. (The
-    console script's process ends instead.) Modules the run imported stay imported, except the user's modules it imported
-    from the config's folder, the working directory or a folder it added to the import path: the
-    next call reads them afresh (an edited ``my_env.py`` beside the config), as a new process
-    would. Packages imported before the call keep every submodule."""
+    console script's process ends instead.) Modules the run imported stay imported, except the
+    user's modules it imported from the config's folder, the working directory or a folder it
+    added to the import path: the next call reads them afresh (an edited ``my_env.py`` beside the
+    config), as a new process would. Packages imported before the call keep every submodule."""
 
     def __init__(self) -> None:
         self.filters = warnings.catch_warnings()

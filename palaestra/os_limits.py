@@ -21,6 +21,7 @@ class OutOfSharedMemory(MachineLimitReached):
     """A shared block that SHM_FOLDER has no room for: writing it would have killed the process
     (SIGBUS), so it is refused when it is made."""
 
+
 # file descriptors one environment worker holds in the main process: its pipe, its acting
 # result blocks (each mapped and open) and its semaphores (measured: about 17)
 FILES_PER_WORKER = 17

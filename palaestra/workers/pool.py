@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import Any, Callable, Hashable, Iterator, Mapping
 
 from palaestra.envs.base import BehaviorSpec, EngineConfig, EnvClosed, EnvDataError, EnvError
-from palaestra.os_limits import MachineLimitReached, make_room_for_workers
 from palaestra.interrupts import stop_signals_held
 from palaestra.options import RunOptions
+from palaestra.os_limits import MachineLimitReached, make_room_for_workers
 from palaestra.workers.process import MESSAGE, control_layout, run_worker
 from palaestra.workers.shared_memory import Layout, SharedArrays, Signal
 
