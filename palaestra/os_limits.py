@@ -27,21 +27,22 @@ class OutOfSharedMemory(MachineLimitReached):
 FILES_PER_WORKER = 17
 
 
-def make_room_for_workers(workers: int) -> None:
+def make_room_for_workers(workers: int, behaviors: int = 1) -> None:
     """Raise this process's open-file limit (its soft limit, up to the hard one the system allows)
-    where ``workers`` environment workers would need more than it has (macOS's 256 holds about a
-    dozen): what ``ulimit -n`` would do, without asking the user. Where it cannot, the run goes on
-    and says what to do if it reaches the limit (:func:`too_many_open_files`)."""
+    where ``workers`` environment workers of ``behaviors`` behaviors would need more than it has
+    (macOS's 256 holds about a dozen workers; at least 4096, for the workers' own files): what
+    ``ulimit -n`` would do, without asking the user. Where it cannot, the run goes on and says
+    what to do if it reaches the limit (:func:`too_many_open_files`)."""
     try:
         import resource
     except ImportError:  # (Windows: no such limit)
         return
-    needed = 64 + workers * (FILES_PER_WORKER + 3)  # the run's own files, and some to spare per worker
+    # the run's own files; per worker its own and two blocks per behavior (stepping's), with some to spare
+    needed = 64 + workers * (FILES_PER_WORKER + 3 + 2 * behaviors)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY or soft >= needed:
-        return
+    # at least 4096 (the workers, started with this limit, open their own blocks: one per behavior)
     new = max(needed, 4096) if hard == resource.RLIM_INFINITY else min(max(needed, 4096), hard)
-    if new <= soft:
+    if soft == resource.RLIM_INFINITY or new <= soft:
         return
     try:
         resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))

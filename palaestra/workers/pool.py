@@ -158,6 +158,7 @@ class WorkerPool:
             raise
         self._started = True
         self.specs: dict[str, BehaviorSpec] = self._merge_specs(name, specs)
+        make_room_for_workers(num_envs, len(self.specs))  # (each behavior's blocks hold files too)
 
     def _merge_specs(self, name: str, specs: list[dict[str, BehaviorSpec]]) -> dict[str, BehaviorSpec]:
         """Every instance's behaviors (ML-Agents' union): one whose agents have not asked for a
