@@ -95,10 +95,15 @@ def reserve_shared_memory(name: str, size: int) -> None:
 def _shm_too_small(size: int) -> str:
     try:
         stats = os.statvfs(SHM_FOLDER)
-        room = (f"{stats.f_bavail * stats.f_frsize / 2**20:.1f} MB free of "
-                f"{stats.f_blocks * stats.f_frsize / 2**20:.0f} MB")
+        free, total = stats.f_bavail * stats.f_frsize, stats.f_blocks * stats.f_frsize
+        # (in kB where MB would round the block and the free room to the same figure)
+        unit, scale = ("MB", 2**20) if round(size / 2**20, 1) != round(free / 2**20, 1) else ("kB", 2**10)
+        needs = f"{size / scale:,.1f} {unit}"
+        room = f"{free / scale:,.1f} {unit} free of {total / 2**20:,.0f} MB"
     except OSError:
-        room = "too little room"
-    return (f"the --num-envs workers need a shared-memory block of {size / 2**20:.1f} MB and {SHM_FOLDER} has {room}: "
-            "give it more (docker run --shm-size=2g; on Kubernetes an emptyDir volume of medium Memory mounted "
-            f"on {SHM_FOLDER}), use fewer --num-envs, or act in the main process (--acting=main)")
+        needs, room = f"{size / 2**20:,.1f} MB", "too little room"
+    return (f"the --num-envs workers need a shared-memory block of {needs} and {SHM_FOLDER} has {room}: give it "
+            "more (docker run --shm-size=2g; on Kubernetes an emptyDir volume of medium Memory mounted on "
+            f"{SHM_FOLDER}), or share less: act in the main process (--acting=main: the workers then share only "
+            "observations and actions), set threaded: false (fewer copies of the weights), or a smaller "
+            "buffer_size (smaller rounds)")

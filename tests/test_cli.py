@@ -2155,7 +2155,8 @@ def test_a_full_dev_shm_stops_the_run_with_what_to_do(run_cli, small_config, mon
     monkeypatch.setattr(os, "posix_fallocate", full)  # (the main process's blocks: the workers' control block first)
     result = run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=shm", "--num-envs=2")
     assert result.code == 1 and "Traceback" not in result.log
-    assert "/dev/shm has" in result.log and "use fewer --num-envs, or act in the main process (--acting=main)" in result.log
+    assert "/dev/shm has" in result.log and "or share less: act in the main process (--acting=main" in result.log
+    assert "set threaded: false (fewer copies of the weights), or a smaller buffer_size" in result.log
 
 
 def test_too_many_open_files_at_start_up_says_the_limit_and_what_uses_it(run_cli, small_config, monkeypatch):

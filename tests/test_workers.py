@@ -840,3 +840,53 @@ def test_the_open_file_limit_is_raised_for_many_workers_and_put_back_after_an_in
         after = resource.getrlimit(resource.RLIMIT_NOFILE)
         resource.setrlimit(resource.RLIMIT_NOFILE, before)
     assert after == (low, hard)
+
+
+def test_the_shared_memory_message_never_rounds_the_block_and_the_room_to_one_figure(monkeypatch):
+    from palaestra import os_limits
+
+    class Stats:
+        f_frsize, f_bavail, f_blocks = 4096, 512, 16384  # 2 MB free of 64
+
+    monkeypatch.setattr(os, "statvfs", lambda path: Stats())
+    message = os_limits._shm_too_small(2 * 2**20 + 1)  # one byte more than the room
+    assert "a shared-memory block of 2,048.0 kB and /dev/shm has 2,048.0 kB free of 64 MB" in message
+    assert "a shared-memory block of 3.5 MB and /dev/shm has 2.0 MB free" in os_limits._shm_too_small(int(3.5 * 2**20))
+
+
+def test_a_stepping_block_that_cannot_grow_is_not_unlinked_twice(monkeypatch):
+    # the old block was unlinked and kept; when the larger one could not be made, the worker's
+    # close unlinked it again and printed a FileNotFoundError's traceback
+    import errno
+
+    from palaestra.envs.builtin.simple1d import Simple1D
+    from palaestra.os_limits import OutOfSharedMemory
+    from palaestra.workers.shared_memory import SharedArrays
+    from palaestra.workers.stepping import SteppingWorker
+
+    if not hasattr(os, "posix_fallocate") or not os.path.isdir("/dev/shm"):
+        pytest.skip("no POSIX shared memory in /dev/shm here")
+    block = SharedArrays({"x": ((10,), np.float32)})
+    block.close(unlink=True)
+    block.close(unlink=True)  # already gone: no error (CPython unlinks a block it fails to map)
+
+    class Pipe:
+        def send(self, message):
+            pass
+
+    env = Simple1D(num_areas=2)
+    env.reset()
+    worker = SteppingWorker(env, Pipe(), 1, 0)
+    worker.publish()  # its first block: room for 16 agents
+    env = Simple1D(num_areas=40)  # more agents than the block holds: a larger block
+    env.reset()
+    worker.env = env
+
+    def full(fd, offset, size):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    with pytest.raises(OutOfSharedMemory):
+        worker.publish()
+    assert worker.blocks == {}
+    worker.close()

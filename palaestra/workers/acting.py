@@ -140,8 +140,7 @@ def _write_results(results: list[SharedArrays | None], slot: int,
         block.close(unlink=True)  # the main process keeps its mapping until it swaps
         results[slot] = None  # (gone: if the new one cannot be made, the worker's last close must not unlink it again)
     need = sum(a.nbytes for a in arrays.values())
-    # twice the room, for rounds that grow; memory backs what this one writes (8-byte aligned arrays)
-    results[slot] = block = SharedArrays(_result_layout(max(2 * need, 1 << 16)), reserve=need + 8 * len(arrays))
+    results[slot] = block = SharedArrays(_result_layout(max(2 * need, 1 << 16)))  # (room for rounds that grow)
     header = pack_arrays(block, arrays)
     assert header is not None
     return header, (block.name, block["bytes"].nbytes)

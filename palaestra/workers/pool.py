@@ -231,7 +231,9 @@ class WorkerPool:
             # way: their failing then is the stop's doing, not news; so is a round that found its shared
             # block gone (the run ended, by a signal too, and closed them while the worker ran ahead)
             torn_down = self._wait_cut_short or _SHARED_BLOCK_GONE.search(str(last[1])) is not None
-            said = logger.debug if torn_down and last[3] != "close" else logger.warning
+            # a limit of the machine that another worker's failure already stopped the run with
+            said_already = len(last) >= 6 and last[5] == "limit" and bool(self._failure_said)
+            said = logger.debug if said_already or torn_down and last[3] != "close" else logger.warning
             said("environment worker %d failed %s (%s); the run's results stand", i, when, last[1])
 
     # -- commands, replies and messages --------------------------------------------------------

@@ -34,16 +34,16 @@ SPIN = 0.002  # seconds a waiter spins before it sleeps: longer than a typical s
 
 class SharedArrays:
     """Named numpy views over one shared-memory block; ``name=None`` creates the block, backed
-    with memory at once up to ``reserve`` bytes (all of it by default; os_limits: a full /dev/shm
-    is an OutOfSharedMemory here, not a SIGBUS later)."""
+    with memory at once, all of it (os_limits: a full /dev/shm is an OutOfSharedMemory here, not
+    a SIGBUS at a later write)."""
 
-    def __init__(self, layout: Layout, name: str | None = None, reserve: int | None = None) -> None:
+    def __init__(self, layout: Layout, name: str | None = None) -> None:
         sizes = {k: int(np.prod(shape)) * np.dtype(dtype).itemsize for k, (shape, dtype) in layout.items()}
         size = max(sum(sizes.values()), 1)
         self.shm = shared_memory.SharedMemory(name=name, create=name is None, size=size)
         if name is None:
             try:
-                reserve_shared_memory(self.shm.name, size if reserve is None else min(reserve, size))
+                reserve_shared_memory(self.shm.name, size)
             except OutOfSharedMemory:
                 self.shm.close()
                 self.shm.unlink()
@@ -62,7 +62,10 @@ class SharedArrays:
         self.arrays.clear()  # the views must go before the mapping can close
         self.shm.close()
         if unlink:
-            self.shm.unlink()
+            try:
+                self.shm.unlink()
+            except FileNotFoundError:  # unlinked already: CPython unlinks (and untracks) a block it failed to
+                pass                   # map, e.g. the main process out of open files
 
 
 class Signal:

@@ -89,7 +89,7 @@ class SteppingWorker:
                 # the first reset, or more agents than the block holds: a new block with room to spare
                 rows = max(2 * max(nd, nt), 16)
                 if behavior in blocks:
-                    blocks[behavior].close(unlink=True)  # the main process keeps its mapping until it swaps
+                    blocks.pop(behavior).close(unlink=True)  # the main process keeps its mapping until it swaps
                 blocks[behavior] = SharedArrays(block_layout(spec, rows))
                 conn.send(("block", behavior, blocks[behavior].name, rows, spec))
                 announced = True
