@@ -113,8 +113,8 @@ def _check_shapes(where: str, steps: Any, spec: BehaviorSpec, decision: bool) ->
     """What the run checks of one ``get_steps`` half (:class:`CheckedEnv`): what would fail inside
     a network or mix agents' experience. Its type; with agents in it, one reward per agent, ids
     none of which repeats, each observation in the spec's shape, the terminal flags and the action
-    masks. No value and no dtype is looked at here (_converted converts them), and a half without agents
-    is taken as it comes."""
+    masks. No value and no dtype is looked at here (:func:`_converted` converts them), and a half
+    without agents is taken as it comes."""
     expected = DecisionSteps if decision else TerminalSteps
     if not isinstance(steps, expected):
         raise EnvError(f"{where}: expected a {expected.__name__}, got {_described(steps)}")
@@ -150,7 +150,7 @@ def _check_shapes(where: str, steps: Any, spec: BehaviorSpec, decision: bool) ->
             raise EnvError(f"{where}: the mask of branch {b} has shape {np.shape(mask)}, expected {(n, size)}")
 
 
-NUMBERS = "buif"  # numpy dtype kinds an observation may have (converted to float32 or uint8 later)
+NUMBERS = "buif"  # numpy dtype kinds of numbers: observations (converted later), flags and masks
 
 
 def _converted(where: str, steps: Any, spec: BehaviorSpec) -> Any:
@@ -182,13 +182,13 @@ def _converted(where: str, steps: Any, spec: BehaviorSpec) -> Any:
     if isinstance(steps, TerminalSteps):
         if not (isinstance(steps.interrupted, np.ndarray) and steps.interrupted.dtype == bool):
             flags = np.asarray(steps.interrupted)
-            if flags.dtype.kind not in "biuf":  # ("False" as text would be true)
+            if flags.dtype.kind not in NUMBERS:  # ("False" as text would be true)
                 raise EnvError(f"{where}: interrupted must hold True or False, got {_described(steps.interrupted)}")
             changes["interrupted"] = flags.astype(bool)
     elif steps.action_mask is not None and not all(isinstance(m, np.ndarray) and m.dtype == bool
                                                    for m in steps.action_mask):
         masks = [np.asarray(m) for m in steps.action_mask]
-        if any(m.dtype.kind not in "biuf" for m in masks):
+        if any(m.dtype.kind not in NUMBERS for m in masks):
             raise EnvError(f"{where}: each action mask must hold True or False (True: the action is unavailable)")
         changes["action_mask"] = [m.astype(bool) for m in masks]
     return dataclasses.replace(steps, **changes) if changes else steps
