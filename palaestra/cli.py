@@ -92,8 +92,11 @@ class _ProcessSettings:
         if machine is not None:
             machine.restore_threads()
         imports = sys.modules.get("palaestra.imports")  # the folders the run imported the user's modules from
-        self._forget_modules_of(set(sys.path) - set(self.path) | {os.getcwd()} |
-                                set(getattr(imports, "_FOLDERS_BESIDE", ())))
+        try:
+            here = {os.getcwd()}
+        except OSError:  # (a working directory deleted meanwhile)
+            here = set()
+        self._forget_modules_of(set(sys.path) - set(self.path) | here | set(getattr(imports, "_FOLDERS_BESIDE", ())))
         sys.path[:] = self.path
         threading.excepthook = self.thread_hook
         logger = logging.getLogger("palaestra")
