@@ -1418,15 +1418,3 @@ def _too_short_notes(where: str, settings: TrainerSettings, training: bool = Tru
                      f"{set_in(settings, 'summary_freq')}: the run ends before its first summary, so neither "
                      "TensorBoard nor the console shows its rewards")
     return notes
-
-
-def describe_keys() -> str:
-    """A table of every trainer key with its default and meaning (docs/configuration.md has the
-    full one: palaestra/settings_table.py)."""
-    lines = []
-    for name, f in TRAINER_KEYS.items():
-        defaults = defaults_by_trainer(name)
-        first = next(iter(defaults.values()))
-        shown = f"{first!r}" + "".join(f" ({t}: {v!r})" for t, v in defaults.items() if v != first)
-        lines.append(f"{name:32} {shown:28} {f.metadata['doc']}")
-    return "\n".join(lines)

@@ -92,12 +92,6 @@ def on_cpu(module: nn.Module) -> bool:
     return all(t.device.type == "cpu" and t.dtype == torch.float32 for t in module.parameters())
 
 
-def accelerable(module: nn.Module) -> bool:
-    """Whether :func:`accelerate` gives ``module`` a plan (call it before the plan's gradient
-    views are taken, e.g. to flatten the parameters first: networks/numpy_adam.py)."""
-    return plain_mlp(module) and on_cpu(module)
-
-
 class _Describer:
     """Collects a module's tensors in the order a :class:`NetworkSpec` refers to them."""
 
