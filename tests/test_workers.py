@@ -766,6 +766,52 @@ def test_a_shared_block_that_dev_shm_cannot_hold_is_refused_when_made(monkeypatc
     assert set(os.listdir("/dev/shm")) <= before  # the refused block is gone
 
 
+KILLED_GROUP_CHILD = """
+import sys, time
+import numpy as np
+from palaestra.workers.shared_memory import SharedArrays
+block = SharedArrays({"x": ((1000,), np.float32)})
+print(block.name, flush=True)
+time.sleep(60)
+"""
+
+
+def test_the_blocks_of_a_run_killed_with_its_whole_group_are_removed_by_the_next_pool():
+    # SIGKILL of the process group (a scheduler's last word) takes the resource tracker too: the
+    # blocks stayed in /dev/shm, memory taken, until the machine restarted
+    from palaestra.workers import shared_memory
+
+    if shared_memory._new_block_name() is None:
+        pytest.skip("no POSIX shared memory in /dev/shm here")
+    child = subprocess.Popen([sys.executable, "-c", KILLED_GROUP_CHILD], stdout=subprocess.PIPE, text=True,
+                             start_new_session=True)
+    try:
+        name = child.stdout.readline().strip()
+    finally:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+    assert name.startswith("palaestra-") and os.path.exists(f"/dev/shm/{name}")
+    time.sleep(0.2)  # (the resource tracker, in the same group, is gone too)
+    removed, freed = shared_memory.remove_orphaned_blocks()
+    assert not os.path.exists(f"/dev/shm/{name}") and removed >= 1 and freed >= 4000
+
+
+def test_only_orphaned_blocks_of_this_namespace_are_removed(tmp_path, monkeypatch):
+    from palaestra.workers import shared_memory
+
+    monkeypatch.setattr(shared_memory, "SHM_FOLDER", str(tmp_path))
+    monkeypatch.setattr(shared_memory, "_pid_namespace", lambda: 0xABC)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = int(gone.stdout)
+    names = {"dead": f"palaestra-abc-{dead}-0123abcd", "alive": f"palaestra-abc-{os.getpid()}-0123abcd",
+             "other namespace": f"palaestra-abd-{dead}-0123abcd", "not ours": f"psm_{dead}",
+             "like ours": f"palaestra-abc-{dead}-0123abcd.tmp"}
+    for name in names.values():
+        (tmp_path / name).write_bytes(b"x" * 10)
+    assert shared_memory.remove_orphaned_blocks()[0] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(v for k, v in names.items() if k != "dead")
+
+
 
 @pytest.mark.parametrize("error,again", [("shm", "limit"), ("files", "limit"), ("other", "")])
 def test_a_worker_that_meets_a_limit_of_the_machine_is_not_restarted(error, again):

@@ -34,9 +34,9 @@ from typing import Any, Callable, Hashable, Iterator, Mapping
 from palaestra.envs.base import BehaviorSpec, EngineConfig, EnvClosed, EnvDataError, EnvError
 from palaestra.interrupts import stop_signals_held
 from palaestra.options import RunOptions
-from palaestra.os_limits import MachineLimitReached, make_room_for_workers
+from palaestra.os_limits import SHM_FOLDER, MachineLimitReached, make_room_for_workers
 from palaestra.workers.process import MESSAGE, control_layout, run_worker
-from palaestra.workers.shared_memory import Layout, SharedArrays, Signal
+from palaestra.workers.shared_memory import Layout, SharedArrays, Signal, remove_orphaned_blocks
 
 logger = logging.getLogger("palaestra")
 
@@ -143,6 +143,10 @@ class WorkerPool:
         self._ctx = mp.get_context("spawn")  # a fresh interpreter: safe beside torch's threads
         logger.debug("starting %d environment worker process(es) for %s", num_envs, name)
         make_room_for_workers(num_envs)
+        removed, freed = remove_orphaned_blocks()
+        if removed:
+            logger.info("removed %d shared-memory block(s) (%.1f MB) that a killed run left in %s",
+                        removed, freed / 1e6, SHM_FOLDER)
         with stop_signals_held():  # starts the resource tracker first, if need be
             self._control = SharedArrays(control_layout(num_envs))
         self.workers: list[Worker] = []

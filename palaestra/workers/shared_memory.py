@@ -15,13 +15,15 @@ accesses across cores, so a release can be missed; the sleeper therefore wakes e
 from __future__ import annotations
 
 import os
+import re
+import secrets
 import time
 from multiprocessing import shared_memory
 from typing import Any, Callable
 
 import numpy as np
 
-from palaestra.os_limits import OutOfSharedMemory, reserve_shared_memory
+from palaestra.os_limits import SHM_FOLDER, OutOfSharedMemory, reserve_shared_memory
 
 # the spin-wait's pause: the CPU to another thread for a moment (Windows has no sched_yield)
 _yield = getattr(os, "sched_yield", lambda: time.sleep(0))
@@ -32,6 +34,64 @@ NAP = 0.02  # seconds a sleeping waiter sleeps before it looks at the counter ag
 SPIN = 0.002  # seconds a waiter spins before it sleeps: longer than a typical step
 
 
+# Our blocks' names, where the system keeps them in SHM_FOLDER (Linux): the creating process's id
+# and its PID namespace, so that a later run can tell the blocks of a run killed with SIGKILL
+# (nothing of it left to unlink them: the resource tracker dies with the process group) from
+# those of a run still going, here or in another container sharing the folder.
+_OURS = re.compile(r"palaestra-([0-9a-f]+)-([0-9]+)-[0-9a-f]{8}")
+
+
+def _pid_namespace() -> int | None:
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return None
+
+
+def _new_block_name() -> str | None:
+    """A name for a new block that :func:`remove_orphaned_blocks` recognizes, or None (CPython
+    picks one) where blocks live elsewhere (macOS: names of at most 31 characters; Windows)."""
+    namespace = _pid_namespace()
+    if namespace is None or not os.path.isdir(SHM_FOLDER):
+        return None
+    return f"palaestra-{namespace:x}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def remove_orphaned_blocks() -> tuple[int, int]:
+    """Unlink the blocks in SHM_FOLDER that processes of this PID namespace made and that are
+    gone (a run killed with SIGKILL, whose memory would stay taken until the machine restarts);
+    how many, and the bytes of memory that frees. Blocks of living processes, of other
+    namespaces, and other programs' stay."""
+    namespace = _pid_namespace()
+    try:
+        names = os.listdir(SHM_FOLDER) if namespace is not None else []
+    except OSError:
+        return 0, 0
+    removed = freed = 0
+    for name in names:
+        match = _OURS.fullmatch(name)
+        if match is None or int(match.group(1), 16) != namespace or _alive(int(match.group(2))):
+            continue
+        path = os.path.join(SHM_FOLDER, name)
+        try:
+            size = os.stat(path).st_blocks * 512
+            os.unlink(path)
+        except OSError:  # (another user's, or removed meanwhile)
+            continue
+        removed, freed = removed + 1, freed + size
+    return removed, freed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OverflowError, OSError):  # (PermissionError: another user's process)
+        return True
+    return True
+
+
 class SharedArrays:
     """Named numpy views over one shared-memory block; ``name=None`` creates the block, backed
     with memory at once, all of it (os_limits: a full /dev/shm is an OutOfSharedMemory here, not
@@ -40,8 +100,9 @@ class SharedArrays:
     def __init__(self, layout: Layout, name: str | None = None) -> None:
         sizes = {k: int(np.prod(shape)) * np.dtype(dtype).itemsize for k, (shape, dtype) in layout.items()}
         size = max(sum(sizes.values()), 1)
-        self.shm = shared_memory.SharedMemory(name=name, create=name is None, size=size)
-        if name is None:
+        created = name is None
+        self.shm = _make_block(size) if created else shared_memory.SharedMemory(name=name, size=size)
+        if created:
             try:
                 reserve_shared_memory(self.shm.name, size)
             except OutOfSharedMemory:
@@ -66,6 +127,14 @@ class SharedArrays:
                 self.shm.unlink()
             except FileNotFoundError:  # unlinked already: CPython unlinks (and untracks) a block it failed to
                 pass                   # map, e.g. the main process out of open files
+
+
+def _make_block(size: int) -> shared_memory.SharedMemory:
+    while True:
+        try:
+            return shared_memory.SharedMemory(name=_new_block_name(), create=True, size=size)
+        except FileExistsError:  # (one chance in 2**32 for a name of ours: another draw)
+            continue
 
 
 class Signal:
