@@ -367,6 +367,35 @@ def test_check_env_refuses_integer_masks_and_agent_ids_that_are_not_integers():
         check_env(FloatIds(seed=0))
 
 
+def test_check_env_refuses_a_mask_that_is_no_list_even_in_a_step_without_agents():
+    # a step of no agents skips the shape checks: an array's truth value was a bare ValueError there
+    from palaestra.envs.base import ActionSpec, BehaviorSpec, DecisionSteps, TerminalSteps
+
+    class OneArrayMask:
+        behavior_specs = {"B": BehaviorSpec(((4,),), ActionSpec(0, (3,)))}
+
+        def __init__(self, n):
+            self.n = n
+
+        def reset(self, parameters=None):
+            pass
+
+        step = close = reset
+
+        def set_actions(self, behavior, actions):
+            pass
+
+        def get_steps(self, behavior):
+            n = self.n
+            return (DecisionSteps([np.zeros((n, 4), np.float32)], np.zeros(n, np.float32), np.arange(n),
+                                  np.zeros((n, 3), bool)), TerminalSteps.empty(self.behavior_specs["B"]))
+
+    for n in (2, 0):
+        with pytest.raises(EnvError, match=re.escape(f"action_mask must be a list of 1 arrays, one per discrete branch "
+                                                     f"(or None); got an array of shape ({n}, 3) and dtype bool")):
+            check_env(OneArrayMask(n), steps=2)
+
+
 BAD_STEPS_MODULE = """
 import dataclasses
 

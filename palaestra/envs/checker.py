@@ -142,12 +142,16 @@ def _check_shapes(where: str, steps: Any, spec: BehaviorSpec, decision: bool) ->
     if steps.action_mask is None:
         return
     branches = spec.action_spec.discrete_branches
-    if not isinstance(steps.action_mask, (list, tuple)) or len(steps.action_mask) != len(branches):
-        raise EnvError(f"{where}: action_mask must be a list of {len(branches)} arrays, one per discrete branch "
-                       f"(or None); got {_described(steps.action_mask)}")
+    _check_mask_list(where, steps.action_mask, branches)
     for b, (mask, size) in enumerate(zip(steps.action_mask, branches)):
         if np.shape(mask) != (n, size):
             raise EnvError(f"{where}: the mask of branch {b} has shape {np.shape(mask)}, expected {(n, size)}")
+
+
+def _check_mask_list(where: str, masks: Any, branches: tuple[int, ...]) -> None:
+    if not isinstance(masks, (list, tuple)) or len(masks) != len(branches):
+        raise EnvError(f"{where}: action_mask must be a list of {len(branches)} arrays, one per discrete branch "
+                       f"(or None); got {_described(masks)}")
 
 
 NUMBERS = "buif"  # numpy dtype kinds of numbers: observations (converted later), flags and masks
@@ -216,6 +220,8 @@ def _check_types(where: str, steps: DecisionSteps | TerminalSteps, spec: Behavio
         if not isinstance(flags, np.ndarray) or flags.shape != (n,) or flags.dtype != bool:
             raise EnvError(f"{where}: interrupted must be a bool numpy array of shape ({n},), got {_described(flags)}")
         return
+    if steps.action_mask is not None:  # (a list, even without agents: _check_shapes looks only where there are some)
+        _check_mask_list(where, steps.action_mask, spec.action_spec.discrete_branches)
     for b, (mask, size) in enumerate(zip(steps.action_mask or (), spec.action_spec.discrete_branches)):
         if not isinstance(mask, np.ndarray) or mask.dtype != bool:  # (an int mask's ~ reads -1 and -2 as allowed)
             raise EnvError(f"{where}: the mask of branch {b} must be a bool numpy array (True: the action is "
