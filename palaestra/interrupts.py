@@ -141,6 +141,16 @@ def ignore_stop_signals() -> None:
         signal.signal(signum, _ignore_stop_signal)
 
 
+_ACTIVE: list["Interrupts"] = []  # the run whose handlers are installed (see stop_requested)
+
+
+def stop_requested() -> bool:
+    """Whether a stop signal has come to the run in this process: for a wait deep in the run (a
+    reward signal's process: rewards/background.py) that must then end soon, because the run is
+    about to save and ``docker stop`` kills 10 s after its SIGTERM."""
+    return bool(_ACTIVE) and _ACTIVE[-1].signum is not None and _ACTIVE[-1].state != START_UP
+
+
 class Interrupts:
     """The run's signal handlers and phase (see the module docstring)."""
 
@@ -171,15 +181,22 @@ class Interrupts:
                 self._previous[signum] = signal.signal(signum, self._handle)
             except ValueError:  # not in the main thread: the caller keeps its own handling
                 return
+        _ACTIVE.append(self)
 
     def restore(self) -> None:
         for signum, previous in self._previous.items():
             signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
         self._previous = {}
+        self._leave()
+
+    def _leave(self) -> None:
+        if self in _ACTIVE:
+            _ACTIVE.remove(self)
 
     def ignore(self) -> None:
         """For a process about to exit: the interpreter's shutdown puts back the default actions of
         handled signals (a late Ctrl+C would then kill it with -2 after a clean save), not of ignored ones."""
+        self._leave()
         for signum in STOP_SIGNALS:
             try:
                 signal.signal(signum, signal.SIG_IGN)

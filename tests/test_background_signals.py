@@ -160,6 +160,50 @@ def test_a_killed_process_loses_nothing(ball, demo, caplog):
         there.close()
 
 
+def test_a_hung_process_does_not_keep_a_stopping_run_from_saving(ball, demo, caplog, monkeypatch):
+    """A hung process (SIGSTOP stands in) held the final save for REPLY_TIMEOUT_S (600 s), past
+    ``docker stop``'s 10 s: once a stop signal came, its round is given up STOP_WAIT_S later and
+    the model saved as that round started."""
+    spec, _ = ball
+    here = build("curiosity", spec, demo)
+    there = BackgroundSignal(pickle.loads(pickle.dumps(here)))
+    try:
+        wait_until_ready(there)
+        train_round(here, batches(4, 1))
+        train_round(there, batches(4, 1))
+        assert_same_state(here, there)
+        os.kill(there._process.pid, signal.SIGSTOP)
+        train_round(there, batches(4, 2))  # (the round here is not trained: the saved model is its start's)
+        monkeypatch.setattr(background, "STOP_WAIT_S", 0.5)
+        monkeypatch.setattr(background, "stop_requested", lambda: True)
+        start = time.monotonic()
+        assert_same_state(here, there)
+        assert time.monotonic() - start < 5 and there._gone and there._process.poll() is not None
+        assert ("did not send its round back within 0.5 s of the stop signal; the model is saved as that round "
+                "started, without the round's training") in caplog.text
+    finally:
+        there.close()
+
+
+def test_a_silent_process_is_said_and_its_round_trained_here(ball, demo, caplog, monkeypatch):
+    spec, _ = ball
+    here = build("rnd", spec, demo)
+    there = BackgroundSignal(pickle.loads(pickle.dumps(here)))
+    try:
+        wait_until_ready(there)
+        os.kill(there._process.pid, signal.SIGSTOP)
+        monkeypatch.setattr(background, "SLOW_REPLY_S", 0.2)
+        monkeypatch.setattr(background, "REPLY_TIMEOUT_S", 1.0)
+        train_round(here, batches(4, 1))
+        train_round(there, batches(4, 1))
+        assert_same_state(here, there)  # trained here after the timeout: nothing lost
+        assert re.search(r"the process training the rnd reward signal's model \(pid \d+\) has not sent its round "
+                         r"back for 0.2 s; training waits for it up to 1 s", caplog.text)
+        assert "it trains in the main process from now on" in caplog.text and there._gone
+    finally:
+        there.close()
+
+
 def test_the_process_ignores_stop_signals(ball, demo):
     """Ctrl+C or ``docker stop`` may reach the whole process group: the main process saves the
     model (which needs the process's last round) and ends it itself."""

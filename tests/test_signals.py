@@ -20,7 +20,7 @@ import onnxruntime as ort
 import pytest
 
 from palaestra.checkpoints import CheckpointManager
-from palaestra.interrupts import CLOSING, Interrupts
+from palaestra.interrupts import CLOSING, Interrupts, stop_requested
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGHUP") or not hasattr(os, "killpg"),
                                 reason="POSIX signals and process groups")
@@ -142,21 +142,23 @@ def test_phases_of_the_handlers_in_process():
             interrupts.check_start_up()
         interrupts.restore()
 
+        assert not stop_requested()  # (start-up's signal stops at once: nothing deep in a run waits then)
         interrupts = Interrupts()
         interrupts.install()
         interrupts.check_start_up()  # nothing came during start-up
         with interrupts.training(saving=True):
-            assert not interrupts.requested
+            assert not interrupts.requested and not stop_requested()
             signal.raise_signal(signal.SIGHUP)  # the first asks the loop to stop
-            assert interrupts.requested
+            assert interrupts.requested and stop_requested()  # (waits deep in the run end soon: background.py)
             with pytest.raises(KeyboardInterrupt):  # the second leaves the loop at once
                 signal.raise_signal(signal.SIGINT)
             signal.raise_signal(signal.SIGINT)
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP) * 3:  # the final save: never raised
             signal.raise_signal(signum)
-        assert interrupts.state == CLOSING and interrupts.signum == signal.SIGHUP
+        assert interrupts.state == CLOSING and interrupts.signum == signal.SIGHUP and stop_requested()
     finally:
         interrupts.restore()
+    assert not stop_requested()  # the run's handlers are gone
 
 
 def test_a_signal_during_torch_s_import_stops_start_up_when_the_import_ends():

@@ -26,7 +26,10 @@ round's start.
   while that experience is gathered; until it reports ready the signal trains here, and its
   state goes across at the hand-over.
 - Stop signals: the process ignores Ctrl+C, SIGTERM and SIGHUP (the main process saves the model
-  and ends it); it exits when its pipe closes, so it never outlives the run.
+  and ends it); it exits when its pipe closes, so it never outlives the run. Once one of them has
+  come, a round is waited for at most ``STOP_WAIT_S`` more: a process that hangs must not keep
+  the run from saving within ``docker stop``'s 10 s, so its round is dropped (the model is saved
+  as the round started) rather than trained here again.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import traceback
 import weakref
 from multiprocessing.connection import Connection
@@ -52,7 +56,7 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from palaestra.interrupts import STOP_SIGNALS, ignore_stop_signals, stop_signals_held
+from palaestra.interrupts import STOP_SIGNALS, ignore_stop_signals, stop_requested, stop_signals_held
 from palaestra.machine import usable_cores
 from palaestra.rewards.learned import transition_columns
 from palaestra.rollout.segments import Segments
@@ -67,6 +71,9 @@ MIN_WORK_PER_UPDATE = 1e8
 SWITCH_OFF = "PALAESTRA_SIGNALS_IN_PROCESS"
 BATCHES_PER_MESSAGE = 8  # a message's cost (pickling, two system calls) shared by several
 REPLY_TIMEOUT_S = 600.0  # a round's reply; a process silent this long is taken for hung
+SLOW_REPLY_S = 60.0  # a round not back after this long is said (a hung process is otherwise silent)
+STOP_WAIT_S = 2.0  # once a stop signal came: how long a round is still waited for (the run is about to save)
+POLL_S = 0.5  # how often a wait for a round looks at the clock and for a stop signal
 
 
 def in_background_where_it_pays(signals: list, steps_per_update: int, batch_size: int) -> list:
@@ -245,8 +252,11 @@ class BackgroundSignal:
             self._child.send(("finish", None))
         try:
             with timed("reward_signal_process_wait"):  # in the run's timers: what the process costs here
-                answered = self._conn.poll(REPLY_TIMEOUT_S)  # (a stop signal may cut it short)
-            if not answered:
+                wait = self._await_reply()
+            if wait == "stopping":
+                self._lost(f"did not send its round back within {STOP_WAIT_S:g} s of the stop signal", replay=False)
+                return
+            if wait == "silent":
                 raise TimeoutError
             with stop_signals_held():  # a reply read half, or read and not applied, would be lost
                 kind, payload = self._conn.recv()
@@ -260,17 +270,40 @@ class BackgroundSignal:
         if kind != "state":
             self._lost(f"failed ({_last_line(payload)})", payload)
 
-    def _lost(self, what: str, details: str = "") -> None:
+    def _await_reply(self) -> str:
+        """Wait for the child's reply: "answered"; "silent" after REPLY_TIMEOUT_S; "stopping" once
+        a stop signal came and STOP_WAIT_S more have passed. A long wait is said once."""
+        start = time.monotonic()
+        stop_seen: float | None = None
+        said = False
+        while not self._conn.poll(POLL_S):  # (a second stop signal's KeyboardInterrupt ends it too)
+            now = time.monotonic()
+            if stop_requested():
+                stop_seen = now if stop_seen is None else stop_seen
+                if now - stop_seen >= STOP_WAIT_S:
+                    return "stopping"
+            if now - start >= REPLY_TIMEOUT_S:
+                return "silent"
+            if not said and now - start >= SLOW_REPLY_S:
+                logger.warning("the process training the %s reward signal's model (pid %d) has not sent its "
+                               "round back for %g s; training waits for it up to %g s, then trains the round "
+                               "in the main process", self.name, self._process.pid, SLOW_REPLY_S, REPLY_TIMEOUT_S)
+                said = True
+        return "answered"
+
+    def _lost(self, what: str, details: str = "", replay: bool = True) -> None:
         """The child is gone or failed: train the round's batches here, from the state the round
         started from (the same result; an error the child met then happens here, with the run's
-        own handling), and from now on every update here."""
-        logger.warning("the process training the %s reward signal's model %s; it trains in the main "
-                       "process from now on", self.name, what)
+        own handling), and from now on every update here. Without ``replay`` (the run is
+        stopping) the round's batches are dropped: the state here is still the round's start."""
+        logger.warning("the process training the %s reward signal's model %s; %s", self.name, what,
+                       "it trains in the main process from now on" if replay else
+                       "the model is saved as that round started, without the round's training")
         if details:
             logger.debug("%s", details)
         self._gone = True
         self._child.close()
-        replay, self._round, self._sent = self._round, [], 0
+        replay, self._round, self._sent = self._round if replay else [], [], 0
         if self._round_start is not None and replay:
             _load_numpy_state(self.inner, self._round_start)
             for batch in replay:
