@@ -496,6 +496,42 @@ def test_a_resume_at_another_steps_per_update_neither_stalls_nor_bursts(run_cli,
     assert restored["update_count"] == second["update_count"]
 
 
+def test_an_earlier_checkpoint_without_its_pace_is_recounted_when_its_count_does_not_fit(run_cli, workdir,
+                                                                                        monkeypatch):
+    # checkpoints written before update_pace was saved kept their count: a resume at steps_per_update
+    # 20 after 1 took no update for the whole rest of the run (a count behind those due stays: it may be
+    # a slower pace or the experience not yet handed over)
+    from palaestra import run as run_module
+
+    pace = lambda n: SMALL_SAC.replace("steps_per_update: 1", f"steps_per_update: {n}")  # noqa: E731
+    config = write_yaml(workdir / "c.yaml", pace(1).format(max_steps=400))
+    assert run_cli(str(config), "--env=Simple1DContinuous", "--run-id=r").code == 0
+    path = CheckpointManager(workdir / "models/r/1D", 5).latest()
+    state = CheckpointManager.load(path)
+    del state["algorithm"]["update_pace"]  # as an earlier Palaestra wrote it
+    CheckpointManager.save_file(path, state)
+    restored = []
+    original = run_module._train_loop
+
+    def capture(parts, *args):
+        restored.append(parts.trainers["1D"].algorithm.update_count)
+        return original(parts, *args)
+
+    monkeypatch.setattr(run_module, "_train_loop", capture)
+    write_yaml(workdir / "c.yaml", pace(1).format(max_steps=500))  # the same pace: the count goes on
+    result = run_cli(str(config), "--env=Simple1DContinuous", "--run-id=r", "--resume")
+    assert result.code == 0 and "records no pace" not in result.log and restored == [state["algorithm"]["update_count"]]
+    path = CheckpointManager(workdir / "models/r/1D", 5).latest()
+    state = CheckpointManager.load(path)
+    del state["algorithm"]["update_pace"]
+    CheckpointManager.save_file(path, state)
+    write_yaml(workdir / "c.yaml", pace(20).format(max_steps=800))
+    result = run_cli(str(config), "--env=Simple1DContinuous", "--run-id=r", "--resume")
+    assert result.code == 0 and "updates were counted at a faster one than steps_per_update 20: from step 5" in \
+        result.log, result.log
+    assert restored[-1] == state["algorithm"]["step"] // 20
+
+
 def test_a_replay_buffer_too_large_for_memory_at_resume_says_so(run_cli, workdir, monkeypatch):
     # not "is not a replay buffer": the file is sound, the memory ran out
     config = write_yaml(workdir / "c.yaml", SMALL_SAC.format(max_steps=200))

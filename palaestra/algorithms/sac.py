@@ -774,7 +774,19 @@ class SAC:
         self.signal_update_count = int(state.get("signal_update_count", self._updates_due(
             self.settings.reward_signal_steps_per_update)))
         paced = state.get("update_pace")  # (None: a checkpoint from before it was saved)
-        if paced is not None and paced != self._update_pace():
+        if paced is None:
+            # an earlier Palaestra's checkpoint: its pace is known only by its count, never ahead of
+            # the updates due (it lags them by the experience not yet handed over), so a count ahead of
+            # those due at this pace was made at a faster one, and would stall the updates. (A count
+            # behind may be either a slower pace or that lag: it stays.)
+            if self.update_count > max(0, self._updates_due()) + 1:
+                logger.info("SAC's checkpoint records no pace of updates (an earlier Palaestra wrote it), and its "
+                            "%d updates were counted at a faster one than steps_per_update %g: from step %d on "
+                            "they are counted as if it had always been this one", self.update_count,
+                            self.settings.steps_per_update, self.step)
+                self.update_count = max(0, self._updates_due())
+                self.signal_update_count = max(0, self._updates_due(self.settings.reward_signal_steps_per_update))
+        elif paced != self._update_pace():
             # counted at another pace, the counters would stall the updates (steps_per_update 1 -> 100:
             # 2000 updates taken, 20 due) or burst them (100 -> 1); as ML-Agents, taken to have kept this pace
             show = lambda value: "its default" if value is None else f"{value:g}"  # noqa: E731
