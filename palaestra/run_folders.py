@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -336,6 +337,17 @@ def _undeletable(run_dir: Path, old: list[Path]) -> Path | None:
     return None
 
 
+def _record_command(options: RunOptions, trainer: BehaviorTrainer) -> str:
+    """How palaestra-record plays ``trainer``'s exported model in this run's environment (a Unity
+    Editor, which has no --env, only in Unity)."""
+    if options.env is None:
+        return ""
+    command = ["palaestra-record", f"--env={options.env}", f"--policy={trainer.onnx_path}"]
+    if options.env_args:
+        command += ["--env-args", *options.env_args]
+    return f" and with {shlex.join(command)}"
+
+
 def restore(trainer: BehaviorTrainer, options: RunOptions, settings: TrainerSettings, models: Path) -> int:
     """Load weights for --resume, --initialize-from, init_path or --inference; return the global step."""
     # each takes the newest intact checkpoint, past damaged ones (BehaviorTrainer.restore_newest)
@@ -350,9 +362,9 @@ def restore(trainer: BehaviorTrainer, options: RunOptions, settings: TrainerSett
         logger.warning("behavior %r: init_path %s (%s of %s) is not used%s:%s", trainer.name, settings.init_path,
                        settings.origin("init_path"), options.trainer_config_path, flag, passed_over)
     if options.inference and own.list():  # run the saved policy for max_steps new steps
-        played = f"its exported model {trainer.onnx_path} plays with palaestra-record --policy=" \
-                 f"{trainer.onnx_path}, or in Unity; or train the run again with --force" \
-            if trainer.onnx_path.is_file() else "train the run again with --force"
+        again = "or train the run again under another --run-id, or with --force (which empties its models folder)"
+        played = f"its exported model {trainer.onnx_path} still plays in Unity{_record_command(options, trainer)}; " \
+                 f"{again}" if trainer.onnx_path.is_file() else again[3:]
         path, _ = trainer.restore_newest(own, weights_only=True, set_aside=False, advice=played)
         logger.info("Loaded %s from %s for inference", trainer.name, path)
         return 0
@@ -364,7 +376,8 @@ def restore(trainer: BehaviorTrainer, options: RunOptions, settings: TrainerSett
                 "behavior): start it over with --force, or use another --run-id"
             )
         path, step = trainer.restore_newest(own, weights_only=False, set_aside=not options.dry_run,
-                                            advice="start the run over with --force")
+                                            advice="start the run over with --force (which empties its models "
+                                                   "folder), or train under another --run-id")
         logger.info("%s %s from %s at step %d", "Would resume" if options.dry_run else "Resumed", trainer.name, path,
                     trainer.step)
         return step

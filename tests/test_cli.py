@@ -751,10 +751,20 @@ def test_corrupt_checkpoint_is_a_clear_error(run_cli, small_config, workdir):
     result = run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=c", "--resume")
     assert result.code == 1 and f"models/c/1D/{latest.name} is truncated" in result.log
     assert "no intact checkpoint of behavior '1D' remains" in result.log and "--force" in result.log
+    assert "or train under another --run-id" in result.log  # (--force empties the folder: not the only way)
     # The failed run closed its TensorBoard writer: no writer thread is left behind.
     import threading
 
     assert not [t for t in threading.enumerate() if "Writer" in type(t).__name__]
+    # --inference: the exported model still plays, and the command that plays it runs as given
+    result = run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=c", "--inference", "--env-args",
+                     "max_episode_steps=50")
+    command = "palaestra-record --env=Simple1DDiscrete --policy=models/c/1D.onnx --env-args max_episode_steps=50"
+    assert result.code == 1 and (f"its exported model models/c/1D.onnx still plays in Unity and with {command}; or "
+                                 "train the run again under another --run-id") in result.log, result.log
+    from palaestra.demos.record import main as record_main
+
+    assert record_main(command.split()[1:] + ["--episodes=1", f"--out={workdir / 'played'}"]) == 0
 
 
 def test_checkpoint_of_another_network_is_a_clear_error(run_cli, small_config, workdir):
