@@ -676,7 +676,8 @@ def _adopt_new_behaviors(parts: RunParts, writers: list[Any], start_time: float,
         _add_teacher(parts.options, parts.env, parts.trainers, name, seed)
         _add_writers(parts, writers, start_time, [name])
         counter.include(trainer)
-        logger.info("behavior %r appeared at step %d: training it from now on", name, counter.global_step)
+        logger.info("behavior %r appeared at step %d: %s from now on", name, counter.global_step,
+                    "training it" if parts.training else "running its policy (--inference)")
         later, why = choose_device(parts.options, {name: parts.env.behavior_specs[name]}, settings[name].hidden_units)
         if later.type != device.type:  # auto chose from the behaviors of the start
             logger.warning("behavior %r would train on %s (%s), but the run's device, %s, was chosen from the "

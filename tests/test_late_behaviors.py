@@ -107,6 +107,10 @@ def test_a_behavior_that_appears_later_gets_its_trainer_outputs_and_actions(run_
     configuration = yaml.safe_load((run / "configuration.yaml").read_text())
     assert list(configuration["behaviors"]) == ["A", "B"]
     assert configuration["behaviors"]["B"]["hidden_units"] == 8  # 'default', not A's section
+    if not flags:  # --inference plays it, and says so (not "training it")
+        result = run_cli(str(config), f"--env={late_env}", "--run-id=l", "--seed=0", "--inference")
+        assert result.code == 0 and "Loaded B from" in result.log, result.log
+        assert "behavior 'B' appeared at step 5: running its policy (--inference) from now on" in result.log
 
 
 def test_a_late_behavior_without_a_section_stops_the_run_after_saving(run_cli, workdir, late_env):
