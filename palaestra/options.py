@@ -21,6 +21,7 @@ from typing import Any, Callable, NoReturn, Sequence
 from palaestra import __version__
 from palaestra.interrupts import print_unless_closed
 from palaestra.networks.constants import WIDE_NETWORK_UNITS
+from palaestra.shipped_files import shipped_copy
 
 logger = logging.getLogger("palaestra")
 
@@ -291,7 +292,7 @@ def check_options(options: RunOptions) -> None:
                          "it, or choose another --run-id")
     for flag, path in (("--curriculum", options.curriculum), ("--sampler", options.sampler)):
         if path is not None and not os.path.exists(path):
-            raise UsageError(f"{flag}: file {path!r} does not exist")
+            raise UsageError(f"{flag}: file {path!r} does not exist{shipped_copy(path)}")
     if options.sampler is not None and os.path.isdir(options.sampler):
         raise UsageError(f"--sampler: {options.sampler!r} is a folder; give the path of a sampler YAML file")
 

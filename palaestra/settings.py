@@ -36,6 +36,7 @@ from yaml.constructor import ConstructorError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from palaestra.networks.constants import ACTIVATIONS, DEFAULT_ACTIVATION, MIN_IMAGE_SIZE
+from palaestra.shipped_files import shipped_copy
 
 logger = logging.getLogger("palaestra")
 
@@ -752,7 +753,8 @@ def _read_text(path: Path, kind: str = "trainer config") -> str:
         # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever.
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
-        raise ConfigError(f"{kind}{'' if kind.endswith(' file') else ' file'} {str(path)!r} does not exist") from None
+        raise ConfigError(f"{kind}{'' if kind.endswith(' file') else ' file'} {str(path)!r} does not exist"
+                          f"{shipped_copy(path)}") from None
     except IsADirectoryError:
         raise ConfigError(f"{kind} {str(path)!r} is a folder; give the path of a YAML file") from None
     except (OSError, ValueError) as e:  # ValueError: a NUL character in the path

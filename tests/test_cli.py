@@ -811,6 +811,21 @@ def test_bad_command_lines(run_cli, workdir, args, message):
     assert result.code == 1 and message in result.log, result.log
 
 
+def test_a_shipped_config_named_outside_the_checkout_is_pointed_at(run_cli, workdir):
+    # the README's command (config/trainer_config.yaml) typed in another folder: where the file is
+    from palaestra.shipped_files import CHECKOUT
+
+    result = run_cli("config/trainer_config.yaml", "--env=3DBall", "--run-id=r")
+    assert result.code == 1 and (f"trainer config file 'config/trainer_config.yaml' does not exist in {workdir}; "
+                                 f"Palaestra's checkout ships {CHECKOUT / 'config/trainer_config.yaml'}: give that "
+                                 f"path, or run from {CHECKOUT}") in result.log, result.log
+    result = run_cli(str(CHECKOUT / "config/trainer_config.yaml"), "--env=3DBall", "--run-id=r",
+                     "--sampler=config/samplers/3dball_randomize.yaml")
+    assert result.code == 1 and f"ships {CHECKOUT / 'config/samplers/3dball_randomize.yaml'}" in result.log
+    result = run_cli("config/no_such.yaml", "--env=3DBall", "--run-id=r")  # not one it ships: nothing more
+    assert result.code == 1 and "'config/no_such.yaml' does not exist\n" in result.log + "\n", result.log
+
+
 @pytest.mark.parametrize("case,entry_point,message", [
     ("missing", "palaestra_no_such_module:Maze", "ModuleNotFoundError: No module named 'palaestra_no_such_module'"),
     ("display", "failing_envs_display:needs_a_display", "RuntimeError: no display"),
