@@ -796,6 +796,24 @@ def test_the_blocks_of_a_run_killed_with_its_whole_group_are_removed_by_the_next
     assert not os.path.exists(f"/dev/shm/{name}") and removed >= 1 and freed >= 4000
 
 
+def test_a_worker_s_blocks_carry_its_main_process_s_id():
+    # the main process may open a block by name after the worker that made it died: a sweep by
+    # another run must see the block's run alive
+    from palaestra.workers import shared_memory
+
+    if shared_memory._new_block_name() is None:
+        pytest.skip("no POSIX shared memory in /dev/shm here")
+    env = WorkerPoolEnv("Simple1DDiscrete", num_envs=2, seed=0)
+    try:
+        env.reset()
+        names = [n for n in os.listdir("/dev/shm") if n.startswith("palaestra-")]
+        workers = {w.proc.pid for w in env.pool.workers}
+        ours = [n for n in names if int(n.split("-")[2]) in workers | {os.getpid()}]
+        assert ours and all(int(n.split("-")[2]) == os.getpid() for n in ours), ours
+    finally:
+        env.close()
+
+
 def test_only_orphaned_blocks_of_this_namespace_are_removed(tmp_path, monkeypatch):
     from palaestra.workers import shared_memory
 

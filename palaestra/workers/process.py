@@ -28,7 +28,7 @@ import numpy as np
 from palaestra.envs.base import ONCE_PER_RUN, EngineConfig, EnvClosed, EnvDataError, EnvError
 from palaestra.interrupts import STOP_SIGNALS, ignore_stop_signals
 from palaestra.os_limits import MachineLimitReached, too_many_open_files
-from palaestra.workers.shared_memory import Layout, SharedArrays, Signal
+from palaestra.workers.shared_memory import Layout, SharedArrays, Signal, blocks_belong_to
 
 STEP, MESSAGE = 0, 1  # command codes: step with the actions in the blocks / read the pipe
 COUNTS, READ_PIPE = 0, 1  # reply codes: the rows are in the blocks / the pipe has messages first
@@ -86,6 +86,7 @@ def run_worker(conn: Any, control_name: str, n_workers: int, index: int, bells: 
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     _log_like_the_main_process(index)
+    blocks_belong_to(os.getppid())  # (the run's: see shared_memory._OURS)
     control = SharedArrays(control_layout(n_workers), name=control_name)
     command = Signal(control["command"], control["command_asleep"], index, bells[0])
     reply = Signal(control["reply"], control["reply_asleep"], index, bells[1])

@@ -34,11 +34,19 @@ NAP = 0.02  # seconds a sleeping waiter sleeps before it looks at the counter ag
 SPIN = 0.002  # seconds a waiter spins before it sleeps: longer than a typical step
 
 
-# Our blocks' names, where the system keeps them in SHM_FOLDER (Linux): the creating process's id
-# and its PID namespace, so that a later run can tell the blocks of a run killed with SIGKILL
-# (nothing of it left to unlink them: the resource tracker dies with the process group) from
-# those of a run still going, here or in another container sharing the folder.
+# Our blocks' names, where the system keeps them in SHM_FOLDER (Linux): the id of the run's main
+# process and its PID namespace, so that a later run can tell the blocks of a run killed with
+# SIGKILL (nothing of it left to unlink them: the resource tracker dies with the process group)
+# from those of a run still going, here or in another container sharing the folder. A worker's
+# blocks carry its main process's id (blocks_belong_to): the main process may still open one by
+# name after the worker that made it has died.
 _OURS = re.compile(r"palaestra-([0-9a-f]+)-([0-9]+)-[0-9a-f]{8}")
+_owner: list[int] = []  # in a worker process: the run's main process (blocks_belong_to)
+
+
+def blocks_belong_to(pid: int) -> None:
+    """Name the blocks this process makes after process ``pid`` (a worker's: its main process)."""
+    _owner[:] = [pid]
 
 
 def _pid_namespace() -> int | None:
@@ -54,11 +62,11 @@ def _new_block_name() -> str | None:
     namespace = _pid_namespace()
     if namespace is None or not os.path.isdir(SHM_FOLDER):
         return None
-    return f"palaestra-{namespace:x}-{os.getpid()}-{secrets.token_hex(4)}"
+    return f"palaestra-{namespace:x}-{_owner[0] if _owner else os.getpid()}-{secrets.token_hex(4)}"
 
 
 def remove_orphaned_blocks() -> tuple[int, int]:
-    """Unlink the blocks in SHM_FOLDER that processes of this PID namespace made and that are
+    """Unlink the blocks in SHM_FOLDER of runs of this PID namespace whose main process is
     gone (a run killed with SIGKILL, whose memory would stay taken until the machine restarts);
     how many, and the bytes of memory that frees. Blocks of living processes, of other
     namespaces, and other programs' stay."""
