@@ -693,13 +693,14 @@ def test_a_failure_that_stopped_the_run_is_not_reported_again_at_close(caplog):
         pool._report_close_failure(0, SimpleNamespace(conn=Pipe()))
     assert not [r for r in caplog.records if "past the run's end" in r.getMessage()]
     # nor after a signal's stop that closed a shared block under a round run ahead (the run's last line stays last)
-    pool._failure_said, pool._wait_cut_short = set(), False
-    gone = Pipe()
-    gone.messages = [("error", "FileNotFoundError: [Errno 2] No such file or directory: '/psm_aa83e27c'", "trace",
-                      "run", False)]
-    with caplog.at_level(logging.WARNING, logger="palaestra"):
-        pool._report_close_failure(0, SimpleNamespace(conn=gone))
-    assert not [r for r in caplog.records if "past the run's end" in r.getMessage()]
+    for block in ("psm_aa83e27c", "palaestra-effffffc-12319-33dbf57f"):  # (CPython's names; ours on Linux)
+        pool._failure_said, pool._wait_cut_short = set(), False
+        gone = Pipe()
+        gone.messages = [("error", f"FileNotFoundError: [Errno 2] No such file or directory: '/{block}'", "trace",
+                          "run", False)]
+        with caplog.at_level(logging.WARNING, logger="palaestra"):
+            pool._report_close_failure(0, SimpleNamespace(conn=gone))
+        assert not [r for r in caplog.records if "past the run's end" in r.getMessage()], block
 
 
 def test_a_raised_timeout_wait_is_honoured_by_the_worker_pool(monkeypatch):
@@ -793,7 +794,8 @@ def test_the_blocks_of_a_run_killed_with_its_whole_group_are_removed_by_the_next
     assert name.startswith("palaestra-") and os.path.exists(f"/dev/shm/{name}")
     time.sleep(0.2)  # (the resource tracker, in the same group, is gone too)
     removed, freed = shared_memory.remove_orphaned_blocks()
-    assert not os.path.exists(f"/dev/shm/{name}") and removed >= 1 and freed >= 4000
+    # (another pytest-xdist process starting a pool meanwhile may have removed it first)
+    assert not os.path.exists(f"/dev/shm/{name}") and (freed >= 4000 if removed else True)
 
 
 def test_a_worker_s_blocks_carry_its_main_process_s_id():

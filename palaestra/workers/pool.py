@@ -46,8 +46,9 @@ DEFAULT_TIMEOUT = 300.0
 STARTUP_TIMEOUT = 60.0
 TIMEOUT_MARGIN_S = 30.0  # how much longer than --timeout-wait the pool waits for a worker's answer
 # a worker's round that found a shared block gone: the main process closed it (the run ended,
-# a signal's stop too) while the worker ran ahead (POSIX names psm_..., Windows wnsm_...)
-_SHARED_BLOCK_GONE = re.compile(r"FileNotFoundError.*'/?(psm|wnsm)_")
+# a signal's stop too) while the worker ran ahead (ours on Linux: shared_memory._OURS; CPython's
+# elsewhere: POSIX psm_..., Windows wnsm_...)
+_SHARED_BLOCK_GONE = re.compile(r"FileNotFoundError.*'/?(psm_|wnsm_|palaestra-[0-9a-f]+-)")
 _RAISE_IT = (f" (a hang; if the environment's steps or start can take longer, wait longer with --timeout-wait: "
              f"the workers wait {TIMEOUT_MARGIN_S:.0f} s more than it, and at least {DEFAULT_TIMEOUT:.0f} s)")
 CLOSE_GRACE_S = 5.0  # how long closing waits for all the workers to end before killing them
