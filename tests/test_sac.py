@@ -527,9 +527,26 @@ def test_an_earlier_checkpoint_without_its_pace_is_recounted_when_its_count_does
     CheckpointManager.save_file(path, state)
     write_yaml(workdir / "c.yaml", pace(20).format(max_steps=800))
     result = run_cli(str(config), "--env=Simple1DContinuous", "--run-id=r", "--resume")
-    assert result.code == 0 and "updates were counted at a faster one than steps_per_update 20: from step 5" in \
-        result.log, result.log
+    assert result.code == 0 and "updates at a faster one than steps_per_update 20: from step 5" in result.log, \
+        result.log
     assert restored[-1] == state["algorithm"]["step"] // 20
+    # the signals' own count likewise (raised reward_signal_steps_per_update: their model never trained again)
+    signals = pace(1) + "  reward_signals:\n    extrinsic: {{strength: 1.0, gamma: 0.99}}\n" \
+                        "    curiosity: {{strength: 0.1, gamma: 0.99, encoding_size: 8}}\n"
+    write_yaml(workdir / "c.yaml", signals.format(max_steps=400))
+    assert run_cli(str(config), "--env=Simple1DContinuous", "--run-id=s").code == 0
+    path = CheckpointManager(workdir / "models/s/1D", 5).latest()
+    state = CheckpointManager.load(path)
+    del state["algorithm"]["update_pace"]
+    CheckpointManager.save_file(path, state)
+    write_yaml(workdir / "c.yaml", signals.replace("encoding_size: 8}}", "encoding_size: 8}}\n"
+                                                   "    reward_signal_steps_per_update: 20").format(max_steps=800))
+    result = run_cli(str(config), "--env=Simple1DContinuous", "--run-id=s", "--resume")
+    assert result.code == 0 and "reward-signal updates at a faster one than reward_signal_steps_per_update 20" \
+        in result.log and "updates at a faster one than steps_per_update" not in result.log, result.log
+    resumed = CheckpointManager.load(CheckpointManager(workdir / "models/s/1D", 5).latest())["algorithm"]
+    # it trained again, at the new pace (the counts lag the updates due by the experience not yet handed over)
+    assert state["algorithm"]["step"] // 20 < resumed["signal_update_count"] <= resumed["step"] // 20
 
 
 def test_a_replay_buffer_too_large_for_memory_at_resume_says_so(run_cli, workdir, monkeypatch):

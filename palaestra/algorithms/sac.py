@@ -779,13 +779,18 @@ class SAC:
             # the updates due (it lags them by the experience not yet handed over), so a count ahead of
             # those due at this pace was made at a faster one, and would stall the updates. (A count
             # behind may be either a slower pace or that lag: it stays.)
-            if self.update_count > max(0, self._updates_due()) + 1:
-                logger.info("SAC's checkpoint records no pace of updates (an earlier Palaestra wrote it), and its "
-                            "%d updates were counted at a faster one than steps_per_update %g: from step %d on "
-                            "they are counted as if it had always been this one", self.update_count,
-                            self.settings.steps_per_update, self.step)
-                self.update_count = max(0, self._updates_due())
-                self.signal_update_count = max(0, self._updates_due(self.settings.reward_signal_steps_per_update))
+            signal_pace = self.settings.reward_signal_steps_per_update
+            ahead = [f"{count} {what} at a faster one than {key} {pace:g}" for count, due, what, key, pace in (
+                (self.update_count, self._updates_due(), "updates", "steps_per_update", self.settings.steps_per_update),
+                (self.signal_update_count, self._updates_due(signal_pace), "reward-signal updates",
+                 "reward_signal_steps_per_update", signal_pace or self.settings.steps_per_update))
+                if count > max(0, due) + 1]
+            if ahead:
+                logger.info("SAC's checkpoint records no pace of updates (an earlier Palaestra wrote it), and it counted "
+                            "%s: from step %d on they are counted as if it had always been this one",
+                            " and ".join(ahead), self.step)
+                self.update_count = min(self.update_count, max(0, self._updates_due()))
+                self.signal_update_count = min(self.signal_update_count, max(0, self._updates_due(signal_pace)))
         elif paced != self._update_pace():
             # counted at another pace, the counters would stall the updates (steps_per_update 1 -> 100:
             # 2000 updates taken, 20 due) or burst them (100 -> 1); as ML-Agents, taken to have kept this pace
