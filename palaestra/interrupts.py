@@ -34,6 +34,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from multiprocessing import resource_tracker
 
@@ -141,14 +142,14 @@ def ignore_stop_signals() -> None:
         signal.signal(signum, _ignore_stop_signal)
 
 
-_ACTIVE: list["Interrupts"] = []  # the run whose handlers are installed (see stop_requested)
+_ACTIVE: list["Interrupts"] = []  # the run whose handlers are installed (see stopped_at)
 
 
-def stop_requested() -> bool:
-    """Whether a stop signal has come to the run in this process: for a wait deep in the run (a
-    reward signal's process: rewards/background.py) that must then end soon, because the run is
-    about to save and ``docker stop`` kills 10 s after its SIGTERM."""
-    return bool(_ACTIVE) and _ACTIVE[-1].signum is not None and _ACTIVE[-1].state != START_UP
+def stopped_at() -> float | None:
+    """When (``time.monotonic()``) the first stop signal came to the run in this process, or None:
+    for a wait deep in the run (a reward signal's process: rewards/background.py) that must then
+    end soon, because the run is about to save and ``docker stop`` kills 10 s after its SIGTERM."""
+    return _ACTIVE[-1].stop_time if _ACTIVE else None
 
 
 class Interrupts:
@@ -157,6 +158,7 @@ class Interrupts:
     def __init__(self) -> None:
         self.state = START_UP
         self.signum: int | None = None  # the first signal received
+        self.stop_time: float | None = None  # when (time.monotonic()) it came
         self.stopped_training: int | None = None  # the signal that asked the training loop to stop
         self.saving = False  # the closing phase saves the model (training, not --inference)
         # the phase in which a signal raised KeyboardInterrupt (START_UP or STOPPING), if one did:
@@ -206,7 +208,7 @@ class Interrupts:
 
     def _handle(self, signum: int, frame: object) -> None:
         if self.signum is None:
-            self.signum = signum
+            self.signum, self.stop_time = signum, time.monotonic()
         name = signal_name(signum)
         state = self.state
         if state == START_UP:

@@ -175,12 +175,29 @@ def test_a_hung_process_does_not_keep_a_stopping_run_from_saving(ball, demo, cap
         os.kill(there._process.pid, signal.SIGSTOP)
         train_round(there, batches(4, 2))  # (the round here is not trained: the saved model is its start's)
         monkeypatch.setattr(background, "STOP_WAIT_S", 0.5)
-        monkeypatch.setattr(background, "stop_requested", lambda: True)
         start = time.monotonic()
+        monkeypatch.setattr(background, "stopped_at", lambda: start)
         assert_same_state(here, there)
         assert time.monotonic() - start < 5 and there._gone and there._process.poll() is not None
         assert ("did not send its round back within 0.5 s of the stop signal; the model is saved as that round "
                 "started, without the round's training") in caplog.text
+    finally:
+        there.close()
+
+
+def test_hung_processes_met_long_after_the_stop_signal_are_waited_for_briefly(ball, demo, monkeypatch):
+    # each signal's wait ends at the same time after the stop (one poll at least): four hung
+    # processes took 2.5 s each, 10 s together, when each waited STOP_WAIT_S from its own start
+    spec, _ = ball
+    there = BackgroundSignal(build("rnd", spec, demo))
+    try:
+        wait_until_ready(there)
+        os.kill(there._process.pid, signal.SIGSTOP)
+        train_round(there, batches(4, 2))
+        monkeypatch.setattr(background, "stopped_at", lambda: time.monotonic() - 10 * background.STOP_WAIT_S)
+        start = time.monotonic()
+        there.state_dict()
+        assert time.monotonic() - start < background.POLL_S + 1.0 and there._gone
     finally:
         there.close()
 

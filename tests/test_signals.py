@@ -20,7 +20,7 @@ import onnxruntime as ort
 import pytest
 
 from palaestra.checkpoints import CheckpointManager
-from palaestra.interrupts import CLOSING, Interrupts, stop_requested
+from palaestra.interrupts import CLOSING, Interrupts, stopped_at
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGHUP") or not hasattr(os, "killpg"),
                                 reason="POSIX signals and process groups")
@@ -142,23 +142,26 @@ def test_phases_of_the_handlers_in_process():
             interrupts.check_start_up()
         interrupts.restore()
 
-        assert not stop_requested()  # (start-up's signal stops at once: nothing deep in a run waits then)
+        assert stopped_at() is None  # the run's handlers are gone
         interrupts = Interrupts()
         interrupts.install()
         interrupts.check_start_up()  # nothing came during start-up
         with interrupts.training(saving=True):
-            assert not interrupts.requested and not stop_requested()
+            assert not interrupts.requested and stopped_at() is None
+            before = time.monotonic()
             signal.raise_signal(signal.SIGHUP)  # the first asks the loop to stop
-            assert interrupts.requested and stop_requested()  # (waits deep in the run end soon: background.py)
+            # (waits deep in the run end soon after it: background.py)
+            assert interrupts.requested and before <= stopped_at() <= time.monotonic()
+            first = stopped_at()
             with pytest.raises(KeyboardInterrupt):  # the second leaves the loop at once
                 signal.raise_signal(signal.SIGINT)
             signal.raise_signal(signal.SIGINT)
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP) * 3:  # the final save: never raised
             signal.raise_signal(signum)
-        assert interrupts.state == CLOSING and interrupts.signum == signal.SIGHUP and stop_requested()
+        assert interrupts.state == CLOSING and interrupts.signum == signal.SIGHUP and stopped_at() == first
     finally:
         interrupts.restore()
-    assert not stop_requested()  # the run's handlers are gone
+    assert stopped_at() is None  # the run's handlers are gone
 
 
 def test_a_signal_during_torch_s_import_stops_start_up_when_the_import_ends():

@@ -27,9 +27,9 @@ round's start.
   state goes across at the hand-over.
 - Stop signals: the process ignores Ctrl+C, SIGTERM and SIGHUP (the main process saves the model
   and ends it); it exits when its pipe closes, so it never outlives the run. Once one of them has
-  come, a round is waited for at most ``STOP_WAIT_S`` more: a process that hangs must not keep
-  the run from saving within ``docker stop``'s 10 s, so its round is dropped (the model is saved
-  as the round started) rather than trained here again.
+  come, rounds are waited for until ``STOP_WAIT_S`` after it (each for one ``POLL_S`` at least):
+  processes that hang must not keep the run from saving within ``docker stop``'s 10 s, so their
+  rounds are dropped (the model is saved as the round started) rather than trained here again.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from palaestra.interrupts import STOP_SIGNALS, ignore_stop_signals, stop_requested, stop_signals_held
+from palaestra.interrupts import STOP_SIGNALS, ignore_stop_signals, stop_signals_held, stopped_at
 from palaestra.machine import usable_cores
 from palaestra.rewards.learned import transition_columns
 from palaestra.rollout.segments import Segments
@@ -72,7 +72,7 @@ SWITCH_OFF = "PALAESTRA_SIGNALS_IN_PROCESS"
 BATCHES_PER_MESSAGE = 8  # a message's cost (pickling, two system calls) shared by several
 REPLY_TIMEOUT_S = 600.0  # a round's reply; a process silent this long is taken for hung
 SLOW_REPLY_S = 60.0  # a round not back after this long is said (a hung process is otherwise silent)
-STOP_WAIT_S = 2.0  # once a stop signal came: how long a round is still waited for (the run is about to save)
+STOP_WAIT_S = 2.0  # how long after a stop signal rounds are still waited for (the run is about to save)
 POLL_S = 0.5  # how often a wait for a round looks at the clock and for a stop signal
 
 
@@ -271,17 +271,16 @@ class BackgroundSignal:
             self._lost(f"failed ({_last_line(payload)})", payload)
 
     def _await_reply(self) -> str:
-        """Wait for the child's reply: "answered"; "silent" after REPLY_TIMEOUT_S; "stopping" once
-        a stop signal came and STOP_WAIT_S more have passed. A long wait is said once."""
+        """Wait for the child's reply: "answered"; "silent" after REPLY_TIMEOUT_S; "stopping" from
+        STOP_WAIT_S after a stop signal on (after one POLL_S at least: several signals' waits
+        together stay within it). A long wait is said once."""
         start = time.monotonic()
-        stop_seen: float | None = None
         said = False
         while not self._conn.poll(POLL_S):  # (a second stop signal's KeyboardInterrupt ends it too)
             now = time.monotonic()
-            if stop_requested():
-                stop_seen = now if stop_seen is None else stop_seen
-                if now - stop_seen >= STOP_WAIT_S:
-                    return "stopping"
+            stopped = stopped_at()
+            if stopped is not None and now >= stopped + STOP_WAIT_S:
+                return "stopping"
             if now - start >= REPLY_TIMEOUT_S:
                 return "silent"
             if not said and now - start >= SLOW_REPLY_S:
