@@ -339,8 +339,9 @@ def _undeletable(run_dir: Path, old: list[Path]) -> Path | None:
 
 def _record_command(options: RunOptions, trainer: BehaviorTrainer) -> str:
     """How palaestra-record plays ``trainer``'s exported model in this run's environment (a Unity
-    Editor, which has no --env, only in Unity)."""
-    if options.env is None:
+    Editor, which has no --env, and a build's own command line, which its --env-args cannot take
+    where an argument starts with '-', only in Unity)."""
+    if options.env is None or any(str(a).startswith("-") for a in options.env_args):
         return ""
     command = ["palaestra-record", f"--env={options.env}", f"--policy={trainer.onnx_path}"]
     if options.env_args:

@@ -16,8 +16,8 @@ def shipped_copy(path: str | Path) -> str:
     if path.is_absolute():
         return ""
     try:
-        shipped, here = CHECKOUT / path, Path.cwd()
-        found = shipped.is_file() and CHECKOUT != here.resolve()
-    except (OSError, ValueError):  # (a working folder deleted, a NUL in the path)
+        shipped, here = (CHECKOUT / path).resolve(), Path.cwd()
+        found = shipped.is_file() and shipped.is_relative_to(CHECKOUT / "config") and CHECKOUT != here.resolve()
+    except (OSError, ValueError, RuntimeError):  # (a working folder deleted, a NUL in the path, a symlink loop)
         return ""
     return f" in {here}; Palaestra's checkout ships {shipped}: give that path, or run from {CHECKOUT}" if found else ""

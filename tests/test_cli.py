@@ -767,6 +767,19 @@ def test_corrupt_checkpoint_is_a_clear_error(run_cli, small_config, workdir):
     assert record_main(command.split()[1:] + ["--episodes=1", f"--out={workdir / 'played'}"]) == 0
 
 
+def test_the_record_command_is_offered_only_where_it_runs_as_given():
+    from types import SimpleNamespace
+
+    from palaestra.run_folders import _record_command
+
+    trainer = SimpleNamespace(onnx_path="models/r/B.onnx")
+    assert _record_command(SimpleNamespace(env="my env", env_args=["a=1"]), trainer) == \
+        " and with palaestra-record '--env=my env' --policy=models/r/B.onnx --env-args a=1"
+    # the Editor has no --env; a build's own flags ('-logFile -') are no KEY=VALUE palaestra-record takes
+    assert _record_command(SimpleNamespace(env=None, env_args=[]), trainer) == ""
+    assert _record_command(SimpleNamespace(env="Builds/B.x86_64", env_args=["-logFile", "-"]), trainer) == ""
+
+
 def test_checkpoint_of_another_network_is_a_clear_error(run_cli, small_config, workdir):
     assert run_cli(small_config, "--env=Simple1DDiscrete", "--run-id=c").code == 0
     result = run_cli(small_config, "--env=Simple1DContinuous", "--run-id=c", "--resume")
@@ -822,8 +835,9 @@ def test_a_shipped_config_named_outside_the_checkout_is_pointed_at(run_cli, work
     result = run_cli(str(CHECKOUT / "config/trainer_config.yaml"), "--env=3DBall", "--run-id=r",
                      "--sampler=config/samplers/3dball_randomize.yaml")
     assert result.code == 1 and f"ships {CHECKOUT / 'config/samplers/3dball_randomize.yaml'}" in result.log
-    result = run_cli("config/no_such.yaml", "--env=3DBall", "--run-id=r")  # not one it ships: nothing more
-    assert result.code == 1 and "'config/no_such.yaml' does not exist\n" in result.log + "\n", result.log
+    for other in ("config/no_such.yaml", "pyproject.toml"):  # not one it ships: nothing more
+        result = run_cli(other, "--env=3DBall", "--run-id=r")
+        assert result.code == 1 and f"'{other}' does not exist\n" in result.log + "\n", result.log
 
 
 @pytest.mark.parametrize("case,entry_point,message", [
