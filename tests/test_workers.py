@@ -768,11 +768,13 @@ def test_a_shared_block_that_dev_shm_cannot_hold_is_refused_when_made(monkeypatc
 
 
 KILLED_GROUP_CHILD = """
-import sys, time
+import multiprocessing, sys, time
 import numpy as np
-from palaestra.workers.shared_memory import SharedArrays
+from palaestra.workers.shared_memory import SharedArrays, semaphores_named_for_the_run
 block = SharedArrays({"x": ((1000,), np.float32)})
-print(block.name, flush=True)
+with semaphores_named_for_the_run():  # (as the pool makes the workers' bells)
+    bell = multiprocessing.get_context("spawn").Semaphore(0)
+print(block.name, bell._semlock.name, multiprocessing.current_process()._config["semprefix"], flush=True)
 time.sleep(60)
 """
 
@@ -787,15 +789,17 @@ def test_the_blocks_of_a_run_killed_with_its_whole_group_are_removed_by_the_next
     child = subprocess.Popen([sys.executable, "-c", KILLED_GROUP_CHILD], stdout=subprocess.PIPE, text=True,
                              start_new_session=True)
     try:
-        name = child.stdout.readline().strip()
+        name, semaphore, prefix_after = child.stdout.readline().split()
     finally:
         os.killpg(child.pid, signal.SIGKILL)
         child.wait()
-    assert name.startswith("palaestra-") and os.path.exists(f"/dev/shm/{name}")
+    files = [f"/dev/shm/{name}", f"/dev/shm/sem.{semaphore.lstrip('/')}"]
+    assert name.startswith("palaestra-") and semaphore.startswith("/palaestra-") and all(map(os.path.exists, files))
     time.sleep(0.2)  # (the resource tracker, in the same group, is gone too)
     removed, freed = shared_memory.remove_orphaned_blocks()
-    # (another pytest-xdist process starting a pool meanwhile may have removed it first)
-    assert not os.path.exists(f"/dev/shm/{name}") and (freed >= 4000 if removed else True)
+    # (another pytest-xdist process starting a pool meanwhile may have removed them first)
+    assert not any(map(os.path.exists, files)) and (freed >= 4000 if removed else True)
+    assert prefix_after == "/mp"  # (put back: multiprocessing's own for the process's other semaphores)
 
 
 def test_a_worker_s_blocks_carry_its_main_process_s_id():

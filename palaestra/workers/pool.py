@@ -36,7 +36,8 @@ from palaestra.interrupts import stop_signals_held
 from palaestra.options import RunOptions
 from palaestra.os_limits import SHM_FOLDER, MachineLimitReached, make_room_for_workers
 from palaestra.workers.process import MESSAGE, control_layout, run_worker
-from palaestra.workers.shared_memory import Layout, SharedArrays, Signal, remove_orphaned_blocks
+from palaestra.workers.shared_memory import (Layout, SharedArrays, Signal, remove_orphaned_blocks,
+                                             semaphores_named_for_the_run)
 
 logger = logging.getLogger("palaestra")
 
@@ -146,7 +147,7 @@ class WorkerPool:
         make_room_for_workers(num_envs)
         removed, freed = remove_orphaned_blocks()
         if removed:
-            logger.info("removed %d shared-memory block(s) (%.1f MB) that a killed run left in %s",
+            logger.info("removed %d shared-memory file(s) (%.1f MB) that a killed run left in %s",
                         removed, freed / 1e6, SHM_FOLDER)
         with stop_signals_held():  # starts the resource tracker first, if need be
             self._control = SharedArrays(control_layout(num_envs))
@@ -362,7 +363,8 @@ class WorkerPool:
         control = self._control
         for key in control.arrays:
             control[key][i] = 0
-        bells = (self._ctx.Semaphore(0), self._ctx.Semaphore(0))
+        with semaphores_named_for_the_run():
+            bells = (self._ctx.Semaphore(0), self._ctx.Semaphore(0))
         parent, child = self._ctx.Pipe()
         proc = self._ctx.Process(
             # not a daemon: a daemon process may start none of its own, and an environment may

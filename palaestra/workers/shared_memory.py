@@ -14,12 +14,14 @@ accesses across cores, so a release can be missed; the sleeper therefore wakes e
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing
 import os
 import re
 import secrets
 import time
 from multiprocessing import shared_memory
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -40,7 +42,9 @@ SPIN = 0.002  # seconds a waiter spins before it sleeps: longer than a typical s
 # from those of a run still going, here or in another container sharing the folder. A worker's
 # blocks carry its main process's id (blocks_belong_to): the main process may still open one by
 # name after the worker that made it has died.
-_OURS = re.compile(r"palaestra-([0-9a-f]+)-([0-9]+)-[0-9a-f]{8}")
+# multiprocessing's semaphores are named alike (semaphores_named_for_the_run), sem.palaestra-...
+# in the folder, with its own random part.
+_OURS = re.compile(r"(?:sem\.)?palaestra-([0-9a-f]+)-([0-9]+)-[0-9a-z_]{8}")
 _owner: list[int] = []  # in a worker process: the run's main process (blocks_belong_to)
 
 
@@ -56,19 +60,43 @@ def _pid_namespace() -> int | None:
         return None
 
 
-def _new_block_name() -> str | None:
-    """A name for a new block that :func:`remove_orphaned_blocks` recognizes, or None (CPython
-    picks one) where blocks live elsewhere (macOS: names of at most 31 characters; Windows)."""
+def _run_prefix() -> str | None:
+    """The start of the names :func:`remove_orphaned_blocks` recognizes, or None where shared
+    memory lives elsewhere (macOS: names of at most 31 characters; Windows): CPython's names then."""
     namespace = _pid_namespace()
     if namespace is None or not os.path.isdir(SHM_FOLDER):
         return None
-    return f"palaestra-{namespace:x}-{_owner[0] if _owner else os.getpid()}-{secrets.token_hex(4)}"
+    return f"palaestra-{namespace:x}-{_owner[0] if _owner else os.getpid()}"
+
+
+def _new_block_name() -> str | None:
+    prefix = _run_prefix()
+    return None if prefix is None else f"{prefix}-{secrets.token_hex(4)}"
+
+
+@contextlib.contextmanager
+def semaphores_named_for_the_run() -> Iterator[None]:
+    """multiprocessing's semaphores made inside are named as the blocks are, so that the next run
+    removes those of a run killed with its process group too (a page of memory each). Their names'
+    start is a per-process setting of multiprocessing's ("semprefix", "/mp"): where it has none,
+    or shared memory lives elsewhere, the names stay its own."""
+    config = getattr(multiprocessing.current_process(), "_config", None)
+    prefix = _run_prefix()
+    if not isinstance(config, dict) or "semprefix" not in config or prefix is None:
+        yield
+        return
+    previous = config["semprefix"]
+    config["semprefix"] = f"/{prefix}"
+    try:
+        yield
+    finally:
+        config["semprefix"] = previous
 
 
 def remove_orphaned_blocks() -> tuple[int, int]:
-    """Unlink the blocks in SHM_FOLDER of runs of this PID namespace whose main process is
-    gone (a run killed with SIGKILL, whose memory would stay taken until the machine restarts);
-    how many, and the bytes of memory that frees. Blocks of living processes, of other
+    """Unlink the blocks and semaphores in SHM_FOLDER of runs of this PID namespace whose main
+    process is gone (a run killed with SIGKILL: their memory would stay taken until the machine
+    restarts); how many, and the bytes of memory that frees. Those of living runs, of other
     namespaces, and other programs' stay."""
     namespace = _pid_namespace()
     try:
