@@ -1853,3 +1853,26 @@ def test_one_conversion_of_the_batch_gives_each_copy_what_its_own_would(space):
         np.testing.assert_array_equal(batched[i], one)
         assert space.contains(batched[i])
     assert actions_per_copy(convert, actions, 0) == []
+
+
+def test_observations_converted_at_once_are_those_converted_one_by_one():
+    # convert_each (PettingZoo's many agents) takes a batch in one pass where it can: the same array
+    from palaestra.envs.gymnasium_env import convert_each, observation_converter
+
+    rng = np.random.default_rng(0)
+    box = gym.spaces.Box(-1, 1, (2, 3), np.float32)
+    masked = gym.spaces.Dict({"observation": box, "action_mask": gym.spaces.MultiBinary(4)})
+    floats = [rng.normal(size=(2, 3)) for _ in range(5)]  # float64: converted to float32 alike
+    cases = [(box, floats), (box, [f.astype(np.float32) for f in floats]),
+             (box, [np.round(f * 3).astype(np.int64) for f in floats]),  # (one by one: not floats)
+             (box, [f.tolist() for f in floats]),  # (lists)
+             (gym.spaces.Box(-1, 1, (3,), np.float32), [f[:1].reshape(1, 3) for f in floats]),  # (axes of 1)
+             (masked, [{"observation": f, "action_mask": np.ones(4, np.int8)} for f in floats])]
+    for space, values in cases:
+        _, _, convert = observation_converter(space, "test")
+        together, alone = convert_each(convert, values), np.stack([convert(v) for v in values])
+        assert together.dtype == alone.dtype == np.float32 and together.shape == alone.shape
+        np.testing.assert_array_equal(together, alone)
+    _, _, convert = observation_converter(box, "test")
+    with pytest.raises(EnvError, match="returned an observation of shape \\(3, 2\\)"):  # a wrong one still named
+        convert_each(convert, [floats[0], floats[1].reshape(3, 2)])

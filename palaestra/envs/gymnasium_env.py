@@ -226,6 +226,20 @@ def shown_value(value: Any) -> str:
     return f"{type(value).__name__} {text[:60] + '...' if len(text) > 60 else text}"
 
 
+def convert_each(convert: Converter, values: list[Any]) -> np.ndarray:
+    """``np.stack([convert(v) for v in values])`` (at least one value), the same array: at once
+    where every value is a float numpy array of exactly the shape a vector observation's converter
+    reads (a masked observation's ``observation`` parts too), one by one otherwise (converting
+    each took about 1.5 µs an agent: a PettingZoo crowd's whole step at 1000 agents)."""
+    part = getattr(convert, "observation_part", None)
+    if part is not None and all(type(v) is dict and "observation" in v and "action_mask" in v for v in values):
+        return convert_each(part, [v["observation"] for v in values])
+    exact = getattr(convert, "exact", None)
+    if exact is not None and all(type(v) is np.ndarray and v.shape == exact[0] and v.dtype.kind == "f" for v in values):
+        return np.stack(values).astype(np.float32, copy=False).reshape(len(values), exact[1])
+    return np.stack([convert(v) for v in values])
+
+
 def observation_converter(space: gym.Space, who: str) -> tuple[tuple[int, ...], type, Converter]:
     """How one observation of ``space`` becomes Palaestra's: (shape, dtype, convert). A masked
     observation (:func:`is_masked_observation`) is its ``observation`` part; the mask is read by
@@ -239,6 +253,7 @@ def observation_converter(space: gym.Space, who: str) -> tuple[tuple[int, ...], 
                                f"dict of 'observation' and 'action_mask': {space}")
             return convert(o["observation"])
 
+        masked.observation_part = convert  # type: ignore[attr-defined]  # (convert_each: many at once)
         return shape, dtype, masked
     if isinstance(space, spaces.Box):
         if is_grayscale_image(space):  # (height, width) pixels, as Atari's preprocessing gives: one channel
@@ -270,6 +285,7 @@ def observation_converter(space: gym.Space, who: str) -> tuple[tuple[int, ...], 
                                f"space is {space}")
             return a.reshape(size)
 
+        flat.exact = (space.shape, size)  # type: ignore[attr-defined]  # (convert_each: many at once)
         return (size,), np.float32, flat
     if isinstance(space, spaces.Discrete):
         n, start = int(space.n), int(space.start)

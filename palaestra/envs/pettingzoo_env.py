@@ -35,11 +35,12 @@ from palaestra.envs.base import (
 from palaestra.envs.gymnasium_env import (
     action_converter,
     actions_per_copy,
+    convert_each,
     info_mask_reader,
     mask_reader,
     observation_converter,
     parameter_setter,
-    stacked_masks,
+    read_masks,
 )
 
 logger = logging.getLogger("palaestra")
@@ -226,7 +227,8 @@ class PettingZooEnv:
             if unknown:
                 raise EnvError(f"{where} returned {label} for {unknown}, which are not among its "
                                f"possible_agents {list(self._agent)}")
-        live = [a for a in getattr(self.env, "agents", []) if a not in acted]
+        acting = set(acted)  # (a list's membership test made this quadratic in the agents)
+        live = [a for a in getattr(self.env, "agents", []) if a not in acting]
         for label, names, needed in (("an observation", obs, [*acted, *live]), ("a reward", rewards, acted)):
             missing = [a for a in dict.fromkeys(needed) if a not in names]
             if missing:
@@ -270,16 +272,16 @@ class PettingZooEnv:
             agents = deciding[behavior]
             shape, dtype = spec.observation_shapes[0], self._obs_dtype[behavior]
             masks, reader = None, self._masks[behavior]
-            if reader is not None:  # each branch's [agents, size], True where unavailable
-                rows = [reader(obs[a]["action_mask"]) for a in agents]
-                masks = [np.array([row[k] for row in rows], bool).reshape(len(agents), size)
-                         for k, size in enumerate(spec.action_spec.discrete_branches)]
+            if reader is not None:  # each branch's [agents, size], True where unavailable (all agents at once)
+                masks = read_masks(reader, [obs[a]["action_mask"] for a in agents], spec.action_spec) if agents \
+                    else [np.zeros((0, size), bool) for size in spec.action_spec.discrete_branches]
             elif self._info_masks[behavior] is not None:
-                read = self._info_masks[behavior]
-                masks = stacked_masks([read(infos[a].get("action_mask")) if isinstance(infos.get(a), Mapping) else None
-                                       for a in agents], spec.action_spec)
+                values = [info.get("action_mask") if type(info) is dict or isinstance(info, Mapping) else None
+                          for info in (infos.get(a) for a in agents)]
+                masks = None if all(v is None for v in values) else \
+                    read_masks(self._info_masks[behavior], values, spec.action_spec)
             self._decision[behavior] = DecisionSteps(
-                [np.stack([convert(obs[a]) for a in agents]) if agents else np.zeros((0, *shape), dtype)],
+                [convert_each(convert, [obs[a] for a in agents]) if agents else np.zeros((0, *shape), dtype)],
                 np.asarray([0.0 if final_obs else rewards.get(a, 0.0) for a in agents], np.float32),
                 np.asarray([self._agent[a][1] for a in agents], np.int64),
                 masks,
@@ -287,7 +289,7 @@ class PettingZooEnv:
             done = ended[behavior]
             last = final_obs or obs
             self._terminal[behavior] = TerminalSteps(
-                [np.stack([convert(last[a]) for a in done]) if done else np.zeros((0, *shape), dtype)],
+                [convert_each(convert, [last[a] for a in done]) if done else np.zeros((0, *shape), dtype)],
                 np.asarray([rewards[a] for a in done], np.float32),
                 np.asarray([self._agent[a][1] for a in done], np.int64),
                 np.asarray([bool(truncated.get(a)) and not terminated.get(a) for a in done], bool),
