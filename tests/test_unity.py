@@ -1081,3 +1081,25 @@ def test_ports_that_cannot_be_listened_on_say_why(monkeypatch):
         unity._listen_from(80, "--env=Game")
     assert str(refused.value) == ("--env=Game: none of ports 80 to 179 can be listened on (Permission denied: 100) "
                                   "(ports below 1024 need the administrator's rights); choose another --base-port")
+
+
+def test_action_masks_are_read_alike_whether_every_agent_sends_one_or_some():
+    # every agent's mask in one pass where all send one; one by one where some send none
+    from types import SimpleNamespace
+
+    from palaestra.envs.base import ActionSpec, BehaviorSpec
+    from palaestra.envs.unity.env import UnityEnv
+
+    unity = SimpleNamespace(_specs={"B": BehaviorSpec(((3,),), ActionSpec(0, (2, 3)))}, where="Unity")
+    rng = np.random.default_rng(0)
+    full = [SimpleNamespace(id=i, action_mask=rng.random(5) < 0.4) for i in range(6)]
+    masks = UnityEnv._masks(unity, "B", full)
+    expected = np.stack([a.action_mask for a in full])
+    np.testing.assert_array_equal(np.concatenate(masks, axis=1), expected)
+    assert [m.shape for m in masks] == [(6, 2), (6, 3)] and all(m.dtype == bool for m in masks)
+    some = [*full[:3], SimpleNamespace(id=9, action_mask=[])]
+    np.testing.assert_array_equal(np.concatenate(UnityEnv._masks(unity, "B", some), axis=1),
+                                  np.concatenate([expected[:3], np.zeros((1, 5), bool)]))
+    assert UnityEnv._masks(unity, "B", [SimpleNamespace(id=1, action_mask=[])]) is None
+    with pytest.raises(EnvError, match=r"agent 7 sent an action mask of 4 entries for branches \[2, 3\] \(5\)"):
+        UnityEnv._masks(unity, "B", [*full[:2], SimpleNamespace(id=7, action_mask=[True] * 4)])

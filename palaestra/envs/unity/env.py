@@ -10,6 +10,7 @@ the first reset joins ``behavior_specs`` then (envs/base.py).
 
 from __future__ import annotations
 
+import itertools
 import logging
 from typing import Mapping
 
@@ -279,10 +280,14 @@ class UnityEnv:
 
     def _masks(self, behavior: str, agents: list[object]) -> list[np.ndarray] | None:
         branches = self._specs[behavior].action_spec.discrete_branches
-        total = sum(branches)
-        if not branches or not any(len(a.action_mask) for a in agents):
+        total, n = sum(branches), len(agents)
+        sizes = np.fromiter((len(a.action_mask) for a in agents), np.int64, n)
+        if not branches or not sizes.any():
             return None
-        flat = np.zeros((len(agents), total), bool)
+        if (sizes == total).all():  # the usual step: every agent's mask, read in one pass (a copy per agent took ~4 µs)
+            flat = np.fromiter(itertools.chain.from_iterable(a.action_mask for a in agents), bool, n * total)
+            return np.split(flat.reshape(n, total), np.cumsum(branches)[:-1], axis=1)
+        flat = np.zeros((n, total), bool)
         for row, a in enumerate(agents):
             if len(a.action_mask):
                 if len(a.action_mask) != total:
