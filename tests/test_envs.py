@@ -1725,6 +1725,36 @@ def test_pettingzoo_masks_given_in_infos_mask_each_agents_actions():
     check_env(env, steps=20)
 
 
+def test_pettingzoo_masks_and_observations_out_of_form_are_named_not_raised_raw():
+    # read in one pass since session 54: a mask of a dtype numpy cannot stack with the others is
+    # read agent by agent (said once, then unread), and a masked observation that is no dict of
+    # both is named (it raised IndexError or KeyError, its mask read before its check)
+    pytest.importorskip("pettingzoo")
+    from palaestra.envs.pettingzoo_env import PettingZooEnv
+
+    game = _guess_game(masks_in_infos=True)
+    plain = game._step_data
+
+    def odd_mask(over=False):
+        obs, infos = plain(over)
+        infos["player_1"] = {"action_mask": np.zeros(3, "i4,i4")}
+        return obs, infos
+
+    game._step_data = odd_mask
+    env = PettingZooEnv(game, "odd", seed=0)
+    env.reset()
+    decisions = env.get_steps("player")[0]
+    assert decisions.action_mask is None or decisions.action_mask[0].shape == (2, 3)
+    for broken in (lambda o: o["observation"], lambda o: {"observation": o["observation"]}):
+        game = _guess_game(masks_in_infos=False)
+        plain_masked = game._step_data
+        game._step_data = lambda over=False, plain_masked=plain_masked, broken=broken: (
+            {a: broken(o) for a, o in plain_masked(over)[0].items()}, plain_masked(over)[1])
+        with pytest.raises(EnvError, match="returned an observation .*its observation space is a dict of "
+                                           "'observation' and 'action_mask'"):
+            PettingZooEnv(game, "broken", seed=0).reset()
+
+
 def test_gymnasium_env_refuses_a_vector_env_instance():
     vec = gym.vector.SyncVectorEnv([lambda: gym.make("CartPole-v1")] * 2)
     with pytest.raises(EnvError, match="vector environment is no instance"):

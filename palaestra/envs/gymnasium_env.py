@@ -201,7 +201,10 @@ def _valid_masks_at_once(values: Sequence[Any], actions: ActionSpec) -> list[np.
     if not values or not branches or not all(type(v) is np.ndarray and v.size == size and v.shape == shape
                                              for v in values):
         return None
-    legal = np.stack(values).reshape(len(values), size)
+    try:
+        legal = np.stack(values).reshape(len(values), size)
+    except TypeError:  # dtypes with no common one (a structured or datetime mask beside numbers): read names them
+        return None
     if legal.dtype.kind not in "biuf":
         return None
     legal = legal != 0

@@ -271,6 +271,8 @@ class PettingZooEnv:
             spec, convert = self._specs[behavior], self._convert_obs[behavior]
             agents = deciding[behavior]
             shape, dtype = spec.observation_shapes[0], self._obs_dtype[behavior]
+            # (the observations first: a masked observation that is no dict of both is named there)
+            seen = convert_each(convert, [obs[a] for a in agents]) if agents else np.zeros((0, *shape), dtype)
             masks, reader = None, self._masks[behavior]
             if reader is not None:  # each branch's [agents, size], True where unavailable (all agents at once)
                 masks = read_masks(reader, [obs[a]["action_mask"] for a in agents], spec.action_spec) if agents \
@@ -281,7 +283,7 @@ class PettingZooEnv:
                 masks = None if all(v is None for v in values) else \
                     read_masks(self._info_masks[behavior], values, spec.action_spec)
             self._decision[behavior] = DecisionSteps(
-                [convert_each(convert, [obs[a] for a in agents]) if agents else np.zeros((0, *shape), dtype)],
+                [seen],
                 np.asarray([0.0 if final_obs else rewards.get(a, 0.0) for a in agents], np.float32),
                 np.asarray([self._agent[a][1] for a in agents], np.int64),
                 masks,
