@@ -332,6 +332,7 @@ def _make_env(options: RunOptions, seed: int, parameters: list[dict[str, float]]
 def _resolve_settings(config: TrainerConfig, env: Env, behaviors: list[str] | None = None
                       ) -> dict[str, TrainerSettings]:
     """Each behavior's settings (``behaviors``: those to resolve, by default all), checked against its spec."""
+    at_start = behaviors is None
     behaviors = list(env.behavior_specs) if behaviors is None else behaviors
     config.warn_misspelt_sections(behaviors)
     missing = [b for b in behaviors if not config.has_settings_for(b)]
@@ -346,6 +347,8 @@ def _resolve_settings(config: TrainerConfig, env: Env, behaviors: list[str] | No
                 for p in settings_problems(s) + spec_problems(env.behavior_specs[b], s)]
     if problems:
         raise ConfigError(f"{config.path}: " + "; ".join(problems))
+    if at_start:  # (not a behavior that appeared mid-run)
+        _warn_of_sections_for_later(config, behaviors)
     for behavior, settings in resolved.items():
         for note in spec_notes(env.behavior_specs[behavior], settings):
             message = f"{config.path}: behavior {behavior!r}: {note}"
@@ -353,6 +356,27 @@ def _resolve_settings(config: TrainerConfig, env: Env, behaviors: list[str] | No
                 config.warnings.append(message)
                 logger.warning(message)
     return resolved
+
+
+def _warn_of_sections_for_later(config: TrainerConfig, behaviors: list[str]) -> None:
+    """A section no behavior of the environment reads yet is checked as if one did, and what
+    would stop the run when such a behavior appears mid-run is said now, by --dry-run too. A
+    warning, not an error: the file may hold sections for other scenes, as ML-Agents' do (none of
+    theirs has such a problem)."""
+    read = {config.own_section(b) for b in behaviors}
+    for name in config.section_names():
+        if name in read:
+            continue
+        try:
+            problems = settings_problems(config.resolved_quietly(name))
+        except ConfigError as e:
+            problems = [str(e).removeprefix(f"{config.path}: ").removeprefix(f"behavior {name!r}: ")]
+        for problem in problems:
+            message = (f"{config.path}: section {name!r} (no behavior of that name in the environment yet): "
+                       f"{problem}; a behavior {name!r} that appears later would stop the run there")
+            if message not in config.warnings:
+                config.warnings.append(message)
+                logger.warning(message)
 
 
 def _first_step(parts: RunParts) -> None:

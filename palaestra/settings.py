@@ -592,6 +592,7 @@ class TrainerConfig:
     legacy_warnings: dict[str, list[str]] = field(default_factory=dict)
     # whether the run trains (--inference: no update is owed, so none is said to be missing)
     training: bool = True
+    quiet: bool = False  # resolving a section only to check it: its warnings unsaid (resolved_quietly)
 
     def section_names(self) -> list[str]:
         return [k for k in self.sections if k != "default"]
@@ -694,8 +695,19 @@ class TrainerConfig:
                                "choose another)")
                     self._warn_once(message)
 
+    def resolved_quietly(self, section: str) -> TrainerSettings:
+        """The settings a behavior named ``section`` would have, without the warnings resolving
+        them says (for a section no behavior of the environment reads yet)."""
+        self.quiet = True
+        try:
+            return self.for_behavior(section)
+        finally:
+            self.quiet = False
+
     def _warn_once(self, message: str) -> None:
         """Log a warning and keep it, once however many behaviors read the same settings."""
+        if self.quiet:
+            return
         if message not in self.warnings:
             self.warnings.append(message)
             logger.warning(message)

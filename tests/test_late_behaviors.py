@@ -5,6 +5,7 @@ these use a Python factory environment."""
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -120,6 +121,26 @@ def test_a_late_behavior_without_a_section_stops_the_run_after_saving(run_cli, w
     assert "no settings for behavior(s) B, C: add a section for each, or a 'default' section" in result.log
     assert "the model was saved first" in result.log and "Traceback" not in result.log
     assert (workdir / "models" / "l" / "A.onnx").is_file()
+
+
+def test_a_section_a_late_behavior_would_fail_on_is_said_at_the_start(run_cli, workdir, late_env):
+    # its section was checked only when the behavior appeared, possibly hours into the run
+    config = write_yaml(workdir / "c.yaml", DEFAULT + "C:\n  trainer: online_bc\n  use_recurrent: true\n"
+                                                      "  sequence_length: 8\n  brain_to_imitate: heuristic\n")
+    result = run_cli(str(config), f"--env={late_env}", "--run-id=l", "--dry-run")
+    assert result.code == 0 and ("c.yaml: section 'C' (no behavior of that name in the environment yet): "
+                                 "use_recurrent: true (LSTM policies) is built for trainers ppo and sac only so far "
+                                 "(set in section 'C')") in result.log and "a behavior 'C' that appears later would "\
+        "stop the run there" in result.log, result.log
+    # a section that does not resolve at all is said too, in the same words
+    write_yaml(workdir / "c.yaml", DEFAULT + "C:\n  use_recurrent: true\n  sequence_length: 64\n")
+    result = run_cli(str(config), f"--env={late_env}", "--run-id=l", "--dry-run")
+    assert result.code == 0 and "section 'C' (no behavior of that name in the environment yet): with use_recurrent, " \
+        "batch_size (32) must be at least sequence_length (64); a behavior 'C' that appears" in result.log, result.log
+    # sections of other scenes, as ML-Agents' shipped files hold, are valid: nothing said
+    shipped = run_cli(str(Path(__file__).parent.parent / "config" / "trainer_config.yaml"), "--env=3DBall",
+                      "--run-id=s", "--dry-run")
+    assert shipped.code == 0 and "no behavior of that name" not in shipped.log, shipped.log
 
 
 def test_resume_starts_a_behavior_the_previous_run_never_saved_afresh(run_cli, workdir, late_env):
