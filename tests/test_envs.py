@@ -1745,6 +1745,15 @@ def test_pettingzoo_masks_and_observations_out_of_form_are_named_not_raised_raw(
     env.reset()
     decisions = env.get_steps("player")[0]
     assert decisions.action_mask is None or decisions.action_mask[0].shape == (2, 3)
+    for odd in (np.zeros(3, "i4,i4"), np.array(["1", "0", "0"]), np.array([0, 0, 1], "datetime64[D]")):
+        # a mask in the observation that is no numbers: named (text was read as legal everywhere)
+        game = _guess_game(masks_in_infos=False)
+        plain_masked = game._step_data
+        game._step_data = lambda over=False, plain_masked=plain_masked, odd=odd: (
+            {a: {"observation": o["observation"], "action_mask": odd if a == "player_1" else o["action_mask"]}
+             for a, o in plain_masked(over)[0].items()}, {})
+        with pytest.raises(EnvError, match="returned an action_mask ndarray .*expected numbers, one per action"):
+            PettingZooEnv(game, "odd", seed=0).reset()
     for broken in (lambda o: o["observation"], lambda o: {"observation": o["observation"]}):
         game = _guess_game(masks_in_infos=False)
         plain_masked = game._step_data

@@ -167,7 +167,14 @@ def _mask_parser(actions: ActionSpec, who: str) -> Callable[[Any], list[np.ndarr
     ends = np.cumsum(actions.discrete_branches)[:-1]
 
     def parse(mask: Any) -> list[np.ndarray]:
-        legal = np.asarray(mask).reshape(-1) != 0
+        try:
+            entries = np.asarray(mask)
+        except (TypeError, ValueError):  # (ragged sequences)
+            entries = np.asarray(None)
+        if entries.dtype.kind not in "biuf":  # (text or dates read as legal everywhere; a structured one raised)
+            raise EnvError(f"{who} returned an action_mask {shown_value(mask)}; expected numbers, one per action "
+                           "(1: legal, 0: not)")
+        legal = entries.reshape(-1) != 0
         if legal.size != size:
             raise EnvError(f"{who} returned an action_mask of {legal.size} entries; its space has {size}")
         per_branch = np.split(legal, ends)
